@@ -1,0 +1,75 @@
+#include "autograd/gradcheck.h"
+
+#include <cmath>
+#include <sstream>
+
+#include "autograd/ops.h"
+#include "autograd/tape.h"
+#include "backends/backend.h"
+
+namespace skipgrad {
+
+GradcheckResult gradcheck(const std::function<Tensor(const std::vector<Tensor>&)>& f, std::vector<Tensor> inputs,
+                          double eps, double atol, double rtol) {
+  GradcheckResult res;
+  // A fixed projection so the scalar depends on every output element with a different weight.
+  Tensor w;
+  auto scalar = [&](const std::vector<Tensor>& xs) {
+    Tensor y = f(xs);
+    if (!w.defined()) {
+      Generator g(1234);
+      w = Tensor::randn(y.shape(), 0, 1, y.dtype(), y.device(), &g);
+    }
+    return sum(mul(y, w));
+  };
+  for (Tensor& x : inputs)
+    if (x.defined() && x.requires_grad()) x.zero_grad();
+  current_tape().clear();
+  Tensor L = scalar(inputs);
+  check(L.requires_grad(), "gradcheck", ": the function output does not depend on any input that requires grad");
+  L.backward();
+  for (size_t i = 0; i < inputs.size(); i++) {
+    Tensor& x = inputs[i];
+    if (!x.defined() || !x.requires_grad()) continue;
+    check(x.dtype() == DType::F64 && x.device().is_cpu(), "gradcheck", ": input ", i,
+          " must be a float64 cpu tensor, got ", x.meta_str());
+    Tensor analytic = x.grad();
+    std::vector<double> ga = analytic.defined() ? analytic.to_vector<double>() : std::vector<double>(x.numel(), 0.0);
+    // Perturb through a contiguous index walk over the (possibly strided) input.
+    Shape idx(x.dim(), 0);
+    for (int64_t e = 0; e < x.numel(); e++) {
+      int64_t off = 0;
+      for (int64_t d = 0; d < x.dim(); d++) off += idx[d] * x.strides()[d];
+      double* p = static_cast<double*>(x.data_ptr()) + off;
+      const double orig = *p;
+      double lp, lm;
+      {
+        NoGradGuard ng;
+        *p = orig + eps;
+        lp = scalar(inputs).item();
+        *p = orig - eps;
+        lm = scalar(inputs).item();
+        *p = orig;
+      }
+      const double num = (lp - lm) / (2 * eps);
+      const double err = std::abs(num - ga[e]);
+      const double rel = err / std::max(std::abs(num), 1e-12);
+      res.max_abs_err = std::max(res.max_abs_err, err);
+      if (err > atol) res.max_rel_err = std::max(res.max_rel_err, rel);
+      if (err > atol + rtol * std::abs(num) && res.ok) {
+        res.ok = false;
+        std::ostringstream os;
+        os << "input " << i << " " << x.meta_str() << " element " << e << ": analytic " << ga[e] << " vs numeric "
+           << num << " (abs err " << err << ")";
+        res.message = os.str();
+      }
+      for (int64_t d = x.dim() - 1; d >= 0; d--) {
+        if (++idx[d] < x.size(d)) break;
+        idx[d] = 0;
+      }
+    }
+  }
+  return res;
+}
+
+}  // namespace skipgrad

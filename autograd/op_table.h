@@ -1,0 +1,40 @@
+// The list of differentiable ops, as data.
+//
+// One row per op: its name (as it appears in node names and dumps), its arity (number of tensor inputs; -1 for
+// variadic), a short symbol for pictures and its family (colours in the graph dump, "is this a norm?" in the
+// gradient-path analysis). A gradcheck sweep, the graph dump and the benchmarks iterate over this table; the
+// test suite fails when an op in it has no gradient check.
+#pragma once
+#include <string>
+#include <vector>
+
+namespace skipgrad {
+
+enum class OpFamily {
+  Elementwise,  // arithmetic and activations
+  Matmul,
+  Reduction,
+  View,         // shares storage, moves no data
+  Shape,        // concat, copies between layouts
+  Softmax,
+  Norm,         // layer_norm, rms_norm: the nodes the gradient-path analysis counts
+  Embedding,
+  Loss,
+  Attention,
+  Dropout,
+  Select,       // masked_fill, where
+};
+
+struct OpInfo {
+  const char* name;
+  int arity;
+  const char* symbol;
+  OpFamily family;
+};
+
+const std::vector<OpInfo>& op_table();
+// Throws when no op of that name exists (a programming error in an op, caught by the tests).
+const OpInfo& op_info(const std::string& name);
+const char* family_name(OpFamily f);
+
+}  // namespace skipgrad

@@ -1,0 +1,131 @@
+// Every differentiable op. Each checks its arguments (throwing skipgrad::Error that names the op and the
+// offending shapes/dtypes/devices), runs its forward through the device's backend and, when grad mode is on
+// and an input requires grad, records a node whose backward is written next to the forward in the .cpp file of
+// its family:
+//   ops_elementwise.cpp  arithmetic with broadcasting, scalar ops, activations
+//   ops_matmul.cpp       matmul / batched matmul, linear
+//   ops_reduce.cpp       sum, mean, max
+//   ops_view.cpp         reshape, transpose, permute, slice, expand, contiguous, casts, concat/split/stack
+//   ops_nn.cpp           softmax, log_softmax, layer_norm, rms_norm, l2_norm, embedding, cross_entropy,
+//                        dropout, masked_fill, where
+//   ops_attention.cpp    fused scaled-dot-product attention
+#pragma once
+#include <cstdint>
+#include <optional>
+#include <vector>
+
+#include "tensor/random.h"
+#include "tensor/tensor.h"
+
+namespace skipgrad {
+
+// ---- elementwise, numpy broadcasting ----
+Tensor add(const Tensor& a, const Tensor& b);
+Tensor sub(const Tensor& a, const Tensor& b);
+Tensor mul(const Tensor& a, const Tensor& b);
+Tensor div(const Tensor& a, const Tensor& b);
+Tensor maximum(const Tensor& a, const Tensor& b);
+Tensor minimum(const Tensor& a, const Tensor& b);
+Tensor add(const Tensor& a, double s);
+Tensor mul(const Tensor& a, double s);
+Tensor rsub(const Tensor& a, double s);  // s - a
+Tensor neg(const Tensor& a);
+Tensor exp(const Tensor& a);
+Tensor log(const Tensor& a);
+Tensor sqrt(const Tensor& a);
+Tensor rsqrt(const Tensor& a);
+Tensor reciprocal(const Tensor& a);
+Tensor pow(const Tensor& a, double exponent);
+Tensor abs(const Tensor& a);
+Tensor tanh(const Tensor& a);
+Tensor sigmoid(const Tensor& a);
+Tensor relu(const Tensor& a);
+enum class GeluApprox { Erf, Tanh };
+Tensor gelu(const Tensor& a, GeluApprox approx = GeluApprox::Erf);
+Tensor silu(const Tensor& a);
+// Comparisons (not differentiable): 1 or 0 in a's dtype.
+Tensor eq(const Tensor& a, const Tensor& b);
+Tensor gt(const Tensor& a, const Tensor& b);
+Tensor lt(const Tensor& a, const Tensor& b);
+
+Tensor operator+(const Tensor& a, const Tensor& b);
+Tensor operator-(const Tensor& a, const Tensor& b);
+Tensor operator*(const Tensor& a, const Tensor& b);
+Tensor operator/(const Tensor& a, const Tensor& b);
+Tensor operator-(const Tensor& a);
+Tensor operator+(const Tensor& a, double s);
+Tensor operator+(double s, const Tensor& a);
+Tensor operator-(const Tensor& a, double s);
+Tensor operator-(double s, const Tensor& a);
+Tensor operator*(const Tensor& a, double s);
+Tensor operator*(double s, const Tensor& a);
+Tensor operator/(const Tensor& a, double s);
+
+// ---- matrix products ----
+// [..., n, k] @ [..., k, m] with broadcast leading dims; 1-D operands as in numpy. trans_* transposes the last two
+// dims of that operand first (no copy).
+Tensor matmul(const Tensor& a, const Tensor& b, bool trans_a = false, bool trans_b = false);
+// x [..., in] @ weight[out, in]^T + bias[out] (bias may be undefined). One GEMM over all leading dims.
+Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias = Tensor());
+
+// ---- reductions ----
+Tensor sum(const Tensor& a);
+Tensor sum(const Tensor& a, const Shape& dims, bool keepdim = false);
+Tensor mean(const Tensor& a);
+Tensor mean(const Tensor& a, const Shape& dims, bool keepdim = false);
+// Maximum over dims; the gradient is shared equally among tied maxima.
+Tensor max(const Tensor& a, const Shape& dims, bool keepdim = false);
+// Sums `g` down to `shape` (the reverse of broadcasting); not recorded. Used by backward functions.
+Tensor sum_to(const Tensor& g, const Shape& shape);
+
+// ---- views and layout (the Tensor methods forward here) ----
+Tensor reshape(const Tensor& a, const Shape& shape);
+Tensor transpose(const Tensor& a, int64_t d0, int64_t d1);
+Tensor permute(const Tensor& a, const Shape& order);
+Tensor slice(const Tensor& a, int64_t dim, int64_t start, int64_t end, int64_t step = 1);
+Tensor expand(const Tensor& a, const Shape& shape);
+Tensor concat(const std::vector<Tensor>& ts, int64_t dim);
+std::vector<Tensor> split(const Tensor& a, int64_t size, int64_t dim);  // chunks of `size` (last may be smaller)
+std::vector<Tensor> chunk(const Tensor& a, int64_t chunks, int64_t dim);
+Tensor stack(const std::vector<Tensor>& ts, int64_t dim);
+
+// ---- neural-network ops ----
+Tensor softmax(const Tensor& x, int64_t dim = -1);
+Tensor log_softmax(const Tensor& x, int64_t dim = -1);
+// Normalises over the last dim; gamma/beta [d] may be undefined (no affine).
+Tensor layer_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta, double eps = 1e-5);
+Tensor rms_norm(const Tensor& x, const Tensor& weight, double eps = 1e-6);
+// x / max(||x||_2, eps) over the last dim (the QK-norm of Henry et al.).
+Tensor l2_norm(const Tensor& x, double eps = 1e-12);
+// weight [V, d], ids int64 of any shape -> [..., d]; rows of padding_idx get no gradient (-1: none).
+Tensor embedding(const Tensor& weight, const Tensor& ids, int64_t padding_idx = -1);
+enum class Reduction { Mean, Sum, None };
+// logits [N, V] (or [..., V]), targets int64 [N] (or [...]). Mean is over targets != ignore_index.
+Tensor cross_entropy(const Tensor& logits, const Tensor& targets, int64_t ignore_index = -100,
+                     double label_smoothing = 0.0, Reduction reduction = Reduction::Mean);
+// Inverted dropout; identity when !training or p == 0. Random numbers from `gen` (default generator if null).
+Tensor dropout(const Tensor& x, double p, bool training = true, Generator* gen = nullptr);
+// x where mask == 0, value where mask != 0 (mask broadcast to x).
+Tensor masked_fill(const Tensor& x, const Tensor& mask, double value);
+Tensor where(const Tensor& cond, const Tensor& a, const Tensor& b);
+
+// ---- fused attention ----
+// q [B, H, Tq, dh], k and v [B, H, Tk, dh]. softmax(q k^T * scale + mask) v, one node, analytic backward.
+// key_padding_mask: [B, Tk], nonzero = masked out (may be undefined). causal masks key j > query i + (Tk - Tq).
+struct AttentionOptions {
+  bool causal = false;
+  double scale = -1;  // -1: 1/sqrt(dh)
+  double dropout = 0;
+  bool training = true;
+  Generator* gen = nullptr;
+};
+Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& key_padding_mask = Tensor(),
+                 const AttentionOptions& opt = {});
+
+// ---- helpers for op authors ----
+// Throws unless all defined tensors share a device (naming op and devices).
+void check_same_device(const char* op, const std::vector<Tensor>& ts);
+// Throws unless all defined tensors share a floating dtype.
+void check_same_float_dtype(const char* op, const std::vector<Tensor>& ts);
+
+}  // namespace skipgrad

@@ -1,0 +1,34 @@
+// Small helpers shared by the op files (not part of the public API).
+#pragma once
+#include "autograd/node.h"
+#include "autograd/ops.h"
+#include "autograd/tape.h"
+#include "backends/backend.h"
+
+namespace skipgrad {
+
+inline Backend& be(const Tensor& t) { return backend_for(t.device()); }
+
+// Whether backward must produce a gradient for input j of node n.
+inline bool needs_grad(const Node& n, size_t j) { return n.inputs[j] && n.inputs[j]->requires_grad; }
+
+inline void check_defined(const char* op, const Tensor& t, const char* what = "input") {
+  check(t.defined(), op, ": ", what, " is an undefined tensor");
+}
+inline void check_floating(const char* op, const Tensor& t) {
+  check_defined(op, t);
+  check(is_floating(t.dtype()), op, ": expected a floating tensor, got ", t.meta_str());
+}
+// A contiguous tensor with the same values (no copy when already contiguous); not recorded.
+inline Tensor contiguous_raw(const Tensor& t) {
+  if (t.is_contiguous()) return t;
+  Tensor out = Tensor::empty(t.shape(), t.dtype(), t.device());
+  backend_for(t.device()).copy(t, out);
+  return out;
+}
+// Raw reshape (view when possible, otherwise copy); not recorded.
+Tensor reshape_raw(const Tensor& t, const Shape& shape);
+// Resolves one -1 in `shape` against `numel`; `op` names the caller in errors.
+Shape infer_shape(const Shape& shape, int64_t numel, const char* op);
+
+}  // namespace skipgrad

@@ -1,0 +1,171 @@
+// Elementwise ops with numpy broadcasting: forward, backward and checks side by side.
+#include "autograd/ops_common.h"
+
+namespace skipgrad {
+
+void check_same_device(const char* op, const std::vector<Tensor>& ts) {
+  const Tensor* first = nullptr;
+  for (const Tensor& t : ts) {
+    if (!t.defined()) continue;
+    if (!first) first = &t;
+    else
+      check(t.device() == first->device(), op, ": tensors are on different devices: ", first->meta_str(), " and ",
+            t.meta_str());
+  }
+}
+
+void check_same_float_dtype(const char* op, const std::vector<Tensor>& ts) {
+  const Tensor* first = nullptr;
+  for (const Tensor& t : ts) {
+    if (!t.defined()) continue;
+    check(is_floating(t.dtype()), op, ": expected floating tensors, got ", t.meta_str());
+    if (!first) first = &t;
+    else
+      check(t.dtype() == first->dtype(), op, ": dtypes differ: ", first->meta_str(), " and ", t.meta_str());
+  }
+}
+
+// ---------------------------------------------------------------- binary
+
+namespace {
+Tensor binary_forward(const char* name, BinaryOp op, const Tensor& a, const Tensor& b) {
+  check_defined(name, a, "first input");
+  check_defined(name, b, "second input");
+  check_same_device(name, {a, b});
+  check(a.dtype() == b.dtype(), name, ": dtypes differ: ", a.meta_str(), " and ", b.meta_str());
+  Shape shape = broadcast_shapes(a.shape(), b.shape(), name);
+  Tensor out = Tensor::empty(shape, a.dtype(), a.device());
+  be(a).binary(op, broadcast_to(a, shape, name), broadcast_to(b, shape, name), out);
+  return out;
+}
+}  // namespace
+
+// c = a + b:  ga = sum_to(g, a),  gb = sum_to(g, b)
+Tensor add(const Tensor& a, const Tensor& b) {
+  Tensor out = binary_forward("add", BinaryOp::Add, a, b);
+  record("add", {a, b}, out, {}, [sa = a.shape(), sb = b.shape()](const Node& n, const Tensor& g) {
+    return std::vector<Tensor>{needs_grad(n, 0) ? sum_to(g, sa) : Tensor(), needs_grad(n, 1) ? sum_to(g, sb) : Tensor()};
+  });
+  return out;
+}
+
+// c = a - b:  ga = g,  gb = -g
+Tensor sub(const Tensor& a, const Tensor& b) {
+  Tensor out = binary_forward("sub", BinaryOp::Sub, a, b);
+  record("sub", {a, b}, out, {}, [sa = a.shape(), sb = b.shape()](const Node& n, const Tensor& g) {
+    return std::vector<Tensor>{needs_grad(n, 0) ? sum_to(g, sa) : Tensor(),
+                               needs_grad(n, 1) ? sum_to(neg(g), sb) : Tensor()};
+  });
+  return out;
+}
+
+// c = a * b:  ga = g b,  gb = g a
+Tensor mul(const Tensor& a, const Tensor& b) {
+  Tensor out = binary_forward("mul", BinaryOp::Mul, a, b);
+  record("mul", {a, b}, out, {a, b}, [](const Node& n, const Tensor& g) {
+    const Tensor &a = n.saved[0], &b = n.saved[1];
+    return std::vector<Tensor>{needs_grad(n, 0) ? sum_to(mul(g, b), a.shape()) : Tensor(),
+                               needs_grad(n, 1) ? sum_to(mul(g, a), b.shape()) : Tensor()};
+  });
+  return out;
+}
+
+// c = a / b:  ga = g / b,  gb = -g a / b^2 = -g c / b
+Tensor div(const Tensor& a, const Tensor& b) {
+  Tensor out = binary_forward("div", BinaryOp::Div, a, b);
+  record("div", {a, b}, out, {a, b, out}, [](const Node& n, const Tensor& g) {
+    const Tensor &a = n.saved[0], &b = n.saved[1], &c = n.saved[2];
+    return std::vector<Tensor>{needs_grad(n, 0) ? sum_to(div(g, b), a.shape()) : Tensor(),
+                               needs_grad(n, 1) ? sum_to(neg(div(mul(g, c), b)), b.shape()) : Tensor()};
+  });
+  return out;
+}
+
+// c = max(a, b): the gradient goes to the larger input (to a on ties).
+Tensor maximum(const Tensor& a, const Tensor& b) {
+  Tensor out = binary_forward("maximum", BinaryOp::Maximum, a, b);
+  record("maximum", {a, b}, out, {a, b}, [](const Node& n, const Tensor& g) {
+    Tensor take_a = binary_forward("maximum", BinaryOp::Ge, n.saved[0], n.saved[1]);
+    return std::vector<Tensor>{needs_grad(n, 0) ? sum_to(mul(g, take_a), n.saved[0].shape()) : Tensor(),
+                               needs_grad(n, 1) ? sum_to(mul(g, rsub(take_a, 1.0)), n.saved[1].shape()) : Tensor()};
+  });
+  return out;
+}
+
+// c = min(a, b): the gradient goes to the smaller input (to a on ties).
+Tensor minimum(const Tensor& a, const Tensor& b) {
+  Tensor out = binary_forward("minimum", BinaryOp::Minimum, a, b);
+  record("minimum", {a, b}, out, {a, b}, [](const Node& n, const Tensor& g) {
+    Tensor take_a = binary_forward("minimum", BinaryOp::Le, n.saved[0], n.saved[1]);
+    return std::vector<Tensor>{needs_grad(n, 0) ? sum_to(mul(g, take_a), n.saved[0].shape()) : Tensor(),
+                               needs_grad(n, 1) ? sum_to(mul(g, rsub(take_a, 1.0)), n.saved[1].shape()) : Tensor()};
+  });
+  return out;
+}
+
+Tensor eq(const Tensor& a, const Tensor& b) { return binary_forward("eq", BinaryOp::Eq, a, b); }
+Tensor gt(const Tensor& a, const Tensor& b) { return binary_forward("gt", BinaryOp::Gt, a, b); }
+Tensor lt(const Tensor& a, const Tensor& b) { return binary_forward("lt", BinaryOp::Lt, a, b); }
+
+// ---------------------------------------------------------------- unary
+
+namespace {
+// y = f(x) with gx = g * f'(x). `save_y` keeps y for ops whose derivative is cheapest from it.
+Tensor unary_op(const char* name, UnaryOp op, const Tensor& x, double alpha, bool save_y) {
+  check_floating(name, x);
+  Tensor out = Tensor::empty(x.shape(), x.dtype(), x.device());
+  be(x).unary(op, x, out, alpha);
+  record(name, {x}, out, {x, save_y ? out : Tensor()}, [op, alpha](const Node& n, const Tensor& g) {
+    Tensor gx = Tensor::empty(g.shape(), g.dtype(), g.device());
+    be(g).unary_backward(op, n.saved[0], n.saved[1], g, gx, alpha);
+    return std::vector<Tensor>{gx};
+  }, alpha != 0 ? OpParams{{"alpha", alpha}} : OpParams{});
+  return out;
+}
+}  // namespace
+
+Tensor neg(const Tensor& a) { return unary_op("neg", UnaryOp::Neg, a, 0, false); }
+Tensor add(const Tensor& a, double s) { return unary_op("add_scalar", UnaryOp::AddScalar, a, s, false); }
+Tensor mul(const Tensor& a, double s) { return unary_op("mul_scalar", UnaryOp::MulScalar, a, s, false); }
+Tensor rsub(const Tensor& a, double s) { return unary_op("rsub_scalar", UnaryOp::RsubScalar, a, s, false); }
+Tensor exp(const Tensor& a) { return unary_op("exp", UnaryOp::Exp, a, 0, true); }
+Tensor log(const Tensor& a) { return unary_op("log", UnaryOp::Log, a, 0, false); }
+Tensor sqrt(const Tensor& a) { return unary_op("sqrt", UnaryOp::Sqrt, a, 0, true); }
+Tensor rsqrt(const Tensor& a) { return unary_op("rsqrt", UnaryOp::Rsqrt, a, 0, true); }
+Tensor reciprocal(const Tensor& a) { return unary_op("reciprocal", UnaryOp::Reciprocal, a, 0, true); }
+Tensor pow(const Tensor& a, double e) { return unary_op("pow", UnaryOp::Pow, a, e, false); }
+Tensor abs(const Tensor& a) { return unary_op("abs", UnaryOp::Abs, a, 0, false); }
+Tensor tanh(const Tensor& a) { return unary_op("tanh", UnaryOp::Tanh, a, 0, true); }
+Tensor sigmoid(const Tensor& a) { return unary_op("sigmoid", UnaryOp::Sigmoid, a, 0, true); }
+Tensor relu(const Tensor& a) { return unary_op("relu", UnaryOp::Relu, a, 0, false); }
+Tensor gelu(const Tensor& a, GeluApprox approx) {
+  return approx == GeluApprox::Tanh ? unary_op("gelu_tanh", UnaryOp::GeluTanh, a, 0, false)
+                                    : unary_op("gelu_erf", UnaryOp::GeluErf, a, 0, false);
+}
+Tensor silu(const Tensor& a) { return unary_op("silu", UnaryOp::Silu, a, 0, false); }
+
+// ---------------------------------------------------------------- operators and methods
+
+Tensor operator+(const Tensor& a, const Tensor& b) { return add(a, b); }
+Tensor operator-(const Tensor& a, const Tensor& b) { return sub(a, b); }
+Tensor operator*(const Tensor& a, const Tensor& b) { return mul(a, b); }
+Tensor operator/(const Tensor& a, const Tensor& b) { return div(a, b); }
+Tensor operator-(const Tensor& a) { return neg(a); }
+Tensor operator+(const Tensor& a, double s) { return add(a, s); }
+Tensor operator+(double s, const Tensor& a) { return add(a, s); }
+Tensor operator-(const Tensor& a, double s) { return add(a, -s); }
+Tensor operator-(double s, const Tensor& a) { return rsub(a, s); }
+Tensor operator*(const Tensor& a, double s) { return mul(a, s); }
+Tensor operator*(double s, const Tensor& a) { return mul(a, s); }
+Tensor operator/(const Tensor& a, double s) { return mul(a, 1.0 / s); }
+
+Tensor Tensor::exp() const { return skipgrad::exp(*this); }
+Tensor Tensor::log() const { return skipgrad::log(*this); }
+Tensor Tensor::sqrt() const { return skipgrad::sqrt(*this); }
+Tensor Tensor::pow(double e) const { return skipgrad::pow(*this, e); }
+Tensor Tensor::abs() const { return skipgrad::abs(*this); }
+Tensor Tensor::relu() const { return skipgrad::relu(*this); }
+Tensor Tensor::tanh() const { return skipgrad::tanh(*this); }
+Tensor Tensor::sigmoid() const { return skipgrad::sigmoid(*this); }
+
+}  // namespace skipgrad

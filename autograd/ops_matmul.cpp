@@ -1,0 +1,162 @@
+// Matrix products through the backend's GEMM: matmul (batched, broadcast, with transposes) and linear.
+#include "autograd/ops_common.h"
+
+namespace skipgrad {
+
+namespace {
+// A matrix operand as GEMM wants it: batch dims collapsed to one stride, rows either unit-stride (ld = row
+// stride) or columns unit-stride (read as transposed). Copies only when neither layout applies.
+struct GemmOperand {
+  Tensor t;        // the tensor whose data is read
+  bool trans;      // read transposed
+  int64_t ld, batch_stride;
+};
+
+GemmOperand gemm_operand(const Tensor& x, int64_t batch) {
+  // x: [batch..., r, c] already broadcast; try strides as they are.
+  const int64_t nd = x.dim();
+  const int64_t r = x.size(-2), c = x.size(-1);
+  const int64_t sr = x.strides()[nd - 2], sc = x.strides()[nd - 1];
+  // batch dims must collapse to one stride (or be broadcast with stride 0 everywhere)
+  int64_t bstride = 0;
+  bool batch_ok = true;
+  {
+    int64_t expect = -1;
+    for (int64_t d = nd - 3; d >= 0; d--) {
+      if (x.size(d) == 1) continue;
+      if (expect < 0) { bstride = x.strides()[d]; expect = bstride * x.size(d); }
+      else if (x.strides()[d] != expect) { batch_ok = false; break; }
+      else expect *= x.size(d);
+    }
+    if (batch == 1) bstride = 0;
+  }
+  if (batch_ok) {
+    if ((sc == 1 || c == 1) && (r == 1 || sr >= std::max<int64_t>(c, 1)))
+      return {x, false, r == 1 ? std::max<int64_t>(c, 1) : sr, bstride};
+    if ((sr == 1 || r == 1) && (c == 1 || sc >= std::max<int64_t>(r, 1)))
+      return {x, true, c == 1 ? std::max<int64_t>(r, 1) : sc, bstride};
+  }
+  Tensor cx = contiguous_raw(x);
+  return {cx, false, std::max<int64_t>(c, 1), r * c};
+}
+
+Tensor swap_last2(const Tensor& t) {
+  Shape s = t.shape(), st = t.strides();
+  std::swap(s[s.size() - 1], s[s.size() - 2]);
+  std::swap(st[st.size() - 1], st[st.size() - 2]);
+  return make_view(t, s, st, t.offset());
+}
+
+// out[...] = a2 @ b2 for operands of rank >= 2 whose batch dims broadcast.
+Tensor matmul_raw(const Tensor& a2, const Tensor& b2) {
+  const char* op = "matmul";
+  check(a2.size(-1) == b2.size(-2), op, ": inner dimensions differ: ", a2.shape(), " @ ", b2.shape());
+  Shape ab(a2.shape().begin(), a2.shape().end() - 2), bb(b2.shape().begin(), b2.shape().end() - 2);
+  Shape batch_shape = broadcast_shapes(ab, bb, op);
+  const int64_t n = a2.size(-2), k = a2.size(-1), m = b2.size(-1), batch = numel_of(batch_shape);
+  Shape out_shape = batch_shape;
+  out_shape.push_back(n);
+  out_shape.push_back(m);
+  Tensor out = Tensor::empty(out_shape, a2.dtype(), a2.device());
+  if (k == 0) {
+    be(out).fill(out, 0);
+    return out;
+  }
+  Shape as = batch_shape, bs = batch_shape;
+  as.insert(as.end(), {n, k});
+  bs.insert(bs.end(), {k, m});
+  GemmOperand A = gemm_operand(broadcast_to(a2, as, op), batch);
+  GemmOperand B = gemm_operand(broadcast_to(b2, bs, op), batch);
+  GemmArgs g;
+  g.dtype = a2.dtype();
+  g.trans_a = A.trans;
+  g.trans_b = B.trans;
+  g.batch = batch;
+  g.m = n;
+  g.n = m;
+  g.k = k;
+  g.a = A.t.data_ptr(); g.lda = A.ld; g.stride_a = A.batch_stride;
+  g.b = B.t.data_ptr(); g.ldb = B.ld; g.stride_b = B.batch_stride;
+  g.c = out.data_ptr(); g.ldc = m; g.stride_c = n * m;
+  be(out).gemm(g);
+  return out;
+}
+}  // namespace
+
+// C = op(A) @ op(B), op = optional transpose of the last two dims.
+//   dA = ta ? op(B) @ g^T : g @ op(B)^T      dB = tb ? g^T @ op(A) : op(A)^T @ g   (then summed over broadcast)
+Tensor matmul(const Tensor& a, const Tensor& b, bool ta, bool tb) {
+  const char* op = "matmul";
+  check_defined(op, a, "first input");
+  check_defined(op, b, "second input");
+  check_same_device(op, {a, b});
+  check_same_float_dtype(op, {a, b});
+  check(a.dim() >= 1 && b.dim() >= 1, op, ": 0-d operands: ", a.shape(), " @ ", b.shape());
+  if (a.dim() == 1 || b.dim() == 1) {  // numpy semantics via unsqueeze/squeeze
+    check(!ta && !tb, op, ": transposes need operands of rank >= 2, got ", a.shape(), " @ ", b.shape());
+    Tensor a2 = a.dim() == 1 ? a.unsqueeze(0) : a;
+    Tensor b2 = b.dim() == 1 ? b.unsqueeze(1) : b;
+    Tensor r = matmul(a2, b2);
+    if (a.dim() == 1) r = r.squeeze(-2);
+    if (b.dim() == 1) r = r.squeeze(-1);
+    return r;
+  }
+  Tensor opa = ta ? swap_last2(a) : a, opb = tb ? swap_last2(b) : b;
+  Tensor out = matmul_raw(opa, opb);
+  record(op, {a, b}, out, {a, b}, [ta, tb](const Node& n, const Tensor& g) {
+    const Tensor &a = n.saved[0], &b = n.saved[1];
+    Tensor ga, gb;
+    if (needs_grad(n, 0)) ga = sum_to(ta ? matmul(b, g, tb, true) : matmul(g, b, false, !tb), a.shape());
+    if (needs_grad(n, 1)) gb = sum_to(tb ? matmul(g, a, true, ta) : matmul(a, g, !ta, false), b.shape());
+    return std::vector<Tensor>{ga, gb};
+  }, {{"trans_a", ta}, {"trans_b", tb}});
+  return out;
+}
+Tensor Tensor::matmul(const Tensor& o) const { return skipgrad::matmul(*this, o); }
+
+// y = x W^T + b over x's last dim, as one GEMM with all leading dims folded into rows.
+//   gx = g W;  gW = g^T x;  gb = sum of g's rows
+Tensor linear(const Tensor& x, const Tensor& w, const Tensor& bias) {
+  const char* op = "linear";
+  check_defined(op, x, "input");
+  check_defined(op, w, "weight");
+  check_same_device(op, {x, w, bias});
+  check_same_float_dtype(op, {x, w, bias});
+  check(w.dim() == 2, op, ": weight must be [out, in], got ", w.shape());
+  check(x.dim() >= 1 && x.size(-1) == w.size(1), op, ": input ", x.shape(), " does not end in in_features ",
+        w.size(1), " of weight ", w.shape());
+  check(!bias.defined() || (bias.dim() == 1 && bias.size(0) == w.size(0)), op, ": bias ", bias.shape(),
+        " does not match out_features ", w.size(0));
+  const int64_t in = w.size(1), outf = w.size(0), rows = x.numel() / std::max<int64_t>(in, 1);
+  Tensor x2 = reshape_raw(x, {rows, in});
+  if (!x2.is_contiguous()) x2 = contiguous_raw(x2);
+  Shape out_shape = x.shape();
+  out_shape.back() = outf;
+  Tensor out = Tensor::empty(out_shape, x.dtype(), x.device());
+  Tensor out2 = make_view(out, {rows, outf}, {outf, 1}, 0);
+  if (bias.defined()) be(x).copy(broadcast_to(bias, {rows, outf}, op), out2);
+  GemmOperand W = gemm_operand(w, 1);
+  GemmArgs g;
+  g.dtype = x.dtype();
+  g.trans_a = false;
+  g.trans_b = !W.trans;  // we need W^T
+  g.m = rows; g.n = outf; g.k = in;
+  g.a = x2.data_ptr(); g.lda = in;
+  g.b = W.t.data_ptr(); g.ldb = W.ld;
+  g.c = out.data_ptr(); g.ldc = outf;
+  g.beta = bias.defined() ? 1.0 : 0.0;
+  if (in == 0) be(x).fill(out2, 0);
+  if (in > 0 && rows > 0) be(x).gemm(g);
+  record(op, {x, w, bias}, out, {x2, w}, [xs = x.shape(), rows, in, outf](const Node& n, const Tensor& g_in) {
+    const Tensor &x2 = n.saved[0], &w = n.saved[1];
+    Tensor g = reshape_raw(g_in, {rows, outf});
+    Tensor gx, gw, gb;
+    if (needs_grad(n, 0)) gx = reshape_raw(matmul(g, w), xs);
+    if (needs_grad(n, 1)) gw = matmul(g, x2, true, false);
+    if (n.inputs.size() > 2 && needs_grad(n, 2)) gb = sum(g, {0});
+    return std::vector<Tensor>{gx, gw, gb};
+  });
+  return out;
+}
+
+}  // namespace skipgrad

@@ -1,0 +1,107 @@
+// Reductions: sum, mean, max over dims; sum_to (the reverse of broadcasting) for backward functions.
+#include <algorithm>
+
+#include "autograd/ops_common.h"
+
+namespace skipgrad {
+
+namespace {
+struct ReducePlan {
+  std::vector<bool> mask;  // per dim: reduced?
+  Shape keep_shape;        // x's shape with 1 on reduced dims
+  Shape out_shape;         // keepdim ? keep_shape : without the reduced dims
+  int64_t count = 1;       // elements per output element
+};
+
+ReducePlan plan_reduce(const char* op, const Tensor& x, const Shape& dims, bool keepdim) {
+  check_floating(op, x);
+  ReducePlan p;
+  p.mask.assign(x.dim(), dims.empty());  // no dims: reduce all
+  for (int64_t d : dims) {
+    int64_t nd = normalize_dim(d, x.dim(), op);
+    check(!p.mask[nd] || dims.empty(), op, ": dim ", d, " given twice in ", dims);
+    p.mask[nd] = true;
+  }
+  for (int64_t d = 0; d < x.dim(); d++) {
+    p.keep_shape.push_back(p.mask[d] ? 1 : x.size(d));
+    if (p.mask[d]) p.count *= x.size(d);
+    if (!p.mask[d] || keepdim) p.out_shape.push_back(p.mask[d] ? 1 : x.size(d));
+  }
+  return p;
+}
+
+Tensor reduce_raw(ReduceOp op, const Tensor& x, const ReducePlan& p) {
+  Tensor out = Tensor::empty(p.keep_shape, x.dtype(), x.device());
+  be(x).reduce(op, x, p.mask, out);
+  return make_view(out, p.out_shape, contiguous_strides(p.out_shape), 0);
+}
+
+// g (of the reduced shape) broadcast back over x's shape, as a contiguous tensor.
+Tensor unreduce(const Tensor& g, const Shape& keep_shape, const Shape& x_shape) {
+  Tensor gk = reshape_raw(g, keep_shape);
+  return contiguous_raw(broadcast_to(gk, x_shape, "sum.backward"));
+}
+}  // namespace
+
+Tensor sum_to(const Tensor& g, const Shape& shape) {
+  if (g.shape() == shape) return g;
+  const int64_t lead = g.dim() - (int64_t)shape.size();
+  check(lead >= 0, "sum_to", ": cannot sum ", g.shape(), " down to ", shape);
+  std::vector<bool> mask(g.dim(), false);
+  Shape keep = g.shape();
+  for (int64_t d = 0; d < g.dim(); d++) {
+    bool r = d < lead || (shape[d - lead] == 1 && g.size(d) != 1);
+    check(r || shape[d - lead] == g.size(d), "sum_to", ": cannot sum ", g.shape(), " down to ", shape);
+    mask[d] = r;
+    if (r) keep[d] = 1;
+  }
+  Tensor out = Tensor::empty(keep, g.dtype(), g.device());
+  be(g).reduce(ReduceOp::Sum, g, mask, out);
+  return make_view(out, shape, contiguous_strides(shape), 0);
+}
+
+// y = sum over dims:  gx = broadcast(g)
+Tensor sum(const Tensor& x, const Shape& dims, bool keepdim) {
+  ReducePlan p = plan_reduce("sum", x, dims, keepdim);
+  Tensor out = reduce_raw(ReduceOp::Sum, x, p);
+  record("sum", {x}, out, {}, [keep = p.keep_shape, xs = x.shape()](const Node&, const Tensor& g) {
+    return std::vector<Tensor>{unreduce(g, keep, xs)};
+  }, {{"dims", dims}, {"keepdim", keepdim}});
+  return out;
+}
+Tensor sum(const Tensor& x) { return sum(x, {}, false); }
+
+// y = mean over dims:  gx = broadcast(g) / count
+Tensor mean(const Tensor& x, const Shape& dims, bool keepdim) {
+  ReducePlan p = plan_reduce("mean", x, dims, keepdim);
+  Tensor out = reduce_raw(ReduceOp::Mean, x, p);
+  record("mean", {x}, out, {}, [keep = p.keep_shape, xs = x.shape(), count = p.count](const Node&, const Tensor& g) {
+    return std::vector<Tensor>{mul(unreduce(g, keep, xs), 1.0 / (double)std::max<int64_t>(count, 1))};
+  }, {{"dims", dims}, {"keepdim", keepdim}});
+  return out;
+}
+Tensor mean(const Tensor& x) { return mean(x, {}, false); }
+
+// y = max over dims:  gx = g * [x == y] / (number of ties)
+Tensor max(const Tensor& x, const Shape& dims, bool keepdim) {
+  ReducePlan p = plan_reduce("max", x, dims, keepdim);
+  check(x.numel() > 0, "max", ": reduction of an empty tensor ", x.meta_str());
+  Tensor out = reduce_raw(ReduceOp::Max, x, p);
+  record("max", {x}, out, {x, out}, [p](const Node& n, const Tensor& g) {
+    const Tensor& x = n.saved[0];
+    Tensor y = reshape_raw(n.saved[1], p.keep_shape);
+    Tensor hit = eq(x, broadcast_to(y, x.shape(), "max.backward"));
+    Tensor ties = reduce_raw(ReduceOp::Sum, hit, ReducePlan{p.mask, p.keep_shape, p.keep_shape, p.count});
+    Tensor share = div(reshape_raw(g, p.keep_shape), ties);
+    return std::vector<Tensor>{mul(hit, share)};
+  }, {{"dims", dims}, {"keepdim", keepdim}});
+  return out;
+}
+
+Tensor Tensor::sum() const { return skipgrad::sum(*this); }
+Tensor Tensor::sum(const Shape& dims, bool keepdim) const { return skipgrad::sum(*this, dims, keepdim); }
+Tensor Tensor::mean() const { return skipgrad::mean(*this); }
+Tensor Tensor::mean(const Shape& dims, bool keepdim) const { return skipgrad::mean(*this, dims, keepdim); }
+Tensor Tensor::max(const Shape& dims, bool keepdim) const { return skipgrad::max(*this, dims, keepdim); }
+
+}  // namespace skipgrad

@@ -1,0 +1,318 @@
+// View and layout ops: reshape, transpose, permute, slice, expand (share storage); contiguous, casts, device
+// copies, concat/split/stack (copy). Backward of a view is the inverse view (or a scatter into zeros).
+#include <numeric>
+
+#include "autograd/ops_common.h"
+
+namespace skipgrad {
+
+Shape infer_shape(const Shape& shape, int64_t numel, const char* op) {
+  Shape out = shape;
+  int64_t known = 1, infer = -1;
+  for (size_t i = 0; i < shape.size(); i++) {
+    if (shape[i] == -1) {
+      check(infer < 0, op, ": more than one -1 in shape ", shape);
+      infer = (int64_t)i;
+    } else {
+      check(shape[i] >= 0, op, ": invalid size in shape ", shape);
+      known *= shape[i];
+    }
+  }
+  if (infer >= 0) {
+    check(known != 0 && numel % known == 0, op, ": cannot infer -1 in shape ", shape, " for ", numel, " elements");
+    out[infer] = numel / known;
+  }
+  check(numel_of(out) == numel, op, ": shape ", shape, " is invalid for ", numel, " elements");
+  return out;
+}
+
+Tensor reshape_raw(const Tensor& t, const Shape& shape_in) {
+  Shape shape = infer_shape(shape_in, t.numel(), "reshape");
+  Shape st = view_strides(t, shape);
+  if (st.size() == shape.size() && (!st.empty() || shape.empty())) return make_view(t, shape, st, t.offset());
+  Tensor c = contiguous_raw(t);
+  return make_view(c, shape, contiguous_strides(shape), c.offset());
+}
+
+// y = x viewed as `shape`:  gx = g viewed as x's shape
+Tensor reshape(const Tensor& x, const Shape& shape) {
+  check_defined("reshape", x);
+  Tensor out = reshape_raw(x, shape);
+  record("reshape", {x}, out, {}, [xs = x.shape()](const Node&, const Tensor& g) {
+    return std::vector<Tensor>{reshape_raw(g, xs)};
+  }, {{"shape", out.shape()}});
+  return out;
+}
+
+Tensor Tensor::reshape(const Shape& shape) const { return skipgrad::reshape(*this, shape); }
+Tensor Tensor::view(const Shape& shape_in) const {
+  Shape shape = infer_shape(shape_in, numel(), "view");
+  Shape st = view_strides(*this, shape);
+  check(st.size() == shape.size() && (!st.empty() || shape.empty()), "view", ": cannot view ", meta_str(),
+        " with strides ", strides(), " as ", shape, " without a copy; use reshape()");
+  return skipgrad::reshape(*this, shape);
+}
+Tensor Tensor::flatten(int64_t start, int64_t end) const {
+  if (dim() == 0) return skipgrad::reshape(*this, {1});
+  int64_t s = normalize_dim(start, dim(), "flatten"), e = normalize_dim(end, dim(), "flatten");
+  check(s <= e, "flatten", ": start dim ", start, " after end dim ", end);
+  Shape ns(shape().begin(), shape().begin() + s);
+  int64_t p = 1;
+  for (int64_t d = s; d <= e; d++) p *= shape()[d];
+  ns.push_back(p);
+  ns.insert(ns.end(), shape().begin() + e + 1, shape().end());
+  return skipgrad::reshape(*this, ns);
+}
+Tensor Tensor::unsqueeze(int64_t d) const {
+  int64_t nd = normalize_dim(d, dim() + 1, "unsqueeze");
+  Shape ns = shape();
+  ns.insert(ns.begin() + nd, 1);
+  return skipgrad::reshape(*this, ns);
+}
+Tensor Tensor::squeeze(int64_t d) const {
+  int64_t nd = normalize_dim(d, dim(), "squeeze");
+  if (shape()[nd] != 1) return *this;
+  Shape ns = shape();
+  ns.erase(ns.begin() + nd);
+  return skipgrad::reshape(*this, ns);
+}
+Tensor Tensor::squeeze() const {
+  Shape ns;
+  for (int64_t v : shape())
+    if (v != 1) ns.push_back(v);
+  return skipgrad::reshape(*this, ns);
+}
+
+// y = x with dims d0, d1 swapped:  gx = g with them swapped back
+Tensor transpose(const Tensor& x, int64_t d0, int64_t d1) {
+  check_defined("transpose", x);
+  int64_t a = normalize_dim(d0, x.dim(), "transpose"), b = normalize_dim(d1, x.dim(), "transpose");
+  Shape s = x.shape(), st = x.strides();
+  if (x.dim() > 0) {
+    std::swap(s[a], s[b]);
+    std::swap(st[a], st[b]);
+  }
+  Tensor out = make_view(x, s, st, x.offset());
+  record("transpose", {x}, out, {}, [a, b](const Node&, const Tensor& g) {
+    Shape s = g.shape(), st = g.strides();
+    std::swap(s[a], s[b]);
+    std::swap(st[a], st[b]);
+    return std::vector<Tensor>{make_view(g, s, st, g.offset())};
+  }, {{"dim0", a}, {"dim1", b}});
+  return out;
+}
+Tensor Tensor::transpose(int64_t d0, int64_t d1) const { return skipgrad::transpose(*this, d0, d1); }
+
+// y[i...] = x[order applied]:  gx = g permuted by the inverse order
+Tensor permute(const Tensor& x, const Shape& order_in) {
+  check_defined("permute", x);
+  check((int64_t)order_in.size() == x.dim(), "permute", ": order ", order_in, " has ", order_in.size(),
+        " dims, tensor ", x.meta_str(), " has ", x.dim());
+  Shape order(x.dim()), inv(x.dim()), s(x.dim()), st(x.dim());
+  std::vector<bool> seen(x.dim(), false);
+  for (int64_t i = 0; i < x.dim(); i++) {
+    order[i] = normalize_dim(order_in[i], x.dim(), "permute");
+    check(!seen[order[i]], "permute", ": dim ", order_in[i], " repeated in ", order_in);
+    seen[order[i]] = true;
+    inv[order[i]] = i;
+    s[i] = x.size(order[i]);
+    st[i] = x.strides()[order[i]];
+  }
+  Tensor out = make_view(x, s, st, x.offset());
+  record("permute", {x}, out, {}, [inv](const Node&, const Tensor& g) {
+    Shape s(g.dim()), st(g.dim());
+    for (int64_t i = 0; i < g.dim(); i++) {
+      s[i] = g.size(inv[i]);
+      st[i] = g.strides()[inv[i]];
+    }
+    return std::vector<Tensor>{make_view(g, s, st, g.offset())};
+  }, {{"order", order}});
+  return out;
+}
+Tensor Tensor::permute(const Shape& order) const { return skipgrad::permute(*this, order); }
+
+// y = x[start:end:step] along dim:  gx = zeros with g written into that slice
+Tensor slice(const Tensor& x, int64_t dim, int64_t start, int64_t end, int64_t step) {
+  check_defined("slice", x);
+  int64_t d = normalize_dim(dim, x.dim(), "slice");
+  const int64_t n = x.size(d);
+  check(step > 0, "slice", ": step must be positive, got ", step);
+  if (start < 0) start += n;
+  if (end < 0) end += n;
+  start = std::clamp<int64_t>(start, 0, n);
+  end = std::clamp<int64_t>(end, start, n);
+  Shape s = x.shape(), st = x.strides();
+  s[d] = (end - start + step - 1) / step;
+  st[d] *= step;
+  Tensor out = make_view(x, s, st, x.offset() + start * x.strides()[d]);
+  record("slice", {x}, out, {}, [xs = x.shape(), d, start, step](const Node&, const Tensor& g) {
+    Tensor gx = Tensor::zeros(xs, g.dtype(), g.device());
+    Shape st = gx.strides();
+    st[d] *= step;
+    Tensor window = make_view(gx, g.shape(), st, start * gx.strides()[d]);
+    be(g).copy(g, window);
+    return std::vector<Tensor>{gx};
+  }, {{"dim", d}, {"start", start}, {"end", end}, {"step", step}});
+  return out;
+}
+Tensor Tensor::slice(int64_t dim, int64_t start, int64_t end, int64_t step) const {
+  return skipgrad::slice(*this, dim, start, end, step);
+}
+Tensor Tensor::narrow(int64_t dim, int64_t start, int64_t length) const {
+  int64_t d = normalize_dim(dim, this->dim(), "narrow");
+  check(start >= 0 && length >= 0 && start + length <= size(d), "narrow", ": range [", start, ", ", start + length,
+        ") out of bounds for dim ", dim, " of size ", size(d), " in ", meta_str());
+  return skipgrad::slice(*this, d, start, start + length);
+}
+Tensor Tensor::select(int64_t dim, int64_t index) const {
+  int64_t d = normalize_dim(dim, this->dim(), "select");
+  int64_t i = index < 0 ? index + size(d) : index;
+  check(i >= 0 && i < size(d), "select", ": index ", index, " out of range for dim ", dim, " of size ", size(d));
+  return narrow(d, i, 1).squeeze(d);
+}
+
+// y = x broadcast to shape:  gx = sum_to(g, x's shape)
+Tensor expand(const Tensor& x, const Shape& shape_in) {
+  check_defined("expand", x);
+  Shape shape = shape_in;
+  const int64_t lead = (int64_t)shape.size() - x.dim();
+  for (int64_t i = 0; i < (int64_t)shape.size(); i++)
+    if (shape[i] == -1) {
+      check(i >= lead, "expand", ": -1 not allowed for a new leading dim in ", shape_in);
+      shape[i] = x.size(i - lead);
+    }
+  Tensor out = broadcast_to(x, shape, "expand");
+  record("expand", {x}, out, {}, [xs = x.shape()](const Node&, const Tensor& g) {
+    return std::vector<Tensor>{sum_to(g, xs)};
+  }, {{"shape", shape}});
+  return out;
+}
+Tensor Tensor::expand(const Shape& shape) const { return skipgrad::expand(*this, shape); }
+
+// A contiguous copy (or x itself when already contiguous):  gx = g
+Tensor Tensor::contiguous() const {
+  if (is_contiguous()) return *this;
+  Tensor out = contiguous_raw(*this);
+  record("contiguous", {*this}, out, {}, [](const Node&, const Tensor& g) { return std::vector<Tensor>{g}; });
+  return out;
+}
+
+Tensor Tensor::clone() const {
+  Tensor out = Tensor::empty(shape(), dtype(), device());
+  backend_for(device()).copy(*this, out);
+  record("contiguous", {*this}, out, {}, [](const Node&, const Tensor& g) { return std::vector<Tensor>{g}; });
+  return out;
+}
+
+void Tensor::copy_(const Tensor& src) {
+  check(src.defined(), "copy_", ": source is undefined");
+  check(src.device() == device() || src.device().is_cpu() || device().is_cpu(), "copy_", ": cannot copy ",
+        src.meta_str(), " into ", meta_str());
+  Tensor s = broadcast_to(src, shape(), "copy_");
+  if (s.device() == device()) {
+    backend_for(device()).copy(s, *this);
+  } else {  // cross-device: the non-CPU backend moves contiguous data
+    Tensor sc = contiguous_raw(s);
+    if (is_contiguous()) backend_for(device().is_cpu() ? s.device() : device()).copy(sc, *this);
+    else {
+      Tensor tmp = Tensor::empty(shape(), src.dtype(), device());
+      backend_for(device().is_cpu() ? s.device() : device()).copy(sc, tmp);
+      backend_for(device()).copy(tmp, *this);
+    }
+  }
+}
+
+// y = x cast to dtype:  gx = g cast back
+Tensor Tensor::to(DType dt) const {
+  if (dt == dtype()) return *this;
+  Tensor out = Tensor::empty(shape(), dt, device());
+  backend_for(device()).copy(*this, out);
+  if (is_floating(dt) && is_floating(dtype()))
+    record("to_dtype", {*this}, out, {}, [src = dtype()](const Node&, const Tensor& g) {
+      return std::vector<Tensor>{g.to(src)};
+    }, {{"dtype", std::string(dtype_name(dt))}});
+  return out;
+}
+
+// y = x on another device:  gx = g moved back
+Tensor Tensor::to(Device d) const {
+  if (d == device()) return *this;
+  Tensor src = contiguous_raw(*this);
+  Tensor out = Tensor::empty(shape(), dtype(), d);
+  // The non-CPU side's backend knows how to move memory between host and device.
+  backend_for(d.is_cpu() ? device() : d).copy(src, out);
+  record("to_device", {*this}, out, {}, [src_dev = device()](const Node&, const Tensor& g) {
+    return std::vector<Tensor>{g.to(src_dev)};
+  }, {{"device", d.str()}});
+  return out;
+}
+
+// y = [x0, x1, ...] along dim:  gx_i = the matching slice of g
+Tensor concat(const std::vector<Tensor>& ts, int64_t dim) {
+  check(!ts.empty(), "concat", ": no tensors given");
+  for (const Tensor& t : ts) check_defined("concat", t);
+  check_same_device("concat", ts);
+  const Tensor& f = ts[0];
+  int64_t d = normalize_dim(dim, f.dim(), "concat");
+  Shape s = f.shape();
+  s[d] = 0;
+  for (const Tensor& t : ts) {
+    check(t.dim() == f.dim() && t.dtype() == f.dtype(), "concat", ": tensors differ in rank or dtype: ",
+          f.meta_str(), " and ", t.meta_str());
+    for (int64_t k = 0; k < f.dim(); k++)
+      check(k == d || t.size(k) == f.size(k), "concat", ": sizes differ outside dim ", d, ": ", f.shape(), " and ",
+            t.shape());
+    s[d] += t.size(d);
+  }
+  Tensor out = Tensor::empty(s, f.dtype(), f.device());
+  Shape sizes;
+  int64_t at = 0;
+  for (const Tensor& t : ts) {
+    Tensor window = make_view(out, t.shape(), out.strides(), at * out.strides()[d]);
+    be(t).copy(t, window);
+    sizes.push_back(t.size(d));
+    at += t.size(d);
+  }
+  record("concat", ts, out, {}, [d, sizes](const Node& n, const Tensor& g) {
+    std::vector<Tensor> gs;
+    int64_t at = 0;
+    for (size_t i = 0; i < sizes.size(); i++) {
+      Shape s = g.shape();
+      s[d] = sizes[i];
+      if (needs_grad(n, i)) gs.push_back(contiguous_raw(make_view(g, s, g.strides(), g.offset() + at * g.strides()[d])));
+      else gs.push_back(Tensor());
+      at += sizes[i];
+    }
+    return gs;
+  }, {{"dim", d}});
+  return out;
+}
+
+std::vector<Tensor> split(const Tensor& x, int64_t size, int64_t dim) {
+  check_defined("split", x);
+  check(size > 0, "split", ": split size must be positive, got ", size);
+  int64_t d = normalize_dim(dim, x.dim(), "split");
+  std::vector<Tensor> out;
+  for (int64_t s = 0; s < x.size(d); s += size) out.push_back(slice(x, d, s, std::min(s + size, x.size(d))));
+  return out;
+}
+
+std::vector<Tensor> chunk(const Tensor& x, int64_t chunks, int64_t dim) {
+  check(chunks > 0, "chunk", ": number of chunks must be positive, got ", chunks);
+  int64_t d = normalize_dim(dim, x.dim(), "chunk");
+  return split(x, std::max<int64_t>(1, (x.size(d) + chunks - 1) / chunks), d);
+}
+
+Tensor stack(const std::vector<Tensor>& ts, int64_t dim) {
+  check(!ts.empty(), "stack", ": no tensors given");
+  int64_t d = normalize_dim(dim, ts[0].dim() + 1, "stack");
+  std::vector<Tensor> us;
+  for (const Tensor& t : ts) {
+    check(t.defined() && t.shape() == ts[0].shape(), "stack", ": all tensors must have the same shape, got ",
+          ts[0].meta_str(), " and ", t.meta_str());
+    us.push_back(t.unsqueeze(d));
+  }
+  return concat(us, d);
+}
+
+}  // namespace skipgrad

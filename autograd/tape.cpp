@@ -1,0 +1,305 @@
+#include "autograd/tape.h"
+
+#include <cmath>
+#include <sstream>
+
+#include "autograd/ops.h"
+#include "backends/backend.h"
+
+namespace skipgrad {
+
+// ---------------------------------------------------------------- node helpers
+
+size_t Node::saved_bytes() const {
+  size_t b = 0;
+  for (const Tensor& t : saved)
+    if (t.defined()) b += t.nbytes();
+  return b;
+}
+
+std::string param_str(const ParamValue& v) {
+  std::ostringstream os;
+  std::visit([&](const auto& x) {
+    using T = std::decay_t<decltype(x)>;
+    if constexpr (std::is_same_v<T, Shape>) os << shape_str(x);
+    else if constexpr (std::is_same_v<T, bool>) os << (x ? "true" : "false");
+    else os << x;
+  }, v);
+  return os.str();
+}
+
+// ---------------------------------------------------------------- tape
+
+Tape& current_tape() {
+  thread_local Tape tape;
+  return tape;
+}
+
+Node* Tape::find(int64_t id) const {
+  if (nodes_.empty()) return nullptr;
+  int64_t first = nodes_.front()->id;
+  int64_t i = id - first;
+  return (i >= 0 && i < (int64_t)nodes_.size()) ? nodes_[i].get() : nullptr;
+}
+
+Node& Tape::append(std::unique_ptr<Node> n) {
+  n->id = next_id_++;
+  nodes_.push_back(std::move(n));
+  return *nodes_.back();
+}
+
+void Tape::clear() {
+  for (auto& n : nodes_)
+    if (n->output && n->output->producer == n.get()) {
+      n->output->producer = nullptr;
+      n->output->name = n->name;  // remembered for the error if a later backward reaches it
+    }
+  nodes_.clear();
+}
+
+// ---------------------------------------------------------------- modes and scopes
+
+namespace {
+thread_local bool t_grad_enabled = true;
+thread_local std::vector<std::string> t_scopes;
+bool g_anomaly = false;
+bool g_track_norms = true;
+}  // namespace
+
+bool grad_enabled() { return t_grad_enabled; }
+NoGradGuard::NoGradGuard() : prev_(t_grad_enabled) { t_grad_enabled = false; }
+NoGradGuard::~NoGradGuard() { t_grad_enabled = prev_; }
+
+void set_anomaly_mode(bool on) { g_anomaly = on; }
+bool anomaly_mode() { return g_anomaly; }
+AnomalyGuard::AnomalyGuard(bool on) : prev_(g_anomaly) { g_anomaly = on; }
+AnomalyGuard::~AnomalyGuard() { g_anomaly = prev_; }
+
+void set_track_grad_norms(bool on) { g_track_norms = on; }
+bool track_grad_norms() { return g_track_norms; }
+
+Scope::Scope(const std::string& name) { t_scopes.push_back(name); }
+Scope::~Scope() { t_scopes.pop_back(); }
+
+std::string current_scope() {
+  std::string s;
+  for (const std::string& part : t_scopes) {
+    if (part.empty()) continue;
+    if (!s.empty()) s += '.';
+    s += part;
+  }
+  return s;
+}
+std::string scoped(const std::string& leaf) {
+  std::string s = current_scope();
+  return s.empty() ? leaf : s + "." + leaf;
+}
+
+// ---------------------------------------------------------------- recording
+
+AutogradMeta& Tensor::ensure_autograd_meta() const {
+  TensorImpl& im = impl();
+  if (!im.autograd) {
+    im.autograd = std::make_shared<AutogradMeta>();
+    im.autograd->shape = im.shape;
+    im.autograd->dtype = im.dtype;
+    im.autograd->device = im.device;
+    im.autograd->value = impl_ptr();
+  }
+  return *im.autograd;
+}
+
+bool should_record(const std::vector<Tensor>& inputs) {
+  if (!t_grad_enabled) return false;
+  for (const Tensor& t : inputs)
+    if (t.defined() && t.requires_grad()) return true;
+  return false;
+}
+
+void check_finite(const Tensor& t, const char* op) {
+  if (!g_anomaly || !t.defined() || !is_floating(t.dtype())) return;
+  int64_t bad = backend_for(t.device()).count_nonfinite(t);
+  if (bad) fail("anomaly", ": forward op '", op, "' in scope '", current_scope(), "' produced ", bad,
+                " NaN/Inf values in its output ", t.meta_str());
+}
+
+Node* record(const OpInfo& op, const std::vector<Tensor>& inputs, Tensor& out, std::vector<Tensor> saved,
+             BackwardFn backward, OpParams params) {
+  if (!should_record(inputs)) {
+    check_finite(out, op.name);
+    return nullptr;
+  }
+  auto node = std::make_unique<Node>();
+  node->op = &op;
+  node->name = scoped(op.name);
+  node->inputs.reserve(inputs.size());
+  for (const Tensor& t : inputs) node->inputs.push_back(t.defined() ? t.impl().autograd : nullptr);
+  for (size_t i = 0; i < inputs.size(); i++)
+    if (inputs[i].defined() && !node->inputs[i]) {
+      inputs[i].ensure_autograd_meta();
+      node->inputs[i] = inputs[i].impl().autograd;
+    }
+  // The output gets fresh metadata: a tensor is produced by exactly one node.
+  out.impl().autograd.reset();
+  AutogradMeta& om = out.ensure_autograd_meta();
+  om.requires_grad = true;
+  om.produced = true;
+  node->output = out.impl().autograd;
+  node->saved = std::move(saved);
+  node->backward = std::move(backward);
+  node->params = std::move(params);
+  Node& n = current_tape().append(std::move(node));
+  om.producer = &n;
+  if (g_anomaly) {
+    int64_t bad = backend_for(out.device()).count_nonfinite(out);
+    if (bad) fail("anomaly", ": forward op '", op.name, "' (node ", n.name, ") produced ", bad,
+                  " NaN/Inf values in its output ", out.meta_str());
+  }
+  return &n;
+}
+
+// ---------------------------------------------------------------- backward
+
+namespace {
+// acc = acc + g (out of place: g may alias another tensor's gradient).
+void accumulate(Tensor& acc, const Tensor& g) { acc = acc.defined() ? add(acc, g) : g; }
+}  // namespace
+
+void backward(const Tensor& root, const Tensor& grad_in, bool retain_graph) {
+  check(root.defined(), "backward", ": called on an undefined tensor");
+  check(root.requires_grad(), "backward", ": tensor ", root.meta_str(),
+        " does not require grad (no parameter or requires_grad_() input reached it)");
+  AutogradMeta& rm = *root.autograd_meta();
+  check(rm.producer != nullptr || !rm.produced, "backward", ": the graph of '", rm.name,
+        "' was freed by an earlier backward (pass retain_graph=true to keep it)");
+  Tensor g0 = grad_in;
+  if (!g0.defined()) {
+    check(root.numel() == 1, "backward", ": grad can be implicitly created only for a one-element tensor, got ",
+          root.meta_str(), "; pass a gradient of that shape");
+    g0 = Tensor::ones(root.shape(), root.dtype(), root.device());
+  }
+  check(g0.shape() == root.shape() && g0.dtype() == root.dtype() && g0.device() == root.device(), "backward",
+        ": gradient ", g0.meta_str(), " does not match the tensor ", root.meta_str());
+
+  NoGradGuard no_grad;
+  Tape& tape = current_tape();
+  std::vector<AutogradMeta*> leaves;
+  auto add_to = [&](AutogradMeta& m, const Tensor& g) {
+    if (!m.producer && !m.pending.defined()) leaves.push_back(&m);
+    accumulate(m.pending, g);
+  };
+  add_to(rm, g0);
+
+  const auto& nodes = tape.nodes();
+  int64_t start = rm.producer ? rm.producer->id - nodes.front()->id : -1;
+  for (int64_t i = start; i >= 0; i--) {
+    Node& n = *nodes[i];
+    AutogradMeta& om = *n.output;
+    if (!om.pending.defined()) continue;
+    Tensor g = std::move(om.pending);
+    om.pending = Tensor();
+    for (auto& h : om.hooks) {
+      Tensor r = h(g);
+      if (r.defined()) g = r;
+    }
+    if (om.retain_grad) accumulate(om.grad, g);
+    for (auto& h : n.hooks) h(n, g);
+    if (g_track_norms) n.grad_norm = std::sqrt(g.pow(2).sum().item());
+    check(static_cast<bool>(n.backward), "backward", ": node '", n.name,
+          "' was already run by an earlier backward (pass retain_graph=true to backward twice)");
+    std::vector<Tensor> grads = n.backward(n, g);
+    check(grads.size() == n.inputs.size(), "backward", ": op '", n.op->name, "' returned ", grads.size(),
+          " gradients for ", n.inputs.size(), " inputs");
+    for (size_t j = 0; j < grads.size(); j++) {
+      AutogradMeta* im = n.inputs[j].get();
+      if (!im || !im->requires_grad || !grads[j].defined()) continue;
+      check(grads[j].shape() == im->shape, "backward", ": op '", n.op->name, "' (node ", n.name,
+            ") returned a gradient of shape ", grads[j].shape(), " for input ", j, " of shape ", im->shape);
+      if (g_anomaly) {
+        int64_t bad = backend_for(grads[j].device()).count_nonfinite(grads[j]);
+        if (bad) fail("anomaly", ": backward of op '", n.op->name, "' (node ", n.name, ") produced ", bad,
+                      " NaN/Inf values in the gradient of input ", j, " ", grads[j].meta_str());
+      }
+      check(im->producer || !im->produced, "backward", ": the gradient reached '", im->name,
+            "' whose graph was freed by an earlier backward (pass retain_graph=true, or detach() it)");
+      add_to(*im, grads[j]);
+    }
+    if (!retain_graph) {
+      n.saved.clear();
+      n.backward = nullptr;
+    }
+  }
+
+  // Leaves (and tensors whose graph is gone) receive their total gradient once, after hooks.
+  for (AutogradMeta* m : leaves) {
+    Tensor g = std::move(m->pending);
+    m->pending = Tensor();
+    for (auto& h : m->hooks) {
+      Tensor r = h(g);
+      if (r.defined()) g = r;
+    }
+    if (m->grad.defined()) {
+      m->grad = add(m->grad, g);
+    } else {
+      m->grad = g.clone();  // own storage: optimizers and clipping modify .grad in place
+    }
+  }
+  if (!retain_graph) tape.clear();
+}
+
+// ---------------------------------------------------------------- Tensor's autograd methods
+
+bool Tensor::requires_grad() const { return autograd_meta() && autograd_meta()->requires_grad; }
+
+Tensor& Tensor::requires_grad_(bool on) {
+  check(!on || is_floating(dtype()), "requires_grad_", ": only floating tensors can require grad, got ",
+        meta_str());
+  check(is_leaf() || on, "requires_grad_", ": cannot turn off requires_grad of a non-leaf tensor; use detach()");
+  ensure_autograd_meta().requires_grad = on;
+  return *this;
+}
+
+bool Tensor::is_leaf() const { return !autograd_meta() || !autograd_meta()->produced; }
+
+Tensor Tensor::grad() const { return autograd_meta() ? autograd_meta()->grad : Tensor(); }
+void Tensor::set_grad(const Tensor& g) {
+  check(!g.defined() || (g.shape() == shape() && g.dtype() == dtype() && g.device() == device()), "set_grad",
+        ": gradient ", g.meta_str(), " does not match the tensor ", meta_str());
+  ensure_autograd_meta().grad = g;
+}
+void Tensor::zero_grad() {
+  if (autograd_meta()) autograd_meta()->grad = Tensor();
+}
+void Tensor::retain_grad() {
+  check(requires_grad(), "retain_grad", ": tensor ", meta_str(), " does not require grad");
+  ensure_autograd_meta().retain_grad = true;
+}
+
+Tensor Tensor::detach() const { return make_view(*this, shape(), strides(), offset()); }
+
+void Tensor::backward(const Tensor& grad, bool retain_graph) const { skipgrad::backward(*this, grad, retain_graph); }
+
+void Tensor::register_hook(std::function<Tensor(const Tensor&)> hook) {
+  check(requires_grad(), "register_hook", ": tensor ", meta_str(), " does not require grad");
+  ensure_autograd_meta().hooks.push_back(std::move(hook));
+}
+
+Tensor& Tensor::named(const std::string& name) {
+  AutogradMeta* m = autograd_meta();
+  if (m && m->producer) m->producer->name = scoped(name);
+  else if (m && requires_grad()) m->name = scoped(name);
+  return *this;
+}
+
+std::string Tensor::node_name() const {
+  AutogradMeta* m = autograd_meta();
+  if (!m) return "";
+  return m->producer ? m->producer->name : m->name;
+}
+
+int64_t Tensor::node_id() const {
+  AutogradMeta* m = autograd_meta();
+  return m && m->producer ? m->producer->id : -1;
+}
+
+}  // namespace skipgrad

@@ -1,0 +1,88 @@
+// The tape: recording ops, walking them backwards, grad mode, scopes and anomaly mode.
+//
+// Nodes are appended in execution order, which is already a topological order, so backward(loss) is a single
+// reverse loop: take the node's output gradient, call its backward, add the results into its inputs'
+// gradients (fan-in of the residual stream is this "+="). No recursion. After a backward without retain_graph,
+// the tape is cleared; tensors made before keep their values but no longer link to nodes.
+#pragma once
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "autograd/node.h"
+
+namespace skipgrad {
+
+class Tape {
+ public:
+  const std::vector<std::unique_ptr<Node>>& nodes() const { return nodes_; }
+  size_t size() const { return nodes_.size(); }
+  Node* find(int64_t id) const;
+  void clear();
+
+  Node& append(std::unique_ptr<Node> n);
+
+ private:
+  std::vector<std::unique_ptr<Node>> nodes_;
+  int64_t next_id_ = 0;
+};
+
+// The calling thread's tape.
+Tape& current_tape();
+
+// ---- grad mode ----
+bool grad_enabled();
+class NoGradGuard {
+ public:
+  NoGradGuard();
+  ~NoGradGuard();
+  NoGradGuard(const NoGradGuard&) = delete;
+  NoGradGuard& operator=(const NoGradGuard&) = delete;
+ private:
+  bool prev_;
+};
+
+// ---- anomaly mode: the first NaN/Inf in a forward output or a backward gradient throws, naming op and scope ----
+void set_anomaly_mode(bool on);
+bool anomaly_mode();
+class AnomalyGuard {
+ public:
+  AnomalyGuard(bool on = true);
+  ~AnomalyGuard();
+ private:
+  bool prev_;
+};
+
+// ---- gradient-norm tracking: each node remembers the L2 norm of its output gradient (for the dump) ----
+void set_track_grad_norms(bool on);
+bool track_grad_norms();
+
+// ---- scopes: Scope s("enc.3.ffn") prefixes the names of the nodes recorded while it lives ----
+class Scope {
+ public:
+  explicit Scope(const std::string& name);
+  ~Scope();
+  Scope(const Scope&) = delete;
+  Scope& operator=(const Scope&) = delete;
+};
+std::string current_scope();         // "enc.3.ffn", or "" at top level
+std::string scoped(const std::string& leaf);  // current_scope() + "." + leaf
+
+// ---- recording (for op authors) ----
+// True when grad mode is on and some input requires grad.
+bool should_record(const std::vector<Tensor>& inputs);
+// Records a node producing `out` from `inputs` when should_record(inputs); marks out as requiring grad.
+// Returns the node (to add params), or nullptr when nothing was recorded. In anomaly mode checks `out`.
+Node* record(const OpInfo& op, const std::vector<Tensor>& inputs, Tensor& out, std::vector<Tensor> saved,
+             BackwardFn backward, OpParams params = {});
+inline Node* record(const char* op, const std::vector<Tensor>& inputs, Tensor& out, std::vector<Tensor> saved,
+                    BackwardFn backward, OpParams params = {}) {
+  return record(op_info(op), inputs, out, std::move(saved), std::move(backward), std::move(params));
+}
+// Anomaly check of a forward result that is not recorded (e.g. under no-grad); no-op when anomaly mode is off.
+void check_finite(const Tensor& t, const char* op);
+
+// ---- backward ----
+void backward(const Tensor& root, const Tensor& grad = Tensor(), bool retain_graph = false);
+
+}  // namespace skipgrad

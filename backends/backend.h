@@ -1,0 +1,121 @@
+// The kernel interface every device implements.
+//
+// Kernels work on Tensors as plain data (storage, shape, strides, dtype); they know nothing of autograd.
+// The op layer (autograd/) validates arguments, allocates outputs and then calls one of these. Unless a kernel
+// says otherwise, float kernels support float32 and float64, inputs may be strided, and outputs are contiguous
+// tensors allocated by the caller.
+#pragma once
+#include <cstdint>
+
+#include "tensor/tensor.h"
+
+namespace skipgrad {
+
+enum class UnaryOp {
+  Neg, Exp, Log, Sqrt, Rsqrt, Abs, Tanh, Sigmoid, Relu,
+  GeluTanh,   // 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))
+  GeluErf,    // 0.5 x (1 + erf(x / sqrt(2)))
+  Silu,       // x * sigmoid(x)
+  Pow,        // x^alpha
+  AddScalar,  // x + alpha
+  MulScalar,  // x * alpha
+  RsubScalar, // alpha - x
+  Reciprocal, // 1 / x
+};
+
+enum class BinaryOp {
+  Add, Sub, Mul, Div,
+  Maximum, Minimum,
+  Eq, Ne, Lt, Le, Gt, Ge,  // 1 or 0 in the output dtype
+};
+
+enum class ReduceOp { Sum, Mean, Max, Min, SumSquares };
+
+// C[b] = alpha * op(A[b]) @ op(B[b]) + beta * C[b], row-major, for b in [0, batch).
+// op(X) is X or X^T. A batch stride of 0 reuses one matrix for every batch entry.
+struct GemmArgs {
+  DType dtype = DType::F32;
+  bool trans_a = false, trans_b = false;
+  int64_t batch = 1, m = 0, n = 0, k = 0;
+  const void* a = nullptr; int64_t lda = 0, stride_a = 0;
+  const void* b = nullptr; int64_t ldb = 0, stride_b = 0;
+  void* c = nullptr;       int64_t ldc = 0, stride_c = 0;
+  double alpha = 1, beta = 0;
+};
+
+class Backend {
+ public:
+  virtual ~Backend() = default;
+  virtual const char* name() const = 0;
+
+  // ---- memory and data movement ----
+  virtual void fill(Tensor& out, double value) = 0;
+  // dst[i] = src[i], any strides on both sides, converting dtype; shapes equal (caller broadcasts src).
+  virtual void copy(const Tensor& src, Tensor& dst) = 0;
+  virtual void arange(Tensor& out, double start, double step) = 0;  // contiguous out
+  virtual void random_uniform(Tensor& out, double low, double high, uint64_t seed, uint64_t offset) = 0;
+  virtual void random_normal(Tensor& out, double mean, double std, uint64_t seed, uint64_t offset) = 0;
+
+  // ---- elementwise ----
+  virtual void unary(UnaryOp op, const Tensor& x, Tensor& out, double alpha) = 0;
+  // gx = gy * d op(x)/dx; y = op(x) is given for ops whose derivative reads it cheaply.
+  virtual void unary_backward(UnaryOp op, const Tensor& x, const Tensor& y, const Tensor& gy, Tensor& gx,
+                              double alpha) = 0;
+  // a and b are already broadcast (possibly zero strides) to out's shape.
+  virtual void binary(BinaryOp op, const Tensor& a, const Tensor& b, Tensor& out) = 0;
+  // out = cond != 0 ? a : b; all three broadcast to out's shape.
+  virtual void where(const Tensor& cond, const Tensor& a, const Tensor& b, Tensor& out) = 0;
+
+  // ---- reductions ----
+  // out has x's rank with size 1 on every reduced dim (reduce[d] true).
+  virtual void reduce(ReduceOp op, const Tensor& x, const std::vector<bool>& reduce, Tensor& out) = 0;
+  // Number of NaN/Inf elements (anomaly mode; synchronises on devices).
+  virtual int64_t count_nonfinite(const Tensor& x) = 0;
+
+  // ---- matrix products ----
+  virtual void gemm(const GemmArgs& args) = 0;
+
+  // ---- fused row kernels: x is contiguous [rows, cols], the op works along cols ----
+  virtual void softmax(const Tensor& x, Tensor& y, bool log) = 0;
+  virtual void softmax_backward(const Tensor& y, const Tensor& gy, Tensor& gx, bool log) = 0;
+  // y = (x - mean) * rstd * gamma + beta; saves mean[rows], rstd[rows]. gamma/beta may be undefined.
+  virtual void layer_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta, double eps, Tensor& y,
+                          Tensor& mean, Tensor& rstd) = 0;
+  // ggamma/gbeta may be undefined (not needed).
+  virtual void layer_norm_backward(const Tensor& gy, const Tensor& x, const Tensor& mean, const Tensor& rstd,
+                                   const Tensor& gamma, Tensor& gx, Tensor& ggamma, Tensor& gbeta) = 0;
+  // y = x * rstd * weight, rstd = 1/sqrt(mean(x^2) + eps); weight may be undefined.
+  virtual void rms_norm(const Tensor& x, const Tensor& weight, double eps, Tensor& y, Tensor& rstd) = 0;
+  virtual void rms_norm_backward(const Tensor& gy, const Tensor& x, const Tensor& rstd, const Tensor& weight,
+                                 Tensor& gx, Tensor& gweight) = 0;
+
+  // ---- embedding: weight [V, d], ids int64 any shape, out [..., d] ----
+  virtual void embedding(const Tensor& weight, const Tensor& ids, Tensor& out) = 0;
+  // gweight (zeroed by the caller) += scatter of gout rows; rows of padding_idx get nothing (-1: none).
+  virtual void embedding_backward(const Tensor& ids, const Tensor& gout, Tensor& gweight, int64_t padding_idx) = 0;
+
+  // ---- cross entropy over rows of logits [N, V] with int64 targets [N] ----
+  // loss[i] = (1-ls) * (-logp[i, t_i]) + ls * mean_j(-logp[i, j]), and 0 where t_i == ignore_index.
+  // lse[i] = logsumexp of row i (saved for backward).
+  virtual void cross_entropy(const Tensor& logits, const Tensor& targets, int64_t ignore_index,
+                             double label_smoothing, Tensor& loss, Tensor& lse) = 0;
+  // glogits[i, :] = gloss[i] * (softmax(row) - (1-ls) onehot(t_i) - ls/V); zero rows where ignored.
+  virtual void cross_entropy_backward(const Tensor& logits, const Tensor& targets, const Tensor& lse,
+                                      const Tensor& gloss, int64_t ignore_index, double label_smoothing,
+                                      Tensor& glogits) = 0;
+
+  // ---- dropout: mask[i] = (u_i >= p) / (1 - p) with u_i uniform from (seed, offset + i) ----
+  virtual void dropout_mask(Tensor& mask, double p, uint64_t seed, uint64_t offset) = 0;
+
+  // ---- optimizers: one fused update per parameter tensor (all contiguous, same shape) ----
+  // Adam/AdamW; decoupled=true applies weight decay as p -= lr*wd*p (AdamW), else adds wd*p to the gradient.
+  virtual void adam_update(Tensor& param, const Tensor& grad, Tensor& m, Tensor& v, double lr, double beta1,
+                           double beta2, double eps, double weight_decay, bool decoupled, int64_t step) = 0;
+};
+
+// The backend of a device; throws a clear Error when the device's backend is not available.
+Backend& backend_for(Device d);
+void register_backend(Device::Kind kind, Backend* b);
+bool cuda_available();  // built with CUDA and at least one device present
+
+}  // namespace skipgrad

@@ -1,0 +1,45 @@
+// The CPU backend: OpenBLAS for every matrix product, plain loops with OpenMP for the rest.
+// Member definitions are split by kernel family: cpu_elementwise.cpp, cpu_reduce.cpp, cpu_gemm.cpp,
+// cpu_nn.cpp (softmax, norms, embedding, cross entropy, dropout) and cpu_optim.cpp.
+#pragma once
+#include "backends/backend.h"
+
+namespace skipgrad {
+
+class CpuBackend final : public Backend {
+ public:
+  const char* name() const override { return "cpu"; }
+  void fill(Tensor& out, double value) override;
+  void copy(const Tensor& src, Tensor& dst) override;
+  void arange(Tensor& out, double start, double step) override;
+  void random_uniform(Tensor& out, double low, double high, uint64_t seed, uint64_t offset) override;
+  void random_normal(Tensor& out, double mean, double std, uint64_t seed, uint64_t offset) override;
+  void unary(UnaryOp op, const Tensor& x, Tensor& out, double alpha) override;
+  void unary_backward(UnaryOp op, const Tensor& x, const Tensor& y, const Tensor& gy, Tensor& gx,
+                      double alpha) override;
+  void binary(BinaryOp op, const Tensor& a, const Tensor& b, Tensor& out) override;
+  void where(const Tensor& cond, const Tensor& a, const Tensor& b, Tensor& out) override;
+  void reduce(ReduceOp op, const Tensor& x, const std::vector<bool>& reduce, Tensor& out) override;
+  int64_t count_nonfinite(const Tensor& x) override;
+  void gemm(const GemmArgs& args) override;
+  void softmax(const Tensor& x, Tensor& y, bool log) override;
+  void softmax_backward(const Tensor& y, const Tensor& gy, Tensor& gx, bool log) override;
+  void layer_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta, double eps, Tensor& y, Tensor& mean,
+                  Tensor& rstd) override;
+  void layer_norm_backward(const Tensor& gy, const Tensor& x, const Tensor& mean, const Tensor& rstd,
+                           const Tensor& gamma, Tensor& gx, Tensor& ggamma, Tensor& gbeta) override;
+  void rms_norm(const Tensor& x, const Tensor& weight, double eps, Tensor& y, Tensor& rstd) override;
+  void rms_norm_backward(const Tensor& gy, const Tensor& x, const Tensor& rstd, const Tensor& weight, Tensor& gx,
+                         Tensor& gweight) override;
+  void embedding(const Tensor& weight, const Tensor& ids, Tensor& out) override;
+  void embedding_backward(const Tensor& ids, const Tensor& gout, Tensor& gweight, int64_t padding_idx) override;
+  void cross_entropy(const Tensor& logits, const Tensor& targets, int64_t ignore_index, double label_smoothing,
+                     Tensor& loss, Tensor& lse) override;
+  void cross_entropy_backward(const Tensor& logits, const Tensor& targets, const Tensor& lse, const Tensor& gloss,
+                              int64_t ignore_index, double label_smoothing, Tensor& glogits) override;
+  void dropout_mask(Tensor& mask, double p, uint64_t seed, uint64_t offset) override;
+  void adam_update(Tensor& param, const Tensor& grad, Tensor& m, Tensor& v, double lr, double beta1, double beta2,
+                   double eps, double weight_decay, bool decoupled, int64_t step) override;
+};
+
+}  // namespace skipgrad

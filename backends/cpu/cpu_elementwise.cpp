@@ -1,0 +1,267 @@
+// CPU elementwise kernels: fills, copies, random numbers, unary/binary maps and their derivatives.
+#include <cmath>
+
+#include "backends/cpu/cpu_backend.h"
+#include "backends/cpu/strided_loop.h"
+#include "tensor/random.h"
+
+namespace skipgrad {
+
+using cpu::dispatch_all;
+using cpu::dispatch_float;
+using cpu::strided_rows;
+
+void CpuBackend::fill(Tensor& out, double value) {
+  dispatch_all(out.dtype(), [&]<class T>() {
+    T* p = static_cast<T*>(out.data_ptr());
+    const T v = static_cast<T>(value);
+    strided_rows<1>(out.shape(), {&out.strides()}, [&](auto off, int64_t n, auto st) {
+      for (int64_t i = 0; i < n; i++) p[off[0] + i * st[0]] = v;
+    });
+  });
+}
+
+void CpuBackend::copy(const Tensor& src, Tensor& dst) {
+  check(src.shape() == dst.shape(), "copy", ": shapes differ: ", src.shape(), " -> ", dst.shape());
+  dispatch_all(src.dtype(), [&]<class S>() {
+    dispatch_all(dst.dtype(), [&]<class D>() {
+      const S* s = static_cast<const S*>(src.data_ptr());
+      D* d = static_cast<D*>(dst.data_ptr());
+      strided_rows<2>(dst.shape(), {&dst.strides(), &src.strides()}, [&](auto off, int64_t n, auto st) {
+        D* dp = d + off[0];
+        const S* sp = s + off[1];
+        if (st[0] == 1 && st[1] == 1)
+          for (int64_t i = 0; i < n; i++) dp[i] = static_cast<D>(sp[i]);
+        else
+          for (int64_t i = 0; i < n; i++) dp[i * st[0]] = static_cast<D>(sp[i * st[1]]);
+      });
+    });
+  });
+}
+
+void CpuBackend::arange(Tensor& out, double start, double step) {
+  dispatch_all(out.dtype(), [&]<class T>() {
+    T* p = static_cast<T*>(out.data_ptr());
+    for (int64_t i = 0; i < out.numel(); i++) p[i] = static_cast<T>(start + step * (double)i);
+  });
+}
+
+void CpuBackend::random_uniform(Tensor& out, double low, double high, uint64_t seed, uint64_t offset) {
+  dispatch_float(out.dtype(), "rand", [&]<class T>() {
+    T* p = static_cast<T*>(out.data_ptr());
+    const int64_t n = out.numel();
+#pragma omp parallel for schedule(static) if (n > 65536)
+    for (int64_t i = 0; i < n; i++) p[i] = static_cast<T>(low + (high - low) * random_uniform01(seed, offset + i));
+  });
+}
+
+void CpuBackend::random_normal(Tensor& out, double mean, double std, uint64_t seed, uint64_t offset) {
+  dispatch_float(out.dtype(), "randn", [&]<class T>() {
+    T* p = static_cast<T*>(out.data_ptr());
+    const int64_t n = out.numel();
+#pragma omp parallel for schedule(static) if (n > 65536)
+    for (int64_t i = 0; i < n; i++) p[i] = static_cast<T>(mean + std * random_normal01(seed, offset + i));
+  });
+}
+
+namespace {
+constexpr double kSqrt2OverPi = 0.7978845608028654;
+constexpr double kInvSqrt2 = 0.7071067811865476;
+constexpr double kInvSqrt2Pi = 0.3989422804014327;
+
+// y = f(x)
+template <class T>
+inline T unary_fn(UnaryOp op, T x, T a) {
+  switch (op) {
+    case UnaryOp::Neg: return -x;
+    case UnaryOp::Exp: return std::exp(x);
+    case UnaryOp::Log: return std::log(x);
+    case UnaryOp::Sqrt: return std::sqrt(x);
+    case UnaryOp::Rsqrt: return T(1) / std::sqrt(x);
+    case UnaryOp::Abs: return std::abs(x);
+    case UnaryOp::Tanh: return std::tanh(x);
+    case UnaryOp::Sigmoid: return T(1) / (T(1) + std::exp(-x));
+    case UnaryOp::Relu: return x > T(0) ? x : T(0);
+    case UnaryOp::GeluTanh: return T(0.5) * x * (T(1) + std::tanh(T(kSqrt2OverPi) * (x + T(0.044715) * x * x * x)));
+    case UnaryOp::GeluErf: return T(0.5) * x * (T(1) + std::erf(x * T(kInvSqrt2)));
+    case UnaryOp::Silu: return x / (T(1) + std::exp(-x));
+    case UnaryOp::Pow: return std::pow(x, a);
+    case UnaryOp::AddScalar: return x + a;
+    case UnaryOp::MulScalar: return x * a;
+    case UnaryOp::RsubScalar: return a - x;
+    case UnaryOp::Reciprocal: return T(1) / x;
+  }
+  return x;
+}
+
+// dy/dx given x and y = f(x)
+template <class T>
+inline T unary_deriv(UnaryOp op, T x, T y, T a) {
+  switch (op) {
+    case UnaryOp::Neg: return T(-1);
+    case UnaryOp::Exp: return y;
+    case UnaryOp::Log: return T(1) / x;
+    case UnaryOp::Sqrt: return T(0.5) / y;
+    case UnaryOp::Rsqrt: return T(-0.5) * y * y * y;
+    case UnaryOp::Abs: return x > T(0) ? T(1) : (x < T(0) ? T(-1) : T(0));
+    case UnaryOp::Tanh: return T(1) - y * y;
+    case UnaryOp::Sigmoid: return y * (T(1) - y);
+    case UnaryOp::Relu: return x > T(0) ? T(1) : T(0);
+    case UnaryOp::GeluTanh: {
+      T u = T(kSqrt2OverPi) * (x + T(0.044715) * x * x * x);
+      T th = std::tanh(u);
+      T du = T(kSqrt2OverPi) * (T(1) + T(3 * 0.044715) * x * x);
+      return T(0.5) * (T(1) + th) + T(0.5) * x * (T(1) - th * th) * du;
+    }
+    case UnaryOp::GeluErf:
+      return T(0.5) * (T(1) + std::erf(x * T(kInvSqrt2))) + x * T(kInvSqrt2Pi) * std::exp(T(-0.5) * x * x);
+    case UnaryOp::Silu: {
+      T s = T(1) / (T(1) + std::exp(-x));
+      return s * (T(1) + x * (T(1) - s));
+    }
+    case UnaryOp::Pow: return a * std::pow(x, a - T(1));
+    case UnaryOp::AddScalar: return T(1);
+    case UnaryOp::MulScalar: return a;
+    case UnaryOp::RsubScalar: return T(-1);
+    case UnaryOp::Reciprocal: return -y * y;
+  }
+  return T(0);
+}
+
+// Instantiates `body` with a compile-time op so the switch leaves the inner loop.
+template <class F>
+void dispatch_unary(UnaryOp op, F&& f) {
+  switch (op) {
+#define SG_CASE(name) case UnaryOp::name: f(std::integral_constant<UnaryOp, UnaryOp::name>{}); return;
+    SG_CASE(Neg) SG_CASE(Exp) SG_CASE(Log) SG_CASE(Sqrt) SG_CASE(Rsqrt) SG_CASE(Abs) SG_CASE(Tanh)
+    SG_CASE(Sigmoid) SG_CASE(Relu) SG_CASE(GeluTanh) SG_CASE(GeluErf) SG_CASE(Silu) SG_CASE(Pow)
+    SG_CASE(AddScalar) SG_CASE(MulScalar) SG_CASE(RsubScalar) SG_CASE(Reciprocal)
+#undef SG_CASE
+  }
+}
+
+template <class T>
+inline T binary_fn(BinaryOp op, T a, T b) {
+  switch (op) {
+    case BinaryOp::Add: return a + b;
+    case BinaryOp::Sub: return a - b;
+    case BinaryOp::Mul: return a * b;
+    case BinaryOp::Div: return a / b;
+    case BinaryOp::Maximum: return a > b ? a : b;
+    case BinaryOp::Minimum: return a < b ? a : b;
+    case BinaryOp::Eq: return a == b ? T(1) : T(0);
+    case BinaryOp::Ne: return a != b ? T(1) : T(0);
+    case BinaryOp::Lt: return a < b ? T(1) : T(0);
+    case BinaryOp::Le: return a <= b ? T(1) : T(0);
+    case BinaryOp::Gt: return a > b ? T(1) : T(0);
+    case BinaryOp::Ge: return a >= b ? T(1) : T(0);
+  }
+  return T(0);
+}
+
+template <class F>
+void dispatch_binary(BinaryOp op, F&& f) {
+  switch (op) {
+#define SG_CASE(name) case BinaryOp::name: f(std::integral_constant<BinaryOp, BinaryOp::name>{}); return;
+    SG_CASE(Add) SG_CASE(Sub) SG_CASE(Mul) SG_CASE(Div) SG_CASE(Maximum) SG_CASE(Minimum)
+    SG_CASE(Eq) SG_CASE(Ne) SG_CASE(Lt) SG_CASE(Le) SG_CASE(Gt) SG_CASE(Ge)
+#undef SG_CASE
+  }
+}
+}  // namespace
+
+void CpuBackend::unary(UnaryOp op, const Tensor& x, Tensor& out, double alpha) {
+  dispatch_float(x.dtype(), "unary", [&]<class T>() {
+    const T* xp = static_cast<const T*>(x.data_ptr());
+    T* yp = static_cast<T*>(out.data_ptr());
+    const T a = static_cast<T>(alpha);
+    dispatch_unary(op, [&](auto OP) {
+      strided_rows<2>(out.shape(), {&out.strides(), &x.strides()}, [&](auto off, int64_t n, auto st) {
+        T* y = yp + off[0];
+        const T* xr = xp + off[1];
+        if (st[0] == 1 && st[1] == 1)
+          for (int64_t i = 0; i < n; i++) y[i] = unary_fn<T>(OP.value, xr[i], a);
+        else
+          for (int64_t i = 0; i < n; i++) y[i * st[0]] = unary_fn<T>(OP.value, xr[i * st[1]], a);
+      });
+    });
+  });
+}
+
+void CpuBackend::unary_backward(UnaryOp op, const Tensor& x, const Tensor& y, const Tensor& gy, Tensor& gx,
+                                double alpha) {
+  // y may be undefined for ops whose derivative does not read it; use x in its place then.
+  const Tensor& yy = y.defined() ? y : x;
+  dispatch_float(x.dtype(), "unary_backward", [&]<class T>() {
+    const T* xp = static_cast<const T*>(x.data_ptr());
+    const T* yp = static_cast<const T*>(yy.data_ptr());
+    const T* gyp = static_cast<const T*>(gy.data_ptr());
+    T* gxp = static_cast<T*>(gx.data_ptr());
+    const T a = static_cast<T>(alpha);
+    dispatch_unary(op, [&](auto OP) {
+      strided_rows<4>(gx.shape(), {&gx.strides(), &x.strides(), &yy.strides(), &gy.strides()},
+                      [&](auto off, int64_t n, auto st) {
+                        for (int64_t i = 0; i < n; i++)
+                          gxp[off[0] + i * st[0]] =
+                              gyp[off[3] + i * st[3]] *
+                              unary_deriv<T>(OP.value, xp[off[1] + i * st[1]], yp[off[2] + i * st[2]], a);
+                      });
+    });
+  });
+}
+
+void CpuBackend::binary(BinaryOp op, const Tensor& a, const Tensor& b, Tensor& out) {
+  dispatch_all(out.dtype(), [&]<class T>() {
+    const T* ap = static_cast<const T*>(a.data_ptr());
+    const T* bp = static_cast<const T*>(b.data_ptr());
+    T* op_ = static_cast<T*>(out.data_ptr());
+    dispatch_binary(op, [&](auto OP) {
+      strided_rows<3>(out.shape(), {&out.strides(), &a.strides(), &b.strides()}, [&](auto off, int64_t n, auto st) {
+        T* o = op_ + off[0];
+        const T* x = ap + off[1];
+        const T* y = bp + off[2];
+        if (st[0] == 1 && st[1] == 1 && st[2] == 1)
+          for (int64_t i = 0; i < n; i++) o[i] = binary_fn<T>(OP.value, x[i], y[i]);
+        else if (st[0] == 1 && st[1] == 1 && st[2] == 0)
+          for (int64_t i = 0; i < n; i++) o[i] = binary_fn<T>(OP.value, x[i], y[0]);
+        else
+          for (int64_t i = 0; i < n; i++) o[i * st[0]] = binary_fn<T>(OP.value, x[i * st[1]], y[i * st[2]]);
+      });
+    });
+  });
+}
+
+void CpuBackend::where(const Tensor& cond, const Tensor& a, const Tensor& b, Tensor& out) {
+  dispatch_all(cond.dtype(), [&]<class C>() {
+    dispatch_all(out.dtype(), [&]<class T>() {
+      const C* cp = static_cast<const C*>(cond.data_ptr());
+      const T* ap = static_cast<const T*>(a.data_ptr());
+      const T* bp = static_cast<const T*>(b.data_ptr());
+      T* op_ = static_cast<T*>(out.data_ptr());
+      strided_rows<4>(out.shape(), {&out.strides(), &cond.strides(), &a.strides(), &b.strides()},
+                      [&](auto off, int64_t n, auto st) {
+                        for (int64_t i = 0; i < n; i++)
+                          op_[off[0] + i * st[0]] = cp[off[1] + i * st[1]] != C(0) ? ap[off[2] + i * st[2]]
+                                                                                    : bp[off[3] + i * st[3]];
+                      });
+    });
+  });
+}
+
+int64_t CpuBackend::count_nonfinite(const Tensor& x) {
+  int64_t bad = 0;
+  dispatch_float(x.dtype(), "count_nonfinite", [&]<class T>() {
+    const T* p = static_cast<const T*>(x.data_ptr());
+    strided_rows<1>(x.shape(), {&x.strides()}, [&](auto off, int64_t n, auto st) {
+      int64_t local = 0;
+      for (int64_t i = 0; i < n; i++) local += !std::isfinite(p[off[0] + i * st[0]]);
+      if (local) {
+#pragma omp atomic
+        bad += local;
+      }
+    });
+  });
+  return bad;
+}
+
+}  // namespace skipgrad

@@ -1,0 +1,330 @@
+// CPU fused row kernels: softmax, layer/rms norm, embedding, cross entropy, dropout masks.
+// Rows are independent, so each kernel is an OpenMP loop over rows with a plain inner loop; statistics are
+// accumulated in double.
+#include <cmath>
+#include <limits>
+
+#include "backends/cpu/cpu_backend.h"
+#include "backends/cpu/strided_loop.h"
+#include "tensor/random.h"
+
+namespace skipgrad {
+
+namespace {
+struct Rows {
+  int64_t rows, cols;
+};
+Rows rows_of(const Tensor& x) {
+  int64_t cols = x.dim() ? x.shape().back() : 1;
+  return {cols ? x.numel() / cols : 0, cols};
+}
+}  // namespace
+
+// y = exp(x - max) / sum(exp(x - max));  log: y = x - max - log(sum(exp(x - max)))
+void CpuBackend::softmax(const Tensor& x, Tensor& y, bool log) {
+  auto [R, C] = rows_of(x);
+  cpu::dispatch_float(x.dtype(), "softmax", [&]<class T>() {
+    const T* xp = static_cast<const T*>(x.data_ptr());
+    T* yp = static_cast<T*>(y.data_ptr());
+#pragma omp parallel for schedule(static) if (R * C > 16384)
+    for (int64_t r = 0; r < R; r++) {
+      const T* xr = xp + r * C;
+      T* yr = yp + r * C;
+      T mx = -std::numeric_limits<T>::infinity();
+      for (int64_t c = 0; c < C; c++) mx = xr[c] > mx ? xr[c] : mx;
+      if (mx == -std::numeric_limits<T>::infinity()) mx = 0;  // a fully masked row
+      double s = 0;
+      for (int64_t c = 0; c < C; c++) {
+        T e = std::exp(xr[c] - mx);
+        if (!log) yr[c] = e;
+        s += e;
+      }
+      if (log) {
+        T lse = mx + (T)std::log(s);
+        for (int64_t c = 0; c < C; c++) yr[c] = xr[c] - lse;
+      } else {
+        T inv = s > 0 ? (T)(1.0 / s) : T(0);
+        for (int64_t c = 0; c < C; c++) yr[c] *= inv;
+      }
+    }
+  });
+}
+
+// softmax:     gx = y * (gy - sum(gy * y))
+// log_softmax: gx = gy - exp(y) * sum(gy)
+void CpuBackend::softmax_backward(const Tensor& y, const Tensor& gy, Tensor& gx, bool log) {
+  auto [R, C] = rows_of(y);
+  cpu::dispatch_float(y.dtype(), "softmax_backward", [&]<class T>() {
+    const T* yp = static_cast<const T*>(y.data_ptr());
+    const T* gp = static_cast<const T*>(gy.data_ptr());
+    T* op_ = static_cast<T*>(gx.data_ptr());
+#pragma omp parallel for schedule(static) if (R * C > 16384)
+    for (int64_t r = 0; r < R; r++) {
+      const T* yr = yp + r * C;
+      const T* gr = gp + r * C;
+      T* o = op_ + r * C;
+      double s = 0;
+      if (log) {
+        for (int64_t c = 0; c < C; c++) s += gr[c];
+        for (int64_t c = 0; c < C; c++) o[c] = gr[c] - std::exp(yr[c]) * (T)s;
+      } else {
+        for (int64_t c = 0; c < C; c++) s += (double)gr[c] * yr[c];
+        for (int64_t c = 0; c < C; c++) o[c] = yr[c] * (gr[c] - (T)s);
+      }
+    }
+  });
+}
+
+// mean = sum(x)/C; rstd = 1/sqrt(sum((x-mean)^2)/C + eps); y = (x-mean)*rstd*gamma + beta
+void CpuBackend::layer_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta, double eps, Tensor& y,
+                            Tensor& mean, Tensor& rstd) {
+  auto [R, C] = rows_of(x);
+  cpu::dispatch_float(x.dtype(), "layer_norm", [&]<class T>() {
+    const T* xp = static_cast<const T*>(x.data_ptr());
+    const T* gp = gamma.defined() ? static_cast<const T*>(gamma.data_ptr()) : nullptr;
+    const T* bp = beta.defined() ? static_cast<const T*>(beta.data_ptr()) : nullptr;
+    T* yp = static_cast<T*>(y.data_ptr());
+    T* mp = static_cast<T*>(mean.data_ptr());
+    T* rp = static_cast<T*>(rstd.data_ptr());
+#pragma omp parallel for schedule(static) if (R * C > 16384)
+    for (int64_t r = 0; r < R; r++) {
+      const T* xr = xp + r * C;
+      T* yr = yp + r * C;
+      double s = 0;
+      for (int64_t c = 0; c < C; c++) s += xr[c];
+      const double mu = s / C;
+      double v = 0;
+      for (int64_t c = 0; c < C; c++) v += (xr[c] - mu) * (xr[c] - mu);
+      const double rs = 1.0 / std::sqrt(v / C + eps);
+      mp[r] = (T)mu;
+      rp[r] = (T)rs;
+      for (int64_t c = 0; c < C; c++) {
+        T n = (T)((xr[c] - mu) * rs);
+        yr[c] = n * (gp ? gp[c] : T(1)) + (bp ? bp[c] : T(0));
+      }
+    }
+  });
+}
+
+// xhat = (x-mean)*rstd; g = gy*gamma
+// gx = rstd * (g - mean(g) - xhat * mean(g * xhat));  ggamma = sum_rows(gy * xhat); gbeta = sum_rows(gy)
+void CpuBackend::layer_norm_backward(const Tensor& gy, const Tensor& x, const Tensor& mean, const Tensor& rstd,
+                                     const Tensor& gamma, Tensor& gx, Tensor& ggamma, Tensor& gbeta) {
+  auto [R, C] = rows_of(x);
+  cpu::dispatch_float(x.dtype(), "layer_norm_backward", [&]<class T>() {
+    const T* gyp = static_cast<const T*>(gy.data_ptr());
+    const T* xp = static_cast<const T*>(x.data_ptr());
+    const T* mp = static_cast<const T*>(mean.data_ptr());
+    const T* rp = static_cast<const T*>(rstd.data_ptr());
+    const T* gam = gamma.defined() ? static_cast<const T*>(gamma.data_ptr()) : nullptr;
+    T* gxp = gx.defined() ? static_cast<T*>(gx.data_ptr()) : nullptr;
+    if (gxp) {
+#pragma omp parallel for schedule(static) if (R * C > 16384)
+      for (int64_t r = 0; r < R; r++) {
+        const T* g = gyp + r * C;
+        const T* xr = xp + r * C;
+        const double mu = mp[r], rs = rp[r];
+        double sg = 0, sgx = 0;
+        for (int64_t c = 0; c < C; c++) {
+          double gg = (double)g[c] * (gam ? gam[c] : T(1));
+          sg += gg;
+          sgx += gg * (xr[c] - mu) * rs;
+        }
+        sg /= C;
+        sgx /= C;
+        T* o = gxp + r * C;
+        for (int64_t c = 0; c < C; c++) {
+          double gg = (double)g[c] * (gam ? gam[c] : T(1));
+          double xh = (xr[c] - mu) * rs;
+          o[c] = (T)(rs * (gg - sg - xh * sgx));
+        }
+      }
+    }
+    if (ggamma.defined() || gbeta.defined()) {
+      // Column sums over rows: parallel over column blocks, rows in order (deterministic).
+      T* gg = ggamma.defined() ? static_cast<T*>(ggamma.data_ptr()) : nullptr;
+      T* gb = gbeta.defined() ? static_cast<T*>(gbeta.data_ptr()) : nullptr;
+#pragma omp parallel for schedule(static) if (R * C > 16384)
+      for (int64_t c0 = 0; c0 < C; c0 += 64) {
+        const int64_t c1 = std::min<int64_t>(C, c0 + 64);
+        double ag[64] = {0}, ab[64] = {0};
+        for (int64_t r = 0; r < R; r++) {
+          const T* g = gyp + r * C;
+          const T* xr = xp + r * C;
+          const double mu = mp[r], rs = rp[r];
+          for (int64_t c = c0; c < c1; c++) {
+            ag[c - c0] += (double)g[c] * (xr[c] - mu) * rs;
+            ab[c - c0] += g[c];
+          }
+        }
+        for (int64_t c = c0; c < c1; c++) {
+          if (gg) gg[c] = (T)ag[c - c0];
+          if (gb) gb[c] = (T)ab[c - c0];
+        }
+      }
+    }
+  });
+}
+
+// rstd = 1/sqrt(mean(x^2) + eps); y = x * rstd * w
+void CpuBackend::rms_norm(const Tensor& x, const Tensor& weight, double eps, Tensor& y, Tensor& rstd) {
+  auto [R, C] = rows_of(x);
+  cpu::dispatch_float(x.dtype(), "rms_norm", [&]<class T>() {
+    const T* xp = static_cast<const T*>(x.data_ptr());
+    const T* wp = weight.defined() ? static_cast<const T*>(weight.data_ptr()) : nullptr;
+    T* yp = static_cast<T*>(y.data_ptr());
+    T* rp = static_cast<T*>(rstd.data_ptr());
+#pragma omp parallel for schedule(static) if (R * C > 16384)
+    for (int64_t r = 0; r < R; r++) {
+      const T* xr = xp + r * C;
+      double ss = 0;
+      for (int64_t c = 0; c < C; c++) ss += (double)xr[c] * xr[c];
+      const double rs = 1.0 / std::sqrt(ss / C + eps);
+      rp[r] = (T)rs;
+      T* yr = yp + r * C;
+      for (int64_t c = 0; c < C; c++) yr[c] = (T)(xr[c] * rs) * (wp ? wp[c] : T(1));
+    }
+  });
+}
+
+// g = gy*w; gx = rstd * (g - xhat * mean(g * xhat)) with xhat = x*rstd; gw = sum_rows(gy * xhat)
+void CpuBackend::rms_norm_backward(const Tensor& gy, const Tensor& x, const Tensor& rstd, const Tensor& weight,
+                                   Tensor& gx, Tensor& gweight) {
+  auto [R, C] = rows_of(x);
+  cpu::dispatch_float(x.dtype(), "rms_norm_backward", [&]<class T>() {
+    const T* gyp = static_cast<const T*>(gy.data_ptr());
+    const T* xp = static_cast<const T*>(x.data_ptr());
+    const T* rp = static_cast<const T*>(rstd.data_ptr());
+    const T* wp = weight.defined() ? static_cast<const T*>(weight.data_ptr()) : nullptr;
+    if (gx.defined()) {
+      T* gxp = static_cast<T*>(gx.data_ptr());
+#pragma omp parallel for schedule(static) if (R * C > 16384)
+      for (int64_t r = 0; r < R; r++) {
+        const T* g = gyp + r * C;
+        const T* xr = xp + r * C;
+        const double rs = rp[r];
+        double s = 0;
+        for (int64_t c = 0; c < C; c++) s += (double)g[c] * (wp ? wp[c] : T(1)) * xr[c] * rs;
+        s /= C;
+        T* o = gxp + r * C;
+        for (int64_t c = 0; c < C; c++) o[c] = (T)(rs * ((double)g[c] * (wp ? wp[c] : T(1)) - xr[c] * rs * s));
+      }
+    }
+    if (gweight.defined()) {
+      T* gw = static_cast<T*>(gweight.data_ptr());
+#pragma omp parallel for schedule(static) if (R * C > 16384)
+      for (int64_t c0 = 0; c0 < C; c0 += 64) {
+        const int64_t c1 = std::min<int64_t>(C, c0 + 64);
+        double acc[64] = {0};
+        for (int64_t r = 0; r < R; r++)
+          for (int64_t c = c0; c < c1; c++) acc[c - c0] += (double)gyp[r * C + c] * xp[r * C + c] * rp[r];
+        for (int64_t c = c0; c < c1; c++) gw[c] = (T)acc[c - c0];
+      }
+    }
+  });
+}
+
+void CpuBackend::embedding(const Tensor& weight, const Tensor& ids, Tensor& out) {
+  const int64_t V = weight.size(0), D = weight.size(1), N = ids.numel();
+  const int64_t* id = static_cast<const int64_t*>(ids.data_ptr());
+  for (int64_t i = 0; i < N; i++)
+    check(id[i] >= 0 && id[i] < V, "embedding", ": id ", id[i], " at position ", i, " is out of range [0, ", V, ")");
+  cpu::dispatch_float(weight.dtype(), "embedding", [&]<class T>() {
+    const T* w = static_cast<const T*>(weight.data_ptr());
+    T* o = static_cast<T*>(out.data_ptr());
+#pragma omp parallel for schedule(static) if (N * D > 65536)
+    for (int64_t i = 0; i < N; i++) std::copy(w + id[i] * D, w + id[i] * D + D, o + i * D);
+  });
+}
+
+void CpuBackend::embedding_backward(const Tensor& ids, const Tensor& gout, Tensor& gweight, int64_t padding_idx) {
+  const int64_t D = gweight.size(1), N = ids.numel();
+  const int64_t* id = static_cast<const int64_t*>(ids.data_ptr());
+  cpu::dispatch_float(gweight.dtype(), "embedding_backward", [&]<class T>() {
+    const T* g = static_cast<const T*>(gout.data_ptr());
+    T* gw = static_cast<T*>(gweight.data_ptr());
+    // Parallel over columns so repeated ids never race; rows are added in order (deterministic).
+#pragma omp parallel for schedule(static) if (N * D > 65536)
+    for (int64_t c0 = 0; c0 < D; c0 += 16) {
+      const int64_t c1 = std::min<int64_t>(D, c0 + 16);
+      for (int64_t i = 0; i < N; i++) {
+        if (id[i] == padding_idx) continue;
+        T* dst = gw + id[i] * D;
+        const T* src = g + i * D;
+        for (int64_t c = c0; c < c1; c++) dst[c] += src[c];
+      }
+    }
+  });
+}
+
+// loss_i = lse_i - (1-ls) * x[t_i] - ls * mean_j x_ij   (= (1-ls)*nll + ls*mean_j(-logp_ij))
+void CpuBackend::cross_entropy(const Tensor& logits, const Tensor& targets, int64_t ignore_index,
+                               double label_smoothing, Tensor& loss, Tensor& lse) {
+  auto [R, C] = rows_of(logits);
+  const int64_t* tp = static_cast<const int64_t*>(targets.data_ptr());
+  for (int64_t r = 0; r < R; r++)
+    check(tp[r] == ignore_index || (tp[r] >= 0 && tp[r] < C), "cross_entropy", ": target ", tp[r], " at row ", r,
+          " is out of range [0, ", C, ") and is not ignore_index ", ignore_index);
+  cpu::dispatch_float(logits.dtype(), "cross_entropy", [&]<class T>() {
+    const T* xp = static_cast<const T*>(logits.data_ptr());
+    T* lp = static_cast<T*>(loss.data_ptr());
+    T* sp = static_cast<T*>(lse.data_ptr());
+#pragma omp parallel for schedule(static) if (R * C > 16384)
+    for (int64_t r = 0; r < R; r++) {
+      const T* x = xp + r * C;
+      T mx = -std::numeric_limits<T>::infinity();
+      double sum_x = 0;
+      for (int64_t c = 0; c < C; c++) {
+        mx = x[c] > mx ? x[c] : mx;
+        sum_x += x[c];
+      }
+      double s = 0;
+      for (int64_t c = 0; c < C; c++) s += std::exp((double)(x[c] - mx));
+      const double l = mx + std::log(s);
+      sp[r] = (T)l;
+      if (tp[r] == ignore_index) {
+        lp[r] = 0;
+        continue;
+      }
+      lp[r] = (T)(l - (1 - label_smoothing) * x[tp[r]] - label_smoothing * sum_x / C);
+    }
+  });
+}
+
+void CpuBackend::cross_entropy_backward(const Tensor& logits, const Tensor& targets, const Tensor& lse,
+                                        const Tensor& gloss, int64_t ignore_index, double label_smoothing,
+                                        Tensor& glogits) {
+  auto [R, C] = rows_of(logits);
+  const int64_t* tp = static_cast<const int64_t*>(targets.data_ptr());
+  cpu::dispatch_float(logits.dtype(), "cross_entropy_backward", [&]<class T>() {
+    const T* xp = static_cast<const T*>(logits.data_ptr());
+    const T* sp = static_cast<const T*>(lse.data_ptr());
+    const T* gp = static_cast<const T*>(gloss.data_ptr());
+    T* o = static_cast<T*>(glogits.data_ptr());
+#pragma omp parallel for schedule(static) if (R * C > 16384)
+    for (int64_t r = 0; r < R; r++) {
+      T* orow = o + r * C;
+      if (tp[r] == ignore_index) {
+        std::fill(orow, orow + C, T(0));
+        continue;
+      }
+      const T* x = xp + r * C;
+      const T g = gp[r], l = sp[r];
+      const T smooth = (T)(label_smoothing / C);
+      for (int64_t c = 0; c < C; c++) orow[c] = g * (std::exp(x[c] - l) - smooth);
+      orow[tp[r]] -= g * (T)(1 - label_smoothing);
+    }
+  });
+}
+
+void CpuBackend::dropout_mask(Tensor& mask, double p, uint64_t seed, uint64_t offset) {
+  cpu::dispatch_float(mask.dtype(), "dropout", [&]<class T>() {
+    T* m = static_cast<T*>(mask.data_ptr());
+    const int64_t n = mask.numel();
+    const T keep = (T)(1.0 / (1.0 - p));
+#pragma omp parallel for schedule(static) if (n > 65536)
+    for (int64_t i = 0; i < n; i++) m[i] = random_uniform01(seed, offset + i) >= p ? keep : T(0);
+  });
+}
+
+}  // namespace skipgrad

@@ -1,0 +1,14 @@
+// skipgrad: one include for the whole C++ API.
+#pragma once
+#include "autograd/gradcheck.h"
+#include "autograd/node.h"
+#include "autograd/op_table.h"
+#include "autograd/ops.h"
+#include "autograd/tape.h"
+#include "backends/backend.h"
+#include "tensor/allocator.h"
+#include "tensor/error.h"
+#include "tensor/random.h"
+#include "tensor/tensor.h"
+
+namespace sg = skipgrad;

@@ -1,0 +1,88 @@
+#include "tensor/allocator.h"
+
+#include <cstdlib>
+#include <new>
+
+#include "tensor/error.h"
+
+namespace skipgrad {
+
+CachingAllocator::~CachingAllocator() { empty_cache(); }
+
+void* CachingAllocator::allocate(size_t bytes) {
+  const size_t size = round_size(bytes);
+  std::lock_guard<std::mutex> lock(mu_);
+  stats_.allocs++;
+  void* p = nullptr;
+  auto it = free_.find(size);
+  if (it != free_.end() && !it->second.empty()) {
+    p = it->second.back();
+    it->second.pop_back();
+    stats_.bytes_cached -= size;
+  } else {
+    p = raw_alloc_(size);
+    if (!p) {
+      // Out of memory: return what we cache and retry once before failing.
+      for (auto& [sz, blocks] : free_)
+        for (void* b : blocks) raw_free_(b);
+      free_.clear();
+      stats_.bytes_cached = 0;
+      p = raw_alloc_(size);
+      if (!p) fail("allocate", ": out of memory allocating ", size, " bytes (", stats_.bytes_in_use, " in use)");
+    }
+    stats_.os_allocs++;
+  }
+  stats_.bytes_in_use += size;
+  if (stats_.bytes_in_use > stats_.peak_bytes_in_use) stats_.peak_bytes_in_use = stats_.bytes_in_use;
+  return p;
+}
+
+void CachingAllocator::deallocate(void* p, size_t bytes) {
+  if (!p) return;
+  const size_t size = round_size(bytes);
+  std::lock_guard<std::mutex> lock(mu_);
+  free_[size].push_back(p);
+  stats_.bytes_in_use -= size;
+  stats_.bytes_cached += size;
+}
+
+void CachingAllocator::empty_cache() {
+  std::lock_guard<std::mutex> lock(mu_);
+  for (auto& [sz, blocks] : free_)
+    for (void* b : blocks) raw_free_(b);
+  free_.clear();
+  stats_.bytes_cached = 0;
+}
+
+AllocatorStats CachingAllocator::stats() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return stats_;
+}
+
+void CachingAllocator::reset_peak() {
+  std::lock_guard<std::mutex> lock(mu_);
+  stats_.peak_bytes_in_use = stats_.bytes_in_use;
+}
+
+namespace {
+void* cpu_raw_alloc(size_t bytes) { return std::aligned_alloc(64, bytes); }
+void cpu_raw_free(void* p) { std::free(p); }
+CachingAllocator* g_cuda_allocator = nullptr;
+}  // namespace
+
+CachingAllocator& allocator_for(Device d) {
+  if (d.is_cpu()) {
+    // Leaked on purpose: tensors in static objects may be freed after main() returns.
+    static CachingAllocator* cpu = new CachingAllocator(cpu_raw_alloc, cpu_raw_free);
+    return *cpu;
+  }
+  check(g_cuda_allocator != nullptr, "allocate", ": device ", d.str(),
+        " requested but the CUDA backend is not available (built without SKIPGRAD_CUDA or no GPU present)");
+  return *g_cuda_allocator;
+}
+
+void set_device_allocator(Device::Kind kind, CachingAllocator* a) {
+  if (kind == Device::Kind::CUDA) g_cuda_allocator = a;
+}
+
+}  // namespace skipgrad

@@ -1,0 +1,52 @@
+// Per-device caching allocator.
+//
+// Freed blocks go to a free list keyed by their (rounded) size instead of back to the OS, so a training loop
+// whose step allocates the same sizes every time calls the OS allocator only during its first step.
+// Blocks are 64-byte aligned. `stats()` exposes counters that tests and benchmarks read.
+#pragma once
+#include <cstddef>
+#include <cstdint>
+#include <mutex>
+#include <unordered_map>
+#include <vector>
+
+#include "tensor/dtype.h"
+
+namespace skipgrad {
+
+struct AllocatorStats {
+  size_t bytes_in_use = 0;     // handed out and not yet freed
+  size_t bytes_cached = 0;     // held in free lists
+  size_t peak_bytes_in_use = 0;
+  uint64_t os_allocs = 0;      // calls to the raw (OS/driver) allocator
+  uint64_t allocs = 0;         // calls to allocate()
+};
+
+class CachingAllocator {
+ public:
+  using RawAlloc = void* (*)(size_t bytes);
+  using RawFree = void (*)(void* p);
+  CachingAllocator(RawAlloc raw_alloc, RawFree raw_free) : raw_alloc_(raw_alloc), raw_free_(raw_free) {}
+  ~CachingAllocator();
+
+  void* allocate(size_t bytes);       // bytes may be 0: returns a valid unique pointer
+  void deallocate(void* p, size_t bytes);
+  void empty_cache();                 // give every cached block back to the OS/driver
+  AllocatorStats stats() const;
+  void reset_peak();
+
+  static size_t round_size(size_t bytes) { return bytes == 0 ? 64 : (bytes + 63) / 64 * 64; }
+
+ private:
+  RawAlloc raw_alloc_;
+  RawFree raw_free_;
+  mutable std::mutex mu_;
+  std::unordered_map<size_t, std::vector<void*>> free_;
+  AllocatorStats stats_;
+};
+
+// The allocator for a device. CPU always exists; CUDA's is installed by the CUDA backend when it loads.
+CachingAllocator& allocator_for(Device d);
+void set_device_allocator(Device::Kind kind, CachingAllocator* a);
+
+}  // namespace skipgrad

@@ -1,0 +1,169 @@
+// Tensor: a cheap handle to shared storage plus shape, strides, offset, dtype and device.
+//
+// Views (reshape, transpose, permute, narrow, expand, ...) share storage; contiguous() copies when needed.
+// The differentiable methods (views, arithmetic, reductions) are declared here and defined in autograd/, which
+// records a node on the tape for each of them; the raw data accessors below never record.
+#pragma once
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "tensor/dtype.h"
+#include "tensor/error.h"
+
+namespace skipgrad {
+
+struct AutogradMeta;  // autograd/node.h
+class Generator;      // tensor/random.h
+
+// A block of device memory from the device's caching allocator.
+struct Storage {
+  void* data = nullptr;
+  size_t nbytes = 0;
+  Device device;
+  Storage(size_t nbytes, Device device);
+  ~Storage();
+  Storage(const Storage&) = delete;
+  Storage& operator=(const Storage&) = delete;
+};
+
+struct TensorImpl {
+  std::shared_ptr<Storage> storage;
+  Shape shape;
+  Shape strides;  // in elements
+  int64_t offset = 0;  // in elements
+  DType dtype = DType::F32;
+  Device device;
+  std::shared_ptr<AutogradMeta> autograd;  // null until the tensor takes part in autograd
+};
+
+int64_t numel_of(const Shape& s);
+Shape contiguous_strides(const Shape& s);
+// Wraps a negative dim and checks its range; `op` names the caller in the error.
+int64_t normalize_dim(int64_t dim, int64_t ndim, const char* op);
+// Numpy broadcasting of two shapes; throws naming `op` when they are incompatible.
+Shape broadcast_shapes(const Shape& a, const Shape& b, const char* op);
+
+class Tensor {
+ public:
+  Tensor() = default;
+  explicit Tensor(std::shared_ptr<TensorImpl> impl) : impl_(std::move(impl)) {}
+
+  // ---- creation (never recorded) ----
+  static Tensor empty(const Shape& shape, DType dtype = DType::F32, Device device = Device::cpu());
+  static Tensor zeros(const Shape& shape, DType dtype = DType::F32, Device device = Device::cpu());
+  static Tensor ones(const Shape& shape, DType dtype = DType::F32, Device device = Device::cpu());
+  static Tensor full(const Shape& shape, double value, DType dtype = DType::F32, Device device = Device::cpu());
+  static Tensor arange(double start, double end, double step = 1, DType dtype = DType::F32,
+                       Device device = Device::cpu());
+  // Uniform in [low, high) and normal(mean, std), from `gen` or the default generator (see manual_seed).
+  static Tensor rand(const Shape& shape, double low = 0, double high = 1, DType dtype = DType::F32,
+                     Device device = Device::cpu(), Generator* gen = nullptr);
+  static Tensor randn(const Shape& shape, double mean = 0, double std = 1, DType dtype = DType::F32,
+                      Device device = Device::cpu(), Generator* gen = nullptr);
+  template <class T>
+  static Tensor from_vector(const std::vector<T>& values, const Shape& shape, Device device = Device::cpu());
+  static Tensor scalar(double v, DType dtype = DType::F32, Device device = Device::cpu());
+
+  // ---- metadata ----
+  bool defined() const { return impl_ != nullptr; }
+  const Shape& shape() const { return impl().shape; }
+  const Shape& strides() const { return impl().strides; }
+  int64_t offset() const { return impl().offset; }
+  int64_t dim() const { return (int64_t)impl().shape.size(); }
+  int64_t size(int64_t d) const;
+  int64_t numel() const { return numel_of(impl().shape); }
+  DType dtype() const { return impl().dtype; }
+  Device device() const { return impl().device; }
+  bool is_contiguous() const;
+  size_t nbytes() const { return (size_t)numel() * dtype_size(dtype()); }
+  std::string meta_str() const;  // "float32[2,3] cpu"
+
+  // ---- raw data (never recorded) ----
+  void* data_ptr() const;  // storage data + offset
+  template <class T> T* data() const;
+  double item() const;  // one element; copies from the device
+  template <class T> std::vector<T> to_vector() const;  // row-major copy of all elements
+  std::string str(int64_t max_per_dim = 6) const;        // shape, dtype and values
+  bool shares_storage(const Tensor& o) const { return impl().storage == o.impl().storage; }
+
+  // ---- copies and conversions (recorded when differentiable) ----
+  Tensor contiguous() const;
+  Tensor clone() const;
+  Tensor to(DType dtype) const;
+  Tensor to(Device device) const;
+  void copy_(const Tensor& src);  // in place, not recorded; src broadcast to this shape
+
+  // ---- autograd ----
+  bool requires_grad() const;
+  Tensor& requires_grad_(bool on = true);
+  bool is_leaf() const;
+  Tensor grad() const;           // accumulated gradient of a leaf (or of a tensor with retain_grad)
+  void set_grad(const Tensor& g);
+  void zero_grad();               // drops the gradient
+  void retain_grad();
+  Tensor detach() const;          // shares storage, cut from the graph
+  // Backward from this tensor. A scalar needs no gradient; otherwise pass one of this tensor's shape.
+  void backward(const Tensor& grad = Tensor(), bool retain_graph = false) const;
+  // Called with the gradient when it is complete; return an undefined Tensor to keep it, or a replacement.
+  void register_hook(std::function<Tensor(const Tensor&)> hook);
+  // Renames the node that produced this tensor: scope + "." + name (e.g. "enc.3.ffn.residual_add").
+  Tensor& named(const std::string& name);
+  std::string node_name() const;  // the producing node's name, or the leaf's name, or ""
+  int64_t node_id() const;        // the producing node's id on the tape, or -1
+
+  // ---- views (differentiable, share storage) ----
+  Tensor reshape(const Shape& shape) const;   // view when strides allow, else a copy
+  Tensor view(const Shape& shape) const;      // view only; throws when strides do not allow it
+  Tensor flatten(int64_t start = 0, int64_t end = -1) const;
+  Tensor transpose(int64_t d0, int64_t d1) const;
+  Tensor t() const { return transpose(-2, -1); }
+  Tensor permute(const Shape& order) const;
+  Tensor narrow(int64_t dim, int64_t start, int64_t length) const;
+  Tensor slice(int64_t dim, int64_t start, int64_t end, int64_t step = 1) const;
+  Tensor select(int64_t dim, int64_t index) const;
+  Tensor expand(const Shape& shape) const;
+  Tensor unsqueeze(int64_t dim) const;
+  Tensor squeeze(int64_t dim) const;
+  Tensor squeeze() const;
+
+  // ---- common ops as methods (defined in autograd/) ----
+  Tensor sum() const;
+  Tensor sum(const Shape& dims, bool keepdim = false) const;
+  Tensor mean() const;
+  Tensor mean(const Shape& dims, bool keepdim = false) const;
+  Tensor max(const Shape& dims, bool keepdim = false) const;
+  Tensor matmul(const Tensor& o) const;
+  Tensor exp() const;
+  Tensor log() const;
+  Tensor sqrt() const;
+  Tensor pow(double e) const;
+  Tensor abs() const;
+  Tensor relu() const;
+  Tensor tanh() const;
+  Tensor sigmoid() const;
+
+  TensorImpl& impl() const {
+    if (!impl_) throw Error("tensor: use of an undefined Tensor");
+    return *impl_;
+  }
+  const std::shared_ptr<TensorImpl>& impl_ptr() const { return impl_; }
+  AutogradMeta* autograd_meta() const { return impl_ ? impl_->autograd.get() : nullptr; }
+  AutogradMeta& ensure_autograd_meta() const;
+
+ private:
+  std::shared_ptr<TensorImpl> impl_;
+};
+
+// Raw (never-recorded) view constructors shared by the differentiable views and the backends.
+Tensor make_view(const Tensor& base, const Shape& shape, const Shape& strides, int64_t offset);
+// Strides for viewing `t` as `shape` without copying, or an empty Shape when impossible.
+Shape view_strides(const Tensor& t, const Shape& shape);
+// `t` broadcast (zero strides) to `shape`; throws naming `op` when not broadcastable.
+Tensor broadcast_to(const Tensor& t, const Shape& shape, const char* op);
+
+std::ostream& operator<<(std::ostream& os, const Tensor& t);
+
+}  // namespace skipgrad

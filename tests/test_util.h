@@ -1,0 +1,89 @@
+// Shared test helpers: random float64 inputs, closeness checks, the gradient-check registry.
+#pragma once
+#include <doctest/doctest.h>
+
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "skipgrad.h"
+
+namespace sgtest {
+using namespace skipgrad;
+
+// A float64 leaf that requires grad, values ~ N(0, 1) from a fixed seed.
+inline Tensor leaf(const Shape& s, uint64_t seed = 1, double scale = 1.0) {
+  Generator g(seed);
+  Tensor t = Tensor::randn(s, 0, scale, DType::F64, Device::cpu(), &g);
+  t.requires_grad_();
+  return t;
+}
+// A float64 leaf with values in [lo, hi).
+inline Tensor leaf_uniform(const Shape& s, double lo, double hi, uint64_t seed = 1) {
+  Generator g(seed);
+  Tensor t = Tensor::rand(s, lo, hi, DType::F64, Device::cpu(), &g);
+  t.requires_grad_();
+  return t;
+}
+// A non-contiguous float64 leaf of shape s: the transpose of a contiguous [s1, s0] tensor (2-D s only).
+inline Tensor leaf_transposed(const Shape& s, uint64_t seed = 1) {
+  Generator g(seed);
+  Tensor base = Tensor::randn({s[1], s[0]}, 0, 1, DType::F64, Device::cpu(), &g);
+  Tensor t = base.transpose(0, 1);
+  t.requires_grad_();
+  return t;
+}
+
+inline double max_abs_diff(const Tensor& a, const Tensor& b) {
+  auto x = a.to_vector<double>(), y = b.to_vector<double>();
+  REQUIRE(x.size() == y.size());
+  double m = 0;
+  for (size_t i = 0; i < x.size(); i++) m = std::max(m, std::abs(x[i] - y[i]));
+  return m;
+}
+inline void check_close(const Tensor& a, const std::vector<double>& expected, double atol = 1e-6, double rtol = 1e-5) {
+  auto x = a.to_vector<double>();
+  REQUIRE(x.size() == expected.size());
+  for (size_t i = 0; i < x.size(); i++) {
+    INFO("element " << i << ": got " << x[i] << ", expected " << expected[i]);
+    CHECK(std::abs(x[i] - expected[i]) <= atol + rtol * std::abs(expected[i]));
+  }
+}
+
+// ---- gradient-check registry: every op in the op table must have at least one case ----
+struct GradCase {
+  std::string op;     // name in the op table
+  std::string label;  // what the case covers (broadcast, transposed input, ...)
+  std::function<Tensor(const std::vector<Tensor>&)> f;
+  std::vector<Tensor> inputs;  // float64; those that require grad are checked
+  double atol = 1e-5, rtol = 1e-4;
+};
+std::vector<GradCase>& grad_cases();
+struct GradCaseRegistrar {
+  GradCaseRegistrar(std::function<std::vector<GradCase>()> make);
+};
+#define SG_CONCAT2(a, b) a##b
+#define SG_CONCAT(a, b) SG_CONCAT2(a, b)
+// REGISTER_GRAD_CASES { return std::vector<GradCase>{...}; }  (cases are built lazily, once)
+#define REGISTER_GRAD_CASES                                                                               \
+  static std::vector<sgtest::GradCase> SG_CONCAT(sg_grad_cases_, __LINE__)();                            \
+  static sgtest::GradCaseRegistrar SG_CONCAT(sg_grad_reg_, __LINE__)(&SG_CONCAT(sg_grad_cases_, __LINE__)); \
+  static std::vector<sgtest::GradCase> SG_CONCAT(sg_grad_cases_, __LINE__)()
+
+// Runs a throwing expression and checks the skipgrad::Error message contains every fragment.
+#define CHECK_THROWS_WITH_ALL(expr, ...)                                                     \
+  do {                                                                                       \
+    bool thrown_ = false;                                                                    \
+    try {                                                                                    \
+      (void)(expr);                                                                          \
+    } catch (const skipgrad::Error& e_) {                                                    \
+      thrown_ = true;                                                                        \
+      std::string msg_ = e_.what();                                                          \
+      for (const char* frag_ : {__VA_ARGS__}) {                                              \
+        INFO("message: " << msg_ << " -- expected to contain: " << frag_);                 \
+        CHECK(msg_.find(frag_) != std::string::npos);                                        \
+      }                                                                                      \
+    }                                                                                        \
+    CHECK_MESSAGE(thrown_, "expected skipgrad::Error from " #expr);                          \
+  } while (0)
+}  // namespace sgtest
