@@ -30,7 +30,7 @@ TEST_SUITE("gradcheck") {
     std::map<std::string, int> count;
     for (const GradCase& c : grad_cases()) count[c.op]++;
     for (const OpInfo& op : op_table()) {
-      INFO("op '" << op.name << "' has no gradcheck case: add one with REGISTER_GRAD_CASES");
+      INFO("op '" << std::string(op.name) << "' has no gradcheck case: add one with REGISTER_GRAD_CASES");
       CHECK(count[op.name] > 0);
     }
     for (const auto& [name, n] : count) {
