@@ -1,0 +1,112 @@
+#include "nn/module.h"
+
+#include "autograd/node.h"
+
+namespace skipgrad::nn {
+
+Tensor& Module::register_parameter(const std::string& name, Tensor t) {
+  check(t.defined(), "register_parameter", ": parameter '", name, "' is undefined");
+  check(is_floating(t.dtype()), "register_parameter", ": parameter '", name, "' must be floating, got ", t.meta_str());
+  for (auto& [n, p] : params_) check(n != name, "register_parameter", ": '", name, "' registered twice in '", name_, "'");
+  Tensor leaf = t.is_leaf() ? t : t.detach();
+  leaf.requires_grad_(true);
+  params_.emplace_back(name, leaf);
+  return params_.back().second;
+}
+
+Tensor& Module::register_buffer(const std::string& name, Tensor t) {
+  buffers_.emplace_back(name, t);
+  return buffers_.back().second;
+}
+
+std::vector<std::pair<std::string, Tensor>> Module::named_parameters(const std::string& prefix) const {
+  std::vector<std::pair<std::string, Tensor>> out;
+  const std::string p = prefix.empty() ? "" : prefix + ".";
+  for (auto& [n, t] : params_) out.emplace_back(p + n, t);
+  for (auto& [n, c] : children_) {
+    auto sub = c->named_parameters(p + n);
+    out.insert(out.end(), sub.begin(), sub.end());
+  }
+  return out;
+}
+
+std::vector<Tensor> Module::parameters() const {
+  std::vector<Tensor> out;
+  for (auto& [n, t] : named_parameters()) out.push_back(t);
+  return out;
+}
+
+std::vector<std::pair<std::string, Tensor>> Module::named_buffers(const std::string& prefix) const {
+  std::vector<std::pair<std::string, Tensor>> out;
+  const std::string p = prefix.empty() ? "" : prefix + ".";
+  for (auto& [n, t] : buffers_) out.emplace_back(p + n, t);
+  for (auto& [n, c] : children_) {
+    auto sub = c->named_buffers(p + n);
+    out.insert(out.end(), sub.begin(), sub.end());
+  }
+  return out;
+}
+
+Tensor Module::parameter(const std::string& full_name) const {
+  for (auto& [n, t] : named_parameters())
+    if (n == full_name) return t;
+  std::string close;
+  for (auto& [n, t] : named_parameters())
+    if (n.find(full_name.substr(full_name.rfind('.') + 1)) != std::string::npos && close.size() < 300)
+      close += " " + n;
+  fail("Module::parameter", ": no parameter named '", full_name, "'", close.empty() ? "" : "; similar:", close);
+}
+
+int64_t Module::num_parameters() const {
+  int64_t n = 0;
+  for (auto& [name, t] : named_parameters()) n += t.numel();
+  return n;
+}
+
+void Module::name_parameters(const std::string& prefix) {
+  for (auto& [n, t] : named_parameters(prefix)) t.ensure_autograd_meta().name = n;
+}
+
+void Module::train(bool on) {
+  training_ = on;
+  for (auto& [n, c] : children_) c->train(on);
+}
+
+void Module::zero_grad() {
+  for (auto& [n, t] : params_) t.zero_grad();
+  for (auto& [n, c] : children_) c->zero_grad();
+}
+
+// Parameters are changed in place (same TensorImpl), so every handle a module holds sees the new data.
+static void replace_data(Tensor& t, const Tensor& moved) {
+  TensorImpl& im = t.impl();
+  im.storage = moved.impl().storage;
+  im.shape = moved.shape();
+  im.strides = moved.strides();
+  im.offset = moved.offset();
+  im.dtype = moved.dtype();
+  im.device = moved.device();
+  if (im.autograd) {
+    im.autograd->grad = Tensor();
+    im.autograd->device = im.device;
+    im.autograd->dtype = im.dtype;
+  }
+}
+
+void Module::to(Device device) {
+  for (auto& [n, t] : params_)
+    if (t.device() != device) replace_data(t, t.detach().to(device));
+  for (auto& [n, b] : buffers_)
+    if (b.device() != device) replace_data(b, b.detach().to(device));
+  for (auto& [n, c] : children_) c->to(device);
+}
+
+void Module::to(DType dtype) {
+  for (auto& [n, t] : params_)
+    if (t.dtype() != dtype) replace_data(t, t.detach().to(dtype));
+  for (auto& [n, b] : buffers_)
+    if (is_floating(b.dtype()) && b.dtype() != dtype) replace_data(b, b.detach().to(dtype));
+  for (auto& [n, c] : children_) c->to(dtype);
+}
+
+}  // namespace skipgrad::nn

@@ -1,0 +1,69 @@
+// Module: the base of every layer. Holds named parameters, buffers and child modules, like torch::nn::Module.
+//
+// Names are hierarchical ("enc.3.self_attn.q_proj.weight"). A module's forward opens `Scope s(name())` so the
+// nodes it records read like the model ("enc.3.ffn.fc1.linear").
+#pragma once
+#include <deque>
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "tensor/tensor.h"
+
+namespace skipgrad::nn {
+
+class Module {
+ public:
+  explicit Module(std::string name = "") : name_(std::move(name)) {}
+  virtual ~Module() = default;
+  Module(const Module&) = delete;
+  Module& operator=(const Module&) = delete;
+
+  const std::string& name() const { return name_; }
+
+  // Registers a leaf tensor as a parameter (requires_grad is turned on) and returns it.
+  Tensor& register_parameter(const std::string& name, Tensor t);
+  // Registers a tensor that is saved with the model but not trained (e.g. a positions table).
+  Tensor& register_buffer(const std::string& name, Tensor t);
+  // Registers a child; its name becomes `name` (the full path is built by named_parameters()).
+  template <class M>
+  std::shared_ptr<M> register_module(const std::string& name, std::shared_ptr<M> m) {
+    m->name_ = name;
+    children_.emplace_back(name, m);
+    return m;
+  }
+
+  // All parameters, depth first, with full dotted names ("enc.0.ffn.fc1.weight").
+  std::vector<std::pair<std::string, Tensor>> named_parameters(const std::string& prefix = "") const;
+  std::vector<Tensor> parameters() const;
+  std::vector<std::pair<std::string, Tensor>> named_buffers(const std::string& prefix = "") const;
+  std::vector<std::pair<std::string, std::shared_ptr<Module>>> named_children() const { return children_; }
+  // Finds a parameter by its full name; throws an Error listing close names when absent.
+  Tensor parameter(const std::string& full_name) const;
+  int64_t num_parameters() const;
+
+  // Gives each parameter leaf its full name, so graph dumps and errors show "enc.0.ffn.fc1.weight".
+  void name_parameters(const std::string& prefix = "");
+
+  void train(bool on = true);
+  void eval() { train(false); }
+  bool is_training() const { return training_; }
+  void zero_grad();
+  // Moves every parameter and buffer to `device` in place: handles held by modules see the move.
+  void to(Device device);
+  // Casts every floating parameter and buffer (float64 for gradient checks of whole models).
+  void to(DType dtype);
+
+ protected:
+  std::string name_;
+  bool training_ = true;
+
+ private:
+  // deques: references returned by register_* stay valid as more are added
+  std::deque<std::pair<std::string, Tensor>> params_;
+  std::deque<std::pair<std::string, Tensor>> buffers_;
+  std::vector<std::pair<std::string, std::shared_ptr<Module>>> children_;
+};
+
+}  // namespace skipgrad::nn

@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Installs the Debian packages skipgrad needs, only those that are missing; does nothing when all are there.
+# Usage: scripts/setup.sh            (build + test dependencies)
+#        SKIPGRAD_SETUP_EXTRA="pkg ..." scripts/setup.sh   (more packages)
+set -euo pipefail
+
+packages=(
+  build-essential cmake pkg-config git
+  libopenblas-dev          # BLAS for every CPU matrix product
+  doctest-dev              # tests
+  libbenchmark-dev         # bench/
+  nlohmann-json3-dev       # graph JSON, checkpoint headers
+  libcli11-dev             # command-line tools
+  graphviz                 # rendering graph dumps (optional at run time)
+  trans-de-en              # the Ding German-English dictionary: the translation corpus
+  libicu-dev               # number spell-out for the smoke corpus
+  libsentencepiece-dev sentencepiece   # subword vocabularies
+)
+# shellcheck disable=SC2206
+packages+=(${SKIPGRAD_SETUP_EXTRA:-})
+
+missing=()
+for p in "${packages[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
+    missing+=("$p")
+  fi
+done
+
+if [ ${#missing[@]} -eq 0 ]; then
+  exit 0
+fi
+
+echo "setup: installing ${missing[*]}"
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+$SUDO apt-get update -qq
+DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+echo "setup: done"

@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# The test command: install what is missing, build (CUDA backend included when nvcc is present: GPU tests skip
+# without a device), run the whole doctest suite through CTest.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/setup.sh
+build=${SKIPGRAD_BUILD_DIR:-build}
+jobs=$(nproc)
+cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=Release >/dev/null
+cmake --build "$build" -j "$jobs"
+ctest --test-dir "$build" --output-on-failure -j "$jobs"
