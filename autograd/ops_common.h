@@ -17,7 +17,7 @@ inline void check_defined(const char* op, const Tensor& t, const char* what = "i
 }
 inline void check_floating(const char* op, const Tensor& t) {
   check_defined(op, t);
-  check(is_floating(t.dtype()), op, ": expected a floating tensor, got ", t.meta_str());
+  if (!is_floating(t.dtype())) fail(op, ": expected a floating tensor, got ", t.meta_str());
 }
 // A contiguous tensor with the same values (no copy when already contiguous); not recorded.
 inline Tensor contiguous_raw(const Tensor& t) {

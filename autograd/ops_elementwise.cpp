@@ -8,9 +8,8 @@ void check_same_device(const char* op, const std::vector<Tensor>& ts) {
   for (const Tensor& t : ts) {
     if (!t.defined()) continue;
     if (!first) first = &t;
-    else
-      check(t.device() == first->device(), op, ": tensors are on different devices: ", first->meta_str(), " and ",
-            t.meta_str());
+    else if (t.device() != first->device())
+      fail(op, ": tensors are on different devices: ", first->meta_str(), " and ", t.meta_str());
   }
 }
 
@@ -18,10 +17,10 @@ void check_same_float_dtype(const char* op, const std::vector<Tensor>& ts) {
   const Tensor* first = nullptr;
   for (const Tensor& t : ts) {
     if (!t.defined()) continue;
-    check(is_floating(t.dtype()), op, ": expected floating tensors, got ", t.meta_str());
+    if (!is_floating(t.dtype())) fail(op, ": expected floating tensors, got ", t.meta_str());
     if (!first) first = &t;
-    else
-      check(t.dtype() == first->dtype(), op, ": dtypes differ: ", first->meta_str(), " and ", t.meta_str());
+    else if (t.dtype() != first->dtype())
+      fail(op, ": dtypes differ: ", first->meta_str(), " and ", t.meta_str());
   }
 }
 
@@ -32,7 +31,7 @@ Tensor binary_forward(const char* name, BinaryOp op, const Tensor& a, const Tens
   check_defined(name, a, "first input");
   check_defined(name, b, "second input");
   check_same_device(name, {a, b});
-  check(a.dtype() == b.dtype(), name, ": dtypes differ: ", a.meta_str(), " and ", b.meta_str());
+  if (a.dtype() != b.dtype()) fail(name, ": dtypes differ: ", a.meta_str(), " and ", b.meta_str());
   Shape shape = broadcast_shapes(a.shape(), b.shape(), name);
   Tensor out = Tensor::empty(shape, a.dtype(), a.device());
   be(a).binary(op, broadcast_to(a, shape, name), broadcast_to(b, shape, name), out);
@@ -73,9 +72,9 @@ Tensor mul(const Tensor& a, const Tensor& b) {
 // c = a / b:  ga = g / b,  gb = -g a / b^2 = -g c / b
 Tensor div(const Tensor& a, const Tensor& b) {
   Tensor out = binary_forward("div", BinaryOp::Div, a, b);
-  record("div", {a, b}, out, {a, b, out}, [](const Node& n, const Tensor& g) {
-    const Tensor &a = n.saved[0], &b = n.saved[1], &c = n.saved[2];
-    return std::vector<Tensor>{needs_grad(n, 0) ? sum_to(div(g, b), a.shape()) : Tensor(),
+  record("div", {a, b}, out, {b, out}, [sa = a.shape()](const Node& n, const Tensor& g) {
+    const Tensor &b = n.saved[0], &c = n.saved[1];
+    return std::vector<Tensor>{needs_grad(n, 0) ? sum_to(div(g, b), sa) : Tensor(),
                                needs_grad(n, 1) ? sum_to(neg(div(mul(g, c), b)), b.shape()) : Tensor()};
   });
   return out;
@@ -110,39 +109,45 @@ Tensor lt(const Tensor& a, const Tensor& b) { return binary_forward("lt", Binary
 // ---------------------------------------------------------------- unary
 
 namespace {
-// y = f(x) with gx = g * f'(x). `save_y` keeps y for ops whose derivative is cheapest from it.
-Tensor unary_op(const char* name, UnaryOp op, const Tensor& x, double alpha, bool save_y) {
+// What the derivative of a unary op reads, so a node keeps only that alive.
+enum class Saves { Nothing, X, Y };  // f' constant (neg, x+c, x*c, c-x) | f'(x) | f'(y) from the output
+
+// y = f(x) with gx = g * f'(x).
+Tensor unary_op(const char* name, UnaryOp op, const Tensor& x, double alpha, Saves saves) {
   check_floating(name, x);
   Tensor out = Tensor::empty(x.shape(), x.dtype(), x.device());
   be(x).unary(op, x, out, alpha);
-  record(name, {x}, out, {x, save_y ? out : Tensor()}, [op, alpha](const Node& n, const Tensor& g) {
+  Tensor kept = saves == Saves::X ? x : saves == Saves::Y ? out : Tensor();
+  record(name, {x}, out, {kept}, [op, alpha, saves](const Node& n, const Tensor& g) {
+    // The kernel reads x and y; the one not kept is never looked at, so anything of g's shape stands in.
+    const Tensor& kept = n.saved[0].defined() ? n.saved[0] : g;
     Tensor gx = Tensor::empty(g.shape(), g.dtype(), g.device());
-    be(g).unary_backward(op, n.saved[0], n.saved[1], g, gx, alpha);
+    be(g).unary_backward(op, kept, saves == Saves::Y ? kept : Tensor(), g, gx, alpha);
     return std::vector<Tensor>{gx};
   }, alpha != 0 ? OpParams{{"alpha", alpha}} : OpParams{});
   return out;
 }
 }  // namespace
 
-Tensor neg(const Tensor& a) { return unary_op("neg", UnaryOp::Neg, a, 0, false); }
-Tensor add(const Tensor& a, double s) { return unary_op("add_scalar", UnaryOp::AddScalar, a, s, false); }
-Tensor mul(const Tensor& a, double s) { return unary_op("mul_scalar", UnaryOp::MulScalar, a, s, false); }
-Tensor rsub(const Tensor& a, double s) { return unary_op("rsub_scalar", UnaryOp::RsubScalar, a, s, false); }
-Tensor exp(const Tensor& a) { return unary_op("exp", UnaryOp::Exp, a, 0, true); }
-Tensor log(const Tensor& a) { return unary_op("log", UnaryOp::Log, a, 0, false); }
-Tensor sqrt(const Tensor& a) { return unary_op("sqrt", UnaryOp::Sqrt, a, 0, true); }
-Tensor rsqrt(const Tensor& a) { return unary_op("rsqrt", UnaryOp::Rsqrt, a, 0, true); }
-Tensor reciprocal(const Tensor& a) { return unary_op("reciprocal", UnaryOp::Reciprocal, a, 0, true); }
-Tensor pow(const Tensor& a, double e) { return unary_op("pow", UnaryOp::Pow, a, e, false); }
-Tensor abs(const Tensor& a) { return unary_op("abs", UnaryOp::Abs, a, 0, false); }
-Tensor tanh(const Tensor& a) { return unary_op("tanh", UnaryOp::Tanh, a, 0, true); }
-Tensor sigmoid(const Tensor& a) { return unary_op("sigmoid", UnaryOp::Sigmoid, a, 0, true); }
-Tensor relu(const Tensor& a) { return unary_op("relu", UnaryOp::Relu, a, 0, false); }
+Tensor neg(const Tensor& a) { return unary_op("neg", UnaryOp::Neg, a, 0, Saves::Nothing); }
+Tensor add(const Tensor& a, double s) { return unary_op("add_scalar", UnaryOp::AddScalar, a, s, Saves::Nothing); }
+Tensor mul(const Tensor& a, double s) { return unary_op("mul_scalar", UnaryOp::MulScalar, a, s, Saves::Nothing); }
+Tensor rsub(const Tensor& a, double s) { return unary_op("rsub_scalar", UnaryOp::RsubScalar, a, s, Saves::Nothing); }
+Tensor exp(const Tensor& a) { return unary_op("exp", UnaryOp::Exp, a, 0, Saves::Y); }
+Tensor log(const Tensor& a) { return unary_op("log", UnaryOp::Log, a, 0, Saves::X); }
+Tensor sqrt(const Tensor& a) { return unary_op("sqrt", UnaryOp::Sqrt, a, 0, Saves::Y); }
+Tensor rsqrt(const Tensor& a) { return unary_op("rsqrt", UnaryOp::Rsqrt, a, 0, Saves::Y); }
+Tensor reciprocal(const Tensor& a) { return unary_op("reciprocal", UnaryOp::Reciprocal, a, 0, Saves::Y); }
+Tensor pow(const Tensor& a, double e) { return unary_op("pow", UnaryOp::Pow, a, e, Saves::X); }
+Tensor abs(const Tensor& a) { return unary_op("abs", UnaryOp::Abs, a, 0, Saves::X); }
+Tensor tanh(const Tensor& a) { return unary_op("tanh", UnaryOp::Tanh, a, 0, Saves::Y); }
+Tensor sigmoid(const Tensor& a) { return unary_op("sigmoid", UnaryOp::Sigmoid, a, 0, Saves::Y); }
+Tensor relu(const Tensor& a) { return unary_op("relu", UnaryOp::Relu, a, 0, Saves::X); }
 Tensor gelu(const Tensor& a, GeluApprox approx) {
-  return approx == GeluApprox::Tanh ? unary_op("gelu_tanh", UnaryOp::GeluTanh, a, 0, false)
-                                    : unary_op("gelu_erf", UnaryOp::GeluErf, a, 0, false);
+  return approx == GeluApprox::Tanh ? unary_op("gelu_tanh", UnaryOp::GeluTanh, a, 0, Saves::X)
+                                    : unary_op("gelu_erf", UnaryOp::GeluErf, a, 0, Saves::X);
 }
-Tensor silu(const Tensor& a) { return unary_op("silu", UnaryOp::Silu, a, 0, false); }
+Tensor silu(const Tensor& a) { return unary_op("silu", UnaryOp::Silu, a, 0, Saves::X); }
 
 // ---------------------------------------------------------------- operators and methods
 

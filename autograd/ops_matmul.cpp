@@ -1,4 +1,6 @@
 // Matrix products through the backend's GEMM: matmul (batched, broadcast, with transposes) and linear.
+#include <algorithm>
+
 #include "autograd/ops_common.h"
 
 namespace skipgrad {
@@ -47,10 +49,9 @@ Tensor swap_last2(const Tensor& t) {
   return make_view(t, s, st, t.offset());
 }
 
-// out[...] = a2 @ b2 for operands of rank >= 2 whose batch dims broadcast.
+// out[...] = a2 @ b2 for operands of rank >= 2 whose batch dims broadcast (checked by the caller).
 Tensor matmul_raw(const Tensor& a2, const Tensor& b2) {
   const char* op = "matmul";
-  check(a2.size(-1) == b2.size(-2), op, ": inner dimensions differ: ", a2.shape(), " @ ", b2.shape());
   Shape ab(a2.shape().begin(), a2.shape().end() - 2), bb(b2.shape().begin(), b2.shape().end() - 2);
   Shape batch_shape = broadcast_shapes(ab, bb, op);
   const int64_t n = a2.size(-2), k = a2.size(-1), m = b2.size(-1), batch = numel_of(batch_shape);
@@ -94,6 +95,8 @@ Tensor matmul(const Tensor& a, const Tensor& b, bool ta, bool tb) {
   check(a.dim() >= 1 && b.dim() >= 1, op, ": 0-d operands: ", a.shape(), " @ ", b.shape());
   if (a.dim() == 1 || b.dim() == 1) {  // numpy semantics via unsqueeze/squeeze
     check(!ta && !tb, op, ": transposes need operands of rank >= 2, got ", a.shape(), " @ ", b.shape());
+    check(a.size(-1) == (b.dim() == 1 ? b.size(0) : b.size(-2)), op, ": inner dimensions differ: ", a.shape(),
+          " @ ", b.shape());
     Tensor a2 = a.dim() == 1 ? a.unsqueeze(0) : a;
     Tensor b2 = b.dim() == 1 ? b.unsqueeze(1) : b;
     Tensor r = matmul(a2, b2);
@@ -102,6 +105,11 @@ Tensor matmul(const Tensor& a, const Tensor& b, bool ta, bool tb) {
     return r;
   }
   Tensor opa = ta ? swap_last2(a) : a, opb = tb ? swap_last2(b) : b;
+  if (opa.size(-1) != opb.size(-2))
+    fail(op, ": inner dimensions differ: ", a.shape(), ta ? "^T" : "", " @ ", b.shape(), tb ? "^T" : "");
+  for (int64_t i = 3; i <= std::min(a.dim(), b.dim()); i++)
+    if (a.size(-i) != b.size(-i) && a.size(-i) != 1 && b.size(-i) != 1)
+      fail(op, ": batch dimensions do not broadcast: ", a.shape(), " @ ", b.shape());
   Tensor out = matmul_raw(opa, opb);
   record(op, {a, b}, out, {a, b}, [ta, tb](const Node& n, const Tensor& g) {
     const Tensor &a = n.saved[0], &b = n.saved[1];
@@ -125,9 +133,10 @@ Tensor linear(const Tensor& x, const Tensor& w, const Tensor& bias) {
   check(w.dim() == 2, op, ": weight must be [out, in], got ", w.shape());
   check(x.dim() >= 1 && x.size(-1) == w.size(1), op, ": input ", x.shape(), " does not end in in_features ",
         w.size(1), " of weight ", w.shape());
-  check(!bias.defined() || (bias.dim() == 1 && bias.size(0) == w.size(0)), op, ": bias ", bias.shape(),
-        " does not match out_features ", w.size(0));
-  const int64_t in = w.size(1), outf = w.size(0), rows = x.numel() / std::max<int64_t>(in, 1);
+  if (bias.defined() && (bias.dim() != 1 || bias.size(0) != w.size(0)))
+    fail(op, ": bias ", bias.shape(), " does not match out_features ", w.size(0), " of weight ", w.shape());
+  const int64_t in = w.size(1), outf = w.size(0);
+  const int64_t rows = numel_of(Shape(x.shape().begin(), x.shape().end() - 1));
   Tensor x2 = reshape_raw(x, {rows, in});
   if (!x2.is_contiguous()) x2 = contiguous_raw(x2);
   Shape out_shape = x.shape();
@@ -145,7 +154,7 @@ Tensor linear(const Tensor& x, const Tensor& w, const Tensor& bias) {
   g.b = W.t.data_ptr(); g.ldb = W.ld;
   g.c = out.data_ptr(); g.ldc = outf;
   g.beta = bias.defined() ? 1.0 : 0.0;
-  if (in == 0) be(x).fill(out2, 0);
+  if (in == 0 && !bias.defined()) be(x).fill(out2, 0);  // an empty sum
   if (in > 0 && rows > 0) be(x).gemm(g);
   record(op, {x, w, bias}, out, {x2, w}, [xs = x.shape(), rows, in, outf](const Node& n, const Tensor& g_in) {
     const Tensor &x2 = n.saved[0], &w = n.saved[1];

@@ -85,7 +85,7 @@ Tensor mean(const Tensor& x) { return mean(x, {}, false); }
 // y = max over dims:  gx = g * [x == y] / (number of ties)
 Tensor max(const Tensor& x, const Shape& dims, bool keepdim) {
   ReducePlan p = plan_reduce("max", x, dims, keepdim);
-  check(x.numel() > 0, "max", ": reduction of an empty tensor ", x.meta_str());
+  if (x.numel() == 0) fail("max", ": reduction of an empty tensor ", x.meta_str());
   Tensor out = reduce_raw(ReduceOp::Max, x, p);
   record("max", {x}, out, {x, out}, [p](const Node& n, const Tensor& g) {
     const Tensor& x = n.saved[0];

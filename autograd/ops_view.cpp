@@ -48,8 +48,9 @@ Tensor Tensor::reshape(const Shape& shape) const { return skipgrad::reshape(*thi
 Tensor Tensor::view(const Shape& shape_in) const {
   Shape shape = infer_shape(shape_in, numel(), "view");
   Shape st = view_strides(*this, shape);
-  check(st.size() == shape.size() && (!st.empty() || shape.empty()), "view", ": cannot view ", meta_str(),
-        " with strides ", strides(), " as ", shape, " without a copy; use reshape()");
+  if (st.size() != shape.size() || (st.empty() && !shape.empty()))
+    fail("view", ": cannot view ", meta_str(), " with strides ", strides(), " as ", shape,
+         " without a copy; use reshape()");
   return skipgrad::reshape(*this, shape);
 }
 Tensor Tensor::flatten(int64_t start, int64_t end) const {
@@ -106,8 +107,8 @@ Tensor Tensor::transpose(int64_t d0, int64_t d1) const { return skipgrad::transp
 // y[i...] = x[order applied]:  gx = g permuted by the inverse order
 Tensor permute(const Tensor& x, const Shape& order_in) {
   check_defined("permute", x);
-  check((int64_t)order_in.size() == x.dim(), "permute", ": order ", order_in, " has ", order_in.size(),
-        " dims, tensor ", x.meta_str(), " has ", x.dim());
+  if ((int64_t)order_in.size() != x.dim())
+    fail("permute", ": order ", order_in, " has ", order_in.size(), " dims, tensor ", x.meta_str(), " has ", x.dim());
   Shape order(x.dim()), inv(x.dim()), s(x.dim()), st(x.dim());
   std::vector<bool> seen(x.dim(), false);
   for (int64_t i = 0; i < x.dim(); i++) {
@@ -137,10 +138,13 @@ Tensor slice(const Tensor& x, int64_t dim, int64_t start, int64_t end, int64_t s
   int64_t d = normalize_dim(dim, x.dim(), "slice");
   const int64_t n = x.size(d);
   check(step > 0, "slice", ": step must be positive, got ", step);
+  // Negative bounds count from the end; after that 0 <= start <= end <= n (no silent clamping).
+  const int64_t start_in = start, end_in = end;
   if (start < 0) start += n;
   if (end < 0) end += n;
-  start = std::clamp<int64_t>(start, 0, n);
-  end = std::clamp<int64_t>(end, start, n);
+  if (start < 0 || start > end || end > n)
+    fail("slice", ": range [", start_in, ", ", end_in, ") out of bounds for dim ", dim, " of size ", n, " in ",
+         x.meta_str());
   Shape s = x.shape(), st = x.strides();
   s[d] = (end - start + step - 1) / step;
   st[d] *= step;
@@ -160,8 +164,9 @@ Tensor Tensor::slice(int64_t dim, int64_t start, int64_t end, int64_t step) cons
 }
 Tensor Tensor::narrow(int64_t dim, int64_t start, int64_t length) const {
   int64_t d = normalize_dim(dim, this->dim(), "narrow");
-  check(start >= 0 && length >= 0 && start + length <= size(d), "narrow", ": range [", start, ", ", start + length,
-        ") out of bounds for dim ", dim, " of size ", size(d), " in ", meta_str());
+  if (start < 0 || length < 0 || start + length > size(d))
+    fail("narrow", ": range [", start, ", ", start + length, ") out of bounds for dim ", dim, " of size ", size(d),
+         " in ", meta_str());
   return skipgrad::slice(*this, d, start, start + length);
 }
 Tensor Tensor::select(int64_t dim, int64_t index) const {
@@ -176,11 +181,13 @@ Tensor expand(const Tensor& x, const Shape& shape_in) {
   check_defined("expand", x);
   Shape shape = shape_in;
   const int64_t lead = (int64_t)shape.size() - x.dim();
-  for (int64_t i = 0; i < (int64_t)shape.size(); i++)
+  for (int64_t i = 0; i < (int64_t)shape.size(); i++) {
     if (shape[i] == -1) {
       check(i >= lead, "expand", ": -1 not allowed for a new leading dim in ", shape_in);
       shape[i] = x.size(i - lead);
     }
+    check(shape[i] >= 0, "expand", ": invalid size in ", shape_in);
+  }
   Tensor out = broadcast_to(x, shape, "expand");
   record("expand", {x}, out, {}, [xs = x.shape()](const Node&, const Tensor& g) {
     return std::vector<Tensor>{sum_to(g, xs)};
@@ -206,8 +213,8 @@ Tensor Tensor::clone() const {
 
 void Tensor::copy_(const Tensor& src) {
   check(src.defined(), "copy_", ": source is undefined");
-  check(src.device() == device() || src.device().is_cpu() || device().is_cpu(), "copy_", ": cannot copy ",
-        src.meta_str(), " into ", meta_str());
+  if (src.device() != device() && !src.device().is_cpu() && !device().is_cpu())
+    fail("copy_", ": cannot copy ", src.meta_str(), " into ", meta_str());
   Tensor s = broadcast_to(src, shape(), "copy_");
   if (s.device() == device()) {
     backend_for(device()).copy(s, *this);
@@ -257,8 +264,8 @@ Tensor concat(const std::vector<Tensor>& ts, int64_t dim) {
   Shape s = f.shape();
   s[d] = 0;
   for (const Tensor& t : ts) {
-    check(t.dim() == f.dim() && t.dtype() == f.dtype(), "concat", ": tensors differ in rank or dtype: ",
-          f.meta_str(), " and ", t.meta_str());
+    if (t.dim() != f.dim() || t.dtype() != f.dtype())
+      fail("concat", ": tensors differ in rank or dtype: ", f.meta_str(), " and ", t.meta_str());
     for (int64_t k = 0; k < f.dim(); k++)
       check(k == d || t.size(k) == f.size(k), "concat", ": sizes differ outside dim ", d, ": ", f.shape(), " and ",
             t.shape());
@@ -305,11 +312,12 @@ std::vector<Tensor> chunk(const Tensor& x, int64_t chunks, int64_t dim) {
 
 Tensor stack(const std::vector<Tensor>& ts, int64_t dim) {
   check(!ts.empty(), "stack", ": no tensors given");
+  for (const Tensor& t : ts) check_defined("stack", t);
   int64_t d = normalize_dim(dim, ts[0].dim() + 1, "stack");
   std::vector<Tensor> us;
   for (const Tensor& t : ts) {
-    check(t.defined() && t.shape() == ts[0].shape(), "stack", ": all tensors must have the same shape, got ",
-          ts[0].meta_str(), " and ", t.meta_str());
+    if (t.shape() != ts[0].shape())
+      fail("stack", ": all tensors must have the same shape, got ", ts[0].meta_str(), " and ", t.meta_str());
     us.push_back(t.unsqueeze(d));
   }
   return concat(us, d);

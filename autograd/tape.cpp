@@ -139,7 +139,11 @@ Node* record(const OpInfo& op, const std::vector<Tensor>& inputs, Tensor& out, s
       inputs[i].ensure_autograd_meta();
       node->inputs[i] = inputs[i].impl().autograd;
     }
-  // The output gets fresh metadata: a tensor is produced by exactly one node.
+  // The output gets fresh metadata: a tensor is produced by exactly one node. An op that hands back one of its
+  // inputs must not record (it would cut that input from its own graph): a bug in the op, caught here.
+  for (const Tensor& t : inputs)
+    if (t.defined() && t.impl_ptr() == out.impl_ptr())
+      fail("record", ": op '", op.name, "' returned its input as its output; return it without recording");
   out.impl().autograd.reset();
   AutogradMeta& om = out.ensure_autograd_meta();
   om.requires_grad = true;
@@ -163,86 +167,108 @@ Node* record(const OpInfo& op, const std::vector<Tensor>& inputs, Tensor& out, s
 namespace {
 // acc = acc + g (out of place: g may alias another tensor's gradient).
 void accumulate(Tensor& acc, const Tensor& g) { acc = acc.defined() ? add(acc, g) : g; }
+
+// ||g||_2 with one sum-of-squares reduction (no temporary the size of g).
+double grad_l2_norm(const Tensor& g) {
+  Tensor out = Tensor::empty(Shape(g.dim(), 1), g.dtype(), g.device());
+  backend_for(g.device()).reduce(ReduceOp::SumSquares, g, std::vector<bool>(g.dim(), true), out);
+  return std::sqrt(out.item());
+}
+
+// Runs `hooks` on g in order; a hook returning a defined tensor replaces the gradient.
+Tensor run_hooks(const std::vector<std::function<Tensor(const Tensor&)>>& hooks, Tensor g) {
+  for (auto& h : hooks) {
+    Tensor r = h(g);
+    if (r.defined()) g = r;
+  }
+  return g;
+}
+
+// One node of the reverse walk: take its output gradient, call its backward, pass the results to its inputs.
+void backward_node(Node& n, bool retain_graph, const std::function<void(AutogradMeta&, const Tensor&)>& add_to) {
+  AutogradMeta& om = *n.output;
+  Tensor g = run_hooks(om.hooks, std::move(om.pending));
+  om.pending = Tensor();
+  if (om.retain_grad) accumulate(om.grad, g);
+  for (auto& h : n.hooks) h(n, g);
+  if (g_track_norms) n.grad_norm = grad_l2_norm(g);
+  if (!n.backward)
+    fail("backward", ": node '", n.name, "' was already run by an earlier backward (pass retain_graph=true to "
+         "backward twice)");
+  std::vector<Tensor> grads = n.backward(n, g);
+  if (grads.size() != n.inputs.size())
+    fail("backward", ": op '", n.op->name, "' returned ", grads.size(), " gradients for ", n.inputs.size(),
+         " inputs");
+  for (size_t j = 0; j < grads.size(); j++) {
+    AutogradMeta* im = n.inputs[j].get();
+    if (!im || !im->requires_grad || !grads[j].defined()) continue;
+    if (grads[j].shape() != im->shape)
+      fail("backward", ": op '", n.op->name, "' (node ", n.name, ") returned a gradient of shape ", grads[j].shape(),
+           " for input ", j, " of shape ", im->shape);
+    if (g_anomaly) {
+      int64_t bad = backend_for(grads[j].device()).count_nonfinite(grads[j]);
+      if (bad) fail("anomaly", ": backward of op '", n.op->name, "' (node ", n.name, ") produced ", bad,
+                    " NaN/Inf values in the gradient of input ", j, " ", grads[j].meta_str());
+    }
+    if (!im->producer && im->produced)
+      fail("backward", ": the gradient reached '", im->name, "' whose graph was freed by an earlier backward "
+           "(pass retain_graph=true, or detach() it)");
+    add_to(*im, grads[j]);
+  }
+  if (!retain_graph) {
+    n.saved.clear();
+    n.backward = nullptr;
+  }
+}
 }  // namespace
 
 void backward(const Tensor& root, const Tensor& grad_in, bool retain_graph) {
   check(root.defined(), "backward", ": called on an undefined tensor");
-  check(root.requires_grad(), "backward", ": tensor ", root.meta_str(),
-        " does not require grad (no parameter or requires_grad_() input reached it)");
+  if (!root.requires_grad())
+    fail("backward", ": tensor ", root.meta_str(),
+         " does not require grad (no parameter or requires_grad_() input reached it)");
   AutogradMeta& rm = *root.autograd_meta();
   check(rm.producer != nullptr || !rm.produced, "backward", ": the graph of '", rm.name,
         "' was freed by an earlier backward (pass retain_graph=true to keep it)");
   Tensor g0 = grad_in;
   if (!g0.defined()) {
-    check(root.numel() == 1, "backward", ": grad can be implicitly created only for a one-element tensor, got ",
-          root.meta_str(), "; pass a gradient of that shape");
+    if (root.numel() != 1)
+      fail("backward", ": grad can be implicitly created only for a one-element tensor, got ", root.meta_str(),
+           "; pass a gradient of that shape");
     g0 = Tensor::ones(root.shape(), root.dtype(), root.device());
   }
-  check(g0.shape() == root.shape() && g0.dtype() == root.dtype() && g0.device() == root.device(), "backward",
-        ": gradient ", g0.meta_str(), " does not match the tensor ", root.meta_str());
+  if (g0.shape() != root.shape() || g0.dtype() != root.dtype() || g0.device() != root.device())
+    fail("backward", ": gradient ", g0.meta_str(), " does not match the tensor ", root.meta_str());
 
   NoGradGuard no_grad;
   Tape& tape = current_tape();
+  const auto& nodes = tape.nodes();
+  const int64_t start = rm.producer ? rm.producer->id - nodes.front()->id : -1;
+  // Tensors with no live producer (leaves, detached graphs) collect their gradient in `pending` and get it
+  // once at the end; the others are consumed when the walk reaches their node.
   std::vector<AutogradMeta*> leaves;
   auto add_to = [&](AutogradMeta& m, const Tensor& g) {
     if (!m.producer && !m.pending.defined()) leaves.push_back(&m);
     accumulate(m.pending, g);
   };
-  add_to(rm, g0);
-
-  const auto& nodes = tape.nodes();
-  int64_t start = rm.producer ? rm.producer->id - nodes.front()->id : -1;
-  for (int64_t i = start; i >= 0; i--) {
-    Node& n = *nodes[i];
-    AutogradMeta& om = *n.output;
-    if (!om.pending.defined()) continue;
-    Tensor g = std::move(om.pending);
-    om.pending = Tensor();
-    for (auto& h : om.hooks) {
-      Tensor r = h(g);
-      if (r.defined()) g = r;
+  try {
+    add_to(rm, g0);
+    for (int64_t i = start; i >= 0; i--)
+      if (nodes[i]->output->pending.defined()) backward_node(*nodes[i], retain_graph, add_to);
+    // Leaves receive their total gradient once, after their hooks.
+    for (AutogradMeta* m : leaves) {
+      Tensor g = run_hooks(m->hooks, std::move(m->pending));
+      m->pending = Tensor();
+      if (m->grad.defined()) m->grad = add(m->grad, g);
+      else m->grad = g.clone();  // own storage: optimizers and clipping modify .grad in place
     }
-    if (om.retain_grad) accumulate(om.grad, g);
-    for (auto& h : n.hooks) h(n, g);
-    if (g_track_norms) n.grad_norm = std::sqrt(g.pow(2).sum().item());
-    check(static_cast<bool>(n.backward), "backward", ": node '", n.name,
-          "' was already run by an earlier backward (pass retain_graph=true to backward twice)");
-    std::vector<Tensor> grads = n.backward(n, g);
-    check(grads.size() == n.inputs.size(), "backward", ": op '", n.op->name, "' returned ", grads.size(),
-          " gradients for ", n.inputs.size(), " inputs");
-    for (size_t j = 0; j < grads.size(); j++) {
-      AutogradMeta* im = n.inputs[j].get();
-      if (!im || !im->requires_grad || !grads[j].defined()) continue;
-      check(grads[j].shape() == im->shape, "backward", ": op '", n.op->name, "' (node ", n.name,
-            ") returned a gradient of shape ", grads[j].shape(), " for input ", j, " of shape ", im->shape);
-      if (g_anomaly) {
-        int64_t bad = backend_for(grads[j].device()).count_nonfinite(grads[j]);
-        if (bad) fail("anomaly", ": backward of op '", n.op->name, "' (node ", n.name, ") produced ", bad,
-                      " NaN/Inf values in the gradient of input ", j, " ", grads[j].meta_str());
-      }
-      check(im->producer || !im->produced, "backward", ": the gradient reached '", im->name,
-            "' whose graph was freed by an earlier backward (pass retain_graph=true, or detach() it)");
-      add_to(*im, grads[j]);
-    }
-    if (!retain_graph) {
-      n.saved.clear();
-      n.backward = nullptr;
-    }
-  }
-
-  // Leaves (and tensors whose graph is gone) receive their total gradient once, after hooks.
-  for (AutogradMeta* m : leaves) {
-    Tensor g = std::move(m->pending);
-    m->pending = Tensor();
-    for (auto& h : m->hooks) {
-      Tensor r = h(g);
-      if (r.defined()) g = r;
-    }
-    if (m->grad.defined()) {
-      m->grad = add(m->grad, g);
-    } else {
-      m->grad = g.clone();  // own storage: optimizers and clipping modify .grad in place
-    }
+  } catch (...) {
+    // Anomaly, a freed graph or a throwing hook: drop the partial gradients so the tensors involved start
+    // clean next time, and the graph that was being consumed.
+    for (int64_t i = start; i >= 0; i--) nodes[i]->output->pending = Tensor();
+    for (AutogradMeta* m : leaves) m->pending = Tensor();
+    if (!retain_graph) tape.clear();
+    throw;
   }
   if (!retain_graph) tape.clear();
 }
@@ -252,8 +278,8 @@ void backward(const Tensor& root, const Tensor& grad_in, bool retain_graph) {
 bool Tensor::requires_grad() const { return autograd_meta() && autograd_meta()->requires_grad; }
 
 Tensor& Tensor::requires_grad_(bool on) {
-  check(!on || is_floating(dtype()), "requires_grad_", ": only floating tensors can require grad, got ",
-        meta_str());
+  if (on && !is_floating(dtype()))
+    fail("requires_grad_", ": only floating tensors can require grad, got ", meta_str());
   check(is_leaf() || on, "requires_grad_", ": cannot turn off requires_grad of a non-leaf tensor; use detach()");
   ensure_autograd_meta().requires_grad = on;
   return *this;
@@ -263,15 +289,15 @@ bool Tensor::is_leaf() const { return !autograd_meta() || !autograd_meta()->prod
 
 Tensor Tensor::grad() const { return autograd_meta() ? autograd_meta()->grad : Tensor(); }
 void Tensor::set_grad(const Tensor& g) {
-  check(!g.defined() || (g.shape() == shape() && g.dtype() == dtype() && g.device() == device()), "set_grad",
-        ": gradient ", g.meta_str(), " does not match the tensor ", meta_str());
+  if (g.defined() && (g.shape() != shape() || g.dtype() != dtype() || g.device() != device()))
+    fail("set_grad", ": gradient ", g.meta_str(), " does not match the tensor ", meta_str());
   ensure_autograd_meta().grad = g;
 }
 void Tensor::zero_grad() {
   if (autograd_meta()) autograd_meta()->grad = Tensor();
 }
 void Tensor::retain_grad() {
-  check(requires_grad(), "retain_grad", ": tensor ", meta_str(), " does not require grad");
+  if (!requires_grad()) fail("retain_grad", ": tensor ", meta_str(), " does not require grad");
   ensure_autograd_meta().retain_grad = true;
 }
 
@@ -280,7 +306,7 @@ Tensor Tensor::detach() const { return make_view(*this, shape(), strides(), offs
 void Tensor::backward(const Tensor& grad, bool retain_graph) const { skipgrad::backward(*this, grad, retain_graph); }
 
 void Tensor::register_hook(std::function<Tensor(const Tensor&)> hook) {
-  check(requires_grad(), "register_hook", ": tensor ", meta_str(), " does not require grad");
+  if (!requires_grad()) fail("register_hook", ": tensor ", meta_str(), " does not require grad");
   ensure_autograd_meta().hooks.push_back(std::move(hook));
 }
 

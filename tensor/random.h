@@ -47,10 +47,12 @@ SKIPGRAD_HD inline uint64_t random_bits(uint64_t seed, uint64_t counter) {
 SKIPGRAD_HD inline double random_uniform01(uint64_t seed, uint64_t counter) {
   return (double)(random_bits(seed, counter) >> 11) * (1.0 / 9007199254740992.0);
 }
-// Standard normal by Box-Muller from two counters (2*counter, 2*counter+1).
+// Standard normal by Box-Muller from two counters (2*counter, 2*counter+1) of a stream keyed apart from the
+// uniform one, so a rand() drawn right after a randn() never reuses its bits.
 SKIPGRAD_HD inline double random_normal01(uint64_t seed, uint64_t counter) {
-  double u1 = random_uniform01(seed, 2 * counter);
-  double u2 = random_uniform01(seed, 2 * counter + 1);
+  const uint64_t key = seed ^ 0x6A09E667F3BCC909ull;
+  double u1 = random_uniform01(key, 2 * counter);
+  double u2 = random_uniform01(key, 2 * counter + 1);
   if (u1 < 1e-300) u1 = 1e-300;
   return sqrt(-2.0 * log(u1)) * cos(6.283185307179586 * u2);
 }

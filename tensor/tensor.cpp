@@ -2,6 +2,7 @@
 // the differentiable methods of Tensor live in autograd/.
 #include "tensor/tensor.h"
 
+#include <algorithm>
 #include <cmath>
 #include <iomanip>
 #include <sstream>
@@ -14,7 +15,10 @@ namespace skipgrad {
 
 std::string shape_str(const Shape& s) {
   std::string r = "[";
-  for (size_t i = 0; i < s.size(); i++) r += (i ? "," : "") + std::to_string(s[i]);
+  for (size_t i = 0; i < s.size(); i++) {
+    if (i) r += ',';
+    r += std::to_string(s[i]);
+  }
   return r + "]";
 }
 
@@ -53,7 +57,8 @@ Shape contiguous_strides(const Shape& s) {
 
 int64_t normalize_dim(int64_t dim, int64_t ndim, const char* op) {
   int64_t d = dim < 0 ? dim + ndim : dim;
-  check(d >= 0 && d < std::max<int64_t>(ndim, 1), op, ": dim ", dim, " out of range for a tensor of rank ", ndim);
+  // A 0-d tensor has no dim to name: every dim is out of range (no crash on x.size(0) of a scalar).
+  if (d < 0 || d >= ndim) fail(op, ": dim ", dim, " out of range for a tensor of rank ", ndim);
   return d;
 }
 
@@ -180,7 +185,7 @@ template std::vector<int64_t> Tensor::to_vector() const;
 template std::vector<int32_t> Tensor::to_vector() const;
 
 double Tensor::item() const {
-  check(numel() == 1, "item", ": tensor ", meta_str(), " has ", numel(), " elements, expected 1");
+  if (numel() != 1) fail("item", ": tensor ", meta_str(), " has ", numel(), " elements, expected 1");
   return to_vector<double>()[0];
 }
 
@@ -190,6 +195,7 @@ std::string Tensor::str(int64_t max_per_dim) const {
   os << "Tensor(" << meta_str() << ")";
   std::vector<double> v = to_vector<double>();
   const Shape& s = shape();
+  max_per_dim = std::max<int64_t>(max_per_dim, 2);  // one element each side of "..." at least
   os << std::setprecision(6);
   // Print nested brackets, eliding the middle of long dims.
   std::function<void(int64_t, int64_t)> rec = [&](int64_t d, int64_t base) {

@@ -50,8 +50,14 @@ void CpuBackend::random_uniform(Tensor& out, double low, double high, uint64_t s
   dispatch_float(out.dtype(), "rand", [&]<class T>() {
     T* p = static_cast<T*>(out.data_ptr());
     const int64_t n = out.numel();
+    // Rounding to float can land on `high` (u within 2^-25 of 1); keep the interval half-open.
+    const bool clamp = high > low;
+    const T top = std::nextafter(static_cast<T>(high), static_cast<T>(low));
 #pragma omp parallel for schedule(static) if (n > 65536)
-    for (int64_t i = 0; i < n; i++) p[i] = static_cast<T>(low + (high - low) * random_uniform01(seed, offset + i));
+    for (int64_t i = 0; i < n; i++) {
+      const T v = static_cast<T>(low + (high - low) * random_uniform01(seed, offset + i));
+      p[i] = clamp && v > top ? top : v;
+    }
   });
 }
 

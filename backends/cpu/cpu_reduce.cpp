@@ -10,6 +10,7 @@ namespace skipgrad {
 void CpuBackend::reduce(ReduceOp op, const Tensor& x, const std::vector<bool>& red, Tensor& out) {
   const Shape& xs = x.shape();
   const int64_t nd = x.dim();
+  check(nd <= 16, "reduce", ": at most 16 dims supported, got ", nd);
   // Split dims into kept (iterated by the output) and reduced (iterated per output element).
   Shape kept_shape(nd), red_shape, red_strides, out_strides_full(nd, 0), x_kept_strides(nd, 0);
   int64_t count = 1;

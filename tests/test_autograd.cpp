@@ -1,0 +1,304 @@
+// The tape: fan-in accumulation, retain_graph, no-grad, detach, hooks, anomaly mode, scoped names, deep graphs.
+#include <cmath>
+
+#include "test_util.h"
+
+using namespace sgtest;
+
+namespace {
+Tensor vec(std::vector<double> v) {
+  const int64_t n = (int64_t)v.size();
+  return Tensor::from_vector<double>(std::move(v), {n});
+}
+}  // namespace
+
+TEST_SUITE("autograd") {
+  TEST_CASE("y = sum(a * b + a) gives ga = b + 1, gb = a") {
+    Tensor a = vec({1, 2, 3}).requires_grad_();
+    Tensor b = vec({4, 5, 6}).requires_grad_();
+    Tensor y = sum(a * b + a);
+    CHECK(y.item() == doctest::Approx(1 * 4 + 2 * 5 + 3 * 6 + 6));
+    y.backward();
+    check_close(a.grad(), {5, 6, 7});
+    check_close(b.grad(), {1, 2, 3});
+  }
+
+  TEST_CASE("fan-in: a tensor used three times receives the sum of its gradients") {
+    Tensor x = vec({0.5, -1, 2}).requires_grad_();
+    // y = 2x + x*x + exp(x):  dy/dx = 2 + 2x + exp(x)
+    Tensor y = sum(x * 2.0 + x * x + exp(x));
+    y.backward();
+    check_close(x.grad(), {2 + 1 + std::exp(0.5), 2 - 2 + std::exp(-1.0), 2 + 4 + std::exp(2.0)});
+    // an intermediate used twice (the residual stream pattern h = h + f(h))
+    Tensor z = vec({1, 2}).requires_grad_();
+    Tensor h = z * 3.0;
+    Tensor out = sum(h + h * h);  // d/dz = 3 (1 + 2h) = 3 + 18 z
+    out.backward();
+    check_close(z.grad(), {21, 39});
+  }
+
+  TEST_CASE("gradients accumulate in .grad across backward calls until zero_grad") {
+    Tensor x = vec({1, 2}).requires_grad_();
+    sum(x * 3.0).backward();
+    check_close(x.grad(), {3, 3});
+    sum(x * x).backward();
+    check_close(x.grad(), {5, 7});
+    x.zero_grad();
+    CHECK(!x.grad().defined());
+    sum(x).backward();
+    check_close(x.grad(), {1, 1});
+    // the gradient is the leaf's own storage (optimizers update it in place)
+    Tensor y = vec({1, 1}).requires_grad_();
+    Tensor g = vec({4, 5});
+    (y * 1.0).backward(g);
+    CHECK(!y.grad().shares_storage(g));
+  }
+
+  TEST_CASE("retain_graph keeps the graph for a second backward; without it the second throws") {
+    Tensor x = vec({1, 2}).requires_grad_();
+    Tensor y = sum(x * x);
+    y.backward(Tensor(), true);
+    CHECK(current_tape().size() > 0);
+    y.backward();
+    check_close(x.grad(), {4, 8});
+    CHECK(current_tape().size() == 0);
+    CHECK_THROWS_WITH_ALL(y.backward(), "backward", "retain_graph");
+    // an intermediate of a freed graph cannot carry a gradient into a new graph either
+    Tensor h = x * 2.0;
+    sum(h).backward();
+    Tensor y2 = sum(h * x);
+    CHECK_THROWS_WITH_ALL(y2.backward(), "backward", "freed", "retain_graph");
+    // detaching it is the way out
+    x.zero_grad();
+    sum(h.detach() * x).backward();
+    check_close(x.grad(), {2, 4});
+  }
+
+  TEST_CASE("NoGradGuard records nothing") {
+    Tensor x = vec({1, 2}).requires_grad_();
+    current_tape().clear();
+    const size_t before = current_tape().size();
+    CHECK(grad_enabled());
+    {
+      NoGradGuard ng;
+      CHECK(!grad_enabled());
+      Tensor y = sum(exp(x * 2.0) + x);
+      CHECK(!y.requires_grad());
+      CHECK(y.is_leaf());
+      {
+        NoGradGuard inner;
+        CHECK(!grad_enabled());
+      }
+      CHECK(!grad_enabled());
+      CHECK(current_tape().size() == before);
+      CHECK_THROWS_WITH_ALL(y.backward(), "backward", "does not require grad");
+    }
+    CHECK(grad_enabled());
+    Tensor z = x * 2.0;
+    CHECK(current_tape().size() == before + 1);
+    current_tape().clear();
+  }
+
+  TEST_CASE("requires_grad propagates to outputs; leaves, non-leaves and int tensors") {
+    Tensor a = vec({1, 2}).requires_grad_();
+    Tensor b = vec({3, 4});
+    CHECK(a.requires_grad());
+    CHECK(a.is_leaf());
+    CHECK(!b.requires_grad());
+    Tensor c = a + b;
+    CHECK(c.requires_grad());
+    CHECK(!c.is_leaf());
+    CHECK(c.node_id() >= 0);
+    Tensor d = b * 2.0;
+    CHECK(!d.requires_grad());
+    CHECK(d.node_id() == -1);
+    CHECK(a.reshape({2, 1}).requires_grad());
+    sum(c * b).backward();
+    check_close(a.grad(), {3, 4});
+    CHECK(!b.grad().defined());
+    CHECK_THROWS_WITH_ALL(c.requires_grad_(false), "requires_grad_", "non-leaf");
+    a.requires_grad_(false);
+    CHECK(!a.requires_grad());
+    CHECK(!(a * 2.0).requires_grad());
+    Tensor i = Tensor::from_vector<int64_t>({1, 2}, {2});
+    CHECK(!(i + i).requires_grad());
+  }
+
+  TEST_CASE("detach shares storage and cuts the graph") {
+    Tensor x = vec({1, 2, 3}).requires_grad_();
+    Tensor d = x.detach();
+    CHECK(d.shares_storage(x));
+    CHECK(!d.requires_grad());
+    CHECK(d.is_leaf());
+    Tensor y = sum(d * x);  // d/dx = d = x (not 2x)
+    y.backward();
+    check_close(x.grad(), {1, 2, 3});
+    Tensor h = (x * 2.0).detach();
+    CHECK(!h.requires_grad());
+    CHECK(h.is_leaf());
+  }
+
+  TEST_CASE("tensor hooks see and may replace the gradient; leaf hooks see the total once") {
+    Tensor x = vec({1, 2}).requires_grad_();
+    Tensor z = x * 2.0;
+    int calls = 0;
+    z.register_hook([&](const Tensor& g) {
+      calls++;
+      check_close(g, {1, 1});
+      return g * 10.0;
+    });
+    z.register_hook([&](const Tensor& g) {  // sees the previous hook's result; keeps it
+      calls++;
+      check_close(g, {10, 10});
+      return Tensor();
+    });
+    sum(z).backward();
+    CHECK(calls == 2);
+    check_close(x.grad(), {20, 20});
+
+    Tensor w = vec({1, 2}).requires_grad_();
+    int leaf_calls = 0;
+    w.register_hook([&](const Tensor& g) {
+      leaf_calls++;
+      check_close(g, {1 + 2 + 3, 1 + 4 + 3});  // all three uses, summed: 1 + 2w + 3
+      return g * 0.5;
+    });
+    sum(w + w * w + w * 3.0).backward();
+    CHECK(leaf_calls == 1);
+    check_close(w.grad(), {3, 4});
+    CHECK_THROWS_WITH_ALL(vec({1}).register_hook([](const Tensor& g) { return g; }), "register_hook",
+                          "does not require grad");
+  }
+
+  TEST_CASE("node hooks observe the output gradient; retain_grad keeps a non-leaf's gradient") {
+    Tensor x = vec({1, 2}).requires_grad_();
+    Tensor h = x * 3.0;
+    h.retain_grad();
+    Tensor y = sum(h * h);  // dy/dh = 2h
+    Node* n = current_tape().find(h.node_id());
+    REQUIRE(n != nullptr);
+    CHECK(std::string(n->op->name) == "mul_scalar");
+    std::vector<double> seen;
+    n->hooks.push_back([&](const Node& node, const Tensor& g) {
+      CHECK(&node == n);
+      seen = g.to_vector<double>();
+    });
+    y.backward(Tensor(), true);
+    CHECK(seen == std::vector<double>{6, 12});
+    check_close(h.grad(), {6, 12});
+    check_close(x.grad(), {18, 36});
+    if (track_grad_norms()) CHECK(n->grad_norm == doctest::Approx(std::sqrt(36.0 + 144.0)));
+    current_tape().clear();
+  }
+
+  TEST_CASE("anomaly mode names the forward op and its scope") {
+    Tensor x = vec({1, -1}).requires_grad_();
+    {
+      Tensor quiet = log(x);  // off by default: NaN passes silently
+      CHECK(std::isnan(quiet.to_vector<double>()[1]));
+    }
+    AnomalyGuard on;
+    CHECK(anomaly_mode());
+    {
+      Scope s("enc.0.attn");
+      CHECK_THROWS_WITH_ALL(log(x), "anomaly", "log", "enc.0.attn", "NaN");
+      NoGradGuard ng;  // not recorded: still checked
+      CHECK_THROWS_WITH_ALL(sqrt(x), "anomaly", "sqrt", "enc.0.attn");
+    }
+    current_tape().clear();
+  }
+
+  TEST_CASE("anomaly mode names the op and scope whose backward made a NaN/Inf; state stays clean") {
+    Tensor x = vec({0, 4}).requires_grad_();
+    Tensor y;
+    {
+      Scope s("dec.1.ffn");
+      y = sum(sqrt(x) * 2.0);  // d sqrt(x)/dx = 1 / (2 sqrt x) = inf at 0
+    }
+    {
+      AnomalyGuard on;
+      CHECK_THROWS_WITH_ALL(y.backward(), "anomaly", "backward", "sqrt", "dec.1.ffn.sqrt");
+    }
+    CHECK(!anomaly_mode());
+    CHECK(!x.grad().defined());
+    // a failed backward leaves nothing behind: the next one is clean
+    sum(x * 2.0).backward();
+    check_close(x.grad(), {2, 2});
+  }
+
+  TEST_CASE("scopes prefix node names; named() renames") {
+    Tensor a = vec({1}).requires_grad_(), b = vec({2}).requires_grad_();
+    CHECK(current_scope() == "");
+    {
+      Scope s("enc.3.ffn");
+      CHECK(current_scope() == "enc.3.ffn");
+      Tensor c = a + b;
+      CHECK(c.node_name() == "enc.3.ffn.add");
+      Tensor r = (c + a).named("residual_add");
+      CHECK(r.node_name() == "enc.3.ffn.residual_add");
+      {
+        Scope inner("fc1");
+        CHECK((a * b).node_name() == "enc.3.ffn.fc1.mul");
+        Scope empty("");
+        CHECK(scoped("x") == "enc.3.ffn.fc1.x");
+      }
+    }
+    {
+      Scope e("enc"), l("3");
+      CHECK((a - b).node_name() == "enc.3.sub");
+    }
+    CHECK(current_scope() == "");
+    CHECK((a * 2.0).node_name() == "mul_scalar");
+    Tensor p = vec({1}).requires_grad_();
+    p.named("enc.0.ffn.fc1.weight");
+    CHECK(p.node_name() == "enc.0.ffn.fc1.weight");
+    CHECK(vec({1}).node_name() == "");
+    current_tape().clear();
+  }
+
+  TEST_CASE("a chain of 100000 nodes runs backward without recursion") {
+    current_tape().clear();
+    Tensor x = Tensor::scalar(1.0, DType::F64).requires_grad_();
+    Tensor y = x;
+    const int n = 100000;
+    for (int i = 0; i < n; i++) y = (i % 2) ? y * 1.00001 : y + 0.5;
+    CHECK(current_tape().size() == (size_t)n);
+    y.backward();
+    CHECK(x.grad().item() == doctest::Approx(std::pow(1.00001, n / 2)));
+    CHECK(current_tape().size() == 0);
+  }
+
+  TEST_CASE("backward of a non-scalar needs a gradient of its shape") {
+    Tensor x = Tensor::ones({2, 3}, DType::F64).requires_grad_();
+    Tensor y = x * 2.0;
+    CHECK_THROWS_WITH_ALL(y.backward(), "backward", "one-element", "[2,3]");
+    CHECK_THROWS_WITH_ALL(y.backward(Tensor::ones({3, 2}, DType::F64)), "backward", "[3,2]", "[2,3]");
+    CHECK_THROWS_WITH_ALL(y.backward(Tensor::ones({2, 3}, DType::F32)), "backward", "float32", "float64");
+    y.backward(Tensor::full({2, 3}, 0.5, DType::F64));
+    check_close(x.grad(), {1, 1, 1, 1, 1, 1});
+    // a one-element non-scalar needs none
+    Tensor z = Tensor::ones({1, 1}, DType::F64).requires_grad_();
+    (z * 3.0).backward();
+    check_close(z.grad(), {3});
+  }
+
+  TEST_CASE("gradients flow through views back into the base's shape") {
+    Tensor x = Tensor::arange(0, 6, 1, DType::F64).reshape({2, 3}).requires_grad_();
+    Tensor v = x.t().reshape({6}).slice(0, 1, 6, 2);  // x.t() flat = [0,3,1,4,2,5]; picks 3,4,5
+    CHECK(v.to_vector<double>() == std::vector<double>{3, 4, 5});
+    sum(v * v).backward();
+    check_close(x.grad(), {0, 0, 0, 6, 8, 10});
+  }
+
+  TEST_CASE("the tape is cleared after backward and ids increase") {
+    Tensor x = vec({1}).requires_grad_();
+    Tensor a = x * 2.0, b = a + 1.0;
+    CHECK(b.node_id() > a.node_id());
+    CHECK(current_tape().find(a.node_id())->name == "mul_scalar");
+    CHECK(current_tape().find(-5) == nullptr);
+    sum(b).backward();
+    CHECK(current_tape().size() == 0);
+    CHECK(b.node_id() == -1);
+    CHECK(b.node_name() == "add_scalar");  // remembered after the tape is gone
+  }
+}

@@ -1,0 +1,138 @@
+// Bad input never crashes: every op family throws skipgrad::Error naming the op and showing the shapes,
+// dtypes or devices at fault.
+#include "test_util.h"
+
+using namespace sgtest;
+
+namespace {
+Tensor f32(const Shape& s) { return Tensor::zeros(s, DType::F32); }
+Tensor f64(const Shape& s) { return Tensor::zeros(s, DType::F64); }
+Tensor i64(const Shape& s) { return Tensor::zeros(s, DType::I64); }
+}  // namespace
+
+TEST_SUITE("errors") {
+  TEST_CASE("elementwise: shapes, dtypes, undefined inputs") {
+    CHECK_THROWS_WITH_ALL(add(f32({2, 3}), f32({4, 3})), "add", "[2,3]", "[4,3]", "broadcast");
+    CHECK_THROWS_WITH_ALL(f32({2, 3}) - f32({2}), "sub", "[2,3]", "[2]");
+    CHECK_THROWS_WITH_ALL(mul(f32({3, 1, 4}), f32({2, 3})), "mul", "[3,1,4]", "[2,3]");
+    CHECK_THROWS_WITH_ALL(div(f32({5}), f32({4})), "div", "[5]", "[4]");
+    CHECK_THROWS_WITH_ALL(maximum(f32({2}), f32({3})), "maximum", "[2]", "[3]");
+    CHECK_THROWS_WITH_ALL(minimum(f32({2}), f32({3})), "minimum", "[2]", "[3]");
+    CHECK_THROWS_WITH_ALL(f64({2}) + f32({2}), "add", "float64", "float32");
+    CHECK_THROWS_WITH_ALL(mul(f32({2}), i64({2})), "mul", "float32", "int64");
+    CHECK_THROWS_WITH_ALL(add(Tensor(), f32({2})), "add", "undefined");
+    CHECK_THROWS_WITH_ALL(mul(f32({2}), Tensor()), "mul", "undefined");
+    CHECK_THROWS_WITH_ALL(exp(Tensor()), "exp", "undefined");
+    CHECK_THROWS_WITH_ALL(log(i64({2})), "log", "int64");
+    CHECK_THROWS_WITH_ALL(gelu(i64({2})), "gelu", "int64");
+    CHECK_THROWS_WITH_ALL(mul(i64({2}), 2.0), "mul_scalar", "int64");
+    CHECK_THROWS_WITH_ALL(eq(f32({2}), f32({3})), "eq", "[2]", "[3]");
+  }
+
+  TEST_CASE("matmul and linear") {
+    CHECK_THROWS_WITH_ALL(matmul(f32({32, 64}), f32({32, 64})), "matmul: inner dimensions differ: [32,64] @ [32,64]");
+    CHECK_THROWS_WITH_ALL(matmul(f32({2, 3, 4}), f32({3, 4, 5})), "matmul", "batch", "[2,3,4] @ [3,4,5]");
+    CHECK_THROWS_WITH_ALL(matmul(f32({3}), f32({4})), "matmul", "inner dimensions", "[3]", "[4]");
+    CHECK_THROWS_WITH_ALL(matmul(f32({2, 3}), f32({4})), "matmul", "[2,3]", "[4]");
+    CHECK_THROWS_WITH_ALL(matmul(f32({2, 3}), f32({2, 3}), true, true), "matmul: inner dimensions differ: [2,3]^T @ [2,3]^T");
+    CHECK_THROWS_WITH_ALL(matmul(f32({}), f32({2})), "matmul", "0-d");
+    CHECK_THROWS_WITH_ALL(matmul(f32({3}), f32({3, 2}), true, false), "matmul", "transpose");
+    CHECK_THROWS_WITH_ALL(matmul(f64({2, 2}), f32({2, 2})), "matmul", "float64", "float32");
+    CHECK_THROWS_WITH_ALL(matmul(i64({2, 2}), i64({2, 2})), "matmul", "int64");
+    CHECK_THROWS_WITH_ALL(matmul(Tensor(), f32({2, 2})), "matmul", "undefined");
+    CHECK_THROWS_WITH_ALL(linear(f32({2, 3}), f32({4, 5})), "linear", "[2,3]", "[4,5]");
+    CHECK_THROWS_WITH_ALL(linear(f32({2, 3}), f32({3})), "linear", "weight", "[3]");
+    CHECK_THROWS_WITH_ALL(linear(f32({2, 3}), f32({4, 3}), f32({5})), "linear", "bias", "[5]");
+    CHECK_THROWS_WITH_ALL(linear(f32({2, 3}), f32({4, 3}), f64({4})), "linear", "float32", "float64");
+    CHECK_THROWS_WITH_ALL(linear(f32({2, 3}), Tensor()), "linear", "weight", "undefined");
+    CHECK_THROWS_WITH_ALL(linear(f32({}), f32({4, 3})), "linear", "[]");
+  }
+
+  TEST_CASE("reductions") {
+    CHECK_THROWS_WITH_ALL(sum(f32({2, 3}), {2}), "sum", "dim 2", "rank 2");
+    CHECK_THROWS_WITH_ALL(mean(f32({2, 3}), {-3}), "mean", "dim -3");
+    CHECK_THROWS_WITH_ALL(sum(f32({2, 3}), {1, -1}), "sum", "twice", "[1,-1]");
+    CHECK_THROWS_WITH_ALL(max(f32({0, 3}), {0}), "max", "empty", "[0,3]");
+    CHECK_THROWS_WITH_ALL(sum(i64({2})), "sum", "int64");
+    CHECK_THROWS_WITH_ALL(sum(Tensor()), "sum", "undefined");
+    CHECK_THROWS_WITH_ALL(sum(f32({}), {0}), "sum", "dim 0", "rank 0");
+    CHECK_THROWS_WITH_ALL(sum_to(f32({2, 3}), {4}), "sum_to", "[2,3]", "[4]");
+  }
+
+  TEST_CASE("views") {
+    Tensor x = f32({2, 3});
+    CHECK_THROWS_WITH_ALL(x.reshape({4, 2}), "reshape", "[4,2]", "6");
+    CHECK_THROWS_WITH_ALL(x.reshape({-1, -1}), "reshape", "-1");
+    CHECK_THROWS_WITH_ALL(x.reshape({4, -1}), "reshape", "[4,-1]", "6");
+    CHECK_THROWS_WITH_ALL(x.reshape({-2, 3}), "reshape", "[-2,3]");
+    CHECK_THROWS_WITH_ALL(x.t().view({6}), "view", "[3,2]", "reshape()");
+    CHECK_THROWS_WITH_ALL(reshape(Tensor(), {2}), "reshape", "undefined");
+    CHECK_THROWS_WITH_ALL(x.transpose(0, 2), "transpose", "dim 2", "rank 2");
+    CHECK_THROWS_WITH_ALL(x.permute({0, 0}), "permute", "repeated", "[0,0]");
+    CHECK_THROWS_WITH_ALL(x.permute({1, 0, 2}), "permute", "[1,0,2]", "[2,3]");
+    CHECK_THROWS_WITH_ALL(x.permute({0, 2}), "permute", "dim 2");
+    CHECK_THROWS_WITH_ALL(x.slice(1, 4, 6), "slice", "[4, 6)", "size 3", "[2,3]");
+    CHECK_THROWS_WITH_ALL(x.slice(1, 0, 5), "slice", "size 3");
+    CHECK_THROWS_WITH_ALL(x.slice(1, -4, 2), "slice", "-4");
+    CHECK_THROWS_WITH_ALL(x.slice(0, 2, 1), "slice", "[2, 1)");
+    CHECK_THROWS_WITH_ALL(x.slice(1, 0, 3, 0), "slice", "step");
+    CHECK_THROWS_WITH_ALL(x.slice(2, 0, 1), "slice", "dim 2");
+    CHECK_THROWS_WITH_ALL(x.narrow(1, 2, 2), "narrow", "[2, 4)", "size 3");
+    CHECK_THROWS_WITH_ALL(x.select(0, 2), "select", "index 2", "size 2");
+    CHECK_THROWS_WITH_ALL(x.select(0, -3), "select", "index -3");
+    CHECK_THROWS_WITH_ALL(x.expand({4, 3}), "expand", "[2,3]", "[4,3]");
+    CHECK_THROWS_WITH_ALL(x.expand({3}), "expand", "[2,3]", "[3]");
+    CHECK_THROWS_WITH_ALL(x.expand({-1, 2, 3}), "expand", "-1");
+    CHECK_THROWS_WITH_ALL(f32({1, 3}).expand({-2, 3}), "expand", "[-2,3]");
+    CHECK_THROWS_WITH_ALL(x.unsqueeze(3), "unsqueeze", "dim 3");
+    CHECK_THROWS_WITH_ALL(x.squeeze(2), "squeeze", "dim 2");
+    CHECK_THROWS_WITH_ALL(f32({2, 3, 4}).flatten(2, 1), "flatten", "start");
+    CHECK_THROWS_WITH_ALL(x.size(2), "size", "dim 2");
+    // 0-d tensors have no dims to index
+    CHECK_THROWS_WITH_ALL(f32({}).size(0), "size", "rank 0");
+    CHECK_THROWS_WITH_ALL(f32({}).transpose(0, 0), "transpose", "rank 0");
+    CHECK_THROWS_WITH_ALL(f32({}).slice(0, 0, 1), "slice", "rank 0");
+    CHECK_THROWS_WITH_ALL(f32({}).squeeze(0), "squeeze", "rank 0");
+  }
+
+  TEST_CASE("concat, stack, split, chunk") {
+    CHECK_THROWS_WITH_ALL(concat({f32({2, 3}), f32({2, 3, 1})}, 0), "concat", "rank", "[2,3]", "[2,3,1]");
+    CHECK_THROWS_WITH_ALL(concat({f32({2, 3}), f32({2, 4})}, 0), "concat", "[2,3]", "[2,4]");
+    CHECK_THROWS_WITH_ALL(concat({f32({2, 3}), f64({2, 3})}, 0), "concat", "float32", "float64");
+    CHECK_THROWS_WITH_ALL(concat({}, 0), "concat", "no tensors");
+    CHECK_THROWS_WITH_ALL(concat({f32({2}), Tensor()}, 0), "concat", "undefined");
+    CHECK_THROWS_WITH_ALL(concat({f32({2, 3})}, 2), "concat", "dim 2");
+    CHECK_THROWS_WITH_ALL(stack({f32({2, 3}), f32({3, 2})}, 0), "stack", "[2,3]", "[3,2]");
+    CHECK_THROWS_WITH_ALL(stack({Tensor(), f32({2})}, 0), "stack", "undefined");
+    CHECK_THROWS_WITH_ALL(stack({}, 0), "stack", "no tensors");
+    CHECK_THROWS_WITH_ALL(split(f32({4}), 0, 0), "split", "positive");
+    CHECK_THROWS_WITH_ALL(chunk(f32({4}), 0, 0), "chunk", "positive");
+    CHECK_THROWS_WITH_ALL(split(f32({4}), 2, 1), "split", "dim 1");
+  }
+
+  TEST_CASE("creation, data access, autograd misuse") {
+    CHECK_THROWS_WITH_ALL(i64({2}).requires_grad_(), "requires_grad_", "int64");
+    CHECK_THROWS_WITH_ALL(f32({2}).item(), "item", "2 elements");
+    CHECK_THROWS_WITH_ALL(Tensor().item(), "undefined");
+    CHECK_THROWS_WITH_ALL(Device::parse("tpu"), "Device::parse", "tpu");
+    CHECK_THROWS_WITH_ALL(Device::parse("cuda:x"), "Device::parse", "cuda:x");
+    CHECK_THROWS_WITH_ALL(Device::parse("cuda:-1"), "Device::parse", "cuda:-1");
+    CHECK(Device::parse("cuda:1") == Device::cuda(1));
+    CHECK(Device::parse("cpu") == Device::cpu());
+    CHECK_THROWS_WITH_ALL(Tensor::from_vector<float>({1, 2, 3}, {2, 2}), "from_vector", "3 values", "[2,2]");
+    CHECK_THROWS_WITH_ALL(Tensor::zeros({2, -1}), "negative", "[2,-1]");
+    CHECK_THROWS_WITH_ALL(Tensor::rand({2}, 0, 1, DType::I64), "rand", "int64");
+    CHECK_THROWS_WITH_ALL(Tensor::randn({2}, 0, 1, DType::I32), "randn", "int32");
+    CHECK_THROWS_WITH_ALL(Tensor::arange(0, 3, 0), "arange", "step");
+    CHECK_THROWS_WITH_ALL(f32({2}).data<double>(), "data", "float32", "float64");
+    CHECK_THROWS_WITH_ALL(f32({2, 3}).copy_(f32({4})), "copy_", "[4]", "[2,3]");
+    CHECK_THROWS_WITH_ALL(f32({2}).copy_(Tensor()), "copy_", "undefined");
+    CHECK_THROWS_WITH_ALL(f32({2}).backward(), "backward", "does not require grad");
+    CHECK_THROWS_WITH_ALL(Tensor().backward(), "backward", "undefined");
+    CHECK_THROWS_WITH_ALL(f32({2}).retain_grad(), "retain_grad", "does not require grad");
+    Tensor p = f32({2, 3}).requires_grad_();
+    CHECK_THROWS_WITH_ALL(p.set_grad(f32({3, 2})), "set_grad", "[3,2]", "[2,3]");
+    CHECK_THROWS_WITH_ALL(op_info("no_such_op"), "op_info", "no_such_op");
+    if (!cuda_available()) CHECK_THROWS_WITH_ALL(Tensor::zeros({2}, DType::F32, Device::cuda()), "cuda");
+  }
+}
