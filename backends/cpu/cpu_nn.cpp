@@ -286,7 +286,10 @@ void CpuBackend::cross_entropy(const Tensor& logits, const Tensor& targets, int6
         lp[r] = 0;
         continue;
       }
-      lp[r] = (T)(l - (1 - label_smoothing) * x[tp[r]] - label_smoothing * sum_x / C);
+      // Without smoothing the mean term is left out entirely: 0 * sum_x would be NaN when a class is masked
+      // with a -inf logit, while the loss itself is finite.
+      double smooth = label_smoothing > 0 ? label_smoothing * sum_x / C : 0.0;
+      lp[r] = (T)(l - (1 - label_smoothing) * x[tp[r]] - smooth);
     }
   });
 }

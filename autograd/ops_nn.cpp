@@ -1,0 +1,313 @@
+// Neural-network ops: softmax, norms, embedding, cross entropy, dropout, masked_fill, where.
+// Each is one node with an analytic backward written next to its forward. The fused row kernels of the backend
+// work on contiguous [rows, cols] data along cols, so an op moves its dim last and makes its input contiguous
+// (no copy in the common case: a contiguous input reduced over its last dim).
+#include "autograd/ops_common.h"
+
+namespace skipgrad {
+
+namespace {
+
+// A raw view of t with dim d and the last dim swapped (its own inverse); not recorded.
+Tensor swap_with_last(const Tensor& t, int64_t d) {
+  const int64_t last = t.dim() - 1;
+  if (t.dim() == 0 || d == last) return t;
+  Shape s = t.shape(), st = t.strides();
+  std::swap(s[d], s[last]);
+  std::swap(st[d], st[last]);
+  return make_view(t, s, st, t.offset());
+}
+
+// out = cond != 0 ? a : b with all three broadcast to `shape`; not recorded.
+Tensor where_raw(const Tensor& cond, const Tensor& a, const Tensor& b, const Shape& shape, const char* op) {
+  Tensor out = Tensor::empty(shape, a.dtype(), a.device());
+  be(a).where(broadcast_to(cond, shape, op), broadcast_to(a, shape, op), broadcast_to(b, shape, op), out);
+  return out;
+}
+
+// A 0-dim tensor of t's dtype and device.
+Tensor scalar_like(const Tensor& t, double v) { return Tensor::scalar(v, t.dtype(), t.device()); }
+
+// Checks a per-feature parameter (gamma, beta, weight) of a norm over the last dim of x: undefined or [d].
+void check_norm_param(const char* op, const char* what, const Tensor& p, const Tensor& x) {
+  if (!p.defined()) return;
+  check(p.dim() == 1 && p.size(0) == x.shape().back(), op, ": ", what, " must have shape [", x.shape().back(),
+        "] (the input's last dim), got ", p.meta_str(), " for input ", x.meta_str());
+}
+
+void check_norm_input(const char* op, const Tensor& x, double eps) {
+  check_floating(op, x);
+  check(x.dim() >= 1, op, ": expected an input with at least 1 dim, got ", x.meta_str());
+  check(eps >= 0, op, ": eps must be >= 0, got ", eps);
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------- softmax, log_softmax
+
+namespace {
+// softmax:     y = exp(x - max) / sum(exp(x - max)),  gx = y * (g - sum(g * y))
+// log_softmax: y = x - logsumexp(x),                   gx = g - exp(y) * sum(g)
+Tensor softmax_op(const char* name, const Tensor& x, int64_t dim, bool log) {
+  check_floating(name, x);
+  const int64_t d = normalize_dim(dim, x.dim(), name);
+  Tensor x_rows = contiguous_raw(swap_with_last(x, d));  // [..., C] with the softmax dim last
+  Tensor y_rows = Tensor::empty(x_rows.shape(), x.dtype(), x.device());
+  be(x).softmax(x_rows, y_rows, log);
+  Tensor out = contiguous_raw(swap_with_last(y_rows, d));
+  record(name, {x}, out, {out}, [d, log](const Node& n, const Tensor& g) {
+    Tensor y_rows = contiguous_raw(swap_with_last(n.saved[0], d));
+    Tensor g_rows = contiguous_raw(swap_with_last(g, d));
+    Tensor gx_rows = Tensor::empty(y_rows.shape(), g.dtype(), g.device());
+    be(g).softmax_backward(y_rows, g_rows, gx_rows, log);
+    return std::vector<Tensor>{contiguous_raw(swap_with_last(gx_rows, d))};
+  }, {{"dim", d}});
+  return out;
+}
+}  // namespace
+
+Tensor softmax(const Tensor& x, int64_t dim) { return softmax_op("softmax", x, dim, false); }
+Tensor log_softmax(const Tensor& x, int64_t dim) { return softmax_op("log_softmax", x, dim, true); }
+
+// ---------------------------------------------------------------- layer_norm, rms_norm, l2_norm
+
+// xhat = (x - mean) * rstd, rstd = 1/sqrt(var + eps);  y = xhat * gamma + beta  (over the last dim)
+// gx = rstd * (gg - mean(gg) - xhat * mean(gg * xhat)) with gg = g * gamma;  ggamma = sum_rows(g * xhat);
+// gbeta = sum_rows(g)
+Tensor layer_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta, double eps) {
+  const char* op = "layer_norm";
+  check_norm_input(op, x, eps);
+  check_norm_param(op, "gamma", gamma, x);
+  check_norm_param(op, "beta", beta, x);
+  check_same_device(op, {x, gamma, beta});
+  check_same_float_dtype(op, {x, gamma, beta});
+  const int64_t rows = x.numel() / std::max<int64_t>(x.shape().back(), 1);
+  Tensor xc = contiguous_raw(x);
+  Tensor gc = gamma.defined() ? contiguous_raw(gamma) : Tensor();
+  Tensor bc = beta.defined() ? contiguous_raw(beta) : Tensor();
+  Tensor mean = Tensor::empty({rows}, x.dtype(), x.device());
+  Tensor rstd = Tensor::empty({rows}, x.dtype(), x.device());
+  Tensor out = Tensor::empty(x.shape(), x.dtype(), x.device());
+  be(x).layer_norm(xc, gc, bc, eps, out, mean, rstd);
+  record(op, {x, gamma, beta}, out, {xc, gc, mean, rstd}, [](const Node& n, const Tensor& g) {
+    const Tensor &x = n.saved[0], &gamma = n.saved[1], &mean = n.saved[2], &rstd = n.saved[3];
+    Tensor gx = needs_grad(n, 0) ? Tensor::empty(x.shape(), x.dtype(), x.device()) : Tensor();
+    Tensor ggamma = needs_grad(n, 1) ? Tensor::empty(gamma.shape(), x.dtype(), x.device()) : Tensor();
+    Tensor gbeta = needs_grad(n, 2) ? Tensor::empty({x.shape().back()}, x.dtype(), x.device()) : Tensor();
+    be(g).layer_norm_backward(contiguous_raw(g), x, mean, rstd, gamma, gx, ggamma, gbeta);
+    return std::vector<Tensor>{gx, ggamma, gbeta};
+  }, {{"eps", eps}});
+  return out;
+}
+
+// rstd = 1/sqrt(mean(x^2) + eps), xhat = x * rstd;  y = xhat * weight  (over the last dim)
+// gx = rstd * (gw - xhat * mean(gw * xhat)) with gw = g * weight;  gweight = sum_rows(g * xhat)
+Tensor rms_norm(const Tensor& x, const Tensor& weight, double eps) {
+  const char* op = "rms_norm";
+  check_norm_input(op, x, eps);
+  check_norm_param(op, "weight", weight, x);
+  check_same_device(op, {x, weight});
+  check_same_float_dtype(op, {x, weight});
+  const int64_t rows = x.numel() / std::max<int64_t>(x.shape().back(), 1);
+  Tensor xc = contiguous_raw(x);
+  Tensor wc = weight.defined() ? contiguous_raw(weight) : Tensor();
+  Tensor rstd = Tensor::empty({rows}, x.dtype(), x.device());
+  Tensor out = Tensor::empty(x.shape(), x.dtype(), x.device());
+  be(x).rms_norm(xc, wc, eps, out, rstd);
+  record(op, {x, weight}, out, {xc, wc, rstd}, [](const Node& n, const Tensor& g) {
+    const Tensor &x = n.saved[0], &weight = n.saved[1], &rstd = n.saved[2];
+    Tensor gx = needs_grad(n, 0) ? Tensor::empty(x.shape(), x.dtype(), x.device()) : Tensor();
+    Tensor gweight = needs_grad(n, 1) ? Tensor::empty(weight.shape(), x.dtype(), x.device()) : Tensor();
+    be(g).rms_norm_backward(contiguous_raw(g), x, rstd, weight, gx, gweight);
+    return std::vector<Tensor>{gx, gweight};
+  }, {{"eps", eps}});
+  return out;
+}
+
+// s = max(||x||_2, eps) over the last dim;  y = x / s
+// gx = (g - [||x|| > eps] * y * sum(g * y)) / s   (where the norm is clamped, y = x / eps is linear in x)
+Tensor l2_norm(const Tensor& x, double eps) {
+  const char* op = "l2_norm";
+  check_norm_input(op, x, eps);
+  Tensor out, s;
+  {
+    NoGradGuard no_grad;  // the pieces below are this one node's forward, not nodes of their own
+    Shape keep = x.shape();
+    keep.back() = 1;
+    std::vector<bool> last_dim(x.dim(), false);
+    last_dim.back() = true;
+    Tensor sum_squares = Tensor::empty(keep, x.dtype(), x.device());
+    be(x).reduce(ReduceOp::SumSquares, x, last_dim, sum_squares);
+    s = maximum(sqrt(sum_squares), scalar_like(x, eps));
+    out = div(x, s);
+  }
+  record(op, {x}, out, {out, s}, [eps](const Node& n, const Tensor& g) {
+    const Tensor &y = n.saved[0], &s = n.saved[1];
+    Tensor unclamped = gt(s, scalar_like(s, eps));  // 1 where ||x|| > eps
+    Tensor g_dot_y = mul(sum(mul(g, y), {-1}, true), unclamped);
+    return std::vector<Tensor>{div(sub(g, mul(y, g_dot_y)), s)};
+  }, {{"eps", eps}});
+  return out;
+}
+
+// ---------------------------------------------------------------- embedding
+
+// out[i, :] = weight[ids[i], :]:  gweight[v, :] = sum over {i : ids[i] == v} of g[i, :]  (none for padding_idx)
+Tensor embedding(const Tensor& weight, const Tensor& ids, int64_t padding_idx) {
+  const char* op = "embedding";
+  check_floating(op, weight);
+  check(weight.dim() == 2, op, ": weight must be [num_embeddings, dim], got ", weight.meta_str());
+  check_defined(op, ids, "ids");
+  check(ids.dtype() == DType::I64, op, ": ids must be int64, got ", ids.meta_str());
+  check_same_device(op, {weight, ids});
+  const int64_t V = weight.size(0), D = weight.size(1);
+  check(padding_idx >= -1 && padding_idx < V, op, ": padding_idx ", padding_idx, " is out of range [0, ", V,
+        ") (use -1 for none) for weight ", weight.meta_str());
+  Tensor ids_c = contiguous_raw(ids);
+  Shape out_shape = ids.shape();
+  out_shape.push_back(D);
+  Tensor out = Tensor::empty(out_shape, weight.dtype(), weight.device());
+  be(weight).embedding(contiguous_raw(weight), ids_c, out);  // checks every id is in [0, V)
+  record(op, {weight, ids}, out, {ids_c}, [V, D, padding_idx](const Node& n, const Tensor& g) {
+    Tensor gweight = Tensor::zeros({V, D}, g.dtype(), g.device());
+    be(g).embedding_backward(n.saved[0], contiguous_raw(g), gweight, padding_idx);
+    return std::vector<Tensor>{gweight, Tensor()};
+  }, {{"padding_idx", padding_idx}});
+  return out;
+}
+
+// ---------------------------------------------------------------- cross_entropy
+
+namespace {
+const char* reduction_name(Reduction r) {
+  switch (r) {
+    case Reduction::Mean: return "mean";
+    case Reduction::Sum: return "sum";
+    case Reduction::None: return "none";
+  }
+  return "?";
+}
+
+// max(1, number of targets != ignore_index) as a 0-dim tensor of `dtype` on the targets' device. Counted on the
+// device (no host synchronisation), in float64 so that every int64 id compares exactly enough.
+Tensor count_kept(const Tensor& targets, int64_t ignore_index, DType dtype) {
+  const Shape& s = targets.shape();
+  Tensor t = Tensor::empty(s, DType::F64, targets.device());
+  be(targets).copy(targets, t);
+  Tensor kept = Tensor::empty(s, DType::F64, targets.device());
+  be(t).binary(BinaryOp::Ne, t, broadcast_to(scalar_like(t, (double)ignore_index), s, "cross_entropy"), kept);
+  return maximum(sum(kept), scalar_like(t, 1.0)).to(dtype);
+}
+}  // namespace
+
+// Per row i with logp = log_softmax(x_i), V classes and smoothing ls (as PyTorch's F.cross_entropy):
+//   loss_i = (1 - ls) * (-logp[t_i]) + ls * mean_j(-logp[j]),  0 where t_i == ignore_index
+//   glogits_i = gloss_i * (softmax(x_i) - (1 - ls) * onehot(t_i) - ls / V),  0 where ignored
+// Mean divides the sum by the number of non-ignored rows (the loss is 0, not NaN, when every row is ignored).
+Tensor cross_entropy(const Tensor& logits, const Tensor& targets, int64_t ignore_index, double label_smoothing,
+                     Reduction reduction) {
+  const char* op = "cross_entropy";
+  check_floating(op, logits);
+  check(logits.dim() >= 1 && logits.shape().back() > 0, op, ": logits must be [..., num_classes], got ",
+        logits.meta_str());
+  check_defined(op, targets, "targets");
+  check(targets.dtype() == DType::I64, op, ": targets must be int64, got ", targets.meta_str());
+  check_same_device(op, {logits, targets});
+  const Shape lead(logits.shape().begin(), logits.shape().end() - 1);
+  check(targets.shape() == lead, op, ": targets ", targets.meta_str(), " must have shape ", lead,
+        " (the logits' shape without the class dim) for logits ", logits.meta_str());
+  check(label_smoothing >= 0 && label_smoothing <= 1, op, ": label_smoothing must be in [0, 1], got ",
+        label_smoothing);
+  const int64_t V = logits.shape().back(), N = numel_of(lead);
+  Tensor x = reshape_raw(contiguous_raw(logits), {N, V});
+  Tensor t = reshape_raw(contiguous_raw(targets), {N});
+  Tensor loss = Tensor::empty({N}, logits.dtype(), logits.device());
+  Tensor lse = Tensor::empty({N}, logits.dtype(), logits.device());
+  be(x).cross_entropy(x, t, ignore_index, label_smoothing, loss, lse);  // checks every target
+  Tensor out, denom;
+  {
+    NoGradGuard no_grad;
+    if (reduction == Reduction::None) {
+      out = reshape_raw(loss, lead);
+    } else {
+      out = sum(loss);
+      if (reduction == Reduction::Mean) {
+        denom = count_kept(t, ignore_index, logits.dtype());
+        out = div(out, denom);
+      }
+    }
+  }
+  record(op, {logits, targets}, out, {x, t, lse, denom},
+         [N, reduction, ignore_index, label_smoothing, shape = logits.shape()](const Node& n, const Tensor& g) {
+    const Tensor &x = n.saved[0], &t = n.saved[1], &lse = n.saved[2], &denom = n.saved[3];
+    Tensor gloss;  // d out / d loss_i, [N]
+    if (reduction == Reduction::None) gloss = contiguous_raw(reshape_raw(g, {N}));
+    else gloss = contiguous_raw(broadcast_to(reduction == Reduction::Mean ? div(g, denom) : g, {N}, "cross_entropy"));
+    Tensor gx = Tensor::empty(x.shape(), x.dtype(), x.device());
+    be(g).cross_entropy_backward(x, t, lse, gloss, ignore_index, label_smoothing, gx);
+    return std::vector<Tensor>{reshape_raw(gx, shape), Tensor()};
+  }, {{"ignore_index", ignore_index}, {"label_smoothing", label_smoothing},
+      {"reduction", std::string(reduction_name(reduction))}});
+  return out;
+}
+
+// ---------------------------------------------------------------- dropout
+
+// y = x * mask, mask_i = [u_i >= p] / (1 - p) (inverted dropout):  gx = g * mask
+Tensor dropout(const Tensor& x, double p, bool training, Generator* gen) {
+  const char* op = "dropout";
+  check_floating(op, x);
+  check(p >= 0 && p < 1, op, ": p must be in [0, 1), got ", p);
+  if (!training || p == 0) return x;
+  Generator& rng = gen ? *gen : default_generator();
+  const uint64_t seed = rng.seed();
+  const uint64_t offset = rng.advance((uint64_t)x.numel());
+  Tensor mask = Tensor::empty(x.shape(), x.dtype(), x.device());
+  be(x).dropout_mask(mask, p, seed, offset);
+  Tensor out = Tensor::empty(x.shape(), x.dtype(), x.device());
+  be(x).binary(BinaryOp::Mul, x, mask, out);
+  record(op, {x}, out, {mask}, [](const Node& n, const Tensor& g) {
+    return std::vector<Tensor>{mul(g, n.saved[0])};
+  }, {{"p", p}});
+  return out;
+}
+
+// ---------------------------------------------------------------- masked_fill, where
+
+// y = mask != 0 ? value : x  (mask broadcast to x):  gx = mask != 0 ? 0 : g
+Tensor masked_fill(const Tensor& x, const Tensor& mask, double value) {
+  const char* op = "masked_fill";
+  check_defined(op, x);
+  check_defined(op, mask, "mask");
+  check_same_device(op, {x, mask});
+  check(broadcast_shapes(mask.shape(), x.shape(), op) == x.shape(), op, ": mask ", mask.meta_str(),
+        " cannot be broadcast to the input ", x.meta_str());
+  Tensor out = where_raw(mask, scalar_like(x, value), x, x.shape(), op);
+  record(op, {x, mask}, out, {mask}, [](const Node& n, const Tensor& g) {
+    return std::vector<Tensor>{where_raw(n.saved[0], scalar_like(g, 0), g, g.shape(), "masked_fill"), Tensor()};
+  }, {{"value", value}});
+  return out;
+}
+
+// y = cond != 0 ? a : b  (all three broadcast):  ga = sum_to(cond ? g : 0),  gb = sum_to(cond ? 0 : g)
+Tensor where(const Tensor& cond, const Tensor& a, const Tensor& b) {
+  const char* op = "where";
+  check_defined(op, cond, "cond");
+  check_defined(op, a, "first input");
+  check_defined(op, b, "second input");
+  check_same_device(op, {cond, a, b});
+  check(a.dtype() == b.dtype(), op, ": dtypes differ: ", a.meta_str(), " and ", b.meta_str());
+  const Shape shape = broadcast_shapes(broadcast_shapes(cond.shape(), a.shape(), op), b.shape(), op);
+  Tensor out = where_raw(cond, a, b, shape, op);
+  record(op, {cond, a, b}, out, {cond}, [sa = a.shape(), sb = b.shape()](const Node& n, const Tensor& g) {
+    const Tensor& cond = n.saved[0];
+    Tensor zero = scalar_like(g, 0);
+    return std::vector<Tensor>{
+        Tensor(),
+        needs_grad(n, 1) ? sum_to(where_raw(cond, g, zero, g.shape(), "where"), sa) : Tensor(),
+        needs_grad(n, 2) ? sum_to(where_raw(cond, zero, g, g.shape(), "where"), sb) : Tensor()};
+  });
+  return out;
+}
+
+}  // namespace skipgrad

@@ -1,0 +1,277 @@
+// Fused attention: forward against a plain loop reference, masks, dropout, the recorded node, errors and
+// finite-difference gradients.
+#include <cmath>
+#include <limits>
+
+#include "test_util.h"
+
+using namespace sgtest;
+
+namespace {
+// softmax(scale * q k^T, masked) v by plain loops, in double. `drop_seed`/`drop_offset` reproduce the dropout
+// mask of the backend (mask[i] = (u_i >= p) / (1 - p), u_i = random_uniform01(seed, offset + i)).
+std::vector<double> reference_attention(const Tensor& q, const Tensor& k, const Tensor& v,
+                                        const std::vector<int64_t>& padding, bool causal, double scale,
+                                        double p = 0, uint64_t drop_seed = 0, uint64_t drop_offset = 0) {
+  const int64_t B = q.size(0), H = q.size(1), Tq = q.size(2), Tk = k.size(2), dh = q.size(3);
+  auto Q = q.to_vector<double>(), K = k.to_vector<double>(), V = v.to_vector<double>();
+  std::vector<double> out(B * H * Tq * dh, 0.0);
+  for (int64_t b = 0; b < B; b++)
+    for (int64_t h = 0; h < H; h++)
+      for (int64_t i = 0; i < Tq; i++) {
+        const int64_t bh = b * H + h;
+        std::vector<double> s(Tk);
+        std::vector<bool> masked(Tk);
+        double mx = -INFINITY;
+        for (int64_t j = 0; j < Tk; j++) {
+          masked[j] = (causal && j > i + (Tk - Tq)) || (!padding.empty() && padding[b * Tk + j] != 0);
+          double dot = 0;
+          for (int64_t d = 0; d < dh; d++) dot += Q[(bh * Tq + i) * dh + d] * K[(bh * Tk + j) * dh + d];
+          s[j] = dot * scale;
+          if (!masked[j]) mx = std::max(mx, s[j]);
+        }
+        double total = 0;
+        for (int64_t j = 0; j < Tk; j++) total += masked[j] ? 0 : std::exp(s[j] - mx);
+        for (int64_t j = 0; j < Tk; j++) {
+          double pij = masked[j] ? 0 : std::exp(s[j] - mx) / total;
+          if (p > 0) {
+            uint64_t counter = drop_offset + (uint64_t)((bh * Tq + i) * Tk + j);
+            pij *= random_uniform01(drop_seed, counter) >= p ? 1.0 / (1.0 - p) : 0.0;
+          }
+          for (int64_t d = 0; d < dh; d++) out[(bh * Tq + i) * dh + d] += pij * V[(bh * Tk + j) * dh + d];
+        }
+      }
+  return out;
+}
+
+Tensor padding_mask(const std::vector<int64_t>& m, int64_t B, int64_t Tk) {
+  return Tensor::from_vector<int64_t>(m, {B, Tk});
+}
+
+AttentionOptions causal_opts() {
+  AttentionOptions o;
+  o.causal = true;
+  return o;
+}
+}  // namespace
+
+TEST_SUITE("attention") {
+  TEST_CASE("forward matches a loop reference: plain, causal, padding, both, float32 and float64") {
+    const int64_t B = 2, H = 3, Tq = 4, Tk = 5, dh = 8;
+    const std::vector<int64_t> pad = {0, 0, 0, 1, 1, 0, 1, 0, 0, 0};
+    for (DType dt : {DType::F64, DType::F32}) {
+      CAPTURE(dtype_name(dt));
+      Tensor q = leaf({B, H, Tq, dh}, 1).detach().to(dt), k = leaf({B, H, Tk, dh}, 2).detach().to(dt),
+             v = leaf({B, H, Tk, dh}, 3).detach().to(dt);
+      Tensor kq = leaf({B, H, Tq, dh}, 4).detach().to(dt), vq = leaf({B, H, Tq, dh}, 5).detach().to(dt);
+      const double tol = dt == DType::F64 ? 1e-12 : 2e-5;
+      const double scale = 1.0 / std::sqrt((double)dh);
+      check_close(attention(q, k, v), reference_attention(q, k, v, {}, false, scale), tol, tol);
+      check_close(attention(q, kq, vq, Tensor(), causal_opts()), reference_attention(q, kq, vq, {}, true, scale),
+                  tol, tol);
+      check_close(attention(q, k, v, Tensor(), causal_opts()), reference_attention(q, k, v, {}, true, scale), tol,
+                  tol);
+      check_close(attention(q, k, v, padding_mask(pad, B, Tk)), reference_attention(q, k, v, pad, false, scale),
+                  tol, tol);
+      AttentionOptions both = causal_opts();
+      both.scale = 0.3;
+      check_close(attention(q, k, v, padding_mask(pad, B, Tk), both), reference_attention(q, k, v, pad, true, 0.3),
+                  tol, tol);
+      // a float mask works too: nonzero = masked
+      Tensor float_pad = padding_mask(pad, B, Tk).to(dt);
+      check_close(attention(q, k, v, float_pad), reference_attention(q, k, v, pad, false, scale), tol, tol);
+    }
+  }
+
+  TEST_CASE("forward and gradients match the composition softmax(masked_fill(q k^T * scale)) v") {
+    const int64_t B = 2, H = 2, Tq = 3, Tk = 5, dh = 4;
+    Tensor q = leaf({B, H, Tq, dh}, 1), k = leaf({B, H, Tk, dh}, 2), v = leaf({B, H, Tk, dh}, 3);
+    Tensor w = leaf({B, H, Tq, dh}, 4).detach();
+    Tensor pad = padding_mask({0, 0, 1, 0, 1, 0, 0, 0, 0, 1}, B, Tk);
+    // masked[b, 1, i, j] = causal(i, j) or pad[b, j]
+    Tensor future = gt(Tensor::arange(0, Tk, 1, DType::F64).reshape({1, Tk}),
+                       Tensor::arange(Tk - Tq, Tk, 1, DType::F64).reshape({Tq, 1}));
+    Tensor masked = maximum(future.reshape({1, 1, Tq, Tk}), pad.to(DType::F64).reshape({B, 1, 1, Tk}));
+    const double scale = 0.6;
+    Tensor scores = masked_fill(matmul(q, k, false, true) * scale, masked, -INFINITY);
+    Tensor composed = matmul(softmax(scores, -1), v);
+    sum(composed * w).backward();
+    Tensor gq = q.grad(), gk = k.grad(), gv = v.grad();
+    q.zero_grad();
+    k.zero_grad();
+    v.zero_grad();
+    AttentionOptions o = causal_opts();
+    o.scale = scale;
+    Tensor fused = attention(q, k, v, pad, o);
+    CHECK(max_abs_diff(fused, composed) < 1e-12);
+    sum(fused * w).backward();
+    CHECK(max_abs_diff(q.grad(), gq) < 1e-12);
+    CHECK(max_abs_diff(k.grad(), gk) < 1e-12);
+    CHECK(max_abs_diff(v.grad(), gv) < 1e-12);
+  }
+
+  TEST_CASE("non-contiguous q, k, v give the same result as contiguous ones") {
+    Tensor q = leaf({2, 5, 3, 4}, 1).detach().transpose(1, 2), k = leaf({2, 6, 3, 4}, 2).detach().transpose(1, 2),
+           v = leaf({2, 6, 3, 4}, 3).detach().transpose(1, 2);
+    REQUIRE(!q.is_contiguous());
+    Tensor a = attention(q, k, v, Tensor(), causal_opts());
+    Tensor b = attention(q.contiguous(), k.contiguous(), v.contiguous(), Tensor(), causal_opts());
+    CHECK(max_abs_diff(a, b) == 0);
+    check_close(a, reference_attention(q, k, v, {}, true, 0.5), 1e-12, 1e-12);
+  }
+
+  TEST_CASE("a fully masked row gives zeros, and zero gradients, not NaN") {
+    // batch 1 has every key padded; with causal and Tq > Tk the first query of batch 0 sees no key either
+    Tensor q = leaf({2, 2, 3, 4}, 1), k = leaf({2, 2, 2, 4}, 2), v = leaf({2, 2, 2, 4}, 3);
+    Tensor mask = padding_mask({0, 0, 1, 1}, 2, 2);
+    Tensor out = attention(q, k, v, mask, causal_opts());
+    auto o = out.to_vector<double>();
+    for (double x : o) CHECK(std::isfinite(x));
+    for (int64_t i = 2 * 3 * 4; i < 4 * 3 * 4; i++) CHECK(o[i] == 0);  // batch 1, both heads
+    for (int64_t h = 0; h < 2; h++)
+      for (int64_t d = 0; d < 4; d++) CHECK(o[(h * 3 + 0) * 4 + d] == 0);  // batch 0, query 0
+    sum(out * out).backward();
+    auto gq = q.grad().to_vector<double>();
+    for (double x : gq) CHECK(std::isfinite(x));
+    for (int64_t i = 2 * 3 * 4; i < 4 * 3 * 4; i++) CHECK(gq[i] == 0);
+    for (double x : k.grad().to_vector<double>()) CHECK(std::isfinite(x));
+  }
+
+  TEST_CASE("causal: the first query sees only key 0") {
+    Tensor q = leaf({1, 2, 4, 3}, 1).detach(), k = leaf({1, 2, 4, 3}, 2).detach(), v = leaf({1, 2, 4, 3}, 3).detach();
+    Tensor out = attention(q, k, v, Tensor(), causal_opts());
+    CHECK(max_abs_diff(out.slice(2, 0, 1), v.slice(2, 0, 1)) < 1e-15);
+    // and with Tq < Tk, the last query sees every key: it equals non-causal attention
+    Tensor q1 = q.slice(2, 3, 4);
+    CHECK(max_abs_diff(attention(q1, k, v, Tensor(), causal_opts()), attention(q1, k, v)) < 1e-15);
+  }
+
+  TEST_CASE("dropout: mask from the generator, reproducible, identity in eval mode") {
+    const int64_t B = 2, H = 2, Tq = 3, Tk = 4, dh = 5;
+    Tensor q = leaf({B, H, Tq, dh}, 1).detach(), k = leaf({B, H, Tk, dh}, 2).detach(),
+           v = leaf({B, H, Tk, dh}, 3).detach();
+    Generator gen(42);
+    gen.advance(7);
+    AttentionOptions o;
+    o.dropout = 0.4;
+    o.gen = &gen;
+    Tensor a = attention(q, k, v, Tensor(), o);
+    CHECK(gen.offset() == 7 + (uint64_t)(B * H * Tq * Tk));
+    check_close(a, reference_attention(q, k, v, {}, false, 1 / std::sqrt(5.0), 0.4, 42, 7), 1e-12, 1e-12);
+    gen.set_state(42, 7);
+    CHECK(max_abs_diff(attention(q, k, v, Tensor(), o), a) == 0);
+    CHECK(max_abs_diff(attention(q, k, v, Tensor(), o), a) > 0);  // the generator moved on
+    o.training = false;
+    const uint64_t before = gen.offset();
+    CHECK(max_abs_diff(attention(q, k, v, Tensor(), o), attention(q, k, v)) == 0);
+    CHECK(gen.offset() == before);
+  }
+
+  TEST_CASE("one node named attention with its params; the mask is an input without gradient") {
+    Tensor q = leaf({1, 2, 3, 4}, 1), k = leaf({1, 2, 3, 4}, 2), v = leaf({1, 2, 3, 4}, 3);
+    const size_t before = current_tape().size();
+    AttentionOptions o = causal_opts();
+    o.scale = 0.25;
+    Tensor out = attention(q, k, v, padding_mask({0, 0, 1}, 1, 3), o);
+    REQUIRE(current_tape().size() == before + 1);
+    const Node& n = *current_tape().nodes().back();
+    CHECK(std::string(n.op->name) == "attention");
+    CHECK(n.name == "attention");
+    CHECK(n.inputs.size() == 4);
+    CHECK(n.saved_bytes() > 0);
+    REQUIRE(n.params.size() == 3);
+    CHECK(n.params[0].first == "causal");
+    CHECK(std::get<bool>(n.params[0].second) == true);
+    CHECK(n.params[1].first == "scale");
+    CHECK(std::get<double>(n.params[1].second) == 0.25);
+    CHECK(n.params[2].first == "dropout");
+    CHECK(std::get<double>(n.params[2].second) == 0.0);
+    sum(out).backward();
+    CHECK(q.grad().defined());
+    CHECK(k.grad().defined());
+    CHECK(v.grad().defined());
+    {
+      NoGradGuard ng;
+      const size_t n0 = current_tape().size();
+      attention(q, k, v);
+      CHECK(current_tape().size() == n0);
+    }
+  }
+
+  TEST_CASE("float32 gradients agree with float64 ones") {
+    Tensor q = leaf({2, 2, 3, 4}, 1), k = leaf({2, 2, 5, 4}, 2), v = leaf({2, 2, 5, 4}, 3);
+    Tensor w = leaf({2, 2, 3, 4}, 4).detach();
+    sum(attention(q, k, v, Tensor(), causal_opts()) * w).backward();
+    Tensor q32 = q.detach().to(DType::F32).requires_grad_(), k32 = k.detach().to(DType::F32).requires_grad_(),
+           v32 = v.detach().to(DType::F32).requires_grad_();
+    sum(attention(q32, k32, v32, Tensor(), causal_opts()) * w.to(DType::F32)).backward();
+    CHECK(max_abs_diff(q32.grad(), q.grad()) < 1e-5);
+    CHECK(max_abs_diff(k32.grad(), k.grad()) < 1e-5);
+    CHECK(max_abs_diff(v32.grad(), v.grad()) < 1e-5);
+  }
+
+  TEST_CASE("bad arguments throw clear errors") {
+    Tensor q = Tensor::zeros({2, 4, 5, 16}), k = Tensor::zeros({2, 4, 7, 16}), v = Tensor::zeros({2, 4, 7, 16});
+    CHECK_THROWS_WITH_ALL(attention(q, Tensor::zeros({2, 4, 7, 8}), v), "attention", "[2,4,5,16]", "[2,4,7,8]",
+                          "head dim");
+    CHECK_THROWS_WITH_ALL(attention(q, Tensor::zeros({2, 3, 7, 16}), v), "attention", "batch or heads");
+    CHECK_THROWS_WITH_ALL(attention(q, k, Tensor::zeros({2, 4, 6, 16})), "attention", "v [2,4,6,16]",
+                          "k's shape [2,4,7,16]");
+    CHECK_THROWS_WITH_ALL(attention(Tensor::zeros({4, 5, 16}), k, v), "attention", "q must be [B, H, Tq, dh]",
+                          "[4,5,16]");
+    CHECK_THROWS_WITH_ALL(attention(q, k, v, Tensor::zeros({2, 5})), "attention", "key_padding_mask [2,5]",
+                          "[2,7]");
+    CHECK_THROWS_WITH_ALL(attention(q, k.to(DType::F64), v), "attention", "dtypes differ", "float64");
+    CHECK_THROWS_WITH_ALL(attention(q, k, Tensor::zeros({2, 4, 7, 16}, DType::I64)), "attention", "floating",
+                          "int64");
+    CHECK_THROWS_WITH_ALL(attention(q, Tensor(), v), "attention", "k is an undefined tensor");
+    CHECK_THROWS_WITH_ALL(attention(q, Tensor::zeros({2, 4, 0, 16}), Tensor::zeros({2, 4, 0, 16})), "attention",
+                          "no keys");
+    AttentionOptions o;
+    o.dropout = 1.0;
+    CHECK_THROWS_WITH_ALL(attention(q, k, v, Tensor(), o), "attention", "dropout must be in [0, 1)");
+    o.dropout = 0;
+    o.scale = std::numeric_limits<double>::infinity();
+    CHECK_THROWS_WITH_ALL(attention(q, k, v, Tensor(), o), "attention", "scale must be finite");
+  }
+}
+
+REGISTER_GRAD_CASES {
+  using V = std::vector<Tensor>;
+  auto causal = [](const V& x) { return attention(x[0], x[1], x[2], Tensor(), causal_opts()); };
+  auto padded = [](const V& x) { return attention(x[0], x[1], x[2], padding_mask({0, 1, 0, 0, 0, 0, 1, 1}, 2, 4)); };
+  auto both = [](const V& x) {
+    AttentionOptions o = causal_opts();
+    o.scale = 0.7;
+    return attention(x[0], x[1], x[2], padding_mask({1, 0, 0, 0, 0, 0, 0, 1}, 2, 4), o);
+  };
+  auto fully_masked = [](const V& x) {  // batch 1 sees no key; causal with Tq > Tk leaves query 0 with none
+    return attention(x[0], x[1], x[2], padding_mask({0, 0, 1, 1}, 2, 2), causal_opts());
+  };
+  auto transposed = [](const V& x) {  // [B, T, H, dh] leaves viewed as [B, H, T, dh]
+    return attention(x[0].transpose(1, 2), x[1].transpose(1, 2), x[2].transpose(1, 2), Tensor(), causal_opts());
+  };
+  auto dropout = [](const V& x) {
+    Generator gen(7);
+    AttentionOptions o;
+    o.dropout = 0.3;
+    o.gen = &gen;
+    return attention(x[0], x[1], x[2], padding_mask({0, 0, 0, 1, 0, 0, 0, 0}, 2, 4), o);
+  };
+  return std::vector<GradCase>{
+      {"attention", "plain", [](const V& x) { return attention(x[0], x[1], x[2]); },
+       {leaf({2, 2, 3, 3}, 1), leaf({2, 2, 4, 3}, 2), leaf({2, 2, 4, 3}, 3)}},
+      {"attention", "causal, Tq == Tk", causal, {leaf({2, 2, 4, 3}, 4), leaf({2, 2, 4, 3}, 5), leaf({2, 2, 4, 3}, 6)}},
+      {"attention", "causal, Tq < Tk", causal, {leaf({2, 2, 2, 3}, 7), leaf({2, 2, 4, 3}, 8), leaf({2, 2, 4, 3}, 9)}},
+      {"attention", "key padding mask", padded,
+       {leaf({2, 2, 3, 3}, 10), leaf({2, 2, 4, 3}, 11), leaf({2, 2, 4, 3}, 12)}},
+      {"attention", "causal and key padding mask, scale 0.7", both,
+       {leaf({2, 2, 4, 3}, 13), leaf({2, 2, 4, 3}, 14), leaf({2, 2, 4, 3}, 15)}},
+      {"attention", "fully masked rows", fully_masked,
+       {leaf({2, 2, 3, 3}, 16), leaf({2, 2, 2, 3}, 17), leaf({2, 2, 2, 3}, 18)}},
+      {"attention", "non-contiguous q, k, v", transposed,
+       {leaf({2, 3, 2, 3}, 19), leaf({2, 4, 2, 3}, 20), leaf({2, 4, 2, 3}, 21)}},
+      {"attention", "dropout 0.3, fixed generator", dropout,
+       {leaf({2, 2, 3, 3}, 22), leaf({2, 2, 4, 3}, 23), leaf({2, 2, 4, 3}, 24)}},
+  };
+}
