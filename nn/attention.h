@@ -1,0 +1,69 @@
+// MultiHeadAttention (self and cross, fairseq semantics, optional per-head Q/K(/V) norms) and FeedForward.
+#pragma once
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "nn/layers.h"
+
+namespace skipgrad::nn {
+
+// Per-head normalisation inside attention (TOPOLOGIES.md §4.2 and §5.6): which of q, k, v are normalised over
+// d_head after the head split, and with what. One weight vector of size d_head per q/k/v, shared across heads, as
+// in HybridNorm's code. L2 has no weight (Henry et al.'s QKNorm; its learnable logit scale g is not modelled: the
+// scale stays 1/√d_h).
+enum class HeadNormTargets { None, QK, QKV };
+enum class HeadNormKind { LayerNorm, RMSNorm, L2 };
+const char* head_norm_targets_name(HeadNormTargets t);  // "none", "qk", "qkv"
+const char* head_norm_kind_name(HeadNormKind k);        // "layer_norm", "rms_norm", "l2"
+HeadNormTargets parse_head_norm_targets(const std::string& s);
+HeadNormKind parse_head_norm_kind(const std::string& s);
+
+struct AttentionConfig {
+  int64_t d_model = 0;
+  int64_t heads = 1;
+  double attn_dropout = 0.0;  // D_att on the attention probabilities
+  HeadNormTargets head_norm = HeadNormTargets::None;
+  HeadNormKind head_norm_kind = HeadNormKind::RMSNorm;
+  double head_norm_eps = 1e-5;  // for LayerNorm / RMSNorm (L2 uses 1e-12, as F.normalize)
+};
+
+// fairseq MultiheadAttention:
+//   Q = x W_qᵀ + b_q,  K = kv W_kᵀ + b_k,  V = kv W_vᵀ + b_v   (split into h heads of d_h = d/h)
+//   [Q, K, V ← Norm_{q,k,v}(Q, K, V) per head when enabled]
+//   O = concat_h( D_att(softmax(Q Kᵀ / √d_h + mask)) V ) W_oᵀ + b_o
+// Init: xavier_uniform(gain 1/√2) for W_q, W_k, W_v (biases: torch default), xavier_uniform for W_o, b_o = 0.
+class MultiHeadAttention : public Module {
+ public:
+  explicit MultiHeadAttention(const AttentionConfig& cfg);
+  // query [B, Tq, d], key_value [B, Tk, d] (pass the query itself for self-attention), key_padding_mask [B, Tk]
+  // (nonzero = padding; may be undefined), causal: key j is hidden from query i when j > i + Tk - Tq.
+  Tensor forward(const Tensor& query, const Tensor& key_value, const Tensor& key_padding_mask = Tensor(),
+                 bool causal = false);
+  void reset_fairseq();
+
+  AttentionConfig cfg;
+  int64_t d_head;
+  std::shared_ptr<Linear> q_proj, k_proj, v_proj, out_proj;
+  std::shared_ptr<Norm> q_norm, k_norm, v_norm;  // null when not enabled
+};
+
+enum class Activation { ReLU, GELU, SwiGLU };
+const char* activation_name(Activation a);  // "relu", "gelu", "swiglu"
+Activation parse_activation(const std::string& s);
+
+// fairseq FFN: y = fc2( D_act( act(fc1(x)) ) ). fc1 [d_ff, d], fc2 [d, d_ff], PyTorch default Linear init.
+// SwiGLU (OLMo): fc1 is [2·d_ff, d]; its output splits into (a, gate) and act = silu(gate) ⊙ a, so the hidden
+// width after the gate is d_ff.
+class FeedForward : public Module {
+ public:
+  FeedForward(int64_t d_model, int64_t d_ff, Activation activation, double act_dropout);
+  Tensor forward(const Tensor& x);
+
+  int64_t d_model, d_ff;
+  Activation activation;
+  double act_dropout;
+  std::shared_ptr<Linear> fc1, fc2;
+};
+
+}  // namespace skipgrad::nn

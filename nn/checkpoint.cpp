@@ -1,0 +1,350 @@
+#include "nn/checkpoint.h"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <bit>
+#include <cerrno>
+#include <cmath>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <set>
+#include <sstream>
+
+#include "autograd/tape.h"
+#include "tensor/random.h"
+
+namespace skipgrad::nn {
+
+static_assert(std::endian::native == std::endian::little, "safetensors data is little-endian; so must the host be");
+
+using json = nlohmann::json;
+
+namespace {
+constexpr const char* kChecksumKey = "skipgrad.checksum";
+constexpr const char* kOptimPrefix = "optim.";
+constexpr uint64_t kMaxHeaderBytes = 100u << 20;  // the Python package's limit
+
+const char* safetensors_dtype(DType t) {
+  switch (t) {
+    case DType::F32: return "F32";
+    case DType::F64: return "F64";
+    case DType::I64: return "I64";
+    case DType::I32: return "I32";
+  }
+  return "?";
+}
+bool parse_dtype(const std::string& s, DType& out) {
+  for (DType t : {DType::F32, DType::F64, DType::I64, DType::I32})
+    if (s == safetensors_dtype(t)) {
+      out = t;
+      return true;
+    }
+  return false;
+}
+
+std::string hex64(uint64_t v) {
+  char buf[17];
+  std::snprintf(buf, sizeof buf, "%016llx", (unsigned long long)v);
+  return buf;
+}
+
+std::string errno_str() { return std::strerror(errno); }
+
+// ---- atomic write: temp file in the same directory, fsync, rename, fsync the directory ----
+void write_all(int fd, const char* p, size_t n, const std::string& tmp) {
+  while (n > 0) {
+    ssize_t w = ::write(fd, p, n);
+    if (w < 0 && errno == EINTR) continue;
+    check(w > 0, "save_safetensors", ": writing '", tmp, "' failed: ", errno_str());
+    p += w;
+    n -= (size_t)w;
+  }
+}
+
+void write_atomically(const std::string& path, const std::string& header, const std::vector<Tensor>& blobs) {
+  namespace fs = std::filesystem;
+  static std::atomic<uint64_t> counter{0};
+  fs::path target(path);
+  fs::path dir = target.parent_path().empty() ? fs::path(".") : target.parent_path();
+  const std::string tmp = path + ".tmp." + std::to_string(::getpid()) + "." + std::to_string(counter++);
+  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+  check(fd >= 0, "save_safetensors", ": cannot create '", tmp, "': ", errno_str());
+  try {
+    write_all(fd, header.data(), header.size(), tmp);
+    for (const Tensor& b : blobs) write_all(fd, static_cast<const char*>(b.data_ptr()), b.nbytes(), tmp);
+    check(::fsync(fd) == 0, "save_safetensors", ": fsync of '", tmp, "' failed: ", errno_str());
+    check(::close(fd) == 0, "save_safetensors", ": closing '", tmp, "' failed: ", errno_str());
+    fd = -1;
+    check(::rename(tmp.c_str(), path.c_str()) == 0, "save_safetensors", ": renaming '", tmp, "' to '", path,
+          "' failed: ", errno_str());
+  } catch (...) {
+    if (fd >= 0) ::close(fd);
+    ::unlink(tmp.c_str());
+    throw;
+  }
+  // Make the rename itself durable.
+  int dfd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  check(dfd >= 0, "save_safetensors", ": cannot open directory '", dir.string(), "' to sync it: ", errno_str());
+  int rc = ::fsync(dfd);
+  ::close(dfd);
+  check(rc == 0, "save_safetensors", ": fsync of directory '", dir.string(), "' failed: ", errno_str());
+}
+
+// A contiguous cpu copy of t (t itself when it already is one).
+Tensor host_contiguous(const Tensor& t) {
+  Tensor c = t.detach();
+  if (!c.device().is_cpu()) c = c.to(Device::cpu());
+  return c.is_contiguous() ? c : c.contiguous();
+}
+}  // namespace
+
+uint64_t fnv1a64(const void* data, size_t n, uint64_t hash) {
+  const unsigned char* p = static_cast<const unsigned char*>(data);
+  for (size_t i = 0; i < n; i++) {
+    hash ^= p[i];
+    hash *= 0x100000001b3ull;
+  }
+  return hash;
+}
+
+Tensor SafetensorsFile::find(const std::string& name) const {
+  for (auto& [n, t] : tensors)
+    if (n == name) return t;
+  return Tensor();
+}
+
+// ---------------------------------------------------------------- save
+
+void save_safetensors(const std::string& path, const NamedTensors& tensors, const Metadata& metadata) {
+  NoGradGuard no_grad;
+  json header = json::object();
+  std::vector<Tensor> blobs;
+  std::set<std::string> names;
+  uint64_t offset = 0, checksum = fnv1a64(nullptr, 0);
+  for (auto& [name, t] : tensors) {
+    check(!name.empty() && name != "__metadata__", "save_safetensors", ": '", path, "': invalid tensor name '",
+          name, "'");
+    check(names.insert(name).second, "save_safetensors", ": '", path, "': tensor '", name, "' given twice");
+    check(t.defined(), "save_safetensors", ": '", path, "': tensor '", name, "' is undefined");
+    Tensor c = host_contiguous(t);
+    const uint64_t n = c.nbytes();
+    header[name] = {{"dtype", safetensors_dtype(c.dtype())}, {"shape", c.shape()}, {"data_offsets", {offset, offset + n}}};
+    checksum = fnv1a64(c.data_ptr(), n, checksum);
+    offset += n;
+    blobs.push_back(c);
+  }
+  json meta = json::object();
+  for (auto& [k, v] : metadata) meta[k] = v;
+  meta[kChecksumKey] = hex64(checksum);
+  header["__metadata__"] = meta;
+
+  std::string text = header.dump();
+  text.append((8 - (8 + text.size()) % 8) % 8, ' ');  // pad so the data starts 8-byte aligned
+  std::string prefix(8, '\0');
+  const uint64_t len = text.size();
+  std::memcpy(prefix.data(), &len, 8);
+  write_atomically(path, prefix + text, blobs);
+}
+
+// ---------------------------------------------------------------- load
+
+SafetensorsFile load_safetensors(const std::string& path) {
+  const char* op = "load_safetensors";
+  std::ifstream in(path, std::ios::binary | std::ios::ate);
+  check(in.good(), op, ": cannot open '", path, "': ", errno_str());
+  const uint64_t size = (uint64_t)in.tellg();
+  in.seekg(0);
+  std::vector<char> bytes(size);
+  check(size == 0 || (bool)in.read(bytes.data(), (std::streamsize)size), op, ": reading '", path, "' failed");
+
+  check(size >= 8, op, ": '", path, "' is truncated: ", size, " bytes, less than the 8-byte header length");
+  uint64_t header_len;
+  std::memcpy(&header_len, bytes.data(), 8);
+  check(header_len <= kMaxHeaderBytes, op, ": '", path, "' has a bad header: its length field says ", header_len,
+        " bytes");
+  check(header_len <= size - 8, op, ": '", path, "' is truncated: the header needs ", header_len, " bytes, the file has ",
+        size - 8, " after the length field");
+  const char* header_begin = bytes.data() + 8;
+  json header = json::parse(header_begin, header_begin + header_len, nullptr, /*allow_exceptions=*/false);
+  check(!header.is_discarded() && header.is_object() && header_len > 0 && header_begin[0] == '{', op, ": '", path,
+        "' has a bad header: not a JSON object");
+
+  SafetensorsFile file;
+  if (header.contains("__metadata__")) {
+    const json& meta = header["__metadata__"];
+    check(meta.is_object(), op, ": '", path, "' has a bad header: __metadata__ is not a string map");
+    for (auto& [k, v] : meta.items()) {
+      check(v.is_string(), op, ": '", path, "' has a bad header: __metadata__ entry '", k, "' is not a string");
+      file.metadata[k] = v.get<std::string>();
+    }
+  }
+
+  // Each tensor's entry, then a check that the entries tile the data section exactly.
+  struct Entry { std::string name; DType dtype; Shape shape; uint64_t begin, end; };
+  std::vector<Entry> entries;
+  for (auto& [name, e] : header.items()) {
+    if (name == "__metadata__") continue;
+    auto bad = [&](const char* what) { fail(op, ": '", path, "' has a bad header: tensor '", name, "' ", what); };
+    if (!e.is_object() || !e.contains("dtype") || !e.contains("shape") || !e.contains("data_offsets"))
+      bad("needs dtype, shape and data_offsets");
+    Entry en{name, DType::F32, {}, 0, 0};
+    if (!e["dtype"].is_string() || !parse_dtype(e["dtype"].get<std::string>(), en.dtype))
+      bad("has a dtype skipgrad does not read (F32, F64, I64, I32)");
+    if (!e["shape"].is_array()) bad("has a shape that is not a list");
+    uint64_t numel = 1;
+    for (const json& d : e["shape"]) {
+      if (!d.is_number_unsigned() || d.get<uint64_t>() > (1ull << 40)) bad("has a shape with a bad dimension");
+      en.shape.push_back(d.get<int64_t>());
+      if (__builtin_mul_overflow(numel, d.get<uint64_t>(), &numel)) bad("has a shape too large to exist");
+    }
+    const json& off = e["data_offsets"];
+    if (!off.is_array() || off.size() != 2 || !off[0].is_number_unsigned() || !off[1].is_number_unsigned())
+      bad("has data_offsets that are not two non-negative integers");
+    en.begin = off[0].get<uint64_t>();
+    en.end = off[1].get<uint64_t>();
+    uint64_t nbytes = 0;
+    if (__builtin_mul_overflow(numel, (uint64_t)dtype_size(en.dtype), &nbytes)) bad("has a shape too large to exist");
+    if (en.end < en.begin || en.end - en.begin != nbytes) bad("has data_offsets that do not fit its dtype and shape");
+    entries.push_back(std::move(en));
+  }
+  std::sort(entries.begin(), entries.end(), [](const Entry& a, const Entry& b) {
+    return a.begin != b.begin ? a.begin < b.begin : a.end < b.end;
+  });
+  const uint64_t data_size = size - 8 - header_len;
+  uint64_t expected = 0;
+  for (const Entry& en : entries) {
+    check(en.begin == expected, op, ": '", path, "' has a bad header: tensor '", en.name, "' starts at byte ",
+          en.begin, " of the data, expected ", expected, " (overlap or gap)");
+    expected = en.end;
+  }
+  check(expected <= data_size, op, ": '", path, "' is truncated: the header describes ", expected,
+        " bytes of data, the file holds ", data_size,
+        entries.empty() ? std::string() : "; the last tensor is '" + entries.back().name + "'");
+  check(expected == data_size, op, ": '", path, "' has ", data_size - expected, " unexpected bytes after the last tensor");
+
+  const char* data = header_begin + header_len;
+  if (auto it = file.metadata.find(kChecksumKey); it != file.metadata.end()) {
+    const std::string computed = hex64(fnv1a64(data, data_size));
+    check(computed == it->second, op, ": '", path, "' is corrupted: checksum of the data is ", computed,
+          ", the header says ", it->second);
+  }
+  for (const Entry& en : entries) {
+    Tensor t = Tensor::empty(en.shape, en.dtype, Device::cpu());
+    if (en.end > en.begin) std::memcpy(t.data_ptr(), data + en.begin, en.end - en.begin);
+    file.tensors.emplace_back(en.name, t);
+  }
+  return file;
+}
+
+// ---------------------------------------------------------------- checkpoints
+
+namespace {
+// The model's parameters and buffers, by full name.
+NamedTensors model_tensors(const Module& model) {
+  NamedTensors out = model.named_parameters();
+  for (auto& b : model.named_buffers()) out.push_back(b);
+  return out;
+}
+
+uint64_t parse_u64(const Metadata& meta, const std::string& key, const std::string& path) {
+  const std::string& s = meta.at(key);
+  check(!s.empty() && s.find_first_not_of("0123456789") == std::string::npos, "load_checkpoint", ": '", path,
+        "': metadata '", key, "' is not a non-negative integer: '", s, "'");
+  try {
+    return std::stoull(s);
+  } catch (const std::exception&) {
+    fail("load_checkpoint", ": '", path, "': metadata '", key, "' is out of range: '", s, "'");
+  }
+}
+}  // namespace
+
+void save_checkpoint(const std::string& path, const Module& model, const Optimizer* optimizer, const Metadata& metadata) {
+  Metadata meta;
+  for (auto& [k, v] : metadata) {
+    check(k.rfind("skipgrad.", 0) != 0, "save_checkpoint", ": metadata key '", k, "' is reserved (skipgrad.*)");
+    meta[k] = v;
+  }
+  NamedTensors tensors = model_tensors(model);
+  if (optimizer) {
+    for (auto& [name, t] : optimizer->named_state()) tensors.emplace_back(kOptimPrefix + name, t);
+    meta["skipgrad.optim.kind"] = optimizer->kind();
+    meta["skipgrad.optim.step"] = std::to_string(optimizer->step_count());
+    std::ostringstream lr;
+    lr.precision(17);
+    lr << optimizer->lr();
+    meta["skipgrad.optim.lr"] = lr.str();
+  }
+  meta["skipgrad.rng.seed"] = std::to_string(default_generator().seed());
+  meta["skipgrad.rng.offset"] = std::to_string(default_generator().offset());
+  save_safetensors(path, tensors, meta);
+}
+
+Metadata load_checkpoint(const std::string& path, Module& model, Optimizer* optimizer, bool restore_rng) {
+  const char* op = "load_checkpoint";
+  SafetensorsFile file = load_safetensors(path);
+
+  // Every destination, with the file's tensor for it, checked before anything is copied.
+  NamedTensors dest = model_tensors(model);
+  std::set<std::string> expected;
+  for (auto& [name, t] : dest) expected.insert(name);
+  if (optimizer) {
+    auto kind = file.metadata.find("skipgrad.optim.kind");
+    check(kind != file.metadata.end(), op, ": '", path, "' holds no optimizer state (saved without an optimizer)");
+    check(kind->second == optimizer->kind(), op, ": '", path, "' holds the state of a '", kind->second,
+          "' optimizer, not '", optimizer->kind(), "'");
+    check(file.metadata.count("skipgrad.optim.step") && file.metadata.count("skipgrad.optim.lr"), op, ": '", path,
+          "': optimizer step or lr missing from the metadata");
+    for (auto& [name, t] : optimizer->named_state()) {
+      dest.emplace_back(kOptimPrefix + name, t);
+      expected.insert(kOptimPrefix + name);
+    }
+  }
+  for (auto& [name, t] : file.tensors) {
+    if (!optimizer && name.rfind(kOptimPrefix, 0) == 0) continue;
+    check(expected.count(name), op, ": '", path, "' has tensor '", name, "', which the ",
+          name.rfind(kOptimPrefix, 0) == 0 ? "optimizer" : "model", " does not have");
+  }
+  std::vector<Tensor> sources;
+  for (auto& [name, t] : dest) {
+    Tensor src = file.find(name);
+    check(src.defined(), op, ": '", path, "' has no tensor '", name, "'");
+    check(src.shape() == t.shape(), op, ": '", path, "': tensor '", name, "' has shape ", src.shape(),
+          " in the file but ", t.shape(), " in the ", name.rfind(kOptimPrefix, 0) == 0 ? "optimizer" : "model");
+    check(src.dtype() == t.dtype(), op, ": '", path, "': tensor '", name, "' is ", dtype_name(src.dtype()),
+          " in the file but ", dtype_name(t.dtype()), " in the model");
+    sources.push_back(src);
+  }
+  int64_t step = 0;
+  double lr = 0;
+  if (optimizer) {
+    step = (int64_t)parse_u64(file.metadata, "skipgrad.optim.step", path);
+    const std::string& s = file.metadata.at("skipgrad.optim.lr");
+    char* end = nullptr;
+    lr = std::strtod(s.c_str(), &end);
+    check(!s.empty() && *end == '\0' && std::isfinite(lr) && lr >= 0, op, ": '", path,
+          "': metadata 'skipgrad.optim.lr' is not a learning rate: '", s, "'");
+  }
+  const bool has_rng = file.metadata.count("skipgrad.rng.seed") && file.metadata.count("skipgrad.rng.offset");
+  uint64_t seed = 0, offset = 0;
+  if (restore_rng && has_rng) {
+    seed = parse_u64(file.metadata, "skipgrad.rng.seed", path);
+    offset = parse_u64(file.metadata, "skipgrad.rng.offset", path);
+  }
+
+  // All checks passed: copy in place.
+  NoGradGuard no_grad;
+  for (size_t i = 0; i < dest.size(); i++) dest[i].second.copy_(sources[i]);
+  if (optimizer) {
+    optimizer->set_step_count(step);
+    optimizer->set_lr(lr);
+  }
+  if (restore_rng && has_rng) default_generator().set_state(seed, offset);
+  return file.metadata;
+}
+
+}  // namespace skipgrad::nn

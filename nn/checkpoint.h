@@ -1,0 +1,61 @@
+// Checkpoints as safetensors files (https://github.com/huggingface/safetensors), readable by the Python package.
+//
+// Layout: 8-byte little-endian header length N; N bytes of JSON, {"name": {"dtype": "F32", "shape": [..],
+// "data_offsets": [begin, end]}, ..., "__metadata__": {"key": "value"}}, padded with spaces to 8 bytes; then the
+// raw little-endian data, tensors back to back, offsets relative to the start of the data.
+//
+// What a checkpoint holds:
+//   tensors    the model's parameters and buffers by full name ("enc.0.ffn.fc1.weight"), and with an optimizer
+//              its state as "optim.<slot>.<name>" ("optim.m.enc.0.ffn.fc1.weight")
+//   metadata   "skipgrad.checksum"      FNV-1a 64 of the data section, 16 hex digits
+//              "skipgrad.rng.seed", "skipgrad.rng.offset"   the default generator's state
+//              "skipgrad.optim.kind", "skipgrad.optim.step", "skipgrad.optim.lr"   with an optimizer
+//              plus the caller's entries (e.g. "config": the model config as JSON); "skipgrad." is reserved
+//
+// Writes are atomic: the file is written to a temporary in the same directory, fsync'ed, renamed over the
+// target and the directory fsync'ed, so a crash leaves the old checkpoint or the new one, never a mix.
+// Loads validate everything before touching the model: a truncated file, a bad header, a checksum mismatch,
+// a missing or unexpected tensor, or a shape/dtype that differs from the model's throws skipgrad::Error naming
+// the file and the tensor, and the model (and optimizer, and RNG) are left as they were.
+#pragma once
+#include <cstdint>
+#include <map>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "nn/module.h"
+#include "nn/optim.h"
+#include "tensor/tensor.h"
+
+namespace skipgrad::nn {
+
+using Metadata = std::map<std::string, std::string>;
+
+// ---- checkpoints of a model (and optimizer, step, RNG) ----
+void save_checkpoint(const std::string& path, const Module& model, const Optimizer* optimizer = nullptr,
+                     const Metadata& metadata = {});
+// Copies the file's tensors into the model's parameters and buffers in place (Tensor::copy_); with an
+// optimizer, also its state and step count and learning rate (the file must come from the same kind of
+// optimizer; its other settings, betas or weight decay, are the ones it was constructed with); restores the default generator when restore_rng and the file has its state. Optimizer tensors in
+// the file are ignored when no optimizer is given. Returns the file's metadata (user entries and skipgrad.*).
+Metadata load_checkpoint(const std::string& path, Module& model, Optimizer* optimizer = nullptr,
+                         bool restore_rng = true);
+
+// ---- plain safetensors files ----
+struct SafetensorsFile {
+  NamedTensors tensors;  // cpu tensors, in data order
+  Metadata metadata;
+  // The tensor of that name, or an undefined Tensor.
+  Tensor find(const std::string& name) const;
+};
+// Writes the tensors (any device, any strides; float32/64, int32/64) atomically, adding "skipgrad.checksum".
+void save_safetensors(const std::string& path, const NamedTensors& tensors, const Metadata& metadata = {});
+// Reads and validates a whole file; checks "skipgrad.checksum" when present (files written by other tools
+// have none and load all the same).
+SafetensorsFile load_safetensors(const std::string& path);
+
+// FNV-1a 64-bit hash of a byte range (the checkpoint checksum).
+uint64_t fnv1a64(const void* data, size_t n, uint64_t hash = 0xcbf29ce484222325ull);
+
+}  // namespace skipgrad::nn

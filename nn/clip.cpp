@@ -1,0 +1,78 @@
+#include "nn/clip.h"
+
+#include <cmath>
+
+#include "autograd/ops.h"
+#include "autograd/tape.h"
+#include "backends/backend.h"
+
+namespace skipgrad::nn {
+
+namespace {
+// sum(g^2) as a float64 [1] tensor on g's device (one backend reduction over every dim).
+Tensor sum_of_squares(const Tensor& g) {
+  Tensor out = Tensor::empty(Shape(g.dim(), 1), g.dtype(), g.device());
+  backend_for(g.device()).reduce(ReduceOp::SumSquares, g, std::vector<bool>(g.dim(), true), out);
+  return out.reshape({1}).to(DType::F64);
+}
+
+// The gradients that exist, all on one device.
+std::vector<Tensor> defined_grads(const std::vector<Tensor>& params) {
+  std::vector<Tensor> grads;
+  for (const Tensor& p : params) {
+    check(p.defined(), "clip_grad_norm", ": a parameter is undefined");
+    Tensor g = p.grad();
+    if (!g.defined()) continue;
+    check(is_floating(g.dtype()), "clip_grad_norm", ": gradient must be floating, got ", g.meta_str());
+    check(grads.empty() || g.device() == grads[0].device(), "clip_grad_norm",
+          ": gradients are on different devices: ", grads.empty() ? "" : grads[0].meta_str(), " and ", g.meta_str());
+    grads.push_back(g);
+  }
+  return grads;
+}
+}  // namespace
+
+// total = sqrt(sum_p ||g_p||^2);  g_p *= max_norm / (total + 1e-6) when total > max_norm
+double clip_grad_norm(const std::vector<Tensor>& params, double max_norm) {
+  check(std::isfinite(max_norm) && max_norm >= 0, "clip_grad_norm", ": max_norm must be finite and >= 0, got ",
+        max_norm);
+  NoGradGuard no_grad;
+  std::vector<Tensor> grads = defined_grads(params);
+  if (grads.empty()) return 0.0;
+  std::vector<Tensor> squares;
+  for (const Tensor& g : grads) squares.push_back(sum_of_squares(g));
+  const double total = std::sqrt(sum(concat(squares, 0)).item());  // the one read-back
+  if (max_norm > 0 && std::isfinite(total) && total > max_norm) {
+    const double scale = max_norm / (total + 1e-6);
+    for (Tensor& g : grads) backend_for(g.device()).unary(UnaryOp::MulScalar, g, g, scale);  // in place
+  }
+  return total;
+}
+
+double clip_grad_norm(const std::vector<std::pair<std::string, Tensor>>& named_params, double max_norm) {
+  std::vector<Tensor> params;
+  for (auto& [name, p] : named_params) params.push_back(p);
+  return clip_grad_norm(params, max_norm);
+}
+
+std::vector<std::pair<std::string, double>> grad_norms(const std::vector<std::pair<std::string, Tensor>>& named_params) {
+  NoGradGuard no_grad;
+  std::vector<std::string> names;
+  std::vector<Tensor> squares;
+  for (auto& [name, p] : named_params) {
+    check(p.defined(), "grad_norms", ": parameter '", name, "' is undefined");
+    Tensor g = p.grad();
+    if (!g.defined()) continue;
+    check(squares.empty() || g.device() == squares[0].device(), "grad_norms", ": gradient of '", name, "' is on ",
+          g.device().str(), ", others on ", squares.empty() ? "" : squares[0].device().str());
+    names.push_back(name);
+    squares.push_back(sum_of_squares(g));
+  }
+  std::vector<std::pair<std::string, double>> out;
+  if (squares.empty()) return out;
+  std::vector<double> values = concat(squares, 0).to_vector<double>();  // the one read-back
+  for (size_t i = 0; i < names.size(); i++) out.emplace_back(names[i], std::sqrt(values[i]));
+  return out;
+}
+
+}  // namespace skipgrad::nn

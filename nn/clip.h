@@ -1,0 +1,22 @@
+// Global-norm gradient clipping (torch.nn.utils.clip_grad_norm_) and per-parameter gradient norms.
+#pragma once
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "tensor/tensor.h"
+
+namespace skipgrad::nn {
+
+// total = sqrt(sum over parameters with a gradient of ||grad||^2), computed with device reductions and read
+// back once. When max_norm > 0 and total > max_norm, every gradient is scaled in place by
+// max_norm / (total + 1e-6), as PyTorch does. max_norm == 0 only measures (fairseq's --clip-norm 0).
+// Returns total before clipping. A NaN/Inf total is returned without touching the gradients, so the caller can
+// skip the step (fairseq's overflow check).
+double clip_grad_norm(const std::vector<Tensor>& params, double max_norm);
+double clip_grad_norm(const std::vector<std::pair<std::string, Tensor>>& named_params, double max_norm);
+
+// ||grad||_2 of each parameter that has a gradient, in order, with its name (one read-back for all).
+std::vector<std::pair<std::string, double>> grad_norms(const std::vector<std::pair<std::string, Tensor>>& named_params);
+
+}  // namespace skipgrad::nn

@@ -1,0 +1,211 @@
+#include "nn/layers.h"
+
+#include <cmath>
+#include <vector>
+
+#include "autograd/ops.h"
+#include "autograd/tape.h"
+#include "tensor/random.h"
+
+namespace skipgrad::nn {
+
+// ---------------------------------------------------------------- initialisers
+
+namespace init {
+
+void uniform_(Tensor& t, double low, double high) {
+  t.copy_(Tensor::rand(t.shape(), low, high, t.dtype(), t.device()));
+}
+
+void normal_(Tensor& t, double mean, double std) {
+  t.copy_(Tensor::randn(t.shape(), mean, std, t.dtype(), t.device()));
+}
+
+void trunc_normal_(Tensor& t, double std, double cutoff) {
+  // Draw on the host, redraw the few values outside ±cutoff·std (2.7e-3 of them for cutoff 3).
+  check(cutoff > 0, "trunc_normal_", ": cutoff must be > 0, got ", cutoff);
+  Generator& gen = default_generator();
+  std::vector<double> v(t.numel());
+  for (double& x : v) {
+    do x = std * random_normal01(gen.seed(), gen.advance(1));
+    while (std::abs(x) > cutoff * std);
+  }
+  t.copy_(Tensor::from_vector<double>(v, t.shape()).to(t.dtype()).to(t.device()));
+}
+
+static void fans(const Tensor& t, const char* who, double& fan_in, double& fan_out) {
+  check(t.dim() == 2, who, ": expected a 2-D weight [out, in], got ", t.shape());
+  fan_out = (double)t.size(0);
+  fan_in = (double)t.size(1);
+}
+
+void xavier_uniform_(Tensor& t, double gain) {
+  double fi, fo;
+  fans(t, "xavier_uniform_", fi, fo);
+  const double bound = gain * std::sqrt(6.0 / (fi + fo));
+  uniform_(t, -bound, bound);
+}
+
+void xavier_normal_(Tensor& t, double gain) {
+  double fi, fo;
+  fans(t, "xavier_normal_", fi, fo);
+  normal_(t, 0.0, gain * std::sqrt(2.0 / (fi + fo)));
+}
+
+void constant_(Tensor& t, double value) { t.copy_(Tensor::full({1}, value, t.dtype(), t.device())); }
+
+}  // namespace init
+
+// ---------------------------------------------------------------- Linear
+
+Linear::Linear(int64_t in, int64_t out, bool with_bias) : in_features(in), out_features(out) {
+  check(in > 0 && out > 0, "Linear", ": features must be positive, got in ", in, ", out ", out);
+  weight = register_parameter("weight", Tensor::empty({out, in}));
+  if (with_bias) bias = register_parameter("bias", Tensor::empty({out}));
+  reset_torch_default();
+}
+
+// kaiming_uniform(a=√5) on [out, in] gives bound = sqrt(6 / ((1 + 5)·in)) = 1/√in; bias U(±1/√in).
+void Linear::reset_torch_default() {
+  const double bound = 1.0 / std::sqrt((double)in_features);
+  init::uniform_(weight, -bound, bound);
+  if (bias.defined()) init::uniform_(bias, -bound, bound);
+}
+void Linear::reset_xavier_uniform(double gain) { init::xavier_uniform_(weight, gain); }
+void Linear::reset_xavier_normal(double gain) { init::xavier_normal_(weight, gain); }
+void Linear::reset_trunc_normal(double std, double cutoff) { init::trunc_normal_(weight, std, cutoff); }
+void Linear::zero_bias() {
+  if (bias.defined()) init::constant_(bias, 0.0);
+}
+
+Tensor Linear::forward(const Tensor& x) {
+  Scope s(name());
+  check(x.defined() && x.dim() >= 1 && x.size(-1) == in_features, current_scope().empty() ? "Linear" : current_scope(),
+        ": expected [..., ", in_features, "], got ", x.defined() ? shape_str(x.shape()) : "an undefined tensor");
+  return linear(x, weight, bias);
+}
+
+// ---------------------------------------------------------------- Embedding
+
+Embedding::Embedding(int64_t v, int64_t d, int64_t pad) : vocab(v), dim(d), padding_idx(pad) {
+  check(v > 0 && d > 0, "Embedding", ": vocab and dim must be positive, got ", v, " and ", d);
+  check(pad >= -1 && pad < v, "Embedding", ": padding_idx ", pad, " outside [0, ", v, ") (or -1 for none)");
+  weight = register_parameter("weight", Tensor::empty({v, d}));
+  reset_normal(std::pow((double)d, -0.5));
+}
+
+void Embedding::reset_normal(double std, double cutoff) {
+  if (cutoff > 0) init::trunc_normal_(weight, std, cutoff);
+  else init::normal_(weight, 0.0, std);
+  if (padding_idx >= 0) {
+    Tensor row = weight.detach().select(0, padding_idx);
+    init::constant_(row, 0.0);
+  }
+}
+
+Tensor Embedding::forward(const Tensor& ids) {
+  Scope s(name());
+  return embedding(weight, ids, padding_idx);
+}
+
+// ---------------------------------------------------------------- SinusoidalPositions
+
+SinusoidalPositions::SinusoidalPositions(int64_t d, int64_t max_pos, int64_t pad)
+    : dim(d), max_positions(max_pos), padding_idx(pad) {
+  check(d > 0 && max_pos > 0 && pad >= 0, "SinusoidalPositions", ": need dim > 0, max_positions > 0, padding_idx >= 0; got ",
+        d, ", ", max_pos, ", ", pad);
+  const int64_t rows = max_pos + pad + 1, half = d / 2;
+  const double step = std::log(10000.0) / (double)std::max<int64_t>(half - 1, 1);
+  std::vector<float> v(rows * d, 0.0f);
+  for (int64_t p = 0; p < rows; p++) {
+    if (p == pad) continue;  // the padding row stays zero
+    for (int64_t i = 0; i < half; i++) {
+      const double angle = (double)p * std::exp(-(double)i * step);
+      v[p * d + i] = (float)std::sin(angle);
+      v[p * d + half + i] = (float)std::cos(angle);
+    }
+  }
+  table = register_buffer("table", Tensor::from_vector<float>(v, {rows, d}));
+}
+
+Tensor SinusoidalPositions::forward(const Tensor& ids) {
+  Scope s(name());
+  const std::string who = current_scope().empty() ? "SinusoidalPositions" : current_scope();
+  check(ids.defined() && ids.dim() == 2 && ids.dtype() == DType::I64, who, ": ids must be int64 [B, T], got ",
+        ids.defined() ? ids.meta_str() : "an undefined tensor");
+  // make_positions: non-pad tokens get padding_idx + 1, + 2, ... in order; pad tokens get padding_idx.
+  std::vector<int64_t> tok = ids.to_vector<int64_t>(), pos(tok.size());
+  const int64_t B = ids.size(0), T = ids.size(1);
+  for (int64_t b = 0; b < B; b++) {
+    int64_t count = 0;
+    for (int64_t t = 0; t < T; t++) {
+      const bool real = tok[b * T + t] != padding_idx;
+      count += real;
+      pos[b * T + t] = real ? padding_idx + count : padding_idx;
+    }
+    check(count <= max_positions, who, ": a sequence of ", count, " tokens exceeds max_positions ", max_positions);
+  }
+  return embedding(table, Tensor::from_vector<int64_t>(pos, {B, T}, table.device()));
+}
+
+// ---------------------------------------------------------------- Dropout
+
+Dropout::Dropout(double prob) : p(prob) {
+  check(prob >= 0 && prob < 1, "Dropout", ": p must be in [0, 1), got ", prob);
+}
+
+Tensor Dropout::forward(const Tensor& x) {
+  Scope s(name());
+  return dropout(x, p, is_training());
+}
+
+// ---------------------------------------------------------------- norms
+
+const char* norm_kind_name(NormKind k) { return k == NormKind::LayerNorm ? "layer_norm" : "rms_norm"; }
+
+NormKind parse_norm_kind(const std::string& s) {
+  if (s == "layer_norm" || s == "ln" || s == "layernorm") return NormKind::LayerNorm;
+  if (s == "rms_norm" || s == "rms" || s == "rmsnorm") return NormKind::RMSNorm;
+  fail("parse_norm_kind", ": unknown norm '", s, "'; known: layer_norm, rms_norm");
+}
+
+LayerNorm::LayerNorm(int64_t d, double e, bool affine) : dim(d), eps(e) {
+  check(d > 0 && e > 0, "LayerNorm", ": need dim > 0 and eps > 0, got ", d, " and ", e);
+  if (affine) {
+    weight = register_parameter("weight", Tensor::ones({d}));
+    bias = register_parameter("bias", Tensor::zeros({d}));
+  }
+}
+
+Tensor LayerNorm::forward(const Tensor& x) {
+  Scope s(name());
+  check(x.defined() && x.dim() >= 1 && x.size(-1) == dim, current_scope().empty() ? "LayerNorm" : current_scope(),
+        ": expected [..., ", dim, "], got ", x.defined() ? shape_str(x.shape()) : "an undefined tensor");
+  return layer_norm(x, weight, bias, eps);
+}
+
+RMSNorm::RMSNorm(int64_t d, double e) : dim(d), eps(e) {
+  check(d > 0 && e > 0, "RMSNorm", ": need dim > 0 and eps > 0, got ", d, " and ", e);
+  weight = register_parameter("weight", Tensor::ones({d}));
+}
+
+Tensor RMSNorm::forward(const Tensor& x) {
+  Scope s(name());
+  check(x.defined() && x.dim() >= 1 && x.size(-1) == dim, current_scope().empty() ? "RMSNorm" : current_scope(),
+        ": expected [..., ", dim, "], got ", x.defined() ? shape_str(x.shape()) : "an undefined tensor");
+  return rms_norm(x, weight, eps);
+}
+
+L2Norm::L2Norm(double e) : eps(e) { check(e > 0, "L2Norm", ": eps must be > 0, got ", e); }
+
+Tensor L2Norm::forward(const Tensor& x) {
+  Scope s(name());
+  return l2_norm(x, eps);
+}
+
+std::shared_ptr<Norm> make_norm(NormKind kind, int64_t dim, double eps) {
+  if (kind == NormKind::LayerNorm) return std::make_shared<LayerNorm>(dim, eps);
+  return std::make_shared<RMSNorm>(dim, eps);
+}
+
+}  // namespace skipgrad::nn

@@ -1,0 +1,114 @@
+// Basic layers: Linear, Embedding, SinusoidalPositions, Dropout, LayerNorm, RMSNorm, L2Norm, and the
+// initialisers they use. Each forward opens `Scope s(name())`, so a node reads "enc.0.ffn.fc1.linear".
+#pragma once
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "nn/module.h"
+#include "tensor/tensor.h"
+
+namespace skipgrad::nn {
+
+// ---- initialisers: fill a tensor in place (not recorded), random numbers from the default generator ----
+namespace init {
+void uniform_(Tensor& t, double low, double high);
+void normal_(Tensor& t, double mean, double std);
+// normal(0, std) redrawn until inside ±cutoff·std (Megatron / OLMo "trunc_normal", cutoff 3)
+void trunc_normal_(Tensor& t, double std, double cutoff = 3.0);
+// fan_in = size(1), fan_out = size(0) of a 2-D weight [out, in] (torch's convention)
+void xavier_uniform_(Tensor& t, double gain = 1.0);  // U(±gain·sqrt(6 / (fan_in + fan_out)))
+void xavier_normal_(Tensor& t, double gain = 1.0);   // N(0, gain·sqrt(2 / (fan_in + fan_out)))
+void constant_(Tensor& t, double value);
+}  // namespace init
+
+// y = x Wᵀ + b, W [out, in]. Default init is PyTorch's nn.Linear: kaiming_uniform(a=√5) = U(±1/√in) for W,
+// U(±1/√in) for b. The reset_* methods re-initialise for other schemes.
+class Linear : public Module {
+ public:
+  Linear(int64_t in_features, int64_t out_features, bool bias = true);
+  Tensor forward(const Tensor& x);
+
+  void reset_torch_default();
+  void reset_xavier_uniform(double gain = 1.0);
+  void reset_xavier_normal(double gain = 1.0);
+  void reset_trunc_normal(double std, double cutoff = 3.0);
+  void zero_bias();
+
+  int64_t in_features, out_features;
+  Tensor weight, bias;  // bias undefined when built without one
+};
+
+// Token embedding E [V, d]; fairseq init N(0, d^-0.5) with the padding row zeroed. The √d scaling of fairseq is
+// done by the model, not here. The padding row gets no gradient.
+class Embedding : public Module {
+ public:
+  Embedding(int64_t vocab, int64_t dim, int64_t padding_idx = -1);
+  Tensor forward(const Tensor& ids);  // int64 [...] -> [..., d]
+  void reset_normal(double std, double cutoff = 0);  // cutoff > 0: truncated at ±cutoff·std; pad row zeroed
+  int64_t vocab, dim, padding_idx;
+  Tensor weight;
+};
+
+// fairseq's SinusoidalPositionalEmbedding: table row p = [sin(p·w_0..w_{h-1}), cos(p·w_0..w_{h-1})] with
+// h = d/2, w_i = exp(-i·ln(10000)/(h-1)) (a zero column appended when d is odd), row padding_idx all zero.
+// Positions count non-pad tokens from padding_idx + 1 (fairseq `make_positions`); pad tokens read the zero row.
+// The table (max_positions + padding_idx + 1 rows) is a buffer, not a parameter.
+class SinusoidalPositions : public Module {
+ public:
+  SinusoidalPositions(int64_t dim, int64_t max_positions, int64_t padding_idx);
+  Tensor forward(const Tensor& ids);  // int64 [B, T] -> [B, T, d]
+  int64_t dim, max_positions, padding_idx;
+  Tensor table;
+};
+
+// Inverted dropout with probability p while training; identity in eval mode.
+class Dropout : public Module {
+ public:
+  explicit Dropout(double p);
+  Tensor forward(const Tensor& x);
+  double p;
+};
+
+// ---- norms over the last dim ----
+enum class NormKind { LayerNorm, RMSNorm };
+const char* norm_kind_name(NormKind k);  // "layer_norm", "rms_norm"
+NormKind parse_norm_kind(const std::string& s);
+
+class Norm : public Module {
+ public:
+  using Module::Module;
+  virtual Tensor forward(const Tensor& x) = 0;
+};
+
+// LN(x) = γ ⊙ (x − mean) / sqrt(var + ε) + β; γ = 1, β = 0 at init (affine = false: no γ, β).
+class LayerNorm : public Norm {
+ public:
+  LayerNorm(int64_t dim, double eps = 1e-5, bool affine = true);
+  Tensor forward(const Tensor& x) override;
+  int64_t dim;
+  double eps;
+  Tensor weight, bias;
+};
+
+// RMS(x) = w ⊙ x / sqrt(mean(x²) + ε); w = 1 at init, no bias (OLMo / HybridNorm).
+class RMSNorm : public Norm {
+ public:
+  RMSNorm(int64_t dim, double eps = 1e-6);
+  Tensor forward(const Tensor& x) override;
+  int64_t dim;
+  double eps;
+  Tensor weight;
+};
+
+// x / max(‖x‖₂, ε), no parameters (the QK-norm of Henry et al. 2020).
+class L2Norm : public Norm {
+ public:
+  explicit L2Norm(double eps = 1e-12);
+  Tensor forward(const Tensor& x) override;
+  double eps;
+};
+
+std::shared_ptr<Norm> make_norm(NormKind kind, int64_t dim, double eps);
+
+}  // namespace skipgrad::nn

@@ -1,0 +1,38 @@
+#include "nn/loss.h"
+
+#include "autograd/ops.h"
+#include "autograd/tape.h"
+
+namespace skipgrad::nn {
+
+LabelSmoothedLoss label_smoothed_nll(const Tensor& logits, const Tensor& targets, int64_t pad_id, double eps) {
+  const char* op = "label_smoothed_nll";
+  check(logits.defined() && targets.defined(), op, ": logits or targets undefined");
+  check(is_floating(logits.dtype()), op, ": logits must be floating, got ", logits.meta_str());
+  check(targets.dtype() == DType::I64, op, ": targets must be int64, got ", targets.meta_str());
+  check(logits.dim() >= 2, op, ": logits must be [B, T, V] or [N, V], got ", logits.shape());
+  const Shape lead(logits.shape().begin(), logits.shape().end() - 1);
+  check(targets.shape() == lead, op, ": targets ", targets.shape(), " do not match logits ", logits.shape(),
+        " (expected targets ", lead, ")");
+  check(logits.device() == targets.device(), op, ": logits on ", logits.device().str(), ", targets on ",
+        targets.device().str());
+  const int64_t V = logits.size(-1);
+  check(eps >= 0 && eps < 1, op, ": eps must be in [0, 1), got ", eps);
+  check(eps == 0 || V > 1, op, ": label smoothing needs a vocabulary of at least 2, got V = ", V);
+
+  // fairseq's eps over V-1 wrong classes == PyTorch's smoothing eps * V / (V-1) over all V classes.
+  const double smoothing = eps == 0 ? 0.0 : eps * (double)V / (double)(V - 1);
+  check(smoothing <= 1, op, ": eps must be at most (V-1)/V = ", (double)(V - 1) / (double)V, ", got ", eps);
+  LabelSmoothedLoss out;
+  out.loss = cross_entropy(logits, targets, pad_id, smoothing, Reduction::Mean);
+  NoGradGuard no_grad;
+  // ntokens = N - count(target == pad), counted in float64 on the device (every id compares exactly)
+  Tensor ids = targets.to(DType::F64);
+  Tensor is_pad = eq(ids, Tensor::scalar((double)pad_id, DType::F64, targets.device()));
+  out.ntokens = rsub(sum(is_pad), (double)targets.numel()).to(logits.dtype());
+  out.nll_sum = smoothing == 0 ? mul(out.loss.detach(), out.ntokens)
+                               : cross_entropy(logits, targets, pad_id, 0.0, Reduction::Sum);
+  return out;
+}
+
+}  // namespace skipgrad::nn

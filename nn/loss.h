@@ -1,0 +1,24 @@
+// Label-smoothed cross-entropy over non-padding tokens, as fairseq's label_smoothed_cross_entropy criterion.
+#pragma once
+#include <cstdint>
+
+#include "tensor/tensor.h"
+
+namespace skipgrad::nn {
+
+struct LabelSmoothedLoss {
+  Tensor loss;     // mean label-smoothed loss over non-pad tokens: a differentiable scalar, backward() this
+  Tensor nll_sum;  // sum over non-pad tokens of -log p(target): a scalar, not differentiable (for reporting)
+  Tensor ntokens;  // number of non-pad tokens, as a scalar of the logits' dtype and device
+};
+
+// logits [B, T, V] (or [N, V]), targets int64 [B, T] (or [N]); tokens whose target is pad_id are ignored.
+// fairseq's label_smoothed_nll_loss (epsilon spread over the V-1 wrong classes):
+//   loss_i = (1 - eps - eps/(V-1)) * nll_i + eps/(V-1) * sum_j -log p_j
+// which is PyTorch's cross_entropy(label_smoothing = eps * V / (V-1)); to get PyTorch's convention for a
+// smoothing s instead, pass eps = s * (V-1) / V. fairseq reports loss and nll per token (in base 2):
+// nll_sum / ntokens / ln 2. Nothing is read back from the device. With eps > 0 the nll takes a second,
+// unrecorded cross-entropy pass over the logits. A batch of only padding gives loss 0 and ntokens 0.
+LabelSmoothedLoss label_smoothed_nll(const Tensor& logits, const Tensor& targets, int64_t pad_id, double eps);
+
+}  // namespace skipgrad::nn

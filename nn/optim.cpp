@@ -1,0 +1,132 @@
+#include "nn/optim.h"
+
+#include <cmath>
+#include <set>
+
+#include "autograd/ops.h"
+#include "autograd/tape.h"
+#include "backends/backend.h"
+
+namespace skipgrad::nn {
+
+bool is_norm_or_bias(const std::string& name, const Tensor& param) {
+  const std::string suffix = ".bias";
+  bool bias = name == "bias" ||
+              (name.size() > suffix.size() && name.compare(name.size() - suffix.size(), suffix.size(), suffix) == 0);
+  return bias || param.dim() <= 1;
+}
+
+// ---------------------------------------------------------------- Optimizer
+
+Optimizer::Optimizer(NamedTensors params, double lr, std::vector<std::string> slots, bool no_decay_on_norms_and_biases)
+    : params_(std::move(params)), slots_(std::move(slots)), lr_(lr) {
+  check(std::isfinite(lr) && lr >= 0, "optimizer", ": learning rate must be finite and >= 0, got ", lr);
+  std::set<std::string> names;
+  std::set<const TensorImpl*> impls;
+  for (auto& [name, p] : params_) {
+    check(p.defined(), "optimizer", ": parameter '", name, "' is undefined");
+    check(is_floating(p.dtype()), "optimizer", ": parameter '", name, "' must be floating, got ", p.meta_str());
+    check(names.insert(name).second, "optimizer", ": parameter name '", name, "' given twice");
+    check(impls.insert(&p.impl()).second, "optimizer", ": parameter '", name, "' is the same tensor as another one");
+    std::vector<Tensor> st;
+    for (size_t s = 0; s < slots_.size(); s++) st.push_back(Tensor::zeros(p.shape(), p.dtype(), p.device()));
+    state_.push_back(std::move(st));
+    decays_.push_back(!(no_decay_on_norms_and_biases && is_norm_or_bias(name, p)));
+  }
+}
+
+void Optimizer::step() {
+  NoGradGuard no_grad;
+  for (size_t i = 0; i < params_.size(); i++) {
+    Tensor& p = params_[i].second;
+    Tensor g = p.grad();
+    if (!g.defined()) continue;
+    check(g.shape() == p.shape() && g.dtype() == p.dtype() && g.device() == p.device(), kind(), ".step",
+          ": gradient ", g.meta_str(), " of '", params_[i].first, "' does not match the parameter ", p.meta_str());
+    // The state follows a parameter that was moved or cast after the optimizer was made.
+    for (Tensor& s : state_[i])
+      if (s.device() != p.device() || s.dtype() != p.dtype()) s = s.to(p.dtype()).to(p.device());
+    update(i, p, g, state_[i]);
+  }
+  steps_++;
+}
+
+void Optimizer::zero_grad() {
+  for (auto& [name, p] : params_) p.zero_grad();
+}
+
+void Optimizer::set_lr(double lr) {
+  check(std::isfinite(lr) && lr >= 0, kind(), ".set_lr", ": learning rate must be finite and >= 0, got ", lr);
+  lr_ = lr;
+}
+
+void Optimizer::set_step_count(int64_t steps) {
+  check(steps >= 0, kind(), ".set_step_count", ": step count must be >= 0, got ", steps);
+  steps_ = steps;
+}
+
+std::vector<Tensor> Optimizer::params() const {
+  std::vector<Tensor> out;
+  for (auto& [name, p] : params_) out.push_back(p);
+  return out;
+}
+
+NamedTensors Optimizer::named_state() const {
+  NamedTensors out;
+  for (size_t s = 0; s < slots_.size(); s++)
+    for (size_t i = 0; i < params_.size(); i++) out.emplace_back(slots_[s] + "." + params_[i].first, state_[i][s]);
+  return out;
+}
+
+// ---------------------------------------------------------------- SGD
+
+SGD::SGD(NamedTensors params, const SGDOptions& o)
+    : Optimizer(std::move(params), o.lr, o.momentum > 0 ? std::vector<std::string>{"momentum"}
+                                                       : std::vector<std::string>{},
+                o.no_decay_on_norms_and_biases),
+      opt_(o) {
+  check(std::isfinite(o.momentum) && o.momentum >= 0, "sgd", ": momentum must be >= 0, got ", o.momentum);
+  check(std::isfinite(o.weight_decay) && o.weight_decay >= 0, "sgd", ": weight_decay must be >= 0, got ",
+        o.weight_decay);
+  check(!o.nesterov || o.momentum > 0, "sgd", ": nesterov needs momentum > 0");
+}
+
+// g = grad + wd p;  buf = momentum buf + g;  d = nesterov ? g + momentum buf : buf;  p -= lr d
+// (torch.optim.SGD with dampening 0: its first-step buf = g equals momentum * 0 + g.)
+void SGD::update(size_t i, Tensor& param, const Tensor& grad, std::vector<Tensor>& state) {
+  Tensor g = grad;
+  if (opt_.weight_decay != 0 && decays(i)) g = add(g, mul(param, opt_.weight_decay));
+  Tensor d = g;
+  if (opt_.momentum > 0) {
+    Tensor& buf = state[0];
+    buf.copy_(add(mul(buf, opt_.momentum), g));
+    d = opt_.nesterov ? add(g, mul(buf, opt_.momentum)) : buf;
+  }
+  param.copy_(sub(param, mul(d, lr_)));
+}
+
+// ---------------------------------------------------------------- Adam / AdamW
+
+Adam::Adam(NamedTensors params, const AdamOptions& o) : Adam(std::move(params), o, false) {}
+
+Adam::Adam(NamedTensors params, const AdamOptions& o, bool decoupled)
+    : Optimizer(std::move(params), o.lr, {"m", "v"}, o.no_decay_on_norms_and_biases), opt_(o), decoupled_(decoupled) {
+  const char* name = decoupled ? "adamw" : "adam";
+  check(o.beta1 >= 0 && o.beta1 < 1, name, ": beta1 must be in [0, 1), got ", o.beta1);
+  check(o.beta2 >= 0 && o.beta2 < 1, name, ": beta2 must be in [0, 1), got ", o.beta2);
+  check(std::isfinite(o.eps) && o.eps >= 0, name, ": eps must be >= 0, got ", o.eps);
+  check(std::isfinite(o.weight_decay) && o.weight_decay >= 0, name, ": weight_decay must be >= 0, got ",
+        o.weight_decay);
+}
+
+// One fused kernel per parameter (see Backend::adam_update for the formula); all four tensors contiguous.
+void Adam::update(size_t i, Tensor& param, const Tensor& grad, std::vector<Tensor>& state) {
+  const double wd = decays(i) ? opt_.weight_decay : 0.0;
+  Tensor g = grad.is_contiguous() ? grad : grad.contiguous();
+  Tensor p = param.is_contiguous() ? param : param.contiguous();  // a strided parameter is updated via a copy
+  backend_for(p.device())
+      .adam_update(p, g, state[0], state[1], lr_, opt_.beta1, opt_.beta2, opt_.eps, wd, decoupled_, steps_ + 1);
+  if (!param.is_contiguous()) param.copy_(p);
+}
+
+}  // namespace skipgrad::nn

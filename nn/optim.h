@@ -1,0 +1,140 @@
+// Optimizers over a model's named parameters: SGD (momentum, Nesterov), Adam and AdamW.
+//
+//   auto opt = nn::AdamW(model.named_parameters(), {.lr = 5e-4, .beta2 = 0.98, .weight_decay = 0.01,
+//                                                   .no_decay_on_norms_and_biases = true});
+//   for (...) {
+//     opt.zero_grad();
+//     Tensor loss = ...;  loss.backward();
+//     nn::clip_grad_norm(opt.params(), 1.0);
+//     opt.set_lr(schedule.lr(opt.step_count()));
+//     opt.step();
+//   }
+//
+// Gradient accumulation: backward() adds into each parameter's .grad, so several backward passes before one
+// step() sum their gradients. To make k micro-batches equal one big batch, scale each micro-batch loss so that
+// the sum is the big batch's loss: with a mean loss over equal-sized micro-batches, backward `loss / k`; with
+// token-weighted means (label_smoothed_nll), backward `loss * ntokens_micro / ntokens_total`. Then clip and
+// step once, and zero_grad() before the next accumulation starts:
+//
+//   opt.zero_grad();
+//   for (int i = 0; i < k; i++) (loss_of(micro_batch[i]) * (1.0 / k)).backward();
+//   opt.step();
+//
+// State: every parameter has its state tensors (momentum buffer; Adam's m and v) allocated as zeros when the
+// optimizer is made, on the parameter's device and dtype, so a checkpoint always holds the same names
+// ("m.enc.0.ffn.fc1.weight"). Make the optimizer after Module::to(device/dtype); if a parameter moves later,
+// its state follows at the next step. Parameters with no gradient are skipped by step() (state unchanged).
+// The step count is the number of step() calls; Adam's bias correction uses it (PyTorch counts per parameter,
+// which differs only for parameters that had no gradient at some steps).
+#pragma once
+#include <cstdint>
+#include <map>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "tensor/tensor.h"
+
+namespace skipgrad::nn {
+
+using NamedTensors = std::vector<std::pair<std::string, Tensor>>;
+
+class Optimizer {
+ public:
+  virtual ~Optimizer() = default;
+  Optimizer(const Optimizer&) = delete;
+  Optimizer& operator=(const Optimizer&) = delete;
+
+  // Updates every parameter that has a gradient, then counts the step.
+  void step();
+  // Drops every parameter's gradient (PyTorch's set_to_none).
+  void zero_grad();
+
+  double lr() const { return lr_; }
+  void set_lr(double lr);
+  int64_t step_count() const { return steps_; }
+  void set_step_count(int64_t steps);
+
+  virtual const char* kind() const = 0;  // "sgd", "adam", "adamw": checkpoints check it on load
+  const NamedTensors& named_params() const { return params_; }
+  std::vector<Tensor> params() const;
+  // Whether weight decay applies to parameter i (false for norms and biases when so configured).
+  bool decays(size_t i) const { return decays_[i]; }
+
+  // Named state tensors, "<slot>.<parameter name>" ("m.enc.0.weight", "v.enc.0.weight", "momentum.w"); the
+  // tensors are the live state, so a checkpoint loader copies into them in place.
+  NamedTensors named_state() const;
+
+ protected:
+  // slots: the state tensors each parameter gets ("m", "v"), all zeros of the parameter's shape.
+  Optimizer(NamedTensors params, double lr, std::vector<std::string> slots, bool no_decay_on_norms_and_biases);
+  // Updates parameter i (its gradient is defined) with its state tensors state_[i][slot]; steps_ is the count
+  // of earlier steps, so the current step is steps_ + 1.
+  virtual void update(size_t i, Tensor& param, const Tensor& grad, std::vector<Tensor>& state) = 0;
+
+  NamedTensors params_;
+  std::vector<std::string> slots_;
+  std::vector<std::vector<Tensor>> state_;  // [param][slot]
+  std::vector<bool> decays_;
+  double lr_;
+  int64_t steps_ = 0;
+};
+
+// ---- SGD, as torch.optim.SGD without dampening ----
+//   g = grad + wd p;  buf = momentum buf + g;  g = nesterov ? g + momentum buf : buf  (when momentum > 0);
+//   p -= lr g
+struct SGDOptions {
+  double lr = 0.01;
+  double momentum = 0;
+  bool nesterov = false;
+  double weight_decay = 0;
+  bool no_decay_on_norms_and_biases = false;  // skip decay where is_norm_or_bias()
+};
+class SGD : public Optimizer {
+ public:
+  SGD(NamedTensors params, const SGDOptions& options = {});
+  const char* kind() const override { return "sgd"; }
+  const SGDOptions& options() const { return opt_; }
+
+ protected:
+  void update(size_t i, Tensor& param, const Tensor& grad, std::vector<Tensor>& state) override;
+
+ private:
+  SGDOptions opt_;
+};
+
+// ---- Adam and AdamW, as torch.optim.Adam / AdamW (one fused backend kernel per parameter) ----
+// t = step count, g = grad (+ wd p for Adam; AdamW instead decays p *= 1 - lr wd first):
+//   m = b1 m + (1-b1) g;  v = b2 v + (1-b2) g^2;
+//   p -= lr / (1 - b1^t) * m / (sqrt(v) / sqrt(1 - b2^t) + eps)
+struct AdamOptions {
+  double lr = 1e-3;
+  double beta1 = 0.9, beta2 = 0.999;
+  double eps = 1e-8;
+  double weight_decay = 0;  // PyTorch's AdamW default is 1e-2: pass it explicitly
+  bool no_decay_on_norms_and_biases = false;  // skip decay where is_norm_or_bias()
+};
+class Adam : public Optimizer {
+ public:
+  Adam(NamedTensors params, const AdamOptions& options = {});
+  const char* kind() const override { return decoupled_ ? "adamw" : "adam"; }
+  const AdamOptions& options() const { return opt_; }
+
+ protected:
+  Adam(NamedTensors params, const AdamOptions& options, bool decoupled);
+  void update(size_t i, Tensor& param, const Tensor& grad, std::vector<Tensor>& state) override;
+
+ private:
+  AdamOptions opt_;
+  bool decoupled_;
+};
+class AdamW : public Adam {
+ public:
+  AdamW(NamedTensors params, const AdamOptions& options = {}) : Adam(std::move(params), options, true) {}
+};
+
+// Whether a parameter is exempt from weight decay under no_decay_on_norms_and_biases: its name is "bias" or
+// ends in ".bias", or it is 1-D (norm gains, biases) or 0-D (scalar gates such as ReZero's alpha).
+bool is_norm_or_bias(const std::string& name, const Tensor& param);
+
+}  // namespace skipgrad::nn

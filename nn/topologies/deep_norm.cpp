@@ -1,0 +1,59 @@
+// DeepNorm (DeepNet, Wang et al. 2022): Post-LN with an up-weighted identity and a down-scaled init.
+// TOPOLOGIES.md §5.1.
+//
+//   every sublayer G (SA, [CA,] F), encoder and decoder:   x ← LN( α·x + D(G(x)) )          no final norm
+//   encoder-decoder constants (paper / xformers `get_deepnorm_coefficients`, Transformer-Clinic L108-118):
+//       encoder: α = 0.81·(N⁴M)^{1/16},  β = 0.87·(N⁴M)^{-1/16}
+//       decoder: α = (3M)^{1/4},          β = (12M)^{-1/4}
+//   init: xavier_normal(gain β) for fc1, fc2, v_proj, out_proj; xavier_normal(gain 1) for q_proj, k_proj.
+// We take the paper/xformers constants, not torchscale's (which divides the default xavier_uniform init by
+// (N⁴M)^{1/16}/1.15). The β-init is part of the topology; cfg.init = SmallInit overrides it.
+#include "autograd/ops.h"
+#include "autograd/tape.h"
+#include "nn/topology.h"
+
+namespace skipgrad::nn {
+namespace {
+
+class DeepNormLayer : public Layer {
+ public:
+  DeepNormLayer(const TransformerConfig& cfg, Side side, int64_t index) : Layer(cfg, side, index) {
+    const DeepNormCoefficients c = deepnorm_coefficients(cfg.enc_layers, cfg.dec_layers, side);
+    alpha = c.alpha;
+    deepnorm_init(*this, c.beta);
+    self_attn_norm = add_norm("self_attn_norm");
+    if (is_decoder()) cross_attn_norm = add_norm("cross_attn_norm");
+    ffn_norm = add_norm("ffn_norm");
+  }
+
+ protected:
+  Stream apply(const Stream& in, const LayerInputs& ctx) override {
+    Tensor x = in.x;
+    x = self_attn_norm->forward(residual_add("self_attn", up(x), D("self_attn", SA(x, ctx))));
+    if (is_decoder()) x = cross_attn_norm->forward(residual_add("cross_attn", up(x), D("cross_attn", CA(x, ctx))));
+    x = ffn_norm->forward(residual_add("ffn", up(x), D("ffn", F(x))));
+    return {x, Tensor()};
+  }
+
+ private:
+  Tensor up(const Tensor& x) { return mul(x, alpha); }  // α·x
+
+  double alpha;
+  std::shared_ptr<Norm> self_attn_norm, cross_attn_norm, ffn_norm;
+};
+
+class DeepNorm : public Topology {
+ public:
+  std::string name() const override { return "deep_norm"; }
+
+ protected:
+  std::shared_ptr<Layer> make_layer(const TransformerConfig& cfg, Side side, int64_t index) override {
+    return std::make_shared<DeepNormLayer>(cfg, side, index);
+  }
+};
+
+}  // namespace
+
+std::unique_ptr<Topology> make_topology_deep_norm() { return std::make_unique<DeepNorm>(); }
+
+}  // namespace skipgrad::nn

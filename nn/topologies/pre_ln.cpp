@@ -1,0 +1,49 @@
+// Pre-LN (Xiong et al. 2020; fairseq `normalize_before = True`). TOPOLOGIES.md §2.
+//
+//   encoder:  h  = x  + D(SA(LN_sa(x)))                decoder:  h1 = x  + D(SA_causal(LN_sa(x)))
+//             y  = h  + D(F(LN_ff(h)))                           h2 = h1 + D(CA(LN_ca(h1), enc))
+//                                                                y  = h2 + D(F(LN_ff(h2)))
+//   Final LN on both stacks: enc = LN_enc_final(x_N), features = LN_dec_final(y_M).
+// Source: fairseq/modules/transformer_layer.py (`if self.normalize_before:` branches), transformer_encoder.py /
+// transformer_decoder.py (`self.layer_norm`).
+#include "nn/topology.h"
+
+namespace skipgrad::nn {
+namespace {
+
+class PreLNLayer : public Layer {
+ public:
+  PreLNLayer(const TransformerConfig& cfg, Side side, int64_t index) : Layer(cfg, side, index) {
+    self_attn_norm = add_norm("self_attn_norm");
+    if (is_decoder()) cross_attn_norm = add_norm("cross_attn_norm");
+    ffn_norm = add_norm("ffn_norm");
+  }
+
+ protected:
+  Stream apply(const Stream& in, const LayerInputs& ctx) override {
+    Tensor x = in.x;
+    x = residual_add("self_attn", x, D("self_attn", SA(self_attn_norm->forward(x), ctx)));
+    if (is_decoder()) x = residual_add("cross_attn", x, D("cross_attn", CA(cross_attn_norm->forward(x), ctx)));
+    x = residual_add("ffn", x, D("ffn", F(ffn_norm->forward(x))));
+    return {x, Tensor()};
+  }
+
+ private:
+  std::shared_ptr<Norm> self_attn_norm, cross_attn_norm, ffn_norm;
+};
+
+class PreLN : public FinalNormTopology {
+ public:
+  std::string name() const override { return "pre_ln"; }
+
+ protected:
+  std::shared_ptr<Layer> make_layer(const TransformerConfig& cfg, Side side, int64_t index) override {
+    return std::make_shared<PreLNLayer>(cfg, side, index);
+  }
+};
+
+}  // namespace
+
+std::unique_ptr<Topology> make_topology_pre_ln() { return std::make_unique<PreLN>(); }
+
+}  // namespace skipgrad::nn

@@ -1,0 +1,153 @@
+#include "nn/topology.h"
+
+#include <cmath>
+
+#include "autograd/ops.h"
+#include "autograd/tape.h"
+
+namespace skipgrad::nn {
+
+// ---------------------------------------------------------------- config
+
+const char* init_scheme_name(InitScheme s) {
+  switch (s) {
+    case InitScheme::Fairseq: return "fairseq";
+    case InitScheme::SmallInit: return "small_init";
+    case InitScheme::DeepNorm: return "deep_norm";
+  }
+  return "?";
+}
+
+InitScheme parse_init_scheme(const std::string& s) {
+  if (s == "fairseq") return InitScheme::Fairseq;
+  if (s == "small_init" || s == "smallinit") return InitScheme::SmallInit;
+  if (s == "deep_norm" || s == "deepnorm") return InitScheme::DeepNorm;
+  fail("parse_init_scheme", ": unknown init scheme '", s, "'; known: fairseq, small_init, deep_norm");
+}
+
+void TransformerConfig::validate() const {
+  const char* who = "TransformerConfig";
+  check(vocab > 0, who, ": vocab must be positive, got ", vocab);
+  check(d_model > 0 && heads > 0 && d_model % heads == 0, who, ": d_model ", d_model,
+        " must be a positive multiple of heads ", heads);
+  check(d_ff > 0, who, ": d_ff must be positive, got ", d_ff);
+  check(enc_layers >= 1 && dec_layers >= 1, who, ": need at least one encoder and one decoder layer, got ",
+        enc_layers, " and ", dec_layers);
+  for (auto [name, p] : {std::pair{"dropout", dropout}, {"attn_dropout", attn_dropout}, {"act_dropout", act_dropout}})
+    check(p >= 0 && p < 1, who, ": ", name, " must be in [0, 1), got ", p);
+  check(norm_eps > 0, who, ": norm_eps must be > 0, got ", norm_eps);
+  check(resi_dual_scale > 0 && std::isfinite(resi_dual_scale), who, ": resi_dual_scale must be > 0, got ",
+        resi_dual_scale);
+  check(mixln_post_layers >= -1, who, ": mixln_post_layers must be >= 0 (or -1 for floor(L/4)), got ",
+        mixln_post_layers);
+  check(max_positions > 0, who, ": max_positions must be positive, got ", max_positions);
+  check(pad_id >= 0 && pad_id < vocab, who, ": pad_id ", pad_id, " outside the vocabulary [0, ", vocab, ")");
+}
+
+// ---------------------------------------------------------------- Layer
+
+Layer::Layer(const TransformerConfig& c, Side s, int64_t i, HeadNormTargets head_norm, HeadNormKind head_norm_kind)
+    : cfg(c), side(s), index(i) {
+  AttentionConfig a;
+  a.d_model = c.d_model;
+  a.heads = c.heads;
+  a.attn_dropout = c.attn_dropout;
+  a.head_norm = head_norm;
+  a.head_norm_kind = head_norm_kind;
+  a.head_norm_eps = c.norm_eps;
+  self_attn = register_module("self_attn", std::make_shared<MultiHeadAttention>(a));
+  if (s == Side::Decoder) cross_attn = register_module("cross_attn", std::make_shared<MultiHeadAttention>(a));
+  ffn = register_module("ffn", std::make_shared<FeedForward>(c.d_model, c.d_ff, c.activation, c.act_dropout));
+}
+
+Layer::Layer(const TransformerConfig& c, Side s, int64_t i) : Layer(c, s, i, c.qk_norm, c.qk_norm_kind) {}
+
+Stream Layer::forward(const Stream& in, const LayerInputs& ctx) {
+  Scope s(name());
+  const int64_t d = cfg.d_model;
+  check(in.x.defined() && in.x.dim() == 3 && in.x.size(2) == d, current_scope(), ": expected [B,T,", d, "], got ",
+        in.x.defined() ? shape_str(in.x.shape()) : "an undefined stream");
+  check(!is_decoder() || (ctx.memory.defined() && ctx.memory.dim() == 3 && ctx.memory.size(2) == d), current_scope(),
+        ": a decoder layer needs the encoder output [B,S,", d, "], got ",
+        ctx.memory.defined() ? shape_str(ctx.memory.shape()) : "none");
+  return apply(in, ctx);
+}
+
+Tensor Layer::SA(const Tensor& x, const LayerInputs& ctx) {
+  return self_attn->forward(x, x, ctx.self_pad_mask, ctx.causal);
+}
+
+Tensor Layer::CA(const Tensor& x, const LayerInputs& ctx) {
+  return cross_attn->forward(x, ctx.memory, ctx.memory_pad_mask, false);
+}
+
+Tensor Layer::F(const Tensor& x) { return ffn->forward(x); }
+
+Tensor Layer::D(const char* sublayer, const Tensor& o) {
+  Scope s(sublayer);
+  return dropout(o, cfg.dropout, is_training());
+}
+
+Tensor Layer::residual_add(const char* sublayer, const Tensor& a, const Tensor& b) {
+  Scope s(sublayer);
+  Tensor y = add(a, b);
+  y.named("residual_add");
+  return y;
+}
+
+std::shared_ptr<Norm> Layer::add_norm(const std::string& n) {
+  return register_module(n, make_norm(cfg.norm, cfg.d_model, cfg.norm_eps));
+}
+
+// ---------------------------------------------------------------- FinalNormTopology
+
+std::vector<NamedModule> FinalNormTopology::make_stack_modules(const TransformerConfig& cfg, Side side) {
+  auto& norm = final_norm_[side == Side::Encoder ? 0 : 1];
+  norm = make_norm(cfg.norm, cfg.d_model, cfg.norm_eps);
+  return {{"final_norm", norm}};
+}
+
+Tensor FinalNormTopology::end_stack(const Stream& s, Side side) {
+  return final_norm_[side == Side::Encoder ? 0 : 1]->forward(s.x);
+}
+
+// ---------------------------------------------------------------- init schemes
+
+DeepNormCoefficients deepnorm_coefficients(int64_t N, int64_t M, Side side) {
+  check(N >= 1 && M >= 1, "deepnorm_coefficients", ": need N, M >= 1, got ", N, " and ", M);
+  const double n4m = std::pow((double)N, 4.0) * (double)M;
+  if (side == Side::Encoder) return {0.81 * std::pow(n4m, 1.0 / 16), 0.87 * std::pow(n4m, -1.0 / 16)};
+  return {std::pow(3.0 * M, 0.25), std::pow(12.0 * M, -0.25)};
+}
+
+void deepnorm_init(Layer& layer, double beta) {
+  for (auto& attn : {layer.self_attn, layer.cross_attn}) {
+    if (!attn) continue;
+    attn->q_proj->reset_xavier_normal(1.0);
+    attn->k_proj->reset_xavier_normal(1.0);
+    attn->v_proj->reset_xavier_normal(beta);
+    attn->out_proj->reset_xavier_normal(beta);
+  }
+  layer.ffn->fc1->reset_xavier_normal(beta);
+  layer.ffn->fc2->reset_xavier_normal(beta);
+}
+
+void small_init(Layer& layer, int64_t stack_layers) {
+  const double sigma = std::sqrt(2.0 / (5.0 * (double)layer.cfg.d_model));
+  const double sigma_out = sigma / std::sqrt(2.0 * (double)stack_layers);
+  auto set = [](const std::shared_ptr<Linear>& lin, double std) {
+    lin->reset_trunc_normal(std, 3.0);
+    lin->zero_bias();
+  };
+  for (auto& attn : {layer.self_attn, layer.cross_attn}) {
+    if (!attn) continue;
+    set(attn->q_proj, sigma);
+    set(attn->k_proj, sigma);
+    set(attn->v_proj, sigma);
+    set(attn->out_proj, sigma_out);
+  }
+  set(layer.ffn->fc1, sigma);
+  set(layer.ffn->fc2, sigma_out);
+}
+
+}  // namespace skipgrad::nn

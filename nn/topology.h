@@ -1,0 +1,178 @@
+// The residual / normalization topology of a Transformer, as one choice among many.
+//
+// A topology decides (1) how a layer combines its sublayers (self-attention SA, cross-attention CA in the decoder,
+// feed-forward F) with residual adds and norms, and (2) what happens at the two ends of each stack (a dual stream
+// that starts from the embedding, final norms). Each topology is one small file in nn/topologies/ that reads like
+// its equations in /work/shared/TOPOLOGIES.md; the registry (nn/topologies/registry.cpp) maps its name to it.
+//
+//   TransformerConfig cfg;  cfg.topology = Topology::ResiDual;   // or "resi_dual" from the command line
+//
+// Node names: every residual add is named "residual_add" in the scope of its sublayer ("enc.3.ffn.residual_add"),
+// ResiDual's dual-stream adds "dual_add", so a graph dump shows them.
+#pragma once
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "nn/attention.h"
+#include "nn/layers.h"
+
+namespace skipgrad::nn {
+
+enum class InitScheme { Fairseq, SmallInit, DeepNorm };
+const char* init_scheme_name(InitScheme s);  // "fairseq", "small_init", "deep_norm"
+InitScheme parse_init_scheme(const std::string& s);
+
+struct TransformerConfig {
+  int64_t vocab = 0;
+  int64_t d_model = 256, heads = 4, d_ff = 1024;
+  int64_t enc_layers = 6, dec_layers = 6;
+  double dropout = 0.1;       // D: residual dropout on every sublayer output (and on the embeddings)
+  double attn_dropout = 0.0;  // D_att on attention probabilities
+  double act_dropout = 0.0;   // D_act after the FFN activation
+  NormKind norm = NormKind::LayerNorm;
+  double norm_eps = 1e-5;
+  Activation activation = Activation::ReLU;
+  std::string topology = "pre_ln";  // a name from topology_names()
+  // Per-head Q/K(/V) norms for every attention (QK-norm ablations). HybridNorm always uses QKV.
+  HeadNormTargets qk_norm = HeadNormTargets::None;
+  HeadNormKind qk_norm_kind = HeadNormKind::RMSNorm;  // HybridNorm uses the kind of `norm` instead
+  double resi_dual_scale = 1.0;     // ResiDual's s (enc/dec_res_input_norm_scale); LN makes it a pure range knob
+  int64_t mixln_post_layers = -1;   // Mix-LN: first k layers of each stack Post-LN; -1: floor(L/4)
+  InitScheme init = InitScheme::Fairseq;
+  bool share_embeddings = true;     // one table for source, target and output (fairseq share_all_embeddings)
+  bool tie_output = true;           // when not sharing all: target embedding = output projection
+  int64_t max_positions = 1024;
+  int64_t pad_id = 1;               // fairseq's padding index
+
+  // Throws an Error naming the first bad field.
+  void validate() const;
+};
+
+enum class Side { Encoder, Decoder };
+inline const char* side_name(Side s) { return s == Side::Encoder ? "enc" : "dec"; }
+
+// The residual stream(s) between layers. `dual` is ResiDual's x_d; undefined for every other topology.
+struct Stream {
+  Tensor x;
+  Tensor dual;
+};
+
+// What a layer reads besides its stream.
+struct LayerInputs {
+  Tensor self_pad_mask;    // [B, T], nonzero = padding key (may be undefined)
+  bool causal = false;     // decoder self-attention
+  Tensor memory;           // decoder: the encoder output [B, S, d]; undefined in the encoder
+  Tensor memory_pad_mask;  // [B, S]
+};
+
+// One encoder or decoder layer. The base owns the sublayers every topology has (self_attn, cross_attn in the
+// decoder, ffn); a topology adds its norms and writes apply(), the layer's equations.
+class Layer : public Module {
+ public:
+  Layer(const TransformerConfig& cfg, Side side, int64_t index, HeadNormTargets head_norm,
+        HeadNormKind head_norm_kind);
+  Layer(const TransformerConfig& cfg, Side side, int64_t index);  // head norms from cfg.qk_norm
+  // Opens the layer's scope, checks the stream, runs apply().
+  Stream forward(const Stream& in, const LayerInputs& ctx);
+
+  bool is_decoder() const { return side == Side::Decoder; }
+  TransformerConfig cfg;
+  Side side;
+  int64_t index;
+  std::shared_ptr<MultiHeadAttention> self_attn, cross_attn;  // cross_attn is null in the encoder
+  std::shared_ptr<FeedForward> ffn;
+
+ protected:
+  virtual Stream apply(const Stream& in, const LayerInputs& ctx) = 0;
+
+  // The sublayer functions (their outputs before dropout).
+  Tensor SA(const Tensor& x, const LayerInputs& ctx);  // self-attention, causal in the decoder
+  Tensor CA(const Tensor& x, const LayerInputs& ctx);  // queries x, keys/values the encoder output
+  Tensor F(const Tensor& x);                           // feed-forward
+  // D(o): residual dropout, recorded in the sublayer's scope.
+  Tensor D(const char* sublayer, const Tensor& o);
+  // a + b, named "<scope>.<sublayer>.residual_add".
+  Tensor residual_add(const char* sublayer, const Tensor& a, const Tensor& b);
+  // A norm of cfg's kind over d_model, registered under `name`.
+  std::shared_ptr<Norm> add_norm(const std::string& name);
+};
+
+using NamedModule = std::pair<std::string, std::shared_ptr<Module>>;
+
+class Topology {
+ public:
+  // The built-in names, so that `cfg.topology = Topology::ResiDual` reads like an enum.
+  static constexpr const char* PostLN = "post_ln";
+  static constexpr const char* PreLN = "pre_ln";
+  static constexpr const char* ResiDual = "resi_dual";
+  static constexpr const char* HybridNorm = "hybrid_norm";
+  static constexpr const char* HybridNormStar = "hybrid_norm_star";
+  static constexpr const char* DeepNorm = "deep_norm";
+  static constexpr const char* SandwichLN = "sandwich_ln";
+  static constexpr const char* PeriLN = "peri_ln";
+  static constexpr const char* MixLN = "mix_ln";
+
+  virtual ~Topology() = default;
+  virtual std::string name() const = 0;
+
+  // Layers; by default both call make_layer with the side.
+  virtual std::shared_ptr<Layer> make_encoder_layer(const TransformerConfig& cfg, int64_t index) {
+    return make_layer(cfg, Side::Encoder, index);
+  }
+  virtual std::shared_ptr<Layer> make_decoder_layer(const TransformerConfig& cfg, int64_t index) {
+    return make_layer(cfg, Side::Decoder, index);
+  }
+  // Modules at the ends of one stack (final norms), which the model registers in that stack ("enc.final_norm");
+  // the topology keeps its own handles to them for begin_stack/end_stack. Called once per side, before any
+  // begin_stack/end_stack.
+  virtual std::vector<NamedModule> make_stack_modules(const TransformerConfig& cfg, Side side) {
+    (void)cfg, (void)side;
+    return {};
+  }
+  // The stream entering the first layer, from the (scaled, positioned, dropped-out) embedding.
+  virtual Stream begin_stack(const Tensor& x_embedded, Side side) {
+    (void)side;
+    return {x_embedded, Tensor()};
+  }
+  // The stack output: the encoder output that cross-attention reads, or the decoder features before the output
+  // projection. Called inside the stack's scope ("enc").
+  virtual Tensor end_stack(const Stream& s, Side side) {
+    (void)side;
+    return s.x;
+  }
+
+ protected:
+  virtual std::shared_ptr<Layer> make_layer(const TransformerConfig& cfg, Side side, int64_t index) = 0;
+};
+
+// Pre-LN-family helper: one final norm (cfg's kind and eps) per stack, named "final_norm", applied to x.
+class FinalNormTopology : public Topology {
+ public:
+  std::vector<NamedModule> make_stack_modules(const TransformerConfig& cfg, Side side) override;
+  Tensor end_stack(const Stream& s, Side side) override;
+
+ protected:
+  std::shared_ptr<Norm> final_norm_[2];
+};
+
+// ---- registry (nn/topologies/registry.cpp) ----
+std::unique_ptr<Topology> make_topology(const std::string& name);  // unknown names list the known ones
+std::vector<std::string> topology_names();
+
+// ---- DeepNorm constants (TOPOLOGIES.md §5.1; paper / xformers `get_deepnorm_coefficients`, enc-dec row) ----
+//   encoder: α = 0.81·(N⁴M)^{1/16}, β = 0.87·(N⁴M)^{-1/16};   decoder: α = (3M)^{1/4}, β = (12M)^{-1/4}
+struct DeepNormCoefficients {
+  double alpha, beta;
+};
+DeepNormCoefficients deepnorm_coefficients(int64_t enc_layers, int64_t dec_layers, Side side);
+// DeepNorm init of one layer: xavier_normal(gain β) for v_proj, out_proj (self and cross), fc1, fc2;
+// xavier_normal(gain 1) for q_proj, k_proj. Biases are left as they are.
+void deepnorm_init(Layer& layer, double beta);
+// SmallInit (Nguyen & Salazar 2019, HybridNorm's Megatron init): σ = sqrt(2/(5d)); q/k/v/fc1 trunc_normal(σ),
+// out_proj/fc2 trunc_normal(σ/√(2L)) with L the layers of this stack; all biases 0; cutoff ±3σ.
+void small_init(Layer& layer, int64_t stack_layers);
+
+}  // namespace skipgrad::nn
