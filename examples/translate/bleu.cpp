@@ -1,0 +1,98 @@
+#include "bleu.h"
+
+#include <cmath>
+#include <cstdio>
+#include <map>
+#include <regex>
+#include <sstream>
+
+#include "tensor/error.h"
+
+namespace translate {
+
+std::vector<std::string> tokenize_13a(const std::string& in) {
+  std::string line = in;
+  auto replace_all = [](std::string& s, const std::string& a, const std::string& b) {
+    for (size_t at = s.find(a); at != std::string::npos; at = s.find(a, at + b.size())) s.replace(at, a.size(), b);
+  };
+  replace_all(line, "<skipped>", "");
+  replace_all(line, "-\n", "");
+  replace_all(line, "\n", " ");
+  if (line.find('&') != std::string::npos) {
+    replace_all(line, "&quot;", "\"");
+    replace_all(line, "&amp;", "&");
+    replace_all(line, "&lt;", "<");
+    replace_all(line, "&gt;", ">");
+  }
+  line = " " + line + " ";
+  static const std::regex punct(R"(([\{-\~\[-\` -\&\(-\+\:-\@\/]))");
+  static const std::regex period_comma_before(R"(([^0-9])([\.,]))");
+  static const std::regex period_comma_after(R"(([\.,])([^0-9]))");
+  static const std::regex dash_after_digit(R"(([0-9])(-))");
+  line = std::regex_replace(line, punct, " $1 ");
+  line = std::regex_replace(line, period_comma_before, "$1 $2 ");
+  line = std::regex_replace(line, period_comma_after, " $1 $2");
+  line = std::regex_replace(line, dash_after_digit, "$1 $2 ");
+  std::istringstream is(line);
+  std::vector<std::string> toks;
+  std::string w;
+  while (is >> w) toks.push_back(w);
+  return toks;
+}
+
+BleuScore corpus_bleu(const std::vector<std::string>& hyps, const std::vector<std::string>& refs) {
+  skipgrad::check(hyps.size() == refs.size(), "corpus_bleu", ": ", hyps.size(), " hypotheses but ", refs.size(),
+                  " references");
+  long long correct[4] = {0, 0, 0, 0}, total[4] = {0, 0, 0, 0};
+  BleuScore b;
+  for (size_t i = 0; i < hyps.size(); i++) {
+    std::vector<std::string> h = tokenize_13a(hyps[i]), r = tokenize_13a(refs[i]);
+    b.sys_len += (long long)h.size();
+    b.ref_len += (long long)r.size();
+    for (int n = 1; n <= 4; n++) {
+      std::map<std::vector<std::string>, int> rc, hc;
+      for (size_t k = 0; k + n <= r.size(); k++) rc[std::vector<std::string>(r.begin() + k, r.begin() + k + n)]++;
+      for (size_t k = 0; k + n <= h.size(); k++) hc[std::vector<std::string>(h.begin() + k, h.begin() + k + n)]++;
+      for (auto& [g, c] : hc) {
+        auto it = rc.find(g);
+        if (it != rc.end()) correct[n - 1] += std::min(c, it->second);
+      }
+      total[n - 1] += (long long)std::max<long long>(0, (long long)h.size() - n + 1);
+    }
+  }
+  // sacreBLEU "exp" smoothing: each zero-match order gets 100 / (2^k * total), k counting such orders.
+  double smooth = 1, log_sum = 0;
+  for (int n = 0; n < 4; n++) {
+    if (total[n] == 0) {
+      b.precisions[n] = 0;
+      b.score = 0;
+      log_sum = -INFINITY;
+      continue;
+    }
+    if (correct[n] == 0) {
+      smooth *= 2;
+      b.precisions[n] = 100.0 / (smooth * (double)total[n]);
+    } else {
+      b.precisions[n] = 100.0 * (double)correct[n] / (double)total[n];
+    }
+    log_sum += std::log(b.precisions[n]);
+  }
+  if (b.sys_len == 0) {
+    b.brevity_penalty = 0;
+    b.score = 0;
+    return b;
+  }
+  b.brevity_penalty = b.sys_len < b.ref_len ? std::exp(1.0 - (double)b.ref_len / (double)b.sys_len) : 1.0;
+  b.score = std::isfinite(log_sum) ? b.brevity_penalty * std::exp(log_sum / 4) : 0.0;
+  return b;
+}
+
+std::string BleuScore::str() const {
+  char buf[256];
+  std::snprintf(buf, sizeof buf, "BLEU = %.2f %.1f/%.1f/%.1f/%.1f (BP = %.3f ratio = %.3f hyp_len = %lld ref_len = %lld)",
+                score, precisions[0], precisions[1], precisions[2], precisions[3], brevity_penalty,
+                ref_len ? (double)sys_len / (double)ref_len : 0.0, sys_len, ref_len);
+  return buf;
+}
+
+}  // namespace translate

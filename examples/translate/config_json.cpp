@@ -1,0 +1,49 @@
+#include "config_json.h"
+
+#include <nlohmann/json.hpp>
+
+#include "tensor/error.h"
+
+namespace translate {
+
+using namespace skipgrad::nn;
+using json = nlohmann::json;
+
+std::string config_to_json(const TransformerConfig& c) {
+  json j = {{"vocab", c.vocab}, {"d_model", c.d_model}, {"heads", c.heads}, {"d_ff", c.d_ff},
+            {"enc_layers", c.enc_layers}, {"dec_layers", c.dec_layers}, {"dropout", c.dropout},
+            {"attn_dropout", c.attn_dropout}, {"act_dropout", c.act_dropout}, {"norm", norm_kind_name(c.norm)},
+            {"norm_eps", c.norm_eps}, {"activation", activation_name(c.activation)}, {"topology", c.topology},
+            {"qk_norm", head_norm_targets_name(c.qk_norm)}, {"qk_norm_kind", head_norm_kind_name(c.qk_norm_kind)},
+            {"resi_dual_scale", c.resi_dual_scale}, {"mixln_post_layers", c.mixln_post_layers},
+            {"init", init_scheme_name(c.init)}, {"share_embeddings", c.share_embeddings},
+            {"tie_output", c.tie_output}, {"max_positions", c.max_positions}, {"pad_id", c.pad_id}};
+  return j.dump();
+}
+
+TransformerConfig config_from_json(const std::string& s) {
+  json j;
+  try {
+    j = json::parse(s);
+  } catch (const std::exception& e) {
+    skipgrad::fail("config_from_json", ": not valid JSON: ", e.what());
+  }
+  TransformerConfig c;
+  try {
+    c.vocab = j.at("vocab"); c.d_model = j.at("d_model"); c.heads = j.at("heads"); c.d_ff = j.at("d_ff");
+    c.enc_layers = j.at("enc_layers"); c.dec_layers = j.at("dec_layers"); c.dropout = j.at("dropout");
+    c.attn_dropout = j.at("attn_dropout"); c.act_dropout = j.at("act_dropout");
+    c.norm = parse_norm_kind(j.at("norm")); c.norm_eps = j.at("norm_eps");
+    c.activation = parse_activation(j.at("activation")); c.topology = j.at("topology");
+    c.qk_norm = parse_head_norm_targets(j.at("qk_norm")); c.qk_norm_kind = parse_head_norm_kind(j.at("qk_norm_kind"));
+    c.resi_dual_scale = j.at("resi_dual_scale"); c.mixln_post_layers = j.at("mixln_post_layers");
+    c.init = parse_init_scheme(j.at("init")); c.share_embeddings = j.at("share_embeddings");
+    c.tie_output = j.at("tie_output"); c.max_positions = j.at("max_positions"); c.pad_id = j.at("pad_id");
+  } catch (const json::exception& e) {
+    skipgrad::fail("config_from_json", ": missing or mistyped field: ", e.what());
+  }
+  c.validate();
+  return c;
+}
+
+}  // namespace translate

@@ -1,0 +1,262 @@
+#include "trainer.h"
+
+#include <sys/stat.h>
+
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <fstream>
+#include <limits>
+
+#include "autograd/ops.h"
+#include "autograd/tape.h"
+#include "bleu.h"
+#include "config_json.h"
+#include "nn/checkpoint.h"
+#include "nn/clip.h"
+#include "nn/loss.h"
+#include "nn/optim.h"
+#include "nn/schedule.h"
+#include "tensor/random.h"
+
+namespace translate {
+
+using namespace skipgrad;
+using Clock = std::chrono::steady_clock;
+
+static bool exists(const std::string& p) {
+  struct stat st;
+  return ::stat(p.c_str(), &st) == 0;
+}
+static void make_dirs(const std::string& path) {
+  for (size_t at = path.find('/', 1); ; at = path.find('/', at + 1)) {
+    ::mkdir(path.substr(0, at).c_str(), 0755);
+    if (at == std::string::npos) break;
+  }
+}
+
+Corpus prepare_corpus(const TrainOptions& o) {
+  const bool builtin = o.corpus == "numbers" || o.corpus == "ding";
+  const std::string dir = builtin ? o.data_dir + "/" + o.corpus : o.corpus;
+  const std::string tr = dir + "/train.tsv", va = dir + "/valid.tsv", te = dir + "/test.tsv";
+  if (builtin && !(exists(tr) && exists(va) && exists(te))) {
+    make_dirs(dir);
+    Splits s = o.corpus == "numbers" ? make_number_corpus(20000, 7) : extract_ding();
+    write_tsv(tr, s.train);
+    write_tsv(va, s.valid);
+    write_tsv(te, s.test);
+  }
+  std::vector<std::string> problems;
+  Corpus c{read_tsv(tr, false, &problems), read_tsv(va, false, &problems), read_tsv(te, false, &problems)};
+  for (size_t i = 0; i < problems.size() && i < 10; i++) std::fprintf(stderr, "warning: %s\n", problems[i].c_str());
+  if (problems.size() > 10) std::fprintf(stderr, "warning: %zu more malformed lines skipped\n", problems.size() - 10);
+  check(!c.train.empty() && !c.valid.empty(), "prepare_corpus", ": no training or validation pairs in ", dir);
+  return c;
+}
+
+double evaluate_loss(nn::Transformer& model, const std::vector<Example>& ex, const TrainOptions& o) {
+  NoGradGuard no_grad;
+  const bool was_training = model.is_training();
+  model.eval();
+  double nll = 0, tokens = 0;
+  for (auto& idx : make_batches(ex, o.max_tokens, 0, false)) {
+    Batch b = collate(ex, idx);
+    auto L = nn::label_smoothed_nll(model.forward(b.src, b.tgt_in), b.tgt_out, Vocab::kPad, o.label_smoothing);
+    nll += L.loss.item() * L.ntokens.item();
+    tokens += L.ntokens.item();
+  }
+  model.train(was_training);
+  return tokens > 0 ? nll / tokens : 0;
+}
+
+double evaluate_bleu(nn::Transformer& model, const Vocab& vocab, const std::vector<Pair>& pairs,
+                     const TrainOptions& o, int beam, std::vector<std::string>* hypotheses) {
+  const bool was_training = model.is_training();
+  model.eval();
+  std::vector<Example> ex = encode_pairs(vocab, pairs, o.max_len);
+  std::vector<std::string> hyps(pairs.size()), refs;
+  DecodeOptions d;
+  d.beam = beam;
+  for (auto& idx : make_batches(ex, std::min<int64_t>(o.max_tokens, 2048), 0, false)) {
+    Batch b = collate(ex, idx);
+    auto out = translate_batch(model, b.src, d);
+    for (size_t k = 0; k < idx.size(); k++) hyps[idx[k]] = vocab.decode(out[k]);
+  }
+  for (auto& p : pairs) refs.push_back(p.tgt);
+  model.train(was_training);
+  if (hypotheses) *hypotheses = hyps;
+  return corpus_bleu(hyps, refs).score;
+}
+
+namespace {
+std::string fmt_time(double s) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%d:%02d", (int)s / 60, (int)s % 60);
+  return buf;
+}
+}  // namespace
+
+TrainResult train(const TrainOptions& o) {
+  TrainResult res;
+  Corpus corpus = prepare_corpus(o);
+  const std::string data_dir = (o.corpus == "numbers" || o.corpus == "ding") ? o.data_dir + "/" + o.corpus : o.corpus;
+  Vocab vocab = Vocab::load_or_train(data_dir + "/spm" + std::to_string(o.vocab_size) + ".model", corpus.train,
+                                     o.vocab_size);
+  std::vector<Example> train_ex = encode_pairs(vocab, corpus.train, o.max_len);
+  std::vector<Example> valid_ex = encode_pairs(vocab, corpus.valid, o.max_len);
+  std::vector<Pair> valid_bleu_pairs(corpus.valid.begin(),
+                                     corpus.valid.begin() + std::min<size_t>(corpus.valid.size(), o.eval_sentences));
+
+  nn::TransformerConfig cfg = o.model;
+  cfg.vocab = vocab.size();
+  cfg.pad_id = Vocab::kPad;
+  cfg.max_positions = std::max<int64_t>(cfg.max_positions, o.max_len * 2 + 16);
+  manual_seed(o.seed);
+  nn::Transformer model(cfg);
+  res.parameters = model.num_parameters();
+  nn::AdamOptions ao;
+  ao.lr = o.lr;
+  ao.beta1 = o.beta1;
+  ao.beta2 = o.beta2;
+  ao.eps = o.adam_eps;
+  ao.weight_decay = o.weight_decay;
+  nn::AdamW opt(model.named_parameters(), ao);
+  nn::InverseSqrtLR schedule(o.lr, o.warmup, o.warmup_init_lr);
+
+  make_dirs(o.out_dir);
+  const std::string last_ckpt = o.out_dir + "/checkpoint_last.safetensors";
+  const std::string best_ckpt = o.out_dir + "/checkpoint_best.safetensors";
+  int64_t step = 0, epoch = 0, batch_in_epoch = 0, evals_since_best = 0;
+  double best_bleu = -1;
+  if (o.resume && exists(last_ckpt)) {
+    nn::Metadata m = nn::load_checkpoint(last_ckpt, model, &opt);
+    step = std::stoll(m.at("step"));
+    epoch = std::stoll(m.at("epoch"));
+    batch_in_epoch = std::stoll(m.at("batch_in_epoch"));
+    best_bleu = std::stod(m.at("best_bleu"));
+    std::printf("resumed from %s at step %lld\n", last_ckpt.c_str(), (long long)step);
+  }
+  auto save = [&](const std::string& path) {
+    nn::save_checkpoint(path, model, &opt,
+                        {{"config", config_to_json(cfg)}, {"vocab", vocab.path()}, {"step", std::to_string(step)},
+                         {"epoch", std::to_string(epoch)}, {"batch_in_epoch", std::to_string(batch_in_epoch)},
+                         {"best_bleu", std::to_string(best_bleu)}});
+  };
+  std::ofstream metrics(o.out_dir + "/metrics.jsonl", o.resume ? std::ios::app : std::ios::trunc);
+
+  std::printf("model: %s, %lld+%lld layers, d=%lld, %lld heads, ffn %lld, vocab %lld, %lld parameters\n",
+              cfg.topology.c_str(), (long long)cfg.enc_layers, (long long)cfg.dec_layers, (long long)cfg.d_model,
+              (long long)cfg.heads, (long long)cfg.d_ff, (long long)cfg.vocab, (long long)res.parameters);
+  std::printf("data: %zu train, %zu valid, %zu test pairs (%s)\n", corpus.train.size(), corpus.valid.size(),
+              corpus.test.size(), data_dir.c_str());
+
+  const auto t0 = Clock::now();
+  auto elapsed = [&] { return std::chrono::duration<double>(Clock::now() - t0).count(); };
+  double tokens_done = 0, loss_ema = 0;
+  bool stop = false;
+  model.train();
+  set_track_grad_norms(false);  // the per-node gradient norms are for graph dumps, not for training
+  while (!stop) {
+    auto batches = make_batches(train_ex, o.max_tokens, o.seed * 1000003 + (uint64_t)epoch, true);
+    for (; batch_in_epoch < (int64_t)batches.size(); batch_in_epoch++) {
+      if ((o.max_steps && step >= o.max_steps) || (o.max_minutes > 0 && elapsed() > 60 * o.max_minutes)) {
+        stop = true;
+        break;
+      }
+      Batch b = collate(train_ex, batches[batch_in_epoch]);
+      opt.set_lr(schedule.lr(step + 1));
+      const uint64_t rng_offset = default_generator().offset();  // to replay this step if it diverges
+      auto L = nn::label_smoothed_nll(model.forward(b.src, b.tgt_in), b.tgt_out, Vocab::kPad, o.label_smoothing);
+      const double loss = L.loss.item();
+      double gnorm = std::numeric_limits<double>::quiet_NaN();
+      if (std::isfinite(loss)) {
+        L.loss.backward();
+        gnorm = nn::clip_grad_norm(model.parameters(), o.clip_norm > 0 ? o.clip_norm : 1e30);
+      }
+      if (!std::isfinite(loss) || !std::isfinite(gnorm) || gnorm > o.diverge_grad_norm) {
+        // Replay the step in anomaly mode to name the first op that produced NaN/Inf.
+        opt.zero_grad();
+        current_tape().clear();
+        std::string where = "no NaN/Inf found on replay (exploding gradient norm)";
+        default_generator().set_state(default_generator().seed(), rng_offset);
+        try {
+          AnomalyGuard anomaly;
+          auto L2 = nn::label_smoothed_nll(model.forward(b.src, b.tgt_in), b.tgt_out, Vocab::kPad, o.label_smoothing);
+          L2.loss.backward();
+        } catch (const Error& e) {
+          where = e.what();
+        }
+        current_tape().clear();
+        char buf[160];
+        std::snprintf(buf, sizeof buf, "diverged at step %lld: loss %g, gradient norm %g; ", (long long)step + 1, loss,
+                      gnorm);
+        res.diverged = true;
+        res.divergence = buf + where;
+        std::printf("\n%s\nthe last good checkpoint is kept: %s\n", res.divergence.c_str(), last_ckpt.c_str());
+        metrics << "{\"step\":" << step + 1 << ",\"diverged\":true}\n";
+        stop = true;
+        break;
+      }
+      opt.step();
+      opt.zero_grad();
+      step++;
+      tokens_done += (double)b.tgt_tokens;
+      loss_ema = step == 1 ? loss : 0.98 * loss_ema + 0.02 * loss;
+      const double t = elapsed(), tps = tokens_done / std::max(t, 1e-9);
+      metrics << "{\"step\":" << step << ",\"loss\":" << loss << ",\"lr\":" << opt.lr() << ",\"gnorm\":" << gnorm
+              << ",\"tokens\":" << b.tgt_tokens << ",\"time\":" << t << "}\n";
+      if (!o.quiet) {
+        double eta = o.max_minutes > 0 ? 60 * o.max_minutes - t
+                     : o.max_steps ? (double)(o.max_steps - step) * t / (double)step : 0;
+        std::printf("\rstep %6lld | epoch %3lld | loss %7.4f | lr %.2e | gnorm %8.3f | %6.0f tok/s | ETA %s   ",
+                    (long long)step, (long long)epoch, loss_ema, opt.lr(), gnorm, tps, fmt_time(std::max(0.0, eta)).c_str());
+        std::fflush(stdout);
+      }
+      if (o.eval_every && step % o.eval_every == 0) {
+        const double vl = evaluate_loss(model, valid_ex, o);
+        const double vb = evaluate_bleu(model, vocab, valid_bleu_pairs, o, 1);
+        std::printf("\n[eval] step %lld: valid loss %.4f, valid BLEU (greedy, %zu sentences) %.2f\n", (long long)step, vl,
+                    valid_bleu_pairs.size(), vb);
+        metrics << "{\"step\":" << step << ",\"valid_loss\":" << vl << ",\"valid_bleu\":" << vb << "}\n";
+        if (vb > best_bleu) {
+          best_bleu = vb;
+          evals_since_best = 0;
+          save(best_ckpt);
+        } else if (o.patience && ++evals_since_best >= o.patience) {
+          std::printf("early stop: no better valid BLEU in %d evaluations\n", o.patience);
+          stop = true;
+        }
+      }
+      if (o.save_every && step % o.save_every == 0) {
+        batch_in_epoch++;  // the checkpoint resumes at the next batch
+        save(last_ckpt);
+        batch_in_epoch--;
+      }
+      if (stop) break;
+    }
+    if (!stop) {
+      epoch++;
+      batch_in_epoch = 0;
+    }
+  }
+  metrics.flush();
+  res.steps = step;
+  res.seconds = elapsed();
+  res.tokens_per_second = tokens_done / std::max(res.seconds, 1e-9);
+  res.final_train_loss = loss_ema;
+  if (!o.quiet) std::printf("\n");
+  if (!res.diverged) save(last_ckpt);
+  res.valid_loss = evaluate_loss(model, valid_ex, o);
+  res.valid_bleu = evaluate_bleu(model, vocab, valid_bleu_pairs, o, 1);
+  std::vector<std::string> hyps;
+  res.test_bleu = evaluate_bleu(model, vocab, corpus.test, o, o.beam, &hyps);
+  std::printf("done: %lld steps in %s (%.0f target tok/s), train loss %.4f, valid loss %.4f, valid BLEU %.2f, "
+              "test BLEU (beam %d) %.2f\n",
+              (long long)res.steps, fmt_time(res.seconds).c_str(), res.tokens_per_second, res.final_train_loss,
+              res.valid_loss, res.valid_bleu, o.beam, res.test_bleu);
+  for (size_t i = 0; i < std::min<size_t>(5, hyps.size()); i++)
+    std::printf("  %s\n    -> %s\n    (ref %s)\n", corpus.test[i].src.c_str(), hyps[i].c_str(), corpus.test[i].tgt.c_str());
+  return res;
+}
+
+}  // namespace translate

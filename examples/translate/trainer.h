@@ -1,0 +1,62 @@
+// Training and evaluation of the translation model: one clear path from batches to loss to update, with
+// validation, checkpoints, exact resume, early stopping and divergence detection.
+#pragma once
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "batches.h"
+#include "decode.h"
+#include "nn/transformer.h"
+
+namespace translate {
+
+struct TrainOptions {
+  // data
+  std::string data_dir = "data";
+  std::string corpus = "numbers";  // numbers | ding | a directory holding train.tsv/valid.tsv/test.tsv
+  int vocab_size = 1000;
+  int64_t max_len = 64;            // tokens per side after subwords (longer sentences are cut)
+  // model (vocab and pad are filled from the data)
+  skipgrad::nn::TransformerConfig model;
+  // optimisation (fairseq IWSLT defaults)
+  double lr = 5e-4, warmup_init_lr = 1e-7, beta1 = 0.9, beta2 = 0.98, adam_eps = 1e-8, weight_decay = 1e-4;
+  int64_t warmup = 4000;
+  double label_smoothing = 0.1;
+  double clip_norm = 0;            // 0: no clipping (the norm is still reported)
+  int64_t max_tokens = 4096;       // per batch and side, padded
+  // budget
+  int64_t max_steps = 0;           // 0: unlimited
+  double max_minutes = 0;          // 0: unlimited
+  int64_t eval_every = 500, save_every = 1000;
+  int patience = 0;                // early stop after this many evaluations without a better valid BLEU (0: never)
+  int64_t eval_sentences = 300;    // validation sentences decoded for BLEU
+  int beam = 5;
+  uint64_t seed = 1;
+  std::string out_dir = "runs/default";
+  bool resume = false;
+  bool quiet = false;              // no live progress line
+  double diverge_grad_norm = 1e6;  // a larger (or non-finite) gradient norm counts as divergence
+};
+
+struct TrainResult {
+  int64_t steps = 0;
+  double final_train_loss = 0, valid_loss = 0, valid_bleu = 0, test_bleu = 0, seconds = 0;
+  double tokens_per_second = 0;
+  bool diverged = false;
+  std::string divergence;  // step, loss and offending node when diverged
+  int64_t parameters = 0;
+};
+
+struct Corpus {
+  std::vector<Pair> train, valid, test;
+};
+// Builds (or reads the cached) train/valid/test TSVs for opts.corpus under opts.data_dir.
+Corpus prepare_corpus(const TrainOptions& opts);
+TrainResult train(const TrainOptions& opts);
+// Mean label-smoothed loss and corpus BLEU of `pairs` under a model.
+double evaluate_loss(skipgrad::nn::Transformer& model, const std::vector<Example>& ex, const TrainOptions& opts);
+double evaluate_bleu(skipgrad::nn::Transformer& model, const Vocab& vocab, const std::vector<Pair>& pairs,
+                     const TrainOptions& opts, int beam, std::vector<std::string>* hypotheses = nullptr);
+
+}  // namespace translate

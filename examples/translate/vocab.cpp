@@ -1,0 +1,82 @@
+#include "vocab.h"
+
+#include <sentencepiece_processor.h>
+#include <sentencepiece_trainer.h>
+#include <sys/stat.h>
+
+#include <cstdio>
+#include <fstream>
+
+#include "tensor/error.h"
+
+namespace translate {
+
+using skipgrad::check;
+
+Vocab::~Vocab() = default;
+Vocab::Vocab(Vocab&&) noexcept = default;
+Vocab& Vocab::operator=(Vocab&&) noexcept = default;
+
+static bool file_exists(const std::string& p) {
+  struct stat st;
+  return ::stat(p.c_str(), &st) == 0;
+}
+
+Vocab Vocab::load(const std::string& model_path) {
+  Vocab v;
+  v.sp_ = std::make_unique<sentencepiece::SentencePieceProcessor>();
+  auto status = v.sp_->Load(model_path);
+  check(status.ok(), "Vocab::load", ": cannot load SentencePiece model '", model_path, "': ", status.ToString());
+  check(v.sp_->pad_id() == kPad && v.sp_->eos_id() == kEos && v.sp_->bos_id() == kBos, "Vocab::load", ": model '",
+        model_path, "' does not use pad=0 unk=1 bos=2 eos=3");
+  v.path_ = model_path;
+  return v;
+}
+
+Vocab Vocab::load_or_train(const std::string& model_path, const std::vector<Pair>& train, int vocab_size) {
+  if (file_exists(model_path)) return load(model_path);
+  check(!train.empty(), "Vocab::load_or_train", ": no training text to build a vocabulary from");
+  const std::string prefix = model_path.substr(0, model_path.size() - (model_path.size() > 6 &&
+                                               model_path.compare(model_path.size() - 6, 6, ".model") == 0 ? 6 : 0));
+  const std::string text = prefix + ".train.txt";
+  {
+    std::ofstream out(text);
+    for (const Pair& p : train) out << p.src << '\n' << p.tgt << '\n';
+  }
+  // Train under a temporary prefix, then rename: a killed run never leaves a half-written model behind.
+  const std::string tmp_prefix = prefix + ".tmp";
+  std::string args = "--input=" + text + " --model_prefix=" + tmp_prefix + " --vocab_size=" + std::to_string(vocab_size) +
+                     " --model_type=unigram --character_coverage=1.0 --pad_id=0 --unk_id=1 --bos_id=2 --eos_id=3"
+                     " --hard_vocab_limit=false --minloglevel=2 --num_threads=1";
+  auto status = sentencepiece::SentencePieceTrainer::Train(args);
+  check(status.ok(), "Vocab::load_or_train", ": SentencePiece training failed: ", status.ToString());
+  std::remove(text.c_str());
+  check(std::rename((tmp_prefix + ".model").c_str(), (prefix + ".model").c_str()) == 0, "Vocab::load_or_train",
+        ": cannot move the trained model into place at ", prefix, ".model");
+  std::rename((tmp_prefix + ".vocab").c_str(), (prefix + ".vocab").c_str());
+  return load(prefix + ".model");
+}
+
+int Vocab::size() const { return sp_->GetPieceSize(); }
+
+std::vector<int> Vocab::encode(const std::string& text) const {
+  std::vector<int> ids;
+  auto status = sp_->Encode(text, &ids);
+  check(status.ok(), "Vocab::encode", ": ", status.ToString());
+  return ids;
+}
+
+std::string Vocab::decode(const std::vector<int>& ids) const {
+  std::vector<int> clean;
+  for (int id : ids) {
+    if (id == kEos) break;
+    if (id == kPad || id == kBos) continue;
+    clean.push_back(id);
+  }
+  std::string out;
+  auto status = sp_->Decode(clean, &out);
+  check(status.ok(), "Vocab::decode", ": ", status.ToString());
+  return out;
+}
+
+}  // namespace translate

@@ -1,0 +1,38 @@
+// Subword vocabulary: a joint SentencePiece model (unigram) trained on the training split's two sides and cached
+// next to the data. Ids: 0 = <pad>, 1 = <unk>, 2 = <s> (bos), 3 = </s> (eos).
+#pragma once
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "data.h"
+
+namespace sentencepiece {
+class SentencePieceProcessor;
+}
+
+namespace translate {
+
+class Vocab {
+ public:
+  static constexpr int kPad = 0, kUnk = 1, kBos = 2, kEos = 3;
+
+  // Loads `model_path` when it exists, otherwise trains it on `train` (both sides) and saves it there.
+  static Vocab load_or_train(const std::string& model_path, const std::vector<Pair>& train, int vocab_size);
+  static Vocab load(const std::string& model_path);
+  ~Vocab();
+  Vocab(Vocab&&) noexcept;
+  Vocab& operator=(Vocab&&) noexcept;
+
+  int size() const;
+  std::vector<int> encode(const std::string& text) const;  // no bos/eos
+  std::string decode(const std::vector<int>& ids) const;   // stops at eos, skips pad/bos
+  const std::string& path() const { return path_; }
+
+ private:
+  Vocab() = default;
+  std::unique_ptr<sentencepiece::SentencePieceProcessor> sp_;
+  std::string path_;
+};
+
+}  // namespace translate

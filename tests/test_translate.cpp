@@ -1,0 +1,112 @@
+// The translation example's data pipeline and BLEU (examples/translate/).
+#include <cstdio>
+#include <fstream>
+
+#include <nlohmann/json.hpp>
+
+#include "batches.h"
+#include "bleu.h"
+#include "data.h"
+#include "test_util.h"
+
+using namespace sgtest;
+using namespace translate;
+
+TEST_SUITE("translate") {
+  TEST_CASE("corpus BLEU matches sacreBLEU on the committed reference cases") {
+    std::ifstream in(std::string(SKIPGRAD_SOURCE_DIR) + "/tests/reference/bleu_reference.json");
+    REQUIRE(in.good());
+    nlohmann::json j = nlohmann::json::parse(in);
+    int n = 0;
+    for (auto& c : j["cases"]) {
+      std::vector<std::string> hyp = c["hyp"], ref = c["ref"];
+      BleuScore b = corpus_bleu(hyp, ref);
+      INFO("case " << n << ": " << b.str() << " vs sacreBLEU " << c["score"].get<double>());
+      CHECK(b.score == doctest::Approx(c["score"].get<double>()).epsilon(1e-9));
+      CHECK(b.sys_len == c["sys_len"].get<long long>());
+      CHECK(b.ref_len == c["ref_len"].get<long long>());
+      for (int k = 0; k < 4; k++) CHECK(b.precisions[k] == doctest::Approx(c["precisions"][k].get<double>()).epsilon(1e-9));
+      n++;
+    }
+    CHECK(n >= 10);
+  }
+
+  TEST_CASE("13a tokenisation splits punctuation but keeps numbers and apostrophes") {
+    auto t = tokenize_13a("Hello, world! It's 3.5 km.");
+    std::vector<std::string> want = {"Hello", ",", "world", "!", "It's", "3.5", "km", "."};  // as sacreBLEU 2.6
+    CHECK(t == want);
+  }
+
+  TEST_CASE("number corpus: ICU spell-out with morpheme spaces, deterministic, disjoint splits") {
+    Splits a = make_number_corpus(500, 3), b = make_number_corpus(500, 3);
+    REQUIRE(a.train.size() == b.train.size());
+    CHECK(a.train[0].src == b.train[0].src);
+    CHECK(a.train.size() + a.valid.size() + a.test.size() == 500);
+    bool found = false;
+    for (auto& p : a.train)
+      if (p.tgt == "twenty-one") { CHECK(p.src == "ein und zwanzig"); found = true; }
+    (void)found;
+    for (auto& p : a.train) {
+      CHECK(valid_utf8(p.src));
+      CHECK(p.src.find("\xC2\xAD") == std::string::npos);  // no soft hyphen left
+    }
+  }
+
+  TEST_CASE("Ding dictionary extraction (when trans-de-en is installed)") {
+    std::ifstream probe("/usr/share/trans/de-en");
+    if (!probe.good()) {
+      MESSAGE("skipped: /usr/share/trans/de-en missing (scripts/setup.sh installs trans-de-en)");
+      return;
+    }
+    Splits s = extract_ding();
+    CHECK(s.train.size() > 30000);
+    CHECK(s.valid.size() > 300);
+    CHECK(s.test.size() > 300);
+    for (auto& p : s.valid) {
+      CHECK(p.src.find('{') == std::string::npos);
+      CHECK(p.tgt.find('[') == std::string::npos);
+    }
+  }
+
+  TEST_CASE("TSV loader reports malformed lines with file and line, strict mode throws") {
+    const std::string path = "/tmp/skipgrad_test_corpus.tsv";
+    {
+      std::ofstream out(path, std::ios::binary);
+      out << "Hallo Welt\thello world\n"
+          << "no tab here\n"
+          << "\tempty source\n"
+          << "bad \xff utf8\tx\n"
+          << "gut\tgood\n";
+    }
+    std::vector<std::string> problems;
+    auto pairs = read_tsv(path, false, &problems);
+    CHECK(pairs.size() == 2);
+    REQUIRE(problems.size() == 3);
+    CHECK(problems[0].find(path + ":2: no tab") != std::string::npos);
+    CHECK(problems[1].find(":3: empty source") != std::string::npos);
+    CHECK(problems[2].find(":4: invalid UTF-8") != std::string::npos);
+    CHECK_THROWS_WITH_ALL(read_tsv(path, true), "read_tsv", ":2: no tab");
+    write_tsv(path, pairs);
+    CHECK(read_tsv(path, true).size() == 2);
+    std::remove(path.c_str());
+  }
+
+  TEST_CASE("token-budget batches cover every example once and respect the budget") {
+    std::vector<Example> ex;
+    for (int i = 0; i < 200; i++) ex.push_back({std::vector<int>(1 + i % 17, 5), std::vector<int>(1 + (i * 7) % 13, 6)});
+    auto batches = make_batches(ex, 64, 1, true);
+    std::vector<int> seen(ex.size(), 0);
+    for (auto& b : batches) {
+      int64_t mx = 0;
+      for (int64_t i : b) { seen[i]++; mx = std::max<int64_t>(mx, std::max(ex[i].src.size(), ex[i].tgt.size() + 1)); }
+      CHECK(mx * (int64_t)b.size() <= 64);
+    }
+    for (int s : seen) CHECK(s == 1);
+    CHECK(make_batches(ex, 64, 1, true) == batches);  // same seed, same batches
+    Batch b = collate(ex, batches[0]);
+    CHECK(b.src.dtype() == DType::I64);
+    CHECK(b.tgt_in.shape() == b.tgt_out.shape());
+    auto tin = b.tgt_in.to_vector<int64_t>();
+    CHECK(tin[0] == Vocab::kBos);
+  }
+}
