@@ -4,17 +4,35 @@
 
 namespace skipgrad {
 
+#ifdef SKIPGRAD_WITH_CUDA
+bool cuda_init();  // backends/cuda/cuda_device.cu: registers the CUDA backend when a device is present
+#endif
+
 namespace {
 Backend* g_cuda_backend = nullptr;
+
+// Loads the CUDA backend the first time it is asked for (once, thread-safe).
+bool ensure_cuda() {
+#ifdef SKIPGRAD_WITH_CUDA
+  static const bool loaded = cuda_init();
+  (void)loaded;
+#endif
+  return g_cuda_backend != nullptr;
 }
+}  // namespace
 
 Backend& backend_for(Device d) {
   if (d.is_cpu()) {
     static CpuBackend cpu;
     return cpu;
   }
-  check(g_cuda_backend != nullptr, "backend", ": device ", d.str(),
-        " requested but this build has no CUDA backend (configure with -DSKIPGRAD_CUDA=ON) or no GPU is present");
+#ifdef SKIPGRAD_WITH_CUDA
+  check(ensure_cuda(), "backend", ": device ", d.str(), " requested but no CUDA device present");
+  check(d.index == 0, "backend", ": device ", d.str(), " requested but only cuda:0 is supported so far");
+#else
+  check(ensure_cuda(), "backend", ": device ", d.str(),
+        " requested but this build has no CUDA backend (configure with -DSKIPGRAD_CUDA=ON)");
+#endif
   return *g_cuda_backend;
 }
 
@@ -22,6 +40,6 @@ void register_backend(Device::Kind kind, Backend* b) {
   if (kind == Device::Kind::CUDA) g_cuda_backend = b;
 }
 
-bool cuda_available() { return g_cuda_backend != nullptr; }
+bool cuda_available() { return ensure_cuda(); }
 
 }  // namespace skipgrad

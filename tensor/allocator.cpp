@@ -3,6 +3,7 @@
 #include <cstdlib>
 #include <new>
 
+#include "backends/backend.h"
 #include "tensor/error.h"
 
 namespace skipgrad {
@@ -76,8 +77,9 @@ CachingAllocator& allocator_for(Device d) {
     static CachingAllocator* cpu = new CachingAllocator(cpu_raw_alloc, cpu_raw_free);
     return *cpu;
   }
+  if (!g_cuda_allocator) cuda_available();  // loads the CUDA backend (and its allocator) on first use
   check(g_cuda_allocator != nullptr, "allocate", ": device ", d.str(),
-        " requested but the CUDA backend is not available (built without SKIPGRAD_CUDA or no GPU present)");
+        " requested but no CUDA device present (or built without SKIPGRAD_CUDA)");
   return *g_cuda_allocator;
 }
 

@@ -1,0 +1,77 @@
+// The CUDA backend: cuBLAS for every matrix product, our own kernels for the rest, one .cu per kernel family:
+//   cuda_device.cu       registration (cuda_init), caching device allocator, host<->device copies, error flags
+//   cuda_elementwise.cu  fill, copy, arange, random fills, unary/binary maps and derivatives, where, count_nonfinite
+//   cuda_reduce.cu       sum/mean/max/min/sum-of-squares over any set of dims
+//   cuda_gemm.cu         (batched) GEMM through cuBLAS
+//   cuda_norm.cu         softmax, layer_norm, rms_norm forward and backward (one block per row)
+//   cuda_nn.cu           embedding gather/scatter-add, cross entropy, dropout mask, fused Adam
+// All work is queued on one stream; only count_nonfinite and copies to the host synchronise.
+// Only cuda:0 is used so far.
+#pragma once
+#include <cublas_v2.h>
+#include <cuda_runtime_api.h>
+
+#include "backends/backend.h"
+
+namespace skipgrad {
+
+class CudaBackend final : public Backend {
+ public:
+  CudaBackend();
+  ~CudaBackend() override;
+  const char* name() const override { return "cuda"; }
+
+  // TF32 tensor cores for float32 GEMMs: off by default so float32 results match the CPU.
+  void set_allow_tf32(bool on);
+  bool allow_tf32() const { return allow_tf32_; }
+  cudaStream_t stream() const { return stream_; }
+  // Throws (and clears) an error that a kernel recorded on the device, e.g. an embedding id out of range.
+  // Synchronises; called after every copy to the host and by count_nonfinite.
+  void check_device_errors();
+
+  void fill(Tensor& out, double value) override;
+  void copy(const Tensor& src, Tensor& dst) override;
+  void arange(Tensor& out, double start, double step) override;
+  void random_uniform(Tensor& out, double low, double high, uint64_t seed, uint64_t offset) override;
+  void random_normal(Tensor& out, double mean, double std, uint64_t seed, uint64_t offset) override;
+  void unary(UnaryOp op, const Tensor& x, Tensor& out, double alpha) override;
+  void unary_backward(UnaryOp op, const Tensor& x, const Tensor& y, const Tensor& gy, Tensor& gx,
+                      double alpha) override;
+  void binary(BinaryOp op, const Tensor& a, const Tensor& b, Tensor& out) override;
+  void where(const Tensor& cond, const Tensor& a, const Tensor& b, Tensor& out) override;
+  void reduce(ReduceOp op, const Tensor& x, const std::vector<bool>& reduce, Tensor& out) override;
+  int64_t count_nonfinite(const Tensor& x) override;
+  void gemm(const GemmArgs& args) override;
+  void softmax(const Tensor& x, Tensor& y, bool log) override;
+  void softmax_backward(const Tensor& y, const Tensor& gy, Tensor& gx, bool log) override;
+  void layer_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta, double eps, Tensor& y, Tensor& mean,
+                  Tensor& rstd) override;
+  void layer_norm_backward(const Tensor& gy, const Tensor& x, const Tensor& mean, const Tensor& rstd,
+                           const Tensor& gamma, Tensor& gx, Tensor& ggamma, Tensor& gbeta) override;
+  void rms_norm(const Tensor& x, const Tensor& weight, double eps, Tensor& y, Tensor& rstd) override;
+  void rms_norm_backward(const Tensor& gy, const Tensor& x, const Tensor& rstd, const Tensor& weight, Tensor& gx,
+                         Tensor& gweight) override;
+  void embedding(const Tensor& weight, const Tensor& ids, Tensor& out) override;
+  void embedding_backward(const Tensor& ids, const Tensor& gout, Tensor& gweight, int64_t padding_idx) override;
+  void cross_entropy(const Tensor& logits, const Tensor& targets, int64_t ignore_index, double label_smoothing,
+                     Tensor& loss, Tensor& lse) override;
+  void cross_entropy_backward(const Tensor& logits, const Tensor& targets, const Tensor& lse, const Tensor& gloss,
+                              int64_t ignore_index, double label_smoothing, Tensor& glogits) override;
+  void dropout_mask(Tensor& mask, double p, uint64_t seed, uint64_t offset) override;
+  void adam_update(Tensor& param, const Tensor& grad, Tensor& m, Tensor& v, double lr, double beta1, double beta2,
+                   double eps, double weight_decay, bool decoupled, int64_t step) override;
+
+ private:
+  void copy_device(const Tensor& src, Tensor& dst);  // both on the GPU (cuda_elementwise.cu)
+
+  cudaStream_t stream_ = nullptr;
+  cublasHandle_t cublas_ = nullptr;
+  int* error_flags_ = nullptr;  // device int, bits of cuda::DeviceErrorBit
+  bool allow_tf32_ = false;
+};
+
+// Registers the CUDA backend and its caching allocator when at least one device is present; returns whether
+// it did. backends/backend.cpp calls it once, the first time a CUDA device is asked for.
+bool cuda_init();
+
+}  // namespace skipgrad

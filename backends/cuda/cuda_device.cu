@@ -1,0 +1,106 @@
+// CUDA device setup: registration, the caching device allocator, host<->device copies, device error flags.
+#include <string>
+
+#include "backends/cuda/cuda_common.cuh"
+#include "tensor/allocator.h"
+
+namespace skipgrad {
+
+namespace {
+// Raw allocator functions for tensor/allocator.h's CachingAllocator. A failed cudaMalloc returns nullptr so
+// the caching allocator can free its cache and retry before it reports out of memory.
+void* cuda_raw_alloc(size_t bytes) {
+  void* p = nullptr;
+  if (cudaMalloc(&p, bytes) != cudaSuccess) {
+    (void)cudaGetLastError();  // clear the sticky-free error state
+    return nullptr;
+  }
+  return p;
+}
+// Never throws: it may run while the process exits and the CUDA runtime is already unloading.
+void cuda_raw_free(void* p) {
+  if (cudaFree(p) != cudaSuccess) (void)cudaGetLastError();
+}
+}  // namespace
+
+bool cuda_init() {
+  int count = 0;
+  if (cudaGetDeviceCount(&count) != cudaSuccess || count < 1) {
+    (void)cudaGetLastError();  // no driver or no device: not an error, the backend is simply absent
+    return false;
+  }
+  SG_CUDA_CHECK("cuda_init", cudaSetDevice(0));
+  // Both live for the whole process on purpose: tensors in static objects may be freed after main() returns.
+  static CudaBackend* backend = new CudaBackend();
+  static CachingAllocator* allocator = new CachingAllocator(cuda_raw_alloc, cuda_raw_free);
+  set_device_allocator(Device::Kind::CUDA, allocator);
+  register_backend(Device::Kind::CUDA, backend);
+  return true;
+}
+
+CudaBackend::CudaBackend() {
+  SG_CUDA_CHECK("cuda_init", cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
+  SG_CUBLAS_CHECK("cuda_init", cublasCreate(&cublas_));
+  SG_CUBLAS_CHECK("cuda_init", cublasSetStream(cublas_, stream_));
+  SG_CUBLAS_CHECK("cuda_init", cublasSetMathMode(cublas_, CUBLAS_DEFAULT_MATH));
+  SG_CUDA_CHECK("cuda_init", cudaMalloc(&error_flags_, sizeof(int)));
+  SG_CUDA_CHECK("cuda_init", cudaMemsetAsync(error_flags_, 0, sizeof(int), stream_));
+}
+
+CudaBackend::~CudaBackend() {
+  if (cublas_) cublasDestroy(cublas_);
+  if (error_flags_) cudaFree(error_flags_);
+  if (stream_) cudaStreamDestroy(stream_);
+}
+
+void CudaBackend::set_allow_tf32(bool on) {
+  SG_CUBLAS_CHECK("set_allow_tf32", cublasSetMathMode(cublas_, on ? CUBLAS_TF32_TENSOR_OP_MATH : CUBLAS_DEFAULT_MATH));
+  allow_tf32_ = on;
+}
+
+void CudaBackend::check_device_errors() {
+  int flags = 0;
+  SG_CUDA_CHECK("cuda", cudaMemcpyAsync(&flags, error_flags_, sizeof(int), cudaMemcpyDeviceToHost, stream_));
+  SG_CUDA_CHECK("cuda", cudaStreamSynchronize(stream_));
+  if (flags == 0) return;
+  SG_CUDA_CHECK("cuda", cudaMemsetAsync(error_flags_, 0, sizeof(int), stream_));
+  if (flags & cuda::kBadEmbeddingId)
+    fail("embedding", ": an id was out of range [0, num_embeddings) (found on the GPU; its output rows are 0)");
+  fail("cross_entropy", ": a target was out of range [0, num_classes) and not ignore_index (found on the GPU; its "
+       "loss is NaN)");
+}
+
+// dst = src. Within the GPU: a strided, converting kernel. Between host and device: cudaMemcpy of contiguous
+// data (the caller makes both sides contiguous); a dtype change is done on the side that is the GPU.
+void CudaBackend::copy(const Tensor& src, Tensor& dst) {
+  const char* op = "copy";
+  check(src.shape() == dst.shape(), op, ": shapes differ: ", src.shape(), " -> ", dst.shape());
+  if (src.device().is_cuda() && dst.device().is_cuda()) {
+    copy_device(src, dst);
+    return;
+  }
+  check(src.is_contiguous() && dst.is_contiguous(), op, ": host<->device copies need contiguous tensors, got ",
+        src.meta_str(), " -> ", dst.meta_str());
+  if (src.numel() == 0) return;
+  if (src.dtype() != dst.dtype()) {
+    if (dst.device().is_cuda()) {  // host -> device as src's dtype, then convert on the GPU
+      Tensor staged = Tensor::empty(src.shape(), src.dtype(), dst.device());
+      copy(src, staged);
+      copy_device(staged, dst);
+    } else {  // convert on the GPU, then device -> host
+      Tensor staged = Tensor::empty(src.shape(), dst.dtype(), src.device());
+      copy_device(src, staged);
+      copy(staged, dst);
+    }
+    return;
+  }
+  if (dst.device().is_cuda()) {
+    // From pageable memory this returns once the host buffer has been staged, so the caller may free it.
+    SG_CUDA_CHECK(op, cudaMemcpyAsync(dst.data_ptr(), src.data_ptr(), src.nbytes(), cudaMemcpyHostToDevice, stream_));
+  } else {
+    SG_CUDA_CHECK(op, cudaMemcpyAsync(dst.data_ptr(), src.data_ptr(), src.nbytes(), cudaMemcpyDeviceToHost, stream_));
+    check_device_errors();  // synchronises the stream, so dst is ready
+  }
+}
+
+}  // namespace skipgrad

@@ -1,0 +1,327 @@
+// CUDA elementwise kernels: fills, copies, random numbers, unary/binary maps and their derivatives, where,
+// count_nonfinite. Every kernel is a grid-stride loop over the output's elements; operands may have any strides
+// (broadcast views have zero strides), handled by cuda::Strided. The op is a run-time switch that is the same
+// for every thread, which keeps the number of template instantiations (and nvcc's time) small.
+#include "backends/cuda/cuda_common.cuh"
+#include "tensor/random.h"
+
+namespace skipgrad {
+
+using cuda::grid_for;
+using cuda::kThreads;
+using cuda::make_strided;
+using cuda::Strided;
+
+namespace {
+
+template <class T>
+__global__ void fill_kernel(T* out, Strided<1> s, int64_t n, T value) {
+  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x) {
+    int64_t off[1];
+    s.offsets(i, off);
+    out[off[0]] = value;
+  }
+}
+
+template <class S, class D>
+__global__ void copy_kernel(const S* src, D* dst, Strided<2> s, int64_t n) {
+  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x) {
+    int64_t off[2];
+    s.offsets(i, off);
+    dst[off[0]] = static_cast<D>(src[off[1]]);
+  }
+}
+
+template <class T>
+__global__ void arange_kernel(T* out, int64_t n, double start, double step) {
+  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x)
+    out[i] = static_cast<T>(start + step * (double)i);
+}
+
+// Element i is a pure function of (seed, offset + i): the same numbers as the CPU backend (tensor/random.h).
+template <class T>
+__global__ void random_kernel(T* out, int64_t n, bool normal, double a, double b, uint64_t seed, uint64_t offset) {
+  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x) {
+    const uint64_t c = offset + (uint64_t)i;
+    out[i] = normal ? static_cast<T>(a + b * random_normal01(seed, c))        // mean a, std b
+                    : static_cast<T>(a + (b - a) * random_uniform01(seed, c));  // [a, b)
+  }
+}
+
+constexpr double kSqrt2OverPi = 0.7978845608028654;
+constexpr double kInvSqrt2 = 0.7071067811865476;
+constexpr double kInvSqrt2Pi = 0.3989422804014327;
+
+// y = f(x)  (the same formulas as the CPU backend)
+template <class T>
+__device__ __forceinline__ T unary_fn(UnaryOp op, T x, T a) {
+  switch (op) {
+    case UnaryOp::Neg: return -x;
+    case UnaryOp::Exp: return exp(x);
+    case UnaryOp::Log: return log(x);
+    case UnaryOp::Sqrt: return sqrt(x);
+    case UnaryOp::Rsqrt: return T(1) / sqrt(x);
+    case UnaryOp::Abs: return fabs(x);
+    case UnaryOp::Tanh: return tanh(x);
+    case UnaryOp::Sigmoid: return T(1) / (T(1) + exp(-x));
+    case UnaryOp::Relu: return x > T(0) ? x : T(0);
+    case UnaryOp::GeluTanh: return T(0.5) * x * (T(1) + tanh(T(kSqrt2OverPi) * (x + T(0.044715) * x * x * x)));
+    case UnaryOp::GeluErf: return T(0.5) * x * (T(1) + erf(x * T(kInvSqrt2)));
+    case UnaryOp::Silu: return x / (T(1) + exp(-x));
+    case UnaryOp::Pow: return pow(x, a);
+    case UnaryOp::AddScalar: return x + a;
+    case UnaryOp::MulScalar: return x * a;
+    case UnaryOp::RsubScalar: return a - x;
+    case UnaryOp::Reciprocal: return T(1) / x;
+  }
+  return x;
+}
+
+// dy/dx given x and y = f(x)
+template <class T>
+__device__ __forceinline__ T unary_deriv(UnaryOp op, T x, T y, T a) {
+  switch (op) {
+    case UnaryOp::Neg: return T(-1);
+    case UnaryOp::Exp: return y;
+    case UnaryOp::Log: return T(1) / x;
+    case UnaryOp::Sqrt: return T(0.5) / y;
+    case UnaryOp::Rsqrt: return T(-0.5) * y * y * y;
+    case UnaryOp::Abs: return x > T(0) ? T(1) : (x < T(0) ? T(-1) : T(0));
+    case UnaryOp::Tanh: return T(1) - y * y;
+    case UnaryOp::Sigmoid: return y * (T(1) - y);
+    case UnaryOp::Relu: return x > T(0) ? T(1) : T(0);
+    case UnaryOp::GeluTanh: {
+      const T u = T(kSqrt2OverPi) * (x + T(0.044715) * x * x * x);
+      const T th = tanh(u);
+      const T du = T(kSqrt2OverPi) * (T(1) + T(3 * 0.044715) * x * x);
+      return T(0.5) * (T(1) + th) + T(0.5) * x * (T(1) - th * th) * du;
+    }
+    case UnaryOp::GeluErf:
+      return T(0.5) * (T(1) + erf(x * T(kInvSqrt2))) + x * T(kInvSqrt2Pi) * exp(T(-0.5) * x * x);
+    case UnaryOp::Silu: {
+      const T s = T(1) / (T(1) + exp(-x));
+      return s * (T(1) + x * (T(1) - s));
+    }
+    case UnaryOp::Pow: return a * pow(x, a - T(1));
+    case UnaryOp::AddScalar: return T(1);
+    case UnaryOp::MulScalar: return a;
+    case UnaryOp::RsubScalar: return T(-1);
+    case UnaryOp::Reciprocal: return -y * y;
+  }
+  return T(0);
+}
+
+template <class T>
+__device__ __forceinline__ T binary_fn(BinaryOp op, T a, T b) {
+  switch (op) {
+    case BinaryOp::Add: return a + b;
+    case BinaryOp::Sub: return a - b;
+    case BinaryOp::Mul: return a * b;
+    case BinaryOp::Div: return a / b;
+    case BinaryOp::Maximum: return a > b ? a : b;
+    case BinaryOp::Minimum: return a < b ? a : b;
+    case BinaryOp::Eq: return a == b ? T(1) : T(0);
+    case BinaryOp::Ne: return a != b ? T(1) : T(0);
+    case BinaryOp::Lt: return a < b ? T(1) : T(0);
+    case BinaryOp::Le: return a <= b ? T(1) : T(0);
+    case BinaryOp::Gt: return a > b ? T(1) : T(0);
+    case BinaryOp::Ge: return a >= b ? T(1) : T(0);
+  }
+  return T(0);
+}
+
+// operands: out, x
+template <class T>
+__global__ void unary_kernel(UnaryOp op, const T* x, T* out, Strided<2> s, int64_t n, T a) {
+  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x) {
+    int64_t off[2];
+    s.offsets(i, off);
+    out[off[0]] = unary_fn<T>(op, x[off[1]], a);
+  }
+}
+
+// operands: gx, x, y, gy;  gx = gy * f'(x)
+template <class T>
+__global__ void unary_backward_kernel(UnaryOp op, const T* x, const T* y, const T* gy, T* gx, Strided<4> s,
+                                      int64_t n, T a) {
+  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x) {
+    int64_t off[4];
+    s.offsets(i, off);
+    gx[off[0]] = gy[off[3]] * unary_deriv<T>(op, x[off[1]], y[off[2]], a);
+  }
+}
+
+// operands: out, a, b
+template <class T>
+__global__ void binary_kernel(BinaryOp op, const T* a, const T* b, T* out, Strided<3> s, int64_t n) {
+  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x) {
+    int64_t off[3];
+    s.offsets(i, off);
+    out[off[0]] = binary_fn<T>(op, a[off[1]], b[off[2]]);
+  }
+}
+
+// operands: out, cond, a, b
+template <class C, class T>
+__global__ void where_kernel(const C* cond, const T* a, const T* b, T* out, Strided<4> s, int64_t n) {
+  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x) {
+    int64_t off[4];
+    s.offsets(i, off);
+    out[off[0]] = cond[off[1]] != C(0) ? a[off[2]] : b[off[3]];
+  }
+}
+
+template <class T>
+__global__ void count_nonfinite_kernel(const T* x, Strided<1> s, int64_t n, unsigned long long* count) {
+  __shared__ unsigned long long scratch[32];
+  unsigned long long local = 0;
+  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x) {
+    int64_t off[1];
+    s.offsets(i, off);
+    local += !isfinite(x[off[0]]);
+  }
+  local = cuda::block_reduce(local, cuda::SumOp{}, scratch);
+  if (threadIdx.x == 0 && local) atomicAdd(count, local);
+}
+
+}  // namespace
+
+void CudaBackend::fill(Tensor& out, double value) {
+  const int64_t n = out.numel();
+  if (n == 0) return;
+  auto s = make_strided<1>(out.shape(), {&out.strides()}, "fill");
+  cuda::dispatch_all(out.dtype(), [&](auto tag) {
+    using T = decltype(tag);
+    fill_kernel<T><<<grid_for(n), kThreads, 0, stream_>>>(static_cast<T*>(out.data_ptr()), s, n,
+                                                           static_cast<T>(value));
+  });
+  SG_CUDA_LAUNCH_CHECK("fill");
+}
+
+void CudaBackend::copy_device(const Tensor& src, Tensor& dst) {
+  const int64_t n = dst.numel();
+  if (n == 0) return;
+  auto s = make_strided<2>(dst.shape(), {&dst.strides(), &src.strides()}, "copy");
+  cuda::dispatch_all(src.dtype(), [&](auto stag) {
+    cuda::dispatch_all(dst.dtype(), [&](auto dtag) {
+      using S = decltype(stag);
+      using D = decltype(dtag);
+      copy_kernel<S, D><<<grid_for(n), kThreads, 0, stream_>>>(static_cast<const S*>(src.data_ptr()),
+                                                               static_cast<D*>(dst.data_ptr()), s, n);
+    });
+  });
+  SG_CUDA_LAUNCH_CHECK("copy");
+}
+
+void CudaBackend::arange(Tensor& out, double start, double step) {
+  const int64_t n = out.numel();
+  if (n == 0) return;
+  check(out.is_contiguous(), "arange", ": output must be contiguous, got ", out.meta_str());
+  cuda::dispatch_all(out.dtype(), [&](auto tag) {
+    using T = decltype(tag);
+    arange_kernel<T><<<grid_for(n), kThreads, 0, stream_>>>(static_cast<T*>(out.data_ptr()), n, start, step);
+  });
+  SG_CUDA_LAUNCH_CHECK("arange");
+}
+
+void CudaBackend::random_uniform(Tensor& out, double low, double high, uint64_t seed, uint64_t offset) {
+  const int64_t n = out.numel();
+  if (n == 0) return;
+  check(out.is_contiguous(), "rand", ": output must be contiguous, got ", out.meta_str());
+  cuda::dispatch_float(out.dtype(), "rand", [&](auto tag) {
+    using T = decltype(tag);
+    random_kernel<T><<<grid_for(n), kThreads, 0, stream_>>>(static_cast<T*>(out.data_ptr()), n, false, low, high,
+                                                             seed, offset);
+  });
+  SG_CUDA_LAUNCH_CHECK("rand");
+}
+
+void CudaBackend::random_normal(Tensor& out, double mean, double std, uint64_t seed, uint64_t offset) {
+  const int64_t n = out.numel();
+  if (n == 0) return;
+  check(out.is_contiguous(), "randn", ": output must be contiguous, got ", out.meta_str());
+  cuda::dispatch_float(out.dtype(), "randn", [&](auto tag) {
+    using T = decltype(tag);
+    random_kernel<T><<<grid_for(n), kThreads, 0, stream_>>>(static_cast<T*>(out.data_ptr()), n, true, mean, std,
+                                                             seed, offset);
+  });
+  SG_CUDA_LAUNCH_CHECK("randn");
+}
+
+void CudaBackend::unary(UnaryOp op, const Tensor& x, Tensor& out, double alpha) {
+  const int64_t n = out.numel();
+  if (n == 0) return;
+  auto s = make_strided<2>(out.shape(), {&out.strides(), &x.strides()}, "unary");
+  cuda::dispatch_float(x.dtype(), "unary", [&](auto tag) {
+    using T = decltype(tag);
+    unary_kernel<T><<<grid_for(n), kThreads, 0, stream_>>>(op, static_cast<const T*>(x.data_ptr()),
+                                                            static_cast<T*>(out.data_ptr()), s, n, (T)alpha);
+  });
+  SG_CUDA_LAUNCH_CHECK("unary");
+}
+
+void CudaBackend::unary_backward(UnaryOp op, const Tensor& x, const Tensor& y, const Tensor& gy, Tensor& gx,
+                                 double alpha) {
+  const int64_t n = gx.numel();
+  if (n == 0) return;
+  const Tensor& yy = y.defined() ? y : x;  // y is only read by ops whose derivative uses it
+  auto s = make_strided<4>(gx.shape(), {&gx.strides(), &x.strides(), &yy.strides(), &gy.strides()},
+                           "unary_backward");
+  cuda::dispatch_float(x.dtype(), "unary_backward", [&](auto tag) {
+    using T = decltype(tag);
+    unary_backward_kernel<T><<<grid_for(n), kThreads, 0, stream_>>>(
+        op, static_cast<const T*>(x.data_ptr()), static_cast<const T*>(yy.data_ptr()),
+        static_cast<const T*>(gy.data_ptr()), static_cast<T*>(gx.data_ptr()), s, n, (T)alpha);
+  });
+  SG_CUDA_LAUNCH_CHECK("unary_backward");
+}
+
+void CudaBackend::binary(BinaryOp op, const Tensor& a, const Tensor& b, Tensor& out) {
+  const int64_t n = out.numel();
+  if (n == 0) return;
+  auto s = make_strided<3>(out.shape(), {&out.strides(), &a.strides(), &b.strides()}, "binary");
+  cuda::dispatch_all(out.dtype(), [&](auto tag) {
+    using T = decltype(tag);
+    binary_kernel<T><<<grid_for(n), kThreads, 0, stream_>>>(op, static_cast<const T*>(a.data_ptr()),
+                                                             static_cast<const T*>(b.data_ptr()),
+                                                             static_cast<T*>(out.data_ptr()), s, n);
+  });
+  SG_CUDA_LAUNCH_CHECK("binary");
+}
+
+void CudaBackend::where(const Tensor& cond, const Tensor& a, const Tensor& b, Tensor& out) {
+  const int64_t n = out.numel();
+  if (n == 0) return;
+  auto s = make_strided<4>(out.shape(), {&out.strides(), &cond.strides(), &a.strides(), &b.strides()}, "where");
+  cuda::dispatch_all(cond.dtype(), [&](auto ctag) {
+    cuda::dispatch_all(out.dtype(), [&](auto tag) {
+      using C = decltype(ctag);
+      using T = decltype(tag);
+      where_kernel<C, T><<<grid_for(n), kThreads, 0, stream_>>>(
+          static_cast<const C*>(cond.data_ptr()), static_cast<const T*>(a.data_ptr()),
+          static_cast<const T*>(b.data_ptr()), static_cast<T*>(out.data_ptr()), s, n);
+    });
+  });
+  SG_CUDA_LAUNCH_CHECK("where");
+}
+
+// Synchronises: the count is read back to the host.
+int64_t CudaBackend::count_nonfinite(const Tensor& x) {
+  const int64_t n = x.numel();
+  if (n == 0) return 0;
+  auto s = make_strided<1>(x.shape(), {&x.strides()}, "count_nonfinite");
+  Tensor counter = Tensor::zeros({1}, DType::I64, x.device());
+  auto* count = static_cast<unsigned long long*>(counter.data_ptr());
+  cuda::dispatch_float(x.dtype(), "count_nonfinite", [&](auto tag) {
+    using T = decltype(tag);
+    count_nonfinite_kernel<T><<<grid_for(n), kThreads, 0, stream_>>>(static_cast<const T*>(x.data_ptr()), s, n,
+                                                                       count);
+  });
+  SG_CUDA_LAUNCH_CHECK("count_nonfinite");
+  unsigned long long bad = 0;
+  SG_CUDA_CHECK("count_nonfinite", cudaMemcpyAsync(&bad, count, sizeof(bad), cudaMemcpyDeviceToHost, stream_));
+  check_device_errors();  // synchronises the stream
+  return (int64_t)bad;
+}
+
+}  // namespace skipgrad

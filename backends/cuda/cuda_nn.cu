@@ -1,0 +1,219 @@
+// CUDA kernels for embedding gather/scatter-add, cross entropy with label smoothing, dropout masks and the fused
+// Adam/AdamW update.
+//
+// Bad ids and targets cannot be reported without a host synchronisation, so the kernels set a bit in the
+// backend's device error flags (and write 0 / NaN); the next synchronising call (a copy to the host, e.g.
+// reading the loss, or count_nonfinite) throws a skipgrad::Error naming the op.
+#include <climits>
+#include <cmath>
+
+#include "backends/cuda/cuda_common.cuh"
+#include "tensor/random.h"
+
+namespace skipgrad {
+
+namespace {
+
+// out[i, c] = weight[ids[i], c]
+template <class T>
+__global__ void embedding_kernel(const T* w, const int64_t* ids, T* out, int64_t n, int64_t V, int64_t D,
+                                 int* error_flags) {
+  for (int64_t e = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; e < n * D; e += (int64_t)gridDim.x * blockDim.x) {
+    const int64_t i = e / D, c = e % D, id = ids[i];
+    if (id < 0 || id >= V) {
+      out[e] = T(0);
+      if (c == 0) atomicOr(error_flags, cuda::kBadEmbeddingId);
+    } else {
+      out[e] = w[id * D + c];
+    }
+  }
+}
+
+// gweight[ids[i], c] += gout[i, c], except rows of padding_idx. Atomic adds: repeated ids are summed in an
+// unspecified order, so float32 results may differ in the last bits from run to run.
+template <class T>
+__global__ void embedding_backward_kernel(const int64_t* ids, const T* g, T* gw, int64_t n, int64_t V, int64_t D,
+                                          int64_t padding_idx) {
+  for (int64_t e = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; e < n * D; e += (int64_t)gridDim.x * blockDim.x) {
+    const int64_t i = e / D, c = e % D, id = ids[i];
+    if (id == padding_idx || id < 0 || id >= V) continue;
+    atomicAdd(gw + id * D + c, g[e]);
+  }
+}
+
+// One block per row: lse = max + log(sum(exp(x - max)));
+// loss = lse - (1-ls) * x[t] - ls * mean_j x_j   (0 where t == ignore_index)
+template <class T>
+__global__ void cross_entropy_kernel(const T* logits, const int64_t* targets, int64_t ignore_index, double ls,
+                                     T* loss, T* lse, int64_t C, int* error_flags) {
+  __shared__ double scratch[32];
+  const int64_t r = blockIdx.x;
+  const T* x = logits + r * C;
+  double mx = -INFINITY, sum_x = 0;
+  for (int64_t c = threadIdx.x; c < C; c += blockDim.x) {
+    mx = fmax(mx, (double)x[c]);
+    sum_x += x[c];
+  }
+  mx = cuda::block_reduce(mx, cuda::MaxOp{}, scratch);
+  sum_x = cuda::block_reduce(sum_x, cuda::SumOp{}, scratch);
+  double s = 0;
+  for (int64_t c = threadIdx.x; c < C; c += blockDim.x) s += exp((double)x[c] - mx);
+  s = cuda::block_reduce(s, cuda::SumOp{}, scratch);
+  if (threadIdx.x != 0) return;
+  const double l = mx + log(s);
+  lse[r] = (T)l;
+  const int64_t t = targets[r];
+  if (t == ignore_index) {
+    loss[r] = T(0);
+  } else if (t < 0 || t >= C) {
+    loss[r] = (T)NAN;
+    atomicOr(error_flags, cuda::kBadTarget);
+  } else {
+    loss[r] = (T)(l - (1 - ls) * x[t] - ls * sum_x / C);
+  }
+}
+
+// glogits[r, c] = gloss[r] * (exp(x - lse) - ls/C - (1-ls) [c == t]);  0 where t == ignore_index
+template <class T>
+__global__ void cross_entropy_backward_kernel(const T* logits, const int64_t* targets, const T* lse, const T* gloss,
+                                              int64_t ignore_index, double ls, T* glogits, int64_t C) {
+  const int64_t r = blockIdx.x;
+  const int64_t t = targets[r];
+  T* o = glogits + r * C;
+  if (t == ignore_index || t < 0 || t >= C) {
+    for (int64_t c = threadIdx.x; c < C; c += blockDim.x) o[c] = T(0);
+    return;
+  }
+  const T* x = logits + r * C;
+  const T g = gloss[r], l = lse[r], smooth = (T)(ls / C), hit = (T)(1 - ls);
+  for (int64_t c = threadIdx.x; c < C; c += blockDim.x) o[c] = g * (exp(x[c] - l) - smooth - (c == t ? hit : T(0)));
+}
+
+// mask[i] = (u_i >= p) / (1 - p), u_i uniform from (seed, offset + i): the CPU backend's numbers
+template <class T>
+__global__ void dropout_mask_kernel(T* mask, int64_t n, double p, uint64_t seed, uint64_t offset) {
+  const T keep = (T)(1.0 / (1.0 - p));
+  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x)
+    mask[i] = random_uniform01(seed, offset + (uint64_t)i) >= p ? keep : T(0);
+}
+
+// m = b1 m + (1-b1) g;  v = b2 v + (1-b2) g^2;  p -= lr/bc1 * m / (sqrt(v)/sqrt(bc2) + eps)
+// Adam adds wd*p to g first; AdamW (decoupled) multiplies p by (1 - lr*wd) first.
+template <class T>
+__global__ void adam_kernel(T* p, const T* g, T* m, T* v, int64_t n, T b1, T b2, T step_size, T inv_sqrt_bc2,
+                            T wd, T decay, T eps, bool decoupled) {
+  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x) {
+    T gi = g[i], pi = p[i];
+    if (!decoupled) gi += wd * pi;
+    else pi *= decay;
+    const T mi = b1 * m[i] + (T(1) - b1) * gi;
+    const T vi = b2 * v[i] + (T(1) - b2) * gi * gi;
+    m[i] = mi;
+    v[i] = vi;
+    p[i] = pi - step_size * mi / (sqrt(vi) * inv_sqrt_bc2 + eps);
+  }
+}
+
+void check_contiguous(const char* op, std::initializer_list<const Tensor*> ts) {
+  for (const Tensor* t : ts)
+    if (t->defined()) check(t->is_contiguous(), op, ": expected contiguous tensors on the GPU, got ", t->meta_str());
+}
+
+}  // namespace
+
+void CudaBackend::embedding(const Tensor& weight, const Tensor& ids, Tensor& out) {
+  const char* op = "embedding";
+  check_contiguous(op, {&weight, &ids, &out});
+  check(ids.dtype() == DType::I64, op, ": ids must be int64, got ", ids.meta_str());
+  const int64_t V = weight.size(0), D = weight.size(1), N = ids.numel();
+  if (N * D == 0) return;
+  cuda::dispatch_float(weight.dtype(), op, [&](auto tag) {
+    using T = decltype(tag);
+    embedding_kernel<T><<<cuda::grid_for(N * D), cuda::kThreads, 0, stream_>>>(
+        static_cast<const T*>(weight.data_ptr()), static_cast<const int64_t*>(ids.data_ptr()),
+        static_cast<T*>(out.data_ptr()), N, V, D, error_flags_);
+  });
+  SG_CUDA_LAUNCH_CHECK(op);
+}
+
+void CudaBackend::embedding_backward(const Tensor& ids, const Tensor& gout, Tensor& gweight, int64_t padding_idx) {
+  const char* op = "embedding_backward";
+  check_contiguous(op, {&ids, &gout, &gweight});
+  check(ids.dtype() == DType::I64, op, ": ids must be int64, got ", ids.meta_str());
+  const int64_t V = gweight.size(0), D = gweight.size(1), N = ids.numel();
+  if (N * D == 0) return;
+  cuda::dispatch_float(gweight.dtype(), op, [&](auto tag) {
+    using T = decltype(tag);
+    embedding_backward_kernel<T><<<cuda::grid_for(N * D), cuda::kThreads, 0, stream_>>>(
+        static_cast<const int64_t*>(ids.data_ptr()), static_cast<const T*>(gout.data_ptr()),
+        static_cast<T*>(gweight.data_ptr()), N, V, D, padding_idx);
+  });
+  SG_CUDA_LAUNCH_CHECK(op);
+}
+
+void CudaBackend::cross_entropy(const Tensor& logits, const Tensor& targets, int64_t ignore_index,
+                                double label_smoothing, Tensor& loss, Tensor& lse) {
+  const char* op = "cross_entropy";
+  check_contiguous(op, {&logits, &targets, &loss, &lse});
+  check(targets.dtype() == DType::I64, op, ": targets must be int64, got ", targets.meta_str());
+  const int64_t C = logits.dim() ? logits.shape().back() : 1, R = C ? logits.numel() / C : 0;
+  if (R == 0) return;
+  check(C > 0 && R <= INT_MAX, op, ": logits ", logits.shape(), " have no classes or more rows than the GPU grid allows");
+  cuda::dispatch_float(logits.dtype(), op, [&](auto tag) {
+    using T = decltype(tag);
+    cross_entropy_kernel<T><<<(unsigned)R, cuda::row_threads(C), 0, stream_>>>(
+        static_cast<const T*>(logits.data_ptr()), static_cast<const int64_t*>(targets.data_ptr()), ignore_index,
+        label_smoothing, static_cast<T*>(loss.data_ptr()), static_cast<T*>(lse.data_ptr()), C, error_flags_);
+  });
+  SG_CUDA_LAUNCH_CHECK(op);
+}
+
+void CudaBackend::cross_entropy_backward(const Tensor& logits, const Tensor& targets, const Tensor& lse,
+                                         const Tensor& gloss, int64_t ignore_index, double label_smoothing,
+                                         Tensor& glogits) {
+  const char* op = "cross_entropy_backward";
+  check_contiguous(op, {&logits, &targets, &lse, &gloss, &glogits});
+  const int64_t C = logits.dim() ? logits.shape().back() : 1, R = C ? logits.numel() / C : 0;
+  if (R == 0 || C == 0) return;
+  cuda::dispatch_float(logits.dtype(), op, [&](auto tag) {
+    using T = decltype(tag);
+    cross_entropy_backward_kernel<T><<<(unsigned)R, cuda::row_threads(C), 0, stream_>>>(
+        static_cast<const T*>(logits.data_ptr()), static_cast<const int64_t*>(targets.data_ptr()),
+        static_cast<const T*>(lse.data_ptr()), static_cast<const T*>(gloss.data_ptr()), ignore_index,
+        label_smoothing, static_cast<T*>(glogits.data_ptr()), C);
+  });
+  SG_CUDA_LAUNCH_CHECK(op);
+}
+
+void CudaBackend::dropout_mask(Tensor& mask, double p, uint64_t seed, uint64_t offset) {
+  const char* op = "dropout";
+  check_contiguous(op, {&mask});
+  const int64_t n = mask.numel();
+  if (n == 0) return;
+  cuda::dispatch_float(mask.dtype(), op, [&](auto tag) {
+    using T = decltype(tag);
+    dropout_mask_kernel<T><<<cuda::grid_for(n), cuda::kThreads, 0, stream_>>>(static_cast<T*>(mask.data_ptr()), n,
+                                                                                p, seed, offset);
+  });
+  SG_CUDA_LAUNCH_CHECK(op);
+}
+
+void CudaBackend::adam_update(Tensor& param, const Tensor& grad, Tensor& m, Tensor& v, double lr, double beta1,
+                              double beta2, double eps, double weight_decay, bool decoupled, int64_t step) {
+  const char* op = "adam_update";
+  check_contiguous(op, {&param, &grad, &m, &v});
+  const int64_t n = param.numel();
+  if (n == 0) return;
+  // Bias corrections are computed here on the host from the step count: no device round trip.
+  const double bc1 = 1 - std::pow(beta1, (double)step), bc2 = 1 - std::pow(beta2, (double)step);
+  cuda::dispatch_float(param.dtype(), op, [&](auto tag) {
+    using T = decltype(tag);
+    adam_kernel<T><<<cuda::grid_for(n), cuda::kThreads, 0, stream_>>>(
+        static_cast<T*>(param.data_ptr()), static_cast<const T*>(grad.data_ptr()), static_cast<T*>(m.data_ptr()),
+        static_cast<T*>(v.data_ptr()), n, (T)beta1, (T)beta2, (T)(lr / bc1), (T)(1 / std::sqrt(bc2)),
+        (T)weight_decay, (T)(1 - lr * weight_decay), (T)eps, decoupled);
+  });
+  SG_CUDA_LAUNCH_CHECK(op);
+}
+
+}  // namespace skipgrad

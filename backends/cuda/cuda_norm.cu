@@ -1,0 +1,297 @@
+// CUDA row kernels: softmax / log_softmax, layer_norm and rms_norm, forward and backward.
+// x is a contiguous [rows, cols] buffer; one block per row, statistics reduced across the block with warp
+// shuffles and accumulated in double as on the CPU. The parameter gradients (gamma, beta, rms weight) are
+// column sums over rows, done deterministically in two passes: partial sums over row chunks, then the chunks
+// in order.
+#include <climits>
+#include <cmath>
+
+#include "backends/cuda/cuda_common.cuh"
+
+namespace skipgrad {
+
+namespace {
+
+struct Rows {
+  int64_t rows, cols;
+};
+Rows rows_of(const Tensor& x, const char* op) {
+  check(x.is_contiguous(), op, ": expected a contiguous input on the GPU, got ", x.meta_str());
+  const int64_t cols = x.dim() ? x.shape().back() : 1;
+  return {cols ? x.numel() / cols : 0, cols};
+}
+// One block per row along gridDim.x, which holds up to 2^31 - 1 blocks.
+unsigned row_blocks(int64_t rows) {
+  check(rows <= INT_MAX, "norm", ": ", rows, " rows exceed the GPU grid limit of ", INT_MAX);
+  return (unsigned)rows;
+}
+
+// y = exp(x - max) / sum(exp(x - max));  log: y = x - max - log(sum(exp(x - max)))
+template <class T>
+__global__ void softmax_kernel(const T* x, T* y, int64_t cols, bool log) {
+  __shared__ double scratch[32];
+  const T* xr = x + blockIdx.x * cols;
+  T* yr = y + blockIdx.x * cols;
+  double mx = -INFINITY;
+  for (int64_t c = threadIdx.x; c < cols; c += blockDim.x) mx = fmax(mx, (double)xr[c]);
+  mx = cuda::block_reduce(mx, cuda::MaxOp{}, scratch);
+  const T m = mx == -INFINITY ? T(0) : (T)mx;  // a fully masked row
+  double s = 0;
+  for (int64_t c = threadIdx.x; c < cols; c += blockDim.x) s += (double)exp(xr[c] - m);
+  s = cuda::block_reduce(s, cuda::SumOp{}, scratch);
+  if (log) {
+    const T lse = m + (T)::log(s);
+    for (int64_t c = threadIdx.x; c < cols; c += blockDim.x) yr[c] = xr[c] - lse;
+  } else {
+    const T inv = s > 0 ? (T)(1.0 / s) : T(0);
+    for (int64_t c = threadIdx.x; c < cols; c += blockDim.x) yr[c] = exp(xr[c] - m) * inv;
+  }
+}
+
+// softmax:     gx = y * (gy - sum(gy * y))
+// log_softmax: gx = gy - exp(y) * sum(gy)
+template <class T>
+__global__ void softmax_backward_kernel(const T* y, const T* gy, T* gx, int64_t cols, bool log) {
+  __shared__ double scratch[32];
+  const T* yr = y + blockIdx.x * cols;
+  const T* gr = gy + blockIdx.x * cols;
+  T* o = gx + blockIdx.x * cols;
+  double s = 0;
+  for (int64_t c = threadIdx.x; c < cols; c += blockDim.x) s += log ? (double)gr[c] : (double)gr[c] * yr[c];
+  const T sum = (T)cuda::block_reduce(s, cuda::SumOp{}, scratch);
+  for (int64_t c = threadIdx.x; c < cols; c += blockDim.x)
+    o[c] = log ? gr[c] - exp(yr[c]) * sum : yr[c] * (gr[c] - sum);
+}
+
+// mean = sum(x)/C; rstd = 1/sqrt(sum((x-mean)^2)/C + eps); y = (x-mean)*rstd*gamma + beta
+template <class T>
+__global__ void layer_norm_kernel(const T* x, const T* gamma, const T* beta, double eps, T* y, T* mean, T* rstd,
+                                  int64_t cols) {
+  __shared__ double scratch[32];
+  const T* xr = x + blockIdx.x * cols;
+  T* yr = y + blockIdx.x * cols;
+  double s = 0;
+  for (int64_t c = threadIdx.x; c < cols; c += blockDim.x) s += xr[c];
+  const double mu = cuda::block_reduce(s, cuda::SumOp{}, scratch) / cols;
+  double v = 0;
+  for (int64_t c = threadIdx.x; c < cols; c += blockDim.x) v += (xr[c] - mu) * (xr[c] - mu);
+  const double rs = 1.0 / sqrt(cuda::block_reduce(v, cuda::SumOp{}, scratch) / cols + eps);
+  if (threadIdx.x == 0) {
+    mean[blockIdx.x] = (T)mu;
+    rstd[blockIdx.x] = (T)rs;
+  }
+  for (int64_t c = threadIdx.x; c < cols; c += blockDim.x) {
+    const T n = (T)((xr[c] - mu) * rs);
+    yr[c] = n * (gamma ? gamma[c] : T(1)) + (beta ? beta[c] : T(0));
+  }
+}
+
+// xhat = (x-mean)*rstd; g = gy*gamma;  gx = rstd * (g - mean(g) - xhat * mean(g * xhat))
+template <class T>
+__global__ void layer_norm_backward_kernel(const T* gy, const T* x, const T* mean, const T* rstd, const T* gamma,
+                                           T* gx, int64_t cols) {
+  __shared__ double scratch[32];
+  const T* g = gy + blockIdx.x * cols;
+  const T* xr = x + blockIdx.x * cols;
+  const double mu = mean[blockIdx.x], rs = rstd[blockIdx.x];
+  double sg = 0, sgx = 0;
+  for (int64_t c = threadIdx.x; c < cols; c += blockDim.x) {
+    const double gg = (double)g[c] * (gamma ? gamma[c] : T(1));
+    sg += gg;
+    sgx += gg * (xr[c] - mu) * rs;
+  }
+  sg = cuda::block_reduce(sg, cuda::SumOp{}, scratch) / cols;
+  sgx = cuda::block_reduce(sgx, cuda::SumOp{}, scratch) / cols;
+  T* o = gx + blockIdx.x * cols;
+  for (int64_t c = threadIdx.x; c < cols; c += blockDim.x) {
+    const double gg = (double)g[c] * (gamma ? gamma[c] : T(1));
+    const double xh = (xr[c] - mu) * rs;
+    o[c] = (T)(rs * (gg - sg - xh * sgx));
+  }
+}
+
+// rstd = 1/sqrt(mean(x^2) + eps); y = x * rstd * w
+template <class T>
+__global__ void rms_norm_kernel(const T* x, const T* w, double eps, T* y, T* rstd, int64_t cols) {
+  __shared__ double scratch[32];
+  const T* xr = x + blockIdx.x * cols;
+  T* yr = y + blockIdx.x * cols;
+  double ss = 0;
+  for (int64_t c = threadIdx.x; c < cols; c += blockDim.x) ss += (double)xr[c] * xr[c];
+  const double rs = 1.0 / sqrt(cuda::block_reduce(ss, cuda::SumOp{}, scratch) / cols + eps);
+  if (threadIdx.x == 0) rstd[blockIdx.x] = (T)rs;
+  for (int64_t c = threadIdx.x; c < cols; c += blockDim.x) yr[c] = (T)(xr[c] * rs) * (w ? w[c] : T(1));
+}
+
+// g = gy*w; xhat = x*rstd;  gx = rstd * (g - xhat * mean(g * xhat))
+template <class T>
+__global__ void rms_norm_backward_kernel(const T* gy, const T* x, const T* rstd, const T* w, T* gx, int64_t cols) {
+  __shared__ double scratch[32];
+  const T* g = gy + blockIdx.x * cols;
+  const T* xr = x + blockIdx.x * cols;
+  const double rs = rstd[blockIdx.x];
+  double s = 0;
+  for (int64_t c = threadIdx.x; c < cols; c += blockDim.x) s += (double)g[c] * (w ? w[c] : T(1)) * xr[c] * rs;
+  s = cuda::block_reduce(s, cuda::SumOp{}, scratch) / cols;
+  T* o = gx + blockIdx.x * cols;
+  for (int64_t c = threadIdx.x; c < cols; c += blockDim.x)
+    o[c] = (T)(rs * ((double)g[c] * (w ? w[c] : T(1)) - xr[c] * rs * s));
+}
+
+// ---- parameter gradients: column sums of a per-element term over rows ----
+enum class ColumnTerm {
+  GyXhat,     // gy * (x - mean) * rstd   (layer_norm gamma)
+  Gy,         // gy                       (layer_norm beta)
+  GyXRstd,    // gy * x * rstd            (rms_norm weight)
+};
+
+// partial[chunk, c] = sum over rows r in chunk of term(r, c); rows_per_chunk rows per blockIdx.y.
+template <class T>
+__global__ void column_partial_kernel(ColumnTerm term, const T* gy, const T* x, const T* mean, const T* rstd,
+                                      double* partial, int64_t rows, int64_t cols, int64_t rows_per_chunk) {
+  const int64_t c = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
+  if (c >= cols) return;
+  const int64_t r0 = blockIdx.y * rows_per_chunk;
+  const int64_t r1 = r0 + rows_per_chunk < rows ? r0 + rows_per_chunk : rows;
+  double acc = 0;
+  for (int64_t r = r0; r < r1; r++) {
+    const double g = gy[r * cols + c];
+    switch (term) {
+      case ColumnTerm::GyXhat: acc += g * ((double)x[r * cols + c] - mean[r]) * rstd[r]; break;
+      case ColumnTerm::Gy: acc += g; break;
+      case ColumnTerm::GyXRstd: acc += g * x[r * cols + c] * rstd[r]; break;
+    }
+  }
+  partial[blockIdx.y * cols + c] = acc;
+}
+
+template <class T>
+__global__ void column_finish_kernel(const double* partial, T* out, int64_t chunks, int64_t cols) {
+  const int64_t c = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
+  if (c >= cols) return;
+  double acc = 0;
+  for (int64_t k = 0; k < chunks; k++) acc += partial[k * cols + c];
+  out[c] = (T)acc;
+}
+
+template <class T>
+void column_sums(cudaStream_t stream, ColumnTerm term, const Tensor& gy, const Tensor& x, const T* mean,
+                 const T* rstd, Tensor& out, Rows rc) {
+  const char* op = "norm_backward";
+  const int64_t chunks = std::max<int64_t>(1, std::min<int64_t>(rc.rows / 32, 1024));
+  const int64_t rows_per_chunk = (rc.rows + chunks - 1) / chunks;
+  Tensor partial = Tensor::empty({chunks, rc.cols}, DType::F64, x.device());
+  const dim3 grid((unsigned)((rc.cols + cuda::kThreads - 1) / cuda::kThreads), (unsigned)chunks);
+  column_partial_kernel<T><<<grid, cuda::kThreads, 0, stream>>>(
+      term, static_cast<const T*>(gy.data_ptr()), static_cast<const T*>(x.data_ptr()), mean, rstd,
+      static_cast<double*>(partial.data_ptr()), rc.rows, rc.cols, rows_per_chunk);
+  SG_CUDA_LAUNCH_CHECK(op);
+  column_finish_kernel<T><<<cuda::grid_for(rc.cols), cuda::kThreads, 0, stream>>>(
+      static_cast<const double*>(partial.data_ptr()), static_cast<T*>(out.data_ptr()), chunks, rc.cols);
+  SG_CUDA_LAUNCH_CHECK(op);
+}
+
+template <class T>
+const T* ptr_or_null(const Tensor& t) {
+  return t.defined() ? static_cast<const T*>(t.data_ptr()) : nullptr;
+}
+
+}  // namespace
+
+void CudaBackend::softmax(const Tensor& x, Tensor& y, bool log) {
+  auto [R, C] = rows_of(x, "softmax");
+  if (R == 0 || C == 0) return;
+  cuda::dispatch_float(x.dtype(), "softmax", [&](auto tag) {
+    using T = decltype(tag);
+    softmax_kernel<T><<<row_blocks(R), cuda::row_threads(C), 0, stream_>>>(
+        static_cast<const T*>(x.data_ptr()), static_cast<T*>(y.data_ptr()), C, log);
+  });
+  SG_CUDA_LAUNCH_CHECK("softmax");
+}
+
+void CudaBackend::softmax_backward(const Tensor& y, const Tensor& gy, Tensor& gx, bool log) {
+  auto [R, C] = rows_of(y, "softmax_backward");
+  check(gy.is_contiguous(), "softmax_backward", ": expected a contiguous gradient, got ", gy.meta_str());
+  if (R == 0 || C == 0) return;
+  cuda::dispatch_float(y.dtype(), "softmax_backward", [&](auto tag) {
+    using T = decltype(tag);
+    softmax_backward_kernel<T><<<row_blocks(R), cuda::row_threads(C), 0, stream_>>>(
+        static_cast<const T*>(y.data_ptr()), static_cast<const T*>(gy.data_ptr()), static_cast<T*>(gx.data_ptr()),
+        C, log);
+  });
+  SG_CUDA_LAUNCH_CHECK("softmax_backward");
+}
+
+void CudaBackend::layer_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta, double eps, Tensor& y,
+                             Tensor& mean, Tensor& rstd) {
+  auto [R, C] = rows_of(x, "layer_norm");
+  if (R == 0 || C == 0) return;
+  cuda::dispatch_float(x.dtype(), "layer_norm", [&](auto tag) {
+    using T = decltype(tag);
+    layer_norm_kernel<T><<<row_blocks(R), cuda::row_threads(C), 0, stream_>>>(
+        static_cast<const T*>(x.data_ptr()), ptr_or_null<T>(gamma), ptr_or_null<T>(beta), eps,
+        static_cast<T*>(y.data_ptr()), static_cast<T*>(mean.data_ptr()), static_cast<T*>(rstd.data_ptr()), C);
+  });
+  SG_CUDA_LAUNCH_CHECK("layer_norm");
+}
+
+void CudaBackend::layer_norm_backward(const Tensor& gy, const Tensor& x, const Tensor& mean, const Tensor& rstd,
+                                      const Tensor& gamma, Tensor& gx, Tensor& ggamma, Tensor& gbeta) {
+  const char* op = "layer_norm_backward";
+  Rows rc = rows_of(x, op);
+  check(gy.is_contiguous(), op, ": expected a contiguous gradient, got ", gy.meta_str());
+  if (rc.rows == 0 || rc.cols == 0) {
+    if (ggamma.defined()) fill(ggamma, 0);
+    if (gbeta.defined()) fill(gbeta, 0);
+    return;
+  }
+  cuda::dispatch_float(x.dtype(), op, [&](auto tag) {
+    using T = decltype(tag);
+    const T* mp = static_cast<const T*>(mean.data_ptr());
+    const T* rp = static_cast<const T*>(rstd.data_ptr());
+    if (gx.defined()) {
+      layer_norm_backward_kernel<T><<<row_blocks(rc.rows), cuda::row_threads(rc.cols), 0, stream_>>>(
+          static_cast<const T*>(gy.data_ptr()), static_cast<const T*>(x.data_ptr()), mp, rp, ptr_or_null<T>(gamma),
+          static_cast<T*>(gx.data_ptr()), rc.cols);
+      SG_CUDA_LAUNCH_CHECK(op);
+    }
+    if (ggamma.defined()) column_sums<T>(stream_, ColumnTerm::GyXhat, gy, x, mp, rp, ggamma, rc);
+    if (gbeta.defined()) column_sums<T>(stream_, ColumnTerm::Gy, gy, x, mp, rp, gbeta, rc);
+  });
+}
+
+void CudaBackend::rms_norm(const Tensor& x, const Tensor& weight, double eps, Tensor& y, Tensor& rstd) {
+  auto [R, C] = rows_of(x, "rms_norm");
+  if (R == 0 || C == 0) return;
+  cuda::dispatch_float(x.dtype(), "rms_norm", [&](auto tag) {
+    using T = decltype(tag);
+    rms_norm_kernel<T><<<row_blocks(R), cuda::row_threads(C), 0, stream_>>>(
+        static_cast<const T*>(x.data_ptr()), ptr_or_null<T>(weight), eps, static_cast<T*>(y.data_ptr()),
+        static_cast<T*>(rstd.data_ptr()), C);
+  });
+  SG_CUDA_LAUNCH_CHECK("rms_norm");
+}
+
+void CudaBackend::rms_norm_backward(const Tensor& gy, const Tensor& x, const Tensor& rstd, const Tensor& weight,
+                                    Tensor& gx, Tensor& gweight) {
+  const char* op = "rms_norm_backward";
+  Rows rc = rows_of(x, op);
+  check(gy.is_contiguous(), op, ": expected a contiguous gradient, got ", gy.meta_str());
+  if (rc.rows == 0 || rc.cols == 0) {
+    if (gweight.defined()) fill(gweight, 0);
+    return;
+  }
+  cuda::dispatch_float(x.dtype(), op, [&](auto tag) {
+    using T = decltype(tag);
+    const T* rp = static_cast<const T*>(rstd.data_ptr());
+    if (gx.defined()) {
+      rms_norm_backward_kernel<T><<<row_blocks(rc.rows), cuda::row_threads(rc.cols), 0, stream_>>>(
+          static_cast<const T*>(gy.data_ptr()), static_cast<const T*>(x.data_ptr()), rp, ptr_or_null<T>(weight),
+          static_cast<T*>(gx.data_ptr()), rc.cols);
+      SG_CUDA_LAUNCH_CHECK(op);
+    }
+    if (gweight.defined()) column_sums<T>(stream_, ColumnTerm::GyXRstd, gy, x, rp, rp, gweight, rc);
+  });
+}
+
+}  // namespace skipgrad

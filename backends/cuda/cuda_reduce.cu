@@ -1,0 +1,125 @@
+// CUDA reductions over any set of dims (kept as size 1 in the output), accumulated in double as on the CPU.
+//
+// The output's elements index the kept dims, the reduced dims form a sub-block per output element. A group of
+// G threads reduces one output element: a warp (G = 32) when the block is small, the whole block (G = 256)
+// when there are few outputs with many elements each. When the reduced dims are the outer ones and the
+// innermost kept dim is contiguous (column sums such as a bias gradient), one thread per output walks its
+// sub-block so that neighbouring threads read neighbouring addresses.
+#include <cmath>
+#include <limits>
+
+#include "backends/cuda/cuda_common.cuh"
+
+namespace skipgrad {
+
+namespace {
+
+// Kept dims (out and x strides) and reduced dims (x strides) of one reduction, merged as far as possible.
+struct ReducePlan {
+  cuda::Strided<2> kept;     // operands: out, x
+  cuda::Strided<1> reduced;  // operand: x
+  int64_t outputs = 1, count = 1;
+};
+
+__device__ __forceinline__ double reduce_init(ReduceOp op) {
+  return op == ReduceOp::Max ? -INFINITY : op == ReduceOp::Min ? INFINITY : 0.0;
+}
+__device__ __forceinline__ double reduce_step(ReduceOp op, double acc, double v) {
+  switch (op) {
+    case ReduceOp::Sum: case ReduceOp::Mean: return acc + v;
+    case ReduceOp::SumSquares: return acc + v * v;
+    case ReduceOp::Max: return cuda::MaxOp{}(acc, v);
+    case ReduceOp::Min: return cuda::MinOp{}(acc, v);
+  }
+  return acc;
+}
+__device__ __forceinline__ double reduce_final(ReduceOp op, double acc, int64_t count) {
+  return op == ReduceOp::Mean ? acc / (double)(count > 1 ? count : 1) : acc;
+}
+
+// Groups of G threads, one output element per group (grid-stride over outputs).
+template <class T, int G>
+__global__ void reduce_group_kernel(ReduceOp op, const T* x, T* out, ReducePlan p) {
+  __shared__ double scratch[32];
+  const int groups_per_block = blockDim.x / G;
+  const int group = threadIdx.x / G, lane = threadIdx.x % G;
+  // Loop bounds are the same for every thread of a group, so the group's shuffles and barriers line up.
+  for (int64_t o0 = (int64_t)blockIdx.x * groups_per_block; o0 < p.outputs; o0 += (int64_t)gridDim.x * groups_per_block) {
+    const int64_t o = o0 + group;
+    const bool active = o < p.outputs;
+    int64_t koff[2] = {0, 0};
+    if (active) p.kept.offsets(o, koff);
+    double acc = reduce_init(op);
+    if (active)
+      for (int64_t i = lane; i < p.count; i += G) {
+        int64_t roff[1];
+        p.reduced.offsets(i, roff);
+        acc = reduce_step(op, acc, (double)x[koff[1] + roff[0]]);
+      }
+    auto combine = [op](double a, double b) {
+      return op == ReduceOp::Max ? cuda::MaxOp{}(a, b) : op == ReduceOp::Min ? cuda::MinOp{}(a, b) : a + b;
+    };
+    if constexpr (G == 32) acc = cuda::warp_reduce(acc, combine);
+    else acc = cuda::block_reduce(acc, combine, scratch);
+    if (active && lane == 0) out[koff[0]] = (T)reduce_final(op, acc, p.count);
+  }
+}
+
+// One thread per output element, walking its sub-block in order.
+template <class T>
+__global__ void reduce_thread_kernel(ReduceOp op, const T* x, T* out, ReducePlan p) {
+  for (int64_t o = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; o < p.outputs; o += (int64_t)gridDim.x * blockDim.x) {
+    int64_t koff[2];
+    p.kept.offsets(o, koff);
+    double acc = reduce_init(op);
+    for (int64_t i = 0; i < p.count; i++) {
+      int64_t roff[1];
+      p.reduced.offsets(i, roff);
+      acc = reduce_step(op, acc, (double)x[koff[1] + roff[0]]);
+    }
+    out[koff[0]] = (T)reduce_final(op, acc, p.count);
+  }
+}
+
+}  // namespace
+
+void CudaBackend::reduce(ReduceOp op, const Tensor& x, const std::vector<bool>& red, Tensor& out) {
+  const char* name = "reduce";
+  const Shape& xs = x.shape();
+  check(red.size() == xs.size(), name, ": reduce mask has ", red.size(), " entries for a tensor of rank ", xs.size());
+  Shape kept_shape(xs.size()), kept_x(xs.size(), 0), kept_out(xs.size(), 0), red_shape, red_x;
+  ReducePlan p;
+  for (size_t d = 0; d < xs.size(); d++) {
+    if (red[d]) {
+      kept_shape[d] = 1;
+      red_shape.push_back(xs[d]);
+      red_x.push_back(x.strides()[d]);
+      p.count *= xs[d];
+    } else {
+      kept_shape[d] = xs[d];
+      kept_x[d] = x.strides()[d];
+      kept_out[d] = out.strides()[d];
+      p.outputs *= xs[d];
+    }
+  }
+  if (p.outputs == 0) return;
+  p.kept = cuda::make_strided<2>(kept_shape, {&kept_out, &kept_x}, name);
+  p.reduced = cuda::make_strided<1>(red_shape, {&red_x}, name);
+  // Coalesced column walk: x's innermost kept dim is contiguous and the outputs fill the GPU.
+  const bool columns = p.kept.nd > 0 && p.kept.stride[1][p.kept.nd - 1] == 1 && p.outputs >= 4096;
+  cuda::dispatch_float(x.dtype(), name, [&](auto tag) {
+    using T = decltype(tag);
+    const T* xp = static_cast<const T*>(x.data_ptr());
+    T* op_ = static_cast<T*>(out.data_ptr());
+    if (columns || p.count <= 4)
+      reduce_thread_kernel<T><<<cuda::grid_for(p.outputs), cuda::kThreads, 0, stream_>>>(op, xp, op_, p);
+    else if (p.outputs >= 1024 || p.count <= 4096)
+      reduce_group_kernel<T, 32><<<cuda::grid_for(p.outputs * 32), cuda::kThreads, 0, stream_>>>(op, xp, op_, p);
+    else
+      reduce_group_kernel<T, cuda::kThreads><<<cuda::grid_for(p.outputs * cuda::kThreads), cuda::kThreads, 0,
+                                               stream_>>>(op, xp, op_, p);
+  });
+  SG_CUDA_LAUNCH_CHECK(name);
+}
+
+}  // namespace skipgrad

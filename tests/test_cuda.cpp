@@ -1,0 +1,352 @@
+// CUDA backend against the CPU backend.
+//
+// Every case builds the same inputs on both devices (random values made on the CPU, then moved), runs the
+// public ops forward, backward with the same upstream gradient, and compares outputs and input gradients.
+// Tolerances: float64 |cuda - cpu| <= 1e-9 + 1e-7 |cpu| (different summation orders only);
+//             float32 |cuda - cpu| <= 1e-4 + 1e-3 |cpu| (TF32 is off, so only the order of sums differs).
+// Without a GPU (or in a build without CUDA) every GPU test prints "skipped: no CUDA device" and passes; the
+// test file compiles either way since it only uses the public API and checks cuda_available() at run time.
+#include <cmath>
+#include <functional>
+#include <limits>
+
+#include "test_util.h"
+
+using namespace sgtest;
+
+namespace {
+
+bool have_cuda() {
+  if (cuda_available()) return true;
+  MESSAGE("skipped: no CUDA device");
+  return false;
+}
+
+struct Tol {
+  double atol, rtol;
+};
+Tol tol_for(DType dt) { return dt == DType::F64 ? Tol{1e-9, 1e-7} : Tol{1e-4, 1e-3}; }
+
+void check_same(const Tensor& gpu, const Tensor& cpu, Tol tol, const std::string& what) {
+  INFO(what);
+  REQUIRE(gpu.defined() == cpu.defined());
+  if (!cpu.defined()) return;
+  CHECK(gpu.device().is_cuda());
+  REQUIRE(gpu.shape() == cpu.shape());
+  auto g = gpu.to_vector<double>(), c = cpu.to_vector<double>();
+  int64_t bad = 0;
+  double worst = 0;
+  for (size_t i = 0; i < c.size(); i++) {
+    const bool both_inf = std::isinf(c[i]) && g[i] == c[i];
+    const bool both_nan = std::isnan(c[i]) && std::isnan(g[i]);
+    const double d = std::abs(g[i] - c[i]);
+    if (!both_inf && !both_nan && !(d <= tol.atol + tol.rtol * std::abs(c[i]))) {
+      bad++;
+      worst = std::max(worst, d);
+    }
+  }
+  INFO(bad << " of " << c.size() << " elements differ, worst by " << worst);
+  CHECK(bad == 0);
+}
+
+// Inputs are made by `Inputs::make` on a device; the case function maps them to one output.
+struct Inputs {
+  Device dev;
+  DType dtype;
+  std::vector<Tensor> leaves;  // those that require grad: their gradients are compared
+  // A leaf of values ~ N(0, scale) (or U[lo, hi) when lo < hi), same on every device for the same seed.
+  Tensor rand(const Shape& s, uint64_t seed, double lo = 0, double hi = 0, bool grad = true) {
+    Generator g(seed);
+    Tensor t = lo < hi ? Tensor::rand(s, lo, hi, dtype, Device::cpu(), &g) : Tensor::randn(s, 0, 1, dtype, Device::cpu(), &g);
+    t = t.to(dev).detach();
+    if (grad) {
+      t.requires_grad_();
+      leaves.push_back(t);
+    }
+    return t;
+  }
+  // Non-contiguous: the transpose of a contiguous [s1, s0] leaf.
+  Tensor rand_t(const Shape& s, uint64_t seed, double lo = 0, double hi = 0) {
+    return rand({s[1], s[0]}, seed, lo, hi).transpose(0, 1);
+  }
+  Tensor ids(const std::vector<int64_t>& v, const Shape& s) { return Tensor::from_vector<int64_t>(v, s, dev); }
+};
+
+using CaseFn = std::function<Tensor(Inputs&)>;
+
+// Runs f on the CPU and the GPU in `dtype`, compares the outputs and the gradients of every leaf.
+void compare(const std::string& name, const CaseFn& f, DType dtype, bool backward = true) {
+  CAPTURE(name);
+  CAPTURE(dtype_name(dtype));
+  Tol tol = tol_for(dtype);
+  Inputs cpu{Device::cpu(), dtype, {}}, gpu{Device::cuda(), dtype, {}};
+  Tensor yc = f(cpu), yg = f(gpu);
+  check_same(yg, yc, tol, name + " forward");
+  if (!backward || !yc.requires_grad()) return;
+  Generator g(99);
+  Tensor gy = Tensor::randn(yc.shape(), 0, 1, yc.dtype(), Device::cpu(), &g);
+  yc.backward(gy);
+  yg.backward(gy.to(Device::cuda()));
+  REQUIRE(cpu.leaves.size() == gpu.leaves.size());
+  for (size_t i = 0; i < cpu.leaves.size(); i++)
+    check_same(gpu.leaves[i].grad(), cpu.leaves[i].grad(), tol, name + " gradient of input " + std::to_string(i));
+}
+
+void compare_both(const std::string& name, const CaseFn& f, bool backward = true) {
+  compare(name, f, DType::F64, backward);
+  compare(name, f, DType::F32, backward);
+}
+
+}  // namespace
+
+// The gradient check of to_device: x -> GPU -> (2x) -> CPU when a GPU is present; without one the move is the
+// identity (no node), so the case only checks 2x.
+REGISTER_GRAD_CASES {
+  return std::vector<GradCase>{
+      {"to_device", "cpu -> cuda -> cpu (identity without a GPU)",
+       [](const std::vector<Tensor>& x) {
+         Device d = cuda_available() ? Device::cuda() : Device::cpu();
+         return (x[0].to(d) * 2.0).to(Device::cpu());
+       },
+       {leaf({3, 4}, 21)}},
+  };
+}
+
+TEST_SUITE("cuda") {
+  TEST_CASE("without a GPU, a CUDA tensor is a clear error") {
+    if (cuda_available()) {
+      MESSAGE("skipped: a CUDA device is present");
+      return;
+    }
+    CHECK_THROWS_WITH_ALL(Tensor::zeros({2, 3}, DType::F32, Device::cuda()), "cuda:0", "no CUDA device present");
+    CHECK_THROWS_WITH_ALL(Tensor::ones({2}).to(Device::cuda()), "no CUDA device present");
+  }
+
+  TEST_CASE("Tensor::to round trip, dtype-changing copies, int tensors") {
+    if (!have_cuda()) return;
+    Tensor a = Tensor::from_vector<float>({1, -2, 3.5f, 4, 5, 6}, {2, 3});
+    Tensor g = a.to(Device::cuda());
+    CHECK(g.device() == Device::cuda());
+    check_close(g.to(Device::cpu()), {1, -2, 3.5, 4, 5, 6});
+    check_close(g.t().contiguous(), {1, 4, -2, 5, 3.5, 6});  // strided copy on the device
+    Tensor ids = Tensor::from_vector<int64_t>({7, -1, 1LL << 40}, {3}, Device::cuda());
+    CHECK(ids.to_vector<int64_t>() == std::vector<int64_t>{7, -1, 1LL << 40});
+    Tensor d = Tensor::zeros({2, 3}, DType::F64, Device::cuda());
+    d.copy_(a);  // host float32 -> device float64
+    check_close(d, {1, -2, 3.5, 4, 5, 6});
+    Tensor h = Tensor::zeros({2, 3}, DType::F64);
+    h.copy_(g);  // device float32 -> host float64
+    check_close(h, {1, -2, 3.5, 4, 5, 6});
+    Tensor ht = Tensor::zeros({3, 2}, DType::F32).t();
+    ht.copy_(g);  // into a non-contiguous host tensor
+    check_close(ht.contiguous(), {1, -2, 3.5, 4, 5, 6});
+    CHECK(Tensor::scalar(2.5, DType::F32, Device::cuda()).item() == 2.5);
+    check_close(Tensor::arange(0, 5, 1, DType::F32, Device::cuda()), {0, 1, 2, 3, 4});
+    CHECK(allocator_for(Device::cuda()).stats().bytes_in_use > 0);
+  }
+
+  TEST_CASE("random fills give the CPU's numbers") {
+    if (!have_cuda()) return;
+    for (DType dt : {DType::F32, DType::F64}) {
+      Generator g1(5), g2(5);
+      check_same(Tensor::rand({1000}, -2, 3, dt, Device::cuda(), &g1), Tensor::rand({1000}, -2, 3, dt, Device::cpu(), &g2),
+                 {1e-12, 1e-12}, "rand");
+      check_same(Tensor::randn({1001}, 1, 2, dt, Device::cuda(), &g1), Tensor::randn({1001}, 1, 2, dt, Device::cpu(), &g2),
+                 tol_for(dt), "randn");
+    }
+  }
+
+  TEST_CASE("elementwise binary ops with broadcasting and strided inputs") {
+    if (!have_cuda()) return;
+    using BinFn = Tensor (*)(const Tensor&, const Tensor&);
+    std::vector<std::pair<const char*, BinFn>> ops = {
+        {"add", [](const Tensor& a, const Tensor& b) { return add(a, b); }},
+        {"sub", [](const Tensor& a, const Tensor& b) { return sub(a, b); }},
+        {"mul", [](const Tensor& a, const Tensor& b) { return mul(a, b); }},
+        {"div", [](const Tensor& a, const Tensor& b) { return div(a, b); }},
+        {"maximum", [](const Tensor& a, const Tensor& b) { return maximum(a, b); }},
+        {"minimum", [](const Tensor& a, const Tensor& b) { return minimum(a, b); }},
+    };
+    for (auto& [name, fn] : ops) {
+      compare_both(std::string(name) + " broadcast", [fn](Inputs& in) {
+        return fn(in.rand({4, 1, 5}, 1), in.rand({3, 1}, 2, 0.5, 2));
+      });
+      compare_both(std::string(name) + " transposed", [fn](Inputs& in) {
+        return fn(in.rand_t({6, 7}, 3), in.rand_t({6, 7}, 4, 0.5, 2));
+      });
+    }
+    compare_both("comparisons", [](Inputs& in) {
+      Tensor a = in.rand({5, 6}, 1, 0, 0, false), b = in.rand({6}, 2, 0, 0, false);
+      return eq(a, a) + gt(a, b) * 2.0 + lt(a, b) * 4.0;
+    }, false);
+  }
+
+  TEST_CASE("elementwise unary ops and their derivatives") {
+    if (!have_cuda()) return;
+    using UnFn = Tensor (*)(const Tensor&);
+    std::vector<std::pair<const char*, UnFn>> any_sign = {
+        {"neg", [](const Tensor& a) { return neg(a); }},
+        {"add_scalar", [](const Tensor& a) { return a + 1.5; }},
+        {"mul_scalar", [](const Tensor& a) { return a * -2.5; }},
+        {"rsub_scalar", [](const Tensor& a) { return 3.0 - a; }},
+        {"exp", [](const Tensor& a) { return exp(a); }},
+        {"abs", [](const Tensor& a) { return abs(a); }},
+        {"tanh", [](const Tensor& a) { return tanh(a); }},
+        {"sigmoid", [](const Tensor& a) { return sigmoid(a); }},
+        {"relu", [](const Tensor& a) { return relu(a); }},
+        {"gelu_tanh", [](const Tensor& a) { return gelu(a, GeluApprox::Tanh); }},
+        {"gelu_erf", [](const Tensor& a) { return gelu(a, GeluApprox::Erf); }},
+        {"silu", [](const Tensor& a) { return silu(a); }},
+    };
+    std::vector<std::pair<const char*, UnFn>> positive = {
+        {"log", [](const Tensor& a) { return log(a); }},
+        {"sqrt", [](const Tensor& a) { return sqrt(a); }},
+        {"rsqrt", [](const Tensor& a) { return rsqrt(a); }},
+        {"reciprocal", [](const Tensor& a) { return reciprocal(a); }},
+        {"pow", [](const Tensor& a) { return pow(a, 1.7); }},
+    };
+    for (auto& [name, fn] : any_sign)
+      compare_both(name, [fn](Inputs& in) { return fn(in.rand_t({9, 13}, 7)); });
+    for (auto& [name, fn] : positive)
+      compare_both(name, [fn](Inputs& in) { return fn(in.rand_t({9, 13}, 8, 0.3, 3)); });
+  }
+
+  TEST_CASE("matmul and linear through cuBLAS") {
+    if (!have_cuda()) return;
+    compare_both("matmul 2-D", [](Inputs& in) { return matmul(in.rand({7, 5}, 1), in.rand({5, 9}, 2)); });
+    compare_both("matmul transposed operands", [](Inputs& in) {
+      return matmul(in.rand_t({7, 5}, 1), in.rand({9, 5}, 2), false, true);
+    });
+    compare_both("matmul batched with broadcast", [](Inputs& in) {
+      return matmul(in.rand({3, 1, 4, 6}, 1), in.rand({2, 6, 5}, 2));
+    });
+    compare_both("matmul vector", [](Inputs& in) { return matmul(in.rand({4, 6}, 1), in.rand({6}, 2)); });
+    compare_both("linear", [](Inputs& in) {
+      return linear(in.rand({2, 3, 8}, 1), in.rand({5, 8}, 2), in.rand({5}, 3));
+    });
+  }
+
+  TEST_CASE("reductions over any dims, strided inputs") {
+    if (!have_cuda()) return;
+    compare_both("sum all", [](Inputs& in) { return sum(in.rand({37, 41}, 1)); });
+    compare_both("sum dim 0 (columns)", [](Inputs& in) { return sum(in.rand({300, 5000}, 1), {0}); });
+    compare_both("sum dim 1", [](Inputs& in) { return sum(in.rand({64, 3000}, 1), {1}, true); });
+    compare_both("sum large all", [](Inputs& in) { return sum(in.rand({100000}, 1)); });
+    compare_both("mean dims 0,2", [](Inputs& in) { return mean(in.rand({3, 4, 5}, 1), {0, 2}); });
+    compare_both("mean transposed", [](Inputs& in) { return mean(in.rand_t({20, 30}, 1), {1}); });
+    compare_both("max", [](Inputs& in) { return max(in.rand({6, 50}, 1), {1}); });
+    compare_both("max small rows", [](Inputs& in) { return max(in.rand({5000, 3}, 1), {1}); });
+  }
+
+  TEST_CASE("views, copies, casts, concat and device moves") {
+    if (!have_cuda()) return;
+    compare_both("views", [](Inputs& in) {
+      Tensor x = in.rand({2, 3, 4}, 1);
+      Tensor y = x.permute({2, 0, 1}).reshape({4, 6}).slice(1, 1, 6, 2).transpose(0, 1);
+      return y.contiguous() * in.rand({3, 1}, 2).expand({3, 4});
+    });
+    compare_both("concat and to_dtype", [](Inputs& in) {
+      Tensor a = in.rand({2, 3}, 1), b = in.rand({2, 5}, 2);
+      DType other = a.dtype() == DType::F32 ? DType::F64 : DType::F32;
+      return concat({a, b.t().contiguous().t()}, 1).to(other).to(a.dtype()) * 2.0;
+    });
+    compare("to_device inside a graph", [](Inputs& in) {
+      Tensor a = in.rand({4, 5}, 1);
+      Tensor other = a.device().is_cpu() ? a : a.to(Device::cpu());  // GPU -> CPU -> GPU on the GPU run
+      return (other * 3.0).to(in.dev);
+    }, DType::F64);
+  }
+
+  TEST_CASE("softmax, norms, embedding, cross entropy") {
+    if (!have_cuda()) return;
+    compare_both("softmax", [](Inputs& in) { return softmax(in.rand({6, 37}, 1), -1); });
+    compare_both("softmax dim 0", [](Inputs& in) { return softmax(in.rand({6, 37}, 1), 0); });
+    compare_both("log_softmax long rows", [](Inputs& in) { return log_softmax(in.rand({3, 1500}, 1)); });
+    compare_both("layer_norm", [](Inputs& in) {
+      return layer_norm(in.rand({4, 7, 33}, 1), in.rand({33}, 2), in.rand({33}, 3));
+    });
+    compare_both("layer_norm many rows, no affine", [](Inputs& in) {
+      return layer_norm(in.rand({2000, 16}, 1), Tensor(), Tensor());
+    });
+    compare_both("layer_norm many rows", [](Inputs& in) {
+      return layer_norm(in.rand({3000, 64}, 1), in.rand({64}, 2), in.rand({64}, 3));
+    });
+    compare_both("rms_norm", [](Inputs& in) { return rms_norm(in.rand({5, 300}, 1), in.rand({300}, 2)); });
+    compare_both("l2_norm", [](Inputs& in) { return l2_norm(in.rand({5, 16}, 1)); });
+    compare_both("embedding", [](Inputs& in) {
+      Tensor w = in.rand({10, 6}, 1);
+      return embedding(w, in.ids({1, 3, 3, 0, 9, 3, 2, 1}, {2, 4}), 2);
+    });
+    compare_both("cross_entropy", [](Inputs& in) {
+      return cross_entropy(in.rand({6, 11}, 1), in.ids({0, 3, -100, 10, 3, 5}, {6}), -100, 0.1);
+    });
+    compare_both("cross_entropy no reduction", [](Inputs& in) {
+      return cross_entropy(in.rand({4, 300}, 1), in.ids({299, 0, 7, 7}, {4}), -100, 0.0, Reduction::None);
+    });
+  }
+
+  TEST_CASE("dropout, masked_fill, where, attention") {
+    if (!have_cuda()) return;
+    compare_both("dropout", [](Inputs& in) {
+      Generator g(3);
+      return dropout(in.rand({20, 30}, 1), 0.3, true, &g);
+    });
+    compare_both("masked_fill", [](Inputs& in) {
+      Tensor mask = in.ids({0, 1, 0, 0, 1, 1}, {2, 3});
+      return masked_fill(in.rand({4, 2, 3}, 1), mask, -7.0);
+    });
+    compare_both("where", [](Inputs& in) {
+      Tensor cond = gt(in.rand({3, 4}, 5, 0, 0, false), Tensor::zeros({1}, in.dtype, in.dev));
+      return where(cond, in.rand({3, 4}, 1), in.rand({4}, 2));
+    });
+    compare_both("attention causal + padding + dropout", [](Inputs& in) {
+      Tensor q = in.rand({2, 3, 5, 8}, 1), k = in.rand({2, 3, 7, 8}, 2), v = in.rand({2, 3, 7, 8}, 3);
+      Tensor pad = in.ids({0, 0, 0, 0, 0, 1, 1, 0, 0, 0, 0, 0, 0, 0}, {2, 7});
+      Generator g(11);
+      AttentionOptions opt;
+      opt.causal = true;
+      opt.dropout = 0.2;
+      opt.gen = &g;
+      return attention(q, k, v, pad, opt);
+    });
+  }
+
+  TEST_CASE("fused Adam/AdamW and count_nonfinite match the CPU backend") {
+    if (!have_cuda()) return;
+    for (DType dt : {DType::F32, DType::F64}) {
+      for (bool decoupled : {false, true}) {
+        Generator g(1);
+        Tensor p = Tensor::randn({1000}, 0, 1, dt, Device::cpu(), &g), gr = Tensor::randn({1000}, 0, 1, dt, Device::cpu(), &g);
+        Tensor m = Tensor::zeros({1000}, dt), v = Tensor::zeros({1000}, dt);
+        Tensor pg = p.to(Device::cuda()), gg = gr.to(Device::cuda()), mg = m.to(Device::cuda()), vg = v.to(Device::cuda());
+        for (int64_t step = 1; step <= 3; step++) {
+          backend_for(Device::cpu()).adam_update(p, gr, m, v, 1e-2, 0.9, 0.98, 1e-8, 0.01, decoupled, step);
+          backend_for(Device::cuda()).adam_update(pg, gg, mg, vg, 1e-2, 0.9, 0.98, 1e-8, 0.01, decoupled, step);
+        }
+        check_same(pg, p, tol_for(dt), "adam param");
+        check_same(mg, m, tol_for(dt), "adam m");
+        check_same(vg, v, tol_for(dt), "adam v");
+      }
+    }
+    Tensor x = Tensor::from_vector<float>({1, std::numeric_limits<float>::infinity(), 2, NAN, 3, 4}, {2, 3});
+    CHECK(backend_for(Device::cuda()).count_nonfinite(x.to(Device::cuda())) == 2);
+    CHECK(backend_for(Device::cuda()).count_nonfinite(x.to(Device::cuda()).t()) == 2);
+  }
+
+  TEST_CASE("bad ids and targets found on the GPU are reported at the next sync") {
+    if (!have_cuda()) return;
+    Tensor w = Tensor::ones({4, 3}, DType::F32, Device::cuda());
+    Tensor ids = Tensor::from_vector<int64_t>({1, 7}, {2}, Device::cuda());
+    CHECK_THROWS_WITH_ALL(embedding(w, ids).to_vector<float>(), "embedding", "out of range");
+    Tensor logits = Tensor::zeros({2, 5}, DType::F32, Device::cuda());
+    Tensor targets = Tensor::from_vector<int64_t>({1, 9}, {2}, Device::cuda());
+    CHECK_THROWS_WITH_ALL(cross_entropy(logits, targets).item(), "cross_entropy", "out of range");
+    CHECK(Tensor::ones({2}, DType::F32, Device::cuda()).sum().item() == 2);  // the flag was cleared
+  }
+
+  TEST_CASE("mixing devices in one op is a clear error") {
+    if (!have_cuda()) return;
+    Tensor a = Tensor::ones({2}), b = Tensor::ones({2}, DType::F32, Device::cuda());
+    CHECK_THROWS_WITH_ALL(add(a, b), "add", "cpu", "cuda:0");
+  }
+}
