@@ -1,0 +1,348 @@
+#!/usr/bin/python3
+# Writes tests/reference/transformer_<case>.safetensors: an independent PyTorch (float64) reference of skipgrad's
+# encoder-decoder Transformer for every topology. tests/test_transformer_reference.cpp builds the same model in
+# skipgrad (float64), loads these weights, and compares logits, loss and every parameter gradient (1e-9 relative).
+# CI never needs torch: the files are committed; re-run this script only when a case changes.
+#
+# The committed files were produced by Debian bookworm's python3-torch 1.13.1+dfsg-4 (torch.__version__ "1.13.0a0",
+# CPU) with numpy 1.24.2:   apt-get install -y python3-torch && /usr/bin/python3 scripts/make_transformer_reference.py
+# The safetensors format is written by hand (write_safetensors below), so the `safetensors` package is not needed.
+#
+# The layer equations are written here from /work/shared/TOPOLOGIES.md (§0-§5), NOT translated from the C++.
+# What had to be copied from skipgrad because it is a convention of ours, not an equation of the spec:
+#   C1  parameter names ("enc.0.self_attn.q_proj.weight", "dec.1.cross_attn_out_norm.bias", "enc.final_norm.weight",
+#       "enc.embed_norm.weight", ...) and one shared table "embed.weight" (source, target and output).
+#   C2  sinusoidal positions: fairseq's table, row p = [sin(p·w_i), cos(p·w_i)], w_i = exp(-i·ln(10000)/(d/2-1));
+#       skipgrad computes each entry in double and rounds it to float32 (the table is a float32 buffer, cast to
+#       float64 with the model), so this script does the same (math.sin/cos/exp, then float32). Non-pad tokens count
+#       positions from pad_id+1, pad tokens read the all-zero row pad_id (fairseq make_positions).
+#   C3  embedding: x = √d·E[tok] + PE; the encoder then zeroes pad positions, the decoder does not (fairseq).
+#   C4  masks: key padding mask in every attention (the decoder's self-attention masks target pads too, as fairseq
+#       does), causal mask j > i in decoder self-attention; masked scores are -inf. No row here is fully masked.
+#   C5  attention scale 1/√d_h on Q·Kᵀ, after the per-head norms; output of the tied model = features·Eᵀ, no bias.
+#   C6  per-head Q/K/V norms (HybridNorm): one weight (and, for LayerNorm, bias) of size d_h shared by all heads,
+#       of the model's norm kind (LN or RMS), ε = norm_eps; applied after the head split.
+#   C7  HybridNorm's encoder-decoder adaptation (§4.8, ours): decoder block Y1 = X + SA_QKV(X),
+#       Y2 = Y1 + CA_QKV(Y1, enc), U = N(Y2), X' = U + F(U); HybridNorm* block 0 of each stack is Pre-Norm for all its
+#       sublayers (with QKV norms); final norm on both stacks.
+#   C8  DeepNorm: x ← LN(α·x + G(x)) with the paper/xformers enc-dec α: encoder 0.81·(N⁴M)^{1/16},
+#       decoder (3M)^{1/4}.
+#   C9  ResiDual: s = 1, α = 1, final-norm ε = 1e-7 and of the model's norm kind; the dual stream starts from the
+#       (pad-zeroed) embedding.
+#   C10 Sandwich/Peri-LN: the output norm is applied to the branch before the residual add (dropout would sit after
+#       it); Peri-LN always has the embedding norm ("embed_norm", after the encoder's pad zeroing) plus final norms.
+#   C11 Mix-LN: the first k layers of each stack are Post-LN, k = mixln_post_layers = 1 here (skipgrad's default
+#       floor(L/4) would be 0 for L = 2, i.e. plain Pre-LN); always a final norm.
+#   C12 loss: fairseq label smoothing, eps spread over the V-1 wrong classes:
+#       loss_i = (1 - eps - eps/(V-1))·nll_i + eps/(V-1)·Σ_j -log p_j, mean over non-pad targets.
+#   C13 norm ε: cfg.norm_eps = 1e-5 for every LN/RMS (and head norm) except ResiDual's final norm.
+# Dropout is 0 everywhere, so where the dropouts sit does not enter the numbers.
+#
+# Model: vocab 13, d 8, 2 heads (d_h 4), ffn 32, 2+2 layers, pad_id 0, shared embeddings, LayerNorm (plus RMSNorm
+# cases for pre_ln and hybrid_norm). d is 8, not 16, to keep the eleven files (weights + gradients in float64)
+# under 1 MB together. Weights are random (torch.manual_seed), norm gains around 1 and biases around 0 so that a
+# swapped or missing norm shows.
+#
+# Each file holds: every parameter under skipgrad's name (float64), "grad.<name>" the gradient of the loss with
+# respect to it, "src_ids" [B,S], "tgt_in_ids" [B,T], "tgt_out_ids" [B,T] (int64), "logits" [B,T,V], "loss" [],
+# and the config as string metadata (topology, norm, vocab, d_model, heads, d_ff, enc_layers, dec_layers, pad_id,
+# norm_eps, mixln_post_layers, label_smoothing).
+import json
+import math
+import os
+import struct
+
+import numpy as np
+import torch
+
+torch.set_default_dtype(torch.float64)
+OUT_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "reference")
+
+CONFIG = dict(vocab=13, d_model=8, heads=2, d_ff=32, enc_layers=2, dec_layers=2, pad_id=0, norm_eps=1e-5,
+              mixln_post_layers=1, label_smoothing=0.1)
+# (file case, topology, norm)
+CASES = [("post_ln", "post_ln", "layer_norm"), ("pre_ln", "pre_ln", "layer_norm"),
+         ("pre_ln_rms", "pre_ln", "rms_norm"), ("resi_dual", "resi_dual", "layer_norm"),
+         ("hybrid_norm", "hybrid_norm", "layer_norm"), ("hybrid_norm_rms", "hybrid_norm", "rms_norm"),
+         ("hybrid_norm_star", "hybrid_norm_star", "layer_norm"), ("deep_norm", "deep_norm", "layer_norm"),
+         ("sandwich_ln", "sandwich_ln", "layer_norm"), ("peri_ln", "peri_ln", "layer_norm"),
+         ("mix_ln", "mix_ln", "layer_norm")]
+
+# A fixed batch, right-padded with pad_id 0 (B=2, S=5, T=4); 2 plays eos/bos.
+SRC = [[4, 5, 6, 7, 2], [8, 9, 2, 0, 0]]
+TGT_IN = [[2, 10, 11, 12], [2, 5, 0, 0]]
+TGT_OUT = [[10, 11, 12, 2], [5, 2, 0, 0]]
+
+
+# ---------------------------------------------------------------- building blocks (TOPOLOGIES.md §0)
+
+def layer_norm(x, p, eps):  # γ ⊙ (x − mean) / sqrt(var + ε) + β, biased variance over the last dim
+    mu = x.mean(-1, keepdim=True)
+    var = ((x - mu) ** 2).mean(-1, keepdim=True)
+    return (x - mu) / torch.sqrt(var + eps) * p["weight"] + p["bias"]
+
+
+def rms_norm(x, p, eps):  # w ⊙ x / sqrt(mean(x²) + ε)
+    return x / torch.sqrt((x * x).mean(-1, keepdim=True) + eps) * p["weight"]
+
+
+class Ref:
+    """The model as functions of a dict of named parameters."""
+
+    def __init__(self, cfg, topology, norm, params):
+        self.cfg, self.topo, self.norm_kind, self.P = cfg, topology, norm, params
+        self.d, self.h = cfg["d_model"], cfg["heads"]
+        self.dh = self.d // self.h
+        self.eps = cfg["norm_eps"]
+
+    def sub(self, prefix):
+        n = len(prefix) + 1
+        return {k[n:]: v for k, v in self.P.items() if k.startswith(prefix + ".")}
+
+    def N(self, name, x, eps=None):
+        p = self.sub(name)
+        e = self.eps if eps is None else eps
+        return layer_norm(x, p, e) if self.norm_kind == "layer_norm" else rms_norm(x, p, e)
+
+    def linear(self, name, x):
+        return x @ self.P[name + ".weight"].T + self.P[name + ".bias"]
+
+    # fairseq MHA (§0): Q = x W_q + b_q etc., per head softmax(Q Kᵀ/√d_h + mask) V, then W_o; optional per-head
+    # norms on q, k, v (§4.2 / C6).
+    def mha(self, name, q_in, kv_in, key_pad, causal, qkv_norm):
+        B, Tq, _ = q_in.shape
+        Tk = kv_in.shape[1]
+        split = lambda t, T: t.reshape(B, T, self.h, self.dh).transpose(1, 2)  # [B, H, T, d_h]
+        q = split(self.linear(name + ".q_proj", q_in), Tq)
+        k = split(self.linear(name + ".k_proj", kv_in), Tk)
+        v = split(self.linear(name + ".v_proj", kv_in), Tk)
+        if qkv_norm:
+            q, k, v = self.N(name + ".q_norm", q), self.N(name + ".k_norm", k), self.N(name + ".v_norm", v)
+        scores = q @ k.transpose(-1, -2) / math.sqrt(self.dh)
+        mask = key_pad[:, None, None, :].expand(B, 1, Tq, Tk).clone()
+        if causal:
+            mask = mask | torch.ones(Tq, Tk, dtype=torch.bool).triu(1)
+        scores = scores.masked_fill(mask, float("-inf"))
+        o = torch.softmax(scores, -1) @ v
+        return self.linear(name + ".out_proj", o.transpose(1, 2).reshape(B, Tq, self.d))
+
+    def ffn(self, name, x):  # W_2 ReLU(W_1 x + b_1) + b_2
+        return self.linear(name + ".fc2", torch.relu(self.linear(name + ".fc1", x)))
+
+    # ---------------------------------------------------------------- one layer, per topology
+
+    def layer(self, side, i, x, ctx, dual=None):
+        pre = f"{side}.{i}"
+        dec = side == "dec"
+        qkv = self.topo.startswith("hybrid_norm")
+        SA = lambda u: self.mha(pre + ".self_attn", u, u, ctx["self_pad"], dec, qkv)
+        CA = lambda u: self.mha(pre + ".cross_attn", u, ctx["memory"], ctx["memory_pad"], False, qkv)
+        F = lambda u: self.ffn(pre + ".ffn", u)
+        N = lambda n, u: self.N(f"{pre}.{n}", u)
+        subs = [("self_attn", SA)] + ([("cross_attn", CA)] if dec else []) + [("ffn", F)]
+        t = self.topo
+        if t == "mix_ln":
+            t = "post_ln" if i < self.cfg["mixln_post_layers"] else "pre_ln"
+        if t == "hybrid_norm_star":
+            t = "pre_ln" if i == 0 else "hybrid_norm"
+
+        if t == "post_ln":  # §1: x = LN(x + f(x))
+            for n, f in subs:
+                x = N(n + "_norm", x + f(x))
+        elif t == "pre_ln":  # §2: x = x + f(LN(x))
+            for n, f in subs:
+                x = x + f(N(n + "_norm", x))
+        elif t == "deep_norm":  # §5.1: x = LN(α·x + f(x))
+            alpha = self.deepnorm_alpha(side)
+            for n, f in subs:
+                x = N(n + "_norm", alpha * x + f(x))
+        elif t in ("sandwich_ln", "peri_ln"):  # §5.2/§5.3: x = x + LN_out(f(LN_in(x)))
+            for n, f in subs:
+                x = x + N(n + "_out_norm", f(N(n + "_norm", x)))
+        elif t == "resi_dual":  # §3.3/§3.4: o = f(x_a); x_d += o; x_a = LN(o + x_a)
+            for n, f in subs:
+                o = f(x)
+                dual = dual + o
+                x = N(n + "_norm", o + x)
+        elif t == "hybrid_norm":  # §4.3 (+ §4.8 for the decoder): attention(s) on the raw stream, then U = N(Y)
+            for n, f in subs[:-1]:
+                x = x + f(x)
+            u = N("ffn_norm", x)
+            x = u + F(u)
+        else:
+            raise ValueError(t)
+        return x, dual
+
+    def deepnorm_alpha(self, side):
+        N, M = self.cfg["enc_layers"], self.cfg["dec_layers"]
+        return 0.81 * (N ** 4 * M) ** (1 / 16) if side == "enc" else (3 * M) ** 0.25
+
+    # ---------------------------------------------------------------- stacks and the model
+
+    def embed(self, ids, zero_pads):  # C2, C3
+        d, pad = self.d, self.cfg["pad_id"]
+        x = math.sqrt(d) * self.P["embed.weight"][ids] + sinusoidal_positions(ids, d, pad)
+        if zero_pads:
+            x = x * (ids != pad).to(x.dtype).unsqueeze(-1)
+        return x
+
+    def stack(self, side, x, ctx):
+        L = self.cfg["enc_layers" if side == "enc" else "dec_layers"]
+        if self.topo == "peri_ln":
+            x = self.N(side + ".embed_norm", x)
+        dual = x if self.topo == "resi_dual" else None  # §3.2: x_d⁰ = x_a⁰ (s = 1)
+        for i in range(L):
+            x, dual = self.layer(side, i, x, ctx, dual)
+        if self.topo in ("post_ln", "deep_norm"):
+            return x
+        if self.topo == "resi_dual":  # §3.5: α·x_a + LN_final(x_d), ε = 1e-7
+            return x + self.N(side + ".final_norm", dual, eps=1e-7)
+        return self.N(side + ".final_norm", x)
+
+    def forward(self, src, tgt_in):
+        pad = self.cfg["pad_id"]
+        src_pad, tgt_pad = src == pad, tgt_in == pad
+        enc = self.stack("enc", self.embed(src, True), dict(self_pad=src_pad))
+        feats = self.stack("dec", self.embed(tgt_in, False), dict(self_pad=tgt_pad, memory=enc, memory_pad=src_pad))
+        return feats @ self.P["embed.weight"].T
+
+
+def sinusoidal_positions(ids, d, pad):  # C2
+    half = d // 2
+    step = math.log(10000.0) / max(half - 1, 1)
+    out = np.zeros(tuple(ids.shape) + (d,))
+    for b in range(ids.shape[0]):
+        count = 0
+        for t in range(ids.shape[1]):
+            if int(ids[b, t]) == pad:
+                continue
+            count += 1
+            p = pad + count
+            for i in range(half):
+                angle = p * math.exp(-i * step)
+                out[b, t, i] = float(np.float32(math.sin(angle)))
+                out[b, t, half + i] = float(np.float32(math.cos(angle)))
+    return torch.from_numpy(out)
+
+
+def label_smoothed_loss(logits, target, pad, eps):  # C12
+    V = logits.shape[-1]
+    logp = torch.log_softmax(logits, -1)
+    nll = -logp.gather(-1, target.unsqueeze(-1)).squeeze(-1)
+    smooth = -logp.sum(-1)
+    e = eps / (V - 1)
+    per_token = (1 - eps - e) * nll + e * smooth
+    keep = target != pad
+    return per_token[keep].sum() / keep.sum()
+
+
+# ---------------------------------------------------------------- parameter names and shapes (C1)
+
+def parameter_shapes(cfg, topology, norm):
+    d, ff, V, dh = cfg["d_model"], cfg["d_ff"], cfg["vocab"], cfg["d_model"] // cfg["heads"]
+    shapes = {"embed.weight": [V, d]}
+
+    def add_norm(name, size=d):
+        shapes[name + ".weight"] = [size]
+        if norm == "layer_norm":
+            shapes[name + ".bias"] = [size]
+
+    def add_linear(name, n_out, n_in):
+        shapes[name + ".weight"], shapes[name + ".bias"] = [n_out, n_in], [n_out]
+
+    hybrid = topology.startswith("hybrid_norm")
+    for side in ("enc", "dec"):
+        L = cfg["enc_layers" if side == "enc" else "dec_layers"]
+        for i in range(L):
+            pre = f"{side}.{i}"
+            subs = ["self_attn"] + (["cross_attn"] if side == "dec" else [])
+            for a in subs:
+                for proj in ("q_proj", "k_proj", "v_proj", "out_proj"):
+                    add_linear(f"{pre}.{a}.{proj}", d, d)
+                if hybrid:
+                    for n in ("q_norm", "k_norm", "v_norm"):
+                        add_norm(f"{pre}.{a}.{n}", dh)
+            add_linear(f"{pre}.ffn.fc1", ff, d)
+            add_linear(f"{pre}.ffn.fc2", d, ff)
+            if hybrid:
+                if topology == "hybrid_norm_star" and i == 0:
+                    for a in subs:
+                        add_norm(f"{pre}.{a}_norm")
+                add_norm(f"{pre}.ffn_norm")
+            else:
+                for a in subs + ["ffn"]:
+                    add_norm(f"{pre}.{a}_norm")
+                    if topology in ("sandwich_ln", "peri_ln"):
+                        add_norm(f"{pre}.{a}_out_norm")
+        if topology not in ("post_ln", "deep_norm"):
+            add_norm(f"{side}.final_norm")
+        if topology == "peri_ln":
+            add_norm(f"{side}.embed_norm")
+    return shapes
+
+
+def random_parameters(shapes, pad):
+    params = {}
+    for name in sorted(shapes):
+        shape = shapes[name]
+        if name == "embed.weight":
+            t = torch.randn(shape) * shape[1] ** -0.5
+            t[pad] = 0  # fairseq zeroes the padding row
+        elif name.endswith("_norm.weight"):
+            t = 1 + 0.2 * torch.randn(shape)
+        elif name.endswith("_norm.bias"):
+            t = 0.1 * torch.randn(shape)
+        elif name.endswith(".weight"):  # Linear [out, in]
+            t = torch.randn(shape) / math.sqrt(shape[1])
+        else:  # Linear bias
+            t = 0.1 * torch.randn(shape)
+        params[name] = t.requires_grad_()
+    return params
+
+
+# ---------------------------------------------------------------- safetensors, by hand
+
+def write_safetensors(path, tensors, metadata):
+    dtypes = {np.dtype("float64"): "F64", np.dtype("int64"): "I64"}
+    header, blobs, offset = {"__metadata__": metadata}, [], 0
+    for name in sorted(tensors):
+        a = np.array(tensors[name], order="C")  # (ascontiguousarray would turn a 0-d scalar into [1])
+        data = a.astype(a.dtype.newbyteorder("<")).tobytes()
+        header[name] = {"dtype": dtypes[a.dtype], "shape": list(a.shape), "data_offsets": [offset, offset + len(data)]}
+        blobs.append(data)
+        offset += len(data)
+    text = json.dumps(header, separators=(",", ":")).encode()
+    text += b" " * (-len(text) % 8)
+    with open(path, "wb") as f:
+        f.write(struct.pack("<Q", len(text)) + text + b"".join(blobs))
+
+
+def main():
+    os.makedirs(OUT_DIR, exist_ok=True)
+    cfg = CONFIG
+    src, tgt_in, tgt_out = (torch.tensor(v, dtype=torch.int64) for v in (SRC, TGT_IN, TGT_OUT))
+    total = 0
+    for seed, (case, topology, norm) in enumerate(CASES):
+        torch.manual_seed(1000 + seed)
+        params = random_parameters(parameter_shapes(cfg, topology, norm), cfg["pad_id"])
+        model = Ref(cfg, topology, norm, params)
+        logits = model.forward(src, tgt_in)
+        loss = label_smoothed_loss(logits, tgt_out, cfg["pad_id"], cfg["label_smoothing"])
+        names = sorted(params)
+        grads = torch.autograd.grad(loss, [params[n] for n in names])
+        tensors = {n: params[n].detach().numpy() for n in names}
+        tensors.update({"grad." + n: g.numpy() for n, g in zip(names, grads)})
+        tensors.update(src_ids=src.numpy(), tgt_in_ids=tgt_in.numpy(), tgt_out_ids=tgt_out.numpy(),
+                       logits=logits.detach().numpy(), loss=loss.detach().numpy())
+        meta = {k: repr(v) for k, v in cfg.items()}
+        meta.update(topology=topology, norm=norm, torch=torch.__version__)
+        path = os.path.join(OUT_DIR, f"transformer_{case}.safetensors")
+        write_safetensors(path, tensors, meta)
+        size = os.path.getsize(path)
+        total += size
+        print(f"{case:18s} {len(names):3d} parameters  loss {loss.item():.6f}  {size} bytes")
+    print(f"total {total} bytes")
+
+
+if __name__ == "__main__":
+    main()
