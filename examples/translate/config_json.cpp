@@ -29,16 +29,24 @@ TransformerConfig config_from_json(const std::string& s) {
     skipgrad::fail("config_from_json", ": not valid JSON: ", e.what());
   }
   TransformerConfig c;
+  // Integer fields must be JSON integers in int64 range: nlohmann would cast a float such as 1e300 to int64_t,
+  // which is undefined behaviour (fuzz/corpus/config_json/huge_float.json).
+  auto integer = [&](const char* key) -> int64_t {
+    const json& v = j.at(key);
+    if (!v.is_number_integer() || (v.is_number_unsigned() && v.get<uint64_t>() > (uint64_t)INT64_MAX))
+      skipgrad::fail("config_from_json", ": field '", key, "' must be an integer, got ", v.dump());
+    return v.get<int64_t>();
+  };
   try {
-    c.vocab = j.at("vocab"); c.d_model = j.at("d_model"); c.heads = j.at("heads"); c.d_ff = j.at("d_ff");
-    c.enc_layers = j.at("enc_layers"); c.dec_layers = j.at("dec_layers"); c.dropout = j.at("dropout");
+    c.vocab = integer("vocab"); c.d_model = integer("d_model"); c.heads = integer("heads"); c.d_ff = integer("d_ff");
+    c.enc_layers = integer("enc_layers"); c.dec_layers = integer("dec_layers"); c.dropout = j.at("dropout");
     c.attn_dropout = j.at("attn_dropout"); c.act_dropout = j.at("act_dropout");
     c.norm = parse_norm_kind(j.at("norm")); c.norm_eps = j.at("norm_eps");
     c.activation = parse_activation(j.at("activation")); c.topology = j.at("topology");
     c.qk_norm = parse_head_norm_targets(j.at("qk_norm")); c.qk_norm_kind = parse_head_norm_kind(j.at("qk_norm_kind"));
-    c.resi_dual_scale = j.at("resi_dual_scale"); c.mixln_post_layers = j.at("mixln_post_layers");
+    c.resi_dual_scale = j.at("resi_dual_scale"); c.mixln_post_layers = integer("mixln_post_layers");
     c.init = parse_init_scheme(j.at("init")); c.share_embeddings = j.at("share_embeddings");
-    c.tie_output = j.at("tie_output"); c.max_positions = j.at("max_positions"); c.pad_id = j.at("pad_id");
+    c.tie_output = j.at("tie_output"); c.max_positions = integer("max_positions"); c.pad_id = integer("pad_id");
   } catch (const json::exception& e) {
     skipgrad::fail("config_from_json", ": missing or mistyped field: ", e.what());
   }

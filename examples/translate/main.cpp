@@ -5,8 +5,10 @@
 //   skipgrad-translate bleu hyp.txt ref.txt
 // See docs/translate.md.
 #include <CLI/CLI.hpp>
+#include <unistd.h>
 
 #include <cstdio>
+#include <cstdlib>
 #include <fstream>
 #include <iostream>
 #include <sstream>
@@ -67,13 +69,24 @@ static void add_train_options(CLI::App* c, TrainOptions& o, std::string& norm, s
   c->add_option("--patience", o.patience, "early stop after N evaluations without a better valid BLEU")->capture_default_str();
   c->add_option("--eval-sentences", o.eval_sentences)->capture_default_str();
   c->add_option("--beam", o.beam, "beam size for the final test BLEU")->capture_default_str();
+  c->add_option("--test-sentences", o.test_sentences, "test sentences for the final BLEU (0: all)")->capture_default_str();
   c->add_option("--seed", o.seed)->capture_default_str();
   c->add_option("--out", o.out_dir, "run folder: checkpoints and metrics.jsonl")->capture_default_str();
   c->add_flag("--resume", o.resume, "continue from <out>/checkpoint_last.safetensors");
   c->add_flag("--quiet", o.quiet, "no live progress line");
 }
 
+// OpenMP worker threads that spin while OpenBLAS's own threads want the same cores cost 2-4x on a 2-core machine
+// (DESIGN.md, "CPU speed"). libgomp reads OMP_WAIT_POLICY only at load time, so when it is unset we set it and
+// re-execute ourselves once.
+static void ensure_passive_omp(char** argv) {
+  if (std::getenv("OMP_WAIT_POLICY")) return;
+  ::setenv("OMP_WAIT_POLICY", "passive", 1);
+  ::execv("/proc/self/exe", argv);  // returns only on failure: then run as we are
+}
+
 int main(int argc, char** argv) {
+  ensure_passive_omp(argv);
   CLI::App app{"skipgrad-translate: a toy German→English Transformer for comparing residual/norm topologies"};
   app.require_subcommand(1);
 

@@ -249,11 +249,12 @@ TrainResult train(const TrainOptions& o) {
   res.valid_loss = evaluate_loss(model, valid_ex, o);
   res.valid_bleu = evaluate_bleu(model, vocab, valid_bleu_pairs, o, 1);
   std::vector<std::string> hyps;
+  if (o.test_sentences > 0 && (size_t)o.test_sentences < corpus.test.size()) corpus.test.resize(o.test_sentences);
   res.test_bleu = evaluate_bleu(model, vocab, corpus.test, o, o.beam, &hyps);
   std::printf("done: %lld steps in %s (%.0f target tok/s), train loss %.4f, valid loss %.4f, valid BLEU %.2f, "
-              "test BLEU (beam %d) %.2f\n",
+              "test BLEU (beam %d, %zu sentences) %.2f\n",
               (long long)res.steps, fmt_time(res.seconds).c_str(), res.tokens_per_second, res.final_train_loss,
-              res.valid_loss, res.valid_bleu, o.beam, res.test_bleu);
+              res.valid_loss, res.valid_bleu, o.beam, corpus.test.size(), res.test_bleu);
   for (size_t i = 0; i < std::min<size_t>(5, hyps.size()); i++)
     std::printf("  %s\n    -> %s\n    (ref %s)\n", corpus.test[i].src.c_str(), hyps[i].c_str(), corpus.test[i].tgt.c_str());
   return res;

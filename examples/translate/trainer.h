@@ -31,6 +31,7 @@ struct TrainOptions {
   int64_t eval_every = 500, save_every = 1000;
   int patience = 0;                // early stop after this many evaluations without a better valid BLEU (0: never)
   int64_t eval_sentences = 300;    // validation sentences decoded for BLEU
+  int64_t test_sentences = 0;      // test sentences decoded for the final BLEU (0: all)
   int beam = 5;
   uint64_t seed = 1;
   std::string out_dir = "runs/default";
