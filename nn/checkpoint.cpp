@@ -154,14 +154,19 @@ void save_safetensors(const std::string& path, const NamedTensors& tensors, cons
 // ---------------------------------------------------------------- load
 
 SafetensorsFile load_safetensors(const std::string& path) {
-  const char* op = "load_safetensors";
   std::ifstream in(path, std::ios::binary | std::ios::ate);
-  check(in.good(), op, ": cannot open '", path, "': ", errno_str());
+  check(in.good(), "load_safetensors", ": cannot open '", path, "': ", errno_str());
   const uint64_t size = (uint64_t)in.tellg();
   in.seekg(0);
-  std::vector<char> bytes(size);
-  check(size == 0 || (bool)in.read(bytes.data(), (std::streamsize)size), op, ": reading '", path, "' failed");
+  std::string bytes(size, '\0');
+  check(size == 0 || (bool)in.read(bytes.data(), (std::streamsize)size), "load_safetensors", ": reading '", path,
+        "' failed");
+  return parse_safetensors(bytes, path);
+}
 
+SafetensorsFile parse_safetensors(std::string_view bytes, const std::string& path) {
+  const char* op = "load_safetensors";
+  const uint64_t size = bytes.size();
   check(size >= 8, op, ": '", path, "' is truncated: ", size, " bytes, less than the 8-byte header length");
   uint64_t header_len;
   std::memcpy(&header_len, bytes.data(), 8);

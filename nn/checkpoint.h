@@ -21,6 +21,7 @@
 #include <cstdint>
 #include <map>
 #include <string>
+#include <string_view>
 #include <utility>
 #include <vector>
 
@@ -54,6 +55,8 @@ void save_safetensors(const std::string& path, const NamedTensors& tensors, cons
 // Reads and validates a whole file; checks "skipgrad.checksum" when present (files written by other tools
 // have none and load all the same).
 SafetensorsFile load_safetensors(const std::string& path);
+// The same from the bytes of a whole file already in memory; `path` only names it in error messages.
+SafetensorsFile parse_safetensors(std::string_view bytes, const std::string& path = "<memory>");
 
 // FNV-1a 64-bit hash of a byte range (the checkpoint checksum).
 uint64_t fnv1a64(const void* data, size_t n, uint64_t hash = 0xcbf29ce484222325ull);

@@ -6,6 +6,7 @@ cd "$(dirname "$0")/.."
 scripts/setup.sh
 build=${SKIPGRAD_BUILD_DIR:-build}
 jobs=$(nproc)
+export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-passive}  # no spinning OpenMP threads against OpenBLAS
 cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=Release >/dev/null
 cmake --build "$build" -j "$jobs"
 ctest --test-dir "$build" --output-on-failure -j "$jobs"
