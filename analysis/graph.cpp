@@ -1,0 +1,292 @@
+// Graph snapshot from the tape, lookups, node roles, name helpers and atomic file writes.
+#include "analysis/graph.h"
+
+#include <unistd.h>
+
+#include <cctype>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <fstream>
+#include <sstream>
+#include <unordered_map>
+
+#include "autograd/node.h"
+#include "autograd/ops.h"
+#include "autograd/tape.h"
+
+namespace skipgrad {
+
+// ---------------------------------------------------------------- snapshot
+
+namespace {
+
+template <class T>
+double sum_of_squares(const T* p, int64_t n) {
+  double s = 0;
+  for (int64_t i = 0; i < n; i++) s += (double)p[i] * (double)p[i];
+  return s;
+}
+
+// sqrt(sum x^2) of a floating tensor: read in place on the CPU, through the ops (without recording) elsewhere.
+double l2_norm_of(const Tensor& t) {
+  if (!t.defined() || !is_floating(t.dtype())) return -1;
+  if (t.numel() == 0) return 0;
+  if (t.device().is_cpu() && t.is_contiguous())
+    return std::sqrt(t.dtype() == DType::F32 ? sum_of_squares(t.data<float>(), t.numel())
+                                             : sum_of_squares(t.data<double>(), t.numel()));
+  NoGradGuard no_grad;
+  return std::sqrt(sum(mul(t, t)).item());
+}
+
+double value_norm_of(const AutogradMeta& m, const GraphOptions& opt) {
+  if (!opt.value_norms) return -1;
+  std::shared_ptr<TensorImpl> impl = m.value.lock();
+  return impl ? l2_norm_of(Tensor(impl)) : -1;
+}
+
+}  // namespace
+
+Graph Graph::from_tape(const Tape& tape, const GraphOptions& opt) {
+  Graph g;
+  const auto& tape_nodes = tape.nodes();
+  g.nodes.reserve(tape_nodes.size() * 3 / 2);
+  std::vector<int64_t> op_gid(tape_nodes.size(), -1);  // tape position -> graph id
+  std::unordered_map<const AutogradMeta*, int64_t> leaf_gid;
+  const int64_t first_tape_id = tape_nodes.empty() ? 0 : tape_nodes.front()->id;
+
+  // A tensor read by an op is either the output of an earlier node on this tape, or a leaf entry (made once).
+  auto input_id = [&](const AutogradMeta& m) -> int64_t {
+    if (m.producer && tape.find(m.producer->id) == m.producer) {
+      int64_t gid = op_gid[m.producer->id - first_tape_id];
+      if (gid >= 0) return gid;
+    }
+    auto it = leaf_gid.find(&m);
+    if (it != leaf_gid.end()) return it->second;
+    GraphNode leaf;
+    leaf.id = (int64_t)g.nodes.size();
+    bool is_param = !m.name.empty() && m.requires_grad && !m.produced;
+    leaf.kind = is_param ? "param" : "input";
+    leaf.op = leaf.kind;
+    leaf.family = "leaf";
+    leaf.name = m.name.empty() ? "input" : m.name;
+    leaf.scope = m.name.empty() ? "" : scope_of(m.name);
+    leaf.shape = m.shape;
+    leaf.dtype = dtype_name(m.dtype);
+    leaf.requires_grad = m.requires_grad;
+    leaf.value_norm = value_norm_of(m, opt);
+    leaf.grad_norm = l2_norm_of(m.grad);
+    if (is_param)
+      g.params.push_back({leaf.name, leaf.id, leaf.shape, leaf.dtype, numel_of(leaf.shape), leaf.value_norm,
+                          leaf.grad_norm});
+    leaf_gid.emplace(&m, leaf.id);
+    g.nodes.push_back(std::move(leaf));
+    return g.nodes.back().id;
+  };
+
+  for (size_t i = 0; i < tape_nodes.size(); i++) {
+    const Node& tn = *tape_nodes[i];
+    GraphNode n;
+    for (const auto& in : tn.inputs)
+      if (in) n.inputs.push_back(input_id(*in));
+    n.id = (int64_t)g.nodes.size();
+    n.tape_id = tn.id;
+    n.kind = "op";
+    n.op = tn.op ? tn.op->name : "?";
+    n.family = tn.op ? family_name(tn.op->family) : "?";
+    n.name = tn.name;
+    n.scope = scope_of(tn.name);
+    if (tn.output) {
+      n.shape = tn.output->shape;
+      n.dtype = dtype_name(tn.output->dtype);
+      n.requires_grad = tn.output->requires_grad;
+      n.value_norm = value_norm_of(*tn.output, opt);
+    }
+    n.params.reserve(tn.params.size());
+    for (const auto& [key, value] : tn.params) n.params.emplace_back(key, param_str(value));
+    n.saved_bytes = (int64_t)tn.saved_bytes();
+    n.grad_norm = tn.grad_norm;
+    op_gid[i] = n.id;
+    g.nodes.push_back(std::move(n));
+  }
+  return g;
+}
+
+// ---------------------------------------------------------------- lookups
+
+const GraphNode& Graph::at(int64_t id) const {
+  check(id >= 0 && id < (int64_t)nodes.size(), "graph", ": no node with id ", id, " (the graph has ", nodes.size(),
+        " nodes)");
+  return nodes[id];
+}
+
+std::vector<int64_t> Graph::find_all(const std::string& name) const {
+  std::vector<int64_t> ids;
+  for (const GraphNode& n : nodes)
+    if (n.name == name) ids.push_back(n.id);
+  return ids;
+}
+
+int64_t Graph::find(const std::string& name) const {
+  for (const GraphNode& n : nodes)
+    if (n.name == name) return n.id;
+  fail("graph", ": no node named '", name, "'");
+}
+
+int64_t Graph::find_by_tape_id(int64_t tape_id) const {
+  for (const GraphNode& n : nodes)
+    if (n.tape_id == tape_id && n.kind == "op") return n.id;
+  fail("graph", ": no op with tape id ", tape_id, " in the graph (was it recorded after the snapshot?)");
+}
+
+int64_t Graph::id_of(const Tensor& t) const {
+  check(t.defined(), "graph", ": id_of an undefined tensor");
+  if (t.node_id() >= 0) return find_by_tape_id(t.node_id());
+  std::string name = t.node_name();
+  check(!name.empty(), "graph", ": tensor ", t.meta_str(), " is an unnamed leaf; look it up by id instead");
+  return find(name);
+}
+
+std::vector<std::vector<int64_t>> Graph::users() const {
+  std::vector<std::vector<int64_t>> out(nodes.size());
+  for (const GraphNode& n : nodes)
+    for (int64_t in : n.inputs) out.at(in).push_back(n.id);
+  return out;
+}
+
+// ---------------------------------------------------------------- names and roles
+
+std::string scope_of(const std::string& name) {
+  size_t dot = name.rfind('.');
+  return dot == std::string::npos ? "" : name.substr(0, dot);
+}
+
+std::vector<std::string> name_parts(const std::string& name) {
+  std::vector<std::string> parts;
+  if (name.empty()) return parts;
+  size_t start = 0;
+  while (true) {
+    size_t dot = name.find('.', start);
+    parts.push_back(name.substr(start, dot - start));
+    if (dot == std::string::npos) break;
+    start = dot + 1;
+  }
+  return parts;
+}
+
+std::string layer_scope(const std::string& name) {
+  size_t start = 0;
+  while (start <= name.size()) {
+    size_t dot = name.find('.', start);
+    size_t end = dot == std::string::npos ? name.size() : dot;
+    bool integer = end > start;
+    for (size_t i = start; i < end; i++) integer = integer && std::isdigit((unsigned char)name[i]);
+    if (integer && start > 0) return name.substr(0, end);
+    if (dot == std::string::npos) break;
+    start = dot + 1;
+  }
+  return "";
+}
+
+bool in_scope(const std::string& name, const std::string& prefix) {
+  if (prefix.empty()) return true;
+  if (name.compare(0, prefix.size(), prefix) != 0) return false;
+  return name.size() == prefix.size() || name[prefix.size()] == '.' || prefix.back() == '.';
+}
+
+static bool ends_with(const std::string& s, const std::string& suffix) {
+  return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
+}
+
+bool is_residual_add(const GraphNode& n) {
+  return n.kind == "op" && (ends_with(n.name, "residual_add") || ends_with(n.name, "dual_add"));
+}
+
+NodeRole node_role(const GraphNode& n) {
+  if (n.kind == "param") return NodeRole::Parameter;
+  if (n.kind != "op") return NodeRole::Input;
+  if (n.family == "norm") return NodeRole::Norm;
+  if (is_residual_add(n)) return NodeRole::Residual;
+  if (n.family == "loss") return NodeRole::Loss;
+  if (n.family == "attention") return NodeRole::Attention;
+  bool attn = false, ffn = false;
+  for (const std::string& part : name_parts(n.scope)) {
+    attn = attn || part.find("attn") != std::string::npos || part.find("attention") != std::string::npos;
+    ffn = ffn || part.find("ffn") != std::string::npos || part.find("mlp") != std::string::npos ||
+          part.find("feed_forward") != std::string::npos;
+  }
+  if (attn) return NodeRole::Attention;
+  if (ffn) return NodeRole::FeedForward;
+  return NodeRole::Other;
+}
+
+const char* role_name(NodeRole r) {
+  switch (r) {
+    case NodeRole::Parameter: return "parameter";
+    case NodeRole::Input: return "input";
+    case NodeRole::Norm: return "norm";
+    case NodeRole::Residual: return "residual";
+    case NodeRole::Attention: return "attention";
+    case NodeRole::FeedForward: return "feed_forward";
+    case NodeRole::Loss: return "loss";
+    case NodeRole::Other: return "other";
+  }
+  return "other";
+}
+
+// ---------------------------------------------------------------- files
+
+void write_file_atomic(const std::string& path, const std::string& text) {
+  check(!path.empty(), "write_file_atomic", ": empty path");
+  std::string tmp = path + ".tmp." + std::to_string(::getpid());
+  {
+    std::ofstream f(tmp, std::ios::binary | std::ios::trunc);
+    check((bool)f, "write_file_atomic", ": cannot open '", tmp, "' for writing");
+    f.write(text.data(), (std::streamsize)text.size());
+    f.flush();
+    if (!f) {
+      std::remove(tmp.c_str());
+      fail("write_file_atomic", ": writing '", tmp, "' failed (disk full?)");
+    }
+  }
+  if (std::rename(tmp.c_str(), path.c_str()) != 0) {
+    std::remove(tmp.c_str());
+    fail("write_file_atomic", ": cannot rename '", tmp, "' to '", path, "'");
+  }
+}
+
+std::string read_file(const std::string& path) {
+  std::ifstream f(path, std::ios::binary);
+  check((bool)f, "read_file", ": cannot open '", path, "'");
+  std::ostringstream os;
+  os << f.rdbuf();
+  return os.str();
+}
+
+namespace {
+std::string shell_quote(const std::string& s) {
+  std::string q = "'";
+  for (char c : s) q += c == '\'' ? std::string("'\\''") : std::string(1, c);
+  return q + "'";
+}
+}  // namespace
+
+bool graphviz_available() { return std::system("dot -V >/dev/null 2>&1") == 0; }
+
+void render_dot(const std::string& dot_path, const std::string& out_path) {
+  size_t dot = out_path.rfind('.');
+  std::string format = dot == std::string::npos ? "" : out_path.substr(dot + 1);
+  check(format == "svg" || format == "png" || format == "pdf", "render_dot", ": output '", out_path,
+        "' should end in .svg, .png or .pdf");
+  check(graphviz_available(), "render_dot", ": Graphviz 'dot' is not on the PATH (Debian: apt-get install graphviz)");
+  std::string tmp = out_path + ".tmp." + std::to_string(::getpid());
+  std::string cmd = "dot -T" + format + " " + shell_quote(dot_path) + " -o " + shell_quote(tmp);
+  if (std::system(cmd.c_str()) != 0) {
+    std::remove(tmp.c_str());
+    fail("render_dot", ": '", cmd, "' failed");
+  }
+  check(std::rename(tmp.c_str(), out_path.c_str()) == 0, "render_dot", ": cannot rename '", tmp, "' to '",
+        out_path, "'");
+}
+
+}  // namespace skipgrad

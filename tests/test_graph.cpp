@@ -1,0 +1,614 @@
+// Graph snapshot, DOT and JSON dumps, and the structural gradient-path analysis (TOPOLOGIES.md §6 on toy stacks).
+#include <nlohmann/json.hpp>
+
+#include <chrono>
+#include <ctime>
+#include <cmath>
+#include <filesystem>
+#include <unistd.h>
+
+#include "analysis/graph.h"
+#include "analysis/paths.h"
+#include "test_util.h"
+
+using namespace sgtest;
+namespace fs = std::filesystem;
+
+namespace {
+
+// Each test starts and ends with an empty tape, so the snapshot holds only what the test recorded.
+struct FreshTape {
+  FreshTape() { current_tape().clear(); }
+  ~FreshTape() { current_tape().clear(); }
+};
+
+Tensor param(const Shape& s, const std::string& name, uint64_t seed) {
+  Tensor t = leaf(s, seed, 0.5);
+  t.named(name);  // at top level, so the name is exactly `name`
+  return t;
+}
+
+double l2(const Tensor& t) {
+  double s = 0;
+  for (double v : t.to_vector<double>()) s += v * v;
+  return std::sqrt(s);
+}
+
+// Toy stacks of K sublayers (k = i + 1 for layer scope enc.i), branch f(h) = tanh(h W):
+//   Post-LN:       x_k = LN_k(x_{k-1} + f_k(x_{k-1}))
+//   Pre-LN:        x_k = x_{k-1} + f_k(LN_k(x_{k-1})),  y = LN_f(x_K)
+//   Pre-LN+q_norm: as Pre-LN with f_k(h) = tanh(q_norm(h Wq) W), q_norm a layer norm in scope "q_norm"
+// and the scalar loss sum(y * head.w).
+enum class Topo { PostLN, PreLN, PreLNQNorm };
+
+Tensor build_stack(Topo topo, int K) {
+  const int64_t d = 4;
+  Generator gen(7);
+  Tensor x = Tensor::randn({2, d}, 0, 1, DType::F64, Device::cpu(), &gen);  // data: an unnamed input leaf
+  for (int i = 0; i < K; i++) {
+    std::string L = "enc." + std::to_string(i);
+    Tensor W = param({d, d}, L + ".ffn.w", 10 + i);
+    Tensor Wq = param({d, d}, L + ".ffn.wq", 50 + i);
+    Tensor gamma = param({d}, L + ".ln.gamma", 100 + i), beta = param({d}, L + ".ln.beta", 200 + i);
+    Scope enc("enc"), layer(std::to_string(i));
+    if (topo == Topo::PostLN) {
+      Tensor b;
+      {
+        Scope f("ffn");
+        b = tanh(matmul(x, W));
+      }
+      Tensor a = add(x, b);
+      a.named("residual_add");
+      Scope n("ln");
+      x = layer_norm(a, gamma, beta);
+    } else {
+      Tensor b;
+      {
+        Scope f("ffn");
+        Tensor h;
+        {
+          Scope n("ln");
+          h = layer_norm(x, gamma, beta);
+        }
+        if (topo == Topo::PreLNQNorm) {
+          Tensor q = matmul(h, Wq);
+          Scope qn("q_norm");
+          h = layer_norm(q, Tensor(), Tensor());
+        }
+        b = tanh(matmul(h, W));
+      }
+      x = add(x, b);
+      x.named("residual_add");
+    }
+  }
+  if (topo != Topo::PostLN) {
+    Tensor gf = param({d}, "final_ln.gamma", 300), bf = param({d}, "final_ln.beta", 301);
+    Scope f("final_ln");
+    x = layer_norm(x, gf, bf);
+  }
+  Tensor w_out = param({d}, "head.w", 400);
+  Scope h("head");
+  return sum(mul(x, w_out));
+}
+
+int64_t input_leaf(const Graph& g) {
+  for (const GraphNode& n : g.nodes)
+    if (n.kind == "input") return n.id;
+  FAIL("no input leaf");
+  return -1;
+}
+
+const SublayerPaths& sublayer(const PathStats& s, const std::string& name) {
+  for (const SublayerPaths& b : s.sublayers)
+    if (b.name == name) return b;
+  FAIL("no sublayer output " << name);
+  return s.sublayers.front();
+}
+
+GraphNode hand_node(int64_t id, const std::string& op, const std::string& family, const std::string& name,
+                    std::vector<int64_t> inputs) {
+  GraphNode n;
+  n.id = id;
+  n.tape_id = inputs.empty() ? -1 : id;
+  n.kind = inputs.empty() ? "input" : "op";
+  n.op = op;
+  n.family = family;
+  n.name = name;
+  n.scope = scope_of(name);
+  n.shape = {3};
+  n.dtype = "float32";
+  n.inputs = std::move(inputs);
+  return n;
+}
+
+// A small JSON Schema checker: the keywords docs/graph_schema.json uses ($ref, type, const, enum, minimum,
+// anyOf, required, properties, additionalProperties, items). Appends one message per violation.
+using json = nlohmann::json;
+void validate(const json& v, const json& schema, const json& root, const std::string& at,
+              std::vector<std::string>& errors) {
+  auto type_ok = [&](const std::string& t) {
+    return (t == "object" && v.is_object()) || (t == "array" && v.is_array()) || (t == "string" && v.is_string()) ||
+           (t == "integer" && v.is_number_integer()) || (t == "number" && v.is_number()) ||
+           (t == "boolean" && v.is_boolean()) || (t == "null" && v.is_null());
+  };
+  if (schema.contains("$ref")) {
+    std::string ref = schema["$ref"];
+    validate(v, root.at(json::json_pointer(ref.substr(1))), root, at, errors);
+  }
+  if (schema.contains("type")) {
+    bool ok = false;
+    if (schema["type"].is_string()) ok = type_ok(schema["type"]);
+    else
+      for (const auto& t : schema["type"]) ok = ok || type_ok(t);
+    if (!ok) errors.push_back(at + ": wrong type " + v.dump());
+  }
+  if (schema.contains("const") && v != schema["const"]) errors.push_back(at + ": not " + schema["const"].dump());
+  if (schema.contains("enum")) {
+    bool found = false;
+    for (const auto& e : schema["enum"]) found = found || e == v;
+    if (!found) errors.push_back(at + ": " + v.dump() + " not in enum");
+  }
+  if (schema.contains("minimum") && v.is_number() && v.get<double>() < schema["minimum"].get<double>())
+    errors.push_back(at + ": below minimum");
+  if (schema.contains("anyOf")) {
+    bool any = false;
+    for (const auto& s : schema["anyOf"]) {
+      std::vector<std::string> e;
+      validate(v, s, root, at, e);
+      any = any || e.empty();
+    }
+    if (!any) errors.push_back(at + ": matches no anyOf branch: " + v.dump());
+  }
+  if (v.is_object()) {
+    if (schema.contains("required"))
+      for (const auto& k : schema["required"])
+        if (!v.contains(k.get<std::string>())) errors.push_back(at + ": missing " + k.get<std::string>());
+    for (const auto& [k, x] : v.items()) {
+      if (schema.contains("properties") && schema["properties"].contains(k))
+        validate(x, schema["properties"][k], root, at + "." + k, errors);
+      else if (schema.contains("additionalProperties") && schema["additionalProperties"].is_object())
+        validate(x, schema["additionalProperties"], root, at + "." + k, errors);
+    }
+  }
+  if (v.is_array() && schema.contains("items"))
+    for (size_t i = 0; i < v.size(); i++) validate(v[i], schema["items"], root, at + "[" + std::to_string(i) + "]", errors);
+}
+
+DotOptions depth(int d) {
+  DotOptions o;
+  o.max_depth = d;
+  return o;
+}
+DotOptions only(const std::string& prefix) {
+  DotOptions o;
+  o.filter = prefix;
+  return o;
+}
+DotOptions no_leaves_opt() {
+  DotOptions o;
+  o.leaves = false;
+  return o;
+}
+
+fs::path temp_dir() {
+  fs::path dir = fs::temp_directory_path() / ("skipgrad_graph_test_" + std::to_string(::getpid()));
+  fs::create_directories(dir);
+  return dir;
+}
+
+}  // namespace
+
+TEST_SUITE("graph") {
+  TEST_CASE("snapshot: ops, leaves with parameter names, shapes, params, saved bytes, value norms") {
+    FreshTape tape;
+    Tensor w = param({3, 2}, "enc.0.ffn.fc1.weight", 1);
+    Tensor x = Tensor::from_vector<double>({1, 2, 3}, {1, 3});
+    Tensor y;
+    {
+      Scope s("enc.0.ffn");
+      y = softmax(matmul(x, w), -1);
+    }
+    Tensor loss = sum(y);
+    Graph g = Graph::from_tape(current_tape());
+    REQUIRE(g.nodes.size() == 5);  // input, param, matmul, softmax, sum
+    const GraphNode& mm = g.at(g.find("enc.0.ffn.matmul"));
+    CHECK(mm.kind == "op");
+    CHECK(mm.family == "matmul");
+    CHECK(mm.scope == "enc.0.ffn");
+    CHECK(mm.shape == Shape{1, 2});
+    CHECK(mm.dtype == "float64");
+    REQUIRE(mm.inputs.size() == 2);
+    CHECK(g.at(mm.inputs[0]).kind == "input");
+    CHECK(g.at(mm.inputs[0]).name == "input");
+    CHECK(g.at(mm.inputs[1]).kind == "param");
+    CHECK(g.at(mm.inputs[1]).name == "enc.0.ffn.fc1.weight");
+    CHECK(g.at(mm.inputs[1]).scope == "enc.0.ffn.fc1");
+    CHECK(mm.tape_id >= 0);
+    CHECK(mm.params == std::vector<std::pair<std::string, std::string>>{{"trans_a", "false"}, {"trans_b", "false"}});
+    const GraphNode& sm = g.at(g.id_of(y));
+    CHECK(sm.op == "softmax");
+    CHECK(sm.saved_bytes == (int64_t)y.nbytes());
+    CHECK(sm.params == std::vector<std::pair<std::string, std::string>>{{"dim", "1"}});
+    CHECK(sm.tape_id == mm.tape_id + 1);
+    CHECK(sm.value_norm == doctest::Approx(l2(y)));
+    CHECK(g.at(g.id_of(loss)).value_norm == doctest::Approx(std::abs(loss.item())));
+    REQUIRE(g.params.size() == 1);
+    CHECK(g.params[0].name == "enc.0.ffn.fc1.weight");
+    CHECK(g.params[0].numel == 6);
+    CHECK(g.params[0].grad_norm == -1);  // no backward yet
+    for (const GraphNode& n : g.nodes)
+      for (int64_t in : n.inputs) CHECK(in < n.id);  // topological order
+    CHECK(g.id_of(w) == mm.inputs[1]);
+    CHECK_THROWS_WITH_ALL(g.find("nope"), "graph", "no node named 'nope'");
+    CHECK_THROWS_WITH_ALL(g.at(99), "graph", "no node with id 99");
+  }
+
+  TEST_CASE("gradient norms in the snapshot equal the norms of the gradients") {
+    FreshTape tape;
+    Tensor loss = build_stack(Topo::PreLN, 2);
+    loss.backward(Tensor(), /*retain_graph=*/true);
+    Graph g = Graph::from_tape(current_tape());
+    for (const GraphParam& p : g.params) {
+      INFO(p.name);
+      CHECK(p.grad_norm >= 0);
+      CHECK(g.at(p.node).grad_norm == p.grad_norm);
+    }
+    CHECK(g.at(g.id_of(loss)).grad_norm == doctest::Approx(1.0));
+    for (const GraphNode& n : g.nodes)
+      if (n.kind == "op") CHECK(n.grad_norm >= 0);
+    // The DOT edges carry them.
+    std::string dot = g.to_dot();
+    char buf[32];
+    std::snprintf(buf, sizeof buf, "%.3g", g.at(g.find("enc.1.residual_add")).grad_norm);
+    CHECK(dot.find("[label=\"" + std::string(buf) + "\"]") != std::string::npos);
+  }
+
+  TEST_CASE("parameter gradient norm matches .grad after backward") {
+    FreshTape tape;
+    Tensor w = param({3}, "w", 3);
+    Tensor loss = sum(mul(exp(w), w));
+    loss.backward(Tensor(), true);
+    Graph g = Graph::from_tape(current_tape());
+    CHECK(g.params.at(0).grad_norm == doctest::Approx(l2(w.grad())).epsilon(1e-12));
+  }
+
+  TEST_CASE("path counts on a diamond and on x*x, by hand") {
+    FreshTape tape;
+    Tensor x = param({3}, "x", 1);
+    Tensor loss = sum(add(exp(x), tanh(x)));  // x -> exp -> add, x -> tanh -> add: 2 paths
+    Graph g = Graph::from_tape(current_tape());
+    PathStats s = analyze_paths(g, g.id_of(loss));
+    CHECK(s.param("x").paths == 2);
+    CHECK(s.at(g.find("exp")).paths == 1);
+    CHECK(s.at(g.find("add")).paths == 1);
+    CHECK(s.param("x").norm_free());
+    current_tape().clear();
+
+    // y = x * x (two edges), z = y + x: paths(x) = 2 * 1 + 1 = 3.
+    Tensor loss2 = sum(add(mul(x, x), x));
+    Graph g2 = Graph::from_tape(current_tape());
+    PathStats s2 = analyze_paths(g2);  // the last op is the loss
+    CHECK(s2.loss == g2.id_of(loss2));
+    CHECK(s2.param("x").paths == 3);
+  }
+
+  TEST_CASE("norms on paths, unreachable nodes and bad loss ids on a hand-built graph") {
+    // 0 x; 1 LN(x); 2 relu(x); 3 add(1,2); 4 LN(3); 5 sum(4) = loss; 6 exp(x) (not used by the loss);
+    // 7 LN(1) after the loss.
+    Graph g;
+    g.nodes = {hand_node(0, "input", "leaf", "input", {}),       hand_node(1, "layer_norm", "norm", "a.ln", {0}),
+               hand_node(2, "relu", "elementwise", "a.relu", {0}), hand_node(3, "add", "elementwise", "a.residual_add", {1, 2}),
+               hand_node(4, "layer_norm", "norm", "a.ln2", {3}),   hand_node(5, "sum", "reduction", "loss", {4}),
+               hand_node(6, "exp", "elementwise", "side", {0}),    hand_node(7, "layer_norm", "norm", "after", {1})};
+    PathStats s = analyze_paths(g, 5);
+    CHECK(s.at(0).paths == 2);
+    CHECK(s.at(0).min_norms == 1);  // relu -> add -> LN
+    CHECK(s.at(0).max_norms == 2);  // LN -> add -> LN
+    CHECK(s.at(1).min_norms == 1);
+    CHECK(s.at(3).min_norms == 1);
+    CHECK(s.at(4).min_norms == 0);
+    CHECK(s.at(4).norm_free());
+    CHECK(!s.at(3).norm_free());
+    CHECK(s.at(5).paths == 1);
+    CHECK(!s.at(6).reaches_loss());
+    CHECK(s.at(6).min_norms == -1);
+    CHECK(!s.at(7).reaches_loss());
+    REQUIRE(s.sublayers.size() == 2);  // the branch (relu: in scope "a", not a norm) and the residual add
+    CHECK(s.sublayers[0].name == "a.relu");
+    CHECK(s.sublayers[0].kind == "branch");
+    CHECK(s.sublayers[1].kind == "residual_add");
+    CHECK_THROWS_WITH_ALL(analyze_paths(g, 8), "analyze_paths", "loss node id 8");
+    g.nodes[3].inputs = {1, 4};
+    CHECK_THROWS_WITH_ALL(analyze_paths(g, 5), "analyze_paths", "reads node 4", "topological");
+  }
+
+  TEST_CASE("Post-LN stack: sublayer k output crosses K-k+1 norms on every path (TOPOLOGIES.md §6)") {
+    for (int K : {2, 4}) {
+      CAPTURE(K);
+      FreshTape tape;
+      Tensor loss = build_stack(Topo::PostLN, K);
+      Graph g = Graph::from_tape(current_tape());
+      PathStats s = analyze_paths(g, g.id_of(loss));
+      for (int i = 0; i < K; i++) {
+        const int k = i + 1;
+        const std::string L = "enc." + std::to_string(i);
+        CAPTURE(k);
+        const double paths = std::ldexp(1.0, K - k);
+        for (const NodePaths& p : {sublayer(s, L + ".residual_add").stats, sublayer(s, L + ".ffn.tanh").stats,
+                                   s.param(L + ".ffn.w")}) {
+          CHECK(p.paths == paths);
+          CHECK(p.min_norms == K - k + 1);
+          CHECK(p.max_norms == K - k + 1);
+          CHECK(p.min_norms_outer == K - k + 1);
+          CHECK(!p.norm_free());
+        }
+        // LN_k's gain enters LN_k through its gain edge: only the K-k norms after it count.
+        CHECK(s.param(L + ".ln.gamma").min_norms == K - k);
+        // LN_k's output x_k feeds layer k+1 directly and through its branch.
+        CHECK(s.at(g.find(L + ".ln.layer_norm")).min_norms == K - k);
+        const LayerPaths& lp = s.layer(L);
+        CHECK(lp.params == 3);  // w, gamma, beta (wq is not used in Post-LN, so it is not in the graph)
+        CHECK(lp.param_min_norms == K - k);
+        CHECK(lp.param_max_norms == K - k + 1);
+        CHECK(lp.output_min_norms == K - k + 1);
+        CHECK(lp.output_max_norms == K - k + 1);
+        CHECK(lp.norm_free == (k == K));  // only the last norm's gain and bias skip every norm Jacobian
+        CHECK(lp.max_param_paths == paths);
+      }
+      CHECK(s.at(input_leaf(g)).paths == std::ldexp(1.0, K));
+      CHECK(s.at(input_leaf(g)).min_norms == K);
+      CHECK(s.param("head.w").norm_free());
+      CHECK(s.layers.size() == (size_t)K);
+      CHECK(paths_markdown(g, s).find("| enc.0 | 3 | " + std::to_string(1 << (K - 1)) + " | " +
+                                      std::to_string(K - 1) + "-" + std::to_string(K)) != std::string::npos);
+    }
+  }
+
+  TEST_CASE("Pre-LN stack: 1 norm on the shortest path, K-k+1 on the longest, none norm-free before ln_f") {
+    for (int K : {2, 4}) {
+      CAPTURE(K);
+      FreshTape tape;
+      Tensor loss = build_stack(Topo::PreLN, K);
+      Graph g = Graph::from_tape(current_tape());
+      PathStats s = analyze_paths(g, g.id_of(loss));
+      for (int i = 0; i < K; i++) {
+        const int k = i + 1;
+        const std::string L = "enc." + std::to_string(i);
+        CAPTURE(k);
+        for (const NodePaths& p : {sublayer(s, L + ".residual_add").stats, sublayer(s, L + ".ffn.tanh").stats,
+                                   s.param(L + ".ffn.w"), s.param(L + ".ln.gamma")}) {
+          CHECK(p.paths == std::ldexp(1.0, K - k));
+          CHECK(p.min_norms == 1);          // straight down the stream to ln_f
+          CHECK(p.max_norms == K - k + 1);  // through every later branch's pre-norm, then ln_f
+          CHECK(p.max_norms_outer == K - k + 1);
+        }
+        const LayerPaths& lp = s.layer(L);
+        CHECK(lp.param_min_norms == 1);
+        CHECK(lp.param_max_norms == K - k + 1);
+        CHECK(lp.output_min_norms == 1);
+        CHECK(lp.output_max_norms == K - k + 1);
+        CHECK(!lp.norm_free);
+      }
+      CHECK(s.at(input_leaf(g)).paths == std::ldexp(1.0, K));
+      CHECK(s.at(input_leaf(g)).min_norms == 1);
+      CHECK(s.at(input_leaf(g)).max_norms == K + 1);
+      // Every op before the final norm has all its paths through it; only what follows ln_f is norm-free.
+      int64_t ln_f = g.find("final_ln.layer_norm");
+      for (const GraphNode& n : g.nodes)
+        if (n.kind == "op" && n.id < ln_f) CHECK(!s.at(n.id).norm_free());
+      CHECK(s.at(ln_f).norm_free());
+      CHECK(s.param("final_ln.gamma").norm_free());
+      CHECK(s.param("head.w").norm_free());
+    }
+  }
+
+  TEST_CASE("Pre-LN with per-head q norms: counted in min/max_norms, left out of the _outer counts") {
+    const int K = 4;
+    FreshTape tape;
+    Tensor loss = build_stack(Topo::PreLNQNorm, K);
+    Graph g = Graph::from_tape(current_tape());
+    PathStats s = analyze_paths(g, g.id_of(loss));
+    for (int i = 0; i < K; i++) {
+      const int k = i + 1;
+      const std::string L = "enc." + std::to_string(i);
+      CAPTURE(k);
+      const NodePaths& r = sublayer(s, L + ".residual_add").stats;
+      CHECK(r.min_norms == 1);
+      CHECK(r.max_norms == 1 + 2 * (K - k));  // each later branch: pre-norm and q_norm
+      CHECK(r.min_norms_outer == 1);
+      CHECK(r.max_norms_outer == 1 + (K - k));
+      const NodePaths& wq = s.param(L + ".ffn.wq");  // before its own q_norm
+      CHECK(wq.min_norms == 2);
+      CHECK(wq.max_norms == 2 + 2 * (K - k));
+      CHECK(wq.min_norms_outer == 1);
+      CHECK(wq.max_norms_outer == 1 + (K - k));
+      CHECK(s.layer(L).param_max_norms_outer == 1 + (K - k));
+    }
+  }
+
+  TEST_CASE("DOT: nested clusters, role colours, collapsing by depth, filter, parses with dot") {
+    FreshTape tape;
+    const int K = 4;
+    Tensor loss = build_stack(Topo::PostLN, K);
+    Graph g = Graph::from_tape(current_tape());
+    std::string dot = g.to_dot();
+    CHECK(dot.rfind("digraph skipgrad {", 0) == 0);
+    CHECK(dot.find("subgraph \"cluster_enc\" {") != std::string::npos);
+    CHECK(dot.find("subgraph \"cluster_enc.3\" {") != std::string::npos);
+    CHECK(dot.find("subgraph \"cluster_enc.3.ffn\" {") != std::string::npos);
+    CHECK(dot.find("subgraph \"cluster_enc.3\" {") > dot.find("subgraph \"cluster_enc\" {"));
+    CHECK(dot.find("#fc9272") != std::string::npos);  // residual add
+    CHECK(dot.find("#9ecae1") != std::string::npos);  // norm
+    CHECK(dot.find("#f6e8a6") != std::string::npos);  // parameter
+    CHECK(dot.find("residual_add\\nadd [2,4]") != std::string::npos);
+    CHECK(dot.find("->") != std::string::npos);
+    for (size_t p = dot.find("->"); p != std::string::npos; p = dot.find("->", p + 1))
+      CHECK(dot.substr(p, dot.find('\n', p) - p).find("label") == std::string::npos);  // no backward, no norms
+    CHECK(std::count(dot.begin(), dot.end(), '{') == std::count(dot.begin(), dot.end(), '}'));
+
+    std::string boxed = g.to_dot(depth(1));
+    CHECK(boxed.find("cluster_enc.0") == std::string::npos);
+    CHECK(boxed.find("cluster_enc\"") != std::string::npos);
+    size_t boxes = 0;
+    for (size_t p = boxed.find("box3d"); p != std::string::npos; p = boxed.find("box3d", p + 1)) boxes++;
+    CHECK(boxes == (size_t)K);  // one per layer
+    CHECK(boxed.find("enc.2\\n") != std::string::npos);
+    CHECK(boxed.find("1 norm, 1 residual add") != std::string::npos);
+
+    std::string one = g.to_dot(only("enc.1"));
+    CHECK(one.find("enc.1.residual_add") != std::string::npos);
+    CHECK(one.find("enc.0.ln.layer_norm") != std::string::npos);  // its input, a direct neighbour
+    CHECK(one.find("enc.3.") == std::string::npos);
+    CHECK(one.find("enc.10") == std::string::npos);
+    CHECK_THROWS_WITH_ALL(g.to_dot(only("dec")), "to_dot", "'dec'");
+    CHECK_THROWS_WITH_ALL(g.to_dot(depth(-2)), "to_dot", "max_depth");
+    std::string no_leaves = g.to_dot(no_leaves_opt());
+    CHECK(no_leaves.find("ffn.w") == std::string::npos);
+
+    if (graphviz_available()) {
+      fs::path dir = temp_dir();
+      for (auto [opt, stem] : {std::pair{DotOptions{}, "full"}, std::pair{depth(1), "boxed"},
+                               std::pair{only("enc.1"), "filtered"}}) {
+        std::string dot_path = (dir / (std::string(stem) + ".dot")).string();
+        std::string svg_path = (dir / (std::string(stem) + ".svg")).string();
+        g.save_dot(dot_path, opt);
+        render_dot(dot_path, svg_path);
+        CHECK(read_file(svg_path).find("<svg") != std::string::npos);
+      }
+      CHECK_THROWS_WITH_ALL(render_dot((dir / "full.dot").string(), (dir / "x.txt").string()), "render_dot",
+                            ".svg");
+      fs::remove_all(dir);
+    } else {
+      MESSAGE("Graphviz 'dot' is not installed: skipping the dot -Tsvg parse check");
+    }
+  }
+
+  TEST_CASE("JSON: validates against docs/graph_schema.json and round-trips, norms included") {
+    FreshTape tape;
+    Tensor loss = build_stack(Topo::PreLNQNorm, 2);
+    loss.backward(Tensor(), true);
+    Graph g = Graph::from_tape(current_tape());
+    g.nodes[1].value_norm = INFINITY;  // overflowed norms survive as strings
+    std::string text = g.to_json();
+
+    json schema = json::parse(read_file(std::string(SKIPGRAD_SOURCE_DIR) + "/docs/graph_schema.json"));
+    CHECK(schema["$schema"] == "https://json-schema.org/draft/2020-12/schema");
+    json doc = json::parse(text);
+    std::vector<std::string> errors;
+    validate(doc, schema, schema, "$", errors);
+    for (const std::string& e : errors) FAIL_CHECK(e);
+    CHECK(errors.empty());
+    // And the checker does reject a broken document.
+    json broken = doc;
+    broken["nodes"][0].erase("shape");
+    broken["nodes"][1]["kind"] = "tensor";
+    errors.clear();
+    validate(broken, schema, schema, "$", errors);
+    CHECK(errors.size() == 2);
+
+    CHECK(doc["nodes"][1]["value_norm"] == "Infinity");
+    CHECK(doc["nodes"].size() == g.nodes.size());
+    CHECK(doc["params"].size() == g.params.size());
+    Graph back = Graph::from_json(text);
+    CHECK(back == g);
+    CHECK(back.to_json() == text);
+
+    // Atomic save and load.
+    fs::path dir = temp_dir();
+    std::string path = (dir / "graph.json").string();
+    g.save_json(path);
+    CHECK(Graph::load_json(path) == g);
+    for (const auto& entry : fs::directory_iterator(dir)) CHECK(entry.path().filename() == "graph.json");
+    fs::remove_all(dir);
+  }
+
+  TEST_CASE("JSON: the loader names what is wrong") {
+    FreshTape tape;
+    Tensor x = param({2}, "x", 1);
+    sum(exp(x));
+    Graph g = Graph::from_tape(current_tape());
+    json doc = json::parse(g.to_json());
+    CHECK_THROWS_WITH_ALL(Graph::from_json("{nope"), "graph json", "not valid JSON");
+    CHECK_THROWS_WITH_ALL(Graph::from_json("[]"), "graph json", "must be an object");
+    json d = doc;
+    d["version"] = 2;
+    CHECK_THROWS_WITH_ALL(Graph::from_json(d.dump()), "graph json", "version 2");
+    d = doc;
+    d["nodes"][1].erase("shape");
+    CHECK_THROWS_WITH_ALL(Graph::from_json(d.dump()), "graph json", "nodes[1] has no 'shape'");
+    d = doc;
+    d["nodes"][1]["inputs"] = json::array({2});
+    CHECK_THROWS_WITH_ALL(Graph::from_json(d.dump()), "nodes[1] reads node 2", "topological");
+    d = doc;
+    d["nodes"][2]["grad_norm"] = "big";
+    CHECK_THROWS_WITH_ALL(Graph::from_json(d.dump()), "nodes[2].grad_norm must be a number");
+    d = doc;
+    d["params"][0]["node"] = 1;
+    CHECK_THROWS_WITH_ALL(Graph::from_json(d.dump()), "params[0].node = 1 is not a param node");
+    CHECK_THROWS_WITH_ALL(Graph::load_json("/nonexistent/graph.json"), "read_file", "cannot open");
+    CHECK_THROWS_WITH_ALL(g.save_json("/nonexistent/dir/graph.json"), "write_file_atomic", "cannot open");
+  }
+
+  TEST_CASE("names: scopes, layers, prefix matching") {
+    CHECK(scope_of("enc.3.ffn.add") == "enc.3.ffn");
+    CHECK(scope_of("loss") == "");
+    CHECK(layer_scope("enc.3.ffn.add") == "enc.3");
+    CHECK(layer_scope("model.layers.12.attn.q") == "model.layers.12");
+    CHECK(layer_scope("emb.weight") == "");
+    CHECK(layer_scope("3.x") == "");
+    CHECK(in_scope("enc.1.ffn", "enc.1"));
+    CHECK(in_scope("enc.1", "enc.1"));
+    CHECK(!in_scope("enc.10.ffn", "enc.1"));
+    CHECK(in_scope("enc.10.ffn", "enc."));
+    CHECK(name_parts("a.b.c") == std::vector<std::string>{"a", "b", "c"});
+    GraphNode n;
+    n.kind = "op";
+    n.family = "elementwise";
+    n.name = "dec.2.cross_attn.matmul";
+    n.scope = "dec.2.cross_attn";
+    CHECK(node_role(n) == NodeRole::Attention);
+    n.scope = "dec.2.ffn";
+    CHECK(node_role(n) == NodeRole::FeedForward);
+    n.name = "dec.2.dual_add";
+    CHECK(node_role(n) == NodeRole::Residual);
+  }
+
+  TEST_CASE("a 100000-node chain snapshots, dumps and analyses in under 2 s") {
+    FreshTape tape;
+    const int64_t N = 100000;
+    Tensor x = param({4}, "x", 1);
+    Tensor h = x;
+    for (int64_t i = 0; i < N - 1; i++) {
+      Scope s("block." + std::to_string(i / 1000));
+      h = (i % 10 == 9) ? layer_norm(h, Tensor(), Tensor()) : add(h, 1.0);
+    }
+    Tensor loss = sum(h);
+    // The bound is on this process's CPU time, so other jobs on a loaded machine do not make it flaky.
+    std::clock_t cpu0 = std::clock();
+    auto t0 = std::chrono::steady_clock::now();
+    std::string laps;
+    auto lap = [&, last = t0](const char* what) mutable {
+      auto now = std::chrono::steady_clock::now();
+      laps += std::string(what) + " " + std::to_string(std::chrono::duration<double>(now - last).count()) + " s; ";
+      last = now;
+    };
+    Graph g = Graph::from_tape(current_tape());
+    lap("snapshot");
+    std::string dot = g.to_dot();
+    lap("DOT");
+    std::string boxed = g.to_dot(depth(1));
+    lap("DOT, one box per block");
+    std::string text = g.to_json();
+    lap("JSON");
+    PathStats s = analyze_paths(g, g.id_of(loss));
+    lap("paths");
+    double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    double cpu_seconds = double(std::clock() - cpu0) / CLOCKS_PER_SEC;
+    MESSAGE("100000-node chain: " << laps << "total " << seconds << " s wall, " << cpu_seconds << " s CPU");
+    CHECK(cpu_seconds < 2.0);
+    CHECK(g.nodes.size() == (size_t)N + 1);  // + the leaf
+    CHECK(s.param("x").paths == 1);
+    CHECK(s.param("x").min_norms == (N - 1) / 10);
+    CHECK(Graph::from_json(text) == g);
+  }
+}
