@@ -69,7 +69,8 @@ __global__ void cross_entropy_kernel(const T* logits, const int64_t* targets, in
     loss[r] = (T)NAN;
     atomicOr(error_flags, cuda::kBadTarget);
   } else {
-    loss[r] = (T)(l - (1 - ls) * x[t] - ls * sum_x / C);
+    // Skip the smoothing term when ls == 0: a -inf logit (a masked class) would make 0 * -inf = NaN.
+    loss[r] = (T)(l - (1 - ls) * x[t] - (ls > 0 ? ls * sum_x / C : 0.0));
   }
 }
 
