@@ -7,6 +7,6 @@ scripts/setup.sh
 build=${SKIPGRAD_BUILD_DIR:-build}
 jobs=$(nproc)
 export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-passive}  # no spinning OpenMP threads against OpenBLAS
-cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=Release >/dev/null
+cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=Release -DSKIPGRAD_BENCH_LIBTORCH=OFF >/dev/null  # libtorch side-by-side: scripts/bench.sh
 cmake --build "$build" -j "$jobs"
 ctest --test-dir "$build" --output-on-failure -j "$jobs"

@@ -1,0 +1,125 @@
+// Google Benchmark suite of whole steps of the reference model (bench_util.h), for Post-LN and Pre-LN:
+//   forward_eval/<topology>      forward + loss in no-grad mode
+//   forward_recorded/<topology>  forward + loss recording the tape (then dropped): the forward of a training step
+//   train_step/<topology>        forward + loss + backward + Adam step + zero_grad: one training step
+//   train_step_track_norms/...   the same with the tape's per-node gradient-norm tracking on (the library default;
+//                                every other benchmark here turns it off)
+//   decode_greedy/<topology>     examples/translate translate_batch, greedy, 32 source sentences of 32 tokens
+//                                (built only with SKIPGRAD_EXAMPLES; a random model rarely emits eos, so every
+//                                sentence runs the full 1.2·32+10 = 48 steps)
+// Counters: GFLOP/s of the analytic matrix products (bench_util.cpp forward_matmul_flops), target tokens/s.
+//
+//   bench_step [--threads=N] [google benchmark flags]
+#include <benchmark/benchmark.h>
+
+#include <memory>
+#include <string>
+
+#include "autograd/tape.h"
+#include "bench_main.h"
+#include "bench_util.h"
+#include "nn/loss.h"
+#include "nn/optim.h"
+#include "tensor/random.h"
+#ifdef SKIPGRAD_BENCH_DECODE
+#include "decode.h"
+#endif
+
+using namespace skipgrad;
+
+namespace {
+
+const bench::ReferenceShape kShape;
+
+struct Fixture {
+  std::unique_ptr<nn::Transformer> model;
+  bench::Batch batch;
+  explicit Fixture(const std::string& topology) {
+    manual_seed(1);
+    model = std::make_unique<nn::Transformer>(bench::reference_config(topology, kShape));
+    batch = bench::reference_batch(kShape);
+  }
+  Tensor loss() {
+    return nn::label_smoothed_nll(model->forward(batch.src, batch.tgt_in), batch.tgt_out, kShape.pad_id,
+                                  kShape.label_smoothing)
+        .loss;
+  }
+};
+
+void set_counters(benchmark::State& state, double flops_per_iteration) {
+  state.counters["GFLOP/s"] =
+      benchmark::Counter(flops_per_iteration * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
+  state.counters["tgt_tok/s"] = benchmark::Counter((double)(kShape.batch * kShape.tgt_len),
+                                                   benchmark::Counter::kIsIterationInvariantRate);
+}
+
+void BM_forward_eval(benchmark::State& state, std::string topology) {
+  set_track_grad_norms(false);
+  Fixture f(topology);
+  NoGradGuard ng;
+  for (auto _ : state) benchmark::DoNotOptimize(f.loss().item());
+  set_counters(state, bench::forward_matmul_flops(kShape));
+}
+
+void BM_forward_recorded(benchmark::State& state, std::string topology) {
+  set_track_grad_norms(false);
+  Fixture f(topology);
+  for (auto _ : state) {
+    benchmark::DoNotOptimize(f.loss().item());
+    current_tape().clear();
+  }
+  set_counters(state, bench::forward_matmul_flops(kShape));
+}
+
+void BM_train_step(benchmark::State& state, std::string topology, bool track_norms) {
+  set_track_grad_norms(track_norms);
+  Fixture f(topology);
+  nn::Adam opt(f.model->named_parameters());
+  for (auto _ : state) {
+    Tensor loss = f.loss();
+    benchmark::DoNotOptimize(loss.item());
+    loss.backward();
+    opt.step();
+    opt.zero_grad();
+  }
+  set_track_grad_norms(false);
+  set_counters(state, bench::step_matmul_flops(kShape));
+}
+
+#ifdef SKIPGRAD_BENCH_DECODE
+void BM_decode_greedy(benchmark::State& state, std::string topology) {
+  set_track_grad_norms(false);
+  Fixture f(topology);
+  f.model->eval();
+  translate::DecodeOptions opt;  // greedy; bos 2, eos 3, pad 0
+  int64_t tokens = 0;
+  for (auto _ : state) {
+    auto out = translate::translate_batch(*f.model, f.batch.src, opt);
+    for (auto& s : out) tokens += (int64_t)s.size();
+  }
+  state.counters["sentences/s"] =
+      benchmark::Counter((double)kShape.batch, benchmark::Counter::kIsIterationInvariantRate);
+  state.counters["out_tok/s"] = benchmark::Counter((double)tokens, benchmark::Counter::kIsRate);
+}
+#endif
+
+void register_all() {
+  for (const char* topo : {"post_ln", "pre_ln"}) {
+    const std::string t = topo;
+    benchmark::RegisterBenchmark(("forward_eval/" + t).c_str(), BM_forward_eval, t)->UseRealTime()->Unit(benchmark::kMillisecond);
+    benchmark::RegisterBenchmark(("forward_recorded/" + t).c_str(), BM_forward_recorded, t)
+        ->UseRealTime()->Unit(benchmark::kMillisecond);
+    benchmark::RegisterBenchmark(("train_step/" + t).c_str(), BM_train_step, t, false)
+        ->UseRealTime()->Unit(benchmark::kMillisecond);
+#ifdef SKIPGRAD_BENCH_DECODE
+    benchmark::RegisterBenchmark(("decode_greedy/" + t).c_str(), BM_decode_greedy, t)
+        ->UseRealTime()->Unit(benchmark::kMillisecond);
+#endif
+  }
+  benchmark::RegisterBenchmark("train_step_track_norms/post_ln", BM_train_step, std::string("post_ln"), true)
+      ->UseRealTime()->Unit(benchmark::kMillisecond);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) { return bench::bench_main(argc, argv, register_all); }

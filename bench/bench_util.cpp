@@ -1,0 +1,188 @@
+#include "bench_util.h"
+
+#include <cblas.h>
+#include <omp.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdlib>
+#include <fstream>
+#include <map>
+#include <random>
+#include <sstream>
+#include <tuple>
+
+#include "tensor/random.h"
+
+namespace bench {
+
+using namespace skipgrad;
+
+nn::TransformerConfig reference_config(const std::string& topology, const ReferenceShape& s) {
+  nn::TransformerConfig cfg;
+  cfg.topology = topology;
+  cfg.vocab = s.vocab;
+  cfg.d_model = s.d_model;
+  cfg.heads = s.heads;
+  cfg.d_ff = s.d_ff;
+  cfg.enc_layers = s.enc_layers;
+  cfg.dec_layers = s.dec_layers;
+  cfg.dropout = cfg.attn_dropout = cfg.act_dropout = 0;
+  cfg.pad_id = s.pad_id;
+  return cfg;
+}
+
+Batch reference_batch(const ReferenceShape& s, uint64_t seed) {
+  Generator g(seed);
+  auto ids = [&](int64_t T) {
+    return Tensor::rand({s.batch, T}, 1, (double)s.vocab, DType::F64, Device::cpu(), &g).to(DType::I64);
+  };
+  Batch b;
+  b.src = ids(s.src_len);
+  b.tgt_in = ids(s.tgt_len);
+  b.tgt_out = ids(s.tgt_len);
+  return b;
+}
+
+void set_threads(int n) {
+  omp_set_num_threads(n);
+  openblas_set_num_threads(n);
+}
+int omp_threads() { return omp_get_max_threads(); }
+int blas_threads() { return openblas_get_num_threads(); }
+std::string blas_corename() { return openblas_get_corename(); }
+
+std::string runtime_info() {
+  auto env = [](const char* name) {
+    const char* v = std::getenv(name);
+    return std::string(name) + "=" + (v ? v : "(unset)");
+  };
+  std::ostringstream o;
+  o << "openblas core " << blas_corename() << ", openblas threads " << blas_threads() << ", omp threads "
+    << omp_threads() << "; " << env("OMP_WAIT_POLICY") << " " << env("GLIBC_TUNABLES") << " "
+    << env("MALLOC_ARENA_MAX") << " " << env("OPENBLAS_CORETYPE");
+  return o.str();
+}
+
+// Matrix-product FLOPs of one forward pass; a product of [m,k]·[k,n] costs 2·m·n·k.
+// Tokens: Ns = B·S source, Nt = B·T target; d model width, f FFN width, V vocabulary, Le/Ld layers.
+//   encoder layer:  Q, K, V, O projections       4 · 2·Ns·d·d
+//                   scores Q·Kᵀ and probs·V      2 · 2·B·S·S·d     (summed over heads: H·d_h = d)
+//                   FFN fc1 and fc2              2 · 2·Ns·d·f
+//   decoder layer:  self-attention               4 · 2·Nt·d·d + 2 · 2·B·T·T·d
+//                   cross-attention Q, O on Nt   2 · 2·Nt·d·d;  K, V on the encoder output: 2 · 2·Ns·d·d
+//                   cross scores and probs·V     2 · 2·B·T·S·d
+//                   FFN                          2 · 2·Nt·d·f
+//   output projection (tied embedding)           2·Nt·d·V
+// Backward: every product C = A·B needs dA = dC·Bᵀ and dB = Aᵀ·dC, each as costly as the forward product (the
+// embedding lookup has none; the encoder input needs no dX but that product is a gather, not a GEMM). So a
+// training step costs 3x the forward. Biases, norms, softmax and the optimizer are not counted: GFLOP/s here
+// means "useful matrix FLOPs per second", the number an sgemm ceiling compares with.
+double forward_matmul_flops(const ReferenceShape& s) {
+  const double B = s.batch, S = s.src_len, T = s.tgt_len, d = s.d_model, f = s.d_ff, V = s.vocab;
+  const double Ns = B * S, Nt = B * T;
+  const double enc_layer = 4 * 2 * Ns * d * d + 2 * 2 * B * S * S * d + 2 * 2 * Ns * d * f;
+  const double dec_layer = 4 * 2 * Nt * d * d + 2 * 2 * B * T * T * d     // self-attention
+                           + 2 * 2 * Nt * d * d + 2 * 2 * Ns * d * d       // cross-attention projections
+                           + 2 * 2 * B * T * S * d                         // cross-attention products
+                           + 2 * 2 * Nt * d * f;                           // FFN
+  return s.enc_layers * enc_layer + s.dec_layers * dec_layer + 2 * Nt * d * V;
+}
+
+namespace {
+using Clock = std::chrono::steady_clock;
+
+struct Gemm {
+  CBLAS_TRANSPOSE ta, tb;
+  int64_t m, n, k;
+  double count;  // how often a training step runs it
+};
+
+// The linear layers of a step: (rows, in, out) -> how many such layers. Each runs forward x·Wᵀ (NT),
+// dX = dY·W (NN) and dW = dYᵀ·X (TN).
+std::vector<Gemm> model_gemms(const ReferenceShape& s) {
+  const int64_t Ns = s.batch * s.src_len, Nt = s.batch * s.tgt_len, d = s.d_model, f = s.d_ff;
+  std::map<std::tuple<int64_t, int64_t, int64_t>, double> linears;
+  linears[{Ns, d, d}] += 4.0 * s.enc_layers + 2.0 * s.dec_layers;  // encoder QKVO, decoder cross K, V
+  linears[{Nt, d, d}] += 6.0 * s.dec_layers;                       // decoder self QKVO, cross Q, O
+  linears[{Ns, d, f}] += s.enc_layers;
+  linears[{Ns, f, d}] += s.enc_layers;
+  linears[{Nt, d, f}] += s.dec_layers;
+  linears[{Nt, f, d}] += s.dec_layers;
+  linears[{Nt, d, s.vocab}] += 1;  // output projection
+  std::vector<Gemm> out;
+  for (auto& [key, count] : linears) {
+    auto [rows, in, o] = key;
+    out.push_back({CblasNoTrans, CblasTrans, rows, o, in, count});  // Y[rows,o] = X[rows,in] · W[o,in]ᵀ
+    out.push_back({CblasNoTrans, CblasNoTrans, rows, in, o, count});  // dX[rows,in] = dY[rows,o] · W[o,in]
+    out.push_back({CblasTrans, CblasNoTrans, o, in, rows, count});    // dW[o,in] = dY[rows,o]ᵀ · X[rows,in]
+  }
+  return out;
+}
+
+double time_gemm(const Gemm& g, int repeats) {
+  std::mt19937 rng(7);
+  std::uniform_real_distribution<float> u(-1, 1);
+  std::vector<float> A(g.m * g.k), Bm(g.k * g.n), C(g.m * g.n);
+  for (auto& x : A) x = u(rng);
+  for (auto& x : Bm) x = u(rng);
+  const int lda = g.ta == CblasNoTrans ? g.k : g.m, ldb = g.tb == CblasNoTrans ? g.n : g.k;
+  double best = 1e30;
+  for (int r = 0; r < repeats + 1; r++) {  // the first run warms caches and the thread pool
+    auto t0 = Clock::now();
+    cblas_sgemm(CblasRowMajor, g.ta, g.tb, g.m, g.n, g.k, 1.0f, A.data(), lda, Bm.data(), ldb, 0.0f, C.data(), g.n);
+    double sec = std::chrono::duration<double>(Clock::now() - t0).count();
+    if (r > 0) best = std::min(best, sec);
+  }
+  return best;
+}
+}  // namespace
+
+SgemmCeiling measure_sgemm_ceiling(const ReferenceShape& s, int repeats) {
+  SgemmCeiling c;
+  double flops = 0, seconds = 0;
+  for (const Gemm& g : model_gemms(s)) {
+    const double f = 2.0 * g.m * g.n * g.k, t = time_gemm(g, repeats);
+    flops += g.count * f;
+    seconds += g.count * t;
+    c.best_single_gflops = std::max(c.best_single_gflops, f / t * 1e-9);
+    std::ostringstream o;
+    o << g.m << "x" << g.n << "x" << g.k << " " << (g.ta == CblasTrans ? "T" : "N") << (g.tb == CblasTrans ? "T" : "N")
+      << " x" << g.count << ": " << (int)(f / t * 1e-9) << " GFLOP/s";
+    c.per_shape.push_back(o.str());
+  }
+  c.weighted_gflops = flops / seconds * 1e-9;
+  return c;
+}
+
+static double status_field_mib(const char* field) {
+  std::ifstream f("/proc/self/status");
+  std::string line;
+  while (std::getline(f, line))
+    if (line.rfind(field, 0) == 0) return std::atof(line.c_str() + std::string(field).size()) / 1024.0;  // kB
+  return 0;
+}
+double peak_rss_mib() { return status_field_mib("VmHWM:"); }
+double current_rss_mib() { return status_field_mib("VmRSS:"); }
+
+Summary summarize(std::vector<double> v) {
+  Summary s;
+  s.n = v.size();
+  if (v.empty()) return s;
+  std::sort(v.begin(), v.end());
+  // linear interpolation between order statistics (numpy's default percentile)
+  auto q = [&](double p) {
+    double pos = p * (double)(v.size() - 1);
+    size_t i = (size_t)pos;
+    double frac = pos - (double)i;
+    return i + 1 < v.size() ? v[i] * (1 - frac) + v[i + 1] * frac : v[i];
+  };
+  s.median = q(0.5);
+  s.p25 = q(0.25);
+  s.p75 = q(0.75);
+  s.min = v.front();
+  s.max = v.back();
+  return s;
+}
+
+}  // namespace bench

@@ -1,0 +1,67 @@
+// What every benchmark here shares: the reference model of issue 7, its batch, the thread controls, the analytic
+// FLOP count of a step, the sgemm ceiling on the model's own shapes, run-environment text, and small statistics.
+//
+// Reference model: encoder-decoder, d=256, 4 heads, FFN 1024, 6+6 layers, shared vocabulary 1000, sinusoidal
+// positions, batch 32 sentence pairs x 32 tokens a side, label smoothing 0.1, Adam, dropout 0.
+#pragma once
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "nn/transformer.h"
+#include "tensor/tensor.h"
+
+namespace bench {
+
+struct ReferenceShape {
+  int64_t batch = 32, src_len = 32, tgt_len = 32;
+  int64_t vocab = 1000, d_model = 256, heads = 4, d_ff = 1024, enc_layers = 6, dec_layers = 6;
+  int64_t pad_id = 0;
+  double label_smoothing = 0.1;  // fairseq's eps (see nn/loss.h)
+};
+
+// The reference model's config for a topology ("post_ln", "pre_ln", ...), dropout 0.
+skipgrad::nn::TransformerConfig reference_config(const std::string& topology, const ReferenceShape& s = {});
+
+// A fixed random batch: ids uniform in [1, vocab) (no padding, pad_id 0 never drawn), int64 [B, S] and [B, T].
+struct Batch {
+  skipgrad::Tensor src, tgt_in, tgt_out;
+};
+Batch reference_batch(const ReferenceShape& s = {}, uint64_t seed = 3);
+
+// Sets the thread count of both OpenMP (our elementwise loops) and OpenBLAS (its own pthread pool), so that
+// one number owns the cores. Returns what the libraries report afterwards.
+void set_threads(int n);
+int omp_threads();
+int blas_threads();
+std::string blas_corename();
+// One line: OpenBLAS core and threads, OpenMP threads, OMP_WAIT_POLICY, GLIBC_TUNABLES, MALLOC_* variables.
+std::string runtime_info();
+
+// Analytic matrix-product FLOPs (2·m·n·k per product) of one forward pass of the reference model; a training
+// step (forward + backward) is 3x this: see the derivation in bench_util.cpp.
+double forward_matmul_flops(const ReferenceShape& s = {});
+inline double step_matmul_flops(const ReferenceShape& s = {}) { return 3.0 * forward_matmul_flops(s); }
+
+// The sgemm ceiling: cblas_sgemm alone on the GEMMs of the model's linear layers (forward x·Wᵀ, dX = dY·W,
+// dW = dYᵀ·X), each weighted by how often a step runs it; GFLOP/s = their FLOPs / their best times over
+// `repeats` tries, with the current thread settings.
+struct SgemmCeiling {
+  double weighted_gflops = 0;          // the ceiling a whole step could reach on its products
+  double best_single_gflops = 0;       // the fastest single shape
+  std::vector<std::string> per_shape;  // "M x N x K op: GFLOP/s" for the log
+};
+SgemmCeiling measure_sgemm_ceiling(const ReferenceShape& s = {}, int repeats = 5);
+
+// Memory of this process from /proc/self/status, in MiB: VmHWM (peak resident) and VmRSS (now).
+double peak_rss_mib();
+double current_rss_mib();
+
+// Statistics over a sample (copied, then sorted).
+struct Summary {
+  double median = 0, p25 = 0, p75 = 0, min = 0, max = 0;
+  size_t n = 0;
+};
+Summary summarize(std::vector<double> v);
+
+}  // namespace bench

@@ -1,0 +1,118 @@
+#include "torch_reference.h"
+
+#include <cmath>
+#include <limits>
+#include <string>
+
+namespace bench {
+
+namespace F = torch::nn::functional;
+
+TorchMHAImpl::TorchMHAImpl(int64_t d, int64_t h) : heads(h), d_head(d / h) {
+  q_proj = register_module("q_proj", torch::nn::Linear(d, d));
+  k_proj = register_module("k_proj", torch::nn::Linear(d, d));
+  v_proj = register_module("v_proj", torch::nn::Linear(d, d));
+  out_proj = register_module("out_proj", torch::nn::Linear(d, d));
+}
+
+torch::Tensor TorchMHAImpl::forward(const torch::Tensor& query, const torch::Tensor& key_value,
+                                    const torch::Tensor& mask) {
+  const int64_t B = query.size(0), Tq = query.size(1), Tk = key_value.size(1), d = heads * d_head;
+  auto split = [&](const torch::Tensor& t, int64_t T) { return t.view({B, T, heads, d_head}).transpose(1, 2); };
+  torch::Tensor q = split(q_proj(query), Tq), k = split(k_proj(key_value), Tk), v = split(v_proj(key_value), Tk);
+  torch::Tensor scores = torch::matmul(q, k.transpose(-1, -2)) * (1.0 / std::sqrt((double)d_head));
+  scores = scores.masked_fill(mask, -std::numeric_limits<float>::infinity());
+  torch::Tensor o = torch::matmul(torch::softmax(scores, -1), v);  // [B, H, Tq, d_h]
+  return out_proj(o.transpose(1, 2).reshape({B, Tq, d}));
+}
+
+TorchFFNImpl::TorchFFNImpl(int64_t d, int64_t ff) {
+  fc1 = register_module("fc1", torch::nn::Linear(d, ff));
+  fc2 = register_module("fc2", torch::nn::Linear(ff, d));
+}
+
+torch::Tensor TorchFFNImpl::forward(const torch::Tensor& x) { return fc2(torch::relu(fc1(x))); }
+
+static torch::nn::LayerNorm make_ln(const TorchModelConfig& cfg) {
+  return torch::nn::LayerNorm(torch::nn::LayerNormOptions({cfg.d_model}).eps(cfg.norm_eps));
+}
+
+TorchLayerImpl::TorchLayerImpl(const TorchModelConfig& cfg, bool dec) : decoder(dec), pre_ln(cfg.pre_ln) {
+  self_attn = register_module("self_attn", TorchMHA(cfg.d_model, cfg.heads));
+  if (decoder) cross_attn = register_module("cross_attn", TorchMHA(cfg.d_model, cfg.heads));
+  ffn = register_module("ffn", TorchFFN(cfg.d_model, cfg.d_ff));
+  self_attn_norm = register_module("self_attn_norm", make_ln(cfg));
+  if (decoder) cross_attn_norm = register_module("cross_attn_norm", make_ln(cfg));
+  ffn_norm = register_module("ffn_norm", make_ln(cfg));
+}
+
+torch::Tensor TorchLayerImpl::forward(torch::Tensor x, const torch::Tensor& self_mask, const torch::Tensor& memory,
+                                      const torch::Tensor& memory_mask) {
+  if (pre_ln) {  // x = x + f(LN(x))
+    torch::Tensor h = self_attn_norm(x);
+    x = x + self_attn(h, h, self_mask);
+    if (decoder) x = x + cross_attn(cross_attn_norm(x), memory, memory_mask);
+    return x + ffn(ffn_norm(x));
+  }
+  // Post-LN: x = LN(x + f(x))
+  x = self_attn_norm(x + self_attn(x, x, self_mask));
+  if (decoder) x = cross_attn_norm(x + cross_attn(x, memory, memory_mask));
+  return ffn_norm(x + ffn(x));
+}
+
+TorchStackImpl::TorchStackImpl(const TorchModelConfig& cfg, bool decoder) {
+  const int64_t L = decoder ? cfg.dec_layers : cfg.enc_layers;
+  for (int64_t i = 0; i < L; i++) layers.push_back(register_module(std::to_string(i), TorchLayer(cfg, decoder)));
+  if (cfg.pre_ln) final_norm = register_module("final_norm", make_ln(cfg));
+}
+
+TorchPositionsImpl::TorchPositionsImpl(const TorchModelConfig& cfg) {
+  table = register_buffer("table", torch::zeros({cfg.max_positions + cfg.pad_id + 1, cfg.d_model}));
+}
+
+TorchTransformerImpl::TorchTransformerImpl(const TorchModelConfig& c) : cfg(c) {
+  embed = register_module(
+      "embed", torch::nn::Embedding(torch::nn::EmbeddingOptions(cfg.vocab, cfg.d_model).padding_idx(cfg.pad_id)));
+  positions = register_module("positions", TorchPositions(cfg));
+  enc = register_module("enc", TorchStack(cfg, false));
+  dec = register_module("dec", TorchStack(cfg, true));
+}
+
+// x = √d·E[ids] + PE[pos]; fairseq make_positions: pos = cumsum(non-pad)·non-pad + pad (pads read row pad)
+torch::Tensor TorchTransformerImpl::embed_tokens(const torch::Tensor& ids, bool zero_pads) {
+  torch::Tensor nonpad = ids.ne(cfg.pad_id).to(torch::kLong);
+  torch::Tensor pos = torch::cumsum(nonpad, 1) * nonpad + cfg.pad_id;
+  torch::Tensor x = embed(ids) * std::sqrt((double)cfg.d_model) + F::embedding(pos, positions->table);
+  if (zero_pads) x = x * nonpad.unsqueeze(-1).to(x.dtype());
+  return x;
+}
+
+torch::Tensor TorchTransformerImpl::forward(const torch::Tensor& src, const torch::Tensor& tgt_in) {
+  const int64_t T = tgt_in.size(1);
+  // masks, true = hidden: key padding [B, 1, 1, Tk]; causal [T, T] above the diagonal
+  torch::Tensor src_pad = src.eq(cfg.pad_id).unsqueeze(1).unsqueeze(1);
+  torch::Tensor tgt_pad = tgt_in.eq(cfg.pad_id).unsqueeze(1).unsqueeze(1);
+  torch::Tensor causal = torch::ones({T, T}, torch::kBool).triu(1);
+  torch::Tensor tgt_self_mask = tgt_pad.logical_or(causal);
+
+  torch::Tensor x = embed_tokens(src, true);
+  for (auto& layer : enc->layers) x = layer(x, src_pad, torch::Tensor(), torch::Tensor());
+  if (enc->final_norm) x = enc->final_norm(x);
+  torch::Tensor memory = x;
+
+  torch::Tensor y = embed_tokens(tgt_in, false);
+  for (auto& layer : dec->layers) y = layer(y, tgt_self_mask, memory, src_pad);
+  if (dec->final_norm) y = dec->final_norm(y);
+  return F::linear(y, embed->weight);  // logits = features·Eᵀ
+}
+
+torch::Tensor TorchTransformerImpl::loss(const torch::Tensor& src, const torch::Tensor& tgt_in,
+                                         const torch::Tensor& tgt_out) {
+  torch::Tensor logits = forward(src, tgt_in);
+  const double V = (double)cfg.vocab;
+  return F::cross_entropy(logits.view({-1, cfg.vocab}), tgt_out.view({-1}),
+                          F::CrossEntropyFuncOptions().ignore_index(cfg.pad_id).label_smoothing(
+                              cfg.label_smoothing * V / (V - 1)));
+}
+
+}  // namespace bench

@@ -1,0 +1,83 @@
+// The reference encoder-decoder Transformer written by hand in libtorch (torch::nn modules), with fairseq
+// semantics (/work/shared/TOPOLOGIES.md §0-§2), Post-LN or Pre-LN: what a libtorch user would write. Parameter
+// and buffer names are skipgrad's ("embed.weight", "enc.0.self_attn.q_proj.weight", "dec.final_norm.bias",
+// "positions.table"), so weights copy over by name.
+//
+//   embedding   x = √d·E[tok] + PE[pos], pos = fairseq make_positions; the encoder zeroes pad positions
+//   attention   softmax(Q·Kᵀ/√d_h, masked −inf where key is pad or (decoder self) in the future)·V, then W_o
+//   FFN         fc2(ReLU(fc1(x)))
+//   Post-LN     x = LN(x + f(x)) per sublayer, no final norm;   Pre-LN  x = x + f(LN(x)), final LN on each stack
+//   output      logits = features·Eᵀ (shared table); loss = cross_entropy with ignore_index = pad and PyTorch
+//               label smoothing eps·V/(V−1), which equals fairseq's label-smoothed loss with eps (nn/loss.h)
+#pragma once
+#include <torch/torch.h>
+
+#include <vector>
+
+namespace bench {
+
+struct TorchModelConfig {
+  int64_t vocab = 1000, d_model = 256, heads = 4, d_ff = 1024, enc_layers = 6, dec_layers = 6, pad_id = 0;
+  int64_t max_positions = 1024;
+  bool pre_ln = true;
+  double norm_eps = 1e-5;
+  double label_smoothing = 0.1;  // fairseq's eps
+};
+
+struct TorchMHAImpl : torch::nn::Module {
+  TorchMHAImpl(int64_t d_model, int64_t heads);
+  // query [B, Tq, d], key_value [B, Tk, d], mask bool broadcastable to [B, H, Tq, Tk], true = hidden.
+  torch::Tensor forward(const torch::Tensor& query, const torch::Tensor& key_value, const torch::Tensor& mask);
+  int64_t heads, d_head;
+  torch::nn::Linear q_proj{nullptr}, k_proj{nullptr}, v_proj{nullptr}, out_proj{nullptr};
+};
+TORCH_MODULE(TorchMHA);
+
+struct TorchFFNImpl : torch::nn::Module {
+  TorchFFNImpl(int64_t d_model, int64_t d_ff);
+  torch::Tensor forward(const torch::Tensor& x);
+  torch::nn::Linear fc1{nullptr}, fc2{nullptr};
+};
+TORCH_MODULE(TorchFFN);
+
+struct TorchLayerImpl : torch::nn::Module {
+  TorchLayerImpl(const TorchModelConfig& cfg, bool decoder);
+  torch::Tensor forward(torch::Tensor x, const torch::Tensor& self_mask, const torch::Tensor& memory,
+                        const torch::Tensor& memory_mask);
+  bool decoder, pre_ln;
+  TorchMHA self_attn{nullptr}, cross_attn{nullptr};
+  TorchFFN ffn{nullptr};
+  torch::nn::LayerNorm self_attn_norm{nullptr}, cross_attn_norm{nullptr}, ffn_norm{nullptr};
+};
+TORCH_MODULE(TorchLayer);
+
+// A stack: layers named "0", "1", ... and, for Pre-LN, "final_norm".
+struct TorchStackImpl : torch::nn::Module {
+  TorchStackImpl(const TorchModelConfig& cfg, bool decoder);
+  std::vector<TorchLayer> layers;
+  torch::nn::LayerNorm final_norm{nullptr};
+};
+TORCH_MODULE(TorchStack);
+
+struct TorchPositionsImpl : torch::nn::Module {
+  explicit TorchPositionsImpl(const TorchModelConfig& cfg);
+  torch::Tensor table;  // [max_positions + pad + 1, d]; filled by copying skipgrad's buffer
+};
+TORCH_MODULE(TorchPositions);
+
+struct TorchTransformerImpl : torch::nn::Module {
+  explicit TorchTransformerImpl(const TorchModelConfig& cfg);
+  torch::Tensor forward(const torch::Tensor& src, const torch::Tensor& tgt_in);  // logits [B, T, V]
+  torch::Tensor loss(const torch::Tensor& src, const torch::Tensor& tgt_in, const torch::Tensor& tgt_out);
+
+  TorchModelConfig cfg;
+  torch::nn::Embedding embed{nullptr};
+  TorchPositions positions{nullptr};
+  TorchStack enc{nullptr}, dec{nullptr};
+
+ private:
+  torch::Tensor embed_tokens(const torch::Tensor& ids, bool zero_pads);
+};
+TORCH_MODULE(TorchTransformer);
+
+}  // namespace bench
