@@ -1,0 +1,200 @@
+// Measured per-layer statistics: gradient norms after one backward, and the residual stream between layers.
+// The model is small and this runs once per batch, so the statistics are computed on the host in plain loops.
+#include "analysis/measure.h"
+
+#include <cmath>
+#include <limits>
+#include <random>
+
+#include "autograd/ops.h"
+#include "autograd/tape.h"
+#include "nn/loss.h"
+#include "tensor/random.h"
+
+namespace skipgrad {
+
+namespace {
+
+std::vector<double> host_values(const Tensor& t) {
+  return t.to(Device::cpu()).to(DType::F64).contiguous().to_vector<double>();
+}
+
+double grad_norm_sq(const Tensor& p) {
+  Tensor g = p.grad();
+  if (!g.defined()) return 0;
+  double s = 0;
+  for (double v : host_values(g)) s += v * v;
+  return s;
+}
+
+// Statistics of the stream `x` [B, T, d] after a layer over the tokens where pad[b, t] == 0, and the mean cosine
+// with the stream `prev` before it (when defined).
+void stream_stats(const Tensor& x, const Tensor& prev, const std::vector<int64_t>& pad, LayerMeasure& m) {
+  check(x.dim() == 3, "measure", ": layer output must be [B, T, d], got ", x.shape());
+  const int64_t n_tok = x.size(0) * x.size(1), d = x.size(2);
+  check((int64_t)pad.size() == n_tok, "measure", ": layer output ", x.shape(), " does not match the batch's ",
+        (int64_t)pad.size(), " tokens");
+  std::vector<double> xv = host_values(x), pv;
+  if (prev.defined()) pv = host_values(prev);
+  double sq = 0, mx = 0, cos_sum = 0;
+  int64_t kept = 0;
+  for (int64_t i = 0; i < n_tok; ++i) {
+    if (pad[i]) continue;
+    ++kept;
+    double dot = 0, nx = 0, np = 0;
+    for (int64_t j = 0; j < d; ++j) {
+      double a = xv[i * d + j];
+      sq += a * a;
+      mx = std::max(mx, std::fabs(a));
+      if (!pv.empty()) {
+        double b = pv[i * d + j];
+        dot += a * b, nx += a * a, np += b * b;
+      }
+    }
+    // cos(a, b) = a.b / (|a| |b|); a zero vector counts as cos 0
+    if (!pv.empty()) cos_sum += (nx > 0 && np > 0) ? dot / std::sqrt(nx * np) : 0.0;
+  }
+  kept = std::max<int64_t>(kept, 1);
+  m.rms = std::sqrt(sq / double(kept * d));
+  m.max_abs = mx;
+  m.cos_prev = pv.empty() ? std::numeric_limits<double>::quiet_NaN() : cos_sum / double(kept);
+}
+
+double max_abs_of(const Tensor& t, const std::vector<int64_t>& pad) {
+  const int64_t d = t.size(-1);
+  std::vector<double> v = host_values(t);
+  double mx = 0;
+  for (size_t i = 0; i < v.size(); ++i)
+    if (!pad[i / d]) mx = std::max(mx, std::fabs(v[i]));
+  return mx;
+}
+
+}  // namespace
+
+const LayerMeasure& LayerMeasures::layer(const std::string& name) const {
+  for (auto& l : layers)
+    if (l.layer == name) return l;
+  throw Error("measure: no layer '" + name + "' (layers are enc.<i> and dec.<i>)");
+}
+
+MeasureBatch random_batch(const nn::TransformerConfig& cfg, int64_t batch, int64_t len, uint64_t seed) {
+  check(batch > 0 && len > 1, "random_batch", ": need batch > 0 and len > 1, got batch ", batch, " len ", len);
+  check(cfg.vocab > 4, "random_batch", ": vocab ", cfg.vocab, " too small (tokens are drawn from [3, vocab))");
+  check(len <= cfg.max_positions, "random_batch", ": len ", len, " exceeds max_positions ", cfg.max_positions);
+  std::mt19937_64 rng(seed);
+  std::uniform_int_distribution<int64_t> tok(3, cfg.vocab - 1), length(std::max<int64_t>(1, len / 2), len);
+  auto token = [&] {
+    int64_t t = tok(rng);
+    return t == cfg.pad_id ? (t + 1 < cfg.vocab ? t + 1 : 3) : t;
+  };
+  std::vector<int64_t> src(batch * len, cfg.pad_id), tin(batch * len, cfg.pad_id), tout(batch * len, cfg.pad_id);
+  for (int64_t b = 0; b < batch; ++b) {
+    int64_t ls = length(rng), lt = length(rng);
+    for (int64_t t = 0; t < ls; ++t) src[b * len + t] = token();
+    // target y_0..y_{lt-1}: tgt_in = [2, y_0, ..., y_{lt-2}], tgt_out = [y_0, ..., y_{lt-1}]
+    for (int64_t t = 0; t < lt; ++t) tout[b * len + t] = token();
+    tin[b * len] = 2;
+    for (int64_t t = 1; t < lt; ++t) tin[b * len + t] = tout[b * len + t - 1];
+  }
+  return {Tensor::from_vector<int64_t>(src, {batch, len}), Tensor::from_vector<int64_t>(tin, {batch, len}),
+          Tensor::from_vector<int64_t>(tout, {batch, len})};
+}
+
+LayerMeasures measure_batch(nn::Transformer& model, const MeasureBatch& b, double label_smoothing, bool graph) {
+  const nn::TransformerConfig& cfg = model.config();
+  check(b.src.defined() && b.tgt_in.defined() && b.tgt_out.defined(), "measure",
+        ": the batch needs src, tgt_in and tgt_out");
+  check(b.tgt_in.shape() == b.tgt_out.shape(), "measure", ": tgt_in ", b.tgt_in.shape(), " and tgt_out ",
+        b.tgt_out.shape(), " differ");
+  const Device dev = model.parameters().front().device();
+  Tensor src = b.src.to(dev), tgt_in = b.tgt_in.to(dev), tgt_out = b.tgt_out.to(dev);
+
+  model.zero_grad();
+  current_tape().clear();
+  std::vector<Tensor> outs, duals;
+  model.layer_outputs = &outs;
+  model.dual_outputs = &duals;
+  Tensor logits;
+  try {
+    logits = model.forward(src, tgt_in);
+  } catch (...) {
+    model.layer_outputs = model.dual_outputs = nullptr;
+    current_tape().clear();
+    throw;
+  }
+  model.layer_outputs = model.dual_outputs = nullptr;
+  nn::LabelSmoothedLoss ls = nn::label_smoothed_nll(logits, tgt_out, cfg.pad_id, label_smoothing);
+  ls.loss.backward(Tensor(), /*retain_graph=*/graph);
+
+  LayerMeasures r;
+  r.loss = ls.loss.item();
+  r.samples = 1;
+  if (graph) {
+    r.graph = Graph::from_tape(current_tape());
+    r.paths = analyze_paths(r.graph, r.graph.id_of(ls.loss));
+  }
+  current_tape().clear();
+
+  NoGradGuard no_grad;
+  const int64_t L = cfg.enc_layers + cfg.dec_layers;
+  check((int64_t)outs.size() == L, "measure", ": the model recorded ", (int64_t)outs.size(),
+        " layer outputs for ", L, " layers");
+  std::vector<int64_t> src_pad = b.src.to_vector<int64_t>(), tgt_pad = b.tgt_in.to_vector<int64_t>();
+  for (auto& v : src_pad) v = v == cfg.pad_id;
+  for (auto& v : tgt_pad) v = v == cfg.pad_id;
+
+  auto params = model.named_parameters();
+  for (int64_t i = 0; i < L; ++i) {
+    const bool enc = i < cfg.enc_layers;
+    const int64_t k = enc ? i : i - cfg.enc_layers;
+    LayerMeasure m;
+    m.layer = std::string(enc ? "enc." : "dec.") + std::to_string(k);
+    double layer_sq = 0;
+    for (auto& [name, p] : params)
+      if (in_scope(name, m.layer)) layer_sq += grad_norm_sq(p);
+    m.layer_grad_norm = std::sqrt(layer_sq);
+    m.fc2_grad_norm = std::sqrt(grad_norm_sq(model.parameter(m.layer + ".ffn.fc2.weight")));
+    const std::vector<int64_t>& pad = enc ? src_pad : tgt_pad;
+    stream_stats(outs[i], k > 0 ? outs[i - 1] : Tensor(), pad, m);
+    if (i < (int64_t)duals.size() && duals[i].defined()) m.dual_max_abs = max_abs_of(duals[i], pad);
+    r.layers.push_back(m);
+  }
+  model.zero_grad();
+  return r;
+}
+
+LayerMeasures measure_model(const nn::TransformerConfig& cfg, const MeasureOptions& opt) {
+  check(!opt.seeds.empty(), "measure_model", ": no seeds");
+  check(opt.n_batches > 0, "measure_model", ": n_batches must be positive, got ", opt.n_batches);
+  LayerMeasures sum;
+  for (uint64_t seed : opt.seeds) {
+    manual_seed(seed);
+    nn::Transformer model(cfg);
+    for (int64_t bi = 0; bi < opt.n_batches; ++bi) {
+      MeasureBatch b = random_batch(cfg, opt.batch, opt.len, seed * 7919 + (uint64_t)bi);
+      const bool first = sum.samples == 0;
+      LayerMeasures m = measure_batch(model, b, opt.label_smoothing, opt.graph && first);
+      if (first) {
+        sum = std::move(m);
+        continue;
+      }
+      sum.samples += 1;
+      sum.loss += m.loss;
+      for (size_t i = 0; i < m.layers.size(); ++i) {
+        LayerMeasure& s = sum.layers[i];
+        const LayerMeasure& x = m.layers[i];
+        s.fc2_grad_norm += x.fc2_grad_norm, s.layer_grad_norm += x.layer_grad_norm, s.cos_prev += x.cos_prev;
+        s.rms += x.rms, s.max_abs += x.max_abs, s.dual_max_abs += x.dual_max_abs;
+      }
+    }
+  }
+  const double n = (double)sum.samples;
+  sum.loss /= n;
+  for (auto& s : sum.layers) {
+    s.fc2_grad_norm /= n, s.layer_grad_norm /= n, s.cos_prev /= n, s.rms /= n, s.max_abs /= n;
+    s.dual_max_abs /= n;  // -1 stays -1 for topologies without a dual stream
+  }
+  return sum;
+}
+
+}  // namespace skipgrad

@@ -1,0 +1,131 @@
+// skipgrad-graph: the graph of a Transformer and the gradient paths on it (docs/graph.md).
+//   skipgrad-graph dump --topology resi_dual --layers 2 --format svg --depth 2 -o model.svg
+//   skipgrad-graph dump --topology post_ln --layers 6 --format json -o graph.json
+//   skipgrad-graph paths --topology pre_ln --layers 6
+//   skipgrad-graph report --topologies post_ln,pre_ln,resi_dual,hybrid_norm,deep_norm --depths 6,12
+//                         -o docs/analysis_report.md
+// The model is built at initialization with random tokens (tiny by default, so a dump takes a moment); the graph is
+// recorded by one forward, label-smoothed loss and backward, so the dump carries gradient norms.
+#include <CLI/CLI.hpp>
+
+#include <iostream>
+
+#include "analysis/measure.h"
+#include "tensor/random.h"
+#include "report.h"
+
+using namespace skipgrad;
+using graph_tool::ModelOptions;
+
+namespace {
+
+void add_model_options(CLI::App* cmd, ModelOptions& m, bool topology) {
+  if (topology) {
+    cmd->add_option("--topology", m.topology, "post_ln | pre_ln | resi_dual | hybrid_norm | deep_norm | ...")
+        ->capture_default_str();
+    cmd->add_option("--layers", m.layers, "layers per side (encoder and decoder)")->capture_default_str();
+  }
+  cmd->add_option("--d-model", m.d_model)->capture_default_str();
+  cmd->add_option("--heads", m.heads)->capture_default_str();
+  cmd->add_option("--ffn", m.d_ff, "FFN inner size")->capture_default_str();
+  cmd->add_option("--vocab", m.vocab)->capture_default_str();
+  cmd->add_option("--batch", m.batch, "sentences per batch")->capture_default_str();
+  cmd->add_option("--len", m.len, "tokens per sentence (padded)")->capture_default_str();
+  cmd->add_option("--seed", m.seed)->capture_default_str();
+}
+
+// One forward + loss + backward on a random batch, keeping the graph.
+LayerMeasures record(const ModelOptions& mo) {
+  nn::TransformerConfig cfg = mo.config();
+  manual_seed(mo.seed);
+  nn::Transformer model(cfg);
+  MeasureBatch b = random_batch(cfg, mo.batch, mo.len, mo.seed);
+  return measure_batch(model, b, 0.1, /*graph=*/true);
+}
+
+std::string joined_args(int argc, char** argv) {
+  std::string s = "skipgrad-graph";
+  for (int i = 1; i < argc; ++i) s += std::string(" ") + argv[i];
+  return s;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"skipgrad-graph: dump a Transformer's graph and analyse its gradient paths"};
+  app.require_subcommand(1);
+
+  ModelOptions dump_model, paths_model;
+  dump_model.d_model = 16, dump_model.heads = 2, dump_model.d_ff = 32, dump_model.vocab = 20;
+  dump_model.batch = 2, dump_model.len = 5;
+  auto* dump_cmd = app.add_subcommand("dump", "record one forward/backward and write its graph");
+  add_model_options(dump_cmd, dump_model, true);
+  std::string format = "dot", out, filter, rankdir = "TB";
+  int depth = -1;
+  bool no_leaves = false;
+  dump_cmd->add_option("--format", format, "dot | json | svg | png")->capture_default_str();
+  dump_cmd->add_option("--depth", depth, "collapse scopes deeper than N components (1: a box per layer); -1: all")
+      ->capture_default_str();
+  dump_cmd->add_option("--filter", filter, "keep one scope (e.g. enc.1 or dec.0.ffn) and its neighbours");
+  dump_cmd->add_option("--rankdir", rankdir, "TB | BT | LR | RL")->capture_default_str();
+  dump_cmd->add_flag("--no-leaves", no_leaves, "hide parameters and inputs");
+  dump_cmd->add_option("-o,--output", out, "output file")->required();
+
+  auto* paths_cmd = app.add_subcommand("paths", "print the gradient-path tables (Markdown) of a model");
+  paths_model.d_model = 16, paths_model.heads = 2, paths_model.d_ff = 32, paths_model.vocab = 20;
+  paths_model.batch = 2, paths_model.len = 5;
+  add_model_options(paths_cmd, paths_model, true);
+
+  auto* report_cmd = app.add_subcommand("report", "measure several topologies and depths, write a Markdown report");
+  graph_tool::ReportOptions ro;
+  std::string topologies = "post_ln,pre_ln,resi_dual,hybrid_norm,deep_norm", depths = "6,12", seeds = "1,2,3";
+  report_cmd->add_option("--topologies", topologies, "comma-separated names")->capture_default_str();
+  report_cmd->add_option("--depths", depths, "comma-separated layers per side")->capture_default_str();
+  report_cmd->add_option("--seeds", seeds, "comma-separated init seeds")->capture_default_str();
+  report_cmd->add_option("--batches", ro.n_batches, "random batches per seed")->capture_default_str();
+  report_cmd->add_flag("!--no-plots", ro.plots, "tables only (no gnuplot PNGs)");
+  report_cmd->add_option("-o,--output", ro.out)->capture_default_str();
+  add_model_options(report_cmd, ro.model, false);
+
+  CLI11_PARSE(app, argc, argv);
+  try {
+    if (*dump_cmd) {
+      LayerMeasures m = record(dump_model);
+      DotOptions opt;
+      opt.max_depth = depth;
+      opt.filter = filter;
+      opt.leaves = !no_leaves;
+      opt.rankdir = rankdir;
+      if (format == "json") {
+        m.graph.save_json(out);
+      } else if (format == "dot") {
+        m.graph.save_dot(out, opt);
+      } else if (format == "svg" || format == "png") {
+        check(graphviz_available(), "dump", ": --format ", format, " needs Graphviz `dot` on the PATH");
+        const std::string dot_path = out + ".dot";
+        m.graph.save_dot(dot_path, opt);
+        render_dot(dot_path, out);
+        std::remove(dot_path.c_str());
+      } else {
+        throw Error("dump: unknown --format '" + format + "' (dot, json, svg or png)");
+      }
+      std::cerr << "wrote " << out << " (" << m.graph.nodes.size() << " nodes, loss " << m.loss << ")\n";
+    } else if (*paths_cmd) {
+      LayerMeasures m = record(paths_model);
+      std::cout << "# Gradient paths: " << paths_model.topology << ", " << paths_model.layers << "+"
+                << paths_model.layers << " layers\n\n"
+                << paths_markdown(m.graph, m.paths);
+    } else if (*report_cmd) {
+      ro.topologies = graph_tool::split_list(topologies);
+      for (auto& d : graph_tool::split_list(depths)) ro.depths.push_back(std::stoll(d));
+      ro.seeds.clear();
+      for (auto& s : graph_tool::split_list(seeds)) ro.seeds.push_back(std::stoull(s));
+      ro.command = joined_args(argc, argv);
+      graph_tool::write_report(ro);
+    }
+  } catch (const std::exception& e) {
+    std::cerr << "skipgrad-graph: " << e.what() << "\n";
+    return 1;
+  }
+  return 0;
+}

@@ -1,0 +1,39 @@
+// The analysis report of skipgrad-graph: for each topology and depth, the structural path counts of the graph
+// (analysis/paths.h) and the measured per-layer statistics (analysis/measure.h), as Markdown tables and, when
+// gnuplot is installed, PNG plots beside the report.
+#pragma once
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "analysis/measure.h"
+
+namespace graph_tool {
+
+struct ModelOptions {
+  std::string topology = "pre_ln";
+  int64_t layers = 2;  // per side
+  int64_t d_model = 64, heads = 4, d_ff = 256, vocab = 100;
+  int64_t batch = 8, len = 16;
+  uint64_t seed = 1;
+  skipgrad::nn::TransformerConfig config() const;  // dropout 0: the statistics at initialization
+};
+
+struct ReportOptions {
+  ModelOptions model;  // topology and layers are overridden by the lists below
+  std::vector<std::string> topologies;
+  std::vector<int64_t> depths;
+  std::vector<uint64_t> seeds = {1, 2, 3};
+  int64_t n_batches = 2;
+  std::string out = "docs/analysis_report.md";
+  std::string command;  // the command line, quoted in the report
+  bool plots = true;    // PNGs via gnuplot when it is on the PATH
+};
+
+// Writes the report to opt.out. Text above the line "<!-- generated below -->" of an existing report is kept
+// (the hand-written summary), everything below it is regenerated. Progress goes to stderr.
+void write_report(const ReportOptions& opt);
+
+std::vector<std::string> split_list(const std::string& s);  // "a,b" -> {"a", "b"}
+
+}  // namespace graph_tool
