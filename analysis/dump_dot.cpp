@@ -111,7 +111,11 @@ struct ClusterTree {
 };
 
 std::string node_decl(const GraphNode& n, const std::string& dot_id) {
-  std::string last = n.name.substr(n.scope.empty() ? 0 : n.scope.size() + 1);
+  // The name after its scope; the whole name when the scope is not its prefix (a hand-made or edited graph:
+  // fuzz/corpus/graph_json/scope_not_prefix.json).
+  const size_t k = n.scope.size();
+  const bool scoped = k > 0 && n.name.size() > k && n.name.compare(0, k, n.scope) == 0 && n.name[k] == '.';
+  std::string last = scoped ? n.name.substr(k + 1) : n.name;
   // label: "residual_add\nadd [2,4]", or "matmul [2,4]" when the name is the op's, or "fc1.weight\n[4,4]"
   std::string label;
   if (n.kind == "op" && last == n.op) {

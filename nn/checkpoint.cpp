@@ -192,7 +192,9 @@ SafetensorsFile parse_safetensors(std::string_view bytes, const std::string& pat
   // Each tensor's entry, then a check that the entries tile the data section exactly.
   struct Entry { std::string name; DType dtype; Shape shape; uint64_t begin, end; };
   std::vector<Entry> entries;
-  for (auto& [name, e] : header.items()) {
+  for (auto& item : header.items()) {  // not a structured binding: clang 14 cannot capture one in a lambda
+    const std::string& name = item.key();
+    const json& e = item.value();
     if (name == "__metadata__") continue;
     auto bad = [&](const char* what) { fail(op, ": '", path, "' has a bad header: tensor '", name, "' ", what); };
     if (!e.is_object() || !e.contains("dtype") || !e.contains("shape") || !e.contains("data_offsets"))
@@ -201,11 +203,15 @@ SafetensorsFile parse_safetensors(std::string_view bytes, const std::string& pat
     if (!e["dtype"].is_string() || !parse_dtype(e["dtype"].get<std::string>(), en.dtype))
       bad("has a dtype skipgrad does not read (F32, F64, I64, I32)");
     if (!e["shape"].is_array()) bad("has a shape that is not a list");
-    uint64_t numel = 1;
+    // span: the product with zero sizes counted as 1, the largest stride; [0, 2^40, 2^40] holds nothing but its
+    // strides overflow (fuzz/corpus/safetensors/zero_dim_huge_strides.st).
+    uint64_t numel = 1, span = 1;
     for (const json& d : e["shape"]) {
       if (!d.is_number_unsigned() || d.get<uint64_t>() > (1ull << 40)) bad("has a shape with a bad dimension");
       en.shape.push_back(d.get<int64_t>());
-      if (__builtin_mul_overflow(numel, d.get<uint64_t>(), &numel)) bad("has a shape too large to exist");
+      if (__builtin_mul_overflow(numel, d.get<uint64_t>(), &numel) ||
+          __builtin_mul_overflow(span, std::max<uint64_t>(d.get<uint64_t>(), 1), &span) || span > (1ull << 60))
+        bad("has a shape too large to exist");
     }
     const json& off = e["data_offsets"];
     if (!off.is_array() || off.size() != 2 || !off[0].is_number_unsigned() || !off[1].is_number_unsigned())

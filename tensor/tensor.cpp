@@ -74,8 +74,15 @@ Shape broadcast_shapes(const Shape& a, const Shape& b, const char* op) {
   return out;
 }
 
+// Sizes must be >= 0, and the product of the sizes with zeros counted as 1 (the largest stride) at most 2^60, so
+// no element count, stride or byte count derived from the shape can overflow.
 static void check_shape(const Shape& shape, const char* op) {
-  for (int64_t v : shape) check(v >= 0, op, ": negative size in shape ", shape);
+  int64_t span = 1;
+  for (int64_t v : shape) {
+    check(v >= 0, op, ": negative size in shape ", shape);
+    check(!__builtin_mul_overflow(span, std::max<int64_t>(v, 1), &span) && span <= (int64_t(1) << 60), op, ": shape ",
+          shape, " is too large");
+  }
 }
 
 Tensor Tensor::empty(const Shape& shape, DType dtype, Device device) {

@@ -605,7 +605,7 @@ TEST_SUITE("graph") {
     double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     double cpu_seconds = double(std::clock() - cpu0) / CLOCKS_PER_SEC;
     MESSAGE("100000-node chain: " << laps << "total " << seconds << " s wall, " << cpu_seconds << " s CPU");
-    CHECK(cpu_seconds < 2.0);
+    CHECK(cpu_seconds < 2.0 * sgtest::kTimingSlack);
     CHECK(g.nodes.size() == (size_t)N + 1);  // + the leaf
     CHECK(s.param("x").paths == 1);
     CHECK(s.param("x").min_norms == (N - 1) / 10);

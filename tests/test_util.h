@@ -11,6 +11,19 @@
 namespace sgtest {
 using namespace skipgrad;
 
+// Timing bounds are multiplied by this: AddressSanitizer builds (scripts/sanitize.sh) run several times slower.
+#if defined(__SANITIZE_ADDRESS__)
+inline constexpr double kTimingSlack = 10;
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+inline constexpr double kTimingSlack = 10;
+#else
+inline constexpr double kTimingSlack = 1;
+#endif
+#else
+inline constexpr double kTimingSlack = 1;
+#endif
+
 // A float64 leaf that requires grad, values ~ N(0, 1) from a fixed seed.
 inline Tensor leaf(const Shape& s, uint64_t seed = 1, double scale = 1.0) {
   Generator g(seed);

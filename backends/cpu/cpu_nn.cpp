@@ -14,6 +14,7 @@ namespace {
 struct Rows {
   int64_t rows, cols;
 };
+// Callers copy the fields into plain locals, not a structured binding: clang 14 cannot capture one in a lambda.
 Rows rows_of(const Tensor& x) {
   int64_t cols = x.dim() ? x.shape().back() : 1;
   return {cols ? x.numel() / cols : 0, cols};
@@ -22,7 +23,8 @@ Rows rows_of(const Tensor& x) {
 
 // y = exp(x - max) / sum(exp(x - max));  log: y = x - max - log(sum(exp(x - max)))
 void CpuBackend::softmax(const Tensor& x, Tensor& y, bool log) {
-  auto [R, C] = rows_of(x);
+  const Rows rows = rows_of(x);
+  const int64_t R = rows.rows, C = rows.cols;
   cpu::dispatch_float(x.dtype(), "softmax", [&]<class T>() {
     const T* xp = static_cast<const T*>(x.data_ptr());
     T* yp = static_cast<T*>(y.data_ptr());
@@ -53,7 +55,8 @@ void CpuBackend::softmax(const Tensor& x, Tensor& y, bool log) {
 // softmax:     gx = y * (gy - sum(gy * y))
 // log_softmax: gx = gy - exp(y) * sum(gy)
 void CpuBackend::softmax_backward(const Tensor& y, const Tensor& gy, Tensor& gx, bool log) {
-  auto [R, C] = rows_of(y);
+  const Rows rows = rows_of(y);
+  const int64_t R = rows.rows, C = rows.cols;
   cpu::dispatch_float(y.dtype(), "softmax_backward", [&]<class T>() {
     const T* yp = static_cast<const T*>(y.data_ptr());
     const T* gp = static_cast<const T*>(gy.data_ptr());
@@ -78,7 +81,8 @@ void CpuBackend::softmax_backward(const Tensor& y, const Tensor& gy, Tensor& gx,
 // mean = sum(x)/C; rstd = 1/sqrt(sum((x-mean)^2)/C + eps); y = (x-mean)*rstd*gamma + beta
 void CpuBackend::layer_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta, double eps, Tensor& y,
                             Tensor& mean, Tensor& rstd) {
-  auto [R, C] = rows_of(x);
+  const Rows rows = rows_of(x);
+  const int64_t R = rows.rows, C = rows.cols;
   cpu::dispatch_float(x.dtype(), "layer_norm", [&]<class T>() {
     const T* xp = static_cast<const T*>(x.data_ptr());
     const T* gp = gamma.defined() ? static_cast<const T*>(gamma.data_ptr()) : nullptr;
@@ -110,7 +114,8 @@ void CpuBackend::layer_norm(const Tensor& x, const Tensor& gamma, const Tensor& 
 // gx = rstd * (g - mean(g) - xhat * mean(g * xhat));  ggamma = sum_rows(gy * xhat); gbeta = sum_rows(gy)
 void CpuBackend::layer_norm_backward(const Tensor& gy, const Tensor& x, const Tensor& mean, const Tensor& rstd,
                                      const Tensor& gamma, Tensor& gx, Tensor& ggamma, Tensor& gbeta) {
-  auto [R, C] = rows_of(x);
+  const Rows rows = rows_of(x);
+  const int64_t R = rows.rows, C = rows.cols;
   cpu::dispatch_float(x.dtype(), "layer_norm_backward", [&]<class T>() {
     const T* gyp = static_cast<const T*>(gy.data_ptr());
     const T* xp = static_cast<const T*>(x.data_ptr());
@@ -168,7 +173,8 @@ void CpuBackend::layer_norm_backward(const Tensor& gy, const Tensor& x, const Te
 
 // rstd = 1/sqrt(mean(x^2) + eps); y = x * rstd * w
 void CpuBackend::rms_norm(const Tensor& x, const Tensor& weight, double eps, Tensor& y, Tensor& rstd) {
-  auto [R, C] = rows_of(x);
+  const Rows rows = rows_of(x);
+  const int64_t R = rows.rows, C = rows.cols;
   cpu::dispatch_float(x.dtype(), "rms_norm", [&]<class T>() {
     const T* xp = static_cast<const T*>(x.data_ptr());
     const T* wp = weight.defined() ? static_cast<const T*>(weight.data_ptr()) : nullptr;
@@ -190,7 +196,8 @@ void CpuBackend::rms_norm(const Tensor& x, const Tensor& weight, double eps, Ten
 // g = gy*w; gx = rstd * (g - xhat * mean(g * xhat)) with xhat = x*rstd; gw = sum_rows(gy * xhat)
 void CpuBackend::rms_norm_backward(const Tensor& gy, const Tensor& x, const Tensor& rstd, const Tensor& weight,
                                    Tensor& gx, Tensor& gweight) {
-  auto [R, C] = rows_of(x);
+  const Rows rows = rows_of(x);
+  const int64_t R = rows.rows, C = rows.cols;
   cpu::dispatch_float(x.dtype(), "rms_norm_backward", [&]<class T>() {
     const T* gyp = static_cast<const T*>(gy.data_ptr());
     const T* xp = static_cast<const T*>(x.data_ptr());
@@ -260,7 +267,8 @@ void CpuBackend::embedding_backward(const Tensor& ids, const Tensor& gout, Tenso
 // loss_i = lse_i - (1-ls) * x[t_i] - ls * mean_j x_ij   (= (1-ls)*nll + ls*mean_j(-logp_ij))
 void CpuBackend::cross_entropy(const Tensor& logits, const Tensor& targets, int64_t ignore_index,
                                double label_smoothing, Tensor& loss, Tensor& lse) {
-  auto [R, C] = rows_of(logits);
+  const Rows rows = rows_of(logits);
+  const int64_t R = rows.rows, C = rows.cols;
   const int64_t* tp = static_cast<const int64_t*>(targets.data_ptr());
   for (int64_t r = 0; r < R; r++)
     check(tp[r] == ignore_index || (tp[r] >= 0 && tp[r] < C), "cross_entropy", ": target ", tp[r], " at row ", r,
@@ -297,7 +305,8 @@ void CpuBackend::cross_entropy(const Tensor& logits, const Tensor& targets, int6
 void CpuBackend::cross_entropy_backward(const Tensor& logits, const Tensor& targets, const Tensor& lse,
                                         const Tensor& gloss, int64_t ignore_index, double label_smoothing,
                                         Tensor& glogits) {
-  auto [R, C] = rows_of(logits);
+  const Rows rows = rows_of(logits);
+  const int64_t R = rows.rows, C = rows.cols;
   const int64_t* tp = static_cast<const int64_t*>(targets.data_ptr());
   cpu::dispatch_float(logits.dtype(), "cross_entropy_backward", [&]<class T>() {
     const T* xp = static_cast<const T*>(logits.data_ptr());
