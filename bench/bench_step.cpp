@@ -4,9 +4,12 @@
 //   train_step/<topology>        forward + loss + backward + Adam step + zero_grad: one training step
 //   train_step_track_norms/...   the same with the tape's per-node gradient-norm tracking on (the library default;
 //                                every other benchmark here turns it off)
-//   decode_greedy/<topology>     examples/translate translate_batch, greedy, 32 source sentences of 32 tokens
-//                                (built only with SKIPGRAD_EXAMPLES; a random model rarely emits eos, so every
-//                                sentence runs the full 1.2·32+10 = 48 steps)
+//   decode_greedy/<topology>/cache  examples/translate translate_batch, greedy, 32 source sentences of 32 tokens,
+//                                with the KV cache (nn::Transformer::decode_step: one position per new token)
+//   decode_greedy/<topology>/full   the same re-running the decoder on the whole prefix each step
+//                                (DecodeOptions::use_cache = false). Both built only with SKIPGRAD_EXAMPLES; a random
+//                                model rarely emits eos, so every sentence runs the full 1.2·32+10 = 48 steps (the
+//                                out_tok/s counter shows it). The issue-7 target: full / cache time >= 3.
 // Counters: GFLOP/s of the analytic matrix products (bench_util.cpp forward_matmul_flops), target tokens/s.
 //
 //   bench_step [--threads=N] [google benchmark flags]
@@ -87,11 +90,12 @@ void BM_train_step(benchmark::State& state, std::string topology, bool track_nor
 }
 
 #ifdef SKIPGRAD_BENCH_DECODE
-void BM_decode_greedy(benchmark::State& state, std::string topology) {
+void BM_decode_greedy(benchmark::State& state, std::string topology, bool use_cache) {
   set_track_grad_norms(false);
   Fixture f(topology);
   f.model->eval();
   translate::DecodeOptions opt;  // greedy; bos 2, eos 3, pad 0
+  opt.use_cache = use_cache;
   int64_t tokens = 0;
   for (auto _ : state) {
     auto out = translate::translate_batch(*f.model, f.batch.src, opt);
@@ -112,8 +116,10 @@ void register_all() {
     benchmark::RegisterBenchmark(("train_step/" + t).c_str(), BM_train_step, t, false)
         ->UseRealTime()->Unit(benchmark::kMillisecond);
 #ifdef SKIPGRAD_BENCH_DECODE
-    benchmark::RegisterBenchmark(("decode_greedy/" + t).c_str(), BM_decode_greedy, t)
-        ->UseRealTime()->Unit(benchmark::kMillisecond);
+    for (bool cache : {true, false})
+      benchmark::RegisterBenchmark(("decode_greedy/" + t + (cache ? "/cache" : "/full")).c_str(), BM_decode_greedy,
+                                   t, cache)
+          ->UseRealTime()->Unit(benchmark::kMillisecond);
 #endif
   }
   benchmark::RegisterBenchmark("train_step_track_norms/post_ln", BM_train_step, std::string("post_ln"), true)

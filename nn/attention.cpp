@@ -99,36 +99,76 @@ void MultiHeadAttention::reset_fairseq() {
   out_proj->zero_bias();
 }
 
-Tensor MultiHeadAttention::forward(const Tensor& query, const Tensor& key_value, const Tensor& key_padding_mask,
-                                   bool causal) {
-  Scope s(name());
+void MultiHeadAttention::check_input(const Tensor& t, const char* what, int64_t batch) const {
   const std::string who = current_scope().empty() ? "MultiHeadAttention" : current_scope();
-  const int64_t d = cfg.d_model, H = cfg.heads, dh = d_head;
-  auto shape_of = [](const Tensor& t) { return t.defined() ? shape_str(t.shape()) : std::string("undefined"); };
-  check(query.defined() && query.dim() == 3 && query.size(2) == d, who, ": expected query [B,T,", d, "], got ",
-        shape_of(query));
-  check(key_value.defined() && key_value.dim() == 3 && key_value.size(2) == d &&
-            key_value.size(0) == query.size(0),
-        who, ": expected key/value [", query.size(0), ",S,", d, "], got ", shape_of(key_value));
-  const int64_t B = query.size(0), Tq = query.size(1), Tk = key_value.size(1);
-  check(!key_padding_mask.defined() || key_padding_mask.shape() == Shape{B, Tk}, who, ": key padding mask must be ",
-        Shape{B, Tk}, ", got ", shape_of(key_padding_mask));
+  const int64_t d = cfg.d_model;
+  check(t.defined() && t.dim() == 3 && t.size(2) == d && (batch < 0 || t.size(0) == batch), who, ": expected ",
+        what, " [", batch < 0 ? std::string("B") : std::to_string(batch), ",T,", d, "], got ",
+        t.defined() ? shape_str(t.shape()) : std::string("undefined"));
+}
 
-  // [B, T, d] -> [B, H, T, dh]
-  auto heads = [&](const Tensor& t, int64_t T) { return t.reshape({B, T, H, dh}).transpose(1, 2); };
-  Tensor q = heads(q_proj->forward(query), Tq);
-  Tensor k = heads(k_proj->forward(key_value), Tk);
-  Tensor v = heads(v_proj->forward(key_value), Tk);
-  if (q_norm) q = q_norm->forward(q);
+// [B, T, d] -> K, V [B, H, T, dh] (normalised per head when enabled)
+KVCache MultiHeadAttention::kv_heads(const Tensor& key_value) {
+  const int64_t B = key_value.size(0), T = key_value.size(1);
+  Tensor k = k_proj->forward(key_value).reshape({B, T, cfg.heads, d_head}).transpose(1, 2);
+  Tensor v = v_proj->forward(key_value).reshape({B, T, cfg.heads, d_head}).transpose(1, 2);
   if (k_norm) k = k_norm->forward(k);
   if (v_norm) v = v_norm->forward(v);
+  return {k, v};
+}
 
+// out_proj( concat_h softmax(Q Kᵀ / √d_h + mask) V ) with Q from `query`; k, v [B, H, Tk, dh]
+Tensor MultiHeadAttention::attend(const Tensor& query, const Tensor& k, const Tensor& v,
+                                  const Tensor& key_padding_mask, bool causal) {
+  const int64_t B = query.size(0), Tq = query.size(1), Tk = k.size(2);
+  check(!key_padding_mask.defined() || key_padding_mask.shape() == Shape{B, Tk}, current_scope(),
+        ": key padding mask must be ", Shape{B, Tk}, ", got ",
+        key_padding_mask.defined() ? shape_str(key_padding_mask.shape()) : "");
+  Tensor q = q_proj->forward(query).reshape({B, Tq, cfg.heads, d_head}).transpose(1, 2);
+  if (q_norm) q = q_norm->forward(q);
   AttentionOptions opt;
   opt.causal = causal;
   opt.dropout = cfg.attn_dropout;
   opt.training = is_training();
   Tensor o = attention(q, k, v, key_padding_mask, opt);  // [B, H, Tq, dh], scale 1/√d_h
-  return out_proj->forward(o.transpose(1, 2).reshape({B, Tq, d}));
+  return out_proj->forward(o.transpose(1, 2).reshape({B, Tq, cfg.d_model}));
+}
+
+Tensor MultiHeadAttention::forward(const Tensor& query, const Tensor& key_value, const Tensor& key_padding_mask,
+                                   bool causal) {
+  Scope s(name());
+  check_input(query, "query", -1);
+  check_input(key_value, "key/value", query.size(0));
+  KVCache kv = kv_heads(key_value);
+  return attend(query, kv.k, kv.v, key_padding_mask, causal);
+}
+
+KVCache MultiHeadAttention::project_kv(const Tensor& key_value) {
+  Scope s(name());
+  check(!grad_enabled(), current_scope(), ": project_kv is for inference; run it under NoGradGuard");
+  check_input(key_value, "key/value", -1);
+  KVCache kv = kv_heads(key_value);
+  return {kv.k.contiguous(), kv.v.contiguous()};
+}
+
+// Appending new keys to the cache: K = [K_cache; K_new] along time. A causal query i (of Tq, the last positions)
+// sees keys j <= i + T_cache - Tq, exactly the keys a full causal forward shows it; a single query sees them all.
+Tensor MultiHeadAttention::forward_cached(const Tensor& query, KVCache& cache, const Tensor& append,
+                                          const Tensor& key_padding_mask, bool causal) {
+  Scope s(name());
+  check(!grad_enabled(), current_scope(), ": forward_cached is for inference; run it under NoGradGuard");
+  check_input(query, "query", -1);
+  const int64_t B = query.size(0);
+  if (append.defined()) {
+    check_input(append, "appended key/value", B);
+    KVCache kv = kv_heads(append);
+    const bool first = cache.empty();
+    cache.k = first ? kv.k.contiguous() : concat({cache.k, kv.k}, 2);
+    cache.v = first ? kv.v.contiguous() : concat({cache.v, kv.v}, 2);
+  }
+  check(!cache.empty(), current_scope(), ": forward_cached with an empty cache and nothing to append");
+  check(cache.k.size(0) == B, current_scope(), ": the cache holds ", cache.k.size(0), " rows, the query ", B);
+  return attend(query, cache.k, cache.v, key_padding_mask, causal && query.size(1) > 1);
 }
 
 // ---------------------------------------------------------------- FeedForward

@@ -28,6 +28,15 @@ struct AttentionConfig {
   double head_norm_eps = 1e-5;  // for LayerNorm / RMSNorm (L2 uses 1e-12, as F.normalize)
 };
 
+// Keys and values of one attention after the head split (and the k/v head norms): k, v [B, H, T, dh], contiguous.
+// Incremental decoding keeps one per attention: the self-attention's grows by one position per step, the
+// cross-attention's holds the encoder output's, computed once.
+struct KVCache {
+  Tensor k, v;
+  bool empty() const { return !k.defined(); }
+  int64_t length() const { return k.defined() ? k.size(2) : 0; }
+};
+
 // fairseq MultiheadAttention:
 //   Q = x W_qᵀ + b_q,  K = kv W_kᵀ + b_k,  V = kv W_vᵀ + b_v   (split into h heads of d_h = d/h)
 //   [Q, K, V ← Norm_{q,k,v}(Q, K, V) per head when enabled]
@@ -40,12 +49,28 @@ class MultiHeadAttention : public Module {
   // (nonzero = padding; may be undefined), causal: key j is hidden from query i when j > i + Tk - Tq.
   Tensor forward(const Tensor& query, const Tensor& key_value, const Tensor& key_padding_mask = Tensor(),
                  bool causal = false);
+
+  // ---- incremental decoding (inference only: grad mode must be off) ----
+  // K and V of key_value [B, T, d], as forward computes them: what a cache holds.
+  KVCache project_kv(const Tensor& key_value);
+  // Attention of query [B, Tq, d] over the cached keys/values, after appending those of `append` [B, Tn, d] when it
+  // is defined (a self-attention step: append = query). key_padding_mask [B, T_cache] covers every cached key.
+  // forward(x, x, mask, causal) on a sequence == forward_cached on its positions one at a time.
+  Tensor forward_cached(const Tensor& query, KVCache& cache, const Tensor& append = Tensor(),
+                        const Tensor& key_padding_mask = Tensor(), bool causal = false);
+
   void reset_fairseq();
 
   AttentionConfig cfg;
   int64_t d_head;
   std::shared_ptr<Linear> q_proj, k_proj, v_proj, out_proj;
   std::shared_ptr<Norm> q_norm, k_norm, v_norm;  // null when not enabled
+
+ private:
+  // Shared by forward and the cached path; they run inside the module's scope.
+  void check_input(const Tensor& t, const char* what, int64_t batch) const;  // [batch, T, d] (batch -1: any)
+  KVCache kv_heads(const Tensor& key_value);                                  // heads of k_proj/v_proj (+ norms)
+  Tensor attend(const Tensor& query, const Tensor& k, const Tensor& v, const Tensor& key_padding_mask, bool causal);
 };
 
 enum class Activation { ReLU, GELU, SwiGLU };

@@ -67,17 +67,24 @@ Stream Layer::forward(const Stream& in, const LayerInputs& ctx) {
   const int64_t d = cfg.d_model;
   check(in.x.defined() && in.x.dim() == 3 && in.x.size(2) == d, current_scope(), ": expected [B,T,", d, "], got ",
         in.x.defined() ? shape_str(in.x.shape()) : "an undefined stream");
-  check(!is_decoder() || (ctx.memory.defined() && ctx.memory.dim() == 3 && ctx.memory.size(2) == d), current_scope(),
-        ": a decoder layer needs the encoder output [B,S,", d, "], got ",
-        ctx.memory.defined() ? shape_str(ctx.memory.shape()) : "none");
+  if (ctx.cache)
+    check(is_decoder() && !ctx.cache->cross_attn.empty(), current_scope(),
+          is_decoder() ? ": a cached decoder step needs the cross-attention keys/values of the encoder output"
+                       : ": an encoder layer has no incremental mode");
+  else
+    check(!is_decoder() || (ctx.memory.defined() && ctx.memory.dim() == 3 && ctx.memory.size(2) == d),
+          current_scope(), ": a decoder layer needs the encoder output [B,S,", d, "], got ",
+          ctx.memory.defined() ? shape_str(ctx.memory.shape()) : "none");
   return apply(in, ctx);
 }
 
 Tensor Layer::SA(const Tensor& x, const LayerInputs& ctx) {
+  if (ctx.cache) return self_attn->forward_cached(x, ctx.cache->self_attn, x, ctx.self_pad_mask, ctx.causal);
   return self_attn->forward(x, x, ctx.self_pad_mask, ctx.causal);
 }
 
 Tensor Layer::CA(const Tensor& x, const LayerInputs& ctx) {
+  if (ctx.cache) return cross_attn->forward_cached(x, ctx.cache->cross_attn, Tensor(), ctx.memory_pad_mask, false);
   return cross_attn->forward(x, ctx.memory, ctx.memory_pad_mask, false);
 }
 

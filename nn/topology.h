@@ -60,12 +60,22 @@ struct Stream {
   Tensor dual;
 };
 
+// Incremental decoding: a decoder layer's attention keys/values from the steps before (Transformer::decode_step).
+struct LayerCache {
+  KVCache self_attn;   // of every position fed so far; each step appends its own
+  KVCache cross_attn;  // of the encoder output, computed once
+};
+
 // What a layer reads besides its stream.
 struct LayerInputs {
-  Tensor self_pad_mask;    // [B, T], nonzero = padding key (may be undefined)
+  Tensor self_pad_mask;    // [B, T], nonzero = padding key (may be undefined); with a cache: over all cached keys
   bool causal = false;     // decoder self-attention
-  Tensor memory;           // decoder: the encoder output [B, S, d]; undefined in the encoder
+  Tensor memory;           // decoder: the encoder output [B, S, d]; undefined in the encoder (and with a cache)
   Tensor memory_pad_mask;  // [B, S]
+  // Decoder step (inference): the stream holds only the new position(s); SA appends their keys/values to
+  // cache->self_attn and attends over all of it, CA reads cache->cross_attn instead of projecting `memory`.
+  // Everything else in a layer is position-wise, so apply() is the same code for both.
+  LayerCache* cache = nullptr;
 };
 
 // One encoder or decoder layer. The base owns the sublayers every topology has (self_attn, cross_attn in the
@@ -89,8 +99,8 @@ class Layer : public Module {
   virtual Stream apply(const Stream& in, const LayerInputs& ctx) = 0;
 
   // The sublayer functions (their outputs before dropout).
-  Tensor SA(const Tensor& x, const LayerInputs& ctx);  // self-attention, causal in the decoder
-  Tensor CA(const Tensor& x, const LayerInputs& ctx);  // queries x, keys/values the encoder output
+  Tensor SA(const Tensor& x, const LayerInputs& ctx);  // self-attention, causal in the decoder (cached: see ctx.cache)
+  Tensor CA(const Tensor& x, const LayerInputs& ctx);  // queries x, keys/values the encoder output (or its cache)
   Tensor F(const Tensor& x);                           // feed-forward
   // D(o): residual dropout, recorded in the sublayer's scope.
   Tensor D(const char* sublayer, const Tensor& o);

@@ -1,6 +1,7 @@
 #include "nn/transformer.h"
 
 #include <cmath>
+#include <numeric>
 #include <string>
 
 #include "autograd/ops.h"
@@ -75,16 +76,20 @@ Tensor Transformer::padding_mask(const Tensor& ids) const {
   return eq(ids, Tensor::full({1}, (double)cfg_.pad_id, DType::I64, ids.device()));
 }
 
-// x = D(√d · E[ids] + PE(ids)); the encoder then zeroes padded positions: x = x · (1 − pad).
-Tensor Transformer::embed(Embedding& table, const Tensor& ids, const Tensor& pad_mask, bool zero_pads) {
-  Tensor x = add(mul(table.forward(ids), std::sqrt((double)cfg_.d_model)), positions->forward(ids));
+// x = D(√d · E[ids] + pos), pos = PE(ids); the encoder then zeroes padded positions: x = x · (1 − pad).
+Tensor Transformer::embed(Embedding& table, const Tensor& ids, const Tensor& pos, const Tensor& pad_mask,
+                          bool zero_pads) {
+  Tensor x = add(mul(table.forward(ids), std::sqrt((double)cfg_.d_model)), pos);
   x = dropout(x, cfg_.dropout, is_training());
   if (zero_pads) x = mul(x, rsub(pad_mask.to(x.dtype()), 1.0).unsqueeze(-1));
   return x;
 }
 
-Stream Transformer::run_stack(Stack& stack, Stream s, const LayerInputs& ctx) {
-  for (auto& layer : stack.layers) {
+Stream Transformer::run_stack(Stack& stack, Stream s, LayerInputs ctx, std::vector<LayerCache>* caches) {
+  if (stack_inputs) stack_inputs->push_back(s.x);
+  for (size_t i = 0; i < stack.layers.size(); i++) {
+    auto& layer = stack.layers[i];
+    if (caches) ctx.cache = &(*caches)[i];
     s = layer->forward(s, ctx);
     if (layer_outputs) layer_outputs->push_back(s.x);
     if (dual_outputs) dual_outputs->push_back(s.dual);
@@ -96,27 +101,38 @@ Tensor Transformer::encode(const Tensor& src_ids) {
   check_ids(src_ids, "src_ids");
   Tensor pad = padding_mask(src_ids);
   Scope scope(encoder->name());
-  Tensor x = embed(*src_embed, src_ids, pad, true);
+  Tensor x = embed(*src_embed, src_ids, positions->forward(src_ids), pad, true);
   LayerInputs ctx;
   ctx.self_pad_mask = pad;
   Stream s = run_stack(*encoder, topology_->begin_stack(x, Side::Encoder), ctx);
   return topology_->end_stack(s, Side::Encoder);
 }
 
+void Transformer::check_memory(const char* who, const Tensor& enc_out, const Tensor& src_pad_mask,
+                               int64_t batch) const {
+  const int64_t d = cfg_.d_model;
+  check(enc_out.defined() && enc_out.dim() == 3 && enc_out.size(2) == d && (batch < 0 || enc_out.size(0) == batch),
+        who, ": encoder output must be [", batch < 0 ? std::string("B") : std::to_string(batch), ",S,", d, "], got ",
+        enc_out.defined() ? shape_str(enc_out.shape()) : "an undefined tensor");
+  check(!src_pad_mask.defined() || src_pad_mask.shape() == Shape{enc_out.size(0), enc_out.size(1)}, who,
+        ": source padding mask must be ", Shape{enc_out.size(0), enc_out.size(1)}, ", got ",
+        src_pad_mask.defined() ? shape_str(src_pad_mask.shape()) : "");
+}
+
+Tensor Transformer::output_logits(const Tensor& features) {
+  if (output_projection) return output_projection->forward(features);
+  Scope scope("output_projection");
+  return linear(features, tgt_embed->weight);  // logits = features · Eᵀ (tied)
+}
+
 Tensor Transformer::decode(const Tensor& enc_out, const Tensor& src_pad_mask, const Tensor& tgt_prefix) {
   check_ids(tgt_prefix, "tgt_prefix");
-  const int64_t d = cfg_.d_model;
-  check(enc_out.defined() && enc_out.dim() == 3 && enc_out.size(2) == d && enc_out.size(0) == tgt_prefix.size(0),
-        "Transformer::decode", ": encoder output must be [", tgt_prefix.size(0), ",S,", d, "], got ",
-        enc_out.defined() ? shape_str(enc_out.shape()) : "an undefined tensor");
-  check(!src_pad_mask.defined() || src_pad_mask.shape() == Shape{enc_out.size(0), enc_out.size(1)},
-        "Transformer::decode", ": source padding mask must be ", Shape{enc_out.size(0), enc_out.size(1)}, ", got ",
-        src_pad_mask.defined() ? shape_str(src_pad_mask.shape()) : "");
+  check_memory("Transformer::decode", enc_out, src_pad_mask, tgt_prefix.size(0));
   Tensor features;
   {
     Scope scope(decoder->name());
     Tensor tgt_pad = padding_mask(tgt_prefix);
-    Tensor y = embed(*tgt_embed, tgt_prefix, tgt_pad, false);
+    Tensor y = embed(*tgt_embed, tgt_prefix, positions->forward(tgt_prefix), tgt_pad, false);
     LayerInputs ctx;
     ctx.self_pad_mask = tgt_pad;  // fairseq passes prev_output_tokens.eq(pad) as the self-attention padding mask
     ctx.causal = true;
@@ -125,9 +141,7 @@ Tensor Transformer::decode(const Tensor& enc_out, const Tensor& src_pad_mask, co
     Stream s = run_stack(*decoder, topology_->begin_stack(y, Side::Decoder), ctx);
     features = topology_->end_stack(s, Side::Decoder);
   }
-  if (output_projection) return output_projection->forward(features);
-  Scope scope("output_projection");
-  return linear(features, tgt_embed->weight);  // logits = features · Eᵀ (tied)
+  return output_logits(features);
 }
 
 Tensor Transformer::forward(const Tensor& src_ids, const Tensor& tgt_in_ids) {
@@ -137,6 +151,113 @@ Tensor Transformer::forward(const Tensor& src_ids, const Tensor& tgt_in_ids) {
         tgt_in_ids.shape(), " differ in batch size");
   Tensor enc = encode(src_ids);
   return decode(enc, padding_mask(src_ids), tgt_in_ids);
+}
+
+// ---------------------------------------------------------------- incremental decoding
+//
+// Only self-attention mixes target positions; every other piece of a decoder layer (norms, FFN, residual and dual
+// adds, the stack's ends, the output projection) acts on each position alone. So a step runs the layers' own
+// apply() on the new position's stream (ResiDual's x_d included) with LayerInputs::cache set: self-attention
+// appends the position's K/V and attends over all cached ones, cross-attention reads the memory's K/V computed
+// once in start_decoding. The result equals the last position of decode() on the whole prefix.
+
+Tensor select_rows(const Tensor& x, const std::vector<int64_t>& index) {
+  if (!x.defined()) return x;
+  check(x.dim() >= 1 && x.numel() > 0, "select_rows", ": expected a non-empty tensor, got ", x.meta_str());
+  const int64_t R = x.size(0);
+  for (int64_t i : index) check(i >= 0 && i < R, "select_rows", ": row ", i, " outside [0, ", R, ")");
+  NoGradGuard no_grad;
+  Tensor ids = Tensor::from_vector(index, {(int64_t)index.size()}, x.device());
+  Tensor rows = embedding(x.reshape({R, x.numel() / R}), ids);  // an embedding lookup is a gather of whole rows
+  Shape s = x.shape();
+  s[0] = (int64_t)index.size();
+  return rows.reshape(s);
+}
+
+void DecoderState::reorder(const std::vector<int64_t>& index) {
+  const int64_t R = rows();
+  std::vector<int64_t> identity(R);
+  std::iota(identity.begin(), identity.end(), 0);
+  if (index == identity) return;
+  std::vector<int64_t> mem;
+  std::vector<std::vector<int64_t>> f;
+  for (int64_t i : index) {
+    check(i >= 0 && i < R, "DecoderState::reorder", ": row ", i, " outside [0, ", R, ")");
+    mem.push_back(memory_rows[i]);
+    f.push_back(fed[i]);
+  }
+  const bool memory_moves = mem != memory_rows;  // beams of one sentence share its memory: no gather needed
+  for (LayerCache& c : layers) {
+    c.self_attn = {select_rows(c.self_attn.k, index), select_rows(c.self_attn.v, index)};
+    if (memory_moves) c.cross_attn = {select_rows(c.cross_attn.k, index), select_rows(c.cross_attn.v, index)};
+  }
+  if (memory_moves) memory_pad_mask = select_rows(memory_pad_mask, index);
+  fed = std::move(f);
+  memory_rows = std::move(mem);
+}
+
+DecoderState Transformer::start_decoding(const Tensor& enc_out, const Tensor& src_pad_mask) {
+  check_memory("Transformer::start_decoding", enc_out, src_pad_mask, -1);
+  NoGradGuard no_grad;
+  const int64_t R = enc_out.size(0);
+  DecoderState st;
+  st.fed.resize(R);
+  st.memory_rows.resize(R);
+  std::iota(st.memory_rows.begin(), st.memory_rows.end(), 0);
+  if (src_pad_mask.defined()) st.memory_pad_mask = src_pad_mask.to(enc_out.dtype());
+  Scope scope(decoder->name());
+  for (auto& layer : decoder->layers) {
+    Scope s(layer->name());
+    st.layers.push_back({KVCache(), layer->cross_attn->project_kv(enc_out)});
+  }
+  return st;
+}
+
+Tensor Transformer::decode_step(DecoderState& st, const Tensor& tokens) {
+  const char* who = "Transformer::decode_step";
+  check(!is_training(), who, ": the model is in training mode; call eval() first (dropout would differ per step)");
+  check((int64_t)st.layers.size() == cfg_.dec_layers && (int64_t)st.memory_rows.size() == st.rows(), who,
+        ": the state does not come from start_decoding of this model");
+  check(tokens.defined() && tokens.dtype() == DType::I64 && tokens.dim() == 1 && tokens.size(0) == st.rows(), who,
+        ": tokens must be int64 [", st.rows(), "] (one per row), got ",
+        tokens.defined() ? tokens.meta_str() : "an undefined tensor");
+  NoGradGuard no_grad;
+  const int64_t R = st.rows(), pad = cfg_.pad_id, t = st.steps() + 1;
+  const Device device = tgt_embed->weight.device();
+
+  // fairseq make_positions over the whole prefix: a real token sits at pad + (real tokens up to it), a pad at pad.
+  // Pads fed earlier are masked as self-attention keys, as decode() masks them.
+  std::vector<int64_t> tok = tokens.to_vector<int64_t>(), pos(R), key_pad(R * t);
+  for (int64_t v : tok)
+    check(v >= 0 && v < cfg_.vocab, who, ": token ", v, " outside the vocabulary [0, ", cfg_.vocab, ")");
+  bool any_pad = false;
+  for (int64_t r = 0; r < R; r++) {
+    st.fed[r].push_back(tok[r]);
+    int64_t real = 0;
+    for (int64_t j = 0; j < t; j++) {
+      key_pad[r * t + j] = st.fed[r][j] == pad;
+      real += st.fed[r][j] != pad;
+      any_pad = any_pad || st.fed[r][j] == pad;
+    }
+    check(real <= cfg_.max_positions, who, ": a prefix of ", real, " tokens exceeds max_positions ",
+          cfg_.max_positions);
+    pos[r] = tok[r] != pad ? pad + real : pad;
+  }
+
+  Tensor features;
+  {
+    Scope scope(decoder->name());
+    Tensor ids = Tensor::from_vector(tok, {R, 1}, device);
+    Tensor pos_emb = embedding(positions->table, Tensor::from_vector(pos, {R, 1}, device));
+    Tensor y = embed(*tgt_embed, ids, pos_emb, Tensor(), false);  // [R, 1, d]
+    LayerInputs ctx;
+    if (any_pad) ctx.self_pad_mask = Tensor::from_vector(key_pad, {R, t}, device);
+    ctx.causal = true;
+    ctx.memory_pad_mask = st.memory_pad_mask;
+    Stream s = run_stack(*decoder, topology_->begin_stack(y, Side::Decoder), ctx, &st.layers);
+    features = topology_->end_stack(s, Side::Decoder);
+  }
+  return output_logits(features).reshape({R, cfg_.vocab});
 }
 
 }  // namespace skipgrad::nn

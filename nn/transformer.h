@@ -18,6 +18,24 @@
 
 namespace skipgrad::nn {
 
+// Incremental decoding state of R rows (sentences, or beam hypotheses): what Transformer::decode_step keeps from
+// the steps before. Inference only; built by Transformer::start_decoding.
+struct DecoderState {
+  std::vector<LayerCache> layers;               // per decoder layer: self-attention K/V so far, cross-attention K/V
+  Tensor memory_pad_mask;                       // [R, S] source padding, in the model's float dtype (gatherable)
+  std::vector<std::vector<int64_t>> fed;        // per row, the tokens fed so far (positions, self-attention padding)
+  std::vector<int64_t> memory_rows;             // per row, the encoder-output row it reads (skips needless gathers)
+
+  int64_t rows() const { return (int64_t)fed.size(); }
+  int64_t steps() const { return fed.empty() ? 0 : (int64_t)fed[0].size(); }
+  // Keeps rows `index` in that order (values in [0, rows()), repeats allowed): beam search's reordering by parent
+  // hypothesis, and dropping finished sentences. Every cache is gathered on its batch dimension.
+  void reorder(const std::vector<int64_t>& index);
+};
+
+// Rows `index` of x along dim 0 (index_select on the batch dimension); x floating, any rank. Not recorded.
+Tensor select_rows(const Tensor& x, const std::vector<int64_t>& index);
+
 // A stack of layers plus the topology's modules at its ends; named "enc" or "dec".
 class Stack : public Module {
  public:
@@ -37,14 +55,24 @@ class Transformer : public Module {
   // int64 [B, T]: 1 where ids == pad_id, else 0.
   Tensor padding_mask(const Tensor& ids) const;
 
+  // Incremental decoding (inference: eval mode; runs without a tape). Each step feeds ONE token per row and costs
+  // one position, not a re-run of the prefix:
+  //   DecoderState st = model.start_decoding(model.encode(src), model.padding_mask(src));
+  //   Tensor logits = model.decode_step(st, bos);      // int64 [R] -> [R, V], the next token's logits
+  //   st.reorder(parents); logits = model.decode_step(st, next_tokens); ...
+  // decode_step's logits equal the last position of decode() on the whole fed prefix.
+  DecoderState start_decoding(const Tensor& enc_out, const Tensor& src_pad_mask);
+  Tensor decode_step(DecoderState& state, const Tensor& tokens);
+
   const TransformerConfig& config() const { return cfg_; }
   Topology& topology() { return *topology_; }
 
   // Analysis hooks: when set, every forward appends the stream after each layer, encoder layers first, then
   // decoder layers: x (ResiDual: x_a) to layer_outputs, and the dual stream x_d (undefined for other topologies)
-  // to dual_outputs.
+  // to dual_outputs; and the stream entering each stack's first layer (encoder, then decoder) to stack_inputs.
   std::vector<Tensor>* layer_outputs = nullptr;
   std::vector<Tensor>* dual_outputs = nullptr;
+  std::vector<Tensor>* stack_inputs = nullptr;
 
   std::shared_ptr<Embedding> src_embed, tgt_embed;  // the same module when sharing
   std::shared_ptr<Linear> output_projection;        // null when the output is tied to tgt_embed
@@ -52,8 +80,10 @@ class Transformer : public Module {
   std::shared_ptr<Stack> encoder, decoder;
 
  private:
-  Tensor embed(Embedding& table, const Tensor& ids, const Tensor& pad_mask, bool zero_pads);
-  Stream run_stack(Stack& stack, Stream s, const LayerInputs& ctx);
+  Tensor embed(Embedding& table, const Tensor& ids, const Tensor& pos, const Tensor& pad_mask, bool zero_pads);
+  Stream run_stack(Stack& stack, Stream s, LayerInputs ctx, std::vector<LayerCache>* caches = nullptr);
+  Tensor output_logits(const Tensor& features);
+  void check_memory(const char* who, const Tensor& enc_out, const Tensor& src_pad_mask, int64_t batch) const;
   void check_ids(const Tensor& ids, const char* what) const;
   void apply_init();
 

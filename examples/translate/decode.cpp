@@ -11,115 +11,199 @@ namespace translate {
 using namespace skipgrad;
 
 namespace {
-// log-probabilities of the next token for every row of `prefix` [R, t]: a float vector [R * V].
-std::vector<float> next_log_probs(nn::Transformer& model, const Tensor& enc, const Tensor& src_mask,
-                                  const Tensor& prefix) {
-  Tensor logits = model.decode(enc, src_mask, prefix);  // [R, t, V]
-  Tensor last = logits.select(1, logits.size(1) - 1);   // [R, V]
-  return log_softmax(last.to(DType::F32), -1).contiguous().to_vector<float>();
+
+// log-softmax of logits [R, V] as doubles on the host
+std::vector<double> log_probs(const Tensor& logits) {
+  return log_softmax(logits, -1).to(DType::F64).contiguous().to_vector<double>();
 }
 
-Tensor rows_to_tensor(const std::vector<std::vector<int>>& rows) {
-  const int64_t R = (int64_t)rows.size(), T = (int64_t)rows[0].size();
-  std::vector<int64_t> v;
-  v.reserve(R * T);
-  for (auto& r : rows) v.insert(v.end(), r.begin(), r.end());
-  return Tensor::from_vector(v, {R, T});
+// Incremental: the decoder state's caches follow the rows (reorder), each step feeds one token per row.
+class CachedStepper : public Stepper {
+ public:
+  CachedStepper(nn::Transformer& model, const Tensor& enc, const Tensor& src_mask)
+      : model_(model), state_(model.start_decoding(enc, src_mask)) {}
+  std::vector<double> step(const std::vector<int64_t>& parents, const std::vector<int64_t>& tokens) override {
+    state_.reorder(parents);
+    return log_probs(model_.decode_step(state_, Tensor::from_vector(tokens, {(int64_t)tokens.size()})));
+  }
+  int64_t vocab() const override { return model_.config().vocab; }
+
+ private:
+  nn::Transformer& model_;
+  nn::DecoderState state_;
+};
+
+// The reference: keeps each row's prefix and re-runs the decoder on all of it, keeping the last position.
+class FullStepper : public Stepper {
+ public:
+  FullStepper(nn::Transformer& model, const Tensor& enc, const Tensor& src_mask)
+      : model_(model), enc_(enc), src_mask_(src_mask.to(enc.dtype())) {}
+  std::vector<double> step(const std::vector<int64_t>& parents, const std::vector<int64_t>& tokens) override {
+    const int64_t R = (int64_t)parents.size();
+    std::vector<std::vector<int64_t>> prefix(R);
+    std::vector<int64_t> sentence(R), ids;
+    for (int64_t r = 0; r < R; r++) {
+      const bool first = prefix_.empty();
+      sentence[r] = first ? parents[r] : sentence_[parents[r]];
+      if (!first) prefix[r] = prefix_[parents[r]];
+      prefix[r].push_back(tokens[r]);
+    }
+    prefix_ = std::move(prefix);
+    sentence_ = std::move(sentence);
+    const int64_t T = (int64_t)prefix_[0].size();
+    for (auto& p : prefix_) ids.insert(ids.end(), p.begin(), p.end());
+    Tensor logits = model_.decode(nn::select_rows(enc_, sentence_), nn::select_rows(src_mask_, sentence_),
+                                  Tensor::from_vector(ids, {R, T}));  // [R, T, V]
+    return log_probs(logits.select(1, T - 1));
+  }
+  int64_t vocab() const override { return model_.config().vocab; }
+
+ private:
+  nn::Transformer& model_;
+  Tensor enc_, src_mask_;
+  std::vector<std::vector<int64_t>> prefix_;
+  std::vector<int64_t> sentence_;  // row -> sentence
+};
+
+bool candidate(int64_t v, const DecodeOptions& opt) { return v != opt.pad && v != opt.bos; }
+
+// The emitted tokens without a final eos.
+Hypothesis finish(std::vector<int> ids, double score, const DecodeOptions& opt) {
+  if (!ids.empty() && ids.back() == opt.eos) ids.pop_back();
+  return {std::move(ids), score};
 }
 
-// Repeats row b of x (dim 0) `times` times, keeping order: [B, ...] -> [B * times, ...].
-Tensor repeat_rows(const Tensor& x, int64_t b, int64_t times) {
-  Tensor row = x.narrow(0, b, 1);
-  Shape s = row.shape();
-  s[0] = times;
-  return row.expand(s).contiguous();
+std::vector<Hypothesis> greedy(Stepper& model, const std::vector<int64_t>& max_len, const DecodeOptions& opt) {
+  const int64_t B = (int64_t)max_len.size(), V = model.vocab();
+  std::vector<std::vector<int>> ids(B);
+  std::vector<double> score(B, 0.0);
+  std::vector<int64_t> rows(B), parents(B), tokens(B, opt.bos);  // rows: the sentence of each live row
+  for (int64_t b = 0; b < B; b++) rows[b] = parents[b] = b;
+  for (int64_t t = 0; !rows.empty(); t++) {
+    std::vector<double> lp = model.step(parents, tokens);
+    std::vector<int64_t> next_rows;
+    parents.clear();
+    tokens.clear();
+    for (int64_t r = 0; r < (int64_t)rows.size(); r++) {
+      const double* row = lp.data() + r * V;
+      int64_t best = -1;
+      for (int64_t v = 0; v < V; v++)
+        if (candidate(v, opt) && (best < 0 || row[v] > row[best])) best = v;
+      const int64_t b = rows[r];
+      ids[b].push_back((int)best);
+      score[b] += row[best];
+      if (best == opt.eos || t + 1 >= max_len[b]) continue;  // finished: its row is dropped
+      next_rows.push_back(b);
+      parents.push_back(r);
+      tokens.push_back(best);
+    }
+    rows = std::move(next_rows);
+  }
+  std::vector<Hypothesis> out;
+  for (int64_t b = 0; b < B; b++) out.push_back(finish(ids[b], score[b], opt));
+  return out;
 }
 
-std::vector<int> strip(const std::vector<int>& ids, const DecodeOptions& opt) {
-  std::vector<int> out;
-  for (size_t i = 1; i < ids.size(); i++) {  // skip bos
-    if (ids[i] == opt.eos) break;
-    out.push_back(ids[i]);
+std::vector<Hypothesis> beam_search(Stepper& model, const std::vector<int64_t>& max_len, const DecodeOptions& opt) {
+  const int64_t B = (int64_t)max_len.size(), V = model.vocab(), K = opt.beam;
+  struct Hyp {
+    std::vector<int> ids;  // emitted tokens, eos included when finished by it
+    double score;
+  };
+  auto norm = [&](const Hyp& h) {  // the ranking score: score / length^len_penalty
+    return h.score / std::pow((double)std::max<size_t>(h.ids.size(), 1), opt.len_penalty);
+  };
+  auto by_norm = [&](const Hyp& x, const Hyp& y) { return norm(x) < norm(y); };
+  // Live hypotheses of the unfinished sentences sit in the batch in sentence order, one row each.
+  std::vector<std::vector<Hyp>> live(B, std::vector<Hyp>{Hyp{{}, 0.0}}), finished(B);
+  std::vector<bool> done(B, false);
+  std::vector<int64_t> parents(B), tokens(B, opt.bos);
+  for (int64_t b = 0; b < B; b++) parents[b] = b;
+  for (int64_t t = 0; !parents.empty(); t++) {
+    std::vector<double> lp = model.step(parents, tokens);
+    parents.clear();
+    tokens.clear();
+    int64_t row0 = 0;  // the first row of sentence b
+    for (int64_t b = 0; b < B; b++) {
+      if (done[b]) continue;
+      struct Cand {
+        double score;
+        int64_t i, v;  // extends live[b][i] by token v
+      };
+      std::vector<Cand> cands;
+      for (int64_t i = 0; i < (int64_t)live[b].size(); i++)
+        for (int64_t v = 0; v < V; v++)
+          if (candidate(v, opt)) cands.push_back({live[b][i].score + lp[(row0 + i) * V + v], i, v});
+      const size_t top = std::min<size_t>(cands.size(), 2 * K);
+      std::partial_sort(cands.begin(), cands.begin() + top, cands.end(), [](const Cand& x, const Cand& y) {
+        return x.score != y.score ? x.score > y.score : (x.i != y.i ? x.i < y.i : x.v < y.v);
+      });
+      std::vector<Hyp> next;
+      for (size_t c = 0; c < top && (int64_t)next.size() < K; c++) {
+        Hyp h{live[b][cands[c].i].ids, cands[c].score};
+        h.ids.push_back((int)cands[c].v);
+        if (cands[c].v == opt.eos || t + 1 >= max_len[b]) {
+          if ((int64_t)c < K) finished[b].push_back(std::move(h));  // fairseq finalizes eos only among the top K
+        } else {
+          next.push_back(std::move(h));
+          parents.push_back(row0 + cands[c].i);
+          tokens.push_back(cands[c].v);
+        }
+      }
+      row0 += (int64_t)live[b].size();
+      live[b] = std::move(next);
+      // Done with `beam` finished hypotheses, unless a live one already ranks above the best of them (scored at
+      // its current length, as Hugging Face's default; fairseq stops regardless, which with small beams ends
+      // sentences on short early-eos hypotheses); beam 1 stays greedy.
+      const bool live_leads = !finished[b].empty() && !live[b].empty() &&
+                              norm(*std::max_element(live[b].begin(), live[b].end(), by_norm)) >
+                                  norm(*std::max_element(finished[b].begin(), finished[b].end(), by_norm));
+      if (((int64_t)finished[b].size() >= K && !live_leads) || live[b].empty()) {
+        done[b] = true;
+        parents.resize(parents.size() - live[b].size());  // its rows leave the batch
+        tokens.resize(tokens.size() - live[b].size());
+      }
+    }
+  }
+  std::vector<Hypothesis> out;
+  for (int64_t b = 0; b < B; b++) {
+    const std::vector<Hyp>& pool = finished[b].empty() ? live[b] : finished[b];
+    auto best = std::max_element(pool.begin(), pool.end(), by_norm);
+    out.push_back(best == pool.end() ? Hypothesis{} : finish(best->ids, best->score, opt));
   }
   return out;
 }
+
 }  // namespace
 
-std::vector<std::vector<int>> translate_batch(nn::Transformer& model, const Tensor& src, const DecodeOptions& opt) {
+std::vector<Hypothesis> search(Stepper& model, const std::vector<int64_t>& max_len, const DecodeOptions& opt) {
+  return opt.beam <= 1 ? greedy(model, max_len, opt) : beam_search(model, max_len, opt);
+}
+
+std::vector<Hypothesis> decode_batch(nn::Transformer& model, const Tensor& src, const DecodeOptions& opt) {
   NoGradGuard no_grad;
-  const int64_t B = src.size(0);
-  const int64_t V = model.config().vocab;
+  const int64_t B = src.size(0), S = src.size(1);
   Tensor src_mask = model.padding_mask(src);
   Tensor enc = model.encode(src);
-  std::vector<int64_t> src_len(B, 0);
-  {
-    auto m = src_mask.to_vector<int64_t>();
-    for (int64_t b = 0; b < B; b++)
-      for (int64_t s = 0; s < src.size(1); s++) src_len[b] += m[b * src.size(1) + s] == 0;
-  }
-  std::vector<std::vector<int>> results(B);
-
-  if (opt.beam <= 1) {  // greedy, the whole batch at once
-    std::vector<std::vector<int>> rows(B, std::vector<int>{opt.bos});
-    std::vector<bool> done(B, false);
-    int64_t max_len = 0;
-    for (int64_t b = 0; b < B; b++) max_len = std::max<int64_t>(max_len, (int64_t)(opt.max_len_a * src_len[b]) + opt.max_len_b);
-    for (int64_t t = 0; t < max_len; t++) {
-      std::vector<float> lp = next_log_probs(model, enc, src_mask, rows_to_tensor(rows));
-      bool all_done = true;
-      for (int64_t b = 0; b < B; b++) {
-        int next = opt.pad;
-        if (!done[b]) {
-          const float* row = lp.data() + b * V;
-          next = (int)(std::max_element(row, row + V) - row);
-          if (next == opt.eos || t + 1 >= (int64_t)(opt.max_len_a * src_len[b]) + opt.max_len_b) done[b] = true;
-        }
-        rows[b].push_back(next);
-        all_done = all_done && done[b];
-      }
-      if (all_done) break;
-    }
-    for (int64_t b = 0; b < B; b++) results[b] = strip(rows[b], opt);
-    return results;
-  }
-
-  // Beam search, one sentence at a time with its K hypotheses batched.
-  const int K = opt.beam;
+  std::vector<int64_t> max_len(B, 0);
+  const std::vector<int64_t> pad = src_mask.to_vector<int64_t>();
   for (int64_t b = 0; b < B; b++) {
-    const int64_t max_len = (int64_t)(opt.max_len_a * src_len[b]) + opt.max_len_b;
-    Tensor enc_b = repeat_rows(enc, b, K), mask_b = repeat_rows(src_mask, b, K);
-    struct Hyp { std::vector<int> ids; double score; };
-    std::vector<Hyp> beams = {{{opt.bos}, 0.0}};
-    std::vector<Hyp> finished;
-    for (int64_t t = 0; t < max_len && !beams.empty(); t++) {
-      std::vector<std::vector<int>> rows;
-      for (auto& h : beams) rows.push_back(h.ids);
-      const int64_t R = (int64_t)rows.size();
-      std::vector<float> lp = next_log_probs(model, enc_b.narrow(0, 0, R), mask_b.narrow(0, 0, R), rows_to_tensor(rows));
-      struct Cand { double score; int64_t r; int tok; };
-      std::vector<Cand> cands;
-      for (int64_t r = 0; r < R; r++)
-        for (int64_t v = 0; v < V; v++)
-          if (v != opt.pad && v != opt.bos) cands.push_back({beams[r].score + lp[r * V + v], r, (int)v});
-      std::partial_sort(cands.begin(), cands.begin() + std::min<size_t>(cands.size(), 2 * K), cands.end(),
-                        [](const Cand& x, const Cand& y) { return x.score > y.score; });
-      std::vector<Hyp> next;
-      for (size_t c = 0; c < cands.size() && (int)next.size() < K && c < (size_t)2 * K; c++) {
-        Hyp h{beams[cands[c].r].ids, cands[c].score};
-        h.ids.push_back(cands[c].tok);
-        if (cands[c].tok == opt.eos || t + 1 == max_len) finished.push_back(h);
-        else next.push_back(h);
-      }
-      beams = std::move(next);
-      if ((int)finished.size() >= K) break;
-    }
-    for (auto& h : beams) finished.push_back(h);
-    auto norm_score = [&](const Hyp& h) { return h.score / std::pow((double)(h.ids.size() - 1), opt.len_penalty); };
-    auto best = std::max_element(finished.begin(), finished.end(),
-                                 [&](const Hyp& x, const Hyp& y) { return norm_score(x) < norm_score(y); });
-    results[b] = strip(best->ids, opt);
+    int64_t len = 0;
+    for (int64_t s = 0; s < S; s++) len += pad[b * S + s] == 0;
+    max_len[b] = (int64_t)(opt.max_len_a * (double)len) + opt.max_len_b;
   }
-  return results;
+  if (opt.use_cache) {
+    CachedStepper stepper(model, enc, src_mask);
+    return search(stepper, max_len, opt);
+  }
+  FullStepper stepper(model, enc, src_mask);
+  return search(stepper, max_len, opt);
+}
+
+std::vector<std::vector<int>> translate_batch(nn::Transformer& model, const Tensor& src, const DecodeOptions& opt) {
+  std::vector<std::vector<int>> out;
+  for (Hypothesis& h : decode_batch(model, src, opt)) out.push_back(std::move(h.ids));
+  return out;
 }
 
 }  // namespace translate

@@ -1,5 +1,11 @@
-// Greedy and beam-search decoding with a trained Transformer.
+// Greedy and beam-search decoding with a trained Transformer, batched. By default incremental: the decoder keeps
+// every layer's keys and values (nn::DecoderState), so each new token costs one position; DecodeOptions::use_cache
+// = false re-runs the decoder on the whole prefix each step instead (the reference for tests and benchmarks).
+//
+// One search drives both: it sees the model only through a Stepper (next-token log-probabilities of R rows, each
+// row continuing a row of the step before), so cached and full decoding differ in nothing but the stepper.
 #pragma once
+#include <cstdint>
 #include <vector>
 
 #include "nn/transformer.h"
@@ -8,13 +14,42 @@ namespace translate {
 
 struct DecodeOptions {
   int beam = 1;               // 1: greedy
-  double len_penalty = 1.0;   // fairseq lenpen: hypotheses ranked by score / length^len_penalty
+  double len_penalty = 1.0;   // fairseq lenpen: finished hypotheses ranked by score / length^len_penalty
   double max_len_a = 1.2;     // max target length = a * source length + b (fairseq max_len_a/b)
   int max_len_b = 10;
   int eos = 3, bos = 2, pad = 0;
+  bool use_cache = true;      // false: re-run the decoder on the whole prefix at every step
 };
 
-// src: int64 [B, S] padded. Returns the target ids of each sentence (without bos/eos).
+// A decoded sentence: its target ids (without bos/eos) and its model score, Σ_t log p(y_t | y_<t, x) over the
+// tokens it emitted, eos included.
+struct Hypothesis {
+  std::vector<int> ids;
+  double score = 0;
+};
+
+// What the search sees of a model: next-token log-probabilities for R rows (hypotheses).
+class Stepper {
+ public:
+  virtual ~Stepper() = default;
+  // Row r continues row parents[r] of the previous call by token tokens[r]; at the first call parents[r] is the
+  // sentence and tokens[r] is bos. Returns log p(· | row r's prefix), R x vocab() values, row-major.
+  virtual std::vector<double> step(const std::vector<int64_t>& parents, const std::vector<int64_t>& tokens) = 0;
+  virtual int64_t vocab() const = 0;
+};
+
+// Greedy (opt.beam <= 1) or beam search over max_len.size() sentences; sentence b emits at most max_len[b] tokens
+// (eos included). Candidates never include pad or bos. Beam search, as fairseq's: of the best 2·beam extensions of
+// a sentence's live hypotheses, those ending in eos (or reaching max_len) are finished when they rank in the first
+// `beam` (else dropped), the others become the next live hypotheses (at most `beam`); the finished one with the best
+// score / length^len_penalty (length counting eos) wins. A sentence stops once it has `beam` finished hypotheses
+// and no live one ranks above the best of them at its current length (fairseq stops on the count alone).
+std::vector<Hypothesis> search(Stepper& model, const std::vector<int64_t>& max_len, const DecodeOptions& opt);
+
+// src: int64 [B, S] padded, model in eval mode. One hypothesis per sentence.
+std::vector<Hypothesis> decode_batch(skipgrad::nn::Transformer& model, const skipgrad::Tensor& src,
+                                     const DecodeOptions& opt);
+// The target ids of each sentence (without bos/eos).
 std::vector<std::vector<int>> translate_batch(skipgrad::nn::Transformer& model, const skipgrad::Tensor& src,
                                               const DecodeOptions& opt);
 

@@ -1,0 +1,247 @@
+// Incremental decoding (nn::Transformer::decode_step, cached keys/values) and the translation example's greedy and
+// beam search on top of it (examples/translate/decode.*).
+#include <cmath>
+#include <map>
+
+#include "decode.h"
+#include "test_util.h"
+
+using namespace sgtest;
+using namespace translate;
+
+namespace {
+
+// A small float64 model of any topology: 3 decoder layers (Mix-LN: the first Post-LN, the rest Pre-LN), dropout
+// on (the model is put in eval mode), pad id 1 as fairseq.
+std::unique_ptr<nn::Transformer> small_model(const std::string& topology, uint64_t seed = 5) {
+  nn::TransformerConfig c;
+  c.vocab = 13;
+  c.d_model = 16;
+  c.heads = 2;
+  c.d_ff = 24;
+  c.enc_layers = 2;
+  c.dec_layers = 3;
+  c.dropout = 0.1;
+  c.attn_dropout = 0.1;
+  c.topology = topology;
+  c.norm = topology == "hybrid_norm" || topology == "peri_ln" ? nn::NormKind::RMSNorm : nn::NormKind::LayerNorm;
+  c.mixln_post_layers = 1;
+  c.resi_dual_scale = 0.5;
+  manual_seed(seed);
+  auto m = std::make_unique<nn::Transformer>(c);
+  m->to(DType::F64);
+  m->eval();
+  return m;
+}
+
+Tensor id_tensor(const std::vector<int64_t>& v, int64_t rows) {
+  return Tensor::from_vector(v, {rows, (int64_t)v.size() / rows});
+}
+
+// Source with padding (pad id 1): lengths 6, 4, 2.
+const std::vector<int64_t> kSrc = {4, 5, 6, 7, 8, 9,  //
+                                   3, 10, 11, 12, 1, 1,
+                                   5, 6, 1, 1, 1, 1};
+
+// Σ_t log p(y_t | y_<t, x) by one full forward over bos + ids (+ eos when the hypothesis ended with it).
+double forced_score(nn::Transformer& m, const std::vector<int64_t>& src_row, const std::vector<int>& ids,
+                    bool ended_with_eos, const DecodeOptions& opt) {
+  std::vector<int64_t> in{opt.bos}, out;
+  for (int v : ids) in.push_back(v), out.push_back(v);
+  if (ended_with_eos) out.push_back(opt.eos);
+  in.resize(out.size());
+  Tensor lp = log_softmax(m.forward(id_tensor(src_row, 1), id_tensor(in, 1)), -1);  // [1, T, V]
+  auto v = lp.to_vector<double>();
+  double s = 0;
+  for (size_t t = 0; t < out.size(); t++) s += v[t * m.config().vocab + out[t]];
+  return s;
+}
+
+// A bigram model for the search: p(v | previous token) from a table (unlisted tokens share what is left; an
+// unlisted previous token means eos with p 0.9).
+struct Bigram : Stepper {
+  std::map<int64_t, std::vector<std::pair<int64_t, double>>> table;
+  explicit Bigram(std::map<int64_t, std::vector<std::pair<int64_t, double>>> t) : table(std::move(t)) {}
+  int64_t vocab() const override { return 16; }
+  std::vector<double> step(const std::vector<int64_t>&, const std::vector<int64_t>& tokens) override {
+    std::vector<double> lp;
+    for (int64_t prev : tokens) {
+      auto row = table.count(prev) ? table.at(prev) : std::vector<std::pair<int64_t, double>>{{3, 0.9}};
+      double left = 1;
+      for (auto [v, p] : row) left -= p;
+      std::vector<double> p(16, std::max(left, 1e-9) / (16 - (double)row.size()));
+      for (auto [v, q] : row) p[v] = q;
+      for (double x : p) lp.push_back(std::log(x));
+    }
+    return lp;
+  }
+};
+
+}  // namespace
+
+TEST_SUITE("decode") {
+  TEST_CASE("every topology: decode_step logits == the full forward at every position (float64)") {
+    NoGradGuard ng;
+    // Row 2 feeds pads after its fourth token: they must be masked and get the pad position, as in forward().
+    const std::vector<int64_t> tgt = {2, 4, 5, 6, 7, 8, 9,  //
+                                      2, 9, 8, 7, 6, 5, 4,
+                                      2, 3, 4, 5, 1, 1, 7};
+    const int64_t B = 3, T = 7;
+    for (const auto& topo : nn::topology_names()) {
+      INFO("topology " << topo);
+      auto m = small_model(topo);
+      Tensor src = id_tensor(kSrc, B);
+      Tensor full = m->forward(src, id_tensor(tgt, B));  // [B, T, V]
+      nn::DecoderState st = m->start_decoding(m->encode(src), m->padding_mask(src));
+      for (int64_t t = 0; t < T; t++) {
+        Tensor logits = m->decode_step(st, Tensor::from_vector<int64_t>({tgt[t], tgt[T + t], tgt[2 * T + t]}, {B}));
+        REQUIRE(logits.shape() == Shape{B, 13});
+        CHECK(max_abs_diff(logits, full.select(1, t).contiguous()) < 1e-12);
+      }
+      CHECK(st.steps() == T);
+      CHECK(st.layers[0].self_attn.length() == T);
+    }
+  }
+
+  TEST_CASE("reorder: gathered caches continue as the full forward on the gathered prefixes") {
+    NoGradGuard ng;
+    for (const char* topo : {"resi_dual", "hybrid_norm", "pre_ln"}) {
+      INFO("topology " << topo);
+      auto m = small_model(topo);
+      Tensor src = id_tensor(kSrc, 3);
+      nn::DecoderState st = m->start_decoding(m->encode(src), m->padding_mask(src));
+      const std::vector<std::vector<int64_t>> prefix = {{2, 4, 5}, {2, 6, 7}, {2, 8, 9}};
+      for (int t = 0; t < 3; t++)
+        m->decode_step(st, Tensor::from_vector<int64_t>({prefix[0][t], prefix[1][t], prefix[2][t]}, {3}));
+      // beams: row 2 first, row 0 twice, row 1 dropped; each continues with its own suffix
+      const std::vector<int64_t> index = {2, 0, 0};
+      st.reorder(index);
+      CHECK(st.memory_rows == index);
+      const std::vector<std::vector<int64_t>> suffix = {{10, 11}, {12, 3}, {4, 4}};
+      Tensor last;
+      for (int t = 0; t < 2; t++)
+        last = m->decode_step(st, Tensor::from_vector<int64_t>({suffix[0][t], suffix[1][t], suffix[2][t]}, {3}));
+      std::vector<int64_t> src_rows, tgt_rows;
+      for (int r = 0; r < 3; r++) {
+        src_rows.insert(src_rows.end(), kSrc.begin() + index[r] * 6, kSrc.begin() + index[r] * 6 + 6);
+        tgt_rows.insert(tgt_rows.end(), prefix[index[r]].begin(), prefix[index[r]].end());
+        tgt_rows.insert(tgt_rows.end(), suffix[r].begin(), suffix[r].end());
+      }
+      Tensor full = m->forward(id_tensor(src_rows, 3), id_tensor(tgt_rows, 3));
+      CHECK(max_abs_diff(last, full.select(1, 4).contiguous()) < 1e-12);
+      // a permutation within the same memory rows keeps the cross-attention cache as it is
+      const Tensor cross_k = st.layers[0].cross_attn.k;
+      st.reorder({0, 2, 1});
+      CHECK(st.layers[0].cross_attn.k.shares_storage(cross_k));
+    }
+  }
+
+  TEST_CASE("cached decoding == re-running the decoder (greedy and beam), every topology") {
+    Tensor src = id_tensor(kSrc, 3);
+    for (const auto& topo : nn::topology_names()) {
+      INFO("topology " << topo);
+      auto m = small_model(topo, 11);
+      for (int beam : {1, 3}) {
+        INFO("beam " << beam);
+        DecodeOptions opt;
+        opt.beam = beam;
+        opt.bos = 2, opt.eos = 3, opt.pad = 1;
+        opt.max_len_b = 4;
+        auto cached = decode_batch(*m, src, opt);
+        opt.use_cache = false;
+        auto full = decode_batch(*m, src, opt);
+        REQUIRE(cached.size() == 3);
+        for (size_t b = 0; b < 3; b++) {
+          CHECK(cached[b].ids == full[b].ids);
+          CHECK(std::abs(cached[b].score - full[b].score) < 1e-10);
+        }
+      }
+    }
+  }
+
+  TEST_CASE("beam 1 == greedy; reported scores are the model's forced-decoding scores") {
+    Tensor src = id_tensor(kSrc, 3);
+    for (const char* topo : {"post_ln", "resi_dual", "deep_norm"}) {
+      INFO("topology " << topo);
+      auto m = small_model(topo, 12);
+      DecodeOptions opt;
+      opt.bos = 2, opt.eos = 3, opt.pad = 1;
+      opt.max_len_b = 6;
+      opt.beam = 0;  // greedy
+      auto greedy = decode_batch(*m, src, opt);
+      opt.beam = 1;
+      auto beam1 = decode_batch(*m, src, opt);
+      opt.beam = 4;
+      auto beam4 = decode_batch(*m, src, opt);
+      NoGradGuard ng;
+      for (size_t b = 0; b < 3; b++) {
+        CHECK(greedy[b].ids == beam1[b].ids);
+        CHECK(greedy[b].score == beam1[b].score);
+        const std::vector<int64_t> row(kSrc.begin() + b * 6, kSrc.begin() + b * 6 + 6);
+        const int64_t max_len = (int64_t)(1.2 * (6 - 2 * (int64_t)b)) + opt.max_len_b;
+        for (const Hypothesis* h : {&greedy[b], &beam4[b]}) {
+          const bool eos = (int64_t)h->ids.size() < max_len;  // shorter than the limit: it stopped at eos
+          CHECK(std::abs(forced_score(*m, row, h->ids, eos, opt) - h->score) < 1e-10);
+        }
+      }
+    }
+  }
+
+  TEST_CASE("beam search finds a better sequence than greedy on a constructed model") {
+    // A bigram model over 16 tokens (0 pad, 2 bos, 3 eos): after bos, A=4 has p 0.5 and B=5 p 0.4; after A the
+    // mass spreads over ten fillers (0.099 each) and eos (0.01); after B or a filler, eos has p 0.9.
+    // Greedy: A, filler, eos: 0.5·0.099·0.9 = 0.045. Best: B, eos: 0.4·0.9 = 0.36.
+    Bigram model({{2, {{4, 0.5}, {5, 0.4}, {6, 0.01}, {7, 0.01}}},
+                  {4, {{3, 0.01}, {6, 0.099}, {7, 0.099}, {8, 0.099}}},
+                  {5, {{3, 0.9}}},
+                  {6, {{3, 0.9}}}});
+    DecodeOptions opt;
+    opt.pad = 0, opt.bos = 2, opt.eos = 3;
+    const std::vector<int64_t> max_len = {10, 10};
+    auto greedy = search(model, max_len, opt);
+    CHECK(greedy[0].ids == std::vector<int>{4, 6});
+    CHECK(greedy[0].score == doctest::Approx(std::log(0.5 * 0.099 * 0.9)));
+    opt.beam = 2;
+    auto beam = search(model, max_len, opt);
+    for (const Hypothesis& h : beam) {
+      CHECK(h.ids == std::vector<int>{5});
+      CHECK(h.score == doctest::Approx(std::log(0.4 * 0.9)));
+      CHECK(h.score > greedy[0].score);
+    }
+  }
+
+  TEST_CASE("beam search goes on while a live hypothesis ranks above the finished ones") {
+    // After bos: eos 0.35, A=4 0.33, B=5 0.32; after A or B: eos 0.45, C=6 0.55; after C: eos 0.95. With beam 2,
+    // step 2 finishes "A eos" (0.1485, per token ln(0.1485)/2 = -0.95) as the second finished hypothesis (after
+    // "eos", -1.05), where fairseq would stop; "A C" (0.1815, -0.85 at its length) still leads and ends as
+    // "A C eos" (0.172, -0.59).
+    Bigram model({{2, {{3, 0.35}, {4, 0.33}, {5, 0.32}}}, {4, {{3, 0.45}, {6, 0.55}}}, {5, {{3, 0.45}, {6, 0.55}}},
+                  {6, {{3, 0.95}}}});
+    DecodeOptions opt;
+    opt.pad = 0, opt.bos = 2, opt.eos = 3, opt.beam = 2;
+    auto beam = search(model, {10}, opt);
+    CHECK(beam[0].ids == std::vector<int>{4, 6});
+    CHECK(beam[0].score == doctest::Approx(std::log(0.33 * 0.55 * 0.95)));
+    opt.beam = 1;  // greedy: eos first
+    CHECK(search(model, {10}, opt)[0].ids.empty());
+  }
+
+  TEST_CASE("incremental decoding: errors") {
+    auto m = small_model("pre_ln");
+    Tensor src = id_tensor(kSrc, 3);
+    {
+      NoGradGuard ng;
+      nn::DecoderState st = m->start_decoding(m->encode(src), m->padding_mask(src));
+      CHECK_THROWS_WITH_ALL(m->decode_step(st, Tensor::from_vector<int64_t>({2, 2}, {2})), "decode_step",
+                            "int64 [3]");
+      CHECK_THROWS_WITH_ALL(m->decode_step(st, Tensor::from_vector<int64_t>({2, 2, 99}, {3})), "token 99");
+      CHECK_THROWS_WITH_ALL(st.reorder({0, 3}), "row 3 outside [0, 3)");
+      m->train();
+      CHECK_THROWS_WITH_ALL(m->decode_step(st, Tensor::from_vector<int64_t>({2, 2, 2}, {3})), "eval()");
+      m->eval();
+    }
+    nn::KVCache cache;
+    auto& attn = *m->decoder->layers[0]->self_attn;
+    CHECK_THROWS_WITH_ALL(attn.forward_cached(Tensor::zeros({3, 1, 16}, DType::F64), cache), "NoGradGuard");
+  }
+}
