@@ -8,7 +8,10 @@
 
 #include "autograd/ops.h"
 #include "autograd/tape.h"
+#include "nn/clip.h"
 #include "nn/loss.h"
+#include "nn/optim.h"
+#include "nn/schedule.h"
 #include "tensor/random.h"
 
 namespace skipgrad {
@@ -77,10 +80,13 @@ const LayerMeasure& LayerMeasures::layer(const std::string& name) const {
   throw Error("measure: no layer '" + name + "' (layers are enc.<i> and dec.<i>)");
 }
 
-MeasureBatch random_batch(const nn::TransformerConfig& cfg, int64_t batch, int64_t len, uint64_t seed) {
-  check(batch > 0 && len > 1, "random_batch", ": need batch > 0 and len > 1, got batch ", batch, " len ", len);
-  check(cfg.vocab > 4, "random_batch", ": vocab ", cfg.vocab, " too small (tokens are drawn from [3, vocab))");
-  check(len <= cfg.max_positions, "random_batch", ": len ", len, " exceeds max_positions ", cfg.max_positions);
+MeasureBatch task_batch(const nn::TransformerConfig& cfg, const std::string& task, int64_t batch, int64_t len,
+                        uint64_t seed) {
+  check(task == "random" || task == "copy" || task == "reverse", "task_batch", ": unknown task '", task,
+        "' (random, copy or reverse)");
+  check(batch > 0 && len > 1, "task_batch", ": need batch > 0 and len > 1, got batch ", batch, " len ", len);
+  check(cfg.vocab > 4, "task_batch", ": vocab ", cfg.vocab, " too small (tokens are drawn from [3, vocab))");
+  check(len <= cfg.max_positions, "task_batch", ": len ", len, " exceeds max_positions ", cfg.max_positions);
   std::mt19937_64 rng(seed);
   std::uniform_int_distribution<int64_t> tok(3, cfg.vocab - 1), length(std::max<int64_t>(1, len / 2), len);
   auto token = [&] {
@@ -89,15 +95,21 @@ MeasureBatch random_batch(const nn::TransformerConfig& cfg, int64_t batch, int64
   };
   std::vector<int64_t> src(batch * len, cfg.pad_id), tin(batch * len, cfg.pad_id), tout(batch * len, cfg.pad_id);
   for (int64_t b = 0; b < batch; ++b) {
-    int64_t ls = length(rng), lt = length(rng);
-    for (int64_t t = 0; t < ls; ++t) src[b * len + t] = token();
+    int64_t* x = &src[b * len];
+    int64_t* y = &tout[b * len];
+    const int64_t ls = length(rng), lt = task == "random" ? length(rng) : ls;
+    for (int64_t t = 0; t < ls; ++t) x[t] = token();
+    for (int64_t t = 0; t < lt; ++t) y[t] = task == "random" ? token() : task == "copy" ? x[t] : x[ls - 1 - t];
     // target y_0..y_{lt-1}: tgt_in = [2, y_0, ..., y_{lt-2}], tgt_out = [y_0, ..., y_{lt-1}]
-    for (int64_t t = 0; t < lt; ++t) tout[b * len + t] = token();
     tin[b * len] = 2;
-    for (int64_t t = 1; t < lt; ++t) tin[b * len + t] = tout[b * len + t - 1];
+    for (int64_t t = 1; t < lt; ++t) tin[b * len + t] = y[t - 1];
   }
   return {Tensor::from_vector<int64_t>(src, {batch, len}), Tensor::from_vector<int64_t>(tin, {batch, len}),
           Tensor::from_vector<int64_t>(tout, {batch, len})};
+}
+
+MeasureBatch random_batch(const nn::TransformerConfig& cfg, int64_t batch, int64_t len, uint64_t seed) {
+  return task_batch(cfg, "random", batch, len, seed);
 }
 
 LayerMeasures measure_batch(nn::Transformer& model, const MeasureBatch& b, double label_smoothing, bool graph) {
@@ -111,18 +123,19 @@ LayerMeasures measure_batch(nn::Transformer& model, const MeasureBatch& b, doubl
 
   model.zero_grad();
   current_tape().clear();
-  std::vector<Tensor> outs, duals;
+  std::vector<Tensor> outs, duals, ins;
   model.layer_outputs = &outs;
   model.dual_outputs = &duals;
+  model.stack_inputs = &ins;
   Tensor logits;
   try {
     logits = model.forward(src, tgt_in);
   } catch (...) {
-    model.layer_outputs = model.dual_outputs = nullptr;
+    model.layer_outputs = model.dual_outputs = model.stack_inputs = nullptr;
     current_tape().clear();
     throw;
   }
-  model.layer_outputs = model.dual_outputs = nullptr;
+  model.layer_outputs = model.dual_outputs = model.stack_inputs = nullptr;
   nn::LabelSmoothedLoss ls = nn::label_smoothed_nll(logits, tgt_out, cfg.pad_id, label_smoothing);
   ls.loss.backward(Tensor(), /*retain_graph=*/graph);
 
@@ -137,8 +150,8 @@ LayerMeasures measure_batch(nn::Transformer& model, const MeasureBatch& b, doubl
 
   NoGradGuard no_grad;
   const int64_t L = cfg.enc_layers + cfg.dec_layers;
-  check((int64_t)outs.size() == L, "measure", ": the model recorded ", (int64_t)outs.size(),
-        " layer outputs for ", L, " layers");
+  check((int64_t)outs.size() == L && ins.size() == 2, "measure", ": the model recorded ", (int64_t)outs.size(),
+        " layer outputs and ", (int64_t)ins.size(), " stack inputs for ", L, " layers and 2 stacks");
   std::vector<int64_t> src_pad = b.src.to_vector<int64_t>(), tgt_pad = b.tgt_in.to_vector<int64_t>();
   for (auto& v : src_pad) v = v == cfg.pad_id;
   for (auto& v : tgt_pad) v = v == cfg.pad_id;
@@ -155,7 +168,7 @@ LayerMeasures measure_batch(nn::Transformer& model, const MeasureBatch& b, doubl
     m.layer_grad_norm = std::sqrt(layer_sq);
     m.fc2_grad_norm = std::sqrt(grad_norm_sq(model.parameter(m.layer + ".ffn.fc2.weight")));
     const std::vector<int64_t>& pad = enc ? src_pad : tgt_pad;
-    stream_stats(outs[i], k > 0 ? outs[i - 1] : Tensor(), pad, m);
+    stream_stats(outs[i], k > 0 ? outs[i - 1] : ins[enc ? 0 : 1], pad, m);
     if (i < (int64_t)duals.size() && duals[i].defined()) m.dual_max_abs = max_abs_of(duals[i], pad);
     r.layers.push_back(m);
   }
@@ -163,38 +176,83 @@ LayerMeasures measure_batch(nn::Transformer& model, const MeasureBatch& b, doubl
   return r;
 }
 
-LayerMeasures measure_model(const nn::TransformerConfig& cfg, const MeasureOptions& opt) {
-  check(!opt.seeds.empty(), "measure_model", ": no seeds");
-  check(opt.n_batches > 0, "measure_model", ": n_batches must be positive, got ", opt.n_batches);
-  LayerMeasures sum;
-  for (uint64_t seed : opt.seeds) {
-    manual_seed(seed);
-    nn::Transformer model(cfg);
-    for (int64_t bi = 0; bi < opt.n_batches; ++bi) {
-      MeasureBatch b = random_batch(cfg, opt.batch, opt.len, seed * 7919 + (uint64_t)bi);
-      const bool first = sum.samples == 0;
-      LayerMeasures m = measure_batch(model, b, opt.label_smoothing, opt.graph && first);
-      if (first) {
-        sum = std::move(m);
-        continue;
-      }
-      sum.samples += 1;
-      sum.loss += m.loss;
-      for (size_t i = 0; i < m.layers.size(); ++i) {
-        LayerMeasure& s = sum.layers[i];
-        const LayerMeasure& x = m.layers[i];
-        s.fc2_grad_norm += x.fc2_grad_norm, s.layer_grad_norm += x.layer_grad_norm, s.cos_prev += x.cos_prev;
-        s.rms += x.rms, s.max_abs += x.max_abs, s.dual_max_abs += x.dual_max_abs;
-      }
-    }
+namespace {
+
+// sum += m, statistic by statistic (the first sample is moved in, graph and paths included).
+void accumulate(LayerMeasures& sum, LayerMeasures&& m) {
+  if (sum.samples == 0) {
+    sum = std::move(m);
+    return;
   }
+  sum.samples += m.samples;
+  sum.loss += m.loss;
+  for (size_t i = 0; i < m.layers.size(); ++i) {
+    LayerMeasure& s = sum.layers[i];
+    const LayerMeasure& x = m.layers[i];
+    s.fc2_grad_norm += x.fc2_grad_norm, s.layer_grad_norm += x.layer_grad_norm, s.cos_prev += x.cos_prev;
+    s.rms += x.rms, s.max_abs += x.max_abs, s.dual_max_abs += x.dual_max_abs;
+  }
+}
+
+void divide(LayerMeasures& sum) {
   const double n = (double)sum.samples;
   sum.loss /= n;
   for (auto& s : sum.layers) {
     s.fc2_grad_norm /= n, s.layer_grad_norm /= n, s.cos_prev /= n, s.rms /= n, s.max_abs /= n;
     s.dual_max_abs /= n;  // -1 stays -1 for topologies without a dual stream
   }
-  return sum;
+}
+
+// Training batches come from seeds that the measured batches (seed * 7919 + i, i < n_batches) do not use.
+uint64_t train_batch_seed(uint64_t seed, int64_t step) {
+  return 0x9E3779B97F4A7C15ull ^ (seed * 1000003ull + (uint64_t)step);
+}
+
+}  // namespace
+
+std::vector<LayerMeasures> measure_steps(const nn::TransformerConfig& cfg, const MeasureOptions& opt) {
+  check(!opt.seeds.empty(), "measure_steps", ": no seeds");
+  check(opt.n_batches > 0, "measure_steps", ": n_batches must be positive, got ", opt.n_batches);
+  check(!opt.steps.empty(), "measure_steps", ": no steps to measure at");
+  for (size_t i = 0; i < opt.steps.size(); ++i)
+    check(opt.steps[i] >= 0 && (i == 0 || opt.steps[i] > opt.steps[i - 1]), "measure_steps",
+          ": steps must be ascending and non-negative, got ", opt.steps[i], i ? " after " : "",
+          i ? std::to_string(opt.steps[i - 1]) : std::string());
+  check(opt.lr > 0 && opt.warmup >= 0 && opt.clip >= 0, "measure_steps",
+        ": need lr > 0, warmup >= 0, clip >= 0; got ", opt.lr, ", ", opt.warmup, ", ", opt.clip);
+  std::vector<LayerMeasures> sums(opt.steps.size());
+  for (uint64_t seed : opt.seeds) {
+    manual_seed(seed);
+    nn::Transformer model(cfg);
+    nn::Adam adam(model.named_parameters(), {.lr = opt.lr, .beta1 = 0.9, .beta2 = 0.98});
+    nn::InverseSqrtLR schedule(opt.lr, opt.warmup);
+    int64_t trained = 0;
+    for (size_t si = 0; si < opt.steps.size(); ++si) {
+      for (; trained < opt.steps[si]; ++trained) {  // one Adam step on a fresh task batch
+        MeasureBatch b = task_batch(cfg, opt.task, opt.batch, opt.len, train_batch_seed(seed, trained));
+        adam.zero_grad();
+        Tensor logits = model.forward(b.src, b.tgt_in);
+        nn::label_smoothed_nll(logits, b.tgt_out, cfg.pad_id, opt.label_smoothing).loss.backward();
+        if (opt.clip > 0) nn::clip_grad_norm(adam.params(), opt.clip);
+        adam.set_lr(schedule.lr(adam.step_count() + 1));
+        adam.step();
+      }
+      adam.zero_grad();
+      for (int64_t bi = 0; bi < opt.n_batches; ++bi) {
+        MeasureBatch b = task_batch(cfg, opt.task, opt.batch, opt.len, seed * 7919 + (uint64_t)bi);
+        accumulate(sums[si], measure_batch(model, b, opt.label_smoothing, opt.graph && sums[si].samples == 0));
+      }
+    }
+  }
+  for (size_t si = 0; si < sums.size(); ++si) {
+    divide(sums[si]);
+    sums[si].step = opt.steps[si];
+  }
+  return sums;
+}
+
+LayerMeasures measure_model(const nn::TransformerConfig& cfg, const MeasureOptions& opt) {
+  return std::move(measure_steps(cfg, opt).front());
 }
 
 }  // namespace skipgrad

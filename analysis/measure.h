@@ -1,4 +1,5 @@
-// Measured gradient and representation statistics per layer of a Transformer, at a chosen point of training.
+// Measured gradient and representation statistics per layer of a Transformer, at initialization and after chosen
+// numbers of training steps, averaged over batches and seeds.
 //
 //   nn::Transformer model(cfg);
 //   MeasureBatch b = random_batch(cfg, 8, 16, /*seed=*/1);
@@ -8,11 +9,15 @@
 //   MeasureOptions opt;  opt.seeds = {1, 2, 3};  opt.n_batches = 4;
 //   LayerMeasures avg = measure_model(cfg, opt);        // fresh model per seed, averaged over seeds x batches
 //
+//   opt.task = "reverse";  opt.steps = {0, 100};        // Adam on the reverse task, measured at step 0 and 100
+//   std::vector<LayerMeasures> by_step = measure_steps(cfg, opt);
+//
 // Per layer ("enc.i", then "dec.i"):
 //   fc2_grad_norm   ||dL/d W2|| of the FFN's second matrix ("<layer>.ffn.fc2.weight"; Xiong et al., HybridNorm)
 //   layer_grad_norm sqrt(sum over every parameter "<layer>.*" of ||dL/dp||^2)           (ResiDual's Fig.)
 //   cos_prev        mean over non-pad tokens of cos(x_{i-1}, x_i) between the stream before and after the layer;
-//                   1 - cos is the "block influence". NaN for layer 0 of each stack (no hook sees its input).
+//                   1 - cos is the "block influence". For layer 0, x_{-1} is the stream entering the stack (the
+//                   embedding output after the topology's begin_stack: Peri-LN's embedding norm, ResiDual's x_a⁰).
 //   rms, max_abs    sqrt(mean x^2) and max |x| of the stream after the layer, over non-pad tokens
 //   dual_max_abs    ResiDual: max |x_d| of the dual stream after the layer; -1 for other topologies
 // The stream is what nn::Transformer::layer_outputs records (ResiDual: x_a).
@@ -31,8 +36,15 @@ struct MeasureBatch {
   Tensor src, tgt_in, tgt_out;  // int64 [B, S], [B, T], [B, T]
 };
 
-// Random token batch for a config: tokens in [3, vocab), sentence lengths uniform in [len/2, len], the rest
-// padded with cfg.pad_id; tgt_in starts with 2 (fairseq's eos-as-bos), tgt_out is the target shifted by one.
+// A batch of a synthetic task: source tokens in [3, vocab), sentence lengths uniform in [len/2, len], the rest
+// padded with cfg.pad_id; tgt_in starts with 2 (fairseq's eos-as-bos), tgt_out is the target y shifted by one.
+//   "random"   y: random tokens of an independent random length (nothing to learn but the unigram distribution)
+//   "copy"     y = the source
+//   "reverse"  y = the source reversed
+// Throws Error for another task name.
+MeasureBatch task_batch(const nn::TransformerConfig& cfg, const std::string& task, int64_t batch, int64_t len,
+                        uint64_t seed);
+// task_batch(cfg, "random", ...)
 MeasureBatch random_batch(const nn::TransformerConfig& cfg, int64_t batch, int64_t len, uint64_t seed);
 
 struct LayerMeasure {
@@ -47,6 +59,7 @@ struct LayerMeasures {
   std::vector<LayerMeasure> layers;  // encoder layers, then decoder layers
   double loss = 0;                   // mean label-smoothed loss
   int64_t samples = 0;               // batches x seeds averaged over
+  int64_t step = 0;                  // training steps taken before the measurement (measure_steps)
   // The first batch's graph, when MeasureOptions::graph is on: its snapshot and path analysis.
   Graph graph;
   PathStats paths;
@@ -56,10 +69,19 @@ struct LayerMeasures {
 
 struct MeasureOptions {
   std::vector<uint64_t> seeds = {1};  // model init seeds (measure_model only)
-  int64_t n_batches = 1;              // random batches per seed
-  int64_t batch = 8, len = 16;        // batch shape
+  int64_t n_batches = 1;              // measured batches per seed (the same batches at every step)
+  int64_t batch = 8, len = 16;        // batch shape, for measuring and training
   double label_smoothing = 0.1;
-  bool graph = false;                 // snapshot the first batch's graph and analyse its paths
+  bool graph = false;                 // snapshot the first batch's graph and analyse its paths (at every step)
+  std::string task = "random";        // task_batch's task, for the measured and the training batches
+  // measure_steps: measure after each of these numbers of training steps (ascending, 0 = at initialization).
+  std::vector<int64_t> steps = {0};
+  // Training between the measurements: Adam (β 0.9, 0.98, no weight decay) on fresh task batches (seeds disjoint
+  // from the measured ones), fairseq's inverse-sqrt schedule with a linear warm-up from 0 over `warmup` steps to
+  // `lr`, gradients clipped to global norm `clip` (0: no clipping).
+  double lr = 1e-3;
+  int64_t warmup = 20;
+  double clip = 0;
 };
 
 // One forward/backward of `model` on `b`. Clears the model's gradients and the tape before and after; the
@@ -67,8 +89,12 @@ struct MeasureOptions {
 LayerMeasures measure_batch(nn::Transformer& model, const MeasureBatch& b, double label_smoothing = 0.1,
                             bool graph = false);
 
-// For each seed: manual_seed(seed), build the model, measure `n_batches` random batches; returns the mean of
-// every statistic (max_abs and dual_max_abs too: the mean of the per-batch maxima).
+// For each seed: manual_seed(seed), build the model; for each entry s of opt.steps, train it up to s steps and
+// measure `n_batches` task batches. Returns one LayerMeasures per entry of opt.steps, each the mean over seeds x
+// batches of every statistic (max_abs and dual_max_abs too: the mean of the per-batch maxima). A step whose loss
+// is not finite is trained on all the same (the measurements then show NaN: the run diverged).
+std::vector<LayerMeasures> measure_steps(const nn::TransformerConfig& cfg, const MeasureOptions& opt = {});
+// The first entry of measure_steps (with the default steps {0}: at initialization).
 LayerMeasures measure_model(const nn::TransformerConfig& cfg, const MeasureOptions& opt = {});
 
 }  // namespace skipgrad

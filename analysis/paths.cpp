@@ -22,9 +22,27 @@ bool is_qkv_norm(const GraphNode& n) {
 void take_min(int64_t& acc, int64_t v) { acc = acc < 0 ? v : std::min(acc, v); }
 void take_max(int64_t& acc, int64_t v) { acc = std::max(acc, v); }
 
+// Whether node `a` is an ancestor of node `b` (b reads a, directly or through other nodes). Ids are in
+// topological order, so the search back from b never goes below a's id: it visits only the nodes between them.
+bool is_ancestor(const Graph& g, int64_t a, int64_t b) {
+  std::vector<int64_t> todo = {b};
+  std::unordered_set<int64_t> seen = {b};
+  while (!todo.empty()) {
+    const int64_t v = todo.back();
+    todo.pop_back();
+    for (int64_t in : g.nodes[v].inputs) {
+      if (in == a) return true;
+      if (in > a && seen.insert(in).second) todo.push_back(in);
+    }
+  }
+  return false;
+}
+
 // The inputs of residual add `r` that are its branch (the sublayer output added to the stream): the op inputs
-// that are not themselves residual adds; if several remain, those inside r's scope; if still several, those
-// that are not norms (in Post-LN the stream arrives from the previous sublayer's norm).
+// that are not themselves residual adds; if several remain, drop those that feed another one (the branch is
+// computed from the stream, never the other way round: this finds the stream when it comes straight from the
+// embedding or an embedding norm); then those inside r's scope; then those that are not norms (in Post-LN the
+// stream arrives from the previous sublayer's norm).
 std::vector<int64_t> branch_inputs(const Graph& g, const GraphNode& r) {
   std::vector<int64_t> cand;
   for (int64_t in : r.inputs)
@@ -35,11 +53,16 @@ std::vector<int64_t> branch_inputs(const Graph& g, const GraphNode& r) {
     if (cand.size() < 2) return;
     std::vector<int64_t> kept;
     for (int64_t c : cand)
-      if (keep(g.nodes[c])) kept.push_back(c);
+      if (keep(c)) kept.push_back(c);
     if (!kept.empty()) cand = kept;
   };
-  narrow([&](const GraphNode& c) { return !r.scope.empty() && in_scope(c.name, r.scope); });
-  narrow([&](const GraphNode& c) { return !is_norm(c); });
+  narrow([&](int64_t c) {
+    for (int64_t other : cand)
+      if (other != c && is_ancestor(g, c, other)) return false;
+    return true;
+  });
+  narrow([&](int64_t c) { return !r.scope.empty() && in_scope(g.nodes[c].name, r.scope); });
+  narrow([&](int64_t c) { return !is_norm(g.nodes[c]); });
   return cand;
 }
 

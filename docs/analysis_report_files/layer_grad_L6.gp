@@ -1,6 +1,6 @@
-set terminal pngcairo size 900,450 noenhanced
+set terminal pngcairo size 1000,480 noenhanced
 set output 'docs/analysis_report_files/layer_grad_L6.png'
-set title 'grad norm of all layer params vs layer, 6+6 layers (encoder 0..5, decoder 6..11)'
+set title 'grad norm of all layer params, 6+6 layers (encoder 0..5, decoder 6..11); solid: init, dashed: trained'
 set xlabel 'layer'
 set ylabel 'grad norm of all layer params'
 set key outside right
@@ -8,4 +8,5 @@ set grid
 set datafile missing 'NaN'
 set arrow from 5.5, graph 0 to 5.5, graph 1 nohead dt 2
 set logscale y
-plot 'docs/analysis_report_files/post_ln_L6.dat' using 1:4 with linespoints title 'post_ln', 'docs/analysis_report_files/pre_ln_L6.dat' using 1:4 with linespoints title 'pre_ln', 'docs/analysis_report_files/resi_dual_L6.dat' using 1:4 with linespoints title 'resi_dual', 'docs/analysis_report_files/hybrid_norm_L6.dat' using 1:4 with linespoints title 'hybrid_norm', 'docs/analysis_report_files/deep_norm_L6.dat' using 1:4 with linespoints title 'deep_norm'
+set format y '%.0e'
+plot 'docs/analysis_report_files/post_ln_L6.dat' using 1:4 with linespoints lc 1 dt 1 title 'post_ln init', 'docs/analysis_report_files/post_ln_L6_step30.dat' using 1:4 with linespoints lc 1 dt 2 title 'post_ln step 30', 'docs/analysis_report_files/pre_ln_L6.dat' using 1:4 with linespoints lc 2 dt 1 title 'pre_ln init', 'docs/analysis_report_files/pre_ln_L6_step30.dat' using 1:4 with linespoints lc 2 dt 2 title 'pre_ln step 30', 'docs/analysis_report_files/resi_dual_L6.dat' using 1:4 with linespoints lc 3 dt 1 title 'resi_dual init', 'docs/analysis_report_files/resi_dual_L6_step30.dat' using 1:4 with linespoints lc 3 dt 2 title 'resi_dual step 30', 'docs/analysis_report_files/hybrid_norm_L6.dat' using 1:4 with linespoints lc 4 dt 1 title 'hybrid_norm init', 'docs/analysis_report_files/hybrid_norm_L6_step30.dat' using 1:4 with linespoints lc 4 dt 2 title 'hybrid_norm step 30', 'docs/analysis_report_files/deep_norm_L6.dat' using 1:4 with linespoints lc 5 dt 1 title 'deep_norm init', 'docs/analysis_report_files/deep_norm_L6_step30.dat' using 1:4 with linespoints lc 5 dt 2 title 'deep_norm step 30'

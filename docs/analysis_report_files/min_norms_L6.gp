@@ -1,10 +1,10 @@
-set terminal pngcairo size 900,450 noenhanced
+set terminal pngcairo size 1000,480 noenhanced
 set output 'docs/analysis_report_files/min_norms_L6.png'
-set title 'min norms on path after layer output (ResiDual: x_d add) vs layer, 6+6 layers (encoder 0..5, decoder 6..11)'
+set title 'min norms on path after layer output (ResiDual: x_d add), 6+6 layers (encoder 0..5, decoder 6..11)'
 set xlabel 'layer'
 set ylabel 'min norms on path after layer output (ResiDual: x_d add)'
 set key outside right
 set grid
 set datafile missing 'NaN'
 set arrow from 5.5, graph 0 to 5.5, graph 1 nohead dt 2
-plot 'docs/analysis_report_files/post_ln_L6.dat' using 1:9 with linespoints title 'post_ln', 'docs/analysis_report_files/pre_ln_L6.dat' using 1:9 with linespoints title 'pre_ln', 'docs/analysis_report_files/resi_dual_L6.dat' using 1:9 with linespoints title 'resi_dual', 'docs/analysis_report_files/hybrid_norm_L6.dat' using 1:9 with linespoints title 'hybrid_norm', 'docs/analysis_report_files/deep_norm_L6.dat' using 1:9 with linespoints title 'deep_norm'
+plot 'docs/analysis_report_files/post_ln_L6.dat' using 1:9 with linespoints lc 1 dt 1 title 'post_ln', 'docs/analysis_report_files/pre_ln_L6.dat' using 1:9 with linespoints lc 2 dt 1 title 'pre_ln', 'docs/analysis_report_files/resi_dual_L6.dat' using 1:9 with linespoints lc 3 dt 1 title 'resi_dual', 'docs/analysis_report_files/hybrid_norm_L6.dat' using 1:9 with linespoints lc 4 dt 1 title 'hybrid_norm', 'docs/analysis_report_files/deep_norm_L6.dat' using 1:9 with linespoints lc 5 dt 1 title 'deep_norm'

@@ -3,9 +3,10 @@
 //   skipgrad-graph dump --topology post_ln --layers 6 --format json -o graph.json
 //   skipgrad-graph paths --topology pre_ln --layers 6
 //   skipgrad-graph report --topologies post_ln,pre_ln,resi_dual,hybrid_norm,deep_norm --depths 6,12
-//                         -o docs/analysis_report.md
-// The model is built at initialization with random tokens (tiny by default, so a dump takes a moment); the graph is
-// recorded by one forward, label-smoothed loss and backward, so the dump carries gradient norms.
+//                         --steps 0,100 --task reverse -o docs/analysis_report.md
+// dump and paths build the model at initialization with random tokens (tiny by default, so a dump takes a moment);
+// the graph is recorded by one forward, label-smoothed loss and backward, so the dump carries gradient norms.
+// report measures at initialization and, with --steps, after training with Adam on a synthetic task.
 #include <CLI/CLI.hpp>
 
 #include <iostream>
@@ -82,7 +83,15 @@ int main(int argc, char** argv) {
   report_cmd->add_option("--topologies", topologies, "comma-separated names")->capture_default_str();
   report_cmd->add_option("--depths", depths, "comma-separated layers per side")->capture_default_str();
   report_cmd->add_option("--seeds", seeds, "comma-separated init seeds")->capture_default_str();
-  report_cmd->add_option("--batches", ro.n_batches, "random batches per seed")->capture_default_str();
+  report_cmd->add_option("--batches", ro.n_batches, "measured batches per seed (the same at every step)")
+      ->capture_default_str();
+  std::string steps = "0";
+  report_cmd->add_option("--steps", steps, "comma-separated training steps to measure at (0: initialization)")
+      ->capture_default_str();
+  report_cmd->add_option("--task", ro.task, "batches measured and trained on: random | copy | reverse")
+      ->capture_default_str();
+  report_cmd->add_option("--lr", ro.lr, "Adam's peak learning rate (inverse-sqrt schedule)")->capture_default_str();
+  report_cmd->add_option("--warmup", ro.warmup, "linear warm-up steps")->capture_default_str();
   report_cmd->add_flag("!--no-plots", ro.plots, "tables only (no gnuplot PNGs)");
   report_cmd->add_option("-o,--output", ro.out)->capture_default_str();
   add_model_options(report_cmd, ro.model, false);
@@ -120,6 +129,8 @@ int main(int argc, char** argv) {
       for (auto& d : graph_tool::split_list(depths)) ro.depths.push_back(std::stoll(d));
       ro.seeds.clear();
       for (auto& s : graph_tool::split_list(seeds)) ro.seeds.push_back(std::stoull(s));
+      ro.steps.clear();
+      for (auto& s : graph_tool::split_list(steps)) ro.steps.push_back(std::stoll(s));
       ro.command = joined_args(argc, argv);
       graph_tool::write_report(ro);
     }

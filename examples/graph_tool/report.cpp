@@ -9,6 +9,7 @@
 #include <iostream>
 #include <map>
 #include <sstream>
+#include <tuple>
 
 namespace graph_tool {
 
@@ -64,31 +65,46 @@ int64_t min_norms_of(const PathStats& s, const std::string& layer, const std::st
 struct Run {
   std::string topology;
   int64_t depth;
-  LayerMeasures m;
+  std::vector<LayerMeasures> m;  // one per ReportOptions::steps entry
   double seconds;
+  const LayerMeasures& init() const { return m.front(); }  // paths are structural: any step's graph would do
 };
 
+// The steps as a plot/table label: "init" for 0, "step N" otherwise.
+std::string step_label(int64_t step) { return step == 0 ? "init" : "step " + std::to_string(step); }
+
+// Per-layer table of one run: the structural columns, then the measured ones for every step.
 std::string run_table(const Run& r) {
   const bool dual = r.topology == "resi_dual";
-  std::string out = "| layer | norms on param paths (min–max, w/o q/k/v) | norms after residual adds (min–max) |";
-  if (dual) out += " norms after x_d add (min) |";
-  out += " ‖∇W2‖ (fc2) | ‖∇layer‖ | cos(x_{i-1}, x_i) | RMS(x) | max\\|x\\| |";
-  if (dual) out += " max\\|x_d\\| |";
-  out += "\n|---|---|---|";
-  if (dual) out += "---|";
-  out += "---|---|---|---|---|";
-  if (dual) out += "---|";
-  out += "\n";
-  for (const LayerMeasure& l : r.m.layers) {
+  const size_t steps = r.m.size();
+  std::string head = "| layer | norms on param paths (min–max, w/o q/k/v) | norms after residual adds (min–max) |";
+  std::string rule = "|---|---|---|";
+  if (dual) head += " norms after x_d add (min) |", rule += "---|";
+  for (const LayerMeasures& m : r.m) {
+    std::string at;
+    if (steps > 1) at.append(" @").append(step_label(m.step));
+    head += " ‖∇W2‖" + at + " | ‖∇layer‖" + at + " | cos(x_{i-1}, x_i)" + at + " | RMS(x)" + at + " | max\\|x\\|" +
+            at + " |";
+    rule += "---|---|---|---|---|";
+    if (dual) head += " max\\|x_d\\|" + at + " |", rule += "---|";
+  }
+  std::string out = head + "\n" + rule + "\n";
+  const PathStats& paths = r.init().paths;
+  for (size_t li = 0; li < r.init().layers.size(); ++li) {
+    const std::string& layer = r.init().layers[li].layer;
     const LayerPaths* lp = nullptr;
-    for (const LayerPaths& x : r.m.paths.layers)
-      if (x.scope == l.layer) lp = &x;
-    out += "| " + l.layer + " | " + (lp ? range(lp->param_min_norms_outer, lp->param_max_norms_outer) : "?") +
-           " | " + (lp ? range(lp->output_min_norms, lp->output_max_norms) : "?") + " |";
-    if (dual) out += " " + range(min_norms_of(r.m.paths, l.layer, "dual_add"), min_norms_of(r.m.paths, l.layer, "dual_add")) + " |";
-    out += " " + num(l.fc2_grad_norm) + " | " + num(l.layer_grad_norm) + " | " + num(l.cos_prev, 4) + " | " +
-           num(l.rms) + " | " + num(l.max_abs) + " |";
-    if (dual) out += " " + num(l.dual_max_abs) + " |";
+    for (const LayerPaths& x : paths.layers)
+      if (x.scope == layer) lp = &x;
+    out += "| " + layer + " | " + (lp ? range(lp->param_min_norms_outer, lp->param_max_norms_outer) : "?") + " | " +
+           (lp ? range(lp->output_min_norms, lp->output_max_norms) : "?") + " |";
+    const int64_t dual_min = min_norms_of(paths, layer, "dual_add");
+    if (dual) out.append(" ").append(range(dual_min, dual_min)).append(" |");
+    for (const LayerMeasures& m : r.m) {
+      const LayerMeasure& l = m.layers[li];
+      out.append(" ").append(num(l.fc2_grad_norm)).append(" | ").append(num(l.layer_grad_norm)).append(" | ");
+      out.append(num(l.cos_prev, 4)).append(" | ").append(num(l.rms)).append(" | ").append(num(l.max_abs)).append(" |");
+      if (dual) out.append(" ").append(num(l.dual_max_abs)).append(" |");
+    }
     out += "\n";
   }
   return out;
@@ -109,42 +125,59 @@ double mean_cos(const LayerMeasures& m, const std::string& side) {
 
 bool gnuplot_available() { return std::system("command -v gnuplot >/dev/null 2>&1") == 0; }
 
-// One data file per run: layer index (encoder 0..L-1, decoder L..2L-1) and the statistics.
-void write_dat(const std::string& path, const Run& r) {
-  std::ostringstream os;
-  os << "# i layer fc2 layer_grad cos rms max_abs param_min_norms output_min_norms\n";
-  int64_t i = 0;
-  for (const LayerMeasure& l : r.m.layers) {
-    int64_t pmin = -1, omin = -1;
-    for (const LayerPaths& x : r.m.paths.layers)
-      if (x.scope == l.layer) pmin = x.param_min_norms_outer, omin = x.output_min_norms;
-    if (r.topology == "resi_dual") omin = min_norms_of(r.m.paths, l.layer, "dual_add");
-    if (l.layer == "dec.0") os << "\n";  // a blank line: gnuplot does not join the encoder to the decoder
-    os << i++ << " " << l.layer << " " << l.fc2_grad_norm << " " << l.layer_grad_norm << " "
-       << (std::isnan(l.cos_prev) ? std::string("NaN") : std::to_string(l.cos_prev)) << " " << l.rms << " "
-       << l.max_abs << " " << pmin << " " << omin << "\n";
-  }
-  write_file_atomic(path, os.str());
+std::string dat_name(const Run& r, int64_t step) {
+  return r.topology + "_L" + std::to_string(r.depth) + (step == 0 ? "" : "_step" + std::to_string(step)) + ".dat";
 }
 
-// A PNG of column `col` vs layer, one line per topology, for one depth. Returns the PNG's file name.
+// One data file per run and step: layer index (encoder 0..L-1, decoder L..2L-1) and the statistics.
+void write_dat(const std::string& dir, const Run& r, const LayerMeasures& m) {
+  std::ostringstream os;
+  os << "# " << r.topology << " " << r.depth << "+" << r.depth << " layers, " << step_label(m.step)
+     << "\n# i layer fc2 layer_grad cos rms max_abs param_min_norms output_min_norms\n";
+  int64_t i = 0;
+  for (const LayerMeasure& l : m.layers) {
+    int64_t pmin = -1, omin = -1;
+    for (const LayerPaths& x : r.init().paths.layers)
+      if (x.scope == l.layer) pmin = x.param_min_norms_outer, omin = x.output_min_norms;
+    if (r.topology == "resi_dual") omin = min_norms_of(r.init().paths, l.layer, "dual_add");
+    if (l.layer == "dec.0") os << "\n";  // a blank line: gnuplot does not join the encoder to the decoder
+    auto val = [](double v) {  // %g: gradients of 1e-7 must not print as 0.000000
+      if (!std::isfinite(v)) return std::string("NaN");
+      char buf[32];
+      std::snprintf(buf, sizeof buf, "%.6g", v);
+      return std::string(buf);
+    };
+    os << i++ << " " << l.layer << " " << val(l.fc2_grad_norm) << " " << val(l.layer_grad_norm) << " "
+       << val(l.cos_prev) << " " << val(l.rms) << " " << val(l.max_abs) << " " << pmin << " " << omin << "\n";
+  }
+  write_file_atomic(dir + "/" + dat_name(r, m.step), os.str());
+}
+
+// A PNG of column `col` vs layer for one depth: one colour per topology, one dash type per step (solid: init).
+// Returns the PNG's file name ("" when gnuplot failed).
 std::string plot(const std::string& dir, const std::string& stem, int64_t depth, const std::vector<Run>& runs,
-                 int col, const std::string& ylabel, bool logy) {
+                 const std::vector<int64_t>& steps, int col, const std::string& ylabel, bool logy) {
   const std::string png = stem + "_L" + std::to_string(depth) + ".png";
   std::ostringstream gp;
-  gp << "set terminal pngcairo size 900,450 noenhanced\nset output '" << dir << "/" << png << "'\n"
-     << "set title '" << ylabel << " vs layer, " << depth << "+" << depth << " layers (encoder 0.." << depth - 1
-     << ", decoder " << depth << ".." << 2 * depth - 1 << ")'\nset xlabel 'layer'\nset ylabel '" << ylabel
+  gp << "set terminal pngcairo size 1000,480 noenhanced\nset output '" << dir << "/" << png << "'\n"
+     << "set title '" << ylabel << ", " << depth << "+" << depth << " layers (encoder 0.." << depth - 1
+     << ", decoder " << depth << ".." << 2 * depth - 1 << ")"
+     << (steps.size() > 1 ? "; solid: init, dashed: trained" : "") << "'\nset xlabel 'layer'\nset ylabel '" << ylabel
      << "'\nset key outside right\nset grid\nset datafile missing 'NaN'\nset arrow from " << depth - 0.5
      << ", graph 0 to " << depth - 0.5 << ", graph 1 nohead dt 2\n";
-  if (logy) gp << "set logscale y\n";
+  if (logy) gp << "set logscale y\nset format y '%.0e'\n";
   gp << "plot ";
   bool first = true;
+  int colour = 0;
   for (const Run& r : runs) {
     if (r.depth != depth) continue;
-    gp << (first ? "" : ", ") << "'" << dir << "/" << r.topology << "_L" << depth << ".dat' using 1:" << col
-       << " with linespoints title '" << r.topology << "'";
-    first = false;
+    ++colour;
+    for (size_t si = 0; si < steps.size(); ++si) {
+      gp << (first ? "" : ", ") << "'" << dir << "/" << dat_name(r, steps[si]) << "' using 1:" << col
+         << " with linespoints lc " << colour << " dt " << si + 1 << " title '" << r.topology
+         << (steps.size() > 1 ? " " : "") << (steps.size() > 1 ? step_label(steps[si]) : "") << "'";
+      first = false;
+    }
   }
   gp << "\n";
   const std::string script = dir + "/" + stem + "_L" + std::to_string(depth) + ".gp";
@@ -175,11 +208,19 @@ void write_report(const ReportOptions& opt) {
       meo.batch = mo.batch;
       meo.len = mo.len;
       meo.graph = true;
+      meo.task = opt.task;
+      meo.steps = opt.steps;
+      meo.lr = opt.lr;
+      meo.warmup = opt.warmup;
       auto t0 = std::chrono::steady_clock::now();
-      LayerMeasures m = measure_model(mo.config(), meo);
+      std::vector<LayerMeasures> m = measure_steps(mo.config(), meo);
       double sec = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-      std::cerr << "report: " << topo << " L=" << depth << " loss " << m.loss << " (" << num(sec) << " s)\n";
-      m.graph = Graph();  // the path stats are all the report needs
+      std::cerr << "report: " << topo << " L=" << depth << " loss";
+      for (auto& x : m) {
+        std::cerr << " " << num(x.loss, 4) << " (" << step_label(x.step) << ")";
+        x.graph = Graph();  // the path stats are all the report needs
+      }
+      std::cerr << ", " << num(sec) << " s\n";
       runs.push_back({topo, depth, std::move(m), sec});
     }
 
@@ -191,35 +232,48 @@ void write_report(const ReportOptions& opt) {
   std::map<int64_t, std::vector<std::pair<std::string, std::string>>> pngs;  // depth -> (caption, file)
   if (opt.plots && gnuplot_available()) {
     fs::create_directories(dir);
-    for (const Run& r : runs) write_dat(dir + "/" + r.topology + "_L" + std::to_string(r.depth) + ".dat", r);
+    for (const Run& r : runs)
+      for (const LayerMeasures& m : r.m) write_dat(dir, r, m);
     for (int64_t depth : opt.depths) {
-      const std::tuple<const char*, int, const char*, bool> what[] = {
-          {"fc2_grad", 3, "grad norm of FFN W2", true},
-          {"layer_grad", 4, "grad norm of all layer params", true},
-          {"cosine", 5, "cos(x_{i-1}, x_i)", false},
-          {"min_norms", 9, "min norms on path after layer output (ResiDual: x_d add)", false}};
-      for (auto& [stem, col, label, logy] : what) {
-        std::string png = plot(dir, stem, depth, runs, col, label, logy);
-        if (!png.empty()) pngs[depth].push_back({label, dir_name + "/" + png});
+      const std::tuple<const char*, int, std::string, bool, bool> what[] = {
+          {"fc2_grad", 3, "grad norm of FFN W2", true, true},
+          {"layer_grad", 4, "grad norm of all layer params", true, true},
+          {"cosine", 5, "cos(x_{i-1}, x_i)", false, true},
+          {"min_norms", 9, "min norms on path after layer output (ResiDual: x_d add)", false, false}};
+      for (auto& [stem, col, label, logy, by_step] : what) {
+        const std::vector<int64_t> at = by_step ? opt.steps : std::vector<int64_t>{0};
+        std::string png = plot(dir, stem, depth, runs, at, col, label, logy);
+        const std::string caption = label + (at.size() > 1 ? " (solid: init, dashed: after training)" : "");
+        if (!png.empty()) pngs[depth].push_back({caption, dir_name + "/" + png});
       }
     }
   }
 
   std::ostringstream md;
+  const bool trained = opt.steps.size() > 1 || opt.steps.front() > 0;
   md << kMarker << "\n\n## Generated tables\n\nCommand:\n\n```sh\n" << opt.command << "\n```\n\n"
      << "Model: d_model " << opt.model.d_model << ", " << opt.model.heads << " heads, d_ff " << opt.model.d_ff
-     << ", vocab " << opt.model.vocab << ", batch " << opt.model.batch << "×" << opt.model.len
-     << " random tokens (lengths in [len/2, len], the rest padding), dropout 0, label smoothing 0.1, at "
-        "initialization. Every number is the mean over "
-     << opt.seeds.size() << " seeds × " << opt.n_batches << " batches. Path counts are from the first batch's graph "
-     << "(structural: they do not depend on the batch).\n\n"
-     << "### Summary\n\n| topology | layers | loss | ‖∇W2‖ enc.0 / enc.last | ‖∇W2‖ dec.0 / dec.last | mean cos enc "
-        "| mean cos dec | seconds |\n|---|---|---|---|---|---|---|---|\n";
+     << ", vocab " << opt.model.vocab << ", batch " << opt.model.batch << "×" << opt.model.len << " tokens of the '"
+     << opt.task << "' task (lengths in [len/2, len], the rest padding), dropout 0, label smoothing 0.1. ";
+  if (trained) {
+    md << "Measured at";
+    for (int64_t s : opt.steps) md << " " << step_label(s) << (s == opt.steps.back() ? "" : ",");
+    md << " (training: Adam β (0.9, 0.98), inverse-sqrt schedule to lr " << opt.lr << " after a linear warm-up of "
+       << opt.warmup << " steps, fresh batches of the same task, no clipping). ";
+  } else {
+    md << "At initialization. ";
+  }
+  md << "Every number is the mean over " << opt.seeds.size() << " seeds × " << opt.n_batches
+     << " batches (the same held-out batches at every step). Path counts are from the first batch's graph "
+     << "(structural: they depend neither on the batch nor on the step).\n\n"
+     << "### Summary\n\n| topology | layers | step | loss | ‖∇W2‖ enc.0 / enc.last | ‖∇W2‖ dec.0 / dec.last | mean "
+        "cos enc | mean cos dec | seconds |\n|---|---|---|---|---|---|---|---|---|\n";
   for (const Run& r : runs)
-    md << "| " << r.topology << " | " << r.depth << " | " << num(r.m.loss, 4) << " | "
-       << num(first_last_ratio(r.m, "enc", r.depth)) << " | " << num(first_last_ratio(r.m, "dec", r.depth)) << " | "
-       << num(mean_cos(r.m, "enc"), 4) << " | " << num(mean_cos(r.m, "dec"), 4) << " | " << num(r.seconds, 2)
-       << " |\n";
+    for (const LayerMeasures& m : r.m)
+      md << "| " << r.topology << " | " << r.depth << " | " << m.step << " | " << num(m.loss, 4) << " | "
+         << num(first_last_ratio(m, "enc", r.depth)) << " | " << num(first_last_ratio(m, "dec", r.depth)) << " | "
+         << num(mean_cos(m, "enc"), 4) << " | " << num(mean_cos(m, "dec"), 4) << " | "
+         << (&m == &r.m.front() ? num(r.seconds, 3) : "") << " |\n";
   md << "\n";
   for (int64_t depth : opt.depths) {
     if (pngs.count(depth)) {

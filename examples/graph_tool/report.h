@@ -25,6 +25,11 @@ struct ReportOptions {
   std::vector<int64_t> depths;
   std::vector<uint64_t> seeds = {1, 2, 3};
   int64_t n_batches = 2;
+  // Measure at these training steps (0: initialization); between them Adam trains on `task` (analysis/measure.h).
+  std::vector<int64_t> steps = {0};
+  std::string task = "reverse";  // random | copy | reverse
+  double lr = 1e-3;
+  int64_t warmup = 20;
   std::string out = "docs/analysis_report.md";
   std::string command;  // the command line, quoted in the report
   bool plots = true;    // PNGs via gnuplot when it is on the PATH
