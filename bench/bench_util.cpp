@@ -12,6 +12,7 @@
 #include <sstream>
 #include <tuple>
 
+#include "backends/threads.h"
 #include "tensor/random.h"
 
 namespace bench {
@@ -44,10 +45,7 @@ Batch reference_batch(const ReferenceShape& s, uint64_t seed) {
   return b;
 }
 
-void set_threads(int n) {
-  omp_set_num_threads(n);
-  openblas_set_num_threads(n);
-}
+void set_threads(int n) { skipgrad::set_num_threads(n); }
 int omp_threads() { return omp_get_max_threads(); }
 int blas_threads() { return openblas_get_num_threads(); }
 std::string blas_corename() { return openblas_get_corename(); }

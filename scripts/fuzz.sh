@@ -1,29 +1,26 @@
 #!/usr/bin/env bash
-# Builds the libFuzzer targets in fuzz/ with clang (own build folder, default build-fuzz) and runs each one on its
+# Builds the libFuzzer targets in fuzz/ with clang (the sanitized build folder of scripts/sanitize.sh, build-asan) and runs each one on its
 # seed corpus (fuzz/corpus/<target>/) for a fixed number of executions. Any crash, sanitizer report, leak, timeout
-# or uncaught non-skipgrad exception fails the script; the input is left in <build>/fuzz/artifacts/.
+# or uncaught non-skipgrad exception fails the script; the input is left in build-asan/fuzz/artifacts/.
 #
 # Usage: scripts/fuzz.sh               2000 executions per target (CI)
 #        scripts/fuzz.sh 1000000       a longer run
 #        SKIPGRAD_FUZZ_SECONDS=300 scripts/fuzz.sh   run each target for 300 s instead
 #        SKIPGRAD_FUZZ_TARGETS="tsv safetensors" scripts/fuzz.sh   a subset
-# New interesting inputs go to <build>/fuzz/corpus/<target>/, never into the committed seed corpus.
+# New interesting inputs go to build-asan/fuzz/corpus/<target>/, never into the committed seed corpus.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-build=${SKIPGRAD_FUZZ_BUILD_DIR:-build-fuzz}
 runs=${1:-2000}
 seconds=${SKIPGRAD_FUZZ_SECONDS:-}
 read -r -a targets <<< "${SKIPGRAD_FUZZ_TARGETS:-safetensors tsv graph_json config_json}"
 
-command -v clang++ >/dev/null || SKIPGRAD_SETUP_EXTRA="clang libclang-rt-14-dev libomp-dev" scripts/setup.sh
-CC=clang CXX=clang++ cmake -S . -B "$build" -DSKIPGRAD_FUZZ=ON -DSKIPGRAD_TESTS=OFF -DSKIPGRAD_BENCH=OFF \
-  -DSKIPGRAD_CUDA=OFF -DSKIPGRAD_EXAMPLES=ON -DCMAKE_BUILD_TYPE=RelWithDebInfo \
-  -DCMAKE_CXX_FLAGS_RELWITHDEBINFO="-O1 -g -DNDEBUG" >/dev/null
+source scripts/sanitize_env.sh  # the same clang build folder as scripts/sanitize.sh (build-asan)
+build=$SKIPGRAD_ASAN_BUILD_DIR
 cmake --build "$build" -j "$(nproc)" --target "${targets[@]/#/fuzz_}"
 
+# An allocation that fails must be reported as a crash, not return null.
 export ASAN_OPTIONS="halt_on_error=1:detect_leaks=1:allocator_may_return_null=0"
-export UBSAN_OPTIONS="halt_on_error=1:print_stacktrace=1"
-export OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1
+export OMP_NUM_THREADS=1
 if [ -n "$seconds" ]; then limit=(-max_total_time="$seconds"); else limit=(-runs="$runs"); fi
 mkdir -p "$build/fuzz/artifacts"
 for t in "${targets[@]}"; do

@@ -14,7 +14,9 @@ packages=(
   graphviz                 # rendering graph dumps (optional at run time)
   trans-de-en              # the Ding German-English dictionary: the translation corpus
   libicu-dev               # number spell-out for the smoke corpus
+  gnuplot-nox              # loss-curve plots of `skipgrad-translate sweep` (optional at run time)
   libsentencepiece-dev sentencepiece   # subword vocabularies
+  clang libclang-rt-dev libomp-dev     # the sanitized test build and the libFuzzer targets (scripts/sanitize.sh)
 )
 # shellcheck disable=SC2206
 packages+=(${SKIPGRAD_SETUP_EXTRA:-})

@@ -167,7 +167,9 @@ TEST_SUITE("cuda") {
         {"maximum", [](const Tensor& a, const Tensor& b) { return maximum(a, b); }},
         {"minimum", [](const Tensor& a, const Tensor& b) { return minimum(a, b); }},
     };
-    for (auto& [name, fn] : ops) {
+    for (auto& op : ops) {  // not a structured binding: clang 14 cannot capture one
+      const char* name = op.first;
+      BinFn fn = op.second;
       compare_both(std::string(name) + " broadcast", [fn](Inputs& in) {
         return fn(in.rand({4, 1, 5}, 1), in.rand({3, 1}, 2, 0.5, 2));
       });
@@ -205,10 +207,14 @@ TEST_SUITE("cuda") {
         {"reciprocal", [](const Tensor& a) { return reciprocal(a); }},
         {"pow", [](const Tensor& a) { return pow(a, 1.7); }},
     };
-    for (auto& [name, fn] : any_sign)
-      compare_both(name, [fn](Inputs& in) { return fn(in.rand_t({9, 13}, 7)); });
-    for (auto& [name, fn] : positive)
-      compare_both(name, [fn](Inputs& in) { return fn(in.rand_t({9, 13}, 8, 0.3, 3)); });
+    for (auto& op : any_sign) {  // not a structured binding: clang 14 cannot capture one
+      UnFn fn = op.second;
+      compare_both(op.first, [fn](Inputs& in) { return fn(in.rand_t({9, 13}, 7)); });
+    }
+    for (auto& op : positive) {
+      UnFn fn = op.second;
+      compare_both(op.first, [fn](Inputs& in) { return fn(in.rand_t({9, 13}, 8, 0.3, 3)); });
+    }
   }
 
   TEST_CASE("matmul and linear through cuBLAS") {

@@ -158,13 +158,14 @@ TEST_SUITE("ops_nn") {
 
   TEST_CASE("l2_norm, softmax, layer_norm, cross_entropy are one node each with their op name") {
     Tensor x = leaf({2, 3}, 1);
-    for (auto& [name, f] : std::vector<std::pair<std::string, std::function<Tensor()>>>{
+    for (auto& [name_, f] : std::vector<std::pair<std::string, std::function<Tensor()>>>{
              {"l2_norm", [&] { return l2_norm(x); }},
              {"softmax", [&] { return softmax(x, 0); }},
              {"log_softmax", [&] { return log_softmax(x); }},
              {"layer_norm", [&] { return layer_norm(x, Tensor(), Tensor()); }},
              {"cross_entropy", [&] { return cross_entropy(x, i64({0, 2}, {2})); }},
              {"dropout", [&] { return dropout(x, 0.5); }}}) {
+      const std::string name = name_;  // clang 14 cannot capture a structured binding (CAPTURE does)
       CAPTURE(name);
       current_tape().clear();
       Tensor y = f();

@@ -496,7 +496,8 @@ TEST_SUITE("train") {
     CHECK(header["__metadata__"]["skipgrad.optim.kind"] == "sgd");
     CHECK(header["__metadata__"]["skipgrad.checksum"].get<std::string>().size() == 16);
     const char* data = bytes.data() + 8 + n;
-    for (auto& [name, p] : a.named_parameters()) {
+    for (auto& [name_, p] : a.named_parameters()) {
+      const std::string name = name_;  // clang 14 cannot capture a structured binding (CAPTURE does)
       CAPTURE(name);
       auto e = header[name];
       CHECK(e["dtype"] == "F32");

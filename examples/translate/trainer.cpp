@@ -5,6 +5,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <filesystem>
 #include <fstream>
 #include <limits>
 
@@ -32,6 +33,16 @@ static void make_dirs(const std::string& path) {
   for (size_t at = path.find('/', 1); ; at = path.find('/', at + 1)) {
     ::mkdir(path.substr(0, at).c_str(), 0755);
     if (at == std::string::npos) break;
+  }
+}
+// A save killed before its rename (SIGKILL, power cut) leaves "<checkpoint>.tmp.<pid>.<n>" beside the checkpoint,
+// which stays whole (nn/checkpoint.h). One run owns its folder, so at start such leftovers are removed.
+static void remove_stale_temps(const std::string& dir) {
+  std::error_code ec;
+  for (auto& e : std::filesystem::directory_iterator(dir, ec)) {
+    const std::string name = e.path().filename().string();
+    if (name.rfind("checkpoint_", 0) == 0 && name.find(".safetensors.tmp.") != std::string::npos)
+      std::filesystem::remove(e.path(), ec);
   }
 }
 
@@ -100,6 +111,10 @@ TrainResult train(const TrainOptions& o) {
   TrainResult res;
   Corpus corpus = prepare_corpus(o);
   const std::string data_dir = (o.corpus == "numbers" || o.corpus == "ding") ? o.data_dir + "/" + o.corpus : o.corpus;
+  // An empty split would make an endless epoch loop (train) or a mean over nothing (valid, test).
+  check(!corpus.train.empty() && !corpus.valid.empty() && !corpus.test.empty(), "train", ": corpus '", data_dir,
+        "' has an empty split: ", corpus.train.size(), " train, ", corpus.valid.size(), " valid, ", corpus.test.size(),
+        " test pairs (each needs at least one)");
   Vocab vocab = Vocab::load_or_train(data_dir + "/spm" + std::to_string(o.vocab_size) + ".model", corpus.train,
                                      o.vocab_size);
   std::vector<Example> train_ex = encode_pairs(vocab, corpus.train, o.max_len);
@@ -124,6 +139,7 @@ TrainResult train(const TrainOptions& o) {
   nn::InverseSqrtLR schedule(o.lr, o.warmup, o.warmup_init_lr);
 
   make_dirs(o.out_dir);
+  remove_stale_temps(o.out_dir);
   const std::string last_ckpt = o.out_dir + "/checkpoint_last.safetensors";
   const std::string best_ckpt = o.out_dir + "/checkpoint_best.safetensors";
   int64_t step = 0, epoch = 0, batch_in_epoch = 0, evals_since_best = 0;
@@ -218,6 +234,7 @@ TrainResult train(const TrainOptions& o) {
         std::printf("\n[eval] step %lld: valid loss %.4f, valid BLEU (greedy, %zu sentences) %.2f\n", (long long)step, vl,
                     valid_bleu_pairs.size(), vb);
         metrics << "{\"step\":" << step << ",\"valid_loss\":" << vl << ",\"valid_bleu\":" << vb << "}\n";
+        res.best_valid_loss = std::min(res.best_valid_loss, vl);
         if (vb > best_bleu) {
           best_bleu = vb;
           evals_since_best = 0;
@@ -247,6 +264,7 @@ TrainResult train(const TrainOptions& o) {
   if (!o.quiet) std::printf("\n");
   if (!res.diverged) save(last_ckpt);
   res.valid_loss = evaluate_loss(model, valid_ex, o);
+  res.best_valid_loss = std::min(res.best_valid_loss, res.valid_loss);
   res.valid_bleu = evaluate_bleu(model, vocab, valid_bleu_pairs, o, 1);
   std::vector<std::string> hyps;
   if (o.test_sentences > 0 && (size_t)o.test_sentences < corpus.test.size()) corpus.test.resize(o.test_sentences);

@@ -2,6 +2,7 @@
 // validation, checkpoints, exact resume, early stopping and divergence detection.
 #pragma once
 #include <cstdint>
+#include <limits>
 #include <string>
 #include <vector>
 
@@ -43,6 +44,7 @@ struct TrainOptions {
 struct TrainResult {
   int64_t steps = 0;
   double final_train_loss = 0, valid_loss = 0, valid_bleu = 0, test_bleu = 0, seconds = 0;
+  double best_valid_loss = std::numeric_limits<double>::infinity();  // lowest of the evaluations and the final one
   double tokens_per_second = 0;
   bool diverged = false;
   std::string divergence;  // step, loss and offending node when diverged

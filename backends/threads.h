@@ -1,0 +1,16 @@
+// CPU thread count: one setting honoured by both of the CPU backend's thread pools, OpenMP (our kernels) and
+// OpenBLAS (matrix products). Without a call, each uses its own default (OMP_NUM_THREADS / OPENBLAS_NUM_THREADS,
+// else the number of cores).
+//
+// Our own kernels give bitwise the same results at any thread count (each output element is computed by one
+// thread, in a fixed order). OpenBLAS's matrix products do not: on Debian's OpenBLAS 0.3.21 a [1024,256]@[256,1024]
+// sgemm differs in the last bits between 1 and 2 threads. So a training run is bitwise reproducible for a fixed
+// thread count (docs/reliability.md, "Reproducibility"; tests/test_reliability.cpp).
+#pragma once
+
+namespace skipgrad {
+
+void set_num_threads(int n);  // n >= 1
+int get_num_threads();        // OpenMP's current maximum
+
+}  // namespace skipgrad
