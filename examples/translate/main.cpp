@@ -2,11 +2,15 @@
 //   skipgrad-translate train --corpus numbers --topology resi_dual --minutes 3
 //   skipgrad-translate compare --topologies post_ln,pre_ln,resi_dual --steps 1000
 //   skipgrad-translate translate --checkpoint runs/x/checkpoint_best.safetensors < input.de
+//   skipgrad-translate eval --checkpoint runs/x/checkpoint_last.safetensors --corpus numbers --beam 5
+//   skipgrad-translate sweep --corpus numbers --topologies all --depths 3 --seeds 1 --minutes 3
 //   skipgrad-translate bleu hyp.txt ref.txt
 // See docs/translate.md.
 #include <CLI/CLI.hpp>
 #include <unistd.h>
 
+#include <algorithm>
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
@@ -14,8 +18,9 @@
 #include <sstream>
 
 #include "bleu.h"
-#include "config_json.h"
-#include "nn/checkpoint.h"
+#include "eval.h"
+#include "nn/topology.h"
+#include "sweep.h"
 #include "trainer.h"
 
 using namespace translate;
@@ -117,6 +122,28 @@ int main(int argc, char** argv) {
   tr_cmd->add_option("--input", input, "one sentence per line (default: stdin)");
   tr_cmd->add_option("--beam", beam, "1: greedy")->capture_default_str();
 
+  auto* eval_cmd = app.add_subcommand("eval", "test loss and BLEU of a checkpoint, decoded the same way every time");
+  EvalOptions ev;
+  eval_cmd->add_option("--checkpoint", ev.checkpoint, "a checkpoint written by train")->required();
+  eval_cmd->add_option("--corpus", o.corpus, "numbers | ding | a folder: its test.tsv is scored")->capture_default_str();
+  eval_cmd->add_option("--data-dir", o.data_dir)->capture_default_str();
+  eval_cmd->add_option("--tsv", ev.tsv, "score this source<TAB>target file instead of the corpus's test split");
+  eval_cmd->add_option("--beam", ev.beam, "1: greedy")->capture_default_str();
+  eval_cmd->add_option("--test-sentences", ev.test_sentences, "the first N sentences (0: all)")->capture_default_str();
+  eval_cmd->add_option("--label-smoothing", o.label_smoothing, "for the reported loss")->capture_default_str();
+  eval_cmd->add_option("--hypotheses", ev.hypotheses_path, "write the translations here, one per line");
+
+  auto* sweep_cmd = app.add_subcommand("sweep", "topologies x depths x seeds under one budget: results table and loss plots");
+  SweepOptions sw;
+  std::string sweep_topologies = "all", depths = "3", seeds = "1";
+  sweep_cmd->add_option("--topologies", sweep_topologies, "comma-separated names, or all")->capture_default_str();
+  sweep_cmd->add_option("--depths", depths, "comma-separated layers per side")->capture_default_str();
+  sweep_cmd->add_option("--seeds", seeds, "comma-separated")->capture_default_str();
+  sweep_cmd->add_flag("--force", sw.force, "train again runs whose result.json exists");
+  add_train_options(sweep_cmd, o, norm, act, init);
+  for (const char* grid_set : {"--layers", "--seed", "--resume"})  // the grid sets these per run
+    sweep_cmd->remove_option(sweep_cmd->get_option(grid_set));
+
   auto* bleu_cmd = app.add_subcommand("bleu", "corpus BLEU (sacreBLEU defaults: 13a, exp smoothing)");
   std::string hyp_path, ref_path;
   bleu_cmd->add_option("hypotheses", hyp_path)->required();
@@ -152,28 +179,46 @@ int main(int argc, char** argv) {
       return 0;
     }
     if (*tr_cmd) {
-      nn::SafetensorsFile f = nn::load_safetensors(ckpt);
-      check(f.metadata.count("config") && f.metadata.count("vocab"), "translate", ": '", ckpt,
-            "' is not a checkpoint written by skipgrad-translate train (no config/vocab metadata)");
-      nn::TransformerConfig cfg = config_from_json(f.metadata.at("config"));
-      Vocab vocab = Vocab::load(f.metadata.at("vocab"));
-      nn::Transformer model(cfg);
-      nn::load_checkpoint(ckpt, model, nullptr, false);
-      model.eval();
+      TrainedModel m = load_trained_model(ckpt);
       std::vector<std::string> lines;
       if (input.empty()) lines = read_lines(std::cin);
       else lines = read_lines(input);
       std::vector<Pair> pairs;
       for (auto& l : lines) pairs.push_back({l, "x"});
-      std::vector<Example> ex = encode_pairs(vocab, pairs, 256);
+      std::vector<Example> ex = encode_pairs(m.vocab, pairs, 256);
       DecodeOptions d;
       d.beam = beam;
       std::vector<std::string> out(lines.size());
       for (auto& idx : make_batches(ex, 2048, 0, false)) {
-        auto res = translate_batch(model, collate(ex, idx).src, d);
-        for (size_t k = 0; k < idx.size(); k++) out[idx[k]] = vocab.decode(res[k]);
+        auto res = translate_batch(*m.model, collate(ex, idx).src, d);
+        for (size_t k = 0; k < idx.size(); k++) out[idx[k]] = m.vocab.decode(res[k]);
       }
       for (auto& s : out) std::printf("%s\n", s.c_str());
+      return 0;
+    }
+    if (*eval_cmd) {
+      ev.data = o;
+      EvalResult r = evaluate_checkpoint(ev);
+      std::printf("checkpoint: %s (step %lld; %s, %lld+%lld layers, d=%lld)\ntest set: %s, %lld sentences\n",
+                  ev.checkpoint.c_str(), (long long)r.step, r.cfg.topology.c_str(), (long long)r.cfg.enc_layers,
+                  (long long)r.cfg.dec_layers, (long long)r.cfg.d_model, r.test_file.c_str(), (long long)r.sentences);
+      std::printf("decoding: beam %d, length penalty %.1f, max length %.1f*source+%d, batches of %lld tokens\n",
+                  ev.beam, DecodeOptions{}.len_penalty, DecodeOptions{}.max_len_a, DecodeOptions{}.max_len_b,
+                  (long long)std::min<int64_t>(o.max_tokens, 2048));
+      std::printf("test loss %.4f (label smoothing %g), nll %.4f (perplexity %.3f)\n", r.loss, o.label_smoothing,
+                  r.nll, std::exp(r.nll));
+      std::printf("%s\n", bleu_signature_line(r.bleu).c_str());
+      if (!ev.hypotheses_path.empty()) std::printf("hypotheses: %s\n", ev.hypotheses_path.c_str());
+      return 0;
+    }
+    if (*sweep_cmd) {
+      sw.train = o;
+      sw.topologies = sweep_topologies == "all" ? nn::topology_names() : split_commas(sweep_topologies);
+      for (auto& d : split_commas(depths)) sw.depths.push_back(std::stoll(d));
+      for (auto& d : split_commas(seeds)) sw.seeds.push_back(std::stoull(d));
+      sw.out_dir = o.out_dir == "runs/default" ? "runs/sweep" : o.out_dir;
+      for (int i = 0; i < argc; i++) sw.command += (i ? " " : "") + std::string(i ? argv[i] : "skipgrad-translate");
+      run_sweep(sw);  // a diverged run is a result of the sweep, not an error
       return 0;
     }
     if (*bleu_cmd) {

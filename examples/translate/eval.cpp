@@ -1,0 +1,71 @@
+#include "eval.h"
+
+#include <fstream>
+
+#include "config_json.h"
+#include "nn/checkpoint.h"
+#include "tensor/error.h"
+
+namespace translate {
+
+using namespace skipgrad;
+
+TrainedModel load_trained_model(const std::string& checkpoint) {
+  nn::SafetensorsFile f = nn::load_safetensors(checkpoint);
+  check(f.metadata.count("config") && f.metadata.count("vocab"), "load_trained_model", ": '", checkpoint,
+        "' is not a checkpoint written by skipgrad-translate train (no config/vocab metadata)");
+  nn::TransformerConfig cfg = config_from_json(f.metadata.at("config"));
+  TrainedModel m{cfg, std::make_unique<nn::Transformer>(cfg), Vocab::load(f.metadata.at("vocab")),
+                 f.metadata.count("step") ? std::stoll(f.metadata.at("step")) : -1};
+  nn::load_checkpoint(checkpoint, *m.model, nullptr, /*restore_rng=*/false);
+  m.model->eval();
+  return m;
+}
+
+EvalResult evaluate_checkpoint(const EvalOptions& o) {
+  check(o.beam >= 1, "eval", ": --beam must be at least 1, got ", o.beam);
+  check(o.test_sentences >= 0, "eval", ": --test-sentences must be 0 (all) or positive, got ", o.test_sentences);
+  EvalResult r;
+  std::vector<Pair> pairs;
+  if (o.tsv.empty()) {
+    Corpus c = prepare_corpus(o.data);
+    const bool builtin = o.data.corpus == "numbers" || o.data.corpus == "ding";
+    r.test_file = (builtin ? o.data.data_dir + "/" + o.data.corpus : o.data.corpus) + "/test.tsv";
+    pairs = std::move(c.test);
+  } else {
+    std::vector<std::string> problems;
+    pairs = read_tsv(o.tsv, false, &problems);
+    for (auto& p : problems) std::fprintf(stderr, "warning: %s\n", p.c_str());
+    r.test_file = o.tsv;
+  }
+  if (o.test_sentences > 0 && (size_t)o.test_sentences < pairs.size()) pairs.resize(o.test_sentences);
+  check(!pairs.empty(), "eval", ": no sentence pairs in '", r.test_file, "'");
+  r.sentences = (int64_t)pairs.size();
+
+  TrainedModel m = load_trained_model(o.checkpoint);
+  r.cfg = m.cfg;
+  r.step = m.step;
+  std::vector<Example> ex = encode_pairs(m.vocab, pairs, o.data.max_len);
+  r.loss = evaluate_loss(*m.model, ex, o.data);
+  TrainOptions no_smoothing = o.data;
+  no_smoothing.label_smoothing = 0;
+  r.nll = evaluate_loss(*m.model, ex, no_smoothing);
+  evaluate_bleu(*m.model, m.vocab, pairs, o.data, o.beam, &r.hypotheses);
+  std::vector<std::string> refs;
+  for (auto& p : pairs) refs.push_back(p.tgt);
+  r.bleu = corpus_bleu(r.hypotheses, refs);
+
+  if (!o.hypotheses_path.empty()) {
+    std::ofstream out(o.hypotheses_path);
+    check(out.good(), "eval", ": cannot write hypotheses to '", o.hypotheses_path, "'");
+    for (auto& h : r.hypotheses) out << h << "\n";
+  }
+  return r;
+}
+
+std::string bleu_signature_line(const BleuScore& b) {
+  const std::string s = b.str();  // "BLEU = ..."
+  return "BLEU|nrefs:1|case:mixed|eff:no|tok:13a|smooth:exp|version:2.6.0" + s.substr(4);
+}
+
+}  // namespace translate

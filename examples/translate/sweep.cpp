@@ -1,0 +1,292 @@
+#include "sweep.h"
+
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <limits>
+#include <map>
+#include <set>
+#include <sstream>
+
+#include <nlohmann/json.hpp>
+
+#include "nn/topology.h"
+#include "tensor/error.h"
+
+namespace translate {
+
+using namespace skipgrad;
+using json = nlohmann::json;
+namespace fs = std::filesystem;
+
+std::string sweep_run_name(const std::string& topology, int64_t layers, uint64_t seed) {
+  return topology + "_L" + std::to_string(layers) + "_s" + std::to_string(seed);
+}
+
+// ---- one run's result ----
+
+static double number_or_nan(const json& j, const char* key) {
+  return j.contains(key) && j[key].is_number() ? j[key].get<double>() : std::numeric_limits<double>::quiet_NaN();
+}
+
+void write_sweep_row(const std::string& path, const SweepRow& r) {
+  json j = {{"topology", r.topology}, {"layers", r.layers}, {"seed", r.seed}, {"steps", r.steps},
+            {"test_bleu", r.test_bleu}, {"best_valid_loss", r.best_valid_loss},
+            {"final_train_loss", r.final_train_loss}, {"diverged", r.diverged}, {"minutes", r.minutes}};
+  const std::string tmp = path + ".tmp";  // atomic: a run is "done" only once its whole result is on disk
+  {
+    std::ofstream out(tmp);
+    check(out.good(), "write_sweep_row", ": cannot write '", tmp, "'");
+    out << j.dump(1) << "\n";  // nlohmann writes NaN/Inf as null
+  }
+  fs::rename(tmp, path);
+}
+
+bool read_sweep_row(const std::string& path, SweepRow* r) {
+  std::ifstream in(path);
+  if (!in.good()) return false;
+  json j;
+  try {
+    j = json::parse(in);
+    r->topology = j.at("topology").get<std::string>();
+    r->layers = j.at("layers").get<int64_t>();
+    r->seed = j.at("seed").get<uint64_t>();
+    r->steps = j.at("steps").get<int64_t>();
+    r->diverged = j.at("diverged").get<bool>();
+  } catch (const std::exception& e) {
+    fail("read_sweep_row", ": '", path, "' is not a sweep result: ", e.what());
+  }
+  r->test_bleu = number_or_nan(j, "test_bleu");
+  r->best_valid_loss = number_or_nan(j, "best_valid_loss");
+  r->final_train_loss = number_or_nan(j, "final_train_loss");
+  r->minutes = number_or_nan(j, "minutes");
+  return true;
+}
+
+// ---- the table ----
+
+static std::string fmt(const char* f, double v) {
+  char buf[64];
+  std::snprintf(buf, sizeof buf, f, v);
+  return buf;
+}
+
+void write_results_markdown(const std::string& path, const std::vector<SweepRow>& rows, const std::string& preamble) {
+  std::ofstream out(path);
+  check(out.good(), "write_results_markdown", ": cannot write '", path, "'");
+  if (!preamble.empty()) out << preamble << "\n\n";
+  out << "| topology | layers | seed | steps | test BLEU | best valid loss | final train loss | diverged? | minutes |\n"
+      << "|---|---|---:|---:|---:|---:|---:|---|---:|\n";
+  for (const SweepRow& r : rows)
+    out << "| " << r.topology << " | " << r.layers << "+" << r.layers << " | " << r.seed << " | " << r.steps << " | "
+        << fmt("%.2f", r.test_bleu) << " | " << fmt("%.4f", r.best_valid_loss) << " | "
+        << fmt("%.4f", r.final_train_loss) << " | " << (r.diverged ? "yes" : "no") << " | " << fmt("%.1f", r.minutes)
+        << " |\n";
+}
+
+void write_results_csv(const std::string& path, const std::vector<SweepRow>& rows) {
+  std::ofstream out(path);
+  check(out.good(), "write_results_csv", ": cannot write '", path, "'");
+  out << "topology,layers,seed,steps,test_bleu,best_valid_loss,final_train_loss,diverged,minutes\n";
+  for (const SweepRow& r : rows)
+    out << r.topology << "," << r.layers << "," << r.seed << "," << r.steps << "," << fmt("%.4f", r.test_bleu) << ","
+        << fmt("%.6f", r.best_valid_loss) << "," << fmt("%.6f", r.final_train_loss) << ","
+        << (r.diverged ? "true" : "false") << "," << fmt("%.3f", r.minutes) << "\n";
+}
+
+// ---- loss curves ----
+
+RunCurves read_metrics(const std::string& path) {
+  RunCurves c;
+  std::ifstream in(path);
+  check(in.good(), "read_metrics", ": cannot open '", path, "'");
+  std::string line;
+  while (std::getline(in, line)) {
+    json j = json::parse(line, nullptr, /*allow_exceptions=*/false);
+    if (!j.is_object() || !j.contains("step") || !j["step"].is_number()) continue;
+    const int64_t step = j["step"].get<int64_t>();
+    if (j.contains("loss") && j["loss"].is_number()) {
+      c.step.push_back(step);
+      c.loss.push_back(j["loss"].get<double>());
+    }
+    if (j.contains("valid_loss")) {
+      c.valid_step.push_back(step);
+      c.valid_loss.push_back(number_or_nan(j, "valid_loss"));
+      c.valid_bleu.push_back(number_or_nan(j, "valid_bleu"));
+    }
+  }
+  return c;
+}
+
+namespace {
+// Ten distinguishable colours (matplotlib's tab10); runs beyond ten change the dash pattern.
+const char* kColours[] = {"#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd",
+                          "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf"};
+
+struct PlotLine {
+  std::string file, title;
+};
+
+void write_gnuplot_script(const std::string& path, const std::string& stem, const std::string& title,
+                          const std::string& ylabel, int column, const char* style, const std::vector<PlotLine>& lines) {
+  std::ofstream out(path);
+  check(out.good(), "write_plot_files", ": cannot write '", path, "'");
+  out << "# " << title << ". Render from this folder: gnuplot " << fs::path(path).filename().string()
+      << "  (writes " << stem << ".png and " << stem << ".svg)\n"
+      << "set terminal pngcairo size 960,600 noenhanced font ',10'\n"
+      << "set output '" << stem << ".png'\n"
+      << "set title '" << title << "'\n"
+      << "set xlabel 'step'\nset ylabel '" << ylabel << "'\n"
+      << "set logscale y\nset grid\nset key outside right\n"
+      << "plot \\\n";
+  for (size_t i = 0; i < lines.size(); i++)
+    out << "  '" << lines[i].file << "' using 1:" << column << " with " << style << " lw 1.5 dt " << 1 + i / 10
+        << " lc rgb '" << kColours[i % 10] << "' title '" << lines[i].title << "'" << (i + 1 < lines.size() ? ", \\" : "")
+        << "\n";
+  out << "set terminal svg size 960,600 noenhanced dynamic\n"
+      << "set output '" << stem << ".svg'\nreplot\nunset output\n";
+}
+}  // namespace
+
+std::vector<std::string> write_plot_files(const std::string& plot_dir, const std::string& runs_dir,
+                                          const std::vector<SweepRow>& rows) {
+  fs::create_directories(plot_dir);
+  std::set<uint64_t> seeds;
+  for (const SweepRow& r : rows) seeds.insert(r.seed);
+  std::map<int64_t, std::vector<PlotLine>> train_lines, valid_lines;  // per depth
+  for (const SweepRow& r : rows) {
+    const std::string name = sweep_run_name(r.topology, r.layers, r.seed);
+    const std::string metrics = runs_dir + "/" + name + "/metrics.jsonl";
+    if (!fs::exists(metrics)) continue;
+    RunCurves c = read_metrics(metrics);
+    const std::string title = r.topology + (seeds.size() > 1 ? " s" + std::to_string(r.seed) : "");
+    if (!c.step.empty()) {
+      std::ofstream out(plot_dir + "/" + name + ".train.dat");
+      out << "# step loss ema(0.98)\n";
+      double ema = 0;
+      for (size_t i = 0; i < c.step.size(); i++) {
+        ema = i == 0 ? c.loss[i] : 0.98 * ema + 0.02 * c.loss[i];
+        out << c.step[i] << " " << c.loss[i] << " " << ema << "\n";
+      }
+      train_lines[r.layers].push_back({name + ".train.dat", title});
+    }
+    if (!c.valid_step.empty()) {
+      std::ofstream out(plot_dir + "/" + name + ".valid.dat");
+      out << "# step valid_loss valid_bleu\n";
+      for (size_t i = 0; i < c.valid_step.size(); i++)
+        out << c.valid_step[i] << " " << c.valid_loss[i] << " " << c.valid_bleu[i] << "\n";
+      valid_lines[r.layers].push_back({name + ".valid.dat", title});
+    }
+  }
+  std::vector<std::string> scripts;
+  for (auto& [layers, lines] : train_lines) {
+    const std::string stem = "train_loss_L" + std::to_string(layers), L = std::to_string(layers);
+    write_gnuplot_script(plot_dir + "/" + stem + ".gp", stem,
+                         "training loss vs step (0.98-EMA of the per-step loss), " + L + "+" + L + " layers",
+                         "label-smoothed loss per target token", 3, "lines", lines);
+    scripts.push_back(stem + ".gp");
+  }
+  for (auto& [layers, lines] : valid_lines) {
+    const std::string stem = "valid_loss_L" + std::to_string(layers), L = std::to_string(layers);
+    write_gnuplot_script(plot_dir + "/" + stem + ".gp", stem, "validation loss vs step, " + L + "+" + L + " layers",
+                         "label-smoothed loss per target token", 2, "linespoints pt 7 ps 0.6", lines);
+    scripts.push_back(stem + ".gp");
+  }
+  return scripts;
+}
+
+static std::string shell_quote(const std::string& s) {
+  std::string q = "'";
+  for (char ch : s) q += ch == '\'' ? std::string("'\\''") : std::string(1, ch);
+  return q + "'";
+}
+
+bool render_plots(const std::string& plot_dir, const std::vector<std::string>& scripts) {
+  if (std::system("command -v gnuplot >/dev/null 2>&1") != 0) return false;
+  for (const std::string& s : scripts) {
+    const std::string cmd = "cd " + shell_quote(plot_dir) + " && gnuplot " + shell_quote(s);
+    if (std::system(cmd.c_str()) != 0) std::fprintf(stderr, "warning: gnuplot failed on %s/%s\n", plot_dir.c_str(), s.c_str());
+  }
+  return true;
+}
+
+// ---- the sweep ----
+
+static std::string describe(const SweepOptions& o) {
+  const TrainOptions& t = o.train;
+  std::ostringstream s;
+  s << "Corpus `" << t.corpus << "` (vocabulary " << t.vocab_size << "), d=" << t.model.d_model << ", " << t.model.heads
+    << " heads, ffn " << t.model.d_ff << ", dropout " << t.model.dropout << ", norm " << nn::norm_kind_name(t.model.norm)
+    << "; lr " << t.lr << ", warm-up " << t.warmup << ", " << t.max_tokens << " tokens per batch, label smoothing "
+    << t.label_smoothing << "; budget per run: ";
+  if (t.max_minutes > 0) s << t.max_minutes << " min of training, evaluations included";
+  if (t.max_minutes > 0 && t.max_steps > 0) s << ", or ";
+  if (t.max_steps > 0) s << t.max_steps << " steps";
+  if (t.max_minutes > 0 && t.max_steps > 0) s << ", whichever comes first";
+  if (t.max_minutes <= 0 && t.max_steps <= 0) s << "none";
+  s << "; test BLEU with beam " << t.beam << " (length penalty 1), "
+    << (t.test_sentences > 0 ? std::to_string(t.test_sentences) : std::string("all")) << " test sentences. "
+    << "`minutes` is training time; best valid loss is the lowest of "
+    << (t.eval_every > 0 ? "the evaluations every " + std::to_string(t.eval_every) + " steps and the final one."
+                         : std::string("one: the final evaluation (no --eval-every)."));
+  if (!o.command.empty()) s << "\n\nCommand: `" << o.command << "`";
+  return s.str();
+}
+
+std::vector<SweepRow> run_sweep(const SweepOptions& o) {
+  check(!o.topologies.empty() && !o.depths.empty() && !o.seeds.empty(), "sweep",
+        ": needs at least one topology, depth and seed (got ", o.topologies.size(), ", ", o.depths.size(), ", ",
+        o.seeds.size(), ")");
+  for (const std::string& t : o.topologies) (void)nn::make_topology(t);  // unknown names fail before any training
+  for (int64_t L : o.depths) check(L >= 1, "sweep", ": depths must be at least 1, got ", L);
+  fs::create_directories(o.out_dir);
+
+  const std::string preamble = describe(o);
+  auto write_tables = [&](const std::vector<SweepRow>& rows) {
+    write_results_markdown(o.out_dir + "/results.md", rows, preamble);
+    write_results_csv(o.out_dir + "/results.csv", rows);
+  };
+  std::vector<SweepRow> rows;
+  const size_t total = o.topologies.size() * o.depths.size() * o.seeds.size();
+  for (const std::string& topology : o.topologies)
+    for (int64_t layers : o.depths)
+      for (uint64_t seed : o.seeds) {
+        const std::string name = sweep_run_name(topology, layers, seed), dir = o.out_dir + "/" + name;
+        SweepRow row;
+        if (!o.force && read_sweep_row(dir + "/result.json", &row)) {
+          std::printf("[%zu/%zu] %s: done already (test BLEU %.2f), skipped\n", rows.size() + 1, total, name.c_str(),
+                      row.test_bleu);
+          rows.push_back(row);
+          continue;
+        }
+        std::printf("\n=== [%zu/%zu] %s ===\n", rows.size() + 1, total, name.c_str());
+        std::fflush(stdout);
+        TrainOptions t = o.train;
+        t.model.topology = topology;
+        t.model.enc_layers = t.model.dec_layers = layers;
+        t.seed = seed;
+        t.out_dir = dir;
+        t.resume = false;
+        TrainResult r = train(t);
+        row = {topology, layers, seed, r.steps, r.test_bleu, r.best_valid_loss, r.final_train_loss, r.seconds / 60,
+               r.diverged};
+        write_sweep_row(dir + "/result.json", row);
+        rows.push_back(row);
+        write_tables(rows);  // a partial table after every run
+      }
+  write_tables(rows);
+  const std::string plot_dir = o.out_dir + "/plots";
+  std::vector<std::string> scripts = write_plot_files(plot_dir, o.out_dir, rows);
+  std::printf("\nresults: %s/results.md, %s/results.csv\n", o.out_dir.c_str(), o.out_dir.c_str());
+  if (render_plots(plot_dir, scripts))
+    std::printf("plots: %s/{train,valid}_loss_L*.png and .svg\n", plot_dir.c_str());
+  else
+    std::printf("plots: gnuplot is not installed; the data and scripts are in %s: install gnuplot-nox, then "
+                "`cd %s && for f in *.gp; do gnuplot \"$f\"; done`\n",
+                plot_dir.c_str(), plot_dir.c_str());
+  return rows;
+}
+
+}  // namespace translate

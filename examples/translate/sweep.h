@@ -1,0 +1,68 @@
+// Topology sweep: topologies × depths × seeds, each trained by translate::train under the same budget and options,
+// one run folder each (<out>/<topology>_L<layers>_s<seed>/). Writes a results table (results.md, results.csv) and
+// loss curves from every run's metrics.jsonl (plots/: gnuplot data, scripts, and PNG/SVG when gnuplot is installed).
+// A sweep resumes: a run whose result.json exists is read back instead of trained again (unless `force`).
+#pragma once
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "trainer.h"
+
+namespace translate {
+
+struct SweepOptions {
+  TrainOptions train;                   // shared by every run; topology, layers, seed and out_dir are set per run
+  std::vector<std::string> topologies;  // names from nn::topology_names()
+  std::vector<int64_t> depths;          // layers per side (encoder = decoder)
+  std::vector<uint64_t> seeds;
+  std::string out_dir = "runs/sweep";
+  bool force = false;                   // train again even when a run's result.json exists
+  std::string command;                  // the command line, recorded in results.md
+};
+
+// One row of the table: a finished run.
+struct SweepRow {
+  std::string topology;
+  int64_t layers = 0;
+  uint64_t seed = 0;
+  int64_t steps = 0;
+  double test_bleu = 0, best_valid_loss = 0, final_train_loss = 0, minutes = 0;  // minutes: training time
+  bool diverged = false;
+};
+
+// "<topology>_L<layers>_s<seed>": the run's folder under the sweep's out_dir.
+std::string sweep_run_name(const std::string& topology, int64_t layers, uint64_t seed);
+
+// <run>/result.json: the row as JSON (non-finite numbers as null). read_sweep_row returns false when absent.
+void write_sweep_row(const std::string& path, const SweepRow& row);
+bool read_sweep_row(const std::string& path, SweepRow* row);
+
+// The table as Markdown (a header paragraph `preamble`, then one row per run) and as CSV (a header line, then
+// one line per run, in the same column order).
+void write_results_markdown(const std::string& path, const std::vector<SweepRow>& rows, const std::string& preamble);
+void write_results_csv(const std::string& path, const std::vector<SweepRow>& rows);
+
+// Loss curves of one run, read from its metrics.jsonl (lines that are not JSON objects are skipped).
+struct RunCurves {
+  std::vector<int64_t> step;               // training steps
+  std::vector<double> loss;                // training loss per step
+  std::vector<int64_t> valid_step;         // evaluations
+  std::vector<double> valid_loss, valid_bleu;
+};
+RunCurves read_metrics(const std::string& metrics_jsonl);
+
+// For every row, <plot_dir>/<run>.train.dat ("step loss ema", ema = 0.98-smoothed loss as the progress line) and
+// <run>.valid.dat ("step valid_loss valid_bleu"), read from <runs_dir>/<run>/metrics.jsonl; then per depth L,
+// train_loss_L<L>.gp and valid_loss_L<L>.gp: gnuplot scripts drawing one line per run into .png and .svg when run
+// from plot_dir. Returns the scripts' file names.
+std::vector<std::string> write_plot_files(const std::string& plot_dir, const std::string& runs_dir,
+                                          const std::vector<SweepRow>& rows);
+// Runs gnuplot on each script in plot_dir; false (and nothing run) when gnuplot is not installed.
+bool render_plots(const std::string& plot_dir, const std::vector<std::string>& scripts);
+
+// Trains every run that has no result yet, then writes results.md, results.csv and plots/ under out_dir.
+// Returns the rows in grid order (topology-major, then depth, then seed).
+std::vector<SweepRow> run_sweep(const SweepOptions& opts);
+
+}  // namespace translate

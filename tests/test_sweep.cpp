@@ -1,0 +1,215 @@
+// The translation example's `sweep` and `eval` (examples/translate/sweep.h, eval.h): the results table and CSV,
+// result files, plot data from metrics.jsonl, a tiny end-to-end sweep that skips finished runs when called again,
+// and a deterministic checkpoint evaluation.
+#include <unistd.h>
+
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <limits>
+
+#include "data.h"
+#include "eval.h"
+#include "sweep.h"
+#include "test_util.h"
+
+using namespace sgtest;
+using namespace translate;
+namespace fs = std::filesystem;
+
+namespace {
+
+fs::path scratch(const std::string& name) {
+  const fs::path dir = fs::temp_directory_path() / ("skipgrad_sweep_" + std::to_string(::getpid())) / name;
+  fs::remove_all(dir);
+  fs::create_directories(dir);
+  return dir;
+}
+
+std::vector<std::string> lines_of(const fs::path& p) {
+  std::ifstream in(p);
+  REQUIRE(in.good());
+  std::vector<std::string> out;
+  for (std::string l; std::getline(in, l);) out.push_back(l);
+  return out;
+}
+
+std::string text_of(const fs::path& p) {
+  std::ifstream in(p);
+  REQUIRE(in.good());
+  return std::string(std::istreambuf_iterator<char>(in), {});
+}
+
+// A tiny number-words corpus and the options of a run small enough for a unit test (1 layer a side, d=16).
+TrainOptions tiny_options(const fs::path& root) {
+  const fs::path corpus = root / "corpus";
+  fs::create_directories(corpus);
+  Splits s = make_number_corpus(300, 7, 9999);
+  write_tsv((corpus / "train.tsv").string(), s.train);
+  write_tsv((corpus / "valid.tsv").string(), s.valid);
+  write_tsv((corpus / "test.tsv").string(), s.test);
+  TrainOptions o;
+  o.corpus = corpus.string();
+  o.vocab_size = 64;
+  o.max_len = 24;
+  o.model.d_model = 16;
+  o.model.heads = 2;
+  o.model.d_ff = 32;
+  o.lr = 3e-3;
+  o.warmup = 5;
+  o.max_tokens = 192;
+  o.max_steps = 6;
+  o.eval_every = 3;
+  o.save_every = 0;
+  o.eval_sentences = 4;
+  o.test_sentences = 6;
+  o.beam = 2;
+  o.quiet = true;
+  return o;
+}
+
+}  // namespace
+
+TEST_SUITE("sweep") {
+  TEST_CASE("results table: one Markdown and one CSV row per run, in order, NaN and divergence shown") {
+    const fs::path dir = scratch("table");
+    const double nan = std::numeric_limits<double>::quiet_NaN();
+    std::vector<SweepRow> rows = {{"post_ln", 3, 1, 1200, 97.512, 1.23456, 1.5, 2.95, false},
+                                  {"deep_norm", 6, 2, 40, 0.0, nan, nan, 0.25, true}};
+    write_results_markdown((dir / "r.md").string(), rows, "Corpus `numbers`.");
+    write_results_csv((dir / "r.csv").string(), rows);
+    auto md = lines_of(dir / "r.md");
+    REQUIRE(md.size() == 6);
+    CHECK(md[0] == "Corpus `numbers`.");
+    CHECK(md[2] == "| topology | layers | seed | steps | test BLEU | best valid loss | final train loss | diverged? | minutes |");
+    CHECK(md[4] == "| post_ln | 3+3 | 1 | 1200 | 97.51 | 1.2346 | 1.5000 | no | 3.0 |");
+    CHECK(md[5] == "| deep_norm | 6+6 | 2 | 40 | 0.00 | nan | nan | yes | 0.2 |");
+    auto csv = lines_of(dir / "r.csv");
+    REQUIRE(csv.size() == 3);
+    CHECK(csv[0] == "topology,layers,seed,steps,test_bleu,best_valid_loss,final_train_loss,diverged,minutes");
+    CHECK(csv[1] == "post_ln,3,1,1200,97.5120,1.234560,1.500000,false,2.950");
+    CHECK(csv[2] == "deep_norm,6,2,40,0.0000,nan,nan,true,0.250");
+  }
+
+  TEST_CASE("result.json round trip; non-finite numbers come back as NaN; a missing file is not done") {
+    const fs::path dir = scratch("result");
+    SweepRow in{"resi_dual", 3, 7, 99, 91.25, std::numeric_limits<double>::infinity(), 2.5, 1.0, false}, out;
+    write_sweep_row((dir / "result.json").string(), in);
+    REQUIRE(read_sweep_row((dir / "result.json").string(), &out));
+    CHECK(out.topology == "resi_dual");
+    CHECK(out.layers == 3);
+    CHECK(out.seed == 7);
+    CHECK(out.steps == 99);
+    CHECK(out.test_bleu == 91.25);
+    CHECK(std::isnan(out.best_valid_loss));
+    CHECK(out.final_train_loss == 2.5);
+    CHECK_FALSE(out.diverged);
+    CHECK_FALSE(read_sweep_row((dir / "absent.json").string(), &out));
+    std::ofstream((dir / "bad.json").string()) << "{\"topology\": 3}";
+    CHECK_THROWS_AS(read_sweep_row((dir / "bad.json").string(), &out), skipgrad::Error);
+  }
+
+  TEST_CASE("plot data from a fake metrics.jsonl: .dat per run, one gnuplot script per depth and curve kind") {
+    const fs::path dir = scratch("plots");
+    fs::create_directories(dir / "pre_ln_L2_s1");
+    std::ofstream((dir / "pre_ln_L2_s1" / "metrics.jsonl").string())
+        << "{\"step\":1,\"loss\":4,\"lr\":1e-05,\"gnorm\":3,\"tokens\":100,\"time\":0.1}\n"
+        << "{\"step\":2,\"loss\":2,\"lr\":2e-05,\"gnorm\":3,\"tokens\":100,\"time\":0.2}\n"
+        << "{\"step\":2,\"valid_loss\":3.5,\"valid_bleu\":1.5}\n"
+        << "{\"step\":3,\"loss\":1,\"lr\":3e-05,\"gnorm\":3,\"tokens\":100,\"time\":0.3}\n"
+        << "{\"step\":3,\"valid_loss\":2.5,\"valid_bleu\":4}\n"
+        << "not json\n"
+        << "{\"step\":4,\"diverged\":true}\n";
+    fs::create_directories(dir / "post_ln_L2_s1");  // no evaluations: a train curve only
+    std::ofstream((dir / "post_ln_L2_s1" / "metrics.jsonl").string()) << "{\"step\":1,\"loss\":5}\n{\"step\":2,\"loss\":4}\n";
+    std::vector<SweepRow> rows = {{"pre_ln", 2, 1, 2, 0, 0, 0, 0, false},
+                                  {"post_ln", 2, 1, 1, 0, 0, 0, 0, false},
+                                  {"mix_ln", 2, 1, 0, 0, 0, 0, 0, false}};  // no metrics.jsonl: left out
+    RunCurves c = read_metrics((dir / "pre_ln_L2_s1" / "metrics.jsonl").string());
+    CHECK(c.step == std::vector<int64_t>{1, 2, 3});
+    CHECK(c.loss == std::vector<double>{4, 2, 1});
+    CHECK(c.valid_step == std::vector<int64_t>{2, 3});
+    CHECK(c.valid_bleu == std::vector<double>{1.5, 4});
+
+    auto scripts = write_plot_files((dir / "plots").string(), dir.string(), rows);
+    CHECK(scripts == std::vector<std::string>{"train_loss_L2.gp", "valid_loss_L2.gp"});
+    auto train = lines_of(dir / "plots" / "pre_ln_L2_s1.train.dat");
+    REQUIRE(train.size() == 4);  // a comment line, then one line per step
+    CHECK(train[1] == "1 4 4");
+    CHECK(train[2] == "2 2 3.96");  // ema = 0.98 * 4 + 0.02 * 2
+    CHECK(lines_of(dir / "plots" / "pre_ln_L2_s1.valid.dat")[1] == "2 3.5 1.5");
+    CHECK_FALSE(fs::exists(dir / "plots" / "post_ln_L2_s1.valid.dat"));
+    const std::string gp = text_of(dir / "plots" / "train_loss_L2.gp");
+    CHECK(gp.find("'pre_ln_L2_s1.train.dat' using 1:3") != std::string::npos);
+    CHECK(gp.find("'post_ln_L2_s1.train.dat' using 1:3") != std::string::npos);
+    CHECK(gp.find("mix_ln") == std::string::npos);
+    CHECK(gp.find("set output 'train_loss_L2.svg'") != std::string::npos);
+    const std::string vgp = text_of(dir / "plots" / "valid_loss_L2.gp");
+    CHECK(vgp.find("'pre_ln_L2_s1.valid.dat' using 1:2") != std::string::npos);
+    CHECK(vgp.find("post_ln") == std::string::npos);
+    if (render_plots((dir / "plots").string(), scripts)) {  // gnuplot installed
+      CHECK(fs::file_size(dir / "plots" / "train_loss_L2.png") > 0);
+      CHECK(fs::file_size(dir / "plots" / "valid_loss_L2.svg") > 0);
+    }
+  }
+
+  TEST_CASE("tiny sweep: a row per run, finished runs skipped on a second call, --force trains again; eval repeats") {
+    const fs::path root = scratch("e2e");
+    SweepOptions s;
+    s.train = tiny_options(root);
+    s.topologies = {"post_ln", "pre_ln"};
+    s.depths = {1};
+    s.seeds = {1};
+    s.out_dir = (root / "sweep").string();
+    std::vector<SweepRow> rows = run_sweep(s);
+    REQUIRE(rows.size() == 2);
+    CHECK(rows[0].topology == "post_ln");
+    CHECK(rows[1].topology == "pre_ln");
+    for (auto& r : rows) {
+      CHECK(r.steps == 6);
+      CHECK(std::isfinite(r.best_valid_loss));
+      CHECK(r.best_valid_loss > 0);
+      CHECK_FALSE(r.diverged);
+    }
+    auto csv = lines_of(root / "sweep" / "results.csv");
+    REQUIRE(csv.size() == 3);
+    CHECK(csv[1].rfind("post_ln,1,1,6,", 0) == 0);
+    CHECK(csv[2].rfind("pre_ln,1,1,6,", 0) == 0);
+    CHECK(lines_of(root / "sweep" / "results.md").size() == 6);  // preamble, blank, header, rule, two rows
+    CHECK(fs::exists(root / "sweep" / "plots" / "train_loss_L1.gp"));
+    CHECK(fs::exists(root / "sweep" / "plots" / "valid_loss_L1.gp"));
+
+    // Mark post_ln's result: a second call must read it back rather than train again.
+    const std::string result = (root / "sweep" / "post_ln_L1_s1" / "result.json").string();
+    SweepRow marked = rows[0];
+    marked.steps = 12345;
+    write_sweep_row(result, marked);
+    rows = run_sweep(s);
+    CHECK(rows[0].steps == 12345);
+    CHECK(lines_of(root / "sweep" / "results.csv")[1].rfind("post_ln,1,1,12345,", 0) == 0);
+    s.force = true;
+    s.topologies = {"post_ln"};
+    CHECK(run_sweep(s)[0].steps == 6);
+
+    // eval: the same numbers twice, hypotheses written one per line, sacreBLEU's signature.
+    EvalOptions e;
+    e.checkpoint = (root / "sweep" / "pre_ln_L1_s1" / "checkpoint_last.safetensors").string();
+    e.data = s.train;
+    e.beam = 2;
+    e.test_sentences = 5;
+    e.hypotheses_path = (root / "hyp.txt").string();
+    EvalResult a = evaluate_checkpoint(e), b = evaluate_checkpoint(e);
+    CHECK(a.sentences == 5);
+    CHECK(a.bleu.score == b.bleu.score);
+    CHECK(a.loss == b.loss);
+    CHECK(a.hypotheses == b.hypotheses);
+    CHECK(a.nll > 0);
+    CHECK(std::isfinite(a.loss));
+    CHECK(lines_of(root / "hyp.txt").size() == 5);
+    CHECK(bleu_signature_line(a.bleu).rfind("BLEU|nrefs:1|case:mixed|eff:no|tok:13a|smooth:exp|version:2.6.0 = ", 0) == 0);
+    e.tsv = (root / "corpus" / "valid.tsv").string();
+    e.test_sentences = 0;
+    CHECK(evaluate_checkpoint(e).sentences == (int64_t)read_tsv(e.tsv, false).size());
+    fs::remove_all(root.parent_path());
+  }
+}
