@@ -1,5 +1,6 @@
 #include "tensor/allocator.h"
 
+#include <algorithm>
 #include <cstdlib>
 #include <new>
 
@@ -9,6 +10,18 @@
 namespace skipgrad {
 
 CachingAllocator::~CachingAllocator() { empty_cache(); }
+
+// 64-byte multiples up to 4 KiB; above, 4 classes per power of two: a multiple of 2^(floor(log2 bytes) - 2).
+size_t CachingAllocator::round_size(size_t bytes) {
+  if (bytes <= 4096) return bytes == 0 ? 64 : (bytes + 63) / 64 * 64;
+  const int top = 63 - __builtin_clzll((unsigned long long)bytes);  // floor(log2 bytes) >= 12
+  const size_t step = size_t(1) << (top - 2);
+  return (bytes + step - 1) / step * step;
+}
+
+size_t CachingAllocator::cache_limit() const {
+  return std::max<size_t>(2 * stats_.peak_bytes_in_use, size_t(64) << 20);
+}
 
 void* CachingAllocator::allocate(size_t bytes) {
   const size_t size = round_size(bytes);
@@ -42,8 +55,13 @@ void CachingAllocator::deallocate(void* p, size_t bytes) {
   if (!p) return;
   const size_t size = round_size(bytes);
   std::lock_guard<std::mutex> lock(mu_);
-  free_[size].push_back(p);
   stats_.bytes_in_use -= size;
+  if (stats_.bytes_cached + size > cache_limit()) {
+    raw_free_(p);
+    stats_.os_frees++;
+    return;
+  }
+  free_[size].push_back(p);
   stats_.bytes_cached += size;
 }
 

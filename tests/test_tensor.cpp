@@ -459,6 +459,31 @@ TEST_SUITE("tensor") {
     CHECK(A.stats().bytes_in_use == in_use_before + CachingAllocator::round_size(w.nbytes()));
   }
 
+  TEST_CASE("caching allocator: size classes, and a cache bounded by twice the peak in use") {
+    CHECK(CachingAllocator::round_size(4096) == 4096);
+    CHECK(CachingAllocator::round_size(4097) == 5120);       // classes of 1 KiB between 4 and 8 KiB
+    CHECK(CachingAllocator::round_size(1000000) == 1048576);  // 2^19 < 10^6: classes of 128 KiB
+    for (size_t b : {size_t(5000), size_t(123457), size_t(1) << 30, (size_t(1) << 30) + 1}) {
+      const size_t r = CachingAllocator::round_size(b);
+      CHECK(r >= b);
+      CHECK(r <= b + b / 4);
+    }
+    // Thousands of distinct "batch shapes", each allocated and freed: the cache stays bounded, not their sum.
+    CachingAllocator A([](size_t b) { return std::aligned_alloc(64, b); }, [](void* p) { std::free(p); });
+    size_t total_freed = 0;
+    for (size_t i = 0; i < 3000; i++) {
+      const size_t bytes = (1 << 20) + i * 8192;  // 1 MiB .. 24 MiB, all different
+      void* p = A.allocate(bytes);
+      A.deallocate(p, bytes);
+      total_freed += bytes;
+    }
+    const AllocatorStats s = A.stats();
+    CHECK(total_freed > (size_t(30) << 30));
+    CHECK(s.bytes_cached <= std::max<size_t>(2 * s.peak_bytes_in_use, size_t(64) << 20));
+    CHECK(s.os_frees > 0);
+    CHECK(s.os_allocs < 3000);  // size classes: later sizes reuse earlier blocks
+  }
+
   TEST_CASE("caching allocator: 64-byte alignment, stats and empty_cache") {
     for (int64_t n : {1, 3, 17, 100, 1001}) {
       Tensor t = Tensor::empty({n}, DType::F32);
