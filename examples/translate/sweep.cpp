@@ -217,7 +217,7 @@ bool render_plots(const std::string& plot_dir, const std::vector<std::string>& s
 static std::string describe(const SweepOptions& o) {
   const TrainOptions& t = o.train;
   std::ostringstream s;
-  s << "Corpus `" << t.corpus << "` (vocabulary " << t.vocab_size << "), d=" << t.model.d_model << ", " << t.model.heads
+  s << "Corpus `" << t.corpus << "` (SentencePiece vocabulary of at most " << t.vocab_size << "), d=" << t.model.d_model << ", " << t.model.heads
     << " heads, ffn " << t.model.d_ff << ", dropout " << t.model.dropout << ", norm " << nn::norm_kind_name(t.model.norm)
     << "; lr " << t.lr << ", warm-up " << t.warmup << ", " << t.max_tokens << " tokens per batch, label smoothing "
     << t.label_smoothing << "; budget per run: ";
