@@ -26,6 +26,7 @@
 // Encoder nodes then add E's own counts (§6: "add every decoder cross-attention K/V path"): E enters cross-attention
 // j through k_proj/v_proj and continues as the decoder's branch at position 3j+2 (Sandwich/Peri: through N_out
 // first, +1; HybridNorm: through the k/v norm, +1 without changing `_outer`); E's min/max are the min/max over j.
+#include <chrono>
 #include <functional>
 #include <set>
 
@@ -263,4 +264,26 @@ TEST_SUITE("topology_paths") {
     CHECK(rd.s.at(o).max_norms == 12);
     CHECK(rd.s.at(rd.g.find("dec.0.self_attn.dual_add")).max_norms == 1);
   }
+
+  TEST_CASE("a 24+24-layer model records, snapshots, analyses and dumps in seconds, with the golden counts") {
+    const auto t0 = std::chrono::steady_clock::now();
+    Recorded r = record("resi_dual", 24, 24);
+    const std::string dot = r.g.to_dot(DotOptions{}), json = r.g.to_json();
+    DotOptions boxed;
+    boxed.max_depth = 1;
+    const std::string dot_boxed = r.g.to_dot(boxed);
+    const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    MESSAGE("24+24 ResiDual: " << r.g.nodes.size() << " nodes recorded, snapshotted, analysed, dumped in " << seconds
+                               << " s");
+    CHECK(r.g.nodes.size() > 2000);
+    CHECK(seconds < 5 * kTimingSlack);
+    CHECK(dot_boxed.size() < dot.size() / 4);  // one box per layer
+    // the first and last decoder layers' FFN W2 (k = 3 and 72 of K = 72), as the formulas above say
+    for (int64_t l : {0, 23}) {
+      INFO("dec." << l);
+      check_norms(r.s.param("dec." + std::to_string(l) + ".ffn.fc2.weight"),
+                  to_end("resi_dual", StackShape{24, 3, 0}, l, 2, What::W2));
+    }
+  }
 }
+
