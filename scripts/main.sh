@@ -2,7 +2,7 @@
 # The main job: install what is missing, build, train the toy German→English model on the Ding dictionary corpus
 # and print its results: test BLEU (beam 5), example translations, where the checkpoints and logs are.
 # About 15 minutes on 2 cores: data extraction and the SentencePiece vocabulary (first run only, ~1 min), 12 minutes
-# of training, validation every 400 steps, the final test decoding. Extra arguments go to `train` (e.g.
+# of training, validation every 300 steps, the final test decoding. Extra arguments go to `train` (e.g.
 # `--topology resi_dual`, `--minutes 30`). docs/translate.md gives the BLEU to expect.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -12,5 +12,5 @@ cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=Release >/dev/null
 cmake --build "$build" -j "$(nproc)"
 export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-passive}
 exec "$build"/skipgrad-translate train --corpus ding --topology pre_ln --layers 6 --d-model 128 --heads 4 --ffn 512 \
-  --vocab-size 4000 --max-tokens 2048 --lr 1e-3 --warmup 400 --dropout 0.1 --minutes 12 --eval-every 400 \
-  --eval-sentences 200 --save-every 400 --beam 5 --out runs/main "$@"
+  --vocab-size 4000 --max-tokens 1024 --lr 2e-3 --warmup 150 --dropout 0.1 --minutes 12 --eval-every 300 \
+  --eval-sentences 200 --save-every 300 --beam 5 --out runs/main "$@"
