@@ -156,7 +156,7 @@ Tensor linear(const Tensor& x, const Tensor& w, const Tensor& bias) {
   g.beta = bias.defined() ? 1.0 : 0.0;
   if (in == 0 && !bias.defined()) be(x).fill(out2, 0);  // an empty sum
   if (in > 0 && rows > 0) be(x).gemm(g);
-  record(op, {x, w, bias}, out, {x2, w}, [xs = x.shape(), rows, in, outf](const Node& n, const Tensor& g_in) {
+  record(op, {x, w, bias}, out, {x2, w}, [xs = x.shape(), rows, outf](const Node& n, const Tensor& g_in) {
     const Tensor &x2 = n.saved[0], &w = n.saved[1];
     Tensor g = reshape_raw(g_in, {rows, outf});
     Tensor gx, gw, gb;
