@@ -5,6 +5,7 @@
 #include <numeric>
 #include <random>
 
+#include "backends/threads.h"
 #include "test_util.h"
 
 using namespace sgtest;
@@ -443,6 +444,66 @@ TEST_SUITE("ops") {
     Tensor t = Tensor::from_vector<double>({1, 3, 3, 2}, {4}).requires_grad_();
     max(t, {0}).backward();
     check_close(t.grad(), {0, 0.5, 0.5, 0});
+  }
+
+  TEST_CASE("reductions: the contiguous block paths against a naive float64 loop, 1 and 2 threads alike") {
+    // Sizes past the 8 summing lanes and the 256-column tile of backends/cpu/cpu_reduce.cpp, with tails, and
+    // large enough for the parallel path: [O, R, K] blocks with K = 1 (rows), O = 1 (columns) and both.
+    Tensor x = Tensor::randn({3, 701, 300});
+    const auto xv = x.to_vector<float>();
+    auto naive = [&](int64_t O, int64_t R, int64_t K, bool squares) {
+      std::vector<double> out(O * K, 0.0);
+      for (int64_t o = 0; o < O; o++)
+        for (int64_t r = 0; r < R; r++)
+          for (int64_t k = 0; k < K; k++) {
+            const double v = xv[(o * R + r) * K + k];
+            out[o * K + k] += squares ? v * v : v;
+          }
+      return out;
+    };
+    auto close = [](const Tensor& got, const std::vector<double>& want) {
+      auto g = got.to_vector<float>();
+      REQUIRE(g.size() == want.size());
+      double worst = 0;
+      for (size_t i = 0; i < g.size(); i++) worst = std::max(worst, std::abs(g[i] - want[i]) / (1 + std::abs(want[i])));
+      CHECK(worst < 1e-6);
+    };
+    const int before = get_num_threads();
+    std::vector<std::vector<float>> by_threads;
+    for (int threads : {1, 2}) {
+      set_num_threads(threads);
+      Tensor rows = sum(x, {2}), cols = sum(x, {0, 1}), mid = sum(x, {1}), all = sum(x);
+      close(rows, naive(3 * 701, 300, 1, false));
+      close(cols, naive(1, 3 * 701, 300, false));
+      close(mid, naive(3, 701, 300, false));
+      close(all.reshape({1}), naive(1, 3 * 701 * 300, 1, false));
+      std::vector<float> flat;
+      for (const Tensor& t : {rows, cols, mid, all, mean(x, {1}), max(x, {0, 1}), max(x, {2})}) {
+        auto v = t.to_vector<float>();
+        flat.insert(flat.end(), v.begin(), v.end());
+      }
+      by_threads.push_back(flat);
+    }
+    set_num_threads(before);
+    CHECK(by_threads[0] == by_threads[1]);  // bitwise: the summation order depends on the shape only
+    // Max/min propagate NaN on the block path as on the strided one.
+    Tensor n = Tensor::randn({4, 1000});
+    n.data<float>()[2 * 1000 + 517] = NAN;
+    auto mx = max(n, {1}).to_vector<float>(), mc = max(n, {0}).to_vector<float>();
+    CHECK(std::isnan(mx[2]));
+    CHECK(!std::isnan(mx[0]));
+    CHECK(std::isnan(mc[517]));
+    CHECK(!std::isnan(mc[516]));
+  }
+
+  TEST_CASE("relu backward: gy where x > 0, else 0 (also for a non-finite gy), contiguous and strided") {
+    Tensor x = Tensor::from_vector<float>({-1, 0, 2, 3, -0.5f, 4}, {2, 3}).requires_grad_();
+    Tensor y = relu(x);
+    y.backward(Tensor::from_vector<float>({INFINITY, NAN, 5, 6, 7, 8}, {2, 3}));
+    check_close(x.grad(), {0, 0, 5, 6, 0, 8});
+    Tensor xt = Tensor::from_vector<float>({-1, 0, 2, 3, -0.5f, 4}, {2, 3}).requires_grad_();
+    relu(xt.t()).sum().backward();
+    check_close(xt.grad(), {0, 0, 1, 1, 0, 1});
   }
 
   TEST_CASE("backward values of a few ops by hand") {

@@ -1,4 +1,14 @@
-// CPU reductions over any set of dims (kept as size 1 in the output).
+// CPU reductions over any set of dims (kept as size 1 in the output). Accumulation is in double.
+//
+// Two paths:
+//  - block: x contiguous and, after dropping size-1 dims, the reduced dims form one run, so x is [O, R, K]
+//    (O kept outer, R reduced, K kept inner) and out is [O, K]. Bias gradients (K = features, O = 1), row
+//    statistics (K = 1) and whole-tensor sums (O = K = 1) are all this shape; the inner loops are plain
+//    contiguous loops the compiler vectorises.
+//  - generic: any strides; one output element at a time walks its reduced sub-block with an index counter.
+// Both sum each output element in an order fixed by the shape alone, so results do not depend on the thread
+// count.
+#include <algorithm>
 #include <cmath>
 #include <limits>
 
@@ -7,11 +17,116 @@
 
 namespace skipgrad {
 
+namespace {
+
+template <ReduceOp OP>
+constexpr double reduce_init() {
+  if constexpr (OP == ReduceOp::Max) return -std::numeric_limits<double>::infinity();
+  else if constexpr (OP == ReduceOp::Min) return std::numeric_limits<double>::infinity();
+  else return 0.0;
+}
+
+// acc ⊕ v; Max/Min propagate NaN (once acc is NaN, no comparison replaces it).
+template <ReduceOp OP>
+inline double reduce_step(double acc, double v) {
+  if constexpr (OP == ReduceOp::SumSquares) return acc + v * v;
+  else if constexpr (OP == ReduceOp::Max) return (v > acc || std::isnan(v)) ? v : acc;
+  else if constexpr (OP == ReduceOp::Min) return (v < acc || std::isnan(v)) ? v : acc;
+  else return acc + v;  // Sum, Mean
+}
+
+// Combining two partial results: like a step, except that a partial sum of squares is already squared.
+template <ReduceOp OP>
+inline double reduce_merge(double a, double b) {
+  if constexpr (OP == ReduceOp::SumSquares) return a + b;
+  else return reduce_step<OP>(a, b);
+}
+
+template <ReduceOp OP>
+inline double reduce_finish(double acc, int64_t count) {
+  if constexpr (OP == ReduceOp::Mean) return acc / (double)std::max<int64_t>(count, 1);
+  else return acc;
+}
+
+template <class F>
+void with_op(ReduceOp op, F&& f) {
+  switch (op) {
+    case ReduceOp::Sum: f(std::integral_constant<ReduceOp, ReduceOp::Sum>{}); return;
+    case ReduceOp::Mean: f(std::integral_constant<ReduceOp, ReduceOp::Mean>{}); return;
+    case ReduceOp::SumSquares: f(std::integral_constant<ReduceOp, ReduceOp::SumSquares>{}); return;
+    case ReduceOp::Max: f(std::integral_constant<ReduceOp, ReduceOp::Max>{}); return;
+    case ReduceOp::Min: f(std::integral_constant<ReduceOp, ReduceOp::Min>{}); return;
+  }
+}
+
+// One contiguous run of n values, K = 1 case: 8 independent lanes (vectorisable), merged in a fixed order.
+template <ReduceOp OP, class T>
+double reduce_run(const T* x, int64_t n) {
+  constexpr int kLanes = 8;
+  double lane[kLanes];
+  for (int l = 0; l < kLanes; l++) lane[l] = reduce_init<OP>();
+  int64_t i = 0;
+  for (; i + kLanes <= n; i += kLanes)
+    for (int l = 0; l < kLanes; l++) lane[l] = reduce_step<OP>(lane[l], (double)x[i + l]);
+  double acc = reduce_init<OP>();
+  for (int l = 0; l < kLanes; l++) acc = reduce_merge<OP>(acc, lane[l]);
+  for (; i < n; i++) acc = reduce_step<OP>(acc, (double)x[i]);
+  return acc;
+}
+
+// x = [O, R, K] contiguous -> out[o*K + k] = ⊕_r x[(o*R + r)*K + k].
+template <ReduceOp OP, class T>
+void reduce_block(const T* x, T* out, int64_t O, int64_t R, int64_t K) {
+  if (K == 1) {
+#pragma omp parallel for schedule(static) if (O > 1 && O * R >= (1 << 15))
+    for (int64_t o = 0; o < O; o++) out[o] = (T)reduce_finish<OP>(reduce_run<OP>(x + o * R, R), R);
+    return;
+  }
+  // Columns in tiles of kTile: each (o, tile) sums its rows top to bottom into a small double buffer.
+  constexpr int64_t kTile = 256;
+  const int64_t tiles = (K + kTile - 1) / kTile;
+#pragma omp parallel for schedule(static) if (O * tiles > 1 && O * R * K >= (1 << 15))
+  for (int64_t job = 0; job < O * tiles; job++) {
+    const int64_t o = job / tiles, k0 = (job % tiles) * kTile, kw = std::min(kTile, K - k0);
+    double acc[kTile];
+    for (int64_t k = 0; k < kw; k++) acc[k] = reduce_init<OP>();
+    for (int64_t r = 0; r < R; r++) {
+      const T* row = x + (o * R + r) * K + k0;
+      for (int64_t k = 0; k < kw; k++) acc[k] = reduce_step<OP>(acc[k], (double)row[k]);
+    }
+    for (int64_t k = 0; k < kw; k++) out[o * K + k0 + k] = (T)reduce_finish<OP>(acc[k], R);
+  }
+}
+
+// If x is contiguous and its reduced dims (ignoring size-1 dims) are one run, sets O, R, K and returns true.
+bool as_block(const Tensor& x, const std::vector<bool>& red, int64_t& O, int64_t& R, int64_t& K) {
+  if (!x.is_contiguous()) return false;
+  O = R = K = 1;
+  int phase = 0;  // 0: leading kept dims, 1: reduced run, 2: trailing kept dims
+  for (int64_t d = 0; d < x.dim(); d++) {
+    const int64_t n = x.shape()[d];
+    if (n == 1) continue;
+    if (red[d]) {
+      if (phase == 2) return false;
+      phase = 1;
+      R *= n;
+    } else {
+      if (phase == 1) phase = 2;
+      (phase == 0 ? O : K) *= n;
+    }
+  }
+  return true;
+}
+
+}  // namespace
+
 void CpuBackend::reduce(ReduceOp op, const Tensor& x, const std::vector<bool>& red, Tensor& out) {
   const Shape& xs = x.shape();
   const int64_t nd = x.dim();
   check(nd <= 16, "reduce", ": at most 16 dims supported, got ", nd);
-  // Split dims into kept (iterated by the output) and reduced (iterated per output element).
+  int64_t O, R, K;
+  const bool block = out.is_contiguous() && as_block(x, red, O, R, K);
+  // Generic path: split dims into kept (iterated by the output) and reduced (iterated per output element).
   Shape kept_shape(nd), red_shape, red_strides, out_strides_full(nd, 0), x_kept_strides(nd, 0);
   int64_t count = 1;
   for (int64_t d = 0; d < nd; d++) {
@@ -30,33 +145,32 @@ void CpuBackend::reduce(ReduceOp op, const Tensor& x, const std::vector<bool>& r
   cpu::dispatch_float(x.dtype(), "reduce", [&]<class T>() {
     const T* xp = static_cast<const T*>(x.data_ptr());
     T* op_ = static_cast<T*>(out.data_ptr());
-    // One output element: walk the reduced sub-block with an index counter; accumulate in double.
-    auto reduce_one = [&](int64_t xoff) -> T {
-      double acc = (op == ReduceOp::Max) ? -std::numeric_limits<double>::infinity()
-                   : (op == ReduceOp::Min) ? std::numeric_limits<double>::infinity() : 0.0;
-      int64_t idx[16] = {0};
-      int64_t off = xoff;
-      for (int64_t i = 0; i < count; i++) {
-        double v = (double)xp[off];
-        switch (op) {
-          case ReduceOp::Sum: case ReduceOp::Mean: acc += v; break;
-          case ReduceOp::SumSquares: acc += v * v; break;
-          case ReduceOp::Max: acc = (v > acc || std::isnan(v)) ? v : acc; break;
-          case ReduceOp::Min: acc = (v < acc || std::isnan(v)) ? v : acc; break;
-        }
-        for (int64_t d = nr - 1; d >= 0; d--) {  // advance the counter
-          off += red_strides[d];
-          if (++idx[d] < red_shape[d]) break;
-          off -= red_strides[d] * red_shape[d];
-          idx[d] = 0;
-        }
+    with_op(op, [&](auto OPC) {
+      constexpr ReduceOp OP = decltype(OPC)::value;
+      if (block) {
+        if (O * K > 0) reduce_block<OP, T>(xp, op_, O, R, K);
+        return;
       }
-      if (op == ReduceOp::Mean) acc /= (double)std::max<int64_t>(count, 1);
-      return (T)acc;
-    };
-    cpu::strided_rows<2>(kept_shape, {&out_strides_full, &x_kept_strides}, [&](auto off, int64_t n, auto st) {
-      for (int64_t i = 0; i < n; i++) op_[off[0] + i * st[0]] = reduce_one(off[1] + i * st[1]);
-    }, 1 << 12);
+      // One output element: walk the reduced sub-block with an index counter.
+      auto reduce_one = [&](int64_t xoff) -> T {
+        double acc = reduce_init<OP>();
+        int64_t idx[16] = {0};
+        int64_t off = xoff;
+        for (int64_t i = 0; i < count; i++) {
+          acc = reduce_step<OP>(acc, (double)xp[off]);
+          for (int64_t d = nr - 1; d >= 0; d--) {  // advance the counter
+            off += red_strides[d];
+            if (++idx[d] < red_shape[d]) break;
+            off -= red_strides[d] * red_shape[d];
+            idx[d] = 0;
+          }
+        }
+        return (T)reduce_finish<OP>(acc, count);
+      };
+      cpu::strided_rows<2>(kept_shape, {&out_strides_full, &x_kept_strides}, [&](auto off, int64_t n, auto st) {
+        for (int64_t i = 0; i < n; i++) op_[off[0] + i * st[0]] = reduce_one(off[1] + i * st[1]);
+      }, 1 << 12);
+    });
   });
 }
 

@@ -140,14 +140,15 @@ __global__ void unary_kernel(UnaryOp op, const T* x, T* out, Strided<2> s, int64
   }
 }
 
-// operands: gx, x, y, gy;  gx = gy * f'(x)
+// operands: gx, x, y, gy;  gx = gy * f'(x); ReLU selects (gy where x > 0, else 0), as the CPU backend does
 template <class T>
 __global__ void unary_backward_kernel(UnaryOp op, const T* x, const T* y, const T* gy, T* gx, Strided<4> s,
                                       int64_t n, T a) {
   for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x) {
     int64_t off[4];
     s.offsets(i, off);
-    gx[off[0]] = gy[off[3]] * unary_deriv<T>(op, x[off[1]], y[off[2]], a);
+    const T g = gy[off[3]], xv = x[off[1]];
+    gx[off[0]] = op == UnaryOp::Relu ? (xv > T(0) ? g : T(0)) : g * unary_deriv<T>(op, xv, y[off[2]], a);
   }
 }
 
