@@ -74,74 +74,52 @@ void put_norm(std::string& out, double v) {
   }
 }
 
-void put_key(std::string& out, const char* key, bool first = false) {
-  if (!first) out += ',';
-  out += '"';
-  out += key;
-  out += "\":";
-}
+// One JSON object, its fields written in call order: `Fields{out}("id", 3)("name", s);` closes at the end of
+// the statement. Doubles are norms (put_norm).
+class Fields {
+ public:
+  explicit Fields(std::string& out) : out_(out) { out_ += '{'; }
+  ~Fields() { out_ += '}'; }
+  Fields& operator()(const char* key, int64_t v) { return put(key), put_int(out_, v), *this; }
+  Fields& operator()(const char* key, const std::string& v) { return put(key), put_string(out_, v), *this; }
+  Fields& operator()(const char* key, const std::vector<int64_t>& v) { return put(key), put_ints(out_, v), *this; }
+  Fields& operator()(const char* key, bool v) { return put(key), out_ += v ? "true" : "false", *this; }
+  Fields& operator()(const char* key, double v) { return put(key), put_norm(out_, v), *this; }
+  Fields& operator()(const char* key, const std::vector<std::pair<std::string, std::string>>& v) {
+    put(key);
+    out_ += '{';
+    for (size_t i = 0; i < v.size(); i++) {
+      if (i) out_ += ',';
+      put_string(out_, v[i].first);
+      out_ += ':';
+      put_string(out_, v[i].second);
+    }
+    out_ += '}';
+    return *this;
+  }
+
+ private:
+  void put(const char* key) {
+    if (!first_) out_ += ',';
+    first_ = false;
+    out_ += '"';
+    out_ += key;
+    out_ += "\":";
+  }
+  std::string& out_;
+  bool first_ = true;
+};
 
 void put_node(std::string& out, const GraphNode& n) {
-  out += '{';
-  put_key(out, "id", true);
-  put_int(out, n.id);
-  put_key(out, "tape_id");
-  put_int(out, n.tape_id);
-  put_key(out, "kind");
-  put_string(out, n.kind);
-  put_key(out, "op");
-  put_string(out, n.op);
-  put_key(out, "family");
-  put_string(out, n.family);
-  put_key(out, "role");
-  put_string(out, role_name(node_role(n)));
-  put_key(out, "name");
-  put_string(out, n.name);
-  put_key(out, "scope");
-  put_string(out, n.scope);
-  put_key(out, "shape");
-  put_ints(out, n.shape);
-  put_key(out, "dtype");
-  put_string(out, n.dtype);
-  put_key(out, "requires_grad");
-  out += n.requires_grad ? "true" : "false";
-  put_key(out, "inputs");
-  put_ints(out, n.inputs);
-  put_key(out, "params");
-  out += '{';
-  for (size_t i = 0; i < n.params.size(); i++) {
-    if (i) out += ',';
-    put_string(out, n.params[i].first);
-    out += ':';
-    put_string(out, n.params[i].second);
-  }
-  out += '}';
-  put_key(out, "saved_bytes");
-  put_int(out, n.saved_bytes);
-  put_key(out, "value_norm");
-  put_norm(out, n.value_norm);
-  put_key(out, "grad_norm");
-  put_norm(out, n.grad_norm);
-  out += '}';
+  Fields{out}("id", n.id)("tape_id", n.tape_id)("kind", n.kind)("op", n.op)("family", n.family)(
+      "role", std::string(role_name(node_role(n))))("name", n.name)("scope", n.scope)("shape", n.shape)(
+      "dtype", n.dtype)("requires_grad", n.requires_grad)("inputs", n.inputs)("params", n.params)(
+      "saved_bytes", n.saved_bytes)("value_norm", n.value_norm)("grad_norm", n.grad_norm);
 }
 
 void put_param(std::string& out, const GraphParam& p) {
-  out += '{';
-  put_key(out, "name", true);
-  put_string(out, p.name);
-  put_key(out, "node");
-  put_int(out, p.node);
-  put_key(out, "shape");
-  put_ints(out, p.shape);
-  put_key(out, "dtype");
-  put_string(out, p.dtype);
-  put_key(out, "numel");
-  put_int(out, p.numel);
-  put_key(out, "value_norm");
-  put_norm(out, p.value_norm);
-  put_key(out, "grad_norm");
-  put_norm(out, p.grad_norm);
-  out += '}';
+  Fields{out}("name", p.name)("node", p.node)("shape", p.shape)("dtype", p.dtype)("numel", p.numel)(
+      "value_norm", p.value_norm)("grad_norm", p.grad_norm);
 }
 
 }  // namespace

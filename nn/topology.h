@@ -168,6 +168,24 @@ class FinalNormTopology : public Topology {
   std::shared_ptr<Norm> final_norm_[2];
 };
 
+// A topology that is nothing but its layer: every encoder and decoder layer is LayerT(cfg, side, index), on top
+// of Base (Topology: no final norm; FinalNormTopology: one per stack). A topology file then holds only its layer's
+// equations and `return std::make_unique<LayerTopology<MyLayer, FinalNormTopology>>("my_name");`.
+template <class LayerT, class Base = Topology>
+class LayerTopology : public Base {
+ public:
+  explicit LayerTopology(std::string name) : name_(std::move(name)) {}
+  std::string name() const override { return name_; }
+
+ protected:
+  std::shared_ptr<Layer> make_layer(const TransformerConfig& cfg, Side side, int64_t index) override {
+    return std::make_shared<LayerT>(cfg, side, index);
+  }
+
+ private:
+  std::string name_;
+};
+
 // ---- registry (nn/topologies/registry.cpp) ----
 std::unique_ptr<Topology> make_topology(const std::string& name);  // unknown names list the known ones
 std::vector<std::string> topology_names();

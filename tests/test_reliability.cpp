@@ -27,6 +27,7 @@
 #include "nn/checkpoint.h"
 #include "test_util.h"
 #include "trainer.h"
+#include "translate_test_util.h"
 
 extern char** environ;
 
@@ -62,26 +63,15 @@ std::string tiny_corpus() {
 
 // One layer a side, d=16, dropout on (so the RNG state matters), a checkpoint every `save_every` steps.
 TrainOptions tiny_run(const std::string& out, int64_t steps, int64_t save_every = 0) {
-  TrainOptions o;
-  o.corpus = tiny_corpus();
-  o.vocab_size = 64;
-  o.max_len = 24;
-  o.model.enc_layers = o.model.dec_layers = 1;
-  o.model.d_model = 16;
-  o.model.heads = 2;
-  o.model.d_ff = 32;
-  o.model.dropout = 0.1;
+  TrainOptions o = tiny_train_options(tiny_corpus());
+  o.model.dropout = 0.1;  // reproducibility is checked with dropout on
   o.model.attn_dropout = 0.1;
-  o.lr = 3e-3;
-  o.warmup = 5;
-  o.max_tokens = 192;
   o.max_steps = steps;
   o.eval_every = 0;
   o.save_every = save_every;
   o.eval_sentences = 2;
   o.test_sentences = 2;
   o.beam = 1;
-  o.quiet = true;
   o.out_dir = (scratch_dir() / out).string();
   return o;
 }
@@ -366,5 +356,11 @@ TEST_SUITE("reliability") {
     TrainOptions o = tiny_run("empty_split_run", 5);
     o.corpus = dir.string();
     CHECK_THROWS_WITH_ALL(train(o), "train", "empty split", "0 test");
+    // an output folder that cannot be made (a file in the way) is an error naming it, before any training
+    const fs::path blocker = scratch_dir() / "a_file";
+    std::ofstream(blocker) << "not a folder";
+    TrainOptions blocked = tiny_run("unused", 5);
+    blocked.out_dir = (blocker / "run").string();
+    CHECK_THROWS_WITH_ALL(train(blocked), "cannot create the folder", "a_file/run");
   }
 }

@@ -12,6 +12,7 @@
 #include "eval.h"
 #include "sweep.h"
 #include "test_util.h"
+#include "translate_test_util.h"
 
 using namespace sgtest;
 using namespace translate;
@@ -48,23 +49,13 @@ TrainOptions tiny_options(const fs::path& root) {
   write_tsv((corpus / "train.tsv").string(), s.train);
   write_tsv((corpus / "valid.tsv").string(), s.valid);
   write_tsv((corpus / "test.tsv").string(), s.test);
-  TrainOptions o;
-  o.corpus = corpus.string();
-  o.vocab_size = 64;
-  o.max_len = 24;
-  o.model.d_model = 16;
-  o.model.heads = 2;
-  o.model.d_ff = 32;
-  o.lr = 3e-3;
-  o.warmup = 5;
-  o.max_tokens = 192;
+  TrainOptions o = tiny_train_options(corpus.string());
   o.max_steps = 6;
   o.eval_every = 3;
   o.save_every = 0;
   o.eval_sentences = 4;
   o.test_sentences = 6;
   o.beam = 2;
-  o.quiet = true;
   return o;
 }
 

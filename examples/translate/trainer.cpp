@@ -1,7 +1,5 @@
 #include "trainer.h"
 
-#include <sys/stat.h>
-
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -26,14 +24,15 @@ using namespace skipgrad;
 using Clock = std::chrono::steady_clock;
 
 static bool exists(const std::string& p) {
-  struct stat st;
-  return ::stat(p.c_str(), &st) == 0;
+  std::error_code ec;
+  return std::filesystem::exists(p, ec);
 }
+// Creates `path` and its parents; a folder that cannot be made (a file in the way, no permission) is an error
+// here rather than a failed write later.
 static void make_dirs(const std::string& path) {
-  for (size_t at = path.find('/', 1); ; at = path.find('/', at + 1)) {
-    ::mkdir(path.substr(0, at).c_str(), 0755);
-    if (at == std::string::npos) break;
-  }
+  std::error_code ec;
+  std::filesystem::create_directories(path, ec);
+  check(!ec, "translate", ": cannot create the folder '", path, "': ", ec.message());
 }
 // A save killed before its rename (SIGKILL, power cut) leaves "<checkpoint>.tmp.<pid>.<n>" beside the checkpoint,
 // which stays whole (nn/checkpoint.h). One run owns its folder, so at start such leftovers are removed.

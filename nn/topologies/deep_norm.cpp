@@ -42,18 +42,10 @@ class DeepNormLayer : public Layer {
   std::shared_ptr<Norm> self_attn_norm, cross_attn_norm, ffn_norm;
 };
 
-class DeepNorm : public Topology {
- public:
-  std::string name() const override { return "deep_norm"; }
-
- protected:
-  std::shared_ptr<Layer> make_layer(const TransformerConfig& cfg, Side side, int64_t index) override {
-    return std::make_shared<DeepNormLayer>(cfg, side, index);
-  }
-};
-
 }  // namespace
 
-std::unique_ptr<Topology> make_topology_deep_norm() { return std::make_unique<DeepNorm>(); }
+std::unique_ptr<Topology> make_topology_deep_norm() {
+  return std::make_unique<LayerTopology<DeepNormLayer>>("deep_norm");
+}
 
 }  // namespace skipgrad::nn

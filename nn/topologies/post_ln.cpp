@@ -31,18 +31,10 @@ class PostLNLayer : public Layer {
   std::shared_ptr<Norm> self_attn_norm, cross_attn_norm, ffn_norm;
 };
 
-class PostLN : public Topology {
- public:
-  std::string name() const override { return "post_ln"; }
-
- protected:
-  std::shared_ptr<Layer> make_layer(const TransformerConfig& cfg, Side side, int64_t index) override {
-    return std::make_shared<PostLNLayer>(cfg, side, index);
-  }
-};
-
 }  // namespace
 
-std::unique_ptr<Topology> make_topology_post_ln() { return std::make_unique<PostLN>(); }
+std::unique_ptr<Topology> make_topology_post_ln() {
+  return std::make_unique<LayerTopology<PostLNLayer>>("post_ln");
+}
 
 }  // namespace skipgrad::nn

@@ -32,18 +32,10 @@ class PreLNLayer : public Layer {
   std::shared_ptr<Norm> self_attn_norm, cross_attn_norm, ffn_norm;
 };
 
-class PreLN : public FinalNormTopology {
- public:
-  std::string name() const override { return "pre_ln"; }
-
- protected:
-  std::shared_ptr<Layer> make_layer(const TransformerConfig& cfg, Side side, int64_t index) override {
-    return std::make_shared<PreLNLayer>(cfg, side, index);
-  }
-};
-
 }  // namespace
 
-std::unique_ptr<Topology> make_topology_pre_ln() { return std::make_unique<PreLN>(); }
+std::unique_ptr<Topology> make_topology_pre_ln() {
+  return std::make_unique<LayerTopology<PreLNLayer, FinalNormTopology>>("pre_ln");
+}
 
 }  // namespace skipgrad::nn

@@ -1,5 +1,6 @@
 // The topology registry: name -> factory. Adding a topology = one new file in nn/topologies/ that defines
-// `std::unique_ptr<Topology> make_topology_<name>()`, plus one line in SKIPGRAD_TOPOLOGIES below.
+// `std::unique_ptr<Topology> make_topology_<name>()` (a `LayerTopology<YourLayer>` when the layer is all there
+// is, nn/topology.h), plus one line in SKIPGRAD_TOPOLOGIES below.
 #include "nn/topology.h"
 
 namespace skipgrad::nn {

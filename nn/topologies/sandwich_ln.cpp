@@ -29,18 +29,8 @@ Stream SandwichLayer::apply(const Stream& in, const LayerInputs& ctx) {
   return {x, Tensor()};
 }
 
-namespace {
-class SandwichLN : public FinalNormTopology {
- public:
-  std::string name() const override { return "sandwich_ln"; }
-
- protected:
-  std::shared_ptr<Layer> make_layer(const TransformerConfig& cfg, Side side, int64_t index) override {
-    return std::make_shared<SandwichLayer>(cfg, side, index);
-  }
-};
-}  // namespace
-
-std::unique_ptr<Topology> make_topology_sandwich_ln() { return std::make_unique<SandwichLN>(); }
+std::unique_ptr<Topology> make_topology_sandwich_ln() {
+  return std::make_unique<LayerTopology<SandwichLayer, FinalNormTopology>>("sandwich_ln");
+}
 
 }  // namespace skipgrad::nn

@@ -1,0 +1,29 @@
+// What the translation-example tests (SKIPGRAD_TRANSLATE_TESTS in CMakeLists.txt) share: one tiny training
+// configuration that trains in a fraction of a second.
+#pragma once
+#include <string>
+
+#include "trainer.h"
+
+namespace sgtest {
+
+// 1+1 layers, d = 16, 2 heads, FFN 32, vocabulary 64, sentences up to 24 tokens, batches of 192 tokens, lr 3e-3
+// after 5 warm-up steps, quiet; dropout as TransformerConfig's default. The caller names the corpus and sets steps, evaluation, saving and
+// the output folder.
+inline translate::TrainOptions tiny_train_options(const std::string& corpus) {
+  translate::TrainOptions o;
+  o.corpus = corpus;
+  o.vocab_size = 64;
+  o.max_len = 24;
+  o.model.enc_layers = o.model.dec_layers = 1;
+  o.model.d_model = 16;
+  o.model.heads = 2;
+  o.model.d_ff = 32;
+  o.lr = 3e-3;
+  o.warmup = 5;
+  o.max_tokens = 192;
+  o.quiet = true;
+  return o;
+}
+
+}  // namespace sgtest
