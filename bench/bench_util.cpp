@@ -1,6 +1,7 @@
 #include "bench_util.h"
 
 #include <cblas.h>
+#include <immintrin.h>
 #include <omp.h>
 
 #include <algorithm>
@@ -10,6 +11,7 @@
 #include <map>
 #include <random>
 #include <sstream>
+#include <thread>
 #include <tuple>
 
 #include "backends/threads.h"
@@ -151,6 +153,40 @@ SgemmCeiling measure_sgemm_ceiling(const ReferenceShape& s, int repeats) {
   }
   c.weighted_gflops = flops / seconds * 1e-9;
   return c;
+}
+
+namespace {
+volatile float fma_sink;  // keeps the chains' results alive
+// Flops done by 12 independent chains of 8-wide FMAs, `iters` times each.
+__attribute__((target("avx2,fma"))) double fma_chains(long iters) {
+  __m256 acc[12];
+  for (int i = 0; i < 12; i++) acc[i] = _mm256_set1_ps(1.0f + 1e-7f * (float)i);
+  const __m256 mul = _mm256_set1_ps(0.9999999f), add = _mm256_set1_ps(1e-7f);
+  for (long k = 0; k < iters; k++)
+    for (int i = 0; i < 12; i++) acc[i] = _mm256_fmadd_ps(acc[i], mul, add);
+  float keep = 0, lanes[8];
+  for (int i = 0; i < 12; i++) {
+    _mm256_storeu_ps(lanes, acc[i]);
+    keep += lanes[0];
+  }
+  fma_sink = keep;
+  return (double)iters * 12 * 8 * 2;
+}
+}  // namespace
+
+double measure_fma_peak(int threads) {
+  if (!__builtin_cpu_supports("avx2") || !__builtin_cpu_supports("fma")) return 0;
+  const long iters = 20'000'000;
+  double best = 0;
+  for (int rep = 0; rep < 3; rep++) {
+    auto t0 = Clock::now();
+    std::vector<std::thread> pool;
+    for (int t = 0; t < threads; t++) pool.emplace_back([&] { fma_chains(iters); });
+    for (auto& th : pool) th.join();
+    const double sec = std::chrono::duration<double>(Clock::now() - t0).count();
+    best = std::max(best, threads * (double)iters * 12 * 8 * 2 / sec * 1e-9);
+  }
+  return best;
 }
 
 static double status_field_mib(const char* field) {

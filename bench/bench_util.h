@@ -53,6 +53,11 @@ struct SgemmCeiling {
 };
 SgemmCeiling measure_sgemm_ceiling(const ReferenceShape& s = {}, int repeats = 5);
 
+// The arithmetic ceiling of the cores: `threads` threads each issue independent 8-wide float FMAs on registers
+// (12 chains, no memory traffic); GFLOP/s over all threads, best of 3. No kernel can do float math faster on this
+// machine. 0 when the CPU has no AVX2+FMA.
+double measure_fma_peak(int threads);
+
 // Memory of this process from /proc/self/status, in MiB: VmHWM (peak resident) and VmRSS (now).
 double peak_rss_mib();
 double current_rss_mib();

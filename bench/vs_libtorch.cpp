@@ -16,7 +16,8 @@
 //    backward, Adam, zero_grad), the order of the workers rotating each round, so load changes on a shared machine
 //    hit every framework alike. ms/step: median and IQR over all timed steps, min-max.
 //  - GFLOP/s = analytic matrix FLOPs of a step (bench_util.cpp) / median step time; the ceiling is cblas_sgemm
-//    on the model's linear-layer GEMMs, measured by the driver before and after the rounds (the better is kept).
+//    on the model's linear-layer GEMMs, measured by the driver before and after the rounds (the better is kept);
+//    the FMA peak is the cores' arithmetic ceiling (bench_util measure_fma_peak), which no kernel can pass.
 //  - Speed-up column: (this framework's median ms/step) / (skipgrad's), i.e. skipgrad's throughput over its.
 // Workers speak a line protocol on stdin/stdout: "loss" -> "loss L"; "steps K" -> "times t1..tK losses l1..lK";
 // "rss" -> "rss PEAK_MIB START_MIB"; "quit". bench/pytorch_step.py implements the same protocol.
@@ -414,10 +415,11 @@ bool compare(const Options& o, const std::string& topology, int threads, const s
     }
   bench::SgemmCeiling after = bench::measure_sgemm_ceiling(kShape);
   const double ceiling = std::max(before.weighted_gflops, after.weighted_gflops);
+  const double fma_peak = bench::measure_fma_peak(threads);
   std::printf("- sgemm ceiling on the model's GEMMs: %.1f GFLOP/s before, %.1f after the rounds (best single shape "
-              "%.1f); load %.2f at end\n",
+              "%.1f); FMA peak of %d core(s): %.1f GFLOP/s; load %.2f at end\n",
               before.weighted_gflops, after.weighted_gflops, std::max(before.best_single_gflops, after.best_single_gflops),
-              loadavg1());
+              threads, fma_peak, loadavg1());
   for (auto& w : workers) {
     std::istringstream in(w->request("rss"));
     std::string word;
@@ -428,6 +430,19 @@ bool compare(const Options& o, const std::string& topology, int threads, const s
   // ---- the table rows
   const double flops = bench::step_matmul_flops(kShape), tokens = (double)(kShape.batch * kShape.tgt_len);
   const double sg_median = bench::summarize(workers[0]->times_ms).median;
+  // What 2x the fastest other framework would take: its matrix FLOPs alone, at that rate, against the peak.
+  double fastest_other = 0;
+  for (size_t i = 1; i < workers.size(); i++)
+    if (!workers[i]->times_ms.empty()) {
+      const double m = bench::summarize(workers[i]->times_ms).median;
+      fastest_other = fastest_other == 0 ? m : std::min(fastest_other, m);
+    }
+  if (fastest_other > 0 && fma_peak > 0)
+    std::printf("- 2x the fastest other framework = %.1f ms/step = %.1f GFLOP/s of matrix products alone, %.0f%% of "
+                "the FMA peak (%.0f%% of the sgemm ceiling)\n",
+                fastest_other / 2, flops / (fastest_other / 2 * 1e-3) * 1e-9,
+                100 * flops / (fastest_other / 2 * 1e-3) * 1e-9 / fma_peak,
+                100 * flops / (fastest_other / 2 * 1e-3) * 1e-9 / ceiling);
   for (auto& w : workers) {
     if (w->times_ms.empty()) continue;
     bench::Summary s = bench::summarize(w->times_ms);
@@ -436,6 +451,7 @@ bool compare(const Options& o, const std::string& topology, int threads, const s
                     fmt("%.1f", s.p25) + "–" + fmt("%.1f", s.p75) + " | " + fmt("%.1f", s.min) + "–" +
                     fmt("%.1f", s.max) + " | " + fmt("%.0f", tokens / (s.median * 1e-3)) + " | " +
                     fmt("%.1f", gflops) + " | " + fmt("%.0f%%", 100 * gflops / ceiling) + " | " +
+                    (fma_peak > 0 ? fmt("%.0f%%", 100 * gflops / fma_peak) : std::string("–")) + " | " +
                     fmt("%.0f", w->peak_rss) + " (" + fmt("%.0f", w->start_rss) + ") | " +
                     fmt("%.2f", s.median / sg_median) + " |");
   }
@@ -486,8 +502,8 @@ int main(int argc, char** argv) {
     for (const auto& topo : o.topologies)
       for (int t : o.threads) ok = compare(o, topo, t, self, table) && ok;
     std::printf("\n| topology | threads | framework | ms/step (median) | IQR | min–max | target tok/s | GFLOP/s | "
-                "of sgemm ceiling | peak RSS MiB (at start) | time / skipgrad's |\n");
-    std::printf("|---|---|---|---|---|---|---|---|---|---|---|\n");
+                "of sgemm ceiling | of FMA peak | peak RSS MiB (at start) | time / skipgrad's |\n");
+    std::printf("|---|---|---|---|---|---|---|---|---|---|---|---|\n");
     for (auto& row : table) std::printf("%s\n", row.c_str());
     std::printf("\nanalytic matrix FLOPs of a training step: %.2f GFLOP (3x forward %.2f)\n",
                 bench::step_matmul_flops(kShape) * 1e-9, bench::forward_matmul_flops(kShape) * 1e-9);
