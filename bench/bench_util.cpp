@@ -58,7 +58,10 @@ std::string runtime_info() {
     return std::string(name) + "=" + (v ? v : "(unset)");
   };
   std::ostringstream o;
-  o << "openblas core " << blas_corename() << ", openblas threads " << blas_threads() << ", omp threads "
+  const int parallel = openblas_get_parallel();  // how this OpenBLAS was built: 0 serial, 1 pthreads, 2 OpenMP
+  o << "openblas core " << blas_corename() << " ("
+    << (parallel == 2 ? "OpenMP build" : parallel == 1 ? "pthread build" : "serial build")
+    << "), openblas threads " << blas_threads() << ", omp threads "
     << omp_threads() << "; " << env("OMP_WAIT_POLICY") << " " << env("GLIBC_TUNABLES") << " "
     << env("MALLOC_ARENA_MAX") << " " << env("OPENBLAS_CORETYPE");
   return o.str();

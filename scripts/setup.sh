@@ -7,6 +7,7 @@ set -euo pipefail
 packages=(
   build-essential cmake pkg-config git
   libopenblas-dev          # BLAS for every CPU matrix product
+  libopenblas0-openmp      # its OpenMP build, linked by GCC builds: one thread pool with our loops (CMakeLists.txt)
   doctest-dev              # tests
   libbenchmark-dev         # bench/
   nlohmann-json3-dev       # graph JSON, checkpoint headers
