@@ -82,6 +82,8 @@ class Fields {
   ~Fields() { out_ += '}'; }
   Fields& operator()(const char* key, int64_t v) { return put(key), put_int(out_, v), *this; }
   Fields& operator()(const char* key, const std::string& v) { return put(key), put_string(out_, v), *this; }
+  // a C string is a string, not the bool it would otherwise convert to
+  Fields& operator()(const char* key, const char* v) { return (*this)(key, std::string(v)); }
   Fields& operator()(const char* key, const std::vector<int64_t>& v) { return put(key), put_ints(out_, v), *this; }
   Fields& operator()(const char* key, bool v) { return put(key), out_ += v ? "true" : "false", *this; }
   Fields& operator()(const char* key, double v) { return put(key), put_norm(out_, v), *this; }
@@ -112,7 +114,7 @@ class Fields {
 
 void put_node(std::string& out, const GraphNode& n) {
   Fields{out}("id", n.id)("tape_id", n.tape_id)("kind", n.kind)("op", n.op)("family", n.family)(
-      "role", std::string(role_name(node_role(n))))("name", n.name)("scope", n.scope)("shape", n.shape)(
+      "role", role_name(node_role(n)))("name", n.name)("scope", n.scope)("shape", n.shape)(
       "dtype", n.dtype)("requires_grad", n.requires_grad)("inputs", n.inputs)("params", n.params)(
       "saved_bytes", n.saved_bytes)("value_norm", n.value_norm)("grad_norm", n.grad_norm);
 }

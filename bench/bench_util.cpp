@@ -183,11 +183,14 @@ double measure_fma_peak(int threads) {
   double best = 0;
   for (int rep = 0; rep < 3; rep++) {
     auto t0 = Clock::now();
+    std::vector<double> flops(threads);
     std::vector<std::thread> pool;
-    for (int t = 0; t < threads; t++) pool.emplace_back([&] { fma_chains(iters); });
+    for (int t = 0; t < threads; t++) pool.emplace_back([&flops, t, iters] { flops[t] = fma_chains(iters); });
     for (auto& th : pool) th.join();
     const double sec = std::chrono::duration<double>(Clock::now() - t0).count();
-    best = std::max(best, threads * (double)iters * 12 * 8 * 2 / sec * 1e-9);
+    double total = 0;
+    for (double f : flops) total += f;
+    best = std::max(best, total / sec * 1e-9);
   }
   return best;
 }

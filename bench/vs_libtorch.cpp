@@ -437,12 +437,12 @@ bool compare(const Options& o, const std::string& topology, int threads, const s
       const double m = bench::summarize(workers[i]->times_ms).median;
       fastest_other = fastest_other == 0 ? m : std::min(fastest_other, m);
     }
-  if (fastest_other > 0 && fma_peak > 0)
+  if (fastest_other > 0 && fma_peak > 0) {
+    const double needed_gflops = flops / (fastest_other / 2 * 1e-3) * 1e-9;
     std::printf("- 2x the fastest other framework = %.1f ms/step = %.1f GFLOP/s of matrix products alone, %.0f%% of "
                 "the FMA peak (%.0f%% of the sgemm ceiling)\n",
-                fastest_other / 2, flops / (fastest_other / 2 * 1e-3) * 1e-9,
-                100 * flops / (fastest_other / 2 * 1e-3) * 1e-9 / fma_peak,
-                100 * flops / (fastest_other / 2 * 1e-3) * 1e-9 / ceiling);
+                fastest_other / 2, needed_gflops, 100 * needed_gflops / fma_peak, 100 * needed_gflops / ceiling);
+  }
   for (auto& w : workers) {
     if (w->times_ms.empty()) continue;
     bench::Summary s = bench::summarize(w->times_ms);

@@ -125,7 +125,16 @@ void CpuBackend::reduce(ReduceOp op, const Tensor& x, const std::vector<bool>& r
   const int64_t nd = x.dim();
   check(nd <= 16, "reduce", ": at most 16 dims supported, got ", nd);
   int64_t O, R, K;
-  const bool block = out.is_contiguous() && as_block(x, red, O, R, K);
+  if (out.is_contiguous() && as_block(x, red, O, R, K)) {
+    cpu::dispatch_float(x.dtype(), "reduce", [&]<class T>() {
+      with_op(op, [&](auto OPC) {
+        if (O * K > 0)
+          reduce_block<decltype(OPC)::value, T>(static_cast<const T*>(x.data_ptr()), static_cast<T*>(out.data_ptr()),
+                                                O, R, K);
+      });
+    });
+    return;
+  }
   // Generic path: split dims into kept (iterated by the output) and reduced (iterated per output element).
   Shape kept_shape(nd), red_shape, red_strides, out_strides_full(nd, 0), x_kept_strides(nd, 0);
   int64_t count = 1;
@@ -147,10 +156,6 @@ void CpuBackend::reduce(ReduceOp op, const Tensor& x, const std::vector<bool>& r
     T* op_ = static_cast<T*>(out.data_ptr());
     with_op(op, [&](auto OPC) {
       constexpr ReduceOp OP = decltype(OPC)::value;
-      if (block) {
-        if (O * K > 0) reduce_block<OP, T>(xp, op_, O, R, K);
-        return;
-      }
       // One output element: walk the reduced sub-block with an index counter.
       auto reduce_one = [&](int64_t xoff) -> T {
         double acc = reduce_init<OP>();
