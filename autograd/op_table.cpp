@@ -36,6 +36,7 @@ const std::vector<OpInfo>& op_table() {
       {"sum",              1, "sum",      F::Reduction},
       {"mean",             1, "mean",     F::Reduction},
       {"max",              1, "max",      F::Reduction},
+      {"cumsum",           1, "cumsum",   F::Reduction},
       {"reshape",          1, "reshape",  F::View},
       {"transpose",        1, "T",        F::View},
       {"permute",          1, "permute",  F::View},

@@ -75,6 +75,8 @@ Tensor mean(const Tensor& a);
 Tensor mean(const Tensor& a, const Shape& dims, bool keepdim = false);
 // Maximum over dims; the gradient is shared equally among tied maxima.
 Tensor max(const Tensor& a, const Shape& dims, bool keepdim = false);
+// Inclusive prefix sums along dim (torch.cumsum); any dtype, differentiable for floats.
+Tensor cumsum(const Tensor& a, int64_t dim);
 // Sums `g` down to `shape` (the reverse of broadcasting); not recorded. Used by backward functions.
 Tensor sum_to(const Tensor& g, const Shape& shape);
 

@@ -1,4 +1,5 @@
-// Reductions: sum, mean, max over dims; sum_to (the reverse of broadcasting) for backward functions.
+// Reductions: sum, mean, max over dims; cumsum (prefix sums); sum_to (the reverse of broadcasting) for backward
+// functions.
 #include <algorithm>
 
 #include "autograd/ops_common.h"
@@ -95,6 +96,24 @@ Tensor max(const Tensor& x, const Shape& dims, bool keepdim) {
     Tensor share = div(reshape_raw(g, p.keep_shape), ties);
     return std::vector<Tensor>{mul(hit, share)};
   }, {{"dims", dims}, {"keepdim", keepdim}});
+  return out;
+}
+
+// y_i = sum_{j <= i} x_j along dim:  gx_j = sum_{i >= j} g_i (the reverse prefix sum of g). Integer tensors are
+// summed too (no gradient): make_positions in nn/layers.cpp counts tokens this way on any device.
+Tensor cumsum(const Tensor& x, int64_t dim) {
+  check_defined("cumsum", x);
+  check(x.dim() > 0, "cumsum", ": expected a tensor of rank >= 1, got ", x.meta_str());
+  const int64_t d = normalize_dim(dim, x.dim(), "cumsum");
+  Tensor xc = contiguous_raw(x);
+  Tensor out = Tensor::empty(x.shape(), x.dtype(), x.device());
+  be(x).cumsum(xc, d, false, out);
+  record("cumsum", {x}, out, {}, [d](const Node&, const Tensor& g) {
+    Tensor gc = contiguous_raw(g);
+    Tensor gx = Tensor::empty(g.shape(), g.dtype(), g.device());
+    be(g).cumsum(gc, d, true, gx);
+    return std::vector<Tensor>{gx};
+  }, {{"dim", d}});
   return out;
 }
 

@@ -69,6 +69,9 @@ class Backend {
   // ---- reductions ----
   // out has x's rank with size 1 on every reduced dim (reduce[d] true).
   virtual void reduce(ReduceOp op, const Tensor& x, const std::vector<bool>& reduce, Tensor& out) = 0;
+  // Inclusive prefix sums along dim: out[.., i, ..] = sum_{j <= i} x[.., j, ..] (reverse: sum_{j >= i}).
+  // x and out are contiguous and of one shape and dtype; floats accumulate in double, integers in int64.
+  virtual void cumsum(const Tensor& x, int64_t dim, bool reverse, Tensor& out) = 0;
   // Number of NaN/Inf elements (anomaly mode; synchronises on devices).
   virtual int64_t count_nonfinite(const Tensor& x) = 0;
 

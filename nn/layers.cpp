@@ -134,18 +134,18 @@ Tensor SinusoidalPositions::forward(const Tensor& ids) {
   check(ids.defined() && ids.dim() == 2 && ids.dtype() == DType::I64, who, ": ids must be int64 [B, T], got ",
         ids.defined() ? ids.meta_str() : "an undefined tensor");
   // make_positions: non-pad tokens get padding_idx + 1, + 2, ... in order; pad tokens get padding_idx.
-  std::vector<int64_t> tok = ids.to_vector<int64_t>(), pos(tok.size());
-  const int64_t B = ids.size(0), T = ids.size(1);
-  for (int64_t b = 0; b < B; b++) {
-    int64_t count = 0;
-    for (int64_t t = 0; t < T; t++) {
-      const bool real = tok[b * T + t] != padding_idx;
-      count += real;
-      pos[b * T + t] = real ? padding_idx + count : padding_idx;
-    }
-    check(count <= max_positions, who, ": a sequence of ", count, " tokens exceeds max_positions ", max_positions);
+  //   real = [id != pad];  pos = real * cumsum(real) + pad
+  // computed with ops on ids' device, so a GPU step reads nothing back to the host here.
+  const Tensor pad = Tensor::full({1}, (double)padding_idx, DType::I64, ids.device());
+  const Tensor real = sub(Tensor::ones({1}, DType::I64, ids.device()), eq(ids, pad));
+  const Tensor pos = add(mul(real, cumsum(real, 1)), pad);
+  // A sequence longer than the table: on the CPU a clear error here; on a GPU the embedding kernel flags the id
+  // out of range and the next synchronising call throws it (docs/cuda.md), since checking here would sync.
+  if (ids.device().is_cpu() && ids.numel() > 0) {
+    const int64_t longest = (int64_t)max(real.to(DType::F64).sum({1}), {0}).item();
+    check(longest <= max_positions, who, ": a sequence of ", longest, " tokens exceeds max_positions ", max_positions);
   }
-  return embedding(table, Tensor::from_vector<int64_t>(pos, {B, T}, table.device()));
+  return embedding(table, pos);
 }
 
 // ---------------------------------------------------------------- Dropout

@@ -282,6 +282,12 @@ case("attention", "causal Tq=5 > Tk=4 (query 0 sees nothing) + key padding",
 case("attention", "causal Tq=2 < Tk=5 (decoder with a cache)",
      [In([B, H, 2, DH]), In([B, H, TK, DH]), In([B, H, TK, DH])], attention_fn, {"causal": True, "scale": -1})
 
+# ---------------------------------------------------------------- added later (at the end, so earlier cases keep
+# their seeds)
+cumsum_fn = lambda p, x: torch.cumsum(x, dim=p["dim"])
+case("cumsum", "dim 1 of [2,3,4]", [In([2, 3, 4])], cumsum_fn, {"dim": 1})
+case("cumsum", "dim -1 of transposed [5,3]", [In([5, 3], storage_order=T2)], cumsum_fn, {"dim": -1})
+
 # ---------------------------------------------------------------- running and writing
 
 EXCLUDED = {

@@ -242,6 +242,13 @@ TEST_SUITE("cuda") {
     compare_both("mean transposed", [](Inputs& in) { return mean(in.rand_t({20, 30}, 1), {1}); });
     compare_both("max", [](Inputs& in) { return max(in.rand({6, 50}, 1), {1}); });
     compare_both("max small rows", [](Inputs& in) { return max(in.rand({5000, 3}, 1), {1}); });
+    compare_both("cumsum inner dim", [](Inputs& in) { return cumsum(in.rand({7, 300}, 1), 1); });
+    compare_both("cumsum outer dim, transposed", [](Inputs& in) { return cumsum(in.rand_t({50, 40}, 1), 0); });
+    compare("cumsum int64 (token positions)", [](Inputs& in) {
+      Tensor c = cumsum(in.ids({3, 0, 4, 4, 0, 9, 1, 1}, {2, 4}), 1);
+      CHECK(c.to(Device::cpu()).to_vector<int64_t>() == std::vector<int64_t>{3, 3, 7, 11, 0, 9, 10, 11});
+      return c.to(in.dtype);
+    }, DType::F64, false);
   }
 
   TEST_CASE("views, copies, casts, concat and device moves") {

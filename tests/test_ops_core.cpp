@@ -191,6 +191,9 @@ REGISTER_GRAD_CASES {
       gc("max", "all, sliced", R(X, {}, false), {leaf_sliced({3, 4})}),
       gc("max", "ties share the gradient", R(X, {1}, false),
          {f64({1, 3, 3, 2, 5, 0, 5, 1}, {2, 4}).requires_grad_()}),
+      gc("cumsum", "dim 1", [](const std::vector<Tensor>& x) { return cumsum(x[0], 1); }, {leaf({2, 3, 4})}),
+      gc("cumsum", "dim -1, transposed", [](const std::vector<Tensor>& x) { return cumsum(x[0], -1); },
+         {leaf_transposed({3, 4})}),
   };
 }
 
@@ -444,6 +447,24 @@ TEST_SUITE("ops") {
     Tensor t = Tensor::from_vector<double>({1, 3, 3, 2}, {4}).requires_grad_();
     max(t, {0}).backward();
     check_close(t.grad(), {0, 0.5, 0.5, 0});
+  }
+
+  TEST_CASE("cumsum: prefix sums along a dim, floats and integers, forward and backward by hand") {
+    Tensor x = Tensor::arange(0, 6, 1, F64).reshape({2, 3});
+    check_close(cumsum(x, 1), {0, 1, 3, 3, 7, 12});
+    check_close(cumsum(x, 0), {0, 1, 2, 3, 5, 7});
+    check_close(cumsum(x.transpose(0, 1), -1), {0, 3, 1, 5, 2, 7});  // a strided input is read in its own order
+    Tensor ids = Tensor::from_vector<int64_t>({5, 0, 7, 7, 0, 0}, {2, 3});
+    Tensor c = cumsum(ids, 1);
+    CHECK(c.dtype() == DType::I64);
+    CHECK(c.to_vector<int64_t>() == std::vector<int64_t>{5, 5, 12, 7, 7, 7});
+    CHECK(cumsum(Tensor::zeros({0, 3}), 0).shape() == Shape{0, 3});
+    // y = cumsum(x): dL/dx_j = sum_{i >= j} dL/dy_i
+    Tensor t = Tensor::from_vector<double>({1, 2, 3, 4}, {4}).requires_grad_();
+    (cumsum(t, 0) * Tensor::from_vector<double>({1, 10, 100, 1000}, {4})).sum().backward();
+    check_close(t.grad(), {1111, 1110, 1100, 1000});
+    CHECK_THROWS_WITH_AS(cumsum(x, 2), doctest::Contains("cumsum"), Error);
+    CHECK_THROWS_WITH_AS(cumsum(Tensor::scalar(1), 0), doctest::Contains("rank >= 1"), Error);
   }
 
   TEST_CASE("reductions: the contiguous block paths against a naive float64 loop, 1 and 2 threads alike") {

@@ -161,6 +161,7 @@ const std::map<std::string, Runner>& runners() {
     r["contiguous"] = [](const json&, Inputs in) { return in[0].contiguous(); };
     r["to_dtype"] = [](const json& p, Inputs in) { return in[0].to(parse_dtype(p.at("dtype"))); };
     r["concat"] = [](const json& p, Inputs in) { return concat(in, p.at("dim")); };
+    r["cumsum"] = [](const json& p, Inputs in) { return cumsum(in[0], p.at("dim")); };
     r["softmax"] = [](const json& p, Inputs in) { return softmax(in[0], p.at("dim")); };
     r["log_softmax"] = [](const json& p, Inputs in) { return log_softmax(in[0], p.at("dim")); };
     r["layer_norm"] = [](const json& p, Inputs in) {

@@ -11,6 +11,7 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <type_traits>
 
 #include "backends/cpu/cpu_backend.h"
 #include "backends/cpu/strided_loop.h"
@@ -176,6 +177,34 @@ void CpuBackend::reduce(ReduceOp op, const Tensor& x, const std::vector<bool>& r
         for (int64_t i = 0; i < n; i++) op_[off[0] + i * st[0]] = reduce_one(off[1] + i * st[1]);
       }, 1 << 12);
     });
+  });
+}
+
+// Prefix sums along dim of a contiguous x viewed as [outer, n, inner]: each (outer, inner) line is summed in
+// order (reverse: from the end), in double for floats and int64 for integers. Lines are independent, so the
+// result does not depend on the thread count.
+void CpuBackend::cumsum(const Tensor& x, int64_t dim, bool reverse, Tensor& out) {
+  check(x.is_contiguous() && out.is_contiguous() && x.shape() == out.shape() && x.dtype() == out.dtype(), "cumsum",
+        ": expected contiguous x and out of one shape and dtype, got ", x.meta_str(), " and ", out.meta_str());
+  int64_t outer = 1, inner = 1;
+  const int64_t n = x.size(dim);
+  for (int64_t d = 0; d < dim; d++) outer *= x.size(d);
+  for (int64_t d = dim + 1; d < x.dim(); d++) inner *= x.size(d);
+  cpu::dispatch_all(x.dtype(), [&]<class T>() {
+    using Acc = std::conditional_t<std::is_floating_point_v<T>, double, int64_t>;
+    const T* xp = static_cast<const T*>(x.data_ptr());
+    T* yp = static_cast<T*>(out.data_ptr());
+#pragma omp parallel for if (outer * n * inner > (1 << 15))
+    for (int64_t o = 0; o < outer; o++) {
+      for (int64_t k = 0; k < inner; k++) {
+        Acc acc = 0;
+        for (int64_t j = 0; j < n; j++) {
+          const int64_t i = o * n * inner + (reverse ? n - 1 - j : j) * inner + k;
+          acc += (Acc)xp[i];
+          yp[i] = (T)acc;
+        }
+      }
+    }
   });
 }
 

@@ -7,6 +7,7 @@
 // sub-block so that neighbouring threads read neighbouring addresses.
 #include <cmath>
 #include <limits>
+#include <type_traits>
 
 #include "backends/cuda/cuda_common.cuh"
 
@@ -120,6 +121,40 @@ void CudaBackend::reduce(ReduceOp op, const Tensor& x, const std::vector<bool>& 
                                                stream_>>>(op, xp, op_, p);
   });
   SG_CUDA_LAUNCH_CHECK(name);
+}
+
+// Prefix sums along dim of a contiguous x viewed as [outer, n, inner]: a thread per (outer, inner) line, summing
+// in order (reverse: from the end) in double for floats and int64 for integers, as the CPU does. Neighbouring
+// threads read neighbouring inner elements, so the walk is coalesced whenever inner > 1.
+template <class T>
+__global__ void cumsum_kernel(const T* x, T* y, int64_t outer, int64_t n, int64_t inner, bool reverse) {
+  using Acc = typename std::conditional<std::is_floating_point<T>::value, double, int64_t>::type;
+  for (int64_t line = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; line < outer * inner;
+       line += (int64_t)gridDim.x * blockDim.x) {
+    const int64_t base = (line / inner) * n * inner + line % inner;
+    Acc acc = 0;
+    for (int64_t j = 0; j < n; j++) {
+      const int64_t i = base + (reverse ? n - 1 - j : j) * inner;
+      acc += (Acc)x[i];
+      y[i] = (T)acc;
+    }
+  }
+}
+
+void CudaBackend::cumsum(const Tensor& x, int64_t dim, bool reverse, Tensor& out) {
+  check(x.is_contiguous() && out.is_contiguous() && x.shape() == out.shape() && x.dtype() == out.dtype(), "cumsum",
+        ": expected contiguous x and out of one shape and dtype, got ", x.meta_str(), " and ", out.meta_str());
+  int64_t outer = 1, inner = 1;
+  const int64_t n = x.size(dim);
+  for (int64_t d = 0; d < dim; d++) outer *= x.size(d);
+  for (int64_t d = dim + 1; d < x.dim(); d++) inner *= x.size(d);
+  if (outer * inner == 0 || n == 0) return;
+  cuda::dispatch_all(x.dtype(), [&](auto tag) {
+    using T = decltype(tag);
+    cumsum_kernel<T><<<cuda::grid_for(outer * inner), cuda::kThreads, 0, stream_>>>(
+        static_cast<const T*>(x.data_ptr()), static_cast<T*>(out.data_ptr()), outer, n, inner, reverse);
+  });
+  SG_CUDA_LAUNCH_CHECK("cumsum");
 }
 
 }  // namespace skipgrad
