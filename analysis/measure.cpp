@@ -118,7 +118,7 @@ LayerMeasures measure_batch(nn::Transformer& model, const MeasureBatch& b, doubl
         ": the batch needs src, tgt_in and tgt_out");
   check(b.tgt_in.shape() == b.tgt_out.shape(), "measure", ": tgt_in ", b.tgt_in.shape(), " and tgt_out ",
         b.tgt_out.shape(), " differ");
-  const Device dev = model.parameters().front().device();
+  const Device dev = model.device();
   Tensor src = b.src.to(dev), tgt_in = b.tgt_in.to(dev), tgt_out = b.tgt_out.to(dev);
 
   model.zero_grad();
@@ -224,6 +224,7 @@ std::vector<LayerMeasures> measure_steps(const nn::TransformerConfig& cfg, const
   for (uint64_t seed : opt.seeds) {
     manual_seed(seed);
     nn::Transformer model(cfg);
+    model.to(opt.device);
     nn::Adam adam(model.named_parameters(), {.lr = opt.lr, .beta1 = 0.9, .beta2 = 0.98});
     nn::InverseSqrtLR schedule(opt.lr, opt.warmup);
     int64_t trained = 0;
@@ -231,8 +232,8 @@ std::vector<LayerMeasures> measure_steps(const nn::TransformerConfig& cfg, const
       for (; trained < opt.steps[si]; ++trained) {  // one Adam step on a fresh task batch
         MeasureBatch b = task_batch(cfg, opt.task, opt.batch, opt.len, train_batch_seed(seed, trained));
         adam.zero_grad();
-        Tensor logits = model.forward(b.src, b.tgt_in);
-        nn::label_smoothed_nll(logits, b.tgt_out, cfg.pad_id, opt.label_smoothing).loss.backward();
+        Tensor logits = model.forward(b.src.to(opt.device), b.tgt_in.to(opt.device));
+        nn::label_smoothed_nll(logits, b.tgt_out.to(opt.device), cfg.pad_id, opt.label_smoothing).loss.backward();
         if (opt.clip > 0) nn::clip_grad_norm(adam.params(), opt.clip);
         adam.set_lr(schedule.lr(adam.step_count() + 1));
         adam.step();

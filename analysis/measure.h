@@ -82,6 +82,7 @@ struct MeasureOptions {
   double lr = 1e-3;
   int64_t warmup = 20;
   double clip = 0;
+  Device device = Device::cpu();      // where the model is trained and measured (batches are made on the CPU)
 };
 
 // One forward/backward of `model` on `b`. Clears the model's gradients and the tape before and after; the

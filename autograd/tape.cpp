@@ -168,12 +168,31 @@ namespace {
 // acc = acc + g (out of place: g may alias another tensor's gradient).
 void accumulate(Tensor& acc, const Tensor& g) { acc = acc.defined() ? add(acc, g) : g; }
 
-// ||g||_2 with one sum-of-squares reduction (no temporary the size of g).
-double grad_l2_norm(const Tensor& g) {
+// sum(g^2) as a one-element tensor on g's device: one reduction, no temporary the size of g.
+Tensor sum_of_squares(const Tensor& g) {
   Tensor out = Tensor::empty(Shape(g.dim(), 1), g.dtype(), g.device());
   backend_for(g.device()).reduce(ReduceOp::SumSquares, g, std::vector<bool>(g.dim(), true), out);
-  return std::sqrt(out.item());
+  return out.reshape({1});
 }
+
+// The gradient norms of a backward walk (set_track_grad_norms). On the CPU each is read at once; on a GPU they
+// stay on the device until the walk ends and come back in one copy, so tracking costs one wait, not one per node.
+struct NormTracker {
+  std::vector<std::pair<Node*, Tensor>> on_device;
+  void add(Node& n, const Tensor& g) {
+    Tensor s = sum_of_squares(g);
+    if (g.device().is_cpu()) n.grad_norm = std::sqrt(s.item());
+    else on_device.emplace_back(&n, s.to(DType::F64));
+  }
+  void read_back() {
+    if (on_device.empty()) return;
+    std::vector<Tensor> parts;
+    for (auto& [n, s] : on_device) parts.push_back(s);
+    const std::vector<double> v = concat(parts, 0).to_vector<double>();
+    for (size_t i = 0; i < v.size(); i++) on_device[i].first->grad_norm = std::sqrt(v[i]);
+    on_device.clear();
+  }
+};
 
 // Runs `hooks` on g in order; a hook returning a defined tensor replaces the gradient.
 Tensor run_hooks(const std::vector<std::function<Tensor(const Tensor&)>>& hooks, Tensor g) {
@@ -185,13 +204,14 @@ Tensor run_hooks(const std::vector<std::function<Tensor(const Tensor&)>>& hooks,
 }
 
 // One node of the reverse walk: take its output gradient, call its backward, pass the results to its inputs.
-void backward_node(Node& n, bool retain_graph, const std::function<void(AutogradMeta&, const Tensor&)>& add_to) {
+void backward_node(Node& n, bool retain_graph, const std::function<void(AutogradMeta&, const Tensor&)>& add_to,
+                   NormTracker& norms) {
   AutogradMeta& om = *n.output;
   Tensor g = run_hooks(om.hooks, std::move(om.pending));
   om.pending = Tensor();
   if (om.retain_grad) accumulate(om.grad, g);
   for (auto& h : n.hooks) h(n, g);
-  if (g_track_norms) n.grad_norm = grad_l2_norm(g);
+  if (g_track_norms) norms.add(n, g);
   if (!n.backward)
     fail("backward", ": node '", n.name, "' was already run by an earlier backward (pass retain_graph=true to "
          "backward twice)");
@@ -251,10 +271,12 @@ void backward(const Tensor& root, const Tensor& grad_in, bool retain_graph) {
     if (!m.producer && !m.pending.defined()) leaves.push_back(&m);
     accumulate(m.pending, g);
   };
+  NormTracker norms;
   try {
     add_to(rm, g0);
     for (int64_t i = start; i >= 0; i--)
-      if (nodes[i]->output->pending.defined()) backward_node(*nodes[i], retain_graph, add_to);
+      if (nodes[i]->output->pending.defined()) backward_node(*nodes[i], retain_graph, add_to, norms);
+    norms.read_back();
     // Leaves receive their total gradient once, after their hooks.
     for (AutogradMeta* m : leaves) {
       Tensor g = run_hooks(m->hooks, std::move(m->pending));

@@ -32,20 +32,33 @@ std::vector<Tensor> defined_grads(const std::vector<Tensor>& params) {
 }
 }  // namespace
 
-// total = sqrt(sum_p ||g_p||^2);  g_p *= max_norm / (total + 1e-6) when total > max_norm
+// total = sqrt(sum_p ||g_p||^2), on the device
+Tensor total_grad_norm(const std::vector<Tensor>& params) {
+  NoGradGuard no_grad;
+  std::vector<Tensor> grads = defined_grads(params);
+  if (grads.empty()) return Tensor();
+  std::vector<Tensor> squares;
+  for (const Tensor& g : grads) squares.push_back(sum_of_squares(g));
+  return sqrt(sum(concat(squares, 0))).reshape({1});
+}
+
+// g_p *= max_norm / (total + 1e-6) when total > max_norm
+void clip_grads_to_norm(const std::vector<Tensor>& params, double max_norm, double total) {
+  check(std::isfinite(max_norm) && max_norm >= 0, "clip_grad_norm", ": max_norm must be finite and >= 0, got ",
+        max_norm);
+  if (!(max_norm > 0 && std::isfinite(total) && total > max_norm)) return;
+  NoGradGuard no_grad;
+  const double scale = max_norm / (total + 1e-6);
+  for (Tensor& g : defined_grads(params)) backend_for(g.device()).unary(UnaryOp::MulScalar, g, g, scale);  // in place
+}
+
 double clip_grad_norm(const std::vector<Tensor>& params, double max_norm) {
   check(std::isfinite(max_norm) && max_norm >= 0, "clip_grad_norm", ": max_norm must be finite and >= 0, got ",
         max_norm);
-  NoGradGuard no_grad;
-  std::vector<Tensor> grads = defined_grads(params);
-  if (grads.empty()) return 0.0;
-  std::vector<Tensor> squares;
-  for (const Tensor& g : grads) squares.push_back(sum_of_squares(g));
-  const double total = std::sqrt(sum(concat(squares, 0)).item());  // the one read-back
-  if (max_norm > 0 && std::isfinite(total) && total > max_norm) {
-    const double scale = max_norm / (total + 1e-6);
-    for (Tensor& g : grads) backend_for(g.device()).unary(UnaryOp::MulScalar, g, g, scale);  // in place
-  }
+  Tensor norm = total_grad_norm(params);
+  if (!norm.defined()) return 0.0;
+  const double total = norm.item();  // the one read-back
+  clip_grads_to_norm(params, max_norm, total);
   return total;
 }
 

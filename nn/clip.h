@@ -16,6 +16,14 @@ namespace skipgrad::nn {
 double clip_grad_norm(const std::vector<Tensor>& params, double max_norm);
 double clip_grad_norm(const std::vector<std::pair<std::string, Tensor>>& named_params, double max_norm);
 
+// The two halves of clip_grad_norm, for a step that must not wait on the GPU more than once (examples/translate
+// reads the loss and this norm in one copy):
+// total_grad_norm: sqrt(sum_p ||g_p||^2) as a float64 [1] tensor on the gradients' device, not read back;
+// undefined when no parameter has a gradient.
+Tensor total_grad_norm(const std::vector<Tensor>& params);
+// Scales every gradient by max_norm / (total + 1e-6) when max_norm > 0, total is finite and total > max_norm.
+void clip_grads_to_norm(const std::vector<Tensor>& params, double max_norm, double total);
+
 // ||grad||_2 of each parameter that has a gradient, in order, with its name (one read-back for all).
 std::vector<std::pair<std::string, double>> grad_norms(const std::vector<std::pair<std::string, Tensor>>& named_params);
 

@@ -101,6 +101,12 @@ void Module::to(Device device) {
   for (auto& [n, c] : children_) c->to(device);
 }
 
+Device Module::device() const {
+  for (auto& [n, t] : named_parameters()) return t.device();
+  for (auto& [n, b] : named_buffers()) return b.device();
+  return Device::cpu();
+}
+
 void Module::to(DType dtype) {
   for (auto& [n, t] : params_)
     if (t.dtype() != dtype) replace_data(t, t.detach().to(dtype));

@@ -52,6 +52,8 @@ class Module {
   void zero_grad();
   // Moves every parameter and buffer to `device` in place: handles held by modules see the move.
   void to(Device device);
+  // Where the module lives: the device of its first parameter (or buffer); the CPU when it has neither.
+  Device device() const;
   // Casts every floating parameter and buffer (float64 for gradient checks of whole models).
   void to(DType dtype);
 

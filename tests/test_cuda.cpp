@@ -5,16 +5,29 @@
 // Tolerances: float64 |cuda - cpu| <= 1e-9 + 1e-7 |cpu| (different summation orders only);
 //             float32 |cuda - cpu| <= 1e-4 + 1e-3 |cpu| (TF32 is off, so only the order of sums differs).
 // Without a GPU (or in a build without CUDA) every GPU test prints "skipped: no CUDA device" and passes; the
-// test file compiles either way since it only uses the public API and checks cuda_available() at run time.
+// test file compiles either way: it checks cuda_available() at run time, and reads the CUDA backend's wait
+// counter only in a CUDA build.
 #include <cmath>
 #include <functional>
 #include <limits>
 
 #include "test_util.h"
+#ifdef SKIPGRAD_WITH_CUDA
+#include "backends/cuda/cuda_backend.h"
+#endif
 
 using namespace sgtest;
 
 namespace {
+
+// How often the host has waited for the GPU so far (0 in a build without CUDA, where no GPU test runs).
+int64_t gpu_host_waits() {
+#ifdef SKIPGRAD_WITH_CUDA
+  return static_cast<CudaBackend&>(backend_for(Device::cuda())).host_waits();
+#else
+  return 0;
+#endif
+}
 
 bool have_cuda() {
   if (cuda_available()) return true;
@@ -355,6 +368,30 @@ TEST_SUITE("cuda") {
     Tensor targets = Tensor::from_vector<int64_t>({1, 9}, {2}, Device::cuda());
     CHECK_THROWS_WITH_ALL(cross_entropy(logits, targets).item(), "cross_entropy", "out of range");
     CHECK(Tensor::ones({2}, DType::F32, Device::cuda()).sum().item() == 2);  // the flag was cleared
+  }
+
+  TEST_CASE("tracked gradient norms: the CPU's values, read back in one wait per backward") {
+    if (!have_cuda()) return;
+    REQUIRE(track_grad_norms());  // the library default
+    std::vector<double> norms[2];
+    int64_t waits = 0;
+    for (int d = 0; d < 2; d++) {
+      const Device dev = d ? Device::cuda() : Device::cpu();
+      Generator g(5);
+      Tensor x = Tensor::randn({8, 16}, 0, 1, DType::F64, Device::cpu(), &g).to(dev).requires_grad_();
+      Tensor w = Tensor::randn({16, 16}, 0, 1, DType::F64, Device::cpu(), &g).to(dev).requires_grad_();
+      Tensor loss = sum(layer_norm(relu(matmul(x, w)), Tensor(), Tensor()) * 3.0);
+      std::vector<Node*> nodes;
+      for (auto& n : current_tape().nodes()) nodes.push_back(n.get());
+      const int64_t before = gpu_host_waits();
+      backward(loss, Tensor(), /*retain_graph=*/true);
+      waits = gpu_host_waits() - before;
+      for (Node* n : nodes) norms[d].push_back(n->grad_norm);
+      current_tape().clear();
+    }
+    REQUIRE(norms[0].size() == norms[1].size());
+    for (size_t i = 0; i < norms[0].size(); i++) CHECK(norms[1][i] == doctest::Approx(norms[0][i]).epsilon(1e-9));
+    CHECK(waits == 1);
   }
 
   TEST_CASE("mixing devices in one op is a clear error") {

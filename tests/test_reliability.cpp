@@ -49,17 +49,7 @@ struct RemoveScratchAtExit {
 } remove_scratch_at_exit;
 
 // A tiny number-words corpus (train/valid/test.tsv) in the scratch folder, made once per process.
-std::string tiny_corpus() {
-  const fs::path dir = scratch_dir() / "corpus";
-  if (!fs::exists(dir / "test.tsv")) {
-    fs::create_directories(dir);
-    Splits s = make_number_corpus(400, 7, 9999);
-    write_tsv((dir / "train.tsv").string(), s.train);
-    write_tsv((dir / "valid.tsv").string(), s.valid);
-    write_tsv((dir / "test.tsv").string(), s.test);
-  }
-  return dir.string();
-}
+std::string tiny_corpus() { return write_tiny_corpus(scratch_dir() / "corpus", 400); }
 
 // One layer a side, d=16, dropout on (so the RNG state matters), a checkpoint every `save_every` steps.
 TrainOptions tiny_run(const std::string& out, int64_t steps, int64_t save_every = 0) {

@@ -43,13 +43,7 @@ std::string text_of(const fs::path& p) {
 
 // A tiny number-words corpus and the options of a run small enough for a unit test (1 layer a side, d=16).
 TrainOptions tiny_options(const fs::path& root) {
-  const fs::path corpus = root / "corpus";
-  fs::create_directories(corpus);
-  Splits s = make_number_corpus(300, 7, 9999);
-  write_tsv((corpus / "train.tsv").string(), s.train);
-  write_tsv((corpus / "valid.tsv").string(), s.valid);
-  write_tsv((corpus / "test.tsv").string(), s.test);
-  TrainOptions o = tiny_train_options(corpus.string());
+  TrainOptions o = tiny_train_options(write_tiny_corpus(root / "corpus", 300));
   o.max_steps = 6;
   o.eval_every = 3;
   o.save_every = 0;

@@ -1,11 +1,26 @@
 // What the translation-example tests (SKIPGRAD_TRANSLATE_TESTS in CMakeLists.txt) share: one tiny training
 // configuration that trains in a fraction of a second.
 #pragma once
+#include <filesystem>
 #include <string>
 
+#include "data.h"
 #include "trainer.h"
 
 namespace sgtest {
+
+// A number-words corpus of `pairs` pairs (train/valid/test.tsv) written into `dir` unless it is there already;
+// returns the folder, to pass as TrainOptions::corpus.
+inline std::string write_tiny_corpus(const std::filesystem::path& dir, int pairs) {
+  if (!std::filesystem::exists(dir / "test.tsv")) {
+    std::filesystem::create_directories(dir);
+    translate::Splits s = translate::make_number_corpus(pairs, 7, 9999);
+    translate::write_tsv((dir / "train.tsv").string(), s.train);
+    translate::write_tsv((dir / "valid.tsv").string(), s.valid);
+    translate::write_tsv((dir / "test.tsv").string(), s.test);
+  }
+  return dir.string();
+}
 
 // 1+1 layers, d = 16, 2 heads, FFN 32, vocabulary 64, sentences up to 24 tokens, batches of 192 tokens, lr 3e-3
 // after 5 warm-up steps, quiet; dropout as TransformerConfig's default. The caller names the corpus and sets steps, evaluation, saving and

@@ -29,6 +29,14 @@ class CudaBackend final : public Backend {
   // Synchronises; called after every copy to the host and by count_nonfinite.
   void check_device_errors();
 
+  // How often the host has waited for the GPU since the backend was made: every stream synchronisation (copies
+  // to the host, count_nonfinite) and every wait for a busy staging slot. tests/test_cuda.cpp checks that a
+  // training step waits once (the loss read) by differencing this counter.
+  int64_t host_waits() const { return host_waits_; }
+  // Host-to-device copies so far, and how many of them went through the pinned staging slots.
+  int64_t uploads() const { return uploads_; }
+  int64_t staged_uploads() const { return staged_uploads_; }
+
   void fill(Tensor& out, double value) override;
   void copy(const Tensor& src, Tensor& dst) override;
   void arange(Tensor& out, double start, double step) override;
@@ -40,6 +48,7 @@ class CudaBackend final : public Backend {
   void binary(BinaryOp op, const Tensor& a, const Tensor& b, Tensor& out) override;
   void where(const Tensor& cond, const Tensor& a, const Tensor& b, Tensor& out) override;
   void reduce(ReduceOp op, const Tensor& x, const std::vector<bool>& reduce, Tensor& out) override;
+  void cumsum(const Tensor& x, int64_t dim, bool reverse, Tensor& out) override;
   int64_t count_nonfinite(const Tensor& x) override;
   void gemm(const GemmArgs& args) override;
   void softmax(const Tensor& x, Tensor& y, bool log) override;
@@ -63,6 +72,17 @@ class CudaBackend final : public Backend {
 
  private:
   void copy_device(const Tensor& src, Tensor& dst);  // both on the GPU (cuda_elementwise.cu)
+  void upload(const void* host, void* device, size_t bytes);
+
+  // Pinned staging for small host-to-device copies (token ids, masks): from pageable memory cudaMemcpyAsync may
+  // wait for the stream to drain; from pinned memory it does not. A slot is reused once its copy has finished
+  // (its event), which a round-robin over kStagingSlots slots makes all but certain.
+  static constexpr int kStagingSlots = 16;
+  static constexpr size_t kStagingBytes = 1 << 20;
+  char* staging_ = nullptr;  // kStagingSlots x kStagingBytes, cudaMallocHost
+  cudaEvent_t staging_done_[kStagingSlots] = {};
+  int next_slot_ = 0;
+  int64_t host_waits_ = 0, uploads_ = 0, staged_uploads_ = 0;
 
   cudaStream_t stream_ = nullptr;
   cublasHandle_t cublas_ = nullptr;

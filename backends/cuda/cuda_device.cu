@@ -1,4 +1,5 @@
 // CUDA device setup: registration, the caching device allocator, host<->device copies, device error flags.
+#include <cstring>
 #include <string>
 
 #include "backends/cuda/cuda_common.cuh"
@@ -45,9 +46,15 @@ CudaBackend::CudaBackend() {
   SG_CUBLAS_CHECK("cuda_init", cublasSetMathMode(cublas_, CUBLAS_DEFAULT_MATH));
   SG_CUDA_CHECK("cuda_init", cudaMalloc(&error_flags_, sizeof(int)));
   SG_CUDA_CHECK("cuda_init", cudaMemsetAsync(error_flags_, 0, sizeof(int), stream_));
+  SG_CUDA_CHECK("cuda_init", cudaMallocHost(&staging_, kStagingSlots * kStagingBytes));
+  for (cudaEvent_t& e : staging_done_)
+    SG_CUDA_CHECK("cuda_init", cudaEventCreateWithFlags(&e, cudaEventDisableTiming));
 }
 
 CudaBackend::~CudaBackend() {
+  for (cudaEvent_t e : staging_done_)
+    if (e) cudaEventDestroy(e);
+  if (staging_) cudaFreeHost(staging_);
   if (cublas_) cublasDestroy(cublas_);
   if (error_flags_) cudaFree(error_flags_);
   if (stream_) cudaStreamDestroy(stream_);
@@ -62,12 +69,39 @@ void CudaBackend::check_device_errors() {
   int flags = 0;
   SG_CUDA_CHECK("cuda", cudaMemcpyAsync(&flags, error_flags_, sizeof(int), cudaMemcpyDeviceToHost, stream_));
   SG_CUDA_CHECK("cuda", cudaStreamSynchronize(stream_));
+  host_waits_++;
   if (flags == 0) return;
   SG_CUDA_CHECK("cuda", cudaMemsetAsync(error_flags_, 0, sizeof(int), stream_));
   if (flags & cuda::kBadEmbeddingId)
     fail("embedding", ": an id was out of range [0, num_embeddings) (found on the GPU; its output rows are 0)");
   fail("cross_entropy", ": a target was out of range [0, num_classes) and not ignore_index (found on the GPU; its "
        "loss is NaN)");
+}
+
+// host -> device without making the host wait: up to kStagingBytes through a pinned slot (the host copy is
+// ours, so the caller may free its buffer at once), larger copies (weights moved by Module::to) straight from
+// the pageable buffer, for which the driver stages and may wait for the stream.
+void CudaBackend::upload(const void* host, void* device, size_t bytes) {
+  const char* op = "copy";
+  uploads_++;
+  if (bytes > kStagingBytes) {
+    SG_CUDA_CHECK(op, cudaMemcpyAsync(device, host, bytes, cudaMemcpyHostToDevice, stream_));
+    return;
+  }
+  const int slot = next_slot_;
+  next_slot_ = (next_slot_ + 1) % kStagingSlots;
+  const cudaError_t state = cudaEventQuery(staging_done_[slot]);  // cudaSuccess also for a never-recorded event
+  if (state == cudaErrorNotReady) {
+    SG_CUDA_CHECK(op, cudaEventSynchronize(staging_done_[slot]));  // 16 uploads still in flight: wait for this one
+    host_waits_++;
+  } else {
+    SG_CUDA_CHECK(op, state);
+  }
+  char* pinned = staging_ + (size_t)slot * kStagingBytes;
+  std::memcpy(pinned, host, bytes);
+  SG_CUDA_CHECK(op, cudaMemcpyAsync(device, pinned, bytes, cudaMemcpyHostToDevice, stream_));
+  SG_CUDA_CHECK(op, cudaEventRecord(staging_done_[slot], stream_));
+  staged_uploads_++;
 }
 
 // dst = src. Within the GPU: a strided, converting kernel. Between host and device: cudaMemcpy of contiguous
@@ -95,8 +129,7 @@ void CudaBackend::copy(const Tensor& src, Tensor& dst) {
     return;
   }
   if (dst.device().is_cuda()) {
-    // From pageable memory this returns once the host buffer has been staged, so the caller may free it.
-    SG_CUDA_CHECK(op, cudaMemcpyAsync(dst.data_ptr(), src.data_ptr(), src.nbytes(), cudaMemcpyHostToDevice, stream_));
+    upload(src.data_ptr(), dst.data_ptr(), src.nbytes());
   } else {
     SG_CUDA_CHECK(op, cudaMemcpyAsync(dst.data_ptr(), src.data_ptr(), src.nbytes(), cudaMemcpyDeviceToHost, stream_));
     check_device_errors();  // synchronises the stream, so dst is ready

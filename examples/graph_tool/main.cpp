@@ -33,6 +33,8 @@ void add_model_options(CLI::App* cmd, ModelOptions& m, bool topology) {
   cmd->add_option("--batch", m.batch, "sentences per batch")->capture_default_str();
   cmd->add_option("--len", m.len, "tokens per sentence (padded)")->capture_default_str();
   cmd->add_option("--seed", m.seed)->capture_default_str();
+  cmd->add_option("--device", m.device, "cpu | cuda | cuda:N: where the model runs (the dump is the same)")
+      ->capture_default_str();
 }
 
 // One forward + loss + backward on a random batch, keeping the graph.
@@ -40,6 +42,7 @@ LayerMeasures record(const ModelOptions& mo) {
   nn::TransformerConfig cfg = mo.config();
   manual_seed(mo.seed);
   nn::Transformer model(cfg);
+  model.to(Device::parse(mo.device));  // measure_batch moves the batch to the model
   MeasureBatch b = random_batch(cfg, mo.batch, mo.len, mo.seed);
   return measure_batch(model, b, 0.1, /*graph=*/true);
 }

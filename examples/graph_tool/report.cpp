@@ -208,6 +208,7 @@ void write_report(const ReportOptions& opt) {
       meo.batch = mo.batch;
       meo.len = mo.len;
       meo.graph = true;
+      meo.device = skipgrad::Device::parse(mo.device);
       meo.task = opt.task;
       meo.steps = opt.steps;
       meo.lr = opt.lr;

@@ -16,6 +16,7 @@ struct ModelOptions {
   int64_t d_model = 64, heads = 4, d_ff = 256, vocab = 100;
   int64_t batch = 8, len = 16;
   uint64_t seed = 1;
+  std::string device = "cpu";  // cpu | cuda | cuda:N
   skipgrad::nn::TransformerConfig config() const;  // dropout 0: the statistics at initialization
 };
 

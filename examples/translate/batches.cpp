@@ -57,7 +57,7 @@ std::vector<std::vector<int64_t>> make_batches(const std::vector<Example>& ex, i
   return batches;
 }
 
-Batch collate(const std::vector<Example>& ex, const std::vector<int64_t>& idx) {
+Batch collate(const std::vector<Example>& ex, const std::vector<int64_t>& idx, skipgrad::Device device) {
   int64_t S = 1, T = 1;
   for (int64_t i : idx) {
     S = std::max<int64_t>(S, (int64_t)ex[i].src.size());
@@ -78,9 +78,9 @@ Batch collate(const std::vector<Example>& ex, const std::vector<int64_t>& idx) {
     b.src_tokens += (int64_t)e.src.size();
     b.tgt_tokens += (int64_t)e.tgt.size() + 1;
   }
-  b.src = Tensor::from_vector(src, {B, S});
-  b.tgt_in = Tensor::from_vector(tin, {B, T});
-  b.tgt_out = Tensor::from_vector(tout, {B, T});
+  b.src = Tensor::from_vector(src, {B, S}, device);
+  b.tgt_in = Tensor::from_vector(tin, {B, T}, device);
+  b.tgt_out = Tensor::from_vector(tout, {B, T}, device);
   b.indices = idx;
   return b;
 }

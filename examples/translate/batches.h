@@ -26,6 +26,8 @@ std::vector<Example> encode_pairs(const Vocab& vocab, const std::vector<Pair>& p
 // Indices of the examples grouped into batches of at most max_tokens padded tokens per side.
 std::vector<std::vector<int64_t>> make_batches(const std::vector<Example>& ex, int64_t max_tokens, uint64_t seed,
                                                bool shuffle);
-Batch collate(const std::vector<Example>& ex, const std::vector<int64_t>& idx);
+// The padded id tensors of examples idx, made on `device` (one host-to-device copy each on a GPU).
+Batch collate(const std::vector<Example>& ex, const std::vector<int64_t>& idx,
+              skipgrad::Device device = skipgrad::Device::cpu());
 
 }  // namespace translate

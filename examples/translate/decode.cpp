@@ -53,7 +53,7 @@ class FullStepper : public Stepper {
     const int64_t T = (int64_t)prefix_[0].size();
     for (auto& p : prefix_) ids.insert(ids.end(), p.begin(), p.end());
     Tensor logits = model_.decode(nn::select_rows(enc_, sentence_), nn::select_rows(src_mask_, sentence_),
-                                  Tensor::from_vector(ids, {R, T}));  // [R, T, V]
+                                  Tensor::from_vector(ids, {R, T}, enc_.device()));  // [R, T, V]
     return log_probs(logits.select(1, T - 1));
   }
   int64_t vocab() const override { return model_.config().vocab; }
@@ -180,8 +180,9 @@ std::vector<Hypothesis> search(Stepper& model, const std::vector<int64_t>& max_l
   return opt.beam <= 1 ? greedy(model, max_len, opt) : beam_search(model, max_len, opt);
 }
 
-std::vector<Hypothesis> decode_batch(nn::Transformer& model, const Tensor& src, const DecodeOptions& opt) {
+std::vector<Hypothesis> decode_batch(nn::Transformer& model, const Tensor& src_ids, const DecodeOptions& opt) {
   NoGradGuard no_grad;
+  const Tensor src = src_ids.to(model.device());  // the search runs on the host, the model where it lives
   const int64_t B = src.size(0), S = src.size(1);
   Tensor src_mask = model.padding_mask(src);
   Tensor enc = model.encode(src);

@@ -10,7 +10,7 @@ namespace translate {
 
 using namespace skipgrad;
 
-TrainedModel load_trained_model(const std::string& checkpoint) {
+TrainedModel load_trained_model(const std::string& checkpoint, const std::string& device) {
   nn::SafetensorsFile f = nn::load_safetensors(checkpoint);
   check(f.metadata.count("config") && f.metadata.count("vocab"), "load_trained_model", ": '", checkpoint,
         "' is not a checkpoint written by skipgrad-translate train (no config/vocab metadata)");
@@ -18,6 +18,7 @@ TrainedModel load_trained_model(const std::string& checkpoint) {
   TrainedModel m{cfg, std::make_unique<nn::Transformer>(cfg), Vocab::load(f.metadata.at("vocab")),
                  f.metadata.count("step") ? std::stoll(f.metadata.at("step")) : -1};
   nn::load_checkpoint(checkpoint, *m.model, nullptr, /*restore_rng=*/false);
+  m.model->to(Device::parse(device));
   m.model->eval();
   return m;
 }
@@ -42,7 +43,7 @@ EvalResult evaluate_checkpoint(const EvalOptions& o) {
   check(!pairs.empty(), "eval", ": no sentence pairs in '", r.test_file, "'");
   r.sentences = (int64_t)pairs.size();
 
-  TrainedModel m = load_trained_model(o.checkpoint);
+  TrainedModel m = load_trained_model(o.checkpoint, o.data.device);
   r.cfg = m.cfg;
   r.step = m.step;
   std::vector<Example> ex = encode_pairs(m.vocab, pairs, o.data.max_len);

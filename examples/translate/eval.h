@@ -19,7 +19,7 @@ struct TrainedModel {
   Vocab vocab;
   int64_t step = -1;  // the training step it was saved at (-1: not recorded)
 };
-TrainedModel load_trained_model(const std::string& checkpoint);
+TrainedModel load_trained_model(const std::string& checkpoint, const std::string& device = "cpu");
 
 struct EvalOptions {
   std::string checkpoint;

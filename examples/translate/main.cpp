@@ -48,6 +48,7 @@ static std::vector<std::string> split_commas(const std::string& s) {
 // Options shared by train and compare.
 static void add_train_options(CLI::App* c, TrainOptions& o, std::string& norm, std::string& act, std::string& init) {
   c->add_option("--data-dir", o.data_dir, "where corpora and vocabularies are cached")->capture_default_str();
+  c->add_option("--device", o.device, "cpu | cuda | cuda:N (docs/cuda.md)")->capture_default_str();
   c->add_option("--corpus", o.corpus, "numbers | ding | a folder with train.tsv valid.tsv test.tsv")->capture_default_str();
   c->add_option("--vocab-size", o.vocab_size, "SentencePiece vocabulary size")->capture_default_str();
   c->add_option("--layers", o.model.enc_layers, "layers per side")->capture_default_str();
@@ -121,6 +122,7 @@ int main(int argc, char** argv) {
   tr_cmd->add_option("--checkpoint", ckpt, "a checkpoint written by train")->required();
   tr_cmd->add_option("--input", input, "one sentence per line (default: stdin)");
   tr_cmd->add_option("--beam", beam, "1: greedy")->capture_default_str();
+  tr_cmd->add_option("--device", o.device, "cpu | cuda | cuda:N")->capture_default_str();
 
   auto* eval_cmd = app.add_subcommand("eval", "test loss and BLEU of a checkpoint, decoded the same way every time");
   EvalOptions ev;
@@ -129,6 +131,7 @@ int main(int argc, char** argv) {
   eval_cmd->add_option("--data-dir", o.data_dir)->capture_default_str();
   eval_cmd->add_option("--tsv", ev.tsv, "score this source<TAB>target file instead of the corpus's test split");
   eval_cmd->add_option("--beam", ev.beam, "1: greedy")->capture_default_str();
+  eval_cmd->add_option("--device", o.device, "cpu | cuda | cuda:N")->capture_default_str();
   eval_cmd->add_option("--test-sentences", ev.test_sentences, "the first N sentences (0: all)")->capture_default_str();
   eval_cmd->add_option("--label-smoothing", o.label_smoothing, "for the reported loss")->capture_default_str();
   eval_cmd->add_option("--hypotheses", ev.hypotheses_path, "write the translations here, one per line");
@@ -179,7 +182,7 @@ int main(int argc, char** argv) {
       return 0;
     }
     if (*tr_cmd) {
-      TrainedModel m = load_trained_model(ckpt);
+      TrainedModel m = load_trained_model(ckpt, o.device);
       std::vector<std::string> lines;
       if (input.empty()) lines = read_lines(std::cin);
       else lines = read_lines(input);

@@ -5,10 +5,10 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
-#include <limits>
 
 #include "autograd/ops.h"
 #include "autograd/tape.h"
+#include "backends/backend.h"
 #include "bleu.h"
 #include "config_json.h"
 #include "nn/checkpoint.h"
@@ -70,7 +70,7 @@ double evaluate_loss(nn::Transformer& model, const std::vector<Example>& ex, con
   model.eval();
   double nll = 0, tokens = 0;
   for (auto& idx : make_batches(ex, o.max_tokens, 0, false)) {
-    Batch b = collate(ex, idx);
+    Batch b = collate(ex, idx, model.device());
     auto L = nn::label_smoothed_nll(model.forward(b.src, b.tgt_in), b.tgt_out, Vocab::kPad, o.label_smoothing);
     nll += L.loss.item() * L.ntokens.item();
     tokens += L.ntokens.item();
@@ -98,6 +98,18 @@ double evaluate_bleu(nn::Transformer& model, const Vocab& vocab, const std::vect
   return corpus_bleu(hyps, refs).score;
 }
 
+// Forward, backward and the gradient norm are queued without waiting; then the loss and the norm come back in
+// one copy. A NaN/Inf loss makes NaN/Inf gradients, which the caller sees in both numbers.
+LossAndNorm forward_backward(nn::Transformer& model, const Batch& b, double label_smoothing) {
+  auto L = nn::label_smoothed_nll(model.forward(b.src, b.tgt_in), b.tgt_out, Vocab::kPad, label_smoothing);
+  L.loss.backward();
+  NoGradGuard no_grad;
+  Tensor norm = nn::total_grad_norm(model.parameters());
+  Tensor loss = L.loss.detach().reshape({1}).to(DType::F64);
+  const std::vector<double> v = (norm.defined() ? concat({loss, norm}, 0) : loss).to_vector<double>();
+  return {v[0], v.size() > 1 ? v[1] : 0.0};
+}
+
 namespace {
 std::string fmt_time(double s) {
   char buf[32];
@@ -108,6 +120,8 @@ std::string fmt_time(double s) {
 
 TrainResult train(const TrainOptions& o) {
   TrainResult res;
+  const Device device = Device::parse(o.device);
+  backend_for(device);  // an absent device fails here, before the data is prepared
   Corpus corpus = prepare_corpus(o);
   const std::string data_dir = (o.corpus == "numbers" || o.corpus == "ding") ? o.data_dir + "/" + o.corpus : o.corpus;
   // An empty split would make an endless epoch loop (train) or a mean over nothing (valid, test).
@@ -126,7 +140,8 @@ TrainResult train(const TrainOptions& o) {
   cfg.pad_id = Vocab::kPad;
   cfg.max_positions = std::max<int64_t>(cfg.max_positions, o.max_len * 2 + 16);
   manual_seed(o.seed);
-  nn::Transformer model(cfg);
+  nn::Transformer model(cfg);  // initialised on the CPU, so every device starts from the same weights
+  model.to(device);            // before the optimizer, whose state is made where the parameters are
   res.parameters = model.num_parameters();
   nn::AdamOptions ao;
   ao.lr = o.lr;
@@ -178,16 +193,11 @@ TrainResult train(const TrainOptions& o) {
         stop = true;
         break;
       }
-      Batch b = collate(train_ex, batches[batch_in_epoch]);
+      Batch b = collate(train_ex, batches[batch_in_epoch], device);
       opt.set_lr(schedule.lr(step + 1));
       const uint64_t rng_offset = default_generator().offset();  // to replay this step if it diverges
-      auto L = nn::label_smoothed_nll(model.forward(b.src, b.tgt_in), b.tgt_out, Vocab::kPad, o.label_smoothing);
-      const double loss = L.loss.item();
-      double gnorm = std::numeric_limits<double>::quiet_NaN();
-      if (std::isfinite(loss)) {
-        L.loss.backward();
-        gnorm = nn::clip_grad_norm(model.parameters(), o.clip_norm > 0 ? o.clip_norm : 1e30);
-      }
+      const auto [loss, gnorm] = forward_backward(model, b, o.label_smoothing);
+      nn::clip_grads_to_norm(model.parameters(), o.clip_norm, gnorm);
       if (!std::isfinite(loss) || !std::isfinite(gnorm) || gnorm > o.diverge_grad_norm) {
         // Replay the step in anomaly mode to name the first op that produced NaN/Inf.
         opt.zero_grad();

@@ -39,6 +39,7 @@ struct TrainOptions {
   bool resume = false;
   bool quiet = false;              // no live progress line
   double diverge_grad_norm = 1e6;  // a larger (or non-finite) gradient norm counts as divergence
+  std::string device = "cpu";      // cpu | cuda | cuda:N: where the model, its batches and the optimizer live
 };
 
 struct TrainResult {
@@ -57,6 +58,12 @@ struct Corpus {
 // Builds (or reads the cached) train/valid/test TSVs for opts.corpus under opts.data_dir.
 Corpus prepare_corpus(const TrainOptions& opts);
 TrainResult train(const TrainOptions& opts);
+// One batch's forward, label-smoothed loss and backward (gradients accumulate into the parameters). Returns the
+// mean loss and the global gradient norm, read back together in one copy: on a GPU the step's only wait.
+struct LossAndNorm {
+  double loss = 0, grad_norm = 0;
+};
+LossAndNorm forward_backward(skipgrad::nn::Transformer& model, const Batch& b, double label_smoothing);
 // Mean label-smoothed loss and corpus BLEU of `pairs` under a model.
 double evaluate_loss(skipgrad::nn::Transformer& model, const std::vector<Example>& ex, const TrainOptions& opts);
 double evaluate_bleu(skipgrad::nn::Transformer& model, const Vocab& vocab, const std::vector<Pair>& pairs,

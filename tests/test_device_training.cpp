@@ -1,0 +1,161 @@
+// The translation example on a device (`--device`): the CPU path of forward_backward, the error without a GPU,
+// and, on a GPU, the same training run as on the CPU with one host wait per step.
+//
+// GPU cases print "skipped: no CUDA device" and pass where there is none (suite `cuda`, like tests/test_cuda.cpp).
+#include <unistd.h>
+
+#include <cmath>
+#include <filesystem>
+
+#include "autograd/ops.h"
+#include "eval.h"
+#include "nn/clip.h"
+#include "nn/loss.h"
+#include "nn/optim.h"
+#include "test_util.h"
+#include "translate_test_util.h"
+#ifdef SKIPGRAD_WITH_CUDA
+#include "backends/cuda/cuda_backend.h"
+#endif
+
+using namespace sgtest;
+using namespace translate;
+namespace fs = std::filesystem;
+
+namespace {
+
+fs::path scratch_dir() { return fs::temp_directory_path() / ("skipgrad_device_" + std::to_string(::getpid())); }
+struct RemoveScratchAtExit {
+  ~RemoveScratchAtExit() {
+    std::error_code ec;
+    fs::remove_all(scratch_dir(), ec);
+  }
+} remove_scratch_at_exit;
+
+TrainOptions tiny_run(const std::string& device, const std::string& out) {
+  TrainOptions o = tiny_train_options(write_tiny_corpus(scratch_dir() / "corpus", 300));
+  o.model.dropout = 0.1;  // the GPU draws the same dropout masks as the CPU (tensor/random.h)
+  o.max_steps = 20;
+  o.eval_every = 0;
+  o.save_every = 0;
+  o.eval_sentences = 4;
+  o.test_sentences = 4;
+  o.beam = 2;
+  o.device = device;
+  o.out_dir = (scratch_dir() / out).string();
+  return o;
+}
+
+// Two sentences of made-up ids, padded by collate.
+std::vector<Example> two_examples() { return {{{5, 6, 7, Vocab::kEos}, {8, 9}}, {{10, Vocab::kEos}, {11, 12, 13}}}; }
+
+nn::TransformerConfig tiny_config() {
+  nn::TransformerConfig c;
+  c.enc_layers = c.dec_layers = 1;
+  c.d_model = 16;
+  c.heads = 2;
+  c.d_ff = 32;
+  c.vocab = 20;
+  c.pad_id = Vocab::kPad;
+  c.dropout = 0;
+  return c;
+}
+
+bool have_cuda() {
+  if (cuda_available()) return true;
+  MESSAGE("skipped: no CUDA device");
+  return false;
+}
+
+}  // namespace
+
+TEST_SUITE("translate") {
+  TEST_CASE("forward_backward: the loss and global gradient norm of one batch, read back together") {
+    manual_seed(3);
+    nn::Transformer model(tiny_config());
+    Batch b = collate(two_examples(), {0, 1});
+    LossAndNorm r = forward_backward(model, b, 0.1);
+    // The same quantities the long way round, from the gradients forward_backward left behind.
+    const double norm = nn::clip_grad_norm(model.parameters(), 0);
+    CHECK(r.grad_norm == doctest::Approx(norm).epsilon(1e-12));
+    CHECK(r.grad_norm > 0);
+    model.zero_grad();
+    NoGradGuard no_grad;
+    auto L = nn::label_smoothed_nll(model.forward(b.src, b.tgt_in), b.tgt_out, Vocab::kPad, 0.1);
+    CHECK(r.loss == doctest::Approx(L.loss.item()).epsilon(1e-12));
+    CHECK(model.device() == Device::cpu());
+  }
+
+  TEST_CASE("total_grad_norm and clip_grads_to_norm are clip_grad_norm in two halves") {
+    Tensor a = Tensor::zeros({2}).requires_grad_(), c = Tensor::zeros({1}).requires_grad_();
+    (a * Tensor::from_vector<float>({3, 0}, {2})).sum().backward();
+    (c * 4.0).sum().backward();
+    Tensor n = nn::total_grad_norm({a, c});
+    CHECK(n.dtype() == DType::F64);
+    CHECK(n.item() == doctest::Approx(5.0));
+    nn::clip_grads_to_norm({a, c}, 1.0, 5.0);
+    CHECK(a.grad().to_vector<float>()[0] == doctest::Approx(3.0 / (5.0 + 1e-6)));
+    nn::clip_grads_to_norm({a, c}, 10.0, 1.0);  // under the threshold: untouched
+    CHECK(c.grad().item() == doctest::Approx(4.0 / (5.0 + 1e-6)));
+    CHECK_FALSE(nn::total_grad_norm({Tensor::zeros({2})}).defined());  // no gradients at all
+    CHECK_THROWS_WITH_AS(nn::clip_grads_to_norm({a}, -1.0, 5.0), doctest::Contains("max_norm"), Error);
+  }
+
+  TEST_CASE("an unknown or absent device is a clear error before any training") {
+    CHECK_THROWS_WITH_AS(train(tiny_run("tpu", "bad_device")), doctest::Contains("tpu"), Error);
+    if (!cuda_available())
+      CHECK_THROWS_WITH_AS(train(tiny_run("cuda", "no_gpu")), doctest::Contains("cuda:0 requested"), Error);
+  }
+}
+
+TEST_SUITE("cuda") {
+  TEST_CASE("the translation example trains on the GPU as on the CPU: same losses, BLEU computed, resumable") {
+    if (!have_cuda()) return;
+    TrainResult cpu = train(tiny_run("cpu", "run_cpu"));
+    TrainResult gpu = train(tiny_run("cuda", "run_gpu"));
+    REQUIRE_FALSE(gpu.diverged);
+    CHECK(gpu.steps == cpu.steps);
+    // 20 Adam steps in float32: only the order of sums differs between the backends.
+    CHECK(gpu.final_train_loss == doctest::Approx(cpu.final_train_loss).epsilon(2e-3));
+    CHECK(gpu.valid_loss == doctest::Approx(cpu.valid_loss).epsilon(2e-3));
+    CHECK(std::isfinite(gpu.test_bleu));
+    // A GPU checkpoint resumes on the GPU, and loads for evaluation on the CPU.
+    TrainOptions more = tiny_run("cuda", "run_gpu");
+    more.max_steps = 25;
+    more.resume = true;
+    CHECK(train(more).steps == 25);
+    TrainedModel m = load_trained_model(more.out_dir + "/checkpoint_last.safetensors", "cpu");
+    CHECK(m.model->device() == Device::cpu());
+  }
+
+#ifdef SKIPGRAD_WITH_CUDA
+  TEST_CASE("a training step waits for the GPU once: the loss and gradient norm read") {
+    if (!have_cuda()) return;
+    auto& gpu = static_cast<CudaBackend&>(backend_for(Device::cuda()));
+    manual_seed(3);
+    nn::Transformer model(tiny_config());
+    model.to(Device::cuda());
+    nn::AdamW opt(model.named_parameters(), {});
+    const std::vector<Example> ex = two_examples();
+    auto step = [&] {
+      Batch b = collate(ex, {0, 1}, Device::cuda());
+      LossAndNorm r = forward_backward(model, b, 0.1);
+      nn::clip_grads_to_norm(model.parameters(), 1.0, r.grad_norm);
+      opt.step();
+      opt.zero_grad();
+      return r;
+    };
+    const bool tracking = track_grad_norms();
+    set_track_grad_norms(false);  // as train() does; tracking adds one wait per backward (tests/test_cuda.cpp)
+    step();                       // warm-up: cuBLAS handles, the allocator's cache
+    const int64_t waits = gpu.host_waits(), uploads = gpu.uploads(), staged = gpu.staged_uploads();
+    LossAndNorm r = step();
+    set_track_grad_norms(tracking);
+    CHECK(std::isfinite(r.loss));
+    CHECK(gpu.host_waits() - waits == 1);
+    INFO("uploads in one step: " << gpu.uploads() - uploads);
+    CHECK(gpu.staged_uploads() - staged == gpu.uploads() - uploads);  // the batch went through pinned memory
+    CHECK(gpu.uploads() - uploads >= 3);                               // src, tgt_in, tgt_out
+  }
+#endif
+}
