@@ -15,6 +15,7 @@
 #include <tuple>
 
 #include "backends/threads.h"
+#include "nn/checkpoint.h"
 #include "tensor/random.h"
 
 namespace bench {
@@ -45,6 +46,16 @@ Batch reference_batch(const ReferenceShape& s, uint64_t seed) {
   b.tgt_in = ids(s.tgt_len);
   b.tgt_out = ids(s.tgt_len);
   return b;
+}
+
+void save_weights_and_batch(const std::string& path, const nn::Module& model, const Batch& batch,
+                            const std::map<std::string, std::string>& metadata) {
+  auto tensors = model.named_parameters();
+  for (auto& b : model.named_buffers()) tensors.push_back(b);
+  tensors.emplace_back("batch.src", batch.src);
+  tensors.emplace_back("batch.tgt_in", batch.tgt_in);
+  tensors.emplace_back("batch.tgt_out", batch.tgt_out);
+  nn::save_safetensors(path, tensors, metadata);
 }
 
 void set_threads(int n) { skipgrad::set_num_threads(n); }
@@ -92,18 +103,9 @@ double forward_matmul_flops(const ReferenceShape& s) {
   return s.enc_layers * enc_layer + s.dec_layers * dec_layer + 2 * Nt * d * V;
 }
 
-namespace {
-using Clock = std::chrono::steady_clock;
-
-struct Gemm {
-  CBLAS_TRANSPOSE ta, tb;
-  int64_t m, n, k;
-  double count;  // how often a training step runs it
-};
-
 // The linear layers of a step: (rows, in, out) -> how many such layers. Each runs forward x·Wᵀ (NT),
 // dX = dY·W (NN) and dW = dYᵀ·X (TN).
-std::vector<Gemm> model_gemms(const ReferenceShape& s) {
+std::vector<GemmShape> linear_gemm_shapes(const ReferenceShape& s) {
   const int64_t Ns = s.batch * s.src_len, Nt = s.batch * s.tgt_len, d = s.d_model, f = s.d_ff;
   std::map<std::tuple<int64_t, int64_t, int64_t>, double> linears;
   linears[{Ns, d, d}] += 4.0 * s.enc_layers + 2.0 * s.dec_layers;  // encoder QKVO, decoder cross K, V
@@ -113,27 +115,48 @@ std::vector<Gemm> model_gemms(const ReferenceShape& s) {
   linears[{Nt, d, f}] += s.dec_layers;
   linears[{Nt, f, d}] += s.dec_layers;
   linears[{Nt, d, s.vocab}] += 1;  // output projection
-  std::vector<Gemm> out;
+  std::vector<GemmShape> out;
   for (auto& [key, count] : linears) {
     auto [rows, in, o] = key;
-    out.push_back({CblasNoTrans, CblasTrans, rows, o, in, count});  // Y[rows,o] = X[rows,in] · W[o,in]ᵀ
-    out.push_back({CblasNoTrans, CblasNoTrans, rows, in, o, count});  // dX[rows,in] = dY[rows,o] · W[o,in]
-    out.push_back({CblasTrans, CblasNoTrans, o, in, rows, count});    // dW[o,in] = dY[rows,o]ᵀ · X[rows,in]
+    out.push_back({false, true, rows, o, in, count});   // Y[rows,o] = X[rows,in] · W[o,in]ᵀ
+    out.push_back({false, false, rows, in, o, count});  // dX[rows,in] = dY[rows,o] · W[o,in]
+    out.push_back({true, false, o, in, rows, count});   // dW[o,in] = dY[rows,o]ᵀ · X[rows,in]
   }
   return out;
 }
 
-double time_gemm(const Gemm& g, int repeats) {
+SgemmCeiling gemm_ceiling(const ReferenceShape& s, const std::function<double(const GemmShape&)>& seconds) {
+  SgemmCeiling c;
+  double flops = 0, total = 0;
+  for (const GemmShape& g : linear_gemm_shapes(s)) {
+    const double f = g.flops(), t = seconds(g);
+    flops += g.count * f;
+    total += g.count * t;
+    c.best_single_gflops = std::max(c.best_single_gflops, f / t * 1e-9);
+    std::ostringstream o;
+    o << g.m << "x" << g.n << "x" << g.k << " " << (g.trans_a ? "T" : "N") << (g.trans_b ? "T" : "N") << " x"
+      << g.count << ": " << (int)(f / t * 1e-9) << " GFLOP/s";
+    c.per_shape.push_back(o.str());
+  }
+  c.weighted_gflops = flops / total * 1e-9;
+  return c;
+}
+
+namespace {
+using Clock = std::chrono::steady_clock;
+
+double time_gemm(const GemmShape& g, int repeats) {
   std::mt19937 rng(7);
   std::uniform_real_distribution<float> u(-1, 1);
   std::vector<float> A(g.m * g.k), Bm(g.k * g.n), C(g.m * g.n);
   for (auto& x : A) x = u(rng);
   for (auto& x : Bm) x = u(rng);
-  const int lda = g.ta == CblasNoTrans ? g.k : g.m, ldb = g.tb == CblasNoTrans ? g.n : g.k;
+  const CBLAS_TRANSPOSE ta = g.trans_a ? CblasTrans : CblasNoTrans, tb = g.trans_b ? CblasTrans : CblasNoTrans;
+  const int lda = g.trans_a ? g.m : g.k, ldb = g.trans_b ? g.k : g.n;
   double best = 1e30;
   for (int r = 0; r < repeats + 1; r++) {  // the first run warms caches and the thread pool
     auto t0 = Clock::now();
-    cblas_sgemm(CblasRowMajor, g.ta, g.tb, g.m, g.n, g.k, 1.0f, A.data(), lda, Bm.data(), ldb, 0.0f, C.data(), g.n);
+    cblas_sgemm(CblasRowMajor, ta, tb, g.m, g.n, g.k, 1.0f, A.data(), lda, Bm.data(), ldb, 0.0f, C.data(), g.n);
     double sec = std::chrono::duration<double>(Clock::now() - t0).count();
     if (r > 0) best = std::min(best, sec);
   }
@@ -142,20 +165,7 @@ double time_gemm(const Gemm& g, int repeats) {
 }  // namespace
 
 SgemmCeiling measure_sgemm_ceiling(const ReferenceShape& s, int repeats) {
-  SgemmCeiling c;
-  double flops = 0, seconds = 0;
-  for (const Gemm& g : model_gemms(s)) {
-    const double f = 2.0 * g.m * g.n * g.k, t = time_gemm(g, repeats);
-    flops += g.count * f;
-    seconds += g.count * t;
-    c.best_single_gflops = std::max(c.best_single_gflops, f / t * 1e-9);
-    std::ostringstream o;
-    o << g.m << "x" << g.n << "x" << g.k << " " << (g.ta == CblasTrans ? "T" : "N") << (g.tb == CblasTrans ? "T" : "N")
-      << " x" << g.count << ": " << (int)(f / t * 1e-9) << " GFLOP/s";
-    c.per_shape.push_back(o.str());
-  }
-  c.weighted_gflops = flops / seconds * 1e-9;
-  return c;
+  return gemm_ceiling(s, [repeats](const GemmShape& g) { return time_gemm(g, repeats); });
 }
 
 namespace {
@@ -204,6 +214,14 @@ static double status_field_mib(const char* field) {
 }
 double peak_rss_mib() { return status_field_mib("VmHWM:"); }
 double current_rss_mib() { return status_field_mib("VmRSS:"); }
+
+std::vector<std::string> split_list(const std::string& s) {
+  std::vector<std::string> out;
+  std::stringstream ss(s);
+  for (std::string item; std::getline(ss, item, ',');)
+    if (!item.empty()) out.push_back(item);
+  return out;
+}
 
 Summary summarize(std::vector<double> v) {
   Summary s;

@@ -2,9 +2,12 @@
 // FLOP count of a step, the sgemm ceiling on the model's own shapes, run-environment text, and small statistics.
 //
 // Reference model: encoder-decoder, d=256, 4 heads, FFN 1024, 6+6 layers, shared vocabulary 1000, sinusoidal
-// positions, batch 32 sentence pairs x 32 tokens a side, label smoothing 0.1, Adam, dropout 0.
+// positions, batch 32 sentence pairs x 32 tokens a side, label smoothing 0.1, Adam, dropout 0. Every size is a
+// field of ReferenceShape: bench/cuda_step.cpp runs the same model at issue 6's sizes.
 #pragma once
 #include <cstdint>
+#include <functional>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -29,6 +32,12 @@ struct Batch {
 };
 Batch reference_batch(const ReferenceShape& s = {}, uint64_t seed = 3);
 
+// Writes the model's parameters and buffers by full name, and the batch as "batch.src", "batch.tgt_in",
+// "batch.tgt_out", to one safetensors file: what the other frameworks' runners load (by skipgrad's names) so
+// that every framework starts from the same weights and batch. The tensors may live on any device.
+void save_weights_and_batch(const std::string& path, const skipgrad::nn::Module& model, const Batch& batch,
+                            const std::map<std::string, std::string>& metadata = {});
+
 // Sets the thread count of both OpenMP (our elementwise loops) and OpenBLAS (its own pthread pool), so that
 // one number owns the cores. Returns what the libraries report afterwards.
 void set_threads(int n);
@@ -43,14 +52,26 @@ std::string runtime_info();
 double forward_matmul_flops(const ReferenceShape& s = {});
 inline double step_matmul_flops(const ReferenceShape& s = {}) { return 3.0 * forward_matmul_flops(s); }
 
-// The sgemm ceiling: cblas_sgemm alone on the GEMMs of the model's linear layers (forward x·Wᵀ, dX = dY·W,
-// dW = dYᵀ·X), each weighted by how often a step runs it; GFLOP/s = their FLOPs / their best times over
-// `repeats` tries, with the current thread settings.
+// The GEMMs of the model's linear layers in one training step, row-major C[m,n] = op(A[m,k]) · op(B[k,n]):
+// forward x·Wᵀ (NT), dX = dY·W (NN), dW = dYᵀ·X (TN), each with how many times a step runs it.
+struct GemmShape {
+  bool trans_a = false, trans_b = false;
+  int64_t m = 0, n = 0, k = 0;
+  double count = 0;  // how often a training step runs it
+  double flops() const { return 2.0 * (double)m * (double)n * (double)k; }
+};
+std::vector<GemmShape> linear_gemm_shapes(const ReferenceShape& s = {});
+
+// The GEMM ceiling: a GEMM library alone on linear_gemm_shapes, each weighted by how often a step runs it;
+// GFLOP/s = their FLOPs / their times. `seconds(g)` returns the best time of one run of g (see
+// measure_sgemm_ceiling for OpenBLAS, bench/cuda_step.cpp for cuBLAS).
 struct SgemmCeiling {
   double weighted_gflops = 0;          // the ceiling a whole step could reach on its products
   double best_single_gflops = 0;       // the fastest single shape
   std::vector<std::string> per_shape;  // "M x N x K op: GFLOP/s" for the log
 };
+SgemmCeiling gemm_ceiling(const ReferenceShape& s, const std::function<double(const GemmShape&)>& seconds);
+// cblas_sgemm, best time over `repeats` tries, with the current thread settings.
 SgemmCeiling measure_sgemm_ceiling(const ReferenceShape& s = {}, int repeats = 5);
 
 // The arithmetic ceiling of the cores: `threads` threads each issue independent 8-wide float FMAs on registers
@@ -61,6 +82,9 @@ double measure_fma_peak(int threads);
 // Memory of this process from /proc/self/status, in MiB: VmHWM (peak resident) and VmRSS (now).
 double peak_rss_mib();
 double current_rss_mib();
+
+// "a,b,,c" -> {"a", "b", "c"} (command-line lists)
+std::vector<std::string> split_list(const std::string& s);
 
 // Statistics over a sample (copied, then sorted).
 struct Summary {

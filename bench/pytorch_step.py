@@ -12,7 +12,8 @@ weights load by name from the safetensors file vs_libtorch writes.
       standalone: times `steps` training steps (random weights unless --weights) and prints median ms/step
 
 Needs a `torch` from PyPI (`pip install torch numpy`); without one, the worker answers "unavailable ..." and exits,
-and vs_libtorch leaves PyTorch out of the table.
+and vs_libtorch leaves PyTorch out of the table. bench/pytorch_cuda_step.py reuses this model and Runner on the GPU
+at the sizes of issue 6 (set_sizes, Runner's device and batch_shape); the defaults here stay issue 7's, on the CPU.
 """
 import argparse
 import json
@@ -24,6 +25,12 @@ import sys
 import time
 
 VOCAB, D, HEADS, FF, LAYERS, PAD, EPS_LS = 1000, 256, 4, 1024, 6, 0, 0.1
+
+
+def set_sizes(vocab, d, heads, ff, layers):
+    """Changes the model's sizes (module globals, read when a model is built and run); call before Runner()."""
+    global VOCAB, D, HEADS, FF, LAYERS
+    VOCAB, D, HEADS, FF, LAYERS = vocab, d, heads, ff, layers
 
 
 def vm_mib(field):  # VmHWM (peak resident) / VmRSS from /proc/self/status, MiB
@@ -147,7 +154,7 @@ class Transformer(nn.Module):
     def forward(self, src, tgt_in, tgt_out):
         T = tgt_in.shape[1]
         src_keep = src.ne(PAD)[:, None, None, :]
-        causal_keep = torch.ones(T, T, dtype=torch.bool).tril()
+        causal_keep = torch.ones(T, T, dtype=torch.bool, device=tgt_in.device).tril()
         tgt_keep = tgt_in.ne(PAD)[:, None, None, :] & causal_keep
         memory = self.enc(self.embed_tokens(src, True), src_keep)
         y = self.dec(self.embed_tokens(tgt_in, False), tgt_keep, memory, src_keep)
@@ -160,7 +167,9 @@ class Transformer(nn.Module):
 # ---------------------------------------------------------------- one runner
 
 class Runner:
-    def __init__(self, topology, mode, weights):
+    """Model, Adam and batch on `device`; the batch from the weights file, else random ids of `batch_shape`."""
+
+    def __init__(self, topology, mode, weights, device="cpu", batch_shape=(32, 32)):
         if topology not in ("post_ln", "pre_ln"):
             raise ValueError(f"topology must be post_ln or pre_ln, not {topology}")
         torch.manual_seed(1)
@@ -179,7 +188,9 @@ class Runner:
             self.batch = [torch.from_numpy(w["batch." + k]) for k in ("src", "tgt_in", "tgt_out")]
         else:
             g = torch.Generator().manual_seed(3)
-            self.batch = [torch.randint(1, VOCAB, (32, 32), generator=g) for _ in range(3)]
+            self.batch = [torch.randint(1, VOCAB, batch_shape, generator=g) for _ in range(3)]
+        self.model.to(device)
+        self.batch = [t.to(device) for t in self.batch]
         try:
             self.opt = torch.optim.Adam(self.model.parameters(), lr=1e-3, fused=True)
             self.adam = "fused"
@@ -192,10 +203,11 @@ class Runner:
         with torch.no_grad():
             return self.fn(*self.batch).item()
 
-    def step(self):
+    def step(self, read_loss=True):
+        """One training step; returns its loss as a float, or (read_loss=False: no host sync) as a tensor."""
         self.opt.zero_grad()
         loss = self.fn(*self.batch)
-        value = loss.item()
+        value = loss.item() if read_loss else loss.detach()
         loss.backward()
         self.opt.step()
         return value

@@ -55,14 +55,6 @@ namespace sg = skipgrad;
 using Clock = std::chrono::steady_clock;
 const bench::ReferenceShape kShape;
 
-std::vector<std::string> split_list(const std::string& s) {
-  std::vector<std::string> out;
-  std::stringstream ss(s);
-  for (std::string item; std::getline(ss, item, ',');)
-    if (!item.empty()) out.push_back(item);
-  return out;
-}
-
 // ================================================================ workers
 
 // One framework's training step on the reference model and batch.
@@ -358,13 +350,7 @@ bool compare(const Options& o, const std::string& topology, int threads, const s
   {
     sg::manual_seed(1);
     sg::nn::Transformer model(bench::reference_config(topology, kShape));
-    auto tensors = model.named_parameters();
-    for (auto& b : model.named_buffers()) tensors.push_back(b);
-    bench::Batch b = bench::reference_batch(kShape);
-    tensors.emplace_back("batch.src", b.src);
-    tensors.emplace_back("batch.tgt_in", b.tgt_in);
-    tensors.emplace_back("batch.tgt_out", b.tgt_out);
-    sg::nn::save_safetensors(weights, tensors, {{"topology", topology}});
+    bench::save_weights_and_batch(weights, model, bench::reference_batch(kShape), {{"topology", topology}});
   }
   const std::string n = std::to_string(threads);
   const std::vector<std::string> env{"OMP_NUM_THREADS=" + n, "OPENBLAS_NUM_THREADS=" + n, "MKL_NUM_THREADS=" + n};
@@ -475,10 +461,10 @@ int main(int argc, char** argv) {
       else if (a == "--weights") weights = value();
       else if (a == "--topology") topology = value();
       else if (a == "--threads" && !worker.empty()) threads = std::atoi(value().c_str());
-      else if (a == "--topologies") o.topologies = split_list(value());
+      else if (a == "--topologies") o.topologies = bench::split_list(value());
       else if (a == "--threads") {
         o.threads.clear();
-        for (auto& t : split_list(value())) o.threads.push_back(std::atoi(t.c_str()));
+        for (auto& t : bench::split_list(value())) o.threads.push_back(std::atoi(t.c_str()));
       } else if (a == "--rounds") o.rounds = std::atoi(value().c_str());
       else if (a == "--steps") o.steps = std::atoi(value().c_str());
       else if (a == "--warmup") o.warmup = std::atoi(value().c_str());

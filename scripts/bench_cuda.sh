@@ -1,0 +1,152 @@
+#!/usr/bin/env bash
+# The GPU benchmark of issue 6 in one command (method: docs/cuda_benchmark.md). Builds bench/cuda_step, then runs
+# skipgrad (cuda_step) and PyTorch eager (bench/pytorch_cuda_step.py) in turn, ROUNDS times, on the same GPU, fp32
+# and TF32, both from the same weights and batch, and prints a Markdown table to stdout.
+#
+#   scripts/bench_cuda.sh [BUILD_DIR]     BUILD_DIR: default build-cuda; configured with SKIPGRAD_CUDA=ON,
+#                                         SKIPGRAD_BENCH=ON (a new folder also with tests, examples, libtorch off)
+# Environment:
+#   ROUNDS (3)                 alternations; the program that goes first changes every round
+#   RUN_ARGS                   for both programs, default "--warmup 3 --rounds 5 --steps 5" (per process and
+#                              configuration: 3 warm-up steps, then 5 timed rounds of 5 steps, one sample per round)
+#   TOPOLOGIES (post_ln,pre_ln), PRECISIONS (fp32,tf32)
+#   PYTHON (python3)           a Python whose torch has CUDA
+#   LOG_DIR                    default $OUT when set (what comes back from the device machine), else
+#                              BUILD_DIR/bench-cuda-out: cmake.log, build.log, runs.jsonl (every JSON line of every
+#                              run), stderr.log, table.md
+#   JOBS                       build parallelism, default nproc
+#   DEVICE=cpu [SHAPE=...]     smoke test without a GPU: both programs on the CPU at a tiny shape, fp32 only
+# Without a GPU (and DEVICE unset) it prints "bench_cuda.sh: skipped: no CUDA device" and exits 0, before building.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+BUILD_DIR=${1:-$ROOT/build-cuda}
+[[ $BUILD_DIR = /* ]] || BUILD_DIR=$PWD/$BUILD_DIR
+LOG_DIR=${LOG_DIR:-${OUT:-$BUILD_DIR/bench-cuda-out}}
+ROUNDS=${ROUNDS:-3}
+PYTHON=${PYTHON:-python3}
+TOPOLOGIES=${TOPOLOGIES:-post_ln,pre_ln}
+PRECISIONS=${PRECISIONS:-fp32,tf32}
+read -r -a RUN_ARGS <<<"${RUN_ARGS:---warmup 3 --rounds 5 --steps 5}"
+DEVICE=${DEVICE:-cuda}
+log() { echo "bench_cuda.sh: $*" >&2; }
+
+if [[ $DEVICE == cuda ]]; then
+  if ! nvidia-smi -L 2>/dev/null | grep -q '^GPU' && ! ls /dev/nvidia[0-9]* >/dev/null 2>&1; then
+    echo "bench_cuda.sh: skipped: no CUDA device (nvidia-smi lists no GPU, no /dev/nvidia0)"
+    exit 0
+  fi
+  DEVICE_ARGS=(--device cuda)
+else
+  SHAPE=${SHAPE:-batch=4,src_len=8,tgt_len=8,vocab=64,d_model=32,heads=2,d_ff=64,layers=2}
+  PRECISIONS=fp32
+  DEVICE_ARGS=(--device cpu --shape "$SHAPE")
+fi
+mkdir -p "$LOG_DIR"
+: >"$LOG_DIR/runs.jsonl"
+: >"$LOG_DIR/stderr.log"
+
+# ---- build cuda_step only
+lean=()
+[[ -f $BUILD_DIR/CMakeCache.txt ]] ||
+  lean=(-DCMAKE_BUILD_TYPE=Release -DSKIPGRAD_TESTS=OFF -DSKIPGRAD_EXAMPLES=OFF -DSKIPGRAD_BENCH_LIBTORCH=OFF)
+log "building cuda_step in $BUILD_DIR (logs in $LOG_DIR)"
+if ! cmake -S "$ROOT" -B "$BUILD_DIR" -DSKIPGRAD_CUDA=ON -DSKIPGRAD_BENCH=ON "${lean[@]}" >"$LOG_DIR/cmake.log" 2>&1; then
+  tail -20 "$LOG_DIR/cmake.log" >&2
+  log "cmake failed (the build needs nvcc, OpenBLAS with pkg-config, OpenMP: see docs/cuda_benchmark.md)"
+  exit 1
+fi
+if ! cmake --build "$BUILD_DIR" --target cuda_step -j "${JOBS:-$(nproc)}" >"$LOG_DIR/build.log" 2>&1; then
+  tail -30 "$LOG_DIR/build.log" >&2
+  log "build failed"
+  exit 1
+fi
+
+# ---- the runs, alternating
+WEIGHTS=$(mktemp -d /tmp/bench_cuda.XXXXXX)
+trap 'rm -rf "$WEIGHTS"' EXIT
+COMMON=(--json --topologies "$TOPOLOGIES" --precision "$PRECISIONS" --weights-dir "$WEIGHTS" "${DEVICE_ARGS[@]}"
+        "${RUN_ARGS[@]}")
+# A failing run is logged and the rounds go on: what it printed (its "error" lines too) stays in runs.jsonl.
+run_skipgrad() {
+  local out rc=0
+  out=$("$BUILD_DIR/bench/cuda_step" "${COMMON[@]}" 2>>"$LOG_DIR/stderr.log") || rc=$?
+  if grep -q 'skipped: no CUDA device' <<<"$out"; then
+    echo "bench_cuda.sh: $out"
+    exit 0
+  fi
+  echo "$out" >>"$LOG_DIR/runs.jsonl"
+  ((rc == 0)) || { tail -5 "$LOG_DIR/stderr.log" >&2; log "cuda_step exited with $rc"; }
+}
+run_pytorch() {
+  local rc=0
+  PYTHONUNBUFFERED=1 "$PYTHON" "$ROOT/bench/pytorch_cuda_step.py" "${COMMON[@]}" >>"$LOG_DIR/runs.jsonl" \
+    2>>"$LOG_DIR/stderr.log" || rc=$?
+  ((rc == 0)) || { tail -5 "$LOG_DIR/stderr.log" >&2; log "pytorch_cuda_step exited with $rc"; }
+}
+for ((r = 0; r < ROUNDS; r++)); do
+  log "round $((r + 1))/$ROUNDS (${SECONDS}s)"
+  if ((r % 2 == 0)); then run_skipgrad; run_pytorch; else run_pytorch; run_skipgrad; fi
+done
+
+# ---- the table: every round sample of every run pooled per (topology, precision, framework)
+"$PYTHON" - "$LOG_DIR/runs.jsonl" <<'EOF' | tee "$LOG_DIR/table.md"
+import json, sys
+rows = [json.loads(l) for l in open(sys.argv[1]) if l.startswith("{")]
+def mib(v):  # the largest over the runs; "–" where the program cannot tell (the CPU smoke test)
+    v = [x for x in v if x is not None]
+    return f"{max(v):.0f}" if v else "–"
+def pct(v, p):  # linear interpolation between order statistics, as bench::summarize
+    v = sorted(v); x = p * (len(v) - 1); i = int(x)
+    return v[i] if i + 1 >= len(v) else v[i] * (1 - (x - i)) + v[i + 1] * (x - i)
+dev = {r["framework"]: r for r in rows if r["kind"] == "device"}
+sg = dev.get("skipgrad", {})
+ceiling = {}
+for r in rows:
+    if r["kind"] == "ceiling":
+        ceiling[r["precision"]] = max(ceiling.get(r["precision"], 0), r["tflops"])
+steps, order = {}, []
+for r in rows:
+    if r["kind"] != "step":
+        continue
+    key = (r["topology"], r["precision"], r["framework"])
+    if key not in steps:
+        steps[key] = dict(first=r, ms=[], host=[], peak=[], used=[]); order.append(key)
+    s = steps[key]
+    s["ms"] += r["round_ms"]; s["host"].append(r["host_ms"])
+    s["peak"].append(r["peak_alloc_mib"]); s["used"].append(r["device_used_mib"])
+tokens = sg.get("batch", 0) * sg.get("tgt_len", 0)
+print(f"## skipgrad vs PyTorch, one training step of the issue-6 model\n")
+for name, d in dev.items():
+    print(f"- {name}: {d['device']}" + (f", torch {d['torch']}, CUDA {d['cuda']}" if "torch" in d else ""))
+print(f"- {sg.get('step_tflop', float('nan')):.3f} TFLOP of matrix products per step, {tokens} target tokens")
+for p, t in ceiling.items():
+    print(f"- GEMM ceiling (cublasSgemm alone on the model's linear-layer shapes, weighted), {p}: {t:.1f} TFLOP/s")
+print("\n| topology | precision | framework | ms/step median [p25–p75] | host ms/step | target tok/s | peak alloc MiB "
+      "(device used) | TFLOP/s | % of GEMM ceiling | time / skipgrad's |")
+print("|---|---|---|---|---|---|---|---|---|---|")
+for key in sorted(order, key=lambda k: (k[0], k[1], k[2] != "skipgrad")):
+    s, (topo, prec, fw) = steps[key], key
+    med = pct(s["ms"], 0.5)
+    base = steps.get((topo, prec, "skipgrad"))
+    tf = sg.get("step_tflop", float("nan")) / (med * 1e-3)
+    print(f"| {topo} | {prec} | {fw} | {med:.2f} [{pct(s['ms'], .25):.2f}–{pct(s['ms'], .75):.2f}] | "
+          f"{pct(s['host'], .5):.2f} | {tokens / (med * 1e-3):,.0f} | {mib(s['peak'])} ({mib(s['used'])}) | "
+          f"{tf:.1f} | " + (f"{100 * tf / ceiling[prec]:.0f}%" if prec in ceiling else "–") + " | " +
+          (f"{med / pct(base['ms'], 0.5):.2f}" if base else "–") + " |")
+print("\nLoss of the first warm-up step (shared initial weights and batch) and of the second (one Adam step later):\n")
+print("| topology | precision | framework | initial loss | rel. diff vs skipgrad | after one update | rel. diff |")
+print("|---|---|---|---|---|---|---|")
+for key in sorted(order, key=lambda k: (k[0], k[1], k[2] != "skipgrad")):
+    f, base = steps[key]["first"], steps.get((key[0], key[1], "skipgrad"))
+    rel = lambda k: (f"{abs(f[k] - base['first'][k]) / abs(base['first'][k]):.1e}"
+                     if base and key[2] != "skipgrad" else "–")
+    print(f"| {key[0]} | {key[1]} | {key[2]} | {f['loss_initial']:.6f} | {rel('loss_initial')} | "
+          f"{f['loss_after_update']:.6f} | {rel('loss_after_update')} |")
+errors = [f"- FAILED: {r['framework']} {r['topology']} {r['precision']}: {r['error']}" for r in rows if r["kind"] == "error"]
+if errors:
+    print("\n" + "\n".join(errors))
+runs = {fw: sum(1 for r in rows if r["kind"] == "device" and r["framework"] == fw) for fw in dev}
+print(f"\nms/step pools every round of every run ({', '.join(f'{k}: {v} runs' for k, v in runs.items())}); "
+      "time / skipgrad's > 1: skipgrad is faster.")
+EOF
