@@ -42,4 +42,10 @@ void register_backend(Device::Kind kind, Backend* b) {
 
 bool cuda_available() { return ensure_cuda(); }
 
+void Backend::adam_update_many(const std::vector<AdamTensors>& ts, double lr, double beta1, double beta2, double eps,
+                               bool decoupled, int64_t step) {
+  for (const AdamTensors& t : ts)
+    adam_update(*t.param, *t.grad, *t.m, *t.v, lr, beta1, beta2, eps, t.weight_decay, decoupled, step);
+}
+
 }  // namespace skipgrad

@@ -6,6 +6,7 @@
 // tensors allocated by the caller.
 #pragma once
 #include <cstdint>
+#include <vector>
 
 #include "tensor/tensor.h"
 
@@ -41,6 +42,16 @@ struct GemmArgs {
   const void* b = nullptr; int64_t ldb = 0, stride_b = 0;
   void* c = nullptr;       int64_t ldc = 0, stride_c = 0;
   double alpha = 1, beta = 0;
+};
+
+// One parameter of a multi-tensor Adam update (Backend::adam_update_many): its four tensors (contiguous, of one
+// shape) and its own weight decay (0 for norms and biases when the optimizer spares them).
+struct AdamTensors {
+  Tensor* param;
+  const Tensor* grad;
+  Tensor* m;
+  Tensor* v;
+  double weight_decay;
 };
 
 class Backend {
@@ -110,10 +121,15 @@ class Backend {
   // ---- dropout: mask[i] = (u_i >= p) / (1 - p) with u_i uniform from (seed, offset + i) ----
   virtual void dropout_mask(Tensor& mask, double p, uint64_t seed, uint64_t offset) = 0;
 
-  // ---- optimizers: one fused update per parameter tensor (all contiguous, same shape) ----
+  // ---- optimizers: fused updates; a parameter's tensors are all contiguous and of one shape ----
   // Adam/AdamW; decoupled=true applies weight decay as p -= lr*wd*p (AdamW), else adds wd*p to the gradient.
   virtual void adam_update(Tensor& param, const Tensor& grad, Tensor& m, Tensor& v, double lr, double beta1,
                            double beta2, double eps, double weight_decay, bool decoupled, int64_t step) = 0;
+  // The same update for many parameters, each with its own weight decay: the results are those of adam_update
+  // on each entry. The default calls adam_update once per entry (the CPU backend); the CUDA backend launches
+  // one kernel over all of them.
+  virtual void adam_update_many(const std::vector<AdamTensors>& ts, double lr, double beta1, double beta2,
+                                double eps, bool decoupled, int64_t step);
 };
 
 // The backend of a device; throws a clear Error when the device's backend is not available.

@@ -1,5 +1,6 @@
 #include "nn/optim.h"
 
+#include <algorithm>
 #include <cmath>
 #include <set>
 
@@ -37,6 +38,7 @@ Optimizer::Optimizer(NamedTensors params, double lr, std::vector<std::string> sl
 
 void Optimizer::step() {
   NoGradGuard no_grad;
+  std::vector<Pending> todo;
   for (size_t i = 0; i < params_.size(); i++) {
     Tensor& p = params_[i].second;
     Tensor g = p.grad();
@@ -46,9 +48,14 @@ void Optimizer::step() {
     // The state follows a parameter that was moved or cast after the optimizer was made.
     for (Tensor& s : state_[i])
       if (s.device() != p.device() || s.dtype() != p.dtype()) s = s.to(p.dtype()).to(p.device());
-    update(i, p, g, state_[i]);
+    todo.push_back({i, std::move(g)});
   }
+  update_all(todo);
   steps_++;
+}
+
+void Optimizer::update_all(const std::vector<Pending>& todo) {
+  for (const Pending& u : todo) update(u.i, params_[u.i].second, u.grad, state_[u.i]);
 }
 
 void Optimizer::zero_grad() {
@@ -119,14 +126,32 @@ Adam::Adam(NamedTensors params, const AdamOptions& o, bool decoupled)
         o.weight_decay);
 }
 
-// One fused kernel per parameter (see Backend::adam_update for the formula); all four tensors contiguous.
-void Adam::update(size_t i, Tensor& param, const Tensor& grad, std::vector<Tensor>& state) {
-  const double wd = decays(i) ? opt_.weight_decay : 0.0;
-  Tensor g = grad.is_contiguous() ? grad : grad.contiguous();
-  Tensor p = param.is_contiguous() ? param : param.contiguous();  // a strided parameter is updated via a copy
-  backend_for(p.device())
-      .adam_update(p, g, state[0], state[1], lr_, opt_.beta1, opt_.beta2, opt_.eps, wd, decoupled_, steps_ + 1);
-  if (!param.is_contiguous()) param.copy_(p);
+// One parameter: the same update as a step in which it alone has a gradient.
+void Adam::update(size_t i, Tensor&, const Tensor& grad, std::vector<Tensor>&) { update_all({{i, grad}}); }
+
+// One fused backend call per device for all parameters (see Backend::adam_update for the formula), each with
+// its own weight decay. The backend needs contiguous tensors: a strided gradient is made contiguous, a strided
+// parameter is updated in a contiguous copy that is written back after.
+void Adam::update_all(const std::vector<Pending>& todo) {
+  std::vector<Tensor> ps, gs;  // the contiguous operands; reserved so that AdamTensors' pointers stay valid
+  ps.reserve(todo.size());
+  gs.reserve(todo.size());
+  std::vector<std::pair<Device, std::vector<AdamTensors>>> groups;  // by device; one in practice (Module::to)
+  for (const Pending& u : todo) {
+    const Tensor& param = params_[u.i].second;
+    ps.push_back(param.is_contiguous() ? param : param.contiguous());
+    gs.push_back(u.grad.is_contiguous() ? u.grad : u.grad.contiguous());
+    auto group = std::find_if(groups.begin(), groups.end(), [&](const auto& gr) { return gr.first == param.device(); });
+    if (group == groups.end()) group = groups.insert(groups.end(), {param.device(), {}});
+    group->second.push_back(
+        {&ps.back(), &gs.back(), &state_[u.i][0], &state_[u.i][1], decays(u.i) ? opt_.weight_decay : 0.0});
+  }
+  for (auto& [device, ts] : groups)
+    backend_for(device).adam_update_many(ts, lr_, opt_.beta1, opt_.beta2, opt_.eps, decoupled_, steps_ + 1);
+  for (size_t k = 0; k < todo.size(); k++) {
+    Tensor& param = params_[todo[k].i].second;
+    if (!param.is_contiguous()) param.copy_(ps[k]);
+  }
 }
 
 }  // namespace skipgrad::nn

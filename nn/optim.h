@@ -71,6 +71,14 @@ class Optimizer {
   // Updates parameter i (its gradient is defined) with its state tensors state_[i][slot]; steps_ is the count
   // of earlier steps, so the current step is steps_ + 1.
   virtual void update(size_t i, Tensor& param, const Tensor& grad, std::vector<Tensor>& state) = 0;
+  // A parameter to update in this step: its index and its gradient (checked to match it, state on its device).
+  struct Pending {
+    size_t i;
+    Tensor grad;
+  };
+  // Updates the parameters of this step; step() calls it once, after checking every gradient. The default calls
+  // update() for each in order; an optimizer may override it to update them all at once (Adam).
+  virtual void update_all(const std::vector<Pending>& todo);
 
   NamedTensors params_;
   std::vector<std::string> slots_;
@@ -103,7 +111,7 @@ class SGD : public Optimizer {
   SGDOptions opt_;
 };
 
-// ---- Adam and AdamW, as torch.optim.Adam / AdamW (one fused backend kernel per parameter) ----
+// ---- Adam and AdamW, as torch.optim.Adam / AdamW (one fused backend call for all parameters of a step) ----
 // t = step count, g = grad (+ wd p for Adam; AdamW instead decays p *= 1 - lr wd first):
 //   m = b1 m + (1-b1) g;  v = b2 v + (1-b2) g^2;
 //   p -= lr / (1 - b1^t) * m / (sqrt(v) / sqrt(1 - b2^t) + eps)
@@ -123,6 +131,7 @@ class Adam : public Optimizer {
  protected:
   Adam(NamedTensors params, const AdamOptions& options, bool decoupled);
   void update(size_t i, Tensor& param, const Tensor& grad, std::vector<Tensor>& state) override;
+  void update_all(const std::vector<Pending>& todo) override;
 
  private:
   AdamOptions opt_;

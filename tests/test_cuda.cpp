@@ -7,6 +7,7 @@
 // Without a GPU (or in a build without CUDA) every GPU test prints "skipped: no CUDA device" and passes; the
 // test file compiles either way: it checks cuda_available() at run time, and reads the CUDA backend's wait
 // counter only in a CUDA build.
+#include <array>
 #include <cmath>
 #include <functional>
 #include <limits>
@@ -24,6 +25,15 @@ namespace {
 int64_t gpu_host_waits() {
 #ifdef SKIPGRAD_WITH_CUDA
   return static_cast<CudaBackend&>(backend_for(Device::cuda())).host_waits();
+#else
+  return 0;
+#endif
+}
+
+// Host-to-device copies so far (0 in a build without CUDA).
+int64_t gpu_uploads() {
+#ifdef SKIPGRAD_WITH_CUDA
+  return static_cast<CudaBackend&>(backend_for(Device::cuda())).uploads();
 #else
   return 0;
 #endif
@@ -109,6 +119,19 @@ void compare_both(const std::string& name, const CaseFn& f, bool backward = true
   compare(name, f, DType::F64, backward);
   compare(name, f, DType::F32, backward);
 }
+
+// y = fc2(tanh(norm(fc1(x)))): weights from the default generator seeded with `seed`.
+struct SmallNet : nn::Module {
+  std::shared_ptr<nn::Linear> fc1, fc2;
+  std::shared_ptr<nn::LayerNorm> norm;
+  explicit SmallNet(uint64_t seed) : nn::Module("small") {
+    manual_seed(seed);
+    fc1 = register_module("fc1", std::make_shared<nn::Linear>(8, 16));
+    norm = register_module("norm", std::make_shared<nn::LayerNorm>(16));
+    fc2 = register_module("fc2", std::make_shared<nn::Linear>(16, 4));
+  }
+  Tensor forward(const Tensor& x) { return fc2->forward(tanh(norm->forward(fc1->forward(x)))); }
+};
 
 }  // namespace
 
@@ -357,6 +380,86 @@ TEST_SUITE("cuda") {
     Tensor x = Tensor::from_vector<float>({1, std::numeric_limits<float>::infinity(), 2, NAN, 3, 4}, {2, 3});
     CHECK(backend_for(Device::cuda()).count_nonfinite(x.to(Device::cuda())) == 2);
     CHECK(backend_for(Device::cuda()).count_nonfinite(x.to(Device::cuda()).t()) == 2);
+  }
+
+  TEST_CASE("multi-tensor Adam/AdamW: one upload and one launch per dtype over many tensors, the CPU's results") {
+    if (!have_cuda()) return;
+    // sizes 1, a partial chunk, over one 64K-element chunk, exactly two chunks, 2-D; decay on and off
+    const std::vector<Shape> shapes = {{1}, {1000}, {70001}, {131072}, {3, 5}};
+    const std::vector<double> wds = {0.0, 0.01, 0.1, 0.0, 0.05};
+    for (int mix = 0; mix < 3; mix++) {  // all float32, all float64, both (one launch each)
+      for (bool decoupled : {false, true}) {
+        CAPTURE(mix);
+        CAPTURE(decoupled);
+        std::vector<std::array<Tensor, 4>> cpu, gpu;  // p, g, m, v
+        std::vector<AdamTensors> ts;
+        for (size_t k = 0; k < shapes.size(); k++) {
+          const DType dt = mix == 0 ? DType::F32 : mix == 1 ? DType::F64 : k % 2 ? DType::F32 : DType::F64;
+          Generator g(20 + k);
+          Tensor p = Tensor::randn(shapes[k], 0, 1, dt, Device::cpu(), &g);
+          Tensor gr = Tensor::randn(shapes[k], 0, 1, dt, Device::cpu(), &g);
+          Tensor m = Tensor::zeros(shapes[k], dt), v = Tensor::zeros(shapes[k], dt);
+          cpu.push_back({p, gr, m, v});
+          gpu.push_back({p.to(Device::cuda()), gr.to(Device::cuda()), m.to(Device::cuda()), v.to(Device::cuda())});
+        }
+        for (size_t k = 0; k < gpu.size(); k++) ts.push_back({&gpu[k][0], &gpu[k][1], &gpu[k][2], &gpu[k][3], wds[k]});
+        for (int64_t step = 1; step <= 3; step++) {
+          const int64_t uploads = gpu_uploads(), waits = gpu_host_waits();
+          backend_for(Device::cuda()).adam_update_many(ts, 1e-2, 0.9, 0.98, 1e-8, decoupled, step);
+          CHECK(gpu_uploads() - uploads == (mix == 2 ? 2 : 1));  // the tables, once per dtype
+          CHECK(gpu_host_waits() - waits == 0);
+          for (size_t k = 0; k < cpu.size(); k++) {
+            auto& [p, gr, m, v] = cpu[k];
+            backend_for(Device::cpu()).adam_update(p, gr, m, v, 1e-2, 0.9, 0.98, 1e-8, wds[k], decoupled, step);
+          }
+        }
+        for (size_t k = 0; k < cpu.size(); k++) {
+          const Tol tol = tol_for(cpu[k][0].dtype());
+          check_same(gpu[k][0], cpu[k][0], tol, "param " + std::to_string(k));
+          check_same(gpu[k][2], cpu[k][2], tol, "m " + std::to_string(k));
+          check_same(gpu[k][3], cpu[k][3], tol, "v " + std::to_string(k));
+        }
+      }
+    }
+    // A strided tensor is not fused: the per-tensor path reports it.
+    Tensor p = Tensor::zeros({4, 3}, DType::F32, Device::cuda()).t();
+    Tensor g = Tensor::zeros({3, 4}, DType::F32, Device::cuda()), m = g.clone(), v = g.clone();
+    CHECK_THROWS_WITH_ALL(backend_for(Device::cuda()).adam_update_many({{&p, &g, &m, &v, 0.0}}, 1e-2, 0.9, 0.98, 1e-8,
+                                                                       true, 1),
+                          "adam_update", "contiguous");
+  }
+
+  TEST_CASE("nn::AdamW on a small model: after 3 steps the GPU has the CPU's parameters; a step uploads once") {
+    if (!have_cuda()) return;
+    for (DType dt : {DType::F32, DType::F64}) {
+      CAPTURE(dtype_name(dt));
+      SmallNet cpu(3), gpu(3);
+      cpu.to(dt);
+      gpu.to(dt);
+      gpu.to(Device::cuda());
+      const nn::AdamOptions o{.lr = 1e-3, .weight_decay = 0.1, .no_decay_on_norms_and_biases = true};
+      nn::AdamW opt_cpu(cpu.named_parameters(), o), opt_gpu(gpu.named_parameters(), o);
+      Generator g(8);
+      const Tensor x = Tensor::randn({6, 8}, 0, 1, dt, Device::cpu(), &g);
+      const Tensor y = Tensor::randn({6, 4}, 0, 1, dt, Device::cpu(), &g);
+      const Tensor xg = x.to(Device::cuda()), yg = y.to(Device::cuda());
+      for (int step = 0; step < 3; step++) {
+        opt_cpu.zero_grad();
+        mean(pow(cpu.forward(x) - y, 2.0)).backward();
+        opt_cpu.step();
+        opt_gpu.zero_grad();
+        mean(pow(gpu.forward(xg) - yg, 2.0)).backward();
+        const int64_t uploads = gpu_uploads(), waits = gpu_host_waits();
+        opt_gpu.step();
+        CHECK(gpu_uploads() - uploads == 1);  // the multi-tensor tables: one launch for all parameters
+        CHECK(gpu_host_waits() - waits == 0);
+      }
+      auto pc = cpu.named_parameters(), pg = gpu.named_parameters();
+      REQUIRE(pc.size() == pg.size());
+      for (size_t i = 0; i < pc.size(); i++) check_same(pg[i].second, pc[i].second, tol_for(dt), pc[i].first);
+      auto sc = opt_cpu.named_state(), sg = opt_gpu.named_state();
+      for (size_t i = 0; i < sc.size(); i++) check_same(sg[i].second, sc[i].second, tol_for(dt), sc[i].first);
+    }
   }
 
   TEST_CASE("bad ids and targets found on the GPU are reported at the next sync") {

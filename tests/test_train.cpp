@@ -76,12 +76,6 @@ void write_bytes(const fs::path& p, const std::string& s) {
   out.write(s.data(), (std::streamsize)s.size());
 }
 
-// Bit-exact equality of two tensors of the same dtype.
-bool same_bits(const Tensor& a, const Tensor& b) {
-  if (a.shape() != b.shape() || a.dtype() != b.dtype()) return false;
-  Tensor x = a.contiguous(), y = b.contiguous();
-  return std::memcmp(x.data_ptr(), y.data_ptr(), x.nbytes()) == 0;
-}
 bool same_model(const Module& a, const Module& b) {
   auto pa = a.named_parameters(), pb = b.named_parameters();
   if (pa.size() != pb.size()) return false;

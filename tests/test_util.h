@@ -1,5 +1,6 @@
 // Shared test helpers: random float64 inputs, closeness checks, the gradient-check registry.
 #pragma once
+#include <cstring>
 #include <doctest/doctest.h>
 
 #include <functional>
@@ -45,6 +46,13 @@ inline Tensor leaf_transposed(const Shape& s, uint64_t seed = 1) {
   Tensor t = base.transpose(0, 1);
   t.requires_grad_();
   return t;
+}
+
+// Bit-exact equality of two tensors of the same dtype and shape (any layout).
+inline bool same_bits(const Tensor& a, const Tensor& b) {
+  if (a.shape() != b.shape() || a.dtype() != b.dtype()) return false;
+  Tensor x = a.contiguous(), y = b.contiguous();
+  return std::memcmp(x.data_ptr(), y.data_ptr(), x.nbytes()) == 0;
 }
 
 inline double max_abs_diff(const Tensor& a, const Tensor& b) {

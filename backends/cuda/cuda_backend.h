@@ -4,7 +4,8 @@
 //   cuda_reduce.cu       sum/mean/max/min/sum-of-squares over any set of dims
 //   cuda_gemm.cu         (batched) GEMM through cuBLAS
 //   cuda_norm.cu         softmax, layer_norm, rms_norm forward and backward (one block per row)
-//   cuda_nn.cu           embedding gather/scatter-add, cross entropy, dropout mask, fused Adam
+//   cuda_nn.cu           embedding gather/scatter-add, cross entropy, dropout mask
+//   cuda_optim.cu        fused Adam/AdamW: per parameter, and over all parameters in one launch
 // All work is queued on one stream; only count_nonfinite and copies to the host synchronise.
 // Only cuda:0 is used so far.
 #pragma once
@@ -69,6 +70,8 @@ class CudaBackend final : public Backend {
   void dropout_mask(Tensor& mask, double p, uint64_t seed, uint64_t offset) override;
   void adam_update(Tensor& param, const Tensor& grad, Tensor& m, Tensor& v, double lr, double beta1, double beta2,
                    double eps, double weight_decay, bool decoupled, int64_t step) override;
+  void adam_update_many(const std::vector<AdamTensors>& ts, double lr, double beta1, double beta2, double eps,
+                        bool decoupled, int64_t step) override;
 
  private:
   void copy_device(const Tensor& src, Tensor& dst);  // both on the GPU (cuda_elementwise.cu)

@@ -6,6 +6,7 @@
 
 #include <array>
 #include <cstdint>
+#include <initializer_list>
 
 #include "backends/cuda/cuda_backend.h"
 
@@ -46,6 +47,12 @@ inline unsigned grid_for(int64_t n, int threads = kThreads) {
 inline int row_threads(int64_t cols) {
   int64_t t = (cols + 31) / 32 * 32;
   return (int)(t < 32 ? 32 : (t > 256 ? 256 : t));
+}
+
+// Throws unless every defined tensor in ts is contiguous (kernels that index their operands as flat arrays).
+inline void check_contiguous(const char* op, std::initializer_list<const Tensor*> ts) {
+  for (const Tensor* t : ts)
+    if (t->defined()) check(t->is_contiguous(), op, ": expected contiguous tensors on the GPU, got ", t->meta_str());
 }
 
 // Calls f(T{}) with T the C++ type of dt.

@@ -1,5 +1,4 @@
-// CUDA kernels for embedding gather/scatter-add, cross entropy with label smoothing, dropout masks and the fused
-// Adam/AdamW update.
+// CUDA kernels for embedding gather/scatter-add, cross entropy with label smoothing and dropout masks.
 //
 // Bad ids and targets cannot be reported without a host synchronisation, so the kernels set a bit in the
 // backend's device error flags (and write 0 / NaN); the next synchronising call (a copy to the host, e.g.
@@ -98,33 +97,11 @@ __global__ void dropout_mask_kernel(T* mask, int64_t n, double p, uint64_t seed,
     mask[i] = random_uniform01(seed, offset + (uint64_t)i) >= p ? keep : T(0);
 }
 
-// m = b1 m + (1-b1) g;  v = b2 v + (1-b2) g^2;  p -= lr/bc1 * m / (sqrt(v)/sqrt(bc2) + eps)
-// Adam adds wd*p to g first; AdamW (decoupled) multiplies p by (1 - lr*wd) first.
-template <class T>
-__global__ void adam_kernel(T* p, const T* g, T* m, T* v, int64_t n, T b1, T b2, T step_size, T inv_sqrt_bc2,
-                            T wd, T decay, T eps, bool decoupled) {
-  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x) {
-    T gi = g[i], pi = p[i];
-    if (!decoupled) gi += wd * pi;
-    else pi *= decay;
-    const T mi = b1 * m[i] + (T(1) - b1) * gi;
-    const T vi = b2 * v[i] + (T(1) - b2) * gi * gi;
-    m[i] = mi;
-    v[i] = vi;
-    p[i] = pi - step_size * mi / (sqrt(vi) * inv_sqrt_bc2 + eps);
-  }
-}
-
-void check_contiguous(const char* op, std::initializer_list<const Tensor*> ts) {
-  for (const Tensor* t : ts)
-    if (t->defined()) check(t->is_contiguous(), op, ": expected contiguous tensors on the GPU, got ", t->meta_str());
-}
-
 }  // namespace
 
 void CudaBackend::embedding(const Tensor& weight, const Tensor& ids, Tensor& out) {
   const char* op = "embedding";
-  check_contiguous(op, {&weight, &ids, &out});
+  cuda::check_contiguous(op, {&weight, &ids, &out});
   check(ids.dtype() == DType::I64, op, ": ids must be int64, got ", ids.meta_str());
   const int64_t V = weight.size(0), D = weight.size(1), N = ids.numel();
   if (N * D == 0) return;
@@ -139,7 +116,7 @@ void CudaBackend::embedding(const Tensor& weight, const Tensor& ids, Tensor& out
 
 void CudaBackend::embedding_backward(const Tensor& ids, const Tensor& gout, Tensor& gweight, int64_t padding_idx) {
   const char* op = "embedding_backward";
-  check_contiguous(op, {&ids, &gout, &gweight});
+  cuda::check_contiguous(op, {&ids, &gout, &gweight});
   check(ids.dtype() == DType::I64, op, ": ids must be int64, got ", ids.meta_str());
   const int64_t V = gweight.size(0), D = gweight.size(1), N = ids.numel();
   if (N * D == 0) return;
@@ -155,7 +132,7 @@ void CudaBackend::embedding_backward(const Tensor& ids, const Tensor& gout, Tens
 void CudaBackend::cross_entropy(const Tensor& logits, const Tensor& targets, int64_t ignore_index,
                                 double label_smoothing, Tensor& loss, Tensor& lse) {
   const char* op = "cross_entropy";
-  check_contiguous(op, {&logits, &targets, &loss, &lse});
+  cuda::check_contiguous(op, {&logits, &targets, &loss, &lse});
   check(targets.dtype() == DType::I64, op, ": targets must be int64, got ", targets.meta_str());
   const int64_t C = logits.dim() ? logits.shape().back() : 1, R = C ? logits.numel() / C : 0;
   if (R == 0) return;
@@ -173,7 +150,7 @@ void CudaBackend::cross_entropy_backward(const Tensor& logits, const Tensor& tar
                                          const Tensor& gloss, int64_t ignore_index, double label_smoothing,
                                          Tensor& glogits) {
   const char* op = "cross_entropy_backward";
-  check_contiguous(op, {&logits, &targets, &lse, &gloss, &glogits});
+  cuda::check_contiguous(op, {&logits, &targets, &lse, &gloss, &glogits});
   const int64_t C = logits.dim() ? logits.shape().back() : 1, R = C ? logits.numel() / C : 0;
   if (R == 0 || C == 0) return;
   cuda::dispatch_float(logits.dtype(), op, [&](auto tag) {
@@ -188,31 +165,13 @@ void CudaBackend::cross_entropy_backward(const Tensor& logits, const Tensor& tar
 
 void CudaBackend::dropout_mask(Tensor& mask, double p, uint64_t seed, uint64_t offset) {
   const char* op = "dropout";
-  check_contiguous(op, {&mask});
+  cuda::check_contiguous(op, {&mask});
   const int64_t n = mask.numel();
   if (n == 0) return;
   cuda::dispatch_float(mask.dtype(), op, [&](auto tag) {
     using T = decltype(tag);
     dropout_mask_kernel<T><<<cuda::grid_for(n), cuda::kThreads, 0, stream_>>>(static_cast<T*>(mask.data_ptr()), n,
                                                                                 p, seed, offset);
-  });
-  SG_CUDA_LAUNCH_CHECK(op);
-}
-
-void CudaBackend::adam_update(Tensor& param, const Tensor& grad, Tensor& m, Tensor& v, double lr, double beta1,
-                              double beta2, double eps, double weight_decay, bool decoupled, int64_t step) {
-  const char* op = "adam_update";
-  check_contiguous(op, {&param, &grad, &m, &v});
-  const int64_t n = param.numel();
-  if (n == 0) return;
-  // Bias corrections are computed here on the host from the step count: no device round trip.
-  const double bc1 = 1 - std::pow(beta1, (double)step), bc2 = 1 - std::pow(beta2, (double)step);
-  cuda::dispatch_float(param.dtype(), op, [&](auto tag) {
-    using T = decltype(tag);
-    adam_kernel<T><<<cuda::grid_for(n), cuda::kThreads, 0, stream_>>>(
-        static_cast<T*>(param.data_ptr()), static_cast<const T*>(grad.data_ptr()), static_cast<T*>(m.data_ptr()),
-        static_cast<T*>(v.data_ptr()), n, (T)beta1, (T)beta2, (T)(lr / bc1), (T)(1 / std::sqrt(bc2)),
-        (T)weight_decay, (T)(1 - lr * weight_decay), (T)eps, decoupled);
   });
   SG_CUDA_LAUNCH_CHECK(op);
 }

@@ -1,0 +1,163 @@
+// CUDA optimizer updates: fused Adam/AdamW for one parameter (adam_update) and for all parameters of a step in
+// one launch (adam_update_many, the multi-tensor-apply pattern).
+//
+// Per element, with t the step count and wd the parameter's weight decay (cpu_optim.cpp does the same):
+//   Adam:  g += wd p;   AdamW (decoupled): p *= 1 - lr wd;   then
+//   m = b1 m + (1-b1) g;   v = b2 v + (1-b2) g^2;   p -= lr/bc1 * m / (sqrt(v) * (1/sqrt(bc2)) + eps)
+// The bias corrections bc1 = 1 - b1^t and bc2 = 1 - b2^t are computed on the host in double from the step count
+// (no device round trip), and each scalar is rounded to the parameter's type once, as on the CPU: the operations
+// are the CPU's, in the CPU's order.
+#include <algorithm>
+#include <climits>
+#include <cmath>
+#include <cstring>
+
+#include "backends/cuda/cuda_common.cuh"
+
+namespace skipgrad {
+
+namespace {
+
+// The scalars of one step, shared by every parameter: step_size = lr/bc1, inv_sqrt_bc2 = 1/sqrt(bc2).
+template <class T>
+struct AdamScalars {
+  T b1, b2, step_size, inv_sqrt_bc2, eps;
+};
+
+template <class T>
+AdamScalars<T> adam_scalars(double lr, double beta1, double beta2, double eps, int64_t step) {
+  const double bc1 = 1 - std::pow(beta1, (double)step), bc2 = 1 - std::pow(beta2, (double)step);
+  return {(T)beta1, (T)beta2, (T)(lr / bc1), (T)(1 / std::sqrt(bc2)), (T)eps};
+}
+
+// Element i of one parameter; wd is its weight decay and decay = 1 - lr wd.
+template <class T>
+__device__ __forceinline__ void adam_element(T* p, const T* g, T* m, T* v, int64_t i, const AdamScalars<T>& s, T wd,
+                                             T decay, bool decoupled) {
+  T gi = g[i], pi = p[i];
+  if (!decoupled) gi += wd * pi;
+  else pi *= decay;
+  const T mi = s.b1 * m[i] + (T(1) - s.b1) * gi;
+  const T vi = s.b2 * v[i] + (T(1) - s.b2) * gi * gi;
+  m[i] = mi;
+  v[i] = vi;
+  p[i] = pi - s.step_size * mi / (sqrt(vi) * s.inv_sqrt_bc2 + s.eps);
+}
+
+// One parameter: a grid-stride loop over its n elements.
+template <class T>
+__global__ void adam_kernel(T* p, const T* g, T* m, T* v, int64_t n, AdamScalars<T> s, T wd, T decay,
+                            bool decoupled) {
+  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x)
+    adam_element(p, g, m, v, i, s, wd, decay, decoupled);
+}
+
+// ---- multi-tensor apply: one launch over many parameters ----
+// Each parameter is cut into chunks of kAdamChunk elements (the last one shorter); block b updates chunk b with
+// a block-stride loop. Both tables are built on the host and uploaded in one copy per launch.
+constexpr int64_t kAdamChunk = 1 << 16;
+
+template <class T>
+struct AdamTensorArgs {  // one parameter: its four tensors and its weight decay
+  T* p;
+  const T* g;
+  T* m;
+  T* v;
+  T wd, decay;  // decay = 1 - lr wd
+};
+
+struct AdamChunk {  // elements [start, start + len) of parameter `tensor`
+  int64_t start;
+  int32_t tensor, len;
+};
+
+template <class T>
+__global__ void adam_multi_kernel(const AdamTensorArgs<T>* tensors, const AdamChunk* chunks, AdamScalars<T> s,
+                                  bool decoupled) {
+  const AdamChunk c = chunks[blockIdx.x];
+  const AdamTensorArgs<T> t = tensors[c.tensor];
+  const int64_t end = c.start + c.len;
+  for (int64_t i = c.start + threadIdx.x; i < end; i += blockDim.x)
+    adam_element(t.p, t.g, t.m, t.v, i, s, t.wd, t.decay, decoupled);
+}
+
+// Whether the multi-tensor kernel can take entry t: four float32 or float64 tensors of one dtype and size,
+// contiguous, on the GPU.
+bool fusable(const AdamTensors& t) {
+  const Tensor* all[] = {t.param, t.grad, t.m, t.v};
+  const DType dt = t.param->dtype();
+  if (dt != DType::F32 && dt != DType::F64) return false;
+  for (const Tensor* x : all)
+    if (!x->defined() || !x->device().is_cuda() || x->dtype() != dt || x->numel() != t.param->numel() ||
+        !x->is_contiguous())
+      return false;
+  return true;
+}
+
+}  // namespace
+
+void CudaBackend::adam_update(Tensor& param, const Tensor& grad, Tensor& m, Tensor& v, double lr, double beta1,
+                              double beta2, double eps, double weight_decay, bool decoupled, int64_t step) {
+  const char* op = "adam_update";
+  cuda::check_contiguous(op, {&param, &grad, &m, &v});
+  const int64_t n = param.numel();
+  if (n == 0) return;
+  cuda::dispatch_float(param.dtype(), op, [&](auto tag) {
+    using T = decltype(tag);
+    adam_kernel<T><<<cuda::grid_for(n), cuda::kThreads, 0, stream_>>>(
+        static_cast<T*>(param.data_ptr()), static_cast<const T*>(grad.data_ptr()), static_cast<T*>(m.data_ptr()),
+        static_cast<T*>(v.data_ptr()), n, adam_scalars<T>(lr, beta1, beta2, eps, step), (T)weight_decay,
+        (T)(1 - lr * weight_decay), decoupled);
+  });
+  SG_CUDA_LAUNCH_CHECK(op);
+}
+
+// One launch per dtype present (one in practice: a model is float32 or float64), no host synchronisation. When
+// an entry is not fusable (a strided tensor, dtypes that differ within a parameter, a tensor not on the GPU),
+// every entry goes through the per-tensor adam_update instead (which reports a strided tensor).
+void CudaBackend::adam_update_many(const std::vector<AdamTensors>& ts, double lr, double beta1, double beta2,
+                                   double eps, bool decoupled, int64_t step) {
+  const char* op = "adam_update_many";
+  if (!std::all_of(ts.begin(), ts.end(), fusable)) {
+    Backend::adam_update_many(ts, lr, beta1, beta2, eps, decoupled, step);
+    return;
+  }
+  for (DType dt : {DType::F32, DType::F64}) {
+    cuda::dispatch_float(dt, op, [&](auto tag) {
+      using T = decltype(tag);
+      std::vector<AdamTensorArgs<T>> tensors;
+      std::vector<AdamChunk> chunks;
+      for (const AdamTensors& t : ts) {
+        const int64_t n = t.param->numel();
+        if (t.param->dtype() != dt || n == 0) continue;
+        check(tensors.size() < (size_t)INT_MAX, op, ": too many parameters for one launch");
+        const int32_t index = (int32_t)tensors.size();
+        tensors.push_back({static_cast<T*>(t.param->data_ptr()), static_cast<const T*>(t.grad->data_ptr()),
+                           static_cast<T*>(t.m->data_ptr()), static_cast<T*>(t.v->data_ptr()), (T)t.weight_decay,
+                           (T)(1 - lr * t.weight_decay)});
+        for (int64_t start = 0; start < n; start += kAdamChunk)
+          chunks.push_back({start, index, (int32_t)std::min(kAdamChunk, n - start)});
+      }
+      if (chunks.empty()) return;
+      check(chunks.size() <= (size_t)INT_MAX, op, ": ", chunks.size(), " chunks exceed the GPU grid");
+      // One host buffer [tensor table | chunk table] (the chunk table 16-byte aligned), one upload into a
+      // device buffer from the caching allocator; freeing it at the end of this scope is safe since any reuse
+      // is queued on the same stream, after this kernel.
+      const size_t tensor_bytes = (tensors.size() * sizeof(AdamTensorArgs<T>) + 15) / 16 * 16;
+      const size_t bytes = tensor_bytes + chunks.size() * sizeof(AdamChunk);
+      std::vector<char> host(bytes);
+      std::memcpy(host.data(), tensors.data(), tensors.size() * sizeof(AdamTensorArgs<T>));
+      std::memcpy(host.data() + tensor_bytes, chunks.data(), chunks.size() * sizeof(AdamChunk));
+      Tensor table = Tensor::empty({(int64_t)((bytes + 7) / 8)}, DType::I64, Device::cuda());
+      char* device = static_cast<char*>(table.data_ptr());
+      upload(host.data(), device, bytes);
+      adam_multi_kernel<T><<<(unsigned)chunks.size(), cuda::kThreads, 0, stream_>>>(
+          reinterpret_cast<const AdamTensorArgs<T>*>(device),
+          reinterpret_cast<const AdamChunk*>(device + tensor_bytes), adam_scalars<T>(lr, beta1, beta2, eps, step),
+          decoupled);
+      SG_CUDA_LAUNCH_CHECK(op);
+    });
+  }
+}
+
+}  // namespace skipgrad
