@@ -15,6 +15,8 @@
 #                              BUILD_DIR/bench-cuda-out: cmake.log, build.log, runs.jsonl (every JSON line of every
 #                              run), stderr.log, table.md
 #   JOBS                       build parallelism, default nproc
+#   CUDA_STEP                  a cuda_step binary to run instead of building one (scripts/gpu_run.sh passes the one
+#                              scripts/gpu_pack.sh built: the GPU machine cannot build, it has no OpenBLAS)
 #   DEVICE=cpu [SHAPE=...]     smoke test without a GPU: both programs on the CPU at a tiny shape, fp32 only
 # Without a GPU (and DEVICE unset) it prints "bench_cuda.sh: skipped: no CUDA device" and exits 0, before building.
 set -euo pipefail
@@ -46,20 +48,24 @@ mkdir -p "$LOG_DIR"
 : >"$LOG_DIR/runs.jsonl"
 : >"$LOG_DIR/stderr.log"
 
-# ---- build cuda_step only
-lean=()
-[[ -f $BUILD_DIR/CMakeCache.txt ]] ||
-  lean=(-DCMAKE_BUILD_TYPE=Release -DSKIPGRAD_TESTS=OFF -DSKIPGRAD_EXAMPLES=OFF -DSKIPGRAD_BENCH_LIBTORCH=OFF)
-log "building cuda_step in $BUILD_DIR (logs in $LOG_DIR)"
-if ! cmake -S "$ROOT" -B "$BUILD_DIR" -DSKIPGRAD_CUDA=ON -DSKIPGRAD_BENCH=ON "${lean[@]}" >"$LOG_DIR/cmake.log" 2>&1; then
-  tail -20 "$LOG_DIR/cmake.log" >&2
-  log "cmake failed (the build needs nvcc, OpenBLAS with pkg-config, OpenMP: see docs/cuda_benchmark.md)"
-  exit 1
-fi
-if ! cmake --build "$BUILD_DIR" --target cuda_step -j "${JOBS:-$(nproc)}" >"$LOG_DIR/build.log" 2>&1; then
-  tail -30 "$LOG_DIR/build.log" >&2
-  log "build failed"
-  exit 1
+# ---- build cuda_step only, unless one is given
+CUDA_STEP=${CUDA_STEP:-}
+if [[ -z $CUDA_STEP ]]; then
+  CUDA_STEP=$BUILD_DIR/bench/cuda_step
+  lean=()
+  [[ -f $BUILD_DIR/CMakeCache.txt ]] ||
+    lean=(-DCMAKE_BUILD_TYPE=Release -DSKIPGRAD_TESTS=OFF -DSKIPGRAD_EXAMPLES=OFF -DSKIPGRAD_BENCH_LIBTORCH=OFF)
+  log "building cuda_step in $BUILD_DIR (logs in $LOG_DIR)"
+  if ! cmake -S "$ROOT" -B "$BUILD_DIR" -DSKIPGRAD_CUDA=ON -DSKIPGRAD_BENCH=ON "${lean[@]}" >"$LOG_DIR/cmake.log" 2>&1; then
+    tail -20 "$LOG_DIR/cmake.log" >&2
+    log "cmake failed (the build needs nvcc, OpenBLAS with pkg-config, OpenMP: see docs/cuda_benchmark.md)"
+    exit 1
+  fi
+  if ! cmake --build "$BUILD_DIR" --target cuda_step -j "${JOBS:-$(nproc)}" >"$LOG_DIR/build.log" 2>&1; then
+    tail -30 "$LOG_DIR/build.log" >&2
+    log "build failed"
+    exit 1
+  fi
 fi
 
 # ---- the runs, alternating
@@ -70,7 +76,7 @@ COMMON=(--json --topologies "$TOPOLOGIES" --precision "$PRECISIONS" --weights-di
 # A failing run is logged and the rounds go on: what it printed (its "error" lines too) stays in runs.jsonl.
 run_skipgrad() {
   local out rc=0
-  out=$("$BUILD_DIR/bench/cuda_step" "${COMMON[@]}" 2>>"$LOG_DIR/stderr.log") || rc=$?
+  out=$("$CUDA_STEP" "${COMMON[@]}" 2>>"$LOG_DIR/stderr.log") || rc=$?
   if grep -q 'skipped: no CUDA device' <<<"$out"; then
     echo "bench_cuda.sh: $out"
     exit 0
