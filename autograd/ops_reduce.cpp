@@ -61,6 +61,12 @@ Tensor sum_to(const Tensor& g, const Shape& shape) {
   return make_view(out, shape, contiguous_strides(shape), 0);
 }
 
+Tensor sum_of_squares(const Tensor& t) {
+  Tensor out = Tensor::empty(Shape(t.dim(), 1), t.dtype(), t.device());
+  be(t).reduce(ReduceOp::SumSquares, t, std::vector<bool>(t.dim(), true), out);
+  return reshape_raw(out, {1});
+}
+
 // y = sum over dims:  gx = broadcast(g)
 Tensor sum(const Tensor& x, const Shape& dims, bool keepdim) {
   ReducePlan p = plan_reduce("sum", x, dims, keepdim);

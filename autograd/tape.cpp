@@ -168,13 +168,6 @@ namespace {
 // acc = acc + g (out of place: g may alias another tensor's gradient).
 void accumulate(Tensor& acc, const Tensor& g) { acc = acc.defined() ? add(acc, g) : g; }
 
-// sum(g^2) as a one-element tensor on g's device: one reduction, no temporary the size of g.
-Tensor sum_of_squares(const Tensor& g) {
-  Tensor out = Tensor::empty(Shape(g.dim(), 1), g.dtype(), g.device());
-  backend_for(g.device()).reduce(ReduceOp::SumSquares, g, std::vector<bool>(g.dim(), true), out);
-  return out.reshape({1});
-}
-
 // The gradient norms of a backward walk (set_track_grad_norms). On the CPU each is read at once; on a GPU they
 // stay on the device until the walk ends and come back in one copy, so tracking costs one wait, not one per node.
 struct NormTracker {

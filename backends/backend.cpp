@@ -42,6 +42,16 @@ void register_backend(Device::Kind kind, Backend* b) {
 
 bool cuda_available() { return ensure_cuda(); }
 
+ScanLayout cumsum_layout(const Tensor& x, int64_t dim, const Tensor& out) {
+  check(x.is_contiguous() && out.is_contiguous() && x.shape() == out.shape() && x.dtype() == out.dtype(), "cumsum",
+        ": expected contiguous x and out of one shape and dtype, got ", x.meta_str(), " and ", out.meta_str());
+  ScanLayout l;
+  l.n = x.size(dim);
+  for (int64_t d = 0; d < dim; d++) l.outer *= x.size(d);
+  for (int64_t d = dim + 1; d < x.dim(); d++) l.inner *= x.size(d);
+  return l;
+}
+
 void Backend::adam_update_many(const std::vector<AdamTensors>& ts, double lr, double beta1, double beta2, double eps,
                                bool decoupled, int64_t step) {
   for (const AdamTensors& t : ts)

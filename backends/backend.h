@@ -132,6 +132,13 @@ class Backend {
                                 double eps, bool decoupled, int64_t step);
 };
 
+// Backend::cumsum's operands seen as [outer, n, inner] around dim, after checking its contract (x and out
+// contiguous, of one shape and dtype): every backend's cumsum kernel walks this layout.
+struct ScanLayout {
+  int64_t outer = 1, n = 1, inner = 1;
+};
+ScanLayout cumsum_layout(const Tensor& x, int64_t dim, const Tensor& out);
+
 // The backend of a device; throws a clear Error when the device's backend is not available.
 Backend& backend_for(Device d);
 void register_backend(Device::Kind kind, Backend* b);

@@ -9,13 +9,6 @@
 namespace skipgrad::nn {
 
 namespace {
-// sum(g^2) as a float64 [1] tensor on g's device (one backend reduction over every dim).
-Tensor sum_of_squares(const Tensor& g) {
-  Tensor out = Tensor::empty(Shape(g.dim(), 1), g.dtype(), g.device());
-  backend_for(g.device()).reduce(ReduceOp::SumSquares, g, std::vector<bool>(g.dim(), true), out);
-  return out.reshape({1}).to(DType::F64);
-}
-
 // The gradients that exist, all on one device.
 std::vector<Tensor> defined_grads(const std::vector<Tensor>& params) {
   std::vector<Tensor> grads;
@@ -38,7 +31,7 @@ Tensor total_grad_norm(const std::vector<Tensor>& params) {
   std::vector<Tensor> grads = defined_grads(params);
   if (grads.empty()) return Tensor();
   std::vector<Tensor> squares;
-  for (const Tensor& g : grads) squares.push_back(sum_of_squares(g));
+  for (const Tensor& g : grads) squares.push_back(sum_of_squares(g).to(DType::F64));
   return sqrt(sum(concat(squares, 0))).reshape({1});
 }
 
@@ -79,7 +72,7 @@ std::vector<std::pair<std::string, double>> grad_norms(const std::vector<std::pa
     check(squares.empty() || g.device() == squares[0].device(), "grad_norms", ": gradient of '", name, "' is on ",
           g.device().str(), ", others on ", squares.empty() ? "" : squares[0].device().str());
     names.push_back(name);
-    squares.push_back(sum_of_squares(g));
+    squares.push_back(sum_of_squares(g).to(DType::F64));
   }
   std::vector<std::pair<std::string, double>> out;
   if (squares.empty()) return out;

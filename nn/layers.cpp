@@ -138,11 +138,12 @@ Tensor SinusoidalPositions::forward(const Tensor& ids) {
   // computed with ops on ids' device, so a GPU step reads nothing back to the host here.
   const Tensor pad = Tensor::full({1}, (double)padding_idx, DType::I64, ids.device());
   const Tensor real = sub(Tensor::ones({1}, DType::I64, ids.device()), eq(ids, pad));
-  const Tensor pos = add(mul(real, cumsum(real, 1)), pad);
+  const Tensor count = cumsum(real, 1);  // real tokens so far in each row
+  const Tensor pos = add(mul(real, count), pad);
   // A sequence longer than the table: on the CPU a clear error here; on a GPU the embedding kernel flags the id
   // out of range and the next synchronising call throws it (docs/cuda.md), since checking here would sync.
   if (ids.device().is_cpu() && ids.numel() > 0) {
-    const int64_t longest = (int64_t)max(real.to(DType::F64).sum({1}), {0}).item();
+    const int64_t longest = (int64_t)max(count.select(1, ids.size(1) - 1).to(DType::F64), {0}).item();
     check(longest <= max_positions, who, ": a sequence of ", longest, " tokens exceeds max_positions ", max_positions);
   }
   return embedding(table, pos);

@@ -2,8 +2,6 @@
 // and, on a GPU, the same training run as on the CPU with one host wait per step.
 //
 // GPU cases print "skipped: no CUDA device" and pass where there is none (suite `cuda`, like tests/test_cuda.cpp).
-#include <unistd.h>
-
 #include <cmath>
 #include <filesystem>
 
@@ -24,13 +22,8 @@ namespace fs = std::filesystem;
 
 namespace {
 
-fs::path scratch_dir() { return fs::temp_directory_path() / ("skipgrad_device_" + std::to_string(::getpid())); }
-struct RemoveScratchAtExit {
-  ~RemoveScratchAtExit() {
-    std::error_code ec;
-    fs::remove_all(scratch_dir(), ec);
-  }
-} remove_scratch_at_exit;
+const ScratchDir scratch("skipgrad_device");  // removed when the test process exits
+const fs::path& scratch_dir() { return scratch.path(); }
 
 TrainOptions tiny_run(const std::string& device, const std::string& out) {
   TrainOptions o = tiny_train_options(write_tiny_corpus(scratch_dir() / "corpus", 300));

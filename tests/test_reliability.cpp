@@ -37,16 +37,8 @@ namespace fs = std::filesystem;
 
 namespace {
 
-fs::path scratch_dir() {
-  return fs::temp_directory_path() / ("skipgrad_reliability_" + std::to_string(::getpid()));
-}
-// Removes the scratch folder when the test process exits.
-struct RemoveScratchAtExit {
-  ~RemoveScratchAtExit() {
-    std::error_code ec;
-    fs::remove_all(scratch_dir(), ec);
-  }
-} remove_scratch_at_exit;
+const ScratchDir scratch("skipgrad_reliability");  // removed when the test process exits
+const fs::path& scratch_dir() { return scratch.path(); }
 
 // A tiny number-words corpus (train/valid/test.tsv) in the scratch folder, made once per process.
 std::string tiny_corpus() { return write_tiny_corpus(scratch_dir() / "corpus", 400); }

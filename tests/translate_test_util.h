@@ -1,6 +1,8 @@
 // What the translation-example tests (SKIPGRAD_TRANSLATE_TESTS in CMakeLists.txt) share: one tiny training
 // configuration that trains in a fraction of a second.
 #pragma once
+#include <unistd.h>
+
 #include <filesystem>
 #include <string>
 
@@ -8,6 +10,24 @@
 #include "trainer.h"
 
 namespace sgtest {
+
+// "<temp>/<name>_<pid>": a folder of this test process, removed with everything in it when the object is destroyed
+// (a file-scope object: when the process exits).
+class ScratchDir {
+ public:
+  explicit ScratchDir(const std::string& name)
+      : path_(std::filesystem::temp_directory_path() / (name + "_" + std::to_string(::getpid()))) {}
+  ~ScratchDir() {
+    std::error_code ec;
+    std::filesystem::remove_all(path_, ec);
+  }
+  ScratchDir(const ScratchDir&) = delete;
+  ScratchDir& operator=(const ScratchDir&) = delete;
+  const std::filesystem::path& path() const { return path_; }
+
+ private:
+  std::filesystem::path path_;
+};
 
 // A number-words corpus of `pairs` pairs (train/valid/test.tsv) written into `dir` unless it is there already;
 // returns the folder, to pass as TrainOptions::corpus.

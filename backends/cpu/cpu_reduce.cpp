@@ -184,12 +184,8 @@ void CpuBackend::reduce(ReduceOp op, const Tensor& x, const std::vector<bool>& r
 // order (reverse: from the end), in double for floats and int64 for integers. Lines are independent, so the
 // result does not depend on the thread count.
 void CpuBackend::cumsum(const Tensor& x, int64_t dim, bool reverse, Tensor& out) {
-  check(x.is_contiguous() && out.is_contiguous() && x.shape() == out.shape() && x.dtype() == out.dtype(), "cumsum",
-        ": expected contiguous x and out of one shape and dtype, got ", x.meta_str(), " and ", out.meta_str());
-  int64_t outer = 1, inner = 1;
-  const int64_t n = x.size(dim);
-  for (int64_t d = 0; d < dim; d++) outer *= x.size(d);
-  for (int64_t d = dim + 1; d < x.dim(); d++) inner *= x.size(d);
+  const ScanLayout l = cumsum_layout(x, dim, out);  // not a structured binding: clang 14 cannot capture one
+  const int64_t outer = l.outer, n = l.n, inner = l.inner;
   cpu::dispatch_all(x.dtype(), [&]<class T>() {
     using Acc = std::conditional_t<std::is_floating_point_v<T>, double, int64_t>;
     const T* xp = static_cast<const T*>(x.data_ptr());

@@ -142,12 +142,8 @@ __global__ void cumsum_kernel(const T* x, T* y, int64_t outer, int64_t n, int64_
 }
 
 void CudaBackend::cumsum(const Tensor& x, int64_t dim, bool reverse, Tensor& out) {
-  check(x.is_contiguous() && out.is_contiguous() && x.shape() == out.shape() && x.dtype() == out.dtype(), "cumsum",
-        ": expected contiguous x and out of one shape and dtype, got ", x.meta_str(), " and ", out.meta_str());
-  int64_t outer = 1, inner = 1;
-  const int64_t n = x.size(dim);
-  for (int64_t d = 0; d < dim; d++) outer *= x.size(d);
-  for (int64_t d = dim + 1; d < x.dim(); d++) inner *= x.size(d);
+  const ScanLayout l = cumsum_layout(x, dim, out);
+  const int64_t outer = l.outer, n = l.n, inner = l.inner;
   if (outer * inner == 0 || n == 0) return;
   cuda::dispatch_all(x.dtype(), [&](auto tag) {
     using T = decltype(tag);
