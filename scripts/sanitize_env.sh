@@ -4,7 +4,7 @@
 SKIPGRAD_ASAN_BUILD_DIR=${SKIPGRAD_ASAN_BUILD_DIR:-build-asan}
 scripts/setup.sh
 CC=clang CXX=clang++ cmake -S . -B "$SKIPGRAD_ASAN_BUILD_DIR" -DSKIPGRAD_FUZZ=ON -DSKIPGRAD_TESTS=ON \
-  -DSKIPGRAD_EXAMPLES=ON -DSKIPGRAD_BENCH=OFF -DSKIPGRAD_CUDA=OFF -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+  -DSKIPGRAD_EXAMPLES=ON -DSKIPGRAD_BENCH=OFF -DSKIPGRAD_CUDA=OFF -DSKIPGRAD_CUDA_EMULATOR=ON -DCMAKE_BUILD_TYPE=RelWithDebInfo \
   -DCMAKE_CXX_FLAGS_RELWITHDEBINFO="-O1 -g -DNDEBUG" >/dev/null
 
 # halt_on_error: the first report ends the process with a failure (UBSan is built with -fno-sanitize-recover).

@@ -199,7 +199,8 @@ const T* ptr_or_null(const Tensor& t) {
 }  // namespace
 
 void CudaBackend::softmax(const Tensor& x, Tensor& y, bool log) {
-  auto [R, C] = rows_of(x, "softmax");
+  const Rows rc = rows_of(x, "softmax");
+  const int64_t R = rc.rows, C = rc.cols;  // not a structured binding: clang 14 cannot capture one
   if (R == 0 || C == 0) return;
   cuda::dispatch_float(x.dtype(), "softmax", [&](auto tag) {
     using T = decltype(tag);
@@ -210,7 +211,8 @@ void CudaBackend::softmax(const Tensor& x, Tensor& y, bool log) {
 }
 
 void CudaBackend::softmax_backward(const Tensor& y, const Tensor& gy, Tensor& gx, bool log) {
-  auto [R, C] = rows_of(y, "softmax_backward");
+  const Rows rc = rows_of(y, "softmax_backward");
+  const int64_t R = rc.rows, C = rc.cols;  // not a structured binding: clang 14 cannot capture one
   check(gy.is_contiguous(), "softmax_backward", ": expected a contiguous gradient, got ", gy.meta_str());
   if (R == 0 || C == 0) return;
   cuda::dispatch_float(y.dtype(), "softmax_backward", [&](auto tag) {
@@ -224,7 +226,8 @@ void CudaBackend::softmax_backward(const Tensor& y, const Tensor& gy, Tensor& gx
 
 void CudaBackend::layer_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta, double eps, Tensor& y,
                              Tensor& mean, Tensor& rstd) {
-  auto [R, C] = rows_of(x, "layer_norm");
+  const Rows rc = rows_of(x, "layer_norm");
+  const int64_t R = rc.rows, C = rc.cols;  // not a structured binding: clang 14 cannot capture one
   if (R == 0 || C == 0) return;
   cuda::dispatch_float(x.dtype(), "layer_norm", [&](auto tag) {
     using T = decltype(tag);
@@ -261,7 +264,8 @@ void CudaBackend::layer_norm_backward(const Tensor& gy, const Tensor& x, const T
 }
 
 void CudaBackend::rms_norm(const Tensor& x, const Tensor& weight, double eps, Tensor& y, Tensor& rstd) {
-  auto [R, C] = rows_of(x, "rms_norm");
+  const Rows rc = rows_of(x, "rms_norm");
+  const int64_t R = rc.rows, C = rc.cols;  // not a structured binding: clang 14 cannot capture one
   if (R == 0 || C == 0) return;
   cuda::dispatch_float(x.dtype(), "rms_norm", [&](auto tag) {
     using T = decltype(tag);

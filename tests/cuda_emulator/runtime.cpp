@@ -1,0 +1,352 @@
+// The CUDA emulator's runtime and cuBLAS: one device ("skipgrad CUDA emulator") whose memory is host memory.
+// Everything completes before the call returns, so a stream is always idle and an event always reached.
+// Checks that a GPU makes too: a failed launch or a copy in the wrong direction is an error with CUDA's code;
+// allocations beyond the emulated device's memory fail with cudaErrorMemoryAllocation. Fresh device memory is
+// filled with 0xff bytes (NaN as float32 and float64) so a kernel that reads what nobody wrote shows up.
+#include <cblas.h>
+
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <map>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "cublas_v2.h"
+#include "cuda_runtime.h"
+
+namespace skipgrad_emu {
+namespace {
+
+constexpr size_t kDeviceBytes = size_t(16) << 30;  // the emulated device's memory
+
+struct State {
+  std::mutex mutex;
+  std::map<uintptr_t, size_t> device_allocations;  // start -> bytes
+  size_t device_bytes_in_use = 0;
+  cudaError_t last_error = cudaSuccess;
+  std::string last_message;
+};
+State& state() {
+  static State* s = new State();  // never destroyed: memory may be freed after main returns
+  return *s;
+}
+
+cudaError_t record(cudaError_t e, const std::string& message) {
+  State& s = state();
+  if (e != cudaSuccess) {
+    s.last_error = e;
+    s.last_message = message;
+  }
+  return e;
+}
+
+bool in_device_memory(const void* p, size_t bytes) {
+  State& s = state();
+  std::lock_guard<std::mutex> lock(s.mutex);
+  const uintptr_t a = reinterpret_cast<uintptr_t>(p);
+  auto it = s.device_allocations.upper_bound(a);
+  if (it == s.device_allocations.begin()) return false;
+  --it;
+  return a >= it->first && a + bytes <= it->first + it->second;
+}
+
+// Whether a copy of `bytes` from src to dst agrees with `kind` (cudaMemcpyDefault: anything).
+bool copy_agrees(const void* dst, const void* src, size_t bytes, cudaMemcpyKind kind) {
+  const bool dst_dev = in_device_memory(dst, bytes), src_dev = in_device_memory(src, bytes);
+  switch (kind) {
+    case cudaMemcpyHostToHost: return !dst_dev && !src_dev;
+    case cudaMemcpyHostToDevice: return dst_dev && !src_dev;
+    case cudaMemcpyDeviceToHost: return !dst_dev && src_dev;
+    case cudaMemcpyDeviceToDevice: return dst_dev && src_dev;
+    case cudaMemcpyDefault: return true;
+  }
+  return false;
+}
+
+const char* kind_name(cudaMemcpyKind k) {
+  switch (k) {
+    case cudaMemcpyHostToHost: return "host to host";
+    case cudaMemcpyHostToDevice: return "host to device";
+    case cudaMemcpyDeviceToHost: return "device to host";
+    case cudaMemcpyDeviceToDevice: return "device to device";
+    case cudaMemcpyDefault: return "default";
+  }
+  return "?";
+}
+
+}  // namespace
+
+bool is_device_pointer(const void* p) { return in_device_memory(p, 1); }
+
+void launch_failed(cudaError_t e, const char* kernel, const char* what) {
+  std::fprintf(stderr, "CUDA emulator: kernel %s: %s\n", kernel, what);
+  record(e, std::string("kernel ") + kernel + ": " + what);
+}
+
+}  // namespace skipgrad_emu
+
+using skipgrad_emu::record;
+using skipgrad_emu::state;
+
+cudaError_t cudaGetDeviceCount(int* count) {
+  *count = 1;
+  return cudaSuccess;
+}
+cudaError_t cudaSetDevice(int device) {
+  return device == 0 ? cudaSuccess : record(cudaErrorInvalidDevice, "cudaSetDevice: the emulator has device 0 only");
+}
+cudaError_t cudaGetDeviceProperties(cudaDeviceProp* prop, int device) {
+  if (device != 0) return record(cudaErrorInvalidDevice, "cudaGetDeviceProperties: the emulator has device 0 only");
+  *prop = cudaDeviceProp{};
+  std::snprintf(prop->name, sizeof prop->name, "skipgrad CUDA emulator (CPU)");
+  prop->totalGlobalMem = skipgrad_emu::kDeviceBytes;
+  prop->multiProcessorCount = 1;
+  prop->major = 9;
+  prop->minor = 0;
+  prop->warpSize = 32;
+  prop->maxThreadsPerBlock = 1024;
+  return cudaSuccess;
+}
+
+cudaError_t cudaGetLastError() {
+  const cudaError_t e = state().last_error;
+  state().last_error = cudaSuccess;
+  return e;
+}
+cudaError_t cudaPeekAtLastError() { return state().last_error; }
+const char* cudaGetErrorName(cudaError_t e) {
+  switch (e) {
+    case cudaSuccess: return "cudaSuccess";
+    case cudaErrorInvalidValue: return "cudaErrorInvalidValue";
+    case cudaErrorMemoryAllocation: return "cudaErrorMemoryAllocation";
+    case cudaErrorInvalidConfiguration: return "cudaErrorInvalidConfiguration";
+    case cudaErrorInvalidDevice: return "cudaErrorInvalidDevice";
+    case cudaErrorNotReady: return "cudaErrorNotReady";
+    case cudaErrorLaunchFailure: return "cudaErrorLaunchFailure";
+  }
+  return "cudaErrorUnknown";
+}
+// The message of the last failure (it names the kernel or call), else CUDA's generic text.
+const char* cudaGetErrorString(cudaError_t e) {
+  if (e != cudaSuccess && !state().last_message.empty()) return state().last_message.c_str();
+  return e == cudaSuccess ? "no error" : "emulated CUDA error";
+}
+
+cudaError_t cudaMalloc(void** p, size_t bytes) {
+  skipgrad_emu::State& s = state();
+  std::lock_guard<std::mutex> lock(s.mutex);
+  *p = nullptr;
+  if (bytes > skipgrad_emu::kDeviceBytes - s.device_bytes_in_use)
+    return record(cudaErrorMemoryAllocation, "cudaMalloc: " + std::to_string(bytes) + " bytes do not fit in the " +
+                                                 "emulated device's free memory");
+  const size_t rounded = (bytes + 255) / 256 * 256;
+  void* q = std::aligned_alloc(256, rounded == 0 ? 256 : rounded);
+  if (!q) return record(cudaErrorMemoryAllocation, "cudaMalloc: host allocation failed");
+  std::memset(q, 0xff, rounded == 0 ? 256 : rounded);
+  s.device_allocations[reinterpret_cast<uintptr_t>(q)] = bytes;
+  s.device_bytes_in_use += bytes;
+  *p = q;
+  return cudaSuccess;
+}
+cudaError_t cudaFree(void* p) {
+  if (!p) return cudaSuccess;
+  skipgrad_emu::State& s = state();
+  std::lock_guard<std::mutex> lock(s.mutex);
+  auto it = s.device_allocations.find(reinterpret_cast<uintptr_t>(p));
+  if (it == s.device_allocations.end()) return record(cudaErrorInvalidValue, "cudaFree: not a cudaMalloc pointer");
+  s.device_bytes_in_use -= it->second;
+  s.device_allocations.erase(it);
+  std::free(p);
+  return cudaSuccess;
+}
+cudaError_t cudaMallocHost(void** p, size_t bytes) {
+  *p = std::malloc(bytes == 0 ? 1 : bytes);
+  return *p ? cudaSuccess : record(cudaErrorMemoryAllocation, "cudaMallocHost: host allocation failed");
+}
+cudaError_t cudaFreeHost(void* p) {
+  std::free(p);
+  return cudaSuccess;
+}
+cudaError_t cudaMemGetInfo(size_t* free_bytes, size_t* total_bytes) {
+  std::lock_guard<std::mutex> lock(state().mutex);
+  *total_bytes = skipgrad_emu::kDeviceBytes;
+  *free_bytes = skipgrad_emu::kDeviceBytes - state().device_bytes_in_use;
+  return cudaSuccess;
+}
+
+cudaError_t cudaMemcpyAsync(void* dst, const void* src, size_t bytes, cudaMemcpyKind kind, cudaStream_t) {
+  if (bytes == 0) return cudaSuccess;
+  if (!skipgrad_emu::copy_agrees(dst, src, bytes, kind))
+    return record(cudaErrorInvalidValue, std::string("cudaMemcpy: a ") + skipgrad_emu::kind_name(kind) +
+                                             " copy of " + std::to_string(bytes) +
+                                             " bytes whose pointers are not on those sides (or overrun an allocation)");
+  std::memmove(dst, src, bytes);
+  return cudaSuccess;
+}
+cudaError_t cudaMemcpy(void* dst, const void* src, size_t bytes, cudaMemcpyKind kind) {
+  return cudaMemcpyAsync(dst, src, bytes, kind, nullptr);
+}
+cudaError_t cudaMemsetAsync(void* p, int value, size_t bytes, cudaStream_t) {
+  if (bytes == 0) return cudaSuccess;
+  if (!skipgrad_emu::in_device_memory(p, bytes))
+    return record(cudaErrorInvalidValue, "cudaMemset: " + std::to_string(bytes) + " bytes not in device memory");
+  std::memset(p, value, bytes);
+  return cudaSuccess;
+}
+
+// Streams and events: work is done when it is queued, so there is never anything to wait for. An event keeps
+// the host time at which it was recorded, for cudaEventElapsedTime.
+struct CUstream_st {};
+struct CUevent_st {
+  std::chrono::steady_clock::time_point at{};
+};
+cudaError_t cudaStreamCreateWithFlags(cudaStream_t* s, unsigned) {
+  *s = new CUstream_st();
+  return cudaSuccess;
+}
+cudaError_t cudaStreamDestroy(cudaStream_t s) {
+  delete s;
+  return cudaSuccess;
+}
+cudaError_t cudaStreamSynchronize(cudaStream_t) { return cudaSuccess; }
+cudaError_t cudaDeviceSynchronize() { return cudaSuccess; }
+cudaError_t cudaEventCreate(cudaEvent_t* e) { return cudaEventCreateWithFlags(e, cudaEventDefault); }
+cudaError_t cudaEventCreateWithFlags(cudaEvent_t* e, unsigned) {
+  *e = new CUevent_st();
+  return cudaSuccess;
+}
+cudaError_t cudaEventDestroy(cudaEvent_t e) {
+  delete e;
+  return cudaSuccess;
+}
+cudaError_t cudaEventRecord(cudaEvent_t e, cudaStream_t) {
+  e->at = std::chrono::steady_clock::now();
+  return cudaSuccess;
+}
+cudaError_t cudaEventQuery(cudaEvent_t) { return cudaSuccess; }
+cudaError_t cudaEventSynchronize(cudaEvent_t) { return cudaSuccess; }
+cudaError_t cudaEventElapsedTime(float* ms, cudaEvent_t start, cudaEvent_t stop) {
+  *ms = std::chrono::duration<float, std::milli>(stop->at - start->at).count();
+  return cudaSuccess;
+}
+
+// ---- cuBLAS on OpenBLAS ----
+struct cublasContext {
+  cublasMath_t math = CUBLAS_DEFAULT_MATH;
+};
+cublasStatus_t cublasCreate(cublasHandle_t* h) {
+  *h = new cublasContext();
+  return CUBLAS_STATUS_SUCCESS;
+}
+cublasStatus_t cublasDestroy(cublasHandle_t h) {
+  delete h;
+  return CUBLAS_STATUS_SUCCESS;
+}
+cublasStatus_t cublasSetStream(cublasHandle_t h, cudaStream_t) {
+  return h ? CUBLAS_STATUS_SUCCESS : CUBLAS_STATUS_NOT_INITIALIZED;
+}
+cublasStatus_t cublasSetMathMode(cublasHandle_t h, cublasMath_t mode) {
+  if (!h) return CUBLAS_STATUS_NOT_INITIALIZED;
+  h->math = mode;
+  return CUBLAS_STATUS_SUCCESS;
+}
+const char* cublasGetStatusName(cublasStatus_t s) {
+  switch (s) {
+    case CUBLAS_STATUS_SUCCESS: return "CUBLAS_STATUS_SUCCESS";
+    case CUBLAS_STATUS_NOT_INITIALIZED: return "CUBLAS_STATUS_NOT_INITIALIZED";
+    case CUBLAS_STATUS_ALLOC_FAILED: return "CUBLAS_STATUS_ALLOC_FAILED";
+    case CUBLAS_STATUS_INVALID_VALUE: return "CUBLAS_STATUS_INVALID_VALUE";
+  }
+  return "CUBLAS_STATUS_UNKNOWN";
+}
+const char* cublasGetStatusString(cublasStatus_t s) {
+  return s == CUBLAS_STATUS_SUCCESS ? "success" : "emulated cuBLAS error";
+}
+
+namespace {
+
+// float32 -> TF32 (1 sign, 8 exponent, 10 mantissa bits), round to nearest, ties away: what tensor cores read.
+float to_tf32(float x) {
+  uint32_t b;
+  std::memcpy(&b, &x, 4);
+  if ((b & 0x7f800000u) != 0x7f800000u) b = (b + 0x1000u) & ~0x1fffu;  // not Inf/NaN
+  std::memcpy(&x, &b, 4);
+  return x;
+}
+
+// cuBLAS's checks: sizes >= 0, every leading dimension >= the rows stored, batch >= 0; operands in device memory.
+template <class T>
+cublasStatus_t check_gemm(cublasHandle_t h, cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k,
+                          const T* a, int lda, const T* b, int ldb, const T* c, int ldc, int batch) {
+  if (!h) return CUBLAS_STATUS_NOT_INITIALIZED;
+  const int rows_a = ta == CUBLAS_OP_N ? m : k, rows_b = tb == CUBLAS_OP_N ? k : n;
+  if (m < 0 || n < 0 || k < 0 || batch < 0 || lda < std::max(1, rows_a) || ldb < std::max(1, rows_b) ||
+      ldc < std::max(1, m))
+    return CUBLAS_STATUS_INVALID_VALUE;
+  if (m > 0 && n > 0 && batch > 0) {
+    const bool ok = skipgrad_emu::is_device_pointer(c) && (k == 0 || (skipgrad_emu::is_device_pointer(a) &&
+                                                                      skipgrad_emu::is_device_pointer(b)));
+    if (!ok) {
+      std::fprintf(stderr, "CUDA emulator: cuBLAS GEMM operand not in device memory\n");
+      return CUBLAS_STATUS_INVALID_VALUE;
+    }
+  }
+  return CUBLAS_STATUS_SUCCESS;
+}
+
+CBLAS_TRANSPOSE cblas_op(cublasOperation_t t) { return t == CUBLAS_OP_N ? CblasNoTrans : CblasTrans; }
+
+// A copy, rounded to TF32, of a column-major rows x cols operand with leading dimension ld (only the elements
+// it spans are read: the last column ends at its last row).
+std::vector<float> tf32_copy(const float* x, int ld, int rows, int cols) {
+  std::vector<float> out((size_t)ld * (cols - 1) + rows);
+  for (size_t i = 0; i < out.size(); i++) out[i] = to_tf32(x[i]);
+  return out;
+}
+
+}  // namespace
+
+cublasStatus_t cublasSgemmStridedBatched(cublasHandle_t h, cublasOperation_t ta, cublasOperation_t tb, int m, int n,
+                                         int k, const float* alpha, const float* a, int lda, long long stride_a,
+                                         const float* b, int ldb, long long stride_b, const float* beta, float* c,
+                                         int ldc, long long stride_c, int batch) {
+  if (cublasStatus_t st = check_gemm(h, ta, tb, m, n, k, a, lda, b, ldb, c, ldc, batch); st != CUBLAS_STATUS_SUCCESS)
+    return st;
+  if (m == 0 || n == 0) return CUBLAS_STATUS_SUCCESS;
+  const bool tf32 = h->math == CUBLAS_TF32_TENSOR_OP_MATH;
+  for (int i = 0; i < batch; i++) {
+    const float* ai = a + i * stride_a;
+    const float* bi = b + i * stride_b;
+    std::vector<float> a32, b32;
+    if (tf32 && k > 0) {
+      a32 = ta == CUBLAS_OP_N ? tf32_copy(ai, lda, m, k) : tf32_copy(ai, lda, k, m);
+      b32 = tb == CUBLAS_OP_N ? tf32_copy(bi, ldb, k, n) : tf32_copy(bi, ldb, n, k);
+      ai = a32.data();
+      bi = b32.data();
+    }
+    cblas_sgemm(CblasColMajor, cblas_op(ta), cblas_op(tb), m, n, k, *alpha, ai, lda, bi, ldb, *beta,
+                c + i * stride_c, ldc);
+  }
+  return CUBLAS_STATUS_SUCCESS;
+}
+
+cublasStatus_t cublasSgemm(cublasHandle_t h, cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k,
+                           const float* alpha, const float* a, int lda, const float* b, int ldb, const float* beta,
+                           float* c, int ldc) {
+  return cublasSgemmStridedBatched(h, ta, tb, m, n, k, alpha, a, lda, 0, b, ldb, 0, beta, c, ldc, 0, 1);
+}
+
+cublasStatus_t cublasDgemmStridedBatched(cublasHandle_t h, cublasOperation_t ta, cublasOperation_t tb, int m, int n,
+                                         int k, const double* alpha, const double* a, int lda, long long stride_a,
+                                         const double* b, int ldb, long long stride_b, const double* beta, double* c,
+                                         int ldc, long long stride_c, int batch) {
+  if (cublasStatus_t st = check_gemm(h, ta, tb, m, n, k, a, lda, b, ldb, c, ldc, batch); st != CUBLAS_STATUS_SUCCESS)
+    return st;
+  if (m == 0 || n == 0) return CUBLAS_STATUS_SUCCESS;
+  for (int i = 0; i < batch; i++)
+    cblas_dgemm(CblasColMajor, cblas_op(ta), cblas_op(tb), m, n, k, *alpha, a + i * stride_a, lda, b + i * stride_b,
+                ldb, *beta, c + i * stride_c, ldc);
+  return CUBLAS_STATUS_SUCCESS;
+}

@@ -1,0 +1,142 @@
+// The CUDA emulator itself (tests/cuda_emulator, built with -DSKIPGRAD_CUDA_EMULATOR=ON): the CUDA semantics the
+// backend's kernels rely on, and the faults it must report rather than hide. In other builds this file is empty;
+// the backend's own CPU-vs-CUDA comparisons are tests/test_cuda.cpp, which the emulator runs too.
+#ifdef SKIPGRAD_CUDA_EMULATED
+#include <cublas_v2.h>
+#include <cuda_runtime.h>
+
+#include <cmath>
+#include <vector>
+
+#include "test_util.h"
+
+namespace {
+
+using skipgrad_emu::launch;
+using skipgrad_emu::LaunchConfig;
+
+// Device buffers for a test, freed at the end.
+template <class T>
+struct DeviceBuffer {
+  T* p = nullptr;
+  size_t n;
+  explicit DeviceBuffer(size_t n_) : n(n_) { REQUIRE(cudaMalloc(&p, n * sizeof(T)) == cudaSuccess); }
+  ~DeviceBuffer() { cudaFree(p); }
+  void upload(const std::vector<T>& v) { REQUIRE(cudaMemcpy(p, v.data(), n * sizeof(T), cudaMemcpyHostToDevice) == 0); }
+  std::vector<T> download() const {
+    std::vector<T> v(n);
+    REQUIRE(cudaMemcpy(v.data(), p, n * sizeof(T), cudaMemcpyDeviceToHost) == cudaSuccess);
+    return v;
+  }
+};
+
+// out[block] = sum of in[block * blockDim .. +blockDim): a shared-memory tree with a barrier per level.
+void tree_sum_kernel(const float* in, float* out) {
+  __shared__ float partial[256];
+  const unsigned t = threadIdx.x;
+  partial[t] = in[blockIdx.x * blockDim.x + t];
+  __syncthreads();
+  for (unsigned half = blockDim.x / 2; half > 0; half /= 2) {
+    if (t < half) partial[t] += partial[t + half];
+    __syncthreads();
+  }
+  if (t == 0) out[blockIdx.x] = partial[0];
+}
+
+// out[lane] = sum over the warp via xor shuffles (every lane gets the total).
+void warp_sum_kernel(const double* in, double* out) {
+  double v = in[threadIdx.x];
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  out[threadIdx.x] = v;
+}
+
+// Half the warp shuffles while the other half waits at a block barrier: on a GPU a hang.
+void split_warp_kernel(float* out) {
+  if (threadIdx.x < 16) out[threadIdx.x] = __shfl_xor_sync(0xffffffffu, 1.0f, 1);
+  else __syncthreads();
+}
+
+void noop_kernel(float*) {}
+
+}  // namespace
+
+TEST_SUITE("cuda") {
+  TEST_CASE("emulator: barriers and shuffles mean what CUDA says, block after block") {
+    const int blocks = 3, threads = 256;
+    std::vector<float> in(blocks * threads);
+    for (size_t i = 0; i < in.size(); i++) in[i] = (float)(i % 7);
+    DeviceBuffer<float> d_in(in.size()), d_out(blocks);
+    d_in.upload(in);
+    launch("tree_sum", LaunchConfig(blocks, threads), tree_sum_kernel, (const float*)d_in.p, d_out.p);
+    REQUIRE(cudaGetLastError() == cudaSuccess);
+    const std::vector<float> out = d_out.download();
+    for (int b = 0; b < blocks; b++) {
+      double want = 0;
+      for (int t = 0; t < threads; t++) want += in[b * threads + t];
+      CHECK(out[b] == want);
+    }
+
+    std::vector<double> lanes(32);
+    for (int i = 0; i < 32; i++) lanes[i] = i + 1;
+    DeviceBuffer<double> w_in(32), w_out(32);
+    w_in.upload(lanes);
+    launch("warp_sum", LaunchConfig(1, 32), warp_sum_kernel, (const double*)w_in.p, w_out.p);
+    REQUIRE(cudaGetLastError() == cudaSuccess);
+    for (double v : w_out.download()) CHECK(v == 32 * 33 / 2);
+  }
+
+  TEST_CASE("emulator: faults are reported as launch errors naming the kernel") {
+    DeviceBuffer<float> out(32);
+    // a deadlock (here: a shuffle half a warp never joins)
+    launch("split_warp", LaunchConfig(1, 32), split_warp_kernel, out.p);
+    cudaError_t e = cudaGetLastError();
+    CHECK(e == cudaErrorLaunchFailure);
+    CHECK(std::string(cudaGetErrorString(e)).find("split_warp") != std::string::npos);
+    CHECK(cudaGetLastError() == cudaSuccess);  // read once, as CUDA's non-sticky errors
+    // configurations CUDA refuses: an empty grid, too many threads per block
+    launch("noop", LaunchConfig(0, 32), noop_kernel, out.p);
+    CHECK(cudaGetLastError() == cudaErrorInvalidConfiguration);
+    launch("noop", LaunchConfig(1, 2048), noop_kernel, out.p);
+    CHECK(cudaGetLastError() == cudaErrorInvalidConfiguration);
+    // host memory handed to a kernel or copied as if it were device memory
+    std::vector<float> host(32);
+    launch("noop", LaunchConfig(1, 32), noop_kernel, host.data());
+    CHECK(cudaGetLastError() == cudaErrorInvalidValue);
+    CHECK(cudaMemcpy(host.data(), host.data() + 16, 16 * sizeof(float), cudaMemcpyDeviceToHost) == cudaErrorInvalidValue);
+    CHECK(cudaMemcpy(out.p, host.data(), 33 * sizeof(float), cudaMemcpyHostToDevice) == cudaErrorInvalidValue);
+    (void)cudaGetLastError();
+  }
+
+  TEST_CASE("emulator: fresh device memory is NaN, allocations beyond the device fail") {
+    DeviceBuffer<float> fresh(4);
+    for (float v : fresh.download()) CHECK(std::isnan(v));
+    void* p = nullptr;
+    size_t free_bytes = 0, total = 0;
+    REQUIRE(cudaMemGetInfo(&free_bytes, &total) == cudaSuccess);
+    CHECK(cudaMalloc(&p, total + 1) == cudaErrorMemoryAllocation);
+    CHECK(p == nullptr);
+    (void)cudaGetLastError();
+  }
+
+  TEST_CASE("emulator: cuBLAS in TF32 mode rounds float32 operands to 10 mantissa bits") {
+    cublasHandle_t h;
+    REQUIRE(cublasCreate(&h) == CUBLAS_STATUS_SUCCESS);
+    const float x = 1.0f + 1.0f / 4096;  // needs 12 mantissa bits: TF32 reads 1.0
+    DeviceBuffer<float> a(1), b(1), c(1);
+    a.upload({x});
+    b.upload({1.0f});
+    const float one = 1, zero = 0;
+    for (cublasMath_t mode : {CUBLAS_DEFAULT_MATH, CUBLAS_TF32_TENSOR_OP_MATH}) {
+      REQUIRE(cublasSetMathMode(h, mode) == CUBLAS_STATUS_SUCCESS);
+      REQUIRE(cublasSgemm(h, CUBLAS_OP_N, CUBLAS_OP_N, 1, 1, 1, &one, a.p, 1, b.p, 1, &zero, c.p, 1) ==
+              CUBLAS_STATUS_SUCCESS);
+      CHECK(c.download()[0] == (mode == CUBLAS_DEFAULT_MATH ? x : 1.0f));
+    }
+    // cuBLAS's argument checks: lda below the rows of A
+    CHECK(cublasSgemm(h, CUBLAS_OP_N, CUBLAS_OP_N, 2, 1, 1, &one, a.p, 1, b.p, 1, &zero, c.p, 2) ==
+          CUBLAS_STATUS_INVALID_VALUE);
+    cublasDestroy(h);
+  }
+}
+
+#endif  // SKIPGRAD_CUDA_EMULATED
