@@ -116,7 +116,11 @@ TEST_SUITE("cuda") {
     TrainOptions more = tiny_run("cuda", "run_gpu");
     more.max_steps = 25;
     more.resume = true;
-    CHECK(train(more).steps == 25);
+    const TrainResult resumed = train(more);
+    CHECK(resumed.steps == 25);
+    // The resumed run's train loss averages its own 5 steps (it once decayed from 0 to a tenth of the loss).
+    CHECK(resumed.final_train_loss > 0.5 * gpu.final_train_loss);
+    CHECK(track_grad_norms());  // train() switched tracking off only while it ran
     TrainedModel m = load_trained_model(more.out_dir + "/checkpoint_last.safetensors", "cpu");
     CHECK(m.model->device() == Device::cpu());
   }

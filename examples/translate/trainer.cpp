@@ -185,7 +185,13 @@ TrainResult train(const TrainOptions& o) {
   double tokens_done = 0, loss_ema = 0;
   bool stop = false;
   model.train();
-  set_track_grad_norms(false);  // the per-node gradient norms are for graph dumps, not for training
+  // The per-node gradient norms are for graph dumps, not for training: off while train() runs, then the caller's
+  // setting again (a test or a program that trains, then dumps a graph, gets its norms).
+  struct NormTrackingOff {
+    const bool was = track_grad_norms();
+    NormTrackingOff() { set_track_grad_norms(false); }
+    ~NormTrackingOff() { set_track_grad_norms(was); }
+  } norm_tracking_off;
   while (!stop) {
     auto batches = make_batches(train_ex, o.max_tokens, o.seed * 1000003 + (uint64_t)epoch, true);
     for (; batch_in_epoch < (int64_t)batches.size(); batch_in_epoch++) {
@@ -225,8 +231,9 @@ TrainResult train(const TrainOptions& o) {
       opt.step();
       opt.zero_grad();
       step++;
+      // The running train loss starts at this run's first step (a resumed run too, not from 0).
+      loss_ema = tokens_done == 0 ? loss : 0.98 * loss_ema + 0.02 * loss;
       tokens_done += (double)b.tgt_tokens;
-      loss_ema = step == 1 ? loss : 0.98 * loss_ema + 0.02 * loss;
       const double t = elapsed(), tps = tokens_done / std::max(t, 1e-9);
       metrics << "{\"step\":" << step << ",\"loss\":" << loss << ",\"lr\":" << opt.lr() << ",\"gnorm\":" << gnorm
               << ",\"tokens\":" << b.tgt_tokens << ",\"time\":" << t << "}\n";
