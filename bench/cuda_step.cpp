@@ -188,9 +188,13 @@ bench::SgemmCeiling cublas_ceiling(const bench::ReferenceShape& s, bool tf32, in
     // row-major C = op(A) op(B) is column-major Cᵀ = op(B)ᵀ op(A)ᵀ (as backends/cuda/cuda_gemm.cu)
     const int m = (int)g.m, n = (int)g.n, k = (int)g.k, lda = g.trans_a ? m : k, ldb = g.trans_b ? k : n;
     const float one = 1, zero = 0;
+    // data_ptr(), not data<float>(): data<T>() is the host accessor and refuses a device tensor
+    const float* a = static_cast<const float*>(A.data_ptr());
+    const float* b = static_cast<const float*>(B.data_ptr());
+    float* c = static_cast<float*>(C.data_ptr());
     auto run = [&] {
       cublas_check(cublasSgemm(h, g.trans_b ? CUBLAS_OP_T : CUBLAS_OP_N, g.trans_a ? CUBLAS_OP_T : CUBLAS_OP_N, n,
-                               m, k, &one, B.data<float>(), ldb, A.data<float>(), lda, &zero, C.data<float>(), n),
+                               m, k, &one, b, ldb, a, lda, &zero, c, n),
                    "cublasSgemm");
     };
     run();

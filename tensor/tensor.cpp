@@ -181,7 +181,8 @@ template int32_t* Tensor::data<int32_t>() const;
 template <class T>
 std::vector<T> Tensor::to_vector() const {
   Tensor c = Tensor::empty(shape(), dtype_of<T>(), Device::cpu());
-  Tensor src = device().is_cpu() ? *this : to(Device::cpu());
+  // detach(): reading values records nothing on the tape (to() of a tensor that requires grad would).
+  Tensor src = device().is_cpu() ? *this : detach().to(Device::cpu());
   backend_for(Device::cpu()).copy(src, c);
   const T* p = c.data<T>();
   return std::vector<T>(p, p + c.numel());

@@ -504,6 +504,19 @@ TEST_SUITE("cuda") {
     CHECK(waits == 1);
   }
 
+  TEST_CASE("reading a GPU value (item, to_vector) records nothing on the tape") {
+    if (!have_cuda()) return;
+    current_tape().clear();
+    Tensor x = Tensor::ones({3}, DType::F32, Device::cuda()).requires_grad_();
+    Tensor loss = (x * 2.0).sum();
+    const size_t recorded = current_tape().nodes().size();
+    CHECK(loss.item() == 6);
+    CHECK(x.to_vector<float>() == std::vector<float>{1, 1, 1});
+    CHECK(current_tape().nodes().size() == recorded);  // a graph dump shows the model's nodes only
+    loss.backward();
+    CHECK(x.grad().to_vector<float>() == std::vector<float>{2, 2, 2});
+  }
+
   TEST_CASE("mixing devices in one op is a clear error") {
     if (!have_cuda()) return;
     Tensor a = Tensor::ones({2}), b = Tensor::ones({2}, DType::F32, Device::cuda());
