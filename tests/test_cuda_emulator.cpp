@@ -58,6 +58,14 @@ void split_warp_kernel(float* out) {
 
 void noop_kernel(float*) {}
 
+// out[t] = what thread t+1 wrote; with `barrier` false the read races with the write.
+void neighbour_kernel(float* out, float tag, bool barrier) {
+  __shared__ float v[32];
+  v[threadIdx.x] = tag + threadIdx.x;
+  if (barrier) __syncthreads();
+  out[threadIdx.x] = v[(threadIdx.x + 1) % 32];
+}
+
 }  // namespace
 
 TEST_SUITE("cuda") {
@@ -105,6 +113,22 @@ TEST_SUITE("cuda") {
     CHECK(cudaMemcpy(host.data(), host.data() + 16, 16 * sizeof(float), cudaMemcpyDeviceToHost) == cudaErrorInvalidValue);
     CHECK(cudaMemcpy(out.p, host.data(), 33 * sizeof(float), cudaMemcpyHostToDevice) == cudaErrorInvalidValue);
     (void)cudaGetLastError();
+  }
+
+  TEST_CASE("emulator: a race between threads of a block changes the result from one launch to the next") {
+    DeviceBuffer<float> out(32);
+    auto wrong_lanes = [&](bool barrier, float tag) {
+      launch("neighbour", LaunchConfig(1, 32), neighbour_kernel, out.p, tag, barrier);
+      REQUIRE(cudaGetLastError() == cudaSuccess);
+      const std::vector<float> v = out.download();
+      int wrong = 0;
+      for (int t = 0; t < 32; t++) wrong += v[t] != tag + (t + 1) % 32;
+      return wrong;
+    };
+    // Threads run lowest-first in one launch and highest-first in the next: with the barrier both are right,
+    // without it one order reads values of the previous launch.
+    CHECK(wrong_lanes(true, 100) + wrong_lanes(true, 200) == 0);
+    CHECK(wrong_lanes(false, 300) + wrong_lanes(false, 400) > 0);
   }
 
   TEST_CASE("emulator: fresh device memory is NaN, allocations beyond the device fail") {

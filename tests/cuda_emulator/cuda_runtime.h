@@ -7,7 +7,8 @@
 // each CUDA thread a fiber (emulator.cpp), so __syncthreads and warp shuffles keep their meaning. What it checks
 // that a GPU would not tell as clearly: launch configurations (as CUDA does), pointers passed to kernels and
 // copies (device memory where device memory is expected), barriers some threads never reach (a deadlock),
-// shuffles with exited lanes, and uninitialised device memory (filled with NaN bytes).
+// shuffles with exited lanes, uninitialised device memory (filled with NaN bytes), and races within a block
+// (threads between barriers run lowest-first and highest-first in alternate blocks and launches).
 // What it cannot tell: speed, races between blocks (blocks run one after another), memory-model effects, and
 // floating-point differences of the GPU's own instructions (FMA contraction, fast intrinsics).
 #pragma once

@@ -109,6 +109,7 @@ struct Block {
 
 std::mutex launch_mutex;
 Block block;
+uint64_t launches = 0;  // kernels launched so far: alternates the order of threads (run_block)
 
 // ---- switching, with AddressSanitizer told about the stacks ----
 void to_fiber(Fiber& f) {
@@ -200,7 +201,10 @@ bool released(const Fiber& f) {
 }
 
 // Runs one block to the end; returns false (with block.fault set) if a thread broke a rule or the block deadlocked.
-bool run_block(int threads) {
+// Between two barriers the threads run one after another, lowest index first or, when `reverse`, highest first:
+// run_grid alternates, so a kernel whose threads read what others write without a barrier between (a race)
+// computes different results in different blocks or launches, and the comparison with the CPU fails.
+bool run_block(int threads, bool reverse) {
   block.alive = threads;
   block.arrived = 0;
   for (int w = 0; w < (threads + 31) / 32; w++) {
@@ -219,8 +223,8 @@ bool run_block(int threads) {
   }
   while (block.alive > 0) {
     bool progressed = false;
-    for (int i = 0; i < threads; i++) {
-      Fiber& f = block.fibers[i];
+    for (int k = 0; k < threads; k++) {
+      Fiber& f = block.fibers[reverse ? threads - 1 - k : k];
       if (f.done || !released(f)) continue;
       f.wait = Fiber::Wait::None;
       to_fiber(f);
@@ -306,6 +310,7 @@ void run_grid(const char* kernel, const LaunchConfig& cfg, void (*thread_main)(v
   }
   std::lock_guard<std::mutex> lock(launch_mutex);
   const int threads = (int)(cfg.block.x * cfg.block.y * cfg.block.z);
+  launches++;
   block.kernel = kernel;
   block.block_dim = cfg.block;
   block.grid_dim = cfg.grid;
@@ -316,7 +321,7 @@ void run_grid(const char* kernel, const LaunchConfig& cfg, void (*thread_main)(v
     for (unsigned y = 0; y < cfg.grid.y; y++)
       for (unsigned x = 0; x < cfg.grid.x; x++) {
         block.block_idx = uint3{x, y, z};
-        if (!run_block(threads)) {
+        if (!run_block(threads, (launches + x + y + z) % 2 == 1)) {
           for (int i = 0; i < threads; i++) block.fibers[i].started = false;  // abandoned mid-thread
           const std::string what = "block (" + std::to_string(x) + ", " + std::to_string(y) + ", " +
                                    std::to_string(z) + "): " + block.fault;

@@ -141,10 +141,11 @@ cudaError_t cudaMalloc(void** p, size_t bytes) {
   if (bytes > skipgrad_emu::kDeviceBytes - s.device_bytes_in_use)
     return record(cudaErrorMemoryAllocation, "cudaMalloc: " + std::to_string(bytes) + " bytes do not fit in the " +
                                                  "emulated device's free memory");
-  const size_t rounded = (bytes + 255) / 256 * 256;
-  void* q = std::aligned_alloc(256, rounded == 0 ? 256 : rounded);
-  if (!q) return record(cudaErrorMemoryAllocation, "cudaMalloc: host allocation failed");
-  std::memset(q, 0xff, rounded == 0 ? 256 : rounded);
+  // 256-byte aligned as cudaMalloc's, and exactly `bytes` long, so AddressSanitizer sees an access past the end
+  void* q = nullptr;
+  if (posix_memalign(&q, 256, bytes == 0 ? 1 : bytes) != 0)
+    return record(cudaErrorMemoryAllocation, "cudaMalloc: host allocation failed");
+  std::memset(q, 0xff, bytes);
   s.device_allocations[reinterpret_cast<uintptr_t>(q)] = bytes;
   s.device_bytes_in_use += bytes;
   *p = q;
