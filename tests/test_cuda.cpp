@@ -284,6 +284,13 @@ TEST_SUITE("cuda") {
     compare_both("mean transposed", [](Inputs& in) { return mean(in.rand_t({20, 30}, 1), {1}); });
     compare_both("max", [](Inputs& in) { return max(in.rand({6, 50}, 1), {1}); });
     compare_both("max small rows", [](Inputs& in) { return max(in.rand({5000, 3}, 1), {1}); });
+    // Few outputs over many elements: split into chunks and combined in a second pass (cuda_reduce.cu).
+    compare_both("sum dim 0, bias-gradient shape", [](Inputs& in) { return sum(in.rand({4096, 64}, 1), {0}); });
+    compare_both("mean dim 0, 7 columns", [](Inputs& in) { return mean(in.rand({2000, 7}, 1), {0}); });
+    compare_both("max dim 0, 5 columns", [](Inputs& in) { return max(in.rand({3000, 5}, 1), {0}); });
+    compare_both("sum dims 0,2 of a transposed input", [](Inputs& in) {
+      return sum(in.rand_t({40, 150}, 1).reshape({50, 3, 40}), {0, 2});
+    });
     compare_both("cumsum inner dim", [](Inputs& in) { return cumsum(in.rand({7, 300}, 1), 1); });
     compare_both("cumsum outer dim, transposed", [](Inputs& in) { return cumsum(in.rand_t({50, 40}, 1), 0); });
     compare("cumsum int64 (token positions)", [](Inputs& in) {

@@ -83,6 +83,11 @@ struct Strided {
   int64_t stride[N][kMaxDims];
 
   __device__ __forceinline__ void offsets(int64_t i, int64_t (&off)[N]) const {
+    if (nd == 1) {  // contiguous after merging (the common case): no 64-bit division
+#pragma unroll
+      for (int k = 0; k < N; k++) off[k] = i * stride[k][0];
+      return;
+    }
 #pragma unroll
     for (int k = 0; k < N; k++) off[k] = 0;
     for (int d = nd - 1; d >= 0; d--) {

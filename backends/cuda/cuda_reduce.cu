@@ -2,9 +2,15 @@
 //
 // The output's elements index the kept dims, the reduced dims form a sub-block per output element. A group of
 // G threads reduces one output element: a warp (G = 32) when the block is small, the whole block (G = 256)
-// when there are few outputs with many elements each. When the reduced dims are the outer ones and the
-// innermost kept dim is contiguous (column sums such as a bias gradient), one thread per output walks its
-// sub-block so that neighbouring threads read neighbouring addresses.
+// when there are few outputs with many elements each. When the innermost kept dim is contiguous in x (column
+// sums such as a bias gradient), one thread per output walks its sub-block so that neighbouring threads read
+// neighbouring addresses.
+//
+// Few outputs leave most of the GPU idle (a bias gradient of 512 columns over 4096 rows: 512 threads; a full
+// sum: one block), so the sub-blocks are then split into `chunks` along blockIdx.y: pass 1 writes each chunk's
+// partial result (double) to a [chunks, outputs] buffer, pass 2 combines a column of it per output. Chunk
+// boundaries depend only on the shapes, so results are deterministic.
+#include <algorithm>
 #include <cmath>
 #include <limits>
 #include <type_traits>
@@ -20,6 +26,8 @@ struct ReducePlan {
   cuda::Strided<2> kept;     // operands: out, x
   cuda::Strided<1> reduced;  // operand: x
   int64_t outputs = 1, count = 1;
+  int64_t per_chunk = 0;     // reduced elements per blockIdx.y; count when not split
+  double* partial = nullptr; // [gridDim.y, outputs] when split, else nullptr (results go to out)
 };
 
 __device__ __forceinline__ double reduce_init(ReduceOp op) {
@@ -37,6 +45,22 @@ __device__ __forceinline__ double reduce_step(ReduceOp op, double acc, double v)
 __device__ __forceinline__ double reduce_final(ReduceOp op, double acc, int64_t count) {
   return op == ReduceOp::Mean ? acc / (double)(count > 1 ? count : 1) : acc;
 }
+// Combines two partial results (of disjoint parts of one sub-block).
+__device__ __forceinline__ double reduce_combine(ReduceOp op, double a, double b) {
+  return op == ReduceOp::Max ? cuda::MaxOp{}(a, b) : op == ReduceOp::Min ? cuda::MinOp{}(a, b) : a + b;
+}
+// The reduced elements [begin, end) of this block's chunk.
+__device__ __forceinline__ void chunk_range(const ReducePlan& p, int64_t& begin, int64_t& end) {
+  begin = blockIdx.y * p.per_chunk;
+  end = begin + p.per_chunk < p.count ? begin + p.per_chunk : p.count;
+}
+// Writes output o's result (or, when split, this chunk's partial).
+template <class T>
+__device__ __forceinline__ void reduce_store(ReduceOp op, const ReducePlan& p, T* out, int64_t out_offset, int64_t o,
+                                             double acc) {
+  if (p.partial) p.partial[blockIdx.y * p.outputs + o] = acc;
+  else out[out_offset] = (T)reduce_final(op, acc, p.count);
+}
 
 // Groups of G threads, one output element per group (grid-stride over outputs).
 template <class T, int G>
@@ -51,18 +75,18 @@ __global__ void reduce_group_kernel(ReduceOp op, const T* x, T* out, ReducePlan 
     int64_t koff[2] = {0, 0};
     if (active) p.kept.offsets(o, koff);
     double acc = reduce_init(op);
+    int64_t begin, end;
+    chunk_range(p, begin, end);
     if (active)
-      for (int64_t i = lane; i < p.count; i += G) {
+      for (int64_t i = begin + lane; i < end; i += G) {
         int64_t roff[1];
         p.reduced.offsets(i, roff);
         acc = reduce_step(op, acc, (double)x[koff[1] + roff[0]]);
       }
-    auto combine = [op](double a, double b) {
-      return op == ReduceOp::Max ? cuda::MaxOp{}(a, b) : op == ReduceOp::Min ? cuda::MinOp{}(a, b) : a + b;
-    };
+    auto combine = [op](double a, double b) { return reduce_combine(op, a, b); };
     if constexpr (G == 32) acc = cuda::warp_reduce(acc, combine);
     else acc = cuda::block_reduce(acc, combine, scratch);
-    if (active && lane == 0) out[koff[0]] = (T)reduce_final(op, acc, p.count);
+    if (active && lane == 0) reduce_store(op, p, out, koff[0], o, acc);
   }
 }
 
@@ -73,13 +97,38 @@ __global__ void reduce_thread_kernel(ReduceOp op, const T* x, T* out, ReducePlan
     int64_t koff[2];
     p.kept.offsets(o, koff);
     double acc = reduce_init(op);
-    for (int64_t i = 0; i < p.count; i++) {
+    int64_t begin, end;
+    chunk_range(p, begin, end);
+    for (int64_t i = begin; i < end; i++) {
       int64_t roff[1];
       p.reduced.offsets(i, roff);
       acc = reduce_step(op, acc, (double)x[koff[1] + roff[0]]);
     }
+    reduce_store(op, p, out, koff[0], o, acc);
+  }
+}
+
+// Pass 2 of a split reduction: output o combines column o of the [chunks, outputs] partials.
+template <class T>
+__global__ void reduce_finish_kernel(ReduceOp op, const double* partial, int64_t chunks, T* out, ReducePlan p) {
+  for (int64_t o = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; o < p.outputs; o += (int64_t)gridDim.x * blockDim.x) {
+    int64_t koff[2];
+    p.kept.offsets(o, koff);
+    double acc = reduce_init(op);
+    for (int64_t k = 0; k < chunks; k++) acc = reduce_combine(op, acc, partial[k * p.outputs + o]);
     out[koff[0]] = (T)reduce_final(op, acc, p.count);
   }
+}
+
+// How many chunks to split each output's `count` elements into when `threads_per_output` threads work on one:
+// enough for ~64K threads in all, each thread still reading at least 8 elements, at most 1024 chunks.
+int64_t reduce_chunks(int64_t outputs, int64_t count, int64_t threads_per_output) {
+  constexpr int64_t kBusyThreads = 1 << 16, kMinPerThread = 8, kMaxChunks = 1024;
+  const int64_t threads = outputs * threads_per_output;
+  if (threads >= kBusyThreads) return 1;
+  const int64_t want = (kBusyThreads + threads - 1) / threads;
+  const int64_t most = count / (threads_per_output * kMinPerThread);
+  return std::max<int64_t>(1, std::min({want, most, kMaxChunks}));
 }
 
 }  // namespace
@@ -106,19 +155,27 @@ void CudaBackend::reduce(ReduceOp op, const Tensor& x, const std::vector<bool>& 
   if (p.outputs == 0) return;
   p.kept = cuda::make_strided<2>(kept_shape, {&kept_out, &kept_x}, name);
   p.reduced = cuda::make_strided<1>(red_shape, {&red_x}, name);
-  // Coalesced column walk: x's innermost kept dim is contiguous and the outputs fill the GPU.
-  const bool columns = p.kept.nd > 0 && p.kept.stride[1][p.kept.nd - 1] == 1 && p.outputs >= 4096;
+  // Coalesced column walk: x's innermost kept dim is contiguous (neighbouring outputs, neighbouring addresses).
+  const bool columns = p.kept.nd > 0 && p.kept.stride[1][p.kept.nd - 1] == 1;
+  const int group = columns || p.count <= 4 ? 1 : p.outputs >= 1024 || p.count <= 4096 ? 32 : cuda::kThreads;
+  const int64_t chunks = reduce_chunks(p.outputs, p.count, group);
+  p.per_chunk = (p.count + chunks - 1) / chunks;
+  Tensor partial;
+  if (chunks > 1) {
+    partial = Tensor::empty({chunks, p.outputs}, DType::F64, x.device());
+    p.partial = static_cast<double*>(partial.data_ptr());
+  }
   cuda::dispatch_float(x.dtype(), name, [&](auto tag) {
     using T = decltype(tag);
     const T* xp = static_cast<const T*>(x.data_ptr());
     T* op_ = static_cast<T*>(out.data_ptr());
-    if (columns || p.count <= 4)
-      reduce_thread_kernel<T><<<cuda::grid_for(p.outputs), cuda::kThreads, 0, stream_>>>(op, xp, op_, p);
-    else if (p.outputs >= 1024 || p.count <= 4096)
-      reduce_group_kernel<T, 32><<<cuda::grid_for(p.outputs * 32), cuda::kThreads, 0, stream_>>>(op, xp, op_, p);
-    else
-      reduce_group_kernel<T, cuda::kThreads><<<cuda::grid_for(p.outputs * cuda::kThreads), cuda::kThreads, 0,
-                                               stream_>>>(op, xp, op_, p);
+    const dim3 grid(cuda::grid_for(p.outputs * group), (unsigned)chunks);
+    if (group == 1) reduce_thread_kernel<T><<<grid, cuda::kThreads, 0, stream_>>>(op, xp, op_, p);
+    else if (group == 32) reduce_group_kernel<T, 32><<<grid, cuda::kThreads, 0, stream_>>>(op, xp, op_, p);
+    else reduce_group_kernel<T, cuda::kThreads><<<grid, cuda::kThreads, 0, stream_>>>(op, xp, op_, p);
+    SG_CUDA_LAUNCH_CHECK(name);
+    if (chunks > 1)
+      reduce_finish_kernel<T><<<cuda::grid_for(p.outputs), cuda::kThreads, 0, stream_>>>(op, p.partial, chunks, op_, p);
   });
   SG_CUDA_LAUNCH_CHECK(name);
 }
