@@ -121,6 +121,12 @@ uint64_t shuffle_xor(unsigned mask, uint64_t bits, int lane_mask);  // __shfl_xo
 // Whether p lies in memory from cudaMalloc (runtime.cpp).
 bool is_device_pointer(const void* p);
 
+// SKIPGRAD_CUDA_EMULATOR_SKIP_WORK=1: launches and GEMMs are checked and counted but not run, so a program's time
+// is its host side alone (what queuing the work costs); results are garbage. The counts are printed at exit.
+bool skip_work();
+void count_launch();
+void count_gemm();
+
 struct LaunchConfig {
   dim3 grid, block;
   size_t shared_bytes;
@@ -145,7 +151,7 @@ bool device_argument_ok(const A& a) {
 // GPU, and every thread calls the kernel with its own copies.
 template <class Kernel, class... Args>
 void launch(const char* name, const LaunchConfig& cfg, Kernel kernel, Args... args) {
-  if (!(device_argument_ok(args) && ...)) {
+  if (!skip_work() && !(device_argument_ok(args) && ...)) {
     launch_failed(cudaErrorInvalidValue, name, "a pointer argument is not device memory (host memory on the GPU)");
     return;
   }
