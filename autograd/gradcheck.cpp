@@ -31,8 +31,8 @@ GradcheckResult gradcheck(const std::function<Tensor(const std::vector<Tensor>&)
   for (size_t i = 0; i < inputs.size(); i++) {
     Tensor& x = inputs[i];
     if (!x.defined() || !x.requires_grad()) continue;
-    check(x.dtype() == DType::F64 && x.device().is_cpu(), "gradcheck", ": input ", i,
-          " must be a float64 cpu tensor, got ", x.meta_str());
+    if (!(x.dtype() == DType::F64 && x.device().is_cpu()))
+      fail("gradcheck", ": input ", i, " must be a float64 cpu tensor, got ", x.meta_str());
     Tensor analytic = x.grad();
     std::vector<double> ga = analytic.defined() ? analytic.to_vector<double>() : std::vector<double>(x.numel(), 0.0);
     // Perturb through a contiguous index walk over the (possibly strided) input.

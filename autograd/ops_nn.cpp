@@ -31,13 +31,15 @@ Tensor scalar_like(const Tensor& t, double v) { return Tensor::scalar(v, t.dtype
 // Checks a per-feature parameter (gamma, beta, weight) of a norm over the last dim of x: undefined or [d].
 void check_norm_param(const char* op, const char* what, const Tensor& p, const Tensor& x) {
   if (!p.defined()) return;
-  check(p.dim() == 1 && p.size(0) == x.shape().back(), op, ": ", what, " must have shape [", x.shape().back(),
-        "] (the input's last dim), got ", p.meta_str(), " for input ", x.meta_str());
+  if (!(p.dim() == 1 && p.size(0) == x.shape().back()))
+    fail(op, ": ", what, " must have shape [", x.shape().back(), "] (the input's last dim), got ", p.meta_str(),
+         " for input ", x.meta_str());
 }
 
 void check_norm_input(const char* op, const Tensor& x, double eps) {
   check_floating(op, x);
-  check(x.dim() >= 1, op, ": expected an input with at least 1 dim, got ", x.meta_str());
+  if (!(x.dim() >= 1))
+    fail(op, ": expected an input with at least 1 dim, got ", x.meta_str());
   check(eps >= 0, op, ": eps must be >= 0, got ", eps);
 }
 
@@ -156,13 +158,16 @@ Tensor l2_norm(const Tensor& x, double eps) {
 Tensor embedding(const Tensor& weight, const Tensor& ids, int64_t padding_idx) {
   const char* op = "embedding";
   check_floating(op, weight);
-  check(weight.dim() == 2, op, ": weight must be [num_embeddings, dim], got ", weight.meta_str());
+  if (!(weight.dim() == 2))
+    fail(op, ": weight must be [num_embeddings, dim], got ", weight.meta_str());
   check_defined(op, ids, "ids");
-  check(ids.dtype() == DType::I64, op, ": ids must be int64, got ", ids.meta_str());
+  if (ids.dtype() != DType::I64)
+    fail(op, ": ids must be int64, got ", ids.meta_str());
   check_same_device(op, {weight, ids});
   const int64_t V = weight.size(0), D = weight.size(1);
-  check(padding_idx >= -1 && padding_idx < V, op, ": padding_idx ", padding_idx, " is out of range [0, ", V,
-        ") (use -1 for none) for weight ", weight.meta_str());
+  if (!(padding_idx >= -1 && padding_idx < V))
+    fail(op, ": padding_idx ", padding_idx, " is out of range [0, ", V, ") (use -1 for none) for weight ",
+         weight.meta_str());
   Tensor ids_c = contiguous_raw(ids);
   Shape out_shape = ids.shape();
   out_shape.push_back(D);
@@ -208,14 +213,16 @@ Tensor cross_entropy(const Tensor& logits, const Tensor& targets, int64_t ignore
                      Reduction reduction) {
   const char* op = "cross_entropy";
   check_floating(op, logits);
-  check(logits.dim() >= 1 && logits.shape().back() > 0, op, ": logits must be [..., num_classes], got ",
-        logits.meta_str());
+  if (!(logits.dim() >= 1 && logits.shape().back() > 0))
+    fail(op, ": logits must be [..., num_classes], got ", logits.meta_str());
   check_defined(op, targets, "targets");
-  check(targets.dtype() == DType::I64, op, ": targets must be int64, got ", targets.meta_str());
+  if (targets.dtype() != DType::I64)
+    fail(op, ": targets must be int64, got ", targets.meta_str());
   check_same_device(op, {logits, targets});
   const Shape lead(logits.shape().begin(), logits.shape().end() - 1);
-  check(targets.shape() == lead, op, ": targets ", targets.meta_str(), " must have shape ", lead,
-        " (the logits' shape without the class dim) for logits ", logits.meta_str());
+  if (targets.shape() != lead)
+    fail(op, ": targets ", targets.meta_str(), " must have shape ", lead,
+         " (the logits' shape without the class dim) for logits ", logits.meta_str());
   check(label_smoothing >= 0 && label_smoothing <= 1, op, ": label_smoothing must be in [0, 1], got ",
         label_smoothing);
   const int64_t V = logits.shape().back(), N = numel_of(lead);
@@ -280,8 +287,8 @@ Tensor masked_fill(const Tensor& x, const Tensor& mask, double value) {
   check_defined(op, x);
   check_defined(op, mask, "mask");
   check_same_device(op, {x, mask});
-  check(broadcast_shapes(mask.shape(), x.shape(), op) == x.shape(), op, ": mask ", mask.meta_str(),
-        " cannot be broadcast to the input ", x.meta_str());
+  if (!(broadcast_shapes(mask.shape(), x.shape(), op) == x.shape()))
+    fail(op, ": mask ", mask.meta_str(), " cannot be broadcast to the input ", x.meta_str());
   Tensor out = where_raw(mask, scalar_like(x, value), x, x.shape(), op);
   record(op, {x, mask}, out, {mask}, [](const Node& n, const Tensor& g) {
     return std::vector<Tensor>{where_raw(n.saved[0], scalar_like(g, 0), g, g.shape(), "masked_fill"), Tensor()};
@@ -296,7 +303,8 @@ Tensor where(const Tensor& cond, const Tensor& a, const Tensor& b) {
   check_defined(op, a, "first input");
   check_defined(op, b, "second input");
   check_same_device(op, {cond, a, b});
-  check(a.dtype() == b.dtype(), op, ": dtypes differ: ", a.meta_str(), " and ", b.meta_str());
+  if (a.dtype() != b.dtype())
+    fail(op, ": dtypes differ: ", a.meta_str(), " and ", b.meta_str());
   const Shape shape = broadcast_shapes(broadcast_shapes(cond.shape(), a.shape(), op), b.shape(), op);
   Tensor out = where_raw(cond, a, b, shape, op);
   record(op, {cond, a, b}, out, {cond}, [sa = a.shape(), sb = b.shape()](const Node& n, const Tensor& g) {

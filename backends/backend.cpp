@@ -27,11 +27,14 @@ Backend& backend_for(Device d) {
     return cpu;
   }
 #ifdef SKIPGRAD_WITH_CUDA
-  check(ensure_cuda(), "backend", ": device ", d.str(), " requested but no CUDA device present");
-  check(d.index == 0, "backend", ": device ", d.str(), " requested but only cuda:0 is supported so far");
+  if (!ensure_cuda())
+    fail("backend", ": device ", d.str(), " requested but no CUDA device present");
+  if (!(d.index == 0))
+    fail("backend", ": device ", d.str(), " requested but only cuda:0 is supported so far");
 #else
-  check(ensure_cuda(), "backend", ": device ", d.str(),
-        " requested but this build has no CUDA backend (configure with -DSKIPGRAD_CUDA=ON)");
+  if (!ensure_cuda())
+    fail("backend", ": device ", d.str(),
+         " requested but this build has no CUDA backend (configure with -DSKIPGRAD_CUDA=ON)");
 #endif
   return *g_cuda_backend;
 }
@@ -43,8 +46,9 @@ void register_backend(Device::Kind kind, Backend* b) {
 bool cuda_available() { return ensure_cuda(); }
 
 ScanLayout cumsum_layout(const Tensor& x, int64_t dim, const Tensor& out) {
-  check(x.is_contiguous() && out.is_contiguous() && x.shape() == out.shape() && x.dtype() == out.dtype(), "cumsum",
-        ": expected contiguous x and out of one shape and dtype, got ", x.meta_str(), " and ", out.meta_str());
+  if (!(x.is_contiguous() && out.is_contiguous() && x.shape() == out.shape() && x.dtype() == out.dtype()))
+    fail("cumsum", ": expected contiguous x and out of one shape and dtype, got ", x.meta_str(), " and ",
+         out.meta_str());
   ScanLayout l;
   l.n = x.size(dim);
   for (int64_t d = 0; d < dim; d++) l.outer *= x.size(d);

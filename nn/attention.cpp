@@ -100,11 +100,12 @@ void MultiHeadAttention::reset_fairseq() {
 }
 
 void MultiHeadAttention::check_input(const Tensor& t, const char* what, int64_t batch) const {
-  const std::string who = current_scope().empty() ? "MultiHeadAttention" : current_scope();
   const int64_t d = cfg.d_model;
-  check(t.defined() && t.dim() == 3 && t.size(2) == d && (batch < 0 || t.size(0) == batch), who, ": expected ",
-        what, " [", batch < 0 ? std::string("B") : std::to_string(batch), ",T,", d, "], got ",
-        t.defined() ? shape_str(t.shape()) : std::string("undefined"));
+  if (t.defined() && t.dim() == 3 && t.size(2) == d && (batch < 0 || t.size(0) == batch))
+    return;
+  fail(current_scope().empty() ? "MultiHeadAttention" : current_scope(), ": expected ", what, " [",
+       batch < 0 ? std::string("B") : std::to_string(batch), ",T,", d, "], got ",
+       t.defined() ? shape_str(t.shape()) : std::string("undefined"));
 }
 
 // [B, T, d] -> K, V [B, H, T, dh] (normalised per head when enabled)
@@ -121,9 +122,8 @@ KVCache MultiHeadAttention::kv_heads(const Tensor& key_value) {
 Tensor MultiHeadAttention::attend(const Tensor& query, const Tensor& k, const Tensor& v,
                                   const Tensor& key_padding_mask, bool causal) {
   const int64_t B = query.size(0), Tq = query.size(1), Tk = k.size(2);
-  check(!key_padding_mask.defined() || key_padding_mask.shape() == Shape{B, Tk}, current_scope(),
-        ": key padding mask must be ", Shape{B, Tk}, ", got ",
-        key_padding_mask.defined() ? shape_str(key_padding_mask.shape()) : "");
+  if (key_padding_mask.defined() && key_padding_mask.shape() != Shape{B, Tk})
+    fail(current_scope(), ": key padding mask must be ", Shape{B, Tk}, ", got ", key_padding_mask.shape());
   Tensor q = q_proj->forward(query).reshape({B, Tq, cfg.heads, d_head}).transpose(1, 2);
   if (q_norm) q = q_norm->forward(q);
   AttentionOptions opt;
@@ -145,7 +145,8 @@ Tensor MultiHeadAttention::forward(const Tensor& query, const Tensor& key_value,
 
 KVCache MultiHeadAttention::project_kv(const Tensor& key_value) {
   Scope s(name());
-  check(!grad_enabled(), current_scope(), ": project_kv is for inference; run it under NoGradGuard");
+  if (!(!grad_enabled()))
+    fail(current_scope(), ": project_kv is for inference; run it under NoGradGuard");
   check_input(key_value, "key/value", -1);
   KVCache kv = kv_heads(key_value);
   return {kv.k.contiguous(), kv.v.contiguous()};
@@ -156,7 +157,8 @@ KVCache MultiHeadAttention::project_kv(const Tensor& key_value) {
 Tensor MultiHeadAttention::forward_cached(const Tensor& query, KVCache& cache, const Tensor& append,
                                           const Tensor& key_padding_mask, bool causal) {
   Scope s(name());
-  check(!grad_enabled(), current_scope(), ": forward_cached is for inference; run it under NoGradGuard");
+  if (!(!grad_enabled()))
+    fail(current_scope(), ": forward_cached is for inference; run it under NoGradGuard");
   check_input(query, "query", -1);
   const int64_t B = query.size(0);
   if (append.defined()) {
@@ -166,8 +168,10 @@ Tensor MultiHeadAttention::forward_cached(const Tensor& query, KVCache& cache, c
     cache.k = first ? kv.k.contiguous() : concat({cache.k, kv.k}, 2);
     cache.v = first ? kv.v.contiguous() : concat({cache.v, kv.v}, 2);
   }
-  check(!cache.empty(), current_scope(), ": forward_cached with an empty cache and nothing to append");
-  check(cache.k.size(0) == B, current_scope(), ": the cache holds ", cache.k.size(0), " rows, the query ", B);
+  if (!(!cache.empty()))
+    fail(current_scope(), ": forward_cached with an empty cache and nothing to append");
+  if (!(cache.k.size(0) == B))
+    fail(current_scope(), ": the cache holds ", cache.k.size(0), " rows, the query ", B);
   return attend(query, cache.k, cache.v, key_padding_mask, causal && query.size(1) > 1);
 }
 

@@ -16,9 +16,11 @@ std::vector<Tensor> defined_grads(const std::vector<Tensor>& params) {
     check(p.defined(), "clip_grad_norm", ": a parameter is undefined");
     Tensor g = p.grad();
     if (!g.defined()) continue;
-    check(is_floating(g.dtype()), "clip_grad_norm", ": gradient must be floating, got ", g.meta_str());
-    check(grads.empty() || g.device() == grads[0].device(), "clip_grad_norm",
-          ": gradients are on different devices: ", grads.empty() ? "" : grads[0].meta_str(), " and ", g.meta_str());
+    if (!is_floating(g.dtype()))
+      fail("clip_grad_norm", ": gradient must be floating, got ", g.meta_str());
+    if (!(grads.empty() || g.device() == grads[0].device()))
+      fail("clip_grad_norm", ": gradients are on different devices: ", grads.empty() ? "" : grads[0].meta_str(),
+           " and ", g.meta_str());
     grads.push_back(g);
   }
   return grads;
@@ -69,8 +71,9 @@ std::vector<std::pair<std::string, double>> grad_norms(const std::vector<std::pa
     check(p.defined(), "grad_norms", ": parameter '", name, "' is undefined");
     Tensor g = p.grad();
     if (!g.defined()) continue;
-    check(squares.empty() || g.device() == squares[0].device(), "grad_norms", ": gradient of '", name, "' is on ",
-          g.device().str(), ", others on ", squares.empty() ? "" : squares[0].device().str());
+    if (!(squares.empty() || g.device() == squares[0].device()))
+      fail("grad_norms", ": gradient of '", name, "' is on ", g.device().str(), ", others on ",
+           squares.empty() ? "" : squares[0].device().str());
     names.push_back(name);
     squares.push_back(sum_of_squares(g).to(DType::F64));
   }

@@ -80,8 +80,10 @@ void Linear::zero_bias() {
 
 Tensor Linear::forward(const Tensor& x) {
   Scope s(name());
-  check(x.defined() && x.dim() >= 1 && x.size(-1) == in_features, current_scope().empty() ? "Linear" : current_scope(),
-        ": expected [..., ", in_features, "], got ", x.defined() ? shape_str(x.shape()) : "an undefined tensor");
+  // `if (!ok) fail(...)`, not check(): its message parts (strings, shapes) would be built on every call
+  if (!(x.defined() && x.dim() >= 1 && x.size(-1) == in_features))
+    fail(current_scope().empty() ? "Linear" : current_scope(), ": expected [..., ", in_features, "], got ",
+         x.defined() ? shape_str(x.shape()) : "an undefined tensor");
   return linear(x, weight, bias);
 }
 
@@ -131,8 +133,8 @@ SinusoidalPositions::SinusoidalPositions(int64_t d, int64_t max_pos, int64_t pad
 Tensor SinusoidalPositions::forward(const Tensor& ids) {
   Scope s(name());
   const std::string who = current_scope().empty() ? "SinusoidalPositions" : current_scope();
-  check(ids.defined() && ids.dim() == 2 && ids.dtype() == DType::I64, who, ": ids must be int64 [B, T], got ",
-        ids.defined() ? ids.meta_str() : "an undefined tensor");
+  if (!(ids.defined() && ids.dim() == 2 && ids.dtype() == DType::I64))
+    fail(who, ": ids must be int64 [B, T], got ", ids.defined() ? ids.meta_str() : "an undefined tensor");
   // make_positions: non-pad tokens get padding_idx + 1, + 2, ... in order; pad tokens get padding_idx.
   //   real = [id != pad];  pos = real * cumsum(real) + pad
   // computed with ops on ids' device, so a GPU step reads nothing back to the host here.
@@ -180,8 +182,9 @@ LayerNorm::LayerNorm(int64_t d, double e, bool affine) : dim(d), eps(e) {
 
 Tensor LayerNorm::forward(const Tensor& x) {
   Scope s(name());
-  check(x.defined() && x.dim() >= 1 && x.size(-1) == dim, current_scope().empty() ? "LayerNorm" : current_scope(),
-        ": expected [..., ", dim, "], got ", x.defined() ? shape_str(x.shape()) : "an undefined tensor");
+  if (!(x.defined() && x.dim() >= 1 && x.size(-1) == dim))
+    fail(current_scope().empty() ? "LayerNorm" : current_scope(), ": expected [..., ", dim, "], got ",
+         x.defined() ? shape_str(x.shape()) : "an undefined tensor");
   return layer_norm(x, weight, bias, eps);
 }
 
@@ -192,8 +195,9 @@ RMSNorm::RMSNorm(int64_t d, double e) : dim(d), eps(e) {
 
 Tensor RMSNorm::forward(const Tensor& x) {
   Scope s(name());
-  check(x.defined() && x.dim() >= 1 && x.size(-1) == dim, current_scope().empty() ? "RMSNorm" : current_scope(),
-        ": expected [..., ", dim, "], got ", x.defined() ? shape_str(x.shape()) : "an undefined tensor");
+  if (!(x.defined() && x.dim() >= 1 && x.size(-1) == dim))
+    fail(current_scope().empty() ? "RMSNorm" : current_scope(), ": expected [..., ", dim, "], got ",
+         x.defined() ? shape_str(x.shape()) : "an undefined tensor");
   return rms_norm(x, weight, eps);
 }
 

@@ -8,14 +8,16 @@ namespace skipgrad::nn {
 LabelSmoothedLoss label_smoothed_nll(const Tensor& logits, const Tensor& targets, int64_t pad_id, double eps) {
   const char* op = "label_smoothed_nll";
   check(logits.defined() && targets.defined(), op, ": logits or targets undefined");
-  check(is_floating(logits.dtype()), op, ": logits must be floating, got ", logits.meta_str());
-  check(targets.dtype() == DType::I64, op, ": targets must be int64, got ", targets.meta_str());
+  if (!is_floating(logits.dtype()))
+    fail(op, ": logits must be floating, got ", logits.meta_str());
+  if (targets.dtype() != DType::I64)
+    fail(op, ": targets must be int64, got ", targets.meta_str());
   check(logits.dim() >= 2, op, ": logits must be [B, T, V] or [N, V], got ", logits.shape());
   const Shape lead(logits.shape().begin(), logits.shape().end() - 1);
   check(targets.shape() == lead, op, ": targets ", targets.shape(), " do not match logits ", logits.shape(),
         " (expected targets ", lead, ")");
-  check(logits.device() == targets.device(), op, ": logits on ", logits.device().str(), ", targets on ",
-        targets.device().str());
+  if (logits.device() != targets.device())
+    fail(op, ": logits on ", logits.device().str(), ", targets on ", targets.device().str());
   const int64_t V = logits.size(-1);
   check(eps >= 0 && eps < 1, op, ": eps must be in [0, 1), got ", eps);
   check(eps == 0 || V > 1, op, ": label smoothing needs a vocabulary of at least 2, got V = ", V);

@@ -6,7 +6,8 @@ namespace skipgrad::nn {
 
 Tensor& Module::register_parameter(const std::string& name, Tensor t) {
   check(t.defined(), "register_parameter", ": parameter '", name, "' is undefined");
-  check(is_floating(t.dtype()), "register_parameter", ": parameter '", name, "' must be floating, got ", t.meta_str());
+  if (!is_floating(t.dtype()))
+    fail("register_parameter", ": parameter '", name, "' must be floating, got ", t.meta_str());
   for (auto& [n, p] : params_) check(n != name, "register_parameter", ": '", name, "' registered twice in '", name_, "'");
   Tensor leaf = t.is_leaf() ? t : t.detach();
   leaf.requires_grad_(true);

@@ -26,7 +26,8 @@ Optimizer::Optimizer(NamedTensors params, double lr, std::vector<std::string> sl
   std::set<const TensorImpl*> impls;
   for (auto& [name, p] : params_) {
     check(p.defined(), "optimizer", ": parameter '", name, "' is undefined");
-    check(is_floating(p.dtype()), "optimizer", ": parameter '", name, "' must be floating, got ", p.meta_str());
+    if (!is_floating(p.dtype()))
+      fail("optimizer", ": parameter '", name, "' must be floating, got ", p.meta_str());
     check(names.insert(name).second, "optimizer", ": parameter name '", name, "' given twice");
     check(impls.insert(&p.impl()).second, "optimizer", ": parameter '", name, "' is the same tensor as another one");
     std::vector<Tensor> st;
@@ -43,8 +44,9 @@ void Optimizer::step() {
     Tensor& p = params_[i].second;
     Tensor g = p.grad();
     if (!g.defined()) continue;
-    check(g.shape() == p.shape() && g.dtype() == p.dtype() && g.device() == p.device(), kind(), ".step",
-          ": gradient ", g.meta_str(), " of '", params_[i].first, "' does not match the parameter ", p.meta_str());
+    if (!(g.shape() == p.shape() && g.dtype() == p.dtype() && g.device() == p.device()))
+      fail(kind(), ".step", ": gradient ", g.meta_str(), " of '", params_[i].first, "' does not match the parameter ",
+           p.meta_str());
     // The state follows a parameter that was moved or cast after the optimizer was made.
     for (Tensor& s : state_[i])
       if (s.device() != p.device() || s.dtype() != p.dtype()) s = s.to(p.dtype()).to(p.device());

@@ -65,16 +65,17 @@ Layer::Layer(const TransformerConfig& c, Side s, int64_t i) : Layer(c, s, i, c.q
 Stream Layer::forward(const Stream& in, const LayerInputs& ctx) {
   Scope s(name());
   const int64_t d = cfg.d_model;
-  check(in.x.defined() && in.x.dim() == 3 && in.x.size(2) == d, current_scope(), ": expected [B,T,", d, "], got ",
-        in.x.defined() ? shape_str(in.x.shape()) : "an undefined stream");
-  if (ctx.cache)
-    check(is_decoder() && !ctx.cache->cross_attn.empty(), current_scope(),
-          is_decoder() ? ": a cached decoder step needs the cross-attention keys/values of the encoder output"
-                       : ": an encoder layer has no incremental mode");
-  else
-    check(!is_decoder() || (ctx.memory.defined() && ctx.memory.dim() == 3 && ctx.memory.size(2) == d),
-          current_scope(), ": a decoder layer needs the encoder output [B,S,", d, "], got ",
-          ctx.memory.defined() ? shape_str(ctx.memory.shape()) : "none");
+  // `if (!ok) fail(...)`, not check(): its message parts (strings, shapes) would be built on every call
+  if (!(in.x.defined() && in.x.dim() == 3 && in.x.size(2) == d))
+    fail(current_scope(), ": expected [B,T,", d, "], got ",
+         in.x.defined() ? shape_str(in.x.shape()) : "an undefined stream");
+  if (ctx.cache && !(is_decoder() && !ctx.cache->cross_attn.empty()))
+    fail(current_scope(), is_decoder() ? ": a cached decoder step needs the cross-attention keys/values of the "
+                                         "encoder output"
+                                       : ": an encoder layer has no incremental mode");
+  if (!ctx.cache && is_decoder() && !(ctx.memory.defined() && ctx.memory.dim() == 3 && ctx.memory.size(2) == d))
+    fail(current_scope(), ": a decoder layer needs the encoder output [B,S,", d, "], got ",
+         ctx.memory.defined() ? shape_str(ctx.memory.shape()) : "none");
   return apply(in, ctx);
 }
 

@@ -67,8 +67,8 @@ void Transformer::apply_init() {
 
 void Transformer::check_ids(const Tensor& ids, const char* what) const {
   check(ids.defined(), "Transformer", ": ", what, " is an undefined tensor");
-  check(ids.dtype() == DType::I64 && ids.dim() == 2, "Transformer", ": ", what, " must be int64 [B, T], got ",
-        ids.meta_str());
+  if (!(ids.dtype() == DType::I64 && ids.dim() == 2))
+    fail("Transformer", ": ", what, " must be int64 [B, T], got ", ids.meta_str());
   check(ids.size(0) > 0 && ids.size(1) > 0, "Transformer", ": ", what, " is empty: ", ids.shape());
 }
 
@@ -111,12 +111,12 @@ Tensor Transformer::encode(const Tensor& src_ids) {
 void Transformer::check_memory(const char* who, const Tensor& enc_out, const Tensor& src_pad_mask,
                                int64_t batch) const {
   const int64_t d = cfg_.d_model;
-  check(enc_out.defined() && enc_out.dim() == 3 && enc_out.size(2) == d && (batch < 0 || enc_out.size(0) == batch),
-        who, ": encoder output must be [", batch < 0 ? std::string("B") : std::to_string(batch), ",S,", d, "], got ",
-        enc_out.defined() ? shape_str(enc_out.shape()) : "an undefined tensor");
-  check(!src_pad_mask.defined() || src_pad_mask.shape() == Shape{enc_out.size(0), enc_out.size(1)}, who,
-        ": source padding mask must be ", Shape{enc_out.size(0), enc_out.size(1)}, ", got ",
-        src_pad_mask.defined() ? shape_str(src_pad_mask.shape()) : "");
+  if (!(enc_out.defined() && enc_out.dim() == 3 && enc_out.size(2) == d && (batch < 0 || enc_out.size(0) == batch)))
+    fail(who, ": encoder output must be [", batch < 0 ? std::string("B") : std::to_string(batch), ",S,", d, "], got ",
+         enc_out.defined() ? shape_str(enc_out.shape()) : "an undefined tensor");
+  if (src_pad_mask.defined() && src_pad_mask.shape() != Shape{enc_out.size(0), enc_out.size(1)})
+    fail(who, ": source padding mask must be ", Shape{enc_out.size(0), enc_out.size(1)}, ", got ",
+         src_pad_mask.shape());
 }
 
 Tensor Transformer::output_logits(const Tensor& features) {
@@ -163,7 +163,8 @@ Tensor Transformer::forward(const Tensor& src_ids, const Tensor& tgt_in_ids) {
 
 Tensor select_rows(const Tensor& x, const std::vector<int64_t>& index) {
   if (!x.defined()) return x;
-  check(x.dim() >= 1 && x.numel() > 0, "select_rows", ": expected a non-empty tensor, got ", x.meta_str());
+  if (!(x.dim() >= 1 && x.numel() > 0))
+    fail("select_rows", ": expected a non-empty tensor, got ", x.meta_str());
   const int64_t R = x.size(0);
   for (int64_t i : index) check(i >= 0 && i < R, "select_rows", ": row ", i, " outside [0, ", R, ")");
   NoGradGuard no_grad;
@@ -218,9 +219,9 @@ Tensor Transformer::decode_step(DecoderState& st, const Tensor& tokens) {
   check(!is_training(), who, ": the model is in training mode; call eval() first (dropout would differ per step)");
   check((int64_t)st.layers.size() == cfg_.dec_layers && (int64_t)st.memory_rows.size() == st.rows(), who,
         ": the state does not come from start_decoding of this model");
-  check(tokens.defined() && tokens.dtype() == DType::I64 && tokens.dim() == 1 && tokens.size(0) == st.rows(), who,
-        ": tokens must be int64 [", st.rows(), "] (one per row), got ",
-        tokens.defined() ? tokens.meta_str() : "an undefined tensor");
+  if (!(tokens.defined() && tokens.dtype() == DType::I64 && tokens.dim() == 1 && tokens.size(0) == st.rows()))
+    fail(who, ": tokens must be int64 [", st.rows(), "] (one per row), got ",
+         tokens.defined() ? tokens.meta_str() : "an undefined tensor");
   NoGradGuard no_grad;
   const int64_t R = st.rows(), pad = cfg_.pad_id, t = st.steps() + 1;
   const Device device = tgt_embed->weight.device();

@@ -96,8 +96,8 @@ CachingAllocator& allocator_for(Device d) {
     return *cpu;
   }
   if (!g_cuda_allocator) cuda_available();  // loads the CUDA backend (and its allocator) on first use
-  check(g_cuda_allocator != nullptr, "allocate", ": device ", d.str(),
-        " requested but no CUDA device present (or built without SKIPGRAD_CUDA)");
+  if (g_cuda_allocator == nullptr)
+    fail("allocate", ": device ", d.str(), " requested but no CUDA device present (or built without SKIPGRAD_CUDA)");
   return *g_cuda_allocator;
 }
 

@@ -7,6 +7,7 @@
 #include <sstream>
 #include <stdexcept>
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace skipgrad {
@@ -33,16 +34,19 @@ void append(std::ostringstream& os, const T& v, const Rest&... rest) {
 
 // Build a message from pieces: fail("matmul", ": inner dimensions differ: ", a, " @ ", b).
 template <class... Parts>
-[[noreturn]] void fail(const std::string& op, const Parts&... parts) {
+[[noreturn]] void fail(std::string_view op, const Parts&... parts) {
   std::ostringstream os;
   os << op;
   detail::append(os, parts...);
   throw Error(os.str());
 }
 
+// check(ok, op, parts...) throws fail(op, parts...) unless ok. Its arguments are evaluated on every call, so a
+// part that costs something to build (meta_str(), shape_str(), a scope name) belongs in `if (!ok) fail(...)`:
+// these checks run on every op, and on a GPU the host's time per op bounds the step.
 template <class... Parts>
-void check(bool ok, const std::string& op, const Parts&... parts) {
-  if (!ok) fail(op, parts...);
+void check(bool ok, std::string_view op, const Parts&... parts) {
+  if (!ok) [[unlikely]] fail(op, parts...);
 }
 
 }  // namespace skipgrad

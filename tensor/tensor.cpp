@@ -170,7 +170,8 @@ template <class T>
 T* Tensor::data() const {
   check(dtype() == dtype_of<T>(), "data", ": tensor is ", dtype_name(dtype()), ", requested ",
         dtype_name(dtype_of<T>()));
-  check(device().is_cpu(), "data", ": tensor is on ", device().str(), "; copy it to the cpu first");
+  if (!(device().is_cpu()))
+    fail("data", ": tensor is on ", device().str(), "; copy it to the cpu first");
   return static_cast<T*>(data_ptr());
 }
 template float* Tensor::data<float>() const;

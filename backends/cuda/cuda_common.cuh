@@ -52,7 +52,7 @@ inline int row_threads(int64_t cols) {
 // Throws unless every defined tensor in ts is contiguous (kernels that index their operands as flat arrays).
 inline void check_contiguous(const char* op, std::initializer_list<const Tensor*> ts) {
   for (const Tensor* t : ts)
-    if (t->defined()) check(t->is_contiguous(), op, ": expected contiguous tensors on the GPU, got ", t->meta_str());
+    if (t->defined() && !t->is_contiguous()) fail(op, ": expected contiguous tensors on the GPU, got ", t->meta_str());
 }
 
 // Calls f(T{}) with T the C++ type of dt.

@@ -113,8 +113,8 @@ void CudaBackend::copy(const Tensor& src, Tensor& dst) {
     copy_device(src, dst);
     return;
   }
-  check(src.is_contiguous() && dst.is_contiguous(), op, ": host<->device copies need contiguous tensors, got ",
-        src.meta_str(), " -> ", dst.meta_str());
+  if (!(src.is_contiguous() && dst.is_contiguous()))
+    fail(op, ": host<->device copies need contiguous tensors, got ", src.meta_str(), " -> ", dst.meta_str());
   if (src.numel() == 0) return;
   if (src.dtype() != dst.dtype()) {
     if (dst.device().is_cuda()) {  // host -> device as src's dtype, then convert on the GPU

@@ -217,7 +217,8 @@ void CudaBackend::copy_device(const Tensor& src, Tensor& dst) {
 void CudaBackend::arange(Tensor& out, double start, double step) {
   const int64_t n = out.numel();
   if (n == 0) return;
-  check(out.is_contiguous(), "arange", ": output must be contiguous, got ", out.meta_str());
+  if (!out.is_contiguous())
+    fail("arange", ": output must be contiguous, got ", out.meta_str());
   cuda::dispatch_all(out.dtype(), [&](auto tag) {
     using T = decltype(tag);
     arange_kernel<T><<<grid_for(n), kThreads, 0, stream_>>>(static_cast<T*>(out.data_ptr()), n, start, step);
@@ -228,7 +229,8 @@ void CudaBackend::arange(Tensor& out, double start, double step) {
 void CudaBackend::random_uniform(Tensor& out, double low, double high, uint64_t seed, uint64_t offset) {
   const int64_t n = out.numel();
   if (n == 0) return;
-  check(out.is_contiguous(), "rand", ": output must be contiguous, got ", out.meta_str());
+  if (!out.is_contiguous())
+    fail("rand", ": output must be contiguous, got ", out.meta_str());
   cuda::dispatch_float(out.dtype(), "rand", [&](auto tag) {
     using T = decltype(tag);
     random_kernel<T><<<grid_for(n), kThreads, 0, stream_>>>(static_cast<T*>(out.data_ptr()), n, false, low, high,
@@ -240,7 +242,8 @@ void CudaBackend::random_uniform(Tensor& out, double low, double high, uint64_t 
 void CudaBackend::random_normal(Tensor& out, double mean, double std, uint64_t seed, uint64_t offset) {
   const int64_t n = out.numel();
   if (n == 0) return;
-  check(out.is_contiguous(), "randn", ": output must be contiguous, got ", out.meta_str());
+  if (!out.is_contiguous())
+    fail("randn", ": output must be contiguous, got ", out.meta_str());
   cuda::dispatch_float(out.dtype(), "randn", [&](auto tag) {
     using T = decltype(tag);
     random_kernel<T><<<grid_for(n), kThreads, 0, stream_>>>(static_cast<T*>(out.data_ptr()), n, true, mean, std,

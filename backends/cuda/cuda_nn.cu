@@ -102,7 +102,8 @@ __global__ void dropout_mask_kernel(T* mask, int64_t n, double p, uint64_t seed,
 void CudaBackend::embedding(const Tensor& weight, const Tensor& ids, Tensor& out) {
   const char* op = "embedding";
   cuda::check_contiguous(op, {&weight, &ids, &out});
-  check(ids.dtype() == DType::I64, op, ": ids must be int64, got ", ids.meta_str());
+  if (ids.dtype() != DType::I64)
+    fail(op, ": ids must be int64, got ", ids.meta_str());
   const int64_t V = weight.size(0), D = weight.size(1), N = ids.numel();
   if (N * D == 0) return;
   cuda::dispatch_float(weight.dtype(), op, [&](auto tag) {
@@ -117,7 +118,8 @@ void CudaBackend::embedding(const Tensor& weight, const Tensor& ids, Tensor& out
 void CudaBackend::embedding_backward(const Tensor& ids, const Tensor& gout, Tensor& gweight, int64_t padding_idx) {
   const char* op = "embedding_backward";
   cuda::check_contiguous(op, {&ids, &gout, &gweight});
-  check(ids.dtype() == DType::I64, op, ": ids must be int64, got ", ids.meta_str());
+  if (ids.dtype() != DType::I64)
+    fail(op, ": ids must be int64, got ", ids.meta_str());
   const int64_t V = gweight.size(0), D = gweight.size(1), N = ids.numel();
   if (N * D == 0) return;
   cuda::dispatch_float(gweight.dtype(), op, [&](auto tag) {
@@ -133,7 +135,8 @@ void CudaBackend::cross_entropy(const Tensor& logits, const Tensor& targets, int
                                 double label_smoothing, Tensor& loss, Tensor& lse) {
   const char* op = "cross_entropy";
   cuda::check_contiguous(op, {&logits, &targets, &loss, &lse});
-  check(targets.dtype() == DType::I64, op, ": targets must be int64, got ", targets.meta_str());
+  if (targets.dtype() != DType::I64)
+    fail(op, ": targets must be int64, got ", targets.meta_str());
   const int64_t C = logits.dim() ? logits.shape().back() : 1, R = C ? logits.numel() / C : 0;
   if (R == 0) return;
   check(C > 0 && R <= INT_MAX, op, ": logits ", logits.shape(), " have no classes or more rows than the GPU grid allows");

@@ -16,7 +16,8 @@ struct Rows {
   int64_t rows, cols;
 };
 Rows rows_of(const Tensor& x, const char* op) {
-  check(x.is_contiguous(), op, ": expected a contiguous input on the GPU, got ", x.meta_str());
+  if (!x.is_contiguous())
+    fail(op, ": expected a contiguous input on the GPU, got ", x.meta_str());
   const int64_t cols = x.dim() ? x.shape().back() : 1;
   return {cols ? x.numel() / cols : 0, cols};
 }
@@ -213,7 +214,8 @@ void CudaBackend::softmax(const Tensor& x, Tensor& y, bool log) {
 void CudaBackend::softmax_backward(const Tensor& y, const Tensor& gy, Tensor& gx, bool log) {
   const Rows rc = rows_of(y, "softmax_backward");
   const int64_t R = rc.rows, C = rc.cols;  // not a structured binding: clang 14 cannot capture one
-  check(gy.is_contiguous(), "softmax_backward", ": expected a contiguous gradient, got ", gy.meta_str());
+  if (!gy.is_contiguous())
+    fail("softmax_backward", ": expected a contiguous gradient, got ", gy.meta_str());
   if (R == 0 || C == 0) return;
   cuda::dispatch_float(y.dtype(), "softmax_backward", [&](auto tag) {
     using T = decltype(tag);
@@ -242,7 +244,8 @@ void CudaBackend::layer_norm_backward(const Tensor& gy, const Tensor& x, const T
                                       const Tensor& gamma, Tensor& gx, Tensor& ggamma, Tensor& gbeta) {
   const char* op = "layer_norm_backward";
   Rows rc = rows_of(x, op);
-  check(gy.is_contiguous(), op, ": expected a contiguous gradient, got ", gy.meta_str());
+  if (!gy.is_contiguous())
+    fail(op, ": expected a contiguous gradient, got ", gy.meta_str());
   if (rc.rows == 0 || rc.cols == 0) {
     if (ggamma.defined()) fill(ggamma, 0);
     if (gbeta.defined()) fill(gbeta, 0);
@@ -280,7 +283,8 @@ void CudaBackend::rms_norm_backward(const Tensor& gy, const Tensor& x, const Ten
                                     Tensor& gx, Tensor& gweight) {
   const char* op = "rms_norm_backward";
   Rows rc = rows_of(x, op);
-  check(gy.is_contiguous(), op, ": expected a contiguous gradient, got ", gy.meta_str());
+  if (!gy.is_contiguous())
+    fail(op, ": expected a contiguous gradient, got ", gy.meta_str());
   if (rc.rows == 0 || rc.cols == 0) {
     if (gweight.defined()) fill(gweight, 0);
     return;
