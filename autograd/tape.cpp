@@ -275,7 +275,10 @@ void backward(const Tensor& root, const Tensor& grad_in, bool retain_graph) {
       Tensor g = run_hooks(m->hooks, std::move(m->pending));
       m->pending = Tensor();
       if (m->grad.defined()) m->grad = add(m->grad, g);
-      else m->grad = g.clone();  // own storage: optimizers and clipping modify .grad in place
+      // .grad gets memory of its own (optimizers and clipping modify it in place): g itself when nothing else
+      // refers to it (a fresh gradient, the common case), else a copy (g passed through from the upstream
+      // gradient, shared with another leaf, or saved by a node)
+      else m->grad = g.sole_owner() ? std::move(g) : g.clone();
     }
   } catch (...) {
     // Anomaly, a freed graph or a throwing hook: drop the partial gradients so the tensors involved start

@@ -88,6 +88,12 @@ class Tensor {
   template <class T> std::vector<T> to_vector() const;  // row-major copy of all elements
   std::string str(int64_t max_per_dim = 6) const;        // shape, dtype and values
   bool shares_storage(const Tensor& o) const { return impl().storage == o.impl().storage; }
+  // No other handle, view or saved copy refers to this tensor or its memory (writing to it changes nothing
+  // else), and it is a plain contiguous tensor spanning all of that memory (what clone() would give).
+  bool sole_owner() const {
+    return impl_.use_count() == 1 && impl_->storage.use_count() == 1 && impl_->offset == 0 && is_contiguous() &&
+           nbytes() == impl_->storage->nbytes;
+  }
 
   // ---- copies and conversions (recorded when differentiable) ----
   Tensor contiguous() const;

@@ -37,6 +37,29 @@ TEST_SUITE("autograd") {
     check_close(z.grad(), {21, 39});
   }
 
+  TEST_CASE("a leaf's .grad is memory of its own, also when the gradient was shared or a view") {
+    // add passes one gradient tensor to both inputs; concat hands out views of one; a root's gradient is the
+    // caller's tensor. Writing into one .grad (as optimizers do) must change nothing else.
+    Tensor a = Tensor::zeros({3}).requires_grad_(), b = Tensor::zeros({3}).requires_grad_();
+    (a + b).backward(Tensor::ones({3}));
+    CHECK_FALSE(a.grad().shares_storage(b.grad()));
+    Tensor c = Tensor::zeros({2}).requires_grad_(), d = Tensor::zeros({3}).requires_grad_();
+    Tensor gy = Tensor::from_vector<float>({1, 2, 3, 4, 5}, {5});
+    concat({c, d}, 0).backward(gy);
+    CHECK(c.grad().is_contiguous());
+    CHECK(d.grad().is_contiguous());
+    CHECK_FALSE(c.grad().shares_storage(d.grad()));
+    CHECK_FALSE(c.grad().shares_storage(gy));
+    CHECK(d.grad().to_vector<float>() == std::vector<float>{3, 4, 5});
+    Tensor root = Tensor::zeros({2}).requires_grad_(), g = Tensor::ones({2});
+    root.backward(g);
+    CHECK_FALSE(root.grad().shares_storage(g));
+    // a fresh gradient is taken as it is: still correct
+    Tensor w = Tensor::from_vector<float>({1, 2}, {2}).requires_grad_();
+    (w * w).sum().backward();
+    CHECK(w.grad().to_vector<float>() == std::vector<float>{2, 4});
+  }
+
   TEST_CASE("gradients accumulate in .grad across backward calls until zero_grad") {
     Tensor x = vec({1, 2}).requires_grad_();
     sum(x * 3.0).backward();
