@@ -122,9 +122,10 @@ uint64_t shuffle_xor(unsigned mask, uint64_t bits, int lane_mask);  // __shfl_xo
 bool is_device_pointer(const void* p);
 
 // SKIPGRAD_CUDA_EMULATOR_SKIP_WORK=1: launches and GEMMs are checked and counted but not run, so a program's time
-// is its host side alone (what queuing the work costs); results are garbage. The counts are printed at exit.
+// is its host side alone (what queuing the work costs); results are garbage. The counts (launches per kernel)
+// are printed at exit.
 bool skip_work();
-void count_launch();
+void count_launch(const char* kernel);
 void count_gemm();
 
 struct LaunchConfig {

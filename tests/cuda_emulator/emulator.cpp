@@ -308,7 +308,7 @@ void run_grid(const char* kernel, const LaunchConfig& cfg, void (*thread_main)(v
     launch_failed(cudaErrorInvalidConfiguration, kernel, what.c_str());
     return;
   }
-  count_launch();
+  count_launch(kernel);
   if (skip_work()) return;
   std::lock_guard<std::mutex> lock(launch_mutex);
   const int threads = (int)(cfg.block.x * cfg.block.y * cfg.block.z);
