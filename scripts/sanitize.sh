@@ -11,7 +11,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/sanitize_env.sh  # configures "$SKIPGRAD_ASAN_BUILD_DIR" and exports the sanitizer options
-cmake --build "$SKIPGRAD_ASAN_BUILD_DIR" -j "$(nproc)" --target skipgrad_tests
+# cuda_step: its GPU path runs on the CUDA emulator as the CTest entry cuda_step_emulated (bench/CMakeLists.txt)
+cmake --build "$SKIPGRAD_ASAN_BUILD_DIR" -j "$(nproc)" --target skipgrad_tests cuda_step
 
 if [ $# -gt 0 ]; then
   exec "$SKIPGRAD_ASAN_BUILD_DIR"/skipgrad_tests --force-colors=0 "$@"
