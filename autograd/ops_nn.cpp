@@ -38,7 +38,7 @@ void check_norm_param(const char* op, const char* what, const Tensor& p, const T
 
 void check_norm_input(const char* op, const Tensor& x, double eps) {
   check_floating(op, x);
-  if (!(x.dim() >= 1))
+  if (x.dim() < 1)
     fail(op, ": expected an input with at least 1 dim, got ", x.meta_str());
   check(eps >= 0, op, ": eps must be >= 0, got ", eps);
 }
@@ -158,7 +158,7 @@ Tensor l2_norm(const Tensor& x, double eps) {
 Tensor embedding(const Tensor& weight, const Tensor& ids, int64_t padding_idx) {
   const char* op = "embedding";
   check_floating(op, weight);
-  if (!(weight.dim() == 2))
+  if (weight.dim() != 2)
     fail(op, ": weight must be [num_embeddings, dim], got ", weight.meta_str());
   check_defined(op, ids, "ids");
   if (ids.dtype() != DType::I64)
@@ -287,7 +287,7 @@ Tensor masked_fill(const Tensor& x, const Tensor& mask, double value) {
   check_defined(op, x);
   check_defined(op, mask, "mask");
   check_same_device(op, {x, mask});
-  if (!(broadcast_shapes(mask.shape(), x.shape(), op) == x.shape()))
+  if (broadcast_shapes(mask.shape(), x.shape(), op) != x.shape())
     fail(op, ": mask ", mask.meta_str(), " cannot be broadcast to the input ", x.meta_str());
   Tensor out = where_raw(mask, scalar_like(x, value), x, x.shape(), op);
   record(op, {x, mask}, out, {mask}, [](const Node& n, const Tensor& g) {

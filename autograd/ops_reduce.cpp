@@ -109,7 +109,7 @@ Tensor max(const Tensor& x, const Shape& dims, bool keepdim) {
 // summed too (no gradient): make_positions in nn/layers.cpp counts tokens this way on any device.
 Tensor cumsum(const Tensor& x, int64_t dim) {
   check_defined("cumsum", x);
-  if (!(x.dim() > 0))
+  if (x.dim() == 0)
     fail("cumsum", ": expected a tensor of rank >= 1, got ", x.meta_str());
   const int64_t d = normalize_dim(dim, x.dim(), "cumsum");
   Tensor xc = contiguous_raw(x);

@@ -29,7 +29,7 @@ Backend& backend_for(Device d) {
 #ifdef SKIPGRAD_WITH_CUDA
   if (!ensure_cuda())
     fail("backend", ": device ", d.str(), " requested but no CUDA device present");
-  if (!(d.index == 0))
+  if (d.index != 0)
     fail("backend", ": device ", d.str(), " requested but only cuda:0 is supported so far");
 #else
   if (!ensure_cuda())

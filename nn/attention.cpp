@@ -145,7 +145,7 @@ Tensor MultiHeadAttention::forward(const Tensor& query, const Tensor& key_value,
 
 KVCache MultiHeadAttention::project_kv(const Tensor& key_value) {
   Scope s(name());
-  if (!(!grad_enabled()))
+  if (grad_enabled())
     fail(current_scope(), ": project_kv is for inference; run it under NoGradGuard");
   check_input(key_value, "key/value", -1);
   KVCache kv = kv_heads(key_value);
@@ -157,7 +157,7 @@ KVCache MultiHeadAttention::project_kv(const Tensor& key_value) {
 Tensor MultiHeadAttention::forward_cached(const Tensor& query, KVCache& cache, const Tensor& append,
                                           const Tensor& key_padding_mask, bool causal) {
   Scope s(name());
-  if (!(!grad_enabled()))
+  if (grad_enabled())
     fail(current_scope(), ": forward_cached is for inference; run it under NoGradGuard");
   check_input(query, "query", -1);
   const int64_t B = query.size(0);
@@ -168,9 +168,9 @@ Tensor MultiHeadAttention::forward_cached(const Tensor& query, KVCache& cache, c
     cache.k = first ? kv.k.contiguous() : concat({cache.k, kv.k}, 2);
     cache.v = first ? kv.v.contiguous() : concat({cache.v, kv.v}, 2);
   }
-  if (!(!cache.empty()))
+  if (cache.empty())
     fail(current_scope(), ": forward_cached with an empty cache and nothing to append");
-  if (!(cache.k.size(0) == B))
+  if (cache.k.size(0) != B)
     fail(current_scope(), ": the cache holds ", cache.k.size(0), " rows, the query ", B);
   return attend(query, cache.k, cache.v, key_padding_mask, causal && query.size(1) > 1);
 }

@@ -170,7 +170,7 @@ template <class T>
 T* Tensor::data() const {
   check(dtype() == dtype_of<T>(), "data", ": tensor is ", dtype_name(dtype()), ", requested ",
         dtype_name(dtype_of<T>()));
-  if (!(device().is_cpu()))
+  if (!device().is_cpu())
     fail("data", ": tensor is on ", device().str(), "; copy it to the cpu first");
   return static_cast<T*>(data_ptr());
 }
