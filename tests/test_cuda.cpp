@@ -324,6 +324,10 @@ TEST_SUITE("cuda") {
     compare_both("softmax", [](Inputs& in) { return softmax(in.rand({6, 37}, 1), -1); });
     compare_both("softmax dim 0", [](Inputs& in) { return softmax(in.rand({6, 37}, 1), 0); });
     compare_both("log_softmax long rows", [](Inputs& in) { return log_softmax(in.rand({3, 1500}, 1)); });
+    // a warp per row up to 1024 columns (8 rows a block; 13 rows leave part of the second block idle), a block above
+    compare_both("softmax, a warp per row", [](Inputs& in) { return softmax(in.rand({13, 64}, 1), -1); });
+    compare_both("log_softmax, 1024 columns", [](Inputs& in) { return log_softmax(in.rand({5, 1024}, 1)); });
+    compare_both("softmax, 1025 columns", [](Inputs& in) { return softmax(in.rand({3, 1025}, 1), -1); });
     compare_both("layer_norm", [](Inputs& in) {
       return layer_norm(in.rand({4, 7, 33}, 1), in.rand({33}, 2), in.rand({33}, 3));
     });

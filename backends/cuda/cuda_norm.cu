@@ -27,41 +27,79 @@ unsigned row_blocks(int64_t rows) {
   return (unsigned)rows;
 }
 
+// Softmax rows go to a group of threads each: a warp (kWarpRow) when rows are short (attention: as many columns
+// as keys), so a block holds several rows and no barrier is needed; the whole block (kBlockRow) otherwise.
+constexpr int kWarpRow = 32, kBlockRow = 0;
+constexpr int64_t kWarpRowMaxCols = 1024;  // at most 32 elements per lane
+
+// This thread's row (rows >= `rows` have nothing to do: a whole warp, or no block at all) and its lane.
+template <int G>
+__device__ __forceinline__ void row_and_lane(int64_t& row, int& lane, int& group) {
+  group = G == kWarpRow ? kWarpRow : (int)blockDim.x;
+  row = (int64_t)blockIdx.x * (blockDim.x / group) + threadIdx.x / group;
+  lane = (int)(threadIdx.x % group);
+}
+template <int G, class Op>
+__device__ __forceinline__ double row_reduce(double v, Op op, double* scratch) {
+  if constexpr (G == kWarpRow) return cuda::warp_reduce(v, op);
+  else return cuda::block_reduce(v, op, scratch);
+}
+
 // y = exp(x - max) / sum(exp(x - max));  log: y = x - max - log(sum(exp(x - max)))
-template <class T>
-__global__ void softmax_kernel(const T* x, T* y, int64_t cols, bool log) {
+template <class T, int G>
+__global__ void softmax_kernel(const T* x, T* y, int64_t rows, int64_t cols, bool log) {
   __shared__ double scratch[32];
-  const T* xr = x + blockIdx.x * cols;
-  T* yr = y + blockIdx.x * cols;
+  int64_t row;
+  int lane, group;
+  row_and_lane<G>(row, lane, group);
+  if (row >= rows) return;
+  const T* xr = x + row * cols;
+  T* yr = y + row * cols;
   double mx = -INFINITY;
-  for (int64_t c = threadIdx.x; c < cols; c += blockDim.x) mx = fmax(mx, (double)xr[c]);
-  mx = cuda::block_reduce(mx, cuda::MaxOp{}, scratch);
+  for (int64_t c = lane; c < cols; c += group) mx = fmax(mx, (double)xr[c]);
+  mx = row_reduce<G>(mx, cuda::MaxOp{}, scratch);
   const T m = mx == -INFINITY ? T(0) : (T)mx;  // a fully masked row
   double s = 0;
-  for (int64_t c = threadIdx.x; c < cols; c += blockDim.x) s += (double)exp(xr[c] - m);
-  s = cuda::block_reduce(s, cuda::SumOp{}, scratch);
+  for (int64_t c = lane; c < cols; c += group) s += (double)exp(xr[c] - m);
+  s = row_reduce<G>(s, cuda::SumOp{}, scratch);
   if (log) {
     const T lse = m + (T)::log(s);
-    for (int64_t c = threadIdx.x; c < cols; c += blockDim.x) yr[c] = xr[c] - lse;
+    for (int64_t c = lane; c < cols; c += group) yr[c] = xr[c] - lse;
   } else {
     const T inv = s > 0 ? (T)(1.0 / s) : T(0);
-    for (int64_t c = threadIdx.x; c < cols; c += blockDim.x) yr[c] = exp(xr[c] - m) * inv;
+    for (int64_t c = lane; c < cols; c += group) yr[c] = exp(xr[c] - m) * inv;
   }
 }
 
 // softmax:     gx = y * (gy - sum(gy * y))
 // log_softmax: gx = gy - exp(y) * sum(gy)
-template <class T>
-__global__ void softmax_backward_kernel(const T* y, const T* gy, T* gx, int64_t cols, bool log) {
+template <class T, int G>
+__global__ void softmax_backward_kernel(const T* y, const T* gy, T* gx, int64_t rows, int64_t cols, bool log) {
   __shared__ double scratch[32];
-  const T* yr = y + blockIdx.x * cols;
-  const T* gr = gy + blockIdx.x * cols;
-  T* o = gx + blockIdx.x * cols;
+  int64_t row;
+  int lane, group;
+  row_and_lane<G>(row, lane, group);
+  if (row >= rows) return;
+  const T* yr = y + row * cols;
+  const T* gr = gy + row * cols;
+  T* o = gx + row * cols;
   double s = 0;
-  for (int64_t c = threadIdx.x; c < cols; c += blockDim.x) s += log ? (double)gr[c] : (double)gr[c] * yr[c];
-  const T sum = (T)cuda::block_reduce(s, cuda::SumOp{}, scratch);
-  for (int64_t c = threadIdx.x; c < cols; c += blockDim.x)
-    o[c] = log ? gr[c] - exp(yr[c]) * sum : yr[c] * (gr[c] - sum);
+  for (int64_t c = lane; c < cols; c += group) s += log ? (double)gr[c] : (double)gr[c] * yr[c];
+  const T sum = (T)row_reduce<G>(s, cuda::SumOp{}, scratch);
+  for (int64_t c = lane; c < cols; c += group) o[c] = log ? gr[c] - exp(yr[c]) * sum : yr[c] * (gr[c] - sum);
+}
+
+// Launches kernel<T, kWarpRow> (8 rows a block) for rows of up to kWarpRowMaxCols columns, else kernel<T, kBlockRow>.
+template <class WarpKernel, class BlockKernel, class... Args>
+void launch_rows(const char* op, cudaStream_t stream, int64_t rows, int64_t cols, WarpKernel warp_kernel,
+                 BlockKernel block_kernel, Args... args) {
+  if (cols <= kWarpRowMaxCols) {
+    constexpr int kRowsPerBlock = cuda::kThreads / kWarpRow;
+    warp_kernel<<<row_blocks((rows + kRowsPerBlock - 1) / kRowsPerBlock), cuda::kThreads, 0, stream>>>(args...);
+  } else {
+    block_kernel<<<row_blocks(rows), cuda::row_threads(cols), 0, stream>>>(args...);
+  }
+  SG_CUDA_LAUNCH_CHECK(op);
 }
 
 // mean = sum(x)/C; rstd = 1/sqrt(sum((x-mean)^2)/C + eps); y = (x-mean)*rstd*gamma + beta
@@ -205,10 +243,9 @@ void CudaBackend::softmax(const Tensor& x, Tensor& y, bool log) {
   if (R == 0 || C == 0) return;
   cuda::dispatch_float(x.dtype(), "softmax", [&](auto tag) {
     using T = decltype(tag);
-    softmax_kernel<T><<<row_blocks(R), cuda::row_threads(C), 0, stream_>>>(
-        static_cast<const T*>(x.data_ptr()), static_cast<T*>(y.data_ptr()), C, log);
+    launch_rows("softmax", stream_, R, C, softmax_kernel<T, kWarpRow>, softmax_kernel<T, kBlockRow>,
+                static_cast<const T*>(x.data_ptr()), static_cast<T*>(y.data_ptr()), R, C, log);
   });
-  SG_CUDA_LAUNCH_CHECK("softmax");
 }
 
 void CudaBackend::softmax_backward(const Tensor& y, const Tensor& gy, Tensor& gx, bool log) {
@@ -219,11 +256,10 @@ void CudaBackend::softmax_backward(const Tensor& y, const Tensor& gy, Tensor& gx
   if (R == 0 || C == 0) return;
   cuda::dispatch_float(y.dtype(), "softmax_backward", [&](auto tag) {
     using T = decltype(tag);
-    softmax_backward_kernel<T><<<row_blocks(R), cuda::row_threads(C), 0, stream_>>>(
-        static_cast<const T*>(y.data_ptr()), static_cast<const T*>(gy.data_ptr()), static_cast<T*>(gx.data_ptr()),
-        C, log);
+    launch_rows("softmax_backward", stream_, R, C, softmax_backward_kernel<T, kWarpRow>,
+                softmax_backward_kernel<T, kBlockRow>, static_cast<const T*>(y.data_ptr()),
+                static_cast<const T*>(gy.data_ptr()), static_cast<T*>(gx.data_ptr()), R, C, log);
   });
-  SG_CUDA_LAUNCH_CHECK("softmax_backward");
 }
 
 void CudaBackend::layer_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta, double eps, Tensor& y,
