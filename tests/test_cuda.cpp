@@ -338,6 +338,13 @@ TEST_SUITE("cuda") {
       return layer_norm(in.rand({3000, 64}, 1), in.rand({64}, 2), in.rand({64}, 3));
     });
     compare_both("rms_norm", [](Inputs& in) { return rms_norm(in.rand({5, 300}, 1), in.rand({300}, 2)); });
+    // gamma and beta gradients come from one pass (column_sums with two terms); one of them alone from the same code
+    compare_both("layer_norm, gamma only", [](Inputs& in) {
+      return layer_norm(in.rand({300, 24}, 1), in.rand({24}, 2), Tensor());
+    });
+    compare_both("layer_norm, beta only", [](Inputs& in) {
+      return layer_norm(in.rand({300, 24}, 1), Tensor(), in.rand({24}, 3));
+    });
     compare_both("l2_norm", [](Inputs& in) { return l2_norm(in.rand({5, 16}, 1)); });
     compare_both("embedding", [](Inputs& in) {
       Tensor w = in.rand({10, 6}, 1);

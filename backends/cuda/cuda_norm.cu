@@ -3,8 +3,10 @@
 // shuffles and accumulated in double as on the CPU. The parameter gradients (gamma, beta, rms weight) are
 // column sums over rows, done deterministically in two passes: partial sums over row chunks, then the chunks
 // in order.
+#include <algorithm>
 #include <climits>
 #include <cmath>
+#include <utility>
 
 #include "backends/cuda/cuda_common.cuh"
 
@@ -184,49 +186,76 @@ enum class ColumnTerm {
   GyXRstd,    // gy * x * rstd            (rms_norm weight)
 };
 
-// partial[chunk, c] = sum over rows r in chunk of term(r, c); rows_per_chunk rows per blockIdx.y.
 template <class T>
-__global__ void column_partial_kernel(ColumnTerm term, const T* gy, const T* x, const T* mean, const T* rstd,
-                                      double* partial, int64_t rows, int64_t cols, int64_t rows_per_chunk) {
+__device__ __forceinline__ double column_term(ColumnTerm term, double g, const T* x, const T* mean, const T* rstd,
+                                              int64_t r, int64_t i) {
+  switch (term) {
+    case ColumnTerm::GyXhat: return g * ((double)x[i] - mean[r]) * rstd[r];
+    case ColumnTerm::Gy: return g;
+    case ColumnTerm::GyXRstd: return g * x[i] * rstd[r];
+  }
+  return 0;
+}
+
+// One or two column sums in one pass over gy (layer_norm's gamma and beta together):
+// partial[t, chunk, c] = sum over rows r in chunk of term_t(r, c); rows_per_chunk rows per blockIdx.y.
+template <class T>
+__global__ void column_partial_kernel(ColumnTerm term0, ColumnTerm term1, int terms, const T* gy, const T* x,
+                                      const T* mean, const T* rstd, double* partial, int64_t rows, int64_t cols,
+                                      int64_t rows_per_chunk) {
   const int64_t c = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
   if (c >= cols) return;
   const int64_t r0 = blockIdx.y * rows_per_chunk;
   const int64_t r1 = r0 + rows_per_chunk < rows ? r0 + rows_per_chunk : rows;
-  double acc = 0;
+  double acc0 = 0, acc1 = 0;
   for (int64_t r = r0; r < r1; r++) {
     const double g = gy[r * cols + c];
-    switch (term) {
-      case ColumnTerm::GyXhat: acc += g * ((double)x[r * cols + c] - mean[r]) * rstd[r]; break;
-      case ColumnTerm::Gy: acc += g; break;
-      case ColumnTerm::GyXRstd: acc += g * x[r * cols + c] * rstd[r]; break;
-    }
+    acc0 += column_term(term0, g, x, mean, rstd, r, r * cols + c);
+    if (terms > 1) acc1 += column_term(term1, g, x, mean, rstd, r, r * cols + c);
   }
-  partial[blockIdx.y * cols + c] = acc;
+  partial[blockIdx.y * cols + c] = acc0;
+  if (terms > 1) partial[(gridDim.y + blockIdx.y) * cols + c] = acc1;
 }
 
+// out_t[c] = sum over chunks of partial[t, chunk, c], in chunk order; out1 null for one term.
 template <class T>
-__global__ void column_finish_kernel(const double* partial, T* out, int64_t chunks, int64_t cols) {
+__global__ void column_finish_kernel(const double* partial, T* out0, T* out1, int64_t chunks, int64_t cols) {
   const int64_t c = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
   if (c >= cols) return;
-  double acc = 0;
-  for (int64_t k = 0; k < chunks; k++) acc += partial[k * cols + c];
-  out[c] = (T)acc;
+  double acc0 = 0, acc1 = 0;
+  for (int64_t k = 0; k < chunks; k++) {
+    acc0 += partial[k * cols + c];
+    if (out1) acc1 += partial[(chunks + k) * cols + c];
+  }
+  out0[c] = (T)acc0;
+  if (out1) out1[c] = (T)acc1;
 }
 
+// A parameter gradient to sum over the rows: which term, into which tensor (undefined: not wanted).
+struct ColumnSum {
+  ColumnTerm term;
+  Tensor* out;
+};
+
+// The wanted column sums (one or two) in two launches: partials over row chunks, then the chunks in order.
 template <class T>
-void column_sums(cudaStream_t stream, ColumnTerm term, const Tensor& gy, const Tensor& x, const T* mean,
-                 const T* rstd, Tensor& out, Rows rc) {
+void column_sums(cudaStream_t stream, ColumnSum a, ColumnSum b, const Tensor& gy, const Tensor& x, const T* mean,
+                 const T* rstd, Rows rc) {
   const char* op = "norm_backward";
+  if (!a.out->defined()) std::swap(a, b);
+  if (!a.out->defined()) return;
+  const int terms = b.out->defined() ? 2 : 1;
   const int64_t chunks = std::max<int64_t>(1, std::min<int64_t>(rc.rows / 32, 1024));
   const int64_t rows_per_chunk = (rc.rows + chunks - 1) / chunks;
-  Tensor partial = Tensor::empty({chunks, rc.cols}, DType::F64, x.device());
+  Tensor partial = Tensor::empty({terms, chunks, rc.cols}, DType::F64, x.device());
   const dim3 grid((unsigned)((rc.cols + cuda::kThreads - 1) / cuda::kThreads), (unsigned)chunks);
   column_partial_kernel<T><<<grid, cuda::kThreads, 0, stream>>>(
-      term, static_cast<const T*>(gy.data_ptr()), static_cast<const T*>(x.data_ptr()), mean, rstd,
+      a.term, b.term, terms, static_cast<const T*>(gy.data_ptr()), static_cast<const T*>(x.data_ptr()), mean, rstd,
       static_cast<double*>(partial.data_ptr()), rc.rows, rc.cols, rows_per_chunk);
   SG_CUDA_LAUNCH_CHECK(op);
   column_finish_kernel<T><<<cuda::grid_for(rc.cols), cuda::kThreads, 0, stream>>>(
-      static_cast<const double*>(partial.data_ptr()), static_cast<T*>(out.data_ptr()), chunks, rc.cols);
+      static_cast<const double*>(partial.data_ptr()), static_cast<T*>(a.out->data_ptr()),
+      terms > 1 ? static_cast<T*>(b.out->data_ptr()) : nullptr, chunks, rc.cols);
   SG_CUDA_LAUNCH_CHECK(op);
 }
 
@@ -297,8 +326,7 @@ void CudaBackend::layer_norm_backward(const Tensor& gy, const Tensor& x, const T
           static_cast<T*>(gx.data_ptr()), rc.cols);
       SG_CUDA_LAUNCH_CHECK(op);
     }
-    if (ggamma.defined()) column_sums<T>(stream_, ColumnTerm::GyXhat, gy, x, mp, rp, ggamma, rc);
-    if (gbeta.defined()) column_sums<T>(stream_, ColumnTerm::Gy, gy, x, mp, rp, gbeta, rc);
+    column_sums<T>(stream_, {ColumnTerm::GyXhat, &ggamma}, {ColumnTerm::Gy, &gbeta}, gy, x, mp, rp, rc);
   });
 }
 
@@ -334,7 +362,8 @@ void CudaBackend::rms_norm_backward(const Tensor& gy, const Tensor& x, const Ten
           static_cast<T*>(gx.data_ptr()), rc.cols);
       SG_CUDA_LAUNCH_CHECK(op);
     }
-    if (gweight.defined()) column_sums<T>(stream_, ColumnTerm::GyXRstd, gy, x, rp, rp, gweight, rc);
+    Tensor none;
+    column_sums<T>(stream_, {ColumnTerm::GyXRstd, &gweight}, {ColumnTerm::GyXRstd, &none}, gy, x, rp, rp, rc);
   });
 }
 
