@@ -522,6 +522,13 @@ TEST_SUITE("cuda") {
     CHECK(waits == 1);
   }
 
+  TEST_CASE("running out of device memory is a clear error, and the device keeps working") {
+    if (!have_cuda()) return;
+    CHECK_THROWS_WITH_ALL(Tensor::empty({int64_t(1) << 38}, DType::F32, Device::cuda()), "allocate",
+                          "out of memory");  // 1 TiB
+    CHECK(Tensor::ones({4}, DType::F32, Device::cuda()).sum().item() == 4);
+  }
+
   TEST_CASE("reading a GPU value (item, to_vector) records nothing on the tape") {
     if (!have_cuda()) return;
     current_tape().clear();
