@@ -1,10 +1,10 @@
 // The CUDA emulator's kernel launches: a grid runs one block at a time; a block's threads are fibers on the calling
 // thread, switched only where CUDA threads wait for each other (__syncthreads, warp shuffles) and when they exit.
-// A fiber outlives its CUDA thread: fiber i runs thread i of every block of every launch, one after another, so
-// its stack (and, under AddressSanitizer, its fake stack) is made once, not per thread.
 // So a block behaves as CUDA specifies it (every non-exited thread reaches the barrier before any passes it;
 // a shuffle reads the other lane's value at that point), and a kernel that breaks those rules is reported instead
 // of hanging: a barrier some threads can never reach, or a full-warp shuffle whose warp has exited lanes.
+// A fiber outlives its CUDA thread: fiber i runs thread i of every block of every launch, one after another, so
+// its stack (and, under AddressSanitizer, its fake stack) is made once, not per thread.
 //
 // The context switch is 16 lines of x86-64 assembly (the callee-saved registers and the stack pointer; the SSE
 // and x87 control words are left alone: nothing here changes them); under AddressSanitizer each switch is
