@@ -80,7 +80,6 @@ void Linear::zero_bias() {
 
 Tensor Linear::forward(const Tensor& x) {
   Scope s(name());
-  // `if (!ok) fail(...)`, not check(): its message parts (strings, shapes) would be built on every call
   if (!(x.defined() && x.dim() >= 1 && x.size(-1) == in_features))
     fail(current_scope().empty() ? "Linear" : current_scope(), ": expected [..., ", in_features, "], got ",
          x.defined() ? shape_str(x.shape()) : "an undefined tensor");

@@ -65,7 +65,6 @@ Layer::Layer(const TransformerConfig& c, Side s, int64_t i) : Layer(c, s, i, c.q
 Stream Layer::forward(const Stream& in, const LayerInputs& ctx) {
   Scope s(name());
   const int64_t d = cfg.d_model;
-  // `if (!ok) fail(...)`, not check(): its message parts (strings, shapes) would be built on every call
   if (!(in.x.defined() && in.x.dim() == 3 && in.x.size(2) == d))
     fail(current_scope(), ": expected [B,T,", d, "], got ",
          in.x.defined() ? shape_str(in.x.shape()) : "an undefined stream");

@@ -153,6 +153,14 @@ __device__ __forceinline__ T block_reduce(T v, Op op, T* scratch) {
   return r;
 }
 
+// The reduction over a group of G threads that work on one item: a warp (G = 32, no barrier) or, for any other
+// G, the whole block (block_reduce's barriers: every thread of the block must call it).
+template <int G, class T, class Op>
+__device__ __forceinline__ T group_reduce(T v, Op op, T* scratch) {
+  if constexpr (G == 32) return warp_reduce(v, op);
+  else return block_reduce(v, op, scratch);
+}
+
 // Device-side error flags (bits), set by kernels that find bad indices; read at the next host sync.
 enum DeviceErrorBit : int { kBadEmbeddingId = 1, kBadTarget = 2 };
 

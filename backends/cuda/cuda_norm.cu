@@ -41,11 +41,6 @@ __device__ __forceinline__ void row_and_lane(int64_t& row, int& lane, int& group
   row = (int64_t)blockIdx.x * (blockDim.x / group) + threadIdx.x / group;
   lane = (int)(threadIdx.x % group);
 }
-template <int G, class Op>
-__device__ __forceinline__ double row_reduce(double v, Op op, double* scratch) {
-  if constexpr (G == kWarpRow) return cuda::warp_reduce(v, op);
-  else return cuda::block_reduce(v, op, scratch);
-}
 
 // y = exp(x - max) / sum(exp(x - max));  log: y = x - max - log(sum(exp(x - max)))
 template <class T, int G>
@@ -59,11 +54,11 @@ __global__ void softmax_kernel(const T* x, T* y, int64_t rows, int64_t cols, boo
   T* yr = y + row * cols;
   double mx = -INFINITY;
   for (int64_t c = lane; c < cols; c += group) mx = fmax(mx, (double)xr[c]);
-  mx = row_reduce<G>(mx, cuda::MaxOp{}, scratch);
+  mx = cuda::group_reduce<G>(mx, cuda::MaxOp{}, scratch);
   const T m = mx == -INFINITY ? T(0) : (T)mx;  // a fully masked row
   double s = 0;
   for (int64_t c = lane; c < cols; c += group) s += (double)exp(xr[c] - m);
-  s = row_reduce<G>(s, cuda::SumOp{}, scratch);
+  s = cuda::group_reduce<G>(s, cuda::SumOp{}, scratch);
   if (log) {
     const T lse = m + (T)::log(s);
     for (int64_t c = lane; c < cols; c += group) yr[c] = xr[c] - lse;
@@ -87,7 +82,7 @@ __global__ void softmax_backward_kernel(const T* y, const T* gy, T* gx, int64_t 
   T* o = gx + row * cols;
   double s = 0;
   for (int64_t c = lane; c < cols; c += group) s += log ? (double)gr[c] : (double)gr[c] * yr[c];
-  const T sum = (T)row_reduce<G>(s, cuda::SumOp{}, scratch);
+  const T sum = (T)cuda::group_reduce<G>(s, cuda::SumOp{}, scratch);
   for (int64_t c = lane; c < cols; c += group) o[c] = log ? gr[c] - exp(yr[c]) * sum : yr[c] * (gr[c] - sum);
 }
 
@@ -231,20 +226,21 @@ __global__ void column_finish_kernel(const double* partial, T* out0, T* out1, in
   if (out1) out1[c] = (T)acc1;
 }
 
-// A parameter gradient to sum over the rows: which term, into which tensor (undefined: not wanted).
+// A parameter gradient to sum over the rows: which term, into which tensor (none, or undefined: not wanted).
 struct ColumnSum {
-  ColumnTerm term;
-  Tensor* out;
+  ColumnTerm term = ColumnTerm::Gy;
+  Tensor* out = nullptr;
+  bool wanted() const { return out && out->defined(); }
 };
 
 // The wanted column sums (one or two) in two launches: partials over row chunks, then the chunks in order.
 template <class T>
-void column_sums(cudaStream_t stream, ColumnSum a, ColumnSum b, const Tensor& gy, const Tensor& x, const T* mean,
-                 const T* rstd, Rows rc) {
+void column_sums(cudaStream_t stream, const Tensor& gy, const Tensor& x, const T* mean, const T* rstd, Rows rc,
+                 ColumnSum a, ColumnSum b = {}) {
   const char* op = "norm_backward";
-  if (!a.out->defined()) std::swap(a, b);
-  if (!a.out->defined()) return;
-  const int terms = b.out->defined() ? 2 : 1;
+  if (!a.wanted()) std::swap(a, b);
+  if (!a.wanted()) return;
+  const int terms = b.wanted() ? 2 : 1;
   const int64_t chunks = std::max<int64_t>(1, std::min<int64_t>(rc.rows / 32, 1024));
   const int64_t rows_per_chunk = (rc.rows + chunks - 1) / chunks;
   Tensor partial = Tensor::empty({terms, chunks, rc.cols}, DType::F64, x.device());
@@ -326,7 +322,7 @@ void CudaBackend::layer_norm_backward(const Tensor& gy, const Tensor& x, const T
           static_cast<T*>(gx.data_ptr()), rc.cols);
       SG_CUDA_LAUNCH_CHECK(op);
     }
-    column_sums<T>(stream_, {ColumnTerm::GyXhat, &ggamma}, {ColumnTerm::Gy, &gbeta}, gy, x, mp, rp, rc);
+    column_sums<T>(stream_, gy, x, mp, rp, rc, {ColumnTerm::GyXhat, &ggamma}, {ColumnTerm::Gy, &gbeta});
   });
 }
 
@@ -362,8 +358,7 @@ void CudaBackend::rms_norm_backward(const Tensor& gy, const Tensor& x, const Ten
           static_cast<T*>(gx.data_ptr()), rc.cols);
       SG_CUDA_LAUNCH_CHECK(op);
     }
-    Tensor none;
-    column_sums<T>(stream_, {ColumnTerm::GyXRstd, &gweight}, {ColumnTerm::GyXRstd, &none}, gy, x, rp, rp, rc);
+    column_sums<T>(stream_, gy, x, rp, rp, rc, {ColumnTerm::GyXRstd, &gweight});
   });
 }
 

@@ -84,8 +84,7 @@ __global__ void reduce_group_kernel(ReduceOp op, const T* x, T* out, ReducePlan 
         acc = reduce_step(op, acc, (double)x[koff[1] + roff[0]]);
       }
     auto combine = [op](double a, double b) { return reduce_combine(op, a, b); };
-    if constexpr (G == 32) acc = cuda::warp_reduce(acc, combine);
-    else acc = cuda::block_reduce(acc, combine, scratch);
+    acc = cuda::group_reduce<G>(acc, combine, scratch);
     if (active && lane == 0) reduce_store(op, p, out, koff[0], o, acc);
   }
 }

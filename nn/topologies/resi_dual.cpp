@@ -32,9 +32,7 @@ class ResiDualLayer : public Layer {
  protected:
   Stream apply(const Stream& in, const LayerInputs& ctx) override {
     if (!in.dual.defined())
-      fail(current_scope(),
-           ": ResiDual needs the dual stream x_d (begin the stack with the "
-           "resi_dual topology)");
+      fail(current_scope(), ": ResiDual needs the dual stream x_d (begin the stack with the resi_dual topology)");
     Tensor x_a = in.x, x_d = in.dual;
     auto sublayer = [&](const char* name, const Tensor& o, Norm& norm) {
       x_d = dual_add(name, x_d, o);

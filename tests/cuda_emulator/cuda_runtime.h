@@ -125,7 +125,7 @@ bool is_device_pointer(const void* p);
 // is its host side alone (what queuing the work costs); results are garbage. The counts (launches per kernel)
 // are printed at exit.
 bool skip_work();
-void count_launch(const char* kernel);
+int64_t count_launch(const char* kernel);  // returns the launches so far, this one included
 void count_gemm();
 
 struct LaunchConfig {

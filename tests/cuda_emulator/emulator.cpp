@@ -109,7 +109,6 @@ struct Block {
 
 std::mutex launch_mutex;
 Block block;
-uint64_t launches = 0;  // kernels launched so far: alternates the order of threads (run_block)
 
 // ---- switching, with AddressSanitizer told about the stacks ----
 void to_fiber(Fiber& f) {
@@ -308,11 +307,10 @@ void run_grid(const char* kernel, const LaunchConfig& cfg, void (*thread_main)(v
     launch_failed(cudaErrorInvalidConfiguration, kernel, what.c_str());
     return;
   }
-  count_launch(kernel);
+  const int64_t launches = count_launch(kernel);  // alternates the order of threads (run_block)
   if (skip_work()) return;
   std::lock_guard<std::mutex> lock(launch_mutex);
   const int threads = (int)(cfg.block.x * cfg.block.y * cfg.block.z);
-  launches++;
   block.kernel = kernel;
   block.block_dim = cfg.block;
   block.grid_dim = cfg.grid;

@@ -108,11 +108,12 @@ bool skip_work() {
   }();
   return skip;
 }
-void count_launch(const char* kernel) {
-  kernel_launches++;
-  if (!skip_work()) return;
+int64_t count_launch(const char* kernel) {
+  const int64_t n = ++kernel_launches;
+  if (!skip_work()) return n;
   std::lock_guard<std::mutex> lock(launches_by_kernel_mutex);
   launches_by_kernel()[kernel]++;
+  return n;
 }
 void count_gemm() { gemm_calls++; }
 
