@@ -122,8 +122,24 @@ Tensor matmul(const Tensor& a, const Tensor& b, bool ta, bool tb) {
 }
 Tensor Tensor::matmul(const Tensor& o) const { return skipgrad::matmul(*this, o); }
 
-// y = x W^T + b over x's last dim, as one GEMM with all leading dims folded into rows.
-//   gx = g W;  gW = g^T x;  gb = sum of g's rows
+namespace {
+// The GEMM C[m, n] = op(A) op(B) of two 2-D operands given as op(A) [m, k] and op(B) [k, n], into the contiguous c.
+GemmArgs gemm_2d(const GemmOperand& A, const GemmOperand& B, int64_t m, int64_t n, int64_t k, Tensor& c) {
+  GemmArgs g;
+  g.dtype = c.dtype();
+  g.trans_a = A.trans;
+  g.trans_b = B.trans;
+  g.m = m; g.n = n; g.k = k;
+  g.a = A.t.data_ptr(); g.lda = A.ld;
+  g.b = B.t.data_ptr(); g.ldb = B.ld;
+  g.c = c.data_ptr(); g.ldc = n;
+  return g;
+}
+}  // namespace
+
+// y = x W^T + b over x's last dim, as one GEMM with all leading dims folded into rows; the backend adds the bias
+// (into the GEMM where it can: Backend::gemm_bias).
+//   gx = g W;  gW = g^T x;  gb = sum of g's rows (with gW from the same GEMM: Backend::gemm_bias_grad)
 Tensor linear(const Tensor& x, const Tensor& w, const Tensor& bias) {
   const char* op = "linear";
   check_defined(op, x, "input");
@@ -143,26 +159,31 @@ Tensor linear(const Tensor& x, const Tensor& w, const Tensor& bias) {
   out_shape.back() = outf;
   Tensor out = Tensor::empty(out_shape, x.dtype(), x.device());
   Tensor out2 = make_view(out, {rows, outf}, {outf, 1}, 0);
-  if (bias.defined()) be(x).copy(broadcast_to(bias, {rows, outf}, op), out2);
-  GemmOperand W = gemm_operand(w, 1);
-  GemmArgs g;
-  g.dtype = x.dtype();
-  g.trans_a = false;
-  g.trans_b = !W.trans;  // we need W^T
-  g.m = rows; g.n = outf; g.k = in;
-  g.a = x2.data_ptr(); g.lda = in;
-  g.b = W.t.data_ptr(); g.ldb = W.ld;
-  g.c = out.data_ptr(); g.ldc = outf;
-  g.beta = bias.defined() ? 1.0 : 0.0;
-  if (in == 0 && !bias.defined()) be(x).fill(out2, 0);  // an empty sum
-  if (in > 0 && rows > 0) be(x).gemm(g);
-  record(op, {x, w, bias}, out, {x2, w}, [xs = x.shape(), rows, outf](const Node& n, const Tensor& g_in) {
+  if (rows > 0 && in > 0) {
+    GemmArgs g = gemm_2d({x2, false, in, 0}, gemm_operand(swap_last2(w), 1), rows, outf, in, out2);
+    if (bias.defined()) be(x).gemm_bias(g, bias.is_contiguous() ? bias : contiguous_raw(bias), out2);
+    else be(x).gemm(g);
+  } else if (bias.defined()) {  // an empty sum plus the bias
+    be(x).copy(broadcast_to(bias, {rows, outf}, op), out2);
+  } else {
+    be(x).fill(out2, 0);
+  }
+  record(op, {x, w, bias}, out, {x2, w}, [xs = x.shape(), rows, in, outf](const Node& n, const Tensor& g_in) {
     const Tensor &x2 = n.saved[0], &w = n.saved[1];
     Tensor g = reshape_raw(g_in, {rows, outf});
     Tensor gx, gw, gb;
+    const bool want_gb = n.inputs.size() > 2 && needs_grad(n, 2);
     if (needs_grad(n, 0)) gx = reshape_raw(matmul(g, w), xs);
-    if (needs_grad(n, 1)) gw = matmul(g, x2, true, false);
-    if (n.inputs.size() > 2 && needs_grad(n, 2)) gb = sum(g, {0});
+    if (needs_grad(n, 1) && want_gb && rows > 0 && in > 0) {
+      gw = Tensor::empty({outf, in}, g.dtype(), g.device());
+      gb = Tensor::empty({outf}, g.dtype(), g.device());
+      const GemmOperand G = gemm_operand(swap_last2(g), 1);  // op(A) = g^T [outf, rows]
+      const GemmArgs args = gemm_2d(G, {x2, false, in, 0}, outf, in, rows, gw);
+      be(g).gemm_bias_grad(args, G.trans ? swap_last2(G.t) : G.t, gb);
+    } else {
+      if (needs_grad(n, 1)) gw = matmul(g, x2, true, false);
+      if (want_gb) gb = sum(g, {0});
+    }
     return std::vector<Tensor>{gx, gw, gb};
   });
   return out;

@@ -56,6 +56,22 @@ ScanLayout cumsum_layout(const Tensor& x, int64_t dim, const Tensor& out) {
   return l;
 }
 
+void Backend::gemm_bias(const GemmArgs& args, const Tensor& bias, Tensor& c) {
+  // C = bias on every row, then C = op(A) op(B) + 1 * C.
+  copy(make_view(bias, {args.m, args.n}, {0, 1}, bias.offset()), c);
+  GemmArgs g = args;
+  g.beta = 1;
+  gemm(g);
+}
+
+void Backend::gemm_bias_grad(const GemmArgs& args, const Tensor& a, Tensor& bias_grad) {
+  gemm(args);
+  // op(A)'s rows are A's columns when A is read transposed: sum over A's dim 0, else over its dim 1.
+  const bool t = args.trans_a;
+  Tensor out = make_view(bias_grad, t ? Shape{1, args.m} : Shape{args.m, 1}, {1, 1}, bias_grad.offset());
+  reduce(ReduceOp::Sum, a, {t, !t}, out);
+}
+
 void Backend::adam_update_many(const std::vector<AdamTensors>& ts, double lr, double beta1, double beta2, double eps,
                                bool decoupled, int64_t step) {
   for (const AdamTensors& t : ts)

@@ -88,6 +88,15 @@ class Backend {
 
   // ---- matrix products ----
   virtual void gemm(const GemmArgs& args) = 0;
+  // A linear layer's GEMMs with their bias work (args: batch 1, beta 0). The defaults run the bias work as
+  // kernels of its own around gemm; the CUDA backend fuses it into the GEMM (cuBLASLt epilogues) where it can.
+  //   gemm_bias:      C = op(A) op(B) + bias, the contiguous bias [n] added to every row; c is C as a
+  //                   contiguous [m, n] tensor (a linear layer's forward).
+  //   gemm_bias_grad: C = op(A) op(B), and bias_grad[i] = sum_k op(A)[i, k] for i < m into the contiguous
+  //                   bias_grad [m]; a is A as stored ([k, m] if args.trans_a, else [m, k]). With A the output
+  //                   gradient g^T, these are a linear layer's weight and bias gradients from one read of g.
+  virtual void gemm_bias(const GemmArgs& args, const Tensor& bias, Tensor& c);
+  virtual void gemm_bias_grad(const GemmArgs& args, const Tensor& a, Tensor& bias_grad);
 
   // ---- fused row kernels: x is contiguous [rows, cols], the op works along cols ----
   virtual void softmax(const Tensor& x, Tensor& y, bool log) = 0;

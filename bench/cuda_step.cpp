@@ -223,6 +223,8 @@ struct Result {
   std::vector<double> round_ms, host_ms;
   double loss_initial = NAN, loss_after_update = NAN, loss_final = NAN;
   double peak_alloc_mib = NAN, device_used_mib = NAN;
+  // Per timed step: linear-layer GEMMs with the bias in a cuBLASLt epilogue, and those cuBLASLt declined.
+  double fused_bias_gemms = NAN, unfused_bias_gemms = NAN;
   int64_t params = 0;
 };
 
@@ -267,6 +269,8 @@ Result run_config(const Options& o, const std::string& topology, const std::stri
   }
   DeviceTimer timer(o.device);
   sg::Tensor last;
+  const int64_t fused0 = o.device.is_cuda() ? cuda_backend().fused_bias_gemms() : 0;
+  const int64_t unfused0 = o.device.is_cuda() ? cuda_backend().unfused_bias_gemms() : 0;
   for (int r = 0; r < o.rounds; r++) {
     const auto t0 = Clock::now();
     timer.start();
@@ -280,6 +284,9 @@ Result run_config(const Options& o, const std::string& topology, const std::stri
     size_t free_bytes = 0, total_bytes = 0;
     cuda_check(cudaMemGetInfo(&free_bytes, &total_bytes), "cudaMemGetInfo");
     res.device_used_mib = (double)(total_bytes - free_bytes) / kMiB;
+    const double timed_steps = std::max(1, o.rounds * o.steps);
+    res.fused_bias_gemms = (cuda_backend().fused_bias_gemms() - fused0) / timed_steps;
+    res.unfused_bias_gemms = (cuda_backend().unfused_bias_gemms() - unfused0) / timed_steps;
     cuda_backend().set_allow_tf32(false);
   }
   return res;
@@ -404,14 +411,16 @@ int main(int argc, char** argv) {
                                 .add("tokens_per_s", tokens / (t.median * 1e-3)).add("tflops", tflops)
                                 .add("peak_alloc_mib", r.peak_alloc_mib).add("device_used_mib", r.device_used_mib)
                                 .add("loss_initial", r.loss_initial).add("loss_after_update", r.loss_after_update)
-                                .add("loss_final", r.loss_final).str().c_str());
+                                .add("loss_final", r.loss_final).add("fused_bias_gemms", r.fused_bias_gemms)
+                                .add("unfused_bias_gemms", r.unfused_bias_gemms).str().c_str());
       std::fprintf(human,
                    "%s %s: %.2f ms/step [%.2f-%.2f] (host %.2f), %.0f tok/s, %.1f TFLOP/s (%.0f%% of the GEMM "
-                   "ceiling), peak %.0f MiB (device %.0f MiB), loss %.6f -> %.6f -> %.6f\n",
+                   "ceiling), peak %.0f MiB (device %.0f MiB), loss %.6f -> %.6f -> %.6f, bias GEMMs per step "
+                   "%.0f fused, %.0f declined by cuBLASLt\n",
                    r.topology.c_str(), r.precision.c_str(), t.median, t.p25, t.p75,
                    bench::summarize(r.host_ms).median, tokens / (t.median * 1e-3), tflops,
                    100 * tflops / ceiling_tflops, r.peak_alloc_mib, r.device_used_mib, r.loss_initial,
-                   r.loss_after_update, r.loss_final);
+                   r.loss_after_update, r.loss_final, r.fused_bias_gemms, r.unfused_bias_gemms);
     }
     return failed ? 1 : 0;
   } catch (const std::exception& e) {

@@ -39,6 +39,16 @@ int64_t gpu_uploads() {
 #endif
 }
 
+// Linear-layer GEMMs so far whose bias work ran in a cuBLASLt epilogue, and those cuBLASLt declined.
+std::array<int64_t, 2> bias_gemms() {
+#ifdef SKIPGRAD_WITH_CUDA
+  auto& b = static_cast<CudaBackend&>(backend_for(Device::cuda()));
+  return {b.fused_bias_gemms(), b.unfused_bias_gemms()};
+#else
+  return {0, 0};
+#endif
+}
+
 bool have_cuda() {
   if (cuda_available()) return true;
   MESSAGE("skipped: no CUDA device");
@@ -272,6 +282,43 @@ TEST_SUITE("cuda") {
     compare_both("linear", [](Inputs& in) {
       return linear(in.rand({2, 3, 8}, 1), in.rand({5, 8}, 2), in.rand({5}, 3));
     });
+  }
+
+  TEST_CASE("linear's bias work in the GEMM (cuBLASLt epilogues): odd alignments, frozen parts, the fallback") {
+    if (!have_cuda()) return;
+    // float32 forward + backward: the bias GEMM and the weight-and-bias-gradient GEMM, fused unless declined
+    const auto before = bias_gemms();
+    compare("linear [3, 37, 24] -> 40", [](Inputs& in) {
+      return linear(in.rand({3, 37, 24}, 1), in.rand({40, 24}, 2), in.rand({40}, 3));
+    }, DType::F32);
+    const auto after = bias_gemms();
+    CHECK(after[0] + after[1] - before[0] - before[1] == 2);
+#ifdef SKIPGRAD_CUDA_EMULATED
+    CHECK(after[0] - before[0] == 2);  // the emulator's cuBLASLt has every configuration
+#else
+    MESSAGE("bias GEMMs fused by cuBLASLt: " << after[0] - before[0] << " of 2");
+#endif
+    // operands at 4-byte offsets (cuBLASLt must be told the alignment), a transposed weight
+    compare_both("linear, weight transposed, input and bias at odd offsets", [](Inputs& in) {
+      Tensor x = in.rand({8 * 24 + 1}, 1).narrow(0, 1, 8 * 24).reshape({8, 24});
+      return linear(x, in.rand_t({40, 24}, 2), in.rand({41}, 3).narrow(0, 1, 40));
+    });
+    compare_both("linear, frozen weight", [](Inputs& in) {
+      return linear(in.rand({6, 24}, 1), in.rand({40, 24}, 2, 0, 0, false), in.rand({40}, 3));
+    });
+    compare_both("linear, frozen bias", [](Inputs& in) {
+      return linear(in.rand({6, 24}, 1), in.rand({40, 24}, 2), in.rand({40}, 3, 0, 0, false));
+    });
+#ifdef SKIPGRAD_CUDA_EMULATED
+    // cuBLASLt declining a configuration (a new shape: plans are kept): the bias work runs as kernels of its own
+    setenv("SKIPGRAD_CUDA_EMULATOR_LT_DECLINE", "1", 1);
+    const auto declined_before = bias_gemms();
+    compare("linear, cuBLASLt declines", [](Inputs& in) {
+      return linear(in.rand({7, 13}, 1), in.rand({11, 13}, 2), in.rand({11}, 3));
+    }, DType::F32);
+    unsetenv("SKIPGRAD_CUDA_EMULATOR_LT_DECLINE");
+    CHECK(bias_gemms()[1] - declined_before[1] == 2);
+#endif
   }
 
   TEST_CASE("reductions over any dims, strided inputs") {

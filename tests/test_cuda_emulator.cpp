@@ -2,6 +2,7 @@
 // backend's kernels rely on, and the faults it must report rather than hide. In other builds this file is empty;
 // the backend's own CPU-vs-CUDA comparisons are tests/test_cuda.cpp, which the emulator runs too.
 #ifdef SKIPGRAD_CUDA_EMULATED
+#include <cublasLt.h>
 #include <cublas_v2.h>
 #include <cuda_runtime.h>
 
@@ -160,6 +161,56 @@ TEST_SUITE("cuda") {
     CHECK(cublasSgemm(h, CUBLAS_OP_N, CUBLAS_OP_N, 2, 1, 1, &one, a.p, 1, b.p, 1, &zero, c.p, 2) ==
           CUBLAS_STATUS_INVALID_VALUE);
     cublasDestroy(h);
+  }
+
+  TEST_CASE("emulator: cuBLASLt's bias epilogues, and the promises an algorithm was chosen for") {
+    // Column-major D (2 x 3) = A (2 x 2) B (2 x 3): A = [[1, 2], [3, 4]], B = [[1, 0, 1], [0, 1, 1]].
+    DeviceBuffer<float> a(2 * 2 + 1), b(2 * 3), d(2 * 3), bias(3), work(1024);
+    a.upload({1, 3, 2, 4, 0});
+    b.upload({1, 0, 0, 1, 1, 1});
+    cublasLtHandle_t h;
+    REQUIRE(cublasLtCreate(&h) == CUBLAS_STATUS_SUCCESS);
+    cublasLtMatrixLayout_t la, lb, ld;
+    REQUIRE(cublasLtMatrixLayoutCreate(&la, CUDA_R_32F, 2, 2, 2) == CUBLAS_STATUS_SUCCESS);
+    REQUIRE(cublasLtMatrixLayoutCreate(&lb, CUDA_R_32F, 2, 3, 2) == CUBLAS_STATUS_SUCCESS);
+    REQUIRE(cublasLtMatrixLayoutCreate(&ld, CUDA_R_32F, 2, 3, 2) == CUBLAS_STATUS_SUCCESS);
+    const float one = 1, zero = 0;
+    // Runs D = A B with the epilogue; a_ptr may be A at an offset, pref_align_a the alignment promised for it.
+    auto run = [&](cublasLtEpilogue_t epi, const float* a_ptr, uint32_t pref_align_a, size_t workspace) {
+      cublasLtMatmulDesc_t desc;
+      REQUIRE(cublasLtMatmulDescCreate(&desc, CUBLAS_COMPUTE_32F, CUDA_R_32F) == CUBLAS_STATUS_SUCCESS);
+      const uint32_t e = epi;
+      void* bp = bias.p;
+      REQUIRE(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_EPILOGUE, &e, sizeof(e)) == 0);
+      REQUIRE(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bp, sizeof(bp)) == 0);
+      cublasLtMatmulPreference_t pref;
+      REQUIRE(cublasLtMatmulPreferenceCreate(&pref) == CUBLAS_STATUS_SUCCESS);
+      const uint64_t max_ws = 4096;
+      REQUIRE(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &max_ws, 8) == 0);
+      REQUIRE(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, &pref_align_a,
+                                                   4) == 0);
+      cublasLtMatmulHeuristicResult_t r;
+      int found = 0;
+      REQUIRE(cublasLtMatmulAlgoGetHeuristic(h, desc, la, lb, ld, ld, pref, 1, &r, &found) == 0);
+      REQUIRE(found == 1);
+      const cublasStatus_t st = cublasLtMatmul(h, desc, &one, a_ptr, la, b.p, lb, &zero, d.p, ld, d.p, ld, &r.algo,
+                                               work.p, workspace, nullptr);
+      cublasLtMatmulPreferenceDestroy(pref);
+      cublasLtMatmulDescDestroy(desc);
+      return st;
+    };
+    bias.upload({10, 20, 30});
+    REQUIRE(run(CUBLASLT_EPILOGUE_BIAS, a.p, 256, 4096) == CUBLAS_STATUS_SUCCESS);
+    CHECK(d.download() == std::vector<float>{11, 23, 12, 24, 13, 27});  // A B = [[1, 2, 3], [3, 4, 7]], + bias[row]
+    REQUIRE(run(CUBLASLT_EPILOGUE_BGRADB, a.p, 256, 4096) == CUBLAS_STATUS_SUCCESS);
+    CHECK(bias.download() == std::vector<float>{1, 1, 2});  // bias[col] = column sums of B
+    CHECK(d.download() == std::vector<float>{1, 3, 2, 4, 3, 7});
+    // A 4 bytes off its allocation: refused unless the preference said 4-byte alignment; a short workspace too.
+    CHECK(run(CUBLASLT_EPILOGUE_DEFAULT, a.p + 1, 256, 4096) == CUBLAS_STATUS_INVALID_VALUE);
+    CHECK(run(CUBLASLT_EPILOGUE_DEFAULT, a.p + 1, 4, 4096) == CUBLAS_STATUS_SUCCESS);
+    CHECK(run(CUBLASLT_EPILOGUE_DEFAULT, a.p, 256, 1024) == CUBLAS_STATUS_INVALID_VALUE);
+    for (cublasLtMatrixLayout_t l : {la, lb, ld}) cublasLtMatrixLayoutDestroy(l);
+    cublasLtDestroy(h);
   }
 }
 

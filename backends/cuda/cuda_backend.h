@@ -2,15 +2,18 @@
 //   cuda_device.cu       registration (cuda_init), caching device allocator, host<->device copies, error flags
 //   cuda_elementwise.cu  fill, copy, arange, random fills, unary/binary maps and derivatives, where, count_nonfinite
 //   cuda_reduce.cu       sum/mean/max/min/sum-of-squares over any set of dims
-//   cuda_gemm.cu         (batched) GEMM through cuBLAS
+//   cuda_gemm.cu         (batched) GEMM through cuBLAS; linear layers' GEMMs with bias epilogues through cuBLASLt
 //   cuda_norm.cu         softmax, layer_norm, rms_norm forward and backward (one block per row)
 //   cuda_nn.cu           embedding gather/scatter-add, cross entropy, dropout mask
 //   cuda_optim.cu        fused Adam/AdamW: per parameter, and over all parameters in one launch
 // All work is queued on one stream; only count_nonfinite and copies to the host synchronise.
 // Only cuda:0 is used so far.
 #pragma once
+#include <cublasLt.h>
 #include <cublas_v2.h>
 #include <cuda_runtime_api.h>
+
+#include <vector>
 
 #include "backends/backend.h"
 
@@ -37,6 +40,10 @@ class CudaBackend final : public Backend {
   // Host-to-device copies so far, and how many of them went through the pinned staging slots.
   int64_t uploads() const { return uploads_; }
   int64_t staged_uploads() const { return staged_uploads_; }
+  // Linear layers' GEMMs whose bias work ran in a cuBLASLt epilogue, and those whose configuration cuBLASLt
+  // declined (their bias work then ran as kernels of its own: Backend's gemm_bias / gemm_bias_grad).
+  int64_t fused_bias_gemms() const { return fused_bias_gemms_; }
+  int64_t unfused_bias_gemms() const { return unfused_bias_gemms_; }
 
   void fill(Tensor& out, double value) override;
   void copy(const Tensor& src, Tensor& dst) override;
@@ -52,6 +59,8 @@ class CudaBackend final : public Backend {
   void cumsum(const Tensor& x, int64_t dim, bool reverse, Tensor& out) override;
   int64_t count_nonfinite(const Tensor& x) override;
   void gemm(const GemmArgs& args) override;
+  void gemm_bias(const GemmArgs& args, const Tensor& bias, Tensor& c) override;
+  void gemm_bias_grad(const GemmArgs& args, const Tensor& a, Tensor& bias_grad) override;
   void softmax(const Tensor& x, Tensor& y, bool log) override;
   void softmax_backward(const Tensor& y, const Tensor& gy, Tensor& gx, bool log) override;
   void layer_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta, double eps, Tensor& y, Tensor& mean,
@@ -86,6 +95,19 @@ class CudaBackend final : public Backend {
   cudaEvent_t staging_done_[kStagingSlots] = {};
   int next_slot_ = 0;
   int64_t host_waits_ = 0, uploads_ = 0, staged_uploads_ = 0;
+
+  // cuBLASLt, for GEMMs with a bias epilogue (cuda_gemm.cu). gemm_lt returns false where cuBLASLt has no
+  // kernel for the configuration (the caller falls back). A plan (descriptors and the heuristic's algorithm) is
+  // made once per configuration and kept, declined ones included: the heuristic query costs host time.
+  struct LtPlan;
+  bool gemm_lt(const GemmArgs& args, cublasLtEpilogue_t epilogue, void* bias);
+  LtPlan* make_lt_plan(const GemmArgs& args, cublasLtEpilogue_t epilogue, void* bias);
+  void destroy_lt_plans();
+  static constexpr size_t kLtWorkspaceBytes = size_t(32) << 20;  // what NVIDIA suggests for Hopper
+  cublasLtHandle_t cublaslt_ = nullptr;
+  void* lt_workspace_ = nullptr;  // kLtWorkspaceBytes of device memory
+  std::vector<LtPlan*> lt_plans_;
+  int64_t fused_bias_gemms_ = 0, unfused_bias_gemms_ = 0;
 
   cudaStream_t stream_ = nullptr;
   cublasHandle_t cublas_ = nullptr;

@@ -44,6 +44,8 @@ CudaBackend::CudaBackend() {
   SG_CUBLAS_CHECK("cuda_init", cublasCreate(&cublas_));
   SG_CUBLAS_CHECK("cuda_init", cublasSetStream(cublas_, stream_));
   SG_CUBLAS_CHECK("cuda_init", cublasSetMathMode(cublas_, CUBLAS_DEFAULT_MATH));
+  SG_CUBLAS_CHECK("cuda_init", cublasLtCreate(&cublaslt_));
+  SG_CUDA_CHECK("cuda_init", cudaMalloc(&lt_workspace_, kLtWorkspaceBytes));
   SG_CUDA_CHECK("cuda_init", cudaMalloc(&error_flags_, sizeof(int)));
   SG_CUDA_CHECK("cuda_init", cudaMemsetAsync(error_flags_, 0, sizeof(int), stream_));
   SG_CUDA_CHECK("cuda_init", cudaMallocHost(&staging_, kStagingSlots * kStagingBytes));
@@ -56,6 +58,9 @@ CudaBackend::~CudaBackend() {
     if (e) cudaEventDestroy(e);
   if (staging_) cudaFreeHost(staging_);
   if (cublas_) cublasDestroy(cublas_);
+  destroy_lt_plans();
+  if (cublaslt_) cublasLtDestroy(cublaslt_);
+  if (lt_workspace_) cudaFree(lt_workspace_);
   if (error_flags_) cudaFree(error_flags_);
   if (stream_) cudaStreamDestroy(stream_);
 }

@@ -1,10 +1,13 @@
-// CUDA matrix products: every one is a cuBLAS strided-batched GEMM.
+// CUDA matrix products: a cuBLAS strided-batched GEMM each, except a linear layer's, which go through cuBLASLt
+// with the bias work in the GEMM's epilogue where cuBLASLt has a kernel for it.
 //
 // cuBLAS is column-major. A row-major matrix with leading dimension ld is, read column-major, its transpose,
 // so the row-major C = op(A) op(B) is computed as the column-major C^T = op(B)^T op(A)^T: swap the operands
 // (and m with n), keep the transpose flags. A batch stride of 0 reuses one matrix, which cuBLAS allows.
 // float32 GEMMs use plain FP32 unless TF32 is switched on with CudaBackend::set_allow_tf32.
+#include <array>
 #include <climits>
+#include <memory>
 
 #include "backends/cuda/cuda_common.cuh"
 
@@ -35,6 +38,151 @@ void CudaBackend::gemm(const GemmArgs& g) {
   } else {
     fail(op, ": expected float32 or float64, got ", dtype_name(g.dtype));
   }
+}
+
+// ---- cuBLASLt: GEMMs with a bias epilogue ----
+// In cuBLAS's column-major terms (as above) a row-major C = op(A) op(B) is D' (n x m) = op(A') op(B') with
+// A' = our B and B' = our A, so
+//   forward  C = op(A) op(B) + bias[col]: CUBLASLT_EPILOGUE_BIAS adds a vector over D''s rows, i.e. our columns;
+//   backward bias_grad[i] = sum_k op(A)[i, k]: CUBLASLT_EPILOGUE_BGRADB sums op(B') = op(A)^T over k into a
+//            vector over D''s columns, i.e. our rows.
+// The cuBLASLt heuristic picks its kernel for the operands' alignment (256 bytes unless told less), so the
+// alignments are part of a plan's key and go into the preference.
+
+namespace {
+// The largest power of two, at most 256, that divides the address.
+int64_t alignment_of(const void* p) {
+  const auto a = reinterpret_cast<uintptr_t>(p);
+  int64_t al = 256;
+  while (al > 1 && a % al != 0) al /= 2;
+  return al;
+}
+
+void check_lt(cublasStatus_t st, const char* call, const GemmArgs& g) {
+  if (st != CUBLAS_STATUS_SUCCESS)
+    fail("gemm", ": cuBLASLt error ", cublasGetStatusName(st), " (", cublasGetStatusString(st), ") in ", call,
+         " (m=", g.m, " n=", g.n, " k=", g.k, " lda=", g.lda, " ldb=", g.ldb, " ldc=", g.ldc, ")");
+}
+}  // namespace
+
+struct CudaBackend::LtPlan {
+  // What the heuristic's answer depends on: epilogue, math, transposes, sizes, leading dims, alignments of
+  // A, B, C and the bias.
+  using Key = std::array<int64_t, 14>;
+  Key key{};
+  bool usable = false;  // false: cuBLASLt declined the configuration
+  cublasLtMatmulDesc_t desc = nullptr;
+  cublasLtMatrixLayout_t a = nullptr, b = nullptr, d = nullptr;  // cuBLASLt's A, B, and C = D
+  cublasLtMatmulAlgo_t algo{};
+
+  static Key key_of(const GemmArgs& g, cublasLtEpilogue_t epilogue, bool tf32, const void* bias) {
+    return {(int64_t)epilogue, tf32, g.trans_a, g.trans_b, g.m, g.n, g.k, g.lda, g.ldb, g.ldc, alignment_of(g.a),
+            alignment_of(g.b), alignment_of(g.c), alignment_of(bias)};
+  }
+};
+
+CudaBackend::LtPlan* CudaBackend::make_lt_plan(const GemmArgs& g, cublasLtEpilogue_t epilogue, void* bias) {
+  const char* op = "gemm";
+  auto plan = std::make_unique<LtPlan>();
+  plan->key = LtPlan::key_of(g, epilogue, allow_tf32_, bias);
+  SG_CUBLAS_CHECK(op, cublasLtMatmulDescCreate(&plan->desc, allow_tf32_ ? CUBLAS_COMPUTE_32F_FAST_TF32
+                                                                          : CUBLAS_COMPUTE_32F, CUDA_R_32F));
+  const int32_t ta = g.trans_b ? CUBLAS_OP_T : CUBLAS_OP_N, tb = g.trans_a ? CUBLAS_OP_T : CUBLAS_OP_N;
+  const uint32_t epi = epilogue;
+  SG_CUBLAS_CHECK(op, cublasLtMatmulDescSetAttribute(plan->desc, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof(ta)));
+  SG_CUBLAS_CHECK(op, cublasLtMatmulDescSetAttribute(plan->desc, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof(tb)));
+  SG_CUBLAS_CHECK(op, cublasLtMatmulDescSetAttribute(plan->desc, CUBLASLT_MATMUL_DESC_EPILOGUE, &epi, sizeof(epi)));
+  SG_CUBLAS_CHECK(op, cublasLtMatmulDescSetAttribute(plan->desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias,
+                                                     sizeof(bias)));
+  // A' = our B: op(A') is n x k; B' = our A: op(B') is k x m; D' is n x m.
+  const uint64_t m = g.m, n = g.n, k = g.k;
+  SG_CUBLAS_CHECK(op, cublasLtMatrixLayoutCreate(&plan->a, CUDA_R_32F, g.trans_b ? k : n, g.trans_b ? n : k, g.ldb));
+  SG_CUBLAS_CHECK(op, cublasLtMatrixLayoutCreate(&plan->b, CUDA_R_32F, g.trans_a ? m : k, g.trans_a ? k : m, g.lda));
+  SG_CUBLAS_CHECK(op, cublasLtMatrixLayoutCreate(&plan->d, CUDA_R_32F, n, m, g.ldc));
+  cublasLtMatmulPreference_t pref = nullptr;
+  SG_CUBLAS_CHECK(op, cublasLtMatmulPreferenceCreate(&pref));
+  const uint64_t workspace = kLtWorkspaceBytes;
+  const uint32_t align_a = (uint32_t)alignment_of(g.b), align_b = (uint32_t)alignment_of(g.a),
+                 align_d = (uint32_t)alignment_of(g.c);
+  cublasLtMatmulHeuristicResult_t result{};
+  int found = 0;
+  cublasStatus_t st = cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &workspace,
+                                                           sizeof(workspace));
+  if (st == CUBLAS_STATUS_SUCCESS)
+    st = cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, &align_a, 4);
+  if (st == CUBLAS_STATUS_SUCCESS)
+    st = cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, &align_b, 4);
+  if (st == CUBLAS_STATUS_SUCCESS)
+    st = cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, &align_d, 4);
+  if (st == CUBLAS_STATUS_SUCCESS)
+    st = cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, &align_d, 4);
+  if (st == CUBLAS_STATUS_SUCCESS)
+    st = cublasLtMatmulAlgoGetHeuristic(cublaslt_, plan->desc, plan->a, plan->b, plan->d, plan->d, pref, 1, &result,
+                                        &found);
+  cublasLtMatmulPreferenceDestroy(pref);
+  // No kernel for this configuration is an answer (the caller falls back); anything else is an error.
+  if (st != CUBLAS_STATUS_NOT_SUPPORTED) check_lt(st, "cublasLtMatmulAlgoGetHeuristic", g);
+  plan->usable = st == CUBLAS_STATUS_SUCCESS && found > 0 && result.state == CUBLAS_STATUS_SUCCESS &&
+                 result.workspaceSize <= kLtWorkspaceBytes;
+  plan->algo = result.algo;
+  lt_plans_.push_back(plan.release());
+  return lt_plans_.back();
+}
+
+void CudaBackend::destroy_lt_plans() {
+  for (LtPlan* p : lt_plans_) {
+    if (p->desc) cublasLtMatmulDescDestroy(p->desc);
+    for (cublasLtMatrixLayout_t l : {p->a, p->b, p->d})
+      if (l) cublasLtMatrixLayoutDestroy(l);
+    delete p;
+  }
+  lt_plans_.clear();
+}
+
+bool CudaBackend::gemm_lt(const GemmArgs& g, cublasLtEpilogue_t epilogue, void* bias) {
+  const char* op = "gemm";
+  if (g.dtype != DType::F32 || g.batch != 1 || g.beta != 0 || g.m == 0 || g.n == 0 || g.k == 0) return false;
+  for (int64_t v : {g.m, g.n, g.k, g.lda, g.ldb, g.ldc})
+    if (v > INT_MAX) return false;
+  const LtPlan::Key key = LtPlan::key_of(g, epilogue, allow_tf32_, bias);
+  LtPlan* plan = nullptr;
+  for (LtPlan* p : lt_plans_)
+    if (p->key == key) {
+      plan = p;
+      break;
+    }
+  if (!plan) plan = make_lt_plan(g, epilogue, bias);
+  if (!plan->usable) return false;
+  SG_CUBLAS_CHECK(op, cublasLtMatmulDescSetAttribute(plan->desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias,
+                                                     sizeof(bias)));
+  const float alpha = (float)g.alpha, beta = 0.f;
+  const cublasStatus_t st = cublasLtMatmul(cublaslt_, plan->desc, &alpha, g.b, plan->a, g.a, plan->b, &beta, g.c,
+                                           plan->d, g.c, plan->d, &plan->algo, lt_workspace_, kLtWorkspaceBytes,
+                                           stream_);
+  if (st == CUBLAS_STATUS_NOT_SUPPORTED) {  // declined at run time after all: nothing was queued
+    plan->usable = false;
+    return false;
+  }
+  check_lt(st, "cublasLtMatmul", g);
+  return true;
+}
+
+void CudaBackend::gemm_bias(const GemmArgs& g, const Tensor& bias, Tensor& c) {
+  if (gemm_lt(g, CUBLASLT_EPILOGUE_BIAS, bias.data_ptr())) {
+    fused_bias_gemms_++;
+    return;
+  }
+  if (g.dtype == DType::F32) unfused_bias_gemms_++;
+  Backend::gemm_bias(g, bias, c);
+}
+
+void CudaBackend::gemm_bias_grad(const GemmArgs& g, const Tensor& a, Tensor& bias_grad) {
+  if (gemm_lt(g, CUBLASLT_EPILOGUE_BGRADB, bias_grad.data_ptr())) {
+    fused_bias_gemms_++;
+    return;
+  }
+  if (g.dtype == DType::F32) unfused_bias_gemms_++;
+  Backend::gemm_bias_grad(g, a, bias_grad);
 }
 
 }  // namespace skipgrad

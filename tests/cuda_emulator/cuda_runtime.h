@@ -118,8 +118,8 @@ const dim3& grid_dim();
 void sync_block();                                   // __syncthreads
 uint64_t shuffle_xor(unsigned mask, uint64_t bits, int lane_mask);  // __shfl_xor_sync on 8 bytes
 
-// Whether p lies in memory from cudaMalloc (runtime.cpp).
-bool is_device_pointer(const void* p);
+// Whether [p, p + bytes) lies in one allocation from cudaMalloc (runtime.cpp).
+bool is_device_pointer(const void* p, size_t bytes = 1);
 
 // SKIPGRAD_CUDA_EMULATOR_SKIP_WORK=1: launches and GEMMs are checked and counted but not run, so a program's time
 // is its host side alone (what queuing the work costs); results are garbage. The counts (launches per kernel)

@@ -80,7 +80,7 @@ const char* kind_name(cudaMemcpyKind k) {
 
 }  // namespace
 
-bool is_device_pointer(const void* p) { return in_device_memory(p, 1); }
+bool is_device_pointer(const void* p, size_t bytes) { return in_device_memory(p, bytes); }
 
 namespace {
 std::atomic<int64_t> kernel_launches{0}, gemm_calls{0};
@@ -296,6 +296,7 @@ const char* cublasGetStatusName(cublasStatus_t s) {
     case CUBLAS_STATUS_NOT_INITIALIZED: return "CUBLAS_STATUS_NOT_INITIALIZED";
     case CUBLAS_STATUS_ALLOC_FAILED: return "CUBLAS_STATUS_ALLOC_FAILED";
     case CUBLAS_STATUS_INVALID_VALUE: return "CUBLAS_STATUS_INVALID_VALUE";
+    case CUBLAS_STATUS_NOT_SUPPORTED: return "CUBLAS_STATUS_NOT_SUPPORTED";
   }
   return "CUBLAS_STATUS_UNKNOWN";
 }
