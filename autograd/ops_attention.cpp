@@ -1,7 +1,10 @@
 // Fused scaled-dot-product attention: one node, forward and analytic backward side by side.
 //
-// Every product is one batched GEMM over the B*H heads of contiguous [B*H, T, dh] buffers; masks and dropout
-// are backend kernels (where, binary, dropout_mask); the row softmax and its backward are the backend's.
+// Every product is one batched GEMM over the B*H heads; masks and dropout are backend kernels (where, binary,
+// dropout_mask); the row softmax and its backward are the backend's. q, k, v are read where they are: a
+// Transformer's come as views [B, H, T, dh] of projections [B, T, H*dh] (heads dh apart, rows H*dh apart), which
+// a GEMM with two batch dims reads without copying. The output and the input gradients are laid out like q (or
+// k, v), so the caller's transpose back and reshape are views too.
 #include <cmath>
 #include <limits>
 
@@ -10,21 +13,52 @@
 namespace skipgrad {
 
 namespace {
-// C[b] = alpha * op(A[b]) @ op(B[b]) for b < batch, where C[b] is [m, n] and every operand is a contiguous
-// [batch, rows, cols] buffer: A[b] is [m, k] (or [k, m] when trans_a), B[b] is [k, n] (or [n, k] when trans_b).
-void batched_gemm(const Tensor& a, bool trans_a, const Tensor& b, bool trans_b, Tensor& c, int64_t batch,
-                  int64_t m, int64_t n, int64_t k, double alpha) {
+// A [B, H, R, C] operand as the per-head GEMMs read it: R x C matrices with unit column stride (or, read
+// transposed, unit row stride) and leading dim ld; heads stride_h apart, batch entries stride_b apart.
+struct HeadMatrices {
+  Tensor t;
+  bool trans;
+  int64_t ld, stride_h, stride_b;
+};
+
+HeadMatrices head_matrices(const Tensor& x) {
+  const Shape& st = x.strides();
+  const int64_t R = x.size(2), C = x.size(3);
+  if ((st[3] == 1 || C == 1) && (R == 1 || st[2] >= C)) return {x, false, R == 1 ? C : st[2], st[1], st[0]};
+  if ((st[2] == 1 || R == 1) && (C == 1 || st[3] >= R)) return {x, true, C == 1 ? R : st[3], st[1], st[0]};
+  Tensor c = contiguous_raw(x);
+  return {c, false, C, R * C, x.size(1) * R * C};
+}
+
+// An uninitialised [B, H, R, C] tensor laid out like `like` when that is a [B, R, H, C] buffer seen with heads
+// second (a projection's view), else contiguous.
+Tensor empty_heads_like(const Shape& s, const Tensor& like) {
+  const int64_t B = s[0], H = s[1], R = s[2], C = s[3];
+  const Shape interleaved{R * H * C, C, H * C, 1};
+  const Shape& ls = like.strides();
+  if (like.dim() == 4 && like.size(1) == H && like.size(3) == C && ls[1] == C && ls[2] == H * C && ls[3] == 1) {
+    Tensor buffer = Tensor::empty({B, R, H, C}, like.dtype(), like.device());
+    return make_view(buffer, s, interleaved, 0);
+  }
+  return Tensor::empty(s, like.dtype(), like.device());
+}
+
+// C[b, h] = alpha * op(A[b, h]) @ op(B[b, h]) for every batch entry b < B and head h < H, where C[b, h] is
+// [m, n], op(A[b, h]) [m, k] and op(B[b, h]) [k, n]: one GEMM with two batch dims.
+void head_gemm(const HeadMatrices& a, bool trans_a, const HeadMatrices& b, bool trans_b, const HeadMatrices& c,
+               int64_t B, int64_t H, int64_t m, int64_t n, int64_t k, double alpha) {
   GemmArgs g;
-  g.dtype = c.dtype();
-  g.trans_a = trans_a;
-  g.trans_b = trans_b;
-  g.batch = batch;
+  g.dtype = c.t.dtype();
+  g.trans_a = trans_a != a.trans;
+  g.trans_b = trans_b != b.trans;
+  g.batch = B * H;
+  g.batch_inner = H;
   g.m = m; g.n = n; g.k = k;
-  g.a = a.data_ptr(); g.lda = trans_a ? m : k; g.stride_a = m * k;
-  g.b = b.data_ptr(); g.ldb = trans_b ? k : n; g.stride_b = k * n;
-  g.c = c.data_ptr(); g.ldc = n;                g.stride_c = m * n;
+  g.a = a.t.data_ptr(); g.lda = a.ld; g.stride_a = a.stride_h; g.stride_a_outer = a.stride_b;
+  g.b = b.t.data_ptr(); g.ldb = b.ld; g.stride_b = b.stride_h; g.stride_b_outer = b.stride_b;
+  g.c = c.t.data_ptr(); g.ldc = c.ld; g.stride_c = c.stride_h; g.stride_c_outer = c.stride_b;
   g.alpha = alpha;
-  be(c).gemm(g);
+  be(c.t).gemm(g);
 }
 
 // scores[b, h, i, j] = -inf wherever key j is masked for query i: causal (j > i + Tk - Tq) and/or
@@ -90,18 +124,18 @@ void check_attention_args(const Tensor& q, const Tensor& k, const Tensor& v, con
 Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& key_padding_mask,
                  const AttentionOptions& opt) {
   check_attention_args(q, k, v, key_padding_mask, opt);
-  const int64_t B = q.size(0), H = q.size(1), Tq = q.size(2), Tk = k.size(2), dh = q.size(3), BH = B * H;
+  const int64_t B = q.size(0), H = q.size(1), Tq = q.size(2), Tk = k.size(2), dh = q.size(3);
   const double scale = opt.scale == -1 ? 1.0 / std::sqrt((double)dh) : opt.scale;
   const double p_drop = opt.training ? opt.dropout : 0.0;
   const DType dtype = q.dtype();
   const Device device = q.device();
   Backend& backend = be(q);
 
-  Tensor qc = contiguous_raw(q), kc = contiguous_raw(k), vc = contiguous_raw(v);
+  const HeadMatrices Q = head_matrices(q), K = head_matrices(k), V = head_matrices(v);
 
   // S = scale * Q K^T, masked
   Tensor scores = Tensor::empty({B, H, Tq, Tk}, dtype, device);
-  batched_gemm(qc, false, kc, true, scores, BH, Tq, Tk, dh, scale);
+  head_gemm(Q, false, K, true, head_matrices(scores), B, H, Tq, Tk, dh, scale);
   if (opt.causal || key_padding_mask.defined()) mask_scores(scores, key_padding_mask, opt.causal);
 
   // P = softmax(S) row by row
@@ -119,20 +153,21 @@ Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor
     backend.binary(BinaryOp::Mul, probs, drop_mask, dropped);
   }
 
-  // O = Pd V
-  Tensor out = Tensor::empty({B, H, Tq, dh}, dtype, device);
-  batched_gemm(dropped, false, vc, false, out, BH, Tq, dh, Tk, 1.0);
+  // O = Pd V, laid out like q
+  Tensor out = empty_heads_like({B, H, Tq, dh}, q);
+  head_gemm(head_matrices(dropped), false, V, false, head_matrices(out), B, H, Tq, dh, Tk, 1.0);
 
   std::vector<Tensor> inputs{q, k, v};
   if (key_padding_mask.defined()) inputs.push_back(key_padding_mask);
-  record("attention", inputs, out, {qc, kc, vc, probs, drop_mask},
-         [BH, Tq, Tk, dh, scale](const Node& n, const Tensor& g_in) {
-           const Tensor &qc = n.saved[0], &kc = n.saved[1], &vc = n.saved[2], &probs = n.saved[3],
-                        &drop_mask = n.saved[4];
+  record("attention", inputs, out, {Q.t, K.t, V.t, probs, drop_mask},
+         [B, H, Tq, Tk, dh, scale](const Node& n, const Tensor& g_in) {
+           const Tensor &probs = n.saved[3], &drop_mask = n.saved[4];
+           const HeadMatrices Q = head_matrices(n.saved[0]), K = head_matrices(n.saved[1]),
+                              V = head_matrices(n.saved[2]);
            Backend& backend = be(probs);
            const DType dtype = probs.dtype();
            const Device device = probs.device();
-           Tensor g = contiguous_raw(g_in);  // dO [B, H, Tq, dh]
+           const HeadMatrices dO = head_matrices(g_in);
            Tensor gq, gk, gv;
            if (needs_grad(n, 2)) {  // dV = Pd^T dO
              Tensor dropped = probs;
@@ -140,23 +175,24 @@ Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor
                dropped = Tensor::empty(probs.shape(), dtype, device);
                backend.binary(BinaryOp::Mul, probs, drop_mask, dropped);
              }
-             gv = Tensor::empty(vc.shape(), dtype, device);
-             batched_gemm(dropped, true, g, false, gv, BH, Tk, dh, Tq, 1.0);
+             gv = empty_heads_like(V.t.shape(), V.t);
+             head_gemm(head_matrices(dropped), true, dO, false, head_matrices(gv), B, H, Tk, dh, Tq, 1.0);
            }
            if (needs_grad(n, 0) || needs_grad(n, 1)) {
              // dP = (dO V^T) * M, then dS = softmax_backward(P, dP)
              Tensor dprobs = Tensor::empty(probs.shape(), dtype, device);
-             batched_gemm(g, false, vc, true, dprobs, BH, Tq, Tk, dh, 1.0);
+             head_gemm(dO, false, V, true, head_matrices(dprobs), B, H, Tq, Tk, dh, 1.0);
              if (drop_mask.defined()) backend.binary(BinaryOp::Mul, dprobs, drop_mask, dprobs);
              Tensor dscores = Tensor::empty(probs.shape(), dtype, device);
              backend.softmax_backward(probs, dprobs, dscores, false);
+             const HeadMatrices dS = head_matrices(dscores);
              if (needs_grad(n, 0)) {  // dQ = scale * dS K
-               gq = Tensor::empty(qc.shape(), dtype, device);
-               batched_gemm(dscores, false, kc, false, gq, BH, Tq, dh, Tk, scale);
+               gq = empty_heads_like(Q.t.shape(), Q.t);
+               head_gemm(dS, false, K, false, head_matrices(gq), B, H, Tq, dh, Tk, scale);
              }
              if (needs_grad(n, 1)) {  // dK = scale * dS^T Q
-               gk = Tensor::empty(kc.shape(), dtype, device);
-               batched_gemm(dscores, true, qc, false, gk, BH, Tk, dh, Tq, scale);
+               gk = empty_heads_like(K.t.shape(), K.t);
+               head_gemm(dS, true, Q, false, head_matrices(gk), B, H, Tk, dh, Tq, scale);
              }
            }
            std::vector<Tensor> grads{gq, gk, gv};

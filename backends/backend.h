@@ -34,6 +34,9 @@ enum class ReduceOp { Sum, Mean, Max, Min, SumSquares };
 
 // C[b] = alpha * op(A[b]) @ op(B[b]) + beta * C[b], row-major, for b in [0, batch).
 // op(X) is X or X^T. A batch stride of 0 reuses one matrix for every batch entry.
+// Two batch dims: with batch_inner > 0, entry b of X starts at (b / batch_inner) * stride_x_outer +
+// (b % batch_inner) * stride_x (batch_offset below), e.g. attention's (batch, head) matrices inside the
+// [B, T, H, dh] output of a projection, whose heads are dh apart and batch entries T*H*dh.
 struct GemmArgs {
   DType dtype = DType::F32;
   bool trans_a = false, trans_b = false;
@@ -42,7 +45,13 @@ struct GemmArgs {
   const void* b = nullptr; int64_t ldb = 0, stride_b = 0;
   void* c = nullptr;       int64_t ldc = 0, stride_c = 0;
   double alpha = 1, beta = 0;
+  int64_t batch_inner = 0, stride_a_outer = 0, stride_b_outer = 0, stride_c_outer = 0;
 };
+
+// Where batch entry b starts, in elements, for an operand with these strides (GemmArgs' two batch dims).
+inline int64_t batch_offset(int64_t b, int64_t inner, int64_t stride, int64_t stride_outer) {
+  return inner > 0 ? (b / inner) * stride_outer + (b % inner) * stride : b * stride;
+}
 
 // One parameter of a multi-tensor Adam update (Backend::adam_update_many): its four tensors (contiguous, of one
 // shape) and its own weight decay (0 for norms and biases when the optimizer spares them).

@@ -120,6 +120,29 @@ TEST_SUITE("attention") {
     check_close(a, reference_attention(q, k, v, {}, true, 0.5), 1e-12, 1e-12);
   }
 
+  TEST_CASE("heads read in place from projection views; output and gradients laid out like them (no copies)") {
+    // A Transformer's q = proj.reshape(B, T, H, dh).transpose(1, 2): heads dh apart inside rows of H*dh
+    const int64_t B = 2, H = 3, Tq = 4, Tk = 6, dh = 5;
+    Tensor pq = leaf({B, Tq, H * dh}, 1), pk = leaf({B, Tk, H * dh}, 2), pv = leaf({B, Tk, H * dh}, 3);
+    auto heads = [&](const Tensor& p, int64_t T) { return p.reshape({B, T, H, dh}).transpose(1, 2); };
+    Tensor w = leaf({B, H, Tq, dh}, 4).detach();
+    Tensor pad = padding_mask({0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 1, 1}, B, Tk);
+    Tensor out = attention(heads(pq, Tq), heads(pk, Tk), heads(pv, Tk), pad, causal_opts());
+    CHECK(out.transpose(1, 2).is_contiguous());  // the merge of heads that follows is a view
+    sum(out * w).backward();
+    const std::vector<Tensor> grads{pq.grad(), pk.grad(), pv.grad()};
+    for (Tensor* p : {&pq, &pk, &pv}) p->zero_grad();
+    // the same with contiguous copies of the heads
+    Tensor ref = attention(heads(pq, Tq).contiguous(), heads(pk, Tk).contiguous(), heads(pv, Tk).contiguous(), pad,
+                           causal_opts());
+    CHECK(ref.is_contiguous());
+    sum(ref * w).backward();
+    CHECK(max_abs_diff(out, ref) < 1e-14);
+    CHECK(max_abs_diff(grads[0], pq.grad()) < 1e-14);
+    CHECK(max_abs_diff(grads[1], pk.grad()) < 1e-14);
+    CHECK(max_abs_diff(grads[2], pv.grad()) < 1e-14);
+  }
+
   TEST_CASE("a fully masked row gives zeros, and zero gradients, not NaN") {
     // batch 1 has every key padded; with causal and Tq > Tk the first query of batch 0 sees no key either
     Tensor q = leaf({2, 2, 3, 4}, 1), k = leaf({2, 2, 2, 4}, 2), v = leaf({2, 2, 2, 4}, 3);

@@ -429,6 +429,18 @@ TEST_SUITE("cuda") {
       opt.gen = &g;
       return attention(q, k, v, pad, opt);
     });
+    // heads inside projections [B, T, H*dh], as a Transformer's: a GEMM with two batch dims (pointer arrays)
+    compare_both("attention on projection views", [](Inputs& in) {
+      auto heads = [](const Tensor& p) { return p.reshape({2, p.size(1), 3, 8}).transpose(1, 2); };
+      Tensor q = heads(in.rand({2, 5, 24}, 1)), k = heads(in.rand({2, 7, 24}, 2)), v = heads(in.rand({2, 7, 24}, 3));
+      Tensor pad = in.ids({0, 0, 0, 0, 0, 1, 1, 0, 0, 0, 0, 0, 0, 0}, {2, 7});
+      Generator g(12);
+      AttentionOptions opt;
+      opt.causal = true;
+      opt.dropout = 0.2;
+      opt.gen = &g;
+      return attention(q, k, v, pad, opt).transpose(1, 2).reshape({2, 5, 24});
+    });
   }
 
   TEST_CASE("fused Adam/AdamW and count_nonfinite match the CPU backend") {

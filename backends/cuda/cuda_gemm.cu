@@ -13,6 +13,36 @@
 
 namespace skipgrad {
 
+namespace {
+// Two batch dims (GemmArgs::batch_inner) that collapse to one stride per operand: true, with the strides.
+bool one_batch_stride(const GemmArgs& g, int64_t& sa, int64_t& sb, int64_t& sc) {
+  sa = g.stride_a, sb = g.stride_b, sc = g.stride_c;
+  const int64_t inner = g.batch_inner;
+  if (inner <= 0 || g.batch <= inner) return true;  // one batch dim, or one outer entry
+  if (inner == 1) {
+    sa = g.stride_a_outer, sb = g.stride_b_outer, sc = g.stride_c_outer;
+    return true;
+  }
+  return g.stride_a_outer == inner * g.stride_a && g.stride_b_outer == inner * g.stride_b &&
+         g.stride_c_outer == inner * g.stride_c;
+}
+
+struct BatchLayout {
+  int64_t batch, inner, sa, sa_outer, sb, sb_outer, sc, sc_outer, elem_bytes;
+};
+
+// The pointer arrays of a batched GEMM whose entries are not one stride apart: ptrs[i], ptrs[batch + i] and
+// ptrs[2 batch + i] are entry i of A, B and C.
+__global__ void batch_pointers_kernel(const char* a, const char* b, char* c, BatchLayout l, uint64_t* ptrs) {
+  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < l.batch; i += (int64_t)gridDim.x * blockDim.x) {
+    const int64_t outer = i / l.inner, inner = i % l.inner;  // as batch_offset (backends/backend.h)
+    ptrs[i] = reinterpret_cast<uint64_t>(a + (outer * l.sa_outer + inner * l.sa) * l.elem_bytes);
+    ptrs[l.batch + i] = reinterpret_cast<uint64_t>(b + (outer * l.sb_outer + inner * l.sb) * l.elem_bytes);
+    ptrs[2 * l.batch + i] = reinterpret_cast<uint64_t>(c + (outer * l.sc_outer + inner * l.sc) * l.elem_bytes);
+  }
+}
+}  // namespace
+
 void CudaBackend::gemm(const GemmArgs& g) {
   const char* op = "gemm";
   if (g.m == 0 || g.n == 0 || g.batch == 0) return;
@@ -25,16 +55,55 @@ void CudaBackend::gemm(const GemmArgs& g) {
   // cuBLAS checks ld >= max(1, rows) even when a dimension is 0.
   const int lda = (int)std::max<int64_t>(g.lda, 1), ldb = (int)std::max<int64_t>(g.ldb, 1),
             ldc = (int)std::max<int64_t>(g.ldc, 1);
+  int64_t stride_a, stride_b, stride_c;
+  if (!one_batch_stride(g, stride_a, stride_b, stride_c)) {
+    gemm_pointer_batched(g);
+    return;
+  }
   if (g.dtype == DType::F32) {
     const float alpha = (float)g.alpha, beta = (float)g.beta;
     SG_CUBLAS_CHECK(op, cublasSgemmStridedBatched(cublas_, tb, ta, n, m, k, &alpha, static_cast<const float*>(g.b),
-                                                  ldb, g.stride_b, static_cast<const float*>(g.a), lda, g.stride_a,
-                                                  &beta, static_cast<float*>(g.c), ldc, g.stride_c, batch));
+                                                  ldb, stride_b, static_cast<const float*>(g.a), lda, stride_a,
+                                                  &beta, static_cast<float*>(g.c), ldc, stride_c, batch));
   } else if (g.dtype == DType::F64) {
     const double alpha = g.alpha, beta = g.beta;
     SG_CUBLAS_CHECK(op, cublasDgemmStridedBatched(cublas_, tb, ta, n, m, k, &alpha, static_cast<const double*>(g.b),
-                                                  ldb, g.stride_b, static_cast<const double*>(g.a), lda, g.stride_a,
-                                                  &beta, static_cast<double*>(g.c), ldc, g.stride_c, batch));
+                                                  ldb, stride_b, static_cast<const double*>(g.a), lda, stride_a,
+                                                  &beta, static_cast<double*>(g.c), ldc, stride_c, batch));
+  } else {
+    fail(op, ": expected float32 or float64, got ", dtype_name(g.dtype));
+  }
+}
+
+// Two batch dims that are not one stride apart: cuBLAS's batched GEMM over pointer arrays, which a kernel writes
+// into device memory (freed to the cache at once: later users of that memory are queued after the GEMM).
+void CudaBackend::gemm_pointer_batched(const GemmArgs& g) {
+  const char* op = "gemm";
+  const int64_t elem = (int64_t)dtype_size(g.dtype);
+  Tensor ptrs = Tensor::empty({3 * g.batch}, DType::I64, Device::cuda());
+  uint64_t* p = static_cast<uint64_t*>(ptrs.data_ptr());
+  const BatchLayout l{g.batch, g.batch_inner, g.stride_a, g.stride_a_outer, g.stride_b, g.stride_b_outer,
+                      g.stride_c, g.stride_c_outer, elem};
+  batch_pointers_kernel<<<cuda::grid_for(g.batch), cuda::kThreads, 0, stream_>>>(
+      static_cast<const char*>(g.a), static_cast<const char*>(g.b), static_cast<char*>(g.c), l, p);
+  SG_CUDA_LAUNCH_CHECK(op);
+  const cublasOperation_t ta = g.trans_a ? CUBLAS_OP_T : CUBLAS_OP_N;
+  const cublasOperation_t tb = g.trans_b ? CUBLAS_OP_T : CUBLAS_OP_N;
+  const int m = (int)g.m, n = (int)g.n, k = (int)g.k, batch = (int)g.batch;
+  const int lda = (int)std::max<int64_t>(g.lda, 1), ldb = (int)std::max<int64_t>(g.ldb, 1),
+            ldc = (int)std::max<int64_t>(g.ldc, 1);
+  // swapped as above: cuBLAS's A is our B
+  if (g.dtype == DType::F32) {
+    const float alpha = (float)g.alpha, beta = (float)g.beta;
+    SG_CUBLAS_CHECK(op, cublasSgemmBatched(cublas_, tb, ta, n, m, k, &alpha, reinterpret_cast<const float**>(p + batch),
+                                           ldb, reinterpret_cast<const float**>(p), lda, &beta,
+                                           reinterpret_cast<float**>(p + 2 * batch), ldc, batch));
+  } else if (g.dtype == DType::F64) {
+    const double alpha = g.alpha, beta = g.beta;
+    SG_CUBLAS_CHECK(op, cublasDgemmBatched(cublas_, tb, ta, n, m, k, &alpha,
+                                           reinterpret_cast<const double**>(p + batch), ldb,
+                                           reinterpret_cast<const double**>(p), lda, &beta,
+                                           reinterpret_cast<double**>(p + 2 * batch), ldc, batch));
   } else {
     fail(op, ": expected float32 or float64, got ", dtype_name(g.dtype));
   }

@@ -38,3 +38,11 @@ cublasStatus_t cublasDgemmStridedBatched(cublasHandle_t handle, cublasOperation_
                                          int n, int k, const double* alpha, const double* a, int lda,
                                          long long stride_a, const double* b, int ldb, long long stride_b,
                                          const double* beta, double* c, int ldc, long long stride_c, int batch);
+// Batched over pointer arrays in device memory (A[i], B[i], C[i]).
+cublasStatus_t cublasSgemmBatched(cublasHandle_t handle, cublasOperation_t ta, cublasOperation_t tb, int m, int n,
+                                  int k, const float* alpha, const float* const a[], int lda, const float* const b[],
+                                  int ldb, const float* beta, float* const c[], int ldc, int batch);
+cublasStatus_t cublasDgemmBatched(cublasHandle_t handle, cublasOperation_t ta, cublasOperation_t tb, int m, int n,
+                                  int k, const double* alpha, const double* const a[], int lda,
+                                  const double* const b[], int ldb, const double* beta, double* const c[], int ldc,
+                                  int batch);

@@ -345,16 +345,10 @@ std::vector<float> tf32_copy(const float* x, int ld, int rows, int cols) {
   return out;
 }
 
-}  // namespace
-
-cublasStatus_t cublasSgemmStridedBatched(cublasHandle_t h, cublasOperation_t ta, cublasOperation_t tb, int m, int n,
-                                         int k, const float* alpha, const float* a, int lda, long long stride_a,
-                                         const float* b, int ldb, long long stride_b, const float* beta, float* c,
-                                         int ldc, long long stride_c, int batch) {
-  if (cublasStatus_t st = check_gemm(h, ta, tb, m, n, k, a, lda, b, ldb, c, ldc, batch); st != CUBLAS_STATUS_SUCCESS)
-    return st;
-  skipgrad_emu::count_gemm();
-  if (m == 0 || n == 0 || skipgrad_emu::skip_work()) return CUBLAS_STATUS_SUCCESS;
+// The products themselves (checked and counted by the callers).
+void run_sgemm(cublasHandle_t h, cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k, const float* alpha,
+               const float* a, int lda, long long stride_a, const float* b, int ldb, long long stride_b,
+               const float* beta, float* c, int ldc, long long stride_c, int batch) {
   const bool tf32 = h->math == CUBLAS_TF32_TENSOR_OP_MATH;
   for (int i = 0; i < batch; i++) {
     const float* ai = a + i * stride_a;
@@ -369,6 +363,26 @@ cublasStatus_t cublasSgemmStridedBatched(cublasHandle_t h, cublasOperation_t ta,
     cblas_sgemm(CblasColMajor, cblas_op(ta), cblas_op(tb), m, n, k, *alpha, ai, lda, bi, ldb, *beta,
                 c + i * stride_c, ldc);
   }
+}
+void run_dgemm(cublasHandle_t, cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k, const double* alpha,
+               const double* a, int lda, long long stride_a, const double* b, int ldb, long long stride_b,
+               const double* beta, double* c, int ldc, long long stride_c, int batch) {
+  for (int i = 0; i < batch; i++)
+    cblas_dgemm(CblasColMajor, cblas_op(ta), cblas_op(tb), m, n, k, *alpha, a + i * stride_a, lda, b + i * stride_b,
+                ldb, *beta, c + i * stride_c, ldc);
+}
+
+}  // namespace
+
+cublasStatus_t cublasSgemmStridedBatched(cublasHandle_t h, cublasOperation_t ta, cublasOperation_t tb, int m, int n,
+                                         int k, const float* alpha, const float* a, int lda, long long stride_a,
+                                         const float* b, int ldb, long long stride_b, const float* beta, float* c,
+                                         int ldc, long long stride_c, int batch) {
+  if (cublasStatus_t st = check_gemm(h, ta, tb, m, n, k, a, lda, b, ldb, c, ldc, batch); st != CUBLAS_STATUS_SUCCESS)
+    return st;
+  skipgrad_emu::count_gemm();
+  if (m == 0 || n == 0 || skipgrad_emu::skip_work()) return CUBLAS_STATUS_SUCCESS;
+  run_sgemm(h, ta, tb, m, n, k, alpha, a, lda, stride_a, b, ldb, stride_b, beta, c, ldc, stride_c, batch);
   return CUBLAS_STATUS_SUCCESS;
 }
 
@@ -386,8 +400,47 @@ cublasStatus_t cublasDgemmStridedBatched(cublasHandle_t h, cublasOperation_t ta,
     return st;
   skipgrad_emu::count_gemm();
   if (m == 0 || n == 0 || skipgrad_emu::skip_work()) return CUBLAS_STATUS_SUCCESS;
-  for (int i = 0; i < batch; i++)
-    cblas_dgemm(CblasColMajor, cblas_op(ta), cblas_op(tb), m, n, k, *alpha, a + i * stride_a, lda, b + i * stride_b,
-                ldb, *beta, c + i * stride_c, ldc);
+  run_dgemm(h, ta, tb, m, n, k, alpha, a, lda, stride_a, b, ldb, stride_b, beta, c, ldc, stride_c, batch);
   return CUBLAS_STATUS_SUCCESS;
+}
+
+namespace {
+// cublas{S,D}gemmBatched: the pointer arrays must be in device memory, and so must every matrix they point to
+// (each entry gets the strided GEMM's checks); one call counts as one GEMM.
+template <class T, class Run>
+cublasStatus_t gemm_pointer_arrays(cublasHandle_t h, cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k,
+                                   const T* alpha, const T* const a[], int lda, const T* const b[], int ldb,
+                                   const T* beta, T* const c[], int ldc, int batch, Run run) {
+  if (cublasStatus_t st = check_gemm<T>(h, ta, tb, m, n, k, nullptr, lda, nullptr, ldb, nullptr, ldc, 0);
+      st != CUBLAS_STATUS_SUCCESS)
+    return st;
+  if (batch < 0) return CUBLAS_STATUS_INVALID_VALUE;
+  skipgrad_emu::count_gemm();
+  // with the work skipped, the arrays were written by a kernel that did not run
+  if (batch == 0 || m == 0 || n == 0 || skipgrad_emu::skip_work()) return CUBLAS_STATUS_SUCCESS;
+  const size_t bytes = (size_t)batch * sizeof(void*);
+  if (!skipgrad_emu::is_device_pointer(a, bytes) || !skipgrad_emu::is_device_pointer(b, bytes) ||
+      !skipgrad_emu::is_device_pointer(c, bytes)) {
+    std::fprintf(stderr, "CUDA emulator: cuBLAS batched GEMM pointer array not in device memory\n");
+    return CUBLAS_STATUS_INVALID_VALUE;
+  }
+  for (int i = 0; i < batch; i++) {
+    if (cublasStatus_t st = check_gemm(h, ta, tb, m, n, k, a[i], lda, b[i], ldb, c[i], ldc, 1);
+        st != CUBLAS_STATUS_SUCCESS)
+      return st;
+    run(h, ta, tb, m, n, k, alpha, a[i], lda, 0, b[i], ldb, 0, beta, c[i], ldc, 0, 1);
+  }
+  return CUBLAS_STATUS_SUCCESS;
+}
+}  // namespace
+
+cublasStatus_t cublasSgemmBatched(cublasHandle_t h, cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k,
+                                  const float* alpha, const float* const a[], int lda, const float* const b[], int ldb,
+                                  const float* beta, float* const c[], int ldc, int batch) {
+  return gemm_pointer_arrays(h, ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, batch, run_sgemm);
+}
+cublasStatus_t cublasDgemmBatched(cublasHandle_t h, cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k,
+                                  const double* alpha, const double* const a[], int lda, const double* const b[],
+                                  int ldb, const double* beta, double* const c[], int ldc, int batch) {
+  return gemm_pointer_arrays(h, ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, batch, run_dgemm);
 }
