@@ -225,6 +225,9 @@ struct Result {
   double peak_alloc_mib = NAN, device_used_mib = NAN;
   // Per timed step: linear-layer GEMMs with the bias in a cuBLASLt epilogue, and those cuBLASLt declined.
   double fused_bias_gemms = NAN, unfused_bias_gemms = NAN;
+  // Where a step's device time goes (medians over extra steps after the timed rounds): the forward with the
+  // loss, the backward, the optimizer update with zeroing the gradients.
+  double forward_ms = NAN, backward_ms = NAN, update_ms = NAN;
   int64_t params = 0;
 };
 
@@ -253,13 +256,19 @@ Result run_config(const Options& o, const std::string& topology, const std::stri
   sg::nn::Adam opt(model.named_parameters());  // lr 1e-3, betas (0.9, 0.999), eps 1e-8, as torch.optim.Adam
   if (o.device.is_cuda()) cuda_backend().set_allow_tf32(precision == "tf32");
 
-  auto step = [&] {
-    sg::Tensor loss = sg::nn::label_smoothed_nll(model.forward(batch.src, batch.tgt_in), batch.tgt_out,
-                                                 o.shape.pad_id, o.shape.label_smoothing)
-                          .loss;
-    loss.backward();
+  auto forward = [&] {
+    return sg::nn::label_smoothed_nll(model.forward(batch.src, batch.tgt_in), batch.tgt_out, o.shape.pad_id,
+                                      o.shape.label_smoothing)
+        .loss;
+  };
+  auto update = [&] {
     opt.step();
     opt.zero_grad();
+  };
+  auto step = [&] {
+    sg::Tensor loss = forward();
+    loss.backward();
+    update();
     return loss.detach();
   };
   for (int i = 0; i < std::max(o.warmup, 2); i++) {
@@ -279,6 +288,24 @@ Result run_config(const Options& o, const std::string& topology, const std::stri
     res.round_ms.push_back(timer.stop_ms() / o.steps);
   }
   if (last.defined()) res.loss_final = last.item();
+  {  // the phases: 4 timers per step would each wait; one timer per phase, a step at a time
+    std::vector<double> fwd, bwd, upd;
+    DeviceTimer phase(o.device);
+    for (int i = 0; i < std::max(o.steps, 3); i++) {
+      phase.start();
+      sg::Tensor loss = forward();
+      fwd.push_back(phase.stop_ms());
+      phase.start();
+      loss.backward();
+      bwd.push_back(phase.stop_ms());
+      phase.start();
+      update();
+      upd.push_back(phase.stop_ms());
+    }
+    res.forward_ms = bench::summarize(fwd).median;
+    res.backward_ms = bench::summarize(bwd).median;
+    res.update_ms = bench::summarize(upd).median;
+  }
   res.peak_alloc_mib = (double)alloc.stats().peak_bytes_in_use / kMiB;
   if (o.device.is_cuda()) {
     size_t free_bytes = 0, total_bytes = 0;
@@ -412,15 +439,17 @@ int main(int argc, char** argv) {
                                 .add("peak_alloc_mib", r.peak_alloc_mib).add("device_used_mib", r.device_used_mib)
                                 .add("loss_initial", r.loss_initial).add("loss_after_update", r.loss_after_update)
                                 .add("loss_final", r.loss_final).add("fused_bias_gemms", r.fused_bias_gemms)
-                                .add("unfused_bias_gemms", r.unfused_bias_gemms).str().c_str());
+                                .add("unfused_bias_gemms", r.unfused_bias_gemms).add("forward_ms", r.forward_ms)
+                                .add("backward_ms", r.backward_ms).add("update_ms", r.update_ms).str().c_str());
       std::fprintf(human,
                    "%s %s: %.2f ms/step [%.2f-%.2f] (host %.2f), %.0f tok/s, %.1f TFLOP/s (%.0f%% of the GEMM "
                    "ceiling), peak %.0f MiB (device %.0f MiB), loss %.6f -> %.6f -> %.6f, bias GEMMs per step "
-                   "%.0f fused, %.0f declined by cuBLASLt\n",
+                   "%.0f fused, %.0f declined by cuBLASLt; forward %.2f, backward %.2f, update %.2f ms\n",
                    r.topology.c_str(), r.precision.c_str(), t.median, t.p25, t.p75,
                    bench::summarize(r.host_ms).median, tokens / (t.median * 1e-3), tflops,
                    100 * tflops / ceiling_tflops, r.peak_alloc_mib, r.device_used_mib, r.loss_initial,
-                   r.loss_after_update, r.loss_final, r.fused_bias_gemms, r.unfused_bias_gemms);
+                   r.loss_after_update, r.loss_final, r.fused_bias_gemms, r.unfused_bias_gemms, r.forward_ms,
+                   r.backward_ms, r.update_ms);
     }
     return failed ? 1 : 0;
   } catch (const std::exception& e) {

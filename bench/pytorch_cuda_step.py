@@ -71,6 +71,32 @@ def quartiles(v):
     return q[0], q[2]
 
 
+def phases(r, steps, cuda):
+    """Medians over `steps` extra steps of the device time of the forward with the loss, the backward, and the
+    optimizer update with zeroing the gradients (as cuda_step times them: one phase at a time, waiting after each)."""
+    times = dict(forward_ms=[], backward_ms=[], update_ms=[])
+
+    def timed(name, fn):
+        if cuda:
+            start, stop = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            out = fn()
+            stop.record()
+            stop.synchronize()
+            times[name].append(start.elapsed_time(stop))
+        else:
+            t0 = time.perf_counter()
+            out = fn()
+            times[name].append((time.perf_counter() - t0) * 1e3)
+        return out
+
+    for _ in range(steps):
+        loss = timed("forward_ms", lambda: r.fn(*r.batch))
+        timed("backward_ms", loss.backward)
+        timed("update_ms", lambda: (r.opt.step(), r.opt.zero_grad()))
+    return {k: statistics.median(v) for k, v in times.items()}
+
+
 def run_config(args, shape, device, topology, precision):
     cuda = device == "cuda"
     res = dict(kind="step", framework=f"pytorch-{torch.__version__.split('+')[0]}", topology=topology,
@@ -106,6 +132,7 @@ def run_config(args, shape, device, topology, precision):
             round_ms.append(host / args.steps)
         host_ms.append(host / args.steps)
     res["loss_final"] = last.item()
+    res.update(phases(r, max(args.steps, 3), cuda))
     p25, p75 = quartiles(round_ms)
     res.update(round_ms=round_ms, host_ms=statistics.median(host_ms), ms_median=statistics.median(round_ms),
                ms_p25=p25, ms_p75=p75, ms_min=min(round_ms), ms_max=max(round_ms))

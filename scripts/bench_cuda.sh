@@ -117,9 +117,12 @@ for r in rows:
         continue
     key = (r["topology"], r["precision"], r["framework"])
     if key not in steps:
-        steps[key] = dict(first=r, ms=[], host=[], peak=[], used=[]); order.append(key)
+        steps[key] = dict(first=r, ms=[], host=[], peak=[], used=[], fwd=[], bwd=[], upd=[]); order.append(key)
     s = steps[key]
     s["ms"] += r["round_ms"]; s["host"].append(r["host_ms"])
+    for k, v in (("fwd", "forward_ms"), ("bwd", "backward_ms"), ("upd", "update_ms")):
+        if r.get(v) is not None:
+            s[k].append(r[v])
     s["peak"].append(r["peak_alloc_mib"]); s["used"].append(r["device_used_mib"])
 tokens = sg.get("batch", 0) * sg.get("tgt_len", 0)
 print(f"## skipgrad vs PyTorch, one training step of the issue-6 model\n")
@@ -149,6 +152,19 @@ for key in sorted(order, key=lambda k: (k[0], k[1], k[2] != "skipgrad")):
                      if base and key[2] != "skipgrad" else "–")
     print(f"| {key[0]} | {key[1]} | {key[2]} | {f['loss_initial']:.6f} | {rel('loss_initial')} | "
           f"{f['loss_after_update']:.6f} | {rel('loss_after_update')} |")
+print("\nWhere the time goes: device ms of each phase of a step (medians over runs of each run's median; one phase at "
+      "a time, waiting after each, so they add up to a little more than ms/step):\n")
+print("| topology | precision | framework | forward + loss | backward | optimizer update + zero_grad |")
+print("|---|---|---|---|---|---|")
+for key in sorted(order, key=lambda k: (k[0], k[1], k[2] != "skipgrad")):
+    s = steps[key]
+    cell = lambda v: f"{pct(v, 0.5):.2f}" if v else "–"
+    print(f"| {key[0]} | {key[1]} | {key[2]} | {cell(s['fwd'])} | {cell(s['bwd'])} | {cell(s['upd'])} |")
+fused = {(r["topology"], r["precision"]): (r["fused_bias_gemms"], r["unfused_bias_gemms"]) for r in rows
+         if r["kind"] == "step" and r["framework"] == "skipgrad" and r.get("fused_bias_gemms") is not None}
+if fused:
+    print("\nskipgrad's linear-layer GEMMs per step with the bias in a cuBLASLt epilogue / declined by cuBLASLt: " +
+          ", ".join(f"{t} {p} {f:.0f} / {u:.0f}" for (t, p), (f, u) in fused.items()))
 errors = [f"- FAILED: {r['framework']} {r['topology']} {r['precision']}: {r['error']}" for r in rows if r["kind"] == "error"]
 if errors:
     print("\n" + "\n".join(errors))
