@@ -2,7 +2,7 @@
 // GEMM ceiling measured in the same run. PyTorch's side is bench/pytorch_cuda_step.py; scripts/bench_cuda.sh runs
 // both in turn and prints the table (method and results: docs/cuda_benchmark.md).
 //
-//   cuda_step [--topologies post_ln,pre_ln] [--precision fp32,tf32 | --fp32 | --tf32] [--warmup 5] [--rounds 5]
+//   cuda_step [--topologies post_ln,pre_ln] [--precision fp32,tf32,bf16 | --fp32 | --tf32] [--warmup 5] [--rounds 5]
 //             [--steps 10] [--weights-dir DIR] [--json] [--no-ceiling] [--device cuda|cpu] [--shape key=value,...]
 //
 // Model: encoder-decoder, d=512, 8 heads, FFN 2048, 6+6 layers, shared vocabulary 8000, 64 sentence pairs x 64
@@ -24,9 +24,11 @@
 //    (cudaMemGetInfo) after the rounds: the process's footprint with the CUDA context and the allocator's cache.
 //  - TFLOP/s = bench::step_matmul_flops (analytic matrix FLOPs of a step) / time per step; tokens/s counts target
 //    tokens (batch x tgt_len).
-//  - ceiling: cublasSgemm alone on the linear layers' GEMMs (bench::linear_gemm_shapes, weighted by how often a step
-//    runs each), timed with events, FP32 (CUBLAS_DEFAULT_MATH) and TF32 (CUBLAS_TF32_TENSOR_OP_MATH), before and
-//    after the configurations; the better of the two is reported.
+//  - precision: how float32 matrix products compute (CudaBackend::set_matmul_precision): fp32, tf32 (TF32 tensor
+//    cores) or bf16 (bfloat16 tensor cores inside cuBLAS, float32 in and out: CUBLAS_COMPUTE_32F_FAST_16BF).
+//  - ceiling: cublasGemmEx alone on the linear layers' GEMMs (bench::linear_gemm_shapes, weighted by how often a
+//    step runs each), timed with events, in the precision's compute type (CUBLAS_COMPUTE_32F, _FAST_TF32,
+//    _FAST_16BF), before and after the configurations; the better of the two is reported.
 // --json prints one JSON object per line ("kind": "device", "step", "ceiling", "error"); the rest goes to stderr.
 // A configuration that throws is reported ("error") and the others still run; the exit status is then 1.
 // Without a CUDA device it prints "cuda_step: skipped: no CUDA device" and exits 0.
@@ -167,9 +169,15 @@ class DeviceTimer {
   Clock::time_point t0_;
 };
 
-// cublasSgemm alone on the model's GEMM shapes, on the backend's stream, with its own handle. A shape's time is
-// the best over 3 groups of `repeats` back-to-back calls (each group's time / repeats), after one warm-up call.
-bench::SgemmCeiling cublas_ceiling(const bench::ReferenceShape& s, bool tf32, int repeats = 10) {
+sg::CudaBackend::MatmulPrecision matmul_precision(const std::string& p) {
+  return p == "tf32" ? sg::CudaBackend::MatmulPrecision::TF32
+         : p == "bf16" ? sg::CudaBackend::MatmulPrecision::BF16 : sg::CudaBackend::MatmulPrecision::FP32;
+}
+
+// cublasGemmEx alone on the model's GEMM shapes in the precision's compute type, on the backend's stream, with its
+// own handle. A shape's time is the best over 3 groups of `repeats` back-to-back calls (each group's time /
+// repeats), after one warm-up call.
+bench::SgemmCeiling cublas_ceiling(const bench::ReferenceShape& s, const std::string& precision, int repeats = 10) {
   DeviceTimer timer(sg::Device::cuda());
   cublasHandle_t h = nullptr;
   cublas_check(cublasCreate(&h), "cublasCreate");
@@ -178,7 +186,9 @@ bench::SgemmCeiling cublas_ceiling(const bench::ReferenceShape& s, bool tf32, in
     ~Destroy() { cublasDestroy(h); }
   } destroy{h};
   cublas_check(cublasSetStream(h, timer.stream()), "cublasSetStream");
-  cublas_check(cublasSetMathMode(h, tf32 ? CUBLAS_TF32_TENSOR_OP_MATH : CUBLAS_DEFAULT_MATH), "cublasSetMathMode");
+  const cublasComputeType_t compute = precision == "tf32"   ? CUBLAS_COMPUTE_32F_FAST_TF32
+                                      : precision == "bf16" ? CUBLAS_COMPUTE_32F_FAST_16BF
+                                                            : CUBLAS_COMPUTE_32F;
   sg::Generator gen(7);
   return bench::gemm_ceiling(s, [&](const bench::GemmShape& g) {
     const sg::Device dev = sg::Device::cuda();
@@ -193,9 +203,10 @@ bench::SgemmCeiling cublas_ceiling(const bench::ReferenceShape& s, bool tf32, in
     const float* b = static_cast<const float*>(B.data_ptr());
     float* c = static_cast<float*>(C.data_ptr());
     auto run = [&] {
-      cublas_check(cublasSgemm(h, g.trans_b ? CUBLAS_OP_T : CUBLAS_OP_N, g.trans_a ? CUBLAS_OP_T : CUBLAS_OP_N, n,
-                               m, k, &one, b, ldb, a, lda, &zero, c, n),
-                   "cublasSgemm");
+      cublas_check(cublasGemmEx(h, g.trans_b ? CUBLAS_OP_T : CUBLAS_OP_N, g.trans_a ? CUBLAS_OP_T : CUBLAS_OP_N, n, m,
+                                k, &one, b, CUDA_R_32F, ldb, a, CUDA_R_32F, lda, &zero, c, CUDA_R_32F, n, compute,
+                                CUBLAS_GEMM_DEFAULT),
+                   "cublasGemmEx");
     };
     run();
     double best = 1e30;
@@ -254,7 +265,7 @@ Result run_config(const Options& o, const std::string& topology, const std::stri
   model.to(o.device);
   for (sg::Tensor* t : {&batch.src, &batch.tgt_in, &batch.tgt_out}) *t = t->to(o.device);
   sg::nn::Adam opt(model.named_parameters());  // lr 1e-3, betas (0.9, 0.999), eps 1e-8, as torch.optim.Adam
-  if (o.device.is_cuda()) cuda_backend().set_allow_tf32(precision == "tf32");
+  if (o.device.is_cuda()) cuda_backend().set_matmul_precision(matmul_precision(precision));
 
   auto forward = [&] {
     return sg::nn::label_smoothed_nll(model.forward(batch.src, batch.tgt_in), batch.tgt_out, o.shape.pad_id,
@@ -288,6 +299,11 @@ Result run_config(const Options& o, const std::string& topology, const std::stri
     res.round_ms.push_back(timer.stop_ms() / o.steps);
   }
   if (last.defined()) res.loss_final = last.item();
+  if (o.device.is_cuda()) {
+    const double timed_steps = std::max(1, o.rounds * o.steps);
+    res.fused_bias_gemms = (cuda_backend().fused_bias_gemms() - fused0) / timed_steps;
+    res.unfused_bias_gemms = (cuda_backend().unfused_bias_gemms() - unfused0) / timed_steps;
+  }
   {  // the phases: 4 timers per step would each wait; one timer per phase, a step at a time
     std::vector<double> fwd, bwd, upd;
     DeviceTimer phase(o.device);
@@ -311,10 +327,7 @@ Result run_config(const Options& o, const std::string& topology, const std::stri
     size_t free_bytes = 0, total_bytes = 0;
     cuda_check(cudaMemGetInfo(&free_bytes, &total_bytes), "cudaMemGetInfo");
     res.device_used_mib = (double)(total_bytes - free_bytes) / kMiB;
-    const double timed_steps = std::max(1, o.rounds * o.steps);
-    res.fused_bias_gemms = (cuda_backend().fused_bias_gemms() - fused0) / timed_steps;
-    res.unfused_bias_gemms = (cuda_backend().unfused_bias_gemms() - unfused0) / timed_steps;
-    cuda_backend().set_allow_tf32(false);
+    cuda_backend().set_matmul_precision(sg::CudaBackend::MatmulPrecision::FP32);
   }
   return res;
 }
@@ -342,8 +355,8 @@ Options parse_options(int argc, char** argv) {
     else sg::fail("cuda_step", ": unknown argument '", a, "' (see the comment at the top of bench/cuda_step.cpp)");
   }
   for (const auto& p : o.precisions)
-    sg::check(p == "fp32" || (p == "tf32" && o.device.is_cuda()), "cuda_step", ": precision '", p,
-              "' is not fp32 or tf32 (tf32 on cuda only)");
+    sg::check(p == "fp32" || ((p == "tf32" || p == "bf16") && o.device.is_cuda()), "cuda_step", ": precision '", p,
+              "' is not fp32, tf32 or bf16 (tf32 and bf16 on cuda only)");
   sg::check(o.rounds > 0 && o.steps > 0, "cuda_step", ": --rounds and --steps must be positive");
   return o;
 }
@@ -384,7 +397,7 @@ int main(int argc, char** argv) {
     auto measure_ceilings = [&] {
       for (size_t i = 0; o.ceiling && i < o.precisions.size(); i++) {
         bench::SgemmCeiling c =
-            o.device.is_cuda() ? cublas_ceiling(s, o.precisions[i] == "tf32") : bench::measure_sgemm_ceiling(s);
+            o.device.is_cuda() ? cublas_ceiling(s, o.precisions[i]) : bench::measure_sgemm_ceiling(s);
         if (c.weighted_gflops > ceilings[i].weighted_gflops) ceilings[i] = c;
       }
     };

@@ -4,11 +4,13 @@ nn.LayerNorm, nn.Embedding, F.scaled_dot_product_attention, F.cross_entropy with
 are skipgrad's) at the sizes of issue 6, eager, Adam(fused=True), timed like bench/cuda_step.cpp, printing the same
 JSON fields. scripts/bench_cuda.sh runs it in turn with cuda_step.
 
-  pytorch_cuda_step.py [--topologies post_ln,pre_ln] [--precision fp32,tf32] [--warmup 5] [--rounds 5]
+  pytorch_cuda_step.py [--topologies post_ln,pre_ln] [--precision fp32,tf32,bf16] [--warmup 5] [--rounds 5]
                        [--steps 10] [--weights-dir DIR] [--json] [--device cuda|cpu] [--shape key=value,...]
 
 What is measured, per (topology, precision), as in cuda_step.cpp:
-  - precision fp32: torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False; tf32: True.
+  - precision fp32: torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False; tf32: True;
+    bf16: PyTorch's bf16 mixed precision, the forward under torch.autocast("cuda", dtype=torch.bfloat16) (bf16
+    matrix products and their outputs, fp32 weights; skipgrad's bf16 keeps fp32 activations, see cuda_step.cpp).
   - a step = zero_grad, forward, loss, backward, Adam step; the loss is read (a host sync) only in warm-up and
     once after each round.
   - ms/step: torch.cuda.Event pairs on the current stream around each of `rounds` rounds of `steps` steps; a round
@@ -71,6 +73,13 @@ def quartiles(v):
     return q[0], q[2]
 
 
+def autocast_bf16(fn):
+    def run(*batch):
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            return fn(*batch).float()
+    return run
+
+
 def phases(r, steps, cuda):
     """Medians over `steps` extra steps of the device time of the forward with the loss, the backward, and the
     optimizer update with zeroing the gradients (as cuda_step times them: one phase at a time, waiting after each)."""
@@ -103,6 +112,7 @@ def run_config(args, shape, device, topology, precision):
                precision=precision)
     if cuda:
         res["allow_tf32"] = set_tf32(precision == "tf32")
+        res["autocast"] = "bfloat16" if precision == "bf16" else None
         gc.collect()
         torch.cuda.empty_cache()  # the previous configuration's blocks: device_used_mib is this one's footprint
         torch.cuda.reset_peak_memory_stats()
@@ -111,6 +121,8 @@ def run_config(args, shape, device, topology, precision):
         print(f"pytorch_cuda_step: {weights} is missing: random weights, losses not comparable", file=sys.stderr)
         weights = ""
     r = ps.Runner(topology, "eager", weights, device, (shape["batch"], shape["tgt_len"]))
+    if precision == "bf16":
+        r.fn = autocast_bf16(r.fn)
     res["params"] = sum(p.numel() for p in r.model.parameters())
     res["adam"] = r.adam
     warm = [r.step() for _ in range(max(args.warmup, 2))]
@@ -162,8 +174,9 @@ def main():
         print("pytorch_cuda_step: skipped: no CUDA device", flush=True)
         return 0
     precisions = [x for x in args.precision.split(",") if x]
-    if any(x not in ("fp32", "tf32") or (x == "tf32" and args.device != "cuda") for x in precisions):
-        raise SystemExit(f"pytorch_cuda_step: --precision {args.precision}: fp32 or tf32 (tf32 on cuda only)")
+    if any(x not in ("fp32", "tf32", "bf16") or (x != "fp32" and args.device != "cuda") for x in precisions):
+        raise SystemExit(f"pytorch_cuda_step: --precision {args.precision}: fp32, tf32 or bf16 (tf32 and bf16 on "
+                         "cuda only)")
     shape = parse_shape(args.shape)
     ps.set_sizes(shape["vocab"], shape["d_model"], shape["heads"], shape["d_ff"], shape["layers"])
     human = sys.stderr if args.json else sys.stdout

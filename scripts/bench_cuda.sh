@@ -28,7 +28,7 @@ LOG_DIR=${LOG_DIR:-${OUT:-$BUILD_DIR/bench-cuda-out}}
 ROUNDS=${ROUNDS:-3}
 PYTHON=${PYTHON:-python3}
 TOPOLOGIES=${TOPOLOGIES:-post_ln,pre_ln}
-PRECISIONS=${PRECISIONS:-fp32,tf32}
+PRECISIONS=${PRECISIONS:-fp32,tf32,bf16}
 read -r -a RUN_ARGS <<<"${RUN_ARGS:---warmup 3 --rounds 5 --steps 5}"
 DEVICE=${DEVICE:-cuda}
 log() { echo "bench_cuda.sh: $*" >&2; }

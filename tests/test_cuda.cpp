@@ -1,140 +1,19 @@
-// CUDA backend against the CPU backend.
+// CUDA backend against the CPU backend: elementwise, reductions, views and copies, row kernels, the nn ops,
+// optimizers, a whole training step's host waits and uploads, device errors. Matrix products are in
+// test_cuda_gemm.cpp; the comparison helpers and tolerances in cuda_test_util.h.
 //
 // Every case builds the same inputs on both devices (random values made on the CPU, then moved), runs the
 // public ops forward, backward with the same upstream gradient, and compares outputs and input gradients.
-// Tolerances: float64 |cuda - cpu| <= 1e-9 + 1e-7 |cpu| (different summation orders only);
-//             float32 |cuda - cpu| <= 1e-4 + 1e-3 |cpu| (TF32 is off, so only the order of sums differs).
 // Without a GPU (or in a build without CUDA) every GPU test prints "skipped: no CUDA device" and passes; the
 // test file compiles either way: it checks cuda_available() at run time, and reads the CUDA backend's wait
 // counter only in a CUDA build.
-#include <array>
-#include <cmath>
-#include <functional>
 #include <limits>
 
-#include "test_util.h"
-#ifdef SKIPGRAD_WITH_CUDA
-#include "backends/cuda/cuda_backend.h"
-#endif
+#include "cuda_test_util.h"
 
 using namespace sgtest;
 
 namespace {
-
-// How often the host has waited for the GPU so far (0 in a build without CUDA, where no GPU test runs).
-int64_t gpu_host_waits() {
-#ifdef SKIPGRAD_WITH_CUDA
-  return static_cast<CudaBackend&>(backend_for(Device::cuda())).host_waits();
-#else
-  return 0;
-#endif
-}
-
-// Host-to-device copies so far (0 in a build without CUDA).
-int64_t gpu_uploads() {
-#ifdef SKIPGRAD_WITH_CUDA
-  return static_cast<CudaBackend&>(backend_for(Device::cuda())).uploads();
-#else
-  return 0;
-#endif
-}
-
-// Linear-layer GEMMs so far whose bias work ran in a cuBLASLt epilogue, and those cuBLASLt declined.
-std::array<int64_t, 2> bias_gemms() {
-#ifdef SKIPGRAD_WITH_CUDA
-  auto& b = static_cast<CudaBackend&>(backend_for(Device::cuda()));
-  return {b.fused_bias_gemms(), b.unfused_bias_gemms()};
-#else
-  return {0, 0};
-#endif
-}
-
-bool have_cuda() {
-  if (cuda_available()) return true;
-  MESSAGE("skipped: no CUDA device");
-  return false;
-}
-
-struct Tol {
-  double atol, rtol;
-};
-Tol tol_for(DType dt) { return dt == DType::F64 ? Tol{1e-9, 1e-7} : Tol{1e-4, 1e-3}; }
-
-void check_same(const Tensor& gpu, const Tensor& cpu, Tol tol, const std::string& what) {
-  INFO(what);
-  REQUIRE(gpu.defined() == cpu.defined());
-  if (!cpu.defined()) return;
-  CHECK(gpu.device().is_cuda());
-  REQUIRE(gpu.shape() == cpu.shape());
-  auto g = gpu.to_vector<double>(), c = cpu.to_vector<double>();
-  int64_t bad = 0;
-  double worst = 0;
-  for (size_t i = 0; i < c.size(); i++) {
-    const bool both_inf = std::isinf(c[i]) && g[i] == c[i];
-    const bool both_nan = std::isnan(c[i]) && std::isnan(g[i]);
-    const double d = std::abs(g[i] - c[i]);
-    if (!both_inf && !both_nan && !(d <= tol.atol + tol.rtol * std::abs(c[i]))) {
-      bad++;
-      worst = std::max(worst, d);
-    }
-  }
-  INFO(bad << " of " << c.size() << " elements differ, worst by " << worst);
-  CHECK(bad == 0);
-}
-
-// Inputs are made by `Inputs::make` on a device; the case function maps them to one output.
-struct Inputs {
-  Device dev;
-  DType dtype;
-  std::vector<Tensor> leaves;  // those that require grad: their gradients are compared
-  // A leaf of values ~ N(0, scale) (or U[lo, hi) when lo < hi), same on every device for the same seed.
-  Tensor rand(const Shape& s, uint64_t seed, double lo = 0, double hi = 0, bool grad = true) {
-    Generator g(seed);
-    Tensor t = lo < hi ? Tensor::rand(s, lo, hi, dtype, Device::cpu(), &g) : Tensor::randn(s, 0, 1, dtype, Device::cpu(), &g);
-    t = t.to(dev).detach();
-    if (grad) {
-      t.requires_grad_();
-      leaves.push_back(t);
-    }
-    return t;
-  }
-  // Non-contiguous: the transpose of a contiguous [s1, s0] leaf.
-  Tensor rand_t(const Shape& s, uint64_t seed, double lo = 0, double hi = 0) {
-    return rand({s[1], s[0]}, seed, lo, hi).transpose(0, 1);
-  }
-  Tensor ids(const std::vector<int64_t>& v, const Shape& s) { return Tensor::from_vector<int64_t>(v, s, dev); }
-};
-
-using CaseFn = std::function<Tensor(Inputs&)>;
-
-// Runs f on the CPU and the GPU in `dtype`, compares the outputs and the gradients of every leaf. Each device's
-// forward is followed by its own backward: the tape is one per thread, and a backward frees all of it.
-void compare(const std::string& name, const CaseFn& f, DType dtype, bool backward = true) {
-  CAPTURE(name);
-  const std::string dtype_str = dtype_name(dtype);
-  CAPTURE(dtype_str);
-  Tol tol = tol_for(dtype);
-  Inputs cpu{Device::cpu(), dtype, {}}, gpu{Device::cuda(), dtype, {}};
-  Tensor yc = f(cpu), gy;
-  if (backward && yc.requires_grad()) {
-    Generator g(99);
-    gy = Tensor::randn(yc.shape(), 0, 1, yc.dtype(), Device::cpu(), &g);
-    yc.backward(gy);
-  }
-  Tensor yg = f(gpu);
-  check_same(yg, yc, tol, name + " forward");
-  if (!gy.defined()) return;
-  REQUIRE(yg.requires_grad());
-  yg.backward(gy.to(Device::cuda()));
-  REQUIRE(cpu.leaves.size() == gpu.leaves.size());
-  for (size_t i = 0; i < cpu.leaves.size(); i++)
-    check_same(gpu.leaves[i].grad(), cpu.leaves[i].grad(), tol, name + " gradient of input " + std::to_string(i));
-}
-
-void compare_both(const std::string& name, const CaseFn& f, bool backward = true) {
-  compare(name, f, DType::F64, backward);
-  compare(name, f, DType::F32, backward);
-}
 
 // y = fc2(tanh(norm(fc1(x)))): weights from the default generator seeded with `seed`.
 struct SmallNet : nn::Module {
@@ -267,58 +146,6 @@ TEST_SUITE("cuda") {
       UnFn fn = op.second;
       compare_both(op.first, [fn](Inputs& in) { return fn(in.rand_t({9, 13}, 8, 0.3, 3)); });
     }
-  }
-
-  TEST_CASE("matmul and linear through cuBLAS") {
-    if (!have_cuda()) return;
-    compare_both("matmul 2-D", [](Inputs& in) { return matmul(in.rand({7, 5}, 1), in.rand({5, 9}, 2)); });
-    compare_both("matmul transposed operands", [](Inputs& in) {
-      return matmul(in.rand_t({7, 5}, 1), in.rand({9, 5}, 2), false, true);
-    });
-    compare_both("matmul batched with broadcast", [](Inputs& in) {
-      return matmul(in.rand({3, 1, 4, 6}, 1), in.rand({2, 6, 5}, 2));
-    });
-    compare_both("matmul vector", [](Inputs& in) { return matmul(in.rand({4, 6}, 1), in.rand({6}, 2)); });
-    compare_both("linear", [](Inputs& in) {
-      return linear(in.rand({2, 3, 8}, 1), in.rand({5, 8}, 2), in.rand({5}, 3));
-    });
-  }
-
-  TEST_CASE("linear's bias work in the GEMM (cuBLASLt epilogues): odd alignments, frozen parts, the fallback") {
-    if (!have_cuda()) return;
-    // float32 forward + backward: the bias GEMM and the weight-and-bias-gradient GEMM, fused unless declined
-    const auto before = bias_gemms();
-    compare("linear [3, 37, 24] -> 40", [](Inputs& in) {
-      return linear(in.rand({3, 37, 24}, 1), in.rand({40, 24}, 2), in.rand({40}, 3));
-    }, DType::F32);
-    const auto after = bias_gemms();
-    CHECK(after[0] + after[1] - before[0] - before[1] == 2);
-#ifdef SKIPGRAD_CUDA_EMULATED
-    CHECK(after[0] - before[0] == 2);  // the emulator's cuBLASLt has every configuration
-#else
-    MESSAGE("bias GEMMs fused by cuBLASLt: " << after[0] - before[0] << " of 2");
-#endif
-    // operands at 4-byte offsets (cuBLASLt must be told the alignment), a transposed weight
-    compare_both("linear, weight transposed, input and bias at odd offsets", [](Inputs& in) {
-      Tensor x = in.rand({8 * 24 + 1}, 1).narrow(0, 1, 8 * 24).reshape({8, 24});
-      return linear(x, in.rand_t({40, 24}, 2), in.rand({41}, 3).narrow(0, 1, 40));
-    });
-    compare_both("linear, frozen weight", [](Inputs& in) {
-      return linear(in.rand({6, 24}, 1), in.rand({40, 24}, 2, 0, 0, false), in.rand({40}, 3));
-    });
-    compare_both("linear, frozen bias", [](Inputs& in) {
-      return linear(in.rand({6, 24}, 1), in.rand({40, 24}, 2), in.rand({40}, 3, 0, 0, false));
-    });
-#ifdef SKIPGRAD_CUDA_EMULATED
-    // cuBLASLt declining a configuration (a new shape: plans are kept): the bias work runs as kernels of its own
-    setenv("SKIPGRAD_CUDA_EMULATOR_LT_DECLINE", "1", 1);
-    const auto declined_before = bias_gemms();
-    compare("linear, cuBLASLt declines", [](Inputs& in) {
-      return linear(in.rand({7, 13}, 1), in.rand({11, 13}, 2), in.rand({11}, 3));
-    }, DType::F32);
-    unsetenv("SKIPGRAD_CUDA_EMULATOR_LT_DECLINE");
-    CHECK(bias_gemms()[1] - declined_before[1] == 2);
-#endif
   }
 
   TEST_CASE("reductions over any dims, strided inputs") {

@@ -143,7 +143,7 @@ TEST_SUITE("cuda") {
     (void)cudaGetLastError();
   }
 
-  TEST_CASE("emulator: cuBLAS in TF32 mode rounds float32 operands to 10 mantissa bits") {
+  TEST_CASE("emulator: cuBLAS in TF32 mode / BF16 compute rounds float32 operands to 10 / 7 mantissa bits") {
     cublasHandle_t h;
     REQUIRE(cublasCreate(&h) == CUBLAS_STATUS_SUCCESS);
     const float x = 1.0f + 1.0f / 4096;  // needs 12 mantissa bits: TF32 reads 1.0
@@ -157,6 +157,17 @@ TEST_SUITE("cuda") {
               CUBLAS_STATUS_SUCCESS);
       CHECK(c.download()[0] == (mode == CUBLAS_DEFAULT_MATH ? x : 1.0f));
     }
+    // the ...Ex GEMMs' compute types: 1 + 2^-8 needs 9 significant bits, bfloat16 has 8 (ties to even: 1.0)
+    const float y = 1.0f + 1.0f / 256;
+    a.upload({y});
+    REQUIRE(cublasSetMathMode(h, CUBLAS_DEFAULT_MATH) == CUBLAS_STATUS_SUCCESS);
+    for (cublasComputeType_t compute : {CUBLAS_COMPUTE_32F, CUBLAS_COMPUTE_32F_FAST_TF32, CUBLAS_COMPUTE_32F_FAST_16BF}) {
+      REQUIRE(cublasGemmEx(h, CUBLAS_OP_N, CUBLAS_OP_N, 1, 1, 1, &one, a.p, CUDA_R_32F, 1, b.p, CUDA_R_32F, 1, &zero,
+                           c.p, CUDA_R_32F, 1, compute, CUBLAS_GEMM_DEFAULT) == CUBLAS_STATUS_SUCCESS);
+      CHECK(c.download()[0] == (compute == CUBLAS_COMPUTE_32F_FAST_16BF ? 1.0f : y));
+    }
+    CHECK(cublasGemmEx(h, CUBLAS_OP_N, CUBLAS_OP_N, 1, 1, 1, &one, a.p, CUDA_R_32F, 1, b.p, CUDA_R_32F, 1, &zero, c.p,
+                       CUDA_R_32F, 1, CUBLAS_COMPUTE_64F, CUBLAS_GEMM_DEFAULT) == CUBLAS_STATUS_NOT_SUPPORTED);
     // cuBLAS's argument checks: lda below the rows of A
     CHECK(cublasSgemm(h, CUBLAS_OP_N, CUBLAS_OP_N, 2, 1, 1, &one, a.p, 1, b.p, 1, &zero, c.p, 2) ==
           CUBLAS_STATUS_INVALID_VALUE);

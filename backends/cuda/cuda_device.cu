@@ -65,11 +65,6 @@ CudaBackend::~CudaBackend() {
   if (stream_) cudaStreamDestroy(stream_);
 }
 
-void CudaBackend::set_allow_tf32(bool on) {
-  SG_CUBLAS_CHECK("set_allow_tf32", cublasSetMathMode(cublas_, on ? CUBLAS_TF32_TENSOR_OP_MATH : CUBLAS_DEFAULT_MATH));
-  allow_tf32_ = on;
-}
-
 void CudaBackend::check_device_errors() {
   int flags = 0;
   SG_CUDA_CHECK("cuda", cudaMemcpyAsync(&flags, error_flags_, sizeof(int), cudaMemcpyDeviceToHost, stream_));

@@ -4,7 +4,8 @@
 // cuBLAS is column-major. A row-major matrix with leading dimension ld is, read column-major, its transpose,
 // so the row-major C = op(A) op(B) is computed as the column-major C^T = op(B)^T op(A)^T: swap the operands
 // (and m with n), keep the transpose flags. A batch stride of 0 reuses one matrix, which cuBLAS allows.
-// float32 GEMMs use plain FP32 unless TF32 is switched on with CudaBackend::set_allow_tf32.
+// float32 GEMMs go through the ...Ex entry points with the compute type of CudaBackend::set_matmul_precision (FP32
+// unless TF32 or BF16 tensor cores are asked for); float64 ones through cublasDgemm{StridedBatched,Batched}.
 #include <array>
 #include <climits>
 #include <memory>
@@ -25,6 +26,15 @@ bool one_batch_stride(const GemmArgs& g, int64_t& sa, int64_t& sb, int64_t& sc) 
   }
   return g.stride_a_outer == inner * g.stride_a && g.stride_b_outer == inner * g.stride_b &&
          g.stride_c_outer == inner * g.stride_c;
+}
+
+cublasComputeType_t f32_compute(CudaBackend::MatmulPrecision p) {
+  switch (p) {
+    case CudaBackend::MatmulPrecision::TF32: return CUBLAS_COMPUTE_32F_FAST_TF32;
+    case CudaBackend::MatmulPrecision::BF16: return CUBLAS_COMPUTE_32F_FAST_16BF;
+    case CudaBackend::MatmulPrecision::FP32: break;
+  }
+  return CUBLAS_COMPUTE_32F;
 }
 
 struct BatchLayout {
@@ -62,9 +72,9 @@ void CudaBackend::gemm(const GemmArgs& g) {
   }
   if (g.dtype == DType::F32) {
     const float alpha = (float)g.alpha, beta = (float)g.beta;
-    SG_CUBLAS_CHECK(op, cublasSgemmStridedBatched(cublas_, tb, ta, n, m, k, &alpha, static_cast<const float*>(g.b),
-                                                  ldb, stride_b, static_cast<const float*>(g.a), lda, stride_a,
-                                                  &beta, static_cast<float*>(g.c), ldc, stride_c, batch));
+    SG_CUBLAS_CHECK(op, cublasGemmStridedBatchedEx(cublas_, tb, ta, n, m, k, &alpha, g.b, CUDA_R_32F, ldb, stride_b,
+                                                   g.a, CUDA_R_32F, lda, stride_a, &beta, g.c, CUDA_R_32F, ldc,
+                                                   stride_c, batch, f32_compute(precision_), CUBLAS_GEMM_DEFAULT));
   } else if (g.dtype == DType::F64) {
     const double alpha = g.alpha, beta = g.beta;
     SG_CUBLAS_CHECK(op, cublasDgemmStridedBatched(cublas_, tb, ta, n, m, k, &alpha, static_cast<const double*>(g.b),
@@ -95,9 +105,10 @@ void CudaBackend::gemm_pointer_batched(const GemmArgs& g) {
   // swapped as above: cuBLAS's A is our B
   if (g.dtype == DType::F32) {
     const float alpha = (float)g.alpha, beta = (float)g.beta;
-    SG_CUBLAS_CHECK(op, cublasSgemmBatched(cublas_, tb, ta, n, m, k, &alpha, reinterpret_cast<const float**>(p + batch),
-                                           ldb, reinterpret_cast<const float**>(p), lda, &beta,
-                                           reinterpret_cast<float**>(p + 2 * batch), ldc, batch));
+    SG_CUBLAS_CHECK(op, cublasGemmBatchedEx(cublas_, tb, ta, n, m, k, &alpha, reinterpret_cast<const void**>(p + batch),
+                                            CUDA_R_32F, ldb, reinterpret_cast<const void**>(p), CUDA_R_32F, lda, &beta,
+                                            reinterpret_cast<void**>(p + 2 * batch), CUDA_R_32F, ldc, batch,
+                                            f32_compute(precision_), CUBLAS_GEMM_DEFAULT));
   } else if (g.dtype == DType::F64) {
     const double alpha = g.alpha, beta = g.beta;
     SG_CUBLAS_CHECK(op, cublasDgemmBatched(cublas_, tb, ta, n, m, k, &alpha,
@@ -135,7 +146,7 @@ void check_lt(cublasStatus_t st, const char* call, const GemmArgs& g) {
 }  // namespace
 
 struct CudaBackend::LtPlan {
-  // What the heuristic's answer depends on: epilogue, math, transposes, sizes, leading dims, alignments of
+  // What the heuristic's answer depends on: epilogue, precision, transposes, sizes, leading dims, alignments of
   // A, B, C and the bias.
   using Key = std::array<int64_t, 14>;
   Key key{};
@@ -144,8 +155,8 @@ struct CudaBackend::LtPlan {
   cublasLtMatrixLayout_t a = nullptr, b = nullptr, d = nullptr;  // cuBLASLt's A, B, and C = D
   cublasLtMatmulAlgo_t algo{};
 
-  static Key key_of(const GemmArgs& g, cublasLtEpilogue_t epilogue, bool tf32, const void* bias) {
-    return {(int64_t)epilogue, tf32, g.trans_a, g.trans_b, g.m, g.n, g.k, g.lda, g.ldb, g.ldc, alignment_of(g.a),
+  static Key key_of(const GemmArgs& g, cublasLtEpilogue_t epilogue, MatmulPrecision p, const void* bias) {
+    return {(int64_t)epilogue, (int64_t)p, g.trans_a, g.trans_b, g.m, g.n, g.k, g.lda, g.ldb, g.ldc, alignment_of(g.a),
             alignment_of(g.b), alignment_of(g.c), alignment_of(bias)};
   }
 };
@@ -153,9 +164,8 @@ struct CudaBackend::LtPlan {
 CudaBackend::LtPlan* CudaBackend::make_lt_plan(const GemmArgs& g, cublasLtEpilogue_t epilogue, void* bias) {
   const char* op = "gemm";
   auto plan = std::make_unique<LtPlan>();
-  plan->key = LtPlan::key_of(g, epilogue, allow_tf32_, bias);
-  SG_CUBLAS_CHECK(op, cublasLtMatmulDescCreate(&plan->desc, allow_tf32_ ? CUBLAS_COMPUTE_32F_FAST_TF32
-                                                                          : CUBLAS_COMPUTE_32F, CUDA_R_32F));
+  plan->key = LtPlan::key_of(g, epilogue, precision_, bias);
+  SG_CUBLAS_CHECK(op, cublasLtMatmulDescCreate(&plan->desc, f32_compute(precision_), CUDA_R_32F));
   const int32_t ta = g.trans_b ? CUBLAS_OP_T : CUBLAS_OP_N, tb = g.trans_a ? CUBLAS_OP_T : CUBLAS_OP_N;
   const uint32_t epi = epilogue;
   SG_CUBLAS_CHECK(op, cublasLtMatmulDescSetAttribute(plan->desc, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof(ta)));
@@ -213,7 +223,7 @@ bool CudaBackend::gemm_lt(const GemmArgs& g, cublasLtEpilogue_t epilogue, void* 
   if (g.dtype != DType::F32 || g.batch != 1 || g.beta != 0 || g.m == 0 || g.n == 0 || g.k == 0) return false;
   for (int64_t v : {g.m, g.n, g.k, g.lda, g.ldb, g.ldc})
     if (v > INT_MAX) return false;
-  const LtPlan::Key key = LtPlan::key_of(g, epilogue, allow_tf32_, bias);
+  const LtPlan::Key key = LtPlan::key_of(g, epilogue, precision_, bias);
   LtPlan* plan = nullptr;
   for (LtPlan* p : lt_plans_)
     if (p->key == key) {

@@ -1,7 +1,8 @@
 // The CUDA emulator's stand-in for <cublas_v2.h>: the GEMMs backends/cuda and bench/cuda_step.cpp call, computed
 // by OpenBLAS on the host (runtime.cpp). Column-major and argument checks as cuBLAS; in
-// CUBLAS_TF32_TENSOR_OP_MATH mode the float32 operands are rounded to TF32 (10 mantissa bits) first, as tensor
-// cores read them, so TF32 tolerances are exercised too.
+// CUBLAS_TF32_TENSOR_OP_MATH mode or with compute type CUBLAS_COMPUTE_32F_FAST_TF32 the float32 operands are
+// rounded to TF32 (10 mantissa bits) first, as tensor cores read them, and with CUBLAS_COMPUTE_32F_FAST_16BF to
+// bfloat16 (7 bits), so the reduced-precision tolerances are exercised too.
 #pragma once
 #include "cuda_runtime.h"
 
@@ -14,7 +15,14 @@ enum cublasStatus_t {
 };
 // The CUDA Toolkit's library_types.h and cublas_api.h (values as there): for cublasLt.h.
 enum cudaDataType_t { CUDA_R_32F = 0, CUDA_R_64F = 1 };
-enum cublasComputeType_t { CUBLAS_COMPUTE_32F = 68, CUBLAS_COMPUTE_32F_FAST_TF32 = 77, CUBLAS_COMPUTE_64F = 70 };
+using cudaDataType = cudaDataType_t;
+enum cublasComputeType_t {
+  CUBLAS_COMPUTE_32F = 68,
+  CUBLAS_COMPUTE_32F_FAST_16BF = 75,
+  CUBLAS_COMPUTE_32F_FAST_TF32 = 77,
+  CUBLAS_COMPUTE_64F = 70,
+};
+enum cublasGemmAlgo_t { CUBLAS_GEMM_DEFAULT = -1 };
 enum cublasOperation_t { CUBLAS_OP_N = 0, CUBLAS_OP_T = 1, CUBLAS_OP_C = 2 };
 enum cublasMath_t { CUBLAS_DEFAULT_MATH = 0, CUBLAS_TF32_TENSOR_OP_MATH = 3 };
 struct cublasContext;
@@ -46,3 +54,20 @@ cublasStatus_t cublasDgemmBatched(cublasHandle_t handle, cublasOperation_t ta, c
                                   int k, const double* alpha, const double* const a[], int lda,
                                   const double* const b[], int ldb, const double* beta, double* const c[], int ldc,
                                   int batch);
+// The ...Ex GEMMs with a compute type: float32 operands with CUBLAS_COMPUTE_32F{,_FAST_TF32,_FAST_16BF}, or float64
+// ones with CUBLAS_COMPUTE_64F (others: CUBLAS_STATUS_NOT_SUPPORTED).
+cublasStatus_t cublasGemmStridedBatchedEx(cublasHandle_t handle, cublasOperation_t ta, cublasOperation_t tb, int m,
+                                          int n, int k, const void* alpha, const void* a, cudaDataType a_type, int lda,
+                                          long long stride_a, const void* b, cudaDataType b_type, int ldb,
+                                          long long stride_b, const void* beta, void* c, cudaDataType c_type, int ldc,
+                                          long long stride_c, int batch, cublasComputeType_t compute,
+                                          cublasGemmAlgo_t algo);
+cublasStatus_t cublasGemmBatchedEx(cublasHandle_t handle, cublasOperation_t ta, cublasOperation_t tb, int m, int n,
+                                   int k, const void* alpha, const void* const a[], cudaDataType a_type, int lda,
+                                   const void* const b[], cudaDataType b_type, int ldb, const void* beta,
+                                   void* const c[], cudaDataType c_type, int ldc, int batch,
+                                   cublasComputeType_t compute, cublasGemmAlgo_t algo);
+cublasStatus_t cublasGemmEx(cublasHandle_t handle, cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k,
+                            const void* alpha, const void* a, cudaDataType a_type, int lda, const void* b,
+                            cudaDataType b_type, int ldb, const void* beta, void* c, cudaDataType c_type, int ldc,
+                            cublasComputeType_t compute, cublasGemmAlgo_t algo);

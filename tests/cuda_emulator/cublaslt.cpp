@@ -1,5 +1,6 @@
-// The CUDA emulator's cuBLASLt (cublasLt.h): descriptors are plain structs; a matmul is the emulator's cublasSgemm
-// (OpenBLAS, TF32 rounding under CUBLAS_COMPUTE_32F_FAST_TF32) followed by the epilogue on the host.
+// The CUDA emulator's cuBLASLt (cublasLt.h): descriptors are plain structs; a matmul is the emulator's
+// cublasGemmStridedBatchedEx in the descriptor's compute type (OpenBLAS, operands rounded to TF32 or bfloat16 under
+// the FAST_ compute types) followed by the epilogue on the host.
 // cublasLtMatmulAlgoGetHeuristic returns one "algorithm" that remembers what it was chosen for (alignments,
 // epilogue, workspace), and cublasLtMatmul refuses a call that breaks those promises, as a GPU kernel would
 // fault or misbehave. SKIPGRAD_CUDA_EMULATOR_LT_DECLINE=1 makes the heuristic find no algorithm
@@ -70,7 +71,8 @@ cublasStatus_t check_problem(cublasLtMatmulDesc_t desc, cublasLtMatrixLayout_t a
   if (!desc || !a || !b || !c || !d) return refuse(CUBLAS_STATUS_INVALID_VALUE, "a null descriptor");
   if (desc->scale != CUDA_R_32F || a->type != CUDA_R_32F || b->type != CUDA_R_32F || c->type != CUDA_R_32F ||
       d->type != CUDA_R_32F ||
-      (desc->compute != CUBLAS_COMPUTE_32F && desc->compute != CUBLAS_COMPUTE_32F_FAST_TF32))
+      (desc->compute != CUBLAS_COMPUTE_32F && desc->compute != CUBLAS_COMPUTE_32F_FAST_TF32 &&
+       desc->compute != CUBLAS_COMPUTE_32F_FAST_16BF))
     return CUBLAS_STATUS_NOT_SUPPORTED;  // the emulator has float32 only; the caller falls back
   const uint64_t m = op_rows(a, desc->trans_a), k = op_cols(a, desc->trans_a), n = op_cols(b, desc->trans_b);
   if (op_rows(b, desc->trans_b) != k || c->rows != m || c->cols != n || d->rows != m || d->cols != n ||
@@ -227,11 +229,8 @@ cublasStatus_t cublasLtMatmul(cublasLtHandle_t handle, cublasLtMatmulDesc_t desc
   const int64_t ld = d_layout->ld;
   if (cp != dp && *static_cast<const float*>(beta) != 0 && !skipgrad_emu::skip_work())
     for (uint64_t j = 0; j < n; j++) std::memcpy(dp + j * ld, cp + j * ld, m * sizeof(float));
-  // The product itself: the emulator's cuBLAS, in the compute type's math mode.
-  cublasContext* blas = nullptr;
+  cublasContext* blas = nullptr;  // the product itself: the emulator's cuBLAS, in the descriptor's compute type
   cublasCreate(&blas);
-  cublasSetMathMode(blas, desc->compute == CUBLAS_COMPUTE_32F_FAST_TF32 ? CUBLAS_TF32_TENSOR_OP_MATH
-                                                                          : CUBLAS_DEFAULT_MATH);
   // The bias gradient reads B before D is written (D never aliases B in cuBLASLt's contract, but cheap to honour).
   const float* bp = static_cast<const float*>(b);
   float* bias = static_cast<float*>(desc->bias);
@@ -242,10 +241,9 @@ cublasStatus_t cublasLtMatmul(cublasLtHandle_t handle, cublasLtMatmulDesc_t desc
         s += desc->trans_b == CUBLAS_OP_N ? bp[kk + j * b_layout->ld] : bp[j + kk * b_layout->ld];
       bias[j] = (float)s;
     }
-  const cublasStatus_t st =
-      cublasSgemm(blas, desc->trans_a, desc->trans_b, (int)m, (int)n, (int)k, static_cast<const float*>(alpha),
-                  static_cast<const float*>(a), (int)a_layout->ld, bp, (int)b_layout->ld,
-                  static_cast<const float*>(beta), dp, (int)ld);
+  const cublasStatus_t st = cublasGemmStridedBatchedEx(
+      blas, desc->trans_a, desc->trans_b, (int)m, (int)n, (int)k, alpha, a, CUDA_R_32F, (int)a_layout->ld, 0, bp,
+      CUDA_R_32F, (int)b_layout->ld, 0, beta, dp, CUDA_R_32F, (int)ld, 0, 1, desc->compute, CUBLAS_GEMM_DEFAULT);
   cublasDestroy(blas);
   if (st != CUBLAS_STATUS_SUCCESS) return st;
   if (desc->epilogue == CUBLASLT_EPILOGUE_BIAS && !skipgrad_emu::skip_work())

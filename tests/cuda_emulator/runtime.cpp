@@ -12,7 +12,9 @@
 #include <cstdlib>
 #include <map>
 #include <mutex>
+#include <cstring>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "cublas_v2.h"
@@ -315,6 +317,18 @@ float to_tf32(float x) {
   return x;
 }
 
+// float32 -> bfloat16 (1 sign, 8 exponent, 7 mantissa bits), round to nearest even, as __float2bfloat16.
+float to_bf16(float x) {
+  uint32_t b;
+  std::memcpy(&b, &x, 4);
+  if ((b & 0x7f800000u) != 0x7f800000u) b = (b + 0x7fffu + ((b >> 16) & 1u)) & 0xffff0000u;  // not Inf/NaN
+  std::memcpy(&x, &b, 4);
+  return x;
+}
+
+// What tensor cores read of float32 operands: all of them, TF32 or bfloat16.
+enum class Rounding { None, TF32, BF16 };
+
 // cuBLAS's checks: sizes >= 0, every leading dimension >= the rows stored, batch >= 0; operands in device memory.
 template <class T>
 cublasStatus_t check_gemm(cublasHandle_t h, cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k,
@@ -337,26 +351,25 @@ cublasStatus_t check_gemm(cublasHandle_t h, cublasOperation_t ta, cublasOperatio
 
 CBLAS_TRANSPOSE cblas_op(cublasOperation_t t) { return t == CUBLAS_OP_N ? CblasNoTrans : CblasTrans; }
 
-// A copy, rounded to TF32, of a column-major rows x cols operand with leading dimension ld (only the elements
-// it spans are read: the last column ends at its last row).
-std::vector<float> tf32_copy(const float* x, int ld, int rows, int cols) {
+// A copy, rounded as tensor cores read it, of a column-major rows x cols operand with leading dimension ld (only
+// the elements it spans are read: the last column ends at its last row).
+std::vector<float> rounded_copy(const float* x, int ld, int rows, int cols, Rounding r) {
   std::vector<float> out((size_t)ld * (cols - 1) + rows);
-  for (size_t i = 0; i < out.size(); i++) out[i] = to_tf32(x[i]);
+  for (size_t i = 0; i < out.size(); i++) out[i] = r == Rounding::TF32 ? to_tf32(x[i]) : to_bf16(x[i]);
   return out;
 }
 
 // The products themselves (checked and counted by the callers).
-void run_sgemm(cublasHandle_t h, cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k, const float* alpha,
+void run_sgemm(Rounding r, cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k, const float* alpha,
                const float* a, int lda, long long stride_a, const float* b, int ldb, long long stride_b,
                const float* beta, float* c, int ldc, long long stride_c, int batch) {
-  const bool tf32 = h->math == CUBLAS_TF32_TENSOR_OP_MATH;
   for (int i = 0; i < batch; i++) {
     const float* ai = a + i * stride_a;
     const float* bi = b + i * stride_b;
     std::vector<float> a32, b32;
-    if (tf32 && k > 0) {
-      a32 = ta == CUBLAS_OP_N ? tf32_copy(ai, lda, m, k) : tf32_copy(ai, lda, k, m);
-      b32 = tb == CUBLAS_OP_N ? tf32_copy(bi, ldb, k, n) : tf32_copy(bi, ldb, n, k);
+    if (r != Rounding::None && k > 0) {
+      a32 = ta == CUBLAS_OP_N ? rounded_copy(ai, lda, m, k, r) : rounded_copy(ai, lda, k, m, r);
+      b32 = tb == CUBLAS_OP_N ? rounded_copy(bi, ldb, k, n, r) : rounded_copy(bi, ldb, n, k, r);
       ai = a32.data();
       bi = b32.data();
     }
@@ -364,12 +377,24 @@ void run_sgemm(cublasHandle_t h, cublasOperation_t ta, cublasOperation_t tb, int
                 c + i * stride_c, ldc);
   }
 }
-void run_dgemm(cublasHandle_t, cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k, const double* alpha,
+void run_dgemm(Rounding, cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k, const double* alpha,
                const double* a, int lda, long long stride_a, const double* b, int ldb, long long stride_b,
                const double* beta, double* c, int ldc, long long stride_c, int batch) {
   for (int i = 0; i < batch; i++)
     cblas_dgemm(CblasColMajor, cblas_op(ta), cblas_op(tb), m, n, k, *alpha, a + i * stride_a, lda, b + i * stride_b,
                 ldb, *beta, c + i * stride_c, ldc);
+}
+
+Rounding math_rounding(cublasHandle_t h) { return h->math == CUBLAS_TF32_TENSOR_OP_MATH ? Rounding::TF32 : Rounding::None; }
+
+// The ...Ex entry points' types: float32 with a float32 compute type (the rounding it allows), or float64.
+bool ex_types(cudaDataType a, cudaDataType b, cudaDataType c, cublasComputeType_t compute, bool& f64, Rounding& r) {
+  if (a != b || b != c) return false;
+  f64 = a == CUDA_R_64F;
+  if (f64) return compute == CUBLAS_COMPUTE_64F;
+  r = compute == CUBLAS_COMPUTE_32F_FAST_TF32 ? Rounding::TF32
+      : compute == CUBLAS_COMPUTE_32F_FAST_16BF ? Rounding::BF16 : Rounding::None;
+  return a == CUDA_R_32F && (compute == CUBLAS_COMPUTE_32F || r != Rounding::None);
 }
 
 }  // namespace
@@ -382,7 +407,8 @@ cublasStatus_t cublasSgemmStridedBatched(cublasHandle_t h, cublasOperation_t ta,
     return st;
   skipgrad_emu::count_gemm();
   if (m == 0 || n == 0 || skipgrad_emu::skip_work()) return CUBLAS_STATUS_SUCCESS;
-  run_sgemm(h, ta, tb, m, n, k, alpha, a, lda, stride_a, b, ldb, stride_b, beta, c, ldc, stride_c, batch);
+  run_sgemm(math_rounding(h), ta, tb, m, n, k, alpha, a, lda, stride_a, b, ldb, stride_b, beta, c, ldc, stride_c,
+            batch);
   return CUBLAS_STATUS_SUCCESS;
 }
 
@@ -400,17 +426,51 @@ cublasStatus_t cublasDgemmStridedBatched(cublasHandle_t h, cublasOperation_t ta,
     return st;
   skipgrad_emu::count_gemm();
   if (m == 0 || n == 0 || skipgrad_emu::skip_work()) return CUBLAS_STATUS_SUCCESS;
-  run_dgemm(h, ta, tb, m, n, k, alpha, a, lda, stride_a, b, ldb, stride_b, beta, c, ldc, stride_c, batch);
+  run_dgemm(Rounding::None, ta, tb, m, n, k, alpha, a, lda, stride_a, b, ldb, stride_b, beta, c, ldc, stride_c, batch);
   return CUBLAS_STATUS_SUCCESS;
 }
 
+cublasStatus_t cublasGemmStridedBatchedEx(cublasHandle_t h, cublasOperation_t ta, cublasOperation_t tb, int m, int n,
+                                          int k, const void* alpha, const void* a, cudaDataType a_type, int lda,
+                                          long long stride_a, const void* b, cudaDataType b_type, int ldb,
+                                          long long stride_b, const void* beta, void* c, cudaDataType c_type, int ldc,
+                                          long long stride_c, int batch, cublasComputeType_t compute,
+                                          cublasGemmAlgo_t) {
+  bool f64 = false;
+  Rounding r = Rounding::None;
+  if (!ex_types(a_type, b_type, c_type, compute, f64, r)) return CUBLAS_STATUS_NOT_SUPPORTED;
+  if (cublasStatus_t st = check_gemm(h, ta, tb, m, n, k, static_cast<const char*>(a), lda,
+                                     static_cast<const char*>(b), ldb, static_cast<const char*>(c), ldc, batch);
+      st != CUBLAS_STATUS_SUCCESS)
+    return st;
+  skipgrad_emu::count_gemm();
+  if (m == 0 || n == 0 || skipgrad_emu::skip_work()) return CUBLAS_STATUS_SUCCESS;
+  if (f64)
+    run_dgemm(r, ta, tb, m, n, k, static_cast<const double*>(alpha), static_cast<const double*>(a), lda, stride_a,
+              static_cast<const double*>(b), ldb, stride_b, static_cast<const double*>(beta), static_cast<double*>(c),
+              ldc, stride_c, batch);
+  else
+    run_sgemm(r, ta, tb, m, n, k, static_cast<const float*>(alpha), static_cast<const float*>(a), lda, stride_a,
+              static_cast<const float*>(b), ldb, stride_b, static_cast<const float*>(beta), static_cast<float*>(c),
+              ldc, stride_c, batch);
+  return CUBLAS_STATUS_SUCCESS;
+}
+
+cublasStatus_t cublasGemmEx(cublasHandle_t h, cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k,
+                            const void* alpha, const void* a, cudaDataType a_type, int lda, const void* b,
+                            cudaDataType b_type, int ldb, const void* beta, void* c, cudaDataType c_type, int ldc,
+                            cublasComputeType_t compute, cublasGemmAlgo_t algo) {
+  return cublasGemmStridedBatchedEx(h, ta, tb, m, n, k, alpha, a, a_type, lda, 0, b, b_type, ldb, 0, beta, c, c_type,
+                                    ldc, 0, 1, compute, algo);
+}
+
 namespace {
-// cublas{S,D}gemmBatched: the pointer arrays must be in device memory, and so must every matrix they point to
+// Batched GEMMs over pointer arrays: the arrays must be in device memory, and so must every matrix they point to
 // (each entry gets the strided GEMM's checks); one call counts as one GEMM.
-template <class T, class Run>
-cublasStatus_t gemm_pointer_arrays(cublasHandle_t h, cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k,
-                                   const T* alpha, const T* const a[], int lda, const T* const b[], int ldb,
-                                   const T* beta, T* const c[], int ldc, int batch, Run run) {
+template <class T>
+cublasStatus_t gemm_pointer_arrays(cublasHandle_t h, Rounding r, cublasOperation_t ta, cublasOperation_t tb, int m,
+                                   int n, int k, const T* alpha, const T* const a[], int lda, const T* const b[],
+                                   int ldb, const T* beta, T* const c[], int ldc, int batch) {
   if (cublasStatus_t st = check_gemm<T>(h, ta, tb, m, n, k, nullptr, lda, nullptr, ldb, nullptr, ldc, 0);
       st != CUBLAS_STATUS_SUCCESS)
     return st;
@@ -428,7 +488,10 @@ cublasStatus_t gemm_pointer_arrays(cublasHandle_t h, cublasOperation_t ta, cubla
     if (cublasStatus_t st = check_gemm(h, ta, tb, m, n, k, a[i], lda, b[i], ldb, c[i], ldc, 1);
         st != CUBLAS_STATUS_SUCCESS)
       return st;
-    run(h, ta, tb, m, n, k, alpha, a[i], lda, 0, b[i], ldb, 0, beta, c[i], ldc, 0, 1);
+    if constexpr (std::is_same_v<T, float>)
+      run_sgemm(r, ta, tb, m, n, k, alpha, a[i], lda, 0, b[i], ldb, 0, beta, c[i], ldc, 0, 1);
+    else
+      run_dgemm(r, ta, tb, m, n, k, alpha, a[i], lda, 0, b[i], ldb, 0, beta, c[i], ldc, 0, 1);
   }
   return CUBLAS_STATUS_SUCCESS;
 }
@@ -437,10 +500,28 @@ cublasStatus_t gemm_pointer_arrays(cublasHandle_t h, cublasOperation_t ta, cubla
 cublasStatus_t cublasSgemmBatched(cublasHandle_t h, cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k,
                                   const float* alpha, const float* const a[], int lda, const float* const b[], int ldb,
                                   const float* beta, float* const c[], int ldc, int batch) {
-  return gemm_pointer_arrays(h, ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, batch, run_sgemm);
+  if (!h) return CUBLAS_STATUS_NOT_INITIALIZED;
+  return gemm_pointer_arrays(h, math_rounding(h), ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, batch);
 }
 cublasStatus_t cublasDgemmBatched(cublasHandle_t h, cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k,
                                   const double* alpha, const double* const a[], int lda, const double* const b[],
                                   int ldb, const double* beta, double* const c[], int ldc, int batch) {
-  return gemm_pointer_arrays(h, ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, batch, run_dgemm);
+  return gemm_pointer_arrays(h, Rounding::None, ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, batch);
+}
+cublasStatus_t cublasGemmBatchedEx(cublasHandle_t h, cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k,
+                                   const void* alpha, const void* const a[], cudaDataType a_type, int lda,
+                                   const void* const b[], cudaDataType b_type, int ldb, const void* beta,
+                                   void* const c[], cudaDataType c_type, int ldc, int batch,
+                                   cublasComputeType_t compute, cublasGemmAlgo_t) {
+  bool f64 = false;
+  Rounding r = Rounding::None;
+  if (!ex_types(a_type, b_type, c_type, compute, f64, r)) return CUBLAS_STATUS_NOT_SUPPORTED;
+  if (f64)
+    return gemm_pointer_arrays(h, r, ta, tb, m, n, k, static_cast<const double*>(alpha),
+                               reinterpret_cast<const double* const*>(a), lda,
+                               reinterpret_cast<const double* const*>(b), ldb, static_cast<const double*>(beta),
+                               reinterpret_cast<double* const*>(c), ldc, batch);
+  return gemm_pointer_arrays(h, r, ta, tb, m, n, k, static_cast<const float*>(alpha),
+                             reinterpret_cast<const float* const*>(a), lda, reinterpret_cast<const float* const*>(b),
+                             ldb, static_cast<const float*>(beta), reinterpret_cast<float* const*>(c), ldc, batch);
 }

@@ -1,0 +1,109 @@
+// CUDA matrix products against the CPU: matmul and linear through cuBLAS, a linear layer's bias work in cuBLASLt
+// epilogues (and the fallback where cuBLASLt declines), float32 products in TF32 and BF16. Attention's batched
+// products are compared in test_cuda.cpp with the other nn ops. Helpers and tolerances: cuda_test_util.h.
+#include <cstdlib>
+#include <vector>
+
+#include "cuda_test_util.h"
+
+using namespace sgtest;
+
+TEST_SUITE("cuda") {
+  TEST_CASE("matmul and linear through cuBLAS") {
+    if (!have_cuda()) return;
+    compare_both("matmul 2-D", [](Inputs& in) { return matmul(in.rand({7, 5}, 1), in.rand({5, 9}, 2)); });
+    compare_both("matmul transposed operands", [](Inputs& in) {
+      return matmul(in.rand_t({7, 5}, 1), in.rand({9, 5}, 2), false, true);
+    });
+    compare_both("matmul batched with broadcast", [](Inputs& in) {
+      return matmul(in.rand({3, 1, 4, 6}, 1), in.rand({2, 6, 5}, 2));
+    });
+    compare_both("matmul vector", [](Inputs& in) { return matmul(in.rand({4, 6}, 1), in.rand({6}, 2)); });
+    compare_both("linear", [](Inputs& in) {
+      return linear(in.rand({2, 3, 8}, 1), in.rand({5, 8}, 2), in.rand({5}, 3));
+    });
+  }
+
+  TEST_CASE("linear's bias work in the GEMM (cuBLASLt epilogues): odd alignments, frozen parts, the fallback") {
+    if (!have_cuda()) return;
+    // float32 forward + backward: the bias GEMM and the weight-and-bias-gradient GEMM, fused unless declined
+    const auto before = bias_gemms();
+    compare("linear [3, 37, 24] -> 40", [](Inputs& in) {
+      return linear(in.rand({3, 37, 24}, 1), in.rand({40, 24}, 2), in.rand({40}, 3));
+    }, DType::F32);
+    const auto after = bias_gemms();
+    CHECK(after[0] + after[1] - before[0] - before[1] == 2);
+#ifdef SKIPGRAD_CUDA_EMULATED
+    CHECK(after[0] - before[0] == 2);  // the emulator's cuBLASLt has every configuration
+#else
+    MESSAGE("bias GEMMs fused by cuBLASLt: " << after[0] - before[0] << " of 2");
+#endif
+    // operands at 4-byte offsets (cuBLASLt must be told the alignment), a transposed weight
+    compare_both("linear, weight transposed, input and bias at odd offsets", [](Inputs& in) {
+      Tensor x = in.rand({8 * 24 + 1}, 1).narrow(0, 1, 8 * 24).reshape({8, 24});
+      return linear(x, in.rand_t({40, 24}, 2), in.rand({41}, 3).narrow(0, 1, 40));
+    });
+    compare_both("linear, frozen weight", [](Inputs& in) {
+      return linear(in.rand({6, 24}, 1), in.rand({40, 24}, 2, 0, 0, false), in.rand({40}, 3));
+    });
+    compare_both("linear, frozen bias", [](Inputs& in) {
+      return linear(in.rand({6, 24}, 1), in.rand({40, 24}, 2), in.rand({40}, 3, 0, 0, false));
+    });
+#ifdef SKIPGRAD_CUDA_EMULATED
+    // cuBLASLt declining a configuration (a new shape: plans are kept): the bias work runs as kernels of its own
+    setenv("SKIPGRAD_CUDA_EMULATOR_LT_DECLINE", "1", 1);
+    const auto declined_before = bias_gemms();
+    compare("linear, cuBLASLt declines", [](Inputs& in) {
+      return linear(in.rand({7, 13}, 1), in.rand({11, 13}, 2), in.rand({11}, 3));
+    }, DType::F32);
+    unsetenv("SKIPGRAD_CUDA_EMULATOR_LT_DECLINE");
+    CHECK(bias_gemms()[1] - declined_before[1] == 2);
+#endif
+  }
+
+  TEST_CASE("float32 matrix products in TF32 and BF16 (set_matmul_precision): the CPU's results to their rounding") {
+    if (!have_cuda()) return;
+#ifdef SKIPGRAD_WITH_CUDA
+    using P = CudaBackend::MatmulPrecision;
+    auto& cuda = static_cast<CudaBackend&>(backend_for(Device::cuda()));
+    // bfloat16 keeps 8 significant bits (relative rounding 2^-9 per operand), TF32 11; these sums run over <= 24
+    // terms of size ~1, so the results are ~5 and their errors ~0.1 at most for bf16
+    struct Setting {
+      P precision;
+      Tol tol;
+      const char* name;
+    };
+    for (const Setting& s : {Setting{P::TF32, {1e-2, 1e-2}, "tf32"}, Setting{P::BF16, {1e-1, 5e-2}, "bf16"}}) {
+      cuda.set_matmul_precision(s.precision);
+      const Tol tol = s.tol;
+      const std::string precision = s.name;
+      CAPTURE(precision);
+      compare("linear", [](Inputs& in) {
+        return linear(in.rand({3, 7, 24}, 1), in.rand({40, 24}, 2), in.rand({40}, 3));
+      }, DType::F32, true, tol);
+      compare("attention on projection views", [](Inputs& in) {
+        auto heads = [](const Tensor& x) { return x.reshape({2, x.size(1), 3, 8}).transpose(1, 2); };
+        return attention(heads(in.rand({2, 5, 24}, 1)), heads(in.rand({2, 7, 24}, 2)), heads(in.rand({2, 7, 24}, 3)));
+      }, DType::F32, true, tol);
+      compare("matmul", [](Inputs& in) { return matmul(in.rand({7, 5}, 1), in.rand({5, 9}, 2)); }, DType::F32, true,
+              tol);
+    }
+    // the setting reaches cuBLAS: reduced precision changes float32 results
+    Generator g(5);
+    Tensor a = Tensor::randn({16, 64}, 0, 1, DType::F32, Device::cpu(), &g).to(Device::cuda());
+    Tensor b = Tensor::randn({64, 16}, 0, 1, DType::F32, Device::cpu(), &g).to(Device::cuda());
+    cuda.set_matmul_precision(P::FP32);
+    const std::vector<float> exact = matmul(a, b).to_vector<float>();
+    for (P p : {P::TF32, P::BF16}) {
+      cuda.set_matmul_precision(p);
+      CHECK(matmul(a, b).to_vector<float>() != exact);
+    }
+    cuda.set_matmul_precision(P::FP32);
+    // float64 is unaffected by the setting
+    cuda.set_matmul_precision(P::BF16);
+    compare("float64 matmul under BF16", [](Inputs& in) { return matmul(in.rand({7, 5}, 1), in.rand({5, 9}, 2)); },
+            DType::F64);
+    cuda.set_matmul_precision(P::FP32);
+#endif
+  }
+}
