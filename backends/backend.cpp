@@ -1,5 +1,7 @@
 #include "backends/backend.h"
 
+#include <atomic>
+
 #include "backends/cpu/cpu_backend.h"
 
 namespace skipgrad {
@@ -44,6 +46,21 @@ void register_backend(Device::Kind kind, Backend* b) {
 }
 
 bool cuda_available() { return ensure_cuda(); }
+
+namespace {
+std::atomic<MatmulPrecision> g_matmul_precision{MatmulPrecision::FP32};
+}
+void set_float32_matmul_precision(MatmulPrecision p) { g_matmul_precision = p; }
+MatmulPrecision float32_matmul_precision() { return g_matmul_precision; }
+MatmulPrecision parse_matmul_precision(const std::string& s) {
+  if (s == "fp32") return MatmulPrecision::FP32;
+  if (s == "tf32") return MatmulPrecision::TF32;
+  if (s == "bf16") return MatmulPrecision::BF16;
+  fail("matmul_precision", ": '", s, "' is not fp32, tf32 or bf16");
+}
+const char* matmul_precision_name(MatmulPrecision p) {
+  return p == MatmulPrecision::TF32 ? "tf32" : p == MatmulPrecision::BF16 ? "bf16" : "fp32";
+}
 
 ScanLayout cumsum_layout(const Tensor& x, int64_t dim, const Tensor& out) {
   if (!(x.is_contiguous() && out.is_contiguous() && x.shape() == out.shape() && x.dtype() == out.dtype()))

@@ -6,6 +6,7 @@
 // tensors allocated by the caller.
 #pragma once
 #include <cstdint>
+#include <string>
 #include <vector>
 
 #include "tensor/tensor.h"
@@ -156,6 +157,17 @@ struct ScanLayout {
   int64_t outer = 1, n = 1, inner = 1;
 };
 ScanLayout cumsum_layout(const Tensor& x, int64_t dim, const Tensor& out);
+
+// How float32 matrix products may compute, for every backend (like torch.set_float32_matmul_precision): FP32
+// (the default; float32 throughout, so devices agree), TF32 tensor cores (operands rounded to 10 mantissa bits) or
+// BF16 tensor cores (operands rounded to bfloat16's 7); inputs, outputs and accumulation stay float32, float64
+// products are unaffected. Only the CUDA backend has tensor cores: the CPU computes in float32 whatever the setting.
+enum class MatmulPrecision { FP32, TF32, BF16 };
+void set_float32_matmul_precision(MatmulPrecision p);
+MatmulPrecision float32_matmul_precision();
+// "fp32" | "tf32" | "bf16"; anything else is an Error naming the choices.
+MatmulPrecision parse_matmul_precision(const std::string& s);
+const char* matmul_precision_name(MatmulPrecision p);
 
 // The backend of a device; throws a clear Error when the device's backend is not available.
 Backend& backend_for(Device d);

@@ -24,7 +24,7 @@
 //    (cudaMemGetInfo) after the rounds: the process's footprint with the CUDA context and the allocator's cache.
 //  - TFLOP/s = bench::step_matmul_flops (analytic matrix FLOPs of a step) / time per step; tokens/s counts target
 //    tokens (batch x tgt_len).
-//  - precision: how float32 matrix products compute (CudaBackend::set_matmul_precision): fp32, tf32 (TF32 tensor
+//  - precision: how float32 matrix products compute (set_float32_matmul_precision): fp32, tf32 (TF32 tensor
 //    cores) or bf16 (bfloat16 tensor cores inside cuBLAS, float32 in and out: CUBLAS_COMPUTE_32F_FAST_16BF).
 //  - ceiling: cublasGemmEx alone on the linear layers' GEMMs (bench::linear_gemm_shapes, weighted by how often a
 //    step runs each), timed with events, in the precision's compute type (CUBLAS_COMPUTE_32F, _FAST_TF32,
@@ -169,11 +169,6 @@ class DeviceTimer {
   Clock::time_point t0_;
 };
 
-sg::CudaBackend::MatmulPrecision matmul_precision(const std::string& p) {
-  return p == "tf32" ? sg::CudaBackend::MatmulPrecision::TF32
-         : p == "bf16" ? sg::CudaBackend::MatmulPrecision::BF16 : sg::CudaBackend::MatmulPrecision::FP32;
-}
-
 // cublasGemmEx alone on the model's GEMM shapes in the precision's compute type, on the backend's stream, with its
 // own handle. A shape's time is the best over 3 groups of `repeats` back-to-back calls (each group's time /
 // repeats), after one warm-up call.
@@ -265,7 +260,7 @@ Result run_config(const Options& o, const std::string& topology, const std::stri
   model.to(o.device);
   for (sg::Tensor* t : {&batch.src, &batch.tgt_in, &batch.tgt_out}) *t = t->to(o.device);
   sg::nn::Adam opt(model.named_parameters());  // lr 1e-3, betas (0.9, 0.999), eps 1e-8, as torch.optim.Adam
-  if (o.device.is_cuda()) cuda_backend().set_matmul_precision(matmul_precision(precision));
+  sg::set_float32_matmul_precision(sg::parse_matmul_precision(precision));
 
   auto forward = [&] {
     return sg::nn::label_smoothed_nll(model.forward(batch.src, batch.tgt_in), batch.tgt_out, o.shape.pad_id,
@@ -327,7 +322,7 @@ Result run_config(const Options& o, const std::string& topology, const std::stri
     size_t free_bytes = 0, total_bytes = 0;
     cuda_check(cudaMemGetInfo(&free_bytes, &total_bytes), "cudaMemGetInfo");
     res.device_used_mib = (double)(total_bytes - free_bytes) / kMiB;
-    cuda_backend().set_matmul_precision(sg::CudaBackend::MatmulPrecision::FP32);
+    sg::set_float32_matmul_precision(sg::MatmulPrecision::FP32);
   }
   return res;
 }

@@ -61,11 +61,23 @@ TEST_SUITE("cuda") {
 #endif
   }
 
-  TEST_CASE("float32 matrix products in TF32 and BF16 (set_matmul_precision): the CPU's results to their rounding") {
+  TEST_CASE("matmul precision: names, and the CPU computes float32 whatever the setting") {
+    CHECK(parse_matmul_precision("fp32") == MatmulPrecision::FP32);
+    CHECK(parse_matmul_precision("tf32") == MatmulPrecision::TF32);
+    CHECK(std::string(matmul_precision_name(parse_matmul_precision("bf16"))) == "bf16");
+    CHECK_THROWS_WITH_ALL(parse_matmul_precision("fp16"), "matmul_precision", "'fp16'", "fp32, tf32 or bf16");
+    Generator g(5);
+    Tensor a = Tensor::randn({16, 64}, 0, 1, DType::F32, Device::cpu(), &g);
+    Tensor b = Tensor::randn({64, 16}, 0, 1, DType::F32, Device::cpu(), &g);
+    const std::vector<float> exact = matmul(a, b).to_vector<float>();
+    set_float32_matmul_precision(MatmulPrecision::BF16);
+    CHECK(matmul(a, b).to_vector<float>() == exact);
+    set_float32_matmul_precision(MatmulPrecision::FP32);
+  }
+
+  TEST_CASE("float32 matrix products in TF32 and BF16: the CPU's results to their rounding") {
     if (!have_cuda()) return;
-#ifdef SKIPGRAD_WITH_CUDA
-    using P = CudaBackend::MatmulPrecision;
-    auto& cuda = static_cast<CudaBackend&>(backend_for(Device::cuda()));
+    using P = MatmulPrecision;
     // bfloat16 keeps 8 significant bits (relative rounding 2^-9 per operand), TF32 11; these sums run over <= 24
     // terms of size ~1, so the results are ~5 and their errors ~0.1 at most for bf16
     struct Setting {
@@ -74,7 +86,7 @@ TEST_SUITE("cuda") {
       const char* name;
     };
     for (const Setting& s : {Setting{P::TF32, {1e-2, 1e-2}, "tf32"}, Setting{P::BF16, {1e-1, 5e-2}, "bf16"}}) {
-      cuda.set_matmul_precision(s.precision);
+      set_float32_matmul_precision(s.precision);
       const Tol tol = s.tol;
       const std::string precision = s.name;
       CAPTURE(precision);
@@ -92,18 +104,16 @@ TEST_SUITE("cuda") {
     Generator g(5);
     Tensor a = Tensor::randn({16, 64}, 0, 1, DType::F32, Device::cpu(), &g).to(Device::cuda());
     Tensor b = Tensor::randn({64, 16}, 0, 1, DType::F32, Device::cpu(), &g).to(Device::cuda());
-    cuda.set_matmul_precision(P::FP32);
+    set_float32_matmul_precision(P::FP32);
     const std::vector<float> exact = matmul(a, b).to_vector<float>();
     for (P p : {P::TF32, P::BF16}) {
-      cuda.set_matmul_precision(p);
+      set_float32_matmul_precision(p);
       CHECK(matmul(a, b).to_vector<float>() != exact);
     }
-    cuda.set_matmul_precision(P::FP32);
     // float64 is unaffected by the setting
-    cuda.set_matmul_precision(P::BF16);
+    set_float32_matmul_precision(P::BF16);
     compare("float64 matmul under BF16", [](Inputs& in) { return matmul(in.rand({7, 5}, 1), in.rand({5, 9}, 2)); },
             DType::F64);
-    cuda.set_matmul_precision(P::FP32);
-#endif
+    set_float32_matmul_precision(P::FP32);
   }
 }

@@ -25,14 +25,13 @@ class CudaBackend final : public Backend {
   ~CudaBackend() override;
   const char* name() const override { return "cuda"; }
 
-  // How float32 matrix products compute: FP32 (the default, so float32 results match the CPU), TF32 tensor cores
-  // (operands rounded to 10 mantissa bits), or BF16 tensor cores (operands rounded to bfloat16's 7 bits inside
-  // cuBLAS: CUBLAS_COMPUTE_32F_FAST_16BF). Inputs, outputs and accumulation stay float32; float64 is unaffected.
-  enum class MatmulPrecision { FP32, TF32, BF16 };
-  void set_matmul_precision(MatmulPrecision p) { precision_ = p; }
-  MatmulPrecision matmul_precision() const { return precision_; }
-  void set_allow_tf32(bool on) { precision_ = on ? MatmulPrecision::TF32 : MatmulPrecision::FP32; }
-  bool allow_tf32() const { return precision_ == MatmulPrecision::TF32; }
+  // The process-wide float32 matmul precision (set_float32_matmul_precision, backends/backend.h): cuBLAS compute
+  // type CUBLAS_COMPUTE_32F, _FAST_TF32 or _FAST_16BF. Shorthands for code that holds the backend.
+  using MatmulPrecision = skipgrad::MatmulPrecision;
+  void set_matmul_precision(MatmulPrecision p) { set_float32_matmul_precision(p); }
+  MatmulPrecision matmul_precision() const { return float32_matmul_precision(); }
+  void set_allow_tf32(bool on) { set_float32_matmul_precision(on ? MatmulPrecision::TF32 : MatmulPrecision::FP32); }
+  bool allow_tf32() const { return float32_matmul_precision() == MatmulPrecision::TF32; }
   cudaStream_t stream() const { return stream_; }
   // Throws (and clears) an error that a kernel recorded on the device, e.g. an embedding id out of range.
   // Synchronises; called after every copy to the host and by count_nonfinite.
@@ -119,7 +118,6 @@ class CudaBackend final : public Backend {
   cudaStream_t stream_ = nullptr;
   cublasHandle_t cublas_ = nullptr;
   int* error_flags_ = nullptr;  // device int, bits of cuda::DeviceErrorBit
-  MatmulPrecision precision_ = MatmulPrecision::FP32;
 };
 
 // Registers the CUDA backend and its caching allocator when at least one device is present; returns whether

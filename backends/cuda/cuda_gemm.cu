@@ -4,7 +4,7 @@
 // cuBLAS is column-major. A row-major matrix with leading dimension ld is, read column-major, its transpose,
 // so the row-major C = op(A) op(B) is computed as the column-major C^T = op(B)^T op(A)^T: swap the operands
 // (and m with n), keep the transpose flags. A batch stride of 0 reuses one matrix, which cuBLAS allows.
-// float32 GEMMs go through the ...Ex entry points with the compute type of CudaBackend::set_matmul_precision (FP32
+// float32 GEMMs go through the ...Ex entry points with the compute type of set_float32_matmul_precision (FP32
 // unless TF32 or BF16 tensor cores are asked for); float64 ones through cublasDgemm{StridedBatched,Batched}.
 #include <array>
 #include <climits>
@@ -28,11 +28,11 @@ bool one_batch_stride(const GemmArgs& g, int64_t& sa, int64_t& sb, int64_t& sc) 
          g.stride_c_outer == inner * g.stride_c;
 }
 
-cublasComputeType_t f32_compute(CudaBackend::MatmulPrecision p) {
+cublasComputeType_t f32_compute(MatmulPrecision p) {
   switch (p) {
-    case CudaBackend::MatmulPrecision::TF32: return CUBLAS_COMPUTE_32F_FAST_TF32;
-    case CudaBackend::MatmulPrecision::BF16: return CUBLAS_COMPUTE_32F_FAST_16BF;
-    case CudaBackend::MatmulPrecision::FP32: break;
+    case MatmulPrecision::TF32: return CUBLAS_COMPUTE_32F_FAST_TF32;
+    case MatmulPrecision::BF16: return CUBLAS_COMPUTE_32F_FAST_16BF;
+    case MatmulPrecision::FP32: break;
   }
   return CUBLAS_COMPUTE_32F;
 }
@@ -72,9 +72,10 @@ void CudaBackend::gemm(const GemmArgs& g) {
   }
   if (g.dtype == DType::F32) {
     const float alpha = (float)g.alpha, beta = (float)g.beta;
+    const cublasComputeType_t compute = f32_compute(float32_matmul_precision());
     SG_CUBLAS_CHECK(op, cublasGemmStridedBatchedEx(cublas_, tb, ta, n, m, k, &alpha, g.b, CUDA_R_32F, ldb, stride_b,
                                                    g.a, CUDA_R_32F, lda, stride_a, &beta, g.c, CUDA_R_32F, ldc,
-                                                   stride_c, batch, f32_compute(precision_), CUBLAS_GEMM_DEFAULT));
+                                                   stride_c, batch, compute, CUBLAS_GEMM_DEFAULT));
   } else if (g.dtype == DType::F64) {
     const double alpha = g.alpha, beta = g.beta;
     SG_CUBLAS_CHECK(op, cublasDgemmStridedBatched(cublas_, tb, ta, n, m, k, &alpha, static_cast<const double*>(g.b),
@@ -105,10 +106,11 @@ void CudaBackend::gemm_pointer_batched(const GemmArgs& g) {
   // swapped as above: cuBLAS's A is our B
   if (g.dtype == DType::F32) {
     const float alpha = (float)g.alpha, beta = (float)g.beta;
+    const cublasComputeType_t compute = f32_compute(float32_matmul_precision());
     SG_CUBLAS_CHECK(op, cublasGemmBatchedEx(cublas_, tb, ta, n, m, k, &alpha, reinterpret_cast<const void**>(p + batch),
                                             CUDA_R_32F, ldb, reinterpret_cast<const void**>(p), CUDA_R_32F, lda, &beta,
-                                            reinterpret_cast<void**>(p + 2 * batch), CUDA_R_32F, ldc, batch,
-                                            f32_compute(precision_), CUBLAS_GEMM_DEFAULT));
+                                            reinterpret_cast<void**>(p + 2 * batch), CUDA_R_32F, ldc, batch, compute,
+                                            CUBLAS_GEMM_DEFAULT));
   } else if (g.dtype == DType::F64) {
     const double alpha = g.alpha, beta = g.beta;
     SG_CUBLAS_CHECK(op, cublasDgemmBatched(cublas_, tb, ta, n, m, k, &alpha,
@@ -164,8 +166,8 @@ struct CudaBackend::LtPlan {
 CudaBackend::LtPlan* CudaBackend::make_lt_plan(const GemmArgs& g, cublasLtEpilogue_t epilogue, void* bias) {
   const char* op = "gemm";
   auto plan = std::make_unique<LtPlan>();
-  plan->key = LtPlan::key_of(g, epilogue, precision_, bias);
-  SG_CUBLAS_CHECK(op, cublasLtMatmulDescCreate(&plan->desc, f32_compute(precision_), CUDA_R_32F));
+  plan->key = LtPlan::key_of(g, epilogue, float32_matmul_precision(), bias);
+  SG_CUBLAS_CHECK(op, cublasLtMatmulDescCreate(&plan->desc, f32_compute(float32_matmul_precision()), CUDA_R_32F));
   const int32_t ta = g.trans_b ? CUBLAS_OP_T : CUBLAS_OP_N, tb = g.trans_a ? CUBLAS_OP_T : CUBLAS_OP_N;
   const uint32_t epi = epilogue;
   SG_CUBLAS_CHECK(op, cublasLtMatmulDescSetAttribute(plan->desc, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof(ta)));
@@ -223,7 +225,7 @@ bool CudaBackend::gemm_lt(const GemmArgs& g, cublasLtEpilogue_t epilogue, void* 
   if (g.dtype != DType::F32 || g.batch != 1 || g.beta != 0 || g.m == 0 || g.n == 0 || g.k == 0) return false;
   for (int64_t v : {g.m, g.n, g.k, g.lda, g.ldb, g.ldc})
     if (v > INT_MAX) return false;
-  const LtPlan::Key key = LtPlan::key_of(g, epilogue, precision_, bias);
+  const LtPlan::Key key = LtPlan::key_of(g, epilogue, float32_matmul_precision(), bias);
   LtPlan* plan = nullptr;
   for (LtPlan* p : lt_plans_)
     if (p->key == key) {

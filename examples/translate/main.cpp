@@ -49,6 +49,9 @@ static std::vector<std::string> split_commas(const std::string& s) {
 static void add_train_options(CLI::App* c, TrainOptions& o, std::string& norm, std::string& act, std::string& init) {
   c->add_option("--data-dir", o.data_dir, "where corpora and vocabularies are cached")->capture_default_str();
   c->add_option("--device", o.device, "cpu | cuda | cuda:N (docs/cuda.md)")->capture_default_str();
+  c->add_option("--matmul-precision", o.matmul_precision,
+                "fp32 | tf32 | bf16: float32 matrix products on TF32 or bf16 tensor cores (cuda; the CPU keeps fp32)")
+      ->capture_default_str();
   c->add_option("--corpus", o.corpus, "numbers | ding | a folder with train.tsv valid.tsv test.tsv")->capture_default_str();
   c->add_option("--vocab-size", o.vocab_size, "SentencePiece vocabulary size")->capture_default_str();
   c->add_option("--layers", o.model.enc_layers, "layers per side")->capture_default_str();

@@ -122,6 +122,7 @@ TrainResult train(const TrainOptions& o) {
   TrainResult res;
   const Device device = Device::parse(o.device);
   backend_for(device);  // an absent device fails here, before the data is prepared
+  set_float32_matmul_precision(parse_matmul_precision(o.matmul_precision));
   Corpus corpus = prepare_corpus(o);
   const std::string data_dir = (o.corpus == "numbers" || o.corpus == "ding") ? o.data_dir + "/" + o.corpus : o.corpus;
   // An empty split would make an endless epoch loop (train) or a mean over nothing (valid, test).

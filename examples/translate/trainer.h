@@ -40,6 +40,7 @@ struct TrainOptions {
   bool quiet = false;              // no live progress line
   double diverge_grad_norm = 1e6;  // a larger (or non-finite) gradient norm counts as divergence
   std::string device = "cpu";      // cpu | cuda | cuda:N: where the model, its batches and the optimizer live
+  std::string matmul_precision = "fp32";  // fp32 | tf32 | bf16: float32 products on tensor cores (cuda only)
 };
 
 struct TrainResult {
