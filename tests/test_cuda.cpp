@@ -246,28 +246,26 @@ TEST_SUITE("cuda") {
       Tensor cond = gt(in.rand({3, 4}, 5, 0, 0, false), Tensor::zeros({1}, in.dtype, in.dev));
       return where(cond, in.rand({3, 4}, 1), in.rand({4}, 2));
     });
-    compare_both("attention causal + padding + dropout", [](Inputs& in) {
-      Tensor q = in.rand({2, 3, 5, 8}, 1), k = in.rand({2, 3, 7, 8}, 2), v = in.rand({2, 3, 7, 8}, 3);
-      Tensor pad = in.ids({0, 0, 0, 0, 0, 1, 1, 0, 0, 0, 0, 0, 0, 0}, {2, 7});
-      Generator g(11);
-      AttentionOptions opt;
-      opt.causal = true;
-      opt.dropout = 0.2;
-      opt.gen = &g;
-      return attention(q, k, v, pad, opt);
-    });
-    // heads inside projections [B, T, H*dh], as a Transformer's: a GEMM with two batch dims (pointer arrays)
-    compare_both("attention on projection views", [](Inputs& in) {
-      auto heads = [](const Tensor& p) { return p.reshape({2, p.size(1), 3, 8}).transpose(1, 2); };
-      Tensor q = heads(in.rand({2, 5, 24}, 1)), k = heads(in.rand({2, 7, 24}, 2)), v = heads(in.rand({2, 7, 24}, 3));
-      Tensor pad = in.ids({0, 0, 0, 0, 0, 1, 1, 0, 0, 0, 0, 0, 0, 0}, {2, 7});
-      Generator g(12);
-      AttentionOptions opt;
-      opt.causal = true;
-      opt.dropout = 0.2;
-      opt.gen = &g;
-      return attention(q, k, v, pad, opt).transpose(1, 2).reshape({2, 5, 24});
-    });
+    // q, k, v contiguous, or heads inside projections [B, T, H*dh] as a Transformer's (a GEMM with two batch dims
+    // over pointer arrays on the GPU; the output merges back with a view)
+    for (bool projections : {false, true}) {
+      compare_both(projections ? "attention on projection views" : "attention causal + padding + dropout",
+                   [projections](Inputs& in) {
+                     auto heads = [&](int64_t T, uint64_t seed) {
+                       return projections ? in.rand({2, T, 24}, seed).reshape({2, T, 3, 8}).transpose(1, 2)
+                                          : in.rand({2, 3, T, 8}, seed);
+                     };
+                     Tensor q = heads(5, 1), k = heads(7, 2), v = heads(7, 3);
+                     Tensor pad = in.ids({0, 0, 0, 0, 0, 1, 1, 0, 0, 0, 0, 0, 0, 0}, {2, 7});
+                     Generator g(11);
+                     AttentionOptions opt;
+                     opt.causal = true;
+                     opt.dropout = 0.2;
+                     opt.gen = &g;
+                     Tensor out = attention(q, k, v, pad, opt);
+                     return projections ? out.transpose(1, 2).reshape({2, 5, 24}) : out;
+                   });
+    }
   }
 
   TEST_CASE("fused Adam/AdamW and count_nonfinite match the CPU backend") {

@@ -399,17 +399,31 @@ bool ex_types(cudaDataType a, cudaDataType b, cudaDataType c, cublasComputeType_
 
 }  // namespace
 
-cublasStatus_t cublasSgemmStridedBatched(cublasHandle_t h, cublasOperation_t ta, cublasOperation_t tb, int m, int n,
-                                         int k, const float* alpha, const float* a, int lda, long long stride_a,
-                                         const float* b, int ldb, long long stride_b, const float* beta, float* c,
-                                         int ldc, long long stride_c, int batch) {
+namespace {
+// Every strided-batched GEMM: cuBLAS's checks, one GEMM counted, the product unless the work is skipped.
+template <class T>
+cublasStatus_t strided_gemm(cublasHandle_t h, Rounding r, cublasOperation_t ta, cublasOperation_t tb, int m, int n,
+                            int k, const T* alpha, const T* a, int lda, long long stride_a, const T* b, int ldb,
+                            long long stride_b, const T* beta, T* c, int ldc, long long stride_c, int batch) {
   if (cublasStatus_t st = check_gemm(h, ta, tb, m, n, k, a, lda, b, ldb, c, ldc, batch); st != CUBLAS_STATUS_SUCCESS)
     return st;
   skipgrad_emu::count_gemm();
   if (m == 0 || n == 0 || skipgrad_emu::skip_work()) return CUBLAS_STATUS_SUCCESS;
-  run_sgemm(math_rounding(h), ta, tb, m, n, k, alpha, a, lda, stride_a, b, ldb, stride_b, beta, c, ldc, stride_c,
-            batch);
+  if constexpr (std::is_same_v<T, float>)
+    run_sgemm(r, ta, tb, m, n, k, alpha, a, lda, stride_a, b, ldb, stride_b, beta, c, ldc, stride_c, batch);
+  else
+    run_dgemm(r, ta, tb, m, n, k, alpha, a, lda, stride_a, b, ldb, stride_b, beta, c, ldc, stride_c, batch);
   return CUBLAS_STATUS_SUCCESS;
+}
+}  // namespace
+
+cublasStatus_t cublasSgemmStridedBatched(cublasHandle_t h, cublasOperation_t ta, cublasOperation_t tb, int m, int n,
+                                         int k, const float* alpha, const float* a, int lda, long long stride_a,
+                                         const float* b, int ldb, long long stride_b, const float* beta, float* c,
+                                         int ldc, long long stride_c, int batch) {
+  if (!h) return CUBLAS_STATUS_NOT_INITIALIZED;
+  return strided_gemm(h, math_rounding(h), ta, tb, m, n, k, alpha, a, lda, stride_a, b, ldb, stride_b, beta, c, ldc,
+                      stride_c, batch);
 }
 
 cublasStatus_t cublasSgemm(cublasHandle_t h, cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k,
@@ -422,12 +436,8 @@ cublasStatus_t cublasDgemmStridedBatched(cublasHandle_t h, cublasOperation_t ta,
                                          int k, const double* alpha, const double* a, int lda, long long stride_a,
                                          const double* b, int ldb, long long stride_b, const double* beta, double* c,
                                          int ldc, long long stride_c, int batch) {
-  if (cublasStatus_t st = check_gemm(h, ta, tb, m, n, k, a, lda, b, ldb, c, ldc, batch); st != CUBLAS_STATUS_SUCCESS)
-    return st;
-  skipgrad_emu::count_gemm();
-  if (m == 0 || n == 0 || skipgrad_emu::skip_work()) return CUBLAS_STATUS_SUCCESS;
-  run_dgemm(Rounding::None, ta, tb, m, n, k, alpha, a, lda, stride_a, b, ldb, stride_b, beta, c, ldc, stride_c, batch);
-  return CUBLAS_STATUS_SUCCESS;
+  return strided_gemm(h, Rounding::None, ta, tb, m, n, k, alpha, a, lda, stride_a, b, ldb, stride_b, beta, c, ldc,
+                      stride_c, batch);
 }
 
 cublasStatus_t cublasGemmStridedBatchedEx(cublasHandle_t h, cublasOperation_t ta, cublasOperation_t tb, int m, int n,
@@ -439,21 +449,13 @@ cublasStatus_t cublasGemmStridedBatchedEx(cublasHandle_t h, cublasOperation_t ta
   bool f64 = false;
   Rounding r = Rounding::None;
   if (!ex_types(a_type, b_type, c_type, compute, f64, r)) return CUBLAS_STATUS_NOT_SUPPORTED;
-  if (cublasStatus_t st = check_gemm(h, ta, tb, m, n, k, static_cast<const char*>(a), lda,
-                                     static_cast<const char*>(b), ldb, static_cast<const char*>(c), ldc, batch);
-      st != CUBLAS_STATUS_SUCCESS)
-    return st;
-  skipgrad_emu::count_gemm();
-  if (m == 0 || n == 0 || skipgrad_emu::skip_work()) return CUBLAS_STATUS_SUCCESS;
   if (f64)
-    run_dgemm(r, ta, tb, m, n, k, static_cast<const double*>(alpha), static_cast<const double*>(a), lda, stride_a,
-              static_cast<const double*>(b), ldb, stride_b, static_cast<const double*>(beta), static_cast<double*>(c),
-              ldc, stride_c, batch);
-  else
-    run_sgemm(r, ta, tb, m, n, k, static_cast<const float*>(alpha), static_cast<const float*>(a), lda, stride_a,
-              static_cast<const float*>(b), ldb, stride_b, static_cast<const float*>(beta), static_cast<float*>(c),
-              ldc, stride_c, batch);
-  return CUBLAS_STATUS_SUCCESS;
+    return strided_gemm(h, r, ta, tb, m, n, k, static_cast<const double*>(alpha), static_cast<const double*>(a), lda,
+                        stride_a, static_cast<const double*>(b), ldb, stride_b, static_cast<const double*>(beta),
+                        static_cast<double*>(c), ldc, stride_c, batch);
+  return strided_gemm(h, r, ta, tb, m, n, k, static_cast<const float*>(alpha), static_cast<const float*>(a), lda,
+                      stride_a, static_cast<const float*>(b), ldb, stride_b, static_cast<const float*>(beta),
+                      static_cast<float*>(c), ldc, stride_c, batch);
 }
 
 cublasStatus_t cublasGemmEx(cublasHandle_t h, cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k,
