@@ -1,5 +1,6 @@
-// CUDA matrix products: a cuBLAS strided-batched GEMM each, except a linear layer's, which go through cuBLASLt
-// with the bias work in the GEMM's epilogue where cuBLASLt has a kernel for it.
+// CUDA matrix products: a cuBLAS strided-batched GEMM each (batched over pointer arrays when two batch dims do not
+// collapse to one stride: attention's heads inside projections), except a linear layer's, which go through
+// cuBLASLt with the bias work in the GEMM's epilogue where cuBLASLt has a kernel for it.
 //
 // cuBLAS is column-major. A row-major matrix with leading dimension ld is, read column-major, its transpose,
 // so the row-major C = op(A) op(B) is computed as the column-major C^T = op(B)^T op(A)^T: swap the operands
