@@ -61,29 +61,17 @@ void head_gemm(const HeadMatrices& a, bool trans_a, const HeadMatrices& b, bool 
   be(c.t).gemm(g);
 }
 
-// scores[b, h, i, j] = -inf wherever key j is masked for query i: causal (j > i + Tk - Tq) and/or
-// key_padding_mask[b, j] != 0. Applied in place with the backend's `where`.
-void mask_scores(Tensor& scores, const Tensor& key_padding_mask, bool causal) {
+// scores[b, h, i, j] = -inf wherever key_padding_mask[b, j] != 0, in place with the backend's `where`. (The causal
+// mask, j > i + Tk - Tq, is applied inside the softmax: Backend::softmax's causal_queries.)
+void mask_padding(Tensor& scores, const Tensor& key_padding_mask) {
   const char* op = "attention";
   const Shape& s = scores.shape();  // [B, H, Tq, Tk]
-  const int64_t B = s[0], Tq = s[2], Tk = s[3];
-  Backend& backend = be(scores);
+  const int64_t B = s[0], Tk = s[3];
   Tensor minus_inf = Tensor::full({1}, -std::numeric_limits<double>::infinity(), scores.dtype(), scores.device());
-  if (causal) {
-    // query i sits at absolute position i + (Tk - Tq); key j is in its future when j > that position
-    Tensor key_pos = reshape_raw(Tensor::arange(0, (double)Tk, 1, scores.dtype(), scores.device()), {1, Tk});
-    Tensor query_pos =
-        reshape_raw(Tensor::arange((double)(Tk - Tq), (double)Tk, 1, scores.dtype(), scores.device()), {Tq, 1});
-    Tensor future = Tensor::empty({Tq, Tk}, scores.dtype(), scores.device());
-    backend.binary(BinaryOp::Gt, broadcast_to(key_pos, {Tq, Tk}, op), broadcast_to(query_pos, {Tq, Tk}, op), future);
-    backend.where(broadcast_to(future, s, op), broadcast_to(minus_inf, s, op), scores, scores);
-  }
-  if (key_padding_mask.defined()) {
-    // [B, Tk] seen as [B, 1, 1, Tk]
-    const Shape& st = key_padding_mask.strides();
-    Tensor padded = make_view(key_padding_mask, {B, 1, 1, Tk}, {st[0], 0, 0, st[1]}, key_padding_mask.offset());
-    backend.where(broadcast_to(padded, s, op), broadcast_to(minus_inf, s, op), scores, scores);
-  }
+  // [B, Tk] seen as [B, 1, 1, Tk]
+  const Shape& st = key_padding_mask.strides();
+  Tensor padded = make_view(key_padding_mask, {B, 1, 1, Tk}, {st[0], 0, 0, st[1]}, key_padding_mask.offset());
+  be(scores).where(broadcast_to(padded, s, op), broadcast_to(minus_inf, s, op), scores, scores);
 }
 
 void check_attention_args(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& mask,
@@ -133,14 +121,14 @@ Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor
 
   const HeadMatrices Q = head_matrices(q), K = head_matrices(k), V = head_matrices(v);
 
-  // S = scale * Q K^T, masked
+  // S = scale * Q K^T, padded keys masked
   Tensor scores = Tensor::empty({B, H, Tq, Tk}, dtype, device);
   head_gemm(Q, false, K, true, head_matrices(scores), B, H, Tq, Tk, dh, scale);
-  if (opt.causal || key_padding_mask.defined()) mask_scores(scores, key_padding_mask, opt.causal);
+  if (key_padding_mask.defined()) mask_padding(scores, key_padding_mask);
 
-  // P = softmax(S) row by row
+  // P = softmax(S) row by row, the causal mask inside
   Tensor probs = Tensor::empty({B, H, Tq, Tk}, dtype, device);
-  backend.softmax(scores, probs, false);
+  backend.softmax(scores, probs, false, opt.causal ? Tq : 0);
   scores = Tensor();
 
   // Pd = P * M

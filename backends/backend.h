@@ -109,7 +109,10 @@ class Backend {
   virtual void gemm_bias_grad(const GemmArgs& args, const Tensor& a, Tensor& bias_grad);
 
   // ---- fused row kernels: x is contiguous [rows, cols], the op works along cols ----
-  virtual void softmax(const Tensor& x, Tensor& y, bool log) = 0;
+  // causal_queries > 0: attention's causal mask inside the softmax. x is then blocks of causal_queries rows
+  // (queries) of cols keys, and in row i of a block the columns j > i + cols - causal_queries count as -inf
+  // (y = 0 there; log: -inf), as if masked_fill had put -inf there first.
+  virtual void softmax(const Tensor& x, Tensor& y, bool log, int64_t causal_queries) = 0;
   virtual void softmax_backward(const Tensor& y, const Tensor& gy, Tensor& gx, bool log) = 0;
   // y = (x - mean) * rstd * gamma + beta; saves mean[rows], rstd[rows]. gamma/beta may be undefined.
   virtual void layer_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta, double eps, Tensor& y,

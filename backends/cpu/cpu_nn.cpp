@@ -22,7 +22,8 @@ Rows rows_of(const Tensor& x) {
 }  // namespace
 
 // y = exp(x - max) / sum(exp(x - max));  log: y = x - max - log(sum(exp(x - max)))
-void CpuBackend::softmax(const Tensor& x, Tensor& y, bool log) {
+// With causal_queries = Q > 0, row r keeps its first (r mod Q) + C - Q + 1 columns; the rest read as -inf.
+void CpuBackend::softmax(const Tensor& x, Tensor& y, bool log, int64_t causal_queries) {
   const Rows rows = rows_of(x);
   const int64_t R = rows.rows, C = rows.cols;
   cpu::dispatch_float(x.dtype(), "softmax", [&]<class T>() {
@@ -32,18 +33,21 @@ void CpuBackend::softmax(const Tensor& x, Tensor& y, bool log) {
     for (int64_t r = 0; r < R; r++) {
       const T* xr = xp + r * C;
       T* yr = yp + r * C;
-      T mx = -std::numeric_limits<T>::infinity();
-      for (int64_t c = 0; c < C; c++) mx = xr[c] > mx ? xr[c] : mx;
-      if (mx == -std::numeric_limits<T>::infinity()) mx = 0;  // a fully masked row
+      constexpr T kMasked = -std::numeric_limits<T>::infinity();
+      const int64_t keep = causal_queries > 0 ? r % causal_queries + C - causal_queries + 1 : C;
+      auto at = [&](int64_t c) { return c < keep ? xr[c] : kMasked; };
+      T mx = kMasked;
+      for (int64_t c = 0; c < C; c++) mx = at(c) > mx ? at(c) : mx;
+      if (mx == kMasked) mx = 0;  // a fully masked row
       double s = 0;
       for (int64_t c = 0; c < C; c++) {
-        T e = std::exp(xr[c] - mx);
+        T e = std::exp(at(c) - mx);
         if (!log) yr[c] = e;
         s += e;
       }
       if (log) {
         T lse = mx + (T)std::log(s);
-        for (int64_t c = 0; c < C; c++) yr[c] = xr[c] - lse;
+        for (int64_t c = 0; c < C; c++) yr[c] = at(c) - lse;
       } else {
         T inv = s > 0 ? (T)(1.0 / s) : T(0);
         for (int64_t c = 0; c < C; c++) yr[c] *= inv;

@@ -43,8 +43,9 @@ __device__ __forceinline__ void row_and_lane(int64_t& row, int& lane, int& group
 }
 
 // y = exp(x - max) / sum(exp(x - max));  log: y = x - max - log(sum(exp(x - max)))
+// With causal_queries = Q > 0, row r keeps its first (r mod Q) + cols - Q + 1 columns; the rest read as -inf.
 template <class T, int G>
-__global__ void softmax_kernel(const T* x, T* y, int64_t rows, int64_t cols, bool log) {
+__global__ void softmax_kernel(const T* x, T* y, int64_t rows, int64_t cols, bool log, int64_t causal_queries) {
   __shared__ double scratch[32];
   int64_t row;
   int lane, group;
@@ -52,19 +53,21 @@ __global__ void softmax_kernel(const T* x, T* y, int64_t rows, int64_t cols, boo
   if (row >= rows) return;
   const T* xr = x + row * cols;
   T* yr = y + row * cols;
+  const int64_t keep = causal_queries > 0 ? row % causal_queries + cols - causal_queries + 1 : cols;
+  auto at = [&](int64_t c) { return c < keep ? xr[c] : T(-INFINITY); };
   double mx = -INFINITY;
-  for (int64_t c = lane; c < cols; c += group) mx = fmax(mx, (double)xr[c]);
+  for (int64_t c = lane; c < cols; c += group) mx = fmax(mx, (double)at(c));
   mx = cuda::group_reduce<G>(mx, cuda::MaxOp{}, scratch);
   const T m = mx == -INFINITY ? T(0) : (T)mx;  // a fully masked row
   double s = 0;
-  for (int64_t c = lane; c < cols; c += group) s += (double)exp(xr[c] - m);
+  for (int64_t c = lane; c < cols; c += group) s += (double)exp(at(c) - m);
   s = cuda::group_reduce<G>(s, cuda::SumOp{}, scratch);
   if (log) {
     const T lse = m + (T)::log(s);
-    for (int64_t c = lane; c < cols; c += group) yr[c] = xr[c] - lse;
+    for (int64_t c = lane; c < cols; c += group) yr[c] = at(c) - lse;
   } else {
     const T inv = s > 0 ? (T)(1.0 / s) : T(0);
-    for (int64_t c = lane; c < cols; c += group) yr[c] = exp(xr[c] - m) * inv;
+    for (int64_t c = lane; c < cols; c += group) yr[c] = exp(at(c) - m) * inv;
   }
 }
 
@@ -262,14 +265,14 @@ const T* ptr_or_null(const Tensor& t) {
 
 }  // namespace
 
-void CudaBackend::softmax(const Tensor& x, Tensor& y, bool log) {
+void CudaBackend::softmax(const Tensor& x, Tensor& y, bool log, int64_t causal_queries) {
   const Rows rc = rows_of(x, "softmax");
   const int64_t R = rc.rows, C = rc.cols;  // not a structured binding: clang 14 cannot capture one
   if (R == 0 || C == 0) return;
   cuda::dispatch_float(x.dtype(), "softmax", [&](auto tag) {
     using T = decltype(tag);
     launch_rows("softmax", stream_, R, C, softmax_kernel<T, kWarpRow>, softmax_kernel<T, kBlockRow>,
-                static_cast<const T*>(x.data_ptr()), static_cast<T*>(y.data_ptr()), R, C, log);
+                static_cast<const T*>(x.data_ptr()), static_cast<T*>(y.data_ptr()), R, C, log, causal_queries);
   });
 }
 
