@@ -24,8 +24,8 @@ struct HeadMatrices {
 HeadMatrices head_matrices(const Tensor& x) {
   const Shape& st = x.strides();
   const int64_t R = x.size(2), C = x.size(3);
-  if ((st[3] == 1 || C == 1) && (R == 1 || st[2] >= C)) return {x, false, R == 1 ? C : st[2], st[1], st[0]};
-  if ((st[2] == 1 || R == 1) && (C == 1 || st[3] >= R)) return {x, true, C == 1 ? R : st[3], st[1], st[0]};
+  BlasLayout l;
+  if (blas_layout(R, C, st[2], st[3], l)) return {x, l.trans, l.ld, st[1], st[0]};
   Tensor c = contiguous_raw(x);
   return {c, false, C, R * C, x.size(1) * R * C};
 }

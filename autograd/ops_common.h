@@ -1,5 +1,7 @@
 // Small helpers shared by the op files (not part of the public API).
 #pragma once
+#include <algorithm>
+
 #include "autograd/node.h"
 #include "autograd/ops.h"
 #include "autograd/tape.h"
@@ -30,5 +32,19 @@ inline Tensor contiguous_raw(const Tensor& t) {
 Tensor reshape_raw(const Tensor& t, const Shape& shape);
 // Resolves one -1 in `shape` against `numel`; `op` names the caller in errors.
 Shape infer_shape(const Shape& shape, int64_t numel, const char* op);
+
+// How a GEMM reads an r x c matrix with row stride sr and column stride sc without copying it: rows of unit stride
+// (trans false) or, read transposed, columns of unit stride (trans true), ld apart. False when it cannot.
+struct BlasLayout {
+  bool trans;
+  int64_t ld;
+};
+inline bool blas_layout(int64_t r, int64_t c, int64_t sr, int64_t sc, BlasLayout& out) {
+  const int64_t r1 = std::max<int64_t>(r, 1), c1 = std::max<int64_t>(c, 1);
+  if ((sc == 1 || c == 1) && (r == 1 || sr >= c1)) out = {false, r == 1 ? c1 : sr};
+  else if ((sr == 1 || r == 1) && (c == 1 || sc >= r1)) out = {true, c == 1 ? r1 : sc};
+  else return false;
+  return true;
+}
 
 }  // namespace skipgrad

@@ -32,12 +32,8 @@ GemmOperand gemm_operand(const Tensor& x, int64_t batch) {
     }
     if (batch == 1) bstride = 0;
   }
-  if (batch_ok) {
-    if ((sc == 1 || c == 1) && (r == 1 || sr >= std::max<int64_t>(c, 1)))
-      return {x, false, r == 1 ? std::max<int64_t>(c, 1) : sr, bstride};
-    if ((sr == 1 || r == 1) && (c == 1 || sc >= std::max<int64_t>(r, 1)))
-      return {x, true, c == 1 ? std::max<int64_t>(r, 1) : sc, bstride};
-  }
+  BlasLayout l;
+  if (batch_ok && blas_layout(r, c, sr, sc, l)) return {x, l.trans, l.ld, bstride};
   Tensor cx = contiguous_raw(x);
   return {cx, false, std::max<int64_t>(c, 1), r * c};
 }

@@ -100,8 +100,6 @@ class CudaBackend final : public Backend {
   int next_slot_ = 0;
   int64_t host_waits_ = 0, uploads_ = 0, staged_uploads_ = 0;
 
-  void gemm_pointer_batched(const GemmArgs& args);  // two batch dims not one stride apart (cuda_gemm.cu)
-
   // cuBLASLt, for GEMMs with a bias epilogue (cuda_gemm.cu). gemm_lt returns false where cuBLASLt has no
   // kernel for the configuration (the caller falls back). A plan (descriptors and the heuristic's algorithm) is
   // made once per configuration and kept, declined ones included: the heuristic query costs host time.

@@ -52,6 +52,20 @@ __global__ void batch_pointers_kernel(const char* a, const char* b, char* c, Bat
     ptrs[2 * l.batch + i] = reinterpret_cast<uint64_t>(c + (outer * l.sc_outer + inner * l.sc) * l.elem_bytes);
   }
 }
+
+// The pointer arrays of a GEMM with two batch dims that are not one stride apart, written on the device:
+// [A entries, B entries, C entries]. The tensor goes back to the cache when the caller drops it, which is safe:
+// later users of that memory are queued after the GEMM that reads it.
+Tensor batch_pointers(const GemmArgs& g, cudaStream_t stream) {
+  Tensor ptrs = Tensor::empty({3 * g.batch}, DType::I64, Device::cuda());
+  const BatchLayout l{g.batch, g.batch_inner, g.stride_a, g.stride_a_outer, g.stride_b, g.stride_b_outer,
+                      g.stride_c, g.stride_c_outer, (int64_t)dtype_size(g.dtype)};
+  batch_pointers_kernel<<<cuda::grid_for(g.batch), cuda::kThreads, 0, stream>>>(
+      static_cast<const char*>(g.a), static_cast<const char*>(g.b), static_cast<char*>(g.c), l,
+      static_cast<uint64_t*>(ptrs.data_ptr()));
+  SG_CUDA_LAUNCH_CHECK("gemm");
+  return ptrs;
+}
 }  // namespace
 
 void CudaBackend::gemm(const GemmArgs& g) {
@@ -60,6 +74,8 @@ void CudaBackend::gemm(const GemmArgs& g) {
   for (int64_t v : {g.m, g.n, g.k, g.lda, g.ldb, g.ldc, g.batch})
     check(v >= 0 && v <= INT_MAX, op, ": size ", v, " does not fit cuBLAS's int (m=", g.m, " n=", g.n, " k=", g.k,
           " batch=", g.batch, ")");
+  if (g.dtype != DType::F32 && g.dtype != DType::F64)
+    fail(op, ": expected float32 or float64, got ", dtype_name(g.dtype));
   const cublasOperation_t ta = g.trans_a ? CUBLAS_OP_T : CUBLAS_OP_N;
   const cublasOperation_t tb = g.trans_b ? CUBLAS_OP_T : CUBLAS_OP_N;
   const int m = (int)g.m, n = (int)g.n, k = (int)g.k, batch = (int)g.batch;
@@ -67,59 +83,35 @@ void CudaBackend::gemm(const GemmArgs& g) {
   const int lda = (int)std::max<int64_t>(g.lda, 1), ldb = (int)std::max<int64_t>(g.ldb, 1),
             ldc = (int)std::max<int64_t>(g.ldc, 1);
   int64_t stride_a, stride_b, stride_c;
-  if (!one_batch_stride(g, stride_a, stride_b, stride_c)) {
-    gemm_pointer_batched(g);
-    return;
-  }
+  const bool strided = one_batch_stride(g, stride_a, stride_b, stride_c);
+  // Two batch dims that are not one stride apart: cuBLAS's batched GEMM over pointer arrays; A', B', C' below are
+  // the arrays of cuBLAS's operands (its A is our B, as above).
+  const Tensor ptrs = strided ? Tensor() : batch_pointers(g, stream_);
+  uint64_t* p = strided ? nullptr : static_cast<uint64_t*>(ptrs.data_ptr());
   if (g.dtype == DType::F32) {
     const float alpha = (float)g.alpha, beta = (float)g.beta;
     const cublasComputeType_t compute = f32_compute(float32_matmul_precision());
-    SG_CUBLAS_CHECK(op, cublasGemmStridedBatchedEx(cublas_, tb, ta, n, m, k, &alpha, g.b, CUDA_R_32F, ldb, stride_b,
-                                                   g.a, CUDA_R_32F, lda, stride_a, &beta, g.c, CUDA_R_32F, ldc,
-                                                   stride_c, batch, compute, CUBLAS_GEMM_DEFAULT));
-  } else if (g.dtype == DType::F64) {
-    const double alpha = g.alpha, beta = g.beta;
-    SG_CUBLAS_CHECK(op, cublasDgemmStridedBatched(cublas_, tb, ta, n, m, k, &alpha, static_cast<const double*>(g.b),
-                                                  ldb, stride_b, static_cast<const double*>(g.a), lda, stride_a,
-                                                  &beta, static_cast<double*>(g.c), ldc, stride_c, batch));
+    if (strided)
+      SG_CUBLAS_CHECK(op, cublasGemmStridedBatchedEx(cublas_, tb, ta, n, m, k, &alpha, g.b, CUDA_R_32F, ldb, stride_b,
+                                                     g.a, CUDA_R_32F, lda, stride_a, &beta, g.c, CUDA_R_32F, ldc,
+                                                     stride_c, batch, compute, CUBLAS_GEMM_DEFAULT));
+    else
+      SG_CUBLAS_CHECK(op, cublasGemmBatchedEx(cublas_, tb, ta, n, m, k, &alpha,
+                                              reinterpret_cast<const void**>(p + batch), CUDA_R_32F, ldb,
+                                              reinterpret_cast<const void**>(p), CUDA_R_32F, lda, &beta,
+                                              reinterpret_cast<void**>(p + 2 * batch), CUDA_R_32F, ldc, batch,
+                                              compute, CUBLAS_GEMM_DEFAULT));
   } else {
-    fail(op, ": expected float32 or float64, got ", dtype_name(g.dtype));
-  }
-}
-
-// Two batch dims that are not one stride apart: cuBLAS's batched GEMM over pointer arrays, which a kernel writes
-// into device memory (freed to the cache at once: later users of that memory are queued after the GEMM).
-void CudaBackend::gemm_pointer_batched(const GemmArgs& g) {
-  const char* op = "gemm";
-  const int64_t elem = (int64_t)dtype_size(g.dtype);
-  Tensor ptrs = Tensor::empty({3 * g.batch}, DType::I64, Device::cuda());
-  uint64_t* p = static_cast<uint64_t*>(ptrs.data_ptr());
-  const BatchLayout l{g.batch, g.batch_inner, g.stride_a, g.stride_a_outer, g.stride_b, g.stride_b_outer,
-                      g.stride_c, g.stride_c_outer, elem};
-  batch_pointers_kernel<<<cuda::grid_for(g.batch), cuda::kThreads, 0, stream_>>>(
-      static_cast<const char*>(g.a), static_cast<const char*>(g.b), static_cast<char*>(g.c), l, p);
-  SG_CUDA_LAUNCH_CHECK(op);
-  const cublasOperation_t ta = g.trans_a ? CUBLAS_OP_T : CUBLAS_OP_N;
-  const cublasOperation_t tb = g.trans_b ? CUBLAS_OP_T : CUBLAS_OP_N;
-  const int m = (int)g.m, n = (int)g.n, k = (int)g.k, batch = (int)g.batch;
-  const int lda = (int)std::max<int64_t>(g.lda, 1), ldb = (int)std::max<int64_t>(g.ldb, 1),
-            ldc = (int)std::max<int64_t>(g.ldc, 1);
-  // swapped as above: cuBLAS's A is our B
-  if (g.dtype == DType::F32) {
-    const float alpha = (float)g.alpha, beta = (float)g.beta;
-    const cublasComputeType_t compute = f32_compute(float32_matmul_precision());
-    SG_CUBLAS_CHECK(op, cublasGemmBatchedEx(cublas_, tb, ta, n, m, k, &alpha, reinterpret_cast<const void**>(p + batch),
-                                            CUDA_R_32F, ldb, reinterpret_cast<const void**>(p), CUDA_R_32F, lda, &beta,
-                                            reinterpret_cast<void**>(p + 2 * batch), CUDA_R_32F, ldc, batch, compute,
-                                            CUBLAS_GEMM_DEFAULT));
-  } else if (g.dtype == DType::F64) {
     const double alpha = g.alpha, beta = g.beta;
-    SG_CUBLAS_CHECK(op, cublasDgemmBatched(cublas_, tb, ta, n, m, k, &alpha,
-                                           reinterpret_cast<const double**>(p + batch), ldb,
-                                           reinterpret_cast<const double**>(p), lda, &beta,
-                                           reinterpret_cast<double**>(p + 2 * batch), ldc, batch));
-  } else {
-    fail(op, ": expected float32 or float64, got ", dtype_name(g.dtype));
+    if (strided)
+      SG_CUBLAS_CHECK(op, cublasDgemmStridedBatched(cublas_, tb, ta, n, m, k, &alpha, static_cast<const double*>(g.b),
+                                                    ldb, stride_b, static_cast<const double*>(g.a), lda, stride_a,
+                                                    &beta, static_cast<double*>(g.c), ldc, stride_c, batch));
+    else
+      SG_CUBLAS_CHECK(op, cublasDgemmBatched(cublas_, tb, ta, n, m, k, &alpha,
+                                             reinterpret_cast<const double**>(p + batch), ldb,
+                                             reinterpret_cast<const double**>(p), lda, &beta,
+                                             reinterpret_cast<double**>(p + 2 * batch), ldc, batch));
   }
 }
 
