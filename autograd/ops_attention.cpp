@@ -1,12 +1,11 @@
 // Fused scaled-dot-product attention: one node, forward and analytic backward side by side.
 //
-// Every product is one batched GEMM over the B*H heads; masks and dropout are backend kernels (where, binary,
-// dropout_mask); the row softmax and its backward are the backend's. q, k, v are read where they are: a
-// Transformer's come as views [B, H, T, dh] of projections [B, T, H*dh] (heads dh apart, rows H*dh apart), which
-// a GEMM with two batch dims reads without copying. The output and the input gradients are laid out like q (or
+// Every product is one batched GEMM over the B*H heads; the row softmax, with the causal and padding masks
+// inside, and its backward are the backend's; dropout is its dropout_mask and binary kernels. q, k, v are read
+// where they are: a Transformer's come as views [B, H, T, dh] of projections [B, T, H*dh] (heads dh apart, rows
+// H*dh apart), which a GEMM with two batch dims reads without copying. The output and the input gradients are laid out like q (or
 // k, v), so the caller's transpose back and reshape are views too.
 #include <cmath>
-#include <limits>
 
 #include "autograd/ops_common.h"
 
@@ -61,17 +60,17 @@ void head_gemm(const HeadMatrices& a, bool trans_a, const HeadMatrices& b, bool 
   be(c.t).gemm(g);
 }
 
-// scores[b, h, i, j] = -inf wherever key_padding_mask[b, j] != 0, in place with the backend's `where`. (The causal
-// mask, j > i + Tk - Tq, is applied inside the softmax: Backend::softmax's causal_queries.)
-void mask_padding(Tensor& scores, const Tensor& key_padding_mask) {
-  const char* op = "attention";
-  const Shape& s = scores.shape();  // [B, H, Tq, Tk]
-  const int64_t B = s[0], Tk = s[3];
-  Tensor minus_inf = Tensor::full({1}, -std::numeric_limits<double>::infinity(), scores.dtype(), scores.device());
-  // [B, Tk] seen as [B, 1, 1, Tk]
-  const Shape& st = key_padding_mask.strides();
-  Tensor padded = make_view(key_padding_mask, {B, 1, 1, Tk}, {st[0], 0, 0, st[1]}, key_padding_mask.offset());
-  be(scores).where(broadcast_to(padded, s, op), broadcast_to(minus_inf, s, op), scores, scores);
+// The key padding mask as Backend::softmax reads it: contiguous int64, nonzero where a key is padding. The
+// Transformer's (an `eq` of int64 ids) already is; any other is compared with 0 and converted.
+Tensor key_padding_rows(const Tensor& mask) {
+  if (mask.dtype() == DType::I64 && mask.is_contiguous()) return mask;
+  Backend& backend = be(mask);
+  Tensor zero = Tensor::zeros({1}, mask.dtype(), mask.device());
+  Tensor nonzero = Tensor::empty(mask.shape(), mask.dtype(), mask.device());
+  backend.binary(BinaryOp::Ne, mask, broadcast_to(zero, mask.shape(), "attention"), nonzero);
+  Tensor rows = Tensor::empty(mask.shape(), DType::I64, mask.device());
+  backend.copy(nonzero, rows);
+  return rows;
 }
 
 void check_attention_args(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& mask,
@@ -121,14 +120,19 @@ Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor
 
   const HeadMatrices Q = head_matrices(q), K = head_matrices(k), V = head_matrices(v);
 
-  // S = scale * Q K^T, padded keys masked
+  // S = scale * Q K^T
   Tensor scores = Tensor::empty({B, H, Tq, Tk}, dtype, device);
   head_gemm(Q, false, K, true, head_matrices(scores), B, H, Tq, Tk, dh, scale);
-  if (key_padding_mask.defined()) mask_padding(scores, key_padding_mask);
 
-  // P = softmax(S) row by row, the causal mask inside
+  // P = softmax(S) row by row, the causal and padding masks inside
+  SoftmaxMask mask;
+  mask.causal_queries = opt.causal ? Tq : 0;
+  if (key_padding_mask.defined()) {
+    mask.key_padding = key_padding_rows(key_padding_mask);
+    mask.rows_per_batch = H * Tq;
+  }
   Tensor probs = Tensor::empty({B, H, Tq, Tk}, dtype, device);
-  backend.softmax(scores, probs, false, opt.causal ? Tq : 0);
+  backend.softmax(scores, probs, false, mask);
   scores = Tensor();
 
   // Pd = P * M

@@ -55,7 +55,7 @@ Tensor softmax_op(const char* name, const Tensor& x, int64_t dim, bool log) {
   const int64_t d = normalize_dim(dim, x.dim(), name);
   Tensor x_rows = contiguous_raw(swap_with_last(x, d));  // [..., C] with the softmax dim last
   Tensor y_rows = Tensor::empty(x_rows.shape(), x.dtype(), x.device());
-  be(x).softmax(x_rows, y_rows, log, 0);
+  be(x).softmax(x_rows, y_rows, log, SoftmaxMask{});
   Tensor out = contiguous_raw(swap_with_last(y_rows, d));
   record(name, {x}, out, {out}, [d, log](const Node& n, const Tensor& g) {
     Tensor y_rows = contiguous_raw(swap_with_last(n.saved[0], d));

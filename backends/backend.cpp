@@ -73,6 +73,22 @@ ScanLayout cumsum_layout(const Tensor& x, int64_t dim, const Tensor& out) {
   return l;
 }
 
+void check_softmax_mask(const char* op, const Tensor& x, const SoftmaxMask& mask) {
+  const int64_t cols = x.dim() ? x.shape().back() : 1;
+  const int64_t rows = cols ? x.numel() / cols : 0;
+  check(mask.causal_queries >= 0, op, ": causal_queries must be >= 0, got ", mask.causal_queries);
+  check(mask.causal_queries == 0 || rows % mask.causal_queries == 0, op, ": ", rows,
+        " rows are not blocks of causal_queries = ", mask.causal_queries);
+  if (!mask.key_padding.defined()) return;
+  const Tensor& pad = mask.key_padding;
+  if (!(pad.dtype() == DType::I64 && pad.is_contiguous() && pad.device() == x.device()))
+    fail(op, ": key_padding must be contiguous int64 on ", x.device().str(), ", got ", pad.meta_str());
+  check(mask.rows_per_batch > 0 && rows % mask.rows_per_batch == 0 &&
+            pad.numel() == rows / mask.rows_per_batch * cols,
+        op, ": key_padding ", pad.shape(), " does not give one row of ", cols, " columns per ", mask.rows_per_batch,
+        " of x's ", rows, " rows");
+}
+
 void Backend::gemm_bias(const GemmArgs& args, const Tensor& bias, Tensor& c) {
   // C = bias on every row, then C = op(A) op(B) + 1 * C.
   copy(make_view(bias, {args.m, args.n}, {0, 1}, bias.offset()), c);

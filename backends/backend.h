@@ -54,6 +54,20 @@ inline int64_t batch_offset(int64_t b, int64_t inner, int64_t stride, int64_t st
   return inner > 0 ? (b / inner) * stride_outer + (b % inner) * stride : b * stride;
 }
 
+// Attention's masks, applied inside Backend::softmax as if masked_fill had put -inf there first (y = 0 there; log:
+// -inf; a row with every column masked gives y = 0). x's rows are then scores [B, H, Tq, Tk] seen as
+// [B*H*Tq, Tk]:
+//   causal_queries = Tq > 0: in row i of each block of Tq rows (queries), the columns (keys) j > i + Tk - Tq;
+//   key_padding, when defined: contiguous int64 [B, Tk]; in every row of batch entry b = row / rows_per_batch
+//   (rows_per_batch = H*Tq), the columns j with key_padding[b, j] != 0.
+struct SoftmaxMask {
+  int64_t causal_queries = 0;
+  Tensor key_padding;
+  int64_t rows_per_batch = 0;
+};
+// Throws an Error naming `op` unless `mask` fits x's rows and cols as described above (every backend checks).
+void check_softmax_mask(const char* op, const Tensor& x, const SoftmaxMask& mask);
+
 // One parameter of a multi-tensor Adam update (Backend::adam_update_many): its four tensors (contiguous, of one
 // shape) and its own weight decay (0 for norms and biases when the optimizer spares them).
 struct AdamTensors {
@@ -109,10 +123,8 @@ class Backend {
   virtual void gemm_bias_grad(const GemmArgs& args, const Tensor& a, Tensor& bias_grad);
 
   // ---- fused row kernels: x is contiguous [rows, cols], the op works along cols ----
-  // causal_queries > 0: attention's causal mask inside the softmax. x is then blocks of causal_queries rows
-  // (queries) of cols keys, and in row i of a block the columns j > i + cols - causal_queries count as -inf
-  // (y = 0 there; log: -inf), as if masked_fill had put -inf there first.
-  virtual void softmax(const Tensor& x, Tensor& y, bool log, int64_t causal_queries) = 0;
+  // mask: attention's masks inside the softmax (SoftmaxMask below); {} for a plain softmax.
+  virtual void softmax(const Tensor& x, Tensor& y, bool log, const SoftmaxMask& mask) = 0;
   virtual void softmax_backward(const Tensor& y, const Tensor& gy, Tensor& gx, bool log) = 0;
   // y = (x - mean) * rstd * gamma + beta; saves mean[rows], rstd[rows]. gamma/beta may be undefined.
   virtual void layer_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta, double eps, Tensor& y,

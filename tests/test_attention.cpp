@@ -77,9 +77,12 @@ TEST_SUITE("attention") {
       both.scale = 0.3;
       check_close(attention(q, k, v, padding_mask(pad, B, Tk), both), reference_attention(q, k, v, pad, true, 0.3),
                   tol, tol);
-      // a float mask works too: nonzero = masked
-      Tensor float_pad = padding_mask(pad, B, Tk).to(dt);
+      // a float mask works too: nonzero (0.5, -1) = masked; and a strided int64 one (a transposed [Tk, B])
+      Tensor float_pad = padding_mask(pad, B, Tk).to(dt) * Tensor::from_vector<double>({0.5, -1}, {2, 1}).to(dt);
       check_close(attention(q, k, v, float_pad), reference_attention(q, k, v, pad, false, scale), tol, tol);
+      Tensor strided_pad = padding_mask(pad, B, Tk).transpose(0, 1).contiguous().transpose(0, 1);
+      REQUIRE_FALSE(strided_pad.is_contiguous());
+      check_close(attention(q, k, v, strided_pad, both), reference_attention(q, k, v, pad, true, 0.3), tol, tol);
     }
   }
 
@@ -160,21 +163,57 @@ TEST_SUITE("attention") {
     for (double x : k.grad().to_vector<double>()) CHECK(std::isfinite(x));
   }
 
-  TEST_CASE("the backend's causal softmax equals softmax of the masked_fill'ed scores (and log_softmax)") {
-    // 2 blocks of Q = 3 queries over C = 5 keys: query i keeps keys j <= i + 2; and Q = 6 > C: the first row keeps none
-    for (int64_t Q : {3, 6}) {
-      Tensor x = leaf({2, Q, 5}, 7).detach();
-      Tensor future = gt(Tensor::arange(0, 5, 1, DType::F64).reshape({1, 5}),
-                         Tensor::arange(5 - Q, 5, 1, DType::F64).reshape({Q, 1}));
-      Tensor masked = masked_fill(x, future, -INFINITY);
-      for (bool log : {false, true}) {
-        if (log && Q > 5) continue;  // log_softmax of a row with no key is NaN either way
-        Tensor y = Tensor::empty(x.shape(), DType::F64);
-        backend_for(Device::cpu()).softmax(x, y, log, Q);
-        Tensor ref = log ? log_softmax(masked, -1) : softmax(masked, -1);  // the row with no key: P = 0
-        CHECK(max_abs_diff(log ? exp(y) : y, log ? exp(ref) : ref) == 0);
+  TEST_CASE("the backend's masked softmax equals softmax of the masked_fill'ed scores (and log_softmax)") {
+    // 2 batch entries x 2 blocks of Q = 3 queries over C = 5 keys: query i keeps keys j <= i + 2; and Q = 6 > C: the
+    // first row keeps none. Key padding: batch 0 drops keys 1 and 4, batch 1 drops them all (rows with no key).
+    const Tensor pad = Tensor::from_vector<int64_t>({0, 1, 0, 0, 1, 1, 1, 1, 1, 1}, {2, 1, 1, 5});
+    for (int64_t Q : {0, 3, 6}) {
+      for (bool padded : {false, true}) {
+        if (Q == 0 && !padded) continue;
+        const int64_t rows = Q ? Q : 4;
+        Tensor x = leaf({2, 2, rows, 5}, 7).detach();
+        Tensor masked = x;
+        if (Q) {
+          Tensor future = gt(Tensor::arange(0, 5, 1, DType::F64).reshape({1, 5}),
+                             Tensor::arange(5 - Q, 5, 1, DType::F64).reshape({Q, 1}));
+          masked = masked_fill(masked, future, -INFINITY);
+        }
+        SoftmaxMask mask;
+        mask.causal_queries = Q;
+        if (padded) {
+          masked = masked_fill(masked, pad, -INFINITY);
+          mask.key_padding = pad.reshape({2, 5});
+          mask.rows_per_batch = 2 * rows;
+        }
+        for (bool log : {false, true}) {
+          if (log && (Q > 5 || padded)) continue;  // log_softmax of a row with no key is NaN either way
+          Tensor y = Tensor::empty(x.shape(), DType::F64);
+          backend_for(Device::cpu()).softmax(x, y, log, mask);
+          Tensor ref = log ? log_softmax(masked, -1) : softmax(masked, -1);  // a row with no key: P = 0
+          CHECK(max_abs_diff(log ? exp(y) : y, log ? exp(ref) : ref) == 0);
+        }
       }
     }
+  }
+
+  TEST_CASE("the backend's softmax refuses a mask that does not fit its rows") {
+    Tensor x = Tensor::zeros({2, 3, 5}, DType::F64), y = Tensor::empty({2, 3, 5}, DType::F64);
+    Backend& cpu = backend_for(Device::cpu());
+    SoftmaxMask causal;
+    causal.causal_queries = 4;  // 6 rows are not blocks of 4
+    CHECK_THROWS_WITH(cpu.softmax(x, y, false, causal), doctest::Contains("causal_queries = 4"));
+    SoftmaxMask pad;
+    pad.key_padding = Tensor::zeros({2, 5}, DType::F64);
+    pad.rows_per_batch = 3;
+    CHECK_THROWS_WITH(cpu.softmax(x, y, false, pad), doctest::Contains("key_padding must be contiguous int64"));
+    pad.key_padding = Tensor::zeros({2, 4}, DType::I64);
+    CHECK_THROWS_WITH(cpu.softmax(x, y, false, pad), doctest::Contains("does not give one row of 5 columns"));
+    pad.key_padding = Tensor::zeros({2, 5}, DType::I64);
+    pad.rows_per_batch = 4;
+    CHECK_THROWS_WITH(cpu.softmax(x, y, false, pad), doctest::Contains("per 4 of x's 6 rows"));
+    pad.rows_per_batch = 3;
+    cpu.softmax(x, y, false, pad);
+    check_close(y, std::vector<double>(30, 0.2));
   }
 
   TEST_CASE("causal: the first query sees only key 0") {

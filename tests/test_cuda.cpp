@@ -266,6 +266,10 @@ TEST_SUITE("cuda") {
                      return projections ? out.transpose(1, 2).reshape({2, 5, 24}) : out;
                    });
     }
+    compare_both("attention, a float padding mask (converted on the device)", [](Inputs& in) {
+      Tensor pad = in.ids({0, 0, 0, 1, 1, 1, 1, 1}, {2, 4}).to(in.dtype);  // batch 1: no key at all
+      return attention(in.rand({2, 3, 5, 8}, 1), in.rand({2, 3, 4, 8}, 2), in.rand({2, 3, 4, 8}, 3), pad);
+    });
   }
 
   TEST_CASE("fused Adam/AdamW and count_nonfinite match the CPU backend") {

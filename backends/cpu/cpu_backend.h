@@ -23,7 +23,7 @@ class CpuBackend final : public Backend {
   void cumsum(const Tensor& x, int64_t dim, bool reverse, Tensor& out) override;
   int64_t count_nonfinite(const Tensor& x) override;
   void gemm(const GemmArgs& args) override;
-  void softmax(const Tensor& x, Tensor& y, bool log, int64_t causal_queries) override;
+  void softmax(const Tensor& x, Tensor& y, bool log, const SoftmaxMask& mask) override;
   void softmax_backward(const Tensor& y, const Tensor& gy, Tensor& gx, bool log) override;
   void layer_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta, double eps, Tensor& y, Tensor& mean,
                   Tensor& rstd) override;

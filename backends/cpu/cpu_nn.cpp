@@ -22,10 +22,14 @@ Rows rows_of(const Tensor& x) {
 }  // namespace
 
 // y = exp(x - max) / sum(exp(x - max));  log: y = x - max - log(sum(exp(x - max)))
-// With causal_queries = Q > 0, row r keeps its first (r mod Q) + C - Q + 1 columns; the rest read as -inf.
-void CpuBackend::softmax(const Tensor& x, Tensor& y, bool log, int64_t causal_queries) {
+// Masked columns (Backend's SoftmaxMask) read as -inf: with causal_queries = Q > 0, row r keeps its first
+// (r mod Q) + C - Q + 1 columns; with key_padding, row r drops the columns whose pad[r / rows_per_batch] is set.
+void CpuBackend::softmax(const Tensor& x, Tensor& y, bool log, const SoftmaxMask& mask) {
+  check_softmax_mask("softmax", x, mask);
   const Rows rows = rows_of(x);
-  const int64_t R = rows.rows, C = rows.cols;
+  const int64_t R = rows.rows, C = rows.cols, Q = mask.causal_queries;
+  const Tensor& kp = mask.key_padding;
+  const int64_t* pad = kp.defined() ? static_cast<const int64_t*>(kp.data_ptr()) : nullptr;
   cpu::dispatch_float(x.dtype(), "softmax", [&]<class T>() {
     const T* xp = static_cast<const T*>(x.data_ptr());
     T* yp = static_cast<T*>(y.data_ptr());
@@ -34,8 +38,9 @@ void CpuBackend::softmax(const Tensor& x, Tensor& y, bool log, int64_t causal_qu
       const T* xr = xp + r * C;
       T* yr = yp + r * C;
       constexpr T kMasked = -std::numeric_limits<T>::infinity();
-      const int64_t keep = causal_queries > 0 ? r % causal_queries + C - causal_queries + 1 : C;
-      auto at = [&](int64_t c) { return c < keep ? xr[c] : kMasked; };
+      const int64_t keep = Q > 0 ? r % Q + C - Q + 1 : C;
+      const int64_t* padded = pad ? pad + r / mask.rows_per_batch * C : nullptr;
+      auto at = [&](int64_t c) { return c < keep && !(padded && padded[c]) ? xr[c] : kMasked; };
       T mx = kMasked;
       for (int64_t c = 0; c < C; c++) mx = at(c) > mx ? at(c) : mx;
       if (mx == kMasked) mx = 0;  // a fully masked row

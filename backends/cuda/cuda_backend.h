@@ -65,7 +65,7 @@ class CudaBackend final : public Backend {
   void gemm(const GemmArgs& args) override;
   void gemm_bias(const GemmArgs& args, const Tensor& bias, Tensor& c) override;
   void gemm_bias_grad(const GemmArgs& args, const Tensor& a, Tensor& bias_grad) override;
-  void softmax(const Tensor& x, Tensor& y, bool log, int64_t causal_queries) override;
+  void softmax(const Tensor& x, Tensor& y, bool log, const SoftmaxMask& mask) override;
   void softmax_backward(const Tensor& y, const Tensor& gy, Tensor& gx, bool log) override;
   void layer_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta, double eps, Tensor& y, Tensor& mean,
                   Tensor& rstd) override;

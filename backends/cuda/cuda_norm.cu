@@ -43,9 +43,12 @@ __device__ __forceinline__ void row_and_lane(int64_t& row, int& lane, int& group
 }
 
 // y = exp(x - max) / sum(exp(x - max));  log: y = x - max - log(sum(exp(x - max)))
-// With causal_queries = Q > 0, row r keeps its first (r mod Q) + cols - Q + 1 columns; the rest read as -inf.
+// Masked columns (Backend's SoftmaxMask) read as -inf: with causal_queries = Q > 0, row r keeps its first
+// (r mod Q) + cols - Q + 1 columns; with pad (key_padding), row r drops the columns set in pad's row
+// r / rows_per_batch.
 template <class T, int G>
-__global__ void softmax_kernel(const T* x, T* y, int64_t rows, int64_t cols, bool log, int64_t causal_queries) {
+__global__ void softmax_kernel(const T* x, T* y, int64_t rows, int64_t cols, bool log, int64_t causal_queries,
+                               const int64_t* pad, int64_t rows_per_batch) {
   __shared__ double scratch[32];
   int64_t row;
   int lane, group;
@@ -54,7 +57,8 @@ __global__ void softmax_kernel(const T* x, T* y, int64_t rows, int64_t cols, boo
   const T* xr = x + row * cols;
   T* yr = y + row * cols;
   const int64_t keep = causal_queries > 0 ? row % causal_queries + cols - causal_queries + 1 : cols;
-  auto at = [&](int64_t c) { return c < keep ? xr[c] : T(-INFINITY); };
+  const int64_t* padded = pad ? pad + row / rows_per_batch * cols : nullptr;
+  auto at = [&](int64_t c) { return c < keep && !(padded && padded[c]) ? xr[c] : T(-INFINITY); };
   double mx = -INFINITY;
   for (int64_t c = lane; c < cols; c += group) mx = fmax(mx, (double)at(c));
   mx = cuda::group_reduce<G>(mx, cuda::MaxOp{}, scratch);
@@ -265,14 +269,18 @@ const T* ptr_or_null(const Tensor& t) {
 
 }  // namespace
 
-void CudaBackend::softmax(const Tensor& x, Tensor& y, bool log, int64_t causal_queries) {
+void CudaBackend::softmax(const Tensor& x, Tensor& y, bool log, const SoftmaxMask& mask) {
+  check_softmax_mask("softmax", x, mask);
   const Rows rc = rows_of(x, "softmax");
   const int64_t R = rc.rows, C = rc.cols;  // not a structured binding: clang 14 cannot capture one
   if (R == 0 || C == 0) return;
+  const Tensor& kp = mask.key_padding;
+  const int64_t* pad = kp.defined() ? static_cast<const int64_t*>(kp.data_ptr()) : nullptr;
   cuda::dispatch_float(x.dtype(), "softmax", [&](auto tag) {
     using T = decltype(tag);
     launch_rows("softmax", stream_, R, C, softmax_kernel<T, kWarpRow>, softmax_kernel<T, kBlockRow>,
-                static_cast<const T*>(x.data_ptr()), static_cast<T*>(y.data_ptr()), R, C, log, causal_queries);
+                static_cast<const T*>(x.data_ptr()), static_cast<T*>(y.data_ptr()), R, C, log, mask.causal_queries, pad,
+                mask.rows_per_batch);
   });
 }
 
