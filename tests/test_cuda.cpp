@@ -212,6 +212,14 @@ TEST_SUITE("cuda") {
       return layer_norm(in.rand({3000, 64}, 1), in.rand({64}, 2), in.rand({64}, 3));
     });
     compare_both("rms_norm", [](Inputs& in) { return rms_norm(in.rand({5, 300}, 1), in.rand({300}, 2)); });
+    // parameter gradients over 2 blocks of columns x 6 chunks of rows: each column block's last chunk sums them
+    // (and sets its counter back to 0: the next case, and the other dtype, would go wrong otherwise)
+    compare_both("layer_norm, 2 column blocks", [](Inputs& in) {
+      return layer_norm(in.rand({200, 300}, 1), in.rand({300}, 2), in.rand({300}, 3));
+    });
+    compare_both("rms_norm, 2 column blocks", [](Inputs& in) {
+      return rms_norm(in.rand({200, 300}, 1), in.rand({300}, 2));
+    });
     // gamma and beta gradients come from one pass (column_sums with two terms); one of them alone from the same code
     compare_both("layer_norm, gamma only", [](Inputs& in) {
       return layer_norm(in.rand({300, 24}, 1), in.rand({24}, 2), Tensor());

@@ -24,6 +24,8 @@ class CudaBackend final : public Backend {
   CudaBackend();
   ~CudaBackend() override;
   const char* name() const override { return "cuda"; }
+  // Columns of a norm's parameter gradient, in blocks of cuda::kThreads, that the backend keeps counters for.
+  static constexpr int64_t kColumnCounters = 16384;
 
   // The process-wide float32 matmul precision (set_float32_matmul_precision, backends/backend.h): cuBLAS compute
   // type CUBLAS_COMPUTE_32F, _FAST_TF32 or _FAST_16BF. Shorthands for code that holds the backend.
@@ -112,6 +114,10 @@ class CudaBackend final : public Backend {
   void* lt_workspace_ = nullptr;  // kLtWorkspaceBytes of device memory
   std::vector<LtPlan*> lt_plans_;
   int64_t fused_bias_gemms_ = 0, unfused_bias_gemms_ = 0;
+
+  // kColumnCounters zeroed counters, one per block of columns, for the norms' parameter-gradient kernel
+  // (cuda_norm.cu): the block that finishes a column range last sums its partials and sets its counter back to 0.
+  unsigned* column_counters_ = nullptr;
 
   cudaStream_t stream_ = nullptr;
   cublasHandle_t cublas_ = nullptr;

@@ -48,6 +48,8 @@ CudaBackend::CudaBackend() {
   SG_CUDA_CHECK("cuda_init", cudaMalloc(&lt_workspace_, kLtWorkspaceBytes));
   SG_CUDA_CHECK("cuda_init", cudaMalloc(&error_flags_, sizeof(int)));
   SG_CUDA_CHECK("cuda_init", cudaMemsetAsync(error_flags_, 0, sizeof(int), stream_));
+  SG_CUDA_CHECK("cuda_init", cudaMalloc(&column_counters_, kColumnCounters * sizeof(unsigned)));
+  SG_CUDA_CHECK("cuda_init", cudaMemsetAsync(column_counters_, 0, kColumnCounters * sizeof(unsigned), stream_));
   SG_CUDA_CHECK("cuda_init", cudaMallocHost(&staging_, kStagingSlots * kStagingBytes));
   for (cudaEvent_t& e : staging_done_)
     SG_CUDA_CHECK("cuda_init", cudaEventCreateWithFlags(&e, cudaEventDisableTiming));
@@ -62,6 +64,7 @@ CudaBackend::~CudaBackend() {
   if (cublaslt_) cublasLtDestroy(cublaslt_);
   if (lt_workspace_) cudaFree(lt_workspace_);
   if (error_flags_) cudaFree(error_flags_);
+  if (column_counters_) cudaFree(column_counters_);
   if (stream_) cudaStreamDestroy(stream_);
 }
 

@@ -1,8 +1,8 @@
 // CUDA row kernels: softmax / log_softmax, layer_norm and rms_norm, forward and backward.
 // x is a contiguous [rows, cols] buffer; one block per row, statistics reduced across the block with warp
 // shuffles and accumulated in double as on the CPU. The parameter gradients (gamma, beta, rms weight) are
-// column sums over rows, done deterministically in two passes: partial sums over row chunks, then the chunks
-// in order.
+// column sums over rows, done deterministically in one launch: partial sums over row chunks, then the chunks in
+// order by the block that finishes last.
 #include <algorithm>
 #include <climits>
 #include <cmath>
@@ -199,38 +199,46 @@ __device__ __forceinline__ double column_term(ColumnTerm term, double g, const T
   return 0;
 }
 
-// One or two column sums in one pass over gy (layer_norm's gamma and beta together):
-// partial[t, chunk, c] = sum over rows r in chunk of term_t(r, c); rows_per_chunk rows per blockIdx.y.
+// One or two column sums in one pass over gy (layer_norm's gamma and beta together), in one launch, deterministic:
+//   partial[t, chunk, c] = sum over the rows r of the chunk of term_t(r, c)   (rows_per_chunk rows per blockIdx.y)
+//   out_t[c] = sum over chunks of partial[t, chunk, c], in chunk order
+// The second line is done by the block of the column range (blockIdx.x) that finishes last: each block counts
+// itself in done[blockIdx.x] once its partials are visible, and the one that brings the count to gridDim.y sums
+// them (reading past L1, which may hold stale lines) and sets the counter back to 0 for the next launch.
 template <class T>
-__global__ void column_partial_kernel(ColumnTerm term0, ColumnTerm term1, int terms, const T* gy, const T* x,
-                                      const T* mean, const T* rstd, double* partial, int64_t rows, int64_t cols,
-                                      int64_t rows_per_chunk) {
+__global__ void column_sums_kernel(ColumnTerm term0, ColumnTerm term1, int terms, const T* gy, const T* x,
+                                   const T* mean, const T* rstd, double* partial, T* out0, T* out1, unsigned* done,
+                                   int64_t rows, int64_t cols, int64_t rows_per_chunk) {
+  __shared__ bool last;
   const int64_t c = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
-  if (c >= cols) return;
-  const int64_t r0 = blockIdx.y * rows_per_chunk;
-  const int64_t r1 = r0 + rows_per_chunk < rows ? r0 + rows_per_chunk : rows;
-  double acc0 = 0, acc1 = 0;
-  for (int64_t r = r0; r < r1; r++) {
-    const double g = gy[r * cols + c];
-    acc0 += column_term(term0, g, x, mean, rstd, r, r * cols + c);
-    if (terms > 1) acc1 += column_term(term1, g, x, mean, rstd, r, r * cols + c);
+  const int64_t chunks = gridDim.y;
+  if (c < cols) {
+    const int64_t r0 = blockIdx.y * rows_per_chunk;
+    const int64_t r1 = r0 + rows_per_chunk < rows ? r0 + rows_per_chunk : rows;
+    double acc0 = 0, acc1 = 0;
+    for (int64_t r = r0; r < r1; r++) {
+      const double g = gy[r * cols + c];
+      acc0 += column_term(term0, g, x, mean, rstd, r, r * cols + c);
+      if (terms > 1) acc1 += column_term(term1, g, x, mean, rstd, r, r * cols + c);
+    }
+    partial[blockIdx.y * cols + c] = acc0;
+    if (terms > 1) partial[(chunks + blockIdx.y) * cols + c] = acc1;
   }
-  partial[blockIdx.y * cols + c] = acc0;
-  if (terms > 1) partial[(gridDim.y + blockIdx.y) * cols + c] = acc1;
-}
-
-// out_t[c] = sum over chunks of partial[t, chunk, c], in chunk order; out1 null for one term.
-template <class T>
-__global__ void column_finish_kernel(const double* partial, T* out0, T* out1, int64_t chunks, int64_t cols) {
-  const int64_t c = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
-  if (c >= cols) return;
-  double acc0 = 0, acc1 = 0;
-  for (int64_t k = 0; k < chunks; k++) {
-    acc0 += partial[k * cols + c];
-    if (out1) acc1 += partial[(chunks + k) * cols + c];
+  __threadfence();
+  __syncthreads();
+  if (threadIdx.x == 0) last = atomicAdd(&done[blockIdx.x], 1u) == (unsigned)chunks - 1;
+  __syncthreads();
+  if (!last) return;
+  if (c < cols) {
+    double acc0 = 0, acc1 = 0;
+    for (int64_t k = 0; k < chunks; k++) {
+      acc0 += __ldcg(&partial[k * cols + c]);
+      if (terms > 1) acc1 += __ldcg(&partial[(chunks + k) * cols + c]);
+    }
+    out0[c] = (T)acc0;
+    if (terms > 1) out1[c] = (T)acc1;
   }
-  out0[c] = (T)acc0;
-  if (out1) out1[c] = (T)acc1;
+  if (threadIdx.x == 0) done[blockIdx.x] = 0;
 }
 
 // A parameter gradient to sum over the rows: which term, into which tensor (none, or undefined: not wanted).
@@ -240,25 +248,26 @@ struct ColumnSum {
   bool wanted() const { return out && out->defined(); }
 };
 
-// The wanted column sums (one or two) in two launches: partials over row chunks, then the chunks in order.
+// The wanted column sums (one or two) in one launch; `done` is the backend's zeroed counters (kColumnCounters).
 template <class T>
-void column_sums(cudaStream_t stream, const Tensor& gy, const Tensor& x, const T* mean, const T* rstd, Rows rc,
-                 ColumnSum a, ColumnSum b = {}) {
+void column_sums(cudaStream_t stream, unsigned* done, const Tensor& gy, const Tensor& x, const T* mean,
+                 const T* rstd, Rows rc, ColumnSum a, ColumnSum b = {}) {
   const char* op = "norm_backward";
   if (!a.wanted()) std::swap(a, b);
   if (!a.wanted()) return;
   const int terms = b.wanted() ? 2 : 1;
   const int64_t chunks = std::max<int64_t>(1, std::min<int64_t>(rc.rows / 32, 1024));
   const int64_t rows_per_chunk = (rc.rows + chunks - 1) / chunks;
+  const int64_t column_blocks = (rc.cols + cuda::kThreads - 1) / cuda::kThreads;
+  if (column_blocks > CudaBackend::kColumnCounters)
+    fail(op, ": ", rc.cols, " columns exceed the ", CudaBackend::kColumnCounters * cuda::kThreads,
+         " a parameter gradient can have on the GPU");
   Tensor partial = Tensor::empty({terms, chunks, rc.cols}, DType::F64, x.device());
-  const dim3 grid((unsigned)((rc.cols + cuda::kThreads - 1) / cuda::kThreads), (unsigned)chunks);
-  column_partial_kernel<T><<<grid, cuda::kThreads, 0, stream>>>(
+  const dim3 grid((unsigned)column_blocks, (unsigned)chunks);
+  column_sums_kernel<T><<<grid, cuda::kThreads, 0, stream>>>(
       a.term, b.term, terms, static_cast<const T*>(gy.data_ptr()), static_cast<const T*>(x.data_ptr()), mean, rstd,
-      static_cast<double*>(partial.data_ptr()), rc.rows, rc.cols, rows_per_chunk);
-  SG_CUDA_LAUNCH_CHECK(op);
-  column_finish_kernel<T><<<cuda::grid_for(rc.cols), cuda::kThreads, 0, stream>>>(
-      static_cast<const double*>(partial.data_ptr()), static_cast<T*>(a.out->data_ptr()),
-      terms > 1 ? static_cast<T*>(b.out->data_ptr()) : nullptr, chunks, rc.cols);
+      static_cast<double*>(partial.data_ptr()), static_cast<T*>(a.out->data_ptr()),
+      terms > 1 ? static_cast<T*>(b.out->data_ptr()) : nullptr, done, rc.rows, rc.cols, rows_per_chunk);
   SG_CUDA_LAUNCH_CHECK(op);
 }
 
@@ -333,7 +342,8 @@ void CudaBackend::layer_norm_backward(const Tensor& gy, const Tensor& x, const T
           static_cast<T*>(gx.data_ptr()), rc.cols);
       SG_CUDA_LAUNCH_CHECK(op);
     }
-    column_sums<T>(stream_, gy, x, mp, rp, rc, {ColumnTerm::GyXhat, &ggamma}, {ColumnTerm::Gy, &gbeta});
+    column_sums<T>(stream_, column_counters_, gy, x, mp, rp, rc, {ColumnTerm::GyXhat, &ggamma},
+                   {ColumnTerm::Gy, &gbeta});
   });
 }
 
@@ -369,7 +379,7 @@ void CudaBackend::rms_norm_backward(const Tensor& gy, const Tensor& x, const Ten
           static_cast<T*>(gx.data_ptr()), rc.cols);
       SG_CUDA_LAUNCH_CHECK(op);
     }
-    column_sums<T>(stream_, gy, x, rp, rp, rc, {ColumnTerm::GyXRstd, &gweight});
+    column_sums<T>(stream_, column_counters_, gy, x, rp, rp, rc, {ColumnTerm::GyXRstd, &gweight});
   });
 }
 
