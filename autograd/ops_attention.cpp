@@ -1,10 +1,11 @@
 // Fused scaled-dot-product attention: one node, forward and analytic backward side by side.
 //
 // Every product is one batched GEMM over the B*H heads; the row softmax, with the causal and padding masks
-// inside, and its backward are the backend's; dropout is its dropout_mask and binary kernels. q, k, v are read
-// where they are: a Transformer's come as views [B, H, T, dh] of projections [B, T, H*dh] (heads dh apart, rows
-// H*dh apart), which a GEMM with two batch dims reads without copying. The output and the input gradients are laid out like q (or
-// k, v), so the caller's transpose back and reshape are views too.
+// inside, and its backward are the backend's, and so is dropout (its mask drawn again in the backward, not
+// stored). q, k, v are read where they are: a Transformer's come as views [B, H, T, dh] of projections
+// [B, T, H*dh] (heads dh apart, rows H*dh apart), which a GEMM with two batch dims reads without copying. The
+// output and the input gradients are laid out like q (or k, v), so the caller's transpose back and reshape are
+// views too.
 #include <cmath>
 
 #include "autograd/ops_common.h"
@@ -135,14 +136,15 @@ Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor
   backend.softmax(scores, probs, false, mask);
   scores = Tensor();
 
-  // Pd = P * M
-  Tensor drop_mask, dropped = probs;
+  // Pd = P * M, M drawn from (seed, offset) and drawn again by the backward (never stored)
+  Tensor dropped = probs;
+  uint64_t seed = 0, offset = 0;
   if (p_drop > 0) {
     Generator& gen = opt.gen ? *opt.gen : default_generator();
-    drop_mask = Tensor::empty({B, H, Tq, Tk}, dtype, device);
-    backend.dropout_mask(drop_mask, p_drop, gen.seed(), gen.advance((uint64_t)drop_mask.numel()));
+    seed = gen.seed();
+    offset = gen.advance((uint64_t)probs.numel());
     dropped = Tensor::empty({B, H, Tq, Tk}, dtype, device);
-    backend.binary(BinaryOp::Mul, probs, drop_mask, dropped);
+    backend.dropout(probs, dropped, p_drop, seed, offset);
   }
 
   // O = Pd V, laid out like q
@@ -151,9 +153,9 @@ Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor
 
   std::vector<Tensor> inputs{q, k, v};
   if (key_padding_mask.defined()) inputs.push_back(key_padding_mask);
-  record("attention", inputs, out, {Q.t, K.t, V.t, probs, drop_mask},
-         [B, H, Tq, Tk, dh, scale](const Node& n, const Tensor& g_in) {
-           const Tensor &probs = n.saved[3], &drop_mask = n.saved[4];
+  record("attention", inputs, out, {Q.t, K.t, V.t, probs},
+         [B, H, Tq, Tk, dh, scale, p_drop, seed, offset](const Node& n, const Tensor& g_in) {
+           const Tensor& probs = n.saved[3];
            const HeadMatrices Q = head_matrices(n.saved[0]), K = head_matrices(n.saved[1]),
                               V = head_matrices(n.saved[2]);
            Backend& backend = be(probs);
@@ -163,9 +165,9 @@ Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor
            Tensor gq, gk, gv;
            if (needs_grad(n, 2)) {  // dV = Pd^T dO
              Tensor dropped = probs;
-             if (drop_mask.defined()) {
+             if (p_drop > 0) {
                dropped = Tensor::empty(probs.shape(), dtype, device);
-               backend.binary(BinaryOp::Mul, probs, drop_mask, dropped);
+               backend.dropout(probs, dropped, p_drop, seed, offset);
              }
              gv = empty_heads_like(V.t.shape(), V.t);
              head_gemm(head_matrices(dropped), true, dO, false, head_matrices(gv), B, H, Tk, dh, Tq, 1.0);
@@ -174,7 +176,7 @@ Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor
              // dP = (dO V^T) * M, then dS = softmax_backward(P, dP)
              Tensor dprobs = Tensor::empty(probs.shape(), dtype, device);
              head_gemm(dO, false, V, true, head_matrices(dprobs), B, H, Tq, Tk, dh, 1.0);
-             if (drop_mask.defined()) backend.binary(BinaryOp::Mul, dprobs, drop_mask, dprobs);
+             if (p_drop > 0) backend.dropout(dprobs, dprobs, p_drop, seed, offset);
              Tensor dscores = Tensor::empty(probs.shape(), dtype, device);
              backend.softmax_backward(probs, dprobs, dscores, false);
              const HeadMatrices dS = head_matrices(dscores);

@@ -260,7 +260,9 @@ Tensor cross_entropy(const Tensor& logits, const Tensor& targets, int64_t ignore
 
 // ---------------------------------------------------------------- dropout
 
-// y = x * mask, mask_i = [u_i >= p] / (1 - p) (inverted dropout):  gx = g * mask
+// y = x * mask, mask_i = [u_i >= p] / (1 - p) (inverted dropout), u_i drawn from the generator's (seed, offset + i)
+// for element i in row-major order:  gx = g * mask. The mask is not kept: the backward draws it again from the
+// same seed and offset (Backend::dropout), so a dropout costs no memory between forward and backward.
 Tensor dropout(const Tensor& x, double p, bool training, Generator* gen) {
   const char* op = "dropout";
   check_floating(op, x);
@@ -269,12 +271,12 @@ Tensor dropout(const Tensor& x, double p, bool training, Generator* gen) {
   Generator& rng = gen ? *gen : default_generator();
   const uint64_t seed = rng.seed();
   const uint64_t offset = rng.advance((uint64_t)x.numel());
-  Tensor mask = Tensor::empty(x.shape(), x.dtype(), x.device());
-  be(x).dropout_mask(mask, p, seed, offset);
   Tensor out = Tensor::empty(x.shape(), x.dtype(), x.device());
-  be(x).binary(BinaryOp::Mul, x, mask, out);
-  record(op, {x}, out, {mask}, [](const Node& n, const Tensor& g) {
-    return std::vector<Tensor>{mul(g, n.saved[0])};
+  be(x).dropout(contiguous_raw(x), out, p, seed, offset);
+  record(op, {x}, out, {}, [p, seed, offset](const Node&, const Tensor& g) {
+    Tensor gx = Tensor::empty(g.shape(), g.dtype(), g.device());
+    be(g).dropout(contiguous_raw(g), gx, p, seed, offset);
+    return std::vector<Tensor>{gx};
   }, {{"p", p}});
   return out;
 }

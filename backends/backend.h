@@ -152,8 +152,10 @@ class Backend {
                                       const Tensor& gloss, int64_t ignore_index, double label_smoothing,
                                       Tensor& glogits) = 0;
 
-  // ---- dropout: mask[i] = (u_i >= p) / (1 - p) with u_i uniform from (seed, offset + i) ----
-  virtual void dropout_mask(Tensor& mask, double p, uint64_t seed, uint64_t offset) = 0;
+  // ---- dropout: y[i] = x[i] * mask_i, mask_i = (u_i >= p) / (1 - p) with u_i uniform from (seed, offset + i) ----
+  // x and y contiguous, of one shape and dtype (y may be x). The mask is never stored: dropout's backward is this
+  // same call on the output gradient, with the same seed and offset.
+  virtual void dropout(const Tensor& x, Tensor& y, double p, uint64_t seed, uint64_t offset) = 0;
 
   // ---- optimizers: fused updates; a parameter's tensors are all contiguous and of one shape ----
   // Adam/AdamW; decoupled=true applies weight decay as p -= lr*wd*p (AdamW), else adds wd*p to the gradient.

@@ -1,5 +1,6 @@
 // Times the forward, backward and update of one training step of a translation-sized model; used with perf to
-// find what dominates. Usage: step_profile [topology] [layers] [d_model] [batch] [len] [steps]
+// find what dominates. Usage: step_profile [topology] [layers] [d_model] [batch] [len] [steps] [dropout]
+// (dropout: the model's three dropout rates, 0 by default)
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -21,7 +22,7 @@ int main(int argc, char** argv) {
   cfg.heads = 4;
   cfg.d_ff = 4 * cfg.d_model;
   cfg.vocab = 1000;
-  cfg.dropout = 0;
+  cfg.dropout = cfg.attn_dropout = cfg.act_dropout = argc > 7 ? std::atof(argv[7]) : 0;
   cfg.pad_id = 0;
   const int64_t B = argc > 4 ? std::atoi(argv[4]) : 32, T = argc > 5 ? std::atoi(argv[5]) : 32;
   const int steps = argc > 6 ? std::atoi(argv[6]) : 5;

@@ -246,6 +246,28 @@ TEST_SUITE("attention") {
     CHECK(gen.offset() == before);
   }
 
+  TEST_CASE("dropout keeps no mask: gradients equal those of softmax -> dropout -> matmul, saved bytes unchanged") {
+    const int64_t B = 2, H = 2, Tq = 3, Tk = 4, dh = 5;
+    Tensor q = leaf({B, H, Tq, dh}, 1), k = leaf({B, H, Tk, dh}, 2), v = leaf({B, H, Tk, dh}, 3);
+    Tensor q2 = q.detach().requires_grad_(), k2 = k.detach().requires_grad_(), v2 = v.detach().requires_grad_();
+    Tensor up = leaf({B, H, Tq, dh}, 4).detach();
+    Generator gen(3), gen2(3);
+    AttentionOptions o;
+    o.dropout = 0.5;
+    o.gen = &gen;
+    Tensor fused = attention(q, k, v, Tensor(), o);
+    const size_t saved_with_dropout = current_tape().nodes().back()->saved_bytes();
+    attention(q, k, v);
+    CHECK(current_tape().nodes().back()->saved_bytes() == saved_with_dropout);
+    Tensor composed = matmul(dropout(softmax(matmul(q2, k2.transpose(2, 3)) * (1 / std::sqrt(5.0)), -1), 0.5, true,
+                                     &gen2), v2);
+    CHECK(max_abs_diff(fused, composed) < 1e-14);
+    (sum(fused * up) + sum(composed * up)).backward();  // one backward: it frees the tape
+    CHECK(max_abs_diff(q.grad(), q2.grad()) < 1e-14);
+    CHECK(max_abs_diff(k.grad(), k2.grad()) < 1e-14);
+    CHECK(max_abs_diff(v.grad(), v2.grad()) < 1e-14);
+  }
+
   TEST_CASE("one node named attention with its params; the mask is an input without gradient") {
     Tensor q = leaf({1, 2, 3, 4}, 1), k = leaf({1, 2, 3, 4}, 2), v = leaf({1, 2, 3, 4}, 3);
     const size_t before = current_tape().size();

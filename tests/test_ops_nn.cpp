@@ -266,6 +266,26 @@ TEST_SUITE("ops_nn") {
     CHECK(max_abs_diff(xl.grad(), m) == 0);
   }
 
+  TEST_CASE("dropout keeps no mask: the backward draws it again, also after the generator moved on") {
+    Tensor xl = leaf({6, 5}, 2);
+    Generator g(5);
+    Tensor xt = xl.transpose(0, 1);  // a strided input: the mask follows y's element order
+    const size_t before = current_tape().size();
+    Tensor y = dropout(xt, 0.4, true, &g);
+    REQUIRE(current_tape().size() == before + 1);
+    CHECK(current_tape().nodes().back()->saved_bytes() == 0);
+    Tensor other = dropout(Tensor::ones({7}, DType::F64), 0.4, true, &g);  // the generator advances meanwhile
+    Tensor up = leaf({5, 6}, 3).detach();
+    sum(y * up).backward();
+    Generator g2(5);
+    Tensor mask = dropout(Tensor::ones({5, 6}, DType::F64), 0.4, true, &g2);
+    CHECK(max_abs_diff(y, xl.detach().transpose(0, 1) * mask) == 0);
+    CHECK(max_abs_diff(xl.grad(), (up * mask).transpose(0, 1)) == 0);
+    // a NaN in x stays visible where it is dropped, as x * mask shows it
+    Tensor nan = Tensor::full({64}, std::nan(""), DType::F64);
+    for (double v : dropout(nan, 0.5, true, &g).to_vector<double>()) CHECK(std::isnan(v));
+  }
+
   TEST_CASE("masked_fill and where: values and broadcasting") {
     Tensor x = f64({1, 2, 3, 4, 5, 6}, {2, 3});
     check_close(masked_fill(x, i64({0, 1, 0}, {3}), -9), {1, -9, 3, 4, -9, 6});

@@ -338,13 +338,19 @@ void CpuBackend::cross_entropy_backward(const Tensor& logits, const Tensor& targ
   });
 }
 
-void CpuBackend::dropout_mask(Tensor& mask, double p, uint64_t seed, uint64_t offset) {
-  cpu::dispatch_float(mask.dtype(), "dropout", [&]<class T>() {
-    T* m = static_cast<T*>(mask.data_ptr());
-    const int64_t n = mask.numel();
+// y[i] = x[i] * mask_i, mask_i = (u_i >= p) / (1 - p), u_i = random_uniform01(seed, offset + i); a multiply even
+// where dropped, so a NaN or inf in x stays visible (as x * mask did).
+void CpuBackend::dropout(const Tensor& x, Tensor& y, double p, uint64_t seed, uint64_t offset) {
+  if (!(x.is_contiguous() && y.is_contiguous() && x.shape() == y.shape() && x.dtype() == y.dtype()))
+    fail("dropout", ": expected contiguous x and y of one shape and dtype, got ", x.meta_str(), " and ",
+         y.meta_str());
+  cpu::dispatch_float(x.dtype(), "dropout", [&]<class T>() {
+    const T* xp = static_cast<const T*>(x.data_ptr());
+    T* yp = static_cast<T*>(y.data_ptr());
+    const int64_t n = x.numel();
     const T keep = (T)(1.0 / (1.0 - p));
 #pragma omp parallel for schedule(static) if (n > 65536)
-    for (int64_t i = 0; i < n; i++) m[i] = random_uniform01(seed, offset + i) >= p ? keep : T(0);
+    for (int64_t i = 0; i < n; i++) yp[i] = xp[i] * (random_uniform01(seed, offset + i) >= p ? keep : T(0));
   });
 }
 

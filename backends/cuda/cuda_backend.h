@@ -82,7 +82,7 @@ class CudaBackend final : public Backend {
                      Tensor& loss, Tensor& lse) override;
   void cross_entropy_backward(const Tensor& logits, const Tensor& targets, const Tensor& lse, const Tensor& gloss,
                               int64_t ignore_index, double label_smoothing, Tensor& glogits) override;
-  void dropout_mask(Tensor& mask, double p, uint64_t seed, uint64_t offset) override;
+  void dropout(const Tensor& x, Tensor& y, double p, uint64_t seed, uint64_t offset) override;
   void adam_update(Tensor& param, const Tensor& grad, Tensor& m, Tensor& v, double lr, double beta1, double beta2,
                    double eps, double weight_decay, bool decoupled, int64_t step) override;
   void adam_update_many(const std::vector<AdamTensors>& ts, double lr, double beta1, double beta2, double eps,

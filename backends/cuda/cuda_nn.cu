@@ -89,12 +89,12 @@ __global__ void cross_entropy_backward_kernel(const T* logits, const int64_t* ta
   for (int64_t c = threadIdx.x; c < C; c += blockDim.x) o[c] = g * (exp(x[c] - l) - smooth - (c == t ? hit : T(0)));
 }
 
-// mask[i] = (u_i >= p) / (1 - p), u_i uniform from (seed, offset + i): the CPU backend's numbers
+// y[i] = x[i] * mask_i, mask_i = (u_i >= p) / (1 - p), u_i uniform from (seed, offset + i): the CPU backend's numbers
 template <class T>
-__global__ void dropout_mask_kernel(T* mask, int64_t n, double p, uint64_t seed, uint64_t offset) {
+__global__ void dropout_kernel(const T* x, T* y, int64_t n, double p, uint64_t seed, uint64_t offset) {
   const T keep = (T)(1.0 / (1.0 - p));
   for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x)
-    mask[i] = random_uniform01(seed, offset + (uint64_t)i) >= p ? keep : T(0);
+    y[i] = x[i] * (random_uniform01(seed, offset + (uint64_t)i) >= p ? keep : T(0));
 }
 
 }  // namespace
@@ -166,15 +166,18 @@ void CudaBackend::cross_entropy_backward(const Tensor& logits, const Tensor& tar
   SG_CUDA_LAUNCH_CHECK(op);
 }
 
-void CudaBackend::dropout_mask(Tensor& mask, double p, uint64_t seed, uint64_t offset) {
+void CudaBackend::dropout(const Tensor& x, Tensor& y, double p, uint64_t seed, uint64_t offset) {
   const char* op = "dropout";
-  cuda::check_contiguous(op, {&mask});
-  const int64_t n = mask.numel();
+  cuda::check_contiguous(op, {&x, &y});
+  if (!(x.shape() == y.shape() && x.dtype() == y.dtype()))
+    fail(op, ": expected x and y of one shape and dtype, got ", x.meta_str(), " and ", y.meta_str());
+  const int64_t n = x.numel();
   if (n == 0) return;
-  cuda::dispatch_float(mask.dtype(), op, [&](auto tag) {
+  cuda::dispatch_float(x.dtype(), op, [&](auto tag) {
     using T = decltype(tag);
-    dropout_mask_kernel<T><<<cuda::grid_for(n), cuda::kThreads, 0, stream_>>>(static_cast<T*>(mask.data_ptr()), n,
-                                                                                p, seed, offset);
+    dropout_kernel<T><<<cuda::grid_for(n), cuda::kThreads, 0, stream_>>>(static_cast<const T*>(x.data_ptr()),
+                                                                           static_cast<T*>(y.data_ptr()), n, p, seed,
+                                                                           offset);
   });
   SG_CUDA_LAUNCH_CHECK(op);
 }
