@@ -1,5 +1,7 @@
 #include "autograd/op_table.h"
 
+#include <unordered_map>
+
 #include "tensor/error.h"
 
 namespace skipgrad {
@@ -61,10 +63,15 @@ const std::vector<OpInfo>& op_table() {
   return table;
 }
 
-const OpInfo& op_info(const std::string& name) {
-  for (const OpInfo& op : op_table())
-    if (name == op.name) return op;
-  fail("op_info", ": no op named '", name, "' in the op table");
+const OpInfo& op_info(std::string_view name) {
+  static const std::unordered_map<std::string_view, const OpInfo*> by_name = [] {
+    std::unordered_map<std::string_view, const OpInfo*> m;
+    for (const OpInfo& op : op_table()) m.emplace(op.name, &op);
+    return m;
+  }();
+  auto it = by_name.find(name);
+  if (it == by_name.end()) fail("op_info", ": no op named '", name, "' in the op table");
+  return *it->second;
 }
 
 const char* family_name(OpFamily f) {

@@ -6,6 +6,7 @@
 // test suite fails when an op in it has no gradient check.
 #pragma once
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace skipgrad {
@@ -33,8 +34,9 @@ struct OpInfo {
 };
 
 const std::vector<OpInfo>& op_table();
-// Throws when no op of that name exists (a programming error in an op, caught by the tests).
-const OpInfo& op_info(const std::string& name);
+// Throws when no op of that name exists (a programming error in an op, caught by the tests). A hash lookup: every
+// recorded node makes one.
+const OpInfo& op_info(std::string_view name);
 const char* family_name(OpFamily f);
 
 }  // namespace skipgrad
