@@ -10,6 +10,8 @@
 #include <string_view>
 #include <vector>
 
+#include "tensor/shape.h"
+
 namespace skipgrad {
 
 class Error : public std::runtime_error {
@@ -17,7 +19,6 @@ class Error : public std::runtime_error {
   explicit Error(const std::string& what) : std::runtime_error(what) {}
 };
 
-using Shape = std::vector<int64_t>;
 
 // "[32,64]"
 std::string shape_str(const Shape& s);

@@ -171,5 +171,6 @@ Shape view_strides(const Tensor& t, const Shape& shape);
 Tensor broadcast_to(const Tensor& t, const Shape& shape, const char* op);
 
 std::ostream& operator<<(std::ostream& os, const Tensor& t);
+std::ostream& operator<<(std::ostream& os, const Shape& s);  // "[2,3]", as shape_str
 
 }  // namespace skipgrad
