@@ -78,21 +78,24 @@ AnomalyGuard::~AnomalyGuard() { g_anomaly = prev_; }
 void set_track_grad_norms(bool on) { g_track_norms = on; }
 bool track_grad_norms() { return g_track_norms; }
 
-Scope::Scope(const std::string& name) { t_scopes.push_back(name); }
+// t_scopes holds the joined name of every open scope ("enc", "enc.3", "enc.3.ffn"): a node's name is then one
+// concatenation, not a join of the whole stack per recorded op. Empty parts are skipped.
+Scope::Scope(const std::string& name) {
+  const std::string parent = t_scopes.empty() ? std::string() : t_scopes.back();
+  t_scopes.push_back(parent.empty() ? name : name.empty() ? parent : parent + "." + name);
+}
 Scope::~Scope() { t_scopes.pop_back(); }
 
-std::string current_scope() {
+std::string current_scope() { return t_scopes.empty() ? std::string() : t_scopes.back(); }
+std::string scoped(std::string_view leaf) {
+  if (t_scopes.empty() || t_scopes.back().empty()) return std::string(leaf);
+  const std::string& prefix = t_scopes.back();
   std::string s;
-  for (const std::string& part : t_scopes) {
-    if (part.empty()) continue;
-    if (!s.empty()) s += '.';
-    s += part;
-  }
+  s.reserve(prefix.size() + 1 + leaf.size());
+  s += prefix;
+  s += '.';
+  s += leaf;
   return s;
-}
-std::string scoped(const std::string& leaf) {
-  std::string s = current_scope();
-  return s.empty() ? leaf : s + "." + leaf;
 }
 
 // ---------------------------------------------------------------- recording

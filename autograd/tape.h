@@ -7,6 +7,7 @@
 #pragma once
 #include <memory>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "autograd/node.h"
@@ -66,7 +67,7 @@ class Scope {
   Scope& operator=(const Scope&) = delete;
 };
 std::string current_scope();         // "enc.3.ffn", or "" at top level
-std::string scoped(const std::string& leaf);  // current_scope() + "." + leaf
+std::string scoped(std::string_view leaf);  // current_scope() + "." + leaf
 
 // ---- recording (for op authors) ----
 // True when grad mode is on and some input requires grad.
