@@ -169,7 +169,14 @@ Tensor linear(const Tensor& x, const Tensor& w, const Tensor& bias) {
     Tensor g = reshape_raw(g_in, {rows, outf});
     Tensor gx, gw, gb;
     const bool want_gb = n.inputs.size() > 2 && needs_grad(n, 2);
-    if (needs_grad(n, 0)) gx = reshape_raw(matmul(g, w), xs);
+    if (needs_grad(n, 0)) {  // gx = g W: one GEMM, [rows, outf] @ [outf, in]
+      Tensor gx2 = Tensor::empty({rows, in}, g.dtype(), g.device());
+      if (rows > 0 && in > 0 && outf > 0)
+        be(g).gemm(gemm_2d(gemm_operand(g, 1), gemm_operand(w, 1), rows, in, outf, gx2));
+      else if (rows > 0 && in > 0)
+        be(g).fill(gx2, 0);
+      gx = reshape_raw(gx2, xs);
+    }
     if (needs_grad(n, 1) && want_gb && rows > 0 && in > 0) {
       gw = Tensor::empty({outf, in}, g.dtype(), g.device());
       gb = Tensor::empty({outf}, g.dtype(), g.device());
