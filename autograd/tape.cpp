@@ -52,7 +52,7 @@ void Tape::clear() {
   for (auto& n : nodes_)
     if (n->output && n->output->producer == n.get()) {
       n->output->producer = nullptr;
-      n->output->name = n->name;  // remembered for the error if a later backward reaches it
+      n->output->name = std::move(n->name);  // remembered for the error if a later backward reaches it
     }
   nodes_.clear();
 }
