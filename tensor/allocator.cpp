@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cstdlib>
+#include <functional>
 #include <new>
 
 #include "backends/backend.h"
@@ -61,7 +62,8 @@ void CachingAllocator::deallocate(void* p, size_t bytes) {
     stats_.os_frees++;
     return;
   }
-  free_[size].push_back(p);
+  std::vector<void*>& blocks = free_[size];  // highest address first: allocate() takes the lowest from the back
+  blocks.insert(std::upper_bound(blocks.begin(), blocks.end(), p, std::greater<void*>()), p);
   stats_.bytes_cached += size;
 }
 

@@ -7,6 +7,9 @@
 // The cache is bounded: a freed block that would take the cached bytes past max(2 x peak bytes in use, 64 MiB)
 // goes back to the OS. Without the bound, a run over thousands of batch shapes cached 7 GB for a 0.5 GB step.
 // Blocks are 64-byte aligned. `stats()` exposes counters that tests and benchmarks read.
+// A request takes the cached block of its size with the lowest address, so the addresses a step gets depend only on
+// which blocks are free when it starts, not on the order earlier steps freed them: a training loop gets the same
+// addresses step after step (the CUDA backend keeps device data keyed by them: attention's GEMM pointer arrays).
 #pragma once
 #include <cstddef>
 #include <cstdint>
@@ -47,7 +50,7 @@ class CachingAllocator {
   RawAlloc raw_alloc_;
   RawFree raw_free_;
   mutable std::mutex mu_;
-  std::unordered_map<size_t, std::vector<void*>> free_;
+  std::unordered_map<size_t, std::vector<void*>> free_;  // per size, highest address first
   AllocatorStats stats_;
 };
 

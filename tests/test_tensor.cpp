@@ -1,5 +1,6 @@
 // Tensor plumbing: creation, seeded random numbers, views that share storage, copies, casts, printing and the
 // caching allocator.
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstdlib>
@@ -457,6 +458,26 @@ TEST_SUITE("tensor") {
       else CHECK(A.stats().os_allocs == os_after_first);
     }
     CHECK(A.stats().bytes_in_use == in_use_before + CachingAllocator::round_size(w.nbytes()));
+  }
+
+  TEST_CASE("caching allocator: the lowest cached address first, whatever order blocks were freed in") {
+    // a private allocator over malloc, so other tests' blocks do not matter
+    CachingAllocator A([](size_t n) { return std::malloc(n); }, [](void* p) { std::free(p); });
+    std::vector<void*> blocks;
+    for (int i = 0; i < 6; i++) blocks.push_back(A.allocate(1000));
+    std::vector<void*> sorted = blocks;
+    std::sort(sorted.begin(), sorted.end());
+    for (int order = 0; order < 2; order++) {
+      // free in two different orders; a "step" asking for 6 blocks gets them lowest address first both times
+      if (order == 0) for (void* p : blocks) A.deallocate(p, 1000);
+      else for (auto it = blocks.rbegin(); it != blocks.rend(); ++it) A.deallocate(*it, 1000);
+      for (size_t i = 0; i < blocks.size(); i++) {
+        blocks[i] = A.allocate(1000);
+        CHECK(blocks[i] == sorted[i]);
+      }
+    }
+    for (void* p : blocks) A.deallocate(p, 1000);
+    CHECK(A.stats().os_allocs == 6);
   }
 
   TEST_CASE("caching allocator: size classes, and a cache bounded by twice the peak in use") {
