@@ -61,6 +61,45 @@ TEST_SUITE("cuda") {
 #endif
   }
 
+  TEST_CASE("GEMMs with two batch dims: pointer arrays written once per operands and layout, then found") {
+    if (!have_cuda()) return;
+    auto& cuda = static_cast<CudaBackend&>(backend_for(Device::cuda()));
+    // C[b, h] = A[b, h] B[b, h]^T with the heads inside [B, T, H, d] buffers, as attention's scores
+    auto check_heads = [&](int64_t B, int64_t T, int64_t H, int64_t d, int copies) {
+      Generator gen(3);
+      Tensor a = Tensor::rand({B, T, H, d}, -1, 1, DType::F64, Device::cpu(), &gen);
+      Tensor b = Tensor::rand({B, T, H, d}, -1, 1, DType::F64, Device::cpu(), &gen);
+      Tensor ref = matmul(a.transpose(1, 2), b.transpose(1, 2), false, true);  // [B, H, T, T]
+      Tensor ga = a.to(Device::cuda()), gb = b.to(Device::cuda());
+      std::vector<Tensor> outs;  // `copies` outputs: as many different pointer arrays
+      for (int i = 0; i < copies; i++) outs.push_back(Tensor::zeros({B, H, T, T}, DType::F64, Device::cuda()));
+      GemmArgs g;
+      g.dtype = DType::F64;
+      g.trans_b = true;
+      g.batch = B * H, g.batch_inner = H;
+      g.m = T, g.n = T, g.k = d;
+      g.a = ga.data_ptr(), g.lda = H * d, g.stride_a = d, g.stride_a_outer = T * H * d;
+      g.b = gb.data_ptr(), g.ldb = H * d, g.stride_b = d, g.stride_b_outer = T * H * d;
+      g.ldc = T, g.stride_c = T * T, g.stride_c_outer = H * T * T;
+      for (int round = 0; round < 2; round++)
+        for (Tensor& c : outs) {
+          g.c = c.data_ptr();
+          const int64_t writes = cuda.pointer_array_writes(), reuses = cuda.pointer_array_reuses();
+          cuda.fill(c, 0);
+          cuda.gemm(g);
+          CHECK(cuda.pointer_array_writes() + cuda.pointer_array_reuses() == writes + reuses + 1);
+          // the second round finds every array written, unless the arena was refilled in between
+          if (round == 1 && copies == 1) CHECK(cuda.pointer_array_reuses() == reuses + 1);
+          CHECK(max_abs_diff(c.to(Device::cpu()), ref) < 1e-14);
+        }
+    };
+    check_heads(2, 3, 4, 5, 1);
+    // 10 arrays of 480 KB fill the 4 MiB arena and make it start over: results stay right
+    const int64_t writes = cuda.pointer_array_writes();
+    check_heads(10000, 2, 2, 1, 10);
+    CHECK(cuda.pointer_array_writes() - writes > 10);
+  }
+
   TEST_CASE("matmul precision: names, and the CPU computes float32 whatever the setting") {
     CHECK(parse_matmul_precision("fp32") == MatmulPrecision::FP32);
     CHECK(parse_matmul_precision("tf32") == MatmulPrecision::TF32);

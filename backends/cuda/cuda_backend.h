@@ -13,6 +13,8 @@
 #include <cublas_v2.h>
 #include <cuda_runtime_api.h>
 
+#include <array>
+#include <unordered_map>
 #include <vector>
 
 #include "backends/backend.h"
@@ -50,6 +52,10 @@ class CudaBackend final : public Backend {
   // declined (their bias work then ran as kernels of its own: Backend's gemm_bias / gemm_bias_grad).
   int64_t fused_bias_gemms() const { return fused_bias_gemms_; }
   int64_t unfused_bias_gemms() const { return unfused_bias_gemms_; }
+  // GEMMs with two batch dims (attention's) whose device pointer arrays a kernel wrote, and those that found
+  // theirs written already (pointer_arrays below).
+  int64_t pointer_array_writes() const { return pointer_array_writes_; }
+  int64_t pointer_array_reuses() const { return pointer_array_reuses_; }
 
   void fill(Tensor& out, double value) override;
   void copy(const Tensor& src, Tensor& dst) override;
@@ -114,6 +120,28 @@ class CudaBackend final : public Backend {
   void* lt_workspace_ = nullptr;  // kLtWorkspaceBytes of device memory
   std::vector<LtPlan*> lt_plans_;
   int64_t fused_bias_gemms_ = 0, unfused_bias_gemms_ = 0;
+
+  // The device pointer arrays of GEMMs with two batch dims that do not collapse to one stride (cuda_gemm.cu), kept
+  // in an arena by what they hold: the operands' addresses and layout. The caching allocator hands a training step
+  // the same addresses every time, so from the second step on each array is found written already and its GEMM
+  // needs no kernel first. An entry never goes stale (its content is a function of its key); when the arena is
+  // full all entries are dropped and it is refilled from the start, which is safe because the kernels that
+  // overwrite it are queued after the GEMMs that read it. Arrays too big for the arena get a buffer of their own
+  // (`scratch`, kept by the caller until the GEMM is queued).
+  uint64_t* pointer_arrays(const GemmArgs& g, Tensor& scratch);
+  using PointerArraysKey = std::array<int64_t, 12>;
+  struct PointerArraysHash {
+    size_t operator()(const PointerArraysKey& k) const {
+      uint64_t h = 0xcbf29ce484222325ull;  // FNV-1a over the 12 words
+      for (int64_t v : k) h = (h ^ (uint64_t)v) * 0x100000001b3ull;
+      return (size_t)h;
+    }
+  };
+  static constexpr size_t kPointerArenaBytes = size_t(4) << 20;
+  char* pointer_arena_ = nullptr;  // kPointerArenaBytes of device memory
+  size_t pointer_arena_used_ = 0;
+  std::unordered_map<PointerArraysKey, size_t, PointerArraysHash> pointer_arrays_;  // key -> offset in the arena
+  int64_t pointer_array_writes_ = 0, pointer_array_reuses_ = 0;
 
   // kColumnCounters zeroed counters, one per block of columns, for the norms' parameter-gradient kernel
   // (cuda_norm.cu): the block that finishes a column range last sums its partials and sets its counter back to 0.

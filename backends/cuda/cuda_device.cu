@@ -49,6 +49,7 @@ CudaBackend::CudaBackend() {
   SG_CUDA_CHECK("cuda_init", cudaMalloc(&error_flags_, sizeof(int)));
   SG_CUDA_CHECK("cuda_init", cudaMemsetAsync(error_flags_, 0, sizeof(int), stream_));
   SG_CUDA_CHECK("cuda_init", cudaMalloc(&column_counters_, kColumnCounters * sizeof(unsigned)));
+  SG_CUDA_CHECK("cuda_init", cudaMalloc(&pointer_arena_, kPointerArenaBytes));
   SG_CUDA_CHECK("cuda_init", cudaMemsetAsync(column_counters_, 0, kColumnCounters * sizeof(unsigned), stream_));
   SG_CUDA_CHECK("cuda_init", cudaMallocHost(&staging_, kStagingSlots * kStagingBytes));
   for (cudaEvent_t& e : staging_done_)
@@ -65,6 +66,7 @@ CudaBackend::~CudaBackend() {
   if (lt_workspace_) cudaFree(lt_workspace_);
   if (error_flags_) cudaFree(error_flags_);
   if (column_counters_) cudaFree(column_counters_);
+  if (pointer_arena_) cudaFree(pointer_arena_);
   if (stream_) cudaStreamDestroy(stream_);
 }
 

@@ -53,20 +53,42 @@ __global__ void batch_pointers_kernel(const char* a, const char* b, char* c, Bat
   }
 }
 
-// The pointer arrays of a GEMM with two batch dims that are not one stride apart, written on the device:
-// [A entries, B entries, C entries]. The tensor goes back to the cache when the caller drops it, which is safe:
-// later users of that memory are queued after the GEMM that reads it.
-Tensor batch_pointers(const GemmArgs& g, cudaStream_t stream) {
-  Tensor ptrs = Tensor::empty({3 * g.batch}, DType::I64, Device::cuda());
+}  // namespace
+
+// The pointer arrays of a GEMM with two batch dims that are not one stride apart, on the device: [A entries,
+// B entries, C entries]; written by a kernel unless an earlier GEMM with the same operands and layout left them.
+uint64_t* CudaBackend::pointer_arrays(const GemmArgs& g, Tensor& scratch) {
   const BatchLayout l{g.batch, g.batch_inner, g.stride_a, g.stride_a_outer, g.stride_b, g.stride_b_outer,
                       g.stride_c, g.stride_c_outer, (int64_t)dtype_size(g.dtype)};
-  batch_pointers_kernel<<<cuda::grid_for(g.batch), cuda::kThreads, 0, stream>>>(
-      static_cast<const char*>(g.a), static_cast<const char*>(g.b), static_cast<char*>(g.c), l,
-      static_cast<uint64_t*>(ptrs.data_ptr()));
+  const size_t bytes = (size_t)(3 * g.batch) * sizeof(uint64_t);
+  uint64_t* p = nullptr;
+  if (bytes > kPointerArenaBytes) {
+    scratch = Tensor::empty({3 * g.batch}, DType::I64, Device::cuda());
+    p = static_cast<uint64_t*>(scratch.data_ptr());
+  } else {
+    const PointerArraysKey key{(int64_t)(uintptr_t)g.a, (int64_t)(uintptr_t)g.b, (int64_t)(uintptr_t)g.c,
+                               l.batch, l.inner, l.sa, l.sa_outer, l.sb, l.sb_outer, l.sc, l.sc_outer,
+                               l.elem_bytes};
+    auto it = pointer_arrays_.find(key);
+    if (it != pointer_arrays_.end()) {
+      pointer_array_reuses_++;
+      return reinterpret_cast<uint64_t*>(pointer_arena_ + it->second);
+    }
+    const size_t need = (bytes + 255) / 256 * 256;
+    if (pointer_arena_used_ + need > kPointerArenaBytes) {
+      pointer_arrays_.clear();
+      pointer_arena_used_ = 0;
+    }
+    p = reinterpret_cast<uint64_t*>(pointer_arena_ + pointer_arena_used_);
+    pointer_arrays_.emplace(key, pointer_arena_used_);
+    pointer_arena_used_ += need;
+  }
+  batch_pointers_kernel<<<cuda::grid_for(g.batch), cuda::kThreads, 0, stream_>>>(
+      static_cast<const char*>(g.a), static_cast<const char*>(g.b), static_cast<char*>(g.c), l, p);
   SG_CUDA_LAUNCH_CHECK("gemm");
-  return ptrs;
+  pointer_array_writes_++;
+  return p;
 }
-}  // namespace
 
 void CudaBackend::gemm(const GemmArgs& g) {
   const char* op = "gemm";
@@ -86,8 +108,8 @@ void CudaBackend::gemm(const GemmArgs& g) {
   const bool strided = one_batch_stride(g, stride_a, stride_b, stride_c);
   // Two batch dims that are not one stride apart: cuBLAS's batched GEMM over pointer arrays; A', B', C' below are
   // the arrays of cuBLAS's operands (its A is our B, as above).
-  const Tensor ptrs = strided ? Tensor() : batch_pointers(g, stream_);
-  uint64_t* p = strided ? nullptr : static_cast<uint64_t*>(ptrs.data_ptr());
+  Tensor scratch;  // only for pointer arrays too big for the arena
+  uint64_t* p = strided ? nullptr : pointer_arrays(g, scratch);
   if (g.dtype == DType::F32) {
     const float alpha = (float)g.alpha, beta = (float)g.beta;
     const cublasComputeType_t compute = f32_compute(float32_matmul_precision());
