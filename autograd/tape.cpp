@@ -81,8 +81,10 @@ bool track_grad_norms() { return g_track_norms; }
 // t_scopes holds the joined name of every open scope ("enc", "enc.3", "enc.3.ffn"): a node's name is then one
 // concatenation, not a join of the whole stack per recorded op. Empty parts are skipped.
 Scope::Scope(const std::string& name) {
-  const std::string parent = t_scopes.empty() ? std::string() : t_scopes.back();
-  t_scopes.push_back(parent.empty() ? name : name.empty() ? parent : parent + "." + name);
+  std::string joined = t_scopes.empty() || t_scopes.back().empty() ? name
+                       : name.empty()                              ? t_scopes.back()
+                                                                   : t_scopes.back() + "." + name;
+  t_scopes.push_back(std::move(joined));
 }
 Scope::~Scope() { t_scopes.pop_back(); }
 

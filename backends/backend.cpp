@@ -73,6 +73,12 @@ ScanLayout cumsum_layout(const Tensor& x, int64_t dim, const Tensor& out) {
   return l;
 }
 
+void check_dropout_operands(const Tensor& x, const Tensor& y) {
+  if (!(x.is_contiguous() && y.is_contiguous() && x.shape() == y.shape() && x.dtype() == y.dtype()))
+    fail("dropout", ": expected contiguous x and y of one shape and dtype, got ", x.meta_str(), " and ",
+         y.meta_str());
+}
+
 void check_softmax_mask(const char* op, const Tensor& x, const SoftmaxMask& mask) {
   const int64_t cols = x.dim() ? x.shape().back() : 1;
   const int64_t rows = cols ? x.numel() / cols : 0;

@@ -174,6 +174,8 @@ struct ScanLayout {
   int64_t outer = 1, n = 1, inner = 1;
 };
 ScanLayout cumsum_layout(const Tensor& x, int64_t dim, const Tensor& out);
+// Backend::dropout's contract (x and y contiguous, of one shape and dtype), checked by every backend's dropout.
+void check_dropout_operands(const Tensor& x, const Tensor& y);
 
 // How float32 matrix products may compute, for every backend (like torch.set_float32_matmul_precision): FP32
 // (the default; float32 throughout, so devices agree), TF32 tensor cores (operands rounded to 10 mantissa bits) or

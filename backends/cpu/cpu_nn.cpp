@@ -341,9 +341,7 @@ void CpuBackend::cross_entropy_backward(const Tensor& logits, const Tensor& targ
 // y[i] = x[i] * mask_i, mask_i = (u_i >= p) / (1 - p), u_i = random_uniform01(seed, offset + i); a multiply even
 // where dropped, so a NaN or inf in x stays visible (as x * mask did).
 void CpuBackend::dropout(const Tensor& x, Tensor& y, double p, uint64_t seed, uint64_t offset) {
-  if (!(x.is_contiguous() && y.is_contiguous() && x.shape() == y.shape() && x.dtype() == y.dtype()))
-    fail("dropout", ": expected contiguous x and y of one shape and dtype, got ", x.meta_str(), " and ",
-         y.meta_str());
+  check_dropout_operands(x, y);
   cpu::dispatch_float(x.dtype(), "dropout", [&]<class T>() {
     const T* xp = static_cast<const T*>(x.data_ptr());
     T* yp = static_cast<T*>(y.data_ptr());

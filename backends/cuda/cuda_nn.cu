@@ -168,9 +168,7 @@ void CudaBackend::cross_entropy_backward(const Tensor& logits, const Tensor& tar
 
 void CudaBackend::dropout(const Tensor& x, Tensor& y, double p, uint64_t seed, uint64_t offset) {
   const char* op = "dropout";
-  cuda::check_contiguous(op, {&x, &y});
-  if (!(x.shape() == y.shape() && x.dtype() == y.dtype()))
-    fail(op, ": expected x and y of one shape and dtype, got ", x.meta_str(), " and ", y.meta_str());
+  check_dropout_operands(x, y);
   const int64_t n = x.numel();
   if (n == 0) return;
   cuda::dispatch_float(x.dtype(), op, [&](auto tag) {
