@@ -136,6 +136,7 @@ GemmArgs gemm_2d(const GemmOperand& A, const GemmOperand& B, int64_t m, int64_t 
 // y = x W^T + b over x's last dim, as one GEMM with all leading dims folded into rows; the backend adds the bias
 // (into the GEMM where it can: Backend::gemm_bias).
 //   gx = g W;  gW = g^T x;  gb = sum of g's rows (with gW from the same GEMM: Backend::gemm_bias_grad)
+// gx is added into the gradient x has collected so far, when the walk hands it over (take_grad_accumulator).
 Tensor linear(const Tensor& x, const Tensor& w, const Tensor& bias) {
   const char* op = "linear";
   check_defined(op, x, "input");
@@ -169,12 +170,16 @@ Tensor linear(const Tensor& x, const Tensor& w, const Tensor& bias) {
     Tensor g = reshape_raw(g_in, {rows, outf});
     Tensor gx, gw, gb;
     const bool want_gb = n.inputs.size() > 2 && needs_grad(n, 2);
-    if (needs_grad(n, 0)) {  // gx = g W: one GEMM, [rows, outf] @ [outf, in]
-      Tensor gx2 = Tensor::empty({rows, in}, g.dtype(), g.device());
-      if (rows > 0 && in > 0 && outf > 0)
-        be(g).gemm(gemm_2d(gemm_operand(g, 1), gemm_operand(w, 1), rows, in, outf, gx2));
-      else if (rows > 0 && in > 0)
+    if (needs_grad(n, 0)) {  // gx = g W: one GEMM, [rows, outf] @ [outf, in], added into x's gradient so far
+      Tensor acc = take_grad_accumulator(n, 0, g.dtype());
+      Tensor gx2 = acc.defined() ? reshape_raw(acc, {rows, in}) : Tensor::empty({rows, in}, g.dtype(), g.device());
+      if (rows > 0 && in > 0 && outf > 0) {
+        GemmArgs args = gemm_2d(gemm_operand(g, 1), gemm_operand(w, 1), rows, in, outf, gx2);
+        args.beta = acc.defined() ? 1 : 0;
+        be(g).gemm(args);
+      } else if (rows > 0 && in > 0 && !acc.defined()) {
         be(g).fill(gx2, 0);
+      }
       gx = reshape_raw(gx2, xs);
     }
     if (needs_grad(n, 1) && want_gb && rows > 0 && in > 0) {

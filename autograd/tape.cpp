@@ -170,6 +170,22 @@ Node* record(const OpInfo& op, const std::vector<Tensor>& inputs, Tensor& out, s
 // ---------------------------------------------------------------- backward
 
 namespace {
+thread_local FanInSums t_fan_in;
+}  // namespace
+FanInSums last_backward_fan_in() { return t_fan_in; }
+
+Tensor take_grad_accumulator(const Node& n, size_t j, DType dtype) {
+  AutogradMeta* m = j < n.inputs.size() ? n.inputs[j].get() : nullptr;
+  // Leaves are excluded: the walk lists a leaf when its first gradient arrives (backward's add_to) and would list
+  // it again after a hand-over.
+  if (!m || !m->producer || !m->pending.defined()) return Tensor();
+  // sole_owner: no other tensor (the caller's own upstream gradient, a retained .grad, a saved tensor) shares it
+  if (!m->pending.sole_owner() || m->pending.dtype() != dtype) return Tensor();
+  t_fan_in.folded++;
+  return std::move(m->pending);
+}
+
+namespace {
 // acc = acc + g (out of place: g may alias another tensor's gradient).
 void accumulate(Tensor& acc, const Tensor& g) { acc = acc.defined() ? add(acc, g) : g; }
 
@@ -265,8 +281,10 @@ void backward(const Tensor& root, const Tensor& grad_in, bool retain_graph) {
   // Tensors with no live producer (leaves, detached graphs) collect their gradient in `pending` and get it
   // once at the end; the others are consumed when the walk reaches their node.
   std::vector<AutogradMeta*> leaves;
+  t_fan_in = {};
   auto add_to = [&](AutogradMeta& m, const Tensor& g) {
     if (!m.producer && !m.pending.defined()) leaves.push_back(&m);
+    if (m.pending.defined()) t_fan_in.added++;
     accumulate(m.pending, g);
   };
   NormTracker norms;

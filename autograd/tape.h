@@ -82,8 +82,20 @@ inline Node* record(const char* op, const std::vector<Tensor>& inputs, Tensor& o
 }
 // Anomaly check of a forward result that is not recorded (e.g. under no-grad); no-op when anomaly mode is off.
 void check_finite(const Tensor& t, const char* op);
+// For a backward: the gradient input j of n has collected so far in this walk (from consumers recorded after n),
+// handed over so that the backward adds its own share into it in place (a GEMM with beta = 1) and returns it as
+// input j's gradient: the fan-in "+=" without an add kernel and a temporary. Undefined when there is nothing to
+// take: no gradient yet, or one that may not be written (shared with another tensor, not contiguous, another
+// dtype than `dtype`), or input j is a leaf. The sum is the same either way: pending + share.
+Tensor take_grad_accumulator(const Node& n, size_t j, DType dtype);
 
 // ---- backward ----
 void backward(const Tensor& root, const Tensor& grad = Tensor(), bool retain_graph = false);
+// The fan-in sums of the calling thread's last backward walk: gradients added to an earlier one by an add
+// kernel, and those a backward folded into it in place (take_grad_accumulator).
+struct FanInSums {
+  int64_t added = 0, folded = 0;
+};
+FanInSums last_backward_fan_in();
 
 }  // namespace skipgrad

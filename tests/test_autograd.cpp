@@ -324,4 +324,63 @@ TEST_SUITE("autograd") {
     CHECK(b.node_id() == -1);
     CHECK(b.node_name() == "add_scalar");  // remembered after the tape is gone
   }
+
+  TEST_CASE("fan-in into linear layers: their GEMMs add into the gradient collected so far, values unchanged") {
+    // x = tanh(x0) feeds three linears and the residual: out = x + q * k + v. In the reverse walk the two adds
+    // hand one gradient tensor to x, p and v; while v's own gradient is that tensor, x's may not be written
+    // (v's linear reads it), so that sum is an add; k's and q's GEMMs then add into x's gradient in place.
+    Tensor x0 = leaf({4, 3, 6}, 1), wq = leaf({6, 6}, 2), wk = leaf({6, 6}, 3), wv = leaf({6, 6}, 4);
+    Tensor bq = leaf({6}, 5);
+    auto f = [](const std::vector<Tensor>& in) {
+      Tensor x = tanh(in[0]);
+      Tensor q = linear(x, in[1], in[4]), k = linear(x, in[2]), v = linear(x, in[3]);
+      return x + q * k + v;
+    };
+    GradcheckResult r = gradcheck(f, {x0, wq, wk, wv, bq});
+    INFO(r.message);
+    CHECK(r.ok);
+    sum(f({x0, wq, wk, wv, bq})).backward();
+    CHECK(last_backward_fan_in().added == 1);
+    CHECK(last_backward_fan_in().folded == 2);
+
+    // the linear's own upstream gradient is x's gradient so far (out = linear(h) + h): never written, an add
+    Tensor h0 = leaf({5, 4}, 6), w = leaf({4, 4}, 7);
+    auto g = [](const std::vector<Tensor>& in) {
+      Tensor h = tanh(in[0]);
+      return linear(h, in[1]) + h;
+    };
+    r = gradcheck(g, {h0, w});
+    INFO(r.message);
+    CHECK(r.ok);
+    sum(g({h0, w})).backward();
+    CHECK(last_backward_fan_in().added == 1);
+    CHECK(last_backward_fan_in().folded == 0);
+
+    // a leaf's gradient is never handed over (the walk lists leaves when their first gradient arrives)
+    Tensor l = leaf({3, 4}, 8), w1 = leaf({2, 4}, 9), w2 = leaf({2, 4}, 10);
+    sum(linear(l, w1) + linear(l, w2)).backward();
+    CHECK(last_backward_fan_in().added == 1);
+    CHECK(last_backward_fan_in().folded == 0);
+  }
+
+  TEST_CASE("a gradient folded in place is the one retain_grad, hooks and the inputs' .grad see") {
+    // loss = sum(linear(h, A) * c1) + sum(linear(h, B) * c2): dh = c1 A + c2 B, B's GEMM first, A's into it
+    Tensor z = leaf({3, 5}, 11), a = leaf({2, 5}, 12), b = leaf({4, 5}, 13);
+    Tensor c1 = leaf({3, 2}, 14).detach(), c2 = leaf({3, 4}, 15).detach();
+    Tensor h = z * 2.0;
+    h.retain_grad();
+    Tensor seen;
+    h.register_hook([&](const Tensor& gh) { seen = gh.clone(); return Tensor(); });
+    (sum(linear(h, a) * c1) + sum(linear(h, b) * c2)).backward();
+    CHECK(last_backward_fan_in().folded == 1);
+    CHECK(last_backward_fan_in().added == 0);
+    Tensor expect;
+    {
+      NoGradGuard ng;
+      expect = matmul(c1, a) + matmul(c2, b);
+    }
+    CHECK(max_abs_diff(h.grad(), expect) < 1e-12);
+    CHECK(max_abs_diff(seen, expect) < 1e-12);
+    CHECK(max_abs_diff(z.grad(), expect * 2.0) < 1e-12);
+  }
 }
