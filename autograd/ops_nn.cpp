@@ -75,7 +75,7 @@ Tensor log_softmax(const Tensor& x, int64_t dim) { return softmax_op("log_softma
 
 // xhat = (x - mean) * rstd, rstd = 1/sqrt(var + eps);  y = xhat * gamma + beta  (over the last dim)
 // gx = rstd * (gg - mean(gg) - xhat * mean(gg * xhat)) with gg = g * gamma;  ggamma = sum_rows(g * xhat);
-// gbeta = sum_rows(g)
+// gbeta = sum_rows(g). gx is added into the gradient x has collected so far when the walk hands it over.
 Tensor layer_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta, double eps) {
   const char* op = "layer_norm";
   check_norm_input(op, x, eps);
@@ -93,10 +93,12 @@ Tensor layer_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta, doub
   be(x).layer_norm(xc, gc, bc, eps, out, mean, rstd);
   record(op, {x, gamma, beta}, out, {xc, gc, mean, rstd}, [](const Node& n, const Tensor& g) {
     const Tensor &x = n.saved[0], &gamma = n.saved[1], &mean = n.saved[2], &rstd = n.saved[3];
-    Tensor gx = needs_grad(n, 0) ? Tensor::empty(x.shape(), x.dtype(), x.device()) : Tensor();
+    Tensor gx = needs_grad(n, 0) ? take_grad_accumulator(n, 0, x.dtype()) : Tensor();
+    const bool accumulate = gx.defined();
+    if (needs_grad(n, 0) && !accumulate) gx = Tensor::empty(x.shape(), x.dtype(), x.device());
     Tensor ggamma = needs_grad(n, 1) ? Tensor::empty(gamma.shape(), x.dtype(), x.device()) : Tensor();
     Tensor gbeta = needs_grad(n, 2) ? Tensor::empty({x.shape().back()}, x.dtype(), x.device()) : Tensor();
-    be(g).layer_norm_backward(contiguous_raw(g), x, mean, rstd, gamma, gx, ggamma, gbeta);
+    be(g).layer_norm_backward(contiguous_raw(g), x, mean, rstd, gamma, gx, ggamma, gbeta, accumulate);
     return std::vector<Tensor>{gx, ggamma, gbeta};
   }, {{"eps", eps}});
   return out;
@@ -104,6 +106,7 @@ Tensor layer_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta, doub
 
 // rstd = 1/sqrt(mean(x^2) + eps), xhat = x * rstd;  y = xhat * weight  (over the last dim)
 // gx = rstd * (gw - xhat * mean(gw * xhat)) with gw = g * weight;  gweight = sum_rows(g * xhat)
+// (gx added into x's gradient so far, as layer_norm's)
 Tensor rms_norm(const Tensor& x, const Tensor& weight, double eps) {
   const char* op = "rms_norm";
   check_norm_input(op, x, eps);
@@ -118,9 +121,11 @@ Tensor rms_norm(const Tensor& x, const Tensor& weight, double eps) {
   be(x).rms_norm(xc, wc, eps, out, rstd);
   record(op, {x, weight}, out, {xc, wc, rstd}, [](const Node& n, const Tensor& g) {
     const Tensor &x = n.saved[0], &weight = n.saved[1], &rstd = n.saved[2];
-    Tensor gx = needs_grad(n, 0) ? Tensor::empty(x.shape(), x.dtype(), x.device()) : Tensor();
+    Tensor gx = needs_grad(n, 0) ? take_grad_accumulator(n, 0, x.dtype()) : Tensor();
+    const bool accumulate = gx.defined();
+    if (needs_grad(n, 0) && !accumulate) gx = Tensor::empty(x.shape(), x.dtype(), x.device());
     Tensor gweight = needs_grad(n, 1) ? Tensor::empty(weight.shape(), x.dtype(), x.device()) : Tensor();
-    be(g).rms_norm_backward(contiguous_raw(g), x, rstd, weight, gx, gweight);
+    be(g).rms_norm_backward(contiguous_raw(g), x, rstd, weight, gx, gweight, accumulate);
     return std::vector<Tensor>{gx, gweight};
   }, {{"eps", eps}});
   return out;

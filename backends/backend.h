@@ -129,13 +129,15 @@ class Backend {
   // y = (x - mean) * rstd * gamma + beta; saves mean[rows], rstd[rows]. gamma/beta may be undefined.
   virtual void layer_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta, double eps, Tensor& y,
                           Tensor& mean, Tensor& rstd) = 0;
-  // ggamma/gbeta may be undefined (not needed).
+  // gx/ggamma/gbeta may be undefined (not needed). accumulate_gx: gx += the input gradient (a fan-in sum that
+  // gx already holds, autograd's take_grad_accumulator) instead of gx = it.
   virtual void layer_norm_backward(const Tensor& gy, const Tensor& x, const Tensor& mean, const Tensor& rstd,
-                                   const Tensor& gamma, Tensor& gx, Tensor& ggamma, Tensor& gbeta) = 0;
+                                   const Tensor& gamma, Tensor& gx, Tensor& ggamma, Tensor& gbeta,
+                                   bool accumulate_gx) = 0;
   // y = x * rstd * weight, rstd = 1/sqrt(mean(x^2) + eps); weight may be undefined.
   virtual void rms_norm(const Tensor& x, const Tensor& weight, double eps, Tensor& y, Tensor& rstd) = 0;
   virtual void rms_norm_backward(const Tensor& gy, const Tensor& x, const Tensor& rstd, const Tensor& weight,
-                                 Tensor& gx, Tensor& gweight) = 0;
+                                 Tensor& gx, Tensor& gweight, bool accumulate_gx) = 0;  // as layer_norm's
 
   // ---- embedding: weight [V, d], ids int64 any shape, out [..., d] ----
   virtual void embedding(const Tensor& weight, const Tensor& ids, Tensor& out) = 0;

@@ -383,4 +383,25 @@ TEST_SUITE("autograd") {
     CHECK(max_abs_diff(seen, expect) < 1e-12);
     CHECK(max_abs_diff(z.grad(), expect * 2.0) < 1e-12);
   }
+
+  TEST_CASE("fan-in into a norm (Pre-LN's x -> norm -> sublayer, x -> residual): the norm's gx adds into it") {
+    // out = x + linear(norm(x)): the residual's gradient reaches x first; once the linear has run nothing else
+    // holds it, and the norm's backward adds its gx into it
+    for (const char* kind : {"layer_norm", "rms_norm"}) {
+      CAPTURE(kind);
+      const bool ln = std::string(kind) == "layer_norm";
+      auto f = [ln](const std::vector<Tensor>& in) {
+        Tensor x = tanh(in[0]);
+        Tensor h = ln ? layer_norm(x, in[1], in[2]) : rms_norm(x, in[1]);
+        return x + linear(h, in[3]);
+      };
+      std::vector<Tensor> in{leaf({3, 4, 7}, 1), leaf({7}, 2), leaf({7}, 3), leaf({7, 7}, 4)};
+      GradcheckResult r = gradcheck(f, in);
+      INFO(r.message);
+      CHECK(r.ok);
+      sum(f(in)).backward();
+      CHECK(last_backward_fan_in().added == 0);
+      CHECK(last_backward_fan_in().folded == 1);
+    }
+  }
 }

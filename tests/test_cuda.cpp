@@ -227,6 +227,20 @@ TEST_SUITE("cuda") {
     compare_both("layer_norm, beta only", [](Inputs& in) {
       return layer_norm(in.rand({300, 24}, 1), Tensor(), in.rand({24}, 3));
     });
+    // Pre-LN's fan-in: x's gradient from the residual is handed to the norm's backward, which adds into it
+    // (accumulate_gx), and the linears' input GEMMs add into theirs with beta = 1 (take_grad_accumulator)
+    compare_both("x + linear(layer_norm(x)): the norm's gx added into x's gradient", [](Inputs& in) {
+      Tensor x = in.rand({40, 24}, 1) * 1.5;
+      return x + linear(layer_norm(x, in.rand({24}, 2), in.rand({24}, 3)), in.rand({24, 24}, 4));
+    });
+    compare_both("x + linear(rms_norm(x)): the norm's gx added into x's gradient", [](Inputs& in) {
+      Tensor x = in.rand({40, 24}, 1) * 1.5;
+      return x + linear(rms_norm(x, in.rand({24}, 2)), in.rand({24, 24}, 4));
+    });
+    compare_both("x + linear(x) * linear(x): the GEMMs add into x's gradient", [](Inputs& in) {
+      Tensor x = in.rand({2, 30, 24}, 1) * 1.5;
+      return x + linear(x, in.rand({24, 24}, 2), in.rand({24}, 3)) * linear(x, in.rand({24, 24}, 4));
+    });
     compare_both("l2_norm", [](Inputs& in) { return l2_norm(in.rand({5, 16}, 1)); });
     compare_both("embedding", [](Inputs& in) {
       Tensor w = in.rand({10, 6}, 1);

@@ -28,10 +28,11 @@ class CpuBackend final : public Backend {
   void layer_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta, double eps, Tensor& y, Tensor& mean,
                   Tensor& rstd) override;
   void layer_norm_backward(const Tensor& gy, const Tensor& x, const Tensor& mean, const Tensor& rstd,
-                           const Tensor& gamma, Tensor& gx, Tensor& ggamma, Tensor& gbeta) override;
+                           const Tensor& gamma, Tensor& gx, Tensor& ggamma, Tensor& gbeta,
+                           bool accumulate_gx) override;
   void rms_norm(const Tensor& x, const Tensor& weight, double eps, Tensor& y, Tensor& rstd) override;
   void rms_norm_backward(const Tensor& gy, const Tensor& x, const Tensor& rstd, const Tensor& weight, Tensor& gx,
-                         Tensor& gweight) override;
+                         Tensor& gweight, bool accumulate_gx) override;
   void embedding(const Tensor& weight, const Tensor& ids, Tensor& out) override;
   void embedding_backward(const Tensor& ids, const Tensor& gout, Tensor& gweight, int64_t padding_idx) override;
   void cross_entropy(const Tensor& logits, const Tensor& targets, int64_t ignore_index, double label_smoothing,

@@ -120,9 +120,10 @@ void CpuBackend::layer_norm(const Tensor& x, const Tensor& gamma, const Tensor& 
 }
 
 // xhat = (x-mean)*rstd; g = gy*gamma
-// gx = rstd * (g - mean(g) - xhat * mean(g * xhat));  ggamma = sum_rows(gy * xhat); gbeta = sum_rows(gy)
+// gx (+)= rstd * (g - mean(g) - xhat * mean(g * xhat));  ggamma = sum_rows(gy * xhat); gbeta = sum_rows(gy)
 void CpuBackend::layer_norm_backward(const Tensor& gy, const Tensor& x, const Tensor& mean, const Tensor& rstd,
-                                     const Tensor& gamma, Tensor& gx, Tensor& ggamma, Tensor& gbeta) {
+                                     const Tensor& gamma, Tensor& gx, Tensor& ggamma, Tensor& gbeta,
+                                     bool accumulate_gx) {
   const Rows rows = rows_of(x);
   const int64_t R = rows.rows, C = rows.cols;
   cpu::dispatch_float(x.dtype(), "layer_norm_backward", [&]<class T>() {
@@ -150,7 +151,8 @@ void CpuBackend::layer_norm_backward(const Tensor& gy, const Tensor& x, const Te
         for (int64_t c = 0; c < C; c++) {
           double gg = (double)g[c] * (gam ? gam[c] : T(1));
           double xh = (xr[c] - mu) * rs;
-          o[c] = (T)(rs * (gg - sg - xh * sgx));
+          const T v = (T)(rs * (gg - sg - xh * sgx));
+          o[c] = accumulate_gx ? o[c] + v : v;  // the sum as an add of the two would round it
         }
       }
     }
@@ -202,9 +204,9 @@ void CpuBackend::rms_norm(const Tensor& x, const Tensor& weight, double eps, Ten
   });
 }
 
-// g = gy*w; gx = rstd * (g - xhat * mean(g * xhat)) with xhat = x*rstd; gw = sum_rows(gy * xhat)
+// g = gy*w; gx (+)= rstd * (g - xhat * mean(g * xhat)) with xhat = x*rstd; gw = sum_rows(gy * xhat)
 void CpuBackend::rms_norm_backward(const Tensor& gy, const Tensor& x, const Tensor& rstd, const Tensor& weight,
-                                   Tensor& gx, Tensor& gweight) {
+                                   Tensor& gx, Tensor& gweight, bool accumulate_gx) {
   const Rows rows = rows_of(x);
   const int64_t R = rows.rows, C = rows.cols;
   cpu::dispatch_float(x.dtype(), "rms_norm_backward", [&]<class T>() {
@@ -223,7 +225,10 @@ void CpuBackend::rms_norm_backward(const Tensor& gy, const Tensor& x, const Tens
         for (int64_t c = 0; c < C; c++) s += (double)g[c] * (wp ? wp[c] : T(1)) * xr[c] * rs;
         s /= C;
         T* o = gxp + r * C;
-        for (int64_t c = 0; c < C; c++) o[c] = (T)(rs * ((double)g[c] * (wp ? wp[c] : T(1)) - xr[c] * rs * s));
+        for (int64_t c = 0; c < C; c++) {
+          const T v = (T)(rs * ((double)g[c] * (wp ? wp[c] : T(1)) - xr[c] * rs * s));
+          o[c] = accumulate_gx ? o[c] + v : v;
+        }
       }
     }
     if (gweight.defined()) {

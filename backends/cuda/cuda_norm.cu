@@ -129,10 +129,10 @@ __global__ void layer_norm_kernel(const T* x, const T* gamma, const T* beta, dou
   }
 }
 
-// xhat = (x-mean)*rstd; g = gy*gamma;  gx = rstd * (g - mean(g) - xhat * mean(g * xhat))
+// xhat = (x-mean)*rstd; g = gy*gamma;  gx (+)= rstd * (g - mean(g) - xhat * mean(g * xhat))
 template <class T>
 __global__ void layer_norm_backward_kernel(const T* gy, const T* x, const T* mean, const T* rstd, const T* gamma,
-                                           T* gx, int64_t cols) {
+                                           T* gx, int64_t cols, bool accumulate) {
   __shared__ double scratch[32];
   const T* g = gy + blockIdx.x * cols;
   const T* xr = x + blockIdx.x * cols;
@@ -149,7 +149,8 @@ __global__ void layer_norm_backward_kernel(const T* gy, const T* x, const T* mea
   for (int64_t c = threadIdx.x; c < cols; c += blockDim.x) {
     const double gg = (double)g[c] * (gamma ? gamma[c] : T(1));
     const double xh = (xr[c] - mu) * rs;
-    o[c] = (T)(rs * (gg - sg - xh * sgx));
+    const T v = (T)(rs * (gg - sg - xh * sgx));
+    o[c] = accumulate ? o[c] + v : v;
   }
 }
 
@@ -166,9 +167,10 @@ __global__ void rms_norm_kernel(const T* x, const T* w, double eps, T* y, T* rst
   for (int64_t c = threadIdx.x; c < cols; c += blockDim.x) yr[c] = (T)(xr[c] * rs) * (w ? w[c] : T(1));
 }
 
-// g = gy*w; xhat = x*rstd;  gx = rstd * (g - xhat * mean(g * xhat))
+// g = gy*w; xhat = x*rstd;  gx (+)= rstd * (g - xhat * mean(g * xhat))
 template <class T>
-__global__ void rms_norm_backward_kernel(const T* gy, const T* x, const T* rstd, const T* w, T* gx, int64_t cols) {
+__global__ void rms_norm_backward_kernel(const T* gy, const T* x, const T* rstd, const T* w, T* gx, int64_t cols,
+                                         bool accumulate) {
   __shared__ double scratch[32];
   const T* g = gy + blockIdx.x * cols;
   const T* xr = x + blockIdx.x * cols;
@@ -177,8 +179,10 @@ __global__ void rms_norm_backward_kernel(const T* gy, const T* x, const T* rstd,
   for (int64_t c = threadIdx.x; c < cols; c += blockDim.x) s += (double)g[c] * (w ? w[c] : T(1)) * xr[c] * rs;
   s = cuda::block_reduce(s, cuda::SumOp{}, scratch) / cols;
   T* o = gx + blockIdx.x * cols;
-  for (int64_t c = threadIdx.x; c < cols; c += blockDim.x)
-    o[c] = (T)(rs * ((double)g[c] * (w ? w[c] : T(1)) - xr[c] * rs * s));
+  for (int64_t c = threadIdx.x; c < cols; c += blockDim.x) {
+    const T v = (T)(rs * ((double)g[c] * (w ? w[c] : T(1)) - xr[c] * rs * s));
+    o[c] = accumulate ? o[c] + v : v;
+  }
 }
 
 // ---- parameter gradients: column sums of a per-element term over rows ----
@@ -322,7 +326,8 @@ void CudaBackend::layer_norm(const Tensor& x, const Tensor& gamma, const Tensor&
 }
 
 void CudaBackend::layer_norm_backward(const Tensor& gy, const Tensor& x, const Tensor& mean, const Tensor& rstd,
-                                      const Tensor& gamma, Tensor& gx, Tensor& ggamma, Tensor& gbeta) {
+                                      const Tensor& gamma, Tensor& gx, Tensor& ggamma, Tensor& gbeta,
+                                      bool accumulate_gx) {
   const char* op = "layer_norm_backward";
   Rows rc = rows_of(x, op);
   if (!gy.is_contiguous())
@@ -339,7 +344,7 @@ void CudaBackend::layer_norm_backward(const Tensor& gy, const Tensor& x, const T
     if (gx.defined()) {
       layer_norm_backward_kernel<T><<<row_blocks(rc.rows), cuda::row_threads(rc.cols), 0, stream_>>>(
           static_cast<const T*>(gy.data_ptr()), static_cast<const T*>(x.data_ptr()), mp, rp, ptr_or_null<T>(gamma),
-          static_cast<T*>(gx.data_ptr()), rc.cols);
+          static_cast<T*>(gx.data_ptr()), rc.cols, accumulate_gx);
       SG_CUDA_LAUNCH_CHECK(op);
     }
     column_sums<T>(stream_, column_counters_, gy, x, mp, rp, rc, {ColumnTerm::GyXhat, &ggamma},
@@ -361,7 +366,7 @@ void CudaBackend::rms_norm(const Tensor& x, const Tensor& weight, double eps, Te
 }
 
 void CudaBackend::rms_norm_backward(const Tensor& gy, const Tensor& x, const Tensor& rstd, const Tensor& weight,
-                                    Tensor& gx, Tensor& gweight) {
+                                    Tensor& gx, Tensor& gweight, bool accumulate_gx) {
   const char* op = "rms_norm_backward";
   Rows rc = rows_of(x, op);
   if (!gy.is_contiguous())
@@ -376,7 +381,7 @@ void CudaBackend::rms_norm_backward(const Tensor& gy, const Tensor& x, const Ten
     if (gx.defined()) {
       rms_norm_backward_kernel<T><<<row_blocks(rc.rows), cuda::row_threads(rc.cols), 0, stream_>>>(
           static_cast<const T*>(gy.data_ptr()), static_cast<const T*>(x.data_ptr()), rp, ptr_or_null<T>(weight),
-          static_cast<T*>(gx.data_ptr()), rc.cols);
+          static_cast<T*>(gx.data_ptr()), rc.cols, accumulate_gx);
       SG_CUDA_LAUNCH_CHECK(op);
     }
     column_sums<T>(stream_, column_counters_, gy, x, rp, rp, rc, {ColumnTerm::GyXRstd, &gweight});
