@@ -178,8 +178,11 @@ Tensor embedding(const Tensor& weight, const Tensor& ids, int64_t padding_idx) {
   out_shape.push_back(D);
   Tensor out = Tensor::empty(out_shape, weight.dtype(), weight.device());
   be(weight).embedding(contiguous_raw(weight), ids_c, out);  // checks every id is in [0, V)
+  // gweight[ids[i]] += g[i]: scattered into the weight's gradient so far when the walk hands it over (a tied
+  // embedding's: the output projection's, the other side's embedding), else into zeros
   record(op, {weight, ids}, out, {ids_c}, [V, D, padding_idx](const Node& n, const Tensor& g) {
-    Tensor gweight = Tensor::zeros({V, D}, g.dtype(), g.device());
+    Tensor gweight = take_grad_accumulator(n, 0, g.dtype());
+    if (!gweight.defined()) gweight = Tensor::zeros({V, D}, g.dtype(), g.device());
     be(g).embedding_backward(n.saved[0], contiguous_raw(g), gweight, padding_idx);
     return std::vector<Tensor>{gweight, Tensor()};
   }, {{"padding_idx", padding_idx}});

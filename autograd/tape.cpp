@@ -176,9 +176,7 @@ FanInSums last_backward_fan_in() { return t_fan_in; }
 
 Tensor take_grad_accumulator(const Node& n, size_t j, DType dtype) {
   AutogradMeta* m = j < n.inputs.size() ? n.inputs[j].get() : nullptr;
-  // Leaves are excluded: the walk lists a leaf when its first gradient arrives (backward's add_to) and would list
-  // it again after a hand-over.
-  if (!m || !m->producer || !m->pending.defined()) return Tensor();
+  if (!m || !m->pending.defined()) return Tensor();
   // sole_owner: no other tensor (the caller's own upstream gradient, a retained .grad, a saved tensor) shares it
   if (!m->pending.sole_owner() || m->pending.dtype() != dtype) return Tensor();
   t_fan_in.folded++;
@@ -293,8 +291,10 @@ void backward(const Tensor& root, const Tensor& grad_in, bool retain_graph) {
     for (int64_t i = start; i >= 0; i--)
       if (nodes[i]->output->pending.defined()) backward_node(*nodes[i], retain_graph, add_to, norms);
     norms.read_back();
-    // Leaves receive their total gradient once, after their hooks.
+    // Leaves receive their total gradient once, after their hooks. (A leaf whose gradient was handed to a
+    // backward and came back is listed twice: the second entry finds nothing pending.)
     for (AutogradMeta* m : leaves) {
+      if (!m->pending.defined()) continue;
       Tensor g = run_hooks(m->hooks, std::move(m->pending));
       m->pending = Tensor();
       if (m->grad.defined()) m->grad = add(m->grad, g);

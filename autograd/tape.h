@@ -86,7 +86,8 @@ void check_finite(const Tensor& t, const char* op);
 // handed over so that the backward adds its own share into it in place (a GEMM with beta = 1) and returns it as
 // input j's gradient: the fan-in "+=" without an add kernel and a temporary. Undefined when there is nothing to
 // take: no gradient yet, or one that may not be written (shared with another tensor, not contiguous, another
-// dtype than `dtype`), or input j is a leaf. The sum is the same either way: pending + share.
+// dtype than `dtype`). The sum is the same either way: pending + share. (A leaf's .grad from an earlier backward
+// is not handed over: only what this walk has collected.)
 Tensor take_grad_accumulator(const Node& n, size_t j, DType dtype);
 
 // ---- backward ----

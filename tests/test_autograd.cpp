@@ -356,11 +356,44 @@ TEST_SUITE("autograd") {
     CHECK(last_backward_fan_in().added == 1);
     CHECK(last_backward_fan_in().folded == 0);
 
-    // a leaf's gradient is never handed over (the walk lists leaves when their first gradient arrives)
+    // a leaf's too: its .grad is the total, its hooks run once on it
     Tensor l = leaf({3, 4}, 8), w1 = leaf({2, 4}, 9), w2 = leaf({2, 4}, 10);
+    int hook_calls = 0;
+    l.register_hook([&](const Tensor&) { hook_calls++; return Tensor(); });
     sum(linear(l, w1) + linear(l, w2)).backward();
-    CHECK(last_backward_fan_in().added == 1);
-    CHECK(last_backward_fan_in().folded == 0);
+    CHECK(last_backward_fan_in().added == 0);
+    CHECK(last_backward_fan_in().folded == 1);
+    CHECK(hook_calls == 1);
+    Tensor ones_rows = Tensor::ones({3, 2}, DType::F64);
+    CHECK(max_abs_diff(l.grad(), matmul(ones_rows, w1.detach()) + matmul(ones_rows, w2.detach())) < 1e-12);
+  }
+
+  TEST_CASE("a tied embedding (two lookups and the output projection) scatters into one gradient") {
+    // the projection's weight gradient arrives first; each embedding's backward scatters into it in place.
+    // in: the source embedding's, the target embedding's and the projection's weight (one tensor when tied)
+    auto model = [](const std::vector<Tensor>& in, int64_t padding_idx) {
+      Tensor src = Tensor::from_vector<int64_t>({1, 3, 0, 3, 2, 1}, {2, 3});
+      Tensor tgt = Tensor::from_vector<int64_t>({4, 4, 0, 2}, {2, 2});
+      Tensor s = embedding(in[0], src, padding_idx), t = embedding(in[1], tgt, padding_idx);
+      return linear(tanh(sum(s, {1}, true) + t), in[2]);
+    };
+    Tensor w = leaf({5, 3}, 16);
+    GradcheckResult r = gradcheck([&](const std::vector<Tensor>& in) { return model({in[0], in[0], in[0]}, -1); },
+                                  {w});
+    INFO(r.message);
+    CHECK(r.ok);
+    sum(model({w, w, w}, -1)).backward();
+    CHECK(last_backward_fan_in().folded == 2);
+    // with a padding row (no gradient from the lookups, the projection's stays): the sum of three untied copies'
+    for (int64_t padding_idx : {-1, 0}) {
+      CAPTURE(padding_idx);
+      w.zero_grad();
+      sum(model({w, w, w}, padding_idx)).backward();
+      std::vector<Tensor> untied{w.detach().clone().requires_grad_(), w.detach().clone().requires_grad_(),
+                                 w.detach().clone().requires_grad_()};
+      sum(model(untied, padding_idx)).backward();
+      CHECK(max_abs_diff(w.grad(), untied[0].grad() + untied[1].grad() + untied[2].grad()) < 1e-12);
+    }
   }
 
   TEST_CASE("a gradient folded in place is the one retain_grad, hooks and the inputs' .grad see") {
