@@ -30,14 +30,15 @@ struct SmallNet : nn::Module {
 
 }  // namespace
 
-// The gradient check of to_device: x -> GPU -> (2x) -> CPU when a GPU is present; without one the move is the
-// identity (no node), so the case only checks 2x.
+// The gradient check of to_device: x -> GPU -> (2x) -> CPU when a GPU is present (x -> CPU -> (2x) -> GPU for x
+// on the GPU: the sweep in test_cuda_sweep.cpp); without one the move is the identity (no node), so the case
+// only checks 2x.
 REGISTER_GRAD_CASES {
   return std::vector<GradCase>{
       {"to_device", "cpu -> cuda -> cpu (identity without a GPU)",
        [](const std::vector<Tensor>& x) {
-         Device d = cuda_available() ? Device::cuda() : Device::cpu();
-         return (x[0].to(d) * 2.0).to(Device::cpu());
+         const Device there = x[0].device().is_cpu() && cuda_available() ? Device::cuda() : Device::cpu();
+         return (x[0].to(there) * 2.0).to(x[0].device());
        },
        {leaf({3, 4}, 21)}},
   };

@@ -6,27 +6,25 @@
 
 namespace sgtest {
 
-std::vector<GradCase>& grad_cases() {
-  static std::vector<GradCase> cases;
-  return cases;
-}
 static std::vector<std::function<std::vector<GradCase>()>>& makers() {
   static std::vector<std::function<std::vector<GradCase>()>> m;
   return m;
 }
 GradCaseRegistrar::GradCaseRegistrar(std::function<std::vector<GradCase>()> make) { makers().push_back(make); }
 
-static void build_cases() {
-  static bool built = false;
-  if (built) return;
-  built = true;
-  for (auto& m : makers())
-    for (GradCase& c : m()) grad_cases().push_back(std::move(c));
+// Built on first use (after every registrar has run: static initialisation is over when tests run).
+const std::vector<GradCase>& grad_cases() {
+  static const std::vector<GradCase> cases = [] {
+    std::vector<GradCase> all;
+    for (auto& m : makers())
+      for (GradCase& c : m()) all.push_back(std::move(c));
+    return all;
+  }();
+  return cases;
 }
 
 TEST_SUITE("gradcheck") {
   TEST_CASE("every op in the op table has a gradient check") {
-    build_cases();
     std::map<std::string, int> count;
     for (const GradCase& c : grad_cases()) count[c.op]++;
     for (const OpInfo& op : op_table()) {
@@ -41,8 +39,7 @@ TEST_SUITE("gradcheck") {
   }
 
   TEST_CASE("every gradcheck case passes") {
-    build_cases();
-    for (GradCase& c : grad_cases()) {
+    for (const GradCase& c : grad_cases()) {
       CAPTURE(c.op);
       CAPTURE(c.label);
       GradcheckResult r = gradcheck(c.f, c.inputs, 1e-6, c.atol, c.rtol);

@@ -65,15 +65,20 @@ REGISTER_GRAD_CASES {
   Tensor pad_row = i64({1, 0, 0, 0, 0}, {5, 1});
   auto emb = [ids, pad_row](int64_t pad) {
     return [ids, pad_row, pad](const std::vector<Tensor>& x) {
-      return embedding(pad >= 0 ? masked_fill(x[0], pad_row, 0) : x[0], ids, pad);
+      const Device d = x[0].device();  // the case runs on the CPU and the GPU (tests/test_cuda_sweep.cpp)
+      return embedding(pad >= 0 ? masked_fill(x[0], pad_row.to(d), 0) : x[0], ids.to(d), pad);
     };
   };
   Tensor targets = i64({2, -100, 0, 4}, {4});
   auto ce = [targets](double ls, Reduction r) {
-    return [targets, ls, r](const std::vector<Tensor>& x) { return cross_entropy(x[0], targets, -100, ls, r); };
+    return [targets, ls, r](const std::vector<Tensor>& x) {
+      return cross_entropy(x[0], targets.to(x[0].device()), -100, ls, r);
+    };
   };
   Tensor targets3 = i64({1, 3, 0, 7, 2, 3}, {2, 3});  // 7 is the ignore_index here
-  auto ce3 = [targets3](const std::vector<Tensor>& x) { return cross_entropy(x[0], targets3, 7, 0.2); };
+  auto ce3 = [targets3](const std::vector<Tensor>& x) {
+    return cross_entropy(x[0], targets3.to(x[0].device()), 7, 0.2);
+  };
   return std::vector<GradCase>{
       gc("embedding", "repeated ids, padding id 0", emb(0), {leaf({5, 3}, 1)}),
       gc("embedding", "repeated ids, no padding", emb(-1), {leaf({5, 3}, 2)}),
@@ -99,16 +104,16 @@ REGISTER_GRAD_CASES {
   Tensor cond = f64({1, 0, 1}, {3, 1});
   Tensor cond_full = i64({1, 0, 0, 1, 0, 1, 1, 0, 0, 0, 1, 1}, {3, 4});
   auto wh = [](const Tensor& c) {
-    return [c](const std::vector<Tensor>& x) { return where(c, x[0], x[1]); };
+    return [c](const std::vector<Tensor>& x) { return where(c.to(x[0].device()), x[0], x[1]); };
   };
   return std::vector<GradCase>{
       gc("dropout", "p 0.3", drop(0.3, 7), {leaf({4, 5}, 1)}),
       gc("dropout", "p 0.5, transposed input", drop(0.5, 8), {leaf_transposed({5, 4}, 2)}),
       gc("masked_fill", "row mask broadcast", [row_mask](const std::vector<Tensor>& x) {
-        return masked_fill(x[0], row_mask, -3.0);
+        return masked_fill(x[0], row_mask.to(x[0].device()), -3.0);
       }, {leaf({3, 4}, 3)}),
       gc("masked_fill", "full float mask, transposed input", [full_mask](const std::vector<Tensor>& x) {
-        return masked_fill(x[0], full_mask, 0.5);
+        return masked_fill(x[0], full_mask.to(x[0].device()), 0.5);
       }, {leaf_transposed({3, 4}, 4)}),
       gc("where", "cond [3,1], a [3,4], b [4]", wh(cond), {leaf({3, 4}, 5), leaf({4}, 6)}),
       gc("where", "cond [3,4], a [1,4], b [3,1]", wh(cond_full), {leaf({1, 4}, 7), leaf({3, 1}, 8)}),

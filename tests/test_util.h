@@ -79,7 +79,7 @@ struct GradCase {
   std::vector<Tensor> inputs;  // float64; those that require grad are checked
   double atol = 1e-5, rtol = 1e-4;
 };
-std::vector<GradCase>& grad_cases();
+const std::vector<GradCase>& grad_cases();  // every registered case (tests/test_gradcheck_all.cpp)
 struct GradCaseRegistrar {
   GradCaseRegistrar(std::function<std::vector<GradCase>()> make);
 };
