@@ -93,7 +93,8 @@ class Backend {
 
   // ---- elementwise ----
   virtual void unary(UnaryOp op, const Tensor& x, Tensor& out, double alpha) = 0;
-  // gx = gy * d op(x)/dx; y = op(x) is given for ops whose derivative reads it cheaply.
+  // gx = gy * d op(x)/dx; y = op(x) is given for ops whose derivative reads it cheaply. Relu's reads the sign of
+  // x only, which y has too: autograd passes y as x.
   virtual void unary_backward(UnaryOp op, const Tensor& x, const Tensor& y, const Tensor& gy, Tensor& gx,
                               double alpha) = 0;
   // a and b are already broadcast (possibly zero strides) to out's shape.

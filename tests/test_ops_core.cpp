@@ -525,6 +525,16 @@ TEST_SUITE("ops") {
     Tensor xt = Tensor::from_vector<float>({-1, 0, 2, 3, -0.5f, 4}, {2, 3}).requires_grad_();
     relu(xt.t()).sum().backward();
     check_close(xt.grad(), {0, 0, 1, 1, 0, 1});
+    // it keeps its output (the sign is all the derivative needs): the input, e.g. an FFN's pre-activation, is
+    // not held by the tape; NaN and -0 inputs give 0 as before
+    Tensor z = Tensor::from_vector<float>({NAN, -0.0f, 1e-30f, -1e-30f}, {4}).requires_grad_();
+    Tensor pre = z * 1.0f;
+    Tensor out = relu(pre);
+    REQUIRE(current_tape().nodes().back()->saved.size() == 1);
+    CHECK(current_tape().nodes().back()->saved[0].shares_storage(out));
+    CHECK_FALSE(current_tape().nodes().back()->saved[0].shares_storage(pre));
+    out.backward(Tensor::ones({4}));
+    check_close(z.grad(), {0, 0, 1, 0});
   }
 
   TEST_CASE("backward values of a few ops by hand") {

@@ -152,7 +152,7 @@ void CpuBackend::layer_norm_backward(const Tensor& gy, const Tensor& x, const Te
           double gg = (double)g[c] * (gam ? gam[c] : T(1));
           double xh = (xr[c] - mu) * rs;
           const T v = (T)(rs * (gg - sg - xh * sgx));
-          o[c] = accumulate_gx ? o[c] + v : v;  // the sum as an add of the two would round it
+          o[c] = accumulate_gx ? o[c] + v : v;  // rounded as an add kernel would round the two
         }
       }
     }
