@@ -4,12 +4,17 @@
 # (what comes back from the machine; gpu-out/ when OUT is unset). Fits the device tool's 10-minute calls when the
 # parts are split, e.g. `info cuda tests` in one call and `translate graph bench` in the next.
 #
-#   scripts/gpu_run.sh [info] [cuda] [tests] [translate] [graph] [bench]     (no argument: all of them)
+#   scripts/gpu_run.sh [info] [cuda] [sanitize] [tests] [translate] [graph] [bench]
+#                                               (no argument: all of them but sanitize)
 #
 #   info       nvidia-smi, the CUDA libraries found, the packed commit
 #   cuda       the `cuda` test suite: every op CPU vs CUDA forward and backward, Adam, the host-wait count of a
 #              training step, the translation example on both devices (tests/test_cuda.cpp,
 #              tests/test_device_training.cpp)
+#   sanitize   the `cuda` suite under compute-sanitizer: memcheck (out-of-bounds and misaligned accesses, CUDA API
+#              errors) on all of it, racecheck and synccheck (shared-memory hazards, barriers) on the cases of the
+#              row kernels and reductions; what the CUDA emulator cannot see. Needs the machine's
+#              compute-sanitizer (seen working on the Firecracker runtime, refused on gVisor: KINDS.md)
 #   tests      the whole test suite (CPU suites included)
 #   translate  skipgrad-translate train --device cuda for TRANSLATE_STEPS (300) steps on the numbers corpus,
 #              with evaluations, then a beam-5 test BLEU
@@ -58,6 +63,18 @@ for part in "${parts[@]}"; do
       run info bash -c "nvidia-smi; echo; echo commit \$(cat .gpu/commit); echo LD_LIBRARY_PATH=\$LD_LIBRARY_PATH;
                         ldd $build/skipgrad_tests | grep -E 'cuda|cublas|openblas|not found'" ;;
     cuda) run cuda "$build/skipgrad_tests" --test-suite=cuda --duration=true ;;
+    sanitize)
+      cs=$(command -v compute-sanitizer || ls /usr/local/cuda*/bin/compute-sanitizer 2>/dev/null | head -1)
+      if [[ -z $cs ]]; then
+        echo "gpu_run.sh: compute-sanitizer not found on this machine"; status=1
+      else
+        rows='*softmax*,*norm*,*reduction*,*cross entropy*,*every op of the op table*'
+        run memcheck "$cs" --tool memcheck --leak-check no --error-exitcode 3 "$build/skipgrad_tests" --test-suite=cuda
+        run racecheck "$cs" --tool racecheck --error-exitcode 3 "$build/skipgrad_tests" --test-suite=cuda \
+          "--test-case=$rows"
+        run synccheck "$cs" --tool synccheck --error-exitcode 3 "$build/skipgrad_tests" --test-suite=cuda \
+          "--test-case=$rows"
+      fi ;;
     tests) run tests "$build/skipgrad_tests" ;;
     translate)
       run translate "$build/skipgrad-translate" train --device cuda --steps "${TRANSLATE_STEPS:-300}" \
