@@ -31,25 +31,27 @@ GradcheckResult gradcheck(const std::function<Tensor(const std::vector<Tensor>&)
   for (size_t i = 0; i < inputs.size(); i++) {
     Tensor& x = inputs[i];
     if (!x.defined() || !x.requires_grad()) continue;
-    if (!(x.dtype() == DType::F64 && x.device().is_cpu()))
-      fail("gradcheck", ": input ", i, " must be a float64 cpu tensor, got ", x.meta_str());
+    if (x.dtype() != DType::F64)
+      fail("gradcheck", ": input ", i, " must be a float64 tensor, got ", x.meta_str());
     Tensor analytic = x.grad();
     std::vector<double> ga = analytic.defined() ? analytic.to_vector<double>() : std::vector<double>(x.numel(), 0.0);
     // Perturb through a contiguous index walk over the (possibly strided) input.
     Shape idx(x.dim(), 0);
     for (int64_t e = 0; e < x.numel(); e++) {
-      int64_t off = 0;
+      int64_t off = x.offset();
       for (int64_t d = 0; d < x.dim(); d++) off += idx[d] * x.strides()[d];
-      double* p = static_cast<double*>(x.data_ptr()) + off;
-      const double orig = *p;
+      // the element as a 0-d view, read and written through its device's backend (a GPU input works too)
+      Tensor elem = make_view(x, {}, {}, off);
+      Backend& be = backend_for(x.device());
+      const double orig = elem.item();
       double lp, lm;
       {
         NoGradGuard ng;
-        *p = orig + eps;
+        be.fill(elem, orig + eps);
         lp = scalar(inputs).item();
-        *p = orig - eps;
+        be.fill(elem, orig - eps);
         lm = scalar(inputs).item();
-        *p = orig;
+        be.fill(elem, orig);
       }
       const double num = (lp - lm) / (2 * eps);
       const double err = std::abs(num - ga[e]);

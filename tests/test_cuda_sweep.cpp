@@ -1,7 +1,8 @@
 // The CPU-vs-CUDA sweep over the op table: every gradcheck case (tests/test_gradcheck_all.cpp's registry: each
 // op of the op table has at least one, with broadcast, transposed, sliced and permuted inputs) runs on both
 // devices in float64 and float32, and the outputs and the gradients of every input that requires grad must agree
-// within cuda_test_util.h's tolerances. Inputs keep their layout on the device (a transposed view stays one).
+// within cuda_test_util.h's tolerances; then each case's finite-difference gradient check runs on the GPU.
+// Inputs keep their layout on the device (a transposed view stays one).
 // A case's function makes the tensors it holds of its own (ids, masks, targets) on its first input's device. An
 // op with no case run on the GPU fails the sweep.
 #include <map>
@@ -91,6 +92,19 @@ TEST_SUITE("cuda") {
     for (const OpInfo& op : op_table()) {
       INFO("op '" << std::string(op.name) << "' has no gradcheck case that runs on the GPU");
       CHECK(on_gpu[op.name] > 0);
+    }
+  }
+
+  TEST_CASE("every gradcheck case passes its float64 finite-difference check on the GPU") {
+    if (!have_cuda()) return;
+    for (const GradCase& c : grad_cases()) {
+      CAPTURE(c.op);
+      CAPTURE(c.label);
+      std::vector<Tensor> in;
+      for (const Tensor& t : c.inputs) in.push_back(moved(t, Device::cuda(), t.dtype()));
+      const GradcheckResult r = gradcheck(c.f, in, 1e-6, c.atol, c.rtol);
+      INFO(r.message);
+      CHECK(r.ok);
     }
   }
 }
