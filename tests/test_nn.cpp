@@ -343,4 +343,22 @@ TEST_SUITE("nn") {
       CHECK(after < 0.7 * before);
     }
   }
+
+  TEST_CASE("a training step's fan-in sums are folded into the GEMMs and kernels, in every topology") {
+    // 2 + 2 layers: the encoder's self-attention input feeds Q, K, V and the residual or its norm (3 sums a
+    // layer), its FFN input fc1 and the residual (1); the decoder's self-attention 3, cross-attention query 1,
+    // FFN 1; the encoder output feeds 2 x (K, V) (3); the tied embedding 3 uses (2): 8 + 12 + 3 = 23, none left to
+    // an add kernel. ResiDual adds: each sublayer's output feeds both streams' adds (dual_add, residual_add), and
+    // each stack's input starts both streams: two gradients from adds, which no GEMM makes (10 + 2).
+    Tensor src = ids({2, 3, 4, 5, 6, 7, 1, 1}, 2, 4), tgt_in = ids({0, 4, 5, 0, 6, 1}, 2, 3),
+           tgt_out = ids({4, 5, 2, 6, 1, 1}, 2, 3);
+    for (const std::string& topo : nn::topology_names()) {
+      CAPTURE(topo);
+      manual_seed(5);
+      nn::Transformer m(tiny(topo));
+      nn::label_smoothed_nll(m.forward(src, tgt_in), tgt_out, 1, 0.1).loss.backward();
+      CHECK(last_backward_fan_in().folded == 23);
+      CHECK(last_backward_fan_in().added == (topo == "resi_dual" ? 12 : 0));
+    }
+  }
 }
