@@ -45,18 +45,25 @@ Tensor swap_last2(const Tensor& t) {
   return make_view(t, s, st, t.offset());
 }
 
-// out[...] = a2 @ b2 for operands of rank >= 2 whose batch dims broadcast (checked by the caller).
-Tensor matmul_raw(const Tensor& a2, const Tensor& b2) {
-  const char* op = "matmul";
+// The shape of a2 @ b2: the broadcast batch dims, then [a2's rows, b2's columns].
+Shape matmul_shape(const Tensor& a2, const Tensor& b2) {
   Shape ab(a2.shape().begin(), a2.shape().end() - 2), bb(b2.shape().begin(), b2.shape().end() - 2);
-  Shape batch_shape = broadcast_shapes(ab, bb, op);
+  Shape out_shape = broadcast_shapes(ab, bb, "matmul");
+  out_shape.push_back(a2.size(-2));
+  out_shape.push_back(b2.size(-1));
+  return out_shape;
+}
+
+// out[...] = a2 @ b2 for operands of rank >= 2 whose batch dims broadcast (checked by the caller); with `into`
+// (contiguous, of that shape) the product is added into it instead (beta = 1) and `into` returned.
+Tensor matmul_raw(const Tensor& a2, const Tensor& b2, const Tensor& into = Tensor()) {
+  const char* op = "matmul";
+  const Shape out_shape = matmul_shape(a2, b2);
+  const Shape batch_shape(out_shape.begin(), out_shape.end() - 2);
   const int64_t n = a2.size(-2), k = a2.size(-1), m = b2.size(-1), batch = numel_of(batch_shape);
-  Shape out_shape = batch_shape;
-  out_shape.push_back(n);
-  out_shape.push_back(m);
-  Tensor out = Tensor::empty(out_shape, a2.dtype(), a2.device());
+  Tensor out = into.defined() ? into : Tensor::empty(out_shape, a2.dtype(), a2.device());
   if (k == 0) {
-    be(out).fill(out, 0);
+    if (!into.defined()) be(out).fill(out, 0);
     return out;
   }
   Shape as = batch_shape, bs = batch_shape;
@@ -75,13 +82,23 @@ Tensor matmul_raw(const Tensor& a2, const Tensor& b2) {
   g.a = A.t.data_ptr(); g.lda = A.ld; g.stride_a = A.batch_stride;
   g.b = B.t.data_ptr(); g.ldb = B.ld; g.stride_b = B.batch_stride;
   g.c = out.data_ptr(); g.ldc = m; g.stride_c = n * m;
+  g.beta = into.defined() ? 1 : 0;
   be(out).gemm(g);
   return out;
+}
+
+// Input j's gradient op(x) @ op(y) of a matmul node, added into the gradient collected so far when the walk hands
+// it over and the product needs no sum over broadcast batch dims, else summed to `shape` on its own.
+Tensor matmul_grad(const Node& n, size_t j, const Tensor& x, const Tensor& y, bool tx, bool ty, const Shape& shape) {
+  const Tensor opx = tx ? swap_last2(x) : x, opy = ty ? swap_last2(y) : y;
+  Tensor acc = matmul_shape(opx, opy) == shape ? take_grad_accumulator(n, j, x.dtype()) : Tensor();
+  return acc.defined() ? matmul_raw(opx, opy, acc) : sum_to(matmul(x, y, tx, ty), shape);
 }
 }  // namespace
 
 // C = op(A) @ op(B), op = optional transpose of the last two dims.
-//   dA = ta ? op(B) @ g^T : g @ op(B)^T      dB = tb ? g^T @ op(A) : op(A)^T @ g   (then summed over broadcast)
+//   dA = ta ? op(B) @ g^T : g @ op(B)^T      dB = tb ? g^T @ op(A) : op(A)^T @ g   (then summed over broadcast;
+//   added into the gradient collected so far where the walk hands it over: matmul_grad)
 Tensor matmul(const Tensor& a, const Tensor& b, bool ta, bool tb) {
   const char* op = "matmul";
   check_defined(op, a, "first input");
@@ -110,8 +127,10 @@ Tensor matmul(const Tensor& a, const Tensor& b, bool ta, bool tb) {
   record(op, {a, b}, out, {a, b}, [ta, tb](const Node& n, const Tensor& g) {
     const Tensor &a = n.saved[0], &b = n.saved[1];
     Tensor ga, gb;
-    if (needs_grad(n, 0)) ga = sum_to(ta ? matmul(b, g, tb, true) : matmul(g, b, false, !tb), a.shape());
-    if (needs_grad(n, 1)) gb = sum_to(tb ? matmul(g, a, true, ta) : matmul(a, g, !ta, false), b.shape());
+    if (needs_grad(n, 0))
+      ga = ta ? matmul_grad(n, 0, b, g, tb, true, a.shape()) : matmul_grad(n, 0, g, b, false, !tb, a.shape());
+    if (needs_grad(n, 1))
+      gb = tb ? matmul_grad(n, 1, g, a, true, ta, b.shape()) : matmul_grad(n, 1, a, g, !ta, false, b.shape());
     return std::vector<Tensor>{ga, gb};
   }, {{"trans_a", ta}, {"trans_b", tb}});
   return out;

@@ -437,4 +437,39 @@ TEST_SUITE("autograd") {
       CHECK(last_backward_fan_in().folded == 1);
     }
   }
+
+  TEST_CASE("fan-in into matmuls: the product adds into the gradient so far unless it needs a broadcast sum") {
+    // h into matmul(h, A) and matmul(h, C^T): the second gradient GEMM runs with beta = 1 (1 folded)
+    auto f = [](const std::vector<Tensor>& in) {
+      Tensor h = tanh(in[0]);
+      Tensor p = matmul(h, in[1]);
+      return p + matmul(h, in[2], false, true);
+    };
+    std::vector<Tensor> in{leaf({2, 3, 4}, 21), leaf({4, 5}, 22), leaf({5, 4}, 23)};
+    GradcheckResult r = gradcheck(f, in);
+    INFO(r.message);
+    CHECK(r.ok);
+    sum(f(in)).backward();
+    CHECK(last_backward_fan_in().folded == 1);
+    CHECK(last_backward_fan_in().added == 0);
+    // h [3, 4] as the broadcast right operand of a batched matmul: its gradient is summed over the batch, so it
+    // cannot be the GEMM's output. Reached last (recorded first), that sum is an add; reached first, the other
+    // product (h^T C, h's gradient C g^T) folds into it.
+    for (bool broadcast_first : {true, false}) {
+      CAPTURE(broadcast_first);
+      auto g = [broadcast_first](const std::vector<Tensor>& in) {
+        Tensor h = tanh(in[0]);
+        Tensor p = broadcast_first ? sum(matmul(in[1], h)) : sum(matmul(h, in[2], true, false));
+        Tensor q = broadcast_first ? sum(matmul(h, in[2], true, false)) : sum(matmul(in[1], h));
+        return p + q;
+      };
+      in = {leaf({3, 4}, 24), leaf({2, 5, 3}, 25), leaf({3, 2}, 26)};
+      r = gradcheck(g, in);
+      INFO(r.message);
+      CHECK(r.ok);
+      sum(g(in)).backward();
+      CHECK(last_backward_fan_in().folded == (broadcast_first ? 0 : 1));
+      CHECK(last_backward_fan_in().added == (broadcast_first ? 1 : 0));
+    }
+  }
 }
