@@ -10,6 +10,18 @@ Tensor vec(std::vector<double> v) {
   const int64_t n = (int64_t)v.size();
   return Tensor::from_vector<double>(std::move(v), {n});
 }
+
+// f's gradients pass the finite-difference check, and one backward of sum(f) makes `added` fan-in sums with an
+// add kernel and folds `folded` into the backwards that make the gradients (take_grad_accumulator).
+void check_fan_in(const std::function<Tensor(const std::vector<Tensor>&)>& f, const std::vector<Tensor>& in,
+                  int64_t added, int64_t folded) {
+  GradcheckResult r = gradcheck(f, in);
+  INFO(r.message);
+  CHECK(r.ok);
+  sum(f(in)).backward();
+  CHECK(last_backward_fan_in().added == added);
+  CHECK(last_backward_fan_in().folded == folded);
+}
 }  // namespace
 
 TEST_SUITE("autograd") {
@@ -336,12 +348,7 @@ TEST_SUITE("autograd") {
       Tensor q = linear(x, in[1], in[4]), k = linear(x, in[2]), v = linear(x, in[3]);
       return x + q * k + v;
     };
-    GradcheckResult r = gradcheck(f, {x0, wq, wk, wv, bq});
-    INFO(r.message);
-    CHECK(r.ok);
-    sum(f({x0, wq, wk, wv, bq})).backward();
-    CHECK(last_backward_fan_in().added == 1);
-    CHECK(last_backward_fan_in().folded == 2);
+    check_fan_in(f, {x0, wq, wk, wv, bq}, 1, 2);
 
     // the linear's own upstream gradient is x's gradient so far (out = linear(h) + h): never written, an add
     Tensor h0 = leaf({5, 4}, 6), w = leaf({4, 4}, 7);
@@ -349,12 +356,7 @@ TEST_SUITE("autograd") {
       Tensor h = tanh(in[0]);
       return linear(h, in[1]) + h;
     };
-    r = gradcheck(g, {h0, w});
-    INFO(r.message);
-    CHECK(r.ok);
-    sum(g({h0, w})).backward();
-    CHECK(last_backward_fan_in().added == 1);
-    CHECK(last_backward_fan_in().folded == 0);
+    check_fan_in(g, {h0, w}, 1, 0);
 
     // a leaf's too: its .grad is the total, its hooks run once on it
     Tensor l = leaf({3, 4}, 8), w1 = leaf({2, 4}, 9), w2 = leaf({2, 4}, 10);
@@ -428,13 +430,7 @@ TEST_SUITE("autograd") {
         Tensor h = ln ? layer_norm(x, in[1], in[2]) : rms_norm(x, in[1]);
         return x + linear(h, in[3]);
       };
-      std::vector<Tensor> in{leaf({3, 4, 7}, 1), leaf({7}, 2), leaf({7}, 3), leaf({7, 7}, 4)};
-      GradcheckResult r = gradcheck(f, in);
-      INFO(r.message);
-      CHECK(r.ok);
-      sum(f(in)).backward();
-      CHECK(last_backward_fan_in().added == 0);
-      CHECK(last_backward_fan_in().folded == 1);
+      check_fan_in(f, {leaf({3, 4, 7}, 1), leaf({7}, 2), leaf({7}, 3), leaf({7, 7}, 4)}, 0, 1);
     }
   }
 
@@ -445,13 +441,7 @@ TEST_SUITE("autograd") {
       Tensor p = matmul(h, in[1]);
       return p + matmul(h, in[2], false, true);
     };
-    std::vector<Tensor> in{leaf({2, 3, 4}, 21), leaf({4, 5}, 22), leaf({5, 4}, 23)};
-    GradcheckResult r = gradcheck(f, in);
-    INFO(r.message);
-    CHECK(r.ok);
-    sum(f(in)).backward();
-    CHECK(last_backward_fan_in().folded == 1);
-    CHECK(last_backward_fan_in().added == 0);
+    check_fan_in(f, {leaf({2, 3, 4}, 21), leaf({4, 5}, 22), leaf({5, 4}, 23)}, 0, 1);
     // h [3, 4] as the broadcast right operand of a batched matmul: its gradient is summed over the batch, so it
     // cannot be the GEMM's output. Reached last (recorded first), that sum is an add; reached first, the other
     // product (h^T C, h's gradient C g^T) folds into it.
@@ -463,13 +453,8 @@ TEST_SUITE("autograd") {
         Tensor q = broadcast_first ? sum(matmul(h, in[2], true, false)) : sum(matmul(in[1], h));
         return p + q;
       };
-      in = {leaf({3, 4}, 24), leaf({2, 5, 3}, 25), leaf({3, 2}, 26)};
-      r = gradcheck(g, in);
-      INFO(r.message);
-      CHECK(r.ok);
-      sum(g(in)).backward();
-      CHECK(last_backward_fan_in().folded == (broadcast_first ? 0 : 1));
-      CHECK(last_backward_fan_in().added == (broadcast_first ? 1 : 0));
+      check_fan_in(g, {leaf({3, 4}, 24), leaf({2, 5, 3}, 25), leaf({3, 2}, 26)}, broadcast_first ? 1 : 0,
+                   broadcast_first ? 0 : 1);
     }
   }
 }
