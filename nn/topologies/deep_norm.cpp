@@ -29,9 +29,14 @@ class DeepNormLayer : public Layer {
  protected:
   Stream apply(const Stream& in, const LayerInputs& ctx) override {
     Tensor x = in.x;
-    x = self_attn_norm->forward(residual_add("self_attn", up(x), D("self_attn", SA(x, ctx))));
-    if (is_decoder()) x = cross_attn_norm->forward(residual_add("cross_attn", up(x), D("cross_attn", CA(x, ctx))));
-    x = ffn_norm->forward(residual_add("ffn", up(x), D("ffn", F(x))));
+    // x = LN(α·x + G(x)), G(x) computed first and then α·x: one order of the graph's nodes whatever order a
+    // compiler evaluates call arguments in
+    auto sublayer = [&](const char* name, const Tensor& g, Norm& norm) {
+      x = norm.forward(residual_add(name, up(x), g));
+    };
+    sublayer("self_attn", D("self_attn", SA(x, ctx)), *self_attn_norm);
+    if (is_decoder()) sublayer("cross_attn", D("cross_attn", CA(x, ctx)), *cross_attn_norm);
+    sublayer("ffn", D("ffn", F(x)), *ffn_norm);
     return {x, Tensor()};
   }
 
