@@ -73,6 +73,17 @@ Tensor log_softmax(const Tensor& x, int64_t dim) { return softmax_op("log_softma
 
 // ---------------------------------------------------------------- layer_norm, rms_norm, l2_norm
 
+namespace {
+// A norm backward's input gradient: the gradient x has collected so far when the walk hands it over (the kernel
+// adds into it: accumulate), else a new tensor; undefined when x needs none.
+Tensor norm_input_grad(const Node& n, const Tensor& x, bool& accumulate) {
+  if (!needs_grad(n, 0)) return Tensor();
+  Tensor gx = take_grad_accumulator(n, 0, x.dtype());
+  accumulate = gx.defined();
+  return accumulate ? gx : Tensor::empty(x.shape(), x.dtype(), x.device());
+}
+}  // namespace
+
 // xhat = (x - mean) * rstd, rstd = 1/sqrt(var + eps);  y = xhat * gamma + beta  (over the last dim)
 // gx = rstd * (gg - mean(gg) - xhat * mean(gg * xhat)) with gg = g * gamma;  ggamma = sum_rows(g * xhat);
 // gbeta = sum_rows(g). gx is added into the gradient x has collected so far when the walk hands it over.
@@ -93,9 +104,8 @@ Tensor layer_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta, doub
   be(x).layer_norm(xc, gc, bc, eps, out, mean, rstd);
   record(op, {x, gamma, beta}, out, {xc, gc, mean, rstd}, [](const Node& n, const Tensor& g) {
     const Tensor &x = n.saved[0], &gamma = n.saved[1], &mean = n.saved[2], &rstd = n.saved[3];
-    Tensor gx = needs_grad(n, 0) ? take_grad_accumulator(n, 0, x.dtype()) : Tensor();
-    const bool accumulate = gx.defined();
-    if (needs_grad(n, 0) && !accumulate) gx = Tensor::empty(x.shape(), x.dtype(), x.device());
+    bool accumulate = false;
+    Tensor gx = norm_input_grad(n, x, accumulate);
     Tensor ggamma = needs_grad(n, 1) ? Tensor::empty(gamma.shape(), x.dtype(), x.device()) : Tensor();
     Tensor gbeta = needs_grad(n, 2) ? Tensor::empty({x.shape().back()}, x.dtype(), x.device()) : Tensor();
     be(g).layer_norm_backward(contiguous_raw(g), x, mean, rstd, gamma, gx, ggamma, gbeta, accumulate);
@@ -121,9 +131,8 @@ Tensor rms_norm(const Tensor& x, const Tensor& weight, double eps) {
   be(x).rms_norm(xc, wc, eps, out, rstd);
   record(op, {x, weight}, out, {xc, wc, rstd}, [](const Node& n, const Tensor& g) {
     const Tensor &x = n.saved[0], &weight = n.saved[1], &rstd = n.saved[2];
-    Tensor gx = needs_grad(n, 0) ? take_grad_accumulator(n, 0, x.dtype()) : Tensor();
-    const bool accumulate = gx.defined();
-    if (needs_grad(n, 0) && !accumulate) gx = Tensor::empty(x.shape(), x.dtype(), x.device());
+    bool accumulate = false;
+    Tensor gx = norm_input_grad(n, x, accumulate);
     Tensor gweight = needs_grad(n, 1) ? Tensor::empty(weight.shape(), x.dtype(), x.device()) : Tensor();
     be(g).rms_norm_backward(contiguous_raw(g), x, rstd, weight, gx, gweight, accumulate);
     return std::vector<Tensor>{gx, gweight};

@@ -44,8 +44,8 @@ std::vector<double> reference_attention(const Tensor& q, const Tensor& k, const 
   return out;
 }
 
-Tensor padding_mask(const std::vector<int64_t>& m, int64_t B, int64_t Tk) {
-  return Tensor::from_vector<int64_t>(m, {B, Tk});
+Tensor padding_mask(const std::vector<int64_t>& m, int64_t B, int64_t Tk, Device device = Device::cpu()) {
+  return Tensor::from_vector<int64_t>(m, {B, Tk}, device);
 }
 
 AttentionOptions causal_opts() {
@@ -340,14 +340,14 @@ TEST_SUITE("attention") {
 REGISTER_GRAD_CASES {
   using V = std::vector<Tensor>;
   auto causal = [](const V& x) { return attention(x[0], x[1], x[2], Tensor(), causal_opts()); };
-  auto padded = [](const V& x) { return attention(x[0], x[1], x[2], padding_mask({0, 1, 0, 0, 0, 0, 1, 1}, 2, 4).to(x[0].device())); };
+  auto padded = [](const V& x) { return attention(x[0], x[1], x[2], padding_mask({0, 1, 0, 0, 0, 0, 1, 1}, 2, 4, x[0].device())); };
   auto both = [](const V& x) {
     AttentionOptions o = causal_opts();
     o.scale = 0.7;
-    return attention(x[0], x[1], x[2], padding_mask({1, 0, 0, 0, 0, 0, 0, 1}, 2, 4).to(x[0].device()), o);
+    return attention(x[0], x[1], x[2], padding_mask({1, 0, 0, 0, 0, 0, 0, 1}, 2, 4, x[0].device()), o);
   };
   auto fully_masked = [](const V& x) {  // batch 1 sees no key; causal with Tq > Tk leaves query 0 with none
-    return attention(x[0], x[1], x[2], padding_mask({0, 0, 1, 1}, 2, 2).to(x[0].device()), causal_opts());
+    return attention(x[0], x[1], x[2], padding_mask({0, 0, 1, 1}, 2, 2, x[0].device()), causal_opts());
   };
   auto transposed = [](const V& x) {  // [B, T, H, dh] leaves viewed as [B, H, T, dh]
     return attention(x[0].transpose(1, 2), x[1].transpose(1, 2), x[2].transpose(1, 2), Tensor(), causal_opts());
@@ -357,7 +357,7 @@ REGISTER_GRAD_CASES {
     AttentionOptions o;
     o.dropout = 0.3;
     o.gen = &gen;
-    return attention(x[0], x[1], x[2], padding_mask({0, 0, 0, 1, 0, 0, 0, 0}, 2, 4).to(x[0].device()), o);
+    return attention(x[0], x[1], x[2], padding_mask({0, 0, 0, 1, 0, 0, 0, 0}, 2, 4, x[0].device()), o);
   };
   return std::vector<GradCase>{
       {"attention", "plain", [](const V& x) { return attention(x[0], x[1], x[2]); },
