@@ -17,6 +17,8 @@
 #   JOBS                       build parallelism, default nproc
 #   CUDA_STEP                  a cuda_step binary to run instead of building one (scripts/gpu_run.sh passes the one
 #                              scripts/gpu_pack.sh built: the GPU machine cannot build, it has no OpenBLAS)
+#   DEADLINE_S                 seconds from this script's start by which the rounds must be done: a round is not
+#                              started when the last one's duration would not fit (scripts/gpu_run.sh's budget)
 #   DEVICE=cpu [SHAPE=...]     smoke test without a GPU: both programs on the CPU at a tiny shape, fp32 only
 # Without a GPU (and DEVICE unset) it prints "bench_cuda.sh: skipped: no CUDA device" and exits 0, before building.
 set -euo pipefail
@@ -90,9 +92,16 @@ run_pytorch() {
     2>>"$LOG_DIR/stderr.log" || rc=$?
   ((rc == 0)) || { tail -5 "$LOG_DIR/stderr.log" >&2; log "pytorch_cuda_step exited with $rc"; }
 }
+round_s=0
 for ((r = 0; r < ROUNDS; r++)); do
+  if [[ -n ${DEADLINE_S:-} ]] && ((r > 0 && SECONDS + round_s > DEADLINE_S)); then
+    log "round $((r + 1))/$ROUNDS not started: the last took ${round_s} s, ${SECONDS} s of DEADLINE_S=$DEADLINE_S gone"
+    break
+  fi
   log "round $((r + 1))/$ROUNDS (${SECONDS}s)"
+  t0=$SECONDS
   if ((r % 2 == 0)); then run_skipgrad; run_pytorch; else run_pytorch; run_skipgrad; fi
+  round_s=$((SECONDS - t0))
 done
 
 # ---- the table: every round sample of every run pooled per (topology, precision, framework)

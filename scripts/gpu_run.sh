@@ -1,29 +1,33 @@
 #!/usr/bin/env bash
 # There, on a lent GPU machine (the device tool; .gpu/ made here by scripts/gpu_pack.sh and carried): unpacks the
-# binaries and libraries, then runs the parts of issue 6 named on the command line, each one's log under $OUT
-# (what comes back from the machine; gpu-out/ when OUT is unset). Fits the device tool's 10-minute calls when the
-# parts are split, e.g. `info cuda tests` in one call and `translate graph bench` in the next.
+# binaries and libraries, then runs the parts of issue 6 named on the command line, in that order, inside one time
+# budget, so that the whole check fits one call of a lease of 15 device minutes (docs/cuda.md, "On a lent GPU").
 #
-#   scripts/gpu_run.sh [info] [cuda] [sanitize] [tests] [translate] [graph] [bench]
-#                                               (no argument: all of them but sanitize)
+#   scripts/gpu_run.sh [PART...]      no PART: info cuda tests translate graph bench sanitize
 #
 #   info       nvidia-smi, the CUDA libraries found, the packed commit
-#   cuda       the `cuda` test suite: every op CPU vs CUDA forward and backward, Adam, the host-wait count of a
-#              training step, the translation example on both devices (tests/test_cuda.cpp,
-#              tests/test_device_training.cpp)
-#   sanitize   the `cuda` suite under compute-sanitizer: memcheck (out-of-bounds and misaligned accesses, CUDA API
-#              errors) on all of it, racecheck and synccheck (shared-memory hazards, barriers) on the cases of the
-#              row kernels and reductions; what the CUDA emulator cannot see. Needs the machine's
-#              compute-sanitizer (seen working on the Firecracker runtime, refused on gVisor: KINDS.md)
-#   tests      the whole test suite (CPU suites included)
+#   cuda       the `cuda` test suite: every op CPU vs CUDA forward and backward, the gradient checks on the GPU,
+#              Adam, the host-wait count of a training step, the translation example on both devices
+#   tests      the whole test suite (without the `cuda` suite when `cuda` is among the parts)
 #   translate  skipgrad-translate train --device cuda for TRANSLATE_STEPS (300) steps on the numbers corpus,
 #              with evaluations, then a beam-5 test BLEU
 #   graph      skipgrad-graph dump/paths --device cuda and a small report measured on the GPU
-#   bench      scripts/bench_cuda.sh with the packed cuda_step (ROUNDS, RUN_ARGS as that script reads them)
+#   bench      scripts/bench_cuda.sh with the packed cuda_step: rounds until ROUNDS (3) or until the budget would
+#              not hold another one, then its table
+#   sanitize   the `cuda` suite under compute-sanitizer: memcheck on all of it, racecheck and synccheck on the row
+#              kernels' and reductions' cases (needs the machine's compute-sanitizer: Firecracker, not gVisor)
+#
+# Environment: BUDGET_S (480): seconds for all the parts together; each part runs under `timeout` with what is left
+# (a part that would get under MIN_PART_S (20) is skipped and says so); pass the device tool a timeout_s ~60 s above.
+# What comes back ($OUT, gpu-out/ when OUT is unset; the device tool returns at most 8 files): summary.md (each
+# part's exit status and seconds, the benchmark's table), results.tar.gz (every log, the bench's runs.jsonl, the
+# translation run's metrics, the graph files), both rewritten after every part, so a call cut short keeps them.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 OUT=${OUT:-$ROOT/gpu-out}
+BUDGET_S=${BUDGET_S:-480}
+MIN_PART_S=${MIN_PART_S:-20}
 mkdir -p "$OUT"
 [[ -d .gpu/bin ]] || { echo "gpu_run.sh: no .gpu/bin: run scripts/gpu_pack.sh on the build machine and carry .gpu"; exit 2; }
 
@@ -43,18 +47,46 @@ fi
 cudart_dir=$(dirname "$(find "$cuda_libs" / -xdev -name 'libcudart.so.13*' 2>/dev/null | head -1)")
 export LD_LIBRARY_PATH=/tmp/skipgrad-gpu/lib:$cuda_libs:$cudart_dir${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
 export OMP_WAIT_POLICY=passive
+
 parts=("$@")
-((${#parts[@]})) || parts=(info cuda tests translate graph bench)
+((${#parts[@]})) || parts=(info cuda tests translate graph bench sanitize)
+has_part() { local p; for p in "${parts[@]}"; do [[ $p == "$1" ]] && return 0; done; return 1; }
+RES=/tmp/skipgrad-gpu/results  # everything a part writes; packed into $OUT after each part
+rm -rf "$RES" && mkdir -p "$RES"
+deadline=$((SECONDS + BUDGET_S))
 status=0
-run() {  # run NAME COMMAND...: output to the screen and to $OUT/NAME.log; remembers a failure
+summary=()
+
+pack() {  # $OUT/summary.md and $OUT/results.tar.gz as they stand, each replaced whole (a cut call keeps the last)
+  {
+    echo "# gpu_run.sh: commit $(cat .gpu/commit), parts: ${parts[*]}, budget ${BUDGET_S} s"
+    echo
+    echo "| part | exit | seconds |"
+    echo "|---|---|---|"
+    printf '%s\n' "${summary[@]}"
+    if [[ -f $RES/bench/table.md ]]; then echo; cat "$RES/bench/table.md"; fi
+  } >"$OUT/summary.md.tmp" && mv "$OUT/summary.md.tmp" "$OUT/summary.md"
+  tar -C "$RES" --exclude='*.safetensors' -czf "$OUT/results.tar.gz.tmp" . && mv "$OUT/results.tar.gz.tmp" "$OUT/results.tar.gz"
+}
+run() {  # run NAME COMMAND...: under `timeout` with the budget left; output to the screen and to RES/NAME.log
   local name=$1
   shift
-  echo "=== $name: $*"
+  local left=$((deadline - SECONDS))
+  if ((left < MIN_PART_S)); then
+    echo "=== $name: skipped: ${left} s of the ${BUDGET_S} s budget left"
+    summary+=("| $name | skipped (out of time) | 0 |")
+    status=1
+    return
+  fi
+  echo "=== $name (${left} s left): $*"
   local t0=$SECONDS
-  "$@" 2>&1 | tee "$OUT/$name.log"
+  timeout --kill-after=10 "$left" "$@" 2>&1 | tee "$RES/$name.log"
   local rc=${PIPESTATUS[0]}
+  ((rc == 124 || rc == 137)) && echo "=== $name: stopped at the budget's end"
   echo "=== $name: exit $rc after $((SECONDS - t0)) s"
+  summary+=("| $name | $rc$( ((rc == 124 || rc == 137)) && echo ' (budget ran out)') | $((SECONDS - t0)) |")
   ((rc == 0)) || status=1
+  pack
 }
 
 for part in "${parts[@]}"; do
@@ -63,10 +95,27 @@ for part in "${parts[@]}"; do
       run info bash -c "nvidia-smi; echo; echo commit \$(cat .gpu/commit); echo LD_LIBRARY_PATH=\$LD_LIBRARY_PATH;
                         ldd $build/skipgrad_tests | grep -E 'cuda|cublas|openblas|not found'" ;;
     cuda) run cuda "$build/skipgrad_tests" --test-suite=cuda --duration=true ;;
+    tests)
+      if has_part cuda; then run tests "$build/skipgrad_tests" --test-suite-exclude=cuda
+      else run tests "$build/skipgrad_tests"; fi ;;
+    translate)
+      run translate "$build/skipgrad-translate" train --device cuda --steps "${TRANSLATE_STEPS:-300}" \
+        --eval-every 100 --save-every 100 --quiet --out "$RES/translate_run" --data-dir /tmp/skipgrad-data ;;
+    graph)
+      run graph bash -c "$build/skipgrad-graph dump --device cuda --topology resi_dual --layers 2 --format json \
+          -o $RES/graph_resi_dual.json && $build/skipgrad-graph paths --device cuda --topology post_ln --layers 3 &&
+        $build/skipgrad-graph report --device cuda --topologies post_ln,pre_ln --depths 6 --seeds 1 --steps 0,20 \
+          -o $RES/analysis_report_gpu.md" ;;
+    bench)
+      # the table needs ~15 s after the last round: bench_cuda.sh stops starting rounds before its deadline
+      run bench env CUDA_STEP="$build/bench/cuda_step" LOG_DIR="$RES/bench" \
+        DEADLINE_S=$((deadline - SECONDS - 15)) scripts/bench_cuda.sh "$build" ;;
     sanitize)
       cs=$(command -v compute-sanitizer || ls /usr/local/cuda*/bin/compute-sanitizer 2>/dev/null | head -1)
       if [[ -z $cs ]]; then
-        echo "gpu_run.sh: compute-sanitizer not found on this machine"; status=1
+        echo "gpu_run.sh: compute-sanitizer not found on this machine"
+        summary+=("| sanitize | not found | 0 |")
+        status=1
       else
         rows='*softmax*,*norm*,*reduction*,*cross entropy*,*every op of the op table*'
         run memcheck "$cs" --tool memcheck --leak-check no --error-exitcode 3 "$build/skipgrad_tests" --test-suite=cuda
@@ -75,18 +124,10 @@ for part in "${parts[@]}"; do
         run synccheck "$cs" --tool synccheck --error-exitcode 3 "$build/skipgrad_tests" --test-suite=cuda \
           "--test-case=$rows"
       fi ;;
-    tests) run tests "$build/skipgrad_tests" ;;
-    translate)
-      run translate "$build/skipgrad-translate" train --device cuda --steps "${TRANSLATE_STEPS:-300}" \
-        --eval-every 100 --save-every 100 --quiet --out "$OUT/translate_run" --data-dir /tmp/skipgrad-data ;;
-    graph)
-      run graph bash -c "$build/skipgrad-graph dump --device cuda --topology resi_dual --layers 2 --format json \
-          -o $OUT/graph_resi_dual.json && $build/skipgrad-graph paths --device cuda --topology post_ln --layers 3 &&
-        $build/skipgrad-graph report --device cuda --topologies post_ln,pre_ln --depths 6 --seeds 1 --steps 0,20 \
-          -o $OUT/analysis_report_gpu.md" ;;
-    bench) run bench env CUDA_STEP="$build/bench/cuda_step" LOG_DIR="$OUT/bench" scripts/bench_cuda.sh "$build" ;;
-    *) echo "gpu_run.sh: unknown part '$part'"; status=2 ;;
+    *) echo "gpu_run.sh: unknown part '$part'"; summary+=("| $part | unknown part | 0 |"); status=2 ;;
   esac
 done
-rm -rf "$OUT/translate_run"/*.safetensors  # checkpoints would not come back (size); metrics.jsonl does
+pack
+echo
+cat "$OUT/summary.md"
 exit $status

@@ -6,6 +6,7 @@ set -euo pipefail
 
 packages=(
   build-essential cmake pkg-config git
+  python3 xz-utils         # benchmark tables, the GPU pack (scripts/bench_cuda.sh, gpu_pack.sh) and their test
   libopenblas-dev          # BLAS for every CPU matrix product
   libopenblas0-openmp      # its OpenMP build, linked by GCC builds: one thread pool with our loops (CMakeLists.txt)
   doctest-dev              # tests

@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# The GPU check's plumbing without a GPU: scripts/gpu_run.sh and scripts/bench_cuda.sh run over stub binaries in a
+# scratch copy, to check what a 15-minute lease depends on (docs/cuda.md, "On a lent GPU"): a part that outruns the
+# budget is stopped and marked, the parts after it are skipped, summary.md and results.tar.gz are in $OUT after
+# every part and are all that is there (the device tool returns 8 files at most), and the benchmark starts no round
+# that its DEADLINE_S would not hold, yet prints its table. Run by CTest (gpu_scripts); takes ~10 s.
+set -euo pipefail
+src=$(cd "$(dirname "$0")/../.." && pwd)
+root=$(mktemp -d /tmp/gpu_scripts_test.XXXXXX)
+trap 'rm -rf "$root"' EXIT
+fail() { echo "FAIL: $*"; exit 1; }
+expect() { grep -qF -- "$2" "$1" || { echo "--- $1:"; cat "$1"; fail "$1 lacks '$2'"; }; }
+
+mkdir -p "$root/scripts" "$root/bench" "$root/.gpu/bin" "$root/lib"
+cp "$src/scripts/gpu_run.sh" "$src/scripts/bench_cuda.sh" "$root/scripts/"
+stub() { printf '#!/usr/bin/env bash\n%s\n' "$2" >"$1" && chmod +x "$1"; }
+# the whole suite sleeps past any budget here; the cuda suite returns at once
+stub "$root/.gpu/bin/skipgrad_tests" 'echo "stub skipgrad_tests $*"; [[ $* != *exclude=cuda* ]] || sleep 61'
+stub "$root/.gpu/bin/skipgrad-translate" 'echo "stub translate $*"'
+stub "$root/.gpu/bin/skipgrad-graph" 'echo "stub graph $*"'
+row='{"kind": "step", "topology": "post_ln", "precision": "fp32", "round_ms": [10, 12, 11], "host_ms": 1.0,
+ "peak_alloc_mib": 5, "device_used_mib": null, "loss_initial": 4.0, "loss_after_update": 3.9'
+device='{"kind": "device", "framework": "skipgrad", "device": "stub", "batch": 2, "tgt_len": 4, "step_tflop": 0.001}'
+stub "$root/.gpu/bin/cuda_step" "sleep 2; echo '$device'; echo '$(tr -d '\n' <<<"$row"), \"framework\": \"skipgrad\"}'"
+stub "$root/bench/pytorch_cuda_step.py" "print('$(tr -d '\n' <<<"$row"), \"framework\": \"pytorch\"}')"
+tar -C "$root" -cJf "$root/.gpu/lib.tar.xz" lib
+echo build-stub >"$root/.gpu/build_dir"
+echo "$root" >"$root/.gpu/source_dir"
+echo stub >"$root/.gpu/commit"
+
+# 1. gpu_run.sh: info and cuda run, tests outruns the 5 s budget, translate gets none of it
+out=$root/out
+rc=0
+OUT=$out BUDGET_S=5 MIN_PART_S=2 "$root/scripts/gpu_run.sh" info cuda tests translate >"$root/run.log" 2>&1 || rc=$?
+((rc == 1)) || { cat "$root/run.log"; fail "gpu_run.sh exited $rc, expected 1 (a part failed)"; }
+expect "$out/summary.md" "| info | "  # its exit is ldd's and grep's, which read no binary here
+expect "$out/summary.md" "| cuda | 0 |"
+expect "$out/summary.md" "| tests | 124 (budget ran out) |"
+expect "$out/summary.md" "| translate | skipped (out of time) | 0 |"
+expect "$root/run.log" "=== tests: stopped at the budget's end"
+[[ $(ls -A "$out") == $'results.tar.gz\nsummary.md' ]] || fail "\$OUT holds $(ls -A "$out" | tr '\n' ' ')"
+mkdir "$root/results" && tar -C "$root/results" -xzf "$out/results.tar.gz"
+expect "$root/results/cuda.log" "stub skipgrad_tests --test-suite=cuda --duration=true"
+expect "$root/results/tests.log" "stub skipgrad_tests --test-suite-exclude=cuda"
+for c in /proc/[0-9]*/cmdline; do  # the stopped part's children are gone too (timeout signals its process group)
+  [[ $(tr '\0' ' ' <"$c" 2>/dev/null) != "sleep 61 " ]] || fail "the stopped part left its child running"
+done
+
+# 2. bench_cuda.sh: each round takes >= 2 s, so DEADLINE_S=3 holds one of the 5; the table comes all the same
+if command -v python3 >/dev/null; then
+  DEVICE=cpu ROUNDS=5 DEADLINE_S=3 CUDA_STEP="$root/.gpu/bin/cuda_step" LOG_DIR="$root/bench_out" \
+    "$root/scripts/bench_cuda.sh" "$root/build-stub" >"$root/bench.log" 2>&1 || { cat "$root/bench.log"; fail "bench_cuda.sh failed"; }
+  expect "$root/bench.log" "round 2/5 not started"
+  expect "$root/bench.log" "| post_ln | fp32 | skipgrad | 11.00 [10.50–11.50] |"
+  expect "$root/bench.log" "| post_ln | fp32 | pytorch | 11.00"
+  expect "$root/bench_out/table.md" "skipgrad: 1 runs"
+else
+  echo "gpu_scripts_test: no python3: bench_cuda.sh's table not checked"  # scripts/setup.sh installs it
+fi
+echo "gpu_scripts_test: passed"
