@@ -2,6 +2,7 @@
 #include <cmath>
 
 #include "backends/cpu/cpu_backend.h"
+#include "backends/elementwise_math.h"
 #include "backends/cpu/strided_loop.h"
 #include "tensor/random.h"
 
@@ -10,6 +11,9 @@ namespace skipgrad {
 using cpu::dispatch_all;
 using cpu::dispatch_float;
 using cpu::strided_rows;
+using elementwise::binary_fn;
+using elementwise::unary_fn;
+using elementwise::unary_grad;
 
 void CpuBackend::fill(Tensor& out, double value) {
   dispatch_all(out.dtype(), [&]<class T>() {
@@ -71,69 +75,6 @@ void CpuBackend::random_normal(Tensor& out, double mean, double std, uint64_t se
 }
 
 namespace {
-constexpr double kSqrt2OverPi = 0.7978845608028654;
-constexpr double kInvSqrt2 = 0.7071067811865476;
-constexpr double kInvSqrt2Pi = 0.3989422804014327;
-
-// y = f(x)
-template <class T>
-inline T unary_fn(UnaryOp op, T x, T a) {
-  switch (op) {
-    case UnaryOp::Neg: return -x;
-    case UnaryOp::Exp: return std::exp(x);
-    case UnaryOp::Log: return std::log(x);
-    case UnaryOp::Sqrt: return std::sqrt(x);
-    case UnaryOp::Rsqrt: return T(1) / std::sqrt(x);
-    case UnaryOp::Abs: return std::abs(x);
-    case UnaryOp::Tanh: return std::tanh(x);
-    case UnaryOp::Sigmoid: return T(1) / (T(1) + std::exp(-x));
-    case UnaryOp::Relu: return x > T(0) ? x : T(0);
-    case UnaryOp::GeluTanh: return T(0.5) * x * (T(1) + std::tanh(T(kSqrt2OverPi) * (x + T(0.044715) * x * x * x)));
-    case UnaryOp::GeluErf: return T(0.5) * x * (T(1) + std::erf(x * T(kInvSqrt2)));
-    case UnaryOp::Silu: return x / (T(1) + std::exp(-x));
-    case UnaryOp::Pow: return std::pow(x, a);
-    case UnaryOp::AddScalar: return x + a;
-    case UnaryOp::MulScalar: return x * a;
-    case UnaryOp::RsubScalar: return a - x;
-    case UnaryOp::Reciprocal: return T(1) / x;
-  }
-  return x;
-}
-
-// dy/dx given x and y = f(x)
-template <class T>
-inline T unary_deriv(UnaryOp op, T x, T y, T a) {
-  switch (op) {
-    case UnaryOp::Neg: return T(-1);
-    case UnaryOp::Exp: return y;
-    case UnaryOp::Log: return T(1) / x;
-    case UnaryOp::Sqrt: return T(0.5) / y;
-    case UnaryOp::Rsqrt: return T(-0.5) * y * y * y;
-    case UnaryOp::Abs: return x > T(0) ? T(1) : (x < T(0) ? T(-1) : T(0));
-    case UnaryOp::Tanh: return T(1) - y * y;
-    case UnaryOp::Sigmoid: return y * (T(1) - y);
-    case UnaryOp::Relu: return x > T(0) ? T(1) : T(0);
-    case UnaryOp::GeluTanh: {
-      T u = T(kSqrt2OverPi) * (x + T(0.044715) * x * x * x);
-      T th = std::tanh(u);
-      T du = T(kSqrt2OverPi) * (T(1) + T(3 * 0.044715) * x * x);
-      return T(0.5) * (T(1) + th) + T(0.5) * x * (T(1) - th * th) * du;
-    }
-    case UnaryOp::GeluErf:
-      return T(0.5) * (T(1) + std::erf(x * T(kInvSqrt2))) + x * T(kInvSqrt2Pi) * std::exp(T(-0.5) * x * x);
-    case UnaryOp::Silu: {
-      T s = T(1) / (T(1) + std::exp(-x));
-      return s * (T(1) + x * (T(1) - s));
-    }
-    case UnaryOp::Pow: return a * std::pow(x, a - T(1));
-    case UnaryOp::AddScalar: return T(1);
-    case UnaryOp::MulScalar: return a;
-    case UnaryOp::RsubScalar: return T(-1);
-    case UnaryOp::Reciprocal: return -y * y;
-  }
-  return T(0);
-}
-
 // Instantiates `body` with a compile-time op so the switch leaves the inner loop.
 template <class F>
 void dispatch_unary(UnaryOp op, F&& f) {
@@ -144,25 +85,6 @@ void dispatch_unary(UnaryOp op, F&& f) {
     SG_CASE(AddScalar) SG_CASE(MulScalar) SG_CASE(RsubScalar) SG_CASE(Reciprocal)
 #undef SG_CASE
   }
-}
-
-template <class T>
-inline T binary_fn(BinaryOp op, T a, T b) {
-  switch (op) {
-    case BinaryOp::Add: return a + b;
-    case BinaryOp::Sub: return a - b;
-    case BinaryOp::Mul: return a * b;
-    case BinaryOp::Div: return a / b;
-    case BinaryOp::Maximum: return a > b ? a : b;
-    case BinaryOp::Minimum: return a < b ? a : b;
-    case BinaryOp::Eq: return a == b ? T(1) : T(0);
-    case BinaryOp::Ne: return a != b ? T(1) : T(0);
-    case BinaryOp::Lt: return a < b ? T(1) : T(0);
-    case BinaryOp::Le: return a <= b ? T(1) : T(0);
-    case BinaryOp::Gt: return a > b ? T(1) : T(0);
-    case BinaryOp::Ge: return a >= b ? T(1) : T(0);
-  }
-  return T(0);
 }
 
 template <class F>
@@ -205,12 +127,7 @@ void CpuBackend::unary_backward(UnaryOp op, const Tensor& x, const Tensor& y, co
     T* gxp = static_cast<T*>(gx.data_ptr());
     const T a = static_cast<T>(alpha);
     dispatch_unary(op, [&](auto OP) {
-      // gx = gy * f'(x, y). ReLU is a select (gy where x > 0, else 0, as torch's threshold_backward), which
-      // vectorises; gy * (x > 0 ? 1 : 0) compiles to a sign-dependent branch that mispredicts half the time.
-      auto grad = [a](T g, T xv, T yv) -> T {
-        if constexpr (decltype(OP)::value == UnaryOp::Relu) return xv > T(0) ? g : T(0);
-        return g * unary_deriv<T>(decltype(OP)::value, xv, yv, a);
-      };
+      auto grad = [a](T g, T xv, T yv) -> T { return unary_grad<T>(decltype(OP)::value, g, xv, yv, a); };
       strided_rows<4>(gx.shape(), {&gx.strides(), &x.strides(), &yy.strides(), &gy.strides()},
                       [&](auto off, int64_t n, auto st) {
                         T* gxr = gxp + off[0];

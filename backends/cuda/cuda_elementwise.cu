@@ -3,6 +3,7 @@
 // (broadcast views have zero strides), handled by cuda::Strided. The op is a run-time switch that is the same
 // for every thread, which keeps the number of template instantiations (and nvcc's time) small.
 #include "backends/cuda/cuda_common.cuh"
+#include "backends/elementwise_math.h"
 #include "tensor/random.h"
 
 namespace skipgrad {
@@ -11,6 +12,9 @@ using cuda::grid_for;
 using cuda::kThreads;
 using cuda::make_strided;
 using cuda::Strided;
+using elementwise::binary_fn;
+using elementwise::unary_fn;
+using elementwise::unary_grad;
 
 namespace {
 
@@ -48,88 +52,6 @@ __global__ void random_kernel(T* out, int64_t n, bool normal, double a, double b
   }
 }
 
-constexpr double kSqrt2OverPi = 0.7978845608028654;
-constexpr double kInvSqrt2 = 0.7071067811865476;
-constexpr double kInvSqrt2Pi = 0.3989422804014327;
-
-// y = f(x)  (the same formulas as the CPU backend)
-template <class T>
-__device__ __forceinline__ T unary_fn(UnaryOp op, T x, T a) {
-  switch (op) {
-    case UnaryOp::Neg: return -x;
-    case UnaryOp::Exp: return exp(x);
-    case UnaryOp::Log: return log(x);
-    case UnaryOp::Sqrt: return sqrt(x);
-    case UnaryOp::Rsqrt: return T(1) / sqrt(x);
-    case UnaryOp::Abs: return fabs(x);
-    case UnaryOp::Tanh: return tanh(x);
-    case UnaryOp::Sigmoid: return T(1) / (T(1) + exp(-x));
-    case UnaryOp::Relu: return x > T(0) ? x : T(0);
-    case UnaryOp::GeluTanh: return T(0.5) * x * (T(1) + tanh(T(kSqrt2OverPi) * (x + T(0.044715) * x * x * x)));
-    case UnaryOp::GeluErf: return T(0.5) * x * (T(1) + erf(x * T(kInvSqrt2)));
-    case UnaryOp::Silu: return x / (T(1) + exp(-x));
-    case UnaryOp::Pow: return pow(x, a);
-    case UnaryOp::AddScalar: return x + a;
-    case UnaryOp::MulScalar: return x * a;
-    case UnaryOp::RsubScalar: return a - x;
-    case UnaryOp::Reciprocal: return T(1) / x;
-  }
-  return x;
-}
-
-// dy/dx given x and y = f(x)
-template <class T>
-__device__ __forceinline__ T unary_deriv(UnaryOp op, T x, T y, T a) {
-  switch (op) {
-    case UnaryOp::Neg: return T(-1);
-    case UnaryOp::Exp: return y;
-    case UnaryOp::Log: return T(1) / x;
-    case UnaryOp::Sqrt: return T(0.5) / y;
-    case UnaryOp::Rsqrt: return T(-0.5) * y * y * y;
-    case UnaryOp::Abs: return x > T(0) ? T(1) : (x < T(0) ? T(-1) : T(0));
-    case UnaryOp::Tanh: return T(1) - y * y;
-    case UnaryOp::Sigmoid: return y * (T(1) - y);
-    case UnaryOp::Relu: return x > T(0) ? T(1) : T(0);
-    case UnaryOp::GeluTanh: {
-      const T u = T(kSqrt2OverPi) * (x + T(0.044715) * x * x * x);
-      const T th = tanh(u);
-      const T du = T(kSqrt2OverPi) * (T(1) + T(3 * 0.044715) * x * x);
-      return T(0.5) * (T(1) + th) + T(0.5) * x * (T(1) - th * th) * du;
-    }
-    case UnaryOp::GeluErf:
-      return T(0.5) * (T(1) + erf(x * T(kInvSqrt2))) + x * T(kInvSqrt2Pi) * exp(T(-0.5) * x * x);
-    case UnaryOp::Silu: {
-      const T s = T(1) / (T(1) + exp(-x));
-      return s * (T(1) + x * (T(1) - s));
-    }
-    case UnaryOp::Pow: return a * pow(x, a - T(1));
-    case UnaryOp::AddScalar: return T(1);
-    case UnaryOp::MulScalar: return a;
-    case UnaryOp::RsubScalar: return T(-1);
-    case UnaryOp::Reciprocal: return -y * y;
-  }
-  return T(0);
-}
-
-template <class T>
-__device__ __forceinline__ T binary_fn(BinaryOp op, T a, T b) {
-  switch (op) {
-    case BinaryOp::Add: return a + b;
-    case BinaryOp::Sub: return a - b;
-    case BinaryOp::Mul: return a * b;
-    case BinaryOp::Div: return a / b;
-    case BinaryOp::Maximum: return a > b ? a : b;
-    case BinaryOp::Minimum: return a < b ? a : b;
-    case BinaryOp::Eq: return a == b ? T(1) : T(0);
-    case BinaryOp::Ne: return a != b ? T(1) : T(0);
-    case BinaryOp::Lt: return a < b ? T(1) : T(0);
-    case BinaryOp::Le: return a <= b ? T(1) : T(0);
-    case BinaryOp::Gt: return a > b ? T(1) : T(0);
-    case BinaryOp::Ge: return a >= b ? T(1) : T(0);
-  }
-  return T(0);
-}
-
 // operands: out, x
 template <class T>
 __global__ void unary_kernel(UnaryOp op, const T* x, T* out, Strided<2> s, int64_t n, T a) {
@@ -140,15 +62,14 @@ __global__ void unary_kernel(UnaryOp op, const T* x, T* out, Strided<2> s, int64
   }
 }
 
-// operands: gx, x, y, gy;  gx = gy * f'(x); ReLU selects (gy where x > 0, else 0), as the CPU backend does
+// operands: gx, x, y, gy;  gx = gy * f'(x) (ReLU: a select)
 template <class T>
 __global__ void unary_backward_kernel(UnaryOp op, const T* x, const T* y, const T* gy, T* gx, Strided<4> s,
                                       int64_t n, T a) {
   for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x) {
     int64_t off[4];
     s.offsets(i, off);
-    const T g = gy[off[3]], xv = x[off[1]];
-    gx[off[0]] = op == UnaryOp::Relu ? (xv > T(0) ? g : T(0)) : g * unary_deriv<T>(op, xv, y[off[2]], a);
+    gx[off[0]] = unary_grad<T>(op, gy[off[3]], x[off[1]], y[off[2]], a);
   }
 }
 
