@@ -338,6 +338,7 @@ TEST_SUITE("cuda") {
           gpu.push_back({p.to(Device::cuda()), gr.to(Device::cuda()), m.to(Device::cuda()), v.to(Device::cuda())});
         }
         for (size_t k = 0; k < gpu.size(); k++) ts.push_back({&gpu[k][0], &gpu[k][1], &gpu[k][2], &gpu[k][3], wds[k]});
+        (void)gpu.back()[3].to(Device::cpu());  // the uploads above done: a staging slot still busy is a wait too
         for (int64_t step = 1; step <= 3; step++) {
           const int64_t uploads = gpu_uploads(), waits = gpu_host_waits();
           backend_for(Device::cuda()).adam_update_many(ts, 1e-2, 0.9, 0.98, 1e-8, decoupled, step);
@@ -378,6 +379,7 @@ TEST_SUITE("cuda") {
       const Tensor x = Tensor::randn({6, 8}, 0, 1, dt, Device::cpu(), &g);
       const Tensor y = Tensor::randn({6, 4}, 0, 1, dt, Device::cpu(), &g);
       const Tensor xg = x.to(Device::cuda()), yg = y.to(Device::cuda());
+      (void)yg.to(Device::cpu());  // the uploads so far done: a staging slot still busy is a wait too
       for (int step = 0; step < 3; step++) {
         opt_cpu.zero_grad();
         mean(pow(cpu.forward(x) - y, 2.0)).backward();

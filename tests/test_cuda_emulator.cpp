@@ -9,6 +9,7 @@
 #include <cmath>
 #include <vector>
 
+#include "cuda_test_util.h"
 #include "test_util.h"
 
 namespace {
@@ -222,6 +223,22 @@ TEST_SUITE("cuda") {
     CHECK(run(CUBLASLT_EPILOGUE_DEFAULT, a.p, 256, 1024) == CUBLAS_STATUS_INVALID_VALUE);
     for (cublasLtMatrixLayout_t l : {la, lb, ld}) cublasLtMatrixLayoutDestroy(l);
     cublasLtDestroy(h);
+  }
+
+  TEST_CASE("an upload that finds its staging slot busy waits for it, and the 'not ready' fails no later op") {
+    // On a GPU, cudaEventQuery of a slot whose copy is in flight answers cudaErrorNotReady and the runtime keeps
+    // that as the last error: left there, the next launch check would report it as that op's failure.
+    using skipgrad::Device, skipgrad::Tensor;
+    const Tensor host = Tensor::from_vector(std::vector<float>{1, 2, 3}, {3});
+    const int64_t waits = sgtest::gpu_host_waits();
+    skipgrad_emu::set_events_pending(true);
+    std::vector<Tensor> on_gpu;
+    for (int i = 0; i < 20; i++) on_gpu.push_back(host.to(Device::cuda()));  // every slot reads as busy: 20 waits
+    skipgrad_emu::set_events_pending(false);
+    CHECK(sgtest::gpu_host_waits() - waits == 20);
+    Tensor sum = on_gpu[0] + on_gpu[19];  // a launch and its check
+    CHECK(sum.to(Device::cpu()).to_vector<float>() == std::vector<float>{2, 4, 6});
+    CHECK(cudaGetLastError() == cudaSuccess);
   }
 }
 

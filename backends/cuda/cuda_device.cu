@@ -97,6 +97,9 @@ void CudaBackend::upload(const void* host, void* device, size_t bytes) {
   next_slot_ = (next_slot_ + 1) % kStagingSlots;
   const cudaError_t state = cudaEventQuery(staging_done_[slot]);  // cudaSuccess also for a never-recorded event
   if (state == cudaErrorNotReady) {
+    // "not ready" is no failure, but the runtime keeps it as the last error, which the next launch check would
+    // report as the failure of whatever op comes next: take it off (PyTorch's CUDAEvent::query does the same)
+    (void)cudaGetLastError();
     SG_CUDA_CHECK(op, cudaEventSynchronize(staging_done_[slot]));  // 16 uploads still in flight: wait for this one
     host_waits_++;
   } else {

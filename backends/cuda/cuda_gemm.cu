@@ -38,6 +38,26 @@ cublasComputeType_t f32_compute(MatmulPrecision p) {
   return CUBLAS_COMPUTE_32F;
 }
 
+// The largest power of two, at most 256, that divides the address.
+int64_t alignment_of(const void* p) {
+  const auto a = reinterpret_cast<uintptr_t>(p);
+  int64_t al = 256;
+  while (al > 1 && a % al != 0) al /= 2;
+  return al;
+}
+
+// Whether every entry of a batched GEMM over pointer arrays starts 16-byte aligned: cuBLAS cannot look inside
+// the arrays, and in a tensor-core mode its kernels may fault on entries that are not (cublasGemmBatchedEx's
+// documentation asks for 16 bytes). Attention's heads are entries at multiples of the head size.
+bool batch_entries_aligned_16(const GemmArgs& g) {
+  const int64_t elem = (int64_t)dtype_size(g.dtype);
+  for (const void* p : {g.a, g.b, static_cast<const void*>(g.c)})
+    if (alignment_of(p) < 16) return false;
+  for (int64_t stride : {g.stride_a, g.stride_a_outer, g.stride_b, g.stride_b_outer, g.stride_c, g.stride_c_outer})
+    if (stride * elem % 16 != 0) return false;
+  return true;
+}
+
 struct BatchLayout {
   int64_t batch, inner, sa, sa_outer, sb, sb_outer, sc, sc_outer, elem_bytes;
 };
@@ -112,7 +132,8 @@ void CudaBackend::gemm(const GemmArgs& g) {
   uint64_t* p = strided ? nullptr : pointer_arrays(g, scratch);
   if (g.dtype == DType::F32) {
     const float alpha = (float)g.alpha, beta = (float)g.beta;
-    const cublasComputeType_t compute = f32_compute(float32_matmul_precision());
+    cublasComputeType_t compute = f32_compute(float32_matmul_precision());
+    if (!strided && !batch_entries_aligned_16(g)) compute = CUBLAS_COMPUTE_32F;  // see batch_entries_aligned_16
     if (strided)
       SG_CUBLAS_CHECK(op, cublasGemmStridedBatchedEx(cublas_, tb, ta, n, m, k, &alpha, g.b, CUDA_R_32F, ldb, stride_b,
                                                      g.a, CUDA_R_32F, lda, stride_a, &beta, g.c, CUDA_R_32F, ldc,
@@ -147,14 +168,6 @@ void CudaBackend::gemm(const GemmArgs& g) {
 // alignments are part of a plan's key and go into the preference.
 
 namespace {
-// The largest power of two, at most 256, that divides the address.
-int64_t alignment_of(const void* p) {
-  const auto a = reinterpret_cast<uintptr_t>(p);
-  int64_t al = 256;
-  while (al > 1 && a % al != 0) al /= 2;
-  return al;
-}
-
 void check_lt(cublasStatus_t st, const char* call, const GemmArgs& g) {
   if (st != CUBLAS_STATUS_SUCCESS)
     fail("gemm", ": cuBLASLt error ", cublasGetStatusName(st), " (", cublasGetStatusString(st), ") in ", call,
@@ -216,8 +229,8 @@ CudaBackend::LtPlan* CudaBackend::make_lt_plan(const GemmArgs& g, cublasLtEpilog
     st = cublasLtMatmulAlgoGetHeuristic(cublaslt_, plan->desc, plan->a, plan->b, plan->d, plan->d, pref, 1, &result,
                                         &found);
   cublasLtMatmulPreferenceDestroy(pref);
-  // No kernel for this configuration is an answer (the caller falls back); anything else is an error.
-  if (st != CUBLAS_STATUS_NOT_SUPPORTED) check_lt(st, "cublasLtMatmulAlgoGetHeuristic", g);
+  // No kernel for this configuration (NOT_SUPPORTED, or INVALID_VALUE for an epilogue, type and transpose
+  // combination this cuBLASLt lacks) is an answer: the caller falls back to cuBLAS and its own bias kernels.
   plan->usable = st == CUBLAS_STATUS_SUCCESS && found > 0 && result.state == CUBLAS_STATUS_SUCCESS &&
                  result.workspaceSize <= kLtWorkspaceBytes;
   plan->algo = result.algo;
@@ -240,6 +253,9 @@ bool CudaBackend::gemm_lt(const GemmArgs& g, cublasLtEpilogue_t epilogue, void* 
   if (g.dtype != DType::F32 || g.batch != 1 || g.beta != 0 || g.m == 0 || g.n == 0 || g.k == 0) return false;
   for (int64_t v : {g.m, g.n, g.k, g.lda, g.ldb, g.ldc})
     if (v > INT_MAX) return false;
+  // cuBLASLt takes alignment promises for A, B, C and D but none for the bias vector, and its kernels may read it
+  // in 16-byte vectors: a bias at an odd offset (a view) runs unfused. Parameters from the allocator are aligned.
+  if (alignment_of(bias) < 16) return false;
   const LtPlan::Key key = LtPlan::key_of(g, epilogue, float32_matmul_precision(), bias);
   LtPlan* plan = nullptr;
   for (LtPlan* p : lt_plans_)

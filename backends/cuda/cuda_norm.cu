@@ -233,6 +233,7 @@ __global__ void column_sums_kernel(ColumnTerm term0, ColumnTerm term1, int terms
   if (threadIdx.x == 0) last = atomicAdd(&done[blockIdx.x], 1u) == (unsigned)chunks - 1;
   __syncthreads();
   if (!last) return;
+  __threadfence();  // acquire: the other blocks' partials, made visible before their counts, are read after ours
   if (c < cols) {
     double acc0 = 0, acc1 = 0;
     for (int64_t k = 0; k < chunks; k++) {

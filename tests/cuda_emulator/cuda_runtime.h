@@ -125,6 +125,9 @@ bool is_device_pointer(const void* p, size_t bytes = 1);
 // is its host side alone (what queuing the work costs); results are garbage. The counts (launches per kernel)
 // are printed at exit.
 bool skip_work();
+// While set (tests only): cudaEventQuery answers cudaErrorNotReady, as for work still in flight on a GPU, and, as
+// the CUDA runtime does, records it as the last error, which the caller must clear.
+void set_events_pending(bool pending);
 int64_t count_launch(const char* kernel);  // returns the launches so far, this one included
 void count_gemm();
 

@@ -265,7 +265,13 @@ cudaError_t cudaEventRecord(cudaEvent_t e, cudaStream_t) {
   e->at = std::chrono::steady_clock::now();
   return cudaSuccess;
 }
-cudaError_t cudaEventQuery(cudaEvent_t) { return cudaSuccess; }
+namespace {
+std::atomic<bool> events_pending{false};
+}
+void skipgrad_emu::set_events_pending(bool pending) { events_pending = pending; }
+cudaError_t cudaEventQuery(cudaEvent_t) {
+  return events_pending ? record(cudaErrorNotReady, "cudaEventQuery: the event's work is not done") : cudaSuccess;
+}
 cudaError_t cudaEventSynchronize(cudaEvent_t) { return cudaSuccess; }
 cudaError_t cudaEventElapsedTime(float* ms, cudaEvent_t start, cudaEvent_t stop) {
   *ms = std::chrono::duration<float, std::milli>(stop->at - start->at).count();
