@@ -27,8 +27,8 @@
 //  - precision: how float32 matrix products compute (set_float32_matmul_precision): fp32, tf32 (TF32 tensor
 //    cores) or bf16 (bfloat16 tensor cores inside cuBLAS, float32 in and out: CUBLAS_COMPUTE_32F_FAST_16BF).
 //  - ceiling: cublasGemmEx alone on the linear layers' GEMMs (bench::linear_gemm_shapes, weighted by how often a
-//    step runs each), timed with events, in the precision's compute type (CUBLAS_COMPUTE_32F, _FAST_TF32,
-//    _FAST_16BF), before and after the configurations; the better of the two is reported.
+//    step runs each), timed with events: float32 in CUBLAS_COMPUTE_32F or _FAST_TF32, bf16 with bfloat16 operands
+//    (cublas_ceiling), before and after the configurations; the better of the two is reported.
 // --json prints one JSON object per line ("kind": "device", "step", "ceiling", "error"); the rest goes to stderr.
 // A configuration that throws is reported ("error") and the others still run; the exit status is then 1.
 // Without a CUDA device it prints "cuda_step: skipped: no CUDA device" and exits 0.
@@ -169,10 +169,16 @@ class DeviceTimer {
   Clock::time_point t0_;
 };
 
-// cublasGemmEx alone on the model's GEMM shapes in the precision's compute type, on the backend's stream, with its
-// own handle. A shape's time is the best over 3 groups of `repeats` back-to-back calls (each group's time /
-// repeats), after one warm-up call.
-bench::SgemmCeiling cublas_ceiling(const bench::ReferenceShape& s, const std::string& precision, int repeats = 10) {
+// cublasGemmEx alone on the model's GEMM shapes, on the backend's stream, with its own handle. fp32 and tf32: float32
+// operands and results in the precision's compute type. bf16: bfloat16 operands and results (CUDA_R_16BF, float32
+// accumulation), what PyTorch's autocast runs and the tensor cores' own ceiling; where cuBLAS has no such GEMM (the
+// emulator), float32 ones under CUBLAS_COMPUTE_32F_FAST_16BF, as skipgrad's bf16 option. `operands` says which.
+// A shape's time is the best over 3 groups of `repeats` back-to-back calls (each group's time / repeats), after one
+// warm-up call. Two calls of the largest shape go first in each group, untimed: they keep the GPU busy while the
+// host queues the group, so the gaps between launches are not timed (a d x d GEMM in TF32 or bf16 takes about as
+// long on an H200 as the host takes to launch one).
+bench::SgemmCeiling cublas_ceiling(const bench::ReferenceShape& s, const std::string& precision,
+                                   std::string& operands, int repeats = 10) {
   DeviceTimer timer(sg::Device::cuda());
   cublasHandle_t h = nullptr;
   cublas_check(cublasCreate(&h), "cublasCreate");
@@ -181,33 +187,57 @@ bench::SgemmCeiling cublas_ceiling(const bench::ReferenceShape& s, const std::st
     ~Destroy() { cublasDestroy(h); }
   } destroy{h};
   cublas_check(cublasSetStream(h, timer.stream()), "cublasSetStream");
-  const cublasComputeType_t compute = precision == "tf32"   ? CUBLAS_COMPUTE_32F_FAST_TF32
-                                      : precision == "bf16" ? CUBLAS_COMPUTE_32F_FAST_16BF
-                                                            : CUBLAS_COMPUTE_32F;
+  cudaDataType type = CUDA_R_32F;
+  cublasComputeType_t compute = precision == "tf32"   ? CUBLAS_COMPUTE_32F_FAST_TF32
+                                : precision == "bf16" ? CUBLAS_COMPUTE_32F_FAST_16BF
+                                                      : CUBLAS_COMPUTE_32F;
   sg::Generator gen(7);
-  return bench::gemm_ceiling(s, [&](const bench::GemmShape& g) {
+  // A GEMM's operands on the device: random floats, or for bfloat16 the bytes 0x3F3F (0.746) throughout
+  struct Operands {
+    sg::Tensor a, b, c;
+  };
+  auto operands_for = [&](const bench::GemmShape& g) {
     const sg::Device dev = sg::Device::cuda();
-    sg::Tensor A = sg::Tensor::rand({g.m * g.k}, -1, 1, sg::DType::F32, dev, &gen);
-    sg::Tensor B = sg::Tensor::rand({g.k * g.n}, -1, 1, sg::DType::F32, dev, &gen);
-    sg::Tensor C = sg::Tensor::empty({g.m * g.n}, sg::DType::F32, dev);
-    // row-major C = op(A) op(B) is column-major Cᵀ = op(B)ᵀ op(A)ᵀ (as backends/cuda/cuda_gemm.cu)
+    if (type == CUDA_R_16BF) {  // 2 bytes an element, in float32 tensors of half as many elements
+      auto bf16 = [&](int64_t n) {
+        sg::Tensor t = sg::Tensor::empty({(n + 1) / 2}, sg::DType::F32, dev);
+        cuda_check(cudaMemsetAsync(t.data_ptr(), 0x3F, (size_t)n * 2, timer.stream()), "cudaMemsetAsync");
+        return t;
+      };
+      return Operands{bf16(g.m * g.k), bf16(g.k * g.n), bf16(g.m * g.n)};
+    }
+    return Operands{sg::Tensor::rand({g.m * g.k}, -1, 1, sg::DType::F32, dev, &gen),
+                    sg::Tensor::rand({g.k * g.n}, -1, 1, sg::DType::F32, dev, &gen),
+                    sg::Tensor::empty({g.m * g.n}, sg::DType::F32, dev)};
+  };
+  // row-major C = op(A) op(B) is column-major Cᵀ = op(B)ᵀ op(A)ᵀ (as backends/cuda/cuda_gemm.cu); data_ptr(), not
+  // data<float>(), which is the host accessor and refuses a device tensor
+  auto gemm = [&](const bench::GemmShape& g, Operands& x) {
     const int m = (int)g.m, n = (int)g.n, k = (int)g.k, lda = g.trans_a ? m : k, ldb = g.trans_b ? k : n;
     const float one = 1, zero = 0;
-    // data_ptr(), not data<float>(): data<T>() is the host accessor and refuses a device tensor
-    const float* a = static_cast<const float*>(A.data_ptr());
-    const float* b = static_cast<const float*>(B.data_ptr());
-    float* c = static_cast<float*>(C.data_ptr());
-    auto run = [&] {
-      cublas_check(cublasGemmEx(h, g.trans_b ? CUBLAS_OP_T : CUBLAS_OP_N, g.trans_a ? CUBLAS_OP_T : CUBLAS_OP_N, n, m,
-                                k, &one, b, CUDA_R_32F, ldb, a, CUDA_R_32F, lda, &zero, c, CUDA_R_32F, n, compute,
-                                CUBLAS_GEMM_DEFAULT),
-                   "cublasGemmEx");
-    };
-    run();
+    return cublasGemmEx(h, g.trans_b ? CUBLAS_OP_T : CUBLAS_OP_N, g.trans_a ? CUBLAS_OP_T : CUBLAS_OP_N, n, m, k, &one,
+                        x.b.data_ptr(), type, ldb, x.a.data_ptr(), type, lda, &zero, x.c.data_ptr(), type, n, compute,
+                        CUBLAS_GEMM_DEFAULT);
+  };
+  const std::vector<bench::GemmShape> shapes = bench::linear_gemm_shapes(s);
+  const bench::GemmShape big = *std::max_element(
+      shapes.begin(), shapes.end(), [](const auto& x, const auto& y) { return x.flops() < y.flops(); });
+  if (precision == "bf16") {  // bfloat16 operands where cuBLAS has them
+    type = CUDA_R_16BF, compute = CUBLAS_COMPUTE_32F;
+    Operands probe = operands_for(big);
+    if (gemm(big, probe) != CUBLAS_STATUS_SUCCESS)
+      type = CUDA_R_32F, compute = CUBLAS_COMPUTE_32F_FAST_16BF;
+  }
+  operands = type == CUDA_R_16BF ? "bfloat16" : "float32";
+  Operands big_operands = operands_for(big);
+  return bench::gemm_ceiling(s, [&](const bench::GemmShape& g) {
+    Operands x = operands_for(g);
+    cublas_check(gemm(g, x), "cublasGemmEx");
     double best = 1e30;
     for (int group = 0; group < 3; group++) {
+      for (int busy = 0; busy < 2; busy++) cublas_check(gemm(big, big_operands), "cublasGemmEx");
       timer.start();
-      for (int r = 0; r < repeats; r++) run();
+      for (int r = 0; r < repeats; r++) cublas_check(gemm(g, x), "cublasGemmEx");
       best = std::min(best, timer.stop_ms() * 1e-3 / repeats);
     }
     return best;
@@ -387,16 +417,25 @@ int main(int argc, char** argv) {
     std::fprintf(human, "# cuda_step on %s: %.1f GFLOP of matrix products per step, %g target tokens\n",
                  device.c_str(), step_flops * 1e-9, tokens);
 
-    // the GEMM ceiling per precision, before and after the configurations: the better is kept
+    // the GEMM ceiling per precision, before and after the configurations: the better is kept. A failure (a cuBLAS
+    // error, a sticky CUDA error left by a failed configuration) leaves the ceiling out, not the steps.
     std::vector<bench::SgemmCeiling> ceilings(o.precisions.size());
-    auto measure_ceilings = [&] {
-      for (size_t i = 0; o.ceiling && i < o.precisions.size(); i++) {
-        bench::SgemmCeiling c =
-            o.device.is_cuda() ? cublas_ceiling(s, o.precisions[i]) : bench::measure_sgemm_ceiling(s);
-        if (c.weighted_gflops > ceilings[i].weighted_gflops) ceilings[i] = c;
+    std::vector<std::string> ceiling_operands(o.precisions.size(), "float32");
+    auto measure_ceilings = [&](const char* when) {
+      try {
+        for (size_t i = 0; o.ceiling && i < o.precisions.size(); i++) {
+          bench::SgemmCeiling c = o.device.is_cuda() ? cublas_ceiling(s, o.precisions[i], ceiling_operands[i])
+                                                     : bench::measure_sgemm_ceiling(s);
+          if (c.weighted_gflops > ceilings[i].weighted_gflops) ceilings[i] = c;
+        }
+      } catch (const std::exception& e) {
+        std::fprintf(stderr, "cuda_step: the ceiling %s the configurations failed: %s\n", when, e.what());
+        if (o.json)
+          std::printf("%s\n", JsonLine().add("kind", "error").add("framework", "skipgrad").add("topology", "-")
+                                  .add("precision", "ceiling").add("error", e.what()).str().c_str());
       }
     };
-    measure_ceilings();
+    measure_ceilings("before");
     // A configuration that fails (an error of the backend, out of memory) is reported and the others still run.
     std::vector<Result> results;
     bool failed = false;
@@ -415,21 +454,19 @@ int main(int argc, char** argv) {
           std::fflush(stdout);
         }
       }
-    try {
-      measure_ceilings();
-    } catch (const std::exception& e) {  // e.g. a sticky CUDA error left by a failed configuration
-      std::fprintf(stderr, "cuda_step: the ceiling after the configurations failed: %s\n", e.what());
-    }
+    measure_ceilings("after");
 
     for (size_t i = 0; o.ceiling && i < o.precisions.size(); i++) {
       const bench::SgemmCeiling& c = ceilings[i];
       if (o.json)
         std::printf("%s\n", JsonLine().add("kind", "ceiling").add("precision", o.precisions[i])
+                                .add("operands", ceiling_operands[i])
                                 .add("tflops", c.weighted_gflops * 1e-3)
                                 .add("best_single_tflops", c.best_single_gflops * 1e-3)
                                 .add("per_shape", c.per_shape).str().c_str());
-      std::fprintf(human, "GEMM ceiling %s: %.1f TFLOP/s weighted over the model's shapes (best single %.1f)\n",
-                   o.precisions[i].c_str(), c.weighted_gflops * 1e-3, c.best_single_gflops * 1e-3);
+      std::fprintf(human, "GEMM ceiling %s (%s operands): %.1f TFLOP/s weighted over the model's shapes (best single "
+                   "%.1f)\n", o.precisions[i].c_str(), ceiling_operands[i].c_str(), c.weighted_gflops * 1e-3,
+                   c.best_single_gflops * 1e-3);
     }
     for (const Result& r : results) {
       const bench::Summary t = bench::summarize(r.round_ms);

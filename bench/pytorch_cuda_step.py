@@ -40,6 +40,7 @@ try:
     import pytorch_step as ps
 except Exception as e:  # the benchmark goes on with skipgrad alone
     print(f"pytorch_cuda_step: skipped: cannot import torch ({e})", flush=True)
+    print(f"pytorch_cuda_step: skipped: cannot import torch ({e})", file=sys.stderr, flush=True)
     sys.exit(0)
 
 ISSUE6 = dict(batch=64, src_len=64, tgt_len=64, vocab=8000, d_model=512, heads=8, d_ff=2048, layers=6)

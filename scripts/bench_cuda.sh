@@ -15,6 +15,8 @@
 #                              BUILD_DIR/bench-cuda-out: cmake.log, build.log, runs.jsonl (every JSON line of every
 #                              run), stderr.log, table.md
 #   JOBS                       build parallelism, default nproc
+#   PYTHON_LD_LIBRARY_PATH     when set (empty: unset), the LD_LIBRARY_PATH of the Python programs (gpu_run.sh keeps
+#                              the packed binaries' libraries, Debian's libstdc++ among them, away from PyTorch)
 #   CUDA_STEP                  a cuda_step binary to run instead of building one (scripts/gpu_run.sh passes the one
 #                              scripts/gpu_pack.sh built: the GPU machine cannot build, it has no OpenBLAS)
 #   DEADLINE_S                 seconds from this script's start by which the rounds must be done: a round is not
@@ -86,40 +88,46 @@ run_skipgrad() {
   echo "$out" >>"$LOG_DIR/runs.jsonl"
   ((rc == 0)) || { tail -5 "$LOG_DIR/stderr.log" >&2; log "cuda_step exited with $rc"; }
 }
+python() {  # the Python programs, with their own LD_LIBRARY_PATH when one is given
+  if [[ -v PYTHON_LD_LIBRARY_PATH ]]; then
+    if [[ -n $PYTHON_LD_LIBRARY_PATH ]]; then LD_LIBRARY_PATH=$PYTHON_LD_LIBRARY_PATH "$PYTHON" "$@"
+    else env -u LD_LIBRARY_PATH "$PYTHON" "$@"; fi
+  else
+    "$PYTHON" "$@"
+  fi
+}
 run_pytorch() {
   local rc=0
-  PYTHONUNBUFFERED=1 "$PYTHON" "$ROOT/bench/pytorch_cuda_step.py" "${COMMON[@]}" >>"$LOG_DIR/runs.jsonl" \
+  PYTHONUNBUFFERED=1 python "$ROOT/bench/pytorch_cuda_step.py" "${COMMON[@]}" >>"$LOG_DIR/runs.jsonl" \
     2>>"$LOG_DIR/stderr.log" || rc=$?
   ((rc == 0)) || { tail -5 "$LOG_DIR/stderr.log" >&2; log "pytorch_cuda_step exited with $rc"; }
+  grep -q 'pytorch_cuda_step: skipped' "$LOG_DIR/runs.jsonl" && log "PyTorch did not run: $(grep -m1 skipped "$LOG_DIR/runs.jsonl")"
+  return 0
 }
-round_s=0
-for ((r = 0; r < ROUNDS; r++)); do
-  if [[ -n ${DEADLINE_S:-} ]] && ((r > 0 && SECONDS + round_s > DEADLINE_S)); then
-    log "round $((r + 1))/$ROUNDS not started: the last took ${round_s} s, ${SECONDS} s of DEADLINE_S=$DEADLINE_S gone"
-    break
-  fi
-  log "round $((r + 1))/$ROUNDS (${SECONDS}s)"
-  t0=$SECONDS
-  if ((r % 2 == 0)); then run_skipgrad; run_pytorch; else run_pytorch; run_skipgrad; fi
-  round_s=$((SECONDS - t0))
-done
-
-# ---- the table: every round sample of every run pooled per (topology, precision, framework)
-"$PYTHON" - "$LOG_DIR/runs.jsonl" <<'EOF' | tee "$LOG_DIR/table.md"
+# ---- the table: every round sample of every run pooled per (topology, precision, framework); written after every
+# round (a run cut short keeps the rounds done), printed at the end
+write_table() {
+  python - "$LOG_DIR/runs.jsonl" >"$LOG_DIR/table.md.tmp" <<'EOF' && mv "$LOG_DIR/table.md.tmp" "$LOG_DIR/table.md"
 import json, sys
 rows = [json.loads(l) for l in open(sys.argv[1]) if l.startswith("{")]
 def mib(v):  # the largest over the runs; "–" where the program cannot tell (the CPU smoke test)
     v = [x for x in v if x is not None]
     return f"{max(v):.0f}" if v else "–"
-def pct(v, p):  # linear interpolation between order statistics, as bench::summarize
-    v = sorted(v); x = p * (len(v) - 1); i = int(x)
+def pct(v, p):  # linear interpolation between order statistics, as bench::summarize; NaN (null) left out
+    v = sorted(x for x in v if x is not None and x == x)
+    if not v:
+        return float("nan")
+    x = p * (len(v) - 1); i = int(x)
     return v[i] if i + 1 >= len(v) else v[i] * (1 - (x - i)) + v[i + 1] * (x - i)
+def num(v, spec):  # "–" for a value a program could not give (null: NaN or infinite)
+    return "–" if v is None or v != v else format(v, spec)
 dev = {r["framework"]: r for r in rows if r["kind"] == "device"}
 sg = dev.get("skipgrad", {})
-ceiling = {}
+ceiling, operands = {}, {}
 for r in rows:
     if r["kind"] == "ceiling":
-        ceiling[r["precision"]] = max(ceiling.get(r["precision"], 0), r["tflops"])
+        ceiling[r["precision"]] = max(ceiling.get(r["precision"], 0), r["tflops"] or 0)
+        operands[r["precision"]] = r.get("operands", "float32")
 steps, order = {}, []
 for r in rows:
     if r["kind"] != "step":
@@ -139,7 +147,10 @@ for name, d in dev.items():
     print(f"- {name}: {d['device']}" + (f", torch {d['torch']}, CUDA {d['cuda']}" if "torch" in d else ""))
 print(f"- {sg.get('step_tflop', float('nan')):.3f} TFLOP of matrix products per step, {tokens} target tokens")
 for p, t in ceiling.items():
-    print(f"- GEMM ceiling (cublasSgemm alone on the model's linear-layer shapes, weighted), {p}: {t:.1f} TFLOP/s")
+    what = ("bfloat16 operands and results, as PyTorch's autocast; skipgrad's bf16 option keeps float32 ones"
+            if operands.get(p) == "bfloat16" else "float32 operands and results")
+    print(f"- GEMM ceiling (cuBLAS, OpenBLAS on the CPU, alone on the model's linear-layer shapes, weighted), {p} ({what}): "
+          f"{t:.1f} TFLOP/s")
 print("\n| topology | precision | framework | ms/step median [p25–p75] | host ms/step | target tok/s | peak alloc MiB "
       "(device used) | TFLOP/s | % of GEMM ceiling | time / skipgrad's |")
 print("|---|---|---|---|---|---|---|---|---|---|")
@@ -147,20 +158,23 @@ for key in sorted(order, key=lambda k: (k[0], k[1], k[2] != "skipgrad")):
     s, (topo, prec, fw) = steps[key], key
     med = pct(s["ms"], 0.5)
     base = steps.get((topo, prec, "skipgrad"))
-    tf = sg.get("step_tflop", float("nan")) / (med * 1e-3)
+    tf = sg.get("step_tflop", float("nan")) / (med * 1e-3) if med > 0 else float("nan")
     print(f"| {topo} | {prec} | {fw} | {med:.2f} [{pct(s['ms'], .25):.2f}–{pct(s['ms'], .75):.2f}] | "
-          f"{pct(s['host'], .5):.2f} | {tokens / (med * 1e-3):,.0f} | {mib(s['peak'])} ({mib(s['used'])}) | "
-          f"{tf:.1f} | " + (f"{100 * tf / ceiling[prec]:.0f}%" if prec in ceiling else "–") + " | " +
+          f"{num(pct(s['host'], .5), '.2f')} | {num(tokens / (med * 1e-3) if med > 0 else None, ',.0f')} | "
+          f"{mib(s['peak'])} ({mib(s['used'])}) | {num(tf, '.1f')} | " +
+          (f"{100 * tf / ceiling[prec]:.0f}%" if ceiling.get(prec) and tf == tf else "–") + " | " +
           (f"{med / pct(base['ms'], 0.5):.2f}" if base else "–") + " |")
 print("\nLoss of the first warm-up step (shared initial weights and batch) and of the second (one Adam step later):\n")
 print("| topology | precision | framework | initial loss | rel. diff vs skipgrad | after one update | rel. diff |")
 print("|---|---|---|---|---|---|---|")
 for key in sorted(order, key=lambda k: (k[0], k[1], k[2] != "skipgrad")):
     f, base = steps[key]["first"], steps.get((key[0], key[1], "skipgrad"))
-    rel = lambda k: (f"{abs(f[k] - base['first'][k]) / abs(base['first'][k]):.1e}"
-                     if base and key[2] != "skipgrad" else "–")
-    print(f"| {key[0]} | {key[1]} | {key[2]} | {f['loss_initial']:.6f} | {rel('loss_initial')} | "
-          f"{f['loss_after_update']:.6f} | {rel('loss_after_update')} |")
+    def rel(k):
+        a, b = f.get(k), base["first"].get(k) if base else None
+        ok = key[2] != "skipgrad" and None not in (a, b) and a == a and b == b and b != 0
+        return f"{abs(a - b) / abs(b):.1e}" if ok else "–"
+    print(f"| {key[0]} | {key[1]} | {key[2]} | {num(f.get('loss_initial'), '.6f')} | {rel('loss_initial')} | "
+          f"{num(f.get('loss_after_update'), '.6f')} | {rel('loss_after_update')} |")
 print("\nWhere the time goes: device ms of each phase of a step (medians over runs of each run's median; one phase at "
       "a time, waiting after each, so they add up to a little more than ms/step):\n")
 print("| topology | precision | framework | forward + loss | backward | optimizer update + zero_grad |")
@@ -181,3 +195,20 @@ runs = {fw: sum(1 for r in rows if r["kind"] == "device" and r["framework"] == f
 print(f"\nms/step pools every round of every run ({', '.join(f'{k}: {v} runs' for k, v in runs.items())}); "
       "time / skipgrad's > 1: skipgrad is faster.")
 EOF
+}
+
+round_s=0
+for ((r = 0; r < ROUNDS; r++)); do
+  if [[ -n ${DEADLINE_S:-} ]] && ((r > 0 && SECONDS + round_s > DEADLINE_S)); then
+    log "round $((r + 1))/$ROUNDS not started: the last took ${round_s} s, ${SECONDS} s of DEADLINE_S=$DEADLINE_S gone"
+    break
+  fi
+  log "round $((r + 1))/$ROUNDS (${SECONDS}s)"
+  t0=$SECONDS
+  if ((r % 2 == 0)); then run_skipgrad; run_pytorch; else run_pytorch; run_skipgrad; fi
+  round_s=$((SECONDS - t0))
+  write_table || log "the table could not be written (runs.jsonl kept)"
+done
+cat "$LOG_DIR/table.md"
+grep -q '"framework": "pytorch"' "$LOG_DIR/runs.jsonl" || log "no PyTorch rows: see $LOG_DIR/stderr.log"
+

@@ -30,7 +30,7 @@ rm -rf .gpu/lib
 # compiled in; gpu_run.sh recreates those paths there.
 echo "$PWD" >.gpu/source_dir
 echo "$build" >.gpu/build_dir
-git rev-parse --short HEAD >.gpu/commit 2>/dev/null || true
+git describe --always --dirty >.gpu/commit 2>/dev/null || echo unknown >.gpu/commit  # gpu_run.sh compares it
 ls -l .gpu .gpu/bin
 du -sh .gpu
 echo "gpu_pack.sh: done; carry .gpu with the device tool and run scripts/gpu_run.sh there"

@@ -3,7 +3,7 @@
 # binaries and libraries, then runs the parts of issue 6 named on the command line, in that order, inside one time
 # budget, so that the whole check fits one call of a lease of 15 device minutes (docs/cuda.md, "On a lent GPU").
 #
-#   scripts/gpu_run.sh [PART...]      no PART: info cuda tests translate graph bench sanitize
+#   scripts/gpu_run.sh [PART...]      no PART: info cuda bench translate tests graph sanitize
 #
 #   info       nvidia-smi, the CUDA libraries found, the packed commit
 #   cuda       the `cuda` test suite: every op CPU vs CUDA forward and backward, the gradient checks on the GPU,
@@ -17,8 +17,11 @@
 #   sanitize   the `cuda` suite under compute-sanitizer: memcheck on all of it, racecheck and synccheck on the row
 #              kernels' and reductions' cases (needs the machine's compute-sanitizer: Firecracker, not gVisor)
 #
-# Environment: BUDGET_S (480): seconds for all the parts together; each part runs under `timeout` with what is left
-# (a part that would get under MIN_PART_S (20) is skipped and says so); pass the device tool a timeout_s ~60 s above.
+# Environment: BUDGET_S (480): seconds for all the parts together; each part runs under `timeout` with what is left,
+# and at most its cap: CAP_CUDA_S (150), CAP_BENCH_S (240), CAP_TRANSLATE_S (150), CAP_TESTS_S (120),
+# CAP_GRAPH_S (90), CAP_SANITIZE_S (each of its 3 tools; 0: what is left), so that a part
+# that hangs on its first run on hardware leaves time to the others. A part that would get under MIN_PART_S (20),
+# bench under BENCH_MIN_S (90), is skipped and says so. Pass the device tool a timeout_s ~60 s above BUDGET_S.
 # What comes back ($OUT, gpu-out/ when OUT is unset; the device tool returns at most 8 files): summary.md (each
 # part's exit status and seconds, the benchmark's table), results.tar.gz (every log, the bench's runs.jsonl, the
 # translation run's metrics, the graph files), both rewritten after every part, so a call cut short keeps them.
@@ -30,26 +33,41 @@ BUDGET_S=${BUDGET_S:-480}
 MIN_PART_S=${MIN_PART_S:-20}
 mkdir -p "$OUT"
 [[ -d .gpu/bin ]] || { echo "gpu_run.sh: no .gpu/bin: run scripts/gpu_pack.sh on the build machine and carry .gpu"; exit 2; }
+build=$(cat .gpu/build_dir)
+[[ ! -f $build/CMakeCache.txt ]] || {
+  echo "gpu_run.sh: $build is a build folder here: this script runs on the GPU machine, where it puts the packed" \
+    "binaries in its place"; exit 2; }
+packed=$(cat .gpu/commit)
+here=$(git rev-parse --short HEAD 2>/dev/null || true)
+[[ -z $here || $here == "${packed%-dirty}" ]] || echo "gpu_run.sh: WARNING: .gpu was packed at $packed, the checkout is at $here"
 
 # ---- unpack: the libraries, the binaries where the build put them, the source path the tests were compiled with
-mkdir -p /tmp/skipgrad-gpu && tar -C /tmp/skipgrad-gpu -xJf .gpu/lib.tar.xz
-build=$(cat .gpu/build_dir)
+mkdir -p /tmp/skipgrad-gpu
+tar -C /tmp/skipgrad-gpu -xJf .gpu/lib.tar.xz 2>/dev/null ||  # no xz: Python's tarfile reads it too
+  python3 -c "import tarfile; tarfile.open('.gpu/lib.tar.xz').extractall('/tmp/skipgrad-gpu')" ||
+  { echo "gpu_run.sh: cannot unpack .gpu/lib.tar.xz"; exit 2; }
 mkdir -p "$build/bench"
 cp .gpu/bin/skipgrad_tests .gpu/bin/skipgrad-translate .gpu/bin/skipgrad-graph "$build/"
 cp .gpu/bin/cuda_step "$build/bench/"
 src=$(cat .gpu/source_dir)
 if [[ $src != "$ROOT" && ! -e $src ]]; then mkdir -p "$(dirname "$src")" && ln -s "$ROOT" "$src"; fi
-# CUDA's runtime and cuBLAS from this machine: the toolkit's folder, else the pip wheels next to PyTorch.
-cuda_libs=/usr/local/cuda/lib64
-if ! ls $cuda_libs/libcublas.so.13* >/dev/null 2>&1; then
-  cuda_libs=$(dirname "$(find / -xdev -name 'libcublas.so.13*' 2>/dev/null | head -1)")
-fi
-cudart_dir=$(dirname "$(find "$cuda_libs" / -xdev -name 'libcudart.so.13*' 2>/dev/null | head -1)")
-export LD_LIBRARY_PATH=/tmp/skipgrad-gpu/lib:$cuda_libs:$cudart_dir${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+# CUDA's runtime and cuBLAS from this machine: the toolkit's folders first, else the pip wheels next to PyTorch.
+find_lib() {  # the folder of the first $1 found (CUDA_LIB_DIRS: where to look instead)
+  local f
+  # shellcheck disable=SC2086
+  f=$(find -H ${CUDA_LIB_DIRS:-/usr/local/cuda/lib64 /usr/local/cuda/targets/x86_64-linux/lib /opt /usr/lib \
+        /usr/local/lib} -name "$1" 2>/dev/null | head -1)
+  [[ -n $f ]] && dirname "$f"
+}
+cublas_dir=$(find_lib 'libcublas.so.13*') || { echo "gpu_run.sh: no libcublas.so.13 on this machine"; exit 2; }
+cudart_dir=$(find_lib 'libcudart.so.13*') || { echo "gpu_run.sh: no libcudart.so.13 on this machine"; exit 2; }
+# PyTorch keeps the machine's own libraries (the packed ones include Debian's libstdc++): scripts/bench_cuda.sh
+export PYTHON_LD_LIBRARY_PATH=${LD_LIBRARY_PATH:-}
+export LD_LIBRARY_PATH=/tmp/skipgrad-gpu/lib:$cublas_dir:$cudart_dir${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
 export OMP_WAIT_POLICY=passive
 
 parts=("$@")
-((${#parts[@]})) || parts=(info cuda tests translate graph bench sanitize)
+((${#parts[@]})) || parts=(info cuda bench translate tests graph sanitize)
 has_part() { local p; for p in "${parts[@]}"; do [[ $p == "$1" ]] && return 0; done; return 1; }
 RES=/tmp/skipgrad-gpu/results  # everything a part writes; packed into $OUT after each part
 rm -rf "$RES" && mkdir -p "$RES"
@@ -68,48 +86,58 @@ pack() {  # $OUT/summary.md and $OUT/results.tar.gz as they stand, each replaced
   } >"$OUT/summary.md.tmp" && mv "$OUT/summary.md.tmp" "$OUT/summary.md"
   tar -C "$RES" --exclude='*.safetensors' -czf "$OUT/results.tar.gz.tmp" . && mv "$OUT/results.tar.gz.tmp" "$OUT/results.tar.gz"
 }
-run() {  # run NAME COMMAND...: under `timeout` with the budget left; output to the screen and to RES/NAME.log
-  local name=$1
-  shift
-  local left=$((deadline - SECONDS))
-  if ((left < MIN_PART_S)); then
-    echo "=== $name: skipped: ${left} s of the ${BUDGET_S} s budget left"
+# run NAME CAP MIN COMMAND...: under `timeout` with the budget left, at most CAP seconds (0: no cap), skipped when
+# under MIN is left; output to the screen and to RES/NAME.log
+run() {
+  local name=$1 cap=$2 min=$3
+  shift 3
+  local left=$((deadline - SECONDS)) limit why="budget ran out"
+  if ((left < min)); then
+    echo "=== $name: skipped: ${left} s of the ${BUDGET_S} s budget left (it needs ${min})"
     summary+=("| $name | skipped (out of time) | 0 |")
     status=1
     return
   fi
-  echo "=== $name (${left} s left): $*"
+  limit=$left
+  if ((cap > 0 && cap < left)); then limit=$cap why="its cap of ${cap} s"; fi
+  echo "=== $name (${left} s left, ${limit} s for it): $*"
   local t0=$SECONDS
-  timeout --kill-after=10 "$left" "$@" 2>&1 | tee "$RES/$name.log"
+  timeout --kill-after=10 "$limit" "$@" 2>&1 | tee "$RES/$name.log"
   local rc=${PIPESTATUS[0]}
-  ((rc == 124 || rc == 137)) && echo "=== $name: stopped at the budget's end"
+  ((rc == 124 || rc == 137)) && echo "=== $name: stopped: $why"
   echo "=== $name: exit $rc after $((SECONDS - t0)) s"
-  summary+=("| $name | $rc$( ((rc == 124 || rc == 137)) && echo ' (budget ran out)') | $((SECONDS - t0)) |")
+  summary+=("| $name | $rc$( ((rc == 124 || rc == 137)) && echo " (stopped: $why)") | $((SECONDS - t0)) |")
   ((rc == 0)) || status=1
   pack
 }
 
+tests=$build/skipgrad_tests
 for part in "${parts[@]}"; do
   case $part in
     info)
-      run info bash -c "nvidia-smi; echo; echo commit \$(cat .gpu/commit); echo LD_LIBRARY_PATH=\$LD_LIBRARY_PATH;
-                        ldd $build/skipgrad_tests | grep -E 'cuda|cublas|openblas|not found'" ;;
-    cuda) run cuda "$build/skipgrad_tests" --test-suite=cuda --duration=true ;;
+      run info 60 "$MIN_PART_S" bash -c "nvidia-smi; echo; echo commit $packed; echo LD_LIBRARY_PATH=\$LD_LIBRARY_PATH
+        ldd $tests | grep -E 'cuda|cublas|openblas'; ! ldd $build/skipgrad* $build/bench/cuda_step | grep 'not found'" ;;
+    cuda) run cuda "${CAP_CUDA_S:-150}" "$MIN_PART_S" "$tests" --test-suite=cuda --duration=true ;;
     tests)
-      if has_part cuda; then run tests "$build/skipgrad_tests" --test-suite-exclude=cuda
-      else run tests "$build/skipgrad_tests"; fi ;;
+      exclude=()
+      has_part cuda && exclude=(--test-suite-exclude=cuda)
+      run tests "${CAP_TESTS_S:-120}" "$MIN_PART_S" "$tests" "${exclude[@]}" ;;
     translate)
-      run translate "$build/skipgrad-translate" train --device cuda --steps "${TRANSLATE_STEPS:-300}" \
-        --eval-every 100 --save-every 100 --quiet --out "$RES/translate_run" --data-dir /tmp/skipgrad-data ;;
+      run translate "${CAP_TRANSLATE_S:-150}" "$MIN_PART_S" "$build/skipgrad-translate" train --device cuda \
+        --steps "${TRANSLATE_STEPS:-300}" --eval-every 100 --save-every 100 --quiet --out "$RES/translate_run" \
+        --data-dir /tmp/skipgrad-data ;;
     graph)
-      run graph bash -c "$build/skipgrad-graph dump --device cuda --topology resi_dual --layers 2 --format json \
-          -o $RES/graph_resi_dual.json && $build/skipgrad-graph paths --device cuda --topology post_ln --layers 3 &&
+      run graph "${CAP_GRAPH_S:-90}" "$MIN_PART_S" bash -c "$build/skipgrad-graph dump --device cuda \
+          --topology resi_dual --layers 2 --format json -o $RES/graph_resi_dual.json &&
+        $build/skipgrad-graph paths --device cuda --topology post_ln --layers 3 &&
         $build/skipgrad-graph report --device cuda --topologies post_ln,pre_ln --depths 6 --seeds 1 --steps 0,20 \
           -o $RES/analysis_report_gpu.md" ;;
     bench)
-      # the table needs ~15 s after the last round: bench_cuda.sh stops starting rounds before its deadline
-      run bench env CUDA_STEP="$build/bench/cuda_step" LOG_DIR="$RES/bench" \
-        DEADLINE_S=$((deadline - SECONDS - 15)) scripts/bench_cuda.sh "$build" ;;
+      # bench_cuda.sh starts no round that would end past its deadline, ~15 s before this part's end
+      cap=${CAP_BENCH_S:-240}
+      left=$((deadline - SECONDS))
+      run bench "$cap" "${BENCH_MIN_S:-90}" env CUDA_STEP="$build/bench/cuda_step" LOG_DIR="$RES/bench" \
+        DEADLINE_S=$(((cap > 0 && cap < left ? cap : left) - 15)) scripts/bench_cuda.sh "$build" ;;
     sanitize)
       cs=$(command -v compute-sanitizer || ls /usr/local/cuda*/bin/compute-sanitizer 2>/dev/null | head -1)
       if [[ -z $cs ]]; then
@@ -118,10 +146,12 @@ for part in "${parts[@]}"; do
         status=1
       else
         rows='*softmax*,*norm*,*reduction*,*cross entropy*,*every op of the op table*'
-        run memcheck "$cs" --tool memcheck --leak-check no --error-exitcode 3 "$build/skipgrad_tests" --test-suite=cuda
-        run racecheck "$cs" --tool racecheck --error-exitcode 3 "$build/skipgrad_tests" --test-suite=cuda \
+        cap=${CAP_SANITIZE_S:-0}
+        run memcheck "$cap" "$MIN_PART_S" "$cs" --tool memcheck --leak-check no --error-exitcode 3 "$tests" \
+          --test-suite=cuda
+        run racecheck "$cap" "$MIN_PART_S" "$cs" --tool racecheck --error-exitcode 3 "$tests" --test-suite=cuda \
           "--test-case=$rows"
-        run synccheck "$cs" --tool synccheck --error-exitcode 3 "$build/skipgrad_tests" --test-suite=cuda \
+        run synccheck "$cap" "$MIN_PART_S" "$cs" --tool synccheck --error-exitcode 3 "$tests" --test-suite=cuda \
           "--test-case=$rows"
       fi ;;
     *) echo "gpu_run.sh: unknown part '$part'"; summary+=("| $part | unknown part | 0 |"); status=2 ;;

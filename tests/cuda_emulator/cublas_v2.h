@@ -14,7 +14,7 @@ enum cublasStatus_t {
   CUBLAS_STATUS_NOT_SUPPORTED = 15,
 };
 // The CUDA Toolkit's library_types.h and cublas_api.h (values as there): for cublasLt.h.
-enum cudaDataType_t { CUDA_R_32F = 0, CUDA_R_64F = 1 };
+enum cudaDataType_t { CUDA_R_32F = 0, CUDA_R_64F = 1, CUDA_R_16BF = 14 };  // the emulator's GEMMs: 32F, 64F
 using cudaDataType = cudaDataType_t;
 enum cublasComputeType_t {
   CUBLAS_COMPUTE_32F = 68,

@@ -17,34 +17,48 @@ stub() { printf '#!/usr/bin/env bash\n%s\n' "$2" >"$1" && chmod +x "$1"; }
 # the whole suite sleeps past any budget here; the cuda suite returns at once
 stub "$root/.gpu/bin/skipgrad_tests" 'echo "stub skipgrad_tests $*"; [[ $* != *exclude=cuda* ]] || sleep 61'
 stub "$root/.gpu/bin/skipgrad-translate" 'echo "stub translate $*"'
-stub "$root/.gpu/bin/skipgrad-graph" 'echo "stub graph $*"'
+stub "$root/.gpu/bin/skipgrad-graph" 'echo "stub graph $*"; sleep 61'
 row='{"kind": "step", "topology": "post_ln", "precision": "fp32", "round_ms": [10, 12, 11], "host_ms": 1.0,
  "peak_alloc_mib": 5, "device_used_mib": null, "loss_initial": 4.0, "loss_after_update": 3.9'
 device='{"kind": "device", "framework": "skipgrad", "device": "stub", "batch": 2, "tgt_len": 4, "step_tflop": 0.001}'
 stub "$root/.gpu/bin/cuda_step" "sleep 2; echo '$device'; echo '$(tr -d '\n' <<<"$row"), \"framework\": \"skipgrad\"}'"
-stub "$root/bench/pytorch_cuda_step.py" "print('$(tr -d '\n' <<<"$row"), \"framework\": \"pytorch\"}')"
+# PyTorch's loss is NaN (null in JSON): the table shows "–" for it
+stub "$root/bench/pytorch_cuda_step.py" "print('$(tr -d '\n' <<<"$row" | sed 's/"loss_initial": 4.0/"loss_initial": null/'), \"framework\": \"pytorch\"}')"
 tar -C "$root" -cJf "$root/.gpu/lib.tar.xz" lib
 echo build-stub >"$root/.gpu/build_dir"
 echo "$root" >"$root/.gpu/source_dir"
 echo stub >"$root/.gpu/commit"
+mkdir "$root/cudalib" && touch "$root/cudalib/libcublas.so.13" "$root/cudalib/libcudart.so.13"
+export CUDA_LIB_DIRS=$root/cudalib
 
-# 1. gpu_run.sh: info and cuda run, tests outruns the 5 s budget, translate gets none of it
+# 1. gpu_run.sh: info and cuda run; tests is stopped at its cap of 2 s and translate still runs; graph outruns what
+# is left of the 6 s budget; bench is skipped (it needs BENCH_MIN_S)
 out=$root/out
 rc=0
-OUT=$out BUDGET_S=5 MIN_PART_S=2 "$root/scripts/gpu_run.sh" info cuda tests translate >"$root/run.log" 2>&1 || rc=$?
+OUT=$out BUDGET_S=6 MIN_PART_S=1 CAP_TESTS_S=2 BENCH_MIN_S=30 "$root/scripts/gpu_run.sh" info cuda tests translate \
+  graph bench >"$root/run.log" 2>&1 || rc=$?
 ((rc == 1)) || { cat "$root/run.log"; fail "gpu_run.sh exited $rc, expected 1 (a part failed)"; }
-expect "$out/summary.md" "| info | "  # its exit is ldd's and grep's, which read no binary here
+expect "$out/summary.md" "| info | 0 |"
 expect "$out/summary.md" "| cuda | 0 |"
-expect "$out/summary.md" "| tests | 124 (budget ran out) |"
-expect "$out/summary.md" "| translate | skipped (out of time) | 0 |"
-expect "$root/run.log" "=== tests: stopped at the budget's end"
+expect "$out/summary.md" "| tests | 124 (stopped: its cap of 2 s) |"
+expect "$out/summary.md" "| translate | 0 |"
+expect "$out/summary.md" "| graph | 124 (stopped: budget ran out) |"
+expect "$out/summary.md" "| bench | skipped (out of time) | 0 |"
+expect "$root/run.log" "=== tests: stopped: its cap of 2 s"
 [[ $(ls -A "$out") == $'results.tar.gz\nsummary.md' ]] || fail "\$OUT holds $(ls -A "$out" | tr '\n' ' ')"
 mkdir "$root/results" && tar -C "$root/results" -xzf "$out/results.tar.gz"
 expect "$root/results/cuda.log" "stub skipgrad_tests --test-suite=cuda --duration=true"
 expect "$root/results/tests.log" "stub skipgrad_tests --test-suite-exclude=cuda"
-for c in /proc/[0-9]*/cmdline; do  # the stopped part's children are gone too (timeout signals its process group)
-  [[ $(tr '\0' ' ' <"$c" 2>/dev/null) != "sleep 61 " ]] || fail "the stopped part left its child running"
+expect "$root/results/translate.log" "stub translate train --device cuda"
+for c in /proc/[0-9]*/cmdline; do  # the stopped parts' children are gone too (timeout signals its process group)
+  [[ $(tr '\0' ' ' 2>/dev/null <"$c") != "sleep 61 " ]] || fail "a stopped part left its child running"
 done
+# on the build machine, where the build folder is real, it refuses to put the packed binaries into it
+touch "$root/build-stub/CMakeCache.txt"
+rc=0
+OUT=$out "$root/scripts/gpu_run.sh" info >"$root/refuse.log" 2>&1 || rc=$?
+((rc == 2)) || fail "gpu_run.sh over a build folder exited $rc, expected 2"
+expect "$root/refuse.log" "is a build folder here"
 
 # 2. bench_cuda.sh: each round takes >= 2 s, so DEADLINE_S=3 holds one of the 5; the table comes all the same
 if command -v python3 >/dev/null; then
@@ -53,6 +67,7 @@ if command -v python3 >/dev/null; then
   expect "$root/bench.log" "round 2/5 not started"
   expect "$root/bench.log" "| post_ln | fp32 | skipgrad | 11.00 [10.50–11.50] |"
   expect "$root/bench.log" "| post_ln | fp32 | pytorch | 11.00"
+  expect "$root/bench.log" "| post_ln | fp32 | pytorch | – | – | 3.900000 | 0.0e+00 |"
   expect "$root/bench_out/table.md" "skipgrad: 1 runs"
 else
   echo "gpu_scripts_test: no python3: bench_cuda.sh's table not checked"  # scripts/setup.sh installs it
