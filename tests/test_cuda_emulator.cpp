@@ -68,6 +68,11 @@ void neighbour_kernel(float* out, float tag, bool barrier) {
   out[threadIdx.x] = v[(threadIdx.x + 1) % 32];
 }
 
+// rank[block] = the how-many-th block of the launch it was to run (counter starts at 0)
+void block_rank_kernel(unsigned* counter, float* rank) {
+  if (threadIdx.x == 0) rank[blockIdx.x] = (float)atomicAdd(counter, 1u);
+}
+
 }  // namespace
 
 TEST_SUITE("cuda") {
@@ -131,6 +136,22 @@ TEST_SUITE("cuda") {
     // without it one order reads values of the previous launch.
     CHECK(wrong_lanes(true, 100) + wrong_lanes(true, 200) == 0);
     CHECK(wrong_lanes(false, 300) + wrong_lanes(false, 400) > 0);
+  }
+
+  TEST_CASE("emulator: blocks run first-to-last in one launch and last-to-first in the next") {
+    // A GPU runs blocks in no set order: a kernel that relies on one fails under one of the two.
+    DeviceBuffer<unsigned> counter(1);
+    DeviceBuffer<float> rank(4);
+    std::vector<std::vector<float>> orders;
+    for (int launch_no = 0; launch_no < 2; launch_no++) {
+      counter.upload({0});
+      launch("block_rank", LaunchConfig(4, 32), block_rank_kernel, counter.p, rank.p);
+      REQUIRE(cudaGetLastError() == cudaSuccess);
+      orders.push_back(rank.download());
+    }
+    const std::vector<float> first_to_last{0, 1, 2, 3}, last_to_first{3, 2, 1, 0};
+    CHECK(((orders[0] == first_to_last && orders[1] == last_to_first) ||
+           (orders[0] == last_to_first && orders[1] == first_to_last)));
   }
 
   TEST_CASE("emulator: fresh device memory is NaN, allocations beyond the device fail") {

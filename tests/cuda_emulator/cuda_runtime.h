@@ -139,8 +139,8 @@ struct LaunchConfig {
       : grid(g), block(b), shared_bytes(shared), stream(s) {}
 };
 
-// Runs thread_main(ctx) once per CUDA thread of the grid, block after block (emulator.cpp). An invalid
-// configuration or a fault sets the error that cudaGetLastError returns, as on a GPU.
+// Runs thread_main(ctx) once per CUDA thread of the grid, block after block, in alternating orders (emulator.cpp).
+// An invalid configuration or a fault sets the error that cudaGetLastError returns, as on a GPU.
 void run_grid(const char* kernel, const LaunchConfig& cfg, void (*thread_main)(void*), void* ctx);
 // Records a failed launch (`what` names the kernel and the problem) for cudaGetLastError.
 void launch_failed(cudaError_t e, const char* kernel, const char* what);

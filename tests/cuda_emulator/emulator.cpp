@@ -317,18 +317,23 @@ void run_grid(const char* kernel, const LaunchConfig& cfg, void (*thread_main)(v
   block.thread_main = thread_main;
   block.ctx = ctx;
   block.fault.clear();
-  for (unsigned z = 0; z < cfg.grid.z; z++)
-    for (unsigned y = 0; y < cfg.grid.y; y++)
-      for (unsigned x = 0; x < cfg.grid.x; x++) {
-        block.block_idx = uint3{x, y, z};
-        if (!run_block(threads, (launches + x + y + z) % 2 == 1)) {
-          for (int i = 0; i < threads; i++) block.fibers[i].started = false;  // abandoned mid-thread
-          const std::string what = "block (" + std::to_string(x) + ", " + std::to_string(y) + ", " +
-                                   std::to_string(z) + "): " + block.fault;
-          launch_failed(cudaErrorLaunchFailure, kernel, what.c_str());
-          return;
-        }
-      }
+  // Blocks one after another, the first to the last in one launch and the last to the first in the next: a GPU
+  // runs them in no set order, so a kernel that relies on one (which block finishes last, say) fails either way.
+  const uint64_t blocks = (uint64_t)cfg.grid.x * cfg.grid.y * cfg.grid.z;
+  const bool backwards = launches % 2 == 0;
+  for (uint64_t n = 0; n < blocks; n++) {
+    const uint64_t i = backwards ? blocks - 1 - n : n;
+    const unsigned x = (unsigned)(i % cfg.grid.x), y = (unsigned)(i / cfg.grid.x % cfg.grid.y),
+                   z = (unsigned)(i / ((uint64_t)cfg.grid.x * cfg.grid.y));
+    block.block_idx = uint3{x, y, z};
+    if (!run_block(threads, (launches + x + y + z) % 2 == 1)) {
+      for (int t = 0; t < threads; t++) block.fibers[t].started = false;  // abandoned mid-thread
+      const std::string what = "block (" + std::to_string(x) + ", " + std::to_string(y) + ", " +
+                               std::to_string(z) + "): " + block.fault;
+      launch_failed(cudaErrorLaunchFailure, kernel, what.c_str());
+      return;
+    }
+  }
 }
 
 }  // namespace skipgrad_emu
