@@ -3,12 +3,13 @@
 # binaries and libraries, then runs the parts of issue 6 named on the command line, in that order, inside one time
 # budget, so that the whole check fits one call of a lease of 15 device minutes (docs/cuda.md, "On a lent GPU").
 #
-#   scripts/gpu_run.sh [PART...]      no PART: info cuda bench translate tests graph sanitize
+#   scripts/gpu_run.sh [PART...]      no PART: info cuda bench mlp translate tests graph sanitize
 #
 #   info       nvidia-smi, the CUDA libraries found, the packed commit
 #   cuda       the `cuda` test suite: every op CPU vs CUDA forward and backward, the gradient checks on the GPU,
 #              Adam, the host-wait count of a training step, the translation example on both devices
 #   tests      the whole test suite (without the `cuda` suite when `cuda` is among the parts)
+#   mlp        examples/mlp_demo --device cuda: the smallest example, 2000 steps, exits 0 when the fit converged
 #   translate  skipgrad-translate train --device cuda for TRANSLATE_STEPS (300) steps on the numbers corpus,
 #              with evaluations, then a beam-5 test BLEU
 #   graph      skipgrad-graph dump/paths --device cuda and a small report measured on the GPU
@@ -46,9 +47,10 @@ mkdir -p /tmp/skipgrad-gpu
 tar -C /tmp/skipgrad-gpu -xJf .gpu/lib.tar.xz 2>/dev/null ||  # no xz: Python's tarfile reads it too
   python3 -c "import tarfile; tarfile.open('.gpu/lib.tar.xz').extractall('/tmp/skipgrad-gpu')" ||
   { echo "gpu_run.sh: cannot unpack .gpu/lib.tar.xz"; exit 2; }
-mkdir -p "$build/bench"
+mkdir -p "$build/bench" "$build/examples"
 cp .gpu/bin/skipgrad_tests .gpu/bin/skipgrad-translate .gpu/bin/skipgrad-graph "$build/"
 cp .gpu/bin/cuda_step "$build/bench/"
+cp .gpu/bin/mlp_demo "$build/examples/"
 src=$(cat .gpu/source_dir)
 if [[ $src != "$ROOT" && ! -e $src ]]; then mkdir -p "$(dirname "$src")" && ln -s "$ROOT" "$src"; fi
 # CUDA's runtime and cuBLAS from this machine: the toolkit's folders first, else the pip wheels next to PyTorch.
@@ -67,7 +69,7 @@ export LD_LIBRARY_PATH=/tmp/skipgrad-gpu/lib:$cublas_dir:$cudart_dir${LD_LIBRARY
 export OMP_WAIT_POLICY=passive
 
 parts=("$@")
-((${#parts[@]})) || parts=(info cuda bench translate tests graph sanitize)
+((${#parts[@]})) || parts=(info cuda bench mlp translate tests graph sanitize)
 has_part() { local p; for p in "${parts[@]}"; do [[ $p == "$1" ]] && return 0; done; return 1; }
 RES=/tmp/skipgrad-gpu/results  # everything a part writes; packed into $OUT after each part
 rm -rf "$RES" && mkdir -p "$RES"
@@ -116,12 +118,13 @@ for part in "${parts[@]}"; do
   case $part in
     info)
       run info 60 "$MIN_PART_S" bash -c "nvidia-smi; echo; echo commit $packed; echo LD_LIBRARY_PATH=\$LD_LIBRARY_PATH
-        ldd $tests | grep -E 'cuda|cublas|openblas'; ! ldd $build/skipgrad* $build/bench/cuda_step | grep 'not found'" ;;
+        ldd $tests | grep -E 'cuda|cublas|openblas'; ! ldd $build/skipgrad* $build/bench/cuda_step $build/examples/mlp_demo | grep 'not found'" ;;
     cuda) run cuda "${CAP_CUDA_S:-150}" "$MIN_PART_S" "$tests" --test-suite=cuda --duration=true ;;
     tests)
       exclude=()
       has_part cuda && exclude=(--test-suite-exclude=cuda)
       run tests "${CAP_TESTS_S:-120}" "$MIN_PART_S" "$tests" "${exclude[@]}" ;;
+    mlp) run mlp 60 "$MIN_PART_S" "$build/examples/mlp_demo" --device cuda ;;
     translate)
       run translate "${CAP_TRANSLATE_S:-150}" "$MIN_PART_S" "$build/skipgrad-translate" train --device cuda \
         --steps "${TRANSLATE_STEPS:-300}" --eval-every 100 --save-every 100 --quiet --out "$RES/translate_run" \
