@@ -19,7 +19,7 @@
 #              kernels' and reductions' cases (needs the machine's compute-sanitizer: Firecracker, not gVisor)
 #
 # Environment: BUDGET_S (480): seconds for all the parts together; each part runs under `timeout` with what is left,
-# and at most its cap: CAP_CUDA_S (150), CAP_BENCH_S (240), CAP_TRANSLATE_S (150), CAP_TESTS_S (120),
+# and at most its cap: CAP_CUDA_S (150), CAP_BENCH_S (240), mlp 60, CAP_TRANSLATE_S (150), CAP_TESTS_S (120),
 # CAP_GRAPH_S (90), CAP_SANITIZE_S (each of its 3 tools; 0: what is left), so that a part
 # that hangs on its first run on hardware leaves time to the others. A part that would get under MIN_PART_S (20),
 # bench under BENCH_MIN_S (90), is skipped and says so. Pass the device tool a timeout_s ~60 s above BUDGET_S.
