@@ -2,8 +2,9 @@
 # The main job: install what is missing, build, train the toy German→English model on the Ding dictionary corpus
 # and print its results: test BLEU (beam 5), example translations, where the checkpoints and logs are.
 # About 15 minutes on 2 cores: data extraction and the SentencePiece vocabulary (first run only, ~1 min), 12 minutes
-# of training, validation every 300 steps, the final test decoding. Extra arguments go to `train` (e.g.
-# `--topology resi_dual`, `--minutes 30`). docs/translate.md gives the BLEU to expect.
+# of training, validation every 300 steps, the final test decoding. Extra arguments go to `train` and override the
+# ones below (e.g. `--topology resi_dual`, `--minutes 30`: an option given twice takes its last value).
+# docs/translate.md gives the BLEU to expect.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh

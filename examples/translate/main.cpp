@@ -98,6 +98,9 @@ int main(int argc, char** argv) {
   ensure_passive_omp(argv);
   CLI::App app{"skipgrad-translate: a toy German→English Transformer for comparing residual/norm topologies"};
   app.require_subcommand(1);
+  // An option given twice takes its last value, so arguments appended to a command line override it (scripts/main.sh
+  // passes its defaults first and the user's arguments after them). Subcommands inherit this.
+  app.option_defaults()->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
 
   TrainOptions o;
   o.model.enc_layers = o.model.dec_layers = 3;
