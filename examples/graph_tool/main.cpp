@@ -58,6 +58,7 @@ std::string joined_args(int argc, char** argv) {
 int main(int argc, char** argv) {
   CLI::App app{"skipgrad-graph: dump a Transformer's graph and analyse its gradient paths"};
   app.require_subcommand(1);
+  app.option_defaults()->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);  // as skipgrad-translate's
 
   ModelOptions dump_model, paths_model;
   dump_model.d_model = 16, dump_model.heads = 2, dump_model.d_ff = 32, dump_model.vocab = 20;
