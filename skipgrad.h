@@ -1,5 +1,8 @@
 // skipgrad: one include for the whole C++ API.
 #pragma once
+#include "analysis/graph.h"
+#include "analysis/measure.h"
+#include "analysis/paths.h"
 #include "autograd/gradcheck.h"
 #include "autograd/node.h"
 #include "autograd/op_table.h"

@@ -9,7 +9,7 @@
 #   ROUNDS (3)                 alternations; the program that goes first changes every round
 #   RUN_ARGS                   for both programs, default "--warmup 3 --rounds 5 --steps 5" (per process and
 #                              configuration: 3 warm-up steps, then 5 timed rounds of 5 steps, one sample per round)
-#   TOPOLOGIES (post_ln,pre_ln), PRECISIONS (fp32,tf32)
+#   TOPOLOGIES (post_ln,pre_ln), PRECISIONS (fp32,tf32,bf16)
 #   PYTHON (python3)           a Python whose torch has CUDA
 #   LOG_DIR                    default $OUT when set (what comes back from the device machine), else
 #                              BUILD_DIR/bench-cuda-out: cmake.log, build.log, runs.jsonl (every JSON line of every

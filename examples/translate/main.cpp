@@ -80,7 +80,9 @@ static void add_train_options(CLI::App* c, TrainOptions& o, std::string& norm, s
   c->add_option("--beam", o.beam, "beam size for the final test BLEU")->capture_default_str();
   c->add_option("--test-sentences", o.test_sentences, "test sentences for the final BLEU (0: all)")->capture_default_str();
   c->add_option("--seed", o.seed)->capture_default_str();
-  c->add_option("--out", o.out_dir, "run folder: checkpoints and metrics.jsonl")->capture_default_str();
+  c->add_option("--out", o.out_dir,
+                "run folder: checkpoints and metrics.jsonl (default runs/<topology>; compare: runs/compare; sweep: "
+                "runs/sweep)");
   c->add_flag("--resume", o.resume, "continue from <out>/checkpoint_last.safetensors");
   c->add_flag("--quiet", o.quiet, "no live progress line");
 }
