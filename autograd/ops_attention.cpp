@@ -128,7 +128,7 @@ Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor
   // P = softmax(S) row by row, the causal and padding masks inside
   SoftmaxMask mask;
   mask.causal_queries = opt.causal ? Tq : 0;
-  if (key_padding_mask.defined()) {
+  if (key_padding_mask.defined() && H * Tq > 0) {  // no query rows (H or Tq 0): nothing to mask
     mask.key_padding = key_padding_rows(key_padding_mask);
     mask.rows_per_batch = H * Tq;
   }

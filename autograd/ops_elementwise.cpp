@@ -71,6 +71,11 @@ Tensor mul(const Tensor& a, const Tensor& b) {
 
 // c = a / b:  ga = g / b,  gb = -g a / b^2 = -g c / b
 Tensor div(const Tensor& a, const Tensor& b) {
+  // Integer division would trap (or, on a GPU, give garbage) on a zero divisor that only the data shows; PyTorch's
+  // `/` of integers is true division anyway: ask for a floating dtype.
+  if (a.defined() && b.defined() && (is_integer(a.dtype()) || is_integer(b.dtype())))
+    fail("div", ": integer tensors (", a.meta_str(), " / ", b.meta_str(),
+         "): convert them to a floating dtype first (.to(DType::F32))");
   Tensor out = binary_forward("div", BinaryOp::Div, a, b);
   record("div", {a, b}, out, {b, out}, [sa = a.shape()](const Node& n, const Tensor& g) {
     const Tensor &b = n.saved[0], &c = n.saved[1];

@@ -7,6 +7,9 @@
 namespace skipgrad {
 
 Shape infer_shape(const Shape& shape, int64_t numel, const char* op) {
+  Shape probe = shape;  // sizes whose product overflows would wrap to a valid-looking count
+  for (auto& v : probe) v = v == -1 ? 1 : v;
+  check_shape(probe, op);
   Shape out = shape;
   int64_t known = 1, infer = -1;
   for (size_t i = 0; i < shape.size(); i++) {
@@ -146,13 +149,15 @@ Tensor slice(const Tensor& x, int64_t dim, int64_t start, int64_t end, int64_t s
     fail("slice", ": range [", start_in, ", ", end_in, ") out of bounds for dim ", dim, " of size ", n, " in ",
          x.meta_str());
   Shape s = x.shape(), st = x.strides();
-  s[d] = (end - start + step - 1) / step;
-  st[d] *= step;
+  s[d] = end == start ? 0 : 1 + (end - start - 1) / step;  // no overflow for any step
+  // one element (or none): its stride never matters, and step * stride could overflow
+  const int64_t view_step = s[d] <= 1 ? 1 : step;
+  st[d] *= view_step;
   Tensor out = make_view(x, s, st, x.offset() + start * x.strides()[d]);
-  record("slice", {x}, out, {}, [xs = x.shape(), d, start, step](const Node&, const Tensor& g) {
+  record("slice", {x}, out, {}, [xs = x.shape(), d, start, view_step](const Node&, const Tensor& g) {
     Tensor gx = Tensor::zeros(xs, g.dtype(), g.device());
     Shape st = gx.strides();
-    st[d] *= step;
+    st[d] *= view_step;
     Tensor window = make_view(gx, g.shape(), st, start * gx.strides()[d]);
     be(g).copy(g, window);
     return std::vector<Tensor>{gx};
@@ -164,10 +169,12 @@ Tensor Tensor::slice(int64_t dim, int64_t start, int64_t end, int64_t step) cons
 }
 Tensor Tensor::narrow(int64_t dim, int64_t start, int64_t length) const {
   int64_t d = normalize_dim(dim, this->dim(), "narrow");
-  if (start < 0 || length < 0 || start + length > size(d))
-    fail("narrow", ": range [", start, ", ", start + length, ") out of bounds for dim ", dim, " of size ", size(d),
-         " in ", meta_str());
-  return skipgrad::slice(*this, d, start, start + length);
+  int64_t end = 0;
+  const bool overflow = __builtin_add_overflow(start, length, &end);
+  if (start < 0 || length < 0 || overflow || end > size(d))
+    fail("narrow", ": range [", start, ", ", overflow ? std::string("past int64") : std::to_string(end),
+         ") out of bounds for dim ", dim, " of size ", size(d), " in ", meta_str());
+  return skipgrad::slice(*this, d, start, end);
 }
 Tensor Tensor::select(int64_t dim, int64_t index) const {
   int64_t d = normalize_dim(dim, this->dim(), "select");
@@ -188,6 +195,7 @@ Tensor expand(const Tensor& x, const Shape& shape_in) {
     }
     check(shape[i] >= 0, "expand", ": invalid size in ", shape_in);
   }
+  check_shape(shape, "expand");  // a count past 2^60 elements would overflow numel
   Tensor out = broadcast_to(x, shape, "expand");
   record("expand", {x}, out, {}, [xs = x.shape()](const Node&, const Tensor& g) {
     return std::vector<Tensor>{sum_to(g, xs)};
@@ -215,7 +223,17 @@ void Tensor::copy_(const Tensor& src) {
   check(src.defined(), "copy_", ": source is undefined");
   if (src.device() != device() && !src.device().is_cpu() && !device().is_cpu())
     fail("copy_", ": cannot copy ", src.meta_str(), " into ", meta_str());
+  for (int64_t d = 0; d < dim(); d++)  // one memory location would receive several elements, in no set order
+    if (shape()[d] > 1 && strides()[d] == 0)
+      fail("copy_", ": the destination ", meta_str(), " is a broadcast view (dim ", d,
+           " has stride 0): its elements share memory; copy into a tensor that owns each element");
   Tensor s = broadcast_to(src, shape(), "copy_");
+  if (s.device() == device() && s.numel() > 0 && s.shares_storage(*this)) {
+    // the source is (part of) the same memory, e.g. x.copy_(x.t()) or shifted slices: read it all before writing
+    Tensor tmp = Tensor::empty(s.shape(), s.dtype(), device());
+    backend_for(device()).copy(s, tmp);
+    s = tmp;
+  }
   if (s.device() == device()) {
     backend_for(device()).copy(s, *this);
   } else {  // cross-device: the non-CPU backend moves contiguous data

@@ -206,11 +206,16 @@ struct NormTracker {
   }
 };
 
-// Runs `hooks` on g in order; a hook returning a defined tensor replaces the gradient.
+// Runs `hooks` on g in order; a hook returning a defined tensor replaces the gradient (with one of g's shape, dtype
+// and device: anything else would reach .grad or the next backward unnoticed).
 Tensor run_hooks(const std::vector<std::function<Tensor(const Tensor&)>>& hooks, Tensor g) {
   for (auto& h : hooks) {
     Tensor r = h(g);
-    if (r.defined()) g = r;
+    if (!r.defined()) continue;
+    if (r.shape() != g.shape() || r.dtype() != g.dtype() || r.device() != g.device())
+      fail("backward", ": a gradient hook returned ", r.meta_str(), " for the gradient ", g.meta_str(),
+           " (a hook may change the values only)");
+    g = r;
   }
   return g;
 }

@@ -76,7 +76,7 @@ Shape broadcast_shapes(const Shape& a, const Shape& b, const char* op) {
 
 // Sizes must be >= 0, and the product of the sizes with zeros counted as 1 (the largest stride) at most 2^60, so
 // no element count, stride or byte count derived from the shape can overflow.
-static void check_shape(const Shape& shape, const char* op) {
+void check_shape(const Shape& shape, const char* op) {
   int64_t span = 1;
   for (int64_t v : shape) {
     check(v >= 0, op, ": negative size in shape ", shape);
@@ -107,7 +107,10 @@ Tensor Tensor::scalar(double v, DType dtype, Device device) { return full({}, v,
 
 Tensor Tensor::arange(double start, double end, double step, DType dtype, Device device) {
   check(step != 0, "arange", ": step must be non-zero");
-  double n = std::ceil((end - start) / step);
+  check(std::isfinite(start) && std::isfinite(end) && std::isfinite(step), "arange", ": start ", start, ", end ", end,
+        " and step ", step, " must be finite");
+  const double n = std::ceil((end - start) / step);
+  check(n < 1e18, "arange", ": [", start, ", ", end, ") in steps of ", step, " has too many elements");
   Tensor t = empty({(int64_t)std::max(0.0, n)}, dtype, device);
   backend_for(device).arange(t, start, step);
   return t;
@@ -148,6 +151,7 @@ template Tensor Tensor::from_vector(const std::vector<int32_t>&, const Shape&, D
 int64_t Tensor::size(int64_t d) const { return shape()[normalize_dim(d, dim(), "size")]; }
 
 bool Tensor::is_contiguous() const {
+  if (numel() == 0) return true;  // no element to be out of place (as PyTorch): a [3, 0] tensor is contiguous
   int64_t acc = 1;
   for (int64_t i = dim() - 1; i >= 0; i--) {
     if (shape()[i] == 1) continue;

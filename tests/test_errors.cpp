@@ -1,5 +1,8 @@
 // Bad input never crashes: every op family throws skipgrad::Error naming the op and showing the shapes,
 // dtypes or devices at fault.
+#include <cmath>
+#include <cstdint>
+
 #include "test_util.h"
 
 using namespace sgtest;
@@ -134,5 +137,48 @@ TEST_SUITE("errors") {
     CHECK_THROWS_WITH_ALL(p.set_grad(f32({3, 2})), "set_grad", "[3,2]", "[2,3]");
     CHECK_THROWS_WITH_ALL(op_info("no_such_op"), "op_info", "no_such_op");
     if (!cuda_available()) CHECK_THROWS_WITH_ALL(Tensor::zeros({2}, DType::F32, Device::cuda()), "cuda");
+  }
+
+  TEST_CASE("edge cases from a bad-input sweep: no crash, no overflow, no silent wrong answer") {
+    // integer division would trap on a zero divisor (SIGFPE): refused, whatever the values
+    CHECK_THROWS_WITH_ALL(div(Tensor::ones({3}, DType::I64), i64({3})), "div", "int64", "floating");
+    // a broadcast destination: one memory location would receive several elements
+    CHECK_THROWS_WITH_ALL(f32({3, 1}).expand({3, 4}).copy_(f32({3, 4})), "copy_", "broadcast", "stride 0");
+    // source and destination in the same memory: the source is read whole before anything is written
+    Tensor x = Tensor::arange(0, 10);
+    x.slice(0, 1, 10).copy_(x.slice(0, 0, 9));
+    CHECK(x.to_vector<float>() == std::vector<float>{0, 0, 1, 2, 3, 4, 5, 6, 7, 8});
+    Tensor m = Tensor::arange(0, 9).reshape({3, 3});
+    m.copy_(m.t());
+    CHECK(m.to_vector<float>() == std::vector<float>{0, 3, 6, 1, 4, 7, 2, 5, 8});
+    // element counts past int64 (or past 2^60) are refused before they wrap
+    const int64_t big = int64_t(1) << 32;
+    CHECK_THROWS_WITH_ALL(f32({1, 1}).expand({big, big}), "expand", "too large");
+    CHECK_THROWS_WITH_ALL(f32({1}).reshape({big + 1, big - 1, big + 1, big - 1}), "reshape", "too large");
+    CHECK_THROWS_WITH_ALL(f32({4}).narrow(0, 1, INT64_MAX), "narrow", "past int64");
+    CHECK(f32({4}).slice(0, 1, 4, INT64_MAX).shape() == Shape{1});  // no overflow in the size or the stride
+    CHECK(f32({7}).slice(0, 1, 7, 4).shape() == Shape{2});
+    CHECK_THROWS_WITH_ALL(Tensor::arange(0, INFINITY), "arange", "finite");
+    CHECK_THROWS_WITH_ALL(Tensor::arange(0, NAN), "arange", "finite");
+    CHECK_THROWS_WITH_ALL(Tensor::arange(0, 1e30), "arange", "too many");
+    // a gradient hook may change the values, not the shape, dtype or device
+    Tensor p = f32({3}).requires_grad_();
+    p.register_hook([](const Tensor&) { return f32({5}); });
+    CHECK_THROWS_WITH_ALL(sum(p * 2.0).backward(), "backward", "hook", "float32[5]", "float32[3]");
+    // zero-element tensors are contiguous (a 0 in any dim), so every op and device takes them
+    for (Device dev : {Device::cpu(), Device::cuda()}) {
+      if (dev.is_cuda() && !cuda_available()) continue;
+      CAPTURE(dev.str());
+      Tensor z = Tensor::zeros({3, 0}).to(dev);
+      CHECK(z.is_contiguous());
+      CHECK(z.to(Device::cpu()).shape() == Shape{3, 0});
+      CHECK(softmax(z, -1).shape() == Shape{3, 0});
+      CHECK(layer_norm(z, Tensor(), Tensor()).shape() == Shape{3, 0});
+      CHECK(cumsum(z, 1).shape() == Shape{3, 0});
+      CHECK(dropout(z, 0.5).shape() == Shape{3, 0});
+      // no query rows: the key padding mask has nothing to mask
+      Tensor q = Tensor::zeros({2, 3, 0, 4}).to(dev), k = Tensor::zeros({2, 3, 5, 4}).to(dev);
+      CHECK(attention(q, k, k, Tensor::zeros({2, 5}, DType::I64).to(dev)).shape() == Shape{2, 3, 0, 4});
+    }
   }
 }
