@@ -266,7 +266,8 @@ void backward(const Tensor& root, const Tensor& grad_in, bool retain_graph) {
          " does not require grad (no parameter or requires_grad_() input reached it)");
   AutogradMeta& rm = *root.autograd_meta();
   check(rm.producer != nullptr || !rm.produced, "backward", ": the graph of '", rm.name,
-        "' was freed by an earlier backward (pass retain_graph=true to keep it)");
+        "' was freed by an earlier backward (the tape is one per thread: a backward frees every graph recorded before "
+        "it, this one's too; pass retain_graph=true to keep them)");
   Tensor g0 = grad_in;
   if (!g0.defined()) {
     if (root.numel() != 1)

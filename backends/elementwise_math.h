@@ -3,6 +3,8 @@
 // (backends/cuda/cuda_elementwise.cu) in its kernels, so the two devices compute the same expressions.
 #pragma once
 #include <cmath>
+#include <cstdint>
+#include <type_traits>
 
 #include "backends/backend.h"
 
@@ -105,6 +107,20 @@ SG_HOST_DEVICE T binary_fn(BinaryOp op, T a, T b) {
     case BinaryOp::Ge: return a >= b ? T(1) : T(0);
   }
   return T(0);
+}
+
+// A value of S as D (the dtype-changing copies). Float to integer saturates and NaN gives 0, as a GPU's conversion
+// instructions do, so both devices give the same numbers; a plain C++ cast of NaN or of a float out of the integer's
+// range is undefined.
+template <class D, class S>
+SG_HOST_DEVICE D convert(S v) {
+  if constexpr (std::is_integral_v<D> && std::is_floating_point_v<S>) {
+    constexpr D lo = sizeof(D) == 8 ? (D)INT64_MIN : (D)INT32_MIN, hi = sizeof(D) == 8 ? (D)INT64_MAX : (D)INT32_MAX;
+    if (!(v == v)) return D(0);
+    if (v <= (S)lo) return lo;
+    if (v >= (S)hi) return hi;  // (S)hi rounds up to 2^63 or 2^31: every float below it fits
+  }
+  return static_cast<D>(v);
 }
 
 }  // namespace skipgrad::elementwise

@@ -97,6 +97,10 @@ Tensor Tensor::empty(const Shape& shape, DType dtype, Device device) {
 }
 
 Tensor Tensor::full(const Shape& shape, double value, DType dtype, Device device) {
+  if (dtype == DType::I64 || dtype == DType::I32) {  // a cast of NaN or of a value out of range is undefined
+    const double limit = dtype == DType::I64 ? 9223372036854775808.0 : 2147483648.0;
+    check(value >= -limit && value < limit, "full", ": ", value, " does not fit ", dtype_name(dtype));
+  }
   Tensor t = empty(shape, dtype, device);
   backend_for(device).fill(t, value);
   return t;

@@ -161,6 +161,19 @@ TEST_SUITE("errors") {
     CHECK_THROWS_WITH_ALL(Tensor::arange(0, INFINITY), "arange", "finite");
     CHECK_THROWS_WITH_ALL(Tensor::arange(0, NAN), "arange", "finite");
     CHECK_THROWS_WITH_ALL(Tensor::arange(0, 1e30), "arange", "too many");
+    // float -> integer: values that do not fit are refused where given, and conversions saturate (NaN -> 0) on
+    // every device, as a GPU's conversion instructions do
+    CHECK_THROWS_WITH_ALL(Tensor::full({2}, INFINITY, DType::I64), "full", "inf", "int64");
+    CHECK_THROWS_WITH_ALL(Tensor::full({2}, 3e9, DType::I32), "full", "int32");
+    CHECK_THROWS_WITH_ALL(masked_fill(i64({2}), i64({2}), NAN), "masked_fill", "nan", "int64");
+    const Tensor wide = Tensor::from_vector<float>({NAN, 1e30f, -1e30f, -2.7f, 3e9f}, {5});
+    for (Device dev : {Device::cpu(), Device::cuda()}) {
+      if (dev.is_cuda() && !cuda_available()) continue;
+      CHECK(wide.to(dev).to(DType::I32).to_vector<int32_t>() ==
+            std::vector<int32_t>{0, INT32_MAX, INT32_MIN, -2, INT32_MAX});
+      CHECK(wide.to(dev).to(DType::I64).to_vector<int64_t>() ==
+            std::vector<int64_t>{0, INT64_MAX, INT64_MIN, -2, 3000000000});
+    }
     // a gradient hook may change the values, not the shape, dtype or device
     Tensor p = f32({3}).requires_grad_();
     p.register_hook([](const Tensor&) { return f32({5}); });

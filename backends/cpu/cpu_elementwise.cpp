@@ -35,9 +35,9 @@ void CpuBackend::copy(const Tensor& src, Tensor& dst) {
         D* dp = d + off[0];
         const S* sp = s + off[1];
         if (st[0] == 1 && st[1] == 1)
-          for (int64_t i = 0; i < n; i++) dp[i] = static_cast<D>(sp[i]);
+          for (int64_t i = 0; i < n; i++) dp[i] = elementwise::convert<D>(sp[i]);
         else
-          for (int64_t i = 0; i < n; i++) dp[i * st[0]] = static_cast<D>(sp[i * st[1]]);
+          for (int64_t i = 0; i < n; i++) dp[i * st[0]] = elementwise::convert<D>(sp[i * st[1]]);
       });
     });
   });

@@ -32,7 +32,7 @@ __global__ void copy_kernel(const S* src, D* dst, Strided<2> s, int64_t n) {
   for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x) {
     int64_t off[2];
     s.offsets(i, off);
-    dst[off[0]] = static_cast<D>(src[off[1]]);
+    dst[off[0]] = elementwise::convert<D>(src[off[1]]);
   }
 }
 
