@@ -78,7 +78,9 @@ void CudaBackend::check_device_errors() {
   if (flags == 0) return;
   SG_CUDA_CHECK("cuda", cudaMemsetAsync(error_flags_, 0, sizeof(int), stream_));
   if (flags & cuda::kBadEmbeddingId)
-    fail("embedding", ": an id was out of range [0, num_embeddings) (found on the GPU; its output rows are 0)");
+    fail("embedding", ": an id was out of range [0, num_embeddings) (found on the GPU; its output rows are 0). From "
+         "a Transformer: a token id past the vocabulary, or a sequence longer than max_positions (the positions "
+         "table; the CPU names which)");
   fail("cross_entropy", ": a target was out of range [0, num_classes) and not ignore_index (found on the GPU; its "
        "loss is NaN)");
 }
