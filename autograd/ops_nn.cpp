@@ -308,8 +308,9 @@ Tensor masked_fill(const Tensor& x, const Tensor& mask, double value) {
   check_same_device(op, {x, mask});
   if (broadcast_shapes(mask.shape(), x.shape(), op) != x.shape())
     fail(op, ": mask ", mask.meta_str(), " cannot be broadcast to the input ", x.meta_str());
-  if (is_integer(x.dtype()) && !(std::abs(value) < 9.2e18 && value == std::trunc(value)))
-    fail(op, ": the value ", value, " is not an integer that ", x.meta_str(), " can hold");
+  check_fits(value, x.dtype(), op);
+  if (is_integer(x.dtype()) && value != std::trunc(value))
+    fail(op, ": the value ", value, " is not an integer, and ", x.meta_str(), " holds integers");
   Tensor out = where_raw(mask, scalar_like(x, value), x, x.shape(), op);
   record(op, {x, mask}, out, {mask}, [](const Node& n, const Tensor& g) {
     return std::vector<Tensor>{where_raw(n.saved[0], scalar_like(g, 0), g, g.shape(), "masked_fill"), Tensor()};

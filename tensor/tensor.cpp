@@ -96,11 +96,14 @@ Tensor Tensor::empty(const Shape& shape, DType dtype, Device device) {
   return Tensor(std::move(impl));
 }
 
+void check_fits(double value, DType dtype, const char* op) {
+  if (!is_integer(dtype)) return;
+  const double limit = dtype == DType::I64 ? 9223372036854775808.0 : 2147483648.0;  // 2^63, 2^31
+  check(value >= -limit && value < limit, op, ": ", value, " does not fit ", dtype_name(dtype));
+}
+
 Tensor Tensor::full(const Shape& shape, double value, DType dtype, Device device) {
-  if (dtype == DType::I64 || dtype == DType::I32) {  // a cast of NaN or of a value out of range is undefined
-    const double limit = dtype == DType::I64 ? 9223372036854775808.0 : 2147483648.0;
-    check(value >= -limit && value < limit, "full", ": ", value, " does not fit ", dtype_name(dtype));
-  }
+  check_fits(value, dtype, "full");
   Tensor t = empty(shape, dtype, device);
   backend_for(device).fill(t, value);
   return t;

@@ -43,6 +43,9 @@ int64_t numel_of(const Shape& s);
 // Throws (naming `op`) unless every size is >= 0 and the element count, strides and bytes of the shape fit int64
 // (at most 2^60, zeros counted as 1).
 void check_shape(const Shape& shape, const char* op);
+// Throws (naming `op`) when `value` lies outside an integer dtype's range, NaN included (casting it would be
+// undefined); floating dtypes take any value.
+void check_fits(double value, DType dtype, const char* op);
 Shape contiguous_strides(const Shape& s);
 // Wraps a negative dim and checks its range; `op` names the caller in the error.
 int64_t normalize_dim(int64_t dim, int64_t ndim, const char* op);
