@@ -111,6 +111,8 @@ void check_attention_args(const Tensor& q, const Tensor& k, const Tensor& v, con
 //   dQ = scale * dS K      dK = scale * dS^T Q
 Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& key_padding_mask,
                  const AttentionOptions& opt) {
+  if (autocast::wants_bf16({&q, &k, &v}))
+    return attention(autocast::to_bf16(q), autocast::to_bf16(k), autocast::to_bf16(v), key_padding_mask, opt);
   check_attention_args(q, k, v, key_padding_mask, opt);
   const int64_t B = q.size(0), H = q.size(1), Tq = q.size(2), Tk = k.size(2), dh = q.size(3);
   const double scale = opt.scale == -1 ? 1.0 / std::sqrt((double)dh) : opt.scale;

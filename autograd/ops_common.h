@@ -2,6 +2,7 @@
 #pragma once
 #include <algorithm>
 
+#include "autograd/autocast.h"
 #include "autograd/node.h"
 #include "autograd/ops.h"
 #include "autograd/tape.h"
@@ -21,6 +22,9 @@ inline void check_floating(const char* op, const Tensor& t) {
   check_defined(op, t);
   if (!is_floating(t.dtype())) fail(op, ": expected a floating tensor, got ", t.meta_str());
 }
+// The dtype of statistics saved for a backward (a norm's mean and rstd, cross entropy's logsumexp): float32 for
+// bfloat16 inputs, whose 8 bits of precision would round them, else the input's.
+inline DType stat_dtype(const Tensor& t) { return t.dtype() == DType::BF16 ? DType::F32 : t.dtype(); }
 // A contiguous tensor with the same values (no copy when already contiguous); not recorded.
 inline Tensor contiguous_raw(const Tensor& t) {
   if (t.is_contiguous()) return t;

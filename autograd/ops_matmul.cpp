@@ -101,6 +101,7 @@ Tensor matmul_grad(const Node& n, size_t j, const Tensor& x, const Tensor& y, bo
 //   added into the gradient collected so far where the walk hands it over: matmul_grad)
 Tensor matmul(const Tensor& a, const Tensor& b, bool ta, bool tb) {
   const char* op = "matmul";
+  if (autocast::wants_bf16({&a, &b})) return matmul(autocast::to_bf16(a), autocast::to_bf16(b), ta, tb);
   check_defined(op, a, "first input");
   check_defined(op, b, "second input");
   check_same_device(op, {a, b});
@@ -158,6 +159,8 @@ GemmArgs gemm_2d(const GemmOperand& A, const GemmOperand& B, int64_t m, int64_t 
 // gx is added into the gradient x has collected so far, when the walk hands it over (take_grad_accumulator).
 Tensor linear(const Tensor& x, const Tensor& w, const Tensor& bias) {
   const char* op = "linear";
+  if (autocast::wants_bf16({&x, &w, &bias}))
+    return linear(autocast::to_bf16(x), autocast::to_bf16(w), autocast::to_bf16(bias));
   check_defined(op, x, "input");
   check_defined(op, w, "weight");
   check_same_device(op, {x, w, bias});

@@ -51,6 +51,7 @@ namespace {
 // softmax:     y = exp(x - max) / sum(exp(x - max)),  gx = y * (g - sum(g * y))
 // log_softmax: y = x - logsumexp(x),                   gx = g - exp(y) * sum(g)
 Tensor softmax_op(const char* name, const Tensor& x, int64_t dim, bool log) {
+  if (log && autocast::wants_f32({&x})) return softmax_op(name, autocast::to_f32(x), dim, log);
   check_floating(name, x);
   const int64_t d = normalize_dim(dim, x.dim(), name);
   Tensor x_rows = contiguous_raw(swap_with_last(x, d));  // [..., C] with the softmax dim last
@@ -89,6 +90,8 @@ Tensor norm_input_grad(const Node& n, const Tensor& x, bool& accumulate) {
 // gbeta = sum_rows(g). gx is added into the gradient x has collected so far when the walk hands it over.
 Tensor layer_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta, double eps) {
   const char* op = "layer_norm";
+  if (autocast::wants_f32({&x, &gamma, &beta}))
+    return layer_norm(autocast::to_f32(x), autocast::to_f32(gamma), autocast::to_f32(beta), eps);
   check_norm_input(op, x, eps);
   check_norm_param(op, "gamma", gamma, x);
   check_norm_param(op, "beta", beta, x);
@@ -98,8 +101,8 @@ Tensor layer_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta, doub
   Tensor xc = contiguous_raw(x);
   Tensor gc = gamma.defined() ? contiguous_raw(gamma) : Tensor();
   Tensor bc = beta.defined() ? contiguous_raw(beta) : Tensor();
-  Tensor mean = Tensor::empty({rows}, x.dtype(), x.device());
-  Tensor rstd = Tensor::empty({rows}, x.dtype(), x.device());
+  Tensor mean = Tensor::empty({rows}, stat_dtype(x), x.device());
+  Tensor rstd = Tensor::empty({rows}, stat_dtype(x), x.device());
   Tensor out = Tensor::empty(x.shape(), x.dtype(), x.device());
   be(x).layer_norm(xc, gc, bc, eps, out, mean, rstd);
   record(op, {x, gamma, beta}, out, {xc, gc, mean, rstd}, [](const Node& n, const Tensor& g) {
@@ -119,6 +122,7 @@ Tensor layer_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta, doub
 // (gx added into x's gradient so far, as layer_norm's)
 Tensor rms_norm(const Tensor& x, const Tensor& weight, double eps) {
   const char* op = "rms_norm";
+  if (autocast::wants_f32({&x, &weight})) return rms_norm(autocast::to_f32(x), autocast::to_f32(weight), eps);
   check_norm_input(op, x, eps);
   check_norm_param(op, "weight", weight, x);
   check_same_device(op, {x, weight});
@@ -126,7 +130,7 @@ Tensor rms_norm(const Tensor& x, const Tensor& weight, double eps) {
   const int64_t rows = x.numel() / std::max<int64_t>(x.shape().back(), 1);
   Tensor xc = contiguous_raw(x);
   Tensor wc = weight.defined() ? contiguous_raw(weight) : Tensor();
-  Tensor rstd = Tensor::empty({rows}, x.dtype(), x.device());
+  Tensor rstd = Tensor::empty({rows}, stat_dtype(x), x.device());
   Tensor out = Tensor::empty(x.shape(), x.dtype(), x.device());
   be(x).rms_norm(xc, wc, eps, out, rstd);
   record(op, {x, weight}, out, {xc, wc, rstd}, [](const Node& n, const Tensor& g) {
@@ -229,6 +233,8 @@ Tensor count_kept(const Tensor& targets, int64_t ignore_index, DType dtype) {
 Tensor cross_entropy(const Tensor& logits, const Tensor& targets, int64_t ignore_index, double label_smoothing,
                      Reduction reduction) {
   const char* op = "cross_entropy";
+  if (autocast::wants_f32({&logits}))
+    return cross_entropy(autocast::to_f32(logits), targets, ignore_index, label_smoothing, reduction);
   check_floating(op, logits);
   if (!(logits.dim() >= 1 && logits.shape().back() > 0))
     fail(op, ": logits must be [..., num_classes], got ", logits.meta_str());
@@ -246,7 +252,7 @@ Tensor cross_entropy(const Tensor& logits, const Tensor& targets, int64_t ignore
   Tensor x = reshape_raw(contiguous_raw(logits), {N, V});
   Tensor t = reshape_raw(contiguous_raw(targets), {N});
   Tensor loss = Tensor::empty({N}, logits.dtype(), logits.device());
-  Tensor lse = Tensor::empty({N}, logits.dtype(), logits.device());
+  Tensor lse = Tensor::empty({N}, stat_dtype(logits), logits.device());
   be(x).cross_entropy(x, t, ignore_index, label_smoothing, loss, lse);  // checks every target
   Tensor out, denom;
   {

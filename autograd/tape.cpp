@@ -3,6 +3,7 @@
 #include <cmath>
 #include <sstream>
 
+#include "autograd/autocast.h"
 #include "autograd/ops.h"
 #include "backends/backend.h"
 
@@ -261,6 +262,8 @@ void backward_node(Node& n, bool retain_graph, const std::function<void(Autograd
 
 void backward(const Tensor& root, const Tensor& grad_in, bool retain_graph) {
   check(root.defined(), "backward", ": called on an undefined tensor");
+  // Gradients come in the dtypes of the forward: ops that backward closures call must not be cast again.
+  AutocastBF16 no_autocast(false);
   if (!root.requires_grad())
     fail("backward", ": tensor ", root.meta_str(),
          " does not require grad (no parameter or requires_grad_() input reached it)");

@@ -112,15 +112,19 @@ SG_HOST_DEVICE T binary_fn(BinaryOp op, T a, T b) {
 // A value of S as D (the dtype-changing copies). Float to integer saturates and NaN gives 0, as a GPU's conversion
 // instructions do, so both devices give the same numbers; a plain C++ cast of NaN or of a float out of the integer's
 // range is undefined.
+// bfloat16 goes through float: float -> bf16 rounds to nearest even, bf16 -> float is exact, so double -> bf16 rounds
+// twice (as torch's does) and bf16 -> int saturates as float -> int.
 template <class D, class S>
 SG_HOST_DEVICE D convert(S v) {
+  if constexpr (std::is_same_v<S, bf16> && !std::is_same_v<D, bf16>) return convert<D>((float)v);
+  if constexpr (std::is_same_v<D, bf16> && !std::is_same_v<S, bf16>) return bf16((float)v);
   if constexpr (std::is_integral_v<D> && std::is_floating_point_v<S>) {
     constexpr D lo = sizeof(D) == 8 ? (D)INT64_MIN : (D)INT32_MIN, hi = sizeof(D) == 8 ? (D)INT64_MAX : (D)INT32_MAX;
     if (!(v == v)) return D(0);
     if (v <= (S)lo) return lo;
     if (v >= (S)hi) return hi;  // (S)hi rounds up to 2^63 or 2^31: every float below it fits
   }
-  return static_cast<D>(v);
+  if constexpr (std::is_same_v<S, bf16> == std::is_same_v<D, bf16>) return static_cast<D>(v);
 }
 
 }  // namespace skipgrad::elementwise

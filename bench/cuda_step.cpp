@@ -24,8 +24,10 @@
 //    (cudaMemGetInfo) after the rounds: the process's footprint with the CUDA context and the allocator's cache.
 //  - TFLOP/s = bench::step_matmul_flops (analytic matrix FLOPs of a step) / time per step; tokens/s counts target
 //    tokens (batch x tgt_len).
-//  - precision: how float32 matrix products compute (set_float32_matmul_precision): fp32, tf32 (TF32 tensor
-//    cores) or bf16 (bfloat16 tensor cores inside cuBLAS, float32 in and out: CUBLAS_COMPUTE_32F_FAST_16BF).
+//  - precision: fp32 (float32 throughout), tf32 (float32 products on TF32 tensor cores,
+//    set_float32_matmul_precision) or bf16: bf16 mixed precision, the forward and loss inside an AutocastBF16 scope
+//    (autograd/autocast.h: bf16 products and activations, float32 weights, norms and loss), what PyTorch's side runs
+//    under torch.autocast for bf16.
 //  - ceiling: cublasGemmEx alone on the linear layers' GEMMs (bench::linear_gemm_shapes, weighted by how often a
 //    step runs each), timed with events: float32 in CUBLAS_COMPUTE_32F or _FAST_TF32, bf16 with bfloat16 operands
 //    (cublas_ceiling), before and after the configurations; the better of the two is reported.
@@ -43,6 +45,7 @@
 #include <string>
 #include <vector>
 
+#include "autograd/autocast.h"
 #include "autograd/tape.h"
 #include "backends/backend.h"
 #include "backends/cuda/cuda_backend.h"
@@ -293,6 +296,7 @@ Result run_config(const Options& o, const std::string& topology, const std::stri
   sg::set_float32_matmul_precision(sg::parse_matmul_precision(precision));
 
   auto forward = [&] {
+    sg::AutocastBF16 autocast(precision == "bf16");
     return sg::nn::label_smoothed_nll(model.forward(batch.src, batch.tgt_in), batch.tgt_out, o.shape.pad_id,
                                       o.shape.label_smoothing)
         .loss;
@@ -380,8 +384,8 @@ Options parse_options(int argc, char** argv) {
     else sg::fail("cuda_step", ": unknown argument '", a, "' (see the comment at the top of bench/cuda_step.cpp)");
   }
   for (const auto& p : o.precisions)
-    sg::check(p == "fp32" || ((p == "tf32" || p == "bf16") && o.device.is_cuda()), "cuda_step", ": precision '", p,
-              "' is not fp32, tf32 or bf16 (tf32 and bf16 on cuda only)");
+    sg::check(p == "fp32" || p == "bf16" || (p == "tf32" && o.device.is_cuda()), "cuda_step", ": precision '", p,
+              "' is not fp32, tf32 or bf16 (tf32 on cuda only)");
   sg::check(o.rounds > 0 && o.steps > 0, "cuda_step", ": --rounds and --steps must be positive");
   return o;
 }

@@ -10,7 +10,7 @@ JSON fields. scripts/bench_cuda.sh runs it in turn with cuda_step.
 What is measured, per (topology, precision), as in cuda_step.cpp:
   - precision fp32: torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False; tf32: True;
     bf16: PyTorch's bf16 mixed precision, the forward under torch.autocast("cuda", dtype=torch.bfloat16) (bf16
-    matrix products and their outputs, fp32 weights; skipgrad's bf16 keeps fp32 activations, see cuda_step.cpp).
+    matrix products and their outputs, fp32 weights; skipgrad's bf16 is its AutocastBF16, the same policy).
   - a step = zero_grad, forward, loss, backward, Adam step; the loss is read (a host sync) only in warm-up and
     once after each round.
   - ms/step: torch.cuda.Event pairs on the current stream around each of `rounds` rounds of `steps` steps; a round

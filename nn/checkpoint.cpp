@@ -35,11 +35,12 @@ const char* safetensors_dtype(DType t) {
     case DType::F64: return "F64";
     case DType::I64: return "I64";
     case DType::I32: return "I32";
+    case DType::BF16: return "BF16";
   }
   return "?";
 }
 bool parse_dtype(const std::string& s, DType& out) {
-  for (DType t : {DType::F32, DType::F64, DType::I64, DType::I32})
+  for (DType t : {DType::F32, DType::F64, DType::I64, DType::I32, DType::BF16})
     if (s == safetensors_dtype(t)) {
       out = t;
       return true;

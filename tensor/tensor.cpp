@@ -154,6 +154,7 @@ template Tensor Tensor::from_vector(const std::vector<float>&, const Shape&, Dev
 template Tensor Tensor::from_vector(const std::vector<double>&, const Shape&, Device);
 template Tensor Tensor::from_vector(const std::vector<int64_t>&, const Shape&, Device);
 template Tensor Tensor::from_vector(const std::vector<int32_t>&, const Shape&, Device);
+template Tensor Tensor::from_vector(const std::vector<bf16>&, const Shape&, Device);
 
 int64_t Tensor::size(int64_t d) const { return shape()[normalize_dim(d, dim(), "size")]; }
 
@@ -189,6 +190,7 @@ template float* Tensor::data<float>() const;
 template double* Tensor::data<double>() const;
 template int64_t* Tensor::data<int64_t>() const;
 template int32_t* Tensor::data<int32_t>() const;
+template bf16* Tensor::data<bf16>() const;
 
 template <class T>
 std::vector<T> Tensor::to_vector() const {
@@ -203,6 +205,7 @@ template std::vector<float> Tensor::to_vector() const;
 template std::vector<double> Tensor::to_vector() const;
 template std::vector<int64_t> Tensor::to_vector() const;
 template std::vector<int32_t> Tensor::to_vector() const;
+template std::vector<bf16> Tensor::to_vector() const;
 
 double Tensor::item() const {
   if (numel() != 1) fail("item", ": tensor ", meta_str(), " has ", numel(), " elements, expected 1");

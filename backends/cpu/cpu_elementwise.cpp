@@ -5,6 +5,7 @@
 #include "backends/elementwise_math.h"
 #include "backends/cpu/strided_loop.h"
 #include "tensor/random.h"
+#include "backends/in_float32.h"
 
 namespace skipgrad {
 
@@ -51,6 +52,7 @@ void CpuBackend::arange(Tensor& out, double start, double step) {
 }
 
 void CpuBackend::random_uniform(Tensor& out, double low, double high, uint64_t seed, uint64_t offset) {
+  if (any_bf16({&out})) { InFloat32 f(*this); random_uniform(f.out(out), low, high, seed, offset); return f.done(); }
   dispatch_float(out.dtype(), "rand", [&]<class T>() {
     T* p = static_cast<T*>(out.data_ptr());
     const int64_t n = out.numel();
@@ -66,6 +68,7 @@ void CpuBackend::random_uniform(Tensor& out, double low, double high, uint64_t s
 }
 
 void CpuBackend::random_normal(Tensor& out, double mean, double std, uint64_t seed, uint64_t offset) {
+  if (any_bf16({&out})) { InFloat32 f(*this); random_normal(f.out(out), mean, std, seed, offset); return f.done(); }
   dispatch_float(out.dtype(), "randn", [&]<class T>() {
     T* p = static_cast<T*>(out.data_ptr());
     const int64_t n = out.numel();
@@ -99,6 +102,7 @@ void dispatch_binary(BinaryOp op, F&& f) {
 }  // namespace
 
 void CpuBackend::unary(UnaryOp op, const Tensor& x, Tensor& out, double alpha) {
+  if (any_bf16({&x, &out})) { InFloat32 f(*this); unary(op, f.in(x), f.out(out), alpha); return f.done(); }
   dispatch_float(x.dtype(), "unary", [&]<class T>() {
     const T* xp = static_cast<const T*>(x.data_ptr());
     T* yp = static_cast<T*>(out.data_ptr());
@@ -118,6 +122,11 @@ void CpuBackend::unary(UnaryOp op, const Tensor& x, Tensor& out, double alpha) {
 
 void CpuBackend::unary_backward(UnaryOp op, const Tensor& x, const Tensor& y, const Tensor& gy, Tensor& gx,
                                 double alpha) {
+  if (any_bf16({&x, &gx})) {
+    InFloat32 f(*this);
+    unary_backward(op, f.in(x), f.in(y), f.in(gy), f.out(gx), alpha);
+    return f.done();
+  }
   // y may be undefined for ops whose derivative does not read it; use x in its place then.
   const Tensor& yy = y.defined() ? y : x;
   dispatch_float(x.dtype(), "unary_backward", [&]<class T>() {
@@ -148,6 +157,7 @@ void CpuBackend::unary_backward(UnaryOp op, const Tensor& x, const Tensor& y, co
 
 void CpuBackend::binary(BinaryOp op, const Tensor& a, const Tensor& b, Tensor& out) {
   dispatch_all(out.dtype(), [&]<class T>() {
+    using C = compute_t<T>;  // float for bf16: one rounding, at the store
     const T* ap = static_cast<const T*>(a.data_ptr());
     const T* bp = static_cast<const T*>(b.data_ptr());
     T* op_ = static_cast<T*>(out.data_ptr());
@@ -157,11 +167,12 @@ void CpuBackend::binary(BinaryOp op, const Tensor& a, const Tensor& b, Tensor& o
         const T* x = ap + off[1];
         const T* y = bp + off[2];
         if (st[0] == 1 && st[1] == 1 && st[2] == 1)
-          for (int64_t i = 0; i < n; i++) o[i] = binary_fn<T>(OP.value, x[i], y[i]);
+          for (int64_t i = 0; i < n; i++) o[i] = T(binary_fn<C>(OP.value, C(x[i]), C(y[i])));
         else if (st[0] == 1 && st[1] == 1 && st[2] == 0)
-          for (int64_t i = 0; i < n; i++) o[i] = binary_fn<T>(OP.value, x[i], y[0]);
+          for (int64_t i = 0; i < n; i++) o[i] = T(binary_fn<C>(OP.value, C(x[i]), C(y[0])));
         else
-          for (int64_t i = 0; i < n; i++) o[i * st[0]] = binary_fn<T>(OP.value, x[i * st[1]], y[i * st[2]]);
+          for (int64_t i = 0; i < n; i++)
+            o[i * st[0]] = T(binary_fn<C>(OP.value, C(x[i * st[1]]), C(y[i * st[2]])));
       });
     });
   });
@@ -185,6 +196,7 @@ void CpuBackend::where(const Tensor& cond, const Tensor& a, const Tensor& b, Ten
 }
 
 int64_t CpuBackend::count_nonfinite(const Tensor& x) {
+  if (any_bf16({&x})) { InFloat32 f(*this); return count_nonfinite(f.in(x)); }
   int64_t bad = 0;
   dispatch_float(x.dtype(), "count_nonfinite", [&]<class T>() {
     const T* p = static_cast<const T*>(x.data_ptr());

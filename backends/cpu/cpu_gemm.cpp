@@ -1,14 +1,52 @@
 // CPU matrix products: every one goes through OpenBLAS (sgemm/dgemm), batched by looping over the batch.
 #include <cblas.h>
 
+#include <vector>
+
 #include "backends/cpu/cpu_backend.h"
 
 namespace skipgrad {
+
+namespace {
+// An r x c row-major block of bf16 with row stride ld, widened into a contiguous float buffer (and back).
+void widen(const bf16* x, int64_t r, int64_t c, int64_t ld, std::vector<float>& out) {
+  out.resize((size_t)(r * c));
+  for (int64_t i = 0; i < r; i++)
+    for (int64_t j = 0; j < c; j++) out[(size_t)(i * c + j)] = (float)x[i * ld + j];
+}
+void narrow(const std::vector<float>& x, int64_t r, int64_t c, bf16* out, int64_t ld) {
+  for (int64_t i = 0; i < r; i++)
+    for (int64_t j = 0; j < c; j++) out[i * ld + j] = bf16(x[(size_t)(i * c + j)]);
+}
+
+// bfloat16 operands and result, float32 arithmetic (what cuBLAS does with CUDA_R_16BF and CUBLAS_COMPUTE_32F): each
+// batch entry's matrices are widened to float, multiplied by sgemm and the result rounded once into C.
+void gemm_bf16(const GemmArgs& g) {
+  std::vector<float> a, b, c;
+  const int64_t ar = g.trans_a ? g.k : g.m, ac = g.trans_a ? g.m : g.k;
+  const int64_t br = g.trans_b ? g.n : g.k, bc = g.trans_b ? g.k : g.n;
+  for (int64_t i = 0; i < g.batch; i++) {
+    const int64_t oa = batch_offset(i, g.batch_inner, g.stride_a, g.stride_a_outer),
+                  ob = batch_offset(i, g.batch_inner, g.stride_b, g.stride_b_outer),
+                  oc = batch_offset(i, g.batch_inner, g.stride_c, g.stride_c_outer);
+    widen(static_cast<const bf16*>(g.a) + oa, ar, ac, g.lda, a);
+    widen(static_cast<const bf16*>(g.b) + ob, br, bc, g.ldb, b);
+    bf16* cp = static_cast<bf16*>(g.c) + oc;
+    if (g.beta != 0) widen(cp, g.m, g.n, g.ldc, c);
+    else c.assign((size_t)(g.m * g.n), 0.f);
+    cblas_sgemm(CblasRowMajor, g.trans_a ? CblasTrans : CblasNoTrans, g.trans_b ? CblasTrans : CblasNoTrans,
+                (int)g.m, (int)g.n, (int)g.k, (float)g.alpha, a.data(), (int)ac, b.data(), (int)bc, (float)g.beta,
+                c.data(), (int)g.n);
+    narrow(c, g.m, g.n, cp, g.ldc);
+  }
+}
+}  // namespace
 
 void CpuBackend::gemm(const GemmArgs& g) {
   const CBLAS_TRANSPOSE ta = g.trans_a ? CblasTrans : CblasNoTrans;
   const CBLAS_TRANSPOSE tb = g.trans_b ? CblasTrans : CblasNoTrans;
   if (g.m == 0 || g.n == 0) return;
+  if (g.dtype == DType::BF16) return gemm_bf16(g);
   for (int64_t b = 0; b < g.batch; b++) {
     const int64_t oa = batch_offset(b, g.batch_inner, g.stride_a, g.stride_a_outer),
                   ob = batch_offset(b, g.batch_inner, g.stride_b, g.stride_b_outer),
@@ -22,7 +60,7 @@ void CpuBackend::gemm(const GemmArgs& g) {
                   static_cast<const double*>(g.a) + oa, (int)g.lda, static_cast<const double*>(g.b) + ob, (int)g.ldb,
                   g.beta, static_cast<double*>(g.c) + oc, (int)g.ldc);
     } else {
-      fail("gemm", ": expected float32 or float64, got ", dtype_name(g.dtype));
+      fail("gemm", ": expected float32, float64 or bfloat16, got ", dtype_name(g.dtype));
     }
   }
 }

@@ -72,6 +72,7 @@ void dispatch_all(DType dt, F&& f) {
     case DType::F64: f.template operator()<double>(); return;
     case DType::I64: f.template operator()<int64_t>(); return;
     case DType::I32: f.template operator()<int32_t>(); return;
+    case DType::BF16: f.template operator()<bf16>(); return;
   }
 }
 

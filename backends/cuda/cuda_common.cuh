@@ -55,7 +55,9 @@ inline void check_contiguous(const char* op, std::initializer_list<const Tensor*
     if (t->defined() && !t->is_contiguous()) fail(op, ": expected contiguous tensors on the GPU, got ", t->meta_str());
 }
 
-// Calls f(T{}) with T the C++ type of dt.
+// Calls f(T{}) with T the C++ type of dt: float32/float64 (dispatch_float), those and bfloat16
+// (dispatch_float_bf16: kernels that load bf16, compute in compute_t<T> and round once when storing), every dtype
+// (dispatch_all).
 template <class F>
 void dispatch_float(DType dt, const char* op, F&& f) {
   switch (dt) {
@@ -65,12 +67,18 @@ void dispatch_float(DType dt, const char* op, F&& f) {
   }
 }
 template <class F>
+void dispatch_float_bf16(DType dt, const char* op, F&& f) {
+  if (dt == DType::BF16) f(bf16{});
+  else dispatch_float(dt, op, f);
+}
+template <class F>
 void dispatch_all(DType dt, F&& f) {
   switch (dt) {
     case DType::F32: f(float{}); return;
     case DType::F64: f(double{}); return;
     case DType::I64: f(int64_t{}); return;
     case DType::I32: f(int32_t{}); return;
+    case DType::BF16: f(bf16{}); return;
   }
 }
 

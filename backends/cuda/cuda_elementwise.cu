@@ -5,6 +5,7 @@
 #include "backends/cuda/cuda_common.cuh"
 #include "backends/elementwise_math.h"
 #include "tensor/random.h"
+#include "backends/in_float32.h"
 
 namespace skipgrad {
 
@@ -53,33 +54,34 @@ __global__ void random_kernel(T* out, int64_t n, bool normal, double a, double b
 }
 
 // operands: out, x
-template <class T>
-__global__ void unary_kernel(UnaryOp op, const T* x, T* out, Strided<2> s, int64_t n, T a) {
+// T is the stored type, C = compute_t<T> the one computed in (float for bf16: one rounding, at the store).
+template <class T, class C = compute_t<T>>
+__global__ void unary_kernel(UnaryOp op, const T* x, T* out, Strided<2> s, int64_t n, C a) {
   for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x) {
     int64_t off[2];
     s.offsets(i, off);
-    out[off[0]] = unary_fn<T>(op, x[off[1]], a);
+    out[off[0]] = T(unary_fn<C>(op, C(x[off[1]]), a));
   }
 }
 
 // operands: gx, x, y, gy;  gx = gy * f'(x) (ReLU: a select)
-template <class T>
+template <class T, class C = compute_t<T>>
 __global__ void unary_backward_kernel(UnaryOp op, const T* x, const T* y, const T* gy, T* gx, Strided<4> s,
-                                      int64_t n, T a) {
+                                      int64_t n, C a) {
   for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x) {
     int64_t off[4];
     s.offsets(i, off);
-    gx[off[0]] = unary_grad<T>(op, gy[off[3]], x[off[1]], y[off[2]], a);
+    gx[off[0]] = T(unary_grad<C>(op, C(gy[off[3]]), C(x[off[1]]), C(y[off[2]]), a));
   }
 }
 
 // operands: out, a, b
-template <class T>
+template <class T, class C = compute_t<T>>
 __global__ void binary_kernel(BinaryOp op, const T* a, const T* b, T* out, Strided<3> s, int64_t n) {
   for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x) {
     int64_t off[3];
     s.offsets(i, off);
-    out[off[0]] = binary_fn<T>(op, a[off[1]], b[off[2]]);
+    out[off[0]] = T(binary_fn<C>(op, C(a[off[1]]), C(b[off[2]])));
   }
 }
 
@@ -148,6 +150,7 @@ void CudaBackend::arange(Tensor& out, double start, double step) {
 }
 
 void CudaBackend::random_uniform(Tensor& out, double low, double high, uint64_t seed, uint64_t offset) {
+  if (any_bf16({&out})) { InFloat32 f(*this); random_uniform(f.out(out), low, high, seed, offset); return f.done(); }
   const int64_t n = out.numel();
   if (n == 0) return;
   if (!out.is_contiguous())
@@ -161,6 +164,7 @@ void CudaBackend::random_uniform(Tensor& out, double low, double high, uint64_t 
 }
 
 void CudaBackend::random_normal(Tensor& out, double mean, double std, uint64_t seed, uint64_t offset) {
+  if (any_bf16({&out})) { InFloat32 f(*this); random_normal(f.out(out), mean, std, seed, offset); return f.done(); }
   const int64_t n = out.numel();
   if (n == 0) return;
   if (!out.is_contiguous())
@@ -177,10 +181,11 @@ void CudaBackend::unary(UnaryOp op, const Tensor& x, Tensor& out, double alpha) 
   const int64_t n = out.numel();
   if (n == 0) return;
   auto s = make_strided<2>(out.shape(), {&out.strides(), &x.strides()}, "unary");
-  cuda::dispatch_float(x.dtype(), "unary", [&](auto tag) {
+  cuda::dispatch_float_bf16(x.dtype(), "unary", [&](auto tag) {
     using T = decltype(tag);
     unary_kernel<T><<<grid_for(n), kThreads, 0, stream_>>>(op, static_cast<const T*>(x.data_ptr()),
-                                                            static_cast<T*>(out.data_ptr()), s, n, (T)alpha);
+                                                            static_cast<T*>(out.data_ptr()), s, n,
+                                                            (compute_t<T>)alpha);
   });
   SG_CUDA_LAUNCH_CHECK("unary");
 }
@@ -192,11 +197,11 @@ void CudaBackend::unary_backward(UnaryOp op, const Tensor& x, const Tensor& y, c
   const Tensor& yy = y.defined() ? y : x;  // y is only read by ops whose derivative uses it
   auto s = make_strided<4>(gx.shape(), {&gx.strides(), &x.strides(), &yy.strides(), &gy.strides()},
                            "unary_backward");
-  cuda::dispatch_float(x.dtype(), "unary_backward", [&](auto tag) {
+  cuda::dispatch_float_bf16(x.dtype(), "unary_backward", [&](auto tag) {
     using T = decltype(tag);
     unary_backward_kernel<T><<<grid_for(n), kThreads, 0, stream_>>>(
         op, static_cast<const T*>(x.data_ptr()), static_cast<const T*>(yy.data_ptr()),
-        static_cast<const T*>(gy.data_ptr()), static_cast<T*>(gx.data_ptr()), s, n, (T)alpha);
+        static_cast<const T*>(gy.data_ptr()), static_cast<T*>(gx.data_ptr()), s, n, (compute_t<T>)alpha);
   });
   SG_CUDA_LAUNCH_CHECK("unary_backward");
 }
@@ -232,6 +237,7 @@ void CudaBackend::where(const Tensor& cond, const Tensor& a, const Tensor& b, Te
 
 // Synchronises: the count is read back to the host.
 int64_t CudaBackend::count_nonfinite(const Tensor& x) {
+  if (any_bf16({&x})) { InFloat32 f(*this); return count_nonfinite(f.in(x)); }
   const int64_t n = x.numel();
   if (n == 0) return 0;
   auto s = make_strided<1>(x.shape(), {&x.strides()}, "count_nonfinite");

@@ -116,8 +116,8 @@ void CudaBackend::gemm(const GemmArgs& g) {
   for (int64_t v : {g.m, g.n, g.k, g.lda, g.ldb, g.ldc, g.batch})
     check(v >= 0 && v <= INT_MAX, op, ": size ", v, " does not fit cuBLAS's int (m=", g.m, " n=", g.n, " k=", g.k,
           " batch=", g.batch, ")");
-  if (g.dtype != DType::F32 && g.dtype != DType::F64)
-    fail(op, ": expected float32 or float64, got ", dtype_name(g.dtype));
+  if (g.dtype != DType::F32 && g.dtype != DType::F64 && g.dtype != DType::BF16)
+    fail(op, ": expected float32, float64 or bfloat16, got ", dtype_name(g.dtype));
   const cublasOperation_t ta = g.trans_a ? CUBLAS_OP_T : CUBLAS_OP_N;
   const cublasOperation_t tb = g.trans_b ? CUBLAS_OP_T : CUBLAS_OP_N;
   const int m = (int)g.m, n = (int)g.n, k = (int)g.k, batch = (int)g.batch;
@@ -128,6 +128,7 @@ void CudaBackend::gemm(const GemmArgs& g) {
   const bool strided = one_batch_stride(g, stride_a, stride_b, stride_c);
   // Two batch dims that are not one stride apart: cuBLAS's batched GEMM over pointer arrays; A', B', C' below are
   // the arrays of cuBLAS's operands (its A is our B, as above).
+  if (g.dtype == DType::BF16) return gemm_bf16(g, strided, stride_a, stride_b, stride_c);
   Tensor scratch;  // only for pointer arrays too big for the arena
   uint64_t* p = strided ? nullptr : pointer_arrays(g, scratch);
   if (g.dtype == DType::F32) {
@@ -155,6 +156,42 @@ void CudaBackend::gemm(const GemmArgs& g) {
                                              reinterpret_cast<const double**>(p + batch), ldb,
                                              reinterpret_cast<const double**>(p), lda, &beta,
                                              reinterpret_cast<double**>(p + 2 * batch), ldc, batch));
+  }
+}
+
+// bfloat16 A, B and C, float32 accumulation and scalars (CUBLAS_COMPUTE_32F: bf16 tensor cores). Batch entries that
+// are not one stride apart and all 16-byte aligned run as one GEMM each (the pointer arrays would hide a misaligned
+// entry from cuBLAS, and bf16 has no compute type without tensor cores to fall back on).
+void CudaBackend::gemm_bf16(const GemmArgs& g, bool strided, int64_t stride_a, int64_t stride_b, int64_t stride_c) {
+  const char* op = "gemm";
+  const cublasOperation_t ta = g.trans_a ? CUBLAS_OP_T : CUBLAS_OP_N;
+  const cublasOperation_t tb = g.trans_b ? CUBLAS_OP_T : CUBLAS_OP_N;
+  const int m = (int)g.m, n = (int)g.n, k = (int)g.k, batch = (int)g.batch;
+  const int lda = (int)std::max<int64_t>(g.lda, 1), ldb = (int)std::max<int64_t>(g.ldb, 1),
+            ldc = (int)std::max<int64_t>(g.ldc, 1);
+  const float alpha = (float)g.alpha, beta = (float)g.beta;
+  if (strided) {
+    SG_CUBLAS_CHECK(op, cublasGemmStridedBatchedEx(cublas_, tb, ta, n, m, k, &alpha, g.b, CUDA_R_16BF, ldb, stride_b,
+                                                   g.a, CUDA_R_16BF, lda, stride_a, &beta, g.c, CUDA_R_16BF, ldc,
+                                                   stride_c, batch, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+  } else if (batch_entries_aligned_16(g)) {
+    Tensor scratch;
+    uint64_t* p = pointer_arrays(g, scratch);
+    SG_CUBLAS_CHECK(op, cublasGemmBatchedEx(cublas_, tb, ta, n, m, k, &alpha,
+                                            reinterpret_cast<const void**>(p + batch), CUDA_R_16BF, ldb,
+                                            reinterpret_cast<const void**>(p), CUDA_R_16BF, lda, &beta,
+                                            reinterpret_cast<void**>(p + 2 * batch), CUDA_R_16BF, ldc, batch,
+                                            CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+  } else {
+    const auto *a = static_cast<const bf16*>(g.a), *b = static_cast<const bf16*>(g.b);
+    auto* c = static_cast<bf16*>(g.c);
+    for (int64_t i = 0; i < g.batch; i++)
+      SG_CUBLAS_CHECK(op, cublasGemmEx(cublas_, tb, ta, n, m, k, &alpha,
+                                       b + batch_offset(i, g.batch_inner, g.stride_b, g.stride_b_outer), CUDA_R_16BF,
+                                       ldb, a + batch_offset(i, g.batch_inner, g.stride_a, g.stride_a_outer),
+                                       CUDA_R_16BF, lda, &beta,
+                                       c + batch_offset(i, g.batch_inner, g.stride_c, g.stride_c_outer), CUDA_R_16BF,
+                                       ldc, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
   }
 }
 
@@ -186,8 +223,8 @@ struct CudaBackend::LtPlan {
   cublasLtMatmulAlgo_t algo{};
 
   static Key key_of(const GemmArgs& g, cublasLtEpilogue_t epilogue, MatmulPrecision p, const void* bias) {
-    return {(int64_t)epilogue, (int64_t)p, g.trans_a, g.trans_b, g.m, g.n, g.k, g.lda, g.ldb, g.ldc, alignment_of(g.a),
-            alignment_of(g.b), alignment_of(g.c), alignment_of(bias)};
+    return {(int64_t)epilogue, (int64_t)p * 16 + (int64_t)g.dtype, g.trans_a, g.trans_b, g.m, g.n, g.k, g.lda, g.ldb,
+            g.ldc, alignment_of(g.a), alignment_of(g.b), alignment_of(g.c), alignment_of(bias)};
   }
 };
 
@@ -195,7 +232,11 @@ CudaBackend::LtPlan* CudaBackend::make_lt_plan(const GemmArgs& g, cublasLtEpilog
   const char* op = "gemm";
   auto plan = std::make_unique<LtPlan>();
   plan->key = LtPlan::key_of(g, epilogue, float32_matmul_precision(), bias);
-  SG_CUBLAS_CHECK(op, cublasLtMatmulDescCreate(&plan->desc, f32_compute(float32_matmul_precision()), CUDA_R_32F));
+  // bfloat16 operands, bias and result compute in float32 on tensor cores (scales stay float32).
+  const bool bf = g.dtype == DType::BF16;
+  const cudaDataType_t type = bf ? CUDA_R_16BF : CUDA_R_32F;
+  const cublasComputeType_t compute = bf ? CUBLAS_COMPUTE_32F : f32_compute(float32_matmul_precision());
+  SG_CUBLAS_CHECK(op, cublasLtMatmulDescCreate(&plan->desc, compute, CUDA_R_32F));
   const int32_t ta = g.trans_b ? CUBLAS_OP_T : CUBLAS_OP_N, tb = g.trans_a ? CUBLAS_OP_T : CUBLAS_OP_N;
   const uint32_t epi = epilogue;
   SG_CUBLAS_CHECK(op, cublasLtMatmulDescSetAttribute(plan->desc, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof(ta)));
@@ -205,9 +246,9 @@ CudaBackend::LtPlan* CudaBackend::make_lt_plan(const GemmArgs& g, cublasLtEpilog
                                                      sizeof(bias)));
   // A' = our B: op(A') is n x k; B' = our A: op(B') is k x m; D' is n x m.
   const uint64_t m = g.m, n = g.n, k = g.k;
-  SG_CUBLAS_CHECK(op, cublasLtMatrixLayoutCreate(&plan->a, CUDA_R_32F, g.trans_b ? k : n, g.trans_b ? n : k, g.ldb));
-  SG_CUBLAS_CHECK(op, cublasLtMatrixLayoutCreate(&plan->b, CUDA_R_32F, g.trans_a ? m : k, g.trans_a ? k : m, g.lda));
-  SG_CUBLAS_CHECK(op, cublasLtMatrixLayoutCreate(&plan->d, CUDA_R_32F, n, m, g.ldc));
+  SG_CUBLAS_CHECK(op, cublasLtMatrixLayoutCreate(&plan->a, type, g.trans_b ? k : n, g.trans_b ? n : k, g.ldb));
+  SG_CUBLAS_CHECK(op, cublasLtMatrixLayoutCreate(&plan->b, type, g.trans_a ? m : k, g.trans_a ? k : m, g.lda));
+  SG_CUBLAS_CHECK(op, cublasLtMatrixLayoutCreate(&plan->d, type, n, m, g.ldc));
   cublasLtMatmulPreference_t pref = nullptr;
   SG_CUBLAS_CHECK(op, cublasLtMatmulPreferenceCreate(&pref));
   const uint64_t workspace = kLtWorkspaceBytes;
@@ -250,7 +291,9 @@ void CudaBackend::destroy_lt_plans() {
 
 bool CudaBackend::gemm_lt(const GemmArgs& g, cublasLtEpilogue_t epilogue, void* bias) {
   const char* op = "gemm";
-  if (g.dtype != DType::F32 || g.batch != 1 || g.beta != 0 || g.m == 0 || g.n == 0 || g.k == 0) return false;
+  if ((g.dtype != DType::F32 && g.dtype != DType::BF16) || g.batch != 1 || g.beta != 0 || g.m == 0 || g.n == 0 ||
+      g.k == 0)
+    return false;
   for (int64_t v : {g.m, g.n, g.k, g.lda, g.ldb, g.ldc})
     if (v > INT_MAX) return false;
   // cuBLASLt takes alignment promises for A, B, C and D but none for the bias vector, and its kernels may read it
@@ -284,7 +327,7 @@ void CudaBackend::gemm_bias(const GemmArgs& g, const Tensor& bias, Tensor& c) {
     fused_bias_gemms_++;
     return;
   }
-  if (g.dtype == DType::F32) unfused_bias_gemms_++;
+  if (g.dtype != DType::F64) unfused_bias_gemms_++;  // float64 never goes to cuBLASLt
   Backend::gemm_bias(g, bias, c);
 }
 
@@ -293,7 +336,7 @@ void CudaBackend::gemm_bias_grad(const GemmArgs& g, const Tensor& a, Tensor& bia
     fused_bias_gemms_++;
     return;
   }
-  if (g.dtype == DType::F32) unfused_bias_gemms_++;
+  if (g.dtype != DType::F64) unfused_bias_gemms_++;  // float64 never goes to cuBLASLt
   Backend::gemm_bias_grad(g, a, bias_grad);
 }
 

@@ -8,6 +8,7 @@
 
 #include "backends/cuda/cuda_common.cuh"
 #include "tensor/random.h"
+#include "backends/in_float32.h"
 
 namespace skipgrad {
 
@@ -90,16 +91,17 @@ __global__ void cross_entropy_backward_kernel(const T* logits, const int64_t* ta
 }
 
 // y[i] = x[i] * mask_i, mask_i = (u_i >= p) / (1 - p), u_i uniform from (seed, offset + i): the CPU backend's numbers
-template <class T>
+template <class T, class C = compute_t<T>>
 __global__ void dropout_kernel(const T* x, T* y, int64_t n, double p, uint64_t seed, uint64_t offset) {
-  const T keep = (T)(1.0 / (1.0 - p));
+  const C keep = (C)(1.0 / (1.0 - p));
   for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x)
-    y[i] = x[i] * (random_uniform01(seed, offset + (uint64_t)i) >= p ? keep : T(0));
+    y[i] = T(C(x[i]) * (random_uniform01(seed, offset + (uint64_t)i) >= p ? keep : C(0)));
 }
 
 }  // namespace
 
 void CudaBackend::embedding(const Tensor& weight, const Tensor& ids, Tensor& out) {
+  if (any_bf16({&weight, &out})) { InFloat32 f(*this); embedding(f.in(weight), ids, f.out(out)); return f.done(); }
   const char* op = "embedding";
   cuda::check_contiguous(op, {&weight, &ids, &out});
   if (ids.dtype() != DType::I64)
@@ -116,6 +118,11 @@ void CudaBackend::embedding(const Tensor& weight, const Tensor& ids, Tensor& out
 }
 
 void CudaBackend::embedding_backward(const Tensor& ids, const Tensor& gout, Tensor& gweight, int64_t padding_idx) {
+  if (any_bf16({&gout, &gweight})) {
+    InFloat32 f(*this);
+    embedding_backward(ids, f.in(gout), f.out(gweight, true), padding_idx);
+    return f.done();
+  }
   const char* op = "embedding_backward";
   cuda::check_contiguous(op, {&ids, &gout, &gweight});
   if (ids.dtype() != DType::I64)
@@ -133,6 +140,11 @@ void CudaBackend::embedding_backward(const Tensor& ids, const Tensor& gout, Tens
 
 void CudaBackend::cross_entropy(const Tensor& logits, const Tensor& targets, int64_t ignore_index,
                                 double label_smoothing, Tensor& loss, Tensor& lse) {
+  if (any_bf16({&logits, &loss})) {
+    InFloat32 f(*this);
+    cross_entropy(f.in(logits), targets, ignore_index, label_smoothing, f.out(loss), f.out(lse));
+    return f.done();
+  }
   const char* op = "cross_entropy";
   cuda::check_contiguous(op, {&logits, &targets, &loss, &lse});
   if (targets.dtype() != DType::I64)
@@ -152,6 +164,12 @@ void CudaBackend::cross_entropy(const Tensor& logits, const Tensor& targets, int
 void CudaBackend::cross_entropy_backward(const Tensor& logits, const Tensor& targets, const Tensor& lse,
                                          const Tensor& gloss, int64_t ignore_index, double label_smoothing,
                                          Tensor& glogits) {
+  if (any_bf16({&logits, &glogits})) {
+    InFloat32 f(*this);
+    cross_entropy_backward(f.in(logits), targets, f.in(lse), f.in(gloss), ignore_index, label_smoothing,
+                           f.out(glogits));
+    return f.done();
+  }
   const char* op = "cross_entropy_backward";
   cuda::check_contiguous(op, {&logits, &targets, &lse, &gloss, &glogits});
   const int64_t C = logits.dim() ? logits.shape().back() : 1, R = C ? logits.numel() / C : 0;
@@ -171,7 +189,7 @@ void CudaBackend::dropout(const Tensor& x, Tensor& y, double p, uint64_t seed, u
   check_dropout_operands(x, y);
   const int64_t n = x.numel();
   if (n == 0) return;
-  cuda::dispatch_float(x.dtype(), op, [&](auto tag) {
+  cuda::dispatch_float_bf16(x.dtype(), op, [&](auto tag) {
     using T = decltype(tag);
     dropout_kernel<T><<<cuda::grid_for(n), cuda::kThreads, 0, stream_>>>(static_cast<const T*>(x.data_ptr()),
                                                                            static_cast<T*>(y.data_ptr()), n, p, seed,

@@ -9,6 +9,7 @@
 #include <utility>
 
 #include "backends/cuda/cuda_common.cuh"
+#include "backends/in_float32.h"
 
 namespace skipgrad {
 
@@ -45,8 +46,8 @@ __device__ __forceinline__ void row_and_lane(int64_t& row, int& lane, int& group
 // y = exp(x - max) / sum(exp(x - max));  log: y = x - max - log(sum(exp(x - max)))
 // Masked columns (Backend's SoftmaxMask) read as -inf: with causal_queries = Q > 0, row r keeps its first
 // (r mod Q) + cols - Q + 1 columns; with pad (key_padding), row r drops the columns set in pad's row
-// r / rows_per_batch.
-template <class T, int G>
+// r / rows_per_batch. T is the stored type, C = compute_t<T> the one computed in (float for bf16).
+template <class T, int G, class C = compute_t<T>>
 __global__ void softmax_kernel(const T* x, T* y, int64_t rows, int64_t cols, bool log, int64_t causal_queries,
                                const int64_t* pad, int64_t rows_per_batch) {
   __shared__ double scratch[32];
@@ -58,26 +59,26 @@ __global__ void softmax_kernel(const T* x, T* y, int64_t rows, int64_t cols, boo
   T* yr = y + row * cols;
   const int64_t keep = causal_queries > 0 ? row % causal_queries + cols - causal_queries + 1 : cols;
   const int64_t* padded = pad ? pad + row / rows_per_batch * cols : nullptr;
-  auto at = [&](int64_t c) { return c < keep && !(padded && padded[c]) ? xr[c] : T(-INFINITY); };
+  auto at = [&](int64_t c) { return c < keep && !(padded && padded[c]) ? C(xr[c]) : C(-INFINITY); };
   double mx = -INFINITY;
   for (int64_t c = lane; c < cols; c += group) mx = fmax(mx, (double)at(c));
   mx = cuda::group_reduce<G>(mx, cuda::MaxOp{}, scratch);
-  const T m = mx == -INFINITY ? T(0) : (T)mx;  // a fully masked row
+  const C m = mx == -INFINITY ? C(0) : (C)mx;  // a fully masked row
   double s = 0;
   for (int64_t c = lane; c < cols; c += group) s += (double)exp(at(c) - m);
   s = cuda::group_reduce<G>(s, cuda::SumOp{}, scratch);
   if (log) {
-    const T lse = m + (T)::log(s);
-    for (int64_t c = lane; c < cols; c += group) yr[c] = at(c) - lse;
+    const C lse = m + (C)::log(s);
+    for (int64_t c = lane; c < cols; c += group) yr[c] = T(at(c) - lse);
   } else {
-    const T inv = s > 0 ? (T)(1.0 / s) : T(0);
-    for (int64_t c = lane; c < cols; c += group) yr[c] = exp(at(c) - m) * inv;
+    const C inv = s > 0 ? (C)(1.0 / s) : C(0);
+    for (int64_t c = lane; c < cols; c += group) yr[c] = T(exp(at(c) - m) * inv);
   }
 }
 
 // softmax:     gx = y * (gy - sum(gy * y))
 // log_softmax: gx = gy - exp(y) * sum(gy)
-template <class T, int G>
+template <class T, int G, class C = compute_t<T>>
 __global__ void softmax_backward_kernel(const T* y, const T* gy, T* gx, int64_t rows, int64_t cols, bool log) {
   __shared__ double scratch[32];
   int64_t row;
@@ -88,9 +89,12 @@ __global__ void softmax_backward_kernel(const T* y, const T* gy, T* gx, int64_t 
   const T* gr = gy + row * cols;
   T* o = gx + row * cols;
   double s = 0;
-  for (int64_t c = lane; c < cols; c += group) s += log ? (double)gr[c] : (double)gr[c] * yr[c];
-  const T sum = (T)cuda::group_reduce<G>(s, cuda::SumOp{}, scratch);
-  for (int64_t c = lane; c < cols; c += group) o[c] = log ? gr[c] - exp(yr[c]) * sum : yr[c] * (gr[c] - sum);
+  for (int64_t c = lane; c < cols; c += group) s += log ? (double)C(gr[c]) : (double)C(gr[c]) * C(yr[c]);
+  const C sum = (C)cuda::group_reduce<G>(s, cuda::SumOp{}, scratch);
+  for (int64_t c = lane; c < cols; c += group) {
+    const C g = gr[c], y = yr[c];
+    o[c] = T(log ? g - exp(y) * sum : y * (g - sum));
+  }
 }
 
 // Launches kernel<T, kWarpRow> (8 rows a block) for rows of up to kWarpRowMaxCols columns, else kernel<T, kBlockRow>.
@@ -290,7 +294,7 @@ void CudaBackend::softmax(const Tensor& x, Tensor& y, bool log, const SoftmaxMas
   if (R == 0 || C == 0) return;
   const Tensor& kp = mask.key_padding;
   const int64_t* pad = kp.defined() ? static_cast<const int64_t*>(kp.data_ptr()) : nullptr;
-  cuda::dispatch_float(x.dtype(), "softmax", [&](auto tag) {
+  cuda::dispatch_float_bf16(x.dtype(), "softmax", [&](auto tag) {
     using T = decltype(tag);
     launch_rows("softmax", stream_, R, C, softmax_kernel<T, kWarpRow>, softmax_kernel<T, kBlockRow>,
                 static_cast<const T*>(x.data_ptr()), static_cast<T*>(y.data_ptr()), R, C, log, mask.causal_queries, pad,
@@ -304,7 +308,7 @@ void CudaBackend::softmax_backward(const Tensor& y, const Tensor& gy, Tensor& gx
   if (!gy.is_contiguous())
     fail("softmax_backward", ": expected a contiguous gradient, got ", gy.meta_str());
   if (R == 0 || C == 0) return;
-  cuda::dispatch_float(y.dtype(), "softmax_backward", [&](auto tag) {
+  cuda::dispatch_float_bf16(y.dtype(), "softmax_backward", [&](auto tag) {
     using T = decltype(tag);
     launch_rows("softmax_backward", stream_, R, C, softmax_backward_kernel<T, kWarpRow>,
                 softmax_backward_kernel<T, kBlockRow>, static_cast<const T*>(y.data_ptr()),
@@ -314,6 +318,11 @@ void CudaBackend::softmax_backward(const Tensor& y, const Tensor& gy, Tensor& gx
 
 void CudaBackend::layer_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta, double eps, Tensor& y,
                              Tensor& mean, Tensor& rstd) {
+  if (any_bf16({&x, &gamma, &beta, &y})) {
+    InFloat32 f(*this);
+    layer_norm(f.in(x), f.in(gamma), f.in(beta), eps, f.out(y), f.out(mean), f.out(rstd));
+    return f.done();
+  }
   const Rows rc = rows_of(x, "layer_norm");
   const int64_t R = rc.rows, C = rc.cols;  // not a structured binding: clang 14 cannot capture one
   if (R == 0 || C == 0) return;
@@ -329,6 +338,12 @@ void CudaBackend::layer_norm(const Tensor& x, const Tensor& gamma, const Tensor&
 void CudaBackend::layer_norm_backward(const Tensor& gy, const Tensor& x, const Tensor& mean, const Tensor& rstd,
                                       const Tensor& gamma, Tensor& gx, Tensor& ggamma, Tensor& gbeta,
                                       bool accumulate_gx) {
+  if (any_bf16({&gy, &x, &gamma, &gx, &ggamma, &gbeta})) {
+    InFloat32 f(*this);
+    layer_norm_backward(f.in(gy), f.in(x), f.in(mean), f.in(rstd), f.in(gamma), f.out(gx, accumulate_gx),
+                        f.out(ggamma), f.out(gbeta), accumulate_gx);
+    return f.done();
+  }
   const char* op = "layer_norm_backward";
   Rows rc = rows_of(x, op);
   if (!gy.is_contiguous())
@@ -354,6 +369,11 @@ void CudaBackend::layer_norm_backward(const Tensor& gy, const Tensor& x, const T
 }
 
 void CudaBackend::rms_norm(const Tensor& x, const Tensor& weight, double eps, Tensor& y, Tensor& rstd) {
+  if (any_bf16({&x, &weight, &y})) {
+    InFloat32 f(*this);
+    rms_norm(f.in(x), f.in(weight), eps, f.out(y), f.out(rstd));
+    return f.done();
+  }
   const Rows rc = rows_of(x, "rms_norm");
   const int64_t R = rc.rows, C = rc.cols;  // not a structured binding: clang 14 cannot capture one
   if (R == 0 || C == 0) return;
@@ -368,6 +388,12 @@ void CudaBackend::rms_norm(const Tensor& x, const Tensor& weight, double eps, Te
 
 void CudaBackend::rms_norm_backward(const Tensor& gy, const Tensor& x, const Tensor& rstd, const Tensor& weight,
                                     Tensor& gx, Tensor& gweight, bool accumulate_gx) {
+  if (any_bf16({&gy, &x, &weight, &gx, &gweight})) {
+    InFloat32 f(*this);
+    rms_norm_backward(f.in(gy), f.in(x), f.in(rstd), f.in(weight), f.out(gx, accumulate_gx), f.out(gweight),
+                      accumulate_gx);
+    return f.done();
+  }
   const char* op = "rms_norm_backward";
   Rows rc = rows_of(x, op);
   if (!gy.is_contiguous())

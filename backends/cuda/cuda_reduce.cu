@@ -16,6 +16,7 @@
 #include <type_traits>
 
 #include "backends/cuda/cuda_common.cuh"
+#include "backends/in_float32.h"
 
 namespace skipgrad {
 
@@ -133,6 +134,11 @@ int64_t reduce_chunks(int64_t outputs, int64_t count, int64_t threads_per_output
 }  // namespace
 
 void CudaBackend::reduce(ReduceOp op, const Tensor& x, const std::vector<bool>& red, Tensor& out) {
+  if (any_bf16({&x, &out}) && x.dtype() != out.dtype()) {  // the kernels read and write one dtype
+    InFloat32 f(*this);
+    reduce(op, f.in(x), red, f.out(out));
+    return f.done();
+  }
   const char* name = "reduce";
   const Shape& xs = x.shape();
   check(red.size() == xs.size(), name, ": reduce mask has ", red.size(), " entries for a tensor of rank ", xs.size());
@@ -164,7 +170,7 @@ void CudaBackend::reduce(ReduceOp op, const Tensor& x, const std::vector<bool>& 
     partial = Tensor::empty({chunks, p.outputs}, DType::F64, x.device());
     p.partial = static_cast<double*>(partial.data_ptr());
   }
-  cuda::dispatch_float(x.dtype(), name, [&](auto tag) {
+  cuda::dispatch_float_bf16(x.dtype(), name, [&](auto tag) {  // bf16: read as double like float, rounded once
     using T = decltype(tag);
     const T* xp = static_cast<const T*>(x.data_ptr());
     T* op_ = static_cast<T*>(out.data_ptr());
@@ -198,6 +204,7 @@ __global__ void cumsum_kernel(const T* x, T* y, int64_t outer, int64_t n, int64_
 }
 
 void CudaBackend::cumsum(const Tensor& x, int64_t dim, bool reverse, Tensor& out) {
+  if (any_bf16({&x, &out})) { InFloat32 f(*this); cumsum(f.in(x), dim, reverse, f.out(out)); return f.done(); }
   const ScanLayout l = cumsum_layout(x, dim, out);
   const int64_t outer = l.outer, n = l.n, inner = l.inner;
   if (outer * inner == 0 || n == 0) return;

@@ -52,6 +52,10 @@ static void add_train_options(CLI::App* c, TrainOptions& o, std::string& norm, s
   c->add_option("--matmul-precision", o.matmul_precision,
                 "fp32 | tf32 | bf16: float32 matrix products on TF32 or bf16 tensor cores (cuda; the CPU keeps fp32)")
       ->capture_default_str();
+  c->add_option("--autocast", o.autocast,
+                "off | bf16: bf16 mixed precision for the training forward (bf16 products and activations, float32 "
+                "weights, norms and loss; docs/mixed_precision.md)")
+      ->capture_default_str();
   c->add_option("--corpus", o.corpus, "numbers | ding | a folder with train.tsv valid.tsv test.tsv")->capture_default_str();
   c->add_option("--vocab-size", o.vocab_size, "SentencePiece vocabulary size")->capture_default_str();
   c->add_option("--layers", o.model.enc_layers, "layers per side")->capture_default_str();

@@ -6,6 +6,7 @@
 #include <filesystem>
 #include <fstream>
 
+#include "autograd/autocast.h"
 #include "autograd/ops.h"
 #include "autograd/tape.h"
 #include "backends/backend.h"
@@ -100,8 +101,11 @@ double evaluate_bleu(nn::Transformer& model, const Vocab& vocab, const std::vect
 
 // Forward, backward and the gradient norm are queued without waiting; then the loss and the norm come back in
 // one copy. A NaN/Inf loss makes NaN/Inf gradients, which the caller sees in both numbers.
-LossAndNorm forward_backward(nn::Transformer& model, const Batch& b, double label_smoothing) {
-  auto L = nn::label_smoothed_nll(model.forward(b.src, b.tgt_in), b.tgt_out, Vocab::kPad, label_smoothing);
+LossAndNorm forward_backward(nn::Transformer& model, const Batch& b, double label_smoothing, bool autocast_bf16) {
+  auto L = [&] {
+    AutocastBF16 autocast(autocast_bf16);
+    return nn::label_smoothed_nll(model.forward(b.src, b.tgt_in), b.tgt_out, Vocab::kPad, label_smoothing);
+  }();
   L.loss.backward();
   NoGradGuard no_grad;
   Tensor norm = nn::total_grad_norm(model.parameters());
@@ -123,6 +127,9 @@ TrainResult train(const TrainOptions& o) {
   const Device device = Device::parse(o.device);
   backend_for(device);  // an absent device fails here, before the data is prepared
   set_float32_matmul_precision(parse_matmul_precision(o.matmul_precision));
+  check(o.autocast == "off" || o.autocast == "bf16", "train", ": --autocast must be off or bf16, got '", o.autocast,
+        "'");
+  const bool autocast_bf16 = o.autocast == "bf16";
   Corpus corpus = prepare_corpus(o);
   const std::string data_dir = (o.corpus == "numbers" || o.corpus == "ding") ? o.data_dir + "/" + o.corpus : o.corpus;
   // An empty split would make an endless epoch loop (train) or a mean over nothing (valid, test).
@@ -203,7 +210,7 @@ TrainResult train(const TrainOptions& o) {
       Batch b = collate(train_ex, batches[batch_in_epoch], device);
       opt.set_lr(schedule.lr(step + 1));
       const uint64_t rng_offset = default_generator().offset();  // to replay this step if it diverges
-      const auto [loss, gnorm] = forward_backward(model, b, o.label_smoothing);
+      const auto [loss, gnorm] = forward_backward(model, b, o.label_smoothing, autocast_bf16);
       nn::clip_grads_to_norm(model.parameters(), o.clip_norm, gnorm);
       if (!std::isfinite(loss) || !std::isfinite(gnorm) || gnorm > o.diverge_grad_norm) {
         // Replay the step in anomaly mode to name the first op that produced NaN/Inf.
@@ -213,8 +220,7 @@ TrainResult train(const TrainOptions& o) {
         default_generator().set_state(default_generator().seed(), rng_offset);
         try {
           AnomalyGuard anomaly;
-          auto L2 = nn::label_smoothed_nll(model.forward(b.src, b.tgt_in), b.tgt_out, Vocab::kPad, o.label_smoothing);
-          L2.loss.backward();
+          forward_backward(model, b, o.label_smoothing, autocast_bf16);
         } catch (const Error& e) {
           where = e.what();
         }

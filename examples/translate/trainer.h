@@ -41,6 +41,7 @@ struct TrainOptions {
   double diverge_grad_norm = 1e6;  // a larger (or non-finite) gradient norm counts as divergence
   std::string device = "cpu";      // cpu | cuda | cuda:N: where the model, its batches and the optimizer live
   std::string matmul_precision = "fp32";  // fp32 | tf32 | bf16: float32 products on tensor cores (cuda only)
+  std::string autocast = "off";           // off | bf16: mixed precision for the training forward (autograd/autocast.h)
 };
 
 struct TrainResult {
@@ -64,7 +65,9 @@ TrainResult train(const TrainOptions& opts);
 struct LossAndNorm {
   double loss = 0, grad_norm = 0;
 };
-LossAndNorm forward_backward(skipgrad::nn::Transformer& model, const Batch& b, double label_smoothing);
+// autocast_bf16: the forward (and loss) inside an AutocastBF16 scope (--autocast bf16).
+LossAndNorm forward_backward(skipgrad::nn::Transformer& model, const Batch& b, double label_smoothing,
+                             bool autocast_bf16 = false);
 // Mean label-smoothed loss and corpus BLEU of `pairs` under a model.
 double evaluate_loss(skipgrad::nn::Transformer& model, const std::vector<Example>& ex, const TrainOptions& opts);
 double evaluate_bleu(skipgrad::nn::Transformer& model, const Vocab& vocab, const std::vector<Pair>& pairs,

@@ -10,8 +10,10 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <vector>
 
 #include "cublasLt.h"
+#include "tensor/bfloat16.h"
 
 struct cublasLtContext {};
 struct cublasLtMatmulDescOpaque_t {
@@ -60,20 +62,24 @@ bool read_attr(const void* buf, size_t size, T& out) {
 // op(X)'s rows and columns.
 uint64_t op_rows(const cublasLtMatrixLayoutOpaque_t* l, cublasOperation_t t) { return t == CUBLAS_OP_N ? l->rows : l->cols; }
 uint64_t op_cols(const cublasLtMatrixLayoutOpaque_t* l, cublasOperation_t t) { return t == CUBLAS_OP_N ? l->cols : l->rows; }
+size_t element_bytes(cudaDataType_t t) { return t == CUDA_R_16BF ? 2 : 4; }
 // Bytes a column-major layout spans.
 size_t span_bytes(const cublasLtMatrixLayoutOpaque_t* l) {
-  return l->rows == 0 || l->cols == 0 ? 0 : (size_t)(l->ld * (l->cols - 1) + l->rows) * sizeof(float);
+  return l->rows == 0 || l->cols == 0 ? 0 : (size_t)(l->ld * (l->cols - 1) + l->rows) * element_bytes(l->type);
 }
 
-// cuBLASLt's consistency checks for D = op(A) op(B) (+ C), float32 only (what the emulator implements).
+// cuBLASLt's consistency checks for D = op(A) op(B) (+ C): float32 operands in a float32 compute type, or bfloat16
+// operands in CUBLAS_COMPUTE_32F (what the emulator implements).
 cublasStatus_t check_problem(cublasLtMatmulDesc_t desc, cublasLtMatrixLayout_t a, cublasLtMatrixLayout_t b,
                              cublasLtMatrixLayout_t c, cublasLtMatrixLayout_t d) {
   if (!desc || !a || !b || !c || !d) return refuse(CUBLAS_STATUS_INVALID_VALUE, "a null descriptor");
-  if (desc->scale != CUDA_R_32F || a->type != CUDA_R_32F || b->type != CUDA_R_32F || c->type != CUDA_R_32F ||
-      d->type != CUDA_R_32F ||
-      (desc->compute != CUBLAS_COMPUTE_32F && desc->compute != CUBLAS_COMPUTE_32F_FAST_TF32 &&
-       desc->compute != CUBLAS_COMPUTE_32F_FAST_16BF))
-    return CUBLAS_STATUS_NOT_SUPPORTED;  // the emulator has float32 only; the caller falls back
+  const cudaDataType_t t = a->type;
+  const bool f32 = t == CUDA_R_32F && (desc->compute == CUBLAS_COMPUTE_32F ||
+                                       desc->compute == CUBLAS_COMPUTE_32F_FAST_TF32 ||
+                                       desc->compute == CUBLAS_COMPUTE_32F_FAST_16BF);
+  const bool bf16 = t == CUDA_R_16BF && desc->compute == CUBLAS_COMPUTE_32F;
+  if (desc->scale != CUDA_R_32F || b->type != t || c->type != t || d->type != t || !(f32 || bf16))
+    return CUBLAS_STATUS_NOT_SUPPORTED;  // the emulator has these two only; the caller falls back
   const uint64_t m = op_rows(a, desc->trans_a), k = op_cols(a, desc->trans_a), n = op_cols(b, desc->trans_b);
   if (op_rows(b, desc->trans_b) != k || c->rows != m || c->cols != n || d->rows != m || d->cols != n ||
       c->ld != d->ld)
@@ -81,6 +87,42 @@ cublasStatus_t check_problem(cublasLtMatmulDesc_t desc, cublasLtMatrixLayout_t a
   if (m > INT32_MAX || n > INT32_MAX || k > INT32_MAX || a->ld > INT32_MAX || b->ld > INT32_MAX || d->ld > INT32_MAX)
     return CUBLAS_STATUS_NOT_SUPPORTED;
   return CUBLAS_STATUS_SUCCESS;
+}
+
+// bfloat16 operands: D = alpha op(A) op(B) + beta C (+ bias over D's rows), or the bias gradient (the sums of op(B)'s
+// columns) beside it, accumulated in double and rounded to bfloat16 once: plain loops (the emulator's shapes are
+// small).
+void bf16_matmul(cublasLtMatmulDesc_t desc, float alpha, const void* a, const cublasLtMatrixLayoutOpaque_t* al,
+                 const void* b, const cublasLtMatrixLayoutOpaque_t* bl, float beta, const void* c, void* d,
+                 const cublasLtMatrixLayoutOpaque_t* dl) {
+  using skipgrad::bf16;
+  const auto *A = static_cast<const bf16*>(a), *B = static_cast<const bf16*>(b), *C = static_cast<const bf16*>(c);
+  auto* D = static_cast<bf16*>(d);
+  auto* bias = static_cast<bf16*>(desc->bias);
+  const uint64_t m = dl->rows, n = dl->cols, k = op_cols(al, desc->trans_a);
+  auto op_a = [&](uint64_t i, uint64_t kk) {
+    return (double)(desc->trans_a == CUBLAS_OP_N ? A[i + kk * al->ld] : A[kk + i * al->ld]);
+  };
+  auto op_b = [&](uint64_t kk, uint64_t j) {
+    return (double)(desc->trans_b == CUBLAS_OP_N ? B[kk + j * bl->ld] : B[j + kk * bl->ld]);
+  };
+  if (desc->epilogue == CUBLASLT_EPILOGUE_BGRADB)  // read B before D is written
+    for (uint64_t j = 0; j < n; j++) {
+      double s = 0;
+      for (uint64_t kk = 0; kk < k; kk++) s += op_b(kk, j);
+      bias[j] = bf16((float)s);
+    }
+  std::vector<float> out(m * n);
+  for (uint64_t j = 0; j < n; j++)
+    for (uint64_t i = 0; i < m; i++) {
+      double s = 0;
+      for (uint64_t kk = 0; kk < k; kk++) s += op_a(i, kk) * op_b(kk, j);
+      double v = alpha * s + (beta != 0 ? beta * (double)C[i + j * dl->ld] : 0.0);
+      if (desc->epilogue == CUBLASLT_EPILOGUE_BIAS) v += (double)bias[i];
+      out[i + j * m] = (float)v;
+    }
+  for (uint64_t j = 0; j < n; j++)
+    for (uint64_t i = 0; i < m; i++) D[i + j * dl->ld] = bf16(out[i + j * m]);
 }
 
 }  // namespace
@@ -220,9 +262,16 @@ cublasStatus_t cublasLtMatmul(cublasLtHandle_t handle, cublasLtMatmulDesc_t desc
     const bool ok = skipgrad_emu::is_device_pointer(d, span_bytes(d_layout)) &&
                     (k == 0 || (skipgrad_emu::is_device_pointer(a, span_bytes(a_layout)) &&
                                 skipgrad_emu::is_device_pointer(b, span_bytes(b_layout)))) &&
-                    (!has_bias || skipgrad_emu::is_device_pointer(desc->bias, bias_len * sizeof(float))) &&
+                    (!has_bias ||
+                     skipgrad_emu::is_device_pointer(desc->bias, bias_len * element_bytes(d_layout->type))) &&
                     (workspace_bytes == 0 || skipgrad_emu::is_device_pointer(workspace, workspace_bytes));
     if (!ok) return refuse(CUBLAS_STATUS_INVALID_VALUE, "an operand, the bias or the workspace is not in device memory");
+  }
+  if (d_layout->type == CUDA_R_16BF) {
+    if (!skipgrad_emu::skip_work())
+      bf16_matmul(desc, *static_cast<const float*>(alpha), a, a_layout, b, b_layout, *static_cast<const float*>(beta),
+                  c, d, d_layout);
+    return CUBLAS_STATUS_SUCCESS;
   }
   float* dp = static_cast<float*>(d);
   const float* cp = static_cast<const float*>(c);

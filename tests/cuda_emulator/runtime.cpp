@@ -19,6 +19,7 @@
 
 #include "cublas_v2.h"
 #include "cuda_runtime.h"
+#include "tensor/bfloat16.h"
 
 namespace skipgrad_emu {
 namespace {
@@ -403,6 +404,31 @@ bool ex_types(cudaDataType a, cudaDataType b, cudaDataType c, cublasComputeType_
   return a == CUDA_R_32F && (compute == CUBLAS_COMPUTE_32F || r != Rounding::None);
 }
 
+// bfloat16 A, B and C with a float32 compute type (CUBLAS_COMPUTE_32F, what cuBLAS runs on bf16 tensor cores):
+// the spanned elements widened to float (exact), one sgemm, C rounded once to bfloat16.
+void run_bf16_gemm(cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k, float alpha,
+                   const skipgrad::bf16* a, int lda, const skipgrad::bf16* b, int ldb, float beta, skipgrad::bf16* c,
+                   int ldc) {
+  auto widen = [](const skipgrad::bf16* x, int ld, int rows, int cols) {
+    std::vector<float> out(rows == 0 || cols == 0 ? 0 : (size_t)ld * (cols - 1) + rows);
+    for (size_t i = 0; i < out.size(); i++) out[i] = (float)x[i];
+    return out;
+  };
+  std::vector<float> af = ta == CUBLAS_OP_N ? widen(a, lda, m, k) : widen(a, lda, k, m);
+  std::vector<float> bf = tb == CUBLAS_OP_N ? widen(b, ldb, k, n) : widen(b, ldb, n, k);
+  std::vector<float> cf = beta != 0 ? widen(c, ldc, m, n) : std::vector<float>((size_t)ldc * (n - 1) + m, 0.f);
+  if (k > 0)
+    cblas_sgemm(CblasColMajor, cblas_op(ta), cblas_op(tb), m, n, k, alpha, af.data(), lda, bf.data(), ldb, beta,
+                cf.data(), ldc);
+  else
+    for (float& v : cf) v *= beta;
+  for (int j = 0; j < n; j++)
+    for (int i = 0; i < m; i++) c[i + (size_t)j * ldc] = skipgrad::bf16(cf[i + (size_t)j * ldc]);
+}
+bool bf16_types(cudaDataType a, cudaDataType b, cudaDataType c, cublasComputeType_t compute) {
+  return a == CUDA_R_16BF && b == CUDA_R_16BF && c == CUDA_R_16BF && compute == CUBLAS_COMPUTE_32F;
+}
+
 }  // namespace
 
 namespace {
@@ -452,6 +478,19 @@ cublasStatus_t cublasGemmStridedBatchedEx(cublasHandle_t h, cublasOperation_t ta
                                           long long stride_b, const void* beta, void* c, cudaDataType c_type, int ldc,
                                           long long stride_c, int batch, cublasComputeType_t compute,
                                           cublasGemmAlgo_t) {
+  if (bf16_types(a_type, b_type, c_type, compute)) {
+    using skipgrad::bf16;
+    const auto *ap = static_cast<const bf16*>(a), *bp = static_cast<const bf16*>(b);
+    auto* cp = static_cast<bf16*>(c);
+    if (cublasStatus_t st = check_gemm(h, ta, tb, m, n, k, ap, lda, bp, ldb, cp, ldc, batch); st != CUBLAS_STATUS_SUCCESS)
+      return st;
+    skipgrad_emu::count_gemm();
+    if (m == 0 || n == 0 || skipgrad_emu::skip_work()) return CUBLAS_STATUS_SUCCESS;
+    for (int i = 0; i < batch; i++)
+      run_bf16_gemm(ta, tb, m, n, k, *static_cast<const float*>(alpha), ap + i * stride_a, lda, bp + i * stride_b,
+                    ldb, *static_cast<const float*>(beta), cp + i * stride_c, ldc);
+    return CUBLAS_STATUS_SUCCESS;
+  }
   bool f64 = false;
   Rounding r = Rounding::None;
   if (!ex_types(a_type, b_type, c_type, compute, f64, r)) return CUBLAS_STATUS_NOT_SUPPORTED;
@@ -520,7 +559,20 @@ cublasStatus_t cublasGemmBatchedEx(cublasHandle_t h, cublasOperation_t ta, cubla
                                    const void* alpha, const void* const a[], cudaDataType a_type, int lda,
                                    const void* const b[], cudaDataType b_type, int ldb, const void* beta,
                                    void* const c[], cudaDataType c_type, int ldc, int batch,
-                                   cublasComputeType_t compute, cublasGemmAlgo_t) {
+                                   cublasComputeType_t compute, cublasGemmAlgo_t algo) {
+  if (bf16_types(a_type, b_type, c_type, compute)) {  // each entry as a GEMM of its own (checked there)
+    const size_t bytes = (size_t)std::max(batch, 0) * sizeof(void*);
+    if (batch < 0 || (batch > 0 && !skipgrad_emu::skip_work() && (!skipgrad_emu::is_device_pointer(a, bytes) ||
+                                                                   !skipgrad_emu::is_device_pointer(b, bytes) ||
+                                                                   !skipgrad_emu::is_device_pointer(c, bytes))))
+      return CUBLAS_STATUS_INVALID_VALUE;
+    for (int i = 0; i < batch && !skipgrad_emu::skip_work(); i++)
+      if (cublasStatus_t st = cublasGemmEx(h, ta, tb, m, n, k, alpha, a[i], a_type, lda, b[i], b_type, ldb, beta, c[i],
+                                           c_type, ldc, compute, algo);
+          st != CUBLAS_STATUS_SUCCESS)
+        return st;
+    return CUBLAS_STATUS_SUCCESS;
+  }
   bool f64 = false;
   Rounding r = Rounding::None;
   if (!ex_types(a_type, b_type, c_type, compute, f64, r)) return CUBLAS_STATUS_NOT_SUPPORTED;

@@ -1,0 +1,39 @@
+// Mixed precision, as torch.autocast(dtype=torch.bfloat16): inside an AutocastBF16 scope the matrix products
+// (matmul, linear, attention) cast their float32 inputs to bfloat16 and return bfloat16, computed on bf16 tensor
+// cores with float32 accumulation; the ops that need float32's range or precision (layer_norm, rms_norm,
+// log_softmax, cross_entropy) cast bfloat16 inputs to float32. Everything else runs in the dtype it is given, and
+// an elementwise op on a bfloat16 and a float32/float64 tensor promotes the bfloat16 one. So parameters stay
+// float32 (the master weights Adam updates), the residual stream stays float32 (embedding + positions are float32,
+// and x + sublayer(x) promotes), and the activations the products save for backward are bfloat16.
+//
+// Each cast is a recorded `to_dtype` node (its backward casts the gradient back), so the graph dump shows where
+// precision changes, and a parameter's gradient arrives in float32.
+#pragma once
+#include <initializer_list>
+
+#include "tensor/tensor.h"
+
+namespace skipgrad {
+
+class AutocastBF16 {
+ public:
+  explicit AutocastBF16(bool enabled = true);
+  ~AutocastBF16();
+  AutocastBF16(const AutocastBF16&) = delete;
+  AutocastBF16& operator=(const AutocastBF16&) = delete;
+
+ private:
+  bool previous_;
+};
+bool autocast_bf16_enabled();
+
+namespace autocast {
+// Inside a scope: true when a product op should cast (some defined input is float32).
+bool wants_bf16(std::initializer_list<const Tensor*> ts);
+// Inside a scope: true when a float32 op should cast (some defined input is bfloat16).
+bool wants_f32(std::initializer_list<const Tensor*> ts);
+Tensor to_bf16(const Tensor& t);  // float32 -> bfloat16 (recorded); other tensors as they are
+Tensor to_f32(const Tensor& t);   // bfloat16 -> float32 (recorded); other tensors as they are
+}  // namespace autocast
+
+}  // namespace skipgrad
