@@ -32,11 +32,12 @@ double sum_of_squares(const T* p, int64_t n) {
 double l2_norm_of(const Tensor& t) {
   if (!t.defined() || !is_floating(t.dtype())) return -1;
   if (t.numel() == 0) return 0;
-  if (t.device().is_cpu() && t.is_contiguous())
+  if (t.device().is_cpu() && t.is_contiguous() && t.dtype() != DType::BF16)
     return std::sqrt(t.dtype() == DType::F32 ? sum_of_squares(t.data<float>(), t.numel())
                                              : sum_of_squares(t.data<double>(), t.numel()));
   NoGradGuard no_grad;
-  return std::sqrt(sum(mul(t, t)).item());
+  const Tensor x = t.dtype() == DType::BF16 ? t.to(DType::F32) : t;  // squares of bf16 values fit float exactly
+  return std::sqrt(sum(mul(x, x)).item());
 }
 
 double value_norm_of(const AutogradMeta& m, const GraphOptions& opt) {

@@ -1,12 +1,15 @@
 // bfloat16 tensors and bf16 mixed precision (docs/mixed_precision.md): the conversion against an independent
 // rounding, every backend kernel on bf16 operands (CPU, and CUDA against the CPU when a device is present),
 // autocast's casts, promotion and gradients, a checkpoint round trip, and a short training run against float32.
+#include <unistd.h>
+
 #include <cmath>
+#include <filesystem>
 #include <limits>
 #include <random>
 
-#include "cuda_test_util.h"
 #include "backends/in_float32.h"
+#include "cuda_test_util.h"
 #include "nn/checkpoint.h"
 #include "nn/loss.h"
 #include "nn/optim.h"
@@ -197,6 +200,14 @@ TEST_SUITE("bf16") {
     int casts = 0;
     for (const auto& node : current_tape().nodes()) casts += std::string(node->op->name) == "to_dtype";
     CHECK(casts >= 4);  // x, w, b to bf16 and y to float32 (twice: layer_norm and cross_entropy)
+    // the graph shows each node's dtype, and reads bf16 values for its norms
+    Graph graph = Graph::from_tape(current_tape());
+    const GraphNode& lin = graph.at(graph.id_of(y));
+    CHECK(lin.op == "linear");
+    CHECK(lin.dtype == "bfloat16");
+    const double y_norm = std::sqrt(sum(y.detach().to(DType::F64) * y.detach().to(DType::F64)).item());
+    CHECK(lin.value_norm == doctest::Approx(y_norm).epsilon(1e-6));
+    CHECK(graph.at(lin.inputs[1]).op == "to_dtype");  // the weight, cast (x needs no gradient: not recorded)
     loss.backward();
     CHECK(w.grad().dtype() == DType::F32);
     CHECK(b.grad().dtype() == DType::F32);
@@ -210,12 +221,15 @@ TEST_SUITE("bf16") {
 
   TEST_CASE("a bf16 checkpoint round-trips through safetensors (dtype BF16)") {
     Tensor t = randn32({3, 4}, 31).to(DType::BF16);
-    const std::string path = "test-data/bf16_roundtrip.safetensors";
+    const std::string path = (std::filesystem::temp_directory_path() /
+                              ("skipgrad_bf16_" + std::to_string(::getpid()) + ".safetensors"))
+                                 .string();
     nn::save_safetensors(path, {{"t", t}});
     Tensor loaded = nn::load_safetensors(path).find("t");
     REQUIRE(loaded.dtype() == DType::BF16);
     const auto a = t.to_vector<bf16>(), c = loaded.to_vector<bf16>();
     for (size_t i = 0; i < a.size(); i++) CHECK(a[i].bits == c[i].bits);
+    std::filesystem::remove(path);
   }
 
   TEST_CASE("CUDA bf16 kernels agree with the CPU's") {

@@ -101,6 +101,27 @@ TEST_SUITE("translate") {
   }
 }
 
+TEST_SUITE("translate") {
+  TEST_CASE("--autocast bf16: the translation example trains in mixed precision as in float32, within bf16 rounding") {
+    TrainOptions mixed_o = tiny_run("cpu", "run_autocast");
+    mixed_o.autocast = "bf16";
+    const TrainResult f32 = train(tiny_run("cpu", "run_f32")), mixed = train(mixed_o);
+    REQUIRE_FALSE(mixed.diverged);
+    CHECK(mixed.steps == f32.steps);
+    CHECK(mixed.final_train_loss == doctest::Approx(f32.final_train_loss).epsilon(5e-2));
+    CHECK(mixed.valid_loss == doctest::Approx(f32.valid_loss).epsilon(5e-2));
+    CHECK(std::isfinite(mixed.test_bleu));
+    TrainOptions bad = tiny_run("cpu", "run_bad");
+    bad.autocast = "fp16";
+    CHECK_THROWS_WITH_AS(train(bad), doctest::Contains("--autocast must be off or bf16"), Error);
+    if (!have_cuda()) return;
+    mixed_o.device = "cuda";
+    mixed_o.out_dir += "_gpu";
+    const TrainResult gpu = train(mixed_o);
+    CHECK(gpu.final_train_loss == doctest::Approx(mixed.final_train_loss).epsilon(1e-2));
+  }
+}
+
 TEST_SUITE("cuda") {
   TEST_CASE("the translation example trains on the GPU as on the CPU: same losses, BLEU computed, resumable") {
     if (!have_cuda()) return;
