@@ -6,7 +6,7 @@
 #   scripts/launch_counts.sh [BUILD_DIR] [TOPOLOGY]    BUILD_DIR: default build-emu, configured with
 #                                                      -DSKIPGRAD_CUDA_EMULATOR=ON -DSKIPGRAD_BENCH=ON;
 #                                                      TOPOLOGY: default post_ln
-# Environment: SHAPE (cuda_step's --shape, default the issue-6 model), WARMUP (2).
+# Environment: SHAPE (cuda_step's --shape, default the issue-6 model), WARMUP (2), PRECISION (fp32; bf16: autocast).
 set -euo pipefail
 build=${1:-build-emu}
 topology=${2:-post_ln}
@@ -16,13 +16,13 @@ step="$build/bench/cuda_step"
 shape_args=()
 [[ -n "${SHAPE:-}" ]] && shape_args=(--shape "$SHAPE")
 counts() {  # one run; prints "count kernel" lines and a "total launches gemms" line
-  SKIPGRAD_CUDA_EMULATOR_SKIP_WORK=1 OMP_NUM_THREADS=1 "$step" --device cuda --fp32 --warmup "${WARMUP:-2}" \
+  SKIPGRAD_CUDA_EMULATOR_SKIP_WORK=1 OMP_NUM_THREADS=1 "$step" --device cuda --precision "${PRECISION:-fp32}" --warmup "${WARMUP:-2}" \
     --rounds "$1" --steps 1 --no-ceiling --topologies "$topology" "${shape_args[@]}" 2>&1 |
     awk '/kernel launches,/ { print "total", $5, $8; next } /^ +[0-9]+  / { n = $1; $1 = ""; sub(/^ /, ""); print n, $0 }'
 }
 one=$(counts 1)
 two=$(counts 2)
-echo "# launches per $topology step (emulator, skip-work mode: rounds 2 minus rounds 1)"
+echo "# launches per $topology ${PRECISION:-fp32} step (emulator, skip-work mode: rounds 2 minus rounds 1)"
 awk 'NR == FNR { a[substr($0, index($0, " ") + 1)] = $1; next }
      { k = substr($0, index($0, " ") + 1); d = $1 - a[k]; if (d) printf "%6d  %s\n", d, k }' \
   <(grep -v '^total' <<<"$one") <(grep -v '^total' <<<"$two") | sort -rn

@@ -268,6 +268,7 @@ cublasStatus_t cublasLtMatmul(cublasLtHandle_t handle, cublasLtMatmulDesc_t desc
     if (!ok) return refuse(CUBLAS_STATUS_INVALID_VALUE, "an operand, the bias or the workspace is not in device memory");
   }
   if (d_layout->type == CUDA_R_16BF) {
+    skipgrad_emu::count_gemm();  // as the float32 path's product below
     if (!skipgrad_emu::skip_work())
       bf16_matmul(desc, *static_cast<const float*>(alpha), a, a_layout, b, b_layout, *static_cast<const float*>(beta),
                   c, d, d_layout);

@@ -559,18 +559,27 @@ cublasStatus_t cublasGemmBatchedEx(cublasHandle_t h, cublasOperation_t ta, cubla
                                    const void* alpha, const void* const a[], cudaDataType a_type, int lda,
                                    const void* const b[], cudaDataType b_type, int ldb, const void* beta,
                                    void* const c[], cudaDataType c_type, int ldc, int batch,
-                                   cublasComputeType_t compute, cublasGemmAlgo_t algo) {
-  if (bf16_types(a_type, b_type, c_type, compute)) {  // each entry as a GEMM of its own (checked there)
-    const size_t bytes = (size_t)std::max(batch, 0) * sizeof(void*);
-    if (batch < 0 || (batch > 0 && !skipgrad_emu::skip_work() && (!skipgrad_emu::is_device_pointer(a, bytes) ||
-                                                                   !skipgrad_emu::is_device_pointer(b, bytes) ||
-                                                                   !skipgrad_emu::is_device_pointer(c, bytes))))
+                                   cublasComputeType_t compute, cublasGemmAlgo_t) {
+  if (bf16_types(a_type, b_type, c_type, compute)) {  // one GEMM counted; each entry checked and run
+    using skipgrad::bf16;
+    if (cublasStatus_t st = check_gemm<bf16>(h, ta, tb, m, n, k, nullptr, lda, nullptr, ldb, nullptr, ldc, 0);
+        st != CUBLAS_STATUS_SUCCESS)
+      return st;
+    if (batch < 0) return CUBLAS_STATUS_INVALID_VALUE;
+    skipgrad_emu::count_gemm();
+    if (batch == 0 || m == 0 || n == 0 || skipgrad_emu::skip_work()) return CUBLAS_STATUS_SUCCESS;
+    const size_t bytes = (size_t)batch * sizeof(void*);
+    if (!skipgrad_emu::is_device_pointer(a, bytes) || !skipgrad_emu::is_device_pointer(b, bytes) ||
+        !skipgrad_emu::is_device_pointer(c, bytes))
       return CUBLAS_STATUS_INVALID_VALUE;
-    for (int i = 0; i < batch && !skipgrad_emu::skip_work(); i++)
-      if (cublasStatus_t st = cublasGemmEx(h, ta, tb, m, n, k, alpha, a[i], a_type, lda, b[i], b_type, ldb, beta, c[i],
-                                           c_type, ldc, compute, algo);
-          st != CUBLAS_STATUS_SUCCESS)
+    for (int i = 0; i < batch; i++) {
+      const auto *ai = static_cast<const bf16*>(a[i]), *bi = static_cast<const bf16*>(b[i]);
+      auto* ci = static_cast<bf16*>(c[i]);
+      if (cublasStatus_t st = check_gemm(h, ta, tb, m, n, k, ai, lda, bi, ldb, ci, ldc, 1); st != CUBLAS_STATUS_SUCCESS)
         return st;
+      run_bf16_gemm(ta, tb, m, n, k, *static_cast<const float*>(alpha), ai, lda, bi, ldb,
+                    *static_cast<const float*>(beta), ci, ldc);
+    }
     return CUBLAS_STATUS_SUCCESS;
   }
   bool f64 = false;
