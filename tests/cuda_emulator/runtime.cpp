@@ -514,10 +514,11 @@ cublasStatus_t cublasGemmEx(cublasHandle_t h, cublasOperation_t ta, cublasOperat
 namespace {
 // Batched GEMMs over pointer arrays: the arrays must be in device memory, and so must every matrix they point to
 // (each entry gets the strided GEMM's checks); one call counts as one GEMM.
-template <class T>
+// T: float, double or bf16 (whose scalars S are float).
+template <class T, class S>
 cublasStatus_t gemm_pointer_arrays(cublasHandle_t h, Rounding r, cublasOperation_t ta, cublasOperation_t tb, int m,
-                                   int n, int k, const T* alpha, const T* const a[], int lda, const T* const b[],
-                                   int ldb, const T* beta, T* const c[], int ldc, int batch) {
+                                   int n, int k, const S* alpha, const T* const a[], int lda, const T* const b[],
+                                   int ldb, const S* beta, T* const c[], int ldc, int batch) {
   if (cublasStatus_t st = check_gemm<T>(h, ta, tb, m, n, k, nullptr, lda, nullptr, ldb, nullptr, ldc, 0);
       st != CUBLAS_STATUS_SUCCESS)
     return st;
@@ -537,8 +538,10 @@ cublasStatus_t gemm_pointer_arrays(cublasHandle_t h, Rounding r, cublasOperation
       return st;
     if constexpr (std::is_same_v<T, float>)
       run_sgemm(r, ta, tb, m, n, k, alpha, a[i], lda, 0, b[i], ldb, 0, beta, c[i], ldc, 0, 1);
-    else
+    else if constexpr (std::is_same_v<T, double>)
       run_dgemm(r, ta, tb, m, n, k, alpha, a[i], lda, 0, b[i], ldb, 0, beta, c[i], ldc, 0, 1);
+    else
+      run_bf16_gemm(ta, tb, m, n, k, *alpha, a[i], lda, b[i], ldb, *beta, c[i], ldc);
   }
   return CUBLAS_STATUS_SUCCESS;
 }
@@ -560,28 +563,11 @@ cublasStatus_t cublasGemmBatchedEx(cublasHandle_t h, cublasOperation_t ta, cubla
                                    const void* const b[], cudaDataType b_type, int ldb, const void* beta,
                                    void* const c[], cudaDataType c_type, int ldc, int batch,
                                    cublasComputeType_t compute, cublasGemmAlgo_t) {
-  if (bf16_types(a_type, b_type, c_type, compute)) {  // one GEMM counted; each entry checked and run
-    using skipgrad::bf16;
-    if (cublasStatus_t st = check_gemm<bf16>(h, ta, tb, m, n, k, nullptr, lda, nullptr, ldb, nullptr, ldc, 0);
-        st != CUBLAS_STATUS_SUCCESS)
-      return st;
-    if (batch < 0) return CUBLAS_STATUS_INVALID_VALUE;
-    skipgrad_emu::count_gemm();
-    if (batch == 0 || m == 0 || n == 0 || skipgrad_emu::skip_work()) return CUBLAS_STATUS_SUCCESS;
-    const size_t bytes = (size_t)batch * sizeof(void*);
-    if (!skipgrad_emu::is_device_pointer(a, bytes) || !skipgrad_emu::is_device_pointer(b, bytes) ||
-        !skipgrad_emu::is_device_pointer(c, bytes))
-      return CUBLAS_STATUS_INVALID_VALUE;
-    for (int i = 0; i < batch; i++) {
-      const auto *ai = static_cast<const bf16*>(a[i]), *bi = static_cast<const bf16*>(b[i]);
-      auto* ci = static_cast<bf16*>(c[i]);
-      if (cublasStatus_t st = check_gemm(h, ta, tb, m, n, k, ai, lda, bi, ldb, ci, ldc, 1); st != CUBLAS_STATUS_SUCCESS)
-        return st;
-      run_bf16_gemm(ta, tb, m, n, k, *static_cast<const float*>(alpha), ai, lda, bi, ldb,
-                    *static_cast<const float*>(beta), ci, ldc);
-    }
-    return CUBLAS_STATUS_SUCCESS;
-  }
+  if (bf16_types(a_type, b_type, c_type, compute))
+    return gemm_pointer_arrays(h, Rounding::None, ta, tb, m, n, k, static_cast<const float*>(alpha),
+                               reinterpret_cast<const skipgrad::bf16* const*>(a), lda,
+                               reinterpret_cast<const skipgrad::bf16* const*>(b), ldb, static_cast<const float*>(beta),
+                               reinterpret_cast<skipgrad::bf16* const*>(c), ldc, batch);
   bool f64 = false;
   Rounding r = Rounding::None;
   if (!ex_types(a_type, b_type, c_type, compute, f64, r)) return CUBLAS_STATUS_NOT_SUPPORTED;
