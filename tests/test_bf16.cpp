@@ -162,6 +162,41 @@ TEST_SUITE("bf16") {
     check_close(w.grad().to(DType::F32), w32.grad(), 2e-2, 4 * kBf16Rtol, "w.grad");
   }
 
+  TEST_CASE("bf16 backward of the norms, embedding, cross entropy and attention (with dropout) on both devices") {
+    // f(inputs) = a scalar through every op; the gradients of the bf16 inputs against float32's on rounded inputs
+    auto run = [](DType dt, Device d, std::vector<Tensor>& grads) {
+      Tensor x = rounded(randn32({2, 6, 16}, 41)).to(dt).to(d), g = rounded(randn32({16}, 42)).to(dt).to(d);
+      Tensor table = rounded(randn32({10, 16}, 43)).to(dt).to(d);
+      for (Tensor* t : {&x, &g, &table}) t->requires_grad_();
+      Tensor ids = Tensor::from_vector<int64_t>({1, 2, 3, 4, 5, 6, 7, 8, 9, 0, 1, 2}, {2, 6}, d);
+      Tensor h = layer_norm(x + embedding(table, ids), g, Tensor()) + rms_norm(x, g);
+      Tensor q = h.reshape({2, 6, 4, 4}).transpose(1, 2);
+      AttentionOptions opt;
+      opt.causal = true;
+      opt.dropout = 0.2;
+      opt.training = true;
+      Generator gen(3);  // the same dropout draws on every device and dtype
+      opt.gen = &gen;
+      Tensor a = attention(q, q, q, Tensor(), opt).transpose(1, 2).reshape({12, 16});
+      Tensor targets = Tensor::from_vector<int64_t>({0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11}, {12}, d);
+      cross_entropy(a, targets, -100, 0.1).backward();
+      grads = {x.grad(), g.grad(), table.grad()};
+    };
+    std::vector<Tensor> want, got;
+    run(DType::F32, Device::cpu(), want);
+    run(DType::BF16, Device::cpu(), got);
+    const char* names[] = {"x.grad", "gamma.grad", "table.grad"};
+    for (int i = 0; i < 3; i++) {
+      CHECK(got[i].dtype() == DType::BF16);
+      check_close(got[i].to(DType::F32), want[i], 3e-2, 8 * kBf16Rtol, names[i]);
+    }
+    if (!cuda_available()) return;
+    std::vector<Tensor> gpu;
+    run(DType::BF16, Device::cuda(), gpu);
+    for (int i = 0; i < 3; i++)
+      check_close(gpu[i].to(DType::F32), got[i].to(DType::F32), 1e-2, 4 * kBf16Rtol, names[i]);
+  }
+
   TEST_CASE("to(BF16) and back: the gradient is cast back to the source dtype") {
     Tensor x = leaf({5}, 3);  // float64
     Tensor y = x.to(DType::BF16);
