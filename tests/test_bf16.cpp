@@ -5,8 +5,11 @@
 
 #include <cmath>
 #include <filesystem>
+#include <fstream>
 #include <limits>
 #include <random>
+
+#include <nlohmann/json.hpp>
 
 #include "backends/in_float32.h"
 #include "cuda_test_util.h"
@@ -393,5 +396,58 @@ TEST_SUITE("bf16") {
     // the CPU runs bf16 through float32 copies: the counter sees it
     train_losses("post_ln", true, 1);
     CHECK(in_float32_calls() > before);
+  }
+}
+
+namespace {
+// A bf16 tensor from the reference file's {"shape", "bits"}.
+Tensor from_bits(const nlohmann::json& j) {
+  std::vector<bf16> v;
+  for (const auto& b : j.at("bits")) v.push_back(bf16::from_bits((uint16_t)b.get<int>()));
+  return Tensor::from_vector(v, j.at("shape").get<Shape>());
+}
+}  // namespace
+
+TEST_SUITE("bf16") {
+  TEST_CASE("against PyTorch: the rounding of 4000 floats and bf16 ops (tests/reference/bf16_reference.json)") {
+    std::ifstream f(std::string(SKIPGRAD_SOURCE_DIR) + "/tests/reference/bf16_reference.json");
+    REQUIRE(f.good());
+    const nlohmann::json ref = nlohmann::json::parse(f);
+    MESSAGE("reference from torch " << ref.at("torch_version").get<std::string>());
+    int64_t roundings = 0;
+    for (const auto& r : ref.at("rounding")) {
+      const uint32_t u = r[0].get<uint32_t>();
+      float x;
+      std::memcpy(&x, &u, 4);
+      INFO("float bits 0x" << std::hex << u);
+      CHECK(bf16(x).bits == r[1].get<uint16_t>());
+      roundings++;
+    }
+    CHECK(roundings == 4000);
+    // ops: torch's float32 op on the bf16 inputs, rounded once (as skipgrad computes; the order of sums may differ):
+    // within one bf16 ulp
+    const auto& ops = ref.at("ops");
+    auto in = [&](const char* op, int i) { return from_bits(ops.at(op).at("inputs").at(i)); };
+    auto check_op = [&](const char* op, const Tensor& got) {
+      const Tensor want = from_bits(ops.at(op).at("out"));
+      REQUIRE(got.shape() == want.shape());
+      const auto g = got.to(DType::F32).to_vector<float>(), w = want.to(DType::F32).to_vector<float>();
+      for (size_t i = 0; i < g.size(); i++) {
+        int e = 0;
+        std::frexp(w[i], &e);
+        const double ulp = w[i] == 0 ? 1e-30 : std::ldexp(1.0, e - 8);
+        INFO(std::string(op) << " element " << i << ": " << g[i] << " vs torch " << w[i]);
+        CHECK(std::fabs((double)g[i] - w[i]) <= ulp);
+      }
+    };
+    check_op("matmul", matmul(in("matmul", 0), in("matmul", 1)));
+    check_op("linear", linear(in("linear", 0), in("linear", 1), in("linear", 2)));
+    check_op("softmax", softmax(in("softmax", 0), -1));
+    check_op("log_softmax", log_softmax(in("log_softmax", 0), -1));
+    check_op("gelu", gelu(in("gelu", 0)));
+    check_op("layer_norm", layer_norm(in("layer_norm", 0), in("layer_norm", 1), in("layer_norm", 2)));
+    check_op("add_broadcast", in("add_broadcast", 0) + in("add_broadcast", 1));
+    check_op("mul_broadcast", in("mul_broadcast", 0) * in("mul_broadcast", 1));
+    check_op("sum_rows", in("sum_rows", 0).sum({1}));
   }
 }
