@@ -11,7 +11,7 @@
 #   tests      the whole test suite (without the `cuda` suite when `cuda` is among the parts)
 #   mlp        examples/mlp_demo --device cuda: the smallest example, 2000 steps, exits 0 when the fit converged
 #   translate  skipgrad-translate train --device cuda for TRANSLATE_STEPS (300) steps on the numbers corpus,
-#              with evaluations, then a beam-5 test BLEU
+#              with evaluations, then a beam-5 test BLEU; TRANSLATE_AUTOCAST=bf16 trains in bf16 mixed precision
 #   graph      skipgrad-graph dump/paths --device cuda and a small report measured on the GPU
 #   bench      scripts/bench_cuda.sh with the packed cuda_step: rounds until ROUNDS (3) or until the budget would
 #              not hold another one, then its table
@@ -127,7 +127,8 @@ for part in "${parts[@]}"; do
     mlp) run mlp 60 "$MIN_PART_S" "$build/examples/mlp_demo" --device cuda ;;
     translate)
       run translate "${CAP_TRANSLATE_S:-150}" "$MIN_PART_S" "$build/skipgrad-translate" train --device cuda \
-        --steps "${TRANSLATE_STEPS:-300}" --eval-every 100 --save-every 100 --quiet --out "$RES/translate_run" \
+        --steps "${TRANSLATE_STEPS:-300}" --autocast "${TRANSLATE_AUTOCAST:-off}" --eval-every 100 --save-every 100 \
+        --quiet --out "$RES/translate_run" \
         --data-dir /tmp/skipgrad-data ;;
     graph)
       run graph "${CAP_GRAPH_S:-90}" "$MIN_PART_S" bash -c "$build/skipgrad-graph dump --device cuda \
