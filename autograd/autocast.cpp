@@ -1,14 +1,60 @@
 #include "autograd/autocast.h"
 
+#include <map>
+
+#include "autograd/ops.h"
+#include "backends/backend.h"
+
 namespace skipgrad {
 
 namespace {
 thread_local bool g_autocast_bf16 = false;
+thread_local AutocastBF16* g_precast_scope = nullptr;  // the innermost scope that precast anything
+}  // namespace
+
+AutocastBF16::AutocastBF16(bool enabled) : previous_enabled_(g_autocast_bf16), previous_precast_(g_precast_scope) {
+  g_autocast_bf16 = enabled;
+}
+AutocastBF16::~AutocastBF16() {
+  g_autocast_bf16 = previous_enabled_;
+  g_precast_scope = previous_precast_;
+}
+bool autocast_bf16_enabled() { return g_autocast_bf16; }
+
+void AutocastBF16::precast(const std::vector<Tensor>& ts) {
+  std::map<std::string, std::vector<size_t>> by_device;  // indices into ts of the float32 ones not cast yet
+  for (size_t i = 0; i < ts.size(); i++)
+    if (ts[i].defined() && ts[i].dtype() == DType::F32 && !casts_.count(ts[i].impl_ptr().get()))
+      by_device[ts[i].device().str()].push_back(i);
+  for (auto& [device, indices] : by_device) {
+    std::vector<const Tensor*> srcs;
+    std::vector<Tensor> outs;
+    for (size_t i : indices) {
+      srcs.push_back(&ts[i]);
+      outs.push_back(Tensor::empty(ts[i].shape(), DType::BF16, ts[i].device()));
+    }
+    std::vector<Tensor*> dsts;
+    for (Tensor& o : outs) dsts.push_back(&o);
+    backend_for(ts[indices[0]].device()).copy_many(srcs, dsts);
+    for (size_t j = 0; j < indices.size(); j++)
+      casts_.emplace(ts[indices[j]].impl_ptr().get(), Cast{ts[indices[j]], outs[j], false});
+  }
+  if (!casts_.empty()) g_precast_scope = this;
 }
 
-AutocastBF16::AutocastBF16(bool enabled) : previous_(g_autocast_bf16) { g_autocast_bf16 = enabled; }
-AutocastBF16::~AutocastBF16() { g_autocast_bf16 = previous_; }
-bool autocast_bf16_enabled() { return g_autocast_bf16; }
+// The precast bf16 copy of t in the innermost scope that has one (recorded at its first use, in the scope of the
+// op that uses it), or an undefined tensor.
+Tensor cached_bf16_cast(const Tensor& t) {
+  if (!g_precast_scope) return Tensor();
+  auto it = g_precast_scope->casts_.find(t.impl_ptr().get());
+  if (it == g_precast_scope->casts_.end()) return Tensor();
+  AutocastBF16::Cast& c = it->second;
+  if (!c.recorded) {
+    record_cast(c.source, c.cast);
+    c.recorded = true;
+  }
+  return c.cast;
+}
 
 namespace autocast {
 namespace {
@@ -21,7 +67,11 @@ bool any_of_dtype(std::initializer_list<const Tensor*> ts, DType dt) {
 
 bool wants_bf16(std::initializer_list<const Tensor*> ts) { return g_autocast_bf16 && any_of_dtype(ts, DType::F32); }
 bool wants_f32(std::initializer_list<const Tensor*> ts) { return g_autocast_bf16 && any_of_dtype(ts, DType::BF16); }
-Tensor to_bf16(const Tensor& t) { return t.defined() && t.dtype() == DType::F32 ? t.to(DType::BF16) : t; }
+Tensor to_bf16(const Tensor& t) {
+  if (!t.defined() || t.dtype() != DType::F32) return t;
+  Tensor cached = cached_bf16_cast(t);
+  return cached.defined() ? cached : t.to(DType::BF16);
+}
 Tensor to_f32(const Tensor& t) { return t.defined() && t.dtype() == DType::BF16 ? t.to(DType::F32) : t; }
 }  // namespace autocast
 

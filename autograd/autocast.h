@@ -7,9 +7,11 @@
 // and x + sublayer(x) promotes), and the activations the products save for backward are bfloat16.
 //
 // Each cast is a recorded `to_dtype` node (its backward casts the gradient back), so the graph dump shows where
-// precision changes, and a parameter's gradient arrives in float32.
+// precision changes, and a parameter's gradient arrives in float32. docs/mixed_precision.md has the details.
 #pragma once
 #include <initializer_list>
+#include <unordered_map>
+#include <vector>
 
 #include "tensor/tensor.h"
 
@@ -22,8 +24,22 @@ class AutocastBF16 {
   AutocastBF16(const AutocastBF16&) = delete;
   AutocastBF16& operator=(const AutocastBF16&) = delete;
 
+  // Casts the float32 tensors among ts (a model's parameters) to bfloat16 now, all of a device in one launch
+  // (Backend::copy_many), instead of one launch per weight where a product meets it. A product in this scope that
+  // meets one of them takes its cast and records it then, as the same `to_dtype` node it would have made, so the
+  // graph is the one without precast; casts no product uses (a norm's weight) are never recorded. The tensors must
+  // not change while the scope lives (as for torch.autocast's cache).
+  void precast(const std::vector<Tensor>& ts);
+
  private:
-  bool previous_;
+  bool previous_enabled_;
+  struct Cast {
+    Tensor source, cast;
+    bool recorded;
+  };
+  AutocastBF16* previous_precast_;  // the enclosing scope whose precasts apply, restored on exit
+  std::unordered_map<const TensorImpl*, Cast> casts_;
+  friend Tensor cached_bf16_cast(const Tensor& t);
 };
 bool autocast_bf16_enabled();
 
@@ -32,7 +48,7 @@ namespace autocast {
 bool wants_bf16(std::initializer_list<const Tensor*> ts);
 // Inside a scope: true when a float32 op should cast (some defined input is bfloat16).
 bool wants_f32(std::initializer_list<const Tensor*> ts);
-Tensor to_bf16(const Tensor& t);  // float32 -> bfloat16 (recorded); other tensors as they are
+Tensor to_bf16(const Tensor& t);  // float32 -> bfloat16 (recorded; a precast one when there is); others as they are
 Tensor to_f32(const Tensor& t);   // bfloat16 -> float32 (recorded); other tensors as they are
 }  // namespace autocast
 

@@ -132,5 +132,8 @@ Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor
 void check_same_device(const char* op, const std::vector<Tensor>& ts);
 // Throws unless all defined tensors share a floating dtype.
 void check_same_float_dtype(const char* op, const std::vector<Tensor>& ts);
+// Records out (already holding src's values in another floating dtype) as Tensor::to(dtype) of src would: a
+// `to_dtype` node whose backward casts the gradient back. For casts computed elsewhere (AutocastBF16::precast).
+void record_cast(const Tensor& src, Tensor& out);
 
 }  // namespace skipgrad

@@ -252,11 +252,14 @@ Tensor Tensor::to(DType dt) const {
   if (dt == dtype()) return *this;
   Tensor out = Tensor::empty(shape(), dt, device());
   backend_for(device()).copy(*this, out);
-  if (is_floating(dt) && is_floating(dtype()))
-    record("to_dtype", {*this}, out, {}, [src = dtype()](const Node&, const Tensor& g) {
-      return std::vector<Tensor>{g.to(src)};
-    }, {{"dtype", std::string(dtype_name(dt))}});
+  if (is_floating(dt) && is_floating(dtype())) record_cast(*this, out);
   return out;
+}
+
+void record_cast(const Tensor& src, Tensor& out) {
+  record("to_dtype", {src}, out, {}, [from = src.dtype()](const Node&, const Tensor& g) {
+    return std::vector<Tensor>{g.to(from)};
+  }, {{"dtype", std::string(dtype_name(out.dtype()))}});
 }
 
 // y = x on another device:  gx = g moved back

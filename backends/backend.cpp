@@ -111,6 +111,11 @@ void Backend::gemm_bias_grad(const GemmArgs& args, const Tensor& a, Tensor& bias
   reduce(ReduceOp::Sum, a, {t, !t}, out);
 }
 
+void Backend::copy_many(const std::vector<const Tensor*>& srcs, const std::vector<Tensor*>& dsts) {
+  check(srcs.size() == dsts.size(), "copy_many", ": ", srcs.size(), " sources for ", dsts.size(), " destinations");
+  for (size_t i = 0; i < srcs.size(); i++) copy(*srcs[i], *dsts[i]);
+}
+
 void Backend::adam_update_many(const std::vector<AdamTensors>& ts, double lr, double beta1, double beta2, double eps,
                                bool decoupled, int64_t step) {
   for (const AdamTensors& t : ts)

@@ -87,6 +87,10 @@ class Backend {
   virtual void fill(Tensor& out, double value) = 0;
   // dst[i] = src[i], any strides on both sides, converting dtype; shapes equal (caller broadcasts src).
   virtual void copy(const Tensor& src, Tensor& dst) = 0;
+  // dsts[i] = srcs[i] converted to dsts[i]'s dtype, for many pairs of tensors of one shape each (autocast's casts
+  // of a model's weights, AutocastBF16::precast). The default calls copy per pair; the CUDA backend launches one
+  // kernel for all pairs when they are contiguous and share one pair of dtypes.
+  virtual void copy_many(const std::vector<const Tensor*>& srcs, const std::vector<Tensor*>& dsts);
   virtual void arange(Tensor& out, double start, double step) = 0;  // contiguous out
   virtual void random_uniform(Tensor& out, double low, double high, uint64_t seed, uint64_t offset) = 0;
   virtual void random_normal(Tensor& out, double mean, double std, uint64_t seed, uint64_t offset) = 0;

@@ -297,6 +297,7 @@ Result run_config(const Options& o, const std::string& topology, const std::stri
 
   auto forward = [&] {
     sg::AutocastBF16 autocast(precision == "bf16");
+    if (precision == "bf16") autocast.precast(model.parameters());  // the weights cast in one launch
     return sg::nn::label_smoothed_nll(model.forward(batch.src, batch.tgt_in), batch.tgt_out, o.shape.pad_id,
                                       o.shape.label_smoothing)
         .loss;

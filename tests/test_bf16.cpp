@@ -338,7 +338,7 @@ CopyBatch copy_batch(Device d) {
 }
 // Losses of `steps` Adam steps from the same initial weights, with or without autocast.
 std::vector<double> train_losses(const std::string& topology, bool autocast, int steps, Device d = Device::cpu(),
-                                 int64_t d_model = 32, int64_t heads = 4) {
+                                 int64_t d_model = 32, int64_t heads = 4, bool precast = false) {
   manual_seed(11);
   nn::Transformer model(small_model(topology, d_model, heads));
   model.to(d);
@@ -351,6 +351,7 @@ std::vector<double> train_losses(const std::string& topology, bool autocast, int
     Tensor loss;
     {
       AutocastBF16 on(autocast);
+      if (precast) on.precast(model.parameters());
       loss = nn::label_smoothed_nll(model.forward(b.src, b.tgt_in), b.tgt_out, 0, 0.1).loss;
     }
     loss.backward();
@@ -449,5 +450,40 @@ TEST_SUITE("bf16") {
     check_op("add_broadcast", in("add_broadcast", 0) + in("add_broadcast", 1));
     check_op("mul_broadcast", in("mul_broadcast", 0) * in("mul_broadcast", 1));
     check_op("sum_rows", in("sum_rows", 0).sum({1}));
+  }
+}
+
+TEST_SUITE("bf16") {
+  TEST_CASE("precast: a model's weights cast in one launch; the graph and the training are those without it") {
+    auto forward_graph = [](bool precast) {
+      manual_seed(4);
+      nn::Transformer model(small_model("pre_ln"));
+      CopyBatch b = copy_batch(Device::cpu());
+      current_tape().clear();
+      AutocastBF16 on;
+      if (precast) {
+        on.precast(model.parameters());
+        on.precast(model.parameters());  // again: nothing new to cast
+        on.precast({Tensor::ones({2}, DType::F64), Tensor()});  // float64 and undefined tensors are left alone
+      }
+      model.forward(b.src, b.tgt_in);
+      return Graph::from_tape(current_tape());
+    };
+    const Graph plain = forward_graph(false), pre = forward_graph(true);
+    REQUIRE(pre.nodes.size() == plain.nodes.size());  // no cast recorded for the norms' weights nobody multiplies
+    for (size_t i = 0; i < pre.nodes.size(); i++) {
+      CHECK(pre.nodes[i].name == plain.nodes[i].name);
+      CHECK(pre.nodes[i].op == plain.nodes[i].op);
+      CHECK(pre.nodes[i].inputs == plain.nodes[i].inputs);
+    }
+    const GraphNode& q = pre.at(pre.find("enc.0.self_attn.q_proj.linear"));
+    CHECK(pre.at(q.inputs[1]).op == "to_dtype");
+    // the same losses as casting each weight where it is used (the same roundings, the same graph otherwise)
+    const auto losses = train_losses("pre_ln", true, 5),
+               precast = train_losses("pre_ln", true, 5, Device::cpu(), 32, 4, true);
+    for (size_t i = 0; i < losses.size(); i++) CHECK(precast[i] == losses[i]);
+    if (!have_cuda()) return;
+    const auto gpu = train_losses("pre_ln", true, 5, Device::cuda(), 32, 4, true);
+    for (size_t i = 0; i < losses.size(); i++) CHECK(gpu[i] == doctest::Approx(losses[i]).epsilon(2e-2));
   }
 }

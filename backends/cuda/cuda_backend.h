@@ -92,6 +92,7 @@ class CudaBackend final : public Backend {
   void dropout(const Tensor& x, Tensor& y, double p, uint64_t seed, uint64_t offset) override;
   void adam_update(Tensor& param, const Tensor& grad, Tensor& m, Tensor& v, double lr, double beta1, double beta2,
                    double eps, double weight_decay, bool decoupled, int64_t step) override;
+  void copy_many(const std::vector<const Tensor*>& srcs, const std::vector<Tensor*>& dsts) override;
   void adam_update_many(const std::vector<AdamTensors>& ts, double lr, double beta1, double beta2, double eps,
                         bool decoupled, int64_t step) override;
 

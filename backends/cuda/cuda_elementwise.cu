@@ -1,11 +1,16 @@
-// CUDA elementwise kernels: fills, copies, random numbers, unary/binary maps and their derivatives, where,
+// CUDA elementwise kernels: fills, copies (one, or many pairs in one launch), random numbers, unary/binary maps and their derivatives, where,
 // count_nonfinite. Every kernel is a grid-stride loop over the output's elements; operands may have any strides
 // (broadcast views have zero strides), handled by cuda::Strided. The op is a run-time switch that is the same
 // for every thread, which keeps the number of template instantiations (and nvcc's time) small.
+#include <algorithm>
+#include <climits>
+#include <cstring>
+#include <vector>
+
 #include "backends/cuda/cuda_common.cuh"
 #include "backends/elementwise_math.h"
-#include "tensor/random.h"
 #include "backends/in_float32.h"
+#include "tensor/random.h"
 
 namespace skipgrad {
 
@@ -35,6 +40,27 @@ __global__ void copy_kernel(const S* src, D* dst, Strided<2> s, int64_t n) {
     s.offsets(i, off);
     dst[off[0]] = elementwise::convert<D>(src[off[1]]);
   }
+}
+
+// copy_many: one launch over many (source, destination) pairs, cut into chunks of kCopyChunk elements; block b
+// converts chunk b (the multi-tensor pattern of cuda_optim.cu's Adam).
+constexpr int64_t kCopyChunk = 1 << 16;
+struct CopyPair {
+  const void* src;
+  void* dst;
+};
+struct CopyChunk {  // elements [start, start + len) of pair `pair`
+  int64_t start;
+  int32_t pair, len;
+};
+
+template <class S, class D>
+__global__ void copy_many_kernel(const CopyPair* pairs, const CopyChunk* chunks) {
+  const CopyChunk c = chunks[blockIdx.x];
+  const S* src = static_cast<const S*>(pairs[c.pair].src);
+  D* dst = static_cast<D*>(pairs[c.pair].dst);
+  for (int64_t i = c.start + threadIdx.x; i < c.start + c.len; i += blockDim.x)
+    dst[i] = elementwise::convert<D>(src[i]);
 }
 
 template <class T>
@@ -135,6 +161,52 @@ void CudaBackend::copy_device(const Tensor& src, Tensor& dst) {
     });
   });
   SG_CUDA_LAUNCH_CHECK("copy");
+}
+
+// One launch when every pair is contiguous on the GPU, of one size, and the pairs share one pair of floating dtypes;
+// otherwise a copy per pair (Backend::copy_many).
+void CudaBackend::copy_many(const std::vector<const Tensor*>& srcs, const std::vector<Tensor*>& dsts) {
+  const char* op = "copy_many";
+  check(srcs.size() == dsts.size(), op, ": ", srcs.size(), " sources for ", dsts.size(), " destinations");
+  bool one_launch = !srcs.empty();
+  for (size_t i = 0; i < srcs.size() && one_launch; i++) {
+    const Tensor &a = *srcs[i], &b = *dsts[i];
+    check(a.shape() == b.shape(), op, ": pair ", i, " has shapes ", a.meta_str(), " and ", b.meta_str());
+    one_launch = a.device().is_cuda() && b.device().is_cuda() && a.is_contiguous() && b.is_contiguous() &&
+                 a.dtype() == srcs[0]->dtype() && b.dtype() == dsts[0]->dtype() && is_floating(a.dtype()) &&
+                 is_floating(b.dtype());
+  }
+  if (!one_launch) return Backend::copy_many(srcs, dsts);
+  std::vector<CopyPair> pairs;
+  std::vector<CopyChunk> chunks;
+  for (size_t i = 0; i < srcs.size(); i++) {
+    const int64_t n = srcs[i]->numel();
+    if (n == 0) continue;
+    check(pairs.size() < (size_t)INT_MAX, op, ": too many pairs for one launch");
+    pairs.push_back({srcs[i]->data_ptr(), dsts[i]->data_ptr()});
+    for (int64_t start = 0; start < n; start += kCopyChunk)
+      chunks.push_back({start, (int32_t)(pairs.size() - 1), (int32_t)std::min(kCopyChunk, n - start)});
+  }
+  if (chunks.empty()) return;
+  check(chunks.size() <= (size_t)INT_MAX, op, ": ", chunks.size(), " chunks exceed the GPU grid");
+  // [pair table | chunk table (16-byte aligned)], uploaded in one copy into a buffer freed after the launch is queued
+  const size_t pair_bytes = (pairs.size() * sizeof(CopyPair) + 15) / 16 * 16;
+  const size_t bytes = pair_bytes + chunks.size() * sizeof(CopyChunk);
+  std::vector<char> host(bytes);
+  std::memcpy(host.data(), pairs.data(), pairs.size() * sizeof(CopyPair));
+  std::memcpy(host.data() + pair_bytes, chunks.data(), chunks.size() * sizeof(CopyChunk));
+  Tensor table = Tensor::empty({(int64_t)((bytes + 7) / 8)}, DType::I64, Device::cuda());
+  char* device = static_cast<char*>(table.data_ptr());
+  upload(host.data(), device, bytes);
+  cuda::dispatch_float_bf16(srcs[0]->dtype(), op, [&](auto stag) {
+    cuda::dispatch_float_bf16(dsts[0]->dtype(), op, [&](auto dtag) {
+      using S = decltype(stag);
+      using D = decltype(dtag);
+      copy_many_kernel<S, D><<<(unsigned)chunks.size(), kThreads, 0, stream_>>>(
+          reinterpret_cast<const CopyPair*>(device), reinterpret_cast<const CopyChunk*>(device + pair_bytes));
+    });
+  });
+  SG_CUDA_LAUNCH_CHECK(op);
 }
 
 void CudaBackend::arange(Tensor& out, double start, double step) {

@@ -104,6 +104,7 @@ double evaluate_bleu(nn::Transformer& model, const Vocab& vocab, const std::vect
 LossAndNorm forward_backward(nn::Transformer& model, const Batch& b, double label_smoothing, bool autocast_bf16) {
   auto L = [&] {
     AutocastBF16 autocast(autocast_bf16);
+    if (autocast_bf16) autocast.precast(model.parameters());  // every weight cast in one launch
     return nn::label_smoothed_nll(model.forward(b.src, b.tgt_in), b.tgt_out, Vocab::kPad, label_smoothing);
   }();
   L.loss.backward();
