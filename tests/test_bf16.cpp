@@ -487,3 +487,38 @@ TEST_SUITE("bf16") {
     for (size_t i = 0; i < losses.size(); i++) CHECK(gpu[i] == doctest::Approx(losses[i]).epsilon(2e-2));
   }
 }
+
+TEST_SUITE("bf16") {
+  TEST_CASE("Backend::copy_many: many pairs in one call, the results of a copy each") {
+    for (Device d : {Device::cpu(), Device::cuda()}) {
+      if (d.is_cuda() && !have_cuda()) continue;
+      INFO(d.str());
+      Backend& be = backend_for(d);
+      std::vector<Tensor> src = {randn32({3}, 1, d), randn32({0}, 2, d), randn32({70000}, 3, d),
+                                 randn32({2, 65537}, 4, d)};  // chunks of 2^16 elements: one, none, two, three
+      std::vector<Tensor> dst, want;
+      std::vector<const Tensor*> s;
+      std::vector<Tensor*> t;
+      for (const Tensor& x : src) {
+        dst.push_back(Tensor::empty(x.shape(), DType::BF16, d));
+        want.push_back(x.to(DType::BF16));
+      }
+      for (size_t i = 0; i < src.size(); i++) {
+        s.push_back(&src[i]);
+        t.push_back(&dst[i]);
+      }
+      be.copy_many(s, t);
+      for (size_t i = 0; i < src.size(); i++) {
+        const auto a = dst[i].to_vector<bf16>(), b = want[i].to_vector<bf16>();
+        for (size_t j = 0; j < a.size(); j++) REQUIRE(a[j].bits == b[j].bits);
+      }
+      // pairs of different dtypes, or a strided source: a copy each (the same numbers)
+      Tensor f64 = Tensor::empty({3}, DType::F64, d), strided = randn32({4, 6}, 5, d).transpose(0, 1);
+      Tensor out2 = Tensor::empty({6, 4}, DType::BF16, d);
+      be.copy_many({&src[0], &strided}, {&f64, &out2});
+      CHECK(f64.to(DType::F32).to_vector<float>() == src[0].to_vector<float>());
+      CHECK(out2.to(DType::F32).to_vector<float>() == strided.to(DType::BF16).to(DType::F32).to_vector<float>());
+      CHECK_THROWS_WITH_AS(be.copy_many({&src[0]}, {&dst[2]}), doctest::Contains("copy_many"), Error);
+    }
+  }
+}
