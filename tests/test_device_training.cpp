@@ -103,9 +103,12 @@ TEST_SUITE("translate") {
 
 TEST_SUITE("translate") {
   TEST_CASE("--autocast bf16: the translation example trains in mixed precision as in float32, within bf16 rounding") {
-    TrainOptions mixed_o = tiny_run("cpu", "run_autocast");
+    TrainOptions f32_o = tiny_run("cpu", "run_f32");
+    f32_o.max_steps = 10;
+    TrainOptions mixed_o = f32_o;
+    mixed_o.out_dir = (scratch_dir() / "run_autocast").string();
     mixed_o.autocast = "bf16";
-    const TrainResult f32 = train(tiny_run("cpu", "run_f32")), mixed = train(mixed_o);
+    const TrainResult f32 = train(f32_o), mixed = train(mixed_o);
     REQUIRE_FALSE(mixed.diverged);
     CHECK(mixed.steps == f32.steps);
     CHECK(mixed.final_train_loss == doctest::Approx(f32.final_train_loss).epsilon(5e-2));
