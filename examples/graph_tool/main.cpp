@@ -12,6 +12,7 @@
 #include <iostream>
 
 #include "analysis/measure.h"
+#include "autograd/autocast.h"
 #include "tensor/random.h"
 #include "report.h"
 
@@ -37,14 +38,23 @@ void add_model_options(CLI::App* cmd, ModelOptions& m, bool topology) {
       ->capture_default_str();
 }
 
-// One forward + loss + backward on a random batch, keeping the graph.
+// One forward + loss + backward on a random batch, keeping the graph; with --autocast bf16 the forward runs in an
+// AutocastBF16 scope, so the graph shows the casts and the bf16 nodes (docs/mixed_precision.md).
 LayerMeasures record(const ModelOptions& mo) {
+  check(mo.autocast == "off" || mo.autocast == "bf16", "skipgrad-graph", ": --autocast must be off or bf16, got '",
+        mo.autocast, "'");
   nn::TransformerConfig cfg = mo.config();
   manual_seed(mo.seed);
   nn::Transformer model(cfg);
   model.to(Device::parse(mo.device));  // measure_batch moves the batch to the model
   MeasureBatch b = random_batch(cfg, mo.batch, mo.len, mo.seed);
+  AutocastBF16 autocast(mo.autocast == "bf16");
   return measure_batch(model, b, 0.1, /*graph=*/true);
+}
+
+void add_autocast_option(CLI::App* cmd, ModelOptions& m) {
+  cmd->add_option("--autocast", m.autocast, "off | bf16: record the forward in bf16 mixed precision")
+      ->capture_default_str();
 }
 
 std::string joined_args(int argc, char** argv) {
@@ -75,11 +85,13 @@ int main(int argc, char** argv) {
   dump_cmd->add_option("--rankdir", rankdir, "TB | BT | LR | RL")->capture_default_str();
   dump_cmd->add_flag("--no-leaves", no_leaves, "hide parameters and inputs");
   dump_cmd->add_option("-o,--output", out, "output file")->required();
+  add_autocast_option(dump_cmd, dump_model);
 
   auto* paths_cmd = app.add_subcommand("paths", "print the gradient-path tables (Markdown) of a model");
   paths_model.d_model = 16, paths_model.heads = 2, paths_model.d_ff = 32, paths_model.vocab = 20;
   paths_model.batch = 2, paths_model.len = 5;
   add_model_options(paths_cmd, paths_model, true);
+  add_autocast_option(paths_cmd, paths_model);
 
   auto* report_cmd = app.add_subcommand("report", "measure several topologies and depths, write a Markdown report");
   graph_tool::ReportOptions ro;

@@ -17,6 +17,7 @@ struct ModelOptions {
   int64_t batch = 8, len = 16;
   uint64_t seed = 1;
   std::string device = "cpu";  // cpu | cuda | cuda:N
+  std::string autocast = "off";  // off | bf16: the recorded forward in bf16 mixed precision (dump and paths)
   skipgrad::nn::TransformerConfig config() const;  // dropout 0: the statistics at initialization
 };
 
