@@ -57,14 +57,6 @@ Tensor cached_bf16_cast(const Tensor& t) {
 }
 
 namespace autocast {
-namespace {
-bool any_of_dtype(std::initializer_list<const Tensor*> ts, DType dt) {
-  for (const Tensor* t : ts)
-    if (t->defined() && t->dtype() == dt) return true;
-  return false;
-}
-}  // namespace
-
 bool wants_bf16(std::initializer_list<const Tensor*> ts) { return g_autocast_bf16 && any_of_dtype(ts, DType::F32); }
 bool wants_f32(std::initializer_list<const Tensor*> ts) { return g_autocast_bf16 && any_of_dtype(ts, DType::BF16); }
 Tensor to_bf16(const Tensor& t) {

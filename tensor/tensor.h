@@ -6,6 +6,7 @@
 #pragma once
 #include <cstdint>
 #include <functional>
+#include <initializer_list>
 #include <memory>
 #include <string>
 #include <vector>
@@ -175,6 +176,12 @@ Tensor make_view(const Tensor& base, const Shape& shape, const Shape& strides, i
 Shape view_strides(const Tensor& t, const Shape& shape);
 // `t` broadcast (zero strides) to `shape`; throws naming `op` when not broadcastable.
 Tensor broadcast_to(const Tensor& t, const Shape& shape, const char* op);
+// Whether any defined tensor among ts has dtype dt.
+inline bool any_of_dtype(std::initializer_list<const Tensor*> ts, DType dt) {
+  for (const Tensor* t : ts)
+    if (t->defined() && t->dtype() == dt) return true;
+  return false;
+}
 
 std::ostream& operator<<(std::ostream& os, const Tensor& t);
 std::ostream& operator<<(std::ostream& os, const Shape& s);  // "[2,3]", as shape_str

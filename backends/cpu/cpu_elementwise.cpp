@@ -4,8 +4,8 @@
 #include "backends/cpu/cpu_backend.h"
 #include "backends/elementwise_math.h"
 #include "backends/cpu/strided_loop.h"
-#include "tensor/random.h"
 #include "backends/in_float32.h"
+#include "tensor/random.h"
 
 namespace skipgrad {
 
@@ -52,7 +52,7 @@ void CpuBackend::arange(Tensor& out, double start, double step) {
 }
 
 void CpuBackend::random_uniform(Tensor& out, double low, double high, uint64_t seed, uint64_t offset) {
-  if (any_bf16({&out})) { InFloat32 f(*this); random_uniform(f.out(out), low, high, seed, offset); return f.done(); }
+  if (in_float32::random_uniform(*this, out, low, high, seed, offset)) return;
   dispatch_float(out.dtype(), "rand", [&]<class T>() {
     T* p = static_cast<T*>(out.data_ptr());
     const int64_t n = out.numel();
@@ -68,7 +68,7 @@ void CpuBackend::random_uniform(Tensor& out, double low, double high, uint64_t s
 }
 
 void CpuBackend::random_normal(Tensor& out, double mean, double std, uint64_t seed, uint64_t offset) {
-  if (any_bf16({&out})) { InFloat32 f(*this); random_normal(f.out(out), mean, std, seed, offset); return f.done(); }
+  if (in_float32::random_normal(*this, out, mean, std, seed, offset)) return;
   dispatch_float(out.dtype(), "randn", [&]<class T>() {
     T* p = static_cast<T*>(out.data_ptr());
     const int64_t n = out.numel();
@@ -102,7 +102,7 @@ void dispatch_binary(BinaryOp op, F&& f) {
 }  // namespace
 
 void CpuBackend::unary(UnaryOp op, const Tensor& x, Tensor& out, double alpha) {
-  if (any_bf16({&x, &out})) { InFloat32 f(*this); unary(op, f.in(x), f.out(out), alpha); return f.done(); }
+  if (in_float32::unary(*this, op, x, out, alpha)) return;
   dispatch_float(x.dtype(), "unary", [&]<class T>() {
     const T* xp = static_cast<const T*>(x.data_ptr());
     T* yp = static_cast<T*>(out.data_ptr());
@@ -122,11 +122,7 @@ void CpuBackend::unary(UnaryOp op, const Tensor& x, Tensor& out, double alpha) {
 
 void CpuBackend::unary_backward(UnaryOp op, const Tensor& x, const Tensor& y, const Tensor& gy, Tensor& gx,
                                 double alpha) {
-  if (any_bf16({&x, &gx})) {
-    InFloat32 f(*this);
-    unary_backward(op, f.in(x), f.in(y), f.in(gy), f.out(gx), alpha);
-    return f.done();
-  }
+  if (in_float32::unary_backward(*this, op, x, y, gy, gx, alpha)) return;
   // y may be undefined for ops whose derivative does not read it; use x in its place then.
   const Tensor& yy = y.defined() ? y : x;
   dispatch_float(x.dtype(), "unary_backward", [&]<class T>() {
@@ -196,7 +192,7 @@ void CpuBackend::where(const Tensor& cond, const Tensor& a, const Tensor& b, Ten
 }
 
 int64_t CpuBackend::count_nonfinite(const Tensor& x) {
-  if (any_bf16({&x})) { InFloat32 f(*this); return count_nonfinite(f.in(x)); }
+  if (int64_t bad = 0; in_float32::count_nonfinite(*this, x, bad)) return bad;
   int64_t bad = 0;
   dispatch_float(x.dtype(), "count_nonfinite", [&]<class T>() {
     const T* p = static_cast<const T*>(x.data_ptr());

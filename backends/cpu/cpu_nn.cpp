@@ -6,8 +6,8 @@
 
 #include "backends/cpu/cpu_backend.h"
 #include "backends/cpu/strided_loop.h"
-#include "tensor/random.h"
 #include "backends/in_float32.h"
+#include "tensor/random.h"
 
 namespace skipgrad {
 
@@ -26,7 +26,7 @@ Rows rows_of(const Tensor& x) {
 // Masked columns (Backend's SoftmaxMask) read as -inf: with causal_queries = Q > 0, row r keeps its first
 // (r mod Q) + C - Q + 1 columns; with key_padding, row r drops the columns whose pad[r / rows_per_batch] is set.
 void CpuBackend::softmax(const Tensor& x, Tensor& y, bool log, const SoftmaxMask& mask) {
-  if (any_bf16({&x, &y})) { InFloat32 f(*this); softmax(f.in(x), f.out(y), log, mask); return f.done(); }
+  if (in_float32::softmax(*this, x, y, log, mask)) return;
   check_softmax_mask("softmax", x, mask);
   const Rows rows = rows_of(x);
   const int64_t R = rows.rows, C = rows.cols, Q = mask.causal_queries;
@@ -66,7 +66,7 @@ void CpuBackend::softmax(const Tensor& x, Tensor& y, bool log, const SoftmaxMask
 // softmax:     gx = y * (gy - sum(gy * y))
 // log_softmax: gx = gy - exp(y) * sum(gy)
 void CpuBackend::softmax_backward(const Tensor& y, const Tensor& gy, Tensor& gx, bool log) {
-  if (any_bf16({&y, &gx})) { InFloat32 f(*this); softmax_backward(f.in(y), f.in(gy), f.out(gx), log); return f.done(); }
+  if (in_float32::softmax_backward(*this, y, gy, gx, log)) return;
   const Rows rows = rows_of(y);
   const int64_t R = rows.rows, C = rows.cols;
   cpu::dispatch_float(y.dtype(), "softmax_backward", [&]<class T>() {
@@ -93,11 +93,7 @@ void CpuBackend::softmax_backward(const Tensor& y, const Tensor& gy, Tensor& gx,
 // mean = sum(x)/C; rstd = 1/sqrt(sum((x-mean)^2)/C + eps); y = (x-mean)*rstd*gamma + beta
 void CpuBackend::layer_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta, double eps, Tensor& y,
                             Tensor& mean, Tensor& rstd) {
-  if (any_bf16({&x, &gamma, &beta, &y})) {
-    InFloat32 f(*this);
-    layer_norm(f.in(x), f.in(gamma), f.in(beta), eps, f.out(y), f.out(mean), f.out(rstd));
-    return f.done();
-  }
+  if (in_float32::layer_norm(*this, x, gamma, beta, eps, y, mean, rstd)) return;
   const Rows rows = rows_of(x);
   const int64_t R = rows.rows, C = rows.cols;
   cpu::dispatch_float(x.dtype(), "layer_norm", [&]<class T>() {
@@ -132,12 +128,8 @@ void CpuBackend::layer_norm(const Tensor& x, const Tensor& gamma, const Tensor& 
 void CpuBackend::layer_norm_backward(const Tensor& gy, const Tensor& x, const Tensor& mean, const Tensor& rstd,
                                      const Tensor& gamma, Tensor& gx, Tensor& ggamma, Tensor& gbeta,
                                      bool accumulate_gx) {
-  if (any_bf16({&gy, &x, &gamma, &gx, &ggamma, &gbeta})) {
-    InFloat32 f(*this);
-    layer_norm_backward(f.in(gy), f.in(x), f.in(mean), f.in(rstd), f.in(gamma), f.out(gx, accumulate_gx),
-                        f.out(ggamma), f.out(gbeta), accumulate_gx);
-    return f.done();
-  }
+  if (in_float32::layer_norm_backward(*this, gy, x, mean, rstd, gamma, gx, ggamma, gbeta, accumulate_gx))
+    return;
   const Rows rows = rows_of(x);
   const int64_t R = rows.rows, C = rows.cols;
   cpu::dispatch_float(x.dtype(), "layer_norm_backward", [&]<class T>() {
@@ -198,11 +190,7 @@ void CpuBackend::layer_norm_backward(const Tensor& gy, const Tensor& x, const Te
 
 // rstd = 1/sqrt(mean(x^2) + eps); y = x * rstd * w
 void CpuBackend::rms_norm(const Tensor& x, const Tensor& weight, double eps, Tensor& y, Tensor& rstd) {
-  if (any_bf16({&x, &weight, &y})) {
-    InFloat32 f(*this);
-    rms_norm(f.in(x), f.in(weight), eps, f.out(y), f.out(rstd));
-    return f.done();
-  }
+  if (in_float32::rms_norm(*this, x, weight, eps, y, rstd)) return;
   const Rows rows = rows_of(x);
   const int64_t R = rows.rows, C = rows.cols;
   cpu::dispatch_float(x.dtype(), "rms_norm", [&]<class T>() {
@@ -226,12 +214,7 @@ void CpuBackend::rms_norm(const Tensor& x, const Tensor& weight, double eps, Ten
 // g = gy*w; gx (+)= rstd * (g - xhat * mean(g * xhat)) with xhat = x*rstd; gw = sum_rows(gy * xhat)
 void CpuBackend::rms_norm_backward(const Tensor& gy, const Tensor& x, const Tensor& rstd, const Tensor& weight,
                                    Tensor& gx, Tensor& gweight, bool accumulate_gx) {
-  if (any_bf16({&gy, &x, &weight, &gx, &gweight})) {
-    InFloat32 f(*this);
-    rms_norm_backward(f.in(gy), f.in(x), f.in(rstd), f.in(weight), f.out(gx, accumulate_gx), f.out(gweight),
-                      accumulate_gx);
-    return f.done();
-  }
+  if (in_float32::rms_norm_backward(*this, gy, x, rstd, weight, gx, gweight, accumulate_gx)) return;
   const Rows rows = rows_of(x);
   const int64_t R = rows.rows, C = rows.cols;
   cpu::dispatch_float(x.dtype(), "rms_norm_backward", [&]<class T>() {
@@ -271,7 +254,7 @@ void CpuBackend::rms_norm_backward(const Tensor& gy, const Tensor& x, const Tens
 }
 
 void CpuBackend::embedding(const Tensor& weight, const Tensor& ids, Tensor& out) {
-  if (any_bf16({&weight, &out})) { InFloat32 f(*this); embedding(f.in(weight), ids, f.out(out)); return f.done(); }
+  if (in_float32::embedding(*this, weight, ids, out)) return;
   const int64_t V = weight.size(0), D = weight.size(1), N = ids.numel();
   const int64_t* id = static_cast<const int64_t*>(ids.data_ptr());
   for (int64_t i = 0; i < N; i++)
@@ -285,11 +268,7 @@ void CpuBackend::embedding(const Tensor& weight, const Tensor& ids, Tensor& out)
 }
 
 void CpuBackend::embedding_backward(const Tensor& ids, const Tensor& gout, Tensor& gweight, int64_t padding_idx) {
-  if (any_bf16({&gout, &gweight})) {
-    InFloat32 f(*this);
-    embedding_backward(ids, f.in(gout), f.out(gweight, true), padding_idx);
-    return f.done();
-  }
+  if (in_float32::embedding_backward(*this, ids, gout, gweight, padding_idx)) return;
   const int64_t D = gweight.size(1), N = ids.numel();
   const int64_t* id = static_cast<const int64_t*>(ids.data_ptr());
   cpu::dispatch_float(gweight.dtype(), "embedding_backward", [&]<class T>() {
@@ -312,11 +291,7 @@ void CpuBackend::embedding_backward(const Tensor& ids, const Tensor& gout, Tenso
 // loss_i = lse_i - (1-ls) * x[t_i] - ls * mean_j x_ij   (= (1-ls)*nll + ls*mean_j(-logp_ij))
 void CpuBackend::cross_entropy(const Tensor& logits, const Tensor& targets, int64_t ignore_index,
                                double label_smoothing, Tensor& loss, Tensor& lse) {
-  if (any_bf16({&logits, &loss})) {
-    InFloat32 f(*this);
-    cross_entropy(f.in(logits), targets, ignore_index, label_smoothing, f.out(loss), f.out(lse));
-    return f.done();
-  }
+  if (in_float32::cross_entropy(*this, logits, targets, ignore_index, label_smoothing, loss, lse)) return;
   const Rows rows = rows_of(logits);
   const int64_t R = rows.rows, C = rows.cols;
   const int64_t* tp = static_cast<const int64_t*>(targets.data_ptr());
@@ -355,12 +330,9 @@ void CpuBackend::cross_entropy(const Tensor& logits, const Tensor& targets, int6
 void CpuBackend::cross_entropy_backward(const Tensor& logits, const Tensor& targets, const Tensor& lse,
                                         const Tensor& gloss, int64_t ignore_index, double label_smoothing,
                                         Tensor& glogits) {
-  if (any_bf16({&logits, &glogits})) {
-    InFloat32 f(*this);
-    cross_entropy_backward(f.in(logits), targets, f.in(lse), f.in(gloss), ignore_index, label_smoothing,
-                           f.out(glogits));
-    return f.done();
-  }
+  if (in_float32::cross_entropy_backward(*this, logits, targets, lse, gloss, ignore_index, label_smoothing,
+                                         glogits))
+    return;
   const Rows rows = rows_of(logits);
   const int64_t R = rows.rows, C = rows.cols;
   const int64_t* tp = static_cast<const int64_t*>(targets.data_ptr());
@@ -388,7 +360,7 @@ void CpuBackend::cross_entropy_backward(const Tensor& logits, const Tensor& targ
 // y[i] = x[i] * mask_i, mask_i = (u_i >= p) / (1 - p), u_i = random_uniform01(seed, offset + i); a multiply even
 // where dropped, so a NaN or inf in x stays visible (as x * mask did).
 void CpuBackend::dropout(const Tensor& x, Tensor& y, double p, uint64_t seed, uint64_t offset) {
-  if (any_bf16({&x, &y})) { InFloat32 f(*this); dropout(f.in(x), f.out(y), p, seed, offset); return f.done(); }
+  if (in_float32::dropout(*this, x, y, p, seed, offset)) return;
   check_dropout_operands(x, y);
   cpu::dispatch_float(x.dtype(), "dropout", [&]<class T>() {
     const T* xp = static_cast<const T*>(x.data_ptr());

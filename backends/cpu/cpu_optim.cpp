@@ -11,12 +11,8 @@ namespace skipgrad {
 // Adam adds wd*p to g first; AdamW (decoupled) multiplies p by (1 - lr*wd) first.
 void CpuBackend::adam_update(Tensor& param, const Tensor& grad, Tensor& m, Tensor& v, double lr, double beta1,
                              double beta2, double eps, double weight_decay, bool decoupled, int64_t step) {
-  if (any_bf16({&param, &grad, &m, &v})) {
-    InFloat32 f(*this);
-    adam_update(f.out(param, true), f.in(grad), f.out(m, true), f.out(v, true), lr, beta1, beta2, eps, weight_decay,
-                decoupled, step);
-    return f.done();
-  }
+  if (in_float32::adam_update(*this, param, grad, m, v, lr, beta1, beta2, eps, weight_decay, decoupled, step))
+    return;
   const double bc1 = 1 - std::pow(beta1, (double)step), bc2 = 1 - std::pow(beta2, (double)step);
   cpu::dispatch_float(param.dtype(), "adam_update", [&]<class T>() {
     T* p = static_cast<T*>(param.data_ptr());

@@ -123,7 +123,7 @@ bool as_block(const Tensor& x, const std::vector<bool>& red, int64_t& O, int64_t
 }  // namespace
 
 void CpuBackend::reduce(ReduceOp op, const Tensor& x, const std::vector<bool>& red, Tensor& out) {
-  if (any_bf16({&x, &out})) { InFloat32 f(*this); reduce(op, f.in(x), red, f.out(out)); return f.done(); }
+  if (in_float32::reduce(*this, op, x, red, out)) return;
   const Shape& xs = x.shape();
   const int64_t nd = x.dim();
   check(nd <= 16, "reduce", ": at most 16 dims supported, got ", nd);
@@ -186,7 +186,7 @@ void CpuBackend::reduce(ReduceOp op, const Tensor& x, const std::vector<bool>& r
 // order (reverse: from the end), in double for floats and int64 for integers. Lines are independent, so the
 // result does not depend on the thread count.
 void CpuBackend::cumsum(const Tensor& x, int64_t dim, bool reverse, Tensor& out) {
-  if (any_bf16({&x, &out})) { InFloat32 f(*this); cumsum(f.in(x), dim, reverse, f.out(out)); return f.done(); }
+  if (in_float32::cumsum(*this, x, dim, reverse, out)) return;
   const ScanLayout l = cumsum_layout(x, dim, out);  // not a structured binding: clang 14 cannot capture one
   const int64_t outer = l.outer, n = l.n, inner = l.inner;
   cpu::dispatch_all(x.dtype(), [&]<class T>() {

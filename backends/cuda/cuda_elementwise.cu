@@ -1,7 +1,8 @@
-// CUDA elementwise kernels: fills, copies (one, or many pairs in one launch), random numbers, unary/binary maps and their derivatives, where,
-// count_nonfinite. Every kernel is a grid-stride loop over the output's elements; operands may have any strides
-// (broadcast views have zero strides), handled by cuda::Strided. The op is a run-time switch that is the same
-// for every thread, which keeps the number of template instantiations (and nvcc's time) small.
+// CUDA elementwise kernels: fills, copies (one, or many pairs in one launch), random numbers, unary/binary maps
+// and their derivatives, where, count_nonfinite. Every kernel is a grid-stride loop over the output's elements;
+// operands may have any strides (broadcast views have zero strides), handled by cuda::Strided. The op is a run-time
+// switch that is the same for every thread, which keeps the number of template instantiations (and nvcc's time)
+// small.
 #include <algorithm>
 #include <climits>
 #include <cstring>
@@ -222,7 +223,7 @@ void CudaBackend::arange(Tensor& out, double start, double step) {
 }
 
 void CudaBackend::random_uniform(Tensor& out, double low, double high, uint64_t seed, uint64_t offset) {
-  if (any_bf16({&out})) { InFloat32 f(*this); random_uniform(f.out(out), low, high, seed, offset); return f.done(); }
+  if (in_float32::random_uniform(*this, out, low, high, seed, offset)) return;
   const int64_t n = out.numel();
   if (n == 0) return;
   if (!out.is_contiguous())
@@ -236,7 +237,7 @@ void CudaBackend::random_uniform(Tensor& out, double low, double high, uint64_t 
 }
 
 void CudaBackend::random_normal(Tensor& out, double mean, double std, uint64_t seed, uint64_t offset) {
-  if (any_bf16({&out})) { InFloat32 f(*this); random_normal(f.out(out), mean, std, seed, offset); return f.done(); }
+  if (in_float32::random_normal(*this, out, mean, std, seed, offset)) return;
   const int64_t n = out.numel();
   if (n == 0) return;
   if (!out.is_contiguous())
@@ -309,7 +310,7 @@ void CudaBackend::where(const Tensor& cond, const Tensor& a, const Tensor& b, Te
 
 // Synchronises: the count is read back to the host.
 int64_t CudaBackend::count_nonfinite(const Tensor& x) {
-  if (any_bf16({&x})) { InFloat32 f(*this); return count_nonfinite(f.in(x)); }
+  if (int64_t bad = 0; in_float32::count_nonfinite(*this, x, bad)) return bad;
   const int64_t n = x.numel();
   if (n == 0) return 0;
   auto s = make_strided<1>(x.shape(), {&x.strides()}, "count_nonfinite");

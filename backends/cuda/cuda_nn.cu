@@ -7,8 +7,8 @@
 #include <cmath>
 
 #include "backends/cuda/cuda_common.cuh"
-#include "tensor/random.h"
 #include "backends/in_float32.h"
+#include "tensor/random.h"
 
 namespace skipgrad {
 
@@ -101,7 +101,7 @@ __global__ void dropout_kernel(const T* x, T* y, int64_t n, double p, uint64_t s
 }  // namespace
 
 void CudaBackend::embedding(const Tensor& weight, const Tensor& ids, Tensor& out) {
-  if (any_bf16({&weight, &out})) { InFloat32 f(*this); embedding(f.in(weight), ids, f.out(out)); return f.done(); }
+  if (in_float32::embedding(*this, weight, ids, out)) return;
   const char* op = "embedding";
   cuda::check_contiguous(op, {&weight, &ids, &out});
   if (ids.dtype() != DType::I64)
@@ -118,11 +118,7 @@ void CudaBackend::embedding(const Tensor& weight, const Tensor& ids, Tensor& out
 }
 
 void CudaBackend::embedding_backward(const Tensor& ids, const Tensor& gout, Tensor& gweight, int64_t padding_idx) {
-  if (any_bf16({&gout, &gweight})) {
-    InFloat32 f(*this);
-    embedding_backward(ids, f.in(gout), f.out(gweight, true), padding_idx);
-    return f.done();
-  }
+  if (in_float32::embedding_backward(*this, ids, gout, gweight, padding_idx)) return;
   const char* op = "embedding_backward";
   cuda::check_contiguous(op, {&ids, &gout, &gweight});
   if (ids.dtype() != DType::I64)
@@ -140,11 +136,7 @@ void CudaBackend::embedding_backward(const Tensor& ids, const Tensor& gout, Tens
 
 void CudaBackend::cross_entropy(const Tensor& logits, const Tensor& targets, int64_t ignore_index,
                                 double label_smoothing, Tensor& loss, Tensor& lse) {
-  if (any_bf16({&logits, &loss})) {
-    InFloat32 f(*this);
-    cross_entropy(f.in(logits), targets, ignore_index, label_smoothing, f.out(loss), f.out(lse));
-    return f.done();
-  }
+  if (in_float32::cross_entropy(*this, logits, targets, ignore_index, label_smoothing, loss, lse)) return;
   const char* op = "cross_entropy";
   cuda::check_contiguous(op, {&logits, &targets, &loss, &lse});
   if (targets.dtype() != DType::I64)
@@ -164,12 +156,9 @@ void CudaBackend::cross_entropy(const Tensor& logits, const Tensor& targets, int
 void CudaBackend::cross_entropy_backward(const Tensor& logits, const Tensor& targets, const Tensor& lse,
                                          const Tensor& gloss, int64_t ignore_index, double label_smoothing,
                                          Tensor& glogits) {
-  if (any_bf16({&logits, &glogits})) {
-    InFloat32 f(*this);
-    cross_entropy_backward(f.in(logits), targets, f.in(lse), f.in(gloss), ignore_index, label_smoothing,
-                           f.out(glogits));
-    return f.done();
-  }
+  if (in_float32::cross_entropy_backward(*this, logits, targets, lse, gloss, ignore_index, label_smoothing,
+                                         glogits))
+    return;
   const char* op = "cross_entropy_backward";
   cuda::check_contiguous(op, {&logits, &targets, &lse, &gloss, &glogits});
   const int64_t C = logits.dim() ? logits.shape().back() : 1, R = C ? logits.numel() / C : 0;

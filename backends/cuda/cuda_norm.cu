@@ -318,11 +318,7 @@ void CudaBackend::softmax_backward(const Tensor& y, const Tensor& gy, Tensor& gx
 
 void CudaBackend::layer_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta, double eps, Tensor& y,
                              Tensor& mean, Tensor& rstd) {
-  if (any_bf16({&x, &gamma, &beta, &y})) {
-    InFloat32 f(*this);
-    layer_norm(f.in(x), f.in(gamma), f.in(beta), eps, f.out(y), f.out(mean), f.out(rstd));
-    return f.done();
-  }
+  if (in_float32::layer_norm(*this, x, gamma, beta, eps, y, mean, rstd)) return;
   const Rows rc = rows_of(x, "layer_norm");
   const int64_t R = rc.rows, C = rc.cols;  // not a structured binding: clang 14 cannot capture one
   if (R == 0 || C == 0) return;
@@ -338,12 +334,8 @@ void CudaBackend::layer_norm(const Tensor& x, const Tensor& gamma, const Tensor&
 void CudaBackend::layer_norm_backward(const Tensor& gy, const Tensor& x, const Tensor& mean, const Tensor& rstd,
                                       const Tensor& gamma, Tensor& gx, Tensor& ggamma, Tensor& gbeta,
                                       bool accumulate_gx) {
-  if (any_bf16({&gy, &x, &gamma, &gx, &ggamma, &gbeta})) {
-    InFloat32 f(*this);
-    layer_norm_backward(f.in(gy), f.in(x), f.in(mean), f.in(rstd), f.in(gamma), f.out(gx, accumulate_gx),
-                        f.out(ggamma), f.out(gbeta), accumulate_gx);
-    return f.done();
-  }
+  if (in_float32::layer_norm_backward(*this, gy, x, mean, rstd, gamma, gx, ggamma, gbeta, accumulate_gx))
+    return;
   const char* op = "layer_norm_backward";
   Rows rc = rows_of(x, op);
   if (!gy.is_contiguous())
@@ -369,11 +361,7 @@ void CudaBackend::layer_norm_backward(const Tensor& gy, const Tensor& x, const T
 }
 
 void CudaBackend::rms_norm(const Tensor& x, const Tensor& weight, double eps, Tensor& y, Tensor& rstd) {
-  if (any_bf16({&x, &weight, &y})) {
-    InFloat32 f(*this);
-    rms_norm(f.in(x), f.in(weight), eps, f.out(y), f.out(rstd));
-    return f.done();
-  }
+  if (in_float32::rms_norm(*this, x, weight, eps, y, rstd)) return;
   const Rows rc = rows_of(x, "rms_norm");
   const int64_t R = rc.rows, C = rc.cols;  // not a structured binding: clang 14 cannot capture one
   if (R == 0 || C == 0) return;
@@ -388,12 +376,7 @@ void CudaBackend::rms_norm(const Tensor& x, const Tensor& weight, double eps, Te
 
 void CudaBackend::rms_norm_backward(const Tensor& gy, const Tensor& x, const Tensor& rstd, const Tensor& weight,
                                     Tensor& gx, Tensor& gweight, bool accumulate_gx) {
-  if (any_bf16({&gy, &x, &weight, &gx, &gweight})) {
-    InFloat32 f(*this);
-    rms_norm_backward(f.in(gy), f.in(x), f.in(rstd), f.in(weight), f.out(gx, accumulate_gx), f.out(gweight),
-                      accumulate_gx);
-    return f.done();
-  }
+  if (in_float32::rms_norm_backward(*this, gy, x, rstd, weight, gx, gweight, accumulate_gx)) return;
   const char* op = "rms_norm_backward";
   Rows rc = rows_of(x, op);
   if (!gy.is_contiguous())

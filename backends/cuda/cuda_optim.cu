@@ -99,12 +99,8 @@ bool fusable(const AdamTensors& t) {
 
 void CudaBackend::adam_update(Tensor& param, const Tensor& grad, Tensor& m, Tensor& v, double lr, double beta1,
                               double beta2, double eps, double weight_decay, bool decoupled, int64_t step) {
-  if (any_bf16({&param, &grad, &m, &v})) {
-    InFloat32 f(*this);
-    adam_update(f.out(param, true), f.in(grad), f.out(m, true), f.out(v, true), lr, beta1, beta2, eps, weight_decay,
-                decoupled, step);
-    return f.done();
-  }
+  if (in_float32::adam_update(*this, param, grad, m, v, lr, beta1, beta2, eps, weight_decay, decoupled, step))
+    return;
   const char* op = "adam_update";
   cuda::check_contiguous(op, {&param, &grad, &m, &v});
   const int64_t n = param.numel();

@@ -134,11 +134,7 @@ int64_t reduce_chunks(int64_t outputs, int64_t count, int64_t threads_per_output
 }  // namespace
 
 void CudaBackend::reduce(ReduceOp op, const Tensor& x, const std::vector<bool>& red, Tensor& out) {
-  if (any_bf16({&x, &out}) && x.dtype() != out.dtype()) {  // the kernels read and write one dtype
-    InFloat32 f(*this);
-    reduce(op, f.in(x), red, f.out(out));
-    return f.done();
-  }
+  if (x.dtype() != out.dtype() && in_float32::reduce(*this, op, x, red, out)) return;  // the kernels read and write one dtype
   const char* name = "reduce";
   const Shape& xs = x.shape();
   check(red.size() == xs.size(), name, ": reduce mask has ", red.size(), " entries for a tensor of rank ", xs.size());
@@ -204,7 +200,7 @@ __global__ void cumsum_kernel(const T* x, T* y, int64_t outer, int64_t n, int64_
 }
 
 void CudaBackend::cumsum(const Tensor& x, int64_t dim, bool reverse, Tensor& out) {
-  if (any_bf16({&x, &out})) { InFloat32 f(*this); cumsum(f.in(x), dim, reverse, f.out(out)); return f.done(); }
+  if (in_float32::cumsum(*this, x, dim, reverse, out)) return;
   const ScanLayout l = cumsum_layout(x, dim, out);
   const int64_t outer = l.outer, n = l.n, inner = l.inner;
   if (outer * inner == 0 || n == 0) return;
