@@ -131,8 +131,6 @@ class CudaBackend final : public Backend {
   // overwrite it are queued after the GEMMs that read it. Arrays too big for the arena get a buffer of their own
   // (`scratch`, kept by the caller until the GEMM is queued).
   uint64_t* pointer_arrays(const GemmArgs& g, Tensor& scratch);
-  // gemm's bfloat16 path (cuda_gemm.cu); strided: the batch is one stride apart (the strides given).
-  void gemm_bf16(const GemmArgs& g, bool strided, int64_t stride_a, int64_t stride_b, int64_t stride_c);
   using PointerArraysKey = std::array<int64_t, 12>;
   struct PointerArraysHash {
     size_t operator()(const PointerArraysKey& k) const {

@@ -6,7 +6,8 @@
 // so the row-major C = op(A) op(B) is computed as the column-major C^T = op(B)^T op(A)^T: swap the operands
 // (and m with n), keep the transpose flags. A batch stride of 0 reuses one matrix, which cuBLAS allows.
 // float32 GEMMs go through the ...Ex entry points with the compute type of set_float32_matmul_precision (FP32
-// unless TF32 or BF16 tensor cores are asked for); float64 ones through cublasDgemm{StridedBatched,Batched}.
+// unless TF32 or BF16 tensor cores are asked for), bfloat16 ones too (CUDA_R_16BF, CUBLAS_COMPUTE_32F); float64 ones
+// through cublasDgemm{StridedBatched,Batched}.
 #include <array>
 #include <climits>
 #include <memory>
@@ -127,26 +128,45 @@ void CudaBackend::gemm(const GemmArgs& g) {
   int64_t stride_a, stride_b, stride_c;
   const bool strided = one_batch_stride(g, stride_a, stride_b, stride_c);
   // Two batch dims that are not one stride apart: cuBLAS's batched GEMM over pointer arrays; A', B', C' below are
-  // the arrays of cuBLAS's operands (its A is our B, as above).
-  if (g.dtype == DType::BF16) return gemm_bf16(g, strided, stride_a, stride_b, stride_c);
-  Tensor scratch;  // only for pointer arrays too big for the arena
-  uint64_t* p = strided ? nullptr : pointer_arrays(g, scratch);
-  if (g.dtype == DType::F32) {
+  // the arrays of cuBLAS's operands (its A is our B, as above). Their entries must be 16-byte aligned on tensor
+  // cores (batch_entries_aligned_16): float32 ones that are not run in CUBLAS_COMPUTE_32F, bfloat16 ones, which have
+  // no compute type without tensor cores, as one GEMM each.
+  const bool aligned = strided || batch_entries_aligned_16(g);
+  if (g.dtype != DType::F64) {  // float32 (in the precision set), or bfloat16 in and out with float32 accumulation
+    const bool bf = g.dtype == DType::BF16;
+    const cudaDataType_t type = bf ? CUDA_R_16BF : CUDA_R_32F;
     const float alpha = (float)g.alpha, beta = (float)g.beta;
-    cublasComputeType_t compute = f32_compute(float32_matmul_precision());
-    if (!strided && !batch_entries_aligned_16(g)) compute = CUBLAS_COMPUTE_32F;  // see batch_entries_aligned_16
-    if (strided)
-      SG_CUBLAS_CHECK(op, cublasGemmStridedBatchedEx(cublas_, tb, ta, n, m, k, &alpha, g.b, CUDA_R_32F, ldb, stride_b,
-                                                     g.a, CUDA_R_32F, lda, stride_a, &beta, g.c, CUDA_R_32F, ldc,
-                                                     stride_c, batch, compute, CUBLAS_GEMM_DEFAULT));
-    else
+    const cublasComputeType_t compute =
+        bf || !aligned ? CUBLAS_COMPUTE_32F : f32_compute(float32_matmul_precision());
+    if (strided) {
+      SG_CUBLAS_CHECK(op, cublasGemmStridedBatchedEx(cublas_, tb, ta, n, m, k, &alpha, g.b, type, ldb, stride_b, g.a,
+                                                     type, lda, stride_a, &beta, g.c, type, ldc, stride_c, batch,
+                                                     compute, CUBLAS_GEMM_DEFAULT));
+    } else if (aligned || !bf) {
+      Tensor scratch;  // only for pointer arrays too big for the arena
+      uint64_t* p = pointer_arrays(g, scratch);
       SG_CUBLAS_CHECK(op, cublasGemmBatchedEx(cublas_, tb, ta, n, m, k, &alpha,
-                                              reinterpret_cast<const void**>(p + batch), CUDA_R_32F, ldb,
-                                              reinterpret_cast<const void**>(p), CUDA_R_32F, lda, &beta,
-                                              reinterpret_cast<void**>(p + 2 * batch), CUDA_R_32F, ldc, batch,
-                                              compute, CUBLAS_GEMM_DEFAULT));
+                                              reinterpret_cast<const void**>(p + batch), type, ldb,
+                                              reinterpret_cast<const void**>(p), type, lda, &beta,
+                                              reinterpret_cast<void**>(p + 2 * batch), type, ldc, batch, compute,
+                                              CUBLAS_GEMM_DEFAULT));
+    } else {
+      const int64_t elem = (int64_t)dtype_size(g.dtype);
+      auto bytes = [&](int64_t i, int64_t stride, int64_t stride_outer) {  // where entry i of an operand starts
+        return batch_offset(i, g.batch_inner, stride, stride_outer) * elem;
+      };
+      for (int64_t i = 0; i < g.batch; i++) {
+        const char* a = static_cast<const char*>(g.a) + bytes(i, g.stride_a, g.stride_a_outer);
+        const char* b = static_cast<const char*>(g.b) + bytes(i, g.stride_b, g.stride_b_outer);
+        char* c = static_cast<char*>(g.c) + bytes(i, g.stride_c, g.stride_c_outer);
+        SG_CUBLAS_CHECK(op, cublasGemmEx(cublas_, tb, ta, n, m, k, &alpha, b, type, ldb, a, type, lda, &beta, c, type,
+                                         ldc, compute, CUBLAS_GEMM_DEFAULT));
+      }
+    }
   } else {
     const double alpha = g.alpha, beta = g.beta;
+    Tensor scratch;
+    uint64_t* p = strided ? nullptr : pointer_arrays(g, scratch);
     if (strided)
       SG_CUBLAS_CHECK(op, cublasDgemmStridedBatched(cublas_, tb, ta, n, m, k, &alpha, static_cast<const double*>(g.b),
                                                     ldb, stride_b, static_cast<const double*>(g.a), lda, stride_a,
@@ -156,42 +176,6 @@ void CudaBackend::gemm(const GemmArgs& g) {
                                              reinterpret_cast<const double**>(p + batch), ldb,
                                              reinterpret_cast<const double**>(p), lda, &beta,
                                              reinterpret_cast<double**>(p + 2 * batch), ldc, batch));
-  }
-}
-
-// bfloat16 A, B and C, float32 accumulation and scalars (CUBLAS_COMPUTE_32F: bf16 tensor cores). Batch entries that
-// are not one stride apart and all 16-byte aligned run as one GEMM each (the pointer arrays would hide a misaligned
-// entry from cuBLAS, and bf16 has no compute type without tensor cores to fall back on).
-void CudaBackend::gemm_bf16(const GemmArgs& g, bool strided, int64_t stride_a, int64_t stride_b, int64_t stride_c) {
-  const char* op = "gemm";
-  const cublasOperation_t ta = g.trans_a ? CUBLAS_OP_T : CUBLAS_OP_N;
-  const cublasOperation_t tb = g.trans_b ? CUBLAS_OP_T : CUBLAS_OP_N;
-  const int m = (int)g.m, n = (int)g.n, k = (int)g.k, batch = (int)g.batch;
-  const int lda = (int)std::max<int64_t>(g.lda, 1), ldb = (int)std::max<int64_t>(g.ldb, 1),
-            ldc = (int)std::max<int64_t>(g.ldc, 1);
-  const float alpha = (float)g.alpha, beta = (float)g.beta;
-  if (strided) {
-    SG_CUBLAS_CHECK(op, cublasGemmStridedBatchedEx(cublas_, tb, ta, n, m, k, &alpha, g.b, CUDA_R_16BF, ldb, stride_b,
-                                                   g.a, CUDA_R_16BF, lda, stride_a, &beta, g.c, CUDA_R_16BF, ldc,
-                                                   stride_c, batch, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
-  } else if (batch_entries_aligned_16(g)) {
-    Tensor scratch;
-    uint64_t* p = pointer_arrays(g, scratch);
-    SG_CUBLAS_CHECK(op, cublasGemmBatchedEx(cublas_, tb, ta, n, m, k, &alpha,
-                                            reinterpret_cast<const void**>(p + batch), CUDA_R_16BF, ldb,
-                                            reinterpret_cast<const void**>(p), CUDA_R_16BF, lda, &beta,
-                                            reinterpret_cast<void**>(p + 2 * batch), CUDA_R_16BF, ldc, batch,
-                                            CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
-  } else {
-    const auto *a = static_cast<const bf16*>(g.a), *b = static_cast<const bf16*>(g.b);
-    auto* c = static_cast<bf16*>(g.c);
-    for (int64_t i = 0; i < g.batch; i++)
-      SG_CUBLAS_CHECK(op, cublasGemmEx(cublas_, tb, ta, n, m, k, &alpha,
-                                       b + batch_offset(i, g.batch_inner, g.stride_b, g.stride_b_outer), CUDA_R_16BF,
-                                       ldb, a + batch_offset(i, g.batch_inner, g.stride_a, g.stride_a_outer),
-                                       CUDA_R_16BF, lda, &beta,
-                                       c + batch_offset(i, g.batch_inner, g.stride_c, g.stride_c_outer), CUDA_R_16BF,
-                                       ldc, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
   }
 }
 
