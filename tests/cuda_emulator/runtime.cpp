@@ -324,15 +324,6 @@ float to_tf32(float x) {
   return x;
 }
 
-// float32 -> bfloat16 (1 sign, 8 exponent, 7 mantissa bits), round to nearest even, as __float2bfloat16.
-float to_bf16(float x) {
-  uint32_t b;
-  std::memcpy(&b, &x, 4);
-  if ((b & 0x7f800000u) != 0x7f800000u) b = (b + 0x7fffu + ((b >> 16) & 1u)) & 0xffff0000u;  // not Inf/NaN
-  std::memcpy(&x, &b, 4);
-  return x;
-}
-
 // What tensor cores read of float32 operands: all of them, TF32 or bfloat16.
 enum class Rounding { None, TF32, BF16 };
 
@@ -362,7 +353,8 @@ CBLAS_TRANSPOSE cblas_op(cublasOperation_t t) { return t == CUBLAS_OP_N ? CblasN
 // the elements it spans are read: the last column ends at its last row).
 std::vector<float> rounded_copy(const float* x, int ld, int rows, int cols, Rounding r) {
   std::vector<float> out((size_t)ld * (cols - 1) + rows);
-  for (size_t i = 0; i < out.size(); i++) out[i] = r == Rounding::TF32 ? to_tf32(x[i]) : to_bf16(x[i]);
+  for (size_t i = 0; i < out.size(); i++)  // bfloat16: tensor/bfloat16.h's rounding, to nearest even
+    out[i] = r == Rounding::TF32 ? to_tf32(x[i]) : (float)skipgrad::bf16(x[i]);
   return out;
 }
 
