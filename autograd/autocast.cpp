@@ -20,6 +20,10 @@ AutocastBF16::~AutocastBF16() {
   g_precast_scope = previous_precast_;
 }
 bool autocast_bf16_enabled() { return g_autocast_bf16; }
+bool parse_autocast(const std::string& s) {
+  check(s == "off" || s == "bf16", "autocast", ": --autocast must be off or bf16, got '", s, "'");
+  return s == "bf16";
+}
 
 void AutocastBF16::precast(const std::vector<Tensor>& ts) {
   std::map<std::string, std::vector<size_t>> by_device;  // indices into ts of the float32 ones not cast yet

@@ -10,6 +10,7 @@
 // precision changes, and a parameter's gradient arrives in float32. docs/mixed_precision.md has the details.
 #pragma once
 #include <initializer_list>
+#include <string>
 #include <unordered_map>
 #include <vector>
 
@@ -42,6 +43,8 @@ class AutocastBF16 {
   friend Tensor cached_bf16_cast(const Tensor& t);
 };
 bool autocast_bf16_enabled();
+// A command line's --autocast: "off" -> false, "bf16" -> true; anything else is an Error naming the choices.
+bool parse_autocast(const std::string& s);
 
 namespace autocast {
 // Inside a scope: true when a product op should cast (some defined input is float32).

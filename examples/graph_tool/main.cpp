@@ -41,14 +41,13 @@ void add_model_options(CLI::App* cmd, ModelOptions& m, bool topology) {
 // One forward + loss + backward on a random batch, keeping the graph; with --autocast bf16 the forward runs in an
 // AutocastBF16 scope, so the graph shows the casts and the bf16 nodes (docs/mixed_precision.md).
 LayerMeasures record(const ModelOptions& mo) {
-  check(mo.autocast == "off" || mo.autocast == "bf16", "skipgrad-graph", ": --autocast must be off or bf16, got '",
-        mo.autocast, "'");
+  const bool autocast_bf16 = parse_autocast(mo.autocast);  // a bad value fails before the model is built
   nn::TransformerConfig cfg = mo.config();
   manual_seed(mo.seed);
   nn::Transformer model(cfg);
   model.to(Device::parse(mo.device));  // measure_batch moves the batch to the model
   MeasureBatch b = random_batch(cfg, mo.batch, mo.len, mo.seed);
-  AutocastBF16 autocast(mo.autocast == "bf16");
+  AutocastBF16 autocast(autocast_bf16);
   return measure_batch(model, b, 0.1, /*graph=*/true);
 }
 

@@ -128,9 +128,7 @@ TrainResult train(const TrainOptions& o) {
   const Device device = Device::parse(o.device);
   backend_for(device);  // an absent device fails here, before the data is prepared
   set_float32_matmul_precision(parse_matmul_precision(o.matmul_precision));
-  check(o.autocast == "off" || o.autocast == "bf16", "train", ": --autocast must be off or bf16, got '", o.autocast,
-        "'");
-  const bool autocast_bf16 = o.autocast == "bf16";
+  const bool autocast_bf16 = parse_autocast(o.autocast);
   Corpus corpus = prepare_corpus(o);
   const std::string data_dir = (o.corpus == "numbers" || o.corpus == "ding") ? o.data_dir + "/" + o.corpus : o.corpus;
   // An empty split would make an endless epoch loop (train) or a mean over nothing (valid, test).
