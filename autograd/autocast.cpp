@@ -68,6 +68,7 @@ Tensor to_bf16(const Tensor& t) {
   Tensor cached = cached_bf16_cast(t);
   return cached.defined() ? cached : t.to(DType::BF16);
 }
+Tensor for_products(const Tensor& t) { return g_autocast_bf16 ? to_bf16(t) : t; }
 Tensor to_f32(const Tensor& t) { return t.defined() && t.dtype() == DType::BF16 ? t.to(DType::F32) : t; }
 }  // namespace autocast
 

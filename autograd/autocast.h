@@ -53,6 +53,10 @@ bool wants_bf16(std::initializer_list<const Tensor*> ts);
 bool wants_f32(std::initializer_list<const Tensor*> ts);
 Tensor to_bf16(const Tensor& t);  // float32 -> bfloat16 (recorded; a precast one when there is); others as they are
 Tensor to_f32(const Tensor& t);   // bfloat16 -> float32 (recorded); other tensors as they are
+// t as the products will read it: inside a scope its bf16 cast (to_bf16), outside t itself. For a module that feeds
+// one tensor to several products (self-attention's Q, K and V projections; every decoder layer's cross-attention
+// reading the encoder's output): one cast for all of them instead of one each.
+Tensor for_products(const Tensor& t);
 }  // namespace autocast
 
 }  // namespace skipgrad

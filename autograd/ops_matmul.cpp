@@ -139,10 +139,12 @@ Tensor matmul(const Tensor& a, const Tensor& b, bool ta, bool tb) {
 Tensor Tensor::matmul(const Tensor& o) const { return skipgrad::matmul(*this, o); }
 
 namespace {
-// The GEMM C[m, n] = op(A) op(B) of two 2-D operands given as op(A) [m, k] and op(B) [k, n], into the contiguous c.
+// The GEMM C[m, n] = op(A) op(B) of two 2-D operands given as op(A) [m, k] and op(B) [k, n], into the contiguous c
+// (of the operands' dtype, or float32 for bf16 operands: a gradient in its cast's source dtype, grad_dtype).
 GemmArgs gemm_2d(const GemmOperand& A, const GemmOperand& B, int64_t m, int64_t n, int64_t k, Tensor& c) {
   GemmArgs g;
-  g.dtype = c.dtype();
+  g.dtype = A.t.dtype();
+  g.c_float32 = c.dtype() != g.dtype;
   g.trans_a = A.trans;
   g.trans_b = B.trans;
   g.m = m; g.n = n; g.k = k;
@@ -156,7 +158,8 @@ GemmArgs gemm_2d(const GemmOperand& A, const GemmOperand& B, int64_t m, int64_t 
 // y = x W^T + b over x's last dim, as one GEMM with all leading dims folded into rows; the backend adds the bias
 // (into the GEMM where it can: Backend::gemm_bias).
 //   gx = g W;  gW = g^T x;  gb = sum of g's rows (with gW from the same GEMM: Backend::gemm_bias_grad)
-// gx is added into the gradient x has collected so far, when the walk hands it over (take_grad_accumulator).
+// gx is added into the gradient x has collected so far, when the walk hands it over (take_grad_accumulator). Under
+// autocast x, W and b are bf16 casts of float32 tensors, and the GEMMs write their gradients in float32 (grad_dtype).
 Tensor linear(const Tensor& x, const Tensor& w, const Tensor& bias) {
   const char* op = "linear";
   if (autocast::wants_bf16({&x, &w, &bias}))
@@ -193,8 +196,9 @@ Tensor linear(const Tensor& x, const Tensor& w, const Tensor& bias) {
     Tensor gx, gw, gb;
     const bool want_gb = n.inputs.size() > 2 && needs_grad(n, 2);
     if (needs_grad(n, 0)) {  // gx = g W: one GEMM, [rows, outf] @ [outf, in], added into x's gradient so far
-      Tensor acc = take_grad_accumulator(n, 0, g.dtype());
-      Tensor gx2 = acc.defined() ? reshape_raw(acc, {rows, in}) : Tensor::empty({rows, in}, g.dtype(), g.device());
+      const DType gxt = grad_dtype(n, 0);
+      Tensor acc = take_grad_accumulator(n, 0, gxt);
+      Tensor gx2 = acc.defined() ? reshape_raw(acc, {rows, in}) : Tensor::empty({rows, in}, gxt, g.device());
       if (rows > 0 && in > 0 && outf > 0) {
         GemmArgs args = gemm_2d(gemm_operand(g, 1), gemm_operand(w, 1), rows, in, outf, gx2);
         args.beta = acc.defined() ? 1 : 0;
@@ -205,8 +209,8 @@ Tensor linear(const Tensor& x, const Tensor& w, const Tensor& bias) {
       gx = reshape_raw(gx2, xs);
     }
     if (needs_grad(n, 1) && want_gb && rows > 0 && in > 0) {
-      gw = Tensor::empty({outf, in}, g.dtype(), g.device());
-      gb = Tensor::empty({outf}, g.dtype(), g.device());
+      gw = Tensor::empty({outf, in}, grad_dtype(n, 1), g.device());
+      gb = Tensor::empty({outf}, grad_dtype(n, 2), g.device());
       const GemmOperand G = gemm_operand(swap_last2(g), 1);  // op(A) = g^T [outf, rows]
       const GemmArgs args = gemm_2d(G, {x2, false, in, 0}, outf, in, rows, gw);
       be(g).gemm_bias_grad(args, G.trans ? swap_last2(G.t) : G.t, gb);

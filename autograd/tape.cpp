@@ -175,9 +175,34 @@ thread_local FanInSums t_fan_in;
 }  // namespace
 FanInSums last_backward_fan_in() { return t_fan_in; }
 
+namespace {
+// The source of m when m is the output of a floating cast (to_dtype) on the live tape whose gradient no tensor hook or
+// retain_grad observes; else null.
+AutogradMeta* cast_source(const AutogradMeta* m) {
+  static const OpInfo* cast = &op_info("to_dtype");
+  const Node* p = m ? m->producer : nullptr;
+  if (!p || p->op != cast || m->retain_grad || !m->hooks.empty()) return nullptr;
+  return p->inputs[0].get();
+}
+}  // namespace
+
+DType grad_dtype(const Node& n, size_t j) {
+  const AutogradMeta* m = n.inputs.at(j).get();
+  const AutogradMeta* source = cast_source(m);
+  return source ? source->dtype : m ? m->dtype : DType::F32;
+}
+
 Tensor take_grad_accumulator(const Node& n, size_t j, DType dtype) {
   AutogradMeta* m = j < n.inputs.size() ? n.inputs[j].get() : nullptr;
-  if (!m || !m->pending.defined()) return Tensor();
+  if (!m) return Tensor();
+  // Through a cast (autocast's bf16 copy of a float32 activation) with no gradient of its own yet, when the share
+  // comes in the source's dtype (grad_dtype): the source's gradient so far, which the cast's backward then passes
+  // back to it, sum included. The cast's own gradient is then that sum, not its share: only where nothing reads it
+  // (no gradient-norm tracking, no node hook).
+  if (AutogradMeta* source = cast_source(m);
+      source && !m->pending.defined() && source->dtype == dtype && !g_track_norms && m->producer->hooks.empty())
+    m = source;
+  if (!m->pending.defined()) return Tensor();
   // sole_owner: no other tensor (the caller's own upstream gradient, a retained .grad, a saved tensor) shares it
   if (!m->pending.sole_owner() || m->pending.dtype() != dtype) return Tensor();
   t_fan_in.folded++;

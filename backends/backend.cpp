@@ -95,6 +95,13 @@ void check_softmax_mask(const char* op, const Tensor& x, const SoftmaxMask& mask
         " of x's ", rows, " rows");
 }
 
+void check_gemm_dtypes(const char* op, const GemmArgs& g) {
+  if (g.dtype != DType::F32 && g.dtype != DType::F64 && g.dtype != DType::BF16)
+    fail(op, ": expected float32, float64 or bfloat16, got ", dtype_name(g.dtype));
+  if (g.c_float32 && g.dtype != DType::BF16)
+    fail(op, ": a float32 result of ", dtype_name(g.dtype), " operands was asked for; only bfloat16 operands have one");
+}
+
 void Backend::gemm_bias(const GemmArgs& args, const Tensor& bias, Tensor& c) {
   // C = bias on every row, then C = op(A) op(B) + 1 * C.
   copy(make_view(bias, {args.m, args.n}, {0, 1}, bias.offset()), c);

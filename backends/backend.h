@@ -47,7 +47,14 @@ struct GemmArgs {
   void* c = nullptr;       int64_t ldc = 0, stride_c = 0;
   double alpha = 1, beta = 0;
   int64_t batch_inner = 0, stride_a_outer = 0, stride_b_outer = 0, stride_c_outer = 0;
+  // C is float32 while A and B are bfloat16 (dtype BF16 only): the float32 accumulation stored unrounded. Autocast's
+  // gradients of float32 tensors cast to bf16 (master weights, activations) come out of their GEMM in float32, and
+  // the cast's backward has nothing to convert (autograd's grad_dtype).
+  bool c_float32 = false;
+  DType c_dtype() const { return c_float32 ? DType::F32 : dtype; }
 };
+// Throws an Error naming `op` unless c_float32 comes with bfloat16 operands.
+void check_gemm_dtypes(const char* op, const GemmArgs& g);
 
 // Where batch entry b starts, in elements, for an operand with these strides (GemmArgs' two batch dims).
 inline int64_t batch_offset(int64_t b, int64_t inner, int64_t stride, int64_t stride_outer) {

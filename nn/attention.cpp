@@ -2,6 +2,7 @@
 
 #include <cmath>
 
+#include "autograd/autocast.h"
 #include "autograd/ops.h"
 #include "autograd/tape.h"
 
@@ -139,8 +140,10 @@ Tensor MultiHeadAttention::forward(const Tensor& query, const Tensor& key_value,
   Scope s(name());
   check_input(query, "query", -1);
   check_input(key_value, "key/value", query.size(0));
-  KVCache kv = kv_heads(key_value);
-  return attend(query, kv.k, kv.v, key_padding_mask, causal);
+  // under autocast K, V (and, in self-attention, Q) read one bf16 copy of their input
+  const Tensor kv_in = autocast::for_products(key_value);
+  KVCache kv = kv_heads(kv_in);
+  return attend(query.impl_ptr() == key_value.impl_ptr() ? kv_in : query, kv.k, kv.v, key_padding_mask, causal);
 }
 
 KVCache MultiHeadAttention::project_kv(const Tensor& key_value) {

@@ -4,6 +4,7 @@
 #include <numeric>
 #include <string>
 
+#include "autograd/autocast.h"
 #include "autograd/ops.h"
 #include "autograd/tape.h"
 
@@ -136,7 +137,7 @@ Tensor Transformer::decode(const Tensor& enc_out, const Tensor& src_pad_mask, co
     LayerInputs ctx;
     ctx.self_pad_mask = tgt_pad;  // fairseq passes prev_output_tokens.eq(pad) as the self-attention padding mask
     ctx.causal = true;
-    ctx.memory = enc_out;
+    ctx.memory = autocast::for_products(enc_out);  // under autocast, one bf16 copy for every layer's K and V
     ctx.memory_pad_mask = src_pad_mask;
     Stream s = run_stack(*decoder, topology_->begin_stack(y, Side::Decoder), ctx);
     features = topology_->end_stack(s, Side::Decoder);

@@ -131,10 +131,10 @@ class CudaBackend final : public Backend {
   // overwrite it are queued after the GEMMs that read it. Arrays too big for the arena get a buffer of their own
   // (`scratch`, kept by the caller until the GEMM is queued).
   uint64_t* pointer_arrays(const GemmArgs& g, Tensor& scratch);
-  using PointerArraysKey = std::array<int64_t, 12>;
+  using PointerArraysKey = std::array<int64_t, 13>;
   struct PointerArraysHash {
     size_t operator()(const PointerArraysKey& k) const {
-      uint64_t h = 0xcbf29ce484222325ull;  // FNV-1a over the 12 words
+      uint64_t h = 0xcbf29ce484222325ull;  // FNV-1a over the words
       for (int64_t v : k) h = (h ^ (uint64_t)v) * 0x100000001b3ull;
       return (size_t)h;
     }

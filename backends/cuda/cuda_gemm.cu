@@ -51,16 +51,16 @@ int64_t alignment_of(const void* p) {
 // the arrays, and in a tensor-core mode its kernels may fault on entries that are not (cublasGemmBatchedEx's
 // documentation asks for 16 bytes). Attention's heads are entries at multiples of the head size.
 bool batch_entries_aligned_16(const GemmArgs& g) {
-  const int64_t elem = (int64_t)dtype_size(g.dtype);
+  const int64_t elem = (int64_t)dtype_size(g.dtype), c_elem = (int64_t)dtype_size(g.c_dtype());
   for (const void* p : {g.a, g.b, static_cast<const void*>(g.c)})
     if (alignment_of(p) < 16) return false;
-  for (int64_t stride : {g.stride_a, g.stride_a_outer, g.stride_b, g.stride_b_outer, g.stride_c, g.stride_c_outer})
+  for (int64_t stride : {g.stride_a, g.stride_a_outer, g.stride_b, g.stride_b_outer})
     if (stride * elem % 16 != 0) return false;
-  return true;
+  return g.stride_c * c_elem % 16 == 0 && g.stride_c_outer * c_elem % 16 == 0;
 }
 
 struct BatchLayout {
-  int64_t batch, inner, sa, sa_outer, sb, sb_outer, sc, sc_outer, elem_bytes;
+  int64_t batch, inner, sa, sa_outer, sb, sb_outer, sc, sc_outer, elem_bytes, c_elem_bytes;
 };
 
 // The pointer arrays of a batched GEMM whose entries are not one stride apart: ptrs[i], ptrs[batch + i] and
@@ -70,7 +70,7 @@ __global__ void batch_pointers_kernel(const char* a, const char* b, char* c, Bat
     const int64_t outer = i / l.inner, inner = i % l.inner;  // as batch_offset (backends/backend.h)
     ptrs[i] = reinterpret_cast<uint64_t>(a + (outer * l.sa_outer + inner * l.sa) * l.elem_bytes);
     ptrs[l.batch + i] = reinterpret_cast<uint64_t>(b + (outer * l.sb_outer + inner * l.sb) * l.elem_bytes);
-    ptrs[2 * l.batch + i] = reinterpret_cast<uint64_t>(c + (outer * l.sc_outer + inner * l.sc) * l.elem_bytes);
+    ptrs[2 * l.batch + i] = reinterpret_cast<uint64_t>(c + (outer * l.sc_outer + inner * l.sc) * l.c_elem_bytes);
   }
 }
 
@@ -80,7 +80,7 @@ __global__ void batch_pointers_kernel(const char* a, const char* b, char* c, Bat
 // B entries, C entries]; written by a kernel unless an earlier GEMM with the same operands and layout left them.
 uint64_t* CudaBackend::pointer_arrays(const GemmArgs& g, Tensor& scratch) {
   const BatchLayout l{g.batch, g.batch_inner, g.stride_a, g.stride_a_outer, g.stride_b, g.stride_b_outer,
-                      g.stride_c, g.stride_c_outer, (int64_t)dtype_size(g.dtype)};
+                      g.stride_c, g.stride_c_outer, (int64_t)dtype_size(g.dtype), (int64_t)dtype_size(g.c_dtype())};
   const size_t bytes = (size_t)(3 * g.batch) * sizeof(uint64_t);
   uint64_t* p = nullptr;
   if (bytes > kPointerArenaBytes) {
@@ -89,7 +89,7 @@ uint64_t* CudaBackend::pointer_arrays(const GemmArgs& g, Tensor& scratch) {
   } else {
     const PointerArraysKey key{(int64_t)(uintptr_t)g.a, (int64_t)(uintptr_t)g.b, (int64_t)(uintptr_t)g.c,
                                l.batch, l.inner, l.sa, l.sa_outer, l.sb, l.sb_outer, l.sc, l.sc_outer,
-                               l.elem_bytes};
+                               l.elem_bytes, l.c_elem_bytes};
     auto it = pointer_arrays_.find(key);
     if (it != pointer_arrays_.end()) {
       pointer_array_reuses_++;
@@ -117,8 +117,7 @@ void CudaBackend::gemm(const GemmArgs& g) {
   for (int64_t v : {g.m, g.n, g.k, g.lda, g.ldb, g.ldc, g.batch})
     check(v >= 0 && v <= INT_MAX, op, ": size ", v, " does not fit cuBLAS's int (m=", g.m, " n=", g.n, " k=", g.k,
           " batch=", g.batch, ")");
-  if (g.dtype != DType::F32 && g.dtype != DType::F64 && g.dtype != DType::BF16)
-    fail(op, ": expected float32, float64 or bfloat16, got ", dtype_name(g.dtype));
+  check_gemm_dtypes(op, g);
   const cublasOperation_t ta = g.trans_a ? CUBLAS_OP_T : CUBLAS_OP_N;
   const cublasOperation_t tb = g.trans_b ? CUBLAS_OP_T : CUBLAS_OP_N;
   const int m = (int)g.m, n = (int)g.n, k = (int)g.k, batch = (int)g.batch;
@@ -132,15 +131,15 @@ void CudaBackend::gemm(const GemmArgs& g) {
   // cores (batch_entries_aligned_16): float32 ones that are not run in CUBLAS_COMPUTE_32F, bfloat16 ones, which have
   // no compute type without tensor cores, as one GEMM each.
   const bool aligned = strided || batch_entries_aligned_16(g);
-  if (g.dtype != DType::F64) {  // float32 (in the precision set), or bfloat16 in and out with float32 accumulation
+  if (g.dtype != DType::F64) {  // float32 (in the precision set), or bfloat16 in (and out) with float32 accumulation
     const bool bf = g.dtype == DType::BF16;
-    const cudaDataType_t type = bf ? CUDA_R_16BF : CUDA_R_32F;
+    const cudaDataType_t type = bf ? CUDA_R_16BF : CUDA_R_32F, c_type = g.c_float32 ? CUDA_R_32F : type;
     const float alpha = (float)g.alpha, beta = (float)g.beta;
     const cublasComputeType_t compute =
         bf || !aligned ? CUBLAS_COMPUTE_32F : f32_compute(float32_matmul_precision());
     if (strided) {
       SG_CUBLAS_CHECK(op, cublasGemmStridedBatchedEx(cublas_, tb, ta, n, m, k, &alpha, g.b, type, ldb, stride_b, g.a,
-                                                     type, lda, stride_a, &beta, g.c, type, ldc, stride_c, batch,
+                                                     type, lda, stride_a, &beta, g.c, c_type, ldc, stride_c, batch,
                                                      compute, CUBLAS_GEMM_DEFAULT));
     } else if (aligned || !bf) {
       Tensor scratch;  // only for pointer arrays too big for the arena
@@ -148,19 +147,19 @@ void CudaBackend::gemm(const GemmArgs& g) {
       SG_CUBLAS_CHECK(op, cublasGemmBatchedEx(cublas_, tb, ta, n, m, k, &alpha,
                                               reinterpret_cast<const void**>(p + batch), type, ldb,
                                               reinterpret_cast<const void**>(p), type, lda, &beta,
-                                              reinterpret_cast<void**>(p + 2 * batch), type, ldc, batch, compute,
+                                              reinterpret_cast<void**>(p + 2 * batch), c_type, ldc, batch, compute,
                                               CUBLAS_GEMM_DEFAULT));
     } else {
-      const int64_t elem = (int64_t)dtype_size(g.dtype);
-      auto bytes = [&](int64_t i, int64_t stride, int64_t stride_outer) {  // where entry i of an operand starts
-        return batch_offset(i, g.batch_inner, stride, stride_outer) * elem;
+      const int64_t elem = (int64_t)dtype_size(g.dtype), c_elem = (int64_t)dtype_size(g.c_dtype());
+      auto bytes = [&](int64_t i, int64_t stride, int64_t stride_outer, int64_t e) {  // where entry i starts
+        return batch_offset(i, g.batch_inner, stride, stride_outer) * e;
       };
       for (int64_t i = 0; i < g.batch; i++) {
-        const char* a = static_cast<const char*>(g.a) + bytes(i, g.stride_a, g.stride_a_outer);
-        const char* b = static_cast<const char*>(g.b) + bytes(i, g.stride_b, g.stride_b_outer);
-        char* c = static_cast<char*>(g.c) + bytes(i, g.stride_c, g.stride_c_outer);
-        SG_CUBLAS_CHECK(op, cublasGemmEx(cublas_, tb, ta, n, m, k, &alpha, b, type, ldb, a, type, lda, &beta, c, type,
-                                         ldc, compute, CUBLAS_GEMM_DEFAULT));
+        const char* a = static_cast<const char*>(g.a) + bytes(i, g.stride_a, g.stride_a_outer, elem);
+        const char* b = static_cast<const char*>(g.b) + bytes(i, g.stride_b, g.stride_b_outer, elem);
+        char* c = static_cast<char*>(g.c) + bytes(i, g.stride_c, g.stride_c_outer, c_elem);
+        SG_CUBLAS_CHECK(op, cublasGemmEx(cublas_, tb, ta, n, m, k, &alpha, b, type, ldb, a, type, lda, &beta, c,
+                                         c_type, ldc, compute, CUBLAS_GEMM_DEFAULT));
       }
     }
   } else {
@@ -207,7 +206,7 @@ struct CudaBackend::LtPlan {
   cublasLtMatmulAlgo_t algo{};
 
   static Key key_of(const GemmArgs& g, cublasLtEpilogue_t epilogue, MatmulPrecision p, const void* bias) {
-    return {(int64_t)epilogue, (int64_t)p * 16 + (int64_t)g.dtype, g.trans_a, g.trans_b, g.m, g.n, g.k, g.lda, g.ldb,
+    return {(int64_t)epilogue, ((int64_t)p * 16 + (int64_t)g.dtype) * 2 + g.c_float32, g.trans_a, g.trans_b, g.m, g.n, g.k, g.lda, g.ldb,
             g.ldc, alignment_of(g.a), alignment_of(g.b), alignment_of(g.c), alignment_of(bias)};
   }
 };
@@ -216,9 +215,10 @@ CudaBackend::LtPlan* CudaBackend::make_lt_plan(const GemmArgs& g, cublasLtEpilog
   const char* op = "gemm";
   auto plan = std::make_unique<LtPlan>();
   plan->key = LtPlan::key_of(g, epilogue, float32_matmul_precision(), bias);
-  // bfloat16 operands, bias and result compute in float32 on tensor cores (scales stay float32).
+  // bfloat16 operands, bias and result compute in float32 on tensor cores (scales stay float32); with c_float32 the
+  // result and the bias (gradient) are float32 (cuBLASLt's bias has D's type unless told otherwise).
   const bool bf = g.dtype == DType::BF16;
-  const cudaDataType_t type = bf ? CUDA_R_16BF : CUDA_R_32F;
+  const cudaDataType_t type = bf ? CUDA_R_16BF : CUDA_R_32F, d_type = g.c_float32 ? CUDA_R_32F : type;
   const cublasComputeType_t compute = bf ? CUBLAS_COMPUTE_32F : f32_compute(float32_matmul_precision());
   SG_CUBLAS_CHECK(op, cublasLtMatmulDescCreate(&plan->desc, compute, CUDA_R_32F));
   const int32_t ta = g.trans_b ? CUBLAS_OP_T : CUBLAS_OP_N, tb = g.trans_a ? CUBLAS_OP_T : CUBLAS_OP_N;
@@ -232,7 +232,7 @@ CudaBackend::LtPlan* CudaBackend::make_lt_plan(const GemmArgs& g, cublasLtEpilog
   const uint64_t m = g.m, n = g.n, k = g.k;
   SG_CUBLAS_CHECK(op, cublasLtMatrixLayoutCreate(&plan->a, type, g.trans_b ? k : n, g.trans_b ? n : k, g.ldb));
   SG_CUBLAS_CHECK(op, cublasLtMatrixLayoutCreate(&plan->b, type, g.trans_a ? m : k, g.trans_a ? k : m, g.lda));
-  SG_CUBLAS_CHECK(op, cublasLtMatrixLayoutCreate(&plan->d, type, n, m, g.ldc));
+  SG_CUBLAS_CHECK(op, cublasLtMatrixLayoutCreate(&plan->d, d_type, n, m, g.ldc));
   cublasLtMatmulPreference_t pref = nullptr;
   SG_CUBLAS_CHECK(op, cublasLtMatmulPreferenceCreate(&pref));
   const uint64_t workspace = kLtWorkspaceBytes;
@@ -306,8 +306,9 @@ bool CudaBackend::gemm_lt(const GemmArgs& g, cublasLtEpilogue_t epilogue, void* 
   return true;
 }
 
+// cuBLASLt's bias (gradient) has C's dtype; another one runs unfused (Backend's defaults convert).
 void CudaBackend::gemm_bias(const GemmArgs& g, const Tensor& bias, Tensor& c) {
-  if (gemm_lt(g, CUBLASLT_EPILOGUE_BIAS, bias.data_ptr())) {
+  if (bias.dtype() == g.c_dtype() && gemm_lt(g, CUBLASLT_EPILOGUE_BIAS, bias.data_ptr())) {
     fused_bias_gemms_++;
     return;
   }
@@ -316,7 +317,7 @@ void CudaBackend::gemm_bias(const GemmArgs& g, const Tensor& bias, Tensor& c) {
 }
 
 void CudaBackend::gemm_bias_grad(const GemmArgs& g, const Tensor& a, Tensor& bias_grad) {
-  if (gemm_lt(g, CUBLASLT_EPILOGUE_BGRADB, bias_grad.data_ptr())) {
+  if (bias_grad.dtype() == g.c_dtype() && gemm_lt(g, CUBLASLT_EPILOGUE_BGRADB, bias_grad.data_ptr())) {
     fused_bias_gemms_++;
     return;
   }

@@ -69,7 +69,7 @@ size_t span_bytes(const cublasLtMatrixLayoutOpaque_t* l) {
 }
 
 // cuBLASLt's consistency checks for D = op(A) op(B) (+ C): float32 operands in a float32 compute type, or bfloat16
-// operands in CUBLAS_COMPUTE_32F (what the emulator implements).
+// A and B with bfloat16 or float32 C and D in CUBLAS_COMPUTE_32F (what the emulator implements).
 cublasStatus_t check_problem(cublasLtMatmulDesc_t desc, cublasLtMatrixLayout_t a, cublasLtMatrixLayout_t b,
                              cublasLtMatrixLayout_t c, cublasLtMatrixLayout_t d) {
   if (!desc || !a || !b || !c || !d) return refuse(CUBLAS_STATUS_INVALID_VALUE, "a null descriptor");
@@ -78,7 +78,8 @@ cublasStatus_t check_problem(cublasLtMatmulDesc_t desc, cublasLtMatrixLayout_t a
                                        desc->compute == CUBLAS_COMPUTE_32F_FAST_TF32 ||
                                        desc->compute == CUBLAS_COMPUTE_32F_FAST_16BF);
   const bool bf16 = t == CUDA_R_16BF && desc->compute == CUBLAS_COMPUTE_32F;
-  if (desc->scale != CUDA_R_32F || b->type != t || c->type != t || d->type != t || !(f32 || bf16))
+  const cudaDataType_t out = bf16 && d->type == CUDA_R_32F ? CUDA_R_32F : t;
+  if (desc->scale != CUDA_R_32F || b->type != t || c->type != out || d->type != out || !(f32 || bf16))
     return CUBLAS_STATUS_NOT_SUPPORTED;  // the emulator has these two only; the caller falls back
   const uint64_t m = op_rows(a, desc->trans_a), k = op_cols(a, desc->trans_a), n = op_cols(b, desc->trans_b);
   if (op_rows(b, desc->trans_b) != k || c->rows != m || c->cols != n || d->rows != m || d->cols != n ||
@@ -90,15 +91,17 @@ cublasStatus_t check_problem(cublasLtMatmulDesc_t desc, cublasLtMatrixLayout_t a
 }
 
 // bfloat16 operands: D = alpha op(A) op(B) + beta C (+ bias over D's rows), or the bias gradient (the sums of op(B)'s
-// columns) beside it, accumulated in double and rounded to bfloat16 once: plain loops (the emulator's shapes are
-// small).
+// columns) beside it, accumulated in double and rounded once to D's type OT (bfloat16 or float32; C and the bias
+// have it too): plain loops (the emulator's shapes are small).
+template <class OT>
 void bf16_matmul(cublasLtMatmulDesc_t desc, float alpha, const void* a, const cublasLtMatrixLayoutOpaque_t* al,
                  const void* b, const cublasLtMatrixLayoutOpaque_t* bl, float beta, const void* c, void* d,
                  const cublasLtMatrixLayoutOpaque_t* dl) {
   using skipgrad::bf16;
-  const auto *A = static_cast<const bf16*>(a), *B = static_cast<const bf16*>(b), *C = static_cast<const bf16*>(c);
-  auto* D = static_cast<bf16*>(d);
-  auto* bias = static_cast<bf16*>(desc->bias);
+  const auto *A = static_cast<const bf16*>(a), *B = static_cast<const bf16*>(b);
+  const auto* C = static_cast<const OT*>(c);
+  auto* D = static_cast<OT*>(d);
+  auto* bias = static_cast<OT*>(desc->bias);
   const uint64_t m = dl->rows, n = dl->cols, k = op_cols(al, desc->trans_a);
   auto op_a = [&](uint64_t i, uint64_t kk) {
     return (double)(desc->trans_a == CUBLAS_OP_N ? A[i + kk * al->ld] : A[kk + i * al->ld]);
@@ -110,7 +113,7 @@ void bf16_matmul(cublasLtMatmulDesc_t desc, float alpha, const void* a, const cu
     for (uint64_t j = 0; j < n; j++) {
       double s = 0;
       for (uint64_t kk = 0; kk < k; kk++) s += op_b(kk, j);
-      bias[j] = bf16((float)s);
+      bias[j] = OT((float)s);
     }
   std::vector<float> out(m * n);
   for (uint64_t j = 0; j < n; j++)
@@ -122,7 +125,7 @@ void bf16_matmul(cublasLtMatmulDesc_t desc, float alpha, const void* a, const cu
       out[i + j * m] = (float)v;
     }
   for (uint64_t j = 0; j < n; j++)
-    for (uint64_t i = 0; i < m; i++) D[i + j * dl->ld] = bf16(out[i + j * m]);
+    for (uint64_t i = 0; i < m; i++) D[i + j * dl->ld] = OT(out[i + j * m]);
 }
 
 }  // namespace
@@ -267,11 +270,12 @@ cublasStatus_t cublasLtMatmul(cublasLtHandle_t handle, cublasLtMatmulDesc_t desc
                     (workspace_bytes == 0 || skipgrad_emu::is_device_pointer(workspace, workspace_bytes));
     if (!ok) return refuse(CUBLAS_STATUS_INVALID_VALUE, "an operand, the bias or the workspace is not in device memory");
   }
-  if (d_layout->type == CUDA_R_16BF) {
+  if (a_layout->type == CUDA_R_16BF) {
     skipgrad_emu::count_gemm();  // as the float32 path's product below
-    if (!skipgrad_emu::skip_work())
-      bf16_matmul(desc, *static_cast<const float*>(alpha), a, a_layout, b, b_layout, *static_cast<const float*>(beta),
-                  c, d, d_layout);
+    const float al = *static_cast<const float*>(alpha), be = *static_cast<const float*>(beta);
+    if (skipgrad_emu::skip_work()) return CUBLAS_STATUS_SUCCESS;
+    if (d_layout->type == CUDA_R_32F) bf16_matmul<float>(desc, al, a, a_layout, b, b_layout, be, c, d, d_layout);
+    else bf16_matmul<skipgrad::bf16>(desc, al, a, a_layout, b, b_layout, be, c, d, d_layout);
     return CUBLAS_STATUS_SUCCESS;
   }
   float* dp = static_cast<float*>(d);

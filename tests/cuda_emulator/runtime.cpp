@@ -328,9 +328,9 @@ float to_tf32(float x) {
 enum class Rounding { None, TF32, BF16 };
 
 // cuBLAS's checks: sizes >= 0, every leading dimension >= the rows stored, batch >= 0; operands in device memory.
-template <class T>
+template <class T, class CT = T>
 cublasStatus_t check_gemm(cublasHandle_t h, cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k,
-                          const T* a, int lda, const T* b, int ldb, const T* c, int ldc, int batch) {
+                          const T* a, int lda, const T* b, int ldb, const CT* c, int ldc, int batch) {
   if (!h) return CUBLAS_STATUS_NOT_INITIALIZED;
   const int rows_a = ta == CUBLAS_OP_N ? m : k, rows_b = tb == CUBLAS_OP_N ? k : n;
   if (m < 0 || n < 0 || k < 0 || batch < 0 || lda < std::max(1, rows_a) || ldb < std::max(1, rows_b) ||
@@ -396,12 +396,12 @@ bool ex_types(cudaDataType a, cudaDataType b, cudaDataType c, cublasComputeType_
   return a == CUDA_R_32F && (compute == CUBLAS_COMPUTE_32F || r != Rounding::None);
 }
 
-// bfloat16 A, B and C with a float32 compute type (CUBLAS_COMPUTE_32F, what cuBLAS runs on bf16 tensor cores):
-// the spanned elements widened to float (exact), one sgemm, C rounded once to bfloat16.
+// bfloat16 A and B, bfloat16 or float32 C (CT), with a float32 compute type (CUBLAS_COMPUTE_32F, what cuBLAS runs on
+// bf16 tensor cores): the spanned elements widened to float (exact), one sgemm, C rounded once to bfloat16 or stored.
+template <class CT>
 void run_bf16_gemm(cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k, float alpha,
-                   const skipgrad::bf16* a, int lda, const skipgrad::bf16* b, int ldb, float beta, skipgrad::bf16* c,
-                   int ldc) {
-  auto widen = [](const skipgrad::bf16* x, int ld, int rows, int cols) {
+                   const skipgrad::bf16* a, int lda, const skipgrad::bf16* b, int ldb, float beta, CT* c, int ldc) {
+  auto widen = [](const auto* x, int ld, int rows, int cols) {
     std::vector<float> out(rows == 0 || cols == 0 ? 0 : (size_t)ld * (cols - 1) + rows);
     for (size_t i = 0; i < out.size(); i++) out[i] = (float)x[i];
     return out;
@@ -415,10 +415,12 @@ void run_bf16_gemm(cublasOperation_t ta, cublasOperation_t tb, int m, int n, int
   else
     for (float& v : cf) v *= beta;
   for (int j = 0; j < n; j++)
-    for (int i = 0; i < m; i++) c[i + (size_t)j * ldc] = skipgrad::bf16(cf[i + (size_t)j * ldc]);
+    for (int i = 0; i < m; i++) c[i + (size_t)j * ldc] = CT(cf[i + (size_t)j * ldc]);
 }
-bool bf16_types(cudaDataType a, cudaDataType b, cudaDataType c, cublasComputeType_t compute) {
-  return a == CUDA_R_16BF && b == CUDA_R_16BF && c == CUDA_R_16BF && compute == CUBLAS_COMPUTE_32F;
+// bfloat16 A and B with bfloat16 or (c_f32) float32 C, in CUBLAS_COMPUTE_32F.
+bool bf16_types(cudaDataType a, cudaDataType b, cudaDataType c, cublasComputeType_t compute, bool& c_f32) {
+  c_f32 = c == CUDA_R_32F;
+  return a == CUDA_R_16BF && b == CUDA_R_16BF && (c == CUDA_R_16BF || c_f32) && compute == CUBLAS_COMPUTE_32F;
 }
 
 }  // namespace
@@ -470,17 +472,22 @@ cublasStatus_t cublasGemmStridedBatchedEx(cublasHandle_t h, cublasOperation_t ta
                                           long long stride_b, const void* beta, void* c, cudaDataType c_type, int ldc,
                                           long long stride_c, int batch, cublasComputeType_t compute,
                                           cublasGemmAlgo_t) {
-  if (bf16_types(a_type, b_type, c_type, compute)) {
+  if (bool c_f32; bf16_types(a_type, b_type, c_type, compute, c_f32)) {
     using skipgrad::bf16;
     const auto *ap = static_cast<const bf16*>(a), *bp = static_cast<const bf16*>(b);
-    auto* cp = static_cast<bf16*>(c);
-    if (cublasStatus_t st = check_gemm(h, ta, tb, m, n, k, ap, lda, bp, ldb, cp, ldc, batch); st != CUBLAS_STATUS_SUCCESS)
+    if (cublasStatus_t st = check_gemm(h, ta, tb, m, n, k, ap, lda, bp, ldb, c, ldc, batch); st != CUBLAS_STATUS_SUCCESS)
       return st;
     skipgrad_emu::count_gemm();
     if (m == 0 || n == 0 || skipgrad_emu::skip_work()) return CUBLAS_STATUS_SUCCESS;
-    for (int i = 0; i < batch; i++)
-      run_bf16_gemm(ta, tb, m, n, k, *static_cast<const float*>(alpha), ap + i * stride_a, lda, bp + i * stride_b,
-                    ldb, *static_cast<const float*>(beta), cp + i * stride_c, ldc);
+    for (int i = 0; i < batch; i++) {
+      const float al = *static_cast<const float*>(alpha), be = *static_cast<const float*>(beta);
+      if (c_f32)
+        run_bf16_gemm(ta, tb, m, n, k, al, ap + i * stride_a, lda, bp + i * stride_b, ldb, be,
+                      static_cast<float*>(c) + i * stride_c, ldc);
+      else
+        run_bf16_gemm(ta, tb, m, n, k, al, ap + i * stride_a, lda, bp + i * stride_b, ldb, be,
+                      static_cast<bf16*>(c) + i * stride_c, ldc);
+    }
     return CUBLAS_STATUS_SUCCESS;
   }
   bool f64 = false;
@@ -506,12 +513,12 @@ cublasStatus_t cublasGemmEx(cublasHandle_t h, cublasOperation_t ta, cublasOperat
 namespace {
 // Batched GEMMs over pointer arrays: the arrays must be in device memory, and so must every matrix they point to
 // (each entry gets the strided GEMM's checks); one call counts as one GEMM.
-// T: float, double or bf16 (whose scalars S are float).
-template <class T, class S>
+// T: float, double or bf16 (whose scalars S are float, and C's type CT bf16 or float).
+template <class T, class S, class CT = T>
 cublasStatus_t gemm_pointer_arrays(cublasHandle_t h, Rounding r, cublasOperation_t ta, cublasOperation_t tb, int m,
                                    int n, int k, const S* alpha, const T* const a[], int lda, const T* const b[],
-                                   int ldb, const S* beta, T* const c[], int ldc, int batch) {
-  if (cublasStatus_t st = check_gemm<T>(h, ta, tb, m, n, k, nullptr, lda, nullptr, ldb, nullptr, ldc, 0);
+                                   int ldb, const S* beta, CT* const c[], int ldc, int batch) {
+  if (cublasStatus_t st = check_gemm<T, CT>(h, ta, tb, m, n, k, nullptr, lda, nullptr, ldb, nullptr, ldc, 0);
       st != CUBLAS_STATUS_SUCCESS)
     return st;
   if (batch < 0) return CUBLAS_STATUS_INVALID_VALUE;
@@ -555,11 +562,17 @@ cublasStatus_t cublasGemmBatchedEx(cublasHandle_t h, cublasOperation_t ta, cubla
                                    const void* const b[], cudaDataType b_type, int ldb, const void* beta,
                                    void* const c[], cudaDataType c_type, int ldc, int batch,
                                    cublasComputeType_t compute, cublasGemmAlgo_t) {
-  if (bf16_types(a_type, b_type, c_type, compute))
-    return gemm_pointer_arrays(h, Rounding::None, ta, tb, m, n, k, static_cast<const float*>(alpha),
-                               reinterpret_cast<const skipgrad::bf16* const*>(a), lda,
-                               reinterpret_cast<const skipgrad::bf16* const*>(b), ldb, static_cast<const float*>(beta),
+  if (bool c_f32; bf16_types(a_type, b_type, c_type, compute, c_f32)) {
+    const auto* al = static_cast<const float*>(alpha);
+    const auto* be = static_cast<const float*>(beta);
+    const auto* const* ap = reinterpret_cast<const skipgrad::bf16* const*>(a);
+    const auto* const* bp = reinterpret_cast<const skipgrad::bf16* const*>(b);
+    if (c_f32)
+      return gemm_pointer_arrays(h, Rounding::None, ta, tb, m, n, k, al, ap, lda, bp, ldb, be,
+                                 reinterpret_cast<float* const*>(c), ldc, batch);
+    return gemm_pointer_arrays(h, Rounding::None, ta, tb, m, n, k, al, ap, lda, bp, ldb, be,
                                reinterpret_cast<skipgrad::bf16* const*>(c), ldc, batch);
+  }
   bool f64 = false;
   Rounding r = Rounding::None;
   if (!ex_types(a_type, b_type, c_type, compute, f64, r)) return CUBLAS_STATUS_NOT_SUPPORTED;

@@ -1,0 +1,174 @@
+// Gradients of autocast's casts written in float32 by the GEMMs that make them (GemmArgs::c_float32, grad_dtype):
+// a bf16 product's weight, bias and input gradients come out of cuBLAS/sgemm unrounded, and the cast's backward
+// converts nothing.
+#include <doctest/doctest.h>
+
+#include <cmath>
+
+#include "autograd/autocast.h"
+#include "autograd/ops.h"
+#include "autograd/tape.h"
+#include "backends/backend.h"
+#include "cuda_test_util.h"
+#include "nn/loss.h"
+#include "nn/transformer.h"
+#include "test_util.h"
+
+using namespace skipgrad;
+using sgtest::have_cuda;
+
+namespace {
+Tensor randn_f32(const Shape& s, uint64_t seed) {
+  Generator g(seed);
+  return Tensor::randn(s, 0, 1, DType::F32, Device::cpu(), &g);
+}
+// max |a - b| / max(1, max |b|) over two float tensors of one shape (any devices).
+double rel_diff(const Tensor& a, const Tensor& b) {
+  REQUIRE(a.shape() == b.shape());
+  const std::vector<double> x = a.to(Device::cpu()).to(DType::F64).to_vector<double>(),
+                            y = b.to(Device::cpu()).to(DType::F64).to_vector<double>();
+  double d = 0, m = 1;
+  for (size_t i = 0; i < x.size(); i++) {
+    d = std::max(d, std::fabs(x[i] - y[i]));
+    m = std::max(m, std::fabs(y[i]));
+  }
+  return d / m;
+}
+// C = op(A) op(B) of bf16 A [2, 5, 3] (as [batch, m, k], read transposed when ta) and B, into float32 C, by the
+// backend's GEMM with c_float32, vs the float32 GEMM of the widened operands.
+void check_c_float32_gemm(Device d, bool ta, bool tb, int64_t batch) {
+  const int64_t m = 5, n = 4, k = 3;
+  Tensor a32 = randn_f32(ta ? Shape{batch, k, m} : Shape{batch, m, k}, 1).to(DType::BF16).to(DType::F32);
+  Tensor b32 = randn_f32(tb ? Shape{batch, n, k} : Shape{batch, k, n}, 2).to(DType::BF16).to(DType::F32);
+  Tensor c0 = randn_f32({batch, m, n}, 3);
+  Tensor a = a32.to(DType::BF16).to(d), b = b32.to(DType::BF16).to(d);
+  for (double beta : {0.0, 1.0}) {
+    CAPTURE(beta);
+    Tensor c = c0.to(d).clone(), want = c0.clone();
+    GemmArgs g;
+    g.dtype = DType::BF16;
+    g.c_float32 = true;
+    g.trans_a = ta, g.trans_b = tb;
+    g.batch = batch, g.m = m, g.n = n, g.k = k;
+    g.a = a.data_ptr(), g.lda = ta ? m : k, g.stride_a = m * k;
+    g.b = b.data_ptr(), g.ldb = tb ? k : n, g.stride_b = k * n;
+    g.c = c.data_ptr(), g.ldc = n, g.stride_c = m * n;
+    g.alpha = 0.5, g.beta = beta;
+    backend_for(d).gemm(g);
+    GemmArgs w = g;
+    w.dtype = DType::F32, w.c_float32 = false;
+    w.a = a32.data_ptr(), w.b = b32.data_ptr(), w.c = want.data_ptr();
+    backend_for(Device::cpu()).gemm(w);
+    CHECK(c.dtype() == DType::F32);
+    CHECK(rel_diff(c, want) < 1e-6);
+  }
+}
+}  // namespace
+
+TEST_SUITE("bf16") {
+  TEST_CASE("GEMM of bf16 operands into float32 C (c_float32): the float32 product, unrounded") {
+    for (bool ta : {false, true})
+      for (bool tb : {false, true})
+        for (int64_t batch : {1, 2}) {
+          CAPTURE(ta);
+          CAPTURE(tb);
+          CAPTURE(batch);
+          check_c_float32_gemm(Device::cpu(), ta, tb, batch);
+          if (have_cuda()) check_c_float32_gemm(Device::cuda(), ta, tb, batch);
+        }
+    GemmArgs g;  // float32 operands have no "float32 C" variant: an error naming the op, not a wrong answer
+    g.dtype = DType::F32;
+    g.c_float32 = true;
+    g.m = g.n = g.k = 1;
+    Tensor x = Tensor::ones({1}, DType::F32);
+    g.a = g.b = x.data_ptr(), g.c = x.data_ptr(), g.lda = g.ldb = g.ldc = 1;
+    CHECK_THROWS_WITH_AS(backend_for(Device::cpu()).gemm(g), doctest::Contains("gemm: a float32 result of float32"),
+                         Error);
+  }
+
+  TEST_CASE("autocast linear: float32 gradients of x, W and b straight from the GEMMs, unrounded") {
+    std::vector<Device> devices{Device::cpu()};
+    if (have_cuda()) devices.push_back(Device::cuda());
+    for (Device d : devices) {
+      CAPTURE(d.str());
+      Tensor x = randn_f32({6, 8}, 4).to(d).requires_grad_(), w = randn_f32({5, 8}, 5).to(d).requires_grad_(),
+             b = randn_f32({5}, 6).to(d).requires_grad_(), gy = randn_f32({6, 5}, 7).to(DType::BF16).to(d);
+      Tensor y;
+      {
+        AutocastBF16 on;
+        y = linear(x, w, b);
+      }
+      REQUIRE(y.dtype() == DType::BF16);
+      y.backward(gy);
+      REQUIRE(x.grad().dtype() == DType::F32);
+      REQUIRE(w.grad().dtype() == DType::F32);
+      REQUIRE(b.grad().dtype() == DType::F32);
+      // the same products in float32 of the bf16-rounded operands: what the GEMMs accumulate, before any rounding
+      const Tensor g32 = gy.to(DType::F32), x16 = x.detach().to(DType::BF16).to(DType::F32),
+                   w16 = w.detach().to(DType::BF16).to(DType::F32);
+      CHECK(rel_diff(w.grad(), matmul(g32, x16, true, false)) < 1e-5);
+      CHECK(rel_diff(x.grad(), matmul(g32, w16)) < 1e-5);
+      CHECK(rel_diff(b.grad(), g32.sum({0})) < 1e-5);
+    }
+  }
+
+  TEST_CASE("grad_dtype: a cast whose gradient is observed (retain_grad, a hook) gets it in its own dtype") {
+    Tensor w = randn_f32({3, 4}, 8).requires_grad_(), x = randn_f32({2, 4}, 9).to(DType::BF16);
+    Tensor w16 = w.to(DType::BF16);
+    w16.retain_grad();
+    linear(x, w16).sum().backward();
+    CHECK(w16.grad().dtype() == DType::BF16);  // .grad has its tensor's dtype
+    CHECK(w.grad().dtype() == DType::F32);
+    Tensor v = randn_f32({3, 4}, 8).requires_grad_();
+    Tensor v16 = v.to(DType::BF16);
+    DType seen = DType::F64;
+    v16.register_hook([&](const Tensor& g) {
+      seen = g.dtype();
+      return Tensor();
+    });
+    linear(x, v16).sum().backward();
+    CHECK(seen == DType::BF16);
+    CHECK(rel_diff(v.grad(), w.grad()) == 0);
+  }
+
+  TEST_CASE("autocast: the fan-in sums fold through the casts as in float32 (tracking off), and add with it on") {
+    // as test_nn.cpp's float32 case: 23 sums folded into the GEMMs and kernels, in a 2 + 2-layer model
+    for (const std::string& topo : {"post_ln", "pre_ln"}) {
+      CAPTURE(topo);
+      nn::TransformerConfig c;
+      c.topology = topo;
+      c.enc_layers = c.dec_layers = 2;
+      c.d_model = 16, c.heads = 2, c.d_ff = 32, c.vocab = 11, c.pad_id = 1, c.dropout = 0;
+      Tensor src = Tensor::from_vector(std::vector<int64_t>{2, 3, 4, 5, 6, 7, 1, 1}, {2, 4});
+      Tensor tin = Tensor::from_vector(std::vector<int64_t>{0, 4, 5, 0, 6, 1}, {2, 3});
+      Tensor tout = Tensor::from_vector(std::vector<int64_t>{4, 5, 2, 6, 1, 1}, {2, 3});
+      std::vector<std::vector<float>> grads[2];
+      for (bool tracking : {false, true}) {
+        manual_seed(5);
+        nn::Transformer m(c);
+        Tensor loss;
+        {
+          AutocastBF16 on;
+          loss = nn::label_smoothed_nll(m.forward(src, tin), tout, 1, 0.1).loss;
+        }
+        const bool was = track_grad_norms();
+        set_track_grad_norms(tracking);
+        loss.backward();
+        set_track_grad_norms(was);
+        const FanInSums f = last_backward_fan_in();
+        if (!tracking) {
+          CHECK(f.folded == 23);
+          CHECK(f.added == 0);
+        } else {  // each cast's own gradient is formed (its norm is read): a sum through a cast is an add
+          CHECK(f.folded + f.added == 23);
+          if (topo == "post_ln") CHECK(f.added > 0);  // x feeds the residual add and the Q/K/V cast
+        }
+        for (const Tensor& p : m.parameters()) grads[tracking].push_back(p.grad().to_vector<float>());
+      }
+      // the same gradients either way, up to the order of float32 additions
+      for (size_t i = 0; i < grads[0].size(); i++)
+        for (size_t j = 0; j < grads[0][i].size(); j++)
+          CHECK(grads[0][i][j] == doctest::Approx(grads[1][i][j]).epsilon(1e-4).scale(1e-2));
+    }
+  }
+}
