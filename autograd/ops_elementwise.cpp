@@ -27,23 +27,29 @@ void check_same_float_dtype(const char* op, const std::vector<Tensor>& ts) {
 // ---------------------------------------------------------------- binary
 
 namespace {
-// An elementwise op on a bfloat16 and a float32/float64 tensor runs in the wider dtype (as torch's type promotion):
-// the bfloat16 operand is cast first, by a recorded to_dtype node.
-bool mixed_bf16(const Tensor& a, const Tensor& b) {
-  return a.defined() && b.defined() && a.dtype() != b.dtype() && is_floating(a.dtype()) && is_floating(b.dtype()) &&
-         (a.dtype() == DType::BF16 || b.dtype() == DType::BF16);
+// An elementwise op on a bfloat16 and a float32/float64 tensor runs in the wider dtype (as torch's type promotion).
+// With float32 the kernel reads the bf16 operand as it is (autocast's x + sublayer(x): no cast, as PyTorch's
+// TensorIterator); with float64 the bf16 operand is cast first, by a recorded to_dtype node. The bf16 operand's
+// gradient comes back in bf16 (the backward converts it: backward_node).
+bool bf16_with_f64(const Tensor& a, const Tensor& b) {
+  return a.defined() && b.defined() && ((a.dtype() == DType::BF16 && b.dtype() == DType::F64) ||
+                                        (a.dtype() == DType::F64 && b.dtype() == DType::BF16));
 }
 Tensor promoted(const Tensor& t, const Tensor& other) {
   return t.dtype() == DType::BF16 ? t.to(other.dtype()) : t;
+}
+bool f32_and_bf16(const Tensor& a, const Tensor& b) {
+  return (a.dtype() == DType::F32 && b.dtype() == DType::BF16) || (a.dtype() == DType::BF16 && b.dtype() == DType::F32);
 }
 
 Tensor binary_forward(const char* name, BinaryOp op, const Tensor& a, const Tensor& b) {
   check_defined(name, a, "first input");
   check_defined(name, b, "second input");
   check_same_device(name, {a, b});
-  if (a.dtype() != b.dtype()) fail(name, ": dtypes differ: ", a.meta_str(), " and ", b.meta_str());
+  const bool mixed = f32_and_bf16(a, b);
+  if (a.dtype() != b.dtype() && !mixed) fail(name, ": dtypes differ: ", a.meta_str(), " and ", b.meta_str());
   Shape shape = broadcast_shapes(a.shape(), b.shape(), name);
-  Tensor out = Tensor::empty(shape, a.dtype(), a.device());
+  Tensor out = Tensor::empty(shape, mixed ? DType::F32 : a.dtype(), a.device());
   be(a).binary(op, broadcast_to(a, shape, name), broadcast_to(b, shape, name), out);
   return out;
 }
@@ -51,7 +57,7 @@ Tensor binary_forward(const char* name, BinaryOp op, const Tensor& a, const Tens
 
 // c = a + b:  ga = sum_to(g, a),  gb = sum_to(g, b)
 Tensor add(const Tensor& a, const Tensor& b) {
-  if (mixed_bf16(a, b)) return add(promoted(a, b), promoted(b, a));
+  if (bf16_with_f64(a, b)) return add(promoted(a, b), promoted(b, a));
   Tensor out = binary_forward("add", BinaryOp::Add, a, b);
   record("add", {a, b}, out, {}, [sa = a.shape(), sb = b.shape()](const Node& n, const Tensor& g) {
     return std::vector<Tensor>{needs_grad(n, 0) ? sum_to(g, sa) : Tensor(), needs_grad(n, 1) ? sum_to(g, sb) : Tensor()};
@@ -61,7 +67,7 @@ Tensor add(const Tensor& a, const Tensor& b) {
 
 // c = a - b:  ga = g,  gb = -g
 Tensor sub(const Tensor& a, const Tensor& b) {
-  if (mixed_bf16(a, b)) return sub(promoted(a, b), promoted(b, a));
+  if (bf16_with_f64(a, b)) return sub(promoted(a, b), promoted(b, a));
   Tensor out = binary_forward("sub", BinaryOp::Sub, a, b);
   record("sub", {a, b}, out, {}, [sa = a.shape(), sb = b.shape()](const Node& n, const Tensor& g) {
     return std::vector<Tensor>{needs_grad(n, 0) ? sum_to(g, sa) : Tensor(),
@@ -72,7 +78,7 @@ Tensor sub(const Tensor& a, const Tensor& b) {
 
 // c = a * b:  ga = g b,  gb = g a
 Tensor mul(const Tensor& a, const Tensor& b) {
-  if (mixed_bf16(a, b)) return mul(promoted(a, b), promoted(b, a));
+  if (bf16_with_f64(a, b)) return mul(promoted(a, b), promoted(b, a));
   Tensor out = binary_forward("mul", BinaryOp::Mul, a, b);
   record("mul", {a, b}, out, {a, b}, [](const Node& n, const Tensor& g) {
     const Tensor &a = n.saved[0], &b = n.saved[1];
@@ -84,7 +90,7 @@ Tensor mul(const Tensor& a, const Tensor& b) {
 
 // c = a / b:  ga = g / b,  gb = -g a / b^2 = -g c / b
 Tensor div(const Tensor& a, const Tensor& b) {
-  if (mixed_bf16(a, b)) return div(promoted(a, b), promoted(b, a));
+  if (bf16_with_f64(a, b)) return div(promoted(a, b), promoted(b, a));
   // Integer division would trap (or, on a GPU, give garbage) on a zero divisor that only the data shows; PyTorch's
   // `/` of integers is true division anyway: ask for a floating dtype.
   if (a.defined() && b.defined() && (is_integer(a.dtype()) || is_integer(b.dtype())))
@@ -101,7 +107,7 @@ Tensor div(const Tensor& a, const Tensor& b) {
 
 // c = max(a, b): the gradient goes to the larger input (to a on ties).
 Tensor maximum(const Tensor& a, const Tensor& b) {
-  if (mixed_bf16(a, b)) return maximum(promoted(a, b), promoted(b, a));
+  if (bf16_with_f64(a, b)) return maximum(promoted(a, b), promoted(b, a));
   Tensor out = binary_forward("maximum", BinaryOp::Maximum, a, b);
   record("maximum", {a, b}, out, {a, b}, [](const Node& n, const Tensor& g) {
     Tensor take_a = binary_forward("maximum", BinaryOp::Ge, n.saved[0], n.saved[1]);
@@ -113,7 +119,7 @@ Tensor maximum(const Tensor& a, const Tensor& b) {
 
 // c = min(a, b): the gradient goes to the smaller input (to a on ties).
 Tensor minimum(const Tensor& a, const Tensor& b) {
-  if (mixed_bf16(a, b)) return minimum(promoted(a, b), promoted(b, a));
+  if (bf16_with_f64(a, b)) return minimum(promoted(a, b), promoted(b, a));
   Tensor out = binary_forward("minimum", BinaryOp::Minimum, a, b);
   record("minimum", {a, b}, out, {a, b}, [](const Node& n, const Tensor& g) {
     Tensor take_a = binary_forward("minimum", BinaryOp::Le, n.saved[0], n.saved[1]);
@@ -124,15 +130,15 @@ Tensor minimum(const Tensor& a, const Tensor& b) {
 }
 
 Tensor eq(const Tensor& a, const Tensor& b) {
-  if (mixed_bf16(a, b)) return eq(promoted(a, b), promoted(b, a));
+  if (bf16_with_f64(a, b)) return eq(promoted(a, b), promoted(b, a));
   return binary_forward("eq", BinaryOp::Eq, a, b);
 }
 Tensor gt(const Tensor& a, const Tensor& b) {
-  if (mixed_bf16(a, b)) return gt(promoted(a, b), promoted(b, a));
+  if (bf16_with_f64(a, b)) return gt(promoted(a, b), promoted(b, a));
   return binary_forward("gt", BinaryOp::Gt, a, b);
 }
 Tensor lt(const Tensor& a, const Tensor& b) {
-  if (mixed_bf16(a, b)) return lt(promoted(a, b), promoted(b, a));
+  if (bf16_with_f64(a, b)) return lt(promoted(a, b), promoted(b, a));
   return binary_forward("lt", BinaryOp::Lt, a, b);
 }
 

@@ -268,6 +268,9 @@ void backward_node(Node& n, bool retain_graph, const std::function<void(Autograd
     if (grads[j].shape() != im->shape)
       fail("backward", ": op '", n.op->name, "' (node ", n.name, ") returned a gradient of shape ", grads[j].shape(),
            " for input ", j, " of shape ", im->shape);
+    // A gradient comes in its tensor's dtype (as in PyTorch's engine): a mixed float32/bf16 op's float32 gradient
+    // for its bf16 input is rounded here, unless the input is a cast that takes its source's dtype (grad_dtype).
+    if (grads[j].dtype() != im->dtype && grads[j].dtype() != grad_dtype(n, j)) grads[j] = grads[j].to(im->dtype);
     if (g_anomaly) {
       int64_t bad = backend_for(grads[j].device()).count_nonfinite(grads[j]);
       if (bad) fail("anomaly", ": backward of op '", n.op->name, "' (node ", n.name, ") produced ", bad,

@@ -53,6 +53,8 @@ struct GemmArgs {
   bool c_float32 = false;
   DType c_dtype() const { return c_float32 ? DType::F32 : dtype; }
 };
+// Throws an Error naming `op` unless a, b and out have dtypes Backend::binary takes; true when they are mixed.
+bool check_binary_dtypes(const char* op, const Tensor& a, const Tensor& b, const Tensor& out);
 // Throws an Error naming `op` unless c_float32 comes with bfloat16 operands.
 void check_gemm_dtypes(const char* op, const GemmArgs& g);
 
@@ -108,7 +110,8 @@ class Backend {
   // x only, which y has too: autograd passes y as x.
   virtual void unary_backward(UnaryOp op, const Tensor& x, const Tensor& y, const Tensor& gy, Tensor& gx,
                               double alpha) = 0;
-  // a and b are already broadcast (possibly zero strides) to out's shape.
+  // a and b are already broadcast (possibly zero strides) to out's shape; all three of one dtype, or a float32 out
+  // with a float32 and a bfloat16 operand (read as it is, widened: autocast's x + sublayer(x)).
   virtual void binary(BinaryOp op, const Tensor& a, const Tensor& b, Tensor& out) = 0;
   // out = cond != 0 ? a : b; all three broadcast to out's shape.
   virtual void where(const Tensor& cond, const Tensor& a, const Tensor& b, Tensor& out) = 0;

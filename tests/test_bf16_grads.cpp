@@ -172,3 +172,53 @@ TEST_SUITE("bf16") {
     }
   }
 }
+
+TEST_SUITE("bf16") {
+  TEST_CASE("float32 with bf16 elementwise: the kernel reads the bf16 operand as it is, no cast; gradients in each dtype") {
+    std::vector<Device> devices{Device::cpu()};
+    if (have_cuda()) devices.push_back(Device::cuda());
+    for (Device d : devices) {
+      CAPTURE(d.str());
+      Tensor a = randn_f32({3, 4}, 10).to(d), b16 = randn_f32({3, 4}, 11).to(DType::BF16).to(d),
+             row16 = randn_f32({4}, 12).to(DType::BF16).to(d);
+      const Tensor b32 = b16.to(DType::F32), row32 = row16.to(DType::F32);
+      // every binary op, both operand orders, broadcast and transposed operands: the float32 op on the widened value
+      for (auto f : {+[](const Tensor& x, const Tensor& y) { return add(x, y); },
+                     +[](const Tensor& x, const Tensor& y) { return sub(x, y); },
+                     +[](const Tensor& x, const Tensor& y) { return mul(x, y); },
+                     +[](const Tensor& x, const Tensor& y) { return div(x, y); },
+                     +[](const Tensor& x, const Tensor& y) { return maximum(x, y); },
+                     +[](const Tensor& x, const Tensor& y) { return gt(x, y); }}) {
+        CHECK(f(a, b16).dtype() == DType::F32);
+        CHECK(rel_diff(f(a, b16), f(a, b32)) == 0);
+        CHECK(rel_diff(f(b16, a), f(b32, a)) == 0);
+        CHECK(rel_diff(f(a, row16), f(a, row32)) == 0);
+        CHECK(rel_diff(f(a.t(), b16.t()), f(a.t(), b32.t())) == 0);
+      }
+      // autograd: no to_dtype node; a's gradient float32, b's bf16 (each share rounded, then summed in bf16, as
+      // PyTorch's engine does)
+      current_tape().clear();
+      Tensor x = a.detach().requires_grad_(), y = b16.detach().requires_grad_();
+      Tensor out = mul(x, y) + y;
+      for (const auto& node : current_tape().nodes()) CHECK(std::string(node->op->name) != "to_dtype");
+      Tensor g = randn_f32({3, 4}, 13).to(d);
+      out.backward(g);
+      REQUIRE(x.grad().dtype() == DType::F32);
+      REQUIRE(y.grad().dtype() == DType::BF16);
+      CHECK(rel_diff(x.grad(), g * b32) == 0);
+      CHECK(rel_diff(y.grad(), (g * a).to(DType::BF16) + g.to(DType::BF16)) == 0);
+    }
+    // the backend takes one dtype, or a float32 and a bf16 operand for a float32 result; anything else is an error
+    Tensor h = Tensor::ones({2}, DType::BF16), f = Tensor::ones({2}, DType::F32), out16 = Tensor::empty({2}, DType::BF16);
+    CHECK_THROWS_WITH_AS(backend_for(Device::cpu()).binary(BinaryOp::Add, h, h, f),
+                         doctest::Contains("binary: operands bfloat16[2] cpu and bfloat16[2] cpu for float32[2]"),
+                         Error);
+    CHECK_THROWS_WITH_AS(backend_for(Device::cpu()).binary(BinaryOp::Add, f, h, out16), doctest::Contains("binary"),
+                         Error);
+    // float64 with bf16 still promotes by a recorded cast
+    current_tape().clear();
+    Tensor z = Tensor::ones({2}, DType::BF16).requires_grad_();
+    CHECK((z + Tensor::ones({2}, DType::F64)).dtype() == DType::F64);
+    CHECK(std::string(current_tape().nodes().front()->op->name) == "to_dtype");
+  }
+}

@@ -151,27 +151,39 @@ void CpuBackend::unary_backward(UnaryOp op, const Tensor& x, const Tensor& y, co
   });
 }
 
-void CpuBackend::binary(BinaryOp op, const Tensor& a, const Tensor& b, Tensor& out) {
-  dispatch_all(out.dtype(), [&]<class T>() {
-    using C = compute_t<T>;  // float for bf16: one rounding, at the store
-    const T* ap = static_cast<const T*>(a.data_ptr());
-    const T* bp = static_cast<const T*>(b.data_ptr());
-    T* op_ = static_cast<T*>(out.data_ptr());
-    dispatch_binary(op, [&](auto OP) {
-      strided_rows<3>(out.shape(), {&out.strides(), &a.strides(), &b.strides()}, [&](auto off, int64_t n, auto st) {
-        T* o = op_ + off[0];
-        const T* x = ap + off[1];
-        const T* y = bp + off[2];
-        if (st[0] == 1 && st[1] == 1 && st[2] == 1)
-          for (int64_t i = 0; i < n; i++) o[i] = T(binary_fn<C>(OP.value, C(x[i]), C(y[i])));
-        else if (st[0] == 1 && st[1] == 1 && st[2] == 0)
-          for (int64_t i = 0; i < n; i++) o[i] = T(binary_fn<C>(OP.value, C(x[i]), C(y[0])));
-        else
-          for (int64_t i = 0; i < n; i++)
-            o[i * st[0]] = T(binary_fn<C>(OP.value, C(x[i * st[1]]), C(y[i * st[2]])));
-      });
+namespace {
+// out = a op b with a of TA, b of TB and out of T, computed in compute_t<T> (float for bf16: one rounding, at the
+// store); the operands widened as they are read.
+template <class T, class TA, class TB>
+void binary_loop(BinaryOp op, const Tensor& a, const Tensor& b, Tensor& out) {
+  using C = compute_t<T>;
+  const TA* ap = static_cast<const TA*>(a.data_ptr());
+  const TB* bp = static_cast<const TB*>(b.data_ptr());
+  T* op_ = static_cast<T*>(out.data_ptr());
+  dispatch_binary(op, [&](auto OP) {
+    strided_rows<3>(out.shape(), {&out.strides(), &a.strides(), &b.strides()}, [&](auto off, int64_t n, auto st) {
+      T* o = op_ + off[0];
+      const TA* x = ap + off[1];
+      const TB* y = bp + off[2];
+      if (st[0] == 1 && st[1] == 1 && st[2] == 1)
+        for (int64_t i = 0; i < n; i++) o[i] = T(binary_fn<C>(OP.value, C(x[i]), C(y[i])));
+      else if (st[0] == 1 && st[1] == 1 && st[2] == 0)
+        for (int64_t i = 0; i < n; i++) o[i] = T(binary_fn<C>(OP.value, C(x[i]), C(y[0])));
+      else
+        for (int64_t i = 0; i < n; i++)
+          o[i * st[0]] = T(binary_fn<C>(OP.value, C(x[i * st[1]]), C(y[i * st[2]])));
     });
   });
+}
+}  // namespace
+
+void CpuBackend::binary(BinaryOp op, const Tensor& a, const Tensor& b, Tensor& out) {
+  if (check_binary_dtypes("binary", a, b, out)) {  // float32 out, one operand bf16
+    if (a.dtype() == DType::BF16) binary_loop<float, bf16, float>(op, a, b, out);
+    else binary_loop<float, float, bf16>(op, a, b, out);
+    return;
+  }
+  dispatch_all(out.dtype(), [&]<class T>() { binary_loop<T, T, T>(op, a, b, out); });
 }
 
 void CpuBackend::where(const Tensor& cond, const Tensor& a, const Tensor& b, Tensor& out) {

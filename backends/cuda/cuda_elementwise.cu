@@ -102,9 +102,9 @@ __global__ void unary_backward_kernel(UnaryOp op, const T* x, const T* y, const 
   }
 }
 
-// operands: out, a, b
-template <class T, class C = compute_t<T>>
-__global__ void binary_kernel(BinaryOp op, const T* a, const T* b, T* out, Strided<3> s, int64_t n) {
+// operands: out, a, b (of T, or one of them bf16 where T is float: read as it is, widened)
+template <class T, class TA = T, class TB = T, class C = compute_t<T>>
+__global__ void binary_kernel(BinaryOp op, const TA* a, const TB* b, T* out, Strided<3> s, int64_t n) {
   for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x) {
     int64_t off[3];
     s.offsets(i, off);
@@ -283,12 +283,22 @@ void CudaBackend::binary(BinaryOp op, const Tensor& a, const Tensor& b, Tensor& 
   const int64_t n = out.numel();
   if (n == 0) return;
   auto s = make_strided<3>(out.shape(), {&out.strides(), &a.strides(), &b.strides()}, "binary");
-  cuda::dispatch_all(out.dtype(), [&](auto tag) {
-    using T = decltype(tag);
-    binary_kernel<T><<<grid_for(n), kThreads, 0, stream_>>>(op, static_cast<const T*>(a.data_ptr()),
-                                                             static_cast<const T*>(b.data_ptr()),
-                                                             static_cast<T*>(out.data_ptr()), s, n);
-  });
+  if (!check_binary_dtypes("binary", a, b, out)) {
+    cuda::dispatch_all(out.dtype(), [&](auto tag) {
+      using T = decltype(tag);
+      binary_kernel<T><<<grid_for(n), kThreads, 0, stream_>>>(op, static_cast<const T*>(a.data_ptr()),
+                                                               static_cast<const T*>(b.data_ptr()),
+                                                               static_cast<T*>(out.data_ptr()), s, n);
+    });
+  } else if (a.dtype() == DType::BF16) {  // float32 out, one operand bf16
+    binary_kernel<float, bf16, float><<<grid_for(n), kThreads, 0, stream_>>>(
+        op, static_cast<const bf16*>(a.data_ptr()), static_cast<const float*>(b.data_ptr()),
+        static_cast<float*>(out.data_ptr()), s, n);
+  } else {
+    binary_kernel<float, float, bf16><<<grid_for(n), kThreads, 0, stream_>>>(
+        op, static_cast<const float*>(a.data_ptr()), static_cast<const bf16*>(b.data_ptr()),
+        static_cast<float*>(out.data_ptr()), s, n);
+  }
   SG_CUDA_LAUNCH_CHECK("binary");
 }
 
