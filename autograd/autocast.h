@@ -1,13 +1,16 @@
 // Mixed precision, as torch.autocast(dtype=torch.bfloat16): inside an AutocastBF16 scope the matrix products
 // (matmul, linear, attention) cast their float32 inputs to bfloat16 and return bfloat16, computed on bf16 tensor
 // cores with float32 accumulation; the ops that need float32's range or precision (layer_norm, rms_norm,
-// log_softmax, cross_entropy) cast bfloat16 inputs to float32. Everything else runs in the dtype it is given, and
-// an elementwise op on a bfloat16 and a float32/float64 tensor promotes the bfloat16 one. So parameters stay
-// float32 (the master weights Adam updates), the residual stream stays float32 (embedding + positions are float32,
-// and x + sublayer(x) promotes), and the activations the products save for backward are bfloat16.
+// log_softmax) cast bfloat16 inputs to float32, and cross_entropy reads bf16 logits as they are into a float32
+// loss (always, in or out of a scope). Everything else runs in the dtype it is given; an elementwise op on a
+// bfloat16 and a float32 tensor reads the bf16 one as it is into a float32 result. So parameters stay float32 (the
+// master weights Adam updates), the residual stream stays float32 (embedding + positions are float32, and
+// x + sublayer(x) is float32), and the activations the products save for backward are bfloat16.
 //
-// Each cast is a recorded `to_dtype` node (its backward casts the gradient back), so the graph dump shows where
-// precision changes, and a parameter's gradient arrives in float32. docs/mixed_precision.md has the details.
+// Each cast is a recorded `to_dtype` node, so the graph dump shows where precision changes. A cast's backward
+// converts the gradient back to its source's dtype; the products write the gradients of cast float32 tensors in
+// float32 directly (grad_dtype, autograd/tape.h), so a parameter's gradient arrives in float32 unrounded.
+// docs/mixed_precision.md has the details.
 #pragma once
 #include <initializer_list>
 #include <string>

@@ -230,11 +230,11 @@ Tensor count_kept(const Tensor& targets, int64_t ignore_index, DType dtype) {
 //   loss_i = (1 - ls) * (-logp[t_i]) + ls * mean_j(-logp[j]),  0 where t_i == ignore_index
 //   glogits_i = gloss_i * (softmax(x_i) - (1 - ls) * onehot(t_i) - ls / V),  0 where ignored
 // Mean divides the sum by the number of non-ignored rows (the loss is 0, not NaN, when every row is ignored).
+// bf16 logits are read as they are and computed on in float32: the loss is float32 (autocast's policy for a loss,
+// with no float32 copy of the logits), the logits' gradient bf16.
 Tensor cross_entropy(const Tensor& logits, const Tensor& targets, int64_t ignore_index, double label_smoothing,
                      Reduction reduction) {
   const char* op = "cross_entropy";
-  if (autocast::wants_f32({&logits}))
-    return cross_entropy(autocast::to_f32(logits), targets, ignore_index, label_smoothing, reduction);
   check_floating(op, logits);
   if (!(logits.dim() >= 1 && logits.shape().back() > 0))
     fail(op, ": logits must be [..., num_classes], got ", logits.meta_str());
@@ -251,7 +251,7 @@ Tensor cross_entropy(const Tensor& logits, const Tensor& targets, int64_t ignore
   const int64_t V = logits.shape().back(), N = numel_of(lead);
   Tensor x = reshape_raw(contiguous_raw(logits), {N, V});
   Tensor t = reshape_raw(contiguous_raw(targets), {N});
-  Tensor loss = Tensor::empty({N}, logits.dtype(), logits.device());
+  Tensor loss = Tensor::empty({N}, stat_dtype(logits), logits.device());
   Tensor lse = Tensor::empty({N}, stat_dtype(logits), logits.device());
   be(x).cross_entropy(x, t, ignore_index, label_smoothing, loss, lse);  // checks every target
   Tensor out, denom;
@@ -262,7 +262,7 @@ Tensor cross_entropy(const Tensor& logits, const Tensor& targets, int64_t ignore
     } else {
       out = sum(loss);
       if (reduction == Reduction::Mean) {
-        denom = count_kept(t, ignore_index, logits.dtype());
+        denom = count_kept(t, ignore_index, loss.dtype());
         out = div(out, denom);
       }
     }

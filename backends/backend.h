@@ -161,7 +161,8 @@ class Backend {
 
   // ---- cross entropy over rows of logits [N, V] with int64 targets [N] ----
   // loss[i] = (1-ls) * (-logp[i, t_i]) + ls * mean_j(-logp[i, j]), and 0 where t_i == ignore_index.
-  // lse[i] = logsumexp of row i (saved for backward).
+  // lse[i] = logsumexp of row i (saved for backward). loss, lse and gloss are float32 for bf16 logits (computed in
+  // float32 on the widened logits), else of the logits' dtype; glogits has the logits' dtype.
   virtual void cross_entropy(const Tensor& logits, const Tensor& targets, int64_t ignore_index,
                              double label_smoothing, Tensor& loss, Tensor& lse) = 0;
   // glogits[i, :] = gloss[i] * (softmax(row) - (1-ls) onehot(t_i) - ls/V); zero rows where ignored.

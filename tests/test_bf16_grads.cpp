@@ -9,6 +9,7 @@
 #include "autograd/ops.h"
 #include "autograd/tape.h"
 #include "backends/backend.h"
+#include "backends/in_float32.h"
 #include "cuda_test_util.h"
 #include "nn/loss.h"
 #include "nn/transformer.h"
@@ -220,5 +221,36 @@ TEST_SUITE("bf16") {
     Tensor z = Tensor::ones({2}, DType::BF16).requires_grad_();
     CHECK((z + Tensor::ones({2}, DType::F64)).dtype() == DType::F64);
     CHECK(std::string(current_tape().nodes().front()->op->name) == "to_dtype");
+  }
+}
+
+TEST_SUITE("bf16") {
+  TEST_CASE("cross entropy reads bf16 logits as they are: a float32 loss, bf16 logit gradients, no cast node") {
+    Tensor logits32 = randn_f32({6, 9}, 14).to(DType::BF16).to(DType::F32);  // values a bf16 holds exactly
+    Tensor targets = Tensor::from_vector<int64_t>({1, 8, 0, -100, 3, 3}, {6});
+    // the reference: float32 logits of the same values; its gradient rounded once to bf16
+    Tensor ref = logits32.detach().requires_grad_();
+    Tensor want = cross_entropy(ref, targets, -100, 0.1);
+    want.backward();
+    std::vector<Device> devices{Device::cpu()};
+    if (have_cuda()) devices.push_back(Device::cuda());
+    for (Device d : devices) {
+      CAPTURE(d.str());
+      const int64_t before = in_float32_calls();
+      current_tape().clear();
+      Tensor x = logits32.to(DType::BF16).to(d).requires_grad_();
+      Tensor loss;
+      {
+        AutocastBF16 on;  // the same in or out of a scope
+        loss = cross_entropy(x, targets.to(d), -100, 0.1);
+      }
+      for (const auto& node : current_tape().nodes()) CHECK(std::string(node->op->name) != "to_dtype");
+      REQUIRE(loss.dtype() == DType::F32);
+      CHECK(loss.item() == doctest::Approx(want.item()).epsilon(1e-6));
+      loss.backward();
+      REQUIRE(x.grad().dtype() == DType::BF16);
+      CHECK(rel_diff(x.grad(), ref.grad().to(DType::BF16)) <= (d.is_cpu() ? 0.0 : 1e-2));
+      if (!d.is_cpu()) CHECK(in_float32_calls() == before);  // the GPU's kernels read bf16 natively
+    }
   }
 }

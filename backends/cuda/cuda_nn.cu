@@ -43,16 +43,17 @@ __global__ void embedding_backward_kernel(const int64_t* ids, const T* g, T* gw,
 
 // One block per row: lse = max + log(sum(exp(x - max)));
 // loss = lse - (1-ls) * x[t] - ls * mean_j x_j   (0 where t == ignore_index)
-template <class T>
+// T: the logits' type; S: the loss's and lse's (float for bf16 logits, else T).
+template <class T, class S = T>
 __global__ void cross_entropy_kernel(const T* logits, const int64_t* targets, int64_t ignore_index, double ls,
-                                     T* loss, T* lse, int64_t C, int* error_flags) {
+                                     S* loss, S* lse, int64_t C, int* error_flags) {
   __shared__ double scratch[32];
   const int64_t r = blockIdx.x;
   const T* x = logits + r * C;
   double mx = -INFINITY, sum_x = 0;
   for (int64_t c = threadIdx.x; c < C; c += blockDim.x) {
     mx = fmax(mx, (double)x[c]);
-    sum_x += x[c];
+    sum_x += (double)x[c];
   }
   mx = cuda::block_reduce(mx, cuda::MaxOp{}, scratch);
   sum_x = cuda::block_reduce(sum_x, cuda::SumOp{}, scratch);
@@ -61,22 +62,22 @@ __global__ void cross_entropy_kernel(const T* logits, const int64_t* targets, in
   s = cuda::block_reduce(s, cuda::SumOp{}, scratch);
   if (threadIdx.x != 0) return;
   const double l = mx + log(s);
-  lse[r] = (T)l;
+  lse[r] = (S)l;
   const int64_t t = targets[r];
   if (t == ignore_index) {
-    loss[r] = T(0);
+    loss[r] = S(0);
   } else if (t < 0 || t >= C) {
-    loss[r] = (T)NAN;
+    loss[r] = (S)NAN;
     atomicOr(error_flags, cuda::kBadTarget);
   } else {
     // Skip the smoothing term when ls == 0: a -inf logit (a masked class) would make 0 * -inf = NaN.
-    loss[r] = (T)(l - (1 - ls) * x[t] - (ls > 0 ? ls * sum_x / C : 0.0));
+    loss[r] = (S)(l - (1 - ls) * (double)x[t] - (ls > 0 ? ls * sum_x / C : 0.0));
   }
 }
 
 // glogits[r, c] = gloss[r] * (exp(x - lse) - ls/C - (1-ls) [c == t]);  0 where t == ignore_index
-template <class T>
-__global__ void cross_entropy_backward_kernel(const T* logits, const int64_t* targets, const T* lse, const T* gloss,
+template <class T, class S = T>
+__global__ void cross_entropy_backward_kernel(const T* logits, const int64_t* targets, const S* lse, const S* gloss,
                                               int64_t ignore_index, double ls, T* glogits, int64_t C) {
   const int64_t r = blockIdx.x;
   const int64_t t = targets[r];
@@ -86,8 +87,9 @@ __global__ void cross_entropy_backward_kernel(const T* logits, const int64_t* ta
     return;
   }
   const T* x = logits + r * C;
-  const T g = gloss[r], l = lse[r], smooth = (T)(ls / C), hit = (T)(1 - ls);
-  for (int64_t c = threadIdx.x; c < C; c += blockDim.x) o[c] = g * (exp(x[c] - l) - smooth - (c == t ? hit : T(0)));
+  const S g = gloss[r], l = lse[r], smooth = (S)(ls / C), hit = (S)(1 - ls);
+  for (int64_t c = threadIdx.x; c < C; c += blockDim.x)
+    o[c] = T(g * (exp(S(x[c]) - l) - smooth - (c == t ? hit : S(0))));
 }
 
 // y[i] = x[i] * mask_i, mask_i = (u_i >= p) / (1 - p), u_i uniform from (seed, offset + i): the CPU backend's numbers
@@ -96,6 +98,15 @@ __global__ void dropout_kernel(const T* x, T* y, int64_t n, double p, uint64_t s
   const C keep = (C)(1.0 / (1.0 - p));
   for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x)
     y[i] = T(C(x[i]) * (random_uniform01(seed, offset + (uint64_t)i) >= p ? keep : C(0)));
+}
+
+// bf16 logits with float32 statistics (loss, lse, gloss): the kernels' native bf16 case. Other mixes with bf16 go
+// through float32 copies (in_float32).
+bool native_bf16_cross_entropy(const Tensor& logits, std::initializer_list<const Tensor*> stats) {
+  if (logits.dtype() != DType::BF16) return false;
+  for (const Tensor* t : stats)
+    if (t->dtype() != DType::F32) return false;
+  return true;
 }
 
 }  // namespace
@@ -136,40 +147,55 @@ void CudaBackend::embedding_backward(const Tensor& ids, const Tensor& gout, Tens
 
 void CudaBackend::cross_entropy(const Tensor& logits, const Tensor& targets, int64_t ignore_index,
                                 double label_smoothing, Tensor& loss, Tensor& lse) {
-  if (in_float32::cross_entropy(*this, logits, targets, ignore_index, label_smoothing, loss, lse)) return;
   const char* op = "cross_entropy";
+  if (!native_bf16_cross_entropy(logits, {&loss, &lse}) &&
+      in_float32::cross_entropy(*this, logits, targets, ignore_index, label_smoothing, loss, lse))
+    return;
   cuda::check_contiguous(op, {&logits, &targets, &loss, &lse});
   if (targets.dtype() != DType::I64)
     fail(op, ": targets must be int64, got ", targets.meta_str());
   const int64_t C = logits.dim() ? logits.shape().back() : 1, R = C ? logits.numel() / C : 0;
   if (R == 0) return;
   check(C > 0 && R <= INT_MAX, op, ": logits ", logits.shape(), " have no classes or more rows than the GPU grid allows");
-  cuda::dispatch_float(logits.dtype(), op, [&](auto tag) {
-    using T = decltype(tag);
-    cross_entropy_kernel<T><<<(unsigned)R, cuda::row_threads(C), 0, stream_>>>(
-        static_cast<const T*>(logits.data_ptr()), static_cast<const int64_t*>(targets.data_ptr()), ignore_index,
-        label_smoothing, static_cast<T*>(loss.data_ptr()), static_cast<T*>(lse.data_ptr()), C, error_flags_);
-  });
+  if (logits.dtype() == DType::BF16) {  // float32 loss and lse (checked by native_bf16_cross_entropy)
+    cross_entropy_kernel<bf16, float><<<(unsigned)R, cuda::row_threads(C), 0, stream_>>>(
+        static_cast<const bf16*>(logits.data_ptr()), static_cast<const int64_t*>(targets.data_ptr()), ignore_index,
+        label_smoothing, static_cast<float*>(loss.data_ptr()), static_cast<float*>(lse.data_ptr()), C, error_flags_);
+  } else {
+    cuda::dispatch_float(logits.dtype(), op, [&](auto tag) {
+      using T = decltype(tag);
+      cross_entropy_kernel<T><<<(unsigned)R, cuda::row_threads(C), 0, stream_>>>(
+          static_cast<const T*>(logits.data_ptr()), static_cast<const int64_t*>(targets.data_ptr()), ignore_index,
+          label_smoothing, static_cast<T*>(loss.data_ptr()), static_cast<T*>(lse.data_ptr()), C, error_flags_);
+    });
+  }
   SG_CUDA_LAUNCH_CHECK(op);
 }
 
 void CudaBackend::cross_entropy_backward(const Tensor& logits, const Tensor& targets, const Tensor& lse,
                                          const Tensor& gloss, int64_t ignore_index, double label_smoothing,
                                          Tensor& glogits) {
-  if (in_float32::cross_entropy_backward(*this, logits, targets, lse, gloss, ignore_index, label_smoothing,
-                                         glogits))
-    return;
   const char* op = "cross_entropy_backward";
+  if (!(native_bf16_cross_entropy(logits, {&lse, &gloss}) && glogits.dtype() == DType::BF16) &&
+      in_float32::cross_entropy_backward(*this, logits, targets, lse, gloss, ignore_index, label_smoothing, glogits))
+    return;
   cuda::check_contiguous(op, {&logits, &targets, &lse, &gloss, &glogits});
   const int64_t C = logits.dim() ? logits.shape().back() : 1, R = C ? logits.numel() / C : 0;
   if (R == 0 || C == 0) return;
-  cuda::dispatch_float(logits.dtype(), op, [&](auto tag) {
-    using T = decltype(tag);
-    cross_entropy_backward_kernel<T><<<(unsigned)R, cuda::row_threads(C), 0, stream_>>>(
-        static_cast<const T*>(logits.data_ptr()), static_cast<const int64_t*>(targets.data_ptr()),
-        static_cast<const T*>(lse.data_ptr()), static_cast<const T*>(gloss.data_ptr()), ignore_index,
-        label_smoothing, static_cast<T*>(glogits.data_ptr()), C);
-  });
+  if (logits.dtype() == DType::BF16) {  // float32 lse and gloss, bf16 glogits
+    cross_entropy_backward_kernel<bf16, float><<<(unsigned)R, cuda::row_threads(C), 0, stream_>>>(
+        static_cast<const bf16*>(logits.data_ptr()), static_cast<const int64_t*>(targets.data_ptr()),
+        static_cast<const float*>(lse.data_ptr()), static_cast<const float*>(gloss.data_ptr()), ignore_index,
+        label_smoothing, static_cast<bf16*>(glogits.data_ptr()), C);
+  } else {
+    cuda::dispatch_float(logits.dtype(), op, [&](auto tag) {
+      using T = decltype(tag);
+      cross_entropy_backward_kernel<T><<<(unsigned)R, cuda::row_threads(C), 0, stream_>>>(
+          static_cast<const T*>(logits.data_ptr()), static_cast<const int64_t*>(targets.data_ptr()),
+          static_cast<const T*>(lse.data_ptr()), static_cast<const T*>(gloss.data_ptr()), ignore_index,
+          label_smoothing, static_cast<T*>(glogits.data_ptr()), C);
+    });
+  }
   SG_CUDA_LAUNCH_CHECK(op);
 }
 
