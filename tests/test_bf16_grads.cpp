@@ -134,7 +134,7 @@ TEST_SUITE("bf16") {
 
   TEST_CASE("autocast: the fan-in sums fold through the casts as in float32 (tracking off), and add with it on") {
     // as test_nn.cpp's float32 case: 23 sums folded into the GEMMs and kernels, in a 2 + 2-layer model
-    for (const std::string& topo : {"post_ln", "pre_ln"}) {
+    for (const std::string topo : {"post_ln", "pre_ln"}) {
       CAPTURE(topo);
       nn::TransformerConfig c;
       c.topology = topo;
