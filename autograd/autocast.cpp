@@ -1,6 +1,6 @@
 #include "autograd/autocast.h"
 
-#include <map>
+#include <algorithm>
 
 #include "autograd/ops.h"
 #include "backends/backend.h"
@@ -26,10 +26,15 @@ bool parse_autocast(const std::string& s) {
 }
 
 void AutocastBF16::precast(const std::vector<Tensor>& ts) {
-  std::map<std::string, std::vector<size_t>> by_device;  // indices into ts of the float32 ones not cast yet
-  for (size_t i = 0; i < ts.size(); i++)
-    if (ts[i].defined() && ts[i].dtype() == DType::F32 && !casts_.count(ts[i].impl_ptr().get()))
-      by_device[ts[i].device().str()].push_back(i);
+  // per device (a model has one or two), the indices into ts of the float32 tensors not cast yet
+  std::vector<std::pair<Device, std::vector<size_t>>> by_device;
+  for (size_t i = 0; i < ts.size(); i++) {
+    if (!ts[i].defined() || ts[i].dtype() != DType::F32 || casts_.count(ts[i].impl_ptr().get())) continue;
+    auto it = std::find_if(by_device.begin(), by_device.end(), [&](const auto& e) { return e.first == ts[i].device(); });
+    if (it == by_device.end()) it = by_device.insert(by_device.end(), {ts[i].device(), {}});
+    it->second.push_back(i);
+  }
+  casts_.reserve(casts_.size() + ts.size());
   for (auto& [device, indices] : by_device) {
     std::vector<const Tensor*> srcs;
     std::vector<Tensor> outs;

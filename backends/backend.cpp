@@ -131,8 +131,8 @@ void Backend::gemm_bias_grad(const GemmArgs& args, const Tensor& a, Tensor& bias
 void Backend::copy_many(const std::vector<const Tensor*>& srcs, const std::vector<Tensor*>& dsts) {
   check(srcs.size() == dsts.size(), "copy_many", ": ", srcs.size(), " sources for ", dsts.size(), " destinations");
   for (size_t i = 0; i < srcs.size(); i++) {
-    check(srcs[i]->shape() == dsts[i]->shape(), "copy_many", ": pair ", i, " has shapes ", srcs[i]->meta_str(),
-          " and ", dsts[i]->meta_str());
+    if (srcs[i]->shape() != dsts[i]->shape())
+      fail("copy_many", ": pair ", i, " has shapes ", srcs[i]->meta_str(), " and ", dsts[i]->meta_str());
     copy(*srcs[i], *dsts[i]);
   }
 }

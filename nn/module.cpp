@@ -31,10 +31,15 @@ std::vector<std::pair<std::string, Tensor>> Module::named_parameters(const std::
   return out;
 }
 
+// The same order as named_parameters, without building the names (training loops call this every step).
 std::vector<Tensor> Module::parameters() const {
   std::vector<Tensor> out;
-  for (auto& [n, t] : named_parameters()) out.push_back(t);
+  collect_parameters(out);
   return out;
+}
+void Module::collect_parameters(std::vector<Tensor>& out) const {
+  for (auto& [n, t] : params_) out.push_back(t);
+  for (auto& [n, c] : children_) c->collect_parameters(out);
 }
 
 std::vector<std::pair<std::string, Tensor>> Module::named_buffers(const std::string& prefix) const {

@@ -62,6 +62,7 @@ class Module {
   bool training_ = true;
 
  private:
+  void collect_parameters(std::vector<Tensor>& out) const;
   // deques: references returned by register_* stay valid as more are added
   std::deque<std::pair<std::string, Tensor>> params_;
   std::deque<std::pair<std::string, Tensor>> buffers_;

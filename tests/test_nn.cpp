@@ -138,6 +138,10 @@ TEST_SUITE("nn") {
           names.insert(n);
           CHECK(t.node_name() == n);  // leaves carry their names
         }
+        const auto named = m.named_parameters();  // parameters(): the same tensors in the same order, unnamed
+        const std::vector<Tensor> params = m.parameters();
+        REQUIRE(params.size() == named.size());
+        for (size_t i = 0; i < params.size(); i++) CHECK(params[i].impl_ptr() == named[i].second.impl_ptr());
         for (const char* n : {"embed.weight", "enc.0.self_attn.q_proj.weight", "enc.1.ffn.fc2.bias",
                               "dec.1.cross_attn.out_proj.bias", "dec.0.self_attn.v_proj.weight"})
           CHECK(names.count(n) == 1);

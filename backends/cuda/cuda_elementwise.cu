@@ -172,7 +172,7 @@ void CudaBackend::copy_many(const std::vector<const Tensor*>& srcs, const std::v
   bool one_launch = !srcs.empty();
   for (size_t i = 0; i < srcs.size() && one_launch; i++) {
     const Tensor &a = *srcs[i], &b = *dsts[i];
-    check(a.shape() == b.shape(), op, ": pair ", i, " has shapes ", a.meta_str(), " and ", b.meta_str());
+    if (a.shape() != b.shape()) fail(op, ": pair ", i, " has shapes ", a.meta_str(), " and ", b.meta_str());
     one_launch = a.device().is_cuda() && b.device().is_cuda() && a.is_contiguous() && b.is_contiguous() &&
                  a.dtype() == srcs[0]->dtype() && b.dtype() == dsts[0]->dtype() && is_floating(a.dtype()) &&
                  is_floating(b.dtype());
