@@ -75,13 +75,64 @@ Tensor log_softmax(const Tensor& x, int64_t dim) { return softmax_op("log_softma
 // ---------------------------------------------------------------- layer_norm, rms_norm, l2_norm
 
 namespace {
+// Where a norm's rows live. The row kernels want contiguous [rows, cols] data, and the rows of a norm are independent,
+// so any layout whose rows are contiguous and fill one dense block will do, in whatever order the rows come: a
+// contiguous x, or a permutation of its leading dims such as attention's heads [B, H, T, dh] inside a projection's
+// [B, T, H*dh] (HybridNorm's QKV norms). Then the norm reads x where it is and its output and input gradient get x's
+// layout: no copy in or out. Any other x is copied to contiguous first.
+struct NormLayout {
+  Shape shape, strides;  // the shape, and the strides the norm's output and gradients have
+  int64_t rows, cols;
+
+  explicit NormLayout(const Tensor& x)
+      : shape(x.shape()), strides(dense_rows(x) ? x.strides() : contiguous_strides(x.shape())),
+        cols(std::max<int64_t>(x.dim() ? x.shape().back() : 1, 1)) {
+    rows = x.numel() / cols;
+  }
+  // t (of shape `shape`) as [rows, cols] in this layout's row order: t itself when it has the layout, else a copy.
+  Tensor rows_of(const Tensor& t) const {
+    if (!has_layout(t)) {
+      Tensor c = empty(t.dtype(), t.device());
+      be(t).copy(t, c);
+      return rows_of(c);
+    }
+    return make_view(t, {rows, cols}, {cols, 1}, t.offset());
+  }
+  Tensor empty(DType dt, Device d) const {
+    return make_view(Tensor::empty({rows, cols}, dt, d), shape, strides, 0);
+  }
+  bool has_layout(const Tensor& t) const {
+    for (size_t i = 0; i < shape.size(); i++)
+      if (shape[i] != 1 && t.strides()[i] != strides[i]) return false;
+    return true;
+  }
+  bool contiguous() const { return strides == contiguous_strides(shape); }
+
+  // Whether x's rows (its last dim) are contiguous and, sorted by stride, its other dims tile one dense block.
+  static bool dense_rows(const Tensor& x) {
+    if (x.dim() == 0 || x.numel() == 0) return false;
+    if (x.shape().back() != 1 && x.strides().back() != 1) return false;
+    std::vector<std::pair<int64_t, int64_t>> dims;  // (stride, size) of the leading dims that are not 1
+    for (int64_t d = 0; d + 1 < x.dim(); d++)
+      if (x.shape()[d] != 1) dims.emplace_back(x.strides()[d], x.shape()[d]);
+    std::sort(dims.begin(), dims.end());
+    int64_t expect = x.shape().back();
+    for (auto [stride, size] : dims) {
+      if (stride != expect) return false;
+      expect *= size;
+    }
+    return true;
+  }
+};
+
 // A norm backward's input gradient: the gradient x has collected so far when the walk hands it over (the kernel
-// adds into it: accumulate), else a new tensor; undefined when x needs none.
-Tensor norm_input_grad(const Node& n, const Tensor& x, bool& accumulate) {
+// adds into it: accumulate; x contiguous), else a new tensor in the norm's layout; undefined when x needs none.
+Tensor norm_input_grad(const Node& n, const NormLayout& l, DType dt, Device d, bool& accumulate) {
+  accumulate = false;
   if (!needs_grad(n, 0)) return Tensor();
-  Tensor gx = take_grad_accumulator(n, 0, x.dtype());
+  Tensor gx = l.contiguous() ? take_grad_accumulator(n, 0, dt) : Tensor();
   accumulate = gx.defined();
-  return accumulate ? gx : Tensor::empty(x.shape(), x.dtype(), x.device());
+  return accumulate ? gx : l.empty(dt, d);
 }
 }  // namespace
 
@@ -97,21 +148,23 @@ Tensor layer_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta, doub
   check_norm_param(op, "beta", beta, x);
   check_same_device(op, {x, gamma, beta});
   check_same_float_dtype(op, {x, gamma, beta});
-  const int64_t rows = x.numel() / std::max<int64_t>(x.shape().back(), 1);
-  Tensor xc = contiguous_raw(x);
+  const NormLayout l(x);
+  Tensor xr = l.rows_of(x);
   Tensor gc = gamma.defined() ? contiguous_raw(gamma) : Tensor();
   Tensor bc = beta.defined() ? contiguous_raw(beta) : Tensor();
-  Tensor mean = Tensor::empty({rows}, stat_dtype(x), x.device());
-  Tensor rstd = Tensor::empty({rows}, stat_dtype(x), x.device());
-  Tensor out = Tensor::empty(x.shape(), x.dtype(), x.device());
-  be(x).layer_norm(xc, gc, bc, eps, out, mean, rstd);
-  record(op, {x, gamma, beta}, out, {xc, gc, mean, rstd}, [](const Node& n, const Tensor& g) {
+  Tensor mean = Tensor::empty({l.rows}, stat_dtype(x), x.device());
+  Tensor rstd = Tensor::empty({l.rows}, stat_dtype(x), x.device());
+  Tensor out = l.empty(x.dtype(), x.device());
+  Tensor out_rows = l.rows_of(out);
+  be(x).layer_norm(xr, gc, bc, eps, out_rows, mean, rstd);
+  record(op, {x, gamma, beta}, out, {xr, gc, mean, rstd}, [l](const Node& n, const Tensor& g) {
     const Tensor &x = n.saved[0], &gamma = n.saved[1], &mean = n.saved[2], &rstd = n.saved[3];
     bool accumulate = false;
-    Tensor gx = norm_input_grad(n, x, accumulate);
+    Tensor gx = norm_input_grad(n, l, x.dtype(), x.device(), accumulate);
+    Tensor gx_rows = gx.defined() ? l.rows_of(gx) : Tensor();
     Tensor ggamma = needs_grad(n, 1) ? Tensor::empty(gamma.shape(), x.dtype(), x.device()) : Tensor();
-    Tensor gbeta = needs_grad(n, 2) ? Tensor::empty({x.shape().back()}, x.dtype(), x.device()) : Tensor();
-    be(g).layer_norm_backward(contiguous_raw(g), x, mean, rstd, gamma, gx, ggamma, gbeta, accumulate);
+    Tensor gbeta = needs_grad(n, 2) ? Tensor::empty({l.cols}, x.dtype(), x.device()) : Tensor();
+    be(g).layer_norm_backward(l.rows_of(g), x, mean, rstd, gamma, gx_rows, ggamma, gbeta, accumulate);
     return std::vector<Tensor>{gx, ggamma, gbeta};
   }, {{"eps", eps}});
   return out;
@@ -127,18 +180,20 @@ Tensor rms_norm(const Tensor& x, const Tensor& weight, double eps) {
   check_norm_param(op, "weight", weight, x);
   check_same_device(op, {x, weight});
   check_same_float_dtype(op, {x, weight});
-  const int64_t rows = x.numel() / std::max<int64_t>(x.shape().back(), 1);
-  Tensor xc = contiguous_raw(x);
+  const NormLayout l(x);
+  Tensor xr = l.rows_of(x);
   Tensor wc = weight.defined() ? contiguous_raw(weight) : Tensor();
-  Tensor rstd = Tensor::empty({rows}, stat_dtype(x), x.device());
-  Tensor out = Tensor::empty(x.shape(), x.dtype(), x.device());
-  be(x).rms_norm(xc, wc, eps, out, rstd);
-  record(op, {x, weight}, out, {xc, wc, rstd}, [](const Node& n, const Tensor& g) {
+  Tensor rstd = Tensor::empty({l.rows}, stat_dtype(x), x.device());
+  Tensor out = l.empty(x.dtype(), x.device());
+  Tensor out_rows = l.rows_of(out);
+  be(x).rms_norm(xr, wc, eps, out_rows, rstd);
+  record(op, {x, weight}, out, {xr, wc, rstd}, [l](const Node& n, const Tensor& g) {
     const Tensor &x = n.saved[0], &weight = n.saved[1], &rstd = n.saved[2];
     bool accumulate = false;
-    Tensor gx = norm_input_grad(n, x, accumulate);
+    Tensor gx = norm_input_grad(n, l, x.dtype(), x.device(), accumulate);
+    Tensor gx_rows = gx.defined() ? l.rows_of(gx) : Tensor();
     Tensor gweight = needs_grad(n, 1) ? Tensor::empty(weight.shape(), x.dtype(), x.device()) : Tensor();
-    be(g).rms_norm_backward(contiguous_raw(g), x, rstd, weight, gx, gweight, accumulate);
+    be(g).rms_norm_backward(l.rows_of(g), x, rstd, weight, gx_rows, gweight, accumulate);
     return std::vector<Tensor>{gx, gweight};
   }, {{"eps", eps}});
   return out;

@@ -50,6 +50,13 @@ REGISTER_GRAD_CASES {
       gc("rms_norm", "with weight", rms, {leaf({3, 5}, 13), leaf({5}, 14)}),
       gc("rms_norm", "no weight", rms_plain, {leaf({2, 3, 4}, 15)}),
       gc("rms_norm", "transposed input", rms, {leaf_transposed({4, 3}, 16), leaf({3}, 17)}),
+      // attention's heads [B, H, T, dh] inside a projection's [B, T, H*dh]: normalised where they are
+      gc("layer_norm", "heads inside a projection", [](const std::vector<Tensor>& x) {
+        return layer_norm(x[0].reshape({2, 3, 2, 4}).transpose(1, 2), x[1], x[2]);
+      }, {leaf({2, 3, 8}, 21), leaf({4}, 22), leaf({4}, 23)}),
+      gc("rms_norm", "heads inside a projection", [](const std::vector<Tensor>& x) {
+        return rms_norm(x[0].reshape({2, 3, 2, 4}).transpose(1, 2), x[1]);
+      }, {leaf({2, 3, 8}, 24), leaf({4}, 25)}),
       gc("l2_norm", "2-D", [](const std::vector<Tensor>& x) { return l2_norm(x[0]); }, {leaf({3, 4}, 18)}),
       gc("l2_norm", "transposed input", [](const std::vector<Tensor>& x) { return l2_norm(x[0]); },
          {leaf_transposed({4, 3}, 19)}),
@@ -141,6 +148,21 @@ TEST_SUITE("ops_nn") {
     CHECK(max_abs_diff(softmax(t, -1), softmax(t.contiguous(), -1)) < 1e-15);
     // large logits do not overflow; float32 works too
     check_close(softmax(Tensor::from_vector<float>({1000, 1000}, {2})), {0.5, 0.5});
+  }
+
+  TEST_CASE("norms of rows laid out as a permutation (attention's heads) read and write them in place") {
+    Tensor x = Tensor::randn({2, 3, 8}, 0, 1, DType::F64).reshape({2, 3, 2, 4}).transpose(1, 2);  // [B, H, T, dh]
+    Tensor g = Tensor::randn({4}, 0, 1, DType::F64), b = Tensor::randn({4}, 0, 1, DType::F64);
+    for (int which = 0; which < 2; which++) {
+      Tensor y = which ? rms_norm(x, g) : layer_norm(x, g, b);
+      Tensor want = which ? rms_norm(x.contiguous(), g) : layer_norm(x.contiguous(), g, b);
+      CHECK(y.strides() == x.strides());  // the output has the input's layout: no copy in or out
+      CHECK(max_abs_diff(y, want) < 1e-12);
+    }
+    // a layout whose rows are not contiguous (the normalised dim strided) is still copied and still right
+    Tensor xt = Tensor::randn({4, 6}, 0, 1, DType::F64).t();
+    CHECK(max_abs_diff(layer_norm(xt, Tensor(), Tensor()), layer_norm(xt.contiguous(), Tensor(), Tensor())) < 1e-12);
+    CHECK(layer_norm(xt, Tensor(), Tensor()).is_contiguous());
   }
 
   TEST_CASE("layer_norm: mean 0 and variance 1 per row, then gamma and beta") {
