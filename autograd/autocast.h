@@ -1,8 +1,9 @@
 // Mixed precision, as torch.autocast(dtype=torch.bfloat16): inside an AutocastBF16 scope the matrix products
 // (matmul, linear, attention) cast their float32 inputs to bfloat16 and return bfloat16, computed on bf16 tensor
-// cores with float32 accumulation; the ops that need float32's range or precision (layer_norm, rms_norm,
-// log_softmax) cast bfloat16 inputs to float32, and cross_entropy reads bf16 logits as they are into a float32
-// loss (always, in or out of a scope). Everything else runs in the dtype it is given; an elementwise op on a
+// cores with float32 accumulation; log_softmax casts bfloat16 inputs to float32; layer_norm and rms_norm
+// normalise a bf16 input in float32 with float32 parameters (bf16 parameters are cast) and return bf16, a float32
+// input float32; cross_entropy reads bf16 logits as they are into a float32 loss (the last two in or out of a
+// scope). Everything else runs in the dtype it is given; an elementwise op on a
 // bfloat16 and a float32 tensor reads the bf16 one as it is into a float32 result. So parameters stay float32 (the
 // master weights Adam updates), the residual stream stays float32 (embedding + positions are float32, and
 // x + sublayer(x) is float32), and the activations the products save for backward are bfloat16.

@@ -29,11 +29,20 @@ Tensor where_raw(const Tensor& cond, const Tensor& a, const Tensor& b, const Sha
 Tensor scalar_like(const Tensor& t, double v) { return Tensor::scalar(v, t.dtype(), t.device()); }
 
 // Checks a per-feature parameter (gamma, beta, weight) of a norm over the last dim of x: undefined or [d].
+// A norm's parameter: [x's last dim], of x's dtype, or float32 for a bf16 x (normalised in float32: the output bf16,
+// the parameters' gradients float32).
 void check_norm_param(const char* op, const char* what, const Tensor& p, const Tensor& x) {
   if (!p.defined()) return;
   if (!(p.dim() == 1 && p.size(0) == x.shape().back()))
     fail(op, ": ", what, " must have shape [", x.shape().back(), "] (the input's last dim), got ", p.meta_str(),
          " for input ", x.meta_str());
+  if (p.dtype() != x.dtype() && !(x.dtype() == DType::BF16 && p.dtype() == DType::F32))
+    fail(op, ": ", what, " ", p.meta_str(), " for input ", x.meta_str(),
+         ": expected the input's dtype, or float32 for a bfloat16 input");
+}
+// The dtype of a norm's parameters (and their gradients): the first defined one's, else x's.
+DType norm_param_dtype(const Tensor& x, const Tensor& p, const Tensor& q = Tensor()) {
+  return p.defined() ? p.dtype() : q.defined() ? q.dtype() : x.dtype();
 }
 
 void check_norm_input(const char* op, const Tensor& x, double eps) {
@@ -141,13 +150,15 @@ Tensor norm_input_grad(const Node& n, const NormLayout& l, DType dt, Device d, b
 // gbeta = sum_rows(g). gx is added into the gradient x has collected so far when the walk hands it over.
 Tensor layer_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta, double eps) {
   const char* op = "layer_norm";
-  if (autocast::wants_f32({&x, &gamma, &beta}))
-    return layer_norm(autocast::to_f32(x), autocast::to_f32(gamma), autocast::to_f32(beta), eps);
+  if (autocast::wants_f32({&gamma, &beta}))  // bf16 parameters: float32 ones (a bf16 x is normalised as it is)
+    return layer_norm(x, autocast::to_f32(gamma), autocast::to_f32(beta), eps);
   check_norm_input(op, x, eps);
   check_norm_param(op, "gamma", gamma, x);
   check_norm_param(op, "beta", beta, x);
   check_same_device(op, {x, gamma, beta});
-  check_same_float_dtype(op, {x, gamma, beta});
+  if (gamma.defined() && beta.defined() && gamma.dtype() != beta.dtype())
+    fail(op, ": gamma ", gamma.meta_str(), " and beta ", beta.meta_str(), " differ in dtype");
+  const DType pdt = norm_param_dtype(x, gamma, beta);
   const NormLayout l(x);
   Tensor xr = l.rows_of(x);
   Tensor gc = gamma.defined() ? contiguous_raw(gamma) : Tensor();
@@ -157,13 +168,13 @@ Tensor layer_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta, doub
   Tensor out = l.empty(x.dtype(), x.device());
   Tensor out_rows = l.rows_of(out);
   be(x).layer_norm(xr, gc, bc, eps, out_rows, mean, rstd);
-  record(op, {x, gamma, beta}, out, {xr, gc, mean, rstd}, [l](const Node& n, const Tensor& g) {
+  record(op, {x, gamma, beta}, out, {xr, gc, mean, rstd}, [l, pdt](const Node& n, const Tensor& g) {
     const Tensor &x = n.saved[0], &gamma = n.saved[1], &mean = n.saved[2], &rstd = n.saved[3];
     bool accumulate = false;
     Tensor gx = norm_input_grad(n, l, x.dtype(), x.device(), accumulate);
     Tensor gx_rows = gx.defined() ? l.rows_of(gx) : Tensor();
-    Tensor ggamma = needs_grad(n, 1) ? Tensor::empty(gamma.shape(), x.dtype(), x.device()) : Tensor();
-    Tensor gbeta = needs_grad(n, 2) ? Tensor::empty({l.cols}, x.dtype(), x.device()) : Tensor();
+    Tensor ggamma = needs_grad(n, 1) ? Tensor::empty({l.cols}, pdt, x.device()) : Tensor();
+    Tensor gbeta = needs_grad(n, 2) ? Tensor::empty({l.cols}, pdt, x.device()) : Tensor();
     be(g).layer_norm_backward(l.rows_of(g), x, mean, rstd, gamma, gx_rows, ggamma, gbeta, accumulate);
     return std::vector<Tensor>{gx, ggamma, gbeta};
   }, {{"eps", eps}});
@@ -175,11 +186,10 @@ Tensor layer_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta, doub
 // (gx added into x's gradient so far, as layer_norm's)
 Tensor rms_norm(const Tensor& x, const Tensor& weight, double eps) {
   const char* op = "rms_norm";
-  if (autocast::wants_f32({&x, &weight})) return rms_norm(autocast::to_f32(x), autocast::to_f32(weight), eps);
+  if (autocast::wants_f32({&weight})) return rms_norm(x, autocast::to_f32(weight), eps);  // as layer_norm
   check_norm_input(op, x, eps);
   check_norm_param(op, "weight", weight, x);
   check_same_device(op, {x, weight});
-  check_same_float_dtype(op, {x, weight});
   const NormLayout l(x);
   Tensor xr = l.rows_of(x);
   Tensor wc = weight.defined() ? contiguous_raw(weight) : Tensor();
@@ -192,7 +202,7 @@ Tensor rms_norm(const Tensor& x, const Tensor& weight, double eps) {
     bool accumulate = false;
     Tensor gx = norm_input_grad(n, l, x.dtype(), x.device(), accumulate);
     Tensor gx_rows = gx.defined() ? l.rows_of(gx) : Tensor();
-    Tensor gweight = needs_grad(n, 1) ? Tensor::empty(weight.shape(), x.dtype(), x.device()) : Tensor();
+    Tensor gweight = needs_grad(n, 1) ? Tensor::empty(weight.shape(), weight.dtype(), x.device()) : Tensor();
     be(g).rms_norm_backward(l.rows_of(g), x, rstd, weight, gx_rows, gweight, accumulate);
     return std::vector<Tensor>{gx, gweight};
   }, {{"eps", eps}});

@@ -254,3 +254,53 @@ TEST_SUITE("bf16") {
     }
   }
 }
+
+TEST_SUITE("bf16") {
+  TEST_CASE("norms of a bf16 input with float32 parameters: computed in float32, bf16 output, float32 parameter grads") {
+    // attention's heads inside a projection, as HybridNorm's QKV norms see them
+    Tensor x32 = randn_f32({2, 3, 8}, 15).to(DType::BF16).to(DType::F32).reshape({2, 3, 2, 4}).transpose(1, 2);
+    Tensor gamma = randn_f32({4}, 16), beta = randn_f32({4}, 17), gy = randn_f32({2, 2, 3, 4}, 18);
+    for (int rms = 0; rms < 2; rms++) {
+      CAPTURE(rms);
+      auto norm = [&](const Tensor& x, const Tensor& g, const Tensor& b) {
+        return rms ? rms_norm(x, g) : layer_norm(x, g, b);
+      };
+      // the reference: float32 throughout on the same values, its output and x's gradient rounded once
+      Tensor rx = x32.detach().requires_grad_(), rg = gamma.detach().requires_grad_(),
+             rb = beta.detach().requires_grad_();
+      Tensor want = norm(rx, rg, rb);
+      want.backward(gy);
+      std::vector<Device> devices{Device::cpu()};
+      if (have_cuda()) devices.push_back(Device::cuda());
+      for (Device d : devices) {
+        CAPTURE(d.str());
+        const int64_t before = in_float32_calls();
+        Tensor x = x32.to(DType::BF16).to(d).requires_grad_(), g = gamma.to(d).detach().requires_grad_(),
+               b = beta.to(d).detach().requires_grad_();
+        Tensor y;
+        {
+          AutocastBF16 on;  // the same in or out of a scope: no cast either way
+          current_tape().clear();
+          y = norm(x, g, b);
+          for (const auto& node : current_tape().nodes()) CHECK(std::string(node->op->name) != "to_dtype");
+        }
+        REQUIRE(y.dtype() == DType::BF16);
+        const double tol = d.is_cpu() ? 0.0 : 1e-2;  // the GPU sums in another order: a bf16 rounding may flip
+        CHECK(rel_diff(y, want.detach().to(DType::BF16)) <= tol);
+        y.backward(gy.to(DType::BF16).to(d));
+        REQUIRE(x.grad().dtype() == DType::BF16);
+        REQUIRE(g.grad().dtype() == DType::F32);
+        // gy rounded to bf16 is the one difference from the reference's gradients
+        CHECK(rel_diff(x.grad(), rx.grad().to(DType::BF16)) < 2e-2);
+        CHECK(rel_diff(g.grad(), rg.grad()) < 1e-2);
+        if (!rms) CHECK(rel_diff(b.grad(), rb.grad()) < 1e-2);
+        if (!d.is_cpu()) CHECK(in_float32_calls() == before);  // native (bf16, float) kernels on the GPU
+      }
+    }
+    // parameters of another dtype than the input's, other than float32 for bf16: an error naming the op
+    CHECK_THROWS_WITH_AS(layer_norm(Tensor::ones({2, 4}, DType::BF16), Tensor::ones({4}, DType::F64), Tensor()),
+                         doctest::Contains("layer_norm: gamma float64[4]"), Error);
+    CHECK_THROWS_WITH_AS(rms_norm(Tensor::ones({2, 4}, DType::F32), Tensor::ones({4}, DType::BF16)),
+                         doctest::Contains("rms_norm: weight bfloat16[4]"), Error);
+  }
+}

@@ -111,31 +111,32 @@ void launch_rows(const char* op, cudaStream_t stream, int64_t rows, int64_t cols
 }
 
 // mean = sum(x)/C; rstd = 1/sqrt(sum((x-mean)^2)/C + eps); y = (x-mean)*rstd*gamma + beta
-template <class T>
-__global__ void layer_norm_kernel(const T* x, const T* gamma, const T* beta, double eps, T* y, T* mean, T* rstd,
+// T: x's and y's type; P: the parameters' and statistics' (float for bf16 x: computed in float, y rounded once).
+template <class T, class P = T, class C = compute_t<T>>
+__global__ void layer_norm_kernel(const T* x, const P* gamma, const P* beta, double eps, T* y, P* mean, P* rstd,
                                   int64_t cols) {
   __shared__ double scratch[32];
   const T* xr = x + blockIdx.x * cols;
   T* yr = y + blockIdx.x * cols;
   double s = 0;
-  for (int64_t c = threadIdx.x; c < cols; c += blockDim.x) s += xr[c];
+  for (int64_t c = threadIdx.x; c < cols; c += blockDim.x) s += (double)xr[c];
   const double mu = cuda::block_reduce(s, cuda::SumOp{}, scratch) / cols;
   double v = 0;
-  for (int64_t c = threadIdx.x; c < cols; c += blockDim.x) v += (xr[c] - mu) * (xr[c] - mu);
+  for (int64_t c = threadIdx.x; c < cols; c += blockDim.x) v += ((double)xr[c] - mu) * ((double)xr[c] - mu);
   const double rs = 1.0 / sqrt(cuda::block_reduce(v, cuda::SumOp{}, scratch) / cols + eps);
   if (threadIdx.x == 0) {
-    mean[blockIdx.x] = (T)mu;
-    rstd[blockIdx.x] = (T)rs;
+    mean[blockIdx.x] = (P)mu;
+    rstd[blockIdx.x] = (P)rs;
   }
   for (int64_t c = threadIdx.x; c < cols; c += blockDim.x) {
-    const T n = (T)((xr[c] - mu) * rs);
-    yr[c] = n * (gamma ? gamma[c] : T(1)) + (beta ? beta[c] : T(0));
+    const C n = (C)(((double)xr[c] - mu) * rs);
+    yr[c] = T(n * (gamma ? (C)gamma[c] : C(1)) + (beta ? (C)beta[c] : C(0)));
   }
 }
 
 // xhat = (x-mean)*rstd; g = gy*gamma;  gx (+)= rstd * (g - mean(g) - xhat * mean(g * xhat))
-template <class T>
-__global__ void layer_norm_backward_kernel(const T* gy, const T* x, const T* mean, const T* rstd, const T* gamma,
+template <class T, class P = T, class C = compute_t<T>>
+__global__ void layer_norm_backward_kernel(const T* gy, const T* x, const P* mean, const P* rstd, const P* gamma,
                                            T* gx, int64_t cols, bool accumulate) {
   __shared__ double scratch[32];
   const T* g = gy + blockIdx.x * cols;
@@ -143,49 +144,51 @@ __global__ void layer_norm_backward_kernel(const T* gy, const T* x, const T* mea
   const double mu = mean[blockIdx.x], rs = rstd[blockIdx.x];
   double sg = 0, sgx = 0;
   for (int64_t c = threadIdx.x; c < cols; c += blockDim.x) {
-    const double gg = (double)g[c] * (gamma ? gamma[c] : T(1));
+    const double gg = (double)g[c] * (gamma ? (double)(C)gamma[c] : 1.0);
     sg += gg;
-    sgx += gg * (xr[c] - mu) * rs;
+    sgx += gg * ((double)xr[c] - mu) * rs;
   }
   sg = cuda::block_reduce(sg, cuda::SumOp{}, scratch) / cols;
   sgx = cuda::block_reduce(sgx, cuda::SumOp{}, scratch) / cols;
   T* o = gx + blockIdx.x * cols;
   for (int64_t c = threadIdx.x; c < cols; c += blockDim.x) {
-    const double gg = (double)g[c] * (gamma ? gamma[c] : T(1));
-    const double xh = (xr[c] - mu) * rs;
-    const T v = (T)(rs * (gg - sg - xh * sgx));
-    o[c] = accumulate ? o[c] + v : v;
+    const double gg = (double)g[c] * (gamma ? (double)(C)gamma[c] : 1.0);
+    const double xh = ((double)xr[c] - mu) * rs;
+    const C v = (C)(rs * (gg - sg - xh * sgx));
+    o[c] = accumulate ? T((C)o[c] + v) : T(v);
   }
 }
 
 // rstd = 1/sqrt(mean(x^2) + eps); y = x * rstd * w
-template <class T>
-__global__ void rms_norm_kernel(const T* x, const T* w, double eps, T* y, T* rstd, int64_t cols) {
+template <class T, class P = T, class C = compute_t<T>>
+__global__ void rms_norm_kernel(const T* x, const P* w, double eps, T* y, P* rstd, int64_t cols) {
   __shared__ double scratch[32];
   const T* xr = x + blockIdx.x * cols;
   T* yr = y + blockIdx.x * cols;
   double ss = 0;
-  for (int64_t c = threadIdx.x; c < cols; c += blockDim.x) ss += (double)xr[c] * xr[c];
+  for (int64_t c = threadIdx.x; c < cols; c += blockDim.x) ss += (double)xr[c] * (double)xr[c];
   const double rs = 1.0 / sqrt(cuda::block_reduce(ss, cuda::SumOp{}, scratch) / cols + eps);
-  if (threadIdx.x == 0) rstd[blockIdx.x] = (T)rs;
-  for (int64_t c = threadIdx.x; c < cols; c += blockDim.x) yr[c] = (T)(xr[c] * rs) * (w ? w[c] : T(1));
+  if (threadIdx.x == 0) rstd[blockIdx.x] = (P)rs;
+  for (int64_t c = threadIdx.x; c < cols; c += blockDim.x)
+    yr[c] = T((C)((double)xr[c] * rs) * (w ? (C)w[c] : C(1)));
 }
 
 // g = gy*w; xhat = x*rstd;  gx (+)= rstd * (g - xhat * mean(g * xhat))
-template <class T>
-__global__ void rms_norm_backward_kernel(const T* gy, const T* x, const T* rstd, const T* w, T* gx, int64_t cols,
+template <class T, class P = T, class C = compute_t<T>>
+__global__ void rms_norm_backward_kernel(const T* gy, const T* x, const P* rstd, const P* w, T* gx, int64_t cols,
                                          bool accumulate) {
   __shared__ double scratch[32];
   const T* g = gy + blockIdx.x * cols;
   const T* xr = x + blockIdx.x * cols;
   const double rs = rstd[blockIdx.x];
+  auto wt = [&](int64_t c) { return w ? (double)(C)w[c] : 1.0; };
   double s = 0;
-  for (int64_t c = threadIdx.x; c < cols; c += blockDim.x) s += (double)g[c] * (w ? w[c] : T(1)) * xr[c] * rs;
+  for (int64_t c = threadIdx.x; c < cols; c += blockDim.x) s += (double)g[c] * wt(c) * (double)xr[c] * rs;
   s = cuda::block_reduce(s, cuda::SumOp{}, scratch) / cols;
   T* o = gx + blockIdx.x * cols;
   for (int64_t c = threadIdx.x; c < cols; c += blockDim.x) {
-    const T v = (T)(rs * ((double)g[c] * (w ? w[c] : T(1)) - xr[c] * rs * s));
-    o[c] = accumulate ? o[c] + v : v;
+    const C v = (C)(rs * ((double)g[c] * wt(c) - (double)xr[c] * rs * s));
+    o[c] = accumulate ? T((C)o[c] + v) : T(v);
   }
 }
 
@@ -196,13 +199,13 @@ enum class ColumnTerm {
   GyXRstd,    // gy * x * rstd            (rms_norm weight)
 };
 
-template <class T>
-__device__ __forceinline__ double column_term(ColumnTerm term, double g, const T* x, const T* mean, const T* rstd,
+template <class T, class P>
+__device__ __forceinline__ double column_term(ColumnTerm term, double g, const T* x, const P* mean, const P* rstd,
                                               int64_t r, int64_t i) {
   switch (term) {
     case ColumnTerm::GyXhat: return g * ((double)x[i] - mean[r]) * rstd[r];
     case ColumnTerm::Gy: return g;
-    case ColumnTerm::GyXRstd: return g * x[i] * rstd[r];
+    case ColumnTerm::GyXRstd: return g * (double)x[i] * rstd[r];
   }
   return 0;
 }
@@ -213,9 +216,9 @@ __device__ __forceinline__ double column_term(ColumnTerm term, double g, const T
 // The second line is done by the block of the column range (blockIdx.x) that finishes last: each block counts
 // itself in done[blockIdx.x] once its partials are visible, and the one that brings the count to gridDim.y sums
 // them (reading past L1, which may hold stale lines) and sets the counter back to 0 for the next launch.
-template <class T>
+template <class T, class P = T>
 __global__ void column_sums_kernel(ColumnTerm term0, ColumnTerm term1, int terms, const T* gy, const T* x,
-                                   const T* mean, const T* rstd, double* partial, T* out0, T* out1, unsigned* done,
+                                   const P* mean, const P* rstd, double* partial, P* out0, P* out1, unsigned* done,
                                    int64_t rows, int64_t cols, int64_t rows_per_chunk) {
   __shared__ bool last;
   const int64_t c = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
@@ -225,7 +228,7 @@ __global__ void column_sums_kernel(ColumnTerm term0, ColumnTerm term1, int terms
     const int64_t r1 = r0 + rows_per_chunk < rows ? r0 + rows_per_chunk : rows;
     double acc0 = 0, acc1 = 0;
     for (int64_t r = r0; r < r1; r++) {
-      const double g = gy[r * cols + c];
+      const double g = (double)gy[r * cols + c];
       acc0 += column_term(term0, g, x, mean, rstd, r, r * cols + c);
       if (terms > 1) acc1 += column_term(term1, g, x, mean, rstd, r, r * cols + c);
     }
@@ -244,8 +247,8 @@ __global__ void column_sums_kernel(ColumnTerm term0, ColumnTerm term1, int terms
       acc0 += __ldcg(&partial[k * cols + c]);
       if (terms > 1) acc1 += __ldcg(&partial[(chunks + k) * cols + c]);
     }
-    out0[c] = (T)acc0;
-    if (terms > 1) out1[c] = (T)acc1;
+    out0[c] = (P)acc0;
+    if (terms > 1) out1[c] = (P)acc1;
   }
   if (threadIdx.x == 0) done[blockIdx.x] = 0;
 }
@@ -258,9 +261,9 @@ struct ColumnSum {
 };
 
 // The wanted column sums (one or two) in one launch; `done` is the backend's zeroed counters (kColumnCounters).
-template <class T>
-void column_sums(cudaStream_t stream, unsigned* done, const Tensor& gy, const Tensor& x, const T* mean,
-                 const T* rstd, Rows rc, ColumnSum a, ColumnSum b = {}) {
+template <class T, class P>
+void column_sums(cudaStream_t stream, unsigned* done, const Tensor& gy, const Tensor& x, const P* mean,
+                 const P* rstd, Rows rc, ColumnSum a, ColumnSum b = {}) {
   const char* op = "norm_backward";
   if (!a.wanted()) std::swap(a, b);
   if (!a.wanted()) return;
@@ -273,16 +276,32 @@ void column_sums(cudaStream_t stream, unsigned* done, const Tensor& gy, const Te
          " a parameter gradient can have on the GPU");
   Tensor partial = Tensor::empty({terms, chunks, rc.cols}, DType::F64, x.device());
   const dim3 grid((unsigned)column_blocks, (unsigned)chunks);
-  column_sums_kernel<T><<<grid, cuda::kThreads, 0, stream>>>(
+  column_sums_kernel<T, P><<<grid, cuda::kThreads, 0, stream>>>(
       a.term, b.term, terms, static_cast<const T*>(gy.data_ptr()), static_cast<const T*>(x.data_ptr()), mean, rstd,
-      static_cast<double*>(partial.data_ptr()), static_cast<T*>(a.out->data_ptr()),
-      terms > 1 ? static_cast<T*>(b.out->data_ptr()) : nullptr, done, rc.rows, rc.cols, rows_per_chunk);
+      static_cast<double*>(partial.data_ptr()), static_cast<P*>(a.out->data_ptr()),
+      terms > 1 ? static_cast<P*>(b.out->data_ptr()) : nullptr, done, rc.rows, rc.cols, rows_per_chunk);
   SG_CUDA_LAUNCH_CHECK(op);
 }
 
 template <class T>
 const T* ptr_or_null(const Tensor& t) {
   return t.defined() ? static_cast<const T*>(t.data_ptr()) : nullptr;
+}
+
+// The norms' kernels for x of T with parameters and statistics of P: (T, T) for float32/float64, and (bf16, float),
+// a bf16 activation normalised in float with float32 parameters (docs/mixed_precision.md). f(T{}, P{}).
+template <class F>
+void dispatch_norm(DType x, const char* op, F&& f) {
+  if (x == DType::BF16) f(bf16{}, float{});
+  else cuda::dispatch_float(x, op, [&](auto tag) { f(tag, tag); });
+}
+// Whether a bf16 x comes with float32 parameters and statistics (every defined one): the native (bf16, float) case;
+// other mixes with bf16 run through float32 copies (in_float32).
+bool native_bf16_norm(const Tensor& x, std::initializer_list<const Tensor*> float32) {
+  if (x.dtype() != DType::BF16) return false;
+  for (const Tensor* t : float32)
+    if (t->defined() && t->dtype() != DType::F32) return false;
+  return true;
 }
 
 }  // namespace
@@ -318,15 +337,18 @@ void CudaBackend::softmax_backward(const Tensor& y, const Tensor& gy, Tensor& gx
 
 void CudaBackend::layer_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta, double eps, Tensor& y,
                              Tensor& mean, Tensor& rstd) {
-  if (in_float32::layer_norm(*this, x, gamma, beta, eps, y, mean, rstd)) return;
+  if (!(native_bf16_norm(x, {&gamma, &beta, &mean, &rstd}) && y.dtype() == DType::BF16) &&
+      in_float32::layer_norm(*this, x, gamma, beta, eps, y, mean, rstd))
+    return;
   const Rows rc = rows_of(x, "layer_norm");
   const int64_t R = rc.rows, C = rc.cols;  // not a structured binding: clang 14 cannot capture one
   if (R == 0 || C == 0) return;
-  cuda::dispatch_float(x.dtype(), "layer_norm", [&](auto tag) {
-    using T = decltype(tag);
-    layer_norm_kernel<T><<<row_blocks(R), cuda::row_threads(C), 0, stream_>>>(
-        static_cast<const T*>(x.data_ptr()), ptr_or_null<T>(gamma), ptr_or_null<T>(beta), eps,
-        static_cast<T*>(y.data_ptr()), static_cast<T*>(mean.data_ptr()), static_cast<T*>(rstd.data_ptr()), C);
+  dispatch_norm(x.dtype(), "layer_norm", [&](auto xtag, auto ptag) {
+    using T = decltype(xtag);
+    using P = decltype(ptag);
+    layer_norm_kernel<T, P><<<row_blocks(R), cuda::row_threads(C), 0, stream_>>>(
+        static_cast<const T*>(x.data_ptr()), ptr_or_null<P>(gamma), ptr_or_null<P>(beta), eps,
+        static_cast<T*>(y.data_ptr()), static_cast<P*>(mean.data_ptr()), static_cast<P*>(rstd.data_ptr()), C);
   });
   SG_CUDA_LAUNCH_CHECK("layer_norm");
 }
@@ -334,7 +356,9 @@ void CudaBackend::layer_norm(const Tensor& x, const Tensor& gamma, const Tensor&
 void CudaBackend::layer_norm_backward(const Tensor& gy, const Tensor& x, const Tensor& mean, const Tensor& rstd,
                                       const Tensor& gamma, Tensor& gx, Tensor& ggamma, Tensor& gbeta,
                                       bool accumulate_gx) {
-  if (in_float32::layer_norm_backward(*this, gy, x, mean, rstd, gamma, gx, ggamma, gbeta, accumulate_gx))
+  if (!(native_bf16_norm(x, {&mean, &rstd, &gamma, &ggamma, &gbeta}) && gy.dtype() == DType::BF16 &&
+        (!gx.defined() || gx.dtype() == DType::BF16)) &&
+      in_float32::layer_norm_backward(*this, gy, x, mean, rstd, gamma, gx, ggamma, gbeta, accumulate_gx))
     return;
   const char* op = "layer_norm_backward";
   Rows rc = rows_of(x, op);
@@ -345,38 +369,45 @@ void CudaBackend::layer_norm_backward(const Tensor& gy, const Tensor& x, const T
     if (gbeta.defined()) fill(gbeta, 0);
     return;
   }
-  cuda::dispatch_float(x.dtype(), op, [&](auto tag) {
-    using T = decltype(tag);
-    const T* mp = static_cast<const T*>(mean.data_ptr());
-    const T* rp = static_cast<const T*>(rstd.data_ptr());
+  dispatch_norm(x.dtype(), op, [&](auto xtag, auto ptag) {
+    using T = decltype(xtag);
+    using P = decltype(ptag);
+    const P* mp = static_cast<const P*>(mean.data_ptr());
+    const P* rp = static_cast<const P*>(rstd.data_ptr());
     if (gx.defined()) {
-      layer_norm_backward_kernel<T><<<row_blocks(rc.rows), cuda::row_threads(rc.cols), 0, stream_>>>(
-          static_cast<const T*>(gy.data_ptr()), static_cast<const T*>(x.data_ptr()), mp, rp, ptr_or_null<T>(gamma),
+      layer_norm_backward_kernel<T, P><<<row_blocks(rc.rows), cuda::row_threads(rc.cols), 0, stream_>>>(
+          static_cast<const T*>(gy.data_ptr()), static_cast<const T*>(x.data_ptr()), mp, rp, ptr_or_null<P>(gamma),
           static_cast<T*>(gx.data_ptr()), rc.cols, accumulate_gx);
       SG_CUDA_LAUNCH_CHECK(op);
     }
-    column_sums<T>(stream_, column_counters_, gy, x, mp, rp, rc, {ColumnTerm::GyXhat, &ggamma},
-                   {ColumnTerm::Gy, &gbeta});
+    column_sums<T, P>(stream_, column_counters_, gy, x, mp, rp, rc, {ColumnTerm::GyXhat, &ggamma},
+                      {ColumnTerm::Gy, &gbeta});
   });
 }
 
 void CudaBackend::rms_norm(const Tensor& x, const Tensor& weight, double eps, Tensor& y, Tensor& rstd) {
-  if (in_float32::rms_norm(*this, x, weight, eps, y, rstd)) return;
+  if (!(native_bf16_norm(x, {&weight, &rstd}) && y.dtype() == DType::BF16) &&
+      in_float32::rms_norm(*this, x, weight, eps, y, rstd))
+    return;
   const Rows rc = rows_of(x, "rms_norm");
   const int64_t R = rc.rows, C = rc.cols;  // not a structured binding: clang 14 cannot capture one
   if (R == 0 || C == 0) return;
-  cuda::dispatch_float(x.dtype(), "rms_norm", [&](auto tag) {
-    using T = decltype(tag);
-    rms_norm_kernel<T><<<row_blocks(R), cuda::row_threads(C), 0, stream_>>>(
-        static_cast<const T*>(x.data_ptr()), ptr_or_null<T>(weight), eps, static_cast<T*>(y.data_ptr()),
-        static_cast<T*>(rstd.data_ptr()), C);
+  dispatch_norm(x.dtype(), "rms_norm", [&](auto xtag, auto ptag) {
+    using T = decltype(xtag);
+    using P = decltype(ptag);
+    rms_norm_kernel<T, P><<<row_blocks(R), cuda::row_threads(C), 0, stream_>>>(
+        static_cast<const T*>(x.data_ptr()), ptr_or_null<P>(weight), eps, static_cast<T*>(y.data_ptr()),
+        static_cast<P*>(rstd.data_ptr()), C);
   });
   SG_CUDA_LAUNCH_CHECK("rms_norm");
 }
 
 void CudaBackend::rms_norm_backward(const Tensor& gy, const Tensor& x, const Tensor& rstd, const Tensor& weight,
                                     Tensor& gx, Tensor& gweight, bool accumulate_gx) {
-  if (in_float32::rms_norm_backward(*this, gy, x, rstd, weight, gx, gweight, accumulate_gx)) return;
+  if (!(native_bf16_norm(x, {&rstd, &weight, &gweight}) && gy.dtype() == DType::BF16 &&
+        (!gx.defined() || gx.dtype() == DType::BF16)) &&
+      in_float32::rms_norm_backward(*this, gy, x, rstd, weight, gx, gweight, accumulate_gx))
+    return;
   const char* op = "rms_norm_backward";
   Rows rc = rows_of(x, op);
   if (!gy.is_contiguous())
@@ -385,16 +416,17 @@ void CudaBackend::rms_norm_backward(const Tensor& gy, const Tensor& x, const Ten
     if (gweight.defined()) fill(gweight, 0);
     return;
   }
-  cuda::dispatch_float(x.dtype(), op, [&](auto tag) {
-    using T = decltype(tag);
-    const T* rp = static_cast<const T*>(rstd.data_ptr());
+  dispatch_norm(x.dtype(), op, [&](auto xtag, auto ptag) {
+    using T = decltype(xtag);
+    using P = decltype(ptag);
+    const P* rp = static_cast<const P*>(rstd.data_ptr());
     if (gx.defined()) {
-      rms_norm_backward_kernel<T><<<row_blocks(rc.rows), cuda::row_threads(rc.cols), 0, stream_>>>(
-          static_cast<const T*>(gy.data_ptr()), static_cast<const T*>(x.data_ptr()), rp, ptr_or_null<T>(weight),
+      rms_norm_backward_kernel<T, P><<<row_blocks(rc.rows), cuda::row_threads(rc.cols), 0, stream_>>>(
+          static_cast<const T*>(gy.data_ptr()), static_cast<const T*>(x.data_ptr()), rp, ptr_or_null<P>(weight),
           static_cast<T*>(gx.data_ptr()), rc.cols, accumulate_gx);
       SG_CUDA_LAUNCH_CHECK(op);
     }
-    column_sums<T>(stream_, column_counters_, gy, x, rp, rp, rc, {ColumnTerm::GyXRstd, &gweight});
+    column_sums<T, P>(stream_, column_counters_, gy, x, rp, rp, rc, {ColumnTerm::GyXRstd, &gweight});
   });
 }
 
