@@ -304,3 +304,35 @@ TEST_SUITE("bf16") {
                          doctest::Contains("rms_norm: weight bfloat16[4]"), Error);
   }
 }
+
+TEST_SUITE("bf16") {
+  TEST_CASE("a weight and bias gradient of bf16 products into float32, fused or not: the same sums, no detour") {
+    // gW = g^T x and gb = the column sums of g, for g [rows, out] and x [rows, in] in bf16, both written float32:
+    // by the backend's gemm_bias_grad (cuBLASLt's epilogue on the GPU where it takes it) and by the unfused
+    // default (a GEMM, then a bf16 -> float32 reduction), which runs where cuBLASLt declines
+    const int64_t rows = 6, in = 5, outf = 3;
+    Tensor g32 = randn_f32({rows, outf}, 19).to(DType::BF16).to(DType::F32),
+           x32 = randn_f32({rows, in}, 20).to(DType::BF16).to(DType::F32);
+    const Tensor want_w = matmul(g32, x32, true, false), want_b = g32.sum({0});
+    std::vector<Device> devices{Device::cpu()};
+    if (have_cuda()) devices.push_back(Device::cuda());
+    for (Device d : devices)
+      for (bool fused : {true, false}) {
+        CAPTURE(d.str());
+        CAPTURE(fused);
+        Backend& be = backend_for(d);
+        Tensor g = g32.to(DType::BF16).to(d), x = x32.to(DType::BF16).to(d);
+        Tensor gw = Tensor::empty({outf, in}, DType::F32, d), gb = Tensor::empty({outf}, DType::F32, d);
+        GemmArgs a;  // op(A) = g^T [outf, rows], B = x [rows, in]
+        a.dtype = DType::BF16, a.c_float32 = true, a.trans_a = true;
+        a.m = outf, a.n = in, a.k = rows;
+        a.a = g.data_ptr(), a.lda = outf, a.b = x.data_ptr(), a.ldb = in, a.c = gw.data_ptr(), a.ldc = in;
+        const int64_t before = in_float32_calls();
+        if (fused) be.gemm_bias_grad(a, g, gb);
+        else be.Backend::gemm_bias_grad(a, g, gb);
+        CHECK(rel_diff(gw, want_w) < 1e-6);
+        CHECK(rel_diff(gb, want_b) < 1e-6);
+        if (!d.is_cpu()) CHECK(in_float32_calls() == before);  // the reduction reads bf16 natively on the GPU
+      }
+  }
+}

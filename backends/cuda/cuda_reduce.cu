@@ -56,16 +56,17 @@ __device__ __forceinline__ void chunk_range(const ReducePlan& p, int64_t& begin,
   end = begin + p.per_chunk < p.count ? begin + p.per_chunk : p.count;
 }
 // Writes output o's result (or, when split, this chunk's partial).
-template <class T>
-__device__ __forceinline__ void reduce_store(ReduceOp op, const ReducePlan& p, T* out, int64_t out_offset, int64_t o,
+template <class O>
+__device__ __forceinline__ void reduce_store(ReduceOp op, const ReducePlan& p, O* out, int64_t out_offset, int64_t o,
                                              double acc) {
   if (p.partial) p.partial[blockIdx.y * p.outputs + o] = acc;
-  else out[out_offset] = (T)reduce_final(op, acc, p.count);
+  else out[out_offset] = (O)reduce_final(op, acc, p.count);
 }
 
+// x of T, out of O: one type, or bf16 into float32 (a bias gradient of bf16 products for a float32 bias).
 // Groups of G threads, one output element per group (grid-stride over outputs).
-template <class T, int G>
-__global__ void reduce_group_kernel(ReduceOp op, const T* x, T* out, ReducePlan p) {
+template <class T, int G, class O = T>
+__global__ void reduce_group_kernel(ReduceOp op, const T* x, O* out, ReducePlan p) {
   __shared__ double scratch[32];
   const int groups_per_block = blockDim.x / G;
   const int group = threadIdx.x / G, lane = threadIdx.x % G;
@@ -91,8 +92,8 @@ __global__ void reduce_group_kernel(ReduceOp op, const T* x, T* out, ReducePlan 
 }
 
 // One thread per output element, walking its sub-block in order.
-template <class T>
-__global__ void reduce_thread_kernel(ReduceOp op, const T* x, T* out, ReducePlan p) {
+template <class T, class O = T>
+__global__ void reduce_thread_kernel(ReduceOp op, const T* x, O* out, ReducePlan p) {
   for (int64_t o = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; o < p.outputs; o += (int64_t)gridDim.x * blockDim.x) {
     int64_t koff[2];
     p.kept.offsets(o, koff);
@@ -109,14 +110,14 @@ __global__ void reduce_thread_kernel(ReduceOp op, const T* x, T* out, ReducePlan
 }
 
 // Pass 2 of a split reduction: output o combines column o of the [chunks, outputs] partials.
-template <class T>
-__global__ void reduce_finish_kernel(ReduceOp op, const double* partial, int64_t chunks, T* out, ReducePlan p) {
+template <class O>
+__global__ void reduce_finish_kernel(ReduceOp op, const double* partial, int64_t chunks, O* out, ReducePlan p) {
   for (int64_t o = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; o < p.outputs; o += (int64_t)gridDim.x * blockDim.x) {
     int64_t koff[2];
     p.kept.offsets(o, koff);
     double acc = reduce_init(op);
     for (int64_t k = 0; k < chunks; k++) acc = reduce_combine(op, acc, partial[k * p.outputs + o]);
-    out[koff[0]] = (T)reduce_final(op, acc, p.count);
+    out[koff[0]] = (O)reduce_final(op, acc, p.count);
   }
 }
 
@@ -134,7 +135,9 @@ int64_t reduce_chunks(int64_t outputs, int64_t count, int64_t threads_per_output
 }  // namespace
 
 void CudaBackend::reduce(ReduceOp op, const Tensor& x, const std::vector<bool>& red, Tensor& out) {
-  if (x.dtype() != out.dtype() && in_float32::reduce(*this, op, x, red, out)) return;  // the kernels read and write one dtype
+  // the kernels read and write one dtype, or bf16 into float32; other mixes go through float32 copies
+  const bool bf16_to_f32 = x.dtype() == DType::BF16 && out.dtype() == DType::F32;
+  if (x.dtype() != out.dtype() && !bf16_to_f32 && in_float32::reduce(*this, op, x, red, out)) return;
   const char* name = "reduce";
   const Shape& xs = x.shape();
   check(red.size() == xs.size(), name, ": reduce mask has ", red.size(), " entries for a tensor of rank ", xs.size());
@@ -166,18 +169,21 @@ void CudaBackend::reduce(ReduceOp op, const Tensor& x, const std::vector<bool>& 
     partial = Tensor::empty({chunks, p.outputs}, DType::F64, x.device());
     p.partial = static_cast<double*>(partial.data_ptr());
   }
-  cuda::dispatch_float_bf16(x.dtype(), name, [&](auto tag) {  // bf16: read as double like float, rounded once
-    using T = decltype(tag);
+  auto launch = [&](auto xtag, auto otag) {  // bf16: read as double like float, rounded once
+    using T = decltype(xtag);
+    using O = decltype(otag);
     const T* xp = static_cast<const T*>(x.data_ptr());
-    T* op_ = static_cast<T*>(out.data_ptr());
+    O* op_ = static_cast<O*>(out.data_ptr());
     const dim3 grid(cuda::grid_for(p.outputs * group), (unsigned)chunks);
-    if (group == 1) reduce_thread_kernel<T><<<grid, cuda::kThreads, 0, stream_>>>(op, xp, op_, p);
-    else if (group == 32) reduce_group_kernel<T, 32><<<grid, cuda::kThreads, 0, stream_>>>(op, xp, op_, p);
-    else reduce_group_kernel<T, cuda::kThreads><<<grid, cuda::kThreads, 0, stream_>>>(op, xp, op_, p);
+    if (group == 1) reduce_thread_kernel<T, O><<<grid, cuda::kThreads, 0, stream_>>>(op, xp, op_, p);
+    else if (group == 32) reduce_group_kernel<T, 32, O><<<grid, cuda::kThreads, 0, stream_>>>(op, xp, op_, p);
+    else reduce_group_kernel<T, cuda::kThreads, O><<<grid, cuda::kThreads, 0, stream_>>>(op, xp, op_, p);
     SG_CUDA_LAUNCH_CHECK(name);
     if (chunks > 1)
-      reduce_finish_kernel<T><<<cuda::grid_for(p.outputs), cuda::kThreads, 0, stream_>>>(op, p.partial, chunks, op_, p);
-  });
+      reduce_finish_kernel<O><<<cuda::grid_for(p.outputs), cuda::kThreads, 0, stream_>>>(op, p.partial, chunks, op_, p);
+  };
+  if (bf16_to_f32) launch(bf16{}, float{});
+  else cuda::dispatch_float_bf16(x.dtype(), name, [&](auto tag) { launch(tag, tag); });
   SG_CUDA_LAUNCH_CHECK(name);
 }
 
