@@ -38,15 +38,12 @@ bool bf16_with_f64(const Tensor& a, const Tensor& b) {
 Tensor promoted(const Tensor& t, const Tensor& other) {
   return t.dtype() == DType::BF16 ? t.to(other.dtype()) : t;
 }
-bool f32_and_bf16(const Tensor& a, const Tensor& b) {
-  return (a.dtype() == DType::F32 && b.dtype() == DType::BF16) || (a.dtype() == DType::BF16 && b.dtype() == DType::F32);
-}
 
 Tensor binary_forward(const char* name, BinaryOp op, const Tensor& a, const Tensor& b) {
   check_defined(name, a, "first input");
   check_defined(name, b, "second input");
   check_same_device(name, {a, b});
-  const bool mixed = f32_and_bf16(a, b);
+  const bool mixed = float32_with_bf16(a.dtype(), b.dtype());
   if (a.dtype() != b.dtype() && !mixed) fail(name, ": dtypes differ: ", a.meta_str(), " and ", b.meta_str());
   Shape shape = broadcast_shapes(a.shape(), b.shape(), name);
   Tensor out = Tensor::empty(shape, mixed ? DType::F32 : a.dtype(), a.device());

@@ -97,9 +97,7 @@ void check_softmax_mask(const char* op, const Tensor& x, const SoftmaxMask& mask
 
 bool check_binary_dtypes(const char* op, const Tensor& a, const Tensor& b, const Tensor& out) {
   if (a.dtype() == out.dtype() && b.dtype() == out.dtype()) return false;
-  const bool one_each = (a.dtype() == DType::F32 && b.dtype() == DType::BF16) ||
-                        (a.dtype() == DType::BF16 && b.dtype() == DType::F32);
-  if (out.dtype() != DType::F32 || !one_each)
+  if (out.dtype() != DType::F32 || !float32_with_bf16(a.dtype(), b.dtype()))
     fail(op, ": operands ", a.meta_str(), " and ", b.meta_str(), " for ", out.meta_str(),
          ": expected one dtype, or a float32 and a bfloat16 operand for a float32 result");
   return true;

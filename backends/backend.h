@@ -53,6 +53,10 @@ struct GemmArgs {
   bool c_float32 = false;
   DType c_dtype() const { return c_float32 ? DType::F32 : dtype; }
 };
+// A float32 and a bfloat16 operand (either order): the one mix of dtypes Backend::binary takes, into float32.
+inline bool float32_with_bf16(DType a, DType b) {
+  return (a == DType::F32 && b == DType::BF16) || (a == DType::BF16 && b == DType::F32);
+}
 // Throws an Error naming `op` unless a, b and out have dtypes Backend::binary takes; true when they are mixed.
 bool check_binary_dtypes(const char* op, const Tensor& a, const Tensor& b, const Tensor& out);
 // Throws an Error naming `op` unless c_float32 comes with bfloat16 operands.

@@ -71,6 +71,26 @@ void dispatch_float_bf16(DType dt, const char* op, F&& f) {
   if (dt == DType::BF16) f(bf16{});
   else dispatch_float(dt, op, f);
 }
+// Calls f(T{}, P{}) for kernels whose input (and output) has type T and whose parameters or statistics have P:
+// (T, T) for float32/float64, (bf16, float) for bfloat16, a bf16 activation with float32 parameters and statistics
+// (norms, cross entropy).
+template <class F>
+void dispatch_with_float32_params(DType dt, const char* op, F&& f) {
+  if (dt == DType::BF16) f(bf16{}, float{});
+  else dispatch_float(dt, op, [&](auto tag) { f(tag, tag); });
+}
+// Whether a call runs in those kernels' (bf16, float) case: the defined tensors of `bf16s` (the first, the input,
+// always defined) bfloat16 and the defined ones of `float32s` float32. Other mixes with bf16 run through float32
+// copies (backends/in_float32.h).
+inline bool bf16_with_float32(std::initializer_list<const Tensor*> bf16s,
+                              std::initializer_list<const Tensor*> float32s) {
+  if ((*bf16s.begin())->dtype() != DType::BF16) return false;
+  for (const Tensor* t : bf16s)
+    if (t->defined() && t->dtype() != DType::BF16) return false;
+  for (const Tensor* t : float32s)
+    if (t->defined() && t->dtype() != DType::F32) return false;
+  return true;
+}
 template <class F>
 void dispatch_all(DType dt, F&& f) {
   switch (dt) {

@@ -100,15 +100,6 @@ __global__ void dropout_kernel(const T* x, T* y, int64_t n, double p, uint64_t s
     y[i] = T(C(x[i]) * (random_uniform01(seed, offset + (uint64_t)i) >= p ? keep : C(0)));
 }
 
-// bf16 logits with float32 statistics (loss, lse, gloss): the kernels' native bf16 case. Other mixes with bf16 go
-// through float32 copies (in_float32).
-bool native_bf16_cross_entropy(const Tensor& logits, std::initializer_list<const Tensor*> stats) {
-  if (logits.dtype() != DType::BF16) return false;
-  for (const Tensor* t : stats)
-    if (t->dtype() != DType::F32) return false;
-  return true;
-}
-
 }  // namespace
 
 void CudaBackend::embedding(const Tensor& weight, const Tensor& ids, Tensor& out) {
@@ -148,7 +139,7 @@ void CudaBackend::embedding_backward(const Tensor& ids, const Tensor& gout, Tens
 void CudaBackend::cross_entropy(const Tensor& logits, const Tensor& targets, int64_t ignore_index,
                                 double label_smoothing, Tensor& loss, Tensor& lse) {
   const char* op = "cross_entropy";
-  if (!native_bf16_cross_entropy(logits, {&loss, &lse}) &&
+  if (!cuda::bf16_with_float32({&logits}, {&loss, &lse}) &&
       in_float32::cross_entropy(*this, logits, targets, ignore_index, label_smoothing, loss, lse))
     return;
   cuda::check_contiguous(op, {&logits, &targets, &loss, &lse});
@@ -157,18 +148,13 @@ void CudaBackend::cross_entropy(const Tensor& logits, const Tensor& targets, int
   const int64_t C = logits.dim() ? logits.shape().back() : 1, R = C ? logits.numel() / C : 0;
   if (R == 0) return;
   check(C > 0 && R <= INT_MAX, op, ": logits ", logits.shape(), " have no classes or more rows than the GPU grid allows");
-  if (logits.dtype() == DType::BF16) {  // float32 loss and lse (checked by native_bf16_cross_entropy)
-    cross_entropy_kernel<bf16, float><<<(unsigned)R, cuda::row_threads(C), 0, stream_>>>(
-        static_cast<const bf16*>(logits.data_ptr()), static_cast<const int64_t*>(targets.data_ptr()), ignore_index,
-        label_smoothing, static_cast<float*>(loss.data_ptr()), static_cast<float*>(lse.data_ptr()), C, error_flags_);
-  } else {
-    cuda::dispatch_float(logits.dtype(), op, [&](auto tag) {
-      using T = decltype(tag);
-      cross_entropy_kernel<T><<<(unsigned)R, cuda::row_threads(C), 0, stream_>>>(
-          static_cast<const T*>(logits.data_ptr()), static_cast<const int64_t*>(targets.data_ptr()), ignore_index,
-          label_smoothing, static_cast<T*>(loss.data_ptr()), static_cast<T*>(lse.data_ptr()), C, error_flags_);
-    });
-  }
+  cuda::dispatch_with_float32_params(logits.dtype(), op, [&](auto ltag, auto stag) {
+    using T = decltype(ltag);
+    using S = decltype(stag);
+    cross_entropy_kernel<T, S><<<(unsigned)R, cuda::row_threads(C), 0, stream_>>>(
+        static_cast<const T*>(logits.data_ptr()), static_cast<const int64_t*>(targets.data_ptr()), ignore_index,
+        label_smoothing, static_cast<S*>(loss.data_ptr()), static_cast<S*>(lse.data_ptr()), C, error_flags_);
+  });
   SG_CUDA_LAUNCH_CHECK(op);
 }
 
@@ -176,26 +162,20 @@ void CudaBackend::cross_entropy_backward(const Tensor& logits, const Tensor& tar
                                          const Tensor& gloss, int64_t ignore_index, double label_smoothing,
                                          Tensor& glogits) {
   const char* op = "cross_entropy_backward";
-  if (!(native_bf16_cross_entropy(logits, {&lse, &gloss}) && glogits.dtype() == DType::BF16) &&
+  if (!cuda::bf16_with_float32({&logits, &glogits}, {&lse, &gloss}) &&
       in_float32::cross_entropy_backward(*this, logits, targets, lse, gloss, ignore_index, label_smoothing, glogits))
     return;
   cuda::check_contiguous(op, {&logits, &targets, &lse, &gloss, &glogits});
   const int64_t C = logits.dim() ? logits.shape().back() : 1, R = C ? logits.numel() / C : 0;
   if (R == 0 || C == 0) return;
-  if (logits.dtype() == DType::BF16) {  // float32 lse and gloss, bf16 glogits
-    cross_entropy_backward_kernel<bf16, float><<<(unsigned)R, cuda::row_threads(C), 0, stream_>>>(
-        static_cast<const bf16*>(logits.data_ptr()), static_cast<const int64_t*>(targets.data_ptr()),
-        static_cast<const float*>(lse.data_ptr()), static_cast<const float*>(gloss.data_ptr()), ignore_index,
-        label_smoothing, static_cast<bf16*>(glogits.data_ptr()), C);
-  } else {
-    cuda::dispatch_float(logits.dtype(), op, [&](auto tag) {
-      using T = decltype(tag);
-      cross_entropy_backward_kernel<T><<<(unsigned)R, cuda::row_threads(C), 0, stream_>>>(
-          static_cast<const T*>(logits.data_ptr()), static_cast<const int64_t*>(targets.data_ptr()),
-          static_cast<const T*>(lse.data_ptr()), static_cast<const T*>(gloss.data_ptr()), ignore_index,
-          label_smoothing, static_cast<T*>(glogits.data_ptr()), C);
-    });
-  }
+  cuda::dispatch_with_float32_params(logits.dtype(), op, [&](auto ltag, auto stag) {
+    using T = decltype(ltag);
+    using S = decltype(stag);
+    cross_entropy_backward_kernel<T, S><<<(unsigned)R, cuda::row_threads(C), 0, stream_>>>(
+        static_cast<const T*>(logits.data_ptr()), static_cast<const int64_t*>(targets.data_ptr()),
+        static_cast<const S*>(lse.data_ptr()), static_cast<const S*>(gloss.data_ptr()), ignore_index,
+        label_smoothing, static_cast<T*>(glogits.data_ptr()), C);
+  });
   SG_CUDA_LAUNCH_CHECK(op);
 }
 

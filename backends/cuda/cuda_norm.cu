@@ -288,22 +288,6 @@ const T* ptr_or_null(const Tensor& t) {
   return t.defined() ? static_cast<const T*>(t.data_ptr()) : nullptr;
 }
 
-// The norms' kernels for x of T with parameters and statistics of P: (T, T) for float32/float64, and (bf16, float),
-// a bf16 activation normalised in float with float32 parameters (docs/mixed_precision.md). f(T{}, P{}).
-template <class F>
-void dispatch_norm(DType x, const char* op, F&& f) {
-  if (x == DType::BF16) f(bf16{}, float{});
-  else cuda::dispatch_float(x, op, [&](auto tag) { f(tag, tag); });
-}
-// Whether a bf16 x comes with float32 parameters and statistics (every defined one): the native (bf16, float) case;
-// other mixes with bf16 run through float32 copies (in_float32).
-bool native_bf16_norm(const Tensor& x, std::initializer_list<const Tensor*> float32) {
-  if (x.dtype() != DType::BF16) return false;
-  for (const Tensor* t : float32)
-    if (t->defined() && t->dtype() != DType::F32) return false;
-  return true;
-}
-
 }  // namespace
 
 void CudaBackend::softmax(const Tensor& x, Tensor& y, bool log, const SoftmaxMask& mask) {
@@ -337,13 +321,13 @@ void CudaBackend::softmax_backward(const Tensor& y, const Tensor& gy, Tensor& gx
 
 void CudaBackend::layer_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta, double eps, Tensor& y,
                              Tensor& mean, Tensor& rstd) {
-  if (!(native_bf16_norm(x, {&gamma, &beta, &mean, &rstd}) && y.dtype() == DType::BF16) &&
+  if (!cuda::bf16_with_float32({&x, &y}, {&gamma, &beta, &mean, &rstd}) &&
       in_float32::layer_norm(*this, x, gamma, beta, eps, y, mean, rstd))
     return;
   const Rows rc = rows_of(x, "layer_norm");
   const int64_t R = rc.rows, C = rc.cols;  // not a structured binding: clang 14 cannot capture one
   if (R == 0 || C == 0) return;
-  dispatch_norm(x.dtype(), "layer_norm", [&](auto xtag, auto ptag) {
+  cuda::dispatch_with_float32_params(x.dtype(), "layer_norm", [&](auto xtag, auto ptag) {
     using T = decltype(xtag);
     using P = decltype(ptag);
     layer_norm_kernel<T, P><<<row_blocks(R), cuda::row_threads(C), 0, stream_>>>(
@@ -356,8 +340,7 @@ void CudaBackend::layer_norm(const Tensor& x, const Tensor& gamma, const Tensor&
 void CudaBackend::layer_norm_backward(const Tensor& gy, const Tensor& x, const Tensor& mean, const Tensor& rstd,
                                       const Tensor& gamma, Tensor& gx, Tensor& ggamma, Tensor& gbeta,
                                       bool accumulate_gx) {
-  if (!(native_bf16_norm(x, {&mean, &rstd, &gamma, &ggamma, &gbeta}) && gy.dtype() == DType::BF16 &&
-        (!gx.defined() || gx.dtype() == DType::BF16)) &&
+  if (!cuda::bf16_with_float32({&x, &gy, &gx}, {&mean, &rstd, &gamma, &ggamma, &gbeta}) &&
       in_float32::layer_norm_backward(*this, gy, x, mean, rstd, gamma, gx, ggamma, gbeta, accumulate_gx))
     return;
   const char* op = "layer_norm_backward";
@@ -369,7 +352,7 @@ void CudaBackend::layer_norm_backward(const Tensor& gy, const Tensor& x, const T
     if (gbeta.defined()) fill(gbeta, 0);
     return;
   }
-  dispatch_norm(x.dtype(), op, [&](auto xtag, auto ptag) {
+  cuda::dispatch_with_float32_params(x.dtype(), op, [&](auto xtag, auto ptag) {
     using T = decltype(xtag);
     using P = decltype(ptag);
     const P* mp = static_cast<const P*>(mean.data_ptr());
@@ -386,13 +369,13 @@ void CudaBackend::layer_norm_backward(const Tensor& gy, const Tensor& x, const T
 }
 
 void CudaBackend::rms_norm(const Tensor& x, const Tensor& weight, double eps, Tensor& y, Tensor& rstd) {
-  if (!(native_bf16_norm(x, {&weight, &rstd}) && y.dtype() == DType::BF16) &&
+  if (!cuda::bf16_with_float32({&x, &y}, {&weight, &rstd}) &&
       in_float32::rms_norm(*this, x, weight, eps, y, rstd))
     return;
   const Rows rc = rows_of(x, "rms_norm");
   const int64_t R = rc.rows, C = rc.cols;  // not a structured binding: clang 14 cannot capture one
   if (R == 0 || C == 0) return;
-  dispatch_norm(x.dtype(), "rms_norm", [&](auto xtag, auto ptag) {
+  cuda::dispatch_with_float32_params(x.dtype(), "rms_norm", [&](auto xtag, auto ptag) {
     using T = decltype(xtag);
     using P = decltype(ptag);
     rms_norm_kernel<T, P><<<row_blocks(R), cuda::row_threads(C), 0, stream_>>>(
@@ -404,8 +387,7 @@ void CudaBackend::rms_norm(const Tensor& x, const Tensor& weight, double eps, Te
 
 void CudaBackend::rms_norm_backward(const Tensor& gy, const Tensor& x, const Tensor& rstd, const Tensor& weight,
                                     Tensor& gx, Tensor& gweight, bool accumulate_gx) {
-  if (!(native_bf16_norm(x, {&rstd, &weight, &gweight}) && gy.dtype() == DType::BF16 &&
-        (!gx.defined() || gx.dtype() == DType::BF16)) &&
+  if (!cuda::bf16_with_float32({&x, &gy, &gx}, {&rstd, &weight, &gweight}) &&
       in_float32::rms_norm_backward(*this, gy, x, rstd, weight, gx, gweight, accumulate_gx))
     return;
   const char* op = "rms_norm_backward";
@@ -416,7 +398,7 @@ void CudaBackend::rms_norm_backward(const Tensor& gy, const Tensor& x, const Ten
     if (gweight.defined()) fill(gweight, 0);
     return;
   }
-  dispatch_norm(x.dtype(), op, [&](auto xtag, auto ptag) {
+  cuda::dispatch_with_float32_params(x.dtype(), op, [&](auto xtag, auto ptag) {
     using T = decltype(xtag);
     using P = decltype(ptag);
     const P* rp = static_cast<const P*>(rstd.data_ptr());
