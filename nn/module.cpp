@@ -65,7 +65,7 @@ Tensor Module::parameter(const std::string& full_name) const {
 
 int64_t Module::num_parameters() const {
   int64_t n = 0;
-  for (auto& [name, t] : named_parameters()) n += t.numel();
+  for (const Tensor& t : parameters()) n += t.numel();
   return n;
 }
 
@@ -108,7 +108,7 @@ void Module::to(Device device) {
 }
 
 Device Module::device() const {
-  for (auto& [n, t] : named_parameters()) return t.device();
+  for (const Tensor& t : parameters()) return t.device();
   for (auto& [n, b] : named_buffers()) return b.device();
   return Device::cpu();
 }

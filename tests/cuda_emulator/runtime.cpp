@@ -479,8 +479,8 @@ cublasStatus_t cublasGemmStridedBatchedEx(cublasHandle_t h, cublasOperation_t ta
       return st;
     skipgrad_emu::count_gemm();
     if (m == 0 || n == 0 || skipgrad_emu::skip_work()) return CUBLAS_STATUS_SUCCESS;
+    const float al = *static_cast<const float*>(alpha), be = *static_cast<const float*>(beta);
     for (int i = 0; i < batch; i++) {
-      const float al = *static_cast<const float*>(alpha), be = *static_cast<const float*>(beta);
       if (c_f32)
         run_bf16_gemm(ta, tb, m, n, k, al, ap + i * stride_a, lda, bp + i * stride_b, ldb, be,
                       static_cast<float*>(c) + i * stride_c, ldc);
