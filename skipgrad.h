@@ -8,6 +8,7 @@
 #include "autograd/node.h"
 #include "autograd/op_table.h"
 #include "autograd/ops.h"
+#include "autograd/profiler.h"
 #include "autograd/tape.h"
 #include "backends/backend.h"
 #include "nn/checkpoint.h"

@@ -5,6 +5,7 @@
 
 #include "autograd/autocast.h"
 #include "autograd/ops.h"
+#include "autograd/profiler.h"
 #include "backends/backend.h"
 
 namespace skipgrad {
@@ -133,6 +134,7 @@ Node* record(const OpInfo& op, const std::vector<Tensor>& inputs, Tensor& out, s
              BackwardFn backward, OpParams params) {
   if (!should_record(inputs)) {
     check_finite(out, op.name);
+    if (profiling()) detail::t_profiler->mark(scoped(op.name), op.name, ProfilePhase::Forward);
     return nullptr;
   }
   auto node = std::make_unique<Node>();
@@ -165,6 +167,7 @@ Node* record(const OpInfo& op, const std::vector<Tensor>& inputs, Tensor& out, s
     if (bad) fail("anomaly", ": forward op '", op.name, "' (node ", n.name, ") produced ", bad,
                   " NaN/Inf values in its output ", out.meta_str());
   }
+  if (profiling()) detail::t_profiler->mark(n.name, op.name, ProfilePhase::Forward, n.id);
   return &n;
 }
 
@@ -285,6 +288,7 @@ void backward_node(Node& n, bool retain_graph, const std::function<void(Autograd
     n.saved.clear();
     n.backward = nullptr;
   }
+  if (profiling()) detail::t_profiler->mark(n.name, n.op->name, ProfilePhase::Backward);
 }
 }  // namespace
 
@@ -310,6 +314,7 @@ void backward(const Tensor& root, const Tensor& grad_in, bool retain_graph) {
     fail("backward", ": gradient ", g0.meta_str(), " does not match the tensor ", root.meta_str());
 
   NoGradGuard no_grad;
+  profile_mark("backward.enter");  // what ran since the last op: the loss read, the seed gradient
   Tape& tape = current_tape();
   const auto& nodes = tape.nodes();
   const int64_t start = rm.producer ? rm.producer->id - nodes.front()->id : -1;
@@ -349,6 +354,7 @@ void backward(const Tensor& root, const Tensor& grad_in, bool retain_graph) {
     throw;
   }
   if (!retain_graph) tape.clear();
+  profile_mark("backward.leaves");  // the gradient norms read back, the leaves' .grad, the tape cleared
 }
 
 // ---------------------------------------------------------------- Tensor's autograd methods
@@ -390,8 +396,10 @@ void Tensor::register_hook(std::function<Tensor(const Tensor&)> hook) {
 
 Tensor& Tensor::named(const std::string& name) {
   AutogradMeta* m = autograd_meta();
-  if (m && m->producer) m->producer->name = scoped(name);
-  else if (m && requires_grad()) m->name = scoped(name);
+  if (m && m->producer) {
+    m->producer->name = scoped(name);
+    if (profiling()) detail::t_profiler->renamed(m->producer->id, m->producer->name);
+  } else if (m && requires_grad()) m->name = scoped(name);
   return *this;
 }
 

@@ -1,6 +1,7 @@
 #include "backends/backend.h"
 
 #include <atomic>
+#include <chrono>
 
 #include "backends/cpu/cpu_backend.h"
 
@@ -139,6 +140,21 @@ void Backend::adam_update_many(const std::vector<AdamTensors>& ts, double lr, do
                                bool decoupled, int64_t step) {
   for (const AdamTensors& t : ts)
     adam_update(*t.param, *t.grad, *t.m, *t.v, lr, beta1, beta2, eps, t.weight_decay, decoupled, step);
+}
+
+namespace {
+struct HostTimeMark final : Backend::TimeMark {
+  std::chrono::steady_clock::time_point at = std::chrono::steady_clock::now();
+};
+}  // namespace
+
+std::unique_ptr<Backend::TimeMark> Backend::time_mark() { return std::make_unique<HostTimeMark>(); }
+
+double Backend::elapsed_ms(const TimeMark& from, const TimeMark& to) {
+  auto* a = dynamic_cast<const HostTimeMark*>(&from);
+  auto* b = dynamic_cast<const HostTimeMark*>(&to);
+  check(a && b, name(), ".elapsed_ms", ": the marks were not made by this backend");
+  return std::chrono::duration<double, std::milli>(b->at - a->at).count();
 }
 
 }  // namespace skipgrad

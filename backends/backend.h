@@ -6,6 +6,7 @@
 // tensors allocated by the caller.
 #pragma once
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -188,6 +189,16 @@ class Backend {
   // one kernel over all of them.
   virtual void adam_update_many(const std::vector<AdamTensors>& ts, double lr, double beta1, double beta2,
                                 double eps, bool decoupled, int64_t step);
+
+  // ---- timing marks, for the profiler (autograd/profiler.h) ----
+  // A point on this device's timeline, after the work queued so far. The default is the host clock, right for
+  // the CPU (its work is done when a call returns); the CUDA backend records an event on its stream.
+  struct TimeMark {
+    virtual ~TimeMark() = default;
+  };
+  virtual std::unique_ptr<TimeMark> time_mark();
+  // Milliseconds from mark `from` to the later mark `to`, both made by this backend; waits until `to` is reached.
+  virtual double elapsed_ms(const TimeMark& from, const TimeMark& to);
 };
 
 // Backend::cumsum's operands seen as [outer, n, inner] around dim, after checking its contract (x and out

@@ -3,6 +3,7 @@
 #include <cmath>
 
 #include "autograd/ops.h"
+#include "autograd/profiler.h"
 #include "autograd/tape.h"
 #include "backends/backend.h"
 
@@ -54,6 +55,7 @@ double clip_grad_norm(const std::vector<Tensor>& params, double max_norm) {
   if (!norm.defined()) return 0.0;
   const double total = norm.item();  // the one read-back
   clip_grads_to_norm(params, max_norm, total);
+  profile_mark("clip_grad_norm");  // the norm's read-back and the scaling
   return total;
 }
 

@@ -5,6 +5,7 @@
 #include <set>
 
 #include "autograd/ops.h"
+#include "autograd/profiler.h"
 #include "autograd/tape.h"
 #include "backends/backend.h"
 
@@ -54,6 +55,7 @@ void Optimizer::step() {
   }
   update_all(todo);
   steps_++;
+  if (profiling()) profile_mark(std::string(kind()) + ".step");
 }
 
 void Optimizer::update_all(const std::vector<Pending>& todo) {
@@ -62,6 +64,7 @@ void Optimizer::update_all(const std::vector<Pending>& todo) {
 
 void Optimizer::zero_grad() {
   for (auto& [name, p] : params_) p.zero_grad();
+  if (profiling()) profile_mark(std::string(kind()) + ".zero_grad");
 }
 
 void Optimizer::set_lr(double lr) {

@@ -95,8 +95,13 @@ class CudaBackend final : public Backend {
   void copy_many(const std::vector<const Tensor*>& srcs, const std::vector<Tensor*>& dsts) override;
   void adam_update_many(const std::vector<AdamTensors>& ts, double lr, double beta1, double beta2, double eps,
                         bool decoupled, int64_t step) override;
+  // The profiler's marks: timing events recorded on the stream, from a pool (cudaEventCreate once per event).
+  std::unique_ptr<TimeMark> time_mark() override;
+  double elapsed_ms(const TimeMark& from, const TimeMark& to) override;
 
  private:
+  struct EventMark;
+  std::vector<cudaEvent_t> timing_events_;  // free ones; a mark gives its event back when it is destroyed
   void copy_device(const Tensor& src, Tensor& dst);  // both on the GPU (cuda_elementwise.cu)
   void upload(const void* host, void* device, size_t bytes);
 

@@ -57,6 +57,7 @@ CudaBackend::CudaBackend() {
 }
 
 CudaBackend::~CudaBackend() {
+  for (cudaEvent_t e : timing_events_) cudaEventDestroy(e);
   for (cudaEvent_t e : staging_done_)
     if (e) cudaEventDestroy(e);
   if (staging_) cudaFreeHost(staging_);
@@ -68,6 +69,42 @@ CudaBackend::~CudaBackend() {
   if (column_counters_) cudaFree(column_counters_);
   if (pointer_arena_) cudaFree(pointer_arena_);
   if (stream_) cudaStreamDestroy(stream_);
+}
+
+struct CudaBackend::EventMark final : Backend::TimeMark {
+  CudaBackend* owner = nullptr;
+  cudaEvent_t event = nullptr;
+  ~EventMark() override { owner->timing_events_.push_back(event); }
+};
+
+std::unique_ptr<Backend::TimeMark> CudaBackend::time_mark() {
+  cudaEvent_t e = nullptr;
+  if (timing_events_.empty()) {
+    SG_CUDA_CHECK("profiler", cudaEventCreate(&e));
+  } else {
+    e = timing_events_.back();
+    timing_events_.pop_back();
+  }
+  auto mark = std::make_unique<EventMark>();
+  mark->owner = this;
+  mark->event = e;
+  SG_CUDA_CHECK("profiler", cudaEventRecord(e, stream_));
+  return mark;
+}
+
+double CudaBackend::elapsed_ms(const TimeMark& from, const TimeMark& to) {
+  auto* a = dynamic_cast<const EventMark*>(&from);
+  auto* b = dynamic_cast<const EventMark*>(&to);
+  check(a && b && a->owner == this && b->owner == this, "cuda.elapsed_ms",
+        ": the marks were not made by the CUDA backend");
+  if (cudaEventQuery(b->event) == cudaErrorNotReady) {
+    (void)cudaGetLastError();  // the query's "not ready" is no error of the next launch
+    host_waits_++;
+    SG_CUDA_CHECK("profiler", cudaEventSynchronize(b->event));
+  }
+  float ms = 0;
+  SG_CUDA_CHECK("profiler", cudaEventElapsedTime(&ms, a->event, b->event));
+  return ms;
 }
 
 void CudaBackend::check_device_errors() {

@@ -1,0 +1,245 @@
+// The profiler (autograd/profiler.h): every recorded op and every node's backward is one interval, the intervals
+// tile the profile (no gap, no overlap, on the host and on the device), the summaries group them by op and by node
+// name with layer numbers as '*', and the Chrome trace is valid JSON with one event per interval and track.
+#include <nlohmann/json.hpp>
+
+#include <cmath>
+#include <map>
+
+#include "cuda_test_util.h"
+#include "nn/loss.h"
+#include "nn/optim.h"
+#include "nn/transformer.h"
+
+using namespace sgtest;
+
+namespace {
+
+struct FreshTape {
+  FreshTape() { current_tape().clear(); }
+  ~FreshTape() { current_tape().clear(); }
+};
+
+// Intervals follow each other: each starts where the previous ended, the first at 0.
+void check_tiled(const std::vector<ProfileEvent>& ev, double host_total, double device_total) {
+  double host = 0, device = 0;
+  for (const ProfileEvent& e : ev) {
+    INFO(e.name);
+    CHECK(e.host_ms >= 0);
+    CHECK(e.device_ms >= 0);
+    CHECK(e.host_start_ms == doctest::Approx(host).epsilon(1e-9));
+    CHECK(e.device_start_ms == doctest::Approx(device).epsilon(1e-6).scale(1));
+    host = e.host_start_ms + e.host_ms;
+    device = e.device_start_ms + e.device_ms;
+  }
+  CHECK(host == doctest::Approx(host_total));
+  CHECK(device == doctest::Approx(device_total).epsilon(1e-6).scale(1));
+}
+
+std::map<std::string, int> count_by(const std::vector<ProfileEvent>& ev, ProfilePhase phase) {
+  std::map<std::string, int> n;
+  for (const ProfileEvent& e : ev)
+    if (e.phase == phase) n[e.name]++;
+  return n;
+}
+
+// Two "layers" of y = relu(x W_i^T + b_i) in scopes enc.0 and enc.1, a sum, backward, an Adam step.
+struct TwoLayers {
+  nn::Linear l0{4, 4}, l1{4, 4};
+  std::vector<std::pair<std::string, Tensor>> params() {
+    return {{"l0.weight", l0.weight}, {"l0.bias", l0.bias}, {"l1.weight", l1.weight}, {"l1.bias", l1.bias}};
+  }
+  Tensor forward(const Tensor& x) {
+    Tensor h;
+    {
+      Scope s("enc.0");
+      h = relu(l0.forward(x));
+    }
+    Scope s("enc.1");
+    return relu(l1.forward(h));
+  }
+};
+
+}  // namespace
+
+TEST_SUITE("profiler") {
+
+TEST_CASE("profiler: one interval per op and per backward, tiling the step; regions; summaries") {
+  FreshTape fresh;
+  TwoLayers m;
+  nn::Adam opt(m.params());
+  Tensor x = leaf({3, 4}, 7).to(DType::F32).detach().requires_grad_();
+  const size_t before = current_tape().size();
+  Profiler prof;
+  CHECK(profiling());
+  Tensor loss = sum(m.forward(x));
+  const size_t recorded = current_tape().size() - before;
+  loss.backward();
+  opt.step();
+  opt.zero_grad();
+  prof.stop();
+  CHECK_FALSE(profiling());
+
+  const auto& ev = prof.events();
+  auto fwd = count_by(ev, ProfilePhase::Forward), bwd = count_by(ev, ProfilePhase::Backward);
+  auto regions = count_by(ev, ProfilePhase::Region);
+  size_t nf = 0, nb = 0;
+  for (auto& [k, v] : fwd) nf += v;
+  for (auto& [k, v] : bwd) nb += v;
+  CHECK(nf == recorded);  // every recorded op once
+  CHECK(nb == recorded);  // every node's backward once (each one here gets a gradient)
+  CHECK(fwd == bwd);      // under the same names
+  CHECK(fwd.count("enc.0.linear") == 1);
+  CHECK(fwd.count("enc.1.relu") == 1);
+  CHECK(regions == std::map<std::string, int>{{"backward.enter", 1}, {"backward.leaves", 1}, {"adam.step", 1},
+                                              {"adam.zero_grad", 1}});
+  check_tiled(ev, prof.host_total_ms(), prof.device_total_ms());
+  CHECK(prof.device_total_ms() == prof.host_total_ms());  // a CPU profile: the device's times are the host's
+
+  // by op: linear twice (forward calls), with its backward time; regions under their names
+  std::map<std::string, ProfileRow> by_op;
+  for (const ProfileRow& r : prof.by_op()) by_op[r.key] = r;
+  CHECK(by_op.at("linear").calls == 2);
+  CHECK(by_op.at("relu").calls == 2);
+  CHECK(by_op.at("adam.step").calls == 1);
+  CHECK(by_op.at("adam.step").backward_host_ms == 0);
+  double total = 0;
+  for (auto& [k, r] : by_op) total += r.host_ms();
+  CHECK(total == doctest::Approx(prof.host_total_ms()));
+  auto rows = prof.by_op();
+  for (size_t i = 1; i < rows.size(); i++) CHECK(rows[i - 1].device_ms() >= rows[i].device_ms());
+
+  // by scope: the two layers' nodes together
+  std::map<std::string, ProfileRow> by_scope;
+  for (const ProfileRow& r : prof.by_scope()) by_scope[r.key] = r;
+  CHECK(by_scope.at("enc.*.linear").calls == 2);
+  CHECK(by_scope.at("enc.*.relu").calls == 2);
+  CHECK(by_scope.at("sum").calls == 1);
+  CHECK(by_scope.count("enc.0.linear") == 0);
+
+  const std::string table = prof.table();
+  CHECK(table.find("profile (cpu)") != std::string::npos);
+  CHECK(table.find("enc.*.linear") != std::string::npos);
+  CHECK(table.find("adam.step") != std::string::npos);
+  CHECK(prof.table(1).find("more)") != std::string::npos);
+}
+
+TEST_CASE("profiler: Chrome trace is JSON with an event per interval") {
+  FreshTape fresh;
+  Tensor x = leaf({2, 3}, 1);
+  Profiler prof;
+  {
+    Scope s("quote\"d");
+    Tensor y = sum(tanh(x));
+    y.backward();
+  }
+  prof.stop();
+  auto j = nlohmann::json::parse(prof.chrome_trace());
+  int complete = 0;
+  for (auto& e : j.at("traceEvents")) {
+    if (e.at("ph") != "X") continue;
+    complete++;
+    CHECK(e.at("tid") == 0);
+    CHECK(e.at("dur").get<double>() >= 0);
+    CHECK(e.at("args").contains("op"));
+  }
+  CHECK(complete == (int)prof.events().size());
+  CHECK(j.dump().find("quote\\\"d.tanh") != std::string::npos);
+}
+
+TEST_CASE("profiler: no-grad ops are profiled; one profiler per thread; results only after stop") {
+  FreshTape fresh;
+  Tensor x = leaf({2, 2}, 3);
+  {
+    Profiler prof;
+    CHECK_THROWS_WITH_AS(Profiler(), doctest::Contains("already runs on this thread"), Error);
+    CHECK_THROWS_WITH_AS(prof.events(), doctest::Contains("call stop() before"), Error);
+    {
+      NoGradGuard ng;
+      Tensor y = exp(x);
+    }
+    prof.stop();
+    prof.stop();  // idempotent
+    REQUIRE(prof.events().size() == 1);
+    CHECK(prof.events()[0].name == "exp");
+    CHECK(prof.events()[0].op == "exp");
+    Tensor z = exp(x);  // after stop: not profiled
+    CHECK(prof.events().size() == 1);
+  }
+  CHECK_FALSE(profiling());
+  Tensor y = exp(x);  // no profiler: the hooks do nothing
+  Profiler again;     // the destroyed one let go of the thread
+  again.stop();
+  CHECK(again.events().empty());
+  CHECK(again.host_total_ms() == 0);
+}
+
+TEST_CASE("profiler: a Transformer step, by topology part") {
+  FreshTape fresh;
+  nn::TransformerConfig cfg;
+  cfg.vocab = 16;
+  cfg.d_model = 8;
+  cfg.heads = 2;
+  cfg.d_ff = 16;
+  cfg.enc_layers = cfg.dec_layers = 2;
+  cfg.topology = "pre_ln";
+  cfg.dropout = cfg.attn_dropout = cfg.act_dropout = 0;
+  manual_seed(1);
+  nn::Transformer model(cfg);
+  Tensor src = Tensor::from_vector<int64_t>({1, 2, 3, 4, 5, 6}, {2, 3});
+  Tensor tgt = Tensor::from_vector<int64_t>({2, 3, 4, 5, 6, 7}, {2, 3});
+  Profiler prof;
+  auto L = nn::label_smoothed_nll(model.forward(src, tgt), tgt, 0, 0.1);
+  L.loss.backward();
+  prof.stop();
+  // each encoder node name occurs as often in both layers: the rows of enc.* count an even number of calls
+  std::map<std::string, ProfileRow> rows;
+  for (const ProfileRow& r : prof.by_scope()) rows[r.key] = r;
+  int enc_rows = 0;
+  for (auto& [key, r] : rows)
+    if (key.rfind("enc.*.", 0) == 0) {
+      enc_rows++;
+      CHECK_MESSAGE((r.calls > 0 && r.calls % 2 == 0), key);
+    }
+  CHECK(enc_rows > 5);
+  // a node named after it was recorded (the residual adds) is profiled under its final name, forward and backward
+  CHECK(rows.at("enc.*.ffn.residual_add").calls == 2);
+  CHECK(rows.at("enc.*.ffn.residual_add").backward_host_ms > 0);
+  check_tiled(prof.events(), prof.host_total_ms(), prof.device_total_ms());
+}
+
+TEST_CASE("profiler: a CUDA step has a device timeline and does not wait for the GPU until stop") {
+  if (!have_cuda()) return;
+  FreshTape fresh;
+  TwoLayers m;
+  m.l0.to(Device::cuda());
+  m.l1.to(Device::cuda());
+  nn::Adam opt(m.params());
+  Tensor x = leaf({3, 4}, 7).to(DType::F32).to(Device::cuda()).detach();
+  // as in training (the trainer, the benchmark): tracking reads each node's gradient norm back in backward()
+  const bool tracking = track_grad_norms();
+  set_track_grad_norms(false);
+  for (int round = 0; round < 2; round++) {  // the second reuses the pooled events
+    const int64_t waits = gpu_host_waits();
+    Profiler prof(Device::cuda());
+    Tensor loss = sum(m.forward(x));
+    loss.backward();
+    opt.step();
+    opt.zero_grad();
+    CHECK(gpu_host_waits() == waits);  // marks are queued, not waited for
+    prof.stop();
+    const auto& ev = prof.events();
+    CHECK(ev.size() == 2 * 5 + 4);  // linear, relu twice and sum; their backwards; 4 regions
+    check_tiled(ev, prof.host_total_ms(), prof.device_total_ms());
+    CHECK(prof.device_total_ms() > 0);
+    CHECK(prof.table().find("fwd device") != std::string::npos);
+    auto j = nlohmann::json::parse(prof.chrome_trace());
+    int device_events = 0;
+    for (auto& e : j.at("traceEvents"))
+      if (e.at("ph") == "X" && e.at("tid") == 1) device_events++;
+    CHECK(device_events == (int)ev.size());
+  }
+  set_track_grad_norms(tracking);
+}
+
+}  // TEST_SUITE
