@@ -147,22 +147,24 @@ std::string fmt(const char* f, double v) {
   return buf;
 }
 
+// Columns: calls, host ms of the forwards and backwards, the same on the device (a CUDA profile), share of the
+// device total.
 std::string rows_table(const char* title, const std::vector<ProfileRow>& rows, size_t top, double device_total,
                        bool device_differs) {
   size_t width = 24;
   for (size_t i = 0; i < rows.size() && i < top; i++) width = std::max(width, rows[i].key.size());
   std::string s;
   char line[512];
-  std::snprintf(line, sizeof line, "%-*s %7s %10s %10s", (int)width, title, "calls", "fwd host", "bwd host");
+  std::snprintf(line, sizeof line, "%-*s %7s %11s %11s", (int)width, title, "calls", "fwd host ms", "bwd host ms");
   s += line;
-  if (device_differs) s += "  fwd device  bwd device";
-  s += "  share (ms; share of the device total)\n";
+  if (device_differs) s += "  fwd dev ms  bwd dev ms";
+  s += "  share\n";
   for (size_t i = 0; i < rows.size() && i < top; i++) {
     const ProfileRow& r = rows[i];
-    std::snprintf(line, sizeof line, "%-*s %7lld %10.3f %10.3f", (int)width, r.key.c_str(), (long long)r.calls,
+    std::snprintf(line, sizeof line, "%-*s %7lld %11.3f %11.3f", (int)width, r.key.c_str(), (long long)r.calls,
                   r.forward_host_ms, r.backward_host_ms);
     s += line;
-    if (device_differs) s += fmt("%11.3f", r.forward_device_ms) + fmt("%11.3f", r.backward_device_ms);
+    if (device_differs) s += fmt("%12.3f", r.forward_device_ms) + fmt("%12.3f", r.backward_device_ms);
     s += fmt("  %5.1f%%\n", device_total > 0 ? 100 * r.device_ms() / device_total : 0);
   }
   if (rows.size() > top) s += "(" + std::to_string(rows.size() - top) + " more)\n";
@@ -199,7 +201,9 @@ std::string Profiler::table(size_t top) const {
   std::string s = "profile (" + std::string(device_differs ? device_.str() : "cpu") + "): " +
                   std::to_string(results().size()) + " intervals, host " + fmt("%.3f", host_total_ms()) + " ms";
   if (device_differs) s += ", device " + fmt("%.3f", device_total) + " ms";
-  s += "\n";
+  s += "\n(an interval ends where an op records its node, a node's backward returns, or a region is marked;";
+  if (device_differs) s += " device time includes the GPU's idle waits for the host;";
+  s += " share: of the device total)\n";
   s += rows_table("op", by_op(), top, device_total, device_differs);
   s += "\n";
   s += rows_table("node (layers as *)", by_scope(), top, device_total, device_differs);

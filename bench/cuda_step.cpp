@@ -4,6 +4,7 @@
 //
 //   cuda_step [--topologies post_ln,pre_ln] [--precision fp32,tf32,bf16 | --fp32 | --tf32] [--warmup 5] [--rounds 5]
 //             [--steps 10] [--weights-dir DIR] [--json] [--no-ceiling] [--device cuda|cpu] [--shape key=value,...]
+//             [--profile DIR]
 //
 // Model: encoder-decoder, d=512, 8 heads, FFN 2048, 6+6 layers, shared vocabulary 8000, 64 sentence pairs x 64
 // tokens a side, label smoothing 0.1, Adam (lr 1e-3), dropout 0, float32. --shape overrides batch, src_len,
@@ -31,6 +32,9 @@
 //  - ceiling: cublasGemmEx alone on the linear layers' GEMMs (bench::linear_gemm_shapes, weighted by how often a
 //    step runs each), timed with events: float32 in CUBLAS_COMPUTE_32F or _FAST_TF32, bf16 with bfloat16 operands
 //    (cublas_ceiling), before and after the configurations; the better of the two is reported.
+//  - with --profile DIR, one more step per configuration runs under the profiler (autograd/profiler.h; after the
+//    timed ones, so they are not disturbed): DIR/profile_<topology>_<precision>.txt (device and host time per op
+//    and per node name with layers as '*') and .trace.json (chrome://tracing, ui.perfetto.dev).
 // --json prints one JSON object per line ("kind": "device", "step", "ceiling", "error"); the rest goes to stderr.
 // A configuration that throws is reported ("error") and the others still run; the exit status is then 1.
 // Without a CUDA device it prints "cuda_step: skipped: no CUDA device" and exits 0.
@@ -42,10 +46,13 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <filesystem>
 #include <string>
 #include <vector>
 
+#include "analysis/graph.h"
 #include "autograd/autocast.h"
+#include "autograd/profiler.h"
 #include "autograd/tape.h"
 #include "backends/backend.h"
 #include "backends/cuda/cuda_backend.h"
@@ -253,7 +260,7 @@ struct Options {
   std::vector<std::string> topologies{"post_ln", "pre_ln"};
   std::vector<std::string> precisions{"fp32", "tf32"};
   int warmup = 5, rounds = 5, steps = 10;
-  std::string weights_dir;
+  std::string weights_dir, profile_dir;
   bool json = false, ceiling = true;
 };
 
@@ -352,6 +359,14 @@ Result run_config(const Options& o, const std::string& topology, const std::stri
     res.backward_ms = bench::summarize(bwd).median;
     res.update_ms = bench::summarize(upd).median;
   }
+  if (!o.profile_dir.empty()) {  // one step under the profiler, after the timed ones
+    sg::Profiler prof(o.device);
+    step();
+    prof.stop();
+    const std::string base = o.profile_dir + "/profile_" + topology + "_" + precision;
+    sg::write_file_atomic(base + ".txt", prof.table(40));
+    sg::write_file_atomic(base + ".trace.json", prof.chrome_trace());
+  }
   res.peak_alloc_mib = (double)alloc.stats().peak_bytes_in_use / kMiB;
   if (o.device.is_cuda()) {
     size_t free_bytes = 0, total_bytes = 0;
@@ -378,6 +393,7 @@ Options parse_options(int argc, char** argv) {
     else if (a == "--rounds") o.rounds = std::stoi(value());
     else if (a == "--steps") o.steps = std::stoi(value());
     else if (a == "--weights-dir") o.weights_dir = value();
+    else if (a == "--profile") o.profile_dir = value();
     else if (a == "--json") o.json = true;
     else if (a == "--no-ceiling") o.ceiling = false;
     else if (a == "--device") o.device = sg::Device::parse(value());
@@ -388,6 +404,7 @@ Options parse_options(int argc, char** argv) {
     sg::check(p == "fp32" || p == "bf16" || (p == "tf32" && o.device.is_cuda()), "cuda_step", ": precision '", p,
               "' is not fp32, tf32 or bf16 (tf32 on cuda only)");
   sg::check(o.rounds > 0 && o.steps > 0, "cuda_step", ": --rounds and --steps must be positive");
+  if (!o.profile_dir.empty()) std::filesystem::create_directories(o.profile_dir);
   return o;
 }
 

@@ -42,10 +42,12 @@ Tensor total_grad_norm(const std::vector<Tensor>& params) {
 void clip_grads_to_norm(const std::vector<Tensor>& params, double max_norm, double total) {
   check(std::isfinite(max_norm) && max_norm >= 0, "clip_grad_norm", ": max_norm must be finite and >= 0, got ",
         max_norm);
-  if (!(max_norm > 0 && std::isfinite(total) && total > max_norm)) return;
-  NoGradGuard no_grad;
-  const double scale = max_norm / (total + 1e-6);
-  for (Tensor& g : defined_grads(params)) backend_for(g.device()).unary(UnaryOp::MulScalar, g, g, scale);  // in place
+  if (max_norm > 0 && std::isfinite(total) && total > max_norm) {
+    NoGradGuard no_grad;
+    const double scale = max_norm / (total + 1e-6);
+    for (Tensor& g : defined_grads(params)) backend_for(g.device()).unary(UnaryOp::MulScalar, g, g, scale);  // in place
+  }
+  profile_mark("clip_grad_norm");  // the scaling, and what ran since the last op (clip_grad_norm: the norm's read)
 }
 
 double clip_grad_norm(const std::vector<Tensor>& params, double max_norm) {
@@ -55,7 +57,6 @@ double clip_grad_norm(const std::vector<Tensor>& params, double max_norm) {
   if (!norm.defined()) return 0.0;
   const double total = norm.item();  // the one read-back
   clip_grads_to_norm(params, max_norm, total);
-  profile_mark("clip_grad_norm");  // the norm's read-back and the scaling
   return total;
 }
 

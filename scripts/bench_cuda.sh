@@ -22,6 +22,9 @@
 #   DEADLINE_S                 seconds from this script's start by which the rounds must be done: a round is not
 #                              started when the last one's duration would not fit (scripts/gpu_run.sh's budget)
 #   DEVICE=cpu [SHAPE=...]     smoke test without a GPU: both programs on the CPU at a tiny shape, fp32 only
+#   PROFILE (1)                cuda_step's first run profiles one extra step per configuration (--profile):
+#                              LOG_DIR/profiles/profile_<topology>_<precision>.{txt,trace.json}; the table ends with
+#                              each one's ops by device time. 0: no profile
 # Without a GPU (and DEVICE unset) it prints "bench_cuda.sh: skipped: no CUDA device" and exits 0, before building.
 set -euo pipefail
 
@@ -49,6 +52,7 @@ else
   DEVICE_ARGS=(--device cpu --shape "$SHAPE")
 fi
 mkdir -p "$LOG_DIR"
+rm -rf "$LOG_DIR/profiles"
 : >"$LOG_DIR/runs.jsonl"
 : >"$LOG_DIR/stderr.log"
 
@@ -78,9 +82,9 @@ trap 'rm -rf "$WEIGHTS"' EXIT
 COMMON=(--json --topologies "$TOPOLOGIES" --precision "$PRECISIONS" --weights-dir "$WEIGHTS" "${DEVICE_ARGS[@]}"
         "${RUN_ARGS[@]}")
 # A failing run is logged and the rounds go on: what it printed (its "error" lines too) stays in runs.jsonl.
-run_skipgrad() {
+run_skipgrad() {  # [extra cuda_step arguments]
   local out rc=0
-  out=$("$CUDA_STEP" "${COMMON[@]}" 2>>"$LOG_DIR/stderr.log") || rc=$?
+  out=$("$CUDA_STEP" "${COMMON[@]}" "$@" 2>>"$LOG_DIR/stderr.log") || rc=$?
   if grep -q 'skipped: no CUDA device' <<<"$out"; then
     echo "bench_cuda.sh: $out"
     exit 0
@@ -107,8 +111,8 @@ run_pytorch() {
 # ---- the table: every round sample of every run pooled per (topology, precision, framework); written after every
 # round (a run cut short keeps the rounds done), printed at the end
 write_table() {
-  python - "$LOG_DIR/runs.jsonl" >"$LOG_DIR/table.md.tmp" <<'EOF' && mv "$LOG_DIR/table.md.tmp" "$LOG_DIR/table.md"
-import json, sys
+  python - "$LOG_DIR/runs.jsonl" "$LOG_DIR/profiles" >"$LOG_DIR/table.md.tmp" <<'EOF' && mv "$LOG_DIR/table.md.tmp" "$LOG_DIR/table.md"
+import glob, json, os, sys
 rows = [json.loads(l) for l in open(sys.argv[1]) if l.startswith("{")]
 def mib(v):  # the largest over the runs; "–" where the program cannot tell (the CPU smoke test)
     v = [x for x in v if x is not None]
@@ -194,6 +198,13 @@ if errors:
 runs = {fw: sum(1 for r in rows if r["kind"] == "device" and r["framework"] == fw) for fw in dev}
 print(f"\nms/step pools every round of every run ({', '.join(f'{k}: {v} runs' for k, v in runs.items())}); "
       "time / skipgrad's > 1: skipgrad is faster.")
+profiles = sorted(glob.glob(os.path.join(sys.argv[2], "profile_*.txt")))
+if profiles:
+    print("\nskipgrad's profile of one step (autograd/profiler.h; the 8 ops with the most device time; whole tables "
+          "and Chrome traces in profiles/):")
+for path in profiles:
+    lines = open(path).read().splitlines()
+    print(f"\n{os.path.basename(path)[8:-4]}: {lines[0]}\n```\n" + "\n".join(lines[2:11]) + "\n```")
 EOF
 }
 
@@ -205,7 +216,9 @@ for ((r = 0; r < ROUNDS; r++)); do
   fi
   log "round $((r + 1))/$ROUNDS (${SECONDS}s)"
   t0=$SECONDS
-  if ((r % 2 == 0)); then run_skipgrad; run_pytorch; else run_pytorch; run_skipgrad; fi
+  profile=()
+  ((r > 0)) || [[ ${PROFILE:-1} == 0 ]] || profile=(--profile "$LOG_DIR/profiles")
+  if ((r % 2 == 0)); then run_skipgrad "${profile[@]}"; run_pytorch; else run_pytorch; run_skipgrad; fi
   round_s=$((SECONDS - t0))
   write_table || log "the table could not be written (runs.jsonl kept)"
 done

@@ -5,6 +5,7 @@
 #include <cmath>
 #include <filesystem>
 
+#include "analysis/graph.h"
 #include "autograd/ops.h"
 #include "eval.h"
 #include "nn/clip.h"
@@ -102,6 +103,26 @@ TEST_SUITE("translate") {
 }
 
 TEST_SUITE("translate") {
+  TEST_CASE("--profile-step N: step N's profile is printed and written as a table and a Chrome trace") {
+    for (const std::string device : {"cpu", "cuda"}) {
+      if (device == "cuda" && !have_cuda()) continue;
+      TrainOptions o = tiny_run(device, "profiled_" + device);
+      o.max_steps = 3;
+      o.profile_step = 2;
+      train(o);
+      const fs::path table = fs::path(o.out_dir) / "profile_step2.txt";
+      const fs::path trace = fs::path(o.out_dir) / "profile_step2.trace.json";
+      REQUIRE(fs::exists(table));
+      REQUIRE(fs::exists(trace));
+      CHECK_FALSE(fs::exists(fs::path(o.out_dir) / "profile_step1.txt"));
+      const std::string text = read_file(table.string());
+      CHECK(text.find(device == "cpu" ? "profile (cpu)" : "profile (cuda:0)") != std::string::npos);
+      for (const char* part : {"enc.*.self_attn.attention", "adamw.step", "backward.leaves", "clip_grad_norm"})
+        CHECK_MESSAGE(text.find(part) != std::string::npos, part);
+      CHECK(read_file(trace.string()).find("\"traceEvents\"") != std::string::npos);
+    }
+  }
+
   TEST_CASE("--autocast bf16: the translation example trains in mixed precision as in float32, within bf16 rounding") {
     TrainOptions f32_o = tiny_run("cpu", "run_f32");
     f32_o.max_steps = 10;

@@ -232,7 +232,7 @@ TEST_CASE("profiler: a CUDA step has a device timeline and does not wait for the
     CHECK(ev.size() == 2 * 5 + 4);  // linear, relu twice and sum; their backwards; 4 regions
     check_tiled(ev, prof.host_total_ms(), prof.device_total_ms());
     CHECK(prof.device_total_ms() > 0);
-    CHECK(prof.table().find("fwd device") != std::string::npos);
+    CHECK(prof.table().find("fwd dev ms") != std::string::npos);
     auto j = nlohmann::json::parse(prof.chrome_trace());
     int device_events = 0;
     for (auto& e : j.at("traceEvents"))

@@ -89,6 +89,9 @@ static void add_train_options(CLI::App* c, TrainOptions& o, std::string& norm, s
                 "runs/sweep)");
   c->add_flag("--resume", o.resume, "continue from <out>/checkpoint_last.safetensors");
   c->add_flag("--quiet", o.quiet, "no live progress line");
+  c->add_option("--profile-step", o.profile_step,
+                "profile training step N: time per op and per node on the host and the device, "
+                "<out>/profile_stepN.txt and .trace.json (docs/profiling.md); 0: none")->capture_default_str();
 }
 
 // OpenMP worker threads that spin while OpenBLAS's own threads want the same cores cost 2-4x on a 2-core machine

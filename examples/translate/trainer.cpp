@@ -5,9 +5,12 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <memory>
 
+#include "analysis/graph.h"
 #include "autograd/autocast.h"
 #include "autograd/ops.h"
+#include "autograd/profiler.h"
 #include "autograd/tape.h"
 #include "backends/backend.h"
 #include "bleu.h"
@@ -206,6 +209,9 @@ TrainResult train(const TrainOptions& o) {
         stop = true;
         break;
       }
+      // --profile-step N: step N from its batch's upload to zero_grad (autograd/profiler.h)
+      std::unique_ptr<Profiler> profiler;
+      if (step + 1 == o.profile_step) profiler = std::make_unique<Profiler>(device);
       Batch b = collate(train_ex, batches[batch_in_epoch], device);
       opt.set_lr(schedule.lr(step + 1));
       const uint64_t rng_offset = default_generator().offset();  // to replay this step if it diverges
@@ -237,6 +243,14 @@ TrainResult train(const TrainOptions& o) {
       opt.step();
       opt.zero_grad();
       step++;
+      if (profiler) {
+        profiler->stop();
+        const std::string base = o.out_dir + "/profile_step" + std::to_string(step);
+        write_file_atomic(base + ".txt", profiler->table(60));
+        write_file_atomic(base + ".trace.json", profiler->chrome_trace());
+        std::printf("\n%s(whole tables: %s.txt; Chrome trace: %s.trace.json)\n", profiler->table(15).c_str(),
+                    base.c_str(), base.c_str());
+      }
       // The running train loss starts at this run's first step (a resumed run too, not from 0).
       loss_ema = tokens_done == 0 ? loss : 0.98 * loss_ema + 0.02 * loss;
       tokens_done += (double)b.tgt_tokens;

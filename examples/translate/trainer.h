@@ -42,6 +42,7 @@ struct TrainOptions {
   std::string device = "cpu";      // cpu | cuda | cuda:N: where the model, its batches and the optimizer live
   std::string matmul_precision = "fp32";  // fp32 | tf32 | bf16: float32 products on tensor cores (cuda only)
   std::string autocast = "off";           // off | bf16: mixed precision for the training forward (autograd/autocast.h)
+  int64_t profile_step = 0;  // profile this training step (1-based; 0: none): <out>/profile_step<N>.{txt,trace.json}
 };
 
 struct TrainResult {
