@@ -5,6 +5,7 @@
 #include <cstdio>
 #include <map>
 
+#include "tensor/allocator.h"
 #include "tensor/error.h"
 
 namespace skipgrad {
@@ -41,6 +42,7 @@ Profiler::Mark Profiler::take_mark() {
   Mark m;
   if (backend_) m.device = backend_->time_mark();
   m.host = std::chrono::steady_clock::now();
+  m.bytes_in_use = (int64_t)allocator_for(device_).stats().bytes_in_use;
   return m;
 }
 
@@ -72,6 +74,8 @@ void Profiler::stop() {
     ProfileEvent& e = events_[i];
     e.host_start_ms = ms(from.host - first.host).count();
     e.host_ms = ms(to.host - from.host).count();
+    e.bytes_in_use = to.bytes_in_use;
+    e.bytes_delta = to.bytes_in_use - from.bytes_in_use;
     if (backend_) {
       e.device_start_ms = backend_->elapsed_ms(*first.device, *from.device);
       e.device_ms = backend_->elapsed_ms(*from.device, *to.device);
@@ -80,6 +84,7 @@ void Profiler::stop() {
       e.device_ms = e.host_ms;
     }
   }
+  start_bytes_ = first.bytes_in_use;
   marks_.clear();  // gives a CUDA profile's events back to the backend
   marks_.shrink_to_fit();
   forward_event_.clear();
@@ -98,6 +103,16 @@ double Profiler::host_total_ms() const {
 double Profiler::device_total_ms() const {
   const auto& ev = results();
   return ev.empty() ? 0 : ev.back().device_start_ms + ev.back().device_ms;
+}
+
+int64_t Profiler::start_bytes_in_use() const {
+  results();
+  return start_bytes_;
+}
+int64_t Profiler::max_bytes_in_use() const {
+  int64_t most = start_bytes_;
+  for (const ProfileEvent& e : results()) most = std::max(most, e.bytes_in_use);
+  return most;
 }
 
 namespace {
@@ -127,6 +142,7 @@ std::vector<ProfileRow> group(const std::vector<ProfileEvent>& events, KeyFn key
       r.backward_device_ms += e.device_ms;
     } else {
       r.calls++;
+      r.forward_bytes += e.bytes_delta;
       r.forward_host_ms += e.host_ms;
       r.forward_device_ms += e.device_ms;
     }
@@ -158,14 +174,15 @@ std::string rows_table(const char* title, const std::vector<ProfileRow>& rows, s
   std::snprintf(line, sizeof line, "%-*s %7s %11s %11s", (int)width, title, "calls", "fwd host ms", "bwd host ms");
   s += line;
   if (device_differs) s += "  fwd dev ms  bwd dev ms";
-  s += "  share\n";
+  s += "  share  fwd MiB\n";
   for (size_t i = 0; i < rows.size() && i < top; i++) {
     const ProfileRow& r = rows[i];
     std::snprintf(line, sizeof line, "%-*s %7lld %11.3f %11.3f", (int)width, r.key.c_str(), (long long)r.calls,
                   r.forward_host_ms, r.backward_host_ms);
     s += line;
     if (device_differs) s += fmt("%12.3f", r.forward_device_ms) + fmt("%12.3f", r.backward_device_ms);
-    s += fmt("  %5.1f%%\n", device_total > 0 ? 100 * r.device_ms() / device_total : 0);
+    s += fmt("  %5.1f%%", device_total > 0 ? 100 * r.device_ms() / device_total : 0);
+    s += fmt("  %7.1f\n", (double)r.forward_bytes / (1 << 20));
   }
   if (rows.size() > top) s += "(" + std::to_string(rows.size() - top) + " more)\n";
   return s;
@@ -203,7 +220,9 @@ std::string Profiler::table(size_t top) const {
   if (device_differs) s += ", device " + fmt("%.3f", device_total) + " ms";
   s += "\n(an interval ends where an op records its node, a node's backward returns, or a region is marked;";
   if (device_differs) s += " device time includes the GPU's idle waits for the host;";
-  s += " share: of the device total)\n";
+  s += " share: of the device total; fwd MiB: what the forwards left allocated)\n";
+  s += "memory in use on " + device_.str() + ": " + fmt("%.1f", (double)start_bytes_ / (1 << 20)) +
+       " MiB at the start, at most " + fmt("%.1f", (double)max_bytes_in_use() / (1 << 20)) + " MiB at a mark\n";
   s += rows_table("op", by_op(), top, device_total, device_differs);
   s += "\n";
   s += rows_table("node (layers as *)", by_scope(), top, device_total, device_differs);
@@ -223,9 +242,15 @@ std::string Profiler::chrome_trace() const {
          "\", \"cat\": \"" + profile_phase_name(e.phase) + "\", \"ts\": " + fmt("%.3f", start_ms * 1e3) +
          ", \"dur\": " + fmt("%.3f", dur_ms * 1e3) + ", \"args\": {\"op\": \"" + json_escape(e.op) + "\"}}";
   };
+  auto memory = [&](double at_ms, int64_t bytes) {
+    s += ",\n{\"ph\": \"C\", \"pid\": 0, \"name\": \"memory in use (MiB)\", \"ts\": " + fmt("%.3f", at_ms * 1e3) +
+         ", \"args\": {\"" + device_.str() + "\": " + fmt("%.3f", (double)bytes / (1 << 20)) + "}}";
+  };
+  memory(0, start_bytes_);
   for (const ProfileEvent& e : results()) {
     event(e, 0, e.host_start_ms, e.host_ms);
     if (backend_) event(e, 1, e.device_start_ms, e.device_ms);
+    memory(e.host_start_ms + e.host_ms, e.bytes_in_use);
   }
   s += "\n]}\n";
   return s;

@@ -38,6 +38,9 @@ struct ProfileEvent {
   // Milliseconds since the profiler started; the device's equal the host's when the profiled device is the CPU.
   double host_start_ms = 0, host_ms = 0;
   double device_start_ms = 0, device_ms = 0;
+  // The profiled device's allocator (tensor/allocator.h): bytes in use at the interval's end, and their change over
+  // the interval (a forward's: its output and what it saved for the backward, less the temporaries it freed).
+  int64_t bytes_in_use = 0, bytes_delta = 0;
 };
 
 // One line of a summary: what was grouped (an op, or a node name with its layer numbers as '*'), how often, and
@@ -47,6 +50,7 @@ struct ProfileRow {
   int64_t calls = 0;  // forward intervals (regions: marks); a node's backward is not counted again
   double forward_host_ms = 0, forward_device_ms = 0;
   double backward_host_ms = 0, backward_device_ms = 0;
+  int64_t forward_bytes = 0;  // the forwards' bytes_delta summed: what they left allocated (outputs, saved tensors)
   double device_ms() const { return forward_device_ms + backward_device_ms; }
   double host_ms() const { return forward_host_ms + backward_host_ms; }
 };
@@ -68,6 +72,9 @@ class Profiler {
   const std::vector<ProfileEvent>& events() const;
   double host_total_ms() const;    // first mark to last
   double device_total_ms() const;
+  // The profiled device's bytes in use when the profiler started, and the most at any mark since.
+  int64_t start_bytes_in_use() const;
+  int64_t max_bytes_in_use() const;
   // Per op (regions under their own names), most device time first.
   std::vector<ProfileRow> by_op() const;
   // Per node name with its layer numbers replaced by '*' ("enc.*.ffn.fc1.linear": the six encoder layers' fc1
@@ -76,7 +83,8 @@ class Profiler {
   // Both summaries as aligned text, each cut to its `top` rows, with the totals.
   std::string table(size_t top = 25) const;
   // The events in the Trace Event Format (chrome://tracing, Perfetto): a "host" track and, for a CUDA profile, a
-  // "cuda stream" track, each event an interval named after its node, with its op and phase as args.
+  // "cuda stream" track, each event an interval named after its node, with its op and phase as args; and a counter
+  // "memory in use (MiB)" of the profiled device, at each mark.
   std::string chrome_trace() const;
 
   // For the hooks (record(), backward, profile_mark): charges the interval since the previous mark; node: the
@@ -88,6 +96,7 @@ class Profiler {
   struct Mark {
     std::chrono::steady_clock::time_point host;
     std::unique_ptr<Backend::TimeMark> device;  // null for a CPU profile
+    int64_t bytes_in_use = 0;
   };
   const std::vector<ProfileEvent>& results() const;
   Mark take_mark();
@@ -97,6 +106,7 @@ class Profiler {
   bool running_ = true;
   std::vector<Mark> marks_;     // marks_[0] at the start, marks_[i + 1] ends events_[i]
   std::vector<ProfileEvent> events_;
+  int64_t start_bytes_ = 0;
   std::unordered_map<int64_t, size_t> forward_event_;  // node id -> its forward's index in events_
 };
 

@@ -7,6 +7,7 @@
 #include <map>
 
 #include "cuda_test_util.h"
+#include "tensor/allocator.h"
 #include "nn/loss.h"
 #include "nn/optim.h"
 #include "nn/transformer.h"
@@ -122,6 +123,42 @@ TEST_CASE("profiler: one interval per op and per backward, tiling the step; regi
   CHECK(table.find("enc.*.linear") != std::string::npos);
   CHECK(table.find("adam.step") != std::string::npos);
   CHECK(prof.table(1).find("more)") != std::string::npos);
+}
+
+TEST_CASE("profiler: memory in use at each mark; what a forward leaves allocated") {
+  FreshTape fresh;
+  Tensor x = leaf({1000}, 3);  // float64: 8000 bytes
+  Tensor kept;
+  Profiler prof;
+  {
+    NoGradGuard ng;
+    kept = exp(x);           // leaves its output allocated
+    Tensor dropped = tanh(x);
+    dropped = Tensor();      // freed before the next mark: charged to the next op
+    Tensor s = sum(x);
+  }
+  prof.stop();
+  const auto& ev = prof.events();
+  REQUIRE(ev.size() == 3);
+  const int64_t block = (int64_t)CachingAllocator::round_size(8000);
+  CHECK(ev[0].name == "exp");
+  CHECK(ev[0].bytes_delta == block);
+  CHECK(ev[0].bytes_in_use == prof.start_bytes_in_use() + block);
+  CHECK(ev[1].bytes_delta == block);   // tanh's output, alive at its mark
+  CHECK(ev[2].bytes_delta == -block + (int64_t)CachingAllocator::round_size(8));  // tanh's freed, sum's kept
+  CHECK(prof.max_bytes_in_use() == prof.start_bytes_in_use() + 2 * block);
+  std::map<std::string, ProfileRow> by_op;
+  for (const ProfileRow& r : prof.by_op()) by_op[r.key] = r;
+  CHECK(by_op.at("exp").forward_bytes == block);
+  CHECK(prof.table().find("fwd MiB") != std::string::npos);
+  auto j = nlohmann::json::parse(prof.chrome_trace());
+  int counters = 0;
+  for (auto& e : j.at("traceEvents"))
+    if (e.at("ph") == "C") {
+      counters++;
+      CHECK(e.at("args").at("cpu").get<double>() >= 0);
+    }
+  CHECK(counters == 4);  // the start and each mark
 }
 
 TEST_CASE("profiler: Chrome trace is JSON with an event per interval") {
