@@ -4,6 +4,7 @@
 //   skipgrad-graph paths --topology pre_ln --layers 6
 //   skipgrad-graph report --topologies post_ln,pre_ln,resi_dual,hybrid_norm,deep_norm --depths 6,12
 //                         --steps 0,100 --task reverse -o docs/analysis_report.md
+//   skipgrad-graph cost --topologies post_ln,pre_ln,resi_dual --layers 6 --device cuda --trace-dir prof
 // dump and paths build the model at initialization with random tokens (tiny by default, so a dump takes a moment);
 // the graph is recorded by one forward, label-smoothed loss and backward, so the dump carries gradient norms.
 // report measures at initialization and, with --steps, after training with Adam on a synthetic task.
@@ -14,6 +15,7 @@
 #include "analysis/measure.h"
 #include "autograd/autocast.h"
 #include "tensor/random.h"
+#include "cost.h"
 #include "report.h"
 
 using namespace skipgrad;
@@ -111,6 +113,18 @@ int main(int argc, char** argv) {
   report_cmd->add_option("-o,--output", ro.out)->capture_default_str();
   add_model_options(report_cmd, ro.model, false);
 
+  auto* cost_cmd = app.add_subcommand("cost", "profile a training step of each topology: time, memory, norms' share");
+  graph_tool::CostOptions co;
+  std::string cost_topologies = "post_ln,pre_ln,resi_dual,hybrid_norm,deep_norm";
+  cost_cmd->add_option("--topologies", cost_topologies, "comma-separated names")->capture_default_str();
+  cost_cmd->add_option("--layers", co.model.layers, "layers per side (encoder and decoder)")->capture_default_str();
+  cost_cmd->add_option("--warmup", co.warmup, "untimed steps before the profiled ones")->capture_default_str();
+  cost_cmd->add_option("--steps", co.steps, "profiled steps; the median by device time is reported")
+      ->capture_default_str();
+  cost_cmd->add_option("--trace-dir", co.trace_dir, "write each topology's whole profile and Chrome trace here");
+  add_model_options(cost_cmd, co.model, false);
+  add_autocast_option(cost_cmd, co.model);
+
   CLI11_PARSE(app, argc, argv);
   try {
     if (*dump_cmd) {
@@ -148,6 +162,13 @@ int main(int argc, char** argv) {
       for (auto& s : graph_tool::split_list(steps)) ro.steps.push_back(std::stoll(s));
       ro.command = joined_args(argc, argv);
       graph_tool::write_report(ro);
+    } else if (*cost_cmd) {
+      std::vector<graph_tool::TopologyCost> rows;
+      for (const std::string& t : graph_tool::split_list(cost_topologies)) {
+        std::cerr << "cost: " << t << "\n";
+        rows.push_back(graph_tool::measure_cost(co, t));
+      }
+      std::cout << graph_tool::cost_markdown(co, rows);
     }
   } catch (const std::exception& e) {
     std::cerr << "skipgrad-graph: " << e.what() << "\n";
