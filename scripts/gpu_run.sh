@@ -12,7 +12,8 @@
 #   mlp        examples/mlp_demo --device cuda: the smallest example, 2000 steps, exits 0 when the fit converged
 #   translate  skipgrad-translate train --device cuda for TRANSLATE_STEPS (300) steps on the numbers corpus,
 #              with evaluations, then a beam-5 test BLEU; TRANSLATE_AUTOCAST=bf16 trains in bf16 mixed precision
-#   graph      skipgrad-graph dump/paths --device cuda and a small report measured on the GPU
+#   graph      skipgrad-graph dump/paths --device cuda, a small report measured on the GPU, and `cost` (each
+#              topology's profiled step at the issue-6 size: time by phase, norms' share, activation memory)
 #   bench      scripts/bench_cuda.sh with the packed cuda_step: rounds until ROUNDS (3) or until the budget would
 #              not hold another one, then its table
 #   sanitize   the `cuda` suite under compute-sanitizer: memcheck on all of it, racecheck and synccheck on the row
@@ -85,6 +86,7 @@ pack() {  # $OUT/summary.md and $OUT/results.tar.gz as they stand, each replaced
     echo "|---|---|---|"
     printf '%s\n' "${summary[@]}"
     if [[ -f $RES/bench/table.md ]]; then echo; cat "$RES/bench/table.md"; fi
+    if [[ -s $RES/cost_gpu.md ]]; then echo; echo "## skipgrad-graph cost on the GPU"; echo; cat "$RES/cost_gpu.md"; fi
   } >"$OUT/summary.md.tmp" && mv "$OUT/summary.md.tmp" "$OUT/summary.md"
   tar -C "$RES" --exclude='*.safetensors' -czf "$OUT/results.tar.gz.tmp" . && mv "$OUT/results.tar.gz.tmp" "$OUT/results.tar.gz"
 }
@@ -131,11 +133,14 @@ for part in "${parts[@]}"; do
         --quiet --out "$RES/translate_run" \
         --data-dir /tmp/skipgrad-data ;;
     graph)
-      run graph "${CAP_GRAPH_S:-90}" "$MIN_PART_S" bash -c "$build/skipgrad-graph dump --device cuda \
+      run graph "${CAP_GRAPH_S:-90}" "$MIN_PART_S" bash -c "set -o pipefail; $build/skipgrad-graph dump --device cuda \
           --topology resi_dual --layers 2 --format json -o $RES/graph_resi_dual.json &&
         $build/skipgrad-graph paths --device cuda --topology post_ln --layers 3 &&
         $build/skipgrad-graph report --device cuda --topologies post_ln,pre_ln --depths 6 --seeds 1 --steps 0,20 \
-          -o $RES/analysis_report_gpu.md" ;;
+          -o $RES/analysis_report_gpu.md &&
+        $build/skipgrad-graph cost --device cuda --topologies post_ln,pre_ln,resi_dual,hybrid_norm,deep_norm \
+          --layers 6 --d-model 512 --heads 8 --ffn 2048 --vocab 8000 --batch 64 --len 64 --trace-dir $RES/cost \
+          | tee $RES/cost_gpu.md" ;;
     bench)
       # bench_cuda.sh starts no round that would end past its deadline, ~15 s before this part's end
       cap=${CAP_BENCH_S:-240}
