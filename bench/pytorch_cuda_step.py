@@ -6,6 +6,7 @@ JSON fields. scripts/bench_cuda.sh runs it in turn with cuda_step.
 
   pytorch_cuda_step.py [--topologies post_ln,pre_ln] [--precision fp32,tf32,bf16] [--warmup 5] [--rounds 5]
                        [--steps 10] [--weights-dir DIR] [--json] [--device cuda|cpu] [--shape key=value,...]
+                       [--profile DIR]
 
 What is measured, per (topology, precision), as in cuda_step.cpp:
   - precision fp32: torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False; tf32: True;
@@ -21,6 +22,9 @@ What is measured, per (topology, precision), as in cuda_step.cpp:
     freeing the previous one); peak_reserved_mib: max_memory_reserved; device_used_mib: total - free
     (torch.cuda.mem_get_info) after the rounds, the process's footprint with the CUDA context and the cache.
   - TFLOP/s and tokens/s are computed by scripts/bench_cuda.sh from cuda_step's analytic FLOPs (same model).
+  - with --profile DIR, one more step under torch.profiler after the timed ones, as cuda_step --profile:
+    DIR/pytorch_profile_<topology>_<precision>.txt (key_averages, by device time on a GPU, else CPU time) and
+    .trace.json (its Chrome trace). A profiler that fails (no CUPTI) is reported on stderr; the figures stand.
 --device cpu with a tiny --shape is a smoke test without a GPU (host clock). Without a CUDA device (and --device
 cuda) it prints "pytorch_cuda_step: skipped: no CUDA device" and exits 0. A configuration that raises is reported
 (a JSON line "kind": "error") and the others still run; the exit status is then 1.
@@ -107,6 +111,34 @@ def phases(r, steps, cuda):
     return {k: statistics.median(v) for k, v in times.items()}
 
 
+def profile_step(r, out_dir, name, cuda):
+    """One step under torch.profiler: its ops by time (device time on a GPU) and a Chrome trace, in out_dir."""
+    try:
+        from torch.profiler import ProfilerActivity, profile
+        acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
+        with profile(activities=acts, profile_memory=True) as prof:
+            r.step(read_loss=False)
+            if cuda:
+                torch.cuda.synchronize()
+        os.makedirs(out_dir, exist_ok=True)
+        base = os.path.join(out_dir, f"pytorch_profile_{name}")
+        table = None
+        for key in (["device_time_total", "cuda_time_total"] if cuda else ["cpu_time_total"]):  # newer, older torch
+            try:
+                table = prof.key_averages().table(sort_by=key, row_limit=40)
+                break
+            except (AttributeError, KeyError, ValueError):
+                continue
+        if table is None:
+            raise RuntimeError("key_averages().table sorts by neither device_time_total nor cuda_time_total")
+        with open(base + ".txt.tmp", "w") as f:
+            f.write(table + "\n")
+        os.replace(base + ".txt.tmp", base + ".txt")
+        prof.export_chrome_trace(base + ".trace.json")
+    except Exception as e:  # the profile is a diagnostic: the benchmark's figures do not depend on it
+        print(f"pytorch_cuda_step: the profile of {name} failed: {e}", file=sys.stderr)
+
+
 def run_config(args, shape, device, topology, precision):
     cuda = device == "cuda"
     res = dict(kind="step", framework=f"pytorch-{torch.__version__.split('+')[0]}", topology=topology,
@@ -146,6 +178,8 @@ def run_config(args, shape, device, topology, precision):
         host_ms.append(host / args.steps)
     res["loss_final"] = last.item()
     res.update(phases(r, max(args.steps, 3), cuda))
+    if args.profile:
+        profile_step(r, args.profile, f"{topology}_{precision}", cuda)
     p25, p75 = quartiles(round_ms)
     res.update(round_ms=round_ms, host_ms=statistics.median(host_ms), ms_median=statistics.median(round_ms),
                ms_p25=p25, ms_p75=p75, ms_min=min(round_ms), ms_max=max(round_ms))
@@ -167,6 +201,7 @@ def main():
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--steps", type=int, default=10)
     p.add_argument("--weights-dir", default="")
+    p.add_argument("--profile", default="", help="profile one more step per configuration into this folder")
     p.add_argument("--json", action="store_true")
     p.add_argument("--device", choices=["cuda", "cpu"], default="cuda")
     p.add_argument("--shape", default="", help="key=value,... over " + ",".join(f"{k}={v}" for k, v in ISSUE6.items()))

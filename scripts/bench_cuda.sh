@@ -22,9 +22,10 @@
 #   DEADLINE_S                 seconds from this script's start by which the rounds must be done: a round is not
 #                              started when the last one's duration would not fit (scripts/gpu_run.sh's budget)
 #   DEVICE=cpu [SHAPE=...]     smoke test without a GPU: both programs on the CPU at a tiny shape, fp32 only
-#   PROFILE (1)                cuda_step's first run profiles one extra step per configuration (--profile):
-#                              LOG_DIR/profiles/profile_<topology>_<precision>.{txt,trace.json}; the table ends with
-#                              each one's ops by device time. 0: no profile
+#   PROFILE (1)                the first round profiles one extra step per configuration (--profile) of both:
+#                              LOG_DIR/profiles/profile_<topology>_<precision>.{txt,trace.json} (skipgrad's
+#                              profiler) and pytorch_profile_*.{txt,trace.json} (torch.profiler); the table ends with
+#                              skipgrad's ops by device time. 0: no profile
 # Without a GPU (and DEVICE unset) it prints "bench_cuda.sh: skipped: no CUDA device" and exits 0, before building.
 set -euo pipefail
 
@@ -100,9 +101,9 @@ python() {  # the Python programs, with their own LD_LIBRARY_PATH when one is gi
     "$PYTHON" "$@"
   fi
 }
-run_pytorch() {
+run_pytorch() {  # [extra pytorch_cuda_step.py arguments]
   local rc=0
-  PYTHONUNBUFFERED=1 python "$ROOT/bench/pytorch_cuda_step.py" "${COMMON[@]}" >>"$LOG_DIR/runs.jsonl" \
+  PYTHONUNBUFFERED=1 python "$ROOT/bench/pytorch_cuda_step.py" "${COMMON[@]}" "$@" >>"$LOG_DIR/runs.jsonl" \
     2>>"$LOG_DIR/stderr.log" || rc=$?
   ((rc == 0)) || { tail -5 "$LOG_DIR/stderr.log" >&2; log "pytorch_cuda_step exited with $rc"; }
   grep -q 'pytorch_cuda_step: skipped' "$LOG_DIR/runs.jsonl" && log "PyTorch did not run: $(grep -m1 skipped "$LOG_DIR/runs.jsonl")"
@@ -218,7 +219,7 @@ for ((r = 0; r < ROUNDS; r++)); do
   t0=$SECONDS
   profile=()
   ((r > 0)) || [[ ${PROFILE:-1} == 0 ]] || profile=(--profile "$LOG_DIR/profiles")
-  if ((r % 2 == 0)); then run_skipgrad "${profile[@]}"; run_pytorch; else run_pytorch; run_skipgrad; fi
+  if ((r % 2 == 0)); then run_skipgrad "${profile[@]}"; run_pytorch "${profile[@]}"; else run_pytorch; run_skipgrad; fi
   round_s=$((SECONDS - t0))
   write_table || log "the table could not be written (runs.jsonl kept)"
 done
