@@ -20,6 +20,7 @@
 #include <chrono>
 #include <memory>
 #include <string>
+#include <string_view>
 #include <unordered_map>
 #include <vector>
 
@@ -116,8 +117,8 @@ extern thread_local Profiler* t_profiler;
 // Whether a profiler runs on this thread.
 inline bool profiling() { return detail::t_profiler != nullptr; }
 // Charges the interval since the previous mark to a region `name`; nothing when no profiler runs.
-inline void profile_mark(const std::string& name) {
-  if (profiling()) detail::t_profiler->mark(name, "region", ProfilePhase::Region);
+inline void profile_mark(std::string_view name) {
+  if (profiling()) detail::t_profiler->mark(std::string(name), "region", ProfilePhase::Region);
 }
 
 }  // namespace skipgrad
