@@ -116,6 +116,8 @@ int64_t Profiler::max_bytes_in_use() const {
 }
 
 namespace {
+bool is_digit(char c) { return std::isdigit((unsigned char)c) != 0; }
+
 // "enc.3.ffn.fc1.linear" -> "enc.*.ffn.fc1.linear": every dot-separated part made of digits only.
 std::string layers_as_star(const std::string& name) {
   std::string out;
@@ -124,7 +126,7 @@ std::string layers_as_star(const std::string& name) {
     size_t end = name.find('.', start);
     if (end == std::string::npos) end = name.size();
     std::string_view part(name.data() + start, end - start);
-    bool digits = !part.empty() && std::all_of(part.begin(), part.end(), [](char c) { return std::isdigit((unsigned char)c); });
+    const bool digits = !part.empty() && std::all_of(part.begin(), part.end(), is_digit);
     if (!out.empty() || start > 0) out += '.';
     out += digits ? std::string_view("*") : part;
     start = end + 1;
@@ -132,11 +134,28 @@ std::string layers_as_star(const std::string& name) {
   return out;
 }
 
+// "enc.3.ffn.fc1.linear" -> "enc.3"; "output_projection.linear" -> "output_projection"; "sum" -> "sum".
+std::string layer_of(const std::string& name) {
+  size_t start = 0;
+  while (start < name.size()) {
+    size_t end = name.find('.', start);
+    if (end == std::string::npos) end = name.size();
+    if (end > start && std::all_of(name.begin() + start, name.begin() + end, is_digit)) return name.substr(0, end);
+    start = end + 1;
+  }
+  return name.substr(0, name.find('.'));
+}
+
+// Rows by key, most device time first; or, with in_order, in the order the keys first occur.
 template <class KeyFn>
-std::vector<ProfileRow> group(const std::vector<ProfileEvent>& events, KeyFn key) {
+std::vector<ProfileRow> group(const std::vector<ProfileEvent>& events, KeyFn key, bool in_order = false) {
   std::map<std::string, ProfileRow> rows;
+  std::vector<std::string> order;
   for (const ProfileEvent& e : events) {
-    ProfileRow& r = rows[key(e)];
+    std::string k = key(e);
+    auto [it, added] = rows.try_emplace(k);
+    if (added) order.push_back(k);
+    ProfileRow& r = it->second;
     if (e.phase == ProfilePhase::Backward) {
       r.backward_host_ms += e.host_ms;
       r.backward_device_ms += e.device_ms;
@@ -148,11 +167,12 @@ std::vector<ProfileRow> group(const std::vector<ProfileEvent>& events, KeyFn key
     }
   }
   std::vector<ProfileRow> out;
-  for (auto& [k, r] : rows) {
+  for (const std::string& k : order) {
+    ProfileRow& r = rows.at(k);
     r.key = k;
     out.push_back(r);
   }
-  std::stable_sort(out.begin(), out.end(),
+  if (!in_order) std::stable_sort(out.begin(), out.end(),
                    [](const ProfileRow& a, const ProfileRow& b) { return a.device_ms() > b.device_ms(); });
   return out;
 }
@@ -212,6 +232,11 @@ std::vector<ProfileRow> Profiler::by_scope() const {
   return group(results(), [](const ProfileEvent& e) { return layers_as_star(e.name); });
 }
 
+std::vector<ProfileRow> Profiler::by_layer() const {
+  auto key = [](const ProfileEvent& e) { return e.phase == ProfilePhase::Region ? e.name : layer_of(e.name); };
+  return group(results(), key, /*in_order=*/true);
+}
+
 std::string Profiler::table(size_t top) const {
   const bool device_differs = backend_ != nullptr;
   const double device_total = device_total_ms();
@@ -226,6 +251,8 @@ std::string Profiler::table(size_t top) const {
   s += rows_table("op", by_op(), top, device_total, device_differs);
   s += "\n";
   s += rows_table("node (layers as *)", by_scope(), top, device_total, device_differs);
+  s += "\n";
+  s += rows_table("layer (forward order)", by_layer(), top, device_total, device_differs);
   return s;
 }
 

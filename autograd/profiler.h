@@ -81,7 +81,11 @@ class Profiler {
   // Per node name with its layer numbers replaced by '*' ("enc.*.ffn.fc1.linear": the six encoder layers' fc1
   // together), most device time first: the cost of each part of a topology.
   std::vector<ProfileRow> by_scope() const;
-  // Both summaries as aligned text, each cut to its `top` rows, with the totals.
+  // Per layer, in the order the forward reached them: a node's name up to its first layer number ("enc.3"; "dec.0"),
+  // else its first part ("output_projection", "src_embed"); regions under their names. How the cost spreads over
+  // the depth.
+  std::vector<ProfileRow> by_layer() const;
+  // The three summaries as aligned text, each cut to its `top` rows, with the totals.
   std::string table(size_t top = 25) const;
   // The events in the Trace Event Format (chrome://tracing, Perfetto): a "host" track and, for a CUDA profile, a
   // "cuda stream" track, each event an interval named after its node, with its op and phase as args; and a counter

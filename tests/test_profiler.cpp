@@ -118,10 +118,19 @@ TEST_CASE("profiler: one interval per op and per backward, tiling the step; regi
   CHECK(by_scope.at("sum").calls == 1);
   CHECK(by_scope.count("enc.0.linear") == 0);
 
+  // by layer: in forward order, each layer's forward and backward together, regions as they are
+  std::vector<std::string> layers;
+  for (const ProfileRow& r : prof.by_layer()) layers.push_back(r.key);
+  CHECK(layers == std::vector<std::string>{"enc.0", "enc.1", "sum", "backward.enter", "backward.leaves", "adam.step",
+                                           "adam.zero_grad"});
+  CHECK(prof.by_layer()[0].calls == 2);  // enc.0's linear and relu
+  CHECK(prof.by_layer()[0].backward_host_ms > 0);
+
   const std::string table = prof.table();
   CHECK(table.find("profile (cpu)") != std::string::npos);
   CHECK(table.find("enc.*.linear") != std::string::npos);
   CHECK(table.find("adam.step") != std::string::npos);
+  CHECK(table.find("layer (forward order)") != std::string::npos);
   CHECK(prof.table(1).find("more)") != std::string::npos);
 }
 

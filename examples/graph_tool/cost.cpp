@@ -78,7 +78,8 @@ TopologyCost measure_cost(const CostOptions& opt, const std::string& topology) {
   for (const ProfileRow& r : prof.by_op()) {
     if (c.top.size() == 3) break;
     char buf[96];
-    std::snprintf(buf, sizeof buf, "%s %.0f%%", r.key.c_str(), c.device_ms > 0 ? 100 * r.device_ms() / c.device_ms : 0);
+    const double share = c.device_ms > 0 ? 100 * r.device_ms() / c.device_ms : 0;
+    std::snprintf(buf, sizeof buf, "%s %.0f%%", r.key.c_str(), share);
     c.top.push_back(buf);
   }
   if (!opt.trace_dir.empty()) {
@@ -95,13 +96,13 @@ std::string cost_markdown(const CostOptions& opt, const std::vector<TopologyCost
   char head[512];
   std::snprintf(head, sizeof head,
                 "A training step (forward, label-smoothed loss, backward, Adam) per topology: the median by device "
-                "time of %d profiled steps after %d warm-up steps; %lld+%lld layers, d=%lld, %lld heads, FFN %lld, vocabulary %lld, %lld x %lld tokens a "
-                "side, device %s, autocast %s. Times are the profiled device's (a CPU's are its host's); activation "
-                "MiB = the most memory in use at a mark minus what was in use at the start (parameters, gradients "
-                "and Adam's moments).\n\n",
-                opt.steps, opt.warmup, (long long)m.layers, (long long)m.layers, (long long)m.d_model, (long long)m.heads,
-                (long long)m.d_ff, (long long)m.vocab, (long long)m.batch, (long long)m.len, m.device.c_str(),
-                m.autocast.c_str());
+                "time of %d profiled steps after %d warm-up steps; %lld+%lld layers, d=%lld, %lld heads, FFN %lld, "
+                "vocabulary %lld, %lld x %lld tokens a side, device %s, autocast %s. Times are the profiled "
+                "device's (a CPU's are its host's); activation MiB = the most memory in use at a mark minus what was "
+                "in use at the start (parameters, gradients and Adam's moments).\n\n",
+                opt.steps, opt.warmup, (long long)m.layers, (long long)m.layers, (long long)m.d_model,
+                (long long)m.heads, (long long)m.d_ff, (long long)m.vocab, (long long)m.batch, (long long)m.len,
+                m.device.c_str(), m.autocast.c_str());
   std::string s = head;
   s += "| topology | parameters | step ms | host ms | forward | backward | update | norms | activation MiB | "
        "most time |\n|---|---|---|---|---|---|---|---|---|---|\n";
