@@ -66,7 +66,7 @@ void Profiler::stop() {
   if (!running_) return;
   if (detail::t_profiler == this) detail::t_profiler = nullptr;
   running_ = false;
-  // Times from the marks: host clock differences, and the device's (waiting for its last mark) or the host's.
+  // Times from the marks: host clock differences, and the device's (waiting for each mark) or the host's.
   using ms = std::chrono::duration<double, std::milli>;
   const Mark& first = marks_.front();
   for (size_t i = 0; i < events_.size(); i++) {
@@ -76,8 +76,8 @@ void Profiler::stop() {
     e.host_ms = ms(to.host - from.host).count();
     e.bytes_in_use = to.bytes_in_use;
     e.bytes_delta = to.bytes_in_use - from.bytes_in_use;
-    if (backend_) {
-      e.device_start_ms = backend_->elapsed_ms(*first.device, *from.device);
+    if (backend_) {  // one elapsed time per interval; each starts where the previous one ended
+      e.device_start_ms = i ? events_[i - 1].device_start_ms + events_[i - 1].device_ms : 0;
       e.device_ms = backend_->elapsed_ms(*from.device, *to.device);
     } else {
       e.device_start_ms = e.host_start_ms;
@@ -90,60 +90,62 @@ void Profiler::stop() {
   forward_event_.clear();
 }
 
-const std::vector<ProfileEvent>& Profiler::results() const {
+const std::vector<ProfileEvent>& Profiler::events() const {
   check(!running_, "Profiler", ": still running; call stop() before reading its results");
   return events_;
 }
-const std::vector<ProfileEvent>& Profiler::events() const { return results(); }
 
 double Profiler::host_total_ms() const {
-  const auto& ev = results();
+  const auto& ev = events();
   return ev.empty() ? 0 : ev.back().host_start_ms + ev.back().host_ms;
 }
 double Profiler::device_total_ms() const {
-  const auto& ev = results();
+  const auto& ev = events();
   return ev.empty() ? 0 : ev.back().device_start_ms + ev.back().device_ms;
 }
 
 int64_t Profiler::start_bytes_in_use() const {
-  results();
+  events();  // checks that the profiler has stopped
   return start_bytes_;
 }
 int64_t Profiler::max_bytes_in_use() const {
   int64_t most = start_bytes_;
-  for (const ProfileEvent& e : results()) most = std::max(most, e.bytes_in_use);
+  for (const ProfileEvent& e : events()) most = std::max(most, e.bytes_in_use);
   return most;
 }
 
 namespace {
 bool is_digit(char c) { return std::isdigit((unsigned char)c) != 0; }
 
+// "enc.3.ffn" -> {"enc", "3", "ffn"}
+std::vector<std::string_view> dot_parts(std::string_view name) {
+  std::vector<std::string_view> parts;
+  for (size_t start = 0;;) {
+    const size_t end = std::min(name.find('.', start), name.size());
+    parts.push_back(name.substr(start, end - start));
+    if (end == name.size()) return parts;
+    start = end + 1;
+  }
+}
+bool is_layer_number(std::string_view part) { return !part.empty() && std::all_of(part.begin(), part.end(), is_digit); }
+
 // "enc.3.ffn.fc1.linear" -> "enc.*.ffn.fc1.linear": every dot-separated part made of digits only.
 std::string layers_as_star(const std::string& name) {
+  const std::vector<std::string_view> parts = dot_parts(name);
   std::string out;
-  size_t start = 0;
-  while (start <= name.size()) {
-    size_t end = name.find('.', start);
-    if (end == std::string::npos) end = name.size();
-    std::string_view part(name.data() + start, end - start);
-    const bool digits = !part.empty() && std::all_of(part.begin(), part.end(), is_digit);
-    if (!out.empty() || start > 0) out += '.';
-    out += digits ? std::string_view("*") : part;
-    start = end + 1;
+  for (size_t i = 0; i < parts.size(); i++) {
+    if (i) out += '.';
+    out += is_layer_number(parts[i]) ? std::string_view("*") : parts[i];
   }
   return out;
 }
 
 // "enc.3.ffn.fc1.linear" -> "enc.3"; "output_projection.linear" -> "output_projection"; "sum" -> "sum".
 std::string layer_of(const std::string& name) {
-  size_t start = 0;
-  while (start < name.size()) {
-    size_t end = name.find('.', start);
-    if (end == std::string::npos) end = name.size();
-    if (end > start && std::all_of(name.begin() + start, name.begin() + end, is_digit)) return name.substr(0, end);
-    start = end + 1;
-  }
-  return name.substr(0, name.find('.'));
+  const std::vector<std::string_view> parts = dot_parts(name);
+  for (size_t i = 0; i < parts.size(); i++)
+    if (is_layer_number(parts[i])) return std::string(name.data(), parts[i].data() + parts[i].size());
+  return std::string(parts[0]);
 }
 
 // Rows by key, most device time first; or, with in_order, in the order the keys first occur.
@@ -225,23 +227,23 @@ std::string json_escape(const std::string& s) {
 }  // namespace
 
 std::vector<ProfileRow> Profiler::by_op() const {
-  return group(results(), [](const ProfileEvent& e) { return e.phase == ProfilePhase::Region ? e.name : e.op; });
+  return group(events(), [](const ProfileEvent& e) { return e.phase == ProfilePhase::Region ? e.name : e.op; });
 }
 
 std::vector<ProfileRow> Profiler::by_scope() const {
-  return group(results(), [](const ProfileEvent& e) { return layers_as_star(e.name); });
+  return group(events(), [](const ProfileEvent& e) { return layers_as_star(e.name); });
 }
 
 std::vector<ProfileRow> Profiler::by_layer() const {
   auto key = [](const ProfileEvent& e) { return e.phase == ProfilePhase::Region ? e.name : layer_of(e.name); };
-  return group(results(), key, /*in_order=*/true);
+  return group(events(), key, /*in_order=*/true);
 }
 
 std::string Profiler::table(size_t top) const {
   const bool device_differs = backend_ != nullptr;
   const double device_total = device_total_ms();
   std::string s = "profile (" + std::string(device_differs ? device_.str() : "cpu") + "): " +
-                  std::to_string(results().size()) + " intervals, host " + fmt("%.3f", host_total_ms()) + " ms";
+                  std::to_string(events().size()) + " intervals, host " + fmt("%.3f", host_total_ms()) + " ms";
   if (device_differs) s += ", device " + fmt("%.3f", device_total) + " ms";
   s += "\n(an interval ends where an op records its node, a node's backward returns, or a region is marked;";
   if (device_differs) s += " device time includes the GPU's idle waits for the host;";
@@ -274,7 +276,7 @@ std::string Profiler::chrome_trace() const {
          ", \"args\": {\"" + device_.str() + "\": " + fmt("%.3f", (double)bytes / (1 << 20)) + "}}";
   };
   memory(0, start_bytes_);
-  for (const ProfileEvent& e : results()) {
+  for (const ProfileEvent& e : events()) {
     event(e, 0, e.host_start_ms, e.host_ms);
     if (backend_) event(e, 1, e.device_start_ms, e.device_ms);
     memory(e.host_start_ms + e.host_ms, e.bytes_in_use);

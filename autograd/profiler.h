@@ -103,7 +103,6 @@ class Profiler {
     std::unique_ptr<Backend::TimeMark> device;  // null for a CPU profile
     int64_t bytes_in_use = 0;
   };
-  const std::vector<ProfileEvent>& results() const;
   Mark take_mark();
 
   Device device_;
