@@ -3,6 +3,7 @@
 #include "analysis/graph.h"
 #include "analysis/measure.h"
 #include "analysis/paths.h"
+#include "analysis/profile.h"
 #include "autograd/autocast.h"
 #include "autograd/gradcheck.h"
 #include "autograd/node.h"

@@ -25,14 +25,9 @@
 
 namespace skipgrad {
 
-namespace {
-
-constexpr const char* kFormat = "skipgrad-graph";
-constexpr int kVersion = 1;
-
 // ---- writing: by hand, straight into one string (10^5 nodes in a fraction of a second) ----
 
-void put_string(std::string& out, const std::string& s) {
+void append_json_string(std::string& out, std::string_view s) {
   out += '"';
   for (char c : s) {
     if (c == '"' || c == '\\') {
@@ -48,6 +43,11 @@ void put_string(std::string& out, const std::string& s) {
   }
   out += '"';
 }
+
+namespace {
+
+constexpr const char* kFormat = "skipgrad-graph";
+constexpr int kVersion = 1;
 
 void put_int(std::string& out, int64_t v) {
   char buf[24];
@@ -81,7 +81,7 @@ class Fields {
   explicit Fields(std::string& out) : out_(out) { out_ += '{'; }
   ~Fields() { out_ += '}'; }
   Fields& operator()(const char* key, int64_t v) { return put(key), put_int(out_, v), *this; }
-  Fields& operator()(const char* key, const std::string& v) { return put(key), put_string(out_, v), *this; }
+  Fields& operator()(const char* key, const std::string& v) { return put(key), append_json_string(out_, v), *this; }
   // a C string is a string, not the bool it would otherwise convert to
   Fields& operator()(const char* key, const char* v) { return (*this)(key, std::string(v)); }
   Fields& operator()(const char* key, const std::vector<int64_t>& v) { return put(key), put_ints(out_, v), *this; }
@@ -92,9 +92,9 @@ class Fields {
     out_ += '{';
     for (size_t i = 0; i < v.size(); i++) {
       if (i) out_ += ',';
-      put_string(out_, v[i].first);
+      append_json_string(out_, v[i].first);
       out_ += ':';
-      put_string(out_, v[i].second);
+      append_json_string(out_, v[i].second);
     }
     out_ += '}';
     return *this;

@@ -14,6 +14,7 @@
 #pragma once
 #include <cstdint>
 #include <string>
+#include <string_view>
 #include <utility>
 #include <vector>
 
@@ -121,6 +122,10 @@ std::vector<std::string> name_parts(const std::string& name);  // "enc.3.ffn" ->
 std::string layer_scope(const std::string& name);
 // name == prefix, or name starts with prefix + "."  (an empty prefix matches everything).
 bool in_scope(const std::string& name, const std::string& prefix);
+
+// ---- JSON text ----
+// Appends s as a JSON string: quoted, with quotes, backslashes and control characters escaped.
+void append_json_string(std::string& out, std::string_view s);
 
 // ---- files ----
 // Writes `text` to `path` + ".tmp.<pid>" and renames it over `path`; throws Error on any failure.

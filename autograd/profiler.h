@@ -3,8 +3,8 @@
 //   Profiler prof(Device::cuda());      // profiles this thread's ops until stop() (or its destruction)
 //   auto L = loss(model.forward(x), y); L.backward(); opt.step(); opt.zero_grad();
 //   prof.stop();                        // waits for the device, turns the marks into times
-//   std::printf("%s", prof.table().c_str());
-//   write_file_atomic("step.trace.json", prof.chrome_trace());  // chrome://tracing or ui.perfetto.dev
+//   prof.events();                      // every interval: name, op, phase, host and device ms, memory
+// Its summaries (by op, by node, by layer), the table and the Chrome trace: analysis/profile.h.
 //
 // How it measures. An op computes first and records its node last (record(), autograd/tape.h), so the profiler
 // takes a mark there and charges the interval since the previous mark to that op: on the host clock, and, when
@@ -44,18 +44,6 @@ struct ProfileEvent {
   int64_t bytes_in_use = 0, bytes_delta = 0;
 };
 
-// One line of a summary: what was grouped (an op, or a node name with its layer numbers as '*'), how often, and
-// the time its forward and backward took (regions count as forward).
-struct ProfileRow {
-  std::string key;
-  int64_t calls = 0;  // forward intervals (regions: marks); a node's backward is not counted again
-  double forward_host_ms = 0, forward_device_ms = 0;
-  double backward_host_ms = 0, backward_device_ms = 0;
-  int64_t forward_bytes = 0;  // the forwards' bytes_delta summed: what they left allocated (outputs, saved tensors)
-  double device_ms() const { return forward_device_ms + backward_device_ms; }
-  double host_ms() const { return forward_host_ms + backward_host_ms; }
-};
-
 class Profiler {
  public:
   // Starts profiling the calling thread; device: whose timeline to read besides the host's (cpu: the host's only).
@@ -76,22 +64,6 @@ class Profiler {
   // The profiled device's bytes in use when the profiler started, and the most at any mark since.
   int64_t start_bytes_in_use() const;
   int64_t max_bytes_in_use() const;
-  // Per op (regions under their own names), most device time first.
-  std::vector<ProfileRow> by_op() const;
-  // Per node name with its layer numbers replaced by '*' ("enc.*.ffn.fc1.linear": the six encoder layers' fc1
-  // together), most device time first: the cost of each part of a topology.
-  std::vector<ProfileRow> by_scope() const;
-  // Per layer, in the order the forward reached them: a node's name up to its first layer number ("enc.3"; "dec.0"),
-  // else its first part ("output_projection", "src_embed"); regions under their names. How the cost spreads over
-  // the depth.
-  std::vector<ProfileRow> by_layer() const;
-  // The three summaries as aligned text, each cut to its `top` rows, with the totals.
-  std::string table(size_t top = 25) const;
-  // The events in the Trace Event Format (chrome://tracing, Perfetto): a "host" track and, for a CUDA profile, a
-  // "cuda stream" track, each event an interval named after its node, with its op and phase as args; and a counter
-  // "memory in use (MiB)" of the profiled device, at each mark.
-  std::string chrome_trace() const;
-
   // For the hooks (record(), backward, profile_mark): charges the interval since the previous mark; node: the
   // graph node's id for a recorded op's forward, so that a later rename (Tensor::named) reaches its event.
   void mark(std::string name, const char* op, ProfilePhase phase, int64_t node = -1);

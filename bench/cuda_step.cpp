@@ -51,6 +51,7 @@
 #include <vector>
 
 #include "analysis/graph.h"
+#include "analysis/profile.h"
 #include "autograd/autocast.h"
 #include "autograd/profiler.h"
 #include "autograd/tape.h"
@@ -131,14 +132,9 @@ class JsonLine {
     return buf;
   }
   static std::string quote(const std::string& s) {
-    std::string out = "\"";
-    for (unsigned char c : s) {
-      char buf[8];
-      if (c == '"' || c == '\\') out += '\\', out += (char)c;
-      else if (c < 0x20) std::snprintf(buf, sizeof buf, "\\u%04x", c), out += buf;
-      else out += (char)c;
-    }
-    return out + "\"";
+    std::string out;
+    sg::append_json_string(out, s);
+    return out;
   }
   std::string body_;
 };
@@ -363,9 +359,7 @@ Result run_config(const Options& o, const std::string& topology, const std::stri
     sg::Profiler prof(o.device);
     step();
     prof.stop();
-    const std::string base = o.profile_dir + "/profile_" + topology + "_" + precision;
-    sg::write_file_atomic(base + ".txt", prof.table(40));
-    sg::write_file_atomic(base + ".trace.json", prof.chrome_trace());
+    sg::save_profile(prof, o.profile_dir + "/profile_" + topology + "_" + precision, 40);
   }
   res.peak_alloc_mib = (double)alloc.stats().peak_bytes_in_use / kMiB;
   if (o.device.is_cuda()) {

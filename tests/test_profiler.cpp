@@ -6,6 +6,7 @@
 #include <cmath>
 #include <map>
 
+#include "analysis/profile.h"
 #include "cuda_test_util.h"
 #include "tensor/allocator.h"
 #include "nn/loss.h"
@@ -99,7 +100,7 @@ TEST_CASE("profiler: one interval per op and per backward, tiling the step; regi
 
   // by op: linear twice (forward calls), with its backward time; regions under their names
   std::map<std::string, ProfileRow> by_op;
-  for (const ProfileRow& r : prof.by_op()) by_op[r.key] = r;
+  for (const ProfileRow& r : profile_by_op(prof)) by_op[r.key] = r;
   CHECK(by_op.at("linear").calls == 2);
   CHECK(by_op.at("relu").calls == 2);
   CHECK(by_op.at("adam.step").calls == 1);
@@ -107,12 +108,12 @@ TEST_CASE("profiler: one interval per op and per backward, tiling the step; regi
   double total = 0;
   for (auto& [k, r] : by_op) total += r.host_ms();
   CHECK(total == doctest::Approx(prof.host_total_ms()));
-  auto rows = prof.by_op();
+  auto rows = profile_by_op(prof);
   for (size_t i = 1; i < rows.size(); i++) CHECK(rows[i - 1].device_ms() >= rows[i].device_ms());
 
   // by scope: the two layers' nodes together
   std::map<std::string, ProfileRow> by_scope;
-  for (const ProfileRow& r : prof.by_scope()) by_scope[r.key] = r;
+  for (const ProfileRow& r : profile_by_scope(prof)) by_scope[r.key] = r;
   CHECK(by_scope.at("enc.*.linear").calls == 2);
   CHECK(by_scope.at("enc.*.relu").calls == 2);
   CHECK(by_scope.at("sum").calls == 1);
@@ -120,18 +121,18 @@ TEST_CASE("profiler: one interval per op and per backward, tiling the step; regi
 
   // by layer: in forward order, each layer's forward and backward together, regions as they are
   std::vector<std::string> layers;
-  for (const ProfileRow& r : prof.by_layer()) layers.push_back(r.key);
+  for (const ProfileRow& r : profile_by_layer(prof)) layers.push_back(r.key);
   CHECK(layers == std::vector<std::string>{"enc.0", "enc.1", "sum", "backward.enter", "backward.leaves", "adam.step",
                                            "adam.zero_grad"});
-  CHECK(prof.by_layer()[0].calls == 2);  // enc.0's linear and relu
-  CHECK(prof.by_layer()[0].backward_host_ms > 0);
+  CHECK(profile_by_layer(prof)[0].calls == 2);  // enc.0's linear and relu
+  CHECK(profile_by_layer(prof)[0].backward_host_ms > 0);
 
-  const std::string table = prof.table();
+  const std::string table = profile_table(prof);
   CHECK(table.find("profile (cpu)") != std::string::npos);
   CHECK(table.find("enc.*.linear") != std::string::npos);
   CHECK(table.find("adam.step") != std::string::npos);
   CHECK(table.find("layer (forward order)") != std::string::npos);
-  CHECK(prof.table(1).find("more)") != std::string::npos);
+  CHECK(profile_table(prof, 1).find("more)") != std::string::npos);
 }
 
 TEST_CASE("profiler: memory in use at each mark; what a forward leaves allocated") {
@@ -157,10 +158,10 @@ TEST_CASE("profiler: memory in use at each mark; what a forward leaves allocated
   CHECK(ev[2].bytes_delta == -block + (int64_t)CachingAllocator::round_size(8));  // tanh's freed, sum's kept
   CHECK(prof.max_bytes_in_use() == prof.start_bytes_in_use() + 2 * block);
   std::map<std::string, ProfileRow> by_op;
-  for (const ProfileRow& r : prof.by_op()) by_op[r.key] = r;
+  for (const ProfileRow& r : profile_by_op(prof)) by_op[r.key] = r;
   CHECK(by_op.at("exp").forward_bytes == block);
-  CHECK(prof.table().find("fwd MiB") != std::string::npos);
-  auto j = nlohmann::json::parse(prof.chrome_trace());
+  CHECK(profile_table(prof).find("fwd MiB") != std::string::npos);
+  auto j = nlohmann::json::parse(profile_chrome_trace(prof));
   int counters = 0;
   for (auto& e : j.at("traceEvents"))
     if (e.at("ph") == "C") {
@@ -180,7 +181,7 @@ TEST_CASE("profiler: Chrome trace is JSON with an event per interval") {
     y.backward();
   }
   prof.stop();
-  auto j = nlohmann::json::parse(prof.chrome_trace());
+  auto j = nlohmann::json::parse(profile_chrome_trace(prof));
   int complete = 0;
   for (auto& e : j.at("traceEvents")) {
     if (e.at("ph") != "X") continue;
@@ -240,7 +241,7 @@ TEST_CASE("profiler: a Transformer step, by topology part") {
   prof.stop();
   // each encoder node name occurs as often in both layers: the rows of enc.* count an even number of calls
   std::map<std::string, ProfileRow> rows;
-  for (const ProfileRow& r : prof.by_scope()) rows[r.key] = r;
+  for (const ProfileRow& r : profile_by_scope(prof)) rows[r.key] = r;
   int enc_rows = 0;
   for (const auto& row : rows)  // (not a structured binding: clang < 16 cannot capture one in CHECK's lambda)
     if (row.first.rfind("enc.*.", 0) == 0) {
@@ -278,8 +279,8 @@ TEST_CASE("profiler: a CUDA step has a device timeline and does not wait for the
     CHECK(ev.size() == 2 * 5 + 4);  // linear, relu twice and sum; their backwards; 4 regions
     check_tiled(ev, prof.host_total_ms(), prof.device_total_ms());
     CHECK(prof.device_total_ms() > 0);
-    CHECK(prof.table().find("fwd dev ms") != std::string::npos);
-    auto j = nlohmann::json::parse(prof.chrome_trace());
+    CHECK(profile_table(prof).find("fwd dev ms") != std::string::npos);
+    auto j = nlohmann::json::parse(profile_chrome_trace(prof));
     int device_events = 0;
     for (auto& e : j.at("traceEvents"))
       if (e.at("ph") == "X" && e.at("tid") == 1) device_events++;

@@ -5,7 +5,7 @@
 #include <filesystem>
 #include <memory>
 
-#include "analysis/graph.h"
+#include "analysis/profile.h"
 #include "autograd/autocast.h"
 #include "autograd/op_table.h"
 #include "autograd/profiler.h"
@@ -75,7 +75,7 @@ TopologyCost measure_cost(const CostOptions& opt, const std::string& topology) {
   }
   c.norm_share = c.device_ms > 0 ? norm_ms / c.device_ms : 0;
   c.activation_mib = (double)(prof.max_bytes_in_use() - prof.start_bytes_in_use()) / (1 << 20);
-  for (const ProfileRow& r : prof.by_op()) {
+  for (const ProfileRow& r : profile_by_op(prof)) {
     if (c.top.size() == 3) break;
     char buf[96];
     const double share = c.device_ms > 0 ? 100 * r.device_ms() / c.device_ms : 0;
@@ -84,9 +84,7 @@ TopologyCost measure_cost(const CostOptions& opt, const std::string& topology) {
   }
   if (!opt.trace_dir.empty()) {
     std::filesystem::create_directories(opt.trace_dir);
-    const std::string base = opt.trace_dir + "/cost_" + topology;
-    write_file_atomic(base + ".txt", prof.table(60));
-    write_file_atomic(base + ".trace.json", prof.chrome_trace());
+    save_profile(prof, opt.trace_dir + "/cost_" + topology);
   }
   return c;
 }

@@ -7,7 +7,7 @@
 #include <fstream>
 #include <memory>
 
-#include "analysis/graph.h"
+#include "analysis/profile.h"
 #include "autograd/autocast.h"
 #include "autograd/ops.h"
 #include "autograd/profiler.h"
@@ -246,9 +246,8 @@ TrainResult train(const TrainOptions& o) {
       if (profiler) {
         profiler->stop();
         const std::string base = o.out_dir + "/profile_step" + std::to_string(step);
-        write_file_atomic(base + ".txt", profiler->table(60));
-        write_file_atomic(base + ".trace.json", profiler->chrome_trace());
-        std::printf("\n%s(whole tables: %s.txt; Chrome trace: %s.trace.json)\n", profiler->table(15).c_str(),
+        save_profile(*profiler, base);
+        std::printf("\n%s(whole tables: %s.txt; Chrome trace: %s.trace.json)\n", profile_table(*profiler, 15).c_str(),
                     base.c_str(), base.c_str());
       }
       // The running train loss starts at this run's first step (a resumed run too, not from 0).
