@@ -79,6 +79,8 @@ AnomalyGuard::~AnomalyGuard() { g_anomaly = prev_; }
 
 void set_track_grad_norms(bool on) { g_track_norms = on; }
 bool track_grad_norms() { return g_track_norms; }
+TrackGradNormsGuard::TrackGradNormsGuard(bool on) : prev_(g_track_norms) { g_track_norms = on; }
+TrackGradNormsGuard::~TrackGradNormsGuard() { g_track_norms = prev_; }
 
 // t_scopes holds the joined name of every open scope ("enc", "enc.3", "enc.3.ffn"): a node's name is then one
 // concatenation, not a join of the whole stack per recorded op. Empty parts are skipped.

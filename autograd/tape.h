@@ -57,6 +57,16 @@ class AnomalyGuard {
 // ---- gradient-norm tracking: each node remembers the L2 norm of its output gradient (for the dump) ----
 void set_track_grad_norms(bool on);
 bool track_grad_norms();
+// Sets tracking while it lives, then the setting before (training and timing turn it off: it reads every norm back).
+class TrackGradNormsGuard {
+ public:
+  explicit TrackGradNormsGuard(bool on);
+  ~TrackGradNormsGuard();
+  TrackGradNormsGuard(const TrackGradNormsGuard&) = delete;
+  TrackGradNormsGuard& operator=(const TrackGradNormsGuard&) = delete;
+ private:
+  bool prev_;
+};
 
 // ---- scopes: Scope s("enc.3.ffn") prefixes the names of the nodes recorded while it lives ----
 class Scope {

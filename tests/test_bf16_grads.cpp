@@ -152,10 +152,10 @@ TEST_SUITE("bf16") {
           AutocastBF16 on;
           loss = nn::label_smoothed_nll(m.forward(src, tin), tout, 1, 0.1).loss;
         }
-        const bool was = track_grad_norms();
-        set_track_grad_norms(tracking);
-        loss.backward();
-        set_track_grad_norms(was);
+        {
+          TrackGradNormsGuard track(tracking);
+          loss.backward();
+        }
         const FanInSums f = last_backward_fan_in();
         if (!tracking) {
           CHECK(f.folded == 23);

@@ -187,13 +187,12 @@ TEST_SUITE("cuda") {
       opt.zero_grad();
       return r;
     };
-    const bool tracking = track_grad_norms();
-    set_track_grad_norms(false);  // as train() does; tracking adds one wait per backward (tests/test_cuda.cpp)
-    step();                       // warm-up: cuBLAS handles, the allocator's cache
+    // as train() does; tracking adds one wait per backward (tests/test_cuda.cpp)
+    TrackGradNormsGuard norm_tracking_off(false);
+    step();  // warm-up: cuBLAS handles, the allocator's cache
     const int64_t waits = gpu.host_waits(), uploads = gpu.uploads(), staged = gpu.staged_uploads();
     const uint64_t cuda_mallocs = allocator_for(Device::cuda()).stats().os_allocs;
     LossAndNorm r = step();
-    set_track_grad_norms(tracking);
     CHECK(std::isfinite(r.loss));
     CHECK(allocator_for(Device::cuda()).stats().os_allocs == cuda_mallocs);  // no cudaMalloc after the first step
     CHECK(gpu.host_waits() - waits == 1);

@@ -264,8 +264,7 @@ TEST_CASE("profiler: a CUDA step has a device timeline and does not wait for the
   nn::Adam opt(m.params());
   Tensor x = leaf({3, 4}, 7).to(DType::F32).to(Device::cuda()).detach();
   // as in training (the trainer, the benchmark): tracking reads each node's gradient norm back in backward()
-  const bool tracking = track_grad_norms();
-  set_track_grad_norms(false);
+  TrackGradNormsGuard norm_tracking_off(false);
   for (int round = 0; round < 2; round++) {  // the second reuses the pooled events
     const int64_t waits = gpu_host_waits();
     Profiler prof(Device::cuda());
@@ -286,7 +285,6 @@ TEST_CASE("profiler: a CUDA step has a device timeline and does not wait for the
       if (e.at("ph") == "X" && e.at("tid") == 1) device_events++;
     CHECK(device_events == (int)ev.size());
   }
-  set_track_grad_norms(tracking);
 }
 
 }  // TEST_SUITE

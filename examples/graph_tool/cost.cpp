@@ -32,12 +32,7 @@ TopologyCost measure_cost(const CostOptions& opt, const std::string& topology) {
   for (Tensor* t : {&b.src, &b.tgt_in, &b.tgt_out}) *t = t->to(device);
   nn::Adam adam(model.named_parameters());
   // as in training: gradient norms are an analysis feature that reads every node's gradient norm back
-  const bool tracking = track_grad_norms();
-  set_track_grad_norms(false);
-  struct Restore {
-    bool on;
-    ~Restore() { set_track_grad_norms(on); }
-  } restore{tracking};
+  TrackGradNormsGuard norm_tracking_off(false);
   auto step = [&] {
     Tensor loss;
     {

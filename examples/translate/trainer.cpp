@@ -197,11 +197,7 @@ TrainResult train(const TrainOptions& o) {
   model.train();
   // The per-node gradient norms are for graph dumps, not for training: off while train() runs, then the caller's
   // setting again (a test or a program that trains, then dumps a graph, gets its norms).
-  struct NormTrackingOff {
-    const bool was = track_grad_norms();
-    NormTrackingOff() { set_track_grad_norms(false); }
-    ~NormTrackingOff() { set_track_grad_norms(was); }
-  } norm_tracking_off;
+  TrackGradNormsGuard norm_tracking_off(false);
   while (!stop) {
     auto batches = make_batches(train_ex, o.max_tokens, o.seed * 1000003 + (uint64_t)epoch, true);
     for (; batch_in_epoch < (int64_t)batches.size(); batch_in_epoch++) {
