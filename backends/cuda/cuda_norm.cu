@@ -237,7 +237,10 @@ __global__ void column_sums_kernel(ColumnTerm term0, ColumnTerm term1, int terms
   }
   __threadfence();
   __syncthreads();
-  if (threadIdx.x == 0) last = atomicAdd(&done[blockIdx.x], 1u) == (unsigned)chunks - 1;
+  if (threadIdx.x == 0) {
+    __threadfence();  // release by the counting thread itself: the block's writes (ordered by the barrier) first
+    last = atomicAdd(&done[blockIdx.x], 1u) == (unsigned)chunks - 1;
+  }
   __syncthreads();
   if (!last) return;
   __threadfence();  // acquire: the other blocks' partials, made visible before their counts, are read after ours
