@@ -16,23 +16,26 @@
 #              topology's profiled step at the issue-6 size: time by phase, norms' share, activation memory)
 #   bench      scripts/bench_cuda.sh with the packed cuda_step: rounds until ROUNDS (3) or until the budget would
 #              not hold another one, then its table
-#   sanitize   the `cuda` suite under compute-sanitizer: memcheck on all of it, racecheck and synccheck on the row
-#              kernels' and reductions' cases (needs the machine's compute-sanitizer: Firecracker, not gVisor)
+#   sanitize   the `cuda` suite under compute-sanitizer: racecheck and synccheck on the row kernels' and
+#              reductions' cases (a third of what is left each), then memcheck on all of it (the rest; needs the
+#              machine's compute-sanitizer: Firecracker, not gVisor)
 #
 # Environment: BUDGET_S (480): seconds for all the parts together; each part runs under `timeout` with what is left,
 # and at most its cap: CAP_CUDA_S (150), CAP_BENCH_S (240), mlp 60, CAP_TRANSLATE_S (150), CAP_TESTS_S (120),
-# CAP_GRAPH_S (90), CAP_SANITIZE_S (each of its 3 tools; 0: what is left), so that a part
+# CAP_GRAPH_S (90), CAP_SANITIZE_S (each of its 3 tools; unset: as above), so that a part
 # that hangs on its first run on hardware leaves time to the others. A part that would get under MIN_PART_S (20),
 # bench under BENCH_MIN_S (90), is skipped and says so. Pass the device tool a timeout_s ~60 s above BUDGET_S.
 # What comes back ($OUT, gpu-out/ when OUT is unset; the device tool returns at most 8 files): summary.md (each
 # part's exit status and seconds, the benchmark's table), results.tar.gz (every log, the bench's runs.jsonl, the
-# translation run's metrics, the graph files), both rewritten after every part, so a call cut short keeps them.
+# translation run's metrics, the graph files) and traces.tar.gz (the profiles' Chrome traces; dropped if over
+# MAX_TRACES_BYTES, 15 MiB), all rewritten after every part, so a call cut short keeps them.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 OUT=${OUT:-$ROOT/gpu-out}
 BUDGET_S=${BUDGET_S:-480}
 MIN_PART_S=${MIN_PART_S:-20}
+MAX_TRACES_BYTES=${MAX_TRACES_BYTES:-$((15 << 20))}  # the device tool returns no file over 16 MiB
 mkdir -p "$OUT"
 [[ -d .gpu/bin ]] || { echo "gpu_run.sh: no .gpu/bin: run scripts/gpu_pack.sh on the build machine and carry .gpu"; exit 2; }
 build=$(cat .gpu/build_dir)
@@ -88,7 +91,15 @@ pack() {  # $OUT/summary.md and $OUT/results.tar.gz as they stand, each replaced
     if [[ -f $RES/bench/table.md ]]; then echo; cat "$RES/bench/table.md"; fi
     if [[ -s $RES/cost_gpu.md ]]; then echo; echo "## skipgrad-graph cost on the GPU"; echo; cat "$RES/cost_gpu.md"; fi
   } >"$OUT/summary.md.tmp" && mv "$OUT/summary.md.tmp" "$OUT/summary.md"
-  tar -C "$RES" --exclude='*.safetensors' -czf "$OUT/results.tar.gz.tmp" . && mv "$OUT/results.tar.gz.tmp" "$OUT/results.tar.gz"
+  # The Chrome traces go apart, so that a large trace cannot push the logs over the device tool's limit on one file
+  tar -C "$RES" --exclude='*.safetensors' --exclude='*.trace.json' -czf "$OUT/results.tar.gz.tmp" . &&
+    mv "$OUT/results.tar.gz.tmp" "$OUT/results.tar.gz"
+  (cd "$RES" && find . -name '*.trace.json' -print0 | tar --null -T - -czf "$OUT/traces.tar.gz.tmp") &&
+    mv "$OUT/traces.tar.gz.tmp" "$OUT/traces.tar.gz"
+  if [[ -f $OUT/traces.tar.gz ]] && (($(stat -c %s "$OUT/traces.tar.gz") > MAX_TRACES_BYTES)); then
+    echo "gpu_run.sh: traces.tar.gz over $((MAX_TRACES_BYTES >> 20)) MiB, not returned (the traces are in no other file)"
+    rm -f "$OUT/traces.tar.gz"
+  fi
 }
 # run NAME CAP MIN COMMAND...: under `timeout` with the budget left, at most CAP seconds (0: no cap), skipped when
 # under MIN is left; output to the screen and to RES/NAME.log
@@ -155,13 +166,16 @@ for part in "${parts[@]}"; do
         status=1
       else
         rows='*softmax*,*norm*,*reduction*,*cross entropy*,*every op of the op table*'
-        cap=${CAP_SANITIZE_S:-0}
-        run memcheck "$cap" "$MIN_PART_S" "$cs" --tool memcheck --leak-check no --error-exitcode 3 "$tests" \
-          --test-suite=cuda
+        # racecheck and synccheck (the only checks of shared-memory hazards and barriers on hardware; short test
+        # list) first, a third of what is left each, so that memcheck over the whole suite cannot starve them
+        third=$(((deadline - SECONDS) / 3))
+        cap=${CAP_SANITIZE_S:-$third}
         run racecheck "$cap" "$MIN_PART_S" "$cs" --tool racecheck --error-exitcode 3 "$tests" --test-suite=cuda \
           "--test-case=$rows"
         run synccheck "$cap" "$MIN_PART_S" "$cs" --tool synccheck --error-exitcode 3 "$tests" --test-suite=cuda \
           "--test-case=$rows"
+        run memcheck "${CAP_SANITIZE_S:-0}" "$MIN_PART_S" "$cs" --tool memcheck --leak-check no --error-exitcode 3 \
+          "$tests" --test-suite=cuda
       fi ;;
     *) echo "gpu_run.sh: unknown part '$part'"; summary+=("| $part | unknown part | 0 |"); status=2 ;;
   esac
