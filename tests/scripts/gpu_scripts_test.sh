@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The GPU check's plumbing without a GPU: scripts/gpu_run.sh and scripts/bench_cuda.sh run over stub binaries in a
 # scratch copy, to check what a 15-minute lease depends on (docs/cuda.md, "On a lent GPU"): a part that outruns the
-# budget is stopped and marked, the parts after it are skipped, summary.md and results.tar.gz are in $OUT after
-# every part and are all that is there (the device tool returns 8 files at most), and the benchmark starts no round
+# budget is stopped and marked, the parts after it are skipped, summary.md, results.tar.gz and traces.tar.gz are in
+# $OUT after every part and are all that is there (the device tool returns 8 files at most), and the benchmark starts no round
 # that its DEADLINE_S would not hold, yet prints its table. Run by CTest (gpu_scripts); takes ~10 s.
 set -euo pipefail
 src=$(cd "$(dirname "$0")/../.." && pwd)
@@ -16,7 +16,9 @@ cp "$src/scripts/gpu_run.sh" "$src/scripts/bench_cuda.sh" "$root/scripts/"
 stub() { printf '#!/usr/bin/env bash\n%s\n' "$2" >"$1" && chmod +x "$1"; }
 # the whole suite sleeps past any budget here; the cuda suite returns at once
 stub "$root/.gpu/bin/skipgrad_tests" 'echo "stub skipgrad_tests $*"; [[ $* != *exclude=cuda* ]] || sleep 61'
-stub "$root/.gpu/bin/skipgrad-translate" 'echo "stub translate $*"'
+# translate leaves a profile's Chrome trace in its --out folder: it must come back in traces.tar.gz, not results
+stub "$root/.gpu/bin/skipgrad-translate" 'echo "stub translate $*"; while (($#)); do [[ $1 != --out ]] || {
+  mkdir -p "$2" && echo "{}" >"$2/profile_step1.trace.json"; }; shift; done'
 stub "$root/.gpu/bin/mlp_demo" 'echo "stub mlp_demo $*"'
 stub "$root/.gpu/bin/skipgrad-graph" 'echo "stub graph $*"; sleep 61'
 row='{"kind": "step", "topology": "post_ln", "precision": "fp32", "round_ms": [10, 12, 11], "host_ms": 1.0,
@@ -47,8 +49,10 @@ expect "$out/summary.md" "| translate | 0 |"
 expect "$out/summary.md" "| graph | 124 (stopped: budget ran out) |"
 expect "$out/summary.md" "| bench | skipped (out of time) | 0 |"
 expect "$root/run.log" "=== tests: stopped: its cap of 2 s"
-[[ $(ls -A "$out") == $'results.tar.gz\nsummary.md' ]] || fail "\$OUT holds $(ls -A "$out" | tr '\n' ' ')"
+[[ $(ls -A "$out") == $'results.tar.gz\nsummary.md\ntraces.tar.gz' ]] || fail "\$OUT holds $(ls -A "$out" | tr '\n' ' ')"
 mkdir "$root/results" && tar -C "$root/results" -xzf "$out/results.tar.gz"
+[[ -z $(find "$root/results" -name '*.trace.json') ]] || fail "results.tar.gz holds a Chrome trace"
+tar -tzf "$out/traces.tar.gz" | grep -qx './translate_run/profile_step1.trace.json' || fail "traces.tar.gz lacks the trace"
 expect "$root/results/cuda.log" "stub skipgrad_tests --test-suite=cuda --duration=true"
 expect "$root/results/tests.log" "stub skipgrad_tests --test-suite-exclude=cuda"
 expect "$root/results/mlp.log" "stub mlp_demo --device cuda"
@@ -62,6 +66,18 @@ rc=0
 OUT=$out "$root/scripts/gpu_run.sh" info >"$root/refuse.log" 2>&1 || rc=$?
 ((rc == 2)) || fail "gpu_run.sh over a build folder exited $rc, expected 2"
 expect "$root/refuse.log" "is a build folder here"
+
+# sanitize: racecheck and synccheck (a third of the time left each) before memcheck, which takes the rest
+rm "$root/build-stub/CMakeCache.txt"
+mkdir "$root/sanbin"
+stub "$root/sanbin/compute-sanitizer" 'echo "stub sanitizer $2"'
+rc=0
+PATH=$root/sanbin:$PATH OUT=$root/out_san BUDGET_S=30 MIN_PART_S=1 "$root/scripts/gpu_run.sh" sanitize \
+  >"$root/san.log" 2>&1 || rc=$?
+((rc == 0)) || { cat "$root/san.log"; fail "gpu_run.sh sanitize exited $rc"; }
+[[ $(grep -o '^=== [a-z]* (' "$root/san.log" | tr -d '=( ' | tr '\n' ' ') == 'racecheck synccheck memcheck ' ]] ||
+  { cat "$root/san.log"; fail "sanitize's tools ran in the wrong order"; }
+expect "$root/san.log" "=== racecheck (30 s left, 10 s for it)"
 
 # 2. bench_cuda.sh: each round takes >= 2 s, so DEADLINE_S=3 holds one of the 5; the table comes all the same
 if command -v python3 >/dev/null; then
