@@ -455,6 +455,28 @@ TEST_SUITE("cuda") {
     CHECK(x.grad().to_vector<float>() == std::vector<float>{2, 2, 2});
   }
 
+  TEST_CASE("a read from the GPU waits once; giving memory back to the driver waits visibly") {
+    if (!have_cuda()) return;
+    Tensor x = Tensor::full({1000}, 2.0, DType::F32, Device::cuda());
+    int64_t waits = gpu_host_waits();
+    CHECK(x.sum().item() == 2000);  // the data and the device's error flags: one wait, not two
+    CHECK(gpu_host_waits() - waits == 1);
+    waits = gpu_host_waits();
+    CHECK(x.to(Device::cpu()).to_vector<float>()[999] == 2);
+    CHECK(gpu_host_waits() - waits == 1);
+    // a device error found by a read is still reported (and cleared) by that read
+    Tensor table = Tensor::ones({4, 2}, DType::F32, Device::cuda());
+    Tensor bad = embedding(table, Tensor::full({1}, 9.0, DType::I64, Device::cuda()));
+    CHECK_THROWS_WITH_ALL((void)bad.to(Device::cpu()), "embedding", "out of range");
+    CHECK(x.sum().item() == 2000);
+    // cudaFree may synchronise the device: the caching allocator's frees wait for the stream, counted
+    CachingAllocator& gpu_memory = allocator_for(Device::cuda());
+    { Tensor scratch = Tensor::empty({1 << 20}, DType::F32, Device::cuda()); }  // cached on release
+    waits = gpu_host_waits();
+    gpu_memory.empty_cache();
+    CHECK(gpu_host_waits() - waits >= 1);
+  }
+
   TEST_CASE("mixing devices in one op is a clear error") {
     if (!have_cuda()) return;
     Tensor a = Tensor::ones({2}), b = Tensor::ones({2}, DType::F32, Device::cuda());

@@ -38,8 +38,10 @@ class CudaBackend final : public Backend {
   bool allow_tf32() const { return float32_matmul_precision() == MatmulPrecision::TF32; }
   cudaStream_t stream() const { return stream_; }
   // Throws (and clears) an error that a kernel recorded on the device, e.g. an embedding id out of range.
-  // Synchronises; called after every copy to the host and by count_nonfinite.
+  // Synchronises; every copy to the host (download) checks them too.
   void check_device_errors();
+  // Waits for the stream before a cudaFree (which may synchronise implicitly), counted in host_waits().
+  void wait_before_free();
 
   // How often the host has waited for the GPU since the backend was made: every stream synchronisation (copies
   // to the host, count_nonfinite) and every wait for a busy staging slot. tests/test_cuda.cpp checks that a
@@ -104,6 +106,7 @@ class CudaBackend final : public Backend {
   std::vector<cudaEvent_t> timing_events_;  // free ones; a mark gives its event back when it is destroyed
   void copy_device(const Tensor& src, Tensor& dst);  // both on the GPU (cuda_elementwise.cu)
   void upload(const void* host, void* device, size_t bytes);
+  void download(void* host, const void* device, size_t bytes);  // waits once; then throws the device's errors
 
   // Pinned staging for small host-to-device copies (token ids, masks): from pageable memory cudaMemcpyAsync may
   // wait for the stream to drain; from pinned memory it does not. A slot is reused once its copy has finished
@@ -123,6 +126,7 @@ class CudaBackend final : public Backend {
   LtPlan* make_lt_plan(const GemmArgs& args, cublasLtEpilogue_t epilogue, void* bias);
   void destroy_lt_plans();
   static constexpr size_t kLtWorkspaceBytes = size_t(32) << 20;  // what NVIDIA suggests for Hopper
+  static constexpr int64_t kLtMaxDim = 65535 * 32;  // larger m, n or k: cuBLAS without the epilogues
   cublasLtHandle_t cublaslt_ = nullptr;
   void* lt_workspace_ = nullptr;  // kLtWorkspaceBytes of device memory
   std::vector<LtPlan*> lt_plans_;
@@ -157,6 +161,7 @@ class CudaBackend final : public Backend {
   cudaStream_t stream_ = nullptr;
   cublasHandle_t cublas_ = nullptr;
   int* error_flags_ = nullptr;  // device int, bits of cuda::DeviceErrorBit
+  int* error_flags_host_ = nullptr;  // pinned: where download() reads them to
 };
 
 // Registers the CUDA backend and its caching allocator when at least one device is present; returns whether

@@ -18,8 +18,13 @@ void* cuda_raw_alloc(size_t bytes) {
   }
   return p;
 }
-// Never throws: it may run while the process exits and the CUDA runtime is already unloading.
+CudaBackend* the_backend = nullptr;  // set by cuda_init
+
+// Never throws: it may run while the process exits and the CUDA runtime is already unloading. cudaFree "may
+// perform implicit synchronization" (CUDA's API notes): the wait is made explicit, on the backend's stream, and
+// counted in host_waits(), so that a training step that frees (the cache over its limit) shows in the tests.
 void cuda_raw_free(void* p) {
+  if (the_backend) the_backend->wait_before_free();
   if (cudaFree(p) != cudaSuccess) (void)cudaGetLastError();
 }
 }  // namespace
@@ -33,6 +38,7 @@ bool cuda_init() {
   SG_CUDA_CHECK("cuda_init", cudaSetDevice(0));
   // Both live for the whole process on purpose: tensors in static objects may be freed after main() returns.
   static CudaBackend* backend = new CudaBackend();
+  the_backend = backend;
   static CachingAllocator* allocator = new CachingAllocator(cuda_raw_alloc, cuda_raw_free);
   set_device_allocator(Device::Kind::CUDA, allocator);
   register_backend(Device::Kind::CUDA, backend);
@@ -43,10 +49,15 @@ CudaBackend::CudaBackend() {
   SG_CUDA_CHECK("cuda_init", cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
   SG_CUBLAS_CHECK("cuda_init", cublasCreate(&cublas_));
   SG_CUBLAS_CHECK("cuda_init", cublasSetStream(cublas_, stream_));
-  SG_CUBLAS_CHECK("cuda_init", cublasSetMathMode(cublas_, CUBLAS_DEFAULT_MATH));
+  // Split-K partial sums in the compute type (float32), never in a narrower output type (bf16): "float32
+  // accumulated" holds for every GEMM (cuBLASLt's plans say the same with a reduction scheme mask)
+  SG_CUBLAS_CHECK("cuda_init", cublasSetMathMode(cublas_, (cublasMath_t)(CUBLAS_DEFAULT_MATH |
+                                                                         CUBLAS_MATH_DISALLOW_REDUCED_PRECISION_REDUCTION)));
   SG_CUBLAS_CHECK("cuda_init", cublasLtCreate(&cublaslt_));
   SG_CUDA_CHECK("cuda_init", cudaMalloc(&lt_workspace_, kLtWorkspaceBytes));
   SG_CUDA_CHECK("cuda_init", cudaMalloc(&error_flags_, sizeof(int)));
+  SG_CUDA_CHECK("cuda_init", cudaMallocHost(&error_flags_host_, sizeof(int)));
+  *error_flags_host_ = 0;
   SG_CUDA_CHECK("cuda_init", cudaMemsetAsync(error_flags_, 0, sizeof(int), stream_));
   SG_CUDA_CHECK("cuda_init", cudaMalloc(&column_counters_, kColumnCounters * sizeof(unsigned)));
   SG_CUDA_CHECK("cuda_init", cudaMalloc(&pointer_arena_, kPointerArenaBytes));
@@ -66,6 +77,7 @@ CudaBackend::~CudaBackend() {
   if (cublaslt_) cublasLtDestroy(cublaslt_);
   if (lt_workspace_) cudaFree(lt_workspace_);
   if (error_flags_) cudaFree(error_flags_);
+  if (error_flags_host_) cudaFreeHost(error_flags_host_);
   if (column_counters_) cudaFree(column_counters_);
   if (pointer_arena_) cudaFree(pointer_arena_);
   if (stream_) cudaStreamDestroy(stream_);
@@ -107,12 +119,25 @@ double CudaBackend::elapsed_ms(const TimeMark& from, const TimeMark& to) {
   return ms;
 }
 
-void CudaBackend::check_device_errors() {
-  int flags = 0;
-  SG_CUDA_CHECK("cuda", cudaMemcpyAsync(&flags, error_flags_, sizeof(int), cudaMemcpyDeviceToHost, stream_));
+void CudaBackend::wait_before_free() {
+  if (cudaStreamSynchronize(stream_) != cudaSuccess) (void)cudaGetLastError();  // never throws: see cuda_raw_free
+  host_waits_++;
+}
+
+void CudaBackend::check_device_errors() { download(nullptr, nullptr, 0); }
+
+// device -> host: the error flags' copy into pinned memory, then the data's, then one wait for the stream. (A
+// copy into pageable memory returns only when it is done, so the second wait finds the stream drained: one round
+// trip per read, not one for the data and one more for the flags.)
+void CudaBackend::download(void* host, const void* device, size_t bytes) {
+  SG_CUDA_CHECK("cuda", cudaMemcpyAsync(error_flags_host_, error_flags_, sizeof(int), cudaMemcpyDeviceToHost,
+                                        stream_));
+  if (bytes > 0) SG_CUDA_CHECK("copy", cudaMemcpyAsync(host, device, bytes, cudaMemcpyDeviceToHost, stream_));
   SG_CUDA_CHECK("cuda", cudaStreamSynchronize(stream_));
   host_waits_++;
+  const int flags = *error_flags_host_;
   if (flags == 0) return;
+  *error_flags_host_ = 0;
   SG_CUDA_CHECK("cuda", cudaMemsetAsync(error_flags_, 0, sizeof(int), stream_));
   if (flags & cuda::kBadEmbeddingId)
     fail("embedding", ": an id was out of range [0, num_embeddings) (found on the GPU; its output rows are 0). From "
@@ -130,6 +155,7 @@ void CudaBackend::upload(const void* host, void* device, size_t bytes) {
   uploads_++;
   if (bytes > kStagingBytes) {
     SG_CUDA_CHECK(op, cudaMemcpyAsync(device, host, bytes, cudaMemcpyHostToDevice, stream_));
+    host_waits_++;  // from pageable memory the driver may wait for the stream first: counted as a wait
     return;
   }
   const int slot = next_slot_;
@@ -178,8 +204,7 @@ void CudaBackend::copy(const Tensor& src, Tensor& dst) {
   if (dst.device().is_cuda()) {
     upload(src.data_ptr(), dst.data_ptr(), src.nbytes());
   } else {
-    SG_CUDA_CHECK(op, cudaMemcpyAsync(dst.data_ptr(), src.data_ptr(), src.nbytes(), cudaMemcpyDeviceToHost, stream_));
-    check_device_errors();  // synchronises the stream, so dst is ready
+    download(dst.data_ptr(), src.data_ptr(), src.nbytes());  // waits for the stream, so dst is ready
   }
 }
 

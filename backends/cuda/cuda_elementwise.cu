@@ -333,8 +333,7 @@ int64_t CudaBackend::count_nonfinite(const Tensor& x) {
   });
   SG_CUDA_LAUNCH_CHECK("count_nonfinite");
   unsigned long long bad = 0;
-  SG_CUDA_CHECK("count_nonfinite", cudaMemcpyAsync(&bad, count, sizeof(bad), cudaMemcpyDeviceToHost, stream_));
-  check_device_errors();  // synchronises the stream
+  download(&bad, count, sizeof(bad));  // waits for the stream
   return (int64_t)bad;
 }
 

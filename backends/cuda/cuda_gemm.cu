@@ -250,6 +250,12 @@ CudaBackend::LtPlan* CudaBackend::make_lt_plan(const GemmArgs& g, cublasLtEpilog
     st = cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, &align_d, 4);
   if (st == CUBLAS_STATUS_SUCCESS)
     st = cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, &align_d, 4);
+  // A bf16 result: split-K partial sums in float32 only (not in D's type, nor in place in D), as cuBLAS's math
+  // mode says for its own GEMMs (cuda_device.cu)
+  const uint32_t reduction = CUBLASLT_REDUCTION_SCHEME_COMPUTE_TYPE;
+  if (st == CUBLAS_STATUS_SUCCESS && d_type == CUDA_R_16BF)
+    st = cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_REDUCTION_SCHEME_MASK, &reduction,
+                                              sizeof(reduction));
   if (st == CUBLAS_STATUS_SUCCESS)
     st = cublasLtMatmulAlgoGetHeuristic(cublaslt_, plan->desc, plan->a, plan->b, plan->d, plan->d, pref, 1, &result,
                                         &found);
@@ -278,8 +284,12 @@ bool CudaBackend::gemm_lt(const GemmArgs& g, cublasLtEpilogue_t epilogue, void* 
   if ((g.dtype != DType::F32 && g.dtype != DType::BF16) || g.batch != 1 || g.beta != 0 || g.m == 0 || g.n == 0 ||
       g.k == 0)
     return false;
-  for (int64_t v : {g.m, g.n, g.k, g.lda, g.ldb, g.ldc})
+  for (int64_t v : {g.lda, g.ldb, g.ldc})
     if (v > INT_MAX) return false;
+  // Sizes past 65535 * 32 per dim stay with cuBLAS: older cuBLASLt bias epilogues failed at run time on such shapes
+  // (EXECUTION_FAILED, which is no "not supported" to fall back on), and PyTorch keeps the same bound
+  for (int64_t v : {g.m, g.n, g.k})
+    if (v > kLtMaxDim) return false;
   // cuBLASLt takes alignment promises for A, B, C and D but none for the bias vector, and its kernels may read it
   // in 16-byte vectors: a bias at an odd offset (a view) runs unfused. Parameters from the allocator are aligned.
   if (alignment_of(bias) < 16) return false;

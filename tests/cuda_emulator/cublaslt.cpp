@@ -200,6 +200,12 @@ cublasStatus_t cublasLtMatmulPreferenceSetAttribute(cublasLtMatmulPreference_t p
       return refuse(CUBLAS_STATUS_INVALID_VALUE, "a workspace attribute of the wrong size");
     return CUBLAS_STATUS_SUCCESS;
   }
+  if (attr == CUBLASLT_MATMUL_PREF_REDUCTION_SCHEME_MASK) {  // the emulator never splits k: checked, then unused
+    uint32_t v = 0;
+    if (!read_attr(buf, size, v) || (v & ~uint32_t(CUBLASLT_REDUCTION_SCHEME_MASK)) != 0)
+      return refuse(CUBLAS_STATUS_INVALID_VALUE, "a reduction scheme mask of the wrong size or with unknown bits");
+    return CUBLAS_STATUS_SUCCESS;
+  }
   if (attr >= CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES && attr <= CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES) {
     uint32_t v = 0;
     if (!read_attr(buf, size, v) || v == 0 || (v & (v - 1)) != 0)

@@ -384,7 +384,10 @@ void run_dgemm(Rounding, cublasOperation_t ta, cublasOperation_t tb, int m, int 
                 ldb, *beta, c + i * stride_c, ldc);
 }
 
-Rounding math_rounding(cublasHandle_t h) { return h->math == CUBLAS_TF32_TENSOR_OP_MATH ? Rounding::TF32 : Rounding::None; }
+Rounding math_rounding(cublasHandle_t h) {
+  return (h->math & ~CUBLAS_MATH_DISALLOW_REDUCED_PRECISION_REDUCTION) == CUBLAS_TF32_TENSOR_OP_MATH ? Rounding::TF32
+                                                                                                   : Rounding::None;
+}
 
 // The ...Ex entry points' types: float32 with a float32 compute type (the rounding it allows), or float64.
 bool ex_types(cudaDataType a, cudaDataType b, cudaDataType c, cublasComputeType_t compute, bool& f64, Rounding& r) {
