@@ -136,6 +136,35 @@ void Backend::copy_many(const std::vector<const Tensor*>& srcs, const std::vecto
   }
 }
 
+void check_scale_many(const std::vector<Tensor*>& ts, const Tensor& scale) {
+  const char* op = "scale_many";
+  check(scale.defined() && scale.numel() == 1 && is_floating(scale.dtype()), op,
+        ": the scale must be a floating tensor of one element, got ", scale.defined() ? scale.meta_str() : "none");
+  for (size_t i = 0; i < ts.size(); i++) {
+    check(ts[i]->defined() && is_floating(ts[i]->dtype()), op, ": tensor ", i, " must be a floating tensor, got ",
+          ts[i]->defined() ? ts[i]->meta_str() : "none");
+    check(ts[i]->device() == scale.device(), op, ": tensor ", i, " is on ", ts[i]->device().str(),
+          ", the scale on ", scale.device().str());
+  }
+}
+
+void Backend::scale_many(const std::vector<Tensor*>& ts, const Tensor& scale) {
+  check_scale_many(ts, scale);
+  std::vector<Tensor> per_dtype;  // the scale in each tensor's dtype (one rounding, as MulScalar's float(a))
+  for (Tensor* t : ts) {
+    if (t->numel() == 0) continue;
+    Tensor s;
+    for (const Tensor& c : per_dtype)
+      if (c.dtype() == t->dtype()) s = c;
+    if (!s.defined()) {
+      s = Tensor::empty({1}, t->dtype(), scale.device());
+      copy(scale.reshape({1}), s);
+      per_dtype.push_back(s);
+    }
+    binary(BinaryOp::Mul, *t, broadcast_to(s, t->shape(), "scale_many"), *t);
+  }
+}
+
 void Backend::adam_update_many(const std::vector<AdamTensors>& ts, double lr, double beta1, double beta2, double eps,
                                bool decoupled, int64_t step) {
   for (const AdamTensors& t : ts)

@@ -105,6 +105,11 @@ class Backend {
   // of a model's weights, AutocastBF16::precast). The default calls copy per pair; the CUDA backend launches one
   // kernel for all pairs when they are contiguous and share one pair of dtypes.
   virtual void copy_many(const std::vector<const Tensor*>& srcs, const std::vector<Tensor*>& dsts);
+  // t *= scale for every tensor, in place, with scale a floating [1] tensor on their device that is read there,
+  // never by the host (gradient clipping's factor: nn::clip_grads_to_norm). A float32 t is multiplied by
+  // float(scale), as unary MulScalar would. The default: a broadcast multiply per tensor; the CUDA backend: one
+  // launch for all (copy_many's kernel) when they are contiguous and of one dtype.
+  virtual void scale_many(const std::vector<Tensor*>& ts, const Tensor& scale);
   virtual void arange(Tensor& out, double start, double step) = 0;  // contiguous out
   virtual void random_uniform(Tensor& out, double low, double high, uint64_t seed, uint64_t offset) = 0;
   virtual void random_normal(Tensor& out, double mean, double std, uint64_t seed, uint64_t offset) = 0;
@@ -209,6 +214,8 @@ struct ScanLayout {
 ScanLayout cumsum_layout(const Tensor& x, int64_t dim, const Tensor& out);
 // Backend::dropout's contract (x and y contiguous, of one shape and dtype), checked by every backend's dropout.
 void check_dropout_operands(const Tensor& x, const Tensor& y);
+// Backend::scale_many's contract (floating tensors on the scale's device, a one-element floating scale).
+void check_scale_many(const std::vector<Tensor*>& ts, const Tensor& scale);
 
 // How float32 matrix products may compute, for every backend (like torch.set_float32_matmul_precision): FP32
 // (the default; float32 throughout, so devices agree), TF32 tensor cores (operands rounded to 10 mantissa bits) or

@@ -50,6 +50,28 @@ void clip_grads_to_norm(const std::vector<Tensor>& params, double max_norm, doub
   profile_mark("clip_grad_norm");  // the scaling, and what ran since the last op (clip_grad_norm: the norm's read)
 }
 
+// factor = max_norm / (total + 1e-6) where max_norm < total < inf (NaN compares false), else 1, on total's device
+void clip_grads_to_norm(const std::vector<Tensor>& params, double max_norm, const Tensor& total) {
+  check(std::isfinite(max_norm) && max_norm >= 0, "clip_grad_norm", ": max_norm must be finite and >= 0, got ",
+        max_norm);
+  check(total.defined() && total.numel() == 1 && total.dtype() == DType::F64, "clip_grad_norm",
+        ": the total norm must be a float64 tensor of one element (total_grad_norm's), got ",
+        total.defined() ? total.meta_str() : "none");
+  NoGradGuard no_grad;
+  std::vector<Tensor> grads = defined_grads(params);
+  if (max_norm > 0 && !grads.empty()) {
+    const Device dev = total.device();
+    const Tensor t = total.reshape({1});
+    const Tensor limit = Tensor::full({1}, max_norm, DType::F64, dev);
+    const Tensor in_range = gt(t, limit) * lt(t, Tensor::full({1}, INFINITY, DType::F64, dev));
+    const Tensor factor = where(in_range, limit / (t + 1e-6), Tensor::ones({1}, DType::F64, dev));
+    std::vector<Tensor*> ts;
+    for (Tensor& g : grads) ts.push_back(&g);
+    backend_for(dev).scale_many(ts, factor);
+  }
+  profile_mark("clip_grad_norm");
+}
+
 double clip_grad_norm(const std::vector<Tensor>& params, double max_norm) {
   check(std::isfinite(max_norm) && max_norm >= 0, "clip_grad_norm", ": max_norm must be finite and >= 0, got ",
         max_norm);

@@ -23,6 +23,11 @@ double clip_grad_norm(const std::vector<std::pair<std::string, Tensor>>& named_p
 Tensor total_grad_norm(const std::vector<Tensor>& params);
 // Scales every gradient by max_norm / (total + 1e-6) when max_norm > 0, total is finite and total > max_norm.
 void clip_grads_to_norm(const std::vector<Tensor>& params, double max_norm, double total);
+// The same with total a [1] tensor on the gradients' device (total_grad_norm's), never read by the host: the
+// factor is computed there and every gradient scaled by it in one backend call (Backend::scale_many), so a
+// training step that clips need not wait for the GPU at all (examples/translate, --sync-every). Same results as
+// the host version (the factor is the same double, rounded once to each gradient's dtype).
+void clip_grads_to_norm(const std::vector<Tensor>& params, double max_norm, const Tensor& total);
 
 // ||grad||_2 of each parameter that has a gradient, in order, with its name (one read-back for all).
 std::vector<std::pair<std::string, double>> grad_norms(const std::vector<std::pair<std::string, Tensor>>& named_params);

@@ -4,6 +4,7 @@
 // GPU cases print "skipped: no CUDA device" and pass where there is none (suite `cuda`, like tests/test_cuda.cpp).
 #include <cmath>
 #include <filesystem>
+#include <fstream>
 
 #include "analysis/graph.h"
 #include "autograd/ops.h"
@@ -93,6 +94,72 @@ TEST_SUITE("translate") {
     CHECK(c.grad().item() == doctest::Approx(4.0 / (5.0 + 1e-6)));
     CHECK_FALSE(nn::total_grad_norm({Tensor::zeros({2})}).defined());  // no gradients at all
     CHECK_THROWS_WITH_AS(nn::clip_grads_to_norm({a}, -1.0, 5.0), doctest::Contains("max_norm"), Error);
+  }
+
+  TEST_CASE("clip_grads_to_norm with the norm on the device: the host version's gradients, bit for bit") {
+    std::vector<Device> devices{Device::cpu()};
+    if (cuda_available()) devices.push_back(Device::cuda());
+    for (const Device dev : devices) {
+      for (const double max_norm : {0.0, 1.0, 10.0}) {
+        for (const bool nan_grad : {false, true}) {
+          CAPTURE(dev.str());
+          CAPTURE(max_norm);
+          CAPTURE(nan_grad);
+          Generator g(7);
+          auto grads = [&](std::vector<Tensor>& ps) {  // a float32 and a float64 parameter, norm ~5
+            ps = {Tensor::zeros({3, 4}, DType::F32, dev).requires_grad_(),
+                  Tensor::zeros({5}, DType::F64, dev).requires_grad_()};
+            Tensor w0 = Tensor::randn({3, 4}, 0, 1, DType::F32, Device::cpu(), &g).to(dev);
+            Tensor w1 = Tensor::randn({5}, 0, 1, DType::F64, Device::cpu(), &g).to(dev);
+            ((ps[0] * w0).sum().to(DType::F64) + (ps[1] * w1).sum() * (nan_grad ? NAN : 1.0)).backward();
+          };
+          std::vector<Tensor> host, device;
+          grads(host);
+          g = Generator(7);
+          grads(device);
+          const Tensor norm = nn::total_grad_norm(device);
+          nn::clip_grads_to_norm(host, max_norm, nn::total_grad_norm(host).item());
+          nn::clip_grads_to_norm(device, max_norm, norm);
+          CHECK(host[0].grad().to_vector<float>() == device[0].grad().to_vector<float>());
+          const auto h1 = host[1].grad().to_vector<double>(), d1 = device[1].grad().to_vector<double>();
+          for (size_t i = 0; i < h1.size(); i++) CHECK((h1[i] == d1[i] || (std::isnan(h1[i]) && std::isnan(d1[i]))));
+        }
+      }
+    }
+    Tensor a = Tensor::zeros({2}).requires_grad_();
+    (a * 2.0).sum().backward();
+    CHECK_THROWS_WITH_AS(nn::clip_grads_to_norm({a}, 1.0, Tensor::ones({2}, DType::F64)),
+                         doctest::Contains("one element"), Error);
+    std::vector<Tensor*> ts{&a};
+    CHECK_THROWS_WITH_AS(backend_for(Device::cpu()).scale_many(ts, Tensor::ones({3})), doctest::Contains("scale_many"),
+                         Error);
+    if (cuda_available())
+      CHECK_THROWS_WITH_ALL(backend_for(Device::cpu()).scale_many(ts, Tensor::ones({1}, DType::F32, Device::cuda())),
+                            "scale_many", "cuda:0");
+  }
+
+  TEST_CASE("--sync-every K trains exactly as --sync-every 1: the same losses, norms, evaluations and checkpoints") {
+    auto run = [&](int64_t sync_every, const std::string& out) {
+      TrainOptions o = tiny_run("cpu", out);
+      o.max_steps = 10;
+      o.clip_norm = 0.05;  // every step clips: the factor is computed on the device
+      o.eval_every = 4;    // forced reads at steps 4 and 8 and at the saves
+      o.save_every = 5;
+      o.sync_every = sync_every;
+      TrainResult r = train(o);
+      std::vector<std::string> lines;  // metrics.jsonl without its wall-clock times
+      std::ifstream in(o.out_dir + "/metrics.jsonl");
+      for (std::string line; std::getline(in, line);) lines.push_back(line.substr(0, line.find(",\"time\"")));
+      return std::make_pair(r, lines);
+    };
+    const auto [each, each_lines] = run(1, "sync_1");
+    const auto [queued, queued_lines] = run(3, "sync_3");
+    CHECK(queued.steps == 10);
+    CHECK(queued.final_train_loss == each.final_train_loss);
+    CHECK(queued.valid_loss == each.valid_loss);
+    CHECK(queued.test_bleu == each.test_bleu);
+    CHECK(queued_lines == each_lines);
+    CHECK(each_lines.size() == 12);  // 10 steps, 2 evaluations
   }
 
   TEST_CASE("an unknown or absent device is a clear error before any training") {
@@ -199,6 +266,33 @@ TEST_SUITE("cuda") {
     INFO("uploads in one step: " << gpu.uploads() - uploads);
     CHECK(gpu.staged_uploads() - staged == gpu.uploads() - uploads);  // the batch went through pinned memory
     CHECK(gpu.uploads() - uploads >= 3);                               // src, tgt_in, tgt_out
+  }
+
+  TEST_CASE("with --sync-every K, K steps queue on the GPU without the host waiting") {
+    if (!have_cuda()) return;
+    auto& gpu = static_cast<CudaBackend&>(backend_for(Device::cuda()));
+    manual_seed(3);
+    nn::Transformer model(tiny_config());
+    model.to(Device::cuda());
+    nn::AdamW opt(model.named_parameters(), {});
+    const std::vector<Example> ex = two_examples();
+    TrackGradNormsGuard norm_tracking_off(false);
+    auto step = [&] {  // as train() does with --sync-every K --clip-norm 0.1
+      Batch b = collate(ex, {0, 1}, Device::cuda());
+      Tensor values = forward_backward_queued(model, b, 0.1);
+      nn::clip_grads_to_norm(model.parameters(), 0.1, values.narrow(0, 1, 1));
+      opt.step();
+      opt.zero_grad();
+      return values;
+    };
+    (void)step().to_vector<double>();  // warm-up
+    const int64_t waits = gpu.host_waits();
+    std::vector<Tensor> values;
+    for (int k = 0; k < 3; k++) values.push_back(step());
+    CHECK(gpu.host_waits() - waits == 0);
+    const std::vector<double> v = concat(values, 0).to_vector<double>();  // the read: one wait for three steps
+    CHECK(gpu.host_waits() - waits == 1);
+    for (double x : v) CHECK(std::isfinite(x));
   }
 #endif
 }

@@ -282,6 +282,21 @@ TEST_SUITE("reliability") {
     // the checkpoint on disk is the last good step's, and it loads
     CHECK(load_and_get_step(last_checkpoint(o)) == r.steps);
   }
+  TEST_CASE("with --sync-every K a divergence is found at the next read, and its update is never saved") {
+    TrainOptions o = tiny_run("diverge_async", 200, 1);  // a save every step: a read every step, after the update
+    o.lr = 1e3;
+    o.warmup = 1;
+    o.model.dropout = o.model.attn_dropout = 0;
+    o.diverge_grad_norm = 1e4;
+    o.sync_every = 3;
+    TrainResult r = train(o);
+    REQUIRE(r.diverged);
+    CHECK(r.divergence.find("diverged at step " + std::to_string(r.steps)) != std::string::npos);  // applied
+    CHECK(r.divergence.find("--sync-every 3") != std::string::npos);
+    MESSAGE(r.divergence);
+    CHECK(load_and_get_step(last_checkpoint(o)) == r.steps - 1);
+  }
+
   TEST_CASE("bad inputs at the model and data boundary: empty batches and splits, all-pad targets, NaN weights") {
     nn::TransformerConfig c;
     c.vocab = 20;

@@ -95,6 +95,7 @@ class CudaBackend final : public Backend {
   void adam_update(Tensor& param, const Tensor& grad, Tensor& m, Tensor& v, double lr, double beta1, double beta2,
                    double eps, double weight_decay, bool decoupled, int64_t step) override;
   void copy_many(const std::vector<const Tensor*>& srcs, const std::vector<Tensor*>& dsts) override;
+  void scale_many(const std::vector<Tensor*>& ts, const Tensor& scale) override;
   void adam_update_many(const std::vector<AdamTensors>& ts, double lr, double beta1, double beta2, double eps,
                         bool decoupled, int64_t step) override;
   // The profiler's marks: timing events recorded on the stream, from a pool (cudaEventCreate once per event).
@@ -105,6 +106,8 @@ class CudaBackend final : public Backend {
   struct EventMark;
   std::vector<cudaEvent_t> timing_events_;  // free ones; a mark gives its event back when it is destroyed
   void copy_device(const Tensor& src, Tensor& dst);  // both on the GPU (cuda_elementwise.cu)
+  // copy_many's one launch (contiguous pairs of one pair of dtypes), dst = src * *scale when scale is not null
+  void copy_many_launch(const std::vector<const Tensor*>& srcs, const std::vector<Tensor*>& dsts, const double* scale);
   void upload(const void* host, void* device, size_t bytes);
   void download(void* host, const void* device, size_t bytes);  // waits once; then throws the device's errors
 

@@ -44,7 +44,8 @@ __global__ void copy_kernel(const S* src, D* dst, Strided<2> s, int64_t n) {
 }
 
 // copy_many: one launch over many (source, destination) pairs, cut into chunks of kCopyChunk elements; block b
-// converts chunk b (the multi-tensor pattern of cuda_optim.cu's Adam).
+// converts chunk b (the multi-tensor pattern of cuda_optim.cu's Adam). With a scale (scale_many: source and
+// destination the same tensor), each element is multiplied by it, computed in the destination's compute type.
 constexpr int64_t kCopyChunk = 1 << 16;
 struct CopyPair {
   const void* src;
@@ -56,12 +57,18 @@ struct CopyChunk {  // elements [start, start + len) of pair `pair`
 };
 
 template <class S, class D>
-__global__ void copy_many_kernel(const CopyPair* pairs, const CopyChunk* chunks) {
+__global__ void copy_many_kernel(const CopyPair* pairs, const CopyChunk* chunks, const double* scale) {
+  using C = compute_t<D>;
   const CopyChunk c = chunks[blockIdx.x];
   const S* src = static_cast<const S*>(pairs[c.pair].src);
   D* dst = static_cast<D*>(pairs[c.pair].dst);
-  for (int64_t i = c.start + threadIdx.x; i < c.start + c.len; i += blockDim.x)
-    dst[i] = elementwise::convert<D>(src[i]);
+  if (scale) {
+    const C s = C(*scale);
+    for (int64_t i = c.start + threadIdx.x; i < c.start + c.len; i += blockDim.x) dst[i] = D(C(src[i]) * s);
+  } else {
+    for (int64_t i = c.start + threadIdx.x; i < c.start + c.len; i += blockDim.x)
+      dst[i] = elementwise::convert<D>(src[i]);
+  }
 }
 
 template <class T>
@@ -178,6 +185,26 @@ void CudaBackend::copy_many(const std::vector<const Tensor*>& srcs, const std::v
                  is_floating(b.dtype());
   }
   if (!one_launch) return Backend::copy_many(srcs, dsts);
+  copy_many_launch(srcs, dsts, nullptr);
+}
+
+// One launch when every tensor is contiguous and they share one floating dtype; otherwise Backend's default.
+void CudaBackend::scale_many(const std::vector<Tensor*>& ts, const Tensor& scale) {
+  check_scale_many(ts, scale);
+  bool one_launch = !ts.empty() && scale.device().is_cuda();
+  for (const Tensor* t : ts) one_launch = one_launch && t->is_contiguous() && t->dtype() == ts[0]->dtype();
+  if (!one_launch) return Backend::scale_many(ts, scale);
+  Tensor s = scale;  // the kernel reads a double
+  if (scale.dtype() != DType::F64 || !scale.is_contiguous()) {
+    s = Tensor::empty({1}, DType::F64, scale.device());
+    copy_device(scale.reshape({1}), s);
+  }
+  copy_many_launch(std::vector<const Tensor*>(ts.begin(), ts.end()), ts, static_cast<const double*>(s.data_ptr()));
+}
+
+void CudaBackend::copy_many_launch(const std::vector<const Tensor*>& srcs, const std::vector<Tensor*>& dsts,
+                                   const double* scale) {
+  const char* op = scale ? "scale_many" : "copy_many";
   std::vector<CopyPair> pairs;
   std::vector<CopyChunk> chunks;
   for (size_t i = 0; i < srcs.size(); i++) {
@@ -204,7 +231,7 @@ void CudaBackend::copy_many(const std::vector<const Tensor*>& srcs, const std::v
       using S = decltype(stag);
       using D = decltype(dtag);
       copy_many_kernel<S, D><<<(unsigned)chunks.size(), kThreads, 0, stream_>>>(
-          reinterpret_cast<const CopyPair*>(device), reinterpret_cast<const CopyChunk*>(device + pair_bytes));
+          reinterpret_cast<const CopyPair*>(device), reinterpret_cast<const CopyChunk*>(device + pair_bytes), scale);
     });
   });
   SG_CUDA_LAUNCH_CHECK(op);

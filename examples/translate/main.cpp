@@ -92,6 +92,10 @@ static void add_train_options(CLI::App* c, TrainOptions& o, std::string& norm, s
   c->add_option("--profile-step", o.profile_step,
                 "profile training step N: time per op and per node on the host and the device, "
                 "<out>/profile_stepN.txt and .trace.json (docs/profiling.md); 0: none")->capture_default_str();
+  c->add_option("--sync-every", o.sync_every,
+                "read the loss and gradient norm back every K steps (and before evaluations and saves): 1 checks "
+                "each step before its update; K > 1 queues K steps on a GPU without waiting for it")
+      ->check(CLI::PositiveNumber)->capture_default_str();
 }
 
 // OpenMP worker threads that spin while OpenBLAS's own threads want the same cores cost 2-4x on a 2-core machine

@@ -102,9 +102,9 @@ double evaluate_bleu(nn::Transformer& model, const Vocab& vocab, const std::vect
   return corpus_bleu(hyps, refs).score;
 }
 
-// Forward, backward and the gradient norm are queued without waiting; then the loss and the norm come back in
-// one copy. A NaN/Inf loss makes NaN/Inf gradients, which the caller sees in both numbers.
-LossAndNorm forward_backward(nn::Transformer& model, const Batch& b, double label_smoothing, bool autocast_bf16) {
+// Forward, backward and the gradient norm, queued without waiting: [loss, norm] as float64 on the model's device.
+// A NaN/Inf loss makes NaN/Inf gradients, which the caller sees in both numbers.
+Tensor forward_backward_queued(nn::Transformer& model, const Batch& b, double label_smoothing, bool autocast_bf16) {
   auto L = [&] {
     AutocastBF16 autocast(autocast_bf16);
     if (autocast_bf16) autocast.precast(model.parameters());  // every weight cast in one launch
@@ -114,8 +114,13 @@ LossAndNorm forward_backward(nn::Transformer& model, const Batch& b, double labe
   NoGradGuard no_grad;
   Tensor norm = nn::total_grad_norm(model.parameters());
   Tensor loss = L.loss.detach().reshape({1}).to(DType::F64);
-  const std::vector<double> v = (norm.defined() ? concat({loss, norm}, 0) : loss).to_vector<double>();
-  return {v[0], v.size() > 1 ? v[1] : 0.0};
+  return concat({loss, norm.defined() ? norm : Tensor::zeros({1}, DType::F64, loss.device())}, 0);
+}
+
+// The same, then the loss and the norm come back in one copy.
+LossAndNorm forward_backward(nn::Transformer& model, const Batch& b, double label_smoothing, bool autocast_bf16) {
+  const std::vector<double> v = forward_backward_queued(model, b, label_smoothing, autocast_bf16).to_vector<double>();
+  return {v[0], v[1]};
 }
 
 namespace {
@@ -194,6 +199,69 @@ TrainResult train(const TrainOptions& o) {
   auto elapsed = [&] { return std::chrono::duration<double>(Clock::now() - t0).count(); };
   double tokens_done = 0, loss_ema = 0;
   bool stop = false;
+  // A step's loss and gradient norm stay on the device until they are read: every step (--sync-every 1, the
+  // default: a diverged step is then caught before its update and replayed), or every K steps, and before an
+  // evaluation, a save, a profiled step's report and the end (--sync-every K: K steps are queued without the host
+  // waiting for the GPU; gradient clipping runs on the device either way).
+  struct Queued {
+    int64_t step;     // 1-based
+    Tensor values;    // [loss, gradient norm], float64, on the device
+    int64_t tokens;
+    double lr;
+  };
+  std::vector<Queued> queued;
+  struct Divergence {
+    int64_t step = 0;
+    double loss = 0, gnorm = 0;
+  } diverged;
+  // One step read back: the running loss, metrics.jsonl, the progress line.
+  auto account = [&](const Queued& q, double loss, double gnorm) {
+    // The running train loss starts at this run's first step (a resumed run too, not from 0).
+    loss_ema = tokens_done == 0 ? loss : 0.98 * loss_ema + 0.02 * loss;
+    tokens_done += (double)q.tokens;
+    const double t = elapsed(), tps = tokens_done / std::max(t, 1e-9);
+    metrics << "{\"step\":" << q.step << ",\"loss\":" << loss << ",\"lr\":" << q.lr << ",\"gnorm\":" << gnorm
+            << ",\"tokens\":" << q.tokens << ",\"time\":" << t << "}\n";
+    if (!o.quiet) {
+      double eta = o.max_minutes > 0 ? 60 * o.max_minutes - t
+                   : o.max_steps ? (double)(o.max_steps - q.step) * t / (double)q.step : 0;
+      std::printf("\rstep %6lld | epoch %3lld | loss %7.4f | lr %.2e | gnorm %8.3f | %6.0f tok/s | ETA %s   ",
+                  (long long)q.step, (long long)epoch, loss_ema, q.lr, gnorm, tps, fmt_time(std::max(0.0, eta)).c_str());
+      std::fflush(stdout);
+    }
+  };
+  // Reads the queued steps' values in one copy and accounts for them in order; false at the first that diverged
+  // (non-finite loss or norm, or a norm over --diverge-grad-norm), which is kept in `diverged`.
+  auto read_queued = [&]() -> bool {
+    if (queued.empty()) return true;
+    std::vector<Tensor> values;
+    for (const Queued& q : queued) values.push_back(q.values);
+    const std::vector<double> v = concat(values, 0).to_vector<double>();
+    std::vector<Queued> todo;
+    todo.swap(queued);
+    for (size_t k = 0; k < todo.size(); k++) {
+      const double loss = v[2 * k], gnorm = v[2 * k + 1];
+      if (!std::isfinite(loss) || !std::isfinite(gnorm) || gnorm > o.diverge_grad_norm) {
+        diverged = {todo[k].step, loss, gnorm};
+        return false;
+      }
+      account(todo[k], loss, gnorm);
+    }
+    return true;
+  };
+  auto report_divergence = [&](const std::string& where) {
+    char buf[160];
+    std::snprintf(buf, sizeof buf, "diverged at step %lld: loss %g, gradient norm %g; ", (long long)diverged.step,
+                  diverged.loss, diverged.gnorm);
+    res.diverged = true;
+    res.divergence = buf + where;
+    std::printf("\n%s\nthe last good checkpoint is kept: %s\n", res.divergence.c_str(), last_ckpt.c_str());
+    metrics << "{\"step\":" << diverged.step << ",\"diverged\":true}\n";
+  };
+  const std::string read_late = "found when the queued steps were read back (--sync-every " +
+                                std::to_string(o.sync_every) + "): its update and those after it were applied; "
+                                "--sync-every 1 stops before the update and replays the step to name the op that "
+                                "made NaN/Inf";
   model.train();
   // The per-node gradient norms are for graph dumps, not for training: off while train() runs, then the caller's
   // setting again (a test or a program that trains, then dumps a graph, gets its norms).
@@ -211,10 +279,11 @@ TrainResult train(const TrainOptions& o) {
       Batch b = collate(train_ex, batches[batch_in_epoch], device);
       opt.set_lr(schedule.lr(step + 1));
       const uint64_t rng_offset = default_generator().offset();  // to replay this step if it diverges
-      const auto [loss, gnorm] = forward_backward(model, b, o.label_smoothing, autocast_bf16);
-      nn::clip_grads_to_norm(model.parameters(), o.clip_norm, gnorm);
-      if (!std::isfinite(loss) || !std::isfinite(gnorm) || gnorm > o.diverge_grad_norm) {
-        // Replay the step in anomaly mode to name the first op that produced NaN/Inf.
+      Tensor values = forward_backward_queued(model, b, o.label_smoothing, autocast_bf16);
+      nn::clip_grads_to_norm(model.parameters(), o.clip_norm, values.narrow(0, 1, 1));
+      queued.push_back({step + 1, values, b.tgt_tokens, opt.lr()});
+      if (o.sync_every <= 1 && !read_queued()) {
+        // Replay the step in anomaly mode to name the first op that produced NaN/Inf; its update is not applied.
         opt.zero_grad();
         current_tape().clear();
         std::string where = "no NaN/Inf found on replay (exploding gradient norm)";
@@ -226,13 +295,7 @@ TrainResult train(const TrainOptions& o) {
           where = e.what();
         }
         current_tape().clear();
-        char buf[160];
-        std::snprintf(buf, sizeof buf, "diverged at step %lld: loss %g, gradient norm %g; ", (long long)step + 1, loss,
-                      gnorm);
-        res.diverged = true;
-        res.divergence = buf + where;
-        std::printf("\n%s\nthe last good checkpoint is kept: %s\n", res.divergence.c_str(), last_ckpt.c_str());
-        metrics << "{\"step\":" << step + 1 << ",\"diverged\":true}\n";
+        report_divergence(where);
         stop = true;
         break;
       }
@@ -246,18 +309,11 @@ TrainResult train(const TrainOptions& o) {
         std::printf("\n%s(whole tables: %s.txt; Chrome trace: %s.trace.json)\n", profile_table(*profiler, 15).c_str(),
                     base.c_str(), base.c_str());
       }
-      // The running train loss starts at this run's first step (a resumed run too, not from 0).
-      loss_ema = tokens_done == 0 ? loss : 0.98 * loss_ema + 0.02 * loss;
-      tokens_done += (double)b.tgt_tokens;
-      const double t = elapsed(), tps = tokens_done / std::max(t, 1e-9);
-      metrics << "{\"step\":" << step << ",\"loss\":" << loss << ",\"lr\":" << opt.lr() << ",\"gnorm\":" << gnorm
-              << ",\"tokens\":" << b.tgt_tokens << ",\"time\":" << t << "}\n";
-      if (!o.quiet) {
-        double eta = o.max_minutes > 0 ? 60 * o.max_minutes - t
-                     : o.max_steps ? (double)(o.max_steps - step) * t / (double)step : 0;
-        std::printf("\rstep %6lld | epoch %3lld | loss %7.4f | lr %.2e | gnorm %8.3f | %6.0f tok/s | ETA %s   ",
-                    (long long)step, (long long)epoch, loss_ema, opt.lr(), gnorm, tps, fmt_time(std::max(0.0, eta)).c_str());
-        std::fflush(stdout);
+      const bool evaluates = o.eval_every && step % o.eval_every == 0, saves = o.save_every && step % o.save_every == 0;
+      if (((int64_t)queued.size() >= o.sync_every || evaluates || saves || profiler) && !read_queued()) {
+        report_divergence(read_late);
+        stop = true;
+        break;
       }
       if (o.eval_every && step % o.eval_every == 0) {
         const double vl = evaluate_loss(model, valid_ex, o);
@@ -287,6 +343,7 @@ TrainResult train(const TrainOptions& o) {
       batch_in_epoch = 0;
     }
   }
+  if (!res.diverged && !read_queued()) report_divergence(read_late);  // the steps queued last
   metrics.flush();
   res.steps = step;
   res.seconds = elapsed();

@@ -43,6 +43,11 @@ struct TrainOptions {
   std::string matmul_precision = "fp32";  // fp32 | tf32 | bf16: float32 products on tensor cores (cuda only)
   std::string autocast = "off";           // off | bf16: mixed precision for the training forward (autograd/autocast.h)
   int64_t profile_step = 0;  // profile this training step (1-based; 0: none): <out>/profile_step<N>.{txt,trace.json}
+  // Read each step's loss and gradient norm back every this many steps (and before evaluations, saves, a profiled
+  // step's report, the end). 1: every step, before its update, so a diverged step is not applied and is replayed to
+  // name the op; K > 1: K steps queue without the host waiting for the GPU (the issue-6 step), a divergence is
+  // found at the next read, after the updates of the steps between.
+  int64_t sync_every = 1;
 };
 
 struct TrainResult {
@@ -69,6 +74,10 @@ struct LossAndNorm {
 // autocast_bf16: the forward (and loss) inside an AutocastBF16 scope (--autocast bf16).
 LossAndNorm forward_backward(skipgrad::nn::Transformer& model, const Batch& b, double label_smoothing,
                              bool autocast_bf16 = false);
+// The same without the read: [loss, gradient norm] as a float64 [2] tensor on the model's device (norm 0 when no
+// parameter has a gradient).
+skipgrad::Tensor forward_backward_queued(skipgrad::nn::Transformer& model, const Batch& b, double label_smoothing,
+                                         bool autocast_bf16 = false);
 // Mean label-smoothed loss and corpus BLEU of `pairs` under a model.
 double evaluate_loss(skipgrad::nn::Transformer& model, const std::vector<Example>& ex, const TrainOptions& opts);
 double evaluate_bleu(skipgrad::nn::Transformer& model, const Vocab& vocab, const std::vector<Pair>& pairs,
