@@ -114,8 +114,10 @@ class CudaBackend final : public Backend {
   // Pinned staging for small host-to-device copies (token ids, masks): from pageable memory cudaMemcpyAsync may
   // wait for the stream to drain; from pinned memory it does not. A slot is reused once its copy has finished
   // (its event), which a round-robin over kStagingSlots slots makes all but certain.
-  static constexpr int kStagingSlots = 16;
-  static constexpr size_t kStagingBytes = 1 << 20;
+  // 64 slots of 256 KiB (16 MiB pinned): a step uploads ~6 small tables and token batches (an issue-6 batch side is
+  // 32 KiB), so with --sync-every K the host can queue ~10 steps before it waits for a slot.
+  static constexpr int kStagingSlots = 64;
+  static constexpr size_t kStagingBytes = 256 << 10;
   char* staging_ = nullptr;  // kStagingSlots x kStagingBytes, cudaMallocHost
   cudaEvent_t staging_done_[kStagingSlots] = {};
   int next_slot_ = 0;
