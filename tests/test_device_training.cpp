@@ -238,7 +238,7 @@ TEST_SUITE("cuda") {
   }
 
 #ifdef SKIPGRAD_WITH_CUDA
-  TEST_CASE("a training step waits for the GPU once: the loss and gradient norm read") {
+  TEST_CASE("a training step waits for the GPU once (the loss and norm read) or, with --sync-every K, not at all") {
     if (!have_cuda()) return;
     auto& gpu = static_cast<CudaBackend&>(backend_for(Device::cuda()));
     manual_seed(3);
@@ -246,38 +246,7 @@ TEST_SUITE("cuda") {
     model.to(Device::cuda());
     nn::AdamW opt(model.named_parameters(), {});
     const std::vector<Example> ex = two_examples();
-    auto step = [&] {
-      Batch b = collate(ex, {0, 1}, Device::cuda());
-      LossAndNorm r = forward_backward(model, b, 0.1);
-      nn::clip_grads_to_norm(model.parameters(), 1.0, r.grad_norm);
-      opt.step();
-      opt.zero_grad();
-      return r;
-    };
-    // as train() does; tracking adds one wait per backward (tests/test_cuda.cpp)
-    TrackGradNormsGuard norm_tracking_off(false);
-    step();  // warm-up: cuBLAS handles, the allocator's cache
-    const int64_t waits = gpu.host_waits(), uploads = gpu.uploads(), staged = gpu.staged_uploads();
-    const uint64_t cuda_mallocs = allocator_for(Device::cuda()).stats().os_allocs;
-    LossAndNorm r = step();
-    CHECK(std::isfinite(r.loss));
-    CHECK(allocator_for(Device::cuda()).stats().os_allocs == cuda_mallocs);  // no cudaMalloc after the first step
-    CHECK(gpu.host_waits() - waits == 1);
-    INFO("uploads in one step: " << gpu.uploads() - uploads);
-    CHECK(gpu.staged_uploads() - staged == gpu.uploads() - uploads);  // the batch went through pinned memory
-    CHECK(gpu.uploads() - uploads >= 3);                               // src, tgt_in, tgt_out
-  }
-
-  TEST_CASE("with --sync-every K, K steps queue on the GPU without the host waiting") {
-    if (!have_cuda()) return;
-    auto& gpu = static_cast<CudaBackend&>(backend_for(Device::cuda()));
-    manual_seed(3);
-    nn::Transformer model(tiny_config());
-    model.to(Device::cuda());
-    nn::AdamW opt(model.named_parameters(), {});
-    const std::vector<Example> ex = two_examples();
-    TrackGradNormsGuard norm_tracking_off(false);
-    auto step = [&] {  // as train() does with --sync-every K --clip-norm 0.1
+    auto queue_step = [&] {  // as train() does, with --clip-norm 0.1: the clipping factor computed on the device
       Batch b = collate(ex, {0, 1}, Device::cuda());
       Tensor values = forward_backward_queued(model, b, 0.1);
       nn::clip_grads_to_norm(model.parameters(), 0.1, values.narrow(0, 1, 1));
@@ -285,14 +254,25 @@ TEST_SUITE("cuda") {
       opt.zero_grad();
       return values;
     };
-    (void)step().to_vector<double>();  // warm-up
-    const int64_t waits = gpu.host_waits();
-    std::vector<Tensor> values;
-    for (int k = 0; k < 3; k++) values.push_back(step());
-    CHECK(gpu.host_waits() - waits == 0);
-    const std::vector<double> v = concat(values, 0).to_vector<double>();  // the read: one wait for three steps
+    // as train() does; tracking adds one wait per backward (tests/test_cuda.cpp)
+    TrackGradNormsGuard norm_tracking_off(false);
+    (void)queue_step().to_vector<double>();  // warm-up: cuBLAS handles, the allocator's cache
+    int64_t waits = gpu.host_waits();
+    const int64_t uploads = gpu.uploads(), staged = gpu.staged_uploads();
+    const uint64_t cuda_mallocs = allocator_for(Device::cuda()).stats().os_allocs;
+    CHECK(std::isfinite(queue_step().to_vector<double>()[0]));  // --sync-every 1: the read is the one wait
+    CHECK(allocator_for(Device::cuda()).stats().os_allocs == cuda_mallocs);  // no cudaMalloc after the first step
     CHECK(gpu.host_waits() - waits == 1);
-    for (double x : v) CHECK(std::isfinite(x));
+    INFO("uploads in one step: " << gpu.uploads() - uploads);
+    CHECK(gpu.staged_uploads() - staged == gpu.uploads() - uploads);  // the batch went through pinned memory
+    CHECK(gpu.uploads() - uploads >= 3);                               // src, tgt_in, tgt_out
+    // --sync-every 3: three steps queue with no wait, and their read is one
+    waits = gpu.host_waits();
+    std::vector<Tensor> values;
+    for (int k = 0; k < 3; k++) values.push_back(queue_step());
+    CHECK(gpu.host_waits() - waits == 0);
+    for (double x : concat(values, 0).to_vector<double>()) CHECK(std::isfinite(x));
+    CHECK(gpu.host_waits() - waits == 1);
   }
 #endif
 }
