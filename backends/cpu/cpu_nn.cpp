@@ -5,6 +5,7 @@
 #include <limits>
 
 #include "backends/cpu/cpu_backend.h"
+#include "backends/cpu/lane_sum.h"
 #include "backends/cpu/strided_loop.h"
 #include "backends/in_float32.h"
 #include "tensor/random.h"
@@ -107,11 +108,8 @@ void CpuBackend::layer_norm(const Tensor& x, const Tensor& gamma, const Tensor& 
     for (int64_t r = 0; r < R; r++) {
       const T* xr = xp + r * C;
       T* yr = yp + r * C;
-      double s = 0;
-      for (int64_t c = 0; c < C; c++) s += xr[c];
-      const double mu = s / C;
-      double v = 0;
-      for (int64_t c = 0; c < C; c++) v += (xr[c] - mu) * (xr[c] - mu);
+      const double mu = cpu::lane_sum(C, [xr](int64_t c) { return (double)xr[c]; }) / C;
+      const double v = cpu::lane_sum(C, [xr, mu](int64_t c) { return (xr[c] - mu) * (xr[c] - mu); });
       const double rs = 1.0 / std::sqrt(v / C + eps);
       mp[r] = (T)mu;
       rp[r] = (T)rs;
@@ -139,29 +137,26 @@ void CpuBackend::layer_norm_backward(const Tensor& gy, const Tensor& x, const Te
     const T* rp = static_cast<const T*>(rstd.data_ptr());
     const T* gam = gamma.defined() ? static_cast<const T*>(gamma.data_ptr()) : nullptr;
     T* gxp = gx.defined() ? static_cast<T*>(gx.data_ptr()) : nullptr;
-    if (gxp) {
+    // gamma's presence is a template parameter: a null-pointer test per element keeps the loops from vectorising
+    auto gx_rows = [&]<bool kGamma>() {
 #pragma omp parallel for schedule(static) if (R * C > 16384)
       for (int64_t r = 0; r < R; r++) {
         const T* g = gyp + r * C;
         const T* xr = xp + r * C;
         const double mu = mp[r], rs = rp[r];
-        double sg = 0, sgx = 0;
-        for (int64_t c = 0; c < C; c++) {
-          double gg = (double)g[c] * (gam ? gam[c] : T(1));
-          sg += gg;
-          sgx += gg * (xr[c] - mu) * rs;
-        }
-        sg /= C;
-        sgx /= C;
+        auto gg_of = [g, gam](int64_t c) { return kGamma ? (double)g[c] * gam[c] : (double)g[c]; };
+        const double sg = cpu::lane_sum(C, gg_of) / C;
+        const double sgx = cpu::lane_sum(C, [&](int64_t c) { return gg_of(c) * (xr[c] - mu) * rs; }) / C;
         T* o = gxp + r * C;
         for (int64_t c = 0; c < C; c++) {
-          double gg = (double)g[c] * (gam ? gam[c] : T(1));
-          double xh = (xr[c] - mu) * rs;
-          const T v = (T)(rs * (gg - sg - xh * sgx));
+          const double xh = (xr[c] - mu) * rs;
+          const T v = (T)(rs * (gg_of(c) - sg - xh * sgx));
           o[c] = accumulate_gx ? o[c] + v : v;  // rounded as an add kernel would round the two
         }
       }
-    }
+    };
+    if (gxp && gam) gx_rows.template operator()<true>();
+    else if (gxp) gx_rows.template operator()<false>();
     if (ggamma.defined() || gbeta.defined()) {
       // Column sums over rows: parallel over column blocks, rows in order (deterministic).
       T* gg = ggamma.defined() ? static_cast<T*>(ggamma.data_ptr()) : nullptr;
@@ -201,8 +196,7 @@ void CpuBackend::rms_norm(const Tensor& x, const Tensor& weight, double eps, Ten
 #pragma omp parallel for schedule(static) if (R * C > 16384)
     for (int64_t r = 0; r < R; r++) {
       const T* xr = xp + r * C;
-      double ss = 0;
-      for (int64_t c = 0; c < C; c++) ss += (double)xr[c] * xr[c];
+      const double ss = cpu::lane_sum(C, [xr](int64_t c) { return (double)xr[c] * xr[c]; });
       const double rs = 1.0 / std::sqrt(ss / C + eps);
       rp[r] = (T)rs;
       T* yr = yp + r * C;
@@ -229,9 +223,8 @@ void CpuBackend::rms_norm_backward(const Tensor& gy, const Tensor& x, const Tens
         const T* g = gyp + r * C;
         const T* xr = xp + r * C;
         const double rs = rp[r];
-        double s = 0;
-        for (int64_t c = 0; c < C; c++) s += (double)g[c] * (wp ? wp[c] : T(1)) * xr[c] * rs;
-        s /= C;
+        const double s =
+            cpu::lane_sum(C, [&](int64_t c) { return (double)g[c] * (wp ? wp[c] : T(1)) * xr[c] * rs; }) / C;
         T* o = gxp + r * C;
         for (int64_t c = 0; c < C; c++) {
           const T v = (T)(rs * ((double)g[c] * (wp ? wp[c] : T(1)) - xr[c] * rs * s));

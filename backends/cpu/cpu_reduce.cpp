@@ -14,6 +14,7 @@
 #include <type_traits>
 
 #include "backends/cpu/cpu_backend.h"
+#include "backends/cpu/lane_sum.h"
 #include "backends/cpu/strided_loop.h"
 #include "backends/in_float32.h"
 
@@ -64,16 +65,10 @@ void with_op(ReduceOp op, F&& f) {
 // One contiguous run of n values, K = 1 case: 8 independent lanes (vectorisable), merged in a fixed order.
 template <ReduceOp OP, class T>
 double reduce_run(const T* x, int64_t n) {
-  constexpr int kLanes = 8;
-  double lane[kLanes];
-  for (int l = 0; l < kLanes; l++) lane[l] = reduce_init<OP>();
-  int64_t i = 0;
-  for (; i + kLanes <= n; i += kLanes)
-    for (int l = 0; l < kLanes; l++) lane[l] = reduce_step<OP>(lane[l], (double)x[i + l]);
-  double acc = reduce_init<OP>();
-  for (int l = 0; l < kLanes; l++) acc = reduce_merge<OP>(acc, lane[l]);
-  for (; i < n; i++) acc = reduce_step<OP>(acc, (double)x[i]);
-  return acc;
+  return cpu::lane_reduce(
+      n, reduce_init<OP>(), [x](int64_t i) { return (double)x[i]; },
+      [](double acc, double v) { return reduce_step<OP>(acc, v); },
+      [](double a, double b) { return reduce_merge<OP>(a, b); });
 }
 
 // x = [O, R, K] contiguous -> out[o*K + k] = ⊕_r x[(o*R + r)*K + k].
