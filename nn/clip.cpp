@@ -26,6 +26,11 @@ std::vector<Tensor> defined_grads(const std::vector<Tensor>& params) {
   }
   return grads;
 }
+
+void check_max_norm(double max_norm) {
+  check(std::isfinite(max_norm) && max_norm >= 0, "clip_grad_norm", ": max_norm must be finite and >= 0, got ",
+        max_norm);
+}
 }  // namespace
 
 // total = sqrt(sum_p ||g_p||^2), on the device
@@ -40,8 +45,7 @@ Tensor total_grad_norm(const std::vector<Tensor>& params) {
 
 // g_p *= max_norm / (total + 1e-6) when total > max_norm
 void clip_grads_to_norm(const std::vector<Tensor>& params, double max_norm, double total) {
-  check(std::isfinite(max_norm) && max_norm >= 0, "clip_grad_norm", ": max_norm must be finite and >= 0, got ",
-        max_norm);
+  check_max_norm(max_norm);
   if (max_norm > 0 && std::isfinite(total) && total > max_norm) {
     NoGradGuard no_grad;
     const double scale = max_norm / (total + 1e-6);
@@ -52,8 +56,7 @@ void clip_grads_to_norm(const std::vector<Tensor>& params, double max_norm, doub
 
 // factor = max_norm / (total + 1e-6) where max_norm < total < inf (NaN compares false), else 1, on total's device
 void clip_grads_to_norm(const std::vector<Tensor>& params, double max_norm, const Tensor& total) {
-  check(std::isfinite(max_norm) && max_norm >= 0, "clip_grad_norm", ": max_norm must be finite and >= 0, got ",
-        max_norm);
+  check_max_norm(max_norm);
   check(total.defined() && total.numel() == 1 && total.dtype() == DType::F64, "clip_grad_norm",
         ": the total norm must be a float64 tensor of one element (total_grad_norm's), got ",
         total.defined() ? total.meta_str() : "none");
@@ -73,8 +76,7 @@ void clip_grads_to_norm(const std::vector<Tensor>& params, double max_norm, cons
 }
 
 double clip_grad_norm(const std::vector<Tensor>& params, double max_norm) {
-  check(std::isfinite(max_norm) && max_norm >= 0, "clip_grad_norm", ": max_norm must be finite and >= 0, got ",
-        max_norm);
+  check_max_norm(max_norm);
   Tensor norm = total_grad_norm(params);
   if (!norm.defined()) return 0.0;
   const double total = norm.item();  // the one read-back

@@ -315,7 +315,7 @@ TrainResult train(const TrainOptions& o) {
         stop = true;
         break;
       }
-      if (o.eval_every && step % o.eval_every == 0) {
+      if (evaluates) {
         const double vl = evaluate_loss(model, valid_ex, o);
         const double vb = evaluate_bleu(model, vocab, valid_bleu_pairs, o, 1);
         std::printf("\n[eval] step %lld: valid loss %.4f, valid BLEU (greedy, %zu sentences) %.2f\n", (long long)step, vl,
@@ -331,7 +331,7 @@ TrainResult train(const TrainOptions& o) {
           stop = true;
         }
       }
-      if (o.save_every && step % o.save_every == 0) {
+      if (saves) {
         batch_in_epoch++;  // the checkpoint resumes at the next batch
         save(last_ckpt);
         batch_in_epoch--;
