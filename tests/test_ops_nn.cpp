@@ -1,7 +1,10 @@
 // Neural-network ops: forward values against hand-computed results, finite-difference gradients for every op
 // (different dims, strided inputs, optional affine parameters, ignored targets, broadcasting) and the errors.
+#include <bit>
 #include <cmath>
 #include <limits>
+
+#include "backends/cpu/vec_exp.h"
 
 #include "test_util.h"
 
@@ -404,6 +407,75 @@ TEST_SUITE("ops_nn") {
     Tensor t = i64({0, 6, 3, -100, 2}, {5});
     CHECK(max_abs_diff(cross_entropy(xf, t, -100, 0.1), cross_entropy(x, t, -100, 0.1)) < 1e-5);
     CHECK(cross_entropy(xf, t).dtype() == DType::F32);
+  }
+
+  TEST_CASE("float32 exp of softmax and cross-entropy (exp_vec) is within 1 ulp of libm; -inf, inf, NaN kept") {
+    int64_t worst = 0;
+    for (float x = -86.5f; x <= 88.72f; x = std::nextafter(x + std::abs(x) * 6e-6f, 100.0f)) {
+      const float ref = (float)std::exp((double)x), got = cpu::exp_vec(x);
+      worst = std::max<int64_t>(worst, std::abs((int64_t)std::bit_cast<int32_t>(got) - std::bit_cast<int32_t>(ref)));
+    }
+    CHECK(worst <= 1);
+    const float inf = std::numeric_limits<float>::infinity();
+    CHECK(cpu::exp_vec(-inf) == 0);
+    CHECK(cpu::exp_vec(-90.0f) == 0);  // flushed below e^-86.5 ~ 2.7e-38
+    CHECK(cpu::exp_vec(inf) == inf);
+    CHECK(cpu::exp_vec(89.0f) == inf);
+    CHECK(std::isnan(cpu::exp_vec(std::numeric_limits<float>::quiet_NaN())));
+    CHECK(cpu::exp_vec(0.0f) == 1.0f);
+  }
+
+  TEST_CASE("float32 masked softmax, attention and cross-entropy (values and gradients) match float64") {
+    const double inf = std::numeric_limits<double>::infinity(), nan = std::nan("");
+    // rows of 37 columns (a lane tail), some -inf entries, wide-range logits; softmax also gets a fully masked row
+    // (log_softmax of one is NaN in any precision)
+    auto logits = [&](int64_t rows) {
+      std::vector<double> xv = leaf({rows, 37}, 31, 8.0).detach().to_vector<double>();
+      xv[3] = xv[40] = xv[41] = -inf;
+      if (rows == 6)
+        for (int c = 0; c < 37; c++) xv[5 * 37 + c] = -inf;
+      return f64(xv, {rows, 37});
+    };
+    auto finite = [&](const Tensor& y) { return masked_fill(y, eq(y, Tensor::scalar(-inf, y.dtype())), 0.0); };
+    for (bool log : {false, true}) {
+      const Tensor x = logits(log ? 5 : 6);
+      auto run = [&](DType dt) {
+        Tensor xi = x.to(dt).detach().requires_grad_();  // to(F64) of a float64 x is x itself
+        Tensor y = log ? log_softmax(xi) : softmax(xi);
+        sum(finite(y) * leaf(x.shape(), 32).detach().to(dt)).backward();  // -inf log-probabilities left out
+        return std::vector<Tensor>{finite(y).to(DType::F64), xi.grad().to(DType::F64)};
+      };
+      std::vector<Tensor> r64 = run(DType::F64), r32 = run(DType::F32);
+      CHECK(max_abs_diff(r32[0], r64[0]) < (log ? 1e-5 : 1e-6));  // log-probabilities reach -60: float's ulp 4e-6
+      CHECK(max_abs_diff(r32[1], r64[1]) < 1e-5);
+    }
+    Tensor t = i64({0, 6, 3, -100, 2, 1}, {6});
+    Tensor xs = finite(logits(5)).detach();
+    xs = concat({xs, leaf({1, 37}, 36, 8.0).detach()}, 0);  // cross-entropy: every row finite
+    for (double ls : {0.0, 0.1}) {
+      Tensor a = xs.to(DType::F32).requires_grad_(), b = xs.detach().requires_grad_();
+      Tensor la = cross_entropy(a, t, -100, ls);
+      la.backward();
+      Tensor lb = cross_entropy(b, t, -100, ls);
+      lb.backward();
+      CHECK(std::abs(la.item() - lb.item()) < 1e-5);
+      CHECK(max_abs_diff(a.grad().to(DType::F64), b.grad()) < 1e-6);
+    }
+    // a NaN in a kept column makes its row NaN; one in a masked (padded) key does not
+    std::vector<double> kv = leaf({1, 1, 5, 4}, 33).detach().to_vector<double>();
+    kv[3 * 4] = nan;
+    Tensor q = leaf({1, 1, 7, 4}, 34).detach(), k = f64(kv, {1, 1, 5, 4}), v = leaf({1, 1, 5, 4}, 35).detach();
+    AttentionOptions causal;
+    causal.causal = true;
+    Tensor pad = i64({0, 0, 0, 1, 0}, {1, 5});
+    for (DType dt : {DType::F32, DType::F64}) {
+      std::vector<double> o = attention(q.to(dt), k.to(dt), v.to(dt), pad, causal).to_vector<double>();
+      for (double e : o) CHECK(std::isfinite(e));
+      o = attention(q.to(dt), k.to(dt), v.to(dt), Tensor(), causal).to_vector<double>();
+      // 7 queries over 5 keys, causal: query i sees keys j <= i - 2; queries 0, 1 see none (zeros), 2..4 do not
+      // reach key 3 (finite), 5 and 6 do (NaN)
+      for (int i = 0; i < 7; i++) CHECK_MESSAGE(std::isnan(o[i * 4]) == (i >= 5), "query ", i);
+    }
   }
 
   // ---------------------------------------------------------------- errors

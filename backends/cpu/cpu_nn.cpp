@@ -1,12 +1,14 @@
 // CPU fused row kernels: softmax, layer/rms norm, embedding, cross entropy, dropout masks.
 // Rows are independent, so each kernel is an OpenMP loop over rows with a plain inner loop; statistics are
 // accumulated in double.
+#include <algorithm>
 #include <cmath>
 #include <limits>
 
 #include "backends/cpu/cpu_backend.h"
 #include "backends/cpu/lane_sum.h"
 #include "backends/cpu/strided_loop.h"
+#include "backends/cpu/vec_exp.h"
 #include "backends/in_float32.h"
 #include "tensor/random.h"
 
@@ -41,18 +43,19 @@ void CpuBackend::softmax(const Tensor& x, Tensor& y, bool log, const SoftmaxMask
       const T* xr = xp + r * C;
       T* yr = yp + r * C;
       constexpr T kMasked = -std::numeric_limits<T>::infinity();
-      const int64_t keep = Q > 0 ? r % Q + C - Q + 1 : C;
+      // the causal window keeps columns [0, keep); the padding mask drops some of those
+      const int64_t keep = std::clamp<int64_t>(Q > 0 ? r % Q + C - Q + 1 : C, 0, C);
       const int64_t* padded = pad ? pad + r / mask.rows_per_batch * C : nullptr;
       auto at = [&](int64_t c) { return c < keep && !(padded && padded[c]) ? xr[c] : kMasked; };
       T mx = kMasked;
-      for (int64_t c = 0; c < C; c++) mx = at(c) > mx ? at(c) : mx;
+      for (int64_t c = 0; c < keep; c++) mx = at(c) > mx ? at(c) : mx;
       if (mx == kMasked) mx = 0;  // a fully masked row
-      double s = 0;
-      for (int64_t c = 0; c < C; c++) {
-        T e = std::exp(at(c) - mx);
-        if (!log) yr[c] = e;
-        s += e;
-      }
+      // e = exp(x - max) over the window in one vectorised loop, then 0 where padded and past the window
+      for (int64_t c = 0; c < keep; c++) yr[c] = cpu::exp_of(xr[c] - mx);
+      if (padded)
+        for (int64_t c = 0; c < keep; c++) yr[c] = padded[c] ? T(0) : yr[c];
+      std::fill(yr + keep, yr + C, T(0));
+      const double s = cpu::lane_sum(keep, [yr](int64_t c) { return (double)yr[c]; });
       if (log) {
         T lse = mx + (T)std::log(s);
         for (int64_t c = 0; c < C; c++) yr[c] = at(c) - lse;
@@ -79,13 +82,12 @@ void CpuBackend::softmax_backward(const Tensor& y, const Tensor& gy, Tensor& gx,
       const T* yr = yp + r * C;
       const T* gr = gp + r * C;
       T* o = op_ + r * C;
-      double s = 0;
       if (log) {
-        for (int64_t c = 0; c < C; c++) s += gr[c];
-        for (int64_t c = 0; c < C; c++) o[c] = gr[c] - std::exp(yr[c]) * (T)s;
+        const T s = (T)cpu::lane_sum(C, [gr](int64_t c) { return (double)gr[c]; });
+        for (int64_t c = 0; c < C; c++) o[c] = gr[c] - cpu::exp_of(yr[c]) * s;
       } else {
-        for (int64_t c = 0; c < C; c++) s += (double)gr[c] * yr[c];
-        for (int64_t c = 0; c < C; c++) o[c] = yr[c] * (gr[c] - (T)s);
+        const T s = (T)cpu::lane_sum(C, [gr, yr](int64_t c) { return (double)gr[c] * yr[c]; });
+        for (int64_t c = 0; c < C; c++) o[c] = yr[c] * (gr[c] - s);
       }
     }
   });
@@ -193,15 +195,20 @@ void CpuBackend::rms_norm(const Tensor& x, const Tensor& weight, double eps, Ten
     const T* wp = weight.defined() ? static_cast<const T*>(weight.data_ptr()) : nullptr;
     T* yp = static_cast<T*>(y.data_ptr());
     T* rp = static_cast<T*>(rstd.data_ptr());
+    // the weight's presence is a template parameter (see layer_norm_backward)
+    auto rows_with = [&]<bool kWeight>() {
 #pragma omp parallel for schedule(static) if (R * C > 16384)
-    for (int64_t r = 0; r < R; r++) {
-      const T* xr = xp + r * C;
-      const double ss = cpu::lane_sum(C, [xr](int64_t c) { return (double)xr[c] * xr[c]; });
-      const double rs = 1.0 / std::sqrt(ss / C + eps);
-      rp[r] = (T)rs;
-      T* yr = yp + r * C;
-      for (int64_t c = 0; c < C; c++) yr[c] = (T)(xr[c] * rs) * (wp ? wp[c] : T(1));
-    }
+      for (int64_t r = 0; r < R; r++) {
+        const T* xr = xp + r * C;
+        const double ss = cpu::lane_sum(C, [xr](int64_t c) { return (double)xr[c] * xr[c]; });
+        const double rs = 1.0 / std::sqrt(ss / C + eps);
+        rp[r] = (T)rs;
+        T* yr = yp + r * C;
+        for (int64_t c = 0; c < C; c++) yr[c] = kWeight ? (T)(xr[c] * rs) * wp[c] : (T)(xr[c] * rs);
+      }
+    };
+    if (wp) rows_with.template operator()<true>();
+    else rows_with.template operator()<false>();
   });
 }
 
@@ -216,22 +223,24 @@ void CpuBackend::rms_norm_backward(const Tensor& gy, const Tensor& x, const Tens
     const T* xp = static_cast<const T*>(x.data_ptr());
     const T* rp = static_cast<const T*>(rstd.data_ptr());
     const T* wp = weight.defined() ? static_cast<const T*>(weight.data_ptr()) : nullptr;
-    if (gx.defined()) {
-      T* gxp = static_cast<T*>(gx.data_ptr());
+    T* gxp = gx.defined() ? static_cast<T*>(gx.data_ptr()) : nullptr;
+    auto gx_rows = [&]<bool kWeight>() {
 #pragma omp parallel for schedule(static) if (R * C > 16384)
       for (int64_t r = 0; r < R; r++) {
         const T* g = gyp + r * C;
         const T* xr = xp + r * C;
         const double rs = rp[r];
-        const double s =
-            cpu::lane_sum(C, [&](int64_t c) { return (double)g[c] * (wp ? wp[c] : T(1)) * xr[c] * rs; }) / C;
+        auto gw_of = [g, wp](int64_t c) { return kWeight ? (double)g[c] * wp[c] : (double)g[c]; };
+        const double s = cpu::lane_sum(C, [&](int64_t c) { return gw_of(c) * xr[c] * rs; }) / C;
         T* o = gxp + r * C;
         for (int64_t c = 0; c < C; c++) {
-          const T v = (T)(rs * ((double)g[c] * (wp ? wp[c] : T(1)) - xr[c] * rs * s));
+          const T v = (T)(rs * (gw_of(c) - xr[c] * rs * s));
           o[c] = accumulate_gx ? o[c] + v : v;
         }
       }
-    }
+    };
+    if (gxp && wp) gx_rows.template operator()<true>();
+    else if (gxp) gx_rows.template operator()<false>();
     if (gweight.defined()) {
       T* gw = static_cast<T*>(gweight.data_ptr());
 #pragma omp parallel for schedule(static) if (R * C > 16384)
@@ -298,14 +307,9 @@ void CpuBackend::cross_entropy(const Tensor& logits, const Tensor& targets, int6
 #pragma omp parallel for schedule(static) if (R * C > 16384)
     for (int64_t r = 0; r < R; r++) {
       const T* x = xp + r * C;
-      T mx = -std::numeric_limits<T>::infinity();
-      double sum_x = 0;
-      for (int64_t c = 0; c < C; c++) {
-        mx = x[c] > mx ? x[c] : mx;
-        sum_x += x[c];
-      }
-      double s = 0;
-      for (int64_t c = 0; c < C; c++) s += std::exp((double)(x[c] - mx));
+      const T mx = cpu::lane_max(C, x);
+      const double sum_x = cpu::lane_sum(C, [x](int64_t c) { return (double)x[c]; });
+      const double s = cpu::lane_sum(C, [x, mx](int64_t c) { return (double)cpu::exp_of(x[c] - mx); });
       const double l = mx + std::log(s);
       sp[r] = (T)l;
       if (tp[r] == ignore_index) {
@@ -344,7 +348,7 @@ void CpuBackend::cross_entropy_backward(const Tensor& logits, const Tensor& targ
       const T* x = xp + r * C;
       const T g = gp[r], l = sp[r];
       const T smooth = (T)(label_smoothing / C);
-      for (int64_t c = 0; c < C; c++) orow[c] = g * (std::exp(x[c] - l) - smooth);
+      for (int64_t c = 0; c < C; c++) orow[c] = g * (cpu::exp_of(x[c] - l) - smooth);
       orow[tp[r]] -= g * (T)(1 - label_smoothing);
     }
   });
