@@ -1,0 +1,212 @@
+// Graph dumps: DOT (clusters, collapsing, filters; parsed by Graphviz when installed) and JSON (validated against
+// docs/graph_schema.json, round-tripped, and refused with a clear message when broken).
+#include <nlohmann/json.hpp>
+
+#include <filesystem>
+#include <unistd.h>
+
+#include "analysis/graph.h"
+#include "graph_test_util.h"
+
+using namespace sgtest;
+namespace fs = std::filesystem;
+
+namespace {
+
+// A small JSON Schema checker: the keywords docs/graph_schema.json uses ($ref, type, const, enum, minimum,
+// anyOf, required, properties, additionalProperties, items). Appends one message per violation.
+using json = nlohmann::json;
+void validate(const json& v, const json& schema, const json& root, const std::string& at,
+              std::vector<std::string>& errors) {
+  auto type_ok = [&](const std::string& t) {
+    return (t == "object" && v.is_object()) || (t == "array" && v.is_array()) || (t == "string" && v.is_string()) ||
+           (t == "integer" && v.is_number_integer()) || (t == "number" && v.is_number()) ||
+           (t == "boolean" && v.is_boolean()) || (t == "null" && v.is_null());
+  };
+  if (schema.contains("$ref")) {
+    std::string ref = schema["$ref"];
+    validate(v, root.at(json::json_pointer(ref.substr(1))), root, at, errors);
+  }
+  if (schema.contains("type")) {
+    bool ok = false;
+    if (schema["type"].is_string()) ok = type_ok(schema["type"]);
+    else
+      for (const auto& t : schema["type"]) ok = ok || type_ok(t);
+    if (!ok) errors.push_back(at + ": wrong type " + v.dump());
+  }
+  if (schema.contains("const") && v != schema["const"]) errors.push_back(at + ": not " + schema["const"].dump());
+  if (schema.contains("enum")) {
+    bool found = false;
+    for (const auto& e : schema["enum"]) found = found || e == v;
+    if (!found) errors.push_back(at + ": " + v.dump() + " not in enum");
+  }
+  if (schema.contains("minimum") && v.is_number() && v.get<double>() < schema["minimum"].get<double>())
+    errors.push_back(at + ": below minimum");
+  if (schema.contains("anyOf")) {
+    bool any = false;
+    for (const auto& s : schema["anyOf"]) {
+      std::vector<std::string> e;
+      validate(v, s, root, at, e);
+      any = any || e.empty();
+    }
+    if (!any) errors.push_back(at + ": matches no anyOf branch: " + v.dump());
+  }
+  if (v.is_object()) {
+    if (schema.contains("required"))
+      for (const auto& k : schema["required"])
+        if (!v.contains(k.get<std::string>())) errors.push_back(at + ": missing " + k.get<std::string>());
+    for (const auto& [k, x] : v.items()) {
+      if (schema.contains("properties") && schema["properties"].contains(k))
+        validate(x, schema["properties"][k], root, at + "." + k, errors);
+      else if (schema.contains("additionalProperties") && schema["additionalProperties"].is_object())
+        validate(x, schema["additionalProperties"], root, at + "." + k, errors);
+    }
+  }
+  if (v.is_array() && schema.contains("items"))
+    for (size_t i = 0; i < v.size(); i++) validate(v[i], schema["items"], root, at + "[" + std::to_string(i) + "]", errors);
+}
+
+DotOptions only(const std::string& prefix) {
+  DotOptions o;
+  o.filter = prefix;
+  return o;
+}
+DotOptions no_leaves_opt() {
+  DotOptions o;
+  o.leaves = false;
+  return o;
+}
+
+fs::path temp_dir() {
+  fs::path dir = fs::temp_directory_path() / ("skipgrad_graph_test_" + std::to_string(::getpid()));
+  fs::create_directories(dir);
+  return dir;
+}
+
+}  // namespace
+
+TEST_SUITE("graph") {
+  TEST_CASE("DOT: nested clusters, role colours, collapsing by depth, filter, parses with dot") {
+    FreshTape tape;
+    const int K = 4;
+    Tensor loss = build_stack(Topo::PostLN, K);
+    Graph g = Graph::from_tape(current_tape());
+    std::string dot = g.to_dot();
+    CHECK(dot.rfind("digraph skipgrad {", 0) == 0);
+    CHECK(dot.find("subgraph \"cluster_enc\" {") != std::string::npos);
+    CHECK(dot.find("subgraph \"cluster_enc.3\" {") != std::string::npos);
+    CHECK(dot.find("subgraph \"cluster_enc.3.ffn\" {") != std::string::npos);
+    CHECK(dot.find("subgraph \"cluster_enc.3\" {") > dot.find("subgraph \"cluster_enc\" {"));
+    CHECK(dot.find("#fc9272") != std::string::npos);  // residual add
+    CHECK(dot.find("#9ecae1") != std::string::npos);  // norm
+    CHECK(dot.find("#f6e8a6") != std::string::npos);  // parameter
+    CHECK(dot.find("residual_add\\nadd [2,4]") != std::string::npos);
+    CHECK(dot.find("->") != std::string::npos);
+    for (size_t p = dot.find("->"); p != std::string::npos; p = dot.find("->", p + 1))
+      CHECK(dot.substr(p, dot.find('\n', p) - p).find("label") == std::string::npos);  // no backward, no norms
+    CHECK(std::count(dot.begin(), dot.end(), '{') == std::count(dot.begin(), dot.end(), '}'));
+
+    std::string boxed = g.to_dot(depth(1));
+    CHECK(boxed.find("cluster_enc.0") == std::string::npos);
+    CHECK(boxed.find("cluster_enc\"") != std::string::npos);
+    size_t boxes = 0;
+    for (size_t p = boxed.find("box3d"); p != std::string::npos; p = boxed.find("box3d", p + 1)) boxes++;
+    CHECK(boxes == (size_t)K);  // one per layer
+    CHECK(boxed.find("enc.2\\n") != std::string::npos);
+    CHECK(boxed.find("1 norm, 1 residual add") != std::string::npos);
+
+    std::string one = g.to_dot(only("enc.1"));
+    CHECK(one.find("enc.1.residual_add") != std::string::npos);
+    CHECK(one.find("enc.0.ln.layer_norm") != std::string::npos);  // its input, a direct neighbour
+    CHECK(one.find("enc.3.") == std::string::npos);
+    CHECK(one.find("enc.10") == std::string::npos);
+    CHECK_THROWS_WITH_ALL(g.to_dot(only("dec")), "to_dot", "'dec'");
+    CHECK_THROWS_WITH_ALL(g.to_dot(depth(-2)), "to_dot", "max_depth");
+    std::string no_leaves = g.to_dot(no_leaves_opt());
+    CHECK(no_leaves.find("ffn.w") == std::string::npos);
+
+    if (graphviz_available()) {
+      fs::path dir = temp_dir();
+      for (auto [opt, stem] : {std::pair{DotOptions{}, "full"}, std::pair{depth(1), "boxed"},
+                               std::pair{only("enc.1"), "filtered"}}) {
+        std::string dot_path = (dir / (std::string(stem) + ".dot")).string();
+        std::string svg_path = (dir / (std::string(stem) + ".svg")).string();
+        g.save_dot(dot_path, opt);
+        render_dot(dot_path, svg_path);
+        CHECK(read_file(svg_path).find("<svg") != std::string::npos);
+      }
+      CHECK_THROWS_WITH_ALL(render_dot((dir / "full.dot").string(), (dir / "x.txt").string()), "render_dot",
+                            ".svg");
+      fs::remove_all(dir);
+    } else {
+      MESSAGE("Graphviz 'dot' is not installed: skipping the dot -Tsvg parse check");
+    }
+  }
+
+  TEST_CASE("JSON: validates against docs/graph_schema.json and round-trips, norms included") {
+    FreshTape tape;
+    Tensor loss = build_stack(Topo::PreLNQNorm, 2);
+    loss.backward(Tensor(), true);
+    Graph g = Graph::from_tape(current_tape());
+    g.nodes[1].value_norm = INFINITY;  // overflowed norms survive as strings
+    std::string text = g.to_json();
+
+    json schema = json::parse(read_file(std::string(SKIPGRAD_SOURCE_DIR) + "/docs/graph_schema.json"));
+    CHECK(schema["$schema"] == "https://json-schema.org/draft/2020-12/schema");
+    json doc = json::parse(text);
+    std::vector<std::string> errors;
+    validate(doc, schema, schema, "$", errors);
+    for (const std::string& e : errors) FAIL_CHECK(e);
+    CHECK(errors.empty());
+    // And the checker does reject a broken document.
+    json broken = doc;
+    broken["nodes"][0].erase("shape");
+    broken["nodes"][1]["kind"] = "tensor";
+    errors.clear();
+    validate(broken, schema, schema, "$", errors);
+    CHECK(errors.size() == 2);
+
+    CHECK(doc["nodes"][1]["value_norm"] == "Infinity");
+    CHECK(doc["nodes"].size() == g.nodes.size());
+    CHECK(doc["params"].size() == g.params.size());
+    Graph back = Graph::from_json(text);
+    CHECK(back == g);
+    CHECK(back.to_json() == text);
+
+    // Atomic save and load.
+    fs::path dir = temp_dir();
+    std::string path = (dir / "graph.json").string();
+    g.save_json(path);
+    CHECK(Graph::load_json(path) == g);
+    for (const auto& entry : fs::directory_iterator(dir)) CHECK(entry.path().filename() == "graph.json");
+    fs::remove_all(dir);
+  }
+
+  TEST_CASE("JSON: the loader names what is wrong") {
+    FreshTape tape;
+    Tensor x = param({2}, "x", 1);
+    sum(exp(x));
+    Graph g = Graph::from_tape(current_tape());
+    json doc = json::parse(g.to_json());
+    CHECK_THROWS_WITH_ALL(Graph::from_json("{nope"), "graph json", "not valid JSON");
+    CHECK_THROWS_WITH_ALL(Graph::from_json("[]"), "graph json", "must be an object");
+    json d = doc;
+    d["version"] = 2;
+    CHECK_THROWS_WITH_ALL(Graph::from_json(d.dump()), "graph json", "version 2");
+    d = doc;
+    d["nodes"][1].erase("shape");
+    CHECK_THROWS_WITH_ALL(Graph::from_json(d.dump()), "graph json", "nodes[1] has no 'shape'");
+    d = doc;
+    d["nodes"][1]["inputs"] = json::array({2});
+    CHECK_THROWS_WITH_ALL(Graph::from_json(d.dump()), "nodes[1] reads node 2", "topological");
+    d = doc;
+    d["nodes"][2]["grad_norm"] = "big";
+    CHECK_THROWS_WITH_ALL(Graph::from_json(d.dump()), "nodes[2].grad_norm must be a number");
+    d = doc;
+    d["params"][0]["node"] = 1;
+    CHECK_THROWS_WITH_ALL(Graph::from_json(d.dump()), "params[0].node = 1 is not a param node");
+    CHECK_THROWS_WITH_ALL(Graph::load_json("/nonexistent/graph.json"), "read_file", "cannot open");
+    CHECK_THROWS_WITH_ALL(g.save_json("/nonexistent/dir/graph.json"), "write_file_atomic", "cannot open");
+  }
+
+}
