@@ -17,6 +17,7 @@
 #include "nn/loss.h"
 #include "nn/optim.h"
 #include "nn/schedule.h"
+#include "nn/topologies/admin.h"
 #include "nn/transformer.h"
 #include "tensor/allocator.h"
 #include "tensor/error.h"

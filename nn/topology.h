@@ -124,6 +124,9 @@ class Topology {
   static constexpr const char* SandwichLN = "sandwich_ln";
   static constexpr const char* PeriLN = "peri_ln";
   static constexpr const char* MixLN = "mix_ln";
+  static constexpr const char* ResPostNorm = "res_post_norm";
+  static constexpr const char* ReZero = "rezero";
+  static constexpr const char* Admin = "admin";  // its ω init: admin_profile_init (nn/topologies/admin.h)
 
   virtual ~Topology() = default;
   virtual std::string name() const = 0;

@@ -36,11 +36,17 @@
 #   C12 loss: fairseq label smoothing, eps spread over the V-1 wrong classes:
 #       loss_i = (1 - eps - eps/(V-1))·nll_i + eps/(V-1)·Σ_j -log p_j, mean over non-pad targets.
 #   C13 norm ε: cfg.norm_eps = 1e-5 for every LN/RMS (and head norm) except ResiDual's final norm.
+#   C14 ReZero: one α per layer ("enc.0.rezero_alpha", shape [1]) scales all its sublayers (the ReZero authors'
+#       layer); Admin: one ω per sublayer ("enc.0.self_attn_omega", [d]); neither has a final norm. Their values
+#       here are random (α ≈ 0.5, ω ≈ 1), not the α = 0 init or Admin's profiled ω, so that every term counts.
+#   C15 Admin's profiling pass (admin.safetensors also holds its result, "profiled.*"): ratio r = 1 at the start of
+#       each stack (the decoder restarts), variances over all elements of the batch (pads included, population
+#       variance), no dropout.
 # Dropout is 0 everywhere, so where the dropouts sit does not enter the numbers.
 #
 # Model: vocab 13, d 8, 2 heads (d_h 4), ffn 32, 2+2 layers, pad_id 0, shared embeddings, LayerNorm (plus RMSNorm
-# cases for pre_ln and hybrid_norm). d is 8, not 16, to keep the eleven files (weights + gradients in float64)
-# under 1 MB together. Weights are random (torch.manual_seed), norm gains around 1 and biases around 0 so that a
+# cases for pre_ln and hybrid_norm). d is 8, not 16, to keep the fourteen files (weights + gradients in float64)
+# about 1.2 MB together. Weights are random (torch.manual_seed), norm gains around 1 and biases around 0 so that a
 # swapped or missing norm shows.
 #
 # Each file holds: every parameter under skipgrad's name (float64), "grad.<name>" the gradient of the loss with
@@ -66,7 +72,8 @@ CASES = [("post_ln", "post_ln", "layer_norm"), ("pre_ln", "pre_ln", "layer_norm"
          ("hybrid_norm", "hybrid_norm", "layer_norm"), ("hybrid_norm_rms", "hybrid_norm", "rms_norm"),
          ("hybrid_norm_star", "hybrid_norm_star", "layer_norm"), ("deep_norm", "deep_norm", "layer_norm"),
          ("sandwich_ln", "sandwich_ln", "layer_norm"), ("peri_ln", "peri_ln", "layer_norm"),
-         ("mix_ln", "mix_ln", "layer_norm")]
+         ("mix_ln", "mix_ln", "layer_norm"), ("res_post_norm", "res_post_norm", "layer_norm"),
+         ("rezero", "rezero", "layer_norm"), ("admin", "admin", "layer_norm")]
 
 # A fixed batch, right-padded with pad_id 0 (B=2, S=5, T=4); 2 plays eos/bos.
 SRC = [[4, 5, 6, 7, 2], [8, 9, 2, 0, 0]]
@@ -94,6 +101,7 @@ class Ref:
         self.d, self.h = cfg["d_model"], cfg["heads"]
         self.dh = self.d // self.h
         self.eps = cfg["norm_eps"]
+        self.profile = None  # Admin's profiling pass: {"enc": r, "dec": r} while it runs (admin_profiled)
 
     def sub(self, prefix):
         n = len(prefix) + 1
@@ -159,6 +167,21 @@ class Ref:
         elif t in ("sandwich_ln", "peri_ln"):  # §5.2/§5.3: x = x + LN_out(f(LN_in(x)))
             for n, f in subs:
                 x = x + N(n + "_out_norm", f(N(n + "_norm", x)))
+        elif t == "res_post_norm":  # §5.4: x = x + N_out(f(x)), no input norm
+            for n, f in subs:
+                x = x + N(n + "_out_norm", f(x))
+        elif t == "rezero":  # §5.7: x = x + α·f(x), one α per layer (C14)
+            for n, f in subs:
+                x = x + self.P[pre + ".rezero_alpha"] * f(x)
+        elif t == "admin":  # §5.7: x = LN(x ⊙ ω + f(x)), one ω per sublayer (C14)
+            for n, f in subs:
+                omega = f"{pre}.{n}_omega"
+                if self.profile is not None:  # ω ← r, then r ← sqrt(Var(x ⊙ ω) + Var(f(x))), over all elements
+                    self.P[omega] = torch.full((self.d,), self.profile[side])
+                skip, g = x * self.P[omega], f(x)
+                if self.profile is not None:
+                    self.profile[side] = math.sqrt(skip.var(unbiased=False).item() + g.var(unbiased=False).item())
+                x = N(n + "_norm", skip + g)
         elif t == "resi_dual":  # §3.3/§3.4: o = f(x_a); x_d += o; x_a = LN(o + x_a)
             for n, f in subs:
                 o = f(x)
@@ -193,7 +216,7 @@ class Ref:
         dual = x if self.topo == "resi_dual" else None  # §3.2: x_d⁰ = x_a⁰ (s = 1)
         for i in range(L):
             x, dual = self.layer(side, i, x, ctx, dual)
-        if self.topo in ("post_ln", "deep_norm"):
+        if self.topo in ("post_ln", "deep_norm", "rezero", "admin"):
             return x
         if self.topo == "resi_dual":  # §3.5: α·x_a + LN_final(x_d), ε = 1e-7
             return x + self.N(side + ".final_norm", dual, eps=1e-7)
@@ -205,6 +228,18 @@ class Ref:
         enc = self.stack("enc", self.embed(src, True), dict(self_pad=src_pad))
         feats = self.stack("dec", self.embed(tgt_in, False), dict(self_pad=tgt_pad, memory=enc, memory_pad=src_pad))
         return feats @ self.P["embed.weight"].T
+
+
+def admin_profiled(cfg, params, src, tgt_in):
+    """Admin's profiling initialisation (§5.7) on a copy of the parameters: each stack's ratio starts at 1 (C15);
+    returns the profiled ω under "profiled.<name>" and each stack's last ratio under "profiled_ratio.<side>"."""
+    model = Ref(cfg, "admin", "layer_norm", {k: v.detach().clone() for k, v in params.items()})
+    model.profile = {"enc": 1.0, "dec": 1.0}
+    with torch.no_grad():
+        model.forward(src, tgt_in)
+    out = {"profiled." + k: v.numpy() for k, v in model.P.items() if k.endswith("_omega")}
+    out.update({"profiled_ratio." + side: np.array(r) for side, r in model.profile.items()})
+    return out
 
 
 def sinusoidal_positions(ids, d, pad):  # C2
@@ -269,12 +304,17 @@ def parameter_shapes(cfg, topology, norm):
                     for a in subs:
                         add_norm(f"{pre}.{a}_norm")
                 add_norm(f"{pre}.ffn_norm")
+            elif topology == "rezero":
+                shapes[f"{pre}.rezero_alpha"] = [1]
             else:
                 for a in subs + ["ffn"]:
-                    add_norm(f"{pre}.{a}_norm")
-                    if topology in ("sandwich_ln", "peri_ln"):
+                    if topology != "res_post_norm":
+                        add_norm(f"{pre}.{a}_norm")
+                    if topology in ("sandwich_ln", "peri_ln", "res_post_norm"):
                         add_norm(f"{pre}.{a}_out_norm")
-        if topology not in ("post_ln", "deep_norm"):
+                    if topology == "admin":
+                        shapes[f"{pre}.{a}_omega"] = [d]
+        if topology not in ("post_ln", "deep_norm", "rezero", "admin"):
             add_norm(f"{side}.final_norm")
         if topology == "peri_ln":
             add_norm(f"{side}.embed_norm")
@@ -288,6 +328,10 @@ def random_parameters(shapes, pad):
         if name == "embed.weight":
             t = torch.randn(shape) * shape[1] ** -0.5
             t[pad] = 0  # fairseq zeroes the padding row
+        elif name.endswith("rezero_alpha"):  # away from its init 0, so that every branch counts
+            t = 0.5 + 0.2 * torch.randn(shape)
+        elif name.endswith("_omega"):  # around 1, as profiled ratios are
+            t = 1 + 0.3 * torch.randn(shape)
         elif name.endswith("_norm.weight"):
             t = 1 + 0.2 * torch.randn(shape)
         elif name.endswith("_norm.bias"):
@@ -334,6 +378,8 @@ def main():
         tensors.update({"grad." + n: g.numpy() for n, g in zip(names, grads)})
         tensors.update(src_ids=src.numpy(), tgt_in_ids=tgt_in.numpy(), tgt_out_ids=tgt_out.numpy(),
                        logits=logits.detach().numpy(), loss=loss.detach().numpy())
+        if topology == "admin":
+            tensors.update(admin_profiled(cfg, params, src, tgt_in))
         meta = {k: repr(v) for k, v in cfg.items()}
         meta.update(topology=topology, norm=norm, torch=torch.__version__)
         path = os.path.join(OUT_DIR, f"transformer_{case}.safetensors")

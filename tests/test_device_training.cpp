@@ -9,6 +9,7 @@
 #include "analysis/graph.h"
 #include "autograd/ops.h"
 #include "eval.h"
+#include "nn/checkpoint.h"
 #include "nn/clip.h"
 #include "nn/loss.h"
 #include "nn/optim.h"
@@ -160,6 +161,28 @@ TEST_SUITE("translate") {
     CHECK(queued.test_bleu == each.test_bleu);
     CHECK(queued_lines == each_lines);
     CHECK(each_lines.size() == 12);  // 10 steps, 2 evaluations
+  }
+
+  TEST_CASE("--topology admin: ω is profiled on the first batch before step 1 (ratios growing along each stack)") {
+    TrainOptions o = tiny_run("cpu", "admin");
+    o.model.topology = "admin";
+    o.max_steps = 1;
+    o.warmup_init_lr = o.lr = 1e-7;  // the one Adam step moves ω by ~1e-7: what is read back is the profile
+    train(o);
+    nn::SafetensorsFile ckpt = nn::load_safetensors(o.out_dir + "/checkpoint_last.safetensors");
+    auto omega = [&](const std::string& name) {
+      std::vector<double> v = ckpt.find(name).to_vector<double>();
+      for (double e : v) CHECK(std::abs(e - v[0]) < 1e-6);  // one ratio for the whole vector
+      return v[0];
+    };
+    const double enc_sa = omega("enc.0.self_attn_omega"), enc_ffn = omega("enc.0.ffn_omega");
+    const double dec_sa = omega("dec.0.self_attn_omega"), dec_ca = omega("dec.0.cross_attn_omega"),
+                 dec_ffn = omega("dec.0.ffn_omega");
+    CHECK(std::abs(enc_sa - 1) < 1e-5);  // each stack starts at r = 1
+    CHECK(std::abs(dec_sa - 1) < 1e-5);
+    CHECK(enc_ffn > 1.01);
+    CHECK(dec_ca > 1.01);
+    CHECK(dec_ffn > dec_ca);
   }
 
   TEST_CASE("an unknown or absent device is a clear error before any training") {

@@ -39,11 +39,14 @@ int64_t expected_params(const std::string& topo, nn::NormKind norm) {
   std::map<std::string, std::tuple<int64_t, int64_t, int64_t>> norms = {
       {"post_ln", {2, 3, 0}},     {"pre_ln", {2, 3, 2}},      {"resi_dual", {2, 3, 2}},
       {"deep_norm", {2, 3, 0}},   {"sandwich_ln", {4, 6, 2}}, {"peri_ln", {4, 6, 4}},
-      {"mix_ln", {2, 3, 2}},      {"hybrid_norm", {1, 1, 2}}, {"hybrid_norm_star", {1, 1, 2}}};
+      {"mix_ln", {2, 3, 2}},      {"hybrid_norm", {1, 1, 2}}, {"hybrid_norm_star", {1, 1, 2}},
+      {"res_post_norm", {2, 3, 2}}, {"rezero", {0, 0, 0}},    {"admin", {2, 3, 0}}};
   auto [ne, nd, nf] = norms.at(topo);
   int64_t total = emb + 2 * (enc + ne * N) + 2 * (dec + nd * N) + nf * N;
   if (topo.rfind("hybrid_norm", 0) == 0) total += 2 * (3 * Nh) + 2 * (6 * Nh);  // q/k/v norms in every attention
   if (topo == "hybrid_norm_star") total += (1 + 2) * N;  // block 0: attention input norms
+  if (topo == "rezero") total += 2 + 2;                  // one α per layer
+  if (topo == "admin") total += 2 * (2 * d) + 2 * (3 * d);  // one ω of size d per sublayer
   return total;
 }
 
@@ -114,7 +117,7 @@ TEST_SUITE("nn") {
   TEST_CASE("registry: names, unknown topology error, config validation") {
     auto names = nn::topology_names();
     for (const char* n : {"post_ln", "pre_ln", "resi_dual", "hybrid_norm", "hybrid_norm_star", "deep_norm",
-                          "sandwich_ln", "peri_ln", "mix_ln"})
+                          "sandwich_ln", "peri_ln", "mix_ln", "res_post_norm", "rezero", "admin"})
       CHECK(std::find(names.begin(), names.end(), n) != names.end());
     for (const auto& n : names) CHECK(nn::make_topology(n)->name() == n);
     CHECK_THROWS_WITH_ALL(nn::make_topology("pre_post"), "unknown topology 'pre_post'", "resi_dual", "mix_ln");
@@ -145,7 +148,11 @@ TEST_SUITE("nn") {
         for (const char* n : {"embed.weight", "enc.0.self_attn.q_proj.weight", "enc.1.ffn.fc2.bias",
                               "dec.1.cross_attn.out_proj.bias", "dec.0.self_attn.v_proj.weight"})
           CHECK(names.count(n) == 1);
-        if (topo != "post_ln" && topo != "deep_norm") CHECK(names.count("dec.final_norm.weight") == 1);
+        const bool final_norm = topo != "post_ln" && topo != "deep_norm" && topo != "rezero" && topo != "admin";
+        CHECK(names.count("dec.final_norm.weight") == (final_norm ? 1 : 0));
+        if (topo == "rezero") CHECK(names.count("dec.1.rezero_alpha") == 1);
+        if (topo == "admin") CHECK(names.count("dec.1.cross_attn_omega") == 1);
+        if (topo == "res_post_norm") CHECK(names.count("enc.0.ffn_out_norm.weight") == 1);
         if (topo.rfind("hybrid_norm", 0) == 0) CHECK(names.count("dec.1.cross_attn.k_norm.weight") == 1);
         Tensor logits = m.forward(ids({2, 3, 4, 5, 6, 7, 1, 1}, 2, 4), ids({0, 4, 5, 0, 6, 1}, 2, 3));
         CHECK(logits.shape() == Shape{2, 3, 11});
@@ -353,7 +360,8 @@ TEST_SUITE("nn") {
     // layer), its FFN input fc1 and the residual (1); the decoder's self-attention 3, cross-attention query 1,
     // FFN 1; the encoder output feeds 2 x (K, V) (3); the tied embedding 3 uses (2): 8 + 12 + 3 = 23, none left to
     // an add kernel. ResiDual adds: each sublayer's output feeds both streams' adds (dual_add, residual_add), and
-    // each stack's input starts both streams: two gradients from adds, which no GEMM makes (10 + 2).
+    // each stack's input starts both streams: two gradients from adds, which no GEMM makes (10 + 2). ReZero: each
+    // layer's α scales all its sublayers, so its gradient sums 2 (encoder) or 3 (decoder) reductions: 1 + 1 + 2 + 2.
     Tensor src = ids({2, 3, 4, 5, 6, 7, 1, 1}, 2, 4), tgt_in = ids({0, 4, 5, 0, 6, 1}, 2, 3),
            tgt_out = ids({4, 5, 2, 6, 1, 1}, 2, 3);
     for (const std::string& topo : nn::topology_names()) {
@@ -362,7 +370,7 @@ TEST_SUITE("nn") {
       nn::Transformer m(tiny(topo));
       nn::label_smoothed_nll(m.forward(src, tgt_in), tgt_out, 1, 0.1).loss.backward();
       CHECK(last_backward_fan_in().folded == 23);
-      CHECK(last_backward_fan_in().added == (topo == "resi_dual" ? 12 : 0));
+      CHECK(last_backward_fan_in().added == (topo == "resi_dual" ? 12 : topo == "rezero" ? 6 : 0));
     }
   }
 }

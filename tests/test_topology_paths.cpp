@@ -10,7 +10,10 @@
 // sublayer at layer l (0-based) and slot i (0-based) has position k = S·l + i + 1. "To the end" = to the stack's
 // output (the encoder output E that cross-attention reads, or the decoder features: no norm lies between those
 // and the loss). Branch o_k, to the end of its stack:
-//   Post-LN, DeepNorm   K−k+1 (min = max: every path crosses LN_k … LN_K; the α·x skip of DeepNorm is no norm)
+//   Post-LN, DeepNorm,  K−k+1 (min = max: every path crosses LN_k … LN_K; the α·x skip of DeepNorm and the x ⊙ ω
+//   Admin               skip of Admin are no norms)
+//   Res-post-norm       as Sandwich with one norm per branch: min 1, max K−k+1; W2: +1 (N_out)
+//   ReZero              0: no norm anywhere, every path is norm-free
 //   Pre-LN              min 1 (the final norm), max K−k+1 (into every later branch through its pre-norm)
 //   Sandwich, Peri-LN   o_k is N_out's output: min 1, max 2(K−k)+1 (two norms per later branch); W2: +1 (N_out)
 //   Mix-LN, P = S·p     k ≤ P (Post part): min P−k+2, max K−k+2;  k > P (Pre part): min 1, max K−k+1
@@ -60,7 +63,9 @@ struct StackShape {
 // Norms from a node of sublayer slot `i` of layer `l` to the end of its stack.
 Expect to_end(const std::string& topo, const StackShape& st, int64_t l, int64_t i, What what) {
   const int64_t L = st.L, S = st.S, K = S * L, k = S * l + i + 1;
-  if (topo == "post_ln" || topo == "deep_norm") return same({K - k + 1, K - k + 1});
+  if (topo == "post_ln" || topo == "deep_norm" || topo == "admin") return same({K - k + 1, K - k + 1});
+  if (topo == "rezero") return same({0, 0});
+  if (topo == "res_post_norm") return same(Range{1, K - k + 1} + (what == What::W2 ? Range{1, 1} : Range{0, 0}));
   if (topo == "pre_ln") return same({1, K - k + 1});
   if (topo == "sandwich_ln" || topo == "peri_ln")
     return same(Range{1, 2 * (K - k) + 1} + (what == What::W2 ? Range{1, 1} : Range{0, 0}));
@@ -97,7 +102,7 @@ Expect to_end(const std::string& topo, const StackShape& st, int64_t l, int64_t 
 // E (the encoder output) to the loss: through every decoder cross-attention's K/V, min and max over the layers.
 Expect encoder_output(const std::string& topo, const StackShape& dec) {
   Expect entry;  // norms between E and the decoder's cross-attention branch output
-  if (topo == "sandwich_ln" || topo == "peri_ln") entry = same({1, 1});                           // N_out
+  if (topo == "sandwich_ln" || topo == "peri_ln" || topo == "res_post_norm") entry = same({1, 1});  // N_out
   if (topo == "hybrid_norm" || topo == "hybrid_norm_star") entry = {{1, 1}, {0, 0}};             // k/v norm
   Expect e;
   for (int64_t j = 0; j < dec.L; ++j) {
@@ -150,7 +155,7 @@ void check_norms(const NodePaths& p, const Expect& e) {
   CHECK(p.max_norms == e.all.max);
   CHECK(p.min_norms_outer == e.outer.min);
   CHECK(p.max_norms_outer == e.outer.max);
-  CHECK(!p.norm_free());
+  CHECK(p.norm_free() == (e.all.max == 0));  // ReZero's paths cross no norm; every other topology's do
 }
 
 // The branch the analysis lists for residual add `add`: exactly one input of it, named inside `prefix`.
@@ -169,7 +174,8 @@ int64_t listed_branch(const Recorded& r, int64_t add, const std::string& prefix)
 void check_topology(const std::string& topo, int64_t N, int64_t M, nn::NormKind norm = nn::NormKind::LayerNorm) {
   INFO("topology " << topo << ", " << N << "+" << M << " layers");
   const Recorded r = record(topo, N, M, norm);
-  const bool sandwich = topo == "sandwich_ln" || topo == "peri_ln", dual = topo == "resi_dual";
+  const bool out_norm = topo == "sandwich_ln" || topo == "peri_ln" || topo == "res_post_norm";
+  const bool dual = topo == "resi_dual";
   const StackShape enc{N, 2, N / 4}, dec{M, 3, M / 4};
   const Expect e = encoder_output(topo, dec);
 
@@ -189,9 +195,11 @@ void check_topology(const std::string& topo, int64_t N, int64_t M, nn::NormKind 
         const std::string layer = side + "." + std::to_string(l), sub = layer + "." + slots[i];
         INFO("sublayer " << sub);
         const int64_t add = r.g.find(sub + ".residual_add");
-        // the branch: the output projection, fc2, or (Sandwich/Peri) the branch's output norm
-        const std::string module = sandwich ? layer + "." + slots[i] + "_out_norm"
-                                            : sub + (slots[i] == "ffn" ? ".fc2" : ".out_proj");
+        // the branch: the output projection, fc2, the branch's output norm (Sandwich, Peri, res-post-norm) or
+        // ReZero's α scale
+        const std::string module = out_norm            ? layer + "." + slots[i] + "_out_norm"
+                                   : topo == "rezero" ? sub + ".rezero_scale"
+                                                      : sub + (slots[i] == "ffn" ? ".fc2" : ".out_proj");
         const int64_t branch = listed_branch(r, add, module);
         check_norms(r.s.at(branch), to_end(topo, st, l, i, What::Branch) + tail);
         check_norms(r.s.at(add), to_end(topo, st, l, i, What::Add) + tail);
@@ -211,12 +219,15 @@ void check_topology(const std::string& topo, int64_t N, int64_t M, nn::NormKind 
   }
 
   // Norm-free paths inside the layers: only from the last norm of a stack without a final norm (Post-LN,
-  // DeepNorm) or whose x_a reaches the output beside LN_final(x_d) (ResiDual); never in the encoder, whose
-  // output always crosses a decoder norm.
+  // DeepNorm, Admin) or whose x_a reaches the output beside LN_final(x_d) (ResiDual); never in the encoder, whose
+  // output always crosses a decoder norm. ReZero: from every node.
   std::set<std::string> norm_free, expected;
   for (const GraphNode& n : r.g.nodes)
     if (n.kind == "op" && !layer_scope(n.name).empty() && r.s.at(n.id).norm_free()) norm_free.insert(n.name);
-  if (topo == "post_ln" || topo == "deep_norm" || dual)
+  if (topo == "rezero")
+    for (const GraphNode& n : r.g.nodes)
+      if (n.kind == "op" && !layer_scope(n.name).empty() && r.s.at(n.id).reaches_loss()) expected.insert(n.name);
+  if (topo == "post_ln" || topo == "deep_norm" || topo == "admin" || dual)
     expected.insert("dec." + std::to_string(M - 1) + ".ffn_norm." +
                     (norm == nn::NormKind::LayerNorm ? "layer_norm" : "rms_norm"));
   CHECK(norm_free == expected);
@@ -229,7 +240,7 @@ TEST_SUITE("topology_paths") {
     // the formulas above cover exactly the registry
     CHECK(nn::topology_names() == std::vector<std::string>{"post_ln", "pre_ln", "resi_dual", "hybrid_norm",
                                                            "hybrid_norm_star", "deep_norm", "sandwich_ln", "peri_ln",
-                                                           "mix_ln"});
+                                                           "mix_ln", "res_post_norm", "rezero", "admin"});
   }
 
   TEST_CASE("golden path counts at 2+2 and 4+4 layers") {
@@ -297,7 +308,8 @@ TEST_SUITE("topology_paths") {
         {"resi_dual", 5712605323260480914ull},   {"hybrid_norm", 8506730884314716798ull},
         {"hybrid_norm_star", 3079520808275589970ull}, {"deep_norm", 3430057445637108104ull},
         {"sandwich_ln", 5178863956253901882ull}, {"peri_ln", 7244919879745978444ull},
-        {"mix_ln", 18267074249449850902ull}};
+        {"mix_ln", 18267074249449850902ull},     {"res_post_norm", 2902494949875653162ull},
+        {"rezero", 11188693513408790532ull}, {"admin", 15178950879270827468ull}};
     for (const std::string& topo : nn::topology_names()) {
       CAPTURE(topo);
       const Recorded r = record(topo, 4, 4);  // mix_ln: its first layer Post-LN

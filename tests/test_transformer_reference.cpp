@@ -14,6 +14,7 @@
 
 #include "nn/checkpoint.h"
 #include "nn/loss.h"
+#include "nn/topologies/admin.h"
 #include "nn/transformer.h"
 #include "test_util.h"
 
@@ -130,7 +131,8 @@ TEST_SUITE("transformer_reference") {
   TEST_CASE("every topology: logits, loss and all gradients match the PyTorch reference (float64)") {
     std::ostringstream summary;
     for (std::string c : {"post_ln", "pre_ln", "pre_ln_rms", "resi_dual", "hybrid_norm", "hybrid_norm_rms",
-                          "hybrid_norm_star", "deep_norm", "sandwich_ln", "peri_ln", "mix_ln"}) {
+                          "hybrid_norm_star", "deep_norm", "sandwich_ln", "peri_ln", "mix_ln", "res_post_norm", "rezero",
+                          "admin"}) {
       INFO("case " << c);
       Worst w;
       try {
@@ -145,5 +147,35 @@ TEST_SUITE("transformer_reference") {
                     kTolerance, ")");
     }
     MESSAGE("transformer reference:\n" << summary.str());
+  }
+
+  TEST_CASE("admin_profile_init: the profiled ω and ratios match the reference's profiling pass") {
+    nn::SafetensorsFile file =
+        nn::load_safetensors(std::string(SKIPGRAD_SOURCE_DIR) + "/tests/reference/transformer_admin.safetensors");
+    nn::TransformerConfig cfg = config_of(file);
+    manual_seed(1);
+    nn::Transformer model(cfg);
+    model.to(DType::F64);
+    for (auto& [name, p] : model.named_parameters()) p.copy_(need(file, name).to(DType::F64));  // ω: not yet 1
+    model.train();
+    const auto [enc_ratio, dec_ratio] = nn::admin_profile_init(model, need(file, "src_ids"), need(file, "tgt_in_ids"));
+    CHECK(model.is_training());  // the mode comes back
+    CHECK(enc_ratio == doctest::Approx(need(file, "profiled_ratio.enc").item()).epsilon(1e-12));
+    CHECK(dec_ratio == doctest::Approx(need(file, "profiled_ratio.dec").item()).epsilon(1e-12));
+    int omegas = 0;
+    for (auto& [name, p] : model.named_parameters())
+      if (name.size() > 6 && name.compare(name.size() - 6, 6, "_omega") == 0) {
+        INFO(name);
+        CHECK(rel_error(p, need(file, "profiled." + name)) < 1e-12);
+        omegas++;
+      }
+    CHECK(omegas == 2 * 2 + 2 * 3);
+    // the first sublayer of each stack gets r = 1; the ratios grow along a stack
+    for (double v : need(file, "profiled.enc.0.self_attn_omega").to_vector<double>()) CHECK(v == 1.0);
+    CHECK(enc_ratio > 1.0);
+    cfg.topology = "post_ln";
+    nn::Transformer post(cfg);
+    CHECK_THROWS_WITH_ALL(nn::admin_profile_init(post, need(file, "src_ids"), need(file, "tgt_in_ids")),
+                          "admin_profile_init", "'post_ln', not 'admin'");
   }
 }

@@ -20,6 +20,7 @@
 #include "nn/loss.h"
 #include "nn/optim.h"
 #include "nn/schedule.h"
+#include "nn/topologies/admin.h"
 #include "tensor/random.h"
 
 namespace translate {
@@ -180,6 +181,13 @@ TrainResult train(const TrainOptions& o) {
     batch_in_epoch = std::stoll(m.at("batch_in_epoch"));
     best_bleu = std::stod(m.at("best_bleu"));
     std::printf("resumed from %s at step %lld\n", last_ckpt.c_str(), (long long)step);
+  }
+  if (cfg.topology == nn::Topology::Admin && step == 0 && !train_ex.empty()) {
+    // Admin's ω come from one profiling forward of the first batch (nn/topologies/admin.h); a resumed run has them
+    Batch first = collate(train_ex, make_batches(train_ex, o.max_tokens, o.seed * 1000003, true).front(), device);
+    const auto [enc_ratio, dec_ratio] = nn::admin_profile_init(model, first.src, first.tgt_in);
+    std::printf("admin: omega profiled on the first batch; last ratios %.3f (encoder), %.3f (decoder)\n", enc_ratio,
+                dec_ratio);
   }
   auto save = [&](const std::string& path) {
     nn::save_checkpoint(path, model, &opt,

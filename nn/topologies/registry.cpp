@@ -14,7 +14,10 @@ namespace skipgrad::nn {
   X(deep_norm)                 \
   X(sandwich_ln)               \
   X(peri_ln)                   \
-  X(mix_ln)
+  X(mix_ln)                    \
+  X(res_post_norm)             \
+  X(rezero)                    \
+  X(admin)
 
 #define SKIPGRAD_DECLARE_TOPOLOGY(name) std::unique_ptr<Topology> make_topology_##name();
 SKIPGRAD_TOPOLOGIES(SKIPGRAD_DECLARE_TOPOLOGY)
