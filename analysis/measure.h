@@ -11,6 +11,7 @@
 //
 //   opt.task = "reverse";  opt.steps = {0, 100};        // Adam on the reverse task, measured at step 0 and 100
 //   std::vector<LayerMeasures> by_step = measure_steps(cfg, opt);
+//   (An Admin model's ω are profiled on the first training batch before step 0, as a training run does.)
 //
 // Per layer ("enc.i", then "dec.i"):
 //   fc2_grad_norm   ||dL/d W2|| of the FFN's second matrix ("<layer>.ffn.fc2.weight"; Xiong et al., HybridNorm)

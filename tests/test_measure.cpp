@@ -67,6 +67,27 @@ TEST_SUITE("measure") {
     }
   }
 
+  TEST_CASE("Admin is measured after its profiling pass; with ω = 1 it would be Post-LN exactly") {
+    MeasureOptions opt;
+    opt.seeds = {1};
+    opt.n_batches = 1;
+    opt.batch = 3;
+    opt.len = 6;
+    opt.task = "reverse";
+    LayerMeasures post = measure_model(tiny_measure("post_ln"), opt);
+    LayerMeasures admin = measure_model(tiny_measure("admin"), opt);
+    // the same weights (ω is made of ones, drawing nothing), so only the profiled ω can make them differ
+    manual_seed(1);
+    nn::Transformer p(tiny_measure("post_ln"));
+    manual_seed(1);
+    nn::Transformer a(tiny_measure("admin"));
+    MeasureBatch b = task_batch(tiny_measure("admin"), "reverse", 3, 6, 5);
+    CHECK(measure_batch(a, b).loss == measure_batch(p, b).loss);  // unprofiled Admin = Post-LN
+    CHECK(admin.loss != post.loss);
+    CHECK(admin.layers[1].fc2_grad_norm != doctest::Approx(post.layers[1].fc2_grad_norm).epsilon(1e-6));
+    CHECK(admin.layers[0].fc2_grad_norm > 0);
+  }
+
   TEST_CASE("measure_batch agrees with the gradient the model computes itself") {
     nn::TransformerConfig c = tiny_measure("pre_ln");
     manual_seed(4);
