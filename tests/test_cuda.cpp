@@ -399,6 +399,52 @@ TEST_SUITE("cuda") {
     }
   }
 
+  TEST_CASE("res_post_norm, rezero and admin (its profiling pass too): the CPU's loss and gradients on the GPU") {
+    if (!have_cuda()) return;
+    nn::TransformerConfig c;
+    c.vocab = 13;
+    c.d_model = 16;
+    c.heads = 2;
+    c.d_ff = 32;
+    c.enc_layers = c.dec_layers = 2;
+    c.dropout = 0;
+    c.max_positions = 16;
+    const Tensor src = Tensor::from_vector<int64_t>({4, 5, 6, 7, 3, 8, 1, 1}, {2, 4});
+    const Tensor tgt_in = Tensor::from_vector<int64_t>({2, 9, 4, 2, 10, 5}, {2, 3});
+    const Tensor tgt_out = Tensor::from_vector<int64_t>({9, 4, 6, 10, 5, 1}, {2, 3});
+    for (const char* topology : {"res_post_norm", "rezero", "admin"}) {
+      CAPTURE(topology);
+      c.topology = topology;
+      manual_seed(3);
+      nn::Transformer cpu(c);
+      manual_seed(3);
+      nn::Transformer gpu(c);
+      gpu.to(Device::cuda());
+      for (nn::Transformer* m : {&cpu, &gpu})
+        for (auto& np : m->named_parameters())  // ReZero: α away from 0, so that every branch and gradient counts
+          if (np.first.find("rezero_alpha") != std::string::npos) np.second.copy_(Tensor::scalar(0.5));
+      if (c.topology == "admin") {
+        const auto rc = nn::admin_profile_init(cpu, src, tgt_in);
+        const auto rg = nn::admin_profile_init(gpu, src.to(Device::cuda()), tgt_in.to(Device::cuda()));
+        CHECK(rg.first == doctest::Approx(rc.first).epsilon(1e-5));
+        CHECK(rg.second == doctest::Approx(rc.second).epsilon(1e-5));
+      }
+      Tensor lc = nn::label_smoothed_nll(cpu.forward(src, tgt_in), tgt_out, c.pad_id, 0.1).loss;
+      lc.backward();
+      Tensor lg = nn::label_smoothed_nll(gpu.forward(src.to(Device::cuda()), tgt_in.to(Device::cuda())),
+                                         tgt_out.to(Device::cuda()), c.pad_id, 0.1)
+                      .loss;
+      lg.backward();
+      check_same(lg, lc, tol_for(DType::F32), "loss");
+      auto pc = cpu.named_parameters(), pg = gpu.named_parameters();
+      REQUIRE(pc.size() == pg.size());
+      for (size_t i = 0; i < pc.size(); i++) {
+        check_same(pg[i].second, pc[i].second, tol_for(DType::F32), pc[i].first);  // admin: the profiled ω
+        check_same(pg[i].second.grad(), pc[i].second.grad(), tol_for(DType::F32), "grad " + pc[i].first);
+      }
+    }
+  }
+
   TEST_CASE("bad ids and targets found on the GPU are reported at the next sync") {
     if (!have_cuda()) return;
     Tensor w = Tensor::ones({4, 3}, DType::F32, Device::cuda());
