@@ -182,9 +182,13 @@ TrainResult train(const TrainOptions& o) {
     best_bleu = std::stod(m.at("best_bleu"));
     std::printf("resumed from %s at step %lld\n", last_ckpt.c_str(), (long long)step);
   }
+  // The training batches of an epoch: shuffled by a seed of (--seed, epoch), so a resumed run sees the same ones
+  auto epoch_batches = [&](int64_t e) {
+    return make_batches(train_ex, o.max_tokens, o.seed * 1000003 + (uint64_t)e, true);
+  };
   if (cfg.topology == nn::Topology::Admin && step == 0 && !train_ex.empty()) {
     // Admin's ω come from one profiling forward of the first batch (nn/topologies/admin.h); a resumed run has them
-    Batch first = collate(train_ex, make_batches(train_ex, o.max_tokens, o.seed * 1000003, true).front(), device);
+    Batch first = collate(train_ex, epoch_batches(0).front(), device);
     const auto [enc_ratio, dec_ratio] = nn::admin_profile_init(model, first.src, first.tgt_in);
     std::printf("admin: omega profiled on the first batch; last ratios %.3f (encoder), %.3f (decoder)\n", enc_ratio,
                 dec_ratio);
@@ -275,7 +279,7 @@ TrainResult train(const TrainOptions& o) {
   // setting again (a test or a program that trains, then dumps a graph, gets its norms).
   TrackGradNormsGuard norm_tracking_off(false);
   while (!stop) {
-    auto batches = make_batches(train_ex, o.max_tokens, o.seed * 1000003 + (uint64_t)epoch, true);
+    auto batches = epoch_batches(epoch);
     for (; batch_in_epoch < (int64_t)batches.size(); batch_in_epoch++) {
       if ((o.max_steps && step >= o.max_steps) || (o.max_minutes > 0 && elapsed() > 60 * o.max_minutes)) {
         stop = true;
