@@ -401,20 +401,12 @@ TEST_SUITE("cuda") {
 
   TEST_CASE("res_post_norm, rezero and admin (its profiling pass too): the CPU's loss and gradients on the GPU") {
     if (!have_cuda()) return;
-    nn::TransformerConfig c;
-    c.vocab = 13;
-    c.d_model = 16;
-    c.heads = 2;
-    c.d_ff = 32;
-    c.enc_layers = c.dec_layers = 2;
-    c.dropout = 0;
-    c.max_positions = 16;
     const Tensor src = Tensor::from_vector<int64_t>({4, 5, 6, 7, 3, 8, 1, 1}, {2, 4});
     const Tensor tgt_in = Tensor::from_vector<int64_t>({2, 9, 4, 2, 10, 5}, {2, 3});
     const Tensor tgt_out = Tensor::from_vector<int64_t>({9, 4, 6, 10, 5, 1}, {2, 3});
     for (const char* topology : {"res_post_norm", "rezero", "admin"}) {
       CAPTURE(topology);
-      c.topology = topology;
+      const nn::TransformerConfig c = tiny_transformer(topology);
       manual_seed(3);
       nn::Transformer cpu(c);
       manual_seed(3);

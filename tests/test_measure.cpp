@@ -9,28 +9,11 @@
 using namespace sgtest;
 namespace nn = skipgrad::nn;
 
-namespace {
-
-nn::TransformerConfig tiny_measure(const std::string& topology) {
-  nn::TransformerConfig c;
-  c.vocab = 13;
-  c.d_model = 16;
-  c.heads = 2;
-  c.d_ff = 32;
-  c.enc_layers = c.dec_layers = 2;
-  c.dropout = c.attn_dropout = c.act_dropout = 0.0;
-  c.topology = topology;
-  c.max_positions = 64;
-  return c;
-}
-
-}  // namespace
-
 TEST_SUITE("measure") {
   TEST_CASE("per-layer gradient norms, cosines and stream statistics") {
     for (const char* topo : {"post_ln", "pre_ln", "resi_dual"}) {
       INFO("topology " << topo);
-      nn::TransformerConfig c = tiny_measure(topo);
+      nn::TransformerConfig c = tiny_transformer(topo);
       MeasureOptions opt;
       opt.seeds = {1, 2};
       opt.n_batches = 2;
@@ -74,14 +57,14 @@ TEST_SUITE("measure") {
     opt.batch = 3;
     opt.len = 6;
     opt.task = "reverse";
-    LayerMeasures post = measure_model(tiny_measure("post_ln"), opt);
-    LayerMeasures admin = measure_model(tiny_measure("admin"), opt);
+    LayerMeasures post = measure_model(tiny_transformer("post_ln"), opt);
+    LayerMeasures admin = measure_model(tiny_transformer("admin"), opt);
     // the same weights (ω is made of ones, drawing nothing), so only the profiled ω can make them differ
     manual_seed(1);
-    nn::Transformer p(tiny_measure("post_ln"));
+    nn::Transformer p(tiny_transformer("post_ln"));
     manual_seed(1);
-    nn::Transformer a(tiny_measure("admin"));
-    MeasureBatch b = task_batch(tiny_measure("admin"), "reverse", 3, 6, 5);
+    nn::Transformer a(tiny_transformer("admin"));
+    MeasureBatch b = task_batch(tiny_transformer("admin"), "reverse", 3, 6, 5);
     CHECK(measure_batch(a, b).loss == measure_batch(p, b).loss);  // unprofiled Admin = Post-LN
     CHECK(admin.loss != post.loss);
     CHECK(admin.layers[1].fc2_grad_norm != doctest::Approx(post.layers[1].fc2_grad_norm).epsilon(1e-6));
@@ -89,7 +72,7 @@ TEST_SUITE("measure") {
   }
 
   TEST_CASE("measure_batch agrees with the gradient the model computes itself") {
-    nn::TransformerConfig c = tiny_measure("pre_ln");
+    nn::TransformerConfig c = tiny_transformer("pre_ln");
     manual_seed(4);
     nn::Transformer model(c);
     MeasureBatch b = random_batch(c, 2, 5, 9);
@@ -106,7 +89,7 @@ TEST_SUITE("measure") {
 
   TEST_CASE("layer 0's cosine compares the stack's input stream with the first layer's output") {
     // Pre-LN with a zero FFN W2 and zero attention output: layer 0 is the identity, so cos(x_in, x_0) = 1
-    nn::TransformerConfig c = tiny_measure("pre_ln");
+    nn::TransformerConfig c = tiny_transformer("pre_ln");
     manual_seed(2);
     nn::Transformer model(c);
     for (auto& [name, p] : model.named_parameters())
@@ -120,7 +103,7 @@ TEST_SUITE("measure") {
   }
 
   TEST_CASE("tasks: copy and reverse targets, random unchanged") {
-    nn::TransformerConfig c = tiny_measure("pre_ln");
+    nn::TransformerConfig c = tiny_transformer("pre_ln");
     MeasureBatch cp = task_batch(c, "copy", 3, 6, 5), rv = task_batch(c, "reverse", 3, 6, 5);
     CHECK(cp.src.to_vector<int64_t>() == rv.src.to_vector<int64_t>());  // same seed, same sources
     auto src = cp.src.to_vector<int64_t>(), y = cp.tgt_out.to_vector<int64_t>(), yr = rv.tgt_out.to_vector<int64_t>(),
@@ -141,7 +124,7 @@ TEST_SUITE("measure") {
   }
 
   TEST_CASE("measured at chosen training steps: Adam on the copy task lowers the loss, step 0 is the init") {
-    nn::TransformerConfig c = tiny_measure("pre_ln");
+    nn::TransformerConfig c = tiny_transformer("pre_ln");
     MeasureOptions opt;
     opt.seeds = {1, 2};
     opt.n_batches = 2;
@@ -178,7 +161,7 @@ TEST_SUITE("measure") {
   }
 
   TEST_CASE("bad options throw") {
-    nn::TransformerConfig c = tiny_measure("pre_ln");
+    nn::TransformerConfig c = tiny_transformer("pre_ln");
     MeasureOptions opt;
     opt.n_batches = 0;
     CHECK_THROWS_WITH_ALL(measure_model(c, opt), "n_batches");

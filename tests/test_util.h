@@ -55,6 +55,21 @@ inline bool same_bits(const Tensor& a, const Tensor& b) {
   return std::memcmp(x.data_ptr(), y.data_ptr(), x.nbytes()) == 0;
 }
 
+// A tiny encoder-decoder of `topology` (vocab 13, d 16, 2 heads, FFN 32, 2+2 layers, no dropout), for tests that
+// run a whole model (measure, the GPU's topologies).
+inline nn::TransformerConfig tiny_transformer(const std::string& topology) {
+  nn::TransformerConfig c;
+  c.vocab = 13;
+  c.d_model = 16;
+  c.heads = 2;
+  c.d_ff = 32;
+  c.enc_layers = c.dec_layers = 2;
+  c.dropout = c.attn_dropout = c.act_dropout = 0.0;
+  c.topology = topology;
+  c.max_positions = 64;
+  return c;
+}
+
 inline double max_abs_diff(const Tensor& a, const Tensor& b) {
   auto x = a.to_vector<double>(), y = b.to_vector<double>();
   REQUIRE(x.size() == y.size());
