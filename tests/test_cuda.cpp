@@ -317,7 +317,8 @@ TEST_SUITE("cuda") {
     CHECK(backend_for(Device::cuda()).count_nonfinite(x.to(Device::cuda()).t()) == 2);
   }
 
-  TEST_CASE("multi-tensor Adam/AdamW: one upload and one launch per dtype over many tensors, the CPU's results") {
+  TEST_CASE_FIXTURE(EmptyDeviceCache,
+                    "multi-tensor Adam/AdamW: one upload and one launch per dtype over many tensors, the CPU's results") {
     if (!have_cuda()) return;
     // sizes 1, a partial chunk, over one 64K-element chunk, exactly two chunks, 2-D; decay on and off
     const std::vector<Shape> shapes = {{1}, {1000}, {70001}, {131072}, {3, 5}};
@@ -365,7 +366,8 @@ TEST_SUITE("cuda") {
                           "adam_update", "contiguous");
   }
 
-  TEST_CASE("nn::AdamW on a small model: after 3 steps the GPU has the CPU's parameters; a step uploads once") {
+  TEST_CASE_FIXTURE(EmptyDeviceCache,
+                    "nn::AdamW on a small model: after 3 steps the GPU has the CPU's parameters; a step uploads once") {
     if (!have_cuda()) return;
     for (DType dt : {DType::F32, DType::F64}) {
       CAPTURE(dtype_name(dt));
@@ -448,12 +450,9 @@ TEST_SUITE("cuda") {
     CHECK(Tensor::ones({2}, DType::F32, Device::cuda()).sum().item() == 2);  // the flag was cleared
   }
 
-  TEST_CASE("tracked gradient norms: the CPU's values, read back in one wait per backward") {
+  TEST_CASE_FIXTURE(EmptyDeviceCache, "tracked gradient norms: the CPU's values, read back in one wait per backward") {
     if (!have_cuda()) return;
     REQUIRE(track_grad_norms());  // the library default
-    // Earlier cases can leave the device cache at its limit (64 MiB); the backward's frees would then go back to
-    // the driver, each a counted wait. Start from an empty cache so that the count is this backward's own.
-    allocator_for(Device::cuda()).empty_cache();
     std::vector<double> norms[2];
     int64_t waits = 0;
     for (int d = 0; d < 2; d++) {
@@ -496,7 +495,8 @@ TEST_SUITE("cuda") {
     CHECK(x.grad().to_vector<float>() == std::vector<float>{2, 2, 2});
   }
 
-  TEST_CASE("a read from the GPU waits once; giving memory back to the driver waits visibly") {
+  TEST_CASE_FIXTURE(EmptyDeviceCache,
+                    "a read from the GPU waits once; giving memory back to the driver waits visibly") {
     if (!have_cuda()) return;
     Tensor x = Tensor::full({1000}, 2.0, DType::F32, Device::cuda());
     int64_t waits = gpu_host_waits();

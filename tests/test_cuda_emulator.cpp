@@ -246,7 +246,8 @@ TEST_SUITE("cuda") {
     cublasLtDestroy(h);
   }
 
-  TEST_CASE("an upload that finds its staging slot busy waits for it, and the 'not ready' fails no later op") {
+  TEST_CASE_FIXTURE(sgtest::EmptyDeviceCache,
+                    "an upload that finds its staging slot busy waits for it, and the 'not ready' fails no later op") {
     // On a GPU, cudaEventQuery of a slot whose copy is in flight answers cudaErrorNotReady and the runtime keeps
     // that as the last error: left there, the next launch check would report it as that op's failure.
     using skipgrad::Device, skipgrad::Tensor;

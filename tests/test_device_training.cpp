@@ -263,7 +263,8 @@ TEST_SUITE("cuda") {
   }
 
 #ifdef SKIPGRAD_WITH_CUDA
-  TEST_CASE("a training step waits for the GPU once (the loss and norm read) or, with --sync-every K, not at all") {
+  TEST_CASE_FIXTURE(EmptyDeviceCache,
+                    "a training step waits for the GPU once (the loss and norm read) or, with --sync-every K, not at all") {
     if (!have_cuda()) return;
     auto& gpu = static_cast<CudaBackend&>(backend_for(Device::cuda()));
     manual_seed(3);

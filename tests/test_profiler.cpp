@@ -255,7 +255,8 @@ TEST_CASE("profiler: a Transformer step, by topology part") {
   check_tiled(prof.events(), prof.host_total_ms(), prof.device_total_ms());
 }
 
-TEST_CASE("profiler: a CUDA step has a device timeline and does not wait for the GPU until stop") {
+TEST_CASE_FIXTURE(EmptyDeviceCache,
+                  "profiler: a CUDA step has a device timeline and does not wait for the GPU until stop") {
   if (!have_cuda()) return;
   FreshTape fresh;
   TwoLayers m;

@@ -70,6 +70,15 @@ inline nn::TransformerConfig tiny_transformer(const std::string& topology) {
   return c;
 }
 
+// The fixture of a case that counts the host's waits for the GPU: it starts from an empty device cache. Frees beyond
+// the cache's limit go back to the driver, each a counted wait, so the count would otherwise depend on what earlier
+// cases in the same process left cached.
+struct EmptyDeviceCache {
+  EmptyDeviceCache() {
+    if (cuda_available()) allocator_for(Device::cuda()).empty_cache();
+  }
+};
+
 inline double max_abs_diff(const Tensor& a, const Tensor& b) {
   auto x = a.to_vector<double>(), y = b.to_vector<double>();
   REQUIRE(x.size() == y.size());
