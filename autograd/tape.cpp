@@ -2,6 +2,7 @@
 
 #include <cmath>
 #include <sstream>
+#include <utility>
 
 #include "autograd/autocast.h"
 #include "autograd/ops.h"
@@ -64,6 +65,9 @@ void Tape::clear() {
 namespace {
 thread_local bool t_grad_enabled = true;
 thread_local std::vector<std::string> t_scopes;
+// True while backward_node runs: the ops a node's backward calls (matmul, sum, casts) are part of that node's
+// backward interval in a profile, not forward intervals of their own.
+thread_local bool t_in_node_backward = false;
 bool g_anomaly = false;
 bool g_track_norms = true;
 }  // namespace
@@ -136,7 +140,7 @@ Node* record(const OpInfo& op, const std::vector<Tensor>& inputs, Tensor& out, s
              BackwardFn backward, OpParams params) {
   if (!should_record(inputs)) {
     check_finite(out, op.name);
-    if (profiling()) detail::t_profiler->mark(scoped(op.name), op.name, ProfilePhase::Forward);
+    if (profiling() && !t_in_node_backward) detail::t_profiler->mark(scoped(op.name), op.name, ProfilePhase::Forward);
     return nullptr;
   }
   auto node = std::make_unique<Node>();
@@ -254,6 +258,10 @@ Tensor run_hooks(const std::vector<std::function<Tensor(const Tensor&)>>& hooks,
 // One node of the reverse walk: take its output gradient, call its backward, pass the results to its inputs.
 void backward_node(Node& n, bool retain_graph, const std::function<void(AutogradMeta&, const Tensor&)>& add_to,
                    NormTracker& norms) {
+  struct InNodeBackward {
+    bool outer = std::exchange(t_in_node_backward, true);
+    ~InNodeBackward() { t_in_node_backward = outer; }
+  } in_node_backward;
   AutogradMeta& om = *n.output;
   Tensor g = run_hooks(om.hooks, std::move(om.pending));
   om.pending = Tensor();

@@ -135,6 +135,34 @@ TEST_CASE("profiler: one interval per op and per backward, tiling the step; regi
   CHECK(profile_table(prof, 1).find("more)") != std::string::npos);
 }
 
+TEST_CASE("profiler: the ops a node's backward calls are part of its backward interval") {
+  // linear without a bias computes its weight gradient with matmul, mean's backward and the norm tracking call
+  // ops too: none of them may show up as forward intervals of their own between the backward's two regions
+  FreshTape fresh;
+  Tensor x = leaf({3, 4}, 7), w = leaf({5, 4}, 8);
+  const size_t before = current_tape().size();
+  Profiler prof;
+  Tensor loss = mean(linear(x, w, Tensor()));
+  const size_t recorded = current_tape().size() - before;
+  loss.backward();
+  prof.stop();
+  const auto& ev = prof.events();
+  size_t enter = ev.size(), leaves = ev.size();
+  for (size_t i = 0; i < ev.size(); i++) {
+    if (ev[i].name == "backward.enter") enter = i;
+    if (ev[i].name == "backward.leaves") leaves = i;
+  }
+  REQUIRE(enter < leaves);
+  REQUIRE(leaves < ev.size());
+  for (size_t i = enter + 1; i < leaves; i++) {
+    INFO(ev[i].name << " (" << ev[i].op << ")");
+    CHECK(ev[i].phase == ProfilePhase::Backward);
+  }
+  CHECK(leaves - enter - 1 == recorded);  // one interval per node's backward
+  CHECK(count_by(ev, ProfilePhase::Backward) == std::map<std::string, int>{{"linear", 1}, {"mean", 1}});
+  check_tiled(ev, prof.host_total_ms(), prof.device_total_ms());
+}
+
 TEST_CASE("profiler: memory in use at each mark; what a forward leaves allocated") {
   FreshTape fresh;
   Tensor x = leaf({1000}, 3);  // float64: 8000 bytes
