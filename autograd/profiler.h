@@ -6,15 +6,16 @@
 //   prof.events();                      // every interval: name, op, phase, host and device ms, memory
 // Its summaries (by op, by node, by layer), the table and the Chrome trace: analysis/profile.h.
 //
-// How it measures. An op computes first and records its node last (record(), autograd/tape.h), so the profiler
-// takes a mark there and charges the interval since the previous mark to that op: on the host clock, and, when
-// the profiled device is CUDA, between two CUDA events queued on the backend's stream: the GPU time of the kernels
-// the op queued, plus any time the GPU sat idle waiting for the host to queue them (the sum over a step is the
-// step's device time; a host-bound step shows device times close to the host's). In the backward each node's
-// backward is an interval ending at a mark, with the ops it calls (a weight gradient's matmul, a sum) inside it. Host work that is no op (module glue between ops, building a batch) is
-// charged to the next op, unless it marks itself: profile_mark("name") charges the interval since the previous mark
-// to a region of that name. backward() (its entry and the leaves' .grad at its end), the optimizers' step and
-// zero_grad and clip_grad_norm mark themselves. Ops run under no_grad (evaluation) are profiled as well.
+// How it measures. An op computes first and records its node last (record(), autograd/tape.h), so the profiler takes a
+// mark there and charges the interval since the previous mark to that op: on the host clock, and, when the profiled
+// device is CUDA, between two CUDA events queued on the backend's stream: the GPU time of the kernels the op queued,
+// plus any time the GPU sat idle waiting for the host to queue them (the sum over a step is the step's device time; a
+// host-bound step shows device times close to the host's). In the backward each node's backward is an interval ending
+// at a mark, with the ops it calls (a weight gradient's matmul, a sum) inside it. Host work that is no op (module glue
+// between ops, building a batch) is charged to the next op, unless it marks itself: profile_mark("name") charges the
+// interval since the previous mark to a region of that name. backward() (its entry and the leaves' .grad at its end),
+// the optimizers' step and zero_grad and clip_grad_norm mark themselves. Ops run under no_grad (evaluation) are
+// profiled as well.
 // While no profiler runs, the hooks cost a thread-local test.
 #pragma once
 #include <chrono>

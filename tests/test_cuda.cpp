@@ -318,7 +318,7 @@ TEST_SUITE("cuda") {
   }
 
   TEST_CASE_FIXTURE(EmptyDeviceCache,
-                    "multi-tensor Adam/AdamW: one upload and one launch per dtype over many tensors, the CPU's results") {
+                    "multi-tensor Adam/AdamW: one upload, one launch per dtype over many tensors, the CPU's results") {
     if (!have_cuda()) return;
     // sizes 1, a partial chunk, over one 64K-element chunk, exactly two chunks, 2-D; decay on and off
     const std::vector<Shape> shapes = {{1}, {1000}, {70001}, {131072}, {3, 5}};

@@ -264,7 +264,7 @@ TEST_SUITE("cuda") {
 
 #ifdef SKIPGRAD_WITH_CUDA
   TEST_CASE_FIXTURE(EmptyDeviceCache,
-                    "a training step waits for the GPU once (the loss and norm read) or, with --sync-every K, not at all") {
+                    "a training step waits for the GPU once (to read loss and norm) or, with --sync-every K, never") {
     if (!have_cuda()) return;
     auto& gpu = static_cast<CudaBackend&>(backend_for(Device::cuda()));
     manual_seed(3);
