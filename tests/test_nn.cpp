@@ -11,19 +11,9 @@ namespace nn = skipgrad::nn;
 
 namespace {
 
-// The tiny model of the tests: d=16, 2 heads, ffn 32, 2+2 layers, vocab 11, pad id 1.
+// The tests' tiny model (test_util.h) with vocab 11, pad id 1: the parameter counts below are written for it.
 nn::TransformerConfig tiny(const std::string& topology, nn::NormKind norm = nn::NormKind::LayerNorm) {
-  nn::TransformerConfig c;
-  c.vocab = 11;
-  c.d_model = 16;
-  c.heads = 2;
-  c.d_ff = 32;
-  c.enc_layers = c.dec_layers = 2;
-  c.dropout = c.attn_dropout = c.act_dropout = 0.0;
-  c.topology = topology;
-  c.norm = norm;
-  c.max_positions = 64;
-  return c;
+  return tiny_transformer(topology, /*vocab=*/11, norm);
 }
 
 Tensor ids(const std::vector<int64_t>& v, int64_t B, int64_t T) { return Tensor::from_vector<int64_t>(v, {B, T}); }

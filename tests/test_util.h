@@ -55,17 +55,19 @@ inline bool same_bits(const Tensor& a, const Tensor& b) {
   return std::memcmp(x.data_ptr(), y.data_ptr(), x.nbytes()) == 0;
 }
 
-// A tiny encoder-decoder of `topology` (vocab 13, d 16, 2 heads, FFN 32, 2+2 layers, no dropout), for tests that
-// run a whole model (measure, the GPU's topologies).
-inline nn::TransformerConfig tiny_transformer(const std::string& topology) {
+// A tiny encoder-decoder of `topology` (d 16, 2 heads, FFN 32, 2+2 layers, no dropout, vocab 13 unless given), for
+// tests that run a whole model (nn, measure, the GPU's topologies).
+inline nn::TransformerConfig tiny_transformer(const std::string& topology, int64_t vocab = 13,
+                                              nn::NormKind norm = nn::NormKind::LayerNorm) {
   nn::TransformerConfig c;
-  c.vocab = 13;
+  c.vocab = vocab;
   c.d_model = 16;
   c.heads = 2;
   c.d_ff = 32;
   c.enc_layers = c.dec_layers = 2;
   c.dropout = c.attn_dropout = c.act_dropout = 0.0;
   c.topology = topology;
+  c.norm = norm;
   c.max_positions = 64;
   return c;
 }
