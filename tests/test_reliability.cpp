@@ -18,6 +18,8 @@
 #include <random>
 #include <thread>
 
+#include <nlohmann/json.hpp>
+
 #include "autograd/ops.h"
 #include "autograd/tape.h"
 #include "backends/threads.h"
@@ -266,6 +268,43 @@ TEST_SUITE("reliability") {
     CHECK(file_bytes(path) == before);  // nothing lost
     CHECK(count_temp_files(o.out_dir) == 0);
     CHECK_NOTHROW(load_and_get_step(path));
+  }
+  TEST_CASE("checkpoint_best: the lowest valid loss (--best-metric loss) or the highest valid BLEU (bleu), resumed") {
+    for (const std::string metric : {"loss", "bleu"}) {
+      INFO("--best-metric " << metric);
+      // Evaluations at steps 2, 4, ..., 12; stopped after 6 steps and resumed, so the best so far crosses a resume.
+      TrainOptions o = tiny_run("best_" + metric, 6);
+      o.eval_every = 2;
+      o.best_metric = metric;
+      train(o);
+      o.max_steps = 12;
+      o.resume = true;
+      o.lr = 10;  // Adam steps of ~10 per weight: worse evaluations after the resume, the first run's best stays
+      const TrainResult r = train(o);
+      // The evaluations of both runs, from metrics.jsonl: the first with the lowest loss or the highest BLEU.
+      std::ifstream in(o.out_dir + "/metrics.jsonl");
+      std::string line;
+      int evaluations = 0;
+      int64_t best_step = 0;
+      double best_loss = INFINITY, best_bleu = -1, lowest_loss = INFINITY;
+      while (std::getline(in, line)) {
+        const nlohmann::json j = nlohmann::json::parse(line);
+        if (!j.contains("valid_loss")) continue;
+        evaluations++;
+        const double loss = j["valid_loss"], bleu = j["valid_bleu"];
+        lowest_loss = std::min(lowest_loss, loss);
+        if (metric == "loss" ? loss < best_loss : bleu > best_bleu) best_step = j["step"];
+        best_loss = std::min(best_loss, loss);
+        best_bleu = std::max(best_bleu, bleu);
+      }
+      CHECK(evaluations == 6);
+      CHECK(load_and_get_step(o.out_dir + "/checkpoint_best.safetensors") == best_step);
+      // The resumed run knows the first run's evaluations: its best valid loss is the lowest of all of them.
+      CHECK(r.best_valid_loss <= lowest_loss * (1 + 1e-5));
+    }
+    TrainOptions bad = tiny_run("best_bad", 1);
+    bad.best_metric = "bleu4";
+    CHECK_THROWS_WITH_ALL(train(bad), "--best-metric", "bleu4", "expected loss or bleu");
   }
 
   TEST_CASE("a diverging learning rate stops the run cleanly, names the step, keeps the last good checkpoint") {

@@ -79,7 +79,11 @@ static void add_train_options(CLI::App* c, TrainOptions& o, std::string& norm, s
   c->add_option("--minutes", o.max_minutes, "stop after this much training time (0: no limit)")->capture_default_str();
   c->add_option("--eval-every", o.eval_every)->capture_default_str();
   c->add_option("--save-every", o.save_every)->capture_default_str();
-  c->add_option("--patience", o.patience, "early stop after N evaluations without a better valid BLEU")->capture_default_str();
+  c->add_option("--best-metric", o.best_metric,
+                "what checkpoint_best.safetensors keeps: the lowest valid loss or the highest valid BLEU")
+      ->check(CLI::IsMember({"loss", "bleu"}))->capture_default_str();
+  c->add_option("--patience", o.patience, "early stop after N evaluations without a better --best-metric")
+      ->capture_default_str();
   c->add_option("--eval-sentences", o.eval_sentences)->capture_default_str();
   c->add_option("--beam", o.beam, "beam size for the final test BLEU")->capture_default_str();
   c->add_option("--test-sentences", o.test_sentences, "test sentences for the final BLEU (0: all)")->capture_default_str();

@@ -130,6 +130,12 @@ std::string fmt_time(double s) {
   std::snprintf(buf, sizeof buf, "%d:%02d", (int)s / 60, (int)s % 60);
   return buf;
 }
+// A double as text that std::stod reads back to the same value ("inf" included).
+std::string exact(double v) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.17g", v);
+  return buf;
+}
 }  // namespace
 
 TrainResult train(const TrainOptions& o) {
@@ -141,6 +147,8 @@ TrainResult train(const TrainOptions& o) {
   Corpus corpus = prepare_corpus(o);
   const std::string data_dir = (o.corpus == "numbers" || o.corpus == "ding") ? o.data_dir + "/" + o.corpus : o.corpus;
   // An empty split would make an endless epoch loop (train) or a mean over nothing (valid, test).
+  check(o.best_metric == "loss" || o.best_metric == "bleu", "train", ": --best-metric is '", o.best_metric,
+        "', expected loss or bleu");
   check(!corpus.train.empty() && !corpus.valid.empty() && !corpus.test.empty(), "train", ": corpus '", data_dir,
         "' has an empty split: ", corpus.train.size(), " train, ", corpus.valid.size(), " valid, ", corpus.test.size(),
         " test pairs (each needs at least one)");
@@ -173,13 +181,16 @@ TrainResult train(const TrainOptions& o) {
   const std::string last_ckpt = o.out_dir + "/checkpoint_last.safetensors";
   const std::string best_ckpt = o.out_dir + "/checkpoint_best.safetensors";
   int64_t step = 0, epoch = 0, batch_in_epoch = 0, evals_since_best = 0;
-  double best_bleu = -1;
+  // The best evaluation so far by each measure; checkpoint_best follows the one --best-metric names.
+  double best_bleu = -1, best_loss = std::numeric_limits<double>::infinity();
   if (o.resume && exists(last_ckpt)) {
     nn::Metadata m = nn::load_checkpoint(last_ckpt, model, &opt);
     step = std::stoll(m.at("step"));
     epoch = std::stoll(m.at("epoch"));
     batch_in_epoch = std::stoll(m.at("batch_in_epoch"));
     best_bleu = std::stod(m.at("best_bleu"));
+    if (m.count("best_valid_loss")) best_loss = std::stod(m.at("best_valid_loss"));  // absent before 2026-12-05
+    res.best_valid_loss = best_loss;
     std::printf("resumed from %s at step %lld\n", last_ckpt.c_str(), (long long)step);
   }
   // The training batches of an epoch: shuffled by a seed of (--seed, epoch), so a resumed run sees the same ones
@@ -197,7 +208,7 @@ TrainResult train(const TrainOptions& o) {
     nn::save_checkpoint(path, model, &opt,
                         {{"config", config_to_json(cfg)}, {"vocab", vocab.path()}, {"step", std::to_string(step)},
                          {"epoch", std::to_string(epoch)}, {"batch_in_epoch", std::to_string(batch_in_epoch)},
-                         {"best_bleu", std::to_string(best_bleu)}});
+                         {"best_bleu", std::to_string(best_bleu)}, {"best_valid_loss", exact(best_loss)}});
   };
   std::ofstream metrics(o.out_dir + "/metrics.jsonl", o.resume ? std::ios::app : std::ios::trunc);
 
@@ -334,12 +345,14 @@ TrainResult train(const TrainOptions& o) {
                     valid_bleu_pairs.size(), vb);
         metrics << "{\"step\":" << step << ",\"valid_loss\":" << vl << ",\"valid_bleu\":" << vb << "}\n";
         res.best_valid_loss = std::min(res.best_valid_loss, vl);
-        if (vb > best_bleu) {
-          best_bleu = vb;
+        const bool better = o.best_metric == "bleu" ? vb > best_bleu : vl < best_loss;
+        best_bleu = std::max(best_bleu, vb);
+        best_loss = std::min(best_loss, vl);
+        if (better) {
           evals_since_best = 0;
           save(best_ckpt);
         } else if (o.patience && ++evals_since_best >= o.patience) {
-          std::printf("early stop: no better valid BLEU in %d evaluations\n", o.patience);
+          std::printf("early stop: no better valid %s in %d evaluations\n", o.best_metric.c_str(), o.patience);
           stop = true;
         }
       }
@@ -376,7 +389,7 @@ TrainResult train(const TrainOptions& o) {
   for (size_t i = 0; i < std::min<size_t>(5, hyps.size()); i++)
     std::printf("  %s\n    -> %s\n    (ref %s)\n", corpus.test[i].src.c_str(), hyps[i].c_str(), corpus.test[i].tgt.c_str());
   std::printf("checkpoints: %s%s\nmetrics (one JSON line per step and evaluation): %s/metrics.jsonl\n", last_ckpt.c_str(),
-              exists(best_ckpt) ? (", best valid BLEU: " + best_ckpt).c_str() : "", o.out_dir.c_str());
+              exists(best_ckpt) ? (", best valid " + o.best_metric + ": " + best_ckpt).c_str() : "", o.out_dir.c_str());
   return res;
 }
 

@@ -30,7 +30,10 @@ struct TrainOptions {
   int64_t max_steps = 0;           // 0: unlimited
   double max_minutes = 0;          // 0: unlimited
   int64_t eval_every = 500, save_every = 1000;
-  int patience = 0;                // early stop after this many evaluations without a better valid BLEU (0: never)
+  // checkpoint_best.safetensors is the evaluation with the lowest valid loss ("loss", as fairseq's default) or the
+  // highest greedy valid BLEU on eval_sentences ("bleu": noisier on a few hundred sentences).
+  std::string best_metric = "loss";
+  int patience = 0;                // early stop after this many evaluations without a better best_metric (0: never)
   int64_t eval_sentences = 300;    // validation sentences decoded for BLEU
   int64_t test_sentences = 0;      // test sentences decoded for the final BLEU (0: all)
   int beam = 5;
