@@ -17,6 +17,7 @@
 #include <iostream>
 #include <sstream>
 
+#include "average.h"
 #include "bleu.h"
 #include "eval.h"
 #include "nn/topology.h"
@@ -79,6 +80,9 @@ static void add_train_options(CLI::App* c, TrainOptions& o, std::string& norm, s
   c->add_option("--minutes", o.max_minutes, "stop after this much training time (0: no limit)")->capture_default_str();
   c->add_option("--eval-every", o.eval_every)->capture_default_str();
   c->add_option("--save-every", o.save_every)->capture_default_str();
+  c->add_option("--keep-last", o.keep_last,
+                "also keep the model of the last N saves as checkpoint_<step>.safetensors, for `average`")
+      ->check(CLI::NonNegativeNumber)->capture_default_str();
   c->add_option("--best-metric", o.best_metric,
                 "what checkpoint_best.safetensors keeps: the lowest valid loss or the highest valid BLEU")
       ->check(CLI::IsMember({"loss", "bleu"}))->capture_default_str();
@@ -170,6 +174,17 @@ int main(int argc, char** argv) {
   for (const char* grid_set : {"--layers", "--seed", "--resume"})  // the grid sets these per run
     sweep_cmd->remove_option(sweep_cmd->get_option(grid_set));
 
+  auto* average_cmd = app.add_subcommand("average", "the mean of a run's last checkpoints (fairseq's average_checkpoints)");
+  std::vector<std::string> average_inputs;
+  std::string average_run, average_out;
+  int average_last = 5;
+  auto* run_opt = average_cmd->add_option("--run", average_run, "a run folder: its checkpoint_<step> files (--keep-last)");
+  average_cmd->add_option("--last", average_last, "with --run: the newest N")->check(CLI::PositiveNumber)
+      ->capture_default_str();
+  average_cmd->add_option("--checkpoints", average_inputs, "these checkpoint files instead")->excludes(run_opt)
+      ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);
+  average_cmd->add_option("--out", average_out, "default: <run>/checkpoint_average.safetensors");
+
   auto* bleu_cmd = app.add_subcommand("bleu", "corpus BLEU (sacreBLEU defaults: 13a, exp smoothing)");
   std::string hyp_path, ref_path;
   bleu_cmd->add_option("hypotheses", hyp_path)->required();
@@ -245,6 +260,22 @@ int main(int argc, char** argv) {
       sw.out_dir = o.out_dir == "runs/default" ? "runs/sweep" : o.out_dir;
       for (int i = 0; i < argc; i++) sw.command += (i ? " " : "") + std::string(i ? argv[i] : "skipgrad-translate");
       run_sweep(sw);  // a diverged run is a result of the sweep, not an error
+      return 0;
+    }
+    if (*average_cmd) {
+      if (!average_run.empty()) {
+        average_inputs = step_checkpoints(average_run);
+        check(!average_inputs.empty(), "average", ": no checkpoint_<step>.safetensors in '", average_run,
+              "' (train with --keep-last N)");
+        if (average_inputs.size() > (size_t)average_last)
+          average_inputs.erase(average_inputs.begin(), average_inputs.end() - average_last);
+        if (average_out.empty()) average_out = average_run + "/checkpoint_average.safetensors";
+      }
+      check(!average_inputs.empty() && !average_out.empty(), "average",
+            ": give --run <folder>, or --checkpoints <files> and --out <file>");
+      average_checkpoints(average_inputs, average_out);
+      std::printf("%s: the mean of %zu checkpoints:\n", average_out.c_str(), average_inputs.size());
+      for (auto& p : average_inputs) std::printf("  %s\n", p.c_str());
       return 0;
     }
     if (*bleu_cmd) {

@@ -13,6 +13,7 @@
 #include "autograd/profiler.h"
 #include "autograd/tape.h"
 #include "backends/backend.h"
+#include "average.h"
 #include "bleu.h"
 #include "config_json.h"
 #include "nn/checkpoint.h"
@@ -204,11 +205,18 @@ TrainResult train(const TrainOptions& o) {
     std::printf("admin: omega profiled on the first batch; last ratios %.3f (encoder), %.3f (decoder)\n", enc_ratio,
                 dec_ratio);
   }
-  auto save = [&](const std::string& path) {
-    nn::save_checkpoint(path, model, &opt,
+  // A checkpoint with the optimizer state (to resume from), or of the model alone (the --keep-last ones).
+  auto save = [&](const std::string& path, bool with_optimizer = true) {
+    nn::save_checkpoint(path, model, with_optimizer ? &opt : nullptr,
                         {{"config", config_to_json(cfg)}, {"vocab", vocab.path()}, {"step", std::to_string(step)},
                          {"epoch", std::to_string(epoch)}, {"batch_in_epoch", std::to_string(batch_in_epoch)},
                          {"best_bleu", std::to_string(best_bleu)}, {"best_valid_loss", exact(best_loss)}});
+  };
+  // --keep-last N: checkpoint_<step>.safetensors beside checkpoint_last at each save, the newest N kept (average.h)
+  auto save_step_checkpoint = [&] {
+    if (o.keep_last <= 0) return;
+    save(o.out_dir + "/checkpoint_" + std::to_string(step) + ".safetensors", false);
+    prune_step_checkpoints(o.out_dir, o.keep_last);
   };
   std::ofstream metrics(o.out_dir + "/metrics.jsonl", o.resume ? std::ios::app : std::ios::trunc);
 
@@ -360,6 +368,7 @@ TrainResult train(const TrainOptions& o) {
         batch_in_epoch++;  // the checkpoint resumes at the next batch
         save(last_ckpt);
         batch_in_epoch--;
+        save_step_checkpoint();
       }
       if (stop) break;
     }
@@ -375,7 +384,10 @@ TrainResult train(const TrainOptions& o) {
   res.tokens_per_second = tokens_done / std::max(res.seconds, 1e-9);
   res.final_train_loss = loss_ema;
   if (!o.quiet) std::printf("\n");
-  if (!res.diverged) save(last_ckpt);
+  if (!res.diverged) {
+    save(last_ckpt);
+    save_step_checkpoint();
+  }
   res.valid_loss = evaluate_loss(model, valid_ex, o);
   res.best_valid_loss = std::min(res.best_valid_loss, res.valid_loss);
   res.valid_bleu = evaluate_bleu(model, vocab, valid_bleu_pairs, o, 1);

@@ -30,6 +30,7 @@ struct TrainOptions {
   int64_t max_steps = 0;           // 0: unlimited
   double max_minutes = 0;          // 0: unlimited
   int64_t eval_every = 500, save_every = 1000;
+  int keep_last = 0;               // also keep the model of the last N saves as checkpoint_<step> (for `average`)
   // checkpoint_best.safetensors is the evaluation with the lowest valid loss ("loss", as fairseq's default) or the
   // highest greedy valid BLEU on eval_sentences ("bleu": noisier on a few hundred sentences).
   std::string best_metric = "loss";
