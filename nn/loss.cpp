@@ -32,9 +32,17 @@ LabelSmoothedLoss label_smoothed_nll(const Tensor& logits, const Tensor& targets
   Tensor ids = targets.to(DType::F64);
   Tensor is_pad = eq(ids, Tensor::scalar((double)pad_id, DType::F64, targets.device()));
   out.ntokens = rsub(sum(is_pad), (double)targets.numel()).to(logits.dtype());
-  out.nll_sum = smoothing == 0 ? mul(out.loss.detach(), out.ntokens)
-                               : cross_entropy(logits, targets, pad_id, 0.0, Reduction::Sum);
+  out.logits = logits;
+  out.targets = targets;
+  out.pad_id = pad_id;
+  out.eps = eps;
   return out;
+}
+
+Tensor LabelSmoothedLoss::nll_sum() const {
+  NoGradGuard no_grad;
+  if (eps == 0) return mul(loss.detach(), ntokens);
+  return cross_entropy(logits, targets, pad_id, 0.0, Reduction::Sum);
 }
 
 }  // namespace skipgrad::nn

@@ -312,14 +312,15 @@ TEST_SUITE("train") {
       auto [l2, n2] = row_terms(2, 1, eps);
       LabelSmoothedLoss out = label_smoothed_nll(logits, targets, pad, eps);
       CHECK(out.loss.item() == doctest::Approx((l0 + l2) / 2).epsilon(1e-12));
-      CHECK(out.nll_sum.item() == doctest::Approx(n0 + n2).epsilon(1e-12));
+      CHECK(out.nll_sum().item() == doctest::Approx(n0 + n2).epsilon(1e-12));
       CHECK(out.ntokens.item() == 2.0);
-      CHECK_FALSE(out.nll_sum.requires_grad());
+      CHECK_FALSE(out.nll_sum().requires_grad());
       out.loss.backward();
       Tensor g = logits.grad();
       REQUIRE(g.defined());
       auto gv = g.to_vector<double>();
       for (int j = 0; j < V; j++) CHECK(gv[V + j] == 0.0);  // the pad row gets no gradient
+      CHECK(out.nll_sum().item() == doctest::Approx(n0 + n2).epsilon(1e-12));  // still there after backward
       logits.zero_grad();
     }
     CHECK_THROWS_WITH_ALL(label_smoothed_nll(logits, Tensor::from_vector<int64_t>({1, 2}, {1, 2}), pad, 0.1),

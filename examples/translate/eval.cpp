@@ -47,10 +47,7 @@ EvalResult evaluate_checkpoint(const EvalOptions& o) {
   r.cfg = m.cfg;
   r.step = m.step;
   std::vector<Example> ex = encode_pairs(m.vocab, pairs, o.data.max_len);
-  r.loss = evaluate_loss(*m.model, ex, o.data);
-  TrainOptions no_smoothing = o.data;
-  no_smoothing.label_smoothing = 0;
-  r.nll = evaluate_loss(*m.model, ex, no_smoothing);
+  r.loss = evaluate_loss(*m.model, ex, o.data, &r.nll);
   evaluate_bleu(*m.model, m.vocab, pairs, o.data, o.beam, &r.hypotheses);
   std::vector<std::string> refs;
   for (auto& p : pairs) refs.push_back(p.tgt);

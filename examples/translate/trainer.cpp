@@ -70,19 +70,22 @@ Corpus prepare_corpus(const TrainOptions& o) {
   return c;
 }
 
-double evaluate_loss(nn::Transformer& model, const std::vector<Example>& ex, const TrainOptions& o) {
+double evaluate_loss(nn::Transformer& model, const std::vector<Example>& ex, const TrainOptions& o, double* nll) {
   NoGradGuard no_grad;
   const bool was_training = model.is_training();
   model.eval();
-  double nll = 0, tokens = 0;
+  double loss_sum = 0, nll_sum = 0, tokens = 0;
   for (auto& idx : make_batches(ex, o.max_tokens, 0, false)) {
     Batch b = collate(ex, idx, model.device());
     auto L = nn::label_smoothed_nll(model.forward(b.src, b.tgt_in), b.tgt_out, Vocab::kPad, o.label_smoothing);
-    nll += L.loss.item() * L.ntokens.item();
-    tokens += L.ntokens.item();
+    const double n = L.ntokens.item();
+    loss_sum += L.loss.item() * n;
+    if (nll) nll_sum += L.nll_sum().item();
+    tokens += n;
   }
   model.train(was_training);
-  return tokens > 0 ? nll / tokens : 0;
+  if (nll) *nll = tokens > 0 ? nll_sum / tokens : 0;
+  return tokens > 0 ? loss_sum / tokens : 0;
 }
 
 double evaluate_bleu(nn::Transformer& model, const Vocab& vocab, const std::vector<Pair>& pairs,
@@ -107,15 +110,15 @@ double evaluate_bleu(nn::Transformer& model, const Vocab& vocab, const std::vect
 // Forward, backward and the gradient norm, queued without waiting: [loss, norm] as float64 on the model's device.
 // A NaN/Inf loss makes NaN/Inf gradients, which the caller sees in both numbers.
 Tensor forward_backward_queued(nn::Transformer& model, const Batch& b, double label_smoothing, bool autocast_bf16) {
-  auto L = [&] {
+  Tensor loss = [&] {
     AutocastBF16 autocast(autocast_bf16);
     if (autocast_bf16) autocast.precast(model.parameters());  // every weight cast in one launch
-    return nn::label_smoothed_nll(model.forward(b.src, b.tgt_in), b.tgt_out, Vocab::kPad, label_smoothing);
+    return nn::label_smoothed_nll(model.forward(b.src, b.tgt_in), b.tgt_out, Vocab::kPad, label_smoothing).loss;
   }();
-  L.loss.backward();
+  loss.backward();
   NoGradGuard no_grad;
   Tensor norm = nn::total_grad_norm(model.parameters());
-  Tensor loss = L.loss.detach().reshape({1}).to(DType::F64);
+  loss = loss.detach().reshape({1}).to(DType::F64);
   return concat({loss, norm.defined() ? norm : Tensor::zeros({1}, DType::F64, loss.device())}, 0);
 }
 

@@ -82,8 +82,10 @@ LossAndNorm forward_backward(skipgrad::nn::Transformer& model, const Batch& b, d
 // parameter has a gradient).
 skipgrad::Tensor forward_backward_queued(skipgrad::nn::Transformer& model, const Batch& b, double label_smoothing,
                                          bool autocast_bf16 = false);
-// Mean label-smoothed loss and corpus BLEU of `pairs` under a model.
-double evaluate_loss(skipgrad::nn::Transformer& model, const std::vector<Example>& ex, const TrainOptions& opts);
+// Mean label-smoothed loss per target token of `ex` under a model (teacher-forced, eval mode), and with `nll` the
+// mean -log p(target) from the same forward; corpus BLEU of `pairs`.
+double evaluate_loss(skipgrad::nn::Transformer& model, const std::vector<Example>& ex, const TrainOptions& opts,
+                     double* nll = nullptr);
 double evaluate_bleu(skipgrad::nn::Transformer& model, const Vocab& vocab, const std::vector<Pair>& pairs,
                      const TrainOptions& opts, int beam, std::vector<std::string>* hypotheses = nullptr);
 
