@@ -26,6 +26,7 @@ using json = nlohmann::json;
 
 namespace {
 constexpr const char* kChecksumKey = "skipgrad.checksum";
+constexpr const char* kHeaderChecksumKey = "skipgrad.header_checksum";
 constexpr const char* kOptimPrefix = "optim.";
 constexpr uint64_t kMaxHeaderBytes = 100u << 20;  // the Python package's limit
 
@@ -54,7 +55,27 @@ std::string hex64(uint64_t v) {
   return buf;
 }
 
-std::string errno_str() { return std::strerror(errno); }
+// errno's text; read it right after the failed call, before anything (another call, a check's arguments) can
+// change it.
+std::string errno_str(int err = errno) { return std::strerror(err); }
+
+// Whether nlohmann can write s as a JSON string (it refuses text that is not UTF-8).
+bool writable_as_json(const std::string& s) {
+  try {
+    (void)json(s).dump();
+    return true;
+  } catch (const json::exception&) {
+    return false;
+  }
+}
+
+// FNV-1a 64 of the header as JSON text (nlohmann's objects keep their keys sorted, so a parsed header dumps to the
+// same text), without its own checksum entry: what "skipgrad.header_checksum" holds.
+std::string header_checksum(json header) {
+  header["__metadata__"].erase(kHeaderChecksumKey);
+  const std::string text = header.dump();
+  return hex64(fnv1a64(text.data(), text.size()));
+}
 
 // ---- atomic write: temp file in the same directory, fsync, rename, fsync the directory ----
 void write_all(int fd, const char* p, size_t n, const std::string& tmp) {
@@ -78,11 +99,13 @@ void write_atomically(const std::string& path, const std::string& header, const 
   try {
     write_all(fd, header.data(), header.size(), tmp);
     for (const Tensor& b : blobs) write_all(fd, static_cast<const char*>(b.data_ptr()), b.nbytes(), tmp);
-    check(::fsync(fd) == 0, "save_safetensors", ": fsync of '", tmp, "' failed: ", errno_str());
-    check(::close(fd) == 0, "save_safetensors", ": closing '", tmp, "' failed: ", errno_str());
+    if (::fsync(fd) != 0) fail("save_safetensors", ": fsync of '", tmp, "' failed: ", errno_str());
+    const int closed = ::close(fd);
     fd = -1;
-    check(::rename(tmp.c_str(), path.c_str()) == 0, "save_safetensors", ": renaming '", tmp, "' to '", path,
-          "' failed: ", errno_str());
+    if (closed != 0) fail("save_safetensors", ": closing '", tmp, "' failed: ", errno_str());
+    if (::rename(tmp.c_str(), path.c_str()) != 0)
+      fail("save_safetensors", ": renaming '", tmp, "' to '", path, "' failed: ", errno_str(),
+           std::filesystem::is_directory(path) ? " (the target is a directory)" : "");
   } catch (...) {
     if (fd >= 0) ::close(fd);
     ::unlink(tmp.c_str());
@@ -91,9 +114,9 @@ void write_atomically(const std::string& path, const std::string& header, const 
   // Make the rename itself durable.
   int dfd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   check(dfd >= 0, "save_safetensors", ": cannot open directory '", dir.string(), "' to sync it: ", errno_str());
-  int rc = ::fsync(dfd);
+  const int rc = ::fsync(dfd), err = errno;
   ::close(dfd);
-  check(rc == 0, "save_safetensors", ": fsync of directory '", dir.string(), "' failed: ", errno_str());
+  check(rc == 0, "save_safetensors", ": fsync of directory '", dir.string(), "' failed: ", errno_str(err));
 }
 
 // A contiguous cpu copy of t (t itself when it already is one).
@@ -143,8 +166,18 @@ void save_safetensors(const std::string& path, const NamedTensors& tensors, cons
   for (auto& [k, v] : metadata) meta[k] = v;
   meta[kChecksumKey] = hex64(checksum);
   header["__metadata__"] = meta;
-
-  std::string text = header.dump();
+  std::string text;
+  try {
+    header["__metadata__"][kHeaderChecksumKey] = header_checksum(header);
+    text = header.dump();
+  } catch (const json::exception&) {  // nlohmann refuses to write a string that is not UTF-8
+    for (auto& [name, t] : tensors)
+      if (!writable_as_json(name)) fail("save_safetensors", ": '", path, "': tensor name '", name, "' is not valid UTF-8");
+    for (auto& [k, v] : metadata)
+      if (!writable_as_json(k) || !writable_as_json(v))
+        fail("save_safetensors", ": '", path, "': metadata entry '", k, "' is not valid UTF-8");
+    throw;
+  }
   text.append((8 - (8 + text.size()) % 8) % 8, ' ');  // pad so the data starts 8-byte aligned
   std::string prefix(8, '\0');
   const uint64_t len = text.size();
@@ -155,9 +188,13 @@ void save_safetensors(const std::string& path, const NamedTensors& tensors, cons
 // ---------------------------------------------------------------- load
 
 SafetensorsFile load_safetensors(const std::string& path) {
+  std::error_code ec;
+  check(!std::filesystem::is_directory(path, ec), "load_safetensors", ": '", path, "' is a directory, not a file");
   std::ifstream in(path, std::ios::binary | std::ios::ate);
   check(in.good(), "load_safetensors", ": cannot open '", path, "': ", errno_str());
-  const uint64_t size = (uint64_t)in.tellg();
+  const std::streamoff end = in.tellg();
+  check(end >= 0, "load_safetensors", ": cannot read the size of '", path, "'");
+  const uint64_t size = (uint64_t)end;
   in.seekg(0);
   std::string bytes(size, '\0');
   check(size == 0 || (bool)in.read(bytes.data(), (std::streamsize)size), "load_safetensors", ": reading '", path,
@@ -240,6 +277,11 @@ SafetensorsFile parse_safetensors(std::string_view bytes, const std::string& pat
   check(expected == data_size, op, ": '", path, "' has ", data_size - expected, " unexpected bytes after the last tensor");
 
   const char* data = header_begin + header_len;
+  if (auto it = file.metadata.find(kHeaderChecksumKey); it != file.metadata.end()) {
+    const std::string computed = header_checksum(header);
+    check(computed == it->second, op, ": '", path, "' is corrupted: checksum of the header is ", computed,
+          ", the header says ", it->second);
+  }
   if (auto it = file.metadata.find(kChecksumKey); it != file.metadata.end()) {
     const std::string computed = hex64(fnv1a64(data, data_size));
     check(computed == it->second, op, ": '", path, "' is corrupted: checksum of the data is ", computed,

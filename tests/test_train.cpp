@@ -4,6 +4,7 @@
 
 #include <cmath>
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
@@ -453,6 +454,18 @@ TEST_SUITE("train") {
     std::memcpy(huge.data(), &big, 8);
     refuse(huge, {"bad header"});
     refuse(good + "extra", {"unexpected bytes"});
+    // a digit of a metadata value changed: still valid JSON and tensors, caught by the header's checksum
+    std::string header_damage = good;
+    const size_t seed_at = header_damage.find("\"skipgrad.rng.seed\":\"");
+    REQUIRE(seed_at != std::string::npos);
+    char& digit = header_damage[seed_at + std::strlen("\"skipgrad.rng.seed\":\"")];
+    digit = digit == '7' ? '8' : '7';
+    refuse(header_damage, {"corrupted", "checksum of the header"});
+    CHECK_THROWS_WITH_ALL(load_checkpoint(scratch().string(), b), "load_safetensors", "is a directory");
+    CHECK_THROWS_WITH_ALL(save_safetensors(bad.string(), {{"w\xff", Tensor::zeros({1})}}), "save_safetensors",
+                          "not valid UTF-8");
+    CHECK_THROWS_WITH_ALL(save_checkpoint(bad.string(), b, nullptr, {{"note", "\xc3("}}), "metadata entry 'note'",
+                          "not valid UTF-8");
 
     // well-formed files that do not fit the model
     Tiny wide(5, 3, DType::F64, 1);
@@ -558,7 +571,13 @@ TEST_SUITE("train") {
     // a save that fails at the rename (the target is a directory) removes its temp and throws
     const fs::path blocked = dir / "blocked.safetensors";
     fs::create_directories(blocked / "inside");
-    CHECK_THROWS_WITH_ALL(save_checkpoint(blocked.string(), a), "save_safetensors", "blocked.safetensors");
+    CHECK_THROWS_WITH_ALL(save_checkpoint(blocked.string(), a), "save_safetensors", "blocked.safetensors",
+                          "the target is a directory");
+    try {
+      save_checkpoint(blocked.string(), a);
+    } catch (const Error& e) {
+      CHECK(std::string(e.what()).find("Success") == std::string::npos);  // errno read right after the rename
+    }
     files = 0;
     for (auto& e : fs::directory_iterator(dir)) (void)e, files++;
     CHECK(files == 3);
