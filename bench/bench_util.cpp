@@ -215,14 +215,6 @@ static double status_field_mib(const char* field) {
 double peak_rss_mib() { return status_field_mib("VmHWM:"); }
 double current_rss_mib() { return status_field_mib("VmRSS:"); }
 
-std::vector<std::string> split_list(const std::string& s) {
-  std::vector<std::string> out;
-  std::stringstream ss(s);
-  for (std::string item; std::getline(ss, item, ',');)
-    if (!item.empty()) out.push_back(item);
-  return out;
-}
-
 Summary summarize(std::vector<double> v) {
   Summary s;
   s.n = v.size();

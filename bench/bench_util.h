@@ -83,9 +83,6 @@ double measure_fma_peak(int threads);
 double peak_rss_mib();
 double current_rss_mib();
 
-// "a,b,,c" -> {"a", "b", "c"} (command-line lists)
-std::vector<std::string> split_list(const std::string& s);
-
 // Statistics over a sample (copied, then sorted).
 struct Summary {
   double median = 0, p25 = 0, p75 = 0, min = 0, max = 0;

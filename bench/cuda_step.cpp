@@ -58,6 +58,7 @@
 #include "backends/backend.h"
 #include "backends/cuda/cuda_backend.h"
 #include "bench_util.h"
+#include "examples/cli_lists.h"
 #include "nn/loss.h"
 #include "nn/optim.h"
 #include "tensor/allocator.h"
@@ -86,7 +87,7 @@ bench::ReferenceShape issue6_shape() {
 
 // "batch=4,vocab=50,layers=2": each named field overrides the shape ("layers" sets both stacks).
 void parse_shape(const std::string& spec, bench::ReferenceShape& s) {
-  for (const std::string& item : bench::split_list(spec)) {
+  for (const std::string& item : cli_lists::split_list(spec)) {
     const size_t eq = item.find('=');
     sg::check(eq != std::string::npos, "cuda_step", ": --shape wants key=value, got '", item, "'");
     const std::string key = item.substr(0, eq);
@@ -379,8 +380,8 @@ Options parse_options(int argc, char** argv) {
       sg::check(i + 1 < argc, "cuda_step", ": ", a, " needs a value");
       return argv[++i];
     };
-    if (a == "--topologies") o.topologies = bench::split_list(value());
-    else if (a == "--precision") o.precisions = bench::split_list(value());
+    if (a == "--topologies") o.topologies = cli_lists::split_list(value());
+    else if (a == "--precision") o.precisions = cli_lists::split_list(value());
     else if (a == "--fp32") o.precisions = {"fp32"};
     else if (a == "--tf32") o.precisions = {"tf32"};
     else if (a == "--warmup") o.warmup = std::stoi(value());

@@ -41,6 +41,7 @@
 
 #include "autograd/tape.h"
 #include "bench_util.h"
+#include "examples/cli_lists.h"
 #include "nn/checkpoint.h"
 #include "nn/loss.h"
 #include "nn/optim.h"
@@ -461,11 +462,9 @@ int main(int argc, char** argv) {
       else if (a == "--weights") weights = value();
       else if (a == "--topology") topology = value();
       else if (a == "--threads" && !worker.empty()) threads = std::atoi(value().c_str());
-      else if (a == "--topologies") o.topologies = bench::split_list(value());
-      else if (a == "--threads") {
-        o.threads.clear();
-        for (auto& t : bench::split_list(value())) o.threads.push_back(std::atoi(t.c_str()));
-      } else if (a == "--rounds") o.rounds = std::atoi(value().c_str());
+      else if (a == "--topologies") o.topologies = cli_lists::split_list(value());
+      else if (a == "--threads") o.threads = cli_lists::split_numbers<int>(value(), "--threads", 1);
+      else if (a == "--rounds") o.rounds = std::atoi(value().c_str());
       else if (a == "--steps") o.steps = std::atoi(value().c_str());
       else if (a == "--warmup") o.warmup = std::atoi(value().c_str());
       else if (a == "--python") o.python = value();

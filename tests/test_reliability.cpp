@@ -403,4 +403,66 @@ TEST_SUITE("reliability") {
     blocked.out_dir = (blocker / "run").string();
     CHECK_THROWS_WITH_ALL(train(blocked), "cannot create the folder", "a_file/run");
   }
+
+  TEST_CASE("--resume from a checkpoint whose metadata is not a number names the file, the key and the text") {
+    TrainOptions o = tiny_run("bad_metadata", 2);
+    train(o);
+    // rewritten with valid checksums, as a tool that edits metadata would: only the value is wrong
+    nn::SafetensorsFile f = nn::load_safetensors(last_checkpoint(o));
+    f.metadata["epoch"] = "x";
+    nn::save_safetensors(last_checkpoint(o), f.tensors, f.metadata);
+    o.resume = true;
+    o.max_steps = 4;
+    CHECK_THROWS_WITH_ALL(train(o), "checkpoint_last.safetensors", "metadata 'epoch' is 'x'", "not a whole number");
+  }
+
+  TEST_CASE("the command line refuses bad values by name and never aborts") {
+    fs::create_directories(scratch_dir());
+    const std::string exe = SKIPGRAD_TRANSLATE_EXE, log = (scratch_dir() / "cli.log").string();
+    // exit status and output (stdout and stderr) of one command
+    auto run = [&](const std::string& args) {
+      const int status = std::system((exe + " " + args + " > '" + log + "' 2>&1").c_str());
+      std::ifstream in(log);
+      return std::pair<int, std::string>{WIFEXITED(status) ? WEXITSTATUS(status) : -1,
+                                         std::string(std::istreambuf_iterator<char>(in), {})};
+    };
+    const std::string dir = scratch_dir().string();
+    const std::vector<std::pair<std::string, std::string>> cases = {
+        {"sweep --depths abc", "--depths: 'abc'"},
+        {"sweep --seeds 1,x", "--seeds: 'x' in '1,x'"},
+        {"sweep --depths 99999999999999999999999", "is not a whole number"},
+        {"train --steps -1", "--steps: must be at least 0, got -1"},
+        {"train --beam 0", "--beam: must be at least 1"},
+        {"train --max-tokens 0", "--max-tokens: must be at least 1"},
+        {"translate --checkpoint x --beam -3", "--beam: must be at least 1"},
+        {"eval --checkpoint '" + dir + "'", "is a directory"},
+        {"average --checkpoints '" + dir + "' --out '" + dir + "/avg.safetensors'", "is a directory"},
+        {"train --best-metric bleu4", "--best-metric"},
+    };
+    for (const auto& c : cases) {
+      const std::pair<int, std::string> result = run(c.first);  // (no structured binding: clang's INFO)
+      const int status = result.first;
+      const std::string& output = result.second;
+      INFO(c.first << " -> exit " << status << ": " << output);
+      CHECK(status > 0);
+      CHECK(status != 134);  // SIGABRT: an uncaught exception
+      CHECK(output.find(c.second) != std::string::npos);
+    }
+    // a source longer than the model's 1024 positions is cut to them, with a warning naming its line
+    TrainOptions o = tiny_run("cli_model", 1);
+    train(o);
+    const std::string input = dir + "/long.de";
+    {
+      std::ofstream in(input);
+      in << "drei\n";
+      for (int i = 0; i < 1100; i++) in << "eins ";
+      in << "\n";
+    }
+    const std::pair<int, std::string> result =
+        run("translate --beam 1 --checkpoint '" + last_checkpoint(o) + "' --input '" + input + "'");
+    INFO(result.second.substr(0, 400));
+    CHECK(result.first == 0);
+    CHECK(result.second.find("warning: line 2:") != std::string::npos);
+    CHECK(result.second.find("cut to the model's 1024 positions") != std::string::npos);
+  }
 }

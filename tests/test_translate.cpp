@@ -76,15 +76,17 @@ TEST_SUITE("translate") {
           << "no tab here\n"
           << "\tempty source\n"
           << "bad \xff utf8\tx\n"
-          << "gut\tgood\n";
+          << "gut\tgood\n"
+          << "eins zwei\tone two\t0.93\n";  // a third column is not glued onto the target
     }
     std::vector<std::string> problems;
     auto pairs = read_tsv(path, false, &problems);
     CHECK(pairs.size() == 2);
-    REQUIRE(problems.size() == 3);
+    REQUIRE(problems.size() == 4);
     CHECK(problems[0].find(path + ":2: no tab") != std::string::npos);
     CHECK(problems[1].find(":3: empty source") != std::string::npos);
     CHECK(problems[2].find(":4: invalid UTF-8") != std::string::npos);
+    CHECK(problems[3].find(":6: more than one tab") != std::string::npos);
     CHECK_THROWS_WITH_ALL(read_tsv(path, true), "read_tsv", ":2: no tab");
     write_tsv(path, pairs);
     CHECK(read_tsv(path, true).size() == 2);

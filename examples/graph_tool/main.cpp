@@ -16,6 +16,7 @@
 #include "autograd/autocast.h"
 #include "tensor/random.h"
 #include "cost.h"
+#include "examples/cli_lists.h"
 #include "report.h"
 
 using namespace skipgrad;
@@ -154,17 +155,15 @@ int main(int argc, char** argv) {
                 << paths_model.layers << " layers\n\n"
                 << paths_markdown(m.graph, m.paths);
     } else if (*report_cmd) {
-      ro.topologies = graph_tool::split_list(topologies);
-      for (auto& d : graph_tool::split_list(depths)) ro.depths.push_back(std::stoll(d));
-      ro.seeds.clear();
-      for (auto& s : graph_tool::split_list(seeds)) ro.seeds.push_back(std::stoull(s));
-      ro.steps.clear();
-      for (auto& s : graph_tool::split_list(steps)) ro.steps.push_back(std::stoll(s));
+      ro.topologies = cli_lists::split_list(topologies);
+      ro.depths = cli_lists::split_numbers<int64_t>(depths, "--depths", 1);
+      ro.seeds = cli_lists::split_numbers<uint64_t>(seeds, "--seeds", 0);
+      ro.steps = cli_lists::split_numbers<int64_t>(steps, "--steps", 0);
       ro.command = joined_args(argc, argv);
       graph_tool::write_report(ro);
     } else if (*cost_cmd) {
       std::vector<graph_tool::TopologyCost> rows;
-      for (const std::string& t : graph_tool::split_list(cost_topologies)) {
+      for (const std::string& t : cli_lists::split_list(cost_topologies)) {
         std::cerr << "cost: " << t << "\n";
         rows.push_back(graph_tool::measure_cost(co, t));
       }

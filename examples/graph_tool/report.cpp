@@ -29,14 +29,6 @@ nn::TransformerConfig ModelOptions::config() const {
   return c;
 }
 
-std::vector<std::string> split_list(const std::string& s) {
-  std::vector<std::string> out;
-  std::stringstream ss(s);
-  for (std::string item; std::getline(ss, item, ',');)
-    if (!item.empty()) out.push_back(item);
-  return out;
-}
-
 namespace {
 
 const char* kMarker = "<!-- generated below -->";

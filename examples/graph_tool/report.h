@@ -41,6 +41,5 @@ struct ReportOptions {
 // (the hand-written summary), everything below it is regenerated. Progress goes to stderr.
 void write_report(const ReportOptions& opt);
 
-std::vector<std::string> split_list(const std::string& s);  // "a,b" -> {"a", "b"}
 
 }  // namespace graph_tool

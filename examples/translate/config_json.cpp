@@ -54,4 +54,32 @@ TransformerConfig config_from_json(const std::string& s) {
   return c;
 }
 
+namespace {
+template <class T, class Parse>
+T metadata_value(const std::map<std::string, std::string>& m, const std::string& key, const std::string& path,
+                 const char* what, Parse parse) {
+  auto it = m.find(key);
+  if (it == m.end()) skipgrad::fail("checkpoint", ": '", path, "' has no '", key, "' metadata");
+  size_t used = 0;
+  T v{};
+  try {
+    v = parse(it->second, &used);
+  } catch (const std::exception&) {
+    used = std::string::npos;
+  }
+  if (used != it->second.size() || it->second.empty())
+    skipgrad::fail("checkpoint", ": '", path, "': metadata '", key, "' is '", it->second, "', not ", what);
+  return v;
+}
+}  // namespace
+
+int64_t metadata_int(const std::map<std::string, std::string>& m, const std::string& key, const std::string& path) {
+  return metadata_value<int64_t>(m, key, path, "a whole number",
+                                 [](const std::string& s, size_t* used) { return (int64_t)std::stoll(s, used); });
+}
+double metadata_number(const std::map<std::string, std::string>& m, const std::string& key, const std::string& path) {
+  return metadata_value<double>(m, key, path, "a number",
+                                [](const std::string& s, size_t* used) { return std::stod(s, used); });
+}
+
 }  // namespace translate

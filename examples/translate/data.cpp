@@ -191,8 +191,8 @@ std::vector<Pair> read_tsv(const std::string& path, bool strict, std::vector<std
     if (!valid_utf8(line)) { bad("invalid UTF-8"); continue; }
     size_t tab = line.find('\t');
     if (tab == std::string::npos) { bad("no tab between source and target"); continue; }
+    if (line.find('\t', tab + 1) != std::string::npos) { bad("more than one tab"); continue; }  // before squashing
     std::string src = squash_spaces(line.substr(0, tab)), tgt = squash_spaces(line.substr(tab + 1));
-    if (tgt.find('\t') != std::string::npos) { bad("more than one tab"); continue; }
     if (src.empty() || tgt.empty()) { bad(src.empty() ? "empty source" : "empty target"); continue; }
     out.push_back({src, tgt});
   }

@@ -191,7 +191,9 @@ std::vector<Hypothesis> decode_batch(nn::Transformer& model, const Tensor& src_i
   for (int64_t b = 0; b < B; b++) {
     int64_t len = 0;
     for (int64_t s = 0; s < S; s++) len += pad[b * S + s] == 0;
-    max_len[b] = (int64_t)(opt.max_len_a * (double)len) + opt.max_len_b;
+    // fairseq's a·|src| + b, within the model's positions (the prefix, bos included, is at most max_len)
+    max_len[b] = std::min<int64_t>((int64_t)(opt.max_len_a * (double)len) + opt.max_len_b,
+                                   model.config().max_positions);
   }
   if (opt.use_cache) {
     CachedStepper stepper(model, enc, src_mask);

@@ -16,7 +16,7 @@ TrainedModel load_trained_model(const std::string& checkpoint, const std::string
         "' is not a checkpoint written by skipgrad-translate train (no config/vocab metadata)");
   nn::TransformerConfig cfg = config_from_json(f.metadata.at("config"));
   TrainedModel m{cfg, std::make_unique<nn::Transformer>(cfg), Vocab::load(f.metadata.at("vocab")),
-                 f.metadata.count("step") ? std::stoll(f.metadata.at("step")) : -1};
+                 f.metadata.count("step") ? metadata_int(f.metadata, "step", checkpoint) : -1};
   nn::load_checkpoint(checkpoint, *m.model, nullptr, /*restore_rng=*/false);
   m.model->to(Device::parse(device));
   m.model->eval();

@@ -13,11 +13,13 @@
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <filesystem>
 #include <fstream>
 #include <iostream>
 #include <sstream>
 
 #include "average.h"
+#include "examples/cli_lists.h"
 #include "bleu.h"
 #include "eval.h"
 #include "nn/topology.h"
@@ -34,16 +36,26 @@ static std::vector<std::string> read_lines(std::istream& in) {
   return out;
 }
 static std::vector<std::string> read_lines(const std::string& path) {
+  std::error_code ec;
+  check(!std::filesystem::is_directory(path, ec), "read_lines", ": '", path, "' is a directory, not a text file");
   std::ifstream in(path);
   check(in.good(), "read_lines", ": cannot open '", path, "'");
   return read_lines(in);
 }
-static std::vector<std::string> split_commas(const std::string& s) {
-  std::vector<std::string> out;
-  std::stringstream ss(s);
-  std::string item;
-  while (std::getline(ss, item, ',')) if (!item.empty()) out.push_back(item);
-  return out;
+// A number option's lower bound, said plainly ("--steps: must be at least 0, got -1"; CLI11's own range check
+// prints the double range up to 1.8e308).
+static CLI::Validator at_least(long long lo) {
+  return CLI::Validator(
+      [lo](std::string& text) -> std::string {
+        double v = 0;
+        try {
+          v = std::stod(text);
+        } catch (const std::exception&) {
+          return "'" + text + "' is not a number";
+        }
+        return v >= (double)lo ? std::string() : "must be at least " + std::to_string(lo) + ", got " + text;
+      },
+      ">= " + std::to_string(lo));
 }
 
 // Options shared by train and compare.
@@ -82,7 +94,7 @@ static void add_train_options(CLI::App* c, TrainOptions& o, std::string& norm, s
   c->add_option("--save-every", o.save_every)->capture_default_str();
   c->add_option("--keep-last", o.keep_last,
                 "also keep the model of the last N saves as checkpoint_<step>.safetensors, for `average`")
-      ->check(CLI::NonNegativeNumber)->capture_default_str();
+      ->check(at_least(0))->capture_default_str();
   c->add_option("--best-metric", o.best_metric,
                 "what checkpoint_best.safetensors keeps: the lowest valid loss or the highest valid BLEU")
       ->check(CLI::IsMember({"loss", "bleu"}))->capture_default_str();
@@ -103,7 +115,12 @@ static void add_train_options(CLI::App* c, TrainOptions& o, std::string& norm, s
   c->add_option("--sync-every", o.sync_every,
                 "read the loss and gradient norm back every K steps (and before evaluations and saves): 1 checks "
                 "each step before its update; K > 1 queues K steps on a GPU without waiting for it")
-      ->check(CLI::PositiveNumber)->capture_default_str();
+      ->check(at_least(1))->capture_default_str();
+  // Counts, budgets and sizes: a negative value (or a zero where none makes sense) is refused before any work.
+  for (const char* name : {"--steps", "--minutes", "--eval-every", "--save-every", "--patience", "--eval-sentences",
+                           "--test-sentences", "--seed", "--profile-step", "--clip-norm", "--warmup"})
+    c->get_option(name)->check(at_least(0));
+  for (const char* name : {"--max-tokens", "--beam", "--vocab-size"}) c->get_option(name)->check(at_least(1));
 }
 
 // OpenMP worker threads that spin while OpenBLAS's own threads want the same cores cost 2-4x on a 2-core machine
@@ -148,7 +165,7 @@ int main(int argc, char** argv) {
   int beam = 5;
   tr_cmd->add_option("--checkpoint", ckpt, "a checkpoint written by train")->required();
   tr_cmd->add_option("--input", input, "one sentence per line (default: stdin)");
-  tr_cmd->add_option("--beam", beam, "1: greedy")->capture_default_str();
+  tr_cmd->add_option("--beam", beam, "1: greedy")->check(at_least(1))->capture_default_str();
   tr_cmd->add_option("--device", o.device, "cpu | cuda | cuda:N")->capture_default_str();
 
   auto* eval_cmd = app.add_subcommand("eval", "test loss and BLEU of a checkpoint, decoded the same way every time");
@@ -157,7 +174,7 @@ int main(int argc, char** argv) {
   eval_cmd->add_option("--corpus", o.corpus, "numbers | ding | a folder: its test.tsv is scored")->capture_default_str();
   eval_cmd->add_option("--data-dir", o.data_dir)->capture_default_str();
   eval_cmd->add_option("--tsv", ev.tsv, "score this source<TAB>target file instead of the corpus's test split");
-  eval_cmd->add_option("--beam", ev.beam, "1: greedy")->capture_default_str();
+  eval_cmd->add_option("--beam", ev.beam, "1: greedy")->check(at_least(1))->capture_default_str();
   eval_cmd->add_option("--device", o.device, "cpu | cuda | cuda:N")->capture_default_str();
   eval_cmd->add_option("--test-sentences", ev.test_sentences, "the first N sentences (0: all)")->capture_default_str();
   eval_cmd->add_option("--label-smoothing", o.label_smoothing, "for the reported loss")->capture_default_str();
@@ -179,7 +196,7 @@ int main(int argc, char** argv) {
   std::string average_run, average_out;
   int average_last = 5;
   auto* run_opt = average_cmd->add_option("--run", average_run, "a run folder: its checkpoint_<step> files (--keep-last)");
-  average_cmd->add_option("--last", average_last, "with --run: the newest N")->check(CLI::PositiveNumber)
+  average_cmd->add_option("--last", average_last, "with --run: the newest N")->check(at_least(1))
       ->capture_default_str();
   average_cmd->add_option("--checkpoints", average_inputs, "these checkpoint files instead")->excludes(run_opt)
       ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);
@@ -204,7 +221,7 @@ int main(int argc, char** argv) {
     if (*compare_cmd) {
       std::vector<std::pair<std::string, TrainResult>> rows;
       const std::string base = o.out_dir == "runs/default" ? "runs/compare" : o.out_dir;
-      for (const std::string& t : split_commas(topologies)) {
+      for (const std::string& t : cli_lists::split_list(topologies)) {
         TrainOptions ot = o;
         ot.model.topology = t;
         ot.out_dir = base + "/" + t;
@@ -226,7 +243,13 @@ int main(int argc, char** argv) {
       else lines = read_lines(input);
       std::vector<Pair> pairs;
       for (auto& l : lines) pairs.push_back({l, "x"});
-      std::vector<Example> ex = encode_pairs(m.vocab, pairs, 256);
+      // A source longer than the model's positions (with its eos) is cut to them, and said so.
+      const int64_t max_src = m.cfg.max_positions;
+      for (size_t i = 0; i < lines.size(); i++)
+        if (const int64_t n = (int64_t)m.vocab.encode(lines[i]).size() + 1; n > max_src)
+          std::fprintf(stderr, "warning: line %zu: %lld source tokens, cut to the model's %lld positions\n", i + 1,
+                       (long long)n, (long long)max_src);
+      std::vector<Example> ex = encode_pairs(m.vocab, pairs, max_src);
       DecodeOptions d;
       d.beam = beam;
       std::vector<std::string> out(lines.size());
@@ -254,9 +277,9 @@ int main(int argc, char** argv) {
     }
     if (*sweep_cmd) {
       sw.train = o;
-      sw.topologies = sweep_topologies == "all" ? nn::topology_names() : split_commas(sweep_topologies);
-      for (auto& d : split_commas(depths)) sw.depths.push_back(std::stoll(d));
-      for (auto& d : split_commas(seeds)) sw.seeds.push_back(std::stoull(d));
+      sw.topologies = sweep_topologies == "all" ? nn::topology_names() : cli_lists::split_list(sweep_topologies);
+      sw.depths = cli_lists::split_numbers<int64_t>(depths, "--depths", 1);
+      sw.seeds = cli_lists::split_numbers<uint64_t>(seeds, "--seeds", 0);
       sw.out_dir = o.out_dir == "runs/default" ? "runs/sweep" : o.out_dir;
       for (int i = 0; i < argc; i++) sw.command += (i ? " " : "") + std::string(i ? argv[i] : "skipgrad-translate");
       run_sweep(sw);  // a diverged run is a result of the sweep, not an error
@@ -282,7 +305,7 @@ int main(int argc, char** argv) {
       std::cout << corpus_bleu(read_lines(hyp_path), read_lines(ref_path)).str() << "\n";
       return 0;
     }
-  } catch (const Error& e) {
+  } catch (const std::exception& e) {  // skipgrad::Error, and a file system's or allocator's own
     std::fprintf(stderr, "error: %s\n", e.what());
     return 2;
   }

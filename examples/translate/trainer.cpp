@@ -189,11 +189,11 @@ TrainResult train(const TrainOptions& o) {
   double best_bleu = -1, best_loss = std::numeric_limits<double>::infinity();
   if (o.resume && exists(last_ckpt)) {
     nn::Metadata m = nn::load_checkpoint(last_ckpt, model, &opt);
-    step = std::stoll(m.at("step"));
-    epoch = std::stoll(m.at("epoch"));
-    batch_in_epoch = std::stoll(m.at("batch_in_epoch"));
-    best_bleu = std::stod(m.at("best_bleu"));
-    if (m.count("best_valid_loss")) best_loss = std::stod(m.at("best_valid_loss"));  // absent before 2026-12-05
+    step = metadata_int(m, "step", last_ckpt);
+    epoch = metadata_int(m, "epoch", last_ckpt);
+    batch_in_epoch = metadata_int(m, "batch_in_epoch", last_ckpt);
+    best_bleu = metadata_number(m, "best_bleu", last_ckpt);
+    if (m.count("best_valid_loss")) best_loss = metadata_number(m, "best_valid_loss", last_ckpt);  // since 2026-12-05
     res.best_valid_loss = best_loss;
     std::printf("resumed from %s at step %lld\n", last_ckpt.c_str(), (long long)step);
   }

@@ -1,0 +1,45 @@
+// Comma-separated lists on the command lines of the examples and benchmarks: "pre_ln,post_ln" and "3,6,12", the
+// numbers checked, with an error that names the option (skipgrad-translate sweep --depths, skipgrad-graph report
+// --seeds, bench/vs_libtorch --threads).
+#pragma once
+#include <cstdint>
+#include <limits>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "tensor/error.h"
+
+namespace cli_lists {
+
+// "a,b,,c" -> {"a", "b", "c"}
+inline std::vector<std::string> split_list(const std::string& s) {
+  std::vector<std::string> out;
+  std::stringstream ss(s);
+  for (std::string item; std::getline(ss, item, ',');)
+    if (!item.empty()) out.push_back(item);
+  return out;
+}
+
+// "3,6,12" -> {3, 6, 12}: at least one item, each a whole number >= lo that fits Int; else a skipgrad::Error
+// naming the option, the item and the list.
+template <class Int>
+std::vector<Int> split_numbers(const std::string& s, const char* option, Int lo) {
+  std::vector<Int> out;
+  for (const std::string& item : split_list(s)) {
+    size_t used = 0;
+    long long v = 0;
+    try {
+      v = std::stoll(item, &used);
+    } catch (const std::exception&) {
+      used = 0;  // not a number, or out of long long's range
+    }
+    const bool fits = v < 0 || (unsigned long long)v <= (unsigned long long)std::numeric_limits<Int>::max();
+    skipgrad::check(used == item.size() && v >= (long long)lo && fits, option, ": '", item, "' in '", s, "' is not a whole number from ", lo, " up");
+    out.push_back((Int)v);
+  }
+  skipgrad::check(!out.empty(), option, ": no values in '", s, "'");
+  return out;
+}
+
+}  // namespace cli_lists
