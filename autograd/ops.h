@@ -79,9 +79,10 @@ Tensor max(const Tensor& a, const Shape& dims, bool keepdim = false);
 Tensor cumsum(const Tensor& a, int64_t dim);
 // Sums `g` down to `shape` (the reverse of broadcasting); not recorded. Used by backward functions.
 Tensor sum_to(const Tensor& g, const Shape& shape);
-// sum(t^2) over all elements as a [1] tensor of t's dtype on t's device: one backend reduction, no temporary the
-// size of t; not recorded. Used for gradient norms (tracking in backward, clipping).
-Tensor sum_of_squares(const Tensor& t);
+// sqrt(sum(t^2)) over all elements as a [1] tensor of t's dtype on t's device: one backend reduction accumulated in
+// double, no temporary the size of t, the root taken before the store (a float32 norm of 2e20 is not inf); not
+// recorded. Used for gradient norms (tracking in backward, clipping).
+Tensor norm2(const Tensor& t);
 
 // ---- views and layout (the Tensor methods forward here) ----
 Tensor reshape(const Tensor& a, const Shape& shape);

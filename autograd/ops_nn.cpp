@@ -220,9 +220,9 @@ Tensor l2_norm(const Tensor& x, double eps) {
     keep.back() = 1;
     std::vector<bool> last_dim(x.dim(), false);
     last_dim.back() = true;
-    Tensor sum_squares = Tensor::empty(keep, x.dtype(), x.device());
-    be(x).reduce(ReduceOp::SumSquares, x, last_dim, sum_squares);
-    s = maximum(sqrt(sum_squares), scalar_like(x, eps));
+    Tensor norms = Tensor::empty(keep, x.dtype(), x.device());
+    be(x).reduce(ReduceOp::Norm2, x, last_dim, norms);
+    s = maximum(norms, scalar_like(x, eps));
     out = div(x, s);
   }
   record(op, {x}, out, {out, s}, [eps](const Node& n, const Tensor& g) {

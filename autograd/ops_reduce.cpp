@@ -61,9 +61,9 @@ Tensor sum_to(const Tensor& g, const Shape& shape) {
   return make_view(out, shape, contiguous_strides(shape), 0);
 }
 
-Tensor sum_of_squares(const Tensor& t) {
+Tensor norm2(const Tensor& t) {
   Tensor out = Tensor::empty(Shape(t.dim(), 1), t.dtype(), t.device());
-  be(t).reduce(ReduceOp::SumSquares, t, std::vector<bool>(t.dim(), true), out);
+  be(t).reduce(ReduceOp::Norm2, t, std::vector<bool>(t.dim(), true), out);
   return reshape_raw(out, {1});
 }
 

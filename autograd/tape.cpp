@@ -227,16 +227,16 @@ void accumulate(Tensor& acc, const Tensor& g) { acc = acc.defined() ? add(acc, g
 struct NormTracker {
   std::vector<std::pair<Node*, Tensor>> on_device;
   void add(Node& n, const Tensor& g) {
-    Tensor s = sum_of_squares(g);
-    if (g.device().is_cpu()) n.grad_norm = std::sqrt(s.item());
-    else on_device.emplace_back(&n, s.to(DType::F64));
+    Tensor norm = norm2(g);
+    if (g.device().is_cpu()) n.grad_norm = norm.item();
+    else on_device.emplace_back(&n, norm.to(DType::F64));
   }
   void read_back() {
     if (on_device.empty()) return;
     std::vector<Tensor> parts;
     for (auto& [n, s] : on_device) parts.push_back(s);
     const std::vector<double> v = concat(parts, 0).to_vector<double>();
-    for (size_t i = 0; i < v.size(); i++) on_device[i].first->grad_norm = std::sqrt(v[i]);
+    for (size_t i = 0; i < v.size(); i++) on_device[i].first->grad_norm = v[i];
     on_device.clear();
   }
 };

@@ -32,7 +32,9 @@ enum class BinaryOp {
   Eq, Ne, Lt, Le, Gt, Ge,  // 1 or 0 in the output dtype
 };
 
-enum class ReduceOp { Sum, Mean, Max, Min, SumSquares };
+// Norm2: sqrt(sum x^2), accumulated in double and rooted before the store, so a float32 result holds every norm
+// that fits float32 even when its square does not (gradients of 1e20 or 1e-23).
+enum class ReduceOp { Sum, Mean, Max, Min, Norm2 };
 
 // C[b] = alpha * op(A[b]) @ op(B[b]) + beta * C[b], row-major, for b in [0, batch).
 // op(X) is X or X^T. A batch stride of 0 reuses one matrix for every batch entry.

@@ -33,14 +33,16 @@ void check_max_norm(double max_norm) {
 }
 }  // namespace
 
-// total = sqrt(sum_p ||g_p||^2), on the device
+// total = sqrt(sum_p ||g_p||^2), on the device; each ||g_p|| in g_p's dtype (in range whenever the norm is), the
+// squares and their sum in float64
 Tensor total_grad_norm(const std::vector<Tensor>& params) {
   NoGradGuard no_grad;
   std::vector<Tensor> grads = defined_grads(params);
   if (grads.empty()) return Tensor();
-  std::vector<Tensor> squares;
-  for (const Tensor& g : grads) squares.push_back(sum_of_squares(g).to(DType::F64));
-  return sqrt(sum(concat(squares, 0))).reshape({1});
+  std::vector<Tensor> norms;
+  for (const Tensor& g : grads) norms.push_back(norm2(g).to(DType::F64));
+  const Tensor n = concat(norms, 0);
+  return sqrt(sum(mul(n, n))).reshape({1});
 }
 
 // g_p *= max_norm / (total + 1e-6) when total > max_norm
@@ -93,21 +95,21 @@ double clip_grad_norm(const std::vector<std::pair<std::string, Tensor>>& named_p
 std::vector<std::pair<std::string, double>> grad_norms(const std::vector<std::pair<std::string, Tensor>>& named_params) {
   NoGradGuard no_grad;
   std::vector<std::string> names;
-  std::vector<Tensor> squares;
+  std::vector<Tensor> norms;
   for (auto& [name, p] : named_params) {
     check(p.defined(), "grad_norms", ": parameter '", name, "' is undefined");
     Tensor g = p.grad();
     if (!g.defined()) continue;
-    if (!(squares.empty() || g.device() == squares[0].device()))
+    if (!(norms.empty() || g.device() == norms[0].device()))
       fail("grad_norms", ": gradient of '", name, "' is on ", g.device().str(), ", others on ",
-           squares.empty() ? "" : squares[0].device().str());
+           norms.empty() ? "" : norms[0].device().str());
     names.push_back(name);
-    squares.push_back(sum_of_squares(g).to(DType::F64));
+    norms.push_back(norm2(g).to(DType::F64));
   }
   std::vector<std::pair<std::string, double>> out;
-  if (squares.empty()) return out;
-  std::vector<double> values = concat(squares, 0).to_vector<double>();  // the one read-back
-  for (size_t i = 0; i < names.size(); i++) out.emplace_back(names[i], std::sqrt(values[i]));
+  if (norms.empty()) return out;
+  std::vector<double> values = concat(norms, 0).to_vector<double>();  // the one read-back
+  for (size_t i = 0; i < names.size(); i++) out.emplace_back(names[i], values[i]);
   return out;
 }
 

@@ -184,6 +184,9 @@ TEST_SUITE("ops_nn") {
                 1e-12);
     check_close(l2_norm(f64({3, 4, 0, 0, 1e-3, 0}, {3, 2})), {0.6, 0.8, 0, 0, 1, 0}, 1e-12);
     check_close(l2_norm(f64({1e-3, 0}, {2}), 0.1), {1e-2, 0}, 1e-12);  // clamped: x / eps
+    // float32 rows whose norm fits float32 but whose sum of squares would not (or would underflow)
+    check_close(l2_norm(Tensor::from_vector<float>({3e20f, 4e20f, 3e-23f, 4e-23f}, {2, 2}), 1e-30),
+                {0.6, 0.8, 0.6, 0.8}, 1e-6);
   }
 
   TEST_CASE("l2_norm, softmax, layer_norm, cross_entropy are one node each with their op name") {

@@ -287,6 +287,11 @@ TEST_SUITE("train") {
     f.set_grad(Tensor::from_vector<float>({6, 8}, {2}));
     CHECK(clip_grad_norm(std::vector<Tensor>{f}, 1.0) == doctest::Approx(10));
     check_close(f.grad(), {0.6, 0.8}, 1e-6);
+    // float32 gradients whose norm fits float32 but whose square does not (or underflows): PyTorch's CPU result
+    for (double v : {1e20, 1e-23}) {
+      f.set_grad(Tensor::full({2}, v, DType::F32));
+      CHECK(clip_grad_norm(std::vector<Tensor>{f}, 0) == doctest::Approx(std::sqrt(2.0) * v).epsilon(1e-6));
+    }
     CHECK_THROWS_WITH_ALL(clip_grad_norm(named, -1), "clip_grad_norm", "max_norm");
   }
 

@@ -32,7 +32,7 @@ constexpr double reduce_init() {
 // acc ⊕ v; Max/Min propagate NaN (once acc is NaN, no comparison replaces it).
 template <ReduceOp OP>
 inline double reduce_step(double acc, double v) {
-  if constexpr (OP == ReduceOp::SumSquares) return acc + v * v;
+  if constexpr (OP == ReduceOp::Norm2) return acc + v * v;
   else if constexpr (OP == ReduceOp::Max) return (v > acc || std::isnan(v)) ? v : acc;
   else if constexpr (OP == ReduceOp::Min) return (v < acc || std::isnan(v)) ? v : acc;
   else return acc + v;  // Sum, Mean
@@ -41,13 +41,14 @@ inline double reduce_step(double acc, double v) {
 // Combining two partial results: like a step, except that a partial sum of squares is already squared.
 template <ReduceOp OP>
 inline double reduce_merge(double a, double b) {
-  if constexpr (OP == ReduceOp::SumSquares) return a + b;
+  if constexpr (OP == ReduceOp::Norm2) return a + b;
   else return reduce_step<OP>(a, b);
 }
 
 template <ReduceOp OP>
 inline double reduce_finish(double acc, int64_t count) {
   if constexpr (OP == ReduceOp::Mean) return acc / (double)std::max<int64_t>(count, 1);
+  else if constexpr (OP == ReduceOp::Norm2) return std::sqrt(acc);
   else return acc;
 }
 
@@ -56,7 +57,7 @@ void with_op(ReduceOp op, F&& f) {
   switch (op) {
     case ReduceOp::Sum: f(std::integral_constant<ReduceOp, ReduceOp::Sum>{}); return;
     case ReduceOp::Mean: f(std::integral_constant<ReduceOp, ReduceOp::Mean>{}); return;
-    case ReduceOp::SumSquares: f(std::integral_constant<ReduceOp, ReduceOp::SumSquares>{}); return;
+    case ReduceOp::Norm2: f(std::integral_constant<ReduceOp, ReduceOp::Norm2>{}); return;
     case ReduceOp::Max: f(std::integral_constant<ReduceOp, ReduceOp::Max>{}); return;
     case ReduceOp::Min: f(std::integral_constant<ReduceOp, ReduceOp::Min>{}); return;
   }

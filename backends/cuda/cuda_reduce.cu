@@ -37,14 +37,14 @@ __device__ __forceinline__ double reduce_init(ReduceOp op) {
 __device__ __forceinline__ double reduce_step(ReduceOp op, double acc, double v) {
   switch (op) {
     case ReduceOp::Sum: case ReduceOp::Mean: return acc + v;
-    case ReduceOp::SumSquares: return acc + v * v;
+    case ReduceOp::Norm2: return acc + v * v;
     case ReduceOp::Max: return cuda::MaxOp{}(acc, v);
     case ReduceOp::Min: return cuda::MinOp{}(acc, v);
   }
   return acc;
 }
 __device__ __forceinline__ double reduce_final(ReduceOp op, double acc, int64_t count) {
-  return op == ReduceOp::Mean ? acc / (double)(count > 1 ? count : 1) : acc;
+  return op == ReduceOp::Mean ? acc / (double)(count > 1 ? count : 1) : op == ReduceOp::Norm2 ? sqrt(acc) : acc;
 }
 // Combines two partial results (of disjoint parts of one sub-block).
 __device__ __forceinline__ double reduce_combine(ReduceOp op, double a, double b) {
