@@ -97,6 +97,10 @@ Scope::Scope(const std::string& name) {
 Scope::~Scope() { t_scopes.pop_back(); }
 
 std::string current_scope() { return t_scopes.empty() ? std::string() : t_scopes.back(); }
+std::string current_scope_or(std::string_view fallback) {
+  std::string scope = current_scope();  // "" also inside the scope of a module that has no name
+  return scope.empty() ? std::string(fallback) : scope;
+}
 std::string scoped(std::string_view leaf) {
   if (t_scopes.empty() || t_scopes.back().empty()) return std::string(leaf);
   const std::string& prefix = t_scopes.back();

@@ -77,6 +77,8 @@ class Scope {
   Scope& operator=(const Scope&) = delete;
 };
 std::string current_scope();         // "enc.3.ffn", or "" at top level
+// current_scope(), or `fallback` (the module's kind: "LayerNorm") when it is "": who an error message names
+std::string current_scope_or(std::string_view fallback);
 std::string scoped(std::string_view leaf);  // current_scope() + "." + leaf
 
 // ---- recording (for op authors) ----

@@ -8,6 +8,8 @@
 
 namespace skipgrad::nn {
 
+constexpr const char* kKind = "MultiHeadAttention";  // who an error names outside any scope
+
 // ---------------------------------------------------------------- names
 
 const char* head_norm_targets_name(HeadNormTargets t) {
@@ -104,7 +106,7 @@ void MultiHeadAttention::check_input(const Tensor& t, const char* what, int64_t 
   const int64_t d = cfg.d_model;
   if (t.defined() && t.dim() == 3 && t.size(2) == d && (batch < 0 || t.size(0) == batch))
     return;
-  fail(current_scope().empty() ? "MultiHeadAttention" : current_scope(), ": expected ", what, " [",
+  fail(current_scope_or(kKind), ": expected ", what, " [",
        batch < 0 ? std::string("B") : std::to_string(batch), ",T,", d, "], got ",
        t.defined() ? shape_str(t.shape()) : std::string("undefined"));
 }
@@ -124,7 +126,7 @@ Tensor MultiHeadAttention::attend(const Tensor& query, const Tensor& k, const Te
                                   const Tensor& key_padding_mask, bool causal) {
   const int64_t B = query.size(0), Tq = query.size(1), Tk = k.size(2);
   if (key_padding_mask.defined() && key_padding_mask.shape() != Shape{B, Tk})
-    fail(current_scope(), ": key padding mask must be ", Shape{B, Tk}, ", got ", key_padding_mask.shape());
+    fail(current_scope_or(kKind), ": key padding mask must be ", Shape{B, Tk}, ", got ", key_padding_mask.shape());
   Tensor q = q_proj->forward(query).reshape({B, Tq, cfg.heads, d_head}).transpose(1, 2);
   if (q_norm) q = q_norm->forward(q);
   AttentionOptions opt;
@@ -149,7 +151,7 @@ Tensor MultiHeadAttention::forward(const Tensor& query, const Tensor& key_value,
 KVCache MultiHeadAttention::project_kv(const Tensor& key_value) {
   Scope s(name());
   if (grad_enabled())
-    fail(current_scope(), ": project_kv is for inference; run it under NoGradGuard");
+    fail(current_scope_or(kKind), ": project_kv is for inference; run it under NoGradGuard");
   check_input(key_value, "key/value", -1);
   KVCache kv = kv_heads(key_value);
   return {kv.k.contiguous(), kv.v.contiguous()};
@@ -161,7 +163,7 @@ Tensor MultiHeadAttention::forward_cached(const Tensor& query, KVCache& cache, c
                                           const Tensor& key_padding_mask, bool causal) {
   Scope s(name());
   if (grad_enabled())
-    fail(current_scope(), ": forward_cached is for inference; run it under NoGradGuard");
+    fail(current_scope_or(kKind), ": forward_cached is for inference; run it under NoGradGuard");
   check_input(query, "query", -1);
   const int64_t B = query.size(0);
   if (append.defined()) {
@@ -172,9 +174,9 @@ Tensor MultiHeadAttention::forward_cached(const Tensor& query, KVCache& cache, c
     cache.v = first ? kv.v.contiguous() : concat({cache.v, kv.v}, 2);
   }
   if (cache.empty())
-    fail(current_scope(), ": forward_cached with an empty cache and nothing to append");
+    fail(current_scope_or(kKind), ": forward_cached with an empty cache and nothing to append");
   if (cache.k.size(0) != B)
-    fail(current_scope(), ": the cache holds ", cache.k.size(0), " rows, the query ", B);
+    fail(current_scope_or(kKind), ": the cache holds ", cache.k.size(0), " rows, the query ", B);
   return attend(query, cache.k, cache.v, key_padding_mask, causal && query.size(1) > 1);
 }
 

@@ -81,7 +81,7 @@ void Linear::zero_bias() {
 Tensor Linear::forward(const Tensor& x) {
   Scope s(name());
   if (!(x.defined() && x.dim() >= 1 && x.size(-1) == in_features))
-    fail(current_scope().empty() ? "Linear" : current_scope(), ": expected [..., ", in_features, "], got ",
+    fail(current_scope_or("Linear"), ": expected [..., ", in_features, "], got ",
          x.defined() ? shape_str(x.shape()) : "an undefined tensor");
   return linear(x, weight, bias);
 }
@@ -113,8 +113,8 @@ Tensor Embedding::forward(const Tensor& ids) {
 
 SinusoidalPositions::SinusoidalPositions(int64_t d, int64_t max_pos, int64_t pad)
     : dim(d), max_positions(max_pos), padding_idx(pad) {
-  check(d > 0 && max_pos > 0 && pad >= 0, "SinusoidalPositions", ": need dim > 0, max_positions > 0, padding_idx >= 0; got ",
-        d, ", ", max_pos, ", ", pad);
+  check(d > 0 && max_pos > 0 && pad >= 0, "SinusoidalPositions",
+        ": need dim > 0, max_positions > 0, padding_idx >= 0; got ", d, ", ", max_pos, ", ", pad);
   const int64_t rows = max_pos + pad + 1, half = d / 2;
   const double step = std::log(10000.0) / (double)std::max<int64_t>(half - 1, 1);
   std::vector<float> v(rows * d, 0.0f);
@@ -131,7 +131,7 @@ SinusoidalPositions::SinusoidalPositions(int64_t d, int64_t max_pos, int64_t pad
 
 Tensor SinusoidalPositions::forward(const Tensor& ids) {
   Scope s(name());
-  const std::string who = current_scope().empty() ? "SinusoidalPositions" : current_scope();
+  const std::string who = current_scope_or("SinusoidalPositions");
   if (!(ids.defined() && ids.dim() == 2 && ids.dtype() == DType::I64))
     fail(who, ": ids must be int64 [B, T], got ", ids.defined() ? ids.meta_str() : "an undefined tensor");
   // make_positions: non-pad tokens get padding_idx + 1, + 2, ... in order; pad tokens get padding_idx.
@@ -182,7 +182,7 @@ LayerNorm::LayerNorm(int64_t d, double e, bool affine) : dim(d), eps(e) {
 Tensor LayerNorm::forward(const Tensor& x) {
   Scope s(name());
   if (!(x.defined() && x.dim() >= 1 && x.size(-1) == dim))
-    fail(current_scope().empty() ? "LayerNorm" : current_scope(), ": expected [..., ", dim, "], got ",
+    fail(current_scope_or("LayerNorm"), ": expected [..., ", dim, "], got ",
          x.defined() ? shape_str(x.shape()) : "an undefined tensor");
   return layer_norm(x, weight, bias, eps);
 }
@@ -195,7 +195,7 @@ RMSNorm::RMSNorm(int64_t d, double e) : dim(d), eps(e) {
 Tensor RMSNorm::forward(const Tensor& x) {
   Scope s(name());
   if (!(x.defined() && x.dim() >= 1 && x.size(-1) == dim))
-    fail(current_scope().empty() ? "RMSNorm" : current_scope(), ": expected [..., ", dim, "], got ",
+    fail(current_scope_or("RMSNorm"), ": expected [..., ", dim, "], got ",
          x.defined() ? shape_str(x.shape()) : "an undefined tensor");
   return rms_norm(x, weight, eps);
 }

@@ -118,7 +118,12 @@ Tensor Tensor::arange(double start, double end, double step, DType dtype, Device
         " and step ", step, " must be finite");
   const double n = std::ceil((end - start) / step);
   check(n < 1e18, "arange", ": [", start, ", ", end, ") in steps of ", step, " has too many elements");
-  Tensor t = empty({(int64_t)std::max(0.0, n)}, dtype, device);
+  const int64_t count = (int64_t)std::max(0.0, n);
+  if (count > 0) {  // the first and last values fit an integer dtype, so every one between does
+    check_fits(start, dtype, "arange");
+    check_fits(start + (double)(count - 1) * step, dtype, "arange");
+  }
+  Tensor t = empty({count}, dtype, device);
   backend_for(device).arange(t, start, step);
   return t;
 }

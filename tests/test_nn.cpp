@@ -92,6 +92,9 @@ TEST_SUITE("nn") {
     Tensor x = Tensor::randn({2, 3, 8});
     CHECK(mha.forward(x, x).shape() == Shape{2, 3, 8});
     CHECK_THROWS_WITH_ALL(mha.forward(Tensor::zeros({2, 3, 6}), x), "expected query [B,T,8]", "[2,3,6]");
+    // outside any scope an error names the module's kind (it began with a bare ": " before)
+    CHECK_THROWS_WITH_ALL(mha.forward(x, x, Tensor::zeros({2, 2}, DType::I64)),
+                          "MultiHeadAttention: key padding mask must be [2,3], got [2,2]");
 
     a.head_norm_kind = nn::HeadNormKind::L2;
     a.head_norm = nn::HeadNormTargets::QK;

@@ -122,6 +122,10 @@ TEST_SUITE("tensor") {
     CHECK(Tensor::arange(3, 3).numel() == 0);
     CHECK(Tensor::arange(3, 1).numel() == 0);
     CHECK(Tensor::arange(0, 4, 1, DType::I64).to_vector<int64_t>() == std::vector<int64_t>{0, 1, 2, 3});
+    // values an integer dtype cannot hold are refused, as full() refuses them (they wrapped around before)
+    CHECK_THROWS_WITH_ALL(Tensor::arange(2e9, 2.6e9, 2e8, DType::I32), "arange", "2.4e+09", "does not fit int32");
+    CHECK_THROWS_WITH_ALL(Tensor::arange(1e19, 1.3e19, 1e18, DType::I64), "arange", "int64");
+    CHECK(Tensor::arange(2e9, 2.6e9, 2e8, DType::I64).to_vector<int64_t>().back() == 2400000000);
   }
 
   TEST_CASE("from_vector keeps values, shape and dtype") {
