@@ -1,6 +1,7 @@
 #include "backends/backend.h"
 
 #include <atomic>
+#include <climits>
 #include <chrono>
 
 #include "backends/cpu/cpu_backend.h"
@@ -109,6 +110,13 @@ void check_gemm_dtypes(const char* op, const GemmArgs& g) {
     fail(op, ": expected float32, float64 or bfloat16, got ", dtype_name(g.dtype));
   if (g.c_float32 && g.dtype != DType::BF16)
     fail(op, ": a float32 result of ", dtype_name(g.dtype), " operands was asked for; only bfloat16 operands have one");
+}
+
+void check_gemm_sizes(const char* op, const GemmArgs& g, const char* library) {
+  for (int64_t v : {g.m, g.n, g.k, g.lda, g.ldb, g.ldc, g.batch})
+    if (v < 0 || v > INT_MAX)
+      fail(op, ": size ", v, " does not fit ", library, "'s int (m=", g.m, " n=", g.n, " k=", g.k, " lda=", g.lda,
+           " ldb=", g.ldb, " ldc=", g.ldc, " batch=", g.batch, ")");
 }
 
 void Backend::gemm_bias(const GemmArgs& args, const Tensor& bias, Tensor& c) {

@@ -64,6 +64,9 @@ inline bool float32_with_bf16(DType a, DType b) {
 bool check_binary_dtypes(const char* op, const Tensor& a, const Tensor& b, const Tensor& out);
 // Throws an Error naming `op` unless c_float32 comes with bfloat16 operands.
 void check_gemm_dtypes(const char* op, const GemmArgs& g);
+// Throws an Error naming `op` and `library` unless m, n, k, the leading dimensions and the batch count fit the int
+// that BLAS libraries (OpenBLAS's CBLAS, cuBLAS) take.
+void check_gemm_sizes(const char* op, const GemmArgs& g, const char* library);
 
 // Where batch entry b starts, in elements, for an operand with these strides (GemmArgs' two batch dims).
 inline int64_t batch_offset(int64_t b, int64_t inner, int64_t stride, int64_t stride_outer) {

@@ -3,6 +3,7 @@
 #include <cmath>
 #include <cstdint>
 
+#include "backends/backend.h"
 #include "test_util.h"
 
 using namespace sgtest;
@@ -49,6 +50,12 @@ TEST_SUITE("errors") {
     CHECK_THROWS_WITH_ALL(linear(f32({2, 3}), f32({4, 3}), f64({4})), "linear", "float32", "float64");
     CHECK_THROWS_WITH_ALL(linear(f32({2, 3}), Tensor()), "linear", "weight", "undefined");
     CHECK_THROWS_WITH_ALL(linear(f32({}), f32({4, 3})), "linear", "[]");
+    // a product with a dimension past 2^31 - 1 is refused before OpenBLAS's int would wrap it (checked first:
+    // the operands here are never read)
+    GemmArgs g;
+    g.m = 1ll << 31;
+    g.n = g.k = g.lda = g.ldb = g.ldc = 1;
+    CHECK_THROWS_WITH_ALL(backend_for(Device::cpu()).gemm(g), "gemm", "2147483648", "does not fit OpenBLAS's int");
   }
 
   TEST_CASE("reductions") {

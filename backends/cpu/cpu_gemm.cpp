@@ -58,6 +58,7 @@ void CpuBackend::gemm(const GemmArgs& g) {
   const CBLAS_TRANSPOSE tb = g.trans_b ? CblasTrans : CblasNoTrans;
   check_gemm_dtypes("gemm", g);
   if (g.m == 0 || g.n == 0) return;
+  check_gemm_sizes("gemm", g, "OpenBLAS");
   if (g.dtype == DType::BF16) return gemm_bf16(g);
   for (int64_t b = 0; b < g.batch; b++) {
     const int64_t oa = batch_offset(b, g.batch_inner, g.stride_a, g.stride_a_outer),

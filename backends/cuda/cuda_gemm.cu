@@ -114,9 +114,7 @@ uint64_t* CudaBackend::pointer_arrays(const GemmArgs& g, Tensor& scratch) {
 void CudaBackend::gemm(const GemmArgs& g) {
   const char* op = "gemm";
   if (g.m == 0 || g.n == 0 || g.batch == 0) return;
-  for (int64_t v : {g.m, g.n, g.k, g.lda, g.ldb, g.ldc, g.batch})
-    check(v >= 0 && v <= INT_MAX, op, ": size ", v, " does not fit cuBLAS's int (m=", g.m, " n=", g.n, " k=", g.k,
-          " batch=", g.batch, ")");
+  check_gemm_sizes(op, g, "cuBLAS");
   check_gemm_dtypes(op, g);
   const cublasOperation_t ta = g.trans_a ? CUBLAS_OP_T : CUBLAS_OP_N;
   const cublasOperation_t tb = g.trans_b ? CUBLAS_OP_T : CUBLAS_OP_N;
