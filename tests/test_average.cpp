@@ -7,6 +7,7 @@
 #include "config_json.h"
 #include "eval.h"
 #include "nn/checkpoint.h"
+#include "vocab.h"
 #include "test_util.h"
 #include "translate_test_util.h"
 
@@ -137,5 +138,15 @@ TEST_SUITE("translate") {
     CHECK(r.step == 10);
     CHECK(std::isfinite(r.loss));
     CHECK(r.loss > 0);
+
+    // The checkpoints carry their vocabulary: with the SentencePiece file gone they score the same.
+    const fs::path spm = scratch.path() / "corpus" / "spm64.model", moved = scratch.path() / "spm64.model.away";
+    fs::rename(spm, moved);
+    const EvalResult again = evaluate_checkpoint(e);
+    fs::rename(moved, spm);
+    CHECK(again.loss == r.loss);
+    CHECK(again.hypotheses == r.hypotheses);
+    CHECK_THROWS_WITH_ALL(Vocab::from_base64("not base64!", "x.safetensors"), "x.safetensors", "not base64");
+    CHECK_THROWS_WITH_ALL(Vocab::from_base64("AAAA", "y.safetensors"), "y.safetensors", "not a SentencePiece model");
   }
 }

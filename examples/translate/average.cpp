@@ -36,6 +36,12 @@ const std::string& required(const nn::SafetensorsFile& f, const std::string& key
   return it->second;
 }
 
+// metadata[key], or "" when the file has none (the checkpoints of 2026-12-04 and before have no "vocab_model").
+std::string metadata_or(const nn::SafetensorsFile& f, const std::string& key) {
+  auto it = f.metadata.find(key);
+  return it == f.metadata.end() ? std::string() : it->second;
+}
+
 }  // namespace
 
 std::vector<std::string> step_checkpoints(const std::string& dir) {
@@ -63,7 +69,8 @@ void average_checkpoints(const std::vector<std::string>& inputs, const std::stri
   check(!inputs.empty(), "average_checkpoints", ": no checkpoints to average");
   const std::string& first_path = inputs.front();
   const nn::SafetensorsFile first = nn::load_safetensors(first_path);
-  const std::string config = required(first, "config", first_path), vocab = required(first, "vocab", first_path);
+  const std::string config = required(first, "config", first_path), vocab = required(first, "vocab", first_path),
+                    vocab_model = metadata_or(first, "vocab_model");
   // Running sums in float64, in the first file's tensor order; the first file's own tensors for the rest.
   nn::NamedTensors sums;
   for (auto& [name, t] : first.tensors)
@@ -79,6 +86,8 @@ void average_checkpoints(const std::vector<std::string>& inputs, const std::stri
           "' is a different model configuration from '", first_path, "'");
     check(required(f, "vocab", path) == vocab, "average_checkpoints", ": '", path, "' has a different vocabulary ('",
           f.metadata.at("vocab"), "') from '", first_path, "' ('", vocab, "')");
+    check(metadata_or(f, "vocab_model") == vocab_model, "average_checkpoints", ": '", path,
+          "' stores a different vocabulary model from '", first_path, "'");
     size_t model_tensors = 0;
     for (auto& [name, t] : f.tensors) model_tensors += !is_optimizer_state(name);
     check(model_tensors == sums.size(), "average_checkpoints", ": '", path, "' has ", model_tensors,
@@ -104,7 +113,9 @@ void average_checkpoints(const std::vector<std::string>& inputs, const std::stri
     const DType dtype = first.find(name).dtype();
     mean.emplace_back(name, is_floating(dtype) ? mul(sum, 1.0 / (double)inputs.size()).to(dtype) : sum);
   }
-  nn::save_safetensors(out, mean, {{"config", config}, {"vocab", vocab}, {"step", step}, {"averaged_from", sources}});
+  nn::Metadata meta = {{"config", config}, {"vocab", vocab}, {"step", step}, {"averaged_from", sources}};
+  if (!vocab_model.empty()) meta["vocab_model"] = vocab_model;
+  nn::save_safetensors(out, mean, meta);
 }
 
 }  // namespace translate

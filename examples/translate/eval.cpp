@@ -15,7 +15,10 @@ TrainedModel load_trained_model(const std::string& checkpoint, const std::string
   check(f.metadata.count("config") && f.metadata.count("vocab"), "load_trained_model", ": '", checkpoint,
         "' is not a checkpoint written by skipgrad-translate train (no config/vocab metadata)");
   nn::TransformerConfig cfg = config_from_json(f.metadata.at("config"));
-  TrainedModel m{cfg, std::make_unique<nn::Transformer>(cfg), Vocab::load(f.metadata.at("vocab")),
+  // the vocabulary stored in the checkpoint; one written before 2026-12-05 names its model file instead
+  Vocab vocab = f.metadata.count("vocab_model") ? Vocab::from_base64(f.metadata.at("vocab_model"), checkpoint)
+                                                : Vocab::load(f.metadata.at("vocab"));
+  TrainedModel m{cfg, std::make_unique<nn::Transformer>(cfg), std::move(vocab),
                  f.metadata.count("step") ? metadata_int(f.metadata, "step", checkpoint) : -1};
   nn::load_checkpoint(checkpoint, *m.model, nullptr, /*restore_rng=*/false);
   m.model->to(Device::parse(device));

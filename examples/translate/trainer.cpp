@@ -209,9 +209,12 @@ TrainResult train(const TrainOptions& o) {
                 dec_ratio);
   }
   // A checkpoint with the optimizer state (to resume from), or of the model alone (the --keep-last ones).
+  // The vocabulary travels inside ("vocab_model"): a checkpoint copied elsewhere still translates.
+  const std::string vocab_model = vocab.to_base64();
   auto save = [&](const std::string& path, bool with_optimizer = true) {
     nn::save_checkpoint(path, model, with_optimizer ? &opt : nullptr,
-                        {{"config", config_to_json(cfg)}, {"vocab", vocab.path()}, {"step", std::to_string(step)},
+                        {{"config", config_to_json(cfg)}, {"vocab", vocab.path()}, {"vocab_model", vocab_model},
+                         {"step", std::to_string(step)},
                          {"epoch", std::to_string(epoch)}, {"batch_in_epoch", std::to_string(batch_in_epoch)},
                          {"best_bleu", std::to_string(best_bleu)}, {"best_valid_loss", exact(best_loss)}});
   };

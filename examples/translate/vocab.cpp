@@ -4,7 +4,10 @@
 #include <sentencepiece_trainer.h>
 #include <sys/stat.h>
 
+#include <algorithm>
+#include <cstdint>
 #include <cstdio>
+#include <cstring>
 #include <fstream>
 
 #include "tensor/error.h"
@@ -22,14 +25,70 @@ static bool file_exists(const std::string& p) {
   return ::stat(p.c_str(), &st) == 0;
 }
 
+namespace {
+constexpr char kBase64[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+// RFC 4648 base64 with '=' padding.
+std::string base64_encode(const std::string& bytes) {
+  std::string out;
+  out.reserve((bytes.size() + 2) / 3 * 4);
+  for (size_t i = 0; i < bytes.size(); i += 3) {
+    const size_t n = std::min<size_t>(3, bytes.size() - i);
+    uint32_t v = 0;
+    for (size_t k = 0; k < 3; k++) v = v << 8 | (k < n ? (unsigned char)bytes[i + k] : 0);
+    for (size_t k = 0; k < 4; k++) out += k <= n ? kBase64[(v >> (18 - 6 * k)) & 63] : '=';
+  }
+  return out;
+}
+
+// The bytes of base64 `text`; false when it is not base64.
+bool base64_decode(const std::string& text, std::string& bytes) {
+  if (text.size() % 4) return false;
+  bytes.clear();
+  for (size_t i = 0; i < text.size(); i += 4) {
+    uint32_t v = 0;
+    int pad = 0;
+    for (size_t k = 0; k < 4; k++) {
+      const char c = text[i + k];
+      const char* at = c ? std::strchr(kBase64, c) : nullptr;
+      if (c == '=' && i + 4 == text.size() && k >= 2) pad++;
+      else if (!at || pad) return false;
+      v = v << 6 | (at ? (uint32_t)(at - kBase64) : 0);
+    }
+    for (int k = 0; k < 3 - pad; k++) bytes += (char)((v >> (16 - 8 * k)) & 255);
+  }
+  return true;
+}
+}  // namespace
+
+// Checks that a loaded model numbers its special pieces as the example does.
+static void check_special_ids(const sentencepiece::SentencePieceProcessor& sp, const std::string& name) {
+  check(sp.pad_id() == Vocab::kPad && sp.eos_id() == Vocab::kEos && sp.bos_id() == Vocab::kBos, "Vocab::load",
+        ": model '", name, "' does not use pad=0 unk=1 bos=2 eos=3");
+}
+
 Vocab Vocab::load(const std::string& model_path) {
   Vocab v;
   v.sp_ = std::make_unique<sentencepiece::SentencePieceProcessor>();
   auto status = v.sp_->Load(model_path);
   check(status.ok(), "Vocab::load", ": cannot load SentencePiece model '", model_path, "': ", status.ToString());
-  check(v.sp_->pad_id() == kPad && v.sp_->eos_id() == kEos && v.sp_->bos_id() == kBos, "Vocab::load", ": model '",
-        model_path, "' does not use pad=0 unk=1 bos=2 eos=3");
+  check_special_ids(*v.sp_, model_path);
   v.path_ = model_path;
+  return v;
+}
+
+std::string Vocab::to_base64() const { return base64_encode(sp_->serialized_model_proto()); }
+
+Vocab Vocab::from_base64(const std::string& text, const std::string& name) {
+  std::string bytes;
+  check(base64_decode(text, bytes), "Vocab::from_base64", ": the vocabulary stored in '", name, "' is not base64");
+  Vocab v;
+  v.sp_ = std::make_unique<sentencepiece::SentencePieceProcessor>();
+  auto status = v.sp_->LoadFromSerializedProto(bytes);
+  check(status.ok(), "Vocab::from_base64", ": the vocabulary stored in '", name, "' is not a SentencePiece model: ",
+        status.ToString());
+  check_special_ids(*v.sp_, name);
+  v.path_ = name;
   return v;
 }
 

@@ -20,6 +20,10 @@ class Vocab {
   // Loads `model_path` when it exists, otherwise trains it on `train` (both sides) and saves it there.
   static Vocab load_or_train(const std::string& model_path, const std::vector<Pair>& train, int vocab_size);
   static Vocab load(const std::string& model_path);
+  // The model file's bytes, base64-encoded, and back: checkpoints carry their vocabulary this way ("vocab_model"), so
+  // they translate wherever they are copied. `name` only names it in errors and path().
+  std::string to_base64() const;
+  static Vocab from_base64(const std::string& text, const std::string& name);
   ~Vocab();
   Vocab(Vocab&&) noexcept;
   Vocab& operator=(Vocab&&) noexcept;
