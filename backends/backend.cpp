@@ -173,6 +173,30 @@ void Backend::scale_many(const std::vector<Tensor*>& ts, const Tensor& scale) {
   }
 }
 
+void check_norm_many(const std::vector<const Tensor*>& ts, const Tensor& out) {
+  const char* op = "norm_many";
+  check(out.defined() && out.dtype() == DType::F64 && out.is_contiguous() && out.numel() == (int64_t)ts.size(), op,
+        ": out must be a contiguous float64 tensor of ", ts.size(), " elements, got ",
+        out.defined() ? out.meta_str() : "none");
+  for (size_t i = 0; i < ts.size(); i++) {
+    check(ts[i]->defined() && is_floating(ts[i]->dtype()), op, ": tensor ", i, " must be a floating tensor, got ",
+          ts[i]->defined() ? ts[i]->meta_str() : "none");
+    check(ts[i]->device() == out.device(), op, ": tensor ", i, " is on ", ts[i]->device().str(), ", out on ",
+          out.device().str());
+  }
+}
+
+void Backend::norm_many(const std::vector<const Tensor*>& ts, Tensor& out) {
+  check_norm_many(ts, out);
+  for (size_t i = 0; i < ts.size(); i++) {
+    const Tensor& t = *ts[i];
+    Tensor norm = Tensor::empty(Shape(t.dim(), 1), t.dtype(), t.device());
+    reduce(ReduceOp::Norm2, t, std::vector<bool>(t.dim(), true), norm);
+    Tensor slot = make_view(out, {1}, {1}, out.offset() + (int64_t)i);
+    copy(norm.reshape({1}), slot);
+  }
+}
+
 void Backend::adam_update_many(const std::vector<AdamTensors>& ts, double lr, double beta1, double beta2, double eps,
                                bool decoupled, int64_t step) {
   for (const AdamTensors& t : ts)

@@ -115,6 +115,10 @@ class Backend {
   // float(scale), as unary MulScalar would. The default: a broadcast multiply per tensor; the CUDA backend: one
   // launch for all (copy_many's kernel) when they are contiguous and of one dtype.
   virtual void scale_many(const std::vector<Tensor*>& ts, const Tensor& scale);
+  // out[i] = sqrt(sum of ts[i]'s squares), accumulated in double; out a contiguous float64 [ts.size()] on the tensors'
+  // device: all gradient norms of a clipping step in one call (PyTorch's _foreach_norm). The default: a Norm2
+  // reduction and a cast per tensor; the CPU backend: one pass over all of them, the CUDA backend two launches.
+  virtual void norm_many(const std::vector<const Tensor*>& ts, Tensor& out);
   virtual void arange(Tensor& out, double start, double step) = 0;  // contiguous out
   virtual void random_uniform(Tensor& out, double low, double high, uint64_t seed, uint64_t offset) = 0;
   virtual void random_normal(Tensor& out, double mean, double std, uint64_t seed, uint64_t offset) = 0;
@@ -221,6 +225,8 @@ ScanLayout cumsum_layout(const Tensor& x, int64_t dim, const Tensor& out);
 void check_dropout_operands(const Tensor& x, const Tensor& y);
 // Backend::scale_many's contract (floating tensors on the scale's device, a one-element floating scale).
 void check_scale_many(const std::vector<Tensor*>& ts, const Tensor& scale);
+// Backend::norm_many's contract (floating tensors on out's device; out float64, contiguous, one element per tensor).
+void check_norm_many(const std::vector<const Tensor*>& ts, const Tensor& out);
 
 // How float32 matrix products may compute, for every backend (like torch.set_float32_matmul_precision): FP32
 // (the default; float32 throughout, so devices agree), TF32 tensor cores (operands rounded to 10 mantissa bits) or

@@ -31,17 +31,24 @@ void check_max_norm(double max_norm) {
   check(std::isfinite(max_norm) && max_norm >= 0, "clip_grad_norm", ": max_norm must be finite and >= 0, got ",
         max_norm);
 }
+
+// The norm of each tensor, as float64 [ts.size()] on their device: one backend call (Backend::norm_many).
+Tensor norms_of(const std::vector<Tensor>& ts) {
+  std::vector<const Tensor*> ptrs;
+  for (const Tensor& t : ts) ptrs.push_back(&t);
+  Tensor out = Tensor::empty({(int64_t)ts.size()}, DType::F64, ts[0].device());
+  backend_for(out.device()).norm_many(ptrs, out);
+  return out;
+}
 }  // namespace
 
-// total = sqrt(sum_p ||g_p||^2), on the device; each ||g_p|| in g_p's dtype (in range whenever the norm is), the
-// squares and their sum in float64
+// total = sqrt(sum_p ||g_p||^2), on the device: the per-tensor norms in one call (in double, so in range whenever
+// the norm is), their squares and sum in float64
 Tensor total_grad_norm(const std::vector<Tensor>& params) {
   NoGradGuard no_grad;
   std::vector<Tensor> grads = defined_grads(params);
   if (grads.empty()) return Tensor();
-  std::vector<Tensor> norms;
-  for (const Tensor& g : grads) norms.push_back(norm2(g).to(DType::F64));
-  const Tensor n = concat(norms, 0);
+  const Tensor n = norms_of(grads);
   return sqrt(sum(mul(n, n))).reshape({1});
 }
 
@@ -95,20 +102,21 @@ double clip_grad_norm(const std::vector<std::pair<std::string, Tensor>>& named_p
 std::vector<std::pair<std::string, double>> grad_norms(const std::vector<std::pair<std::string, Tensor>>& named_params) {
   NoGradGuard no_grad;
   std::vector<std::string> names;
-  std::vector<Tensor> norms;
+  std::vector<Tensor> grads;
   for (auto& [name, p] : named_params) {
     check(p.defined(), "grad_norms", ": parameter '", name, "' is undefined");
     Tensor g = p.grad();
     if (!g.defined()) continue;
-    if (!(norms.empty() || g.device() == norms[0].device()))
+    if (!(grads.empty() || g.device() == grads[0].device()))
       fail("grad_norms", ": gradient of '", name, "' is on ", g.device().str(), ", others on ",
-           norms.empty() ? "" : norms[0].device().str());
+           grads.empty() ? "" : grads[0].device().str());
+    check(is_floating(g.dtype()), "grad_norms", ": gradient of '", name, "' must be floating, got ", g.meta_str());
     names.push_back(name);
-    norms.push_back(norm2(g).to(DType::F64));
+    grads.push_back(g);
   }
   std::vector<std::pair<std::string, double>> out;
-  if (norms.empty()) return out;
-  std::vector<double> values = concat(norms, 0).to_vector<double>();  // the one read-back
+  if (grads.empty()) return out;
+  std::vector<double> values = norms_of(grads).to_vector<double>();  // the one read-back
   for (size_t i = 0; i < names.size(); i++) out.emplace_back(names[i], values[i]);
   return out;
 }

@@ -1,7 +1,9 @@
 // Adam's multi-tensor update (Backend::adam_update_many; one launch for all parameters on a GPU): on the CPU the
 // base class's loop must equal per-tensor updates bit for bit, and Optimizer::step must give per-parameter results.
-// The GPU side is compared with the CPU in tests/test_cuda.cpp.
+// The GPU side is compared with the CPU in tests/test_cuda.cpp. And the multi-tensor norm of clipping
+// (Backend::norm_many) against the norms summed by hand, on the CPU and the GPU.
 #include <array>
+#include <cmath>
 
 #include "nn/optim.h"
 #include "test_util.h"
@@ -38,6 +40,53 @@ TEST_SUITE("train") {
       for (size_t k = 0; k < many.size(); k++)
         for (int j : {0, 2, 3})
           CHECK_MESSAGE(same_bits(many[k][j], each[k][j]), "decoupled " << decoupled << ", tensor " << k << "." << j);
+    }
+  }
+
+  TEST_CASE("norm_many: each tensor's norm in double, one pass on the CPU, two launches on the GPU") {
+    // over a 64K-element chunk, 2-D, strided (a transpose), 1-element, empty, 0-d, bf16
+    Generator g(5);
+    const Tensor big = Tensor::randn({70001}, 0, 1, DType::F32, Device::cpu(), &g);
+    const Tensor mat = Tensor::randn({3, 5}, 0, 1, DType::F32, Device::cpu(), &g);
+    const std::vector<Tensor> same = {big, mat, Tensor::full({1}, -2, DType::F32), Tensor::zeros({0}, DType::F32)};
+    const std::vector<Tensor> mixed = {mat.transpose(0, 1), Tensor::scalar(3, DType::F64),
+                                       Tensor::full({4}, 1e20, DType::F64), mat.to(DType::BF16)};
+    auto by_hand = [](const Tensor& t) {
+      double s = 0;
+      for (double v : t.to(DType::F64).to_vector<double>()) s += v * v;
+      return std::sqrt(s);
+    };
+    auto norms = [](const std::vector<Tensor>& ts, Device device) {
+      std::vector<Tensor> on;
+      std::vector<const Tensor*> ptrs;
+      for (const Tensor& t : ts) on.push_back(t.to(device));
+      for (const Tensor& t : on) ptrs.push_back(&t);
+      Tensor out = Tensor::empty({(int64_t)ts.size()}, DType::F64, device);
+      backend_for(device).norm_many(ptrs, out);
+      return out.to_vector<double>();
+    };
+    std::vector<Device> devices = {Device::cpu()};
+    if (cuda_available()) devices.push_back(Device::cuda());
+    for (const Device& device : devices) {
+      for (const std::vector<Tensor>* ts : {&same, &mixed}) {
+        const std::vector<double> got = norms(*ts, device);
+        for (size_t i = 0; i < ts->size(); i++) {
+          INFO(device.str() << ", tensor " << i << ": " << (*ts)[i].meta_str());
+          // the one-pass paths (the CPU's contiguous float32/64, the GPU's contiguous one-dtype lists) keep the norm
+          // in double; the others round each to its tensor's dtype
+          const Tensor& t = (*ts)[i];
+          const bool one_pass = t.is_contiguous() && t.dtype() != DType::BF16 && (device.is_cpu() || ts == &same);
+          const double tol = one_pass ? 1e-12 : t.dtype() == DType::BF16 ? 1e-2 : 1e-6;
+          CHECK(got[i] == doctest::Approx(by_hand((*ts)[i])).epsilon(tol));
+        }
+      }
+    }
+    std::vector<const Tensor*> one = {&mat};
+    Tensor wrong = Tensor::empty({2}, DType::F64);
+    CHECK_THROWS_WITH_ALL(backend_for(Device::cpu()).norm_many(one, wrong), "norm_many", "float64 tensor of 1");
+    if (cuda_available()) {
+      Tensor on_gpu = Tensor::empty({1}, DType::F64, Device::cuda());
+      CHECK_THROWS_WITH_ALL(backend_for(Device::cuda()).norm_many(one, on_gpu), "norm_many", "cpu", "cuda:0");
     }
   }
 

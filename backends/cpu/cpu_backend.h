@@ -20,6 +20,7 @@ class CpuBackend final : public Backend {
   void binary(BinaryOp op, const Tensor& a, const Tensor& b, Tensor& out) override;
   void where(const Tensor& cond, const Tensor& a, const Tensor& b, Tensor& out) override;
   void reduce(ReduceOp op, const Tensor& x, const std::vector<bool>& reduce, Tensor& out) override;
+  void norm_many(const std::vector<const Tensor*>& ts, Tensor& out) override;
   void cumsum(const Tensor& x, int64_t dim, bool reverse, Tensor& out) override;
   int64_t count_nonfinite(const Tensor& x) override;
   void gemm(const GemmArgs& args) override;

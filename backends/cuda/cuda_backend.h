@@ -21,6 +21,11 @@
 
 namespace skipgrad {
 
+namespace cuda {
+struct ManyPair;   // cuda_common.cuh
+struct ManyChunk;
+}  // namespace cuda
+
 class CudaBackend final : public Backend {
  public:
   CudaBackend();
@@ -96,6 +101,7 @@ class CudaBackend final : public Backend {
                    double eps, double weight_decay, bool decoupled, int64_t step) override;
   void copy_many(const std::vector<const Tensor*>& srcs, const std::vector<Tensor*>& dsts) override;
   void scale_many(const std::vector<Tensor*>& ts, const Tensor& scale) override;
+  void norm_many(const std::vector<const Tensor*>& ts, Tensor& out) override;
   void adam_update_many(const std::vector<AdamTensors>& ts, double lr, double beta1, double beta2, double eps,
                         bool decoupled, int64_t step) override;
   // The profiler's marks: timing events recorded on the stream, from a pool (cudaEventCreate once per event).
@@ -108,6 +114,16 @@ class CudaBackend final : public Backend {
   void copy_device(const Tensor& src, Tensor& dst);  // both on the GPU (cuda_elementwise.cu)
   // copy_many's one launch (contiguous pairs of one pair of dtypes), dst = src * *scale when scale is not null
   void copy_many_launch(const std::vector<const Tensor*>& srcs, const std::vector<Tensor*>& dsts, const double* scale);
+  // The tables of a multi-tensor launch (cuda::ManyPair per tensor, cuda::ManyChunk per chunk; dsts may be empty),
+  // uploaded in one copy into `storage` (freed with it once the launch is queued). first_chunk[i] is tensor i's
+  // first chunk, first_chunk[n] the number of chunks.
+  struct ManyTable {
+    Tensor storage;
+    const cuda::ManyPair* pairs = nullptr;
+    const cuda::ManyChunk* chunks = nullptr;
+    std::vector<int64_t> first_chunk;
+  };
+  ManyTable upload_many_table(const std::vector<const Tensor*>& srcs, const std::vector<Tensor*>& dsts, const char* op);
   void upload(const void* host, void* device, size_t bytes);
   void download(void* host, const void* device, size_t bytes);  // waits once; then throws the device's errors
 

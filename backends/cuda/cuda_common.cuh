@@ -189,6 +189,18 @@ __device__ __forceinline__ T group_reduce(T v, Op op, T* scratch) {
   else return block_reduce(v, op, scratch);
 }
 
+// Multi-tensor launches (copy_many, scale_many, norm_many): every tensor cut into chunks of kManyChunk elements,
+// block b works on chunk b. The tables are built and uploaded by CudaBackend::upload_many_table.
+constexpr int64_t kManyChunk = 1 << 16;
+struct ManyPair {  // a source and a destination (norm_many: no destination)
+  const void* src;
+  void* dst;
+};
+struct ManyChunk {  // elements [start, start + len) of pair `pair`
+  int64_t start;
+  int32_t pair, len;
+};
+
 // Device-side error flags (bits), set by kernels that find bad indices; read at the next host sync.
 enum DeviceErrorBit : int { kBadEmbeddingId = 1, kBadTarget = 2 };
 

@@ -43,23 +43,13 @@ __global__ void copy_kernel(const S* src, D* dst, Strided<2> s, int64_t n) {
   }
 }
 
-// copy_many: one launch over many (source, destination) pairs, cut into chunks of kCopyChunk elements; block b
-// converts chunk b (the multi-tensor pattern of cuda_optim.cu's Adam). With a scale (scale_many: source and
-// destination the same tensor), each element is multiplied by it, computed in the destination's compute type.
-constexpr int64_t kCopyChunk = 1 << 16;
-struct CopyPair {
-  const void* src;
-  void* dst;
-};
-struct CopyChunk {  // elements [start, start + len) of pair `pair`
-  int64_t start;
-  int32_t pair, len;
-};
-
+// copy_many: one launch over many (source, destination) pairs; block b converts chunk b (cuda::ManyChunk). With a
+// scale (scale_many: source and destination the same tensor), each element is multiplied by it, computed in the
+// destination's compute type.
 template <class S, class D>
-__global__ void copy_many_kernel(const CopyPair* pairs, const CopyChunk* chunks, const double* scale) {
+__global__ void copy_many_kernel(const cuda::ManyPair* pairs, const cuda::ManyChunk* chunks, const double* scale) {
   using C = compute_t<D>;
-  const CopyChunk c = chunks[blockIdx.x];
+  const cuda::ManyChunk c = chunks[blockIdx.x];
   const S* src = static_cast<const S*>(pairs[c.pair].src);
   D* dst = static_cast<D*>(pairs[c.pair].dst);
   if (scale) {
@@ -202,36 +192,48 @@ void CudaBackend::scale_many(const std::vector<Tensor*>& ts, const Tensor& scale
   copy_many_launch(std::vector<const Tensor*>(ts.begin(), ts.end()), ts, static_cast<const double*>(s.data_ptr()));
 }
 
+CudaBackend::ManyTable CudaBackend::upload_many_table(const std::vector<const Tensor*>& srcs,
+                                                      const std::vector<Tensor*>& dsts, const char* op) {
+  std::vector<cuda::ManyPair> pairs;
+  std::vector<cuda::ManyChunk> chunks;
+  ManyTable t;
+  for (size_t i = 0; i < srcs.size(); i++) {
+    t.first_chunk.push_back((int64_t)chunks.size());
+    const int64_t n = srcs[i]->numel();
+    if (n == 0) continue;
+    check(pairs.size() < (size_t)INT_MAX, op, ": too many tensors for one launch");
+    pairs.push_back({srcs[i]->data_ptr(), dsts.empty() ? nullptr : dsts[i]->data_ptr()});
+    for (int64_t start = 0; start < n; start += cuda::kManyChunk)
+      chunks.push_back({start, (int32_t)(pairs.size() - 1), (int32_t)std::min(cuda::kManyChunk, n - start)});
+  }
+  t.first_chunk.push_back((int64_t)chunks.size());
+  if (chunks.empty()) return t;
+  check(chunks.size() <= (size_t)INT_MAX, op, ": ", chunks.size(), " chunks exceed the GPU grid");
+  // [pair table | chunk table (16-byte aligned)], uploaded in one copy
+  const size_t pair_bytes = (pairs.size() * sizeof(cuda::ManyPair) + 15) / 16 * 16;
+  const size_t bytes = pair_bytes + chunks.size() * sizeof(cuda::ManyChunk);
+  std::vector<char> host(bytes);
+  std::memcpy(host.data(), pairs.data(), pairs.size() * sizeof(cuda::ManyPair));
+  std::memcpy(host.data() + pair_bytes, chunks.data(), chunks.size() * sizeof(cuda::ManyChunk));
+  t.storage = Tensor::empty({(int64_t)((bytes + 7) / 8)}, DType::I64, Device::cuda());
+  char* device = static_cast<char*>(t.storage.data_ptr());
+  upload(host.data(), device, bytes);
+  t.pairs = reinterpret_cast<const cuda::ManyPair*>(device);
+  t.chunks = reinterpret_cast<const cuda::ManyChunk*>(device + pair_bytes);
+  return t;
+}
+
 void CudaBackend::copy_many_launch(const std::vector<const Tensor*>& srcs, const std::vector<Tensor*>& dsts,
                                    const double* scale) {
   const char* op = scale ? "scale_many" : "copy_many";
-  std::vector<CopyPair> pairs;
-  std::vector<CopyChunk> chunks;
-  for (size_t i = 0; i < srcs.size(); i++) {
-    const int64_t n = srcs[i]->numel();
-    if (n == 0) continue;
-    check(pairs.size() < (size_t)INT_MAX, op, ": too many pairs for one launch");
-    pairs.push_back({srcs[i]->data_ptr(), dsts[i]->data_ptr()});
-    for (int64_t start = 0; start < n; start += kCopyChunk)
-      chunks.push_back({start, (int32_t)(pairs.size() - 1), (int32_t)std::min(kCopyChunk, n - start)});
-  }
-  if (chunks.empty()) return;
-  check(chunks.size() <= (size_t)INT_MAX, op, ": ", chunks.size(), " chunks exceed the GPU grid");
-  // [pair table | chunk table (16-byte aligned)], uploaded in one copy into a buffer freed after the launch is queued
-  const size_t pair_bytes = (pairs.size() * sizeof(CopyPair) + 15) / 16 * 16;
-  const size_t bytes = pair_bytes + chunks.size() * sizeof(CopyChunk);
-  std::vector<char> host(bytes);
-  std::memcpy(host.data(), pairs.data(), pairs.size() * sizeof(CopyPair));
-  std::memcpy(host.data() + pair_bytes, chunks.data(), chunks.size() * sizeof(CopyChunk));
-  Tensor table = Tensor::empty({(int64_t)((bytes + 7) / 8)}, DType::I64, Device::cuda());
-  char* device = static_cast<char*>(table.data_ptr());
-  upload(host.data(), device, bytes);
+  const ManyTable t = upload_many_table(srcs, dsts, op);
+  const int64_t n_chunks = t.first_chunk.back();
+  if (n_chunks == 0) return;
   cuda::dispatch_float_bf16(srcs[0]->dtype(), op, [&](auto stag) {
     cuda::dispatch_float_bf16(dsts[0]->dtype(), op, [&](auto dtag) {
       using S = decltype(stag);
       using D = decltype(dtag);
-      copy_many_kernel<S, D><<<(unsigned)chunks.size(), kThreads, 0, stream_>>>(
-          reinterpret_cast<const CopyPair*>(device), reinterpret_cast<const CopyChunk*>(device + pair_bytes), scale);
+      copy_many_kernel<S, D><<<(unsigned)n_chunks, kThreads, 0, stream_>>>(t.pairs, t.chunks, scale);
     });
   });
   SG_CUDA_LAUNCH_CHECK(op);

@@ -187,6 +187,56 @@ void CudaBackend::reduce(ReduceOp op, const Tensor& x, const std::vector<bool>& 
   SG_CUDA_LAUNCH_CHECK(name);
 }
 
+// norm_many, pass 1: block b sums the squares of chunk b (cuda::ManyChunk) of its tensor into partial[b].
+template <class T>
+__global__ void sum_squares_chunks_kernel(const cuda::ManyPair* tensors, const cuda::ManyChunk* chunks,
+                                          double* partial) {
+  __shared__ double scratch[32];
+  const cuda::ManyChunk c = chunks[blockIdx.x];
+  const T* x = static_cast<const T*>(tensors[c.pair].src);
+  double acc = 0;
+  for (int64_t i = c.start + threadIdx.x; i < c.start + c.len; i += blockDim.x) {
+    const double v = (double)(compute_t<T>)x[i];
+    acc += v * v;
+  }
+  acc = cuda::block_reduce(acc, [](double a, double b) { return a + b; }, scratch);
+  if (threadIdx.x == 0) partial[blockIdx.x] = acc;
+}
+// Pass 2: out[t] = sqrt of tensor t's chunk partials, added in chunk order (deterministic).
+__global__ void norm_finish_kernel(const int64_t* first_chunk, int64_t tensors, const double* partial, double* out) {
+  for (int64_t t = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; t < tensors; t += (int64_t)gridDim.x * blockDim.x) {
+    double acc = 0;
+    for (int64_t k = first_chunk[t]; k < first_chunk[t + 1]; k++) acc += partial[k];
+    out[t] = sqrt(acc);
+  }
+}
+
+// Two launches for any number of contiguous tensors of one dtype; otherwise Backend's reduction per tensor.
+void CudaBackend::norm_many(const std::vector<const Tensor*>& ts, Tensor& out) {
+  const char* op = "norm_many";
+  check_norm_many(ts, out);
+  bool one_pass = out.device().is_cuda();
+  for (const Tensor* t : ts) one_pass = one_pass && t->is_contiguous() && t->dtype() == ts[0]->dtype();
+  if (!one_pass || ts.empty()) return Backend::norm_many(ts, out);
+  const ManyTable table = upload_many_table(ts, {}, op);
+  const int64_t chunks = table.first_chunk.back(), n = (int64_t)ts.size();
+  Tensor first = Tensor::empty({n + 1}, DType::I64, out.device());
+  upload(table.first_chunk.data(), first.data_ptr(), (n + 1) * sizeof(int64_t));
+  Tensor partial = Tensor::empty({std::max<int64_t>(chunks, 1)}, DType::F64, out.device());
+  if (chunks > 0) {
+    cuda::dispatch_float_bf16(ts[0]->dtype(), op, [&](auto tag) {
+      using T = decltype(tag);
+      sum_squares_chunks_kernel<T><<<(unsigned)chunks, cuda::kThreads, 0, stream_>>>(
+          table.pairs, table.chunks, static_cast<double*>(partial.data_ptr()));
+    });
+    SG_CUDA_LAUNCH_CHECK(op);
+  }
+  norm_finish_kernel<<<cuda::grid_for(n), cuda::kThreads, 0, stream_>>>(
+      static_cast<const int64_t*>(first.data_ptr()), n, static_cast<const double*>(partial.data_ptr()),
+      static_cast<double*>(out.data_ptr()));
+  SG_CUDA_LAUNCH_CHECK(op);
+}
+
 // Prefix sums along dim of a contiguous x viewed as [outer, n, inner]: a thread per (outer, inner) line, summing
 // in order (reverse: from the end) in double for floats and int64 for integers, as the CPU does. Neighbouring
 // threads read neighbouring inner elements, so the walk is coalesced whenever inner > 1.
