@@ -2,6 +2,7 @@
 
 #include <algorithm>
 
+#include "autograd/node.h"
 #include "autograd/ops.h"
 #include "backends/backend.h"
 
@@ -46,21 +47,24 @@ void AutocastBF16::precast(const std::vector<Tensor>& ts) {
     for (Tensor& o : outs) dsts.push_back(&o);
     backend_for(ts[indices[0]].device()).copy_many(srcs, dsts);
     for (size_t j = 0; j < indices.size(); j++)
-      casts_.emplace(ts[indices[j]].impl_ptr().get(), Cast{ts[indices[j]], outs[j], false});
+      casts_.emplace(ts[indices[j]].impl_ptr().get(), Cast{ts[indices[j]], outs[j]});
   }
   if (!casts_.empty()) g_precast_scope = this;
 }
 
-// The precast bf16 copy of t in the innermost scope that has one (recorded at its first use, in the scope of the
-// op that uses it), or an undefined tensor.
+// The precast bf16 copy of t in the innermost scope that has one, or an undefined tensor. Its `to_dtype` node is
+// recorded at a use that records (grad mode on, t requiring grad), in the scope of the op that uses it, and again
+// after a backward (or a cleared tape) has freed it: each step's graph gets its own cast node over the same bf16
+// data. A use under NoGradGuard records nothing and leaves the next use to record.
 Tensor cached_bf16_cast(const Tensor& t) {
   if (!g_precast_scope) return Tensor();
   auto it = g_precast_scope->casts_.find(t.impl_ptr().get());
   if (it == g_precast_scope->casts_.end()) return Tensor();
   AutocastBF16::Cast& c = it->second;
-  if (!c.recorded) {
+  const AutogradMeta* meta = c.cast.impl().autograd.get();
+  if (!(meta && meta->producer)) {  // not on the live tape: a fresh handle on the same data, recorded if grad is on
+    c.cast = c.cast.detach();
     record_cast(c.source, c.cast);
-    c.recorded = true;
   }
   return c.cast;
 }

@@ -32,15 +32,15 @@ class AutocastBF16 {
   // Casts the float32 tensors among ts (a model's parameters) to bfloat16 now, all of a device in one launch
   // (Backend::copy_many), instead of one launch per weight where a product meets it. A product in this scope that
   // meets one of them takes its cast and records it then, as the same `to_dtype` node it would have made, so the
-  // graph is the one without precast; casts no product uses (a norm's weight) are never recorded. The tensors must
-  // not change while the scope lives (as for torch.autocast's cache).
+  // graph is the one without precast; casts no product uses (a norm's weight) are never recorded. A use under
+  // NoGradGuard records nothing, and each backward's graph records the casts it uses again, so several steps may run
+  // in one scope. The tensors must not change while the scope lives (as for torch.autocast's cache).
   void precast(const std::vector<Tensor>& ts);
 
  private:
   bool previous_enabled_;
   struct Cast {
-    Tensor source, cast;
-    bool recorded;
+    Tensor source, cast;  // cast: the bf16 copy, attached to its to_dtype node while that node is on the live tape
   };
   AutocastBF16* previous_precast_;  // the enclosing scope whose precasts apply, restored on exit
   std::unordered_map<const TensorImpl*, Cast> casts_;

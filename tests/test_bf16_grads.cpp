@@ -335,4 +335,28 @@ TEST_SUITE("bf16") {
         if (!d.is_cpu()) CHECK(in_float32_calls() == before);  // the reduction reads bf16 natively on the GPU
       }
   }
+
+  TEST_CASE("precast weights get their gradient after a use under NoGradGuard, and in a second step's graph") {
+    Tensor x = randn_f32({4, 8}, 21).requires_grad_(), w = randn_f32({3, 8}, 22).requires_grad_();
+    Tensor want;  // w's gradient with no precast
+    {
+      AutocastBF16 on;
+      linear(x, w).sum().backward();
+      want = w.grad().clone();
+      w.zero_grad();
+    }
+    AutocastBF16 on;
+    on.precast({w});
+    {
+      NoGradGuard no_grad;  // an evaluation first: it must not use up the cast's one recording
+      (void)linear(x, w);
+    }
+    for (int step = 0; step < 2; step++) {  // the second step's graph records the cast again (the first was freed)
+      CAPTURE(step);
+      linear(x, w).sum().backward();
+      REQUIRE(w.grad().defined());
+      CHECK(rel_diff(w.grad(), want) == 0);
+      w.zero_grad();
+    }
+  }
 }
