@@ -259,13 +259,16 @@ Tensor run_hooks(const std::vector<std::function<Tensor(const Tensor&)>>& hooks,
   return g;
 }
 
+// While it lives, the ops run are part of a backward's bookkeeping and take no profile mark of their own.
+struct InNodeBackward {
+  bool outer = std::exchange(t_in_node_backward, true);
+  ~InNodeBackward() { t_in_node_backward = outer; }
+};
+
 // One node of the reverse walk: take its output gradient, call its backward, pass the results to its inputs.
 void backward_node(Node& n, bool retain_graph, const std::function<void(AutogradMeta&, const Tensor&)>& add_to,
                    NormTracker& norms) {
-  struct InNodeBackward {
-    bool outer = std::exchange(t_in_node_backward, true);
-    ~InNodeBackward() { t_in_node_backward = outer; }
-  } in_node_backward;
+  InNodeBackward in_node_backward;
   AutogradMeta& om = *n.output;
   Tensor g = run_hooks(om.hooks, std::move(om.pending));
   om.pending = Tensor();
@@ -346,7 +349,10 @@ void backward(const Tensor& root, const Tensor& grad_in, bool retain_graph) {
     add_to(rm, g0);
     for (int64_t i = start; i >= 0; i--)
       if (nodes[i]->output->pending.defined()) backward_node(*nodes[i], retain_graph, add_to, norms);
-    norms.read_back();
+    {
+      InNodeBackward read_back;  // the GPU norms' one copy: part of the backward's last interval, not user ops
+      norms.read_back();
+    }
     // Leaves receive their total gradient once, after their hooks. (A leaf whose gradient was handed to a
     // backward and came back is listed twice: the second entry finds nothing pending.)
     for (AutogradMeta* m : leaves) {

@@ -234,17 +234,18 @@ Tensor Transformer::decode_step(DecoderState& st, const Tensor& tokens) {
     check(v >= 0 && v < cfg_.vocab, who, ": token ", v, " outside the vocabulary [0, ", cfg_.vocab, ")");
   bool any_pad = false;
   for (int64_t r = 0; r < R; r++) {
-    st.fed[r].push_back(tok[r]);
     int64_t real = 0;
     for (int64_t j = 0; j < t; j++) {
-      key_pad[r * t + j] = st.fed[r][j] == pad;
-      real += st.fed[r][j] != pad;
-      any_pad = any_pad || st.fed[r][j] == pad;
+      const int64_t id = j + 1 < t ? st.fed[r][j] : tok[r];  // the prefix fed so far, then this step's token
+      key_pad[r * t + j] = id == pad;
+      real += id != pad;
+      any_pad = any_pad || id == pad;
     }
     check(real <= cfg_.max_positions, who, ": a prefix of ", real, " tokens exceeds max_positions ",
           cfg_.max_positions);
     pos[r] = tok[r] != pad ? pad + real : pad;
   }
+  for (int64_t r = 0; r < R; r++) st.fed[r].push_back(tok[r]);  // the state changes once every check has passed
 
   Tensor features;
   {

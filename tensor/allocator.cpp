@@ -25,6 +25,8 @@ size_t CachingAllocator::cache_limit() const {
 }
 
 void* CachingAllocator::allocate(size_t bytes) {
+  // 2^62 bytes: more than any machine has, and far from where round_size's arithmetic would wrap around to 0
+  check(bytes <= (size_t(1) << 62), "allocate", ": ", bytes, " bytes cannot be allocated");
   const size_t size = round_size(bytes);
   std::lock_guard<std::mutex> lock(mu_);
   stats_.allocs++;

@@ -240,6 +240,24 @@ TEST_SUITE("decode") {
       CHECK_THROWS_WITH_ALL(m->decode_step(st, Tensor::from_vector<int64_t>({2, 2, 2}, {3})), "eval()");
       m->eval();
     }
+    {
+      // a step past max_positions is refused and leaves the state as it was: the same step fails the same way again
+      nn::TransformerConfig c = m->config();
+      c.max_positions = 2;
+      manual_seed(3);
+      nn::Transformer two(c);
+      two.eval();
+      NoGradGuard ng;
+      const Tensor short_src = Tensor::from_vector<int64_t>({4, 5}, {1, 2});
+      nn::DecoderState st = two.start_decoding(two.encode(short_src), two.padding_mask(short_src));
+      const Tensor bos = Tensor::from_vector<int64_t>({2}, {1});
+      two.decode_step(st, bos);
+      two.decode_step(st, bos);
+      for (int again = 0; again < 2; again++) {
+        CHECK_THROWS_WITH_ALL(two.decode_step(st, bos), "a prefix of 3 tokens exceeds max_positions 2");
+        CHECK(st.steps() == 2);
+      }
+    }
     nn::KVCache cache;
     auto& attn = *m->decoder->layers[0]->self_attn;
     CHECK_THROWS_WITH_ALL(attn.forward_cached(Tensor::zeros({3, 1, 16}, DType::F64), cache), "NoGradGuard");

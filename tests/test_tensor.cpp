@@ -482,6 +482,10 @@ TEST_SUITE("tensor") {
     }
     for (void* p : blocks) A.deallocate(p, 1000);
     CHECK(A.stats().os_allocs == 6);
+    // a size whose rounding would wrap around to 0 is refused, not served from a tiny block
+    CHECK_THROWS_WITH_ALL(A.allocate(SIZE_MAX), "allocate", "cannot be allocated");
+    CHECK_THROWS_WITH_ALL(A.allocate(SIZE_MAX - 100), "allocate", "cannot be allocated");
+    CHECK(A.stats().bytes_in_use == 0);
   }
 
   TEST_CASE("caching allocator: size classes, and a cache bounded by twice the peak in use") {
