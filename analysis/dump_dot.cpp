@@ -1,6 +1,7 @@
 // The graph as Graphviz DOT: nested clusters per scope (enc -> enc.3 -> enc.3.ffn), nodes coloured by role,
 // shapes in the labels, ||dL/dx|| on the edges after backward. Scopes deeper than max_depth collapse into one box
 // per scope, and a filter keeps one layer (or one node) and its direct neighbours.
+#include <cmath>
 #include <cstdio>
 #include <unordered_map>
 
@@ -176,6 +177,7 @@ struct EdgeAgg {
 }  // namespace
 
 std::string Graph::to_dot(const DotOptions& opt) const {
+  validate("to_dot");
   const int64_t n = (int64_t)nodes.size();
   check(opt.max_depth >= -1, "to_dot", ": max_depth must be -1 (no collapsing) or >= 0, got ", opt.max_depth);
   check(opt.rankdir == "TB" || opt.rankdir == "BT" || opt.rankdir == "LR" || opt.rankdir == "RL", "to_dot",
@@ -252,6 +254,7 @@ std::string Graph::to_dot(const DotOptions& opt) const {
       else if (e.first_source != u) e.several_sources = true;
       double g = nodes[u].grad_norm;
       if (g < 0) e.all_known = false;
+      else if (std::isnan(g) || std::isnan(e.max_norm)) e.max_norm = NAN;  // a NaN gradient shows as nan, not 0
       else e.max_norm = std::max(e.max_norm, g);
     }
   }

@@ -27,9 +27,37 @@ namespace skipgrad {
 
 // ---- writing: by hand, straight into one string (10^5 nodes in a fraction of a second) ----
 
+namespace {
+// The length of the well-formed UTF-8 sequence that starts s[i] (RFC 3629: no overlong forms, no surrogates,
+// nothing above U+10FFFF), or 0 when the bytes there are not one.
+size_t utf8_sequence(std::string_view s, size_t i) {
+  const unsigned char c = (unsigned char)s[i];
+  const size_t n = c < 0x80 ? 1 : (c >> 5) == 0x6 ? 2 : (c >> 4) == 0xE ? 3 : (c >> 3) == 0x1E ? 4 : 0;
+  if (n == 0 || i + n > s.size()) return 0;
+  uint32_t cp = n == 1 ? c : c & (0x7F >> n);
+  for (size_t k = 1; k < n; k++) {
+    const unsigned char b = (unsigned char)s[i + k];
+    if ((b & 0xC0) != 0x80) return 0;
+    cp = cp << 6 | (b & 0x3F);
+  }
+  static constexpr uint32_t kMin[5] = {0, 0, 0x80, 0x800, 0x10000};
+  if (cp < kMin[n] || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) return 0;
+  return n;
+}
+}  // namespace
+
+// JSON text is UTF-8: a byte that does not start a well-formed sequence (a name in Latin-1) is written as U+FFFD,
+// so the document always parses (that name then reads back with U+FFFD in place of the byte).
 void append_json_string(std::string& out, std::string_view s) {
   out += '"';
-  for (char c : s) {
+  for (size_t i = 0; i < s.size();) {
+    const char c = s[i];
+    const size_t n = utf8_sequence(s, i);
+    if (n == 0) {
+      out += "\\ufffd";
+      i++;
+      continue;
+    }
     if (c == '"' || c == '\\') {
       out += '\\';
       out += c;
@@ -38,8 +66,9 @@ void append_json_string(std::string& out, std::string_view s) {
       std::snprintf(buf, sizeof buf, "\\u%04x", (unsigned)(unsigned char)c);
       out += buf;
     } else {
-      out += c;
+      out.append(s.data() + i, n);
     }
+    i += n;
   }
   out += '"';
 }

@@ -144,11 +144,30 @@ int64_t Graph::id_of(const Tensor& t) const {
   check(t.defined(), "graph", ": id_of an undefined tensor");
   if (t.node_id() >= 0) return find_by_tape_id(t.node_id());
   std::string name = t.node_name();
+  // made by an op whose tape has been freed (by a backward or a cleared tape): a node of this graph may carry the
+  // same name, but it is not this tensor's
+  if (!t.is_leaf())
+    fail("graph", ": tensor ", t.meta_str(), " was made by '", name, "' on a tape that has since been freed (a ",
+         "backward without retain_graph, or a cleared tape): it is in no graph recorded after that");
   check(!name.empty(), "graph", ": tensor ", t.meta_str(), " is an unnamed leaf; look it up by id instead");
   return find(name);
 }
 
+void Graph::validate(const char* op) const {
+  for (size_t i = 0; i < nodes.size(); i++) {
+    const GraphNode& n = nodes[i];
+    check(n.id == (int64_t)i, op, ": node ", i, " ('", n.name, "') has id ", n.id, "; ids must equal positions");
+    for (int64_t in : n.inputs)
+      check(in >= 0 && in < n.id, op, ": node ", n.id, " ('", n.name, "') reads node ", in,
+            "; inputs must be earlier nodes (Graph::nodes is in topological order)");
+  }
+  for (const GraphParam& p : params)
+    check(p.node >= 0 && p.node < (int64_t)nodes.size() && nodes[p.node].kind == "param", op, ": parameter '",
+          p.name, "' points at node ", p.node, ", which is not a param node");
+}
+
 std::vector<std::vector<int64_t>> Graph::users() const {
+  validate("users");
   std::vector<std::vector<int64_t>> out(nodes.size());
   for (const GraphNode& n : nodes)
     for (int64_t in : n.inputs) out.at(in).push_back(n.id);

@@ -15,6 +15,7 @@
 #include <cstdint>
 #include <string>
 #include <string_view>
+#include <tuple>
 #include <utility>
 #include <vector>
 
@@ -24,6 +25,9 @@ namespace skipgrad {
 
 class Tape;
 class Tensor;
+
+// Norms compare equal when both are NaN (a NaN gradient round-trips through JSON as NaN).
+inline bool same_norm(double a, double b) { return a == b || (a != a && b != b); }
 
 // One vertex: an op recorded on the tape, or a leaf (a parameter or another input) that an op reads.
 struct GraphNode {
@@ -44,7 +48,13 @@ struct GraphNode {
   double grad_norm = -1;    // L2 norm of dL/d(output) after backward (a leaf: of its .grad); -1 when unknown
 
   bool is_leaf() const { return kind != "op"; }
-  bool operator==(const GraphNode&) const = default;
+  // every field (a new one goes into both ties), the norms by same_norm
+  bool operator==(const GraphNode& o) const {
+    return std::tie(id, tape_id, kind, op, family, name, scope, shape, dtype, requires_grad, inputs, params,
+                    saved_bytes) == std::tie(o.id, o.tape_id, o.kind, o.op, o.family, o.name, o.scope, o.shape,
+                                             o.dtype, o.requires_grad, o.inputs, o.params, o.saved_bytes) &&
+           same_norm(value_norm, o.value_norm) && same_norm(grad_norm, o.grad_norm);
+  }
 };
 
 // One row of the parameter table: every "param" leaf of the graph.
@@ -56,7 +66,10 @@ struct GraphParam {
   int64_t numel = 0;
   double value_norm = -1;  // -1 when unknown
   double grad_norm = -1;   // L2 norm of .grad; -1 when it has none
-  bool operator==(const GraphParam&) const = default;
+  bool operator==(const GraphParam& o) const {  // every field (a new one goes into both ties), the norms by same_norm
+    return std::tie(name, node, shape, dtype, numel) == std::tie(o.name, o.node, o.shape, o.dtype, o.numel) &&
+           same_norm(value_norm, o.value_norm) && same_norm(grad_norm, o.grad_norm);
+  }
 };
 
 struct GraphOptions {
@@ -101,6 +114,10 @@ struct Graph {
   int64_t find_by_tape_id(int64_t tape_id) const;
   // users[i] = ids of the nodes that read node i (one entry per argument, so x*x lists the user twice).
   std::vector<std::vector<int64_t>> users() const;
+  // Throws Error (naming `op`) unless every node's id is its position, every input an earlier node and every
+  // parameter entry a param node: what the analyses and dumps rely on. Snapshots and from_json always pass;
+  // a hand-built graph is checked by analyze_paths, to_dot and users before they index it.
+  void validate(const char* op) const;
 
   bool operator==(const Graph&) const = default;
 };
@@ -124,7 +141,8 @@ std::string layer_scope(const std::string& name);
 bool in_scope(const std::string& name, const std::string& prefix);
 
 // ---- JSON text ----
-// Appends s as a JSON string: quoted, with quotes, backslashes and control characters escaped.
+// Appends s as a JSON string: quoted, with quotes, backslashes and control characters escaped, and each byte that
+// does not begin well-formed UTF-8 written as U+FFFD (the output always parses).
 void append_json_string(std::string& out, std::string_view s);
 
 // ---- files ----

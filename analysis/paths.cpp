@@ -81,6 +81,7 @@ std::string fmt_range(int64_t lo, int64_t hi) {
 }  // namespace
 
 PathStats analyze_paths(const Graph& g, int64_t loss_node_id) {
+  g.validate("analyze_paths");  // nodes after the loss too: the sublayer search reads them
   const int64_t n = (int64_t)g.nodes.size();
   check(loss_node_id >= 0 && loss_node_id < n, "analyze_paths", ": loss node id ", loss_node_id,
         " is not in the graph (", n, " nodes)");
@@ -104,8 +105,6 @@ PathStats analyze_paths(const Graph& g, int64_t loss_node_id) {
     for (size_t j = 0; j < node.inputs.size(); j++) {
       int64_t v = node.inputs[j];
       int64_t nj = j == 0 ? norm : 0, oj = j == 0 ? outer : 0;
-      check(v >= 0 && v < u, "analyze_paths", ": node ", u, " ('", node.name, "') reads node ", v,
-            "; inputs must be earlier nodes (Graph::nodes is in topological order)");
       NodePaths& pv = s.nodes[v];
       pv.paths += pu.paths;
       take_min(pv.min_norms, nj + pu.min_norms);

@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include "analysis/graph.h"
+#include "analysis/paths.h"
 #include "graph_test_util.h"
 
 using namespace sgtest;
@@ -149,6 +150,7 @@ TEST_SUITE("graph") {
     loss.backward(Tensor(), true);
     Graph g = Graph::from_tape(current_tape());
     g.nodes[1].value_norm = INFINITY;  // overflowed norms survive as strings
+    g.nodes[2].grad_norm = NAN;        // and a NaN gradient (equal to itself in a Graph comparison)
     std::string text = g.to_json();
 
     json schema = json::parse(read_file(std::string(SKIPGRAD_SOURCE_DIR) + "/docs/graph_schema.json"));
@@ -172,6 +174,14 @@ TEST_SUITE("graph") {
     Graph back = Graph::from_json(text);
     CHECK(back == g);
     CHECK(back.to_json() == text);
+    CHECK(g.to_dot().find("nan") != std::string::npos);  // the NaN norm's edge reads nan (it read 0)
+    // A name that is not UTF-8 (Latin-1 "grüß") is written as U+FFFD, so the document still parses.
+    Graph latin1 = g;
+    latin1.nodes[0].name = "gr\xfc\xdf";
+    CHECK(Graph::from_json(latin1.to_json()).nodes[0].name == "gr\xef\xbf\xbd\xef\xbf\xbd");
+    Graph utf8 = g;
+    utf8.nodes[0].name = "gr\xc3\xbc\xc3\x9f \xe2\x82\xac \xf0\x9f\x98\x80";  // valid UTF-8 is kept as it is
+    CHECK(Graph::from_json(utf8.to_json()) == utf8);
 
     // Atomic save and load.
     fs::path dir = temp_dir();
@@ -206,6 +216,15 @@ TEST_SUITE("graph") {
     d["params"][0]["node"] = 1;
     CHECK_THROWS_WITH_ALL(Graph::from_json(d.dump()), "params[0].node = 1 is not a param node");
     CHECK_THROWS_WITH_ALL(Graph::load_json("/nonexistent/graph.json"), "read_file", "cannot open");
+    // A hand-built graph gets the same checks before it is dumped or analysed (it was indexed unchecked).
+    Graph bad = g;
+    bad.nodes.back().inputs.push_back(int64_t(1) << 40);
+    CHECK_THROWS_WITH_ALL(bad.to_dot(), "to_dot", "reads node 1099511627776", "earlier nodes");
+    CHECK_THROWS_WITH_ALL(analyze_paths(bad, 1), "analyze_paths", "reads node 1099511627776");
+    CHECK_THROWS_WITH_ALL(bad.users(), "users", "reads node");
+    bad = g;
+    bad.params[0].node = 99;
+    CHECK_THROWS_WITH_ALL(bad.to_dot(), "to_dot", "points at node 99");
     CHECK_THROWS_WITH_ALL(g.save_json("/nonexistent/dir/graph.json"), "write_file_atomic", "cannot open");
   }
 

@@ -20,6 +20,8 @@ namespace graph_tool {
 using namespace skipgrad;
 
 TopologyCost measure_cost(const CostOptions& opt, const std::string& topology) {
+  check(opt.steps >= 1, "cost", ": --steps must be at least 1, got ", opt.steps);
+  check(opt.warmup >= 0, "cost", ": --warmup must be at least 0, got ", opt.warmup);
   ModelOptions mo = opt.model;
   mo.topology = topology;
   const bool autocast_bf16 = parse_autocast(mo.autocast);
@@ -45,7 +47,6 @@ TopologyCost measure_cost(const CostOptions& opt, const std::string& topology) {
     return loss;
   };
   for (int i = 0; i < opt.warmup; i++) step().item();
-  check(opt.steps >= 1, "cost", ": --steps must be at least 1, got ", opt.steps);
   std::vector<std::unique_ptr<Profiler>> profiles;
   for (int i = 0; i < opt.steps; i++) {
     profiles.push_back(std::make_unique<Profiler>(device));

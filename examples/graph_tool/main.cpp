@@ -140,10 +140,19 @@ int main(int argc, char** argv) {
       } else if (format == "dot") {
         m.graph.save_dot(out, opt);
       } else if (format == "svg" || format == "png") {
+        const std::string ext = "." + format;
+        check(out.size() > ext.size() && out.compare(out.size() - ext.size(), ext.size(), ext) == 0, "dump",
+              ": --format ", format, ": -o '", out, "' should end in ", ext);
         check(graphviz_available(), "dump", ": --format ", format, " needs Graphviz `dot` on the PATH");
-        const std::string dot_path = out + ".dot";
-        m.graph.save_dot(dot_path, opt);
-        render_dot(dot_path, out);
+        // the DOT text goes to a temporary of this process (never a file of the user's), removed either way
+        const std::string dot_path = out + ".tmp." + std::to_string(::getpid()) + ".dot";
+        try {
+          m.graph.save_dot(dot_path, opt);
+          render_dot(dot_path, out);
+        } catch (...) {
+          std::remove(dot_path.c_str());
+          throw;
+        }
         std::remove(dot_path.c_str());
       } else {
         throw Error("dump: unknown --format '" + format + "' (dot, json, svg or png)");
