@@ -86,6 +86,13 @@ TEST_SUITE("graph") {
     CHECK(g.id_of(w) == mm.inputs[1]);
     CHECK_THROWS_WITH_ALL(g.find("nope"), "graph", "no node named 'nope'");
     CHECK_THROWS_WITH_ALL(g.at(99), "graph", "no node with id 99");
+    // a tensor whose tape was freed is in no later graph, even where a node of that graph has its name
+    Tensor old_loss = sum(mul(w, w));
+    old_loss.backward();
+    Tensor new_loss = sum(mul(w, 2.0));
+    Graph later = Graph::from_tape(current_tape());
+    CHECK(later.at(later.id_of(new_loss)).op == "sum");
+    CHECK_THROWS_WITH_ALL(later.id_of(old_loss), "graph", "'sum'", "tape that has since been freed");
   }
 
   TEST_CASE("gradient norms in the snapshot equal the norms of the gradients") {
