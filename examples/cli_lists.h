@@ -35,7 +35,8 @@ std::vector<Int> split_numbers(const std::string& s, const char* option, Int lo)
       used = 0;  // not a number, or out of long long's range
     }
     const bool fits = v < 0 || (unsigned long long)v <= (unsigned long long)std::numeric_limits<Int>::max();
-    skipgrad::check(used == item.size() && v >= (long long)lo && fits, option, ": '", item, "' in '", s, "' is not a whole number from ", lo, " up");
+    skipgrad::check(used == item.size() && v >= (long long)lo && fits, option, ": '", item, "' in '", s,
+                    "' is not a whole number from ", lo, " up");
     out.push_back((Int)v);
   }
   skipgrad::check(!out.empty(), option, ": no values in '", s, "'");

@@ -172,7 +172,8 @@ void save_safetensors(const std::string& path, const NamedTensors& tensors, cons
     text = header.dump();
   } catch (const json::exception&) {  // nlohmann refuses to write a string that is not UTF-8
     for (auto& [name, t] : tensors)
-      if (!writable_as_json(name)) fail("save_safetensors", ": '", path, "': tensor name '", name, "' is not valid UTF-8");
+      if (!writable_as_json(name))
+        fail("save_safetensors", ": '", path, "': tensor name '", name, "' is not valid UTF-8");
     for (auto& [k, v] : metadata)
       if (!writable_as_json(k) || !writable_as_json(v))
         fail("save_safetensors", ": '", path, "': metadata entry '", k, "' is not valid UTF-8");

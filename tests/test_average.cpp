@@ -40,8 +40,9 @@ void touch(const fs::path& p) { std::ofstream(p.string()) << "x"; }
 
 TEST_SUITE("translate") {
   TEST_CASE("average_checkpoints: the elementwise mean, no optimizer state, the last step, refused mismatches") {
-    const std::string a = constant_checkpoint("a.safetensors", 1, 100, /*with_optimizer=*/true),
-                      b = constant_checkpoint("b.safetensors", 2, 200), c = constant_checkpoint("c.safetensors", 6, 300);
+    const std::string a = constant_checkpoint("a.safetensors", 1, 100, /*with_optimizer=*/true);
+    const std::string b = constant_checkpoint("b.safetensors", 2, 200);
+    const std::string c = constant_checkpoint("c.safetensors", 6, 300);
     const std::string out = (scratch.path() / "mean.safetensors").string();
     average_checkpoints({a, b, c}, out);
     const nn::SafetensorsFile mean = nn::load_safetensors(out);
@@ -95,8 +96,9 @@ TEST_SUITE("translate") {
     const fs::path dir = scratch.path() / "steps";
     fs::create_directories(dir);
     for (const char* name : {"checkpoint_10.safetensors", "checkpoint_9.safetensors", "checkpoint_200.safetensors",
-                             "checkpoint_last.safetensors", "checkpoint_best.safetensors", "checkpoint_average.safetensors",
-                             "checkpoint_12.safetensors.tmp.77.1", "checkpoint_.safetensors", "notes.txt"})
+                             "checkpoint_last.safetensors", "checkpoint_best.safetensors",
+                             "checkpoint_average.safetensors", "checkpoint_12.safetensors.tmp.77.1",
+                             "checkpoint_.safetensors", "notes.txt"})
       touch(dir / name);
     auto names = [&] {
       std::vector<std::string> n;
@@ -116,10 +118,6 @@ TEST_SUITE("translate") {
     o.max_steps = 10;
     o.save_every = 3;
     o.keep_last = 3;
-    o.eval_every = 0;
-    o.eval_sentences = 2;
-    o.test_sentences = 2;
-    o.beam = 1;
     o.out_dir = (scratch.path() / "run").string();
     train(o);
     std::vector<std::string> kept = step_checkpoints(o.out_dir);  // saves at 3, 6, 9 and the end, 10

@@ -32,8 +32,6 @@ TrainOptions tiny_run(const std::string& device, const std::string& out) {
   TrainOptions o = tiny_train_options(write_tiny_corpus(scratch_dir() / "corpus", 300));
   o.model.dropout = 0.1;  // the GPU draws the same dropout masks as the CPU (tensor/random.h)
   o.max_steps = 20;
-  o.eval_every = 0;
-  o.save_every = 0;
   o.eval_sentences = 4;
   o.test_sentences = 4;
   o.beam = 2;

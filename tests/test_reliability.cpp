@@ -51,11 +51,7 @@ TrainOptions tiny_run(const std::string& out, int64_t steps, int64_t save_every 
   o.model.dropout = 0.1;  // reproducibility is checked with dropout on
   o.model.attn_dropout = 0.1;
   o.max_steps = steps;
-  o.eval_every = 0;
   o.save_every = save_every;
-  o.eval_sentences = 2;
-  o.test_sentences = 2;
-  o.beam = 1;
   o.out_dir = (scratch_dir() / out).string();
   return o;
 }

@@ -46,7 +46,6 @@ TrainOptions tiny_options(const fs::path& root) {
   TrainOptions o = tiny_train_options(write_tiny_corpus(root / "corpus", 300));
   o.max_steps = 6;
   o.eval_every = 3;
-  o.save_every = 0;
   o.eval_sentences = 4;
   o.test_sentences = 6;
   o.beam = 2;

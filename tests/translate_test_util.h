@@ -43,8 +43,9 @@ inline std::string write_tiny_corpus(const std::filesystem::path& dir, int pairs
 }
 
 // 1+1 layers, d = 16, 2 heads, FFN 32, vocabulary 64, sentences up to 24 tokens, batches of 192 tokens, lr 3e-3
-// after 5 warm-up steps, quiet; dropout as TransformerConfig's default. The caller names the corpus and sets steps, evaluation, saving and
-// the output folder.
+// after 5 warm-up steps, quiet; dropout as TransformerConfig's default; no periodic evaluation or save, 2 sentences
+// decoded greedily for the final BLEU. The caller names the corpus and sets the steps, what it needs of evaluation
+// and saving, and the output folder.
 inline translate::TrainOptions tiny_train_options(const std::string& corpus) {
   translate::TrainOptions o;
   o.corpus = corpus;
@@ -58,6 +59,9 @@ inline translate::TrainOptions tiny_train_options(const std::string& corpus) {
   o.warmup = 5;
   o.max_tokens = 192;
   o.quiet = true;
+  o.eval_every = o.save_every = 0;
+  o.eval_sentences = o.test_sentences = 2;
+  o.beam = 1;
   return o;
 }
 

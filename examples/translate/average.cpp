@@ -32,7 +32,8 @@ bool is_optimizer_state(const std::string& name) { return name.rfind("optim.", 0
 const std::string& required(const nn::SafetensorsFile& f, const std::string& key, const std::string& path) {
   auto it = f.metadata.find(key);
   if (it == f.metadata.end())
-    fail("average_checkpoints", ": '", path, "' has no '", key, "' metadata: not a checkpoint of skipgrad-translate train");
+    fail("average_checkpoints", ": '", path, "' has no '", key,
+         "' metadata: not a checkpoint of skipgrad-translate train");
   return it->second;
 }
 
@@ -94,7 +95,8 @@ void average_checkpoints(const std::vector<std::string>& inputs, const std::stri
           " model tensors, '", first_path, "' has ", sums.size());
     for (auto& [name, sum] : sums) {
       const Tensor t = f.find(name);
-      if (!t.defined()) fail("average_checkpoints", ": '", path, "' has no tensor '", name, "' ('", first_path, "' has)");
+      if (!t.defined())
+        fail("average_checkpoints", ": '", path, "' has no tensor '", name, "' ('", first_path, "' has)");
       const Tensor mine = first.find(name);
       if (t.shape() != mine.shape() || t.dtype() != mine.dtype())
         fail("average_checkpoints", ": tensor '", name, "' is ", shape_str(t.shape()), " ", dtype_name(t.dtype()),

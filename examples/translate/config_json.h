@@ -12,7 +12,8 @@ skipgrad::nn::TransformerConfig config_from_json(const std::string& s);
 
 // metadata[key] of checkpoint `path` as a whole number or a number ("inf" included); a missing entry or one that
 // is not such a number throws skipgrad::Error naming the file, the key and the text.
-int64_t metadata_int(const std::map<std::string, std::string>& metadata, const std::string& key, const std::string& path);
+int64_t metadata_int(const std::map<std::string, std::string>& metadata, const std::string& key,
+                     const std::string& path);
 double metadata_number(const std::map<std::string, std::string>& metadata, const std::string& key,
                        const std::string& path);
 }  // namespace translate

@@ -19,8 +19,8 @@
 #include <sstream>
 
 #include "average.h"
-#include "examples/cli_lists.h"
 #include "bleu.h"
+#include "examples/cli_lists.h"
 #include "eval.h"
 #include "nn/topology.h"
 #include "sweep.h"
@@ -191,11 +191,13 @@ int main(int argc, char** argv) {
   for (const char* grid_set : {"--layers", "--seed", "--resume"})  // the grid sets these per run
     sweep_cmd->remove_option(sweep_cmd->get_option(grid_set));
 
-  auto* average_cmd = app.add_subcommand("average", "the mean of a run's last checkpoints (fairseq's average_checkpoints)");
+  auto* average_cmd =
+      app.add_subcommand("average", "the mean of a run's last checkpoints (fairseq's average_checkpoints)");
   std::vector<std::string> average_inputs;
   std::string average_run, average_out;
   int average_last = 5;
-  auto* run_opt = average_cmd->add_option("--run", average_run, "a run folder: its checkpoint_<step> files (--keep-last)");
+  auto* run_opt =
+      average_cmd->add_option("--run", average_run, "a run folder: its checkpoint_<step> files (--keep-last)");
   average_cmd->add_option("--last", average_last, "with --run: the newest N")->check(at_least(1))
       ->capture_default_str();
   average_cmd->add_option("--checkpoints", average_inputs, "these checkpoint files instead")->excludes(run_opt)
