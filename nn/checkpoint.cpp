@@ -27,6 +27,7 @@ using json = nlohmann::json;
 namespace {
 constexpr const char* kChecksumKey = "skipgrad.checksum";
 constexpr const char* kHeaderChecksumKey = "skipgrad.header_checksum";
+constexpr const char* kModelKindKey = "skipgrad.model";  // Module::kind()
 constexpr const char* kOptimPrefix = "optim.";
 constexpr uint64_t kMaxHeaderBytes = 100u << 20;  // the Python package's limit
 
@@ -334,6 +335,7 @@ void save_checkpoint(const std::string& path, const Module& model, const Optimiz
     lr << optimizer->lr();
     meta["skipgrad.optim.lr"] = lr.str();
   }
+  if (const std::string kind = model.kind(); !kind.empty()) meta[kModelKindKey] = kind;
   meta["skipgrad.rng.seed"] = std::to_string(default_generator().seed());
   meta["skipgrad.rng.offset"] = std::to_string(default_generator().offset());
   save_safetensors(path, tensors, meta);
@@ -342,6 +344,8 @@ void save_checkpoint(const std::string& path, const Module& model, const Optimiz
 Metadata load_checkpoint(const std::string& path, Module& model, Optimizer* optimizer, bool restore_rng) {
   const char* op = "load_checkpoint";
   SafetensorsFile file = load_safetensors(path);
+  if (auto it = file.metadata.find(kModelKindKey); it != file.metadata.end() && !model.kind().empty())
+    check(it->second == model.kind(), op, ": '", path, "' holds a ", it->second, "; the model is a ", model.kind());
 
   // Every destination, with the file's tensor for it, checked before anything is copied.
   NamedTensors dest = model_tensors(model);

@@ -13,13 +13,16 @@
 //                                      refused too (files written before 2026-12-05 have only the data checksum)
 //              "skipgrad.rng.seed", "skipgrad.rng.offset"   the default generator's state
 //              "skipgrad.optim.kind", "skipgrad.optim.step", "skipgrad.optim.lr"   with an optimizer
+//              "skipgrad.model"        Module::kind() when the model says (a Transformer: its topology, norm,
+//                                      activation...): a file of another kind is refused
 //              plus the caller's entries (e.g. "config": the model config as JSON); "skipgrad." is reserved
 //
 // Writes are atomic: the file is written to a temporary in the same directory, fsync'ed, renamed over the
 // target and the directory fsync'ed, so a crash leaves the old checkpoint or the new one, never a mix.
 // Loads validate everything before touching the model: a truncated file, a bad header, a checksum mismatch,
-// a missing or unexpected tensor, or a shape/dtype that differs from the model's throws skipgrad::Error naming
-// the file and the tensor, and the model (and optimizer, and RNG) are left as they were.
+// a missing or unexpected tensor, a shape/dtype that differs from the model's, or a model of another kind (a
+// pre_ln checkpoint for a resi_dual model: Module::kind()) throws skipgrad::Error naming the file and the tensor,
+// and the model (and optimizer, and RNG) are left as they were.
 #pragma once
 #include <cstdint>
 #include <map>

@@ -21,6 +21,10 @@ class Module {
   Module& operator=(const Module&) = delete;
 
   const std::string& name() const { return name_; }
+  // What the module computes, beyond its tensors' names and shapes, as a checkpoint records it
+  // ("Transformer(pre_ln, layer_norm, relu, ...)"): load_checkpoint refuses a file of another kind, which could
+  // otherwise load (pre_ln and resi_dual have the same parameters). "" (the default): not recorded, not checked.
+  virtual std::string kind() const { return ""; }
 
   // Registers a leaf tensor as a parameter (requires_grad is turned on) and returns it.
   Tensor& register_parameter(const std::string& name, Tensor t);

@@ -2,6 +2,7 @@
 
 #include <cmath>
 #include <numeric>
+#include <sstream>
 #include <string>
 
 #include "autograd/autocast.h"
@@ -9,6 +10,15 @@
 #include "autograd/tape.h"
 
 namespace skipgrad::nn {
+
+std::string Transformer::kind() const {
+  std::ostringstream os;
+  os << "Transformer(" << cfg_.topology << ", " << norm_kind_name(cfg_.norm) << " eps " << cfg_.norm_eps << ", "
+     << activation_name(cfg_.activation) << ", qk norm " << head_norm_targets_name(cfg_.qk_norm) << " "
+     << head_norm_kind_name(cfg_.qk_norm_kind) << ", resi_dual_scale " << cfg_.resi_dual_scale
+     << ", mixln_post_layers " << cfg_.mixln_post_layers << ", pad " << cfg_.pad_id << ")";
+  return os.str();
+}
 
 Transformer::Transformer(const TransformerConfig& cfg) : cfg_(cfg) {
   cfg.validate();

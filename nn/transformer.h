@@ -65,6 +65,8 @@ class Transformer : public Module {
   Tensor decode_step(DecoderState& state, const Tensor& tokens);
 
   const TransformerConfig& config() const { return cfg_; }
+  // The topology and every setting that changes the function but no parameter's name or shape.
+  std::string kind() const override;
   Topology& topology() { return *topology_; }
 
   // Analysis hooks: when set, every forward appends the stream after each layer, encoder layers first, then

@@ -1,8 +1,12 @@
 // nn/: layers, attention, every registered topology and the encoder-decoder Transformer.
+#include <unistd.h>
+
 #include <cmath>
+#include <filesystem>
 #include <map>
 #include <set>
 
+#include "nn/checkpoint.h"
 #include "nn/transformer.h"
 #include "test_util.h"
 
@@ -105,6 +109,27 @@ TEST_SUITE("nn") {
     nn::FeedForward swiglu(8, 6, nn::Activation::SwiGLU, 0.0);
     CHECK(swiglu.fc1->out_features == 12);
     CHECK(swiglu.forward(x).shape() == Shape{2, 3, 8});
+  }
+
+  TEST_CASE("a checkpoint of one topology is refused by a model of another with the same parameters") {
+    // pre_ln and resi_dual (post_ln and deep_norm) have the same names and shapes: only the recorded kind tells
+    const std::string path = (std::filesystem::temp_directory_path() /
+                              ("skipgrad_kind_" + std::to_string(::getpid()) + ".safetensors")).string();
+    nn::Transformer pre(tiny_transformer("pre_ln")), same(tiny_transformer("pre_ln"));
+    nn::Transformer dual(tiny_transformer("resi_dual"));
+    nn::save_checkpoint(path, pre);
+    CHECK_THROWS_WITH_ALL(nn::load_checkpoint(path, dual), "load_checkpoint", "holds a Transformer(pre_ln",
+                          "the model is a Transformer(resi_dual");
+    nn::TransformerConfig gelu = tiny_transformer("pre_ln");
+    gelu.activation = nn::Activation::GELU;
+    nn::Transformer other_activation(gelu);
+    CHECK_THROWS_WITH_ALL(nn::load_checkpoint(path, other_activation), "gelu");
+    nn::load_checkpoint(path, same);  // the same kind loads
+    nn::NamedTensors all = pre.named_parameters();  // a file without the kind (another tool's) is not checked
+    for (auto& b : pre.named_buffers()) all.push_back(b);
+    nn::save_safetensors(path, all);
+    nn::load_checkpoint(path, dual);
+    std::filesystem::remove(path);
   }
 
   TEST_CASE("registry: names, unknown topology error, config validation") {

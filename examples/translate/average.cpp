@@ -117,6 +117,7 @@ void average_checkpoints(const std::vector<std::string>& inputs, const std::stri
   }
   nn::Metadata meta = {{"config", config}, {"vocab", vocab}, {"step", step}, {"averaged_from", sources}};
   if (!vocab_model.empty()) meta["vocab_model"] = vocab_model;
+  if (const std::string kind = metadata_or(first, "skipgrad.model"); !kind.empty()) meta["skipgrad.model"] = kind;
   nn::save_safetensors(out, mean, meta);
 }
 
