@@ -209,7 +209,12 @@ int main(int argc, char** argv) {
   bleu_cmd->add_option("hypotheses", hyp_path)->required();
   bleu_cmd->add_option("references", ref_path)->required();
 
-  CLI11_PARSE(app, argc, argv);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    const int rc = app.exit(e);  // prints the help, or the message naming the option
+    return rc == 0 ? 0 : 2;      // a bad option exits 2, as every other error does
+  }
   try {
     o.model.dec_layers = o.model.enc_layers;
     o.model.norm = nn::parse_norm_kind(norm);
