@@ -42,8 +42,9 @@ Tensor norms_of(const std::vector<Tensor>& ts) {
 }
 }  // namespace
 
-// total = sqrt(sum_p ||g_p||^2), on the device: the per-tensor norms in one call (in double, so in range whenever
-// the norm is), their squares and sum in float64
+// total = sqrt(sum_p ||g_p||^2), on the device: the per-tensor norms in one call, in double (a float32 or bf16
+// gradient's norm is right whenever its square fits a double: far beyond float32's range), their squares and sum
+// in float64
 Tensor total_grad_norm(const std::vector<Tensor>& params) {
   NoGradGuard no_grad;
   std::vector<Tensor> grads = defined_grads(params);

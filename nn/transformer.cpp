@@ -1,5 +1,6 @@
 #include "nn/transformer.h"
 
+#include <charconv>
 #include <cmath>
 #include <numeric>
 #include <sstream>
@@ -11,11 +12,18 @@
 
 namespace skipgrad::nn {
 
+// Every setting that may change the function, used by this topology or not (a difference that does not matter is
+// refused too, with both kinds shown: safer than loading one that does); numbers as the shortest text that reads
+// back to the same double, so 1e-5 and 1.0000001e-5 differ.
 std::string Transformer::kind() const {
+  auto exact = [](double v) {
+    char buf[32];
+    return std::string(buf, std::to_chars(buf, buf + sizeof buf, v).ptr);
+  };
   std::ostringstream os;
-  os << "Transformer(" << cfg_.topology << ", " << norm_kind_name(cfg_.norm) << " eps " << cfg_.norm_eps << ", "
-     << activation_name(cfg_.activation) << ", qk norm " << head_norm_targets_name(cfg_.qk_norm) << " "
-     << head_norm_kind_name(cfg_.qk_norm_kind) << ", resi_dual_scale " << cfg_.resi_dual_scale
+  os << "Transformer(" << cfg_.topology << ", " << norm_kind_name(cfg_.norm) << " eps " << exact(cfg_.norm_eps)
+     << ", " << activation_name(cfg_.activation) << ", qk norm " << head_norm_targets_name(cfg_.qk_norm) << " "
+     << head_norm_kind_name(cfg_.qk_norm_kind) << ", resi_dual_scale " << exact(cfg_.resi_dual_scale)
      << ", mixln_post_layers " << cfg_.mixln_post_layers << ", pad " << cfg_.pad_id << ")";
   return os.str();
 }

@@ -144,6 +144,20 @@ TEST_SUITE("translate") {
     fs::rename(moved, spm);
     CHECK(again.loss == r.loss);
     CHECK(again.hypotheses == r.hypotheses);
+    // a checkpoint from before the vocabulary was stored averages with one that stores it, keeping the stored copy
+    nn::SafetensorsFile old = nn::load_safetensors(kept[0]);
+    old.metadata.erase("vocab_model");
+    const std::string old_path = (scratch.path() / "old.safetensors").string();
+    nn::save_safetensors(old_path, old.tensors, old.metadata);
+    average_checkpoints({old_path, kept[2]}, out);
+    CHECK(nn::load_safetensors(out).metadata.count("vocab_model") == 1);
+    // A fresh run into the same folder removes the earlier run's step checkpoints: they would outrank its own.
+    o.max_steps = 4;
+    o.save_every = 2;
+    train(o);
+    std::vector<std::string> names;
+    for (auto& p : step_checkpoints(o.out_dir)) names.push_back(fs::path(p).filename().string());
+    CHECK(names == std::vector<std::string>{"checkpoint_2.safetensors", "checkpoint_4.safetensors"});
     CHECK_THROWS_WITH_ALL(Vocab::from_base64("not base64!", "x.safetensors"), "x.safetensors", "not base64");
     CHECK_THROWS_WITH_ALL(Vocab::from_base64("AAAA", "y.safetensors"), "y.safetensors", "not a SentencePiece model");
   }

@@ -124,6 +124,10 @@ TEST_SUITE("nn") {
     gelu.activation = nn::Activation::GELU;
     nn::Transformer other_activation(gelu);
     CHECK_THROWS_WITH_ALL(nn::load_checkpoint(path, other_activation), "gelu");
+    nn::TransformerConfig eps = tiny_transformer("pre_ln");
+    eps.norm_eps = 1.0000001e-5;  // beyond six digits: the kinds must still differ
+    nn::Transformer other_eps(eps);
+    CHECK_THROWS_WITH_ALL(nn::load_checkpoint(path, other_eps), "eps 1e-05", "eps 1.0000001e-05");
     nn::load_checkpoint(path, same);  // the same kind loads
     nn::NamedTensors all = pre.named_parameters();  // a file without the kind (another tool's) is not checked
     for (auto& b : pre.named_buffers()) all.push_back(b);

@@ -178,30 +178,30 @@ void CpuBackend::reduce(ReduceOp op, const Tensor& x, const std::vector<bool>& r
   });
 }
 
-// Contiguous float32/float64 tensors in one parallel loop over the tensors, each summed by one thread in
-// reduce_run's order (the same bits as its Norm2 reduction, before that rounds to the tensor's dtype); others (bf16,
-// strided) by Backend's reduction per tensor.
+// One parallel loop over the tensors, each summed by one thread in reduce_run's order (the bits of its Norm2
+// reduction before that rounds to the tensor's dtype); a strided tensor is copied first, bf16 widened (exactly) to
+// float32, so every norm stays in double.
 void CpuBackend::norm_many(const std::vector<const Tensor*>& ts, Tensor& out) {
   check_norm_many(ts, out);
-  double* o = static_cast<double*>(out.data_ptr());
-  std::vector<int64_t> direct, rest;
-  for (size_t i = 0; i < ts.size(); i++)
-    (ts[i]->is_contiguous() && (ts[i]->dtype() == DType::F32 || ts[i]->dtype() == DType::F64) ? direct : rest)
-        .push_back((int64_t)i);
-#pragma omp parallel for schedule(dynamic, 1) if (direct.size() > 1)
-  for (size_t j = 0; j < direct.size(); j++) {
-    const Tensor& t = *ts[direct[j]];
-    o[direct[j]] = t.dtype() == DType::F32
-                       ? std::sqrt(reduce_run<ReduceOp::Norm2>(static_cast<const float*>(t.data_ptr()), t.numel()))
-                       : std::sqrt(reduce_run<ReduceOp::Norm2>(static_cast<const double*>(t.data_ptr()), t.numel()));
+  std::vector<Tensor> plain(ts.size());
+  for (size_t i = 0; i < ts.size(); i++) {
+    const Tensor& t = *ts[i];
+    const DType dt = t.dtype() == DType::F64 ? DType::F64 : DType::F32;
+    if (t.is_contiguous() && t.dtype() == dt) {
+      plain[i] = t;
+    } else {
+      plain[i] = Tensor::empty(t.shape(), dt, t.device());
+      copy(t, plain[i]);
+    }
   }
-  if (rest.empty()) return;
-  std::vector<const Tensor*> others;
-  for (int64_t i : rest) others.push_back(ts[i]);
-  Tensor norms = Tensor::empty({(int64_t)others.size()}, DType::F64, out.device());
-  Backend::norm_many(others, norms);
-  const double* n = static_cast<const double*>(norms.data_ptr());
-  for (size_t k = 0; k < rest.size(); k++) o[rest[k]] = n[k];
+  double* o = static_cast<double*>(out.data_ptr());
+#pragma omp parallel for schedule(dynamic, 1) if (plain.size() > 1)
+  for (size_t i = 0; i < plain.size(); i++) {
+    const Tensor& t = plain[i];
+    o[i] = t.dtype() == DType::F32
+               ? std::sqrt(reduce_run<ReduceOp::Norm2>(static_cast<const float*>(t.data_ptr()), t.numel()))
+               : std::sqrt(reduce_run<ReduceOp::Norm2>(static_cast<const double*>(t.data_ptr()), t.numel()));
+  }
 }
 
 // Prefix sums along dim of a contiguous x viewed as [outer, n, inner]: each (outer, inner) line is summed in

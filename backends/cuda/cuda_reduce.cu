@@ -202,39 +202,59 @@ __global__ void sum_squares_chunks_kernel(const cuda::ManyPair* tensors, const c
   acc = cuda::block_reduce(acc, [](double a, double b) { return a + b; }, scratch);
   if (threadIdx.x == 0) partial[blockIdx.x] = acc;
 }
-// Pass 2: out[t] = sqrt of tensor t's chunk partials, added in chunk order (deterministic).
-__global__ void norm_finish_kernel(const int64_t* first_chunk, int64_t tensors, const double* partial, double* out) {
+// Pass 2: out[where[t]] = sqrt of tensor t's chunk partials, added in chunk order (deterministic).
+__global__ void norm_finish_kernel(const int64_t* first_chunk, const int64_t* where, int64_t tensors,
+                                   const double* partial, double* out) {
   for (int64_t t = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; t < tensors; t += (int64_t)gridDim.x * blockDim.x) {
     double acc = 0;
     for (int64_t k = first_chunk[t]; k < first_chunk[t + 1]; k++) acc += partial[k];
-    out[t] = sqrt(acc);
+    out[where[t]] = sqrt(acc);
   }
 }
 
-// Two launches for any number of contiguous tensors of one dtype; otherwise Backend's reduction per tensor.
+// Two launches per dtype present (float32, float64, bf16 read natively); a strided tensor is copied first, so every
+// norm stays in double as on the CPU.
 void CudaBackend::norm_many(const std::vector<const Tensor*>& ts, Tensor& out) {
   const char* op = "norm_many";
   check_norm_many(ts, out);
-  bool one_pass = out.device().is_cuda();
-  for (const Tensor* t : ts) one_pass = one_pass && t->is_contiguous() && t->dtype() == ts[0]->dtype();
-  if (!one_pass || ts.empty()) return Backend::norm_many(ts, out);
-  const ManyTable table = upload_many_table(ts, {}, op);
-  const int64_t chunks = table.first_chunk.back(), n = (int64_t)ts.size();
-  Tensor first = Tensor::empty({n + 1}, DType::I64, out.device());
-  upload(table.first_chunk.data(), first.data_ptr(), (n + 1) * sizeof(int64_t));
-  Tensor partial = Tensor::empty({std::max<int64_t>(chunks, 1)}, DType::F64, out.device());
-  if (chunks > 0) {
-    cuda::dispatch_float_bf16(ts[0]->dtype(), op, [&](auto tag) {
-      using T = decltype(tag);
-      sum_squares_chunks_kernel<T><<<(unsigned)chunks, cuda::kThreads, 0, stream_>>>(
-          table.pairs, table.chunks, static_cast<double*>(partial.data_ptr()));
-    });
+  std::vector<Tensor> copies;
+  copies.reserve(ts.size());  // pointers into it are kept below
+  for (DType dt : {DType::F32, DType::F64, DType::BF16}) {
+    std::vector<const Tensor*> group;
+    std::vector<int64_t> index;  // [first chunk of each (n + 1) | position in out of each (n)], filled below
+    std::vector<int64_t> where;
+    for (size_t i = 0; i < ts.size(); i++) {
+      if (ts[i]->dtype() != dt) continue;
+      const Tensor* t = ts[i];
+      if (!t->is_contiguous()) {
+        copies.push_back(Tensor::empty(t->shape(), dt, t->device()));
+        copy(*t, copies.back());
+        t = &copies.back();
+      }
+      group.push_back(t);
+      where.push_back((int64_t)i);
+    }
+    if (group.empty()) continue;
+    const ManyTable table = upload_many_table(group, {}, op);
+    const int64_t chunks = table.first_chunk.back(), n = (int64_t)group.size();
+    index = table.first_chunk;
+    index.insert(index.end(), where.begin(), where.end());
+    Tensor idx = Tensor::empty({2 * n + 1}, DType::I64, out.device());
+    upload(index.data(), idx.data_ptr(), index.size() * sizeof(int64_t));
+    Tensor partial = Tensor::empty({std::max<int64_t>(chunks, 1)}, DType::F64, out.device());
+    if (chunks > 0) {
+      cuda::dispatch_float_bf16(dt, op, [&](auto tag) {
+        using T = decltype(tag);
+        sum_squares_chunks_kernel<T><<<(unsigned)chunks, cuda::kThreads, 0, stream_>>>(
+            table.pairs, table.chunks, static_cast<double*>(partial.data_ptr()));
+      });
+      SG_CUDA_LAUNCH_CHECK(op);
+    }
+    const int64_t* first = static_cast<const int64_t*>(idx.data_ptr());
+    norm_finish_kernel<<<cuda::grid_for(n), cuda::kThreads, 0, stream_>>>(
+        first, first + n + 1, n, static_cast<const double*>(partial.data_ptr()), static_cast<double*>(out.data_ptr()));
     SG_CUDA_LAUNCH_CHECK(op);
   }
-  norm_finish_kernel<<<cuda::grid_for(n), cuda::kThreads, 0, stream_>>>(
-      static_cast<const int64_t*>(first.data_ptr()), n, static_cast<const double*>(partial.data_ptr()),
-      static_cast<double*>(out.data_ptr()));
-  SG_CUDA_LAUNCH_CHECK(op);
 }
 
 // Prefix sums along dim of a contiguous x viewed as [outer, n, inner]: a thread per (outer, inner) line, summing

@@ -70,8 +70,8 @@ void average_checkpoints(const std::vector<std::string>& inputs, const std::stri
   check(!inputs.empty(), "average_checkpoints", ": no checkpoints to average");
   const std::string& first_path = inputs.front();
   const nn::SafetensorsFile first = nn::load_safetensors(first_path);
-  const std::string config = required(first, "config", first_path), vocab = required(first, "vocab", first_path),
-                    vocab_model = metadata_or(first, "vocab_model");
+  const std::string config = required(first, "config", first_path), vocab = required(first, "vocab", first_path);
+  std::string vocab_model = metadata_or(first, "vocab_model");  // the first stored copy (older files have none)
   // Running sums in float64, in the first file's tensor order; the first file's own tensors for the rest.
   nn::NamedTensors sums;
   for (auto& [name, t] : first.tensors)
@@ -87,8 +87,10 @@ void average_checkpoints(const std::vector<std::string>& inputs, const std::stri
           "' is a different model configuration from '", first_path, "'");
     check(required(f, "vocab", path) == vocab, "average_checkpoints", ": '", path, "' has a different vocabulary ('",
           f.metadata.at("vocab"), "') from '", first_path, "' ('", vocab, "')");
-    check(metadata_or(f, "vocab_model") == vocab_model, "average_checkpoints", ": '", path,
+    const std::string model_here = metadata_or(f, "vocab_model");
+    check(model_here.empty() || vocab_model.empty() || model_here == vocab_model, "average_checkpoints", ": '", path,
           "' stores a different vocabulary model from '", first_path, "'");
+    if (vocab_model.empty()) vocab_model = model_here;
     size_t model_tensors = 0;
     for (auto& [name, t] : f.tensors) model_tensors += !is_optimizer_state(name);
     check(model_tensors == sums.size(), "average_checkpoints", ": '", path, "' has ", model_tensors,

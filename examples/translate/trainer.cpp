@@ -196,6 +196,11 @@ TrainResult train(const TrainOptions& o) {
     if (m.count("best_valid_loss")) best_loss = metadata_number(m, "best_valid_loss", last_ckpt);  // since 2026-12-05
     res.best_valid_loss = best_loss;
     std::printf("resumed from %s at step %lld\n", last_ckpt.c_str(), (long long)step);
+  } else if (const size_t stale = step_checkpoints(o.out_dir).size()) {
+    // A fresh run owns its folder (it rewrites checkpoint_last and metrics.jsonl): an earlier run's step
+    // checkpoints would outrank its own in --keep-last's pruning and in `average --run`.
+    prune_step_checkpoints(o.out_dir, 0);
+    std::printf("removed %zu step checkpoints of an earlier run in %s\n", stale, o.out_dir.c_str());
   }
   // The training batches of an epoch: shuffled by a seed of (--seed, epoch), so a resumed run sees the same ones
   auto epoch_batches = [&](int64_t e) {
@@ -216,7 +221,7 @@ TrainResult train(const TrainOptions& o) {
                         {{"config", config_to_json(cfg)}, {"vocab", vocab.path()}, {"vocab_model", vocab_model},
                          {"step", std::to_string(step)},
                          {"epoch", std::to_string(epoch)}, {"batch_in_epoch", std::to_string(batch_in_epoch)},
-                         {"best_bleu", std::to_string(best_bleu)}, {"best_valid_loss", exact(best_loss)}});
+                         {"best_bleu", exact(best_bleu)}, {"best_valid_loss", exact(best_loss)}});
   };
   // --keep-last N: checkpoint_<step>.safetensors beside checkpoint_last at each save, the newest N kept (average.h)
   auto save_step_checkpoint = [&] {
