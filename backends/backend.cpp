@@ -186,17 +186,6 @@ void check_norm_many(const std::vector<const Tensor*>& ts, const Tensor& out) {
   }
 }
 
-void Backend::norm_many(const std::vector<const Tensor*>& ts, Tensor& out) {
-  check_norm_many(ts, out);
-  for (size_t i = 0; i < ts.size(); i++) {
-    const Tensor& t = *ts[i];
-    Tensor norm = Tensor::empty(Shape(t.dim(), 1), t.dtype(), t.device());
-    reduce(ReduceOp::Norm2, t, std::vector<bool>(t.dim(), true), norm);
-    Tensor slot = make_view(out, {1}, {1}, out.offset() + (int64_t)i);
-    copy(norm.reshape({1}), slot);
-  }
-}
-
 void Backend::adam_update_many(const std::vector<AdamTensors>& ts, double lr, double beta1, double beta2, double eps,
                                bool decoupled, int64_t step) {
   for (const AdamTensors& t : ts)

@@ -116,10 +116,10 @@ class Backend {
   // launch for all (copy_many's kernel) when they are contiguous and of one dtype.
   virtual void scale_many(const std::vector<Tensor*>& ts, const Tensor& scale);
   // out[i] = sqrt(sum of ts[i]'s squares), accumulated in double; out a contiguous float64 [ts.size()] on the tensors'
-  // device: all gradient norms of a clipping step in one call (PyTorch's _foreach_norm). The default: a Norm2
-  // reduction and a cast per tensor (each norm rounded to its tensor's dtype on the way); the CPU backend: one pass
-  // over all of them, the CUDA backend two launches per dtype, both keeping every norm in double.
-  virtual void norm_many(const std::vector<const Tensor*>& ts, Tensor& out);
+  // device: all gradient norms of a clipping step in one call (PyTorch's _foreach_norm). The CPU backend: one pass
+  // over all of them, the CUDA backend two launches per dtype; every norm stays in double (a strided or bf16 tensor
+  // included), so each backend implements it rather than a per-tensor default that would round.
+  virtual void norm_many(const std::vector<const Tensor*>& ts, Tensor& out) = 0;
   virtual void arange(Tensor& out, double start, double step) = 0;  // contiguous out
   virtual void random_uniform(Tensor& out, double low, double high, uint64_t seed, uint64_t offset) = 0;
   virtual void random_normal(Tensor& out, double mean, double std, uint64_t seed, uint64_t offset) = 0;

@@ -344,8 +344,10 @@ void save_checkpoint(const std::string& path, const Module& model, const Optimiz
 Metadata load_checkpoint(const std::string& path, Module& model, Optimizer* optimizer, bool restore_rng) {
   const char* op = "load_checkpoint";
   SafetensorsFile file = load_safetensors(path);
-  if (auto it = file.metadata.find(kModelKindKey); it != file.metadata.end() && !model.kind().empty())
-    check(it->second == model.kind(), op, ": '", path, "' holds a ", it->second, "; the model is a ", model.kind());
+  if (auto it = file.metadata.find(kModelKindKey); it != file.metadata.end()) {
+    const std::string kind = model.kind();
+    check(kind.empty() || it->second == kind, op, ": '", path, "' holds a ", it->second, "; the model is a ", kind);
+  }
 
   // Every destination, with the file's tensor for it, checked before anything is copied.
   NamedTensors dest = model_tensors(model);

@@ -221,8 +221,7 @@ void CudaBackend::norm_many(const std::vector<const Tensor*>& ts, Tensor& out) {
   copies.reserve(ts.size());  // pointers into it are kept below
   for (DType dt : {DType::F32, DType::F64, DType::BF16}) {
     std::vector<const Tensor*> group;
-    std::vector<int64_t> index;  // [first chunk of each (n + 1) | position in out of each (n)], filled below
-    std::vector<int64_t> where;
+    std::vector<int64_t> where;  // the position in out of each tensor of the group
     for (size_t i = 0; i < ts.size(); i++) {
       if (ts[i]->dtype() != dt) continue;
       const Tensor* t = ts[i];
@@ -237,7 +236,7 @@ void CudaBackend::norm_many(const std::vector<const Tensor*>& ts, Tensor& out) {
     if (group.empty()) continue;
     const ManyTable table = upload_many_table(group, {}, op);
     const int64_t chunks = table.first_chunk.back(), n = (int64_t)group.size();
-    index = table.first_chunk;
+    std::vector<int64_t> index = table.first_chunk;  // [first chunk of each (n + 1) | where (n)], one upload
     index.insert(index.end(), where.begin(), where.end());
     Tensor idx = Tensor::empty({2 * n + 1}, DType::I64, out.device());
     upload(index.data(), idx.data_ptr(), index.size() * sizeof(int64_t));
