@@ -22,8 +22,18 @@ GradcheckResult gradcheck(const std::function<Tensor(const std::vector<Tensor>&)
     }
     return sum(mul(y, w));
   };
-  for (Tensor& x : inputs)
-    if (x.defined() && x.requires_grad()) x.zero_grad();
+  for (size_t i = 0; i < inputs.size(); i++) {
+    Tensor& x = inputs[i];
+    if (!x.defined() || !x.requires_grad()) continue;
+    if (x.dtype() != DType::F64)
+      fail("gradcheck", ": input ", i, " must be a float64 tensor, got ", x.meta_str());
+    // Perturbing one element must change one element: an expanded input (stride 0) would move several at once.
+    for (int64_t d = 0; d < x.dim(); d++)
+      if (x.strides()[d] == 0 && x.size(d) > 1)
+        fail("gradcheck", ": input ", i, " ", x.meta_str(), " has stride 0 in dim ", d,
+             " (its elements share memory, e.g. an expand()); pass .contiguous() of it");
+    x.zero_grad();
+  }
   current_tape().clear();
   Tensor L = scalar(inputs);
   check(L.requires_grad(), "gradcheck", ": the function output does not depend on any input that requires grad");
@@ -31,8 +41,6 @@ GradcheckResult gradcheck(const std::function<Tensor(const std::vector<Tensor>&)
   for (size_t i = 0; i < inputs.size(); i++) {
     Tensor& x = inputs[i];
     if (!x.defined() || !x.requires_grad()) continue;
-    if (x.dtype() != DType::F64)
-      fail("gradcheck", ": input ", i, " must be a float64 tensor, got ", x.meta_str());
     Tensor analytic = x.grad();
     std::vector<double> ga = analytic.defined() ? analytic.to_vector<double>() : std::vector<double>(x.numel(), 0.0);
     const std::vector<double> values = x.detach().to_vector<double>();  // in the walk's order, one copy

@@ -14,6 +14,7 @@
 namespace skipgrad {
 
 struct Node;
+class Tape;
 
 // What autograd knows about one tensor. Nodes hold these, not the tensors, so a forward activation is freed as
 // soon as the user and every backward that saved it let go of it.
@@ -42,6 +43,7 @@ using BackwardFn = std::function<std::vector<Tensor>(const Node& node, const Ten
 
 struct Node {
   int64_t id = -1;                 // position on the tape
+  const Tape* tape = nullptr;      // the tape that holds it (one per thread)
   const OpInfo* op = nullptr;
   std::string name;                // scoped: "enc.3.ffn.fc1.matmul"
   std::vector<std::shared_ptr<AutogradMeta>> inputs;

@@ -102,27 +102,32 @@ Tensor div(const Tensor& a, const Tensor& b) {
   return out;
 }
 
-// c = max(a, b): the gradient goes to the larger input (to a on ties).
+// The gradient weights of c = max(a, b) (wins = Gt) or min(a, b) (wins = Lt), as PyTorch's since 1.9: the winner
+// takes the gradient, a tie splits it evenly, a NaN gives it to neither.
+namespace {
+std::vector<Tensor> extremum_backward(const char* op, BinaryOp wins, const Node& n, const Tensor& g) {
+  const Tensor &a = n.saved[0], &b = n.saved[1];
+  Tensor half_tie = mul(binary_forward(op, BinaryOp::Eq, a, b), 0.5);
+  auto weighted = [&](const Tensor& x, const Tensor& y) {
+    return sum_to(mul(g, add(binary_forward(op, wins, x, y), half_tie)), x.shape());
+  };
+  return {needs_grad(n, 0) ? weighted(a, b) : Tensor(), needs_grad(n, 1) ? weighted(b, a) : Tensor()};
+}
+}  // namespace
+
 Tensor maximum(const Tensor& a, const Tensor& b) {
   if (bf16_with_f64(a, b)) return maximum(promoted(a, b), promoted(b, a));
   Tensor out = binary_forward("maximum", BinaryOp::Maximum, a, b);
-  record("maximum", {a, b}, out, {a, b}, [](const Node& n, const Tensor& g) {
-    Tensor take_a = binary_forward("maximum", BinaryOp::Ge, n.saved[0], n.saved[1]);
-    return std::vector<Tensor>{needs_grad(n, 0) ? sum_to(mul(g, take_a), n.saved[0].shape()) : Tensor(),
-                               needs_grad(n, 1) ? sum_to(mul(g, rsub(take_a, 1.0)), n.saved[1].shape()) : Tensor()};
-  });
+  record("maximum", {a, b}, out, {a, b},
+         [](const Node& n, const Tensor& g) { return extremum_backward("maximum", BinaryOp::Gt, n, g); });
   return out;
 }
 
-// c = min(a, b): the gradient goes to the smaller input (to a on ties).
 Tensor minimum(const Tensor& a, const Tensor& b) {
   if (bf16_with_f64(a, b)) return minimum(promoted(a, b), promoted(b, a));
   Tensor out = binary_forward("minimum", BinaryOp::Minimum, a, b);
-  record("minimum", {a, b}, out, {a, b}, [](const Node& n, const Tensor& g) {
-    Tensor take_a = binary_forward("minimum", BinaryOp::Le, n.saved[0], n.saved[1]);
-    return std::vector<Tensor>{needs_grad(n, 0) ? sum_to(mul(g, take_a), n.saved[0].shape()) : Tensor(),
-                               needs_grad(n, 1) ? sum_to(mul(g, rsub(take_a, 1.0)), n.saved[1].shape()) : Tensor()};
-  });
+  record("minimum", {a, b}, out, {a, b},
+         [](const Node& n, const Tensor& g) { return extremum_backward("minimum", BinaryOp::Lt, n, g); });
   return out;
 }
 

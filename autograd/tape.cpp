@@ -47,6 +47,7 @@ Node* Tape::find(int64_t id) const {
 
 Node& Tape::append(std::unique_ptr<Node> n) {
   n->id = next_id_++;
+  n->tape = this;
   nodes_.push_back(std::move(n));
   return *nodes_.back();
 }
@@ -247,7 +248,8 @@ struct NormTracker {
 
 // Runs `hooks` on g in order; a hook returning a defined tensor replaces the gradient (with one of g's shape, dtype
 // and device: anything else would reach .grad or the next backward unnoticed).
-Tensor run_hooks(const std::vector<std::function<Tensor(const Tensor&)>>& hooks, Tensor g) {
+// The list is a copy: a hook may register more hooks on the same tensor (they run from the next backward on).
+Tensor run_hooks(std::vector<std::function<Tensor(const Tensor&)>> hooks, Tensor g) {
   for (auto& h : hooks) {
     Tensor r = h(g);
     if (!r.defined()) continue;
@@ -258,6 +260,19 @@ Tensor run_hooks(const std::vector<std::function<Tensor(const Tensor&)>>& hooks,
   }
   return g;
 }
+
+// Why a graph is no longer on the tape, for the errors that find it gone.
+constexpr const char* kGraphGone =
+    "a backward without retain_graph clears the calling thread's whole tape, every graph recorded until then "
+    "(this one too; pass retain_graph=true to keep them), as do Tape::clear() and gradcheck(); or it was recorded on "
+    "a thread that has ended";
+
+// True while this thread runs backward(): a second one from inside it (a hook) would clear the tape being walked.
+thread_local bool t_in_backward = false;
+struct InBackward {
+  InBackward() { t_in_backward = true; }
+  ~InBackward() { t_in_backward = false; }
+};
 
 // While it lives, the ops run are part of a backward's bookkeeping and take no profile mark of their own.
 struct InNodeBackward {
@@ -297,8 +312,7 @@ void backward_node(Node& n, bool retain_graph, const std::function<void(Autograd
                     " NaN/Inf values in the gradient of input ", j, " ", grads[j].meta_str());
     }
     if (!im->producer && im->produced)
-      fail("backward", ": the gradient reached '", im->name, "' whose graph was freed by an earlier backward "
-           "(pass retain_graph=true, or detach() it)");
+      fail("backward", ": the gradient reached '", im->name, "', whose graph was freed: ", kGraphGone);
     add_to(*im, grads[j]);
   }
   if (!retain_graph) {
@@ -317,9 +331,9 @@ void backward(const Tensor& root, const Tensor& grad_in, bool retain_graph) {
     fail("backward", ": tensor ", root.meta_str(),
          " does not require grad (no parameter or requires_grad_() input reached it)");
   AutogradMeta& rm = *root.autograd_meta();
-  check(rm.producer != nullptr || !rm.produced, "backward", ": the graph of '", rm.name,
-        "' was freed by an earlier backward (the tape is one per thread: a backward frees every graph recorded before "
-        "it, this one's too; pass retain_graph=true to keep them)");
+  check(rm.producer != nullptr || !rm.produced, "backward", ": the graph of '", rm.name, "' was freed: ", kGraphGone);
+  check(!t_in_backward, "backward", ": called from inside another backward (in a gradient hook?), which is not "
+        "supported: the outer walk still reads the tape; run it after the outer backward returns");
   Tensor g0 = grad_in;
   if (!g0.defined()) {
     if (root.numel() != 1)
@@ -330,9 +344,13 @@ void backward(const Tensor& root, const Tensor& grad_in, bool retain_graph) {
   if (g0.shape() != root.shape() || g0.dtype() != root.dtype() || g0.device() != root.device())
     fail("backward", ": gradient ", g0.meta_str(), " does not match the tensor ", root.meta_str());
 
+  Tape& tape = current_tape();
+  check(!rm.producer || rm.producer->tape == &tape, "backward", ": the graph of '", rm.producer->name,
+        "' was recorded on another thread; the tape is one per thread: call backward on the thread that ran the "
+        "forward");
+  InBackward in_backward;
   NoGradGuard no_grad;
   profile_mark("backward.enter");  // what ran since the last op: the loss read, the seed gradient
-  Tape& tape = current_tape();
   const auto& nodes = tape.nodes();
   const int64_t start = rm.producer ? rm.producer->id - nodes.front()->id : -1;
   // Tensors with no live producer (leaves, detached graphs) collect their gradient in `pending` and get it
@@ -340,6 +358,9 @@ void backward(const Tensor& root, const Tensor& grad_in, bool retain_graph) {
   std::vector<AutogradMeta*> leaves;
   t_fan_in = {};
   auto add_to = [&](AutogradMeta& m, const Tensor& g) {
+    if (m.producer && m.producer->tape != &tape)
+      fail("backward", ": the gradient reached '", m.producer->name, "', recorded on another thread; the tape is "
+           "one per thread: run the whole forward on the thread that calls backward");
     if (!m.producer && !m.pending.defined()) leaves.push_back(&m);
     if (m.pending.defined()) t_fan_in.added++;
     accumulate(m.pending, g);

@@ -16,6 +16,10 @@ namespace skipgrad {
 
 class Tape {
  public:
+  Tape() = default;
+  ~Tape() { clear(); }  // a thread's tape ends with the thread: its tensors no longer point into it
+  Tape(const Tape&) = delete;
+  Tape& operator=(const Tape&) = delete;
   const std::vector<std::unique_ptr<Node>>& nodes() const { return nodes_; }
   size_t size() const { return nodes_.size(); }
   Node* find(int64_t id) const;

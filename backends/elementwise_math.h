@@ -73,7 +73,7 @@ SG_HOST_DEVICE T unary_deriv(UnaryOp op, T x, T y, T a) {
       const T s = T(1) / (T(1) + exp(-x));
       return s * (T(1) + x * (T(1) - s));
     }
-    case UnaryOp::Pow: return a * pow(x, a - T(1));
+    case UnaryOp::Pow: return a == T(0) ? T(0) : a * pow(x, a - T(1));  // x^0 is constant (0 * inf at x = 0)
     case UnaryOp::AddScalar: return T(1);
     case UnaryOp::MulScalar: return a;
     case UnaryOp::RsubScalar: return T(-1);

@@ -30,6 +30,9 @@ def safetensors(tensors, meta=None, checksum=True, pad=True):
         meta["skipgrad.checksum"] = "%016x" % fnv1a64(data)
     if meta:
         header["__metadata__"] = meta
+    if checksum:  # of the header as nlohmann dumps it (keys sorted, no spaces), without this entry
+        dumped = json.dumps(header, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+        meta["skipgrad.header_checksum"] = "%016x" % fnv1a64(dumped)
     text = json.dumps(header, separators=(",", ":")).encode()
     if pad:
         text += b" " * ((8 - (8 + len(text)) % 8) % 8)

@@ -241,7 +241,7 @@ SafetensorsFile parse_safetensors(std::string_view bytes, const std::string& pat
       bad("needs dtype, shape and data_offsets");
     Entry en{name, DType::F32, {}, 0, 0};
     if (!e["dtype"].is_string() || !parse_dtype(e["dtype"].get<std::string>(), en.dtype))
-      bad("has a dtype skipgrad does not read (F32, F64, I64, I32)");
+      bad("has a dtype skipgrad does not read (F32, F64, BF16, I64, I32)");
     if (!e["shape"].is_array()) bad("has a shape that is not a list");
     // span: the product with zero sizes counted as 1, the largest stride; [0, 2^40, 2^40] holds nothing but its
     // strides overflow (fuzz/corpus/safetensors/zero_dim_huge_strides.st).
@@ -279,6 +279,10 @@ SafetensorsFile parse_safetensors(std::string_view bytes, const std::string& pat
   check(expected == data_size, op, ": '", path, "' has ", data_size - expected, " unexpected bytes after the last tensor");
 
   const char* data = header_begin + header_len;
+  // skipgrad writes both checksums: a data checksum alone means the header checksum's key was damaged, which would
+  // otherwise switch the header's check off
+  check(!file.metadata.count(kChecksumKey) || file.metadata.count(kHeaderChecksumKey), op, ": '", path,
+        "' is corrupted: it has a data checksum ('", kChecksumKey, "') but no '", kHeaderChecksumKey, "'");
   if (auto it = file.metadata.find(kHeaderChecksumKey); it != file.metadata.end()) {
     const std::string computed = header_checksum(header);
     check(computed == it->second, op, ": '", path, "' is corrupted: checksum of the header is ", computed,
@@ -374,10 +378,11 @@ Metadata load_checkpoint(const std::string& path, Module& model, Optimizer* opti
   for (auto& [name, t] : dest) {
     Tensor src = file.find(name);
     check(src.defined(), op, ": '", path, "' has no tensor '", name, "'");
+    const char* owner = name.rfind(kOptimPrefix, 0) == 0 ? "optimizer" : "model";
     check(src.shape() == t.shape(), op, ": '", path, "': tensor '", name, "' has shape ", src.shape(),
-          " in the file but ", t.shape(), " in the ", name.rfind(kOptimPrefix, 0) == 0 ? "optimizer" : "model");
+          " in the file but ", t.shape(), " in the ", owner);
     check(src.dtype() == t.dtype(), op, ": '", path, "': tensor '", name, "' is ", dtype_name(src.dtype()),
-          " in the file but ", dtype_name(t.dtype()), " in the model");
+          " in the file but ", dtype_name(t.dtype()), " in the ", owner);
     sources.push_back(src);
   }
   int64_t step = 0;

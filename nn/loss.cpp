@@ -28,10 +28,11 @@ LabelSmoothedLoss label_smoothed_nll(const Tensor& logits, const Tensor& targets
   LabelSmoothedLoss out;
   out.loss = cross_entropy(logits, targets, pad_id, smoothing, Reduction::Mean);
   NoGradGuard no_grad;
-  // ntokens = N - count(target == pad), counted in float64 on the device (every id compares exactly)
+  // ntokens = N - count(target == pad), counted in float64 on the device (every id compares exactly), kept in the
+  // loss's dtype: float32 for bfloat16 logits, which would round counts above 256
   Tensor ids = targets.to(DType::F64);
   Tensor is_pad = eq(ids, Tensor::scalar((double)pad_id, DType::F64, targets.device()));
-  out.ntokens = rsub(sum(is_pad), (double)targets.numel()).to(logits.dtype());
+  out.ntokens = rsub(sum(is_pad), (double)targets.numel()).to(out.loss.dtype());
   out.logits = logits;
   out.targets = targets;
   out.pad_id = pad_id;

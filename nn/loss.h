@@ -8,7 +8,7 @@ namespace skipgrad::nn {
 
 struct LabelSmoothedLoss {
   Tensor loss;     // mean label-smoothed loss over non-pad tokens: a differentiable scalar, backward() this
-  Tensor ntokens;  // number of non-pad tokens, as a scalar of the logits' dtype and device
+  Tensor ntokens;  // number of non-pad tokens: a scalar of the loss's dtype (float32 for bfloat16 logits) and device
   // Sum over non-pad tokens of -log p(target): a scalar, not differentiable (for reporting). With eps > 0 it is a
   // second, unrecorded cross-entropy pass over the logits, made only when asked for (a training step that reports
   // the smoothed loss does not pay it); with eps = 0 it is loss * ntokens.

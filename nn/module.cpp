@@ -114,6 +114,8 @@ Device Module::device() const {
 }
 
 void Module::to(DType dtype) {
+  if (!is_floating(dtype))  // parameters must stay floating (PyTorch's Module.to refuses too)
+    fail("Module::to", ": a module casts to a floating dtype only, got ", dtype_name(dtype));
   for (auto& [n, t] : params_)
     if (t.dtype() != dtype) replace_data(t, t.detach().to(dtype));
   for (auto& [n, b] : buffers_)

@@ -58,7 +58,8 @@ class Module {
   void to(Device device);
   // Where the module lives: the device of its first parameter (or buffer); the CPU when it has neither.
   Device device() const;
-  // Casts every floating parameter and buffer (float64 for gradient checks of whole models).
+  // Casts every floating parameter and buffer (float64 for gradient checks of whole models); dtype must be
+  // floating (an integer one is an error, nothing cast).
   void to(DType dtype);
 
  protected:

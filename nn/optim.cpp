@@ -48,9 +48,7 @@ void Optimizer::step() {
     if (!(g.shape() == p.shape() && g.dtype() == p.dtype() && g.device() == p.device()))
       fail(kind(), ".step", ": gradient ", g.meta_str(), " of '", params_[i].first, "' does not match the parameter ",
            p.meta_str());
-    // The state follows a parameter that was moved or cast after the optimizer was made.
-    for (Tensor& s : state_[i])
-      if (s.device() != p.device() || s.dtype() != p.dtype()) s = s.to(p.dtype()).to(p.device());
+    follow_parameter(i);
     todo.push_back({i, std::move(g)});
   }
   update_all(todo);
@@ -83,7 +81,15 @@ std::vector<Tensor> Optimizer::params() const {
   return out;
 }
 
+// The state follows a parameter that was moved or cast after the optimizer was made (the values are unchanged).
+void Optimizer::follow_parameter(size_t i) const {
+  const Tensor& p = params_[i].second;
+  for (Tensor& s : state_[i])
+    if (s.device() != p.device() || s.dtype() != p.dtype()) s = s.to(p.dtype()).to(p.device());
+}
+
 NamedTensors Optimizer::named_state() const {
+  for (size_t i = 0; i < params_.size(); i++) follow_parameter(i);
   NamedTensors out;
   for (size_t s = 0; s < slots_.size(); s++)
     for (size_t i = 0; i < params_.size(); i++) out.emplace_back(slots_[s] + "." + params_[i].first, state_[i][s]);

@@ -23,7 +23,8 @@
 // State: every parameter has its state tensors (momentum buffer; Adam's m and v) allocated as zeros when the
 // optimizer is made, on the parameter's device and dtype, so a checkpoint always holds the same names
 // ("m.enc.0.ffn.fc1.weight"). Make the optimizer after Module::to(device/dtype); if a parameter moves later,
-// its state follows at the next step. Parameters with no gradient are skipped by step() (state unchanged).
+// its state follows it at the next step or when named_state() is read (a checkpoint saves and loads the state in
+// its parameter's dtype and device). Parameters with no gradient are skipped by step() (state unchanged).
 // The step count is the number of step() calls; Adam's bias correction uses it (PyTorch counts per parameter,
 // which differs only for parameters that had no gradient at some steps).
 #pragma once
@@ -61,8 +62,9 @@ class Optimizer {
   // Whether weight decay applies to parameter i (false for norms and biases when so configured).
   bool decays(size_t i) const { return decays_[i]; }
 
-  // Named state tensors, "<slot>.<parameter name>" ("m.enc.0.weight", "v.enc.0.weight", "momentum.w"); the
-  // tensors are the live state, so a checkpoint loader copies into them in place.
+  // Named state tensors, "<slot>.<parameter name>" ("m.enc.0.weight", "v.enc.0.weight", "momentum.w"), each in
+  // its parameter's current dtype and device; the tensors are the live state, so a checkpoint loader copies into
+  // them in place.
   NamedTensors named_state() const;
 
  protected:
@@ -79,10 +81,12 @@ class Optimizer {
   // Updates the parameters of this step; step() calls it once, after checking every gradient. The default calls
   // update() for each in order; an optimizer may override it to update them all at once (Adam).
   virtual void update_all(const std::vector<Pending>& todo);
+  // Brings parameter i's state to the parameter's dtype and device if it was cast or moved (values unchanged).
+  void follow_parameter(size_t i) const;
 
   NamedTensors params_;
   std::vector<std::string> slots_;
-  std::vector<std::vector<Tensor>> state_;  // [param][slot]
+  mutable std::vector<std::vector<Tensor>> state_;  // [param][slot]; mutable: follow_parameter() moves it
   std::vector<bool> decays_;
   double lr_;
   int64_t steps_ = 0;

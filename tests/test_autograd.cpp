@@ -1,5 +1,9 @@
-// The tape: fan-in accumulation, retain_graph, no-grad, detach, hooks, anomaly mode, scoped names, deep graphs.
+// The tape: fan-in accumulation, retain_graph, no-grad, detach, hooks, anomaly mode, scoped names, deep graphs,
+// threads, and gradients at the edges of their formulas (ties of max/min, x^0 at 0).
 #include <cmath>
+#include <condition_variable>
+#include <mutex>
+#include <thread>
 
 #include "test_util.h"
 
@@ -456,5 +460,90 @@ TEST_SUITE("autograd") {
       check_fan_in(g, {leaf({3, 4}, 24), leaf({2, 5, 3}, 25), leaf({3, 2}, 26)}, broadcast_first ? 1 : 0,
                    broadcast_first ? 0 : 1);
     }
+  }
+
+  TEST_CASE("a graph recorded on another thread: a clear error, live thread or ended one, never a crash") {
+    Tensor x = vec({1, 2}).requires_grad_();
+    Tensor y, h;
+    std::thread([&] {
+      y = sum(x * x);
+      h = x * 3.0;
+    }).join();  // the thread's tape ended with it
+    CHECK_THROWS_WITH_ALL(y.backward(), "backward", "freed", "thread");
+    CHECK_THROWS_WITH_ALL(sum(h * 2.0).backward(), "backward", "freed", "thread");
+    CHECK_FALSE(x.grad().defined());
+    // the other thread still alive, its tape too
+    bool made = false, release = false;
+    std::mutex mu;
+    std::condition_variable cv;
+    std::thread worker([&] {
+      std::unique_lock<std::mutex> lock(mu);
+      y = sum(x * x);
+      made = true;
+      cv.notify_all();
+      cv.wait(lock, [&] { return release; });
+    });
+    {
+      std::unique_lock<std::mutex> lock(mu);
+      cv.wait(lock, [&] { return made; });
+    }
+    CHECK_THROWS_WITH_ALL(y.backward(), "backward", "recorded on another thread");
+    CHECK_THROWS_WITH_ALL(sum(y * 2.0).backward(), "backward", "recorded on another thread");
+    {
+      std::lock_guard<std::mutex> lock(mu);
+      release = true;
+    }
+    cv.notify_all();
+    worker.join();
+    current_tape().clear();
+    sum(x * x).backward();  // this thread's own graph still works
+    check_close(x.grad(), {2, 4});
+  }
+
+  TEST_CASE("hooks: backward inside a hook is a clear error; a hook may register hooks (they run next time)") {
+    Tensor x = vec({1, 2}).requires_grad_(), z = vec({3}).requires_grad_();
+    Tensor q = sum(z * z);
+    Tensor h = x * 2.0;
+    h.register_hook([&](const Tensor&) {
+      q.backward();
+      return Tensor();
+    });
+    CHECK_THROWS_WITH_ALL(sum(h * h).backward(), "backward", "inside another backward");
+    CHECK(current_tape().size() == 0);
+    int later = 0;
+    Tensor k = x * 2.0;
+    k.register_hook([&](const Tensor&) {
+      for (int i = 0; i < 20; i++) k.register_hook([&](const Tensor&) { return later++, Tensor(); });
+      return Tensor();
+    });
+    x.zero_grad();
+    sum(k * k).backward();
+    CHECK(later == 0);
+    check_close(x.grad(), {8, 16});  // d/dx (2x)^2 = 8x
+  }
+
+  TEST_CASE("edges of the derivative formulas, as PyTorch: x^0 has gradient 0 at x = 0; max/min ties split evenly") {
+    std::vector<Device> devices{Device::cpu()};
+    if (cuda_available()) devices.push_back(Device::cuda());
+    for (Device d : devices) {
+      CAPTURE(d.str());
+      Tensor x = Tensor::zeros({3}, DType::F64, d).requires_grad_();
+      sum(pow(x, 0.0)).backward();
+      check_close(x.grad().to(Device::cpu()), {0, 0, 0});
+      // a = [1, 2, nan], b = [1, 0, 1]: max gives the tie half to each, the larger all, a NaN none
+      Tensor a = vec({1, 2, NAN}).to(d).requires_grad_(), b = vec({1, 0, 1}).to(d).requires_grad_();
+      sum(maximum(a, b)).backward();
+      check_close(a.grad().to(Device::cpu()), {0.5, 1, 0});
+      check_close(b.grad().to(Device::cpu()), {0.5, 0, 0});
+      a.zero_grad();
+      b.zero_grad();
+      sum(minimum(a, b)).backward();
+      check_close(a.grad().to(Device::cpu()), {0.5, 0, 0});
+      check_close(b.grad().to(Device::cpu()), {0.5, 1, 0});
+    }
+    // gradcheck refuses an input whose elements share memory (one perturbation would move several)
+    Tensor e = Tensor::ones({1, 3}, DType::F64).expand({4, 3}).detach().requires_grad_();
+    CHECK_THROWS_WITH_ALL(gradcheck([](const std::vector<Tensor>& in) { return in[0] * 2.0; }, {e}), "gradcheck",
+                          "stride 0", "contiguous");
   }
 }

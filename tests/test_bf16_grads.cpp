@@ -253,6 +253,24 @@ TEST_SUITE("bf16") {
       if (!d.is_cpu()) CHECK(in_float32_calls() == before);  // the GPU's kernels read bf16 natively
     }
   }
+
+  TEST_CASE("label_smoothed_nll of bf16 logits: ntokens counts exactly past 256 (float32, as the loss), nll_sum too") {
+    const int64_t N = 1001, V = 5;  // 1001 rounds to 1000 in bf16
+    Tensor logits = randn_f32({N, V}, 15).to(DType::BF16);
+    std::vector<int64_t> ids(N);
+    for (int64_t i = 0; i < N; i++) ids[i] = 1 + i % (V - 1);  // pad id 0 never occurs
+    Tensor targets = Tensor::from_vector<int64_t>(ids, {N});
+    for (double eps : {0.0, 0.1}) {
+      CAPTURE(eps);
+      nn::LabelSmoothedLoss L = nn::label_smoothed_nll(logits, targets, 0, eps);
+      REQUIRE(L.loss.dtype() == DType::F32);
+      CHECK(L.ntokens.dtype() == DType::F32);
+      CHECK(L.ntokens.item() == 1001.0);
+      // the nll sum of the same values in float32
+      const double want = cross_entropy(logits.to(DType::F32), targets, 0, 0.0, Reduction::Sum).item();
+      CHECK(L.nll_sum().item() == doctest::Approx(want).epsilon(1e-5));
+    }
+  }
 }
 
 TEST_SUITE("bf16") {

@@ -2,6 +2,7 @@
 // and, on a GPU, the same training run as on the CPU with one host wait per step.
 //
 // GPU cases print "skipped: no CUDA device" and pass where there is none (suite `cuda`, like tests/test_cuda.cpp).
+#include <algorithm>
 #include <cmath>
 #include <filesystem>
 #include <fstream>
@@ -13,6 +14,7 @@
 #include "nn/clip.h"
 #include "nn/loss.h"
 #include "nn/optim.h"
+#include "nn/schedule.h"
 #include "test_util.h"
 #include "translate_test_util.h"
 #ifdef SKIPGRAD_WITH_CUDA
@@ -159,6 +161,19 @@ TEST_SUITE("translate") {
     CHECK(queued.test_bleu == each.test_bleu);
     CHECK(queued_lines == each_lines);
     CHECK(each_lines.size() == 12);  // 10 steps, 2 evaluations
+    // update k runs at the schedule's rate for k-1 updates done, as fairseq's: warmup_init_lr first
+    const TrainOptions o = tiny_run("cpu", "sync_1");
+    const nn::InverseSqrtLR schedule(o.lr, o.warmup, o.warmup_init_lr);
+    for (int64_t k : {1, 2, 10}) {
+      CAPTURE(k);
+      const std::string head = "{\"step\":" + std::to_string(k) + ",";
+      auto line = std::find_if(each_lines.begin(), each_lines.end(),
+                               [&](const std::string& l) { return l.rfind(head, 0) == 0; });
+      REQUIRE(line != each_lines.end());
+      const double lr = std::stod(line->substr(line->find("\"lr\":") + 5));
+      CHECK(lr == doctest::Approx(schedule.lr(k - 1)).epsilon(1e-5));
+    }
+    CHECK(schedule.lr(0) == o.warmup_init_lr);
   }
 
   TEST_CASE("--topology admin: ω is profiled on the first batch before step 1 (ratios growing along each stack)") {

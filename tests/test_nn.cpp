@@ -340,6 +340,10 @@ TEST_SUITE("nn") {
     CHECK_THROWS_WITH_ALL(m.forward(Tensor::zeros({1, 2}), ids({0}, 1, 1)), "src_ids must be int64");
     Tensor enc = m.encode(ids({2, 3}, 1, 2));
     CHECK_THROWS_WITH_ALL(m.decode(enc, Tensor(), ids({0, 4, 0, 5}, 2, 2)), "encoder output must be [2,S,16]");
+    // a cast to an integer dtype would truncate every weight: refused, nothing cast
+    const Tensor before = m.parameters()[0].detach().clone();
+    CHECK_THROWS_WITH_ALL(m.to(DType::I64), "Module::to", "floating dtype only", "int64");
+    CHECK(same_bits(m.parameters()[0], before));
   }
 
   TEST_CASE("20 steps of SGD on a 4-sentence copy task lower the loss, every topology") {

@@ -1,10 +1,16 @@
 // Adam's multi-tensor update (Backend::adam_update_many; one launch for all parameters on a GPU): on the CPU the
 // base class's loop must equal per-tensor updates bit for bit, and Optimizer::step must give per-parameter results.
 // The GPU side is compared with the CPU in tests/test_cuda.cpp. And the multi-tensor norm of clipping
-// (Backend::norm_many) against the norms summed by hand, on the CPU and the GPU.
+// (Backend::norm_many) against the norms summed by hand, on the CPU and the GPU. And the state following a
+// parameter cast after the optimizer was made, into a checkpoint.
+#include <unistd.h>
+
 #include <array>
 #include <cmath>
+#include <filesystem>
 
+#include "nn/checkpoint.h"
+#include "nn/layers.h"
 #include "nn/optim.h"
 #include "test_util.h"
 
@@ -120,5 +126,35 @@ TEST_SUITE("train") {
       CHECK(same_bits(st[4 + k].second, ref_v[k]));
     }
     CHECK(skip.to_vector<double>() == std::vector<double>{2, -1});
+  }
+
+  TEST_CASE("the state follows a parameter cast after the optimizer was made: named_state and checkpoints") {
+    namespace fs = std::filesystem;
+    const fs::path path = fs::temp_directory_path() / ("skipgrad_follow_" + std::to_string(::getpid()) + ".st");
+    Linear a(2, 2, false);
+    AdamW opt_a(a.named_parameters());
+    a.to(DType::F64);  // no step since: the state is still float32 inside
+    for (const auto& [name, t] : opt_a.named_state()) {
+      CAPTURE(name);
+      CHECK(t.dtype() == DType::F64);
+    }
+    save_checkpoint(path.string(), a, &opt_a);
+    CHECK(load_safetensors(path.string()).find("optim.m.weight").dtype() == DType::F64);
+    Linear b(2, 2, false);
+    b.to(DType::F64);
+    AdamW opt_b(b.named_parameters());  // made after to(), as documented
+    load_checkpoint(path.string(), b, &opt_b);
+    CHECK(same_bits(b.weight, a.weight));
+    // a file whose state has another dtype than the optimizer's (as one saved before the state followed): the error
+    // names the optimizer
+    SafetensorsFile file = load_safetensors(path.string());
+    for (auto& [name, t] : file.tensors)
+      if (name == "optim.m.weight") t = t.to(DType::F32);
+    file.metadata.erase("skipgrad.checksum");
+    file.metadata.erase("skipgrad.header_checksum");
+    save_safetensors(path.string(), file.tensors, file.metadata);
+    CHECK_THROWS_WITH_ALL(load_checkpoint(path.string(), b, &opt_b), "optim.m.weight", "float32 in the file",
+                          "float64 in the optimizer");
+    fs::remove(path);
   }
 }

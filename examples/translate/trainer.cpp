@@ -319,7 +319,7 @@ TrainResult train(const TrainOptions& o) {
       std::unique_ptr<Profiler> profiler;
       if (step + 1 == o.profile_step) profiler = std::make_unique<Profiler>(device);
       Batch b = collate(train_ex, batches[batch_in_epoch], device);
-      opt.set_lr(schedule.lr(step + 1));
+      opt.set_lr(schedule.lr(step));  // update step+1 at `step` updates done, as fairseq: warmup_init_lr first
       const uint64_t rng_offset = default_generator().offset();  // to replay this step if it diverges
       Tensor values = forward_backward_queued(model, b, o.label_smoothing, autocast_bf16);
       nn::clip_grads_to_norm(model.parameters(), o.clip_norm, values.narrow(0, 1, 1));
