@@ -190,13 +190,15 @@ thread_local FanInSums t_fan_in;
 FanInSums last_backward_fan_in() { return t_fan_in; }
 
 namespace {
-// The source of m when m is the output of a floating cast (to_dtype) on the live tape whose gradient no tensor hook or
-// retain_grad observes; else null.
+// The source of m when m is a bfloat16 cast (to_dtype) of a float32 tensor on the live tape whose gradient no tensor
+// hook or retain_grad observes; else null. Only that pair: a float32 result of bf16 operands is what the kernels
+// make (GemmArgs::c_float32); a cast from float64, or to float32, keeps its own dtype's gradient.
 AutogradMeta* cast_source(const AutogradMeta* m) {
   static const OpInfo* cast = &op_info("to_dtype");
   const Node* p = m ? m->producer : nullptr;
-  if (!p || p->op != cast || m->retain_grad || !m->hooks.empty()) return nullptr;
-  return p->inputs[0].get();
+  if (!p || p->op != cast || m->retain_grad || !m->hooks.empty() || m->dtype != DType::BF16) return nullptr;
+  const AutogradMeta* source = p->inputs[0].get();
+  return source && source->dtype == DType::F32 ? p->inputs[0].get() : nullptr;
 }
 }  // namespace
 

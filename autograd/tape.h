@@ -103,13 +103,13 @@ void check_finite(const Tensor& t, const char* op);
 // input j's gradient: the fan-in "+=" without an add kernel and a temporary. Undefined when there is nothing to
 // take: no gradient yet, or one that may not be written (shared with another tensor, not contiguous, another
 // dtype than `dtype`). The sum is the same either way: pending + share. (A leaf's .grad from an earlier backward
-// is not handed over: only what this walk has collected.) When input j is an unobserved cast of a tensor of `dtype`
-// (grad_dtype below) that has no gradient yet, and gradient norms are not tracked, the source's gradient so far is
-// handed over: the cast's backward passes the sum back to it.
+// is not handed over: only what this walk has collected.) When input j is an unobserved bf16 cast of a float32
+// tensor (grad_dtype below) that has no gradient yet, and gradient norms are not tracked, the source's gradient so
+// far is handed over: the cast's backward passes the sum back to it.
 Tensor take_grad_accumulator(const Node& n, size_t j, DType dtype);
-// For a backward: the dtype input j's gradient may be returned in. The input's own, except for the output of a
-// floating cast (to_dtype: autocast's bf16 copies of float32 weights and activations) whose gradient no tensor hook
-// or retain_grad observes: then the cast's source dtype, which the cast's backward converts the gradient to anyway.
+// For a backward: the dtype input j's gradient may be returned in. The input's own, except for a bfloat16 cast of a
+// float32 tensor (to_dtype: autocast's bf16 copies of float32 weights and activations) whose gradient no tensor hook
+// or retain_grad observes: then float32, which the cast's backward converts the gradient to anyway.
 // A GEMM making the gradient writes it so (GemmArgs::c_float32): the float32 accumulation unrounded, and the cast's
 // backward has nothing to convert.
 DType grad_dtype(const Node& n, size_t j);

@@ -97,8 +97,8 @@ SG_HOST_DEVICE T binary_fn(BinaryOp op, T a, T b) {
     case BinaryOp::Sub: return a - b;
     case BinaryOp::Mul: return a * b;
     case BinaryOp::Div: return a / b;
-    case BinaryOp::Maximum: return a > b ? a : b;
-    case BinaryOp::Minimum: return a < b ? a : b;
+    case BinaryOp::Maximum: return (a > b || a != a) ? a : b;  // a NaN on either side gives NaN (as PyTorch)
+    case BinaryOp::Minimum: return (a < b || a != a) ? a : b;
     case BinaryOp::Eq: return a == b ? T(1) : T(0);
     case BinaryOp::Ne: return a != b ? T(1) : T(0);
     case BinaryOp::Lt: return a < b ? T(1) : T(0);

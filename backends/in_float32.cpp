@@ -54,7 +54,25 @@ bool random_uniform(Backend& b, Tensor& out, double low, double high, uint64_t s
   if (!any_bf16({&out})) return false;
   Widened f(b);
   b.random_uniform(f.out(out), low, high, seed, offset);
-  return f.done();
+  f.done();
+  // Rounding to bfloat16 (8 significant bits) can land on `high` (u within 2^-9 of 1), or below a `low` that
+  // bfloat16 does not hold: those become the largest bfloat16 below high, the smallest at or above low.
+  if (high > low && out.numel() > 0) {
+    auto step = [](bf16 v, bool up) {  // the next bfloat16 up or down (sign and magnitude bits)
+      const bool negative = v.bits & 0x8000;
+      if ((v.bits & 0x7FFF) == 0) return bf16::from_bits(up ? 0x0001 : 0x8001);
+      return bf16::from_bits(negative == up ? v.bits - 1 : v.bits + 1);
+    };
+    bf16 top(static_cast<float>(high)), bottom(static_cast<float>(low));
+    while ((double)static_cast<float>(top) >= high) top = step(top, false);
+    while ((double)static_cast<float>(bottom) < low) bottom = step(bottom, true);
+    auto bound = [&](bf16 v) {
+      return Tensor::full({}, (double)static_cast<float>(v), DType::BF16, out.device()).expand(out.shape());
+    };
+    b.binary(BinaryOp::Minimum, out, bound(top), out);
+    b.binary(BinaryOp::Maximum, out, bound(bottom), out);
+  }
+  return true;
 }
 
 bool random_normal(Backend& b, Tensor& out, double mean, double std, uint64_t seed, uint64_t offset) {

@@ -19,6 +19,11 @@ cases.append({"hyp": ["cat the mat on sat"], "ref": ["the cat sat on the mat"]})
 cases.append({"hyp": ["Hello, world! It's 3.5 km (about 2 miles)."], "ref": ["Hello world! It is 3.5 km, about 2 miles."]})
 cases.append({"hyp": ["ninety-one thousand four hundred thirty", "two"], "ref": ["ninety-one thousand four hundred thirty", "two"]})
 cases.append({"hyp": ["a &amp; b &lt;c&gt;", "x"], "ref": ["a & b <c>", "y"]})
+# no n-gram matches at all (sacreBLEU: 0, before smoothing), an empty reference, and the whitespace Python's
+# str.split() knows beyond ASCII (no-break, thin and ideographic spaces, U+001C, U+0085)
+cases.append({"hyp": ["a b c d"], "ref": ["e f g h"]})
+cases.append({"hyp": ["a b c d", "x y"], "ref": ["", "z"]})
+cases.append({"hyp": ["a\u00a0b c\u2009d e\u3000f", "g\x1ch i\x85j"], "ref": ["a b c d e f", "g h i j"]})
 for _ in range(6):  # random corpora
     n = random.randint(3, 30)
     refs = [sentence(random.randint(1, 15)) for _ in range(n)]

@@ -530,6 +530,11 @@ TEST_SUITE("autograd") {
       Tensor x = Tensor::zeros({3}, DType::F64, d).requires_grad_();
       sum(pow(x, 0.0)).backward();
       check_close(x.grad().to(Device::cpu()), {0, 0, 0});
+      // a NaN on either side is the result (as PyTorch's): not the other number, whichever side it is on
+      Tensor nan_first = maximum(vec({NAN, 1}).to(d), vec({1, NAN}).to(d)).to(Device::cpu());
+      for (double v : nan_first.to_vector<double>()) CHECK(std::isnan(v));
+      for (double v : minimum(vec({NAN, 1}).to(d), vec({1, NAN}).to(d)).to(Device::cpu()).to_vector<double>())
+        CHECK(std::isnan(v));
       // a = [1, 2, nan], b = [1, 0, 1]: max gives the tie half to each, the larger all, a NaN none
       Tensor a = vec({1, 2, NAN}).to(d).requires_grad_(), b = vec({1, 0, 1}).to(d).requires_grad_();
       sum(maximum(a, b)).backward();

@@ -3,6 +3,7 @@
 // autocast's casts, promotion and gradients, a checkpoint round trip, and a short training run against float32.
 #include <unistd.h>
 
+#include <algorithm>
 #include <cmath>
 #include <filesystem>
 #include <fstream>
@@ -112,6 +113,23 @@ TEST_SUITE("bf16") {
     CHECK(Tensor::arange(0, 4, 1, DType::BF16).to_vector<bf16>()[3].bits == bf16(3.0f).bits);
     CHECK(Tensor::full({}, 1e10, DType::BF16).to(DType::I64).item() == (double)(float)bf16(1e10f));
     CHECK(Tensor::randn({64}, 0, 1, DType::BF16).dtype() == DType::BF16);
+    // rand stays in [low, high) after rounding to 8 significant bits (1 in 500 of [0, 1) would round to 1.0; 1 in 5
+    // of [0.99, 1), and below 0.99 as often), on every device
+    std::vector<Device> devices{Device::cpu()};
+    if (cuda_available()) devices.push_back(Device::cuda());
+    for (Device d : devices)
+      for (const auto& range : {std::pair{0.0, 1.0}, std::pair{0.99, 1.0}, std::pair{-1.0, -0.5}, std::pair{-0.25, 0.0}}) {
+        const double low = range.first, high = range.second;  // not a structured binding: CAPTURE cannot take one
+        CAPTURE(d.str());
+        CAPTURE(high);
+        Generator g(1);
+        Tensor r = Tensor::rand({20000}, low, high, DType::BF16, d, &g);
+        const std::vector<double> u = r.to(DType::F64).to(Device::cpu()).to_vector<double>();
+        const auto [lo, hi] = std::minmax_element(u.begin(), u.end());
+        CHECK(*lo >= low);
+        CHECK(*hi < high);
+        CHECK(*hi > *lo);
+      }
     // mixing bfloat16 with an integer tensor is not promotion: an error naming the integer operand
     CHECK_THROWS_WITH_AS(matmul(h, Tensor::ones({2, 2}, DType::I64)), doctest::Contains("int64[2,2]"), Error);
     CHECK_THROWS_WITH_AS(h + Tensor::ones({2, 2}, DType::I64), doctest::Contains("dtypes differ"), Error);

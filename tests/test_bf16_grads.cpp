@@ -132,6 +132,38 @@ TEST_SUITE("bf16") {
     CHECK(rel_diff(v.grad(), w.grad()) == 0);
   }
 
+  TEST_CASE("grad_dtype: casts other than float32 -> bf16 (from float64, to float32) keep their own gradient dtype") {
+    std::vector<Device> devices{Device::cpu()};
+    if (cuda_available()) devices.push_back(Device::cuda());
+    for (Device d : devices) {
+      CAPTURE(d.str());
+      // float64 leaves cast to float32, and to bf16, into linear: each gradient is g·W / gᵀx / Σg in float64
+      Tensor x64 = Tensor::ones({2, 4}, DType::F64, d).requires_grad_();
+      Tensor w64 = Tensor::ones({3, 4}, DType::F64, d).requires_grad_();
+      Tensor b64 = Tensor::ones({3}, DType::F64, d).requires_grad_();
+      linear(x64.to(DType::F32), w64.to(DType::F32), b64.to(DType::F32)).sum().backward();
+      for (Tensor* t : {&x64, &w64, &b64}) {
+        REQUIRE(t->grad().dtype() == DType::F64);
+        for (double v : t->grad().to(Device::cpu()).to_vector<double>()) CHECK(v == (t == &x64 ? 3.0 : 2.0));
+        t->zero_grad();
+      }
+      linear(x64.to(DType::BF16), w64.to(DType::BF16), b64.to(DType::BF16)).sum().backward();
+      for (const Tensor* t : {&x64, &w64, &b64})
+        for (double v : t->grad().to(Device::cpu()).to_vector<double>()) CHECK(v == (t == &x64 ? 3.0 : 2.0));
+      // a layer taken out of autocast: its float32 copy of a bf16 activation
+      Tensor w = Tensor::ones({3, 4}, DType::F32, d).requires_grad_(), w2 = Tensor::ones({2, 3}, DType::F32, d);
+      Tensor out;
+      {
+        AutocastBF16 on;
+        Tensor h = relu(linear(Tensor::ones({2, 4}, DType::F32, d), w));
+        AutocastBF16 off(false);
+        out = linear(h.to(DType::F32), w2);
+      }
+      out.sum().backward();
+      for (double v : w.grad().to(Device::cpu()).to_vector<double>()) CHECK(v == 4.0);
+    }
+  }
+
   TEST_CASE("autocast: the fan-in sums fold through the casts as in float32 (tracking off), and add with it on") {
     // as test_nn.cpp's float32 case: 23 sums folded into the GEMMs and kernels, in a 2 + 2-layer model
     for (const std::string topo : {"post_ln", "pre_ln"}) {

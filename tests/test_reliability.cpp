@@ -412,6 +412,52 @@ TEST_SUITE("reliability") {
     CHECK_THROWS_WITH_ALL(train(o), "checkpoint_last.safetensors", "metadata 'epoch' is 'x'", "not a whole number");
   }
 
+  TEST_CASE("--resume continues metrics.jsonl from the checkpoint's step; refuses another vocabulary; writes checked") {
+    auto metric_steps = [](const TrainOptions& o) {
+      std::vector<int64_t> steps;  // of the per-step lines; every line must be whole JSON
+      std::ifstream in(o.out_dir + "/metrics.jsonl");
+      for (std::string line; std::getline(in, line);) {
+        const nlohmann::json j = nlohmann::json::parse(line);  // throws on a cut or glued line
+        if (j.contains("loss")) steps.push_back(j["step"].get<int64_t>());
+      }
+      return steps;
+    };
+    auto one_to = [](int64_t n) {
+      std::vector<int64_t> v(n);
+      for (int64_t i = 0; i < n; i++) v[i] = i + 1;
+      return v;
+    };
+    TrainOptions o = tiny_run("metrics_resume", 10, 5);
+    train(o);
+    // as a run killed after its step-10 save would leave it: later steps, and a line cut short
+    {
+      std::ofstream out(o.out_dir + "/metrics.jsonl", std::ios::app);
+      out << "{\"step\":11,\"loss\":1.5}\n{\"step\":12,\"loss\":1.4}\n{\"step\":13,\"lo";
+    }
+    o.resume = true;
+    o.max_steps = 15;
+    train(o);
+    CHECK(metric_steps(o) == one_to(15));
+    // --resume with no checkpoint starts a fresh run, and a fresh metrics.jsonl
+    TrainOptions fresh = tiny_run("metrics_fresh", 3);
+    fresh.resume = true;
+    train(fresh);
+    fs::remove(last_checkpoint(fresh));
+    train(fresh);
+    CHECK(metric_steps(fresh) == one_to(3));
+    // a checkpoint whose stored vocabulary is not the corpus's: the ids would land on other pieces
+    nn::SafetensorsFile f = nn::load_safetensors(last_checkpoint(o));
+    f.metadata["vocab_model"] = nn::load_safetensors(last_checkpoint(fresh)).metadata.at("vocab_model") + "AAAA";
+    nn::save_safetensors(last_checkpoint(o), f.tensors, f.metadata);
+    o.max_steps = 20;
+    CHECK_THROWS_WITH_ALL(train(o), "--resume", "vocabulary stored in", "checkpoint_last.safetensors");
+    // metrics.jsonl that cannot be written: an error before training, not at the first save
+    TrainOptions blocked = tiny_run("metrics_blocked", 3);
+    fs::create_directories(blocked.out_dir + "/metrics.jsonl");  // a folder in its place
+    CHECK_THROWS_WITH_ALL(train(blocked), "cannot write", "metrics.jsonl");
+    CHECK_FALSE(fs::exists(last_checkpoint(blocked)));
+  }
+
   TEST_CASE("the command line refuses bad values by name and never aborts") {
     fs::create_directories(scratch_dir());
     const std::string exe = SKIPGRAD_TRANSLATE_EXE, log = (scratch_dir() / "cli.log").string();

@@ -88,6 +88,13 @@ TEST_SUITE("translate") {
     CHECK(problems[2].find(":4: invalid UTF-8") != std::string::npos);
     CHECK(problems[3].find(":6: more than one tab") != std::string::npos);
     CHECK_THROWS_WITH_ALL(read_tsv(path, true), "read_tsv", ":2: no tab");
+    // RFC 3629: the longest forms of each length pass; overlong forms, surrogates and code points past U+10FFFF fail
+    for (const char* ok : {"a", "\xc2\x80", "\xdf\xbf", "\xe0\xa0\x80", "\xed\x9f\xbf", "\xef\xbf\xbf",
+                           "\xf0\x90\x80\x80", "\xf4\x8f\xbf\xbf", "Gr\xc3\xbc\xc3\x9f" "e"})
+      CHECK(valid_utf8(ok));
+    for (const char* bad : {"\xc0\xaf", "\xc1\xbf", "\xe0\x9f\xbf", "\xed\xa0\x80", "\xf0\x8f\xbf\xbf",
+                            "\xf4\x90\x80\x80", "\xf5\x80\x80\x80", "\xff", "\xc3"})
+      CHECK_FALSE(valid_utf8(bad));
     write_tsv(path, pairs);
     CHECK(read_tsv(path, true).size() == 2);
     std::remove(path.c_str());

@@ -68,12 +68,19 @@ __global__ void arange_kernel(T* out, int64_t n, double start, double step) {
 }
 
 // Element i is a pure function of (seed, offset + i): the same numbers as the CPU backend (tensor/random.h).
+// Uniform values are capped at `top`, the largest T below b: rounding to T can land on b (u within 2^-25 of 1), as
+// the CPU's kernel does.
 template <class T>
-__global__ void random_kernel(T* out, int64_t n, bool normal, double a, double b, uint64_t seed, uint64_t offset) {
+__global__ void random_kernel(T* out, int64_t n, bool normal, double a, double b, T top, uint64_t seed,
+                              uint64_t offset) {
   for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x) {
     const uint64_t c = offset + (uint64_t)i;
-    out[i] = normal ? static_cast<T>(a + b * random_normal01(seed, c))        // mean a, std b
-                    : static_cast<T>(a + (b - a) * random_uniform01(seed, c));  // [a, b)
+    if (normal) {
+      out[i] = static_cast<T>(a + b * random_normal01(seed, c));  // mean a, std b
+    } else {
+      const T v = static_cast<T>(a + (b - a) * random_uniform01(seed, c));  // [a, b)
+      out[i] = b > a && v > top ? top : v;
+    }
   }
 }
 
@@ -259,8 +266,9 @@ void CudaBackend::random_uniform(Tensor& out, double low, double high, uint64_t 
     fail("rand", ": output must be contiguous, got ", out.meta_str());
   cuda::dispatch_float(out.dtype(), "rand", [&](auto tag) {
     using T = decltype(tag);
+    const T top = std::nextafter(static_cast<T>(high), static_cast<T>(low));
     random_kernel<T><<<grid_for(n), kThreads, 0, stream_>>>(static_cast<T*>(out.data_ptr()), n, false, low, high,
-                                                             seed, offset);
+                                                             top, seed, offset);
   });
   SG_CUDA_LAUNCH_CHECK("rand");
 }
@@ -274,7 +282,7 @@ void CudaBackend::random_normal(Tensor& out, double mean, double std, uint64_t s
   cuda::dispatch_float(out.dtype(), "randn", [&](auto tag) {
     using T = decltype(tag);
     random_kernel<T><<<grid_for(n), kThreads, 0, stream_>>>(static_cast<T*>(out.data_ptr()), n, true, mean, std,
-                                                             seed, offset);
+                                                             T(0), seed, offset);
   });
   SG_CUDA_LAUNCH_CHECK("randn");
 }

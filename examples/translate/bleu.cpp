@@ -10,6 +10,34 @@
 
 namespace translate {
 
+namespace {
+// Replaces every character Python's str.split() splits on beyond ASCII's (U+001C..U+001F, U+0085, U+00A0, U+1680,
+// U+2000..U+200A, U+2028, U+2029, U+202F, U+205F, U+3000) by a space, so the split below is sacreBLEU's.
+std::string unicode_spaces_to_ascii(const std::string& s) {
+  std::string out;
+  out.reserve(s.size());
+  for (size_t i = 0; i < s.size();) {
+    const unsigned char c = (unsigned char)s[i];
+    size_t len = 1;
+    uint32_t cp = c;
+    if (c >= 0xC2 && c <= 0xDF && i + 1 < s.size()) {
+      len = 2;
+      cp = ((c & 0x1Fu) << 6) | ((unsigned char)s[i + 1] & 0x3Fu);
+    } else if (c >= 0xE0 && c <= 0xEF && i + 2 < s.size()) {
+      len = 3;
+      cp = ((c & 0x0Fu) << 12) | (((unsigned char)s[i + 1] & 0x3Fu) << 6) | ((unsigned char)s[i + 2] & 0x3Fu);
+    }
+    const bool space = (cp >= 0x1C && cp <= 0x1F) || cp == 0x85 || cp == 0xA0 || cp == 0x1680 ||
+                       (cp >= 0x2000 && cp <= 0x200A) || cp == 0x2028 || cp == 0x2029 || cp == 0x202F ||
+                       cp == 0x205F || cp == 0x3000;
+    if (space) out += ' ';
+    else out.append(s, i, len);
+    i += len;
+  }
+  return out;
+}
+}  // namespace
+
 std::vector<std::string> tokenize_13a(const std::string& in) {
   std::string line = in;
   auto replace_all = [](std::string& s, const std::string& a, const std::string& b) {
@@ -33,7 +61,7 @@ std::vector<std::string> tokenize_13a(const std::string& in) {
   line = std::regex_replace(line, period_comma_before, "$1 $2 ");
   line = std::regex_replace(line, period_comma_after, " $1 $2");
   line = std::regex_replace(line, dash_after_digit, "$1 $2 ");
-  std::istringstream is(line);
+  std::istringstream is(unicode_spaces_to_ascii(line));
   std::vector<std::string> toks;
   std::string w;
   while (is >> w) toks.push_back(w);
@@ -60,6 +88,10 @@ BleuScore corpus_bleu(const std::vector<std::string>& hyps, const std::vector<st
       total[n - 1] += (long long)std::max<long long>(0, (long long)h.size() - n + 1);
     }
   }
+  if (b.sys_len > 0)
+    b.brevity_penalty = b.sys_len < b.ref_len ? std::exp(1.0 - (double)b.ref_len / (double)b.sys_len) : 1.0;
+  // No n-gram of any order matches: 0, precisions 0 (sacreBLEU returns before smoothing, which would score it).
+  if (correct[0] == 0 && correct[1] == 0 && correct[2] == 0 && correct[3] == 0) return b;
   // sacreBLEU "exp" smoothing: each zero-match order gets 100 / (2^k * total), k counting such orders.
   double smooth = 1, log_sum = 0;
   for (int n = 0; n < 4; n++) {
@@ -77,12 +109,6 @@ BleuScore corpus_bleu(const std::vector<std::string>& hyps, const std::vector<st
     }
     log_sum += std::log(b.precisions[n]);
   }
-  if (b.sys_len == 0) {
-    b.brevity_penalty = 0;
-    b.score = 0;
-    return b;
-  }
-  b.brevity_penalty = b.sys_len < b.ref_len ? std::exp(1.0 - (double)b.ref_len / (double)b.sys_len) : 1.0;
   b.score = std::isfinite(log_sum) ? b.brevity_penalty * std::exp(log_sum / 4) : 0.0;
   return b;
 }

@@ -1,6 +1,9 @@
 #include "eval.h"
 
+#include <algorithm>
+#include <cstdio>
 #include <fstream>
+#include <limits>
 
 #include "config_json.h"
 #include "nn/checkpoint.h"
@@ -49,9 +52,19 @@ EvalResult evaluate_checkpoint(const EvalOptions& o) {
   TrainedModel m = load_trained_model(o.checkpoint, o.data.device);
   r.cfg = m.cfg;
   r.step = m.step;
-  std::vector<Example> ex = encode_pairs(m.vocab, pairs, o.data.max_len);
-  r.loss = evaluate_loss(*m.model, ex, o.data, &r.nll);
-  evaluate_bleu(*m.model, m.vocab, pairs, o.data, o.beam, &r.hypotheses);
+  // Whole sentences, as `translate` reads them: cut only where the model's positions end (with a warning), not at
+  // the training's --max-len.
+  TrainOptions data = o.data;
+  data.max_len = m.cfg.max_positions;
+  int64_t cut = 0;
+  for (const Example& e : encode_pairs(m.vocab, pairs, std::numeric_limits<int64_t>::max()))
+    cut += (int64_t)std::max(e.src.size(), e.tgt.size()) + 1 > data.max_len;  // + eos
+  if (cut)
+    std::fprintf(stderr, "warning: %lld sentence pairs have more tokens than the model's %lld positions; cut to them\n",
+                 (long long)cut, (long long)data.max_len);
+  std::vector<Example> ex = encode_pairs(m.vocab, pairs, data.max_len);
+  r.loss = evaluate_loss(*m.model, ex, data, &r.nll);
+  evaluate_bleu(*m.model, m.vocab, pairs, data, o.beam, &r.hypotheses);
   std::vector<std::string> refs;
   for (auto& p : pairs) refs.push_back(p.tgt);
   r.bleu = corpus_bleu(r.hypotheses, refs);

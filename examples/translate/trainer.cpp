@@ -51,6 +51,31 @@ static void remove_stale_temps(const std::string& dir) {
   }
 }
 
+// A resumed run continues metrics.jsonl from its checkpoint's step: lines of later steps (written after the last
+// save by the run that was stopped) and a line cut short by a kill are dropped, so that no step is listed twice.
+// The file is rewritten atomically.
+static void cut_metrics_after(const std::string& path, int64_t step) {
+  std::ifstream in(path);
+  if (!in) return;
+  std::string kept, line;
+  while (std::getline(in, line)) {
+    long long s = 0;
+    const bool whole = !line.empty() && line.back() == '}';
+    if (!whole || std::sscanf(line.c_str(), "{\"step\":%lld", &s) != 1 || s > step) continue;
+    kept += line + "\n";
+  }
+  in.close();
+  const std::string tmp = path + ".tmp";
+  {
+    std::ofstream out(tmp, std::ios::trunc);
+    out << kept;
+    check(out.flush().good(), "train", ": cannot write '", tmp, "'");
+  }
+  std::error_code ec;
+  std::filesystem::rename(tmp, path, ec);
+  check(!ec, "train", ": cannot replace '", path, "': ", ec.message());
+}
+
 Corpus prepare_corpus(const TrainOptions& o) {
   const bool builtin = o.corpus == "numbers" || o.corpus == "ding";
   const std::string dir = builtin ? o.data_dir + "/" + o.corpus : o.corpus;
@@ -187,8 +212,18 @@ TrainResult train(const TrainOptions& o) {
   int64_t step = 0, epoch = 0, batch_in_epoch = 0, evals_since_best = 0;
   // The best evaluation so far by each measure; checkpoint_best follows the one --best-metric names.
   double best_bleu = -1, best_loss = std::numeric_limits<double>::infinity();
-  if (o.resume && exists(last_ckpt)) {
+  const std::string vocab_model = vocab.to_base64();
+  const bool resuming = o.resume && exists(last_ckpt);
+  if (o.resume && !resuming)
+    std::printf("--resume: no checkpoint at %s; starting from step 0\n", last_ckpt.c_str());
+  if (resuming) {
     nn::Metadata m = nn::load_checkpoint(last_ckpt, model, &opt);
+    // The embeddings are trained for the checkpoint's pieces: another vocabulary (the corpus or its SentencePiece
+    // model changed since) would put every id on a different piece.
+    auto stored = m.find("vocab_model");
+    check(stored == m.end() || stored->second == vocab_model, "train", ": --resume: the vocabulary stored in '",
+          last_ckpt, "' is not '", vocab.path(), "' (the corpus or its SentencePiece model changed since the run "
+          "began); resume with the same data, or start a fresh run in another --out folder");
     step = metadata_int(m, "step", last_ckpt);
     epoch = metadata_int(m, "epoch", last_ckpt);
     batch_in_epoch = metadata_int(m, "batch_in_epoch", last_ckpt);
@@ -215,7 +250,6 @@ TrainResult train(const TrainOptions& o) {
   }
   // A checkpoint with the optimizer state (to resume from), or of the model alone (the --keep-last ones).
   // The vocabulary travels inside ("vocab_model"): a checkpoint copied elsewhere still translates.
-  const std::string vocab_model = vocab.to_base64();
   auto save = [&](const std::string& path, bool with_optimizer = true) {
     nn::save_checkpoint(path, model, with_optimizer ? &opt : nullptr,
                         {{"config", config_to_json(cfg)}, {"vocab", vocab.path()}, {"vocab_model", vocab_model},
@@ -229,7 +263,16 @@ TrainResult train(const TrainOptions& o) {
     save(o.out_dir + "/checkpoint_" + std::to_string(step) + ".safetensors", false);
     prune_step_checkpoints(o.out_dir, o.keep_last);
   };
-  std::ofstream metrics(o.out_dir + "/metrics.jsonl", o.resume ? std::ios::app : std::ios::trunc);
+  // metrics.jsonl: a fresh run starts it, a resumed one continues it from its checkpoint's step. It is flushed
+  // before every save, so a checkpoint's steps are always in it. Checked here: a folder or file that cannot be
+  // written fails now, not at the first save.
+  const std::string metrics_path = o.out_dir + "/metrics.jsonl";
+  if (resuming) cut_metrics_after(metrics_path, step);
+  std::ofstream metrics(metrics_path, resuming ? std::ios::app : std::ios::trunc);
+  check(metrics.good(), "train", ": cannot write '", metrics_path, "' (is the --out folder writable?)");
+  auto flush_metrics = [&] {
+    check(metrics.flush().good(), "train", ": writing '", metrics_path, "' failed (disk full?)");
+  };
 
   std::printf("model: %s, %lld+%lld layers, d=%lld, %lld heads, ffn %lld, vocab %lld, %lld parameters\n",
               cfg.topology.c_str(), (long long)cfg.enc_layers, (long long)cfg.dec_layers, (long long)cfg.d_model,
@@ -376,6 +419,7 @@ TrainResult train(const TrainOptions& o) {
         }
       }
       if (saves) {
+        flush_metrics();
         batch_in_epoch++;  // the checkpoint resumes at the next batch
         save(last_ckpt);
         batch_in_epoch--;
@@ -389,7 +433,7 @@ TrainResult train(const TrainOptions& o) {
     }
   }
   if (!res.diverged && !read_queued()) report_divergence(read_late);  // the steps queued last
-  metrics.flush();
+  flush_metrics();
   res.steps = step;
   res.seconds = elapsed();
   res.tokens_per_second = tokens_done / std::max(res.seconds, 1e-9);

@@ -101,6 +101,8 @@ Vocab Vocab::load_or_train(const std::string& model_path, const std::vector<Pair
   {
     std::ofstream out(text);
     for (const Pair& p : train) out << p.src << '\n' << p.tgt << '\n';
+    check(out.flush().good(), "Vocab::load_or_train", ": cannot write the training text '", text,
+          "' (the vocabulary is built beside the corpus: is its folder writable?)");
   }
   // Train under a temporary prefix, then rename: a killed run never leaves a half-written model behind.
   const std::string tmp_prefix = prefix + ".tmp";
@@ -108,8 +110,8 @@ Vocab Vocab::load_or_train(const std::string& model_path, const std::vector<Pair
                      " --model_type=unigram --character_coverage=1.0 --pad_id=0 --unk_id=1 --bos_id=2 --eos_id=3"
                      " --hard_vocab_limit=false --minloglevel=2 --num_threads=1";
   auto status = sentencepiece::SentencePieceTrainer::Train(args);
-  check(status.ok(), "Vocab::load_or_train", ": SentencePiece training failed: ", status.ToString());
   std::remove(text.c_str());
+  check(status.ok(), "Vocab::load_or_train", ": SentencePiece training failed: ", status.ToString());
   check(std::rename((tmp_prefix + ".model").c_str(), (prefix + ".model").c_str()) == 0, "Vocab::load_or_train",
         ": cannot move the trained model into place at ", prefix, ".model");
   std::rename((tmp_prefix + ".vocab").c_str(), (prefix + ".vocab").c_str());
