@@ -107,7 +107,7 @@ static void add_train_options(CLI::App* c, TrainOptions& o, std::string& norm, s
   c->add_option("--out", o.out_dir,
                 "run folder: checkpoints and metrics.jsonl (default runs/<topology>; compare: runs/compare; sweep: "
                 "runs/sweep)");
-  c->add_flag("--resume", o.resume, "continue from <out>/checkpoint_last.safetensors");
+  c->add_flag("--resume", o.resume, "continue from <out>/checkpoint_last.safetensors (none there: a fresh run)");
   c->add_flag("--quiet", o.quiet, "no live progress line");
   c->add_option("--profile-step", o.profile_step,
                 "profile training step N: time per op and per node on the host and the device, "
