@@ -68,6 +68,7 @@ Tensor Tensor::flatten(int64_t start, int64_t end) const {
   return skipgrad::reshape(*this, ns);
 }
 Tensor Tensor::unsqueeze(int64_t d) const {
+  check_defined("unsqueeze", *this, "the tensor");
   int64_t nd = normalize_dim(d, dim() + 1, "unsqueeze");
   Shape ns = shape();
   ns.insert(ns.begin() + nd, 1);
@@ -206,6 +207,7 @@ Tensor Tensor::expand(const Shape& shape) const { return skipgrad::expand(*this,
 
 // A contiguous copy (or x itself when already contiguous):  gx = g
 Tensor Tensor::contiguous() const {
+  check_defined("contiguous", *this, "the tensor");
   if (is_contiguous()) return *this;
   Tensor out = contiguous_raw(*this);
   record("contiguous", {*this}, out, {}, [](const Node&, const Tensor& g) { return std::vector<Tensor>{g}; });
@@ -213,6 +215,7 @@ Tensor Tensor::contiguous() const {
 }
 
 Tensor Tensor::clone() const {
+  check_defined("clone", *this, "the tensor");
   Tensor out = Tensor::empty(shape(), dtype(), device());
   backend_for(device()).copy(*this, out);
   record("contiguous", {*this}, out, {}, [](const Node&, const Tensor& g) { return std::vector<Tensor>{g}; });
@@ -220,6 +223,7 @@ Tensor Tensor::clone() const {
 }
 
 void Tensor::copy_(const Tensor& src) {
+  check_defined("copy_", *this, "the destination");
   check(src.defined(), "copy_", ": source is undefined");
   if (src.device() != device() && !src.device().is_cpu() && !device().is_cpu())
     fail("copy_", ": cannot copy ", src.meta_str(), " into ", meta_str());
@@ -249,6 +253,7 @@ void Tensor::copy_(const Tensor& src) {
 
 // y = x cast to dtype:  gx = g cast back
 Tensor Tensor::to(DType dt) const {
+  check_defined("to", *this, "the tensor");
   if (dt == dtype()) return *this;
   Tensor out = Tensor::empty(shape(), dt, device());
   backend_for(device()).copy(*this, out);
@@ -264,6 +269,7 @@ void record_cast(const Tensor& src, Tensor& out) {
 
 // y = x on another device:  gx = g moved back
 Tensor Tensor::to(Device d) const {
+  check_defined("to", *this, "the tensor");
   if (d == device()) return *this;
   Tensor src = contiguous_raw(*this);
   Tensor out = Tensor::empty(shape(), dtype(), d);

@@ -405,6 +405,7 @@ void backward(const Tensor& root, const Tensor& grad_in, bool retain_graph) {
 bool Tensor::requires_grad() const { return autograd_meta() && autograd_meta()->requires_grad; }
 
 Tensor& Tensor::requires_grad_(bool on) {
+  check(defined(), "requires_grad_", ": the tensor is an undefined tensor");
   if (on && !is_floating(dtype()))
     fail("requires_grad_", ": only floating tensors can require grad, got ", meta_str());
   check(is_leaf() || on, "requires_grad_", ": cannot turn off requires_grad of a non-leaf tensor; use detach()");
@@ -416,6 +417,7 @@ bool Tensor::is_leaf() const { return !autograd_meta() || !autograd_meta()->prod
 
 Tensor Tensor::grad() const { return autograd_meta() ? autograd_meta()->grad : Tensor(); }
 void Tensor::set_grad(const Tensor& g) {
+  check(defined(), "set_grad", ": the tensor is an undefined tensor");
   if (g.defined() && (g.shape() != shape() || g.dtype() != dtype() || g.device() != device()))
     fail("set_grad", ": gradient ", g.meta_str(), " does not match the tensor ", meta_str());
   ensure_autograd_meta().grad = g;
@@ -424,15 +426,20 @@ void Tensor::zero_grad() {
   if (autograd_meta()) autograd_meta()->grad = Tensor();
 }
 void Tensor::retain_grad() {
+  check(defined(), "retain_grad", ": the tensor is an undefined tensor");
   if (!requires_grad()) fail("retain_grad", ": tensor ", meta_str(), " does not require grad");
   ensure_autograd_meta().retain_grad = true;
 }
 
-Tensor Tensor::detach() const { return make_view(*this, shape(), strides(), offset()); }
+Tensor Tensor::detach() const {
+  check(defined(), "detach", ": the tensor is an undefined tensor");
+  return make_view(*this, shape(), strides(), offset());
+}
 
 void Tensor::backward(const Tensor& grad, bool retain_graph) const { skipgrad::backward(*this, grad, retain_graph); }
 
 void Tensor::register_hook(std::function<Tensor(const Tensor&)> hook) {
+  check(defined(), "register_hook", ": the tensor is an undefined tensor");
   if (!requires_grad()) fail("register_hook", ": tensor ", meta_str(), " does not require grad");
   ensure_autograd_meta().hooks.push_back(std::move(hook));
 }

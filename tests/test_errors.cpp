@@ -27,6 +27,19 @@ TEST_SUITE("errors") {
     CHECK_THROWS_WITH_ALL(add(Tensor(), f32({2})), "add", "undefined");
     CHECK_THROWS_WITH_ALL(mul(f32({2}), Tensor()), "mul", "undefined");
     CHECK_THROWS_WITH_ALL(exp(Tensor()), "exp", "undefined");
+    // the Tensor methods name themselves too
+    Tensor none;
+    CHECK_THROWS_WITH_ALL(none.requires_grad_(), "requires_grad_", "undefined");
+    CHECK_THROWS_WITH_ALL(none.detach(), "detach", "undefined");
+    CHECK_THROWS_WITH_ALL(none.clone(), "clone", "undefined");
+    CHECK_THROWS_WITH_ALL(none.contiguous(), "contiguous", "undefined");
+    CHECK_THROWS_WITH_ALL(none.to(DType::F64), "to", "undefined");
+    CHECK_THROWS_WITH_ALL(none.to(Device::cpu()), "to", "undefined");
+    CHECK_THROWS_WITH_ALL(none.unsqueeze(0), "unsqueeze", "undefined");
+    CHECK_THROWS_WITH_ALL(none.set_grad(f32({2})), "set_grad", "undefined");
+    CHECK_THROWS_WITH_ALL(none.copy_(f32({2})), "copy_", "undefined");
+    CHECK_THROWS_WITH_ALL(none.retain_grad(), "retain_grad", "undefined");
+    CHECK_THROWS_WITH_ALL(none.register_hook([](const Tensor& g) { return g; }), "register_hook", "undefined");
     CHECK_THROWS_WITH_ALL(log(i64({2})), "log", "int64");
     CHECK_THROWS_WITH_ALL(gelu(i64({2})), "gelu", "int64");
     CHECK_THROWS_WITH_ALL(mul(i64({2}), 2.0), "mul_scalar", "int64");
