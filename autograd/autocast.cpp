@@ -70,7 +70,11 @@ Tensor cached_bf16_cast(const Tensor& t) {
 }
 
 namespace autocast {
-bool wants_bf16(std::initializer_list<const Tensor*> ts) { return g_autocast_bf16 && any_of_dtype(ts, DType::F32); }
+// Not with a float64 input: float64 is left alone, and a float32 one beside it is the op's dtype error to report
+// as the caller wrote it (not as "float64 and bfloat16").
+bool wants_bf16(std::initializer_list<const Tensor*> ts) {
+  return g_autocast_bf16 && any_of_dtype(ts, DType::F32) && !any_of_dtype(ts, DType::F64);
+}
 bool wants_f32(std::initializer_list<const Tensor*> ts) { return g_autocast_bf16 && any_of_dtype(ts, DType::BF16); }
 Tensor to_bf16(const Tensor& t) {
   if (!t.defined() || t.dtype() != DType::F32) return t;

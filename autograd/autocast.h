@@ -51,7 +51,7 @@ bool autocast_bf16_enabled();
 bool parse_autocast(const std::string& s);
 
 namespace autocast {
-// Inside a scope: true when a product op should cast (some defined input is float32).
+// Inside a scope: true when a product op should cast (some defined input is float32, none float64).
 bool wants_bf16(std::initializer_list<const Tensor*> ts);
 // Inside a scope: true when a float32 op should cast (some defined input is bfloat16).
 bool wants_f32(std::initializer_list<const Tensor*> ts);

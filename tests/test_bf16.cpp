@@ -257,6 +257,8 @@ TEST_SUITE("bf16") {
         AutocastBF16 off(false);
         CHECK(linear(x, w, b).dtype() == DType::F32);
       }
+      // float64 with float32: the op's own dtype error, naming the dtypes the caller passed (not a bf16 cast)
+      CHECK_THROWS_WITH_ALL(matmul(x.to(DType::F64), w, false, true), "matmul", "float64", "float32");
     }
     CHECK_FALSE(autocast_bf16_enabled());
     CHECK(linear(x, w, b).dtype() == DType::F32);
