@@ -35,9 +35,10 @@ double l2_norm_of(const Tensor& t) {
   if (t.device().is_cpu() && t.is_contiguous() && t.dtype() != DType::BF16)
     return std::sqrt(t.dtype() == DType::F32 ? sum_of_squares(t.data<float>(), t.numel())
                                              : sum_of_squares(t.data<double>(), t.numel()));
+  // views, bf16, GPU tensors: one reduction accumulated and kept in double (a float32 square would overflow past
+  // 1.8e19 where the norm itself fits)
   NoGradGuard no_grad;
-  const Tensor x = t.dtype() == DType::BF16 ? t.to(DType::F32) : t;  // squares of bf16 values fit float exactly
-  return std::sqrt(sum(mul(x, x)).item());
+  return norm2_f64(t).item();
 }
 
 double value_norm_of(const AutogradMeta& m, const GraphOptions& opt) {

@@ -124,9 +124,9 @@ struct Graph {
 
 // ---- roles: how the dump colours a node, and what the path analysis calls a residual add ----
 enum class NodeRole { Parameter, Input, Norm, Residual, Attention, FeedForward, Loss, Other };
-// Parameter/Input: leaves. Norm: family "norm". Residual: name ends in "residual_add" or "dual_add".
-// Attention: family "attention", or a scope component containing "attn"/"attention". FeedForward: a scope
-// component containing "ffn"/"mlp"/"feed_forward". Loss: family "loss". Checked in this order.
+// Checked in this order: Parameter/Input: leaves. Norm: family "norm". Residual: name ends in "residual_add" or
+// "dual_add". Loss: family "loss". Attention: family "attention", or a scope component containing
+// "attn"/"attention". FeedForward: a scope component containing "ffn"/"mlp"/"feed_forward".
 NodeRole node_role(const GraphNode& n);
 const char* role_name(NodeRole r);
 bool is_residual_add(const GraphNode& n);  // name ends in "residual_add" or "dual_add"

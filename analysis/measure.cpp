@@ -240,6 +240,8 @@ std::vector<LayerMeasures> measure_steps(const nn::TransformerConfig& cfg, const
         Tensor logits = model.forward(b.src.to(opt.device), b.tgt_in.to(opt.device));
         nn::label_smoothed_nll(logits, b.tgt_out.to(opt.device), cfg.pad_id, opt.label_smoothing).loss.backward();
         if (opt.clip > 0) nn::clip_grad_norm(adam.params(), opt.clip);
+        // update k at lr(k): its warm-up starts from 0 (no warmup_init_lr), where fairseq's lr(k - 1) would make
+        // the first update a no-op
         adam.set_lr(schedule.lr(adam.step_count() + 1));
         adam.step();
       }

@@ -24,7 +24,7 @@ namespace skipgrad {
 
 struct NodePaths {
   // Number of distinct paths to the loss, as a double: exact up to 2^53, then rounded (relative error 1e-16),
-  // +infinity past 1.8e308 (a 24+24-layer encoder-decoder has ~1e30). 0 when the node does not reach the loss.
+  // +infinity past 1.8e308 (a 24+24-layer encoder-decoder has ~1e50). 0 when the node does not reach the loss.
   double paths = 0;
   // Least / most norm nodes (family "norm") on a path to the loss; -1 when the node does not reach it.
   int64_t min_norms = -1, max_norms = -1;

@@ -22,6 +22,7 @@ GradcheckResult gradcheck(const std::function<Tensor(const std::vector<Tensor>&)
     }
     return sum(mul(y, w));
   };
+  current_tape().clear();  // first: inside a backward (a hook) this is an error, before anything changed
   for (size_t i = 0; i < inputs.size(); i++) {
     Tensor& x = inputs[i];
     if (!x.defined() || !x.requires_grad()) continue;
@@ -34,7 +35,6 @@ GradcheckResult gradcheck(const std::function<Tensor(const std::vector<Tensor>&)
              " (its elements share memory, e.g. an expand()); pass .contiguous() of it");
     x.zero_grad();
   }
-  current_tape().clear();
   Tensor L = scalar(inputs);
   check(L.requires_grad(), "gradcheck", ": the function output does not depend on any input that requires grad");
   L.backward();
@@ -65,9 +65,10 @@ GradcheckResult gradcheck(const std::function<Tensor(const std::vector<Tensor>&)
       const double num = (lp - lm) / (2 * eps);
       const double err = std::abs(num - ga[e]);
       const double rel = err / std::max(std::abs(num), 1e-12);
-      res.max_abs_err = std::max(res.max_abs_err, err);
-      if (err > atol) res.max_rel_err = std::max(res.max_rel_err, rel);
-      if (err > atol + rtol * std::abs(num) && res.ok) {
+      // NaN (an infinite or undefined gradient on either side) fails and shows in the maxima
+      if (std::isnan(err) || err > res.max_abs_err) res.max_abs_err = err;
+      if (!(err <= atol) && (std::isnan(rel) || rel > res.max_rel_err)) res.max_rel_err = rel;
+      if (!(err <= atol + rtol * std::abs(num)) && res.ok) {
         res.ok = false;
         std::ostringstream os;
         os << "input " << i << " " << x.meta_str() << " element " << e << ": analytic " << ga[e] << " vs numeric "

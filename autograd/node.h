@@ -24,6 +24,7 @@ struct AutogradMeta {
   Tensor grad;            // the accumulated gradient of a leaf (or of a retain_grad tensor)
   Tensor pending;         // gradient being accumulated during one backward pass
   Node* producer = nullptr;  // the node on the live tape that made this tensor; null for leaves
+  const Tape* tape = nullptr;  // the tape (one per thread) that recorded it: compared, never dereferenced
   bool produced = false;     // made by an op (not a leaf), even after its tape was cleared
   std::string name;          // leaf name (a parameter's "enc.0.ffn.fc1.weight"); set by nn/
   Shape shape;
@@ -43,7 +44,6 @@ using BackwardFn = std::function<std::vector<Tensor>(const Node& node, const Ten
 
 struct Node {
   int64_t id = -1;                 // position on the tape
-  const Tape* tape = nullptr;      // the tape that holds it (one per thread)
   const OpInfo* op = nullptr;
   std::string name;                // scoped: "enc.3.ffn.fc1.matmul"
   std::vector<std::shared_ptr<AutogradMeta>> inputs;

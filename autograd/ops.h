@@ -83,6 +83,9 @@ Tensor sum_to(const Tensor& g, const Shape& shape);
 // double, no temporary the size of t, the root taken before the store (a float32 norm of 2e20 is not inf); not
 // recorded. Used for gradient norms (tracking in backward, clipping).
 Tensor norm2(const Tensor& t);
+// The same kept in float64 ([1], on t's device; Backend::norm_many): no rounding to t's dtype, so a bf16 tensor's
+// norm has all its digits. For reports (graph value and gradient norms).
+Tensor norm2_f64(const Tensor& t);
 
 // ---- views and layout (the Tensor methods forward here) ----
 Tensor reshape(const Tensor& a, const Shape& shape);

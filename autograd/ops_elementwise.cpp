@@ -102,14 +102,15 @@ Tensor div(const Tensor& a, const Tensor& b) {
   return out;
 }
 
-// The gradient weights of c = max(a, b) (wins = Gt) or min(a, b) (wins = Lt), as PyTorch's since 1.9: the winner
-// takes the gradient, a tie splits it evenly, a NaN gives it to neither.
+// The gradient weights of c = max(a, b) (loses = Lt) or min(a, b) (loses = Gt), PyTorch's formula since 1.9:
+// 1 - [x loses to y] - [x == y] / 2 for each side, so the winner takes the gradient, a tie splits it evenly and a
+// NaN (no comparison holds) passes it to both.
 namespace {
-std::vector<Tensor> extremum_backward(const char* op, BinaryOp wins, const Node& n, const Tensor& g) {
+std::vector<Tensor> extremum_backward(const char* op, BinaryOp loses, const Node& n, const Tensor& g) {
   const Tensor &a = n.saved[0], &b = n.saved[1];
   Tensor half_tie = mul(binary_forward(op, BinaryOp::Eq, a, b), 0.5);
   auto weighted = [&](const Tensor& x, const Tensor& y) {
-    return sum_to(mul(g, add(binary_forward(op, wins, x, y), half_tie)), x.shape());
+    return sum_to(mul(g, rsub(add(binary_forward(op, loses, x, y), half_tie), 1.0)), x.shape());
   };
   return {needs_grad(n, 0) ? weighted(a, b) : Tensor(), needs_grad(n, 1) ? weighted(b, a) : Tensor()};
 }
@@ -119,7 +120,7 @@ Tensor maximum(const Tensor& a, const Tensor& b) {
   if (bf16_with_f64(a, b)) return maximum(promoted(a, b), promoted(b, a));
   Tensor out = binary_forward("maximum", BinaryOp::Maximum, a, b);
   record("maximum", {a, b}, out, {a, b},
-         [](const Node& n, const Tensor& g) { return extremum_backward("maximum", BinaryOp::Gt, n, g); });
+         [](const Node& n, const Tensor& g) { return extremum_backward("maximum", BinaryOp::Lt, n, g); });
   return out;
 }
 
@@ -127,7 +128,7 @@ Tensor minimum(const Tensor& a, const Tensor& b) {
   if (bf16_with_f64(a, b)) return minimum(promoted(a, b), promoted(b, a));
   Tensor out = binary_forward("minimum", BinaryOp::Minimum, a, b);
   record("minimum", {a, b}, out, {a, b},
-         [](const Node& n, const Tensor& g) { return extremum_backward("minimum", BinaryOp::Lt, n, g); });
+         [](const Node& n, const Tensor& g) { return extremum_backward("minimum", BinaryOp::Gt, n, g); });
   return out;
 }
 

@@ -67,6 +67,12 @@ Tensor norm2(const Tensor& t) {
   return reshape_raw(out, {1});
 }
 
+Tensor norm2_f64(const Tensor& t) {
+  Tensor out = Tensor::empty({1}, DType::F64, t.device());
+  be(t).norm_many({&t}, out);
+  return out;
+}
+
 // y = sum over dims:  gx = broadcast(g)
 Tensor sum(const Tensor& x, const Shape& dims, bool keepdim) {
   ReducePlan p = plan_reduce("sum", x, dims, keepdim);

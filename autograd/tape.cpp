@@ -47,12 +47,24 @@ Node* Tape::find(int64_t id) const {
 
 Node& Tape::append(std::unique_ptr<Node> n) {
   n->id = next_id_++;
-  n->tape = this;
   nodes_.push_back(std::move(n));
   return *nodes_.back();
 }
 
+namespace {
+// True while this thread's backward() walks its tape: a backward, Tape::clear() or gradcheck() from inside it (a hook)
+// would free the nodes being walked. Off before backward's own clear.
+thread_local bool t_in_backward = false;
+struct InBackward {
+  InBackward() { t_in_backward = true; }
+  ~InBackward() { t_in_backward = false; }
+  void done() { t_in_backward = false; }
+};
+}  // namespace
+
 void Tape::clear() {
+  check(!t_in_backward, "Tape::clear", ": called inside a backward (from a gradient hook? gradcheck() clears the "
+        "tape too), which still walks it; do it after backward returns");
   for (auto& n : nodes_)
     if (n->output && n->output->producer == n.get()) {
       n->output->producer = nullptr;
@@ -171,8 +183,10 @@ Node* record(const OpInfo& op, const std::vector<Tensor>& inputs, Tensor& out, s
   node->saved = std::move(saved);
   node->backward = std::move(backward);
   node->params = std::move(params);
-  Node& n = current_tape().append(std::move(node));
+  Tape& tape = current_tape();
+  Node& n = tape.append(std::move(node));
   om.producer = &n;
+  om.tape = &tape;
   if (g_anomaly) {
     int64_t bad = backend_for(out.device()).count_nonfinite(out);
     if (bad) fail("anomaly", ": forward op '", op.name, "' (node ", n.name, ") produced ", bad,
@@ -234,9 +248,9 @@ void accumulate(Tensor& acc, const Tensor& g) { acc = acc.defined() ? add(acc, g
 struct NormTracker {
   std::vector<std::pair<Node*, Tensor>> on_device;
   void add(Node& n, const Tensor& g) {
-    Tensor norm = norm2(g);
+    Tensor norm = norm2_f64(g);  // in double: a bf16 gradient's norm is not rounded to bf16
     if (g.device().is_cpu()) n.grad_norm = norm.item();
-    else on_device.emplace_back(&n, norm.to(DType::F64));
+    else on_device.emplace_back(&n, norm);
   }
   void read_back() {
     if (on_device.empty()) return;
@@ -269,12 +283,6 @@ constexpr const char* kGraphGone =
     "(this one too; pass retain_graph=true to keep them), as do Tape::clear() and gradcheck(); or it was recorded on "
     "a thread that has ended";
 
-// True while this thread runs backward(): a second one from inside it (a hook) would clear the tape being walked.
-thread_local bool t_in_backward = false;
-struct InBackward {
-  InBackward() { t_in_backward = true; }
-  ~InBackward() { t_in_backward = false; }
-};
 
 // While it lives, the ops run are part of a backward's bookkeeping and take no profile mark of their own.
 struct InNodeBackward {
@@ -347,9 +355,10 @@ void backward(const Tensor& root, const Tensor& grad_in, bool retain_graph) {
     fail("backward", ": gradient ", g0.meta_str(), " does not match the tensor ", root.meta_str());
 
   Tape& tape = current_tape();
-  check(!rm.producer || rm.producer->tape == &tape, "backward", ": the graph of '", rm.producer->name,
-        "' was recorded on another thread; the tape is one per thread: call backward on the thread that ran the "
-        "forward");
+  // Compared by the tape's address, never reading the other thread's nodes (they may be freed as we look).
+  if (rm.producer && rm.tape != &tape)
+    fail("backward", ": the graph of ", root.meta_str(), " was recorded on another thread; the tape is one per "
+         "thread: call backward on the thread that ran the forward");
   InBackward in_backward;
   NoGradGuard no_grad;
   profile_mark("backward.enter");  // what ran since the last op: the loss read, the seed gradient
@@ -360,9 +369,9 @@ void backward(const Tensor& root, const Tensor& grad_in, bool retain_graph) {
   std::vector<AutogradMeta*> leaves;
   t_fan_in = {};
   auto add_to = [&](AutogradMeta& m, const Tensor& g) {
-    if (m.producer && m.producer->tape != &tape)
-      fail("backward", ": the gradient reached '", m.producer->name, "', recorded on another thread; the tape is "
-           "one per thread: run the whole forward on the thread that calls backward");
+    if (m.producer && m.tape != &tape)
+      fail("backward", ": the gradient reached a ", dtype_name(m.dtype), m.shape, " tensor recorded on another "
+           "thread; the tape is one per thread: run the whole forward on the thread that calls backward");
     if (!m.producer && !m.pending.defined()) leaves.push_back(&m);
     if (m.pending.defined()) t_fan_in.added++;
     accumulate(m.pending, g);
@@ -393,9 +402,11 @@ void backward(const Tensor& root, const Tensor& grad_in, bool retain_graph) {
     // clean next time, and the graph that was being consumed.
     for (int64_t i = start; i >= 0; i--) nodes[i]->output->pending = Tensor();
     for (AutogradMeta* m : leaves) m->pending = Tensor();
+    in_backward.done();
     if (!retain_graph) tape.clear();
     throw;
   }
+  in_backward.done();
   if (!retain_graph) tape.clear();
   profile_mark("backward.leaves");  // the gradient norms read back, the leaves' .grad, the tape cleared
 }

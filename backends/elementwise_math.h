@@ -35,7 +35,7 @@ SG_HOST_DEVICE T unary_fn(UnaryOp op, T x, T a) {
     case UnaryOp::Abs: return fabs(x);
     case UnaryOp::Tanh: return tanh(x);
     case UnaryOp::Sigmoid: return T(1) / (T(1) + exp(-x));
-    case UnaryOp::Relu: return x > T(0) ? x : T(0);
+    case UnaryOp::Relu: return (x > T(0) || x != x) ? x : T(0);  // NaN stays NaN (as PyTorch): not hidden as 0
     case UnaryOp::GeluTanh: return T(0.5) * x * (T(1) + tanh(T(kSqrt2OverPi) * (x + T(0.044715) * x * x * x)));
     case UnaryOp::GeluErf: return T(0.5) * x * (T(1) + erf(x * T(kInvSqrt2)));
     case UnaryOp::Silu: return x / (T(1) + exp(-x));

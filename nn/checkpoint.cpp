@@ -70,6 +70,14 @@ bool writable_as_json(const std::string& s) {
   }
 }
 
+// Whether a and b have one length and differ in exactly one byte.
+bool one_byte_apart(const std::string& a, const std::string& b) {
+  if (a.size() != b.size()) return false;
+  size_t differ = 0;
+  for (size_t i = 0; i < a.size(); i++) differ += a[i] != b[i];
+  return differ == 1;
+}
+
 // FNV-1a 64 of the header as JSON text (nlohmann's objects keep their keys sorted, so a parsed header dumps to the
 // same text), without its own checksum entry: what "skipgrad.header_checksum" holds.
 std::string header_checksum(json header) {
@@ -279,10 +287,12 @@ SafetensorsFile parse_safetensors(std::string_view bytes, const std::string& pat
   check(expected == data_size, op, ": '", path, "' has ", data_size - expected, " unexpected bytes after the last tensor");
 
   const char* data = header_begin + header_len;
-  // skipgrad writes both checksums: a data checksum alone means the header checksum's key was damaged, which would
-  // otherwise switch the header's check off
-  check(!file.metadata.count(kChecksumKey) || file.metadata.count(kHeaderChecksumKey), op, ": '", path,
-        "' is corrupted: it has a data checksum ('", kChecksumKey, "') but no '", kHeaderChecksumKey, "'");
+  // A data checksum without the header's: a file from before the header checksum (2026-12-05), unless a key one
+  // byte away from the header checksum's name is there, that name damaged, which would switch the header's check off.
+  if (file.metadata.count(kChecksumKey) && !file.metadata.count(kHeaderChecksumKey))
+    for (const auto& [key, value] : file.metadata)
+      check(!one_byte_apart(key, kHeaderChecksumKey), op, ": '", path, "' is corrupted: metadata key '", key,
+            "' is '", kHeaderChecksumKey, "' with a damaged byte");
   if (auto it = file.metadata.find(kHeaderChecksumKey); it != file.metadata.end()) {
     const std::string computed = header_checksum(header);
     check(computed == it->second, op, ": '", path, "' is corrupted: checksum of the header is ", computed,

@@ -10,8 +10,8 @@
 //   metadata   "skipgrad.checksum"      FNV-1a 64 of the data section, 16 hex digits
 //              "skipgrad.header_checksum"   FNV-1a 64 of the header's JSON (keys sorted, as nlohmann writes it)
 //                                      without this entry: a damaged name, shape, offset or metadata value is
-//                                      refused too; a file with the data checksum but not this one is refused
-//                                      (a damaged key would otherwise switch the check off)
+//                                      refused too, a damaged name of this entry included (files written
+//                                      before 2026-12-05 have only the data checksum and load)
 //              "skipgrad.rng.seed", "skipgrad.rng.offset"   the default generator's state
 //              "skipgrad.optim.kind", "skipgrad.optim.step", "skipgrad.optim.lr"   with an optimizer
 //              "skipgrad.model"        Module::kind() when the model says (a Transformer: its topology, norm,
@@ -60,8 +60,8 @@ struct SafetensorsFile {
 // Writes the tensors (any device, any strides; float32/64, bfloat16, int32/64) atomically, adding the two
 // checksums. Names and metadata must be UTF-8 (JSON's text).
 void save_safetensors(const std::string& path, const NamedTensors& tensors, const Metadata& metadata = {});
-// Reads and validates a whole file; checks "skipgrad.checksum" and "skipgrad.header_checksum" (files written by
-// other tools have neither and load all the same; one with the first but not the second is refused).
+// Reads and validates a whole file; checks "skipgrad.checksum" and "skipgrad.header_checksum" when present (files
+// written by other tools have none and load all the same).
 SafetensorsFile load_safetensors(const std::string& path);
 // The same from the bytes of a whole file already in memory; `path` only names it in error messages.
 SafetensorsFile parse_safetensors(std::string_view bytes, const std::string& path = "<memory>");

@@ -35,7 +35,7 @@ void TransformerConfig::validate() const {
         enc_layers, " and ", dec_layers);
   for (auto [name, p] : {std::pair{"dropout", dropout}, {"attn_dropout", attn_dropout}, {"act_dropout", act_dropout}})
     check(p >= 0 && p < 1, who, ": ", name, " must be in [0, 1), got ", p);
-  check(norm_eps > 0, who, ": norm_eps must be > 0, got ", norm_eps);
+  check(norm_eps > 0 && std::isfinite(norm_eps), who, ": norm_eps must be finite and > 0, got ", norm_eps);
   check(resi_dual_scale > 0 && std::isfinite(resi_dual_scale), who, ": resi_dual_scale must be > 0, got ",
         resi_dual_scale);
   check(mixln_post_layers >= -1, who, ": mixln_post_layers must be >= 0 (or -1 for floor(L/4)), got ",

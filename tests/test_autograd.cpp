@@ -522,7 +522,7 @@ TEST_SUITE("autograd") {
     check_close(x.grad(), {8, 16});  // d/dx (2x)^2 = 8x
   }
 
-  TEST_CASE("edges of the derivative formulas, as PyTorch: x^0 has gradient 0 at x = 0; max/min ties split evenly") {
+  TEST_CASE("edges of the formulas, as PyTorch: x^0 has gradient 0 at 0; max/min/relu keep NaN, ties split evenly") {
     std::vector<Device> devices{Device::cpu()};
     if (cuda_available()) devices.push_back(Device::cuda());
     for (Device d : devices) {
@@ -535,20 +535,30 @@ TEST_SUITE("autograd") {
       for (double v : nan_first.to_vector<double>()) CHECK(std::isnan(v));
       for (double v : minimum(vec({NAN, 1}).to(d), vec({1, NAN}).to(d)).to(Device::cpu()).to_vector<double>())
         CHECK(std::isnan(v));
-      // a = [1, 2, nan], b = [1, 0, 1]: max gives the tie half to each, the larger all, a NaN none
+      // and relu keeps a NaN (a NaN pre-activation would otherwise come out 0 and hide a divergence)
+      const std::vector<double> r = relu(vec({NAN, -1, 2}).to(d)).to(Device::cpu()).to_vector<double>();
+      CHECK(std::isnan(r[0]));
+      CHECK(r[1] == 0);
+      CHECK(r[2] == 2);
+      // a = [1, 2, nan], b = [1, 0, 1]: max gives the tie half to each, the larger all, a NaN all to both
       Tensor a = vec({1, 2, NAN}).to(d).requires_grad_(), b = vec({1, 0, 1}).to(d).requires_grad_();
       sum(maximum(a, b)).backward();
-      check_close(a.grad().to(Device::cpu()), {0.5, 1, 0});
-      check_close(b.grad().to(Device::cpu()), {0.5, 0, 0});
+      check_close(a.grad().to(Device::cpu()), {0.5, 1, 1});
+      check_close(b.grad().to(Device::cpu()), {0.5, 0, 1});
       a.zero_grad();
       b.zero_grad();
       sum(minimum(a, b)).backward();
-      check_close(a.grad().to(Device::cpu()), {0.5, 0, 0});
-      check_close(b.grad().to(Device::cpu()), {0.5, 1, 0});
+      check_close(a.grad().to(Device::cpu()), {0.5, 0, 1});
+      check_close(b.grad().to(Device::cpu()), {0.5, 1, 1});
     }
     // gradcheck refuses an input whose elements share memory (one perturbation would move several)
     Tensor e = Tensor::ones({1, 3}, DType::F64).expand({4, 3}).detach().requires_grad_();
     CHECK_THROWS_WITH_ALL(gradcheck([](const std::vector<Tensor>& in) { return in[0] * 2.0; }, {e}), "gradcheck",
                           "stride 0", "contiguous");
+    // and fails an infinite or NaN gradient (NaN compares false with any tolerance)
+    GradcheckResult r = gradcheck([](const std::vector<Tensor>& in) { return sqrt(in[0]); },
+                                  {Tensor::zeros({2}, DType::F64).requires_grad_()});
+    CHECK_FALSE(r.ok);
+    CHECK(std::isnan(r.max_abs_err));
   }
 }

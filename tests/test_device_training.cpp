@@ -139,6 +139,30 @@ TEST_SUITE("translate") {
                             "scale_many", "cuda:0");
   }
 
+  TEST_CASE("multi-tensor updates of a list naming one tensor twice: applied twice in order, as on the CPU") {
+    // One launch would run both entries' blocks at once on a GPU (a race): such lists take the per-tensor path.
+    std::vector<Device> devices{Device::cpu()};
+    if (cuda_available()) devices.push_back(Device::cuda());
+    for (const Device dev : devices) {
+      CAPTURE(dev.str());
+      Tensor x = Tensor::full({70000}, 1.5, DType::F32, dev), y = x.narrow(0, 100, 1000);  // y inside x
+      std::vector<Tensor*> twice{&x, &x, &y};
+      backend_for(dev).scale_many(twice, Tensor::full({1}, 2.0, DType::F64, dev));
+      const std::vector<float> v = x.to(Device::cpu()).to_vector<float>();
+      CHECK(v[0] == 6.0f);       // 1.5 * 2 * 2
+      CHECK(v[100] == 12.0f);    // and once more through y
+      CHECK(v[69999] == 6.0f);
+      Tensor p = Tensor::full({5}, 1.0, DType::F32, dev), g = Tensor::full({5}, 1.0, DType::F32, dev);
+      Tensor m = Tensor::zeros({5}, DType::F32, dev), v2 = Tensor::zeros({5}, DType::F32, dev);
+      backend_for(dev).adam_update_many({{&p, &g, &m, &v2, 0.0}, {&p, &g, &m, &v2, 0.0}}, 0.1, 0.9, 0.999, 1e-8,
+                                        false, 1);
+      Tensor q = Tensor::full({5}, 1.0, DType::F32), mq = Tensor::zeros({5}), vq = Tensor::zeros({5});
+      for (int k = 0; k < 2; k++)
+        backend_for(Device::cpu()).adam_update(q, Tensor::full({5}, 1.0), mq, vq, 0.1, 0.9, 0.999, 1e-8, 0.0, false, 1);
+      CHECK(p.to(Device::cpu()).to_vector<float>() == q.to_vector<float>());
+    }
+  }
+
   TEST_CASE("--sync-every K trains exactly as --sync-every 1: the same losses, norms, evaluations and checkpoints") {
     auto run = [&](int64_t sync_every, const std::string& out) {
       TrainOptions o = tiny_run("cpu", out);

@@ -86,6 +86,17 @@ TEST_SUITE("fuzz_regressions") {
     CHECK(ok.find("a").shape() == Shape{0, int64_t(1) << 40});
   }
 
+  TEST_CASE("safetensors: a data checksum alone loads (files before 2026-12-05); beside a damaged header key, refused") {
+    // FNV-1a 64 of no bytes: the data checksum of a file without tensors
+    const std::string old_style = R"({"__metadata__": {"skipgrad.checksum": "cbf29ce484222325", "step": "3"}})";
+    CHECK(nn::parse_safetensors(safetensors_bytes(old_style), "old.st").metadata.at("step") == "3");
+    // one flipped byte in the header checksum's name would otherwise leave the header unchecked ("step" edited)
+    const std::string damaged = R"({"__metadata__": {"skipgrad.checksum": "cbf29ce484222325", "step": "9", )"
+                                R"("skipgrad.headeR_checksum": "0123456789abcdef"}})";
+    CHECK_THROWS_WITH_ALL(nn::parse_safetensors(safetensors_bytes(damaged), "damaged.st"), "damaged.st",
+                          "corrupted", "skipgrad.headeR_checksum", "damaged byte");
+  }
+
   TEST_CASE("Tensor::empty: shapes whose strides or byte count would overflow are an Error") {
     const int64_t big = int64_t(1) << 40;
     CHECK_THROWS_WITH_ALL(Tensor::empty({0, big, big}), "empty", "too large");

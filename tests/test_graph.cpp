@@ -124,6 +124,28 @@ TEST_SUITE("graph") {
     CHECK(g.params.at(0).grad_norm == doctest::Approx(l2(w.grad())).epsilon(1e-12));
   }
 
+  TEST_CASE("value and gradient norms in double: a view of 1e20s is finite, a bf16 gradient's norm unrounded") {
+    FreshTape tape;
+    Tensor w = Tensor::from_vector<float>({1e20f, 2e20f, 3e20f, 4e20f, 5e20f, 6e20f}, {2, 3}).requires_grad_();
+    Tensor t = w.t();  // a view: its float32 squares would overflow, the norm fits
+    Tensor s = sum(mul(t.contiguous(), 1e-20));
+    Graph g = Graph::from_tape(current_tape());
+    CHECK(g.at(g.id_of(t)).value_norm == doctest::Approx(std::sqrt(91.0) * 1e20).epsilon(1e-6));
+    // a bf16 output's gradient norm: its gradient values' norm in double, not rounded to bf16's 8 bits
+    current_tape().clear();
+    Tensor x = Tensor::from_vector<float>({0.3f, -1.7f, 2.9f}, {3}).requires_grad_();
+    Tensor h = x.to(DType::BF16) * 1.0;
+    h.retain_grad();
+    Tensor loss = sum(mul(h.to(DType::F32), Tensor::from_vector<float>({0.1f, 0.2f, 0.3f}, {3})));
+    loss.backward(Tensor(), true);
+    const std::vector<double> gh = h.grad().to(DType::F64).to_vector<double>();
+    const double want = std::sqrt(gh[0] * gh[0] + gh[1] * gh[1] + gh[2] * gh[2]);
+    Graph g2 = Graph::from_tape(current_tape());
+    const double got = g2.at(g2.id_of(h)).grad_norm;
+    CHECK(got == doctest::Approx(want).epsilon(1e-12));
+    CHECK(float(bf16(float(want))) != want);  // bf16 would have rounded it
+  }
+
   TEST_CASE("path counts on a diamond and on x*x, by hand") {
     FreshTape tape;
     Tensor x = param({3}, "x", 1);

@@ -128,6 +128,10 @@ TEST_SUITE("nn") {
     eps.norm_eps = 1.0000001e-5;  // beyond six digits: the kinds must still differ
     nn::Transformer other_eps(eps);
     CHECK_THROWS_WITH_ALL(nn::load_checkpoint(path, other_eps), "eps 1e-05", "eps 1.0000001e-05");
+    nn::TransformerConfig heads = tiny_transformer("pre_ln");  // the same names and shapes, another function
+    heads.heads = heads.heads == 2 ? 4 : 2;
+    nn::Transformer other_heads(heads);
+    CHECK_THROWS_WITH_ALL(nn::load_checkpoint(path, other_heads), "load_checkpoint", " heads");
     nn::load_checkpoint(path, same);  // the same kind loads
     nn::NamedTensors all = pre.named_parameters();  // a file without the kind (another tool's) is not checked
     for (auto& b : pre.named_buffers()) all.push_back(b);
@@ -149,6 +153,9 @@ TEST_SUITE("nn") {
     c = tiny("pre_ln");
     c.pad_id = 11;
     CHECK_THROWS_WITH_ALL(nn::Transformer{c}, "pad_id 11");
+    c = tiny("pre_ln");
+    c.norm_eps = INFINITY;  // every norm would output 0 (x / sqrt(inf))
+    CHECK_THROWS_WITH_ALL(nn::Transformer{c}, "norm_eps must be finite", "inf");
   }
 
   TEST_CASE("every topology: parameter names and counts, forward shape with LN and RMSNorm") {

@@ -134,9 +134,9 @@ TEST_SUITE("train") {
     Linear a(2, 2, false);
     AdamW opt_a(a.named_parameters());
     a.to(DType::F64);  // no step since: the state is still float32 inside
-    for (const auto& [name, t] : opt_a.named_state()) {
-      CAPTURE(name);
-      CHECK(t.dtype() == DType::F64);
+    for (const auto& entry : opt_a.named_state()) {  // not a structured binding: CAPTURE cannot take one
+      CAPTURE(entry.first);
+      CHECK(entry.second.dtype() == DType::F64);
     }
     save_checkpoint(path.string(), a, &opt_a);
     CHECK(load_safetensors(path.string()).find("optim.m.weight").dtype() == DType::F64);

@@ -4,9 +4,11 @@
 #include <cublas_v2.h>
 #include <cuda_runtime.h>
 
+#include <algorithm>
 #include <array>
 #include <cstdint>
 #include <initializer_list>
+#include <vector>
 
 #include "backends/cuda/cuda_backend.h"
 
@@ -53,6 +55,20 @@ inline int row_threads(int64_t cols) {
 inline void check_contiguous(const char* op, std::initializer_list<const Tensor*> ts) {
   for (const Tensor* t : ts)
     if (t->defined() && !t->is_contiguous()) fail(op, ": expected contiguous tensors on the GPU, got ", t->meta_str());
+}
+
+// Whether the memory of two of `written` overlaps (contiguous tensors: [data, data + nbytes)). A multi-tensor launch
+// runs every tensor's chunks at once, so two entries on the same memory (a parameter listed twice) would race
+// where the CPU, and the per-tensor path, apply them one after the other: such lists take the per-tensor path.
+inline bool any_overlap(std::vector<const Tensor*> written) {
+  std::erase_if(written, [](const Tensor* t) { return t->numel() == 0; });
+  std::sort(written.begin(), written.end(),
+            [](const Tensor* a, const Tensor* b) { return a->data_ptr() < b->data_ptr(); });
+  for (size_t i = 1; i < written.size(); i++)
+    if (static_cast<const char*>(written[i]->data_ptr()) <
+        static_cast<const char*>(written[i - 1]->data_ptr()) + written[i - 1]->nbytes())
+      return true;
+  return false;
 }
 
 // Calls f(T{}) with T the C++ type of dt: float32/float64 (dispatch_float), those and bfloat16

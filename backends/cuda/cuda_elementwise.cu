@@ -181,6 +181,12 @@ void CudaBackend::copy_many(const std::vector<const Tensor*>& srcs, const std::v
                  a.dtype() == srcs[0]->dtype() && b.dtype() == dsts[0]->dtype() && is_floating(a.dtype()) &&
                  is_floating(b.dtype());
   }
+  if (one_launch) {  // the destinations, and sources that are not their own pair's destination, apart
+    std::vector<const Tensor*> touched(dsts.begin(), dsts.end());
+    for (size_t i = 0; i < srcs.size(); i++)
+      if (srcs[i]->data_ptr() != dsts[i]->data_ptr()) touched.push_back(srcs[i]);
+    one_launch = !cuda::any_overlap(touched);
+  }
   if (!one_launch) return Backend::copy_many(srcs, dsts);
   copy_many_launch(srcs, dsts, nullptr);
 }
@@ -190,6 +196,7 @@ void CudaBackend::scale_many(const std::vector<Tensor*>& ts, const Tensor& scale
   check_scale_many(ts, scale);
   bool one_launch = !ts.empty() && scale.device().is_cuda();
   for (const Tensor* t : ts) one_launch = one_launch && t->is_contiguous() && t->dtype() == ts[0]->dtype();
+  one_launch = one_launch && !cuda::any_overlap(std::vector<const Tensor*>(ts.begin(), ts.end()));
   if (!one_launch) return Backend::scale_many(ts, scale);
   Tensor s = scale;  // the kernel reads a double
   if (scale.dtype() != DType::F64 || !scale.is_contiguous()) {

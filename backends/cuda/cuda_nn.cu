@@ -168,6 +168,7 @@ void CudaBackend::cross_entropy_backward(const Tensor& logits, const Tensor& tar
   cuda::check_contiguous(op, {&logits, &targets, &lse, &gloss, &glogits});
   const int64_t C = logits.dim() ? logits.shape().back() : 1, R = C ? logits.numel() / C : 0;
   if (R == 0 || C == 0) return;
+  check(R <= INT_MAX, op, ": logits ", logits.shape(), " have more rows than the GPU grid allows");
   cuda::dispatch_with_float32_params(logits.dtype(), op, [&](auto ltag, auto stag) {
     using T = decltype(ltag);
     using S = decltype(stag);

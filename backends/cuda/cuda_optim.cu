@@ -6,7 +6,8 @@
 //   m = b1 m + (1-b1) g;   v = b2 v + (1-b2) g^2;   p -= lr/bc1 * m / (sqrt(v) * (1/sqrt(bc2)) + eps)
 // The bias corrections bc1 = 1 - b1^t and bc2 = 1 - b2^t are computed on the host in double from the step count
 // (no device round trip), and each scalar is rounded to the parameter's type once, as on the CPU: the operations
-// are the CPU's, in the CPU's order.
+// are the CPU's, in the CPU's order (results can still differ in the last bit where nvcc, or GCC, fuses a
+// multiply-add).
 #include <algorithm>
 #include <climits>
 #include <cmath>
@@ -116,12 +117,19 @@ void CudaBackend::adam_update(Tensor& param, const Tensor& grad, Tensor& m, Tens
 }
 
 // One launch per dtype present (one in practice: a model is float32 or float64), no host synchronisation. When
-// an entry is not fusable (a strided tensor, dtypes that differ within a parameter, a tensor not on the GPU),
-// every entry goes through the per-tensor adam_update instead (which reports a strided tensor).
+// an entry is not fusable (a strided tensor, dtypes that differ within a parameter, a tensor not on the GPU), or
+// two entries share memory, every entry goes through the per-tensor adam_update instead (which reports a strided
+// tensor).
 void CudaBackend::adam_update_many(const std::vector<AdamTensors>& ts, double lr, double beta1, double beta2,
                                    double eps, bool decoupled, int64_t step) {
   const char* op = "adam_update_many";
-  if (!std::all_of(ts.begin(), ts.end(), fusable)) {
+  bool one_launch = std::all_of(ts.begin(), ts.end(), fusable);
+  if (one_launch) {  // a parameter listed twice would race in one launch
+    std::vector<const Tensor*> written;
+    for (const AdamTensors& t : ts) written.insert(written.end(), {t.param, t.m, t.v});
+    one_launch = !cuda::any_overlap(written);
+  }
+  if (!one_launch) {
     Backend::adam_update_many(ts, lr, beta1, beta2, eps, decoupled, step);
     return;
   }

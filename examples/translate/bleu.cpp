@@ -88,8 +88,10 @@ BleuScore corpus_bleu(const std::vector<std::string>& hyps, const std::vector<st
       total[n - 1] += (long long)std::max<long long>(0, (long long)h.size() - n + 1);
     }
   }
-  if (b.sys_len > 0)
-    b.brevity_penalty = b.sys_len < b.ref_len ? std::exp(1.0 - (double)b.ref_len / (double)b.sys_len) : 1.0;
+  // sacreBLEU's: 1 when the hypotheses are at least as long (both empty too), 0 when they are empty
+  b.brevity_penalty = b.sys_len >= b.ref_len ? 1.0
+                      : b.sys_len > 0        ? std::exp(1.0 - (double)b.ref_len / (double)b.sys_len)
+                                             : 0.0;
   // No n-gram of any order matches: 0, precisions 0 (sacreBLEU returns before smoothing, which would score it).
   if (correct[0] == 0 && correct[1] == 0 && correct[2] == 0 && correct[3] == 0) return b;
   // sacreBLEU "exp" smoothing: each zero-match order gets 100 / (2^k * total), k counting such orders.

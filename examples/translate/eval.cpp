@@ -58,7 +58,7 @@ EvalResult evaluate_checkpoint(const EvalOptions& o) {
   data.max_len = m.cfg.max_positions;
   int64_t cut = 0;
   for (const Example& e : encode_pairs(m.vocab, pairs, std::numeric_limits<int64_t>::max()))
-    cut += (int64_t)std::max(e.src.size(), e.tgt.size()) + 1 > data.max_len;  // + eos
+    cut += (int64_t)e.src.size() > data.max_len || (int64_t)e.tgt.size() + 1 > data.max_len;  // src has its eos
   if (cut)
     std::fprintf(stderr, "warning: %lld sentence pairs have more tokens than the model's %lld positions; cut to them\n",
                  (long long)cut, (long long)data.max_len);

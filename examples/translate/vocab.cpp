@@ -101,8 +101,11 @@ Vocab Vocab::load_or_train(const std::string& model_path, const std::vector<Pair
   {
     std::ofstream out(text);
     for (const Pair& p : train) out << p.src << '\n' << p.tgt << '\n';
-    check(out.flush().good(), "Vocab::load_or_train", ": cannot write the training text '", text,
-          "' (the vocabulary is built beside the corpus: is its folder writable?)");
+    if (!out.flush().good()) {
+      std::remove(text.c_str());
+      skipgrad::fail("Vocab::load_or_train", ": cannot write the training text '", text,
+                     "' (the vocabulary is built beside the corpus: is its folder writable?)");
+    }
   }
   // Train under a temporary prefix, then rename: a killed run never leaves a half-written model behind.
   const std::string tmp_prefix = prefix + ".tmp";
