@@ -510,6 +510,18 @@ TEST_SUITE("autograd") {
     });
     CHECK_THROWS_WITH_ALL(sum(h * h).backward(), "backward", "inside another backward");
     CHECK(current_tape().size() == 0);
+    // nor may a hook clear the tape being walked, directly or through gradcheck
+    for (int how = 0; how < 2; how++) {
+      CAPTURE(how);
+      Tensor c = x * 2.0;
+      c.register_hook([how](const Tensor&) {
+        if (how == 0) current_tape().clear();
+        else gradcheck([](const std::vector<Tensor>& in) { return in[0] * 2.0; }, {vec({1}).requires_grad_()});
+        return Tensor();
+      });
+      CHECK_THROWS_WITH_ALL(sum(c * c).backward(), "Tape::clear", "inside a backward");
+      CHECK(current_tape().size() == 0);
+    }
     int later = 0;
     Tensor k = x * 2.0;
     k.register_hook([&](const Tensor&) {
