@@ -3,7 +3,7 @@
 //
 //   Profiler prof(Device::cuda());  ...a training step...;  prof.stop();
 //   std::printf("%s", profile_table(prof).c_str());    // by op, by node (layers as *), by layer
-//   save_profile(prof, "runs/x/profile_step3");          // profile_step3.txt and profile_step3.trace.json
+//   save_profile(prof, "runs/x/profile_step3");  // runs/x/profile_step3.txt and .trace.json (runs/x must exist)
 #pragma once
 #include <string>
 #include <vector>

@@ -65,6 +65,10 @@ struct InBackward {
 void Tape::clear() {
   check(!t_in_backward, "Tape::clear", ": called inside a backward (from a gradient hook? gradcheck() clears the "
         "tape too), which still walks it; do it after backward returns");
+  release();
+}
+
+void Tape::release() {
   for (auto& n : nodes_)
     if (n->output && n->output->producer == n.get()) {
       n->output->producer = nullptr;
@@ -248,9 +252,10 @@ void accumulate(Tensor& acc, const Tensor& g) { acc = acc.defined() ? add(acc, g
 struct NormTracker {
   std::vector<std::pair<Node*, Tensor>> on_device;
   void add(Node& n, const Tensor& g) {
-    Tensor norm = norm2_f64(g);  // in double: a bf16 gradient's norm is not rounded to bf16
+    // a bf16 gradient's norm kept in double (not rounded to bf16's 8 bits); float32/64 ones in one reduction each
+    Tensor norm = g.dtype() == DType::BF16 ? norm2_f64(g) : norm2(g);
     if (g.device().is_cpu()) n.grad_norm = norm.item();
-    else on_device.emplace_back(&n, norm);
+    else on_device.emplace_back(&n, norm.to(DType::F64));
   }
   void read_back() {
     if (on_device.empty()) return;

@@ -17,7 +17,8 @@ namespace skipgrad {
 class Tape {
  public:
   Tape() = default;
-  ~Tape() { clear(); }  // a thread's tape ends with the thread: its tensors no longer point into it
+  ~Tape() { release(); }  // a thread's tape ends with the thread (even inside a backward, on exit()): its tensors
+                          // no longer point into it
   Tape(const Tape&) = delete;
   Tape& operator=(const Tape&) = delete;
   const std::vector<std::unique_ptr<Node>>& nodes() const { return nodes_; }
@@ -28,6 +29,7 @@ class Tape {
   Node& append(std::unique_ptr<Node> n);
 
  private:
+  void release();  // clear() without its check
   std::vector<std::unique_ptr<Node>> nodes_;
   int64_t next_id_ = 0;
 };

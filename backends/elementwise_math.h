@@ -60,7 +60,7 @@ SG_HOST_DEVICE T unary_deriv(UnaryOp op, T x, T y, T a) {
     case UnaryOp::Abs: return x > T(0) ? T(1) : (x < T(0) ? T(-1) : T(0));
     case UnaryOp::Tanh: return T(1) - y * y;
     case UnaryOp::Sigmoid: return y * (T(1) - y);
-    case UnaryOp::Relu: return x > T(0) ? T(1) : T(0);
+    case UnaryOp::Relu: return x <= T(0) ? T(0) : T(1);  // 1 at NaN, as threshold_backward
     case UnaryOp::GeluTanh: {
       const T u = T(kSqrt2OverPi) * (x + T(0.044715) * x * x * x);
       const T th = tanh(u);
@@ -82,11 +82,12 @@ SG_HOST_DEVICE T unary_deriv(UnaryOp op, T x, T y, T a) {
   return T(0);
 }
 
-// gx = gy * f'(x, y). ReLU is a select (gy where x > 0, else 0, as torch's threshold_backward): no multiply,
-// and on the CPU it vectorises where gy * (x > 0 ? 1 : 0) compiles to a branch that mispredicts half the time.
+// gx = gy * f'(x, y). ReLU is a select (0 where x <= 0, else gy, NaN included, as torch's threshold_backward):
+// no multiply, and on the CPU it vectorises where gy * (x > 0 ? 1 : 0) compiles to a branch that mispredicts half
+// the time.
 template <class T>
 SG_HOST_DEVICE T unary_grad(UnaryOp op, T gy, T x, T y, T a) {
-  return op == UnaryOp::Relu ? (x > T(0) ? gy : T(0)) : gy * unary_deriv<T>(op, x, y, a);
+  return op == UnaryOp::Relu ? (x <= T(0) ? T(0) : gy) : gy * unary_deriv<T>(op, x, y, a);
 }
 
 // out = a op b; the comparisons give 1 or 0 in T

@@ -289,10 +289,13 @@ SafetensorsFile parse_safetensors(std::string_view bytes, const std::string& pat
   const char* data = header_begin + header_len;
   // A data checksum without the header's: a file from before the header checksum (2026-12-05), unless a key one
   // byte away from the header checksum's name is there, that name damaged, which would switch the header's check off.
-  if (file.metadata.count(kChecksumKey) && !file.metadata.count(kHeaderChecksumKey))
-    for (const auto& [key, value] : file.metadata)
-      check(!one_byte_apart(key, kHeaderChecksumKey), op, ": '", path, "' is corrupted: metadata key '", key,
-            "' is '", kHeaderChecksumKey, "' with a damaged byte");
+  // Searched in the raw text: a damaged byte can also be a '\' that JSON decodes into another length.
+  if (file.metadata.count(kChecksumKey) && !file.metadata.count(kHeaderChecksumKey)) {
+    const std::string key = kHeaderChecksumKey;
+    for (uint64_t at = 0; at + key.size() <= header_len; at++)
+      check(!one_byte_apart(std::string(header_begin + at, key.size()), key), op, ": '", path, "' is corrupted: '",
+            std::string(header_begin + at, key.size()), "' in its header is '", key, "' with a damaged byte");
+  }
   if (auto it = file.metadata.find(kHeaderChecksumKey); it != file.metadata.end()) {
     const std::string computed = header_checksum(header);
     check(computed == it->second, op, ": '", path, "' is corrupted: checksum of the header is ", computed,
@@ -360,7 +363,8 @@ Metadata load_checkpoint(const std::string& path, Module& model, Optimizer* opti
   SafetensorsFile file = load_safetensors(path);
   if (auto it = file.metadata.find(kModelKindKey); it != file.metadata.end()) {
     const std::string kind = model.kind();
-    check(kind.empty() || it->second == kind, op, ": '", path, "' holds a ", it->second, "; the model is a ", kind);
+    check(kind.empty() || model.reads_kind(it->second), op, ": '", path, "' holds a ", it->second, "; the model is a ",
+          kind);
   }
 
   // Every destination, with the file's tensor for it, checked before anything is copied.

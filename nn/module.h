@@ -25,6 +25,8 @@ class Module {
   // ("Transformer(pre_ln, layer_norm, relu, ...)"): load_checkpoint refuses a file of another kind, which could
   // otherwise load (pre_ln and resi_dual have the same parameters). "" (the default): not recorded, not checked.
   virtual std::string kind() const { return ""; }
+  // Whether a file's recorded kind is this module's (kind() itself, or an older spelling of it).
+  virtual bool reads_kind(const std::string& stored) const { return stored == kind(); }
 
   // Registers a leaf tensor as a parameter (requires_grad is turned on) and returns it.
   Tensor& register_parameter(const std::string& name, Tensor t);

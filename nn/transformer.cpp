@@ -28,6 +28,15 @@ std::string Transformer::kind() const {
   return os.str();
 }
 
+bool Transformer::reads_kind(const std::string& stored) const {
+  const std::string k = kind();
+  if (stored == k) return true;
+  const std::string heads = ", " + std::to_string(cfg_.heads) + " heads";
+  std::string before_heads = k;
+  before_heads.erase(before_heads.find(heads), heads.size());
+  return stored == before_heads;
+}
+
 Transformer::Transformer(const TransformerConfig& cfg) : cfg_(cfg) {
   cfg.validate();
   topology_ = make_topology(cfg.topology);

@@ -95,6 +95,11 @@ TEST_SUITE("fuzz_regressions") {
                                 R"("skipgrad.headeR_checksum": "0123456789abcdef"}})";
     CHECK_THROWS_WITH_ALL(nn::parse_safetensors(safetensors_bytes(damaged), "damaged.st"), "damaged.st",
                           "corrupted", "skipgrad.headeR_checksum", "damaged byte");
+    // also where the damaged byte is a backslash that JSON reads as an escape with the next byte (skip\rad: 23 bytes)
+    const std::string escaped = R"({"__metadata__": {"skipgrad.checksum": "cbf29ce484222325", "step": "9", )"
+                                R"("skip\rad.header_checksum": "0123456789abcdef"}})";
+    CHECK_THROWS_WITH_ALL(nn::parse_safetensors(safetensors_bytes(escaped), "escaped.st"), "corrupted",
+                          "damaged byte");
   }
 
   TEST_CASE("Tensor::empty: shapes whose strides or byte count would overflow are an Error") {

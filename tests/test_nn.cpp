@@ -132,6 +132,13 @@ TEST_SUITE("nn") {
     heads.heads = heads.heads == 2 ? 4 : 2;
     nn::Transformer other_heads(heads);
     CHECK_THROWS_WITH_ALL(nn::load_checkpoint(path, other_heads), "load_checkpoint", " heads");
+    // a file from before the kind named the heads (2026-12-05) still loads into the same model
+    nn::SafetensorsFile old = nn::load_safetensors(path);
+    std::string& stored = old.metadata.at("skipgrad.model");
+    stored.erase(stored.find(", 2 heads"), 9);
+    nn::save_safetensors(path, old.tensors, old.metadata);
+    nn::load_checkpoint(path, same);
+    CHECK_THROWS_WITH_ALL(nn::load_checkpoint(path, dual), "load_checkpoint", "Transformer(resi_dual");
     nn::load_checkpoint(path, same);  // the same kind loads
     nn::NamedTensors all = pre.named_parameters();  // a file without the kind (another tool's) is not checked
     for (auto& b : pre.named_buffers()) all.push_back(b);

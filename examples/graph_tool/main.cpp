@@ -126,7 +126,12 @@ int main(int argc, char** argv) {
   add_model_options(cost_cmd, co.model, false);
   add_autocast_option(cost_cmd, co.model);
 
-  CLI11_PARSE(app, argc, argv);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    const int rc = app.exit(e);  // prints the help, or the message naming the option
+    return rc == 0 ? 0 : 2;      // a bad option exits 2, as every other error does (and as skipgrad-translate)
+  }
   try {
     if (*dump_cmd) {
       LayerMeasures m = record(dump_model);
@@ -180,7 +185,7 @@ int main(int argc, char** argv) {
     }
   } catch (const std::exception& e) {
     std::cerr << "skipgrad-graph: " << e.what() << "\n";
-    return 1;
+    return 2;
   }
   return 0;
 }
