@@ -252,10 +252,13 @@ void accumulate(Tensor& acc, const Tensor& g) { acc = acc.defined() ? add(acc, g
 struct NormTracker {
   std::vector<std::pair<Node*, Tensor>> on_device;
   void add(Node& n, const Tensor& g) {
-    // a bf16 gradient's norm kept in double (not rounded to bf16's 8 bits); float32/64 ones in one reduction each
-    Tensor norm = g.dtype() == DType::BF16 ? norm2_f64(g) : norm2(g);
-    if (g.device().is_cpu()) n.grad_norm = norm.item();
-    else on_device.emplace_back(&n, norm.to(DType::F64));
+    // Kept in double (norm_many): not rounded to bf16's 8 bits, no float32 overflow past 3.4e38. On a GPU a float32
+    // or float64 gradient takes one reduction in its own dtype instead (norm_many uploads a table per call).
+    if (g.device().is_cpu()) {
+      n.grad_norm = norm2_f64(g).item();
+    } else {
+      on_device.emplace_back(&n, g.dtype() == DType::BF16 ? norm2_f64(g) : norm2(g).to(DType::F64));
+    }
   }
   void read_back() {
     if (on_device.empty()) return;

@@ -14,6 +14,7 @@
 #include <nlohmann/json.hpp>
 #include <set>
 #include <sstream>
+#include <string_view>
 
 #include "autograd/tape.h"
 #include "tensor/random.h"
@@ -71,7 +72,7 @@ bool writable_as_json(const std::string& s) {
 }
 
 // Whether a and b have one length and differ in exactly one byte.
-bool one_byte_apart(const std::string& a, const std::string& b) {
+bool one_byte_apart(std::string_view a, std::string_view b) {
   if (a.size() != b.size()) return false;
   size_t differ = 0;
   for (size_t i = 0; i < a.size(); i++) differ += a[i] != b[i];
@@ -289,12 +290,15 @@ SafetensorsFile parse_safetensors(std::string_view bytes, const std::string& pat
   const char* data = header_begin + header_len;
   // A data checksum without the header's: a file from before the header checksum (2026-12-05), unless a key one
   // byte away from the header checksum's name is there, that name damaged, which would switch the header's check off.
-  // Searched in the raw text: a damaged byte can also be a '\' that JSON decodes into another length.
+  // Searched in the raw text, at every quoted string of the key's length (a damaged byte can also be a '\' that
+  // JSON decodes into another length; a damaged quote breaks the JSON itself).
   if (file.metadata.count(kChecksumKey) && !file.metadata.count(kHeaderChecksumKey)) {
-    const std::string key = kHeaderChecksumKey;
-    for (uint64_t at = 0; at + key.size() <= header_len; at++)
-      check(!one_byte_apart(std::string(header_begin + at, key.size()), key), op, ": '", path, "' is corrupted: '",
-            std::string(header_begin + at, key.size()), "' in its header is '", key, "' with a damaged byte");
+    const std::string_view key = kHeaderChecksumKey;
+    for (uint64_t at = 1; at + key.size() < header_len; at++)
+      if (header_begin[at - 1] == '"' && header_begin[at + key.size()] == '"' &&
+          one_byte_apart(std::string_view(header_begin + at, key.size()), key))
+        fail(op, ": '", path, "' is corrupted: '", std::string(header_begin + at, key.size()), "' in its header is '",
+             key, "' with a damaged byte");
   }
   if (auto it = file.metadata.find(kHeaderChecksumKey); it != file.metadata.end()) {
     const std::string computed = header_checksum(header);

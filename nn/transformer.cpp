@@ -29,11 +29,12 @@ std::string Transformer::kind() const {
 }
 
 bool Transformer::reads_kind(const std::string& stored) const {
-  const std::string k = kind();
-  if (stored == k) return true;
+  if (stored == kind()) return true;
+  std::string before_heads = Transformer::kind();  // this class's spelling, whatever a subclass's kind() says
   const std::string heads = ", " + std::to_string(cfg_.heads) + " heads";
-  std::string before_heads = k;
-  before_heads.erase(before_heads.find(heads), heads.size());
+  const size_t at = before_heads.find(heads);
+  if (at == std::string::npos) return false;
+  before_heads.erase(at, heads.size());
   return stored == before_heads;
 }
 

@@ -67,7 +67,8 @@ class Transformer : public Module {
   const TransformerConfig& config() const { return cfg_; }
   // The topology and every setting that changes the function but no parameter's name or shape.
   std::string kind() const override;
-  // kind(), or kind() without its heads, as checkpoints written before it named them (2026-12-05) record it.
+  // kind(), or kind() without its heads, as checkpoints written before it named them (2026-12-05) record it (so
+  // such a file loads into a model of any head count: it does not say which it had).
   bool reads_kind(const std::string& stored) const override;
   Topology& topology() { return *topology_; }
 

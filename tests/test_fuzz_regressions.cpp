@@ -100,6 +100,10 @@ TEST_SUITE("fuzz_regressions") {
                                 R"("skip\rad.header_checksum": "0123456789abcdef"}})";
     CHECK_THROWS_WITH_ALL(nn::parse_safetensors(safetensors_bytes(escaped), "escaped.st"), "corrupted",
                           "damaged byte");
+    // a value that merely mentions a near spelling is not a key: such an old file loads
+    const std::string mention = R"({"__metadata__": {"skipgrad.checksum": "cbf29ce484222325", )"
+                                R"("note": "renamed -> skipgrad.header_checksuM"}})";
+    CHECK(nn::parse_safetensors(safetensors_bytes(mention), "mention.st").metadata.count("note") == 1);
   }
 
   TEST_CASE("Tensor::empty: shapes whose strides or byte count would overflow are an Error") {

@@ -144,6 +144,13 @@ TEST_SUITE("graph") {
     const double got = g2.at(g2.id_of(h)).grad_norm;
     CHECK(got == doctest::Approx(want).epsilon(1e-12));
     CHECK(float(bf16(float(want))) != want);  // bf16 would have rounded it
+    // a float32 gradient whose norm passes float32's range (16 elements of 1e38): finite in double
+    current_tape().clear();
+    Tensor v = Tensor::full({16}, 1.0, DType::F32).requires_grad_();
+    Tensor y = v * 1.0;
+    sum(y * 1e38).backward(Tensor(), true);
+    Graph g3 = Graph::from_tape(current_tape());
+    CHECK(g3.at(g3.id_of(y)).grad_norm == doctest::Approx(4e38).epsilon(1e-6));
   }
 
   TEST_CASE("path counts on a diamond and on x*x, by hand") {
