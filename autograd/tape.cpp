@@ -291,7 +291,6 @@ constexpr const char* kGraphGone =
     "(this one too; pass retain_graph=true to keep them), as do Tape::clear() and gradcheck(); or it was recorded on "
     "a thread that has ended";
 
-
 // While it lives, the ops run are part of a backward's bookkeeping and take no profile mark of their own.
 struct InNodeBackward {
   bool outer = std::exchange(t_in_node_backward, true);
