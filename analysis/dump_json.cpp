@@ -27,10 +27,7 @@ namespace skipgrad {
 
 // ---- writing: by hand, straight into one string (10^5 nodes in a fraction of a second) ----
 
-namespace {
-// The length of the well-formed UTF-8 sequence that starts s[i] (RFC 3629: no overlong forms, no surrogates,
-// nothing above U+10FFFF), or 0 when the bytes there are not one.
-size_t utf8_sequence(std::string_view s, size_t i) {
+size_t utf8_sequence(std::string_view s, size_t i, uint32_t* code_point) {
   const unsigned char c = (unsigned char)s[i];
   const size_t n = c < 0x80 ? 1 : (c >> 5) == 0x6 ? 2 : (c >> 4) == 0xE ? 3 : (c >> 3) == 0x1E ? 4 : 0;
   if (n == 0 || i + n > s.size()) return 0;
@@ -42,9 +39,9 @@ size_t utf8_sequence(std::string_view s, size_t i) {
   }
   static constexpr uint32_t kMin[5] = {0, 0, 0x80, 0x800, 0x10000};
   if (cp < kMin[n] || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) return 0;
+  if (code_point) *code_point = cp;
   return n;
 }
-}  // namespace
 
 // JSON text is UTF-8: a byte that does not start a well-formed sequence (a name in Latin-1) is written as U+FFFD,
 // so the document always parses (that name then reads back with U+FFFD in place of the byte).

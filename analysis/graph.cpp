@@ -21,24 +21,13 @@ namespace skipgrad {
 
 namespace {
 
-template <class T>
-double sum_of_squares(const T* p, int64_t n) {
-  double s = 0;
-  for (int64_t i = 0; i < n; i++) s += (double)p[i] * (double)p[i];
-  return s;
-}
-
-// sqrt(sum x^2) of a floating tensor: read in place on the CPU, through the ops (without recording) elsewhere.
+// sqrt(sum x^2) of a floating tensor, accumulated and kept in double on its device (norm2_f64: read in place when
+// contiguous; a float32 square would overflow past 1.8e19 where the norm itself fits), or -1.
 double l2_norm_of(const Tensor& t) {
   if (!t.defined() || !is_floating(t.dtype())) return -1;
   if (t.numel() == 0) return 0;
-  if (t.device().is_cpu() && t.is_contiguous() && t.dtype() != DType::BF16)
-    return std::sqrt(t.dtype() == DType::F32 ? sum_of_squares(t.data<float>(), t.numel())
-                                             : sum_of_squares(t.data<double>(), t.numel()));
-  // views, bf16, GPU tensors: one reduction accumulated and kept in double (a float32 square would overflow past
-  // 1.8e19 where the norm itself fits)
   NoGradGuard no_grad;
-  return norm2_f64(t).item();
+  return norm2_f64({t}).item();
 }
 
 double value_norm_of(const AutogradMeta& m, const GraphOptions& opt) {

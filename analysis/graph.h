@@ -141,6 +141,9 @@ std::string layer_scope(const std::string& name);
 bool in_scope(const std::string& name, const std::string& prefix);
 
 // ---- JSON text ----
+// The length of the well-formed UTF-8 sequence that starts at s[i] (RFC 3629: no overlong forms, no surrogates,
+// nothing above U+10FFFF), its code point in *code_point when given; 0 when the bytes there are not one.
+size_t utf8_sequence(std::string_view s, size_t i, uint32_t* code_point = nullptr);
 // Appends s as a JSON string: quoted, with quotes, backslashes and control characters escaped, and each byte that
 // does not begin well-formed UTF-8 written as U+FFFD (the output always parses).
 void append_json_string(std::string& out, std::string_view s);

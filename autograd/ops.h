@@ -83,9 +83,10 @@ Tensor sum_to(const Tensor& g, const Shape& shape);
 // double, no temporary the size of t, the root taken before the store (a float32 norm of 2e20 is not inf); not
 // recorded. Used for gradient norms (tracking in backward, clipping).
 Tensor norm2(const Tensor& t);
-// The same kept in float64 ([1], on t's device; Backend::norm_many): no rounding to t's dtype, so a bf16 tensor's
-// norm has all its digits. For reports (graph value and gradient norms).
-Tensor norm2_f64(const Tensor& t);
+// Each tensor's norm kept in float64 ([ts.size()] on their device, one Backend::norm_many call): no rounding to a
+// tensor's dtype, so a bf16 tensor's norm has all its digits and a float32 one is right past float32's range. For
+// clipping's gradient norms and the graph's value and gradient norms; ts not empty, all on one device.
+Tensor norm2_f64(const std::vector<Tensor>& ts);
 
 // ---- views and layout (the Tensor methods forward here) ----
 Tensor reshape(const Tensor& a, const Shape& shape);

@@ -67,9 +67,12 @@ Tensor norm2(const Tensor& t) {
   return reshape_raw(out, {1});
 }
 
-Tensor norm2_f64(const Tensor& t) {
-  Tensor out = Tensor::empty({1}, DType::F64, t.device());
-  be(t).norm_many({&t}, out);
+Tensor norm2_f64(const std::vector<Tensor>& ts) {
+  check(!ts.empty(), "norm2_f64", ": no tensors");
+  std::vector<const Tensor*> ptrs;
+  for (const Tensor& t : ts) ptrs.push_back(&t);
+  Tensor out = Tensor::empty({(int64_t)ts.size()}, DType::F64, ts[0].device());
+  be(ts[0]).norm_many(ptrs, out);
   return out;
 }
 

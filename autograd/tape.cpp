@@ -255,9 +255,9 @@ struct NormTracker {
     // Kept in double (norm_many): not rounded to bf16's 8 bits, no float32 overflow past 3.4e38. On a GPU a float32
     // or float64 gradient takes one reduction in its own dtype instead (norm_many uploads a table per call).
     if (g.device().is_cpu()) {
-      n.grad_norm = norm2_f64(g).item();
+      n.grad_norm = norm2_f64({g}).item();
     } else {
-      on_device.emplace_back(&n, g.dtype() == DType::BF16 ? norm2_f64(g) : norm2(g).to(DType::F64));
+      on_device.emplace_back(&n, g.dtype() == DType::BF16 ? norm2_f64({g}) : norm2(g).to(DType::F64));
     }
   }
   void read_back() {

@@ -31,15 +31,6 @@ void check_max_norm(double max_norm) {
   check(std::isfinite(max_norm) && max_norm >= 0, "clip_grad_norm", ": max_norm must be finite and >= 0, got ",
         max_norm);
 }
-
-// The norm of each tensor, as float64 [ts.size()] on their device: one backend call (Backend::norm_many).
-Tensor norms_of(const std::vector<Tensor>& ts) {
-  std::vector<const Tensor*> ptrs;
-  for (const Tensor& t : ts) ptrs.push_back(&t);
-  Tensor out = Tensor::empty({(int64_t)ts.size()}, DType::F64, ts[0].device());
-  backend_for(out.device()).norm_many(ptrs, out);
-  return out;
-}
 }  // namespace
 
 // total = sqrt(sum_p ||g_p||^2), on the device: the per-tensor norms in one call, in double (a float32 or bf16
@@ -49,7 +40,7 @@ Tensor total_grad_norm(const std::vector<Tensor>& params) {
   NoGradGuard no_grad;
   std::vector<Tensor> grads = defined_grads(params);
   if (grads.empty()) return Tensor();
-  const Tensor n = norms_of(grads);
+  const Tensor n = norm2_f64(grads);
   return sqrt(sum(mul(n, n))).reshape({1});
 }
 
@@ -117,7 +108,7 @@ std::vector<std::pair<std::string, double>> grad_norms(const std::vector<std::pa
   }
   std::vector<std::pair<std::string, double>> out;
   if (grads.empty()) return out;
-  std::vector<double> values = norms_of(grads).to_vector<double>();  // the one read-back
+  std::vector<double> values = norm2_f64(grads).to_vector<double>();  // the one read-back
   for (size_t i = 0; i < names.size(); i++) out.emplace_back(names[i], values[i]);
   return out;
 }

@@ -22,9 +22,9 @@
 //
 // State: every parameter has its state tensors (momentum buffer; Adam's m and v) allocated as zeros when the
 // optimizer is made, on the parameter's device and dtype, so a checkpoint always holds the same names
-// (named_state()'s "m.enc.0.ffn.fc1.weight", saved as "optim.m.enc.0.ffn.fc1.weight"). Make the optimizer after Module::to(device/dtype); if a parameter moves later,
-// its state follows it at the next step or when named_state() is read (a checkpoint saves and loads the state in
-// its parameter's dtype and device). Parameters with no gradient are skipped by step() (state unchanged).
+// (named_state()'s "m.enc.0.ffn.fc1.weight", saved as "optim.m.enc.0.ffn.fc1.weight"). Make the optimizer after
+// Module::to(device/dtype); if a parameter moves later, its state follows it at the next step or when
+// named_state() is read (a checkpoint saves and loads the state in its parameter's dtype and device). Parameters with no gradient are skipped by step() (state unchanged).
 // The step count is the number of step() calls; Adam's bias correction uses it (PyTorch counts per parameter,
 // which differs only for parameters that had no gradient at some steps).
 #pragma once

@@ -21,9 +21,10 @@ std::string Transformer::kind() const {
     return std::string(buf, std::to_chars(buf, buf + sizeof buf, v).ptr);
   };
   std::ostringstream os;
-  os << "Transformer(" << cfg_.topology << ", " << cfg_.heads << " heads, " << norm_kind_name(cfg_.norm) << " eps " << exact(cfg_.norm_eps)
-     << ", " << activation_name(cfg_.activation) << ", qk norm " << head_norm_targets_name(cfg_.qk_norm) << " "
-     << head_norm_kind_name(cfg_.qk_norm_kind) << ", resi_dual_scale " << exact(cfg_.resi_dual_scale)
+  os << "Transformer(" << cfg_.topology << ", " << cfg_.heads << " heads, " << norm_kind_name(cfg_.norm) << " eps "
+     << exact(cfg_.norm_eps) << ", " << activation_name(cfg_.activation) << ", qk norm "
+     << head_norm_targets_name(cfg_.qk_norm) << " " << head_norm_kind_name(cfg_.qk_norm_kind) << ", resi_dual_scale "
+     << exact(cfg_.resi_dual_scale)
      << ", mixln_post_layers " << cfg_.mixln_post_layers << ", pad " << cfg_.pad_id << ")";
   return os.str();
 }

@@ -6,6 +6,7 @@
 #include <regex>
 #include <sstream>
 
+#include "analysis/graph.h"
 #include "tensor/error.h"
 
 namespace translate {
@@ -17,16 +18,9 @@ std::string unicode_spaces_to_ascii(const std::string& s) {
   std::string out;
   out.reserve(s.size());
   for (size_t i = 0; i < s.size();) {
-    const unsigned char c = (unsigned char)s[i];
-    size_t len = 1;
-    uint32_t cp = c;
-    if (c >= 0xC2 && c <= 0xDF && i + 1 < s.size()) {
-      len = 2;
-      cp = ((c & 0x1Fu) << 6) | ((unsigned char)s[i + 1] & 0x3Fu);
-    } else if (c >= 0xE0 && c <= 0xEF && i + 2 < s.size()) {
-      len = 3;
-      cp = ((c & 0x0Fu) << 12) | (((unsigned char)s[i + 1] & 0x3Fu) << 6) | ((unsigned char)s[i + 2] & 0x3Fu);
-    }
+    uint32_t cp = 0;
+    size_t len = skipgrad::utf8_sequence(s, i, &cp);
+    if (len == 0) len = 1;  // a byte that is not UTF-8: kept as it is
     const bool space = (cp >= 0x1C && cp <= 0x1F) || cp == 0x85 || cp == 0xA0 || cp == 0x1680 ||
                        (cp >= 0x2000 && cp <= 0x200A) || cp == 0x2028 || cp == 0x2029 || cp == 0x202F ||
                        cp == 0x205F || cp == 0x3000;

@@ -9,6 +9,7 @@
 #include <set>
 #include <sstream>
 
+#include "analysis/graph.h"
 #include "tensor/error.h"
 #include "tensor/random.h"
 
@@ -17,21 +18,11 @@ namespace translate {
 using skipgrad::check;
 using skipgrad::fail;
 
-// RFC 3629's UTF-8: no overlong forms (C0 AF), no surrogates (ED A0 80), nothing past U+10FFFF (F4 90, F5..FF).
+// RFC 3629's UTF-8 (skipgrad::utf8_sequence): no overlong forms (C0 AF), no surrogates (ED A0 80), nothing past
+// U+10FFFF (F4 90, F5..FF).
 bool valid_utf8(const std::string& s) {
-  size_t i = 0, n = s.size();
-  while (i < n) {
-    const unsigned char c = (unsigned char)s[i];
-    int len = c < 0x80 ? 1 : (c >= 0xC2 && c <= 0xDF) ? 2 : (c >= 0xE0 && c <= 0xEF) ? 3 : (c >= 0xF0 && c <= 0xF4) ? 4 : 0;
-    if (len == 0 || i + len > n) return false;
-    for (int k = 1; k < len; k++)
-      if (((unsigned char)s[i + k] >> 6) != 0x2) return false;
-    // the second byte's range where the first allows less than 80..BF
-    const unsigned char c1 = len > 1 ? (unsigned char)s[i + 1] : 0x80;
-    if ((c == 0xE0 && c1 < 0xA0) || (c == 0xED && c1 > 0x9F) || (c == 0xF0 && c1 < 0x90) || (c == 0xF4 && c1 > 0x8F))
-      return false;
-    i += len;
-  }
+  for (size_t i = 0, n; i < s.size(); i += n)
+    if ((n = skipgrad::utf8_sequence(s, i)) == 0) return false;
   return true;
 }
 

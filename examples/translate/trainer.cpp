@@ -7,6 +7,7 @@
 #include <fstream>
 #include <memory>
 
+#include "analysis/graph.h"
 #include "analysis/profile.h"
 #include "autograd/autocast.h"
 #include "autograd/ops.h"
@@ -53,7 +54,7 @@ static void remove_stale_temps(const std::string& dir) {
 
 // A resumed run continues metrics.jsonl from its checkpoint's step: lines of later steps (written after the last
 // save by the run that was stopped) and a line cut short by a kill are dropped, so that no step is listed twice.
-// The file is rewritten atomically.
+// The file is rewritten atomically (write_file_atomic).
 static void cut_metrics_after(const std::string& path, int64_t step) {
   std::ifstream in(path);
   if (!in) return;
@@ -65,15 +66,7 @@ static void cut_metrics_after(const std::string& path, int64_t step) {
     kept += line + "\n";
   }
   in.close();
-  const std::string tmp = path + ".tmp";
-  {
-    std::ofstream out(tmp, std::ios::trunc);
-    out << kept;
-    check(out.flush().good(), "train", ": cannot write '", tmp, "'");
-  }
-  std::error_code ec;
-  std::filesystem::rename(tmp, path, ec);
-  check(!ec, "train", ": cannot replace '", path, "': ", ec.message());
+  write_file_atomic(path, kept);
 }
 
 Corpus prepare_corpus(const TrainOptions& o) {
