@@ -30,12 +30,18 @@ void* CachingAllocator::allocate(size_t bytes) {
   const size_t size = round_size(bytes);
   std::lock_guard<std::mutex> lock(mu_);
   stats_.allocs++;
+  // The smallest cached block of at least `size` bytes and at most a quarter more (one size class up above
+  // 4 KiB), its lowest address. A request whose own class is empty takes the next one instead of the OS's.
   void* p = nullptr;
-  auto it = free_.find(size);
-  if (it != free_.end() && !it->second.empty()) {
+  size_t block = size;
+  auto it = free_.lower_bound(size);
+  if (it != free_.end() && it->first <= size + size / 4) {
+    block = it->first;
     p = it->second.back();
     it->second.pop_back();
-    stats_.bytes_cached -= size;
+    if (it->second.empty()) free_.erase(it);
+    stats_.bytes_cached -= block;
+    if (block != size) larger_blocks_[p] = block;  // deallocate() is told the requested bytes, not these
   } else {
     p = raw_alloc_(size);
     if (!p) {
@@ -49,15 +55,22 @@ void* CachingAllocator::allocate(size_t bytes) {
     }
     stats_.os_allocs++;
   }
-  stats_.bytes_in_use += size;
+  stats_.bytes_in_use += block;
   if (stats_.bytes_in_use > stats_.peak_bytes_in_use) stats_.peak_bytes_in_use = stats_.bytes_in_use;
   return p;
 }
 
 void CachingAllocator::deallocate(void* p, size_t bytes) {
   if (!p) return;
-  const size_t size = round_size(bytes);
+  size_t size = round_size(bytes);
   std::lock_guard<std::mutex> lock(mu_);
+  if (!larger_blocks_.empty()) {
+    auto larger = larger_blocks_.find(p);
+    if (larger != larger_blocks_.end()) {
+      size = larger->second;
+      larger_blocks_.erase(larger);
+    }
+  }
   stats_.bytes_in_use -= size;
   if (stats_.bytes_cached + size > cache_limit()) {
     raw_free_(p);
