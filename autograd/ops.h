@@ -96,6 +96,7 @@ Tensor slice(const Tensor& a, int64_t dim, int64_t start, int64_t end, int64_t s
 Tensor expand(const Tensor& a, const Shape& shape);
 Tensor concat(const std::vector<Tensor>& ts, int64_t dim);
 std::vector<Tensor> split(const Tensor& a, int64_t size, int64_t dim);  // chunks of `size` (last may be smaller)
+// `chunks` pieces of equal size but the last (fewer when they would be empty; `chunks` empty ones of an empty dim)
 std::vector<Tensor> chunk(const Tensor& a, int64_t chunks, int64_t dim);
 Tensor stack(const std::vector<Tensor>& ts, int64_t dim);
 

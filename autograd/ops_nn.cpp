@@ -172,9 +172,11 @@ Tensor layer_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta, doub
     bool accumulate = false;
     Tensor gx = norm_input_grad(n, l, x.dtype(), x.device(), accumulate);
     Tensor gx_rows = gx.defined() ? l.rows_of(gx) : Tensor();
-    Tensor ggamma = needs_grad(n, 1) ? Tensor::empty({l.cols}, pdt, x.device()) : Tensor();
-    Tensor gbeta = needs_grad(n, 2) ? Tensor::empty({l.cols}, pdt, x.device()) : Tensor();
-    be(g).layer_norm_backward(l.rows_of(g), x, mean, rstd, gamma, gx_rows, ggamma, gbeta, accumulate);
+    const int64_t features = l.shape.back();  // l.cols is at least 1 (a [rows, 1] view of an empty x)
+    Tensor ggamma = needs_grad(n, 1) ? Tensor::empty({features}, pdt, x.device()) : Tensor();
+    Tensor gbeta = needs_grad(n, 2) ? Tensor::empty({features}, pdt, x.device()) : Tensor();
+    if (features > 0)  // else every gradient is empty: nothing to write
+      be(g).layer_norm_backward(l.rows_of(g), x, mean, rstd, gamma, gx_rows, ggamma, gbeta, accumulate);
     return std::vector<Tensor>{gx, ggamma, gbeta};
   }, {{"eps", eps}});
   return out;

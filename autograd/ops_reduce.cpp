@@ -98,10 +98,12 @@ Tensor mean(const Tensor& x, const Shape& dims, bool keepdim) {
 }
 Tensor mean(const Tensor& x) { return mean(x, {}, false); }
 
-// y = max over dims:  gx = g * [x == y] / (number of ties)
+// y = max over dims:  gx = g * [x == y] / (number of ties). Over an empty dim there is no max (an error, as in
+// PyTorch); an empty x reduced over dims that are not empty gives an empty result.
 Tensor max(const Tensor& x, const Shape& dims, bool keepdim) {
   ReducePlan p = plan_reduce("max", x, dims, keepdim);
-  if (x.numel() == 0) fail("max", ": reduction of an empty tensor ", x.meta_str());
+  if (p.count == 0)
+    fail("max", ": reduction over an empty dim of ", x.meta_str(), " (dims ", shape_str(dims), "): no maximum");
   Tensor out = reduce_raw(ReduceOp::Max, x, p);
   record("max", {x}, out, {x, out}, [p](const Node& n, const Tensor& g) {
     const Tensor& x = n.saved[0];

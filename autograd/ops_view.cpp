@@ -328,12 +328,14 @@ std::vector<Tensor> split(const Tensor& x, int64_t size, int64_t dim) {
   int64_t d = normalize_dim(dim, x.dim(), "split");
   std::vector<Tensor> out;
   for (int64_t s = 0; s < x.size(d); s += size) out.push_back(slice(x, d, s, std::min(s + size, x.size(d))));
+  if (out.empty()) out.push_back(slice(x, d, 0, 0));  // a size-0 dim: one empty piece, as PyTorch
   return out;
 }
 
 std::vector<Tensor> chunk(const Tensor& x, int64_t chunks, int64_t dim) {
   check(chunks > 0, "chunk", ": number of chunks must be positive, got ", chunks);
   int64_t d = normalize_dim(dim, x.dim(), "chunk");
+  if (x.size(d) == 0) return std::vector<Tensor>(chunks, slice(x, d, 0, 0));  // `chunks` empty pieces, as PyTorch
   return split(x, std::max<int64_t>(1, (x.size(d) + chunks - 1) / chunks), d);
 }
 

@@ -165,8 +165,8 @@ void Backend::scale_many(const std::vector<Tensor*>& ts, const Tensor& scale) {
     for (const Tensor& c : per_dtype)
       if (c.dtype() == t->dtype()) s = c;
     if (!s.defined()) {
-      s = Tensor::empty({1}, t->dtype(), scale.device());
-      copy(scale.reshape({1}), s);
+      s = Tensor::empty({}, t->dtype(), scale.device());  // 0-d: broadcasts to any shape, a 0-d parameter's too
+      copy(scale.reshape({}), s);
       per_dtype.push_back(s);
     }
     binary(BinaryOp::Mul, *t, broadcast_to(s, t->shape(), "scale_many"), *t);

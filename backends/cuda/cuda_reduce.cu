@@ -172,7 +172,9 @@ void CudaBackend::reduce(ReduceOp op, const Tensor& x, const std::vector<bool>& 
   auto launch = [&](auto xtag, auto otag) {  // bf16: read as double like float, rounded once
     using T = decltype(xtag);
     using O = decltype(otag);
-    const T* xp = static_cast<const T*>(x.data_ptr());
+    // Nothing to read when the reduced dims are empty (the outputs get the op's identity): no pointer either, since
+    // an empty view's may lie past its block's end (a narrow of a [4, 0, 5] tensor).
+    const T* xp = p.count == 0 ? nullptr : static_cast<const T*>(x.data_ptr());
     O* op_ = static_cast<O*>(out.data_ptr());
     const dim3 grid(cuda::grid_for(p.outputs * group), (unsigned)chunks);
     if (group == 1) reduce_thread_kernel<T, O><<<grid, cuda::kThreads, 0, stream_>>>(op, xp, op_, p);
