@@ -1,6 +1,7 @@
 #include "autograd/tape.h"
 
 #include <cmath>
+#include <mutex>
 #include <sstream>
 #include <utility>
 
@@ -85,23 +86,29 @@ thread_local std::vector<std::string> t_scopes;
 // True while backward_node runs: the ops a node's backward calls (matmul, sum, casts) are part of that node's
 // backward interval in a profile, not forward intervals of their own.
 thread_local bool t_in_node_backward = false;
-bool g_anomaly = false;
-bool g_track_norms = true;
+// Per thread, as grad mode and autocast: a thread's guard cannot switch another thread's backward mid-walk, and
+// guards in two threads cannot leave the other's setting behind when they end out of order. A new thread starts
+// from the defaults (anomaly off, tracking on), not from the setting of the thread that made it.
+thread_local bool t_anomaly = false;
+thread_local bool t_track_norms = true;
+// Held while a tensor that requires no grad (data, masks) gets its metadata on first use, and while record()
+// copies that metadata: several threads may record ops on one shared input (docs/reliability.md, "Threads").
+std::mutex g_input_meta_mutex;
 }  // namespace
 
 bool grad_enabled() { return t_grad_enabled; }
 NoGradGuard::NoGradGuard() : prev_(t_grad_enabled) { t_grad_enabled = false; }
 NoGradGuard::~NoGradGuard() { t_grad_enabled = prev_; }
 
-void set_anomaly_mode(bool on) { g_anomaly = on; }
-bool anomaly_mode() { return g_anomaly; }
-AnomalyGuard::AnomalyGuard(bool on) : prev_(g_anomaly) { g_anomaly = on; }
-AnomalyGuard::~AnomalyGuard() { g_anomaly = prev_; }
+void set_anomaly_mode(bool on) { t_anomaly = on; }
+bool anomaly_mode() { return t_anomaly; }
+AnomalyGuard::AnomalyGuard(bool on) : prev_(t_anomaly) { t_anomaly = on; }
+AnomalyGuard::~AnomalyGuard() { t_anomaly = prev_; }
 
-void set_track_grad_norms(bool on) { g_track_norms = on; }
-bool track_grad_norms() { return g_track_norms; }
-TrackGradNormsGuard::TrackGradNormsGuard(bool on) : prev_(g_track_norms) { g_track_norms = on; }
-TrackGradNormsGuard::~TrackGradNormsGuard() { g_track_norms = prev_; }
+void set_track_grad_norms(bool on) { t_track_norms = on; }
+bool track_grad_norms() { return t_track_norms; }
+TrackGradNormsGuard::TrackGradNormsGuard(bool on) : prev_(t_track_norms) { t_track_norms = on; }
+TrackGradNormsGuard::~TrackGradNormsGuard() { t_track_norms = prev_; }
 
 // t_scopes holds the joined name of every open scope ("enc", "enc.3", "enc.3.ffn"): a node's name is then one
 // concatenation, not a join of the whole stack per recorded op. Empty parts are skipped.
@@ -151,7 +158,7 @@ bool should_record(const std::vector<Tensor>& inputs) {
 }
 
 void check_finite(const Tensor& t, const char* op) {
-  if (!g_anomaly || !t.defined() || !is_floating(t.dtype())) return;
+  if (!t_anomaly || !t.defined() || !is_floating(t.dtype())) return;
   int64_t bad = backend_for(t.device()).count_nonfinite(t);
   if (bad) fail("anomaly", ": forward op '", op, "' in scope '", current_scope(), "' produced ", bad,
                 " NaN/Inf values in its output ", t.meta_str());
@@ -168,12 +175,17 @@ Node* record(const OpInfo& op, const std::vector<Tensor>& inputs, Tensor& out, s
   node->op = &op;
   node->name = scoped(op.name);
   node->inputs.reserve(inputs.size());
-  for (const Tensor& t : inputs) node->inputs.push_back(t.defined() ? t.impl().autograd : nullptr);
-  for (size_t i = 0; i < inputs.size(); i++)
-    if (inputs[i].defined() && !node->inputs[i]) {
-      inputs[i].ensure_autograd_meta();
-      node->inputs[i] = inputs[i].impl().autograd;
+  for (const Tensor& t : inputs) {
+    if (!t.defined()) {
+      node->inputs.push_back(nullptr);
+    } else if (t.requires_grad()) {  // has metadata already, and a graph of its thread
+      node->inputs.push_back(t.impl().autograd);
+    } else {  // data or a mask, maybe shared with other threads recording at the same time
+      std::lock_guard<std::mutex> lock(g_input_meta_mutex);
+      t.ensure_autograd_meta();
+      node->inputs.push_back(t.impl().autograd);
     }
+  }
   // The output gets fresh metadata: a tensor is produced by exactly one node. An op that hands back one of its
   // inputs must not record (it would cut that input from its own graph): a bug in the op, caught here.
   for (const Tensor& t : inputs)
@@ -191,7 +203,7 @@ Node* record(const OpInfo& op, const std::vector<Tensor>& inputs, Tensor& out, s
   Node& n = tape.append(std::move(node));
   om.producer = &n;
   om.tape = &tape;
-  if (g_anomaly) {
+  if (t_anomaly) {
     int64_t bad = backend_for(out.device()).count_nonfinite(out);
     if (bad) fail("anomaly", ": forward op '", op.name, "' (node ", n.name, ") produced ", bad,
                   " NaN/Inf values in its output ", out.meta_str());
@@ -234,7 +246,7 @@ Tensor take_grad_accumulator(const Node& n, size_t j, DType dtype) {
   // back to it, sum included. The cast's own gradient is then that sum, not its share: only where nothing reads it
   // (no gradient-norm tracking, no node hook).
   if (AutogradMeta* source = cast_source(m);
-      source && !m->pending.defined() && source->dtype == dtype && !g_track_norms && m->producer->hooks.empty())
+      source && !m->pending.defined() && source->dtype == dtype && !t_track_norms && m->producer->hooks.empty())
     m = source;
   if (!m->pending.defined()) return Tensor();
   // sole_owner: no other tensor (the caller's own upstream gradient, a retained .grad, a saved tensor) shares it
@@ -306,7 +318,7 @@ void backward_node(Node& n, bool retain_graph, const std::function<void(Autograd
   om.pending = Tensor();
   if (om.retain_grad) accumulate(om.grad, g);
   for (auto& h : n.hooks) h(n, g);
-  if (g_track_norms) norms.add(n, g);
+  if (t_track_norms) norms.add(n, g);
   if (!n.backward)
     fail("backward", ": node '", n.name, "' was already run by an earlier backward (pass retain_graph=true to "
          "backward twice)");
@@ -323,7 +335,7 @@ void backward_node(Node& n, bool retain_graph, const std::function<void(Autograd
     // A gradient comes in its tensor's dtype (as in PyTorch's engine): a mixed float32/bf16 op's float32 gradient
     // for its bf16 input is rounded here, unless the input is a cast that takes its source's dtype (grad_dtype).
     if (grads[j].dtype() != im->dtype && grads[j].dtype() != grad_dtype(n, j)) grads[j] = grads[j].to(im->dtype);
-    if (g_anomaly) {
+    if (t_anomaly) {
       int64_t bad = backend_for(grads[j].device()).count_nonfinite(grads[j]);
       if (bad) fail("anomaly", ": backward of op '", n.op->name, "' (node ", n.name, ") produced ", bad,
                     " NaN/Inf values in the gradient of input ", j, " ", grads[j].meta_str());

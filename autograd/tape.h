@@ -50,6 +50,7 @@ class NoGradGuard {
 };
 
 // ---- anomaly mode: the first NaN/Inf in a forward output or a backward gradient throws, naming op and scope ----
+// (per thread, as grad mode; a new thread starts with it off)
 void set_anomaly_mode(bool on);
 bool anomaly_mode();
 class AnomalyGuard {
@@ -61,6 +62,7 @@ class AnomalyGuard {
 };
 
 // ---- gradient-norm tracking: each node remembers the L2 norm of its output gradient (for the dump) ----
+// (per thread, as grad mode; a new thread starts with it on)
 void set_track_grad_norms(bool on);
 bool track_grad_norms();
 // Sets tracking while it lives, then the setting before (training and timing turn it off: it reads every norm back).

@@ -1,6 +1,7 @@
 // CPU thread count: one setting honoured by both of the CPU backend's thread pools, OpenMP (our kernels) and
 // OpenBLAS (matrix products). Without a call, each uses its own default (OMP_NUM_THREADS / OPENBLAS_NUM_THREADS,
-// else the number of cores).
+// else the number of cores). OpenBLAS's count is the process's; OpenMP keeps its count per thread, so it applies to
+// the calling thread (and the threads it starts later are back at OpenMP's default: call it in each).
 //
 // Our own kernels give bitwise the same results at any thread count (each output element is computed by one
 // thread, in a fixed order). OpenBLAS's matrix products do not: on Debian's OpenBLAS 0.3.21 a [1024,256]@[256,1024]

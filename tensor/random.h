@@ -4,23 +4,35 @@
 // result does not depend on thread count or device, and a training run is reproducible from its seed. Each fill
 // advances the offset by the number of elements it drew. `state()`/`set_state()` let checkpoints save it.
 #pragma once
+#include <atomic>
 #include <cmath>
 #include <cstdint>
 
 namespace skipgrad {
 
+// Threads may draw from one generator (the default one, which nn's layers use) at the same time: `advance` is
+// atomic, so each draw gets counters of its own. Which thread gets which counters then depends on timing; seed it
+// (manual_seed, set_state) before threads start drawing.
 class Generator {
  public:
   explicit Generator(uint64_t seed = 0x5eed) : seed_(seed), offset_(0) {}
-  void manual_seed(uint64_t seed) { seed_ = seed; offset_ = 0; }
-  uint64_t seed() const { return seed_; }
-  uint64_t offset() const { return offset_; }
-  void set_state(uint64_t seed, uint64_t offset) { seed_ = seed; offset_ = offset; }
+  Generator(const Generator& o) : seed_(o.seed()), offset_(o.offset()) {}
+  Generator& operator=(const Generator& o) {
+    set_state(o.seed(), o.offset());
+    return *this;
+  }
+  void manual_seed(uint64_t seed) { set_state(seed, 0); }
+  uint64_t seed() const { return seed_.load(std::memory_order_relaxed); }
+  uint64_t offset() const { return offset_.load(std::memory_order_relaxed); }
+  void set_state(uint64_t seed, uint64_t offset) {
+    seed_.store(seed, std::memory_order_relaxed);
+    offset_.store(offset, std::memory_order_relaxed);
+  }
   // Reserves n counters and returns the first.
-  uint64_t advance(uint64_t n) { uint64_t o = offset_; offset_ += n; return o; }
+  uint64_t advance(uint64_t n) { return offset_.fetch_add(n, std::memory_order_relaxed); }
 
  private:
-  uint64_t seed_, offset_;
+  std::atomic<uint64_t> seed_, offset_;
 };
 
 Generator& default_generator();

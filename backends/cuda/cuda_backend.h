@@ -14,6 +14,8 @@
 #include <cuda_runtime_api.h>
 
 #include <array>
+#include <atomic>
+#include <mutex>
 #include <unordered_map>
 #include <vector>
 
@@ -137,7 +139,10 @@ class CudaBackend final : public Backend {
   char* staging_ = nullptr;  // kStagingSlots x kStagingBytes, cudaMallocHost
   cudaEvent_t staging_done_[kStagingSlots] = {};
   int next_slot_ = 0;
-  int64_t host_waits_ = 0, uploads_ = 0, staged_uploads_ = 0;
+  // Held by upload and download: another host thread may copy tensors to or from the device while one computes
+  // (a batch prefetched by a loader thread); the slots and the pinned error flags are shared (docs/cuda.md).
+  std::mutex transfer_mutex_;
+  std::atomic<int64_t> host_waits_{0}, uploads_{0}, staged_uploads_{0};
 
   // cuBLASLt, for GEMMs with a bias epilogue (cuda_gemm.cu). gemm_lt returns false where cuBLASLt has no
   // kernel for the configuration (the caller falls back). A plan (descriptors and the heuristic's algorithm) is

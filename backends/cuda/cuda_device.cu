@@ -130,6 +130,7 @@ void CudaBackend::check_device_errors() { download(nullptr, nullptr, 0); }
 // copy into pageable memory returns only when it is done, so the second wait finds the stream drained: one round
 // trip per read, not one for the data and one more for the flags.)
 void CudaBackend::download(void* host, const void* device, size_t bytes) {
+  std::lock_guard<std::mutex> lock(transfer_mutex_);
   SG_CUDA_CHECK("cuda", cudaMemcpyAsync(error_flags_host_, error_flags_, sizeof(int), cudaMemcpyDeviceToHost,
                                         stream_));
   if (bytes > 0) SG_CUDA_CHECK("copy", cudaMemcpyAsync(host, device, bytes, cudaMemcpyDeviceToHost, stream_));
@@ -152,6 +153,7 @@ void CudaBackend::download(void* host, const void* device, size_t bytes) {
 // the pageable buffer, for which the driver stages and may wait for the stream.
 void CudaBackend::upload(const void* host, void* device, size_t bytes) {
   const char* op = "copy";
+  std::lock_guard<std::mutex> lock(transfer_mutex_);
   uploads_++;
   if (bytes > kStagingBytes) {
     SG_CUDA_CHECK(op, cudaMemcpyAsync(device, host, bytes, cudaMemcpyHostToDevice, stream_));

@@ -1,0 +1,109 @@
+// Several host threads using the library at once (docs/reliability.md, "Threads"): the default generator, the
+// per-thread modes, data tensors shared by threads that record ops, and copies to and from the CUDA device.
+#include <algorithm>
+#include <cstdint>
+#include <future>
+#include <thread>
+#include <vector>
+
+#include "test_util.h"
+
+using namespace sgtest;
+
+namespace {
+// Runs f(i) on n threads at once and waits for them all.
+template <class F>
+void on_threads(int n, F f) {
+  std::vector<std::thread> threads;
+  for (int i = 0; i < n; i++) threads.emplace_back(f, i);
+  for (std::thread& t : threads) t.join();
+}
+}  // namespace
+
+TEST_SUITE("threads") {
+  TEST_CASE("the default generator gives each draw counters of its own, whichever threads draw") {
+    Generator& g = default_generator();
+    const uint64_t seed = g.seed(), offset = g.offset();
+    g.set_state(42, 1000);
+    std::vector<std::vector<uint64_t>> got(4);
+    on_threads(4, [&](int i) {
+      for (int k = 0; k < 20000; k++) got[i].push_back(g.advance(1));
+    });
+    CHECK(g.offset() == 1000 + 4 * 20000);  // updates were lost when advance was not atomic
+    std::vector<uint64_t> all;
+    for (const auto& v : got) all.insert(all.end(), v.begin(), v.end());
+    std::sort(all.begin(), all.end());
+    CHECK(std::adjacent_find(all.begin(), all.end()) == all.end());
+    Generator copy = g;  // still copyable
+    CHECK(copy.offset() == g.offset());
+    g.set_state(seed, offset);
+  }
+
+  TEST_CASE("anomaly mode and gradient-norm tracking are per thread, as grad mode") {
+    TrackGradNormsGuard off(false);
+    AnomalyGuard on(true);
+    bool tracking_there = false, anomaly_there = true;
+    on_threads(1, [&](int) {
+      tracking_there = track_grad_norms();
+      anomaly_there = anomaly_mode();
+    });
+    CHECK(tracking_there);  // a new thread starts from the defaults
+    CHECK_FALSE(anomaly_there);
+    // guards in two threads that end out of order leave each thread its own setting (a process-wide flag was left
+    // off for good by: A off, B off, A ends, B ends)
+    std::promise<void> a_set, b_done;
+    std::shared_future<void> b_finished = b_done.get_future().share();
+    bool a_after = false;
+    std::thread a([&] {
+      {
+        TrackGradNormsGuard a_off(false);
+        a_set.set_value();
+        b_finished.wait();
+      }
+      a_after = track_grad_norms();
+    });
+    a_set.get_future().wait();
+    std::thread b([&] {
+      { TrackGradNormsGuard b_off(false); }
+      b_done.set_value();
+    });
+    a.join();
+    b.join();
+    CHECK(a_after);
+    CHECK_FALSE(track_grad_norms());  // this thread's guard still holds
+  }
+
+  TEST_CASE("threads recording ops on one shared data tensor, each with its own weights") {
+    for (int round = 0; round < 20; round++) {
+      Tensor x = Tensor::full({4, 3}, 1.0 + round, DType::F64);  // fresh each round: no metadata yet
+      std::vector<Tensor> grads(4);
+      on_threads(4, [&](int i) {
+        Tensor w = Tensor::full({3, 2}, 0.5 * i, DType::F64).requires_grad_();
+        for (int k = 0; k < 3; k++) {
+          sum(matmul(x, w)).backward();
+        }
+        grads[i] = w.grad();
+      });
+      for (const Tensor& gw : grads) {  // d sum(x w) / dw = column sums of x, three backwards
+        REQUIRE(gw.defined());
+        CHECK(gw.to_vector<double>() == std::vector<double>(6, 3 * 4 * (1.0 + round)));
+      }
+    }
+  }
+
+  TEST_CASE("copies to and from the CUDA device from several threads keep each thread's data") {
+    if (!cuda_available()) {
+      MESSAGE("skipped: no CUDA device");
+      return;
+    }
+    std::vector<int> wrong(4, 0);
+    on_threads(4, [&](int i) {
+      for (int k = 0; k < 3000; k++) {
+        std::vector<float> v(1000 + i, float(i * 100000 + k));
+        Tensor back = Tensor::from_vector<float>(v, {(int64_t)v.size()}).to(Device::cuda()).to(Device::cpu());
+        if (back.to_vector<float>() != v) wrong[i]++;
+      }
+    });
+    CHECK(wrong == std::vector<int>(4, 0));  // 8 of 12000 came back with another thread's values
+  }
+}
