@@ -1,6 +1,7 @@
 #include "tensor/allocator.h"
 
 #include <algorithm>
+#include <atomic>
 #include <cstdlib>
 #include <functional>
 #include <new>
@@ -30,6 +31,7 @@ void* CachingAllocator::allocate(size_t bytes) {
   const size_t size = round_size(bytes);
   std::lock_guard<std::mutex> lock(mu_);
   stats_.allocs++;
+  const uint64_t now = ++tick_;
   // The smallest cached block of at least `size` bytes and at most a quarter more (one size class up above
   // 4 KiB), its lowest address. A request whose own class is empty takes the next one instead of the OS's.
   void* p = nullptr;
@@ -37,17 +39,19 @@ void* CachingAllocator::allocate(size_t bytes) {
   auto it = free_.lower_bound(size);
   if (it != free_.end() && it->first <= size + size / 4) {
     block = it->first;
-    p = it->second.back();
-    it->second.pop_back();
-    if (it->second.empty()) free_.erase(it);
+    std::vector<void*>& blocks = it->second.blocks;
+    p = blocks.back();
+    blocks.pop_back();
+    it->second.last_taken = now;
+    if (blocks.empty()) free_.erase(it);
     stats_.bytes_cached -= block;
     if (block != size) larger_blocks_[p] = block;  // deallocate() is told the requested bytes, not these
   } else {
     p = raw_alloc_(size);
     if (!p) {
       // Out of memory: return what we cache and retry once before failing.
-      for (auto& [sz, blocks] : free_)
-        for (void* b : blocks) raw_free_(b);
+      for (auto& [sz, cached] : free_)
+        for (void* b : cached.blocks) raw_free_(b);
       free_.clear();
       stats_.bytes_cached = 0;
       p = raw_alloc_(size);
@@ -55,6 +59,7 @@ void* CachingAllocator::allocate(size_t bytes) {
     }
     stats_.os_allocs++;
   }
+  last_taken_[block] = now;
   stats_.bytes_in_use += block;
   if (stats_.bytes_in_use > stats_.peak_bytes_in_use) stats_.peak_bytes_in_use = stats_.bytes_in_use;
   return p;
@@ -72,20 +77,48 @@ void CachingAllocator::deallocate(void* p, size_t bytes) {
     }
   }
   stats_.bytes_in_use -= size;
+  evict_stale_classes(size);
   if (stats_.bytes_cached + size > cache_limit()) {
     raw_free_(p);
     stats_.os_frees++;
     return;
   }
-  std::vector<void*>& blocks = free_[size];  // highest address first: allocate() takes the lowest from the back
+  CachedClass& cached = free_[size];
+  if (cached.blocks.empty()) cached.last_taken = last_taken_[size];
+  std::vector<void*>& blocks = cached.blocks;  // highest address first: allocate() takes the lowest from the back
   blocks.insert(std::upper_bound(blocks.begin(), blocks.end(), p, std::greater<void*>()), p);
   stats_.bytes_cached += size;
 }
 
+// Over the bound, cached blocks of the classes taken longest ago go back to the OS before the block at hand does
+// (only classes taken before its own). Else, once a run of many shapes has filled the cache with classes the
+// current shape never asks for, each step of that shape would allocate and free its new classes again, for ever.
+void CachingAllocator::evict_stale_classes(size_t size) {
+  const uint64_t own = last_taken_[size];
+  while (stats_.bytes_cached + size > cache_limit()) {
+    auto stalest = free_.end();
+    uint64_t stalest_tick = own;
+    for (auto c = free_.begin(); c != free_.end(); ++c) {
+      const uint64_t t = c->second.last_taken;
+      if (c->first != size && t < stalest_tick) {
+        stalest = c;
+        stalest_tick = t;
+      }
+    }
+    if (stalest == free_.end()) return;
+    std::vector<void*>& blocks = stalest->second.blocks;  // its highest address: the lowest stay, for allocate()
+    raw_free_(blocks.front());
+    blocks.erase(blocks.begin());
+    stats_.bytes_cached -= stalest->first;
+    stats_.os_frees++;
+    if (blocks.empty()) free_.erase(stalest);
+  }
+}
+
 void CachingAllocator::empty_cache() {
   std::lock_guard<std::mutex> lock(mu_);
-  for (auto& [sz, blocks] : free_)
-    for (void* b : blocks) raw_free_(b);
+  for (auto& [sz, cached] : free_)
+    for (void* b : cached.blocks) raw_free_(b);
   free_.clear();
   stats_.bytes_cached = 0;
 }
@@ -103,7 +136,8 @@ void CachingAllocator::reset_peak() {
 namespace {
 void* cpu_raw_alloc(size_t bytes) { return std::aligned_alloc(64, bytes); }
 void cpu_raw_free(void* p) { std::free(p); }
-CachingAllocator* g_cuda_allocator = nullptr;
+// Set once, when the CUDA backend loads; read by every allocation (threads may make their first CUDA tensors at once)
+std::atomic<CachingAllocator*> g_cuda_allocator{nullptr};
 }  // namespace
 
 CachingAllocator& allocator_for(Device d) {
@@ -112,14 +146,18 @@ CachingAllocator& allocator_for(Device d) {
     static CachingAllocator* cpu = new CachingAllocator(cpu_raw_alloc, cpu_raw_free);
     return *cpu;
   }
-  if (!g_cuda_allocator) cuda_available();  // loads the CUDA backend (and its allocator) on first use
-  if (g_cuda_allocator == nullptr)
+  CachingAllocator* cuda = g_cuda_allocator.load(std::memory_order_acquire);
+  if (!cuda) {
+    cuda_available();  // loads the CUDA backend (and its allocator) on first use
+    cuda = g_cuda_allocator.load(std::memory_order_acquire);
+  }
+  if (cuda == nullptr)
     fail("allocate", ": device ", d.str(), " requested but no CUDA device present (or built without SKIPGRAD_CUDA)");
-  return *g_cuda_allocator;
+  return *cuda;
 }
 
 void set_device_allocator(Device::Kind kind, CachingAllocator* a) {
-  if (kind == Device::Kind::CUDA) g_cuda_allocator = a;
+  if (kind == Device::Kind::CUDA) g_cuda_allocator.store(a, std::memory_order_release);
 }
 
 }  // namespace skipgrad

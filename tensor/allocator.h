@@ -9,7 +9,9 @@
 // the current step did not ask for: ~21% of allocations went to the OS (on a GPU, cudaMalloc and a synchronising
 // cudaFree) on a probe with a new shape every step; with it, none after warm-up (docs/cuda.md, "Memory").
 // The cache is bounded: a freed block that would take the cached bytes past max(2 x peak bytes in use, 64 MiB)
-// goes back to the OS. Without the bound, a run over thousands of batch shapes cached 7 GB for a 0.5 GB step.
+// goes back to the OS, after the cached blocks of classes taken longest ago (those taken before its own). Without
+// the bound, a run over thousands of batch shapes cached 7 GB for a 0.5 GB step; without the eviction, a shape
+// whose classes were not cached once the cache was full allocated and freed them again at every step.
 // Blocks are 64-byte aligned. `stats()` exposes counters that tests and benchmarks read.
 // A request takes the chosen size's cached block with the lowest address, so the addresses a step gets depend only on
 // which blocks are free when it starts, not on the order earlier steps freed them: a training loop gets the same
@@ -55,8 +57,15 @@ class CachingAllocator {
   RawAlloc raw_alloc_;
   RawFree raw_free_;
   mutable std::mutex mu_;
-  std::map<size_t, std::vector<void*>> free_;  // per size, highest address first; no empty lists
+  struct CachedClass {
+    std::vector<void*> blocks;  // highest address first; never empty in free_
+    uint64_t last_taken = 0;    // = last_taken_[its size], kept here for the eviction's scan
+  };
+  std::map<size_t, CachedClass> free_;  // per size class
   std::unordered_map<void*, size_t> larger_blocks_;  // blocks in use that are larger than their request's class
+  std::unordered_map<size_t, uint64_t> last_taken_;  // per size class: when a block of it was last handed out
+  uint64_t tick_ = 0;                                // allocations so far
+  void evict_stale_classes(size_t size);
   AllocatorStats stats_;
 };
 
