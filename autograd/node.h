@@ -22,7 +22,7 @@ struct AutogradMeta {
   bool requires_grad = false;
   bool retain_grad = false;
   Tensor grad;            // the accumulated gradient of a leaf (or of a retain_grad tensor)
-  Tensor pending;         // gradient being accumulated during one backward pass
+  Tensor pending;         // gradient being accumulated during one backward pass (a leaf's: in the walk's own map)
   Node* producer = nullptr;  // the node on the live tape that made this tensor; null for leaves
   const Tape* tape = nullptr;  // the tape (one per thread) that recorded it: compared, never dereferenced
   bool produced = false;     // made by an op (not a leaf), even after its tape was cleared

@@ -3,6 +3,7 @@
 #include <cmath>
 #include <mutex>
 #include <sstream>
+#include <unordered_map>
 #include <utility>
 
 #include "autograd/autocast.h"
@@ -146,6 +147,7 @@ AutogradMeta& Tensor::ensure_autograd_meta() const {
     im.autograd->dtype = im.dtype;
     im.autograd->device = im.device;
     im.autograd->value = impl_ptr();
+    im.autograd_published.store(im.autograd.get(), std::memory_order_release);
   }
   return *im.autograd;
 }
@@ -192,6 +194,7 @@ Node* record(const OpInfo& op, const std::vector<Tensor>& inputs, Tensor& out, s
     if (t.defined() && t.impl_ptr() == out.impl_ptr())
       fail("record", ": op '", op.name, "' returned its input as its output; return it without recording");
   out.impl().autograd.reset();
+  out.impl().autograd_published.store(nullptr, std::memory_order_relaxed);
   AutogradMeta& om = out.ensure_autograd_meta();
   om.requires_grad = true;
   om.produced = true;
@@ -238,6 +241,15 @@ DType grad_dtype(const Node& n, size_t j) {
   return source ? source->dtype : m ? m->dtype : DType::F32;
 }
 
+namespace {
+// A leaf's gradient during a walk is the walk's own (the leaves of a model shared by threads are shared): kept in the
+// backward's map, not in the leaf's `pending`, and added to its .grad under g_leaf_grad_mutex at the end.
+thread_local std::unordered_map<AutogradMeta*, Tensor>* t_leaf_pending = nullptr;
+std::mutex g_leaf_grad_mutex;
+// The gradient collected so far for m in this thread's walk.
+Tensor& pending_of(AutogradMeta& m) { return !m.producer && t_leaf_pending ? (*t_leaf_pending)[&m] : m.pending; }
+}  // namespace
+
 Tensor take_grad_accumulator(const Node& n, size_t j, DType dtype) {
   AutogradMeta* m = j < n.inputs.size() ? n.inputs[j].get() : nullptr;
   if (!m) return Tensor();
@@ -248,11 +260,12 @@ Tensor take_grad_accumulator(const Node& n, size_t j, DType dtype) {
   if (AutogradMeta* source = cast_source(m);
       source && !m->pending.defined() && source->dtype == dtype && !t_track_norms && m->producer->hooks.empty())
     m = source;
-  if (!m->pending.defined()) return Tensor();
+  Tensor& pending = pending_of(*m);
+  if (!pending.defined()) return Tensor();
   // sole_owner: no other tensor (the caller's own upstream gradient, a retained .grad, a saved tensor) shares it
-  if (!m->pending.sole_owner() || m->pending.dtype() != dtype) return Tensor();
+  if (!pending.sole_owner() || pending.dtype() != dtype) return Tensor();
   t_fan_in.folded++;
-  return std::move(m->pending);
+  return std::move(pending);
 }
 
 namespace {
@@ -386,14 +399,20 @@ void backward(const Tensor& root, const Tensor& grad_in, bool retain_graph) {
   // Tensors with no live producer (leaves, detached graphs) collect their gradient in `pending` and get it
   // once at the end; the others are consumed when the walk reaches their node.
   std::vector<AutogradMeta*> leaves;
+  std::unordered_map<AutogradMeta*, Tensor> leaf_pending;
+  struct LeafPendingScope {
+    explicit LeafPendingScope(std::unordered_map<AutogradMeta*, Tensor>* m) { t_leaf_pending = m; }
+    ~LeafPendingScope() { t_leaf_pending = nullptr; }
+  } leaf_scope(&leaf_pending);
   t_fan_in = {};
   auto add_to = [&](AutogradMeta& m, const Tensor& g) {
     if (m.producer && m.tape != &tape)
       fail("backward", ": the gradient reached a ", dtype_name(m.dtype), m.shape, " tensor recorded on another "
            "thread; the tape is one per thread: run the whole forward on the thread that calls backward");
-    if (!m.producer && !m.pending.defined()) leaves.push_back(&m);
-    if (m.pending.defined()) t_fan_in.added++;
-    accumulate(m.pending, g);
+    Tensor& pending = pending_of(m);
+    if (!m.producer && !pending.defined()) leaves.push_back(&m);
+    if (pending.defined()) t_fan_in.added++;
+    accumulate(pending, g);
   };
   NormTracker norms;
   try {
@@ -407,9 +426,11 @@ void backward(const Tensor& root, const Tensor& grad_in, bool retain_graph) {
     // Leaves receive their total gradient once, after their hooks. (A leaf whose gradient was handed to a
     // backward and came back is listed twice: the second entry finds nothing pending.)
     for (AutogradMeta* m : leaves) {
-      if (!m->pending.defined()) continue;
-      Tensor g = run_hooks(m->hooks, std::move(m->pending));
-      m->pending = Tensor();
+      Tensor& pending = leaf_pending[m];
+      if (!pending.defined()) continue;
+      Tensor g = run_hooks(m->hooks, std::move(pending));
+      pending = Tensor();
+      std::lock_guard<std::mutex> lock(g_leaf_grad_mutex);  // threads backpropagating into one shared model
       if (m->grad.defined()) m->grad = add(m->grad, g);
       // .grad gets memory of its own (optimizers and clipping modify it in place): g itself when nothing else
       // refers to it (a fresh gradient, the common case), else a copy (g passed through from the upstream
@@ -420,7 +441,6 @@ void backward(const Tensor& root, const Tensor& grad_in, bool retain_graph) {
     // Anomaly, a freed graph or a throwing hook: drop the partial gradients so the tensors involved start
     // clean next time, and the graph that was being consumed.
     for (int64_t i = start; i >= 0; i--) nodes[i]->output->pending = Tensor();
-    for (AutogradMeta* m : leaves) m->pending = Tensor();
     in_backward.done();
     if (!retain_graph) tape.clear();
     throw;

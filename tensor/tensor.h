@@ -4,6 +4,7 @@
 // The differentiable methods (views, arithmetic, reductions) are declared here and defined in autograd/, which
 // records a node on the tape for each of them; the raw data accessors below never record.
 #pragma once
+#include <atomic>
 #include <cstdint>
 #include <functional>
 #include <initializer_list>
@@ -38,6 +39,9 @@ struct TensorImpl {
   DType dtype = DType::F32;
   Device device;
   std::shared_ptr<AutogradMeta> autograd;  // null until the tensor takes part in autograd
+  // autograd.get(), stored once the metadata is built: what Tensor::autograd_meta() reads, so a thread may test a
+  // shared tensor's requires_grad while another gives it metadata (docs/reliability.md, "Threads")
+  std::atomic<AutogradMeta*> autograd_published{nullptr};
 };
 
 int64_t numel_of(const Shape& s);
@@ -163,7 +167,9 @@ class Tensor {
     return *impl_;
   }
   const std::shared_ptr<TensorImpl>& impl_ptr() const { return impl_; }
-  AutogradMeta* autograd_meta() const { return impl_ ? impl_->autograd.get() : nullptr; }
+  AutogradMeta* autograd_meta() const {
+    return impl_ ? impl_->autograd_published.load(std::memory_order_acquire) : nullptr;
+  }
   AutogradMeta& ensure_autograd_meta() const;
 
  private:

@@ -1,6 +1,7 @@
 // Several host threads using the library at once (docs/reliability.md, "Threads"): the default generator, the
 // per-thread modes, data tensors shared by threads that record ops, and copies to and from the CUDA device.
 #include <algorithm>
+#include <atomic>
 #include <cstdint>
 #include <future>
 #include <thread>
@@ -11,11 +12,17 @@
 using namespace sgtest;
 
 namespace {
-// Runs f(i) on n threads at once and waits for them all.
+// Runs f(i) on n threads, started together (each waits until all exist), and waits for them all.
 template <class F>
 void on_threads(int n, F f) {
+  std::atomic<int> ready{0};
   std::vector<std::thread> threads;
-  for (int i = 0; i < n; i++) threads.emplace_back(f, i);
+  for (int i = 0; i < n; i++)
+    threads.emplace_back([&, i] {
+      ready++;
+      while (ready.load() < n) std::this_thread::yield();
+      f(i);
+    });
   for (std::thread& t : threads) t.join();
 }
 }  // namespace
@@ -88,6 +95,34 @@ TEST_SUITE("threads") {
         REQUIRE(gw.defined());
         CHECK(gw.to_vector<double>() == std::vector<double>(6, 3 * 4 * (1.0 + round)));
       }
+    }
+  }
+
+  TEST_CASE("threads backpropagating through one shared model: every gradient reaches the shared parameters") {
+    // Each thread takes gradients of its own inputs through a shared Linear whose parameters require grad
+    // (saliency, Hogwild-style training). Leaves' partial gradients were shared scratch space: a probe aborted.
+    manual_seed(3);
+    nn::Linear shared(3, 2);
+    shared.to(DType::F64);
+    const int threads = 4, rounds = 50;
+    std::vector<Tensor> input_grads(threads);
+    on_threads(threads, [&](int i) {
+      for (int k = 0; k < rounds; k++) {
+        Tensor x = Tensor::full({2, 3}, double(i + 1), DType::F64).requires_grad_();
+        sum(shared.forward(x)).backward();
+        input_grads[i] = x.grad();
+      }
+    });
+    // d sum(x W^T + b) / dW = column sums of x for each output row: 2 (i + 1) per element, every round
+    double per_weight = 0;
+    for (int i = 0; i < threads; i++) per_weight += rounds * 2.0 * (i + 1);
+    CHECK(shared.weight.grad().to_vector<double>() == std::vector<double>(6, per_weight));
+    CHECK(shared.bias.grad().to_vector<double>() == std::vector<double>(2, threads * rounds * 2.0));
+    const std::vector<double> w = shared.weight.to(DType::F64).to_vector<double>();
+    for (int i = 0; i < threads; i++) {  // dx = column sums of W, the same for every thread
+      REQUIRE(input_grads[i].defined());
+      const std::vector<double> gx = input_grads[i].to_vector<double>();
+      for (int c = 0; c < 3; c++) CHECK(gx[c] == doctest::Approx(w[c] + w[3 + c]));
     }
   }
 
