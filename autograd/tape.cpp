@@ -396,8 +396,8 @@ void backward(const Tensor& root, const Tensor& grad_in, bool retain_graph) {
   profile_mark("backward.enter");  // what ran since the last op: the loss read, the seed gradient
   const auto& nodes = tape.nodes();
   const int64_t start = rm.producer ? rm.producer->id - nodes.front()->id : -1;
-  // Tensors with no live producer (leaves, detached graphs) collect their gradient in `pending` and get it
-  // once at the end; the others are consumed when the walk reaches their node.
+  // Tensors with no live producer (leaves, detached graphs) collect their gradient in `leaf_pending` and get it
+  // once at the end; the others, in their `pending`, are consumed when the walk reaches their node.
   std::vector<AutogradMeta*> leaves;
   std::unordered_map<AutogradMeta*, Tensor> leaf_pending;
   struct LeafPendingScope {
