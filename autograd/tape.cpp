@@ -193,8 +193,8 @@ Node* record(const OpInfo& op, const std::vector<Tensor>& inputs, Tensor& out, s
   for (const Tensor& t : inputs)
     if (t.defined() && t.impl_ptr() == out.impl_ptr())
       fail("record", ": op '", op.name, "' returned its input as its output; return it without recording");
+  out.impl().autograd_published.store(nullptr, std::memory_order_relaxed);  // unpublished before it is freed
   out.impl().autograd.reset();
-  out.impl().autograd_published.store(nullptr, std::memory_order_relaxed);
   AutogradMeta& om = out.ensure_autograd_meta();
   om.requires_grad = true;
   om.produced = true;
@@ -401,8 +401,9 @@ void backward(const Tensor& root, const Tensor& grad_in, bool retain_graph) {
   std::vector<AutogradMeta*> leaves;
   std::unordered_map<AutogradMeta*, Tensor> leaf_pending;
   struct LeafPendingScope {
+    std::unordered_map<AutogradMeta*, Tensor>* prev = t_leaf_pending;
     explicit LeafPendingScope(std::unordered_map<AutogradMeta*, Tensor>* m) { t_leaf_pending = m; }
-    ~LeafPendingScope() { t_leaf_pending = nullptr; }
+    ~LeafPendingScope() { t_leaf_pending = prev; }
   } leaf_scope(&leaf_pending);
   t_fan_in = {};
   auto add_to = [&](AutogradMeta& m, const Tensor& g) {
