@@ -335,7 +335,11 @@ std::vector<Tensor> split(const Tensor& x, int64_t size, int64_t dim) {
 std::vector<Tensor> chunk(const Tensor& x, int64_t chunks, int64_t dim) {
   check(chunks > 0, "chunk", ": number of chunks must be positive, got ", chunks);
   int64_t d = normalize_dim(dim, x.dim(), "chunk");
-  if (x.size(d) == 0) return std::vector<Tensor>(chunks, slice(x, d, 0, 0));  // `chunks` empty pieces, as PyTorch
+  if (x.size(d) == 0) {  // `chunks` empty pieces, as PyTorch: each a view of its own (hooks, names, retain_grad)
+    std::vector<Tensor> pieces;
+    for (int64_t i = 0; i < chunks; i++) pieces.push_back(slice(x, d, 0, 0));
+    return pieces;
+  }
   return split(x, std::max<int64_t>(1, (x.size(d) + chunks - 1) / chunks), d);
 }
 

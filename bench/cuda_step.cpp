@@ -21,7 +21,7 @@
 //    later). With --weights-dir the weights and batch are written to DIR/weights_<topology>.safetensors (when
 //    absent), which bench/pytorch_cuda_step.py loads: both must print the same losses.
 //  - peak_alloc_mib: the caching allocator's peak bytes in use since the configuration began (parameters, gradients,
-//    Adam moments, activations; rounded to its size classes); device_used_mib: total - free device memory
+//    Adam moments, activations; in blocks' sizes, docs/cuda.md "Memory"); device_used_mib: total - free device memory
 //    (cudaMemGetInfo) after the rounds: the process's footprint with the CUDA context and the allocator's cache.
 //  - TFLOP/s = bench::step_matmul_flops (analytic matrix FLOPs of a step) / time per step; tokens/s counts target
 //    tokens (batch x tgt_len).

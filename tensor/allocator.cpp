@@ -50,10 +50,7 @@ void* CachingAllocator::allocate(size_t bytes) {
     p = raw_alloc_(size);
     if (!p) {
       // Out of memory: return what we cache and retry once before failing.
-      for (auto& [sz, cached] : free_)
-        for (void* b : cached.blocks) raw_free_(b);
-      free_.clear();
-      stats_.bytes_cached = 0;
+      release_cache_locked();
       p = raw_alloc_(size);
       if (!p) fail("allocate", ": out of memory allocating ", size, " bytes (", stats_.bytes_in_use, " in use)");
     }
@@ -106,17 +103,24 @@ void CachingAllocator::evict_stale_classes(size_t size) {
       }
     }
     if (stalest == free_.end()) return;
-    std::vector<void*>& blocks = stalest->second.blocks;  // its highest address: the lowest stay, for allocate()
-    raw_free_(blocks.front());
-    blocks.erase(blocks.begin());
-    stats_.bytes_cached -= stalest->first;
-    stats_.os_frees++;
+    std::vector<void*>& blocks = stalest->second.blocks;  // highest addresses first: the lowest stay, for allocate()
+    size_t gone = 0;
+    while (gone < blocks.size() && stats_.bytes_cached + size > cache_limit()) {
+      raw_free_(blocks[gone++]);
+      stats_.bytes_cached -= stalest->first;
+      stats_.os_frees++;
+    }
+    blocks.erase(blocks.begin(), blocks.begin() + gone);
     if (blocks.empty()) free_.erase(stalest);
   }
 }
 
 void CachingAllocator::empty_cache() {
   std::lock_guard<std::mutex> lock(mu_);
+  release_cache_locked();
+}
+
+void CachingAllocator::release_cache_locked() {
   for (auto& [sz, cached] : free_)
     for (void* b : cached.blocks) raw_free_(b);
   free_.clear();

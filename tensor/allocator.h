@@ -66,6 +66,7 @@ class CachingAllocator {
   std::unordered_map<size_t, uint64_t> last_taken_;  // per size class: when a block of it was last handed out
   uint64_t tick_ = 0;                                // allocations so far
   void evict_stale_classes(size_t size);
+  void release_cache_locked();  // every cached block back to the OS (mu_ held)
   AllocatorStats stats_;
 };
 

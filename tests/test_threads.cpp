@@ -57,26 +57,35 @@ TEST_SUITE("threads") {
     CHECK(tracking_there);  // a new thread starts from the defaults
     CHECK_FALSE(anomaly_there);
     // guards in two threads that end out of order leave each thread its own setting (a process-wide flag was left
-    // off for good by: A off, B off, A ends, B ends)
-    std::promise<void> a_set, b_done;
-    std::shared_future<void> b_finished = b_done.get_future().share();
-    bool a_after = false;
+    // off for good by: A off, B off, A ends, B ends: B's guard restored the "off" it had found)
+    std::promise<void> a_set, b_set, a_ended, b_ended;
+    std::shared_future<void> a_set_f = a_set.get_future().share(), b_set_f = b_set.get_future().share(),
+                             a_ended_f = a_ended.get_future().share(), b_ended_f = b_ended.get_future().share();
+    bool a_after = false, b_after = false;
     std::thread a([&] {
       {
         TrackGradNormsGuard a_off(false);
         a_set.set_value();
-        b_finished.wait();
+        b_set_f.wait();
       }
+      a_ended.set_value();
+      b_ended_f.wait();  // B's guard has ended too, after A's
       a_after = track_grad_norms();
     });
-    a_set.get_future().wait();
     std::thread b([&] {
-      { TrackGradNormsGuard b_off(false); }
-      b_done.set_value();
+      a_set_f.wait();
+      {
+        TrackGradNormsGuard b_off(false);
+        b_set.set_value();
+        a_ended_f.wait();
+      }
+      b_after = track_grad_norms();
+      b_ended.set_value();
     });
     a.join();
     b.join();
     CHECK(a_after);
+    CHECK(b_after);
     CHECK_FALSE(track_grad_norms());  // this thread's guard still holds
   }
 
