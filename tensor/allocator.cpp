@@ -30,8 +30,7 @@ void* CachingAllocator::allocate(size_t bytes) {
   check(bytes <= (size_t(1) << 62), "allocate", ": ", bytes, " bytes cannot be allocated");
   const size_t size = round_size(bytes);
   std::lock_guard<std::mutex> lock(mu_);
-  stats_.allocs++;
-  const uint64_t now = ++tick_;
+  const uint64_t now = ++stats_.allocs;  // the clock of last_taken_
   // The smallest cached block of at least `size` bytes and at most a quarter more (one size class up above
   // 4 KiB), its lowest address. A request whose own class is empty takes the next one instead of the OS's.
   void* p = nullptr;
@@ -39,11 +38,9 @@ void* CachingAllocator::allocate(size_t bytes) {
   auto it = free_.lower_bound(size);
   if (it != free_.end() && it->first <= size + size / 4) {
     block = it->first;
-    std::vector<void*>& blocks = it->second.blocks;
-    p = blocks.back();
-    blocks.pop_back();
-    it->second.last_taken = now;
-    if (blocks.empty()) free_.erase(it);
+    p = it->second.back();
+    it->second.pop_back();
+    if (it->second.empty()) free_.erase(it);
     stats_.bytes_cached -= block;
     if (block != size) larger_blocks_[p] = block;  // deallocate() is told the requested bytes, not these
   } else {
@@ -74,15 +71,13 @@ void CachingAllocator::deallocate(void* p, size_t bytes) {
     }
   }
   stats_.bytes_in_use -= size;
-  evict_stale_classes(size);
-  if (stats_.bytes_cached + size > cache_limit()) {
+  if (stats_.bytes_cached + size > cache_limit()) evict_stale_classes(size);
+  if (stats_.bytes_cached + size > cache_limit()) {  // nothing staler cached: this block goes
     raw_free_(p);
     stats_.os_frees++;
     return;
   }
-  CachedClass& cached = free_[size];
-  if (cached.blocks.empty()) cached.last_taken = last_taken_[size];
-  std::vector<void*>& blocks = cached.blocks;  // highest address first: allocate() takes the lowest from the back
+  std::vector<void*>& blocks = free_[size];  // highest address first: allocate() takes the lowest from the back
   blocks.insert(std::upper_bound(blocks.begin(), blocks.end(), p, std::greater<void*>()), p);
   stats_.bytes_cached += size;
 }
@@ -96,14 +91,14 @@ void CachingAllocator::evict_stale_classes(size_t size) {
     auto stalest = free_.end();
     uint64_t stalest_tick = own;
     for (auto c = free_.begin(); c != free_.end(); ++c) {
-      const uint64_t t = c->second.last_taken;
+      const uint64_t t = last_taken_[c->first];
       if (c->first != size && t < stalest_tick) {
         stalest = c;
         stalest_tick = t;
       }
     }
     if (stalest == free_.end()) return;
-    std::vector<void*>& blocks = stalest->second.blocks;  // highest addresses first: the lowest stay, for allocate()
+    std::vector<void*>& blocks = stalest->second;  // highest addresses first: the lowest stay, for allocate()
     size_t gone = 0;
     while (gone < blocks.size() && stats_.bytes_cached + size > cache_limit()) {
       raw_free_(blocks[gone++]);
@@ -121,8 +116,8 @@ void CachingAllocator::empty_cache() {
 }
 
 void CachingAllocator::release_cache_locked() {
-  for (auto& [sz, cached] : free_)
-    for (void* b : cached.blocks) raw_free_(b);
+  for (auto& [sz, blocks] : free_)
+    for (void* b : blocks) raw_free_(b);
   free_.clear();
   stats_.bytes_cached = 0;
 }

@@ -57,14 +57,9 @@ class CachingAllocator {
   RawAlloc raw_alloc_;
   RawFree raw_free_;
   mutable std::mutex mu_;
-  struct CachedClass {
-    std::vector<void*> blocks;  // highest address first; never empty in free_
-    uint64_t last_taken = 0;    // = last_taken_[its size], kept here for the eviction's scan
-  };
-  std::map<size_t, CachedClass> free_;  // per size class
+  std::map<size_t, std::vector<void*>> free_;  // per size class, highest address first; no empty lists
   std::unordered_map<void*, size_t> larger_blocks_;  // blocks in use that are larger than their request's class
-  std::unordered_map<size_t, uint64_t> last_taken_;  // per size class: when a block of it was last handed out
-  uint64_t tick_ = 0;                                // allocations so far
+  std::unordered_map<size_t, uint64_t> last_taken_;  // per size class: stats_.allocs when one was last handed out
   void evict_stale_classes(size_t size);
   void release_cache_locked();  // every cached block back to the OS (mu_ held)
   AllocatorStats stats_;
