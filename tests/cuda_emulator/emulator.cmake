@@ -6,12 +6,12 @@ if(NOT CMAKE_SYSTEM_PROCESSOR MATCHES "x86_64|AMD64")
   message(FATAL_ERROR "SKIPGRAD_CUDA_EMULATOR: the emulator's fiber switch is x86-64 assembly")
 endif()
 add_executable(rewrite_launches ${CMAKE_CURRENT_LIST_DIR}/rewrite_launches.cpp)
-file(GLOB _skipgrad_cu CONFIGURE_DEPENDS ${CMAKE_SOURCE_DIR}/backends/cuda/*.cu)
+file(GLOB _skipgrad_cu CONFIGURE_DEPENDS ${PROJECT_SOURCE_DIR}/backends/cuda/*.cu)
 set(_skipgrad_emulated "")
 foreach(cu ${_skipgrad_cu})
   get_filename_component(name ${cu} NAME_WE)
-  set(cpp ${CMAKE_BINARY_DIR}/cuda_emulated/${name}.cpp)
-  add_custom_command(OUTPUT ${cpp} COMMAND ${CMAKE_COMMAND} -E make_directory ${CMAKE_BINARY_DIR}/cuda_emulated
+  set(cpp ${PROJECT_BINARY_DIR}/cuda_emulated/${name}.cpp)
+  add_custom_command(OUTPUT ${cpp} COMMAND ${CMAKE_COMMAND} -E make_directory ${PROJECT_BINARY_DIR}/cuda_emulated
                      COMMAND rewrite_launches ${cu} ${cpp} DEPENDS rewrite_launches ${cu}
                      COMMENT "rewrite_launches ${name}.cu" VERBATIM)
   list(APPEND _skipgrad_emulated ${cpp})
