@@ -4,6 +4,7 @@
 #include <cmath>
 #include <cstdio>
 #include <unordered_map>
+#include <unordered_set>
 
 #include "analysis/graph.h"
 
@@ -202,6 +203,26 @@ std::string Graph::to_dot(const DotOptions& opt) const {
   if (!opt.leaves)
     for (const GraphNode& v : nodes)
       if (v.is_leaf()) keep[v.id] = 0;
+  // In a collapsed view, an input leaf read in many boxes (a padding mask read by every layer) would draw an edge
+  // to each: Graphviz takes minutes to lay those out at 48+48 layers. It is listed in a note instead.
+  auto drawn_as = [&](const GraphNode& v) {  // the box's scope, or the node itself
+    return opt.max_depth >= 0 && depth_of(v.scope) > opt.max_depth ? prefix_parts(v.scope, opt.max_depth + 1)
+                                                                   : "#" + std::to_string(v.id);
+  };
+  std::string note;
+  if (opt.max_depth >= 0 && opt.max_leaf_fanout >= 0) {
+    std::vector<std::unordered_set<std::string>> reader_items(n);
+    for (const GraphNode& v : nodes)
+      if (keep[v.id])
+        for (int64_t u : v.inputs)
+          if (keep[u] && nodes[u].kind == "input") reader_items[u].insert(drawn_as(v));
+    for (const GraphNode& v : nodes) {
+      if (v.kind != "input" || !keep[v.id] || (int64_t)reader_items[v.id].size() <= opt.max_leaf_fanout) continue;
+      keep[v.id] = 0;
+      note += "\n" + v.name + " " + shape_str(v.shape) + ": read in " + std::to_string(reader_items[v.id].size()) +
+              " places";
+    }
+  }
 
   // 2. Each kept node is drawn as itself, or as the box of its scope when that scope is deeper than max_depth.
   std::vector<Item> items;
@@ -213,7 +234,7 @@ std::string Graph::to_dot(const DotOptions& opt) const {
   for (const GraphNode& v : nodes) {
     if (!keep[v.id]) continue;
     if (opt.max_depth >= 0 && depth_of(v.scope) > opt.max_depth) {
-      std::string box_scope = prefix_parts(v.scope, opt.max_depth + 1);
+      std::string box_scope = drawn_as(v);
       auto [it, fresh] = box_index.try_emplace(box_scope, (int64_t)boxes.size());
       if (fresh) {
         boxes.push_back({box_scope});
@@ -264,6 +285,9 @@ std::string Graph::to_dot(const DotOptions& opt) const {
                     "  node [style=\"rounded,filled\", fontname=\"Helvetica\", fontsize=10];\n"
                     "  edge [fontname=\"Helvetica\", fontsize=8, color=\"#555555\"];\n";
   tree.emit(out, "", items, 0);
+  if (!note.empty())
+    out += "  inputs_not_drawn [shape=note, fillcolor=\"#e0e0e0\", label=" +
+           quoted("inputs not drawn (max_leaf_fanout " + std::to_string(opt.max_leaf_fanout) + "):" + note) + "];\n";
   for (const auto& [from, to] : edge_order) {
     const EdgeAgg& e = edges[from * (int64_t)items.size() + to];
     out += "  ";

@@ -105,6 +105,34 @@ Graph Graph::from_tape(const Tape& tape, const GraphOptions& opt) {
 
 // ---------------------------------------------------------------- lookups
 
+// "#12 enc.0.ffn.residual_add = add(#9, #11) float32[2,4,16] |g| 0.0123"; a leaf: "#3 enc.0.ffn.fc1.weight param
+// float32[32,16]". |x| and |g| are the value and gradient norms, where known.
+std::string Graph::to_text() const {
+  std::string out;
+  char num[40];
+  for (const GraphNode& v : nodes) {
+    out += "#" + std::to_string(v.id) + " " + v.name;
+    if (v.kind == "op") {
+      out += " = " + v.op + "(";
+      for (size_t j = 0; j < v.inputs.size(); j++) out += (j ? ", #" : "#") + std::to_string(v.inputs[j]);
+      out += ")";
+    } else {
+      out += " " + v.kind;
+    }
+    out += " " + v.dtype + shape_str(v.shape);
+    if (v.value_norm >= 0 || std::isnan(v.value_norm)) {
+      std::snprintf(num, sizeof num, " |x| %.4g", v.value_norm);
+      out += num;
+    }
+    if (v.grad_norm >= 0 || std::isnan(v.grad_norm)) {
+      std::snprintf(num, sizeof num, " |g| %.4g", v.grad_norm);
+      out += num;
+    }
+    out += '\n';
+  }
+  return out;
+}
+
 const GraphNode& Graph::at(int64_t id) const {
   check(id >= 0 && id < (int64_t)nodes.size(), "graph", ": no node with id ", id, " (the graph has ", nodes.size(),
         " nodes)");

@@ -36,7 +36,8 @@ struct GraphNode {
   std::string kind;      // "op", "param" (a named leaf that requires grad) or "input" (any other leaf)
   std::string op;        // op-table name ("layer_norm"); "param" or "input" for leaves
   std::string family;    // family_name() of the op ("norm", "attention", ...); "leaf" for leaves
-  std::string name;      // scoped name "enc.3.ffn.residual_add"; a leaf's parameter name, or "input"
+  std::string name;      // scoped name "enc.3.ffn.residual_add"; a leaf's parameter name, the name given by
+                         // Tensor::named ("enc.pad_mask"), or "input"
   std::string scope;     // the name without its last component: "enc.3.ffn" ("" at top level)
   Shape shape;
   std::string dtype;     // "float32"
@@ -84,6 +85,9 @@ struct DotOptions {
   // plus their direct inputs and users. Empty keeps everything.
   std::string filter;
   bool leaves = true;          // draw parameter and input leaves
+  // With max_depth >= 0: an input leaf (not a parameter) read in more drawn items than this is left out and named
+  // in a note instead (a padding mask read by every layer box). -1 draws them all.
+  int max_leaf_fanout = 8;
   bool edge_grad_norms = true; // label each edge with ||dL/dx|| of the tensor x it carries (when known)
   std::string rankdir = "TB";  // Graphviz layout direction: TB (inputs on top) or BT, LR, RL
 };
@@ -101,6 +105,8 @@ struct Graph {
 
   // One node (and one parameter) per line, so grep and diff work on it too.
   std::string to_json() const;
+  // One line per node, as an equation: "#12 enc.0.ffn.residual_add = add(#9, #11) float32[2,4,16] |g| 0.0123".
+  std::string to_text() const;
   std::string to_dot(const DotOptions& opt = {}) const;
   // Written atomically: to a temporary file beside `path`, then renamed over it.
   void save_json(const std::string& path) const;

@@ -69,7 +69,7 @@ struct LayerMeasures {
 };
 
 struct MeasureOptions {
-  std::vector<uint64_t> seeds = {1};  // model init seeds (measure_model only)
+  std::vector<uint64_t> seeds = {1};  // model init seeds; results are averaged over them
   int64_t n_batches = 1;              // measured batches per seed (the same batches at every step)
   int64_t batch = 8, len = 16;        // batch shape, for measuring and training
   double label_smoothing = 0.1;

@@ -116,10 +116,11 @@ PathStats analyze_paths(const Graph& g, int64_t loss_node_id) {
 
   for (const GraphParam& p : g.params) s.params.emplace_back(p.name, s.at(p.node));
 
-  // Sublayer outputs: residual and dual adds, and the branch each adds to the stream.
+  // Sublayer outputs: residual and dual adds, and the branch each adds to the stream; those of this loss's graph
+  // only (a tape can hold an earlier forward's nodes, under the same names, that reach no loss here).
   std::unordered_set<int64_t> listed;
   for (const GraphNode& r : g.nodes) {
-    if (!is_residual_add(r)) continue;
+    if (!is_residual_add(r) || !s.nodes[r.id].reaches_loss()) continue;
     // (every "residual_add" also ends in "dual_add", so test the longer suffix)
     bool residual = r.name.size() >= 12 && r.name.compare(r.name.size() - 12, 12, "residual_add") == 0;
     std::string kind = residual ? "residual_add" : "dual_add";

@@ -55,7 +55,6 @@ struct Node {
   double grad_norm = -1;           // L2 norm of grad_out after backward (when tracking is on), else -1
 
   size_t saved_bytes() const;
-  const Tensor* saved_at(size_t i) const { return i < saved.size() ? &saved[i] : nullptr; }
 };
 
 }  // namespace skipgrad

@@ -1,9 +1,9 @@
 // The list of differentiable ops, as data.
 //
-// One row per op: its name (as it appears in node names and dumps), its arity (number of tensor inputs; -1 for
-// variadic), a short symbol for pictures and its family (colours in the graph dump, "is this a norm?" in the
-// gradient-path analysis). A gradcheck sweep, the graph dump and the benchmarks iterate over this table; the
-// test suite fails when an op in it has no gradient check.
+// One row per op: its name (as it appears in node names and dumps), its arity (number of tensor inputs, optional
+// ones included; -1 for variadic; record() refuses a node with another count) and its family (colours in the graph
+// dump, "is this a norm?" in the gradient-path analysis). The tests iterate over this table: they fail when an op
+// in it has no float64 gradient check, no PyTorch reference case or no CPU-vs-CUDA case.
 #pragma once
 #include <string>
 #include <string_view>
@@ -29,7 +29,6 @@ enum class OpFamily {
 struct OpInfo {
   const char* name;
   int arity;
-  const char* symbol;
   OpFamily family;
 };
 

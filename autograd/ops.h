@@ -4,7 +4,8 @@
 // its family:
 //   ops_elementwise.cpp  arithmetic with broadcasting, scalar ops, activations
 //   ops_matmul.cpp       matmul / batched matmul, linear
-//   ops_reduce.cpp       sum, mean, max
+//   ops_reduce.cpp       sum, mean, max, cumsum; sum_to (a gradient summed back to a broadcast input's shape),
+//                        norm2 / norm2_f64 (L2 norms, not recorded)
 //   ops_view.cpp         reshape, transpose, permute, slice, expand, contiguous, casts, concat/split/stack
 //   ops_nn.cpp           softmax, log_softmax, layer_norm, rms_norm, l2_norm, embedding, cross_entropy,
 //                        dropout, masked_fill, where

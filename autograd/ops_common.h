@@ -15,9 +15,6 @@ inline Backend& be(const Tensor& t) { return backend_for(t.device()); }
 // Whether backward must produce a gradient for input j of node n.
 inline bool needs_grad(const Node& n, size_t j) { return n.inputs[j] && n.inputs[j]->requires_grad; }
 
-inline void check_defined(const char* op, const Tensor& t, const char* what = "input") {
-  check(t.defined(), op, ": ", what, " is an undefined tensor");
-}
 inline void check_floating(const char* op, const Tensor& t) {
   check_defined(op, t);
   if (!is_floating(t.dtype())) fail(op, ": expected a floating tensor, got ", t.meta_str());

@@ -57,6 +57,7 @@ Tensor Tensor::view(const Shape& shape_in) const {
   return skipgrad::reshape(*this, shape);
 }
 Tensor Tensor::flatten(int64_t start, int64_t end) const {
+  check_defined("flatten", *this, "the tensor");
   if (dim() == 0) return skipgrad::reshape(*this, {1});
   int64_t s = normalize_dim(start, dim(), "flatten"), e = normalize_dim(end, dim(), "flatten");
   check(s <= e, "flatten", ": start dim ", start, " after end dim ", end);
@@ -75,6 +76,7 @@ Tensor Tensor::unsqueeze(int64_t d) const {
   return skipgrad::reshape(*this, ns);
 }
 Tensor Tensor::squeeze(int64_t d) const {
+  check_defined("squeeze", *this, "the tensor");
   int64_t nd = normalize_dim(d, dim(), "squeeze");
   if (shape()[nd] != 1) return *this;
   Shape ns = shape();
@@ -82,6 +84,7 @@ Tensor Tensor::squeeze(int64_t d) const {
   return skipgrad::reshape(*this, ns);
 }
 Tensor Tensor::squeeze() const {
+  check_defined("squeeze", *this, "the tensor");
   Shape ns;
   for (int64_t v : shape())
     if (v != 1) ns.push_back(v);
@@ -169,6 +172,7 @@ Tensor Tensor::slice(int64_t dim, int64_t start, int64_t end, int64_t step) cons
   return skipgrad::slice(*this, dim, start, end, step);
 }
 Tensor Tensor::narrow(int64_t dim, int64_t start, int64_t length) const {
+  check_defined("narrow", *this, "the tensor");
   int64_t d = normalize_dim(dim, this->dim(), "narrow");
   int64_t end = 0;
   const bool overflow = __builtin_add_overflow(start, length, &end);
@@ -178,6 +182,7 @@ Tensor Tensor::narrow(int64_t dim, int64_t start, int64_t length) const {
   return skipgrad::slice(*this, d, start, end);
 }
 Tensor Tensor::select(int64_t dim, int64_t index) const {
+  check_defined("select", *this, "the tensor");
   int64_t d = normalize_dim(dim, this->dim(), "select");
   int64_t i = index < 0 ? index + size(d) : index;
   check(i >= 0 && i < size(d), "select", ": index ", index, " out of range for dim ", dim, " of size ", size(d));
@@ -224,7 +229,7 @@ Tensor Tensor::clone() const {
 
 void Tensor::copy_(const Tensor& src) {
   check_defined("copy_", *this, "the destination");
-  check(src.defined(), "copy_", ": source is undefined");
+  check_defined("copy_", src, "the source");
   if (src.device() != device() && !src.device().is_cpu() && !device().is_cpu())
     fail("copy_", ": cannot copy ", src.meta_str(), " into ", meta_str());
   for (int64_t d = 0; d < dim(); d++)  // one memory location would receive several elements, in no set order
@@ -333,6 +338,7 @@ std::vector<Tensor> split(const Tensor& x, int64_t size, int64_t dim) {
 }
 
 std::vector<Tensor> chunk(const Tensor& x, int64_t chunks, int64_t dim) {
+  check_defined("chunk", x);
   check(chunks > 0, "chunk", ": number of chunks must be positive, got ", chunks);
   int64_t d = normalize_dim(dim, x.dim(), "chunk");
   if (x.size(d) == 0) {  // `chunks` empty pieces, as PyTorch: each a view of its own (hooks, names, retain_grad)

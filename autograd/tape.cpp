@@ -173,6 +173,8 @@ Node* record(const OpInfo& op, const std::vector<Tensor>& inputs, Tensor& out, s
     if (profiling() && !t_in_node_backward) detail::t_profiler->mark(scoped(op.name), op.name, ProfilePhase::Forward);
     return nullptr;
   }
+  if (op.arity >= 0 && inputs.size() != (size_t)op.arity)  // a bug in the op, caught by any test that runs it
+    fail("record", ": op '", op.name, "' recorded with ", inputs.size(), " inputs; the op table says ", op.arity);
   auto node = std::make_unique<Node>();
   node->op = &op;
   node->name = scoped(op.name);
@@ -500,7 +502,12 @@ Tensor& Tensor::named(const std::string& name) {
   if (m && m->producer) {
     m->producer->name = scoped(name);
     if (profiling()) detail::t_profiler->renamed(m->producer->id, m->producer->name);
-  } else if (m && requires_grad()) m->name = scoped(name);
+  } else if (m && requires_grad()) {
+    m->name = scoped(name);
+  } else if (defined()) {  // data, a mask: metadata as record() gives an input, under the same lock
+    std::lock_guard<std::mutex> lock(g_input_meta_mutex);
+    ensure_autograd_meta().name = scoped(name);
+  }
   return *this;
 }
 

@@ -93,7 +93,7 @@ std::string scoped(std::string_view leaf);  // current_scope() + "." + leaf
 // True when grad mode is on and some input requires grad.
 bool should_record(const std::vector<Tensor>& inputs);
 // Records a node producing `out` from `inputs` when should_record(inputs); marks out as requiring grad.
-// Returns the node (to add params), or nullptr when nothing was recorded. In anomaly mode checks `out`.
+// Returns the node, or nullptr when nothing was recorded. In anomaly mode checks `out`.
 Node* record(const OpInfo& op, const std::vector<Tensor>& inputs, Tensor& out, std::vector<Tensor> saved,
              BackwardFn backward, OpParams params = {});
 inline Node* record(const char* op, const std::vector<Tensor>& inputs, Tensor& out, std::vector<Tensor> saved,

@@ -111,11 +111,16 @@ void MultiHeadAttention::check_input(const Tensor& t, const char* what, int64_t 
        t.defined() ? shape_str(t.shape()) : std::string("undefined"));
 }
 
+// [B, T, H·dh] -> [B, H, T, dh], recorded as "<scope>.<what>.reshape" and ".transpose" ("q_heads", ...)
+Tensor MultiHeadAttention::split_heads(const Tensor& x, const char* what) const {
+  Scope s(what);
+  return x.reshape({x.size(0), x.size(1), cfg.heads, d_head}).transpose(1, 2);
+}
+
 // [B, T, d] -> K, V [B, H, T, dh] (normalised per head when enabled)
 KVCache MultiHeadAttention::kv_heads(const Tensor& key_value) {
-  const int64_t B = key_value.size(0), T = key_value.size(1);
-  Tensor k = k_proj->forward(key_value).reshape({B, T, cfg.heads, d_head}).transpose(1, 2);
-  Tensor v = v_proj->forward(key_value).reshape({B, T, cfg.heads, d_head}).transpose(1, 2);
+  Tensor k = split_heads(k_proj->forward(key_value), "k_heads");
+  Tensor v = split_heads(v_proj->forward(key_value), "v_heads");
   if (k_norm) k = k_norm->forward(k);
   if (v_norm) v = v_norm->forward(v);
   return {k, v};
@@ -127,14 +132,19 @@ Tensor MultiHeadAttention::attend(const Tensor& query, const Tensor& k, const Te
   const int64_t B = query.size(0), Tq = query.size(1), Tk = k.size(2);
   if (key_padding_mask.defined() && key_padding_mask.shape() != Shape{B, Tk})
     fail(current_scope_or(kKind), ": key padding mask must be ", Shape{B, Tk}, ", got ", key_padding_mask.shape());
-  Tensor q = q_proj->forward(query).reshape({B, Tq, cfg.heads, d_head}).transpose(1, 2);
+  Tensor q = split_heads(q_proj->forward(query), "q_heads");
   if (q_norm) q = q_norm->forward(q);
   AttentionOptions opt;
   opt.causal = causal;
   opt.dropout = cfg.attn_dropout;
   opt.training = is_training();
   Tensor o = attention(q, k, v, key_padding_mask, opt);  // [B, H, Tq, dh], scale 1/√d_h
-  return out_proj->forward(o.transpose(1, 2).reshape({B, Tq, cfg.d_model}));
+  Tensor merged;
+  {
+    Scope s("merge_heads");
+    merged = o.transpose(1, 2).reshape({B, Tq, cfg.d_model});
+  }
+  return out_proj->forward(merged);
 }
 
 Tensor MultiHeadAttention::forward(const Tensor& query, const Tensor& key_value, const Tensor& key_padding_mask,

@@ -69,6 +69,7 @@ class MultiHeadAttention : public Module {
  private:
   // Shared by forward and the cached path; they run inside the module's scope.
   void check_input(const Tensor& t, const char* what, int64_t batch) const;  // [batch, T, d] (batch -1: any)
+  Tensor split_heads(const Tensor& x, const char* what) const;                 // [B, T, d] -> [B, H, T, dh]
   KVCache kv_heads(const Tensor& key_value);                                  // heads of k_proj/v_proj (+ norms)
   Tensor attend(const Tensor& query, const Tensor& k, const Tensor& v, const Tensor& key_padding_mask, bool causal);
 };

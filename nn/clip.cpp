@@ -44,10 +44,11 @@ Tensor total_grad_norm(const std::vector<Tensor>& params) {
   return sqrt(sum(mul(n, n))).reshape({1});
 }
 
-// g_p *= max_norm / (total + 1e-6) when total > max_norm
+// g_p *= max_norm / (total + 1e-6) when that factor is below 1 (total + 1e-6 > max_norm): torch's
+// clip_grad_norm_ multiplies by min(1, max_norm / (total + 1e-6)), so it scales a total just under max_norm too
 void clip_grads_to_norm(const std::vector<Tensor>& params, double max_norm, double total) {
   check_max_norm(max_norm);
-  if (max_norm > 0 && std::isfinite(total) && total > max_norm) {
+  if (max_norm > 0 && std::isfinite(total) && total + 1e-6 > max_norm) {
     NoGradGuard no_grad;
     const double scale = max_norm / (total + 1e-6);
     for (Tensor& g : defined_grads(params)) backend_for(g.device()).unary(UnaryOp::MulScalar, g, g, scale);  // in place
@@ -55,7 +56,8 @@ void clip_grads_to_norm(const std::vector<Tensor>& params, double max_norm, doub
   profile_mark("clip_grad_norm");  // the scaling, and what ran since the last op (clip_grad_norm: the norm's read)
 }
 
-// factor = max_norm / (total + 1e-6) where max_norm < total < inf (NaN compares false), else 1, on total's device
+// factor = max_norm / (total + 1e-6) where max_norm < total + 1e-6 and total < inf (NaN compares false), else 1,
+// on total's device
 void clip_grads_to_norm(const std::vector<Tensor>& params, double max_norm, const Tensor& total) {
   check_max_norm(max_norm);
   check(total.defined() && total.numel() == 1 && total.dtype() == DType::F64, "clip_grad_norm",
@@ -67,7 +69,7 @@ void clip_grads_to_norm(const std::vector<Tensor>& params, double max_norm, cons
     const Device dev = total.device();
     const Tensor t = total.reshape({1});
     const Tensor limit = Tensor::full({1}, max_norm, DType::F64, dev);
-    const Tensor in_range = gt(t, limit) * lt(t, Tensor::full({1}, INFINITY, DType::F64, dev));
+    const Tensor in_range = gt(t + 1e-6, limit) * lt(t, Tensor::full({1}, INFINITY, DType::F64, dev));
     const Tensor factor = where(in_range, limit / (t + 1e-6), Tensor::ones({1}, DType::F64, dev));
     std::vector<Tensor*> ts;
     for (Tensor& g : grads) ts.push_back(&g);

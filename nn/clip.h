@@ -9,8 +9,9 @@
 namespace skipgrad::nn {
 
 // total = sqrt(sum over parameters with a gradient of ||grad||^2), computed with device reductions and read
-// back once. When max_norm > 0 and total > max_norm, every gradient is scaled in place by
-// max_norm / (total + 1e-6), as PyTorch does. max_norm == 0 only measures (fairseq's --clip-norm 0).
+// back once. When max_norm > 0 and total + 1e-6 > max_norm, every gradient is scaled in place by
+// max_norm / (total + 1e-6): torch's min(1, max_norm / (total + 1e-6)). max_norm == 0 only measures (fairseq's
+// --clip-norm 0).
 // Returns total before clipping. A NaN/Inf total is returned without touching the gradients, so the caller can
 // skip the step (fairseq's overflow check).
 double clip_grad_norm(const std::vector<Tensor>& params, double max_norm);
@@ -21,7 +22,7 @@ double clip_grad_norm(const std::vector<std::pair<std::string, Tensor>>& named_p
 // total_grad_norm: sqrt(sum_p ||g_p||^2) as a float64 [1] tensor on the gradients' device, not read back;
 // undefined when no parameter has a gradient.
 Tensor total_grad_norm(const std::vector<Tensor>& params);
-// Scales every gradient by max_norm / (total + 1e-6) when max_norm > 0, total is finite and total > max_norm.
+// Scales every gradient by max_norm / (total + 1e-6) when max_norm > 0, total is finite and total + 1e-6 > max_norm.
 void clip_grads_to_norm(const std::vector<Tensor>& params, double max_norm, double total);
 // The same with total a [1] tensor on the gradients' device (total_grad_norm's), never read by the host: the
 // factor is computed there and every gradient scaled by it in one backend call (Backend::scale_many), so a

@@ -7,7 +7,8 @@ namespace skipgrad::nn {
 
 LabelSmoothedLoss label_smoothed_nll(const Tensor& logits, const Tensor& targets, int64_t pad_id, double eps) {
   const char* op = "label_smoothed_nll";
-  check(logits.defined() && targets.defined(), op, ": logits or targets undefined");
+  check_defined(op, logits, "logits");
+  check_defined(op, targets, "targets");
   if (!is_floating(logits.dtype()))
     fail(op, ": logits must be floating, got ", logits.meta_str());
   if (targets.dtype() != DType::I64)

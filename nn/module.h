@@ -22,8 +22,9 @@ class Module {
 
   const std::string& name() const { return name_; }
   // What the module computes, beyond its tensors' names and shapes, as a checkpoint records it
-  // ("Transformer(pre_ln, layer_norm, relu, ...)"): load_checkpoint refuses a file of another kind, which could
-  // otherwise load (pre_ln and resi_dual have the same parameters). "" (the default): not recorded, not checked.
+  // ("Transformer(pre_ln, 4 heads, layer_norm eps 1e-05, relu, ...)"): load_checkpoint refuses a file of another
+  // kind, which could otherwise load (pre_ln and resi_dual have the same parameters). "" (the default): not
+  // recorded, not checked.
   virtual std::string kind() const { return ""; }
   // Whether a file's recorded kind is this module's (kind() itself, or an older spelling of it).
   virtual bool reads_kind(const std::string& stored) const { return stored == kind(); }

@@ -52,7 +52,6 @@ struct TransformerConfig {
 };
 
 enum class Side { Encoder, Decoder };
-inline const char* side_name(Side s) { return s == Side::Encoder ? "enc" : "dec"; }
 
 // The residual stream(s) between layers. `dual` is ResiDual's x_d; undefined for every other topology.
 struct Stream {

@@ -102,16 +102,21 @@ void Transformer::check_ids(const Tensor& ids, const char* what) const {
   check(ids.size(0) > 0 && ids.size(1) > 0, "Transformer", ": ", what, " is empty: ", ids.shape());
 }
 
+// 1 where ids is the pad id; named "pad_mask" (in the caller's scope) in graph dumps.
 Tensor Transformer::padding_mask(const Tensor& ids) const {
-  return eq(ids, Tensor::full({1}, (double)cfg_.pad_id, DType::I64, ids.device()));
+  return eq(ids, Tensor::full({1}, (double)cfg_.pad_id, DType::I64, ids.device())).named("pad_mask");
 }
 
 // x = D(√d · E[ids] + pos), pos = PE(ids); the encoder then zeroes padded positions: x = x · (1 − pad).
 Tensor Transformer::embed(Embedding& table, const Tensor& ids, const Tensor& pos, const Tensor& pad_mask,
                           bool zero_pads) {
-  Tensor x = add(mul(table.forward(ids), std::sqrt((double)cfg_.d_model)), pos);
+  Tensor scaled = mul(table.forward(ids), std::sqrt((double)cfg_.d_model)).named("embed_scale");
+  Tensor x = add(scaled, Tensor(pos).named("positions")).named("add_positions");
   x = dropout(x, cfg_.dropout, is_training());
-  if (zero_pads) x = mul(x, rsub(pad_mask.to(x.dtype()), 1.0).unsqueeze(-1));
+  if (zero_pads) {
+    Tensor keep = rsub(pad_mask.to(x.dtype()), 1.0).unsqueeze(-1).named("keep_mask");
+    x = mul(x, keep).named("zero_pads");
+  }
   return x;
 }
 

@@ -199,6 +199,7 @@ template bf16* Tensor::data<bf16>() const;
 
 template <class T>
 std::vector<T> Tensor::to_vector() const {
+  check_defined("to_vector", *this, "the tensor");
   Tensor c = Tensor::empty(shape(), dtype_of<T>(), Device::cpu());
   // detach(): reading values records nothing on the tape (to() of a tensor that requires grad would).
   Tensor src = device().is_cpu() ? *this : detach().to(Device::cpu());
@@ -213,6 +214,7 @@ template std::vector<int32_t> Tensor::to_vector() const;
 template std::vector<bf16> Tensor::to_vector() const;
 
 double Tensor::item() const {
+  check_defined("item", *this, "the tensor");
   if (numel() != 1) fail("item", ": tensor ", meta_str(), " has ", numel(), " elements, expected 1");
   return to_vector<double>()[0];
 }

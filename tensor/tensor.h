@@ -126,7 +126,8 @@ class Tensor {
   void backward(const Tensor& grad = Tensor(), bool retain_graph = false) const;
   // Called with the gradient when it is complete; return an undefined Tensor to keep it, or a replacement.
   void register_hook(std::function<Tensor(const Tensor&)> hook);
-  // Renames the node that produced this tensor: scope + "." + name (e.g. "enc.3.ffn.residual_add").
+  // Renames the node that produced this tensor: scope + "." + name (e.g. "enc.3.ffn.residual_add"); on a leaf
+  // (a parameter, or data such as a mask), names the leaf as graph dumps show it.
   Tensor& named(const std::string& name);
   std::string node_name() const;  // the producing node's name, or the leaf's name, or ""
   int64_t node_id() const;        // the producing node's id on the tape, or -1
@@ -190,6 +191,10 @@ inline bool any_of_dtype(std::initializer_list<const Tensor*> ts, DType dt) {
 }
 
 std::ostream& operator<<(std::ostream& os, const Tensor& t);
+// Throws "<op>: <what> is an undefined tensor": every op and module checks its tensor arguments with it first.
+inline void check_defined(const char* op, const Tensor& t, const char* what = "input") {
+  check(t.defined(), op, ": ", what, " is an undefined tensor");
+}
 std::ostream& operator<<(std::ostream& os, const Shape& s);  // "[2,3]", as shape_str
 
 }  // namespace skipgrad

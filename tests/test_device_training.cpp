@@ -93,6 +93,11 @@ TEST_SUITE("translate") {
     CHECK(a.grad().to_vector<float>()[0] == doctest::Approx(3.0 / (5.0 + 1e-6)));
     nn::clip_grads_to_norm({a, c}, 10.0, 1.0);  // under the threshold: untouched
     CHECK(c.grad().item() == doctest::Approx(4.0 / (5.0 + 1e-6)));
+    // at total == max_norm both halves scale, as torch's min(1, max_norm / (total + 1e-6)) does
+    Tensor e = Tensor::zeros({1}, DType::F64).requires_grad_();
+    e.set_grad(Tensor::full({1}, 1.0, DType::F64));
+    nn::clip_grads_to_norm({e}, 1.0, nn::total_grad_norm({e}));
+    CHECK(e.grad().item() == 1.0 / (1.0 + 1e-6));
     CHECK_FALSE(nn::total_grad_norm({Tensor::zeros({2})}).defined());  // no gradients at all
     CHECK_THROWS_WITH_AS(nn::clip_grads_to_norm({a}, -1.0, 5.0), doctest::Contains("max_norm"), Error);
   }

@@ -40,6 +40,17 @@ TEST_SUITE("errors") {
     CHECK_THROWS_WITH_ALL(none.copy_(f32({2})), "copy_", "undefined");
     CHECK_THROWS_WITH_ALL(none.retain_grad(), "retain_grad", "undefined");
     CHECK_THROWS_WITH_ALL(none.register_hook([](const Tensor& g) { return g; }), "register_hook", "undefined");
+    CHECK_THROWS_WITH_ALL(none.flatten(), "flatten", "undefined");
+    CHECK_THROWS_WITH_ALL(none.squeeze(), "squeeze", "undefined");
+    CHECK_THROWS_WITH_ALL(none.squeeze(0), "squeeze", "undefined");
+    CHECK_THROWS_WITH_ALL(none.narrow(0, 0, 1), "narrow", "undefined");
+    CHECK_THROWS_WITH_ALL(none.select(0, 0), "select", "undefined");
+    CHECK_THROWS_WITH_ALL(chunk(none, 2, 0), "chunk", "undefined");
+    CHECK_THROWS_WITH_ALL(none.item(), "item", "undefined");
+    CHECK_THROWS_WITH_ALL(none.to_vector<float>(), "to_vector", "undefined");
+    CHECK_THROWS_WITH_ALL(f32({2}).copy_(none), "copy_", "source", "undefined");
+    CHECK_THROWS_WITH_ALL(nn::label_smoothed_nll(none, Tensor::zeros({2}, DType::I64), 1, 0.1), "label_smoothed_nll",
+                          "logits", "undefined");
     CHECK_THROWS_WITH_ALL(log(i64({2})), "log", "int64");
     CHECK_THROWS_WITH_ALL(gelu(i64({2})), "gelu", "int64");
     CHECK_THROWS_WITH_ALL(mul(i64({2}), 2.0), "mul_scalar", "int64");

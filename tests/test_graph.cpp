@@ -245,6 +245,21 @@ TEST_SUITE("graph") {
     }
   }
 
+  TEST_CASE("two forwards on one tape: the sublayer table lists the analysed loss's graph only") {
+    FreshTape tape;
+    build_stack(Topo::PostLN, 2);  // an earlier forward, never backpropagated: same names, reaches no later loss
+    Tensor loss = build_stack(Topo::PostLN, 2);
+    Graph g = Graph::from_tape(current_tape());
+    CHECK(g.find_all("enc.0.residual_add").size() == 2);
+    PathStats s = analyze_paths(g, g.id_of(loss));
+    CHECK(s.sublayers.size() == 4);  // per layer: the residual add and its branch, of the second forward
+    for (const SublayerPaths& b : s.sublayers) {
+      CAPTURE(b.name);
+      CHECK(b.stats.reaches_loss());
+      CHECK(b.node > g.find("enc.1.ln.layer_norm"));  // after the first forward's last node
+    }
+  }
+
   TEST_CASE("Pre-LN stack: 1 norm on the shortest path, K-k+1 on the longest, none norm-free before ln_f") {
     for (int K : {2, 4}) {
       CAPTURE(K);

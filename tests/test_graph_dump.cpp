@@ -144,6 +144,48 @@ TEST_SUITE("graph") {
     }
   }
 
+  TEST_CASE("DOT collapsed: an input read in many boxes goes into a note; text: one equation per node") {
+    FreshTape tape;
+    const int K = 10;
+    const int64_t d = 4;
+    Tensor x = leaf({2, d}, 3, 1.0);
+    Tensor mask = Tensor::ones({2, d}, DType::F64).named("mask");  // data read in every layer, as a padding mask
+    for (int i = 0; i < K; i++) {
+      Tensor W = param({d, d}, "enc." + std::to_string(i) + ".w", 10 + i);
+      Scope enc("enc"), layer(std::to_string(i));
+      x = add(x, mul(tanh(matmul(x, W)), mask)).named("residual_add");
+    }
+    Tensor loss = sum(x);
+    loss.backward({}, /*retain_graph=*/true);
+    Graph g = Graph::from_tape(current_tape());
+    const GraphNode& m = g.at(g.find("mask"));
+    CHECK(m.kind == "input");
+
+    std::string boxed = g.to_dot(depth(0));  // a box per top-level scope: "enc" alone, the mask in 1 place
+    CHECK(boxed.find("inputs_not_drawn") == std::string::npos);
+    boxed = g.to_dot(depth(1));  // a box per layer: the mask would fan out to 10
+    CHECK(boxed.find("inputs_not_drawn") != std::string::npos);
+    CHECK(boxed.find("mask [2,4]: read in 10 places") != std::string::npos);
+    CHECK(boxed.find("n" + std::to_string(m.id) + " [") == std::string::npos);  // not drawn
+    DotOptions all = depth(1);
+    all.max_leaf_fanout = -1;
+    std::string every = g.to_dot(all);
+    CHECK(every.find("inputs_not_drawn") == std::string::npos);
+    CHECK(every.find("n" + std::to_string(m.id) + " [") != std::string::npos);
+    CHECK(g.to_dot().find("n" + std::to_string(m.id) + " [") != std::string::npos);  // uncollapsed: drawn
+
+    const std::string text = g.to_text();
+    CHECK(std::count(text.begin(), text.end(), '\n') == (long)g.nodes.size());
+    const GraphNode& last_add = g.at(g.find_all("enc.9.residual_add").at(0));
+    std::string line = "#" + std::to_string(last_add.id) + " enc.9.residual_add = add(#" +
+                       std::to_string(last_add.inputs[0]) + ", #" + std::to_string(last_add.inputs[1]) +
+                       ") float64[2,4] |x| ";
+    CHECK(text.find(line) != std::string::npos);
+    CHECK(text.find("#" + std::to_string(m.id) + " mask input float64[2,4] |x| 2.828") != std::string::npos);
+    CHECK(text.find(" enc.0.w param float64[4,4] |x| ") != std::string::npos);
+    CHECK(text.find("|g| ") != std::string::npos);
+  }
+
   TEST_CASE("JSON: validates against docs/graph_schema.json and round-trips, norms included") {
     FreshTape tape;
     Tensor loss = build_stack(Topo::PreLNQNorm, 2);

@@ -282,6 +282,11 @@ TEST_SUITE("train") {
     check_close(a.grad(), {3 * k, 4 * k}, 1e-15);
     check_close(b.grad(), {12 * k}, 1e-15);
     CHECK(clip_grad_norm(named, 100) == doctest::Approx(6.5).epsilon(1e-6));
+    // torch multiplies by min(1, max_norm / (total + 1e-6)): a total equal to max_norm is scaled too
+    Tensor e = Tensor::zeros({1}, DType::F64).requires_grad_();
+    e.set_grad(Tensor::full({1}, 1.0, DType::F64));
+    CHECK(clip_grad_norm(std::vector<Tensor>{e}, 1.0) == 1.0);
+    CHECK(e.grad().item() == 1.0 / (1.0 + 1e-6));
 
     Tensor f = Tensor::zeros({2}, DType::F32).requires_grad_();
     f.set_grad(Tensor::from_vector<float>({6, 8}, {2}));

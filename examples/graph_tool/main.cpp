@@ -80,12 +80,16 @@ int main(int argc, char** argv) {
   std::string format = "dot", out, filter, rankdir = "TB";
   int depth = -1;
   bool no_leaves = false;
-  dump_cmd->add_option("--format", format, "dot | json | svg | png")->capture_default_str();
+  int max_leaf_fanout = DotOptions{}.max_leaf_fanout;
+  dump_cmd->add_option("--format", format, "dot | json | text | svg | png")->capture_default_str();
   dump_cmd->add_option("--depth", depth, "collapse scopes deeper than N components (1: a box per layer); -1: all")
       ->capture_default_str();
   dump_cmd->add_option("--filter", filter, "keep one scope (e.g. enc.1 or dec.0.ffn) and its neighbours");
   dump_cmd->add_option("--rankdir", rankdir, "TB | BT | LR | RL")->capture_default_str();
   dump_cmd->add_flag("--no-leaves", no_leaves, "hide parameters and inputs");
+  dump_cmd->add_option("--max-leaf-fanout", max_leaf_fanout,
+                       "with --depth: an input read in more items than this goes into a note; -1: draw all")
+      ->capture_default_str();
   dump_cmd->add_option("-o,--output", out, "output file")->required();
   add_autocast_option(dump_cmd, dump_model);
 
@@ -140,8 +144,11 @@ int main(int argc, char** argv) {
       opt.filter = filter;
       opt.leaves = !no_leaves;
       opt.rankdir = rankdir;
+      opt.max_leaf_fanout = max_leaf_fanout;
       if (format == "json") {
         m.graph.save_json(out);
+      } else if (format == "text") {
+        write_file_atomic(out, m.graph.to_text());
       } else if (format == "dot") {
         m.graph.save_dot(out, opt);
       } else if (format == "svg" || format == "png") {
@@ -149,6 +156,9 @@ int main(int argc, char** argv) {
         check(out.size() > ext.size() && out.compare(out.size() - ext.size(), ext.size(), ext) == 0, "dump",
               ": --format ", format, ": -o '", out, "' should end in ", ext);
         check(graphviz_available(), "dump", ": --format ", format, " needs Graphviz `dot` on the PATH");
+        if (depth < 0 && filter.empty() && m.graph.nodes.size() > 1500)  // a 24+24-layer model: > 5 minutes
+          std::fprintf(stderr, "dump: %zu nodes uncollapsed; Graphviz may take many minutes (--depth 1 or --filter "
+                       "enc.3 draw a part)\n", m.graph.nodes.size());
         // the DOT text goes to a temporary of this process (never a file of the user's), removed either way
         const std::string dot_path = out + ".tmp." + std::to_string(::getpid()) + ".dot";
         try {
@@ -160,7 +170,7 @@ int main(int argc, char** argv) {
         }
         std::remove(dot_path.c_str());
       } else {
-        throw Error("dump: unknown --format '" + format + "' (dot, json, svg or png)");
+        throw Error("dump: unknown --format '" + format + "' (dot, json, text, svg or png)");
       }
       std::cerr << "wrote " << out << " (" << m.graph.nodes.size() << " nodes, loss " << m.loss << ")\n";
     } else if (*paths_cmd) {

@@ -32,7 +32,7 @@ class DeepNormLayer : public Layer {
     // x = LN(α·x + G(x)), G(x) computed first and then α·x: one order of the graph's nodes whatever order a
     // compiler evaluates call arguments in
     auto sublayer = [&](const char* name, const Tensor& g, Norm& norm) {
-      x = norm.forward(residual_add(name, up(x), g));
+      x = norm.forward(residual_add(name, up(x, name), g));
     };
     sublayer("self_attn", D("self_attn", SA(x, ctx)), *self_attn_norm);
     if (is_decoder()) sublayer("cross_attn", D("cross_attn", CA(x, ctx)), *cross_attn_norm);
@@ -41,7 +41,10 @@ class DeepNormLayer : public Layer {
   }
 
  private:
-  Tensor up(const Tensor& x) { return mul(x, alpha); }  // α·x
+  // α·x, named "<sublayer>_alpha_scale"
+  Tensor up(const Tensor& x, const char* sublayer) {
+    return mul(x, alpha).named(std::string(sublayer) + "_alpha_scale");
+  }
 
   double alpha;
   std::shared_ptr<Norm> self_attn_norm, cross_attn_norm, ffn_norm;
