@@ -12,7 +12,6 @@
 #include "nn/loss.h"
 #include "nn/optim.h"
 #include "nn/schedule.h"
-#include "nn/topologies/admin.h"
 #include "tensor/random.h"
 
 namespace skipgrad {
@@ -226,9 +225,9 @@ std::vector<LayerMeasures> measure_steps(const nn::TransformerConfig& cfg, const
     manual_seed(seed);
     nn::Transformer model(cfg);
     model.to(opt.device);
-    if (cfg.topology == nn::Topology::Admin) {  // Admin's init includes its profiling pass, on the first train batch
+    {  // a topology's data-dependent init (Admin's profiling pass), on the first training batch
       MeasureBatch b = task_batch(cfg, opt.task, opt.batch, opt.len, train_batch_seed(seed, 0));
-      nn::admin_profile_init(model, b.src.to(opt.device), b.tgt_in.to(opt.device));
+      model.init_from_batch(b.src.to(opt.device), b.tgt_in.to(opt.device));
     }
     nn::Adam adam(model.named_parameters(), {.lr = opt.lr, .beta1 = 0.9, .beta2 = 0.98});
     nn::InverseSqrtLR schedule(opt.lr, opt.warmup);

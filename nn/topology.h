@@ -110,6 +110,7 @@ class Layer : public Module {
 };
 
 using NamedModule = std::pair<std::string, std::shared_ptr<Module>>;
+class Transformer;
 
 class Topology {
  public:
@@ -125,7 +126,7 @@ class Topology {
   static constexpr const char* MixLN = "mix_ln";
   static constexpr const char* ResPostNorm = "res_post_norm";
   static constexpr const char* ReZero = "rezero";
-  static constexpr const char* Admin = "admin";  // its ω init: admin_profile_init (nn/topologies/admin.h)
+  static constexpr const char* Admin = "admin";  // its ω init profiles a batch: init_from_batch
 
   virtual ~Topology() = default;
   virtual std::string name() const = 0;
@@ -154,6 +155,12 @@ class Topology {
   virtual Tensor end_stack(const Stream& s, Side side) {
     (void)side;
     return s.x;
+  }
+  // An initialisation that needs data (Admin's profiling pass), run once on a fresh model with its first training
+  // batch, through Transformer::init_from_batch. Returns a line for the training log, "" when there is none.
+  virtual std::string init_from_batch(Transformer& model, const Tensor& src_ids, const Tensor& tgt_in_ids) {
+    (void)model, (void)src_ids, (void)tgt_in_ids;
+    return "";
   }
 
  protected:

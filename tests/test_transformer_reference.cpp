@@ -173,9 +173,28 @@ TEST_SUITE("transformer_reference") {
     // the first sublayer of each stack gets r = 1; the ratios grow along a stack
     for (double v : need(file, "profiled.enc.0.self_attn_omega").to_vector<double>()) CHECK(v == 1.0);
     CHECK(enc_ratio > 1.0);
+    // Transformer::init_from_batch, as training code calls it for any topology: the same ω for Admin, nothing
+    // for the others
+    manual_seed(1);
+    nn::Transformer again(cfg);
+    again.to(DType::F64);
+    for (auto& [name, p] : again.named_parameters()) p.copy_(need(file, name).to(DType::F64));
+    CHECK(again.init_from_batch(need(file, "src_ids"), need(file, "tgt_in_ids")).find("admin: omega") == 0);
+    const std::vector<std::pair<std::string, Tensor>> profiled = model.named_parameters(),
+                                                      via_hook = again.named_parameters();
+    REQUIRE(profiled.size() == via_hook.size());
+    for (size_t i = 0; i < profiled.size(); i++) {
+      CHECK(profiled[i].first == via_hook[i].first);
+      CHECK(rel_error(via_hook[i].second, profiled[i].second) == 0);
+    }
     cfg.topology = "post_ln";
     nn::Transformer post(cfg);
     CHECK_THROWS_WITH_ALL(nn::admin_profile_init(post, need(file, "src_ids"), need(file, "tgt_in_ids")),
                           "admin_profile_init", "'post_ln', not 'admin'");
+    const std::vector<Tensor> before = post.parameters();
+    std::vector<std::vector<float>> values;
+    for (const Tensor& p : before) values.push_back(p.to_vector<float>());
+    CHECK(post.init_from_batch(need(file, "src_ids"), need(file, "tgt_in_ids")).empty());
+    for (size_t i = 0; i < before.size(); i++) CHECK(before[i].to_vector<float>() == values[i]);
   }
 }

@@ -22,7 +22,6 @@
 #include "nn/loss.h"
 #include "nn/optim.h"
 #include "nn/schedule.h"
-#include "nn/topologies/admin.h"
 #include "tensor/random.h"
 
 namespace translate {
@@ -234,12 +233,11 @@ TrainResult train(const TrainOptions& o) {
   auto epoch_batches = [&](int64_t e) {
     return make_batches(train_ex, o.max_tokens, o.seed * 1000003 + (uint64_t)e, true);
   };
-  if (cfg.topology == nn::Topology::Admin && step == 0 && !train_ex.empty()) {
-    // Admin's ω come from one profiling forward of the first batch (nn/topologies/admin.h); a resumed run has them
+  if (step == 0 && !train_ex.empty()) {
+    // a topology's data-dependent init (Admin's ω: one profiling forward of the first batch); a resumed run has it
     Batch first = collate(train_ex, epoch_batches(0).front(), device);
-    const auto [enc_ratio, dec_ratio] = nn::admin_profile_init(model, first.src, first.tgt_in);
-    std::printf("admin: omega profiled on the first batch; last ratios %.3f (encoder), %.3f (decoder)\n", enc_ratio,
-                dec_ratio);
+    const std::string line = model.init_from_batch(first.src, first.tgt_in);
+    if (!line.empty()) std::printf("%s\n", line.c_str());
   }
   // A checkpoint with the optimizer state (to resume from), or of the model alone (the --keep-last ones).
   // The vocabulary travels inside ("vocab_model"): a checkpoint copied elsewhere still translates.

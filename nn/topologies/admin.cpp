@@ -8,6 +8,7 @@
 #include "nn/topologies/admin.h"
 
 #include <cmath>
+#include <cstdio>
 
 #include "autograd/ops.h"
 #include "autograd/tape.h"
@@ -96,8 +97,20 @@ std::pair<double, double> admin_profile_init(Transformer& model, const Tensor& s
   return {profiles[0].ratio, profiles[1].ratio};
 }
 
-std::unique_ptr<Topology> make_topology_admin() {
-  return std::make_unique<LayerTopology<AdminLayer>>("admin");
-}
+namespace {
+class AdminTopology : public LayerTopology<AdminLayer> {
+ public:
+  AdminTopology() : LayerTopology<AdminLayer>("admin") {}
+  std::string init_from_batch(Transformer& model, const Tensor& src_ids, const Tensor& tgt_in_ids) override {
+    const auto [enc_ratio, dec_ratio] = admin_profile_init(model, src_ids, tgt_in_ids);
+    char line[120];
+    std::snprintf(line, sizeof line, "admin: omega profiled on the first batch; last ratios %.3f (encoder), %.3f "
+                  "(decoder)", enc_ratio, dec_ratio);
+    return line;
+  }
+};
+}  // namespace
+
+std::unique_ptr<Topology> make_topology_admin() { return std::make_unique<AdminTopology>(); }
 
 }  // namespace skipgrad::nn
