@@ -8,6 +8,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
+#include <map>
 #include <sstream>
 #include <unordered_map>
 
@@ -21,20 +22,41 @@ namespace skipgrad {
 
 namespace {
 
-// sqrt(sum x^2) of a floating tensor, accumulated and kept in double on its device (norm2_f64: read in place when
-// contiguous; a float32 square would overflow past 1.8e19 where the norm itself fits), or -1.
-double l2_norm_of(const Tensor& t) {
-  if (!t.defined() || !is_floating(t.dtype())) return -1;
-  if (t.numel() == 0) return 0;
-  NoGradGuard no_grad;
-  return norm2_f64({t}).item();
-}
+// The L2 norms a snapshot reports, sqrt(sum x^2) of floating tensors, accumulated in double on each tensor's device
+// (a float32 square would overflow past 1.8e19 where the norm itself fits). They are queued while the nodes are
+// made and computed together: one norm2_f64 call and one read per device, so a snapshot on a GPU waits for it
+// once, not once per node. A norm that cannot be had (no tensor, an integer tensor) stays -1.
+class NormQueue {
+ public:
+  void value(int64_t node, const AutogradMeta& m, const GraphOptions& opt) {
+    if (opt.value_norms)
+      if (std::shared_ptr<TensorImpl> impl = m.value.lock()) add(Tensor(impl), node, &GraphNode::value_norm);
+  }
+  void grad(int64_t node, const Tensor& g) { add(g, node, &GraphNode::grad_norm); }
 
-double value_norm_of(const AutogradMeta& m, const GraphOptions& opt) {
-  if (!opt.value_norms) return -1;
-  std::shared_ptr<TensorImpl> impl = m.value.lock();
-  return impl ? l2_norm_of(Tensor(impl)) : -1;
-}
+  void compute_into(std::vector<GraphNode>& nodes) {
+    NoGradGuard no_grad;
+    for (auto& [device, q] : by_device_) {
+      const std::vector<double> norms = norm2_f64(q.tensors).to_vector<double>();
+      for (size_t i = 0; i < norms.size(); i++) nodes[q.node[i]].*q.field[i] = norms[i];
+    }
+  }
+
+ private:
+  struct Queued {
+    std::vector<Tensor> tensors;
+    std::vector<int64_t> node;
+    std::vector<double GraphNode::*> field;
+  };
+  void add(const Tensor& t, int64_t node, double GraphNode::*field) {
+    if (!t.defined() || !is_floating(t.dtype())) return;
+    Queued& q = by_device_[t.device().str()];
+    q.tensors.push_back(t);
+    q.node.push_back(node);
+    q.field.push_back(field);
+  }
+  std::map<std::string, Queued> by_device_;
+};
 
 }  // namespace
 
@@ -45,6 +67,7 @@ Graph Graph::from_tape(const Tape& tape, const GraphOptions& opt) {
   std::vector<int64_t> op_gid(tape_nodes.size(), -1);  // tape position -> graph id
   std::unordered_map<const AutogradMeta*, int64_t> leaf_gid;
   const int64_t first_tape_id = tape_nodes.empty() ? 0 : tape_nodes.front()->id;
+  NormQueue norms;
 
   // A tensor read by an op is either the output of an earlier node on this tape, or a leaf entry (made once).
   auto input_id = [&](const AutogradMeta& m) -> int64_t {
@@ -65,11 +88,9 @@ Graph Graph::from_tape(const Tape& tape, const GraphOptions& opt) {
     leaf.shape = m.shape;
     leaf.dtype = dtype_name(m.dtype);
     leaf.requires_grad = m.requires_grad;
-    leaf.value_norm = value_norm_of(m, opt);
-    leaf.grad_norm = l2_norm_of(m.grad);
-    if (is_param)
-      g.params.push_back({leaf.name, leaf.id, leaf.shape, leaf.dtype, numel_of(leaf.shape), leaf.value_norm,
-                          leaf.grad_norm});
+    norms.value(leaf.id, m, opt);
+    norms.grad(leaf.id, m.grad);
+    if (is_param) g.params.push_back({leaf.name, leaf.id, leaf.shape, leaf.dtype, numel_of(leaf.shape)});
     leaf_gid.emplace(&m, leaf.id);
     g.nodes.push_back(std::move(leaf));
     return g.nodes.back().id;
@@ -91,7 +112,7 @@ Graph Graph::from_tape(const Tape& tape, const GraphOptions& opt) {
       n.shape = tn.output->shape;
       n.dtype = dtype_name(tn.output->dtype);
       n.requires_grad = tn.output->requires_grad;
-      n.value_norm = value_norm_of(*tn.output, opt);
+      norms.value(n.id, *tn.output, opt);
     }
     n.params.reserve(tn.params.size());
     for (const auto& [key, value] : tn.params) n.params.emplace_back(key, param_str(value));
@@ -99,6 +120,11 @@ Graph Graph::from_tape(const Tape& tape, const GraphOptions& opt) {
     n.grad_norm = tn.grad_norm;
     op_gid[i] = n.id;
     g.nodes.push_back(std::move(n));
+  }
+  norms.compute_into(g.nodes);
+  for (GraphParam& p : g.params) {
+    p.value_norm = g.nodes[p.node].value_norm;
+    p.grad_norm = g.nodes[p.node].grad_norm;
   }
   return g;
 }

@@ -475,6 +475,41 @@ TEST_SUITE("cuda") {
     CHECK(waits == 1);
   }
 
+  TEST_CASE_FIXTURE(EmptyDeviceCache, "a graph snapshot on the GPU: the CPU's value and gradient norms, one wait") {
+    if (!have_cuda()) return;
+    Graph graphs[2];
+    int64_t waits = 0;
+    for (int d = 0; d < 2; d++) {
+      current_tape().clear();
+      const Device dev = d ? Device::cuda() : Device::cpu();
+      Generator g(6);
+      Tensor x = Tensor::randn({8, 16}, 0, 1, DType::F64, Device::cpu(), &g).to(dev).requires_grad_();
+      Tensor w = Tensor::randn({16, 16}, 0, 1, DType::F64, Device::cpu(), &g).to(dev).requires_grad_();
+      w.named("w");
+      Tensor h = relu(matmul(x, w));
+      Tensor loss = sum(layer_norm(h, Tensor(), Tensor()) * 3.0);
+      backward(loss, Tensor(), /*retain_graph=*/true);
+      const int64_t before = gpu_host_waits();
+      graphs[d] = Graph::from_tape(current_tape());
+      waits = gpu_host_waits() - before;
+      current_tape().clear();
+    }
+    const Graph &cpu = graphs[0], &gpu = graphs[1];
+    REQUIRE(cpu.nodes.size() == gpu.nodes.size());
+    int values = 0;
+    for (size_t i = 0; i < cpu.nodes.size(); i++) {
+      CAPTURE(cpu.nodes[i].name);
+      CHECK(gpu.nodes[i].value_norm == doctest::Approx(cpu.nodes[i].value_norm).epsilon(1e-9));
+      CHECK(gpu.nodes[i].grad_norm == doctest::Approx(cpu.nodes[i].grad_norm).epsilon(1e-9));
+      values += cpu.nodes[i].value_norm >= 0;
+    }
+    CHECK(values >= 4);  // x, w, h and the loss at least are alive
+    REQUIRE(gpu.params.size() == 1);
+    CHECK(gpu.params[0].grad_norm == doctest::Approx(cpu.params[0].grad_norm).epsilon(1e-9));
+    CHECK(gpu.params[0].grad_norm > 0);
+    CHECK(waits == 1);  // every norm in one read (it was one per node)
+  }
+
   TEST_CASE("running out of device memory is a clear error, and the device keeps working") {
     if (!have_cuda()) return;
     CHECK_THROWS_WITH_ALL(Tensor::empty({int64_t(1) << 38}, DType::F32, Device::cuda()), "allocate",
