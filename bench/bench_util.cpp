@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstdio>
 #include <cstdlib>
 #include <fstream>
 #include <map>
@@ -21,6 +22,26 @@
 namespace bench {
 
 using namespace skipgrad;
+
+ReferenceShape named_shape(const std::string& name) {
+  ReferenceShape s;
+  if (name == "toy") {
+    s.batch = 64, s.src_len = s.tgt_len = 16, s.vocab = 4000, s.d_model = 128, s.d_ff = 512;
+  } else if (name == "small") {
+    s.batch = 16, s.src_len = s.tgt_len = 16, s.d_model = 64, s.d_ff = 256, s.enc_layers = s.dec_layers = 2;
+  } else if (name != "reference") {
+    fail("named_shape", ": unknown model size '", name, "' (reference, toy or small)");
+  }
+  return s;
+}
+
+std::string shape_summary(const ReferenceShape& s) {
+  char buf[160];
+  std::snprintf(buf, sizeof buf, "d=%lld, %lld heads, FFN %lld, %lld+%lld layers, V=%lld, batch %lldx%lld",
+                (long long)s.d_model, (long long)s.heads, (long long)s.d_ff, (long long)s.enc_layers,
+                (long long)s.dec_layers, (long long)s.vocab, (long long)s.batch, (long long)s.tgt_len);
+  return buf;
+}
 
 nn::TransformerConfig reference_config(const std::string& topology, const ReferenceShape& s) {
   nn::TransformerConfig cfg;

@@ -23,6 +23,13 @@ struct ReferenceShape {
   double label_smoothing = 0.1;  // fairseq's eps (see nn/loss.h)
 };
 
+// A model size by name, for vs_libtorch --model: "reference" (the defaults above), "toy" (the main job's model,
+// scripts/main.sh: d 128, FFN 512, 6+6 layers, vocabulary 4000, 64 pairs of 16 tokens, about its 1024-token
+// batches) or "small" (d 64, FFN 256, 2+2 layers, vocabulary 1000, 16 pairs of 16 tokens), where per-op costs weigh
+// more than the GEMMs.
+ReferenceShape named_shape(const std::string& name);
+std::string shape_summary(const ReferenceShape& s);  // "d=256, 4 heads, FFN 1024, 6+6 layers, V=1000, batch 32x32"
+
 // The reference model's config for a topology ("post_ln", "pre_ln", ...), dropout 0.
 skipgrad::nn::TransformerConfig reference_config(const std::string& topology, const ReferenceShape& s = {});
 

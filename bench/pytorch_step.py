@@ -266,7 +266,10 @@ def main():
     p.add_argument("--topology", default="pre_ln")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--steps", type=int, default=20)
+    p.add_argument("--sizes", default="", help="vocab,d,heads,ffn,layers (vs_libtorch --model); default the reference")
     args = p.parse_args()
+    if args.sizes:
+        set_sizes(*[int(v) for v in args.sizes.split(",")])
     if args.worker:
         try:
             worker(args)

@@ -2,7 +2,7 @@
 // on the reference model of issue 7 (bench_util.h), Post-LN and Pre-LN, side by side.
 //
 //   vs_libtorch [--topologies post_ln,pre_ln] [--threads 1,2] [--rounds 10] [--steps 5] [--warmup 3]
-//               [--python PATH | --no-python] [--no-compile]
+//               [--python PATH | --no-python] [--no-compile] [--model reference|toy|small]
 //
 // Method (docs/performance.md):
 //  - The driver builds the skipgrad model (seed 1) and writes its parameters, buffers and a fixed batch to a
@@ -54,7 +54,7 @@ namespace {
 
 namespace sg = skipgrad;
 using Clock = std::chrono::steady_clock;
-const bench::ReferenceShape kShape;
+bench::ReferenceShape kShape;  // --model (the reference model by default); workers get the same name
 
 // ================================================================ workers
 
@@ -335,6 +335,7 @@ struct Options {
   int rounds = 10, steps = 5, warmup = 3;
   std::string python = "python3";
   bool use_python = true, compile = true;
+  std::string model = "reference";  // bench::named_shape
 };
 
 std::string fmt(const char* f, double v) {
@@ -358,12 +359,16 @@ bool compare(const Options& o, const std::string& topology, int threads, const s
   std::vector<std::unique_ptr<Worker>> workers;
   for (const char* kind : {"skipgrad", "libtorch"})
     workers.push_back(spawn_worker(kind, {self, "--worker", kind, "--weights", weights, "--topology", topology,
-                                          "--threads", n}, env));
+                                          "--threads", n, "--model", o.model}, env));
   if (o.use_python)
     for (const char* mode : o.compile ? std::vector<const char*>{"eager", "compile"} : std::vector<const char*>{"eager"})
       workers.push_back(spawn_worker(std::string("pytorch ") + mode,
                                      {o.python, SKIPGRAD_BENCH_PYTORCH_SCRIPT, "--worker", "--mode", mode,
-                                      "--weights", weights, "--topology", topology, "--threads", n}, env));
+                                      "--weights", weights, "--topology", topology, "--threads", n, "--sizes",
+                                      std::to_string(kShape.vocab) + "," + std::to_string(kShape.d_model) + "," +
+                                          std::to_string(kShape.heads) + "," + std::to_string(kShape.d_ff) + "," +
+                                          std::to_string(kShape.enc_layers)},
+                                     env));
   std::erase_if(workers, [](auto& w) { return !w->to; });
   std::remove(weights.c_str());
   if (workers.empty() || workers[0]->label != "skipgrad") return false;
@@ -470,17 +475,19 @@ int main(int argc, char** argv) {
       else if (a == "--python") o.python = value();
       else if (a == "--no-python") o.use_python = false;
       else if (a == "--no-compile") o.compile = false;
+      else if (a == "--model") o.model = value();
       else sg::fail("vs_libtorch", ": unknown argument '", a, "' (see the comment at the top of vs_libtorch.cpp)");
     }
+    kShape = bench::named_shape(o.model);
     if (!worker.empty()) return worker_main(worker, weights, topology, threads);
 
     char self[4096];
     const ssize_t len = readlink("/proc/self/exe", self, sizeof self - 1);
     sg::check(len > 0, "vs_libtorch", ": cannot find its own executable");
     self[len] = 0;
-    std::printf("# skipgrad vs libtorch %s: reference model (d=256, 4 heads, FFN 1024, 6+6 layers, V=1000, batch "
-                "32x32, Adam), %d rounds x %d steps after %d warm-up steps\n",
-                TORCH_VERSION, o.rounds, o.steps, std::max(o.warmup, 2));
+    std::printf("# skipgrad vs libtorch %s: %s model (%s, Adam), %d rounds x %d steps after %d warm-up steps\n",
+                TORCH_VERSION, o.model.c_str(), bench::shape_summary(kShape).c_str(), o.rounds, o.steps,
+                std::max(o.warmup, 2));
     std::printf("driver: %s\n", bench::runtime_info().c_str());
     std::vector<std::string> table;
     bool ok = true;
