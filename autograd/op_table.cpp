@@ -38,6 +38,7 @@ const std::vector<OpInfo>& op_table() {
       {"sum",               1, F::Reduction},
       {"mean",              1, F::Reduction},
       {"max",               1, F::Reduction},
+      {"min",               1, F::Reduction},
       {"cumsum",            1, F::Reduction},
       {"reshape",           1, F::View},
       {"transpose",         1, F::View},

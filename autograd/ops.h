@@ -4,7 +4,7 @@
 // its family:
 //   ops_elementwise.cpp  arithmetic with broadcasting, scalar ops, activations
 //   ops_matmul.cpp       matmul / batched matmul, linear
-//   ops_reduce.cpp       sum, mean, max, cumsum; sum_to (a gradient summed back to a broadcast input's shape),
+//   ops_reduce.cpp       sum, mean, max, min, cumsum; sum_to (a gradient summed back to a broadcast input's shape),
 //                        norm2 / norm2_f64 (L2 norms, not recorded)
 //   ops_view.cpp         reshape, transpose, permute, slice, expand, contiguous, casts, concat/split/stack
 //   ops_nn.cpp           softmax, log_softmax, layer_norm, rms_norm, l2_norm, embedding, cross_entropy,
@@ -48,6 +48,8 @@ Tensor silu(const Tensor& a);
 Tensor eq(const Tensor& a, const Tensor& b);
 Tensor gt(const Tensor& a, const Tensor& b);
 Tensor lt(const Tensor& a, const Tensor& b);
+Tensor ge(const Tensor& a, const Tensor& b);
+Tensor le(const Tensor& a, const Tensor& b);
 
 Tensor operator+(const Tensor& a, const Tensor& b);
 Tensor operator-(const Tensor& a, const Tensor& b);
@@ -76,6 +78,7 @@ Tensor mean(const Tensor& a);
 Tensor mean(const Tensor& a, const Shape& dims, bool keepdim = false);
 // Maximum over dims; the gradient is shared equally among tied maxima.
 Tensor max(const Tensor& a, const Shape& dims, bool keepdim = false);
+Tensor min(const Tensor& a, const Shape& dims, bool keepdim = false);
 // Inclusive prefix sums along dim (torch.cumsum); any dtype, differentiable for floats.
 Tensor cumsum(const Tensor& a, int64_t dim);
 // Sums `g` down to `shape` (the reverse of broadcasting); not recorded. Used by backward functions.

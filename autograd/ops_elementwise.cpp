@@ -144,6 +144,14 @@ Tensor lt(const Tensor& a, const Tensor& b) {
   if (bf16_with_f64(a, b)) return lt(promoted(a, b), promoted(b, a));
   return binary_forward("lt", BinaryOp::Lt, a, b);
 }
+Tensor ge(const Tensor& a, const Tensor& b) {
+  if (bf16_with_f64(a, b)) return ge(promoted(a, b), promoted(b, a));
+  return binary_forward("ge", BinaryOp::Ge, a, b);
+}
+Tensor le(const Tensor& a, const Tensor& b) {
+  if (bf16_with_f64(a, b)) return le(promoted(a, b), promoted(b, a));
+  return binary_forward("le", BinaryOp::Le, a, b);
+}
 
 // ---------------------------------------------------------------- unary
 

@@ -98,22 +98,32 @@ Tensor mean(const Tensor& x, const Shape& dims, bool keepdim) {
 }
 Tensor mean(const Tensor& x) { return mean(x, {}, false); }
 
-// y = max over dims:  gx = g * [x == y] / (number of ties). Over an empty dim there is no max (an error, as in
-// PyTorch); an empty x reduced over dims that are not empty gives an empty result.
-Tensor max(const Tensor& x, const Shape& dims, bool keepdim) {
-  ReducePlan p = plan_reduce("max", x, dims, keepdim);
+// y = max (min) over dims:  gx = g * [x == y] / (number of ties), as torch.amax/amin. Over an empty dim there is no
+// extremum (an error, as in PyTorch); an empty x reduced over dims that are not empty gives an empty result.
+namespace {
+Tensor extremum(const char* op, ReduceOp kind, const Tensor& x, const Shape& dims, bool keepdim) {
+  ReducePlan p = plan_reduce(op, x, dims, keepdim);
   if (p.count == 0)
-    fail("max", ": reduction over an empty dim of ", x.meta_str(), " (dims ", shape_str(dims), "): no maximum");
-  Tensor out = reduce_raw(ReduceOp::Max, x, p);
-  record("max", {x}, out, {x, out}, [p](const Node& n, const Tensor& g) {
+    fail(op, ": reduction over an empty dim of ", x.meta_str(), " (dims ", shape_str(dims), "): no ",
+         kind == ReduceOp::Max ? "maximum" : "minimum");
+  Tensor out = reduce_raw(kind, x, p);
+  record(op, {x}, out, {x, out}, [p](const Node& n, const Tensor& g) {
     const Tensor& x = n.saved[0];
     Tensor y = reshape_raw(n.saved[1], p.keep_shape);
-    Tensor hit = eq(x, broadcast_to(y, x.shape(), "max.backward"));
+    Tensor hit = eq(x, broadcast_to(y, x.shape(), n.op->name));
     Tensor ties = reduce_raw(ReduceOp::Sum, hit, ReducePlan{p.mask, p.keep_shape, p.keep_shape, p.count});
     Tensor share = div(reshape_raw(g, p.keep_shape), ties);
     return std::vector<Tensor>{mul(hit, share)};
   }, {{"dims", dims}, {"keepdim", keepdim}});
   return out;
+}
+}  // namespace
+
+Tensor max(const Tensor& x, const Shape& dims, bool keepdim) {
+  return extremum("max", ReduceOp::Max, x, dims, keepdim);
+}
+Tensor min(const Tensor& x, const Shape& dims, bool keepdim) {
+  return extremum("min", ReduceOp::Min, x, dims, keepdim);
 }
 
 // y_i = sum_{j <= i} x_j along dim:  gx_j = sum_{i >= j} g_i (the reverse prefix sum of g). Integer tensors are
@@ -140,5 +150,6 @@ Tensor Tensor::sum(const Shape& dims, bool keepdim) const { return skipgrad::sum
 Tensor Tensor::mean() const { return skipgrad::mean(*this); }
 Tensor Tensor::mean(const Shape& dims, bool keepdim) const { return skipgrad::mean(*this, dims, keepdim); }
 Tensor Tensor::max(const Shape& dims, bool keepdim) const { return skipgrad::max(*this, dims, keepdim); }
+Tensor Tensor::min(const Shape& dims, bool keepdim) const { return skipgrad::min(*this, dims, keepdim); }
 
 }  // namespace skipgrad

@@ -143,6 +143,9 @@ case("max", "dim 1 of [2,3,4]", [In([2, 3, 4])], reduce_fn(torch.amax), {"dims":
 case("max", "dims 0,2 of [2,3,4], keepdim", [In([2, 3, 4])], reduce_fn(torch.amax), {"dims": [0, 2], "keepdim": True})
 case("max", "dim 0 of transposed [5,3]", [In([5, 3], storage_order=T2)], reduce_fn(torch.amax),
      {"dims": [0], "keepdim": False})
+case("min", "dim 1 of [2,3,4]", [In([2, 3, 4])], reduce_fn(torch.amin), {"dims": [1], "keepdim": False})
+case("min", "dims 0,1 of transposed [4,3], keepdim", [In([4, 3], storage_order=T2)], reduce_fn(torch.amin),
+     {"dims": [0, 1], "keepdim": True})
 
 # ---------------------------------------------------------------- views and shape ops
 reshape_fn = lambda p, x: x.reshape(p["shape"])

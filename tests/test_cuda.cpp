@@ -111,7 +111,7 @@ TEST_SUITE("cuda") {
     }
     compare_both("comparisons", [](Inputs& in) {
       Tensor a = in.rand({5, 6}, 1, 0, 0, false), b = in.rand({6}, 2, 0, 0, false);
-      return eq(a, a) + gt(a, b) * 2.0 + lt(a, b) * 4.0;
+      return eq(a, a) + gt(a, b) * 2.0 + lt(a, b) * 4.0 + ge(a, b) * 8.0 + le(a, b) * 16.0;
     }, false);
   }
 
@@ -158,6 +158,7 @@ TEST_SUITE("cuda") {
     compare_both("mean dims 0,2", [](Inputs& in) { return mean(in.rand({3, 4, 5}, 1), {0, 2}); });
     compare_both("mean transposed", [](Inputs& in) { return mean(in.rand_t({20, 30}, 1), {1}); });
     compare_both("max", [](Inputs& in) { return max(in.rand({6, 50}, 1), {1}); });
+    compare_both("min", [](Inputs& in) { return min(in.rand({6, 50}, 1), {0}); });
     compare_both("max small rows", [](Inputs& in) { return max(in.rand({5000, 3}, 1), {1}); });
     // Few outputs over many elements: split into chunks and combined in a second pass (cuda_reduce.cu).
     compare_both("sum dim 0, bias-gradient shape", [](Inputs& in) { return sum(in.rand({4096, 64}, 1), {0}); });

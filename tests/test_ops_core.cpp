@@ -178,6 +178,7 @@ REGISTER_GRAD_CASES {
   Tensor (*S)(const Tensor&, const Shape&, bool) = sum;
   Tensor (*M)(const Tensor&, const Shape&, bool) = mean;
   Tensor (*X)(const Tensor&, const Shape&, bool) = max;
+  Tensor (*N)(const Tensor&, const Shape&, bool) = min;
   return std::vector<GradCase>{
       gc("sum", "all", [](const std::vector<Tensor>& x) { return sum(x[0]); }, {leaf({2, 3, 4})}),
       gc("sum", "dims {0,2}", R(S, {0, 2}, false), {leaf({2, 3, 4})}),
@@ -191,6 +192,10 @@ REGISTER_GRAD_CASES {
       gc("max", "all, sliced", R(X, {}, false), {leaf_sliced({3, 4})}),
       gc("max", "ties share the gradient", R(X, {1}, false),
          {f64({1, 3, 3, 2, 5, 0, 5, 1}, {2, 4}).requires_grad_()}),
+      gc("min", "dim 1", R(N, {1}, false), {leaf({2, 3, 4})}),
+      gc("min", "dims {0,2} keepdim, transposed", R(N, {0, 1}, true), {leaf_transposed({3, 4})}),
+      gc("min", "ties share the gradient", R(N, {1}, false),
+         {f64({1, 0, 3, 0, 5, 0, 5, 7}, {2, 4}).requires_grad_()}),
       gc("cumsum", "dim 1", [](const std::vector<Tensor>& x) { return cumsum(x[0], 1); }, {leaf({2, 3, 4})}),
       gc("cumsum", "dim -1, transposed", [](const std::vector<Tensor>& x) { return cumsum(x[0], -1); },
          {leaf_transposed({3, 4})}),
@@ -267,6 +272,10 @@ TEST_SUITE("ops") {
     check_close(eq(a, Tensor::from_vector<float>({2}, {1})), {0, 1, 0, 0, 0, 0});
     check_close(gt(a, c), {0, 0, 1, 0, 1, 1});
     check_close(lt(a, c), {1, 0, 0, 0, 0, 0});
+    check_close(ge(a, c), {0, 1, 1, 1, 1, 1});
+    check_close(le(a, c), {1, 1, 0, 1, 0, 0});
+    check_close(a.min({0}), {1, 2, 3});
+    check_close(min(a, {1}, true), {1, 4});
     // [3,1,4] op [2,4] -> [3,2,4]
     Tensor x = Tensor::arange(0, 12, 1, F64).reshape({3, 1, 4});
     Tensor y = Tensor::arange(0, 8, 1, F64).reshape({2, 4}) * 100.0;

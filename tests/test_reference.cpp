@@ -151,6 +151,9 @@ const std::map<std::string, Runner>& runners() {
     r["max"] = [](const json& p, Inputs in) {
       return max(in[0], p.at("dims").get<Shape>(), p.at("keepdim"));
     };
+    r["min"] = [](const json& p, Inputs in) {
+      return min(in[0], p.at("dims").get<Shape>(), p.at("keepdim"));
+    };
     r["reshape"] = [](const json& p, Inputs in) { return reshape(in[0], p.at("shape").get<Shape>()); };
     r["transpose"] = [](const json& p, Inputs in) { return transpose(in[0], p.at("d0"), p.at("d1")); };
     r["permute"] = [](const json& p, Inputs in) { return permute(in[0], p.at("order").get<Shape>()); };
