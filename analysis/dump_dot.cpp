@@ -205,9 +205,10 @@ std::string Graph::to_dot(const DotOptions& opt) const {
       if (v.is_leaf()) keep[v.id] = 0;
   // In a collapsed view, an input leaf read in many boxes (a padding mask read by every layer) would draw an edge
   // to each: Graphviz takes minutes to lay those out at 48+48 layers. It is listed in a note instead.
-  auto drawn_as = [&](const GraphNode& v) {  // the box's scope, or the node itself
-    return opt.max_depth >= 0 && depth_of(v.scope) > opt.max_depth ? prefix_parts(v.scope, opt.max_depth + 1)
-                                                                   : "#" + std::to_string(v.id);
+  auto drawn_as = [&](const GraphNode& v) {  // the box's scope, or "#<id>" for the node itself
+    if (opt.max_depth >= 0 && depth_of(v.scope) > opt.max_depth) return prefix_parts(v.scope, opt.max_depth + 1);
+    std::string id(1, '#');  // (appended: GCC 12 warns falsely, -Wrestrict, on "#" + temporary string)
+    return id.append(std::to_string(v.id));
   };
   std::string note;
   if (opt.max_depth >= 0 && opt.max_leaf_fanout >= 0) {

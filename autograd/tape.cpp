@@ -159,11 +159,18 @@ bool should_record(const std::vector<Tensor>& inputs) {
   return false;
 }
 
+namespace {
+// Anomaly mode's check: "anomaly: <who> produced N NaN/Inf values in <what> float32[2,4] cpu" (one host wait).
+void fail_if_nonfinite(const Tensor& t, const std::string& who, const std::string& what) {
+  if (!t.defined() || !is_floating(t.dtype())) return;
+  if (int64_t bad = backend_for(t.device()).count_nonfinite(t))
+    fail("anomaly", ": ", who, " produced ", bad, " NaN/Inf values in ", what, " ", t.meta_str());
+}
+}  // namespace
+
 void check_finite(const Tensor& t, const char* op) {
-  if (!t_anomaly || !t.defined() || !is_floating(t.dtype())) return;
-  int64_t bad = backend_for(t.device()).count_nonfinite(t);
-  if (bad) fail("anomaly", ": forward op '", op, "' in scope '", current_scope(), "' produced ", bad,
-                " NaN/Inf values in its output ", t.meta_str());
+  if (t_anomaly) fail_if_nonfinite(t, "forward op '" + std::string(op) + "' in scope '" + current_scope() + "'",
+                                   "its output");
 }
 
 Node* record(const OpInfo& op, const std::vector<Tensor>& inputs, Tensor& out, std::vector<Tensor> saved,
@@ -208,11 +215,8 @@ Node* record(const OpInfo& op, const std::vector<Tensor>& inputs, Tensor& out, s
   Node& n = tape.append(std::move(node));
   om.producer = &n;
   om.tape = &tape;
-  if (t_anomaly) {
-    int64_t bad = backend_for(out.device()).count_nonfinite(out);
-    if (bad) fail("anomaly", ": forward op '", op.name, "' (node ", n.name, ") produced ", bad,
-                  " NaN/Inf values in its output ", out.meta_str());
-  }
+  if (t_anomaly)
+    fail_if_nonfinite(out, "forward op '" + std::string(op.name) + "' (node " + n.name + ")", "its output");
   if (profiling()) detail::t_profiler->mark(n.name, op.name, ProfilePhase::Forward, n.id);
   return &n;
 }
@@ -350,11 +354,9 @@ void backward_node(Node& n, bool retain_graph, const std::function<void(Autograd
     // A gradient comes in its tensor's dtype (as in PyTorch's engine): a mixed float32/bf16 op's float32 gradient
     // for its bf16 input is rounded here, unless the input is a cast that takes its source's dtype (grad_dtype).
     if (grads[j].dtype() != im->dtype && grads[j].dtype() != grad_dtype(n, j)) grads[j] = grads[j].to(im->dtype);
-    if (t_anomaly) {
-      int64_t bad = backend_for(grads[j].device()).count_nonfinite(grads[j]);
-      if (bad) fail("anomaly", ": backward of op '", n.op->name, "' (node ", n.name, ") produced ", bad,
-                    " NaN/Inf values in the gradient of input ", j, " ", grads[j].meta_str());
-    }
+    if (t_anomaly)
+      fail_if_nonfinite(grads[j], "backward of op '" + std::string(n.op->name) + "' (node " + n.name + ")",
+                        "the gradient of input " + std::to_string(j));
     if (!im->producer && im->produced)
       fail("backward", ": the gradient reached '", im->name, "', whose graph was freed: ", kGraphGone);
     add_to(*im, grads[j]);

@@ -1,13 +1,6 @@
 // CUDA optimizer updates: fused Adam/AdamW for one parameter (adam_update) and for all parameters of a step in
-// one launch (adam_update_many, the multi-tensor-apply pattern).
-//
-// Per element, with t the step count and wd the parameter's weight decay (cpu_optim.cpp does the same):
-//   Adam:  g += wd p;   AdamW (decoupled): p *= 1 - lr wd;   then
-//   m = b1 m + (1-b1) g;   v = b2 v + (1-b2) g^2;   p -= lr/bc1 * m / (sqrt(v) * (1/sqrt(bc2)) + eps)
-// The bias corrections bc1 = 1 - b1^t and bc2 = 1 - b2^t are computed on the host in double from the step count
-// (no device round trip), and each scalar is rounded to the parameter's type once, as on the CPU: the operations
-// are the CPU's, in the CPU's order (results can still differ in the last bit where nvcc, or GCC, fuses a
-// multiply-add).
+// one launch (adam_update_many, the multi-tensor-apply pattern). The per-element update is
+// backends/optim_math.h's adam_element, which the CPU loop calls too.
 #include <algorithm>
 #include <climits>
 #include <cmath>
@@ -15,36 +8,15 @@
 
 #include "backends/cuda/cuda_common.cuh"
 #include "backends/in_float32.h"
+#include "backends/optim_math.h"
 
 namespace skipgrad {
 
 namespace {
 
-// The scalars of one step, shared by every parameter: step_size = lr/bc1, inv_sqrt_bc2 = 1/sqrt(bc2).
-template <class T>
-struct AdamScalars {
-  T b1, b2, step_size, inv_sqrt_bc2, eps;
-};
-
-template <class T>
-AdamScalars<T> adam_scalars(double lr, double beta1, double beta2, double eps, int64_t step) {
-  const double bc1 = 1 - std::pow(beta1, (double)step), bc2 = 1 - std::pow(beta2, (double)step);
-  return {(T)beta1, (T)beta2, (T)(lr / bc1), (T)(1 / std::sqrt(bc2)), (T)eps};
-}
-
-// Element i of one parameter; wd is its weight decay and decay = 1 - lr wd.
-template <class T>
-__device__ __forceinline__ void adam_element(T* p, const T* g, T* m, T* v, int64_t i, const AdamScalars<T>& s, T wd,
-                                             T decay, bool decoupled) {
-  T gi = g[i], pi = p[i];
-  if (!decoupled) gi += wd * pi;
-  else pi *= decay;
-  const T mi = s.b1 * m[i] + (T(1) - s.b1) * gi;
-  const T vi = s.b2 * v[i] + (T(1) - s.b2) * gi * gi;
-  m[i] = mi;
-  v[i] = vi;
-  p[i] = pi - s.step_size * mi / (sqrt(vi) * s.inv_sqrt_bc2 + s.eps);
-}
+using optim_math::adam_element;
+using optim_math::adam_scalars;
+using optim_math::AdamScalars;
 
 // One parameter: a grid-stride loop over its n elements.
 template <class T>
