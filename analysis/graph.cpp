@@ -25,7 +25,9 @@ namespace {
 // The L2 norms a snapshot reports, sqrt(sum x^2) of floating tensors, accumulated in double on each tensor's device
 // (a float32 square would overflow past 1.8e19 where the norm itself fits). They are queued while the nodes are
 // made and computed together: one norm2_f64 call and one read per device, so a snapshot on a GPU waits for it
-// once, not once per node. A norm that cannot be had (no tensor, an integer tensor) stays -1.
+// once, not once per node. The norm kernels copy a strided (on the CPU also a bf16) tensor first; once such copies
+// would pass kCopyBudget the queue is computed early, so a snapshot's extra memory stays bounded. A norm that cannot
+// be had (no tensor, an integer tensor) stays -1.
 class NormQueue {
  public:
   void value(int64_t node, const AutogradMeta& m, const GraphOptions& opt) {
@@ -35,27 +37,45 @@ class NormQueue {
   void grad(int64_t node, const Tensor& g) { add(g, node, &GraphNode::grad_norm); }
 
   void compute_into(std::vector<GraphNode>& nodes) {
-    NoGradGuard no_grad;
-    for (auto& [device, q] : by_device_) {
-      const std::vector<double> norms = norm2_f64(q.tensors).to_vector<double>();
-      for (size_t i = 0; i < norms.size(); i++) nodes[q.node[i]].*q.field[i] = norms[i];
-    }
+    flush();
+    for (const Done& d : done_) nodes[d.node].*d.field = d.norm;
   }
 
  private:
+  static constexpr size_t kCopyBudget = size_t(64) << 20;
   struct Queued {
     std::vector<Tensor> tensors;
     std::vector<int64_t> node;
     std::vector<double GraphNode::*> field;
   };
+  struct Done {
+    int64_t node;
+    double GraphNode::*field;
+    double norm;
+  };
+
   void add(const Tensor& t, int64_t node, double GraphNode::*field) {
     if (!t.defined() || !is_floating(t.dtype())) return;
     Queued& q = by_device_[t.device().str()];
     q.tensors.push_back(t);
     q.node.push_back(node);
     q.field.push_back(field);
+    if (!t.is_contiguous() || t.dtype() == DType::BF16) copy_bytes_ += t.nbytes();
+    if (copy_bytes_ > kCopyBudget) flush();
   }
+  void flush() {
+    NoGradGuard no_grad;
+    for (auto& [device, q] : by_device_) {
+      const std::vector<double> norms = norm2_f64(q.tensors).to_vector<double>();
+      for (size_t i = 0; i < norms.size(); i++) done_.push_back({q.node[i], q.field[i], norms[i]});
+    }
+    by_device_.clear();
+    copy_bytes_ = 0;
+  }
+
   std::map<std::string, Queued> by_device_;
+  std::vector<Done> done_;
+  size_t copy_bytes_ = 0;
 };
 
 }  // namespace

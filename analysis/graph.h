@@ -74,7 +74,7 @@ struct GraphParam {
 };
 
 struct GraphOptions {
-  bool value_norms = true;  // compute ||value|| of every tensor still alive (one reduction per node)
+  bool value_norms = true;  // compute ||value|| of every tensor still alive (all of them in one batched reduction)
 };
 
 struct DotOptions {

@@ -506,7 +506,8 @@ Tensor& Tensor::named(const std::string& name) {
     if (profiling()) detail::t_profiler->renamed(m->producer->id, m->producer->name);
   } else if (m && requires_grad()) {
     m->name = scoped(name);
-  } else if (defined()) {  // data, a mask: metadata as record() gives an input, under the same lock
+  } else if (defined() && t_grad_enabled) {  // data, a mask: metadata as record() gives an input, under its lock
+    // (in no-grad mode nothing is recorded, so nothing would show the name: evaluation and decoding skip the lock)
     std::lock_guard<std::mutex> lock(g_input_meta_mutex);
     ensure_autograd_meta().name = scoped(name);
   }

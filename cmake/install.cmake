@@ -23,7 +23,7 @@ set(SKIPGRAD_CMAKE_DIR ${CMAKE_INSTALL_LIBDIR}/cmake/skipgrad)
 install(EXPORT skipgrad-targets NAMESPACE skipgrad:: DESTINATION ${SKIPGRAD_CMAKE_DIR})
 # The package config finds again what the library's interface links: OpenMP, OpenBLAS through pkg-config unless
 # the OpenMP build was linked by its full path, and the CUDA Toolkit when the CUDA backend is in.
-if(TARGET PkgConfig::OPENBLAS AND NOT SKIPGRAD_OPENBLAS_LINKED_BY_PATH)
+if(TARGET PkgConfig::SKIPGRAD_OPENBLAS AND NOT SKIPGRAD_OPENBLAS_LINKED_BY_PATH)
   set(SKIPGRAD_PACKAGE_NEEDS_PKGCONFIG_OPENBLAS ON)
 else()
   set(SKIPGRAD_PACKAGE_NEEDS_PKGCONFIG_OPENBLAS OFF)

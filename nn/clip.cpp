@@ -69,8 +69,9 @@ void clip_grads_to_norm(const std::vector<Tensor>& params, double max_norm, cons
     const Device dev = total.device();
     const Tensor t = total.reshape({1});
     const Tensor limit = Tensor::full({1}, max_norm, DType::F64, dev);
-    const Tensor in_range = gt(t + 1e-6, limit) * lt(t, Tensor::full({1}, INFINITY, DType::F64, dev));
-    const Tensor factor = where(in_range, limit / (t + 1e-6), Tensor::ones({1}, DType::F64, dev));
+    const Tensor t_eps = t + 1e-6;
+    const Tensor in_range = gt(t_eps, limit) * lt(t, Tensor::full({1}, INFINITY, DType::F64, dev));
+    const Tensor factor = where(in_range, limit / t_eps, Tensor::ones({1}, DType::F64, dev));
     std::vector<Tensor*> ts;
     for (Tensor& g : grads) ts.push_back(&g);
     backend_for(dev).scale_many(ts, factor);

@@ -134,7 +134,10 @@ Stream Transformer::run_stack(Stack& stack, Stream s, LayerInputs ctx, std::vect
 
 Tensor Transformer::encode(const Tensor& src_ids) {
   check_ids(src_ids, "src_ids");
-  Tensor pad = padding_mask(src_ids);
+  return encode_masked(src_ids, padding_mask(src_ids));
+}
+
+Tensor Transformer::encode_masked(const Tensor& src_ids, const Tensor& pad) {
   Scope scope(encoder->name());
   Tensor x = embed(*src_embed, src_ids, positions->forward(src_ids), pad, true);
   LayerInputs ctx;
@@ -184,8 +187,8 @@ Tensor Transformer::forward(const Tensor& src_ids, const Tensor& tgt_in_ids) {
   check_ids(tgt_in_ids, "tgt_in_ids");
   check(src_ids.size(0) == tgt_in_ids.size(0), "Transformer", ": src_ids ", src_ids.shape(), " and tgt_in_ids ",
         tgt_in_ids.shape(), " differ in batch size");
-  Tensor enc = encode(src_ids);
-  return decode(enc, padding_mask(src_ids), tgt_in_ids);
+  const Tensor src_pad = padding_mask(src_ids);  // one mask for the encoder and cross-attention
+  return decode(encode_masked(src_ids, src_pad), src_pad, tgt_in_ids);
 }
 
 // ---------------------------------------------------------------- incremental decoding

@@ -92,6 +92,7 @@ class Transformer : public Module {
 
  private:
   Tensor embed(Embedding& table, const Tensor& ids, const Tensor& pos, const Tensor& pad_mask, bool zero_pads);
+  Tensor encode_masked(const Tensor& src_ids, const Tensor& src_pad_mask);  // encode() with the mask made
   Stream run_stack(Stack& stack, Stream s, LayerInputs ctx, std::vector<LayerCache>* caches = nullptr);
   Tensor output_logits(const Tensor& features);
   void check_memory(const char* who, const Tensor& enc_out, const Tensor& src_pad_mask, int64_t batch) const;

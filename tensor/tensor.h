@@ -127,7 +127,8 @@ class Tensor {
   // Called with the gradient when it is complete; return an undefined Tensor to keep it, or a replacement.
   void register_hook(std::function<Tensor(const Tensor&)> hook);
   // Renames the node that produced this tensor: scope + "." + name (e.g. "enc.3.ffn.residual_add"); on a leaf
-  // (a parameter, or data such as a mask), names the leaf as graph dumps show it.
+  // (a parameter, or data such as a mask; in grad mode), names the leaf as graph dumps show it. Name a tensor on
+  // the thread that uses it: a name written while another thread snapshots a graph reading it is a data race.
   Tensor& named(const std::string& name);
   std::string node_name() const;  // the producing node's name, or the leaf's name, or ""
   int64_t node_id() const;        // the producing node's id on the tape, or -1
