@@ -245,6 +245,25 @@ TEST_SUITE("graph") {
     }
   }
 
+  TEST_CASE("snapshot norms of large strided views: computed in more than one batch, each right") {
+    FreshTape tape;
+    // 72 MB views, which the norm kernel copies before reducing: each passes the queue's 64 MiB budget
+    Tensor a = Tensor::randn({3000, 3000}, 0, 1, DType::F64).requires_grad_();
+    a.named("a");
+    Tensor at = a.transpose(0, 1);
+    Tensor b = at * 2.0;
+    Tensor bt = b.transpose(0, 1);
+    Tensor loss = sum(bt * 0.5);
+    loss.backward({}, /*retain_graph=*/true);
+    const double na = norm2_f64({a}).item();
+    Graph g = Graph::from_tape(current_tape());
+    CHECK(g.at(g.id_of(at)).value_norm == doctest::Approx(na).epsilon(1e-12));
+    CHECK(g.at(g.id_of(b)).value_norm == doctest::Approx(2 * na).epsilon(1e-12));
+    CHECK(g.at(g.id_of(bt)).value_norm == doctest::Approx(2 * na).epsilon(1e-12));
+    CHECK(g.params.at(0).value_norm == doctest::Approx(na).epsilon(1e-12));
+    CHECK(g.params.at(0).grad_norm == doctest::Approx(3000.0).epsilon(1e-12));  // every dL/da = 1
+  }
+
   TEST_CASE("two forwards on one tape: the sublayer table lists the analysed loss's graph only") {
     FreshTape tape;
     build_stack(Topo::PostLN, 2);  // an earlier forward, never backpropagated: same names, reaches no later loss
