@@ -12,6 +12,7 @@
 #include "autograd/profiler.h"
 #include "autograd/tape.h"
 #include "backends/backend.h"
+#include "backends/threads.h"
 #include "nn/checkpoint.h"
 #include "nn/clip.h"
 #include "nn/loss.h"

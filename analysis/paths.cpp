@@ -186,6 +186,12 @@ const LayerPaths& PathStats::layer(const std::string& scope) const {
 
 std::string paths_markdown(const Graph& g, const PathStats& s) {
   std::string out = "Loss node: `" + g.at(s.loss).name + "` (#" + std::to_string(s.loss) + ")\n\n";
+  // Leaves that require grad but have no name are counted as inputs, not parameters: say why the columns are 0.
+  int64_t unnamed = 0;
+  for (const GraphNode& v : g.nodes) unnamed += v.kind == "input" && v.requires_grad;
+  if (g.params.empty() && unnamed > 0)
+    out += "Note: " + std::to_string(unnamed) + " leaves require grad but have no name, so no layer has parameters "
+           "here: call Module::name_parameters() on the model (or Tensor::named) before the forward.\n\n";
   out += "| layer | params | max paths | norms on param paths (min-max) | without q/k/v norms | norms after layer "
          "outputs | norm-free path |\n|---|---|---|---|---|---|---|\n";
   for (const LayerPaths& L : s.layers)

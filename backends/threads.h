@@ -14,4 +14,10 @@ namespace skipgrad {
 void set_num_threads(int n);  // n >= 1
 int get_num_threads();        // OpenMP's current maximum
 
+// Call first thing in main: OpenMP worker threads that spin while OpenBLAS's own threads want the same cores cost
+// 2-8x per training step on a 2-core machine (docs/performance.md). libgomp reads OMP_WAIT_POLICY only when it is
+// loaded, so when the variable is unset this sets it to "passive" and re-executes the program once with the same
+// argv (set OMP_WAIT_POLICY yourself to keep another policy). Returns only when nothing was re-executed.
+void ensure_passive_omp(char** argv);
+
 }  // namespace skipgrad

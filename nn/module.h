@@ -36,6 +36,9 @@ class Module {
   // Registers a child; its name becomes `name` (the full path is built by named_parameters()).
   template <class M>
   std::shared_ptr<M> register_module(const std::string& name, std::shared_ptr<M> m) {
+    check(m != nullptr, "register_module", ": child '", name, "' of '", name_, "' is null");
+    for (const auto& child : children_)
+      check(child.first != name, "register_module", ": '", name, "' registered twice in '", name_, "'");
     m->name_ = name;
     children_.emplace_back(name, m);
     return m;

@@ -264,6 +264,19 @@ TEST_SUITE("graph") {
     CHECK(g.params.at(0).grad_norm == doctest::Approx(3000.0).epsilon(1e-12));  // every dL/da = 1
   }
 
+  TEST_CASE("path tables say when trainable leaves have no names (Module::name_parameters not called)") {
+    FreshTape tape;
+    Tensor w = leaf({2, 2}, 1, 1.0);  // requires grad, unnamed: an "input" leaf to the graph
+    Tensor loss = sum(matmul(w, w));
+    Graph g = Graph::from_tape(current_tape());
+    CHECK(g.params.empty());
+    CHECK(paths_markdown(g, analyze_paths(g)).find("1 leaves require grad but have no name") != std::string::npos);
+    w.named("w");
+    Graph named = Graph::from_tape(current_tape());
+    CHECK(named.params.size() == 1);
+    CHECK(paths_markdown(named, analyze_paths(named)).find("name_parameters") == std::string::npos);
+  }
+
   TEST_CASE("two forwards on one tape: the sublayer table lists the analysed loss's graph only") {
     FreshTape tape;
     build_stack(Topo::PostLN, 2);  // an earlier forward, never backpropagated: same names, reaches no later loss

@@ -60,6 +60,12 @@ TEST_SUITE("nn") {
     const double bound = 0.5;  // 1/sqrt(4)
     for (double w : lin.weight.to_vector<double>()) CHECK(std::abs(w) <= bound);
     CHECK_THROWS_WITH_ALL(lin.forward(Tensor::zeros({2, 5})), "expected [..., 4]", "[2,5]");
+    {  // a child name used twice would give two parameters one full name: refused at registration
+      nn::Module parent("blk");
+      parent.register_module("fc", std::make_shared<nn::Linear>(2, 2));
+      CHECK_THROWS_WITH_ALL(parent.register_module("fc", std::make_shared<nn::Linear>(2, 2)), "register_module",
+                            "'fc' registered twice in 'blk'");
+    }
     nn::Linear nob(4, 3, false);
     CHECK(!nob.bias.defined());
 

@@ -14,6 +14,7 @@
 
 #include "analysis/measure.h"
 #include "autograd/autocast.h"
+#include "backends/threads.h"
 #include "tensor/random.h"
 #include "cost.h"
 #include "examples/cli_lists.h"
@@ -68,6 +69,7 @@ std::string joined_args(int argc, char** argv) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  ensure_passive_omp(argv);  // backends/threads.h
   CLI::App app{"skipgrad-graph: dump a Transformer's graph and analyse its gradient paths"};
   app.require_subcommand(1);
   app.option_defaults()->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);  // as skipgrad-translate's

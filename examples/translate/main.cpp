@@ -18,6 +18,7 @@
 #include <iostream>
 #include <sstream>
 
+#include "backends/threads.h"
 #include "average.h"
 #include "bleu.h"
 #include "examples/cli_lists.h"
@@ -123,17 +124,8 @@ static void add_train_options(CLI::App* c, TrainOptions& o, std::string& norm, s
   for (const char* name : {"--max-tokens", "--beam", "--vocab-size"}) c->get_option(name)->check(at_least(1));
 }
 
-// OpenMP worker threads that spin while OpenBLAS's own threads want the same cores cost 2-4x on a 2-core machine
-// (DESIGN.md, "CPU speed"). libgomp reads OMP_WAIT_POLICY only at load time, so when it is unset we set it and
-// re-execute ourselves once.
-static void ensure_passive_omp(char** argv) {
-  if (std::getenv("OMP_WAIT_POLICY")) return;
-  ::setenv("OMP_WAIT_POLICY", "passive", 1);
-  ::execv("/proc/self/exe", argv);  // returns only on failure: then run as we are
-}
-
 int main(int argc, char** argv) {
-  ensure_passive_omp(argv);
+  ensure_passive_omp(argv);  // backends/threads.h: no OpenMP threads spinning against OpenBLAS's
   CLI::App app{"skipgrad-translate: a toy German→English Transformer for comparing residual/norm topologies"};
   app.require_subcommand(1);
   // An option given twice takes its last value, so arguments appended to a command line override it (scripts/main.sh
