@@ -15,6 +15,7 @@
 using namespace skipgrad;
 
 int main(int argc, char** argv) try {
+  ensure_passive_omp(argv);  // no OpenMP threads spinning against OpenBLAS's (backends/threads.h)
   Device device = Device::cpu();
   for (int i = 1; i < argc; i++) {
     if (std::strcmp(argv[i], "--device") == 0 && i + 1 < argc) {
