@@ -79,6 +79,9 @@ Tensor mean(const Tensor& a, const Shape& dims, bool keepdim = false);
 // Maximum over dims; the gradient is shared equally among tied maxima.
 Tensor max(const Tensor& a, const Shape& dims, bool keepdim = false);
 Tensor min(const Tensor& a, const Shape& dims, bool keepdim = false);
+// Index (int64) of the largest value along dim, the first of equal ones, a NaN's if there is one (torch.argmax).
+// Not differentiable: nothing is recorded.
+Tensor argmax(const Tensor& a, int64_t dim, bool keepdim = false);
 // Inclusive prefix sums along dim (torch.cumsum); any dtype, differentiable for floats.
 Tensor cumsum(const Tensor& a, int64_t dim);
 // Sums `g` down to `shape` (the reverse of broadcasting); not recorded. Used by backward functions.

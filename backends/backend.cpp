@@ -64,15 +64,31 @@ const char* matmul_precision_name(MatmulPrecision p) {
   return p == MatmulPrecision::TF32 ? "tf32" : p == MatmulPrecision::BF16 ? "bf16" : "fp32";
 }
 
-ScanLayout cumsum_layout(const Tensor& x, int64_t dim, const Tensor& out) {
-  if (!(x.is_contiguous() && out.is_contiguous() && x.shape() == out.shape() && x.dtype() == out.dtype()))
-    fail("cumsum", ": expected contiguous x and out of one shape and dtype, got ", x.meta_str(), " and ",
-         out.meta_str());
+namespace {
+ScanLayout scan_layout(const Tensor& x, int64_t dim) {
   ScanLayout l;
   l.n = x.size(dim);
   for (int64_t d = 0; d < dim; d++) l.outer *= x.size(d);
   for (int64_t d = dim + 1; d < x.dim(); d++) l.inner *= x.size(d);
   return l;
+}
+}  // namespace
+
+ScanLayout cumsum_layout(const Tensor& x, int64_t dim, const Tensor& out) {
+  if (!(x.is_contiguous() && out.is_contiguous() && x.shape() == out.shape() && x.dtype() == out.dtype()))
+    fail("cumsum", ": expected contiguous x and out of one shape and dtype, got ", x.meta_str(), " and ",
+         out.meta_str());
+  return scan_layout(x, dim);
+}
+
+ScanLayout argmax_layout(const Tensor& x, int64_t dim, const Tensor& out) {
+  Shape keep = x.shape();
+  if (dim >= 0 && dim < x.dim()) keep[dim] = 1;
+  if (!(dim >= 0 && dim < x.dim() && x.size(dim) > 0 && x.is_contiguous() && x.dtype() != DType::BF16 &&
+        out.is_contiguous() && out.dtype() == DType::I64 && out.shape() == keep))
+    fail("argmax", ": expected contiguous x (not bfloat16, dim ", dim, " not empty) and int64 out of its shape "
+         "with size 1 at dim, got ", x.meta_str(), " and ", out.meta_str());
+  return scan_layout(x, dim);
 }
 
 void check_dropout_operands(const Tensor& x, const Tensor& y) {

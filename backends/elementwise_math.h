@@ -90,6 +90,22 @@ SG_HOST_DEVICE T unary_grad(UnaryOp op, T gy, T x, T y, T a) {
   return op == UnaryOp::Relu ? (x <= T(0) ? T(0) : gy) : gy * unary_deriv<T>(op, x, y, a);
 }
 
+// The index of the largest of x[0], x[stride], ..., x[(n-1) stride] (n > 0): the first of equal ones, the first NaN
+// if there is one (as torch.argmax). Backend::argmax's line, on both devices.
+template <class T>
+SG_HOST_DEVICE int64_t argmax_line(const T* x, int64_t n, int64_t stride) {
+  int64_t best = 0;
+  T best_v = x[0];
+  for (int64_t j = 1; j < n && best_v == best_v; j++) {  // (stops at a NaN: nothing beats it)
+    const T v = x[j * stride];
+    if (v > best_v || v != v) {
+      best = j;
+      best_v = v;
+    }
+  }
+  return best;
+}
+
 // out = a op b; the comparisons give 1 or 0 in T
 template <class T>
 SG_HOST_DEVICE T binary_fn(BinaryOp op, T a, T b) {

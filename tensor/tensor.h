@@ -155,6 +155,7 @@ class Tensor {
   Tensor mean(const Shape& dims, bool keepdim = false) const;
   Tensor max(const Shape& dims, bool keepdim = false) const;
   Tensor min(const Shape& dims, bool keepdim = false) const;
+  Tensor argmax(int64_t dim, bool keepdim = false) const;
   Tensor matmul(const Tensor& o) const;
   Tensor exp() const;
   Tensor log() const;

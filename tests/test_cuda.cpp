@@ -159,6 +159,7 @@ TEST_SUITE("cuda") {
     compare_both("mean transposed", [](Inputs& in) { return mean(in.rand_t({20, 30}, 1), {1}); });
     compare_both("max", [](Inputs& in) { return max(in.rand({6, 50}, 1), {1}); });
     compare_both("min", [](Inputs& in) { return min(in.rand({6, 50}, 1), {0}); });
+    compare_both("argmax", [](Inputs& in) { return argmax(in.rand_t({6, 50}, 1), 1).to(DType::F64); }, false);
     compare_both("max small rows", [](Inputs& in) { return max(in.rand({5000, 3}, 1), {1}); });
     // Few outputs over many elements: split into chunks and combined in a second pass (cuda_reduce.cu).
     compare_both("sum dim 0, bias-gradient shape", [](Inputs& in) { return sum(in.rand({4096, 64}, 1), {0}); });

@@ -276,6 +276,17 @@ TEST_SUITE("ops") {
     check_close(le(a, c), {1, 1, 0, 1, 0, 0});
     check_close(a.min({0}), {1, 2, 3});
     check_close(min(a, {1}, true), {1, 4});
+    // argmax: the first of equal values, a NaN's index if there is one (torch.argmax); int64, any float dtype
+    Tensor m = Tensor::from_vector<float>({1, 5, 5, 2, 0, 9}, {2, 3});
+    CHECK(argmax(m, 1).to_vector<int64_t>() == std::vector<int64_t>{1, 2});
+    CHECK(argmax(m, 0).to_vector<int64_t>() == std::vector<int64_t>{1, 0, 1});
+    CHECK(m.argmax(-1, true).shape() == Shape{2, 1});
+    CHECK(argmax(m.transpose(0, 1), 0).to_vector<int64_t>() == std::vector<int64_t>{1, 2});
+    CHECK(argmax(m.to(DType::BF16), 1).to_vector<int64_t>() == std::vector<int64_t>{1, 2});
+    CHECK(argmax(Tensor::from_vector<double>({1, NAN, 3, NAN}, {4}), 0).item() == 1);
+    CHECK(argmax(Tensor::from_vector<int64_t>({3, 7, 7}, {3}), 0).item() == 1);
+    CHECK_THROWS_WITH_ALL(argmax(Tensor::zeros({2, 0}), 1), "argmax", "empty", "[2,0]");
+    CHECK_THROWS_WITH_ALL(argmax(Tensor::scalar(1.0), 0), "argmax", "rank >= 1");
     // [3,1,4] op [2,4] -> [3,2,4]
     Tensor x = Tensor::arange(0, 12, 1, F64).reshape({3, 1, 4});
     Tensor y = Tensor::arange(0, 8, 1, F64).reshape({2, 4}) * 100.0;

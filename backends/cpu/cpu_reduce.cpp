@@ -16,6 +16,7 @@
 #include "backends/cpu/cpu_backend.h"
 #include "backends/cpu/lane_sum.h"
 #include "backends/cpu/strided_loop.h"
+#include "backends/elementwise_math.h"
 #include "backends/in_float32.h"
 
 namespace skipgrad {
@@ -227,6 +228,26 @@ void CpuBackend::cumsum(const Tensor& x, int64_t dim, bool reverse, Tensor& out)
       }
     }
   });
+}
+
+void CpuBackend::argmax(const Tensor& x, int64_t dim, Tensor& out) {
+  const ScanLayout l = argmax_layout(x, dim, out);
+  const int64_t outer = l.outer, n = l.n, inner = l.inner;
+  auto run = [&]<class T>() {
+    const T* xp = static_cast<const T*>(x.data_ptr());
+    int64_t* yp = static_cast<int64_t*>(out.data_ptr());
+#pragma omp parallel for if (outer * n * inner > (1 << 15))
+    for (int64_t o = 0; o < outer; o++)
+      for (int64_t k = 0; k < inner; k++)
+        yp[o * inner + k] = elementwise::argmax_line(xp + o * n * inner + k, n, inner);
+  };
+  switch (x.dtype()) {  // (bfloat16 is refused by argmax_layout: the op compares in float32)
+    case DType::F32: run.operator()<float>(); return;
+    case DType::F64: run.operator()<double>(); return;
+    case DType::I64: run.operator()<int64_t>(); return;
+    case DType::I32: run.operator()<int32_t>(); return;
+    case DType::BF16: return;
+  }
 }
 
 }  // namespace skipgrad

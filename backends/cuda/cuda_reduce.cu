@@ -16,6 +16,7 @@
 #include <type_traits>
 
 #include "backends/cuda/cuda_common.cuh"
+#include "backends/elementwise_math.h"
 #include "backends/in_float32.h"
 
 namespace skipgrad {
@@ -287,6 +288,33 @@ void CudaBackend::cumsum(const Tensor& x, int64_t dim, bool reverse, Tensor& out
         static_cast<const T*>(x.data_ptr()), static_cast<T*>(out.data_ptr()), outer, n, inner, reverse);
   });
   SG_CUDA_LAUNCH_CHECK("cumsum");
+}
+
+// A thread per (outer, inner) line, as cumsum; elementwise::argmax_line is the CPU's scan of a line.
+template <class T>
+__global__ void argmax_kernel(const T* x, int64_t* y, int64_t outer, int64_t n, int64_t inner) {
+  for (int64_t line = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; line < outer * inner;
+       line += (int64_t)gridDim.x * blockDim.x)
+    y[line] = elementwise::argmax_line(x + (line / inner) * n * inner + line % inner, n, inner);
+}
+
+void CudaBackend::argmax(const Tensor& x, int64_t dim, Tensor& out) {
+  const ScanLayout l = argmax_layout(x, dim, out);
+  const int64_t outer = l.outer, n = l.n, inner = l.inner;
+  if (outer * inner == 0) return;
+  auto run = [&](auto tag) {
+    using T = decltype(tag);
+    argmax_kernel<T><<<cuda::grid_for(outer * inner), cuda::kThreads, 0, stream_>>>(
+        static_cast<const T*>(x.data_ptr()), static_cast<int64_t*>(out.data_ptr()), outer, n, inner);
+  };
+  switch (x.dtype()) {  // (bfloat16 is refused by argmax_layout: the op compares in float32)
+    case DType::F32: run(float{}); break;
+    case DType::F64: run(double{}); break;
+    case DType::I64: run(int64_t{}); break;
+    case DType::I32: run(int32_t{}); break;
+    case DType::BF16: return;
+  }
+  SG_CUDA_LAUNCH_CHECK("argmax");
 }
 
 }  // namespace skipgrad
