@@ -256,7 +256,12 @@ Tensor embedding(const Tensor& weight, const Tensor& ids, int64_t padding_idx) {
   Shape out_shape = ids.shape();
   out_shape.push_back(D);
   Tensor out = Tensor::empty(out_shape, weight.dtype(), weight.device());
-  be(weight).embedding(contiguous_raw(weight), ids_c, out);  // checks every id is in [0, V)
+  try {
+    be(weight).embedding(contiguous_raw(weight), ids_c, out);  // checks every id is in [0, V)
+  } catch (const Error& e) {  // which table: "dec.pos_embed: embedding: id 64 ... out of range [0, 64)"
+    if (current_scope().empty()) throw;
+    fail(current_scope(), ": ", e.what());
+  }
   // gweight[ids[i]] += g[i]: scattered into the weight's gradient so far when the walk hands it over (a tied
   // embedding's: the output projection's, the other side's embedding), else into zeros
   record(op, {weight, ids}, out, {ids_c}, [V, D, padding_idx](const Node& n, const Tensor& g) {

@@ -502,6 +502,10 @@ TEST_SUITE("ops_nn") {
     CHECK_THROWS_WITH_ALL(embedding(w, Tensor::zeros({2})), "embedding", "int64", "float32");
     CHECK_THROWS_WITH_ALL(embedding(w, i64({1, 5}, {2})), "embedding", "5", "out of range");
     CHECK_THROWS_WITH_ALL(embedding(w, i64({-1}, {1})), "embedding", "-1", "out of range");
+    {  // a module's table says which it is (a token and a position table look alike)
+      Scope s("dec.pos_embed");
+      CHECK_THROWS_WITH_ALL(embedding(w, i64({1, 5}, {2})), "dec.pos_embed: embedding", "5", "out of range");
+    }
     CHECK_THROWS_WITH_ALL(embedding(leaf({5}, 2), i64({1}, {1})), "embedding", "[5]");
     CHECK_THROWS_WITH_ALL(embedding(w, i64({1}, {1}), 5), "embedding", "padding_idx");
 
