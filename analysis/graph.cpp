@@ -149,7 +149,7 @@ Graph Graph::from_tape(const Tape& tape, const GraphOptions& opt) {
   return g;
 }
 
-// ---------------------------------------------------------------- lookups
+// ---------------------------------------------------------------- text
 
 // "#12 enc.0.ffn.residual_add = add(#9, #11) float32[2,4,16] |g| 0.0123"; a leaf: "#3 enc.0.ffn.fc1.weight param
 // float32[32,16]". |x| and |g| are the value and gradient norms, where known.
@@ -178,6 +178,8 @@ std::string Graph::to_text() const {
   }
   return out;
 }
+
+// ---------------------------------------------------------------- lookups
 
 const GraphNode& Graph::at(int64_t id) const {
   check(id >= 0 && id < (int64_t)nodes.size(), "graph", ": no node with id ", id, " (the graph has ", nodes.size(),
