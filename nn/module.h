@@ -80,4 +80,31 @@ class Module {
   std::vector<std::pair<std::string, std::shared_ptr<Module>>> children_;
 };
 
+// A numbered list of child modules, as torch.nn.ModuleList: element i is registered as child "i", so a stack of
+// blocks names its parameters "blk.0.attn.q_proj.weight", ... and a forward run under `Scope s(blocks.name())` and
+// each block's own scope records "blk.3.mlp.residual_add". T is the element type (a Module subclass).
+//
+//   auto blocks = register_module("blk", std::make_shared<nn::ModuleList<Block>>());
+//   for (int i = 0; i < n; i++) blocks->push_back(std::make_shared<Block>(cfg));
+//   for (auto& b : *blocks) x = b->forward(x);
+template <class T>
+class ModuleList : public Module {
+ public:
+  std::shared_ptr<T> push_back(std::shared_ptr<T> m) {
+    items_.push_back(register_module(std::to_string(items_.size()), std::move(m)));
+    return items_.back();
+  }
+  size_t size() const { return items_.size(); }
+  bool empty() const { return items_.empty(); }
+  const std::shared_ptr<T>& operator[](size_t i) const {
+    check(i < items_.size(), "ModuleList", ": index ", i, " out of range for '", name(), "' of ", items_.size());
+    return items_[i];
+  }
+  auto begin() const { return items_.begin(); }
+  auto end() const { return items_.end(); }
+
+ private:
+  std::vector<std::shared_ptr<T>> items_;
+};
+
 }  // namespace skipgrad::nn

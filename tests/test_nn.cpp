@@ -60,6 +60,25 @@ TEST_SUITE("nn") {
     const double bound = 0.5;  // 1/sqrt(4)
     for (double w : lin.weight.to_vector<double>()) CHECK(std::abs(w) <= bound);
     CHECK_THROWS_WITH_ALL(lin.forward(Tensor::zeros({2, 5})), "expected [..., 4]", "[2,5]");
+    {  // ModuleList: children "0", "1", ...: parameter names and node scopes read "blk.1.weight", "blk.1.linear"
+      nn::Module model("");
+      auto blocks = model.register_module("blk", std::make_shared<nn::ModuleList<nn::Linear>>());
+      for (int i = 0; i < 3; i++) blocks->push_back(std::make_shared<nn::Linear>(2, 2));
+      CHECK(blocks->size() == 3);
+      const auto named = model.named_parameters();
+      REQUIRE(named.size() == 6);
+      CHECK(named[2].first == "blk.1.weight");
+      CHECK(named[5].first == "blk.2.bias");
+      current_tape().clear();
+      Tensor x = Tensor::ones({1, 2}).requires_grad_();
+      {
+        Scope s(blocks->name());
+        for (const auto& b : *blocks) x = b->forward(x);
+      }
+      CHECK(x.node_name() == "blk.2.linear");
+      current_tape().clear();
+      CHECK_THROWS_WITH_ALL((*blocks)[3], "ModuleList", "index 3", "'blk'", "of 3");
+    }
     {  // a child name used twice would give two parameters one full name: refused at registration
       nn::Module parent("blk");
       parent.register_module("fc", std::make_shared<nn::Linear>(2, 2));
