@@ -340,6 +340,30 @@ uint64_t parse_u64(const Metadata& meta, const std::string& key, const std::stri
 }
 }  // namespace
 
+NamedTensors state_dict(const Module& model) { return model_tensors(model); }
+
+void load_state_dict(Module& model, const NamedTensors& tensors) {
+  const char* op = "load_state_dict";
+  std::map<std::string, const Tensor*> given;
+  for (const auto& [name, t] : tensors) check(given.emplace(name, &t).second, op, ": tensor '", name, "' given twice");
+  NamedTensors dest = model_tensors(model);
+  std::set<std::string> expected;
+  for (const auto& [name, t] : dest) expected.insert(name);
+  for (const auto& [name, t] : tensors)
+    check(expected.count(name), op, ": tensor '", name, "', which the model does not have");
+  std::vector<Tensor> sources;
+  for (const auto& [name, t] : dest) {
+    auto it = given.find(name);
+    check(it != given.end(), op, ": no tensor '", name, "' for the model's ", t.meta_str());
+    const Tensor& src = *it->second;
+    check(src.defined() && src.shape() == t.shape(), op, ": tensor '", name, "' is ",
+          src.defined() ? src.meta_str() : "undefined", ", the model's ", t.meta_str());
+    sources.push_back(src);
+  }
+  NoGradGuard no_grad;
+  for (size_t i = 0; i < dest.size(); i++) dest[i].second.copy_(sources[i]);
+}
+
 void save_checkpoint(const std::string& path, const Module& model, const Optimizer* optimizer, const Metadata& metadata) {
   Metadata meta;
   for (auto& [k, v] : metadata) {

@@ -40,6 +40,15 @@ namespace skipgrad::nn {
 
 using Metadata = std::map<std::string, std::string>;
 
+// ---- a model's tensors in memory (torch's state_dict / load_state_dict) ----
+// Every parameter and buffer by full name, parameters first: the tensors themselves (handles, not copies), as a
+// checkpoint holds them.
+NamedTensors state_dict(const Module& model);
+// Copies `tensors` into the model's parameters and buffers in place (Tensor::copy_: any device, any floating dtype,
+// converted). Strict, as torch's default: every name of the model given once, no other name, the same shapes;
+// nothing is copied when a check fails, and the error names the tensor.
+void load_state_dict(Module& model, const NamedTensors& tensors);
+
 // ---- checkpoints of a model (and optimizer, step, RNG) ----
 void save_checkpoint(const std::string& path, const Module& model, const Optimizer* optimizer = nullptr,
                      const Metadata& metadata = {});

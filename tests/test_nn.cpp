@@ -136,6 +136,36 @@ TEST_SUITE("nn") {
     CHECK(swiglu.forward(x).shape() == Shape{2, 3, 8});
   }
 
+  TEST_CASE("state_dict / load_state_dict: one model's tensors into another, strict, nothing copied on a mismatch") {
+    nn::TransformerConfig cfg;
+    cfg.vocab = 20, cfg.d_model = 8, cfg.heads = 2, cfg.d_ff = 16, cfg.enc_layers = cfg.dec_layers = 1;
+    manual_seed(1);
+    nn::Transformer a(cfg);
+    manual_seed(2);
+    nn::Transformer b(cfg);
+    const nn::NamedTensors sa = nn::state_dict(a);
+    REQUIRE(sa.size() == a.named_parameters().size() + a.named_buffers().size());
+    CHECK(sa[0].second.impl_ptr() == a.named_parameters()[0].second.impl_ptr());  // handles, not copies
+    nn::NamedTensors bad = sa;
+    bad.back().second = Tensor::zeros({3});
+    const std::vector<float> before = b.named_parameters()[0].second.to_vector<float>();
+    CHECK_THROWS_WITH_ALL(nn::load_state_dict(b, bad), "load_state_dict", bad.back().first.c_str(), "[3]");
+    CHECK(b.named_parameters()[0].second.to_vector<float>() == before);  // nothing copied
+    bad = sa;
+    bad.pop_back();
+    CHECK_THROWS_WITH_ALL(nn::load_state_dict(b, bad), "load_state_dict", "no tensor", sa.back().first.c_str());
+    bad = sa;
+    bad.emplace_back("extra.weight", Tensor::zeros({1}));
+    CHECK_THROWS_WITH_ALL(nn::load_state_dict(b, bad), "load_state_dict", "'extra.weight'", "does not have");
+    bad = sa;
+    bad.push_back(sa[0]);
+    CHECK_THROWS_WITH_ALL(nn::load_state_dict(b, bad), "load_state_dict", "given twice");
+    nn::load_state_dict(b, sa);
+    const auto pa = a.named_parameters(), pb = b.named_parameters();
+    for (size_t i = 0; i < pa.size(); i++) CHECK(pb[i].second.to_vector<float>() == pa[i].second.to_vector<float>());
+    CHECK(pb[0].second.impl_ptr() != pa[0].second.impl_ptr());  // copied, not shared
+  }
+
   TEST_CASE("a checkpoint of one topology is refused by a model of another with the same parameters") {
     // pre_ln and resi_dual (post_ln and deep_norm) have the same names and shapes: only the recorded kind tells
     const std::string path = (std::filesystem::temp_directory_path() /
