@@ -133,10 +133,12 @@ Tensor argmax(const Tensor& x, int64_t dim, bool keepdim) {
   check(x.dim() > 0, "argmax", ": expected a tensor of rank >= 1, got ", x.meta_str());
   const int64_t d = normalize_dim(dim, x.dim(), "argmax");
   check(x.size(d) > 0, "argmax", ": dim ", dim, " of ", x.meta_str(), " is empty: no maximum");
-  Tensor xc = contiguous_raw(x);
-  if (x.dtype() == DType::BF16) {
+  Tensor xc;
+  if (x.dtype() == DType::BF16) {  // one copy, contiguous and in float32
     xc = Tensor::empty(x.shape(), DType::F32, x.device());
     be(x).copy(x, xc);
+  } else {
+    xc = contiguous_raw(x);
   }
   Shape keep = x.shape();
   keep[d] = 1;

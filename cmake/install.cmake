@@ -23,10 +23,10 @@ set(SKIPGRAD_CMAKE_DIR ${CMAKE_INSTALL_LIBDIR}/cmake/skipgrad)
 install(EXPORT skipgrad-targets NAMESPACE skipgrad:: DESTINATION ${SKIPGRAD_CMAKE_DIR})
 # The package config finds again what the library's interface links: OpenMP, OpenBLAS through pkg-config unless
 # the OpenMP build was linked by its full path, and the CUDA Toolkit when the CUDA backend is in.
-if(TARGET PkgConfig::SKIPGRAD_OPENBLAS AND NOT SKIPGRAD_OPENBLAS_LINKED_BY_PATH)
-  set(SKIPGRAD_PACKAGE_NEEDS_PKGCONFIG_OPENBLAS ON)
-else()
+if(SKIPGRAD_OPENBLAS_LINKED_BY_PATH)
   set(SKIPGRAD_PACKAGE_NEEDS_PKGCONFIG_OPENBLAS OFF)
+else()  # the interface names PkgConfig::SKIPGRAD_OPENBLAS (root CMakeLists.txt)
+  set(SKIPGRAD_PACKAGE_NEEDS_PKGCONFIG_OPENBLAS ON)
 endif()
 configure_package_config_file(${CMAKE_CURRENT_LIST_DIR}/skipgrad-config.cmake.in
                               ${PROJECT_BINARY_DIR}/skipgrad-config.cmake INSTALL_DESTINATION ${SKIPGRAD_CMAKE_DIR})
