@@ -59,6 +59,7 @@ const std::vector<OpInfo>& op_table() {
       {"dropout",           1, F::Dropout},
       {"masked_fill",       2, F::Select},
       {"where",             3, F::Select},
+      {"gather",            2, F::Select},
       {"attention",       -1, F::Attention},
   };
   return table;

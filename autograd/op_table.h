@@ -23,7 +23,7 @@ enum class OpFamily {
   Loss,
   Attention,
   Dropout,
-  Select,       // masked_fill, where
+  Select,       // masked_fill, where, gather
 };
 
 struct OpInfo {

@@ -9,6 +9,7 @@
 //   ops_view.cpp         reshape, transpose, permute, slice, expand, contiguous, casts, concat/split/stack
 //   ops_nn.cpp           softmax, log_softmax, layer_norm, rms_norm, l2_norm, embedding, cross_entropy,
 //                        dropout, masked_fill, where
+//   ops_index.cpp        argmax, topk, gather, index_select, multinomial
 //   ops_attention.cpp    fused scaled-dot-product attention
 #pragma once
 #include <cstdint>
@@ -79,9 +80,6 @@ Tensor mean(const Tensor& a, const Shape& dims, bool keepdim = false);
 // Maximum over dims; the gradient is shared equally among tied maxima.
 Tensor max(const Tensor& a, const Shape& dims, bool keepdim = false);
 Tensor min(const Tensor& a, const Shape& dims, bool keepdim = false);
-// Index (int64) of the largest value along dim, the first of equal ones, a NaN's if there is one (torch.argmax).
-// Not differentiable: nothing is recorded.
-Tensor argmax(const Tensor& a, int64_t dim, bool keepdim = false);
 // Inclusive prefix sums along dim (torch.cumsum); any dtype, differentiable for floats.
 Tensor cumsum(const Tensor& a, int64_t dim);
 // Sums `g` down to `shape` (the reverse of broadcasting); not recorded. Used by backward functions.
@@ -126,6 +124,29 @@ Tensor dropout(const Tensor& x, double p, bool training = true, Generator* gen =
 // x where mask == 0, value where mask != 0 (mask broadcast to x).
 Tensor masked_fill(const Tensor& x, const Tensor& mask, double value);
 Tensor where(const Tensor& cond, const Tensor& a, const Tensor& b);
+
+// ---- indices: pick, read and draw elements by index ----
+// Index (int64) of the largest value along dim, the first of equal ones, a NaN's if there is one (torch.argmax).
+// Not differentiable: nothing is recorded.
+Tensor argmax(const Tensor& a, int64_t dim, bool keepdim = false);
+// The k largest (smallest when !largest) elements along dim, in order, and their int64 indices (torch.topk, sorted):
+// equal values in index order, a NaN counted as the largest. values is gather(a, dim, indices), so it carries a's
+// gradient. O(n k) per line of n.
+struct TopK {
+  Tensor values, indices;
+};
+TopK topk(const Tensor& a, int64_t k, int64_t dim = -1, bool largest = true);
+// out[..., j, ...] = a[..., index[..., j, ...], ...] along dim (torch.gather): index int64 of a's rank, no larger
+// than a on the other dims; out has index's shape. The gradient of a element read several times is their sum. An
+// index out of range is an error (on the GPU: found by the kernel, reported at the next sync, as embedding's).
+// An integer a (ids) is gathered too, exactly below 2^53, without a gradient.
+Tensor gather(const Tensor& a, int64_t dim, const Tensor& index);
+// a's slices at the positions of a 1-D int64 index along dim (torch.index_select); recorded as a gather.
+Tensor index_select(const Tensor& a, int64_t dim, const Tensor& index);
+// num_samples category indices (int64 [..., num_samples]) per row of weights [..., V] (nonnegative, finite, at least
+// one positive per row; need not sum to 1), as torch.multinomial; without replacement a row needs num_samples
+// positive weights. Checks the weights with one host read. Reproducible from `gen`'s seed on every device.
+Tensor multinomial(const Tensor& probs, int64_t num_samples, bool replacement = false, Generator* gen = nullptr);
 
 // ---- fused attention ----
 // q [B, H, Tq, dh], k and v [B, H, Tk, dh]. softmax(q k^T * scale + mask) v, one node, analytic backward.

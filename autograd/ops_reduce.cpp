@@ -126,30 +126,6 @@ Tensor min(const Tensor& x, const Shape& dims, bool keepdim) {
   return extremum("min", ReduceOp::Min, x, dims, keepdim);
 }
 
-// i = argmax over dim: the backend scans each line of a contiguous copy (bfloat16 compared in float32, which holds
-// its values exactly). Not recorded: an index has no gradient.
-Tensor argmax(const Tensor& x, int64_t dim, bool keepdim) {
-  check_defined("argmax", x);
-  check(x.dim() > 0, "argmax", ": expected a tensor of rank >= 1, got ", x.meta_str());
-  const int64_t d = normalize_dim(dim, x.dim(), "argmax");
-  check(x.size(d) > 0, "argmax", ": dim ", dim, " of ", x.meta_str(), " is empty: no maximum");
-  Tensor xc;
-  if (x.dtype() == DType::BF16) {  // one copy, contiguous and in float32
-    xc = Tensor::empty(x.shape(), DType::F32, x.device());
-    be(x).copy(x, xc);
-  } else {
-    xc = contiguous_raw(x);
-  }
-  Shape keep = x.shape();
-  keep[d] = 1;
-  Tensor out = Tensor::empty(keep, DType::I64, x.device());
-  be(x).argmax(xc, d, out);
-  if (keepdim) return out;
-  Shape squeezed = x.shape();
-  squeezed.erase(squeezed.begin() + d);
-  return reshape_raw(out, squeezed);
-}
-
 // y_i = sum_{j <= i} x_j along dim:  gx_j = sum_{i >= j} g_i (the reverse prefix sum of g). Integer tensors are
 // summed too (no gradient): make_positions in nn/layers.cpp counts tokens this way on any device.
 Tensor cumsum(const Tensor& x, int64_t dim) {
@@ -175,6 +151,5 @@ Tensor Tensor::mean() const { return skipgrad::mean(*this); }
 Tensor Tensor::mean(const Shape& dims, bool keepdim) const { return skipgrad::mean(*this, dims, keepdim); }
 Tensor Tensor::max(const Shape& dims, bool keepdim) const { return skipgrad::max(*this, dims, keepdim); }
 Tensor Tensor::min(const Shape& dims, bool keepdim) const { return skipgrad::min(*this, dims, keepdim); }
-Tensor Tensor::argmax(int64_t dim, bool keepdim) const { return skipgrad::argmax(*this, dim, keepdim); }
 
 }  // namespace skipgrad

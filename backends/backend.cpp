@@ -81,13 +81,14 @@ ScanLayout cumsum_layout(const Tensor& x, int64_t dim, const Tensor& out) {
   return scan_layout(x, dim);
 }
 
-ScanLayout argmax_layout(const Tensor& x, int64_t dim, const Tensor& out) {
-  Shape keep = x.shape();
-  if (dim >= 0 && dim < x.dim()) keep[dim] = 1;
-  if (!(dim >= 0 && dim < x.dim() && x.size(dim) > 0 && x.is_contiguous() && x.dtype() != DType::BF16 &&
-        out.is_contiguous() && out.dtype() == DType::I64 && out.shape() == keep))
-    fail("argmax", ": expected contiguous x (not bfloat16, dim ", dim, " not empty) and int64 out of its shape "
-         "with size 1 at dim, got ", x.meta_str(), " and ", out.meta_str());
+ScanLayout topk_layout(const Tensor& x, int64_t dim, int64_t k, const Tensor& out) {
+  const bool dim_ok = dim >= 0 && dim < x.dim();
+  Shape out_shape = x.shape();
+  if (dim_ok) out_shape[dim] = k;
+  if (!(dim_ok && k >= 0 && k <= x.size(dim) && x.is_contiguous() && x.dtype() != DType::BF16 &&
+        out.is_contiguous() && out.dtype() == DType::I64 && out.shape() == out_shape))
+    fail("topk", ": expected contiguous x (not bfloat16) with 0 <= k <= its size at dim ", dim, ", and int64 out "
+         "of its shape with size k at dim; got k ", k, ", ", x.meta_str(), " and ", out.meta_str());
   return scan_layout(x, dim);
 }
 

@@ -142,10 +142,11 @@ class Backend {
   // Inclusive prefix sums along dim: out[.., i, ..] = sum_{j <= i} x[.., j, ..] (reverse: sum_{j >= i}).
   // x and out are contiguous and of one shape and dtype; floats accumulate in double, integers in int64.
   virtual void cumsum(const Tensor& x, int64_t dim, bool reverse, Tensor& out) = 0;
-  // Index along dim of each line's largest value, the first of equal ones (a NaN counts as the largest, as
-  // torch.argmax). x contiguous, not bfloat16, with dim not empty; out contiguous int64 of x's shape with size 1
-  // at dim.
-  virtual void argmax(const Tensor& x, int64_t dim, Tensor& out) = 0;
+  // The indices along dim of each line's k first elements in topk's order (elementwise::topk_before: largest or
+  // smallest values first, equal ones in index order, a NaN counting as the largest), in that order. x contiguous,
+  // not bfloat16, 0 <= k <= its size at dim; out contiguous int64 of x's shape with size k at dim. argmax is k = 1.
+  // O(n k) per line of n.
+  virtual void topk(const Tensor& x, int64_t dim, int64_t k, bool largest, Tensor& out) = 0;
   // Number of NaN/Inf elements (anomaly mode; synchronises on devices).
   virtual int64_t count_nonfinite(const Tensor& x) = 0;
 
@@ -226,8 +227,8 @@ struct ScanLayout {
   int64_t outer = 1, n = 1, inner = 1;
 };
 ScanLayout cumsum_layout(const Tensor& x, int64_t dim, const Tensor& out);
-// The same layout for Backend::argmax, after checking its contract.
-ScanLayout argmax_layout(const Tensor& x, int64_t dim, const Tensor& out);
+// The same layout for Backend::topk's x, after checking its contract (out is [outer, k, inner]).
+ScanLayout topk_layout(const Tensor& x, int64_t dim, int64_t k, const Tensor& out);
 // Backend::dropout's contract (x and y contiguous, of one shape and dtype), checked by every backend's dropout.
 void check_dropout_operands(const Tensor& x, const Tensor& y);
 // Backend::scale_many's contract (floating tensors on the scale's device, a one-element floating scale).

@@ -90,15 +90,30 @@ SG_HOST_DEVICE T unary_grad(UnaryOp op, T gy, T x, T y, T a) {
   return op == UnaryOp::Relu ? (x <= T(0) ? T(0) : gy) : gy * unary_deriv<T>(op, x, y, a);
 }
 
-// The index of the largest of x[0], x[stride], ..., x[(n-1) stride] (n > 0): the first of equal ones, the first NaN
-// if there is one (as torch.argmax). Backend::argmax's line, on both devices.
+// topk's order of (value, index) pairs: larger values first (smaller first when !largest), equal values in index
+// order. A NaN counts as larger than every number (torch.topk, torch.argmax), so it comes first when largest and
+// last when not. A strict total order: no two pairs of one line are equal, so each rank has one element.
 template <class T>
-SG_HOST_DEVICE int64_t argmax_line(const T* x, int64_t n, int64_t stride) {
-  int64_t best = 0;
-  T best_v = x[0];
-  for (int64_t j = 1; j < n && best_v == best_v; j++) {  // (stops at a NaN: nothing beats it)
+SG_HOST_DEVICE bool topk_before(T a, int64_t ia, T b, int64_t ib, bool largest) {
+  const bool a_nan = a != a, b_nan = b != b;
+  if (a_nan != b_nan) return largest ? a_nan : b_nan;
+  if (!a_nan && a != b) return largest ? a > b : a < b;
+  return ia < ib;
+}
+
+// The first in topk's order among x[j * stride] for j = first, first + step, ... < n that come after the pair
+// (prev, iprev) (iprev < 0: no pair, all of them); -1 when there is none. Backend::topk calls it k times per line,
+// each time after the element found the time before: the CPU with first 0 and step 1, a CUDA block with each
+// thread on its own j = thread, thread + block size, ... and a reduction of their answers by topk_before.
+template <class T>
+SG_HOST_DEVICE int64_t topk_next(const T* x, int64_t n, int64_t stride, int64_t first, int64_t step, T prev,
+                                 int64_t iprev, bool largest) {
+  int64_t best = -1;
+  T best_v = T(0);
+  for (int64_t j = first; j < n; j += step) {
     const T v = x[j * stride];
-    if (v > best_v || v != v) {
+    if (iprev >= 0 && !topk_before(prev, iprev, v, j, largest)) continue;
+    if (best < 0 || topk_before(v, j, best_v, best, largest)) {
       best = j;
       best_v = v;
     }

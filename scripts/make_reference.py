@@ -290,6 +290,11 @@ case("attention", "causal Tq=2 < Tk=5 (decoder with a cache)",
 cumsum_fn = lambda p, x: torch.cumsum(x, dim=p["dim"])
 case("cumsum", "dim 1 of [2,3,4]", [In([2, 3, 4])], cumsum_fn, {"dim": 1})
 case("cumsum", "dim -1 of transposed [5,3]", [In([5, 3], storage_order=T2)], cumsum_fn, {"dim": -1})
+gather_fn = lambda p, x, index: torch.gather(x, p["dim"], index)
+case("gather", "dim 1 of [3,4], repeated indices", [In([3, 4]), In([3, 2], "int64", [3, 3, 0, 1, 2, 2])],
+     gather_fn, {"dim": 1})
+case("gather", "dim 0 of transposed [4,3], index [2,2] smaller on dim 1",
+     [In([4, 3], storage_order=T2), In([2, 2], "int64", [3, 0, 1, 1])], gather_fn, {"dim": 0})
 
 # ---------------------------------------------------------------- running and writing
 

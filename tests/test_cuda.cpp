@@ -160,6 +160,15 @@ TEST_SUITE("cuda") {
     compare_both("max", [](Inputs& in) { return max(in.rand({6, 50}, 1), {1}); });
     compare_both("min", [](Inputs& in) { return min(in.rand({6, 50}, 1), {0}); });
     compare_both("argmax", [](Inputs& in) { return argmax(in.rand_t({6, 50}, 1), 1).to(DType::F64); }, false);
+    compare_both("topk values (a block per line)", [](Inputs& in) { return topk(in.rand_t({6, 500}, 1), 7).values; });
+    compare_both("topk smallest, dim 0", [](Inputs& in) {
+      return topk(in.rand({40, 3}, 1), 40, 0, false).indices.to(DType::F64);
+    }, false);
+    compare("multinomial: one seed, the same draws", [](Inputs& in) {
+      Generator gen(9);
+      Tensor w = in.rand({3, 40}, 1, 0, 1, false);
+      return concat({multinomial(w, 6, true, &gen), multinomial(w, 6, false, &gen)}, 1).to(DType::F64);
+    }, DType::F64, false);
     compare_both("max small rows", [](Inputs& in) { return max(in.rand({5000, 3}, 1), {1}); });
     // Few outputs over many elements: split into chunks and combined in a second pass (cuda_reduce.cu).
     compare_both("sum dim 0, bias-gradient shape", [](Inputs& in) { return sum(in.rand({4096, 64}, 1), {0}); });
@@ -449,6 +458,9 @@ TEST_SUITE("cuda") {
     Tensor logits = Tensor::zeros({2, 5}, DType::F32, Device::cuda());
     Tensor targets = Tensor::from_vector<int64_t>({1, 9}, {2}, Device::cuda());
     CHECK_THROWS_WITH_ALL(cross_entropy(logits, targets).item(), "cross_entropy", "out of range");
+    // index 3 of a row of 3 would be the next row's first element: gather maps it to -1 for the lookup to flag
+    Tensor idx = Tensor::from_vector<int64_t>({0, 3}, {1, 2}, Device::cuda());
+    CHECK_THROWS_WITH_ALL(gather(w, 1, idx).to_vector<float>(), "out of range", "gather");
     CHECK(Tensor::ones({2}, DType::F32, Device::cuda()).sum().item() == 2);  // the flag was cleared
   }
 

@@ -58,14 +58,6 @@ Tensor random_layout(const Shape& s, std::mt19937& rng) {
   return base.permute(inv);
 }
 
-GradCase gc(const char* op, const char* label, Fn f, std::vector<Tensor> inputs) {
-  GradCase c;
-  c.op = op;
-  c.label = label;
-  c.f = std::move(f);
-  c.inputs = std::move(inputs);
-  return c;
-}
 Fn unary(Tensor (*fn)(const Tensor&)) {
   return [fn](const std::vector<Tensor>& x) { return fn(x[0]); };
 }

@@ -13,10 +13,6 @@ using namespace sgtest;
 namespace {
 Tensor f64(const std::vector<double>& v, const Shape& s) { return Tensor::from_vector<double>(v, s); }
 Tensor i64(const std::vector<int64_t>& v, const Shape& s) { return Tensor::from_vector<int64_t>(v, s); }
-GradCase gc(const char* op, const char* label, std::function<Tensor(const std::vector<Tensor>&)> f,
-            std::vector<Tensor> inputs) {
-  return GradCase{op, label, std::move(f), std::move(inputs)};
-}
 }  // namespace
 
 // ---------------------------------------------------------------- gradient checks

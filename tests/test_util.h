@@ -106,6 +106,11 @@ struct GradCase {
   double atol = 1e-5, rtol = 1e-4;
 };
 const std::vector<GradCase>& grad_cases();  // every registered case (tests/test_gradcheck_all.cpp)
+// A case with the default tolerances.
+inline GradCase gc(const char* op, const char* label, std::function<Tensor(const std::vector<Tensor>&)> f,
+                   std::vector<Tensor> inputs) {
+  return GradCase{op, label, std::move(f), std::move(inputs)};
+}
 struct GradCaseRegistrar {
   GradCaseRegistrar(std::function<std::vector<GradCase>()> make);
 };

@@ -22,7 +22,7 @@ class CpuBackend final : public Backend {
   void reduce(ReduceOp op, const Tensor& x, const std::vector<bool>& reduce, Tensor& out) override;
   void norm_many(const std::vector<const Tensor*>& ts, Tensor& out) override;
   void cumsum(const Tensor& x, int64_t dim, bool reverse, Tensor& out) override;
-  void argmax(const Tensor& x, int64_t dim, Tensor& out) override;
+  void topk(const Tensor& x, int64_t dim, int64_t k, bool largest, Tensor& out) override;
   int64_t count_nonfinite(const Tensor& x) override;
   void gemm(const GemmArgs& args) override;
   void softmax(const Tensor& x, Tensor& y, bool log, const SoftmaxMask& mask) override;

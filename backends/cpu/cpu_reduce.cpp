@@ -230,18 +230,26 @@ void CpuBackend::cumsum(const Tensor& x, int64_t dim, bool reverse, Tensor& out)
   });
 }
 
-void CpuBackend::argmax(const Tensor& x, int64_t dim, Tensor& out) {
-  const ScanLayout l = argmax_layout(x, dim, out);
+// Per line: k calls of topk_next, each after the element the previous one found.
+void CpuBackend::topk(const Tensor& x, int64_t dim, int64_t k, bool largest, Tensor& out) {
+  const ScanLayout l = topk_layout(x, dim, k, out);
   const int64_t outer = l.outer, n = l.n, inner = l.inner;
   auto run = [&]<class T>() {
     const T* xp = static_cast<const T*>(x.data_ptr());
     int64_t* yp = static_cast<int64_t*>(out.data_ptr());
-#pragma omp parallel for if (outer * n * inner > (1 << 15))
+#pragma omp parallel for if (outer * n * inner * k > (1 << 15))
     for (int64_t o = 0; o < outer; o++)
-      for (int64_t k = 0; k < inner; k++)
-        yp[o * inner + k] = elementwise::argmax_line(xp + o * n * inner + k, n, inner);
+      for (int64_t c = 0; c < inner; c++) {
+        const T* line = xp + o * n * inner + c;
+        int64_t prev = -1;
+        for (int64_t r = 0; r < k; r++) {
+          const T prev_v = prev >= 0 ? line[prev * inner] : T(0);
+          prev = elementwise::topk_next(line, n, inner, 0, 1, prev_v, prev, largest);
+          yp[(o * k + r) * inner + c] = prev;
+        }
+      }
   };
-  switch (x.dtype()) {  // (bfloat16 is refused by argmax_layout: the op compares in float32)
+  switch (x.dtype()) {  // (bfloat16 is refused by topk_layout: the op compares in float32)
     case DType::F32: run.operator()<float>(); return;
     case DType::F64: run.operator()<double>(); return;
     case DType::I64: run.operator()<int64_t>(); return;

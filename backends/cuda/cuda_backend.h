@@ -78,7 +78,7 @@ class CudaBackend final : public Backend {
   void where(const Tensor& cond, const Tensor& a, const Tensor& b, Tensor& out) override;
   void reduce(ReduceOp op, const Tensor& x, const std::vector<bool>& reduce, Tensor& out) override;
   void cumsum(const Tensor& x, int64_t dim, bool reverse, Tensor& out) override;
-  void argmax(const Tensor& x, int64_t dim, Tensor& out) override;
+  void topk(const Tensor& x, int64_t dim, int64_t k, bool largest, Tensor& out) override;
   int64_t count_nonfinite(const Tensor& x) override;
   void gemm(const GemmArgs& args) override;
   void gemm_bias(const GemmArgs& args, const Tensor& bias, Tensor& c) override;

@@ -290,31 +290,64 @@ void CudaBackend::cumsum(const Tensor& x, int64_t dim, bool reverse, Tensor& out
   SG_CUDA_LAUNCH_CHECK("cumsum");
 }
 
-// A thread per (outer, inner) line, as cumsum; elementwise::argmax_line is the CPU's scan of a line.
+// A block per (outer, inner) line, k rounds per line. In a round each thread finds, among its elements j = thread,
+// thread + blockDim, ..., the first in topk's order after the element of the round before (elementwise::topk_next,
+// the CPU's scan of a whole line); a tree reduction in shared memory by topk_before picks the block's first.
+// blockDim: a power of two, at most kTopkThreads.
+constexpr int kTopkThreads = 128;
 template <class T>
-__global__ void argmax_kernel(const T* x, int64_t* y, int64_t outer, int64_t n, int64_t inner) {
-  for (int64_t line = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; line < outer * inner;
-       line += (int64_t)gridDim.x * blockDim.x)
-    y[line] = elementwise::argmax_line(x + (line / inner) * n * inner + line % inner, n, inner);
+__global__ void topk_kernel(const T* x, int64_t* y, int64_t outer, int64_t n, int64_t inner, int64_t k,
+                            bool largest) {
+  __shared__ T value[kTopkThreads];
+  __shared__ int64_t index[kTopkThreads];
+  const int t = threadIdx.x;
+  for (int64_t line = blockIdx.x; line < outer * inner; line += gridDim.x) {
+    const int64_t o = line / inner, c = line % inner;
+    const T* xl = x + o * n * inner + c;
+    T prev_v = T(0);
+    int64_t prev = -1;
+    for (int64_t r = 0; r < k; r++) {
+      const int64_t j = elementwise::topk_next(xl, n, inner, t, blockDim.x, prev_v, prev, largest);
+      index[t] = j;
+      value[t] = j >= 0 ? xl[j * inner] : T(0);
+      __syncthreads();
+      for (int s = blockDim.x / 2; s > 0; s /= 2) {
+        if (t < s && index[t + s] >= 0 &&
+            (index[t] < 0 || elementwise::topk_before(value[t + s], index[t + s], value[t], index[t], largest))) {
+          index[t] = index[t + s];
+          value[t] = value[t + s];
+        }
+        __syncthreads();
+      }
+      prev = index[0];
+      prev_v = value[0];
+      if (t == 0) y[(o * k + r) * inner + c] = prev;
+      __syncthreads();  // index[0] is read by every thread before the next round writes it
+    }
+  }
 }
 
-void CudaBackend::argmax(const Tensor& x, int64_t dim, Tensor& out) {
-  const ScanLayout l = argmax_layout(x, dim, out);
+void CudaBackend::topk(const Tensor& x, int64_t dim, int64_t k, bool largest, Tensor& out) {
+  const ScanLayout l = topk_layout(x, dim, k, out);
   const int64_t outer = l.outer, n = l.n, inner = l.inner;
-  if (outer * inner == 0) return;
+  if (outer * inner == 0 || k == 0) return;
+  int threads = 32;  // enough to give each thread a few elements of a short line
+  while (threads < kTopkThreads && threads * 4 < n) threads *= 2;
+  const unsigned blocks = (unsigned)std::min<int64_t>(outer * inner, 1 << 16);
   auto run = [&](auto tag) {
     using T = decltype(tag);
-    argmax_kernel<T><<<cuda::grid_for(outer * inner), cuda::kThreads, 0, stream_>>>(
-        static_cast<const T*>(x.data_ptr()), static_cast<int64_t*>(out.data_ptr()), outer, n, inner);
+    topk_kernel<T><<<blocks, threads, 0, stream_>>>(static_cast<const T*>(x.data_ptr()),
+                                                    static_cast<int64_t*>(out.data_ptr()), outer, n, inner, k,
+                                                    largest);
   };
-  switch (x.dtype()) {  // (bfloat16 is refused by argmax_layout: the op compares in float32)
+  switch (x.dtype()) {  // (bfloat16 is refused by topk_layout: the op compares in float32)
     case DType::F32: run(float{}); break;
     case DType::F64: run(double{}); break;
     case DType::I64: run(int64_t{}); break;
     case DType::I32: run(int32_t{}); break;
     case DType::BF16: return;
   }
-  SG_CUDA_LAUNCH_CHECK("argmax");
+  SG_CUDA_LAUNCH_CHECK("topk");
 }
 
 }  // namespace skipgrad
