@@ -20,21 +20,31 @@ bool is_norm_or_bias(const std::string& name, const Tensor& param) {
 
 // ---------------------------------------------------------------- Optimizer
 
-Optimizer::Optimizer(NamedTensors params, double lr, std::vector<std::string> slots, bool no_decay_on_norms_and_biases)
-    : params_(std::move(params)), slots_(std::move(slots)), lr_(lr) {
-  check(std::isfinite(lr) && lr >= 0, "optimizer", ": learning rate must be finite and >= 0, got ", lr);
+Optimizer::Optimizer(const char* kind, std::vector<ParamGroup> groups, double lr, std::vector<std::string> slots,
+                     double weight_decay, bool no_decay_on_norms_and_biases)
+    : slots_(std::move(slots)), lr_(lr) {
+  check(std::isfinite(lr) && lr >= 0, kind, ": learning rate must be finite and >= 0, got ", lr);
+  check(std::isfinite(weight_decay) && weight_decay >= 0, kind, ": weight_decay must be >= 0, got ", weight_decay);
   std::set<std::string> names;
   std::set<const TensorImpl*> impls;
-  for (auto& [name, p] : params_) {
-    check(p.defined(), "optimizer", ": parameter '", name, "' is undefined");
-    if (!is_floating(p.dtype()))
-      fail("optimizer", ": parameter '", name, "' must be floating, got ", p.meta_str());
-    check(names.insert(name).second, "optimizer", ": parameter name '", name, "' given twice");
-    check(impls.insert(&p.impl()).second, "optimizer", ": parameter '", name, "' is the same tensor as another one");
-    std::vector<Tensor> st;
-    for (size_t s = 0; s < slots_.size(); s++) st.push_back(Tensor::zeros(p.shape(), p.dtype(), p.device()));
-    state_.push_back(std::move(st));
-    decays_.push_back(!(no_decay_on_norms_and_biases && is_norm_or_bias(name, p)));
+  for (size_t k = 0; k < groups.size(); k++) {
+    const ParamGroup& group = groups[k];
+    const double wd = group.weight_decay.value_or(weight_decay);
+    check(std::isfinite(group.lr_scale) && group.lr_scale >= 0, kind, ": lr_scale of parameter group ", k,
+          " must be finite and >= 0, got ", group.lr_scale);
+    check(std::isfinite(wd) && wd >= 0, kind, ": weight_decay of parameter group ", k, " must be >= 0, got ", wd);
+    for (const auto& [name, p] : group.params) {
+      check(p.defined(), kind, ": parameter '", name, "' is undefined");
+      if (!is_floating(p.dtype())) fail(kind, ": parameter '", name, "' must be floating, got ", p.meta_str());
+      check(names.insert(name).second, kind, ": parameter name '", name, "' given twice");
+      check(impls.insert(&p.impl()).second, kind, ": parameter '", name, "' is the same tensor as another one");
+      std::vector<Tensor> st;
+      for (size_t s = 0; s < slots_.size(); s++) st.push_back(Tensor::zeros(p.shape(), p.dtype(), p.device()));
+      state_.push_back(std::move(st));
+      params_.emplace_back(name, p);
+      weight_decay_.push_back(no_decay_on_norms_and_biases && is_norm_or_bias(name, p) ? 0.0 : wd);
+      lr_scale_.push_back(group.lr_scale);
+    }
   }
 }
 
@@ -98,14 +108,14 @@ NamedTensors Optimizer::named_state() const {
 
 // ---------------------------------------------------------------- SGD
 
-SGD::SGD(NamedTensors params, const SGDOptions& o)
-    : Optimizer(std::move(params), o.lr, o.momentum > 0 ? std::vector<std::string>{"momentum"}
-                                                       : std::vector<std::string>{},
+SGD::SGD(NamedTensors params, const SGDOptions& o) : SGD(one_group(std::move(params)), o) {}
+
+SGD::SGD(std::vector<ParamGroup> groups, const SGDOptions& o)
+    : Optimizer("sgd", std::move(groups), o.lr,
+                o.momentum > 0 ? std::vector<std::string>{"momentum"} : std::vector<std::string>{}, o.weight_decay,
                 o.no_decay_on_norms_and_biases),
       opt_(o) {
   check(std::isfinite(o.momentum) && o.momentum >= 0, "sgd", ": momentum must be >= 0, got ", o.momentum);
-  check(std::isfinite(o.weight_decay) && o.weight_decay >= 0, "sgd", ": weight_decay must be >= 0, got ",
-        o.weight_decay);
   check(!o.nesterov || o.momentum > 0, "sgd", ": nesterov needs momentum > 0");
 }
 
@@ -113,52 +123,62 @@ SGD::SGD(NamedTensors params, const SGDOptions& o)
 // (torch.optim.SGD with dampening 0: its first-step buf = g equals momentum * 0 + g.)
 void SGD::update(size_t i, Tensor& param, const Tensor& grad, std::vector<Tensor>& state) {
   Tensor g = grad;
-  if (opt_.weight_decay != 0 && decays(i)) g = add(g, mul(param, opt_.weight_decay));
+  if (weight_decay(i) != 0) g = add(g, mul(param, weight_decay(i)));
   Tensor d = g;
   if (opt_.momentum > 0) {
     Tensor& buf = state[0];
     buf.copy_(add(mul(buf, opt_.momentum), g));
     d = opt_.nesterov ? add(g, mul(buf, opt_.momentum)) : buf;
   }
-  param.copy_(sub(param, mul(d, lr_)));
+  param.copy_(sub(param, mul(d, lr_ * lr_scale(i))));
 }
 
 // ---------------------------------------------------------------- Adam / AdamW
 
-Adam::Adam(NamedTensors params, const AdamOptions& o) : Adam(std::move(params), o, false) {}
+Adam::Adam(NamedTensors params, const AdamOptions& o) : Adam(one_group(std::move(params)), o, false) {}
+Adam::Adam(std::vector<ParamGroup> groups, const AdamOptions& o) : Adam(std::move(groups), o, false) {}
 
-Adam::Adam(NamedTensors params, const AdamOptions& o, bool decoupled)
-    : Optimizer(std::move(params), o.lr, {"m", "v"}, o.no_decay_on_norms_and_biases), opt_(o), decoupled_(decoupled) {
+Adam::Adam(std::vector<ParamGroup> groups, const AdamOptions& o, bool decoupled)
+    : Optimizer(decoupled ? "adamw" : "adam", std::move(groups), o.lr, {"m", "v"}, o.weight_decay,
+                o.no_decay_on_norms_and_biases),
+      opt_(o),
+      decoupled_(decoupled) {
   const char* name = decoupled ? "adamw" : "adam";
   check(o.beta1 >= 0 && o.beta1 < 1, name, ": beta1 must be in [0, 1), got ", o.beta1);
   check(o.beta2 >= 0 && o.beta2 < 1, name, ": beta2 must be in [0, 1), got ", o.beta2);
   check(std::isfinite(o.eps) && o.eps >= 0, name, ": eps must be >= 0, got ", o.eps);
-  check(std::isfinite(o.weight_decay) && o.weight_decay >= 0, name, ": weight_decay must be >= 0, got ",
-        o.weight_decay);
 }
 
 // One parameter: the same update as a step in which it alone has a gradient.
 void Adam::update(size_t i, Tensor&, const Tensor& grad, std::vector<Tensor>&) { update_all({{i, grad}}); }
 
-// One fused backend call per device for all parameters (see Backend::adam_update for the formula), each with
-// its own weight decay. The backend needs contiguous tensors: a strided gradient is made contiguous, a strided
-// parameter is updated in a contiguous copy that is written back after.
+// One fused backend call per device and learning rate (one, without parameter groups of other lr_scale) for all
+// parameters (see Backend::adam_update for the formula), each with its own weight decay. The backend needs
+// contiguous tensors: a strided gradient is made contiguous, a strided parameter is updated in a contiguous copy
+// that is written back after.
 void Adam::update_all(const std::vector<Pending>& todo) {
   std::vector<Tensor> ps, gs;  // the contiguous operands; reserved so that AdamTensors' pointers stay valid
   ps.reserve(todo.size());
   gs.reserve(todo.size());
-  std::vector<std::pair<Device, std::vector<AdamTensors>>> groups;  // by device; one in practice (Module::to)
+  struct Call {  // one backend call: a device (one in practice: Module::to) and a learning rate
+    Device device;
+    double lr;
+    std::vector<AdamTensors> ts;
+  };
+  std::vector<Call> calls;
   for (const Pending& u : todo) {
     const Tensor& param = params_[u.i].second;
     ps.push_back(param.is_contiguous() ? param : param.contiguous());
     gs.push_back(u.grad.is_contiguous() ? u.grad : u.grad.contiguous());
-    auto group = std::find_if(groups.begin(), groups.end(), [&](const auto& gr) { return gr.first == param.device(); });
-    if (group == groups.end()) group = groups.insert(groups.end(), {param.device(), {}});
-    group->second.push_back(
-        {&ps.back(), &gs.back(), &state_[u.i][0], &state_[u.i][1], decays(u.i) ? opt_.weight_decay : 0.0});
+    const double lr = lr_ * lr_scale(u.i);
+    auto call = std::find_if(calls.begin(), calls.end(), [&](const Call& c) {
+      return c.device == param.device() && c.lr == lr;
+    });
+    if (call == calls.end()) call = calls.insert(calls.end(), Call{param.device(), lr, {}});
+    call->ts.push_back({&ps.back(), &gs.back(), &state_[u.i][0], &state_[u.i][1], weight_decay(u.i)});
   }
-  for (auto& [device, ts] : groups)
-    backend_for(device).adam_update_many(ts, lr_, opt_.beta1, opt_.beta2, opt_.eps, decoupled_, steps_ + 1);
+  for (Call& c : calls)
+    backend_for(c.device).adam_update_many(c.ts, c.lr, opt_.beta1, opt_.beta2, opt_.eps, decoupled_, steps_ + 1);
   for (size_t k = 0; k < todo.size(); k++) {
     Tensor& param = params_[todo[k].i].second;
     if (!param.is_contiguous()) param.copy_(ps[k]);

@@ -24,12 +24,14 @@
 // optimizer is made, on the parameter's device and dtype, so a checkpoint always holds the same names
 // (named_state()'s "m.enc.0.ffn.fc1.weight", saved as "optim.m.enc.0.ffn.fc1.weight"). Make the optimizer after
 // Module::to(device/dtype); if a parameter moves later, its state follows it at the next step or when
-// named_state() is read (a checkpoint saves and loads the state in its parameter's dtype and device). Parameters with no gradient are skipped by step() (state unchanged).
+// named_state() is read (a checkpoint saves and loads the state in its parameter's dtype and device). Parameters
+// with no gradient are skipped by step() (state unchanged).
 // The step count is the number of step() calls; Adam's bias correction uses it (PyTorch counts per parameter,
 // which differs only for parameters that had no gradient at some steps).
 #pragma once
 #include <cstdint>
 #include <map>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -39,6 +41,25 @@
 namespace skipgrad::nn {
 
 using NamedTensors = std::vector<std::pair<std::string, Tensor>>;
+
+// Parameters with a learning rate and weight decay of their own (torch's param_groups). The rate is a multiple of the
+// optimizer's, so set_lr (a schedule) moves every group together: layer-wise learning-rate decay, a slower
+// embedding, no decay for a hand-picked set.
+//
+//   std::vector<nn::ParamGroup> groups(2);
+//   for (auto& [name, p] : model.named_parameters())
+//     groups[name.rfind("enc.", 0) == 0].params.emplace_back(name, p);   // encoder in group 1
+//   groups[1].lr_scale = 0.5;
+//   groups[0].weight_decay = 0.0;
+//   nn::AdamW opt(groups, {.lr = 5e-4, .weight_decay = 0.01});
+struct ParamGroup {
+  NamedTensors params;
+  double lr_scale = 1;  // this group's learning rate is lr() * lr_scale
+  // unset: the optimizer's; no_decay_on_norms_and_biases spares norms and biases either way
+  std::optional<double> weight_decay = std::nullopt;
+};
+// All parameters in one group of the optimizer's settings (what the NamedTensors constructors do).
+inline std::vector<ParamGroup> one_group(NamedTensors params) { return {{.params = std::move(params)}}; }
 
 class Optimizer {
  public:
@@ -59,8 +80,10 @@ class Optimizer {
   virtual const char* kind() const = 0;  // "sgd", "adam", "adamw": checkpoints check it on load
   const NamedTensors& named_params() const { return params_; }
   std::vector<Tensor> params() const;
-  // Whether weight decay applies to parameter i (false for norms and biases when so configured).
-  bool decays(size_t i) const { return decays_[i]; }
+  // Parameter i's weight decay: its group's (or the optimizer's), 0 for norms and biases when so configured.
+  double weight_decay(size_t i) const { return weight_decay_[i]; }
+  // Parameter i's learning rate is lr() * lr_scale(i) (its group's scale; 1 without groups).
+  double lr_scale(size_t i) const { return lr_scale_[i]; }
 
   // Named state tensors, "<slot>.<parameter name>" ("m.enc.0.weight", "v.enc.0.weight", "momentum.w"), each in
   // its parameter's current dtype and device; the tensors are the live state, so a checkpoint loader copies into
@@ -68,8 +91,10 @@ class Optimizer {
   NamedTensors named_state() const;
 
  protected:
-  // slots: the state tensors each parameter gets ("m", "v"), all zeros of the parameter's shape.
-  Optimizer(NamedTensors params, double lr, std::vector<std::string> slots, bool no_decay_on_norms_and_biases);
+  // slots: the state tensors each parameter gets ("m", "v"), all zeros of the parameter's shape; weight_decay: the
+  // options' (a group may override it). `kind` names the optimizer in errors (kind() is not callable yet).
+  Optimizer(const char* kind, std::vector<ParamGroup> groups, double lr, std::vector<std::string> slots,
+            double weight_decay, bool no_decay_on_norms_and_biases);
   // Updates parameter i (its gradient is defined) with its state tensors state_[i][slot]; steps_ is the count
   // of earlier steps, so the current step is steps_ + 1.
   virtual void update(size_t i, Tensor& param, const Tensor& grad, std::vector<Tensor>& state) = 0;
@@ -87,7 +112,7 @@ class Optimizer {
   NamedTensors params_;
   std::vector<std::string> slots_;
   mutable std::vector<std::vector<Tensor>> state_;  // [param][slot]; mutable: follow_parameter() moves it
-  std::vector<bool> decays_;
+  std::vector<double> weight_decay_, lr_scale_;  // [param]
   double lr_;
   int64_t steps_ = 0;
 };
@@ -105,6 +130,7 @@ struct SGDOptions {
 class SGD : public Optimizer {
  public:
   SGD(NamedTensors params, const SGDOptions& options = {});
+  SGD(std::vector<ParamGroup> groups, const SGDOptions& options = {});
   const char* kind() const override { return "sgd"; }
   const SGDOptions& options() const { return opt_; }
 
@@ -129,11 +155,12 @@ struct AdamOptions {
 class Adam : public Optimizer {
  public:
   Adam(NamedTensors params, const AdamOptions& options = {});
+  Adam(std::vector<ParamGroup> groups, const AdamOptions& options = {});
   const char* kind() const override { return decoupled_ ? "adamw" : "adam"; }
   const AdamOptions& options() const { return opt_; }
 
  protected:
-  Adam(NamedTensors params, const AdamOptions& options, bool decoupled);
+  Adam(std::vector<ParamGroup> groups, const AdamOptions& options, bool decoupled);
   void update(size_t i, Tensor& param, const Tensor& grad, std::vector<Tensor>& state) override;
   void update_all(const std::vector<Pending>& todo) override;
 
@@ -143,7 +170,8 @@ class Adam : public Optimizer {
 };
 class AdamW : public Adam {
  public:
-  AdamW(NamedTensors params, const AdamOptions& options = {}) : Adam(std::move(params), options, true) {}
+  AdamW(NamedTensors params, const AdamOptions& options = {}) : Adam(one_group(std::move(params)), options, true) {}
+  AdamW(std::vector<ParamGroup> groups, const AdamOptions& options = {}) : Adam(std::move(groups), options, true) {}
 };
 
 // Whether a parameter is exempt from weight decay under no_decay_on_norms_and_biases: its name is "bias" or

@@ -8,6 +8,7 @@
 #include <array>
 #include <cmath>
 #include <filesystem>
+#include <memory>
 
 #include "nn/checkpoint.h"
 #include "nn/layers.h"
@@ -126,6 +127,63 @@ TEST_SUITE("train") {
       CHECK(same_bits(st[4 + k].second, ref_v[k]));
     }
     CHECK(skip.to_vector<double>() == std::vector<double>{2, -1});
+  }
+
+  TEST_CASE("parameter groups: each group's lr scale and weight decay, as separate optimizers would step") {
+    // group 0: "a" at half the rate, no decay; group 1: "b" (1-D: spared) and "c" at the options' rate and decay
+    Generator g(8);
+    auto draw = [&](const Shape& s) { return Tensor::randn(s, 0, 1, DType::F64, Device::cpu(), &g).requires_grad_(); };
+    for (bool sgd : {false, true}) {
+      CAPTURE(sgd);
+      Tensor a = draw({2, 3}), b = draw({3}), c = draw({2, 2});
+      std::vector<Tensor> params = {a, b, c}, refs;
+      for (const Tensor& p : params) refs.push_back(p.detach().clone().requires_grad_());
+      std::vector<ParamGroup> groups(2);
+      groups[0] = {.params = {{"a", a}}, .lr_scale = 0.5, .weight_decay = 0.0};
+      groups[1].params = {{"b", b}, {"c", c}};
+      auto make = [&](auto groups_or_params, double lr) -> std::unique_ptr<Optimizer> {
+        if (sgd) return std::make_unique<SGD>(groups_or_params, SGDOptions{.lr = lr, .momentum = 0.9,
+                                              .weight_decay = 0.1, .no_decay_on_norms_and_biases = true});
+        return std::make_unique<AdamW>(groups_or_params, AdamOptions{.lr = lr, .weight_decay = 0.1,
+                                       .no_decay_on_norms_and_biases = true});
+      };
+      std::unique_ptr<Optimizer> opt = make(groups, 0.04);
+      CHECK(opt->lr_scale(0) == 0.5);
+      CHECK(opt->weight_decay(0) == 0.0);
+      CHECK(opt->weight_decay(1) == 0.0);  // 1-D
+      CHECK(opt->weight_decay(2) == 0.1);
+      std::vector<ParamGroup> ref_a(1);
+      ref_a[0].params = {{"a", refs[0]}};
+      ref_a[0].weight_decay = 0.0;
+      std::unique_ptr<Optimizer> slow = make(ref_a, 0.02);
+      std::unique_ptr<Optimizer> rest = make(NamedTensors{{"b", refs[1]}, {"c", refs[2]}}, 0.04);
+      for (int step = 0; step < 3; step++) {
+        if (step == 2) {  // a schedule moves both groups
+          opt->set_lr(0.01);
+          slow->set_lr(0.005);
+          rest->set_lr(0.01);
+        }
+        for (size_t k = 0; k < params.size(); k++) {
+          Tensor gr = Tensor::randn(params[k].shape(), 0, 1, DType::F64, Device::cpu(), &g);
+          params[k].set_grad(gr);
+          refs[k].set_grad(gr.clone());
+        }
+        opt->step();
+        slow->step();
+        rest->step();
+      }
+      for (size_t k = 0; k < params.size(); k++) {
+        CAPTURE(k);
+        CHECK(same_bits(params[k], refs[k]));
+      }
+    }
+    Tensor p = Tensor::zeros({2}).requires_grad_();
+    using Groups = std::vector<ParamGroup>;
+    CHECK_THROWS_WITH_ALL(AdamW(Groups{{.params = {{"p", p}}, .lr_scale = -1}}), "adamw",
+                          "lr_scale of parameter group 0", "-1");
+    CHECK_THROWS_WITH_ALL(SGD(Groups{{}, {.params = {{"p", p}}, .weight_decay = -0.5}}), "sgd",
+                          "weight_decay of parameter group 1", "-0.5");
+    CHECK_THROWS_WITH_ALL(Adam(Groups{{.params = {{"p", p}}}, {.params = {{"q", p}}}}), "adam", "same tensor");
   }
 
   TEST_CASE("the state follows a parameter cast after the optimizer was made: named_state and checkpoints") {
