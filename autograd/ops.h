@@ -139,7 +139,7 @@ TopK topk(const Tensor& a, int64_t k, int64_t dim = -1, bool largest = true);
 // out[..., j, ...] = a[..., index[..., j, ...], ...] along dim (torch.gather): index int64 of a's rank, no larger
 // than a on the other dims; out has index's shape. The gradient of a element read several times is their sum. An
 // index out of range is an error (on the GPU: found by the kernel, reported at the next sync, as embedding's).
-// An integer a (ids) is gathered too, exactly below 2^53, without a gradient.
+// An integer a (ids) is gathered too, every value exactly, without a gradient.
 Tensor gather(const Tensor& a, int64_t dim, const Tensor& index);
 // a's slices at the positions of a 1-D int64 index along dim (torch.index_select); recorded as a gather.
 Tensor index_select(const Tensor& a, int64_t dim, const Tensor& index);

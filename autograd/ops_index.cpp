@@ -64,6 +64,19 @@ Tensor gather_offsets(const Tensor& x, int64_t d, const Tensor& idx_c) {
   return where(in_range, flat, i64(-1));
 }
 
+// gather of an integer x (ids; no gradient): the lookup is for floats, so x goes through float64. An int64 x is
+// split first as x = hi * 2^32 + lo with hi = trunc(float64(x) / 2^32) (off by at most one) and lo = x - hi * 2^32
+// in int64, both exact in float64 (|hi| < 2^31, |lo| < 2^33), so every int64 comes back exactly.
+Tensor gather_integers(const Tensor& x, int64_t d, const Tensor& idx_c) {
+  NoGradGuard no_grad;
+  if (x.dtype() != DType::I64) return gather(x.to(DType::F64), d, idx_c).to(x.dtype());
+  const Tensor two32 = Tensor::scalar(4294967296.0, DType::I64, x.device());
+  Tensor hi = mul(x.to(DType::F64), 1.0 / 4294967296.0).to(DType::I64);
+  Tensor lo = sub(x, mul(hi, two32));
+  return add(mul(gather(hi.to(DType::F64), d, idx_c).to(DType::I64), two32),
+             gather(lo.to(DType::F64), d, idx_c).to(DType::I64));
+}
+
 }  // namespace
 
 // ---------------------------------------------------------------- argmax, topk (not differentiable: indices)
@@ -102,10 +115,6 @@ Tensor gather(const Tensor& x, int64_t dim, const Tensor& idx) {
   const char* op = "gather";
   check_defined(op, x);
   check_defined(op, idx, "index");
-  if (!is_floating(x.dtype())) {  // the lookup is for floats: integers (ids) go through float64, exact below 2^53
-    NoGradGuard no_grad;
-    return gather(x.to(DType::F64), dim, idx).to(x.dtype());
-  }
   if (idx.dtype() != DType::I64) fail(op, ": index must be int64, got ", idx.meta_str());
   check_same_device(op, {x, idx});
   check(x.dim() > 0 && idx.dim() == x.dim(), op, ": expected x of rank >= 1 and an index of its rank, got x ",
@@ -116,16 +125,19 @@ Tensor gather(const Tensor& x, int64_t dim, const Tensor& idx) {
           " at dim ", e, " (only dim ", d, " may be larger)");
   Tensor idx_c = contiguous_raw(idx);
   check_index_range_on_cpu(op, idx_c, x.size(d), d, x);
-  const int64_t n = idx.numel();
-  Tensor flat = reshape_raw(gather_offsets(x, d, idx_c), {n});
+  if (!is_floating(x.dtype())) return gather_integers(x, d, idx_c);
   Tensor out = Tensor::empty(idx.shape(), x.dtype(), x.device());
-  Tensor out_rows = reshape_raw(out, {n, 1});
-  be(x).embedding(reshape_raw(contiguous_raw(x), {x.numel(), 1}), flat, out_rows);
+  const int64_t n = idx.numel();
+  Tensor flat = n ? reshape_raw(gather_offsets(x, d, idx_c), {n}) : Tensor::empty({0}, DType::I64, x.device());
+  if (n) {
+    Tensor out_rows = reshape_raw(out, {n, 1});
+    be(x).embedding(reshape_raw(contiguous_raw(x), {x.numel(), 1}), flat, out_rows);
+  }
   const Shape x_shape = x.shape();
   record(op, {x, idx}, out, {flat}, [x_shape, n](const Node& node, const Tensor& g) {
     Tensor gx = Tensor::zeros(x_shape, g.dtype(), g.device());
     Tensor gx_rows = reshape_raw(gx, {gx.numel(), 1});
-    be(g).embedding_backward(node.saved[0], reshape_raw(contiguous_raw(g), {n, 1}), gx_rows, -1);
+    if (n) be(g).embedding_backward(node.saved[0], reshape_raw(contiguous_raw(g), {n, 1}), gx_rows, -1);
     return std::vector<Tensor>{gx, Tensor()};
   }, {{"dim", d}});
   return out;
@@ -140,6 +152,7 @@ Tensor index_select(const Tensor& x, int64_t dim, const Tensor& idx) {
   check(x.dim() > 0 && idx.dim() == 1 && idx.dtype() == DType::I64, op,
         ": expected x of rank >= 1 and a 1-D int64 index, got x ", x.meta_str(), " and index ", idx.meta_str());
   const int64_t d = normalize_dim(dim, x.dim(), op);
+  check_index_range_on_cpu(op, contiguous_raw(idx), x.size(d), d, x);  // (naming the position in idx itself)
   Shape along(x.dim(), 1), out_shape = x.shape();
   along[d] = out_shape[d] = idx.size(0);
   try {
@@ -166,6 +179,9 @@ Tensor multinomial(const Tensor& probs, int64_t num_samples, bool replacement, G
   check(num_samples > 0, op, ": num_samples must be > 0, got ", num_samples);
   check(replacement || num_samples <= V, op, ": cannot draw ", num_samples, " samples without replacement from ",
         V, " categories");
+  Shape out_shape = probs.shape();
+  out_shape.back() = num_samples;
+  if (R == 0) return Tensor::empty(out_shape, DType::I64, probs.device());  // no rows
   NoGradGuard no_grad;
   const Device dev = probs.device();
   Tensor p = reshape(probs.to(DType::F64), {R, V});
@@ -181,8 +197,6 @@ Tensor multinomial(const Tensor& probs, int64_t num_samples, bool replacement, G
     check(replacement || s[1] >= num_samples, op, ": a row of ", probs.meta_str(), " has only ", (int64_t)s[1],
           " positive weights: cannot draw ", num_samples, " without replacement");
   }
-  Shape out_shape = probs.shape();
-  out_shape.back() = num_samples;
   if (!replacement) {
     Tensor e = neg(log(rsub(Tensor::rand({R, V}, 0, 1, DType::F64, dev, gen), 1.0)));  // Exp(1)
     Tensor finish = where(gt(p, Tensor::scalar(0, DType::F64, dev)), div(p, e), Tensor::scalar(-1, DType::F64, dev));

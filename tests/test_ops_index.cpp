@@ -70,6 +70,14 @@ TEST_SUITE("ops_index") {
     TopK ints = topk(Tensor::from_vector<int64_t>({7, -2, 9}, {3}), 2);
     CHECK(ints.values.dtype() == DType::I64);
     CHECK(ints.values.to_vector<int64_t>() == std::vector<int64_t>{9, 7});
+    // int64 values past float64's 2^53 come back exactly
+    const int64_t big = (int64_t(1) << 60) + 1, mid = (int64_t(1) << 53) + 1, neg = -(int64_t(1) << 62) - 3;
+    TopK bigs = topk(Tensor::from_vector<int64_t>({mid, 3, big, neg}, {4}), 4);
+    CHECK(bigs.values.to_vector<int64_t>() == std::vector<int64_t>{big, mid, 3, neg});
+    // 0-size dims: empty results of the right shape, as torch
+    CHECK(topk(Tensor::zeros({3, 0}), 0, 1).values.shape() == Shape{3, 0});
+    CHECK(topk(Tensor::zeros({2, 0, 4}), 2, 2).indices.shape() == Shape{2, 0, 2});
+    CHECK(index_select(Tensor::zeros({2, 0, 3}), 2, i64({1, 2}, {2})).shape() == Shape{2, 0, 2});
   }
 
   TEST_CASE("topk: a NaN is the largest; agrees with sorting on rows with many ties") {
@@ -110,6 +118,7 @@ TEST_SUITE("ops_index") {
     sum(mul(y, Tensor::from_vector<double>({1, 10, 100, 1000}, {2, 2}))).backward();
     CHECK(x.grad().to_vector<double>() == std::vector<double>{0, 0, 11, 100, 1000, 0});
     CHECK(gather(x, 1, Tensor::zeros({2, 0}, DType::I64)).shape() == Shape{2, 0});
+    CHECK(gather(Tensor::zeros({2, 0, 3}), 2, Tensor::zeros({2, 0, 1}, DType::I64)).shape() == Shape{2, 0, 1});
     // bfloat16 reads and scatters through the same lookup
     CHECK(gather(x.to(DType::BF16), 1, i64({1}, {1, 1})).to(DType::F64).item() == 2);
   }
@@ -122,7 +131,10 @@ TEST_SUITE("ops_index") {
     CHECK_THROWS_WITH_ALL(gather(x, 1, Tensor::zeros({2, 1})), "gather", "int64", "float32");
     CHECK_THROWS_WITH_ALL(gather(x, 1, i64({0, 0}, {2})), "gather", "rank", "[2]");
     CHECK_THROWS_WITH_ALL(gather(x, 1, i64({0, 0, 0}, {3, 1})), "gather", "larger", "dim 0");
-    CHECK_THROWS_WITH_ALL(index_select(x, 1, i64({0, 5}, {2})), "index_select", "gather", "index 5");
+    CHECK_THROWS_WITH_ALL(index_select(x, 1, i64({0, 5}, {2})), "index_select", "index 5", "position 1",
+                          "int64[2]");
+    CHECK_THROWS_WITH_ALL(gather(Tensor::zeros({2, 3}, DType::I64), 1, i64({4}, {1, 1})), "gather", "index 4",
+                          "int64[2,3]");
     CHECK_THROWS_WITH_ALL(index_select(x, 1, i64({0}, {1, 1})), "index_select", "1-D");
   }
 
@@ -201,5 +213,6 @@ TEST_SUITE("ops_index") {
     CHECK_THROWS_WITH_ALL(multinomial(Tensor::ones({3}), 0), "multinomial", "num_samples");
     CHECK_THROWS_WITH_ALL(multinomial(Tensor::ones({3}, DType::I64), 1), "multinomial", "floating");
     CHECK_THROWS_WITH_ALL(multinomial(Tensor::ones({2, 0}), 1), "multinomial", "category");
+    CHECK(multinomial(Tensor::ones({0, 4}), 2, true).shape() == Shape{0, 2});  // no rows: nothing to draw
   }
 }
