@@ -1,6 +1,9 @@
 #include "nn/module.h"
 
+#include <algorithm>
+
 #include "autograd/node.h"
+#include "autograd/tape.h"
 
 namespace skipgrad::nn {
 
@@ -15,6 +18,24 @@ Tensor& Module::register_parameter(const std::string& name, Tensor t) {
   return params_.back().second;
 }
 
+Tensor& Module::tie_parameter(const std::string& name, const Tensor& shared) {
+  const char* op = "tie_parameter";
+  auto it = std::find_if(params_.begin(), params_.end(), [&](const auto& entry) { return entry.first == name; });
+  if (it == params_.end()) {
+    std::string names;
+    for (auto& [n, p] : params_) names += " " + n;
+    fail(op, ": '", name_, "' has no parameter '", name, "'; it has:", names.empty() ? " none" : names);
+  }
+  check(shared.defined() && shared.is_leaf() && shared.requires_grad(), op, ": '", name_, ".", name,
+        "' can be tied to another module's parameter only (a leaf that requires grad), got ",
+        shared.defined() ? shared.meta_str() : "an undefined tensor");
+  const Tensor& old = it->second;
+  if (!(old.shape() == shared.shape() && old.dtype() == shared.dtype() && old.device() == shared.device()))
+    fail(op, ": '", name_, ".", name, "' is ", old.meta_str(), ", the tensor to tie it to ", shared.meta_str());
+  it->second = shared;
+  return it->second;
+}
+
 Tensor& Module::register_buffer(const std::string& name, Tensor t) {
   buffers_.emplace_back(name, t);
   return buffers_.back().second;
@@ -22,24 +43,28 @@ Tensor& Module::register_buffer(const std::string& name, Tensor t) {
 
 std::vector<std::pair<std::string, Tensor>> Module::named_parameters(const std::string& prefix) const {
   std::vector<std::pair<std::string, Tensor>> out;
-  const std::string p = prefix.empty() ? "" : prefix + ".";
-  for (auto& [n, t] : params_) out.emplace_back(p + n, t);
-  for (auto& [n, c] : children_) {
-    auto sub = c->named_parameters(p + n);
-    out.insert(out.end(), sub.begin(), sub.end());
-  }
+  std::unordered_set<const TensorImpl*> seen;
+  collect_parameters(prefix, &out, nullptr, seen);
   return out;
 }
 
 // The same order as named_parameters, without building the names (training loops call this every step).
 std::vector<Tensor> Module::parameters() const {
   std::vector<Tensor> out;
-  collect_parameters(out);
+  std::unordered_set<const TensorImpl*> seen;
+  collect_parameters("", nullptr, &out, seen);
   return out;
 }
-void Module::collect_parameters(std::vector<Tensor>& out) const {
-  for (auto& [n, t] : params_) out.push_back(t);
-  for (auto& [n, c] : children_) c->collect_parameters(out);
+
+void Module::collect_parameters(const std::string& prefix, std::vector<std::pair<std::string, Tensor>>* named,
+                                std::vector<Tensor>* plain, std::unordered_set<const TensorImpl*>& seen) const {
+  const std::string p = prefix.empty() ? "" : prefix + ".";
+  for (auto& [n, t] : params_) {
+    if (!seen.insert(&t.impl()).second) continue;  // tied: listed under its first name
+    if (named) named->emplace_back(p + n, t);
+    if (plain) plain->push_back(t);
+  }
+  for (auto& [n, c] : children_) c->collect_parameters(named ? p + n : "", named, plain, seen);
 }
 
 std::vector<std::pair<std::string, Tensor>> Module::named_buffers(const std::string& prefix) const {
@@ -71,6 +96,22 @@ int64_t Module::num_parameters() const {
 
 void Module::name_parameters(const std::string& prefix) {
   for (auto& [n, t] : named_parameters(prefix)) t.ensure_autograd_meta().name = n;
+}
+
+// A function step opens scope "i" itself; a module step's forward opens its own (its name is "i").
+void Sequential::push_back(Step f) {
+  check(f != nullptr, "Sequential::push_back", ": step ", steps_.size(), " of '", name_, "' is an empty function");
+  steps_.push_back([f = std::move(f), i = steps_.size()](const Tensor& x) {
+    Scope step(std::to_string(i));
+    return f(x);
+  });
+}
+
+Tensor Sequential::forward(const Tensor& x) {
+  Scope s(name());
+  Tensor y = x;
+  for (const Step& step : steps_) y = step(y);
+  return y;
 }
 
 void Module::train(bool on) {

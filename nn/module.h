@@ -5,7 +5,9 @@
 #pragma once
 #include <deque>
 #include <memory>
+#include <functional>
 #include <string>
+#include <unordered_set>
 #include <utility>
 #include <vector>
 
@@ -31,6 +33,12 @@ class Module {
 
   // Registers a leaf tensor as a parameter (requires_grad is turned on) and returns it.
   Tensor& register_parameter(const std::string& name, Tensor t);
+  // Weight tying (torch's `self.head.weight = self.tok.weight`): parameter `name` of this module becomes `shared`,
+  // another module's parameter of the same shape, dtype and device. Set the module's member from the result too:
+  //   head->weight = head->tie_parameter("weight", tok->weight);
+  // named_parameters() and parameters() list a tensor once, under its first name (as torch), so optimizers,
+  // clipping and checkpoints see one parameter, whose gradient sums both uses.
+  Tensor& tie_parameter(const std::string& name, const Tensor& shared);
   // Registers a tensor that is saved with the model but not trained (e.g. a positions table).
   Tensor& register_buffer(const std::string& name, Tensor t);
   // Registers a child; its name becomes `name` (the full path is built by named_parameters()).
@@ -44,7 +52,8 @@ class Module {
     return m;
   }
 
-  // All parameters, depth first, with full dotted names ("enc.0.ffn.fc1.weight").
+  // All parameters, depth first, with full dotted names ("enc.0.ffn.fc1.weight"); a tensor registered in two places
+  // (tied, or a module registered twice) once, under its first name.
   std::vector<std::pair<std::string, Tensor>> named_parameters(const std::string& prefix = "") const;
   std::vector<Tensor> parameters() const;
   std::vector<std::pair<std::string, Tensor>> named_buffers(const std::string& prefix = "") const;
@@ -73,7 +82,9 @@ class Module {
   bool training_ = true;
 
  private:
-  void collect_parameters(std::vector<Tensor>& out) const;
+  // named_parameters (named) or parameters (plain): each tensor not in `seen` yet, depth first
+  void collect_parameters(const std::string& prefix, std::vector<std::pair<std::string, Tensor>>* named,
+                          std::vector<Tensor>* plain, std::unordered_set<const TensorImpl*>& seen) const;
   // deques: references returned by register_* stay valid as more are added
   std::deque<std::pair<std::string, Tensor>> params_;
   std::deque<std::pair<std::string, Tensor>> buffers_;
@@ -105,6 +116,32 @@ class ModuleList : public Module {
 
  private:
   std::vector<std::shared_ptr<T>> items_;
+};
+
+// Steps applied in order, as torch.nn.Sequential: child modules with a `Tensor forward(const Tensor&)` and plain
+// functions (an activation). Step i is child "i" (a module's parameters are "mlp.0.weight") and its nodes are
+// recorded in scope "<name>.i": "mlp.0.linear", "mlp.1.relu". An empty Sequential returns its input.
+//
+//   auto mlp = register_module("mlp", std::make_shared<nn::Sequential>());
+//   mlp->push_back(std::make_shared<nn::Linear>(8, 32));
+//   mlp->push_back([](const Tensor& x) { return relu(x); });
+//   mlp->push_back(std::make_shared<nn::Linear>(32, 4));
+//   Tensor y = mlp->forward(x);
+class Sequential : public Module {
+ public:
+  using Step = std::function<Tensor(const Tensor&)>;
+  template <class M>
+  std::shared_ptr<M> push_back(std::shared_ptr<M> m) {
+    auto child = register_module(std::to_string(steps_.size()), std::move(m));
+    steps_.push_back([raw = child.get()](const Tensor& x) { return raw->forward(x); });
+    return child;
+  }
+  void push_back(Step f);
+  Tensor forward(const Tensor& x);
+  size_t size() const { return steps_.size(); }
+
+ private:
+  std::vector<Step> steps_;
 };
 
 }  // namespace skipgrad::nn

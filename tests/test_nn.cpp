@@ -108,6 +108,66 @@ TEST_SUITE("nn") {
     CHECK(nn::make_norm(nn::NormKind::RMSNorm, 4, 1e-6)->num_parameters() == 4);
   }
 
+  TEST_CASE("Sequential: modules and functions in order, numbered names and scopes, train/eval reach every step") {
+    manual_seed(5);
+    nn::Module model("");
+    auto mlp = model.register_module("mlp", std::make_shared<nn::Sequential>());
+    auto fc1 = mlp->push_back(std::make_shared<nn::Linear>(3, 4));
+    mlp->push_back([](const Tensor& x) { return relu(x); });
+    auto drop = mlp->push_back(std::make_shared<nn::Dropout>(0.5));
+    auto fc2 = mlp->push_back(std::make_shared<nn::Linear>(4, 2));
+    CHECK(mlp->size() == 4);
+    const auto named = model.named_parameters();
+    REQUIRE(named.size() == 4);
+    CHECK(named[0].first == "mlp.0.weight");
+    CHECK(named[3].first == "mlp.3.bias");
+    model.eval();
+    CHECK_FALSE(drop->is_training());
+    current_tape().clear();
+    Tensor x = Tensor::randn({5, 3}).requires_grad_();
+    Tensor y = mlp->forward(x);
+    check_close(y, fc2->forward(relu(fc1->forward(x))).to_vector<double>(), 0);
+    CHECK(y.node_name() == "mlp.3.linear");
+    CHECK(y.autograd_meta()->producer->inputs[0]->producer->name == "mlp.1.relu");  // (eval: no dropout node)
+    current_tape().clear();
+    nn::Sequential empty;
+    CHECK(same_bits(empty.forward(x), x));
+    CHECK_THROWS_WITH_ALL(mlp->push_back(nn::Sequential::Step()), "Sequential", "step 4", "empty function");
+  }
+
+  TEST_CASE("tie_parameter: one tensor in two modules, listed once, its gradient summing both uses") {
+    manual_seed(6);
+    nn::Module lm("");
+    auto tok = lm.register_module("tok", std::make_shared<nn::Embedding>(10, 4));
+    auto head = lm.register_module("head", std::make_shared<nn::Linear>(4, 10, false));
+    head->weight = head->tie_parameter("weight", tok->weight);
+    lm.name_parameters();
+    const auto named = lm.named_parameters();
+    REQUIRE(named.size() == 1);  // head.weight is tok.weight
+    CHECK(named[0].first == "tok.weight");
+    CHECK(lm.num_parameters() == 40);
+    CHECK(lm.parameters().size() == 1);
+    nn::AdamW opt(lm.named_parameters());  // (two names for one tensor would be refused)
+    Tensor ids = Tensor::from_vector<int64_t>({1, 7, 7}, {3});
+    Tensor targets = Tensor::from_vector<int64_t>({7, 2, 0}, {3});
+    cross_entropy(head->forward(tok->forward(ids)), targets).backward();
+    // the same loss with the two uses on separate copies: the tied gradient is their sum
+    Tensor a = tok->weight.detach().clone().requires_grad_(), b = tok->weight.detach().clone().requires_grad_();
+    cross_entropy(linear(embedding(a, ids), b), targets).backward();
+    check_close(tok->weight.grad(), add(a.grad(), b.grad()).to_vector<double>(), 1e-6);
+    opt.step();
+    CHECK(same_bits(head->weight, tok->weight));
+    lm.to(DType::F64);  // one tensor: cast once, still shared
+    CHECK(head->weight.dtype() == DType::F64);
+    CHECK(&head->weight.impl() == &tok->weight.impl());
+
+    CHECK_THROWS_WITH_ALL(head->tie_parameter("bias", tok->weight), "tie_parameter", "no parameter 'bias'",
+                          "weight");
+    nn::Linear other(4, 9, false);
+    CHECK_THROWS_WITH_ALL(other.tie_parameter("weight", tok->weight), "tie_parameter", "[9,4]", "[10,4]");
+    CHECK_THROWS_WITH_ALL(other.tie_parameter("weight", Tensor::zeros({9, 4})), "tie_parameter", "leaf");
+  }
+
   TEST_CASE("attention: head norms, init, masks and shape errors") {
     manual_seed(4);
     nn::AttentionConfig a;
