@@ -48,8 +48,7 @@ void check_index_range_on_cpu(const char* op, const Tensor& idx_c, int64_t n, in
 Tensor gather_offsets(const Tensor& x, int64_t d, const Tensor& idx_c) {
   const Device dev = idx_c.device();
   const int64_t r = x.dim();
-  std::vector<int64_t> stride(r, 1);
-  for (int64_t e = r - 2; e >= 0; e--) stride[e] = stride[e + 1] * x.size(e + 1);
+  const Shape stride = contiguous_strides(x.shape());
   auto i64 = [&](double v) { return Tensor::scalar(v, DType::I64, dev); };
   Tensor flat = mul(idx_c, i64((double)stride[d]));
   for (int64_t e = 0; e < r; e++) {
@@ -65,13 +64,15 @@ Tensor gather_offsets(const Tensor& x, int64_t d, const Tensor& idx_c) {
 }
 
 // gather of an integer x (ids; no gradient): the lookup is for floats, so x goes through float64. An int64 x is
-// split first as x = hi * 2^32 + lo with hi = trunc(float64(x) / 2^32) (off by at most one) and lo = x - hi * 2^32
-// in int64, both exact in float64 (|hi| < 2^31, |lo| < 2^33), so every int64 comes back exactly.
+// split first as x = hi * 2^32 + lo with hi = trunc(min(float64(x) / 2^32, 2^31 - 1)) (off by at most one; the
+// min keeps hi * 2^32 in int64 where float64(x) rounds up to 2^63) and lo = x - hi * 2^32 in int64: both exact in
+// float64 (|hi| <= 2^31, |lo| < 2^33), so every int64 comes back exactly.
 Tensor gather_integers(const Tensor& x, int64_t d, const Tensor& idx_c) {
   NoGradGuard no_grad;
   if (x.dtype() != DType::I64) return gather(x.to(DType::F64), d, idx_c).to(x.dtype());
   const Tensor two32 = Tensor::scalar(4294967296.0, DType::I64, x.device());
-  Tensor hi = mul(x.to(DType::F64), 1.0 / 4294967296.0).to(DType::I64);
+  Tensor hi = minimum(mul(x.to(DType::F64), 1.0 / 4294967296.0),
+                      Tensor::scalar(2147483647.0, DType::F64, x.device())).to(DType::I64);
   Tensor lo = sub(x, mul(hi, two32));
   return add(mul(gather(hi.to(DType::F64), d, idx_c).to(DType::I64), two32),
              gather(lo.to(DType::F64), d, idx_c).to(DType::I64));

@@ -121,6 +121,19 @@ SG_HOST_DEVICE int64_t topk_next(const T* x, int64_t n, int64_t stride, int64_t 
   return best;
 }
 
+// A whole line's first k in topk's order, into out[0], out[out_stride], ...: k calls of topk_next, each after the
+// element the call before found. The CPU's topk, and the GPU's for short lines (a thread per line).
+template <class T>
+SG_HOST_DEVICE void topk_line(const T* x, int64_t n, int64_t stride, int64_t k, bool largest, int64_t* out,
+                              int64_t out_stride) {
+  int64_t prev = -1;
+  for (int64_t r = 0; r < k; r++) {
+    const T prev_v = prev >= 0 ? x[prev * stride] : T(0);
+    prev = topk_next(x, n, stride, 0, 1, prev_v, prev, largest);
+    out[r * out_stride] = prev;
+  }
+}
+
 // out = a op b; the comparisons give 1 or 0 in T
 template <class T>
 SG_HOST_DEVICE T binary_fn(BinaryOp op, T a, T b) {

@@ -321,9 +321,9 @@ SafetensorsFile parse_safetensors(std::string_view bytes, const std::string& pat
 // ---------------------------------------------------------------- checkpoints
 
 namespace {
-// The model's parameters and buffers, by full name.
+// The model's parameters and buffers, by full name: a tied tensor under each of its names (as torch's state_dict).
 NamedTensors model_tensors(const Module& model) {
-  NamedTensors out = model.named_parameters();
+  NamedTensors out = model.named_parameters("", false);
   for (auto& b : model.named_buffers()) out.push_back(b);
   return out;
 }

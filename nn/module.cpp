@@ -41,10 +41,11 @@ Tensor& Module::register_buffer(const std::string& name, Tensor t) {
   return buffers_.back().second;
 }
 
-std::vector<std::pair<std::string, Tensor>> Module::named_parameters(const std::string& prefix) const {
+std::vector<std::pair<std::string, Tensor>> Module::named_parameters(const std::string& prefix,
+                                                                     bool remove_duplicate) const {
   std::vector<std::pair<std::string, Tensor>> out;
   std::unordered_set<const TensorImpl*> seen;
-  collect_parameters(prefix, &out, nullptr, seen);
+  collect_parameters(prefix, &out, nullptr, remove_duplicate ? &seen : nullptr);
   return out;
 }
 
@@ -52,15 +53,15 @@ std::vector<std::pair<std::string, Tensor>> Module::named_parameters(const std::
 std::vector<Tensor> Module::parameters() const {
   std::vector<Tensor> out;
   std::unordered_set<const TensorImpl*> seen;
-  collect_parameters("", nullptr, &out, seen);
+  collect_parameters("", nullptr, &out, &seen);
   return out;
 }
 
 void Module::collect_parameters(const std::string& prefix, std::vector<std::pair<std::string, Tensor>>* named,
-                                std::vector<Tensor>* plain, std::unordered_set<const TensorImpl*>& seen) const {
+                                std::vector<Tensor>* plain, std::unordered_set<const TensorImpl*>* seen) const {
   const std::string p = prefix.empty() ? "" : prefix + ".";
   for (auto& [n, t] : params_) {
-    if (!seen.insert(&t.impl()).second) continue;  // tied: listed under its first name
+    if (seen && !seen->insert(&t.impl()).second) continue;  // tied: listed under its first name
     if (named) named->emplace_back(p + n, t);
     if (plain) plain->push_back(t);
   }

@@ -53,8 +53,10 @@ class Module {
   }
 
   // All parameters, depth first, with full dotted names ("enc.0.ffn.fc1.weight"); a tensor registered in two places
-  // (tied, or a module registered twice) once, under its first name.
-  std::vector<std::pair<std::string, Tensor>> named_parameters(const std::string& prefix = "") const;
+  // (tied, or a module registered twice) once, under its first name, unless !remove_duplicate (as torch: the
+  // optimizer gets each tensor once; state_dict and checkpoints keep every name, so a tied model's file loads).
+  std::vector<std::pair<std::string, Tensor>> named_parameters(const std::string& prefix = "",
+                                                               bool remove_duplicate = true) const;
   std::vector<Tensor> parameters() const;
   std::vector<std::pair<std::string, Tensor>> named_buffers(const std::string& prefix = "") const;
   std::vector<std::pair<std::string, std::shared_ptr<Module>>> named_children() const { return children_; }
@@ -82,9 +84,9 @@ class Module {
   bool training_ = true;
 
  private:
-  // named_parameters (named) or parameters (plain): each tensor not in `seen` yet, depth first
+  // named_parameters (named) or parameters (plain): depth first, each tensor not in `seen` yet (seen null: all)
   void collect_parameters(const std::string& prefix, std::vector<std::pair<std::string, Tensor>>* named,
-                          std::vector<Tensor>* plain, std::unordered_set<const TensorImpl*>& seen) const;
+                          std::vector<Tensor>* plain, std::unordered_set<const TensorImpl*>* seen) const;
   // deques: references returned by register_* stay valid as more are added
   std::deque<std::pair<std::string, Tensor>> params_;
   std::deque<std::pair<std::string, Tensor>> buffers_;
@@ -133,7 +135,7 @@ class Sequential : public Module {
   template <class M>
   std::shared_ptr<M> push_back(std::shared_ptr<M> m) {
     auto child = register_module(std::to_string(steps_.size()), std::move(m));
-    steps_.push_back([raw = child.get()](const Tensor& x) { return raw->forward(x); });
+    steps_.push_back([child](const Tensor& x) { return child->forward(x); });
     return child;
   }
   void push_back(Step f);

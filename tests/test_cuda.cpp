@@ -161,6 +161,13 @@ TEST_SUITE("cuda") {
     compare_both("min", [](Inputs& in) { return min(in.rand({6, 50}, 1), {0}); });
     compare_both("argmax", [](Inputs& in) { return argmax(in.rand_t({6, 50}, 1), 1).to(DType::F64); }, false);
     compare_both("topk values (a block per line)", [](Inputs& in) { return topk(in.rand_t({6, 500}, 1), 7).values; });
+    compare_both("topk indices: equal values and NaNs, short and long lines", [](Inputs& in) {
+      std::vector<double> v(6 * 300);
+      for (size_t i = 0; i < v.size(); i++) v[i] = i % 37 == 5 ? NAN : double((i * 7) % 5);
+      Tensor x = Tensor::from_vector<double>(v, {6, 300}).to(in.dtype).to(in.dev);
+      return concat({topk(x, 9, 1).indices.reshape({-1}), topk(x, 9, 1, false).indices.reshape({-1}),
+                     topk(x, 6, 0).indices.reshape({-1})}, 0).to(DType::F64);
+    }, false);
     compare_both("topk smallest, dim 0", [](Inputs& in) {
       return topk(in.rand({40, 3}, 1), 40, 0, false).indices.to(DType::F64);
     }, false);

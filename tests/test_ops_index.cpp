@@ -189,6 +189,28 @@ TEST_SUITE("ops_index") {
     CHECK(std::abs(first[0] - 0.1) < 0.03);
   }
 
+  TEST_CASE("multinomial without replacement: the second draw follows sequential sampling's probabilities") {
+    // P(second = j) = sum_{i != j} p_i p_j / (1 - p_i)
+    const std::vector<double> p = {0.1, 0.2, 0.3, 0.4};
+    Tensor w = Tensor::from_vector<double>(p, {1, 4});
+    Generator gen(21);
+    const int draws = 4000;
+    std::vector<double> second(4, 0);
+    Tensor many = multinomial(expand(w, {draws, 4}), 2, false, &gen);  // a row per draw
+    std::vector<int64_t> s = many.to_vector<int64_t>();
+    for (int i = 0; i < draws; i++) {
+      CHECK(s[2 * i] != s[2 * i + 1]);
+      second[s[2 * i + 1]] += 1.0 / draws;
+    }
+    for (int j = 0; j < 4; j++) {
+      double expected = 0;
+      for (int i = 0; i < 4; i++)
+        if (i != j) expected += p[i] * p[j] / (1 - p[i]);
+      CAPTURE(j);
+      CHECK(std::abs(second[j] - expected) < 0.025);
+    }
+  }
+
   TEST_CASE("multinomial: batches of rows, a seed repeats the draw, bad weights are refused") {
     Tensor w = Tensor::rand({2, 3, 50}, 0, 1, DType::F64);
     Generator a(5), b(5);

@@ -230,7 +230,6 @@ void CpuBackend::cumsum(const Tensor& x, int64_t dim, bool reverse, Tensor& out)
   });
 }
 
-// Per line: k calls of topk_next, each after the element the previous one found.
 void CpuBackend::topk(const Tensor& x, int64_t dim, int64_t k, bool largest, Tensor& out) {
   const ScanLayout l = topk_layout(x, dim, k, out);
   const int64_t outer = l.outer, n = l.n, inner = l.inner;
@@ -239,15 +238,8 @@ void CpuBackend::topk(const Tensor& x, int64_t dim, int64_t k, bool largest, Ten
     int64_t* yp = static_cast<int64_t*>(out.data_ptr());
 #pragma omp parallel for if (outer * n * inner * k > (1 << 15))
     for (int64_t o = 0; o < outer; o++)
-      for (int64_t c = 0; c < inner; c++) {
-        const T* line = xp + o * n * inner + c;
-        int64_t prev = -1;
-        for (int64_t r = 0; r < k; r++) {
-          const T prev_v = prev >= 0 ? line[prev * inner] : T(0);
-          prev = elementwise::topk_next(line, n, inner, 0, 1, prev_v, prev, largest);
-          yp[(o * k + r) * inner + c] = prev;
-        }
-      }
+      for (int64_t c = 0; c < inner; c++)
+        elementwise::topk_line(xp + o * n * inner + c, n, inner, k, largest, yp + o * k * inner + c, inner);
   };
   switch (x.dtype()) {  // (bfloat16 is refused by topk_layout: the op compares in float32)
     case DType::F32: run.operator()<float>(); return;

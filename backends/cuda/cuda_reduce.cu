@@ -327,18 +327,36 @@ __global__ void topk_kernel(const T* x, int64_t* y, int64_t outer, int64_t n, in
   }
 }
 
+// Short lines (argmax over a small dim, across the columns of a wide tensor): a thread per line, which a block of
+// 32 would mostly leave idle; neighbouring threads read neighbouring lines, side by side in memory when dim is
+// not the last.
+template <class T>
+__global__ void topk_short_kernel(const T* x, int64_t* y, int64_t outer, int64_t n, int64_t inner, int64_t k,
+                                  bool largest) {
+  for (int64_t line = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; line < outer * inner;
+       line += (int64_t)gridDim.x * blockDim.x) {
+    const int64_t o = line / inner, c = line % inner;
+    elementwise::topk_line(x + o * n * inner + c, n, inner, k, largest, y + o * k * inner + c, inner);
+  }
+}
+
+constexpr int64_t kTopkShortLine = 64;  // lines up to this long: a thread each
+
 void CudaBackend::topk(const Tensor& x, int64_t dim, int64_t k, bool largest, Tensor& out) {
   const ScanLayout l = topk_layout(x, dim, k, out);
-  const int64_t outer = l.outer, n = l.n, inner = l.inner;
-  if (outer * inner == 0 || k == 0) return;
-  int threads = 32;  // enough to give each thread a few elements of a short line
+  const int64_t outer = l.outer, n = l.n, inner = l.inner, lines = outer * inner;
+  if (lines == 0 || k == 0) return;
+  int threads = 32;  // enough to give each thread a few elements of a line
   while (threads < kTopkThreads && threads * 4 < n) threads *= 2;
-  const unsigned blocks = (unsigned)std::min<int64_t>(outer * inner, 1 << 16);
   auto run = [&](auto tag) {
     using T = decltype(tag);
-    topk_kernel<T><<<blocks, threads, 0, stream_>>>(static_cast<const T*>(x.data_ptr()),
-                                                    static_cast<int64_t*>(out.data_ptr()), outer, n, inner, k,
-                                                    largest);
+    const T* xp = static_cast<const T*>(x.data_ptr());
+    int64_t* yp = static_cast<int64_t*>(out.data_ptr());
+    if (n <= kTopkShortLine)
+      topk_short_kernel<T><<<cuda::grid_for(lines), cuda::kThreads, 0, stream_>>>(xp, yp, outer, n, inner, k, largest);
+    else
+      topk_kernel<T><<<(unsigned)std::min<int64_t>(lines, 1 << 16), threads, 0, stream_>>>(xp, yp, outer, n, inner,
+                                                                                            k, largest);
   };
   switch (x.dtype()) {  // (bfloat16 is refused by topk_layout: the op compares in float32)
     case DType::F32: run(float{}); break;
