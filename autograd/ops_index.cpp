@@ -43,8 +43,9 @@ void check_index_range_on_cpu(const char* op, const Tensor& idx_c, int64_t n, in
 
 // Where each element gather reads lies in contiguous x: for idx's element at (i_0, ..., i_{r-1}),
 //   flat = sum_{e != d} i_e * stride_e + idx * stride_d     (stride: x's contiguous strides)
-// built on idx's device from int64 tensors. An index outside [0, x.size(d)) becomes -1, which the embedding lookup
-// refuses (the GPU flags it and the next sync reports it), so it never reads a neighbouring row.
+// built on idx's device from int64 tensors. An index outside [0, x.size(d)) becomes kGatherOutOfRange, which the
+// embedding lookup refuses (the GPU flags it as gather's and the next sync reports it), so it never reads a
+// neighbouring row.
 Tensor gather_offsets(const Tensor& x, int64_t d, const Tensor& idx_c) {
   const Device dev = idx_c.device();
   const int64_t r = x.dim();
@@ -60,7 +61,7 @@ Tensor gather_offsets(const Tensor& x, int64_t d, const Tensor& idx_c) {
   }
   if (dev.is_cpu()) return flat;  // (the CPU checked every index first)
   Tensor in_range = mul(ge(idx_c, i64(0)), lt(idx_c, i64((double)x.size(d))));
-  return where(in_range, flat, i64(-1));
+  return where(in_range, flat, i64((double)kGatherOutOfRange));
 }
 
 // gather of an integer x (ids; no gradient): the lookup is for floats, so x goes through float64. An int64 x is

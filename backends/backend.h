@@ -6,6 +6,7 @@
 // tensors allocated by the caller.
 #pragma once
 #include <cstdint>
+#include <limits>
 #include <memory>
 #include <string>
 #include <vector>
@@ -97,6 +98,9 @@ struct AdamTensors {
   double weight_decay;
 };
 
+// The id gather (which looks its elements up with Backend::embedding) gives an index that was out of range.
+constexpr int64_t kGatherOutOfRange = std::numeric_limits<int64_t>::min();
+
 class Backend {
  public:
   virtual ~Backend() = default;
@@ -180,6 +184,8 @@ class Backend {
                                  Tensor& gx, Tensor& gweight, bool accumulate_gx) = 0;  // as layer_norm's
 
   // ---- embedding: weight [V, d], ids int64 any shape, out [..., d] ----
+  // An id out of [0, V) is an error: the CPU throws, the GPU writes a zero row and reports it at the next sync
+  // (as gather's when the id is kGatherOutOfRange, which gather puts where its index was out of range).
   virtual void embedding(const Tensor& weight, const Tensor& ids, Tensor& out) = 0;
   // gweight (zeroed by the caller) += scatter of gout rows; rows of padding_idx get nothing (-1: none).
   virtual void embedding_backward(const Tensor& ids, const Tensor& gout, Tensor& gweight, int64_t padding_idx) = 0;

@@ -218,6 +218,6 @@ struct ManyChunk {  // elements [start, start + len) of pair `pair`
 };
 
 // Device-side error flags (bits), set by kernels that find bad indices; read at the next host sync.
-enum DeviceErrorBit : int { kBadEmbeddingId = 1, kBadTarget = 2 };
+enum DeviceErrorBit : int { kBadEmbeddingId = 1, kBadTarget = 2, kBadGatherIndex = 4 };
 
 }  // namespace skipgrad::cuda

@@ -143,7 +143,10 @@ void CudaBackend::download(void* host, const void* device, size_t bytes) {
   if (flags & cuda::kBadEmbeddingId)
     fail("embedding", ": an id was out of range [0, num_embeddings) (found on the GPU; its output rows are 0). From "
          "a Transformer: a token id past the vocabulary, or a sequence longer than max_positions (the positions "
-         "table; the CPU names which). gather and index_select use this lookup: an index out of range there too");
+         "table; the CPU names which)");
+  if (flags & cuda::kBadGatherIndex)
+    fail("gather", ": an index was out of range [0, size of x at dim) (found on the GPU; its outputs are 0). "
+         "index_select and topk's values read through gather; the CPU names the index and its position");
   fail("cross_entropy", ": a target was out of range [0, num_classes) and not ignore_index (found on the GPU; its "
        "loss is NaN)");
 }

@@ -22,7 +22,7 @@ __global__ void embedding_kernel(const T* w, const int64_t* ids, T* out, int64_t
     const int64_t i = e / D, c = e % D, id = ids[i];
     if (id < 0 || id >= V) {
       out[e] = T(0);
-      if (c == 0) atomicOr(error_flags, cuda::kBadEmbeddingId);
+      if (c == 0) atomicOr(error_flags, id == kGatherOutOfRange ? cuda::kBadGatherIndex : cuda::kBadEmbeddingId);
     } else {
       out[e] = w[id * D + c];
     }
