@@ -338,6 +338,34 @@ uint64_t parse_u64(const Metadata& meta, const std::string& key, const std::stri
     fail("load_checkpoint", ": '", path, "': metadata '", key, "' is out of range: '", s, "'");
   }
 }
+// Each parameter's lr_scale or weight decay, space-separated, in named_params() order.
+std::string format_per_parameter(const Optimizer& opt, double (Optimizer::*value)(size_t) const) {
+  std::ostringstream out;
+  out.precision(17);
+  for (size_t i = 0; i < opt.named_params().size(); i++) out << (i ? " " : "") << (opt.*value)(i);
+  return out.str();
+}
+
+// The values of a per-parameter entry, checked: one finite value >= 0 per parameter of the optimizer. Empty when
+// the file has no such entry (written before it existed).
+std::vector<double> parse_per_parameter(const Metadata& meta, const std::string& key, const std::string& path,
+                                        size_t count) {
+  auto it = meta.find(key);
+  if (it == meta.end()) return {};
+  std::istringstream in(it->second);
+  std::vector<double> values;
+  std::string word;
+  while (in >> word) {
+    char* end = nullptr;
+    const double v = std::strtod(word.c_str(), &end);
+    check(*end == '\0' && std::isfinite(v) && v >= 0, "load_checkpoint", ": '", path, "': metadata '", key,
+          "' holds '", word, "', not a value >= 0");
+    values.push_back(v);
+  }
+  check(values.size() == count, "load_checkpoint", ": '", path, "': metadata '", key, "' has ", values.size(),
+        " values; the optimizer has ", count, " parameters");
+  return values;
+}
 }  // namespace
 
 NamedTensors state_dict(const Module& model) { return model_tensors(model); }
@@ -379,6 +407,8 @@ void save_checkpoint(const std::string& path, const Module& model, const Optimiz
     lr.precision(17);
     lr << optimizer->lr();
     meta["skipgrad.optim.lr"] = lr.str();
+    meta["skipgrad.optim.lr_scale"] = format_per_parameter(*optimizer, &Optimizer::lr_scale);
+    meta["skipgrad.optim.weight_decay"] = format_per_parameter(*optimizer, &Optimizer::weight_decay);
   }
   if (const std::string kind = model.kind(); !kind.empty()) meta[kModelKindKey] = kind;
   meta["skipgrad.rng.seed"] = std::to_string(default_generator().seed());
@@ -429,7 +459,11 @@ Metadata load_checkpoint(const std::string& path, Module& model, Optimizer* opti
   }
   int64_t step = 0;
   double lr = 0;
+  std::vector<double> lr_scales, weight_decays;
   if (optimizer) {
+    const size_t n = optimizer->named_params().size();
+    lr_scales = parse_per_parameter(file.metadata, "skipgrad.optim.lr_scale", path, n);
+    weight_decays = parse_per_parameter(file.metadata, "skipgrad.optim.weight_decay", path, n);
     step = (int64_t)parse_u64(file.metadata, "skipgrad.optim.step", path);
     const std::string& s = file.metadata.at("skipgrad.optim.lr");
     char* end = nullptr;
@@ -450,6 +484,8 @@ Metadata load_checkpoint(const std::string& path, Module& model, Optimizer* opti
   if (optimizer) {
     optimizer->set_step_count(step);
     optimizer->set_lr(lr);
+    for (size_t i = 0; i < lr_scales.size(); i++) optimizer->set_lr_scale(i, lr_scales[i]);
+    for (size_t i = 0; i < weight_decays.size(); i++) optimizer->set_weight_decay(i, weight_decays[i]);
   }
   if (restore_rng && has_rng) default_generator().set_state(seed, offset);
   return file.metadata;

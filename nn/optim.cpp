@@ -80,6 +80,20 @@ void Optimizer::set_lr(double lr) {
   lr_ = lr;
 }
 
+void Optimizer::set_weight_decay(size_t i, double weight_decay) {
+  check(i < params_.size(), kind(), ".set_weight_decay", ": parameter ", i, " of ", params_.size());
+  check(std::isfinite(weight_decay) && weight_decay >= 0, kind(), ".set_weight_decay", ": weight_decay of '",
+        params_[i].first, "' must be >= 0, got ", weight_decay);
+  weight_decay_[i] = weight_decay;
+}
+
+void Optimizer::set_lr_scale(size_t i, double lr_scale) {
+  check(i < params_.size(), kind(), ".set_lr_scale", ": parameter ", i, " of ", params_.size());
+  check(std::isfinite(lr_scale) && lr_scale >= 0, kind(), ".set_lr_scale", ": lr_scale of '", params_[i].first,
+        "' must be finite and >= 0, got ", lr_scale);
+  lr_scale_[i] = lr_scale;
+}
+
 void Optimizer::set_step_count(int64_t steps) {
   check(steps >= 0, kind(), ".set_step_count", ": step count must be >= 0, got ", steps);
   steps_ = steps;

@@ -84,6 +84,9 @@ class Optimizer {
   double weight_decay(size_t i) const { return weight_decay_[i]; }
   // Parameter i's learning rate is lr() * lr_scale(i) (its group's scale; 1 without groups).
   double lr_scale(size_t i) const { return lr_scale_[i]; }
+  // Change one parameter's settings (torch: param_groups[k]["lr"] = ...); checkpoints restore them this way.
+  void set_weight_decay(size_t i, double weight_decay);
+  void set_lr_scale(size_t i, double lr_scale);
 
   // Named state tensors, "<slot>.<parameter name>" ("m.enc.0.weight", "v.enc.0.weight", "momentum.w"), each in
   // its parameter's current dtype and device; the tensors are the live state, so a checkpoint loader copies into

@@ -186,6 +186,44 @@ TEST_SUITE("train") {
     CHECK_THROWS_WITH_ALL(Adam(Groups{{.params = {{"p", p}}}, {.params = {{"q", p}}}}), "adam", "same tensor");
   }
 
+  TEST_CASE("a checkpoint restores each parameter's lr_scale and weight decay, as torch restores param_groups") {
+    namespace fs = std::filesystem;
+    const fs::path path = fs::temp_directory_path() / ("skipgrad_groups_" + std::to_string(::getpid()) + ".st");
+    Linear a(2, 2);
+    std::vector<ParamGroup> groups(2);
+    groups[0] = {.params = {{"weight", a.weight}}, .lr_scale = 0.1, .weight_decay = 0.0};
+    groups[1] = {.params = {{"bias", a.bias}}, .lr_scale = 3.0};
+    AdamW saved(groups, {.lr = 1e-3, .weight_decay = 0.01});
+    save_checkpoint(path.string(), a, &saved);
+    AdamW fresh(a.named_parameters(), {.lr = 1e-3, .weight_decay = 0.01});
+    load_checkpoint(path.string(), a, &fresh);
+    CHECK(fresh.lr_scale(0) == 0.1);
+    CHECK(fresh.weight_decay(0) == 0.0);
+    CHECK(fresh.lr_scale(1) == 3.0);
+    CHECK(fresh.weight_decay(1) == 0.01);
+    // a damaged entry is refused before anything changes; a file without the entries (older) keeps the settings
+    SafetensorsFile file = load_safetensors(path.string());
+    file.metadata.erase("skipgrad.checksum");
+    file.metadata.erase("skipgrad.header_checksum");
+    file.metadata["skipgrad.optim.lr_scale"] = "0.5 -1";
+    save_safetensors(path.string(), file.tensors, file.metadata);
+    AdamW other(a.named_parameters(), {.lr = 1e-3});
+    CHECK_THROWS_WITH_ALL(load_checkpoint(path.string(), a, &other), "skipgrad.optim.lr_scale", "'-1'");
+    file.metadata["skipgrad.optim.lr_scale"] = "0.5";
+    save_safetensors(path.string(), file.tensors, file.metadata);
+    CHECK_THROWS_WITH_ALL(load_checkpoint(path.string(), a, &other), "has 1 values", "2 parameters");
+    CHECK(other.lr_scale(0) == 1.0);
+    file.metadata.erase("skipgrad.optim.lr_scale");
+    file.metadata.erase("skipgrad.optim.weight_decay");
+    save_safetensors(path.string(), file.tensors, file.metadata);
+    load_checkpoint(path.string(), a, &other);
+    CHECK(other.lr_scale(0) == 1.0);
+    CHECK(other.weight_decay(0) == 0.0);  // AdamOptions' default
+    CHECK_THROWS_WITH_ALL(other.set_lr_scale(2, 1.0), "set_lr_scale", "parameter 2 of 2");
+    CHECK_THROWS_WITH_ALL(other.set_weight_decay(0, -1.0), "set_weight_decay", "'weight'", "-1");
+    fs::remove(path);
+  }
+
   TEST_CASE("the state follows a parameter cast after the optimizer was made: named_state and checkpoints") {
     namespace fs = std::filesystem;
     const fs::path path = fs::temp_directory_path() / ("skipgrad_follow_" + std::to_string(::getpid()) + ".st");
