@@ -77,9 +77,11 @@ Tensor sum(const Tensor& a);
 Tensor sum(const Tensor& a, const Shape& dims, bool keepdim = false);
 Tensor mean(const Tensor& a);
 Tensor mean(const Tensor& a, const Shape& dims, bool keepdim = false);
-// Maximum over dims; the gradient is shared equally among tied maxima.
+// Maximum over dims (empty dims: all of them); the gradient is shared equally among tied maxima.
 Tensor max(const Tensor& a, const Shape& dims, bool keepdim = false);
 Tensor min(const Tensor& a, const Shape& dims, bool keepdim = false);
+Tensor max(const Tensor& a);  // over all elements (torch.max(a)), a 0-d tensor
+Tensor min(const Tensor& a);
 // Inclusive prefix sums along dim (torch.cumsum); any dtype, differentiable for floats.
 Tensor cumsum(const Tensor& a, int64_t dim);
 // Sums `g` down to `shape` (the reverse of broadcasting); not recorded. Used by backward functions.
@@ -151,6 +153,8 @@ Tensor multinomial(const Tensor& probs, int64_t num_samples, bool replacement = 
 // ---- fused attention ----
 // q [B, H, Tq, dh], k and v [B, H, Tk, dh]. softmax(q k^T * scale + mask) v, one node, analytic backward.
 // key_padding_mask: [B, Tk], nonzero = masked out (may be undefined). causal masks key j > query i + (Tk - Tq).
+// A query whose keys are all masked (causal with Tq > Tk, a fully padded row) gets zeros and no gradient, where
+// torch's softmax over -inf scores gives NaN.
 struct AttentionOptions {
   bool causal = false;
   double scale = -1;  // -1: 1/sqrt(dh)

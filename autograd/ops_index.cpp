@@ -1,5 +1,5 @@
 // Ops that pick elements by index: argmax and topk (which elements), gather and index_select (read them, with a
-// gradient scattered back), multinomial (draw indices at random).
+// gradient scattered back), multinomial and Tensor::randint (draw indices at random).
 //
 // The kernels are shared: topk (argmax is k = 1) has one backend method; gather and index_select are an embedding
 // lookup of x seen as a [numel, 1] table at flat offsets computed here, so their forward and backward are the
@@ -216,6 +216,16 @@ Tensor multinomial(const Tensor& probs, int64_t num_samples, bool replacement, G
   }
   Tensor counts = pieces.size() == 1 ? pieces[0] : concat(pieces, 1);
   return reshape(counts.to(DType::I64), out_shape);
+}
+
+// low + floor(u * (high - low)) with u uniform in [0, 1) from float64's 53 bits: exact for a range up to 2^53.
+Tensor Tensor::randint(int64_t low, int64_t high, const Shape& shape, DType dtype, Device device, Generator* gen) {
+  const int64_t limit = int64_t(1) << 53;  // (float64 holds every integer up to it)
+  check(low < high && low >= -limit && high <= limit && high - low <= limit, "randint", ": expected low < high within "
+        "+-2^53, at most 2^53 apart, got [", low, ", ", high, ")");
+  NoGradGuard no_grad;
+  Tensor steps = mul(rand(shape, 0, 1, DType::F64, device, gen), (double)high - (double)low).to(DType::I64);
+  return add(steps, Tensor::scalar((double)low, DType::I64, device)).to(dtype);
 }
 
 Tensor Tensor::argmax(int64_t dim, bool keepdim) const { return skipgrad::argmax(*this, dim, keepdim); }

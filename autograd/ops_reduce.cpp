@@ -125,6 +125,8 @@ Tensor max(const Tensor& x, const Shape& dims, bool keepdim) {
 Tensor min(const Tensor& x, const Shape& dims, bool keepdim) {
   return extremum("min", ReduceOp::Min, x, dims, keepdim);
 }
+Tensor max(const Tensor& x) { return max(x, {}, false); }
+Tensor min(const Tensor& x) { return min(x, {}, false); }
 
 // y_i = sum_{j <= i} x_j along dim:  gx_j = sum_{i >= j} g_i (the reverse prefix sum of g). Integer tensors are
 // summed too (no gradient): make_positions in nn/layers.cpp counts tokens this way on any device.
@@ -150,6 +152,8 @@ Tensor Tensor::sum(const Shape& dims, bool keepdim) const { return skipgrad::sum
 Tensor Tensor::mean() const { return skipgrad::mean(*this); }
 Tensor Tensor::mean(const Shape& dims, bool keepdim) const { return skipgrad::mean(*this, dims, keepdim); }
 Tensor Tensor::max(const Shape& dims, bool keepdim) const { return skipgrad::max(*this, dims, keepdim); }
+Tensor Tensor::max() const { return skipgrad::max(*this); }
+Tensor Tensor::min() const { return skipgrad::min(*this); }
 Tensor Tensor::min(const Shape& dims, bool keepdim) const { return skipgrad::min(*this, dims, keepdim); }
 
 }  // namespace skipgrad

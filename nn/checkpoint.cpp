@@ -338,6 +338,21 @@ uint64_t parse_u64(const Metadata& meta, const std::string& key, const std::stri
     fail("load_checkpoint", ": '", path, "': metadata '", key, "' is out of range: '", s, "'");
   }
 }
+// A tensor tied under two names gets one value: refuses sources that differ for two names of one tensor (an untied
+// model's file loaded into a tied model would otherwise keep whichever came last).
+void check_tied_sources(const char* op, const std::string& where, const NamedTensors& dest,
+                        const std::vector<Tensor>& sources) {
+  std::map<const TensorImpl*, size_t> first;
+  for (size_t i = 0; i < dest.size(); i++) {
+    auto [it, inserted] = first.emplace(&dest[i].second.impl(), i);
+    if (inserted) continue;
+    const Tensor a = sources[it->second].to(Device::cpu()).contiguous(), b = sources[i].to(Device::cpu()).contiguous();
+    const bool same = a.dtype() == b.dtype() && std::memcmp(a.data_ptr(), b.data_ptr(), a.nbytes()) == 0;
+    check(same, op, where, ": '", dest[it->second].first, "' and '", dest[i].first, "' are one tied tensor in the "
+          "model but have different values here (saved from an untied model?)");
+  }
+}
+
 // Each parameter's lr_scale or weight decay, space-separated, in named_params() order.
 std::string format_per_parameter(const Optimizer& opt, double (Optimizer::*value)(size_t) const) {
   std::ostringstream out;
@@ -382,12 +397,21 @@ void load_state_dict(Module& model, const NamedTensors& tensors) {
   std::vector<Tensor> sources;
   for (const auto& [name, t] : dest) {
     auto it = given.find(name);
-    check(it != given.end(), op, ": no tensor '", name, "' for the model's ", t.meta_str());
+    if (it == given.end()) {
+      const bool tied = std::count_if(dest.begin(), dest.end(), [&](const auto& d) {
+        return &d.second.impl() == &t.impl();
+      }) > 1;
+      fail(op, ": no tensor '", name, "' for the model's ", t.meta_str(),
+           tied ? " (a tied parameter: state_dict(model) lists it under each of its names; named_parameters() "
+                  "under the first only)"
+                : "");
+    }
     const Tensor& src = *it->second;
     check(src.defined() && src.shape() == t.shape(), op, ": tensor '", name, "' is ",
           src.defined() ? src.meta_str() : "undefined", ", the model's ", t.meta_str());
     sources.push_back(src);
   }
+  check_tied_sources(op, "", dest, sources);
   NoGradGuard no_grad;
   for (size_t i = 0; i < dest.size(); i++) dest[i].second.copy_(sources[i]);
 }
@@ -457,6 +481,7 @@ Metadata load_checkpoint(const std::string& path, Module& model, Optimizer* opti
           " in the file but ", dtype_name(t.dtype()), " in the ", owner);
     sources.push_back(src);
   }
+  check_tied_sources(op, ": '" + path + "'", dest, sources);
   int64_t step = 0;
   double lr = 0;
   std::vector<double> lr_scales, weight_decays;

@@ -20,18 +20,20 @@ Tensor& Module::register_parameter(const std::string& name, Tensor t) {
 
 Tensor& Module::tie_parameter(const std::string& name, const Tensor& shared) {
   const char* op = "tie_parameter";
+  const std::string who = name_.empty() ? "the module" : "'" + name_ + "'";  // (a module not registered: no name)
+  const std::string param = "'" + (name_.empty() ? name : name_ + "." + name) + "'";
   auto it = std::find_if(params_.begin(), params_.end(), [&](const auto& entry) { return entry.first == name; });
   if (it == params_.end()) {
     std::string names;
     for (auto& [n, p] : params_) names += " " + n;
-    fail(op, ": '", name_, "' has no parameter '", name, "'; it has:", names.empty() ? " none" : names);
+    fail(op, ": ", who, " has no parameter '", name, "'; it has:", names.empty() ? " none" : names);
   }
-  check(shared.defined() && shared.is_leaf() && shared.requires_grad(), op, ": '", name_, ".", name,
-        "' can be tied to another module's parameter only (a leaf that requires grad), got ",
+  check(shared.defined() && shared.is_leaf() && shared.requires_grad(), op, ": ", param,
+        " can be tied to another module's parameter only (a leaf that requires grad), got ",
         shared.defined() ? shared.meta_str() : "an undefined tensor");
   const Tensor& old = it->second;
   if (!(old.shape() == shared.shape() && old.dtype() == shared.dtype() && old.device() == shared.device()))
-    fail(op, ": '", name_, ".", name, "' is ", old.meta_str(), ", the tensor to tie it to ", shared.meta_str());
+    fail(op, ": ", param, " is ", old.meta_str(), ", the tensor to tie it to ", shared.meta_str());
   it->second = shared;
   return it->second;
 }

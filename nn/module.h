@@ -134,6 +134,9 @@ class Sequential : public Module {
   using Step = std::function<Tensor(const Tensor&)>;
   template <class M>
   std::shared_ptr<M> push_back(std::shared_ptr<M> m) {
+    static_assert(requires(M& mod, const Tensor& x) { { mod.forward(x) } -> std::convertible_to<Tensor>; },
+                  "Sequential::push_back: a module step needs Tensor forward(const Tensor&); wrap a module whose "
+                  "forward takes more in a function step: [m](const Tensor& x) { return m->forward(x, ...); }");
     auto child = register_module(std::to_string(steps_.size()), std::move(m));
     steps_.push_back([child](const Tensor& x) { return child->forward(x); });
     return child;

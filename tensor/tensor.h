@@ -74,6 +74,9 @@ class Tensor {
                      Device device = Device::cpu(), Generator* gen = nullptr);
   static Tensor randn(const Shape& shape, double mean = 0, double std = 1, DType dtype = DType::F32,
                       Device device = Device::cpu(), Generator* gen = nullptr);
+  // Integers uniform in [low, high) (torch.randint), both within +-2^53; int64 unless dtype says otherwise.
+  static Tensor randint(int64_t low, int64_t high, const Shape& shape, DType dtype = DType::I64,
+                        Device device = Device::cpu(), Generator* gen = nullptr);
   template <class T>
   static Tensor from_vector(const std::vector<T>& values, const Shape& shape, Device device = Device::cpu());
   static Tensor scalar(double v, DType dtype = DType::F32, Device device = Device::cpu());
@@ -155,6 +158,8 @@ class Tensor {
   Tensor mean(const Shape& dims, bool keepdim = false) const;
   Tensor max(const Shape& dims, bool keepdim = false) const;
   Tensor min(const Shape& dims, bool keepdim = false) const;
+  Tensor max() const;  // over all elements
+  Tensor min() const;
   Tensor argmax(int64_t dim, bool keepdim = false) const;
   Tensor matmul(const Tensor& o) const;
   Tensor exp() const;

@@ -170,6 +170,18 @@ TEST_SUITE("nn") {
     nn::Linear other(4, 9, false);
     CHECK_THROWS_WITH_ALL(other.tie_parameter("weight", tok->weight), "tie_parameter", "[9,4]", "[10,4]");
     CHECK_THROWS_WITH_ALL(other.tie_parameter("weight", Tensor::zeros({9, 4})), "tie_parameter", "leaf");
+    CHECK_THROWS_WITH_ALL(other.tie_parameter("w", tok->weight), "the module has no parameter 'w'");  // unnamed
+    // a tied model's state_dict has both names; named_parameters() has the first only, and says so when loaded
+    nn::load_state_dict(lm, nn::state_dict(lm));
+    CHECK_THROWS_WITH_ALL(nn::load_state_dict(lm, lm.named_parameters()), "no tensor 'head.weight'", "tied",
+                          "state_dict(model)");
+    // an untied model's tensors: two values for one tensor, refused (nothing copied)
+    nn::NamedTensors untied = nn::state_dict(lm);
+    untied[1].second = untied[1].second.detach().clone() * 2.0;
+    const Tensor kept = tok->weight.detach().clone();
+    CHECK_THROWS_WITH_ALL(nn::load_state_dict(lm, untied), "'tok.weight' and 'head.weight' are one tied tensor",
+                          "different values");
+    CHECK(same_bits(tok->weight, kept));
   }
 
   TEST_CASE("attention: head norms, init, masks and shape errors") {

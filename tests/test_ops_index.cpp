@@ -211,6 +211,30 @@ TEST_SUITE("ops_index") {
     }
   }
 
+  TEST_CASE("randint: uniform integers in [low, high), seeded; max and min over all elements") {
+    Generator gen(2);
+    Tensor r = Tensor::randint(-3, 4, {7000}, DType::I64, Device::cpu(), &gen);
+    CHECK(r.dtype() == DType::I64);
+    std::vector<int64_t> v = r.to_vector<int64_t>();
+    std::vector<int> count(7, 0);
+    for (int64_t x : v) {
+      REQUIRE(x >= -3);
+      REQUIRE(x < 4);
+      count[x + 3]++;
+    }
+    for (int c : count) CHECK(std::abs(c - 1000) < 120);
+    Generator again(2);
+    CHECK(Tensor::randint(-3, 4, {7000}, DType::I64, Device::cpu(), &again).to_vector<int64_t>() == v);
+    CHECK(Tensor::randint(0, 5, {2, 3}, DType::F32).dtype() == DType::F32);
+    CHECK_THROWS_WITH_ALL(Tensor::randint(4, 4, {2}), "randint", "low < high", "[4, 4)");
+    CHECK_THROWS_WITH_ALL(Tensor::randint(0, int64_t(1) << 60, {2}), "randint", "2^53");
+
+    Tensor m = Tensor::from_vector<float>({3, -1, 7, 2}, {2, 2});
+    CHECK(max(m).shape() == Shape{});
+    CHECK(max(m).item() == 7);
+    CHECK(m.min().item() == -1);
+  }
+
   TEST_CASE("multinomial: batches of rows, a seed repeats the draw, bad weights are refused") {
     Tensor w = Tensor::rand({2, 3, 50}, 0, 1, DType::F64);
     Generator a(5), b(5);
