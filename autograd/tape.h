@@ -1,4 +1,5 @@
-// The tape: recording ops, walking them backwards, grad mode, scopes and anomaly mode.
+// The tape: recording ops, walking them backwards, grad mode, scopes and anomaly mode. tape.cpp records (and
+// holds the modes and scopes), backward.cpp walks.
 //
 // Nodes are appended in execution order, which is already a topological order, so backward(loss) is a single
 // reverse loop: take the node's output gradient, call its backward, add the results into its inputs'
