@@ -14,8 +14,10 @@ struct ReducePlan {
   int64_t count = 1;       // elements per output element
 };
 
-ReducePlan plan_reduce(const char* op, const Tensor& x, const Shape& dims, bool keepdim) {
-  check_floating(op, x);
+// integers: whether an integer x is allowed (sum's exact path); else x must be floating
+ReducePlan plan_reduce(const char* op, const Tensor& x, const Shape& dims, bool keepdim, bool integers = false) {
+  if (integers) check_defined(op, x);
+  else check_floating(op, x);
   ReducePlan p;
   p.mask.assign(x.dim(), dims.empty());  // no dims: reduce all
   for (int64_t d : dims) {
@@ -76,9 +78,29 @@ Tensor norm2_f64(const std::vector<Tensor>& ts) {
   return out;
 }
 
+namespace {
+// The sum of an integer x (token counts; no gradient), exact in int64 as torch's: the reduced dims are moved last
+// and flattened, and the last of each row's inclusive prefix sums (cumsum accumulates integers in int64) is its sum.
+Tensor sum_integers(const Tensor& x, const ReducePlan& p) {
+  Shape order, kept_sizes;
+  int64_t kept = 1;
+  for (int64_t d = 0; d < x.dim(); d++)
+    if (!p.mask[d]) {
+      order.push_back(d);
+      kept *= x.size(d);
+    }
+  for (int64_t d = 0; d < x.dim(); d++)
+    if (p.mask[d]) order.push_back(d);
+  if (p.count == 0 || kept == 0) return Tensor::zeros(p.out_shape, DType::I64, x.device());
+  Tensor rows = reshape_raw(contiguous_raw(permute(x.to(DType::I64), order)), {kept, p.count});
+  return reshape_raw(slice(cumsum(rows, 1), 1, p.count - 1, p.count), p.out_shape);
+}
+}  // namespace
+
 // y = sum over dims:  gx = broadcast(g)
 Tensor sum(const Tensor& x, const Shape& dims, bool keepdim) {
-  ReducePlan p = plan_reduce("sum", x, dims, keepdim);
+  ReducePlan p = plan_reduce("sum", x, dims, keepdim, true);
+  if (!is_floating(x.dtype())) return sum_integers(x, p);
   Tensor out = reduce_raw(ReduceOp::Sum, x, p);
   record("sum", {x}, out, {}, [keep = p.keep_shape, xs = x.shape()](const Node&, const Tensor& g) {
     return std::vector<Tensor>{unreduce(g, keep, xs)};

@@ -189,6 +189,8 @@ TEST_SUITE("cuda") {
     compare("cumsum int64 (token positions)", [](Inputs& in) {
       Tensor c = cumsum(in.ids({3, 0, 4, 4, 0, 9, 1, 1}, {2, 4}), 1);
       CHECK(c.to(Device::cpu()).to_vector<int64_t>() == std::vector<int64_t>{3, 3, 7, 11, 0, 9, 10, 11});
+      CHECK(sum(in.ids({3, 0, 4, 4, 0, 9, 1, 1}, {2, 4}), {0}).to_vector<int64_t>() ==
+            std::vector<int64_t>{3, 9, 5, 5});  // integer sums: exact, through cumsum
       return c.to(in.dtype);
     }, DType::F64, false);
   }

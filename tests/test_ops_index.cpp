@@ -211,7 +211,7 @@ TEST_SUITE("ops_index") {
     }
   }
 
-  TEST_CASE("randint: uniform integers in [low, high), seeded; max and min over all elements") {
+  TEST_CASE("randint: uniform integers in [low, high), seeded; integer sums; max and min over all elements") {
     Generator gen(2);
     Tensor r = Tensor::randint(-3, 4, {7000}, DType::I64, Device::cpu(), &gen);
     CHECK(r.dtype() == DType::I64);
@@ -228,6 +228,16 @@ TEST_SUITE("ops_index") {
     CHECK(Tensor::randint(0, 5, {2, 3}, DType::F32).dtype() == DType::F32);
     CHECK_THROWS_WITH_ALL(Tensor::randint(4, 4, {2}), "randint", "low < high", "[4, 4)");
     CHECK_THROWS_WITH_ALL(Tensor::randint(0, int64_t(1) << 60, {2}), "randint", "2^53");
+
+    // integer sums are exact int64 (torch's), over any dims; counting tokens
+    Tensor ids = Tensor::from_vector<int64_t>({5, 0, 7, (int64_t(1) << 60), 0, 3}, {2, 3});
+    CHECK(sum(ids).dtype() == DType::I64);
+    CHECK(sum(ids).to_vector<int64_t>() == std::vector<int64_t>{15 + (int64_t(1) << 60)});
+    CHECK(sum(ids, {0}).to_vector<int64_t>() == std::vector<int64_t>{5 + (int64_t(1) << 60), 0, 10});
+    CHECK(sum(ids.transpose(0, 1), {1}, true).shape() == Shape{3, 1});
+    CHECK(sum(gt(ids, Tensor::scalar(0, DType::I64)), {1}).to_vector<int64_t>() == std::vector<int64_t>{2, 2});
+    CHECK(sum(Tensor::zeros({2, 0}, DType::I32), {1}).to_vector<int64_t>() == std::vector<int64_t>{0, 0});
+    CHECK(Tensor::arange(0, 5, 1, DType::I64).sum().item() == 10);
 
     Tensor m = Tensor::from_vector<float>({3, -1, 7, 2}, {2, 2});
     CHECK(max(m).shape() == Shape{});
