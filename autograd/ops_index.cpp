@@ -41,11 +41,18 @@ void check_index_range_on_cpu(const char* op, const Tensor& idx_c, int64_t n, in
            ") for dim ", d, " of ", x.meta_str());
 }
 
+// flat where idx is in [0, n), else kGatherOutOfRange, which the embedding lookup refuses (the GPU flags it as
+// gather's and the next sync reports it), so it never reads a neighbouring row. The CPU checked every index
+// before (check_index_range_on_cpu): nothing to mark.
+Tensor mark_out_of_range(const Tensor& idx_c, int64_t n, const Tensor& flat) {
+  if (idx_c.device().is_cpu()) return flat;
+  auto i64 = [&](double v) { return Tensor::scalar(v, DType::I64, idx_c.device()); };
+  return where(mul(ge(idx_c, i64(0)), lt(idx_c, i64((double)n))), flat, i64((double)kGatherOutOfRange));
+}
+
 // Where each element gather reads lies in contiguous x: for idx's element at (i_0, ..., i_{r-1}),
 //   flat = sum_{e != d} i_e * stride_e + idx * stride_d     (stride: x's contiguous strides)
-// built on idx's device from int64 tensors. An index outside [0, x.size(d)) becomes kGatherOutOfRange, which the
-// embedding lookup refuses (the GPU flags it as gather's and the next sync reports it), so it never reads a
-// neighbouring row.
+// built on idx's device from int64 tensors; an index outside [0, x.size(d)) is marked (mark_out_of_range).
 Tensor gather_offsets(const Tensor& x, int64_t d, const Tensor& idx_c) {
   const Device dev = idx_c.device();
   const int64_t r = x.dim();
@@ -59,9 +66,26 @@ Tensor gather_offsets(const Tensor& x, int64_t d, const Tensor& idx_c) {
     flat = add(flat, reshape_raw(Tensor::arange(0, (double)(idx_c.size(e) * stride[e]), (double)stride[e],
                                                 DType::I64, dev), along));
   }
-  if (dev.is_cpu()) return flat;  // (the CPU checked every index first)
-  Tensor in_range = mul(ge(idx_c, i64(0)), lt(idx_c, i64((double)x.size(d))));
-  return where(in_range, flat, i64((double)kGatherOutOfRange));
+  return mark_out_of_range(idx_c, x.size(d), flat);
+}
+
+// out = rows `flat` of x seen as a table [x.numel() / D, D], shaped out_shape: the embedding lookup, recorded as a
+// `gather` of x by idx. Backward: the embedding's scatter-add, gx[flat] += g (repeated rows add up), into zeros of
+// x's shape. gather's table has rows of one element (D = 1); index_select along dim 0 reads whole rows.
+Tensor lookup_rows(const Tensor& x, const Tensor& idx, int64_t d, Tensor flat, int64_t D, const Shape& out_shape) {
+  const int64_t n = flat.numel();
+  Tensor out = Tensor::empty(out_shape, x.dtype(), x.device());
+  if (n * D > 0) {
+    Tensor out_rows = reshape_raw(out, {n, D});
+    be(x).embedding(reshape_raw(contiguous_raw(x), {x.numel() / D, D}), flat, out_rows);
+  }
+  record("gather", {x, idx}, out, {flat}, [x_shape = x.shape(), n, D](const Node& node, const Tensor& g) {
+    Tensor gx = Tensor::zeros(x_shape, g.dtype(), g.device());
+    Tensor gx_rows = reshape_raw(gx, {gx.numel() / D, D});
+    if (n * D > 0) be(g).embedding_backward(node.saved[0], reshape_raw(contiguous_raw(g), {n, D}), gx_rows, -1);
+    return std::vector<Tensor>{gx, Tensor()};
+  }, {{"dim", d}});
+  return out;
 }
 
 // gather of an integer x (ids; no gradient): the lookup is for floats, so x goes through float64. An int64 x is
@@ -111,8 +135,7 @@ TopK topk(const Tensor& x, int64_t k, int64_t dim, bool largest) {
 // ---------------------------------------------------------------- gather, index_select
 
 // out[..., j, ...] = x[..., idx[..., j, ...], ...] along dim, as torch.gather: idx has x's rank and, on every other
-// dim, a size no larger than x's. Forward: out = table[flat] with table = x as [numel, 1]; backward: the
-// embedding's scatter-add, gx[flat] += g (repeated indices add up), into zeros of x's shape.
+// dim, a size no larger than x's. A lookup of one-element rows at the elements' flat offsets.
 Tensor gather(const Tensor& x, int64_t dim, const Tensor& idx) {
   const char* op = "gather";
   check_defined(op, x);
@@ -128,25 +151,13 @@ Tensor gather(const Tensor& x, int64_t dim, const Tensor& idx) {
   Tensor idx_c = contiguous_raw(idx);
   check_index_range_on_cpu(op, idx_c, x.size(d), d, x);
   if (!is_floating(x.dtype())) return gather_integers(x, d, idx_c);
-  Tensor out = Tensor::empty(idx.shape(), x.dtype(), x.device());
   const int64_t n = idx.numel();
   Tensor flat = n ? reshape_raw(gather_offsets(x, d, idx_c), {n}) : Tensor::empty({0}, DType::I64, x.device());
-  if (n) {
-    Tensor out_rows = reshape_raw(out, {n, 1});
-    be(x).embedding(reshape_raw(contiguous_raw(x), {x.numel(), 1}), flat, out_rows);
-  }
-  const Shape x_shape = x.shape();
-  record(op, {x, idx}, out, {flat}, [x_shape, n](const Node& node, const Tensor& g) {
-    Tensor gx = Tensor::zeros(x_shape, g.dtype(), g.device());
-    Tensor gx_rows = reshape_raw(gx, {gx.numel(), 1});
-    if (n) be(g).embedding_backward(node.saved[0], reshape_raw(contiguous_raw(g), {n, 1}), gx_rows, -1);
-    return std::vector<Tensor>{gx, Tensor()};
-  }, {{"dim", d}});
-  return out;
+  return lookup_rows(x, idx, d, flat, 1, idx.shape());
 }
 
-// x's slices at positions idx (int64, 1-D) along dim, as torch.index_select: a gather whose index is idx broadcast
-// over the other dims (the graph shows a `gather` node).
+// x's slices at positions idx (int64, 1-D) along dim, as torch.index_select: along dim 0 a lookup of whole rows
+// (as embedding), else a gather whose index is idx broadcast over the other dims; the graph shows a `gather` node.
 Tensor index_select(const Tensor& x, int64_t dim, const Tensor& idx) {
   const char* op = "index_select";
   check_defined(op, x);
@@ -157,6 +168,11 @@ Tensor index_select(const Tensor& x, int64_t dim, const Tensor& idx) {
   check_index_range_on_cpu(op, contiguous_raw(idx), x.size(d), d, x);  // (naming the position in idx itself)
   Shape along(x.dim(), 1), out_shape = x.shape();
   along[d] = out_shape[d] = idx.size(0);
+  check_same_device(op, {x, idx});
+  if (d == 0 && is_floating(x.dtype()) && x.numel() > 0) {
+    Tensor idx_c = contiguous_raw(idx);
+    return lookup_rows(x, idx, 0, mark_out_of_range(idx_c, x.size(0), idx_c), x.numel() / x.size(0), out_shape);
+  }
   try {
     return gather(x, d, expand(reshape(idx, along), out_shape));
   } catch (const Error& e) {

@@ -206,11 +206,7 @@ Tensor select_rows(const Tensor& x, const std::vector<int64_t>& index) {
   const int64_t R = x.size(0);
   for (int64_t i : index) check(i >= 0 && i < R, "select_rows", ": row ", i, " outside [0, ", R, ")");
   NoGradGuard no_grad;
-  Tensor ids = Tensor::from_vector(index, {(int64_t)index.size()}, x.device());
-  Tensor rows = embedding(x.reshape({R, x.numel() / R}), ids);  // an embedding lookup is a gather of whole rows
-  Shape s = x.shape();
-  s[0] = (int64_t)index.size();
-  return rows.reshape(s);
+  return index_select(x, 0, Tensor::from_vector(index, {(int64_t)index.size()}, x.device()));
 }
 
 void DecoderState::reorder(const std::vector<int64_t>& index) {

@@ -470,6 +470,8 @@ TEST_SUITE("cuda") {
     // index 3 of a row of 3 would be the next row's first element: gather marks it for the lookup to flag
     Tensor idx = Tensor::from_vector<int64_t>({0, 3}, {1, 2}, Device::cuda());
     CHECK_THROWS_WITH_ALL(gather(w, 1, idx).to_vector<float>(), "gather: an index was out of range");
+    Tensor rows = Tensor::from_vector<int64_t>({0, 4}, {2}, Device::cuda());  // whole rows: the same marker
+    CHECK_THROWS_WITH_ALL(index_select(w, 0, rows).to_vector<float>(), "gather: an index was out of range");
     CHECK(Tensor::ones({2}, DType::F32, Device::cuda()).sum().item() == 2);  // the flag was cleared
   }
 

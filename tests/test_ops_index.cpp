@@ -48,6 +48,11 @@ REGISTER_GRAD_CASES {
       gc("gather", "index_select dim 1 (repeats)",
          [](const std::vector<Tensor>& x) { return index_select(x[0], 1, i64({3, 0, 3}, {3}).to(x[0].device())); },
          {leaf({2, 4}, 4)}),
+      gc("gather", "index_select dim 0: whole rows of a [4,2,3] (repeats)",
+         [](const std::vector<Tensor>& x) {
+           return index_select(x[0].reshape({4, 2, 3}), 0, i64({2, 0, 2}, {3}).to(x[0].device()));
+         },
+         {leaf({4, 6}, 6)}),
       gc("gather", "topk values, dim 0",
          [](const std::vector<Tensor>& x) { return topk(x[0], 2, 0).values; }, {leaf({5, 3}, 5)}),
   };
