@@ -1,9 +1,10 @@
 // Ops that pick elements by index: argmax and topk (which elements), gather and index_select (read them, with a
 // gradient scattered back), multinomial and Tensor::randint (draw indices at random).
 //
-// The kernels are shared: topk (argmax is k = 1) has one backend method; gather and index_select are an embedding
-// lookup of x seen as a [numel, 1] table at flat offsets computed here, so their forward and backward are the
-// embedding kernels; multinomial is made of existing ops (cumsum, rand, comparisons, topk).
+// The kernels are shared: topk (argmax is k = 1) has one backend method; gather and index_select are embedding
+// lookups (lookup_rows) of x seen as a table, of one-element rows at flat offsets computed here or of whole rows,
+// so their forward and backward are the embedding kernels; multinomial and randint are made of existing ops
+// (cumsum, rand, comparisons, topk).
 #include <algorithm>
 #include <cmath>
 #include <limits>
