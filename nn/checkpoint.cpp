@@ -398,8 +398,9 @@ void load_state_dict(Module& model, const NamedTensors& tensors) {
   for (const auto& [name, t] : dest) {
     auto it = given.find(name);
     if (it == given.end()) {
-      const bool tied = std::count_if(dest.begin(), dest.end(), [&](const auto& d) {
-        return &d.second.impl() == &t.impl();
+      const TensorImpl* impl = &t.impl();  // (not the binding itself: clang 14 cannot capture one)
+      const bool tied = std::count_if(dest.begin(), dest.end(), [impl](const auto& d) {
+        return &d.second.impl() == impl;
       }) > 1;
       fail(op, ": no tensor '", name, "' for the model's ", t.meta_str(),
            tied ? " (a tied parameter: state_dict(model) lists it under each of its names; named_parameters() "
