@@ -148,12 +148,16 @@ TEST_SUITE("decode") {
         opt.bos = 2, opt.eos = 3, opt.pad = 1;
         opt.max_len_b = 4;
         auto cached = decode_batch(*m, src, opt);
+        opt.device_argmax = false;  // greedy: pick on the host from downloaded log-probabilities, the same
+        auto host_pick = decode_batch(*m, src, opt);
         opt.use_cache = false;
         auto full = decode_batch(*m, src, opt);
         REQUIRE(cached.size() == 3);
         for (size_t b = 0; b < 3; b++) {
           CHECK(cached[b].ids == full[b].ids);
           CHECK(std::abs(cached[b].score - full[b].score) < 1e-10);
+          CHECK(host_pick[b].ids == cached[b].ids);
+          CHECK(host_pick[b].score == cached[b].score);
         }
       }
     }

@@ -12,33 +12,56 @@ using namespace skipgrad;
 
 namespace {
 
-// log-softmax of logits [R, V] as doubles on the host
-std::vector<double> log_probs(const Tensor& logits) {
-  return log_softmax(logits, -1).to(DType::F64).contiguous().to_vector<double>();
-}
+bool candidate(int64_t v, const DecodeOptions& opt) { return v != opt.pad && v != opt.bos; }
 
-// Incremental: the decoder state's caches follow the rows (reorder), each step feeds one token per row.
-class CachedStepper : public Stepper {
+// A stepper of a Transformer: the next-token logits [R, V] of its rows, on the model's device. step() downloads
+// their log-softmax; best() picks on the device (masked_fill of pad and bos, topk 1) and downloads [R, 2].
+class ModelStepper : public Stepper {
  public:
-  CachedStepper(nn::Transformer& model, const Tensor& enc, const Tensor& src_mask)
-      : model_(model), state_(model.start_decoding(enc, src_mask)) {}
+  explicit ModelStepper(nn::Transformer& model) : model_(model) {}
+  virtual Tensor logits(const std::vector<int64_t>& parents, const std::vector<int64_t>& tokens) = 0;
   std::vector<double> step(const std::vector<int64_t>& parents, const std::vector<int64_t>& tokens) override {
-    state_.reorder(parents);
-    return log_probs(model_.decode_step(state_, Tensor::from_vector(tokens, {(int64_t)tokens.size()})));
+    return log_softmax(logits(parents, tokens), -1).to(DType::F64).contiguous().to_vector<double>();
+  }
+  std::vector<Best> best(const std::vector<int64_t>& parents, const std::vector<int64_t>& tokens,
+                         const DecodeOptions& opt) override {
+    const Tensor lp = log_softmax(logits(parents, tokens), -1);
+    const int64_t V = vocab(), R = lp.size(0);
+    std::vector<int64_t> excluded(V);
+    for (int64_t v = 0; v < V; v++) excluded[v] = !candidate(v, opt);
+    const TopK top = topk(masked_fill(lp, Tensor::from_vector(excluded, {V}, lp.device()), -INFINITY), 1);
+    const std::vector<double> picked =  // [R, 2]: token (exact in double), log-probability
+        concat({top.indices.to(DType::F64), top.values.to(DType::F64)}, 1).to_vector<double>();
+    std::vector<Best> out(R);
+    for (int64_t r = 0; r < R; r++) out[r] = {(int64_t)picked[2 * r], picked[2 * r + 1]};
+    return out;
   }
   int64_t vocab() const override { return model_.config().vocab; }
 
- private:
+ protected:
   nn::Transformer& model_;
+};
+
+// Incremental: the decoder state's caches follow the rows (reorder), each step feeds one token per row.
+class CachedStepper : public ModelStepper {
+ public:
+  CachedStepper(nn::Transformer& model, const Tensor& enc, const Tensor& src_mask)
+      : ModelStepper(model), state_(model.start_decoding(enc, src_mask)) {}
+  Tensor logits(const std::vector<int64_t>& parents, const std::vector<int64_t>& tokens) override {
+    state_.reorder(parents);
+    return model_.decode_step(state_, Tensor::from_vector(tokens, {(int64_t)tokens.size()}));
+  }
+
+ private:
   nn::DecoderState state_;
 };
 
 // The reference: keeps each row's prefix and re-runs the decoder on all of it, keeping the last position.
-class FullStepper : public Stepper {
+class FullStepper : public ModelStepper {
  public:
   FullStepper(nn::Transformer& model, const Tensor& enc, const Tensor& src_mask)
-      : model_(model), enc_(enc), src_mask_(src_mask.to(enc.dtype())) {}
-  std::vector<double> step(const std::vector<int64_t>& parents, const std::vector<int64_t>& tokens) override {
+      : ModelStepper(model), enc_(enc), src_mask_(src_mask.to(enc.dtype())) {}
+  Tensor logits(const std::vector<int64_t>& parents, const std::vector<int64_t>& tokens) override {
     const int64_t R = (int64_t)parents.size();
     std::vector<std::vector<int64_t>> prefix(R);
     std::vector<int64_t> sentence(R), ids;
@@ -52,20 +75,16 @@ class FullStepper : public Stepper {
     sentence_ = std::move(sentence);
     const int64_t T = (int64_t)prefix_[0].size();
     for (auto& p : prefix_) ids.insert(ids.end(), p.begin(), p.end());
-    Tensor logits = model_.decode(nn::select_rows(enc_, sentence_), nn::select_rows(src_mask_, sentence_),
-                                  Tensor::from_vector(ids, {R, T}, enc_.device()));  // [R, T, V]
-    return log_probs(logits.select(1, T - 1));
+    Tensor all = model_.decode(nn::select_rows(enc_, sentence_), nn::select_rows(src_mask_, sentence_),
+                               Tensor::from_vector(ids, {R, T}, enc_.device()));  // [R, T, V]
+    return all.select(1, T - 1);
   }
-  int64_t vocab() const override { return model_.config().vocab; }
 
  private:
-  nn::Transformer& model_;
   Tensor enc_, src_mask_;
   std::vector<std::vector<int64_t>> prefix_;
   std::vector<int64_t> sentence_;  // row -> sentence
 };
-
-bool candidate(int64_t v, const DecodeOptions& opt) { return v != opt.pad && v != opt.bos; }
 
 // The emitted tokens without a final eos.
 Hypothesis finish(std::vector<int> ids, double score, const DecodeOptions& opt) {
@@ -74,24 +93,21 @@ Hypothesis finish(std::vector<int> ids, double score, const DecodeOptions& opt) 
 }
 
 std::vector<Hypothesis> greedy(Stepper& model, const std::vector<int64_t>& max_len, const DecodeOptions& opt) {
-  const int64_t B = (int64_t)max_len.size(), V = model.vocab();
+  const int64_t B = (int64_t)max_len.size();
   std::vector<std::vector<int>> ids(B);
   std::vector<double> score(B, 0.0);
   std::vector<int64_t> rows(B), parents(B), tokens(B, opt.bos);  // rows: the sentence of each live row
   for (int64_t b = 0; b < B; b++) rows[b] = parents[b] = b;
   for (int64_t t = 0; !rows.empty(); t++) {
-    std::vector<double> lp = model.step(parents, tokens);
+    const std::vector<Stepper::Best> picks =
+        opt.device_argmax ? model.best(parents, tokens, opt) : model.Stepper::best(parents, tokens, opt);
     std::vector<int64_t> next_rows;
     parents.clear();
     tokens.clear();
     for (int64_t r = 0; r < (int64_t)rows.size(); r++) {
-      const double* row = lp.data() + r * V;
-      int64_t best = -1;
-      for (int64_t v = 0; v < V; v++)
-        if (candidate(v, opt) && (best < 0 || row[v] > row[best])) best = v;
-      const int64_t b = rows[r];
+      const int64_t best = picks[r].token, b = rows[r];
       ids[b].push_back((int)best);
-      score[b] += row[best];
+      score[b] += picks[r].logp;
       if (best == opt.eos || t + 1 >= max_len[b]) continue;  // finished: its row is dropped
       next_rows.push_back(b);
       parents.push_back(r);
@@ -175,6 +191,21 @@ std::vector<Hypothesis> beam_search(Stepper& model, const std::vector<int64_t>& 
 }
 
 }  // namespace
+
+std::vector<Stepper::Best> Stepper::best(const std::vector<int64_t>& parents, const std::vector<int64_t>& tokens,
+                                         const DecodeOptions& opt) {
+  const std::vector<double> lp = step(parents, tokens);
+  const int64_t V = vocab(), R = (int64_t)parents.size();
+  std::vector<Best> out(R);
+  for (int64_t r = 0; r < R; r++) {
+    const double* row = lp.data() + r * V;
+    int64_t best = -1;
+    for (int64_t v = 0; v < V; v++)
+      if (candidate(v, opt) && (best < 0 || row[v] > row[best])) best = v;
+    out[r] = {best, row[best]};
+  }
+  return out;
+}
 
 std::vector<Hypothesis> search(Stepper& model, const std::vector<int64_t>& max_len, const DecodeOptions& opt) {
   return opt.beam <= 1 ? greedy(model, max_len, opt) : beam_search(model, max_len, opt);

@@ -19,6 +19,9 @@ struct DecodeOptions {
   int max_len_b = 10;
   int eos = 3, bos = 2, pad = 0;
   bool use_cache = true;      // false: re-run the decoder on the whole prefix at every step
+  // Greedy: pick each row's token on the model's device and download two numbers per row (true), or download the
+  // rows' log-probabilities and pick on the host (false: the reference). The same tokens and scores either way.
+  bool device_argmax = true;
 };
 
 // A decoded sentence: its target ids (without bos/eos) and its model score, Σ_t log p(y_t | y_<t, x) over the
@@ -36,6 +39,15 @@ class Stepper {
   // sentence and tokens[r] is bos. Returns log p(· | row r's prefix), R x vocab() values, row-major.
   virtual std::vector<double> step(const std::vector<int64_t>& parents, const std::vector<int64_t>& tokens) = 0;
   virtual int64_t vocab() const = 0;
+  // Greedy's step, with step()'s arguments: each row's best candidate token (not pad or bos; the first of equal
+  // ones) and its log-probability. This default picks from step()'s log-probabilities on the host; the model's
+  // steppers pick on the model's device.
+  struct Best {
+    int64_t token;
+    double logp;
+  };
+  virtual std::vector<Best> best(const std::vector<int64_t>& parents, const std::vector<int64_t>& tokens,
+                                 const DecodeOptions& opt);
 };
 
 // Greedy (opt.beam <= 1) or beam search over max_len.size() sentences; sentence b emits at most max_len[b] tokens
