@@ -73,7 +73,7 @@ Tensor matmul(const Tensor& a, const Tensor& b, bool trans_a = false, bool trans
 Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias = Tensor());
 
 // ---- reductions ----
-// Sums of an integer tensor are exact int64 (torch's); the other reductions take floating tensors.
+// Sums of an integer tensor are exact int64 and its max/min exact in its dtype (torch's); mean takes floats.
 Tensor sum(const Tensor& a);
 Tensor sum(const Tensor& a, const Shape& dims, bool keepdim = false);
 Tensor mean(const Tensor& a);

@@ -79,10 +79,10 @@ Tensor norm2_f64(const std::vector<Tensor>& ts) {
 }
 
 namespace {
-// The sum of an integer x (token counts; no gradient), exact in int64 as torch's: the reduced dims are moved last
-// and flattened, and the last of each row's inclusive prefix sums (cumsum accumulates integers in int64) is its sum.
-Tensor sum_integers(const Tensor& x, const ReducePlan& p) {
-  Shape order, kept_sizes;
+// x with its reduced dims moved last and flattened, [kept, p.count], contiguous: an integer reduction works on the
+// rows (none of the backend's reductions reads integers). Undefined when empty.
+Tensor reduced_rows(const Tensor& x, const ReducePlan& p) {
+  Shape order;
   int64_t kept = 1;
   for (int64_t d = 0; d < x.dim(); d++)
     if (!p.mask[d]) {
@@ -91,8 +91,15 @@ Tensor sum_integers(const Tensor& x, const ReducePlan& p) {
     }
   for (int64_t d = 0; d < x.dim(); d++)
     if (p.mask[d]) order.push_back(d);
-  if (p.count == 0 || kept == 0) return Tensor::zeros(p.out_shape, DType::I64, x.device());
-  Tensor rows = reshape_raw(contiguous_raw(permute(x.to(DType::I64), order)), {kept, p.count});
+  if (p.count == 0 || kept == 0) return Tensor();
+  return reshape_raw(contiguous_raw(permute(x, order)), {kept, p.count});
+}
+
+// The sum of an integer x (token counts; no gradient), exact in int64 as torch's: the last of each row's inclusive
+// prefix sums (cumsum accumulates integers in int64).
+Tensor sum_integers(const Tensor& x, const ReducePlan& p) {
+  Tensor rows = reduced_rows(x.to(DType::I64), p);
+  if (!rows.defined()) return Tensor::zeros(p.out_shape, DType::I64, x.device());
   return reshape_raw(slice(cumsum(rows, 1), 1, p.count - 1, p.count), p.out_shape);
 }
 }  // namespace
@@ -124,10 +131,15 @@ Tensor mean(const Tensor& x) { return mean(x, {}, false); }
 // extremum (an error, as in PyTorch); an empty x reduced over dims that are not empty gives an empty result.
 namespace {
 Tensor extremum(const char* op, ReduceOp kind, const Tensor& x, const Shape& dims, bool keepdim) {
-  ReducePlan p = plan_reduce(op, x, dims, keepdim);
+  ReducePlan p = plan_reduce(op, x, dims, keepdim, true);
   if (p.count == 0)
     fail(op, ": reduction over an empty dim of ", x.meta_str(), " (dims ", shape_str(dims), "): no ",
          kind == ReduceOp::Max ? "maximum" : "minimum");
+  if (!is_floating(x.dtype())) {  // integers (no gradient): each row's first by topk, exact, in x's dtype
+    Tensor rows = reduced_rows(x, p);
+    if (!rows.defined()) return Tensor::empty(p.out_shape, x.dtype(), x.device());
+    return reshape_raw(topk(rows, 1, 1, kind == ReduceOp::Max).values, p.out_shape);
+  }
   Tensor out = reduce_raw(kind, x, p);
   record(op, {x}, out, {x, out}, [p](const Node& n, const Tensor& g) {
     const Tensor& x = n.saved[0];

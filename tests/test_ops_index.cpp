@@ -216,7 +216,7 @@ TEST_SUITE("ops_index") {
     }
   }
 
-  TEST_CASE("randint: uniform integers in [low, high), seeded; integer sums; max and min over all elements") {
+  TEST_CASE("randint: uniform integers in [low, high), seeded; integer sums, max and min; max and min of all") {
     Generator gen(2);
     Tensor r = Tensor::randint(-3, 4, {7000}, DType::I64, Device::cpu(), &gen);
     CHECK(r.dtype() == DType::I64);
@@ -243,6 +243,14 @@ TEST_SUITE("ops_index") {
     CHECK(sum(gt(ids, Tensor::scalar(0, DType::I64)), {1}).to_vector<int64_t>() == std::vector<int64_t>{2, 2});
     CHECK(sum(Tensor::zeros({2, 0}, DType::I32), {1}).to_vector<int64_t>() == std::vector<int64_t>{0, 0});
     CHECK(Tensor::arange(0, 5, 1, DType::I64).sum().item() == 10);
+    CHECK(max(ids).to_vector<int64_t>() == std::vector<int64_t>{int64_t(1) << 60});  // exact past 2^53
+    CHECK(min(ids, {1}).to_vector<int64_t>() == std::vector<int64_t>{0, 0});
+    CHECK(max(ids.transpose(0, 1), {0}, true).to_vector<int64_t>() == std::vector<int64_t>{7, int64_t(1) << 60});
+    Tensor i32 = Tensor::from_vector<int32_t>({4, -9, 2}, {3});
+    CHECK(min(i32).dtype() == DType::I32);
+    CHECK(min(i32).to_vector<int32_t>() == std::vector<int32_t>{-9});
+    CHECK_THROWS_WITH_ALL(max(Tensor::zeros({2, 0}, DType::I64), {1}), "max", "empty");
+    CHECK(max(Tensor::zeros({0, 3}, DType::I64), {1}).shape() == Shape{0});
 
     Tensor m = Tensor::from_vector<float>({3, -1, 7, 2}, {2, 2});
     CHECK(max(m).shape() == Shape{});
