@@ -27,9 +27,12 @@ class ModelStepper : public Stepper {
                          const DecodeOptions& opt) override {
     const Tensor lp = log_softmax(logits(parents, tokens), -1);
     const int64_t V = vocab(), R = lp.size(0);
-    std::vector<int64_t> excluded(V);
-    for (int64_t v = 0; v < V; v++) excluded[v] = !candidate(v, opt);
-    const TopK top = topk(masked_fill(lp, Tensor::from_vector(excluded, {V}, lp.device()), -INFINITY), 1);
+    if (!excluded_.defined()) {  // the same at every step: uploaded once
+      std::vector<int64_t> excluded(V);
+      for (int64_t v = 0; v < V; v++) excluded[v] = !candidate(v, opt);
+      excluded_ = Tensor::from_vector(excluded, {V}, lp.device());
+    }
+    const TopK top = topk(masked_fill(lp, excluded_, -INFINITY), 1);
     const std::vector<double> picked =  // [R, 2]: token (exact in double), log-probability
         concat({top.indices.to(DType::F64), top.values.to(DType::F64)}, 1).to_vector<double>();
     std::vector<Best> out(R);
@@ -40,6 +43,9 @@ class ModelStepper : public Stepper {
 
  protected:
   nn::Transformer& model_;
+
+ private:
+  Tensor excluded_;  // [V], 1 for pad and bos: greedy's mask (one search, one DecodeOptions)
 };
 
 // Incremental: the decoder state's caches follow the rows (reorder), each step feeds one token per row.
