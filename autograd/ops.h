@@ -9,7 +9,7 @@
 //   ops_view.cpp         reshape, transpose, permute, slice, expand, contiguous, casts, concat/split/stack
 //   ops_nn.cpp           softmax, log_softmax, layer_norm, rms_norm, l2_norm, embedding, cross_entropy,
 //                        dropout, masked_fill, where
-//   ops_index.cpp        argmax, topk, gather, index_select, multinomial
+//   ops_index.cpp        argmax, topk, sort, argsort, gather, index_select, multinomial
 //   ops_attention.cpp    fused scaled-dot-product attention
 #pragma once
 #include <cstdint>
@@ -134,11 +134,17 @@ Tensor where(const Tensor& cond, const Tensor& a, const Tensor& b);
 Tensor argmax(const Tensor& a, int64_t dim, bool keepdim = false);
 // The k largest (smallest when !largest) elements along dim, in order, and their int64 indices (torch.topk, sorted):
 // equal values in index order, a NaN counted as the largest. values is gather(a, dim, indices), so it carries a's
-// gradient. O(n k) per line of n.
+// gradient. O(n k) per line of n for a few (k <= 8), else O(n log k) on the CPU; on the GPU a block per line.
 struct TopK {
   Tensor values, indices;
 };
 TopK topk(const Tensor& a, int64_t k, int64_t dim = -1, bool largest = true);
+// a sorted along dim, ascending (descending: largest first), and where each value came from (torch.sort with
+// stable=True): equal values keep their index order, NaNs go last (first when descending). The values carry a's
+// gradient, as topk's. O(n log n) per line of n on the CPU; on the GPU O(n^2) comparisons, in parallel.
+TopK sort(const Tensor& a, int64_t dim = -1, bool descending = false);
+// sort's indices alone (torch.argsort(stable=True)); not differentiable.
+Tensor argsort(const Tensor& a, int64_t dim = -1, bool descending = false);
 // out[..., j, ...] = a[..., index[..., j, ...], ...] along dim (torch.gather): index int64 of a's rank, no larger
 // than a on the other dims; out has index's shape. The gradient of a element read several times is their sum. An
 // index out of range is an error (on the GPU: found by the kernel, reported at the next sync, as embedding's).

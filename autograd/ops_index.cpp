@@ -1,4 +1,4 @@
-// Ops that pick elements by index: argmax and topk (which elements), gather and index_select (read them, with a
+// Ops that pick elements by index: argmax, topk and sort (which elements), gather and index_select (read them, with a
 // gradient scattered back), multinomial and Tensor::randint (draw indices at random).
 //
 // The kernels are shared: topk (argmax is k = 1) has one backend method; gather and index_select are embedding
@@ -131,6 +131,26 @@ TopK topk(const Tensor& x, int64_t k, int64_t dim, bool largest) {
   r.indices = topk_indices(x, d, k, largest);
   r.values = gather(x, d, r.indices);
   return r;
+}
+
+// A sort is the top list of the whole dim: ascending is "smallest first", descending "largest first"; equal values
+// keep their index order (torch.sort(stable=True)) and NaNs go last ascending, first descending (torch's "NaN is
+// larger than every number").
+TopK sort(const Tensor& x, int64_t dim, bool descending) {
+  check_defined("sort", x);
+  if (x.dim() == 0) {  // as torch: a 0-d tensor sorts as its one element
+    TopK r = sort(reshape(x, {1}), 0, descending);
+    return {reshape(r.values, {}), reshape(r.indices, {})};
+  }
+  const int64_t d = normalize_dim(dim, x.dim(), "sort");
+  return topk(x, x.size(d), d, descending);
+}
+
+Tensor argsort(const Tensor& x, int64_t dim, bool descending) {
+  check_defined("argsort", x);
+  if (x.dim() == 0) return Tensor::zeros({}, DType::I64, x.device());
+  const int64_t d = normalize_dim(dim, x.dim(), "argsort");
+  return topk_indices(x, d, x.size(d), descending);
 }
 
 // ---------------------------------------------------------------- gather, index_select

@@ -171,6 +171,18 @@ TEST_SUITE("cuda") {
     compare_both("topk smallest, dim 0", [](Inputs& in) {
       return topk(in.rand({40, 3}, 1), 40, 0, false).indices.to(DType::F64);
     }, false);
+    compare_both("sort and argsort: equal values and NaNs (a block ranks each line), long and strided lines",
+                 [](Inputs& in) {
+      std::vector<double> v(5 * 700);
+      for (size_t i = 0; i < v.size(); i++) v[i] = i % 53 == 7 ? NAN : double((i * 11) % 13);
+      Tensor x = Tensor::from_vector<double>(v, {5, 700}).to(in.dtype).to(in.dev);
+      return concat({sort(x).indices.reshape({-1}), argsort(x, 1, true).reshape({-1}),
+                     argsort(x.transpose(0, 1), 0).reshape({-1}), topk(x, 300, 1).indices.reshape({-1}),
+                     topk(in.rand({3, 3000}, 1), 50, 1).indices.reshape({-1})}, 0).to(DType::F64);
+    }, false);
+    compare_both("sort values (their gradient: gather's)", [](Inputs& in) {
+      return sort(in.rand_t({6, 400}, 1), 1, true).values;
+    });
     compare("multinomial: one seed, the same draws", [](Inputs& in) {
       Generator gen(9);
       Tensor w = in.rand({3, 40}, 1, 0, 1, false);

@@ -1,4 +1,4 @@
-// Ops that pick elements by index: topk, gather, index_select, multinomial (argmax's cases are with the
+// Ops that pick elements by index: topk, sort, gather, index_select, multinomial (argmax's cases are with the
 // reductions in test_ops_core.cpp). PyTorch's gather is in the reference file; the CPU-vs-GPU cases run the
 // gradient checks below on both devices (test_cuda_sweep.cpp) plus topk and multinomial in test_cuda.cpp.
 #include <algorithm>
@@ -55,6 +55,8 @@ REGISTER_GRAD_CASES {
          {leaf({4, 6}, 6)}),
       gc("gather", "topk values, dim 0",
          [](const std::vector<Tensor>& x) { return topk(x[0], 2, 0).values; }, {leaf({5, 3}, 5)}),
+      gc("gather", "sort values, descending, dim 1 of a transposed [4,12]",
+         [](const std::vector<Tensor>& x) { return sort(x[0], 1, true).values; }, {leaf_transposed({4, 12}, 7)}),
   };
 }
 
@@ -104,6 +106,47 @@ TEST_SUITE("ops_index") {
         CHECK(topk(xr.transpose(0, 1), k, 0, largest).indices.transpose(0, 1).contiguous().to_vector<int64_t>() ==
               topk_by_sort(v, 7, 37, k, largest));
       }
+  }
+
+  TEST_CASE("sort and argsort: stable, NaNs last ascending and first descending, any dim, as torch.sort") {
+    Tensor x = Tensor::from_vector<float>({3, 1, 4, 1, 5, NAN, 2, 6}, {2, 4});
+    TopK up = sort(x);
+    CHECK(up.indices.to_vector<int64_t>() == std::vector<int64_t>{1, 3, 0, 2, 2, 0, 3, 1});  // ties in index order
+    CHECK(up.values.slice(0, 0, 1).to_vector<float>() == std::vector<float>{1, 1, 3, 4});
+    CHECK(std::isnan(up.values.to_vector<float>()[7]));
+    CHECK(sort(x, 1, true).indices.to_vector<int64_t>() == std::vector<int64_t>{2, 0, 1, 3, 1, 3, 0, 2});
+    CHECK(argsort(x, 0).to_vector<int64_t>() == std::vector<int64_t>{0, 0, 1, 0, 1, 1, 0, 1});
+    CHECK(argsort(x, 0, true).to_vector<int64_t>() == std::vector<int64_t>{1, 1, 0, 1, 0, 0, 1, 0});
+    // 0-d: its own sort; an empty dim: empty results; integers exactly; bfloat16 through float32
+    TopK s0 = sort(Tensor::scalar(2.5));
+    CHECK(s0.values.shape() == Shape{});
+    CHECK(s0.values.item() == 2.5);
+    CHECK(s0.indices.to_vector<int64_t>() == std::vector<int64_t>{0});
+    CHECK(sort(Tensor::zeros({3, 0})).indices.shape() == Shape{3, 0});
+    const int64_t big = (int64_t(1) << 60) + 1;
+    CHECK(sort(Tensor::from_vector<int64_t>({big, -4, big - 1}, {3}), 0, true).values.to_vector<int64_t>() ==
+          std::vector<int64_t>{big, big - 1, -4});
+    CHECK(sort(x.to(DType::BF16)).indices.to_vector<int64_t>() == up.indices.to_vector<int64_t>());
+    CHECK_THROWS_WITH_ALL(sort(x, 2), "sort", "dim");
+    CHECK_THROWS_WITH_ALL(argsort(Tensor(), 0), "argsort");
+    // long rows with many ties, both directions, along a strided dim too (the CPU's partial sort for k > 8, its
+    // scans for k <= 8: the same order)
+    manual_seed(4);
+    std::vector<double> v = mul(Tensor::randn({5, 301}, 0, 1, DType::F64), 3.0).to_vector<double>();
+    for (double& e : v) e = std::round(e);
+    v[17] = v[400] = NAN;
+    Tensor xr = Tensor::from_vector<double>(v, {5, 301});
+    for (bool descending : {false, true}) {
+      CAPTURE(descending);
+      const std::vector<int64_t> want = topk_by_sort(v, 5, 301, 301, descending);
+      CHECK(argsort(xr, 1, descending).to_vector<int64_t>() == want);
+      CHECK(sort(xr.transpose(0, 1), 0, descending).indices.transpose(0, 1).contiguous().to_vector<int64_t>() ==
+            want);
+      for (int64_t k : {8, 9, 40}) {
+        CAPTURE(k);
+        CHECK(topk(xr, k, 1, descending).indices.to_vector<int64_t>() == topk_by_sort(v, 5, 301, k, descending));
+      }
+    }
   }
 
   TEST_CASE("topk: errors name the op and the shapes") {

@@ -12,6 +12,7 @@
 #include <cmath>
 #include <limits>
 #include <type_traits>
+#include <vector>
 
 #include "backends/cpu/cpu_backend.h"
 #include "backends/cpu/lane_sum.h"
@@ -230,16 +231,39 @@ void CpuBackend::cumsum(const Tensor& x, int64_t dim, bool reverse, Tensor& out)
   });
 }
 
+// A line's first k in topk's order. A few (k <= kTopkScans, argmax and small samplers): k scans of the line
+// (elementwise::topk_line, O(n k), no memory, the GPU's code). More (a sort, a top-100 of a vocabulary): a partial
+// sort of the line's indices by topk_before, O(n log k). The same answer either way: topk_before is a strict total
+// order, so each rank has one element.
+constexpr int64_t kTopkScans = 8;
+
 void CpuBackend::topk(const Tensor& x, int64_t dim, int64_t k, bool largest, Tensor& out) {
   const ScanLayout l = topk_layout(x, dim, k, out);
   const int64_t outer = l.outer, n = l.n, inner = l.inner;
   auto run = [&]<class T>() {
     const T* xp = static_cast<const T*>(x.data_ptr());
     int64_t* yp = static_cast<int64_t*>(out.data_ptr());
+    if (k <= kTopkScans) {
 #pragma omp parallel for if (outer * n * inner * k > (1 << 15))
-    for (int64_t o = 0; o < outer; o++)
-      for (int64_t c = 0; c < inner; c++)
-        elementwise::topk_line(xp + o * n * inner + c, n, inner, k, largest, yp + o * k * inner + c, inner);
+      for (int64_t o = 0; o < outer; o++)
+        for (int64_t c = 0; c < inner; c++)
+          elementwise::topk_line(xp + o * n * inner + c, n, inner, k, largest, yp + o * k * inner + c, inner);
+      return;
+    }
+#pragma omp parallel if (outer * inner * n > (1 << 14))
+    {
+      std::vector<int64_t> order(n);  // a line's indices, the first k sorted into place
+#pragma omp for
+      for (int64_t line = 0; line < outer * inner; line++) {
+        const int64_t o = line / inner, c = line % inner;
+        const T* xl = xp + o * n * inner + c;
+        for (int64_t j = 0; j < n; j++) order[j] = j;
+        std::partial_sort(order.begin(), order.begin() + k, order.end(), [&](int64_t a, int64_t b) {
+          return elementwise::topk_before(xl[a * inner], a, xl[b * inner], b, largest);
+        });
+        for (int64_t r = 0; r < k; r++) yp[(o * k + r) * inner + c] = order[r];
+      }
+    }
   };
   switch (x.dtype()) {  // (bfloat16 is refused by topk_layout: the op compares in float32)
     case DType::F32: run.operator()<float>(); return;

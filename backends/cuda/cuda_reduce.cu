@@ -340,6 +340,43 @@ __global__ void topk_short_kernel(const T* x, int64_t* y, int64_t outer, int64_t
   }
 }
 
+// Long lists (a sort, k a good part of n): each element's rank is the number of elements of its line that come
+// before it in topk's order (a strict total order: the ranks are 0..n-1, each once), and an element of rank < k
+// goes to place rank. A block per line; each thread ranks its elements j = thread, thread + blockDim, ... against
+// the line, read in tiles of blockDim values staged in shared memory. O(n^2) comparisons per line, all in parallel,
+// where topk_kernel's k rounds each end in a block-wide reduction. blockDim: kTopkThreads.
+template <class T>
+__global__ void topk_rank_kernel(const T* x, int64_t* y, int64_t outer, int64_t n, int64_t inner, int64_t k,
+                                 bool largest) {
+  __shared__ T tile[kTopkThreads];
+  const int t = threadIdx.x;
+  for (int64_t line = blockIdx.x; line < outer * inner; line += gridDim.x) {
+    const int64_t o = line / inner, c = line % inner;
+    const T* xl = x + o * n * inner + c;
+    for (int64_t j0 = 0; j0 < n; j0 += blockDim.x) {  // every thread runs every round: the tiles need them all
+      const int64_t j = j0 + t;
+      const T v = j < n ? xl[j * inner] : T(0);
+      int64_t rank = 0;
+      for (int64_t i0 = 0; i0 < n; i0 += blockDim.x) {
+        if (i0 + t < n) tile[t] = xl[(i0 + t) * inner];
+        __syncthreads();
+        const int64_t m = n - i0 < blockDim.x ? n - i0 : blockDim.x;
+        if (j < n)
+          for (int64_t s = 0; s < m; s++) rank += elementwise::topk_before(tile[s], i0 + s, v, j, largest);
+        __syncthreads();  // the tile is read by every thread before the next one overwrites it
+      }
+      if (j < n && rank < k) y[(o * k + rank) * inner + c] = j;
+    }
+  }
+}
+
+// Which of the block kernels costs less for k of a line of n, by a model not yet timed on a GPU (issue 6's list):
+// topk_kernel runs k rounds of n / threads comparisons plus a synchronised reduction (~400 threads' worth of
+// comparisons); topk_rank_kernel runs n^2 / threads comparisons and synchronises once per tile.
+static bool topk_by_rank(int64_t n, int64_t k) {
+  return (double)n * (double)n < (double)k * ((double)n + 400.0 * kTopkThreads);
+}
+
 constexpr int64_t kTopkShortLine = 64;  // lines up to this long: a thread each
 
 void CudaBackend::topk(const Tensor& x, int64_t dim, int64_t k, bool largest, Tensor& out) {
@@ -354,6 +391,9 @@ void CudaBackend::topk(const Tensor& x, int64_t dim, int64_t k, bool largest, Te
     int64_t* yp = static_cast<int64_t*>(out.data_ptr());
     if (n <= kTopkShortLine)
       topk_short_kernel<T><<<cuda::grid_for(lines), cuda::kThreads, 0, stream_>>>(xp, yp, outer, n, inner, k, largest);
+    else if (topk_by_rank(n, k))
+      topk_rank_kernel<T><<<(unsigned)std::min<int64_t>(lines, 1 << 16), kTopkThreads, 0, stream_>>>(
+          xp, yp, outer, n, inner, k, largest);
     else
       topk_kernel<T><<<(unsigned)std::min<int64_t>(lines, 1 << 16), threads, 0, stream_>>>(xp, yp, outer, n, inner,
                                                                                             k, largest);
