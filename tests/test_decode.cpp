@@ -1,5 +1,6 @@
-// Incremental decoding (nn::Transformer::decode_step, cached keys/values) and the translation example's greedy and
-// beam search on top of it (examples/translate/decode.*).
+// Incremental decoding (nn::Transformer::decode_step, cached keys/values) and the translation example's greedy,
+// sampling and beam search on top of it (examples/translate/decode.*).
+#include <algorithm>
 #include <cmath>
 #include <map>
 
@@ -148,7 +149,7 @@ TEST_SUITE("decode") {
         opt.bos = 2, opt.eos = 3, opt.pad = 1;
         opt.max_len_b = 4;
         auto cached = decode_batch(*m, src, opt);
-        opt.device_argmax = false;  // greedy: pick on the host from downloaded log-probabilities, the same
+        opt.device_pick = false;  // greedy: pick on the host from downloaded log-probabilities, the same
         auto host_pick = decode_batch(*m, src, opt);
         opt.use_cache = false;
         auto full = decode_batch(*m, src, opt);
@@ -228,6 +229,126 @@ TEST_SUITE("decode") {
     CHECK(beam[0].score == doctest::Approx(std::log(0.33 * 0.55 * 0.95)));
     opt.beam = 1;  // greedy: eos first
     CHECK(search(model, {10}, opt)[0].ids.empty());
+  }
+
+  TEST_CASE("sampling: a bigram model's first tokens follow the tempered distribution, cut by top-k and top-p") {
+    // After bos: A=4 0.5, B=5 0.3, C=6 0.1, D=7 0.05; the 12 other tokens share 0.05, pad (0) and bos (2) among
+    // them, which are never drawn: the distribution is renormalised over the 14 candidates.
+    Bigram model({{2, {{4, 0.5}, {5, 0.3}, {6, 0.1}, {7, 0.05}}}});
+    const int64_t n = 20000;
+    const std::vector<int64_t> one_token(n, 1);  // each sentence emits one token
+    auto frequencies = [&](DecodeOptions opt, uint64_t seed) {
+      Generator gen(seed);
+      opt.pad = 0, opt.bos = 2, opt.eos = 3, opt.sampling = true, opt.gen = &gen;
+      std::vector<double> f(16, 0.0);
+      int64_t bad_scores = 0;
+      const std::vector<Hypothesis> drawn = search(model, one_token, opt);
+      REQUIRE(std::all_of(drawn.begin(), drawn.end(), [](const Hypothesis& h) { return h.ids.size() <= 1; }));
+      for (const Hypothesis& h : drawn) {
+        const int v = h.ids.empty() ? 3 : h.ids[0];  // an empty hypothesis drew eos
+        f[v] += 1.0 / n;
+        const double p = v == 4 ? 0.5 : v == 5 ? 0.3 : v == 6 ? 0.1 : v == 7 ? 0.05 : 0.05 / 12;
+        bad_scores += std::abs(h.score - std::log(p)) > 1e-12;  // the model's own log p, whatever the cut
+      }
+      CHECK(bad_scores == 0);
+      return f;
+    };
+    // p_v ∝ q_v^(1/T) over the kept tokens
+    auto expected = [](double inv_t, std::vector<int> kept) {
+      std::vector<double> q(16, 0.05 / 12), e(16, 0.0);
+      q[4] = 0.5, q[5] = 0.3, q[6] = 0.1, q[7] = 0.05;
+      double total = 0;
+      for (int v : kept) total += std::pow(q[v], inv_t);
+      for (int v : kept) e[v] = std::pow(q[v], inv_t) / total;
+      return e;
+    };
+    auto check_close = [&](const std::vector<double>& f, const std::vector<double>& e) {
+      for (int v = 0; v < 16; v++) {
+        CAPTURE(v);
+        CHECK(std::abs(f[v] - e[v]) <= 4 * std::sqrt(e[v] * (1 - e[v]) / n) + 1e-12);  // 4 sigma; 0 stays 0
+      }
+    };
+    const std::vector<int> candidates = {1, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15};
+    DecodeOptions opt;
+    check_close(frequencies(opt, 1), expected(1, candidates));
+    opt.temperature = 0.5;
+    check_close(frequencies(opt, 2), expected(2, candidates));
+    opt.temperature = 1;
+    opt.sampling_topk = 2;
+    check_close(frequencies(opt, 3), expected(1, {4, 5}));
+    opt.sampling_topk = 0;
+    opt.sampling_topp = 0.7;  // A (0.504) and B (0.302) reach it; C would start past it
+    check_close(frequencies(opt, 4), expected(1, {4, 5}));
+    opt.sampling_topp = 0.85;  // the top 3 at temperature 2: 0.45, 0.35, 0.20; C starts at 0.80, under 0.85
+    opt.sampling_topk = 3;
+    opt.temperature = 2;
+    check_close(frequencies(opt, 5), expected(0.5, {4, 5, 6}));
+    // a seed repeats the draw
+    CHECK(frequencies(opt, 5) == frequencies(opt, 5));
+  }
+
+  TEST_CASE("sampling a model: seeded, on the device or the host alike, top-k 1 is greedy, model scores") {
+    Tensor src = id_tensor(kSrc, 3);
+    for (const char* topo : {"pre_ln", "hybrid_norm"}) {
+      INFO("topology " << topo);
+      auto m = small_model(topo, 13);
+      DecodeOptions opt;
+      opt.bos = 2, opt.eos = 3, opt.pad = 1;
+      opt.max_len_b = 6;
+      const auto greedy = decode_batch(*m, src, opt);
+      opt.sampling = true;
+      auto sample = [&](uint64_t seed, bool device_pick, bool use_cache) {
+        Generator gen(seed);
+        DecodeOptions o = opt;
+        o.gen = &gen, o.device_pick = device_pick, o.use_cache = use_cache;
+        return decode_batch(*m, src, o);
+      };
+      opt.temperature = 1.5;
+      const auto drawn = sample(7, true, true);
+      const auto again = sample(7, true, true), host = sample(7, false, true), full = sample(7, true, false);
+      bool differs_from_greedy = false;
+      NoGradGuard ng;
+      for (size_t b = 0; b < 3; b++) {
+        CHECK(again[b].ids == drawn[b].ids);
+        CHECK(host[b].ids == drawn[b].ids);
+        CHECK(host[b].score == drawn[b].score);
+        CHECK(full[b].ids == drawn[b].ids);
+        differs_from_greedy |= drawn[b].ids != greedy[b].ids;
+        const std::vector<int64_t> row(kSrc.begin() + b * 6, kSrc.begin() + b * 6 + 6);
+        const int64_t max_len = (int64_t)(1.2 * (6 - 2 * (int64_t)b)) + opt.max_len_b;
+        const bool eos = (int64_t)drawn[b].ids.size() < max_len;
+        CHECK(std::abs(forced_score(*m, row, drawn[b].ids, eos, opt) - drawn[b].score) < 1e-10);
+      }
+      CHECK(differs_from_greedy);  // (a small random model at temperature 1.5: far from deterministic)
+      opt.sampling_topk = 1;  // only the best is left to draw
+      const auto top1 = sample(8, true, true);
+      for (size_t b = 0; b < 3; b++) {
+        CHECK(top1[b].ids == greedy[b].ids);
+        CHECK(top1[b].score == greedy[b].score);
+      }
+      opt.sampling_topk = 0;
+      opt.sampling_topp = 1e-9;  // only the first of the sorted list
+      const auto topp = sample(9, true, true);
+      for (size_t b = 0; b < 3; b++) CHECK(topp[b].ids == greedy[b].ids);
+    }
+  }
+
+  TEST_CASE("sampling: bad options are refused, naming them") {
+    auto m = small_model("post_ln");
+    Tensor src = id_tensor(kSrc, 3);
+    DecodeOptions opt;
+    opt.bos = 2, opt.eos = 3, opt.pad = 1, opt.sampling = true;
+    opt.beam = 4;
+    CHECK_THROWS_WITH_ALL(decode_batch(*m, src, opt), "sampling", "beam must be 1", "4");
+    opt.beam = 1;
+    opt.temperature = 0;
+    CHECK_THROWS_WITH_ALL(decode_batch(*m, src, opt), "temperature must be > 0");
+    opt.temperature = 1;
+    opt.sampling_topp = 0;
+    CHECK_THROWS_WITH_ALL(decode_batch(*m, src, opt), "sampling_topp must be in (0, 1]");
+    opt.sampling_topp = 1;
+    opt.sampling_topk = -2;
+    CHECK_THROWS_WITH_ALL(decode_batch(*m, src, opt), "sampling_topk must be >= 0");
   }
 
   TEST_CASE("incremental decoding: errors") {

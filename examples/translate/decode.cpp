@@ -14,8 +14,16 @@ namespace {
 
 bool candidate(int64_t v, const DecodeOptions& opt) { return v != opt.pad && v != opt.bos; }
 
+// [V] int64 on `device`: 1 for the tokens no search emits (pad, bos).
+Tensor excluded_tokens(int64_t V, const DecodeOptions& opt, Device device) {
+  std::vector<int64_t> excluded(V);
+  for (int64_t v = 0; v < V; v++) excluded[v] = !candidate(v, opt);
+  return Tensor::from_vector(excluded, {V}, device);
+}
+
 // A stepper of a Transformer: the next-token logits [R, V] of its rows, on the model's device. step() downloads
-// their log-softmax; best() picks on the device (masked_fill of pad and bos, topk 1) and downloads [R, 2].
+// their log-softmax; pick() picks on the device (the best: masked_fill of pad and bos, topk 1; or a draw:
+// sample_tokens) and downloads [R, 2].
 class ModelStepper : public Stepper {
  public:
   explicit ModelStepper(nn::Transformer& model) : model_(model) {}
@@ -23,19 +31,16 @@ class ModelStepper : public Stepper {
   std::vector<double> step(const std::vector<int64_t>& parents, const std::vector<int64_t>& tokens) override {
     return log_softmax(logits(parents, tokens), -1).to(DType::F64).contiguous().to_vector<double>();
   }
-  std::vector<Best> best(const std::vector<int64_t>& parents, const std::vector<int64_t>& tokens,
+  std::vector<Pick> pick(const std::vector<int64_t>& parents, const std::vector<int64_t>& tokens,
                          const DecodeOptions& opt) override {
     const Tensor lp = log_softmax(logits(parents, tokens), -1);
-    const int64_t V = vocab(), R = lp.size(0);
-    if (!excluded_.defined()) {  // the same at every step: uploaded once
-      std::vector<int64_t> excluded(V);
-      for (int64_t v = 0; v < V; v++) excluded[v] = !candidate(v, opt);
-      excluded_ = Tensor::from_vector(excluded, {V}, lp.device());
-    }
-    const TopK top = topk(masked_fill(lp, excluded_, -INFINITY), 1);
+    const int64_t R = lp.size(0);
+    if (!excluded_.defined()) excluded_ = excluded_tokens(vocab(), opt, lp.device());  // one search, one upload
+    const Tensor token = opt.sampling ? sample_tokens(lp, excluded_, opt)  // [R, 1]
+                                      : topk(masked_fill(lp, excluded_, -INFINITY), 1).indices;
     const std::vector<double> picked =  // [R, 2]: token (exact in double), log-probability
-        concat({top.indices.to(DType::F64), top.values.to(DType::F64)}, 1).to_vector<double>();
-    std::vector<Best> out(R);
+        concat({token.to(DType::F64), gather(lp, 1, token).to(DType::F64)}, 1).to_vector<double>();
+    std::vector<Pick> out(R);
     for (int64_t r = 0; r < R; r++) out[r] = {(int64_t)picked[2 * r], picked[2 * r + 1]};
     return out;
   }
@@ -45,7 +50,7 @@ class ModelStepper : public Stepper {
   nn::Transformer& model_;
 
  private:
-  Tensor excluded_;  // [V], 1 for pad and bos: greedy's mask (one search, one DecodeOptions)
+  Tensor excluded_;  // [V], 1 for pad and bos (one search, one DecodeOptions)
 };
 
 // Incremental: the decoder state's caches follow the rows (reorder), each step feeds one token per row.
@@ -98,15 +103,16 @@ Hypothesis finish(std::vector<int> ids, double score, const DecodeOptions& opt) 
   return {std::move(ids), score};
 }
 
-std::vector<Hypothesis> greedy(Stepper& model, const std::vector<int64_t>& max_len, const DecodeOptions& opt) {
+// Greedy or sampling: one row per unfinished sentence, its token picked by Stepper::pick.
+std::vector<Hypothesis> one_best(Stepper& model, const std::vector<int64_t>& max_len, const DecodeOptions& opt) {
   const int64_t B = (int64_t)max_len.size();
   std::vector<std::vector<int>> ids(B);
   std::vector<double> score(B, 0.0);
   std::vector<int64_t> rows(B), parents(B), tokens(B, opt.bos);  // rows: the sentence of each live row
   for (int64_t b = 0; b < B; b++) rows[b] = parents[b] = b;
   for (int64_t t = 0; !rows.empty(); t++) {
-    const std::vector<Stepper::Best> picks =
-        opt.device_argmax ? model.best(parents, tokens, opt) : model.Stepper::best(parents, tokens, opt);
+    const std::vector<Stepper::Pick> picks =
+        opt.device_pick ? model.pick(parents, tokens, opt) : model.Stepper::pick(parents, tokens, opt);
     std::vector<int64_t> next_rows;
     parents.clear();
     tokens.clear();
@@ -198,23 +204,52 @@ std::vector<Hypothesis> beam_search(Stepper& model, const std::vector<int64_t>& 
 
 }  // namespace
 
-std::vector<Stepper::Best> Stepper::best(const std::vector<int64_t>& parents, const std::vector<int64_t>& tokens,
+std::vector<Stepper::Pick> Stepper::pick(const std::vector<int64_t>& parents, const std::vector<int64_t>& tokens,
                                          const DecodeOptions& opt) {
   const std::vector<double> lp = step(parents, tokens);
   const int64_t V = vocab(), R = (int64_t)parents.size();
-  std::vector<Best> out(R);
-  for (int64_t r = 0; r < R; r++) {
-    const double* row = lp.data() + r * V;
-    int64_t best = -1;
-    for (int64_t v = 0; v < V; v++)
-      if (candidate(v, opt) && (best < 0 || row[v] > row[best])) best = v;
-    out[r] = {best, row[best]};
+  std::vector<int64_t> token(R, -1);
+  if (opt.sampling) {  // the same draw as on a device, from these log-probabilities
+    token = sample_tokens(Tensor::from_vector(lp, {R, V}), excluded_tokens(V, opt, Device::cpu()), opt)
+                .to_vector<int64_t>();
+  } else {
+    for (int64_t r = 0; r < R; r++)
+      for (int64_t v = 0; v < V; v++)
+        if (candidate(v, opt) && (token[r] < 0 || lp[r * V + v] > lp[r * V + token[r]])) token[r] = v;
   }
+  std::vector<Pick> out(R);
+  for (int64_t r = 0; r < R; r++) out[r] = {token[r], lp[r * V + token[r]]};
   return out;
 }
 
+// The candidates' tempered log-weights z = lp / temperature (pad, bos: -inf); a draw from softmax(z), or among
+// topk(z, k) (sorted, most likely first) with those past the top-p mass zeroed: a token is kept when the
+// probability of the ones before it is still under p, so the first always is.
+Tensor sample_tokens(const Tensor& lp, const Tensor& excluded, const DecodeOptions& opt) {
+  NoGradGuard no_grad;
+  const int64_t V = lp.size(-1);
+  const Tensor z = masked_fill(mul(lp, 1.0 / opt.temperature), excluded, -INFINITY);
+  if (opt.sampling_topk <= 0 && opt.sampling_topp >= 1) return multinomial(softmax(z, -1), 1, true, opt.gen);
+  const TopK top = topk(z, opt.sampling_topk > 0 ? std::min(opt.sampling_topk, V) : V, -1);
+  Tensor p = softmax(top.values, -1);
+  if (opt.sampling_topp < 1) {
+    const Tensor before = sub(cumsum(p, -1), p);  // the mass of the more likely ones
+    p = masked_fill(p, ge(before, Tensor::scalar(opt.sampling_topp, p.dtype(), p.device())), 0.0);
+  }
+  return gather(top.indices, 1, multinomial(p, 1, true, opt.gen));
+}
+
 std::vector<Hypothesis> search(Stepper& model, const std::vector<int64_t>& max_len, const DecodeOptions& opt) {
-  return opt.beam <= 1 ? greedy(model, max_len, opt) : beam_search(model, max_len, opt);
+  if (opt.sampling) {
+    check(opt.beam <= 1, "decode", ": sampling draws one hypothesis per sentence: beam must be 1, got ", opt.beam);
+    check(opt.temperature > 0 && std::isfinite(opt.temperature), "decode", ": temperature must be > 0, got ",
+          opt.temperature);
+    check(opt.sampling_topk >= 0, "decode", ": sampling_topk must be >= 0 (0: all tokens), got ",
+          opt.sampling_topk);
+    check(opt.sampling_topp > 0 && opt.sampling_topp <= 1, "decode", ": sampling_topp must be in (0, 1], got ",
+          opt.sampling_topp);
+  }
+  return opt.beam <= 1 ? one_best(model, max_len, opt) : beam_search(model, max_len, opt);
 }
 
 std::vector<Hypothesis> decode_batch(nn::Transformer& model, const Tensor& src_ids, const DecodeOptions& opt) {

@@ -1,14 +1,16 @@
-// Greedy and beam-search decoding with a trained Transformer, batched. By default incremental: the decoder keeps
-// every layer's keys and values (nn::DecoderState), so each new token costs one position; DecodeOptions::use_cache
-// = false re-runs the decoder on the whole prefix each step instead (the reference for tests and benchmarks).
+// Greedy, sampling and beam-search decoding with a trained Transformer, batched. By default incremental: the
+// decoder keeps every layer's keys and values (nn::DecoderState), so each new token costs one position;
+// DecodeOptions::use_cache = false re-runs the decoder on the whole prefix each step instead (the reference for
+// tests and benchmarks).
 //
-// One search drives both: it sees the model only through a Stepper (next-token log-probabilities of R rows, each
+// One search drives them all: it sees the model only through a Stepper (next-token log-probabilities of R rows, each
 // row continuing a row of the step before), so cached and full decoding differ in nothing but the stepper.
 #pragma once
 #include <cstdint>
 #include <vector>
 
 #include "nn/transformer.h"
+#include "tensor/random.h"
 
 namespace translate {
 
@@ -19,9 +21,19 @@ struct DecodeOptions {
   int max_len_b = 10;
   int eos = 3, bos = 2, pad = 0;
   bool use_cache = true;      // false: re-run the decoder on the whole prefix at every step
-  // Greedy: pick each row's token on the model's device and download two numbers per row (true), or download the
+  // Beam 1: pick each row's token on the model's device and download two numbers per row (true), or download the
   // rows' log-probabilities and pick on the host (false: the reference). The same tokens and scores either way.
-  bool device_argmax = true;
+  bool device_pick = true;
+  // Sampling (fairseq's --sampling, as used to back-translate; beam 1 only): each token is drawn, not the best one.
+  // Its distribution: softmax(log p / temperature) over the candidates (not pad or bos), cut to the sampling_topk
+  // most likely (0: all), then to the fewest most likely whose probability, renormalised, reaches sampling_topp
+  // (1: all), renormalised again (Hugging Face's order; fairseq takes one cut or the other). A hypothesis's score
+  // stays the model's own Σ log p (temperature 1, no cut).
+  bool sampling = false;
+  double temperature = 1.0;
+  int64_t sampling_topk = 0;
+  double sampling_topp = 1.0;
+  skipgrad::Generator* gen = nullptr;  // draws from it (the default generator if null): a seed repeats a decode
 };
 
 // A decoded sentence: its target ids (without bos/eos) and its model score, Σ_t log p(y_t | y_<t, x) over the
@@ -39,23 +51,28 @@ class Stepper {
   // sentence and tokens[r] is bos. Returns log p(· | row r's prefix), R x vocab() values, row-major.
   virtual std::vector<double> step(const std::vector<int64_t>& parents, const std::vector<int64_t>& tokens) = 0;
   virtual int64_t vocab() const = 0;
-  // Greedy's step, with step()'s arguments: each row's best candidate token (not pad or bos; the first of equal
-  // ones) and its log-probability. This default picks from step()'s log-probabilities on the host; the model's
-  // steppers pick on the model's device.
-  struct Best {
+  // Beam 1's step, with step()'s arguments: each row's next token and its log-probability. The token is the best
+  // candidate (not pad or bos; the first of equal ones), or with opt.sampling a draw (sample_tokens). This default
+  // picks from step()'s log-probabilities on the host; the model's steppers pick on the model's device.
+  struct Pick {
     int64_t token;
     double logp;
   };
-  virtual std::vector<Best> best(const std::vector<int64_t>& parents, const std::vector<int64_t>& tokens,
+  virtual std::vector<Pick> pick(const std::vector<int64_t>& parents, const std::vector<int64_t>& tokens,
                                  const DecodeOptions& opt);
 };
 
-// Greedy (opt.beam <= 1) or beam search over max_len.size() sentences; sentence b emits at most max_len[b] tokens
-// (eos included). Candidates never include pad or bos. Beam search, as fairseq's: of the best 2·beam extensions of
-// a sentence's live hypotheses, those ending in eos (or reaching max_len) are finished when they rank in the first
-// `beam` (else dropped), the others become the next live hypotheses (at most `beam`); the finished one with the best
-// score / length^len_penalty (length counting eos) wins. A sentence stops once it has `beam` finished hypotheses
-// and no live one ranks above the best of them at its current length (fairseq stops on the count alone).
+// Draws one token per row of log-probabilities lp [R, V] (any device, any floating dtype) as DecodeOptions'
+// sampling says; excluded [V] is 1 for the tokens never drawn (pad, bos). Returns int64 [R, 1].
+skipgrad::Tensor sample_tokens(const skipgrad::Tensor& lp, const skipgrad::Tensor& excluded, const DecodeOptions& opt);
+
+// Greedy or sampling (opt.beam <= 1) or beam search over max_len.size() sentences; sentence b emits at most
+// max_len[b] tokens (eos included). Candidates never include pad or bos. Beam search, as fairseq's: of the best
+// 2·beam extensions of a sentence's live hypotheses, those ending in eos (or reaching max_len) are finished when
+// they rank in the first `beam` (else dropped), the others become the next live hypotheses (at most `beam`); the
+// finished one with the best score / length^len_penalty (length counting eos) wins. A sentence stops once it has
+// `beam` finished hypotheses and no live one ranks above the best of them at its current length (fairseq stops on
+// the count alone). Bad options (sampling with a beam, a temperature <= 0, ...) are refused, naming them.
 std::vector<Hypothesis> search(Stepper& model, const std::vector<int64_t>& max_len, const DecodeOptions& opt);
 
 // src: int64 [B, S] padded, model in eval mode. One hypothesis per sentence.

@@ -2,6 +2,7 @@
 //   skipgrad-translate train --corpus numbers --topology resi_dual --minutes 3
 //   skipgrad-translate compare --topologies post_ln,pre_ln,resi_dual --steps 1000
 //   skipgrad-translate translate --checkpoint runs/x/checkpoint_best.safetensors < input.de
+//   skipgrad-translate translate --checkpoint ... --sampling --sampling-topk 10 --seed 3 < input.de
 //   skipgrad-translate eval --checkpoint runs/x/checkpoint_last.safetensors --corpus numbers --beam 5
 //   skipgrad-translate sweep --corpus numbers --topologies all --depths 3 --seeds 1 --minutes 3
 //   skipgrad-translate bleu hyp.txt ref.txt
@@ -159,6 +160,20 @@ int main(int argc, char** argv) {
   tr_cmd->add_option("--input", input, "one sentence per line (default: stdin)");
   tr_cmd->add_option("--beam", beam, "1: greedy")->check(at_least(1))->capture_default_str();
   tr_cmd->add_option("--device", o.device, "cpu | cuda | cuda:N")->capture_default_str();
+  DecodeOptions sampling;  // (docs/translate.md "Sampling")
+  uint64_t sampling_seed = 1;
+  auto* sampling_flag = tr_cmd->add_flag("--sampling", sampling.sampling,
+                                         "draw each token from the model's distribution (fairseq's --sampling)");
+  tr_cmd->add_option("--sampling-topk", sampling.sampling_topk, "draw among the k most likely tokens (0: all)")
+      ->check(CLI::NonNegativeNumber)->needs(sampling_flag)->capture_default_str();
+  tr_cmd->add_option("--sampling-topp", sampling.sampling_topp,
+                     "then among the fewest most likely whose probability reaches p (1: all)")
+      ->check(CLI::Range(0.0, 1.0))->needs(sampling_flag)->capture_default_str();
+  tr_cmd->add_option("--temperature", sampling.temperature, "log-probabilities / T before sampling")
+      ->check(CLI::PositiveNumber)->needs(sampling_flag)->capture_default_str();
+  tr_cmd->add_option("--seed", sampling_seed, "the draws' seed: the same seed, the same output")
+      ->needs(sampling_flag)->capture_default_str();
+  sampling_flag->excludes(tr_cmd->get_option("--beam"));
 
   auto* eval_cmd = app.add_subcommand("eval", "test loss and BLEU of a checkpoint, decoded the same way every time");
   EvalOptions ev;
@@ -249,8 +264,10 @@ int main(int argc, char** argv) {
           std::fprintf(stderr, "warning: line %zu: %lld source tokens, cut to the model's %lld positions\n", i + 1,
                        (long long)n, (long long)max_src);
       std::vector<Example> ex = encode_pairs(m.vocab, pairs, max_src);
-      DecodeOptions d;
-      d.beam = beam;
+      DecodeOptions d = sampling;
+      Generator gen(sampling_seed);
+      d.beam = sampling.sampling ? 1 : beam;
+      d.gen = &gen;
       std::vector<std::string> out(lines.size());
       for (auto& idx : make_batches(ex, 2048, 0, false)) {
         auto res = translate_batch(*m.model, collate(ex, idx).src, d);
