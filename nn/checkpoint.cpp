@@ -1,4 +1,5 @@
 #include "nn/checkpoint.h"
+#include "nn/checkpoint_optim.h"
 
 #include <fcntl.h>
 #include <unistd.h>
@@ -328,16 +329,6 @@ NamedTensors model_tensors(const Module& model) {
   return out;
 }
 
-uint64_t parse_u64(const Metadata& meta, const std::string& key, const std::string& path) {
-  const std::string& s = meta.at(key);
-  check(!s.empty() && s.find_first_not_of("0123456789") == std::string::npos, "load_checkpoint", ": '", path,
-        "': metadata '", key, "' is not a non-negative integer: '", s, "'");
-  try {
-    return std::stoull(s);
-  } catch (const std::exception&) {
-    fail("load_checkpoint", ": '", path, "': metadata '", key, "' is out of range: '", s, "'");
-  }
-}
 // A tensor tied under two names gets one value: refuses sources that differ for two names of one tensor (an untied
 // model's file loaded into a tied model would otherwise keep whichever came last).
 void check_tied_sources(const char* op, const std::string& where, const NamedTensors& dest,
@@ -353,34 +344,6 @@ void check_tied_sources(const char* op, const std::string& where, const NamedTen
   }
 }
 
-// Each parameter's lr_scale or weight decay, space-separated, in named_params() order.
-std::string format_per_parameter(const Optimizer& opt, double (Optimizer::*value)(size_t) const) {
-  std::ostringstream out;
-  out.precision(17);
-  for (size_t i = 0; i < opt.named_params().size(); i++) out << (i ? " " : "") << (opt.*value)(i);
-  return out.str();
-}
-
-// The values of a per-parameter entry, checked: one finite value >= 0 per parameter of the optimizer. Empty when
-// the file has no such entry (written before it existed).
-std::vector<double> parse_per_parameter(const Metadata& meta, const std::string& key, const std::string& path,
-                                        size_t count) {
-  auto it = meta.find(key);
-  if (it == meta.end()) return {};
-  std::istringstream in(it->second);
-  std::vector<double> values;
-  std::string word;
-  while (in >> word) {
-    char* end = nullptr;
-    const double v = std::strtod(word.c_str(), &end);
-    check(*end == '\0' && std::isfinite(v) && v >= 0, "load_checkpoint", ": '", path, "': metadata '", key,
-          "' holds '", word, "', not a value >= 0");
-    values.push_back(v);
-  }
-  check(values.size() == count, "load_checkpoint", ": '", path, "': metadata '", key, "' has ", values.size(),
-        " values; the optimizer has ", count, " parameters");
-  return values;
-}
 }  // namespace
 
 NamedTensors state_dict(const Module& model) { return model_tensors(model); }
@@ -426,14 +389,7 @@ void save_checkpoint(const std::string& path, const Module& model, const Optimiz
   NamedTensors tensors = model_tensors(model);
   if (optimizer) {
     for (auto& [name, t] : optimizer->named_state()) tensors.emplace_back(kOptimPrefix + name, t);
-    meta["skipgrad.optim.kind"] = optimizer->kind();
-    meta["skipgrad.optim.step"] = std::to_string(optimizer->step_count());
-    std::ostringstream lr;
-    lr.precision(17);
-    lr << optimizer->lr();
-    meta["skipgrad.optim.lr"] = lr.str();
-    meta["skipgrad.optim.lr_scale"] = format_per_parameter(*optimizer, &Optimizer::lr_scale);
-    meta["skipgrad.optim.weight_decay"] = format_per_parameter(*optimizer, &Optimizer::weight_decay);
+    for (auto& [k, v] : optimizer_metadata(*optimizer)) meta[k] = v;
   }
   if (const std::string kind = model.kind(); !kind.empty()) meta[kModelKindKey] = kind;
   meta["skipgrad.rng.seed"] = std::to_string(default_generator().seed());
@@ -454,13 +410,9 @@ Metadata load_checkpoint(const std::string& path, Module& model, Optimizer* opti
   NamedTensors dest = model_tensors(model);
   std::set<std::string> expected;
   for (auto& [name, t] : dest) expected.insert(name);
+  OptimizerRecord record;
   if (optimizer) {
-    auto kind = file.metadata.find("skipgrad.optim.kind");
-    check(kind != file.metadata.end(), op, ": '", path, "' holds no optimizer state (saved without an optimizer)");
-    check(kind->second == optimizer->kind(), op, ": '", path, "' holds the state of a '", kind->second,
-          "' optimizer, not '", optimizer->kind(), "'");
-    check(file.metadata.count("skipgrad.optim.step") && file.metadata.count("skipgrad.optim.lr"), op, ": '", path,
-          "': optimizer step or lr missing from the metadata");
+    record = read_optimizer_metadata(file.metadata, *optimizer, path);
     for (auto& [name, t] : optimizer->named_state()) {
       dest.emplace_back(kOptimPrefix + name, t);
       expected.insert(kOptimPrefix + name);
@@ -483,20 +435,6 @@ Metadata load_checkpoint(const std::string& path, Module& model, Optimizer* opti
     sources.push_back(src);
   }
   check_tied_sources(op, ": '" + path + "'", dest, sources);
-  int64_t step = 0;
-  double lr = 0;
-  std::vector<double> lr_scales, weight_decays;
-  if (optimizer) {
-    const size_t n = optimizer->named_params().size();
-    lr_scales = parse_per_parameter(file.metadata, "skipgrad.optim.lr_scale", path, n);
-    weight_decays = parse_per_parameter(file.metadata, "skipgrad.optim.weight_decay", path, n);
-    step = (int64_t)parse_u64(file.metadata, "skipgrad.optim.step", path);
-    const std::string& s = file.metadata.at("skipgrad.optim.lr");
-    char* end = nullptr;
-    lr = std::strtod(s.c_str(), &end);
-    check(!s.empty() && *end == '\0' && std::isfinite(lr) && lr >= 0, op, ": '", path,
-          "': metadata 'skipgrad.optim.lr' is not a learning rate: '", s, "'");
-  }
   const bool has_rng = file.metadata.count("skipgrad.rng.seed") && file.metadata.count("skipgrad.rng.offset");
   uint64_t seed = 0, offset = 0;
   if (restore_rng && has_rng) {
@@ -504,15 +442,11 @@ Metadata load_checkpoint(const std::string& path, Module& model, Optimizer* opti
     offset = parse_u64(file.metadata, "skipgrad.rng.offset", path);
   }
 
-  // All checks passed: copy in place.
+  // The settings are checked by setting them (undone if one is refused); then every check has passed: copy in place.
+  if (optimizer) restore_optimizer_settings(*optimizer, record, path);
   NoGradGuard no_grad;
   for (size_t i = 0; i < dest.size(); i++) dest[i].second.copy_(sources[i]);
-  if (optimizer) {
-    optimizer->set_step_count(step);
-    optimizer->set_lr(lr);
-    for (size_t i = 0; i < lr_scales.size(); i++) optimizer->set_lr_scale(i, lr_scales[i]);
-    for (size_t i = 0; i < weight_decays.size(); i++) optimizer->set_weight_decay(i, weight_decays[i]);
-  }
+  if (optimizer) restore_optimizer_record(*optimizer, record);
   if (restore_rng && has_rng) default_generator().set_state(seed, offset);
   return file.metadata;
 }

@@ -16,6 +16,8 @@
 //              "skipgrad.optim.kind", "skipgrad.optim.step", "skipgrad.optim.lr"   with an optimizer, and
 //              "skipgrad.optim.lr_scale", "skipgrad.optim.weight_decay"   each parameter's (ParamGroup), in
 //                                      named_params() order, space-separated (files before 2026-12-05: none)
+//              "skipgrad.optim.settings"   Optimizer::settings(), "beta1=0.9 beta2=0.98 eps=1e-08" (Adam) or
+//                                      "momentum=0.9 nesterov=0" (SGD), 17 digits (files before 2026-12-06: none)
 //              "skipgrad.model"        Module::kind() when the model says (a Transformer: its topology, norm,
 //                                      activation...): a file of another kind is refused
 //              plus the caller's entries (e.g. "config": the model config as JSON); "skipgrad." is reserved
@@ -55,9 +57,10 @@ void load_state_dict(Module& model, const NamedTensors& tensors);
 void save_checkpoint(const std::string& path, const Module& model, const Optimizer* optimizer = nullptr,
                      const Metadata& metadata = {});
 // Copies the file's tensors into the model's parameters and buffers in place (Tensor::copy_); with an
-// optimizer, also its state, step count, learning rate and each parameter's lr_scale and weight decay, as torch
-// restores param_groups (the file must come from the same kind of optimizer; betas and eps are the ones it was
-// constructed with); restores the default generator when restore_rng and the file has its state. Optimizer
+// optimizer, also its state, step count, learning rate, each parameter's lr_scale and weight decay and its
+// settings (Adam's betas and eps, SGD's momentum), as torch restores param_groups: the file's values win over the
+// optimizer's constructor's (the file must come from the same kind of optimizer; a file without an entry keeps the
+// optimizer's values for it); restores the default generator when restore_rng and the file has its state. Optimizer
 // tensors in the file are ignored when no optimizer is given. Returns the file's metadata (user entries and
 // skipgrad.*).
 Metadata load_checkpoint(const std::string& path, Module& model, Optimizer* optimizer = nullptr,

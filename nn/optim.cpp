@@ -120,7 +120,25 @@ NamedTensors Optimizer::named_state() const {
   return out;
 }
 
+// An error for a setting name the optimizer does not have, listing those it has.
+[[noreturn]] static void unknown_setting(const Optimizer& opt, const std::string& name) {
+  std::string known;
+  for (const auto& [k, v] : opt.settings()) known += (known.empty() ? "" : ", ") + k;
+  fail(opt.kind(), ".set_setting", ": no setting '", name, "'; a ", opt.kind(), " optimizer has ",
+       known.empty() ? "none" : known);
+}
+
+void Optimizer::set_setting(const std::string& name, double) { unknown_setting(*this, name); }
+
 // ---------------------------------------------------------------- SGD
+
+namespace {
+// The checks of SGDOptions beyond the base class's (lr, weight decay); `where` names the caller in errors.
+void check_sgd_options(const std::string& where, const SGDOptions& o) {
+  check(std::isfinite(o.momentum) && o.momentum >= 0, where, ": momentum must be >= 0, got ", o.momentum);
+  check(!o.nesterov || o.momentum > 0, where, ": nesterov needs momentum > 0");
+}
+}  // namespace
 
 SGD::SGD(NamedTensors params, const SGDOptions& o) : SGD(one_group(std::move(params)), o) {}
 
@@ -129,8 +147,28 @@ SGD::SGD(std::vector<ParamGroup> groups, const SGDOptions& o)
                 o.momentum > 0 ? std::vector<std::string>{"momentum"} : std::vector<std::string>{}, o.weight_decay,
                 o.no_decay_on_norms_and_biases),
       opt_(o) {
-  check(std::isfinite(o.momentum) && o.momentum >= 0, "sgd", ": momentum must be >= 0, got ", o.momentum);
-  check(!o.nesterov || o.momentum > 0, "sgd", ": nesterov needs momentum > 0");
+  check_sgd_options("sgd", o);
+}
+
+std::vector<std::pair<std::string, double>> SGD::settings() const {
+  return {{"momentum", opt_.momentum}, {"nesterov", opt_.nesterov ? 1.0 : 0.0}};
+}
+
+// Momentum keeps its sign: its buffers are made (or not) with the optimizer, and a checkpoint holds them or not.
+void SGD::set_setting(const std::string& name, double value) {
+  SGDOptions o = opt_;
+  if (name == "momentum") {
+    check((value > 0) == (opt_.momentum > 0), "sgd.set_setting", ": momentum ", value, " for an optimizer made ",
+          opt_.momentum > 0 ? "with momentum (its buffers need one > 0)" : "without momentum (it has no buffers)");
+    o.momentum = value;
+  } else if (name == "nesterov") {
+    check(value == 0 || value == 1, "sgd.set_setting", ": nesterov must be 1 or 0, got ", value);
+    o.nesterov = value == 1;
+  } else {
+    unknown_setting(*this, name);
+  }
+  check_sgd_options("sgd.set_setting", o);
+  opt_ = o;
 }
 
 // g = grad + wd p;  buf = momentum buf + g;  d = nesterov ? g + momentum buf : buf;  p -= lr d
@@ -149,6 +187,15 @@ void SGD::update(size_t i, Tensor& param, const Tensor& grad, std::vector<Tensor
 
 // ---------------------------------------------------------------- Adam / AdamW
 
+namespace {
+// The checks of AdamOptions beyond the base class's (lr, weight decay); `where` names the caller in errors.
+void check_adam_options(const std::string& where, const AdamOptions& o) {
+  check(o.beta1 >= 0 && o.beta1 < 1, where, ": beta1 must be in [0, 1), got ", o.beta1);
+  check(o.beta2 >= 0 && o.beta2 < 1, where, ": beta2 must be in [0, 1), got ", o.beta2);
+  check(std::isfinite(o.eps) && o.eps >= 0, where, ": eps must be >= 0, got ", o.eps);
+}
+}  // namespace
+
 Adam::Adam(NamedTensors params, const AdamOptions& o) : Adam(one_group(std::move(params)), o, false) {}
 Adam::Adam(std::vector<ParamGroup> groups, const AdamOptions& o) : Adam(std::move(groups), o, false) {}
 
@@ -157,10 +204,21 @@ Adam::Adam(std::vector<ParamGroup> groups, const AdamOptions& o, bool decoupled)
                 o.no_decay_on_norms_and_biases),
       opt_(o),
       decoupled_(decoupled) {
-  const char* name = decoupled ? "adamw" : "adam";
-  check(o.beta1 >= 0 && o.beta1 < 1, name, ": beta1 must be in [0, 1), got ", o.beta1);
-  check(o.beta2 >= 0 && o.beta2 < 1, name, ": beta2 must be in [0, 1), got ", o.beta2);
-  check(std::isfinite(o.eps) && o.eps >= 0, name, ": eps must be >= 0, got ", o.eps);
+  check_adam_options(kind(), o);
+}
+
+std::vector<std::pair<std::string, double>> Adam::settings() const {
+  return {{"beta1", opt_.beta1}, {"beta2", opt_.beta2}, {"eps", opt_.eps}};
+}
+
+void Adam::set_setting(const std::string& name, double value) {
+  AdamOptions o = opt_;
+  if (name == "beta1") o.beta1 = value;
+  else if (name == "beta2") o.beta2 = value;
+  else if (name == "eps") o.eps = value;
+  else unknown_setting(*this, name);
+  check_adam_options(std::string(kind()) + ".set_setting", o);
+  opt_ = o;
 }
 
 // One parameter: the same update as a step in which it alone has a gradient.

@@ -87,6 +87,14 @@ class Optimizer {
   // Change one parameter's settings (torch: param_groups[k]["lr"] = ...); checkpoints restore them this way.
   void set_weight_decay(size_t i, double weight_decay);
   void set_lr_scale(size_t i, double lr_scale);
+  // The optimizer's own settings besides the learning rate and the per-parameter ones, by name (torch's
+  // param_groups' betas, eps, momentum): Adam's "beta1", "beta2", "eps"; SGD's "momentum", "nesterov" (1 or 0).
+  // Checkpoints save them and load_checkpoint restores them, as torch's load_state_dict restores param_groups: the
+  // file's values win over the constructor's. An optimizer without any (the default) saves none.
+  virtual std::vector<std::pair<std::string, double>> settings() const { return {}; }
+  // Sets one of settings() by name, checked as the constructor checks it; an unknown name is an error listing the
+  // known ones. Nothing changes when it throws.
+  virtual void set_setting(const std::string& name, double value);
 
   // Named state tensors, "<slot>.<parameter name>" ("m.enc.0.weight", "v.enc.0.weight", "momentum.w"), each in
   // its parameter's current dtype and device; the tensors are the live state, so a checkpoint loader copies into
@@ -136,6 +144,8 @@ class SGD : public Optimizer {
   SGD(std::vector<ParamGroup> groups, const SGDOptions& options = {});
   const char* kind() const override { return "sgd"; }
   const SGDOptions& options() const { return opt_; }
+  std::vector<std::pair<std::string, double>> settings() const override;
+  void set_setting(const std::string& name, double value) override;
 
  protected:
   void update(size_t i, Tensor& param, const Tensor& grad, std::vector<Tensor>& state) override;
@@ -161,6 +171,8 @@ class Adam : public Optimizer {
   Adam(std::vector<ParamGroup> groups, const AdamOptions& options = {});
   const char* kind() const override { return decoupled_ ? "adamw" : "adam"; }
   const AdamOptions& options() const { return opt_; }
+  std::vector<std::pair<std::string, double>> settings() const override;
+  void set_setting(const std::string& name, double value) override;
 
  protected:
   Adam(std::vector<ParamGroup> groups, const AdamOptions& options, bool decoupled);

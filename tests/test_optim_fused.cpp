@@ -224,6 +224,79 @@ TEST_SUITE("train") {
     fs::remove(path);
   }
 
+  TEST_CASE("a checkpoint restores Adam's betas and eps and SGD's momentum: the file's values win, as torch's") {
+    namespace fs = std::filesystem;
+    const fs::path path = fs::temp_directory_path() / ("skipgrad_settings_" + std::to_string(::getpid()) + ".st");
+    Linear a(2, 2);
+    AdamW saved(a.named_parameters(), {.lr = 1e-3, .beta1 = 0.8, .beta2 = 0.98, .eps = 1e-9});
+    save_checkpoint(path.string(), a, &saved);
+    AdamW fresh(a.named_parameters(), {.lr = 1e-3});
+    load_checkpoint(path.string(), a, &fresh);
+    CHECK(fresh.options().beta1 == 0.8);
+    CHECK(fresh.options().beta2 == 0.98);
+    CHECK(fresh.options().eps == 1e-9);
+    // resumed from the file, the next step equals the saved optimizer's next step, bit for bit
+    Linear b(2, 2);
+    load_state_dict(b, state_dict(a));
+    AdamW twin(b.named_parameters(), {.lr = 1e-3, .beta1 = 0.8, .beta2 = 0.98, .eps = 1e-9});
+    for (auto* m : {&a, &b}) {
+      Tensor x = Tensor::from_vector<float>({1, -2, 0.5f, 3}, {2, 2});
+      sum(mul(m->forward(x), m->forward(x))).backward();
+    }
+    fresh.step();
+    twin.step();
+    CHECK(same_bits(a.weight, b.weight));
+    CHECK(same_bits(a.bias, b.bias));
+
+    SGD momentum_saved(a.named_parameters(), {.lr = 0.1, .momentum = 0.95, .nesterov = true});
+    save_checkpoint(path.string(), a, &momentum_saved);
+    SGD momentum_fresh(a.named_parameters(), {.lr = 0.1, .momentum = 0.5});
+    load_checkpoint(path.string(), a, &momentum_fresh);
+    CHECK(momentum_fresh.options().momentum == 0.95);
+    CHECK(momentum_fresh.options().nesterov);
+
+    // a damaged entry is refused before anything changes: the model, the state and every setting stay
+    save_checkpoint(path.string(), a, &saved);
+    SafetensorsFile file = load_safetensors(path.string());
+    file.metadata.erase("skipgrad.checksum");
+    file.metadata.erase("skipgrad.header_checksum");
+    auto write_settings = [&](const std::string& v) {
+      file.metadata["skipgrad.optim.settings"] = v;
+      save_safetensors(path.string(), file.tensors, file.metadata);
+    };
+    AdamW other(a.named_parameters(), {.lr = 1e-3});
+    const std::vector<float> weight_before = a.weight.to_vector<float>();
+    {
+      NoGradGuard ng;
+      a.weight.copy_(Tensor::zeros({2, 2}));
+    }
+    write_settings("beta1=0.8 beta2=1.5 eps=1e-9");
+    CHECK_THROWS_WITH_ALL(load_checkpoint(path.string(), a, &other), "skipgrad.optim.settings",
+                          "beta2 must be in [0, 1)", "1.5");
+    CHECK(other.options().beta1 == 0.9);  // beta1 was set before beta2 was refused: put back
+    CHECK(a.weight.to_vector<float>() == std::vector<float>(4, 0.0f));
+    write_settings("beta1=0.8 beta2=0.98");
+    CHECK_THROWS_WITH_ALL(load_checkpoint(path.string(), a, &other), "skipgrad.optim.settings", "has no eps");
+    write_settings("beta1=0.8 beta2=0.98 eps=1e-9 amsgrad=1");
+    CHECK_THROWS_WITH_ALL(load_checkpoint(path.string(), a, &other), "'amsgrad'", "adamw optimizer does not have");
+    write_settings("beta1=0.8 beta2=x eps=1e-9");
+    CHECK_THROWS_WITH_ALL(load_checkpoint(path.string(), a, &other), "'beta2=x'", "not name=value");
+    file.metadata.erase("skipgrad.optim.settings");  // a file from before: the optimizer's own settings stay
+    save_safetensors(path.string(), file.tensors, file.metadata);
+    load_checkpoint(path.string(), a, &other);
+    CHECK(other.options().beta2 == 0.999);
+    CHECK(a.weight.to_vector<float>() == weight_before);
+    // set_setting checks as the constructor does and names what it knows
+    CHECK_THROWS_WITH_ALL(other.set_setting("beta3", 0.5), "adamw.set_setting", "'beta3'", "beta1, beta2, eps");
+    CHECK_THROWS_WITH_ALL(other.set_setting("eps", -1), "adamw.set_setting", "eps must be >= 0");
+    CHECK_THROWS_WITH_ALL(momentum_fresh.set_setting("momentum", 0), "sgd.set_setting", "with momentum");
+    CHECK_THROWS_WITH_ALL(momentum_fresh.set_setting("nesterov", 0.5), "nesterov must be 1 or 0");
+    SGD plain(a.named_parameters(), {.lr = 0.1});
+    CHECK_THROWS_WITH_ALL(plain.set_setting("nesterov", 1), "sgd.set_setting", "nesterov needs momentum > 0");
+    CHECK(!plain.options().nesterov);
+    fs::remove(path);
+  }
+
   TEST_CASE("the state follows a parameter cast after the optimizer was made: named_state and checkpoints") {
     namespace fs = std::filesystem;
     const fs::path path = fs::temp_directory_path() / ("skipgrad_follow_" + std::to_string(::getpid()) + ".st");

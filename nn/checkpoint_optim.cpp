@@ -1,0 +1,151 @@
+#include "nn/checkpoint_optim.h"
+
+#include <cmath>
+#include <cstdlib>
+#include <map>
+#include <sstream>
+
+namespace skipgrad::nn {
+
+namespace {
+
+constexpr const char* kLoad = "load_checkpoint";
+
+// Each parameter's lr_scale or weight decay, space-separated, in named_params() order.
+std::string format_per_parameter(const Optimizer& opt, double (Optimizer::*value)(size_t) const) {
+  std::ostringstream out;
+  out.precision(17);
+  for (size_t i = 0; i < opt.named_params().size(); i++) out << (i ? " " : "") << (opt.*value)(i);
+  return out.str();
+}
+
+// The values of a per-parameter entry, checked: one finite value >= 0 per parameter of the optimizer. Empty when
+// the file has no such entry (written before it existed).
+std::vector<double> parse_per_parameter(const Metadata& meta, const std::string& key, const std::string& path,
+                                        size_t count) {
+  auto it = meta.find(key);
+  if (it == meta.end()) return {};
+  std::istringstream in(it->second);
+  std::vector<double> values;
+  std::string word;
+  while (in >> word) {
+    char* end = nullptr;
+    const double v = std::strtod(word.c_str(), &end);
+    check(*end == '\0' && std::isfinite(v) && v >= 0, kLoad, ": '", path, "': metadata '", key, "' holds '", word,
+          "', not a value >= 0");
+    values.push_back(v);
+  }
+  check(values.size() == count, kLoad, ": '", path, "': metadata '", key, "' has ", values.size(),
+        " values; the optimizer has ", count, " parameters");
+  return values;
+}
+
+// The optimizer's settings() as "beta1=0.9 beta2=0.98 eps=1e-08".
+std::string format_settings(const Optimizer& opt) {
+  std::ostringstream out;
+  out.precision(17);
+  bool first = true;
+  for (const auto& [name, value] : opt.settings()) {
+    out << (first ? "" : " ") << name << "=" << value;
+    first = false;
+  }
+  return out.str();
+}
+
+// The file's settings (empty when it has no entry: written before it existed): each name one the optimizer has,
+// all of them present, each value a number; their ranges are set_setting's to check.
+std::vector<std::pair<std::string, double>> parse_settings(const Metadata& meta, const Optimizer& opt,
+                                                           const std::string& path) {
+  const char* key = "skipgrad.optim.settings";
+  auto it = meta.find(key);
+  if (it == meta.end()) return {};
+  std::map<std::string, double> values;
+  std::istringstream in(it->second);
+  std::string word;
+  while (in >> word) {
+    const size_t eq = word.find('=');
+    char* end = nullptr;
+    const double v = eq == std::string::npos ? 0.0 : std::strtod(word.c_str() + eq + 1, &end);
+    check(eq != std::string::npos && eq > 0 && eq + 1 < word.size() && *end == '\0', kLoad, ": '", path,
+          "': metadata '", key, "' holds '", word, "', not name=value");
+    values[word.substr(0, eq)] = v;
+  }
+  std::vector<std::pair<std::string, double>> out;
+  for (const auto& [name, current] : opt.settings()) {
+    auto v = values.find(name);
+    check(v != values.end(), kLoad, ": '", path, "': metadata '", key, "' has no ", name, " ('", it->second, "')");
+    out.emplace_back(name, v->second);
+    values.erase(v);
+  }
+  if (!values.empty())
+    fail(kLoad, ": '", path, "': metadata '", key, "' holds '", values.begin()->first, "', which a ", opt.kind(),
+         " optimizer does not have");
+  return out;
+}
+
+}  // namespace
+
+uint64_t parse_u64(const Metadata& meta, const std::string& key, const std::string& path) {
+  const std::string& s = meta.at(key);
+  check(!s.empty() && s.find_first_not_of("0123456789") == std::string::npos, kLoad, ": '", path, "': metadata '",
+        key, "' is not a non-negative integer: '", s, "'");
+  try {
+    return std::stoull(s);
+  } catch (const std::exception&) {
+    fail(kLoad, ": '", path, "': metadata '", key, "' is out of range: '", s, "'");
+  }
+}
+
+Metadata optimizer_metadata(const Optimizer& opt) {
+  Metadata meta;
+  meta["skipgrad.optim.kind"] = opt.kind();
+  meta["skipgrad.optim.step"] = std::to_string(opt.step_count());
+  std::ostringstream lr;
+  lr.precision(17);
+  lr << opt.lr();
+  meta["skipgrad.optim.lr"] = lr.str();
+  meta["skipgrad.optim.lr_scale"] = format_per_parameter(opt, &Optimizer::lr_scale);
+  meta["skipgrad.optim.weight_decay"] = format_per_parameter(opt, &Optimizer::weight_decay);
+  meta["skipgrad.optim.settings"] = format_settings(opt);
+  return meta;
+}
+
+OptimizerRecord read_optimizer_metadata(const Metadata& meta, const Optimizer& opt, const std::string& path) {
+  auto kind = meta.find("skipgrad.optim.kind");
+  check(kind != meta.end(), kLoad, ": '", path, "' holds no optimizer state (saved without an optimizer)");
+  check(kind->second == opt.kind(), kLoad, ": '", path, "' holds the state of a '", kind->second,
+        "' optimizer, not '", opt.kind(), "'");
+  check(meta.count("skipgrad.optim.step") && meta.count("skipgrad.optim.lr"), kLoad, ": '", path,
+        "': optimizer step or lr missing from the metadata");
+  OptimizerRecord r;
+  const size_t n = opt.named_params().size();
+  r.lr_scales = parse_per_parameter(meta, "skipgrad.optim.lr_scale", path, n);
+  r.weight_decays = parse_per_parameter(meta, "skipgrad.optim.weight_decay", path, n);
+  r.settings = parse_settings(meta, opt, path);
+  r.step = (int64_t)parse_u64(meta, "skipgrad.optim.step", path);
+  const std::string& s = meta.at("skipgrad.optim.lr");
+  char* end = nullptr;
+  r.lr = std::strtod(s.c_str(), &end);
+  check(!s.empty() && *end == '\0' && std::isfinite(r.lr) && r.lr >= 0, kLoad, ": '", path,
+        "': metadata 'skipgrad.optim.lr' is not a learning rate: '", s, "'");
+  return r;
+}
+
+void restore_optimizer_settings(Optimizer& opt, const OptimizerRecord& record, const std::string& path) {
+  const auto before = opt.settings();
+  try {
+    for (const auto& [name, value] : record.settings) opt.set_setting(name, value);
+  } catch (const Error& e) {
+    for (const auto& [name, value] : before) opt.set_setting(name, value);
+    fail(kLoad, ": '", path, "': metadata 'skipgrad.optim.settings': ", e.what());
+  }
+}
+
+void restore_optimizer_record(Optimizer& opt, const OptimizerRecord& record) {
+  opt.set_step_count(record.step);
+  opt.set_lr(record.lr);
+  for (size_t i = 0; i < record.lr_scales.size(); i++) opt.set_lr_scale(i, record.lr_scales[i]);
+  for (size_t i = 0; i < record.weight_decays.size(); i++) opt.set_weight_decay(i, record.weight_decays[i]);
+}
+
+}  // namespace skipgrad::nn
