@@ -134,7 +134,8 @@ Tensor where(const Tensor& cond, const Tensor& a, const Tensor& b);
 Tensor argmax(const Tensor& a, int64_t dim, bool keepdim = false);
 // The k largest (smallest when !largest) elements along dim, in order, and their int64 indices (torch.topk, sorted):
 // equal values in index order, a NaN counted as the largest. values is gather(a, dim, indices), so it carries a's
-// gradient. O(n k) per line of n for a few (k <= 8), else O(n log k) on the CPU; on the GPU a block per line.
+// gradient. O(n k) per line of n for a few (k <= 8), else O(n log k) on the CPU; on the GPU a block per line. A 0-d
+// a is a line of one (dim 0 or -1, k 1), as torch; so for sort and argsort.
 struct TopK {
   Tensor values, indices;
 };

@@ -111,7 +111,7 @@ Tensor gather_integers(const Tensor& x, int64_t d, const Tensor& idx_c) {
 Tensor argmax(const Tensor& x, int64_t dim, bool keepdim) {
   check_defined("argmax", x);
   check(x.dim() > 0, "argmax", ": expected a tensor of rank >= 1, got ", x.meta_str());
-  const int64_t d = normalize_dim(dim, x.dim(), "argmax");
+  const int64_t d = normalize_dim(dim, x, "argmax");
   check(x.size(d) > 0, "argmax", ": dim ", dim, " of ", x.meta_str(), " is empty: no maximum");
   Tensor out = topk_indices(x, d, 1, true);
   if (keepdim) return out;
@@ -120,11 +120,21 @@ Tensor argmax(const Tensor& x, int64_t dim, bool keepdim) {
   return reshape_raw(out, squeezed);
 }
 
+// A 0-d tensor is a line of one along dim 0 or -1 (torch's rule for scalars): its sort and top 1 are itself.
+static void check_scalar_dim(const char* op, int64_t dim, const Tensor& x) {
+  check(dim == 0 || dim == -1, op, ": dim ", dim, " out of range for ", x.meta_str(), " (a 0-d tensor takes 0 or -1)");
+}
+
 // values = gather(x, dim, indices): the values carry x's gradient (each to the element it came from).
 TopK topk(const Tensor& x, int64_t k, int64_t dim, bool largest) {
   check_defined("topk", x);
-  check(x.dim() > 0, "topk", ": expected a tensor of rank >= 1, got ", x.meta_str());
-  const int64_t d = normalize_dim(dim, x.dim(), "topk");
+  if (x.dim() == 0) {
+    check_scalar_dim("topk", dim, x);
+    check(k == 1, "topk", ": k = ", k, " for ", x.meta_str(), ": a 0-d tensor has one element, k must be 1");
+    TopK r = topk(reshape(x, {1}), 1, 0, largest);
+    return {reshape(r.values, {}), reshape(r.indices, {})};
+  }
+  const int64_t d = normalize_dim(dim, x, "topk");
   check(k >= 0 && k <= x.size(d), "topk", ": k = ", k, " is not in [0, ", x.size(d), "], the size of dim ", dim,
         " of ", x.meta_str());
   TopK r;
@@ -138,18 +148,21 @@ TopK topk(const Tensor& x, int64_t k, int64_t dim, bool largest) {
 // larger than every number").
 TopK sort(const Tensor& x, int64_t dim, bool descending) {
   check_defined("sort", x);
-  if (x.dim() == 0) {  // as torch: a 0-d tensor sorts as its one element
-    TopK r = sort(reshape(x, {1}), 0, descending);
-    return {reshape(r.values, {}), reshape(r.indices, {})};
+  if (x.dim() == 0) {
+    check_scalar_dim("sort", dim, x);
+    return topk(x, 1, dim, descending);
   }
-  const int64_t d = normalize_dim(dim, x.dim(), "sort");
+  const int64_t d = normalize_dim(dim, x, "sort");
   return topk(x, x.size(d), d, descending);
 }
 
 Tensor argsort(const Tensor& x, int64_t dim, bool descending) {
   check_defined("argsort", x);
-  if (x.dim() == 0) return Tensor::zeros({}, DType::I64, x.device());
-  const int64_t d = normalize_dim(dim, x.dim(), "argsort");
+  if (x.dim() == 0) {
+    check_scalar_dim("argsort", dim, x);
+    return Tensor::zeros({}, DType::I64, x.device());
+  }
+  const int64_t d = normalize_dim(dim, x, "argsort");
   return topk_indices(x, d, x.size(d), descending);
 }
 
@@ -165,7 +178,7 @@ Tensor gather(const Tensor& x, int64_t dim, const Tensor& idx) {
   check_same_device(op, {x, idx});
   check(x.dim() > 0 && idx.dim() == x.dim(), op, ": expected x of rank >= 1 and an index of its rank, got x ",
         x.meta_str(), " and index ", idx.meta_str());
-  const int64_t d = normalize_dim(dim, x.dim(), op);
+  const int64_t d = normalize_dim(dim, x, op);
   for (int64_t e = 0; e < x.dim(); e++)
     check(e == d || idx.size(e) <= x.size(e), op, ": index ", idx.meta_str(), " is larger than x ", x.meta_str(),
           " at dim ", e, " (only dim ", d, " may be larger)");
@@ -185,7 +198,7 @@ Tensor index_select(const Tensor& x, int64_t dim, const Tensor& idx) {
   check_defined(op, idx, "index");
   check(x.dim() > 0 && idx.dim() == 1 && idx.dtype() == DType::I64, op,
         ": expected x of rank >= 1 and a 1-D int64 index, got x ", x.meta_str(), " and index ", idx.meta_str());
-  const int64_t d = normalize_dim(dim, x.dim(), op);
+  const int64_t d = normalize_dim(dim, x, op);
   check_index_range_on_cpu(op, contiguous_raw(idx), x.size(d), d, x);  // (naming the position in idx itself)
   Shape along(x.dim(), 1), out_shape = x.shape();
   along[d] = out_shape[d] = idx.size(0);

@@ -61,7 +61,7 @@ namespace {
 Tensor softmax_op(const char* name, const Tensor& x, int64_t dim, bool log) {
   if (log && autocast::wants_f32({&x})) return softmax_op(name, autocast::to_f32(x), dim, log);
   check_floating(name, x);
-  const int64_t d = normalize_dim(dim, x.dim(), name);
+  const int64_t d = normalize_dim(dim, x, name);
   Tensor x_rows = contiguous_raw(swap_with_last(x, d));  // [..., C] with the softmax dim last
   Tensor y_rows = Tensor::empty(x_rows.shape(), x.dtype(), x.device());
   be(x).softmax(x_rows, y_rows, log, SoftmaxMask{});

@@ -21,7 +21,7 @@ ReducePlan plan_reduce(const char* op, const Tensor& x, const Shape& dims, bool 
   ReducePlan p;
   p.mask.assign(x.dim(), dims.empty());  // no dims: reduce all
   for (int64_t d : dims) {
-    int64_t nd = normalize_dim(d, x.dim(), op);
+    int64_t nd = normalize_dim(d, x, op);
     check(!p.mask[nd] || dims.empty(), op, ": dim ", d, " given twice in ", dims);
     p.mask[nd] = true;
   }
@@ -168,7 +168,7 @@ Tensor cumsum(const Tensor& x, int64_t dim) {
   check_defined("cumsum", x);
   if (x.dim() == 0)
     fail("cumsum", ": expected a tensor of rank >= 1, got ", x.meta_str());
-  const int64_t d = normalize_dim(dim, x.dim(), "cumsum");
+  const int64_t d = normalize_dim(dim, x, "cumsum");
   Tensor xc = contiguous_raw(x);
   Tensor out = Tensor::empty(x.shape(), x.dtype(), x.device());
   be(x).cumsum(xc, d, false, out);

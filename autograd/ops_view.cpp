@@ -59,7 +59,7 @@ Tensor Tensor::view(const Shape& shape_in) const {
 Tensor Tensor::flatten(int64_t start, int64_t end) const {
   check_defined("flatten", *this, "the tensor");
   if (dim() == 0) return skipgrad::reshape(*this, {1});
-  int64_t s = normalize_dim(start, dim(), "flatten"), e = normalize_dim(end, dim(), "flatten");
+  int64_t s = normalize_dim(start, *this, "flatten"), e = normalize_dim(end, *this, "flatten");
   check(s <= e, "flatten", ": start dim ", start, " after end dim ", end);
   Shape ns(shape().begin(), shape().begin() + s);
   int64_t p = 1;
@@ -77,7 +77,7 @@ Tensor Tensor::unsqueeze(int64_t d) const {
 }
 Tensor Tensor::squeeze(int64_t d) const {
   check_defined("squeeze", *this, "the tensor");
-  int64_t nd = normalize_dim(d, dim(), "squeeze");
+  int64_t nd = normalize_dim(d, *this, "squeeze");
   if (shape()[nd] != 1) return *this;
   Shape ns = shape();
   ns.erase(ns.begin() + nd);
@@ -94,7 +94,7 @@ Tensor Tensor::squeeze() const {
 // y = x with dims d0, d1 swapped:  gx = g with them swapped back
 Tensor transpose(const Tensor& x, int64_t d0, int64_t d1) {
   check_defined("transpose", x);
-  int64_t a = normalize_dim(d0, x.dim(), "transpose"), b = normalize_dim(d1, x.dim(), "transpose");
+  int64_t a = normalize_dim(d0, x, "transpose"), b = normalize_dim(d1, x, "transpose");
   Shape s = x.shape(), st = x.strides();
   if (x.dim() > 0) {
     std::swap(s[a], s[b]);
@@ -119,7 +119,7 @@ Tensor permute(const Tensor& x, const Shape& order_in) {
   Shape order(x.dim()), inv(x.dim()), s(x.dim()), st(x.dim());
   std::vector<bool> seen(x.dim(), false);
   for (int64_t i = 0; i < x.dim(); i++) {
-    order[i] = normalize_dim(order_in[i], x.dim(), "permute");
+    order[i] = normalize_dim(order_in[i], x, "permute");
     check(!seen[order[i]], "permute", ": dim ", order_in[i], " repeated in ", order_in);
     seen[order[i]] = true;
     inv[order[i]] = i;
@@ -142,7 +142,7 @@ Tensor Tensor::permute(const Shape& order) const { return skipgrad::permute(*thi
 // y = x[start:end:step] along dim:  gx = zeros with g written into that slice
 Tensor slice(const Tensor& x, int64_t dim, int64_t start, int64_t end, int64_t step) {
   check_defined("slice", x);
-  int64_t d = normalize_dim(dim, x.dim(), "slice");
+  int64_t d = normalize_dim(dim, x, "slice");
   const int64_t n = x.size(d);
   check(step > 0, "slice", ": step must be positive, got ", step);
   // Negative bounds count from the end; after that 0 <= start <= end <= n (no silent clamping).
@@ -173,7 +173,7 @@ Tensor Tensor::slice(int64_t dim, int64_t start, int64_t end, int64_t step) cons
 }
 Tensor Tensor::narrow(int64_t dim, int64_t start, int64_t length) const {
   check_defined("narrow", *this, "the tensor");
-  int64_t d = normalize_dim(dim, this->dim(), "narrow");
+  int64_t d = normalize_dim(dim, *this, "narrow");
   int64_t end = 0;
   const bool overflow = __builtin_add_overflow(start, length, &end);
   if (start < 0 || length < 0 || overflow || end > size(d))
@@ -183,7 +183,7 @@ Tensor Tensor::narrow(int64_t dim, int64_t start, int64_t length) const {
 }
 Tensor Tensor::select(int64_t dim, int64_t index) const {
   check_defined("select", *this, "the tensor");
-  int64_t d = normalize_dim(dim, this->dim(), "select");
+  int64_t d = normalize_dim(dim, *this, "select");
   int64_t i = index < 0 ? index + size(d) : index;
   check(i >= 0 && i < size(d), "select", ": index ", index, " out of range for dim ", dim, " of size ", size(d));
   return narrow(d, i, 1).squeeze(d);
@@ -292,7 +292,7 @@ Tensor concat(const std::vector<Tensor>& ts, int64_t dim) {
   for (const Tensor& t : ts) check_defined("concat", t);
   check_same_device("concat", ts);
   const Tensor& f = ts[0];
-  int64_t d = normalize_dim(dim, f.dim(), "concat");
+  int64_t d = normalize_dim(dim, f, "concat");
   Shape s = f.shape();
   s[d] = 0;
   for (const Tensor& t : ts) {
@@ -330,7 +330,7 @@ Tensor concat(const std::vector<Tensor>& ts, int64_t dim) {
 std::vector<Tensor> split(const Tensor& x, int64_t size, int64_t dim) {
   check_defined("split", x);
   check(size > 0, "split", ": split size must be positive, got ", size);
-  int64_t d = normalize_dim(dim, x.dim(), "split");
+  int64_t d = normalize_dim(dim, x, "split");
   std::vector<Tensor> out;
   for (int64_t s = 0; s < x.size(d); s += size) out.push_back(slice(x, d, s, std::min(s + size, x.size(d))));
   if (out.empty()) out.push_back(slice(x, d, 0, 0));  // a size-0 dim: one empty piece, as PyTorch
@@ -340,7 +340,7 @@ std::vector<Tensor> split(const Tensor& x, int64_t size, int64_t dim) {
 std::vector<Tensor> chunk(const Tensor& x, int64_t chunks, int64_t dim) {
   check_defined("chunk", x);
   check(chunks > 0, "chunk", ": number of chunks must be positive, got ", chunks);
-  int64_t d = normalize_dim(dim, x.dim(), "chunk");
+  int64_t d = normalize_dim(dim, x, "chunk");
   if (x.size(d) == 0) {  // `chunks` empty pieces, as PyTorch: each a view of its own (hooks, names, retain_grad)
     std::vector<Tensor> pieces;
     for (int64_t i = 0; i < chunks; i++) pieces.push_back(slice(x, d, 0, 0));

@@ -62,6 +62,12 @@ int64_t normalize_dim(int64_t dim, int64_t ndim, const char* op) {
   return d;
 }
 
+int64_t normalize_dim(int64_t dim, const Tensor& t, const char* op) {
+  const int64_t d = dim < 0 ? dim + t.dim() : dim;
+  if (d < 0 || d >= t.dim()) fail(op, ": dim ", dim, " out of range for ", t.meta_str(), " (rank ", t.dim(), ")");
+  return d;
+}
+
 Shape broadcast_shapes(const Shape& a, const Shape& b, const char* op) {
   size_t n = std::max(a.size(), b.size());
   Shape out(n);

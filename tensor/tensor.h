@@ -204,5 +204,7 @@ inline void check_defined(const char* op, const Tensor& t, const char* what = "i
   check(t.defined(), op, ": ", what, " is an undefined tensor");
 }
 std::ostream& operator<<(std::ostream& os, const Shape& s);  // "[2,3]", as shape_str
+// normalize_dim for a dim of t: the error names t ("dim 2 out of range for float32[3,4] cpu (rank 2)").
+int64_t normalize_dim(int64_t dim, const Tensor& t, const char* op);
 
 }  // namespace skipgrad

@@ -127,7 +127,7 @@ TEST_SUITE("ops_index") {
     CHECK(sort(Tensor::from_vector<int64_t>({big, -4, big - 1}, {3}), 0, true).values.to_vector<int64_t>() ==
           std::vector<int64_t>{big, big - 1, -4});
     CHECK(sort(x.to(DType::BF16)).indices.to_vector<int64_t>() == up.indices.to_vector<int64_t>());
-    CHECK_THROWS_WITH_ALL(sort(x, 2), "sort", "dim");
+    CHECK_THROWS_WITH_ALL(sort(x, 2), "sort", "dim 2 out of range for float32[2,4] cpu (rank 2)");
     CHECK_THROWS_WITH_ALL(argsort(Tensor(), 0), "argsort");
     // long rows with many ties, both directions, along a strided dim too (the CPU's partial sort for k > 8, its
     // scans for k <= 8: the same order)
@@ -154,7 +154,16 @@ TEST_SUITE("ops_index") {
     CHECK_THROWS_WITH_ALL(topk(x, 5), "topk", "k = 5", "[0, 4]", "[2,4]");
     CHECK_THROWS_WITH_ALL(topk(x, -1), "topk", "k = -1");
     CHECK_THROWS_WITH_ALL(topk(x, 1, 2), "topk");
-    CHECK_THROWS_WITH_ALL(topk(Tensor::scalar(1.0), 1), "topk", "rank >= 1");
+    CHECK_THROWS_WITH_ALL(topk(x, 1, 2), "topk", "dim 2 out of range for float32[2,4]");
+    // a 0-d tensor is a line of one along dim 0 or -1, as torch
+    TopK s0 = topk(Tensor::scalar(1.5), 1);
+    CHECK(s0.values.shape() == Shape{});
+    CHECK(s0.values.item() == 1.5);
+    CHECK(s0.indices.to_vector<int64_t>() == std::vector<int64_t>{0});
+    CHECK_THROWS_WITH_ALL(topk(Tensor::scalar(1.0), 2), "topk", "k = 2", "k must be 1");
+    CHECK_THROWS_WITH_ALL(topk(Tensor::scalar(1.0), 1, 1), "topk", "dim 1 out of range", "0 or -1");
+    CHECK_THROWS_WITH_ALL(sort(Tensor::scalar(1.0), 5), "sort", "dim 5 out of range");
+    CHECK_THROWS_WITH_ALL(argsort(Tensor::scalar(1.0), -2), "argsort", "dim -2 out of range");
     CHECK_THROWS_WITH_ALL(topk(Tensor(), 1), "topk");
   }
 
