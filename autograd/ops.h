@@ -134,15 +134,16 @@ Tensor where(const Tensor& cond, const Tensor& a, const Tensor& b);
 Tensor argmax(const Tensor& a, int64_t dim, bool keepdim = false);
 // The k largest (smallest when !largest) elements along dim, in order, and their int64 indices (torch.topk, sorted):
 // equal values in index order, a NaN counted as the largest. values is gather(a, dim, indices), so it carries a's
-// gradient. O(n k) per line of n for a few (k <= 8), else O(n log k) on the CPU; on the GPU a block per line. A 0-d
-// a is a line of one (dim 0 or -1, k 1), as torch; so for sort and argsort.
+// gradient. Per line of n on the CPU: O(n) for k = 1, else O(n log k); on the GPU a block scans a line k times for
+// k <= 32, all lines are merge-sorted together for more. A 0-d a is a line of one (dim 0 or -1, k 1), as torch; so
+// for sort and argsort.
 struct TopK {
   Tensor values, indices;
 };
 TopK topk(const Tensor& a, int64_t k, int64_t dim = -1, bool largest = true);
 // a sorted along dim, ascending (descending: largest first), and where each value came from (torch.sort with
 // stable=True): equal values keep their index order, NaNs go last (first when descending). The values carry a's
-// gradient, as topk's. O(n log n) per line of n on the CPU; on the GPU O(n^2) comparisons, in parallel.
+// gradient, as topk's. O(n log n) per line of n on the CPU; on the GPU a merge sort, O(n log^2 n), in parallel.
 TopK sort(const Tensor& a, int64_t dim = -1, bool descending = false);
 // sort's indices alone (torch.argsort(stable=True)); not differentiable.
 Tensor argsort(const Tensor& a, int64_t dim = -1, bool descending = false);

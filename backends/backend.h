@@ -149,8 +149,8 @@ class Backend {
   // The indices along dim of each line's k first elements in topk's order (elementwise::topk_before: largest or
   // smallest values first, equal ones in index order, a NaN counting as the largest), in that order. x contiguous,
   // not bfloat16, 0 <= k <= its size at dim; out contiguous int64 of x's shape with size k at dim. argmax is k = 1,
-  // sort k = n. Small k: k scans of a line of n, O(n k); large k: the CPU sorts (O(n log k)), the GPU ranks every
-  // element against its line in parallel.
+  // sort k = n. Small k: k scans of a line of n, O(n k); larger k: the CPU sorts (O(n log k)), the GPU merge-sorts
+  // every line in log2(n) passes.
   virtual void topk(const Tensor& x, int64_t dim, int64_t k, bool largest, Tensor& out) = 0;
   // Number of NaN/Inf elements (anomaly mode; synchronises on devices).
   virtual int64_t count_nonfinite(const Tensor& x) = 0;

@@ -231,11 +231,11 @@ void CpuBackend::cumsum(const Tensor& x, int64_t dim, bool reverse, Tensor& out)
   });
 }
 
-// A line's first k in topk's order. A few (k <= kTopkScans, argmax and small samplers): k scans of the line
-// (elementwise::topk_line, O(n k), no memory, the GPU's code). More (a sort, a top-100 of a vocabulary): a partial
-// sort of the line's indices by topk_before, O(n log k). The same answer either way: topk_before is a strict total
-// order, so each rank has one element.
-constexpr int64_t kTopkScans = 8;
+// A line's first k in topk's order. The largest alone (argmax) or a short line: k scans of the line
+// (elementwise::topk_line, O(n k), no memory, the GPU's code for short lines). Otherwise a sort of the line's indices
+// by topk_before, partial (O(n log k)) or whole (k = n), over a contiguous copy of the line's values. The same
+// answer either way: topk_before is a strict total order, so each rank has one element.
+constexpr int64_t kTopkScanLine = 16;
 
 void CpuBackend::topk(const Tensor& x, int64_t dim, int64_t k, bool largest, Tensor& out) {
   const ScanLayout l = topk_layout(x, dim, k, out);
@@ -243,7 +243,7 @@ void CpuBackend::topk(const Tensor& x, int64_t dim, int64_t k, bool largest, Ten
   auto run = [&]<class T>() {
     const T* xp = static_cast<const T*>(x.data_ptr());
     int64_t* yp = static_cast<int64_t*>(out.data_ptr());
-    if (k <= kTopkScans) {
+    if (k <= 1 || n <= kTopkScanLine) {
 #pragma omp parallel for if (outer * n * inner * k > (1 << 15))
       for (int64_t o = 0; o < outer; o++)
         for (int64_t c = 0; c < inner; c++)
@@ -252,15 +252,20 @@ void CpuBackend::topk(const Tensor& x, int64_t dim, int64_t k, bool largest, Ten
     }
 #pragma omp parallel if (outer * inner * n > (1 << 14))
     {
-      std::vector<int64_t> order(n);  // a line's indices, the first k sorted into place
+      std::vector<T> value(n);        // a line's values, side by side
+      std::vector<int64_t> order(n);  // its indices, the first k sorted into place
 #pragma omp for
       for (int64_t line = 0; line < outer * inner; line++) {
         const int64_t o = line / inner, c = line % inner;
-        const T* xl = xp + o * n * inner + c;
-        for (int64_t j = 0; j < n; j++) order[j] = j;
-        std::partial_sort(order.begin(), order.begin() + k, order.end(), [&](int64_t a, int64_t b) {
-          return elementwise::topk_before(xl[a * inner], a, xl[b * inner], b, largest);
-        });
+        for (int64_t j = 0; j < n; j++) {
+          value[j] = xp[(o * n + j) * inner + c];
+          order[j] = j;
+        }
+        auto before = [&](int64_t a, int64_t b) {
+          return elementwise::topk_before(value[a], a, value[b], b, largest);
+        };
+        if (k == n) std::sort(order.begin(), order.end(), before);
+        else std::partial_sort(order.begin(), order.begin() + k, order.end(), before);
         for (int64_t r = 0; r < k; r++) yp[(o * k + r) * inner + c] = order[r];
       }
     }

@@ -340,42 +340,53 @@ __global__ void topk_short_kernel(const T* x, int64_t* y, int64_t outer, int64_t
   }
 }
 
-// Long lists (a sort, k a good part of n): each element's rank is the number of elements of its line that come
-// before it in topk's order (a strict total order: the ranks are 0..n-1, each once), and an element of rank < k
-// goes to place rank. A block per line; each thread ranks its elements j = thread, thread + blockDim, ... against
-// the line, read in tiles of blockDim values staged in shared memory. O(n^2) comparisons per line, all in parallel,
-// where topk_kernel's k rounds each end in a block-wide reduction. blockDim: kTopkThreads.
+// Long lists (a sort, a top-100 of a vocabulary): a merge sort of each line's indices by topk_before, all lines at
+// once, ceil(log2 n) passes of one launch each. Pass w merges sorted runs of w indices in pairs: an element of a
+// run lands at (its pair's start) + (its place in its own run) + (how many of the partner run come before it),
+// the last found by a binary search of the partner run. topk_before is a strict total order (ties go by index), so
+// that count puts every element at a place of its own, and the result is the one sort. O(n log^2 n) comparisons
+// per line, every element of every line in parallel; the first k of the sorted line are topk's.
 template <class T>
-__global__ void topk_rank_kernel(const T* x, int64_t* y, int64_t outer, int64_t n, int64_t inner, int64_t k,
-                                 bool largest) {
-  __shared__ T tile[kTopkThreads];
-  const int t = threadIdx.x;
-  for (int64_t line = blockIdx.x; line < outer * inner; line += gridDim.x) {
-    const int64_t o = line / inner, c = line % inner;
+__global__ void topk_merge_pass_kernel(const T* x, const int64_t* src, int64_t* dst, int64_t lines, int64_t n,
+                                       int64_t inner, int64_t w, bool largest) {
+  for (int64_t e = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; e < lines * n;
+       e += (int64_t)gridDim.x * blockDim.x) {
+    const int64_t line = e / n, p = e % n, o = line / inner, c = line % inner;
     const T* xl = x + o * n * inner + c;
-    for (int64_t j0 = 0; j0 < n; j0 += blockDim.x) {  // every thread runs every round: the tiles need them all
-      const int64_t j = j0 + t;
-      const T v = j < n ? xl[j * inner] : T(0);
-      int64_t rank = 0;
-      for (int64_t i0 = 0; i0 < n; i0 += blockDim.x) {
-        if (i0 + t < n) tile[t] = xl[(i0 + t) * inner];
-        __syncthreads();
-        const int64_t m = n - i0 < blockDim.x ? n - i0 : blockDim.x;
-        if (j < n)
-          for (int64_t s = 0; s < m; s++) rank += elementwise::topk_before(tile[s], i0 + s, v, j, largest);
-        __syncthreads();  // the tile is read by every thread before the next one overwrites it
-      }
-      if (j < n && rank < k) y[(o * k + rank) * inner + c] = j;
+    const int64_t* run = src + line * n;
+    const int64_t mine = p / w, partner = mine ^ 1, pair_start = (mine & ~(int64_t)1) * w;
+    const int64_t b0 = partner * w, b_len = b0 >= n ? 0 : (n - b0 < w ? n - b0 : w);
+    const int64_t j = run[p];
+    const T v = xl[j * inner];
+    int64_t lo = 0, hi = b_len;  // the partner run's elements before (v, j): a prefix of it, found by bisection
+    while (lo < hi) {
+      const int64_t mid = (lo + hi) / 2, jm = run[b0 + mid];
+      if (elementwise::topk_before(xl[jm * inner], jm, v, j, largest)) lo = mid + 1;
+      else hi = mid;
     }
+    dst[line * n + pair_start + (p - mine * w) + lo] = j;
   }
 }
 
-// Which of the block kernels costs less for k of a line of n, by a model not yet timed on a GPU (issue 6's list):
-// topk_kernel runs k rounds of n / threads comparisons plus a synchronised reduction (~400 threads' worth of
-// comparisons); topk_rank_kernel runs n^2 / threads comparisons and synchronises once per tile.
-static bool topk_by_rank(int64_t n, int64_t k) {
-  return (double)n * (double)n < (double)k * ((double)n + 400.0 * kTopkThreads);
+// indices 0..n-1 of every line: the runs of length 1 the first pass merges
+__global__ void iota_lines_kernel(int64_t* idx, int64_t total, int64_t n) {
+  for (int64_t e = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; e < total; e += (int64_t)gridDim.x * blockDim.x)
+    idx[e] = e % n;
 }
+
+// out [outer, k, inner] = the first k of each sorted line (line = o * inner + c, sorted [lines, n])
+__global__ void take_first_kernel(const int64_t* sorted, int64_t* y, int64_t outer, int64_t n, int64_t inner,
+                                  int64_t k) {
+  for (int64_t e = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; e < outer * k * inner;
+       e += (int64_t)gridDim.x * blockDim.x) {
+    const int64_t o = e / (k * inner), r = e / inner % k, c = e % inner;
+    y[e] = sorted[(o * inner + c) * n + r];
+  }
+}
+
+// Scans (topk_kernel) cost k rounds of n / threads comparisons and a reduction each; the merge sort log2(n)
+// launches. Scans for a few, the sort for more: a switch not yet timed on a GPU (issue 6's list).
+constexpr int64_t kTopkScanRounds = 32;
 
 constexpr int64_t kTopkShortLine = 64;  // lines up to this long: a thread each
 
@@ -389,14 +400,25 @@ void CudaBackend::topk(const Tensor& x, int64_t dim, int64_t k, bool largest, Te
     using T = decltype(tag);
     const T* xp = static_cast<const T*>(x.data_ptr());
     int64_t* yp = static_cast<int64_t*>(out.data_ptr());
-    if (n <= kTopkShortLine)
+    if (n <= kTopkShortLine) {
       topk_short_kernel<T><<<cuda::grid_for(lines), cuda::kThreads, 0, stream_>>>(xp, yp, outer, n, inner, k, largest);
-    else if (topk_by_rank(n, k))
-      topk_rank_kernel<T><<<(unsigned)std::min<int64_t>(lines, 1 << 16), kTopkThreads, 0, stream_>>>(
-          xp, yp, outer, n, inner, k, largest);
-    else
+    } else if (k <= kTopkScanRounds) {
       topk_kernel<T><<<(unsigned)std::min<int64_t>(lines, 1 << 16), threads, 0, stream_>>>(xp, yp, outer, n, inner,
                                                                                             k, largest);
+    } else {
+      Tensor a = Tensor::empty({lines, n}, DType::I64, x.device());  // the runs, merged from a to b and back
+      Tensor b = Tensor::empty({lines, n}, DType::I64, x.device());
+      int64_t* src = static_cast<int64_t*>(a.data_ptr());
+      int64_t* dst = static_cast<int64_t*>(b.data_ptr());
+      const unsigned grid = cuda::grid_for(lines * n);
+      iota_lines_kernel<<<grid, cuda::kThreads, 0, stream_>>>(src, lines * n, n);
+      for (int64_t w = 1; w < n; w *= 2) {
+        topk_merge_pass_kernel<T><<<grid, cuda::kThreads, 0, stream_>>>(xp, src, dst, lines, n, inner, w, largest);
+        std::swap(src, dst);
+      }
+      take_first_kernel<<<cuda::grid_for(outer * k * inner), cuda::kThreads, 0, stream_>>>(src, yp, outer, n, inner,
+                                                                                           k);
+    }
   };
   switch (x.dtype()) {  // (bfloat16 is refused by topk_layout: the op compares in float32)
     case DType::F32: run(float{}); break;
