@@ -10,6 +10,9 @@
 //                                (DecodeOptions::use_cache = false). Both built only with SKIPGRAD_EXAMPLES; a random
 //                                model rarely emits eos, so every sentence runs the full 1.2·32+10 = 48 steps (the
 //                                out_tok/s counter shows it). The issue-7 target: full / cache time >= 3.
+//   sample_tokens/<cut>          translate::sample_tokens on [64, 32000] log-probabilities (random, std 3): one
+//                                sampling decoder's draw per row, cut by none, top-k 50, top-k 50 + top-p 0.9,
+//                                top-p 0.9 alone (SKIPGRAD_EXAMPLES only)
 // Counters: GFLOP/s of the analytic matrix products (bench_util.cpp forward_matmul_flops), target tokens/s.
 //
 //   bench_step [--threads=N] [google benchmark flags]
@@ -17,7 +20,10 @@
 
 #include <memory>
 #include <string>
+#include <tuple>
+#include <vector>
 
+#include "autograd/ops.h"
 #include "autograd/tape.h"
 #include "bench_main.h"
 #include "bench_util.h"
@@ -105,6 +111,20 @@ void BM_decode_greedy(benchmark::State& state, std::string topology, bool use_ca
       benchmark::Counter((double)kShape.batch, benchmark::Counter::kIsIterationInvariantRate);
   state.counters["out_tok/s"] = benchmark::Counter((double)tokens, benchmark::Counter::kIsRate);
 }
+
+void BM_sample_tokens(benchmark::State& state, int64_t topk, double topp) {
+  const int64_t R = 64, V = 32000;
+  Generator init(1);
+  const Tensor lp = skipgrad::log_softmax(skipgrad::mul(Tensor::randn({R, V}, 0, 1, DType::F32, Device::cpu(), &init), 3.0), -1);
+  std::vector<int64_t> excluded(V, 0);
+  excluded[0] = excluded[2] = 1;  // pad, bos
+  const Tensor ex = Tensor::from_vector(excluded, {V});
+  Generator gen(2);
+  translate::DecodeOptions opt;
+  opt.sampling = true, opt.sampling_topk = topk, opt.sampling_topp = topp, opt.gen = &gen;
+  for (auto _ : state) benchmark::DoNotOptimize(translate::sample_tokens(lp, ex, opt));
+  state.counters["rows/s"] = benchmark::Counter((double)R, benchmark::Counter::kIsIterationInvariantRate);
+}
 #endif
 
 void register_all() {
@@ -124,6 +144,13 @@ void register_all() {
   }
   benchmark::RegisterBenchmark("train_step_track_norms/post_ln", BM_train_step, std::string("post_ln"), true)
       ->UseRealTime()->Unit(benchmark::kMillisecond);
+#ifdef SKIPGRAD_BENCH_DECODE
+  for (auto [name, topk, topp] : {std::tuple{"none", 0, 1.0}, {"topk50", 50, 1.0}, {"topk50_topp0.9", 50, 0.9},
+                                  {"topp0.9", 0, 0.9}})
+    benchmark::RegisterBenchmark((std::string("sample_tokens/") + name).c_str(), BM_sample_tokens, (int64_t)topk,
+                                 topp)
+        ->UseRealTime()->Unit(benchmark::kMillisecond);
+#endif
 }
 
 }  // namespace

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <map>
+#include <tuple>
 
 #include "decode.h"
 #include "test_util.h"
@@ -283,8 +284,71 @@ TEST_SUITE("decode") {
     opt.sampling_topk = 3;
     opt.temperature = 2;
     check_close(frequencies(opt, 5), expected(0.5, {4, 5, 6}));
-    // a seed repeats the draw
-    CHECK(frequencies(opt, 5) == frequencies(opt, 5));
+    // top-p measures what top-k leaves, renormalised: of A and B (0.625, 0.375), B starts at 0.625 >= 0.6 and is
+    // cut; measured in the whole distribution it would start at 0.504 and stay
+    opt.temperature = 1;
+    opt.sampling_topk = 2;
+    opt.sampling_topp = 0.6;
+    check_close(frequencies(opt, 6), expected(1, {4}));
+    // a seed repeats the draw, sentence by sentence
+    Generator g1(5), g2(5);
+    DecodeOptions o1 = opt, o2 = opt;
+    o1.pad = o2.pad = 0, o1.bos = o2.bos = 2, o1.eos = o2.eos = 3, o1.sampling = o2.sampling = true;
+    o1.sampling_topk = o2.sampling_topk = 0, o1.sampling_topp = o2.sampling_topp = 1;
+    o1.gen = &g1, o2.gen = &g2;
+    const auto first = search(model, one_token, o1), second = search(model, one_token, o2);
+    bool same = true;
+    for (int64_t b = 0; b < n; b++) same &= first[b].ids == second[b].ids;
+    CHECK(same);
+  }
+
+  // A stepper whose first step gives exact probabilities (the rest of the vocabulary 0: log p = -inf) and eos after.
+  struct Exact : Stepper {
+    std::vector<double> first;  // p over the vocabulary at the first step
+    int64_t vocab() const override { return (int64_t)first.size(); }
+    std::vector<double> step(const std::vector<int64_t>&, const std::vector<int64_t>& tokens) override {
+      std::vector<double> lp;
+      for (int64_t prev : tokens)
+        for (int64_t v = 0; v < vocab(); v++)
+          lp.push_back(prev == 2 ? std::log(first[v]) : (v == 3 ? 0.0 : -INFINITY));
+      return lp;
+    }
+  };
+
+  TEST_CASE("sampling: the top-p boundary is exact; a flat vocabulary past 1024 tokens gets its whole nucleus") {
+    const int64_t n = 20000;
+    auto draw = [&](Stepper& model, double topp, uint64_t seed) {
+      Generator gen(seed);
+      DecodeOptions opt;
+      opt.pad = 0, opt.bos = 2, opt.eos = 3, opt.sampling = true, opt.sampling_topp = topp, opt.gen = &gen;
+      std::map<int, int64_t> count;
+      for (const Hypothesis& h : search(model, std::vector<int64_t>(n, 1), opt)) count[h.ids.empty() ? 3 : h.ids[0]]++;
+      return count;
+    };
+    // A 0.5, B 0.25, C 0.25: with p = 0.75, C starts exactly at 0.75 and is cut; A and B keep 2/3 and 1/3
+    Exact exact;
+    exact.first = std::vector<double>(8, 0.0);
+    exact.first[4] = 0.5, exact.first[5] = 0.25, exact.first[6] = 0.25;
+    auto c = draw(exact, 0.75, 1);
+    CHECK(c.size() == 2);
+    CHECK(std::abs(c[4] / double(n) - 2.0 / 3) < 4 * std::sqrt(2.0 / 9 / n));
+    // 3000 tokens, the 2998 candidates equally likely: the nucleus of p = 0.9 is the first 2699 in index order
+    // (ties sort by index), found past the first 1024 sorted columns
+    Exact flat;
+    flat.first = std::vector<double>(3000, 1.0 / 2998);
+    flat.first[0] = flat.first[2] = 0;
+    c = draw(flat, 0.9, 2);
+    CHECK(c.rbegin()->first == 2700);  // the last column kept: token 2700 (0 and 2 are not candidates)
+    int64_t past_first = 0;
+    for (auto [token, k] : c) past_first += token > 1024 ? k : 0;
+    CHECK(std::abs(past_first / double(n) - 1676.0 / 2699) < 0.02);
+    // one token with 0.95 of the mass: its nucleus is found in the first columns, and it is the only draw
+    flat.first = std::vector<double>(3000, 0.05 / 2997);
+    flat.first[0] = flat.first[2] = 0;
+    flat.first[1500] = 0.95;
+    c = draw(flat, 0.9, 3);
+    CHECK(c.size() == 1);
+    CHECK(c.count(1500) == 1);
   }
 
   TEST_CASE("sampling a model: seeded, on the device or the host alike, top-k 1 is greedy, model scores") {
@@ -330,6 +394,31 @@ TEST_SUITE("decode") {
       opt.sampling_topp = 1e-9;  // only the first of the sorted list
       const auto topp = sample(9, true, true);
       for (size_t b = 0; b < 3; b++) CHECK(topp[b].ids == greedy[b].ids);
+    }
+  }
+
+  TEST_CASE("sampling on the GPU: the same draws as the CPU from the same log-probabilities and seed") {
+    if (!cuda_available()) {
+      MESSAGE("skipped: no CUDA device");
+      return;
+    }
+    manual_seed(21);
+    const Tensor lp = log_softmax(mul(Tensor::randn({64, 1500}), 2.0), -1);
+    std::vector<int64_t> excluded(1500, 0);
+    excluded[0] = excluded[2] = 1;
+    const Tensor ex = Tensor::from_vector(excluded, {1500});
+    for (auto [topk, topp, temperature] : {std::tuple{0, 1.0, 1.0}, {50, 1.0, 0.7}, {0, 0.9, 1.3}, {40, 0.5, 1.0}}) {
+      CAPTURE(topk);
+      CAPTURE(topp);
+      DecodeOptions opt;
+      opt.sampling = true, opt.sampling_topk = topk, opt.sampling_topp = topp, opt.temperature = temperature;
+      Generator g_cpu(9), g_gpu(9);
+      opt.gen = &g_cpu;
+      const std::vector<int64_t> cpu = sample_tokens(lp, ex, opt).to_vector<int64_t>();
+      opt.gen = &g_gpu;
+      const std::vector<int64_t> gpu =
+          sample_tokens(lp.to(Device::cuda()), ex.to(Device::cuda()), opt).to(Device::cpu()).to_vector<int64_t>();
+      CHECK(gpu == cpu);
     }
   }
 

@@ -480,6 +480,12 @@ TEST_SUITE("reliability") {
         {"eval --checkpoint '" + dir + "'", "is a directory"},
         {"average --checkpoints '" + dir + "' --out '" + dir + "/avg.safetensors'", "is a directory"},
         {"train --best-metric bleu4", "--best-metric"},
+        {"translate --checkpoint x --sampling --beam 4", "--beam: must be 1 with --sampling, got 4"},
+        {"translate --checkpoint x --sampling --sampling-topp 0", "--sampling-topp: must be in (0, 1], got 0"},
+        {"translate --checkpoint x --sampling --sampling-topp 1.5", "--sampling-topp: must be in (0, 1], got 1.5"},
+        {"translate --checkpoint x --sampling --sampling-topk -1", "--sampling-topk: must be at least 0, got -1"},
+        {"translate --checkpoint x --sampling --temperature 0", "--temperature: must be > 0, got 0"},
+        {"translate --checkpoint x --temperature 0.5", "--temperature requires --sampling"},
     };
     for (const auto& c : cases) {
       const std::pair<int, std::string> result = run(c.first);  // (no structured binding: clang's INFO)
@@ -505,5 +511,14 @@ TEST_SUITE("reliability") {
     CHECK(result.first == 0);
     CHECK(result.second.find("warning: line 2:") != std::string::npos);
     CHECK(result.second.find("cut to the model's 1024 positions") != std::string::npos);
+    // sampling: --beam 1 is welcome, top-k 1 is greedy's output, a seed repeats the output
+    const std::string sampled = "translate --checkpoint '" + last_checkpoint(o) + "' --input '" + input + "'";
+    const auto greedy = run(sampled + " --beam 1"), top1 = run(sampled + " --sampling --beam 1 --sampling-topk 1");
+    CHECK(top1.first == 0);
+    CHECK(top1.second == greedy.second);
+    const auto a = run(sampled + " --sampling --temperature 1.5 --seed 7");
+    const auto b = run(sampled + " --sampling --seed 7 --temperature 1.5");
+    CHECK(a.first == 0);
+    CHECK(a.second == b.second);
   }
 }

@@ -22,7 +22,8 @@ struct DecodeOptions {
   int eos = 3, bos = 2, pad = 0;
   bool use_cache = true;      // false: re-run the decoder on the whole prefix at every step
   // Beam 1: pick each row's token on the model's device and download two numbers per row (true), or download the
-  // rows' log-probabilities and pick on the host (false: the reference). The same tokens and scores either way.
+  // rows' log-probabilities and pick on the host (false: the reference). The same tokens and scores either way (a
+  // draw too: both draw from the log-probabilities in float64, from the same generator).
   bool device_pick = true;
   // Sampling (fairseq's --sampling, as used to back-translate; beam 1 only): each token is drawn, not the best one.
   // Its distribution: softmax(log p / temperature) over the candidates (not pad or bos), cut to the sampling_topk

@@ -16,6 +16,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <iostream>
 #include <sstream>
 
@@ -44,20 +45,23 @@ static std::vector<std::string> read_lines(const std::string& path) {
   check(in.good(), "read_lines", ": cannot open '", path, "'");
   return read_lines(in);
 }
-// A number option's lower bound, said plainly ("--steps: must be at least 0, got -1"; CLI11's own range check
-// prints the double range up to 1.8e308).
-static CLI::Validator at_least(long long lo) {
+// A number option's range, said plainly ("--steps: must be at least 0, got -1"; CLI11's own range check prints the
+// double range up to 1.8e308): `ok` says whether a value is in it, `range` how to say it.
+static CLI::Validator number_that(const std::string& range, std::function<bool(double)> ok) {
   return CLI::Validator(
-      [lo](std::string& text) -> std::string {
+      [range, ok](std::string& text) -> std::string {
         double v = 0;
         try {
           v = std::stod(text);
         } catch (const std::exception&) {
           return "'" + text + "' is not a number";
         }
-        return v >= (double)lo ? std::string() : "must be at least " + std::to_string(lo) + ", got " + text;
+        return ok(v) ? std::string() : "must be " + range + ", got " + text;
       },
-      ">= " + std::to_string(lo));
+      range);
+}
+static CLI::Validator at_least(long long lo) {
+  return number_that("at least " + std::to_string(lo), [lo](double v) { return v >= (double)lo; });
 }
 
 // Options shared by train and compare.
@@ -165,15 +169,16 @@ int main(int argc, char** argv) {
   auto* sampling_flag = tr_cmd->add_flag("--sampling", sampling.sampling,
                                          "draw each token from the model's distribution (fairseq's --sampling)");
   tr_cmd->add_option("--sampling-topk", sampling.sampling_topk, "draw among the k most likely tokens (0: all)")
-      ->check(CLI::NonNegativeNumber)->needs(sampling_flag)->capture_default_str();
+      ->check(at_least(0))->needs(sampling_flag)->capture_default_str();
   tr_cmd->add_option("--sampling-topp", sampling.sampling_topp,
                      "then among the fewest most likely whose probability reaches p (1: all)")
-      ->check(CLI::Range(0.0, 1.0))->needs(sampling_flag)->capture_default_str();
-  tr_cmd->add_option("--temperature", sampling.temperature, "log-probabilities / T before sampling")
-      ->check(CLI::PositiveNumber)->needs(sampling_flag)->capture_default_str();
-  tr_cmd->add_option("--seed", sampling_seed, "the draws' seed: the same seed, the same output")
+      ->check(number_that("in (0, 1]", [](double p) { return p > 0 && p <= 1; }))
       ->needs(sampling_flag)->capture_default_str();
-  sampling_flag->excludes(tr_cmd->get_option("--beam"));
+  tr_cmd->add_option("--temperature", sampling.temperature, "log-probabilities / T before sampling")
+      ->check(number_that("> 0", [](double t) { return t > 0 && std::isfinite(t) && std::isfinite(1 / t); }))
+      ->needs(sampling_flag)->capture_default_str();
+  tr_cmd->add_option("--seed", sampling_seed, "the draws' seed: the same seed, the same output")
+      ->check(at_least(0))->needs(sampling_flag)->capture_default_str();
 
   auto* eval_cmd = app.add_subcommand("eval", "test loss and BLEU of a checkpoint, decoded the same way every time");
   EvalOptions ev;
@@ -218,6 +223,8 @@ int main(int argc, char** argv) {
 
   try {
     app.parse(argc, argv);
+    if (sampling.sampling && tr_cmd->count("--beam") && beam != 1)  // (sampling draws one hypothesis per sentence)
+      throw CLI::ValidationError("--beam", "must be 1 with --sampling, got " + std::to_string(beam));
   } catch (const CLI::ParseError& e) {
     const int rc = app.exit(e);  // prints the help, or the message naming the option
     return rc == 0 ? 0 : 2;      // a bad option exits 2, as every other error does
