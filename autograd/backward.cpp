@@ -127,6 +127,20 @@ struct InBackward {
   void done() { detail::t_in_backward = false; }
 };
 
+// A node's backward reads the tensors it saved as they were in the forward; one written in place since (copy_, an
+// optimizer step, load_state_dict) would give a wrong gradient without a word, so it is refused, as torch does.
+void check_saved_unchanged(const Node& n) {
+  for (size_t i = 0; i < n.saved.size(); i++) {
+    const Tensor& t = n.saved[i];
+    if (!t.defined() || t.version() == n.saved_versions[i]) continue;
+    const AutogradMeta* m = t.autograd_meta();
+    fail("backward", ": node '", n.name, "' (", n.op->name, ") saved ", t.meta_str(),
+         m && !m->name.empty() ? " ('" + m->name + "')" : std::string(), " for its gradient, and it was written in "
+         "place since (version ", n.saved_versions[i], " then, ", t.version(), " now: copy_, an optimizer step, "
+         "load_state_dict...), so the gradient would be wrong. Run backward before changing it, or save a clone()");
+  }
+}
+
 // One node of the reverse walk: take its output gradient, call its backward, pass the results to its inputs.
 void backward_node(Node& n, bool retain_graph, const std::function<void(AutogradMeta&, const Tensor&)>& add_to,
                    NormTracker& norms) {
@@ -140,6 +154,7 @@ void backward_node(Node& n, bool retain_graph, const std::function<void(Autograd
   if (!n.backward)
     fail("backward", ": node '", n.name, "' was already run by an earlier backward (pass retain_graph=true to "
          "backward twice)");
+  check_saved_unchanged(n);
   std::vector<Tensor> grads = n.backward(n, g);
   if (grads.size() != n.inputs.size())
     fail("backward", ": op '", n.op->name, "' returned ", grads.size(), " gradients for ", n.inputs.size(),

@@ -49,6 +49,7 @@ struct Node {
   std::vector<std::shared_ptr<AutogradMeta>> inputs;
   std::shared_ptr<AutogradMeta> output;
   std::vector<Tensor> saved;       // what backward reads; released once backward has run (unless retained)
+  std::vector<uint64_t> saved_versions;  // saved[i].version() when recorded: backward refuses a tensor changed since
   OpParams params;
   BackwardFn backward;
   std::vector<std::function<void(const Node&, const Tensor& grad_out)>> hooks;  // observe grad_out

@@ -230,6 +230,10 @@ Tensor Tensor::clone() const {
 void Tensor::copy_(const Tensor& src) {
   check_defined("copy_", *this, "the destination");
   check_defined("copy_", src, "the source");
+  struct Bump {  // after the write, or a partial one that threw: a node that saved this memory sees it changed
+    const Tensor& t;
+    ~Bump() { t.bump_version(); }
+  } bump{*this};
   if (src.device() != device() && !src.device().is_cpu() && !device().is_cpu())
     fail("copy_", ": cannot copy ", src.meta_str(), " into ", meta_str());
   for (int64_t d = 0; d < dim(); d++)  // one memory location would receive several elements, in no set order

@@ -198,6 +198,8 @@ Node* record(const OpInfo& op, const std::vector<Tensor>& inputs, Tensor& out, s
   om.produced = true;
   node->output = out.impl().autograd;
   node->saved = std::move(saved);
+  node->saved_versions.reserve(node->saved.size());
+  for (const Tensor& t : node->saved) node->saved_versions.push_back(t.defined() ? t.version() : 0);
   node->backward = std::move(backward);
   node->params = std::move(params);
   Tape& tape = current_tape();

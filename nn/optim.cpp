@@ -254,6 +254,7 @@ void Adam::update_all(const std::vector<Pending>& todo) {
   for (size_t k = 0; k < todo.size(); k++) {
     Tensor& param = params_[todo[k].i].second;
     if (!param.is_contiguous()) param.copy_(ps[k]);
+    else param.bump_version();  // written in place by the fused kernel
   }
 }
 

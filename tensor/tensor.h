@@ -25,6 +25,9 @@ struct Storage {
   void* data = nullptr;
   size_t nbytes = 0;
   Device device;
+  // How many times the memory was written in place through the API (Tensor::copy_, optimizer steps), as torch's
+  // version counter: a node compares the versions of the tensors it saved at backward and refuses changed ones.
+  std::atomic<uint64_t> version{0};
   Storage(size_t nbytes, Device device);
   ~Storage();
   Storage(const Storage&) = delete;
@@ -115,6 +118,10 @@ class Tensor {
   Tensor to(DType dtype) const;
   Tensor to(Device device) const;
   void copy_(const Tensor& src);  // in place, not recorded; src broadcast to this shape
+  // The in-place write count of this tensor's memory (shared by its views; torch's _version). Code that writes a
+  // tensor's memory in place other than by copy_ (an optimizer's fused kernel) calls bump_version() after.
+  uint64_t version() const { return impl().storage->version.load(std::memory_order_relaxed); }
+  void bump_version() const { impl().storage->version.fetch_add(1, std::memory_order_relaxed); }
 
   // ---- autograd ----
   bool requires_grad() const;

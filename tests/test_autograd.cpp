@@ -113,6 +113,61 @@ TEST_SUITE("autograd") {
     check_close(x.grad(), {2, 4});
   }
 
+  TEST_CASE("a tensor a node saved and written in place since is refused at backward, naming both (torch's check)") {
+    Tensor w = vec({1, 2, 3}).requires_grad_();
+    w.named("fc.weight");
+    Tensor x = vec({4, 5, 6});
+    Tensor y;
+    {
+      Scope s("enc.0.ffn");
+      y = sum(mul(x, w));  // mul saves x and w
+    }
+    {
+      NoGradGuard ng;
+      w.copy_(vec({0, 0, 0}));  // x's gradient would now be read as 0
+    }
+    CHECK_THROWS_WITH_ALL(y.backward(), "backward", "enc.0.ffn.mul", "float64[3] cpu ('fc.weight')",
+                          "written in place", "version 0 then, 1 now", "clone()");
+    CHECK(!w.grad().defined());
+    current_tape().clear();
+    // a view shares its base's memory and version: writing the base is seen through a saved transpose
+    Tensor m = Tensor::from_vector<double>({1, 2, 3, 4}, {2, 2}).requires_grad_();
+    m.named("proj.weight");
+    Tensor out = sum(matmul(vec({1, 1}).reshape({1, 2}), m.t()));
+    {
+      NoGradGuard ng;
+      m.copy_(m * 2.0);
+    }
+    CHECK_THROWS_WITH_ALL(out.backward(), "matmul", "float64[2,2]", "written in place");
+    current_tape().clear();
+    // an optimizer step between a forward and its backward (two losses, one stepped before the other's backward)
+    Tensor p = vec({1, -1}).requires_grad_();
+    nn::SGD opt({{"p", p}}, {.lr = 0.1});
+    Tensor loss_a = sum(p * p), loss_b = sum(p * p * p);
+    loss_a.backward(Tensor(), true);  // (keeps the tape: loss_b's graph is on it too)
+    opt.step();
+    CHECK_THROWS_WITH_ALL(loss_b.backward(), "backward", "written in place");
+    current_tape().clear();
+    nn::Adam adam({{"p", p}}, {.lr = 0.1});  // (the fused kernel writes p without copy_: it bumps the version)
+    const uint64_t before = p.version();
+    p.zero_grad();
+    sum(p * p).backward();
+    adam.step();
+    CHECK(p.version() == before + 1);
+    // writes before the forward, or to tensors no node saved, are fine; and a retained graph reruns unchanged
+    Tensor q = vec({1, 2}).requires_grad_();
+    {
+      NoGradGuard ng;
+      q.copy_(vec({3, 4}));
+    }
+    Tensor unrelated = vec({0, 0});
+    Tensor z = sum(q * q);
+    unrelated.copy_(vec({1, 1}));
+    z.backward(Tensor(), true);
+    z.backward();
+    check_close(q.grad(), {12, 16});
+  }
+
   TEST_CASE("NoGradGuard records nothing") {
     Tensor x = vec({1, 2}).requires_grad_();
     current_tape().clear();
