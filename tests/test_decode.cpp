@@ -3,7 +3,6 @@
 #include <algorithm>
 #include <cmath>
 #include <map>
-#include <tuple>
 
 #include "decode.h"
 #include "test_util.h"
@@ -407,11 +406,16 @@ TEST_SUITE("decode") {
     std::vector<int64_t> excluded(1500, 0);
     excluded[0] = excluded[2] = 1;
     const Tensor ex = Tensor::from_vector(excluded, {1500});
-    for (auto [topk, topp, temperature] : {std::tuple{0, 1.0, 1.0}, {50, 1.0, 0.7}, {0, 0.9, 1.3}, {40, 0.5, 1.0}}) {
-      CAPTURE(topk);
-      CAPTURE(topp);
+    struct Cut {
+      int64_t topk;
+      double topp, temperature;
+    };
+    for (const Cut& cut : {Cut{0, 1.0, 1.0}, Cut{50, 1.0, 0.7}, Cut{0, 0.9, 1.3}, Cut{40, 0.5, 1.0}}) {
+      CAPTURE(cut.topk);
+      CAPTURE(cut.topp);
       DecodeOptions opt;
-      opt.sampling = true, opt.sampling_topk = topk, opt.sampling_topp = topp, opt.temperature = temperature;
+      opt.sampling = true, opt.sampling_topk = cut.topk, opt.sampling_topp = cut.topp;
+      opt.temperature = cut.temperature;
       Generator g_cpu(9), g_gpu(9);
       opt.gen = &g_cpu;
       const std::vector<int64_t> cpu = sample_tokens(lp, ex, opt).to_vector<int64_t>();
