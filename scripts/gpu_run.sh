@@ -3,12 +3,14 @@
 # binaries and libraries, then runs the parts of issue 6 named on the command line, in that order, inside one time
 # budget, so that the whole check fits one call of a lease of 15 device minutes (docs/cuda.md, "On a lent GPU").
 #
-#   scripts/gpu_run.sh [PART...]      no PART: info cuda bench mlp translate tests graph sanitize
+#   scripts/gpu_run.sh [PART...]      no PART: info cuda bench index mlp translate tests graph sanitize
 #
 #   info       nvidia-smi, the CUDA libraries found, the packed commit
 #   cuda       the `cuda` test suite: every op CPU vs CUDA forward and backward, the gradient checks on the GPU,
 #              Adam, the host-wait count of a training step, the translation example on both devices
 #   tests      the whole test suite (without the `cuda` suite when `cuda` is among the parts)
+#   index      bench/index_bench --device cuda: topk (each kernel's side of its switches), sort and sampling draws
+#              at decoding shapes, median ms per call (docs/translate.md "Sampling", autograd/ops.h topk)
 #   mlp        examples/mlp_demo --device cuda: the smallest example, 2000 steps, exits 0 when the fit converged
 #   translate  skipgrad-translate train --device cuda for TRANSLATE_STEPS (300) steps on the numbers corpus,
 #              with evaluations, then a beam-5 test BLEU; TRANSLATE_AUTOCAST=bf16 trains in bf16 mixed precision;
@@ -22,7 +24,7 @@
 #              machine's compute-sanitizer: Firecracker, not gVisor)
 #
 # Environment: BUDGET_S (480): seconds for all the parts together; each part runs under `timeout` with what is left,
-# and at most its cap: CAP_CUDA_S (150), CAP_BENCH_S (240), mlp 60, CAP_TRANSLATE_S (150), CAP_TESTS_S (120),
+# and at most its cap: CAP_CUDA_S (150), CAP_BENCH_S (240), index 40, mlp 60, CAP_TRANSLATE_S (150), CAP_TESTS_S (120),
 # CAP_GRAPH_S (90), CAP_SANITIZE_S (each of its 3 tools; unset: as above), so that a part
 # that hangs on its first run on hardware leaves time to the others. A part that would get under MIN_PART_S (20),
 # bench under BENCH_MIN_S (90), is skipped and says so. Pass the device tool a timeout_s ~60 s above BUDGET_S.
@@ -54,7 +56,7 @@ tar -C /tmp/skipgrad-gpu -xJf .gpu/lib.tar.xz 2>/dev/null ||  # no xz: Python's 
   { echo "gpu_run.sh: cannot unpack .gpu/lib.tar.xz"; exit 2; }
 mkdir -p "$build/bench" "$build/examples"
 cp .gpu/bin/skipgrad_tests .gpu/bin/skipgrad-translate .gpu/bin/skipgrad-graph "$build/"
-cp .gpu/bin/cuda_step "$build/bench/"
+cp .gpu/bin/cuda_step .gpu/bin/index_bench "$build/bench/"
 cp .gpu/bin/mlp_demo "$build/examples/"
 src=$(cat .gpu/source_dir)
 if [[ $src != "$ROOT" && ! -e $src ]]; then mkdir -p "$(dirname "$src")" && ln -s "$ROOT" "$src"; fi
@@ -74,7 +76,7 @@ export LD_LIBRARY_PATH=/tmp/skipgrad-gpu/lib:$cublas_dir:$cudart_dir${LD_LIBRARY
 export OMP_WAIT_POLICY=passive
 
 parts=("$@")
-((${#parts[@]})) || parts=(info cuda bench mlp translate tests graph sanitize)
+((${#parts[@]})) || parts=(info cuda bench index mlp translate tests graph sanitize)
 has_part() { local p; for p in "${parts[@]}"; do [[ $p == "$1" ]] && return 0; done; return 1; }
 RES=/tmp/skipgrad-gpu/results  # everything a part writes; packed into $OUT after each part
 rm -rf "$RES" && mkdir -p "$RES"
@@ -90,6 +92,7 @@ pack() {  # $OUT/summary.md and $OUT/results.tar.gz as they stand, each replaced
     echo "|---|---|---|"
     printf '%s\n' "${summary[@]}"
     if [[ -f $RES/bench/table.md ]]; then echo; cat "$RES/bench/table.md"; fi
+    if [[ -s $RES/index.log ]]; then echo; echo "## index_bench on the GPU"; echo; cat "$RES/index.log"; fi
     if [[ -s $RES/cost_gpu.md ]]; then echo; echo "## skipgrad-graph cost on the GPU"; echo; cat "$RES/cost_gpu.md"; fi
   } >"$OUT/summary.md.tmp" && mv "$OUT/summary.md.tmp" "$OUT/summary.md"
   # The Chrome traces go apart, so that a large trace cannot push the logs over the device tool's limit on one file
@@ -138,6 +141,7 @@ for part in "${parts[@]}"; do
       exclude=()
       has_part cuda && exclude=(--test-suite-exclude=cuda)
       run tests "${CAP_TESTS_S:-120}" "$MIN_PART_S" "$tests" "${exclude[@]}" ;;
+    index) run index 40 "$MIN_PART_S" "$build/bench/index_bench" --device cuda ;;
     mlp) run mlp 60 "$MIN_PART_S" "$build/examples/mlp_demo" --device cuda ;;
     translate)
       run translate "${CAP_TRANSLATE_S:-150}" "$MIN_PART_S" "$build/skipgrad-translate" train --device cuda \
