@@ -4,6 +4,7 @@
 
 #include "autograd/node.h"
 #include "autograd/ops.h"
+#include "autograd/tape.h"
 #include "backends/backend.h"
 
 namespace skipgrad {
@@ -47,7 +48,7 @@ void AutocastBF16::precast(const std::vector<Tensor>& ts) {
     for (Tensor& o : outs) dsts.push_back(&o);
     backend_for(ts[indices[0]].device()).copy_many(srcs, dsts);
     for (size_t j = 0; j < indices.size(); j++)
-      casts_.emplace(ts[indices[j]].impl_ptr().get(), Cast{ts[indices[j]], outs[j]});
+      casts_.emplace(ts[indices[j]].impl_ptr().get(), Cast{ts[indices[j]], outs[j], ts[indices[j]].version()});
   }
   if (!casts_.empty()) g_precast_scope = this;
 }
@@ -61,6 +62,11 @@ Tensor cached_bf16_cast(const Tensor& t) {
   auto it = g_precast_scope->casts_.find(t.impl_ptr().get());
   if (it == g_precast_scope->casts_.end()) return Tensor();
   AutocastBF16::Cast& c = it->second;
+  if (t.version() != c.version) {  // written since its cast (a step in the scope): cast again, not yet recorded
+    NoGradGuard no_grad;
+    c.cast = t.to(DType::BF16);
+    c.version = t.version();
+  }
   const AutogradMeta* meta = c.cast.impl().autograd.get();
   if (!(meta && meta->producer)) {  // not on the live tape: a fresh handle on the same data, recorded if grad is on
     c.cast = c.cast.detach();

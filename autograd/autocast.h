@@ -34,13 +34,15 @@ class AutocastBF16 {
   // meets one of them takes its cast and records it then, as the same `to_dtype` node it would have made, so the
   // graph is the one without precast; casts no product uses (a norm's weight) are never recorded. A use under
   // NoGradGuard records nothing, and each backward's graph records the casts it uses again, so several steps may run
-  // in one scope. The tensors must not change while the scope lives (as for torch.autocast's cache).
+  // in one scope; a tensor written since its cast (an optimizer step in the scope: Tensor::version) is cast again at
+  // its next use.
   void precast(const std::vector<Tensor>& ts);
 
  private:
   bool previous_enabled_;
   struct Cast {
     Tensor source, cast;  // cast: the bf16 copy, attached to its to_dtype node while that node is on the live tape
+    uint64_t version;     // source.version() when cast
   };
   AutocastBF16* previous_precast_;  // the enclosing scope whose precasts apply, restored on exit
   std::unordered_map<const TensorImpl*, Cast> casts_;

@@ -230,10 +230,6 @@ Tensor Tensor::clone() const {
 void Tensor::copy_(const Tensor& src) {
   check_defined("copy_", *this, "the destination");
   check_defined("copy_", src, "the source");
-  struct Bump {  // after the write, or a partial one that threw: a node that saved this memory sees it changed
-    const Tensor& t;
-    ~Bump() { t.bump_version(); }
-  } bump{*this};
   if (src.device() != device() && !src.device().is_cpu() && !device().is_cpu())
     fail("copy_", ": cannot copy ", src.meta_str(), " into ", meta_str());
   for (int64_t d = 0; d < dim(); d++)  // one memory location would receive several elements, in no set order
@@ -241,6 +237,7 @@ void Tensor::copy_(const Tensor& src) {
       fail("copy_", ": the destination ", meta_str(), " is a broadcast view (dim ", d,
            " has stride 0): its elements share memory; copy into a tensor that owns each element");
   Tensor s = broadcast_to(src, shape(), "copy_");
+  bump_version();  // the write is counted (before it: one that throws midway has written part); the checks wrote none
   if (s.device() == device() && s.numel() > 0 && s.shares_storage(*this)) {
     // the source is (part of) the same memory, e.g. x.copy_(x.t()) or shifted slices: read it all before writing
     Tensor tmp = Tensor::empty(s.shape(), s.dtype(), device());

@@ -51,7 +51,10 @@ void clip_grads_to_norm(const std::vector<Tensor>& params, double max_norm, doub
   if (max_norm > 0 && std::isfinite(total) && total + 1e-6 > max_norm) {
     NoGradGuard no_grad;
     const double scale = max_norm / (total + 1e-6);
-    for (Tensor& g : defined_grads(params)) backend_for(g.device()).unary(UnaryOp::MulScalar, g, g, scale);  // in place
+    for (Tensor& g : defined_grads(params)) {
+      g.bump_version();  // written in place (a node that saved a .grad sees it)
+      backend_for(g.device()).unary(UnaryOp::MulScalar, g, g, scale);
+    }
   }
   profile_mark("clip_grad_norm");  // the scaling, and what ran since the last op (clip_grad_norm: the norm's read)
 }
@@ -73,7 +76,10 @@ void clip_grads_to_norm(const std::vector<Tensor>& params, double max_norm, cons
     const Tensor in_range = gt(t_eps, limit) * lt(t, Tensor::full({1}, INFINITY, DType::F64, dev));
     const Tensor factor = where(in_range, limit / t_eps, Tensor::ones({1}, DType::F64, dev));
     std::vector<Tensor*> ts;
-    for (Tensor& g : grads) ts.push_back(&g);
+    for (Tensor& g : grads) {
+      g.bump_version();  // written in place
+      ts.push_back(&g);
+    }
     backend_for(dev).scale_many(ts, factor);
   }
   profile_mark("clip_grad_norm");

@@ -130,6 +130,8 @@ void Module::zero_grad() {
 // Parameters are changed in place (same TensorImpl), so every handle a module holds sees the new data.
 static void replace_data(Tensor& t, const Tensor& moved) {
   TensorImpl& im = t.impl();
+  // a write of new memory: a node that saved t sees it changed (the count goes on from the old memory's)
+  moved.impl().storage->version.store(t.version() + 1, std::memory_order_relaxed);
   im.storage = moved.impl().storage;
   im.shape = moved.shape();
   im.strides = moved.strides();

@@ -249,12 +249,15 @@ void Adam::update_all(const std::vector<Pending>& todo) {
     if (call == calls.end()) call = calls.insert(calls.end(), Call{param.device(), lr, {}});
     call->ts.push_back({&ps.back(), &gs.back(), &state_[u.i][0], &state_[u.i][1], weight_decay(u.i)});
   }
+  for (const Pending& u : todo) {  // written in place by the fused kernel (counted first: a call may throw midway)
+    params_[u.i].second.bump_version();
+    for (Tensor& s : state_[u.i]) s.bump_version();
+  }
   for (Call& c : calls)
     backend_for(c.device).adam_update_many(c.ts, c.lr, opt_.beta1, opt_.beta2, opt_.eps, decoupled_, steps_ + 1);
   for (size_t k = 0; k < todo.size(); k++) {
     Tensor& param = params_[todo[k].i].second;
     if (!param.is_contiguous()) param.copy_(ps[k]);
-    else param.bump_version();  // written in place by the fused kernel
   }
 }
 

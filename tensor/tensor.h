@@ -25,8 +25,9 @@ struct Storage {
   void* data = nullptr;
   size_t nbytes = 0;
   Device device;
-  // How many times the memory was written in place through the API (Tensor::copy_, optimizer steps), as torch's
-  // version counter: a node compares the versions of the tensors it saved at backward and refuses changed ones.
+  // How many times the memory was written in place through the API (Tensor::copy_, optimizer steps, gradient
+  // clipping; Module::to's new memory goes on from the old count), as torch's version counter: a node compares the
+  // versions of the tensors it saved at backward and refuses changed ones.
   std::atomic<uint64_t> version{0};
   Storage(size_t nbytes, Device device);
   ~Storage();

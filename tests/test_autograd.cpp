@@ -154,6 +154,22 @@ TEST_SUITE("autograd") {
     sum(p * p).backward();
     adam.step();
     CHECK(p.version() == before + 1);
+    // every in-place writer counts: clipping scales .grad, Module::to swaps in new memory; a refused copy_ writes
+    // nothing and counts nothing
+    Tensor g = p.grad();
+    const uint64_t g_before = g.version();
+    nn::clip_grad_norm({p}, 1e-3);
+    CHECK(g.version() == g_before + 1);
+    const uint64_t p_before = p.version();
+    CHECK_THROWS_WITH_ALL(p.copy_(vec({1, 2, 3})), "copy_");
+    CHECK(p.version() == p_before);
+    nn::Linear lin(2, 2);
+    const uint64_t w_before = lin.weight.version();
+    Tensor h = sum(lin.forward(Tensor::ones({1, 2})));
+    lin.to(DType::F64);
+    CHECK(lin.weight.version() == w_before + 1);
+    CHECK_THROWS_WITH_ALL(h.backward(), "written in place");
+    current_tape().clear();
     // writes before the forward, or to tensors no node saved, are fine; and a retained graph reruns unchanged
     Tensor q = vec({1, 2}).requires_grad_();
     {

@@ -8,6 +8,7 @@
 #include <filesystem>
 #include <fstream>
 #include <limits>
+#include <optional>
 #include <random>
 
 #include <nlohmann/json.hpp>
@@ -364,9 +365,11 @@ CopyBatch copy_batch(Device d) {
   return {Tensor::from_vector(s, {8, 10}, d), Tensor::from_vector(in, {8, 10}, d),
           Tensor::from_vector(out, {8, 10}, d)};
 }
-// Losses of `steps` Adam steps from the same initial weights, with or without autocast.
+// Losses of `steps` Adam steps from the same initial weights, with or without autocast (one_scope: a single
+// precast scope around all the steps, so each step's weights are cast again where the optimizer wrote them).
 std::vector<double> train_losses(const std::string& topology, bool autocast, int steps, Device d = Device::cpu(),
-                                 int64_t d_model = 32, int64_t heads = 4, bool precast = false) {
+                                 int64_t d_model = 32, int64_t heads = 4, bool precast = false,
+                                 bool one_scope = false) {
   manual_seed(11);
   nn::Transformer model(small_model(topology, d_model, heads));
   model.to(d);
@@ -375,11 +378,14 @@ std::vector<double> train_losses(const std::string& topology, bool autocast, int
   nn::Adam opt(model.named_parameters(), ao);
   CopyBatch b = copy_batch(d);
   std::vector<double> losses;
+  std::optional<AutocastBF16> all_steps;
+  if (one_scope) all_steps.emplace(autocast).precast(model.parameters());
   for (int i = 0; i < steps; i++) {
     Tensor loss;
     {
-      AutocastBF16 on(autocast);
-      if (precast) on.precast(model.parameters());
+      std::optional<AutocastBF16> on;
+      if (!one_scope) on.emplace(autocast);
+      if (precast && on) on->precast(model.parameters());
       loss = nn::label_smoothed_nll(model.forward(b.src, b.tgt_in), b.tgt_out, 0, 0.1).loss;
     }
     loss.backward();
@@ -510,6 +516,9 @@ TEST_SUITE("bf16") {
     const auto losses = train_losses("pre_ln", true, 3),
                precast = train_losses("pre_ln", true, 3, Device::cpu(), 32, 4, true);
     for (size_t i = 0; i < losses.size(); i++) CHECK(precast[i] == losses[i]);
+    // one precast scope around three steps: the weights each step wrote are cast again at their next use
+    const auto one_scope = train_losses("pre_ln", true, 3, Device::cpu(), 32, 4, true, true);
+    for (size_t i = 0; i < losses.size(); i++) CHECK(one_scope[i] == losses[i]);
     if (!have_cuda()) return;
     const auto gpu = train_losses("pre_ln", true, 3, Device::cuda(), 32, 4, true);
     for (size_t i = 0; i < losses.size(); i++) CHECK(gpu[i] == doctest::Approx(losses[i]).epsilon(2e-2));

@@ -4,6 +4,7 @@
 #include <atomic>
 #include <cstdint>
 #include <future>
+#include <string>
 #include <thread>
 #include <vector>
 
@@ -133,6 +134,33 @@ TEST_SUITE("threads") {
       const std::vector<double> gx = input_grads[i].to_vector<double>();
       for (int c = 0; c < 3; c++) CHECK(gx[c] == doctest::Approx(w[c] + w[3 + c]));
     }
+  }
+
+  TEST_CASE("an optimizer step between another thread's forward and backward is refused (the version check)") {
+    // Thread B records a forward through the shared model, thread A steps the optimizer, then B's backward would
+    // read the stepped weights as its forward's: refused, as torch refuses it for threads of one process.
+    manual_seed(4);
+    nn::Linear shared(3, 2);
+    nn::SGD opt(shared.named_parameters(), {.lr = 0.1});
+    std::promise<void> recorded, stepped;
+    std::string error;
+    std::thread b([&] {
+      Tensor loss = sum(shared.forward(Tensor::ones({1, 3})));
+      recorded.set_value();
+      stepped.get_future().wait();
+      try {
+        loss.backward();
+      } catch (const Error& e) {
+        error = e.what();
+      }
+    });
+    recorded.get_future().wait();
+    sum(shared.forward(Tensor::ones({1, 3}))).backward();
+    opt.step();
+    stepped.set_value();
+    b.join();
+    CHECK(error.find("written in place") != std::string::npos);
+    CHECK(error.find("linear") != std::string::npos);
   }
 
   TEST_CASE("copies to and from the CUDA device from several threads keep each thread's data") {
