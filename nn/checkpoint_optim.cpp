@@ -1,9 +1,12 @@
 #include "nn/checkpoint_optim.h"
 
+#include <charconv>
 #include <cmath>
-#include <cstdlib>
+#include <cstdint>
 #include <map>
+#include <optional>
 #include <sstream>
+#include <system_error>
 
 namespace skipgrad::nn {
 
@@ -11,12 +14,30 @@ namespace {
 
 constexpr const char* kLoad = "load_checkpoint";
 
+// A double as the shortest text that reads back to it, in any locale (std::to_chars).
+std::string number_text(double v) {
+  char buf[64];
+  const auto r = std::to_chars(buf, buf + sizeof buf, v);
+  return std::string(buf, r.ptr);
+}
+
+// The double `word` spells in decimal (std::from_chars: any locale, no hex); none when there is more text, or the
+// value is past double's range (1e-400 is not silently 0).
+std::optional<double> read_number(const std::string& word) {
+  double v = 0;
+  const auto r = std::from_chars(word.data(), word.data() + word.size(), v);
+  if (r.ec != std::errc() || r.ptr != word.data() + word.size() || word.empty()) return std::nullopt;
+  return v;
+}
+
 // Each parameter's lr_scale or weight decay, space-separated, in named_params() order.
 std::string format_per_parameter(const Optimizer& opt, double (Optimizer::*value)(size_t) const) {
-  std::ostringstream out;
-  out.precision(17);
-  for (size_t i = 0; i < opt.named_params().size(); i++) out << (i ? " " : "") << (opt.*value)(i);
-  return out.str();
+  std::string out;
+  for (size_t i = 0; i < opt.named_params().size(); i++) {
+    if (i) out += ' ';
+    out += number_text((opt.*value)(i));
+  }
+  return out;
 }
 
 // The values of a per-parameter entry, checked: one finite value >= 0 per parameter of the optimizer. Empty when
@@ -29,11 +50,10 @@ std::vector<double> parse_per_parameter(const Metadata& meta, const std::string&
   std::vector<double> values;
   std::string word;
   while (in >> word) {
-    char* end = nullptr;
-    const double v = std::strtod(word.c_str(), &end);
-    check(*end == '\0' && std::isfinite(v) && v >= 0, kLoad, ": '", path, "': metadata '", key, "' holds '", word,
+    const std::optional<double> v = read_number(word);
+    check(v && std::isfinite(*v) && *v >= 0, kLoad, ": '", path, "': metadata '", key, "' holds '", word,
           "', not a value >= 0");
-    values.push_back(v);
+    values.push_back(*v);
   }
   check(values.size() == count, kLoad, ": '", path, "': metadata '", key, "' has ", values.size(),
         " values; the optimizer has ", count, " parameters");
@@ -42,14 +62,12 @@ std::vector<double> parse_per_parameter(const Metadata& meta, const std::string&
 
 // The optimizer's settings() as "beta1=0.9 beta2=0.98 eps=1e-08".
 std::string format_settings(const Optimizer& opt) {
-  std::ostringstream out;
-  out.precision(17);
-  bool first = true;
+  std::string out;
   for (const auto& [name, value] : opt.settings()) {
-    out << (first ? "" : " ") << name << "=" << value;
-    first = false;
+    if (!out.empty()) out += ' ';
+    out += name + "=" + number_text(value);
   }
-  return out.str();
+  return out;
 }
 
 // The file's settings (empty when it has no entry: written before it existed): each name one the optimizer has,
@@ -64,11 +82,11 @@ std::vector<std::pair<std::string, double>> parse_settings(const Metadata& meta,
   std::string word;
   while (in >> word) {
     const size_t eq = word.find('=');
-    char* end = nullptr;
-    const double v = eq == std::string::npos ? 0.0 : std::strtod(word.c_str() + eq + 1, &end);
-    check(eq != std::string::npos && eq > 0 && eq + 1 < word.size() && *end == '\0', kLoad, ": '", path,
-          "': metadata '", key, "' holds '", word, "', not name=value");
-    values[word.substr(0, eq)] = v;
+    const std::optional<double> v = eq == std::string::npos ? std::nullopt : read_number(word.substr(eq + 1));
+    check(eq != std::string::npos && eq > 0 && v, kLoad, ": '", path, "': metadata '", key, "' holds '", word,
+          "', not name=value");
+    check(values.emplace(word.substr(0, eq), *v).second, kLoad, ": '", path, "': metadata '", key, "' gives ",
+          word.substr(0, eq), " twice");
   }
   std::vector<std::pair<std::string, double>> out;
   for (const auto& [name, current] : opt.settings()) {
@@ -100,10 +118,7 @@ Metadata optimizer_metadata(const Optimizer& opt) {
   Metadata meta;
   meta["skipgrad.optim.kind"] = opt.kind();
   meta["skipgrad.optim.step"] = std::to_string(opt.step_count());
-  std::ostringstream lr;
-  lr.precision(17);
-  lr << opt.lr();
-  meta["skipgrad.optim.lr"] = lr.str();
+  meta["skipgrad.optim.lr"] = number_text(opt.lr());
   meta["skipgrad.optim.lr_scale"] = format_per_parameter(opt, &Optimizer::lr_scale);
   meta["skipgrad.optim.weight_decay"] = format_per_parameter(opt, &Optimizer::weight_decay);
   meta["skipgrad.optim.settings"] = format_settings(opt);
@@ -122,12 +137,14 @@ OptimizerRecord read_optimizer_metadata(const Metadata& meta, const Optimizer& o
   r.lr_scales = parse_per_parameter(meta, "skipgrad.optim.lr_scale", path, n);
   r.weight_decays = parse_per_parameter(meta, "skipgrad.optim.weight_decay", path, n);
   r.settings = parse_settings(meta, opt, path);
-  r.step = (int64_t)parse_u64(meta, "skipgrad.optim.step", path);
+  const uint64_t step = parse_u64(meta, "skipgrad.optim.step", path);
+  check(step <= (uint64_t)INT64_MAX, kLoad, ": '", path, "': metadata 'skipgrad.optim.step' is past int64: ", step);
+  r.step = (int64_t)step;
   const std::string& s = meta.at("skipgrad.optim.lr");
-  char* end = nullptr;
-  r.lr = std::strtod(s.c_str(), &end);
-  check(!s.empty() && *end == '\0' && std::isfinite(r.lr) && r.lr >= 0, kLoad, ": '", path,
+  const std::optional<double> lr = read_number(s);
+  check(lr && std::isfinite(*lr) && *lr >= 0, kLoad, ": '", path,
         "': metadata 'skipgrad.optim.lr' is not a learning rate: '", s, "'");
+  r.lr = *lr;
   return r;
 }
 

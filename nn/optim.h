@@ -93,7 +93,8 @@ class Optimizer {
   // file's values win over the constructor's. An optimizer without any (the default) saves none.
   virtual std::vector<std::pair<std::string, double>> settings() const { return {}; }
   // Sets one of settings() by name, checked as the constructor checks it; an unknown name is an error listing the
-  // known ones. Nothing changes when it throws.
+  // known ones. Nothing changes when it throws. An optimizer that overrides settings() overrides this too: a
+  // checkpoint's settings are restored through it.
   virtual void set_setting(const std::string& name, double value);
 
   // Named state tensors, "<slot>.<parameter name>" ("m.enc.0.weight", "v.enc.0.weight", "momentum.w"), each in

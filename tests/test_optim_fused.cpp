@@ -281,6 +281,19 @@ TEST_SUITE("train") {
     CHECK_THROWS_WITH_ALL(load_checkpoint(path.string(), a, &other), "'amsgrad'", "adamw optimizer does not have");
     write_settings("beta1=0.8 beta2=x eps=1e-9");
     CHECK_THROWS_WITH_ALL(load_checkpoint(path.string(), a, &other), "'beta2=x'", "not name=value");
+    write_settings("beta1=0.8 beta2=0x1p-1 eps=1e-9");  // decimal only, in any locale (std::from_chars)
+    CHECK_THROWS_WITH_ALL(load_checkpoint(path.string(), a, &other), "'beta2=0x1p-1'", "not name=value");
+    write_settings("beta1=0.8 beta2=0.98 eps=1e-400");  // past double's range: refused, not read as 0
+    CHECK_THROWS_WITH_ALL(load_checkpoint(path.string(), a, &other), "'eps=1e-400'");
+    write_settings("beta1=0.5 beta2=0.98 eps=1e-9 beta1=0.75");
+    CHECK_THROWS_WITH_ALL(load_checkpoint(path.string(), a, &other), "gives beta1 twice");
+    write_settings("beta1=0.8 beta2=0.98 eps=1e-9");
+    file.metadata["skipgrad.optim.step"] = "9223372036854775808";  // 2^63: refused before anything changes
+    save_safetensors(path.string(), file.tensors, file.metadata);
+    CHECK_THROWS_WITH_ALL(load_checkpoint(path.string(), a, &other), "skipgrad.optim.step", "past int64");
+    CHECK(other.options().beta1 == 0.9);
+    CHECK(a.weight.to_vector<float>() == std::vector<float>(4, 0.0f));
+    file.metadata["skipgrad.optim.step"] = "0";
     file.metadata.erase("skipgrad.optim.settings");  // a file from before: the optimizer's own settings stay
     save_safetensors(path.string(), file.tensors, file.metadata);
     load_checkpoint(path.string(), a, &other);
