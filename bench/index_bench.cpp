@@ -2,7 +2,8 @@
 // median and range over `rounds` of (the time of `calls` calls, then one host read that waits for them) / calls.
 // What issue 6's GPU session measures to settle topk's switches (cuda_reduce.cu: a thread per line up to 64
 // elements, a block's k scans up to k = 32, the merge sort beyond) and what sampling costs per decoding step
-// (docs/translate.md, "Sampling"). On the CPU it times the CPU backend (a partial sort past k = 1).
+// (docs/translate.md, "Sampling"). On the CPU it times the CPU backend (scans for k = 1 or lines of <= 16, else a
+// partial sort), whose switch the first pair of rows straddles.
 //
 //   index_bench [--device cpu|cuda] [--rounds N] [--calls N] [--quick]
 // Prints a Markdown table; --quick runs tiny shapes (the emulator's smoke test in CTest).
@@ -12,6 +13,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <functional>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -27,6 +29,7 @@ struct Case {
   std::string what;
   Shape shape;  // of the input; topk works along its last dim
   std::function<Tensor(const Tensor&)> run;
+  bool log_probs = false;  // the input is log_softmax of the random logits (made before the timing)
 };
 
 // The median and range of `rounds` timings of `calls` calls each, in ms per call.
@@ -75,16 +78,22 @@ int main(int argc, char** argv) {
     NoGradGuard no_grad;
     const Device dev = Device::parse(device);
     const int64_t V = quick ? 300 : 32000, rows = quick ? 4 : 64, many = quick ? 100 : 4096;
+    // The switches each pair of rows straddles: the CPU scans for k = 1 or lines of <= 16 and sorts otherwise; the
+    // GPU gives lines of <= 64 a thread each, longer ones a block's k scans for k <= 32, and merge-sorts past that.
     auto top = [](int64_t k) { return [k](const Tensor& x) { return topk(x, k).indices; }; };
     std::vector<Case> cases = {
-        {"argmax, short lines (a thread per line)", {many, 64}, [](const Tensor& x) { return argmax(x, 1); }},
-        {"topk 8, short lines", {many, 64}, top(8)},
-        {"argmax (k = 1)", {rows, V}, top(1)},
-        {"topk 8", {rows, V}, top(8)},
-        {"topk 32 (the last scans)", {rows, V}, top(32)},
-        {"topk 33 (the first merge sort)", {rows, V}, top(33)},
-        {"topk 50", {rows, V}, top(50)},
-        {"topk " + std::to_string(std::min<int64_t>(1000, V)), {rows, V}, top(std::min<int64_t>(1000, V))},
+        {"topk k = 4, lines of 16", {many, 16}, top(4)},
+        {"topk k = 4, lines of 17", {many, 17}, top(4)},
+        {"topk k = 1, lines of 64", {many, 64}, top(1)},
+        {"topk k = 1, lines of 65", {many, 65}, top(1)},
+        {"topk k = 8, lines of 64", {many, 64}, top(8)},
+        {"topk k = 8, lines of 65", {many, 65}, top(8)},
+        {"topk k = 1", {rows, V}, top(1)},
+        {"topk k = 8", {rows, V}, top(8)},
+        {"topk k = 32", {rows, V}, top(32)},
+        {"topk k = 33", {rows, V}, top(33)},
+        {"topk k = 50", {rows, V}, top(50)},
+        {"topk k = " + std::to_string(std::min<int64_t>(1000, V)), {rows, V}, top(std::min<int64_t>(1000, V))},
         {"sort", {rows, V}, [](const Tensor& x) { return sort(x).indices; }},
         {"sort, one long line", {1, quick ? 2000 : 1 << 20}, [](const Tensor& x) { return argsort(x); }},
     };
@@ -98,20 +107,22 @@ int main(int argc, char** argv) {
     };
     for (const Cut& cut : {Cut{"no cut", 0, 1.0}, Cut{"top-k 50", 50, 1.0}, Cut{"top-k 50, top-p 0.9", 50, 0.9},
                            Cut{"top-p 0.9", 0, 0.9}}) {
-      cases.push_back({std::string("sample_tokens, ") + cut.name, {rows, V}, [cut, ex](const Tensor& x) {
-                         static Generator gen(3);
+      auto gen = std::make_shared<Generator>(3);
+      cases.push_back({std::string("sample_tokens, ") + cut.name, {rows, V}, [cut, ex, gen](const Tensor& lp) {
                          translate::DecodeOptions opt;
                          opt.sampling = true, opt.sampling_topk = cut.topk, opt.sampling_topp = cut.topp;
-                         opt.gen = &gen;
-                         return translate::sample_tokens(log_softmax(x, -1), ex, opt);
-                       }});
+                         opt.gen = gen.get();
+                         return translate::sample_tokens(lp, ex, opt);
+                       },
+                       true});
     }
     std::printf("index_bench on %s: median [min, max] ms per call over %d rounds of %d calls\n\n", device.c_str(),
                 rounds, calls);
     std::printf("| case | input | ms per call |\n|---|---|---|\n");
     Generator init(1);
     for (const Case& c : cases) {
-      const Tensor x = mul(Tensor::randn(c.shape, 0, 1, DType::F32, Device::cpu(), &init), 3.0).to(dev);
+      Tensor x = mul(Tensor::randn(c.shape, 0, 1, DType::F32, Device::cpu(), &init), 3.0).to(dev);
+      if (c.log_probs) x = log_softmax(x, -1);
       const Timing t = time_case(c, x, rounds, calls);
       std::printf("| %s | float32[%lld,%lld] | %.4f [%.4f, %.4f] |\n", c.what.c_str(), (long long)c.shape[0],
                   (long long)c.shape[1], t.median, t.lo, t.hi);

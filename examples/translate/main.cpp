@@ -19,6 +19,7 @@
 #include <functional>
 #include <iostream>
 #include <sstream>
+#include <stdexcept>
 
 #include "backends/threads.h"
 #include "average.h"
@@ -53,6 +54,8 @@ static CLI::Validator number_that(const std::string& range, std::function<bool(d
         double v = 0;
         try {
           v = std::stod(text);
+        } catch (const std::out_of_range&) {
+          return "'" + text + "' is out of range";
         } catch (const std::exception&) {
           return "'" + text + "' is not a number";
         }
