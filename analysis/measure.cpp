@@ -2,6 +2,7 @@
 // The model is small and this runs once per batch, so the statistics are computed on the host in plain loops.
 #include "analysis/measure.h"
 
+#include <algorithm>
 #include <cmath>
 #include <limits>
 #include <random>
@@ -61,6 +62,7 @@ void stream_stats(const Tensor& x, const Tensor& prev, const std::vector<int64_t
   m.rms = std::sqrt(sq / double(kept * d));
   m.max_abs = mx;
   m.cos_prev = pv.empty() ? std::numeric_limits<double>::quiet_NaN() : cos_sum / double(kept);
+  m.token_cos = mean_token_cosine(x, pad);
 }
 
 double max_abs_of(const Tensor& t, const std::vector<int64_t>& pad) {
@@ -73,6 +75,36 @@ double max_abs_of(const Tensor& t, const std::vector<int64_t>& pad) {
 }
 
 }  // namespace
+
+double mean_token_cosine(const Tensor& x, const std::vector<int64_t>& pad) {
+  check(x.dim() == 3 && (int64_t)pad.size() == x.size(0) * x.size(1), "mean_token_cosine",
+        ": expected x [B, T, d] and a pad flag per token, got ", x.meta_str(), " and ", (int64_t)pad.size(), " flags");
+  const int64_t B = x.size(0), T = x.size(1), d = x.size(2);
+  const std::vector<double> xv = host_values(x);
+  double total = 0;
+  int64_t sentences = 0;
+  std::vector<double> u_sum(d);
+  for (int64_t b = 0; b < B; ++b) {
+    std::fill(u_sum.begin(), u_sum.end(), 0.0);
+    int64_t n = 0;
+    for (int64_t t = 0; t < T; ++t) {
+      if (pad[b * T + t]) continue;
+      const double* v = &xv[(b * T + t) * d];
+      double norm = 0;
+      for (int64_t j = 0; j < d; ++j) norm += v[j] * v[j];
+      if (norm == 0) continue;  // no direction
+      norm = std::sqrt(norm);
+      for (int64_t j = 0; j < d; ++j) u_sum[j] += v[j] / norm;
+      ++n;
+    }
+    if (n < 2) continue;
+    double s2 = 0;
+    for (double v : u_sum) s2 += v * v;
+    total += (s2 - double(n)) / (double(n) * double(n - 1));
+    ++sentences;
+  }
+  return sentences ? total / double(sentences) : std::numeric_limits<double>::quiet_NaN();
+}
 
 const LayerMeasure& LayerMeasures::layer(const std::string& name) const {
   for (auto& l : layers)
@@ -190,6 +222,7 @@ void accumulate(LayerMeasures& sum, LayerMeasures&& m) {
     LayerMeasure& s = sum.layers[i];
     const LayerMeasure& x = m.layers[i];
     s.fc2_grad_norm += x.fc2_grad_norm, s.layer_grad_norm += x.layer_grad_norm, s.cos_prev += x.cos_prev;
+    s.token_cos += x.token_cos;
     s.rms += x.rms, s.max_abs += x.max_abs, s.dual_max_abs += x.dual_max_abs;
   }
 }
@@ -198,7 +231,7 @@ void divide(LayerMeasures& sum) {
   const double n = (double)sum.samples;
   sum.loss /= n;
   for (auto& s : sum.layers) {
-    s.fc2_grad_norm /= n, s.layer_grad_norm /= n, s.cos_prev /= n, s.rms /= n, s.max_abs /= n;
+    s.fc2_grad_norm /= n, s.layer_grad_norm /= n, s.cos_prev /= n, s.token_cos /= n, s.rms /= n, s.max_abs /= n;
     s.dual_max_abs /= n;  // -1 stays -1 for topologies without a dual stream
   }
 }

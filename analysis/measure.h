@@ -19,6 +19,9 @@
 //   cos_prev        mean over non-pad tokens of cos(x_{i-1}, x_i) between the stream before and after the layer;
 //                   1 - cos is the "block influence". For layer 0, x_{-1} is the stream entering the stack (the
 //                   embedding output after the topology's begin_stack: Peri-LN's embedding norm, ResiDual's x_a⁰).
+//   token_cos       mean over sentences of the mean cos(x_t, x_u) between two different non-pad tokens t != u of
+//                   the stream after the layer: 1 when every token points one way, the rank collapse of Dong et al.
+//                   (2021) and Noci et al. (2022) (mean_token_cosine); NaN when no sentence has two tokens
 //   rms, max_abs    sqrt(mean x^2) and max |x| of the stream after the layer, over non-pad tokens
 //   dual_max_abs    ResiDual: max |x_d| of the dual stream after the layer; -1 for other topologies
 // The stream is what nn::Transformer::layer_outputs records (ResiDual: x_a).
@@ -51,7 +54,7 @@ MeasureBatch random_batch(const nn::TransformerConfig& cfg, int64_t batch, int64
 struct LayerMeasure {
   std::string layer;  // "enc.3"
   double fc2_grad_norm = 0, layer_grad_norm = 0;
-  double cos_prev = 0;
+  double cos_prev = 0, token_cos = 0;
   double rms = 0, max_abs = 0;
   double dual_max_abs = -1;
 };
@@ -85,6 +88,12 @@ struct MeasureOptions {
   double clip = 0;
   Device device = Device::cpu();      // where the model is trained and measured (batches are made on the CPU)
 };
+
+// Of x [B, T, d] and pad [B * T] (nonzero: padding): for each sentence b with n >= 2 non-pad tokens of nonzero norm,
+// the mean cosine over its n (n - 1) ordered pairs of different tokens, by the sum of their unit vectors u_t:
+//   sum_{t != u} cos(x_t, x_u) = |sum_t u_t|^2 - n
+// then the mean over those sentences (NaN when there is none). 1: the tokens collapsed to one direction.
+double mean_token_cosine(const Tensor& x, const std::vector<int64_t>& pad);
 
 // One forward/backward of `model` on `b`. Clears the model's gradients and the tape before and after; the
 // model's mode (train/eval) is left as it is. With `graph` on, also fills .graph and .paths.

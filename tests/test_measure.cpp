@@ -39,6 +39,9 @@ TEST_SUITE("measure") {
         CHECK(std::isfinite(l.cos_prev));
         CHECK(l.cos_prev >= -1.0);
         CHECK(l.cos_prev <= 1.0);
+        CHECK(std::isfinite(l.token_cos));
+        CHECK(l.token_cos >= -1.0);
+        CHECK(l.token_cos <= 1.0);
         if (std::string(topo) == "resi_dual") CHECK(l.dual_max_abs > 0);
         else CHECK(l.dual_max_abs == -1.0);
       }
@@ -100,6 +103,40 @@ TEST_SUITE("measure") {
     CHECK(m.layer("enc.0").cos_prev == doctest::Approx(1.0).epsilon(1e-6));
     CHECK(m.layer("enc.1").cos_prev < 0.9999);
     CHECK(m.layer("dec.0").cos_prev < 0.9999);
+  }
+
+  TEST_CASE("mean_token_cosine: the pairwise mean of a sentence's tokens, by the sum of their unit vectors") {
+    // against every pair, on random tokens with padding, a zero token and a sentence of one token
+    manual_seed(6);
+    const Tensor x = Tensor::randn({3, 5, 4}, 0.5, 1, DType::F64);  // mean 0.5: the cosines are not all near 0
+    std::vector<int64_t> pad = {0, 0, 0, 1, 1,  //
+                                0, 0, 0, 0, 0,  //
+                                1, 0, 1, 1, 1};  // one token: no pair, left out
+    std::vector<double> v = x.to_vector<double>();
+    std::fill(v.begin() + (5 + 2) * 4, v.begin() + (5 + 3) * 4, 0.0);  // sentence 1, token 2: no direction
+    const Tensor xz = Tensor::from_vector<double>(v, {3, 5, 4});
+    auto cos = [&](int64_t a, int64_t b) {
+      double dot = 0, na = 0, nb = 0;
+      for (int64_t j = 0; j < 4; j++) dot += v[a * 4 + j] * v[b * 4 + j], na += v[a * 4 + j] * v[a * 4 + j],
+                                      nb += v[b * 4 + j] * v[b * 4 + j];
+      return dot / std::sqrt(na * nb);
+    };
+    auto pairs = [&](std::vector<int64_t> tokens) {
+      double s = 0;
+      for (int64_t a : tokens)
+        for (int64_t b : tokens)
+          if (a != b) s += cos(a, b);
+      return s / double(tokens.size() * (tokens.size() - 1));
+    };
+    const double want = (pairs({0, 1, 2}) + pairs({5, 6, 8, 9})) / 2;
+    CHECK(mean_token_cosine(xz, pad) == doctest::Approx(want).epsilon(1e-12));
+    // collapsed tokens (one direction, any lengths) give 1; two opposite ones -1; none with a pair: NaN
+    const Tensor same = Tensor::from_vector<double>({1, 2, 0, 3, 6, 0, 0.5, 1, 0}, {1, 3, 3});
+    CHECK(mean_token_cosine(same, {0, 0, 0}) == doctest::Approx(1.0));
+    const Tensor opposite = Tensor::from_vector<double>({1, 0, -2, 0}, {1, 2, 2});
+    CHECK(mean_token_cosine(opposite, {0, 0}) == doctest::Approx(-1.0));
+    CHECK(std::isnan(mean_token_cosine(opposite, {0, 1})));
+    CHECK_THROWS_WITH_ALL(mean_token_cosine(opposite, {0}), "mean_token_cosine", "float64[1,2,2]", "1 flags");
   }
 
   TEST_CASE("tasks: copy and reverse targets, random unchanged") {

@@ -75,9 +75,9 @@ std::string run_table(const Run& r) {
   for (const LayerMeasures& m : r.m) {
     std::string at;
     if (steps > 1) at.append(" @").append(step_label(m.step));
-    head += " ‖∇W2‖" + at + " | ‖∇layer‖" + at + " | cos(x_{i-1}, x_i)" + at + " | RMS(x)" + at + " | max\\|x\\|" +
-            at + " |";
-    rule += "---|---|---|---|---|";
+    head += " ‖∇W2‖" + at + " | ‖∇layer‖" + at + " | cos(x_{i-1}, x_i)" + at + " | cos(tokens)" + at + " | RMS(x)" +
+            at + " | max\\|x\\|" + at + " |";
+    rule += "---|---|---|---|---|---|";
     if (dual) head += " max\\|x_d\\|" + at + " |", rule += "---|";
   }
   std::string out = head + "\n" + rule + "\n";
@@ -94,7 +94,8 @@ std::string run_table(const Run& r) {
     for (const LayerMeasures& m : r.m) {
       const LayerMeasure& l = m.layers[li];
       out.append(" ").append(num(l.fc2_grad_norm)).append(" | ").append(num(l.layer_grad_norm)).append(" | ");
-      out.append(num(l.cos_prev, 4)).append(" | ").append(num(l.rms)).append(" | ").append(num(l.max_abs)).append(" |");
+      out.append(num(l.cos_prev, 4)).append(" | ").append(num(l.token_cos, 4)).append(" | ");
+      out.append(num(l.rms)).append(" | ").append(num(l.max_abs)).append(" |");
       if (dual) out.append(" ").append(num(l.dual_max_abs)).append(" |");
     }
     out += "\n";
@@ -125,7 +126,7 @@ std::string dat_name(const Run& r, int64_t step) {
 void write_dat(const std::string& dir, const Run& r, const LayerMeasures& m) {
   std::ostringstream os;
   os << "# " << r.topology << " " << r.depth << "+" << r.depth << " layers, " << step_label(m.step)
-     << "\n# i layer fc2 layer_grad cos rms max_abs param_min_norms output_min_norms\n";
+     << "\n# i layer fc2 layer_grad cos rms max_abs param_min_norms output_min_norms token_cos\n";
   int64_t i = 0;
   for (const LayerMeasure& l : m.layers) {
     int64_t pmin = -1, omin = -1;
@@ -140,7 +141,8 @@ void write_dat(const std::string& dir, const Run& r, const LayerMeasures& m) {
       return std::string(buf);
     };
     os << i++ << " " << l.layer << " " << val(l.fc2_grad_norm) << " " << val(l.layer_grad_norm) << " "
-       << val(l.cos_prev) << " " << val(l.rms) << " " << val(l.max_abs) << " " << pmin << " " << omin << "\n";
+       << val(l.cos_prev) << " " << val(l.rms) << " " << val(l.max_abs) << " " << pmin << " " << omin << " "
+       << val(l.token_cos) << "\n";
   }
   write_file_atomic(dir + "/" + dat_name(r, m.step), os.str());
 }
@@ -148,8 +150,10 @@ void write_dat(const std::string& dir, const Run& r, const LayerMeasures& m) {
 // A PNG of column `col` vs layer for one depth: one colour per topology, one dash type per step (solid: init).
 // Returns the PNG's file name ("" when gnuplot failed).
 std::string plot(const std::string& dir, const std::string& stem, int64_t depth, const std::vector<Run>& runs,
-                 const std::vector<int64_t>& steps, int col, const std::string& ylabel, bool logy) {
+                 const std::vector<int64_t>& steps, int col, const std::string& label, bool logy) {
   const std::string png = stem + "_L" + std::to_string(depth) + ".png";
+  std::string ylabel;  // inside gnuplot's single quotes, a quote is written twice
+  for (char c : label) ylabel += c == '\'' ? std::string("''") : std::string(1, c);
   std::ostringstream gp;
   gp << "set terminal pngcairo size 1000,480 noenhanced\nset output '" << dir << "/" << png << "'\n"
      << "set title '" << ylabel << ", " << depth << "+" << depth << " layers (encoder 0.." << depth - 1
@@ -232,6 +236,7 @@ void write_report(const ReportOptions& opt) {
           {"fc2_grad", 3, "grad norm of FFN W2", true, true},
           {"layer_grad", 4, "grad norm of all layer params", true, true},
           {"cosine", 5, "cos(x_{i-1}, x_i)", false, true},
+          {"token_cosine", 10, "cos between a sentence's tokens", false, true},
           {"min_norms", 9, "min norms on path after layer output (ResiDual: x_d add)", false, false}};
       for (auto& [stem, col, label, logy, by_step] : what) {
         const std::vector<int64_t> at = by_step ? opt.steps : std::vector<int64_t>{0};
@@ -260,12 +265,15 @@ void write_report(const ReportOptions& opt) {
      << " batches (the same held-out batches at every step). Path counts are from the first batch's graph "
      << "(structural: they depend neither on the batch nor on the step).\n\n"
      << "### Summary\n\n| topology | layers | step | loss | ‖∇W2‖ enc.0 / enc.last | ‖∇W2‖ dec.0 / dec.last | mean "
-        "cos enc | mean cos dec | seconds |\n|---|---|---|---|---|---|---|---|---|\n";
+        "cos enc | mean cos dec | cos(tokens) enc.last | cos(tokens) dec.last | seconds |\n"
+        "|---|---|---|---|---|---|---|---|---|---|---|\n";
   for (const Run& r : runs)
     for (const LayerMeasures& m : r.m)
       md << "| " << r.topology << " | " << r.depth << " | " << m.step << " | " << num(m.loss, 4) << " | "
          << num(first_last_ratio(m, "enc", r.depth)) << " | " << num(first_last_ratio(m, "dec", r.depth)) << " | "
          << num(mean_cos(m, "enc"), 4) << " | " << num(mean_cos(m, "dec"), 4) << " | "
+         << num(m.layer("enc." + std::to_string(r.depth - 1)).token_cos, 4) << " | "
+         << num(m.layer("dec." + std::to_string(r.depth - 1)).token_cos, 4) << " | "
          << (&m == &r.m.front() ? num(r.seconds, 3) : "") << " |\n";
   md << "\n";
   for (int64_t depth : opt.depths) {
