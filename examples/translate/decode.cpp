@@ -268,20 +268,24 @@ Tensor sample_tokens(const Tensor& lp, const Tensor& excluded, const DecodeOptio
   return ids.defined() ? gather(ids, 1, pick) : pick;
 }
 
+// The sampling options, checked before any work (decode_batch: before the encoder runs).
+static void check_sampling_options(const DecodeOptions& opt) {
+  if (!opt.sampling) return;
+  check(opt.beam <= 1, "decode", ": sampling draws one hypothesis per sentence: beam must be 1, got ", opt.beam);
+  check(opt.temperature > 0 && std::isfinite(1.0 / opt.temperature) && std::isfinite(opt.temperature), "decode",
+        ": temperature must be > 0 (and its inverse finite), got ", opt.temperature);
+  check(opt.sampling_topk >= 0, "decode", ": sampling_topk must be >= 0 (0: all tokens), got ", opt.sampling_topk);
+  check(opt.sampling_topp > 0 && opt.sampling_topp <= 1, "decode", ": sampling_topp must be in (0, 1], got ",
+        opt.sampling_topp);
+}
+
 std::vector<Hypothesis> search(Stepper& model, const std::vector<int64_t>& max_len, const DecodeOptions& opt) {
-  if (opt.sampling) {
-    check(opt.beam <= 1, "decode", ": sampling draws one hypothesis per sentence: beam must be 1, got ", opt.beam);
-    check(opt.temperature > 0 && std::isfinite(1.0 / opt.temperature) && std::isfinite(opt.temperature), "decode",
-          ": temperature must be > 0 (and its inverse finite), got ", opt.temperature);
-    check(opt.sampling_topk >= 0, "decode", ": sampling_topk must be >= 0 (0: all tokens), got ",
-          opt.sampling_topk);
-    check(opt.sampling_topp > 0 && opt.sampling_topp <= 1, "decode", ": sampling_topp must be in (0, 1], got ",
-          opt.sampling_topp);
-  }
+  check_sampling_options(opt);
   return opt.beam <= 1 ? one_best(model, max_len, opt) : beam_search(model, max_len, opt);
 }
 
 std::vector<Hypothesis> decode_batch(nn::Transformer& model, const Tensor& src_ids, const DecodeOptions& opt) {
+  check_sampling_options(opt);
   NoGradGuard no_grad;
   const Tensor src = src_ids.to(model.device());  // the search runs on the host, the model where it lives
   const int64_t B = src.size(0), S = src.size(1);
