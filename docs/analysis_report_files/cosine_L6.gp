@@ -1,7 +1,7 @@
 set terminal pngcairo size 1000,480 noenhanced
 set output 'docs/analysis_report_files/cosine_L6.png'
-set title 'cos(x_{i-1}, x_i), 6+6 layers (encoder 0..5, decoder 6..11); solid: init, dashed: trained'
-set xlabel 'layer'
+set title 'cos(x_{i-1}, x_i), 6+6 layers'
+set xlabel 'layer (encoder 0..5, decoder 6..11); solid: init, dashed: trained'
 set ylabel 'cos(x_{i-1}, x_i)'
 set key outside right
 set grid

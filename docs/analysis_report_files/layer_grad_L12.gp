@@ -1,7 +1,7 @@
 set terminal pngcairo size 1000,480 noenhanced
 set output 'docs/analysis_report_files/layer_grad_L12.png'
-set title 'grad norm of all layer params, 12+12 layers (encoder 0..11, decoder 12..23); solid: init, dashed: trained'
-set xlabel 'layer'
+set title 'grad norm of all layer params, 12+12 layers'
+set xlabel 'layer (encoder 0..11, decoder 12..23); solid: init, dashed: trained'
 set ylabel 'grad norm of all layer params'
 set key outside right
 set grid

@@ -1,7 +1,7 @@
 set terminal pngcairo size 1000,480 noenhanced
 set output 'docs/analysis_report_files/token_cosine_L12.png'
-set title 'cos between a sentence''s tokens, 12+12 layers (encoder 0..11, decoder 12..23); solid: init, dashed: trained'
-set xlabel 'layer'
+set title 'cos between a sentence''s tokens, 12+12 layers'
+set xlabel 'layer (encoder 0..11, decoder 12..23); solid: init, dashed: trained'
 set ylabel 'cos between a sentence''s tokens'
 set key outside right
 set grid

@@ -1,7 +1,7 @@
 set terminal pngcairo size 1000,480 noenhanced
 set output 'docs/analysis_report_rezero_admin_files/layer_grad_L6.png'
-set title 'grad norm of all layer params, 6+6 layers (encoder 0..5, decoder 6..11); solid: init, dashed: trained'
-set xlabel 'layer'
+set title 'grad norm of all layer params, 6+6 layers'
+set xlabel 'layer (encoder 0..5, decoder 6..11); solid: init, dashed: trained'
 set ylabel 'grad norm of all layer params'
 set key outside right
 set grid

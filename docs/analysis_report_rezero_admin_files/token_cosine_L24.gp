@@ -1,7 +1,7 @@
 set terminal pngcairo size 1000,480 noenhanced
 set output 'docs/analysis_report_rezero_admin_files/token_cosine_L24.png'
-set title 'cos between a sentence''s tokens, 24+24 layers (encoder 0..23, decoder 24..47); solid: init, dashed: trained'
-set xlabel 'layer'
+set title 'cos between a sentence''s tokens, 24+24 layers'
+set xlabel 'layer (encoder 0..23, decoder 24..47); solid: init, dashed: trained'
 set ylabel 'cos between a sentence''s tokens'
 set key outside right
 set grid

@@ -156,9 +156,9 @@ std::string plot(const std::string& dir, const std::string& stem, int64_t depth,
   for (char c : label) ylabel += c == '\'' ? std::string("''") : std::string(1, c);
   std::ostringstream gp;
   gp << "set terminal pngcairo size 1000,480 noenhanced\nset output '" << dir << "/" << png << "'\n"
-     << "set title '" << ylabel << ", " << depth << "+" << depth << " layers (encoder 0.." << depth - 1
-     << ", decoder " << depth << ".." << 2 * depth - 1 << ")"
-     << (steps.size() > 1 ? "; solid: init, dashed: trained" : "") << "'\nset xlabel 'layer'\nset ylabel '" << ylabel
+     << "set title '" << ylabel << ", " << depth << "+" << depth << " layers'\nset xlabel 'layer (encoder 0.."
+     << depth - 1 << ", decoder " << depth << ".." << 2 * depth - 1 << ")"
+     << (steps.size() > 1 ? "; solid: init, dashed: trained" : "") << "'\nset ylabel '" << ylabel
      << "'\nset key outside right\nset grid\nset datafile missing 'NaN'\nset arrow from " << depth - 0.5
      << ", graph 0 to " << depth - 0.5 << ", graph 1 nohead dt 2\n";
   if (logy) gp << "set logscale y\nset format y '%.0e'\n";
