@@ -11,8 +11,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/sanitize_env.sh  # configures "$SKIPGRAD_ASAN_BUILD_DIR" and exports the sanitizer options
-# cuda_step: its GPU path runs on the CUDA emulator as the CTest entry cuda_step_emulated (bench/CMakeLists.txt)
-cmake --build "$SKIPGRAD_ASAN_BUILD_DIR" -j "$(nproc)" --target skipgrad_tests cuda_step
+# cuda_step and index_bench: their GPU paths run on the CUDA emulator as the CTest entries cuda_step_emulated and
+# index_bench_emulated (bench/CMakeLists.txt)
+cmake --build "$SKIPGRAD_ASAN_BUILD_DIR" -j "$(nproc)" --target skipgrad_tests cuda_step index_bench
 
 if [ $# -gt 0 ]; then
   exec "$SKIPGRAD_ASAN_BUILD_DIR"/skipgrad_tests --force-colors=0 "$@"
