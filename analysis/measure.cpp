@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <limits>
 #include <random>
 
@@ -242,6 +243,30 @@ uint64_t train_batch_seed(uint64_t seed, int64_t step) {
 }
 
 }  // namespace
+
+LayerMeasures measure_batches(nn::Transformer& model, const std::vector<MeasureBatch>& batches,
+                              double label_smoothing) {
+  check(!batches.empty(), "measure_batches", ": no batches to measure");
+  LayerMeasures sum;
+  for (const MeasureBatch& b : batches) accumulate(sum, measure_batch(model, b, label_smoothing));
+  divide(sum);
+  return sum;
+}
+
+std::string layer_measures_markdown(const LayerMeasures& m) {
+  auto num = [](double v, const char* fmt) {
+    char buf[32];
+    std::snprintf(buf, sizeof buf, fmt, v);
+    return std::string(buf);
+  };
+  std::string out = "| layer | ‖∇W2‖ | ‖∇layer‖ | cos(x_{i-1}, x_i) | cos(tokens) | RMS(x) | max\\|x\\| |\n"
+                    "|---|---|---|---|---|---|---|\n";
+  for (const LayerMeasure& l : m.layers)
+    out += "| " + l.layer + " | " + num(l.fc2_grad_norm, "%.3g") + " | " + num(l.layer_grad_norm, "%.3g") + " | " +
+           num(l.cos_prev, "%.4f") + " | " + num(l.token_cos, "%.4f") + " | " + num(l.rms, "%.3g") + " | " +
+           num(l.max_abs, "%.3g") + " |\n";
+  return out;
+}
 
 std::vector<LayerMeasures> measure_steps(const nn::TransformerConfig& cfg, const MeasureOptions& opt) {
   check(!opt.seeds.empty(), "measure_steps", ": no seeds");

@@ -100,6 +100,13 @@ double mean_token_cosine(const Tensor& x, const std::vector<int64_t>& pad);
 LayerMeasures measure_batch(nn::Transformer& model, const MeasureBatch& b, double label_smoothing = 0.1,
                             bool graph = false);
 
+// measure_batch of each batch (in eval or train mode, as the model is), every statistic the mean over them: the
+// statistics of a trained model on real data (`skipgrad-translate eval --measure N`).
+LayerMeasures measure_batches(nn::Transformer& model, const std::vector<MeasureBatch>& batches,
+                              double label_smoothing = 0.1);
+// One Markdown row per layer: ‖∇W2‖, ‖∇layer‖, cos(x_{i-1}, x_i), cos(tokens), RMS(x), max|x|.
+std::string layer_measures_markdown(const LayerMeasures& m);
+
 // For each seed: manual_seed(seed), build the model; for each entry s of opt.steps, train it up to s steps and
 // measure `n_batches` task batches. Returns one LayerMeasures per entry of opt.steps, each the mean over seeds x
 // batches of every statistic (max_abs and dual_max_abs too: the mean of the per-batch maxima). A step whose loss

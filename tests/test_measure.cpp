@@ -139,6 +139,26 @@ TEST_SUITE("measure") {
     CHECK_THROWS_WITH_ALL(mean_token_cosine(opposite, {0}), "mean_token_cosine", "float64[1,2,2]", "1 flags");
   }
 
+  TEST_CASE("measure_batches: the mean of measure_batch over given batches; the Markdown rows") {
+    nn::TransformerConfig c = tiny_transformer("post_ln");
+    manual_seed(5);
+    nn::Transformer model(c);
+    const MeasureBatch a = random_batch(c, 2, 6, 1), b = random_batch(c, 3, 6, 2);
+    const LayerMeasures ma = measure_batch(model, a), mb = measure_batch(model, b);
+    const LayerMeasures both = measure_batches(model, {a, b});
+    CHECK(both.samples == 2);
+    CHECK(both.loss == doctest::Approx((ma.loss + mb.loss) / 2));
+    for (size_t i = 0; i < both.layers.size(); i++) {
+      CHECK(both.layers[i].token_cos == doctest::Approx((ma.layers[i].token_cos + mb.layers[i].token_cos) / 2));
+      CHECK(both.layers[i].fc2_grad_norm ==
+            doctest::Approx((ma.layers[i].fc2_grad_norm + mb.layers[i].fc2_grad_norm) / 2));
+    }
+    const std::string md = layer_measures_markdown(both);
+    CHECK(md.find("| layer | ‖∇W2‖ |") == 0);
+    CHECK(md.find("| enc.1 |") != std::string::npos);
+    CHECK_THROWS_WITH_ALL(measure_batches(model, {}), "measure_batches", "no batches");
+  }
+
   TEST_CASE("tasks: copy and reverse targets, random unchanged") {
     nn::TransformerConfig c = tiny_transformer("pre_ln");
     MeasureBatch cp = task_batch(c, "copy", 3, 6, 5), rv = task_batch(c, "reverse", 3, 6, 5);

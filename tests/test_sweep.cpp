@@ -191,6 +191,19 @@ TEST_SUITE("sweep") {
     CHECK(std::isfinite(a.loss));
     CHECK(lines_of(root / "hyp.txt").size() == 5);
     CHECK(bleu_signature_line(a.bleu).rfind("BLEU|nrefs:1|case:mixed|eff:no|tok:13a|smooth:exp|version:2.6.0 = ", 0) == 0);
+    CHECK(a.measures.layers.empty());  // not asked for
+    e.measure = 2;  // per-layer statistics of the trained model on the test batches
+    const EvalResult measured = evaluate_checkpoint(e);
+    REQUIRE(measured.measures.layers.size() == 2);  // 1 + 1 layers
+    CHECK(measured.measures.samples >= 1);
+    for (const LayerMeasure& l : measured.measures.layers) {
+      CHECK(l.layer_grad_norm > 0);
+      CHECK(l.token_cos >= -1.0);
+      CHECK(l.token_cos <= 1.0);
+    }
+    CHECK(layer_measures_markdown(measured.measures).find("| dec.0 |") != std::string::npos);
+    CHECK(measured.bleu.score == a.bleu.score);  // measuring changes nothing else
+    e.measure = 0;
     e.tsv = (root / "corpus" / "valid.tsv").string();
     e.test_sentences = 0;
     CHECK(evaluate_checkpoint(e).sentences == (int64_t)read_tsv(e.tsv, false).size());

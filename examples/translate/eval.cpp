@@ -32,6 +32,7 @@ TrainedModel load_trained_model(const std::string& checkpoint, const std::string
 EvalResult evaluate_checkpoint(const EvalOptions& o) {
   check(o.beam >= 1, "eval", ": --beam must be at least 1, got ", o.beam);
   check(o.test_sentences >= 0, "eval", ": --test-sentences must be 0 (all) or positive, got ", o.test_sentences);
+  check(o.measure >= 0, "eval", ": --measure must be 0 (none) or a number of batches, got ", o.measure);
   EvalResult r;
   std::vector<Pair> pairs;
   if (o.tsv.empty()) {
@@ -64,6 +65,15 @@ EvalResult evaluate_checkpoint(const EvalOptions& o) {
                  (long long)cut, (long long)data.max_len);
   std::vector<Example> ex = encode_pairs(m.vocab, pairs, data.max_len);
   r.loss = evaluate_loss(*m.model, ex, data, &r.nll);
+  if (o.measure > 0) {  // the first N unshuffled batches of the test set, with the loss's label smoothing
+    std::vector<MeasureBatch> batches;
+    for (const auto& idx : make_batches(ex, std::min<int64_t>(data.max_tokens, 2048), 0, false)) {
+      if ((int64_t)batches.size() == o.measure) break;
+      const Batch b = collate(ex, idx);
+      batches.push_back({b.src, b.tgt_in, b.tgt_out});
+    }
+    r.measures = measure_batches(*m.model, batches, data.label_smoothing);
+  }
   evaluate_bleu(*m.model, m.vocab, pairs, data, o.beam, &r.hypotheses);
   std::vector<std::string> refs;
   for (auto& p : pairs) refs.push_back(p.tgt);

@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "analysis/measure.h"
 #include "bleu.h"
 #include "trainer.h"
 
@@ -28,6 +29,7 @@ struct EvalOptions {
   int beam = 5;                // 1: greedy; the length penalty is DecodeOptions' (fairseq's 1.0)
   int64_t test_sentences = 0;  // the first N sentences of the file (0: all)
   std::string hypotheses_path; // when set, one hypothesis per line is written there
+  int64_t measure = 0;         // measure_batches on the first N test batches (0: not measured)
 };
 
 struct EvalResult {
@@ -39,6 +41,7 @@ struct EvalResult {
   double nll = 0;              // mean -log p(target) per target token (natural log); perplexity = exp(nll)
   BleuScore bleu;
   std::vector<std::string> hypotheses;
+  skipgrad::LayerMeasures measures;  // per layer, when EvalOptions::measure > 0 (analysis/measure.h)
 };
 EvalResult evaluate_checkpoint(const EvalOptions& opts);
 

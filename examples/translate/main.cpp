@@ -194,6 +194,9 @@ int main(int argc, char** argv) {
   eval_cmd->add_option("--test-sentences", ev.test_sentences, "the first N sentences (0: all)")->capture_default_str();
   eval_cmd->add_option("--label-smoothing", o.label_smoothing, "for the reported loss")->capture_default_str();
   eval_cmd->add_option("--hypotheses", ev.hypotheses_path, "write the translations here, one per line");
+  eval_cmd->add_option("--measure", ev.measure,
+                       "per-layer gradient norms, cosines and token cosines (rank collapse) on the first N test batches")
+      ->check(at_least(0))->capture_default_str();
 
   auto* sweep_cmd = app.add_subcommand("sweep", "topologies x depths x seeds under one budget: results table and loss plots");
   SweepOptions sw;
@@ -299,6 +302,9 @@ int main(int argc, char** argv) {
                   r.nll, std::exp(r.nll));
       std::printf("%s\n", bleu_signature_line(r.bleu).c_str());
       if (!ev.hypotheses_path.empty()) std::printf("hypotheses: %s\n", ev.hypotheses_path.c_str());
+      if (ev.measure > 0)
+        std::printf("\nper layer, the mean over %lld test batches (docs/graph.md, \"Measured statistics\"):\n\n%s",
+                    (long long)r.measures.samples, layer_measures_markdown(r.measures).c_str());
       return 0;
     }
     if (*sweep_cmd) {
