@@ -486,6 +486,7 @@ TEST_SUITE("reliability") {
         {"translate --checkpoint x --sampling --sampling-topk -1", "--sampling-topk: must be at least 0, got -1"},
         {"translate --checkpoint x --sampling --temperature 0", "--temperature: must be > 0, got 0"},
         {"translate --checkpoint x --temperature 0.5", "--temperature requires --sampling"},
+        {"eval --checkpoint x --measure -1", "--measure: must be at least 0, got -1"},
     };
     for (const auto& c : cases) {
       const std::pair<int, std::string> result = run(c.first);  // (no structured binding: clang's INFO)
