@@ -136,7 +136,8 @@ Tensor argmax(const Tensor& a, int64_t dim, bool keepdim = false);
 // equal values in index order, a NaN counted as the largest. values is gather(a, dim, indices), so it carries a's
 // gradient. Per line of n on the CPU: k scans for k = 1 or n <= 16, else a sort, O(n log k); on the GPU a thread
 // scans each line of n <= 64, a block a longer one k times for k <= 32, and all lines are merge-sorted together for
-// more. A 0-d a is a line of one (dim 0 or -1, k 1), as torch; so for sort and argsort.
+// more. A 0-d a is a line of one (dim 0 or -1, k 1), as torch; so for sort, argsort, argmax, softmax, log_softmax
+// and cumsum.
 struct TopK {
   Tensor values, indices;
 };

@@ -19,6 +19,11 @@ inline void check_floating(const char* op, const Tensor& t) {
   check_defined(op, t);
   if (!is_floating(t.dtype())) fail(op, ": expected a floating tensor, got ", t.meta_str());
 }
+// torch treats a 0-d tensor as a line of one along dim 0 or -1 (its softmax is 1, its cumsum and sort itself, its
+// argmax 0): ops along a dim accept those two for it and refuse others, naming the op and the tensor.
+inline void check_scalar_dim(const char* op, int64_t dim, const Tensor& x) {
+  check(dim == 0 || dim == -1, op, ": dim ", dim, " out of range for ", x.meta_str(), " (a 0-d tensor takes 0 or -1)");
+}
 // The dtype of statistics saved for a backward (a norm's mean and rstd, cross entropy's logsumexp): float32 for
 // bfloat16 inputs, whose 8 bits of precision would round them, else the input's.
 inline DType stat_dtype(const Tensor& t) { return t.dtype() == DType::BF16 ? DType::F32 : t.dtype(); }

@@ -110,7 +110,10 @@ Tensor gather_integers(const Tensor& x, int64_t d, const Tensor& idx_c) {
 
 Tensor argmax(const Tensor& x, int64_t dim, bool keepdim) {
   check_defined("argmax", x);
-  check(x.dim() > 0, "argmax", ": expected a tensor of rank >= 1, got ", x.meta_str());
+  if (x.dim() == 0) {  // a line of one (check_scalar_dim): its first element
+    check_scalar_dim("argmax", dim, x);
+    return Tensor::zeros({}, DType::I64, x.device());
+  }
   const int64_t d = normalize_dim(dim, x, "argmax");
   check(x.size(d) > 0, "argmax", ": dim ", dim, " of ", x.meta_str(), " is empty: no maximum");
   Tensor out = topk_indices(x, d, 1, true);
@@ -118,11 +121,6 @@ Tensor argmax(const Tensor& x, int64_t dim, bool keepdim) {
   Shape squeezed = x.shape();
   squeezed.erase(squeezed.begin() + d);
   return reshape_raw(out, squeezed);
-}
-
-// A 0-d tensor is a line of one along dim 0 or -1 (torch's rule for scalars): its sort and top 1 are itself.
-static void check_scalar_dim(const char* op, int64_t dim, const Tensor& x) {
-  check(dim == 0 || dim == -1, op, ": dim ", dim, " out of range for ", x.meta_str(), " (a 0-d tensor takes 0 or -1)");
 }
 
 // values = gather(x, dim, indices): the values carry x's gradient (each to the element it came from).

@@ -61,6 +61,10 @@ namespace {
 Tensor softmax_op(const char* name, const Tensor& x, int64_t dim, bool log) {
   if (log && autocast::wants_f32({&x})) return softmax_op(name, autocast::to_f32(x), dim, log);
   check_floating(name, x);
+  if (x.dim() == 0) {  // a line of one (check_scalar_dim): softmax 1, log_softmax 0, through the one-element op
+    check_scalar_dim(name, dim, x);
+    return reshape(softmax_op(name, reshape(x, {1}), 0, log), {});
+  }
   const int64_t d = normalize_dim(dim, x, name);
   Tensor x_rows = contiguous_raw(swap_with_last(x, d));  // [..., C] with the softmax dim last
   Tensor y_rows = Tensor::empty(x_rows.shape(), x.dtype(), x.device());

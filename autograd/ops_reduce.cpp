@@ -166,8 +166,10 @@ Tensor min(const Tensor& x) { return min(x, {}, false); }
 // summed too (no gradient): make_positions in nn/layers.cpp counts tokens this way on any device.
 Tensor cumsum(const Tensor& x, int64_t dim) {
   check_defined("cumsum", x);
-  if (x.dim() == 0)
-    fail("cumsum", ": expected a tensor of rank >= 1, got ", x.meta_str());
+  if (x.dim() == 0) {  // a line of one (check_scalar_dim): itself, through the one-element op
+    check_scalar_dim("cumsum", dim, x);
+    return reshape(cumsum(reshape(x, {1}), 0), {});
+  }
   const int64_t d = normalize_dim(dim, x, "cumsum");
   Tensor xc = contiguous_raw(x);
   Tensor out = Tensor::empty(x.shape(), x.dtype(), x.device());

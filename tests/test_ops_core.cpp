@@ -278,7 +278,18 @@ TEST_SUITE("ops") {
     CHECK(argmax(Tensor::from_vector<double>({1, NAN, 3, NAN}, {4}), 0).item() == 1);
     CHECK(argmax(Tensor::from_vector<int64_t>({3, 7, 7}, {3}), 0).item() == 1);
     CHECK_THROWS_WITH_ALL(argmax(Tensor::zeros({2, 0}), 1), "argmax", "empty", "[2,0]");
-    CHECK_THROWS_WITH_ALL(argmax(Tensor::scalar(1.0), 0), "argmax", "rank >= 1");
+    // a 0-d tensor is a line of one along dim 0 or -1, as torch: argmax 0, softmax 1, log_softmax 0
+    CHECK(argmax(Tensor::scalar(1.0), 0).shape() == Shape{});
+    CHECK(argmax(Tensor::scalar(1.0), -1).item() == 0);
+    CHECK_THROWS_WITH_ALL(argmax(Tensor::scalar(1.0), 1), "argmax", "dim 1 out of range for float32[]", "0 or -1");
+    Tensor s0 = Tensor::scalar(2.5, F64).requires_grad_();
+    Tensor p0 = softmax(s0, 0);
+    CHECK(p0.shape() == Shape{});
+    CHECK(p0.item() == 1.0);
+    CHECK(log_softmax(s0, -1).item() == 0.0);
+    p0.backward();
+    CHECK(s0.grad().item() == 0.0);  // d softmax / dx = y (1 - y) = 0
+    CHECK_THROWS_WITH_ALL(softmax(s0, 2), "softmax", "dim 2 out of range", "0 or -1");
     // [3,1,4] op [2,4] -> [3,2,4]
     Tensor x = Tensor::arange(0, 12, 1, F64).reshape({3, 1, 4});
     Tensor y = Tensor::arange(0, 8, 1, F64).reshape({2, 4}) * 100.0;
@@ -476,7 +487,13 @@ TEST_SUITE("ops") {
     (cumsum(t, 0) * Tensor::from_vector<double>({1, 10, 100, 1000}, {4})).sum().backward();
     check_close(t.grad(), {1111, 1110, 1100, 1000});
     CHECK_THROWS_WITH_AS(cumsum(x, 2), doctest::Contains("cumsum"), Error);
-    CHECK_THROWS_WITH_AS(cumsum(Tensor::scalar(1), 0), doctest::Contains("rank >= 1"), Error);
+    Tensor c0 = Tensor::scalar(3.0, F64).requires_grad_();  // 0-d: itself, gradient 1 (torch.cumsum)
+    Tensor cs = cumsum(c0, 0);
+    CHECK(cs.shape() == Shape{});
+    CHECK(cs.item() == 3.0);
+    cs.backward();
+    CHECK(c0.grad().item() == 1.0);
+    CHECK_THROWS_WITH_ALL(cumsum(Tensor::scalar(1), 1), "cumsum", "dim 1 out of range", "0 or -1");
   }
 
   TEST_CASE("reductions: the contiguous block paths against a naive float64 loop, 1 and 2 threads alike") {
