@@ -32,6 +32,33 @@ double grad_norm_sq(const Tensor& p) {
   return s;
 }
 
+// mean_token_cosine of x's values on the host, [B, T, d] row-major (stream_stats has them already)
+double token_cosine(const std::vector<double>& xv, int64_t B, int64_t T, int64_t d, const std::vector<int64_t>& pad) {
+  double total = 0;
+  int64_t sentences = 0;
+  std::vector<double> u_sum(d);
+  for (int64_t b = 0; b < B; ++b) {
+    std::fill(u_sum.begin(), u_sum.end(), 0.0);
+    int64_t n = 0;
+    for (int64_t t = 0; t < T; ++t) {
+      if (pad[b * T + t]) continue;
+      const double* v = &xv[(b * T + t) * d];
+      double norm = 0;
+      for (int64_t j = 0; j < d; ++j) norm += v[j] * v[j];
+      if (norm == 0) continue;  // no direction
+      norm = std::sqrt(norm);
+      for (int64_t j = 0; j < d; ++j) u_sum[j] += v[j] / norm;
+      ++n;
+    }
+    if (n < 2) continue;
+    double s2 = 0;
+    for (double v : u_sum) s2 += v * v;
+    total += (s2 - double(n)) / (double(n) * double(n - 1));
+    ++sentences;
+  }
+  return sentences ? total / double(sentences) : std::numeric_limits<double>::quiet_NaN();
+}
+
 // Statistics of the stream `x` [B, T, d] after a layer over the tokens where pad[b, t] == 0, and the mean cosine
 // with the stream `prev` before it (when defined).
 void stream_stats(const Tensor& x, const Tensor& prev, const std::vector<int64_t>& pad, LayerMeasure& m) {
@@ -63,7 +90,7 @@ void stream_stats(const Tensor& x, const Tensor& prev, const std::vector<int64_t
   m.rms = std::sqrt(sq / double(kept * d));
   m.max_abs = mx;
   m.cos_prev = pv.empty() ? std::numeric_limits<double>::quiet_NaN() : cos_sum / double(kept);
-  m.token_cos = mean_token_cosine(x, pad);
+  m.token_cos = token_cosine(xv, x.size(0), x.size(1), d, pad);
 }
 
 double max_abs_of(const Tensor& t, const std::vector<int64_t>& pad) {
@@ -80,31 +107,7 @@ double max_abs_of(const Tensor& t, const std::vector<int64_t>& pad) {
 double mean_token_cosine(const Tensor& x, const std::vector<int64_t>& pad) {
   check(x.dim() == 3 && (int64_t)pad.size() == x.size(0) * x.size(1), "mean_token_cosine",
         ": expected x [B, T, d] and a pad flag per token, got ", x.meta_str(), " and ", (int64_t)pad.size(), " flags");
-  const int64_t B = x.size(0), T = x.size(1), d = x.size(2);
-  const std::vector<double> xv = host_values(x);
-  double total = 0;
-  int64_t sentences = 0;
-  std::vector<double> u_sum(d);
-  for (int64_t b = 0; b < B; ++b) {
-    std::fill(u_sum.begin(), u_sum.end(), 0.0);
-    int64_t n = 0;
-    for (int64_t t = 0; t < T; ++t) {
-      if (pad[b * T + t]) continue;
-      const double* v = &xv[(b * T + t) * d];
-      double norm = 0;
-      for (int64_t j = 0; j < d; ++j) norm += v[j] * v[j];
-      if (norm == 0) continue;  // no direction
-      norm = std::sqrt(norm);
-      for (int64_t j = 0; j < d; ++j) u_sum[j] += v[j] / norm;
-      ++n;
-    }
-    if (n < 2) continue;
-    double s2 = 0;
-    for (double v : u_sum) s2 += v * v;
-    total += (s2 - double(n)) / (double(n) * double(n - 1));
-    ++sentences;
-  }
-  return sentences ? total / double(sentences) : std::numeric_limits<double>::quiet_NaN();
+  return token_cosine(host_values(x), x.size(0), x.size(1), x.size(2), pad);
 }
 
 const LayerMeasure& LayerMeasures::layer(const std::string& name) const {

@@ -17,7 +17,8 @@
 //              "skipgrad.optim.lr_scale", "skipgrad.optim.weight_decay"   each parameter's (ParamGroup), in
 //                                      named_params() order, space-separated (files before 2026-12-05: none)
 //              "skipgrad.optim.settings"   Optimizer::settings(), "beta1=0.9 beta2=0.98 eps=1e-08" (Adam) or
-//                                      "momentum=0.9 nesterov=0" (SGD), 17 digits (files before 2026-12-06: none)
+//                                      "momentum=0.9 nesterov=0" (SGD), each number the shortest text that
+//                                      reads back exactly (files before 2026-12-06: none)
 //              "skipgrad.model"        Module::kind() when the model says (a Transformer: its topology, norm,
 //                                      activation...): a file of another kind is refused
 //              plus the caller's entries (e.g. "config": the model config as JSON); "skipgrad." is reserved

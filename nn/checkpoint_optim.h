@@ -12,7 +12,7 @@
 
 namespace skipgrad::nn {
 
-// "skipgrad.optim.*" entries of `opt`, each value exact (17 digits).
+// "skipgrad.optim.*" entries of `opt`, each number the shortest text that reads back exactly (std::to_chars).
 Metadata optimizer_metadata(const Optimizer& opt);
 
 // What a file says of the optimizer, parsed and checked against `opt`: the same kind, one finite value >= 0 per

@@ -63,9 +63,9 @@ int64_t normalize_dim(int64_t dim, int64_t ndim, const char* op) {
 }
 
 int64_t normalize_dim(int64_t dim, const Tensor& t, const char* op) {
-  const int64_t d = dim < 0 ? dim + t.dim() : dim;
-  if (d < 0 || d >= t.dim()) fail(op, ": dim ", dim, " out of range for ", t.meta_str(), " (rank ", t.dim(), ")");
-  return d;
+  if (dim < -t.dim() || dim >= t.dim())
+    fail(op, ": dim ", dim, " out of range for ", t.meta_str(), " (rank ", t.dim(), ")");
+  return normalize_dim(dim, t.dim(), op);  // (the wrap)
 }
 
 Shape broadcast_shapes(const Shape& a, const Shape& b, const char* op) {

@@ -120,7 +120,8 @@ class Tensor {
   Tensor to(Device device) const;
   void copy_(const Tensor& src);  // in place, not recorded; src broadcast to this shape
   // The in-place write count of this tensor's memory (shared by its views; torch's _version). Code that writes a
-  // tensor's memory in place other than by copy_ (an optimizer's fused kernel) calls bump_version() after.
+  // tensor's memory in place other than by copy_ (an optimizer's fused kernel) calls bump_version() with the write
+  // (before it: a write that throws midway is counted).
   uint64_t version() const { return impl().storage->version.load(std::memory_order_relaxed); }
   void bump_version() const { impl().storage->version.fetch_add(1, std::memory_order_relaxed); }
 
