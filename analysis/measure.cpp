@@ -102,6 +102,37 @@ double max_abs_of(const Tensor& t, const std::vector<int64_t>& pad) {
   return mx;
 }
 
+// The largest visible logit per head over the non-pad query rows of `rows` [B, H, Tq] (AttentionLogitRows): H
+// values, -1 for a head no such row has.
+std::vector<double> head_logit_max(const Tensor& rows, const std::vector<int64_t>& pad) {
+  check(rows.dim() == 3 && (int64_t)pad.size() == rows.size(0) * rows.size(2), "measure",
+        ": attention logit rows ", rows.shape(), " do not match the batch's ", (int64_t)pad.size(), " tokens");
+  const int64_t B = rows.size(0), H = rows.size(1), T = rows.size(2);
+  const std::vector<double> v = host_values(rows);
+  std::vector<double> out(H, -1.0);
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t h = 0; h < H; ++h)
+      for (int64_t t = 0; t < T; ++t)
+        if (!pad[b * T + t]) out[h] = std::max(out[h], v[(b * H + h) * T + t]);
+  return out;
+}
+
+// Fills the layers' logit statistics from the attentions' rows ("enc.3.self_attn", "dec.0.cross_attn", ...).
+void logit_stats(const std::vector<nn::AttentionLogitRows>& rows, const std::vector<int64_t>& src_pad,
+                 const std::vector<int64_t>& tgt_pad, std::vector<LayerMeasure>& layers) {
+  for (const nn::AttentionLogitRows& r : rows) {
+    const size_t dot = r.attention.find('.', r.attention.find('.') + 1);  // after "enc.3"
+    const std::string layer = r.attention.substr(0, dot), attn = r.attention.substr(dot + 1);
+    auto m = std::find_if(layers.begin(), layers.end(), [&](const LayerMeasure& l) { return l.layer == layer; });
+    check(m != layers.end() && (attn == "self_attn" || attn == "cross_attn"), "measure", ": attention '",
+          r.attention, "' is not a layer's self_attn or cross_attn");
+    std::vector<double> heads = head_logit_max(r.max_abs, layer.rfind("enc.", 0) == 0 ? src_pad : tgt_pad);
+    const double top = *std::max_element(heads.begin(), heads.end());
+    if (attn == "self_attn") m->self_logit_max = top, m->self_logit_max_heads = std::move(heads);
+    else m->cross_logit_max = top, m->cross_logit_max_heads = std::move(heads);
+  }
+}
+
 }  // namespace
 
 double mean_token_cosine(const Tensor& x, const std::vector<int64_t>& pad) {
@@ -160,18 +191,24 @@ LayerMeasures measure_batch(nn::Transformer& model, const MeasureBatch& b, doubl
   model.zero_grad();
   current_tape().clear();
   std::vector<Tensor> outs, duals, ins;
+  std::vector<nn::AttentionLogitRows> logit_rows;
   model.layer_outputs = &outs;
   model.dual_outputs = &duals;
   model.stack_inputs = &ins;
+  model.attention_logits = &logit_rows;
+  auto unhook = [&] {
+    model.layer_outputs = model.dual_outputs = model.stack_inputs = nullptr;
+    model.attention_logits = nullptr;
+  };
   Tensor logits;
   try {
     logits = model.forward(src, tgt_in);
   } catch (...) {
-    model.layer_outputs = model.dual_outputs = model.stack_inputs = nullptr;
+    unhook();
     current_tape().clear();
     throw;
   }
-  model.layer_outputs = model.dual_outputs = model.stack_inputs = nullptr;
+  unhook();
   nn::LabelSmoothedLoss ls = nn::label_smoothed_nll(logits, tgt_out, cfg.pad_id, label_smoothing);
   ls.loss.backward(Tensor(), /*retain_graph=*/graph);
 
@@ -208,8 +245,39 @@ LayerMeasures measure_batch(nn::Transformer& model, const MeasureBatch& b, doubl
     if (i < (int64_t)duals.size() && duals[i].defined()) m.dual_max_abs = max_abs_of(duals[i], pad);
     r.layers.push_back(m);
   }
+  logit_stats(logit_rows, src_pad, tgt_pad, r.layers);
   model.zero_grad();
   return r;
+}
+
+std::vector<double> layer_removal_deltas(nn::Transformer& model, const MeasureBatch& b, double label_smoothing) {
+  const nn::TransformerConfig& cfg = model.config();
+  const Device dev = model.device();
+  const Tensor src = b.src.to(dev), tgt_in = b.tgt_in.to(dev), tgt_out = b.tgt_out.to(dev);
+  const bool was_training = model.is_training();
+  const std::vector<std::string> before = model.removed_layers();
+  NoGradGuard no_grad;
+  model.eval();
+  auto loss = [&] {
+    return nn::label_smoothed_nll(model.forward(src, tgt_in), tgt_out, cfg.pad_id, label_smoothing).loss.item();
+  };
+  std::vector<double> deltas;
+  try {
+    const double whole = loss();
+    for (int64_t i = 0; i < cfg.enc_layers + cfg.dec_layers; ++i) {
+      std::vector<std::string> removed = before;
+      removed.push_back(i < cfg.enc_layers ? "enc." + std::to_string(i) : "dec." + std::to_string(i - cfg.enc_layers));
+      model.remove_layers(removed);
+      deltas.push_back(loss() - whole);
+    }
+  } catch (...) {
+    model.remove_layers(before);
+    model.train(was_training);
+    throw;
+  }
+  model.remove_layers(before);
+  model.train(was_training);
+  return deltas;
 }
 
 namespace {
@@ -228,6 +296,11 @@ void accumulate(LayerMeasures& sum, LayerMeasures&& m) {
     s.fc2_grad_norm += x.fc2_grad_norm, s.layer_grad_norm += x.layer_grad_norm, s.cos_prev += x.cos_prev;
     s.token_cos += x.token_cos;
     s.rms += x.rms, s.max_abs += x.max_abs, s.dual_max_abs += x.dual_max_abs;
+    s.self_logit_max += x.self_logit_max, s.cross_logit_max += x.cross_logit_max;
+    for (size_t h = 0; h < s.self_logit_max_heads.size(); ++h) s.self_logit_max_heads[h] += x.self_logit_max_heads[h];
+    for (size_t h = 0; h < s.cross_logit_max_heads.size(); ++h)
+      s.cross_logit_max_heads[h] += x.cross_logit_max_heads[h];
+    s.removal_delta += x.removal_delta;
   }
 }
 
@@ -236,7 +309,10 @@ void divide(LayerMeasures& sum) {
   sum.loss /= n;
   for (auto& s : sum.layers) {
     s.fc2_grad_norm /= n, s.layer_grad_norm /= n, s.cos_prev /= n, s.token_cos /= n, s.rms /= n, s.max_abs /= n;
-    s.dual_max_abs /= n;  // -1 stays -1 for topologies without a dual stream
+    s.dual_max_abs /= n;  // -1 stays -1 for topologies without a dual stream (and cross_logit_max in the encoder)
+    s.self_logit_max /= n, s.cross_logit_max /= n, s.removal_delta /= n;
+    for (double& h : s.self_logit_max_heads) h /= n;
+    for (double& h : s.cross_logit_max_heads) h /= n;
   }
 }
 
@@ -262,12 +338,25 @@ std::string layer_measures_markdown(const LayerMeasures& m) {
     std::snprintf(buf, sizeof buf, fmt, v);
     return std::string(buf);
   };
-  std::string out = "| layer | ‖∇W2‖ | ‖∇layer‖ | cos(x_{i-1}, x_i) | cos(tokens) | RMS(x) | max\\|x\\| |\n"
-                    "|---|---|---|---|---|---|---|\n";
-  for (const LayerMeasure& l : m.layers)
-    out += "| " + l.layer + " | " + num(l.fc2_grad_norm, "%.3g") + " | " + num(l.layer_grad_norm, "%.3g") + " | " +
-           num(l.cos_prev, "%.4f") + " | " + num(l.token_cos, "%.4f") + " | " + num(l.rms, "%.3g") + " | " +
-           num(l.max_abs, "%.3g") + " |\n";
+  const bool removal = std::any_of(m.layers.begin(), m.layers.end(),
+                                   [](const LayerMeasure& l) { return !std::isnan(l.removal_delta); });
+  auto row = [](const std::vector<std::string>& cells) {  // "| a | b |\n"
+    std::string r = "|";
+    for (const std::string& c : cells) r.append(" ").append(c).append(" |");
+    return r.append("\n");
+  };
+  std::vector<std::string> head = {"layer", "‖∇W2‖", "‖∇layer‖", "cos(x_{i-1}, x_i)", "cos(tokens)", "RMS(x)",
+                                   "max\\|x\\|", "max logit (self)", "max logit (cross)"};
+  if (removal) head.push_back("Δloss w/o layer");
+  std::string out = row(head) + row(std::vector<std::string>(head.size(), "---"));
+  for (const LayerMeasure& l : m.layers) {
+    std::vector<std::string> cells = {l.layer, num(l.fc2_grad_norm, "%.3g"), num(l.layer_grad_norm, "%.3g"),
+                                      num(l.cos_prev, "%.4f"), num(l.token_cos, "%.4f"), num(l.rms, "%.3g"),
+                                      num(l.max_abs, "%.3g"), num(l.self_logit_max, "%.3g"),
+                                      l.cross_logit_max < 0 ? "–" : num(l.cross_logit_max, "%.3g")};
+    if (removal) cells.push_back(num(l.removal_delta, "%+.4f"));
+    out += row(cells);
+  }
   return out;
 }
 
@@ -308,7 +397,12 @@ std::vector<LayerMeasures> measure_steps(const nn::TransformerConfig& cfg, const
       adam.zero_grad();
       for (int64_t bi = 0; bi < opt.n_batches; ++bi) {
         MeasureBatch b = task_batch(cfg, opt.task, opt.batch, opt.len, seed * 7919 + (uint64_t)bi);
-        accumulate(sums[si], measure_batch(model, b, opt.label_smoothing, opt.graph && sums[si].samples == 0));
+        LayerMeasures m = measure_batch(model, b, opt.label_smoothing, opt.graph && sums[si].samples == 0);
+        if (opt.removal) {
+          const std::vector<double> deltas = layer_removal_deltas(model, b, opt.label_smoothing);
+          for (size_t i = 0; i < deltas.size(); ++i) m.layers[i].removal_delta = deltas[i];
+        }
+        accumulate(sums[si], std::move(m));
       }
     }
   }

@@ -24,9 +24,15 @@
 //                   (2021) and Noci et al. (2022) (mean_token_cosine); NaN when no sentence has two tokens
 //   rms, max_abs    sqrt(mean x^2) and max |x| of the stream after the layer, over non-pad tokens
 //   dual_max_abs    ResiDual: max |x_d| of the dual stream after the layer; -1 for other topologies
+//   self_logit_max  the largest attention logit |q·k|/√d_h that a non-pad query of the layer's self-attention gives
+//                   a key it sees (TOPOLOGIES.md §7.7; q, k after any QK-norm), and per head; cross_logit_max the
+//                   same for the decoder's cross-attention, -1 in the encoder (MultiHeadAttention::logit_rows)
+//   removal_delta   the loss without the layer (Transformer::remove_layers) minus the whole model's, in eval mode
+//                   (TOPOLOGIES.md §7.5, Mix-LN's layer removal); measured only with MeasureOptions::removal, else NaN
 // The stream is what nn::Transformer::layer_outputs records (ResiDual: x_a).
 #pragma once
 #include <cstdint>
+#include <limits>
 #include <string>
 #include <vector>
 
@@ -57,6 +63,9 @@ struct LayerMeasure {
   double cos_prev = 0, token_cos = 0;
   double rms = 0, max_abs = 0;
   double dual_max_abs = -1;
+  double self_logit_max = -1, cross_logit_max = -1;
+  std::vector<double> self_logit_max_heads, cross_logit_max_heads;  // [heads]; cross: empty in the encoder
+  double removal_delta = std::numeric_limits<double>::quiet_NaN();
 };
 
 struct LayerMeasures {
@@ -78,6 +87,7 @@ struct MeasureOptions {
   double label_smoothing = 0.1;
   bool graph = false;                 // snapshot the first batch's graph and analyse its paths (at every step)
   std::string task = "random";        // task_batch's task, for the measured and the training batches
+  bool removal = false;               // also measure each layer's removal_delta (one more forward per layer)
   // measure_steps: measure after each of these numbers of training steps (ascending, 0 = at initialization).
   std::vector<int64_t> steps = {0};
   // Training between the measurements: Adam (β 0.9, 0.98, no weight decay) on fresh task batches (seeds disjoint
@@ -100,11 +110,17 @@ double mean_token_cosine(const Tensor& x, const std::vector<int64_t>& pad);
 LayerMeasures measure_batch(nn::Transformer& model, const MeasureBatch& b, double label_smoothing = 0.1,
                             bool graph = false);
 
+// Layer removal (TOPOLOGIES.md §7.5; Mix-LN's layer_remove.py): for each layer (enc.0, ..., then dec.0, ...), the
+// label-smoothed loss of `b` with that layer removed too (Transformer::remove_layers) minus the loss of the model as
+// it is. Forward only, in eval mode (no dropout), no tape; the model's mode and removed layers are put back after.
+std::vector<double> layer_removal_deltas(nn::Transformer& model, const MeasureBatch& b, double label_smoothing = 0.1);
+
 // measure_batch of each batch (in eval or train mode, as the model is), every statistic the mean over them: the
 // statistics of a trained model on real data (`skipgrad-translate eval --measure N`).
 LayerMeasures measure_batches(nn::Transformer& model, const std::vector<MeasureBatch>& batches,
                               double label_smoothing = 0.1);
-// One Markdown row per layer: ‖∇W2‖, ‖∇layer‖, cos(x_{i-1}, x_i), cos(tokens), RMS(x), max|x|.
+// One Markdown row per layer: ‖∇W2‖, ‖∇layer‖, cos(x_{i-1}, x_i), cos(tokens), RMS(x), max|x|, the largest self-
+// and cross-attention logits, and Δloss without the layer when it was measured.
 std::string layer_measures_markdown(const LayerMeasures& m);
 
 // For each seed: manual_seed(seed), build the model; for each entry s of opt.steps, train it up to s steps and

@@ -126,6 +126,24 @@ KVCache MultiHeadAttention::kv_heads(const Tensor& key_value) {
   return {k, v};
 }
 
+// max over visible keys j of |q_i·k_j| / √d_h for each query row i: [B, H, Tq] float64, -1 for a row that sees none.
+// Key j is hidden by the padding mask, or, when causal, if j > i + Tk - Tq (as the attention op hides it).
+static Tensor visible_logit_max(const Tensor& q, const Tensor& k, const Tensor& key_padding_mask, bool causal) {
+  NoGradGuard no_grad;
+  const int64_t B = q.size(0), Tq = q.size(2), Tk = k.size(2);
+  const Device dev = q.device();
+  Tensor logits = abs(matmul(q.to(DType::F64), k.to(DType::F64), false, true)) * (1.0 / std::sqrt((double)q.size(3)));
+  if (key_padding_mask.defined())  // [B, Tk] -> [B, 1, 1, Tk]
+    logits = masked_fill(logits, key_padding_mask.to(dev).reshape({B, 1, 1, Tk}), -1.0);
+  if (causal && Tk > 1) {
+    std::vector<int64_t> hidden(Tq * Tk);
+    for (int64_t i = 0; i < Tq; ++i)
+      for (int64_t j = 0; j < Tk; ++j) hidden[i * Tk + j] = j > i + Tk - Tq;
+    logits = masked_fill(logits, Tensor::from_vector(hidden, {1, 1, Tq, Tk}, dev), -1.0);
+  }
+  return max(logits, {3});
+}
+
 // out_proj( concat_h softmax(Q Kᵀ / √d_h + mask) V ) with Q from `query`; k, v [B, H, Tk, dh]
 Tensor MultiHeadAttention::attend(const Tensor& query, const Tensor& k, const Tensor& v,
                                   const Tensor& key_padding_mask, bool causal) {
@@ -138,6 +156,7 @@ Tensor MultiHeadAttention::attend(const Tensor& query, const Tensor& k, const Te
   opt.causal = causal;
   opt.dropout = cfg.attn_dropout;
   opt.training = is_training();
+  if (logit_rows) logit_rows->push_back({current_scope(), visible_logit_max(q, k, key_padding_mask, causal)});
   Tensor o = attention(q, k, v, key_padding_mask, opt);  // [B, H, Tq, dh], scale 1/√d_h
   Tensor merged;
   {

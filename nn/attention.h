@@ -3,6 +3,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "nn/layers.h"
 
@@ -37,6 +38,14 @@ struct KVCache {
   int64_t length() const { return k.defined() ? k.size(2) : 0; }
 };
 
+// What one attention's queries saw (TOPOLOGIES.md §7.7, the attention logit range that QK-norm bounds): for each
+// query row, the largest |q·k|/√d_h over the keys its masks leave visible (padding, causal), of q and k after the
+// head norms. max_abs is float64 [B, H, Tq] on the model's device, not recorded; -1 where a row sees no key.
+struct AttentionLogitRows {
+  std::string attention;  // the module's scope: "enc.3.self_attn", "dec.0.cross_attn"
+  Tensor max_abs;
+};
+
 // fairseq MultiheadAttention:
 //   Q = x W_qᵀ + b_q,  K = kv W_kᵀ + b_k,  V = kv W_vᵀ + b_v   (split into h heads of d_h = d/h)
 //   [Q, K, V ← Norm_{q,k,v}(Q, K, V) per head when enabled]
@@ -60,6 +69,10 @@ class MultiHeadAttention : public Module {
                         const Tensor& key_padding_mask = Tensor(), bool causal = false);
 
   void reset_fairseq();
+
+  // Analysis hook: when set, every forward (cached or not) appends its AttentionLogitRows here. The logits are
+  // computed again for it, as a plain product beside the fused attention op: this costs a [B, H, Tq, Tk] buffer.
+  std::vector<AttentionLogitRows>* logit_rows = nullptr;
 
   AttentionConfig cfg;
   int64_t d_head;

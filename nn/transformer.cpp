@@ -1,5 +1,6 @@
 #include "nn/transformer.h"
 
+#include <algorithm>
 #include <charconv>
 #include <cmath>
 #include <numeric>
@@ -120,16 +121,46 @@ Tensor Transformer::embed(Embedding& table, const Tensor& ids, const Tensor& pos
   return x;
 }
 
+namespace {
+// Points a layer's attentions at the Transformer's attention_logits hook for one forward, and at nothing after.
+struct LogitHook {
+  Layer& layer;
+  LogitHook(Layer& l, std::vector<AttentionLogitRows>* rows) : layer(l) { point_at(rows); }
+  ~LogitHook() { point_at(nullptr); }
+  void point_at(std::vector<AttentionLogitRows>* rows) {
+    for (MultiHeadAttention* attn : {layer.self_attn.get(), layer.cross_attn.get()})
+      if (attn) attn->logit_rows = rows;
+  }
+};
+}  // namespace
+
 Stream Transformer::run_stack(Stack& stack, Stream s, LayerInputs ctx, std::vector<LayerCache>* caches) {
   if (stack_inputs) stack_inputs->push_back(s.x);
   for (size_t i = 0; i < stack.layers.size(); i++) {
     auto& layer = stack.layers[i];
     if (caches) ctx.cache = &(*caches)[i];
-    s = layer->forward(s, ctx);
+    const std::string full_name = stack.name() + "." + layer->name();
+    if (std::find(removed_.begin(), removed_.end(), full_name) == removed_.end()) {
+      LogitHook hook(*layer, attention_logits);
+      s = layer->forward(s, ctx);
+    }
     if (layer_outputs) layer_outputs->push_back(s.x);
     if (dual_outputs) dual_outputs->push_back(s.dual);
   }
   return s;
+}
+
+void Transformer::remove_layers(const std::vector<std::string>& names) {
+  std::vector<std::string> kept;
+  for (const std::string& n : names) {
+    bool found = false;
+    for (Stack* stack : {encoder.get(), decoder.get()})
+      for (auto& layer : stack->layers) found = found || n == stack->name() + "." + layer->name();
+    check(found, "Transformer::remove_layers", ": '", n, "' is not a layer of this model (enc.0 .. enc.",
+          cfg_.enc_layers - 1, ", dec.0 .. dec.", cfg_.dec_layers - 1, ")");
+    if (std::find(kept.begin(), kept.end(), n) == kept.end()) kept.push_back(n);
+  }
+  removed_ = std::move(kept);
 }
 
 Tensor Transformer::encode(const Tensor& src_ids) {

@@ -12,6 +12,7 @@
 // "enc.<i>.…" and "dec.<i>.…" for the layers, "enc.final_norm.…" etc. for the topology's stack modules.
 #pragma once
 #include <memory>
+#include <string>
 #include <vector>
 
 #include "nn/topology.h"
@@ -80,10 +81,19 @@ class Transformer : public Module {
 
   // Analysis hooks: when set, every forward appends the stream after each layer, encoder layers first, then
   // decoder layers: x (ResiDual: x_a) to layer_outputs, and the dual stream x_d (undefined for other topologies)
-  // to dual_outputs; and the stream entering each stack's first layer (encoder, then decoder) to stack_inputs.
+  // to dual_outputs; the stream entering each stack's first layer (encoder, then decoder) to stack_inputs;
   std::vector<Tensor>* layer_outputs = nullptr;
   std::vector<Tensor>* dual_outputs = nullptr;
   std::vector<Tensor>* stack_inputs = nullptr;
+  // and each attention's logit range, in the order they run (MultiHeadAttention::logit_rows).
+  std::vector<AttentionLogitRows>* attention_logits = nullptr;
+
+  // Layer removal (TOPOLOGIES.md §7.5, Mix-LN's layer_remove.py): the named layers ("enc.3", "dec.0") are skipped,
+  // so the stream (ResiDual: both streams) leaves them as it entered, in forward, decode and decode_step alike; the
+  // layer_outputs hook still records one entry per layer. An analysis setting: not part of kind(), not saved.
+  // Throws Error, changing nothing, for a name that is not a layer of this model; {} restores every layer.
+  void remove_layers(const std::vector<std::string>& names);
+  const std::vector<std::string>& removed_layers() const { return removed_; }
 
   std::shared_ptr<Embedding> src_embed, tgt_embed;  // the same module when sharing
   std::shared_ptr<Linear> output_projection;        // null when the output is tied to tgt_embed
@@ -101,6 +111,7 @@ class Transformer : public Module {
 
   TransformerConfig cfg_;
   std::unique_ptr<Topology> topology_;
+  std::vector<std::string> removed_;  // remove_layers' names, in the order given, without repeats
 };
 
 }  // namespace skipgrad::nn

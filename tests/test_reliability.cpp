@@ -521,5 +521,17 @@ TEST_SUITE("reliability") {
     const auto b = run(sampled + " --sampling --seed 7 --temperature 1.5");
     CHECK(a.first == 0);
     CHECK(a.second == b.second);
+    // eval: layer removal prints a row per layer; a name that is not a layer is refused by name
+    const std::string evaluated = "eval --checkpoint '" + last_checkpoint(o) + "' --beam 1 --test-sentences 2 " +
+                                  "--corpus '" + o.corpus + "'";
+    const auto removal = run(evaluated + " --remove-layers dec.0 --layer-removal");
+    INFO(removal.second);
+    CHECK(removal.first == 0);
+    CHECK(removal.second.find("removed layers: dec.0") != std::string::npos);
+    CHECK(removal.second.find("| enc.0 |") != std::string::npos);
+    CHECK(removal.second.find("| dec.0 |") == std::string::npos);  // already removed
+    const auto bad = run(evaluated + " --remove-layers enc.0,enc.5");
+    CHECK(bad.first == 2);
+    CHECK(bad.second.find("'enc.5' is not a layer of this model") != std::string::npos);
   }
 }

@@ -203,7 +203,33 @@ TEST_SUITE("sweep") {
     }
     CHECK(layer_measures_markdown(measured.measures).find("| dec.0 |") != std::string::npos);
     CHECK(measured.bleu.score == a.bleu.score);  // measuring changes nothing else
+    for (const LayerMeasure& l : measured.measures.layers) CHECK(l.self_logit_max > 0);
+    CHECK(measured.measures.layer("dec.0").cross_logit_max > 0);
     e.measure = 0;
+
+    // layer removal: each layer in turn, scored as --remove-layers scores it
+    e.layer_removal = true;
+    const EvalResult removal = evaluate_checkpoint(e);
+    REQUIRE(removal.removals.size() == 2);
+    CHECK(removal.removals[0].layer == "enc.0");
+    CHECK(removal.removals[1].layer == "dec.0");
+    CHECK(removal.loss == a.loss);  // the whole model's scores are unchanged
+    CHECK(removal.bleu.score == a.bleu.score);
+    const std::string table = layer_removal_markdown(removal);
+    CHECK(table.find("| removed layer | test loss | Δloss |") != std::string::npos);
+    CHECK(table.find("| dec.0 |") != std::string::npos);
+    e.layer_removal = false;
+    e.remove_layers = {"dec.0"};
+    const EvalResult without_dec0 = evaluate_checkpoint(e);
+    CHECK(without_dec0.loss == removal.removals[1].loss);
+    CHECK(without_dec0.bleu.score == removal.removals[1].bleu.score);
+    CHECK(without_dec0.loss != a.loss);
+    e.layer_removal = true;  // the layers already removed are not listed again
+    REQUIRE(evaluate_checkpoint(e).removals.size() == 1);
+    e.remove_layers = {"dec.1"};
+    CHECK_THROWS_WITH_ALL(evaluate_checkpoint(e), "'dec.1' is not a layer", "dec.0 .. dec.0");
+    e.remove_layers.clear();
+    e.layer_removal = false;
     e.tsv = (root / "corpus" / "valid.tsv").string();
     e.test_sentences = 0;
     CHECK(evaluate_checkpoint(e).sentences == (int64_t)read_tsv(e.tsv, false).size());

@@ -117,6 +117,7 @@ int main(int argc, char** argv) {
   report_cmd->add_option("--lr", ro.lr, "Adam's peak learning rate (inverse-sqrt schedule)")->capture_default_str();
   report_cmd->add_option("--warmup", ro.warmup, "linear warm-up steps")->capture_default_str();
   report_cmd->add_flag("!--no-plots", ro.plots, "tables only (no gnuplot PNGs)");
+  report_cmd->add_flag("--removal", ro.removal, "also the loss without each layer in turn (layer removal)");
   report_cmd->add_option("-o,--output", ro.out)->capture_default_str();
   add_model_options(report_cmd, ro.model, false);
 

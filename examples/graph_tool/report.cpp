@@ -1,6 +1,7 @@
 // skipgrad-graph report: path counts and measured per-layer statistics for several topologies and depths.
 #include "report.h"
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -65,9 +66,17 @@ struct Run {
 // The steps as a plot/table label: "init" for 0, "step N" otherwise.
 std::string step_label(int64_t step) { return step == 0 ? "init" : "step " + std::to_string(step); }
 
+// Whether layer removal was measured (MeasureOptions::removal): its deltas are NaN otherwise.
+bool has_removal(const LayerMeasures& m) { return !m.layers.empty() && !std::isnan(m.layers[0].removal_delta); }
+
+// The largest self-attention logit, and in the decoder " / " the largest cross-attention one.
+std::string logit_cell(const LayerMeasure& l) {
+  return num(l.self_logit_max) + (l.cross_logit_max >= 0 ? " / " + num(l.cross_logit_max) : "");
+}
+
 // Per-layer table of one run: the structural columns, then the measured ones for every step.
 std::string run_table(const Run& r) {
-  const bool dual = r.topology == "resi_dual";
+  const bool dual = r.topology == "resi_dual", removal = has_removal(r.init());
   const size_t steps = r.m.size();
   std::string head = "| layer | norms on param paths (min–max, w/o q/k/v) | norms after residual adds (min–max) |";
   std::string rule = "|---|---|---|";
@@ -79,6 +88,8 @@ std::string run_table(const Run& r) {
             at + " | max\\|x\\|" + at + " |";
     rule += "---|---|---|---|---|---|";
     if (dual) head += " max\\|x_d\\|" + at + " |", rule += "---|";
+    head += " max logit (self / cross)" + at + " |", rule += "---|";
+    if (removal) head += " Δloss w/o layer" + at + " |", rule += "---|";
   }
   std::string out = head + "\n" + rule + "\n";
   const PathStats& paths = r.init().paths;
@@ -97,6 +108,8 @@ std::string run_table(const Run& r) {
       out.append(num(l.cos_prev, 4)).append(" | ").append(num(l.token_cos, 4)).append(" | ");
       out.append(num(l.rms)).append(" | ").append(num(l.max_abs)).append(" |");
       if (dual) out.append(" ").append(num(l.dual_max_abs)).append(" |");
+      out.append(" ").append(logit_cell(l)).append(" |");
+      if (removal) out.append(" ").append(num(l.removal_delta, 3)).append(" |");
     }
     out += "\n";
   }
@@ -116,6 +129,13 @@ double mean_cos(const LayerMeasures& m, const std::string& side) {
   return n ? s / n : std::nan("");
 }
 
+// The largest attention logit of any attention of any layer.
+double max_logit(const LayerMeasures& m) {
+  double top = -1;
+  for (const LayerMeasure& l : m.layers) top = std::max({top, l.self_logit_max, l.cross_logit_max});
+  return top;
+}
+
 bool gnuplot_available() { return std::system("command -v gnuplot >/dev/null 2>&1") == 0; }
 
 std::string dat_name(const Run& r, int64_t step) {
@@ -126,7 +146,8 @@ std::string dat_name(const Run& r, int64_t step) {
 void write_dat(const std::string& dir, const Run& r, const LayerMeasures& m) {
   std::ostringstream os;
   os << "# " << r.topology << " " << r.depth << "+" << r.depth << " layers, " << step_label(m.step)
-     << "\n# i layer fc2 layer_grad cos rms max_abs param_min_norms output_min_norms token_cos\n";
+     << "\n# i layer fc2 layer_grad cos rms max_abs param_min_norms output_min_norms token_cos self_logit_max"
+        " cross_logit_max removal_delta\n";
   int64_t i = 0;
   for (const LayerMeasure& l : m.layers) {
     int64_t pmin = -1, omin = -1;
@@ -142,7 +163,8 @@ void write_dat(const std::string& dir, const Run& r, const LayerMeasures& m) {
     };
     os << i++ << " " << l.layer << " " << val(l.fc2_grad_norm) << " " << val(l.layer_grad_norm) << " "
        << val(l.cos_prev) << " " << val(l.rms) << " " << val(l.max_abs) << " " << pmin << " " << omin << " "
-       << val(l.token_cos) << "\n";
+       << val(l.token_cos) << " " << val(l.self_logit_max) << " "
+       << val(l.cross_logit_max < 0 ? std::nan("") : l.cross_logit_max) << " " << val(l.removal_delta) << "\n";
   }
   write_file_atomic(dir + "/" + dat_name(r, m.step), os.str());
 }
@@ -209,6 +231,7 @@ void write_report(const ReportOptions& opt) {
       meo.steps = opt.steps;
       meo.lr = opt.lr;
       meo.warmup = opt.warmup;
+      meo.removal = opt.removal;
       auto t0 = std::chrono::steady_clock::now();
       std::vector<LayerMeasures> m = measure_steps(mo.config(), meo);
       double sec = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
@@ -237,8 +260,11 @@ void write_report(const ReportOptions& opt) {
           {"layer_grad", 4, "grad norm of all layer params", true, true},
           {"cosine", 5, "cos(x_{i-1}, x_i)", false, true},
           {"token_cosine", 10, "cos between a sentence's tokens", false, true},
+          {"self_logit", 11, "largest self-attention logit |q.k|/sqrt(d_h)", false, true},
+          {"removal", 13, "loss without the layer minus the whole model's", false, true},
           {"min_norms", 9, "min norms on path after layer output (ResiDual: x_d add)", false, false}};
       for (auto& [stem, col, label, logy, by_step] : what) {
+        if (col == 13 && !opt.removal) continue;
         const std::vector<int64_t> at = by_step ? opt.steps : std::vector<int64_t>{0};
         std::string png = plot(dir, stem, depth, runs, at, col, label, logy);
         const std::string caption = label + (at.size() > 1 ? " (solid: init, dashed: after training)" : "");
@@ -263,17 +289,21 @@ void write_report(const ReportOptions& opt) {
   }
   md << "Every number is the mean over " << opt.seeds.size() << " seeds × " << opt.n_batches
      << " batches (the same held-out batches at every step). Path counts are from the first batch's graph "
-     << "(structural: they depend neither on the batch nor on the step).\n\n"
+     << "(structural: they depend neither on the batch nor on the step). \"max logit\" is the largest "
+     << "|q·k|/√d_h a non-pad query gives a key it sees, over every attention"
+     << (opt.removal ? "; \"Δloss w/o layer\" is the loss without that one layer minus the whole model's "
+                       "(eval mode, the measured batches)" : "")
+     << ".\n\n"
      << "### Summary\n\n| topology | layers | step | loss | ‖∇W2‖ enc.0 / enc.last | ‖∇W2‖ dec.0 / dec.last | mean "
-        "cos enc | mean cos dec | cos(tokens) enc.last | cos(tokens) dec.last | seconds |\n"
-        "|---|---|---|---|---|---|---|---|---|---|---|\n";
+        "cos enc | mean cos dec | cos(tokens) enc.last | cos(tokens) dec.last | max logit | seconds |\n"
+        "|---|---|---|---|---|---|---|---|---|---|---|---|\n";
   for (const Run& r : runs)
     for (const LayerMeasures& m : r.m)
       md << "| " << r.topology << " | " << r.depth << " | " << m.step << " | " << num(m.loss, 4) << " | "
          << num(first_last_ratio(m, "enc", r.depth)) << " | " << num(first_last_ratio(m, "dec", r.depth)) << " | "
          << num(mean_cos(m, "enc"), 4) << " | " << num(mean_cos(m, "dec"), 4) << " | "
          << num(m.layer("enc." + std::to_string(r.depth - 1)).token_cos, 4) << " | "
-         << num(m.layer("dec." + std::to_string(r.depth - 1)).token_cos, 4) << " | "
+         << num(m.layer("dec." + std::to_string(r.depth - 1)).token_cos, 4) << " | " << num(max_logit(m)) << " | "
          << (&m == &r.m.front() ? num(r.seconds, 3) : "") << " |\n";
   md << "\n";
   for (int64_t depth : opt.depths) {

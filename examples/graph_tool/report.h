@@ -35,6 +35,7 @@ struct ReportOptions {
   std::string out = "docs/analysis_report.md";
   std::string command;  // the command line, quoted in the report
   bool plots = true;    // PNGs via gnuplot when it is on the PATH
+  bool removal = false; // also each layer's loss without it (MeasureOptions::removal): one forward per layer
 };
 
 // Writes the report to opt.out. Text above the line "<!-- generated below -->" of an existing report is kept

@@ -51,6 +51,7 @@ EvalResult evaluate_checkpoint(const EvalOptions& o) {
   r.sentences = (int64_t)pairs.size();
 
   TrainedModel m = load_trained_model(o.checkpoint, o.data.device);
+  m.model->remove_layers(o.remove_layers);  // names checked before any work
   r.cfg = m.cfg;
   r.step = m.step;
   // Whole sentences, as `translate` reads them: cut only where the model's positions end (with a warning), not at
@@ -78,6 +79,22 @@ EvalResult evaluate_checkpoint(const EvalOptions& o) {
   std::vector<std::string> refs;
   for (auto& p : pairs) refs.push_back(p.tgt);
   r.bleu = corpus_bleu(r.hypotheses, refs);
+  if (o.layer_removal) {  // each remaining layer removed in turn, scored as the model was
+    for (int64_t i = 0; i < m.cfg.enc_layers + m.cfg.dec_layers; ++i) {
+      LayerRemovalScore s;
+      s.layer = i < m.cfg.enc_layers ? "enc." + std::to_string(i) : "dec." + std::to_string(i - m.cfg.enc_layers);
+      if (std::find(o.remove_layers.begin(), o.remove_layers.end(), s.layer) != o.remove_layers.end()) continue;
+      std::vector<std::string> removed = o.remove_layers;
+      removed.push_back(s.layer);
+      m.model->remove_layers(removed);
+      s.loss = evaluate_loss(*m.model, ex, data, &s.nll);
+      std::vector<std::string> hyps;
+      evaluate_bleu(*m.model, m.vocab, pairs, data, o.beam, &hyps);
+      s.bleu = corpus_bleu(hyps, refs);
+      r.removals.push_back(s);
+    }
+    m.model->remove_layers(o.remove_layers);
+  }
 
   if (!o.hypotheses_path.empty()) {
     std::ofstream out(o.hypotheses_path);
@@ -85,6 +102,17 @@ EvalResult evaluate_checkpoint(const EvalOptions& o) {
     for (auto& h : r.hypotheses) out << h << "\n";
   }
   return r;
+}
+
+std::string layer_removal_markdown(const EvalResult& r) {
+  std::string out = "| removed layer | test loss | Δloss | nll | BLEU | ΔBLEU |\n|---|---|---|---|---|---|\n";
+  char buf[160];
+  for (const LayerRemovalScore& s : r.removals) {
+    std::snprintf(buf, sizeof buf, "| %s | %.4f | %+.4f | %.4f | %.2f | %+.2f |\n", s.layer.c_str(), s.loss,
+                  s.loss - r.loss, s.nll, s.bleu.score, s.bleu.score - r.bleu.score);
+    out += buf;
+  }
+  return out;
 }
 
 std::string bleu_signature_line(const BleuScore& b) {

@@ -30,6 +30,17 @@ struct EvalOptions {
   int64_t test_sentences = 0;  // the first N sentences of the file (0: all)
   std::string hypotheses_path; // when set, one hypothesis per line is written there
   int64_t measure = 0;         // measure_batches on the first N test batches (0: not measured)
+  // Layer removal (Transformer::remove_layers): these layers ("enc.3", "dec.0") are skipped in everything eval
+  // reports; with layer_removal, each other layer is also removed in turn and scored on its own (removals).
+  std::vector<std::string> remove_layers;
+  bool layer_removal = false;
+};
+
+// The test set scored without one more layer (EvalOptions::layer_removal).
+struct LayerRemovalScore {
+  std::string layer;
+  double loss = 0, nll = 0;
+  BleuScore bleu;
 };
 
 struct EvalResult {
@@ -42,7 +53,10 @@ struct EvalResult {
   BleuScore bleu;
   std::vector<std::string> hypotheses;
   skipgrad::LayerMeasures measures;  // per layer, when EvalOptions::measure > 0 (analysis/measure.h)
+  std::vector<LayerRemovalScore> removals;  // per layer not in remove_layers, when EvalOptions::layer_removal
 };
+// One Markdown row per removed layer: its loss, nll and BLEU, and their changes from the model's (r.loss, ...).
+std::string layer_removal_markdown(const EvalResult& r);
 EvalResult evaluate_checkpoint(const EvalOptions& opts);
 
 // sacreBLEU's signature for its defaults with one reference, e.g.

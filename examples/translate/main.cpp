@@ -197,6 +197,11 @@ int main(int argc, char** argv) {
   eval_cmd->add_option("--measure", ev.measure,
                        "per-layer gradient norms, cosines and token cosines (rank collapse) on the first N test batches")
       ->check(at_least(0))->capture_default_str();
+  std::string remove_layers;
+  eval_cmd->add_option("--remove-layers", remove_layers,
+                       "comma-separated layers (enc.3,dec.0) skipped in everything eval reports: layer removal");
+  eval_cmd->add_flag("--layer-removal", ev.layer_removal,
+                     "also score the test set without each (other) layer in turn: loss and BLEU per removed layer");
 
   auto* sweep_cmd = app.add_subcommand("sweep", "topologies x depths x seeds under one budget: results table and loss plots");
   SweepOptions sw;
@@ -291,6 +296,7 @@ int main(int argc, char** argv) {
     }
     if (*eval_cmd) {
       ev.data = o;
+      if (!remove_layers.empty()) ev.remove_layers = cli_lists::split_list(remove_layers);
       EvalResult r = evaluate_checkpoint(ev);
       std::printf("checkpoint: %s (step %lld; %s, %lld+%lld layers, d=%lld)\ntest set: %s, %lld sentences\n",
                   ev.checkpoint.c_str(), (long long)r.step, r.cfg.topology.c_str(), (long long)r.cfg.enc_layers,
@@ -302,9 +308,17 @@ int main(int argc, char** argv) {
                   r.nll, std::exp(r.nll));
       std::printf("%s\n", bleu_signature_line(r.bleu).c_str());
       if (!ev.hypotheses_path.empty()) std::printf("hypotheses: %s\n", ev.hypotheses_path.c_str());
+      if (!ev.remove_layers.empty()) {
+        std::printf("removed layers:");
+        for (auto& l : ev.remove_layers) std::printf(" %s", l.c_str());
+        std::printf(" (skipped: the stream passes them unchanged)\n");
+      }
       if (ev.measure > 0)
         std::printf("\nper layer, the mean over %lld test batches (docs/graph.md, \"Measured statistics\"):\n\n%s",
                     (long long)r.measures.samples, layer_measures_markdown(r.measures).c_str());
+      if (ev.layer_removal)
+        std::printf("\nwithout one more layer (the same test set and decoding; docs/translate.md, \"Layer "
+                    "removal\"):\n\n%s", layer_removal_markdown(r).c_str());
       return 0;
     }
     if (*sweep_cmd) {
