@@ -117,19 +117,59 @@ std::vector<double> head_logit_max(const Tensor& rows, const std::vector<int64_t
   return out;
 }
 
+// The layer entry and sublayer that a hook's scope names ("enc.3.self_attn" -> enc.3, "self_attn"), after the
+// scope `prefix` that measure_batch itself ran in. Throws for a scope that names no layer's sublayer.
+std::pair<LayerMeasure*, std::string> sublayer_of(const std::string& scope, const std::string& prefix,
+                                                  std::vector<LayerMeasure>& layers) {
+  const std::string name = !prefix.empty() && scope.rfind(prefix + ".", 0) == 0 ? scope.substr(prefix.size() + 1)
+                                                                                 : scope;
+  const size_t first = name.find('.'), dot = first == std::string::npos ? first : name.find('.', first + 1);
+  if (dot != std::string::npos)
+    for (LayerMeasure& l : layers)
+      if (l.layer == name.substr(0, dot)) return {&l, name.substr(dot + 1)};
+  fail("measure", ": '", scope, "' is not a sublayer of a layer (enc.<i>.<sublayer> or dec.<i>.<sublayer>)");
+}
+
 // Fills the layers' logit statistics from the attentions' rows ("enc.3.self_attn", "dec.0.cross_attn", ...).
-void logit_stats(const std::vector<nn::AttentionLogitRows>& rows, const std::vector<int64_t>& src_pad,
-                 const std::vector<int64_t>& tgt_pad, std::vector<LayerMeasure>& layers) {
+void logit_stats(const std::vector<nn::AttentionLogitRows>& rows, const std::string& prefix,
+                 const std::vector<int64_t>& src_pad, const std::vector<int64_t>& tgt_pad,
+                 std::vector<LayerMeasure>& layers) {
   for (const nn::AttentionLogitRows& r : rows) {
-    const size_t dot = r.attention.find('.', r.attention.find('.') + 1);  // after "enc.3"
-    const std::string layer = r.attention.substr(0, dot), attn = r.attention.substr(dot + 1);
-    auto m = std::find_if(layers.begin(), layers.end(), [&](const LayerMeasure& l) { return l.layer == layer; });
-    check(m != layers.end() && (attn == "self_attn" || attn == "cross_attn"), "measure", ": attention '",
-          r.attention, "' is not a layer's self_attn or cross_attn");
-    std::vector<double> heads = head_logit_max(r.max_abs, layer.rfind("enc.", 0) == 0 ? src_pad : tgt_pad);
+    auto [m, attn] = sublayer_of(r.attention, prefix, layers);
+    check(attn == "self_attn" || attn == "cross_attn", "measure", ": '", r.attention, "' is not an attention");
+    std::vector<double> heads = head_logit_max(r.max_abs, m->layer.rfind("enc.", 0) == 0 ? src_pad : tgt_pad);
     const double top = *std::max_element(heads.begin(), heads.end());
     if (attn == "self_attn") m->self_logit_max = top, m->self_logit_max_heads = std::move(heads);
     else m->cross_logit_max = top, m->cross_logit_max_heads = std::move(heads);
+  }
+}
+
+// Fills the layers' relative updates from the residual adds ("enc.3.ffn", ...): the mean over non-pad tokens of
+// ‖branch_t‖ / ‖stream_t‖ (a token whose stream is zero is left out).
+void update_stats(const std::vector<nn::ResidualUpdate>& adds, const std::string& prefix,
+                  const std::vector<int64_t>& src_pad, const std::vector<int64_t>& tgt_pad,
+                  std::vector<LayerMeasure>& layers) {
+  for (const nn::ResidualUpdate& r : adds) {
+    auto [m, sub] = sublayer_of(r.sublayer, prefix, layers);
+    double* out = sub == "self_attn" ? &m->self_attn_update : sub == "cross_attn" ? &m->cross_attn_update
+                  : sub == "ffn"     ? &m->ffn_update : nullptr;
+    check(out != nullptr, "measure", ": residual add '", r.sublayer, "' is not a self_attn, cross_attn or ffn add");
+    const std::vector<int64_t>& pad = m->layer.rfind("enc.", 0) == 0 ? src_pad : tgt_pad;
+    check(r.stream.dim() == 3 && r.stream.shape() == r.branch.shape() &&
+              (int64_t)pad.size() == r.stream.size(0) * r.stream.size(1), "measure", ": residual add '",
+          r.sublayer, "' has stream ", r.stream.shape(), " and branch ", r.branch.shape(), " for ",
+          (int64_t)pad.size(), " tokens");
+    const int64_t d = r.stream.size(2);
+    const std::vector<double> x = host_values(r.stream), o = host_values(r.branch);
+    double sum = 0;
+    int64_t n = 0;
+    for (size_t t = 0; t < pad.size(); ++t) {
+      if (pad[t]) continue;
+      double xx = 0, oo = 0;
+      for (int64_t j = 0; j < d; ++j) xx += x[t * d + j] * x[t * d + j], oo += o[t * d + j] * o[t * d + j];
+      if (xx > 0) sum += std::sqrt(oo / xx), ++n;
+    }
+    *out = n ? sum / double(n) : std::numeric_limits<double>::quiet_NaN();
   }
 }
 
@@ -179,45 +219,27 @@ MeasureBatch random_batch(const nn::TransformerConfig& cfg, int64_t batch, int64
   return task_batch(cfg, "random", batch, len, seed);
 }
 
-LayerMeasures measure_batch(nn::Transformer& model, const MeasureBatch& b, double label_smoothing, bool graph) {
-  const nn::TransformerConfig& cfg = model.config();
-  check(b.src.defined() && b.tgt_in.defined() && b.tgt_out.defined(), "measure",
-        ": the batch needs src, tgt_in and tgt_out");
-  check(b.tgt_in.shape() == b.tgt_out.shape(), "measure", ": tgt_in ", b.tgt_in.shape(), " and tgt_out ",
-        b.tgt_out.shape(), " differ");
-  const Device dev = model.device();
-  Tensor src = b.src.to(dev), tgt_in = b.tgt_in.to(dev), tgt_out = b.tgt_out.to(dev);
+namespace {
 
-  model.zero_grad();
-  current_tape().clear();
+// What measure_batch's hooks record during its forward (Transformer::layer_outputs, ...).
+struct Recorded {
   std::vector<Tensor> outs, duals, ins;
   std::vector<nn::AttentionLogitRows> logit_rows;
-  model.layer_outputs = &outs;
-  model.dual_outputs = &duals;
-  model.stack_inputs = &ins;
-  model.attention_logits = &logit_rows;
-  auto unhook = [&] {
-    model.layer_outputs = model.dual_outputs = model.stack_inputs = nullptr;
-    model.attention_logits = nullptr;
-  };
-  Tensor logits;
-  try {
-    logits = model.forward(src, tgt_in);
-  } catch (...) {
-    unhook();
-    current_tape().clear();
-    throw;
-  }
-  unhook();
-  nn::LabelSmoothedLoss ls = nn::label_smoothed_nll(logits, tgt_out, cfg.pad_id, label_smoothing);
-  ls.loss.backward(Tensor(), /*retain_graph=*/graph);
+  std::vector<nn::ResidualUpdate> adds;
+  std::string scope;  // the scope measure_batch ran in: the hooks' names start with it
+};
 
+// measure_batch after its backward: the statistics of the gradients and of what the hooks recorded.
+LayerMeasures measured_layers(nn::Transformer& model, const MeasureBatch& b, const Tensor& loss, bool graph,
+                              const Recorded& rec) {
+  const std::vector<Tensor>&outs = rec.outs, &duals = rec.duals, &ins = rec.ins;
+  const nn::TransformerConfig& cfg = model.config();
   LayerMeasures r;
-  r.loss = ls.loss.item();
+  r.loss = loss.item();
   r.samples = 1;
   if (graph) {
     r.graph = Graph::from_tape(current_tape());
-    r.paths = analyze_paths(r.graph, r.graph.id_of(ls.loss));
+    r.paths = analyze_paths(r.graph, r.graph.id_of(loss));
   }
   current_tape().clear();
 
@@ -245,10 +267,58 @@ LayerMeasures measure_batch(nn::Transformer& model, const MeasureBatch& b, doubl
     if (i < (int64_t)duals.size() && duals[i].defined()) m.dual_max_abs = max_abs_of(duals[i], pad);
     r.layers.push_back(m);
   }
-  logit_stats(logit_rows, src_pad, tgt_pad, r.layers);
-  model.zero_grad();
+  logit_stats(rec.logit_rows, rec.scope, src_pad, tgt_pad, r.layers);
+  update_stats(rec.adds, rec.scope, src_pad, tgt_pad, r.layers);
   return r;
 }
+
+}  // namespace
+
+LayerMeasures measure_batch(nn::Transformer& model, const MeasureBatch& b, double label_smoothing, bool graph) {
+  const nn::TransformerConfig& cfg = model.config();
+  check(b.src.defined() && b.tgt_in.defined() && b.tgt_out.defined(), "measure",
+        ": the batch needs src, tgt_in and tgt_out");
+  check(b.tgt_in.shape() == b.tgt_out.shape(), "measure", ": tgt_in ", b.tgt_in.shape(), " and tgt_out ",
+        b.tgt_out.shape(), " differ");
+  const Device dev = model.device();
+  Tensor src = b.src.to(dev), tgt_in = b.tgt_in.to(dev), tgt_out = b.tgt_out.to(dev);
+
+  model.zero_grad();
+  current_tape().clear();
+  Recorded rec;
+  rec.scope = current_scope();
+  model.layer_outputs = &rec.outs;
+  model.dual_outputs = &rec.duals;
+  model.stack_inputs = &rec.ins;
+  model.attention_logits = &rec.logit_rows;
+  model.residual_updates = &rec.adds;
+  auto unhook = [&] {
+    model.layer_outputs = model.dual_outputs = model.stack_inputs = nullptr;
+    model.attention_logits = nullptr;
+    model.residual_updates = nullptr;
+  };
+  Tensor logits;
+  try {
+    logits = model.forward(src, tgt_in);
+  } catch (...) {
+    unhook();
+    current_tape().clear();
+    throw;
+  }
+  unhook();
+  nn::LabelSmoothedLoss ls = nn::label_smoothed_nll(logits, tgt_out, cfg.pad_id, label_smoothing);
+  ls.loss.backward(Tensor(), /*retain_graph=*/graph);
+  try {
+    LayerMeasures r = measured_layers(model, b, ls.loss, graph, rec);
+    model.zero_grad();
+    return r;
+  } catch (...) {  // the gradients and the tape are left as they were found: empty
+    current_tape().clear();
+    model.zero_grad();
+    throw;
+  }
+}
+
 
 std::vector<double> layer_removal_deltas(nn::Transformer& model, const MeasureBatch& b, double label_smoothing) {
   const nn::TransformerConfig& cfg = model.config();
@@ -297,9 +367,15 @@ void accumulate(LayerMeasures& sum, LayerMeasures&& m) {
     s.token_cos += x.token_cos;
     s.rms += x.rms, s.max_abs += x.max_abs, s.dual_max_abs += x.dual_max_abs;
     s.self_logit_max += x.self_logit_max, s.cross_logit_max += x.cross_logit_max;
+    check(s.self_logit_max_heads.size() == x.self_logit_max_heads.size() &&
+              s.cross_logit_max_heads.size() == x.cross_logit_max_heads.size(), "measure", ": ", s.layer,
+          "'s attentions were measured with ", s.self_logit_max_heads.size(), " heads and then ",
+          x.self_logit_max_heads.size(), " (were its layers removed between batches?)");
     for (size_t h = 0; h < s.self_logit_max_heads.size(); ++h) s.self_logit_max_heads[h] += x.self_logit_max_heads[h];
     for (size_t h = 0; h < s.cross_logit_max_heads.size(); ++h)
       s.cross_logit_max_heads[h] += x.cross_logit_max_heads[h];
+    s.self_attn_update += x.self_attn_update, s.cross_attn_update += x.cross_attn_update;
+    s.ffn_update += x.ffn_update;
     s.removal_delta += x.removal_delta;
   }
 }
@@ -311,6 +387,7 @@ void divide(LayerMeasures& sum) {
     s.fc2_grad_norm /= n, s.layer_grad_norm /= n, s.cos_prev /= n, s.token_cos /= n, s.rms /= n, s.max_abs /= n;
     s.dual_max_abs /= n;  // -1 stays -1 for topologies without a dual stream (and cross_logit_max in the encoder)
     s.self_logit_max /= n, s.cross_logit_max /= n, s.removal_delta /= n;
+    s.self_attn_update /= n, s.cross_attn_update /= n, s.ffn_update /= n;
     for (double& h : s.self_logit_max_heads) h /= n;
     for (double& h : s.cross_logit_max_heads) h /= n;
   }
@@ -333,7 +410,8 @@ LayerMeasures measure_batches(nn::Transformer& model, const std::vector<MeasureB
 }
 
 std::string layer_measures_markdown(const LayerMeasures& m) {
-  auto num = [](double v, const char* fmt) {
+  auto num = [](double v, const char* fmt) {  // "–" for NaN: not measured
+    if (std::isnan(v)) return std::string("–");
     char buf[32];
     std::snprintf(buf, sizeof buf, fmt, v);
     return std::string(buf);
@@ -346,13 +424,17 @@ std::string layer_measures_markdown(const LayerMeasures& m) {
     return r.append("\n");
   };
   std::vector<std::string> head = {"layer", "‖∇W2‖", "‖∇layer‖", "cos(x_{i-1}, x_i)", "cos(tokens)", "RMS(x)",
-                                   "max\\|x\\|", "max logit (self)", "max logit (cross)"};
+                                   "max\\|x\\|", "‖o‖/‖x‖ (self / cross / ffn)", "max logit (self)",
+                                   "max logit (cross)"};
   if (removal) head.push_back("Δloss w/o layer");
   std::string out = row(head) + row(std::vector<std::string>(head.size(), "---"));
   for (const LayerMeasure& l : m.layers) {
     std::vector<std::string> cells = {l.layer, num(l.fc2_grad_norm, "%.3g"), num(l.layer_grad_norm, "%.3g"),
                                       num(l.cos_prev, "%.4f"), num(l.token_cos, "%.4f"), num(l.rms, "%.3g"),
-                                      num(l.max_abs, "%.3g"), num(l.self_logit_max, "%.3g"),
+                                      num(l.max_abs, "%.3g"),
+                                      num(l.self_attn_update, "%.3g") + " / " + num(l.cross_attn_update, "%.3g") +
+                                          " / " + num(l.ffn_update, "%.3g"),
+                                      l.self_logit_max < 0 ? "–" : num(l.self_logit_max, "%.3g"),
                                       l.cross_logit_max < 0 ? "–" : num(l.cross_logit_max, "%.3g")};
     if (removal) cells.push_back(num(l.removal_delta, "%+.4f"));
     out += row(cells);

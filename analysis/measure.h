@@ -26,7 +26,14 @@
 //   dual_max_abs    ResiDual: max |x_d| of the dual stream after the layer; -1 for other topologies
 //   self_logit_max  the largest attention logit |q·k|/√d_h that a non-pad query of the layer's self-attention gives
 //                   a key it sees (TOPOLOGIES.md §7.7; q, k after any QK-norm), and per head; cross_logit_max the
-//                   same for the decoder's cross-attention, -1 in the encoder (MultiHeadAttention::logit_rows)
+//                   same for the decoder's cross-attention, -1 in the encoder (MultiHeadAttention::logit_rows);
+//                   -1 also for a removed layer (Transformer::remove_layers), whose other statistics are those of
+//                   the identity
+//   self_attn_update, cross_attn_update, ffn_update
+//                   the relative update of each sublayer (TOPOLOGIES.md §7.4): mean over non-pad tokens of
+//                   ‖o_t‖ / ‖x_t‖, o the sublayer's output as added to the stream x (after dropout and any scaling:
+//                   ReZero's α·o, DeepNorm's stream α·x; ResiDual: x_a) (Layer::residual_updates); NaN for an
+//                   add that did not run (cross-attention in the encoder, a removed layer)
 //   removal_delta   the loss without the layer (Transformer::remove_layers) minus the whole model's, in eval mode
 //                   (TOPOLOGIES.md §7.5, Mix-LN's layer removal); measured only with MeasureOptions::removal, else NaN
 // The stream is what nn::Transformer::layer_outputs records (ResiDual: x_a).
@@ -65,6 +72,8 @@ struct LayerMeasure {
   double dual_max_abs = -1;
   double self_logit_max = -1, cross_logit_max = -1;
   std::vector<double> self_logit_max_heads, cross_logit_max_heads;  // [heads]; cross: empty in the encoder
+  double self_attn_update = std::numeric_limits<double>::quiet_NaN(), cross_attn_update = self_attn_update,
+         ffn_update = self_attn_update;
   double removal_delta = std::numeric_limits<double>::quiet_NaN();
 };
 
@@ -119,8 +128,8 @@ std::vector<double> layer_removal_deltas(nn::Transformer& model, const MeasureBa
 // statistics of a trained model on real data (`skipgrad-translate eval --measure N`).
 LayerMeasures measure_batches(nn::Transformer& model, const std::vector<MeasureBatch>& batches,
                               double label_smoothing = 0.1);
-// One Markdown row per layer: ‖∇W2‖, ‖∇layer‖, cos(x_{i-1}, x_i), cos(tokens), RMS(x), max|x|, the largest self-
-// and cross-attention logits, and Δloss without the layer when it was measured.
+// One Markdown row per layer: ‖∇W2‖, ‖∇layer‖, cos(x_{i-1}, x_i), cos(tokens), RMS(x), max|x|, the sublayers'
+// relative updates, the largest self- and cross-attention logits, and Δloss without the layer when measured.
 std::string layer_measures_markdown(const LayerMeasures& m);
 
 // For each seed: manual_seed(seed), build the model; for each entry s of opt.steps, train it up to s steps and

@@ -95,9 +95,10 @@ Tensor Layer::D(const char* sublayer, const Tensor& o) {
   return dropout(o, cfg.dropout, is_training());
 }
 
-Tensor Layer::residual_add(const char* sublayer, const Tensor& a, const Tensor& b) {
+Tensor Layer::residual_add(const char* sublayer, const Tensor& stream, const Tensor& branch) {
   Scope s(sublayer);
-  Tensor y = add(a, b);
+  if (residual_updates) residual_updates->push_back({current_scope(), stream, branch});
+  Tensor y = add(stream, branch);
   y.named("residual_add");
   return y;
 }

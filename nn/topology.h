@@ -77,6 +77,13 @@ struct LayerInputs {
   LayerCache* cache = nullptr;
 };
 
+// One residual add as the analysis hook sees it (Transformer::residual_updates): the stream x that a sublayer's
+// output is added to, and that output o (the branch, after dropout and any scaling), both [B, T, d].
+struct ResidualUpdate {
+  std::string sublayer;  // its scope: "enc.3.ffn"
+  Tensor stream, branch;
+};
+
 // One encoder or decoder layer. The base owns the sublayers every topology has (self_attn, cross_attn in the
 // decoder, ffn); a topology adds its norms and writes apply(), the layer's equations.
 class Layer : public Module {
@@ -93,6 +100,8 @@ class Layer : public Module {
   int64_t index;
   std::shared_ptr<MultiHeadAttention> self_attn, cross_attn;  // cross_attn is null in the encoder
   std::shared_ptr<FeedForward> ffn;
+  // Analysis hook: when set, residual_add appends each of its adds here (set for one forward by the Transformer).
+  std::vector<ResidualUpdate>* residual_updates = nullptr;
 
  protected:
   virtual Stream apply(const Stream& in, const LayerInputs& ctx) = 0;
@@ -103,8 +112,9 @@ class Layer : public Module {
   Tensor F(const Tensor& x);                           // feed-forward
   // D(o): residual dropout, recorded in the sublayer's scope.
   Tensor D(const char* sublayer, const Tensor& o);
-  // a + b, named "<scope>.<sublayer>.residual_add".
-  Tensor residual_add(const char* sublayer, const Tensor& a, const Tensor& b);
+  // stream + branch, named "<scope>.<sublayer>.residual_add": the branch is the sublayer's output o, the stream
+  // what it is added to (the relative update ‖o‖/‖x‖ of TOPOLOGIES.md §7.4 reads them in this order).
+  Tensor residual_add(const char* sublayer, const Tensor& stream, const Tensor& branch);
   // A norm of cfg's kind over d_model, registered under `name`.
   std::shared_ptr<Norm> add_norm(const std::string& name);
 };

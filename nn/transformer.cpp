@@ -6,6 +6,7 @@
 #include <numeric>
 #include <sstream>
 #include <string>
+#include <utility>
 
 #include "autograd/autocast.h"
 #include "autograd/ops.h"
@@ -122,16 +123,29 @@ Tensor Transformer::embed(Embedding& table, const Tensor& ids, const Tensor& pos
 }
 
 namespace {
-// Points a layer's attentions at the Transformer's attention_logits hook for one forward, and at nothing after.
-struct LogitHook {
-  Layer& layer;
-  LogitHook(Layer& l, std::vector<AttentionLogitRows>* rows) : layer(l) { point_at(rows); }
-  ~LogitHook() { point_at(nullptr); }
-  void point_at(std::vector<AttentionLogitRows>* rows) {
-    for (MultiHeadAttention* attn : {layer.self_attn.get(), layer.cross_attn.get()})
-      if (attn) attn->logit_rows = rows;
+// Points a layer (and its attentions) at the Transformer's attention_logits and residual_updates hooks for one
+// forward, where they are set, and puts back what the layer had (null, or a hook set on it directly) after it.
+class LayerHooks {
+ public:
+  LayerHooks(Layer& layer, std::vector<AttentionLogitRows>* rows, std::vector<ResidualUpdate>* updates) {
+    if (rows)
+      for (MultiHeadAttention* attn : {layer.self_attn.get(), layer.cross_attn.get()})
+        if (attn) logit_rows_.emplace_back(&attn->logit_rows, std::exchange(attn->logit_rows, rows));
+    if (updates) updates_ = {&layer.residual_updates, std::exchange(layer.residual_updates, updates)};
   }
+  ~LayerHooks() {
+    for (auto& [slot, before] : logit_rows_) *slot = before;
+    if (updates_.first) *updates_.first = updates_.second;
+  }
+
+ private:
+  std::vector<std::pair<std::vector<AttentionLogitRows>**, std::vector<AttentionLogitRows>*>> logit_rows_;
+  std::pair<std::vector<ResidualUpdate>**, std::vector<ResidualUpdate>*> updates_{nullptr, nullptr};
 };
+
+bool removed(const std::vector<std::string>& names, const Stack& stack, const Layer& layer) {
+  return !names.empty() && std::find(names.begin(), names.end(), stack.name() + "." + layer.name()) != names.end();
+}
 }  // namespace
 
 Stream Transformer::run_stack(Stack& stack, Stream s, LayerInputs ctx, std::vector<LayerCache>* caches) {
@@ -139,9 +153,8 @@ Stream Transformer::run_stack(Stack& stack, Stream s, LayerInputs ctx, std::vect
   for (size_t i = 0; i < stack.layers.size(); i++) {
     auto& layer = stack.layers[i];
     if (caches) ctx.cache = &(*caches)[i];
-    const std::string full_name = stack.name() + "." + layer->name();
-    if (std::find(removed_.begin(), removed_.end(), full_name) == removed_.end()) {
-      LogitHook hook(*layer, attention_logits);
+    if (!removed(removed_, stack, *layer)) {
+      LayerHooks hooks(*layer, attention_logits, residual_updates);
       s = layer->forward(s, ctx);
     }
     if (layer_outputs) layer_outputs->push_back(s.x);
@@ -270,6 +283,7 @@ DecoderState Transformer::start_decoding(const Tensor& enc_out, const Tensor& sr
   st.fed.resize(R);
   st.memory_rows.resize(R);
   std::iota(st.memory_rows.begin(), st.memory_rows.end(), 0);
+  st.removed_layers = removed_;
   if (src_pad_mask.defined()) st.memory_pad_mask = src_pad_mask.to(enc_out.dtype());
   Scope scope(decoder->name());
   for (auto& layer : decoder->layers) {
@@ -284,6 +298,15 @@ Tensor Transformer::decode_step(DecoderState& st, const Tensor& tokens) {
   check(!is_training(), who, ": the model is in training mode; call eval() first (dropout would differ per step)");
   check((int64_t)st.layers.size() == cfg_.dec_layers && (int64_t)st.memory_rows.size() == st.rows(), who,
         ": the state does not come from start_decoding of this model");
+  if (st.removed_layers != removed_) {
+    auto list = [](const std::vector<std::string>& names) {
+      std::string s;
+      for (const std::string& n : names) s += (s.empty() ? "" : ",") + n;
+      return s.empty() ? std::string("none") : s;
+    };
+    fail(who, ": the removed layers changed since start_decoding (", list(st.removed_layers), " then, ", list(removed_),
+         " now); start decoding again");
+  }
   if (!(tokens.defined() && tokens.dtype() == DType::I64 && tokens.dim() == 1 && tokens.size(0) == st.rows()))
     fail(who, ": tokens must be int64 [", st.rows(), "] (one per row), got ",
          tokens.defined() ? tokens.meta_str() : "an undefined tensor");

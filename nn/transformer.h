@@ -26,6 +26,9 @@ struct DecoderState {
   Tensor memory_pad_mask;                       // [R, S] source padding, in the model's float dtype (gatherable)
   std::vector<std::vector<int64_t>> fed;        // per row, the tokens fed so far (positions, self-attention padding)
   std::vector<int64_t> memory_rows;             // per row, the encoder-output row it reads (skips needless gathers)
+  // The model's removed layers when decoding started: decode_step refuses others (a layer restored half-way would
+  // have cached no keys/values of the positions before).
+  std::vector<std::string> removed_layers;
 
   int64_t rows() const { return (int64_t)fed.size(); }
   int64_t steps() const { return fed.empty() ? 0 : (int64_t)fed[0].size(); }
@@ -85,8 +88,10 @@ class Transformer : public Module {
   std::vector<Tensor>* layer_outputs = nullptr;
   std::vector<Tensor>* dual_outputs = nullptr;
   std::vector<Tensor>* stack_inputs = nullptr;
-  // and each attention's logit range, in the order they run (MultiHeadAttention::logit_rows).
+  // each attention's logit range, in the order they run (MultiHeadAttention::logit_rows); and each residual add's
+  // stream and branch (Layer::residual_updates).
   std::vector<AttentionLogitRows>* attention_logits = nullptr;
+  std::vector<ResidualUpdate>* residual_updates = nullptr;
 
   // Layer removal (TOPOLOGIES.md §7.5, Mix-LN's layer_remove.py): the named layers ("enc.3", "dec.0") are skipped,
   // so the stream (ResiDual: both streams) leaves them as it entered, in forward, decode and decode_step alike; the

@@ -115,6 +115,34 @@ TEST_SUITE("measure") {
                           "dec.0 .. dec.1");
     CHECK_THROWS_WITH_ALL(m.remove_layers({"enc"}), "'enc'", "enc.0 .. enc.1");
     CHECK(m.removed_layers() == std::vector<std::string>{"dec.1"});
+
+    // incremental decoding keeps the removals it started with: a layer restored half-way has no cache
+    m.eval();
+    NoGradGuard no_grad;
+    nn::DecoderState st = m.start_decoding(m.encode(b.src), m.padding_mask(b.src));
+    const Tensor bos = Tensor::from_vector<int64_t>({2, 2}, {2});
+    m.decode_step(st, bos);
+    m.remove_layers({});
+    CHECK_THROWS_WITH_ALL(m.decode_step(st, bos), "Transformer::decode_step", "removed layers changed",
+                          "(dec.1 then, none now)");
+    CHECK(st.steps() == 1);  // refused before the state changed
+  }
+
+  TEST_CASE("a removed layer is measured as the identity: no logits, no updates, Δ shown as '–'") {
+    nn::Transformer m(tiny_transformer("post_ln"));
+    m.remove_layers({"enc.1"});
+    const LayerMeasures lm = measure_batch(m, padded_batch());
+    const LayerMeasure& l = lm.layer("enc.1");
+    CHECK(l.self_logit_max == -1.0);
+    CHECK(l.self_logit_max_heads.empty());
+    CHECK(std::isnan(l.self_attn_update));
+    CHECK(std::isnan(l.ffn_update));
+    CHECK(l.fc2_grad_norm == 0.0);
+    CHECK(l.cos_prev == doctest::Approx(1.0));
+    CHECK(layer_measures_markdown(lm).find("| enc.1 | 0 | 0 | 1.0000 |") != std::string::npos);
+    const std::string md = layer_measures_markdown(lm);
+    const std::string row = md.substr(md.find("| enc.1 |"), md.find("| dec.0 |") - md.find("| enc.1 |"));
+    CHECK(row.find("| – / – / – | – | – |") != std::string::npos);
   }
 
   TEST_CASE("layer_removal_deltas: each layer's loss without it minus the whole model's; mode and removals kept") {
@@ -202,7 +230,8 @@ TEST_SUITE("measure") {
             for (int64_t j = 0; j < Tk; ++j) {
               if (p[b * Tk + j] || (causal && j > i + Tk - Tq)) continue;
               double dot = 0;
-              for (int64_t e = 0; e < dh; ++e) dot += q[(b * Tq + i) * 8 + h * dh + e] * k[(b * Tk + j) * 8 + h * dh + e];
+              for (int64_t e = 0; e < dh; ++e)
+                dot += q[(b * Tq + i) * 8 + h * dh + e] * k[(b * Tk + j) * 8 + h * dh + e];
               want = std::max(want, std::fabs(dot) / std::sqrt((double)dh));
             }
             CHECK(got[(b * H + h) * Tq + i] == doctest::Approx(want).epsilon(1e-5));  // q, k in float32
@@ -214,6 +243,40 @@ TEST_SUITE("measure") {
     attn.forward(query, kv, Tensor::from_vector<int64_t>({0, 0, 0, 0, 1, 1, 1, 1}, {B, Tk}), false);
     attn.logit_rows = nullptr;
     CHECK(rows[0].max_abs.slice(0, 1, 2).to_vector<double>() == std::vector<double>(H * Tq, -1.0));
+  }
+
+  TEST_CASE("a hook set on one attention by hand survives the Transformer's; measure_batch inside a scope") {
+    nn::Transformer m(tiny_transformer("pre_ln"));
+    const MeasureBatch b = padded_batch();
+    std::vector<nn::AttentionLogitRows> mine, all;
+    m.decoder->layers[1]->cross_attn->logit_rows = &mine;
+    m.attention_logits = &all;
+    {
+      NoGradGuard no_grad;
+      m.forward(b.src, b.tgt_in);
+    }
+    CHECK(all.size() == 6);
+    CHECK(mine.empty());  // during the forward the Transformer's hook wins
+    CHECK(m.decoder->layers[1]->cross_attn->logit_rows == &mine);  // and is put back after it
+    m.attention_logits = nullptr;
+    {
+      NoGradGuard no_grad;
+      m.forward(b.src, b.tgt_in);
+    }
+    REQUIRE(mine.size() == 1);
+    CHECK(mine[0].attention == "dec.1.cross_attn");
+    m.decoder->layers[1]->cross_attn->logit_rows = nullptr;
+
+    const LayerMeasures plain = measure_batch(m, b);
+    LayerMeasures scoped;
+    {
+      Scope s("outer.run");  // the hooks' names are "outer.run.enc.0.self_attn", ...
+      scoped = measure_batch(m, b);
+    }
+    for (size_t i = 0; i < plain.layers.size(); ++i) {
+      CHECK(scoped.layers[i].self_logit_max == plain.layers[i].self_logit_max);
+      CHECK(scoped.layers[i].ffn_update == plain.layers[i].ffn_update);
+    }
   }
 
   TEST_CASE("logit_rows under L2 QK-norm: every logit is at most 1/√d_h; cached steps give the full rows") {
@@ -286,6 +349,67 @@ TEST_SUITE("measure") {
   }
 }
 
+TEST_SUITE("measure") {
+  TEST_CASE("residual_updates: each add's stream and branch; the relative update ‖o‖/‖x‖ over non-pad tokens") {
+    const MeasureBatch b = padded_batch();
+    for (const char* topo : {"pre_ln", "resi_dual", "post_ln"}) {
+      INFO("topology " << topo);
+      manual_seed(4);
+      nn::Transformer m(tiny_transformer(topo));
+      std::vector<nn::ResidualUpdate> adds;
+      std::vector<Tensor> outs, ins;
+      m.residual_updates = &adds;
+      m.layer_outputs = &outs;
+      m.stack_inputs = &ins;
+      {
+        NoGradGuard no_grad;
+        m.forward(b.src, b.tgt_in);
+      }
+      m.residual_updates = nullptr;
+      m.layer_outputs = m.stack_inputs = nullptr;
+      REQUIRE(adds.size() == 10);  // 2 encoder layers x 2 sublayers, 2 decoder layers x 3
+      CHECK(adds[0].sublayer == "enc.0.self_attn");
+      CHECK(adds[3].sublayer == "enc.1.ffn");
+      CHECK(adds[5].sublayer == "dec.0.cross_attn");
+      // the first add's stream is what enters the stack (ResiDual: x_a), not the sublayer's output
+      CHECK(max_abs_diff(adds[0].stream, ins[0]) == 0.0);
+      CHECK(max_abs_diff(adds[4].stream, ins[1]) == 0.0);
+      if (std::string(topo) == "pre_ln") CHECK(max_abs_diff(add(adds[1].stream, adds[1].branch), outs[0]) == 0.0);
+
+      const LayerMeasures lm = measure_batch(m, b);
+      const std::vector<int64_t> src = b.src.to_vector<int64_t>(), tgt = b.tgt_in.to_vector<int64_t>();
+      for (const nn::ResidualUpdate& r : adds) {
+        INFO(r.sublayer);
+        const bool enc = r.sublayer.rfind("enc.", 0) == 0;
+        const std::vector<double> x = r.stream.to(DType::F64).to_vector<double>(),
+                                  o = r.branch.to(DType::F64).to_vector<double>();
+        double sum = 0;
+        int n = 0;
+        for (size_t t = 0; t < x.size() / 16; ++t) {
+          if ((enc ? src : tgt)[t] == 1) continue;
+          double xx = 0, oo = 0;
+          for (int j = 0; j < 16; ++j) xx += x[t * 16 + j] * x[t * 16 + j], oo += o[t * 16 + j] * o[t * 16 + j];
+          sum += std::sqrt(oo / xx), ++n;
+        }
+        const LayerMeasure& l = lm.layer(r.sublayer.substr(0, 5));
+        const std::string sub = r.sublayer.substr(6);
+        const double got = sub == "self_attn" ? l.self_attn_update : sub == "ffn" ? l.ffn_update : l.cross_attn_update;
+        CHECK(got == doctest::Approx(sum / n).epsilon(1e-9));
+        CHECK(got > 0);
+      }
+      CHECK(std::isnan(lm.layer("enc.0").cross_attn_update));
+      CHECK(layer_measures_markdown(lm).find("‖o‖/‖x‖") != std::string::npos);
+    }
+    // ReZero starts with α = 0: every branch adds nothing
+    const LayerMeasures rz = measure_batch(*std::make_unique<nn::Transformer>(tiny_transformer("rezero")), b);
+    for (const LayerMeasure& l : rz.layers) {
+      INFO(l.layer);
+      CHECK(l.self_attn_update == 0.0);
+      CHECK(l.ffn_update == 0.0);
+    }
+  }
+}
+
 TEST_SUITE("cuda") {
   TEST_CASE("logit maxima and layer removal measured on the GPU are the CPU's") {
     if (!have_cuda()) return;
@@ -308,7 +432,11 @@ TEST_SUITE("cuda") {
         REQUIRE(b.self_logit_max_heads.size() == a.self_logit_max_heads.size());
         for (size_t h = 0; h < a.self_logit_max_heads.size(); ++h)
           CHECK(b.self_logit_max_heads[h] == doctest::Approx(a.self_logit_max_heads[h]).epsilon(1e-4));
+        REQUIRE(b.cross_logit_max_heads.size() == a.cross_logit_max_heads.size());
+        for (size_t h = 0; h < a.cross_logit_max_heads.size(); ++h)
+          CHECK(b.cross_logit_max_heads[h] == doctest::Approx(a.cross_logit_max_heads[h]).epsilon(1e-4));
         CHECK(std::fabs(b.removal_delta - a.removal_delta) <= 1e-4 + 1e-3 * std::fabs(a.removal_delta));
+        CHECK(b.ffn_update == doctest::Approx(a.ffn_update).epsilon(1e-4));
       }
   }
 }

@@ -69,9 +69,16 @@ std::string step_label(int64_t step) { return step == 0 ? "init" : "step " + std
 // Whether layer removal was measured (MeasureOptions::removal): its deltas are NaN otherwise.
 bool has_removal(const LayerMeasures& m) { return !m.layers.empty() && !std::isnan(m.layers[0].removal_delta); }
 
+// The sublayers' relative updates ‖o‖/‖x‖: self-attention, [cross-attention,] FFN.
+std::string update_cell(const LayerMeasure& l) {
+  return num(l.self_attn_update) + (std::isnan(l.cross_attn_update) ? "" : " / " + num(l.cross_attn_update)) +
+         " / " + num(l.ffn_update);
+}
+
 // The largest self-attention logit, and in the decoder " / " the largest cross-attention one.
 std::string logit_cell(const LayerMeasure& l) {
-  return num(l.self_logit_max) + (l.cross_logit_max >= 0 ? " / " + num(l.cross_logit_max) : "");
+  return num(l.self_logit_max < 0 ? NAN : l.self_logit_max) +
+         (l.cross_logit_max >= 0 ? " / " + num(l.cross_logit_max) : "");
 }
 
 // Per-layer table of one run: the structural columns, then the measured ones for every step.
@@ -88,7 +95,7 @@ std::string run_table(const Run& r) {
             at + " | max\\|x\\|" + at + " |";
     rule += "---|---|---|---|---|---|";
     if (dual) head += " max\\|x_d\\|" + at + " |", rule += "---|";
-    head += " max logit (self / cross)" + at + " |", rule += "---|";
+    head += " ‖o‖/‖x‖ (self / [cross /] ffn)" + at + " | max logit (self / cross)" + at + " |", rule += "---|---|";
     if (removal) head += " Δloss w/o layer" + at + " |", rule += "---|";
   }
   std::string out = head + "\n" + rule + "\n";
@@ -108,7 +115,7 @@ std::string run_table(const Run& r) {
       out.append(num(l.cos_prev, 4)).append(" | ").append(num(l.token_cos, 4)).append(" | ");
       out.append(num(l.rms)).append(" | ").append(num(l.max_abs)).append(" |");
       if (dual) out.append(" ").append(num(l.dual_max_abs)).append(" |");
-      out.append(" ").append(logit_cell(l)).append(" |");
+      out.append(" ").append(update_cell(l)).append(" | ").append(logit_cell(l)).append(" |");
       if (removal) out.append(" ").append(num(l.removal_delta, 3)).append(" |");
     }
     out += "\n";
@@ -147,7 +154,7 @@ void write_dat(const std::string& dir, const Run& r, const LayerMeasures& m) {
   std::ostringstream os;
   os << "# " << r.topology << " " << r.depth << "+" << r.depth << " layers, " << step_label(m.step)
      << "\n# i layer fc2 layer_grad cos rms max_abs param_min_norms output_min_norms token_cos self_logit_max"
-        " cross_logit_max removal_delta\n";
+        " cross_logit_max removal_delta ffn_update self_attn_update\n";
   int64_t i = 0;
   for (const LayerMeasure& l : m.layers) {
     int64_t pmin = -1, omin = -1;
@@ -163,8 +170,9 @@ void write_dat(const std::string& dir, const Run& r, const LayerMeasures& m) {
     };
     os << i++ << " " << l.layer << " " << val(l.fc2_grad_norm) << " " << val(l.layer_grad_norm) << " "
        << val(l.cos_prev) << " " << val(l.rms) << " " << val(l.max_abs) << " " << pmin << " " << omin << " "
-       << val(l.token_cos) << " " << val(l.self_logit_max) << " "
-       << val(l.cross_logit_max < 0 ? std::nan("") : l.cross_logit_max) << " " << val(l.removal_delta) << "\n";
+       << val(l.token_cos) << " " << val(l.self_logit_max < 0 ? std::nan("") : l.self_logit_max) << " "
+       << val(l.cross_logit_max < 0 ? std::nan("") : l.cross_logit_max) << " " << val(l.removal_delta) << " "
+       << val(l.ffn_update) << " " << val(l.self_attn_update) << "\n";
   }
   write_file_atomic(dir + "/" + dat_name(r, m.step), os.str());
 }
@@ -261,10 +269,11 @@ void write_report(const ReportOptions& opt) {
           {"cosine", 5, "cos(x_{i-1}, x_i)", false, true},
           {"token_cosine", 10, "cos between a sentence's tokens", false, true},
           {"self_logit", 11, "largest self-attention logit |q.k|/sqrt(d_h)", false, true},
+          {"ffn_update", 14, "relative update of the FFN |o|/|x|", true, true},
           {"removal", 13, "loss without the layer minus the whole model's", false, true},
           {"min_norms", 9, "min norms on path after layer output (ResiDual: x_d add)", false, false}};
       for (auto& [stem, col, label, logy, by_step] : what) {
-        if (col == 13 && !opt.removal) continue;
+        if (std::string(stem) == "removal" && !opt.removal) continue;  // not measured
         const std::vector<int64_t> at = by_step ? opt.steps : std::vector<int64_t>{0};
         std::string png = plot(dir, stem, depth, runs, at, col, label, logy);
         const std::string caption = label + (at.size() > 1 ? " (solid: init, dashed: after training)" : "");

@@ -51,7 +51,7 @@ EvalResult evaluate_checkpoint(const EvalOptions& o) {
   r.sentences = (int64_t)pairs.size();
 
   TrainedModel m = load_trained_model(o.checkpoint, o.data.device);
-  m.model->remove_layers(o.remove_layers);  // names checked before any work
+  m.model->remove_layers(o.remove_layers);  // a name that is no layer is refused before scoring
   r.cfg = m.cfg;
   r.step = m.step;
   // Whole sentences, as `translate` reads them: cut only where the model's positions end (with a warning), not at

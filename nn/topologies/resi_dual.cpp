@@ -6,7 +6,7 @@
 //   (resi_dual_layers.py L26-51 encoder, L116-177 decoder):
 //       o   = D( f(x_a) )             # f reads x_a with no norm on its input; CA reads (x_a, enc)
 //       x_d = x_d + s · o             # "dual_add"
-//       x_a = LN_f( o + x_a )         # "residual_add"
+//       x_a = LN_f( x_a + o )         # "residual_add" (the code writes o + x_a: the same sum)
 //   Stack output (resi_dual.py L131, L283):  α · x_a + LN_final(x_d),  LN_final ε = 1e-7, α = 1.
 //   The decoder's cross-attention reads this combined encoder output.
 // s is cfg.resi_dual_scale (enc/dec_res_input_norm_scale, default 1.0; 0.05 for fp16 on OPUS-100). LN_final is of
@@ -36,7 +36,7 @@ class ResiDualLayer : public Layer {
     Tensor x_a = in.x, x_d = in.dual;
     auto sublayer = [&](const char* name, const Tensor& o, Norm& norm) {
       x_d = dual_add(name, x_d, o);
-      x_a = norm.forward(residual_add(name, o, x_a));
+      x_a = norm.forward(residual_add(name, x_a, o));
     };
     sublayer("self_attn", D("self_attn", SA(x_a, ctx)), *self_attn_norm);
     if (is_decoder()) sublayer("cross_attn", D("cross_attn", CA(x_a, ctx)), *cross_attn_norm);
