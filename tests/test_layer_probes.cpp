@@ -245,6 +245,16 @@ TEST_SUITE("measure") {
     CHECK(rows[0].max_abs.slice(0, 1, 2).to_vector<double>() == std::vector<double>(H * Tq, -1.0));
   }
 
+  TEST_CASE("hybrid_norm refuses a qk_norm setting: its QKV norms are its own") {
+    nn::TransformerConfig c = tiny_transformer("hybrid_norm");
+    c.qk_norm = nn::HeadNormTargets::QK;
+    CHECK_THROWS_WITH_ALL(nn::Transformer{c}, "hybrid_norm", "qk_norm must be none, got qk");
+    c.topology = "res_post_norm";  // any other topology takes it
+    nn::Transformer m(c);
+    CHECK(m.encoder->layers[0]->self_attn->q_norm != nullptr);
+    CHECK(m.encoder->layers[0]->self_attn->v_norm == nullptr);
+  }
+
   TEST_CASE("a hook set on one attention by hand survives the Transformer's; measure_batch inside a scope") {
     nn::Transformer m(tiny_transformer("pre_ln"));
     const MeasureBatch b = padded_batch();

@@ -487,6 +487,8 @@ TEST_SUITE("reliability") {
         {"translate --checkpoint x --sampling --temperature 0", "--temperature: must be > 0, got 0"},
         {"translate --checkpoint x --temperature 0.5", "--temperature requires --sampling"},
         {"eval --checkpoint x --measure -1", "--measure: must be at least 0, got -1"},
+        {"train --qk-norm qkx", "parse_head_norm_targets: unknown value 'qkx'; known: none, qk, qkv"},
+        {"sweep --qk-norm-kind l3", "parse_head_norm_kind: unknown value 'l3'"},
     };
     for (const auto& c : cases) {
       const std::pair<int, std::string> result = run(c.first);  // (no structured binding: clang's INFO)

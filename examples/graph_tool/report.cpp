@@ -25,6 +25,8 @@ nn::TransformerConfig ModelOptions::config() const {
   c.enc_layers = c.dec_layers = layers;
   c.dropout = c.attn_dropout = c.act_dropout = 0.0;
   c.topology = topology;
+  c.qk_norm = nn::parse_head_norm_targets(qk_norm);
+  c.qk_norm_kind = nn::parse_head_norm_kind(qk_norm_kind);
   c.max_positions = std::max<int64_t>(len, 16);
   c.validate();
   return c;
@@ -268,7 +270,7 @@ void write_report(const ReportOptions& opt) {
           {"layer_grad", 4, "grad norm of all layer params", true, true},
           {"cosine", 5, "cos(x_{i-1}, x_i)", false, true},
           {"token_cosine", 10, "cos between a sentence's tokens", false, true},
-          {"self_logit", 11, "largest self-attention logit |q.k|/sqrt(d_h)", false, true},
+          {"self_logit", 11, "largest self-attention logit |q.k|/sqrt(d_h)", true, true},
           {"ffn_update", 14, "relative update of the FFN |o|/|x|", true, true},
           {"removal", 13, "loss without the layer minus the whole model's", false, true},
           {"min_norms", 9, "min norms on path after layer output (ResiDual: x_d add)", false, false}};
@@ -287,7 +289,9 @@ void write_report(const ReportOptions& opt) {
   md << kMarker << "\n\n## Generated tables\n\nCommand:\n\n```sh\n" << opt.command << "\n```\n\n"
      << "Model: d_model " << opt.model.d_model << ", " << opt.model.heads << " heads, d_ff " << opt.model.d_ff
      << ", vocab " << opt.model.vocab << ", batch " << opt.model.batch << "×" << opt.model.len << " tokens of the '"
-     << opt.task << "' task (lengths in [len/2, len], the rest padding), dropout 0, label smoothing 0.1. ";
+     << opt.task << "' task (lengths in [len/2, len], the rest padding), dropout 0, label smoothing 0.1"
+     << (opt.model.qk_norm == "none" ? "" : ", per-head " + opt.model.qk_norm_kind + " on " + opt.model.qk_norm)
+     << ". ";
   if (trained) {
     md << "Measured at";
     for (int64_t s : opt.steps) md << " " << step_label(s) << (s == opt.steps.back() ? "" : ",");

@@ -18,6 +18,8 @@ struct ModelOptions {
   uint64_t seed = 1;
   std::string device = "cpu";  // cpu | cuda | cuda:N
   std::string autocast = "off";  // off | bf16: the recorded forward in bf16 mixed precision (dump and paths)
+  std::string qk_norm = "none";  // none | qk | qkv: per-head norms inside attention (TransformerConfig::qk_norm)
+  std::string qk_norm_kind = "rms_norm";  // rms_norm | layer_norm | l2
   skipgrad::nn::TransformerConfig config() const;  // dropout 0: the statistics at initialization
 };
 

@@ -67,8 +67,13 @@ static CLI::Validator at_least(long long lo) {
   return number_that("at least " + std::to_string(lo), [lo](double v) { return v >= (double)lo; });
 }
 
-// Options shared by train and compare.
-static void add_train_options(CLI::App* c, TrainOptions& o, std::string& norm, std::string& act, std::string& init) {
+// The model options given by name, parsed into TrainOptions::model once the command line is read.
+struct ModelChoices {
+  std::string norm = "layer_norm", act = "relu", init = "fairseq", qk_norm = "none", qk_norm_kind = "rms_norm";
+};
+
+// Options shared by train, compare and sweep.
+static void add_train_options(CLI::App* c, TrainOptions& o, ModelChoices& m) {
   c->add_option("--data-dir", o.data_dir, "where corpora and vocabularies are cached")->capture_default_str();
   c->add_option("--device", o.device, "cpu | cuda | cuda:N (docs/cuda.md)")->capture_default_str();
   c->add_option("--matmul-precision", o.matmul_precision,
@@ -87,9 +92,13 @@ static void add_train_options(CLI::App* c, TrainOptions& o, std::string& norm, s
   c->add_option("--dropout", o.model.dropout)->capture_default_str();
   c->add_option("--attn-dropout", o.model.attn_dropout)->capture_default_str();
   c->add_option("--act-dropout", o.model.act_dropout)->capture_default_str();
-  c->add_option("--norm", norm, "layer_norm | rms_norm")->capture_default_str();
-  c->add_option("--activation", act, "relu | gelu | swiglu")->capture_default_str();
-  c->add_option("--init", init, "fairseq | small_init | deep_norm")->capture_default_str();
+  c->add_option("--norm", m.norm, "layer_norm | rms_norm")->capture_default_str();
+  c->add_option("--activation", m.act, "relu | gelu | swiglu")->capture_default_str();
+  c->add_option("--init", m.init, "fairseq | small_init | deep_norm")->capture_default_str();
+  c->add_option("--qk-norm", m.qk_norm, "none | qk | qkv: per-head norms of q, k (and v) in every attention")
+      ->capture_default_str();
+  c->add_option("--qk-norm-kind", m.qk_norm_kind, "rms_norm | layer_norm | l2 (HybridNorm: --norm's kind)")
+      ->capture_default_str();
   c->add_option("--resi-dual-scale", o.model.resi_dual_scale)->capture_default_str();
   c->add_option("--label-smoothing", o.label_smoothing)->capture_default_str();
   c->add_option("--lr", o.lr)->capture_default_str();
@@ -149,16 +158,16 @@ int main(int argc, char** argv) {
   o.lr = 1e-3;
   o.warmup = 400;
   o.max_tokens = 2048;
-  std::string norm = "layer_norm", act = "relu", init = "fairseq";
+  ModelChoices choices;
 
   auto* train_cmd = app.add_subcommand("train", "train one model");
   train_cmd->add_option("--topology", o.model.topology, "post_ln | pre_ln | resi_dual | hybrid_norm | ...")->capture_default_str();
-  add_train_options(train_cmd, o, norm, act, init);
+  add_train_options(train_cmd, o, choices);
 
   auto* compare_cmd = app.add_subcommand("compare", "train one model per topology with the same budget and seed");
   std::string topologies = "post_ln,pre_ln,resi_dual,hybrid_norm,deep_norm";
   compare_cmd->add_option("--topologies", topologies, "comma-separated names")->capture_default_str();
-  add_train_options(compare_cmd, o, norm, act, init);
+  add_train_options(compare_cmd, o, choices);
 
   auto* tr_cmd = app.add_subcommand("translate", "translate sentences from a file or stdin");
   std::string ckpt, input;
@@ -210,7 +219,7 @@ int main(int argc, char** argv) {
   sweep_cmd->add_option("--depths", depths, "comma-separated layers per side")->capture_default_str();
   sweep_cmd->add_option("--seeds", seeds, "comma-separated")->capture_default_str();
   sweep_cmd->add_flag("--force", sw.force, "train again runs whose result.json exists");
-  add_train_options(sweep_cmd, o, norm, act, init);
+  add_train_options(sweep_cmd, o, choices);
   for (const char* grid_set : {"--layers", "--seed", "--resume"})  // the grid sets these per run
     sweep_cmd->remove_option(sweep_cmd->get_option(grid_set));
 
@@ -242,9 +251,11 @@ int main(int argc, char** argv) {
   }
   try {
     o.model.dec_layers = o.model.enc_layers;
-    o.model.norm = nn::parse_norm_kind(norm);
-    o.model.activation = nn::parse_activation(act);
-    o.model.init = nn::parse_init_scheme(init);
+    o.model.norm = nn::parse_norm_kind(choices.norm);
+    o.model.activation = nn::parse_activation(choices.act);
+    o.model.init = nn::parse_init_scheme(choices.init);
+    o.model.qk_norm = nn::parse_head_norm_targets(choices.qk_norm);
+    o.model.qk_norm_kind = nn::parse_head_norm_kind(choices.qk_norm_kind);
     if (*train_cmd) {
       if (o.out_dir == "runs/default") o.out_dir = "runs/" + o.model.topology;
       TrainResult r = train(o);

@@ -29,6 +29,9 @@ class HybridNormLayer : public Layer {
  public:
   HybridNormLayer(const TransformerConfig& cfg, Side side, int64_t index, bool pre_norm_block)
       : Layer(cfg, side, index, HeadNormTargets::QKV, head_kind(cfg)), pre_norm(pre_norm_block) {
+    // its QKV norms are part of the topology: a qk_norm setting would be ignored, so it is refused
+    check(cfg.qk_norm == HeadNormTargets::None, "hybrid_norm", ": has per-head norms on q, k and v of its own ",
+          "(of the kind of cfg.norm); qk_norm must be none, got ", head_norm_targets_name(cfg.qk_norm));
     if (pre_norm) {
       self_attn_norm = add_norm("self_attn_norm");
       if (is_decoder()) cross_attn_norm = add_norm("cross_attn_norm");
