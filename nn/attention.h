@@ -71,7 +71,8 @@ class MultiHeadAttention : public Module {
   void reset_fairseq();
 
   // Analysis hook: when set, every forward (cached or not) appends its AttentionLogitRows here. The logits are
-  // computed again for it, as a plain product beside the fused attention op: this costs a [B, H, Tq, Tk] buffer.
+  // computed again for it in float64, as a plain product beside the fused attention op: copies of q and k and a
+  // few [B, H, Tq, Tk] temporaries per call.
   std::vector<AttentionLogitRows>* logit_rows = nullptr;
 
   AttentionConfig cfg;
