@@ -306,9 +306,9 @@ LayerMeasures measure_batch(nn::Transformer& model, const MeasureBatch& b, doubl
     throw;
   }
   unhook();
-  nn::LabelSmoothedLoss ls = nn::label_smoothed_nll(logits, tgt_out, cfg.pad_id, label_smoothing);
-  ls.loss.backward(Tensor(), /*retain_graph=*/graph);
   try {
+    nn::LabelSmoothedLoss ls = nn::label_smoothed_nll(logits, tgt_out, cfg.pad_id, label_smoothing);
+    ls.loss.backward(Tensor(), /*retain_graph=*/graph);
     LayerMeasures r = measured_layers(model, b, ls.loss, graph, rec);
     model.zero_grad();
     return r;

@@ -44,6 +44,11 @@ HeadNormKind parse_head_norm_kind(const std::string& s) {
   fail("parse_head_norm_kind", ": unknown value '", s, "'; known: layer_norm, rms_norm, l2");
 }
 
+std::string head_norm_summary(HeadNormTargets t, HeadNormKind k) {
+  if (t == HeadNormTargets::None) return "";
+  return std::string("per-head ") + head_norm_kind_name(k) + (t == HeadNormTargets::QK ? " on q, k" : " on q, k, v");
+}
+
 const char* activation_name(Activation a) {
   switch (a) {
     case Activation::ReLU: return "relu";

@@ -19,6 +19,8 @@ const char* head_norm_targets_name(HeadNormTargets t);  // "none", "qk", "qkv"
 const char* head_norm_kind_name(HeadNormKind k);        // "layer_norm", "rms_norm", "l2"
 HeadNormTargets parse_head_norm_targets(const std::string& s);
 HeadNormKind parse_head_norm_kind(const std::string& s);
+// For run logs: "" for none, else "per-head rms_norm on q, k" (qkv: "q, k, v").
+std::string head_norm_summary(HeadNormTargets t, HeadNormKind k);
 
 struct AttentionConfig {
   int64_t d_model = 0;

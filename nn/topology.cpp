@@ -42,6 +42,9 @@ void TransformerConfig::validate() const {
         mixln_post_layers);
   check(max_positions > 0, who, ": max_positions must be positive, got ", max_positions);
   check(pad_id >= 0 && pad_id < vocab, who, ": pad_id ", pad_id, " outside the vocabulary [0, ", vocab, ")");
+  check(qk_norm != HeadNormTargets::None || qk_norm_kind == HeadNormKind::RMSNorm, who, ": qk_norm_kind ",
+        head_norm_kind_name(qk_norm_kind), " needs qk_norm qk or qkv (qk_norm is none)");
+  make_topology(topology)->check_config(*this);  // an unknown name lists the known ones
 }
 
 // ---------------------------------------------------------------- Layer

@@ -140,6 +140,9 @@ class Topology {
 
   virtual ~Topology() = default;
   virtual std::string name() const = 0;
+  // Refuses settings of cfg this topology cannot honour (HybridNorm: a qk_norm, its QKV norms being its own);
+  // TransformerConfig::validate calls it, and programs that train several topologies call it on each first.
+  virtual void check_config(const TransformerConfig& cfg) const { (void)cfg; }
 
   // Layers; by default both call make_layer with the side.
   virtual std::shared_ptr<Layer> make_encoder_layer(const TransformerConfig& cfg, int64_t index) {

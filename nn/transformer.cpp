@@ -146,6 +146,15 @@ class LayerHooks {
 bool removed(const std::vector<std::string>& names, const Stack& stack, const Layer& layer) {
   return !names.empty() && std::find(names.begin(), names.end(), stack.name() + "." + layer.name()) != names.end();
 }
+
+// The decoder's among removed layer names, sorted: what incremental decoding depends on.
+std::vector<std::string> removed_decoder_layers(const std::vector<std::string>& names) {
+  std::vector<std::string> dec;
+  for (const std::string& n : names)
+    if (n.rfind("dec.", 0) == 0) dec.push_back(n);
+  std::sort(dec.begin(), dec.end());
+  return dec;
+}
 }  // namespace
 
 Stream Transformer::run_stack(Stack& stack, Stream s, LayerInputs ctx, std::vector<LayerCache>* caches) {
@@ -283,7 +292,7 @@ DecoderState Transformer::start_decoding(const Tensor& enc_out, const Tensor& sr
   st.fed.resize(R);
   st.memory_rows.resize(R);
   std::iota(st.memory_rows.begin(), st.memory_rows.end(), 0);
-  st.removed_layers = removed_;
+  st.removed_layers = removed_decoder_layers(removed_);
   if (src_pad_mask.defined()) st.memory_pad_mask = src_pad_mask.to(enc_out.dtype());
   Scope scope(decoder->name());
   for (auto& layer : decoder->layers) {
@@ -298,14 +307,14 @@ Tensor Transformer::decode_step(DecoderState& st, const Tensor& tokens) {
   check(!is_training(), who, ": the model is in training mode; call eval() first (dropout would differ per step)");
   check((int64_t)st.layers.size() == cfg_.dec_layers && (int64_t)st.memory_rows.size() == st.rows(), who,
         ": the state does not come from start_decoding of this model");
-  if (st.removed_layers != removed_) {
+  if (st.removed_layers != removed_decoder_layers(removed_)) {
     auto list = [](const std::vector<std::string>& names) {
       std::string s;
       for (const std::string& n : names) s += (s.empty() ? "" : ",") + n;
       return s.empty() ? std::string("none") : s;
     };
-    fail(who, ": the removed layers changed since start_decoding (", list(st.removed_layers), " then, ", list(removed_),
-         " now); start decoding again");
+    fail(who, ": the removed decoder layers changed since start_decoding (", list(st.removed_layers), " then, ",
+         list(removed_decoder_layers(removed_)), " now); start decoding again");
   }
   if (!(tokens.defined() && tokens.dtype() == DType::I64 && tokens.dim() == 1 && tokens.size(0) == st.rows()))
     fail(who, ": tokens must be int64 [", st.rows(), "] (one per row), got ",

@@ -26,8 +26,8 @@ struct DecoderState {
   Tensor memory_pad_mask;                       // [R, S] source padding, in the model's float dtype (gatherable)
   std::vector<std::vector<int64_t>> fed;        // per row, the tokens fed so far (positions, self-attention padding)
   std::vector<int64_t> memory_rows;             // per row, the encoder-output row it reads (skips needless gathers)
-  // The model's removed layers when decoding started: decode_step refuses others (a layer restored half-way would
-  // have cached no keys/values of the positions before).
+  // The model's removed decoder layers when decoding started, sorted: decode_step refuses others (a layer restored
+  // half-way would have cached no keys/values of the positions before).
   std::vector<std::string> removed_layers;
 
   int64_t rows() const { return (int64_t)fed.size(); }

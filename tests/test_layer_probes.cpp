@@ -122,10 +122,12 @@ TEST_SUITE("measure") {
     nn::DecoderState st = m.start_decoding(m.encode(b.src), m.padding_mask(b.src));
     const Tensor bos = Tensor::from_vector<int64_t>({2, 2}, {2});
     m.decode_step(st, bos);
+    m.remove_layers({"enc.0", "dec.1"});  // the encoder's output is already made: only decoder layers matter
+    m.decode_step(st, bos);
     m.remove_layers({});
-    CHECK_THROWS_WITH_ALL(m.decode_step(st, bos), "Transformer::decode_step", "removed layers changed",
+    CHECK_THROWS_WITH_ALL(m.decode_step(st, bos), "Transformer::decode_step", "removed decoder layers changed",
                           "(dec.1 then, none now)");
-    CHECK(st.steps() == 1);  // refused before the state changed
+    CHECK(st.steps() == 2);  // refused before the state changed
   }
 
   TEST_CASE("a removed layer is measured as the identity: no logits, no updates, Δ shown as '–'") {
@@ -249,6 +251,13 @@ TEST_SUITE("measure") {
     nn::TransformerConfig c = tiny_transformer("hybrid_norm");
     c.qk_norm = nn::HeadNormTargets::QK;
     CHECK_THROWS_WITH_ALL(nn::Transformer{c}, "hybrid_norm", "qk_norm must be none, got qk");
+    c.topology = "hybrid_norm_star";
+    CHECK_THROWS_WITH_ALL(c.validate(), "hybrid_norm_star: has per-head norms");  // named, and before any model
+    CHECK_THROWS_WITH_ALL(nn::make_topology("hybrid_norm_star")->check_config(c), "hybrid_norm_star");
+    c.qk_norm = nn::HeadNormTargets::None;
+    c.qk_norm_kind = nn::HeadNormKind::L2;  // a kind of norm for no norm: refused rather than ignored
+    CHECK_THROWS_WITH_ALL(c.validate(), "qk_norm_kind l2 needs qk_norm qk or qkv");
+    c.qk_norm = nn::HeadNormTargets::QK;
     c.topology = "res_post_norm";  // any other topology takes it
     nn::Transformer m(c);
     CHECK(m.encoder->layers[0]->self_attn->q_norm != nullptr);

@@ -145,6 +145,13 @@ TEST_SUITE("sweep") {
     s.depths = {1};
     s.seeds = {1};
     s.out_dir = (root / "sweep").string();
+    {  // a setting that one topology of the list refuses fails before any training
+      SweepOptions refused = s;
+      refused.topologies = {"post_ln", "hybrid_norm_star"};
+      refused.train.model.qk_norm = nn::HeadNormTargets::QK;
+      CHECK_THROWS_WITH_ALL(run_sweep(refused), "hybrid_norm_star", "qk_norm must be none");
+      CHECK_FALSE(fs::exists(root / "sweep"));
+    }
     std::vector<SweepRow> rows = run_sweep(s);
     REQUIRE(rows.size() == 2);
     CHECK(rows[0].topology == "post_ln");

@@ -215,7 +215,10 @@ std::string plot(const std::string& dir, const std::string& stem, int64_t depth,
     std::string text = gp.str();
     text.replace(text.find("pngcairo"), 8, "png");
     write_file_atomic(script, text);
-    if (std::system(("gnuplot '" + script + "'").c_str()) != 0) return "";
+    if (std::system(("gnuplot '" + script + "'").c_str()) != 0) {
+      std::filesystem::remove(dir + "/" + png);  // an empty file, e.g. when every value was 0 on a log scale
+      return "";
+    }
   }
   return png;
 }
@@ -224,6 +227,14 @@ std::string plot(const std::string& dir, const std::string& stem, int64_t depth,
 
 void write_report(const ReportOptions& opt) {
   check(!opt.topologies.empty() && !opt.depths.empty(), "report", ": need at least one topology and one depth");
+  for (const std::string& topo : opt.topologies) {  // every topology's settings, before any measuring
+    ModelOptions mo = opt.model;
+    mo.topology = topo;
+    (void)mo.config();
+  }
+  namespace fs = std::filesystem;
+  const fs::path out_parent = fs::path(opt.out).parent_path();
+  if (!out_parent.empty()) fs::create_directories(out_parent);  // a missing folder fails here, not at the end
   std::vector<Run> runs;
   for (const std::string& topo : opt.topologies)
     for (int64_t depth : opt.depths) {
@@ -255,7 +266,6 @@ void write_report(const ReportOptions& opt) {
     }
 
   // Plots beside the report: docs/analysis_report.md -> docs/analysis_report_files/
-  namespace fs = std::filesystem;
   fs::path out(opt.out);
   const std::string dir_name = out.stem().string() + "_files";
   const std::string dir = (out.parent_path() / dir_name).string();
@@ -271,7 +281,7 @@ void write_report(const ReportOptions& opt) {
           {"cosine", 5, "cos(x_{i-1}, x_i)", false, true},
           {"token_cosine", 10, "cos between a sentence's tokens", false, true},
           {"self_logit", 11, "largest self-attention logit |q.k|/sqrt(d_h)", true, true},
-          {"ffn_update", 14, "relative update of the FFN |o|/|x|", true, true},
+          {"ffn_update", 14, "relative update of the FFN |o|/|x| (log scale: a 0 is not drawn)", true, true},
           {"removal", 13, "loss without the layer minus the whole model's", false, true},
           {"min_norms", 9, "min norms on path after layer output (ResiDual: x_d add)", false, false}};
       for (auto& [stem, col, label, logy, by_step] : what) {
@@ -285,12 +295,13 @@ void write_report(const ReportOptions& opt) {
   }
 
   std::ostringstream md;
+  const nn::TransformerConfig mo0 = opt.model.config();  // the settings every run shares (qk_norm)
   const bool trained = opt.steps.size() > 1 || opt.steps.front() > 0;
   md << kMarker << "\n\n## Generated tables\n\nCommand:\n\n```sh\n" << opt.command << "\n```\n\n"
      << "Model: d_model " << opt.model.d_model << ", " << opt.model.heads << " heads, d_ff " << opt.model.d_ff
      << ", vocab " << opt.model.vocab << ", batch " << opt.model.batch << "×" << opt.model.len << " tokens of the '"
      << opt.task << "' task (lengths in [len/2, len], the rest padding), dropout 0, label smoothing 0.1"
-     << (opt.model.qk_norm == "none" ? "" : ", per-head " + opt.model.qk_norm_kind + " on " + opt.model.qk_norm)
+     << (opt.model.qk_norm == "none" ? "" : ", ") << nn::head_norm_summary(mo0.qk_norm, mo0.qk_norm_kind)
      << ". ";
   if (trained) {
     md << "Measured at";

@@ -256,6 +256,8 @@ int main(int argc, char** argv) {
     o.model.init = nn::parse_init_scheme(choices.init);
     o.model.qk_norm = nn::parse_head_norm_targets(choices.qk_norm);
     o.model.qk_norm_kind = nn::parse_head_norm_kind(choices.qk_norm_kind);
+    check(o.model.qk_norm != nn::HeadNormTargets::None || o.model.qk_norm_kind == nn::HeadNormKind::RMSNorm,
+          "--qk-norm-kind", ": ", choices.qk_norm_kind, " needs --qk-norm qk or qkv");
     if (*train_cmd) {
       if (o.out_dir == "runs/default") o.out_dir = "runs/" + o.model.topology;
       TrainResult r = train(o);
@@ -264,6 +266,8 @@ int main(int argc, char** argv) {
     if (*compare_cmd) {
       std::vector<std::pair<std::string, TrainResult>> rows;
       const std::string base = o.out_dir == "runs/default" ? "runs/compare" : o.out_dir;
+      for (const std::string& t : cli_lists::split_list(topologies))  // every topology's checks before training
+        nn::make_topology(t)->check_config(o.model);
       for (const std::string& t : cli_lists::split_list(topologies)) {
         TrainOptions ot = o;
         ot.model.topology = t;
@@ -309,9 +313,11 @@ int main(int argc, char** argv) {
       ev.data = o;
       if (!remove_layers.empty()) ev.remove_layers = cli_lists::split_list(remove_layers);
       EvalResult r = evaluate_checkpoint(ev);
-      std::printf("checkpoint: %s (step %lld; %s, %lld+%lld layers, d=%lld)\ntest set: %s, %lld sentences\n",
+      const std::string qk = nn::head_norm_summary(r.cfg.qk_norm, r.cfg.qk_norm_kind);
+      std::printf("checkpoint: %s (step %lld; %s, %lld+%lld layers, d=%lld%s%s)\ntest set: %s, %lld sentences\n",
                   ev.checkpoint.c_str(), (long long)r.step, r.cfg.topology.c_str(), (long long)r.cfg.enc_layers,
-                  (long long)r.cfg.dec_layers, (long long)r.cfg.d_model, r.test_file.c_str(), (long long)r.sentences);
+                  (long long)r.cfg.dec_layers, (long long)r.cfg.d_model, qk.empty() ? "" : ", ", qk.c_str(),
+                  r.test_file.c_str(), (long long)r.sentences);
       std::printf("decoding: beam %d, length penalty %.1f, max length %.1f*source+%d, batches of %lld tokens\n",
                   ev.beam, DecodeOptions{}.len_penalty, DecodeOptions{}.max_len_a, DecodeOptions{}.max_len_b,
                   (long long)std::min<int64_t>(o.max_tokens, 2048));

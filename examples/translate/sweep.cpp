@@ -218,7 +218,9 @@ static std::string describe(const SweepOptions& o) {
   const TrainOptions& t = o.train;
   std::ostringstream s;
   s << "Corpus `" << t.corpus << "` (SentencePiece vocabulary of at most " << t.vocab_size << "), d=" << t.model.d_model << ", " << t.model.heads
-    << " heads, ffn " << t.model.d_ff << ", dropout " << t.model.dropout << ", norm " << nn::norm_kind_name(t.model.norm)
+    << " heads" << (t.model.qk_norm == nn::HeadNormTargets::None ? "" : " with ")
+    << nn::head_norm_summary(t.model.qk_norm, t.model.qk_norm_kind) << ", ffn " << t.model.d_ff << ", dropout "
+    << t.model.dropout << ", norm " << nn::norm_kind_name(t.model.norm)
     << "; lr " << t.lr << ", warm-up " << t.warmup << ", " << t.max_tokens << " tokens per batch, label smoothing "
     << t.label_smoothing << "; budget per run: ";
   if (t.max_minutes > 0) s << t.max_minutes << " min of training, evaluations included";
@@ -239,7 +241,8 @@ std::vector<SweepRow> run_sweep(const SweepOptions& o) {
   check(!o.topologies.empty() && !o.depths.empty() && !o.seeds.empty(), "sweep",
         ": needs at least one topology, depth and seed (got ", o.topologies.size(), ", ", o.depths.size(), ", ",
         o.seeds.size(), ")");
-  for (const std::string& t : o.topologies) (void)nn::make_topology(t);  // unknown names fail before any training
+  for (const std::string& t : o.topologies)  // unknown names and settings a topology refuses fail before training
+    nn::make_topology(t)->check_config(o.train.model);
   for (int64_t L : o.depths) check(L >= 1, "sweep", ": depths must be at least 1, got ", L);
   fs::create_directories(o.out_dir);
 

@@ -29,9 +29,6 @@ class HybridNormLayer : public Layer {
  public:
   HybridNormLayer(const TransformerConfig& cfg, Side side, int64_t index, bool pre_norm_block)
       : Layer(cfg, side, index, HeadNormTargets::QKV, head_kind(cfg)), pre_norm(pre_norm_block) {
-    // its QKV norms are part of the topology: a qk_norm setting would be ignored, so it is refused
-    check(cfg.qk_norm == HeadNormTargets::None, "hybrid_norm", ": has per-head norms on q, k and v of its own ",
-          "(of the kind of cfg.norm); qk_norm must be none, got ", head_norm_targets_name(cfg.qk_norm));
     if (pre_norm) {
       self_attn_norm = add_norm("self_attn_norm");
       if (is_decoder()) cross_attn_norm = add_norm("cross_attn_norm");
@@ -64,6 +61,11 @@ class HybridNorm : public FinalNormTopology {
  public:
   explicit HybridNorm(bool star) : star_(star) {}
   std::string name() const override { return star_ ? "hybrid_norm_star" : "hybrid_norm"; }
+  // its QKV norms are part of the topology: a qk_norm setting would be ignored, so it is refused
+  void check_config(const TransformerConfig& cfg) const override {
+    check(cfg.qk_norm == HeadNormTargets::None, name(), ": has per-head norms on q, k and v of its own (of the kind ",
+          "of cfg.norm); qk_norm must be none, got ", head_norm_targets_name(cfg.qk_norm));
+  }
 
  protected:
   std::shared_ptr<Layer> make_layer(const TransformerConfig& cfg, Side side, int64_t index) override {
