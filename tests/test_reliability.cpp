@@ -535,5 +535,10 @@ TEST_SUITE("reliability") {
     const auto bad = run(evaluated + " --remove-layers enc.0,enc.5");
     CHECK(bad.first == 2);
     CHECK(bad.second.find("'enc.5' is not a layer of this model") != std::string::npos);
+    // translate too: without dec.0 the output changes, and a bad name is refused
+    const auto whole = run(sampled + " --beam 1"), without = run(sampled + " --beam 1 --remove-layers dec.0");
+    CHECK(without.first == 0);
+    CHECK(without.second != whole.second);
+    CHECK(run(sampled + " --remove-layers dec.3").second.find("'dec.3' is not a layer") != std::string::npos);
   }
 }

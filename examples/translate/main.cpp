@@ -176,6 +176,8 @@ int main(int argc, char** argv) {
   tr_cmd->add_option("--input", input, "one sentence per line (default: stdin)");
   tr_cmd->add_option("--beam", beam, "1: greedy")->check(at_least(1))->capture_default_str();
   tr_cmd->add_option("--device", o.device, "cpu | cuda | cuda:N")->capture_default_str();
+  std::string tr_remove_layers;
+  tr_cmd->add_option("--remove-layers", tr_remove_layers, "comma-separated layers (enc.3,dec.0) skipped: layer removal");
   DecodeOptions sampling;  // (docs/translate.md "Sampling")
   uint64_t sampling_seed = 1;
   auto* sampling_flag = tr_cmd->add_flag("--sampling", sampling.sampling,
@@ -285,6 +287,7 @@ int main(int argc, char** argv) {
     }
     if (*tr_cmd) {
       TrainedModel m = load_trained_model(ckpt, o.device);
+      if (!tr_remove_layers.empty()) m.model->remove_layers(cli_lists::split_list(tr_remove_layers));
       std::vector<std::string> lines;
       if (input.empty()) lines = read_lines(std::cin);
       else lines = read_lines(input);
