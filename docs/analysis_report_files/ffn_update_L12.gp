@@ -1,8 +1,8 @@
 set terminal pngcairo size 1000,480 noenhanced
 set output 'docs/analysis_report_files/ffn_update_L12.png'
-set title 'relative update of the FFN |o|/|x|, 12+12 layers'
+set title 'relative update of the FFN |o|/|x| (log scale: a 0 is not drawn), 12+12 layers'
 set xlabel 'layer (encoder 0..11, decoder 12..23); solid: init, dashed: trained'
-set ylabel 'relative update of the FFN |o|/|x|'
+set ylabel 'relative update of the FFN |o|/|x| (log scale: a 0 is not drawn)'
 set key outside right
 set grid
 set datafile missing 'NaN'
