@@ -117,6 +117,19 @@ std::vector<double> head_logit_max(const Tensor& rows, const std::vector<int64_t
   return out;
 }
 
+// The mean of `rows` [B, H, Tq] over heads and the non-pad query rows where it is not NaN (NaN when none is).
+double mean_over_rows(const Tensor& rows, const std::vector<int64_t>& pad) {
+  const int64_t B = rows.size(0), H = rows.size(1), T = rows.size(2);
+  const std::vector<double> v = host_values(rows);
+  double sum = 0;
+  int64_t n = 0;
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t h = 0; h < H; ++h)
+      for (int64_t t = 0; t < T; ++t)
+        if (const double x = v[(b * H + h) * T + t]; !pad[b * T + t] && !std::isnan(x)) sum += x, ++n;
+  return n ? sum / double(n) : std::numeric_limits<double>::quiet_NaN();
+}
+
 // The layer entry and sublayer that a hook's scope names ("enc.3.self_attn" -> enc.3, "self_attn"), after the
 // scope `prefix` that measure_batch itself ran in. Throws for a scope that names no layer's sublayer.
 std::pair<LayerMeasure*, std::string> sublayer_of(const std::string& scope, const std::string& prefix,
@@ -137,10 +150,13 @@ void logit_stats(const std::vector<nn::AttentionLogitRows>& rows, const std::str
   for (const nn::AttentionLogitRows& r : rows) {
     auto [m, attn] = sublayer_of(r.attention, prefix, layers);
     check(attn == "self_attn" || attn == "cross_attn", "measure", ": '", r.attention, "' is not an attention");
-    std::vector<double> heads = head_logit_max(r.max_abs, m->layer.rfind("enc.", 0) == 0 ? src_pad : tgt_pad);
-    const double top = *std::max_element(heads.begin(), heads.end());
-    if (attn == "self_attn") m->self_logit_max = top, m->self_logit_max_heads = std::move(heads);
-    else m->cross_logit_max = top, m->cross_logit_max_heads = std::move(heads);
+    const std::vector<int64_t>& pad = m->layer.rfind("enc.", 0) == 0 ? src_pad : tgt_pad;
+    std::vector<double> heads = head_logit_max(r.max_abs, pad);
+    const double top = *std::max_element(heads.begin(), heads.end()), entropy = mean_over_rows(r.entropy, pad);
+    if (attn == "self_attn")
+      m->self_logit_max = top, m->self_logit_max_heads = std::move(heads), m->self_attn_entropy = entropy;
+    else
+      m->cross_logit_max = top, m->cross_logit_max_heads = std::move(heads), m->cross_attn_entropy = entropy;
   }
 }
 
@@ -375,6 +391,7 @@ void accumulate(LayerMeasures& sum, LayerMeasures&& m) {
     for (size_t h = 0; h < s.cross_logit_max_heads.size(); ++h)
       s.cross_logit_max_heads[h] += x.cross_logit_max_heads[h];
     s.self_attn_update += x.self_attn_update, s.cross_attn_update += x.cross_attn_update;
+    s.self_attn_entropy += x.self_attn_entropy, s.cross_attn_entropy += x.cross_attn_entropy;
     s.ffn_update += x.ffn_update;
     s.removal_delta += x.removal_delta;
   }
@@ -388,6 +405,7 @@ void divide(LayerMeasures& sum) {
     s.dual_max_abs /= n;  // -1 stays -1 for topologies without a dual stream (and cross_logit_max in the encoder)
     s.self_logit_max /= n, s.cross_logit_max /= n, s.removal_delta /= n;
     s.self_attn_update /= n, s.cross_attn_update /= n, s.ffn_update /= n;
+    s.self_attn_entropy /= n, s.cross_attn_entropy /= n;
     for (double& h : s.self_logit_max_heads) h /= n;
     for (double& h : s.cross_logit_max_heads) h /= n;
   }
@@ -424,8 +442,8 @@ std::string layer_measures_markdown(const LayerMeasures& m) {
     return r.append("\n");
   };
   std::vector<std::string> head = {"layer", "‖∇W2‖", "‖∇layer‖", "cos(x_{i-1}, x_i)", "cos(tokens)", "RMS(x)",
-                                   "max\\|x\\|", "‖o‖/‖x‖ (self / cross / ffn)", "max logit (self)",
-                                   "max logit (cross)"};
+                                   "max\\|x\\|", "‖o‖/‖x‖ (self / cross / ffn)", "max logit (self / cross)",
+                                   "entropy (self / cross)"};
   if (removal) head.push_back("Δloss w/o layer");
   std::string out = row(head) + row(std::vector<std::string>(head.size(), "---"));
   for (const LayerMeasure& l : m.layers) {
@@ -434,8 +452,9 @@ std::string layer_measures_markdown(const LayerMeasures& m) {
                                       num(l.max_abs, "%.3g"),
                                       num(l.self_attn_update, "%.3g") + " / " + num(l.cross_attn_update, "%.3g") +
                                           " / " + num(l.ffn_update, "%.3g"),
-                                      l.self_logit_max < 0 ? "–" : num(l.self_logit_max, "%.3g"),
-                                      l.cross_logit_max < 0 ? "–" : num(l.cross_logit_max, "%.3g")};
+                                      num(l.self_logit_max < 0 ? NAN : l.self_logit_max, "%.3g") + " / " +
+                                          num(l.cross_logit_max < 0 ? NAN : l.cross_logit_max, "%.3g"),
+                                      num(l.self_attn_entropy, "%.3g") + " / " + num(l.cross_attn_entropy, "%.3g")};
     if (removal) cells.push_back(num(l.removal_delta, "%+.4f"));
     out += row(cells);
   }

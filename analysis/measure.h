@@ -29,6 +29,10 @@
 //                   same for the decoder's cross-attention, -1 in the encoder (MultiHeadAttention::logit_rows);
 //                   -1 also for a removed layer (Transformer::remove_layers), whose other statistics are those of
 //                   the identity
+//   self_attn_entropy, cross_attn_entropy
+//                   the mean over heads and non-pad queries of the entropy of the attention softmax, in nats (0:
+//                   one-hot, the entropy collapse of Zhai et al. 2023; log(keys) when uniform); NaN where it did
+//                   not run
 //   self_attn_update, cross_attn_update, ffn_update
 //                   the relative update of each sublayer (TOPOLOGIES.md §7.4): mean over non-pad tokens of
 //                   ‖o_t‖ / ‖x_t‖, o the sublayer's output as added to the stream x (after dropout and any scaling:
@@ -72,6 +76,7 @@ struct LayerMeasure {
   double dual_max_abs = -1;
   double self_logit_max = -1, cross_logit_max = -1;
   std::vector<double> self_logit_max_heads, cross_logit_max_heads;  // [heads]; cross: empty in the encoder
+  double self_attn_entropy = std::numeric_limits<double>::quiet_NaN(), cross_attn_entropy = self_attn_entropy;
   double self_attn_update = std::numeric_limits<double>::quiet_NaN(), cross_attn_update = self_attn_update,
          ffn_update = self_attn_update;
   double removal_delta = std::numeric_limits<double>::quiet_NaN();

@@ -131,22 +131,35 @@ KVCache MultiHeadAttention::kv_heads(const Tensor& key_value) {
   return {k, v};
 }
 
-// max over visible keys j of |q_i·k_j| / √d_h for each query row i: [B, H, Tq] float64, -1 for a row that sees none.
+// For each query row i, over the keys j it sees, of the logits s_ij = q_i·k_j / √d_h (float64, [B, H, Tq] each):
+//   max_abs  max_j |s_ij|                        (-1 for a row that sees no key)
+//   entropy  -sum_j p_ij log p_ij, p_i = softmax_j(s_i)   (NaN for a row that sees no key)
 // Key j is hidden by the padding mask, or, when causal, if j > i + Tk - Tq (as the attention op hides it).
-static Tensor visible_logit_max(const Tensor& q, const Tensor& k, const Tensor& key_padding_mask, bool causal) {
+static AttentionLogitRows visible_logit_rows(const Tensor& q, const Tensor& k, const Tensor& key_padding_mask,
+                                             bool causal) {
   NoGradGuard no_grad;
   const int64_t B = q.size(0), Tq = q.size(2), Tk = k.size(2);
   const Device dev = q.device();
-  Tensor logits = abs(matmul(q.to(DType::F64), k.to(DType::F64), false, true)) * (1.0 / std::sqrt((double)q.size(3)));
-  if (key_padding_mask.defined())  // [B, Tk] -> [B, 1, 1, Tk]
-    logits = masked_fill(logits, key_padding_mask.to(dev).reshape({B, 1, 1, Tk}), -1.0);
+  const Tensor logits = matmul(q.to(DType::F64), k.to(DType::F64), false, true) * (1.0 / std::sqrt((double)q.size(3)));
+  std::vector<Tensor> hidden;  // masks broadcast to [B, H, Tq, Tk], nonzero = hidden
+  if (key_padding_mask.defined()) hidden.push_back(key_padding_mask.to(dev).reshape({B, 1, 1, Tk}));
   if (causal && Tk > 1) {
-    std::vector<int64_t> hidden(Tq * Tk);
+    std::vector<int64_t> after(Tq * Tk);
     for (int64_t i = 0; i < Tq; ++i)
-      for (int64_t j = 0; j < Tk; ++j) hidden[i * Tk + j] = j > i + Tk - Tq;
-    logits = masked_fill(logits, Tensor::from_vector(hidden, {1, 1, Tq, Tk}, dev), -1.0);
+      for (int64_t j = 0; j < Tk; ++j) after[i * Tk + j] = j > i + Tk - Tq;
+    hidden.push_back(Tensor::from_vector(after, {1, 1, Tq, Tk}, dev));
   }
-  return max(logits, {3});
+  auto hide = [&](Tensor x, double value) {
+    for (const Tensor& h : hidden) x = masked_fill(x, h, value);
+    return x;
+  };
+  const Tensor log_p = log_softmax(hide(logits, -INFINITY), 3);
+  AttentionLogitRows rows;
+  rows.attention = current_scope();
+  rows.max_abs = max(hide(abs(logits), -1.0), {3});
+  const Tensor entropy = -sum(hide(exp(log_p) * log_p, 0.0), {3});  // a hidden key adds 0 (not 0 · -inf)
+  rows.entropy = masked_fill(entropy, lt(rows.max_abs, Tensor::scalar(0.0, DType::F64, dev)), NAN);  // no key
+  return rows;
 }
 
 // out_proj( concat_h softmax(Q Kᵀ / √d_h + mask) V ) with Q from `query`; k, v [B, H, Tk, dh]
@@ -161,7 +174,7 @@ Tensor MultiHeadAttention::attend(const Tensor& query, const Tensor& k, const Te
   opt.causal = causal;
   opt.dropout = cfg.attn_dropout;
   opt.training = is_training();
-  if (logit_rows) logit_rows->push_back({current_scope(), visible_logit_max(q, k, key_padding_mask, causal)});
+  if (logit_rows) logit_rows->push_back(visible_logit_rows(q, k, key_padding_mask, causal));
   Tensor o = attention(q, k, v, key_padding_mask, opt);  // [B, H, Tq, dh], scale 1/√d_h
   Tensor merged;
   {

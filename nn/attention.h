@@ -41,11 +41,14 @@ struct KVCache {
 };
 
 // What one attention's queries saw (TOPOLOGIES.md §7.7, the attention logit range that QK-norm bounds): for each
-// query row, the largest |q·k|/√d_h over the keys its masks leave visible (padding, causal), of q and k after the
-// head norms. max_abs is float64 [B, H, Tq] on the model's device, not recorded; -1 where a row sees no key.
+// query row, over the keys its masks leave visible (padding, causal), of the logits s = q·k/√d_h (q and k after
+// the head norms), float64 [B, H, Tq] on the model's device, not recorded:
+//   max_abs  the largest |s|; -1 where a row sees no key
+//   entropy  the entropy of the row's attention softmax(s) in nats: log(keys seen) when uniform, 0 when one-hot
+//            (the entropy collapse of Zhai et al. 2023); NaN where a row sees no key
 struct AttentionLogitRows {
   std::string attention;  // the module's scope: "enc.3.self_attn", "dec.0.cross_attn"
-  Tensor max_abs;
+  Tensor max_abs, entropy;
 };
 
 // fairseq MultiheadAttention:

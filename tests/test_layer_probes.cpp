@@ -144,7 +144,7 @@ TEST_SUITE("measure") {
     CHECK(layer_measures_markdown(lm).find("| enc.1 | 0 | 0 | 1.0000 |") != std::string::npos);
     const std::string md = layer_measures_markdown(lm);
     const std::string row = md.substr(md.find("| enc.1 |"), md.find("| dec.0 |") - md.find("| enc.1 |"));
-    CHECK(row.find("| – / – / – | – | – |") != std::string::npos);
+    CHECK(row.find("| – / – / – | – / – | – / – |") != std::string::npos);
   }
 
   TEST_CASE("layer_removal_deltas: each layer's loss without it minus the whole model's; mode and removals kept") {
@@ -191,7 +191,8 @@ TEST_SUITE("measure") {
       }
     const std::string md = layer_measures_markdown(with[1]);
     CHECK(md.find("Δloss w/o layer") != std::string::npos);
-    CHECK(md.find("max logit (self)") != std::string::npos);
+    CHECK(md.find("max logit (self / cross)") != std::string::npos);
+    CHECK(md.find("entropy (self / cross)") != std::string::npos);
   }
 
   TEST_CASE("logit_rows: the largest |q·k|/√d_h over the keys a query sees, by plain loops") {
@@ -224,19 +225,27 @@ TEST_SUITE("measure") {
       };
       const std::vector<double> q = project(query, *attn.q_proj), k = project(kv, *attn.k_proj);
       const std::vector<int64_t> p = pad.to_vector<int64_t>();
-      const std::vector<double> got = rows[0].max_abs.to_vector<double>();
+      const std::vector<double> got = rows[0].max_abs.to_vector<double>(), ent = rows[0].entropy.to_vector<double>();
       for (int64_t b = 0; b < B; ++b)
         for (int64_t h = 0; h < H; ++h)
           for (int64_t i = 0; i < Tq; ++i) {
             double want = -1;
+            std::vector<double> s;  // the logits this row sees
             for (int64_t j = 0; j < Tk; ++j) {
               if (p[b * Tk + j] || (causal && j > i + Tk - Tq)) continue;
               double dot = 0;
               for (int64_t e = 0; e < dh; ++e)
                 dot += q[(b * Tq + i) * 8 + h * dh + e] * k[(b * Tk + j) * 8 + h * dh + e];
-              want = std::max(want, std::fabs(dot) / std::sqrt((double)dh));
+              s.push_back(dot / std::sqrt((double)dh));
+              want = std::max(want, std::fabs(s.back()));
             }
             CHECK(got[(b * H + h) * Tq + i] == doctest::Approx(want).epsilon(1e-5));  // q, k in float32
+            // H(p) = -sum p log p, p = softmax(s)
+            double z = 0, top = *std::max_element(s.begin(), s.end()), entropy = 0;
+            for (double x : s) z += std::exp(x - top);
+            for (double x : s) entropy -= std::exp(x - top) / z * (x - top - std::log(z));
+            CHECK(ent[(b * H + h) * Tq + i] == doctest::Approx(entropy).epsilon(1e-5));
+            CHECK(entropy <= std::log((double)s.size()) + 1e-12);
           }
     }
     // a row that sees no key: -1
@@ -245,6 +254,17 @@ TEST_SUITE("measure") {
     attn.forward(query, kv, Tensor::from_vector<int64_t>({0, 0, 0, 0, 1, 1, 1, 1}, {B, Tk}), false);
     attn.logit_rows = nullptr;
     CHECK(rows[0].max_abs.slice(0, 1, 2).to_vector<double>() == std::vector<double>(H * Tq, -1.0));
+    for (double e : rows[0].entropy.slice(0, 1, 2).to_vector<double>()) CHECK(std::isnan(e));
+    // zero queries: every logit 0, the attention uniform over the keys seen (4 in sentence 0): entropy log 4
+    NoGradGuard no_grad;
+    attn.q_proj->weight.copy_(Tensor::zeros(attn.q_proj->weight.shape()));
+    attn.q_proj->bias.copy_(Tensor::zeros(attn.q_proj->bias.shape()));
+    rows.clear();
+    attn.logit_rows = &rows;
+    attn.forward(query, kv, pad, false);
+    attn.logit_rows = nullptr;
+    for (double e : rows[0].entropy.slice(0, 0, 1).to_vector<double>()) CHECK(e == doctest::Approx(std::log(4.0)));
+    for (double e : rows[0].entropy.slice(0, 1, 2).to_vector<double>()) CHECK(e == doctest::Approx(0.0));  // 1 key
   }
 
   TEST_CASE("hybrid_norm refuses a qk_norm setting: its QKV norms are its own") {
@@ -362,7 +382,17 @@ TEST_SUITE("measure") {
         CHECK(want > 0);
       }
       CHECK((self ? l.self_logit_max : l.cross_logit_max) == std::max(heads[0], heads[1]));
+      // the entropy: the mean over heads and non-pad query rows
+      const std::vector<double> e = r.entropy.to_vector<double>();
+      double sum = 0;
+      int n = 0;
+      for (int64_t bi = 0; bi < 2; ++bi)
+        for (int64_t h = 0; h < 2; ++h)
+          for (int64_t t = 0; t < T; ++t)
+            if ((enc ? src : tgt)[bi * T + t] != c.pad_id) sum += e[(bi * 2 + h) * T + t], ++n;
+      CHECK((self ? l.self_attn_entropy : l.cross_attn_entropy) == doctest::Approx(sum / n).epsilon(1e-12));
     }
+    CHECK(std::isnan(lm.layer("enc.0").cross_attn_entropy));
     CHECK(lm.layer("enc.1").cross_logit_max == -1.0);
     CHECK(lm.layer("enc.1").cross_logit_max_heads.empty());
   }
@@ -456,6 +486,7 @@ TEST_SUITE("cuda") {
           CHECK(b.cross_logit_max_heads[h] == doctest::Approx(a.cross_logit_max_heads[h]).epsilon(1e-4));
         CHECK(std::fabs(b.removal_delta - a.removal_delta) <= 1e-4 + 1e-3 * std::fabs(a.removal_delta));
         CHECK(b.ffn_update == doctest::Approx(a.ffn_update).epsilon(1e-4));
+        CHECK(b.self_attn_entropy == doctest::Approx(a.self_attn_entropy).epsilon(1e-4));
       }
   }
 }

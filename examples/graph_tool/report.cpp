@@ -83,6 +83,11 @@ std::string logit_cell(const LayerMeasure& l) {
          (l.cross_logit_max >= 0 ? " / " + num(l.cross_logit_max) : "");
 }
 
+// The mean entropy of the self-attention, and in the decoder " / " that of the cross-attention.
+std::string entropy_cell(const LayerMeasure& l) {
+  return num(l.self_attn_entropy) + (std::isnan(l.cross_attn_entropy) ? "" : " / " + num(l.cross_attn_entropy));
+}
+
 // Per-layer table of one run: the structural columns, then the measured ones for every step.
 std::string run_table(const Run& r) {
   const bool dual = r.topology == "resi_dual", removal = has_removal(r.init());
@@ -97,7 +102,9 @@ std::string run_table(const Run& r) {
             at + " | max\\|x\\|" + at + " |";
     rule += "---|---|---|---|---|---|";
     if (dual) head += " max\\|x_d\\|" + at + " |", rule += "---|";
-    head += " ‖o‖/‖x‖ (self / [cross /] ffn)" + at + " | max logit (self / cross)" + at + " |", rule += "---|---|";
+    head += " ‖o‖/‖x‖ (self / [cross /] ffn)" + at + " | max logit (self / cross)" + at + " | entropy (self / cross)" +
+            at + " |";
+    rule += "---|---|---|";
     if (removal) head += " Δloss w/o layer" + at + " |", rule += "---|";
   }
   std::string out = head + "\n" + rule + "\n";
@@ -117,7 +124,8 @@ std::string run_table(const Run& r) {
       out.append(num(l.cos_prev, 4)).append(" | ").append(num(l.token_cos, 4)).append(" | ");
       out.append(num(l.rms)).append(" | ").append(num(l.max_abs)).append(" |");
       if (dual) out.append(" ").append(num(l.dual_max_abs)).append(" |");
-      out.append(" ").append(update_cell(l)).append(" | ").append(logit_cell(l)).append(" |");
+      out.append(" ").append(update_cell(l)).append(" | ").append(logit_cell(l)).append(" | ");
+      out.append(entropy_cell(l)).append(" |");
       if (removal) out.append(" ").append(num(l.removal_delta, 3)).append(" |");
     }
     out += "\n";
@@ -156,7 +164,7 @@ void write_dat(const std::string& dir, const Run& r, const LayerMeasures& m) {
   std::ostringstream os;
   os << "# " << r.topology << " " << r.depth << "+" << r.depth << " layers, " << step_label(m.step)
      << "\n# i layer fc2 layer_grad cos rms max_abs param_min_norms output_min_norms token_cos self_logit_max"
-        " cross_logit_max removal_delta ffn_update self_attn_update\n";
+        " cross_logit_max removal_delta ffn_update self_attn_update self_attn_entropy\n";
   int64_t i = 0;
   for (const LayerMeasure& l : m.layers) {
     int64_t pmin = -1, omin = -1;
@@ -174,7 +182,7 @@ void write_dat(const std::string& dir, const Run& r, const LayerMeasures& m) {
        << val(l.cos_prev) << " " << val(l.rms) << " " << val(l.max_abs) << " " << pmin << " " << omin << " "
        << val(l.token_cos) << " " << val(l.self_logit_max < 0 ? std::nan("") : l.self_logit_max) << " "
        << val(l.cross_logit_max < 0 ? std::nan("") : l.cross_logit_max) << " " << val(l.removal_delta) << " "
-       << val(l.ffn_update) << " " << val(l.self_attn_update) << "\n";
+       << val(l.ffn_update) << " " << val(l.self_attn_update) << " " << val(l.self_attn_entropy) << "\n";
   }
   write_file_atomic(dir + "/" + dat_name(r, m.step), os.str());
 }
@@ -282,6 +290,7 @@ void write_report(const ReportOptions& opt) {
           {"token_cosine", 10, "cos between a sentence's tokens", false, true},
           {"self_logit", 11, "largest self-attention logit |q.k|/sqrt(d_h)", true, true},
           {"ffn_update", 14, "relative update of the FFN |o|/|x| (log scale: a 0 is not drawn)", true, true},
+          {"self_entropy", 16, "mean entropy of the self-attention (nats)", false, true},
           {"removal", 13, "loss without the layer minus the whole model's", false, true},
           {"min_norms", 9, "min norms on path after layer output (ResiDual: x_d add)", false, false}};
       for (auto& [stem, col, label, logy, by_step] : what) {
