@@ -117,16 +117,17 @@ std::vector<double> head_logit_max(const Tensor& rows, const std::vector<int64_t
   return out;
 }
 
-// The mean of `rows` [B, H, Tq] over heads and the non-pad query rows where it is not NaN (NaN when none is).
-double mean_over_rows(const Tensor& rows, const std::vector<int64_t>& pad) {
+// The mean of `rows` [B, H, Tq] over heads and the non-pad query rows that see a key (`max_abs` >= 0, of the same
+// AttentionLogitRows); NaN when there is none.
+double mean_over_rows(const Tensor& rows, const Tensor& max_abs, const std::vector<int64_t>& pad) {
   const int64_t B = rows.size(0), H = rows.size(1), T = rows.size(2);
-  const std::vector<double> v = host_values(rows);
+  const std::vector<double> v = host_values(rows), seen = host_values(max_abs);
   double sum = 0;
   int64_t n = 0;
   for (int64_t b = 0; b < B; ++b)
     for (int64_t h = 0; h < H; ++h)
       for (int64_t t = 0; t < T; ++t)
-        if (const double x = v[(b * H + h) * T + t]; !pad[b * T + t] && !std::isnan(x)) sum += x, ++n;
+        if (const int64_t i = (b * H + h) * T + t; !pad[b * T + t] && seen[i] >= 0) sum += v[i], ++n;
   return n ? sum / double(n) : std::numeric_limits<double>::quiet_NaN();
 }
 
@@ -152,7 +153,7 @@ void logit_stats(const std::vector<nn::AttentionLogitRows>& rows, const std::str
     check(attn == "self_attn" || attn == "cross_attn", "measure", ": '", r.attention, "' is not an attention");
     const std::vector<int64_t>& pad = m->layer.rfind("enc.", 0) == 0 ? src_pad : tgt_pad;
     std::vector<double> heads = head_logit_max(r.max_abs, pad);
-    const double top = *std::max_element(heads.begin(), heads.end()), entropy = mean_over_rows(r.entropy, pad);
+    const double top = *std::max_element(heads.begin(), heads.end()), entropy = mean_over_rows(r.entropy, r.max_abs, pad);
     if (attn == "self_attn")
       m->self_logit_max = top, m->self_logit_max_heads = std::move(heads), m->self_attn_entropy = entropy;
     else
@@ -296,6 +297,11 @@ LayerMeasures measure_batch(nn::Transformer& model, const MeasureBatch& b, doubl
         ": the batch needs src, tgt_in and tgt_out");
   check(b.tgt_in.shape() == b.tgt_out.shape(), "measure", ": tgt_in ", b.tgt_in.shape(), " and tgt_out ",
         b.tgt_out.shape(), " differ");
+  for (const auto& [ids, what] : {std::pair{&b.src, "src"}, {&b.tgt_in, "tgt_in"}}) {
+    const std::vector<int64_t> v = ids->to_vector<int64_t>();  // all padding: every statistic would be empty
+    check(std::any_of(v.begin(), v.end(), [&](int64_t id) { return id != cfg.pad_id; }), "measure", ": ", what,
+          " ", ids->shape(), " is all padding (pad id ", cfg.pad_id, "): nothing to measure");
+  }
   const Device dev = model.device();
   Tensor src = b.src.to(dev), tgt_in = b.tgt_in.to(dev), tgt_out = b.tgt_out.to(dev);
 

@@ -157,7 +157,7 @@ static AttentionLogitRows visible_logit_rows(const Tensor& q, const Tensor& k, c
   AttentionLogitRows rows;
   rows.attention = current_scope();
   rows.max_abs = max(hide(abs(logits), -1.0), {3});
-  const Tensor entropy = -sum(hide(exp(log_p) * log_p, 0.0), {3});  // a hidden key adds 0 (not 0 · -inf)
+  const Tensor entropy = 0.0 - sum(hide(exp(log_p) * log_p, 0.0), {3});  // a hidden key adds 0 (not 0·-inf); +0
   rows.entropy = masked_fill(entropy, lt(rows.max_abs, Tensor::scalar(0.0, DType::F64, dev)), NAN);  // no key
   return rows;
 }

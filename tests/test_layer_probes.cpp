@@ -33,7 +33,9 @@ void copy_without_enc1_dec0(nn::Transformer& from, nn::Transformer& to) {
   auto dst_buffers = to.named_buffers();
   dst.insert(dst.end(), dst_buffers.begin(), dst_buffers.end());
   int64_t copied = 0;
-  for (auto& [name, t] : from.named_parameters("", false)) {
+  for (const auto& param : from.named_parameters("", false)) {  // (no structured binding: clang 14's lambdas)
+    const std::string& name = param.first;
+    const Tensor& t = param.second;
     if (name.rfind("enc.1.", 0) == 0 || name.rfind("dec.0.", 0) == 0) continue;
     auto it = std::find_if(dst.begin(), dst.end(), [&](auto& p) { return p.first == rename(name); });
     REQUIRE_MESSAGE(it != dst.end(), name);
@@ -41,7 +43,9 @@ void copy_without_enc1_dec0(nn::Transformer& from, nn::Transformer& to) {
     it->second.copy_(t);
     ++copied;
   }
-  for (auto& [name, t] : from.named_buffers()) {
+  for (const auto& buffer : from.named_buffers()) {
+    const std::string& name = buffer.first;
+    const Tensor& t = buffer.second;
     auto it = std::find_if(dst.begin(), dst.end(), [&](auto& p) { return p.first == name; });
     REQUIRE_MESSAGE(it != dst.end(), name);
     it->second.copy_(t);
@@ -264,7 +268,10 @@ TEST_SUITE("measure") {
     attn.forward(query, kv, pad, false);
     attn.logit_rows = nullptr;
     for (double e : rows[0].entropy.slice(0, 0, 1).to_vector<double>()) CHECK(e == doctest::Approx(std::log(4.0)));
-    for (double e : rows[0].entropy.slice(0, 1, 2).to_vector<double>()) CHECK(e == doctest::Approx(0.0));  // 1 key
+    for (double e : rows[0].entropy.slice(0, 1, 2).to_vector<double>()) {  // 1 key: 0, printed "0" not "-0"
+      CHECK(e == 0.0);
+      CHECK_FALSE(std::signbit(e));
+    }
   }
 
   TEST_CASE("hybrid_norm refuses a qk_norm setting: its QKV norms are its own") {
@@ -393,6 +400,11 @@ TEST_SUITE("measure") {
       CHECK((self ? l.self_attn_entropy : l.cross_attn_entropy) == doctest::Approx(sum / n).epsilon(1e-12));
     }
     CHECK(std::isnan(lm.layer("enc.0").cross_attn_entropy));
+    // a batch that is all padding on one side has nothing to measure: refused, not averaged in as NaN or -1
+    MeasureBatch empty = b;
+    empty.src = Tensor::full({2, 5}, 1.0, DType::I64);
+    CHECK_THROWS_WITH_ALL(measure_batch(m, empty), "measure: src [2,5] is all padding (pad id 1)");
+    CHECK(current_tape().nodes().empty());
     CHECK(lm.layer("enc.1").cross_logit_max == -1.0);
     CHECK(lm.layer("enc.1").cross_logit_max_heads.empty());
   }
