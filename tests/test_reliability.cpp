@@ -15,6 +15,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <random>
 #include <thread>
 
@@ -412,6 +413,32 @@ TEST_SUITE("reliability") {
     CHECK_THROWS_WITH_ALL(train(o), "checkpoint_last.safetensors", "metadata 'epoch' is 'x'", "not a whole number");
   }
 
+  TEST_CASE("--grad-norms-every K: each parameter's gradient norm before clipping, whose sum is the step's gnorm") {
+    TrainOptions o = tiny_run("grad_norms", 4);
+    o.grad_norms_every = 2;
+    o.clip_norm = 0.5;  // the norms are those before clipping, as the gnorm of the step's line
+    train(o);
+    std::map<int64_t, double> gnorm;
+    std::map<int64_t, nlohmann::json> norms;
+    std::ifstream in(o.out_dir + "/metrics.jsonl");
+    for (std::string line; std::getline(in, line);) {
+      const nlohmann::json j = nlohmann::json::parse(line);
+      if (j.contains("gnorm")) gnorm[j["step"].get<int64_t>()] = j["gnorm"].get<double>();
+      if (j.contains("grad_norms")) norms[j["step"].get<int64_t>()] = j["grad_norms"];
+    }
+    REQUIRE(norms.size() == 2);
+    for (int64_t step : {2, 4}) {
+      INFO("step " << step);
+      REQUIRE(norms.count(step));
+      double sq = 0;
+      for (const auto& item : norms[step].items()) sq += item.value().get<double>() * item.value().get<double>();
+      CHECK(norms[step].contains("enc.0.ffn.fc2.weight"));
+      CHECK(norms[step].contains("embed.weight"));
+      CHECK(std::sqrt(sq) == doctest::Approx(gnorm.at(step)).epsilon(1e-5));
+      CHECK(gnorm.at(step) > o.clip_norm);  // clipped afterwards: the logged norms are the gradient's own
+    }
+  }
+
   TEST_CASE("--resume continues metrics.jsonl from the checkpoint's step; refuses another vocabulary; writes checked") {
     auto metric_steps = [](const TrainOptions& o) {
       std::vector<int64_t> steps;  // of the per-step lines; every line must be whole JSON
@@ -488,6 +515,7 @@ TEST_SUITE("reliability") {
         {"translate --checkpoint x --temperature 0.5", "--temperature requires --sampling"},
         {"eval --checkpoint x --measure -1", "--measure: must be at least 0, got -1"},
         {"train --qk-norm qkx", "parse_head_norm_targets: unknown value 'qkx'; known: none, qk, qkv"},
+        {"train --grad-norms-every -2", "--grad-norms-every: must be at least 0, got -2"},
         {"sweep --qk-norm-kind l3", "parse_head_norm_kind: unknown value 'l3'"},
     };
     for (const auto& c : cases) {

@@ -134,6 +134,9 @@ static void add_train_options(CLI::App* c, TrainOptions& o, ModelChoices& m) {
                 "read the loss and gradient norm back every K steps (and before evaluations and saves): 1 checks "
                 "each step before its update; K > 1 queues K steps on a GPU without waiting for it")
       ->check(at_least(1))->capture_default_str();
+  c->add_option("--grad-norms-every", o.grad_norms_every,
+                "every K steps, each parameter's gradient norm before clipping, as a metrics.jsonl line (0: never)")
+      ->check(at_least(0))->capture_default_str();
   // Counts, budgets and sizes: a negative value (or a zero where none makes sense) is refused before any work.
   for (const char* name : {"--steps", "--minutes", "--eval-every", "--save-every", "--patience", "--eval-sentences",
                            "--test-sentences", "--seed", "--profile-step", "--clip-norm", "--warmup"})

@@ -340,6 +340,23 @@ TrainResult train(const TrainOptions& o) {
                                 std::to_string(o.sync_every) + "): its update and those after it were applied; "
                                 "--sync-every 1 stops before the update and replays the step to name the op that "
                                 "made NaN/Inf";
+  // --grad-norms-every K: ‖∂L/∂θ‖ of every parameter before clipping, computed in one reduction and read at once
+  const auto named_params = model.named_parameters();
+  auto log_grad_norms = [&](int64_t at) {
+    std::vector<const std::string*> names;
+    std::vector<Tensor> grads;
+    for (const auto& np : named_params)
+      if (np.second.grad().defined()) names.push_back(&np.first), grads.push_back(np.second.grad());
+    if (grads.empty()) return;
+    const std::vector<double> norms = norm2_f64(grads).to(Device::cpu()).to_vector<double>();
+    std::string line = "{\"step\":" + std::to_string(at) + ",\"grad_norms\":{";
+    char num[32];
+    for (size_t i = 0; i < norms.size(); ++i) {
+      std::snprintf(num, sizeof num, "%.9g", norms[i]);
+      line += (i ? ",\"" : "\"") + *names[i] + "\":" + (std::isfinite(norms[i]) ? num : "null");
+    }
+    metrics << line << "}}\n";
+  };
   model.train();
   // The per-node gradient norms are for graph dumps, not for training: off while train() runs, then the caller's
   // setting again (a test or a program that trains, then dumps a graph, gets its norms).
@@ -358,6 +375,7 @@ TrainResult train(const TrainOptions& o) {
       opt.set_lr(schedule.lr(step));  // update step+1 at `step` updates done, as fairseq: warmup_init_lr first
       const uint64_t rng_offset = default_generator().offset();  // to replay this step if it diverges
       Tensor values = forward_backward_queued(model, b, o.label_smoothing, autocast_bf16);
+      if (o.grad_norms_every > 0 && (step + 1) % o.grad_norms_every == 0) log_grad_norms(step + 1);
       nn::clip_grads_to_norm(model.parameters(), o.clip_norm, values.narrow(0, 1, 1));
       queued.push_back({step + 1, values, b.tgt_tokens, opt.lr()});
       if (o.sync_every <= 1 && !read_queued()) {

@@ -52,6 +52,10 @@ struct TrainOptions {
   // name the op; K > 1: K steps queue without the host waiting for the GPU (the issue-6 step), a divergence is
   // found at the next read, after the updates of the steps between.
   int64_t sync_every = 1;
+  // Every this many steps (0: never), the norm of each parameter's gradient before clipping (TOPOLOGIES.md §7.3, as
+  // HybridNorm logs grad/<param>.norm), one line in metrics.jsonl: {"step":N,"grad_norms":{"<name>":norm,...}}.
+  // One host read of all the norms together at each such step.
+  int64_t grad_norms_every = 0;
 };
 
 struct TrainResult {
