@@ -153,7 +153,8 @@ void logit_stats(const std::vector<nn::AttentionLogitRows>& rows, const std::str
     check(attn == "self_attn" || attn == "cross_attn", "measure", ": '", r.attention, "' is not an attention");
     const std::vector<int64_t>& pad = m->layer.rfind("enc.", 0) == 0 ? src_pad : tgt_pad;
     std::vector<double> heads = head_logit_max(r.max_abs, pad);
-    const double top = *std::max_element(heads.begin(), heads.end()), entropy = mean_over_rows(r.entropy, r.max_abs, pad);
+    const double top = *std::max_element(heads.begin(), heads.end());
+    const double entropy = mean_over_rows(r.entropy, r.max_abs, pad);
     if (attn == "self_attn")
       m->self_logit_max = top, m->self_logit_max_heads = std::move(heads), m->self_attn_entropy = entropy;
     else

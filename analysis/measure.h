@@ -134,7 +134,8 @@ std::vector<double> layer_removal_deltas(nn::Transformer& model, const MeasureBa
 LayerMeasures measure_batches(nn::Transformer& model, const std::vector<MeasureBatch>& batches,
                               double label_smoothing = 0.1);
 // One Markdown row per layer: ‖∇W2‖, ‖∇layer‖, cos(x_{i-1}, x_i), cos(tokens), RMS(x), max|x|, the sublayers'
-// relative updates, the largest self- and cross-attention logits, and Δloss without the layer when measured.
+// relative updates, the largest self- and cross-attention logits and their entropies, and Δloss without the layer
+// when measured.
 std::string layer_measures_markdown(const LayerMeasures& m);
 
 // For each seed: manual_seed(seed), build the model; for each entry s of opt.steps, train it up to s steps and

@@ -101,6 +101,15 @@ double clip_grad_norm(const std::vector<std::pair<std::string, Tensor>>& named_p
 }
 
 std::vector<std::pair<std::string, double>> grad_norms(const std::vector<std::pair<std::string, Tensor>>& named_params) {
+  const GradNorms g = grad_norms_on_device(named_params);
+  std::vector<std::pair<std::string, double>> out;
+  if (g.names.empty()) return out;
+  const std::vector<double> values = g.norms.to_vector<double>();  // the one read-back
+  for (size_t i = 0; i < g.names.size(); i++) out.emplace_back(g.names[i], values[i]);
+  return out;
+}
+
+GradNorms grad_norms_on_device(const std::vector<std::pair<std::string, Tensor>>& named_params) {
   NoGradGuard no_grad;
   std::vector<std::string> names;
   std::vector<Tensor> grads;
@@ -115,11 +124,8 @@ std::vector<std::pair<std::string, double>> grad_norms(const std::vector<std::pa
     names.push_back(name);
     grads.push_back(g);
   }
-  std::vector<std::pair<std::string, double>> out;
-  if (grads.empty()) return out;
-  std::vector<double> values = norm2_f64(grads).to_vector<double>();  // the one read-back
-  for (size_t i = 0; i < names.size(); i++) out.emplace_back(names[i], values[i]);
-  return out;
+  if (grads.empty()) return {};
+  return {std::move(names), norm2_f64(grads)};
 }
 
 }  // namespace skipgrad::nn

@@ -32,5 +32,12 @@ void clip_grads_to_norm(const std::vector<Tensor>& params, double max_norm, cons
 
 // ||grad||_2 of each parameter that has a gradient, in order, with its name (one read-back for all).
 std::vector<std::pair<std::string, double>> grad_norms(const std::vector<std::pair<std::string, Tensor>>& named_params);
+// The same, left on the gradients' device: the names, and their norms as one float64 [n] tensor (one backend call,
+// no read-back; undefined when no parameter has a gradient), for a caller that reads it later with other values.
+struct GradNorms {
+  std::vector<std::string> names;
+  Tensor norms;
+};
+GradNorms grad_norms_on_device(const std::vector<std::pair<std::string, Tensor>>& named_params);
 
 }  // namespace skipgrad::nn

@@ -88,8 +88,8 @@ class Transformer : public Module {
   std::vector<Tensor>* layer_outputs = nullptr;
   std::vector<Tensor>* dual_outputs = nullptr;
   std::vector<Tensor>* stack_inputs = nullptr;
-  // each attention's logit range, in the order they run (MultiHeadAttention::logit_rows); and each residual add's
-  // stream and branch (Layer::residual_updates).
+  // each attention's logit range and entropy, in the order they run (MultiHeadAttention::logit_rows); each
+  // residual add's stream and branch (Layer::residual_updates).
   std::vector<AttentionLogitRows>* attention_logits = nullptr;
   std::vector<ResidualUpdate>* residual_updates = nullptr;
 

@@ -176,6 +176,7 @@ TEST_SUITE("translate") {
       o.eval_every = 4;    // forced reads at steps 4 and 8 and at the saves
       o.save_every = 5;
       o.sync_every = sync_every;
+      o.grad_norms_every = 3;  // read with the queued values, written after each step's line: the same file
       TrainResult r = train(o);
       std::vector<std::string> lines;  // metrics.jsonl without its wall-clock times
       std::ifstream in(o.out_dir + "/metrics.jsonl");
@@ -189,7 +190,8 @@ TEST_SUITE("translate") {
     CHECK(queued.valid_loss == each.valid_loss);
     CHECK(queued.test_bleu == each.test_bleu);
     CHECK(queued_lines == each_lines);
-    CHECK(each_lines.size() == 12);  // 10 steps, 2 evaluations
+    CHECK(each_lines.size() == 15);  // 10 steps, 2 evaluations, parameter norms at steps 3, 6 and 9
+    CHECK(each_lines[3].rfind("{\"step\":3,\"grad_norms\":{", 0) == 0);  // right after step 3's line
     // update k runs at the schedule's rate for k-1 updates done, as fairseq's: warmup_init_lr first
     const TrainOptions o = tiny_run("cpu", "sync_1");
     const nn::InverseSqrtLR schedule(o.lr, o.warmup, o.warmup_init_lr);

@@ -1,5 +1,6 @@
-// Two analyses of TOPOLOGIES.md §7: layer removal (§7.5, Transformer::remove_layers, layer_removal_deltas) and the
-// attention logit range (§7.7, MultiHeadAttention::logit_rows and the measured self/cross_logit_max).
+// The analyses of TOPOLOGIES.md §7 that hook into the model: layer removal (§7.5, Transformer::remove_layers,
+// layer_removal_deltas), the attention logit range and entropy (§7.7, MultiHeadAttention::logit_rows, the measured
+// self/cross_logit_max and _entropy) and the relative update per sublayer (§7.4, Transformer::residual_updates).
 #include <algorithm>
 #include <cmath>
 #include <limits>
@@ -22,8 +23,8 @@ MeasureBatch padded_batch() {
           Tensor::from_vector<int64_t>({5, 6, 7, 8, 9, 3, 1, 1}, {2, 4})};
 }
 
-// Copies every parameter and buffer of `from` into `to` by name, after renaming "dec.<i>." to "dec.<i - 1>."
-// for i >= 1 (the model without dec.0) and dropping "enc.1.".
+// Copies every parameter and buffer of a 2+2-layer `from` into the 1+1-layer `to` by name: "enc.1." and "dec.0."
+// are dropped and "dec.1." becomes "dec.0." (the model without enc.1 and dec.0).
 void copy_without_enc1_dec0(nn::Transformer& from, nn::Transformer& to) {
   auto rename = [](std::string n) {
     if (n.rfind("dec.1.", 0) == 0) n = "dec.0." + n.substr(6);

@@ -100,6 +100,7 @@ TEST_SUITE("sweep") {
         << "{\"step\":1,\"loss\":4,\"lr\":1e-05,\"gnorm\":3,\"tokens\":100,\"time\":0.1}\n"
         << "{\"step\":2,\"loss\":2,\"lr\":2e-05,\"gnorm\":3,\"tokens\":100,\"time\":0.2}\n"
         << "{\"step\":2,\"valid_loss\":3.5,\"valid_bleu\":1.5}\n"
+        << "{\"step\":2,\"grad_norms\":{\"embed.weight\":1.5,\"enc.0.ffn.fc2.weight\":null}}\n"
         << "{\"step\":3,\"loss\":1,\"lr\":3e-05,\"gnorm\":3,\"tokens\":100,\"time\":0.3}\n"
         << "{\"step\":3,\"valid_loss\":2.5,\"valid_bleu\":4}\n"
         << "not json\n"

@@ -180,7 +180,8 @@ int main(int argc, char** argv) {
   tr_cmd->add_option("--beam", beam, "1: greedy")->check(at_least(1))->capture_default_str();
   tr_cmd->add_option("--device", o.device, "cpu | cuda | cuda:N")->capture_default_str();
   std::string tr_remove_layers;
-  tr_cmd->add_option("--remove-layers", tr_remove_layers, "comma-separated layers (enc.3,dec.0) skipped: layer removal");
+  tr_cmd->add_option("--remove-layers", tr_remove_layers,
+                     "comma-separated layers (enc.3,dec.0) skipped: layer removal");
   DecodeOptions sampling;  // (docs/translate.md "Sampling")
   uint64_t sampling_seed = 1;
   auto* sampling_flag = tr_cmd->add_flag("--sampling", sampling.sampling,

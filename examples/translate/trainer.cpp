@@ -7,6 +7,8 @@
 #include <fstream>
 #include <memory>
 
+#include <nlohmann/json.hpp>
+
 #include "analysis/graph.h"
 #include "analysis/profile.h"
 #include "autograd/autocast.h"
@@ -286,20 +288,26 @@ TrainResult train(const TrainOptions& o) {
     Tensor values;    // [loss, gradient norm], float64, on the device
     int64_t tokens;
     double lr;
+    nn::GradNorms grad_norms;  // --grad-norms-every: each parameter's, before clipping (norms on the device)
   };
   std::vector<Queued> queued;
   struct Divergence {
     int64_t step = 0;
     double loss = 0, gnorm = 0;
   } diverged;
-  // One step read back: the running loss, metrics.jsonl, the progress line.
-  auto account = [&](const Queued& q, double loss, double gnorm) {
+  // One step read back: the running loss, metrics.jsonl (its line, then its grad_norms line), the progress line.
+  auto account = [&](const Queued& q, double loss, double gnorm, const double* param_norms) {
     // The running train loss starts at this run's first step (a resumed run too, not from 0).
     loss_ema = tokens_done == 0 ? loss : 0.98 * loss_ema + 0.02 * loss;
     tokens_done += (double)q.tokens;
     const double t = elapsed(), tps = tokens_done / std::max(t, 1e-9);
     metrics << "{\"step\":" << q.step << ",\"loss\":" << loss << ",\"lr\":" << q.lr << ",\"gnorm\":" << gnorm
             << ",\"tokens\":" << q.tokens << ",\"time\":" << t << "}\n";
+    if (param_norms) {
+      nlohmann::ordered_json norms;
+      for (size_t i = 0; i < q.grad_norms.names.size(); ++i) norms[q.grad_norms.names[i]] = param_norms[i];
+      metrics << nlohmann::ordered_json{{"step", q.step}, {"grad_norms", norms}}.dump() << "\n";
+    }
     if (!o.quiet) {
       double eta = o.max_minutes > 0 ? 60 * o.max_minutes - t
                    : o.max_steps ? (double)(o.max_steps - q.step) * t / (double)q.step : 0;
@@ -312,18 +320,24 @@ TrainResult train(const TrainOptions& o) {
   // (non-finite loss or norm, or a norm over --diverge-grad-norm), which is kept in `diverged`.
   auto read_queued = [&]() -> bool {
     if (queued.empty()) return true;
-    std::vector<Tensor> values;
-    for (const Queued& q : queued) values.push_back(q.values);
+    std::vector<Tensor> values;  // every step's [loss, norm] and parameter norms, in one copy
+    for (const Queued& q : queued) {
+      values.push_back(q.values);
+      if (q.grad_norms.norms.defined()) values.push_back(q.grad_norms.norms);
+    }
     const std::vector<double> v = concat(values, 0).to_vector<double>();
     std::vector<Queued> todo;
     todo.swap(queued);
-    for (size_t k = 0; k < todo.size(); k++) {
-      const double loss = v[2 * k], gnorm = v[2 * k + 1];
+    size_t at = 0;
+    for (const Queued& q : todo) {
+      const double loss = v[at], gnorm = v[at + 1];
+      const double* param_norms = q.grad_norms.norms.defined() ? &v[at + 2] : nullptr;
+      at += 2 + q.grad_norms.names.size();
       if (!std::isfinite(loss) || !std::isfinite(gnorm) || gnorm > o.diverge_grad_norm) {
-        diverged = {todo[k].step, loss, gnorm};
+        diverged = {q.step, loss, gnorm};
         return false;
       }
-      account(todo[k], loss, gnorm);
+      account(q, loss, gnorm, param_norms);
     }
     return true;
   };
@@ -340,23 +354,7 @@ TrainResult train(const TrainOptions& o) {
                                 std::to_string(o.sync_every) + "): its update and those after it were applied; "
                                 "--sync-every 1 stops before the update and replays the step to name the op that "
                                 "made NaN/Inf";
-  // --grad-norms-every K: ‖∂L/∂θ‖ of every parameter before clipping, computed in one reduction and read at once
-  const auto named_params = model.named_parameters();
-  auto log_grad_norms = [&](int64_t at) {
-    std::vector<const std::string*> names;
-    std::vector<Tensor> grads;
-    for (const auto& np : named_params)
-      if (np.second.grad().defined()) names.push_back(&np.first), grads.push_back(np.second.grad());
-    if (grads.empty()) return;
-    const std::vector<double> norms = norm2_f64(grads).to(Device::cpu()).to_vector<double>();
-    std::string line = "{\"step\":" + std::to_string(at) + ",\"grad_norms\":{";
-    char num[32];
-    for (size_t i = 0; i < norms.size(); ++i) {
-      std::snprintf(num, sizeof num, "%.9g", norms[i]);
-      line += (i ? ",\"" : "\"") + *names[i] + "\":" + (std::isfinite(norms[i]) ? num : "null");
-    }
-    metrics << line << "}}\n";
-  };
+  const auto named_params = model.named_parameters();  // --grad-norms-every: the names of its lines
   model.train();
   // The per-node gradient norms are for graph dumps, not for training: off while train() runs, then the caller's
   // setting again (a test or a program that trains, then dumps a graph, gets its norms).
@@ -375,9 +373,12 @@ TrainResult train(const TrainOptions& o) {
       opt.set_lr(schedule.lr(step));  // update step+1 at `step` updates done, as fairseq: warmup_init_lr first
       const uint64_t rng_offset = default_generator().offset();  // to replay this step if it diverges
       Tensor values = forward_backward_queued(model, b, o.label_smoothing, autocast_bf16);
-      if (o.grad_norms_every > 0 && (step + 1) % o.grad_norms_every == 0) log_grad_norms(step + 1);
+      // --grad-norms-every K: every parameter's ‖∂L/∂θ‖ before clipping, one reduction, read with the step's values
+      nn::GradNorms param_norms;
+      if (o.grad_norms_every > 0 && (step + 1) % o.grad_norms_every == 0)
+        param_norms = nn::grad_norms_on_device(named_params);
       nn::clip_grads_to_norm(model.parameters(), o.clip_norm, values.narrow(0, 1, 1));
-      queued.push_back({step + 1, values, b.tgt_tokens, opt.lr()});
+      queued.push_back({step + 1, values, b.tgt_tokens, opt.lr(), std::move(param_norms)});
       if (o.sync_every <= 1 && !read_queued()) {
         // Replay the step in anomaly mode to name the first op that produced NaN/Inf; its update is not applied.
         opt.zero_grad();
@@ -466,8 +467,8 @@ TrainResult train(const TrainOptions& o) {
               res.valid_loss, res.valid_bleu, o.beam, corpus.test.size(), res.test_bleu);
   for (size_t i = 0; i < std::min<size_t>(5, hyps.size()); i++)
     std::printf("  %s\n    -> %s\n    (ref %s)\n", corpus.test[i].src.c_str(), hyps[i].c_str(), corpus.test[i].tgt.c_str());
-  std::printf("checkpoints: %s%s\nmetrics (one JSON line per step and evaluation): %s/metrics.jsonl\n", last_ckpt.c_str(),
-              exists(best_ckpt) ? (", best valid " + o.best_metric + ": " + best_ckpt).c_str() : "", o.out_dir.c_str());
+  std::printf("checkpoints: %s%s\nmetrics (JSON lines: steps, evaluations, gradient norms): %s/metrics.jsonl\n",
+              last_ckpt.c_str(), exists(best_ckpt) ? (", best valid " + o.best_metric + ": " + best_ckpt).c_str() : "", o.out_dir.c_str());
   return res;
 }
 

@@ -54,7 +54,7 @@ struct TrainOptions {
   int64_t sync_every = 1;
   // Every this many steps (0: never), the norm of each parameter's gradient before clipping (TOPOLOGIES.md §7.3, as
   // HybridNorm logs grad/<param>.norm), one line in metrics.jsonl: {"step":N,"grad_norms":{"<name>":norm,...}}.
-  // One host read of all the norms together at each such step.
+  // The norms stay on the device and are read with the step's loss (--sync-every), the line written after its.
   int64_t grad_norms_every = 0;
 };
 
