@@ -467,8 +467,9 @@ TrainResult train(const TrainOptions& o) {
               res.valid_loss, res.valid_bleu, o.beam, corpus.test.size(), res.test_bleu);
   for (size_t i = 0; i < std::min<size_t>(5, hyps.size()); i++)
     std::printf("  %s\n    -> %s\n    (ref %s)\n", corpus.test[i].src.c_str(), hyps[i].c_str(), corpus.test[i].tgt.c_str());
+  const std::string best = exists(best_ckpt) ? ", best valid " + o.best_metric + ": " + best_ckpt : "";
   std::printf("checkpoints: %s%s\nmetrics (JSON lines: steps, evaluations, gradient norms): %s/metrics.jsonl\n",
-              last_ckpt.c_str(), exists(best_ckpt) ? (", best valid " + o.best_metric + ": " + best_ckpt).c_str() : "", o.out_dir.c_str());
+              last_ckpt.c_str(), best.c_str(), o.out_dir.c_str());
   return res;
 }
 
