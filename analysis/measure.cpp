@@ -102,33 +102,30 @@ double max_abs_of(const Tensor& t, const std::vector<int64_t>& pad) {
   return mx;
 }
 
-// The largest visible logit per head over the non-pad query rows of `rows` [B, H, Tq] (AttentionLogitRows): H
-// values, -1 for a head no such row has.
-std::vector<double> head_logit_max(const Tensor& rows, const std::vector<int64_t>& pad) {
-  check(rows.dim() == 3 && (int64_t)pad.size() == rows.size(0) * rows.size(2), "measure",
-        ": attention logit rows ", rows.shape(), " do not match the batch's ", (int64_t)pad.size(), " tokens");
-  const int64_t B = rows.size(0), H = rows.size(1), T = rows.size(2);
-  const std::vector<double> v = host_values(rows);
-  std::vector<double> out(H, -1.0);
-  for (int64_t b = 0; b < B; ++b)
-    for (int64_t h = 0; h < H; ++h)
-      for (int64_t t = 0; t < T; ++t)
-        if (!pad[b * T + t]) out[h] = std::max(out[h], v[(b * H + h) * T + t]);
-  return out;
-}
-
-// The mean of `rows` [B, H, Tq] over heads and the non-pad query rows that see a key (`max_abs` >= 0, of the same
-// AttentionLogitRows); NaN when there is none.
-double mean_over_rows(const Tensor& rows, const Tensor& max_abs, const std::vector<int64_t>& pad) {
-  const int64_t B = rows.size(0), H = rows.size(1), T = rows.size(2);
-  const std::vector<double> v = host_values(rows), seen = host_values(max_abs);
-  double sum = 0;
+// One attention's rows (AttentionLogitRows, [B, H, Tq]) over its non-pad query rows: the largest visible logit
+// per head (-1 for a head no such row has), and the mean entropy over heads and those rows that see a key
+// (max_abs >= 0; NaN when there is none). One host copy of each.
+struct AttentionSummary {
+  std::vector<double> head_max;
+  double entropy;
+};
+AttentionSummary summarize_attention(const nn::AttentionLogitRows& r, const std::vector<int64_t>& pad) {
+  check(r.max_abs.dim() == 3 && (int64_t)pad.size() == r.max_abs.size(0) * r.max_abs.size(2), "measure",
+        ": attention logit rows ", r.max_abs.shape(), " do not match the batch's ", (int64_t)pad.size(), " tokens");
+  const int64_t B = r.max_abs.size(0), H = r.max_abs.size(1), T = r.max_abs.size(2);
+  const std::vector<double> top = host_values(r.max_abs), entropy = host_values(r.entropy);
+  AttentionSummary out{std::vector<double>(H, -1.0), 0.0};
   int64_t n = 0;
   for (int64_t b = 0; b < B; ++b)
     for (int64_t h = 0; h < H; ++h)
-      for (int64_t t = 0; t < T; ++t)
-        if (const int64_t i = (b * H + h) * T + t; !pad[b * T + t] && seen[i] >= 0) sum += v[i], ++n;
-  return n ? sum / double(n) : std::numeric_limits<double>::quiet_NaN();
+      for (int64_t t = 0; t < T; ++t) {
+        const int64_t i = (b * H + h) * T + t;
+        if (pad[b * T + t]) continue;
+        out.head_max[h] = std::max(out.head_max[h], top[i]);
+        if (top[i] >= 0) out.entropy += entropy[i], ++n;
+      }
+  out.entropy = n ? out.entropy / double(n) : std::numeric_limits<double>::quiet_NaN();
+  return out;
 }
 
 // The layer entry and sublayer that a hook's scope names ("enc.3.self_attn" -> enc.3, "self_attn"), after the
@@ -151,14 +148,12 @@ void logit_stats(const std::vector<nn::AttentionLogitRows>& rows, const std::str
   for (const nn::AttentionLogitRows& r : rows) {
     auto [m, attn] = sublayer_of(r.attention, prefix, layers);
     check(attn == "self_attn" || attn == "cross_attn", "measure", ": '", r.attention, "' is not an attention");
-    const std::vector<int64_t>& pad = m->layer.rfind("enc.", 0) == 0 ? src_pad : tgt_pad;
-    std::vector<double> heads = head_logit_max(r.max_abs, pad);
-    const double top = *std::max_element(heads.begin(), heads.end());
-    const double entropy = mean_over_rows(r.entropy, r.max_abs, pad);
+    AttentionSummary a = summarize_attention(r, m->layer.rfind("enc.", 0) == 0 ? src_pad : tgt_pad);
+    const double top = *std::max_element(a.head_max.begin(), a.head_max.end());
     if (attn == "self_attn")
-      m->self_logit_max = top, m->self_logit_max_heads = std::move(heads), m->self_attn_entropy = entropy;
+      m->self_logit_max = top, m->self_logit_max_heads = std::move(a.head_max), m->self_attn_entropy = a.entropy;
     else
-      m->cross_logit_max = top, m->cross_logit_max_heads = std::move(heads), m->cross_attn_entropy = entropy;
+      m->cross_logit_max = top, m->cross_logit_max_heads = std::move(a.head_max), m->cross_attn_entropy = a.entropy;
   }
 }
 
@@ -270,11 +265,12 @@ LayerMeasures measured_layers(nn::Transformer& model, const MeasureBatch& b, con
   for (auto& v : tgt_pad) v = v == cfg.pad_id;
 
   auto params = model.named_parameters();
+  const std::vector<std::string> names = model.layer_names();
   for (int64_t i = 0; i < L; ++i) {
     const bool enc = i < cfg.enc_layers;
     const int64_t k = enc ? i : i - cfg.enc_layers;
     LayerMeasure m;
-    m.layer = std::string(enc ? "enc." : "dec.") + std::to_string(k);
+    m.layer = names[i];
     double layer_sq = 0;
     for (auto& [name, p] : params)
       if (in_scope(name, m.layer)) layer_sq += grad_norm_sq(p);
@@ -347,29 +343,28 @@ std::vector<double> layer_removal_deltas(nn::Transformer& model, const MeasureBa
   const nn::TransformerConfig& cfg = model.config();
   const Device dev = model.device();
   const Tensor src = b.src.to(dev), tgt_in = b.tgt_in.to(dev), tgt_out = b.tgt_out.to(dev);
-  const bool was_training = model.is_training();
-  const std::vector<std::string> before = model.removed_layers();
+  struct Restore {  // the model's removed layers and mode, put back however this returns
+    nn::Transformer& model;
+    const std::vector<std::string> removed;
+    const bool training;
+    ~Restore() {
+      model.remove_layers(removed);
+      model.train(training);
+    }
+  } restore{model, model.removed_layers(), model.is_training()};
   NoGradGuard no_grad;
   model.eval();
   auto loss = [&] {
     return nn::label_smoothed_nll(model.forward(src, tgt_in), tgt_out, cfg.pad_id, label_smoothing).loss.item();
   };
+  const double whole = loss();
   std::vector<double> deltas;
-  try {
-    const double whole = loss();
-    for (int64_t i = 0; i < cfg.enc_layers + cfg.dec_layers; ++i) {
-      std::vector<std::string> removed = before;
-      removed.push_back(i < cfg.enc_layers ? "enc." + std::to_string(i) : "dec." + std::to_string(i - cfg.enc_layers));
-      model.remove_layers(removed);
-      deltas.push_back(loss() - whole);
-    }
-  } catch (...) {
-    model.remove_layers(before);
-    model.train(was_training);
-    throw;
+  for (const std::string& layer : model.layer_names()) {
+    std::vector<std::string> removed = restore.removed;
+    removed.push_back(layer);
+    model.remove_layers(removed);
+    deltas.push_back(loss() - whole);
   }
-  model.remove_layers(before);
-  model.train(was_training);
   return deltas;
 }
 

@@ -172,14 +172,20 @@ Stream Transformer::run_stack(Stack& stack, Stream s, LayerInputs ctx, std::vect
   return s;
 }
 
+std::vector<std::string> Transformer::layer_names() const {
+  std::vector<std::string> names;
+  for (const Stack* stack : {encoder.get(), decoder.get()})
+    for (const auto& layer : stack->layers) names.push_back(stack->name() + "." + layer->name());
+  return names;
+}
+
 void Transformer::remove_layers(const std::vector<std::string>& names) {
+  const std::vector<std::string> layers = layer_names();
   std::vector<std::string> kept;
   for (const std::string& n : names) {
-    bool found = false;
-    for (Stack* stack : {encoder.get(), decoder.get()})
-      for (auto& layer : stack->layers) found = found || n == stack->name() + "." + layer->name();
-    check(found, "Transformer::remove_layers", ": '", n, "' is not a layer of this model (enc.0 .. enc.",
-          cfg_.enc_layers - 1, ", dec.0 .. dec.", cfg_.dec_layers - 1, ")");
+    check(std::find(layers.begin(), layers.end(), n) != layers.end(), "Transformer::remove_layers", ": '", n,
+          "' is not a layer of this model (enc.0 .. enc.", cfg_.enc_layers - 1, ", dec.0 .. dec.",
+          cfg_.dec_layers - 1, ")");
     if (std::find(kept.begin(), kept.end(), n) == kept.end()) kept.push_back(n);
   }
   removed_ = std::move(kept);

@@ -98,6 +98,9 @@ class Transformer : public Module {
   // layer_outputs hook still records one entry per layer. An analysis setting: not part of kind(), not saved.
   // Throws Error, changing nothing, for a name that is not a layer of this model; {} restores every layer.
   void remove_layers(const std::vector<std::string>& names);
+  // Every layer's name, encoder first: "enc.0" ... "enc.<E-1>", "dec.0" ... "dec.<D-1>" (what remove_layers takes and
+  // the measures are named by).
+  std::vector<std::string> layer_names() const;
   const std::vector<std::string>& removed_layers() const { return removed_; }
 
   std::shared_ptr<Embedding> src_embed, tgt_embed;  // the same module when sharing

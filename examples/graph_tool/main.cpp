@@ -193,11 +193,7 @@ int main(int argc, char** argv) {
       graph_tool::write_report(ro);
     } else if (*cost_cmd) {
       std::vector<graph_tool::TopologyCost> rows;
-      for (const std::string& t : cli_lists::split_list(cost_topologies)) {  // every topology's settings first
-        graph_tool::ModelOptions mo = co.model;
-        mo.topology = t;
-        (void)mo.config();
-      }
+      co.model.check_topologies(cli_lists::split_list(cost_topologies));
       for (const std::string& t : cli_lists::split_list(cost_topologies)) {
         std::cerr << "cost: " << t << "\n";
         rows.push_back(graph_tool::measure_cost(co, t));

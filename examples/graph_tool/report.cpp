@@ -32,6 +32,14 @@ nn::TransformerConfig ModelOptions::config() const {
   return c;
 }
 
+void ModelOptions::check_topologies(const std::vector<std::string>& topologies) const {
+  for (const std::string& t : topologies) {
+    ModelOptions mo = *this;
+    mo.topology = t;
+    (void)mo.config();
+  }
+}
+
 namespace {
 
 const char* kMarker = "<!-- generated below -->";
@@ -235,11 +243,7 @@ std::string plot(const std::string& dir, const std::string& stem, int64_t depth,
 
 void write_report(const ReportOptions& opt) {
   check(!opt.topologies.empty() && !opt.depths.empty(), "report", ": need at least one topology and one depth");
-  for (const std::string& topo : opt.topologies) {  // every topology's settings, before any measuring
-    ModelOptions mo = opt.model;
-    mo.topology = topo;
-    (void)mo.config();
-  }
+  opt.model.check_topologies(opt.topologies);
   namespace fs = std::filesystem;
   const fs::path out_parent = fs::path(opt.out).parent_path();
   if (!out_parent.empty()) fs::create_directories(out_parent);  // a missing folder fails here, not at the end

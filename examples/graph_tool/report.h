@@ -21,6 +21,8 @@ struct ModelOptions {
   std::string qk_norm = "none";  // none | qk | qkv: per-head norms inside attention (TransformerConfig::qk_norm)
   std::string qk_norm_kind = "rms_norm";  // rms_norm | layer_norm | l2
   skipgrad::nn::TransformerConfig config() const;  // dropout 0: the statistics at initialization
+  // config() of each topology in turn, so a setting one of them refuses fails before any of them runs.
+  void check_topologies(const std::vector<std::string>& topologies) const;
 };
 
 struct ReportOptions {

@@ -80,9 +80,9 @@ EvalResult evaluate_checkpoint(const EvalOptions& o) {
   for (auto& p : pairs) refs.push_back(p.tgt);
   r.bleu = corpus_bleu(r.hypotheses, refs);
   if (o.layer_removal) {  // each remaining layer removed in turn, scored as the model was
-    for (int64_t i = 0; i < m.cfg.enc_layers + m.cfg.dec_layers; ++i) {
+    for (const std::string& layer : m.model->layer_names()) {
       LayerRemovalScore s;
-      s.layer = i < m.cfg.enc_layers ? "enc." + std::to_string(i) : "dec." + std::to_string(i - m.cfg.enc_layers);
+      s.layer = layer;
       if (std::find(o.remove_layers.begin(), o.remove_layers.end(), s.layer) != o.remove_layers.end()) continue;
       std::vector<std::string> removed = o.remove_layers;
       removed.push_back(s.layer);
