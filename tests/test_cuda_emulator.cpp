@@ -262,6 +262,21 @@ TEST_SUITE("cuda") {
     CHECK(sum.to(Device::cpu()).to_vector<float>() == std::vector<float>{2, 4, 6});
     CHECK(cudaGetLastError() == cudaSuccess);
   }
+
+  TEST_CASE_FIXTURE(sgtest::EmptyDeviceCache,
+                    "an allocation that meets a faulted kernel's sticky error names it, not 'out of memory'") {
+    // On a GPU every runtime call returns the fault of an earlier kernel (cudaErrorIllegalAddress, ...) until the
+    // process exits, and a cudaMalloc may be the first call to see it.
+    using skipgrad::Device, skipgrad::DType, skipgrad::Tensor;
+    skipgrad_emu::set_malloc_error(cudaErrorIllegalAddress);
+    const uint64_t os_allocs = skipgrad::allocator_for(Device::cuda()).stats().os_allocs;
+    CHECK_THROWS_WITH_ALL(Tensor::empty({1 << 20}, DType::F32, Device::cuda()), "allocate", "cudaErrorIllegalAddress",
+                          "4194304 bytes", "an earlier kernel or copy failed");
+    skipgrad_emu::set_malloc_error(cudaSuccess);
+    CHECK(skipgrad::allocator_for(Device::cuda()).stats().os_allocs == os_allocs);
+    CHECK(Tensor::ones({4}, DType::F32, Device::cuda()).sum().item() == 4);
+    CHECK(cudaGetLastError() == cudaSuccess);
+  }
 }
 
 #endif  // SKIPGRAD_CUDA_EMULATED

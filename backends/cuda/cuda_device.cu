@@ -8,15 +8,18 @@
 namespace skipgrad {
 
 namespace {
-// Raw allocator functions for tensor/allocator.h's CachingAllocator. A failed cudaMalloc returns nullptr so
-// the caching allocator can free its cache and retry before it reports out of memory.
+// Raw allocator functions for tensor/allocator.h's CachingAllocator. A cudaMalloc out of memory returns nullptr
+// so the caching allocator can free its cache and retry before it reports out of memory. Any other error is
+// thrown as it is: after a kernel faults (cudaErrorIllegalAddress, ...) every runtime call returns that error
+// until the process exits, and an allocation may be the first call to see it; it is not a lack of memory.
 void* cuda_raw_alloc(size_t bytes) {
   void* p = nullptr;
-  if (cudaMalloc(&p, bytes) != cudaSuccess) {
-    (void)cudaGetLastError();  // clear the sticky-free error state
-    return nullptr;
-  }
-  return p;
+  const cudaError_t err = cudaMalloc(&p, bytes);
+  if (err == cudaSuccess) return p;
+  (void)cudaGetLastError();  // an out-of-memory error is not sticky: clear it
+  if (err == cudaErrorMemoryAllocation) return nullptr;
+  fail("allocate", ": CUDA error ", cudaGetErrorName(err), " (", cudaGetErrorString(err), ") in cudaMalloc of ",
+       bytes, " bytes: an earlier kernel or copy failed, and the GPU is unusable until the process restarts");
 }
 CudaBackend* the_backend = nullptr;  // set by cuda_init
 

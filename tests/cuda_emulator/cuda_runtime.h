@@ -43,6 +43,7 @@ enum cudaError_t {
   cudaErrorInvalidConfiguration = 9,
   cudaErrorInvalidDevice = 101,
   cudaErrorNotReady = 600,
+  cudaErrorIllegalAddress = 700,
   cudaErrorLaunchFailure = 719,
 };
 using cudaError = cudaError_t;
@@ -128,6 +129,9 @@ bool skip_work();
 // While set (tests only): cudaEventQuery answers cudaErrorNotReady, as for work still in flight on a GPU, and, as
 // the CUDA runtime does, records it as the last error, which the caller must clear.
 void set_events_pending(bool pending);
+// While set to an error (tests only): cudaMalloc answers it, as every runtime call does on a GPU once a kernel has
+// faulted (a sticky error, kept until the process exits); cudaSuccess clears it.
+void set_malloc_error(cudaError_t e);
 int64_t count_launch(const char* kernel);  // returns the launches so far, this one included
 void count_gemm();
 

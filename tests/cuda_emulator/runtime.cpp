@@ -164,6 +164,7 @@ const char* cudaGetErrorName(cudaError_t e) {
     case cudaErrorInvalidConfiguration: return "cudaErrorInvalidConfiguration";
     case cudaErrorInvalidDevice: return "cudaErrorInvalidDevice";
     case cudaErrorNotReady: return "cudaErrorNotReady";
+    case cudaErrorIllegalAddress: return "cudaErrorIllegalAddress";
     case cudaErrorLaunchFailure: return "cudaErrorLaunchFailure";
   }
   return "cudaErrorUnknown";
@@ -174,10 +175,16 @@ const char* cudaGetErrorString(cudaError_t e) {
   return e == cudaSuccess ? "no error" : "emulated CUDA error";
 }
 
+namespace {
+std::atomic<cudaError_t> malloc_error{cudaSuccess};
+}
+void skipgrad_emu::set_malloc_error(cudaError_t e) { malloc_error = e; }
+
 cudaError_t cudaMalloc(void** p, size_t bytes) {
   skipgrad_emu::State& s = state();
   std::lock_guard<std::mutex> lock(s.mutex);
   *p = nullptr;
+  if (malloc_error != cudaSuccess) return record(malloc_error, "cudaMalloc: set_malloc_error (a sticky error)");
   if (bytes > skipgrad_emu::kDeviceBytes - s.device_bytes_in_use)
     return record(cudaErrorMemoryAllocation, "cudaMalloc: " + std::to_string(bytes) + " bytes do not fit in the " +
                                                  "emulated device's free memory");
