@@ -7,6 +7,7 @@
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <filesystem>
 #include <fstream>
 #include <map>
 #include <sstream>
@@ -322,8 +323,27 @@ const char* role_name(NodeRole r) {
 
 // ---------------------------------------------------------------- files
 
+namespace {
+void check_regular_or_absent(std::string_view op, const std::string& path) {
+  std::error_code ec;
+  const std::filesystem::file_status st = std::filesystem::status(path, ec);
+  check(!std::filesystem::exists(st) || std::filesystem::is_regular_file(st), op, ": '", path,
+        "' exists and is not a regular file (a folder or a device): give the path of a file to write");
+}
+}  // namespace
+
+void check_writable(std::string_view op, const std::string& path) {
+  check(!path.empty(), op, ": empty output path");
+  check_regular_or_absent(op, path);
+  const std::string tmp = path + ".tmp." + std::to_string(::getpid());
+  check((bool)std::ofstream(tmp, std::ios::binary | std::ios::trunc), op, ": cannot create '", tmp,
+        "': is the folder of '", path, "' there and writable?");
+  std::remove(tmp.c_str());
+}
+
 void write_file_atomic(const std::string& path, const std::string& text) {
   check(!path.empty(), "write_file_atomic", ": empty path");
+  check_regular_or_absent("write_file_atomic", path);
   std::string tmp = path + ".tmp." + std::to_string(::getpid());
   {
     std::ofstream f(tmp, std::ios::binary | std::ios::trunc);
@@ -349,13 +369,11 @@ std::string read_file(const std::string& path) {
   return os.str();
 }
 
-namespace {
 std::string shell_quote(const std::string& s) {
   std::string q = "'";
   for (char c : s) q += c == '\'' ? std::string("'\\''") : std::string(1, c);
   return q + "'";
 }
-}  // namespace
 
 bool graphviz_available() { return std::system("dot -V >/dev/null 2>&1") == 0; }
 

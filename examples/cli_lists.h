@@ -21,8 +21,24 @@ inline std::vector<std::string> split_list(const std::string& s) {
   return out;
 }
 
-// "3,6,12" -> {3, 6, 12}: at least one item, each a whole number >= lo that fits Int; else a skipgrad::Error
-// naming the option, the item and the list.
+// Refuses an item listed twice: "pre_ln,pre_ln" would train one run twice into one folder and list it twice.
+template <class T>
+void check_distinct(const std::vector<T>& items, const char* option, const std::string& s) {
+  for (size_t i = 0; i < items.size(); i++)
+    for (size_t j = 0; j < i; j++)
+      skipgrad::check(!(items[i] == items[j]), option, ": '", items[i], "' is listed twice in '", s, "'");
+}
+
+// "pre_ln,post_ln" -> {"pre_ln", "post_ln"}: at least one name, none twice; else a skipgrad::Error naming the option.
+inline std::vector<std::string> split_names(const std::string& s, const char* option) {
+  std::vector<std::string> out = split_list(s);
+  skipgrad::check(!out.empty(), option, ": no names in '", s, "'");
+  check_distinct(out, option, s);
+  return out;
+}
+
+// "3,6,12" -> {3, 6, 12}: at least one item, none twice, each a whole number >= lo that fits Int; else a
+// skipgrad::Error naming the option, the item and the list.
 template <class Int>
 std::vector<Int> split_numbers(const std::string& s, const char* option, Int lo) {
   std::vector<Int> out;
@@ -40,6 +56,7 @@ std::vector<Int> split_numbers(const std::string& s, const char* option, Int lo)
     out.push_back((Int)v);
   }
   skipgrad::check(!out.empty(), option, ": no values in '", s, "'");
+  check_distinct(out, option, s);
   return out;
 }
 

@@ -185,7 +185,7 @@ int main(int argc, char** argv) {
                 << paths_model.layers << " layers\n\n"
                 << paths_markdown(m.graph, m.paths);
     } else if (*report_cmd) {
-      ro.topologies = cli_lists::split_list(topologies);
+      ro.topologies = cli_lists::split_names(topologies, "--topologies");
       ro.depths = cli_lists::split_numbers<int64_t>(depths, "--depths", 1);
       ro.seeds = cli_lists::split_numbers<uint64_t>(seeds, "--seeds", 0);
       ro.steps = cli_lists::split_numbers<int64_t>(steps, "--steps", 0);
@@ -193,8 +193,9 @@ int main(int argc, char** argv) {
       graph_tool::write_report(ro);
     } else if (*cost_cmd) {
       std::vector<graph_tool::TopologyCost> rows;
-      co.model.check_topologies(cli_lists::split_list(cost_topologies));
-      for (const std::string& t : cli_lists::split_list(cost_topologies)) {
+      const std::vector<std::string> names = cli_lists::split_names(cost_topologies, "--topologies");
+      co.model.check_topologies(names);
+      for (const std::string& t : names) {
         std::cerr << "cost: " << t << "\n";
         rows.push_back(graph_tool::measure_cost(co, t));
       }

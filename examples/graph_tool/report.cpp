@@ -196,14 +196,15 @@ void write_dat(const std::string& dir, const Run& r, const LayerMeasures& m) {
 }
 
 // A PNG of column `col` vs layer for one depth: one colour per topology, one dash type per step (solid: init).
-// Returns the PNG's file name ("" when gnuplot failed).
+// The script names its files relative to `dir` and gnuplot runs there, so no path is parsed by gnuplot and the one
+// the shell sees is quoted. Returns the PNG's file name ("" when gnuplot failed).
 std::string plot(const std::string& dir, const std::string& stem, int64_t depth, const std::vector<Run>& runs,
                  const std::vector<int64_t>& steps, int col, const std::string& label, bool logy) {
   const std::string png = stem + "_L" + std::to_string(depth) + ".png";
   std::string ylabel;  // inside gnuplot's single quotes, a quote is written twice
   for (char c : label) ylabel += c == '\'' ? std::string("''") : std::string(1, c);
   std::ostringstream gp;
-  gp << "set terminal pngcairo size 1000,480 noenhanced\nset output '" << dir << "/" << png << "'\n"
+  gp << "set terminal pngcairo size 1000,480 noenhanced\nset output '" << png << "'\n"
      << "set title '" << ylabel << ", " << depth << "+" << depth << " layers'\nset xlabel 'layer (encoder 0.."
      << depth - 1 << ", decoder " << depth << ".." << 2 * depth - 1 << ")"
      << (steps.size() > 1 ? "; solid: init, dashed: trained" : "") << "'\nset ylabel '" << ylabel
@@ -217,21 +218,22 @@ std::string plot(const std::string& dir, const std::string& stem, int64_t depth,
     if (r.depth != depth) continue;
     ++colour;
     for (size_t si = 0; si < steps.size(); ++si) {
-      gp << (first ? "" : ", ") << "'" << dir << "/" << dat_name(r, steps[si]) << "' using 1:" << col
+      gp << (first ? "" : ", ") << "'" << dat_name(r, steps[si]) << "' using 1:" << col
          << " with linespoints lc " << colour << " dt " << si + 1 << " title '" << r.topology
          << (steps.size() > 1 ? " " : "") << (steps.size() > 1 ? step_label(steps[si]) : "") << "'";
       first = false;
     }
   }
   gp << "\n";
-  const std::string script = dir + "/" + stem + "_L" + std::to_string(depth) + ".gp";
-  write_file_atomic(script, gp.str());
-  if (std::system(("gnuplot '" + script + "' 2>/dev/null").c_str()) != 0) {
+  const std::string script = stem + "_L" + std::to_string(depth) + ".gp";
+  write_file_atomic(dir + "/" + script, gp.str());
+  const std::string gnuplot = "cd " + shell_quote(dir) + " && gnuplot " + shell_quote(script);
+  if (std::system((gnuplot + " 2>/dev/null").c_str()) != 0) {
     // the cairo terminal may be missing: fall back to the plain png terminal
     std::string text = gp.str();
     text.replace(text.find("pngcairo"), 8, "png");
-    write_file_atomic(script, text);
-    if (std::system(("gnuplot '" + script + "'").c_str()) != 0) {
+    write_file_atomic(dir + "/" + script, text);
+    if (std::system(gnuplot.c_str()) != 0) {
       std::filesystem::remove(dir + "/" + png);  // an empty file, e.g. when every value was 0 on a log scale
       return "";
     }

@@ -68,6 +68,11 @@ void prune_step_checkpoints(const std::string& dir, int keep) {
 
 void average_checkpoints(const std::vector<std::string>& inputs, const std::string& out) {
   check(!inputs.empty(), "average_checkpoints", ": no checkpoints to average");
+  for (const std::string& in : inputs) {
+    std::error_code ec;
+    check(!fs::equivalent(in, out, ec), "average_checkpoints", ": the output '", out, "' is one of the inputs ('", in,
+          "'): write the average to another file");
+  }
   const std::string& first_path = inputs.front();
   const nn::SafetensorsFile first = nn::load_safetensors(first_path);
   const std::string config = required(first, "config", first_path), vocab = required(first, "vocab", first_path);
@@ -85,9 +90,12 @@ void average_checkpoints(const std::vector<std::string>& inputs, const std::stri
     const nn::SafetensorsFile f = nn::load_safetensors(path);  // checksum verified
     check(required(f, "config", path) == config, "average_checkpoints", ": '", path,
           "' is a different model configuration from '", first_path, "'");
-    check(required(f, "vocab", path) == vocab, "average_checkpoints", ": '", path, "' has a different vocabulary ('",
-          f.metadata.at("vocab"), "') from '", first_path, "' ('", vocab, "')");
+    // The vocabulary itself where both files store it (the path may be spelled differently: data vs ./data);
+    // the path where one is older and names only its file.
     const std::string model_here = metadata_or(f, "vocab_model");
+    if (model_here.empty() || vocab_model.empty())
+      check(required(f, "vocab", path) == vocab, "average_checkpoints", ": '", path, "' has a different vocabulary ('",
+            f.metadata.at("vocab"), "') from '", first_path, "' ('", vocab, "')");
     check(model_here.empty() || vocab_model.empty() || model_here == vocab_model, "average_checkpoints", ": '", path,
           "' stores a different vocabulary model from '", first_path, "'");
     if (vocab_model.empty()) vocab_model = model_here;

@@ -1,5 +1,8 @@
 #include "config_json.h"
 
+#include <cctype>
+#include <stdexcept>
+
 #include <nlohmann/json.hpp>
 
 #include "tensor/error.h"
@@ -76,6 +79,12 @@ T metadata_value(const std::map<std::string, std::string>& m, const std::string&
 int64_t metadata_int(const std::map<std::string, std::string>& m, const std::string& key, const std::string& path) {
   return metadata_value<int64_t>(m, key, path, "a whole number",
                                  [](const std::string& s, size_t* used) { return (int64_t)std::stoll(s, used); });
+}
+uint64_t metadata_u64(const std::map<std::string, std::string>& m, const std::string& key, const std::string& path) {
+  return metadata_value<uint64_t>(m, key, path, "a whole number >= 0", [](const std::string& s, size_t* used) {
+    if (s.empty() || !std::isdigit((unsigned char)s[0])) throw std::invalid_argument("not digits");  // stoull takes -1
+    return (uint64_t)std::stoull(s, used);
+  });
 }
 double metadata_number(const std::map<std::string, std::string>& m, const std::string& key, const std::string& path) {
   return metadata_value<double>(m, key, path, "a number",

@@ -14,6 +14,8 @@ skipgrad::nn::TransformerConfig config_from_json(const std::string& s);
 // is not such a number throws skipgrad::Error naming the file, the key and the text.
 int64_t metadata_int(const std::map<std::string, std::string>& metadata, const std::string& key,
                      const std::string& path);
+uint64_t metadata_u64(const std::map<std::string, std::string>& metadata, const std::string& key,
+                      const std::string& path);  // digits only (a seed)
 double metadata_number(const std::map<std::string, std::string>& metadata, const std::string& key,
                        const std::string& path);
 }  // namespace translate

@@ -196,15 +196,9 @@ std::vector<Pair> read_tsv(const std::string& path, bool strict, std::vector<std
 }
 
 void write_tsv(const std::string& path, const std::vector<Pair>& pairs) {
-  const std::string tmp = path + ".tmp";
-  {
-    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
-    check(out.good(), "write_tsv", ": cannot write '", tmp, "'");
-    for (const Pair& p : pairs) out << p.src << '\t' << p.tgt << '\n';
-    out.flush();
-    check(out.good(), "write_tsv", ": write to '", tmp, "' failed (disk full?)");
-  }
-  check(std::rename(tmp.c_str(), path.c_str()) == 0, "write_tsv", ": cannot rename '", tmp, "' to '", path, "'");
+  std::string text;
+  for (const Pair& p : pairs) text += p.src + '\t' + p.tgt + '\n';
+  skipgrad::write_file_atomic(path, text);  // a temporary of this process, renamed: two runs may prepare at once
 }
 
 }  // namespace translate

@@ -5,6 +5,7 @@
 #include <fstream>
 #include <limits>
 
+#include "analysis/graph.h"
 #include "config_json.h"
 #include "nn/checkpoint.h"
 #include "tensor/error.h"
@@ -33,18 +34,21 @@ EvalResult evaluate_checkpoint(const EvalOptions& o) {
   check(o.beam >= 1, "eval", ": --beam must be at least 1, got ", o.beam);
   check(o.test_sentences >= 0, "eval", ": --test-sentences must be 0 (all) or positive, got ", o.test_sentences);
   check(o.measure >= 0, "eval", ": --measure must be 0 (none) or a number of batches, got ", o.measure);
+  if (!o.hypotheses_path.empty()) check_writable("eval --hypotheses", o.hypotheses_path);  // before the decoding
   EvalResult r;
   std::vector<Pair> pairs;
-  if (o.tsv.empty()) {
+  // A built-in corpus is made when missing; of a corpus folder only test.tsv is read (it needs no train.tsv).
+  const bool builtin = o.data.corpus == "numbers" || o.data.corpus == "ding";
+  const std::string tsv = !o.tsv.empty() ? o.tsv : builtin ? std::string() : o.data.corpus + "/test.tsv";
+  if (tsv.empty()) {
     Corpus c = prepare_corpus(o.data);
-    const bool builtin = o.data.corpus == "numbers" || o.data.corpus == "ding";
-    r.test_file = (builtin ? o.data.data_dir + "/" + o.data.corpus : o.data.corpus) + "/test.tsv";
+    r.test_file = o.data.data_dir + "/" + o.data.corpus + "/test.tsv";
     pairs = std::move(c.test);
   } else {
     std::vector<std::string> problems;
-    pairs = read_tsv(o.tsv, false, &problems);
+    pairs = read_tsv(tsv, false, &problems);
     for (auto& p : problems) std::fprintf(stderr, "warning: %s\n", p.c_str());
-    r.test_file = o.tsv;
+    r.test_file = tsv;
   }
   if (o.test_sentences > 0 && (size_t)o.test_sentences < pairs.size()) pairs.resize(o.test_sentences);
   check(!pairs.empty(), "eval", ": no sentence pairs in '", r.test_file, "'");
@@ -97,9 +101,9 @@ EvalResult evaluate_checkpoint(const EvalOptions& o) {
   }
 
   if (!o.hypotheses_path.empty()) {
-    std::ofstream out(o.hypotheses_path);
-    check(out.good(), "eval", ": cannot write hypotheses to '", o.hypotheses_path, "'");
-    for (auto& h : r.hypotheses) out << h << "\n";
+    std::string text;
+    for (const std::string& h : r.hypotheses) text += h + "\n";
+    write_file_atomic(o.hypotheses_path, text);
   }
   return r;
 }

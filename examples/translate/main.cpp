@@ -59,12 +59,16 @@ static CLI::Validator number_that(const std::string& range, std::function<bool(d
         } catch (const std::exception&) {
           return "'" + text + "' is not a number";
         }
+        if (!(std::fabs(v) < 9.2e18)) return "'" + text + "' is out of range";  // past int64 (or NaN)
         return ok(v) ? std::string() : "must be " + range + ", got " + text;
       },
       range);
 }
 static CLI::Validator at_least(long long lo) {
   return number_that("at least " + std::to_string(lo), [lo](double v) { return v >= (double)lo; });
+}
+static CLI::Validator label_smoothing_range() {
+  return number_that("in [0, 1)", [](double e) { return e >= 0 && e < 1; });
 }
 
 // The model options given by name, parsed into TrainOptions::model once the command line is read.
@@ -100,7 +104,7 @@ static void add_train_options(CLI::App* c, TrainOptions& o, ModelChoices& m) {
   c->add_option("--qk-norm-kind", m.qk_norm_kind, "rms_norm | layer_norm | l2 (HybridNorm: --norm's kind)")
       ->capture_default_str();
   c->add_option("--resi-dual-scale", o.model.resi_dual_scale)->capture_default_str();
-  c->add_option("--label-smoothing", o.label_smoothing)->capture_default_str();
+  c->add_option("--label-smoothing", o.label_smoothing)->check(label_smoothing_range())->capture_default_str();
   c->add_option("--lr", o.lr)->capture_default_str();
   c->add_option("--warmup", o.warmup, "linear warm-up steps, then inverse square root")->capture_default_str();
   c->add_option("--weight-decay", o.weight_decay)->capture_default_str();
@@ -207,7 +211,8 @@ int main(int argc, char** argv) {
   eval_cmd->add_option("--beam", ev.beam, "1: greedy")->check(at_least(1))->capture_default_str();
   eval_cmd->add_option("--device", o.device, "cpu | cuda | cuda:N")->capture_default_str();
   eval_cmd->add_option("--test-sentences", ev.test_sentences, "the first N sentences (0: all)")->capture_default_str();
-  eval_cmd->add_option("--label-smoothing", o.label_smoothing, "for the reported loss")->capture_default_str();
+  eval_cmd->add_option("--label-smoothing", o.label_smoothing, "for the reported loss")
+      ->check(label_smoothing_range())->capture_default_str();
   eval_cmd->add_option("--hypotheses", ev.hypotheses_path, "write the translations here, one per line");
   eval_cmd->add_option("--measure", ev.measure,
                        "per-layer gradient norms, cosines and token cosines (rank collapse) on the first N test batches")
@@ -236,7 +241,7 @@ int main(int argc, char** argv) {
   int average_last = 5;
   auto* run_opt =
       average_cmd->add_option("--run", average_run, "a run folder: its checkpoint_<step> files (--keep-last)");
-  average_cmd->add_option("--last", average_last, "with --run: the newest N")->check(at_least(1))
+  average_cmd->add_option("--last", average_last, "with --run: the newest N")->check(at_least(1))->needs(run_opt)
       ->capture_default_str();
   average_cmd->add_option("--checkpoints", average_inputs, "these checkpoint files instead")->excludes(run_opt)
       ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);
@@ -264,6 +269,14 @@ int main(int argc, char** argv) {
     o.model.qk_norm_kind = nn::parse_head_norm_kind(choices.qk_norm_kind);
     check(o.model.qk_norm != nn::HeadNormTargets::None || o.model.qk_norm_kind == nn::HeadNormKind::RMSNorm,
           "--qk-norm-kind", ": ", choices.qk_norm_kind, " needs --qk-norm qk or qkv");
+    // Options that only act together with another: given alone they would be silently ignored.
+    for (CLI::App* cmd : {train_cmd, compare_cmd, sweep_cmd}) {
+      if (!*cmd) continue;
+      for (const char* name : {"--patience", "--best-metric"})
+        check(!cmd->count(name) || o.eval_every > 0, name, ": acts on the evaluations of --eval-every, which is 0");
+      check(!o.max_steps || o.profile_step <= o.max_steps, "--profile-step", ": step ", o.profile_step,
+            " is past --steps ", o.max_steps);
+    }
     if (*train_cmd) {
       if (o.out_dir == "runs/default") o.out_dir = "runs/" + o.model.topology;
       TrainResult r = train(o);
@@ -272,22 +285,25 @@ int main(int argc, char** argv) {
     if (*compare_cmd) {
       std::vector<std::pair<std::string, TrainResult>> rows;
       const std::string base = o.out_dir == "runs/default" ? "runs/compare" : o.out_dir;
-      for (const std::string& t : cli_lists::split_list(topologies))  // every topology's checks before training
+      const std::vector<std::string> names = cli_lists::split_names(topologies, "--topologies");
+      for (const std::string& t : names)  // every topology's checks before training
         nn::make_topology(t)->check_config(o.model);
-      for (const std::string& t : cli_lists::split_list(topologies)) {
+      for (const std::string& t : names) {
         TrainOptions ot = o;
         ot.model.topology = t;
         ot.out_dir = base + "/" + t;
         std::printf("\n=== %s ===\n", t.c_str());
         rows.emplace_back(t, train(ot));
       }
+      bool all_diverged = true;
+      for (auto& row : rows) all_diverged = all_diverged && row.second.diverged;
       std::printf("\n| topology | params | steps | train loss | valid loss | valid BLEU | test BLEU (beam %d) | tok/s | status |\n"
                   "|---|---|---|---|---|---|---|---|---|\n", o.beam);
       for (auto& [t, r] : rows)
         std::printf("| %s | %lld | %lld | %.3f | %.3f | %.2f | %.2f | %.0f | %s |\n", t.c_str(), (long long)r.parameters,
                     (long long)r.steps, r.final_train_loss, r.valid_loss, r.valid_bleu, r.test_bleu, r.tokens_per_second,
                     r.diverged ? "diverged" : "ok");
-      return 0;
+      return all_diverged ? 3 : 0;  // as train's exit status for its one run
     }
     if (*tr_cmd) {
       TrainedModel m = load_trained_model(ckpt, o.device);
@@ -347,7 +363,8 @@ int main(int argc, char** argv) {
     }
     if (*sweep_cmd) {
       sw.train = o;
-      sw.topologies = sweep_topologies == "all" ? nn::topology_names() : cli_lists::split_list(sweep_topologies);
+      sw.topologies = sweep_topologies == "all" ? nn::topology_names()
+                                                : cli_lists::split_names(sweep_topologies, "--topologies");
       sw.depths = cli_lists::split_numbers<int64_t>(depths, "--depths", 1);
       sw.seeds = cli_lists::split_numbers<uint64_t>(seeds, "--seeds", 0);
       sw.out_dir = o.out_dir == "runs/default" ? "runs/sweep" : o.out_dir;

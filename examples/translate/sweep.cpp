@@ -12,6 +12,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "analysis/graph.h"
 #include "nn/topology.h"
 #include "tensor/error.h"
 
@@ -35,13 +36,8 @@ void write_sweep_row(const std::string& path, const SweepRow& r) {
   json j = {{"topology", r.topology}, {"layers", r.layers}, {"seed", r.seed}, {"steps", r.steps},
             {"test_bleu", r.test_bleu}, {"best_valid_loss", r.best_valid_loss},
             {"final_train_loss", r.final_train_loss}, {"diverged", r.diverged}, {"minutes", r.minutes}};
-  const std::string tmp = path + ".tmp";  // atomic: a run is "done" only once its whole result is on disk
-  {
-    std::ofstream out(tmp);
-    check(out.good(), "write_sweep_row", ": cannot write '", tmp, "'");
-    out << j.dump(1) << "\n";  // nlohmann writes NaN/Inf as null
-  }
-  fs::rename(tmp, path);
+  // atomic: a run is "done" only once its whole result is on disk; nlohmann writes NaN/Inf as null
+  write_file_atomic(path, j.dump(1) + "\n");
 }
 
 bool read_sweep_row(const std::string& path, SweepRow* r) {
@@ -56,7 +52,8 @@ bool read_sweep_row(const std::string& path, SweepRow* r) {
     r->steps = j.at("steps").get<int64_t>();
     r->diverged = j.at("diverged").get<bool>();
   } catch (const std::exception& e) {
-    fail("read_sweep_row", ": '", path, "' is not a sweep result: ", e.what());
+    fail("read_sweep_row", ": '", path, "' is not a sweep result (", e.what(),
+         "): delete it to train that run again, or give --force to train every run again");
   }
   r->test_bleu = number_or_nan(j, "test_bleu");
   r->best_valid_loss = number_or_nan(j, "best_valid_loss");
@@ -74,8 +71,7 @@ static std::string fmt(const char* f, double v) {
 }
 
 void write_results_markdown(const std::string& path, const std::vector<SweepRow>& rows, const std::string& preamble) {
-  std::ofstream out(path);
-  check(out.good(), "write_results_markdown", ": cannot write '", path, "'");
+  std::ostringstream out;
   if (!preamble.empty()) out << preamble << "\n\n";
   out << "| topology | layers | seed | steps | test BLEU | best valid loss | final train loss | diverged? | minutes |\n"
       << "|---|---|---:|---:|---:|---:|---:|---|---:|\n";
@@ -84,16 +80,17 @@ void write_results_markdown(const std::string& path, const std::vector<SweepRow>
         << fmt("%.2f", r.test_bleu) << " | " << fmt("%.4f", r.best_valid_loss) << " | "
         << fmt("%.4f", r.final_train_loss) << " | " << (r.diverged ? "yes" : "no") << " | " << fmt("%.1f", r.minutes)
         << " |\n";
+  write_file_atomic(path, out.str());
 }
 
 void write_results_csv(const std::string& path, const std::vector<SweepRow>& rows) {
-  std::ofstream out(path);
-  check(out.good(), "write_results_csv", ": cannot write '", path, "'");
+  std::ostringstream out;
   out << "topology,layers,seed,steps,test_bleu,best_valid_loss,final_train_loss,diverged,minutes\n";
   for (const SweepRow& r : rows)
     out << r.topology << "," << r.layers << "," << r.seed << "," << r.steps << "," << fmt("%.4f", r.test_bleu) << ","
         << fmt("%.6f", r.best_valid_loss) << "," << fmt("%.6f", r.final_train_loss) << ","
         << (r.diverged ? "true" : "false") << "," << fmt("%.3f", r.minutes) << "\n";
+  write_file_atomic(path, out.str());
 }
 
 // ---- loss curves ----
@@ -131,8 +128,7 @@ struct PlotLine {
 
 void write_gnuplot_script(const std::string& path, const std::string& stem, const std::string& title,
                           const std::string& ylabel, int column, const char* style, const std::vector<PlotLine>& lines) {
-  std::ofstream out(path);
-  check(out.good(), "write_plot_files", ": cannot write '", path, "'");
+  std::ostringstream out;
   out << "# " << title << ". Render from this folder: gnuplot " << fs::path(path).filename().string()
       << "  (writes " << stem << ".png and " << stem << ".svg)\n"
       << "set terminal pngcairo size 960,600 noenhanced font ',10'\n"
@@ -147,6 +143,7 @@ void write_gnuplot_script(const std::string& path, const std::string& stem, cons
         << "\n";
   out << "set terminal svg size 960,600 noenhanced dynamic\n"
       << "set output '" << stem << ".svg'\nreplot\nunset output\n";
+  write_file_atomic(path, out.str());
 }
 }  // namespace
 
@@ -163,20 +160,22 @@ std::vector<std::string> write_plot_files(const std::string& plot_dir, const std
     RunCurves c = read_metrics(metrics);
     const std::string title = r.topology + (seeds.size() > 1 ? " s" + std::to_string(r.seed) : "");
     if (!c.step.empty()) {
-      std::ofstream out(plot_dir + "/" + name + ".train.dat");
+      std::ostringstream out;
       out << "# step loss ema(0.98)\n";
       double ema = 0;
       for (size_t i = 0; i < c.step.size(); i++) {
         ema = i == 0 ? c.loss[i] : 0.98 * ema + 0.02 * c.loss[i];
         out << c.step[i] << " " << c.loss[i] << " " << ema << "\n";
       }
+      write_file_atomic(plot_dir + "/" + name + ".train.dat", out.str());
       train_lines[r.layers].push_back({name + ".train.dat", title});
     }
     if (!c.valid_step.empty()) {
-      std::ofstream out(plot_dir + "/" + name + ".valid.dat");
+      std::ostringstream out;
       out << "# step valid_loss valid_bleu\n";
       for (size_t i = 0; i < c.valid_step.size(); i++)
         out << c.valid_step[i] << " " << c.valid_loss[i] << " " << c.valid_bleu[i] << "\n";
+      write_file_atomic(plot_dir + "/" + name + ".valid.dat", out.str());
       valid_lines[r.layers].push_back({name + ".valid.dat", title});
     }
   }
@@ -195,12 +194,6 @@ std::vector<std::string> write_plot_files(const std::string& plot_dir, const std
     scripts.push_back(stem + ".gp");
   }
   return scripts;
-}
-
-static std::string shell_quote(const std::string& s) {
-  std::string q = "'";
-  for (char ch : s) q += ch == '\'' ? std::string("'\\''") : std::string(1, ch);
-  return q + "'";
 }
 
 bool render_plots(const std::string& plot_dir, const std::vector<std::string>& scripts) {
@@ -259,6 +252,9 @@ std::vector<SweepRow> run_sweep(const SweepOptions& o) {
         const std::string name = sweep_run_name(topology, layers, seed), dir = o.out_dir + "/" + name;
         SweepRow row;
         if (!o.force && read_sweep_row(dir + "/result.json", &row)) {
+          check(row.topology == topology && row.layers == layers && row.seed == seed, "sweep", ": '", dir,
+                "/result.json' holds the result of ", sweep_run_name(row.topology, row.layers, row.seed),
+                ", not of ", name, ": delete it to train that run again");
           std::printf("[%zu/%zu] %s: done already (test BLEU %.2f), skipped\n", rows.size() + 1, total, name.c_str(),
                       row.test_bleu);
           rows.push_back(row);

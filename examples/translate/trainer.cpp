@@ -149,8 +149,10 @@ LossAndNorm forward_backward(nn::Transformer& model, const Batch& b, double labe
 
 namespace {
 std::string fmt_time(double s) {
-  char buf[32];
-  std::snprintf(buf, sizeof buf, "%d:%02d", (int)s / 60, (int)s % 60);
+  if (!(s < 1e12)) return "--:--";  // an ETA of a step budget in the billions (and NaN): no number to cast
+  char buf[40];
+  const long long whole = (long long)s;
+  std::snprintf(buf, sizeof buf, "%lld:%02lld", whole / 60, whole % 60);
   return buf;
 }
 // A double as text that std::stod reads back to the same value ("inf" included).
@@ -172,6 +174,9 @@ TrainResult train(const TrainOptions& o) {
   // An empty split would make an endless epoch loop (train) or a mean over nothing (valid, test).
   check(o.best_metric == "loss" || o.best_metric == "bleu", "train", ": --best-metric is '", o.best_metric,
         "', expected loss or bleu");
+  // checked here, before the folder is touched, and not at the first loss: a fresh run first clears its folder
+  check(o.label_smoothing >= 0 && o.label_smoothing < 1, "train", ": --label-smoothing must be in [0, 1), got ",
+        o.label_smoothing);
   check(!corpus.train.empty() && !corpus.valid.empty() && !corpus.test.empty(), "train", ": corpus '", data_dir,
         "' has an empty split: ", corpus.train.size(), " train, ", corpus.valid.size(), " valid, ", corpus.test.size(),
         " test pairs (each needs at least one)");
@@ -203,11 +208,15 @@ TrainResult train(const TrainOptions& o) {
   remove_stale_temps(o.out_dir);
   const std::string last_ckpt = o.out_dir + "/checkpoint_last.safetensors";
   const std::string best_ckpt = o.out_dir + "/checkpoint_best.safetensors";
+  check_writable("train", last_ckpt);  // a folder that takes no new file fails now, not at the first save
   int64_t step = 0, epoch = 0, batch_in_epoch = 0, evals_since_best = 0;
   // The best evaluation so far by each measure; checkpoint_best follows the one --best-metric names.
   double best_bleu = -1, best_loss = std::numeric_limits<double>::infinity();
   const std::string vocab_model = vocab.to_base64();
   const bool resuming = o.resume && exists(last_ckpt);
+  uint64_t seed = o.seed;         // the batch order's: a resumed run keeps its checkpoint's
+  int64_t last_saved_step = -1;   // this run's latest checkpoint_last, for the divergence message
+  bool have_best = resuming && exists(best_ckpt);
   if (o.resume && !resuming)
     std::printf("--resume: no checkpoint at %s; starting from step 0\n", last_ckpt.c_str());
   if (resuming) {
@@ -224,16 +233,33 @@ TrainResult train(const TrainOptions& o) {
     best_bleu = metadata_number(m, "best_bleu", last_ckpt);
     if (m.count("best_valid_loss")) best_loss = metadata_number(m, "best_valid_loss", last_ckpt);  // since 2026-12-05
     res.best_valid_loss = best_loss;
+    last_saved_step = step;
     std::printf("resumed from %s at step %lld\n", last_ckpt.c_str(), (long long)step);
-  } else if (const size_t stale = step_checkpoints(o.out_dir).size()) {
+    // As torch and fairseq restore their param groups, Adam's settings are the checkpoint's, and so is the seed of
+    // the batch order (since 2026-12-06): said when the command line gives others, which would otherwise be lost.
+    if (m.count("seed")) seed = metadata_u64(m, "seed", last_ckpt);
+    const std::pair<const char*, double> given[] = {{"--seed", (double)o.seed}, {"--weight-decay", o.weight_decay}};
+    const double kept[] = {(double)seed, opt.weight_decay(0)};
+    for (size_t i = 0; i < 2; i++)
+      if (given[i].second != kept[i])
+        std::printf("--resume: %s %g is not used: the run continues with its checkpoint's %g\n", given[i].first,
+                    given[i].second, kept[i]);
+  } else {
     // A fresh run owns its folder (it rewrites checkpoint_last and metrics.jsonl): an earlier run's step
-    // checkpoints would outrank its own in --keep-last's pruning and in `average --run`.
-    prune_step_checkpoints(o.out_dir, 0);
-    std::printf("removed %zu step checkpoints of an earlier run in %s\n", stale, o.out_dir.c_str());
+    // checkpoints would outrank its own in --keep-last's pruning and in `average --run`, and its checkpoint_best
+    // would be reported as this run's.
+    if (const size_t stale = step_checkpoints(o.out_dir).size()) {
+      prune_step_checkpoints(o.out_dir, 0);
+      std::printf("removed %zu step checkpoints of an earlier run in %s\n", stale, o.out_dir.c_str());
+    }
+    if (exists(best_ckpt)) {
+      std::filesystem::remove(best_ckpt);
+      std::printf("removed the checkpoint_best of an earlier run in %s\n", o.out_dir.c_str());
+    }
   }
   // The training batches of an epoch: shuffled by a seed of (--seed, epoch), so a resumed run sees the same ones
   auto epoch_batches = [&](int64_t e) {
-    return make_batches(train_ex, o.max_tokens, o.seed * 1000003 + (uint64_t)e, true);
+    return make_batches(train_ex, o.max_tokens, seed * 1000003 + (uint64_t)e, true);
   };
   if (step == 0 && !train_ex.empty()) {
     // a topology's data-dependent init (Admin's ω: one profiling forward of the first batch); a resumed run has it
@@ -246,7 +272,7 @@ TrainResult train(const TrainOptions& o) {
   auto save = [&](const std::string& path, bool with_optimizer = true) {
     nn::save_checkpoint(path, model, with_optimizer ? &opt : nullptr,
                         {{"config", config_to_json(cfg)}, {"vocab", vocab.path()}, {"vocab_model", vocab_model},
-                         {"step", std::to_string(step)},
+                         {"step", std::to_string(step)}, {"seed", std::to_string(seed)},
                          {"epoch", std::to_string(epoch)}, {"batch_in_epoch", std::to_string(batch_in_epoch)},
                          {"best_bleu", exact(best_bleu)}, {"best_valid_loss", exact(best_loss)}});
   };
@@ -347,7 +373,16 @@ TrainResult train(const TrainOptions& o) {
                   diverged.loss, diverged.gnorm);
     res.diverged = true;
     res.divergence = buf + where;
-    std::printf("\n%s\nthe last good checkpoint is kept: %s\n", res.divergence.c_str(), last_ckpt.c_str());
+    std::printf("\n%s\n", res.divergence.c_str());
+    if (last_saved_step < 0)
+      std::printf("this run saved no checkpoint before it diverged\n");
+    else if (last_saved_step + 1 == diverged.step)  // the update saved last is the one that made the loss NaN/Inf
+      std::printf("%s (step %lld) is kept, but its weights are the ones the diverged step started from: resume "
+                  "from it with a lower --lr, or from an earlier --keep-last checkpoint\n",
+                  last_ckpt.c_str(), (long long)last_saved_step);
+    else
+      std::printf("the last checkpoint before the divergence is kept: %s (step %lld)\n", last_ckpt.c_str(),
+                  (long long)last_saved_step);
     metrics << "{\"step\":" << diverged.step << ",\"diverged\":true}\n";
   };
   const std::string read_late = "found when the queued steps were read back (--sync-every " +
@@ -425,6 +460,7 @@ TrainResult train(const TrainOptions& o) {
         if (better) {
           evals_since_best = 0;
           save(best_ckpt);
+          have_best = true;
         } else if (o.patience && ++evals_since_best >= o.patience) {
           std::printf("early stop: no better valid %s in %d evaluations\n", o.best_metric.c_str(), o.patience);
           stop = true;
@@ -434,6 +470,7 @@ TrainResult train(const TrainOptions& o) {
         flush_metrics();
         batch_in_epoch++;  // the checkpoint resumes at the next batch
         save(last_ckpt);
+        last_saved_step = step;
         batch_in_epoch--;
         save_step_checkpoint();
       }
@@ -467,7 +504,7 @@ TrainResult train(const TrainOptions& o) {
               res.valid_loss, res.valid_bleu, o.beam, corpus.test.size(), res.test_bleu);
   for (size_t i = 0; i < std::min<size_t>(5, hyps.size()); i++)
     std::printf("  %s\n    -> %s\n    (ref %s)\n", corpus.test[i].src.c_str(), hyps[i].c_str(), corpus.test[i].tgt.c_str());
-  const std::string best = exists(best_ckpt) ? ", best valid " + o.best_metric + ": " + best_ckpt : "";
+  const std::string best = have_best ? ", best valid " + o.best_metric + ": " + best_ckpt : "";
   std::printf("checkpoints: %s%s\nmetrics (JSON lines: steps, evaluations, gradient norms): %s/metrics.jsonl\n",
               last_ckpt.c_str(), best.c_str(), o.out_dir.c_str());
   return res;

@@ -3,13 +3,17 @@
 #include <sentencepiece_processor.h>
 #include <sentencepiece_trainer.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
 #include <fstream>
+#include <iterator>
+#include <unordered_map>
 
+#include "analysis/graph.h"
 #include "tensor/error.h"
 
 namespace translate {
@@ -92,12 +96,45 @@ Vocab Vocab::from_base64(const std::string& text, const std::string& name) {
   return v;
 }
 
+namespace {
+// What a vocabulary was trained on: FNV-1a (64 bits) of the training text and the requested size, as one line
+// kept beside the model ("<model>.source"), so a model cached for other data is not reused for this.
+std::string training_fingerprint(const std::vector<Pair>& train, int vocab_size) {
+  uint64_t h = 1469598103934665603ull;
+  auto mix = [&h](const std::string& s, char end) {
+    for (unsigned char c : s) h = (h ^ c) * 1099511628211ull;
+    h = (h ^ (unsigned char)end) * 1099511628211ull;
+  };
+  for (const Pair& p : train) {
+    mix(p.src, '\t');
+    mix(p.tgt, '\n');
+  }
+  char buf[96];
+  std::snprintf(buf, sizeof buf, "fnv1a64 %016llx pairs %zu vocab_size %d\n", (unsigned long long)h, train.size(),
+                vocab_size);
+  return buf;
+}
+}  // namespace
+
 Vocab Vocab::load_or_train(const std::string& model_path, const std::vector<Pair>& train, int vocab_size) {
-  if (file_exists(model_path)) return load(model_path);
+  const std::string source_path = model_path + ".source", source = training_fingerprint(train, vocab_size);
+  if (file_exists(model_path)) {
+    std::ifstream in(source_path, std::ios::binary);
+    const std::string stored((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    if (stored == source) return load(model_path);
+    if (!in) {  // cached before 2026-12-06, when no fingerprint was kept: taken as made from this text
+      skipgrad::write_file_atomic(source_path, source);
+      return load(model_path);
+    }
+    std::printf("vocabulary: %s was trained on other text (the corpus changed since): training it again\n",
+                model_path.c_str());
+  }
   check(!train.empty(), "Vocab::load_or_train", ": no training text to build a vocabulary from");
   const std::string prefix = model_path.substr(0, model_path.size() - (model_path.size() > 6 &&
                                                model_path.compare(model_path.size() - 6, 6, ".model") == 0 ? 6 : 0));
-  const std::string text = prefix + ".train.txt";
+  // Temporary names of this process: two runs that build the same vocabulary at once do not share files.
+  const std::string pid = std::to_string(::getpid());
+  const std::string text = prefix + ".train.txt.tmp." + pid, tmp_prefix = prefix + ".tmp." + pid;
   {
     std::ofstream out(text);
     for (const Pair& p : train) out << p.src << '\n' << p.tgt << '\n';
@@ -107,17 +144,25 @@ Vocab Vocab::load_or_train(const std::string& model_path, const std::vector<Pair
                      "' (the vocabulary is built beside the corpus: is its folder writable?)");
     }
   }
-  // Train under a temporary prefix, then rename: a killed run never leaves a half-written model behind.
-  const std::string tmp_prefix = prefix + ".tmp";
-  std::string args = "--input=" + text + " --model_prefix=" + tmp_prefix + " --vocab_size=" + std::to_string(vocab_size) +
-                     " --model_type=unigram --character_coverage=1.0 --pad_id=0 --unk_id=1 --bos_id=2 --eos_id=3"
-                     " --hard_vocab_limit=false --minloglevel=2 --num_threads=1";
-  auto status = sentencepiece::SentencePieceTrainer::Train(args);
+  // Trained under the temporary prefix, then renamed: a killed run never leaves a half-written model behind.
+  // Options as a map, not a command line: paths with spaces stay whole.
+  const std::unordered_map<std::string, std::string> options = {
+      {"input", text}, {"model_prefix", tmp_prefix}, {"vocab_size", std::to_string(vocab_size)},
+      {"model_type", "unigram"}, {"character_coverage", "1.0"}, {"pad_id", "0"}, {"unk_id", "1"}, {"bos_id", "2"},
+      {"eos_id", "3"}, {"hard_vocab_limit", "false"}, {"minloglevel", "2"}, {"num_threads", "1"}};
+  auto status = sentencepiece::SentencePieceTrainer::Train(options);
   std::remove(text.c_str());
-  check(status.ok(), "Vocab::load_or_train", ": SentencePiece training failed: ", status.ToString());
+  if (!status.ok()) {
+    std::remove((tmp_prefix + ".model").c_str());
+    std::remove((tmp_prefix + ".vocab").c_str());
+  }
+  check(status.ok(), "Vocab::load_or_train", ": SentencePiece training of a vocabulary of ", vocab_size,
+        " pieces (--vocab-size) failed: ", status.ToString(),
+        vocab_size < 16 ? " (the 4 special pieces and the corpus's characters need a larger --vocab-size)" : "");
   check(std::rename((tmp_prefix + ".model").c_str(), (prefix + ".model").c_str()) == 0, "Vocab::load_or_train",
         ": cannot move the trained model into place at ", prefix, ".model");
   std::rename((tmp_prefix + ".vocab").c_str(), (prefix + ".vocab").c_str());
+  skipgrad::write_file_atomic(source_path, source);
   return load(prefix + ".model");
 }
 

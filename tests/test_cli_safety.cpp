@@ -1,0 +1,203 @@
+// What a user's run folder, files and shell are protected from (the CLI probe of 2026-12-06): a refused command
+// changes nothing on disk; a fresh run does not report an earlier run's checkpoint_best as its own; a resumed run
+// says which given settings its checkpoint overrides and keeps its batch order; written files are whole or absent;
+// a cached vocabulary is not reused for other text; paths reach the shell quoted.
+#include <sys/wait.h>
+
+#include <filesystem>
+#include <fstream>
+
+#include "analysis/graph.h"
+#include "average.h"
+#include "eval.h"
+#include "sweep.h"
+#include "test_util.h"
+#include "translate_test_util.h"
+#include "vocab.h"
+
+using namespace sgtest;
+using namespace translate;
+namespace fs = std::filesystem;
+
+namespace {
+
+const ScratchDir scratch("skipgrad_cli_safety");  // removed when the test process exits
+std::string tiny_corpus() { return write_tiny_corpus(scratch.path() / "corpus", 300); }
+
+TrainOptions tiny_run(const std::string& out, int64_t steps) {
+  TrainOptions o = tiny_train_options(tiny_corpus());
+  o.max_steps = steps;
+  o.out_dir = (scratch.path() / out).string();
+  return o;
+}
+
+// Exit status and output (stdout and stderr) of one command of `exe`.
+std::pair<int, std::string> run(const std::string& exe, const std::string& args) {
+  const std::string log = (scratch.path() / "cli.log").string();
+  const int status = std::system((exe + " " + args + " > " + shell_quote(log) + " 2>&1").c_str());
+  std::ifstream in(log);
+  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, std::string(std::istreambuf_iterator<char>(in), {})};
+}
+
+size_t lines_of(const std::string& path) {
+  std::ifstream in(path);
+  size_t n = 0;
+  for (std::string line; std::getline(in, line);) n++;
+  return n;
+}
+
+}  // namespace
+
+TEST_SUITE("reliability") {
+  TEST_CASE("a refused train command leaves the earlier run's checkpoints and metrics as they were") {
+    TrainOptions o = tiny_run("refused", 4);
+    o.save_every = 2;
+    o.keep_last = 3;
+    train(o);
+    const size_t metrics = lines_of(o.out_dir + "/metrics.jsonl");
+    REQUIRE(step_checkpoints(o.out_dir).size() == 2);
+    TrainOptions bad = o;
+    bad.label_smoothing = 1.5;  // checked before the folder is touched, not at the first loss
+    CHECK_THROWS_WITH_ALL(train(bad), "--label-smoothing must be in [0, 1), got 1.5");
+    CHECK(step_checkpoints(o.out_dir).size() == 2);
+    CHECK(lines_of(o.out_dir + "/metrics.jsonl") == metrics);
+    const auto cli = run(SKIPGRAD_TRANSLATE_EXE, "train --label-smoothing 1 --out " + shell_quote(o.out_dir));
+    CHECK(cli.first == 2);
+    CHECK(cli.second.find("--label-smoothing: must be in [0, 1), got 1") != std::string::npos);
+    CHECK(step_checkpoints(o.out_dir).size() == 2);
+  }
+
+  TEST_CASE("a fresh run in an earlier run's folder removes its checkpoint_best; the divergence message is true") {
+    TrainOptions o = tiny_run("fresh", 4);
+    o.eval_every = 2;
+    train(o);
+    REQUIRE(fs::exists(o.out_dir + "/checkpoint_best.safetensors"));
+    TrainOptions again = tiny_run("fresh", 2);  // no evaluation: it makes no checkpoint_best of its own
+    train(again);
+    CHECK_FALSE(fs::exists(o.out_dir + "/checkpoint_best.safetensors"));
+    // A divergence right after a save: that checkpoint holds the weights the diverged step started from.
+    const auto diverged = run(SKIPGRAD_TRANSLATE_EXE,
+                              "train --corpus " + shell_quote(tiny_corpus()) + " --vocab-size 64 --layers 1"
+                              " --d-model 16 --heads 2 --ffn 32 --max-tokens 192 --quiet --eval-every 0 --beam 1"
+                              " --test-sentences 2 --save-every 1 --steps 50 --lr 1e30 --warmup 0 --out " +
+                                  shell_quote((scratch.path() / "fresh_diverge").string()));
+    INFO(diverged.second);
+    CHECK(diverged.first == 3);
+    CHECK(diverged.second.find("diverged at step 2") != std::string::npos);
+    CHECK(diverged.second.find("checkpoint_last.safetensors (step 1) is kept, but its weights are the ones the "
+                               "diverged step started from") != std::string::npos);
+  }
+
+  TEST_CASE("--resume keeps its checkpoint's seed for the batch order, and says which given settings it does not use") {
+    const std::string whole = (scratch.path() / "seed_whole").string(), part = (scratch.path() / "seed_part").string();
+    const std::string args = "train --corpus " + shell_quote(tiny_corpus()) +
+                             " --vocab-size 64 --layers 1 --d-model 16 --heads 2 --ffn 32 --max-tokens 192 --lr 3e-3"
+                             " --warmup 5 --quiet --eval-every 0 --save-every 0 --eval-sentences 2 --test-sentences 2"
+                             " --beam 1 --seed 5";
+    REQUIRE(run(SKIPGRAD_TRANSLATE_EXE, args + " --steps 6 --out " + shell_quote(whole)).first == 0);
+    REQUIRE(run(SKIPGRAD_TRANSLATE_EXE, args + " --steps 3 --out " + shell_quote(part)).first == 0);
+    // resumed with another seed: the batch order stays seed 5's, so the run ends where the whole one does
+    const auto resumed = run(SKIPGRAD_TRANSLATE_EXE,
+                             args + " --steps 6 --resume --seed 9 --weight-decay 0.5 --out " + shell_quote(part));
+    INFO(resumed.second);
+    CHECK(resumed.first == 0);
+    CHECK(resumed.second.find("--resume: --seed 9 is not used: the run continues with its checkpoint's 5") !=
+          std::string::npos);
+    CHECK(resumed.second.find("--resume: --weight-decay 0.5 is not used") != std::string::npos);
+    const nn::SafetensorsFile a = nn::load_safetensors(whole + "/checkpoint_last.safetensors");
+    const nn::SafetensorsFile b = nn::load_safetensors(part + "/checkpoint_last.safetensors");
+    CHECK(b.metadata.at("seed") == "5");
+    CHECK(max_abs_diff(a.find("embed.weight"), b.find("embed.weight")) == 0);
+  }
+
+  TEST_CASE("eval: a corpus folder needs only test.tsv; an unwritable --hypotheses fails before decoding") {
+    TrainOptions o = tiny_run("eval_model", 2);
+    train(o);
+    const fs::path only = scratch.path() / "only_test";
+    fs::create_directories(only);
+    fs::copy_file(fs::path(o.corpus) / "test.tsv", only / "test.tsv", fs::copy_options::overwrite_existing);
+    EvalOptions e;
+    e.checkpoint = o.out_dir + "/checkpoint_last.safetensors";
+    e.data = o;
+    e.data.corpus = only.string();
+    e.beam = 1;
+    e.test_sentences = 3;
+    CHECK(evaluate_checkpoint(e).sentences == 3);
+    e.hypotheses_path = (scratch.path() / "no_such_folder" / "hyps.txt").string();
+    CHECK_THROWS_WITH_ALL(evaluate_checkpoint(e), "eval --hypotheses", "cannot create", "writable");
+    e.hypotheses_path = scratch.path().string();  // a folder
+    CHECK_THROWS_WITH_ALL(evaluate_checkpoint(e), "is not a regular file");
+  }
+
+  TEST_CASE("average refuses to overwrite an input; a vocabulary path spelled another way is the same vocabulary") {
+    TrainOptions o = tiny_run("avg", 4);
+    o.save_every = 2;
+    o.keep_last = 2;
+    train(o);
+    std::vector<std::string> in = step_checkpoints(o.out_dir);
+    REQUIRE(in.size() == 2);
+    CHECK_THROWS_WITH_ALL(average_checkpoints(in, in[1]), "is one of the inputs");
+    // The same run resumed with --data-dir spelled './x' stores another path but the same vocabulary model.
+    nn::SafetensorsFile f = nn::load_safetensors(in[1]);
+    f.metadata["vocab"] = "./" + f.metadata["vocab"];
+    const std::string respelled = o.out_dir + "/respelled.safetensors";
+    nn::save_safetensors(respelled, f.tensors, f.metadata);
+    average_checkpoints({in[0], respelled}, o.out_dir + "/average.safetensors");
+    CHECK(fs::exists(o.out_dir + "/average.safetensors"));
+  }
+
+  TEST_CASE("sweep: a result.json of another run, or one that is not JSON, is refused with what to do") {
+    SweepOptions s;
+    s.train = tiny_run("sweep", 1);
+    s.out_dir = (scratch.path() / "sweep").string();
+    s.topologies = {"pre_ln"};
+    s.depths = {1};
+    s.seeds = {1};
+    fs::create_directories(s.out_dir + "/pre_ln_L1_s1");
+    write_sweep_row(s.out_dir + "/pre_ln_L1_s1/result.json", {"rezero", 1, 1, 1, 0, 0, 0, 0, false});
+    CHECK_THROWS_WITH_ALL(run_sweep(s), "holds the result of rezero_L1_s1, not of pre_ln_L1_s1", "delete it");
+    write_file_atomic(s.out_dir + "/pre_ln_L1_s1/result.json", "{\"topology\": ");
+    CHECK_THROWS_WITH_ALL(run_sweep(s), "is not a sweep result", "delete it to train that run again", "--force");
+  }
+
+  TEST_CASE("a cached vocabulary is trained again when the corpus it was made from changed") {
+    const std::string model = (scratch.path() / "vocab" / "spm40.model").string();
+    fs::create_directories(fs::path(model).parent_path());
+    const std::vector<Pair> first = {{"eins zwei drei", "one two three"}, {"vier fünf", "four five"}};
+    const std::vector<Pair> second = {{"ένα δύο τρία", "one two three"}, {"τέσσερα πέντε", "four five"}};
+    const Vocab a = Vocab::load_or_train(model, first, 40);
+    const Vocab same = Vocab::load_or_train(model, first, 40);
+    CHECK(same.to_base64() == a.to_base64());
+    const Vocab b = Vocab::load_or_train(model, second, 40);
+    CHECK(b.to_base64() != a.to_base64());
+    CHECK(b.encode("ένα").front() != Vocab::kUnk);
+  }
+
+  TEST_CASE("write_file_atomic never replaces a folder or a device; shell_quote keeps a path one word") {
+    CHECK_THROWS_WITH_ALL(write_file_atomic(scratch.path().string(), "x"), "is not a regular file");
+    CHECK_THROWS_WITH_ALL(write_file_atomic("/dev/null", "x"), "'/dev/null' exists and is not a regular file");
+    const std::string odd = (scratch.path() / "it's; touch INJECTED; '").string();
+    fs::create_directories(odd);
+    CHECK(std::system(("cd " + shell_quote(odd) + " && touch made").c_str()) == 0);
+    CHECK(fs::exists(fs::path(odd) / "made"));
+    CHECK_FALSE(fs::exists(scratch.path() / "INJECTED"));
+  }
+
+  TEST_CASE("lists on the command line refuse an item given twice; options that need another are refused alone") {
+    const std::pair<std::string, std::string> cases[] = {
+        {"sweep --topologies pre_ln,pre_ln", "--topologies: 'pre_ln' is listed twice in 'pre_ln,pre_ln'"},
+        {"sweep --depths 3,3", "--depths: '3' is listed twice"},
+        {"compare --topologies post_ln,post_ln", "'post_ln' is listed twice"},
+        {"train --patience 3 --eval-every 0", "--patience: acts on the evaluations of --eval-every, which is 0"},
+        {"train --steps 5 --profile-step 9", "--profile-step: step 9 is past --steps 5"},
+        {"average --checkpoints a b --last 2", "--last requires --run"},
+        {"train --steps 99999999999999999999", "'99999999999999999999' is out of range"},
+    };
+    for (const auto& c : cases) {
+      const std::pair<int, std::string> result = run(SKIPGRAD_TRANSLATE_EXE, c.first);
+      INFO(c.first << " -> exit " << result.first << ": " << result.second);
+      CHECK(result.first == 2);
+      CHECK(result.second.find(c.second) != std::string::npos);
+    }
+  }
+}
