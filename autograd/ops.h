@@ -83,7 +83,7 @@ Tensor max(const Tensor& a, const Shape& dims, bool keepdim = false);
 Tensor min(const Tensor& a, const Shape& dims, bool keepdim = false);
 Tensor max(const Tensor& a);  // over all elements (torch.max(a)), a 0-d tensor
 Tensor min(const Tensor& a);
-// Inclusive prefix sums along dim (torch.cumsum); any dtype, differentiable for floats.
+// Inclusive prefix sums along dim (torch.cumsum); any dtype, differentiable for floats; integers sum into int64.
 Tensor cumsum(const Tensor& a, int64_t dim);
 // Sums `g` down to `shape` (the reverse of broadcasting); not recorded. Used by backward functions.
 Tensor sum_to(const Tensor& g, const Shape& shape);

@@ -163,7 +163,8 @@ Tensor max(const Tensor& x) { return max(x, {}, false); }
 Tensor min(const Tensor& x) { return min(x, {}, false); }
 
 // y_i = sum_{j <= i} x_j along dim:  gx_j = sum_{i >= j} g_i (the reverse prefix sum of g). Integer tensors are
-// summed too (no gradient): make_positions in nn/layers.cpp counts tokens this way on any device.
+// summed too (no gradient), into int64 as torch's (an int32 running sum would wrap): make_positions in
+// nn/layers.cpp counts tokens this way on any device.
 Tensor cumsum(const Tensor& x, int64_t dim) {
   check_defined("cumsum", x);
   if (x.dim() == 0) {  // a line of one (check_scalar_dim): itself, through the one-element op
@@ -171,8 +172,8 @@ Tensor cumsum(const Tensor& x, int64_t dim) {
     return reshape(cumsum(reshape(x, {1}), 0), {});
   }
   const int64_t d = normalize_dim(dim, x, "cumsum");
-  Tensor xc = contiguous_raw(x);
-  Tensor out = Tensor::empty(x.shape(), x.dtype(), x.device());
+  Tensor xc = contiguous_raw(is_floating(x.dtype()) || x.dtype() == DType::I64 ? x : x.to(DType::I64));
+  Tensor out = Tensor::empty(x.shape(), xc.dtype(), x.device());
   be(x).cumsum(xc, d, false, out);
   record("cumsum", {x}, out, {}, [d](const Node&, const Tensor& g) {
     Tensor gc = contiguous_raw(g);

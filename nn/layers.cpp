@@ -24,6 +24,8 @@ void normal_(Tensor& t, double mean, double std) {
 void trunc_normal_(Tensor& t, double std, double cutoff) {
   // Draw on the host, redraw the few values outside ±cutoff·std (2.7e-3 of them for cutoff 3).
   check(cutoff > 0, "trunc_normal_", ": cutoff must be > 0, got ", cutoff);
+  // (a negative or NaN std would redraw forever: no draw is ever inside the cutoff)
+  check(std::isfinite(std) && std >= 0, "trunc_normal_", ": std must be finite and >= 0, got ", std);
   Generator& gen = default_generator();
   std::vector<double> v(t.numel());
   for (double& x : v) {

@@ -7,11 +7,22 @@
 
 namespace skipgrad::nn {
 
+void Module::check_new_name(const char* op, const std::string& name) const {
+  const std::string where = name_.empty() ? "the module" : "'" + name_ + "'";
+  check(!name.empty() && name.find('.') == std::string::npos, op, ": '", name, "' in ", where,
+        " is not a name: it must be non-empty and without '.' (dots join the names of nested modules)");
+  const char* taken = nullptr;
+  for (auto& entry : params_) taken = entry.first == name ? "a parameter" : taken;
+  for (auto& entry : buffers_) taken = entry.first == name ? "a buffer" : taken;
+  for (auto& entry : children_) taken = entry.first == name ? "a child module" : taken;
+  if (taken) fail(op, ": '", name, "' is registered twice in ", where, " (it is already ", taken, ")");
+}
+
 Tensor& Module::register_parameter(const std::string& name, Tensor t) {
   check(t.defined(), "register_parameter", ": parameter '", name, "' is undefined");
   if (!is_floating(t.dtype()))
     fail("register_parameter", ": parameter '", name, "' must be floating, got ", t.meta_str());
-  for (auto& [n, p] : params_) check(n != name, "register_parameter", ": '", name, "' registered twice in '", name_, "'");
+  check_new_name("register_parameter", name);
   Tensor leaf = t.is_leaf() ? t : t.detach();
   leaf.requires_grad_(true);
   params_.emplace_back(name, leaf);
@@ -39,6 +50,8 @@ Tensor& Module::tie_parameter(const std::string& name, const Tensor& shared) {
 }
 
 Tensor& Module::register_buffer(const std::string& name, Tensor t) {
+  check(t.defined(), "register_buffer", ": buffer '", name, "' is undefined");
+  check_new_name("register_buffer", name);
   buffers_.emplace_back(name, t);
   return buffers_.back().second;
 }
@@ -138,8 +151,9 @@ static void replace_data(Tensor& t, const Tensor& moved) {
   im.offset = moved.offset();
   im.dtype = moved.dtype();
   im.device = moved.device();
-  if (im.autograd) {
-    im.autograd->grad = Tensor();
+  if (im.autograd) {  // an accumulated gradient moves with its parameter (torch's Module.to converts .grad too)
+    Tensor& g = im.autograd->grad;
+    if (g.defined()) g = g.to(moved.device()).to(moved.dtype());
     im.autograd->device = im.device;
     im.autograd->dtype = im.dtype;
   }

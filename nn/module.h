@@ -45,8 +45,7 @@ class Module {
   template <class M>
   std::shared_ptr<M> register_module(const std::string& name, std::shared_ptr<M> m) {
     check(m != nullptr, "register_module", ": child '", name, "' of '", name_, "' is null");
-    for (const auto& child : children_)
-      check(child.first != name, "register_module", ": '", name, "' registered twice in '", name_, "'");
+    check_new_name("register_module", name);
     m->name_ = name;
     children_.emplace_back(name, m);
     return m;
@@ -84,6 +83,9 @@ class Module {
   bool training_ = true;
 
  private:
+  // A name for a new parameter, buffer or child: not empty, without '.', and not taken by any of the three (as
+  // torch's "attribute already exists"): two entries of one name would meet only in state_dict or a checkpoint.
+  void check_new_name(const char* op, const std::string& name) const;
   // named_parameters (named) or parameters (plain): depth first, each tensor not in `seen` yet (seen null: all)
   void collect_parameters(const std::string& prefix, std::vector<std::pair<std::string, Tensor>>* named,
                           std::vector<Tensor>* plain, std::unordered_set<const TensorImpl*>* seen) const;

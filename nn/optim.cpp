@@ -35,6 +35,8 @@ Optimizer::Optimizer(const char* kind, std::vector<ParamGroup> groups, double lr
     check(std::isfinite(wd) && wd >= 0, kind, ": weight_decay of parameter group ", k, " must be >= 0, got ", wd);
     for (const auto& [name, p] : group.params) {
       check(p.defined(), kind, ": parameter '", name, "' is undefined");
+      check(p.is_leaf(), kind, ": parameter '", name, "' is the result of an op, not a leaf: it never gets a .grad "
+            "(optimize the tensor it was computed from, or a detach() of it)");
       if (!is_floating(p.dtype())) fail(kind, ": parameter '", name, "' must be floating, got ", p.meta_str());
       check(names.insert(name).second, kind, ": parameter name '", name, "' given twice");
       check(impls.insert(&p.impl()).second, kind, ": parameter '", name, "' is the same tensor as another one");
@@ -78,6 +80,16 @@ void Optimizer::zero_grad() {
 void Optimizer::set_lr(double lr) {
   check(std::isfinite(lr) && lr >= 0, kind(), ".set_lr", ": learning rate must be finite and >= 0, got ", lr);
   lr_ = lr;
+}
+
+double Optimizer::weight_decay(size_t i) const {
+  check(i < params_.size(), kind(), ".weight_decay", ": parameter ", i, " of ", params_.size());
+  return weight_decay_[i];
+}
+
+double Optimizer::lr_scale(size_t i) const {
+  check(i < params_.size(), kind(), ".lr_scale", ": parameter ", i, " of ", params_.size());
+  return lr_scale_[i];
 }
 
 void Optimizer::set_weight_decay(size_t i, double weight_decay) {

@@ -81,9 +81,9 @@ class Optimizer {
   const NamedTensors& named_params() const { return params_; }
   std::vector<Tensor> params() const;
   // Parameter i's weight decay: its group's (or the optimizer's), 0 for norms and biases when so configured.
-  double weight_decay(size_t i) const { return weight_decay_[i]; }
+  double weight_decay(size_t i) const;
   // Parameter i's learning rate is lr() * lr_scale(i) (its group's scale; 1 without groups).
-  double lr_scale(size_t i) const { return lr_scale_[i]; }
+  double lr_scale(size_t i) const;
   // Change one parameter's settings (torch: param_groups[k]["lr"] = ...); checkpoints restore them this way.
   void set_weight_decay(size_t i, double weight_decay);
   void set_lr_scale(size_t i, double lr_scale);

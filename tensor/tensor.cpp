@@ -136,6 +136,8 @@ Tensor Tensor::arange(double start, double end, double step, DType dtype, Device
 
 Tensor Tensor::rand(const Shape& shape, double low, double high, DType dtype, Device device, Generator* gen) {
   check(is_floating(dtype), "rand", ": dtype must be floating, got ", dtype_name(dtype));
+  check(std::isfinite(low) && std::isfinite(high) && low <= high, "rand", ": expects finite low <= high, got low ",
+        low, ", high ", high);
   Tensor t = empty(shape, dtype, device);
   Generator& g = gen ? *gen : default_generator();
   uint64_t off = g.advance((uint64_t)t.numel());
@@ -145,6 +147,8 @@ Tensor Tensor::rand(const Shape& shape, double low, double high, DType dtype, De
 
 Tensor Tensor::randn(const Shape& shape, double mean, double std, DType dtype, Device device, Generator* gen) {
   check(is_floating(dtype), "randn", ": dtype must be floating, got ", dtype_name(dtype));
+  check(std::isfinite(mean) && std::isfinite(std) && std >= 0, "randn", ": expects a finite mean and std >= 0, got "
+        "mean ", mean, ", std ", std);
   Tensor t = empty(shape, dtype, device);
   Generator& g = gen ? *gen : default_generator();
   uint64_t off = g.advance((uint64_t)t.numel());
@@ -229,13 +233,20 @@ std::string Tensor::str(int64_t max_per_dim) const {
   if (!defined()) return "Tensor(undefined)";
   std::ostringstream os;
   os << "Tensor(" << meta_str() << ")";
-  std::vector<double> v = to_vector<double>();
+  // integers exactly (token ids past 1e6, int64 past 2^53), floats to 6 significant digits
+  const bool integer = is_integer(dtype());
+  const std::vector<double> v = integer ? std::vector<double>() : to_vector<double>();
+  const std::vector<int64_t> iv = integer ? to_vector<int64_t>() : std::vector<int64_t>();
   const Shape& s = shape();
   max_per_dim = std::max<int64_t>(max_per_dim, 2);  // one element each side of "..." at least
   os << std::setprecision(6);
   // Print nested brackets, eliding the middle of long dims.
   std::function<void(int64_t, int64_t)> rec = [&](int64_t d, int64_t base) {
-    if (d == (int64_t)s.size()) { os << v[base]; return; }
+    if (d == (int64_t)s.size()) {
+      if (integer) os << iv[base];
+      else os << v[base];
+      return;
+    }
     int64_t stride = numel_of(Shape(s.begin() + d + 1, s.end()));
     os << "[";
     for (int64_t i = 0; i < s[d]; i++) {

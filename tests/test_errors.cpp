@@ -226,4 +226,52 @@ TEST_SUITE("errors") {
       CHECK(attention(q, k, k, Tensor::zeros({2, 5}, DType::I64).to(dev)).shape() == Shape{2, 3, 0, 4});
     }
   }
+
+  TEST_CASE("random fills and initialisers refuse a negative std or low > high (trunc_normal_ would loop forever)") {
+    Tensor t = Tensor::zeros({4});
+    CHECK_THROWS_WITH_ALL(nn::init::trunc_normal_(t, -1.0), "trunc_normal_", "std must be finite and >= 0, got -1");
+    CHECK_THROWS_WITH_ALL(nn::init::trunc_normal_(t, std::nan("")), "trunc_normal_", "std must be");
+    CHECK_THROWS_WITH_ALL(nn::Linear(2, 2).reset_trunc_normal(-0.02), "trunc_normal_");
+    CHECK_THROWS_WITH_ALL(Tensor::randn({3}, 0, -1), "randn", "std >= 0", "std -1");
+    CHECK_THROWS_WITH_ALL(nn::init::normal_(t, 0, -1), "randn", "std >= 0");
+    CHECK_THROWS_WITH_ALL(Tensor::rand({3}, 2, 1), "rand", "low <= high", "low 2, high 1");
+    CHECK_THROWS_WITH_ALL(nn::init::uniform_(t, 0, INFINITY), "rand", "finite");
+    nn::init::trunc_normal_(t, 0.0);  // std 0: zeros, as torch
+    CHECK(t.abs().sum().item() == 0);
+    CHECK(Tensor::rand({2}, 1, 1).sum().item() == 2);
+  }
+
+  TEST_CASE("optimizers: per-parameter getters check the index; a non-leaf parameter is refused") {
+    Tensor w = Tensor::ones({3}).requires_grad_();
+    nn::Adam opt({{"w", w}});
+    CHECK(opt.lr_scale(0) == 1);
+    CHECK_THROWS_WITH_ALL(opt.lr_scale(5), "adam.lr_scale", "parameter 5 of 1");
+    CHECK_THROWS_WITH_ALL(opt.weight_decay(1000000), "adam.weight_decay", "parameter 1000000 of 1");
+    CHECK_THROWS_WITH_ALL(nn::Adam({{"w2", w * 2.0}}), "adam", "'w2' is the result of an op, not a leaf");
+  }
+
+  TEST_CASE("integer tensors: cumsum sums into int64 (torch), printing shows every digit") {
+    const Tensor big = Tensor::full({3}, 2147483647, DType::I32);
+    const Tensor c = cumsum(big, 0);
+    CHECK(c.dtype() == DType::I64);
+    CHECK(c.to_vector<int64_t>() == std::vector<int64_t>{2147483647, 4294967294, 6442450941});
+    CHECK(cumsum(Tensor::ones({2}, DType::I64), 0).dtype() == DType::I64);
+    const Tensor ids = Tensor::from_vector<int64_t>({1234567, 31999, 9007199254740993}, {3});
+    CHECK(ids.str() == "Tensor(int64[3] cpu) [1234567, 31999, 9007199254740993]");
+  }
+
+  TEST_CASE("Module::to moves an accumulated gradient with its parameter (torch's Module.to)") {
+    nn::Linear l(3, 2);
+    sum(l.forward(Tensor::ones({1, 3}))).backward();
+    const std::vector<double> before = l.weight.grad().to_vector<double>();
+    l.to(DType::F64);
+    REQUIRE(l.weight.grad().defined());
+    CHECK(l.weight.grad().dtype() == DType::F64);
+    CHECK(l.weight.grad().to_vector<double>() == before);
+    if (cuda_available()) {
+      l.to(Device::cuda());
+      CHECK(l.weight.grad().device() == Device::cuda());
+      CHECK(l.weight.grad().to_vector<double>() == before);
+    }
+  }
 }

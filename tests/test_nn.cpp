@@ -83,7 +83,18 @@ TEST_SUITE("nn") {
       nn::Module parent("blk");
       parent.register_module("fc", std::make_shared<nn::Linear>(2, 2));
       CHECK_THROWS_WITH_ALL(parent.register_module("fc", std::make_shared<nn::Linear>(2, 2)), "register_module",
-                            "'fc' registered twice in 'blk'");
+                            "'fc' is registered twice in 'blk' (it is already a child module)");
+      // nor may a parameter or buffer share a name with anything else, or hold a dot (torch refuses both)
+      CHECK_THROWS_WITH_ALL(parent.register_parameter("fc", Tensor::ones({2})), "register_parameter",
+                            "'fc' is registered twice in 'blk' (it is already a child module)");
+      parent.register_parameter("x", Tensor::ones({2}));
+      CHECK_THROWS_WITH_ALL(parent.register_buffer("x", Tensor::zeros({2})), "register_buffer",
+                            "(it is already a parameter)");
+      parent.register_buffer("b", Tensor::zeros({2}));
+      CHECK_THROWS_WITH_ALL(parent.register_buffer("b", Tensor::zeros({3})), "(it is already a buffer)");
+      CHECK_THROWS_WITH_ALL(parent.register_parameter("fc.bias", Tensor::ones({2})), "'fc.bias'", "without '.'");
+      CHECK_THROWS_WITH_ALL(parent.register_parameter("", Tensor::ones({2})), "must be non-empty");
+      CHECK_THROWS_WITH_ALL(parent.register_buffer("u", Tensor()), "register_buffer", "buffer 'u' is undefined");
     }
     nn::Linear nob(4, 3, false);
     CHECK(!nob.bias.defined());

@@ -265,6 +265,24 @@ TEST_SUITE("ops_nn") {
     CHECK(g[1] == 0);
   }
 
+  TEST_CASE("a softmax row holding NaN or +inf is NaN throughout, as torch's; a fully masked row stays 0") {
+    const double inf = std::numeric_limits<double>::infinity(), nan = std::nan("");
+    std::vector<Device> devices = {Device::cpu()};
+    if (cuda_available()) devices.push_back(Device::cuda());
+    for (Device dev : devices)
+      for (DType dt : {DType::F32, DType::F64}) {
+        INFO(dev.str() << " " << dtype_name(dt));
+        const Tensor x = f64({nan, 0, 1, inf, 0, 1, -inf, -inf, -inf, 0, 1, 2}, {4, 3}).to(dt).to(dev);
+        const std::vector<double> y = softmax(x).to_vector<double>(), ly = log_softmax(x).to_vector<double>();
+        for (int c = 0; c < 6; c++) {
+          CHECK(std::isnan(y[c]));
+          CHECK(std::isnan(ly[c]));
+        }
+        for (int c = 6; c < 9; c++) CHECK(y[c] == 0);
+        CHECK(y[11] == doctest::Approx(std::exp(2.0) / (1 + std::exp(1.0) + std::exp(2.0))).epsilon(1e-6));
+      }
+  }
+
   TEST_CASE("dropout: keeps about 1-p, scales by 1/(1-p), same seed gives the same mask, eval is identity") {
     Tensor x = Tensor::ones({100, 100}, DType::F64);
     Generator g1(42), g2(42);

@@ -60,7 +60,7 @@ void CpuBackend::softmax(const Tensor& x, Tensor& y, bool log, const SoftmaxMask
         T lse = mx + (T)std::log(s);
         for (int64_t c = 0; c < C; c++) yr[c] = at(c) - lse;
       } else {
-        T inv = s > 0 ? (T)(1.0 / s) : T(0);
+        T inv = s == 0 ? T(0) : (T)(1.0 / s);  // 0: a fully masked row; a NaN sum (NaN or +inf in the row): NaN
         for (int64_t c = 0; c < C; c++) yr[c] *= inv;
       }
     }

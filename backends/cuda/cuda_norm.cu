@@ -71,7 +71,7 @@ __global__ void softmax_kernel(const T* x, T* y, int64_t rows, int64_t cols, boo
     const C lse = m + (C)::log(s);
     for (int64_t c = lane; c < cols; c += group) yr[c] = T(at(c) - lse);
   } else {
-    const C inv = s > 0 ? (C)(1.0 / s) : C(0);
+    const C inv = s == 0 ? C(0) : (C)(1.0 / s);  // 0: a fully masked row; a NaN sum (NaN or +inf in it): NaN
     for (int64_t c = lane; c < cols; c += group) yr[c] = T(exp(at(c) - m) * inv);
   }
 }
