@@ -122,7 +122,8 @@ enum class Reduction { Mean, Sum, None };
 // logits [N, V] (or [..., V]), targets int64 [N] (or [...]). Mean is over targets != ignore_index.
 Tensor cross_entropy(const Tensor& logits, const Tensor& targets, int64_t ignore_index = -100,
                      double label_smoothing = 0.0, Reduction reduction = Reduction::Mean);
-// Inverted dropout; identity when !training or p == 0. Random numbers from `gen` (default generator if null).
+// Inverted dropout, p in [0, 1]; identity when !training or p == 0, zeros at p = 1. Random numbers from `gen`
+// (default generator if null).
 Tensor dropout(const Tensor& x, double p, bool training = true, Generator* gen = nullptr);
 // x where mask == 0, value where mask != 0 (mask broadcast to x).
 Tensor masked_fill(const Tensor& x, const Tensor& mask, double value);

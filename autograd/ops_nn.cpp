@@ -364,8 +364,9 @@ Tensor cross_entropy(const Tensor& logits, const Tensor& targets, int64_t ignore
 Tensor dropout(const Tensor& x, double p, bool training, Generator* gen) {
   const char* op = "dropout";
   check_floating(op, x);
-  check(p >= 0 && p < 1, op, ": p must be in [0, 1), got ", p);
+  check(p >= 0 && p <= 1, op, ": p must be in [0, 1], got ", p);
   if (!training || p == 0) return x;
+  if (p == 1) return x * 0.0;  // everything dropped (torch: x times a zero; its gradient is 0)
   Generator& rng = gen ? *gen : default_generator();
   const uint64_t seed = rng.seed();
   const uint64_t offset = rng.advance((uint64_t)x.numel());

@@ -531,8 +531,15 @@ TEST_SUITE("ops_nn") {
     CHECK_THROWS_WITH_ALL(cross_entropy(xi, i64({0, 1}, {2})), "cross_entropy", "int64");
     CHECK_THROWS_WITH_ALL(cross_entropy(x, i64({0, 1}, {2}), -100, 1.5), "cross_entropy", "label_smoothing");
 
-    CHECK_THROWS_WITH_ALL(dropout(x, 1.0), "dropout", "p must be in [0, 1)");
-    CHECK_THROWS_WITH_ALL(dropout(x, -0.1, false), "dropout", "p must be in [0, 1)");
+    CHECK_THROWS_WITH_ALL(dropout(x, 1.5), "dropout", "p must be in [0, 1], got 1.5");
+    CHECK_THROWS_WITH_ALL(dropout(x, -0.1, false), "dropout", "p must be in [0, 1]");
+    {  // p = 1 drops everything (torch): zeros, and a zero gradient
+      Tensor xg = Tensor::ones({2, 3}).requires_grad_();
+      Tensor y = dropout(xg, 1.0);
+      CHECK(y.abs().sum().item() == 0);
+      sum(y).backward();
+      CHECK(xg.grad().abs().sum().item() == 0);
+    }
     CHECK_THROWS_WITH_ALL(dropout(xi, 0.5), "dropout", "int64");
 
     CHECK_THROWS_WITH_ALL(masked_fill(x, i64({1, 0, 1}, {3}), 0), "masked_fill", "[3]", "[2,4]");
