@@ -154,11 +154,14 @@ double mean_cos(const LayerMeasures& m, const std::string& side) {
   return n ? s / n : std::nan("");
 }
 
-// The largest attention logit of any attention of any layer.
+// The largest attention logit of any attention of any layer; NaN when none was measured (each layer's -1) or one
+// is NaN.
 double max_logit(const LayerMeasures& m) {
   double top = -1;
-  for (const LayerMeasure& l : m.layers) top = std::max({top, l.self_logit_max, l.cross_logit_max});
-  return top;
+  for (const LayerMeasure& l : m.layers)
+    for (double v : {l.self_logit_max, l.cross_logit_max})
+      top = std::isnan(v) || std::isnan(top) ? NAN : std::max(top, v);
+  return top < 0 ? NAN : top;
 }
 
 bool gnuplot_available() { return std::system("command -v gnuplot >/dev/null 2>&1") == 0; }
@@ -276,6 +279,10 @@ void write_report(const ReportOptions& opt) {
         x.graph = Graph();  // the path stats are all the report needs
       }
       std::cerr << ", " << num(sec) << " s\n";
+      for (const LayerMeasures& x : m)  // its cells would read "–" (not measured) without a word
+        if (!std::isfinite(x.loss))
+          std::cerr << "report: warning: " << topo << " L=" << depth << " diverged by " << step_label(x.step)
+                    << " (loss " << x.loss << "): its measures there are NaN; try a lower --lr\n";
       runs.push_back({topo, depth, std::move(m), sec});
     }
 
@@ -338,7 +345,8 @@ void write_report(const ReportOptions& opt) {
         "|---|---|---|---|---|---|---|---|---|---|---|---|\n";
   for (const Run& r : runs)
     for (const LayerMeasures& m : r.m)
-      md << "| " << r.topology << " | " << r.depth << " | " << m.step << " | " << num(m.loss, 4) << " | "
+      md << "| " << r.topology << " | " << r.depth << " | " << m.step << " | "
+         << (std::isfinite(m.loss) ? num(m.loss, 4) : "diverged") << " | "
          << num(first_last_ratio(m, "enc", r.depth)) << " | " << num(first_last_ratio(m, "dec", r.depth)) << " | "
          << num(mean_cos(m, "enc"), 4) << " | " << num(mean_cos(m, "dec"), 4) << " | "
          << num(m.layer("enc." + std::to_string(r.depth - 1)).token_cos, 4) << " | "
