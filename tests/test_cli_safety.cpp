@@ -110,6 +110,15 @@ TEST_SUITE("reliability") {
     CHECK(max_abs_diff(a.find("embed.weight"), b.find("embed.weight")) == 0);
   }
 
+  TEST_CASE("--resume with other model options names the options that differ") {
+    TrainOptions o = tiny_run("resume_other", 2);
+    train(o);
+    o.resume = true;
+    o.max_steps = 4;
+    o.model.enc_layers = o.model.dec_layers = 2;
+    CHECK_THROWS_WITH_ALL(train(o), "--resume", "holds another model", "dec_layers 1 vs 2, enc_layers 1 vs 2");
+  }
+
   TEST_CASE("eval: a corpus folder needs only test.tsv; an unwritable --hypotheses fails before decoding") {
     TrainOptions o = tiny_run("eval_model", 2);
     train(o);

@@ -24,6 +24,15 @@ std::string config_to_json(const TransformerConfig& c) {
   return j.dump();
 }
 
+std::string config_differences(const TransformerConfig& a, const TransformerConfig& b) {
+  const json ja = json::parse(config_to_json(a)), jb = json::parse(config_to_json(b));
+  std::string out;
+  for (auto it = ja.begin(); it != ja.end(); ++it)
+    if (jb.at(it.key()) != it.value())
+      out += (out.empty() ? "" : ", ") + it.key() + " " + it.value().dump() + " vs " + jb.at(it.key()).dump();
+  return out;
+}
+
 TransformerConfig config_from_json(const std::string& s) {
   json j;
   try {

@@ -9,6 +9,8 @@
 namespace translate {
 std::string config_to_json(const skipgrad::nn::TransformerConfig& c);
 skipgrad::nn::TransformerConfig config_from_json(const std::string& s);
+// The fields where two configurations differ, "enc_layers 2 vs 1, d_model 32 vs 16" (a's value first); "" if none.
+std::string config_differences(const skipgrad::nn::TransformerConfig& a, const skipgrad::nn::TransformerConfig& b);
 
 // metadata[key] of checkpoint `path` as a whole number or a number ("inf" included); a missing entry or one that
 // is not such a number throws skipgrad::Error naming the file, the key and the text.

@@ -220,7 +220,18 @@ TrainResult train(const TrainOptions& o) {
   if (o.resume && !resuming)
     std::printf("--resume: no checkpoint at %s; starting from step 0\n", last_ckpt.c_str());
   if (resuming) {
-    nn::Metadata m = nn::load_checkpoint(last_ckpt, model, &opt);
+    nn::Metadata m;
+    try {
+      m = nn::load_checkpoint(last_ckpt, model, &opt);
+    } catch (const Error&) {  // another model's file fails on some tensor or count: name the options that differ
+      const nn::Metadata stored = nn::load_safetensors(last_ckpt).metadata;
+      auto it = stored.find("config");
+      const std::string diff = it == stored.end() ? "" : config_differences(config_from_json(it->second), cfg);
+      if (!diff.empty())
+        fail("train", ": --resume: '", last_ckpt, "' holds another model (the checkpoint's vs this run's: ", diff,
+             "); resume with the options it was trained with, or start a fresh run in another --out folder");
+      throw;
+    }
     // The embeddings are trained for the checkpoint's pieces: another vocabulary (the corpus or its SentencePiece
     // model changed since) would put every id on a different piece.
     auto stored = m.find("vocab_model");
