@@ -324,27 +324,43 @@ const char* role_name(NodeRole r) {
 // ---------------------------------------------------------------- files
 
 namespace {
-void check_regular_or_absent(std::string_view op, const std::string& path) {
+namespace fs = std::filesystem;
+// Where write_file_atomic puts `path`'s text: a symlink's target (the link stays a link), `path` itself otherwise;
+// *in_place when it is a device or a pipe (/dev/stdout, a FIFO), written directly since it cannot be renamed over.
+// A folder is refused.
+std::string write_target(std::string_view op, const std::string& path, bool* in_place) {
+  check(!path.empty(), op, ": empty output path");
   std::error_code ec;
-  const std::filesystem::file_status st = std::filesystem::status(path, ec);
-  check(!std::filesystem::exists(st) || std::filesystem::is_regular_file(st), op, ": '", path,
-        "' exists and is not a regular file (a folder or a device): give the path of a file to write");
+  const std::string target = fs::is_symlink(fs::symlink_status(path, ec)) ? fs::weakly_canonical(path, ec).string()
+                                                                           : path;
+  const fs::file_status st = fs::status(target, ec);
+  check(!fs::is_directory(st), op, ": '", path, "' is a folder: give the path of a file to write");
+  *in_place = fs::exists(st) && !fs::is_regular_file(st);
+  return target.empty() ? path : target;
 }
 }  // namespace
 
 void check_writable(std::string_view op, const std::string& path) {
-  check(!path.empty(), op, ": empty output path");
-  check_regular_or_absent(op, path);
-  const std::string tmp = path + ".tmp." + std::to_string(::getpid());
+  bool in_place = false;
+  const std::string target = write_target(op, path, &in_place);
+  if (in_place) return;  // a device or pipe: opening a pipe to test it would wait for its reader
+  const std::string tmp = target + ".tmp." + std::to_string(::getpid());
   check((bool)std::ofstream(tmp, std::ios::binary | std::ios::trunc), op, ": cannot create '", tmp,
         "': is the folder of '", path, "' there and writable?");
   std::remove(tmp.c_str());
 }
 
 void write_file_atomic(const std::string& path, const std::string& text) {
-  check(!path.empty(), "write_file_atomic", ": empty path");
-  check_regular_or_absent("write_file_atomic", path);
-  std::string tmp = path + ".tmp." + std::to_string(::getpid());
+  bool in_place = false;
+  const std::string target = write_target("write_file_atomic", path, &in_place);
+  if (in_place) {
+    std::ofstream f(target, std::ios::binary);
+    check((bool)f, "write_file_atomic", ": cannot open '", path, "' for writing");
+    f.write(text.data(), (std::streamsize)text.size());
+    check((bool)f.flush(), "write_file_atomic", ": writing '", path, "' failed");
+    return;
+  }
+  std::string tmp = target + ".tmp." + std::to_string(::getpid());
   {
     std::ofstream f(tmp, std::ios::binary | std::ios::trunc);
     check((bool)f, "write_file_atomic", ": cannot open '", tmp, "' for writing");
@@ -355,9 +371,9 @@ void write_file_atomic(const std::string& path, const std::string& text) {
       fail("write_file_atomic", ": writing '", tmp, "' failed (disk full?)");
     }
   }
-  if (std::rename(tmp.c_str(), path.c_str()) != 0) {
+  if (std::rename(tmp.c_str(), target.c_str()) != 0) {
     std::remove(tmp.c_str());
-    fail("write_file_atomic", ": cannot rename '", tmp, "' to '", path, "'");
+    fail("write_file_atomic", ": cannot rename '", tmp, "' to '", target, "'");
   }
 }
 

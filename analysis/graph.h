@@ -155,11 +155,12 @@ size_t utf8_sequence(std::string_view s, size_t i, uint32_t* code_point = nullpt
 void append_json_string(std::string& out, std::string_view s);
 
 // ---- files ----
-// Writes `text` to `path` + ".tmp.<pid>" and renames it over `path`; throws Error on any failure, and when `path`
-// is something other than a regular file (a folder, a device such as /dev/full): a rename would replace it.
+// Writes `text` to `path` + ".tmp.<pid>" and renames it over `path`, so `path` is whole or as it was; through a
+// symlink, its target is replaced so (the link stays). A device or pipe (/dev/stdout, a FIFO) is written directly.
+// Throws Error on any failure, and for a folder.
 void write_file_atomic(const std::string& path, const std::string& text);
-// Throws Error, naming `op`, unless write_file_atomic(path, ...) can create its temporary file (the folder exists
-// and is writable) and `path` is not a folder or device: for the start of long work that ends by writing `path`.
+// Throws Error, naming `op`, unless write_file_atomic(path, ...) could write there: not a folder, and the folder
+// takes its temporary file. For the start of long work that ends by writing `path`.
 void check_writable(std::string_view op, const std::string& path);
 std::string read_file(const std::string& path);
 // s in single quotes for /bin/sh (a quote inside written '\''): one word, nothing expanded.

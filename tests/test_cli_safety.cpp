@@ -108,6 +108,62 @@ TEST_SUITE("reliability") {
     const nn::SafetensorsFile b = nn::load_safetensors(part + "/checkpoint_last.safetensors");
     CHECK(b.metadata.at("seed") == "5");
     CHECK(max_abs_diff(a.find("embed.weight"), b.find("embed.weight")) == 0);
+    // a checkpoint written before the "seed" entry: the seed comes from its generator's (skipgrad.rng.seed)
+    const std::string old = (scratch.path() / "seed_old").string();
+    REQUIRE(run(SKIPGRAD_TRANSLATE_EXE, args + " --steps 3 --out " + shell_quote(old)).first == 0);
+    nn::SafetensorsFile f = nn::load_safetensors(old + "/checkpoint_last.safetensors");
+    f.metadata.erase("seed");
+    nn::save_safetensors(old + "/checkpoint_last.safetensors", f.tensors, f.metadata);
+    const auto older = run(SKIPGRAD_TRANSLATE_EXE, args + " --steps 6 --resume --seed 9 --out " + shell_quote(old));
+    CHECK(older.second.find("--seed 9 is not used: the run continues with its checkpoint's 5") != std::string::npos);
+    const nn::SafetensorsFile c = nn::load_safetensors(old + "/checkpoint_last.safetensors");
+    CHECK(max_abs_diff(a.find("embed.weight"), c.find("embed.weight")) == 0);
+  }
+
+  TEST_CASE("--resume after the corpus changed is refused and leaves the cached vocabulary as it was") {
+    const fs::path corpus = scratch.path() / "changing";
+    fs::create_directories(corpus);
+    for (const char* split : {"train.tsv", "valid.tsv", "test.tsv"})
+      fs::copy_file(fs::path(tiny_corpus()) / split, corpus / split, fs::copy_options::overwrite_existing);
+    TrainOptions o = tiny_run("changing_run", 2);
+    o.corpus = corpus.string();
+    train(o);
+    const std::string model = read_file((corpus / "spm64.model").string());
+    { std::ofstream(corpus / "train.tsv", std::ios::app) << "zwei und zwanzig\ttwenty-two\n"; }
+    o.resume = true;
+    o.max_steps = 4;
+    CHECK_THROWS_WITH_ALL(train(o), "--resume", "the corpus changed since", "spm64.model");
+    CHECK(read_file((corpus / "spm64.model").string()) == model);
+    // a vocabulary cached before fingerprints were kept (no .source) is used, and gets one
+    fs::remove(corpus / "spm64.model.source");
+    o.resume = false;
+    o.out_dir += "_fresh";
+    train(o);
+    CHECK(fs::exists(corpus / "spm64.model.source"));
+    CHECK(read_file((corpus / "spm64.model").string()) == model);
+  }
+
+  TEST_CASE("a fresh run refused for its metrics.jsonl, or stopped before its first save, leaves no earlier file") {
+    TrainOptions o = tiny_run("metrics_refused", 4);
+    o.save_every = 2;
+    o.keep_last = 2;
+    o.eval_every = 2;
+    train(o);
+    fs::remove(o.out_dir + "/metrics.jsonl");
+    fs::create_directories(o.out_dir + "/metrics.jsonl");  // a folder in its place: refused before any removal
+    CHECK_THROWS_WITH_ALL(train(o), "metrics.jsonl", "is a folder");
+    CHECK(step_checkpoints(o.out_dir).size() == 2);
+    CHECK(fs::exists(o.out_dir + "/checkpoint_best.safetensors"));
+    CHECK(fs::exists(o.out_dir + "/checkpoint_last.safetensors"));
+    fs::remove(o.out_dir + "/metrics.jsonl");
+    TrainOptions d = o;  // diverges at step 2, before a save: the earlier run's checkpoint_last is not left as its own
+    d.save_every = 0;
+    d.lr = 1e30;
+    d.warmup = 0;
+    d.model.dropout = d.model.attn_dropout = 0;
+    REQUIRE(train(d).diverged);
+    CHECK_FALSE(fs::exists(o.out_dir + "/checkpoint_last.safetensors"));
+    CHECK_FALSE(fs::exists(o.out_dir + "/checkpoint_best.safetensors"));
   }
 
   TEST_CASE("--resume with other model options names the options that differ") {
@@ -135,7 +191,7 @@ TEST_SUITE("reliability") {
     e.hypotheses_path = (scratch.path() / "no_such_folder" / "hyps.txt").string();
     CHECK_THROWS_WITH_ALL(evaluate_checkpoint(e), "eval --hypotheses", "cannot create", "writable");
     e.hypotheses_path = scratch.path().string();  // a folder
-    CHECK_THROWS_WITH_ALL(evaluate_checkpoint(e), "is not a regular file");
+    CHECK_THROWS_WITH_ALL(evaluate_checkpoint(e), "is a folder");
   }
 
   TEST_CASE("average refuses to overwrite an input; a vocabulary path spelled another way is the same vocabulary") {
@@ -182,9 +238,21 @@ TEST_SUITE("reliability") {
     CHECK(b.encode("ένα").front() != Vocab::kUnk);
   }
 
-  TEST_CASE("write_file_atomic never replaces a folder or a device; shell_quote keeps a path one word") {
-    CHECK_THROWS_WITH_ALL(write_file_atomic(scratch.path().string(), "x"), "is not a regular file");
-    CHECK_THROWS_WITH_ALL(write_file_atomic("/dev/null", "x"), "'/dev/null' exists and is not a regular file");
+  TEST_CASE("write_file_atomic: a folder is refused, a device written in place, a symlink's target replaced") {
+    CHECK_THROWS_WITH_ALL(write_file_atomic(scratch.path().string(), "x"), "is a folder");
+    write_file_atomic("/dev/null", "x");  // (/dev/stdout, a pipe: written, not renamed over)
+    CHECK(fs::is_character_file("/dev/null"));
+    CHECK_THROWS_WITH_ALL(write_file_atomic("/dev/full", "x"), "writing '/dev/full' failed");
+    const fs::path target = scratch.path() / "target.txt", link = scratch.path() / "link.txt";
+    write_file_atomic(target.string(), "old");
+    fs::create_symlink(target, link);
+    write_file_atomic(link.string(), "new");
+    CHECK(fs::is_symlink(link));
+    CHECK(read_file(target.string()) == "new");
+    check_writable("test", link.string());
+  }
+
+  TEST_CASE("shell_quote keeps a path one word") {
     const std::string odd = (scratch.path() / "it's; touch INJECTED; '").string();
     fs::create_directories(odd);
     CHECK(std::system(("cd " + shell_quote(odd) + " && touch made").c_str()) == 0);

@@ -481,7 +481,7 @@ TEST_SUITE("reliability") {
     // metrics.jsonl that cannot be written: an error before training, not at the first save
     TrainOptions blocked = tiny_run("metrics_blocked", 3);
     fs::create_directories(blocked.out_dir + "/metrics.jsonl");  // a folder in its place
-    CHECK_THROWS_WITH_ALL(train(blocked), "cannot write", "metrics.jsonl");
+    CHECK_THROWS_WITH_ALL(train(blocked), "metrics.jsonl", "is a folder");
     CHECK_FALSE(fs::exists(last_checkpoint(blocked)));
   }
 

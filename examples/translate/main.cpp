@@ -48,9 +48,10 @@ static std::vector<std::string> read_lines(const std::string& path) {
 }
 // A number option's range, said plainly ("--steps: must be at least 0, got -1"; CLI11's own range check prints the
 // double range up to 1.8e308): `ok` says whether a value is in it, `range` how to say it.
-static CLI::Validator number_that(const std::string& range, std::function<bool(double)> ok) {
+// Values past `limit` (int64's by default, or NaN) are out of range.
+static CLI::Validator number_that(const std::string& range, std::function<bool(double)> ok, double limit = 9.2e18) {
   return CLI::Validator(
-      [range, ok](std::string& text) -> std::string {
+      [range, ok, limit](std::string& text) -> std::string {
         double v = 0;
         try {
           v = std::stod(text);
@@ -59,13 +60,16 @@ static CLI::Validator number_that(const std::string& range, std::function<bool(d
         } catch (const std::exception&) {
           return "'" + text + "' is not a number";
         }
-        if (!(std::fabs(v) < 9.2e18)) return "'" + text + "' is out of range";  // past int64 (or NaN)
+        if (!(std::fabs(v) <= limit)) return "'" + text + "' is out of range";
         return ok(v) ? std::string() : "must be " + range + ", got " + text;
       },
       range);
 }
 static CLI::Validator at_least(long long lo) {
   return number_that("at least " + std::to_string(lo), [lo](double v) { return v >= (double)lo; });
+}
+static CLI::Validator seed_range() {  // uint64: up to 2^64 - 1
+  return number_that("at least 0", [](double v) { return v >= 0; }, 18446744073709551615.0);
 }
 static CLI::Validator label_smoothing_range() {
   return number_that("in [0, 1)", [](double e) { return e >= 0 && e < 1; });
@@ -143,8 +147,9 @@ static void add_train_options(CLI::App* c, TrainOptions& o, ModelChoices& m) {
       ->check(at_least(0))->capture_default_str();
   // Counts, budgets and sizes: a negative value (or a zero where none makes sense) is refused before any work.
   for (const char* name : {"--steps", "--minutes", "--eval-every", "--save-every", "--patience", "--eval-sentences",
-                           "--test-sentences", "--seed", "--profile-step", "--clip-norm", "--warmup"})
+                           "--test-sentences", "--profile-step", "--clip-norm", "--warmup"})
     c->get_option(name)->check(at_least(0));
+  c->get_option("--seed")->check(seed_range());
   for (const char* name : {"--max-tokens", "--beam", "--vocab-size"}) c->get_option(name)->check(at_least(1));
 }
 
@@ -200,7 +205,7 @@ int main(int argc, char** argv) {
       ->check(number_that("> 0", [](double t) { return t > 0 && std::isfinite(t) && std::isfinite(1 / t); }))
       ->needs(sampling_flag)->capture_default_str();
   tr_cmd->add_option("--seed", sampling_seed, "the draws' seed: the same seed, the same output")
-      ->check(at_least(0))->needs(sampling_flag)->capture_default_str();
+      ->check(seed_range())->needs(sampling_flag)->capture_default_str();
 
   auto* eval_cmd = app.add_subcommand("eval", "test loss and BLEU of a checkpoint, decoded the same way every time");
   EvalOptions ev;

@@ -180,8 +180,16 @@ TrainResult train(const TrainOptions& o) {
   check(!corpus.train.empty() && !corpus.valid.empty() && !corpus.test.empty(), "train", ": corpus '", data_dir,
         "' has an empty split: ", corpus.train.size(), " train, ", corpus.valid.size(), " valid, ", corpus.test.size(),
         " test pairs (each needs at least one)");
-  Vocab vocab = Vocab::load_or_train(data_dir + "/spm" + std::to_string(o.vocab_size) + ".model", corpus.train,
-                                     o.vocab_size);
+  const std::string last_ckpt = o.out_dir + "/checkpoint_last.safetensors";
+  const std::string best_ckpt = o.out_dir + "/checkpoint_best.safetensors";
+  const std::string metrics_path = o.out_dir + "/metrics.jsonl";
+  const bool resuming = o.resume && exists(last_ckpt);
+  // A resumed run keeps its vocabulary: a cached one the corpus's change would train again is refused untouched.
+  const std::string vocab_path = data_dir + "/spm" + std::to_string(o.vocab_size) + ".model";
+  check(!resuming || !Vocab::cached_for_other_text(vocab_path, corpus.train, o.vocab_size), "train", ": --resume: ",
+        "the corpus changed since '", vocab_path, "' was trained for the run in '", o.out_dir, "'; resume with the "
+        "same data, or start a fresh run in another --out folder");
+  Vocab vocab = Vocab::load_or_train(vocab_path, corpus.train, o.vocab_size);
   std::vector<Example> train_ex = encode_pairs(vocab, corpus.train, o.max_len);
   std::vector<Example> valid_ex = encode_pairs(vocab, corpus.valid, o.max_len);
   std::vector<Pair> valid_bleu_pairs(corpus.valid.begin(),
@@ -206,25 +214,34 @@ TrainResult train(const TrainOptions& o) {
 
   make_dirs(o.out_dir);
   remove_stale_temps(o.out_dir);
-  const std::string last_ckpt = o.out_dir + "/checkpoint_last.safetensors";
-  const std::string best_ckpt = o.out_dir + "/checkpoint_best.safetensors";
-  check_writable("train", last_ckpt);  // a folder that takes no new file fails now, not at the first save
+  // A folder that takes no new file, or a metrics.jsonl that cannot be written, fails now: not at the first save,
+  // and before a fresh run clears the folder.
+  check_writable("train", last_ckpt);
+  check_writable("train", metrics_path);
   int64_t step = 0, epoch = 0, batch_in_epoch = 0, evals_since_best = 0;
   // The best evaluation so far by each measure; checkpoint_best follows the one --best-metric names.
   double best_bleu = -1, best_loss = std::numeric_limits<double>::infinity();
   const std::string vocab_model = vocab.to_base64();
-  const bool resuming = o.resume && exists(last_ckpt);
   uint64_t seed = o.seed;         // the batch order's: a resumed run keeps its checkpoint's
   int64_t last_saved_step = -1;   // this run's latest checkpoint_last, for the divergence message
   bool have_best = resuming && exists(best_ckpt);
   if (o.resume && !resuming)
     std::printf("--resume: no checkpoint at %s; starting from step 0\n", last_ckpt.c_str());
   if (resuming) {
+    // The embeddings are trained for the checkpoint's pieces: another vocabulary (the corpus or its SentencePiece
+    // model changed since) would put every id on a different piece.
+    auto check_vocabulary = [&](const nn::Metadata& m) {
+      auto stored = m.find("vocab_model");
+      check(stored == m.end() || stored->second == vocab_model, "train", ": --resume: the vocabulary stored in '",
+            last_ckpt, "' is not '", vocab.path(), "' (the corpus or its SentencePiece model changed since the run "
+            "began); resume with the same data, or start a fresh run in another --out folder");
+    };
     nn::Metadata m;
     try {
       m = nn::load_checkpoint(last_ckpt, model, &opt);
-    } catch (const Error&) {  // another model's file fails on some tensor or count: name the options that differ
+    } catch (const Error&) {  // another model's file fails on some tensor or count: name what differs
       const nn::Metadata stored = nn::load_safetensors(last_ckpt).metadata;
+      check_vocabulary(stored);
       auto it = stored.find("config");
       const std::string diff = it == stored.end() ? "" : config_differences(config_from_json(it->second), cfg);
       if (!diff.empty())
@@ -232,12 +249,7 @@ TrainResult train(const TrainOptions& o) {
              "); resume with the options it was trained with, or start a fresh run in another --out folder");
       throw;
     }
-    // The embeddings are trained for the checkpoint's pieces: another vocabulary (the corpus or its SentencePiece
-    // model changed since) would put every id on a different piece.
-    auto stored = m.find("vocab_model");
-    check(stored == m.end() || stored->second == vocab_model, "train", ": --resume: the vocabulary stored in '",
-          last_ckpt, "' is not '", vocab.path(), "' (the corpus or its SentencePiece model changed since the run "
-          "began); resume with the same data, or start a fresh run in another --out folder");
+    check_vocabulary(m);
     step = metadata_int(m, "step", last_ckpt);
     epoch = metadata_int(m, "epoch", last_ckpt);
     batch_in_epoch = metadata_int(m, "batch_in_epoch", last_ckpt);
@@ -248,25 +260,31 @@ TrainResult train(const TrainOptions& o) {
     std::printf("resumed from %s at step %lld\n", last_ckpt.c_str(), (long long)step);
     // As torch and fairseq restore their param groups, Adam's settings are the checkpoint's, and so is the seed of
     // the batch order (since 2026-12-06): said when the command line gives others, which would otherwise be lost.
-    if (m.count("seed")) seed = metadata_u64(m, "seed", last_ckpt);
-    const std::pair<const char*, double> given[] = {{"--seed", (double)o.seed}, {"--weight-decay", o.weight_decay}};
-    const double kept[] = {(double)seed, opt.weight_decay(0)};
-    for (size_t i = 0; i < 2; i++)
-      if (given[i].second != kept[i])
-        std::printf("--resume: %s %g is not used: the run continues with its checkpoint's %g\n", given[i].first,
-                    given[i].second, kept[i]);
+    // (checkpoints before the "seed" entry hold it as the generator's seed, which manual_seed(--seed) set)
+    for (const char* key : {"seed", "skipgrad.rng.seed"})
+      if (m.count(key)) {
+        seed = metadata_u64(m, key, last_ckpt);
+        break;
+      }
+    if (seed != o.seed)
+      std::printf("--resume: --seed %llu is not used: the run continues with its checkpoint's %llu\n",
+                  (unsigned long long)o.seed, (unsigned long long)seed);
+    if (o.weight_decay != opt.weight_decay(0))
+      std::printf("--resume: --weight-decay %g is not used: the run continues with its checkpoint's %g\n",
+                  o.weight_decay, opt.weight_decay(0));
   } else {
-    // A fresh run owns its folder (it rewrites checkpoint_last and metrics.jsonl): an earlier run's step
-    // checkpoints would outrank its own in --keep-last's pruning and in `average --run`, and its checkpoint_best
-    // would be reported as this run's.
+    // A fresh run owns its folder (it rewrites metrics.jsonl): an earlier run's step checkpoints would outrank its
+    // own in --keep-last's pruning and in `average --run`, and its checkpoint_best and checkpoint_last would be
+    // reported as this run's (and resumed from, beside this run's metrics) if this one stopped before saving.
     if (const size_t stale = step_checkpoints(o.out_dir).size()) {
       prune_step_checkpoints(o.out_dir, 0);
       std::printf("removed %zu step checkpoints of an earlier run in %s\n", stale, o.out_dir.c_str());
     }
-    if (exists(best_ckpt)) {
-      std::filesystem::remove(best_ckpt);
-      std::printf("removed the checkpoint_best of an earlier run in %s\n", o.out_dir.c_str());
-    }
+    for (const std::string& earlier : {best_ckpt, last_ckpt})
+      if (exists(earlier)) {
+        std::filesystem::remove(earlier);
+        std::printf("removed %s of an earlier run\n", earlier.c_str());
+      }
   }
   // The training batches of an epoch: shuffled by a seed of (--seed, epoch), so a resumed run sees the same ones
   auto epoch_batches = [&](int64_t e) {
@@ -296,7 +314,6 @@ TrainResult train(const TrainOptions& o) {
   // metrics.jsonl: a fresh run starts it, a resumed one continues it from its checkpoint's step. It is flushed
   // before every save, so a checkpoint's steps are always in it. Checked here: a folder or file that cannot be
   // written fails now, not at the first save.
-  const std::string metrics_path = o.out_dir + "/metrics.jsonl";
   if (resuming) cut_metrics_after(metrics_path, step);
   std::ofstream metrics(metrics_path, resuming ? std::ios::app : std::ios::trunc);
   check(metrics.good(), "train", ": cannot write '", metrics_path, "' (is the --out folder writable?)");
@@ -515,9 +532,11 @@ TrainResult train(const TrainOptions& o) {
               res.valid_loss, res.valid_bleu, o.beam, corpus.test.size(), res.test_bleu);
   for (size_t i = 0; i < std::min<size_t>(5, hyps.size()); i++)
     std::printf("  %s\n    -> %s\n    (ref %s)\n", corpus.test[i].src.c_str(), hyps[i].c_str(), corpus.test[i].tgt.c_str());
+  if (!res.diverged) last_saved_step = step;
+  const std::string last = last_saved_step >= 0 ? last_ckpt : "none saved";
   const std::string best = have_best ? ", best valid " + o.best_metric + ": " + best_ckpt : "";
   std::printf("checkpoints: %s%s\nmetrics (JSON lines: steps, evaluations, gradient norms): %s/metrics.jsonl\n",
-              last_ckpt.c_str(), best.c_str(), o.out_dir.c_str());
+              last.c_str(), best.c_str(), o.out_dir.c_str());
   return res;
 }
 

@@ -3,7 +3,6 @@
 #include <sentencepiece_processor.h>
 #include <sentencepiece_trainer.h>
 #include <sys/stat.h>
-#include <unistd.h>
 
 #include <algorithm>
 #include <cstdint>
@@ -116,54 +115,73 @@ std::string training_fingerprint(const std::vector<Pair>& train, int vocab_size)
 }
 }  // namespace
 
+namespace {
+// Both sides of every pair, a sentence at a time: SentencePiece reads no file, so no path is parsed (its `input`
+// option splits on commas).
+class PairSentences : public sentencepiece::SentenceIterator {
+ public:
+  explicit PairSentences(const std::vector<Pair>& pairs) : pairs_(pairs) { set(); }
+  bool done() const override { return i_ >= 2 * pairs_.size(); }
+  void Next() override {
+    ++i_;
+    set();
+  }
+  const std::string& value() const override { return value_; }
+  sentencepiece::util::Status status() const override { return sentencepiece::util::Status(); }
+
+ private:
+  void set() {
+    if (!done()) value_ = i_ % 2 ? pairs_[i_ / 2].tgt : pairs_[i_ / 2].src;
+  }
+  const std::vector<Pair>& pairs_;
+  size_t i_ = 0;
+  std::string value_;
+};
+
+std::string read_small_file(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+}
+}  // namespace
+
+bool Vocab::cached_for_other_text(const std::string& model_path, const std::vector<Pair>& train, int vocab_size) {
+  return file_exists(model_path) && file_exists(model_path + ".source") &&
+         read_small_file(model_path + ".source") != training_fingerprint(train, vocab_size);
+}
+
 Vocab Vocab::load_or_train(const std::string& model_path, const std::vector<Pair>& train, int vocab_size) {
   const std::string source_path = model_path + ".source", source = training_fingerprint(train, vocab_size);
   if (file_exists(model_path)) {
-    std::ifstream in(source_path, std::ios::binary);
-    const std::string stored((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-    if (stored == source) return load(model_path);
-    if (!in) {  // cached before 2026-12-06, when no fingerprint was kept: taken as made from this text
-      skipgrad::write_file_atomic(source_path, source);
+    if (!file_exists(source_path)) {  // cached before 2026-12-06, when no fingerprint was kept: taken as this text's
+      try {
+        skipgrad::write_file_atomic(source_path, source);
+      } catch (const skipgrad::Error&) {  // a read-only corpus folder: used as before, without the record
+      }
       return load(model_path);
     }
+    if (read_small_file(source_path) == source) return load(model_path);
     std::printf("vocabulary: %s was trained on other text (the corpus changed since): training it again\n",
                 model_path.c_str());
   }
   check(!train.empty(), "Vocab::load_or_train", ": no training text to build a vocabulary from");
-  const std::string prefix = model_path.substr(0, model_path.size() - (model_path.size() > 6 &&
-                                               model_path.compare(model_path.size() - 6, 6, ".model") == 0 ? 6 : 0));
-  // Temporary names of this process: two runs that build the same vocabulary at once do not share files.
-  const std::string pid = std::to_string(::getpid());
-  const std::string text = prefix + ".train.txt.tmp." + pid, tmp_prefix = prefix + ".tmp." + pid;
-  {
-    std::ofstream out(text);
-    for (const Pair& p : train) out << p.src << '\n' << p.tgt << '\n';
-    if (!out.flush().good()) {
-      std::remove(text.c_str());
-      skipgrad::fail("Vocab::load_or_train", ": cannot write the training text '", text,
-                     "' (the vocabulary is built beside the corpus: is its folder writable?)");
-    }
-  }
-  // Trained under the temporary prefix, then renamed: a killed run never leaves a half-written model behind.
-  // Options as a map, not a command line: paths with spaces stay whole.
   const std::unordered_map<std::string, std::string> options = {
-      {"input", text}, {"model_prefix", tmp_prefix}, {"vocab_size", std::to_string(vocab_size)},
-      {"model_type", "unigram"}, {"character_coverage", "1.0"}, {"pad_id", "0"}, {"unk_id", "1"}, {"bos_id", "2"},
-      {"eos_id", "3"}, {"hard_vocab_limit", "false"}, {"minloglevel", "2"}, {"num_threads", "1"}};
-  auto status = sentencepiece::SentencePieceTrainer::Train(options);
-  std::remove(text.c_str());
-  if (!status.ok()) {
-    std::remove((tmp_prefix + ".model").c_str());
-    std::remove((tmp_prefix + ".vocab").c_str());
-  }
+      {"vocab_size", std::to_string(vocab_size)}, {"model_type", "unigram"}, {"character_coverage", "1.0"},
+      {"pad_id", "0"}, {"unk_id", "1"}, {"bos_id", "2"}, {"eos_id", "3"}, {"hard_vocab_limit", "false"},
+      {"minloglevel", "2"}, {"num_threads", "1"}};
+  PairSentences sentences(train);
+  std::string model;  // the trained model's bytes, written here atomically: a killed run leaves no half a model
+  auto status = sentencepiece::SentencePieceTrainer::Train(options, &sentences, &model);
   check(status.ok(), "Vocab::load_or_train", ": SentencePiece training of a vocabulary of ", vocab_size,
         " pieces (--vocab-size) failed: ", status.ToString(),
         vocab_size < 16 ? " (the 4 special pieces and the corpus's characters need a larger --vocab-size)" : "");
-  check(std::rename((tmp_prefix + ".model").c_str(), (prefix + ".model").c_str()) == 0, "Vocab::load_or_train",
-        ": cannot move the trained model into place at ", prefix, ".model");
-  std::rename((tmp_prefix + ".vocab").c_str(), (prefix + ".vocab").c_str());
+  try {
+    skipgrad::write_file_atomic(model_path, model);
+  } catch (const skipgrad::Error& e) {
+    skipgrad::fail("Vocab::load_or_train", ": the vocabulary is built beside the corpus, whose folder must be "
+                   "writable: ", e.what());
+  }
   skipgrad::write_file_atomic(source_path, source);
-  return load(prefix + ".model");
+  return load(model_path);
 }
 
 int Vocab::size() const { return sp_->GetPieceSize(); }

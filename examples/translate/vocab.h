@@ -18,7 +18,10 @@ class Vocab {
   static constexpr int kPad = 0, kUnk = 1, kBos = 2, kEos = 3;
 
   // Loads `model_path` when it exists, otherwise trains it on `train` (both sides) and saves it there.
+  // `model_path` + ".source" records what it was trained on; a model made from other text is trained again.
   static Vocab load_or_train(const std::string& model_path, const std::vector<Pair>& train, int vocab_size);
+  // Whether `model_path` is cached and was trained on other text than `train` (load_or_train would retrain it).
+  static bool cached_for_other_text(const std::string& model_path, const std::vector<Pair>& train, int vocab_size);
   static Vocab load(const std::string& model_path);
   // The model file's bytes, base64-encoded, and back: checkpoints carry their vocabulary this way ("vocab_model"), so
   // they translate wherever they are copied. `name` only names it in errors and path().
