@@ -7,6 +7,7 @@
 #include <cstdio>
 #include <limits>
 #include <random>
+#include <tuple>
 
 #include "autograd/ops.h"
 #include "autograd/tape.h"
@@ -83,8 +84,8 @@ void stream_stats(const Tensor& x, const Tensor& prev, const std::vector<int64_t
         dot += a * b, nx += a * a, np += b * b;
       }
     }
-    // cos(a, b) = a.b / (|a| |b|); a zero vector counts as cos 0
-    if (!pv.empty()) cos_sum += (nx > 0 && np > 0) ? dot / std::sqrt(nx * np) : 0.0;
+    // cos(a, b) = a.b / (|a| |b|); a zero vector counts as cos 0, a NaN one (a diverged model) makes it NaN
+    if (!pv.empty()) cos_sum += std::isnan(nx + np) ? NAN : (nx > 0 && np > 0) ? dot / std::sqrt(nx * np) : 0.0;
   }
   kept = std::max<int64_t>(kept, 1);
   m.rms = std::sqrt(sq / double(kept * d));
@@ -306,15 +307,17 @@ LayerMeasures measure_batch(nn::Transformer& model, const MeasureBatch& b, doubl
   current_tape().clear();
   Recorded rec;
   rec.scope = current_scope();
+  // The hooks record this forward only; a caller's own are put back after it (not cleared).
+  const auto before = std::make_tuple(model.layer_outputs, model.dual_outputs, model.stack_inputs,
+                                      model.attention_logits, model.residual_updates);
   model.layer_outputs = &rec.outs;
   model.dual_outputs = &rec.duals;
   model.stack_inputs = &rec.ins;
   model.attention_logits = &rec.logit_rows;
   model.residual_updates = &rec.adds;
   auto unhook = [&] {
-    model.layer_outputs = model.dual_outputs = model.stack_inputs = nullptr;
-    model.attention_logits = nullptr;
-    model.residual_updates = nullptr;
+    std::tie(model.layer_outputs, model.dual_outputs, model.stack_inputs, model.attention_logits,
+             model.residual_updates) = before;
   };
   Tensor logits;
   try {

@@ -120,7 +120,8 @@ struct MeasureOptions {
 double mean_token_cosine(const Tensor& x, const std::vector<int64_t>& pad);
 
 // One forward/backward of `model` on `b`. Clears the model's gradients and the tape before and after; the
-// model's mode (train/eval) is left as it is. With `graph` on, also fills .graph and .paths.
+// model's mode (train/eval) is left as it is, and hooks the caller set (layer_outputs, ...) are put back after
+// its own have recorded the forward. With `graph` on, also fills .graph and .paths.
 LayerMeasures measure_batch(nn::Transformer& model, const MeasureBatch& b, double label_smoothing = 0.1,
                             bool graph = false);
 

@@ -180,7 +180,7 @@ void backward_node(Node& n, bool retain_graph, const std::function<void(Autograd
     n.saved.clear();
     n.backward = nullptr;
   }
-  if (profiling()) detail::t_profiler->mark(n.name, n.op->name, ProfilePhase::Backward);
+  if (Profiler* p = detail::current_profiler()) p->mark(n.name, n.op->name, ProfilePhase::Backward);
 }
 }  // namespace
 

@@ -1,6 +1,8 @@
 #include "autograd/profiler.h"
 
 #include <algorithm>
+#include <atomic>
+#include <mutex>
 
 #include "tensor/allocator.h"
 #include "tensor/error.h"
@@ -8,7 +10,28 @@
 namespace skipgrad {
 
 namespace detail {
-thread_local Profiler* t_profiler = nullptr;
+// A thread's profiler. The slot forgets its profiler when the profiler stops or is destroyed (on any thread), and
+// the profiler its slot when the thread ends, so neither is left pointing at the other once it is gone. The
+// pointer is atomic because a stop on another thread writes it.
+struct ProfilerSlot {
+  std::atomic<Profiler*> profiler{nullptr};
+  ~ProfilerSlot() {
+    std::lock_guard<std::mutex> lock(mutex());
+    if (Profiler* p = profiler.load()) p->slot_ = nullptr;
+  }
+  static std::mutex& mutex() {
+    static std::mutex m;
+    return m;
+  }
+};
+thread_local ProfilerSlot t_slot;
+Profiler* current_profiler() { return t_slot.profiler.load(std::memory_order_relaxed); }
+}  // namespace detail
+
+void Profiler::release_slot() {
+  std::lock_guard<std::mutex> lock(detail::ProfilerSlot::mutex());
+  if (slot_ && slot_->profiler.load() == this) slot_->profiler.store(nullptr);
+  slot_ = nullptr;
 }
 
 const char* profile_phase_name(ProfilePhase p) {
@@ -21,19 +44,18 @@ const char* profile_phase_name(ProfilePhase p) {
 }
 
 Profiler::Profiler(Device device) : device_(device) {
-  if (detail::t_profiler)
-    fail("Profiler", ": a profiler of device ", detail::t_profiler->device().str(),
+  if (Profiler* other = detail::current_profiler())
+    fail("Profiler", ": a profiler of device ", other->device().str(),
          " already runs on this thread; stop it before starting one of device ", device.str());
   if (!device.is_cpu()) backend_ = &backend_for(device);  // throws, naming the device, when it is not available
   marks_.reserve(4096);
   events_.reserve(4096);
   marks_.push_back(take_mark());
-  detail::t_profiler = this;
+  slot_ = &detail::t_slot;
+  slot_->profiler.store(this);
 }
 
-Profiler::~Profiler() {
-  if (detail::t_profiler == this) detail::t_profiler = nullptr;
-}
+Profiler::~Profiler() { release_slot(); }
 
 Profiler::Mark Profiler::take_mark() {
   Mark m;
@@ -61,7 +83,7 @@ void Profiler::renamed(int64_t node, const std::string& name) {
 
 void Profiler::stop() {
   if (!running_) return;
-  if (detail::t_profiler == this) detail::t_profiler = nullptr;
+  release_slot();
   running_ = false;
   // Times from the marks: host clock differences, and the device's (waiting for each mark) or the host's.
   using ms = std::chrono::duration<double, std::milli>;

@@ -45,6 +45,10 @@ struct ProfileEvent {
   int64_t bytes_in_use = 0, bytes_delta = 0;
 };
 
+namespace detail {
+struct ProfilerSlot;
+}
+
 class Profiler {
  public:
   // Starts profiling the calling thread; device: whose timeline to read besides the host's (cpu: the host's only).
@@ -54,7 +58,8 @@ class Profiler {
   Profiler(const Profiler&) = delete;
   Profiler& operator=(const Profiler&) = delete;
 
-  // Stops profiling (waits for the device's marks); the results below are read after it. Idempotent.
+  // Stops profiling (waits for the device's marks); the results below are read after it. Idempotent. Stopping or
+  // destroying it on another thread than the profiled one is allowed once that thread records no more ops.
   void stop();
   bool running() const { return running_; }
   Device device() const { return device_; }
@@ -77,6 +82,8 @@ class Profiler {
     int64_t bytes_in_use = 0;
   };
   Mark take_mark();
+  void release_slot();  // the profiled thread no longer points here
+  friend struct detail::ProfilerSlot;
 
   Device device_;
   Backend* backend_ = nullptr;  // the device's; null for a CPU profile
@@ -85,16 +92,17 @@ class Profiler {
   std::vector<ProfileEvent> events_;
   int64_t start_bytes_ = 0;
   std::unordered_map<int64_t, size_t> forward_event_;  // node id -> its forward's index in events_
+  detail::ProfilerSlot* slot_ = nullptr;  // the profiled thread's, while it runs and that thread lives
 };
 
 namespace detail {
-extern thread_local Profiler* t_profiler;
+Profiler* current_profiler();  // the calling thread's running profiler, or null
 }
 // Whether a profiler runs on this thread.
-inline bool profiling() { return detail::t_profiler != nullptr; }
+inline bool profiling() { return detail::current_profiler() != nullptr; }
 // Charges the interval since the previous mark to a region `name`; nothing when no profiler runs.
 inline void profile_mark(std::string_view name) {
-  if (profiling()) detail::t_profiler->mark(std::string(name), "region", ProfilePhase::Region);
+  if (Profiler* p = detail::current_profiler()) p->mark(std::string(name), "region", ProfilePhase::Region);
 }
 
 }  // namespace skipgrad

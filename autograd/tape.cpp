@@ -166,7 +166,8 @@ Node* record(const OpInfo& op, const std::vector<Tensor>& inputs, Tensor& out, s
              BackwardFn backward, OpParams params) {
   if (!should_record(inputs)) {
     check_finite(out, op.name);
-    if (profiling() && !detail::t_in_node_backward) detail::t_profiler->mark(scoped(op.name), op.name, ProfilePhase::Forward);
+    if (Profiler* p = detail::current_profiler(); p && !detail::t_in_node_backward)
+      p->mark(scoped(op.name), op.name, ProfilePhase::Forward);
     return nullptr;
   }
   if (op.arity >= 0 && inputs.size() != (size_t)op.arity)  // a bug in the op, caught by any test that runs it
@@ -208,7 +209,7 @@ Node* record(const OpInfo& op, const std::vector<Tensor>& inputs, Tensor& out, s
   om.tape = &tape;
   if (t_anomaly)
     detail::fail_if_nonfinite(out, "forward op '" + std::string(op.name) + "' (node " + n.name + ")", "its output");
-  if (profiling()) detail::t_profiler->mark(n.name, op.name, ProfilePhase::Forward, n.id);
+  if (Profiler* p = detail::current_profiler()) p->mark(n.name, op.name, ProfilePhase::Forward, n.id);
   return &n;
 }
 
@@ -260,7 +261,7 @@ Tensor& Tensor::named(const std::string& name) {
   AutogradMeta* m = autograd_meta();
   if (m && m->producer) {
     m->producer->name = scoped(name);
-    if (profiling()) detail::t_profiler->renamed(m->producer->id, m->producer->name);
+    if (Profiler* p = detail::current_profiler()) p->renamed(m->producer->id, m->producer->name);
   } else if (m && requires_grad()) {
     m->name = scoped(name);
   } else if (defined() && t_grad_enabled) {  // data, a mask: metadata as record() gives an input, under its lock

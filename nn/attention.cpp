@@ -109,11 +109,13 @@ void MultiHeadAttention::reset_fairseq() {
 
 void MultiHeadAttention::check_input(const Tensor& t, const char* what, int64_t batch) const {
   const int64_t d = cfg.d_model;
-  if (t.defined() && t.dim() == 3 && t.size(2) == d && (batch < 0 || t.size(0) == batch))
+  const DType w = q_proj->weight.dtype();  // the weights' dtype; bfloat16 too inside an autocast scope
+  const bool dtype_ok = t.defined() && (t.dtype() == w || (autocast_bf16_enabled() && t.dtype() == DType::BF16));
+  if (t.defined() && t.dim() == 3 && t.size(2) == d && (batch < 0 || t.size(0) == batch) && dtype_ok)
     return;
   fail(current_scope_or(kKind), ": expected ", what, " [",
-       batch < 0 ? std::string("B") : std::to_string(batch), ",T,", d, "], got ",
-       t.defined() ? shape_str(t.shape()) : std::string("undefined"));
+       batch < 0 ? std::string("B") : std::to_string(batch), ",T,", d, "] ", dtype_name(w), ", got ",
+       t.defined() ? t.meta_str() : std::string("undefined"));
 }
 
 // [B, T, H·dh] -> [B, H, T, dh], recorded as "<scope>.<what>.reshape" and ".transpose" ("q_heads", ...)

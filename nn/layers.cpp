@@ -155,7 +155,7 @@ Tensor SinusoidalPositions::forward(const Tensor& ids) {
 // ---------------------------------------------------------------- Dropout
 
 Dropout::Dropout(double prob) : p(prob) {
-  check(prob >= 0 && prob < 1, "Dropout", ": p must be in [0, 1), got ", prob);
+  check(prob >= 0 && prob <= 1, "Dropout", ": p must be in [0, 1], got ", prob);  // 1: zeros, as dropout()
 }
 
 Tensor Dropout::forward(const Tensor& x) {

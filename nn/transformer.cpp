@@ -179,6 +179,20 @@ std::vector<std::string> Transformer::layer_names() const {
   return names;
 }
 
+std::string Transformer::init_from_batch(const Tensor& src_ids, const Tensor& tgt_in_ids) {
+  const std::vector<std::string> removed = removed_;  // an analysis setting: the init profiles the whole model
+  remove_layers({});
+  std::string line;
+  try {
+    line = topology_->init_from_batch(*this, src_ids, tgt_in_ids);
+  } catch (...) {
+    remove_layers(removed);
+    throw;
+  }
+  remove_layers(removed);
+  return line;
+}
+
 void Transformer::remove_layers(const std::vector<std::string>& names) {
   const std::vector<std::string> layers = layer_names();
   std::vector<std::string> kept;
@@ -208,9 +222,13 @@ Tensor Transformer::encode_masked(const Tensor& src_ids, const Tensor& pad) {
 void Transformer::check_memory(const char* who, const Tensor& enc_out, const Tensor& src_pad_mask,
                                int64_t batch) const {
   const int64_t d = cfg_.d_model;
-  if (!(enc_out.defined() && enc_out.dim() == 3 && enc_out.size(2) == d && (batch < 0 || enc_out.size(0) == batch)))
-    fail(who, ": encoder output must be [", batch < 0 ? std::string("B") : std::to_string(batch), ",S,", d, "], got ",
-         enc_out.defined() ? shape_str(enc_out.shape()) : "an undefined tensor");
+  const DType w = tgt_embed->weight.dtype();  // the model's; bfloat16 too inside an autocast scope
+  const bool dtype_ok = enc_out.defined() && (enc_out.dtype() == w ||
+                                              (autocast_bf16_enabled() && enc_out.dtype() == DType::BF16));
+  if (!(enc_out.defined() && enc_out.dim() == 3 && enc_out.size(2) == d && (batch < 0 || enc_out.size(0) == batch) &&
+        dtype_ok))
+    fail(who, ": encoder output must be [", batch < 0 ? std::string("B") : std::to_string(batch), ",S,", d, "] ",
+         dtype_name(w), ", got ", enc_out.defined() ? enc_out.meta_str() : "an undefined tensor");
   if (src_pad_mask.defined() && src_pad_mask.shape() != Shape{enc_out.size(0), enc_out.size(1)})
     fail(who, ": source padding mask must be ", Shape{enc_out.size(0), enc_out.size(1)}, ", got ",
          src_pad_mask.shape());

@@ -77,10 +77,9 @@ class Transformer : public Module {
   Topology& topology() { return *topology_; }
   // The topology's data-dependent initialisation (Admin's ω), on a fresh model with its first training batch;
   // nothing for most topologies. Training code calls it for every topology, so a new one needs no special case.
-  // Returns a line for the training log, or "".
-  std::string init_from_batch(const Tensor& src_ids, const Tensor& tgt_in_ids) {
-    return topology_->init_from_batch(*this, src_ids, tgt_in_ids);
-  }
+  // Returns a line for the training log, or "". Layers removed for analysis (remove_layers) take part in it, and
+  // are removed again after.
+  std::string init_from_batch(const Tensor& src_ids, const Tensor& tgt_in_ids);
 
   // Analysis hooks: when set, every forward appends the stream after each layer, encoder layers first, then
   // decoder layers: x (ResiDual: x_a) to layer_outputs, and the dual stream x_d (undefined for other topologies)

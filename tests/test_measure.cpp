@@ -72,6 +72,18 @@ TEST_SUITE("measure") {
     CHECK(admin.loss != post.loss);
     CHECK(admin.layers[1].fc2_grad_norm != doctest::Approx(post.layers[1].fc2_grad_norm).epsilon(1e-6));
     CHECK(admin.layers[0].fc2_grad_norm > 0);
+    // a layer removed for analysis is profiled too (its ω set), and removed again after
+    manual_seed(1);
+    nn::Transformer whole(tiny_transformer("admin"));
+    manual_seed(1);
+    nn::Transformer removed(tiny_transformer("admin"));
+    removed.remove_layers({"enc.1"});
+    whole.init_from_batch(b.src, b.tgt_in);
+    removed.init_from_batch(b.src, b.tgt_in);
+    CHECK(removed.removed_layers() == std::vector<std::string>{"enc.1"});
+    const Tensor omega = removed.parameter("enc.1.ffn_omega");
+    CHECK(omega.to_vector<double>() == whole.parameter("enc.1.ffn_omega").to_vector<double>());
+    CHECK(omega.to_vector<double>()[0] != 1.0);
   }
 
   TEST_CASE("measure_batch agrees with the gradient the model computes itself") {
@@ -88,6 +100,23 @@ TEST_SUITE("measure") {
     for (float v : g.to_vector<float>()) sq += double(v) * v;
     CHECK(m.layer("dec.1").fc2_grad_norm == doctest::Approx(std::sqrt(sq)).epsilon(1e-5));
     model.zero_grad();
+    // hooks a caller set are theirs again afterwards, and see the caller's next forward
+    std::vector<Tensor> outs;
+    std::vector<nn::AttentionLogitRows> rows;
+    model.layer_outputs = &outs;
+    model.attention_logits = &rows;
+    measure_batch(model, b);
+    CHECK(model.layer_outputs == &outs);
+    CHECK(model.attention_logits == &rows);
+    CHECK(outs.empty());
+    {
+      NoGradGuard no_grad;
+      model.forward(b.src, b.tgt_in);
+    }
+    CHECK(outs.size() == 4);  // 2 + 2 layers
+    CHECK_FALSE(rows.empty());
+    model.layer_outputs = nullptr;
+    model.attention_logits = nullptr;
   }
 
   TEST_CASE("layer 0's cosine compares the stack's input stream with the first layer's output") {

@@ -208,6 +208,8 @@ TEST_SUITE("nn") {
     Tensor x = Tensor::randn({2, 3, 8});
     CHECK(mha.forward(x, x).shape() == Shape{2, 3, 8});
     CHECK_THROWS_WITH_ALL(mha.forward(Tensor::zeros({2, 3, 6}), x), "expected query [B,T,8]", "[2,3,6]");
+    CHECK_THROWS_WITH_ALL(mha.forward(x.to(DType::F64), x), "MultiHeadAttention", "expected query [B,T,8] float32",
+                          "got float64[2,3,8]");  // (it named only the inner linear)
     // outside any scope an error names the module's kind (it began with a bare ": " before)
     CHECK_THROWS_WITH_ALL(mha.forward(x, x, Tensor::zeros({2, 2}, DType::I64)),
                           "MultiHeadAttention: key padding mask must be [2,3], got [2,2]");
@@ -496,6 +498,8 @@ TEST_SUITE("nn") {
     CHECK_THROWS_WITH_ALL(m.forward(Tensor::zeros({1, 2}), ids({0}, 1, 1)), "src_ids must be int64");
     Tensor enc = m.encode(ids({2, 3}, 1, 2));
     CHECK_THROWS_WITH_ALL(m.decode(enc, Tensor(), ids({0, 4, 0, 5}, 2, 2)), "encoder output must be [2,S,16]");
+    CHECK_THROWS_WITH_ALL(m.decode(enc.to(DType::F64), Tensor(), ids({0, 4}, 1, 2)), "Transformer::decode",
+                          "encoder output must be [1,S,16] float32, got float64[1,2,16]");
     // a cast to an integer dtype would truncate every weight: refused, nothing cast
     const Tensor before = m.parameters()[0].detach().clone();
     CHECK_THROWS_WITH_ALL(m.to(DType::I64), "Module::to", "floating dtype only", "int64");

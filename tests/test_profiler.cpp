@@ -5,6 +5,7 @@
 
 #include <cmath>
 #include <map>
+#include <thread>
 
 #include "analysis/profile.h"
 #include "cuda_test_util.h"
@@ -255,6 +256,30 @@ TEST_CASE("profiler: no-grad ops are profiled; one profiler per thread; results 
   again.stop();
   CHECK(again.events().empty());
   CHECK(again.host_total_ms() == 0);
+}
+
+TEST_CASE("profiler: stopped or destroyed on another thread, or outliving its thread, it leaves no dangling pointer") {
+  auto prof = std::make_unique<Profiler>();
+  Tensor a = Tensor::ones({2}).requires_grad_();
+  Tensor y = a * a;
+  std::thread([&] {
+    prof->stop();
+    prof.reset();
+  }).join();
+  CHECK_FALSE(profiling());
+  y = a * a;  // recorded with no profiler (it crashed here: the thread still pointed at the freed one)
+  Profiler again;  // and this thread may start another
+  again.stop();
+  CHECK(again.events().size() == 0);
+  std::unique_ptr<Profiler> orphan;
+  std::thread([&] {
+    orphan = std::make_unique<Profiler>();
+    Tensor b = Tensor::ones({2}) + 1.0;
+  }).join();  // its thread ended while it ran
+  orphan->stop();
+  CHECK(orphan->events().size() == 1);
+  orphan.reset();
+  CHECK_FALSE(profiling());
 }
 
 TEST_CASE("profiler: a Transformer step, by topology part") {
