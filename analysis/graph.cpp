@@ -325,41 +325,60 @@ const char* role_name(NodeRole r) {
 
 namespace {
 namespace fs = std::filesystem;
-// Where write_file_atomic puts `path`'s text: a symlink's target (the link stays a link), `path` itself otherwise;
-// *in_place when it is a device or a pipe (/dev/stdout, a FIFO), written directly since it cannot be renamed over.
-// A folder is refused.
-std::string write_target(std::string_view op, const std::string& path, bool* in_place) {
+// How write_file_atomic writes `path`.
+struct WriteTarget {
+  enum Kind { Atomic, InPlace, Stream } kind;
+  std::string path;        // Atomic: the file a rename replaces (through symlinks, their last target)
+  FILE* stream = nullptr;  // Stream: stdout or stderr
+};
+WriteTarget write_target(std::string_view op, const std::string& path) {
   check(!path.empty(), op, ": empty output path");
+  // The process's own output, by any of its names: written through its C stream, in order with what the program
+  // prints (opened anew, a file would be written from its start over that output; renamed over, replaced).
+  const std::pair<const char*, FILE*> streams[] = {{"/dev/stdout", stdout}, {"/dev/fd/1", stdout},
+                                                   {"/proc/self/fd/1", stdout}, {"/dev/stderr", stderr},
+                                                   {"/dev/fd/2", stderr}, {"/proc/self/fd/2", stderr}};
+  for (const auto& [name, stream] : streams)
+    if (path == name) return {WriteTarget::Stream, path, stream};
   std::error_code ec;
-  const std::string target = fs::is_symlink(fs::symlink_status(path, ec)) ? fs::weakly_canonical(path, ec).string()
-                                                                           : path;
-  const fs::file_status st = fs::status(target, ec);
+  const fs::file_status st = fs::status(path, ec);  // (through symlinks)
   check(!fs::is_directory(st), op, ": '", path, "' is a folder: give the path of a file to write");
-  *in_place = fs::exists(st) && !fs::is_regular_file(st);
-  return target.empty() ? path : target;
+  if (fs::exists(st) && !fs::is_regular_file(st)) return {WriteTarget::InPlace, path};  // a FIFO or a device
+  fs::path target = path;  // a file, or none yet: its symlinks are followed to the file itself (the links stay)
+  for (int hops = 0; hops < 40 && fs::is_symlink(fs::symlink_status(target, ec)); ++hops) {
+    const fs::path next = fs::read_symlink(target, ec);
+    if (ec) break;
+    target = next.is_absolute() ? next : target.parent_path() / next;
+  }
+  return {WriteTarget::Atomic, target.string()};
 }
 }  // namespace
 
 void check_writable(std::string_view op, const std::string& path) {
-  bool in_place = false;
-  const std::string target = write_target(op, path, &in_place);
-  if (in_place) return;  // a device or pipe: opening a pipe to test it would wait for its reader
-  const std::string tmp = target + ".tmp." + std::to_string(::getpid());
+  const WriteTarget t = write_target(op, path);
+  if (t.kind != WriteTarget::Atomic) return;  // opening a pipe to test it would wait for its reader
+  const std::string tmp = t.path + ".tmp." + std::to_string(::getpid());
   check((bool)std::ofstream(tmp, std::ios::binary | std::ios::trunc), op, ": cannot create '", tmp,
         "': is the folder of '", path, "' there and writable?");
   std::remove(tmp.c_str());
 }
 
 void write_file_atomic(const std::string& path, const std::string& text) {
-  bool in_place = false;
-  const std::string target = write_target("write_file_atomic", path, &in_place);
-  if (in_place) {
-    std::ofstream f(target, std::ios::binary);
+  const WriteTarget t = write_target("write_file_atomic", path);
+  if (t.kind == WriteTarget::Stream) {
+    std::fflush(t.stream);
+    const bool ok = std::fwrite(text.data(), 1, text.size(), t.stream) == text.size() && std::fflush(t.stream) == 0;
+    check(ok, "write_file_atomic", ": writing to '", path, "' failed");
+    return;
+  }
+  if (t.kind == WriteTarget::InPlace) {
+    std::ofstream f(path, std::ios::binary);
     check((bool)f, "write_file_atomic", ": cannot open '", path, "' for writing");
     f.write(text.data(), (std::streamsize)text.size());
     check((bool)f.flush(), "write_file_atomic", ": writing '", path, "' failed");
     return;
   }
+  const std::string& target = t.path;
   std::string tmp = target + ".tmp." + std::to_string(::getpid());
   {
     std::ofstream f(tmp, std::ios::binary | std::ios::trunc);

@@ -156,7 +156,8 @@ void append_json_string(std::string& out, std::string_view s);
 
 // ---- files ----
 // Writes `text` to `path` + ".tmp.<pid>" and renames it over `path`, so `path` is whole or as it was; through a
-// symlink, its target is replaced so (the link stays). A device or pipe (/dev/stdout, a FIFO) is written directly.
+// symlink, its target is replaced so (the link stays). A device or a FIFO is written directly, and the process's
+// own stdout or stderr (/dev/stdout, /dev/fd/2, ...) through its C stream, in order with what the program prints.
 // Throws Error on any failure, and for a folder.
 void write_file_atomic(const std::string& path, const std::string& text);
 // Throws Error, naming `op`, unless write_file_atomic(path, ...) could write there: not a folder, and the folder

@@ -18,6 +18,7 @@ struct ProfilerSlot {
   ~ProfilerSlot() {
     std::lock_guard<std::mutex> lock(mutex());
     if (Profiler* p = profiler.load()) p->slot_ = nullptr;
+    profiler.store(nullptr);  // (a thread_local destroyed after this one would otherwise still see it)
   }
   static std::mutex& mutex() {
     static std::mutex m;

@@ -192,6 +192,22 @@ TEST_SUITE("reliability") {
     CHECK_THROWS_WITH_ALL(evaluate_checkpoint(e), "eval --hypotheses", "cannot create", "writable");
     e.hypotheses_path = scratch.path().string();  // a folder
     CHECK_THROWS_WITH_ALL(evaluate_checkpoint(e), "is a folder");
+    // /dev/stdout redirected to a file (as run() does) is written through, in order: the hypotheses, then the
+    // lines printed after them; /dev/stdout itself is left as it was (a rename once put a file in its place)
+    e.hypotheses_path = (scratch.path() / "hyps.txt").string();
+    evaluate_checkpoint(e);
+    const std::string hyps = read_file(e.hypotheses_path);
+    REQUIRE(hyps.size() > 3);
+    const bool stdout_was_link = fs::is_symlink("/dev/stdout");
+    const auto out = run(SKIPGRAD_TRANSLATE_EXE, "eval --checkpoint " + shell_quote(e.checkpoint) + " --corpus " +
+                                                     shell_quote(only.string()) + " --beam 1 --test-sentences 3"
+                                                     " --hypotheses /dev/stdout");
+    INFO(out.second);
+    CHECK(out.first == 0);
+    const size_t at = out.second.find(hyps);
+    CHECK(at != std::string::npos);
+    CHECK(out.second.find("hypotheses: /dev/stdout", at == std::string::npos ? 0 : at) != std::string::npos);
+    CHECK(fs::is_symlink("/dev/stdout") == stdout_was_link);
   }
 
   TEST_CASE("average refuses to overwrite an input; a vocabulary path spelled another way is the same vocabulary") {
@@ -250,6 +266,11 @@ TEST_SUITE("reliability") {
     CHECK(fs::is_symlink(link));
     CHECK(read_file(target.string()) == "new");
     check_writable("test", link.string());
+    const fs::path dangling = scratch.path() / "dangling.txt";  // a link to a file not made yet, relative
+    fs::create_symlink("made_later.txt", dangling);
+    write_file_atomic(dangling.string(), "made");
+    CHECK(fs::is_symlink(dangling));
+    CHECK(read_file((scratch.path() / "made_later.txt").string()) == "made");
   }
 
   TEST_CASE("shell_quote keeps a path one word") {

@@ -472,7 +472,7 @@ TEST_SUITE("reliability") {
     fs::remove(last_checkpoint(fresh));
     train(fresh);
     CHECK(metric_steps(fresh) == one_to(3));
-    // a checkpoint whose stored vocabulary is not the corpus's: the ids would land on other pieces
+    // a resumed run takes its checkpoint's stored vocabulary: one that cannot be read is refused
     nn::SafetensorsFile f = nn::load_safetensors(last_checkpoint(o));
     f.metadata["vocab_model"] = nn::load_safetensors(last_checkpoint(fresh)).metadata.at("vocab_model") + "AAAA";
     nn::save_safetensors(last_checkpoint(o), f.tensors, f.metadata);

@@ -184,12 +184,25 @@ TrainResult train(const TrainOptions& o) {
   const std::string best_ckpt = o.out_dir + "/checkpoint_best.safetensors";
   const std::string metrics_path = o.out_dir + "/metrics.jsonl";
   const bool resuming = o.resume && exists(last_ckpt);
-  // A resumed run keeps its vocabulary: a cached one the corpus's change would train again is refused untouched.
+  // A resumed run keeps its vocabulary, the one its checkpoint stores (the cache beside the corpus may have been
+  // made again since); a corpus changed since the cache was made for it is refused, the cache left untouched.
   const std::string vocab_path = data_dir + "/spm" + std::to_string(o.vocab_size) + ".model";
   check(!resuming || !Vocab::cached_for_other_text(vocab_path, corpus.train, o.vocab_size), "train", ": --resume: ",
         "the corpus changed since '", vocab_path, "' was trained for the run in '", o.out_dir, "'; resume with the "
         "same data, or start a fresh run in another --out folder");
-  Vocab vocab = Vocab::load_or_train(vocab_path, corpus.train, o.vocab_size);
+  std::string stored_vocab;  // (checkpoints before 2026-12-05 name the cache's file only)
+  if (resuming) {
+    const nn::Metadata m = nn::load_safetensors(last_ckpt).metadata;
+    if (auto it = m.find("vocab_model"); it != m.end()) stored_vocab = it->second;
+  }
+  Vocab vocab = [&] {
+    if (stored_vocab.empty()) return Vocab::load_or_train(vocab_path, corpus.train, o.vocab_size);
+    try {
+      return Vocab::from_base64(stored_vocab, vocab_path);
+    } catch (const Error& e) {
+      fail("train", ": --resume: the vocabulary stored in '", last_ckpt, "' cannot be read: ", e.what());
+    }
+  }();
   std::vector<Example> train_ex = encode_pairs(vocab, corpus.train, o.max_len);
   std::vector<Example> valid_ex = encode_pairs(vocab, corpus.valid, o.max_len);
   std::vector<Pair> valid_bleu_pairs(corpus.valid.begin(),
@@ -228,28 +241,23 @@ TrainResult train(const TrainOptions& o) {
   if (o.resume && !resuming)
     std::printf("--resume: no checkpoint at %s; starting from step 0\n", last_ckpt.c_str());
   if (resuming) {
-    // The embeddings are trained for the checkpoint's pieces: another vocabulary (the corpus or its SentencePiece
-    // model changed since) would put every id on a different piece.
-    auto check_vocabulary = [&](const nn::Metadata& m) {
-      auto stored = m.find("vocab_model");
-      check(stored == m.end() || stored->second == vocab_model, "train", ": --resume: the vocabulary stored in '",
-            last_ckpt, "' is not '", vocab.path(), "' (the corpus or its SentencePiece model changed since the run "
-            "began); resume with the same data, or start a fresh run in another --out folder");
-    };
     nn::Metadata m;
     try {
       m = nn::load_checkpoint(last_ckpt, model, &opt);
-    } catch (const Error&) {  // another model's file fails on some tensor or count: name what differs
-      const nn::Metadata stored = nn::load_safetensors(last_ckpt).metadata;
-      check_vocabulary(stored);
-      auto it = stored.find("config");
-      const std::string diff = it == stored.end() ? "" : config_differences(config_from_json(it->second), cfg);
+    } catch (const Error& e) {  // another model's file fails on some tensor or count: name what differs
+      std::string diff;
+      try {
+        const nn::Metadata stored = nn::load_safetensors(last_ckpt).metadata;
+        if (auto it = stored.find("config"); it != stored.end())
+          diff = config_differences(config_from_json(it->second), cfg);
+      } catch (const Error&) {  // a file that cannot say: the load's own error stands
+      }
       if (!diff.empty())
         fail("train", ": --resume: '", last_ckpt, "' holds another model (the checkpoint's vs this run's: ", diff,
-             "); resume with the options it was trained with, or start a fresh run in another --out folder");
+             "); resume with the options it was trained with, or start a fresh run in another --out folder (",
+             e.what(), ")");
       throw;
     }
-    check_vocabulary(m);
     step = metadata_int(m, "step", last_ckpt);
     epoch = metadata_int(m, "epoch", last_ckpt);
     batch_in_epoch = metadata_int(m, "batch_in_epoch", last_ckpt);
