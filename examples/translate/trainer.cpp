@@ -526,6 +526,7 @@ TrainResult train(const TrainOptions& o) {
   if (!o.quiet) std::printf("\n");
   if (!res.diverged) {
     save(last_ckpt);
+    last_saved_step = step;
     save_step_checkpoint();
   }
   res.valid_loss = evaluate_loss(model, valid_ex, o);
@@ -540,7 +541,6 @@ TrainResult train(const TrainOptions& o) {
               res.valid_loss, res.valid_bleu, o.beam, corpus.test.size(), res.test_bleu);
   for (size_t i = 0; i < std::min<size_t>(5, hyps.size()); i++)
     std::printf("  %s\n    -> %s\n    (ref %s)\n", corpus.test[i].src.c_str(), hyps[i].c_str(), corpus.test[i].tgt.c_str());
-  if (!res.diverged) last_saved_step = step;
   const std::string last = last_saved_step >= 0 ? last_ckpt : "none saved";
   const std::string best = have_best ? ", best valid " + o.best_metric + ": " + best_ckpt : "";
   std::printf("checkpoints: %s%s\nmetrics (JSON lines: steps, evaluations, gradient norms): %s/metrics.jsonl\n",

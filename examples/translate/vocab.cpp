@@ -113,9 +113,7 @@ std::string training_fingerprint(const std::vector<Pair>& train, int vocab_size)
                 vocab_size);
   return buf;
 }
-}  // namespace
 
-namespace {
 // Both sides of every pair, a sentence at a time: SentencePiece reads no file, so no path is parsed (its `input`
 // option splits on commas).
 class PairSentences : public sentencepiece::SentenceIterator {
