@@ -118,6 +118,11 @@ TEST_SUITE("reliability") {
     CHECK(older.second.find("--seed 9 is not used: the run continues with its checkpoint's 5") != std::string::npos);
     const nn::SafetensorsFile c = nn::load_safetensors(old + "/checkpoint_last.safetensors");
     CHECK(max_abs_diff(a.find("embed.weight"), c.find("embed.weight")) == 0);
+    // no --seed on the command line: nothing is said of the default it would have been
+    const std::string no_seed = args.substr(0, args.rfind(" --seed 5"));
+    const auto quiet = run(SKIPGRAD_TRANSLATE_EXE, no_seed + " --steps 7 --resume --out " + shell_quote(old));
+    CHECK(quiet.first == 0);
+    CHECK(quiet.second.find("--seed") == std::string::npos);
   }
 
   TEST_CASE("--resume after the corpus changed is refused and leaves the cached vocabulary as it was") {

@@ -282,6 +282,8 @@ int main(int argc, char** argv) {
       check(!o.max_steps || o.profile_step <= o.max_steps, "--profile-step", ": step ", o.profile_step,
             " is past --steps ", o.max_steps);
     }
+    for (CLI::App* cmd : {train_cmd, compare_cmd})
+      if (*cmd) o.seed_given = cmd->count("--seed") > 0;
     if (*train_cmd) {
       if (o.out_dir == "runs/default") o.out_dir = "runs/" + o.model.topology;
       TrainResult r = train(o);

@@ -274,7 +274,7 @@ TrainResult train(const TrainOptions& o) {
         seed = metadata_u64(m, key, last_ckpt);
         break;
       }
-    if (seed != o.seed)
+    if (o.seed_given && seed != o.seed)
       std::printf("--resume: --seed %llu is not used: the run continues with its checkpoint's %llu\n",
                   (unsigned long long)o.seed, (unsigned long long)seed);
     if (o.weight_decay != opt.weight_decay(0))

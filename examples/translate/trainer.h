@@ -39,6 +39,7 @@ struct TrainOptions {
   int64_t test_sentences = 0;      // test sentences decoded for the final BLEU (0: all)
   int beam = 5;
   uint64_t seed = 1;
+  bool seed_given = true;          // false: the command line left --seed at its default (a resume says nothing of it)
   std::string out_dir = "runs/default";
   bool resume = false;
   bool quiet = false;              // no live progress line
