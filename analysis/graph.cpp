@@ -1,6 +1,7 @@
 // Graph snapshot from the tape, lookups, node roles, name helpers and atomic file writes.
 #include "analysis/graph.h"
 
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cctype>
@@ -331,10 +332,25 @@ struct WriteTarget {
   std::string path;        // Atomic: the file a rename replaces (through symlinks, their last target)
   FILE* stream = nullptr;  // Stream: stdout or stderr
 };
+// Whether a link path names an open descriptor (/dev/fd/3, /proc/self/fd/3, /proc/1234/fd/3): what it leads to is
+// that descriptor's file, which the shell may have opened for appending.
+bool is_descriptor_link(const fs::path& p) {
+  const std::string s = p.lexically_normal().string();
+  return s.rfind("/dev/fd/", 0) == 0 || (s.rfind("/proc/", 0) == 0 && s.find("/fd/") != std::string::npos);
+}
+
 WriteTarget write_target(std::string_view op, const std::string& path) {
   check(!path.empty(), op, ": empty output path");
-  // The process's own output, by any of its names: written through its C stream, in order with what the program
-  // prints (opened anew, a file would be written from its start over that output; renamed over, replaced).
+  // The process's own stdout or stderr, by any name (the same file: device and inode): written through its C
+  // stream, in order with what the program prints (opened anew, a file would be written from its start over that
+  // output; renamed over, replaced). By name too, for a stream that is closed.
+  struct stat target_stat;
+  if (::stat(path.c_str(), &target_stat) == 0)
+    for (int fd : {1, 2}) {
+      struct stat fd_stat;
+      if (::fstat(fd, &fd_stat) == 0 && fd_stat.st_dev == target_stat.st_dev && fd_stat.st_ino == target_stat.st_ino)
+        return {WriteTarget::Stream, path, fd == 1 ? stdout : stderr};
+    }
   const std::pair<const char*, FILE*> streams[] = {{"/dev/stdout", stdout}, {"/dev/fd/1", stdout},
                                                    {"/proc/self/fd/1", stdout}, {"/dev/stderr", stderr},
                                                    {"/dev/fd/2", stderr}, {"/proc/self/fd/2", stderr}};
@@ -342,10 +358,13 @@ WriteTarget write_target(std::string_view op, const std::string& path) {
     if (path == name) return {WriteTarget::Stream, path, stream};
   std::error_code ec;
   const fs::file_status st = fs::status(path, ec);  // (through symlinks)
+  check(ec != std::errc::too_many_symbolic_link_levels, op, ": '", path, "' is a loop of symbolic links");
   check(!fs::is_directory(st), op, ": '", path, "' is a folder: give the path of a file to write");
   if (fs::exists(st) && !fs::is_regular_file(st)) return {WriteTarget::InPlace, path};  // a FIFO or a device
   fs::path target = path;  // a file, or none yet: its symlinks are followed to the file itself (the links stay)
-  for (int hops = 0; hops < 40 && fs::is_symlink(fs::symlink_status(target, ec)); ++hops) {
+  for (int hops = 0; fs::is_symlink(fs::symlink_status(target, ec)); ++hops) {
+    check(hops < 40, op, ": '", path, "' is a loop of symbolic links");
+    if (is_descriptor_link(target)) return {WriteTarget::InPlace, path};  // appended to, never renamed over
     const fs::path next = fs::read_symlink(target, ec);
     if (ec) break;
     target = next.is_absolute() ? next : target.parent_path() / next;
@@ -361,6 +380,9 @@ void check_writable(std::string_view op, const std::string& path) {
   check((bool)std::ofstream(tmp, std::ios::binary | std::ios::trunc), op, ": cannot create '", tmp,
         "': is the folder of '", path, "' there and writable?");
   std::remove(tmp.c_str());
+  // a file there already, which the program may also open itself (metrics.jsonl is appended to): writable too
+  check(::access(t.path.c_str(), F_OK) != 0 || ::access(t.path.c_str(), W_OK) == 0, op, ": '", path,
+        "' is not writable");
 }
 
 void write_file_atomic(const std::string& path, const std::string& text) {
@@ -371,8 +393,8 @@ void write_file_atomic(const std::string& path, const std::string& text) {
     check(ok, "write_file_atomic", ": writing to '", path, "' failed");
     return;
   }
-  if (t.kind == WriteTarget::InPlace) {
-    std::ofstream f(path, std::ios::binary);
+  if (t.kind == WriteTarget::InPlace) {  // appended: a descriptor the shell opened with >> keeps what it holds
+    std::ofstream f(path, std::ios::binary | std::ios::app);
     check((bool)f, "write_file_atomic", ": cannot open '", path, "' for writing");
     f.write(text.data(), (std::streamsize)text.size());
     check((bool)f.flush(), "write_file_atomic", ": writing '", path, "' failed");

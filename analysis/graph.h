@@ -156,8 +156,9 @@ void append_json_string(std::string& out, std::string_view s);
 
 // ---- files ----
 // Writes `text` to `path` + ".tmp.<pid>" and renames it over `path`, so `path` is whole or as it was; through a
-// symlink, its target is replaced so (the link stays). A device or a FIFO is written directly, and the process's
-// own stdout or stderr (/dev/stdout, /dev/fd/2, ...) through its C stream, in order with what the program prints.
+// symlink, its target is replaced so (the link stays). A device, a FIFO or a descriptor link (/dev/fd/3) is
+// appended to directly, and the process's own stdout or stderr (by any name: the file of descriptor 1 or 2) is
+// written through its C stream, in order with what the program prints. A folder or a loop of links is refused.
 // Throws Error on any failure, and for a folder.
 void write_file_atomic(const std::string& path, const std::string& text);
 // Throws Error, naming `op`, unless write_file_atomic(path, ...) could write there: not a folder, and the folder

@@ -137,7 +137,8 @@ TEST_SUITE("reliability") {
     { std::ofstream(corpus / "train.tsv", std::ios::app) << "zwei und zwanzig\ttwenty-two\n"; }
     o.resume = true;
     o.max_steps = 4;
-    CHECK_THROWS_WITH_ALL(train(o), "--resume", "the corpus changed since", "spm64.model");
+    CHECK_THROWS_WITH_ALL(train(o), "--resume", "the training text or --vocab-size is not what the run in",
+                          "checkpoint: fnv1a64 ");
     CHECK(read_file((corpus / "spm64.model").string()) == model);
     // a vocabulary cached before fingerprints were kept (no .source) is used, and gets one
     fs::remove(corpus / "spm64.model.source");
@@ -213,6 +214,24 @@ TEST_SUITE("reliability") {
     CHECK(at != std::string::npos);
     CHECK(out.second.find("hypotheses: /dev/stdout", at == std::string::npos ? 0 : at) != std::string::npos);
     CHECK(fs::is_symlink("/dev/stdout") == stdout_was_link);
+    // the same by another name (a link to /dev/stdout, "/dev//stdout"): the file is told by what it is, not its name
+    const fs::path to_stdout = scratch.path() / "to_stdout";
+    fs::create_symlink("/dev/stdout", to_stdout);
+    const std::string eval = "eval --checkpoint " + shell_quote(e.checkpoint) + " --corpus " +
+                             shell_quote(only.string()) + " --beam 1 --test-sentences 3 --hypotheses ";
+    for (const std::string& name : {to_stdout.string(), std::string("/dev//stdout")}) {
+      const auto other = run(SKIPGRAD_TRANSLATE_EXE, eval + shell_quote(name));
+      INFO(name << ": " << other.second);
+      CHECK(other.second.find(hyps) != std::string::npos);
+      CHECK(other.second.find("BLEU|nrefs:1") != std::string::npos);
+    }
+    // a descriptor the shell opened for appending (3>>file) is appended to, not replaced
+    const std::string appended = (scratch.path() / "appended.txt").string();
+    write_file_atomic(appended, "earlier line\n");
+    CHECK(std::system((std::string(SKIPGRAD_TRANSLATE_EXE) + " " + eval + "/dev/fd/3 3>>" + shell_quote(appended) +
+                       " > /dev/null 2>&1").c_str()) == 0);
+    CHECK(read_file(appended) == "earlier line\n" + hyps);
+    CHECK(fs::is_symlink("/dev/stdout") == stdout_was_link);
   }
 
   TEST_CASE("average refuses to overwrite an input; a vocabulary path spelled another way is the same vocabulary") {
@@ -275,6 +294,11 @@ TEST_SUITE("reliability") {
     fs::create_symlink("made_later.txt", dangling);
     write_file_atomic(dangling.string(), "made");
     CHECK(fs::is_symlink(dangling));
+    const fs::path loop_a = scratch.path() / "loop_a", loop_b = scratch.path() / "loop_b";
+    fs::create_symlink(loop_b, loop_a);
+    fs::create_symlink(loop_a, loop_b);
+    CHECK_THROWS_WITH_ALL(write_file_atomic(loop_a.string(), "x"), "is a loop of symbolic links");
+    CHECK(fs::is_symlink(loop_a));
     CHECK(read_file((scratch.path() / "made_later.txt").string()) == "made");
   }
 

@@ -184,16 +184,21 @@ TrainResult train(const TrainOptions& o) {
   const std::string best_ckpt = o.out_dir + "/checkpoint_best.safetensors";
   const std::string metrics_path = o.out_dir + "/metrics.jsonl";
   const bool resuming = o.resume && exists(last_ckpt);
-  // A resumed run keeps its vocabulary, the one its checkpoint stores (the cache beside the corpus may have been
-  // made again since); a corpus changed since the cache was made for it is refused, the cache left untouched.
+  // A resumed run keeps its data and vocabulary: the vocabulary its checkpoint stores (the cache beside the corpus
+  // may have been made again since), and training text that is what the run began with (the checkpoint's
+  // fingerprint of it; before 2026-12-06, the cache's), or it is refused with the cache left untouched.
   const std::string vocab_path = data_dir + "/spm" + std::to_string(o.vocab_size) + ".model";
-  check(!resuming || !Vocab::cached_for_other_text(vocab_path, corpus.train, o.vocab_size), "train", ": --resume: ",
-        "the corpus changed since '", vocab_path, "' was trained for the run in '", o.out_dir, "'; resume with the "
-        "same data, or start a fresh run in another --out folder");
+  const std::string source = Vocab::fingerprint(corpus.train, o.vocab_size);
   std::string stored_vocab;  // (checkpoints before 2026-12-05 name the cache's file only)
   if (resuming) {
     const nn::Metadata m = nn::load_safetensors(last_ckpt).metadata;
     if (auto it = m.find("vocab_model"); it != m.end()) stored_vocab = it->second;
+    auto began = m.find("vocab_source");
+    const bool same = began != m.end() ? began->second == source
+                                       : !Vocab::cached_for_other_text(vocab_path, corpus.train, o.vocab_size);
+    check(same, "train", ": --resume: the training text or --vocab-size is not what the run in '", o.out_dir,
+          "' began with (", began != m.end() ? "checkpoint: " + began->second : "the cached vocabulary's record",
+          ", now: ", source, "); resume with the same data and options, or start a fresh run in another --out folder");
   }
   Vocab vocab = [&] {
     if (stored_vocab.empty()) return Vocab::load_or_train(vocab_path, corpus.train, o.vocab_size);
@@ -309,6 +314,7 @@ TrainResult train(const TrainOptions& o) {
   auto save = [&](const std::string& path, bool with_optimizer = true) {
     nn::save_checkpoint(path, model, with_optimizer ? &opt : nullptr,
                         {{"config", config_to_json(cfg)}, {"vocab", vocab.path()}, {"vocab_model", vocab_model},
+                         {"vocab_source", source},
                          {"step", std::to_string(step)}, {"seed", std::to_string(seed)},
                          {"epoch", std::to_string(epoch)}, {"batch_in_epoch", std::to_string(batch_in_epoch)},
                          {"best_bleu", exact(best_bleu)}, {"best_valid_loss", exact(best_loss)}});

@@ -98,7 +98,7 @@ Vocab Vocab::from_base64(const std::string& text, const std::string& name) {
 namespace {
 // What a vocabulary was trained on: FNV-1a (64 bits) of the training text and the requested size, as one line
 // kept beside the model ("<model>.source"), so a model cached for other data is not reused for this.
-std::string training_fingerprint(const std::vector<Pair>& train, int vocab_size) {
+std::string fingerprint_of(const std::vector<Pair>& train, int vocab_size) {
   uint64_t h = 1469598103934665603ull;
   auto mix = [&h](const std::string& s, char end) {
     for (unsigned char c : s) h = (h ^ c) * 1099511628211ull;
@@ -142,13 +142,19 @@ std::string read_small_file(const std::string& path) {
 }
 }  // namespace
 
+std::string Vocab::fingerprint(const std::vector<Pair>& train, int vocab_size) {
+  std::string line = fingerprint_of(train, vocab_size);
+  line.pop_back();  // its newline (the .source file's)
+  return line;
+}
+
 bool Vocab::cached_for_other_text(const std::string& model_path, const std::vector<Pair>& train, int vocab_size) {
   return file_exists(model_path) && file_exists(model_path + ".source") &&
-         read_small_file(model_path + ".source") != training_fingerprint(train, vocab_size);
+         read_small_file(model_path + ".source") != fingerprint_of(train, vocab_size);
 }
 
 Vocab Vocab::load_or_train(const std::string& model_path, const std::vector<Pair>& train, int vocab_size) {
-  const std::string source_path = model_path + ".source", source = training_fingerprint(train, vocab_size);
+  const std::string source_path = model_path + ".source", source = fingerprint_of(train, vocab_size);
   if (file_exists(model_path)) {
     if (!file_exists(source_path)) {  // cached before 2026-12-06, when no fingerprint was kept: taken as this text's
       try {

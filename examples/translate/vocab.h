@@ -20,6 +20,9 @@ class Vocab {
   // Loads `model_path` when it exists, otherwise trains it on `train` (both sides) and saves it there.
   // `model_path` + ".source" records what it was trained on; a model made from other text is trained again.
   static Vocab load_or_train(const std::string& model_path, const std::vector<Pair>& train, int vocab_size);
+  // What a vocabulary of `vocab_size` pieces trained on `train` is made from, as one line (a hash of the text):
+  // kept beside a cached model and in checkpoints, to tell when the data changed.
+  static std::string fingerprint(const std::vector<Pair>& train, int vocab_size);
   // Whether `model_path` is cached and was trained on other text than `train` (load_or_train would retrain it).
   static bool cached_for_other_text(const std::string& model_path, const std::vector<Pair>& train, int vocab_size);
   static Vocab load(const std::string& model_path);
