@@ -38,11 +38,10 @@ EvalResult evaluate_checkpoint(const EvalOptions& o) {
   EvalResult r;
   std::vector<Pair> pairs;
   // A built-in corpus is made when missing; of a corpus folder only test.tsv is read (it needs no train.tsv).
-  const bool builtin = o.data.corpus == "numbers" || o.data.corpus == "ding";
-  const std::string tsv = !o.tsv.empty() ? o.tsv : builtin ? std::string() : o.data.corpus + "/test.tsv";
+  const std::string tsv = !o.tsv.empty() ? o.tsv : builtin_corpus(o.data) ? std::string() : o.data.corpus + "/test.tsv";
   if (tsv.empty()) {
     Corpus c = prepare_corpus(o.data);
-    r.test_file = o.data.data_dir + "/" + o.data.corpus + "/test.tsv";
+    r.test_file = corpus_dir(o.data) + "/test.tsv";
     pairs = std::move(c.test);
   } else {
     std::vector<std::string> problems;

@@ -70,11 +70,13 @@ static void cut_metrics_after(const std::string& path, int64_t step) {
   write_file_atomic(path, kept);
 }
 
+bool builtin_corpus(const TrainOptions& o) { return o.corpus == "numbers" || o.corpus == "ding"; }
+std::string corpus_dir(const TrainOptions& o) { return builtin_corpus(o) ? o.data_dir + "/" + o.corpus : o.corpus; }
+
 Corpus prepare_corpus(const TrainOptions& o) {
-  const bool builtin = o.corpus == "numbers" || o.corpus == "ding";
-  const std::string dir = builtin ? o.data_dir + "/" + o.corpus : o.corpus;
+  const std::string dir = corpus_dir(o);
   const std::string tr = dir + "/train.tsv", va = dir + "/valid.tsv", te = dir + "/test.tsv";
-  if (builtin && !(exists(tr) && exists(va) && exists(te))) {
+  if (builtin_corpus(o) && !(exists(tr) && exists(va) && exists(te))) {
     make_dirs(dir);
     Splits s = o.corpus == "numbers" ? make_number_corpus(20000, 7) : extract_ding();
     write_tsv(tr, s.train);
@@ -170,7 +172,7 @@ TrainResult train(const TrainOptions& o) {
   set_float32_matmul_precision(parse_matmul_precision(o.matmul_precision));
   const bool autocast_bf16 = parse_autocast(o.autocast);
   Corpus corpus = prepare_corpus(o);
-  const std::string data_dir = (o.corpus == "numbers" || o.corpus == "ding") ? o.data_dir + "/" + o.corpus : o.corpus;
+  const std::string data_dir = corpus_dir(o);
   // An empty split would make an endless epoch loop (train) or a mean over nothing (valid, test).
   check(o.best_metric == "loss" || o.best_metric == "bleu", "train", ": --best-metric is '", o.best_metric,
         "', expected loss or bleu");

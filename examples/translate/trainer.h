@@ -72,6 +72,10 @@ struct TrainResult {
 struct Corpus {
   std::vector<Pair> train, valid, test;
 };
+// Whether opts.corpus names a built-in corpus (numbers, ding), made under opts.data_dir when missing, rather than
+// a folder of the user's; and the folder its TSVs (and cached vocabularies) are in.
+bool builtin_corpus(const TrainOptions& opts);
+std::string corpus_dir(const TrainOptions& opts);
 // Builds (or reads the cached) train/valid/test TSVs for opts.corpus under opts.data_dir.
 Corpus prepare_corpus(const TrainOptions& opts);
 TrainResult train(const TrainOptions& opts);

@@ -9,10 +9,10 @@
 #include <cstdio>
 #include <cstring>
 #include <fstream>
-#include <iterator>
 #include <unordered_map>
 
 #include "analysis/graph.h"
+#include "nn/checkpoint.h"
 #include "tensor/error.h"
 
 namespace translate {
@@ -95,25 +95,24 @@ Vocab Vocab::from_base64(const std::string& text, const std::string& name) {
   return v;
 }
 
-namespace {
 // What a vocabulary was trained on: FNV-1a (64 bits) of the training text and the requested size, as one line
-// kept beside the model ("<model>.source"), so a model cached for other data is not reused for this.
-std::string fingerprint_of(const std::vector<Pair>& train, int vocab_size) {
-  uint64_t h = 1469598103934665603ull;
-  auto mix = [&h](const std::string& s, char end) {
-    for (unsigned char c : s) h = (h ^ c) * 1099511628211ull;
-    h = (h ^ (unsigned char)end) * 1099511628211ull;
-  };
+// (kept beside the model as "<model>.source", and in checkpoints), so a model made for other data is not reused.
+std::string Vocab::fingerprint(const std::vector<Pair>& train, int vocab_size) {
+  uint64_t h = skipgrad::nn::fnv1a64(nullptr, 0);  // of the TSV text, "src\ttgt\n" a pair, as checksums hash
+  auto add = [&h](std::string_view bytes) { h = skipgrad::nn::fnv1a64(bytes.data(), bytes.size(), h); };
   for (const Pair& p : train) {
-    mix(p.src, '\t');
-    mix(p.tgt, '\n');
+    add(p.src);
+    add("\t");
+    add(p.tgt);
+    add("\n");
   }
   char buf[96];
-  std::snprintf(buf, sizeof buf, "fnv1a64 %016llx pairs %zu vocab_size %d\n", (unsigned long long)h, train.size(),
+  std::snprintf(buf, sizeof buf, "fnv1a64 %016llx pairs %zu vocab_size %d", (unsigned long long)h, train.size(),
                 vocab_size);
   return buf;
 }
 
+namespace {
 // Both sides of every pair, a sentence at a time: SentencePiece reads no file, so no path is parsed (its `input`
 // option splits on commas).
 class PairSentences : public sentencepiece::SentenceIterator {
@@ -135,26 +134,15 @@ class PairSentences : public sentencepiece::SentenceIterator {
   size_t i_ = 0;
   std::string value_;
 };
-
-std::string read_small_file(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-}
 }  // namespace
-
-std::string Vocab::fingerprint(const std::vector<Pair>& train, int vocab_size) {
-  std::string line = fingerprint_of(train, vocab_size);
-  line.pop_back();  // its newline (the .source file's)
-  return line;
-}
 
 bool Vocab::cached_for_other_text(const std::string& model_path, const std::vector<Pair>& train, int vocab_size) {
   return file_exists(model_path) && file_exists(model_path + ".source") &&
-         read_small_file(model_path + ".source") != fingerprint_of(train, vocab_size);
+         skipgrad::read_file(model_path + ".source") != fingerprint(train, vocab_size) + "\n";
 }
 
 Vocab Vocab::load_or_train(const std::string& model_path, const std::vector<Pair>& train, int vocab_size) {
-  const std::string source_path = model_path + ".source", source = fingerprint_of(train, vocab_size);
+  const std::string source_path = model_path + ".source", source = fingerprint(train, vocab_size) + "\n";
   if (file_exists(model_path)) {
     if (!file_exists(source_path)) {  // cached before 2026-12-06, when no fingerprint was kept: taken as this text's
       try {
@@ -163,7 +151,7 @@ Vocab Vocab::load_or_train(const std::string& model_path, const std::vector<Pair
       }
       return load(model_path);
     }
-    if (read_small_file(source_path) == source) return load(model_path);
+    if (skipgrad::read_file(source_path) == source) return load(model_path);
     std::printf("vocabulary: %s was trained on other text (the corpus changed since): training it again\n",
                 model_path.c_str());
   }
