@@ -223,11 +223,19 @@ template std::vector<int64_t> Tensor::to_vector() const;
 template std::vector<int32_t> Tensor::to_vector() const;
 template std::vector<bf16> Tensor::to_vector() const;
 
-double Tensor::item() const {
+template <class T>
+T Tensor::item() const {
   check_defined("item", *this, "the tensor");
   if (numel() != 1) fail("item", ": tensor ", meta_str(), " has ", numel(), " elements, expected 1");
-  return to_vector<double>()[0];
+  return to_vector<T>()[0];
 }
+template float Tensor::item() const;
+template double Tensor::item() const;
+template int64_t Tensor::item() const;
+template int32_t Tensor::item() const;
+template bf16 Tensor::item() const;
+
+double Tensor::item() const { return item<double>(); }
 
 std::string Tensor::str(int64_t max_per_dim) const {
   if (!defined()) return "Tensor(undefined)";

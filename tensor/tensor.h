@@ -103,6 +103,9 @@ class Tensor {
   void* data_ptr() const;  // storage data + offset
   template <class T> T* data() const;
   double item() const;  // one element; copies from the device
+  // One element as T, converted exactly as to_vector<T>() would: item<int64_t>() keeps token ids and counts
+  // past 2^53 that the double of item() rounds.
+  template <class T> T item() const;
   template <class T> std::vector<T> to_vector() const;  // row-major copy of all elements
   std::string str(int64_t max_per_dim = 6) const;        // shape, dtype and values
   bool shares_storage(const Tensor& o) const { return impl().storage == o.impl().storage; }

@@ -439,5 +439,12 @@ TEST_SUITE("tensor") {
     CHECK(Tensor::full({1, 1}, -3).item() == -3);
     CHECK(Tensor::full({1}, 9, DType::I64).item() == 9);
     CHECK(iota({2, 3}).select(0, 1).select(0, 2).item() == 5);
+    // item<T>() is exact where the double of item() rounds: 2^53 + 1 reads back as itself
+    const int64_t big = (int64_t(1) << 53) + 1;
+    Tensor id = Tensor::from_vector<int64_t>({big}, {1});
+    CHECK(id.item<int64_t>() == big);
+    CHECK(id.item() == 9007199254740992.0);
+    CHECK(Tensor::scalar(2.5).item<float>() == 2.5f);
+    CHECK_THROWS_WITH_ALL(Tensor::zeros({2}).item<int64_t>(), "item", "has 2 elements, expected 1");
   }
 }
