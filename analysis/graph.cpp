@@ -1,15 +1,14 @@
 // Graph snapshot from the tape, lookups, node roles, name helpers and atomic file writes.
 #include "analysis/graph.h"
 
-#include <sys/stat.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cctype>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
-#include <fstream>
 #include <map>
 #include <sstream>
 #include <unordered_map>
@@ -324,114 +323,6 @@ const char* role_name(NodeRole r) {
 
 // ---------------------------------------------------------------- files
 
-namespace {
-namespace fs = std::filesystem;
-// How write_file_atomic writes `path`.
-struct WriteTarget {
-  enum Kind { Atomic, InPlace, Stream } kind;
-  std::string path;        // Atomic: the file a rename replaces (through symlinks, their last target)
-  FILE* stream = nullptr;  // Stream: stdout or stderr
-};
-// Whether a link path names an open descriptor (/dev/fd/3, /proc/self/fd/3, /proc/1234/fd/3): what it leads to is
-// that descriptor's file, which the shell may have opened for appending.
-bool is_descriptor_link(const fs::path& p) {
-  const std::string s = p.lexically_normal().string();
-  return s.rfind("/dev/fd/", 0) == 0 || (s.rfind("/proc/", 0) == 0 && s.find("/fd/") != std::string::npos);
-}
-
-WriteTarget write_target(std::string_view op, const std::string& path) {
-  check(!path.empty(), op, ": empty output path");
-  // The process's own stdout or stderr, by any name (the same file: device and inode): written through its C
-  // stream, in order with what the program prints (opened anew, a file would be written from its start over that
-  // output; renamed over, replaced). By name too, for a stream that is closed.
-  struct stat target_stat;
-  if (::stat(path.c_str(), &target_stat) == 0)
-    for (int fd : {1, 2}) {
-      struct stat fd_stat;
-      if (::fstat(fd, &fd_stat) == 0 && fd_stat.st_dev == target_stat.st_dev && fd_stat.st_ino == target_stat.st_ino)
-        return {WriteTarget::Stream, path, fd == 1 ? stdout : stderr};
-    }
-  const std::pair<const char*, FILE*> streams[] = {{"/dev/stdout", stdout}, {"/dev/fd/1", stdout},
-                                                   {"/proc/self/fd/1", stdout}, {"/dev/stderr", stderr},
-                                                   {"/dev/fd/2", stderr}, {"/proc/self/fd/2", stderr}};
-  for (const auto& [name, stream] : streams)
-    if (path == name) return {WriteTarget::Stream, path, stream};
-  std::error_code ec;
-  const fs::file_status st = fs::status(path, ec);  // (through symlinks)
-  check(ec != std::errc::too_many_symbolic_link_levels, op, ": '", path, "' is a loop of symbolic links");
-  check(!fs::is_directory(st), op, ": '", path, "' is a folder: give the path of a file to write");
-  if (fs::exists(st) && !fs::is_regular_file(st)) return {WriteTarget::InPlace, path};  // a FIFO or a device
-  fs::path target = path;  // a file, or none yet: its symlinks are followed to the file itself (the links stay)
-  for (int hops = 0; fs::is_symlink(fs::symlink_status(target, ec)); ++hops) {
-    check(hops < 40, op, ": '", path, "' is a loop of symbolic links");
-    if (is_descriptor_link(target)) return {WriteTarget::InPlace, path};  // appended to, never renamed over
-    const fs::path next = fs::read_symlink(target, ec);
-    if (ec) break;
-    target = next.is_absolute() ? next : target.parent_path() / next;
-  }
-  return {WriteTarget::Atomic, target.string()};
-}
-}  // namespace
-
-void check_writable(std::string_view op, const std::string& path) {
-  const WriteTarget t = write_target(op, path);
-  if (t.kind != WriteTarget::Atomic) return;  // opening a pipe to test it would wait for its reader
-  const std::string tmp = t.path + ".tmp." + std::to_string(::getpid());
-  check((bool)std::ofstream(tmp, std::ios::binary | std::ios::trunc), op, ": cannot create '", tmp,
-        "': is the folder of '", path, "' there and writable?");
-  std::remove(tmp.c_str());
-  // a file there already, which the program may also open itself (metrics.jsonl is appended to): writable too
-  check(::access(t.path.c_str(), F_OK) != 0 || ::access(t.path.c_str(), W_OK) == 0, op, ": '", path,
-        "' is not writable");
-}
-
-void write_file_atomic(const std::string& path, const std::string& text) {
-  const WriteTarget t = write_target("write_file_atomic", path);
-  if (t.kind == WriteTarget::Stream) {
-    std::fflush(t.stream);
-    const bool ok = std::fwrite(text.data(), 1, text.size(), t.stream) == text.size() && std::fflush(t.stream) == 0;
-    check(ok, "write_file_atomic", ": writing to '", path, "' failed");
-    return;
-  }
-  if (t.kind == WriteTarget::InPlace) {  // appended: a descriptor the shell opened with >> keeps what it holds
-    std::ofstream f(path, std::ios::binary | std::ios::app);
-    check((bool)f, "write_file_atomic", ": cannot open '", path, "' for writing");
-    f.write(text.data(), (std::streamsize)text.size());
-    check((bool)f.flush(), "write_file_atomic", ": writing '", path, "' failed");
-    return;
-  }
-  const std::string& target = t.path;
-  std::string tmp = target + ".tmp." + std::to_string(::getpid());
-  {
-    std::ofstream f(tmp, std::ios::binary | std::ios::trunc);
-    check((bool)f, "write_file_atomic", ": cannot open '", tmp, "' for writing");
-    f.write(text.data(), (std::streamsize)text.size());
-    f.flush();
-    if (!f) {
-      std::remove(tmp.c_str());
-      fail("write_file_atomic", ": writing '", tmp, "' failed (disk full?)");
-    }
-  }
-  if (std::rename(tmp.c_str(), target.c_str()) != 0) {
-    std::remove(tmp.c_str());
-    fail("write_file_atomic", ": cannot rename '", tmp, "' to '", target, "'");
-  }
-}
-
-std::string read_file(const std::string& path) {
-  std::ifstream f(path, std::ios::binary);
-  check((bool)f, "read_file", ": cannot open '", path, "'");
-  std::ostringstream os;
-  os << f.rdbuf();
-  return os.str();
-}
-
-std::string shell_quote(const std::string& s) {
-  std::string q = "'";
-  for (char c : s) q += c == '\'' ? std::string("'\\''") : std::string(1, c);
-  return q + "'";
-}
-
 bool graphviz_available() { return std::system("dot -V >/dev/null 2>&1") == 0; }
 
 void render_dot(const std::string& dot_path, const std::string& out_path) {
@@ -440,14 +331,26 @@ void render_dot(const std::string& dot_path, const std::string& out_path) {
   check(format == "svg" || format == "png" || format == "pdf", "render_dot", ": output '", out_path,
         "' should end in .svg, .png or .pdf");
   check(graphviz_available(), "render_dot", ": Graphviz 'dot' is not on the PATH (Debian: apt-get install graphviz)");
-  std::string tmp = out_path + ".tmp." + std::to_string(::getpid());
+  // dot writes a temporary in the system's temp folder; write_file_atomic puts it in place (through symlinks, or
+  // to stdout), so out_path is whole or as it was.
+  static std::atomic<uint64_t> counter{0};
+  const std::string tmp = (std::filesystem::temp_directory_path() /
+                           ("skipgrad-render." + std::to_string(::getpid()) + "." + std::to_string(counter++) + "." +
+                            format)).string();
   std::string cmd = "dot -T" + format + " " + shell_quote(dot_path) + " -o " + shell_quote(tmp);
   if (std::system(cmd.c_str()) != 0) {
     std::remove(tmp.c_str());
     fail("render_dot", ": '", cmd, "' failed");
   }
-  check(std::rename(tmp.c_str(), out_path.c_str()) == 0, "render_dot", ": cannot rename '", tmp, "' to '",
-        out_path, "'");
+  std::string image;
+  try {
+    image = read_file(tmp);
+  } catch (...) {
+    std::remove(tmp.c_str());
+    throw;
+  }
+  std::remove(tmp.c_str());
+  write_file_atomic(out_path, std::vector<std::string_view>{image}, "render_dot");
 }
 
 }  // namespace skipgrad

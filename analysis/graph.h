@@ -20,6 +20,7 @@
 #include <vector>
 
 #include "tensor/error.h"
+#include "tensor/files.h"
 
 namespace skipgrad {
 
@@ -155,18 +156,7 @@ size_t utf8_sequence(std::string_view s, size_t i, uint32_t* code_point = nullpt
 void append_json_string(std::string& out, std::string_view s);
 
 // ---- files ----
-// Writes `text` to `path` + ".tmp.<pid>" and renames it over `path`, so `path` is whole or as it was; through a
-// symlink, its target is replaced so (the link stays). A device, a FIFO or a descriptor link (/dev/fd/3) is
-// appended to directly, and the process's own stdout or stderr (by any name: the file of descriptor 1 or 2) is
-// written through its C stream, in order with what the program prints. A folder or a loop of links is refused.
-// Throws Error on any failure, and for a folder.
-void write_file_atomic(const std::string& path, const std::string& text);
-// Throws Error, naming `op`, unless write_file_atomic(path, ...) could write there: not a folder, and the folder
-// takes its temporary file. For the start of long work that ends by writing `path`.
-void check_writable(std::string_view op, const std::string& path);
-std::string read_file(const std::string& path);
-// s in single quotes for /bin/sh (a quote inside written '\''): one word, nothing expanded.
-std::string shell_quote(const std::string& s);
+// write_file_atomic, check_writable, read_file and shell_quote: tensor/files.h (included here)
 // Graphviz: whether `dot` is on the PATH, and dot_path -> out_path (format from the extension: .svg, .png, .pdf).
 bool graphviz_available();
 void render_dot(const std::string& dot_path, const std::string& out_path);

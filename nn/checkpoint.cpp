@@ -1,11 +1,7 @@
 #include "nn/checkpoint.h"
 #include "nn/checkpoint_optim.h"
 
-#include <fcntl.h>
-#include <unistd.h>
-
 #include <algorithm>
-#include <atomic>
 #include <bit>
 #include <cerrno>
 #include <cmath>
@@ -18,6 +14,7 @@
 #include <string_view>
 
 #include "autograd/tape.h"
+#include "tensor/files.h"
 #include "tensor/random.h"
 
 namespace skipgrad::nn {
@@ -88,48 +85,6 @@ std::string header_checksum(json header) {
   return hex64(fnv1a64(text.data(), text.size()));
 }
 
-// ---- atomic write: temp file in the same directory, fsync, rename, fsync the directory ----
-void write_all(int fd, const char* p, size_t n, const std::string& tmp) {
-  while (n > 0) {
-    ssize_t w = ::write(fd, p, n);
-    if (w < 0 && errno == EINTR) continue;
-    check(w > 0, "save_safetensors", ": writing '", tmp, "' failed: ", errno_str());
-    p += w;
-    n -= (size_t)w;
-  }
-}
-
-void write_atomically(const std::string& path, const std::string& header, const std::vector<Tensor>& blobs) {
-  namespace fs = std::filesystem;
-  static std::atomic<uint64_t> counter{0};
-  fs::path target(path);
-  fs::path dir = target.parent_path().empty() ? fs::path(".") : target.parent_path();
-  const std::string tmp = path + ".tmp." + std::to_string(::getpid()) + "." + std::to_string(counter++);
-  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
-  check(fd >= 0, "save_safetensors", ": cannot create '", tmp, "': ", errno_str());
-  try {
-    write_all(fd, header.data(), header.size(), tmp);
-    for (const Tensor& b : blobs) write_all(fd, static_cast<const char*>(b.data_ptr()), b.nbytes(), tmp);
-    if (::fsync(fd) != 0) fail("save_safetensors", ": fsync of '", tmp, "' failed: ", errno_str());
-    const int closed = ::close(fd);
-    fd = -1;
-    if (closed != 0) fail("save_safetensors", ": closing '", tmp, "' failed: ", errno_str());
-    if (::rename(tmp.c_str(), path.c_str()) != 0)
-      fail("save_safetensors", ": renaming '", tmp, "' to '", path, "' failed: ", errno_str(),
-           std::filesystem::is_directory(path) ? " (the target is a directory)" : "");
-  } catch (...) {
-    if (fd >= 0) ::close(fd);
-    ::unlink(tmp.c_str());
-    throw;
-  }
-  // Make the rename itself durable.
-  int dfd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  check(dfd >= 0, "save_safetensors", ": cannot open directory '", dir.string(), "' to sync it: ", errno_str());
-  const int rc = ::fsync(dfd), err = errno;
-  ::close(dfd);
-  check(rc == 0, "save_safetensors", ": fsync of directory '", dir.string(), "' failed: ", errno_str(err));
-}
-
 // A contiguous cpu copy of t (t itself when it already is one).
 Tensor host_contiguous(const Tensor& t) {
   Tensor c = t.detach();
@@ -194,7 +149,10 @@ void save_safetensors(const std::string& path, const NamedTensors& tensors, cons
   std::string prefix(8, '\0');
   const uint64_t len = text.size();
   std::memcpy(prefix.data(), &len, 8);
-  write_atomically(path, prefix + text, blobs);
+  // atomic (temporary, fsync, rename, fsync of the folder): a crash leaves the old file or the new one, never a mix
+  std::vector<std::string_view> pieces = {prefix, text};
+  for (const Tensor& b : blobs) pieces.emplace_back(static_cast<const char*>(b.data_ptr()), b.nbytes());
+  write_file_atomic(path, pieces, "save_safetensors");
 }
 
 // ---------------------------------------------------------------- load

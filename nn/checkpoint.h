@@ -23,8 +23,9 @@
 //                                      activation...): a file of another kind is refused
 //              plus the caller's entries (e.g. "config": the model config as JSON); "skipgrad." is reserved
 //
-// Writes are atomic: the file is written to a temporary in the same directory, fsync'ed, renamed over the
-// target and the directory fsync'ed, so a crash leaves the old checkpoint or the new one, never a mix.
+// Writes are atomic (write_file_atomic, tensor/files.h): the file is written to a temporary in the same
+// directory, fsync'ed, renamed over the target and the directory fsync'ed, so a crash leaves the old checkpoint or
+// the new one, never a mix. Through a symlink the link's target is replaced; a replaced file keeps its permissions.
 // Loads validate everything before touching the model: a truncated file, a bad header, a checksum mismatch,
 // a missing or unexpected tensor, a shape/dtype that differs from the model's, or a model of another kind (a
 // pre_ln checkpoint for a resi_dual model: Module::kind()) throws skipgrad::Error naming the file and the tensor,

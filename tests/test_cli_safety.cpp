@@ -279,6 +279,7 @@ TEST_SUITE("reliability") {
   }
 
   TEST_CASE("write_file_atomic: a folder is refused, a device written in place, a symlink's target replaced") {
+    fs::create_directories(scratch.path());  // (made by earlier cases when they run)
     CHECK_THROWS_WITH_ALL(write_file_atomic(scratch.path().string(), "x"), "is a folder");
     write_file_atomic("/dev/null", "x");  // (/dev/stdout, a pipe: written, not renamed over)
     CHECK(fs::is_character_file("/dev/null"));
@@ -300,6 +301,13 @@ TEST_SUITE("reliability") {
     CHECK_THROWS_WITH_ALL(write_file_atomic(loop_a.string(), "x"), "is a loop of symbolic links");
     CHECK(fs::is_symlink(loop_a));
     CHECK(read_file((scratch.path() / "made_later.txt").string()) == "made");
+    // a checkpoint through a symlink: the link stays, its target is replaced and keeps its permissions
+    nn::save_safetensors(target.string(), {{"w", Tensor::ones({2})}});
+    fs::permissions(target, fs::perms::owner_read | fs::perms::owner_write);
+    nn::save_safetensors(link.string(), {{"w", Tensor::zeros({2})}});
+    CHECK(fs::is_symlink(link));
+    CHECK(nn::load_safetensors(target.string()).find("w").to_vector<float>() == std::vector<float>{0, 0});
+    CHECK(fs::status(target).permissions() == (fs::perms::owner_read | fs::perms::owner_write));
   }
 
   TEST_CASE("shell_quote keeps a path one word") {

@@ -578,11 +578,11 @@ TEST_SUITE("train") {
     for (auto& e : fs::directory_iterator(dir)) (void)e, files++;
     CHECK(files == 2);  // the target and the stray: our own temp was renamed away
 
-    // a save that fails at the rename (the target is a directory) removes its temp and throws
+    // a save over a folder is refused before anything is written (no temporary left beside it)
     const fs::path blocked = dir / "blocked.safetensors";
     fs::create_directories(blocked / "inside");
     CHECK_THROWS_WITH_ALL(save_checkpoint(blocked.string(), a), "save_safetensors", "blocked.safetensors",
-                          "the target is a directory");
+                          "is a folder");
     try {
       save_checkpoint(blocked.string(), a);
     } catch (const Error& e) {
