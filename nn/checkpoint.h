@@ -16,6 +16,9 @@
 //              "skipgrad.optim.kind", "skipgrad.optim.step", "skipgrad.optim.lr"   with an optimizer, and
 //              "skipgrad.optim.lr_scale", "skipgrad.optim.weight_decay"   each parameter's (ParamGroup), in
 //                                      named_params() order, space-separated (files before 2026-12-05: none)
+//              "skipgrad.optim.param_names"   that order's names, a JSON array: the values are restored by name,
+//                                      so another registration or group order gets each parameter its own
+//                                      (files before 2026-12-06: none, restored by position)
 //              "skipgrad.optim.settings"   Optimizer::settings(), "beta1=0.9 beta2=0.98 eps=1e-08" (Adam) or
 //                                      "momentum=0.9 nesterov=0" (SGD), each number the shortest text that
 //                                      reads back exactly (files before 2026-12-06: none)

@@ -1,9 +1,11 @@
 #include "nn/checkpoint_optim.h"
 
+#include <algorithm>
 #include <charconv>
 #include <cmath>
 #include <cstdint>
 #include <map>
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <sstream>
 #include <system_error>
@@ -58,6 +60,53 @@ std::vector<double> parse_per_parameter(const Metadata& meta, const std::string&
   check(values.size() == count, kLoad, ": '", path, "': metadata '", key, "' has ", values.size(),
         " values; the optimizer has ", count, " parameters");
   return values;
+}
+
+// The names of the optimizer's parameters, in named_params() order, as a JSON array: the order of the values of
+// the per-parameter entries.
+std::string format_param_names(const Optimizer& opt) {
+  nlohmann::json names = nlohmann::json::array();
+  for (const auto& [name, t] : opt.named_params()) names.push_back(name);
+  return names.dump();
+}
+
+// Where each of the file's per-parameter values goes in `opt`: place[j] = the index in opt.named_params() of the
+// file's j-th name. The file must name the optimizer's parameters, each once, and no other (a model whose modules
+// are registered in another order, or parameter groups listed in another order, still gets each parameter's own
+// lr_scale and weight decay). None when the file has no such entry (written before 2026-12-06: by position).
+std::optional<std::vector<size_t>> parse_param_places(const Metadata& meta, const Optimizer& opt,
+                                                      const std::string& path) {
+  const char* key = "skipgrad.optim.param_names";
+  auto it = meta.find(key);
+  if (it == meta.end()) return std::nullopt;
+  const nlohmann::json names = nlohmann::json::parse(it->second, nullptr, /*allow_exceptions=*/false);
+  check(names.is_array() && std::all_of(names.begin(), names.end(), [](const auto& n) { return n.is_string(); }),
+        kLoad, ": '", path, "': metadata '", key, "' is not a JSON array of names");
+  std::map<std::string, size_t> index;
+  for (size_t i = 0; i < opt.named_params().size(); i++) index.emplace(opt.named_params()[i].first, i);
+  std::vector<size_t> place;
+  std::vector<bool> taken(index.size(), false);
+  for (const auto& n : names) {
+    const std::string name = n.get<std::string>();
+    auto found = index.find(name);
+    check(found != index.end(), kLoad, ": '", path, "': the file's optimizer has a parameter '", name,
+          "', which this optimizer does not");
+    check(!taken[found->second], kLoad, ": '", path, "': metadata '", key, "' names '", name, "' twice");
+    taken[found->second] = true;
+    place.push_back(found->second);
+  }
+  for (size_t i = 0; i < taken.size(); i++)
+    check(taken[i], kLoad, ": '", path, "': this optimizer's parameter '", opt.named_params()[i].first,
+          "' is not in the file's optimizer");
+  return place;
+}
+
+// values (in the file's order) put in the optimizer's order.
+std::vector<double> in_optimizer_order(const std::vector<double>& values, const std::vector<size_t>& place) {
+  if (values.empty()) return values;
+  std::vector<double> out(values.size());
+  for (size_t j = 0; j < values.size(); j++) out[place[j]] = values[j];
+  return out;
 }
 
 // The optimizer's settings() as "beta1=0.9 beta2=0.98 eps=1e-08".
@@ -121,6 +170,7 @@ Metadata optimizer_metadata(const Optimizer& opt) {
   meta["skipgrad.optim.lr"] = number_text(opt.lr());
   meta["skipgrad.optim.lr_scale"] = format_per_parameter(opt, &Optimizer::lr_scale);
   meta["skipgrad.optim.weight_decay"] = format_per_parameter(opt, &Optimizer::weight_decay);
+  meta["skipgrad.optim.param_names"] = format_param_names(opt);
   meta["skipgrad.optim.settings"] = format_settings(opt);
   return meta;
 }
@@ -136,6 +186,10 @@ OptimizerRecord read_optimizer_metadata(const Metadata& meta, const Optimizer& o
   const size_t n = opt.named_params().size();
   r.lr_scales = parse_per_parameter(meta, "skipgrad.optim.lr_scale", path, n);
   r.weight_decays = parse_per_parameter(meta, "skipgrad.optim.weight_decay", path, n);
+  if (const auto place = parse_param_places(meta, opt, path)) {  // by name
+    r.lr_scales = in_optimizer_order(r.lr_scales, *place);
+    r.weight_decays = in_optimizer_order(r.weight_decays, *place);
+  }
   r.settings = parse_settings(meta, opt, path);
   const uint64_t step = parse_u64(meta, "skipgrad.optim.step", path);
   check(step <= (uint64_t)INT64_MAX, kLoad, ": '", path, "': metadata 'skipgrad.optim.step' is past int64: ", step);

@@ -201,6 +201,31 @@ TEST_SUITE("train") {
     CHECK(fresh.weight_decay(0) == 0.0);
     CHECK(fresh.lr_scale(1) == 3.0);
     CHECK(fresh.weight_decay(1) == 0.01);
+    // restored by name: groups listed in the other order (or modules registered in another) get their own values
+    AdamW reordered(std::vector<ParamGroup>{{.params = {{"bias", a.bias}}}, {.params = {{"weight", a.weight}}}},
+                    {.lr = 1e-3, .weight_decay = 0.5});
+    load_checkpoint(path.string(), a, &reordered);
+    CHECK(reordered.named_params()[0].first == "bias");
+    CHECK(reordered.lr_scale(0) == 3.0);
+    CHECK(reordered.weight_decay(0) == 0.01);
+    CHECK(reordered.lr_scale(1) == 0.1);
+    CHECK(reordered.weight_decay(1) == 0.0);
+    {
+      SafetensorsFile renamed = load_safetensors(path.string());
+      renamed.metadata.erase("skipgrad.checksum");
+      renamed.metadata.erase("skipgrad.header_checksum");
+      renamed.metadata["skipgrad.optim.param_names"] = R"(["weight", "weight"])";
+      save_safetensors(path.string(), renamed.tensors, renamed.metadata);
+      CHECK_THROWS_WITH_ALL(load_checkpoint(path.string(), a, &reordered), "param_names", "names 'weight' twice");
+      renamed.metadata["skipgrad.optim.param_names"] = R"(["weight", "b"])";
+      save_safetensors(path.string(), renamed.tensors, renamed.metadata);
+      CHECK_THROWS_WITH_ALL(load_checkpoint(path.string(), a, &reordered), "a parameter 'b', which this optimizer");
+      renamed.metadata["skipgrad.optim.param_names"] = "weight bias";
+      save_safetensors(path.string(), renamed.tensors, renamed.metadata);
+      CHECK_THROWS_WITH_ALL(load_checkpoint(path.string(), a, &reordered), "is not a JSON array of names");
+      CHECK(reordered.lr_scale(0) == 3.0);  // refused before anything changed
+      save_checkpoint(path.string(), a, &saved);
+    }
     // a damaged entry is refused before anything changes; a file without the entries (older) keeps the settings
     SafetensorsFile file = load_safetensors(path.string());
     file.metadata.erase("skipgrad.checksum");
@@ -215,6 +240,7 @@ TEST_SUITE("train") {
     CHECK(other.lr_scale(0) == 1.0);
     file.metadata.erase("skipgrad.optim.lr_scale");
     file.metadata.erase("skipgrad.optim.weight_decay");
+    file.metadata.erase("skipgrad.optim.param_names");
     save_safetensors(path.string(), file.tensors, file.metadata);
     load_checkpoint(path.string(), a, &other);
     CHECK(other.lr_scale(0) == 1.0);
