@@ -236,6 +236,21 @@ void Tensor::copy_(const Tensor& src) {
     if (shape()[d] > 1 && strides()[d] == 0)
       fail("copy_", ": the destination ", meta_str(), " is a broadcast view (dim ", d,
            " has stride 0): its elements share memory; copy into a tensor that owns each element");
+  // copy_ is not recorded. With grad on it refuses what would make a gradient silently wrong (torch records a
+  // CopySlices node instead): a source that requires grad (its gradient would be lost: a KV cache filled from k)
+  // and a destination made by a recorded op, a view of a parameter included (the backward would pass through the
+  // overwritten elements as if they were still there). A parameter itself may be written: an op that saved it
+  // refuses its backward (version check), and one that did not save it has the same gradient either way.
+  if (grad_enabled()) {
+    if (src.requires_grad())
+      fail("copy_", ": the source ", src.meta_str(), " requires grad, and copy_ is not recorded: its gradient "
+           "would be lost. Build the tensor out of place (cat, where, masked_fill), or copy src.detach() under "
+           "NoGradGuard");
+    if (requires_grad() && !is_leaf())
+      fail("copy_", ": the destination ", meta_str(), " is the result of a recorded op (or a view of a tensor "
+           "that requires grad), and copy_ is not recorded: the backward would ignore the write. Build the tensor "
+           "out of place (cat, where, masked_fill), or write under NoGradGuard (torch's no_grad)");
+  }
   Tensor s = broadcast_to(src, shape(), "copy_");
   bump_version();  // the write is counted (before it: one that throws midway has written part); the checks wrote none
   if (s.device() == device() && s.numel() > 0 && s.shares_storage(*this)) {

@@ -121,7 +121,9 @@ class Tensor {
   Tensor clone() const;
   Tensor to(DType dtype) const;
   Tensor to(Device device) const;
-  void copy_(const Tensor& src);  // in place, not recorded; src broadcast to this shape
+  // In place, not recorded; src broadcast to this shape. With grad on, a source that requires grad and a
+  // destination made by a recorded op (a view of a parameter too) are refused: the gradient would be wrong.
+  void copy_(const Tensor& src);
   // The in-place write count of this tensor's memory (shared by its views; torch's _version). Code that writes a
   // tensor's memory in place other than by copy_ (an optimizer's fused kernel) calls bump_version() with the write
   // (before it: a write that throws midway is counted).

@@ -173,6 +173,33 @@ TEST_SUITE("autograd") {
     check_close(q.grad(), {12, 16});
   }
 
+  TEST_CASE("copy_ with grad on refuses what would make a gradient silently wrong (torch records it instead)") {
+    // writing part of an op's result: the backward would pass the overwritten elements' gradient to x
+    Tensor x = vec({1, 2, 3}).requires_grad_();
+    Tensor y = x * 2.0;
+    CHECK_THROWS_WITH_ALL(y.narrow(0, 0, 1).copy_(vec({0})), "copy_", "float64[1] cpu", "result of a recorded op",
+                          "NoGradGuard");
+    CHECK_THROWS_WITH_ALL(y.copy_(vec({0, 0, 0})), "copy_", "backward would ignore the write");
+    // filling a buffer from a tensor that requires grad (a KV cache): k's gradient would be lost
+    Tensor cache = Tensor::zeros({2, 3}, DType::F64);
+    CHECK_THROWS_WITH_ALL(cache.select(0, 1).copy_(x * 3.0), "copy_", "the source float64[3] cpu requires grad",
+                          "cat, where, masked_fill");
+    CHECK(cache.version() == 0);  // refused before writing
+    // a view of a parameter is a recorded op's result too (torch: "a view of a leaf Variable ...")
+    CHECK_THROWS_WITH_ALL(x.narrow(0, 1, 1).copy_(vec({0})), "copy_", "view of a tensor that requires grad");
+    current_tape().clear();
+    // allowed: a parameter itself (an op that saved it refuses its backward), and anything under NoGradGuard
+    x.copy_(vec({4, 5, 6}));
+    sum(x * x).backward();
+    check_close(x.grad(), {8, 10, 12});
+    {
+      NoGradGuard no_grad;
+      x.narrow(0, 0, 1).copy_(vec({0}));
+      cache.select(0, 1).copy_(x * 3.0);
+    }
+    check_close(cache.select(0, 1), {0, 15, 18});
+  }
+
   TEST_CASE("NoGradGuard records nothing") {
     Tensor x = vec({1, 2}).requires_grad_();
     current_tape().clear();
