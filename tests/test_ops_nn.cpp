@@ -263,6 +263,17 @@ TEST_SUITE("ops_nn") {
     auto g = m.grad().to_vector<double>();
     CHECK(g[0] == 0);
     CHECK(g[1] == 0);
+    // log_softmax of that row is log of those zeros, -inf (was -inf + inf = NaN), so exp(log_softmax) = softmax
+    std::vector<Device> devices = {Device::cpu()};
+    if (cuda_available()) devices.push_back(Device::cuda());
+    for (Device dev : devices)
+      for (DType dt : {DType::F32, DType::F64}) {
+        INFO(dev.str() << " " << dtype_name(dt));
+        const std::vector<double> ly = log_softmax(m.detach().to(dt).to(dev)).to_vector<double>();
+        CHECK(ly[0] == -inf);
+        CHECK(ly[1] == -inf);
+        CHECK(ly[3] == doctest::Approx(-std::log1p(std::exp(-1.0))).epsilon(1e-6));
+      }
   }
 
   TEST_CASE("a softmax row holding NaN or +inf is NaN throughout, as torch's; a fully masked row stays 0") {

@@ -56,7 +56,9 @@ void CpuBackend::softmax(const Tensor& x, Tensor& y, bool log, const SoftmaxMask
         for (int64_t c = 0; c < keep; c++) yr[c] = padded[c] ? T(0) : yr[c];
       std::fill(yr + keep, yr + C, T(0));
       const double s = cpu::lane_sum(keep, [yr](int64_t c) { return (double)yr[c]; });
-      if (log) {
+      if (log && s == 0) {  // a row of only -inf or masked columns: log of softmax's zeros (not -inf + inf = NaN)
+        std::fill(yr, yr + C, -std::numeric_limits<T>::infinity());
+      } else if (log) {
         T lse = mx + (T)std::log(s);
         for (int64_t c = 0; c < C; c++) yr[c] = at(c) - lse;
       } else {

@@ -67,7 +67,9 @@ __global__ void softmax_kernel(const T* x, T* y, int64_t rows, int64_t cols, boo
   double s = 0;
   for (int64_t c = lane; c < cols; c += group) s += (double)exp(at(c) - m);
   s = cuda::group_reduce<G>(s, cuda::SumOp{}, scratch);
-  if (log) {
+  if (log && s == 0) {  // a row of only -inf or masked columns: log of softmax's zeros (not -inf + inf = NaN)
+    for (int64_t c = lane; c < cols; c += group) yr[c] = T(-INFINITY);
+  } else if (log) {
     const C lse = m + (C)::log(s);
     for (int64_t c = lane; c < cols; c += group) yr[c] = T(at(c) - lse);
   } else {
