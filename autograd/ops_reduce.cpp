@@ -21,6 +21,12 @@ ReducePlan plan_reduce(const char* op, const Tensor& x, const Shape& dims, bool 
   ReducePlan p;
   p.mask.assign(x.dim(), dims.empty());  // no dims: reduce all
   for (int64_t d : dims) {
+    if (x.dim() == 0) {  // a line of one (check_scalar_dim): reduced, it is itself
+      check_scalar_dim(op, d, x);
+      check(dims.size() == 1, op, ": dim ", d, " given twice in ", dims, " (0 and -1 are the one dim of ", x.meta_str(),
+            ")");
+      continue;
+    }
     int64_t nd = normalize_dim(d, x, op);
     check(!p.mask[nd] || dims.empty(), op, ": dim ", d, " given twice in ", dims);
     p.mask[nd] = true;

@@ -77,6 +77,10 @@ Tensor Tensor::unsqueeze(int64_t d) const {
 }
 Tensor Tensor::squeeze(int64_t d) const {
   check_defined("squeeze", *this, "the tensor");
+  if (dim() == 0) {  // a 0-d tensor's dim 0 or -1 (check_scalar_dim): nothing to squeeze, as torch
+    check_scalar_dim("squeeze", d, *this);
+    return *this;
+  }
   int64_t nd = normalize_dim(d, *this, "squeeze");
   if (shape()[nd] != 1) return *this;
   Shape ns = shape();
@@ -94,12 +98,15 @@ Tensor Tensor::squeeze() const {
 // y = x with dims d0, d1 swapped:  gx = g with them swapped back
 Tensor transpose(const Tensor& x, int64_t d0, int64_t d1) {
   check_defined("transpose", x);
+  if (x.dim() == 0) {  // a 0-d tensor's dim 0 or -1 (check_scalar_dim) with itself: the tensor, as torch
+    check_scalar_dim("transpose", d0, x);
+    check_scalar_dim("transpose", d1, x);
+    return x;
+  }
   int64_t a = normalize_dim(d0, x, "transpose"), b = normalize_dim(d1, x, "transpose");
   Shape s = x.shape(), st = x.strides();
-  if (x.dim() > 0) {
-    std::swap(s[a], s[b]);
-    std::swap(st[a], st[b]);
-  }
+  std::swap(s[a], s[b]);
+  std::swap(st[a], st[b]);
   Tensor out = make_view(x, s, st, x.offset());
   record("transpose", {x}, out, {}, [a, b](const Node&, const Tensor& g) {
     Shape s = g.shape(), st = g.strides();
@@ -174,6 +181,7 @@ Tensor Tensor::slice(int64_t dim, int64_t start, int64_t end, int64_t step) cons
 Tensor Tensor::narrow(int64_t dim, int64_t start, int64_t length) const {
   check_defined("narrow", *this, "the tensor");
   int64_t d = normalize_dim(dim, *this, "narrow");
+  if (start < 0 && start >= -size(d)) start += size(d);  // from the end of the dim, as torch
   int64_t end = 0;
   const bool overflow = __builtin_add_overflow(start, length, &end);
   if (start < 0 || length < 0 || overflow || end > size(d))

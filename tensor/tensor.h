@@ -155,9 +155,9 @@ class Tensor {
   Tensor view(const Shape& shape) const;      // view only; throws when strides do not allow it
   Tensor flatten(int64_t start = 0, int64_t end = -1) const;
   Tensor transpose(int64_t d0, int64_t d1) const;
-  Tensor t() const { return transpose(-2, -1); }
+  Tensor t() const { return dim() < 2 ? *this : transpose(-2, -1); }  // the last two dims; 0-d and 1-D as they are
   Tensor permute(const Shape& order) const;
-  Tensor narrow(int64_t dim, int64_t start, int64_t length) const;
+  Tensor narrow(int64_t dim, int64_t start, int64_t length) const;  // start < 0 counts from the end (torch)
   Tensor slice(int64_t dim, int64_t start, int64_t end, int64_t step = 1) const;
   Tensor select(int64_t dim, int64_t index) const;
   Tensor expand(const Shape& shape) const;

@@ -93,4 +93,47 @@ TEST_SUITE("edge_shapes") {
     for (const Tensor& piece : c) CHECK(piece.shape() == Shape{0, 4});
     CHECK(split(Tensor::zeros({5, 4}), 2, 0).size() == 3);  // unchanged where the dim is not empty
   }
+
+  TEST_CASE("a 0-d tensor is a line of one for reductions, squeeze and transpose; t() of 1-D is itself (torch)") {
+    for (Device dev : devices()) {
+      INFO(dev.str());
+      Tensor x = Tensor::scalar(3.0, DType::F64).to(dev).requires_grad_();
+      for (int64_t d : {0, -1}) {
+        CHECK(sum(x, {d}).shape() == Shape{});
+        CHECK(mean(x, {d}, true).item() == 3.0);
+        CHECK(max(x, {d}).item() == 3.0);
+        CHECK(min(x, {d}).item() == 3.0);
+        CHECK(x.squeeze(d).shape() == Shape{});
+        CHECK(x.transpose(d, 0).item() == 3.0);
+      }
+      sum(mul(sum(x, {0}), 2.0)).backward();
+      CHECK(x.grad().item() == 2.0);
+      CHECK_THROWS_WITH_ALL(sum(x, {1}), "sum", "dim 1 out of range", "a 0-d tensor takes 0 or -1");
+      CHECK_THROWS_WITH_ALL(sum(x, {0, -1}), "sum", "given twice");
+      CHECK_THROWS_WITH_ALL(x.squeeze(2), "squeeze", "0 or -1");
+      CHECK(x.t().shape() == Shape{});
+      const Tensor v = Tensor::arange(0, 3, 1, DType::F64).to(dev);
+      CHECK(v.t().shape() == Shape{3});
+      CHECK(Tensor::zeros({2, 3, 4}).t().shape() == Shape{2, 4, 3});  // the last two dims
+    }
+  }
+
+  TEST_CASE("narrow with a negative start counts from the end; size-1 dims do not count toward the 16-dim limit") {
+    const Tensor v = Tensor::arange(0, 5, 1, DType::F64);
+    CHECK(v.narrow(0, -2, 2).to_vector<double>() == std::vector<double>{3, 4});
+    CHECK_THROWS_WITH_ALL(v.narrow(0, -6, 1), "narrow", "out of bounds");
+    CHECK_THROWS_WITH_ALL(v.narrow(0, -2, 3), "narrow", "out of bounds");
+    for (Device dev : devices()) {
+      INFO(dev.str());
+      Shape s(20, 1);  // [2, 1 x 18, 3]: 20 dims, 2-D really
+      s.front() = 2;
+      s.back() = 3;
+      Tensor a = Tensor::ones(s, DType::F32, dev);
+      CHECK(sum(a + a).item() == 12.0);
+      Shape alternate(17, 1);  // [2,1,2,1,...] expanded to [2]*17: strides 0 and not 0 in turn, no dims merge
+      for (size_t d = 0; d < alternate.size(); d += 2) alternate[d] = 2;
+      Tensor b = Tensor::zeros(alternate, DType::F32, dev).expand(Shape(17, 2));
+      CHECK_THROWS_WITH_ALL(b + b, "at most 16 dims", "[2,2,2");
+    }
+  }
 }

@@ -124,7 +124,23 @@ void CpuBackend::reduce(ReduceOp op, const Tensor& x, const std::vector<bool>& r
   if (in_float32::reduce(*this, op, x, red, out)) return;
   const Shape& xs = x.shape();
   const int64_t nd = x.dim();
-  check(nd <= 16, "reduce", ": at most 16 dims supported, got ", nd);
+  if (nd > 16) {  // size-1 dims (of x and out alike) change nothing: reduce views without them
+    Shape s, st, out_st;
+    std::vector<bool> r;
+    for (int64_t d = 0; d < nd; d++) {
+      if (xs[d] == 1) continue;
+      s.push_back(xs[d]);
+      st.push_back(x.strides()[d]);
+      out_st.push_back(out.strides()[d]);
+      r.push_back(red[d]);
+    }
+    check((int64_t)s.size() < nd, "reduce", ": at most 16 dims supported (after dropping size-1 dims), got ", xs);
+    Shape out_s = s;
+    for (size_t d = 0; d < s.size(); d++) out_s[d] = r[d] ? 1 : s[d];
+    Tensor out_view = make_view(out, out_s, out_st, out.offset());
+    reduce(op, make_view(x, s, st, x.offset()), r, out_view);
+    return;
+  }
   int64_t O, R, K;
   if (out.is_contiguous() && as_block(x, red, O, R, K)) {
     cpu::dispatch_float(x.dtype(), "reduce", [&]<class T>() {

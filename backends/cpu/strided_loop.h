@@ -18,7 +18,6 @@ void strided_rows(const Shape& shape_in, const std::array<const Shape*, N>& stri
   int64_t nd = 0;
   int64_t shape[16];
   int64_t st[N][16];
-  check(shape_in.size() <= 16, "strided_rows", ": at most 16 dims supported, got ", shape_in.size());
   for (size_t d = 0; d < shape_in.size(); d++) {
     if (shape_in[d] == 1) continue;
     if (shape_in[d] == 0) return;
@@ -28,6 +27,8 @@ void strided_rows(const Shape& shape_in, const std::array<const Shape*, N>& stri
       shape[nd - 1] *= shape_in[d];
       for (size_t k = 0; k < N; k++) st[k][nd - 1] = (*strides_in[k])[d];
     } else {
+      check(nd < 16, "strided_rows", ": at most 16 dims supported (after dropping size-1 dims and merging "
+            "contiguous ones), got ", shape_in);
       shape[nd] = shape_in[d];
       for (size_t k = 0; k < N; k++) st[k][nd] = (*strides_in[k])[d];
       nd++;

@@ -146,8 +146,6 @@ struct Strided {
 // Builds Strided<N> for `shape` and the operands' strides (same merge rule as the CPU's strided_rows).
 template <int N>
 Strided<N> make_strided(const Shape& shape, const std::array<const Shape*, N>& strides, const char* op) {
-  check(shape.size() <= (size_t)kMaxDims, op, ": at most ", kMaxDims, " dims supported on the GPU, got ",
-        shape);
   Strided<N> s;
   for (size_t d = 0; d < shape.size(); d++) {
     if (shape[d] == 1) continue;
@@ -157,6 +155,8 @@ Strided<N> make_strided(const Shape& shape, const std::array<const Shape*, N>& s
       s.shape[s.nd - 1] *= shape[d];
       for (int k = 0; k < N; k++) s.stride[k][s.nd - 1] = (*strides[k])[d];
     } else {
+      check(s.nd < kMaxDims, op, ": at most ", kMaxDims, " dims supported on the GPU (after dropping size-1 dims "
+            "and merging contiguous ones), got ", shape);
       s.shape[s.nd] = shape[d];
       for (int k = 0; k < N; k++) s.stride[k][s.nd] = (*strides[k])[d];
       s.nd++;
