@@ -1,8 +1,10 @@
 // The graph as Graphviz DOT: nested clusters per scope (enc -> enc.3 -> enc.3.ffn), nodes coloured by role,
 // shapes in the labels, ||dL/dx|| on the edges after backward. Scopes deeper than max_depth collapse into one box
 // per scope, and a filter keeps one layer (or one node) and its direct neighbours.
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <string_view>
 #include <unordered_map>
 #include <unordered_set>
 
@@ -26,13 +28,38 @@ const char* role_colour(NodeRole r) {
   return "#ffffff";
 }
 
-// A DOT double-quoted string (labels use \n for line breaks, which we emit ourselves).
-std::string quoted(const std::string& s) {
+// A DOT double-quoted string that Graphviz reads back as s, in a label and a tooltip alike:
+// - '\n' becomes DOT's line break (labels use it), '"' is escaped;
+// - '&' is written as an entity (&#38;): a name holding "&amp;" would render as "&";
+// - '\\' is doubled in a label and doubled twice in a tooltip, which Graphviz unescapes once more before it
+//   expands \N (the node's name), \G, ... (Graphviz 2.42; an entity, &#92;, is expanded too);
+// - a control byte (a NUL ends Graphviz's string) or a byte that does not begin well-formed UTF-8 is U+FFFD, as in
+//   the JSON dump; a tab is a space;
+// - a string past Graphviz's limit on one quoted string (16 KiB) is written as "..." + "..." pieces.
+std::string quoted(std::string_view s, bool tooltip = false) {
+  constexpr size_t kPieceBytes = 16000;
+  constexpr std::string_view kReplacement = "\xEF\xBF\xBD";  // U+FFFD
   std::string q = "\"";
-  for (char c : s) {
-    if (c == '"' || c == '\\') q += '\\';
-    if (c == '\n') q += "\\n";
-    else q += c;
+  size_t piece = 0;
+  auto put = [&](std::string_view token) {  // tokens are never split across pieces
+    if (piece + token.size() > kPieceBytes) {
+      q += "\" + \"";
+      piece = 0;
+    }
+    q += token;
+    piece += token.size();
+  };
+  for (size_t i = 0; i < s.size();) {
+    const unsigned char c = (unsigned char)s[i];
+    const size_t n = c < 0x80 ? 1 : utf8_sequence(s, i);
+    if (c == '\n') put("\\n");
+    else if (c == '"') put("\\\"");
+    else if (c == '\\') put(tooltip ? "\\\\\\\\" : "\\\\");
+    else if (c == '&') put("&#38;");
+    else if (c == '\t') put(" ");
+    else if (c < 0x20 || c == 0x7f || n == 0) put(kReplacement);
+    else put(s.substr(i, n));
+    i += std::max<size_t>(n, 1);
   }
   return q + "\"";
 }
@@ -59,6 +86,13 @@ int depth_of(const std::string& scope) {
   int d = 1;
   for (char c : scope) d += c == '.';
   return d;
+}
+
+// The cluster an item is drawn in: its scope, or that scope's first kMaxClusterDepth components (Graphviz nests
+// clusters recursively, and so do we: a scope of 30,000 components overflowed the stack).
+constexpr int kMaxClusterDepth = 32;
+std::string cluster_of(const std::string& scope) {
+  return depth_of(scope) > kMaxClusterDepth ? prefix_parts(scope, kMaxClusterDepth) : scope;
 }
 
 // "n12" for node 12, "b3" for box 3.
@@ -140,7 +174,7 @@ std::string node_decl(const GraphNode& n, const std::string& dot_id) {
   decl += ", fillcolor=\"";
   decl += role_colour(role);
   decl += "\", tooltip=";
-  decl += quoted(std::to_string(n.id) + ": " + n.name);
+  decl += quoted(std::to_string(n.id) + ": " + n.name, /*tooltip=*/true);
   if (role == NodeRole::Residual || role == NodeRole::Norm) decl += ", penwidth=2";
   decl += "];";
   return decl;
@@ -163,8 +197,8 @@ std::string box_decl(const Box& b, const std::string& dot_id) {
   if (b.params) label.append(", ").append(count_of(b.params, "param"));
   if (b.norms) label.append("\n").append(count_of(b.norms, "norm"));
   if (b.residual_adds) label.append(b.norms ? ", " : "\n").append(count_of(b.residual_adds, "residual add"));
-  return dot_id + " [label=" + quoted(label) + ", shape=box3d, fillcolor=\"#f0f0f0\", tooltip=" + quoted(b.scope) +
-         "];";
+  return dot_id + " [label=" + quoted(label) + ", shape=box3d, fillcolor=\"#f0f0f0\", tooltip=" +
+         quoted(b.scope, /*tooltip=*/true) + "];";
 }
 
 struct EdgeAgg {
@@ -240,9 +274,10 @@ std::string Graph::to_dot(const DotOptions& opt) const {
       if (fresh) {
         boxes.push_back({box_scope});
         box_item.push_back((int64_t)items.size());
-        items.push_back({item_id('b', it->second), scope_of(box_scope), ""});
-        tree.add_scope(scope_of(box_scope));
-        tree.items[scope_of(box_scope)].push_back(items.size() - 1);
+        const std::string cluster = cluster_of(scope_of(box_scope));
+        items.push_back({item_id('b', it->second), cluster, ""});
+        tree.add_scope(cluster);
+        tree.items[cluster].push_back(items.size() - 1);
       }
       Box& b = boxes[it->second];
       b.nodes++;
@@ -252,9 +287,10 @@ std::string Graph::to_dot(const DotOptions& opt) const {
       item_of[v.id] = box_item[it->second];
     } else {
       std::string id = item_id('n', v.id);
-      items.push_back({id, v.scope, node_decl(v, id)});
-      tree.add_scope(v.scope);
-      tree.items[v.scope].push_back(items.size() - 1);
+      const std::string cluster = cluster_of(v.scope);
+      items.push_back({id, cluster, node_decl(v, id)});
+      tree.add_scope(cluster);
+      tree.items[cluster].push_back(items.size() - 1);
       item_of[v.id] = (int64_t)items.size() - 1;
     }
   }

@@ -144,6 +144,48 @@ TEST_SUITE("graph") {
     }
   }
 
+  TEST_CASE("DOT of odd names: what Graphviz reads back is the name (long, NUL, bad UTF-8, &amp;, \\N, deep)") {
+    const std::vector<std::pair<std::string, std::string>> cases = {  // name -> what the label shows
+        {std::string(20000, 'x'), std::string(20000, 'x')},  // past Graphviz's 16 KiB quoted-string limit
+        {std::string("a\0b", 3), "a\xEF\xBF\xBD" "b"},          // a NUL ended the string: a syntax error
+        {"a\xFC" "b", "a\xEF\xBF\xBD" "b"},                     // Latin-1, as the JSON dump writes it
+        {"a&amp;b", "a&amp;amp;b"},                           // (SVG escapes the '&' the label holds)
+        {"x\\N\\G", "x\\N\\G"}};                           // a tooltip would expand \N to the node's name
+    std::string deep = "s";  // 3,000 scope components: clusters stop at 32 levels (the recursion overflowed)
+    for (int i = 0; i < 3000; i++) deep += ".s";
+    fs::path dir = temp_dir();
+    for (size_t k = 0; k <= cases.size(); k++) {
+      FreshTape tape;
+      const bool deep_case = k == cases.size();
+      const std::string name = deep_case ? deep : cases[k].first;
+      Tensor w = Tensor::ones({2}, DType::F64).requires_grad_();
+      w.named("w");
+      Tensor y;
+      {
+        Scope s(deep_case ? deep : "blk");
+        y = mul(w, 2.0).named(deep_case ? "m" : name);
+      }
+      sum(y).backward(Tensor(), true);
+      const Graph g = Graph::from_tape(current_tape());
+      const std::string dot = g.to_dot();
+      CHECK(dot.find('\0') == std::string::npos);
+      CHECK(dot.size() < 1000000);  // (10,000 components made 500 MB of cluster labels)
+      if (!graphviz_available()) continue;
+      const std::string dot_path = (dir / "odd.dot").string(), svg_path = (dir / "odd.svg").string();
+      g.save_dot(dot_path);
+      REQUIRE_NOTHROW(render_dot(dot_path, svg_path));
+      const std::string svg = read_file(svg_path);
+      if (!deep_case) {
+        INFO("case " << k);
+        CHECK(svg.find(cases[k].second) != std::string::npos);
+        const std::string tooltip = "xlink:title=\"" + std::to_string(g.find("blk." + name)) + ": blk.";
+        CHECK(svg.find(tooltip + cases[k].second + "\"") != std::string::npos);
+      }
+    }
+    if (!graphviz_available()) MESSAGE("Graphviz 'dot' is not installed: skipping the dot -Tsvg checks");
+    fs::remove_all(dir);
+  }
+
   TEST_CASE("DOT collapsed: an input read in many boxes goes into a note; text: one equation per node") {
     FreshTape tape;
     const int K = 10;
