@@ -28,7 +28,12 @@ constexpr const char* kChecksumKey = "skipgrad.checksum";
 constexpr const char* kHeaderChecksumKey = "skipgrad.header_checksum";
 constexpr const char* kModelKindKey = "skipgrad.model";  // Module::kind()
 constexpr const char* kOptimPrefix = "optim.";
-constexpr uint64_t kMaxHeaderBytes = 100u << 20;  // the Python package's limit
+// The checksums cover the file as written (the header's text, the data in file order): a file another tool
+// rewrote, even with the same values (Python's save_file sorts the tensors), no longer matches them.
+constexpr const char* kRewrittenHint =
+    " (or another tool rewrote the file and kept skipgrad's metadata: drop its 'skipgrad.checksum' and "
+    "'skipgrad.header_checksum' entries to load it unchecked)";
+constexpr uint64_t kMaxHeaderBytes = 100'000'000;  // the Python package's limit
 
 const char* safetensors_dtype(DType t) {
   switch (t) {
@@ -183,6 +188,10 @@ SafetensorsFile parse_safetensors(std::string_view bytes, const std::string& pat
   check(header_len <= size - 8, op, ": '", path, "' is truncated: the header needs ", header_len, " bytes, the file has ",
         size - 8, " after the length field");
   const char* header_begin = bytes.data() + 8;
+  // (a NUL byte never belongs in JSON text, and nlohmann would take it for the end of the input: a header padded
+  // with NULs, which the Python package refuses, would pass)
+  check(std::memchr(header_begin, 0, header_len) == nullptr, op, ": '", path,
+        "' has a bad header: a NUL byte in its JSON");
   json header = json::parse(header_begin, header_begin + header_len, nullptr, /*allow_exceptions=*/false);
   check(!header.is_discarded() && header.is_object() && header_len > 0 && header_begin[0] == '{', op, ": '", path,
         "' has a bad header: not a JSON object");
@@ -262,12 +271,12 @@ SafetensorsFile parse_safetensors(std::string_view bytes, const std::string& pat
   if (auto it = file.metadata.find(kHeaderChecksumKey); it != file.metadata.end()) {
     const std::string computed = header_checksum(header);
     check(computed == it->second, op, ": '", path, "' is corrupted: checksum of the header is ", computed,
-          ", the header says ", it->second);
+          ", the header says ", it->second, kRewrittenHint);
   }
   if (auto it = file.metadata.find(kChecksumKey); it != file.metadata.end()) {
     const std::string computed = hex64(fnv1a64(data, data_size));
     check(computed == it->second, op, ": '", path, "' is corrupted: checksum of the data is ", computed,
-          ", the header says ", it->second);
+          ", the header says ", it->second, kRewrittenHint);
   }
   for (const Entry& en : entries) {
     Tensor t = Tensor::empty(en.shape, en.dtype, Device::cpu());

@@ -452,7 +452,7 @@ TEST_SUITE("train") {
 
     std::string flipped = good;
     flipped[flipped.size() - 5] ^= 0x01;  // one bit in the data section
-    refuse(flipped, {"corrupted", "checksum"});
+    refuse(flipped, {"corrupted", "checksum", "another tool rewrote the file"});
     refuse(good.substr(0, good.size() - 8), {"truncated", "'calls'"});  // the last tensor is cut short
     refuse(good.substr(0, 5), {"truncated"});
     refuse(good.substr(0, 8 + header_len / 2), {"truncated"});
@@ -464,6 +464,15 @@ TEST_SUITE("train") {
     std::memcpy(huge.data(), &big, 8);
     refuse(huge, {"bad header"});
     refuse(good + "extra", {"unexpected bytes"});
+    {  // the header's JSON followed by NULs (nlohmann stops at the first; the Python package refuses the file)
+      std::string json_text = good.substr(8, header_len);
+      json_text.erase(json_text.find_last_not_of(' ') + 1);
+      json_text.append(8, '\0');
+      const uint64_t padded_len = json_text.size();
+      std::string padded(8, '\0');
+      std::memcpy(padded.data(), &padded_len, 8);
+      refuse(padded + json_text + good.substr(8 + header_len), {"bad header", "NUL byte"});
+    }
     // a digit of a metadata value changed: still valid JSON and tensors, caught by the header's checksum
     std::string header_damage = good;
     const size_t seed_at = header_damage.find("\"skipgrad.rng.seed\":\"");
