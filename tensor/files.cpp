@@ -143,6 +143,10 @@ void write_file_atomic(const std::string& path, const std::string& text) {
   write_file_atomic(path, std::vector<std::string_view>{text}, "write_file_atomic");
 }
 
+bool is_stream_or_device(const std::string& path) {
+  return write_target("is_stream_or_device", path).kind != WriteTarget::Atomic;
+}
+
 void check_writable(std::string_view op, const std::string& path) {
   const WriteTarget t = write_target(op, path);
   if (t.kind != WriteTarget::Atomic) return;  // opening a pipe to test it would wait for its reader

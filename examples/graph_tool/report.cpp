@@ -286,12 +286,15 @@ void write_report(const ReportOptions& opt) {
       runs.push_back({topo, depth, std::move(m), sec});
     }
 
-  // Plots beside the report: docs/analysis_report.md -> docs/analysis_report_files/
+  // Plots beside the report: docs/analysis_report.md -> docs/analysis_report_files/. A report to stdout or a pipe
+  // has no folder to put them beside (/dev/stdout_files was made in /dev) and no earlier text to keep.
+  const bool to_stream = is_stream_or_device(opt.out);
+  if (to_stream && opt.plots) std::cerr << "report: " << opt.out << " is not a file: no plots (give -o a file path)\n";
   fs::path out(opt.out);
   const std::string dir_name = out.stem().string() + "_files";
   const std::string dir = (out.parent_path() / dir_name).string();
   std::map<int64_t, std::vector<std::pair<std::string, std::string>>> pngs;  // depth -> (caption, file)
-  if (opt.plots && gnuplot_available()) {
+  if (opt.plots && !to_stream && gnuplot_available()) {
     fs::create_directories(dir);
     for (const Run& r : runs)
       for (const LayerMeasures& m : r.m) write_dat(dir, r, m);
@@ -364,7 +367,7 @@ void write_report(const ReportOptions& opt) {
 
   // keep the hand-written part above the marker
   std::string head;
-  if (fs::exists(opt.out)) {
+  if (!to_stream && fs::exists(opt.out)) {
     std::string old = read_file(opt.out);
     size_t at = old.find(kMarker);
     if (at != std::string::npos) head = old.substr(0, at);
