@@ -323,6 +323,14 @@ const char* role_name(NodeRole r) {
 
 // ---------------------------------------------------------------- files
 
+bool gnuplot_available() { return std::system("command -v gnuplot >/dev/null 2>&1") == 0; }
+
+bool run_gnuplot(const std::string& dir, const std::string& script, bool quiet) {
+  const std::string cmd =
+      "cd " + shell_quote(dir) + " && gnuplot " + shell_quote(script) + (quiet ? " 2>/dev/null" : "");
+  return std::system(cmd.c_str()) == 0;
+}
+
 bool graphviz_available() { return std::system("dot -V >/dev/null 2>&1") == 0; }
 
 void render_dot(const std::string& dot_path, const std::string& out_path) {

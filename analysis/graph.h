@@ -157,6 +157,10 @@ void append_json_string(std::string& out, std::string_view s);
 
 // ---- files ----
 // write_file_atomic, check_writable, read_file and shell_quote: tensor/files.h (included here)
+// gnuplot: whether it is on the PATH, and running `script` in folder `dir` (the script names its files relative to
+// it, so gnuplot parses no path and the shell sees only quoted ones); quiet drops gnuplot's stderr. True on success.
+bool gnuplot_available();
+bool run_gnuplot(const std::string& dir, const std::string& script, bool quiet = false);
 // Graphviz: whether `dot` is on the PATH, and dot_path -> out_path (format from the extension: .svg, .png, .pdf).
 bool graphviz_available();
 void render_dot(const std::string& dot_path, const std::string& out_path);

@@ -164,8 +164,6 @@ double max_logit(const LayerMeasures& m) {
   return top < 0 ? NAN : top;
 }
 
-bool gnuplot_available() { return std::system("command -v gnuplot >/dev/null 2>&1") == 0; }
-
 std::string dat_name(const Run& r, int64_t step) {
   return r.topology + "_L" + std::to_string(r.depth) + (step == 0 ? "" : "_step" + std::to_string(step)) + ".dat";
 }
@@ -230,13 +228,12 @@ std::string plot(const std::string& dir, const std::string& stem, int64_t depth,
   gp << "\n";
   const std::string script = stem + "_L" + std::to_string(depth) + ".gp";
   write_file_atomic(dir + "/" + script, gp.str());
-  const std::string gnuplot = "cd " + shell_quote(dir) + " && gnuplot " + shell_quote(script);
-  if (std::system((gnuplot + " 2>/dev/null").c_str()) != 0) {
+  if (!run_gnuplot(dir, script, /*quiet=*/true)) {
     // the cairo terminal may be missing: fall back to the plain png terminal
     std::string text = gp.str();
     text.replace(text.find("pngcairo"), 8, "png");
     write_file_atomic(dir + "/" + script, text);
-    if (std::system(gnuplot.c_str()) != 0) {
+    if (!run_gnuplot(dir, script)) {
       std::filesystem::remove(dir + "/" + png);  // an empty file, e.g. when every value was 0 on a log scale
       return "";
     }

@@ -197,11 +197,10 @@ std::vector<std::string> write_plot_files(const std::string& plot_dir, const std
 }
 
 bool render_plots(const std::string& plot_dir, const std::vector<std::string>& scripts) {
-  if (std::system("command -v gnuplot >/dev/null 2>&1") != 0) return false;
-  for (const std::string& s : scripts) {
-    const std::string cmd = "cd " + shell_quote(plot_dir) + " && gnuplot " + shell_quote(s);
-    if (std::system(cmd.c_str()) != 0) std::fprintf(stderr, "warning: gnuplot failed on %s/%s\n", plot_dir.c_str(), s.c_str());
-  }
+  if (!gnuplot_available()) return false;
+  for (const std::string& s : scripts)
+    if (!run_gnuplot(plot_dir, s))
+      std::fprintf(stderr, "warning: gnuplot failed on %s/%s\n", plot_dir.c_str(), s.c_str());
   return true;
 }
 
