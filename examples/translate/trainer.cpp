@@ -205,9 +205,9 @@ TrainResult train(const TrainOptions& o) {
   Vocab vocab = [&] {
     if (stored_vocab.empty()) return Vocab::load_or_train(vocab_path, corpus.train, o.vocab_size);
     try {
-      return Vocab::from_base64(stored_vocab, vocab_path);
+      return Vocab::from_base64(stored_vocab, last_ckpt);  // (its errors name the checkpoint, not the cache)
     } catch (const Error& e) {
-      fail("train", ": --resume: the vocabulary stored in '", last_ckpt, "' cannot be read: ", e.what());
+      fail("train", ": --resume: ", e.what());
     }
   }();
   std::vector<Example> train_ex = encode_pairs(vocab, corpus.train, o.max_len);
@@ -315,7 +315,7 @@ TrainResult train(const TrainOptions& o) {
   // The vocabulary travels inside ("vocab_model"): a checkpoint copied elsewhere still translates.
   auto save = [&](const std::string& path, bool with_optimizer = true) {
     nn::save_checkpoint(path, model, with_optimizer ? &opt : nullptr,
-                        {{"config", config_to_json(cfg)}, {"vocab", vocab.path()}, {"vocab_model", vocab_model},
+                        {{"config", config_to_json(cfg)}, {"vocab", vocab_path}, {"vocab_model", vocab_model},
                          {"vocab_source", source},
                          {"step", std::to_string(step)}, {"seed", std::to_string(seed)},
                          {"epoch", std::to_string(epoch)}, {"batch_in_epoch", std::to_string(batch_in_epoch)},
