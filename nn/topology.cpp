@@ -40,11 +40,27 @@ void TransformerConfig::validate() const {
         resi_dual_scale);
   check(mixln_post_layers >= -1, who, ": mixln_post_layers must be >= 0 (or -1 for floor(L/4)), got ",
         mixln_post_layers);
+  // a topology's own option set for another would do nothing, silently (with_topology resets them for a comparison)
+  check(topology == "resi_dual" || resi_dual_scale == 1.0, who, ": resi_dual_scale ", resi_dual_scale,
+        " is ResiDual's; topology ", topology, " does not use it (leave it 1)");
+  check(topology == "mix_ln" || mixln_post_layers == -1, who, ": mixln_post_layers ", mixln_post_layers,
+        " is Mix-LN's; topology ", topology, " does not use it (leave it -1)");
+  check(tie_output || !share_embeddings, who, ": tie_output false needs share_embeddings false (one table shared by "
+        "source, target and output is tied to the output)");
   check(max_positions > 0, who, ": max_positions must be positive, got ", max_positions);
   check(pad_id >= 0 && pad_id < vocab, who, ": pad_id ", pad_id, " outside the vocabulary [0, ", vocab, ")");
   check(qk_norm != HeadNormTargets::None || qk_norm_kind == HeadNormKind::RMSNorm, who, ": qk_norm_kind ",
         head_norm_kind_name(qk_norm_kind), " needs qk_norm qk or qkv (qk_norm is none)");
   make_topology(topology)->check_config(*this);  // an unknown name lists the known ones
+}
+
+TransformerConfig TransformerConfig::with_topology(const std::string& name) const {
+  TransformerConfig c = *this;
+  const TransformerConfig defaults;
+  c.topology = name;
+  if (name != "resi_dual") c.resi_dual_scale = defaults.resi_dual_scale;
+  if (name != "mix_ln") c.mixln_post_layers = defaults.mixln_post_layers;
+  return c;
 }
 
 // ---------------------------------------------------------------- Layer

@@ -39,16 +39,21 @@ struct TransformerConfig {
   // Per-head Q/K(/V) norms for every attention (QK-norm ablations). HybridNorm always uses QKV.
   HeadNormTargets qk_norm = HeadNormTargets::None;
   HeadNormKind qk_norm_kind = HeadNormKind::RMSNorm;  // HybridNorm uses the kind of `norm` instead
+  // Options of one topology: validate() refuses a value other than the default for any other topology.
   double resi_dual_scale = 1.0;     // ResiDual's s (enc/dec_res_input_norm_scale); LN makes it a pure range knob
   int64_t mixln_post_layers = -1;   // Mix-LN: first k layers of each stack Post-LN; -1: floor(L/4)
   InitScheme init = InitScheme::Fairseq;
   bool share_embeddings = true;     // one table for source, target and output (fairseq share_all_embeddings)
-  bool tie_output = true;           // when not sharing all: target embedding = output projection
+  bool tie_output = true;           // when not sharing all: target embedding = output projection (sharing all
+                                    // ties it: false with share_embeddings is refused)
   int64_t max_positions = 1024;
   int64_t pad_id = 1;               // fairseq's padding index
 
   // Throws an Error naming the first bad field.
   void validate() const;
+  // This config for topology `name`, the options of the other topologies back to their defaults: one command line
+  // (--resi-dual-scale 0.5) serves a comparison of several topologies.
+  TransformerConfig with_topology(const std::string& name) const;
 };
 
 enum class Side { Encoder, Decoder };

@@ -26,8 +26,8 @@ std::unique_ptr<nn::Transformer> small_model(const std::string& topology, uint64
   c.attn_dropout = 0.1;
   c.topology = topology;
   c.norm = topology == "hybrid_norm" || topology == "peri_ln" ? nn::NormKind::RMSNorm : nn::NormKind::LayerNorm;
-  c.mixln_post_layers = 1;
-  c.resi_dual_scale = 0.5;
+  if (topology == "mix_ln") c.mixln_post_layers = 1;
+  if (topology == "resi_dual") c.resi_dual_scale = 0.5;
   manual_seed(seed);
   auto m = std::make_unique<nn::Transformer>(c);
   m->to(DType::F64);

@@ -348,7 +348,8 @@ TEST_SUITE("nn") {
     c.mixln_post_layers = 1;
     manual_seed(8);
     nn::Transformer one_post(c);
-    c.topology = "pre_ln";
+    c = c.with_topology("pre_ln");  // (mixln_post_layers back to -1: pre_ln refuses Mix-LN's option)
+    CHECK(c.mixln_post_layers == -1);
     manual_seed(8);
     nn::Transformer pre(c);
     Tensor src = ids({2, 3, 4}, 1, 3), tgt = ids({0, 4, 5}, 1, 3);
@@ -356,10 +357,25 @@ TEST_SUITE("nn") {
     CHECK(max_abs_diff(one_post.forward(src, tgt), pre.forward(src, tgt)) > 1e-3);
   }
 
+  TEST_CASE("a topology's own option is refused for another; with_topology resets them for a comparison") {
+    nn::TransformerConfig c = tiny("pre_ln");
+    c.resi_dual_scale = 0.5;
+    CHECK_THROWS_WITH_ALL(c.validate(), "resi_dual_scale 0.5 is ResiDual's", "pre_ln does not use it");
+    CHECK_NOTHROW(c.with_topology("resi_dual").validate());
+    CHECK(c.with_topology("resi_dual").resi_dual_scale == 0.5);
+    CHECK(c.with_topology("post_ln").resi_dual_scale == 1.0);
+    c = c.with_topology("mix_ln");
+    c.mixln_post_layers = 1;
+    CHECK_NOTHROW(c.validate());
+    c.topology = "resi_dual";
+    CHECK_THROWS_WITH_ALL(c.validate(), "mixln_post_layers 1 is Mix-LN's", "resi_dual does not use it");
+  }
+
   TEST_CASE("untied embeddings and init schemes") {
     nn::TransformerConfig c = tiny("post_ln");
+    c.tie_output = false;  // alone it would do nothing: one shared table is tied to the output
+    CHECK_THROWS_WITH_ALL(nn::Transformer{c}, "tie_output false needs share_embeddings false");
     c.share_embeddings = false;
-    c.tie_output = false;
     nn::Transformer m(c);
     CHECK(m.num_parameters() == expected_params("post_ln", nn::NormKind::LayerNorm) + 2 * 11 * 16);
     CHECK(m.forward(ids({2, 3}, 1, 2), ids({0, 4, 5}, 1, 3)).shape() == Shape{1, 3, 11});

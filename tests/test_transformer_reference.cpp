@@ -50,6 +50,7 @@ nn::TransformerConfig config_of(const nn::SafetensorsFile& f) {
   c.pad_id = std::stoll(meta(f, "pad_id"));
   c.norm_eps = std::stod(meta(f, "norm_eps"));
   c.mixln_post_layers = std::stoll(meta(f, "mixln_post_layers"));
+  c = c.with_topology(c.topology);  // (the files give Mix-LN's option to every topology)
   c.dropout = c.attn_dropout = c.act_dropout = 0.0;
   c.share_embeddings = true;
   c.max_positions = 64;

@@ -294,10 +294,10 @@ int main(int argc, char** argv) {
       const std::string base = o.out_dir == "runs/default" ? "runs/compare" : o.out_dir;
       const std::vector<std::string> names = cli_lists::split_names(topologies, "--topologies");
       for (const std::string& t : names)  // every topology's checks before training
-        nn::make_topology(t)->check_config(o.model);
+        nn::make_topology(t)->check_config(o.model.with_topology(t));
       for (const std::string& t : names) {
         TrainOptions ot = o;
-        ot.model.topology = t;
+        ot.model = o.model.with_topology(t);  // (--resi-dual-scale: resi_dual's alone)
         ot.out_dir = base + "/" + t;
         std::printf("\n=== %s ===\n", t.c_str());
         rows.emplace_back(t, train(ot));

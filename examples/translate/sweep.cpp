@@ -234,7 +234,7 @@ std::vector<SweepRow> run_sweep(const SweepOptions& o) {
         ": needs at least one topology, depth and seed (got ", o.topologies.size(), ", ", o.depths.size(), ", ",
         o.seeds.size(), ")");
   for (const std::string& t : o.topologies)  // unknown names and settings a topology refuses fail before training
-    nn::make_topology(t)->check_config(o.train.model);
+    nn::make_topology(t)->check_config(o.train.model.with_topology(t));
   for (int64_t L : o.depths) check(L >= 1, "sweep", ": depths must be at least 1, got ", L);
   fs::create_directories(o.out_dir);
 
@@ -262,7 +262,7 @@ std::vector<SweepRow> run_sweep(const SweepOptions& o) {
         std::printf("\n=== [%zu/%zu] %s ===\n", rows.size() + 1, total, name.c_str());
         std::fflush(stdout);
         TrainOptions t = o.train;
-        t.model.topology = topology;
+        t.model = t.model.with_topology(topology);  // (--resi-dual-scale: resi_dual's alone)
         t.model.enc_layers = t.model.dec_layers = layers;
         t.seed = seed;
         t.out_dir = dir;

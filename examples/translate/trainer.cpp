@@ -171,6 +171,12 @@ TrainResult train(const TrainOptions& o) {
   backend_for(device);  // an absent device fails here, before the data is prepared
   set_float32_matmul_precision(parse_matmul_precision(o.matmul_precision));
   const bool autocast_bf16 = parse_autocast(o.autocast);
+  {  // the model's options, before the data and its vocabulary are made (whose size the model takes later)
+    nn::TransformerConfig early = o.model;
+    early.vocab = std::max<int64_t>(o.vocab_size, Vocab::kPad + 1);
+    early.pad_id = Vocab::kPad;
+    early.validate();
+  }
   Corpus corpus = prepare_corpus(o);
   const std::string data_dir = corpus_dir(o);
   // An empty split would make an endless epoch loop (train) or a mean over nothing (valid, test).
