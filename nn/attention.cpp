@@ -145,7 +145,7 @@ static AttentionLogitRows visible_logit_rows(const Tensor& q, const Tensor& k, c
   const Tensor logits = matmul(q.to(DType::F64), k.to(DType::F64), false, true) * (1.0 / std::sqrt((double)q.size(3)));
   std::vector<Tensor> hidden;  // masks broadcast to [B, H, Tq, Tk], nonzero = hidden
   if (key_padding_mask.defined()) hidden.push_back(key_padding_mask.to(dev).reshape({B, 1, 1, Tk}));
-  if (causal && Tk > 1) {
+  if (causal && Tq > 1) {  // (one query sees every key; more may see none: Tq 3, Tk 1 hides the key from 2 rows)
     std::vector<int64_t> after(Tq * Tk);
     for (int64_t i = 0; i < Tq; ++i)
       for (int64_t j = 0; j < Tk; ++j) after[i * Tk + j] = j > i + Tk - Tq;

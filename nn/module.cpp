@@ -23,9 +23,11 @@ Tensor& Module::register_parameter(const std::string& name, Tensor t) {
   if (!is_floating(t.dtype()))
     fail("register_parameter", ": parameter '", name, "' must be floating, got ", t.meta_str());
   check_new_name("register_parameter", name);
-  Tensor leaf = t.is_leaf() ? t : t.detach();
-  leaf.requires_grad_(true);
-  params_.emplace_back(name, leaf);
+  // (torch: "cannot assign non-leaf Tensor to parameter"; a detached copy would cut the graph without a word)
+  check(t.is_leaf(), "register_parameter", ": parameter '", name, "' ", t.meta_str(),
+        " is the result of a recorded op; register a leaf (t.detach(), or make it under NoGradGuard)");
+  t.requires_grad_(true);
+  params_.emplace_back(name, t);
   return params_.back().second;
 }
 
@@ -95,7 +97,7 @@ std::vector<std::pair<std::string, Tensor>> Module::named_buffers(const std::str
 }
 
 Tensor Module::parameter(const std::string& full_name) const {
-  for (auto& [n, t] : named_parameters())
+  for (auto& [n, t] : named_parameters("", /*remove_duplicate=*/false))  // a tied parameter's every name
     if (n == full_name) return t;
   std::string close;
   for (auto& [n, t] : named_parameters())

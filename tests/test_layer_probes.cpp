@@ -260,6 +260,17 @@ TEST_SUITE("measure") {
     attn.logit_rows = nullptr;
     CHECK(rows[0].max_abs.slice(0, 1, 2).to_vector<double>() == std::vector<double>(H * Tq, -1.0));
     for (double e : rows[0].entropy.slice(0, 1, 2).to_vector<double>()) CHECK(std::isnan(e));
+    // causal with one key and three queries: the key is after queries 0 and 1 (j > i + Tk - Tq), which see none
+    rows.clear();
+    attn.logit_rows = &rows;
+    attn.forward(query, kv.slice(1, 0, 1), Tensor(), true);
+    attn.logit_rows = nullptr;
+    const std::vector<double> one_key = rows[0].max_abs.to_vector<double>();
+    for (int64_t r = 0; r < B * H; ++r) {
+      CHECK(one_key[r * Tq] == -1.0);
+      CHECK(one_key[r * Tq + 1] == -1.0);
+      CHECK(one_key[r * Tq + 2] > 0.0);
+    }
     // zero queries: every logit 0, the attention uniform over the keys seen (4 in sentence 0): entropy log 4
     NoGradGuard no_grad;
     attn.q_proj->weight.copy_(Tensor::zeros(attn.q_proj->weight.shape()));

@@ -95,6 +95,10 @@ TEST_SUITE("nn") {
       CHECK_THROWS_WITH_ALL(parent.register_parameter("fc.bias", Tensor::ones({2})), "'fc.bias'", "without '.'");
       CHECK_THROWS_WITH_ALL(parent.register_parameter("", Tensor::ones({2})), "must be non-empty");
       CHECK_THROWS_WITH_ALL(parent.register_buffer("u", Tensor()), "register_buffer", "buffer 'u' is undefined");
+      // an op's result would be detached, silently cutting its graph (torch refuses it too)
+      Tensor base = Tensor::ones({2}).requires_grad_();
+      CHECK_THROWS_WITH_ALL(parent.register_parameter("scaled", base * 2.0), "register_parameter", "'scaled'",
+                            "result of a recorded op");
     }
     nn::Linear nob(4, 3, false);
     CHECK(!nob.bias.defined());
@@ -158,6 +162,7 @@ TEST_SUITE("nn") {
     CHECK(named[0].first == "tok.weight");
     CHECK(lm.num_parameters() == 40);
     CHECK(lm.parameters().size() == 1);
+    CHECK(&lm.parameter("head.weight").impl() == &tok->weight.impl());  // found by either name, as torch's
     CHECK(nn::state_dict(lm).size() == 2);  // as torch's state_dict: both names of the tied tensor
     nn::AdamW opt(lm.named_parameters());  // (two names for one tensor would be refused)
     REQUIRE(opt.params().size() == 1);
