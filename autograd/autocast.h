@@ -9,8 +9,9 @@
 // x + sublayer(x) is float32), and the activations the products save for backward are bfloat16.
 //
 // Each cast is a recorded `to_dtype` node, so the graph dump shows where precision changes. A cast's backward
-// converts the gradient back to its source's dtype; the products write the gradients of cast float32 tensors in
-// float32 directly (grad_dtype, autograd/tape.h), so a parameter's gradient arrives in float32 unrounded.
+// converts the gradient back to its source's dtype; linear and attention write the gradients of cast float32
+// tensors in float32 directly (grad_dtype, autograd/tape.h), so a layer's weight gets its gradient in float32
+// unrounded. A plain matmul returns bf16 gradients, which the cast converts, as torch's autocast does.
 // docs/mixed_precision.md has the details.
 #pragma once
 #include <initializer_list>

@@ -214,9 +214,15 @@ Tensor linear(const Tensor& x, const Tensor& w, const Tensor& bias) {
       const GemmOperand G = gemm_operand(swap_last2(g), 1);  // op(A) = g^T [outf, rows]
       const GemmArgs args = gemm_2d(G, {x2, false, in, 0}, outf, in, rows, gw);
       be(g).gemm_bias_grad(args, G.trans ? swap_last2(G.t) : G.t, gb);
-    } else {
-      if (needs_grad(n, 1)) gw = matmul(g, x2, true, false);
-      if (want_gb) gb = sum(g, {0});
+    } else {  // each in its gradient's dtype: float32 for bf16 products of float32 weights under autocast
+      if (needs_grad(n, 1)) {  // gw = gᵀ x2
+        gw = Tensor::empty({outf, in}, grad_dtype(n, 1), g.device());
+        if (rows > 0 && in > 0 && outf > 0)
+          be(g).gemm(gemm_2d(gemm_operand(swap_last2(g), 1), {x2, false, in, 0}, outf, in, rows, gw));
+        else
+          be(g).fill(gw, 0);
+      }
+      if (want_gb) gb = sum(g.to(grad_dtype(n, 2)), {0});  // (a bf16 g summed in float32, not rounded to bf16)
     }
     return std::vector<Tensor>{gx, gw, gb};
   });

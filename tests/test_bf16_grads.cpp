@@ -110,6 +110,22 @@ TEST_SUITE("bf16") {
       CHECK(rel_diff(w.grad(), matmul(g32, x16, true, false)) < 1e-5);
       CHECK(rel_diff(x.grad(), matmul(g32, w16)) < 1e-5);
       CHECK(rel_diff(b.grad(), g32.sum({0})) < 1e-5);
+      // no bias (the Transformer's output projection), and a frozen weight: each gradient unrounded all the same
+      // (they were bf16 products cast back, 4e-3 off)
+      Tensor w2 = w.detach().clone().requires_grad_(), b2 = b.detach().clone().requires_grad_();
+      {
+        AutocastBF16 on;
+        y = linear(x.detach(), w2);
+      }
+      y.backward(gy);
+      CHECK(rel_diff(w2.grad(), matmul(g32, x16, true, false)) < 1e-5);
+      {
+        AutocastBF16 on;
+        y = linear(x.detach(), w.detach(), b2);
+      }
+      y.backward(gy);
+      REQUIRE(b2.grad().dtype() == DType::F32);
+      CHECK(rel_diff(b2.grad(), g32.sum({0})) < 1e-5);
     }
   }
 
