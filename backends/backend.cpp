@@ -175,18 +175,27 @@ void check_scale_many(const std::vector<Tensor*>& ts, const Tensor& scale) {
 
 void Backend::scale_many(const std::vector<Tensor*>& ts, const Tensor& scale) {
   check_scale_many(ts, scale);
-  std::vector<Tensor> per_dtype;  // the scale in each tensor's dtype (one rounding, as MulScalar's float(a))
+  // The scale in each tensor's compute dtype (one rounding, as MulScalar's float(a)): float32 for bf16 tensors,
+  // which are widened, multiplied and rounded once, as the GPU kernel does (a bf16 scale was rounded to 8 bits).
+  std::vector<Tensor> per_dtype;
+  auto scale_in = [&](DType dt) {
+    for (const Tensor& c : per_dtype)
+      if (c.dtype() == dt) return c;
+    Tensor s = Tensor::empty({}, dt, scale.device());  // 0-d: broadcasts to any shape, a 0-d parameter's too
+    copy(scale.reshape({}), s);
+    per_dtype.push_back(s);
+    return s;
+  };
   for (Tensor* t : ts) {
     if (t->numel() == 0) continue;
-    Tensor s;
-    for (const Tensor& c : per_dtype)
-      if (c.dtype() == t->dtype()) s = c;
-    if (!s.defined()) {
-      s = Tensor::empty({}, t->dtype(), scale.device());  // 0-d: broadcasts to any shape, a 0-d parameter's too
-      copy(scale.reshape({}), s);
-      per_dtype.push_back(s);
+    if (t->dtype() == DType::BF16) {
+      Tensor wide = Tensor::empty(t->shape(), DType::F32, t->device());
+      copy(*t, wide);
+      binary(BinaryOp::Mul, wide, broadcast_to(scale_in(DType::F32), wide.shape(), "scale_many"), wide);
+      copy(wide, *t);
+      continue;
     }
-    binary(BinaryOp::Mul, *t, broadcast_to(s, t->shape(), "scale_many"), *t);
+    binary(BinaryOp::Mul, *t, broadcast_to(scale_in(t->dtype()), t->shape(), "scale_many"), *t);
   }
 }
 
