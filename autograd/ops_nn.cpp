@@ -153,7 +153,8 @@ Tensor norm_input_grad(const Node& n, const NormLayout& l, DType dt, Device d, b
 // gbeta = sum_rows(g). gx is added into the gradient x has collected so far when the walk hands it over.
 Tensor layer_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta, double eps) {
   const char* op = "layer_norm";
-  if (autocast::wants_f32({&gamma, &beta}))  // bf16 parameters: float32 ones (a bf16 x is normalised as it is)
+  // bf16 parameters: float32 ones (a bf16 x is normalised as it is; a float64 x meets the dtype check as given)
+  if (x.defined() && x.dtype() != DType::F64 && autocast::wants_f32({&gamma, &beta}))
     return layer_norm(x, autocast::to_f32(gamma), autocast::to_f32(beta), eps);
   check_norm_input(op, x, eps);
   check_norm_param(op, "gamma", gamma, x);
@@ -191,7 +192,8 @@ Tensor layer_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta, doub
 // (gx added into x's gradient so far, as layer_norm's)
 Tensor rms_norm(const Tensor& x, const Tensor& weight, double eps) {
   const char* op = "rms_norm";
-  if (autocast::wants_f32({&weight})) return rms_norm(x, autocast::to_f32(weight), eps);  // as layer_norm
+  if (x.defined() && x.dtype() != DType::F64 && autocast::wants_f32({&weight}))  // as layer_norm
+    return rms_norm(x, autocast::to_f32(weight), eps);
   check_norm_input(op, x, eps);
   check_norm_param(op, "weight", weight, x);
   check_same_device(op, {x, weight});

@@ -150,10 +150,11 @@ Tensor extremum(const char* op, ReduceOp kind, const Tensor& x, const Shape& dim
   record(op, {x}, out, {x, out}, [p](const Node& n, const Tensor& g) {
     const Tensor& x = n.saved[0];
     Tensor y = reshape_raw(n.saved[1], p.keep_shape);
-    Tensor hit = eq(x, broadcast_to(y, x.shape(), n.op->name));
+    const DType ct = x.dtype() == DType::BF16 ? DType::F32 : x.dtype();  // (bf16 counts only to 256 exactly)
+    Tensor hit = eq(x, broadcast_to(y, x.shape(), n.op->name)).to(ct);
     Tensor ties = reduce_raw(ReduceOp::Sum, hit, ReducePlan{p.mask, p.keep_shape, p.keep_shape, p.count});
-    Tensor share = div(reshape_raw(g, p.keep_shape), ties);
-    return std::vector<Tensor>{mul(hit, share)};
+    Tensor share = div(reshape_raw(g, p.keep_shape).to(ct), ties);
+    return std::vector<Tensor>{mul(hit, share).to(x.dtype())};
   }, {{"dims", dims}, {"keepdim", keepdim}});
   return out;
 }

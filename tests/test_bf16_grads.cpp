@@ -129,6 +129,21 @@ TEST_SUITE("bf16") {
     }
   }
 
+  TEST_CASE("max and min of bf16 split the gradient among ties counted exactly (257 ties: 1/257 each, not 1/256)") {
+    std::vector<Device> devices{Device::cpu()};
+    if (have_cuda()) devices.push_back(Device::cuda());
+    for (Device d : devices)
+      for (bool is_max : {true, false}) {
+        CAPTURE(d.str());
+        Tensor x = Tensor::full({300}, is_max ? -1.0 : 1.0, DType::BF16, d);
+        x = concat({Tensor::full({257}, is_max ? 2.0 : -2.0, DType::BF16, d), x}, 0).detach().requires_grad_();
+        (is_max ? max(x, {0}) : min(x, {0})).backward();
+        double total = 0;
+        for (double v : x.grad().to_vector<double>()) total += v;
+        CHECK(total == doctest::Approx(1.0).epsilon(1e-4));  // (bf16 counted 257 ties as 256: 1.0039)
+      }
+  }
+
   TEST_CASE("grad_dtype: a cast whose gradient is observed (retain_grad, a hook) gets it in its own dtype") {
     Tensor w = randn_f32({3, 4}, 8).requires_grad_(), x = randn_f32({2, 4}, 9).to(DType::BF16);
     Tensor w16 = w.to(DType::BF16);
@@ -367,6 +382,11 @@ TEST_SUITE("bf16") {
     CHECK_THROWS_WITH_AS(layer_norm(Tensor::ones({2, 4}, DType::BF16), Tensor::ones({4}, DType::F64), Tensor()),
                          doctest::Contains("layer_norm: gamma float64[4]"), Error);
     CHECK_THROWS_WITH_AS(rms_norm(Tensor::ones({2, 4}, DType::F32), Tensor::ones({4}, DType::BF16)),
+                         doctest::Contains("rms_norm: weight bfloat16[4]"), Error);
+    AutocastBF16 on;  // a float64 input with bf16 parameters: the message names the dtypes given, not a cast's
+    CHECK_THROWS_WITH_AS(layer_norm(Tensor::ones({2, 4}, DType::F64), Tensor::ones({4}, DType::BF16), Tensor()),
+                         doctest::Contains("layer_norm: gamma bfloat16[4]"), Error);
+    CHECK_THROWS_WITH_AS(rms_norm(Tensor::ones({2, 4}, DType::F64), Tensor::ones({4}, DType::BF16)),
                          doctest::Contains("rms_norm: weight bfloat16[4]"), Error);
   }
 }
