@@ -229,11 +229,11 @@ T Tensor::item() const {
   if (numel() != 1) fail("item", ": tensor ", meta_str(), " has ", numel(), " elements, expected 1");
   return to_vector<T>()[0];
 }
-template float Tensor::item() const;
-template double Tensor::item() const;
-template int64_t Tensor::item() const;
-template int32_t Tensor::item() const;
-template bf16 Tensor::item() const;
+template float Tensor::item<float>() const;
+template double Tensor::item<double>() const;
+template int64_t Tensor::item<int64_t>() const;
+template int32_t Tensor::item<int32_t>() const;
+template bf16 Tensor::item<bf16>() const;
 
 double Tensor::item() const { return item<double>(); }
 
