@@ -1,14 +1,10 @@
-// Graph snapshot from the tape, lookups, node roles, name helpers and atomic file writes.
+// Graph snapshot from the tape, lookups, node roles, name helpers, and running gnuplot and Graphviz.
 #include "analysis/graph.h"
 
-#include <unistd.h>
-
-#include <atomic>
 #include <cctype>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
-#include <filesystem>
 #include <map>
 #include <sstream>
 #include <unordered_map>
@@ -339,25 +335,16 @@ void render_dot(const std::string& dot_path, const std::string& out_path) {
   check(format == "svg" || format == "png" || format == "pdf", "render_dot", ": output '", out_path,
         "' should end in .svg, .png or .pdf");
   check(graphviz_available(), "render_dot", ": Graphviz 'dot' is not on the PATH (Debian: apt-get install graphviz)");
-  // dot writes a temporary in the system's temp folder; write_file_atomic puts it in place (through symlinks, or
-  // to stdout), so out_path is whole or as it was.
-  static std::atomic<uint64_t> counter{0};
-  const std::string tmp = (std::filesystem::temp_directory_path() /
-                           ("skipgrad-render." + std::to_string(::getpid()) + "." + std::to_string(counter++) + "." +
-                            format)).string();
-  std::string cmd = "dot -T" + format + " " + shell_quote(dot_path) + " -o " + shell_quote(tmp);
-  if (std::system(cmd.c_str()) != 0) {
-    std::remove(tmp.c_str());
-    fail("render_dot", ": '", cmd, "' failed");
-  }
+  // dot writes to a pipe (no temporary file anywhere: one of a guessable name in /tmp could be a planted link);
+  // write_file_atomic puts the image in place (through symlinks, or to stdout), so out_path is whole or as it was.
+  const std::string cmd = "dot -T" + format + " " + shell_quote(dot_path);
+  FILE* pipe = ::popen(cmd.c_str(), "r");
+  check(pipe != nullptr, "render_dot", ": cannot run '", cmd, "'");
   std::string image;
-  try {
-    image = read_file(tmp);
-  } catch (...) {
-    std::remove(tmp.c_str());
-    throw;
-  }
-  std::remove(tmp.c_str());
+  char buf[1 << 16];
+  for (size_t n; (n = std::fread(buf, 1, sizeof buf, pipe)) > 0;) image.append(buf, n);
+  const int status = ::pclose(pipe);
+  check(status == 0 && !image.empty(), "render_dot", ": '", cmd, "' failed");
   write_file_atomic(out_path, std::vector<std::string_view>{image}, "render_dot");
 }
 

@@ -85,13 +85,21 @@ void write_all(std::string_view op, int fd, std::string_view bytes, const std::s
 // The temporary, fsync'ed, renamed over target; then the folder fsync'ed, which makes the rename durable.
 void write_via_rename(std::string_view op, const std::string& target, const std::vector<std::string_view>& pieces) {
   static std::atomic<uint64_t> counter{0};
-  const std::string tmp = target + ".tmp." + std::to_string(::getpid()) + "." + std::to_string(counter++);
-  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
-  if (fd < 0) fail(op, ": cannot create '", tmp, "': ", errno_str(errno));
+  // A file replaced keeps its permissions (a checkpoint made private stays so): the temporary is created with them,
+  // so it is never readable by more users than the file (umask may only take bits away; fchmod restores them). A
+  // new file gets 0644 less umask.
+  struct stat old_stat;
+  const bool replacing = ::stat(target.c_str(), &old_stat) == 0;
+  const mode_t mode = replacing ? old_stat.st_mode & 07777 : 0644;
+  std::string tmp;
+  int fd = -1;
+  for (int attempt = 0; fd < 0; attempt++) {  // a temporary of the same name left by a killed run: the next name
+    tmp = target + ".tmp." + std::to_string(::getpid()) + "." + std::to_string(counter++);
+    fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, mode & 0777);
+    if (fd < 0 && !(errno == EEXIST && attempt < 100)) fail(op, ": cannot create '", tmp, "': ", errno_str(errno));
+  }
   try {
-    // a file replaced keeps its permissions (a checkpoint made private stays so); a new one gets 0644 less umask
-    struct stat old_stat;
-    if (::stat(target.c_str(), &old_stat) == 0 && ::fchmod(fd, old_stat.st_mode & 07777) != 0)
+    if (replacing && ::fchmod(fd, mode) != 0)
       fail(op, ": cannot give '", tmp, "' the permissions of '", target, "': ", errno_str(errno));
     for (std::string_view piece : pieces) write_all(op, fd, piece, tmp);
     if (::fsync(fd) != 0) fail(op, ": fsync of '", tmp, "' failed: ", errno_str(errno));
@@ -111,7 +119,9 @@ void write_via_rename(std::string_view op, const std::string& target, const std:
   if (dfd < 0) fail(op, ": cannot open folder '", dir, "' to sync it: ", errno_str(errno));
   const int rc = ::fsync(dfd), sync_errno = errno;
   ::close(dfd);
-  if (rc != 0) fail(op, ": fsync of folder '", dir, "' failed: ", errno_str(sync_errno));
+  // (a file system that cannot sync a folder says EINVAL or ENOTSUP: the file is in place, as durable as it gets)
+  if (rc != 0 && sync_errno != EINVAL && sync_errno != ENOTSUP)
+    fail(op, ": fsync of folder '", dir, "' failed: ", errno_str(sync_errno));
 }
 }  // namespace
 
@@ -143,8 +153,8 @@ void write_file_atomic(const std::string& path, const std::string& text) {
   write_file_atomic(path, std::vector<std::string_view>{text}, "write_file_atomic");
 }
 
-bool is_stream_or_device(const std::string& path) {
-  return write_target("is_stream_or_device", path).kind != WriteTarget::Atomic;
+bool is_stream_or_device(std::string_view op, const std::string& path) {
+  return write_target(op, path).kind != WriteTarget::Atomic;
 }
 
 void check_writable(std::string_view op, const std::string& path) {

@@ -18,8 +18,8 @@ void write_file_atomic(const std::string& path, const std::string& text);
 void write_file_atomic(const std::string& path, const std::vector<std::string_view>& pieces, std::string_view op);
 // Whether write_file_atomic(path, ...) writes to a stream or a device (stdout or stderr by any name, a FIFO, a
 // device, a descriptor link) rather than replacing a file: such a path has no folder to put files beside it and
-// nothing to read back.
-bool is_stream_or_device(const std::string& path);
+// nothing to read back. Throws Error naming `op` where write_file_atomic would refuse the path (a folder).
+bool is_stream_or_device(std::string_view op, const std::string& path);
 // Throws Error, naming `op`, unless write_file_atomic(path, ...) could write there: not a folder, the folder takes
 // its temporary file, and a file already there is writable. For the start of long work that ends by writing `path`.
 void check_writable(std::string_view op, const std::string& path);

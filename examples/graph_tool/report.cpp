@@ -285,7 +285,7 @@ void write_report(const ReportOptions& opt) {
 
   // Plots beside the report: docs/analysis_report.md -> docs/analysis_report_files/. A report to stdout or a pipe
   // has no folder to put them beside (/dev/stdout_files was made in /dev) and no earlier text to keep.
-  const bool to_stream = is_stream_or_device(opt.out);
+  const bool to_stream = is_stream_or_device("report", opt.out);
   if (to_stream && opt.plots) std::cerr << "report: " << opt.out << " is not a file: no plots (give -o a file path)\n";
   fs::path out(opt.out);
   const std::string dir_name = out.stem().string() + "_files";
