@@ -115,20 +115,40 @@ struct Item {
   std::string decl;  // the DOT statement that declares it
 };
 
+// Whether quoted(s) keeps every byte of s (no control byte, no invalid UTF-8, which it replaces).
+bool dot_lossless(const std::string& s) {
+  for (size_t i = 0; i < s.size();) {
+    const unsigned char c = (unsigned char)s[i];
+    const size_t n = c < 0x80 ? 1 : utf8_sequence(s, i);
+    if (n == 0 || c < 0x20 || c == 0x7f) return false;
+    i += n;
+  }
+  return true;
+}
+
 struct ClusterTree {
   std::unordered_map<std::string, std::vector<std::string>> children;  // scope -> child scopes, in order
   std::unordered_map<std::string, std::vector<size_t>> items;          // scope -> items drawn directly inside
+  std::unordered_map<std::string, size_t> number;                      // scope -> its order of addition
+  bool lossless = true;                                                // every scope is one quoted() keeps
   void add_scope(const std::string& scope) {
     if (scope.empty() || children.count(scope)) return;
     std::string parent = scope_of(scope);
     add_scope(parent);
     children[scope];
     children[parent].push_back(scope);
+    number.emplace(scope, number.size());
+    lossless = lossless && dot_lossless(scope);
+  }
+  // "cluster_enc.3.ffn", readable; all by number when a scope is one quoted() would change (two such scopes could
+  // read alike, and Graphviz would merge them into one cluster)
+  std::string cluster_id(const std::string& scope) const {
+    return lossless ? quoted("cluster_" + scope) : "cluster_" + std::to_string(number.at(scope));
   }
   void emit(std::string& out, const std::string& scope, const std::vector<Item>& all, int indent) const {
     std::string pad(indent * 2, ' ');
     if (!scope.empty()) {
-      out += pad + "subgraph " + quoted("cluster_" + scope) + " {\n";
+      out += pad + "subgraph " + cluster_id(scope) + " {\n";
       out += pad + "  label=" + quoted(scope) + "; style=\"rounded\"; color=\"#999999\"; fontsize=11;\n";
     }
     auto it = items.find(scope);

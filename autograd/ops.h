@@ -110,7 +110,8 @@ Tensor stack(const std::vector<Tensor>& ts, int64_t dim);
 
 // ---- neural-network ops ----
 // A row holding NaN or +inf is NaN throughout, as torch's. A row of only -inf (every class masked by hand with
-// masked_fill) gives zeros in softmax, and no gradient, and -inf in log_softmax, where torch gives NaN.
+// masked_fill) gives zeros in softmax, with no gradient, and -inf in log_softmax, where torch gives NaN; log_softmax
+// passes a -inf entry's gradient through unchanged (gx = g - exp(y) sum(g) = g), in such a row as in any other.
 Tensor softmax(const Tensor& x, int64_t dim = -1);
 Tensor log_softmax(const Tensor& x, int64_t dim = -1);
 // Normalises over the last dim; gamma/beta [d] may be undefined (no affine).

@@ -20,13 +20,11 @@ ReducePlan plan_reduce(const char* op, const Tensor& x, const Shape& dims, bool 
   else check_floating(op, x);
   ReducePlan p;
   p.mask.assign(x.dim(), dims.empty());  // no dims: reduce all
-  for (int64_t d : dims) {
-    if (x.dim() == 0) {  // a line of one (check_scalar_dim): reduced, it is itself
-      check_scalar_dim(op, d, x);
-      check(dims.size() == 1, op, ": dim ", d, " given twice in ", dims, " (0 and -1 are the one dim of ", x.meta_str(),
-            ")");
-      continue;
-    }
+  if (x.dim() == 0) {  // a line of one (check_scalar_dim): reduced, it is itself
+    for (int64_t d : dims) check_scalar_dim(op, d, x);
+    check(dims.size() <= 1, op, ": dim 0 given twice in ", dims, " (0 and -1 are the one dim of ", x.meta_str(), ")");
+  }
+  for (int64_t d : x.dim() == 0 ? Shape{} : dims) {
     int64_t nd = normalize_dim(d, x, op);
     check(!p.mask[nd] || dims.empty(), op, ": dim ", d, " given twice in ", dims);
     p.mask[nd] = true;

@@ -181,12 +181,14 @@ Tensor Tensor::slice(int64_t dim, int64_t start, int64_t end, int64_t step) cons
 Tensor Tensor::narrow(int64_t dim, int64_t start, int64_t length) const {
   check_defined("narrow", *this, "the tensor");
   int64_t d = normalize_dim(dim, *this, "narrow");
+  const int64_t given = start;
   if (start < 0 && start >= -size(d)) start += size(d);  // from the end of the dim, as torch
   int64_t end = 0;
   const bool overflow = __builtin_add_overflow(start, length, &end);
   if (start < 0 || length < 0 || overflow || end > size(d))
-    fail("narrow", ": range [", start, ", ", overflow ? std::string("past int64") : std::to_string(end),
-         ") out of bounds for dim ", dim, " of size ", size(d), " in ", meta_str());
+    fail("narrow", ": range [", start, ", ", overflow ? std::string("past int64") : std::to_string(end), ")",
+         given != start ? " (start " + std::to_string(given) + ", counted from the end)" : std::string(),
+         " out of bounds for dim ", dim, " of size ", size(d), " in ", meta_str());
   return skipgrad::slice(*this, d, start, end);
 }
 Tensor Tensor::select(int64_t dim, int64_t index) const {

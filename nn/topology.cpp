@@ -1,5 +1,6 @@
 #include "nn/topology.h"
 
+#include <algorithm>
 #include <cmath>
 
 #include "autograd/ops.h"
@@ -40,6 +41,12 @@ void TransformerConfig::validate() const {
         resi_dual_scale);
   check(mixln_post_layers >= -1, who, ": mixln_post_layers must be >= 0 (or -1 for floor(L/4)), got ",
         mixln_post_layers);
+
+  check(max_positions > 0, who, ": max_positions must be positive, got ", max_positions);
+  check(pad_id >= 0 && pad_id < vocab, who, ": pad_id ", pad_id, " outside the vocabulary [0, ", vocab, ")");
+  check(qk_norm != HeadNormTargets::None || qk_norm_kind == HeadNormKind::RMSNorm, who, ": qk_norm_kind ",
+        head_norm_kind_name(qk_norm_kind), " needs qk_norm qk or qkv (qk_norm is none)");
+  make_topology(topology)->check_config(*this);  // an unknown name lists the known ones
   // a topology's own option set for another would do nothing, silently (with_topology resets them for a comparison)
   check(topology == "resi_dual" || resi_dual_scale == 1.0, who, ": resi_dual_scale ", resi_dual_scale,
         " is ResiDual's; topology ", topology, " does not use it (leave it 1)");
@@ -47,11 +54,6 @@ void TransformerConfig::validate() const {
         " is Mix-LN's; topology ", topology, " does not use it (leave it -1)");
   check(tie_output || !share_embeddings, who, ": tie_output false needs share_embeddings false (one table shared by "
         "source, target and output is tied to the output)");
-  check(max_positions > 0, who, ": max_positions must be positive, got ", max_positions);
-  check(pad_id >= 0 && pad_id < vocab, who, ": pad_id ", pad_id, " outside the vocabulary [0, ", vocab, ")");
-  check(qk_norm != HeadNormTargets::None || qk_norm_kind == HeadNormKind::RMSNorm, who, ": qk_norm_kind ",
-        head_norm_kind_name(qk_norm_kind), " needs qk_norm qk or qkv (qk_norm is none)");
-  make_topology(topology)->check_config(*this);  // an unknown name lists the known ones
 }
 
 TransformerConfig TransformerConfig::with_topology(const std::string& name) const {
@@ -61,6 +63,14 @@ TransformerConfig TransformerConfig::with_topology(const std::string& name) cons
   if (name != "resi_dual") c.resi_dual_scale = defaults.resi_dual_scale;
   if (name != "mix_ln") c.mixln_post_layers = defaults.mixln_post_layers;
   return c;
+}
+
+void TransformerConfig::check_used_by(const std::vector<std::string>& names, const char* who) const {
+  auto listed = [&](const char* t) { return std::find(names.begin(), names.end(), t) != names.end(); };
+  check(resi_dual_scale == 1.0 || listed("resi_dual"), who, ": resi_dual_scale ", resi_dual_scale,
+        " acts on resi_dual, which the topologies do not list");
+  check(mixln_post_layers == -1 || listed("mix_ln"), who, ": mixln_post_layers ", mixln_post_layers,
+        " acts on mix_ln, which the topologies do not list");
 }
 
 // ---------------------------------------------------------------- Layer

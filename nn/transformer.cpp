@@ -31,7 +31,21 @@ std::string Transformer::kind() const {
   return os.str();
 }
 
-bool Transformer::reads_kind(const std::string& stored) const {
+namespace {
+// `kind` with the value after ", <key> " replaced by `value`.
+std::string with_value(std::string kind, const std::string& key, const std::string& value) {
+  const size_t at = kind.find(", " + key + " ");
+  if (at == std::string::npos) return kind;
+  const size_t begin = at + key.size() + 3, end = kind.find_first_of(",)", begin);
+  return kind.replace(begin, end == std::string::npos ? std::string::npos : end - begin, value);
+}
+}  // namespace
+
+bool Transformer::reads_kind(const std::string& stored_kind) const {
+  // A file from before 2026-12-06 may give this topology another's option, which did nothing: read as the default.
+  std::string stored = stored_kind;
+  if (cfg_.topology != "resi_dual") stored = with_value(stored, "resi_dual_scale", "1");
+  if (cfg_.topology != "mix_ln") stored = with_value(stored, "mixln_post_layers", "-1");
   if (stored == kind()) return true;
   std::string before_heads = Transformer::kind();  // this class's spelling, whatever a subclass's kind() says
   const std::string heads = ", " + std::to_string(cfg_.heads) + " heads";

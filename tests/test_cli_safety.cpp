@@ -5,6 +5,7 @@
 #include <sys/wait.h>
 
 #include <filesystem>
+#include <nlohmann/json.hpp>
 #include <fstream>
 
 #include "analysis/graph.h"
@@ -179,6 +180,32 @@ TEST_SUITE("reliability") {
     o.max_steps = 4;
     o.model.enc_layers = o.model.dec_layers = 2;
     CHECK_THROWS_WITH_ALL(train(o), "--resume", "holds another model", "dec_layers 1 vs 2, enc_layers 1 vs 2");
+  }
+
+  TEST_CASE("a checkpoint from before 2026-12-06 that gave pre_ln ResiDual's scale (which did nothing) still loads") {
+    TrainOptions o = tiny_run("old_options", 2);
+    train(o);
+    const std::string ckpt = o.out_dir + "/checkpoint_last.safetensors";
+    nn::SafetensorsFile f = nn::load_safetensors(ckpt);
+    f.metadata.erase("skipgrad.checksum");
+    f.metadata.erase("skipgrad.header_checksum");
+    auto json = nlohmann::json::parse(f.metadata.at("config"));
+    json["resi_dual_scale"] = 0.5;  // what `compare --resi-dual-scale 0.5` saved for every topology
+    f.metadata["config"] = json.dump();
+    std::string& kind = f.metadata.at("skipgrad.model");
+    REQUIRE(kind.find("resi_dual_scale 1,") != std::string::npos);
+    kind.replace(kind.find("resi_dual_scale 1,"), 18, "resi_dual_scale 0.5,");
+    nn::save_safetensors(ckpt, f.tensors, f.metadata);
+    EvalOptions e;
+    e.checkpoint = ckpt;
+    e.data = o;
+    e.beam = 1;
+    e.test_sentences = 2;
+    CHECK(evaluate_checkpoint(e).sentences == 2);
+    TrainOptions resumed = o;  // the resumed run's config comparison reads the same
+    resumed.resume = true;
+    resumed.max_steps = 3;
+    CHECK_NOTHROW(train(resumed));
   }
 
   TEST_CASE("eval: a corpus folder needs only test.tsv; an unwritable --hypotheses fails before decoding") {

@@ -105,22 +105,25 @@ TEST_SUITE("translate") {
   TEST_CASE("clip_grads_to_norm of bf16 gradients: the scale in float32, each product rounded once, on every device") {
     std::vector<Device> devices{Device::cpu()};
     if (cuda_available()) devices.push_back(Device::cuda());
-    for (const Device dev : devices) {
-      CAPTURE(dev.str());
-      manual_seed(4);
-      Tensor p = Tensor::randn({1000}).to(DType::BF16).to(dev).requires_grad_();
-      Tensor q = Tensor::randn({1000}).to(dev).requires_grad_();  // float32 beside it: one mixed list
-      Tensor w = Tensor::randn({1000}).to(DType::BF16).to(dev);
-      ((p * w).sum() + (q * w.to(DType::F32)).sum()).backward();
-      const std::vector<float> g0 = p.grad().to(DType::F32).to_vector<float>();
-      const Tensor total = nn::total_grad_norm({p, q});
-      const float scale = (float)(1.0 / (total.item() + 1e-6));
-      nn::clip_grads_to_norm({p, q}, 1.0, total);  // the device overload (scale_many)
-      const std::vector<float> g = p.grad().to(DType::F32).to_vector<float>();
-      int off = 0;
-      for (size_t i = 0; i < g.size(); i++) off += g[i] != (float)bf16(g0[i] * scale);
-      CHECK(off == 0);  // (140 of 1000 differed on the CPU: the scale itself was rounded to bf16)
-    }
+    for (const Device dev : devices)
+      for (bool mixed : {false, true}) {  // bf16 alone (the GPU's one launch), and beside float32 (per dtype)
+        CAPTURE(dev.str());
+        CAPTURE(mixed);
+        manual_seed(4);
+        Tensor p = Tensor::randn({1000}).to(DType::BF16).to(dev).requires_grad_();
+        Tensor q = Tensor::randn({1000}).to(dev).requires_grad_();
+        Tensor w = Tensor::randn({1000}).to(DType::BF16).to(dev);
+        ((p * w).sum() + (q * w.to(DType::F32)).sum()).backward();
+        const std::vector<Tensor> params = mixed ? std::vector<Tensor>{p, q} : std::vector<Tensor>{p};
+        const std::vector<float> g0 = p.grad().to(DType::F32).to_vector<float>();
+        const Tensor total = nn::total_grad_norm(params);
+        const float scale = (float)(1.0 / (total.item() + 1e-6));
+        nn::clip_grads_to_norm(params, 1.0, total);  // the device overload (scale_many)
+        const std::vector<float> g = p.grad().to(DType::F32).to_vector<float>();
+        int off = 0;
+        for (size_t i = 0; i < g.size(); i++) off += g[i] != (float)bf16(g0[i] * scale);
+        CHECK(off == 0);  // (140 of 1000 differed on the CPU: the scale itself was rounded to bf16)
+      }
   }
 
   TEST_CASE("clip_grads_to_norm with the norm on the device: the host version's gradients, bit for bit") {

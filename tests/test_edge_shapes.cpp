@@ -122,7 +122,7 @@ TEST_SUITE("edge_shapes") {
     const Tensor v = Tensor::arange(0, 5, 1, DType::F64);
     CHECK(v.narrow(0, -2, 2).to_vector<double>() == std::vector<double>{3, 4});
     CHECK_THROWS_WITH_ALL(v.narrow(0, -6, 1), "narrow", "out of bounds");
-    CHECK_THROWS_WITH_ALL(v.narrow(0, -2, 3), "narrow", "out of bounds");
+    CHECK_THROWS_WITH_ALL(v.narrow(0, -2, 3), "narrow", "[3, 6) (start -2, counted from the end) out of bounds");
     for (Device dev : devices()) {
       INFO(dev.str());
       Shape s(20, 1);  // [2, 1 x 18, 3]: 20 dims, 2-D really
@@ -130,6 +130,10 @@ TEST_SUITE("edge_shapes") {
       s.back() = 3;
       Tensor a = Tensor::ones(s, DType::F32, dev);
       CHECK(sum(a + a).item() == 12.0);
+      Tensor c = Tensor::ones(Shape(17, 2), DType::F32, dev);  // 17 dims of 2, contiguous: they merge
+      CHECK(sum(c).item() == 131072.0);
+      CHECK(sum(c, {0}).shape() == Shape(16, 2));
+      CHECK(sum(c, {0}).to_vector<float>() == std::vector<float>(65536, 2.0f));
       Shape alternate(17, 1);  // [2,1,2,1,...] expanded to [2]*17: strides 0 and not 0 in turn, no dims merge
       for (size_t d = 0; d < alternate.size(); d += 2) alternate[d] = 2;
       Tensor b = Tensor::zeros(alternate, DType::F32, dev).expand(Shape(17, 2));

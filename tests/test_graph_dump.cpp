@@ -184,6 +184,22 @@ TEST_SUITE("graph") {
     }
     if (!graphviz_available()) MESSAGE("Graphviz 'dot' is not installed: skipping the dot -Tsvg checks");
     fs::remove_all(dir);
+    // two scopes that quoted() writes alike (control bytes are U+FFFD) stay two clusters: numbered
+    FreshTape tape;
+    Tensor w = Tensor::ones({2}, DType::F64).requires_grad_();
+    Tensor y1, y2;
+    {
+      Scope s(std::string("a\x01"));
+      y1 = mul(w, 2.0);
+    }
+    {
+      Scope s(std::string("a\x02"));
+      y2 = mul(w, 3.0);
+    }
+    sum(add(y1, y2)).backward(Tensor(), true);
+    const std::string dot = Graph::from_tape(current_tape()).to_dot();
+    CHECK(dot.find("subgraph cluster_0 {") != std::string::npos);
+    CHECK(dot.find("subgraph cluster_1 {") != std::string::npos);
   }
 
   TEST_CASE("DOT collapsed: an input read in many boxes goes into a note; text: one equation per node") {

@@ -374,6 +374,11 @@ TEST_SUITE("nn") {
     CHECK_NOTHROW(c.validate());
     c.topology = "resi_dual";
     CHECK_THROWS_WITH_ALL(c.validate(), "mixln_post_layers 1 is Mix-LN's", "resi_dual does not use it");
+    CHECK_NOTHROW(c.check_used_by({"pre_ln", "mix_ln"}, "compare"));  // a comparison: one topology uses it
+    CHECK_THROWS_WITH_ALL(c.check_used_by({"pre_ln", "post_ln"}, "compare"), "compare", "mixln_post_layers 1",
+                          "acts on mix_ln, which the topologies do not list");
+    c.topology = "no_such";  // an unknown name is said first
+    CHECK_THROWS_WITH_ALL(c.validate(), "no_such");
   }
 
   TEST_CASE("untied embeddings and init schemes") {

@@ -124,17 +124,27 @@ void CpuBackend::reduce(ReduceOp op, const Tensor& x, const std::vector<bool>& r
   if (in_float32::reduce(*this, op, x, red, out)) return;
   const Shape& xs = x.shape();
   const int64_t nd = x.dim();
-  if (nd > 16) {  // size-1 dims (of x and out alike) change nothing: reduce views without them
+  if (nd > 16) {  // views of x and out without size-1 dims, and with neighbours that are contiguous in both (and
+                  // reduced alike) merged: the same reduction in fewer dims
     Shape s, st, out_st;
     std::vector<bool> r;
     for (int64_t d = 0; d < nd; d++) {
       if (xs[d] == 1) continue;
+      const bool merge = !s.empty() && r.back() == red[d] && st.back() == x.strides()[d] * xs[d] &&
+                         (red[d] || out_st.back() == out.strides()[d] * xs[d]);
+      if (merge) {
+        s.back() *= xs[d];
+        st.back() = x.strides()[d];
+        out_st.back() = out.strides()[d];
+        continue;
+      }
       s.push_back(xs[d]);
       st.push_back(x.strides()[d]);
       out_st.push_back(out.strides()[d]);
       r.push_back(red[d]);
     }
-    check((int64_t)s.size() < nd, "reduce", ": at most 16 dims supported (after dropping size-1 dims), got ", xs);
+    check(s.size() <= 16, "reduce", ": at most 16 dims supported (after dropping size-1 dims and merging contiguous "
+          "ones), got ", xs);
     Shape out_s = s;
     for (size_t d = 0; d < s.size(); d++) out_s[d] = r[d] ? 1 : s[d];
     Tensor out_view = make_view(out, out_s, out_st, out.offset());

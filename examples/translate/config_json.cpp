@@ -62,6 +62,11 @@ TransformerConfig config_from_json(const std::string& s) {
   } catch (const json::exception& e) {
     skipgrad::fail("config_from_json", ": missing or mistyped field: ", e.what());
   }
+  // Files from before 2026-12-06 may give another topology's option to this one (compare --resi-dual-scale gave
+  // it to every topology), or tie_output false with one shared table: they did nothing, so they read as defaults
+  // (the checkpoint's stored kind is matched alike: Transformer::reads_kind).
+  c = c.with_topology(c.topology);
+  if (c.share_embeddings) c.tie_output = true;
   c.validate();
   return c;
 }

@@ -293,6 +293,7 @@ int main(int argc, char** argv) {
       std::vector<std::pair<std::string, TrainResult>> rows;
       const std::string base = o.out_dir == "runs/default" ? "runs/compare" : o.out_dir;
       const std::vector<std::string> names = cli_lists::split_names(topologies, "--topologies");
+      o.model.check_used_by(names, "compare");
       for (const std::string& t : names)  // every topology's checks before training
         nn::make_topology(t)->check_config(o.model.with_topology(t));
       for (const std::string& t : names) {

@@ -233,6 +233,7 @@ std::vector<SweepRow> run_sweep(const SweepOptions& o) {
   check(!o.topologies.empty() && !o.depths.empty() && !o.seeds.empty(), "sweep",
         ": needs at least one topology, depth and seed (got ", o.topologies.size(), ", ", o.depths.size(), ", ",
         o.seeds.size(), ")");
+  o.train.model.check_used_by(o.topologies, "sweep");
   for (const std::string& t : o.topologies)  // unknown names and settings a topology refuses fail before training
     nn::make_topology(t)->check_config(o.train.model.with_topology(t));
   for (int64_t L : o.depths) check(L >= 1, "sweep", ": depths must be at least 1, got ", L);
