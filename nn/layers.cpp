@@ -117,7 +117,12 @@ SinusoidalPositions::SinusoidalPositions(int64_t d, int64_t max_pos, int64_t pad
     : dim(d), max_positions(max_pos), padding_idx(pad) {
   check(d > 0 && max_pos > 0 && pad >= 0, "SinusoidalPositions",
         ": need dim > 0, max_positions > 0, padding_idx >= 0; got ", d, ", ", max_pos, ", ", pad);
-  const int64_t rows = max_pos + pad + 1, half = d / 2;
+  int64_t rows = 0, elements = 0;  // (max_positions from a command line may be anything: no overflow, no 16 GiB)
+  check(!__builtin_add_overflow(max_pos, pad + 1, &rows) && !__builtin_mul_overflow(rows, d, &elements) &&
+            elements <= (int64_t(1) << 32),
+        "SinusoidalPositions", ": a table of ", max_pos, " positions (+ padding ", pad, ") x ", d,
+        " is too large (at most 2^32 elements)");
+  const int64_t half = d / 2;
   const double step = std::log(10000.0) / (double)std::max<int64_t>(half - 1, 1);
   std::vector<float> v(rows * d, 0.0f);
   for (int64_t p = 0; p < rows; p++) {

@@ -34,6 +34,7 @@ TrainOptions tiny_run(const std::string& out, int64_t steps) {
 
 // Exit status and output (stdout and stderr) of one command of `exe`.
 std::pair<int, std::string> run(const std::string& exe, const std::string& args) {
+  fs::create_directories(scratch.path());  // (made by earlier cases when they run)
   const std::string log = (scratch.path() / "cli.log").string();
   const int status = std::system((exe + " " + args + " > " + shell_quote(log) + " 2>&1").c_str());
   std::ifstream in(log);
@@ -354,6 +355,11 @@ TEST_SUITE("reliability") {
         {"train --steps 5 --profile-step 9", "--profile-step: step 9 is past --steps 5"},
         {"average --checkpoints a b --last 2", "--last requires --run"},
         {"train --steps 99999999999999999999", "'99999999999999999999' is out of range"},
+        {"eval --checkpoint x --remove-layers enc.0,enc.0", "--remove-layers: 'enc.0' is listed twice"},
+        {"translate --checkpoint x --remove-layers ,", "--remove-layers: no names in ','"},
+        {"translate --checkpoint x --sampling --seed 18446744073709551616", "out of range"},
+        {"train --topology pre_ln --resi-dual-scale 0.5 --steps 1", "resi_dual_scale 0.5 is ResiDual's"},
+        {"compare --topologies pre_ln,post_ln --resi-dual-scale 0.5", "acts on resi_dual"},
     };
     for (const auto& c : cases) {
       const std::pair<int, std::string> result = run(SKIPGRAD_TRANSLATE_EXE, c.first);
@@ -361,5 +367,19 @@ TEST_SUITE("reliability") {
       CHECK(result.first == 2);
       CHECK(result.second.find(c.second) != std::string::npos);
     }
+    // skipgrad-graph: sizes bounded (a huge --len crashed in the positions table), drawing options only for DOT
+    const std::pair<std::string, std::string> graph_cases[] = {
+        {"paths --len 1152921504606846976", "--len: must be in [1, 65536]"},
+        {"paths --layers 99999999999999999999", "--layers"},
+        {"dump --seed -5 -o x.json", "--seed: must be a whole number"},
+        {"dump --format json --depth 1 -o x.json", "--depth draws the DOT picture"},
+    };
+    for (const auto& c : graph_cases) {
+      const std::pair<int, std::string> result = run(SKIPGRAD_GRAPH_EXE, c.first);
+      INFO(c.first << " -> exit " << result.first << ": " << result.second);
+      CHECK(result.first == 2);
+      CHECK(result.second.find(c.second) != std::string::npos);
+    }
+    CHECK_THROWS_WITH_ALL(nn::SinusoidalPositions(16, int64_t(1) << 60, 1), "SinusoidalPositions", "too large");
   }
 }

@@ -55,7 +55,7 @@ TopologyCost measure_cost(const CostOptions& opt, const std::string& topology) {
   }
   std::sort(profiles.begin(), profiles.end(),
             [](const auto& a, const auto& b) { return a->device_total_ms() < b->device_total_ms(); });
-  const Profiler& prof = *profiles[profiles.size() / 2];  // the median step
+  const Profiler& prof = *profiles[(profiles.size() - 1) / 2];  // the median step (the lower one for an even count)
 
   TopologyCost c;
   c.topology = topology;
@@ -87,15 +87,17 @@ TopologyCost measure_cost(const CostOptions& opt, const std::string& topology) {
 
 std::string cost_markdown(const CostOptions& opt, const std::vector<TopologyCost>& rows) {
   const ModelOptions& m = opt.model;
-  char head[512];
+  char head[768];
   std::snprintf(head, sizeof head,
                 "A training step (forward, label-smoothed loss, backward, Adam) per topology: the median by device "
-                "time of %d profiled steps after %d warm-up steps; %lld+%lld layers, d=%lld, %lld heads, FFN %lld, "
+                "time of %d profiled steps (the lower middle one of an even count) after %d warm-up steps; "
+                "%lld+%lld layers, d=%lld, %lld heads, FFN %lld, qk norm %s (%s), "
                 "vocabulary %lld, %lld x %lld tokens a side, device %s, autocast %s. Times are the profiled "
                 "device's (a CPU's are its host's); activation MiB = the most memory in use at a mark minus what was "
                 "in use at the start (parameters, gradients and Adam's moments).\n\n",
                 opt.steps, opt.warmup, (long long)m.layers, (long long)m.layers, (long long)m.d_model,
-                (long long)m.heads, (long long)m.d_ff, (long long)m.vocab, (long long)m.batch, (long long)m.len,
+                (long long)m.heads, (long long)m.d_ff, m.qk_norm.c_str(), m.qk_norm_kind.c_str(), (long long)m.vocab,
+                (long long)m.batch, (long long)m.len,
                 m.device.c_str(), m.autocast.c_str());
   std::string s = head;
   s += "| topology | parameters | step ms | host ms | forward | backward | update | norms | activation MiB | "

@@ -10,6 +10,8 @@
 // report measures at initialization and, with --steps, after training with Adam on a synthetic task.
 #include <CLI/CLI.hpp>
 
+#include <filesystem>
+
 #include <iostream>
 
 #include "analysis/measure.h"
@@ -17,6 +19,7 @@
 #include "backends/threads.h"
 #include "tensor/random.h"
 #include "cost.h"
+#include "examples/cli_checks.h"
 #include "examples/cli_lists.h"
 #include "report.h"
 
@@ -25,19 +28,23 @@ using graph_tool::ModelOptions;
 
 namespace {
 
+// The model sizes are bounded: the graph tool studies small models, and a mistyped 10^20 should be an error, not
+// a wrapped number or an hour of building layers until memory runs out.
 void add_model_options(CLI::App* cmd, ModelOptions& m, bool topology) {
+  using cli_checks::in_range;
   if (topology) {
     cmd->add_option("--topology", m.topology, "post_ln | pre_ln | resi_dual | hybrid_norm | deep_norm | ...")
         ->capture_default_str();
-    cmd->add_option("--layers", m.layers, "layers per side (encoder and decoder)")->capture_default_str();
+    cmd->add_option("--layers", m.layers, "layers per side (encoder and decoder)")
+        ->check(in_range(1, 1000))->capture_default_str();
   }
-  cmd->add_option("--d-model", m.d_model)->capture_default_str();
-  cmd->add_option("--heads", m.heads)->capture_default_str();
-  cmd->add_option("--ffn", m.d_ff, "FFN inner size")->capture_default_str();
-  cmd->add_option("--vocab", m.vocab)->capture_default_str();
-  cmd->add_option("--batch", m.batch, "sentences per batch")->capture_default_str();
-  cmd->add_option("--len", m.len, "tokens per sentence (padded)")->capture_default_str();
-  cmd->add_option("--seed", m.seed)->capture_default_str();
+  cmd->add_option("--d-model", m.d_model)->check(in_range(1, 1 << 16))->capture_default_str();
+  cmd->add_option("--heads", m.heads)->check(in_range(1, 1 << 12))->capture_default_str();
+  cmd->add_option("--ffn", m.d_ff, "FFN inner size")->check(in_range(1, 1 << 18))->capture_default_str();
+  cmd->add_option("--vocab", m.vocab)->check(in_range(2, 1 << 24))->capture_default_str();
+  cmd->add_option("--batch", m.batch, "sentences per batch")->check(in_range(1, 1 << 16))->capture_default_str();
+  cmd->add_option("--len", m.len, "tokens per sentence (padded)")->check(in_range(1, 1 << 16))->capture_default_str();
+  cmd->add_option("--seed", m.seed)->check(cli_checks::seed_range())->capture_default_str();
   cmd->add_option("--qk-norm", m.qk_norm, "none | qk | qkv: per-head norms of q, k (and v) inside attention")
       ->capture_default_str();
   cmd->add_option("--qk-norm-kind", m.qk_norm_kind, "rms_norm | layer_norm | l2")->capture_default_str();
@@ -88,13 +95,13 @@ int main(int argc, char** argv) {
   int max_leaf_fanout = DotOptions{}.max_leaf_fanout;
   dump_cmd->add_option("--format", format, "dot | json | text | svg | png")->capture_default_str();
   dump_cmd->add_option("--depth", depth, "collapse scopes deeper than N components (1: a box per layer); -1: all")
-      ->capture_default_str();
+      ->check(cli_checks::in_range(-1, 1000))->capture_default_str();
   dump_cmd->add_option("--filter", filter, "keep one scope (e.g. enc.1 or dec.0.ffn) and its neighbours");
   dump_cmd->add_option("--rankdir", rankdir, "TB | BT | LR | RL")->capture_default_str();
   dump_cmd->add_flag("--no-leaves", no_leaves, "hide parameters and inputs");
   dump_cmd->add_option("--max-leaf-fanout", max_leaf_fanout,
                        "with --depth: an input read in more items than this goes into a note; -1: draw all")
-      ->capture_default_str();
+      ->check(cli_checks::at_least(-1))->capture_default_str();
   dump_cmd->add_option("-o,--output", out, "output file")->required();
   add_autocast_option(dump_cmd, dump_model);
 
@@ -128,10 +135,12 @@ int main(int argc, char** argv) {
   graph_tool::CostOptions co;
   std::string cost_topologies = "post_ln,pre_ln,resi_dual,hybrid_norm,deep_norm";
   cost_cmd->add_option("--topologies", cost_topologies, "comma-separated names")->capture_default_str();
-  cost_cmd->add_option("--layers", co.model.layers, "layers per side (encoder and decoder)")->capture_default_str();
-  cost_cmd->add_option("--warmup", co.warmup, "untimed steps before the profiled ones")->capture_default_str();
+  cost_cmd->add_option("--layers", co.model.layers, "layers per side (encoder and decoder)")
+      ->check(cli_checks::in_range(1, 1000))->capture_default_str();
+  cost_cmd->add_option("--warmup", co.warmup, "untimed steps before the profiled ones")
+      ->check(cli_checks::at_least(0))->capture_default_str();
   cost_cmd->add_option("--steps", co.steps, "profiled steps; the median by device time is reported")
-      ->capture_default_str();
+      ->check(cli_checks::at_least(1))->capture_default_str();
   cost_cmd->add_option("--trace-dir", co.trace_dir, "write each topology's whole profile and Chrome trace here");
   add_model_options(cost_cmd, co.model, false);
   add_autocast_option(cost_cmd, co.model);
@@ -144,6 +153,10 @@ int main(int argc, char** argv) {
   }
   try {
     if (*dump_cmd) {
+      if (format == "json" || format == "text")  // the whole graph: the drawing options would do nothing
+        for (const char* o : {"--depth", "--filter", "--rankdir", "--no-leaves", "--max-leaf-fanout"})
+          check(dump_cmd->count(o) == 0, "dump", ": ", o,
+                " draws the DOT picture (--format dot, svg or png); --format ", format, " writes the whole graph");
       LayerMeasures m = record(dump_model);
       DotOptions opt;
       opt.max_depth = depth;
@@ -195,6 +208,12 @@ int main(int argc, char** argv) {
       std::vector<graph_tool::TopologyCost> rows;
       const std::vector<std::string> names = cli_lists::split_names(cost_topologies, "--topologies");
       co.model.check_topologies(names);
+      if (!co.trace_dir.empty()) {  // before the first topology is measured, not after
+        std::error_code ec;
+        std::filesystem::create_directories(co.trace_dir, ec);
+        check(!ec && std::filesystem::is_directory(co.trace_dir), "cost", ": --trace-dir '", co.trace_dir,
+              "' is not a folder that can be made: ", ec ? ec.message() : "a file is there");
+      }
       for (const std::string& t : names) {
         std::cerr << "cost: " << t << "\n";
         rows.push_back(graph_tool::measure_cost(co, t));

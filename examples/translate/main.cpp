@@ -24,6 +24,7 @@
 #include "backends/threads.h"
 #include "average.h"
 #include "bleu.h"
+#include "examples/cli_checks.h"
 #include "examples/cli_lists.h"
 #include "eval.h"
 #include "nn/topology.h"
@@ -46,31 +47,10 @@ static std::vector<std::string> read_lines(const std::string& path) {
   check(in.good(), "read_lines", ": cannot open '", path, "'");
   return read_lines(in);
 }
-// A number option's range, said plainly ("--steps: must be at least 0, got -1"; CLI11's own range check prints the
-// double range up to 1.8e308): `ok` says whether a value is in it, `range` how to say it.
-// Values past `limit` (int64's by default, or NaN) are out of range.
-static CLI::Validator number_that(const std::string& range, std::function<bool(double)> ok, double limit = 9.2e18) {
-  return CLI::Validator(
-      [range, ok, limit](std::string& text) -> std::string {
-        double v = 0;
-        try {
-          v = std::stod(text);
-        } catch (const std::out_of_range&) {
-          return "'" + text + "' is out of range";
-        } catch (const std::exception&) {
-          return "'" + text + "' is not a number";
-        }
-        if (!(std::fabs(v) <= limit)) return "'" + text + "' is out of range";
-        return ok(v) ? std::string() : "must be " + range + ", got " + text;
-      },
-      range);
-}
-static CLI::Validator at_least(long long lo) {
-  return number_that("at least " + std::to_string(lo), [lo](double v) { return v >= (double)lo; });
-}
-static CLI::Validator seed_range() {  // uint64: up to 2^64 - 1
-  return number_that("at least 0", [](double v) { return v >= 0; }, 18446744073709551615.0);
-}
+using cli_checks::at_least;
+using cli_checks::number_that;
+using cli_checks::seed_range;
+
 static CLI::Validator label_smoothing_range() {
   return number_that("in [0, 1)", [](double e) { return e >= 0 && e < 1; });
 }
@@ -314,8 +294,10 @@ int main(int argc, char** argv) {
       return all_diverged ? 3 : 0;  // as train's exit status for its one run
     }
     if (*tr_cmd) {
+      std::vector<std::string> removed;  // (the list checked before the model is read)
+      if (!tr_remove_layers.empty()) removed = cli_lists::split_names(tr_remove_layers, "--remove-layers");
       TrainedModel m = load_trained_model(ckpt, o.device);
-      if (!tr_remove_layers.empty()) m.model->remove_layers(cli_lists::split_list(tr_remove_layers));
+      if (!removed.empty()) m.model->remove_layers(removed);
       std::vector<std::string> lines;
       if (input.empty()) lines = read_lines(std::cin);
       else lines = read_lines(input);
@@ -323,10 +305,13 @@ int main(int argc, char** argv) {
       for (auto& l : lines) pairs.push_back({l, "x"});
       // A source longer than the model's positions (with its eos) is cut to them, and said so.
       const int64_t max_src = m.cfg.max_positions;
-      for (size_t i = 0; i < lines.size(); i++)
+      for (size_t i = 0; i < lines.size(); i++) {
+        if (!valid_utf8(lines[i]))  // (decoded all the same, as SentencePiece reads it; eval skips such a line)
+          std::fprintf(stderr, "warning: line %zu: invalid UTF-8\n", i + 1);
         if (const int64_t n = (int64_t)m.vocab.encode(lines[i]).size() + 1; n > max_src)
           std::fprintf(stderr, "warning: line %zu: %lld source tokens, cut to the model's %lld positions\n", i + 1,
                        (long long)n, (long long)max_src);
+      }
       std::vector<Example> ex = encode_pairs(m.vocab, pairs, max_src);
       DecodeOptions d = sampling;
       Generator gen(sampling_seed);
@@ -342,7 +327,7 @@ int main(int argc, char** argv) {
     }
     if (*eval_cmd) {
       ev.data = o;
-      if (!remove_layers.empty()) ev.remove_layers = cli_lists::split_list(remove_layers);
+      if (!remove_layers.empty()) ev.remove_layers = cli_lists::split_names(remove_layers, "--remove-layers");
       EvalResult r = evaluate_checkpoint(ev);
       const std::string qk = nn::head_norm_summary(r.cfg.qk_norm, r.cfg.qk_norm_kind);
       std::printf("checkpoint: %s (step %lld; %s, %lld+%lld layers, d=%lld%s%s)\ntest set: %s, %lld sentences\n",

@@ -1,0 +1,54 @@
+// Range checks for the number options of the example programs (skipgrad-translate, skipgrad-graph), said plainly
+// ("--steps: must be at least 0, got -1"; CLI11's own range check prints the double range up to 1.8e308, and its
+// conversion wraps or caps a value out of the option's type without a word).
+#pragma once
+#include <CLI/CLI.hpp>
+
+#include <cerrno>
+#include <cmath>
+#include <cstdlib>
+#include <functional>
+#include <stdexcept>
+#include <string>
+
+namespace cli_checks {
+
+// `ok` says whether a value is in the range, `range` how to say it. Values past `limit` (int64's by default) or
+// NaN are out of range.
+inline CLI::Validator number_that(const std::string& range, std::function<bool(double)> ok, double limit = 9.2e18) {
+  return CLI::Validator(
+      [range, ok, limit](std::string& text) -> std::string {
+        double v = 0;
+        try {
+          v = std::stod(text);
+        } catch (const std::out_of_range&) {
+          return "'" + text + "' is out of range";
+        } catch (const std::exception&) {
+          return "'" + text + "' is not a number";
+        }
+        if (!(std::fabs(v) <= limit)) return "'" + text + "' is out of range";
+        return ok(v) ? std::string() : "must be " + range + ", got " + text;
+      },
+      range);
+}
+inline CLI::Validator at_least(long long lo) {
+  return number_that("at least " + std::to_string(lo), [lo](double v) { return v >= (double)lo; });
+}
+inline CLI::Validator in_range(long long lo, long long hi) {
+  return number_that("in [" + std::to_string(lo) + ", " + std::to_string(hi) + "]",
+                     [lo, hi](double v) { return v >= (double)lo && v <= (double)hi; });
+}
+// A seed: a whole number from 0 to 2^64 - 1, read as one (as a double, 2^64 rounds down into range).
+inline CLI::Validator seed_range() {
+  return CLI::Validator(
+      [](std::string& text) -> std::string {
+        if (text.empty() || text.find_first_not_of("0123456789") != std::string::npos)
+          return "must be a whole number from 0 to 18446744073709551615, got " + text;
+        errno = 0;
+        (void)std::strtoull(text.c_str(), nullptr, 10);
+        return errno == ERANGE ? "'" + text + "' is out of range (at most 18446744073709551615)" : std::string();
+      },
+      "0 to 2^64-1");
+}
+
+}  // namespace cli_checks
