@@ -262,7 +262,8 @@ void Adam::update_all(const std::vector<Pending>& todo) {
     call->ts.push_back({&ps.back(), &gs.back(), &state_[u.i][0], &state_[u.i][1], weight_decay(u.i)});
   }
   for (const Pending& u : todo) {  // written in place by the fused kernel (counted first: a call may throw midway)
-    params_[u.i].second.bump_version();
+    Tensor& param = params_[u.i].second;
+    if (param.is_contiguous()) param.bump_version();  // (a strided one is written by copy_ below, which counts)
     for (Tensor& s : state_[u.i]) s.bump_version();
   }
   for (Call& c : calls)

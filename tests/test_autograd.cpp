@@ -143,6 +143,13 @@ TEST_SUITE("autograd") {
     sum(p * p).backward();
     adam.step();
     CHECK(p.version() == before + 1);
+    Tensor strided = Tensor::zeros({3, 2}, DType::F64).t().requires_grad_();  // one write, one count (it was two)
+    nn::Adam strided_adam({{"s", strided}}, {.lr = 0.1});
+    sum(strided * strided + strided).backward();
+    const uint64_t strided_before = strided.version();
+    strided_adam.step();
+    CHECK(strided.version() == strided_before + 1);
+    CHECK(strided.to_vector<double>() != std::vector<double>(6, 0.0));  // written back through the view
     // every in-place writer counts: clipping scales .grad, Module::to swaps in new memory; a refused copy_ writes
     // nothing and counts nothing
     Tensor g = p.grad();
