@@ -365,8 +365,12 @@ void save_checkpoint(const std::string& path, const Module& model, const Optimiz
 }
 
 Metadata load_checkpoint(const std::string& path, Module& model, Optimizer* optimizer, bool restore_rng) {
+  return load_checkpoint(load_safetensors(path), path, model, optimizer, restore_rng);
+}
+
+Metadata load_checkpoint(const SafetensorsFile& file, const std::string& path, Module& model, Optimizer* optimizer,
+                         bool restore_rng) {
   const char* op = "load_checkpoint";
-  SafetensorsFile file = load_safetensors(path);
   if (auto it = file.metadata.find(kModelKindKey); it != file.metadata.end()) {
     const std::string kind = model.kind();
     check(kind.empty() || model.reads_kind(it->second), op, ": '", path, "' holds a ", it->second, "; the model is a ",

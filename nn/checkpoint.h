@@ -70,6 +70,11 @@ void save_checkpoint(const std::string& path, const Module& model, const Optimiz
 // skipgrad.*).
 Metadata load_checkpoint(const std::string& path, Module& model, Optimizer* optimizer = nullptr,
                          bool restore_rng = true);
+// The same from a file already read (load_safetensors); `path` names it in errors. For a caller that reads the
+// metadata first (a resumed run's vocabulary and options): the file is read once.
+struct SafetensorsFile;
+Metadata load_checkpoint(const SafetensorsFile& file, const std::string& path, Module& model,
+                         Optimizer* optimizer = nullptr, bool restore_rng = true);
 
 // ---- plain safetensors files ----
 struct SafetensorsFile {

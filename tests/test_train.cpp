@@ -582,6 +582,9 @@ TEST_SUITE("train") {
     save_checkpoint(path.string(), b);
     load_checkpoint(path.string(), c);
     CHECK(same_model(b, c));
+    CHECK_FALSE(same_model(b, a));
+    load_checkpoint(load_safetensors(path.string()), path.string(), a);  // from a file read already: the same
+    CHECK(same_model(b, a));
     CHECK(fs::exists(stray));
     int files = 0;
     for (auto& e : fs::directory_iterator(dir)) (void)e, files++;

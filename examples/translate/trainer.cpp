@@ -6,6 +6,7 @@
 #include <filesystem>
 #include <fstream>
 #include <memory>
+#include <optional>
 
 #include <nlohmann/json.hpp>
 
@@ -198,8 +199,10 @@ TrainResult train(const TrainOptions& o) {
   const std::string vocab_path = data_dir + "/spm" + std::to_string(o.vocab_size) + ".model";
   const std::string source = Vocab::fingerprint(corpus.train, o.vocab_size);
   std::string stored_vocab;  // (checkpoints before 2026-12-05 name the cache's file only)
+  std::optional<nn::SafetensorsFile> last_file;  // a resumed run's checkpoint, read once
   if (resuming) {
-    const nn::Metadata m = nn::load_safetensors(last_ckpt).metadata;
+    last_file = nn::load_safetensors(last_ckpt);
+    const nn::Metadata& m = last_file->metadata;
     if (auto it = m.find("vocab_model"); it != m.end()) stored_vocab = it->second;
     auto began = m.find("vocab_source");
     const bool same = began != m.end() ? began->second == source
@@ -256,11 +259,11 @@ TrainResult train(const TrainOptions& o) {
   if (resuming) {
     nn::Metadata m;
     try {
-      m = nn::load_checkpoint(last_ckpt, model, &opt);
+      m = nn::load_checkpoint(*last_file, last_ckpt, model, &opt);
     } catch (const Error& e) {  // another model's file fails on some tensor or count: name what differs
       std::string diff;
       try {
-        const nn::Metadata stored = nn::load_safetensors(last_ckpt).metadata;
+        const nn::Metadata& stored = last_file->metadata;
         if (auto it = stored.find("config"); it != stored.end())
           diff = config_differences(config_from_json(it->second), cfg);
       } catch (const Error&) {  // a file that cannot say: the load's own error stands
@@ -271,6 +274,7 @@ TrainResult train(const TrainOptions& o) {
              e.what(), ")");
       throw;
     }
+    last_file.reset();  // (its tensors are the model's and the optimizer's now)
     step = metadata_int(m, "step", last_ckpt);
     epoch = metadata_int(m, "epoch", last_ckpt);
     batch_in_epoch = metadata_int(m, "batch_in_epoch", last_ckpt);
