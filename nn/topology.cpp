@@ -1,6 +1,7 @@
 #include "nn/topology.h"
 
 #include <algorithm>
+#include <charconv>
 #include <cmath>
 
 #include "autograd/ops.h"
@@ -41,36 +42,46 @@ void TransformerConfig::validate() const {
         resi_dual_scale);
   check(mixln_post_layers >= -1, who, ": mixln_post_layers must be >= 0 (or -1 for floor(L/4)), got ",
         mixln_post_layers);
-
   check(max_positions > 0, who, ": max_positions must be positive, got ", max_positions);
   check(pad_id >= 0 && pad_id < vocab, who, ": pad_id ", pad_id, " outside the vocabulary [0, ", vocab, ")");
   check(qk_norm != HeadNormTargets::None || qk_norm_kind == HeadNormKind::RMSNorm, who, ": qk_norm_kind ",
         head_norm_kind_name(qk_norm_kind), " needs qk_norm qk or qkv (qk_norm is none)");
   make_topology(topology)->check_config(*this);  // an unknown name lists the known ones
   // a topology's own option set for another would do nothing, silently (with_topology resets them for a comparison)
-  check(topology == "resi_dual" || resi_dual_scale == 1.0, who, ": resi_dual_scale ", resi_dual_scale,
-        " is ResiDual's; topology ", topology, " does not use it (leave it 1)");
-  check(topology == "mix_ln" || mixln_post_layers == -1, who, ": mixln_post_layers ", mixln_post_layers,
-        " is Mix-LN's; topology ", topology, " does not use it (leave it -1)");
+  for (const TopologyOption& o : topology_options())
+    check(topology == o.topology || o.value(*this) == o.default_text, who, ": ", o.name, " ", o.value(*this), " is ",
+          o.owner, "'s; topology ", topology, " does not use it (leave it ", o.default_text, ")");
   check(tie_output || !share_embeddings, who, ": tie_output false needs share_embeddings false (one table shared by "
         "source, target and output is tied to the output)");
 }
 
+const std::vector<TopologyOption>& topology_options() {
+  using C = TransformerConfig;
+  static const std::vector<TopologyOption> options = {
+      {"resi_dual_scale", "resi_dual", "ResiDual", "1",
+       [](const C& c) {  // the shortest text that reads back to the same double (as kind())
+         char buf[32];
+         return std::string(buf, std::to_chars(buf, buf + sizeof buf, c.resi_dual_scale).ptr);
+       },
+       [](C& c) { c.resi_dual_scale = 1.0; }},
+      {"mixln_post_layers", "mix_ln", "Mix-LN", "-1", [](const C& c) { return std::to_string(c.mixln_post_layers); },
+       [](C& c) { c.mixln_post_layers = -1; }},
+  };
+  return options;
+}
+
 TransformerConfig TransformerConfig::with_topology(const std::string& name) const {
   TransformerConfig c = *this;
-  const TransformerConfig defaults;
   c.topology = name;
-  if (name != "resi_dual") c.resi_dual_scale = defaults.resi_dual_scale;
-  if (name != "mix_ln") c.mixln_post_layers = defaults.mixln_post_layers;
+  for (const TopologyOption& o : topology_options())
+    if (name != o.topology) o.reset(c);
   return c;
 }
 
 void TransformerConfig::check_used_by(const std::vector<std::string>& names, const char* who) const {
-  auto listed = [&](const char* t) { return std::find(names.begin(), names.end(), t) != names.end(); };
-  check(resi_dual_scale == 1.0 || listed("resi_dual"), who, ": resi_dual_scale ", resi_dual_scale,
-        " acts on resi_dual, which the topologies do not list");
-  check(mixln_post_layers == -1 || listed("mix_ln"), who, ": mixln_post_layers ", mixln_post_layers,
-        " acts on mix_ln, which the topologies do not list");
+  for (const TopologyOption& o : topology_options())
+    check(o.value(*this) == o.default_text || std::find(names.begin(), names.end(), o.topology) != names.end(), who,
+          ": ", o.name, " ", o.value(*this), " acts on ", o.topology, ", which the topologies do not list");
 }
 
 // ---------------------------------------------------------------- Layer

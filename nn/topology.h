@@ -59,6 +59,20 @@ struct TransformerConfig {
   void check_used_by(const std::vector<std::string>& names, const char* who) const;
 };
 
+// The options of TransformerConfig that one topology reads (resi_dual_scale: resi_dual's; mixln_post_layers:
+// mix_ln's), in one table: validate() refuses one set away from its default for another topology, with_topology()
+// resets them, check_used_by() asks a comparison to list their topology, and Transformer::reads_kind() reads a
+// file from before 2026-12-06 that gave one to another topology as its default.
+struct TopologyOption {
+  const char* name;          // the field, as kind(), the config JSON and messages spell it
+  const char* topology;      // the topology that reads it
+  const char* owner;         // that topology as messages name it ("ResiDual")
+  const char* default_text;  // its default, as value() writes it
+  std::string (*value)(const TransformerConfig&);  // its value, as Transformer::kind() writes it
+  void (*reset)(TransformerConfig&);               // back to its default
+};
+const std::vector<TopologyOption>& topology_options();
+
 enum class Side { Encoder, Decoder };
 
 // The residual stream(s) between layers. `dual` is ResiDual's x_d; undefined for every other topology.

@@ -44,8 +44,8 @@ std::string with_value(std::string kind, const std::string& key, const std::stri
 bool Transformer::reads_kind(const std::string& stored_kind) const {
   // A file from before 2026-12-06 may give this topology another's option, which did nothing: read as the default.
   std::string stored = stored_kind;
-  if (cfg_.topology != "resi_dual") stored = with_value(stored, "resi_dual_scale", "1");
-  if (cfg_.topology != "mix_ln") stored = with_value(stored, "mixln_post_layers", "-1");
+  for (const TopologyOption& o : topology_options())
+    if (cfg_.topology != o.topology) stored = with_value(stored, o.name, o.default_text);
   if (stored == kind()) return true;
   std::string before_heads = Transformer::kind();  // this class's spelling, whatever a subclass's kind() says
   const std::string heads = ", " + std::to_string(cfg_.heads) + " heads";
