@@ -28,6 +28,14 @@ const char* role_colour(NodeRole r) {
   return "#ffffff";
 }
 
+// The length of the character at s[i] that DOT strings keep as it is (well-formed UTF-8, not a control byte); 0 for
+// a byte quoted() writes otherwise (an escape, a space or U+FFFD).
+size_t kept_char(std::string_view s, size_t i) {
+  const unsigned char c = (unsigned char)s[i];
+  if (c < 0x20 || c == 0x7f) return 0;
+  return c < 0x80 ? 1 : utf8_sequence(s, i);
+}
+
 // A DOT double-quoted string that Graphviz reads back as s, in a label and a tooltip alike:
 // - '\n' becomes DOT's line break (labels use it), '"' is escaped;
 // - '&' is written as an entity (&#38;): a name holding "&amp;" would render as "&";
@@ -50,14 +58,14 @@ std::string quoted(std::string_view s, bool tooltip = false) {
     piece += token.size();
   };
   for (size_t i = 0; i < s.size();) {
-    const unsigned char c = (unsigned char)s[i];
-    const size_t n = c < 0x80 ? 1 : utf8_sequence(s, i);
+    const char c = s[i];
+    const size_t n = kept_char(s, i);
     if (c == '\n') put("\\n");
     else if (c == '"') put("\\\"");
     else if (c == '\\') put(tooltip ? "\\\\\\\\" : "\\\\");
     else if (c == '&') put("&#38;");
     else if (c == '\t') put(" ");
-    else if (c < 0x20 || c == 0x7f || n == 0) put(kReplacement);
+    else if (n == 0) put(kReplacement);
     else put(s.substr(i, n));
     i += std::max<size_t>(n, 1);
   }
@@ -115,14 +123,10 @@ struct Item {
   std::string decl;  // the DOT statement that declares it
 };
 
-// Whether quoted(s) keeps every byte of s (no control byte, no invalid UTF-8, which it replaces).
+// Whether quoted(s) keeps every character of s as it is (kept_char).
 bool dot_lossless(const std::string& s) {
-  for (size_t i = 0; i < s.size();) {
-    const unsigned char c = (unsigned char)s[i];
-    const size_t n = c < 0x80 ? 1 : utf8_sequence(s, i);
-    if (n == 0 || c < 0x20 || c == 0x7f) return false;
-    i += n;
-  }
+  for (size_t i = 0, n; i < s.size(); i += n)
+    if ((n = kept_char(s, i)) == 0) return false;
   return true;
 }
 
