@@ -3,7 +3,8 @@
 // A topology decides (1) how a layer combines its sublayers (self-attention SA, cross-attention CA in the decoder,
 // feed-forward F) with residual adds and norms, and (2) what happens at the two ends of each stack (a dual stream
 // that starts from the embedding, final norms). Each topology is one small file in nn/topologies/ that reads like
-// its equations in /work/shared/TOPOLOGIES.md; the registry (nn/topologies/registry.cpp) maps its name to it.
+// its equations in /work/shared/TOPOLOGIES.md; the registry (nn/topologies/registry.cpp) maps its name to it, and
+// a program adds its own topology with a TopologyRegistration (below).
 //
 //   TransformerConfig cfg;  cfg.topology = Topology::ResiDual;   // or "resi_dual" from the command line
 //
@@ -11,6 +12,7 @@
 // ResiDual's dual-stream adds "dual_add", so a graph dump shows them.
 #pragma once
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <utility>
@@ -232,7 +234,29 @@ class LayerTopology : public Base {
 
 // ---- registry (nn/topologies/registry.cpp) ----
 std::unique_ptr<Topology> make_topology(const std::string& name);  // unknown names list the known ones
-std::vector<std::string> topology_names();
+std::vector<std::string> topology_names();  // the built-in ones, then those registered, in registration order
+
+// A topology of your own program, known by name to everything that takes one (TransformerConfig::topology,
+// make_topology, topology_names, checkpoints) while this object lives; the library's files stay as they are.
+//
+//   class MyLayer : public nn::Layer { ... Stream apply(const Stream& in, const LayerInputs& ctx) override; };
+//   static const nn::TopologyRegistration my_topology("my_topology", [] {
+//     return std::make_unique<nn::LayerTopology<MyLayer, nn::FinalNormTopology>>("my_topology");
+//   });
+//
+// Names are 1-64 characters of a-z, 0-9 and _, and neither built-in nor registered already (else an Error); the
+// factory's topology must answer name() with the registered name. Destroying the object unregisters the name.
+using TopologyFactory = std::function<std::unique_ptr<Topology>()>;
+class TopologyRegistration {
+ public:
+  TopologyRegistration(std::string name, TopologyFactory make);
+  ~TopologyRegistration();
+  TopologyRegistration(const TopologyRegistration&) = delete;
+  TopologyRegistration& operator=(const TopologyRegistration&) = delete;
+
+ private:
+  std::string name_;
+};
 
 // ---- DeepNorm constants (TOPOLOGIES.md §5.1; paper / xformers `get_deepnorm_coefficients`, enc-dec row) ----
 //   encoder: α = 0.81·(N⁴M)^{1/16}, β = 0.87·(N⁴M)^{-1/16};   decoder: α = (3M)^{1/4}, β = (12M)^{-1/4}
