@@ -303,6 +303,6 @@ Graph Graph::from_json(const std::string&) {
 #endif
 
 void Graph::save_json(const std::string& path) const { write_file_atomic(path, to_json()); }
-Graph Graph::load_json(const std::string& path) { return from_json(read_file(path)); }
+Graph Graph::load_json(const std::string& path) { return from_json(read_file(path, "Graph::load_json")); }
 
 }  // namespace skipgrad

@@ -3,11 +3,8 @@
 
 #include <algorithm>
 #include <bit>
-#include <cerrno>
 #include <cmath>
 #include <cstring>
-#include <filesystem>
-#include <fstream>
 #include <nlohmann/json.hpp>
 #include <set>
 #include <sstream>
@@ -59,10 +56,6 @@ std::string hex64(uint64_t v) {
   std::snprintf(buf, sizeof buf, "%016llx", (unsigned long long)v);
   return buf;
 }
-
-// errno's text; read it right after the failed call, before anything (another call, a check's arguments) can
-// change it.
-std::string errno_str(int err = errno) { return std::strerror(err); }
 
 // Whether nlohmann can write s as a JSON string (it refuses text that is not UTF-8).
 bool writable_as_json(const std::string& s) {
@@ -163,18 +156,7 @@ void save_safetensors(const std::string& path, const NamedTensors& tensors, cons
 // ---------------------------------------------------------------- load
 
 SafetensorsFile load_safetensors(const std::string& path) {
-  std::error_code ec;
-  check(!std::filesystem::is_directory(path, ec), "load_safetensors", ": '", path, "' is a directory, not a file");
-  std::ifstream in(path, std::ios::binary | std::ios::ate);
-  check(in.good(), "load_safetensors", ": cannot open '", path, "': ", errno_str());
-  const std::streamoff end = in.tellg();
-  check(end >= 0, "load_safetensors", ": cannot read the size of '", path, "'");
-  const uint64_t size = (uint64_t)end;
-  in.seekg(0);
-  std::string bytes(size, '\0');
-  check(size == 0 || (bool)in.read(bytes.data(), (std::streamsize)size), "load_safetensors", ": reading '", path,
-        "' failed");
-  return parse_safetensors(bytes, path);
+  return parse_safetensors(read_file(path, "load_safetensors"), path);
 }
 
 SafetensorsFile parse_safetensors(std::string_view bytes, const std::string& path) {

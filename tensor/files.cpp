@@ -169,12 +169,22 @@ void check_writable(std::string_view op, const std::string& path) {
         "' is not writable");
 }
 
-std::string read_file(const std::string& path) {
-  std::ifstream f(path, std::ios::binary);
-  check((bool)f, "read_file", ": cannot open '", path, "'");
-  std::ostringstream os;
-  os << f.rdbuf();
-  return os.str();
+std::string read_file(const std::string& path, std::string_view op) {
+  std::error_code ec;
+  check(!fs::is_directory(path, ec), op, ": '", path, "' is a directory, not a file");
+  std::ifstream in(path, std::ios::binary);
+  if (!in) fail(op, ": cannot open '", path, "': ", errno_str(errno));
+  const uintmax_t size = fs::file_size(path, ec);
+  if (ec) {  // a pipe or a device has no size: read it to its end
+    std::ostringstream os;
+    os << in.rdbuf();
+    return os.str();
+  }
+  std::string bytes(size, '\0');  // a file: one read of its size, no second copy (checkpoints are large)
+  in.read(bytes.data(), (std::streamsize)size);
+  check((uintmax_t)in.gcount() == size, op, ": reading '", path, "' failed after ", in.gcount(), " of ", size,
+        " bytes (did it shrink while being read?)");
+  return bytes;
 }
 
 std::string shell_quote(const std::string& s) {

@@ -23,7 +23,9 @@ bool is_stream_or_device(std::string_view op, const std::string& path);
 // Throws Error, naming `op`, unless write_file_atomic(path, ...) could write there: not a folder, the folder takes
 // its temporary file, and a file already there is writable. For the start of long work that ends by writing `path`.
 void check_writable(std::string_view op, const std::string& path);
-std::string read_file(const std::string& path);
+// The whole file (or what a pipe gives until its end). Throws Error naming `op` for a folder or a file it cannot
+// open or read, with the system's reason.
+std::string read_file(const std::string& path, std::string_view op = "read_file");
 // s in single quotes for /bin/sh (a quote inside written '\''): one word, nothing expanded.
 std::string shell_quote(const std::string& s);
 

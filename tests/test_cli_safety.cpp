@@ -339,6 +339,18 @@ TEST_SUITE("reliability") {
     CHECK(fs::status(target).permissions() == (fs::perms::owner_read | fs::perms::owner_write));
   }
 
+  TEST_CASE("read_file: a file in one read, a device to its end; a folder or a missing file named with the reason") {
+    fs::create_directories(scratch.path());
+    const fs::path file = scratch.path() / "read_me.bin";
+    const std::string bytes("a\0b\xff\n", 5);
+    write_file_atomic(file.string(), bytes);
+    CHECK(read_file(file.string()) == bytes);
+    CHECK(read_file("/dev/null") == "");  // no size to read up to: read until the end
+    CHECK_THROWS_WITH_ALL(read_file(scratch.path().string(), "my_loader"), "my_loader", "is a directory");
+    CHECK_THROWS_WITH_ALL(read_file((scratch.path() / "missing").string(), "my_loader"), "my_loader: cannot open",
+                          "No such file or directory");
+  }
+
   TEST_CASE("shell_quote keeps a path one word") {
     const std::string odd = (scratch.path() / "it's; touch INJECTED; '").string();
     fs::create_directories(odd);
