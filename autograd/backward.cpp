@@ -148,7 +148,9 @@ void backward_node(Node& n, bool retain_graph, const std::function<void(Autograd
   AutogradMeta& om = *n.output;
   Tensor g = run_hooks(om.hooks, std::move(om.pending));
   om.pending = Tensor();
-  if (om.retain_grad) accumulate(om.grad, g);
+  // A retained .grad is memory of its own (as torch's retain_grad): g goes on to this node's backward, which may
+  // hand it to an input unchanged (a reshape), and the caller may hold it (backward(G)).
+  if (om.retain_grad) om.grad = om.grad.defined() ? add(om.grad, g) : g.clone();
   for (auto& h : n.hooks) h(n, g);
   if (track_grad_norms()) norms.add(n, g);
   if (!n.backward)
@@ -161,7 +163,7 @@ void backward_node(Node& n, bool retain_graph, const std::function<void(Autograd
          " inputs");
   for (size_t j = 0; j < grads.size(); j++) {
     AutogradMeta* im = n.inputs[j].get();
-    if (!im || !im->requires_grad || !grads[j].defined()) continue;
+    if (!im || !n.input_requires_grad[j] || !grads[j].defined()) continue;
     if (grads[j].shape() != im->shape)
       fail("backward", ": op '", n.op->name, "' (node ", n.name, ") returned a gradient of shape ", grads[j].shape(),
            " for input ", j, " of shape ", im->shape);
@@ -245,12 +247,19 @@ void backward(const Tensor& root, const Tensor& grad_in, bool retain_graph) {
     }
     // Leaves receive their total gradient once, after their hooks. (A leaf whose gradient was handed to a
     // backward and came back is listed twice: the second entry finds nothing pending.)
+    // Every leaf's hooks run before any .grad changes: a hook that throws leaves every .grad as it was, so a
+    // retry after the error does not add this walk's gradients twice.
+    std::vector<std::pair<AutogradMeta*, Tensor>> totals;
+    totals.reserve(leaves.size());
     for (AutogradMeta* m : leaves) {
       Tensor& pending = leaf_pending[m];
       if (!pending.defined()) continue;
       Tensor g = run_hooks(m->hooks, std::move(pending));
       pending = Tensor();
-      std::lock_guard<std::mutex> lock(g_leaf_grad_mutex);  // threads backpropagating into one shared model
+      totals.emplace_back(m, std::move(g));
+    }
+    std::lock_guard<std::mutex> lock(g_leaf_grad_mutex);  // threads backpropagating into one shared model
+    for (auto& [m, g] : totals) {
       if (m->grad.defined()) m->grad = add(m->grad, g);
       // .grad gets memory of its own (optimizers and clipping modify it in place): g itself when nothing else
       // refers to it (a fresh gradient, the common case), else a copy (g passed through from the upstream

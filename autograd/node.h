@@ -47,6 +47,9 @@ struct Node {
   const OpInfo* op = nullptr;
   std::string name;                // scoped: "enc.3.ffn.fc1.matmul"
   std::vector<std::shared_ptr<AutogradMeta>> inputs;
+  // inputs[j] required grad when the op ran: its gradient is computed and passed on. Read at record time, as
+  // torch's graph is: a requires_grad_ between forward and backward changes nothing for this graph.
+  std::vector<bool> input_requires_grad;
   std::shared_ptr<AutogradMeta> output;
   std::vector<Tensor> saved;       // what backward reads; released once backward has run (unless retained)
   std::vector<uint64_t> saved_versions;  // saved[i].version() when recorded: backward refuses a tensor changed since

@@ -176,7 +176,9 @@ Node* record(const OpInfo& op, const std::vector<Tensor>& inputs, Tensor& out, s
   node->op = &op;
   node->name = scoped(op.name);
   node->inputs.reserve(inputs.size());
+  node->input_requires_grad.reserve(inputs.size());
   for (const Tensor& t : inputs) {
+    node->input_requires_grad.push_back(t.defined() && t.requires_grad());
     if (!t.defined()) {
       node->inputs.push_back(nullptr);
     } else if (t.requires_grad()) {  // has metadata already, and a graph of its thread

@@ -546,4 +546,47 @@ TEST_SUITE("autograd") {
     CHECK_FALSE(r.ok);
     CHECK(std::isnan(r.max_abs_err));
   }
+  TEST_CASE("retained gradients are copies of their own; requires_grad counts as it was when the op ran (torch)") {
+    Tensor a = Tensor::ones({2}).requires_grad_(), b = Tensor::ones({2}).requires_grad_();
+    Tensor h1 = a * 2.0;
+    h1.retain_grad();
+    Tensor h2 = h1 + b;
+    h2.retain_grad();
+    Tensor h3 = h2.reshape({1, 2});  // its backward hands the gradient on as it is
+    h3.retain_grad();
+    Tensor upstream = Tensor::ones({1, 2});
+    h3.backward(upstream);
+    h2.grad().copy_(Tensor::full({2}, 9.0));  // writing one .grad changes no other, nor the caller's tensor
+    upstream.copy_(Tensor::full({1, 2}, 5.0));
+    CHECK(h1.grad().to_vector<float>() == std::vector<float>{1, 1});
+    CHECK(h3.grad().to_vector<float>() == std::vector<float>{1, 1});
+    CHECK(a.grad().to_vector<float>() == std::vector<float>{2, 2});
+
+    Tensor w = Tensor::randn({3, 4}).requires_grad_(), x = Tensor::randn({2, 4});
+    Tensor y = linear(x, w).sum();
+    x.requires_grad_();  // after the forward: not part of this graph
+    w.requires_grad_(false);  // frozen after the forward: this graph still gives it its gradient
+    y.backward();
+    CHECK_FALSE(x.grad().defined());
+    REQUIRE(w.grad().defined());
+    NoGradGuard no_grad;
+    CHECK(max_abs_diff(w.grad(), sum(x, {0}).unsqueeze(0).expand({3, 4})) < 1e-5);
+  }
+  TEST_CASE("a leaf hook that throws leaves every .grad as it was; the retry's gradients are counted once") {
+    Tensor x = Tensor::randn({2, 4});
+    Tensor w1 = Tensor::randn({4, 4}).requires_grad_(), w2 = Tensor::randn({4, 4}).requires_grad_();
+    bool fail_once = true;
+    w1.register_hook([&](const Tensor& g) { return fail_once ? Tensor::zeros({1}) : g; });
+    auto loss = [&] { return sum(linear(linear(x, w1), w2)); };
+    CHECK_THROWS_WITH_ALL(loss().backward(), "gradient hook returned");
+    CHECK_FALSE(w2.grad().defined());  // the walk reached w2 first, and its gradient was ready: not kept
+    CHECK_FALSE(w1.grad().defined());
+    fail_once = false;
+    loss().backward();
+    const Tensor once = w2.grad().clone();
+    w1.zero_grad();
+    w2.zero_grad();
+    loss().backward();
+    CHECK(max_abs_diff(w2.grad(), once) == 0.0);
+  }
 }
