@@ -137,6 +137,28 @@ void Module::train(bool on) {
   for (auto& [n, c] : children_) c->train(on);
 }
 
+std::vector<std::pair<std::string, Module*>> Module::named_modules(const std::string& prefix) {
+  std::vector<std::pair<std::string, Module*>> out;
+  std::unordered_set<const Module*> seen;
+  std::function<void(Module&, const std::string&)> visit = [&](Module& m, const std::string& name) {
+    if (!seen.insert(&m).second) return;
+    out.emplace_back(name, &m);
+    for (auto& [child_name, child] : m.children_) visit(*child, name.empty() ? child_name : name + "." + child_name);
+  };
+  visit(*this, prefix);
+  return out;
+}
+
+void Module::apply(const std::function<void(Module&)>& fn) {
+  std::unordered_set<const Module*> seen;
+  std::function<void(Module&)> visit = [&](Module& m) {
+    if (!seen.insert(&m).second) return;
+    for (auto& [name, child] : m.children_) visit(*child);
+    fn(m);
+  };
+  visit(*this);
+}
+
 void Module::zero_grad() {
   for (auto& [n, t] : params_) t.zero_grad();
   for (auto& [n, c] : children_) c->zero_grad();

@@ -4,8 +4,8 @@
 // nodes it records read like the model ("enc.3.ffn.fc1.linear").
 #pragma once
 #include <deque>
-#include <memory>
 #include <functional>
+#include <memory>
 #include <string>
 #include <unordered_set>
 #include <utility>
@@ -59,6 +59,12 @@ class Module {
   std::vector<Tensor> parameters() const;
   std::vector<std::pair<std::string, Tensor>> named_buffers(const std::string& prefix = "") const;
   std::vector<std::pair<std::string, std::shared_ptr<Module>>> named_children() const { return children_; }
+  // Every module of the tree, depth first, this one first as `prefix` ("" for the root, as torch), then
+  // "enc", "enc.0", "enc.0.self_attn", ...; a module registered in two places once, under its first name.
+  std::vector<std::pair<std::string, Module*>> named_modules(const std::string& prefix = "");
+  // fn on every module of the tree once, children before their parent, this one last (torch's Module.apply):
+  //   model.apply([](nn::Module& m) { if (auto* lin = dynamic_cast<nn::Linear*>(&m)) init::zeros_(lin->bias); });
+  void apply(const std::function<void(Module&)>& fn);
   // Finds a parameter by its full name; throws an Error listing close names when absent.
   Tensor parameter(const std::string& full_name) const;
   int64_t num_parameters() const;
@@ -66,7 +72,9 @@ class Module {
   // Gives each parameter leaf its full name, so graph dumps and errors show "enc.0.ffn.fc1.weight".
   void name_parameters(const std::string& prefix = "");
 
-  void train(bool on = true);
+  // Training mode on (dropout active) or off, for this module and every child. Virtual, as torch's: a module that
+  // keeps state for a mode (a cached mask) overrides it and calls Module::train(on).
+  virtual void train(bool on = true);
   void eval() { train(false); }
   bool is_training() const { return training_; }
   void zero_grad();

@@ -1,5 +1,6 @@
-// A topology written in the program that uses the library, not in nn/topologies/: nn::TopologyRegistration makes
-// its name known to TransformerConfig, the checkpoints and the analysis while the registration lives.
+// What a program builds on the library without changing it: its own modules (a train() override, walking the tree
+// with named_modules and apply) and its own topology (nn::TopologyRegistration makes its name known to
+// TransformerConfig, the checkpoints and the analysis while the registration lives).
 #include <unistd.h>
 
 #include <cmath>
@@ -88,9 +89,55 @@ Run run_step(const std::string& topology) {
   return r;
 }
 
+// A module with state for a mode, as torch's BatchNorm: its train() override must be reached through its parent.
+struct ModeAware : nn::Module {
+  int mode_changes = 0;
+  void train(bool on = true) override {
+    ++mode_changes;
+    Module::train(on);
+  }
+};
+struct Block : nn::Module {
+  std::shared_ptr<nn::Linear> fc;
+  std::shared_ptr<ModeAware> state;
+  Block() {
+    fc = register_module("fc", std::make_shared<nn::Linear>(3, 3));
+    state = register_module("state", std::make_shared<ModeAware>());
+  }
+};
+
 }  // namespace
 
 TEST_SUITE("nn") {
+  TEST_CASE("a program's own modules: train() overrides are called, named_modules and apply walk the tree once") {
+    auto net = std::make_shared<nn::Module>();
+    auto blocks = net->register_module("blk", std::make_shared<nn::ModuleList<Block>>());
+    blocks->push_back(std::make_shared<Block>());
+    blocks->push_back(std::make_shared<Block>());
+    auto shared = net->register_module("also", (*blocks)[1]);  // one module under two names: visited once
+    net->eval();
+    CHECK((*blocks)[0]->state->mode_changes == 1);
+    CHECK_FALSE((*blocks)[0]->state->is_training());
+    net->train();
+    CHECK((*blocks)[0]->state->mode_changes == 2);
+
+    std::vector<std::string> names;
+    for (auto& [name, m] : net->named_modules()) names.push_back(name);
+    CHECK(names == std::vector<std::string>{"", "blk", "blk.0", "blk.0.fc", "blk.0.state", "blk.1", "blk.1.fc",
+                                            "blk.1.state"});
+    CHECK(net->named_modules("model")[1].first == "model.blk");
+    std::vector<nn::Module*> order;
+    net->apply([&](nn::Module& m) { order.push_back(&m); });
+    REQUIRE(order.size() == 8);
+    CHECK(order.front() == (*blocks)[0]->fc.get());  // children before their parent, the root last
+    CHECK(order.back() == net.get());
+    net->apply([](nn::Module& m) {  // torch's idiom: re-initialise every Linear
+      if (auto* lin = dynamic_cast<nn::Linear*>(&m)) lin->weight.copy_(Tensor::full(lin->weight.shape(), 0.5));
+    });
+    CHECK(shared->fc->weight.to_vector<float>() == std::vector<float>(9, 0.5f));
+  }
+
+
   TEST_CASE("a program's own topology: registered by name, it builds, trains, saves and is analysed like a built-in") {
     const size_t builtins = nn::topology_names().size();
     {
