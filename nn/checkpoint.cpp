@@ -322,6 +322,11 @@ void load_state_dict(Module& model, const NamedTensors& tensors) {
     const Tensor& src = *it->second;
     check(src.defined() && src.shape() == t.shape(), op, ": tensor '", name, "' is ",
           src.defined() ? src.meta_str() : "undefined", ", the model's ", t.meta_str());
+    // floating dtypes convert into each other (a float32 model's weights into its float64 copy); integers would
+    // become weights (or weights be truncated into ids) without a word
+    if (is_floating(src.dtype()) ? !is_floating(t.dtype()) : src.dtype() != t.dtype())
+      fail(op, ": tensor '", name, "' is ", src.meta_str(), ", the model's ", t.meta_str(),
+           ": only floating dtypes convert into each other");
     sources.push_back(src);
   }
   check_tied_sources(op, "", dest, sources);

@@ -54,8 +54,8 @@ using Metadata = std::map<std::string, std::string>;
 // checkpoint holds them.
 NamedTensors state_dict(const Module& model);
 // Copies `tensors` into the model's parameters and buffers in place (Tensor::copy_: any device, any floating dtype,
-// converted). Strict, as torch's default: every name of the model given once, no other name, the same shapes;
-// nothing is copied when a check fails, and the error names the tensor.
+// converted; an integer tensor only into one of its own dtype). Strict, as torch's default: every name of the model
+// given once, no other name, the same shapes; nothing is copied when a check fails, and the error names the tensor.
 void load_state_dict(Module& model, const NamedTensors& tensors);
 
 // ---- checkpoints of a model (and optimizer, step, RNG) ----

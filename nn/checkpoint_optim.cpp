@@ -184,9 +184,11 @@ OptimizerRecord read_optimizer_metadata(const Metadata& meta, const Optimizer& o
         "': optimizer step or lr missing from the metadata");
   OptimizerRecord r;
   const size_t n = opt.named_params().size();
+  // names first: an optimizer over other parameters is told which, before the lists' lengths could differ
+  const auto place = parse_param_places(meta, opt, path);
   r.lr_scales = parse_per_parameter(meta, "skipgrad.optim.lr_scale", path, n);
   r.weight_decays = parse_per_parameter(meta, "skipgrad.optim.weight_decay", path, n);
-  if (const auto place = parse_param_places(meta, opt, path)) {  // by name
+  if (place) {  // by name
     r.lr_scales = in_optimizer_order(r.lr_scales, *place);
     r.weight_decays = in_optimizer_order(r.weight_decays, *place);
   }

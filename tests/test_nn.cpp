@@ -254,6 +254,10 @@ TEST_SUITE("nn") {
     bad = sa;
     bad.push_back(sa[0]);
     CHECK_THROWS_WITH_ALL(nn::load_state_dict(b, bad), "load_state_dict", "given twice");
+    bad = sa;  // ids are no weights: an int64 tensor is refused, float64 converts
+    bad[0].second = Tensor::zeros(sa[0].second.shape(), DType::I64);
+    CHECK_THROWS_WITH_ALL(nn::load_state_dict(b, bad), "load_state_dict", "int64", "only floating dtypes convert");
+    CHECK(b.named_parameters()[0].second.to_vector<float>() == before);
     nn::load_state_dict(b, sa);
     const auto pa = a.named_parameters(), pb = b.named_parameters();
     for (size_t i = 0; i < pa.size(); i++) CHECK(pb[i].second.to_vector<float>() == pa[i].second.to_vector<float>());

@@ -225,6 +225,12 @@ TEST_SUITE("train") {
       CHECK_THROWS_WITH_ALL(load_checkpoint(path.string(), a, &reordered), "is not a JSON array of names");
       CHECK(reordered.lr_scale(0) == 3.0);  // refused before anything changed
       save_checkpoint(path.string(), a, &saved);
+      // an optimizer over more parameters than the file's: told which one, not that the lists' lengths differ
+      AdamW weight_only(NamedTensors{{"weight", a.weight}}, {.lr = 1e-3});
+      save_checkpoint(path.string(), a, &weight_only);
+      CHECK_THROWS_WITH_ALL(load_checkpoint(path.string(), a, &reordered), "this optimizer's parameter 'bias' is not "
+                            "in the file's optimizer");
+      save_checkpoint(path.string(), a, &saved);
     }
     // a damaged entry is refused before anything changes; a file without the entries (older) keeps the settings
     SafetensorsFile file = load_safetensors(path.string());
