@@ -192,8 +192,8 @@ std::string paths_markdown(const Graph& g, const PathStats& s) {
   if (g.params.empty() && unnamed > 0)
     out += "Note: " + std::to_string(unnamed) + " leaves require grad but have no name, so no layer has parameters "
            "here: call Module::name_parameters() on the model (or Tensor::named) before the forward.\n\n";
-  out += "| layer | params | max paths | norms on param paths (min-max) | without q/k/v norms | norms after layer "
-         "outputs | norm-free path |\n|---|---|---|---|---|---|---|\n";
+  out += "| layer | params | max paths | norms on param paths (min-max) | without q/k/v norms | norms after its "
+         "residual adds | norm-free path |\n|---|---|---|---|---|---|---|\n";
   for (const LayerPaths& L : s.layers)
     out += "| " + L.scope + " | " + std::to_string(L.params) + " | " + fmt_paths(L.max_param_paths) + " | " +
            fmt_range(L.param_min_norms, L.param_max_norms) + " | " +

@@ -56,7 +56,7 @@ struct LayerPaths {
   int64_t param_min_norms = -1;   // min over its parameters of min_norms
   int64_t param_max_norms = -1;   // max over its parameters of max_norms
   int64_t param_min_norms_outer = -1, param_max_norms_outer = -1;
-  int64_t output_min_norms = -1;  // min/max over its residual/dual adds (the stream it hands on)
+  int64_t output_min_norms = -1;  // min/max over its residual/dual adds (each sublayer's, before any norm after it)
   int64_t output_max_norms = -1;
   bool norm_free = false;         // some parameter of the layer has a norm-free path to the loss
 };

@@ -6,12 +6,26 @@
 
 #include <cerrno>
 #include <cmath>
+#include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <functional>
+#include <iostream>
 #include <stdexcept>
 #include <string>
 
 namespace cli_checks {
+
+// A program's exit status once stdout is flushed: a result printed to a full disk, past a file-size limit or into
+// a closed descriptor makes a failure (2, or the program's own failure status), never a silent exit 0.
+inline int with_stdout_checked(const char* program, int status) {
+  errno = 0;
+  std::cout.flush();  // (synced with stdio: std::cout writes through stdout)
+  if (std::cout && std::fflush(stdout) == 0 && !std::ferror(stdout)) return status;
+  std::fprintf(stderr, "%s: error: writing the output to stdout failed%s%s\n", program, errno ? ": " : "",
+               errno ? std::strerror(errno) : "");
+  return status ? status : 2;
+}
 
 // `ok` says whether a value is in the range, `range` how to say it. Values past `limit` (int64's by default) or
 // NaN are out of range.

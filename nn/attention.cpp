@@ -251,7 +251,10 @@ Tensor FeedForward::forward(const Tensor& x) {
       break;
     }
   }
-  h = dropout(h, act_dropout, is_training());
+  {
+    Scope act("act");  // "enc.0.ffn.act.dropout": the sublayer's residual dropout is "enc.0.ffn.dropout"
+    h = dropout(h, act_dropout, is_training());
+  }
   return fc2->forward(h);
 }
 

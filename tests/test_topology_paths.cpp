@@ -243,6 +243,30 @@ TEST_SUITE("topology_paths") {
                                                            "mix_ln", "res_post_norm", "rezero", "admin"});
   }
 
+  TEST_CASE("every topology, every dropout on: each op node of one forward has a name of its own") {
+    for (const std::string& topo : nn::topology_names()) {
+      nn::TransformerConfig c;
+      c.vocab = 11, c.d_model = 8, c.heads = 2, c.d_ff = 16, c.enc_layers = c.dec_layers = 2, c.max_positions = 8;
+      c.dropout = c.attn_dropout = c.act_dropout = 0.1;
+      c.topology = topo;
+      if (topo == "resi_dual") c.resi_dual_scale = 0.5;  // its scaling nodes are recorded only for s != 1
+      manual_seed(4);
+      nn::Transformer model(c);
+      model.train();
+      current_tape().clear();
+      Tensor src = Tensor::from_vector<int64_t>({4, 5, 6, 7, 3, 8, 1, 1}, {2, 4});
+      Tensor tgt = Tensor::from_vector<int64_t>({2, 9, 4, 2, 10, 5}, {2, 3});
+      nn::label_smoothed_nll(model.forward(src, tgt), tgt, c.pad_id, 0.1);
+      std::map<std::string, int> seen;
+      std::string repeated;
+      for (const auto& n : current_tape().nodes())
+        if (++seen[n->name] == 2) repeated += " " + n->name;
+      current_tape().clear();
+      INFO("topology " << topo << ", names recorded twice:" << repeated);
+      CHECK(repeated.empty());
+    }
+  }
+
   TEST_CASE("golden path counts at 2+2 and 4+4 layers") {
     for (const std::string& topo : nn::topology_names())
       for (int64_t L : {2, 4}) check_topology(topo, L, L);

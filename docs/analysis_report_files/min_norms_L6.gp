@@ -1,8 +1,8 @@
 set terminal pngcairo size 1000,480 noenhanced
 set output 'docs/analysis_report_files/min_norms_L6.png'
-set title 'min norms on path after layer output (ResiDual: x_d add), 6+6 layers'
+set title 'min norms after residual adds (ResiDual: x_d add), 6+6 layers'
 set xlabel 'layer (encoder 0..5, decoder 6..11)'
-set ylabel 'min norms on path after layer output (ResiDual: x_d add)'
+set ylabel 'min norms after residual adds (ResiDual: x_d add)'
 set key outside right
 set grid
 set datafile missing 'NaN'

@@ -1,8 +1,8 @@
 set terminal pngcairo size 1000,480 noenhanced
 set output 'docs/analysis_report_rezero_admin_files/min_norms_L24.png'
-set title 'min norms on path after layer output (ResiDual: x_d add), 24+24 layers'
+set title 'min norms after residual adds (ResiDual: x_d add), 24+24 layers'
 set xlabel 'layer (encoder 0..23, decoder 24..47)'
-set ylabel 'min norms on path after layer output (ResiDual: x_d add)'
+set ylabel 'min norms after residual adds (ResiDual: x_d add)'
 set key outside right
 set grid
 set datafile missing 'NaN'

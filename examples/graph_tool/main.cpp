@@ -61,6 +61,8 @@ LayerMeasures record(const ModelOptions& mo) {
   nn::Transformer model(cfg);
   model.to(Device::parse(mo.device));  // measure_batch moves the batch to the model
   MeasureBatch b = random_batch(cfg, mo.batch, mo.len, mo.seed);
+  // a topology's data-dependent init (Admin's ω profiling pass), as training runs it: else Admin is Post-LN here
+  model.init_from_batch(b.src.to(model.device()), b.tgt_in.to(model.device()));
   AutocastBF16 autocast(autocast_bf16);
   return measure_batch(model, b, 0.1, /*graph=*/true);
 }
@@ -78,7 +80,7 @@ std::string joined_args(int argc, char** argv) {
 
 }  // namespace
 
-int main(int argc, char** argv) {
+static int run_command(int argc, char** argv) {
   ensure_passive_omp(argv);  // backends/threads.h
   CLI::App app{"skipgrad-graph: dump a Transformer's graph and analyse its gradient paths"};
   app.require_subcommand(1);
@@ -225,4 +227,8 @@ int main(int argc, char** argv) {
     return 2;
   }
   return 0;
+}
+
+int main(int argc, char** argv) {
+  return cli_checks::with_stdout_checked("skipgrad-graph", run_command(argc, argv));
 }

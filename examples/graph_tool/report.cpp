@@ -172,7 +172,7 @@ std::string dat_name(const Run& r, int64_t step) {
 void write_dat(const std::string& dir, const Run& r, const LayerMeasures& m) {
   std::ostringstream os;
   os << "# " << r.topology << " " << r.depth << "+" << r.depth << " layers, " << step_label(m.step)
-     << "\n# i layer fc2 layer_grad cos rms max_abs param_min_norms output_min_norms token_cos self_logit_max"
+     << "\n# i layer fc2 layer_grad cos rms max_abs param_min_norms_outer output_min_norms token_cos self_logit_max"
         " cross_logit_max removal_delta ffn_update self_attn_update self_attn_entropy\n";
   int64_t i = 0;
   for (const LayerMeasure& l : m.layers) {
@@ -305,7 +305,7 @@ void write_report(const ReportOptions& opt) {
           {"ffn_update", 14, "relative update of the FFN |o|/|x| (log scale: a 0 is not drawn)", true, true},
           {"self_entropy", 16, "mean entropy of the self-attention (nats)", false, true},
           {"removal", 13, "loss without the layer minus the whole model's", false, true},
-          {"min_norms", 9, "min norms on path after layer output (ResiDual: x_d add)", false, false}};
+          {"min_norms", 9, "min norms after residual adds (ResiDual: x_d add)", false, false}};
       for (auto& [stem, col, label, logy, by_step] : what) {
         if (std::string(stem) == "removal" && !opt.removal) continue;  // not measured
         const std::vector<int64_t> at = by_step ? opt.steps : std::vector<int64_t>{0};
@@ -340,7 +340,7 @@ void write_report(const ReportOptions& opt) {
      << (opt.removal ? "; \"Δloss w/o layer\" is the loss without that one layer minus the whole model's "
                        "(eval mode, the measured batches)" : "")
      << ".\n\n"
-     << "### Summary\n\n| topology | layers | step | loss | ‖∇W2‖ enc.0 / enc.last | ‖∇W2‖ dec.0 / dec.last | mean "
+     << "### Summary\n\n| topology | layers | step | loss | ‖∇W2‖ enc.0 ÷ enc.last | ‖∇W2‖ dec.0 ÷ dec.last | mean "
         "cos enc | mean cos dec | cos(tokens) enc.last | cos(tokens) dec.last | max logit | seconds |\n"
         "|---|---|---|---|---|---|---|---|---|---|---|---|\n";
   for (const Run& r : runs)

@@ -45,11 +45,11 @@ class ResiDualLayer : public Layer {
   }
 
  private:
-  // x_d + s·o, named "<sublayer>.dual_add"
+  // x_d + s·o, named "<sublayer>.dual_add" (s·o: "<sublayer>.dual_scale")
   Tensor dual_add(const char* sublayer, const Tensor& x_d, const Tensor& o) {
     Scope s(sublayer);
     const double scale = cfg.resi_dual_scale;
-    Tensor y = add(x_d, scale == 1.0 ? o : mul(o, scale));
+    Tensor y = add(x_d, scale == 1.0 ? o : mul(o, scale).named("dual_scale"));
     y.named("dual_add");
     return y;
   }
@@ -67,9 +67,9 @@ class ResiDual : public Topology {
     return {{"final_norm", final_norm_[index(side)]}};
   }
 
-  // x_d⁰ = s · x_a⁰
+  // x_d⁰ = s · x_a⁰ ("enc.dual_scale")
   Stream begin_stack(const Tensor& x, Side) override {
-    Tensor dual = scale_ == 1.0 ? x : mul(x, scale_);
+    Tensor dual = scale_ == 1.0 ? x : mul(x, scale_).named("dual_scale");
     return {x, dual};
   }
 
