@@ -11,6 +11,7 @@
 
 #include "analysis/graph.h"
 #include "average.h"
+#include "config_json.h"
 #include "eval.h"
 #include "sweep.h"
 #include "test_util.h"
@@ -150,6 +151,34 @@ TEST_SUITE("reliability") {
     train(o);
     CHECK(fs::exists(corpus / "spm64.model.source"));
     CHECK(read_file((corpus / "spm64.model").string()) == model);
+  }
+
+  TEST_CASE("checkpoint_best weighs the validation at the end of training as well; --eval-sentences 0 is all") {
+    TrainOptions o = tiny_run("best_at_end", 5);  // evaluations at steps 2 and 4, then the end's at step 5
+    o.eval_every = 2;
+    const TrainResult r = train(o);
+    std::ifstream in(o.out_dir + "/metrics.jsonl");
+    double best_loss = INFINITY;  // (printed to 6 digits)
+    for (std::string line; std::getline(in, line);) {
+      const nlohmann::json j = nlohmann::json::parse(line);
+      if (j.contains("valid_loss")) best_loss = std::min(best_loss, j["valid_loss"].get<double>());
+    }
+    const nn::Metadata best = nn::load_safetensors(o.out_dir + "/checkpoint_best.safetensors").metadata;
+    const nn::Metadata last = nn::load_safetensors(o.out_dir + "/checkpoint_last.safetensors").metadata;
+    CHECK(last.at("step") == "5");
+    CHECK(metadata_number(last, "best_valid_loss", "last") == r.best_valid_loss);  // the end's validation counted
+    CHECK(r.best_valid_loss == doctest::Approx(std::min(best_loss, r.valid_loss)).epsilon(1e-5));
+    if (std::abs(r.valid_loss - best_loss) > 1e-4)  // else the 6 printed digits cannot tell which was lower
+      CHECK(best.at("step") == (r.valid_loss < best_loss ? "5" : "4"));
+    // --eval-sentences 0 decodes every validation sentence
+    const auto all = run(SKIPGRAD_TRANSLATE_EXE, "train --corpus " + shell_quote(tiny_corpus()) + " --vocab-size 64"
+                         " --layers 1 --d-model 16 --heads 2 --ffn 32 --max-tokens 192 --steps 1 --eval-every 1"
+                         " --eval-sentences 0 --save-every 0 --beam 1 --test-sentences 2 --out " +
+                         shell_quote((scratch.path() / "eval_all").string()));
+    INFO(all.second);
+    CHECK(all.first == 0);
+    const std::string valid_lines = std::to_string(lines_of(tiny_corpus() + "/valid.tsv"));
+    CHECK(all.second.find("valid BLEU (greedy, " + valid_lines + " sentences)") != std::string::npos);
   }
 
   TEST_CASE("a fresh run refused for its metrics.jsonl, or stopped before its first save, leaves no earlier file") {
@@ -305,6 +334,18 @@ TEST_SUITE("reliability") {
     const Vocab b = Vocab::load_or_train(model, second, 40);
     CHECK(b.to_base64() != a.to_base64());
     CHECK(b.encode("ένα").front() != Vocab::kUnk);
+    // a piece of the cached model changed (SentencePiece would load it): the record's hash sends it to training
+    std::string bytes = read_file(model);
+    const size_t at = bytes.find("τέσσερα") != std::string::npos ? bytes.find("τέσσερα") : bytes.find("▁");
+    REQUIRE(at != std::string::npos);
+    bytes[at + 2] ^= 1;
+    write_file_atomic(model, bytes);
+    const Vocab mended = Vocab::load_or_train(model, second, 40);
+    CHECK(mended.to_base64() == b.to_base64());
+    CHECK(read_file(model) != bytes);
+    // a record from before the hash (one line) is still taken as it is
+    write_file_atomic(model + ".source", Vocab::fingerprint(second, 40) + "\n");
+    CHECK(Vocab::load_or_train(model, second, 40).to_base64() == b.to_base64());
   }
 
   TEST_CASE("write_file_atomic: a folder is refused, a device written in place, a symlink's target replaced") {
@@ -349,6 +390,22 @@ TEST_SUITE("reliability") {
     CHECK_THROWS_WITH_ALL(read_file(scratch.path().string(), "my_loader"), "my_loader", "is a directory");
     CHECK_THROWS_WITH_ALL(read_file((scratch.path() / "missing").string(), "my_loader"), "my_loader: cannot open",
                           "No such file or directory");
+  }
+
+  TEST_CASE("a result printed to a full disk fails the command (exit 2) instead of exiting 0") {
+    fs::create_directories(scratch.path());
+    const std::string text = (scratch.path() / "one_line.txt").string(), log = (scratch.path() / "full.log").string();
+    write_file_atomic(text, "a small test\n");
+    for (const std::string& command :
+         {std::string(SKIPGRAD_TRANSLATE_EXE) + " bleu " + shell_quote(text) + " " + shell_quote(text),
+          std::string(SKIPGRAD_GRAPH_EXE) + " paths --layers 1"}) {
+      INFO(command);
+      const int status = std::system((command + " > /dev/full 2> " + shell_quote(log)).c_str());
+      REQUIRE(WIFEXITED(status));
+      CHECK(WEXITSTATUS(status) == 2);
+      CHECK(read_file(log).find("writing the output to stdout failed: No space left on device") != std::string::npos);
+      CHECK(std::system((command + " > /dev/null").c_str()) == 0);
+    }
   }
 
   TEST_CASE("shell_quote keeps a path one word") {

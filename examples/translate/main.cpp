@@ -106,7 +106,8 @@ static void add_train_options(CLI::App* c, TrainOptions& o, ModelChoices& m) {
       ->check(CLI::IsMember({"loss", "bleu"}))->capture_default_str();
   c->add_option("--patience", o.patience, "early stop after N evaluations without a better --best-metric")
       ->capture_default_str();
-  c->add_option("--eval-sentences", o.eval_sentences)->capture_default_str();
+  c->add_option("--eval-sentences", o.eval_sentences, "validation sentences decoded for BLEU at each evaluation "
+                "(0: all)")->capture_default_str();
   c->add_option("--beam", o.beam, "beam size for the final test BLEU")->capture_default_str();
   c->add_option("--test-sentences", o.test_sentences, "test sentences for the final BLEU (0: all)")->capture_default_str();
   c->add_option("--seed", o.seed)->capture_default_str();
@@ -133,7 +134,7 @@ static void add_train_options(CLI::App* c, TrainOptions& o, ModelChoices& m) {
   for (const char* name : {"--max-tokens", "--beam", "--vocab-size"}) c->get_option(name)->check(at_least(1));
 }
 
-int main(int argc, char** argv) {
+static int run_command(int argc, char** argv) {
   ensure_passive_omp(argv);  // backends/threads.h: no OpenMP threads spinning against OpenBLAS's
   CLI::App app{"skipgrad-translate: a toy German→English Transformer for comparing residual/norm topologies"};
   app.require_subcommand(1);
@@ -390,4 +391,8 @@ int main(int argc, char** argv) {
     return 2;
   }
   return 0;
+}
+
+int main(int argc, char** argv) {
+  return cli_checks::with_stdout_checked("skipgrad-translate", run_command(argc, argv));
 }

@@ -221,8 +221,9 @@ TrainResult train(const TrainOptions& o) {
   }();
   std::vector<Example> train_ex = encode_pairs(vocab, corpus.train, o.max_len);
   std::vector<Example> valid_ex = encode_pairs(vocab, corpus.valid, o.max_len);
-  std::vector<Pair> valid_bleu_pairs(corpus.valid.begin(),
-                                     corpus.valid.begin() + std::min<size_t>(corpus.valid.size(), o.eval_sentences));
+  const size_t eval_sentences = o.eval_sentences > 0 ? std::min<size_t>(corpus.valid.size(), o.eval_sentences)
+                                                     : corpus.valid.size();  // 0: all, as --test-sentences
+  std::vector<Pair> valid_bleu_pairs(corpus.valid.begin(), corpus.valid.begin() + eval_sentences);
 
   nn::TransformerConfig cfg = o.model;
   cfg.vocab = vocab.size();
@@ -336,6 +337,20 @@ TrainResult train(const TrainOptions& o) {
     if (o.keep_last <= 0) return;
     save(o.out_dir + "/checkpoint_" + std::to_string(step) + ".safetensors", false);
     prune_step_checkpoints(o.out_dir, o.keep_last);
+  };
+  // One validation of the model at `step`: checkpoint_best when it beats every earlier one by --best-metric.
+  int64_t last_eval_step = -1;
+  auto keep_if_best = [&](double valid_loss, double valid_bleu) {
+    last_eval_step = step;
+    res.best_valid_loss = std::min(res.best_valid_loss, valid_loss);
+    const bool better = o.best_metric == "bleu" ? valid_bleu > best_bleu : valid_loss < best_loss;
+    best_bleu = std::max(best_bleu, valid_bleu);
+    best_loss = std::min(best_loss, valid_loss);
+    if (better) {
+      save(best_ckpt);
+      have_best = true;
+    }
+    return better;
   };
   // metrics.jsonl: a fresh run starts it, a resumed one continues it from its checkpoint's step. It is flushed
   // before every save, so a checkpoint's steps are always in it. Checked here: a folder or file that cannot be
@@ -507,14 +522,8 @@ TrainResult train(const TrainOptions& o) {
         std::printf("\n[eval] step %lld: valid loss %.4f, valid BLEU (greedy, %zu sentences) %.2f\n", (long long)step, vl,
                     valid_bleu_pairs.size(), vb);
         metrics << "{\"step\":" << step << ",\"valid_loss\":" << vl << ",\"valid_bleu\":" << vb << "}\n";
-        res.best_valid_loss = std::min(res.best_valid_loss, vl);
-        const bool better = o.best_metric == "bleu" ? vb > best_bleu : vl < best_loss;
-        best_bleu = std::max(best_bleu, vb);
-        best_loss = std::min(best_loss, vl);
-        if (better) {
+        if (keep_if_best(vl, vb)) {
           evals_since_best = 0;
-          save(best_ckpt);
-          have_best = true;
         } else if (o.patience && ++evals_since_best >= o.patience) {
           std::printf("early stop: no better valid %s in %d evaluations\n", o.best_metric.c_str(), o.patience);
           stop = true;
@@ -542,14 +551,17 @@ TrainResult train(const TrainOptions& o) {
   res.tokens_per_second = tokens_done / std::max(res.seconds, 1e-9);
   res.final_train_loss = loss_ema;
   if (!o.quiet) std::printf("\n");
+  res.valid_loss = evaluate_loss(model, valid_ex, o);
+  res.valid_bleu = evaluate_bleu(model, vocab, valid_bleu_pairs, o, 1);
   if (!res.diverged) {
+    // with --eval-every, the model as training left it is a candidate for checkpoint_best too (fairseq validates
+    // at the end), unless that step's evaluation saw it already; then checkpoint_last, whose best_* metadata count
+    // this evaluation
+    if (o.eval_every > 0 && step != last_eval_step) keep_if_best(res.valid_loss, res.valid_bleu);
     save(last_ckpt);
     last_saved_step = step;
     save_step_checkpoint();
   }
-  res.valid_loss = evaluate_loss(model, valid_ex, o);
-  res.best_valid_loss = std::min(res.best_valid_loss, res.valid_loss);
-  res.valid_bleu = evaluate_bleu(model, vocab, valid_bleu_pairs, o, 1);
   std::vector<std::string> hyps;
   if (o.test_sentences > 0 && (size_t)o.test_sentences < corpus.test.size()) corpus.test.resize(o.test_sentences);
   res.test_bleu = evaluate_bleu(model, vocab, corpus.test, o, o.beam, &hyps);

@@ -35,7 +35,7 @@ struct TrainOptions {
   // highest greedy valid BLEU on eval_sentences ("bleu": noisier on a few hundred sentences).
   std::string best_metric = "loss";
   int patience = 0;                // early stop after this many evaluations without a better best_metric (0: never)
-  int64_t eval_sentences = 300;    // validation sentences decoded for BLEU
+  int64_t eval_sentences = 300;    // validation sentences decoded for BLEU at each evaluation (0: all)
   int64_t test_sentences = 0;      // test sentences decoded for the final BLEU (0: all)
   int beam = 5;
   uint64_t seed = 1;

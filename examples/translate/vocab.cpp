@@ -136,24 +136,56 @@ class PairSentences : public sentencepiece::SentenceIterator {
 };
 }  // namespace
 
+// "<model>.source": the training text's fingerprint on its first line, then (since 2026-12-06) "model fnv1a64 <h>",
+// the hash of the model file's bytes as they were written: a cached model changed or damaged since (SentencePiece
+// reads a model with a flipped piece without a word) is trained again rather than used.
+namespace {
+std::string model_line(const std::string& model_bytes) {
+  char buf[48];
+  std::snprintf(buf, sizeof buf, "model fnv1a64 %016llx",
+                (unsigned long long)skipgrad::nn::fnv1a64(model_bytes.data(), model_bytes.size()));
+  return buf;
+}
+struct SourceRecord {
+  std::string text;   // the fingerprint of the training text
+  std::string model;  // model_line of the model file; "" in a record from before 2026-12-06
+};
+SourceRecord read_record(const std::string& source_path) {
+  const std::string all = skipgrad::read_file(source_path, "Vocab::load_or_train");
+  const size_t end = all.find('\n');
+  SourceRecord r{all.substr(0, end), ""};
+  if (end != std::string::npos) r.model = all.substr(end + 1, all.find('\n', end + 1) - end - 1);
+  return r;
+}
+std::string record_text(const std::string& fingerprint, const std::string& model_bytes) {
+  return fingerprint + "\n" + model_line(model_bytes) + "\n";
+}
+}  // namespace
+
 bool Vocab::cached_for_other_text(const std::string& model_path, const std::vector<Pair>& train, int vocab_size) {
   return file_exists(model_path) && file_exists(model_path + ".source") &&
-         skipgrad::read_file(model_path + ".source") != fingerprint(train, vocab_size) + "\n";
+         read_record(model_path + ".source").text != fingerprint(train, vocab_size);
 }
 
 Vocab Vocab::load_or_train(const std::string& model_path, const std::vector<Pair>& train, int vocab_size) {
-  const std::string source_path = model_path + ".source", source = fingerprint(train, vocab_size) + "\n";
+  const std::string source_path = model_path + ".source", source = fingerprint(train, vocab_size);
   if (file_exists(model_path)) {
     if (!file_exists(source_path)) {  // cached before 2026-12-06, when no fingerprint was kept: taken as this text's
       try {
-        skipgrad::write_file_atomic(source_path, source);
+        skipgrad::write_file_atomic(source_path, record_text(source, skipgrad::read_file(model_path)));
       } catch (const skipgrad::Error&) {  // a read-only corpus folder: used as before, without the record
       }
       return load(model_path);
     }
-    if (skipgrad::read_file(source_path) == source) return load(model_path);
-    std::printf("vocabulary: %s was trained on other text (the corpus changed since): training it again\n",
-                model_path.c_str());
+    const SourceRecord record = read_record(source_path);
+    if (record.text != source)
+      std::printf("vocabulary: %s was trained on other text (the corpus changed since): training it again\n",
+                  model_path.c_str());
+    else if (!record.model.empty() && record.model != model_line(skipgrad::read_file(model_path)))
+      std::printf("vocabulary: %s is not the file that was trained (changed or damaged since): training it again\n",
+                  model_path.c_str());
+    else
+      return load(model_path);
   }
   check(!train.empty(), "Vocab::load_or_train", ": no training text to build a vocabulary from");
   const std::unordered_map<std::string, std::string> options = {
@@ -172,7 +204,7 @@ Vocab Vocab::load_or_train(const std::string& model_path, const std::vector<Pair
     skipgrad::fail("Vocab::load_or_train", ": the vocabulary is built beside the corpus, whose folder must be "
                    "writable: ", e.what());
   }
-  skipgrad::write_file_atomic(source_path, source);
+  skipgrad::write_file_atomic(source_path, record_text(source, model));
   return load(model_path);
 }
 

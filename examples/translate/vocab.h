@@ -18,7 +18,8 @@ class Vocab {
   static constexpr int kPad = 0, kUnk = 1, kBos = 2, kEos = 3;
 
   // Loads `model_path` when it exists, otherwise trains it on `train` (both sides) and saves it there.
-  // `model_path` + ".source" records what it was trained on; a model made from other text is trained again.
+  // `model_path` + ".source" records what it was trained on and the model file's hash; a model made from other
+  // text, or changed since it was written, is trained again.
   static Vocab load_or_train(const std::string& model_path, const std::vector<Pair>& train, int vocab_size);
   // What a vocabulary of `vocab_size` pieces trained on `train` is made from, as one line (a hash of the text):
   // kept beside a cached model and in checkpoints, to tell when the data changed.
