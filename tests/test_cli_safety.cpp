@@ -5,6 +5,7 @@
 #include <sys/wait.h>
 
 #include <filesystem>
+#include <map>
 #include <nlohmann/json.hpp>
 #include <fstream>
 #include <tuple>
@@ -406,6 +407,19 @@ TEST_SUITE("reliability") {
       CHECK(read_file(log).find("writing the output to stdout failed: No space left on device") != std::string::npos);
       CHECK(std::system((command + " > /dev/null").c_str()) == 0);
     }
+  }
+
+  TEST_CASE("skipgrad-graph dumps Admin after its omega profiling pass, as training runs it (not as Post-LN)") {
+    std::map<std::string, std::string> said;
+    for (const std::string topology : {"admin", "post_ln"}) {
+      const auto r = run(SKIPGRAD_GRAPH_EXE, "dump --topology " + topology + " --layers 1 --format text -o " +
+                                                 shell_quote((scratch.path() / (topology + ".txt")).string()));
+      REQUIRE(r.first == 0);
+      said[topology] = r.second.substr(r.second.find("nodes, loss"));  // "nodes, loss 3.18786)"
+    }
+    CHECK(said["admin"] != said["post_ln"]);  // the same weights from the seed; Admin's ω differ from ones
+    CHECK(read_file((scratch.path() / "admin.txt").string()).find("enc.0.ffn_omega param float32[16] |x| 4 ") ==
+          std::string::npos);  // ‖ones(16)‖ = 4: not profiled
   }
 
   TEST_CASE("shell_quote keeps a path one word") {
