@@ -247,8 +247,9 @@ void backward(const Tensor& root, const Tensor& grad_in, bool retain_graph) {
     }
     // Leaves receive their total gradient once, after their hooks. (A leaf whose gradient was handed to a
     // backward and came back is listed twice: the second entry finds nothing pending.)
-    // Every leaf's hooks run before any .grad changes: a hook that throws leaves every .grad as it was, so a
-    // retry after the error does not add this walk's gradients twice.
+    // Every leaf's hooks run before any leaf's .grad changes: a leaf hook that throws leaves every leaf's .grad as
+    // it was, so a retry after the error does not add this walk's gradients twice. (A retained non-leaf .grad is
+    // written during the walk.)
     std::vector<std::pair<AutogradMeta*, Tensor>> totals;
     totals.reserve(leaves.size());
     for (AutogradMeta* m : leaves) {
@@ -259,7 +260,10 @@ void backward(const Tensor& root, const Tensor& grad_in, bool retain_graph) {
       totals.emplace_back(m, std::move(g));
     }
     std::lock_guard<std::mutex> lock(g_leaf_grad_mutex);  // threads backpropagating into one shared model
-    for (auto& [m, g] : totals) {
+    for (auto& total : totals) {
+      AutogradMeta* m = total.first;
+      Tensor g = std::move(total.second);  // the list keeps no reference: a gradient two leaves share is copied once
+      if (!m->requires_grad) continue;     // frozen since the forward: no .grad (torch's AccumulateGrad)
       if (m->grad.defined()) m->grad = add(m->grad, g);
       // .grad gets memory of its own (optimizers and clipping modify it in place): g itself when nothing else
       // refers to it (a fresh gradient, the common case), else a copy (g passed through from the upstream

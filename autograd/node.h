@@ -48,7 +48,8 @@ struct Node {
   std::string name;                // scoped: "enc.3.ffn.fc1.matmul"
   std::vector<std::shared_ptr<AutogradMeta>> inputs;
   // inputs[j] required grad when the op ran: its gradient is computed and passed on. Read at record time, as
-  // torch's graph is: a requires_grad_ between forward and backward changes nothing for this graph.
+  // torch's graph is: a requires_grad_() between forward and backward does not add an input to this graph (a leaf
+  // turned off since gets no .grad, as torch's AccumulateGrad checks it again).
   std::vector<bool> input_requires_grad;
   std::shared_ptr<AutogradMeta> output;
   std::vector<Tensor> saved;       // what backward reads; released once backward has run (unless retained)

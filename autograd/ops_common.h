@@ -12,8 +12,8 @@ namespace skipgrad {
 
 inline Backend& be(const Tensor& t) { return backend_for(t.device()); }
 
-// Whether backward must produce a gradient for input j of node n.
-// Whether input j of n required grad when n was recorded (Node::input_requires_grad).
+// Whether backward must produce a gradient for input j of node n: whether that input required grad when n was
+// recorded (Node::input_requires_grad).
 inline bool needs_grad(const Node& n, size_t j) { return n.input_requires_grad[j]; }
 
 inline void check_floating(const char* op, const Tensor& t) {
