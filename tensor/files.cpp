@@ -174,16 +174,22 @@ std::string read_file(const std::string& path, std::string_view op) {
   check(!fs::is_directory(path, ec), op, ": '", path, "' is a directory, not a file");
   std::ifstream in(path, std::ios::binary);
   if (!in) fail(op, ": cannot open '", path, "': ", errno_str(errno));
-  const uintmax_t size = fs::file_size(path, ec);
-  if (ec) {  // a pipe or a device has no size: read it to its end
-    std::ostringstream os;
-    os << in.rdbuf();
-    return os.str();
+  std::string bytes;
+  // A regular file: one read of its size, no second copy (checkpoints are large); then on to its end, should it
+  // have grown. A pipe, a device or a /proc file (whose size says 0) is read to its end.
+  const bool regular = fs::is_regular_file(path, ec);
+  const uintmax_t size = regular ? fs::file_size(path, ec) : 0;
+  if (regular && !ec && size > 0) {
+    bytes.resize(size);
+    in.read(bytes.data(), (std::streamsize)size);
+    bytes.resize((size_t)in.gcount());  // shorter if it shrank meanwhile
   }
-  std::string bytes(size, '\0');  // a file: one read of its size, no second copy (checkpoints are large)
-  in.read(bytes.data(), (std::streamsize)size);
-  check((uintmax_t)in.gcount() == size, op, ": reading '", path, "' failed after ", in.gcount(), " of ", size,
-        " bytes (did it shrink while being read?)");
+  if (in.good() && in.peek() != std::char_traits<char>::eof()) {
+    std::ostringstream rest;
+    rest << in.rdbuf();
+    bytes += rest.str();
+  }
+  check(!in.bad(), op, ": reading '", path, "' failed: ", errno_str(errno));
   return bytes;
 }
 

@@ -214,7 +214,9 @@ TEST_SUITE("translate") {
     CHECK(queued.valid_loss == each.valid_loss);
     CHECK(queued.test_bleu == each.test_bleu);
     CHECK(queued_lines == each_lines);
-    CHECK(each_lines.size() == 15);  // 10 steps, 2 evaluations, parameter norms at steps 3, 6 and 9
+    // 10 steps, evaluations at steps 4 and 8 and the end's at 10, parameter norms at steps 3, 6 and 9
+    CHECK(each_lines.size() == 16);
+    CHECK(each_lines.back().rfind("{\"step\":10,\"valid_loss\":", 0) == 0);
     CHECK(each_lines[3].rfind("{\"step\":3,\"grad_norms\":{", 0) == 0);  // right after step 3's line
     // update k runs at the schedule's rate for k-1 updates done, as fairseq's: warmup_init_lr first
     const TrainOptions o = tiny_run("cpu", "sync_1");

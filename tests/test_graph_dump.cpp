@@ -315,7 +315,7 @@ TEST_SUITE("graph") {
     d = doc;
     d["params"][0]["node"] = 1;
     CHECK_THROWS_WITH_ALL(Graph::from_json(d.dump()), "params[0].node = 1 is not a param node");
-    CHECK_THROWS_WITH_ALL(Graph::load_json("/nonexistent/graph.json"), "read_file", "cannot open");
+    CHECK_THROWS_WITH_ALL(Graph::load_json("/nonexistent/graph.json"), "Graph::load_json: cannot open", "No such file");
     // A hand-built graph gets the same checks before it is dumped or analysed (it was indexed unchecked).
     Graph bad = g;
     bad.nodes.back().inputs.push_back(int64_t(1) << 40);

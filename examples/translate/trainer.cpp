@@ -338,20 +338,6 @@ TrainResult train(const TrainOptions& o) {
     save(o.out_dir + "/checkpoint_" + std::to_string(step) + ".safetensors", false);
     prune_step_checkpoints(o.out_dir, o.keep_last);
   };
-  // One validation of the model at `step`: checkpoint_best when it beats every earlier one by --best-metric.
-  int64_t last_eval_step = -1;
-  auto keep_if_best = [&](double valid_loss, double valid_bleu) {
-    last_eval_step = step;
-    res.best_valid_loss = std::min(res.best_valid_loss, valid_loss);
-    const bool better = o.best_metric == "bleu" ? valid_bleu > best_bleu : valid_loss < best_loss;
-    best_bleu = std::max(best_bleu, valid_bleu);
-    best_loss = std::min(best_loss, valid_loss);
-    if (better) {
-      save(best_ckpt);
-      have_best = true;
-    }
-    return better;
-  };
   // metrics.jsonl: a fresh run starts it, a resumed one continues it from its checkpoint's step. It is flushed
   // before every save, so a checkpoint's steps are always in it. Checked here: a folder or file that cannot be
   // written fails now, not at the first save.
@@ -360,6 +346,27 @@ TrainResult train(const TrainOptions& o) {
   check(metrics.good(), "train", ": cannot write '", metrics_path, "' (is the --out folder writable?)");
   auto flush_metrics = [&] {
     check(metrics.flush().good(), "train", ": writing '", metrics_path, "' failed (disk full?)");
+  };
+  // One validation of the model at `step` (loss, greedy BLEU), printed and a metrics line; checkpoint_best when it
+  // beats every earlier one by --best-metric. Returns whether it did.
+  int64_t last_eval_step = -1;
+  auto validate = [&] {
+    last_eval_step = step;
+    res.valid_loss = evaluate_loss(model, valid_ex, o);
+    res.valid_bleu = evaluate_bleu(model, vocab, valid_bleu_pairs, o, 1);
+    std::printf("\n[eval] step %lld: valid loss %.4f, valid BLEU (greedy, %zu sentences) %.2f\n", (long long)step,
+                res.valid_loss, valid_bleu_pairs.size(), res.valid_bleu);
+    metrics << "{\"step\":" << step << ",\"valid_loss\":" << res.valid_loss << ",\"valid_bleu\":" << res.valid_bleu
+            << "}\n";
+    res.best_valid_loss = std::min(res.best_valid_loss, res.valid_loss);
+    const bool better = o.best_metric == "bleu" ? res.valid_bleu > best_bleu : res.valid_loss < best_loss;
+    best_bleu = std::max(best_bleu, res.valid_bleu);
+    best_loss = std::min(best_loss, res.valid_loss);
+    if (better) {
+      save(best_ckpt);
+      have_best = true;
+    }
+    return better;
   };
 
   const std::string qk = nn::head_norm_summary(cfg.qk_norm, cfg.qk_norm_kind);
@@ -517,12 +524,7 @@ TrainResult train(const TrainOptions& o) {
         break;
       }
       if (evaluates) {
-        const double vl = evaluate_loss(model, valid_ex, o);
-        const double vb = evaluate_bleu(model, vocab, valid_bleu_pairs, o, 1);
-        std::printf("\n[eval] step %lld: valid loss %.4f, valid BLEU (greedy, %zu sentences) %.2f\n", (long long)step, vl,
-                    valid_bleu_pairs.size(), vb);
-        metrics << "{\"step\":" << step << ",\"valid_loss\":" << vl << ",\"valid_bleu\":" << vb << "}\n";
-        if (keep_if_best(vl, vb)) {
+        if (validate()) {
           evals_since_best = 0;
         } else if (o.patience && ++evals_since_best >= o.patience) {
           std::printf("early stop: no better valid %s in %d evaluations\n", o.best_metric.c_str(), o.patience);
@@ -551,16 +553,20 @@ TrainResult train(const TrainOptions& o) {
   res.tokens_per_second = tokens_done / std::max(res.seconds, 1e-9);
   res.final_train_loss = loss_ema;
   if (!o.quiet) std::printf("\n");
-  res.valid_loss = evaluate_loss(model, valid_ex, o);
-  res.valid_bleu = evaluate_bleu(model, vocab, valid_bleu_pairs, o, 1);
   if (!res.diverged) {
-    // with --eval-every, the model as training left it is a candidate for checkpoint_best too (fairseq validates
-    // at the end), unless that step's evaluation saw it already; then checkpoint_last, whose best_* metadata count
-    // this evaluation
-    if (o.eval_every > 0 && step != last_eval_step) keep_if_best(res.valid_loss, res.valid_bleu);
-    save(last_ckpt);
+    save(last_ckpt);  // first: the training is kept whatever happens in the evaluation
     last_saved_step = step;
     save_step_checkpoint();
+  }
+  if (!res.diverged && o.eval_every > 0 && step != last_eval_step) {
+    // with --eval-every, the model as training left it is one more validation (fairseq validates at the end): it may
+    // be checkpoint_best, and then checkpoint_last is written again, its best_* metadata counting it
+    if (validate()) save(last_ckpt);
+    flush_metrics();
+  } else if (step != last_eval_step) {  // (else the last step's validation stands)
+    res.valid_loss = evaluate_loss(model, valid_ex, o);
+    res.valid_bleu = evaluate_bleu(model, vocab, valid_bleu_pairs, o, 1);
+    res.best_valid_loss = std::min(res.best_valid_loss, res.valid_loss);
   }
   std::vector<std::string> hyps;
   if (o.test_sentences > 0 && (size_t)o.test_sentences < corpus.test.size()) corpus.test.resize(o.test_sentences);
