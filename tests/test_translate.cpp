@@ -1,6 +1,7 @@
 // The translation example's data pipeline and BLEU (examples/translate/).
 #include <cstdio>
 #include <fstream>
+#include <set>
 
 #include <nlohmann/json.hpp>
 
@@ -66,6 +67,14 @@ TEST_SUITE("translate") {
       CHECK(p.src.find('{') == std::string::npos);
       CHECK(p.tgt.find('[') == std::string::npos);
     }
+    // no valid or test source was trained on, and no test source validated on
+    std::set<std::string> sources;
+    for (auto& p : s.train) sources.insert(p.src);
+    size_t seen = 0;
+    for (auto& p : s.valid) seen += sources.count(p.src);
+    for (auto& p : s.valid) sources.insert(p.src);
+    for (auto& p : s.test) seen += sources.count(p.src);
+    CHECK(seen == 0);
   }
 
   TEST_CASE("TSV loader reports malformed lines with file and line, strict mode throws") {
