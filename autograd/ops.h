@@ -76,7 +76,7 @@ Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias = Tensor
 // Sums of an integer tensor are exact int64 and its max/min exact in its dtype (torch's); mean takes floats.
 Tensor sum(const Tensor& a);
 Tensor sum(const Tensor& a, const Shape& dims, bool keepdim = false);
-Tensor mean(const Tensor& a);
+Tensor mean(const Tensor& a);  // of no elements: 0 (torch gives NaN); so is a mean over an empty dim
 Tensor mean(const Tensor& a, const Shape& dims, bool keepdim = false);
 // Maximum over dims (empty dims: all of them); the gradient is shared equally among tied maxima.
 Tensor max(const Tensor& a, const Shape& dims, bool keepdim = false);
@@ -122,7 +122,8 @@ Tensor l2_norm(const Tensor& x, double eps = 1e-12);
 // weight [V, d], ids int64 of any shape -> [..., d]; rows of padding_idx get no gradient (-1: none).
 Tensor embedding(const Tensor& weight, const Tensor& ids, int64_t padding_idx = -1);
 enum class Reduction { Mean, Sum, None };
-// logits [N, V] (or [..., V]), targets int64 [N] (or [...]). Mean is over targets != ignore_index.
+// logits [N, V] (or [..., V]), targets int64 [N] (or [...]). Mean is over targets != ignore_index; with every
+// target ignored (a batch of padding) it is 0 with zero gradients, where torch gives NaN.
 Tensor cross_entropy(const Tensor& logits, const Tensor& targets, int64_t ignore_index = -100,
                      double label_smoothing = 0.0, Reduction reduction = Reduction::Mean);
 // Inverted dropout, p in [0, 1]; identity when !training or p == 0, zeros at p = 1. Random numbers from `gen`

@@ -1,6 +1,7 @@
-// Range checks for the number options of the example programs (skipgrad-translate, skipgrad-graph), said plainly
-// ("--steps: must be at least 0, got -1"; CLI11's own range check prints the double range up to 1.8e308, and its
-// conversion wraps or caps a value out of the option's type without a word).
+// What the example programs (skipgrad-translate, skipgrad-graph) share on their command lines: range checks for
+// their number options, said plainly ("--steps: must be at least 0, got -1"; CLI11's own range check prints the
+// double range up to 1.8e308, and its conversion wraps or caps a value out of the option's type without a word),
+// and the exit status that counts a failed write to stdout (with_stdout_checked).
 #pragma once
 #include <CLI/CLI.hpp>
 

@@ -137,27 +137,25 @@ void Module::train(bool on) {
   for (auto& [n, c] : children_) c->train(on);
 }
 
-std::vector<std::pair<std::string, Module*>> Module::named_modules(const std::string& prefix) {
-  std::vector<std::pair<std::string, Module*>> out;
+void Module::walk_once(const std::string& prefix, const std::function<void(const std::string&, Module&)>& pre,
+                       const std::function<void(Module&)>& post) {
   std::unordered_set<const Module*> seen;
-  std::function<void(Module&, const std::string&)> visit = [&](Module& m, const std::string& name) {
+  std::function<void(Module&, const std::string&)> visit = [&](Module& m, const std::string& path) {
     if (!seen.insert(&m).second) return;
-    out.emplace_back(name, &m);
-    for (auto& [child_name, child] : m.children_) visit(*child, name.empty() ? child_name : name + "." + child_name);
+    if (pre) pre(path, m);
+    for (auto& [name, child] : m.children_) visit(*child, path.empty() ? name : path + "." + name);
+    if (post) post(m);
   };
   visit(*this, prefix);
+}
+
+std::vector<std::pair<std::string, Module*>> Module::named_modules(const std::string& prefix) {
+  std::vector<std::pair<std::string, Module*>> out;
+  walk_once(prefix, [&](const std::string& path, Module& m) { out.emplace_back(path, &m); }, nullptr);
   return out;
 }
 
-void Module::apply(const std::function<void(Module&)>& fn) {
-  std::unordered_set<const Module*> seen;
-  std::function<void(Module&)> visit = [&](Module& m) {
-    if (!seen.insert(&m).second) return;
-    for (auto& [name, child] : m.children_) visit(*child);
-    fn(m);
-  };
-  visit(*this);
-}
+void Module::apply(const std::function<void(Module&)>& fn) { walk_once("", nullptr, fn); }
 
 void Module::zero_grad() {
   for (auto& [n, t] : params_) t.zero_grad();

@@ -94,6 +94,10 @@ class Module {
   // A name for a new parameter, buffer or child: not empty, without '.', and not taken by any of the three (as
   // torch's "attribute already exists"): two entries of one name would meet only in state_dict or a checkpoint.
   void check_new_name(const char* op, const std::string& name) const;
+  // Every module of the tree once (the first time it is reached), depth first: pre(path, m) before its children,
+  // post(m) after them (either may be null). For named_modules and apply.
+  void walk_once(const std::string& prefix, const std::function<void(const std::string&, Module&)>& pre,
+                 const std::function<void(Module&)>& post);
   // named_parameters (named) or parameters (plain): depth first, each tensor not in `seen` yet (seen null: all)
   void collect_parameters(const std::string& prefix, std::vector<std::pair<std::string, Tensor>>* named,
                           std::vector<Tensor>* plain, std::unordered_set<const TensorImpl*>* seen) const;

@@ -34,6 +34,7 @@ struct Entry {
 const Entry kTopologies[] = {SKIPGRAD_TOPOLOGIES(SKIPGRAD_TOPOLOGY_ENTRY)};
 }  // namespace
 
+namespace {
 // The topologies programs registered, in registration order (TopologyRegistration). A function's static, so that a
 // registration in another file's static initialiser finds it constructed.
 struct UserTopology {
@@ -44,10 +45,11 @@ struct UserTopologies {
   std::mutex mutex;
   std::vector<UserTopology> list;
 };
-static UserTopologies& user_topologies() {
+UserTopologies& user_topologies() {
   static UserTopologies registry;
   return registry;
 }
+}  // namespace
 
 std::vector<std::string> topology_names() {
   std::vector<std::string> names;
