@@ -27,7 +27,9 @@ InitScheme parse_init_scheme(const std::string& s) {
   fail("parse_init_scheme", ": unknown init scheme '", s, "'; known: fairseq, small_init, deep_norm");
 }
 
-void TransformerConfig::validate() const {
+void TransformerConfig::validate() const { validate(*make_topology(topology)); }  // unknown names list the known
+
+void TransformerConfig::validate(const Topology& made) const {
   const char* who = "TransformerConfig";
   check(vocab > 0, who, ": vocab must be positive, got ", vocab);
   check(d_model > 0 && heads > 0 && d_model % heads == 0, who, ": d_model ", d_model,
@@ -46,7 +48,8 @@ void TransformerConfig::validate() const {
   check(pad_id >= 0 && pad_id < vocab, who, ": pad_id ", pad_id, " outside the vocabulary [0, ", vocab, ")");
   check(qk_norm != HeadNormTargets::None || qk_norm_kind == HeadNormKind::RMSNorm, who, ": qk_norm_kind ",
         head_norm_kind_name(qk_norm_kind), " needs qk_norm qk or qkv (qk_norm is none)");
-  make_topology(topology)->check_config(*this);  // an unknown name lists the known ones
+  check(made.name() == topology, who, ": validated with topology '", made.name(), "' for '", topology, "'");
+  made.check_config(*this);
   // a topology's own option set for another would do nothing, silently (with_topology resets them for a comparison)
   for (const TopologyOption& o : topology_options())
     check(topology == o.topology || o.value(*this) == o.default_text, who, ": ", o.name, " ", o.value(*this), " is ",

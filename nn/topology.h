@@ -27,6 +27,8 @@ enum class InitScheme { Fairseq, SmallInit, DeepNorm };
 const char* init_scheme_name(InitScheme s);  // "fairseq", "small_init", "deep_norm"
 InitScheme parse_init_scheme(const std::string& s);
 
+class Topology;
+
 struct TransformerConfig {
   int64_t vocab = 0;
   int64_t d_model = 256, heads = 4, d_ff = 1024;
@@ -51,8 +53,10 @@ struct TransformerConfig {
   int64_t max_positions = 1024;
   int64_t pad_id = 1;               // fairseq's padding index
 
-  // Throws an Error naming the first bad field.
+  // Throws an Error naming the first bad field (an unknown topology lists the known ones).
   void validate() const;
+  // The same with the topology already made from `topology` (the Transformer makes it once).
+  void validate(const Topology& made) const;
   // This config for topology `name`, the options of the other topologies back to their defaults: one command line
   // (--resi-dual-scale 0.5) serves a comparison of several topologies.
   TransformerConfig with_topology(const std::string& name) const;
@@ -164,6 +168,10 @@ class Topology {
 
   virtual ~Topology() = default;
   virtual std::string name() const = 0;
+  // What fixes this topology's function beyond TransformerConfig (a constant its factory was given, for a topology
+  // a program registers): Transformer::kind() records it, so a checkpoint is refused by a model whose topology says
+  // otherwise. "" for the built-in ones, whose settings are config fields.
+  virtual std::string settings() const { return ""; }
   // Refuses settings of cfg this topology cannot honour (HybridNorm: a qk_norm, its QKV norms being its own);
   // TransformerConfig::validate calls it, and programs that train several topologies call it on each first.
   virtual void check_config(const TransformerConfig& cfg) const { (void)cfg; }

@@ -27,7 +27,9 @@ std::string Transformer::kind() const {
      << exact(cfg_.norm_eps) << ", " << activation_name(cfg_.activation) << ", qk norm "
      << head_norm_targets_name(cfg_.qk_norm) << " " << head_norm_kind_name(cfg_.qk_norm_kind) << ", resi_dual_scale "
      << exact(cfg_.resi_dual_scale)
-     << ", mixln_post_layers " << cfg_.mixln_post_layers << ", pad " << cfg_.pad_id << ")";
+     << ", mixln_post_layers " << cfg_.mixln_post_layers << ", pad " << cfg_.pad_id;
+  if (const std::string own = topology_->settings(); !own.empty()) os << ", " << cfg_.topology << " " << own;
+  os << ")";
   return os.str();
 }
 
@@ -56,8 +58,8 @@ bool Transformer::reads_kind(const std::string& stored_kind) const {
 }
 
 Transformer::Transformer(const TransformerConfig& cfg) : cfg_(cfg) {
-  cfg.validate();
-  topology_ = make_topology(cfg.topology);
+  topology_ = make_topology(cfg.topology);  // once: a program's factory may count or log its calls
+  cfg.validate(*topology_);
   const int64_t V = cfg.vocab, d = cfg.d_model;
 
   if (cfg.share_embeddings) {

@@ -5,6 +5,7 @@
 
 #include <cmath>
 #include <filesystem>
+#include <stdexcept>
 
 #include "analysis/graph.h"
 #include "analysis/paths.h"
@@ -210,6 +211,36 @@ TEST_SUITE("nn") {
       }
       CHECK(norms == 2 * (2 + 2));  // weight and bias of one norm per layer, 2+2 layers
       CHECK(r.paths.find("enc.0.ffn") != std::string::npos);
+    }
+    {
+      // a constant the factory gives its topology is part of the model's kind (Topology::settings): a checkpoint of
+      // one value is refused by a model of another; the factory runs once per Transformer
+      struct Scaled : MyPreLN {
+        double k;
+        explicit Scaled(double k_) : MyPreLN("scaled"), k(k_) {}
+        std::string settings() const override { return "k " + std::to_string(k); }
+      };
+      double k = 0.5;
+      int made = 0;
+      const nn::TopologyRegistration scaled("scaled", [&] {
+        ++made;
+        return std::make_unique<Scaled>(k);
+      });
+      nn::Transformer half(tiny_transformer("scaled"));
+      CHECK(made == 1);
+      CHECK(half.kind().find(", scaled k 0.5") != std::string::npos);
+      const std::string path = (std::filesystem::temp_directory_path() /
+                                ("skipgrad_scaled_" + std::to_string(::getpid()) + ".safetensors")).string();
+      nn::save_checkpoint(path, half);
+      k = 0.05;
+      nn::Transformer other(tiny_transformer("scaled"));
+      CHECK_THROWS_WITH_ALL(nn::load_checkpoint(path, other), "load_checkpoint", "scaled k 0.5", "scaled k 0.05");
+      std::filesystem::remove(path);
+      const nn::TopologyRegistration failing("failing", []() -> std::unique_ptr<nn::Topology> {
+        throw std::runtime_error("no such file: my_topology.json");
+      });
+      CHECK_THROWS_WITH_ALL(nn::Transformer(tiny_transformer("failing")), "make_topology",
+                            "factory registered for 'failing' failed: no such file: my_topology.json");
     }
     // the registrations ended with their scope
     CHECK(nn::topology_names().size() == builtins);

@@ -46,8 +46,10 @@ struct UserTopologies {
   std::vector<UserTopology> list;
 };
 UserTopologies& user_topologies() {
-  static UserTopologies registry;
-  return registry;
+  // Never destroyed: a registration held by a global whose constructor ran before the first registration (a
+  // unique_ptr, an optional) is destroyed after every function's static, and must still find the registry.
+  static UserTopologies* registry = new UserTopologies;
+  return *registry;
 }
 }  // namespace
 
@@ -77,7 +79,11 @@ std::unique_ptr<Topology> make_topology(const std::string& name) {
       for (const std::string& n : topology_names()) known += (known.empty() ? "" : ", ") + n;
       fail("make_topology", ": unknown topology '", name, "'; known: ", known);
     }
-    made = make();  // outside the lock: a factory may itself ask the registry
+    try {
+      made = make();  // outside the lock: a factory may itself ask the registry
+    } catch (const std::exception& e) {
+      fail("make_topology", ": the factory registered for '", name, "' failed: ", e.what());
+    }
     check(made != nullptr, "make_topology", ": the factory registered for '", name, "' returned no topology");
   }
   // The name is the topology's identity in configs, checkpoints and dumps: the object must answer to it.
