@@ -329,8 +329,8 @@ Tensor cross_entropy(const Tensor& logits, const Tensor& targets, int64_t ignore
   Tensor x = reshape_raw(contiguous_raw(logits), {N, V});
   Tensor t = reshape_raw(contiguous_raw(targets), {N});
   Tensor loss = Tensor::empty({N}, stat_dtype(logits), logits.device());
-  Tensor lse = Tensor::empty({N}, stat_dtype(logits), logits.device());
-  be(x).cross_entropy(x, t, ignore_index, label_smoothing, loss, lse);  // checks every target
+  Tensor stats = Tensor::empty({N, 2}, stat_dtype(logits), logits.device());  // each row's max and log-sum-exp
+  be(x).cross_entropy(x, t, ignore_index, label_smoothing, loss, stats);       // checks every target
   Tensor out, denom;
   {
     NoGradGuard no_grad;
@@ -344,14 +344,14 @@ Tensor cross_entropy(const Tensor& logits, const Tensor& targets, int64_t ignore
       }
     }
   }
-  record(op, {logits, targets}, out, {x, t, lse, denom},
+  record(op, {logits, targets}, out, {x, t, stats, denom},
          [N, reduction, ignore_index, label_smoothing, shape = logits.shape()](const Node& n, const Tensor& g) {
-    const Tensor &x = n.saved[0], &t = n.saved[1], &lse = n.saved[2], &denom = n.saved[3];
+    const Tensor &x = n.saved[0], &t = n.saved[1], &stats = n.saved[2], &denom = n.saved[3];
     Tensor gloss;  // d out / d loss_i, [N]
     if (reduction == Reduction::None) gloss = contiguous_raw(reshape_raw(g, {N}));
     else gloss = contiguous_raw(broadcast_to(reduction == Reduction::Mean ? div(g, denom) : g, {N}, "cross_entropy"));
     Tensor gx = Tensor::empty(x.shape(), x.dtype(), x.device());
-    be(g).cross_entropy_backward(x, t, lse, gloss, ignore_index, label_smoothing, gx);
+    be(g).cross_entropy_backward(x, t, stats, gloss, ignore_index, label_smoothing, gx);
     return std::vector<Tensor>{reshape_raw(gx, shape), Tensor()};
   }, {{"ignore_index", ignore_index}, {"label_smoothing", label_smoothing},
       {"reduction", std::string(reduction_name(reduction))}});

@@ -193,12 +193,14 @@ class Backend {
 
   // ---- cross entropy over rows of logits [N, V] with int64 targets [N] ----
   // loss[i] = (1-ls) * (-logp[i, t_i]) + ls * mean_j(-logp[i, j]), and 0 where t_i == ignore_index.
-  // lse[i] = logsumexp of row i (saved for backward). loss, lse and gloss are float32 for bf16 logits (computed in
-  // float32 on the widened logits), else of the logits' dtype; glogits has the logits' dtype.
+  // stats [N, 2], saved for backward: row i's max m_i and log(sum_j exp(x_ij - m_i)) (their sum, the logsumexp,
+  // would round: softmax = exp((x - m) - log_s) keeps its accuracy for logits of any size). loss, stats and gloss
+  // are float32 for bf16 logits (computed in float32 on the widened logits), else of the logits' dtype; glogits
+  // has the logits' dtype.
   virtual void cross_entropy(const Tensor& logits, const Tensor& targets, int64_t ignore_index,
-                             double label_smoothing, Tensor& loss, Tensor& lse) = 0;
+                             double label_smoothing, Tensor& loss, Tensor& stats) = 0;
   // glogits[i, :] = gloss[i] * (softmax(row) - (1-ls) onehot(t_i) - ls/V); zero rows where ignored.
-  virtual void cross_entropy_backward(const Tensor& logits, const Tensor& targets, const Tensor& lse,
+  virtual void cross_entropy_backward(const Tensor& logits, const Tensor& targets, const Tensor& stats,
                                       const Tensor& gloss, int64_t ignore_index, double label_smoothing,
                                       Tensor& glogits) = 0;
 

@@ -180,18 +180,18 @@ bool embedding_backward(Backend& b, const Tensor& ids, const Tensor& gout, Tenso
 }
 
 bool cross_entropy(Backend& b, const Tensor& logits, const Tensor& targets, int64_t ignore_index,
-                   double label_smoothing, Tensor& loss, Tensor& lse) {
+                   double label_smoothing, Tensor& loss, Tensor& stats) {
   if (!any_bf16({&logits, &loss})) return false;
   Widened f(b);
-  b.cross_entropy(f.in(logits), targets, ignore_index, label_smoothing, f.out(loss), f.out(lse));
+  b.cross_entropy(f.in(logits), targets, ignore_index, label_smoothing, f.out(loss), f.out(stats));
   return f.done();
 }
 
-bool cross_entropy_backward(Backend& b, const Tensor& logits, const Tensor& targets, const Tensor& lse,
+bool cross_entropy_backward(Backend& b, const Tensor& logits, const Tensor& targets, const Tensor& stats,
                             const Tensor& gloss, int64_t ignore_index, double label_smoothing, Tensor& glogits) {
   if (!any_bf16({&logits, &glogits})) return false;
   Widened f(b);
-  b.cross_entropy_backward(f.in(logits), targets, f.in(lse), f.in(gloss), ignore_index, label_smoothing,
+  b.cross_entropy_backward(f.in(logits), targets, f.in(stats), f.in(gloss), ignore_index, label_smoothing,
                            f.out(glogits));
   return f.done();
 }

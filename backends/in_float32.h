@@ -45,8 +45,8 @@ bool rms_norm_backward(Backend& b, const Tensor& gy, const Tensor& x, const Tens
 bool embedding(Backend& b, const Tensor& weight, const Tensor& ids, Tensor& out);
 bool embedding_backward(Backend& b, const Tensor& ids, const Tensor& gout, Tensor& gweight, int64_t padding_idx);
 bool cross_entropy(Backend& b, const Tensor& logits, const Tensor& targets, int64_t ignore_index,
-                   double label_smoothing, Tensor& loss, Tensor& lse);
-bool cross_entropy_backward(Backend& b, const Tensor& logits, const Tensor& targets, const Tensor& lse,
+                   double label_smoothing, Tensor& loss, Tensor& stats);
+bool cross_entropy_backward(Backend& b, const Tensor& logits, const Tensor& targets, const Tensor& stats,
                             const Tensor& gloss, int64_t ignore_index, double label_smoothing, Tensor& glogits);
 bool dropout(Backend& b, const Tensor& x, Tensor& y, double p, uint64_t seed, uint64_t offset);
 bool adam_update(Backend& b, Tensor& param, const Tensor& grad, Tensor& m, Tensor& v, double lr, double beta1,

@@ -38,8 +38,8 @@ class CpuBackend final : public Backend {
   void embedding(const Tensor& weight, const Tensor& ids, Tensor& out) override;
   void embedding_backward(const Tensor& ids, const Tensor& gout, Tensor& gweight, int64_t padding_idx) override;
   void cross_entropy(const Tensor& logits, const Tensor& targets, int64_t ignore_index, double label_smoothing,
-                     Tensor& loss, Tensor& lse) override;
-  void cross_entropy_backward(const Tensor& logits, const Tensor& targets, const Tensor& lse, const Tensor& gloss,
+                     Tensor& loss, Tensor& stats) override;
+  void cross_entropy_backward(const Tensor& logits, const Tensor& targets, const Tensor& stats, const Tensor& gloss,
                               int64_t ignore_index, double label_smoothing, Tensor& glogits) override;
   void dropout(const Tensor& x, Tensor& y, double p, uint64_t seed, uint64_t offset) override;
   void adam_update(Tensor& param, const Tensor& grad, Tensor& m, Tensor& v, double lr, double beta1, double beta2,

@@ -58,9 +58,9 @@ void CpuBackend::softmax(const Tensor& x, Tensor& y, bool log, const SoftmaxMask
       const double s = cpu::lane_sum(keep, [yr](int64_t c) { return (double)yr[c]; });
       if (log && s == 0) {  // a row of only -inf or masked columns: log of softmax's zeros (not -inf + inf = NaN)
         std::fill(yr, yr + C, -std::numeric_limits<T>::infinity());
-      } else if (log) {
-        T lse = mx + (T)std::log(s);
-        for (int64_t c = 0; c < C; c++) yr[c] = at(c) - lse;
+      } else if (log) {  // (x - max) - log(s): x - (max + log(s)) would carry the rounding of a large max + log(s)
+        const T log_s = (T)std::log(s);
+        for (int64_t c = 0; c < C; c++) yr[c] = (at(c) - mx) - log_s;
       } else {
         T inv = s == 0 ? T(0) : (T)(1.0 / s);  // 0: a fully masked row; a NaN sum (NaN or +inf in the row): NaN
         for (int64_t c = 0; c < C; c++) yr[c] *= inv;
@@ -293,9 +293,11 @@ void CpuBackend::embedding_backward(const Tensor& ids, const Tensor& gout, Tenso
 }
 
 // loss_i = lse_i - (1-ls) * x[t_i] - ls * mean_j x_ij   (= (1-ls)*nll + ls*mean_j(-logp_ij))
+// stats [N, 2]: each row's max m and log(sum(exp(x - m))), so that the backward's softmax exp((x - m) - log_s)
+// carries no rounding of a large lse = m + log_s
 void CpuBackend::cross_entropy(const Tensor& logits, const Tensor& targets, int64_t ignore_index,
-                               double label_smoothing, Tensor& loss, Tensor& lse) {
-  if (in_float32::cross_entropy(*this, logits, targets, ignore_index, label_smoothing, loss, lse)) return;
+                               double label_smoothing, Tensor& loss, Tensor& stats) {
+  if (in_float32::cross_entropy(*this, logits, targets, ignore_index, label_smoothing, loss, stats)) return;
   const Rows rows = rows_of(logits);
   const int64_t R = rows.rows, C = rows.cols;
   const int64_t* tp = static_cast<const int64_t*>(targets.data_ptr());
@@ -305,7 +307,7 @@ void CpuBackend::cross_entropy(const Tensor& logits, const Tensor& targets, int6
   cpu::dispatch_float(logits.dtype(), "cross_entropy", [&]<class T>() {
     const T* xp = static_cast<const T*>(logits.data_ptr());
     T* lp = static_cast<T*>(loss.data_ptr());
-    T* sp = static_cast<T*>(lse.data_ptr());
+    T* sp = static_cast<T*>(stats.data_ptr());
 #pragma omp parallel for schedule(static) if (R * C > 16384)
     for (int64_t r = 0; r < R; r++) {
       const T* x = xp + r * C;
@@ -313,7 +315,8 @@ void CpuBackend::cross_entropy(const Tensor& logits, const Tensor& targets, int6
       const double sum_x = cpu::lane_sum(C, [x](int64_t c) { return (double)x[c]; });
       const double s = cpu::lane_sum(C, [x, mx](int64_t c) { return (double)cpu::exp_of(x[c] - mx); });
       const double l = mx + std::log(s);
-      sp[r] = (T)l;
+      sp[2 * r] = mx;
+      sp[2 * r + 1] = (T)std::log(s);
       if (tp[r] == ignore_index) {
         lp[r] = 0;
         continue;
@@ -326,10 +329,10 @@ void CpuBackend::cross_entropy(const Tensor& logits, const Tensor& targets, int6
   });
 }
 
-void CpuBackend::cross_entropy_backward(const Tensor& logits, const Tensor& targets, const Tensor& lse,
+void CpuBackend::cross_entropy_backward(const Tensor& logits, const Tensor& targets, const Tensor& stats,
                                         const Tensor& gloss, int64_t ignore_index, double label_smoothing,
                                         Tensor& glogits) {
-  if (in_float32::cross_entropy_backward(*this, logits, targets, lse, gloss, ignore_index, label_smoothing,
+  if (in_float32::cross_entropy_backward(*this, logits, targets, stats, gloss, ignore_index, label_smoothing,
                                          glogits))
     return;
   const Rows rows = rows_of(logits);
@@ -337,7 +340,7 @@ void CpuBackend::cross_entropy_backward(const Tensor& logits, const Tensor& targ
   const int64_t* tp = static_cast<const int64_t*>(targets.data_ptr());
   cpu::dispatch_float(logits.dtype(), "cross_entropy_backward", [&]<class T>() {
     const T* xp = static_cast<const T*>(logits.data_ptr());
-    const T* sp = static_cast<const T*>(lse.data_ptr());
+    const T* sp = static_cast<const T*>(stats.data_ptr());
     const T* gp = static_cast<const T*>(gloss.data_ptr());
     T* o = static_cast<T*>(glogits.data_ptr());
 #pragma omp parallel for schedule(static) if (R * C > 16384)
@@ -348,9 +351,9 @@ void CpuBackend::cross_entropy_backward(const Tensor& logits, const Tensor& targ
         continue;
       }
       const T* x = xp + r * C;
-      const T g = gp[r], l = sp[r];
+      const T g = gp[r], m = sp[2 * r], log_s = sp[2 * r + 1];
       const T smooth = (T)(label_smoothing / C);
-      for (int64_t c = 0; c < C; c++) orow[c] = g * (cpu::exp_of(x[c] - l) - smooth);
+      for (int64_t c = 0; c < C; c++) orow[c] = g * (cpu::exp_of((x[c] - m) - log_s) - smooth);
       orow[tp[r]] -= g * (T)(1 - label_smoothing);
     }
   });

@@ -43,10 +43,11 @@ __global__ void embedding_backward_kernel(const int64_t* ids, const T* g, T* gw,
 
 // One block per row: lse = max + log(sum(exp(x - max)));
 // loss = lse - (1-ls) * x[t] - ls * mean_j x_j   (0 where t == ignore_index)
-// T: the logits' type; S: the loss's and lse's (float for bf16 logits, else T).
+// stats[r] = (max, log(sum(exp(x - max)))): the backward's exp((x - max) - log_s) carries no rounding of lse.
+// T: the logits' type; S: the loss's and stats' (float for bf16 logits, else T).
 template <class T, class S = T>
 __global__ void cross_entropy_kernel(const T* logits, const int64_t* targets, int64_t ignore_index, double ls,
-                                     S* loss, S* lse, int64_t C, int* error_flags) {
+                                     S* loss, S* stats, int64_t C, int* error_flags) {
   __shared__ double scratch[32];
   const int64_t r = blockIdx.x;
   const T* x = logits + r * C;
@@ -62,7 +63,8 @@ __global__ void cross_entropy_kernel(const T* logits, const int64_t* targets, in
   s = cuda::block_reduce(s, cuda::SumOp{}, scratch);
   if (threadIdx.x != 0) return;
   const double l = mx + log(s);
-  lse[r] = (S)l;
+  stats[2 * r] = (S)mx;
+  stats[2 * r + 1] = (S)log(s);
   const int64_t t = targets[r];
   if (t == ignore_index) {
     loss[r] = S(0);
@@ -75,9 +77,9 @@ __global__ void cross_entropy_kernel(const T* logits, const int64_t* targets, in
   }
 }
 
-// glogits[r, c] = gloss[r] * (exp(x - lse) - ls/C - (1-ls) [c == t]);  0 where t == ignore_index
+// glogits[r, c] = gloss[r] * (exp((x - max) - log_s) - ls/C - (1-ls) [c == t]);  0 where t == ignore_index
 template <class T, class S = T>
-__global__ void cross_entropy_backward_kernel(const T* logits, const int64_t* targets, const S* lse, const S* gloss,
+__global__ void cross_entropy_backward_kernel(const T* logits, const int64_t* targets, const S* stats, const S* gloss,
                                               int64_t ignore_index, double ls, T* glogits, int64_t C) {
   const int64_t r = blockIdx.x;
   const int64_t t = targets[r];
@@ -87,9 +89,9 @@ __global__ void cross_entropy_backward_kernel(const T* logits, const int64_t* ta
     return;
   }
   const T* x = logits + r * C;
-  const S g = gloss[r], l = lse[r], smooth = (S)(ls / C), hit = (S)(1 - ls);
+  const S g = gloss[r], m = stats[2 * r], log_s = stats[2 * r + 1], smooth = (S)(ls / C), hit = (S)(1 - ls);
   for (int64_t c = threadIdx.x; c < C; c += blockDim.x)
-    o[c] = T(g * (exp(S(x[c]) - l) - smooth - (c == t ? hit : S(0))));
+    o[c] = T(g * (exp((S(x[c]) - m) - log_s) - smooth - (c == t ? hit : S(0))));
 }
 
 // y[i] = x[i] * mask_i, mask_i = (u_i >= p) / (1 - p), u_i uniform from (seed, offset + i): the CPU backend's numbers
@@ -137,12 +139,12 @@ void CudaBackend::embedding_backward(const Tensor& ids, const Tensor& gout, Tens
 }
 
 void CudaBackend::cross_entropy(const Tensor& logits, const Tensor& targets, int64_t ignore_index,
-                                double label_smoothing, Tensor& loss, Tensor& lse) {
+                                double label_smoothing, Tensor& loss, Tensor& stats) {
   const char* op = "cross_entropy";
-  if (!cuda::bf16_with_float32({&logits}, {&loss, &lse}) &&
-      in_float32::cross_entropy(*this, logits, targets, ignore_index, label_smoothing, loss, lse))
+  if (!cuda::bf16_with_float32({&logits}, {&loss, &stats}) &&
+      in_float32::cross_entropy(*this, logits, targets, ignore_index, label_smoothing, loss, stats))
     return;
-  cuda::check_contiguous(op, {&logits, &targets, &loss, &lse});
+  cuda::check_contiguous(op, {&logits, &targets, &loss, &stats});
   if (targets.dtype() != DType::I64)
     fail(op, ": targets must be int64, got ", targets.meta_str());
   const int64_t C = logits.dim() ? logits.shape().back() : 1, R = C ? logits.numel() / C : 0;
@@ -153,19 +155,19 @@ void CudaBackend::cross_entropy(const Tensor& logits, const Tensor& targets, int
     using S = decltype(stag);
     cross_entropy_kernel<T, S><<<(unsigned)R, cuda::row_threads(C), 0, stream_>>>(
         static_cast<const T*>(logits.data_ptr()), static_cast<const int64_t*>(targets.data_ptr()), ignore_index,
-        label_smoothing, static_cast<S*>(loss.data_ptr()), static_cast<S*>(lse.data_ptr()), C, error_flags_);
+        label_smoothing, static_cast<S*>(loss.data_ptr()), static_cast<S*>(stats.data_ptr()), C, error_flags_);
   });
   SG_CUDA_LAUNCH_CHECK(op);
 }
 
-void CudaBackend::cross_entropy_backward(const Tensor& logits, const Tensor& targets, const Tensor& lse,
+void CudaBackend::cross_entropy_backward(const Tensor& logits, const Tensor& targets, const Tensor& stats,
                                          const Tensor& gloss, int64_t ignore_index, double label_smoothing,
                                          Tensor& glogits) {
   const char* op = "cross_entropy_backward";
-  if (!cuda::bf16_with_float32({&logits, &glogits}, {&lse, &gloss}) &&
-      in_float32::cross_entropy_backward(*this, logits, targets, lse, gloss, ignore_index, label_smoothing, glogits))
+  if (!cuda::bf16_with_float32({&logits, &glogits}, {&stats, &gloss}) &&
+      in_float32::cross_entropy_backward(*this, logits, targets, stats, gloss, ignore_index, label_smoothing, glogits))
     return;
-  cuda::check_contiguous(op, {&logits, &targets, &lse, &gloss, &glogits});
+  cuda::check_contiguous(op, {&logits, &targets, &stats, &gloss, &glogits});
   const int64_t C = logits.dim() ? logits.shape().back() : 1, R = C ? logits.numel() / C : 0;
   if (R == 0 || C == 0) return;
   check(R <= INT_MAX, op, ": logits ", logits.shape(), " have more rows than the GPU grid allows");
@@ -174,7 +176,7 @@ void CudaBackend::cross_entropy_backward(const Tensor& logits, const Tensor& tar
     using S = decltype(stag);
     cross_entropy_backward_kernel<T, S><<<(unsigned)R, cuda::row_threads(C), 0, stream_>>>(
         static_cast<const T*>(logits.data_ptr()), static_cast<const int64_t*>(targets.data_ptr()),
-        static_cast<const S*>(lse.data_ptr()), static_cast<const S*>(gloss.data_ptr()), ignore_index,
+        static_cast<const S*>(stats.data_ptr()), static_cast<const S*>(gloss.data_ptr()), ignore_index,
         label_smoothing, static_cast<T*>(glogits.data_ptr()), C);
   });
   SG_CUDA_LAUNCH_CHECK(op);

@@ -69,9 +69,9 @@ __global__ void softmax_kernel(const T* x, T* y, int64_t rows, int64_t cols, boo
   s = cuda::group_reduce<G>(s, cuda::SumOp{}, scratch);
   if (log && s == 0) {  // a row of only -inf or masked columns: log of softmax's zeros (not -inf + inf = NaN)
     for (int64_t c = lane; c < cols; c += group) yr[c] = T(-INFINITY);
-  } else if (log) {
-    const C lse = m + (C)::log(s);
-    for (int64_t c = lane; c < cols; c += group) yr[c] = T(at(c) - lse);
+  } else if (log) {  // (x - max) - log(s): x - (max + log(s)) would carry the rounding of a large max + log(s)
+    const C log_s = (C)::log(s);
+    for (int64_t c = lane; c < cols; c += group) yr[c] = T((at(c) - m) - log_s);
   } else {
     const C inv = s == 0 ? C(0) : (C)(1.0 / s);  // 0: a fully masked row; a NaN sum (NaN or +inf in it): NaN
     for (int64_t c = lane; c < cols; c += group) yr[c] = T(exp(at(c) - m) * inv);
