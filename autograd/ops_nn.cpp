@@ -167,7 +167,7 @@ Tensor layer_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta, doub
   Tensor xr = l.rows_of(x);
   Tensor gc = gamma.defined() ? contiguous_raw(gamma) : Tensor();
   Tensor bc = beta.defined() ? contiguous_raw(beta) : Tensor();
-  Tensor mean = Tensor::empty({l.rows}, stat_dtype(x), x.device());
+  Tensor mean = Tensor::empty({l.rows, 2}, stat_dtype(x), x.device());  // each row's mean as hi + lo (backend.h)
   Tensor rstd = Tensor::empty({l.rows}, stat_dtype(x), x.device());
   Tensor out = l.empty(x.dtype(), x.device());
   Tensor out_rows = l.rows_of(out);

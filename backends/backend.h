@@ -171,7 +171,9 @@ class Backend {
   // mask: attention's masks inside the softmax (SoftmaxMask below); {} for a plain softmax.
   virtual void softmax(const Tensor& x, Tensor& y, bool log, const SoftmaxMask& mask) = 0;
   virtual void softmax_backward(const Tensor& y, const Tensor& gy, Tensor& gx, bool log) = 0;
-  // y = (x - mean) * rstd * gamma + beta; saves mean[rows], rstd[rows]. gamma/beta may be undefined.
+  // y = (x - mean) * rstd * gamma + beta; saves mean [rows, 2] (each row's mean as hi + lo: hi its rounding to the
+  // stats' dtype, lo the rest, so the backward's x - mean is the forward's) and rstd [rows]. gamma/beta may be
+  // undefined.
   virtual void layer_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta, double eps, Tensor& y,
                           Tensor& mean, Tensor& rstd) = 0;
   // gx/ggamma/gbeta may be undefined (not needed). accumulate_gx: gx += the input gradient (a fan-in sum that

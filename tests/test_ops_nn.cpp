@@ -559,24 +559,4 @@ TEST_SUITE("ops_nn") {
     CHECK_THROWS_WITH_ALL(where(i64({1, 0}, {2, 1}), x, x32), "where", "float64", "float32");
     CHECK_THROWS_WITH_ALL(where(i64({1, 0, 1}, {3}), x, x), "where", "[3]", "[2,4]");
   }
-  TEST_CASE("log_softmax and cross_entropy keep their accuracy for large logits (max and log-sum kept apart)") {
-    std::vector<Device> devices{Device::cpu()};
-    if (cuda_available()) devices.push_back(Device::cuda());
-    for (const Device& device : devices)
-      for (DType dtype : {DType::F32, DType::BF16}) {
-        for (double b : {1e4, 1e6, 3e7}) {  // [b, b]: log p = -log 2 and an even gradient, whatever b
-          CAPTURE(b);
-          INFO(device.str() << " " << dtype_name(dtype));
-          const double tol = dtype == DType::BF16 ? 4e-3 : 1e-6;  // (bf16 rounds -log 2 itself by 1.7e-3)
-          Tensor x = Tensor::full({1, 2}, b, DType::F32, device).to(dtype).requires_grad_();
-          Tensor y = log_softmax(x, -1);
-          check_close(y.to(DType::F32), {-0.6931472, -0.6931472}, tol, 0);
-          y.backward(Tensor::from_vector<float>({1, 0}, {1, 2}).to(dtype).to(device));
-          check_close(x.grad().to(DType::F32), {0.5, -0.5}, tol, 0);
-          Tensor z = x.detach().requires_grad_();
-          cross_entropy(z, Tensor::zeros({1}, DType::I64, device)).backward();
-          check_close(z.grad().to(DType::F32), {-0.5, 0.5}, tol, 0);
-        }
-      }
-  }
 }
