@@ -1,4 +1,7 @@
 // Elementwise ops with numpy broadcasting: forward, backward and checks side by side.
+#include <cmath>
+#include <limits>
+
 #include "autograd/ops_common.h"
 
 namespace skipgrad {
@@ -220,7 +223,17 @@ Tensor operator-(const Tensor& a, double s) { return add(a, -s); }
 Tensor operator-(double s, const Tensor& a) { return rsub(a, s); }
 Tensor operator*(const Tensor& a, double s) { return mul(a, s); }
 Tensor operator*(double s, const Tensor& a) { return mul(a, s); }
-Tensor operator/(const Tensor& a, double s) { return mul(a, 1.0 / s); }
+// x * (1/s): one multiply (as torch's CUDA kernel does) while 1/s is a normal number of x's dtype; past that, two
+// factors of 1/sqrt|s|, so that in float32 1e38 / 1e50 is 1e-12 (not 0) and 0 / 1e-40 is 0 (not 0 * inf = NaN).
+Tensor operator/(const Tensor& a, double s) {
+  const double inv = 1.0 / s;
+  const bool f64 = a.defined() && a.dtype() == DType::F64;
+  const double lo = f64 ? std::numeric_limits<double>::min() : std::numeric_limits<float>::min();
+  const double hi = f64 ? std::numeric_limits<double>::max() : std::numeric_limits<float>::max();
+  if (s == 0 || !std::isfinite(s) || (std::fabs(inv) >= lo && std::fabs(inv) <= hi)) return mul(a, inv);
+  const double half = 1.0 / std::sqrt(std::fabs(s));
+  return mul(mul(a, half), std::copysign(half, s));
+}
 
 Tensor Tensor::exp() const { return skipgrad::exp(*this); }
 Tensor Tensor::log() const { return skipgrad::log(*this); }

@@ -1,6 +1,7 @@
 // Precision where the numbers are large: the row kernels keep apart what a sum would round (a row's max and its
 // log-sum in log_softmax and cross_entropy, a row's mean as hi + lo in layer_norm), on every device at hand.
 #include <cmath>
+#include <limits>
 #include <vector>
 
 #include "test_util.h"
@@ -50,5 +51,19 @@ TEST_SUITE("ops_nn") {
         CHECK(f32.second[i] == doctest::Approx(exact.second[i]).epsilon(1e-3).scale(1));
       }
     }
+  }
+  TEST_CASE("x / s in float32 where 1/s is no float32: 1e38 / 1e50 is 1e-12, 0 / 1e-40 is 0") {
+    const float inf = std::numeric_limits<float>::infinity();
+    Tensor x = Tensor::from_vector<float>({0.0f, 1e-30f, 1e38f, inf, -2.0f}, {5});
+    const std::vector<float> tiny = (x / 1e-40).to_vector<float>(), huge = (x / -1e50).to_vector<float>();
+    CHECK(tiny[0] == 0.0f);
+    CHECK(tiny[1] == doctest::Approx(1e10));
+    CHECK(tiny[2] == inf);
+    CHECK(tiny[3] == inf);
+    CHECK(tiny[4] == -inf);
+    CHECK(huge[0] == 0.0f);  // (-0)
+    CHECK(huge[2] == doctest::Approx(-1e-12).epsilon(1e-6));
+    CHECK(huge[3] == -inf);
+    CHECK((x / 4.0).to_vector<float>()[4] == -0.5f);  // the usual one multiply
   }
 }
