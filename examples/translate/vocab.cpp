@@ -8,7 +8,6 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
-#include <fstream>
 #include <unordered_map>
 
 #include "analysis/graph.h"
@@ -70,14 +69,19 @@ static void check_special_ids(const sentencepiece::SentencePieceProcessor& sp, c
         ": model '", name, "' does not use pad=0 unk=1 bos=2 eos=3");
 }
 
-Vocab Vocab::load(const std::string& model_path) {
+Vocab Vocab::from_model(const std::string& bytes, const std::string& name, const char* op, const std::string& what) {
   Vocab v;
   v.sp_ = std::make_unique<sentencepiece::SentencePieceProcessor>();
-  auto status = v.sp_->Load(model_path);
-  check(status.ok(), "Vocab::load", ": cannot load SentencePiece model '", model_path, "': ", status.ToString());
-  check_special_ids(*v.sp_, model_path);
-  v.path_ = model_path;
+  auto status = v.sp_->LoadFromSerializedProto(bytes);
+  check(status.ok(), op, ": ", what, " is not a SentencePiece model: ", status.ToString());
+  check_special_ids(*v.sp_, name);
+  v.path_ = name;
   return v;
+}
+
+Vocab Vocab::load(const std::string& model_path) {
+  return from_model(skipgrad::read_file(model_path, "Vocab::load"), model_path, "Vocab::load",
+                    "model '" + model_path + "'");
 }
 
 std::string Vocab::to_base64() const { return base64_encode(sp_->serialized_model_proto()); }
@@ -85,14 +89,7 @@ std::string Vocab::to_base64() const { return base64_encode(sp_->serialized_mode
 Vocab Vocab::from_base64(const std::string& text, const std::string& name) {
   std::string bytes;
   check(base64_decode(text, bytes), "Vocab::from_base64", ": the vocabulary stored in '", name, "' is not base64");
-  Vocab v;
-  v.sp_ = std::make_unique<sentencepiece::SentencePieceProcessor>();
-  auto status = v.sp_->LoadFromSerializedProto(bytes);
-  check(status.ok(), "Vocab::from_base64", ": the vocabulary stored in '", name, "' is not a SentencePiece model: ",
-        status.ToString());
-  check_special_ids(*v.sp_, name);
-  v.path_ = name;
-  return v;
+  return from_model(bytes, name, "Vocab::from_base64", "the vocabulary stored in '" + name + "'");
 }
 
 // What a vocabulary was trained on: FNV-1a (64 bits) of the training text and the requested size, as one line
@@ -169,23 +166,28 @@ bool Vocab::cached_for_other_text(const std::string& model_path, const std::vect
 
 Vocab Vocab::load_or_train(const std::string& model_path, const std::vector<Pair>& train, int vocab_size) {
   const std::string source_path = model_path + ".source", source = fingerprint(train, vocab_size);
+  auto loaded = [&](const std::string& bytes) {  // (the file read once: hashed, then parsed)
+    return from_model(bytes, model_path, "Vocab::load", "model '" + model_path + "'");
+  };
   if (file_exists(model_path)) {
-    if (!file_exists(source_path)) {  // cached before 2026-12-06, when no fingerprint was kept: taken as this text's
-      try {
-        skipgrad::write_file_atomic(source_path, record_text(source, skipgrad::read_file(model_path)));
-      } catch (const skipgrad::Error&) {  // a read-only corpus folder: used as before, without the record
-      }
-      return load(model_path);
-    }
-    const SourceRecord record = read_record(source_path);
-    if (record.text != source)
+    const bool recorded = file_exists(source_path);
+    const SourceRecord record = recorded ? read_record(source_path) : SourceRecord{source, ""};
+    if (record.text != source) {
       std::printf("vocabulary: %s was trained on other text (the corpus changed since): training it again\n",
                   model_path.c_str());
-    else if (!record.model.empty() && record.model != model_line(skipgrad::read_file(model_path)))
+    } else {
+      const std::string bytes = skipgrad::read_file(model_path, "Vocab::load");
+      if (!recorded) {  // cached before 2026-12-06, when no fingerprint was kept: taken as this text's
+        try {
+          skipgrad::write_file_atomic(source_path, record_text(source, bytes));
+        } catch (const skipgrad::Error&) {  // a read-only corpus folder: used as before, without the record
+        }
+        return loaded(bytes);
+      }
+      if (record.model.empty() || record.model == model_line(bytes)) return loaded(bytes);
       std::printf("vocabulary: %s is not the file that was trained (changed or damaged since): training it again\n",
                   model_path.c_str());
-    else
-      return load(model_path);
+    }
   }
   check(!train.empty(), "Vocab::load_or_train", ": no training text to build a vocabulary from");
   const std::unordered_map<std::string, std::string> options = {
@@ -205,7 +207,7 @@ Vocab Vocab::load_or_train(const std::string& model_path, const std::vector<Pair
                    "writable: ", e.what());
   }
   skipgrad::write_file_atomic(source_path, record_text(source, model));
-  return load(model_path);
+  return loaded(model);
 }
 
 int Vocab::size() const { return sp_->GetPieceSize(); }

@@ -42,6 +42,9 @@ class Vocab {
 
  private:
   Vocab() = default;
+  // A model from its serialized bytes (a file's, or a checkpoint's): `name` names it in errors (as `what`, for
+  // `op`) and path().
+  static Vocab from_model(const std::string& bytes, const std::string& name, const char* op, const std::string& what);
   std::unique_ptr<sentencepiece::SentencePieceProcessor> sp_;
   std::string path_;
 };
