@@ -347,18 +347,22 @@ TrainResult train(const TrainOptions& o) {
   auto flush_metrics = [&] {
     check(metrics.flush().good(), "train", ": writing '", metrics_path, "' failed (disk full?)");
   };
-  // One validation of the model at `step` (loss, greedy BLEU), printed and a metrics line; checkpoint_best when it
-  // beats every earlier one by --best-metric. Returns whether it did.
+  // The model at `step` on the validation set: loss and greedy BLEU into res, the best loss so far with them.
   int64_t last_eval_step = -1;
-  auto validate = [&] {
+  auto evaluate = [&] {
     last_eval_step = step;
     res.valid_loss = evaluate_loss(model, valid_ex, o);
     res.valid_bleu = evaluate_bleu(model, vocab, valid_bleu_pairs, o, 1);
+    res.best_valid_loss = std::min(res.best_valid_loss, res.valid_loss);
+  };
+  // One validation of --eval-every: evaluate(), printed and a metrics line; checkpoint_best when it beats every
+  // earlier one by --best-metric. Returns whether it did.
+  auto validate = [&] {
+    evaluate();
     std::printf("\n[eval] step %lld: valid loss %.4f, valid BLEU (greedy, %zu sentences) %.2f\n", (long long)step,
                 res.valid_loss, valid_bleu_pairs.size(), res.valid_bleu);
     metrics << "{\"step\":" << step << ",\"valid_loss\":" << res.valid_loss << ",\"valid_bleu\":" << res.valid_bleu
             << "}\n";
-    res.best_valid_loss = std::min(res.best_valid_loss, res.valid_loss);
     const bool better = o.best_metric == "bleu" ? res.valid_bleu > best_bleu : res.valid_loss < best_loss;
     best_bleu = std::max(best_bleu, res.valid_bleu);
     best_loss = std::min(best_loss, res.valid_loss);
@@ -564,9 +568,7 @@ TrainResult train(const TrainOptions& o) {
     if (validate()) save(last_ckpt);
     flush_metrics();
   } else if (step != last_eval_step) {  // (else the last step's validation stands)
-    res.valid_loss = evaluate_loss(model, valid_ex, o);
-    res.valid_bleu = evaluate_bleu(model, vocab, valid_bleu_pairs, o, 1);
-    res.best_valid_loss = std::min(res.best_valid_loss, res.valid_loss);
+    evaluate();
   }
   std::vector<std::string> hyps;
   if (o.test_sentences > 0 && (size_t)o.test_sentences < corpus.test.size()) corpus.test.resize(o.test_sentences);
