@@ -141,6 +141,7 @@ void CpuBackend::layer_norm_backward(const Tensor& gy, const Tensor& x, const Te
     const T* gyp = static_cast<const T*>(gy.data_ptr());
     const T* xp = static_cast<const T*>(x.data_ptr());
     const T* mp = static_cast<const T*>(mean.data_ptr());
+    auto mean_of = [mp](int64_t r) { return (double)mp[2 * r] + (double)mp[2 * r + 1]; };  // hi + lo
     const T* rp = static_cast<const T*>(rstd.data_ptr());
     const T* gam = gamma.defined() ? static_cast<const T*>(gamma.data_ptr()) : nullptr;
     T* gxp = gx.defined() ? static_cast<T*>(gx.data_ptr()) : nullptr;
@@ -150,7 +151,7 @@ void CpuBackend::layer_norm_backward(const Tensor& gy, const Tensor& x, const Te
       for (int64_t r = 0; r < R; r++) {
         const T* g = gyp + r * C;
         const T* xr = xp + r * C;
-        const double mu = (double)mp[2 * r] + (double)mp[2 * r + 1], rs = rp[r];
+        const double mu = mean_of(r), rs = rp[r];
         auto gg_of = [g, gam](int64_t c) { return kGamma ? (double)g[c] * gam[c] : (double)g[c]; };
         const double sg = cpu::lane_sum(C, gg_of) / C;
         const double sgx = cpu::lane_sum(C, [&](int64_t c) { return gg_of(c) * (xr[c] - mu) * rs; }) / C;
@@ -175,7 +176,7 @@ void CpuBackend::layer_norm_backward(const Tensor& gy, const Tensor& x, const Te
         for (int64_t r = 0; r < R; r++) {
           const T* g = gyp + r * C;
           const T* xr = xp + r * C;
-          const double mu = (double)mp[2 * r] + (double)mp[2 * r + 1], rs = rp[r];
+          const double mu = mean_of(r), rs = rp[r];
           for (int64_t c = c0; c < c1; c++) {
             ag[c - c0] += (double)g[c] * (xr[c] - mu) * rs;
             ab[c - c0] += g[c];
@@ -317,9 +318,9 @@ void CpuBackend::cross_entropy(const Tensor& logits, const Tensor& targets, int6
       const T mx = cpu::lane_max(C, x);
       const double sum_x = cpu::lane_sum(C, [x](int64_t c) { return (double)x[c]; });
       const double s = cpu::lane_sum(C, [x, mx](int64_t c) { return (double)cpu::exp_of(x[c] - mx); });
-      const double l = mx + std::log(s);
+      const double log_s = std::log(s), l = mx + log_s;
       sp[2 * r] = mx;
-      sp[2 * r + 1] = (T)std::log(s);
+      sp[2 * r + 1] = (T)log_s;
       if (tp[r] == ignore_index) {
         lp[r] = 0;
         continue;

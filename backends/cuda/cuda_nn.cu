@@ -62,9 +62,9 @@ __global__ void cross_entropy_kernel(const T* logits, const int64_t* targets, in
   for (int64_t c = threadIdx.x; c < C; c += blockDim.x) s += exp((double)x[c] - mx);
   s = cuda::block_reduce(s, cuda::SumOp{}, scratch);
   if (threadIdx.x != 0) return;
-  const double l = mx + log(s);
+  const double log_s = log(s), l = mx + log_s;
   stats[2 * r] = (S)mx;
-  stats[2 * r + 1] = (S)log(s);
+  stats[2 * r + 1] = (S)log_s;
   const int64_t t = targets[r];
   if (t == ignore_index) {
     loss[r] = S(0);

@@ -112,6 +112,12 @@ void launch_rows(const char* op, cudaStream_t stream, int64_t rows, int64_t cols
   SG_CUDA_LAUNCH_CHECK(op);
 }
 
+// Row r's mean as layer_norm_kernel saves it: hi + lo.
+template <class P>
+__device__ __forceinline__ double row_mean(const P* mean, int64_t r) {
+  return (double)mean[2 * r] + (double)mean[2 * r + 1];
+}
+
 // mean = sum(x)/C; rstd = 1/sqrt(sum((x-mean)^2)/C + eps); y = (x-mean)*rstd*gamma + beta
 // T: x's and y's type; P: the parameters' and statistics' (float for bf16 x: computed in float, y rounded once).
 // mean[r] is saved as hi = (P)mean and lo = (P)(mean - hi): the backward's x - mean is the forward's (cpu_nn.cpp).
@@ -145,7 +151,7 @@ __global__ void layer_norm_backward_kernel(const T* gy, const T* x, const P* mea
   __shared__ double scratch[32];
   const T* g = gy + blockIdx.x * cols;
   const T* xr = x + blockIdx.x * cols;
-  const double mu = (double)mean[2 * blockIdx.x] + (double)mean[2 * blockIdx.x + 1], rs = rstd[blockIdx.x];
+  const double mu = row_mean(mean, blockIdx.x), rs = rstd[blockIdx.x];
   double sg = 0, sgx = 0;
   for (int64_t c = threadIdx.x; c < cols; c += blockDim.x) {
     const double gg = (double)g[c] * (gamma ? (double)(C)gamma[c] : 1.0);
@@ -207,7 +213,7 @@ template <class T, class P>
 __device__ __forceinline__ double column_term(ColumnTerm term, double g, const T* x, const P* mean, const P* rstd,
                                               int64_t r, int64_t i) {
   switch (term) {
-    case ColumnTerm::GyXhat: return g * ((double)x[i] - ((double)mean[2 * r] + (double)mean[2 * r + 1])) * rstd[r];
+    case ColumnTerm::GyXhat: return g * ((double)x[i] - row_mean(mean, r)) * rstd[r];
     case ColumnTerm::Gy: return g;
     case ColumnTerm::GyXRstd: return g * (double)x[i] * rstd[r];
   }

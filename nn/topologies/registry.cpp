@@ -65,7 +65,10 @@ std::vector<std::string> topology_names() {
 std::unique_ptr<Topology> make_topology(const std::string& name) {
   std::unique_ptr<Topology> made;
   for (const Entry& e : kTopologies)
-    if (name == e.name) made = e.make();
+    if (name == e.name) {
+      made = e.make();
+      break;
+    }
   if (!made) {
     TopologyFactory make;
     {
