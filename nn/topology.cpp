@@ -35,8 +35,8 @@ void TransformerConfig::validate(const Topology& made) const {
   check(d_model > 0 && heads > 0 && d_model % heads == 0, who, ": d_model ", d_model,
         " must be a positive multiple of heads ", heads);
   check(d_ff > 0, who, ": d_ff must be positive, got ", d_ff);
-  check(enc_layers >= 1 && dec_layers >= 1, who, ": need at least one encoder and one decoder layer, got ",
-        enc_layers, " and ", dec_layers);
+  check(enc_layers >= 0 && dec_layers >= 1, who, ": need at least one decoder layer and enc_layers >= 0 (0: a "
+        "decoder-only model), got ", enc_layers, " encoder and ", dec_layers, " decoder layers");
   for (auto [name, p] : {std::pair{"dropout", dropout}, {"attn_dropout", attn_dropout}, {"act_dropout", act_dropout}})
     check(p >= 0 && p < 1, who, ": ", name, " must be in [0, 1), got ", p);
   check(norm_eps > 0 && std::isfinite(norm_eps), who, ": norm_eps must be finite and > 0, got ", norm_eps);
@@ -99,7 +99,8 @@ Layer::Layer(const TransformerConfig& c, Side s, int64_t i, HeadNormTargets head
   a.head_norm_kind = head_norm_kind;
   a.head_norm_eps = c.norm_eps;
   self_attn = register_module("self_attn", std::make_shared<MultiHeadAttention>(a));
-  if (s == Side::Decoder) cross_attn = register_module("cross_attn", std::make_shared<MultiHeadAttention>(a));
+  if (s == Side::Decoder && !c.decoder_only())
+    cross_attn = register_module("cross_attn", std::make_shared<MultiHeadAttention>(a));
   ffn = register_module("ffn", std::make_shared<FeedForward>(c.d_model, c.d_ff, c.activation, c.act_dropout));
 }
 
@@ -111,13 +112,16 @@ Stream Layer::forward(const Stream& in, const LayerInputs& ctx) {
   if (!(in.x.defined() && in.x.dim() == 3 && in.x.size(2) == d))
     fail(current_scope(), ": expected [B,T,", d, "], got ",
          in.x.defined() ? shape_str(in.x.shape()) : "an undefined stream");
-  if (ctx.cache && !(is_decoder() && !ctx.cache->cross_attn.empty()))
-    fail(current_scope(), is_decoder() ? ": a cached decoder step needs the cross-attention keys/values of the "
-                                         "encoder output"
-                                       : ": an encoder layer has no incremental mode");
-  if (!ctx.cache && is_decoder() && !(ctx.memory.defined() && ctx.memory.dim() == 3 && ctx.memory.size(2) == d))
+  if (ctx.cache && !is_decoder()) fail(current_scope(), ": an encoder layer has no incremental mode");
+  if (ctx.cache && has_cross_attention() && ctx.cache->cross_attn.empty())
+    fail(current_scope(), ": a cached decoder step needs the cross-attention keys/values of the encoder output");
+  if (!ctx.cache && has_cross_attention() &&
+      !(ctx.memory.defined() && ctx.memory.dim() == 3 && ctx.memory.size(2) == d))
     fail(current_scope(), ": a decoder layer needs the encoder output [B,S,", d, "], got ",
          ctx.memory.defined() ? shape_str(ctx.memory.shape()) : "none");
+  if (!has_cross_attention() && ctx.memory.defined())
+    fail(current_scope(), ": this layer has no cross-attention (", is_decoder() ? "a decoder-only model" : "encoder",
+         ") but was given an encoder output ", shape_str(ctx.memory.shape()));
   return apply(in, ctx);
 }
 
@@ -127,6 +131,9 @@ Tensor Layer::SA(const Tensor& x, const LayerInputs& ctx) {
 }
 
 Tensor Layer::CA(const Tensor& x, const LayerInputs& ctx) {
+  if (!has_cross_attention())
+    fail(current_scope(), ": CA called in a layer without cross-attention (",
+         is_decoder() ? "a decoder-only model" : "an encoder layer", "); build it under has_cross_attention()");
   if (ctx.cache) return cross_attn->forward_cached(x, ctx.cache->cross_attn, Tensor(), ctx.memory_pad_mask, false);
   return cross_attn->forward(x, ctx.memory, ctx.memory_pad_mask, false);
 }
@@ -165,7 +172,10 @@ Tensor FinalNormTopology::end_stack(const Stream& s, Side side) {
 // ---------------------------------------------------------------- init schemes
 
 DeepNormCoefficients deepnorm_coefficients(int64_t N, int64_t M, Side side) {
-  check(N >= 1 && M >= 1, "deepnorm_coefficients", ": need N, M >= 1, got ", N, " and ", M);
+  check(N >= 0 && M >= 1 && !(N == 0 && side == Side::Encoder), "deepnorm_coefficients",
+        ": need M >= 1 and N >= 1 (or N = 0, decoder-only, for the decoder), got N ", N, ", M ", M, " for the ",
+        side == Side::Encoder ? "encoder" : "decoder");
+  if (N == 0) return {std::pow(2.0 * M, 0.25), std::pow(8.0 * M, -0.25)};  // decoder-only row
   const double n4m = std::pow((double)N, 4.0) * (double)M;
   if (side == Side::Encoder) return {0.81 * std::pow(n4m, 1.0 / 16), 0.87 * std::pow(n4m, -1.0 / 16)};
   return {std::pow(3.0 * M, 0.25), std::pow(12.0 * M, -0.25)};

@@ -32,6 +32,7 @@ class Topology;
 struct TransformerConfig {
   int64_t vocab = 0;
   int64_t d_model = 256, heads = 4, d_ff = 1024;
+  // enc_layers 0 makes a decoder-only language model: no encoder, no cross-attention, Transformer::forward(ids).
   int64_t enc_layers = 6, dec_layers = 6;
   double dropout = 0.1;       // D: residual dropout on every sublayer output (and on the embeddings)
   double attn_dropout = 0.0;  // D_att on attention probabilities
@@ -55,6 +56,7 @@ struct TransformerConfig {
 
   // Throws an Error naming the first bad field (an unknown topology lists the known ones).
   void validate() const;
+  bool decoder_only() const { return enc_layers == 0; }
   // The same with the topology already made from `topology` (the Transformer makes it once).
   void validate(const Topology& made) const;
   // This config for topology `name`, the options of the other topologies back to their defaults: one command line
@@ -123,10 +125,13 @@ class Layer : public Module {
   Stream forward(const Stream& in, const LayerInputs& ctx);
 
   bool is_decoder() const { return side == Side::Decoder; }
+  // A decoder layer of an encoder-decoder model; false in the encoder and in a decoder-only model (enc_layers 0).
+  // Topologies build their cross-attention sublayer (CA and its norms) under this test.
+  bool has_cross_attention() const { return cross_attn != nullptr; }
   TransformerConfig cfg;
   Side side;
   int64_t index;
-  std::shared_ptr<MultiHeadAttention> self_attn, cross_attn;  // cross_attn is null in the encoder
+  std::shared_ptr<MultiHeadAttention> self_attn, cross_attn;  // cross_attn: null unless has_cross_attention()
   std::shared_ptr<FeedForward> ffn;
   // Analysis hook: when set, residual_add appends each of its adds here (set for one forward by the Transformer).
   std::vector<ResidualUpdate>* residual_updates = nullptr;
@@ -137,6 +142,7 @@ class Layer : public Module {
   // The sublayer functions (their outputs before dropout).
   Tensor SA(const Tensor& x, const LayerInputs& ctx);  // self-attention, causal in the decoder (cached: see ctx.cache)
   Tensor CA(const Tensor& x, const LayerInputs& ctx);  // queries x, keys/values the encoder output (or its cache)
+                                                       // (throws in a layer without cross-attention)
   Tensor F(const Tensor& x);                           // feed-forward
   // D(o): residual dropout, recorded in the sublayer's scope.
   Tensor D(const char* sublayer, const Tensor& o);
@@ -266,8 +272,10 @@ class TopologyRegistration {
   std::string name_;
 };
 
-// ---- DeepNorm constants (TOPOLOGIES.md §5.1; paper / xformers `get_deepnorm_coefficients`, enc-dec row) ----
-//   encoder: α = 0.81·(N⁴M)^{1/16}, β = 0.87·(N⁴M)^{-1/16};   decoder: α = (3M)^{1/4}, β = (12M)^{-1/4}
+// ---- DeepNorm constants (TOPOLOGIES.md §5.1; paper / xformers `get_deepnorm_coefficients`) ----
+//   encoder-decoder (N, M >= 1): encoder α = 0.81·(N⁴M)^{1/16}, β = 0.87·(N⁴M)^{-1/16};
+//                                decoder α = (3M)^{1/4}, β = (12M)^{-1/4}
+//   decoder-only (N = 0):        α = (2M)^{1/4}, β = (8M)^{-1/4}
 struct DeepNormCoefficients {
   double alpha, beta;
 };

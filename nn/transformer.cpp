@@ -75,10 +75,13 @@ Transformer::Transformer(const TransformerConfig& cfg) : cfg_(cfg) {
   }
   positions = register_module("positions", std::make_shared<SinusoidalPositions>(d, cfg.max_positions, cfg.pad_id));
 
-  encoder = register_module("enc", std::make_shared<Stack>());
-  for (int64_t i = 0; i < cfg.enc_layers; i++)
-    encoder->layers.push_back(encoder->register_module(std::to_string(i), topology_->make_encoder_layer(cfg, i)));
-  for (auto& [n, m] : topology_->make_stack_modules(cfg, Side::Encoder)) encoder->register_module(n, m);
+  encoder = std::make_shared<Stack>();  // decoder-only: stays empty, and is not a submodule
+  if (!cfg.decoder_only()) {
+    register_module("enc", encoder);
+    for (int64_t i = 0; i < cfg.enc_layers; i++)
+      encoder->layers.push_back(encoder->register_module(std::to_string(i), topology_->make_encoder_layer(cfg, i)));
+    for (auto& [n, m] : topology_->make_stack_modules(cfg, Side::Encoder)) encoder->register_module(n, m);
+  }
 
   decoder = register_module("dec", std::make_shared<Stack>());
   for (int64_t i = 0; i < cfg.dec_layers; i++)
@@ -104,9 +107,10 @@ void Transformer::apply_init() {
       break;
     }
     case InitScheme::DeepNorm: {
-      const double beta_enc = deepnorm_coefficients(cfg_.enc_layers, cfg_.dec_layers, Side::Encoder).beta;
+      const double beta_enc =
+          cfg_.decoder_only() ? 0.0 : deepnorm_coefficients(cfg_.enc_layers, cfg_.dec_layers, Side::Encoder).beta;
       const double beta_dec = deepnorm_coefficients(cfg_.enc_layers, cfg_.dec_layers, Side::Decoder).beta;
-      for (auto& l : encoder->layers) deepnorm_init(*l, beta_enc);
+      for (auto& l : encoder->layers) deepnorm_init(*l, beta_enc);  // (none in a decoder-only model)
       for (auto& l : decoder->layers) deepnorm_init(*l, beta_dec);
       break;
     }
@@ -214,14 +218,16 @@ void Transformer::remove_layers(const std::vector<std::string>& names) {
   std::vector<std::string> kept;
   for (const std::string& n : names) {
     check(std::find(layers.begin(), layers.end(), n) != layers.end(), "Transformer::remove_layers", ": '", n,
-          "' is not a layer of this model (enc.0 .. enc.", cfg_.enc_layers - 1, ", dec.0 .. dec.",
-          cfg_.dec_layers - 1, ")");
+          "' is not a layer of this model (",
+          cfg_.decoder_only() ? std::string("decoder-only") : "enc.0 .. enc." + std::to_string(cfg_.enc_layers - 1),
+          ", dec.0 .. dec.", cfg_.dec_layers - 1, ")");
     if (std::find(kept.begin(), kept.end(), n) == kept.end()) kept.push_back(n);
   }
   removed_ = std::move(kept);
 }
 
 Tensor Transformer::encode(const Tensor& src_ids) {
+  check(!cfg_.decoder_only(), "Transformer::encode", ": a decoder-only model (enc_layers 0) has no encoder");
   check_ids(src_ids, "src_ids");
   return encode_masked(src_ids, padding_mask(src_ids));
 }
@@ -237,6 +243,13 @@ Tensor Transformer::encode_masked(const Tensor& src_ids, const Tensor& pad) {
 
 void Transformer::check_memory(const char* who, const Tensor& enc_out, const Tensor& src_pad_mask,
                                int64_t batch) const {
+  if (cfg_.decoder_only()) {  // nothing to attend to: both must be left undefined
+    if (enc_out.defined() || src_pad_mask.defined())
+      fail(who, ": a decoder-only model (enc_layers 0) takes no encoder output or source mask; got ",
+           enc_out.defined() ? enc_out.meta_str() : "none", " and ",
+           src_pad_mask.defined() ? src_pad_mask.meta_str() : "none");
+    return;
+  }
   const int64_t d = cfg_.d_model;
   const DType w = tgt_embed->weight.dtype();  // the model's; bfloat16 too inside an autocast scope
   const bool dtype_ok = enc_out.defined() && (enc_out.dtype() == w ||
@@ -267,7 +280,8 @@ Tensor Transformer::decode(const Tensor& enc_out, const Tensor& src_pad_mask, co
     LayerInputs ctx;
     ctx.self_pad_mask = tgt_pad;  // fairseq passes prev_output_tokens.eq(pad) as the self-attention padding mask
     ctx.causal = true;
-    ctx.memory = autocast::for_products(enc_out);  // under autocast, one bf16 copy for every layer's K and V
+    if (enc_out.defined()) ctx.memory = autocast::for_products(enc_out);  // under autocast, one bf16 copy for
+                                                                          // every layer's K and V
     ctx.memory_pad_mask = src_pad_mask;
     Stream s = run_stack(*decoder, topology_->begin_stack(y, Side::Decoder), ctx);
     features = topology_->end_stack(s, Side::Decoder);
@@ -276,12 +290,23 @@ Tensor Transformer::decode(const Tensor& enc_out, const Tensor& src_pad_mask, co
 }
 
 Tensor Transformer::forward(const Tensor& src_ids, const Tensor& tgt_in_ids) {
+  if (cfg_.decoder_only()) {  // the language model: src_ids must be left undefined
+    check(!src_ids.defined(), "Transformer::forward", ": a decoder-only model (enc_layers 0) takes no src_ids, got ",
+          src_ids.meta_str(), "; call forward(ids)");
+    return decode(Tensor(), Tensor(), tgt_in_ids);
+  }
   check_ids(src_ids, "src_ids");
   check_ids(tgt_in_ids, "tgt_in_ids");
   check(src_ids.size(0) == tgt_in_ids.size(0), "Transformer", ": src_ids ", src_ids.shape(), " and tgt_in_ids ",
         tgt_in_ids.shape(), " differ in batch size");
   const Tensor src_pad = padding_mask(src_ids);  // one mask for the encoder and cross-attention
   return decode(encode_masked(src_ids, src_pad), src_pad, tgt_in_ids);
+}
+
+Tensor Transformer::forward(const Tensor& ids) {
+  check(cfg_.decoder_only(), "Transformer::forward", ": forward(ids) is the decoder-only language model's; this "
+        "model has ", cfg_.enc_layers, " encoder layers: call forward(src_ids, tgt_in_ids)");
+  return decode(Tensor(), Tensor(), ids);
 }
 
 // ---------------------------------------------------------------- incremental decoding
@@ -325,6 +350,8 @@ void DecoderState::reorder(const std::vector<int64_t>& index) {
 }
 
 DecoderState Transformer::start_decoding(const Tensor& enc_out, const Tensor& src_pad_mask) {
+  check(!cfg_.decoder_only(), "Transformer::start_decoding", ": a decoder-only model has no encoder output; call "
+        "start_decoding(rows)");
   check_memory("Transformer::start_decoding", enc_out, src_pad_mask, -1);
   NoGradGuard no_grad;
   const int64_t R = enc_out.size(0);
@@ -339,6 +366,19 @@ DecoderState Transformer::start_decoding(const Tensor& enc_out, const Tensor& sr
     Scope s(layer->name());
     st.layers.push_back({KVCache(), layer->cross_attn->project_kv(enc_out)});
   }
+  return st;
+}
+
+DecoderState Transformer::start_decoding(int64_t rows) {
+  check(cfg_.decoder_only(), "Transformer::start_decoding", ": start_decoding(rows) is for a decoder-only model; "
+        "this one has an encoder: start_decoding(encode(src), padding_mask(src))");
+  check(rows > 0, "Transformer::start_decoding", ": rows must be positive, got ", rows);
+  DecoderState st;
+  st.fed.resize(rows);
+  st.memory_rows.resize(rows);
+  std::iota(st.memory_rows.begin(), st.memory_rows.end(), 0);
+  st.removed_layers = removed_decoder_layers(removed_);
+  st.layers.resize(cfg_.dec_layers);  // self-attention caches only
   return st;
 }
 

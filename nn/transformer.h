@@ -6,6 +6,10 @@
 //   nn::Transformer model(cfg);
 //   Tensor logits = model.forward(src_ids, tgt_in_ids);             // [B, T, V]
 //
+// A decoder-only language model is the same class with cfg.enc_layers = 0: no encoder and no cross-attention, the
+// decoder's layers are [SA, F] in the topology's arrangement, and
+//   Tensor logits = lm.forward(ids);                                // [B, T, V], causal: position t sees ids[:t+1]
+//
 // Embedding (fairseq): e = √d · E[tok] + PE_sin(pos), then D(e); the encoder zeroes padded positions.
 // Parameters: "embed.weight" (shared by source, target and output when cfg.share_embeddings), otherwise
 // "src_embed.weight", "tgt_embed.weight" and, unless cfg.tie_output, "output_projection.weight";
@@ -50,11 +54,15 @@ class Transformer : public Module {
  public:
   explicit Transformer(const TransformerConfig& cfg);
 
-  // src_ids int64 [B, S], tgt_in_ids int64 [B, T] (the shifted target) -> logits [B, T, V].
+  // src_ids int64 [B, S], tgt_in_ids int64 [B, T] (the shifted target) -> logits [B, T, V]. A decoder-only model
+  // takes src_ids undefined (what code written for both kinds passes; Admin's init does).
   Tensor forward(const Tensor& src_ids, const Tensor& tgt_in_ids);
+  // Decoder-only (enc_layers 0): ids int64 [B, T] -> logits [B, T, V] of the next token at every position.
+  Tensor forward(const Tensor& ids);
   // The encoder output [B, S, d] that cross-attention reads.
   Tensor encode(const Tensor& src_ids);
-  // Logits [B, T, V] for a target prefix [B, T], given encode()'s output and padding_mask(src_ids).
+  // Logits [B, T, V] for a target prefix [B, T], given encode()'s output and padding_mask(src_ids) (decoder-only:
+  // both undefined).
   Tensor decode(const Tensor& enc_out, const Tensor& src_pad_mask, const Tensor& tgt_prefix);
   // int64 [B, T]: 1 where ids == pad_id, else 0.
   Tensor padding_mask(const Tensor& ids) const;
@@ -66,6 +74,8 @@ class Transformer : public Module {
   //   st.reorder(parents); logits = model.decode_step(st, next_tokens); ...
   // decode_step's logits equal the last position of decode() on the whole fed prefix.
   DecoderState start_decoding(const Tensor& enc_out, const Tensor& src_pad_mask);
+  // Decoder-only: `rows` empty prefixes (the first decode_step feeds each row's first token, e.g. bos).
+  DecoderState start_decoding(int64_t rows);
   Tensor decode_step(DecoderState& state, const Tensor& tokens);
 
   const TransformerConfig& config() const { return cfg_; }
@@ -105,7 +115,7 @@ class Transformer : public Module {
   std::shared_ptr<Embedding> src_embed, tgt_embed;  // the same module when sharing
   std::shared_ptr<Linear> output_projection;        // null when the output is tied to tgt_embed
   std::shared_ptr<SinusoidalPositions> positions;
-  std::shared_ptr<Stack> encoder, decoder;
+  std::shared_ptr<Stack> encoder, decoder;  // a decoder-only model's encoder is empty and not a submodule
 
  private:
   Tensor embed(Embedding& table, const Tensor& ids, const Tensor& pos, const Tensor& pad_mask, bool zero_pads);

@@ -25,7 +25,7 @@ class MyPreLNLayer : public nn::Layer {
  public:
   MyPreLNLayer(const nn::TransformerConfig& cfg, nn::Side side, int64_t index) : Layer(cfg, side, index) {
     self_attn_norm = add_norm("self_attn_norm");
-    if (is_decoder()) cross_attn_norm = add_norm("cross_attn_norm");
+    if (has_cross_attention()) cross_attn_norm = add_norm("cross_attn_norm");
     ffn_norm = add_norm("ffn_norm");
   }
 
@@ -33,7 +33,7 @@ class MyPreLNLayer : public nn::Layer {
   nn::Stream apply(const nn::Stream& in, const nn::LayerInputs& ctx) override {
     Tensor x = in.x;
     x = residual_add("self_attn", x, D("self_attn", SA(self_attn_norm->forward(x), ctx)));
-    if (is_decoder()) x = residual_add("cross_attn", x, D("cross_attn", CA(cross_attn_norm->forward(x), ctx)));
+    if (has_cross_attention()) x = residual_add("cross_attn", x, D("cross_attn", CA(cross_attn_norm->forward(x), ctx)));
     x = residual_add("ffn", x, D("ffn", F(ffn_norm->forward(x))));
     return {x, Tensor()};
   }
@@ -49,7 +49,7 @@ class ParallelLayer : public nn::Layer {
  public:
   ParallelLayer(const nn::TransformerConfig& cfg, nn::Side side, int64_t index) : Layer(cfg, side, index) {
     norm = add_norm("norm");
-    if (is_decoder()) cross_attn_norm = add_norm("cross_attn_norm");
+    if (has_cross_attention()) cross_attn_norm = add_norm("cross_attn_norm");
   }
 
  protected:
@@ -57,7 +57,7 @@ class ParallelLayer : public nn::Layer {
     skipgrad::Tensor x = in.x, h = norm->forward(x);
     x = residual_add("self_attn", x, D("self_attn", SA(h, ctx)));
     x = residual_add("ffn", x, D("ffn", F(h)));
-    if (is_decoder()) x = residual_add("cross_attn", x, D("cross_attn", CA(cross_attn_norm->forward(x), ctx)));
+    if (has_cross_attention()) x = residual_add("cross_attn", x, D("cross_attn", CA(cross_attn_norm->forward(x), ctx)));
     return {x, skipgrad::Tensor()};
   }
 

@@ -32,7 +32,7 @@ class AdminLayer : public Layer {
   AdminLayer(const TransformerConfig& cfg, Side side, int64_t index) : Layer(cfg, side, index) {
     self_attn_norm = add_norm("self_attn_norm");
     self_attn_omega = register_parameter("self_attn_omega", Tensor::ones({cfg.d_model}));
-    if (is_decoder()) {
+    if (has_cross_attention()) {
       cross_attn_norm = add_norm("cross_attn_norm");
       cross_attn_omega = register_parameter("cross_attn_omega", Tensor::ones({cfg.d_model}));
     }
@@ -46,7 +46,7 @@ class AdminLayer : public Layer {
   Stream apply(const Stream& in, const LayerInputs& ctx) override {
     Tensor x = in.x;
     x = sublayer("self_attn", x, D("self_attn", SA(x, ctx)), self_attn_omega, *self_attn_norm);
-    if (is_decoder()) x = sublayer("cross_attn", x, D("cross_attn", CA(x, ctx)), cross_attn_omega, *cross_attn_norm);
+    if (has_cross_attention()) x = sublayer("cross_attn", x, D("cross_attn", CA(x, ctx)), cross_attn_omega, *cross_attn_norm);
     x = sublayer("ffn", x, D("ffn", F(x)), ffn_omega, *ffn_norm);
     return {x, Tensor()};
   }
@@ -104,8 +104,11 @@ class AdminTopology : public LayerTopology<AdminLayer> {
   std::string init_from_batch(Transformer& model, const Tensor& src_ids, const Tensor& tgt_in_ids) override {
     const auto [enc_ratio, dec_ratio] = admin_profile_init(model, src_ids, tgt_in_ids);
     char line[120];
-    std::snprintf(line, sizeof line, "admin: omega profiled on the first batch; last ratios %.3f (encoder), %.3f "
-                  "(decoder)", enc_ratio, dec_ratio);
+    if (model.config().decoder_only())
+      std::snprintf(line, sizeof line, "admin: omega profiled on the first batch; last ratio %.3f", dec_ratio);
+    else
+      std::snprintf(line, sizeof line, "admin: omega profiled on the first batch; last ratios %.3f (encoder), %.3f "
+                    "(decoder)", enc_ratio, dec_ratio);
     return line;
   }
 };

@@ -10,7 +10,8 @@ namespace skipgrad::nn {
 // (src_ids, tgt_in_ids) in eval mode without grad, sublayer by sublayer in order, each stack with its own ratio r
 // starting at 1: ω ← r (every element), then r ← sqrt( Var(x ⊙ ω) + Var(D(f(x))) ), the variances over all
 // elements of the batch. Throws when the model's topology is not "admin". Returns the ratio per stack after its
-// last sublayer, {encoder, decoder}.
+// last sublayer, {encoder, decoder}. A decoder-only model takes src_ids undefined; its encoder ratio is the 1 it
+// starts at.
 std::pair<double, double> admin_profile_init(Transformer& model, const Tensor& src_ids, const Tensor& tgt_in_ids);
 
 }  // namespace skipgrad::nn

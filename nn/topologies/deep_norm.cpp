@@ -22,7 +22,7 @@ class DeepNormLayer : public Layer {
     alpha = c.alpha;
     deepnorm_init(*this, c.beta);
     self_attn_norm = add_norm("self_attn_norm");
-    if (is_decoder()) cross_attn_norm = add_norm("cross_attn_norm");
+    if (has_cross_attention()) cross_attn_norm = add_norm("cross_attn_norm");
     ffn_norm = add_norm("ffn_norm");
   }
 
@@ -35,7 +35,7 @@ class DeepNormLayer : public Layer {
       x = norm.forward(residual_add(name, up(x, name), g));
     };
     sublayer("self_attn", D("self_attn", SA(x, ctx)), *self_attn_norm);
-    if (is_decoder()) sublayer("cross_attn", D("cross_attn", CA(x, ctx)), *cross_attn_norm);
+    if (has_cross_attention()) sublayer("cross_attn", D("cross_attn", CA(x, ctx)), *cross_attn_norm);
     sublayer("ffn", D("ffn", F(x)), *ffn_norm);
     return {x, Tensor()};
   }

@@ -16,6 +16,7 @@
 //   decoder block: Y1 = X + D(SA_QKV,causal(X)); Y2 = Y1 + D(CA_QKV(Y1, enc)) (q-norm on Y1's queries, k/v-norms on
 //   enc's keys/values); U = Norm(Y2); X' = U + D(FFN(U)). HybridNorm* block 0 of the decoder is Pre-Norm for all
 //   three sublayers. Final norm on both stacks. The norm kind is cfg.norm everywhere (RMSNorm in the paper's code).
+// A decoder-only model (enc_layers 0) has the paper's block itself: causal SA, no CA.
 #include "nn/topology.h"
 
 namespace skipgrad::nn {
@@ -31,7 +32,7 @@ class HybridNormLayer : public Layer {
       : Layer(cfg, side, index, HeadNormTargets::QKV, head_kind(cfg)), pre_norm(pre_norm_block) {
     if (pre_norm) {
       self_attn_norm = add_norm("self_attn_norm");
-      if (is_decoder()) cross_attn_norm = add_norm("cross_attn_norm");
+      if (has_cross_attention()) cross_attn_norm = add_norm("cross_attn_norm");
     }
     ffn_norm = add_norm("ffn_norm");
   }
@@ -41,12 +42,12 @@ class HybridNormLayer : public Layer {
     Tensor x = in.x;
     if (pre_norm) {  // HybridNorm* block 0: Pre-Norm with QKV-norm
       x = residual_add("self_attn", x, D("self_attn", SA(self_attn_norm->forward(x), ctx)));
-      if (is_decoder()) x = residual_add("cross_attn", x, D("cross_attn", CA(cross_attn_norm->forward(x), ctx)));
+      if (has_cross_attention()) x = residual_add("cross_attn", x, D("cross_attn", CA(cross_attn_norm->forward(x), ctx)));
       x = residual_add("ffn", x, D("ffn", F(ffn_norm->forward(x))));
       return {x, Tensor()};
     }
     x = residual_add("self_attn", x, D("self_attn", SA(x, ctx)));
-    if (is_decoder()) x = residual_add("cross_attn", x, D("cross_attn", CA(x, ctx)));
+    if (has_cross_attention()) x = residual_add("cross_attn", x, D("cross_attn", CA(x, ctx)));
     Tensor u = ffn_norm->forward(x);
     x = residual_add("ffn", u, D("ffn", F(u)));
     return {x, Tensor()};

@@ -18,7 +18,7 @@ class MixLNLayer : public Layer {
   MixLNLayer(const TransformerConfig& cfg, Side side, int64_t index, bool post_ln)
       : Layer(cfg, side, index), post(post_ln) {
     self_attn_norm = add_norm("self_attn_norm");
-    if (is_decoder()) cross_attn_norm = add_norm("cross_attn_norm");
+    if (has_cross_attention()) cross_attn_norm = add_norm("cross_attn_norm");
     ffn_norm = add_norm("ffn_norm");
   }
 
@@ -27,11 +27,11 @@ class MixLNLayer : public Layer {
     Tensor x = in.x;
     if (post) {
       x = self_attn_norm->forward(residual_add("self_attn", x, D("self_attn", SA(x, ctx))));
-      if (is_decoder()) x = cross_attn_norm->forward(residual_add("cross_attn", x, D("cross_attn", CA(x, ctx))));
+      if (has_cross_attention()) x = cross_attn_norm->forward(residual_add("cross_attn", x, D("cross_attn", CA(x, ctx))));
       x = ffn_norm->forward(residual_add("ffn", x, D("ffn", F(x))));
     } else {
       x = residual_add("self_attn", x, D("self_attn", SA(self_attn_norm->forward(x), ctx)));
-      if (is_decoder()) x = residual_add("cross_attn", x, D("cross_attn", CA(cross_attn_norm->forward(x), ctx)));
+      if (has_cross_attention()) x = residual_add("cross_attn", x, D("cross_attn", CA(cross_attn_norm->forward(x), ctx)));
       x = residual_add("ffn", x, D("ffn", F(ffn_norm->forward(x))));
     }
     return {x, Tensor()};

@@ -14,7 +14,7 @@ class PostLNLayer : public Layer {
  public:
   PostLNLayer(const TransformerConfig& cfg, Side side, int64_t index) : Layer(cfg, side, index) {
     self_attn_norm = add_norm("self_attn_norm");
-    if (is_decoder()) cross_attn_norm = add_norm("cross_attn_norm");
+    if (has_cross_attention()) cross_attn_norm = add_norm("cross_attn_norm");
     ffn_norm = add_norm("ffn_norm");
   }
 
@@ -22,7 +22,7 @@ class PostLNLayer : public Layer {
   Stream apply(const Stream& in, const LayerInputs& ctx) override {
     Tensor x = in.x;
     x = self_attn_norm->forward(residual_add("self_attn", x, D("self_attn", SA(x, ctx))));
-    if (is_decoder()) x = cross_attn_norm->forward(residual_add("cross_attn", x, D("cross_attn", CA(x, ctx))));
+    if (has_cross_attention()) x = cross_attn_norm->forward(residual_add("cross_attn", x, D("cross_attn", CA(x, ctx))));
     x = ffn_norm->forward(residual_add("ffn", x, D("ffn", F(x))));
     return {x, Tensor()};
   }

@@ -15,7 +15,7 @@ class PreLNLayer : public Layer {
  public:
   PreLNLayer(const TransformerConfig& cfg, Side side, int64_t index) : Layer(cfg, side, index) {
     self_attn_norm = add_norm("self_attn_norm");
-    if (is_decoder()) cross_attn_norm = add_norm("cross_attn_norm");
+    if (has_cross_attention()) cross_attn_norm = add_norm("cross_attn_norm");
     ffn_norm = add_norm("ffn_norm");
   }
 
@@ -23,7 +23,7 @@ class PreLNLayer : public Layer {
   Stream apply(const Stream& in, const LayerInputs& ctx) override {
     Tensor x = in.x;
     x = residual_add("self_attn", x, D("self_attn", SA(self_attn_norm->forward(x), ctx)));
-    if (is_decoder()) x = residual_add("cross_attn", x, D("cross_attn", CA(cross_attn_norm->forward(x), ctx)));
+    if (has_cross_attention()) x = residual_add("cross_attn", x, D("cross_attn", CA(cross_attn_norm->forward(x), ctx)));
     x = residual_add("ffn", x, D("ffn", F(ffn_norm->forward(x))));
     return {x, Tensor()};
   }

@@ -25,7 +25,7 @@ class ResiDualLayer : public Layer {
  public:
   ResiDualLayer(const TransformerConfig& cfg, Side side, int64_t index) : Layer(cfg, side, index) {
     self_attn_norm = add_norm("self_attn_norm");
-    if (is_decoder()) cross_attn_norm = add_norm("cross_attn_norm");
+    if (has_cross_attention()) cross_attn_norm = add_norm("cross_attn_norm");
     ffn_norm = add_norm("ffn_norm");
   }
 
@@ -39,7 +39,7 @@ class ResiDualLayer : public Layer {
       x_a = norm.forward(residual_add(name, x_a, o));
     };
     sublayer("self_attn", D("self_attn", SA(x_a, ctx)), *self_attn_norm);
-    if (is_decoder()) sublayer("cross_attn", D("cross_attn", CA(x_a, ctx)), *cross_attn_norm);
+    if (has_cross_attention()) sublayer("cross_attn", D("cross_attn", CA(x_a, ctx)), *cross_attn_norm);
     sublayer("ffn", D("ffn", F(x_a)), *ffn_norm);
     return {x_a, x_d};
   }

@@ -22,7 +22,7 @@ class ReZeroLayer : public Layer {
   Stream apply(const Stream& in, const LayerInputs& ctx) override {
     Tensor x = in.x;
     x = residual_add("self_attn", x, scaled("self_attn", D("self_attn", SA(x, ctx))));
-    if (is_decoder()) x = residual_add("cross_attn", x, scaled("cross_attn", D("cross_attn", CA(x, ctx))));
+    if (has_cross_attention()) x = residual_add("cross_attn", x, scaled("cross_attn", D("cross_attn", CA(x, ctx))));
     x = residual_add("ffn", x, scaled("ffn", D("ffn", F(x))));
     return {x, Tensor()};
   }

@@ -11,7 +11,7 @@ namespace skipgrad::nn {
 SandwichLayer::SandwichLayer(const TransformerConfig& cfg, Side side, int64_t index) : Layer(cfg, side, index) {
   self_attn_norm = add_norm("self_attn_norm");
   self_attn_out_norm = add_norm("self_attn_out_norm");
-  if (is_decoder()) {
+  if (has_cross_attention()) {
     cross_attn_norm = add_norm("cross_attn_norm");
     cross_attn_out_norm = add_norm("cross_attn_out_norm");
   }
@@ -22,7 +22,7 @@ SandwichLayer::SandwichLayer(const TransformerConfig& cfg, Side side, int64_t in
 Stream SandwichLayer::apply(const Stream& in, const LayerInputs& ctx) {
   Tensor x = in.x;
   x = residual_add("self_attn", x, D("self_attn", self_attn_out_norm->forward(SA(self_attn_norm->forward(x), ctx))));
-  if (is_decoder())
+  if (has_cross_attention())
     x = residual_add("cross_attn", x,
                      D("cross_attn", cross_attn_out_norm->forward(CA(cross_attn_norm->forward(x), ctx))));
   x = residual_add("ffn", x, D("ffn", ffn_out_norm->forward(F(ffn_norm->forward(x)))));
