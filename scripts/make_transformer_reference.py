@@ -1,11 +1,13 @@
 #!/usr/bin/python3
 # Writes tests/reference/transformer_<case>.safetensors: an independent PyTorch (float64) reference of skipgrad's
-# encoder-decoder Transformer for every topology. tests/test_transformer_reference.cpp builds the same model in
+# encoder-decoder Transformer for every topology, and lm_<case>.safetensors, the decoder-only language model (C16). tests/test_transformer_reference.cpp builds the same model in
 # skipgrad (float64), loads these weights, and compares logits, loss and every parameter gradient (1e-9 relative).
 # CI never needs torch: the files are committed; re-run this script only when a case changes.
 #
 # The committed files were produced by Debian bookworm's python3-torch 1.13.1+dfsg-4 (torch.__version__ "1.13.0a0",
 # CPU) with numpy 1.24.2:   apt-get install -y python3-torch && /usr/bin/python3 scripts/make_transformer_reference.py
+# A later run on another machine reproduces them to rounding (~1e-16, BLAS summation order), not bit for bit; the
+# lm_* files were added on 2026-12-06 without rewriting the transformer_* files (git checkout them after a run).
 # The safetensors format is written by hand (write_safetensors below), so the `safetensors` package is not needed.
 #
 # The layer equations are written here from /work/shared/TOPOLOGIES.md (§0-§5), NOT translated from the C++.
@@ -42,6 +44,8 @@
 #   C15 Admin's profiling pass (admin.safetensors also holds its result, "profiled.*"): ratio r = 1 at the start of
 #       each stack (the decoder restarts), variances over all elements of the batch (pads included, population
 #       variance), no dropout.
+#   C16 decoder-only (enc_layers 0): no "enc.*" parameter, no cross-attention (nor its norms, ω); the decoder stack
+#       as above with its causal + key-padding self-attention; DeepNorm's decoder-only α = (2M)^{1/4} (§5.1 table).
 # Dropout is 0 everywhere, so where the dropouts sit does not enter the numbers.
 #
 # Model: vocab 13, d 8, 2 heads (d_h 4), ffn 32, 2+2 layers, pad_id 0, shared embeddings, LayerNorm (plus RMSNorm
@@ -79,6 +83,13 @@ CASES = [("post_ln", "post_ln", "layer_norm"), ("pre_ln", "pre_ln", "layer_norm"
 SRC = [[4, 5, 6, 7, 2], [8, 9, 2, 0, 0]]
 TGT_IN = [[2, 10, 11, 12], [2, 5, 0, 0]]
 TGT_OUT = [[10, 11, 12, 2], [5, 2, 0, 0]]
+
+# Decoder-only language models (enc_layers 0; tests/reference/lm_<case>.safetensors, the same keys without
+# "src_ids"): the decoder's layers lose their cross-attention sublayer and nothing else changes (C16). Three layers,
+# a batch of two right-padded sequences (B=2, T=6) and their next tokens.
+LM_CONFIG = dict(CONFIG, enc_layers=0, dec_layers=3)
+LM_IN = [[2, 10, 11, 12, 4, 5], [2, 5, 6, 0, 0, 0]]
+LM_OUT = [[10, 11, 12, 4, 5, 2], [5, 6, 2, 0, 0, 0]]
 
 
 # ---------------------------------------------------------------- building blocks (TOPOLOGIES.md §0)
@@ -142,12 +153,13 @@ class Ref:
     def layer(self, side, i, x, ctx, dual=None):
         pre = f"{side}.{i}"
         dec = side == "dec"
+        cross = dec and self.cfg["enc_layers"] > 0  # C16
         qkv = self.topo.startswith("hybrid_norm")
         SA = lambda u: self.mha(pre + ".self_attn", u, u, ctx["self_pad"], dec, qkv)
         CA = lambda u: self.mha(pre + ".cross_attn", u, ctx["memory"], ctx["memory_pad"], False, qkv)
         F = lambda u: self.ffn(pre + ".ffn", u)
         N = lambda n, u: self.N(f"{pre}.{n}", u)
-        subs = [("self_attn", SA)] + ([("cross_attn", CA)] if dec else []) + [("ffn", F)]
+        subs = [("self_attn", SA)] + ([("cross_attn", CA)] if cross else []) + [("ffn", F)]
         t = self.topo
         if t == "mix_ln":
             t = "post_ln" if i < self.cfg["mixln_post_layers"] else "pre_ln"
@@ -198,6 +210,8 @@ class Ref:
 
     def deepnorm_alpha(self, side):
         N, M = self.cfg["enc_layers"], self.cfg["dec_layers"]
+        if N == 0:  # C16
+            return (2 * M) ** 0.25
         return 0.81 * (N ** 4 * M) ** (1 / 16) if side == "enc" else (3 * M) ** 0.25
 
     # ---------------------------------------------------------------- stacks and the model
@@ -224,6 +238,9 @@ class Ref:
 
     def forward(self, src, tgt_in):
         pad = self.cfg["pad_id"]
+        if self.cfg["enc_layers"] == 0:  # C16: src is None
+            feats = self.stack("dec", self.embed(tgt_in, False), dict(self_pad=tgt_in == pad))
+            return feats @ self.P["embed.weight"].T
         src_pad, tgt_pad = src == pad, tgt_in == pad
         enc = self.stack("enc", self.embed(src, True), dict(self_pad=src_pad))
         feats = self.stack("dec", self.embed(tgt_in, False), dict(self_pad=tgt_pad, memory=enc, memory_pad=src_pad))
@@ -286,11 +303,11 @@ def parameter_shapes(cfg, topology, norm):
         shapes[name + ".weight"], shapes[name + ".bias"] = [n_out, n_in], [n_out]
 
     hybrid = topology.startswith("hybrid_norm")
-    for side in ("enc", "dec"):
+    for side in ("enc", "dec") if cfg["enc_layers"] > 0 else ("dec",):  # C16
         L = cfg["enc_layers" if side == "enc" else "dec_layers"]
         for i in range(L):
             pre = f"{side}.{i}"
-            subs = ["self_attn"] + (["cross_attn"] if side == "dec" else [])
+            subs = ["self_attn"] + (["cross_attn"] if side == "dec" and cfg["enc_layers"] > 0 else [])
             for a in subs:
                 for proj in ("q_proj", "k_proj", "v_proj", "out_proj"):
                     add_linear(f"{pre}.{a}.{proj}", d, d)
@@ -363,11 +380,19 @@ def write_safetensors(path, tensors, metadata):
 
 def main():
     os.makedirs(OUT_DIR, exist_ok=True)
-    cfg = CONFIG
-    src, tgt_in, tgt_out = (torch.tensor(v, dtype=torch.int64) for v in (SRC, TGT_IN, TGT_OUT))
+    total = 0
+    for prefix, cfg, seed0, batch in (("transformer", CONFIG, 1000, (SRC, TGT_IN, TGT_OUT)),
+                                      ("lm", LM_CONFIG, 2000, (None, LM_IN, LM_OUT))):
+        total += write_cases(prefix, cfg, seed0, *batch)
+    print(f"total {total} bytes")
+
+
+def write_cases(prefix, cfg, seed0, src, tgt_in, tgt_out):
+    src = None if src is None else torch.tensor(src, dtype=torch.int64)
+    tgt_in, tgt_out = torch.tensor(tgt_in, dtype=torch.int64), torch.tensor(tgt_out, dtype=torch.int64)
     total = 0
     for seed, (case, topology, norm) in enumerate(CASES):
-        torch.manual_seed(1000 + seed)
+        torch.manual_seed(seed0 + seed)
         params = random_parameters(parameter_shapes(cfg, topology, norm), cfg["pad_id"])
         model = Ref(cfg, topology, norm, params)
         logits = model.forward(src, tgt_in)
@@ -376,18 +401,20 @@ def main():
         grads = torch.autograd.grad(loss, [params[n] for n in names])
         tensors = {n: params[n].detach().numpy() for n in names}
         tensors.update({"grad." + n: g.numpy() for n, g in zip(names, grads)})
-        tensors.update(src_ids=src.numpy(), tgt_in_ids=tgt_in.numpy(), tgt_out_ids=tgt_out.numpy(),
-                       logits=logits.detach().numpy(), loss=loss.detach().numpy())
+        tensors.update(tgt_in_ids=tgt_in.numpy(), tgt_out_ids=tgt_out.numpy(), logits=logits.detach().numpy(),
+                       loss=loss.detach().numpy())
+        if src is not None:
+            tensors.update(src_ids=src.numpy())
         if topology == "admin":
             tensors.update(admin_profiled(cfg, params, src, tgt_in))
         meta = {k: repr(v) for k, v in cfg.items()}
         meta.update(topology=topology, norm=norm, torch=torch.__version__)
-        path = os.path.join(OUT_DIR, f"transformer_{case}.safetensors")
+        path = os.path.join(OUT_DIR, f"{prefix}_{case}.safetensors")
         write_safetensors(path, tensors, meta)
         size = os.path.getsize(path)
         total += size
-        print(f"{case:18s} {len(names):3d} parameters  loss {loss.item():.6f}  {size} bytes")
-    print(f"total {total} bytes")
+        print(f"{prefix}_{case:18s} {len(names):3d} parameters  loss {loss.item():.6f}  {size} bytes")
+    return total
 
 
 if __name__ == "__main__":

@@ -4,6 +4,8 @@
 // parameter names, a fixed padded batch, the expected logits, the label-smoothed loss (eps 0.1) and the gradient
 // of that loss with respect to every parameter ("grad.<name>"); its metadata holds the config. We build the same
 // model in float64, copy the weights in, run forward + loss + backward and compare everything to 1e-9 relative.
+// tests/reference/lm_<case>.safetensors are the decoder-only language models of the same script (enc_layers 0, no
+// "src_ids"), compared the same way through Transformer::forward(ids).
 // Agreement is ~1e-15 on logits and loss. The test is sharp: leaving the positions table unrounded to float32 moves
 // the logits by ~1e-8, ResiDual's final-norm ε 1e-5 instead of 1e-7 by ~1e-6 — both fail.
 #include <algorithm>
@@ -80,9 +82,10 @@ struct Worst {
   }
 };
 
-Worst compare_case(const std::string& case_name) {
+// `prefix` "transformer" (encoder-decoder) or "lm" (decoder-only).
+Worst compare_case(const std::string& prefix, const std::string& case_name) {
   const std::string path =
-      std::string(SKIPGRAD_SOURCE_DIR) + "/tests/reference/transformer_" + case_name + ".safetensors";
+      std::string(SKIPGRAD_SOURCE_DIR) + "/tests/reference/" + prefix + "_" + case_name + ".safetensors";
   nn::SafetensorsFile file = nn::load_safetensors(path);
   nn::TransformerConfig cfg = config_of(file);
   manual_seed(1);
@@ -104,8 +107,8 @@ Worst compare_case(const std::string& case_name) {
       check(model_names.count(name.substr(5)) == 1, case_name, ": the reference has a parameter '", name.substr(5),
             "' the model does not");
 
-  Tensor src = need(file, "src_ids"), tgt_in = need(file, "tgt_in_ids"), tgt_out = need(file, "tgt_out_ids");
-  Tensor logits = model.forward(src, tgt_in);
+  Tensor tgt_in = need(file, "tgt_in_ids"), tgt_out = need(file, "tgt_out_ids");
+  Tensor logits = cfg.decoder_only() ? model.forward(tgt_in) : model.forward(need(file, "src_ids"), tgt_in);
   const double eps = std::stod(meta(file, "label_smoothing"));
   nn::LabelSmoothedLoss loss = nn::label_smoothed_nll(logits, tgt_out, cfg.pad_id, eps);
   model.zero_grad();
@@ -126,28 +129,38 @@ Worst compare_case(const std::string& case_name) {
   return worst;
 }
 
+const char* const kCases[] = {"post_ln",     "pre_ln",  "pre_ln_rms", "resi_dual",     "hybrid_norm",
+                              "hybrid_norm_rms", "hybrid_norm_star", "deep_norm", "sandwich_ln", "peri_ln",
+                              "mix_ln",      "res_post_norm", "rezero", "admin"};
+
+void compare_all(const std::string& prefix) {
+  std::ostringstream summary;
+  for (std::string c : kCases) {
+    INFO("case " << prefix << "_" << c);
+    Worst w;
+    try {
+      w = compare_case(prefix, c);
+    } catch (const skipgrad::Error& e) {
+      FAIL_CHECK(c << ": " << std::string(e.what()));
+      continue;
+    }
+    summary << "  " << c << ": logits " << w.logits << ", loss " << w.loss << ", worst " << w.error << " (" << w.what
+            << ")\n";
+    CHECK_MESSAGE(w.error <= kTolerance, c, ": worst relative error ", w.error, " in ", w.what, " (tolerance ",
+                  kTolerance, ")");
+  }
+  MESSAGE(prefix << " reference:\n" << summary.str());
+}
+
 }  // namespace
 
 TEST_SUITE("transformer_reference") {
   TEST_CASE("every topology: logits, loss and all gradients match the PyTorch reference (float64)") {
-    std::ostringstream summary;
-    for (std::string c : {"post_ln", "pre_ln", "pre_ln_rms", "resi_dual", "hybrid_norm", "hybrid_norm_rms",
-                          "hybrid_norm_star", "deep_norm", "sandwich_ln", "peri_ln", "mix_ln", "res_post_norm", "rezero",
-                          "admin"}) {
-      INFO("case " << c);
-      Worst w;
-      try {
-        w = compare_case(c);
-      } catch (const skipgrad::Error& e) {
-        FAIL_CHECK(c << ": " << std::string(e.what()));
-        continue;
-      }
-      summary << "  " << c << ": logits " << w.logits << ", loss " << w.loss << ", worst " << w.error << " ("
-              << w.what << ")\n";
-      CHECK_MESSAGE(w.error <= kTolerance, c, ": worst relative error ", w.error, " in ", w.what, " (tolerance ",
-                    kTolerance, ")");
-    }
-    MESSAGE("transformer reference:\n" << summary.str());
+    compare_all("transformer");
+  }
+
+  TEST_CASE("decoder-only language model, every topology: logits, loss and all gradients match the reference") {
+    compare_all("lm");
   }
 
   TEST_CASE("admin_profile_init: the profiled ω and ratios match the reference's profiling pass") {
@@ -197,5 +210,32 @@ TEST_SUITE("transformer_reference") {
     for (const Tensor& p : before) values.push_back(p.to_vector<float>());
     CHECK(post.init_from_batch(need(file, "src_ids"), need(file, "tgt_in_ids")).empty());
     for (size_t i = 0; i < before.size(); i++) CHECK(before[i].to_vector<float>() == values[i]);
+  }
+
+  TEST_CASE("decoder-only Admin: the profiled ω match the reference's profiling pass of the language model") {
+    nn::SafetensorsFile file =
+        nn::load_safetensors(std::string(SKIPGRAD_SOURCE_DIR) + "/tests/reference/lm_admin.safetensors");
+    nn::TransformerConfig cfg = config_of(file);
+    REQUIRE(cfg.decoder_only());
+    manual_seed(1);
+    nn::Transformer model(cfg);
+    model.to(DType::F64);
+    for (auto& [name, p] : model.named_parameters()) p.copy_(need(file, name).to(DType::F64));
+    const std::string line = model.init_from_batch(Tensor(), need(file, "tgt_in_ids"));
+    CHECK(line.find("admin: omega profiled on the first batch; last ratio ") == 0);
+    CHECK(line.find("encoder") == std::string::npos);
+    int omegas = 0;
+    for (const auto& named : model.named_parameters())
+      if (const std::string& name = named.first; name.size() > 6 && name.compare(name.size() - 6, 6, "_omega") == 0) {
+        INFO(name);
+        CHECK(rel_error(named.second, need(file, "profiled." + name)) < 1e-12);
+        omegas++;
+      }
+    CHECK(omegas == 3 * 2);  // three layers of [SA, F]
+    const auto [enc_ratio, dec_ratio] = nn::admin_profile_init(model, Tensor(), need(file, "tgt_in_ids"));
+    CHECK(enc_ratio == 1.0);  // no encoder: its ratio stays where it starts
+    CHECK(dec_ratio == doctest::Approx(need(file, "profiled_ratio.dec").item()).epsilon(1e-12));
+    CHECK_THROWS_WITH_ALL(nn::admin_profile_init(model, need(file, "tgt_in_ids"), need(file, "tgt_in_ids")),
+                          "Transformer::forward", "decoder-only", "takes no src_ids");
   }
 }
