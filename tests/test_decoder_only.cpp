@@ -1,0 +1,269 @@
+// The decoder-only language model: nn::Transformer with enc_layers = 0 (no encoder, no cross-attention), for every
+// topology. Its numbers against an independent PyTorch reference are in test_transformer_reference.cpp
+// (tests/reference/lm_*.safetensors); here: its structure, causality, incremental decoding, a float64 gradient
+// check, the errors of calls meant for the other kind of model, and the analysis tools on it.
+#include <cmath>
+#include <map>
+#include <set>
+
+#include "analysis/graph.h"
+#include "analysis/measure.h"
+#include "analysis/paths.h"
+#include "nn/loss.h"
+#include "nn/transformer.h"
+#include "test_util.h"
+
+using namespace sgtest;
+namespace nn = skipgrad::nn;
+
+namespace {
+
+// The tests' tiny model (d 16, 2 heads, vocab 13, pad id 1) as a decoder-only model of `layers` layers.
+nn::TransformerConfig tiny_lm(const std::string& topology, int64_t layers = 2) {
+  nn::TransformerConfig c = tiny_transformer(topology);
+  c.enc_layers = 0;
+  c.dec_layers = layers;
+  if (topology == "mix_ln") c.mixln_post_layers = 1;  // one Post-LN layer, then Pre-LN
+  return c;
+}
+
+Tensor ids(const std::vector<int64_t>& v, int64_t B, int64_t T) { return Tensor::from_vector<int64_t>(v, {B, T}); }
+
+// "W = x + D(SA(N(x)))" written with the encoder-decoder idiom of before 2026-12-06: CA under is_decoder().
+class OldIdiomLayer : public nn::Layer {
+ public:
+  OldIdiomLayer(const nn::TransformerConfig& cfg, nn::Side side, int64_t index) : Layer(cfg, side, index) {
+    norm = add_norm("norm");
+  }
+
+ protected:
+  nn::Stream apply(const nn::Stream& in, const nn::LayerInputs& ctx) override {
+    Tensor x = residual_add("self_attn", in.x, D("self_attn", SA(norm->forward(in.x), ctx)));
+    if (is_decoder()) x = residual_add("cross_attn", x, D("cross_attn", CA(x, ctx)));
+    return {residual_add("ffn", x, D("ffn", F(x))), Tensor()};
+  }
+
+ private:
+  std::shared_ptr<nn::Norm> norm;
+};
+
+}  // namespace
+
+TEST_SUITE("decoder_only") {
+  TEST_CASE("every topology: the parameters are the encoder-decoder model's without enc.* and cross-attention") {
+    for (const std::string& topo : nn::topology_names()) {
+      INFO("topology " << topo);
+      manual_seed(3);
+      nn::Transformer lm(tiny_lm(topo));
+      nn::TransformerConfig ed_cfg = tiny_lm(topo);
+      ed_cfg.enc_layers = 2;
+      nn::Transformer ed(ed_cfg);
+      std::set<std::string> expected, got;
+      std::map<std::string, Shape> shapes;
+      for (auto& [name, p] : ed.named_parameters())
+        if (name.rfind("enc.", 0) != 0 && name.find("cross_attn") == std::string::npos) {
+          expected.insert(name);
+          shapes[name] = p.shape();
+        }
+      for (auto& [name, p] : lm.named_parameters()) {
+        got.insert(name);
+        CHECK(shapes[name] == p.shape());
+      }
+      CHECK(got == expected);
+      CHECK(lm.layer_names() == std::vector<std::string>{"dec.0", "dec.1"});
+      for (const auto& named : lm.named_modules()) CHECK(named.first.rfind("enc", 0) != 0);
+      for (const auto& layer : lm.decoder->layers) {
+        CHECK(layer->is_decoder());
+        CHECK(!layer->has_cross_attention());
+      }
+      CHECK(ed.decoder->layers[0]->has_cross_attention());
+      CHECK(!ed.encoder->layers[0]->has_cross_attention());
+    }
+  }
+
+  TEST_CASE("every topology: [B, T, V] logits, a finite loss, a gradient for every parameter; causal and pad-safe") {
+    for (const std::string& topo : nn::topology_names()) {
+      INFO("topology " << topo);
+      manual_seed(4);
+      nn::Transformer lm(tiny_lm(topo));
+      Tensor in = ids({2, 4, 5, 6, 7, 2, 8, 9, 1, 1}, 2, 5), out = ids({4, 5, 6, 7, 2, 8, 9, 2, 1, 1}, 2, 5);
+      lm.init_from_batch(Tensor(), in);  // Admin's ω; nothing for the others
+      Tensor logits = lm.forward(in);
+      CHECK(logits.shape() == Shape{2, 5, 13});
+      Tensor loss = nn::label_smoothed_nll(logits, out, 1, 0.1).loss;
+      CHECK(std::isfinite(loss.item()));
+      lm.zero_grad();
+      loss.backward();
+      for (const auto& named : lm.named_parameters()) {  // not a structured binding: clang 14 cannot capture it
+        INFO(named.first);
+        CHECK(named.second.grad().defined());
+      }
+      // the same numbers through the two-argument call code written for both kinds uses (src undefined)
+      CHECK(max_abs_diff(lm.forward(Tensor(), in), logits) == 0);
+
+      lm.eval();
+      NoGradGuard no_grad;
+      Tensor a = lm.forward(ids({2, 4, 5, 6, 7}, 1, 5)), b = lm.forward(ids({2, 4, 5, 9, 7}, 1, 5));
+      CHECK(max_abs_diff(a.slice(1, 0, 3), b.slice(1, 0, 3)) < 1e-6);  // position t sees tokens 0..t only
+      CHECK(max_abs_diff(a.slice(1, 3, 5), b.slice(1, 3, 5)) > 1e-4);
+      Tensor padded = lm.forward(ids({2, 4, 5, 1, 1}, 1, 5));  // right padding does not reach the real tokens
+      CHECK(max_abs_diff(padded.slice(1, 0, 3), a.slice(1, 0, 3)) < 1e-6);
+    }
+  }
+
+  TEST_CASE("incremental decoding: decode_step equals forward's last position, every topology, with reorder") {
+    for (const std::string& topo : nn::topology_names()) {
+      INFO("topology " << topo);
+      manual_seed(5);
+      nn::Transformer lm(tiny_lm(topo, 3));
+      lm.to(DType::F64);
+      lm.eval();
+      const std::vector<std::vector<int64_t>> rows = {{2, 4, 5, 6, 7}, {2, 8, 1, 9, 10}};  // a pad fed mid-way
+      nn::DecoderState st = lm.start_decoding(2);
+      for (int64_t t = 0; t < 5; t++) {
+        Tensor step = lm.decode_step(st, Tensor::from_vector<int64_t>({rows[0][t], rows[1][t]}, {2}));
+        std::vector<int64_t> prefix;
+        for (const auto& r : rows) prefix.insert(prefix.end(), r.begin(), r.begin() + t + 1);
+        Tensor full = lm.forward(ids(prefix, 2, t + 1)).slice(1, t, t + 1).reshape({2, 13});
+        INFO("step " << t);
+        CHECK(max_abs_diff(step, full) < 1e-12);
+      }
+      st.reorder({1, 1});  // both rows continue the second prefix
+      Tensor next = lm.decode_step(st, Tensor::from_vector<int64_t>({3, 4}, {2}));
+      Tensor ref = lm.forward(ids({2, 8, 1, 9, 10, 3, 2, 8, 1, 9, 10, 4}, 2, 6)).slice(1, 5, 6).reshape({2, 13});
+      CHECK(max_abs_diff(next, ref) < 1e-12);
+    }
+  }
+
+  TEST_CASE("float64 gradcheck of a decoder-only model's loss: post_ln, pre_ln, resi_dual, deep_norm") {
+    for (const char* topo : {"post_ln", "pre_ln", "resi_dual", "deep_norm"}) {
+      INFO("topology " << topo);
+      manual_seed(7);
+      nn::TransformerConfig c = tiny_lm(topo, 2);
+      c.d_model = 8;
+      c.d_ff = 8;
+      nn::Transformer lm(c);
+      lm.to(DType::F64);
+      Tensor in = ids({2, 5, 6, 2, 7, 1}, 2, 3), out = ids({5, 6, 2, 7, 2, 1}, 2, 3);
+      std::vector<Tensor> params = {lm.parameter("dec.0.self_attn.q_proj.weight"), lm.parameter("dec.0.ffn.fc2.bias"),
+                                    lm.parameter("dec.1.self_attn.v_proj.bias"), lm.parameter("embed.weight")};
+      auto res = gradcheck(
+          [&](const std::vector<Tensor>&) {
+            return cross_entropy(lm.forward(in).reshape({-1, 13}), out.reshape({-1}), 1);
+          },
+          params, 1e-6, 1e-6, 1e-4);
+      CHECK_MESSAGE(res.ok, res.message);
+    }
+  }
+
+  TEST_CASE("DeepNorm's decoder-only constants: α = (2M)^{1/4}, β = (8M)^{-1/4}") {
+    const auto c = nn::deepnorm_coefficients(0, 6, nn::Side::Decoder);
+    CHECK(c.alpha == doctest::Approx(std::pow(12.0, 0.25)).epsilon(1e-15));
+    CHECK(c.beta == doctest::Approx(std::pow(48.0, -0.25)).epsilon(1e-15));
+    CHECK_THROWS_WITH_ALL(nn::deepnorm_coefficients(0, 6, nn::Side::Encoder), "deepnorm_coefficients", "N = 0");
+    CHECK_THROWS_WITH_ALL(nn::deepnorm_coefficients(-1, 6, nn::Side::Decoder), "deepnorm_coefficients", "N -1");
+  }
+
+  TEST_CASE("calls meant for the other kind of model are refused by name") {
+    nn::Transformer lm(tiny_lm("pre_ln"));
+    nn::TransformerConfig ed_cfg = tiny_lm("pre_ln");
+    ed_cfg.enc_layers = 1;
+    nn::Transformer ed(ed_cfg);
+    Tensor x = ids({2, 4, 5}, 1, 3);
+    CHECK_THROWS_WITH_ALL(lm.forward(x, x), "Transformer::forward", "decoder-only", "takes no src_ids", "int64");
+    CHECK_THROWS_WITH_ALL(ed.forward(x), "Transformer::forward", "forward(src_ids, tgt_in_ids)", "1 encoder layers");
+    CHECK_THROWS_WITH_ALL(ed.forward(Tensor(), x), "Transformer", "src_ids is an undefined tensor");
+    CHECK_THROWS_WITH_ALL(lm.encode(x), "Transformer::encode", "no encoder");
+    Tensor memory = ed.encode(x);
+    CHECK_THROWS_WITH_ALL(lm.decode(memory, Tensor(), x), "Transformer::decode", "takes no encoder output");
+    CHECK_THROWS_WITH_ALL(lm.start_decoding(memory, Tensor()), "start_decoding", "start_decoding(rows)");
+    CHECK_THROWS_WITH_ALL(ed.start_decoding(2), "start_decoding", "has an encoder");
+    CHECK_THROWS_WITH_ALL(lm.start_decoding(0), "start_decoding", "rows must be positive");
+    CHECK_THROWS_WITH_ALL(lm.remove_layers({"enc.0"}), "remove_layers", "'enc.0'", "decoder-only");
+    nn::TransformerConfig bad = tiny_lm("pre_ln");
+    bad.enc_layers = -1;
+    CHECK_THROWS_WITH_ALL(bad.validate(), "TransformerConfig", "enc_layers >= 0", "-1 encoder");
+    bad.enc_layers = 0;
+    bad.dec_layers = 0;
+    CHECK_THROWS_WITH_ALL(bad.validate(), "TransformerConfig", "at least one decoder layer");
+    // a state of one kind is refused by the other (its parameter names differ)
+    CHECK_THROWS_WITH(nn::load_state_dict(ed, nn::state_dict(lm)), doctest::Contains("enc.0"));
+  }
+
+  TEST_CASE("a program's topology that calls CA without has_cross_attention() fails by name in a decoder-only model") {
+    const nn::TopologyRegistration old_idiom("old_idiom", [] {
+      return std::make_unique<nn::LayerTopology<OldIdiomLayer, nn::FinalNormTopology>>("old_idiom");
+    });
+    nn::Transformer lm(tiny_lm("old_idiom"));
+    CHECK_THROWS_WITH_ALL(lm.forward(ids({2, 4, 5}, 1, 3)), "dec.0", "CA called in a layer without cross-attention",
+                          "decoder-only", "has_cross_attention()");
+  }
+
+  TEST_CASE("the graph of a decoder-only step: named nodes, paths from the loss to every layer, no encoder") {
+    manual_seed(6);
+    nn::Transformer lm(tiny_lm("resi_dual", 3));
+    Tensor in = ids({2, 4, 5, 6, 2, 8, 9, 1}, 2, 4), out = ids({4, 5, 6, 2, 8, 9, 2, 1}, 2, 4);
+    current_tape().clear();
+    Tensor loss = nn::label_smoothed_nll(lm.forward(in), out, 1, 0.1).loss;
+    GraphOptions go;
+    go.value_norms = false;
+    const Graph g = Graph::from_tape(current_tape(), go);
+    int residual_adds = 0;
+    for (const auto& n : g.nodes) {
+      CHECK(n.name.find("enc.") == std::string::npos);
+      CHECK(n.name.find("cross_attn") == std::string::npos);
+      residual_adds += n.name.size() > 13 && n.name.compare(n.name.size() - 13, 13, ".residual_add") == 0;
+    }
+    CHECK(residual_adds == 3 * 2);  // [SA, F] per layer
+    const PathStats s = analyze_paths(g, g.id_of(loss));
+    const std::string table = paths_markdown(g, s);
+    current_tape().clear();
+    for (const char* layer : {"dec.0", "dec.1", "dec.2"}) CHECK(table.find(layer) != std::string::npos);
+    CHECK(table.find("enc.") == std::string::npos);
+  }
+
+  TEST_CASE("analysis/measure.h on a decoder-only model: the task's x, 2, y sequences; measures after training") {
+    nn::TransformerConfig c = tiny_lm("pre_ln", 2);
+    c.vocab = 12;
+    const MeasureBatch b = task_batch(c, "reverse", 3, 9, 5);
+    CHECK(!b.src.defined());
+    REQUIRE(b.tgt_in.shape() == Shape{3, 9});
+    const std::vector<int64_t> in = b.tgt_in.to_vector<int64_t>(), out = b.tgt_out.to_vector<int64_t>();
+    for (int64_t r = 0; r < 3; r++) {
+      std::vector<int64_t> seq;
+      for (int64_t t = 0; t < 9 && out[r * 9 + t] != c.pad_id; t++) seq.push_back(out[r * 9 + t]);
+      const size_t n = (seq.size() - 1) / 2;  // x, 2, reversed x
+      REQUIRE(seq.size() == 2 * n + 1);
+      CHECK(seq[n] == 2);
+      for (size_t t = 0; t < n; t++) CHECK(seq[n + 1 + t] == seq[n - 1 - t]);
+      CHECK(in[r * 9] == 2);
+      for (size_t t = 1; t < seq.size(); t++) CHECK(in[r * 9 + t] == seq[t - 1]);
+    }
+    CHECK_THROWS_WITH_ALL(task_batch(c, "copy", 2, 2, 1), "task_batch", "len >= 3");
+
+    MeasureOptions opt;
+    opt.task = "copy";
+    opt.steps = {0, 60};
+    opt.batch = 16;
+    opt.len = 9;
+    opt.lr = 3e-3;
+    opt.warmup = 5;
+    opt.graph = true;
+    opt.removal = true;
+    const std::vector<LayerMeasures> m = measure_steps(c, opt);
+    REQUIRE(m.size() == 2);
+    for (const LayerMeasures& at : m) {
+      REQUIRE(at.layers.size() == 2);
+      CHECK(at.layers[0].layer == "dec.0");
+      for (const LayerMeasure& l : at.layers) {
+        INFO(l.layer);
+        CHECK(l.layer_grad_norm > 0);
+        CHECK(std::isfinite(l.token_cos));
+        CHECK(std::isfinite(l.removal_delta));
+        CHECK(l.cross_logit_max < 0);  // no cross-attention: not measured
+      }
+    }
+    CHECK(m[1].loss < m[0].loss - 0.3);  // it learns (the copied half of each sequence)
+    CHECK(m[0].paths.layers.size() == 2);
+  }
+}
