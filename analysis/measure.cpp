@@ -215,6 +215,26 @@ MeasureBatch task_batch(const nn::TransformerConfig& cfg, const std::string& tas
     return t == cfg.pad_id ? (t + 1 < cfg.vocab ? t + 1 : 3) : t;
   };
   std::vector<int64_t> src(batch * len, cfg.pad_id), tin(batch * len, cfg.pad_id), tout(batch * len, cfg.pad_id);
+  if (cfg.decoder_only()) {  // one sequence s = x, 2, y; tgt_in = [2, s_0, ..., s_{n-2}], tgt_out = s
+    check(len >= 3, "task_batch", ": a decoder-only batch needs len >= 3 (x, separator, y), got ", len);
+    const int64_t half = (len - 1) / 2;
+    std::uniform_int_distribution<int64_t> part(std::max<int64_t>(1, half / 2), half);
+    for (int64_t b = 0; b < batch; ++b) {
+      std::vector<int64_t> x(part(rng)), seq;
+      for (int64_t& v : x) v = token();
+      seq = x;
+      seq.push_back(2);
+      const int64_t ly = task == "random" ? part(rng) : (int64_t)x.size();
+      for (int64_t t = 0; t < ly; ++t)
+        seq.push_back(task == "random" ? token() : task == "copy" ? x[t] : x[x.size() - 1 - t]);
+      tin[b * len] = 2;
+      for (size_t t = 0; t < seq.size(); ++t) {
+        tout[b * len + t] = seq[t];
+        if (t + 1 < seq.size()) tin[b * len + t + 1] = seq[t];
+      }
+    }
+    return {Tensor(), Tensor::from_vector<int64_t>(tin, {batch, len}), Tensor::from_vector<int64_t>(tout, {batch, len})};
+  }
   for (int64_t b = 0; b < batch; ++b) {
     int64_t* x = &src[b * len];
     int64_t* y = &tout[b * len];
@@ -234,6 +254,9 @@ MeasureBatch random_batch(const nn::TransformerConfig& cfg, int64_t batch, int64
 }
 
 namespace {
+
+// t on `dev`; an undefined t (a decoder-only batch's src) stays undefined
+Tensor on(const Tensor& t, Device dev) { return t.defined() ? t.to(dev) : t; }
 
 // What measure_batch's hooks record during its forward (Transformer::layer_outputs, ...).
 struct Recorded {
@@ -258,10 +281,12 @@ LayerMeasures measured_layers(nn::Transformer& model, const MeasureBatch& b, con
   current_tape().clear();
 
   NoGradGuard no_grad;
-  const int64_t L = cfg.enc_layers + cfg.dec_layers;
-  check((int64_t)outs.size() == L && ins.size() == 2, "measure", ": the model recorded ", (int64_t)outs.size(),
-        " layer outputs and ", (int64_t)ins.size(), " stack inputs for ", L, " layers and 2 stacks");
-  std::vector<int64_t> src_pad = b.src.to_vector<int64_t>(), tgt_pad = b.tgt_in.to_vector<int64_t>();
+  const int64_t L = cfg.enc_layers + cfg.dec_layers, stacks = cfg.decoder_only() ? 1 : 2;
+  check((int64_t)outs.size() == L && (int64_t)ins.size() == stacks, "measure", ": the model recorded ",
+        (int64_t)outs.size(), " layer outputs and ", (int64_t)ins.size(), " stack inputs for ", L, " layers and ",
+        stacks, " stacks");
+  std::vector<int64_t> src_pad = b.src.defined() ? b.src.to_vector<int64_t>() : std::vector<int64_t>(),
+                       tgt_pad = b.tgt_in.to_vector<int64_t>();
   for (auto& v : src_pad) v = v == cfg.pad_id;
   for (auto& v : tgt_pad) v = v == cfg.pad_id;
 
@@ -278,7 +303,7 @@ LayerMeasures measured_layers(nn::Transformer& model, const MeasureBatch& b, con
     m.layer_grad_norm = std::sqrt(layer_sq);
     m.fc2_grad_norm = std::sqrt(grad_norm_sq(model.parameter(m.layer + ".ffn.fc2.weight")));
     const std::vector<int64_t>& pad = enc ? src_pad : tgt_pad;
-    stream_stats(outs[i], k > 0 ? outs[i - 1] : ins[enc ? 0 : 1], pad, m);
+    stream_stats(outs[i], k > 0 ? outs[i - 1] : ins[enc ? 0 : stacks - 1], pad, m);
     if (i < (int64_t)duals.size() && duals[i].defined()) m.dual_max_abs = max_abs_of(duals[i], pad);
     r.layers.push_back(m);
   }
@@ -291,17 +316,20 @@ LayerMeasures measured_layers(nn::Transformer& model, const MeasureBatch& b, con
 
 LayerMeasures measure_batch(nn::Transformer& model, const MeasureBatch& b, double label_smoothing, bool graph) {
   const nn::TransformerConfig& cfg = model.config();
-  check(b.src.defined() && b.tgt_in.defined() && b.tgt_out.defined(), "measure",
+  check((b.src.defined() || cfg.decoder_only()) && b.tgt_in.defined() && b.tgt_out.defined(), "measure",
         ": the batch needs src, tgt_in and tgt_out");
+  check(!(b.src.defined() && cfg.decoder_only()), "measure", ": a decoder-only model takes no src, got ",
+        b.src.meta_str());
   check(b.tgt_in.shape() == b.tgt_out.shape(), "measure", ": tgt_in ", b.tgt_in.shape(), " and tgt_out ",
         b.tgt_out.shape(), " differ");
   for (const auto& [ids, what] : {std::pair{&b.src, "src"}, {&b.tgt_in, "tgt_in"}}) {
+    if (!ids->defined()) continue;  // a decoder-only model's src
     const std::vector<int64_t> v = ids->to_vector<int64_t>();  // all padding: every statistic would be empty
     check(std::any_of(v.begin(), v.end(), [&](int64_t id) { return id != cfg.pad_id; }), "measure", ": ", what,
           " ", ids->shape(), " is all padding (pad id ", cfg.pad_id, "): nothing to measure");
   }
   const Device dev = model.device();
-  Tensor src = b.src.to(dev), tgt_in = b.tgt_in.to(dev), tgt_out = b.tgt_out.to(dev);
+  Tensor src = on(b.src, dev), tgt_in = b.tgt_in.to(dev), tgt_out = b.tgt_out.to(dev);
 
   model.zero_grad();
   current_tape().clear();
@@ -345,7 +373,7 @@ LayerMeasures measure_batch(nn::Transformer& model, const MeasureBatch& b, doubl
 std::vector<double> layer_removal_deltas(nn::Transformer& model, const MeasureBatch& b, double label_smoothing) {
   const nn::TransformerConfig& cfg = model.config();
   const Device dev = model.device();
-  const Tensor src = b.src.to(dev), tgt_in = b.tgt_in.to(dev), tgt_out = b.tgt_out.to(dev);
+  const Tensor src = on(b.src, dev), tgt_in = b.tgt_in.to(dev), tgt_out = b.tgt_out.to(dev);
   struct Restore {  // the model's removed layers and mode, put back however this returns
     nn::Transformer& model;
     const std::vector<std::string> removed;
@@ -483,7 +511,7 @@ std::vector<LayerMeasures> measure_steps(const nn::TransformerConfig& cfg, const
     model.to(opt.device);
     {  // a topology's data-dependent init (Admin's profiling pass), on the first training batch
       MeasureBatch b = task_batch(cfg, opt.task, opt.batch, opt.len, train_batch_seed(seed, 0));
-      model.init_from_batch(b.src.to(opt.device), b.tgt_in.to(opt.device));
+      model.init_from_batch(on(b.src, opt.device), b.tgt_in.to(opt.device));
     }
     nn::Adam adam(model.named_parameters(), {.lr = opt.lr, .beta1 = 0.9, .beta2 = 0.98});
     nn::InverseSqrtLR schedule(opt.lr, opt.warmup);
@@ -492,7 +520,7 @@ std::vector<LayerMeasures> measure_steps(const nn::TransformerConfig& cfg, const
       for (; trained < opt.steps[si]; ++trained) {  // one Adam step on a fresh task batch
         MeasureBatch b = task_batch(cfg, opt.task, opt.batch, opt.len, train_batch_seed(seed, trained));
         adam.zero_grad();
-        Tensor logits = model.forward(b.src.to(opt.device), b.tgt_in.to(opt.device));
+        Tensor logits = model.forward(on(b.src, opt.device), b.tgt_in.to(opt.device));
         nn::label_smoothed_nll(logits, b.tgt_out.to(opt.device), cfg.pad_id, opt.label_smoothing).loss.backward();
         if (opt.clip > 0) nn::clip_grad_norm(adam.params(), opt.clip);
         // update k at lr(k): its warm-up starts from 0 (no warmup_init_lr), where fairseq's lr(k - 1) would make

@@ -54,7 +54,7 @@
 namespace skipgrad {
 
 struct MeasureBatch {
-  Tensor src, tgt_in, tgt_out;  // int64 [B, S], [B, T], [B, T]
+  Tensor src, tgt_in, tgt_out;  // int64 [B, S], [B, T], [B, T]; src undefined for a decoder-only model
 };
 
 // A batch of a synthetic task: source tokens in [3, vocab), sentence lengths uniform in [len/2, len], the rest
@@ -62,6 +62,9 @@ struct MeasureBatch {
 //   "random"   y: random tokens of an independent random length (nothing to learn but the unigram distribution)
 //   "copy"     y = the source
 //   "reverse"  y = the source reversed
+// A decoder-only model (cfg.enc_layers 0) reads one sequence s = x, 2, y instead (x of lengths uniform in
+// [h/2, h], h = (len-1)/2, y as above): src is undefined, tgt_in = [2, s_0, ..., s_{n-2}], tgt_out = s, so the
+// model learns y after the separator (len >= 3).
 // Throws Error for another task name.
 MeasureBatch task_batch(const nn::TransformerConfig& cfg, const std::string& task, int64_t batch, int64_t len,
                         uint64_t seed);

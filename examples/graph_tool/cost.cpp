@@ -31,7 +31,8 @@ TopologyCost measure_cost(const CostOptions& opt, const std::string& topology) {
   nn::Transformer model(cfg);
   model.to(device);
   MeasureBatch b = random_batch(cfg, mo.batch, mo.len, mo.seed);
-  for (Tensor* t : {&b.src, &b.tgt_in, &b.tgt_out}) *t = t->to(device);
+  for (Tensor* t : {&b.src, &b.tgt_in, &b.tgt_out})
+    if (t->defined()) *t = t->to(device);  // (a decoder-only model's src is undefined)
   model.init_from_batch(b.src, b.tgt_in);  // Admin's ω profiling pass, as training runs it (untimed)
   nn::Adam adam(model.named_parameters());
   // as in training: gradient norms are an analysis feature that reads every node's gradient norm back
@@ -92,11 +93,11 @@ std::string cost_markdown(const CostOptions& opt, const std::vector<TopologyCost
   std::snprintf(head, sizeof head,
                 "A training step (forward, label-smoothed loss, backward, Adam) per topology: the median by device "
                 "time of %d profiled steps (the lower middle one of an even count) after %d warm-up steps; "
-                "%lld+%lld layers, d=%lld, %lld heads, FFN %lld, qk norm %s (%s), "
+                "%s, d=%lld, %lld heads, FFN %lld, qk norm %s (%s), "
                 "vocabulary %lld, %lld x %lld tokens a side, device %s, autocast %s. Times are the profiled "
                 "device's (a CPU's are its host's); activation MiB = the most memory in use at a mark minus what was "
                 "in use at the start (parameters, gradients and Adam's moments).\n\n",
-                opt.steps, opt.warmup, (long long)m.layers, (long long)m.layers, (long long)m.d_model,
+                opt.steps, opt.warmup, m.layers_text().c_str(), (long long)m.d_model,
                 (long long)m.heads, (long long)m.d_ff, m.qk_norm.c_str(), m.qk_norm_kind.c_str(), (long long)m.vocab,
                 (long long)m.batch, (long long)m.len,
                 m.device.c_str(), m.autocast.c_str());

@@ -38,6 +38,8 @@ void add_model_options(CLI::App* cmd, ModelOptions& m, bool topology) {
     cmd->add_option("--layers", m.layers, "layers per side (encoder and decoder)")
         ->check(in_range(1, 1000))->capture_default_str();
   }
+  if (topology)  // dump and paths; cost adds its own
+    cmd->add_flag("--decoder-only", m.decoder_only, "a decoder-only language model of --layers layers (no encoder)");
   cmd->add_option("--d-model", m.d_model)->check(in_range(1, 1 << 16))->capture_default_str();
   cmd->add_option("--heads", m.heads)->check(in_range(1, 1 << 12))->capture_default_str();
   cmd->add_option("--ffn", m.d_ff, "FFN inner size")->check(in_range(1, 1 << 18))->capture_default_str();
@@ -62,7 +64,7 @@ LayerMeasures record(const ModelOptions& mo) {
   model.to(Device::parse(mo.device));  // measure_batch moves the batch to the model
   MeasureBatch b = random_batch(cfg, mo.batch, mo.len, mo.seed);
   // a topology's data-dependent init (Admin's ω profiling pass), as training runs it: else Admin is Post-LN here
-  model.init_from_batch(b.src.to(model.device()), b.tgt_in.to(model.device()));
+  model.init_from_batch(b.src.defined() ? b.src.to(model.device()) : b.src, b.tgt_in.to(model.device()));
   AutocastBF16 autocast(autocast_bf16);
   return measure_batch(model, b, 0.1, /*graph=*/true);
 }
@@ -145,6 +147,7 @@ static int run_command(int argc, char** argv) {
       ->check(cli_checks::at_least(1))->capture_default_str();
   cost_cmd->add_option("--trace-dir", co.trace_dir, "write each topology's whole profile and Chrome trace here");
   add_model_options(cost_cmd, co.model, false);
+  cost_cmd->add_flag("--decoder-only", co.model.decoder_only, "decoder-only language models of --layers layers");
   add_autocast_option(cost_cmd, co.model);
 
   try {
@@ -196,8 +199,7 @@ static int run_command(int argc, char** argv) {
       std::cerr << "wrote " << out << " (" << m.graph.nodes.size() << " nodes, loss " << m.loss << ")\n";
     } else if (*paths_cmd) {
       LayerMeasures m = record(paths_model);
-      std::cout << "# Gradient paths: " << paths_model.topology << ", " << paths_model.layers << "+"
-                << paths_model.layers << " layers\n\n"
+      std::cout << "# Gradient paths: " << paths_model.topology << ", " << paths_model.layers_text() << "\n\n"
                 << paths_markdown(m.graph, m.paths);
     } else if (*report_cmd) {
       ro.topologies = cli_lists::split_names(topologies, "--topologies");

@@ -22,7 +22,8 @@ nn::TransformerConfig ModelOptions::config() const {
   c.d_model = d_model;
   c.heads = heads;
   c.d_ff = d_ff;
-  c.enc_layers = c.dec_layers = layers;
+  c.enc_layers = decoder_only ? 0 : layers;
+  c.dec_layers = layers;
   c.dropout = c.attn_dropout = c.act_dropout = 0.0;
   c.topology = topology;
   c.qk_norm = nn::parse_head_norm_targets(qk_norm);
@@ -30,6 +31,11 @@ nn::TransformerConfig ModelOptions::config() const {
   c.max_positions = std::max<int64_t>(len, 16);
   c.validate();
   return c;
+}
+
+std::string ModelOptions::layers_text() const {
+  const std::string n = std::to_string(layers);
+  return decoder_only ? "decoder-only, " + n + " layers" : n + "+" + n + " layers";
 }
 
 void ModelOptions::check_topologies(const std::vector<std::string>& topologies) const {

@@ -13,6 +13,7 @@ namespace graph_tool {
 struct ModelOptions {
   std::string topology = "pre_ln";
   int64_t layers = 2;  // per side
+  bool decoder_only = false;  // a decoder-only language model of `layers` layers (enc_layers 0); not in report
   int64_t d_model = 64, heads = 4, d_ff = 256, vocab = 100;
   int64_t batch = 8, len = 16;
   uint64_t seed = 1;
@@ -21,6 +22,7 @@ struct ModelOptions {
   std::string qk_norm = "none";  // none | qk | qkv: per-head norms inside attention (TransformerConfig::qk_norm)
   std::string qk_norm_kind = "rms_norm";  // rms_norm | layer_norm | l2
   skipgrad::nn::TransformerConfig config() const;  // dropout 0: the statistics at initialization
+  std::string layers_text() const;  // "6+6 layers" or "decoder-only, 6 layers", for headings
   // config() of each topology in turn, so a setting one of them refuses fails before any of them runs.
   void check_topologies(const std::vector<std::string>& topologies) const;
 };
