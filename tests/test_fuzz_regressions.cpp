@@ -164,6 +164,10 @@ TEST_SUITE("fuzz_regressions") {
     const std::string good = translate::config_to_json(
         [] { nn::TransformerConfig c; c.vocab = 64; c.d_model = 16; c.heads = 2; c.d_ff = 32; c.pad_id = 0; return c; }());
     CHECK_NOTHROW(translate::config_from_json(good));
+    nlohmann::json lm = nlohmann::json::parse(good);
+    lm["enc_layers"] = 0;  // a decoder-only model's config: valid, but not a translation model
+    CHECK_THROWS_WITH_ALL(translate::config_from_json(lm.dump()), "config_from_json", "decoder-only",
+                          "translation needs an encoder");
     for (const char* field : {"vocab", "d_model", "heads", "max_positions", "pad_id", "mixln_post_layers"}) {
       nlohmann::json j = nlohmann::json::parse(good);
       for (double bad : {1e300, -1e300, 9.3e18, 2.5}) {
