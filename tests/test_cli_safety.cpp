@@ -73,14 +73,30 @@ TEST_SUITE("reliability") {
     CHECK(step_checkpoints(o.out_dir).size() == 2);
   }
 
-  TEST_CASE("a fresh run in an earlier run's folder removes its checkpoint_best; the divergence message is true") {
+  TEST_CASE("a fresh run in an earlier run's folder moves its files to previous_run/; the divergence message is true") {
     TrainOptions o = tiny_run("fresh", 4);
     o.eval_every = 2;
+    o.keep_last = 2;
+    o.save_every = 2;
     train(o);
     REQUIRE(fs::exists(o.out_dir + "/checkpoint_best.safetensors"));
+    const std::string best_bytes = read_file(o.out_dir + "/checkpoint_best.safetensors");
+    const std::vector<std::string> steps = step_checkpoints(o.out_dir);
+    REQUIRE(steps.size() == 2);
     TrainOptions again = tiny_run("fresh", 2);  // no evaluation: it makes no checkpoint_best of its own
     train(again);
     CHECK_FALSE(fs::exists(o.out_dir + "/checkpoint_best.safetensors"));
+    CHECK(step_checkpoints(o.out_dir).empty());  // (again keeps none)
+    // nothing of the earlier run is lost: its files sit whole in previous_run/
+    const std::string prev = o.out_dir + "/previous_run";
+    CHECK(read_file(prev + "/checkpoint_best.safetensors") == best_bytes);
+    CHECK(fs::exists(prev + "/checkpoint_last.safetensors"));
+    CHECK(fs::exists(prev + "/metrics.jsonl"));
+    CHECK(step_checkpoints(prev).size() == 2);
+    train(again);  // a third run replaces previous_run/ with the second run's files
+    CHECK_FALSE(fs::exists(prev + "/checkpoint_best.safetensors"));
+    CHECK(fs::exists(prev + "/checkpoint_last.safetensors"));
+    CHECK(step_checkpoints(prev).empty());
     // A divergence right after a save: that checkpoint holds the weights the diverged step started from.
     const auto diverged = run(SKIPGRAD_TRANSLATE_EXE,
                               "train --corpus " + shell_quote(tiny_corpus()) + " --vocab-size 64 --layers 1"
@@ -192,6 +208,7 @@ TEST_SUITE("reliability") {
     TrainOptions o = tiny_run("metrics_refused", 4);
     o.save_every = 2;
     o.keep_last = 2;
+    o.save_every = 2;
     o.eval_every = 2;
     train(o);
     fs::remove(o.out_dir + "/metrics.jsonl");
@@ -303,6 +320,7 @@ TEST_SUITE("reliability") {
     TrainOptions o = tiny_run("avg", 4);
     o.save_every = 2;
     o.keep_last = 2;
+    o.save_every = 2;
     train(o);
     std::vector<std::string> in = step_checkpoints(o.out_dir);
     REQUIRE(in.size() == 2);
