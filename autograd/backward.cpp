@@ -157,7 +157,12 @@ void backward_node(Node& n, bool retain_graph, const std::function<void(Autograd
     fail("backward", ": node '", n.name, "' was already run by an earlier backward (pass retain_graph=true to "
          "backward twice)");
   check_saved_unchanged(n);
-  std::vector<Tensor> grads = n.backward(n, g);
+  std::vector<Tensor> grads;
+  try {
+    grads = n.backward(n, g);
+  } catch (const OutOfMemoryError& e) {  // name the node whose gradient needed the memory
+    throw OutOfMemoryError(std::string(e.what()) + " (backward of node '" + n.name + "', op " + n.op->name + ")");
+  }
   if (grads.size() != n.inputs.size())
     fail("backward", ": op '", n.op->name, "' returned ", grads.size(), " gradients for ", n.inputs.size(),
          " inputs");

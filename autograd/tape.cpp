@@ -114,6 +114,8 @@ Scope::Scope(const std::string& name) {
 Scope::~Scope() { t_scopes.pop_back(); }
 
 std::string current_scope() { return t_scopes.empty() ? std::string() : t_scopes.back(); }
+// An out-of-memory message names the scope of the op that asked (tensor/error.h)
+[[maybe_unused]] static const bool g_oom_context_set = (set_oom_context(&current_scope), true);
 std::string current_scope_or(std::string_view fallback) {
   std::string scope = current_scope();  // "" also inside the scope of a module that has no name
   return scope.empty() ? std::string(fallback) : scope;

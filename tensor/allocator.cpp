@@ -11,6 +11,18 @@
 
 namespace skipgrad {
 
+namespace {
+std::atomic<std::string (*)()> g_oom_scope{nullptr};
+}  // namespace
+
+void set_oom_context(std::string (*current_scope)()) { g_oom_scope.store(current_scope); }
+
+std::string oom_context() {
+  std::string (*scope)() = g_oom_scope.load();
+  const std::string s = scope ? scope() : std::string();
+  return s.empty() ? std::string() : " in scope '" + s + "'";
+}
+
 CachingAllocator::~CachingAllocator() { empty_cache(); }
 
 // 64-byte multiples up to 4 KiB; above, 4 classes per power of two: a multiple of 2^(floor(log2 bytes) - 2).
@@ -49,7 +61,9 @@ void* CachingAllocator::allocate(size_t bytes) {
       // Out of memory: return what we cache and retry once before failing.
       release_cache_locked();
       p = raw_alloc_(size);
-      if (!p) fail("allocate", ": out of memory allocating ", size, " bytes (", stats_.bytes_in_use, " in use)");
+      if (!p)
+        throw OutOfMemoryError("allocate: out of memory allocating " + std::to_string(size) + " bytes (" +
+                               std::to_string(stats_.bytes_in_use) + " in use)" + oom_context());
     }
     stats_.os_allocs++;
   }

@@ -19,6 +19,19 @@ class Error : public std::runtime_error {
   explicit Error(const std::string& what) : std::runtime_error(what) {}
 };
 
+// Out of memory, the host's or a device's (tensor/allocator.h): an Error a caller can tell apart, to retry with a
+// smaller batch. Its message names the bytes asked for, the scope of the op that asked ("enc.3.ffn") and, in a
+// backward, the node whose gradient was being computed.
+class OutOfMemoryError : public Error {
+ public:
+  using Error::Error;
+};
+
+// The scope an out-of-memory message names: autograd/ registers its current_scope() here at start-up (tensor/ sits
+// below autograd/ and cannot call it). oom_context() is " in scope 'enc.3.ffn'", or "" outside any scope.
+void set_oom_context(std::string (*current_scope)());
+std::string oom_context();
+
 
 // "[32,64]"
 std::string shape_str(const Shape& s);

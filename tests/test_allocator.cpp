@@ -57,6 +57,50 @@ TEST_SUITE("allocator") {
     CHECK(A.stats().bytes_in_use == 0);
   }
 
+  TEST_CASE("out of memory: an OutOfMemoryError naming the bytes, the op's scope and, in a backward, the node") {
+    CachingAllocator A([](size_t) -> void* { return nullptr; }, [](void*) {});  // an OS with no memory left
+    auto message = [&](size_t bytes) {
+      try {
+        A.allocate(bytes);
+      } catch (const OutOfMemoryError& e) {  // (an Error too)
+        return std::string(e.what());
+      }
+      return std::string("no exception");
+    };
+    CHECK(message(1000) == "allocate: out of memory allocating 1024 bytes (0 in use)");
+    {
+      Scope enc("enc"), layer("3"), ffn("ffn");
+      CHECK(message(1000) == "allocate: out of memory allocating 1024 bytes (0 in use) in scope 'enc.3.ffn'");
+    }
+    // a backward that runs out: the node whose gradient needed the memory is named
+    current_tape().clear();
+    Tensor w = Tensor::randn({4, 4}).requires_grad_();
+    Tensor y;
+    {
+      Scope layer("layer0");
+      y = tanh(w);
+    }
+    Node& node = *current_tape().nodes().back();
+    REQUIRE(node.name == "layer0.tanh");
+    node.backward = [](const Node&, const Tensor&) -> std::vector<Tensor> {
+      throw OutOfMemoryError("allocate: out of memory allocating 64 bytes (0 in use)");
+    };
+    CHECK_THROWS_AS(sum(y).backward(), OutOfMemoryError);
+    y = Tensor();
+    current_tape().clear();
+    {
+      Scope layer("layer0");
+      y = tanh(w);
+    }
+    current_tape().nodes().back()->backward = [](const Node&, const Tensor&) -> std::vector<Tensor> {
+      throw OutOfMemoryError("allocate: out of memory allocating 64 bytes (0 in use)");
+    };
+    CHECK_THROWS_WITH(sum(y).backward(), "allocate: out of memory allocating 64 bytes (0 in use) (backward of node "
+                                         "'layer0.tanh', op tanh)");
+    CHECK_FALSE(w.grad().defined());
+    current_tape().clear();
+  }
+
   TEST_CASE("caching allocator: size classes, and a cache bounded by twice the peak in use") {
     CHECK(CachingAllocator::round_size(4096) == 4096);
     CHECK(CachingAllocator::round_size(4097) == 5120);       // classes of 1 KiB between 4 and 8 KiB
