@@ -215,7 +215,8 @@ MeasureBatch task_batch(const nn::TransformerConfig& cfg, const std::string& tas
     return t == cfg.pad_id ? (t + 1 < cfg.vocab ? t + 1 : 3) : t;
   };
   std::vector<int64_t> src(batch * len, cfg.pad_id), tin(batch * len, cfg.pad_id), tout(batch * len, cfg.pad_id);
-  if (cfg.decoder_only()) {  // one sequence s = x, 2, y; tgt_in = [2, s_0, ..., s_{n-2}], tgt_out = s
+  if (cfg.decoder_only()) {  // one sequence s = x, 2, y; tgt_in = [2, s_0, ..., s_{n-2}], tgt_out = s with x and
+                             // the separator padded: the loss is y's alone, as the encoder-decoder's
     check(len >= 3, "task_batch", ": a decoder-only batch needs len >= 3 (x, separator, y), got ", len);
     const int64_t half = (len - 1) / 2;
     std::uniform_int_distribution<int64_t> part(std::max<int64_t>(1, half / 2), half);
@@ -229,7 +230,7 @@ MeasureBatch task_batch(const nn::TransformerConfig& cfg, const std::string& tas
         seq.push_back(task == "random" ? token() : task == "copy" ? x[t] : x[x.size() - 1 - t]);
       tin[b * len] = 2;
       for (size_t t = 0; t < seq.size(); ++t) {
-        tout[b * len + t] = seq[t];
+        if (t > x.size()) tout[b * len + t] = seq[t];
         if (t + 1 < seq.size()) tin[b * len + t + 1] = seq[t];
       }
     }

@@ -63,8 +63,9 @@ struct MeasureBatch {
 //   "copy"     y = the source
 //   "reverse"  y = the source reversed
 // A decoder-only model (cfg.enc_layers 0) reads one sequence s = x, 2, y instead (x of lengths uniform in
-// [h/2, h], h = (len-1)/2, y as above): src is undefined, tgt_in = [2, s_0, ..., s_{n-2}], tgt_out = s, so the
-// model learns y after the separator (len >= 3).
+// [h/2, h], h = (len-1)/2, y as above): src is undefined, tgt_in = [2, s_0, ..., s_{n-2}], tgt_out = s with x and
+// the separator set to the pad id, so the loss, as the encoder-decoder's, is that of y after the separator
+// (len >= 3).
 // Throws Error for another task name.
 MeasureBatch task_batch(const nn::TransformerConfig& cfg, const std::string& task, int64_t batch, int64_t len,
                         uint64_t seed);

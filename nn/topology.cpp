@@ -115,6 +115,9 @@ Stream Layer::forward(const Stream& in, const LayerInputs& ctx) {
   if (ctx.cache && !is_decoder()) fail(current_scope(), ": an encoder layer has no incremental mode");
   if (ctx.cache && has_cross_attention() && ctx.cache->cross_attn.empty())
     fail(current_scope(), ": a cached decoder step needs the cross-attention keys/values of the encoder output");
+  if (ctx.cache && !has_cross_attention() && !ctx.cache->cross_attn.empty())
+    fail(current_scope(), ": the decoding state holds cross-attention keys/values, but this layer has none (a "
+         "decoder-only model): the state comes from an encoder-decoder model's start_decoding");
   if (!ctx.cache && has_cross_attention() &&
       !(ctx.memory.defined() && ctx.memory.dim() == 3 && ctx.memory.size(2) == d))
     fail(current_scope(), ": a decoder layer needs the encoder output [B,S,", d, "], got ",

@@ -65,8 +65,10 @@ Transformer::Transformer(const TransformerConfig& cfg) : cfg_(cfg) {
   if (cfg.share_embeddings) {
     src_embed = tgt_embed = register_module("embed", std::make_shared<Embedding>(V, d, cfg.pad_id));
   } else {
-    src_embed = register_module("src_embed", std::make_shared<Embedding>(V, d, cfg.pad_id));
+    // a decoder-only model reads no source: its one table is the target's (and the output's, when tied)
+    if (!cfg.decoder_only()) src_embed = register_module("src_embed", std::make_shared<Embedding>(V, d, cfg.pad_id));
     tgt_embed = register_module("tgt_embed", std::make_shared<Embedding>(V, d, cfg.pad_id));
+    if (cfg.decoder_only()) src_embed = tgt_embed;
     if (!cfg.tie_output) {
       // fairseq build_output_projection: a separate matrix, N(0, d^-0.5)
       output_projection = register_module("output_projection", std::make_shared<Linear>(d, V, false));
@@ -200,6 +202,9 @@ std::vector<std::string> Transformer::layer_names() const {
 }
 
 std::string Transformer::init_from_batch(const Tensor& src_ids, const Tensor& tgt_in_ids) {
+  if (cfg_.decoder_only() && src_ids.defined())
+    fail("Transformer::init_from_batch", ": a decoder-only model (enc_layers 0) takes no src_ids, got ",
+         src_ids.meta_str(), "; pass Tensor() and the ids");
   const std::vector<std::string> removed = removed_;  // an analysis setting: the init profiles the whole model
   remove_layers({});
   std::string line;
@@ -306,6 +311,7 @@ Tensor Transformer::forward(const Tensor& src_ids, const Tensor& tgt_in_ids) {
 Tensor Transformer::forward(const Tensor& ids) {
   check(cfg_.decoder_only(), "Transformer::forward", ": forward(ids) is the decoder-only language model's; this "
         "model has ", cfg_.enc_layers, " encoder layers: call forward(src_ids, tgt_in_ids)");
+  check_ids(ids, "ids");
   return decode(Tensor(), Tensor(), ids);
 }
 

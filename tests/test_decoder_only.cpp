@@ -79,6 +79,26 @@ TEST_SUITE("decoder_only") {
       CHECK(ed.decoder->layers[0]->has_cross_attention());
       CHECK(!ed.encoder->layers[0]->has_cross_attention());
     }
+    // tables not shared: one target table (no source table that nothing reads), and an output projection when
+    // not tied; every parameter takes part
+    for (bool tie : {true, false}) {
+      nn::TransformerConfig c = tiny_lm("pre_ln");
+      c.share_embeddings = false;
+      c.tie_output = tie;
+      nn::Transformer lm(c);
+      std::set<std::string> names;
+      for (const auto& named : lm.named_parameters()) names.insert(named.first);
+      CHECK(names.count("tgt_embed.weight") == 1);
+      CHECK(names.count("src_embed.weight") == 0);
+      CHECK(names.count("output_projection.weight") == (tie ? 0 : 1));
+      CHECK(lm.src_embed == lm.tgt_embed);
+      Tensor in = ids({2, 4, 5, 6}, 1, 4);
+      nn::label_smoothed_nll(lm.forward(in), ids({4, 5, 6, 2}, 1, 4), 1, 0.1).loss.backward();
+      for (const auto& named : lm.named_parameters()) {
+        INFO(named.first);
+        CHECK(named.second.grad().defined());
+      }
+    }
   }
 
   TEST_CASE("every topology: [B, T, V] logits, a finite loss, a gradient for every parameter; causal and pad-safe") {
@@ -180,6 +200,16 @@ TEST_SUITE("decoder_only") {
     CHECK_THROWS_WITH_ALL(ed.start_decoding(2), "start_decoding", "has an encoder");
     CHECK_THROWS_WITH_ALL(lm.start_decoding(0), "start_decoding", "rows must be positive");
     CHECK_THROWS_WITH_ALL(lm.remove_layers({"enc.0"}), "remove_layers", "'enc.0'", "decoder-only");
+    CHECK_THROWS_WITH_ALL(lm.init_from_batch(x, x), "Transformer::init_from_batch", "takes no src_ids");
+    CHECK_THROWS_WITH_ALL(lm.forward(Tensor::from_vector<int32_t>({2, 4}, {1, 2})), "Transformer", "ids must be int64");
+    {  // an encoder-decoder model's decoding state (cross-attention keys/values) in a decoder-only model
+      ed.eval();
+      lm.eval();
+      nn::DecoderState st = ed.start_decoding(memory, ed.padding_mask(x));
+      ed.decode_step(st, Tensor::from_vector<int64_t>({2}, {1}));
+      CHECK_THROWS_WITH_ALL(lm.decode_step(st, Tensor::from_vector<int64_t>({4}, {1})), "dec.0",
+                            "holds cross-attention keys/values", "encoder-decoder");
+    }
     nn::TransformerConfig bad = tiny_lm("pre_ln");
     bad.enc_layers = -1;
     CHECK_THROWS_WITH_ALL(bad.validate(), "TransformerConfig", "enc_layers >= 0", "-1 encoder");
@@ -230,14 +260,17 @@ TEST_SUITE("decoder_only") {
     REQUIRE(b.tgt_in.shape() == Shape{3, 9});
     const std::vector<int64_t> in = b.tgt_in.to_vector<int64_t>(), out = b.tgt_out.to_vector<int64_t>();
     for (int64_t r = 0; r < 3; r++) {
-      std::vector<int64_t> seq;
-      for (int64_t t = 0; t < 9 && out[r * 9 + t] != c.pad_id; t++) seq.push_back(out[r * 9 + t]);
-      const size_t n = (seq.size() - 1) / 2;  // x, 2, reversed x
+      // tgt_in = [2, s_0, ..., s_{m-2}]; s = x, 2, reversed x; tgt_out = s with x and the separator padded
+      int64_t m = 0;
+      while (m < 9 && in[r * 9 + m] != c.pad_id) m++;
+      std::vector<int64_t> seq(in.begin() + r * 9 + 1, in.begin() + r * 9 + m);
+      seq.push_back(out[r * 9 + m - 1]);
+      const size_t n = (seq.size() - 1) / 2;
       REQUIRE(seq.size() == 2 * n + 1);
+      CHECK(in[r * 9] == 2);
       CHECK(seq[n] == 2);
       for (size_t t = 0; t < n; t++) CHECK(seq[n + 1 + t] == seq[n - 1 - t]);
-      CHECK(in[r * 9] == 2);
-      for (size_t t = 1; t < seq.size(); t++) CHECK(in[r * 9 + t] == seq[t - 1]);
+      for (size_t t = 0; t < 9; t++) CHECK(out[r * 9 + t] == (t > n && t < seq.size() ? seq[t] : c.pad_id));
     }
     CHECK_THROWS_WITH_ALL(task_batch(c, "copy", 2, 2, 1), "task_batch", "len >= 3");
 
@@ -263,7 +296,7 @@ TEST_SUITE("decoder_only") {
         CHECK(l.cross_logit_max < 0);  // no cross-attention: not measured
       }
     }
-    CHECK(m[1].loss < m[0].loss - 0.3);  // it learns (the copied half of each sequence)
+    CHECK(m[1].loss < m[0].loss - 0.3);  // it learns to copy
     CHECK(m[0].paths.layers.size() == 2);
   }
 }
