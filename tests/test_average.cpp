@@ -151,7 +151,8 @@ TEST_SUITE("translate") {
     nn::save_safetensors(old_path, old.tensors, old.metadata);
     average_checkpoints({old_path, kept[2]}, out);
     CHECK(nn::load_safetensors(out).metadata.count("vocab_model") == 1);
-    // A fresh run into the same folder removes the earlier run's step checkpoints: they would outrank its own.
+    // A fresh run into the same folder moves the earlier run's step checkpoints to previous_run/: they would
+    // outrank its own.
     o.max_steps = 4;
     o.save_every = 2;
     train(o);

@@ -97,6 +97,18 @@ TEST_SUITE("reliability") {
     CHECK_FALSE(fs::exists(prev + "/checkpoint_best.safetensors"));
     CHECK(fs::exists(prev + "/checkpoint_last.safetensors"));
     CHECK(step_checkpoints(prev).empty());
+    // A run that fails before its first save, then another fresh run (the retry with a lower learning rate): the
+    // failed run left no checkpoint, so previous_run/ keeps the last run that had one.
+    const std::string third = read_file(o.out_dir + "/checkpoint_last.safetensors");
+    TrainOptions failing = tiny_run("fresh", 50);
+    failing.lr = 1e30;
+    failing.warmup = 0;
+    REQUIRE(train(failing).diverged);
+    CHECK_FALSE(fs::exists(o.out_dir + "/checkpoint_last.safetensors"));
+    CHECK(read_file(prev + "/checkpoint_last.safetensors") == third);
+    train(again);
+    CHECK(read_file(prev + "/checkpoint_last.safetensors") == third);
+    CHECK_FALSE(fs::exists(o.out_dir + "/previous_run.tmp"));
     // A divergence right after a save: that checkpoint holds the weights the diverged step started from.
     const auto diverged = run(SKIPGRAD_TRANSLATE_EXE,
                               "train --corpus " + shell_quote(tiny_corpus()) + " --vocab-size 64 --layers 1"
@@ -208,7 +220,6 @@ TEST_SUITE("reliability") {
     TrainOptions o = tiny_run("metrics_refused", 4);
     o.save_every = 2;
     o.keep_last = 2;
-    o.save_every = 2;
     o.eval_every = 2;
     train(o);
     fs::remove(o.out_dir + "/metrics.jsonl");
@@ -320,7 +331,6 @@ TEST_SUITE("reliability") {
     TrainOptions o = tiny_run("avg", 4);
     o.save_every = 2;
     o.keep_last = 2;
-    o.save_every = 2;
     train(o);
     std::vector<std::string> in = step_checkpoints(o.out_dir);
     REQUIRE(in.size() == 2);

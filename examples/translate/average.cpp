@@ -57,6 +57,40 @@ std::vector<std::string> step_checkpoints(const std::string& dir) {
   return paths;
 }
 
+size_t set_aside_earlier_run(const std::string& dir, const std::vector<std::string>& checkpoints,
+                             const std::string& log) {
+  std::vector<std::string> files = step_checkpoints(dir);
+  for (const std::string& f : checkpoints)
+    if (fs::exists(f)) files.push_back(f);
+  if (files.empty()) return 0;
+  if (fs::exists(log)) files.push_back(log);
+  const fs::path keep = fs::path(dir) / "previous_run", tmp = fs::path(dir) / "previous_run.tmp";
+  std::error_code ec;
+  fs::remove_all(tmp, ec);  // a half-made one of an earlier failure (its files were put back)
+  fs::create_directory(tmp, ec);
+  if (ec) fail("train", ": cannot make '", tmp.string(), "' for the earlier run's files: ", ec.message());
+  std::vector<std::string> moved;
+  auto put_back = [&] {
+    std::error_code ignored;
+    for (const std::string& f : moved) fs::rename(tmp / fs::path(f).filename(), f, ignored);
+  };
+  for (const std::string& f : files) {
+    fs::rename(f, tmp / fs::path(f).filename(), ec);
+    if (ec) {
+      put_back();
+      fail("train", ": cannot move the earlier run's '", f, "' into '", tmp.string(), "': ", ec.message());
+    }
+    moved.push_back(f);
+  }
+  fs::remove_all(keep, ec);
+  if (!ec) fs::rename(tmp, keep, ec);
+  if (ec) {
+    put_back();
+    fail("train", ": cannot replace '", keep.string(), "' with the earlier run's files: ", ec.message());
+  }
+  return files.size();
+}
+
 void prune_step_checkpoints(const std::string& dir, int keep) {
   const std::vector<std::string> paths = step_checkpoints(dir);
   for (size_t i = 0; i + (size_t)std::max(keep, 0) < paths.size(); i++) {

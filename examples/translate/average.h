@@ -18,6 +18,14 @@ std::vector<std::string> step_checkpoints(const std::string& dir);
 // Removes all but the newest `keep` step checkpoints of `dir`.
 void prune_step_checkpoints(const std::string& dir, int keep);
 
+// A fresh run's start in run folder `dir`: an earlier run's checkpoints (its step checkpoints and those of
+// `checkpoints` that exist) move, with `log` (its metrics.jsonl), into dir/previous_run/, which replaces the one
+// before. A folder without a checkpoint (a run that failed before its first save) leaves previous_run/ as it is:
+// it holds the last run worth keeping. The files go through previous_run.tmp/ and are put back on an error, which
+// names the file. Returns the number of files moved.
+size_t set_aside_earlier_run(const std::string& dir, const std::vector<std::string>& checkpoints,
+                             const std::string& log);
+
 // Writes to `out` (atomically) the mean of the model tensors of `inputs`, checkpoints written by `train` for one
 // model configuration: floating-point tensors averaged in float64 and stored in their own dtype, others (none in a
 // Transformer today) only when equal in every file. The result holds no optimizer state (it is for eval and

@@ -302,19 +302,10 @@ TrainResult train(const TrainOptions& o) {
     // A fresh run owns its folder (it rewrites metrics.jsonl): an earlier run's step checkpoints would outrank its
     // own in --keep-last's pruning and in `average --run`, and its checkpoint_best and checkpoint_last would be
     // reported as this run's (and resumed from, beside this run's metrics) if this one stopped before saving. They
-    // are moved, not deleted, into previous_run/ (replacing what a run before them left there): a run that fails
-    // before its first save loses nothing.
-    std::vector<std::string> earlier = step_checkpoints(o.out_dir);
-    for (const std::string& f : {best_ckpt, last_ckpt, metrics_path})
-      if (exists(f)) earlier.push_back(f);
-    if (!earlier.empty()) {
-      const std::filesystem::path keep = std::filesystem::path(o.out_dir) / "previous_run";
-      std::filesystem::remove_all(keep);
-      std::filesystem::create_directory(keep);
-      for (const std::string& f : earlier) std::filesystem::rename(f, keep / std::filesystem::path(f).filename());
-      std::printf("moved %zu files of an earlier run (checkpoints, metrics.jsonl) to %s\n", earlier.size(),
-                  keep.string().c_str());
-    }
+    // are moved, not deleted, into previous_run/: a run that fails before its first save loses nothing.
+    if (const size_t moved = set_aside_earlier_run(o.out_dir, {best_ckpt, last_ckpt}, metrics_path))
+      std::printf("moved %zu files of an earlier run (checkpoints, metrics.jsonl) to %s/previous_run\n", moved,
+                  o.out_dir.c_str());
   }
   // The training batches of an epoch: shuffled by a seed of (--seed, epoch), so a resumed run sees the same ones
   auto epoch_batches = [&](int64_t e) {
