@@ -141,28 +141,10 @@ void check_saved_unchanged(const Node& n) {
   }
 }
 
-// One node of the reverse walk: take its output gradient, call its backward, pass the results to its inputs.
-void backward_node(Node& n, bool retain_graph, const std::function<void(AutogradMeta&, const Tensor&)>& add_to,
-                   NormTracker& norms) {
-  InNodeBackward in_node_backward;
-  AutogradMeta& om = *n.output;
-  Tensor g = run_hooks(om.hooks, std::move(om.pending));
-  om.pending = Tensor();
-  // A retained .grad is memory of its own (as torch's retain_grad): g goes on to this node's backward, which may
-  // hand it to an input unchanged (a reshape), and the caller may hold it (backward(G)).
-  if (om.retain_grad) om.grad = om.grad.defined() ? add(om.grad, g) : g.clone();
-  for (auto& h : n.hooks) h(n, g);
-  if (track_grad_norms()) norms.add(n, g);
-  if (!n.backward)
-    fail("backward", ": node '", n.name, "' was already run by an earlier backward (pass retain_graph=true to "
-         "backward twice)");
-  check_saved_unchanged(n);
-  std::vector<Tensor> grads;
-  try {
-    grads = n.backward(n, g);
-  } catch (const OutOfMemoryError& e) {  // name the node whose gradient needed the memory
-    throw OutOfMemoryError(std::string(e.what()) + " (backward of node '" + n.name + "', op " + n.op->name + ")");
-  }
+// Node n's backward results `grads`, one per input: checked against the inputs' shapes, cast to their dtypes and
+// handed to add_to.
+void pass_gradients(const Node& n, std::vector<Tensor> grads,
+                    const std::function<void(AutogradMeta&, const Tensor&)>& add_to) {
   if (grads.size() != n.inputs.size())
     fail("backward", ": op '", n.op->name, "' returned ", grads.size(), " gradients for ", n.inputs.size(),
          " inputs");
@@ -182,6 +164,29 @@ void backward_node(Node& n, bool retain_graph, const std::function<void(Autograd
     if (!im->producer && im->produced)
       fail("backward", ": the gradient reached '", im->name, "', whose graph was freed: ", kGraphGone);
     add_to(*im, grads[j]);
+  }
+}
+
+// One node of the reverse walk: take its output gradient, call its backward, pass the results to its inputs.
+void backward_node(Node& n, bool retain_graph, const std::function<void(AutogradMeta&, const Tensor&)>& add_to,
+                   NormTracker& norms) {
+  InNodeBackward in_node_backward;
+  AutogradMeta& om = *n.output;
+  Tensor g = run_hooks(om.hooks, std::move(om.pending));
+  om.pending = Tensor();
+  // A retained .grad is memory of its own (as torch's retain_grad): g goes on to this node's backward, which may
+  // hand it to an input unchanged (a reshape), and the caller may hold it (backward(G)).
+  if (om.retain_grad) om.grad = om.grad.defined() ? add(om.grad, g) : g.clone();
+  for (auto& h : n.hooks) h(n, g);
+  if (track_grad_norms()) norms.add(n, g);
+  if (!n.backward)
+    fail("backward", ": node '", n.name, "' was already run by an earlier backward (pass retain_graph=true to "
+         "backward twice)");
+  check_saved_unchanged(n);
+  try {
+    pass_gradients(n, n.backward(n, g), add_to);  // (the inputs' sums of gradients are the adds in add_to)
+  } catch (const OutOfMemoryError& e) {  // name the node whose gradients needed the memory
+    throw OutOfMemoryError(std::string(e.what()) + " (backward of node '" + n.name + "', op " + n.op->name + ")");
   }
   if (!retain_graph) {
     n.saved.clear();

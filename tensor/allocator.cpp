@@ -41,7 +41,7 @@ void* CachingAllocator::allocate(size_t bytes) {
   // 2^62 bytes: more than any machine has, and far from where round_size's arithmetic would wrap around to 0
   check(bytes <= (size_t(1) << 62), "allocate", ": ", bytes, " bytes cannot be allocated");
   const size_t size = round_size(bytes);
-  std::lock_guard<std::mutex> lock(mu_);
+  std::unique_lock<std::mutex> lock(mu_);
   const uint64_t now = ++stats_.allocs;  // the clock of last_taken_
   // The smallest cached block of at least `size` bytes and at most a quarter more (one size class up above
   // 4 KiB), its lowest address. A request whose own class is empty takes the next one instead of the OS's.
@@ -61,9 +61,12 @@ void* CachingAllocator::allocate(size_t bytes) {
       // Out of memory: return what we cache and retry once before failing.
       release_cache_locked();
       p = raw_alloc_(size);
-      if (!p)
+      if (!p) {
+        const size_t in_use = stats_.bytes_in_use;
+        lock.unlock();  // the message is built without the lock
         throw OutOfMemoryError("allocate: out of memory allocating " + std::to_string(size) + " bytes (" +
-                               std::to_string(stats_.bytes_in_use) + " in use)" + oom_context());
+                               std::to_string(in_use) + " in use)" + oom_context());
+      }
     }
     stats_.os_allocs++;
   }
