@@ -4,8 +4,8 @@
 //   skipgrad-lm                                            # GPL-3's text, pre_ln,post_ln,hybrid_norm,deep_norm,...
 //   skipgrad-lm --text book.txt --topologies pre_ln,peri_ln --layers 8 --d-model 128 --steps 2000 --device cuda
 //
-// The data path, as llm.c's: bytes -> ids (a byte's rank among the text's distinct bytes, + 3: id 1 is padding,
-// 2 begins a sample), the first 90% for training and the rest for validation; a batch is B random windows of
+// The data path, as llm.c's: bytes -> ids (a byte's rank among the text's distinct bytes, + 3: ids 0-2 are the
+// model's pad and special ids, unused here), the first 90% for training and the rest for validation; a batch is B random windows of
 // `context` + 1 ids, x = window[:-1], y = window[1:]. The model is nn::Transformer with enc_layers 0; the recipe
 // TOPOLOGIES.md §8.2's toy protocol: AdamW β (0.9, 0.95), weight decay 0.1 off norms and biases, warm-up then
 // cosine to 10%, gradients clipped to 1. Losses are in nats per character (bits = nats / ln 2).
@@ -47,16 +47,17 @@ struct Corpus {
 };
 
 Corpus load_corpus(const Options& o) {
-  const std::string text = read_file(o.text, "skipgrad-lm");
-  std::vector<int> rank(256, -1);
-  for (unsigned char c : text) rank[c] = 0;
+  const std::string text = read_file(o.text, "--text");
+  bool seen[256] = {};
+  for (unsigned char c : text) seen[c] = true;
   Corpus c;
+  int rank[256] = {};
   for (int b = 0; b < 256; b++)
-    if (rank[b] == 0) rank[b] = (int)c.bytes.size(), c.bytes.push_back((unsigned char)b);
+    if (seen[b]) rank[b] = (int)c.bytes.size(), c.bytes.push_back((unsigned char)b);
   c.vocab = 3 + (int64_t)c.bytes.size();
   const size_t split = text.size() * 9 / 10;
   for (size_t i = 0; i < text.size(); i++) (i < split ? c.train : c.valid).push_back(3 + rank[(unsigned char)text[i]]);
-  check((int64_t)c.valid.size() > o.context + 1, "skipgrad-lm", ": '", o.text, "' has ", text.size(),
+  check((int64_t)c.valid.size() > o.context + 1, "--text", " '", o.text, "' has ", text.size(),
         " bytes; its last 10% must hold more than --context ", o.context, " + 1 of them");
   return c;
 }
@@ -92,26 +93,36 @@ double valid_loss(nn::Transformer& lm, const Corpus& c, const Options& o, Device
   return sum / (double)o.eval_batches;
 }
 
-// Greedy continuation of the validation text's first characters, with the KV cache (start_decoding, decode_step).
+// One table cell of text: a line break or tab as a space, '|' and other bytes that are not printable ASCII as \xNN.
+std::string cell_text(const std::string& s) {
+  std::string out;
+  for (unsigned char ch : s) {
+    char buf[8];
+    if (ch == '\n' || ch == '\t') out += ' ';
+    else if (ch >= 0x20 && ch < 0x7f && ch != '|') out += (char)ch;
+    else std::snprintf(buf, sizeof buf, "\\x%02X", ch), out += buf;
+  }
+  return out;
+}
+
+// «prompt» and its greedy continuation of o.sample characters: the prompt is the validation text's first 16
+// characters, fed through the KV cache (start_decoding, decode_step) as training windows begin, with no bos.
 std::string greedy_sample(nn::Transformer& lm, const Corpus& c, const Options& o, Device device) {
   lm.eval();
-  const int64_t prompt = std::min<int64_t>(16, (int64_t)c.valid.size());
-  const int64_t total = std::min<int64_t>(prompt + o.sample, lm.config().max_positions - 1);
+  const int64_t prompt = 16;  // (load_corpus: the validation text holds more than --context + 1 >= 2 ids)
+  const std::vector<int64_t> fed(c.valid.begin(), c.valid.begin() + std::min<size_t>(prompt, c.valid.size()));
   nn::DecoderState st = lm.start_decoding(1);
-  std::vector<int64_t> fed = {2};  // begins the sample
-  fed.insert(fed.end(), c.valid.begin(), c.valid.begin() + prompt);
-  std::string out;
-  int64_t next = 0;
-  for (size_t t = 0; (int64_t)t < total; t++) {
-    const int64_t token = t < fed.size() ? fed[t] : next;
-    if (t >= 1) out += token >= 3 ? (char)c.bytes[token - 3] : '?';
-    Tensor logits = lm.decode_step(st, Tensor::from_vector<int64_t>({token}, {1}, device));
-    next = argmax(logits, -1).item<int64_t>();
+  std::string text, continuation;
+  for (int64_t id : fed) text += (char)c.bytes[id - 3];
+  Tensor logits;
+  for (int64_t id : fed) logits = lm.decode_step(st, Tensor::from_vector<int64_t>({id}, {1}, device));
+  for (int64_t t = 0; t < o.sample; t++) {
+    const int64_t next = argmax(logits, -1).item<int64_t>();
+    continuation += next >= 3 ? (char)c.bytes[next - 3] : '?';  // (ids 0-2 never occur in training)
+    if (t + 1 < o.sample) logits = lm.decode_step(st, Tensor::from_vector<int64_t>({next}, {1}, device));
   }
   lm.train();
-  for (char& ch : out)
-    if (ch == '\n' || ch == '\t' || ch == '|') ch = ' ';  // one table cell
-  return out;
+  return "«" + cell_text(text) + "» " + cell_text(continuation);
 }
 
 struct Row {
@@ -128,7 +139,7 @@ Row train_one(const std::string& topology, const Corpus& c, const Options& o, De
   cfg.d_model = o.d_model, cfg.heads = o.heads, cfg.d_ff = o.d_ff;
   cfg.enc_layers = 0, cfg.dec_layers = o.layers;
   cfg.dropout = 0.0;
-  cfg.max_positions = std::max<int64_t>(o.context, o.sample + 17) + 1;
+  cfg.max_positions = std::max<int64_t>(o.context, 16 + o.sample);  // a window; the sample's prompt + continuation
   cfg.topology = topology;
   manual_seed(o.seed);
   nn::Transformer lm(cfg);
@@ -155,7 +166,7 @@ Row train_one(const std::string& topology, const Corpus& c, const Options& o, De
     opt.set_lr(schedule.lr(step));
     opt.step();
     opt.zero_grad();
-    r.train_loss = loss.item();  // (on a GPU, the step's one wait)
+    r.train_loss = loss.item();  // (on a GPU, a wait; clip_grad_norm's read of the norm is the other)
     r.steps = step;
     if (!std::isfinite(r.train_loss) || !std::isfinite(gnorm)) {
       r.diverged = true;
@@ -213,6 +224,9 @@ static int run(int argc, char** argv) {
   }
   try {
     const Device device = Device::parse(o.device);
+    (void)backend_for(device);  // no such device: an error now, before the text is read
+    check(o.steps > o.warmup, "--steps ", o.steps, " must exceed --warmup ", o.warmup,
+          " (warm-up, then a cosine decay to 10%)");
     const std::vector<std::string> names = cli_lists::split_names(o.topologies, "--topologies");
     for (const std::string& t : names) {  // every name and size checked before any training
       nn::TransformerConfig c;
