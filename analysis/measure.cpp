@@ -198,7 +198,8 @@ double mean_token_cosine(const Tensor& x, const std::vector<int64_t>& pad) {
 const LayerMeasure& LayerMeasures::layer(const std::string& name) const {
   for (auto& l : layers)
     if (l.layer == name) return l;
-  throw Error("measure: no layer '" + name + "' (layers are enc.<i> and dec.<i>)");
+  throw Error("measure: no layer '" + name + "' (layers are enc.<i> and dec.<i>; dec.<i> only in a decoder-only "
+              "model)");
 }
 
 MeasureBatch task_batch(const nn::TransformerConfig& cfg, const std::string& task, int64_t batch, int64_t len,
@@ -234,7 +235,8 @@ MeasureBatch task_batch(const nn::TransformerConfig& cfg, const std::string& tas
         if (t + 1 < seq.size()) tin[b * len + t + 1] = seq[t];
       }
     }
-    return {Tensor(), Tensor::from_vector<int64_t>(tin, {batch, len}), Tensor::from_vector<int64_t>(tout, {batch, len})};
+    return {Tensor(), Tensor::from_vector<int64_t>(tin, {batch, len}),
+            Tensor::from_vector<int64_t>(tout, {batch, len})};
   }
   for (int64_t b = 0; b < batch; ++b) {
     int64_t* x = &src[b * len];

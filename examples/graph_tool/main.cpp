@@ -35,7 +35,7 @@ void add_model_options(CLI::App* cmd, ModelOptions& m, bool topology) {
   if (topology) {
     cmd->add_option("--topology", m.topology, "post_ln | pre_ln | resi_dual | hybrid_norm | deep_norm | ...")
         ->capture_default_str();
-    cmd->add_option("--layers", m.layers, "layers per side (encoder and decoder)")
+    cmd->add_option("--layers", m.layers, "layers per side (encoder and decoder; the decoder's with --decoder-only)")
         ->check(in_range(1, 1000))->capture_default_str();
   }
   if (topology)  // dump and paths; cost adds its own
@@ -134,6 +134,7 @@ static int run_command(int argc, char** argv) {
   report_cmd->add_flag("--removal", ro.removal, "also the loss without each layer in turn (layer removal)");
   report_cmd->add_option("-o,--output", ro.out)->capture_default_str();
   add_model_options(report_cmd, ro.model, false);
+  report_cmd->add_flag("--decoder-only", ro.model.decoder_only, "decoder-only language models of --depths layers");
 
   auto* cost_cmd = app.add_subcommand("cost", "profile a training step of each topology: time, memory, norms' share");
   graph_tool::CostOptions co;

@@ -74,6 +74,7 @@ int64_t min_norms_of(const PathStats& s, const std::string& layer, const std::st
 struct Run {
   std::string topology;
   int64_t depth;
+  bool decoder_only;
   std::vector<LayerMeasures> m;  // one per ReportOptions::steps entry
   double seconds;
   const LayerMeasures& init() const { return m.front(); }  // paths are structural: any step's graph would do
@@ -147,9 +148,31 @@ std::string run_table(const Run& r) {
   return out;
 }
 
-// Ratio of the first to the last layer's fc2 gradient norm on one side ("enc" or "dec").
+// "6+6 layers", or "decoder-only, 6 layers"
+std::string layers_text(int64_t depth, bool decoder_only) {
+  ModelOptions mo;
+  mo.layers = depth;
+  mo.decoder_only = decoder_only;
+  return mo.layers_text();
+}
+
+// Layer `name`'s measures, or null when the model has no such layer (a decoder-only model's "enc.0").
+const LayerMeasure* find_layer(const LayerMeasures& m, const std::string& name) {
+  for (const LayerMeasure& l : m.layers)
+    if (l.layer == name) return &l;
+  return nullptr;
+}
+
+// Ratio of the first to the last layer's fc2 gradient norm on one side ("enc" or "dec"); NaN without that side.
 double first_last_ratio(const LayerMeasures& m, const std::string& side, int64_t depth) {
-  return m.layer(side + ".0").fc2_grad_norm / m.layer(side + "." + std::to_string(depth - 1)).fc2_grad_norm;
+  const LayerMeasure *first = find_layer(m, side + ".0"), *last = find_layer(m, side + "." + std::to_string(depth - 1));
+  return first && last ? first->fc2_grad_norm / last->fc2_grad_norm : std::nan("");
+}
+
+// The token cosine of a side's last layer; NaN without that side.
+double last_token_cos(const LayerMeasures& m, const std::string& side, int64_t depth) {
+  const LayerMeasure* last = find_layer(m, side + "." + std::to_string(depth - 1));
+  return last ? last->token_cos : std::nan("");
 }
 
 double mean_cos(const LayerMeasures& m, const std::string& side) {
@@ -177,7 +200,7 @@ std::string dat_name(const Run& r, int64_t step) {
 // One data file per run and step: layer index (encoder 0..L-1, decoder L..2L-1) and the statistics.
 void write_dat(const std::string& dir, const Run& r, const LayerMeasures& m) {
   std::ostringstream os;
-  os << "# " << r.topology << " " << r.depth << "+" << r.depth << " layers, " << step_label(m.step)
+  os << "# " << r.topology << " " << layers_text(r.depth, r.decoder_only) << ", " << step_label(m.step)
      << "\n# i layer fc2 layer_grad cos rms max_abs param_min_norms_outer output_min_norms token_cos self_logit_max"
         " cross_logit_max removal_delta ffn_update self_attn_update self_attn_entropy\n";
   int64_t i = 0;
@@ -205,18 +228,22 @@ void write_dat(const std::string& dir, const Run& r, const LayerMeasures& m) {
 // A PNG of column `col` vs layer for one depth: one colour per topology, one dash type per step (solid: init).
 // The script names its files relative to `dir` and gnuplot runs there, so no path is parsed by gnuplot and the one
 // the shell sees is quoted. Returns the PNG's file name ("" when gnuplot failed).
-std::string plot(const std::string& dir, const std::string& stem, int64_t depth, const std::vector<Run>& runs,
-                 const std::vector<int64_t>& steps, int col, const std::string& label, bool logy) {
+std::string plot(const std::string& dir, const std::string& stem, int64_t depth, bool decoder_only,
+                 const std::vector<Run>& runs, const std::vector<int64_t>& steps, int col, const std::string& label,
+                 bool logy) {
   const std::string png = stem + "_L" + std::to_string(depth) + ".png";
   std::string ylabel;  // inside gnuplot's single quotes, a quote is written twice
   for (char c : label) ylabel += c == '\'' ? std::string("''") : std::string(1, c);
   std::ostringstream gp;
   gp << "set terminal pngcairo size 1000,480 noenhanced\nset output '" << png << "'\n"
-     << "set title '" << ylabel << ", " << depth << "+" << depth << " layers'\nset xlabel 'layer (encoder 0.."
-     << depth - 1 << ", decoder " << depth << ".." << 2 * depth - 1 << ")"
-     << (steps.size() > 1 ? "; solid: init, dashed: trained" : "") << "'\nset ylabel '" << ylabel
-     << "'\nset key outside right\nset grid\nset datafile missing 'NaN'\nset arrow from " << depth - 0.5
-     << ", graph 0 to " << depth - 0.5 << ", graph 1 nohead dt 2\n";
+     << "set title '" << ylabel << ", " << layers_text(depth, decoder_only) << "'\nset xlabel 'layer ("
+     << (decoder_only ? "decoder 0.." + std::to_string(depth - 1)
+                      : "encoder 0.." + std::to_string(depth - 1) + ", decoder " + std::to_string(depth) + ".." +
+                            std::to_string(2 * depth - 1))
+     << ")" << (steps.size() > 1 ? "; solid: init, dashed: trained" : "") << "'\nset ylabel '" << ylabel
+     << "'\nset key outside right\nset grid\nset datafile missing 'NaN'\n";
+  if (!decoder_only)  // between the encoder's layers and the decoder's
+    gp << "set arrow from " << depth - 0.5 << ", graph 0 to " << depth - 0.5 << ", graph 1 nohead dt 2\n";
   if (logy) gp << "set logscale y\nset format y '%.0e'\n";
   gp << "plot ";
   bool first = true;
@@ -286,7 +313,7 @@ void write_report(const ReportOptions& opt) {
         if (!std::isfinite(x.loss))
           std::cerr << "report: warning: " << topo << " L=" << depth << " diverged by " << step_label(x.step)
                     << " (loss " << x.loss << "): its measures there are NaN; try a lower --lr\n";
-      runs.push_back({topo, depth, std::move(m), sec});
+      runs.push_back({topo, depth, mo.decoder_only, std::move(m), sec});
     }
 
   // Plots beside the report: docs/analysis_report.md -> docs/analysis_report_files/. A report to stdout or a pipe
@@ -315,7 +342,7 @@ void write_report(const ReportOptions& opt) {
       for (auto& [stem, col, label, logy, by_step] : what) {
         if (std::string(stem) == "removal" && !opt.removal) continue;  // not measured
         const std::vector<int64_t> at = by_step ? opt.steps : std::vector<int64_t>{0};
-        std::string png = plot(dir, stem, depth, runs, at, col, label, logy);
+        std::string png = plot(dir, stem, depth, opt.model.decoder_only, runs, at, col, label, logy);
         const std::string caption = label + (at.size() > 1 ? " (solid: init, dashed: after training)" : "");
         if (!png.empty()) pngs[depth].push_back({caption, dir_name + "/" + png});
       }
@@ -328,7 +355,9 @@ void write_report(const ReportOptions& opt) {
   md << kMarker << "\n\n## Generated tables\n\nCommand:\n\n```sh\n" << opt.command << "\n```\n\n"
      << "Model: d_model " << opt.model.d_model << ", " << opt.model.heads << " heads, d_ff " << opt.model.d_ff
      << ", vocab " << opt.model.vocab << ", batch " << opt.model.batch << "×" << opt.model.len << " tokens of the '"
-     << opt.task << "' task (lengths in [len/2, len], the rest padding), dropout 0, label smoothing 0.1"
+     << opt.task << "' task (" << (opt.model.decoder_only ? "decoder-only models: one sequence x, 2, y each, the "
+                                     "loss on y (analysis/measure.h)" : "lengths in [len/2, len], the rest padding")
+     << "), dropout 0, label smoothing 0.1"
      << (opt.model.qk_norm == "none" ? "" : ", ") << nn::head_norm_summary(mo0.qk_norm, mo0.qk_norm_kind)
      << ". ";
   if (trained) {
@@ -355,18 +384,18 @@ void write_report(const ReportOptions& opt) {
          << (std::isfinite(m.loss) ? num(m.loss, 4) : "diverged") << " | "
          << num(first_last_ratio(m, "enc", r.depth)) << " | " << num(first_last_ratio(m, "dec", r.depth)) << " | "
          << num(mean_cos(m, "enc"), 4) << " | " << num(mean_cos(m, "dec"), 4) << " | "
-         << num(m.layer("enc." + std::to_string(r.depth - 1)).token_cos, 4) << " | "
-         << num(m.layer("dec." + std::to_string(r.depth - 1)).token_cos, 4) << " | " << num(max_logit(m)) << " | "
+         << num(last_token_cos(m, "enc", r.depth), 4) << " | " << num(last_token_cos(m, "dec", r.depth), 4)
+         << " | " << num(max_logit(m)) << " | "
          << (&m == &r.m.front() ? num(r.seconds, 3) : "") << " |\n";
   md << "\n";
   for (int64_t depth : opt.depths) {
     if (pngs.count(depth)) {
-      md << "### Plots, " << depth << "+" << depth << " layers\n\n";
+      md << "### Plots, " << layers_text(depth, opt.model.decoder_only) << "\n\n";
       for (auto& [caption, file] : pngs[depth]) md << "![" << caption << "](" << file << ")\n\n";
     }
   }
   for (const Run& r : runs)
-    md << "### " << r.topology << ", " << r.depth << "+" << r.depth << " layers\n\n" << run_table(r) << "\n";
+    md << "### " << r.topology << ", " << layers_text(r.depth, r.decoder_only) << "\n\n" << run_table(r) << "\n";
 
   // keep the hand-written part above the marker
   std::string head;

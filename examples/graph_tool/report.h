@@ -13,7 +13,7 @@ namespace graph_tool {
 struct ModelOptions {
   std::string topology = "pre_ln";
   int64_t layers = 2;  // per side
-  bool decoder_only = false;  // a decoder-only language model of `layers` layers (enc_layers 0); not in report
+  bool decoder_only = false;  // a decoder-only language model of `layers` layers (enc_layers 0)
   int64_t d_model = 64, heads = 4, d_ff = 256, vocab = 100;
   int64_t batch = 8, len = 16;
   uint64_t seed = 1;
