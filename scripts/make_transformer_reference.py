@@ -1,6 +1,7 @@
 #!/usr/bin/python3
 # Writes tests/reference/transformer_<case>.safetensors: an independent PyTorch (float64) reference of skipgrad's
-# encoder-decoder Transformer for every topology, and lm_<case>.safetensors, the decoder-only language model (C16). tests/test_transformer_reference.cpp builds the same model in
+# encoder-decoder Transformer for every topology, and lm_<case>.safetensors, the decoder-only language model
+# (C16). tests/test_transformer_reference.cpp builds the same model in
 # skipgrad (float64), loads these weights, and compares logits, loss and every parameter gradient (1e-9 relative).
 # CI never needs torch: the files are committed; re-run this script only when a case changes.
 #

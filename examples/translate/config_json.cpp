@@ -68,8 +68,8 @@ TransformerConfig config_from_json(const std::string& s) {
   c = c.with_topology(c.topology);
   if (c.share_embeddings) c.tie_output = true;
   c.validate();
-  skipgrad::check(!c.decoder_only(), "config_from_json", ": enc_layers 0 is a decoder-only language model; translation needs an "
-        "encoder");
+  skipgrad::check(!c.decoder_only(), "config_from_json",
+                  ": enc_layers 0 is a decoder-only language model; translation needs an encoder");
   return c;
 }
 

@@ -46,7 +46,8 @@ class AdminLayer : public Layer {
   Stream apply(const Stream& in, const LayerInputs& ctx) override {
     Tensor x = in.x;
     x = sublayer("self_attn", x, D("self_attn", SA(x, ctx)), self_attn_omega, *self_attn_norm);
-    if (has_cross_attention()) x = sublayer("cross_attn", x, D("cross_attn", CA(x, ctx)), cross_attn_omega, *cross_attn_norm);
+    if (has_cross_attention())
+      x = sublayer("cross_attn", x, D("cross_attn", CA(x, ctx)), cross_attn_omega, *cross_attn_norm);
     x = sublayer("ffn", x, D("ffn", F(x)), ffn_omega, *ffn_norm);
     return {x, Tensor()};
   }

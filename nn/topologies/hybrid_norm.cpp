@@ -42,7 +42,8 @@ class HybridNormLayer : public Layer {
     Tensor x = in.x;
     if (pre_norm) {  // HybridNorm* block 0: Pre-Norm with QKV-norm
       x = residual_add("self_attn", x, D("self_attn", SA(self_attn_norm->forward(x), ctx)));
-      if (has_cross_attention()) x = residual_add("cross_attn", x, D("cross_attn", CA(cross_attn_norm->forward(x), ctx)));
+      if (has_cross_attention())
+        x = residual_add("cross_attn", x, D("cross_attn", CA(cross_attn_norm->forward(x), ctx)));
       x = residual_add("ffn", x, D("ffn", F(ffn_norm->forward(x))));
       return {x, Tensor()};
     }

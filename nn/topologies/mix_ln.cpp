@@ -27,11 +27,13 @@ class MixLNLayer : public Layer {
     Tensor x = in.x;
     if (post) {
       x = self_attn_norm->forward(residual_add("self_attn", x, D("self_attn", SA(x, ctx))));
-      if (has_cross_attention()) x = cross_attn_norm->forward(residual_add("cross_attn", x, D("cross_attn", CA(x, ctx))));
+      if (has_cross_attention())
+        x = cross_attn_norm->forward(residual_add("cross_attn", x, D("cross_attn", CA(x, ctx))));
       x = ffn_norm->forward(residual_add("ffn", x, D("ffn", F(x))));
     } else {
       x = residual_add("self_attn", x, D("self_attn", SA(self_attn_norm->forward(x), ctx)));
-      if (has_cross_attention()) x = residual_add("cross_attn", x, D("cross_attn", CA(cross_attn_norm->forward(x), ctx)));
+      if (has_cross_attention())
+        x = residual_add("cross_attn", x, D("cross_attn", CA(cross_attn_norm->forward(x), ctx)));
       x = residual_add("ffn", x, D("ffn", F(ffn_norm->forward(x))));
     }
     return {x, Tensor()};

@@ -21,7 +21,8 @@ class ResPostNormLayer : public Layer {
   Stream apply(const Stream& in, const LayerInputs& ctx) override {
     Tensor x = in.x;
     x = residual_add("self_attn", x, D("self_attn", self_attn_out_norm->forward(SA(x, ctx))));
-    if (has_cross_attention()) x = residual_add("cross_attn", x, D("cross_attn", cross_attn_out_norm->forward(CA(x, ctx))));
+    if (has_cross_attention())
+      x = residual_add("cross_attn", x, D("cross_attn", cross_attn_out_norm->forward(CA(x, ctx))));
     x = residual_add("ffn", x, D("ffn", ffn_out_norm->forward(F(x))));
     return {x, Tensor()};
   }
