@@ -16,6 +16,7 @@ const char* init_scheme_name(InitScheme s) {
     case InitScheme::Fairseq: return "fairseq";
     case InitScheme::SmallInit: return "small_init";
     case InitScheme::DeepNorm: return "deep_norm";
+    case InitScheme::GPT2: return "gpt2";
   }
   return "?";
 }
@@ -24,7 +25,8 @@ InitScheme parse_init_scheme(const std::string& s) {
   if (s == "fairseq") return InitScheme::Fairseq;
   if (s == "small_init" || s == "smallinit") return InitScheme::SmallInit;
   if (s == "deep_norm" || s == "deepnorm") return InitScheme::DeepNorm;
-  fail("parse_init_scheme", ": unknown init scheme '", s, "'; known: fairseq, small_init, deep_norm");
+  if (s == "gpt2") return InitScheme::GPT2;
+  fail("parse_init_scheme", ": unknown init scheme '", s, "'; known: fairseq, small_init, deep_norm, gpt2");
 }
 
 void TransformerConfig::validate() const { validate(*make_topology(topology)); }  // unknown names list the known
@@ -196,11 +198,14 @@ void deepnorm_init(Layer& layer, double beta) {
   layer.ffn->fc2->reset_xavier_normal(beta);
 }
 
-void small_init(Layer& layer, int64_t stack_layers) {
-  const double sigma = std::sqrt(2.0 / (5.0 * (double)layer.cfg.d_model));
+namespace {
+// Megatron's layout: q/k/v/fc1 N(0, σ), the residual branches' output projections out_proj and fc2 N(0, σ/√(2L)),
+// all biases 0; truncated at ±cutoff·σ when cutoff > 0.
+void scaled_init(Layer& layer, int64_t stack_layers, double sigma, double cutoff) {
   const double sigma_out = sigma / std::sqrt(2.0 * (double)stack_layers);
-  auto set = [](const std::shared_ptr<Linear>& lin, double std) {
-    lin->reset_trunc_normal(std, 3.0);
+  auto set = [cutoff](const std::shared_ptr<Linear>& lin, double std) {
+    if (cutoff > 0) lin->reset_trunc_normal(std, cutoff);
+    else init::normal_(lin->weight, 0.0, std);
     lin->zero_bias();
   };
   for (auto& attn : {layer.self_attn, layer.cross_attn}) {
@@ -213,5 +218,12 @@ void small_init(Layer& layer, int64_t stack_layers) {
   set(layer.ffn->fc1, sigma);
   set(layer.ffn->fc2, sigma_out);
 }
+}  // namespace
+
+void small_init(Layer& layer, int64_t stack_layers) {
+  scaled_init(layer, stack_layers, std::sqrt(2.0 / (5.0 * (double)layer.cfg.d_model)), 3.0);
+}
+
+void gpt2_init(Layer& layer, int64_t stack_layers) { scaled_init(layer, stack_layers, 0.02, 0.0); }
 
 }  // namespace skipgrad::nn

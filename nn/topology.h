@@ -23,8 +23,8 @@
 
 namespace skipgrad::nn {
 
-enum class InitScheme { Fairseq, SmallInit, DeepNorm };
-const char* init_scheme_name(InitScheme s);  // "fairseq", "small_init", "deep_norm"
+enum class InitScheme { Fairseq, SmallInit, DeepNorm, GPT2 };
+const char* init_scheme_name(InitScheme s);  // "fairseq", "small_init", "deep_norm", "gpt2"
 InitScheme parse_init_scheme(const std::string& s);
 
 class Topology;
@@ -286,5 +286,9 @@ void deepnorm_init(Layer& layer, double beta);
 // SmallInit (Nguyen & Salazar 2019, HybridNorm's Megatron init): σ = sqrt(2/(5d)); q/k/v/fc1 trunc_normal(σ),
 // out_proj/fc2 trunc_normal(σ/√(2L)) with L the layers of this stack; all biases 0; cutoff ±3σ.
 void small_init(Layer& layer, int64_t stack_layers);
+// GPT-2's init (nanoGPT's _init_weights and c_proj rule, TOPOLOGIES.md §8.2's N(0, 0.02)): the same layout with
+// σ = 0.02 and no cutoff: q/k/v/fc1 N(0, 0.02), out_proj/fc2 N(0, 0.02/√(2L)), biases 0. The model's tables are
+// N(0, 0.02) too (Transformer's InitScheme::GPT2).
+void gpt2_init(Layer& layer, int64_t stack_layers);
 
 }  // namespace skipgrad::nn

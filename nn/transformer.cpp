@@ -95,7 +95,7 @@ Transformer::Transformer(const TransformerConfig& cfg) : cfg_(cfg) {
 }
 
 // Fairseq: what the modules did at construction (embeddings N(0, d^-0.5), MHA xavier, FFN torch default; the
-// deep_norm topology's own β-init). SmallInit and DeepNorm re-initialise on top.
+// deep_norm topology's own β-init). SmallInit, GPT2 and DeepNorm re-initialise on top.
 void Transformer::apply_init() {
   switch (cfg_.init) {
     case InitScheme::Fairseq: break;
@@ -106,6 +106,14 @@ void Transformer::apply_init() {
       if (output_projection) output_projection->reset_trunc_normal(sigma, 3.0);
       for (auto& l : encoder->layers) small_init(*l, cfg_.enc_layers);
       for (auto& l : decoder->layers) small_init(*l, cfg_.dec_layers);
+      break;
+    }
+    case InitScheme::GPT2: {
+      src_embed->reset_normal(0.02);
+      if (tgt_embed != src_embed) tgt_embed->reset_normal(0.02);
+      if (output_projection) init::normal_(output_projection->weight, 0.0, 0.02);
+      for (auto& l : encoder->layers) gpt2_init(*l, cfg_.enc_layers);
+      for (auto& l : decoder->layers) gpt2_init(*l, cfg_.dec_layers);
       break;
     }
     case InitScheme::DeepNorm: {

@@ -158,6 +158,27 @@ TEST_SUITE("decoder_only") {
     }
   }
 
+  TEST_CASE("GPT-2's init: an untrained decoder-only model's loss is about ln V, every topology") {
+    // small logits (features · Eᵀ with E ~ N(0, 0.02)): the next-token distribution starts near uniform
+    for (const std::string& topo : nn::topology_names()) {
+      INFO("topology " << topo);
+      nn::TransformerConfig c = tiny_lm(topo, 4);
+      c.vocab = 50;
+      c.d_model = 64;
+      c.heads = 4;
+      c.d_ff = 128;
+      c.init = nn::InitScheme::GPT2;
+      manual_seed(9);
+      nn::Transformer lm(c);
+      std::vector<int64_t> in(64), out(64);
+      for (int64_t i = 0; i < 64; i++) in[i] = 2 + (i * 7) % 48, out[i] = 2 + (i * 11 + 3) % 48;
+      NoGradGuard no_grad;
+      lm.init_from_batch(Tensor(), ids(in, 4, 16));
+      const double loss = nn::label_smoothed_nll(lm.forward(ids(in, 4, 16)), ids(out, 4, 16), 1, 0.0).loss.item();
+      CHECK(std::abs(loss - std::log(50.0)) < 0.15);
+    }
+  }
+
   TEST_CASE("float64 gradcheck of a decoder-only model's loss: post_ln, pre_ln, resi_dual, deep_norm") {
     for (const char* topo : {"post_ln", "pre_ln", "resi_dual", "deep_norm"}) {
       INFO("topology " << topo);

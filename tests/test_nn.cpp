@@ -415,6 +415,26 @@ TEST_SUITE("nn") {
     for (double w : s.parameter("enc.0.self_attn.q_proj.weight").to_vector<double>()) CHECK(std::abs(w) <= 3 * sigma);
     for (double w : s.parameter("dec.1.ffn.fc2.weight").to_vector<double>()) CHECK(std::abs(w) <= 3 * sigma_out);
     for (double b : s.parameter("enc.0.ffn.fc1.bias").to_vector<double>()) CHECK(b == 0.0);
+    // GPT-2's: N(0, 0.02) for matrices and the table (its pad row 0), 0.02/√(2L) for out_proj and fc2, biases 0
+    c.init = nn::parse_init_scheme("gpt2");
+    CHECK(std::string(nn::init_scheme_name(c.init)) == "gpt2");
+    c.d_model = 64, c.d_ff = 256, c.enc_layers = c.dec_layers = 8;
+    manual_seed(3);
+    nn::Transformer g(c);
+    auto stdev = [&](const std::string& name) {
+      const std::vector<double> v = g.parameter(name).to_vector<double>();
+      double sq = 0;
+      for (double x : v) sq += x * x;
+      return std::sqrt(sq / (double)v.size());
+    };
+    CHECK(stdev("enc.0.self_attn.q_proj.weight") == doctest::Approx(0.02).epsilon(0.05));
+    CHECK(stdev("dec.7.cross_attn.k_proj.weight") == doctest::Approx(0.02).epsilon(0.05));
+    CHECK(stdev("dec.3.ffn.fc1.weight") == doctest::Approx(0.02).epsilon(0.03));
+    CHECK(stdev("enc.5.ffn.fc2.weight") == doctest::Approx(0.02 / 4.0).epsilon(0.03));  // √(2·8) = 4
+    CHECK(stdev("dec.1.self_attn.out_proj.weight") == doctest::Approx(0.005).epsilon(0.05));
+    CHECK(stdev("embed.weight") == doctest::Approx(0.02 * std::sqrt(10.0 / 11.0)).epsilon(0.08));  // a zero row
+    for (double w : g.parameter("embed.weight").slice(0, 1, 2).to_vector<double>()) CHECK(w == 0.0);  // pad id 1
+    for (double b : g.parameter("dec.2.self_attn.v_proj.bias").to_vector<double>()) CHECK(b == 0.0);
 
     auto enc = nn::deepnorm_coefficients(6, 6, nn::Side::Encoder), dec = nn::deepnorm_coefficients(6, 6, nn::Side::Decoder);
     CHECK(enc.alpha == doctest::Approx(1.419).epsilon(1e-3));

@@ -5,10 +5,11 @@
 //   skipgrad-lm --text book.txt --topologies pre_ln,peri_ln --layers 8 --d-model 128 --steps 2000 --device cuda
 //
 // The data path, as llm.c's: bytes -> ids (a byte's rank among the text's distinct bytes, + 3: ids 0-2 are the
-// model's pad and special ids, unused here), the first 90% for training and the rest for validation; a batch is B random windows of
-// `context` + 1 ids, x = window[:-1], y = window[1:]. The model is nn::Transformer with enc_layers 0; the recipe
-// TOPOLOGIES.md §8.2's toy protocol: AdamW β (0.9, 0.95), weight decay 0.1 off norms and biases, warm-up then
-// cosine to 10%, gradients clipped to 1. Losses are in nats per character (bits = nats / ln 2).
+// model's pad and special ids, unused here), the first 90% for training and the rest for validation; a batch is B
+// random windows of `context` + 1 ids, x = window[:-1], y = window[1:]. The model is nn::Transformer with
+// enc_layers 0 (its init --init: fairseq's by default, gpt2 for nanoGPT's N(0, 0.02)); the recipe TOPOLOGIES.md
+// §8.2's toy protocol: AdamW β (0.9, 0.95), weight decay 0.1 off norms and biases, warm-up then cosine to 10%,
+// gradients clipped to 1. Losses are in nats per character (bits = nats / ln 2).
 // Exit status: 0 when every topology's validation loss fell below its value at initialization; 1 when one did
 // not learn or diverged (a non-finite loss stops it); 2 for a bad option or file.
 #include <CLI/CLI.hpp>
@@ -35,6 +36,7 @@ struct Options {
   int64_t layers = 4, d_model = 64, heads = 4, d_ff = 256, context = 64, batch = 16, steps = 600, warmup = 30;
   int64_t eval_every = 100, eval_batches = 8, sample = 80;
   double lr = 2e-3;
+  std::string init = "fairseq";  // fairseq | small_init | deep_norm | gpt2 (TransformerConfig::init)
   uint64_t seed = 1;
   std::string device = "cpu";
 };
@@ -141,6 +143,7 @@ Row train_one(const std::string& topology, const Corpus& c, const Options& o, De
   cfg.dropout = 0.0;
   cfg.max_positions = std::max<int64_t>(o.context, 16 + o.sample);  // a window; the sample's prompt + continuation
   cfg.topology = topology;
+  cfg.init = nn::parse_init_scheme(o.init);
   manual_seed(o.seed);
   nn::Transformer lm(cfg);
   lm.to(device);
@@ -214,6 +217,8 @@ static int run(int argc, char** argv) {
       ->capture_default_str();
   app.add_option("--sample", o.sample, "characters of greedy sample after training (0: none)")
       ->check(in_range(0, 1 << 16))->capture_default_str();
+  app.add_option("--init", o.init, "fairseq | small_init | deep_norm | gpt2 (N(0, 0.02), as nanoGPT)")
+      ->capture_default_str();
   app.add_option("--seed", o.seed)->check(cli_checks::seed_range())->capture_default_str();
   app.add_option("--device", o.device, "cpu | cuda | cuda:N")->capture_default_str();
   try {
@@ -231,7 +236,7 @@ static int run(int argc, char** argv) {
     for (const std::string& t : names) {  // every name and size checked before any training
       nn::TransformerConfig c;
       c.vocab = 1000, c.d_model = o.d_model, c.heads = o.heads, c.d_ff = o.d_ff, c.enc_layers = 0;
-      c.dec_layers = o.layers, c.topology = t;
+      c.dec_layers = o.layers, c.topology = t, c.init = nn::parse_init_scheme(o.init);
       c.validate();
     }
     const Corpus corpus = load_corpus(o);
@@ -241,11 +246,11 @@ static int run(int argc, char** argv) {
     std::vector<Row> rows;
     for (const std::string& t : names) rows.push_back(train_one(t, corpus, o, device));
     std::printf("Character-level decoder-only LMs on %s: %lld layers, d %lld, %lld heads, FFN %lld, context %lld, "
-                "batch %lld, %lld steps, AdamW lr %g (cosine to 10%% after %lld warm-up steps), clip 1, device %s. "
-                "Losses in nats per character, validation over %lld fixed batches.\n\n",
+                "batch %lld, %lld steps, init %s, AdamW lr %g (cosine to 10%% after %lld warm-up steps), clip 1, "
+                "device %s. Losses in nats per character, validation over %lld fixed batches.\n\n",
                 o.text.c_str(), (long long)o.layers, (long long)o.d_model, (long long)o.heads, (long long)o.d_ff,
-                (long long)o.context, (long long)o.batch, (long long)o.steps, o.lr, (long long)o.warmup,
-                o.device.c_str(), (long long)o.eval_batches);
+                (long long)o.context, (long long)o.batch, (long long)o.steps, o.init.c_str(), o.lr,
+                (long long)o.warmup, o.device.c_str(), (long long)o.eval_batches);
     std::printf("| topology | parameters | valid at init | train (last step) | valid | bits/char | max ‖g‖ | seconds "
                 "| greedy sample |\n|---|---|---|---|---|---|---|---|---|\n");
     bool all_learned = true;

@@ -82,7 +82,7 @@ static void add_train_options(CLI::App* c, TrainOptions& o, ModelChoices& m) {
   c->add_option("--act-dropout", o.model.act_dropout)->capture_default_str();
   c->add_option("--norm", m.norm, "layer_norm | rms_norm")->capture_default_str();
   c->add_option("--activation", m.act, "relu | gelu | swiglu")->capture_default_str();
-  c->add_option("--init", m.init, "fairseq | small_init | deep_norm")->capture_default_str();
+  c->add_option("--init", m.init, "fairseq | small_init | deep_norm | gpt2")->capture_default_str();
   c->add_option("--qk-norm", m.qk_norm, "none | qk | qkv: per-head norms of q, k (and v) in every attention")
       ->capture_default_str();
   c->add_option("--qk-norm-kind", m.qk_norm_kind, "rms_norm | layer_norm | l2 (HybridNorm: --norm's kind)")

@@ -8,7 +8,7 @@
 //   decoder-only (enc_layers 0): α = (2M)^{1/4}, β = (8M)^{-1/4}
 //   init: xavier_normal(gain β) for fc1, fc2, v_proj, out_proj; xavier_normal(gain 1) for q_proj, k_proj.
 // We take the paper/xformers constants, not torchscale's (which divides the default xavier_uniform init by
-// (N⁴M)^{1/16}/1.15). The β-init is part of the topology; cfg.init = SmallInit overrides it.
+// (N⁴M)^{1/16}/1.15). The β-init is part of the topology; cfg.init = SmallInit or GPT2 overrides it.
 #include "autograd/ops.h"
 #include "autograd/tape.h"
 #include "nn/topology.h"
