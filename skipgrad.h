@@ -15,6 +15,7 @@
 #include "backends/threads.h"
 #include "nn/checkpoint.h"
 #include "nn/clip.h"
+#include "nn/generate.h"
 #include "nn/loss.h"
 #include "nn/optim.h"
 #include "nn/schedule.h"

@@ -9,6 +9,7 @@
 #include "analysis/graph.h"
 #include "analysis/measure.h"
 #include "analysis/paths.h"
+#include "nn/generate.h"
 #include "nn/loss.h"
 #include "nn/transformer.h"
 #include "test_util.h"
@@ -322,5 +323,87 @@ TEST_SUITE("decoder_only") {
     }
     CHECK(m[1].loss < m[0].loss - 0.3);  // it learns to copy
     CHECK(m[0].paths.layers.size() == 2);
+  }
+
+  TEST_CASE("generate: greedy equals argmax over full forwards, prompts of different lengths; eos; sampling") {
+    manual_seed(11);
+    nn::TransformerConfig c = tiny_lm("hybrid_norm", 2);
+    nn::Transformer lm(c);
+    lm.to(DType::F64);
+    lm.eval();
+    const std::vector<std::vector<int64_t>> prompts = {{2, 4, 5}, {7}, {3, 8, 9, 10, 4}};
+    nn::GenerateOptions opt;
+    opt.max_new_tokens = 6;
+    const auto out = nn::generate(lm, prompts, opt);
+    REQUIRE(out.size() == 3);
+    for (size_t r = 0; r < prompts.size(); r++) {  // the reference: the whole prefix again for every token
+      INFO("row " << r);
+      std::vector<int64_t> seq = prompts[r];
+      for (int k = 0; k < 6; k++) {
+        const Tensor logits = lm.forward(ids(seq, 1, (int64_t)seq.size())).select(1, (int64_t)seq.size() - 1);
+        std::vector<double> v = logits.reshape({13}).to_vector<double>();
+        v[1] = -INFINITY;  // the pad id is never emitted
+        seq.push_back(std::max_element(v.begin(), v.end()) - v.begin());
+      }
+      CHECK(out[r] == std::vector<int64_t>(seq.begin() + (int64_t)prompts[r].size(), seq.end()));
+    }
+    // eos: a row stops after emitting it (its eos included); the others go on
+    opt.eos = out[1][1];
+    const auto stopped = nn::generate(lm, prompts, opt);
+    for (size_t r = 0; r < prompts.size(); r++) {
+      const auto eos_at = std::find(out[r].begin(), out[r].end(), opt.eos);
+      CHECK(stopped[r] == std::vector<int64_t>(out[r].begin(), eos_at == out[r].end() ? eos_at : eos_at + 1));
+    }
+    CHECK(stopped[1].size() <= 2);
+    // sampling: top_k 1 is greedy; a seed repeats its draws; another seed draws others
+    opt.eos = -1;
+    opt.sampling = true;
+    opt.draw.top_k = 1;
+    CHECK(nn::generate(lm, prompts, opt) == out);
+    opt.draw.top_k = 0;
+    opt.draw.temperature = 2.0;
+    Generator g1(5), g2(5), g3(6);
+    opt.draw.gen = &g1;
+    const auto a = nn::generate(lm, prompts, opt);
+    opt.draw.gen = &g2;
+    CHECK(nn::generate(lm, prompts, opt) == a);
+    opt.draw.gen = &g3;
+    CHECK(nn::generate(lm, prompts, opt) != a);
+    for (const auto& row : a)
+      for (int64_t id : row) CHECK((id >= 0 && id < 13 && id != 1));
+    opt.max_new_tokens = 0;
+    CHECK(nn::generate(lm, prompts, opt) == std::vector<std::vector<int64_t>>(3));
+  }
+
+  TEST_CASE("generate refuses what it cannot do, naming it") {
+    nn::TransformerConfig c = tiny_lm("pre_ln", 1);
+    c.max_positions = 8;
+    nn::Transformer lm(c);
+    nn::GenerateOptions opt;
+    opt.max_new_tokens = 4;
+    CHECK_THROWS_WITH_ALL(nn::generate(lm, {{2, 3}}, opt), "generate", "training mode");
+    lm.eval();
+    CHECK_THROWS_WITH_ALL(nn::generate(lm, {}, opt), "generate", "no prompts");
+    CHECK_THROWS_WITH_ALL(nn::generate(lm, {{2}, {}}, opt), "generate", "prompt 1 is empty");
+    CHECK_THROWS_WITH_ALL(nn::generate(lm, {{2, 13}}, opt), "generate", "prompt 0 holds id 13");
+    CHECK_THROWS_WITH_ALL(nn::generate(lm, {{2, 1}}, opt), "generate", "the pad id 1");
+    CHECK_THROWS_WITH_ALL(nn::generate(lm, {{2, 3, 4, 5, 6}}, opt), "generate", "exceed max_positions 8");
+    opt.max_new_tokens = -1;
+    CHECK_THROWS_WITH_ALL(nn::generate(lm, {{2}}, opt), "generate", "max_new_tokens must be >= 0");
+    opt.max_new_tokens = 2;
+    opt.eos = 13;
+    CHECK_THROWS_WITH_ALL(nn::generate(lm, {{2}}, opt), "generate", "eos 13 outside");
+    opt.eos = -1;
+    opt.sampling = true;
+    opt.draw.temperature = 0;
+    CHECK_THROWS_WITH_ALL(nn::generate(lm, {{2}}, opt), "generate", "temperature must be > 0");
+    opt.draw.temperature = 1;
+    opt.draw.top_p = 0;
+    CHECK_THROWS_WITH_ALL(nn::generate(lm, {{2}}, opt), "generate", "top_p must be in (0, 1]");
+    nn::TransformerConfig ed_cfg = tiny_lm("pre_ln", 1);
+    ed_cfg.enc_layers = 1;
+    nn::Transformer ed(ed_cfg);
+    ed.eval();
+    CHECK_THROWS_WITH_ALL(nn::generate(ed, {{2}}, nn::GenerateOptions{}), "generate", "decoder-only", "1 encoder");
   }
 }

@@ -1,5 +1,5 @@
 // skipgrad-lm: train a character-level decoder-only language model of each named topology on one text, side by
-// side, and compare them by validation loss, stability and a greedy sample (README, "Decoder-only language models").
+// side, and compare them by validation loss, stability and a sample (README, "Decoder-only language models").
 //
 //   skipgrad-lm                                            # GPL-3's text, pre_ln,post_ln,hybrid_norm,deep_norm,...
 //   skipgrad-lm --text book.txt --topologies pre_ln,peri_ln --layers 8 --d-model 128 --steps 2000 --device cuda
@@ -34,8 +34,8 @@ struct Options {
   std::string text = "/usr/share/common-licenses/GPL-3";  // on every Debian machine (base-files)
   std::string topologies = "pre_ln,post_ln,hybrid_norm,deep_norm,mix_ln,peri_ln,resi_dual";
   int64_t layers = 4, d_model = 64, heads = 4, d_ff = 256, context = 64, batch = 16, steps = 600, warmup = 30;
-  int64_t eval_every = 100, eval_batches = 8, sample = 80;
-  double lr = 2e-3;
+  int64_t eval_every = 100, eval_batches = 8, sample = 80, top_k = 0;
+  double lr = 2e-3, temperature = 0;  // temperature 0: the greedy sample
   std::string init = "fairseq";  // fairseq | small_init | deep_norm | gpt2 (TransformerConfig::init)
   uint64_t seed = 1;
   std::string device = "cpu";
@@ -107,24 +107,27 @@ std::string cell_text(const std::string& s) {
   return out;
 }
 
-// «prompt» and its greedy continuation of o.sample characters: the prompt is the validation text's first 16
-// characters, fed through the KV cache (start_decoding, decode_step) as training windows begin, with no bos.
-std::string greedy_sample(nn::Transformer& lm, const Corpus& c, const Options& o, Device device) {
+// «prompt» and its continuation of o.sample characters (nn::generate: greedy, or drawn at o.temperature > 0 from
+// the o.top_k most likely): the prompt is the validation text's first 16 characters, with no bos, as training
+// windows begin.
+std::string sample_text(nn::Transformer& lm, const Corpus& c, const Options& o) {
   lm.eval();
-  const int64_t prompt = 16;  // (load_corpus: the validation text holds more than --context + 1 >= 2 ids)
-  const std::vector<int64_t> fed(c.valid.begin(), c.valid.begin() + std::min<size_t>(prompt, c.valid.size()));
-  nn::DecoderState st = lm.start_decoding(1);
-  std::string text, continuation;
-  for (int64_t id : fed) text += (char)c.bytes[id - 3];
-  Tensor logits;
-  for (int64_t id : fed) logits = lm.decode_step(st, Tensor::from_vector<int64_t>({id}, {1}, device));
-  for (int64_t t = 0; t < o.sample; t++) {
-    const int64_t next = argmax(logits, -1).item<int64_t>();
-    continuation += next >= 3 ? (char)c.bytes[next - 3] : '?';  // (ids 0-2 never occur in training)
-    if (t + 1 < o.sample) logits = lm.decode_step(st, Tensor::from_vector<int64_t>({next}, {1}, device));
-  }
+  const std::vector<int64_t> prompt(c.valid.begin(), c.valid.begin() + std::min<size_t>(16, c.valid.size()));
+  nn::GenerateOptions g;
+  g.max_new_tokens = o.sample;
+  g.sampling = o.temperature > 0;
+  g.draw.temperature = o.temperature > 0 ? o.temperature : 1.0;
+  g.draw.top_k = o.top_k;
+  Generator gen(o.seed);
+  g.draw.gen = &gen;
+  const std::vector<int64_t> continuation = nn::generate(lm, {prompt}, g)[0];
   lm.train();
-  return "«" + cell_text(text) + "» " + cell_text(continuation);
+  auto text_of = [&](const std::vector<int64_t>& ids) {
+    std::string s;
+    for (int64_t id : ids) s += id >= 3 ? (char)c.bytes[id - 3] : '?';  // (ids 0-2 never occur in training)
+    return cell_text(s);
+  };
+  return "«" + text_of(prompt) + "» " + text_of(continuation);
 }
 
 struct Row {
@@ -184,7 +187,7 @@ Row train_one(const std::string& topology, const Corpus& c, const Options& o, De
   }
   r.valid = r.diverged ? NAN : valid_loss(lm, c, o, device);
   r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
-  if (!r.diverged && o.sample > 0) r.sample = greedy_sample(lm, c, o, device);
+  if (!r.diverged && o.sample > 0) r.sample = sample_text(lm, c, o);
   return r;
 }
 
@@ -215,10 +218,15 @@ static int run(int argc, char** argv) {
       ->check(in_range(0, 1 << 30))->capture_default_str();
   app.add_option("--eval-batches", o.eval_batches, "validation batches per evaluation")->check(in_range(1, 1 << 16))
       ->capture_default_str();
-  app.add_option("--sample", o.sample, "characters of greedy sample after training (0: none)")
+  app.add_option("--sample", o.sample, "characters of the sample after training (0: none)")
       ->check(in_range(0, 1 << 16))->capture_default_str();
   app.add_option("--init", o.init, "fairseq | small_init | deep_norm | gpt2 (N(0, 0.02), as nanoGPT)")
       ->capture_default_str();
+  app.add_option("--temperature", o.temperature, "the sample's: 0 greedy, else drawn (nn::generate)")
+      ->check(cli_checks::number_that("in [0, 100]", [](double v) { return v >= 0 && v <= 100; }))
+      ->capture_default_str();
+  app.add_option("--top-k", o.top_k, "with --temperature: draw from the k most likely (0: all)")
+      ->check(in_range(0, 1 << 24))->capture_default_str();
   app.add_option("--seed", o.seed)->check(cli_checks::seed_range())->capture_default_str();
   app.add_option("--device", o.device, "cpu | cuda | cuda:N")->capture_default_str();
   try {
@@ -252,7 +260,7 @@ static int run(int argc, char** argv) {
                 (long long)o.context, (long long)o.batch, (long long)o.steps, o.init.c_str(), o.lr,
                 (long long)o.warmup, o.device.c_str(), (long long)o.eval_batches);
     std::printf("| topology | parameters | valid at init | train (last step) | valid | bits/char | max ‖g‖ | seconds "
-                "| greedy sample |\n|---|---|---|---|---|---|---|---|---|\n");
+                "| sample (greedy, or --temperature) |\n|---|---|---|---|---|---|---|---|---|\n");
     bool all_learned = true;
     for (const Row& r : rows) {
       const bool learned = !r.diverged && r.valid < r.valid0;

@@ -5,6 +5,7 @@
 
 #include "autograd/ops.h"
 #include "autograd/tape.h"
+#include "nn/generate.h"
 
 namespace translate {
 
@@ -222,50 +223,8 @@ std::vector<Stepper::Pick> Stepper::pick(const std::vector<int64_t>& parents, co
   return out;
 }
 
-// The draw, in float64 whatever lp's dtype:
-//   z = (lp - the row's best) / temperature over the candidates (pad, bos: -inf; the best stays 0, so a tiny
-//       temperature is greedy, never 0 * inf), cut to its top k (sorted, most likely first);
-//   top p: p = exp(z - logsumexp(z)) of the sorted list, and a token whose predecessors' mass sum(p_<i) >= top_p
-//       is cut (z = -inf), so the first always stays;
-//   the draw is Gumbel-max: argmax(z + g), g = -log(-log U), U uniform in [0, 1), picks column i with probability
-//       softmax(z)_i exactly, with no host read and no cumulative sums.
-// Top p alone needs the list sorted. A partial sort of the first K columns costs far less than a sort of V on the
-// CPU: K = 1024 first, and 4x more (or V) while some row's nucleus is not among them (a host read of the smallest
-// mass they hold, each time). The GPU does the same, though its topk sorts whole rows anyway, so that the draw's
-// columns, and so the draws, are the same on every device.
-constexpr int64_t kNucleusFirst = 1024;
-
 Tensor sample_tokens(const Tensor& lp, const Tensor& excluded, const DecodeOptions& opt) {
-  NoGradGuard no_grad;
-  const int64_t V = lp.size(-1);
-  Tensor z = masked_fill(lp.to(DType::F64), excluded, -INFINITY);
-  z = mul(sub(z, max(z, {1}, true)), 1.0 / opt.temperature);
-  Tensor ids;  // [R, K]: the token in each column of z (undefined: column v is token v)
-  if (opt.sampling_topk > 0 && opt.sampling_topk < V) {
-    const TopK top = topk(z, opt.sampling_topk, 1);
-    z = top.values;
-    ids = top.indices;
-  }
-  if (opt.sampling_topp < 1) {
-    const Tensor log_total = log(sum(exp(z), {1}, true));  // >= 0: the best column is exp(0)
-    if (!ids.defined()) {
-      int64_t k = std::min(V, kNucleusFirst);
-      TopK top = topk(z, k, 1);
-      while (k < V && min(sum(exp(sub(top.values, log_total)), {1})).item() < opt.sampling_topp) {
-        k = 8 * k >= V ? V : 4 * k;  // a flat row: its nucleus is past these columns (a partial sort of half a
-                                     // row costs more than a sort of all of it)
-        top = topk(z, k, 1);
-      }
-      z = top.values;
-      ids = top.indices;
-    }
-    const Tensor p = exp(sub(z, log_total));
-    const Tensor before = sub(cumsum(p, 1), p);  // the mass of the more likely columns
-    z = masked_fill(z, ge(before, Tensor::scalar(opt.sampling_topp, DType::F64, z.device())), -INFINITY);
-  }
-  const Tensor u = Tensor::rand(z.shape(), 0, 1, DType::F64, z.device(), opt.gen);
-  const Tensor pick = argmax(sub(z, log(neg(log(u)))), 1, true);  // [R, 1]
-  return ids.defined() ? gather(ids, 1, pick) : pick;
+  return nn::sample_tokens(lp, excluded, {opt.temperature, opt.sampling_topk, opt.sampling_topp, opt.gen});
 }
 
 // The sampling options, checked before any work (decode_batch: before the encoder runs).

@@ -64,7 +64,8 @@ class Stepper {
 };
 
 // Draws one token per row of log-probabilities lp [R, V] (any device, any floating dtype) as DecodeOptions'
-// sampling says; excluded [V] is 1 for the tokens never drawn (pad, bos). Returns int64 [R, 1].
+// sampling says; excluded [V] is 1 for the tokens never drawn (pad, bos). Returns int64 [R, 1]. (nn::sample_tokens,
+// nn/generate.h, with DecodeOptions' temperature, sampling_topk, sampling_topp and gen.)
 skipgrad::Tensor sample_tokens(const skipgrad::Tensor& lp, const skipgrad::Tensor& excluded, const DecodeOptions& opt);
 
 // Greedy or sampling (opt.beam <= 1) or beam search over max_len.size() sentences; sentence b emits at most

@@ -1,0 +1,127 @@
+#include "nn/generate.h"
+
+#include <algorithm>
+#include <cmath>
+
+#include "autograd/ops.h"
+#include "autograd/tape.h"
+
+namespace skipgrad::nn {
+
+void check_sampling_options(const SamplingOptions& opt, const char* who) {
+  check(opt.temperature > 0 && std::isfinite(1.0 / opt.temperature) && std::isfinite(opt.temperature), who,
+        ": temperature must be > 0 (and its inverse finite), got ", opt.temperature);
+  check(opt.top_k >= 0, who, ": top_k must be >= 0 (0: all tokens), got ", opt.top_k);
+  check(opt.top_p > 0 && opt.top_p <= 1, who, ": top_p must be in (0, 1], got ", opt.top_p);
+}
+
+// The draw, in float64 whatever lp's dtype:
+//   z = (lp - the row's best) / temperature over the allowed tokens (excluded: -inf; the best stays 0, so a tiny
+//       temperature is greedy, never 0 * inf), cut to its top k (sorted, most likely first);
+//   top p: p = exp(z - logsumexp(z)) of the sorted list, and a token whose predecessors' mass sum(p_<i) >= top_p
+//       is cut (z = -inf), so the first always stays;
+//   the draw is Gumbel-max: argmax(z + g), g = -log(-log U), U uniform in [0, 1), picks column i with probability
+//       softmax(z)_i exactly, with no host read and no cumulative sums.
+// Top p alone needs the list sorted. A partial sort of the first K columns costs far less than a sort of V on the
+// CPU: K = 1024 first, and 4x more (or V) while some row's nucleus is not among them (a host read of the smallest
+// mass they hold, each time). The GPU does the same, though its topk sorts whole rows anyway, so that the draw's
+// columns, and so the draws, are the same on every device.
+constexpr int64_t kNucleusFirst = 1024;
+
+Tensor sample_tokens(const Tensor& lp, const Tensor& excluded, const SamplingOptions& opt) {
+  NoGradGuard no_grad;
+  const int64_t V = lp.size(-1);
+  Tensor z = masked_fill(lp.to(DType::F64), excluded, -INFINITY);
+  z = mul(sub(z, max(z, {1}, true)), 1.0 / opt.temperature);
+  Tensor ids;  // [R, K]: the token in each column of z (undefined: column v is token v)
+  if (opt.top_k > 0 && opt.top_k < V) {
+    const TopK top = topk(z, opt.top_k, 1);
+    z = top.values;
+    ids = top.indices;
+  }
+  if (opt.top_p < 1) {
+    const Tensor log_total = log(sum(exp(z), {1}, true));  // >= 0: the best column is exp(0)
+    if (!ids.defined()) {
+      int64_t k = std::min(V, kNucleusFirst);
+      TopK top = topk(z, k, 1);
+      while (k < V && min(sum(exp(sub(top.values, log_total)), {1})).item() < opt.top_p) {
+        k = 8 * k >= V ? V : 4 * k;  // a flat row: its nucleus is past these columns (a partial sort of half a
+                                     // row costs more than a sort of all of it)
+        top = topk(z, k, 1);
+      }
+      z = top.values;
+      ids = top.indices;
+    }
+    const Tensor p = exp(sub(z, log_total));
+    const Tensor before = sub(cumsum(p, 1), p);  // the mass of the more likely columns
+    z = masked_fill(z, ge(before, Tensor::scalar(opt.top_p, DType::F64, z.device())), -INFINITY);
+  }
+  const Tensor u = Tensor::rand(z.shape(), 0, 1, DType::F64, z.device(), opt.gen);
+  const Tensor pick = argmax(sub(z, log(neg(log(u)))), 1, true);  // [R, 1]
+  return ids.defined() ? gather(ids, 1, pick) : pick;
+}
+
+std::vector<std::vector<int64_t>> generate(Transformer& lm, const std::vector<std::vector<int64_t>>& prompts,
+                                           const GenerateOptions& opt) {
+  const char* who = "generate";
+  const TransformerConfig& cfg = lm.config();
+  check(cfg.decoder_only(), who, ": needs a decoder-only model (enc_layers 0); this one has ", cfg.enc_layers,
+        " encoder layers (translate with Transformer::start_decoding(encode(src), ...) and decode_step)");
+  check(!lm.is_training(), who, ": the model is in training mode; call eval() first (dropout would differ per step)");
+  check(!prompts.empty(), who, ": no prompts");
+  check(opt.max_new_tokens >= 0, who, ": max_new_tokens must be >= 0, got ", opt.max_new_tokens);
+  check(opt.eos >= -1 && opt.eos < cfg.vocab, who, ": eos ", opt.eos, " outside the vocabulary [0, ", cfg.vocab,
+        ") (or -1: none)");
+  if (opt.sampling) check_sampling_options(opt.draw, who);
+  const int64_t R = (int64_t)prompts.size();
+  // Row r emits its k-th new token (k = 1..N) from the logits of position |prompt| - 2 + k; the last one is never
+  // fed. So steps = max |prompt| + N - 1 positions.
+  int64_t steps = 0;
+  for (int64_t r = 0; r < R; r++) {
+    const std::vector<int64_t>& p = prompts[r];
+    check(!p.empty(), who, ": prompt ", r, " is empty (start it with a token, e.g. one that begins a text)");
+    for (int64_t id : p)
+      check(id >= 0 && id < cfg.vocab && id != cfg.pad_id, who, ": prompt ", r, " holds id ", id,
+            ", outside the vocabulary [0, ", cfg.vocab, ") or the pad id ", cfg.pad_id);
+    check((int64_t)p.size() + opt.max_new_tokens <= cfg.max_positions, who, ": prompt ", r, " of ", p.size(),
+          " tokens and ", opt.max_new_tokens, " new ones exceed max_positions ", cfg.max_positions);
+    steps = std::max(steps, (int64_t)p.size() + opt.max_new_tokens - 1);
+  }
+  std::vector<std::vector<int64_t>> out(R);
+  if (opt.max_new_tokens == 0) return out;
+  NoGradGuard no_grad;
+  const Device device = lm.tgt_embed->weight.device();
+  std::vector<int64_t> excluded_host(cfg.vocab, 0);
+  excluded_host[cfg.pad_id] = 1;
+  const Tensor excluded = Tensor::from_vector(excluded_host, {cfg.vocab}, device);
+  std::vector<bool> done(R, false);
+  std::vector<int64_t> next(R, cfg.pad_id);  // each row's token picked at the step before
+  DecoderState st = lm.start_decoding(R);
+  for (int64_t t = 0; t < steps; t++) {
+    std::vector<int64_t> fed(R);
+    for (int64_t r = 0; r < R; r++)  // its prompt, then what it emitted; a finished row pads (masked, no position)
+      fed[r] = t < (int64_t)prompts[r].size() ? prompts[r][t] : done[r] ? cfg.pad_id : next[r];
+    const Tensor logits = lm.decode_step(st, Tensor::from_vector(fed, {R}, device));  // [R, V]
+    bool all_done = true;
+    std::vector<int64_t> picked;  // read once per step, only when some row emits
+    for (int64_t r = 0; r < R; r++) {
+      if (done[r] || t + 1 < (int64_t)prompts[r].size()) {  // finished, or still reading its prompt
+        all_done = all_done && done[r];
+        continue;
+      }
+      if (picked.empty()) {
+        const Tensor pick = opt.sampling ? sample_tokens(log_softmax(logits, -1), excluded, opt.draw)
+                                         : topk(masked_fill(logits, excluded, -INFINITY), 1).indices;  // [R, 1]
+        picked = pick.to_vector<int64_t>();
+      }
+      next[r] = picked[r];
+      out[r].push_back(next[r]);
+      done[r] = (int64_t)out[r].size() == opt.max_new_tokens || next[r] == opt.eos;
+      all_done = all_done && done[r];
+    }
+    if (all_done) break;
+  }
+  return out;
+}
+
+}  // namespace skipgrad::nn

@@ -1,0 +1,48 @@
+// Drawing tokens from a model's next-token distribution, and generate(): a decoder-only model continuing prompts
+// with the KV cache (Transformer::start_decoding / decode_step), greedy or sampled.
+//
+//   nn::GenerateOptions opt;  opt.max_new_tokens = 100;  opt.sampling = true;  opt.draw.temperature = 0.8;
+//   std::vector<std::vector<int64_t>> out = nn::generate(lm, {{5, 6, 7}, {9}}, opt);   // new tokens per prompt
+#pragma once
+#include <cstdint>
+#include <vector>
+
+#include "nn/transformer.h"
+#include "tensor/random.h"
+
+namespace skipgrad::nn {
+
+// How a token is drawn (fairseq's --sampling, Hugging Face's sampling order): softmax(log p / temperature) over the
+// allowed tokens, cut to the top_k most likely (0: all), then to the fewest most likely whose renormalised
+// probability reaches top_p (1: all), renormalised again.
+struct SamplingOptions {
+  double temperature = 1.0;
+  int64_t top_k = 0;
+  double top_p = 1.0;
+  Generator* gen = nullptr;  // draws from it (the default generator if null): a seed repeats the draws
+};
+// Throws an Error naming `who` and the option for a temperature <= 0 (or one whose inverse is not finite), a
+// negative top_k or a top_p outside (0, 1].
+void check_sampling_options(const SamplingOptions& opt, const char* who);
+
+// One token per row of log-probabilities lp [R, V] (any device, any floating dtype) as `opt` says; excluded [V]
+// (int64, lp's device) is 1 for the tokens never drawn. Returns int64 [R, 1] on lp's device; the same draws on
+// every device.
+Tensor sample_tokens(const Tensor& lp, const Tensor& excluded, const SamplingOptions& opt);
+
+struct GenerateOptions {
+  int64_t max_new_tokens = 64;
+  bool sampling = false;  // false: the most likely token (the first of equal ones)
+  SamplingOptions draw;   // with sampling
+  int64_t eos = -1;       // a row stops after emitting this id (-1: none)
+};
+
+// Continues each prompt (ids in [0, vocab), not the pad id, at least one each) of decoder-only model `lm` (eval
+// mode) by up to max_new_tokens tokens and returns each row's new tokens (its eos included when emitted). Rows
+// run together, one decode_step per position: a shorter prompt starts emitting earlier, a finished row is fed the
+// pad id (masked). The pad id is never emitted. Refuses an encoder-decoder model, a prompt longer with its new
+// tokens than max_positions, and bad options, naming them.
+std::vector<std::vector<int64_t>> generate(Transformer& lm, const std::vector<std::vector<int64_t>>& prompts,
+                                           const GenerateOptions& opt);
+
+}  // namespace skipgrad::nn
