@@ -9,6 +9,7 @@
 #include "analysis/graph.h"
 #include "analysis/measure.h"
 #include "analysis/paths.h"
+#include "nn/checkpoint.h"
 #include "nn/generate.h"
 #include "nn/loss.h"
 #include "nn/transformer.h"
@@ -53,7 +54,7 @@ class OldIdiomLayer : public nn::Layer {
 TEST_SUITE("decoder_only") {
   TEST_CASE("every topology: the parameters are the encoder-decoder model's without enc.* and cross-attention") {
     for (const std::string& topo : nn::topology_names()) {
-      INFO("topology " << topo);
+      INFO("topology " << std::string(topo));
       manual_seed(3);
       nn::Transformer lm(tiny_lm(topo));
       nn::TransformerConfig ed_cfg = tiny_lm(topo);
@@ -104,7 +105,7 @@ TEST_SUITE("decoder_only") {
 
   TEST_CASE("every topology: [B, T, V] logits, a finite loss, a gradient for every parameter; causal and pad-safe") {
     for (const std::string& topo : nn::topology_names()) {
-      INFO("topology " << topo);
+      INFO("topology " << std::string(topo));
       manual_seed(4);
       nn::Transformer lm(tiny_lm(topo));
       Tensor in = ids({2, 4, 5, 6, 7, 2, 8, 9, 1, 1}, 2, 5), out = ids({4, 5, 6, 7, 2, 8, 9, 2, 1, 1}, 2, 5);
@@ -137,7 +138,7 @@ TEST_SUITE("decoder_only") {
 
   TEST_CASE("incremental decoding: decode_step equals forward's last position, every topology, with reorder") {
     for (const std::string& topo : nn::topology_names()) {
-      INFO("topology " << topo);
+      INFO("topology " << std::string(topo));
       manual_seed(5);
       nn::Transformer lm(tiny_lm(topo, 3));
       lm.to(DType::F64);
@@ -162,7 +163,7 @@ TEST_SUITE("decoder_only") {
   TEST_CASE("GPT-2's init: an untrained decoder-only model's loss is about ln V, every topology") {
     // small logits (features · Eᵀ with E ~ N(0, 0.02)): the next-token distribution starts near uniform
     for (const std::string& topo : nn::topology_names()) {
-      INFO("topology " << topo);
+      INFO("topology " << std::string(topo));
       nn::TransformerConfig c = tiny_lm(topo, 4);
       c.vocab = 50;
       c.d_model = 64;
@@ -182,7 +183,7 @@ TEST_SUITE("decoder_only") {
 
   TEST_CASE("float64 gradcheck of a decoder-only model's loss: post_ln, pre_ln, resi_dual, deep_norm") {
     for (const char* topo : {"post_ln", "pre_ln", "resi_dual", "deep_norm"}) {
-      INFO("topology " << topo);
+      INFO("topology " << std::string(topo));
       manual_seed(7);
       nn::TransformerConfig c = tiny_lm(topo, 2);
       c.d_model = 8;
@@ -405,5 +406,35 @@ TEST_SUITE("decoder_only") {
     nn::Transformer ed(ed_cfg);
     ed.eval();
     CHECK_THROWS_WITH_ALL(nn::generate(ed, {{2}}, nn::GenerateOptions{}), "generate", "decoder-only", "1 encoder");
+  }
+
+  TEST_CASE("on a GPU: a decoder-only model's logits, gradients and generated tokens equal the CPU's") {
+    if (!cuda_available()) {
+      MESSAGE("skipped: no CUDA device");
+      return;
+    }
+    for (const char* topo : {"pre_ln", "resi_dual", "hybrid_norm"}) {
+      INFO("topology " << std::string(topo));
+      manual_seed(12);
+      nn::Transformer cpu(tiny_lm(topo, 2)), gpu(tiny_lm(topo, 2));
+      nn::load_state_dict(gpu, nn::state_dict(cpu));
+      gpu.to(Device::cuda());
+      Tensor in = ids({2, 4, 5, 6, 2, 8, 1, 1}, 2, 4), out = ids({4, 5, 6, 2, 8, 9, 1, 1}, 2, 4);
+      Tensor lc = nn::label_smoothed_nll(cpu.forward(in), out, 1, 0.1).loss;
+      lc.backward();  // (before the GPU's forward: a backward clears the thread's tape)
+      Tensor lg = nn::label_smoothed_nll(gpu.forward(in.to(Device::cuda())), out.to(Device::cuda()), 1, 0.1).loss;
+      lg.backward();
+      CHECK(std::abs(lc.item() - lg.item()) < 1e-5);
+      const auto pc = cpu.named_parameters(), pg = gpu.named_parameters();
+      for (size_t i = 0; i < pc.size(); i++) {
+        INFO(pc[i].first);
+        CHECK(max_abs_diff(pc[i].second.grad(), pg[i].second.grad().to(Device::cpu())) < 1e-4);
+      }
+      cpu.eval();
+      gpu.eval();
+      nn::GenerateOptions g;
+      g.max_new_tokens = 5;
+      CHECK(nn::generate(cpu, {{2, 4}, {7}}, g) == nn::generate(gpu, {{2, 4}, {7}}, g));
+    }
   }
 }
