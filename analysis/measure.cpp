@@ -321,8 +321,8 @@ LayerMeasures measure_batch(nn::Transformer& model, const MeasureBatch& b, doubl
   const nn::TransformerConfig& cfg = model.config();
   check((b.src.defined() || cfg.decoder_only()) && b.tgt_in.defined() && b.tgt_out.defined(), "measure",
         ": the batch needs src, tgt_in and tgt_out");
-  check(!(b.src.defined() && cfg.decoder_only()), "measure", ": a decoder-only model takes no src, got ",
-        b.src.meta_str());
+  if (b.src.defined() && cfg.decoder_only())
+    fail("measure", ": a decoder-only model takes no src, got ", b.src.meta_str());
   check(b.tgt_in.shape() == b.tgt_out.shape(), "measure", ": tgt_in ", b.tgt_in.shape(), " and tgt_out ",
         b.tgt_out.shape(), " differ");
   for (const auto& [ids, what] : {std::pair{&b.src, "src"}, {&b.tgt_in, "tgt_in"}}) {

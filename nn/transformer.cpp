@@ -304,8 +304,9 @@ Tensor Transformer::decode(const Tensor& enc_out, const Tensor& src_pad_mask, co
 
 Tensor Transformer::forward(const Tensor& src_ids, const Tensor& tgt_in_ids) {
   if (cfg_.decoder_only()) {  // the language model: src_ids must be left undefined
-    check(!src_ids.defined(), "Transformer::forward", ": a decoder-only model (enc_layers 0) takes no src_ids, got ",
-          src_ids.meta_str(), "; call forward(ids)");
+    if (src_ids.defined())
+      fail("Transformer::forward", ": a decoder-only model (enc_layers 0) takes no src_ids, got ", src_ids.meta_str(),
+           "; call forward(ids)");
     return decode(Tensor(), Tensor(), tgt_in_ids);
   }
   check_ids(src_ids, "src_ids");
