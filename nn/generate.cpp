@@ -29,6 +29,7 @@ void check_sampling_options(const SamplingOptions& opt, const char* who) {
 constexpr int64_t kNucleusFirst = 1024;
 
 Tensor sample_tokens(const Tensor& lp, const Tensor& excluded, const SamplingOptions& opt) {
+  check_sampling_options(opt, "sample_tokens");  // (a negative temperature would turn an excluded -inf into +inf)
   NoGradGuard no_grad;
   const int64_t V = lp.size(-1);
   Tensor z = masked_fill(lp.to(DType::F64), excluded, -INFINITY);
@@ -70,8 +71,9 @@ std::vector<std::vector<int64_t>> generate(Transformer& lm, const std::vector<st
   check(!lm.is_training(), who, ": the model is in training mode; call eval() first (dropout would differ per step)");
   check(!prompts.empty(), who, ": no prompts");
   check(opt.max_new_tokens >= 0, who, ": max_new_tokens must be >= 0, got ", opt.max_new_tokens);
-  check(opt.eos >= -1 && opt.eos < cfg.vocab, who, ": eos ", opt.eos, " outside the vocabulary [0, ", cfg.vocab,
-        ") (or -1: none)");
+  check(opt.eos >= -1 && opt.eos < cfg.vocab && opt.eos != cfg.pad_id, who, ": eos ", opt.eos,
+        " outside the vocabulary [0, ", cfg.vocab, ") or the pad id ", cfg.pad_id,
+        ", which is never emitted (or -1: none)");
   if (opt.sampling) check_sampling_options(opt.draw, who);
   const int64_t R = (int64_t)prompts.size();
   // Row r emits its k-th new token (k = 1..N) from the logits of position |prompt| - 2 + k; the last one is never
@@ -109,10 +111,18 @@ std::vector<std::vector<int64_t>> generate(Transformer& lm, const std::vector<st
         all_done = all_done && done[r];
         continue;
       }
-      if (picked.empty()) {
+      if (picked.empty()) {  // each row's token and its logit, in one read: a NaN or inf logit is an error
+        const Tensor allowed = masked_fill(logits, excluded, -INFINITY);
         const Tensor pick = opt.sampling ? sample_tokens(log_softmax(logits, -1), excluded, opt.draw)
-                                         : topk(masked_fill(logits, excluded, -INFINITY), 1).indices;  // [R, 1]
-        picked = pick.to_vector<int64_t>();
+                                         : topk(allowed, 1).indices;  // [R, 1]
+        const std::vector<double> read =
+            concat({pick.to(DType::F64), gather(allowed, 1, pick).to(DType::F64)}, 1).to_vector<double>();
+        for (int64_t i = 0; i < R; i++) {
+          picked.push_back((int64_t)read[2 * i]);
+          if (!std::isfinite(read[2 * i + 1]) && !done[i] && t + 1 >= (int64_t)prompts[i].size())
+            fail(who, ": row ", i, "'s next-token logits at position ", t, " are not finite (", read[2 * i + 1],
+                 " picked): the model's weights or inputs hold NaN/inf");
+        }
       }
       next[r] = picked[r];
       out[r].push_back(next[r]);

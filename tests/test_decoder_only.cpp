@@ -394,6 +394,8 @@ TEST_SUITE("decoder_only") {
     opt.max_new_tokens = 2;
     opt.eos = 13;
     CHECK_THROWS_WITH_ALL(nn::generate(lm, {{2}}, opt), "generate", "eos 13 outside");
+    opt.eos = 1;  // the pad id: never emitted, so it would never stop a row
+    CHECK_THROWS_WITH_ALL(nn::generate(lm, {{2}}, opt), "generate", "eos 1", "the pad id 1");
     opt.eos = -1;
     opt.sampling = true;
     opt.draw.temperature = 0;
@@ -401,6 +403,19 @@ TEST_SUITE("decoder_only") {
     opt.draw.temperature = 1;
     opt.draw.top_p = 0;
     CHECK_THROWS_WITH_ALL(nn::generate(lm, {{2}}, opt), "generate", "top_p must be in (0, 1]");
+    // sample_tokens checks its options too: a negative temperature would make an excluded token the likeliest
+    nn::SamplingOptions neg;
+    neg.temperature = -1;
+    CHECK_THROWS_WITH_ALL(nn::sample_tokens(Tensor::zeros({1, 13}), Tensor::zeros({13}, DType::I64), neg),
+                          "sample_tokens", "temperature must be > 0");
+    // a model whose logits are NaN: an error naming the row and position, not token 0 every step
+    opt.sampling = false;
+    opt.draw = {};
+    Tensor w = lm.parameter("dec.0.ffn.fc1.weight");
+    w.copy_(Tensor::full(w.shape(), NAN));
+    CHECK_THROWS_WITH_ALL(nn::generate(lm, {{2, 3}}, opt), "generate", "row 0", "position 1", "not finite");
+    opt.sampling = true;
+    CHECK_THROWS_WITH_ALL(nn::generate(lm, {{2, 3}}, opt), "generate", "not finite");
     nn::TransformerConfig ed_cfg = tiny_lm("pre_ln", 1);
     ed_cfg.enc_layers = 1;
     nn::Transformer ed(ed_cfg);

@@ -238,6 +238,8 @@ static int run(int argc, char** argv) {
   try {
     const Device device = Device::parse(o.device);
     (void)backend_for(device);  // no such device: an error now, before the text is read
+    check(o.top_k == 0 || o.temperature > 0, "--top-k ", o.top_k, " draws the sample: it needs --temperature > 0 "
+          "(0: the greedy sample)");
     check(o.steps > o.warmup, "--steps ", o.steps, " must exceed --warmup ", o.warmup,
           " (warm-up, then a cosine decay to 10%)");
     const std::vector<std::string> names = cli_lists::split_names(o.topologies, "--topologies");
