@@ -12,12 +12,14 @@
 
 namespace cli_lists {
 
-// "a,b,,c" -> {"a", "b", "c"}
+// "a, b,,c" -> {"a", "b", "c"}: items trimmed of spaces and tabs, empty ones skipped
 inline std::vector<std::string> split_list(const std::string& s) {
   std::vector<std::string> out;
   std::stringstream ss(s);
-  for (std::string item; std::getline(ss, item, ',');)
-    if (!item.empty()) out.push_back(item);
+  for (std::string item; std::getline(ss, item, ',');) {
+    const size_t first = item.find_first_not_of(" \t"), last = item.find_last_not_of(" \t");
+    if (first != std::string::npos) out.push_back(item.substr(first, last - first + 1));
+  }
   return out;
 }
 

@@ -473,6 +473,7 @@ TEST_SUITE("reliability") {
         {translate, "sweep --topologies pre_ln,pre_ln", "--topologies: 'pre_ln' is listed twice in 'pre_ln,pre_ln'"},
         {translate, "sweep --depths 3,3", "--depths: '3' is listed twice"},
         {translate, "compare --topologies post_ln,post_ln", "'post_ln' is listed twice"},
+        {translate, "compare --topologies ' post_ln , post_ln'", "'post_ln' is listed twice"},  // items trimmed
         {translate, "train --patience 3 --eval-every 0",
          "--patience: acts on the evaluations of --eval-every, which is 0"},
         {translate, "train --steps 5 --profile-step 9", "--profile-step: step 9 is past --steps 5"},

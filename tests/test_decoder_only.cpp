@@ -403,6 +403,8 @@ TEST_SUITE("decoder_only") {
     opt.draw.temperature = 1;
     opt.draw.top_p = 0;
     CHECK_THROWS_WITH_ALL(nn::generate(lm, {{2}}, opt), "generate", "top_p must be in (0, 1]");
+    opt.draw.top_p = 1.0000001;
+    CHECK_THROWS_WITH_ALL(nn::generate(lm, {{2}}, opt), "generate", "got 1.0000001");
     // sample_tokens checks its options too: a negative temperature would make an excluded token the likeliest
     nn::SamplingOptions neg;
     neg.temperature = -1;
