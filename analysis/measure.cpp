@@ -195,11 +195,21 @@ double mean_token_cosine(const Tensor& x, const std::vector<int64_t>& pad) {
   return token_cosine(host_values(x), x.size(0), x.size(1), x.size(2), pad);
 }
 
+const LayerMeasure* LayerMeasures::find(const std::string& name) const {
+  for (const LayerMeasure& l : layers)
+    if (l.layer == name) return &l;
+  return nullptr;
+}
+
 const LayerMeasure& LayerMeasures::layer(const std::string& name) const {
-  for (auto& l : layers)
-    if (l.layer == name) return l;
+  if (const LayerMeasure* l = find(name)) return *l;
   throw Error("measure: no layer '" + name + "' (layers are enc.<i> and dec.<i>; dec.<i> only in a decoder-only "
               "model)");
+}
+
+MeasureBatch MeasureBatch::to(Device d) const {
+  auto on = [d](const Tensor& t) { return t.defined() ? t.to(d) : t; };  // (a decoder-only batch has no src)
+  return {on(src), on(tgt_in), on(tgt_out)};
 }
 
 MeasureBatch task_batch(const nn::TransformerConfig& cfg, const std::string& task, int64_t batch, int64_t len,
@@ -257,9 +267,6 @@ MeasureBatch random_batch(const nn::TransformerConfig& cfg, int64_t batch, int64
 }
 
 namespace {
-
-// t on `dev`; an undefined t (a decoder-only batch's src) stays undefined
-Tensor on(const Tensor& t, Device dev) { return t.defined() ? t.to(dev) : t; }
 
 // What measure_batch's hooks record during its forward (Transformer::layer_outputs, ...).
 struct Recorded {
@@ -331,8 +338,8 @@ LayerMeasures measure_batch(nn::Transformer& model, const MeasureBatch& b, doubl
     check(std::any_of(v.begin(), v.end(), [&](int64_t id) { return id != cfg.pad_id; }), "measure", ": ", what,
           " ", ids->shape(), " is all padding (pad id ", cfg.pad_id, "): nothing to measure");
   }
-  const Device dev = model.device();
-  Tensor src = on(b.src, dev), tgt_in = b.tgt_in.to(dev), tgt_out = b.tgt_out.to(dev);
+  const MeasureBatch on_device = b.to(model.device());
+  const Tensor &src = on_device.src, &tgt_in = on_device.tgt_in, &tgt_out = on_device.tgt_out;
 
   model.zero_grad();
   current_tape().clear();
@@ -375,8 +382,8 @@ LayerMeasures measure_batch(nn::Transformer& model, const MeasureBatch& b, doubl
 
 std::vector<double> layer_removal_deltas(nn::Transformer& model, const MeasureBatch& b, double label_smoothing) {
   const nn::TransformerConfig& cfg = model.config();
-  const Device dev = model.device();
-  const Tensor src = on(b.src, dev), tgt_in = b.tgt_in.to(dev), tgt_out = b.tgt_out.to(dev);
+  const MeasureBatch on_device = b.to(model.device());
+  const Tensor &src = on_device.src, &tgt_in = on_device.tgt_in, &tgt_out = on_device.tgt_out;
   struct Restore {  // the model's removed layers and mode, put back however this returns
     nn::Transformer& model;
     const std::vector<std::string> removed;
@@ -513,18 +520,19 @@ std::vector<LayerMeasures> measure_steps(const nn::TransformerConfig& cfg, const
     nn::Transformer model(cfg);
     model.to(opt.device);
     {  // a topology's data-dependent init (Admin's profiling pass), on the first training batch
-      MeasureBatch b = task_batch(cfg, opt.task, opt.batch, opt.len, train_batch_seed(seed, 0));
-      model.init_from_batch(on(b.src, opt.device), b.tgt_in.to(opt.device));
+      const MeasureBatch b = task_batch(cfg, opt.task, opt.batch, opt.len, train_batch_seed(seed, 0)).to(opt.device);
+      model.init_from_batch(b.src, b.tgt_in);
     }
     nn::Adam adam(model.named_parameters(), {.lr = opt.lr, .beta1 = 0.9, .beta2 = 0.98});
     nn::InverseSqrtLR schedule(opt.lr, opt.warmup);
     int64_t trained = 0;
     for (size_t si = 0; si < opt.steps.size(); ++si) {
       for (; trained < opt.steps[si]; ++trained) {  // one Adam step on a fresh task batch
-        MeasureBatch b = task_batch(cfg, opt.task, opt.batch, opt.len, train_batch_seed(seed, trained));
+        const MeasureBatch b =
+            task_batch(cfg, opt.task, opt.batch, opt.len, train_batch_seed(seed, trained)).to(opt.device);
         adam.zero_grad();
-        Tensor logits = model.forward(on(b.src, opt.device), b.tgt_in.to(opt.device));
-        nn::label_smoothed_nll(logits, b.tgt_out.to(opt.device), cfg.pad_id, opt.label_smoothing).loss.backward();
+        Tensor logits = model.forward(b.src, b.tgt_in);
+        nn::label_smoothed_nll(logits, b.tgt_out, cfg.pad_id, opt.label_smoothing).loss.backward();
         if (opt.clip > 0) nn::clip_grad_norm(adam.params(), opt.clip);
         // update k at lr(k): its warm-up starts from 0 (no warmup_init_lr), where fairseq's lr(k - 1) would make
         // the first update a no-op

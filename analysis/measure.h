@@ -55,6 +55,7 @@ namespace skipgrad {
 
 struct MeasureBatch {
   Tensor src, tgt_in, tgt_out;  // int64 [B, S], [B, T], [B, T]; src undefined for a decoder-only model
+  MeasureBatch to(Device d) const;  // the defined tensors on d
 };
 
 // A batch of a synthetic task: source tokens in [3, vocab), sentence lengths uniform in [len/2, len], the rest
@@ -96,6 +97,7 @@ struct LayerMeasures {
   PathStats paths;
 
   const LayerMeasure& layer(const std::string& name) const;  // throws Error when absent
+  const LayerMeasure* find(const std::string& name) const;   // null when absent (a decoder-only model's "enc.0")
 };
 
 struct MeasureOptions {

@@ -61,10 +61,10 @@ LayerMeasures record(const ModelOptions& mo) {
   nn::TransformerConfig cfg = mo.config();
   manual_seed(mo.seed);
   nn::Transformer model(cfg);
-  model.to(Device::parse(mo.device));  // measure_batch moves the batch to the model
-  MeasureBatch b = random_batch(cfg, mo.batch, mo.len, mo.seed);
+  model.to(Device::parse(mo.device));
+  const MeasureBatch b = random_batch(cfg, mo.batch, mo.len, mo.seed).to(model.device());
   // a topology's data-dependent init (Admin's ω profiling pass), as training runs it: else Admin is Post-LN here
-  model.init_from_batch(b.src.defined() ? b.src.to(model.device()) : b.src, b.tgt_in.to(model.device()));
+  model.init_from_batch(b.src, b.tgt_in);
   AutocastBF16 autocast(autocast_bf16);
   return measure_batch(model, b, 0.1, /*graph=*/true);
 }

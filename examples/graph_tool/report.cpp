@@ -33,10 +33,12 @@ nn::TransformerConfig ModelOptions::config() const {
   return c;
 }
 
-std::string ModelOptions::layers_text() const {
+std::string layers_text(int64_t layers, bool decoder_only) {
   const std::string n = std::to_string(layers);
   return decoder_only ? "decoder-only, " + n + " layers" : n + "+" + n + " layers";
 }
+
+std::string ModelOptions::layers_text() const { return graph_tool::layers_text(layers, decoder_only); }
 
 void ModelOptions::check_topologies(const std::vector<std::string>& topologies) const {
   for (const std::string& t : topologies) {
@@ -74,7 +76,6 @@ int64_t min_norms_of(const PathStats& s, const std::string& layer, const std::st
 struct Run {
   std::string topology;
   int64_t depth;
-  bool decoder_only;
   std::vector<LayerMeasures> m;  // one per ReportOptions::steps entry
   double seconds;
   const LayerMeasures& init() const { return m.front(); }  // paths are structural: any step's graph would do
@@ -148,30 +149,15 @@ std::string run_table(const Run& r) {
   return out;
 }
 
-// "6+6 layers", or "decoder-only, 6 layers"
-std::string layers_text(int64_t depth, bool decoder_only) {
-  ModelOptions mo;
-  mo.layers = depth;
-  mo.decoder_only = decoder_only;
-  return mo.layers_text();
-}
-
-// Layer `name`'s measures, or null when the model has no such layer (a decoder-only model's "enc.0").
-const LayerMeasure* find_layer(const LayerMeasures& m, const std::string& name) {
-  for (const LayerMeasure& l : m.layers)
-    if (l.layer == name) return &l;
-  return nullptr;
-}
-
 // Ratio of the first to the last layer's fc2 gradient norm on one side ("enc" or "dec"); NaN without that side.
 double first_last_ratio(const LayerMeasures& m, const std::string& side, int64_t depth) {
-  const LayerMeasure *first = find_layer(m, side + ".0"), *last = find_layer(m, side + "." + std::to_string(depth - 1));
+  const LayerMeasure *first = m.find(side + ".0"), *last = m.find(side + "." + std::to_string(depth - 1));
   return first && last ? first->fc2_grad_norm / last->fc2_grad_norm : std::nan("");
 }
 
 // The token cosine of a side's last layer; NaN without that side.
 double last_token_cos(const LayerMeasures& m, const std::string& side, int64_t depth) {
-  const LayerMeasure* last = find_layer(m, side + "." + std::to_string(depth - 1));
+  const LayerMeasure* last = m.find(side + "." + std::to_string(depth - 1));
   return last ? last->token_cos : std::nan("");
 }
 
@@ -198,9 +184,9 @@ std::string dat_name(const Run& r, int64_t step) {
 }
 
 // One data file per run and step: layer index (encoder 0..L-1, decoder L..2L-1) and the statistics.
-void write_dat(const std::string& dir, const Run& r, const LayerMeasures& m) {
+void write_dat(const std::string& dir, const Run& r, const LayerMeasures& m, bool decoder_only) {
   std::ostringstream os;
-  os << "# " << r.topology << " " << layers_text(r.depth, r.decoder_only) << ", " << step_label(m.step)
+  os << "# " << r.topology << " " << layers_text(r.depth, decoder_only) << ", " << step_label(m.step)
      << "\n# i layer fc2 layer_grad cos rms max_abs param_min_norms_outer output_min_norms token_cos self_logit_max"
         " cross_logit_max removal_delta ffn_update self_attn_update self_attn_entropy\n";
   int64_t i = 0;
@@ -313,7 +299,7 @@ void write_report(const ReportOptions& opt) {
         if (!std::isfinite(x.loss))
           std::cerr << "report: warning: " << topo << " L=" << depth << " diverged by " << step_label(x.step)
                     << " (loss " << x.loss << "): its measures there are NaN; try a lower --lr\n";
-      runs.push_back({topo, depth, mo.decoder_only, std::move(m), sec});
+      runs.push_back({topo, depth, std::move(m), sec});
     }
 
   // Plots beside the report: docs/analysis_report.md -> docs/analysis_report_files/. A report to stdout or a pipe
@@ -327,7 +313,7 @@ void write_report(const ReportOptions& opt) {
   if (opt.plots && !to_stream && gnuplot_available()) {
     fs::create_directories(dir);
     for (const Run& r : runs)
-      for (const LayerMeasures& m : r.m) write_dat(dir, r, m);
+      for (const LayerMeasures& m : r.m) write_dat(dir, r, m, opt.model.decoder_only);
     for (int64_t depth : opt.depths) {
       const std::tuple<const char*, int, std::string, bool, bool> what[] = {
           {"fc2_grad", 3, "grad norm of FFN W2", true, true},
@@ -395,7 +381,8 @@ void write_report(const ReportOptions& opt) {
     }
   }
   for (const Run& r : runs)
-    md << "### " << r.topology << ", " << layers_text(r.depth, r.decoder_only) << "\n\n" << run_table(r) << "\n";
+    md << "### " << r.topology << ", " << layers_text(r.depth, opt.model.decoder_only) << "\n\n" << run_table(r)
+       << "\n";
 
   // keep the hand-written part above the marker
   std::string head;

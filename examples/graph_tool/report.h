@@ -22,10 +22,13 @@ struct ModelOptions {
   std::string qk_norm = "none";  // none | qk | qkv: per-head norms inside attention (TransformerConfig::qk_norm)
   std::string qk_norm_kind = "rms_norm";  // rms_norm | layer_norm | l2
   skipgrad::nn::TransformerConfig config() const;  // dropout 0: the statistics at initialization
-  std::string layers_text() const;  // "6+6 layers" or "decoder-only, 6 layers", for headings
+  std::string layers_text() const;  // graph_tool::layers_text(layers, decoder_only)
   // config() of each topology in turn, so a setting one of them refuses fails before any of them runs.
   void check_topologies(const std::vector<std::string>& topologies) const;
 };
+
+// "6+6 layers", or "decoder-only, 6 layers": a model's depth in headings
+std::string layers_text(int64_t layers, bool decoder_only);
 
 struct ReportOptions {
   ModelOptions model;  // topology and layers are overridden by the lists below
