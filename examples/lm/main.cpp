@@ -138,21 +138,28 @@ struct Row {
   std::string sample;
 };
 
-Row train_one(const std::string& topology, const Corpus& c, const Options& o, Device device) {
+// The model of `topology` the options describe, over `vocab` ids (validated).
+nn::TransformerConfig lm_config(const Options& o, const std::string& topology, int64_t vocab) {
   nn::TransformerConfig cfg;
-  cfg.vocab = c.vocab;
+  cfg.vocab = vocab;
   cfg.d_model = o.d_model, cfg.heads = o.heads, cfg.d_ff = o.d_ff;
   cfg.enc_layers = 0, cfg.dec_layers = o.layers;
   cfg.dropout = 0.0;
   cfg.max_positions = std::max<int64_t>(o.context, 16 + o.sample);  // a window; the sample's prompt + continuation
   cfg.topology = topology;
   cfg.init = nn::parse_init_scheme(o.init);
+  cfg.validate();
+  return cfg;
+}
+
+Row train_one(const std::string& topology, const Corpus& c, const Options& o, Device device) {
+  const nn::TransformerConfig cfg = lm_config(o, topology, c.vocab);
   manual_seed(o.seed);
   nn::Transformer lm(cfg);
   lm.to(device);
   Row r;
   r.topology = topology;
-  for (const Tensor& p : lm.parameters()) r.params += p.numel();
+  r.params = lm.num_parameters();
   std::mt19937_64 rng(o.seed);
   const auto started = std::chrono::steady_clock::now();
   {
@@ -243,12 +250,7 @@ static int run(int argc, char** argv) {
     check(o.steps > o.warmup, "--steps ", o.steps, " must exceed --warmup ", o.warmup,
           " (warm-up, then a cosine decay to 10%)");
     const std::vector<std::string> names = cli_lists::split_names(o.topologies, "--topologies");
-    for (const std::string& t : names) {  // every name and size checked before any training
-      nn::TransformerConfig c;
-      c.vocab = 1000, c.d_model = o.d_model, c.heads = o.heads, c.d_ff = o.d_ff, c.enc_layers = 0;
-      c.dec_layers = o.layers, c.topology = t, c.init = nn::parse_init_scheme(o.init);
-      c.validate();
-    }
+    for (const std::string& t : names) lm_config(o, t, 1000);  // names and sizes checked before the text is read
     const Corpus corpus = load_corpus(o);
     std::fprintf(stderr, "%s: %zu training and %zu validation characters, vocabulary %lld (ln V = %.3f)\n",
                  o.text.c_str(), corpus.train.size(), corpus.valid.size(), (long long)corpus.vocab,
