@@ -107,39 +107,30 @@ std::vector<std::vector<int64_t>> generate(Transformer& lm, const std::vector<st
   excluded_host[cfg.pad_id] = 1;
   const Tensor excluded = Tensor::from_vector(excluded_host, {cfg.vocab}, device);
   std::vector<bool> done(R, false);
-  std::vector<int64_t> next(R, cfg.pad_id);  // each row's token picked at the step before
   DecoderState st = lm.start_decoding(R);
   for (int64_t t = 0; t < steps; t++) {
-    std::vector<int64_t> fed(R);
-    for (int64_t r = 0; r < R; r++)  // its prompt, then what it emitted; a finished row pads (masked, no position)
-      fed[r] = t < (int64_t)prompts[r].size() ? prompts[r][t] : done[r] ? cfg.pad_id : next[r];
-    const Tensor logits = lm.decode_step(st, Tensor::from_vector(fed, {R}, device));  // [R, V]
-    bool all_done = true;
-    std::vector<int64_t> picked;  // read once per step, only when some row emits
-    for (int64_t r = 0; r < R; r++) {
-      if (done[r] || t + 1 < (int64_t)prompts[r].size()) {  // finished, or still reading its prompt
-        all_done = all_done && done[r];
-        continue;
-      }
-      if (picked.empty()) {  // each row's token and its logit, in one read: a NaN or inf logit is an error
-        const Tensor allowed = masked_fill(logits, excluded, -INFINITY);
-        const Tensor pick = opt.sampling ? sample_tokens(log_softmax(logits, -1), excluded, opt.draw)
-                                         : topk(allowed, 1).indices;  // [R, 1]
-        const std::vector<double> read =
-            concat({pick.to(DType::F64), gather(allowed, 1, pick).to(DType::F64)}, 1).to_vector<double>();
-        for (int64_t i = 0; i < R; i++) {
-          picked.push_back((int64_t)read[2 * i]);
-          if (!std::isfinite(read[2 * i + 1]) && !done[i] && t + 1 >= (int64_t)prompts[i].size())
-            fail(who, ": row ", i, "'s next-token logits at position ", t, " are not finite (", read[2 * i + 1],
-                 " picked): the model's weights or inputs hold NaN/inf");
-        }
-      }
-      next[r] = picked[r];
-      out[r].push_back(next[r]);
-      done[r] = (int64_t)out[r].size() == opt.max_new_tokens || next[r] == opt.eos;
-      all_done = all_done && done[r];
+    std::vector<int64_t> fed(R), emitting;  // emitting: the rows past their prompt, not finished
+    for (int64_t r = 0; r < R; r++) {  // its prompt, then what it emitted; a finished row pads (masked, no position)
+      const int64_t n = (int64_t)prompts[r].size();
+      fed[r] = t < n ? prompts[r][t] : done[r] ? cfg.pad_id : out[r].back();
+      if (!done[r] && t + 1 >= n) emitting.push_back(r);
     }
-    if (all_done) break;
+    const Tensor logits = lm.decode_step(st, Tensor::from_vector(fed, {R}, device));  // [R, V]
+    if (emitting.empty()) continue;  // every row still reads its prompt
+    // each row's token and its logit, in one read: a NaN or inf logit is an error
+    const Tensor allowed = masked_fill(logits, excluded, -INFINITY);
+    const Tensor pick = opt.sampling ? sample_tokens(log_softmax(logits, -1), excluded, opt.draw)
+                                     : topk(allowed, 1).indices;  // [R, 1]
+    const std::vector<double> read =
+        concat({pick.to(DType::F64), gather(allowed, 1, pick).to(DType::F64)}, 1).to_vector<double>();
+    for (int64_t r : emitting) {
+      if (!std::isfinite(read[2 * r + 1]))
+        fail(who, ": row ", r, "'s next-token logits at position ", t, " are not finite (", read[2 * r + 1],
+             " picked): the model's weights or inputs hold NaN/inf");
+      out[r].push_back((int64_t)read[2 * r]);
+      done[r] = (int64_t)out[r].size() == opt.max_new_tokens || out[r].back() == opt.eos;
+    }
+    if (std::all_of(done.begin(), done.end(), [](bool d) { return d; })) break;
   }
   return out;
 }
