@@ -61,6 +61,7 @@ const std::vector<OpInfo>& op_table() {
       {"where",             3, F::Select},
       {"gather",            2, F::Select},
       {"attention",       -1, F::Attention},
+      {"rotary",            3, F::Attention},
   };
   return table;
 }

@@ -10,7 +10,7 @@
 //   ops_nn.cpp           softmax, log_softmax, layer_norm, rms_norm, l2_norm, embedding, cross_entropy,
 //                        dropout, masked_fill, where
 //   ops_index.cpp        argmax, topk, sort, argsort, gather, index_select, multinomial
-//   ops_attention.cpp    fused scaled-dot-product attention
+//   ops_attention.cpp    fused scaled-dot-product attention, rotary embedding
 #pragma once
 #include <cstdint>
 #include <optional>
@@ -179,6 +179,15 @@ struct AttentionOptions {
 };
 Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& key_padding_mask = Tensor(),
                  const AttentionOptions& opt = {});
+
+// ---- rotary position embedding (RoPE; GPT-NeoX / LLaMA's half split) ----
+// x [B, H, T, dh], dh even: each pair (x_i, x_{i+dh/2}) of row (b, h, t) rotates by the angle of (b, t, i), given
+// by its cosine and sine in cos, sin [B or 1, T, dh/2]:
+//   y = x ⊙ [cos, cos] + rotate_half(x) ⊙ [sin, sin],   rotate_half(x) = [-x_{dh/2:}, x_{:dh/2}]
+// One node; the gradient is the inverse rotation of the output's, to x only: cos and sin are constants (one that
+// requires grad is refused). They take x's dtype (float32 for bf16 x). The output is laid out like x when x is a
+// projection's [B, T, H, dh] buffer seen with heads second (as the attention op's output), else contiguous.
+Tensor rotary(const Tensor& x, const Tensor& cos, const Tensor& sin);
 
 // ---- helpers for op authors ----
 // Throws unless all defined tensors share a device (naming op and devices).

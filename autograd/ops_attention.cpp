@@ -1,4 +1,5 @@
-// Fused scaled-dot-product attention: one node, forward and analytic backward side by side.
+// Fused scaled-dot-product attention and the rotary embedding of its queries and keys: one node each, forward
+// and analytic backward side by side.
 //
 // Every product is one batched GEMM over the B*H heads; the row softmax, with the causal and padding masks
 // inside, and its backward are the backend's, and so is dropout (its mask drawn again in the backward, not
@@ -196,6 +197,38 @@ Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor
            return grads;
          },
          {{"causal", opt.causal}, {"scale", scale}, {"dropout", p_drop}});
+  return out;
+}
+
+// Rotary embedding. Forward: y = R(θ) x, per pair (x_i, x_{i+dh/2}) a rotation by θ_{b,t,i}:
+//   y_i = x_i cos θ - x_{i+dh/2} sin θ,   y_{i+dh/2} = x_{i+dh/2} cos θ + x_i sin θ
+// Backward: R is orthogonal, so dx = R(θ)ᵀ dy = R(-θ) dy: the same kernel with sin negated.
+Tensor rotary(const Tensor& x, const Tensor& cos, const Tensor& sin) {
+  const char* op = "rotary";
+  check_defined(op, x, "x");
+  check_defined(op, cos, "cos");
+  check_defined(op, sin, "sin");
+  check_same_device(op, {x, cos, sin});
+  const DType angles = x.dtype() == DType::BF16 ? DType::F32 : x.dtype();
+  const bool x_ok = is_floating(x.dtype()) && x.dim() == 4 && x.size(3) % 2 == 0;
+  const bool angles_ok = cos.dim() == 3 && cos.shape() == sin.shape() && cos.dtype() == angles &&
+                         sin.dtype() == angles && x_ok && (cos.size(0) == x.size(0) || cos.size(0) == 1) &&
+                         cos.size(1) == x.size(2) && cos.size(2) == x.size(3) / 2;
+  if (!x_ok || !angles_ok)
+    fail(op, ": expected x floating [B, H, T, dh] with dh even and cos, sin [B or 1, T, dh/2] in ",
+         x_ok ? dtype_name(angles) : "x's dtype (float32 for bfloat16 x)", "; got x ", x.meta_str(), ", cos ",
+         cos.meta_str(), ", sin ", sin.meta_str());
+  if (cos.requires_grad() || sin.requires_grad())
+    fail(op, ": cos and sin are constants and get no gradient; got cos ", cos.requires_grad() ? "" : "not ",
+         "requiring grad, sin ", sin.requires_grad() ? "" : "not ", "requiring grad (detach them)");
+  const Tensor c = contiguous_raw(cos), s = contiguous_raw(sin);
+  Tensor out = empty_heads_like(x.shape(), x);
+  be(x).rotary(x, c, s, false, out);
+  record(op, {x, cos, sin}, out, {c, s}, [](const Node& n, const Tensor& g_in) {
+    Tensor gx = empty_heads_like(g_in.shape(), g_in);
+    be(g_in).rotary(g_in, n.saved[0], n.saved[1], true, gx);
+    return std::vector<Tensor>{gx, Tensor(), Tensor()};
+  });
   return out;
 }
 

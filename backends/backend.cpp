@@ -98,6 +98,20 @@ void check_dropout_operands(const Tensor& x, const Tensor& y) {
          y.meta_str());
 }
 
+void check_rotary_operands(const Tensor& x, const Tensor& cos, const Tensor& sin, const Tensor& out) {
+  const bool shapes = x.dim() == 4 && x.size(3) % 2 == 0 && out.shape() == x.shape() && cos.dim() == 3 &&
+                      cos.shape() == sin.shape() && (cos.size(0) == x.size(0) || cos.size(0) == 1) &&
+                      cos.size(1) == x.size(2) && cos.size(2) == x.size(3) / 2;
+  const DType angles = x.dtype() == DType::BF16 ? DType::F32 : x.dtype();
+  const bool dtypes = is_floating(x.dtype()) && out.dtype() == x.dtype() && cos.dtype() == angles &&
+                      sin.dtype() == angles;
+  const bool places = out.device() == x.device() && cos.device() == x.device() && sin.device() == x.device();
+  if (!(shapes && dtypes && places && cos.is_contiguous() && sin.is_contiguous()))
+    fail("rotary", ": expected x and out [B, H, T, dh] (dh even) of one floating dtype, cos and sin contiguous ",
+         "[B or 1, T, dh/2] in ", dtype_name(angles), " on x's device; got x ", x.meta_str(), ", cos ",
+         cos.meta_str(), ", sin ", sin.meta_str(), ", out ", out.meta_str());
+}
+
 void check_softmax_mask(const char* op, const Tensor& x, const SoftmaxMask& mask) {
   const int64_t cols = x.dim() ? x.shape().back() : 1;
   const int64_t rows = cols ? x.numel() / cols : 0;

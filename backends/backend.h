@@ -211,6 +211,14 @@ class Backend {
   // same call on the output gradient, with the same seed and offset.
   virtual void dropout(const Tensor& x, Tensor& y, double p, uint64_t seed, uint64_t offset) = 0;
 
+  // ---- rotary position embedding (RoPE, GPT-NeoX's half split): x and out [B, H, T, dh], dh even, any strides
+  // (out may be a view laid out like x); cos and sin contiguous [B or 1, T, dh/2] in x's dtype (float32 for
+  // bf16 x). With c = cos[b, t, i], s = sin[b, t, i] (s negated when inverse) and i < dh/2:
+  //   out[.., i] = x[.., i] c - x[.., i + dh/2] s,   out[.., i + dh/2] = x[.., i + dh/2] c + x[.., i] s
+  // A rotation of each pair (x_i, x_{i+dh/2}) by the angle whose cos and sin are given; inverse rotates back,
+  // which is also the backward (the rotation's transpose).
+  virtual void rotary(const Tensor& x, const Tensor& cos, const Tensor& sin, bool inverse, Tensor& out) = 0;
+
   // ---- optimizers: fused updates; a parameter's tensors are all contiguous and of one shape ----
   // Adam/AdamW; decoupled=true applies weight decay as p -= lr*wd*p (AdamW), else adds wd*p to the gradient.
   virtual void adam_update(Tensor& param, const Tensor& grad, Tensor& m, Tensor& v, double lr, double beta1,
@@ -242,6 +250,8 @@ ScanLayout cumsum_layout(const Tensor& x, int64_t dim, const Tensor& out);
 ScanLayout topk_layout(const Tensor& x, int64_t dim, int64_t k, const Tensor& out);
 // Backend::dropout's contract (x and y contiguous, of one shape and dtype), checked by every backend's dropout.
 void check_dropout_operands(const Tensor& x, const Tensor& y);
+// Backend::rotary's contract (shapes, dtypes, devices, cos and sin contiguous), checked by every backend's rotary.
+void check_rotary_operands(const Tensor& x, const Tensor& cos, const Tensor& sin, const Tensor& out);
 // Backend::scale_many's contract (floating tensors on the scale's device, a one-element floating scale).
 void check_scale_many(const std::vector<Tensor*>& ts, const Tensor& scale);
 // Backend::norm_many's contract (floating tensors on out's device; out float64, contiguous, one element per tensor).

@@ -203,6 +203,14 @@ bool dropout(Backend& b, const Tensor& x, Tensor& y, double p, uint64_t seed, ui
   return f.done();
 }
 
+bool rotary(Backend& b, const Tensor& x, const Tensor& cos, const Tensor& sin, bool inverse, Tensor& out) {
+  if (!any_bf16({&x, &out})) return false;  // (cos and sin are float32 for bf16 x)
+  check_rotary_operands(x, cos, sin, out);
+  Widened f(b);
+  b.rotary(f.in(x), cos, sin, inverse, f.out(out));
+  return f.done();
+}
+
 bool adam_update(Backend& b, Tensor& param, const Tensor& grad, Tensor& m, Tensor& v, double lr, double beta1,
                  double beta2, double eps, double weight_decay, bool decoupled, int64_t step) {
   if (!any_bf16({&param, &grad, &m, &v})) return false;

@@ -49,6 +49,7 @@ bool cross_entropy(Backend& b, const Tensor& logits, const Tensor& targets, int6
 bool cross_entropy_backward(Backend& b, const Tensor& logits, const Tensor& targets, const Tensor& stats,
                             const Tensor& gloss, int64_t ignore_index, double label_smoothing, Tensor& glogits);
 bool dropout(Backend& b, const Tensor& x, Tensor& y, double p, uint64_t seed, uint64_t offset);
+bool rotary(Backend& b, const Tensor& x, const Tensor& cos, const Tensor& sin, bool inverse, Tensor& out);
 bool adam_update(Backend& b, Tensor& param, const Tensor& grad, Tensor& m, Tensor& v, double lr, double beta1,
                  double beta2, double eps, double weight_decay, bool decoupled, int64_t step);
 }  // namespace in_float32

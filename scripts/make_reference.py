@@ -296,6 +296,22 @@ case("gather", "dim 1 of [3,4], repeated indices", [In([3, 4]), In([3, 2], "int6
 case("gather", "dim 0 of transposed [4,3], index [2,2] smaller on dim 1",
      [In([4, 3], storage_order=T2), In([2, 2], "int64", [3, 0, 1, 1])], gather_fn, {"dim": 0})
 
+
+
+def rotary_fn(p, x, cos, sin):
+    """RoPE, GPT-NeoX's half split: x ⊙ [cos, cos] + rotate_half(x) ⊙ [sin, sin], rotate_half(x) = [-x2, x1]."""
+    h = x.shape[-1] // 2
+    c, s = torch.cat([cos, cos], -1)[:, None], torch.cat([sin, sin], -1)[:, None]
+    return x * c + torch.cat([-x[..., h:], x[..., :h]], -1) * s
+
+
+# (the rotary cases were appended to the committed file on 2026-12-06 without rewriting its earlier lines, which a
+# rerun moves by rounding in a few matmul and reshape cases)
+case("rotary", "x [2,2,3,4], angles [2,3,2]", [In([2, 2, 3, 4]), In([2, 3, 2], grad=False), In([2, 3, 2], grad=False)],
+     rotary_fn)
+case("rotary", "x a [B,T,H,dh] view, angles [1,T,h] for every batch entry",
+     [In([2, 2, 3, 6], storage_order=[0, 2, 1, 3]), In([1, 3, 3], grad=False), In([1, 3, 3], grad=False)], rotary_fn)
+
 # ---------------------------------------------------------------- running and writing
 
 EXCLUDED = {

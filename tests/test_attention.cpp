@@ -376,3 +376,19 @@ REGISTER_GRAD_CASES {
        {leaf({2, 2, 3, 3}, 22), leaf({2, 2, 4, 3}, 23), leaf({2, 2, 4, 3}, 24)}},
   };
 }
+
+// The rotary embedding of q and k (tests/test_positions.cpp has its behaviour).
+REGISTER_GRAD_CASES {
+  using V = std::vector<Tensor>;
+  auto rot = [](const V& x) { return rotary(x[0], x[1], x[2]); };
+  auto heads_view = [](const V& x) { return rotary(x[0].transpose(1, 2), x[1], x[2]); };  // [B, T, H, dh] leaf
+  const auto [c1, s1] = random_angles(2, 3, 2, 31);
+  const auto [c2, s2] = random_angles(1, 4, 3, 32);  // one batch entry of angles serves both
+  const auto [c3, s3] = random_angles(3, 1, 1, 33);
+  return std::vector<GradCase>{
+      gc("rotary", "contiguous x [2,2,3,4], angles [2,3,2]", rot, {leaf({2, 2, 3, 4}, 41), c1, s1}),
+      gc("rotary", "x a [B,T,H,dh] view, angles [1,T,h] for every batch entry", heads_view,
+         {leaf({2, 4, 3, 6}, 42), c2, s2}),
+      gc("rotary", "dh 2, one position", rot, {leaf({3, 2, 1, 2}, 43), c3, s3}),
+  };
+}

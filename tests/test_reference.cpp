@@ -180,6 +180,7 @@ const std::map<std::string, Runner>& runners() {
     r["masked_fill"] = [](const json& p, Inputs in) { return masked_fill(in[0], in[1], p.at("value")); };
     r["where"] = [](const json&, Inputs in) { return where(in[0], in[1], in[2]); };
     r["gather"] = [](const json& p, Inputs in) { return gather(in[0], p.at("dim"), in[1]); };
+    r["rotary"] = [](const json&, Inputs in) { return rotary(in[0], in[1], in[2]); };
     r["attention"] = [](const json& p, Inputs in) {
       AttentionOptions opt;
       opt.causal = p.at("causal");

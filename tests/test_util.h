@@ -1,10 +1,12 @@
 // Shared test helpers: random float64 inputs, closeness checks, the gradient-check registry.
 #pragma once
+#include <cmath>
 #include <cstring>
 #include <doctest/doctest.h>
 
 #include <functional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "skipgrad.h"
@@ -95,6 +97,15 @@ inline void check_close(const Tensor& a, const std::vector<double>& expected, do
     INFO("element " << i << ": got " << x[i] << ", expected " << expected[i]);
     CHECK(std::abs(x[i] - expected[i]) <= atol + rtol * std::abs(expected[i]));
   }
+}
+
+// float64 cos θ and sin θ [B, T, h] of random angles: a valid rotation for every pair
+inline std::pair<Tensor, Tensor> random_angles(int64_t B, int64_t T, int64_t h, uint64_t seed) {
+  Generator g(seed);
+  const std::vector<double> theta = Tensor::randn({B, T, h}, 0, 2, DType::F64, Device::cpu(), &g).to_vector<double>();
+  std::vector<double> c, s;
+  for (double t : theta) c.push_back(std::cos(t)), s.push_back(std::sin(t));
+  return {Tensor::from_vector(c, {B, T, h}), Tensor::from_vector(s, {B, T, h})};
 }
 
 // ---- gradient-check registry: every op in the op table must have at least one case ----

@@ -42,6 +42,7 @@ class CpuBackend final : public Backend {
   void cross_entropy_backward(const Tensor& logits, const Tensor& targets, const Tensor& stats, const Tensor& gloss,
                               int64_t ignore_index, double label_smoothing, Tensor& glogits) override;
   void dropout(const Tensor& x, Tensor& y, double p, uint64_t seed, uint64_t offset) override;
+  void rotary(const Tensor& x, const Tensor& cos, const Tensor& sin, bool inverse, Tensor& out) override;
   void adam_update(Tensor& param, const Tensor& grad, Tensor& m, Tensor& v, double lr, double beta1, double beta2,
                    double eps, double weight_decay, bool decoupled, int64_t step) override;
 };

@@ -1,4 +1,4 @@
-// CPU fused row kernels: softmax, layer/rms norm, embedding, cross entropy, dropout masks.
+// CPU fused row kernels: softmax, layer/rms norm, embedding, cross entropy, dropout masks, rotary embedding.
 // Rows are independent, so each kernel is an OpenMP loop over rows with a plain inner loop; statistics are
 // accumulated in double.
 #include <algorithm>
@@ -375,6 +375,36 @@ void CpuBackend::dropout(const Tensor& x, Tensor& y, double p, uint64_t seed, ui
     const T keep = (T)(1.0 / (1.0 - p));
 #pragma omp parallel for schedule(static) if (n > 65536)
     for (int64_t i = 0; i < n; i++) yp[i] = xp[i] * (random_uniform01(seed, offset + i) >= p ? keep : T(0));
+  });
+}
+
+// Rotary embedding (Backend::rotary): each row (b, h, t) of x rotates its pairs (x_i, x_{i+dh/2}) by the angles
+// of (b, t): y_i = x_i c - x_{i+h} s, y_{i+h} = x_{i+h} c + x_i s, with s negated for the inverse rotation.
+void CpuBackend::rotary(const Tensor& x, const Tensor& cos, const Tensor& sin, bool inverse, Tensor& out) {
+  if (in_float32::rotary(*this, x, cos, sin, inverse, out)) return;
+  check_rotary_operands(x, cos, sin, out);
+  const int64_t B = x.size(0), H = x.size(1), L = x.size(2), half = x.size(3) / 2;
+  const int64_t angle_batch = cos.size(0) == 1 ? 0 : L * half;  // cos/sin [1, T, h] serve every batch entry
+  const Shape xs = x.strides(), os = out.strides();
+  cpu::dispatch_float(x.dtype(), "rotary", [&]<class T>() {
+    const T* xp = static_cast<const T*>(x.data_ptr());
+    const T* cp = static_cast<const T*>(cos.data_ptr());
+    const T* sp = static_cast<const T*>(sin.data_ptr());
+    T* op = static_cast<T*>(out.data_ptr());
+    const T sign = inverse ? T(-1) : T(1);
+#pragma omp parallel for schedule(static) if (B * H * L * half > 65536)
+    for (int64_t row = 0; row < B * H * L; row++) {
+      const int64_t b = row / (H * L), h = row / L % H, t = row % L;
+      const T* xr = xp + b * xs[0] + h * xs[1] + t * xs[2];
+      T* yr = op + b * os[0] + h * os[1] + t * os[2];
+      const T* c = cp + b * angle_batch + t * half;
+      const T* s = sp + b * angle_batch + t * half;
+      for (int64_t i = 0; i < half; i++) {
+        const T x1 = xr[i * xs[3]], x2 = xr[(i + half) * xs[3]], si = sign * s[i];
+        yr[i * os[3]] = x1 * c[i] - x2 * si;
+        yr[(i + half) * os[3]] = x2 * c[i] + x1 * si;
+      }
+    }
   });
 }
 

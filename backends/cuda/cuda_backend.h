@@ -4,7 +4,7 @@
 //   cuda_reduce.cu       sum/mean/max/min/sum-of-squares over any set of dims
 //   cuda_gemm.cu         (batched) GEMM through cuBLAS; linear layers' GEMMs with bias epilogues through cuBLASLt
 //   cuda_norm.cu         softmax, layer_norm, rms_norm forward and backward (one block per row)
-//   cuda_nn.cu           embedding gather/scatter-add, cross entropy, dropout mask
+//   cuda_nn.cu           embedding gather/scatter-add, cross entropy, dropout mask, rotary embedding
 //   cuda_optim.cu        fused Adam/AdamW: per parameter, and over all parameters in one launch
 // All work is queued on one stream; only count_nonfinite and copies to the host synchronise.
 // Only cuda:0 is used so far.
@@ -100,6 +100,7 @@ class CudaBackend final : public Backend {
   void cross_entropy_backward(const Tensor& logits, const Tensor& targets, const Tensor& stats, const Tensor& gloss,
                               int64_t ignore_index, double label_smoothing, Tensor& glogits) override;
   void dropout(const Tensor& x, Tensor& y, double p, uint64_t seed, uint64_t offset) override;
+  void rotary(const Tensor& x, const Tensor& cos, const Tensor& sin, bool inverse, Tensor& out) override;
   void adam_update(Tensor& param, const Tensor& grad, Tensor& m, Tensor& v, double lr, double beta1, double beta2,
                    double eps, double weight_decay, bool decoupled, int64_t step) override;
   void copy_many(const std::vector<const Tensor*>& srcs, const std::vector<Tensor*>& dsts) override;

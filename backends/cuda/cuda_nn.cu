@@ -1,4 +1,5 @@
-// CUDA kernels for embedding gather/scatter-add, cross entropy with label smoothing and dropout masks.
+// CUDA kernels for embedding gather/scatter-add, cross entropy with label smoothing, dropout masks and the rotary
+// embedding.
 //
 // Bad ids and targets cannot be reported without a host synchronisation, so the kernels set a bit in the
 // backend's device error flags (and write 0 / NaN); the next synchronising call (a copy to the host, e.g.
@@ -102,6 +103,27 @@ __global__ void dropout_kernel(const T* x, T* y, int64_t n, double p, uint64_t s
     y[i] = T(C(x[i]) * (random_uniform01(seed, offset + (uint64_t)i) >= p ? keep : C(0)));
 }
 
+// Rotary embedding (Backend::rotary), one thread per pair (x_i, x_{i+h}) of a row (b, hd, t) of x [B, H, T, 2h]:
+//   y_i = x_i c - x_{i+h} s,  y_{i+h} = x_{i+h} c + x_i s   (c, s: the angle of (b, t, i); s negated when inverse)
+// Strides in elements; C is the angles' dtype (x's, float32 for bf16).
+struct RotaryDims {
+  int64_t B, H, T, half, angle_batch;  // angle_batch: elements between batch entries of cos/sin (0: shared)
+  int64_t xs[4], ys[4];
+};
+template <class T, class C = compute_t<T>>
+__global__ void rotary_kernel(const T* x, const C* cos, const C* sin, T* y, RotaryDims d, C sign) {
+  const int64_t n = d.B * d.H * d.T * d.half;
+  for (int64_t e = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; e < n; e += (int64_t)gridDim.x * blockDim.x) {
+    const int64_t i = e % d.half, row = e / d.half, t = row % d.T, h = row / d.T % d.H, b = row / (d.T * d.H);
+    const T* xr = x + b * d.xs[0] + h * d.xs[1] + t * d.xs[2];
+    T* yr = y + b * d.ys[0] + h * d.ys[1] + t * d.ys[2];
+    const int64_t a = b * d.angle_batch + t * d.half + i;
+    const C c = cos[a], s = sign * sin[a], x1 = C(xr[i * d.xs[3]]), x2 = C(xr[(i + d.half) * d.xs[3]]);
+    yr[i * d.ys[3]] = T(x1 * c - x2 * s);
+    yr[(i + d.half) * d.ys[3]] = T(x2 * c + x1 * s);
+  }
+}
+
 }  // namespace
 
 void CudaBackend::embedding(const Tensor& weight, const Tensor& ids, Tensor& out) {
@@ -192,6 +214,27 @@ void CudaBackend::dropout(const Tensor& x, Tensor& y, double p, uint64_t seed, u
     dropout_kernel<T><<<cuda::grid_for(n), cuda::kThreads, 0, stream_>>>(static_cast<const T*>(x.data_ptr()),
                                                                            static_cast<T*>(y.data_ptr()), n, p, seed,
                                                                            offset);
+  });
+  SG_CUDA_LAUNCH_CHECK(op);
+}
+
+void CudaBackend::rotary(const Tensor& x, const Tensor& cos, const Tensor& sin, bool inverse, Tensor& out) {
+  const char* op = "rotary";
+  check_rotary_operands(x, cos, sin, out);
+  RotaryDims d{x.size(0), x.size(1), x.size(2), x.size(3) / 2, cos.size(0) == 1 ? 0 : x.size(2) * (x.size(3) / 2),
+               {}, {}};
+  for (int k = 0; k < 4; k++) {
+    d.xs[k] = x.strides()[k];
+    d.ys[k] = out.strides()[k];
+  }
+  const int64_t n = d.B * d.H * d.T * d.half;
+  if (n == 0) return;
+  cuda::dispatch_float_bf16(x.dtype(), op, [&](auto tag) {
+    using T = decltype(tag);
+    using C = compute_t<T>;
+    rotary_kernel<T><<<cuda::grid_for(n), cuda::kThreads, 0, stream_>>>(
+        static_cast<const T*>(x.data_ptr()), static_cast<const C*>(cos.data_ptr()),
+        static_cast<const C*>(sin.data_ptr()), static_cast<T*>(out.data_ptr()), d, inverse ? C(-1) : C(1));
   });
   SG_CUDA_LAUNCH_CHECK(op);
 }
