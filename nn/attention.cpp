@@ -124,13 +124,21 @@ Tensor MultiHeadAttention::split_heads(const Tensor& x, const char* what) const 
   return x.reshape({x.size(0), x.size(1), cfg.heads, d_head}).transpose(1, 2);
 }
 
-// [B, T, d] -> K, V [B, H, T, dh] (normalised per head when enabled)
-KVCache MultiHeadAttention::kv_heads(const Tensor& key_value) {
+// x [B, H, T, dh] rotated by the angles, recorded as "<scope>.<what>.rotary" ("q_rope", "k_rope"); x as it is when
+// there are none.
+static Tensor rope(const Tensor& x, const RotaryAngles& angles, const char* what) {
+  if (!angles.defined()) return x;
+  Scope s(what);
+  return rotary(x, angles.cos, angles.sin);
+}
+
+// [B, T, d] -> K, V [B, H, T, dh] (normalised per head when enabled, then K rotated when given angles)
+KVCache MultiHeadAttention::kv_heads(const Tensor& key_value, const RotaryAngles& rotary) {
   Tensor k = split_heads(k_proj->forward(key_value), "k_heads");
   Tensor v = split_heads(v_proj->forward(key_value), "v_heads");
   if (k_norm) k = k_norm->forward(k);
   if (v_norm) v = v_norm->forward(v);
-  return {k, v};
+  return {rope(k, rotary, "k_rope"), v};
 }
 
 // For each query row i, over the keys j it sees, of the logits s_ij = q_i·k_j / √d_h (float64, [B, H, Tq] each):
@@ -166,12 +174,13 @@ static AttentionLogitRows visible_logit_rows(const Tensor& q, const Tensor& k, c
 
 // out_proj( concat_h softmax(Q Kᵀ / √d_h + mask) V ) with Q from `query`; k, v [B, H, Tk, dh]
 Tensor MultiHeadAttention::attend(const Tensor& query, const Tensor& k, const Tensor& v,
-                                  const Tensor& key_padding_mask, bool causal) {
+                                  const Tensor& key_padding_mask, bool causal, const RotaryAngles& rotary) {
   const int64_t B = query.size(0), Tq = query.size(1), Tk = k.size(2);
   if (key_padding_mask.defined() && key_padding_mask.shape() != Shape{B, Tk})
     fail(current_scope_or(kKind), ": key padding mask must be ", Shape{B, Tk}, ", got ", key_padding_mask.shape());
   Tensor q = split_heads(q_proj->forward(query), "q_heads");
   if (q_norm) q = q_norm->forward(q);
+  q = rope(q, rotary, "q_rope");
   AttentionOptions opt;
   opt.causal = causal;
   opt.dropout = cfg.attn_dropout;
@@ -187,14 +196,17 @@ Tensor MultiHeadAttention::attend(const Tensor& query, const Tensor& k, const Te
 }
 
 Tensor MultiHeadAttention::forward(const Tensor& query, const Tensor& key_value, const Tensor& key_padding_mask,
-                                   bool causal) {
+                                   bool causal, const RotaryAngles& rotary) {
   Scope s(name());
   check_input(query, "query", -1);
   check_input(key_value, "key/value", query.size(0));
   // under autocast K, V (and, in self-attention, Q) read one bf16 copy of their input
   const Tensor kv_in = autocast::for_products(key_value);
-  KVCache kv = kv_heads(kv_in);
-  return attend(query.impl_ptr() == key_value.impl_ptr() ? kv_in : query, kv.k, kv.v, key_padding_mask, causal);
+  if (rotary.defined() && query.impl_ptr() != key_value.impl_ptr())
+    fail(current_scope_or(kKind), ": rotary angles are for self-attention (query and key/value the same tensor)");
+  KVCache kv = kv_heads(kv_in, rotary);
+  return attend(query.impl_ptr() == key_value.impl_ptr() ? kv_in : query, kv.k, kv.v, key_padding_mask, causal,
+                rotary);
 }
 
 KVCache MultiHeadAttention::project_kv(const Tensor& key_value) {
@@ -202,14 +214,14 @@ KVCache MultiHeadAttention::project_kv(const Tensor& key_value) {
   if (grad_enabled())
     fail(current_scope_or(kKind), ": project_kv is for inference; run it under NoGradGuard");
   check_input(key_value, "key/value", -1);
-  KVCache kv = kv_heads(key_value);
+  KVCache kv = kv_heads(key_value, {});
   return {kv.k.contiguous(), kv.v.contiguous()};
 }
 
 // Appending new keys to the cache: K = [K_cache; K_new] along time. A causal query i (of Tq, the last positions)
 // sees keys j <= i + T_cache - Tq, exactly the keys a full causal forward shows it; a single query sees them all.
 Tensor MultiHeadAttention::forward_cached(const Tensor& query, KVCache& cache, const Tensor& append,
-                                          const Tensor& key_padding_mask, bool causal) {
+                                          const Tensor& key_padding_mask, bool causal, const RotaryAngles& rotary) {
   Scope s(name());
   if (grad_enabled())
     fail(current_scope_or(kKind), ": forward_cached is for inference; run it under NoGradGuard");
@@ -217,7 +229,7 @@ Tensor MultiHeadAttention::forward_cached(const Tensor& query, KVCache& cache, c
   const int64_t B = query.size(0);
   if (append.defined()) {
     check_input(append, "appended key/value", B);
-    KVCache kv = kv_heads(append);
+    KVCache kv = kv_heads(append, rotary);
     const bool first = cache.empty();
     cache.k = first ? kv.k.contiguous() : concat({cache.k, kv.k}, 2);
     cache.v = first ? kv.v.contiguous() : concat({cache.v, kv.v}, 2);
@@ -226,7 +238,9 @@ Tensor MultiHeadAttention::forward_cached(const Tensor& query, KVCache& cache, c
     fail(current_scope_or(kKind), ": forward_cached with an empty cache and nothing to append");
   if (cache.k.size(0) != B)
     fail(current_scope_or(kKind), ": the cache holds ", cache.k.size(0), " rows, the query ", B);
-  return attend(query, cache.k, cache.v, key_padding_mask, causal && query.size(1) > 1);
+  if (rotary.defined() && append.impl_ptr() != query.impl_ptr())
+    fail(current_scope_or(kKind), ": rotary angles are for self-attention steps (append the query itself)");
+  return attend(query, cache.k, cache.v, key_padding_mask, causal && query.size(1) > 1, rotary);
 }
 
 // ---------------------------------------------------------------- FeedForward

@@ -53,7 +53,7 @@ struct AttentionLogitRows {
 
 // fairseq MultiheadAttention:
 //   Q = x W_qᵀ + b_q,  K = kv W_kᵀ + b_k,  V = kv W_vᵀ + b_v   (split into h heads of d_h = d/h)
-//   [Q, K, V ← Norm_{q,k,v}(Q, K, V) per head when enabled]
+//   [Q, K, V ← Norm_{q,k,v}(Q, K, V) per head when enabled]   [Q, K ← RoPE(Q), RoPE(K) when given angles]
 //   O = concat_h( D_att(softmax(Q Kᵀ / √d_h + mask)) V ) W_oᵀ + b_o
 // Init: xavier_uniform(gain 1/√2) for W_q, W_k, W_v (biases: torch default), xavier_uniform for W_o, b_o = 0.
 class MultiHeadAttention : public Module {
@@ -61,17 +61,21 @@ class MultiHeadAttention : public Module {
   explicit MultiHeadAttention(const AttentionConfig& cfg);
   // query [B, Tq, d], key_value [B, Tk, d] (pass the query itself for self-attention), key_padding_mask [B, Tk]
   // (nonzero = padding; may be undefined), causal: key j is hidden from query i when j > i + Tk - Tq.
+  // rotary: the angles of the positions of query (and key_value: self-attention only), [B, T, d_head/2] each;
+  // when defined, q and k are rotated by them after the head norms (RoPE).
   Tensor forward(const Tensor& query, const Tensor& key_value, const Tensor& key_padding_mask = Tensor(),
-                 bool causal = false);
+                 bool causal = false, const RotaryAngles& rotary = {});
 
   // ---- incremental decoding (inference only: grad mode must be off) ----
   // K and V of key_value [B, T, d], as forward computes them: what a cache holds.
   KVCache project_kv(const Tensor& key_value);
   // Attention of query [B, Tq, d] over the cached keys/values, after appending those of `append` [B, Tn, d] when it
   // is defined (a self-attention step: append = query). key_padding_mask [B, T_cache] covers every cached key.
-  // forward(x, x, mask, causal) on a sequence == forward_cached on its positions one at a time.
+  // rotary: the angles of the query's positions, which the appended keys share; the cache holds rotated keys.
+  // forward(x, x, mask, causal, angles) on a sequence == forward_cached on its positions one at a time.
   Tensor forward_cached(const Tensor& query, KVCache& cache, const Tensor& append = Tensor(),
-                        const Tensor& key_padding_mask = Tensor(), bool causal = false);
+                        const Tensor& key_padding_mask = Tensor(), bool causal = false,
+                        const RotaryAngles& rotary = {});
 
   void reset_fairseq();
 
@@ -89,8 +93,10 @@ class MultiHeadAttention : public Module {
   // Shared by forward and the cached path; they run inside the module's scope.
   void check_input(const Tensor& t, const char* what, int64_t batch) const;  // [batch, T, d] (batch -1: any)
   Tensor split_heads(const Tensor& x, const char* what) const;                 // [B, T, d] -> [B, H, T, dh]
-  KVCache kv_heads(const Tensor& key_value);                                  // heads of k_proj/v_proj (+ norms)
-  Tensor attend(const Tensor& query, const Tensor& k, const Tensor& v, const Tensor& key_padding_mask, bool causal);
+  // heads of k_proj/v_proj (+ norms, + the rotary embedding of k when `rotary` is defined)
+  KVCache kv_heads(const Tensor& key_value, const RotaryAngles& rotary);
+  Tensor attend(const Tensor& query, const Tensor& k, const Tensor& v, const Tensor& key_padding_mask, bool causal,
+                const RotaryAngles& rotary);
 };
 
 enum class Activation { ReLU, GELU, SwiGLU };

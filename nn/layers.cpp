@@ -138,12 +138,16 @@ SinusoidalPositions::SinusoidalPositions(int64_t d, int64_t max_pos, int64_t pad
 
 Tensor SinusoidalPositions::forward(const Tensor& ids) {
   Scope s(name());
-  const std::string who = current_scope_or("SinusoidalPositions");
+  return embedding(table, make_positions(ids, padding_idx, max_positions, current_scope_or("SinusoidalPositions")));
+}
+
+Tensor make_positions(const Tensor& ids, int64_t padding_idx, int64_t max_positions, const std::string& who) {
   if (!(ids.defined() && ids.dim() == 2 && ids.dtype() == DType::I64))
     fail(who, ": ids must be int64 [B, T], got ", ids.defined() ? ids.meta_str() : "an undefined tensor");
   // make_positions: non-pad tokens get padding_idx + 1, + 2, ... in order; pad tokens get padding_idx.
   //   real = [id != pad];  pos = real * cumsum(real) + pad
   // computed with ops on ids' device, so a GPU step reads nothing back to the host here.
+  NoGradGuard no_grad;
   const Tensor pad = Tensor::full({1}, (double)padding_idx, DType::I64, ids.device());
   const Tensor real = sub(Tensor::ones({1}, DType::I64, ids.device()), eq(ids, pad));
   const Tensor count = cumsum(real, 1);  // real tokens so far in each row
@@ -154,7 +158,39 @@ Tensor SinusoidalPositions::forward(const Tensor& ids) {
     const int64_t longest = (int64_t)max(count.select(1, ids.size(1) - 1).to(DType::F64), {0}).item();
     check(longest <= max_positions, who, ": a sequence of ", longest, " tokens exceeds max_positions ", max_positions);
   }
-  return embedding(table, pos);
+  return pos;
+}
+
+// ---------------------------------------------------------------- RotaryEmbedding
+
+RotaryEmbedding::RotaryEmbedding(int64_t dh, int64_t max_pos, int64_t pad, double b)
+    : d_head(dh), max_positions(max_pos), padding_idx(pad), base(b) {
+  check(dh > 0 && dh % 2 == 0 && max_pos > 0 && pad >= 0 && b > 1 && std::isfinite(b), "RotaryEmbedding",
+        ": need an even d_head > 0, max_positions > 0, padding_idx >= 0 and a finite base > 1; got ", dh, ", ",
+        max_pos, ", ", pad, ", ", b);
+  const int64_t half = dh / 2;
+  int64_t rows = 0, elements = 0;  // as SinusoidalPositions: no overflow, no 16 GiB
+  check(!__builtin_add_overflow(max_pos, pad + 1, &rows) && !__builtin_mul_overflow(rows, half, &elements) &&
+            elements <= (int64_t(1) << 31),
+        "RotaryEmbedding", ": tables of ", max_pos, " positions (+ padding ", pad, ") x ", half,
+        " are too large (at most 2^31 elements each)");
+  std::vector<float> c(rows * half, 1.0f), s(rows * half, 0.0f);  // rows up to padding_idx: angle 0
+  for (int64_t p = pad + 1; p < rows; p++) {
+    const double n = (double)(p - pad - 1);  // the token's index in its sequence, from 0
+    for (int64_t i = 0; i < half; i++) {
+      const double angle = n * std::pow(b, -2.0 * (double)i / (double)dh);
+      c[p * half + i] = (float)std::cos(angle);
+      s[p * half + i] = (float)std::sin(angle);
+    }
+  }
+  cos_table = register_buffer("cos_table", Tensor::from_vector<float>(c, {rows, half}));
+  sin_table = register_buffer("sin_table", Tensor::from_vector<float>(s, {rows, half}));
+}
+
+RotaryAngles RotaryEmbedding::forward(const Tensor& positions) {
+  Scope s(name());
+  NoGradGuard no_grad;  // constants: the tables are buffers
+  return {embedding(cos_table, positions), embedding(sin_table, positions)};
 }
 
 // ---------------------------------------------------------------- Dropout

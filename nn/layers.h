@@ -1,5 +1,5 @@
-// Basic layers: Linear, Embedding, SinusoidalPositions, Dropout, LayerNorm, RMSNorm, L2Norm, and the
-// initialisers they use. Each forward opens `Scope s(name())`, so a node reads "enc.0.ffn.fc1.linear".
+// Basic layers: Linear, Embedding, SinusoidalPositions, RotaryEmbedding, Dropout, LayerNorm, RMSNorm, L2Norm, and
+// the initialisers they use. Each forward opens `Scope s(name())`, so a node reads "enc.0.ffn.fc1.linear".
 #pragma once
 #include <cstdint>
 #include <memory>
@@ -60,6 +60,32 @@ class SinusoidalPositions : public Module {
   Tensor forward(const Tensor& ids);  // int64 [B, T] -> [B, T, d]
   int64_t dim, max_positions, padding_idx;
   Tensor table;
+};
+
+// fairseq's make_positions: int64 [B, T] of ids -> their positions, padding_idx + 1, + 2, ... for the non-pad tokens
+// of each row in order, padding_idx for pads (computed on ids' device, not recorded). On the CPU a row of more than
+// max_positions real tokens is an Error naming `who`; on a GPU the lookup that reads the positions flags it.
+Tensor make_positions(const Tensor& ids, int64_t padding_idx, int64_t max_positions, const std::string& who);
+
+// The cosines and sines of the rotary angles at some positions: cos, sin [B, T, d_head/2] (undefined: no rotary).
+struct RotaryAngles {
+  Tensor cos, sin;
+  bool defined() const { return cos.defined(); }
+};
+
+// Rotary position embedding (RoPE, Su et al. 2021) as GPT-NeoX and LLaMA apply it to each head's queries and keys:
+// the pair (x_i, x_{i+d_head/2}) of a token n tokens after the first is rotated by θ_{n,i} = n · base^(-2i/d_head),
+// so q·k depends on the positions only through their difference. Tables cos θ and sin θ for max_positions tokens
+// (rows indexed like make_positions: row padding_idx + 1 + n for token n; rows up to padding_idx angle 0), computed
+// in double and stored as float32 buffers, as SinusoidalPositions' table; no parameters.
+class RotaryEmbedding : public Module {
+ public:
+  RotaryEmbedding(int64_t d_head, int64_t max_positions, int64_t padding_idx, double base);
+  // positions int64 [B, T] (make_positions) -> their angles, for rotary() (autograd/ops.h).
+  RotaryAngles forward(const Tensor& positions);
+  int64_t d_head, max_positions, padding_idx;
+  double base;
+  Tensor cos_table, sin_table;
 };
 
 // Inverted dropout with probability p while training; identity in eval mode.

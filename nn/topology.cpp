@@ -47,6 +47,11 @@ void TransformerConfig::validate(const Topology& made) const {
   check(mixln_post_layers >= -1, who, ": mixln_post_layers must be >= 0 (or -1 for floor(L/4)), got ",
         mixln_post_layers);
   check(max_positions > 0, who, ": max_positions must be positive, got ", max_positions);
+  check(rope_theta > 1 && std::isfinite(rope_theta), who, ": rope_theta must be finite and > 1, got ", rope_theta);
+  check(positions == PositionEncoding::Rope || rope_theta == 10000, who, ": rope_theta ", rope_theta,
+        " is for positions rope; positions ", position_encoding_name(positions), " does not use it (leave it 10000)");
+  check(positions != PositionEncoding::Rope || (d_model / heads) % 2 == 0, who, ": positions rope rotates pairs of "
+        "each head's dims: d_model / heads = ", d_model / heads, " must be even");
   check(pad_id >= 0 && pad_id < vocab, who, ": pad_id ", pad_id, " outside the vocabulary [0, ", vocab, ")");
   check(qk_norm != HeadNormTargets::None || qk_norm_kind == HeadNormKind::RMSNorm, who, ": qk_norm_kind ",
         head_norm_kind_name(qk_norm_kind), " needs qk_norm qk or qkv (qk_norm is none)");
@@ -58,6 +63,22 @@ void TransformerConfig::validate(const Topology& made) const {
           o.owner, "'s; topology ", topology, " does not use it (leave it ", o.default_text, ")");
   check(tie_output || !share_embeddings, who, ": tie_output false needs share_embeddings false (one table shared by "
         "source, target and output is tied to the output)");
+}
+
+const char* position_encoding_name(PositionEncoding p) {
+  switch (p) {
+    case PositionEncoding::Sinusoidal: return "sinusoidal";
+    case PositionEncoding::Learned: return "learned";
+    case PositionEncoding::Rope: return "rope";
+  }
+  return "?";
+}
+
+PositionEncoding parse_position_encoding(const std::string& s) {
+  if (s == "sinusoidal") return PositionEncoding::Sinusoidal;
+  if (s == "learned") return PositionEncoding::Learned;
+  if (s == "rope") return PositionEncoding::Rope;
+  fail("parse_position_encoding", ": unknown position encoding '", s, "'; known: sinusoidal, learned, rope");
 }
 
 const std::vector<TopologyOption>& topology_options() {
@@ -131,8 +152,9 @@ Stream Layer::forward(const Stream& in, const LayerInputs& ctx) {
 }
 
 Tensor Layer::SA(const Tensor& x, const LayerInputs& ctx) {
-  if (ctx.cache) return self_attn->forward_cached(x, ctx.cache->self_attn, x, ctx.self_pad_mask, ctx.causal);
-  return self_attn->forward(x, x, ctx.self_pad_mask, ctx.causal);
+  if (ctx.cache)
+    return self_attn->forward_cached(x, ctx.cache->self_attn, x, ctx.self_pad_mask, ctx.causal, ctx.rotary);
+  return self_attn->forward(x, x, ctx.self_pad_mask, ctx.causal, ctx.rotary);
 }
 
 Tensor Layer::CA(const Tensor& x, const LayerInputs& ctx) {

@@ -24,6 +24,15 @@
 namespace skipgrad::nn {
 
 enum class InitScheme { Fairseq, SmallInit, DeepNorm, GPT2 };
+// How token positions enter the model (TransformerConfig::positions):
+//   Sinusoidal  fairseq's fixed table, added to the scaled token embedding (the default)
+//   Learned     a trained table, added instead: "embed_positions.weight" [max_positions + pad_id + 1, d] (fairseq's
+//               LearnedPositionalEmbedding, GPT-2's wpe)
+//   Rope        nothing added; every self-attention rotates its queries and keys by their positions (RoPE: GPT-NeoX,
+//               LLaMA, OLMo), with base rope_theta. Cross-attention is not rotated.
+enum class PositionEncoding { Sinusoidal, Learned, Rope };
+const char* position_encoding_name(PositionEncoding p);  // "sinusoidal", "learned", "rope"
+PositionEncoding parse_position_encoding(const std::string& s);
 const char* init_scheme_name(InitScheme s);  // "fairseq", "small_init", "deep_norm", "gpt2"
 InitScheme parse_init_scheme(const std::string& s);
 
@@ -53,6 +62,8 @@ struct TransformerConfig {
                                     // ties it: false with share_embeddings is refused)
   int64_t max_positions = 1024;
   int64_t pad_id = 1;               // fairseq's padding index
+  PositionEncoding positions = PositionEncoding::Sinusoidal;
+  double rope_theta = 10000;        // RoPE's base (positions Rope only; LLaMA 3 uses 500000)
 
   // Throws an Error naming the first bad field (an unknown topology lists the known ones).
   void validate() const;
@@ -101,6 +112,8 @@ struct LayerInputs {
   bool causal = false;     // decoder self-attention
   Tensor memory;           // decoder: the encoder output [B, S, d]; undefined in the encoder (and with a cache)
   Tensor memory_pad_mask;  // [B, S]
+  // positions Rope: the angles of the stream's positions [B, T, d_head/2], for self-attention (undefined otherwise)
+  RotaryAngles rotary;
   // Decoder step (inference): the stream holds only the new position(s); SA appends their keys/values to
   // cache->self_attn and attends over all of it, CA reads cache->cross_attn instead of projecting `memory`.
   // Everything else in a layer is position-wise, so apply() is the same code for both.

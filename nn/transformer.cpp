@@ -28,6 +28,9 @@ std::string Transformer::kind() const {
      << head_norm_targets_name(cfg_.qk_norm) << " " << head_norm_kind_name(cfg_.qk_norm_kind) << ", resi_dual_scale "
      << exact(cfg_.resi_dual_scale)
      << ", mixln_post_layers " << cfg_.mixln_post_layers << ", pad " << cfg_.pad_id;
+  // (only when not the default, so files written before positions could be chosen read as sinusoidal)
+  if (cfg_.positions != PositionEncoding::Sinusoidal) os << ", positions " << position_encoding_name(cfg_.positions);
+  if (cfg_.positions == PositionEncoding::Rope) os << " theta " << exact(cfg_.rope_theta);
   if (const std::string own = topology_->settings(); !own.empty()) os << ", " << cfg_.topology << " " << own;
   os << ")";
   return os.str();
@@ -75,7 +78,24 @@ Transformer::Transformer(const TransformerConfig& cfg) : cfg_(cfg) {
       init::normal_(output_projection->weight, 0.0, std::pow((double)d, -0.5));
     }
   }
-  positions = register_module("positions", std::make_shared<SinusoidalPositions>(d, cfg.max_positions, cfg.pad_id));
+  switch (cfg.positions) {
+    case PositionEncoding::Sinusoidal:
+      positions = register_module("positions", std::make_shared<SinusoidalPositions>(d, cfg.max_positions, cfg.pad_id));
+      break;
+    case PositionEncoding::Learned: {  // fairseq LearnedPositionalEmbedding: N(0, d^-0.5), the padding row zero
+      int64_t rows = 0, elements = 0;  // (as SinusoidalPositions: max_positions may come from a command line)
+      check(!__builtin_add_overflow(cfg.max_positions, cfg.pad_id + 1, &rows) &&
+                !__builtin_mul_overflow(rows, d, &elements) && elements <= (int64_t(1) << 32),
+            "Transformer", ": a learned table of ", cfg.max_positions, " positions (+ padding ", cfg.pad_id, ") x ", d,
+            " is too large (at most 2^32 elements)");
+      learned_positions = register_module("embed_positions", std::make_shared<Embedding>(rows, d, cfg.pad_id));
+      break;
+    }
+    case PositionEncoding::Rope:
+      rotary = register_module("rotary", std::make_shared<RotaryEmbedding>(d / cfg.heads, cfg.max_positions,
+                                                                          cfg.pad_id, cfg.rope_theta));
+      break;
+  }
 
   encoder = std::make_shared<Stack>();  // decoder-only: stays empty, and is not a submodule
   if (!cfg.decoder_only()) {
@@ -103,6 +123,7 @@ void Transformer::apply_init() {
       const double sigma = std::sqrt(2.0 / (5.0 * (double)cfg_.d_model));
       src_embed->reset_normal(sigma, 3.0);
       if (tgt_embed != src_embed) tgt_embed->reset_normal(sigma, 3.0);
+      if (learned_positions) learned_positions->reset_normal(sigma, 3.0);
       if (output_projection) output_projection->reset_trunc_normal(sigma, 3.0);
       for (auto& l : encoder->layers) small_init(*l, cfg_.enc_layers);
       for (auto& l : decoder->layers) small_init(*l, cfg_.dec_layers);
@@ -111,6 +132,7 @@ void Transformer::apply_init() {
     case InitScheme::GPT2: {
       src_embed->reset_normal(0.02);
       if (tgt_embed != src_embed) tgt_embed->reset_normal(0.02);
+      if (learned_positions) learned_positions->reset_normal(0.02);  // nanoGPT's wpe
       if (output_projection) init::normal_(output_projection->weight, 0.0, 0.02);
       for (auto& l : encoder->layers) gpt2_init(*l, cfg_.enc_layers);
       for (auto& l : decoder->layers) gpt2_init(*l, cfg_.dec_layers);
@@ -139,11 +161,29 @@ Tensor Transformer::padding_mask(const Tensor& ids) const {
   return eq(ids, Tensor::full({1}, (double)cfg_.pad_id, DType::I64, ids.device())).named("pad_mask");
 }
 
-// x = D(√d · E[ids] + pos), pos = PE(ids); the encoder then zeroes padded positions: x = x · (1 − pad).
-Tensor Transformer::embed(Embedding& table, const Tensor& ids, const Tensor& pos, const Tensor& pad_mask,
+Tensor Transformer::position_ids(const Tensor& ids) const {
+  Scope s("positions");
+  return make_positions(ids, cfg_.pad_id, cfg_.max_positions, current_scope());
+}
+
+Transformer::PositionInputs Transformer::position_inputs(const Tensor& ids) {
+  switch (cfg_.positions) {
+    case PositionEncoding::Sinusoidal: {
+      Scope s(positions->name());
+      return {embedding(positions->table, ids), {}};
+    }
+    case PositionEncoding::Learned: return {learned_positions->forward(ids), {}};
+    case PositionEncoding::Rope: return {Tensor(), rotary->forward(ids)};
+  }
+  return {};
+}
+
+// x = D(√d · E[ids] + pos), pos = PE(ids) (RoPE: nothing added); the encoder then zeroes padded positions:
+// x = x · (1 − pad).
+Tensor Transformer::embed(Embedding& table, const Tensor& ids, const Tensor& added, const Tensor& pad_mask,
                           bool zero_pads) {
-  Tensor scaled = mul(table.forward(ids), std::sqrt((double)cfg_.d_model)).named("embed_scale");
-  Tensor x = add(scaled, Tensor(pos).named("positions")).named("add_positions");
+  Tensor x = mul(table.forward(ids), std::sqrt((double)cfg_.d_model)).named("embed_scale");
+  if (added.defined()) x = add(x, Tensor(added).named("positions")).named("add_positions");
   x = dropout(x, cfg_.dropout, is_training());
   if (zero_pads) {
     Tensor keep = rsub(pad_mask.to(x.dtype()), 1.0).unsqueeze(-1).named("keep_mask");
@@ -247,9 +287,11 @@ Tensor Transformer::encode(const Tensor& src_ids) {
 
 Tensor Transformer::encode_masked(const Tensor& src_ids, const Tensor& pad) {
   Scope scope(encoder->name());
-  Tensor x = embed(*src_embed, src_ids, positions->forward(src_ids), pad, true);
+  const PositionInputs at = position_inputs(position_ids(src_ids));
+  Tensor x = embed(*src_embed, src_ids, at.added, pad, true);
   LayerInputs ctx;
   ctx.self_pad_mask = pad;
+  ctx.rotary = at.rotary;
   Stream s = run_stack(*encoder, topology_->begin_stack(x, Side::Encoder), ctx);
   return topology_->end_stack(s, Side::Encoder);
 }
@@ -289,10 +331,12 @@ Tensor Transformer::decode(const Tensor& enc_out, const Tensor& src_pad_mask, co
   {
     Scope scope(decoder->name());
     Tensor tgt_pad = padding_mask(tgt_prefix);
-    Tensor y = embed(*tgt_embed, tgt_prefix, positions->forward(tgt_prefix), tgt_pad, false);
+    const PositionInputs at = position_inputs(position_ids(tgt_prefix));
+    Tensor y = embed(*tgt_embed, tgt_prefix, at.added, tgt_pad, false);
     LayerInputs ctx;
     ctx.self_pad_mask = tgt_pad;  // fairseq passes prev_output_tokens.eq(pad) as the self-attention padding mask
     ctx.causal = true;
+    ctx.rotary = at.rotary;
     if (enc_out.defined()) ctx.memory = autocast::for_products(enc_out);  // under autocast, one bf16 copy for
                                                                           // every layer's K and V
     ctx.memory_pad_mask = src_pad_mask;
@@ -442,9 +486,10 @@ Tensor Transformer::decode_step(DecoderState& st, const Tensor& tokens) {
   {
     Scope scope(decoder->name());
     Tensor ids = Tensor::from_vector(tok, {R, 1}, device);
-    Tensor pos_emb = embedding(positions->table, Tensor::from_vector(pos, {R, 1}, device));
-    Tensor y = embed(*tgt_embed, ids, pos_emb, Tensor(), false);  // [R, 1, d]
+    const PositionInputs at = position_inputs(Tensor::from_vector(pos, {R, 1}, device));
+    Tensor y = embed(*tgt_embed, ids, at.added, Tensor(), false);  // [R, 1, d]
     LayerInputs ctx;
+    ctx.rotary = at.rotary;
     if (any_pad) ctx.self_pad_mask = Tensor::from_vector(key_pad, {R, t}, device);
     ctx.causal = true;
     ctx.memory_pad_mask = st.memory_pad_mask;

@@ -10,7 +10,9 @@
 // decoder's layers are [SA, F] in the topology's arrangement, and
 //   Tensor logits = lm.forward(ids);                                // [B, T, V], causal: position t sees ids[:t+1]
 //
-// Embedding (fairseq): e = √d · E[tok] + PE_sin(pos), then D(e); the encoder zeroes padded positions.
+// Embedding (fairseq): e = √d · E[tok] + PE(pos), then D(e); the encoder zeroes padded positions. PE is the
+// sinusoidal table, or a learned one (cfg.positions); with RoPE nothing is added and every self-attention rotates
+// its queries and keys instead.
 // Parameters: "embed.weight" (shared by source, target and output when cfg.share_embeddings), otherwise
 // "src_embed.weight", "tgt_embed.weight" and, unless cfg.tie_output, "output_projection.weight";
 // "enc.<i>.…" and "dec.<i>.…" for the layers, "enc.final_norm.…" etc. for the topology's stack modules.
@@ -114,11 +116,24 @@ class Transformer : public Module {
 
   std::shared_ptr<Embedding> src_embed, tgt_embed;  // the same module when sharing
   std::shared_ptr<Linear> output_projection;        // null when the output is tied to tgt_embed
+  // Exactly one of these three, by cfg.positions: the sinusoidal table ("positions", a buffer), the learned one
+  // ("embed_positions", a parameter), or RoPE's angle tables ("rotary", buffers).
   std::shared_ptr<SinusoidalPositions> positions;
+  std::shared_ptr<Embedding> learned_positions;
+  std::shared_ptr<RotaryEmbedding> rotary;
   std::shared_ptr<Stack> encoder, decoder;  // a decoder-only model's encoder is empty and not a submodule
 
  private:
-  Tensor embed(Embedding& table, const Tensor& ids, const Tensor& pos, const Tensor& pad_mask, bool zero_pads);
+  // What the positions of the tokens bring: the rows added to their embedding (sinusoidal, learned), or the angles
+  // every self-attention rotates by (RoPE). position_ids: make_positions' ids ([B, T]).
+  struct PositionInputs {
+    Tensor added;
+    RotaryAngles rotary;
+  };
+  PositionInputs position_inputs(const Tensor& position_ids);
+  Tensor position_ids(const Tensor& ids) const;  // make_positions, named in the caller's scope + ".positions"
+  // e = D(√d · E[ids] + added) (nothing added when `added` is undefined); zero_pads: e · (1 − pad) after.
+  Tensor embed(Embedding& table, const Tensor& ids, const Tensor& added, const Tensor& pad_mask, bool zero_pads);
   Tensor encode_masked(const Tensor& src_ids, const Tensor& src_pad_mask);  // encode() with the mask made
   Stream run_stack(Stack& stack, Stream s, LayerInputs ctx, std::vector<LayerCache>* caches = nullptr);
   Tensor output_logits(const Tensor& features);

@@ -1,14 +1,16 @@
 #!/usr/bin/python3
 # Writes tests/reference/transformer_<case>.safetensors: an independent PyTorch (float64) reference of skipgrad's
-# encoder-decoder Transformer for every topology, and lm_<case>.safetensors, the decoder-only language model
-# (C16). tests/test_transformer_reference.cpp builds the same model in
-# skipgrad (float64), loads these weights, and compares logits, loss and every parameter gradient (1e-9 relative).
+# encoder-decoder Transformer for every topology, lm_<case>.safetensors, the decoder-only language model (C16),
+# and positions_<case>.safetensors, learned positions and RoPE (C17). tests/test_transformer_reference.cpp builds
+# the same model in skipgrad (float64), loads these weights, and compares logits, loss and every parameter gradient
+# (1e-9 relative).
 # CI never needs torch: the files are committed; re-run this script only when a case changes.
 #
 # The committed files were produced by Debian bookworm's python3-torch 1.13.1+dfsg-4 (torch.__version__ "1.13.0a0",
 # CPU) with numpy 1.24.2:   apt-get install -y python3-torch && /usr/bin/python3 scripts/make_transformer_reference.py
 # A later run on another machine reproduces them to rounding (~1e-16, BLAS summation order), not bit for bit; the
-# lm_* files were added on 2026-12-06 without rewriting the transformer_* files (git checkout them after a run).
+# lm_* and positions_* files were added on 2026-12-06 without rewriting the transformer_* files (git checkout them
+# after a run).
 # The safetensors format is written by hand (write_safetensors below), so the `safetensors` package is not needed.
 #
 # The layer equations are written here from /work/shared/TOPOLOGIES.md (§0-§5), NOT translated from the C++.
@@ -47,6 +49,13 @@
 #       variance), no dropout.
 #   C16 decoder-only (enc_layers 0): no "enc.*" parameter, no cross-attention (nor its norms, ω); the decoder stack
 #       as above with its causal + key-padding self-attention; DeepNorm's decoder-only α = (2M)^{1/4} (§5.1 table).
+#   C17 positions (positions_<case>.safetensors; the config's "positions"): "learned" adds row p of a trained table
+#       "embed_positions.weight" [max_positions + pad_id + 1, d] instead of the sinusoidal row (p as in C2, the pad
+#       row zero); "rope" adds nothing and rotates q and k of every self-attention (never cross-attention) after the
+#       per-head norms, GPT-NeoX's half split (RoFormer eq. 34 with the pairs (i, i + d_h/2)):
+#       q' = q ⊙ cos θ + rotate_half(q) ⊙ sin θ, rotate_half(q) = [-q_{d_h/2:}, q_{:d_h/2}], θ_{n,i} = n·base^(-2i/d_h)
+#       for the n-th non-pad token of its row (from 0; pads angle 0); cos θ and sin θ computed in double and rounded
+#       to float32, as C2's table (skipgrad stores them as float32 buffers).
 # Dropout is 0 everywhere, so where the dropouts sit does not enter the numbers.
 #
 # Model: vocab 13, d 8, 2 heads (d_h 4), ffn 32, 2+2 layers, pad_id 0, shared embeddings, LayerNorm (plus RMSNorm
@@ -92,6 +101,14 @@ LM_CONFIG = dict(CONFIG, enc_layers=0, dec_layers=3)
 LM_IN = [[2, 10, 11, 12, 4, 5], [2, 5, 6, 0, 0, 0]]
 LM_OUT = [[10, 11, 12, 4, 5, 2], [5, 6, 2, 0, 0, 0]]
 
+# Other position encodings (C17; tests/reference/positions_<case>.safetensors): (case, topology, norm, model kind,
+# positions). The test builds its models with max_positions 64, which sizes the learned table.
+POSITION_CASES = [("lm_rope_pre_ln", "pre_ln", "layer_norm", "lm", "rope"),
+                  ("lm_rope_hybrid_norm", "hybrid_norm", "rms_norm", "lm", "rope"),
+                  ("lm_learned_post_ln", "post_ln", "layer_norm", "lm", "learned"),
+                  ("transformer_rope_resi_dual", "resi_dual", "layer_norm", "transformer", "rope")]
+POSITION_CONFIG = dict(max_positions=64, rope_theta=10000.0)
+
 
 # ---------------------------------------------------------------- building blocks (TOPOLOGIES.md §0)
 
@@ -129,7 +146,7 @@ class Ref:
 
     # fairseq MHA (§0): Q = x W_q + b_q etc., per head softmax(Q Kᵀ/√d_h + mask) V, then W_o; optional per-head
     # norms on q, k, v (§4.2 / C6).
-    def mha(self, name, q_in, kv_in, key_pad, causal, qkv_norm):
+    def mha(self, name, q_in, kv_in, key_pad, causal, qkv_norm, rope=None):
         B, Tq, _ = q_in.shape
         Tk = kv_in.shape[1]
         split = lambda t, T: t.reshape(B, T, self.h, self.dh).transpose(1, 2)  # [B, H, T, d_h]
@@ -138,6 +155,8 @@ class Ref:
         v = split(self.linear(name + ".v_proj", kv_in), Tk)
         if qkv_norm:
             q, k, v = self.N(name + ".q_norm", q), self.N(name + ".k_norm", k), self.N(name + ".v_norm", v)
+        if rope is not None:  # C17: (cos θ, sin θ) [B, T, d_h/2] of the self-attention's positions
+            q, k = rotate(q, *rope), rotate(k, *rope)
         scores = q @ k.transpose(-1, -2) / math.sqrt(self.dh)
         mask = key_pad[:, None, None, :].expand(B, 1, Tq, Tk).clone()
         if causal:
@@ -156,7 +175,7 @@ class Ref:
         dec = side == "dec"
         cross = dec and self.cfg["enc_layers"] > 0  # C16
         qkv = self.topo.startswith("hybrid_norm")
-        SA = lambda u: self.mha(pre + ".self_attn", u, u, ctx["self_pad"], dec, qkv)
+        SA = lambda u: self.mha(pre + ".self_attn", u, u, ctx["self_pad"], dec, qkv, ctx.get("rope"))
         CA = lambda u: self.mha(pre + ".cross_attn", u, ctx["memory"], ctx["memory_pad"], False, qkv)
         F = lambda u: self.ffn(pre + ".ffn", u)
         N = lambda n, u: self.N(f"{pre}.{n}", u)
@@ -219,7 +238,12 @@ class Ref:
 
     def embed(self, ids, zero_pads):  # C2, C3
         d, pad = self.d, self.cfg["pad_id"]
-        x = math.sqrt(d) * self.P["embed.weight"][ids] + sinusoidal_positions(ids, d, pad)
+        x = math.sqrt(d) * self.P["embed.weight"][ids]
+        kind = self.cfg.get("positions", "sinusoidal")
+        if kind == "sinusoidal":
+            x = x + sinusoidal_positions(ids, d, pad)
+        elif kind == "learned":  # C17
+            x = x + self.P["embed_positions.weight"][fairseq_positions(ids, pad)]
         if zero_pads:
             x = x * (ids != pad).to(x.dtype).unsqueeze(-1)
         return x
@@ -239,12 +263,15 @@ class Ref:
 
     def forward(self, src, tgt_in):
         pad = self.cfg["pad_id"]
+        rope = (lambda ids: rope_angles(ids, self.dh, pad, self.cfg["rope_theta"])) \
+            if self.cfg.get("positions") == "rope" else (lambda ids: None)
         if self.cfg["enc_layers"] == 0:  # C16: src is None
-            feats = self.stack("dec", self.embed(tgt_in, False), dict(self_pad=tgt_in == pad))
+            feats = self.stack("dec", self.embed(tgt_in, False), dict(self_pad=tgt_in == pad, rope=rope(tgt_in)))
             return feats @ self.P["embed.weight"].T
         src_pad, tgt_pad = src == pad, tgt_in == pad
-        enc = self.stack("enc", self.embed(src, True), dict(self_pad=src_pad))
-        feats = self.stack("dec", self.embed(tgt_in, False), dict(self_pad=tgt_pad, memory=enc, memory_pad=src_pad))
+        enc = self.stack("enc", self.embed(src, True), dict(self_pad=src_pad, rope=rope(src)))
+        feats = self.stack("dec", self.embed(tgt_in, False),
+                           dict(self_pad=tgt_pad, memory=enc, memory_pad=src_pad, rope=rope(tgt_in)))
         return feats @ self.P["embed.weight"].T
 
 
@@ -278,6 +305,32 @@ def sinusoidal_positions(ids, d, pad):  # C2
     return torch.from_numpy(out)
 
 
+def fairseq_positions(ids, pad):  # C2's p: pad + (non-pad tokens so far) for a token, pad for a pad
+    real = (ids != pad).to(torch.int64)
+    return real * torch.cumsum(real, 1) + pad
+
+
+def rope_angles(ids, dh, pad, base):  # C17: cos θ, sin θ [B, T, d_h/2], float32-rounded
+    half = dh // 2
+    cos, sin = np.ones(tuple(ids.shape) + (half,)), np.zeros(tuple(ids.shape) + (half,))
+    for b in range(ids.shape[0]):
+        n = 0
+        for t in range(ids.shape[1]):
+            if int(ids[b, t]) == pad:
+                continue
+            for i in range(half):
+                angle = n * base ** (-2.0 * i / dh)
+                cos[b, t, i], sin[b, t, i] = float(np.float32(math.cos(angle))), float(np.float32(math.sin(angle)))
+            n += 1
+    return torch.from_numpy(cos), torch.from_numpy(sin)
+
+
+def rotate(x, cos, sin):  # x [B, H, T, d_h]: x ⊙ cos θ + rotate_half(x) ⊙ sin θ (C17)
+    half = x.shape[-1] // 2
+    c, s = torch.cat([cos, cos], -1)[:, None], torch.cat([sin, sin], -1)[:, None]
+    return x * c + torch.cat([-x[..., half:], x[..., :half]], -1) * s
+
+
 def label_smoothed_loss(logits, target, pad, eps):  # C12
     V = logits.shape[-1]
     logp = torch.log_softmax(logits, -1)
@@ -294,6 +347,8 @@ def label_smoothed_loss(logits, target, pad, eps):  # C12
 def parameter_shapes(cfg, topology, norm):
     d, ff, V, dh = cfg["d_model"], cfg["d_ff"], cfg["vocab"], cfg["d_model"] // cfg["heads"]
     shapes = {"embed.weight": [V, d]}
+    if cfg.get("positions") == "learned":  # C17
+        shapes["embed_positions.weight"] = [cfg["max_positions"] + cfg["pad_id"] + 1, d]
 
     def add_norm(name, size=d):
         shapes[name + ".weight"] = [size]
@@ -343,7 +398,7 @@ def random_parameters(shapes, pad):
     params = {}
     for name in sorted(shapes):
         shape = shapes[name]
-        if name == "embed.weight":
+        if name in ("embed.weight", "embed_positions.weight"):
             t = torch.randn(shape) * shape[1] ** -0.5
             t[pad] = 0  # fairseq zeroes the padding row
         elif name.endswith("rezero_alpha"):  # away from its init 0, so that every branch counts
@@ -385,14 +440,18 @@ def main():
     for prefix, cfg, seed0, batch in (("transformer", CONFIG, 1000, (SRC, TGT_IN, TGT_OUT)),
                                       ("lm", LM_CONFIG, 2000, (None, LM_IN, LM_OUT))):
         total += write_cases(prefix, cfg, seed0, *batch)
+    for i, (case, topology, norm, kind, positions) in enumerate(POSITION_CASES):  # C17
+        cfg = dict(LM_CONFIG if kind == "lm" else CONFIG, positions=positions, **POSITION_CONFIG)
+        batch = (None, LM_IN, LM_OUT) if kind == "lm" else (SRC, TGT_IN, TGT_OUT)
+        total += write_cases("positions", cfg, 3000 + i, *batch, cases=[(case, topology, norm)])
     print(f"total {total} bytes")
 
 
-def write_cases(prefix, cfg, seed0, src, tgt_in, tgt_out):
+def write_cases(prefix, cfg, seed0, src, tgt_in, tgt_out, cases=CASES):
     src = None if src is None else torch.tensor(src, dtype=torch.int64)
     tgt_in, tgt_out = torch.tensor(tgt_in, dtype=torch.int64), torch.tensor(tgt_out, dtype=torch.int64)
     total = 0
-    for seed, (case, topology, norm) in enumerate(CASES):
+    for seed, (case, topology, norm) in enumerate(cases):
         torch.manual_seed(seed0 + seed)
         params = random_parameters(parameter_shapes(cfg, topology, norm), cfg["pad_id"])
         model = Ref(cfg, topology, norm, params)
@@ -408,7 +467,7 @@ def write_cases(prefix, cfg, seed0, src, tgt_in, tgt_out):
             tensors.update(src_ids=src.numpy())
         if topology == "admin":
             tensors.update(admin_profiled(cfg, params, src, tgt_in))
-        meta = {k: repr(v) for k, v in cfg.items()}
+        meta = {k: v if isinstance(v, str) else repr(v) for k, v in cfg.items()}
         meta.update(topology=topology, norm=norm, torch=torch.__version__)
         path = os.path.join(OUT_DIR, f"{prefix}_{case}.safetensors")
         write_safetensors(path, tensors, meta)

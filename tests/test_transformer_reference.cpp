@@ -5,7 +5,8 @@
 // of that loss with respect to every parameter ("grad.<name>"); its metadata holds the config. We build the same
 // model in float64, copy the weights in, run forward + loss + backward and compare everything to 1e-9 relative.
 // tests/reference/lm_<case>.safetensors are the decoder-only language models of the same script (enc_layers 0, no
-// "src_ids"), compared the same way through Transformer::forward(ids).
+// "src_ids"), compared the same way through Transformer::forward(ids); positions_<case>.safetensors learned
+// positions and RoPE.
 // Agreement is ~1e-15 on logits and loss. The test is sharp: leaving the positions table unrounded to float32 moves
 // the logits by ~1e-8, ResiDual's final-norm ε 1e-5 instead of 1e-7 by ~1e-6 — both fail.
 #include <algorithm>
@@ -56,6 +57,12 @@ nn::TransformerConfig config_of(const nn::SafetensorsFile& f) {
   c.dropout = c.attn_dropout = c.act_dropout = 0.0;
   c.share_embeddings = true;
   c.max_positions = 64;
+  // positions_<case> files (C17) name their encoding; the others are sinusoidal
+  if (f.metadata.count("positions")) {
+    c.positions = nn::parse_position_encoding(meta(f, "positions"));
+    c.rope_theta = std::stod(meta(f, "rope_theta"));
+    CHECK(std::stoll(meta(f, "max_positions")) == c.max_positions);  // the learned table's size
+  }
   return c;
 }
 
@@ -161,6 +168,19 @@ TEST_SUITE("transformer_reference") {
 
   TEST_CASE("decoder-only language model, every topology: logits, loss and all gradients match the reference") {
     compare_all("lm");
+  }
+
+  TEST_CASE("learned positions and RoPE (decoder-only and encoder-decoder): logits, loss, gradients match") {
+    std::ostringstream summary;
+    for (const char* c :
+         {"lm_rope_pre_ln", "lm_rope_hybrid_norm", "lm_learned_post_ln", "transformer_rope_resi_dual"}) {
+      INFO("case positions_" << std::string(c));
+      const Worst w = compare_case("positions", c);
+      summary << "  " << c << ": logits " << w.logits << ", loss " << w.loss << ", worst " << w.error << " ("
+              << w.what << ")\n";
+      CHECK_MESSAGE(w.error <= kTolerance, c, ": worst relative error ", w.error, " in ", w.what);
+    }
+    MESSAGE("positions reference:\n" << summary.str());
   }
 
   TEST_CASE("admin_profile_init: the profiled ω and ratios match the reference's profiling pass") {

@@ -37,6 +37,8 @@ struct Options {
   int64_t eval_every = 100, eval_batches = 8, sample = 80, top_k = 0;
   double lr = 2e-3, temperature = 0;  // temperature 0: the greedy sample
   std::string init = "fairseq";  // fairseq | small_init | deep_norm | gpt2 (TransformerConfig::init)
+  std::string positions = "sinusoidal";  // sinusoidal | learned | rope (TransformerConfig::positions)
+  double rope_theta = 10000;
   uint64_t seed = 1;
   std::string device = "cpu";
 };
@@ -148,6 +150,8 @@ nn::TransformerConfig lm_config(const Options& o, const std::string& topology, i
   cfg.max_positions = std::max<int64_t>(o.context, 16 + o.sample);  // a window; the sample's prompt + continuation
   cfg.topology = topology;
   cfg.init = nn::parse_init_scheme(o.init);
+  cfg.positions = nn::parse_position_encoding(o.positions);
+  cfg.rope_theta = o.rope_theta;
   cfg.validate();
   return cfg;
 }
@@ -229,6 +233,9 @@ static int run(int argc, char** argv) {
       ->check(in_range(0, 1 << 16))->capture_default_str();
   app.add_option("--init", o.init, "fairseq | small_init | deep_norm | gpt2 (N(0, 0.02), as nanoGPT)")
       ->capture_default_str();
+  app.add_option("--positions", o.positions, "sinusoidal | learned (GPT-2's) | rope (rotary, as LLaMA/OLMo)")
+      ->capture_default_str();
+  app.add_option("--rope-theta", o.rope_theta, "RoPE's base, with --positions rope")->capture_default_str();
   app.add_option("--temperature", o.temperature, "the sample's: 0 greedy, else drawn (nn::generate)")
       ->check(cli_checks::number_that("in [0, 100]", [](double v) { return v >= 0 && v <= 100; }))
       ->capture_default_str();
@@ -258,10 +265,10 @@ static int run(int argc, char** argv) {
     std::vector<Row> rows;
     for (const std::string& t : names) rows.push_back(train_one(t, corpus, o, device));
     std::printf("Character-level decoder-only LMs on %s: %lld layers, d %lld, %lld heads, FFN %lld, context %lld, "
-                "batch %lld, %lld steps, init %s, AdamW lr %g (cosine to 10%% after %lld warm-up steps), clip 1, "
-                "device %s. Losses in nats per character, validation over %lld fixed batches.\n\n",
+                "batch %lld, %lld steps, init %s, %s positions, AdamW lr %g (cosine to 10%% after %lld warm-up "
+                "steps), clip 1, device %s. Losses in nats per character, validation over %lld fixed batches.\n\n",
                 o.text.c_str(), (long long)o.layers, (long long)o.d_model, (long long)o.heads, (long long)o.d_ff,
-                (long long)o.context, (long long)o.batch, (long long)o.steps, o.init.c_str(), o.lr,
+                (long long)o.context, (long long)o.batch, (long long)o.steps, o.init.c_str(), o.positions.c_str(), o.lr,
                 (long long)o.warmup, o.device.c_str(), (long long)o.eval_batches);
     std::printf("| topology | parameters | valid at init | train (last step) | valid | bits/char | max ‖g‖ | seconds "
                 "| sample (greedy, or --temperature) |\n|---|---|---|---|---|---|---|---|---|\n");

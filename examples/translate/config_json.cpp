@@ -20,7 +20,8 @@ std::string config_to_json(const TransformerConfig& c) {
             {"qk_norm", head_norm_targets_name(c.qk_norm)}, {"qk_norm_kind", head_norm_kind_name(c.qk_norm_kind)},
             {"resi_dual_scale", c.resi_dual_scale}, {"mixln_post_layers", c.mixln_post_layers},
             {"init", init_scheme_name(c.init)}, {"share_embeddings", c.share_embeddings},
-            {"tie_output", c.tie_output}, {"max_positions", c.max_positions}, {"pad_id", c.pad_id}};
+            {"tie_output", c.tie_output}, {"max_positions", c.max_positions}, {"pad_id", c.pad_id},
+            {"positions", position_encoding_name(c.positions)}, {"rope_theta", c.rope_theta}};
   return j.dump();
 }
 
@@ -59,6 +60,9 @@ TransformerConfig config_from_json(const std::string& s) {
     c.resi_dual_scale = j.at("resi_dual_scale"); c.mixln_post_layers = integer("mixln_post_layers");
     c.init = parse_init_scheme(j.at("init")); c.share_embeddings = j.at("share_embeddings");
     c.tie_output = j.at("tie_output"); c.max_positions = integer("max_positions"); c.pad_id = integer("pad_id");
+    // (files from before 2026-12-06 have neither: sinusoidal positions)
+    if (j.contains("positions")) c.positions = parse_position_encoding(j.at("positions"));
+    if (j.contains("rope_theta")) c.rope_theta = j.at("rope_theta");
   } catch (const json::exception& e) {
     skipgrad::fail("config_from_json", ": missing or mistyped field: ", e.what());
   }

@@ -58,6 +58,7 @@ static CLI::Validator label_smoothing_range() {
 // The model options given by name, parsed into TrainOptions::model once the command line is read.
 struct ModelChoices {
   std::string norm = "layer_norm", act = "relu", init = "fairseq", qk_norm = "none", qk_norm_kind = "rms_norm";
+  std::string positions = "sinusoidal";
 };
 
 // Options shared by train, compare and sweep.
@@ -87,6 +88,9 @@ static void add_train_options(CLI::App* c, TrainOptions& o, ModelChoices& m) {
       ->capture_default_str();
   c->add_option("--qk-norm-kind", m.qk_norm_kind, "rms_norm | layer_norm | l2 (HybridNorm: --norm's kind)")
       ->capture_default_str();
+  c->add_option("--positions", m.positions, "sinusoidal | learned | rope (rotary, in every self-attention)")
+      ->capture_default_str();
+  c->add_option("--rope-theta", o.model.rope_theta, "RoPE's base, with --positions rope")->capture_default_str();
   c->add_option("--resi-dual-scale", o.model.resi_dual_scale)->capture_default_str();
   c->add_option("--label-smoothing", o.label_smoothing)->check(label_smoothing_range())->capture_default_str();
   c->add_option("--lr", o.lr)->capture_default_str();
@@ -253,6 +257,7 @@ static int run_command(int argc, char** argv) {
     o.model.init = nn::parse_init_scheme(choices.init);
     o.model.qk_norm = nn::parse_head_norm_targets(choices.qk_norm);
     o.model.qk_norm_kind = nn::parse_head_norm_kind(choices.qk_norm_kind);
+    o.model.positions = nn::parse_position_encoding(choices.positions);
     check(o.model.qk_norm != nn::HeadNormTargets::None || o.model.qk_norm_kind == nn::HeadNormKind::RMSNorm,
           "--qk-norm-kind", ": ", choices.qk_norm_kind, " needs --qk-norm qk or qkv");
     // Options that only act together with another: given alone they would be silently ignored.

@@ -1,0 +1,294 @@
+// Position encodings: the rotary op (RoPE), RotaryEmbedding's tables, and nn::Transformer with cfg.positions learned
+// and rope, decoder-only and encoder-decoder. Their numbers against PyTorch: test_reference.cpp (the op) and
+// test_transformer_reference.cpp (tests/reference/positions_*.safetensors, whole models).
+#include <unistd.h>
+
+#include <cmath>
+#include <filesystem>
+
+#include "analysis/graph.h"
+#include "nn/checkpoint.h"
+#include "nn/generate.h"
+#include "nn/loss.h"
+#include "nn/transformer.h"
+#include "test_util.h"
+
+using namespace sgtest;
+namespace nn = skipgrad::nn;
+
+namespace {
+
+// The rotary op by its definition, with the recorded elementwise ops: [x1 c − x2 s, x2 c + x1 s]
+Tensor rotary_by_hand(const Tensor& x, const Tensor& cos, const Tensor& sin) {
+  const int64_t h = x.size(3) / 2;
+  const Tensor x1 = x.slice(3, 0, h), x2 = x.slice(3, h, 2 * h), c = cos.unsqueeze(1), s = sin.unsqueeze(1);
+  return concat({sub(mul(x1, c), mul(x2, s)), add(mul(x2, c), mul(x1, s))}, 3);
+}
+
+// The tests' tiny model (d 16, 2 heads: d_head 8) as a decoder-only model of `layers` layers.
+nn::TransformerConfig tiny_lm(const std::string& topology, nn::PositionEncoding positions, int64_t layers = 2) {
+  nn::TransformerConfig c = tiny_transformer(topology);
+  c.enc_layers = 0;
+  c.dec_layers = layers;
+  c.positions = positions;
+  if (topology == "mix_ln") c.mixln_post_layers = 1;
+  return c;
+}
+
+Tensor ids(const std::vector<int64_t>& v, int64_t B, int64_t T) { return Tensor::from_vector<int64_t>(v, {B, T}); }
+
+bool has_parameter(const nn::Module& m, const std::string& name) {
+  for (const auto& named : m.named_parameters())
+    if (named.first == name) return true;
+  return false;
+}
+
+}  // namespace
+
+TEST_SUITE("positions") {
+  TEST_CASE("rotary: its definition, on views; the inverse rotation; norms of pairs kept; output laid out like x") {
+    const auto [c, s] = random_angles(2, 5, 4, 1);
+    const Tensor x = leaf({2, 3, 5, 8}, 2);
+    CHECK(max_abs_diff(rotary(x, c, s), rotary_by_hand(x, c, s)) < 1e-15);
+    const Tensor view = leaf({2, 5, 3, 8}, 3).transpose(1, 2);  // a projection's heads
+    const Tensor y = rotary(view, c, s);
+    CHECK(max_abs_diff(y, rotary_by_hand(view, c, s)) < 1e-15);
+    CHECK(y.strides() == view.strides());  // the attention op reads it without a copy, as it reads q
+    CHECK(max_abs_diff(rotary(y, c, neg(s)), view) < 1e-14);
+    const auto [c1, s1] = random_angles(1, 5, 4, 4);  // [1, T, h]: every batch entry
+    CHECK(max_abs_diff(rotary(x, c1, s1), rotary_by_hand(x, c1.expand({2, 5, 4}), s1.expand({2, 5, 4}))) < 1e-15);
+    // each pair keeps its length: x_i² + x_{i+h}² is unchanged
+    const Tensor sq = mul(x, x), ysq = mul(rotary(x, c, s), rotary(x, c, s));
+    CHECK(max_abs_diff(add(sq.slice(3, 0, 4), sq.slice(3, 4, 8)), add(ysq.slice(3, 0, 4), ysq.slice(3, 4, 8))) <
+          1e-13);
+    // float32, and bf16 x with float32 angles (autocast's q and k)
+    const Tensor x32 = x.detach().to(DType::F32);
+    CHECK(max_abs_diff(rotary(x32, c.to(DType::F32), s.to(DType::F32)), rotary(x, c, s)) < 1e-5);
+    const Tensor y16 = rotary(x32.to(DType::BF16), c.to(DType::F32), s.to(DType::F32));
+    CHECK(y16.dtype() == DType::BF16);
+    CHECK(max_abs_diff(y16, rotary(x, c, s)) < 0.05);
+  }
+
+  TEST_CASE("rotary refuses what it cannot do, naming the op, the shapes and what it expected") {
+    const auto [c, s] = random_angles(2, 5, 4, 1);
+    const Tensor x = leaf({2, 3, 5, 8}, 2);
+    CHECK_THROWS_WITH_ALL(rotary(leaf({2, 3, 5, 7}, 2), c, s), "rotary", "dh even", "float64[2,3,5,7]");
+    CHECK_THROWS_WITH_ALL(rotary(leaf({2, 5, 8}, 2), c, s), "rotary", "[B, H, T, dh]");
+    CHECK_THROWS_WITH_ALL(rotary(x, c.slice(1, 0, 4), s.slice(1, 0, 4)), "rotary", "[B or 1, T, dh/2]",
+                          "cos float64[2,4,4]");
+    CHECK_THROWS_WITH_ALL(rotary(x, c.to(DType::F32), s.to(DType::F32)), "rotary", "in float64", "float32[2,5,4]");
+    CHECK_THROWS_WITH_ALL(rotary(x, leaf({2, 5, 4}, 5), s), "rotary", "cos and sin are constants",
+                          "cos requiring grad");
+    CHECK_THROWS_WITH_ALL(rotary(x, Tensor(), s), "rotary", "cos");
+  }
+
+  TEST_CASE("RotaryEmbedding: angle 0 at the first token; q·k depends on the positions only through their distance") {
+    nn::RotaryEmbedding rope(8, 64, 1, 10000);
+    CHECK(rope.named_parameters().empty());
+    // make_positions' ids of a row of 12 real tokens: pad + 1 + n
+    std::vector<int64_t> pos(12);
+    for (int64_t n = 0; n < 12; n++) pos[n] = 2 + n;
+    const nn::RotaryAngles a = rope.forward(ids(pos, 1, 12));
+    CHECK(a.cos.shape() == Shape{1, 12, 4});
+    CHECK(a.cos.slice(1, 0, 1).to_vector<float>() == std::vector<float>(4, 1.0f));
+    CHECK(a.sin.slice(1, 0, 1).to_vector<float>() == std::vector<float>(4, 0.0f));
+    // token n, pair i: θ = n · 10000^(-2i/8)
+    CHECK(a.sin.to_vector<double>()[5 * 4 + 1] == doctest::Approx(std::sin(5 * std::pow(10000.0, -0.25))));
+    // one q and one k at every position: the logit of q at m and k at j equals that of q at m + 3 and k at j + 3
+    Generator g(8);
+    const Tensor q = Tensor::randn({1, 1, 1, 8}, 0, 1, DType::F32, Device::cpu(), &g).expand({1, 1, 12, 8});
+    const Tensor k = Tensor::randn({1, 1, 1, 8}, 0, 1, DType::F32, Device::cpu(), &g).expand({1, 1, 12, 8});
+    const Tensor logits = matmul(rotary(q, a.cos, a.sin), rotary(k, a.cos, a.sin), false, true);  // [1,1,12,12]
+    const std::vector<double> l = logits.to_vector<double>();
+    for (int64_t m = 0; m < 9; m++)
+      for (int64_t j = 0; j < 9; j++) {
+        INFO("m " << m << ", j " << j);
+        CHECK(std::abs(l[m * 12 + j] - l[(m + 3) * 12 + j + 3]) < 1e-5);
+      }
+    CHECK(std::abs(l[0 * 12 + 5] - l[0 * 12 + 6]) > 1e-3);  // and it does depend on the distance
+    CHECK_THROWS_WITH_ALL(nn::RotaryEmbedding(7, 64, 1, 10000), "RotaryEmbedding", "even d_head", "7");
+  }
+
+  TEST_CASE("Transformer positions: the parameters, buffers and kind of sinusoidal, learned and rope") {
+    using P = nn::PositionEncoding;
+    manual_seed(1);
+    nn::Transformer sin_lm(tiny_lm("pre_ln", P::Sinusoidal)), learned(tiny_lm("pre_ln", P::Learned)),
+        rope(tiny_lm("pre_ln", P::Rope));
+    CHECK(sin_lm.positions);
+    CHECK(!sin_lm.learned_positions);
+    CHECK(sin_lm.kind().find("positions") == std::string::npos);  // as checkpoints written before the option
+    CHECK(learned.learned_positions);
+    CHECK(!learned.positions);
+    CHECK(has_parameter(learned, "embed_positions.weight"));
+    CHECK(learned.learned_positions->weight.shape() == Shape{64 + 1 + 1, 16});  // max_positions + pad + 1
+    CHECK(learned.learned_positions->weight.select(0, 1).to_vector<float>() == std::vector<float>(16, 0.0f));
+    CHECK(learned.kind().find(", positions learned)") != std::string::npos);
+    CHECK(rope.rotary);
+    CHECK(rope.num_parameters() == sin_lm.num_parameters());
+    CHECK(rope.kind().find(", positions rope theta 10000)") != std::string::npos);
+    nn::TransformerConfig c = tiny_lm("pre_ln", P::Rope);
+    c.rope_theta = 500000;
+    CHECK(nn::Transformer(c).kind().find("rope theta 5e+05)") != std::string::npos);  // shortest round trip
+
+    // a checkpoint of one encoding is refused by a model of another with the same parameters
+    const std::string path = (std::filesystem::temp_directory_path() /
+                              ("skipgrad_positions_" + std::to_string(::getpid()) + ".safetensors")).string();
+    nn::save_checkpoint(path, rope);
+    CHECK_THROWS_WITH_ALL(nn::load_checkpoint(path, sin_lm), "load_checkpoint", "positions rope theta 10000");
+    nn::Transformer rope_too(tiny_lm("pre_ln", P::Rope));
+    CHECK_NOTHROW(nn::load_checkpoint(path, rope_too));
+    std::filesystem::remove(path);
+  }
+
+  TEST_CASE("TransformerConfig refuses positions settings it cannot honour") {
+    nn::TransformerConfig c = tiny_lm("pre_ln", nn::PositionEncoding::Rope);
+    c.d_model = 18;
+    c.heads = 2;  // d_head 9
+    CHECK_THROWS_WITH_ALL(c.validate(), "TransformerConfig", "d_model / heads = 9 must be even");
+    c = tiny_lm("pre_ln", nn::PositionEncoding::Sinusoidal);
+    c.rope_theta = 500000;
+    CHECK_THROWS_WITH_ALL(c.validate(), "rope_theta 500000 is for positions rope");
+    c = tiny_lm("pre_ln", nn::PositionEncoding::Rope);
+    c.rope_theta = 1;
+    CHECK_THROWS_WITH_ALL(c.validate(), "rope_theta must be finite and > 1");
+    CHECK_THROWS_WITH_ALL(nn::parse_position_encoding("alibi"), "unknown position encoding 'alibi'",
+                          "sinusoidal, learned, rope");
+    c = tiny_lm("pre_ln", nn::PositionEncoding::Learned);
+    c.max_positions = int64_t(1) << 40;
+    CHECK_THROWS_WITH_ALL(nn::Transformer{c}, "Transformer", "learned table", "too large");
+  }
+
+  TEST_CASE("decoder-only LMs with learned and rope positions: causal, pad-safe, decode_step equals forward") {
+    for (nn::PositionEncoding p : {nn::PositionEncoding::Learned, nn::PositionEncoding::Rope})
+      for (const char* topo : {"pre_ln", "post_ln", "hybrid_norm", "resi_dual"}) {
+        INFO(nn::position_encoding_name(p) << " " << topo);
+        manual_seed(4);
+        nn::Transformer lm(tiny_lm(topo, p, 3));
+        lm.to(DType::F64);
+        Tensor in = ids({2, 4, 5, 6, 7, 2, 8, 9, 1, 1}, 2, 5), out = ids({4, 5, 6, 7, 2, 8, 9, 2, 1, 1}, 2, 5);
+        Tensor loss = nn::label_smoothed_nll(lm.forward(in), out, 1, 0.1).loss;
+        lm.zero_grad();
+        loss.backward();
+        for (const auto& named : lm.named_parameters()) {  // not a structured binding: clang 14 cannot capture it
+          INFO(named.first);
+          CHECK(named.second.grad().defined());
+        }
+        lm.eval();
+        NoGradGuard no_grad;
+        Tensor a = lm.forward(ids({2, 4, 5, 6, 7}, 1, 5)), b = lm.forward(ids({2, 4, 5, 9, 7}, 1, 5));
+        CHECK(max_abs_diff(a.slice(1, 0, 3), b.slice(1, 0, 3)) < 1e-12);  // position t sees tokens 0..t only
+        CHECK(max_abs_diff(a.slice(1, 3, 5), b.slice(1, 3, 5)) > 1e-4);
+        Tensor padded = lm.forward(ids({2, 4, 1, 5, 6, 7}, 1, 6));  // a pad has no position and is no key
+        CHECK(max_abs_diff(padded.slice(1, 3, 6), a.slice(1, 2, 5)) < 1e-12);
+        // the order matters: the same tokens in another order give other logits at the last position
+        Tensor swapped = lm.forward(ids({2, 5, 4, 6, 7}, 1, 5));
+        CHECK(max_abs_diff(swapped.slice(1, 4, 5), a.slice(1, 4, 5)) > 1e-4);
+
+        const std::vector<std::vector<int64_t>> rows = {{2, 4, 5, 6, 7}, {2, 8, 1, 9, 10}};  // a pad fed mid-way
+        nn::DecoderState st = lm.start_decoding(2);
+        for (int64_t t = 0; t < 5; t++) {
+          Tensor step = lm.decode_step(st, Tensor::from_vector<int64_t>({rows[0][t], rows[1][t]}, {2}));
+          std::vector<int64_t> prefix;
+          for (const auto& r : rows) prefix.insert(prefix.end(), r.begin(), r.begin() + t + 1);
+          Tensor full = lm.forward(ids(prefix, 2, t + 1)).slice(1, t, t + 1).reshape({2, 13});
+          INFO("step " << t);
+          CHECK(max_abs_diff(step, full) < 1e-12);
+        }
+      }
+  }
+
+  TEST_CASE("encoder-decoder with rope: decode_step equals decode; cross-attention is not rotated") {
+    nn::TransformerConfig c = tiny_transformer("pre_ln");
+    c.positions = nn::PositionEncoding::Rope;
+    manual_seed(6);
+    nn::Transformer model(c);
+    model.to(DType::F64);
+    Tensor src = ids({4, 5, 6, 2, 7, 8, 2, 1}, 2, 4);
+    {
+      model.eval();
+      NoGradGuard no_grad;
+      Tensor enc = model.encode(src), mask = model.padding_mask(src);
+      const std::vector<std::vector<int64_t>> rows = {{2, 9, 10, 11}, {2, 3, 4, 5}};
+      nn::DecoderState st = model.start_decoding(enc, mask);
+      for (int64_t t = 0; t < 4; t++) {
+        Tensor step = model.decode_step(st, Tensor::from_vector<int64_t>({rows[0][t], rows[1][t]}, {2}));
+        std::vector<int64_t> prefix;
+        for (const auto& r : rows) prefix.insert(prefix.end(), r.begin(), r.begin() + t + 1);
+        Tensor full = model.decode(enc, mask, ids(prefix, 2, t + 1)).slice(1, t, t + 1).reshape({2, 13});
+        INFO("step " << t);
+        CHECK(max_abs_diff(step, full) < 1e-12);
+      }
+    }
+    // the graph: q and k rotated in every self-attention, nothing added to the embeddings, no rotation in CA
+    current_tape().clear();
+    model.train();
+    Tensor loss = nn::label_smoothed_nll(model.forward(src, ids({2, 9, 10, 11, 2, 3, 4, 5}, 2, 4)),
+                                         ids({9, 10, 11, 2, 3, 4, 5, 2}, 2, 4), 1, 0.1).loss;
+    GraphOptions go;
+    go.value_norms = false;
+    const Graph g = Graph::from_tape(current_tape(), go);
+    int rotations = 0;
+    for (const auto& n : g.nodes) {
+      CHECK(n.name.find("add_positions") == std::string::npos);
+      CHECK(!(n.op == "rotary" && n.name.find("cross_attn") != std::string::npos));
+      rotations += n.op == "rotary";
+    }
+    CHECK(rotations == 2 * (2 + 2));  // q and k of the 2 + 2 self-attentions
+    bool named = false;
+    for (const auto& n : g.nodes) named = named || n.name == "dec.1.self_attn.k_rope.rotary";
+    CHECK(named);
+    current_tape().clear();
+  }
+
+  TEST_CASE("float64 gradcheck of whole LMs with learned positions and with rope") {
+    for (nn::PositionEncoding p : {nn::PositionEncoding::Learned, nn::PositionEncoding::Rope}) {
+      INFO(nn::position_encoding_name(p));
+      manual_seed(7);
+      nn::TransformerConfig c = tiny_lm("hybrid_norm", p, 2);  // per-head norms, then the rotation
+      c.d_model = 8;
+      c.d_ff = 8;
+      nn::Transformer lm(c);
+      lm.to(DType::F64);
+      Tensor in = ids({2, 5, 6, 2, 7, 1}, 2, 3), out = ids({5, 6, 2, 7, 2, 1}, 2, 3);
+      std::vector<Tensor> params = {lm.parameter("dec.0.self_attn.q_proj.weight"),
+                                    lm.parameter("dec.1.self_attn.k_proj.weight"), lm.parameter("embed.weight")};
+      if (p == nn::PositionEncoding::Learned) params.push_back(lm.parameter("embed_positions.weight"));
+      auto res = gradcheck(
+          [&](const std::vector<Tensor>&) {
+            return cross_entropy(lm.forward(in).reshape({-1, 13}), out.reshape({-1}), 1);
+          },
+          params, 1e-6, 1e-6, 1e-4);
+      CHECK_MESSAGE(res.ok, res.message);
+    }
+  }
+
+  TEST_CASE("on a GPU: a rope LM's loss, gradients and generated tokens equal the CPU's") {
+    if (!cuda_available()) {
+      MESSAGE("skipped: no CUDA device");
+      return;
+    }
+    for (nn::PositionEncoding p : {nn::PositionEncoding::Rope, nn::PositionEncoding::Learned}) {
+      INFO(nn::position_encoding_name(p));
+      manual_seed(12);
+      nn::Transformer cpu(tiny_lm("hybrid_norm", p)), gpu(tiny_lm("hybrid_norm", p));
+      nn::load_state_dict(gpu, nn::state_dict(cpu));
+      gpu.to(Device::cuda());
+      Tensor in = ids({2, 4, 5, 6, 2, 8, 1, 1}, 2, 4), out = ids({4, 5, 6, 2, 8, 9, 1, 1}, 2, 4);
+      Tensor lc = nn::label_smoothed_nll(cpu.forward(in), out, 1, 0.1).loss;
+      lc.backward();  // (before the GPU's forward: a backward clears the thread's tape)
+      Tensor lg = nn::label_smoothed_nll(gpu.forward(in.to(Device::cuda())), out.to(Device::cuda()), 1, 0.1).loss;
+      lg.backward();
+      CHECK(std::abs(lc.item() - lg.item()) < 1e-5);
+      const auto pc = cpu.named_parameters(), pg = gpu.named_parameters();
+      for (size_t i = 0; i < pc.size(); i++) {
+        INFO(pc[i].first);
+        CHECK(max_abs_diff(pc[i].second.grad(), pg[i].second.grad().to(Device::cpu())) < 1e-4);
+      }
+      cpu.eval();
+      gpu.eval();
+      nn::GenerateOptions g;
+      g.max_new_tokens = 5;
+      CHECK(nn::generate(cpu, {{2, 4}, {7}}, g) == nn::generate(gpu, {{2, 4}, {7}}, g));
+    }
+  }
+}
