@@ -7,6 +7,7 @@
 
 #include "batches.h"
 #include "bleu.h"
+#include "config_json.h"
 #include "data.h"
 #include "test_util.h"
 
@@ -126,5 +127,26 @@ TEST_SUITE("translate") {
     CHECK(b.tgt_in.shape() == b.tgt_out.shape());
     auto tin = b.tgt_in.to_vector<int64_t>();
     CHECK(tin[0] == Vocab::kBos);
+  }
+
+  TEST_CASE("config JSON: the position encoding round-trips; a file from before it reads as sinusoidal") {
+    nn::TransformerConfig c = tiny_transformer("pre_ln");
+    c.positions = nn::PositionEncoding::Rope;
+    c.rope_theta = 500000;
+    const nn::TransformerConfig back = config_from_json(config_to_json(c));
+    CHECK(back.positions == nn::PositionEncoding::Rope);
+    CHECK(back.rope_theta == 500000);
+    CHECK(config_differences(c, back).empty());
+    nlohmann::json old = nlohmann::json::parse(config_to_json(tiny_transformer("pre_ln")));
+    old.erase("positions");
+    old.erase("rope_theta");
+    const nn::TransformerConfig sinusoidal = config_from_json(old.dump());
+    CHECK(sinusoidal.positions == nn::PositionEncoding::Sinusoidal);
+    CHECK(sinusoidal.rope_theta == 10000);
+    old["positions"] = "alibi";
+    CHECK_THROWS_WITH_ALL(config_from_json(old.dump()), "unknown position encoding 'alibi'");
+    old["positions"] = "learned";
+    old["rope_theta"] = 500000;  // another encoding's option: refused, as validate() refuses it
+    CHECK_THROWS_WITH_ALL(config_from_json(old.dump()), "rope_theta 500000 is for positions rope");
   }
 }
