@@ -227,6 +227,10 @@ Tensor MultiHeadAttention::forward_cached(const Tensor& query, KVCache& cache, c
     fail(current_scope_or(kKind), ": forward_cached is for inference; run it under NoGradGuard");
   check_input(query, "query", -1);
   const int64_t B = query.size(0);
+  if (rotary.defined() && append.impl_ptr() != query.impl_ptr())  // (before the cache changes)
+    fail(current_scope_or(kKind), ": rotary angles are for self-attention steps (append the query itself)");
+  if (!cache.empty() && cache.k.size(0) != B)
+    fail(current_scope_or(kKind), ": the cache holds ", cache.k.size(0), " rows, the query ", B);
   if (append.defined()) {
     check_input(append, "appended key/value", B);
     KVCache kv = kv_heads(append, rotary);
@@ -236,10 +240,6 @@ Tensor MultiHeadAttention::forward_cached(const Tensor& query, KVCache& cache, c
   }
   if (cache.empty())
     fail(current_scope_or(kKind), ": forward_cached with an empty cache and nothing to append");
-  if (cache.k.size(0) != B)
-    fail(current_scope_or(kKind), ": the cache holds ", cache.k.size(0), " rows, the query ", B);
-  if (rotary.defined() && append.impl_ptr() != query.impl_ptr())
-    fail(current_scope_or(kKind), ": rotary angles are for self-attention steps (append the query itself)");
   return attend(query, cache.k, cache.v, key_padding_mask, causal && query.size(1) > 1, rotary);
 }
 

@@ -67,7 +67,8 @@ class MultiHeadAttention : public Module {
                  bool causal = false, const RotaryAngles& rotary = {});
 
   // ---- incremental decoding (inference only: grad mode must be off) ----
-  // K and V of key_value [B, T, d], as forward computes them: what a cache holds.
+  // K and V of key_value [B, T, d], as forward computes them without rotary angles: what a cross-attention cache
+  // holds (a self-attention's cache, with RoPE, holds rotated keys: forward_cached appends them).
   KVCache project_kv(const Tensor& key_value);
   // Attention of query [B, Tq, d] over the cached keys/values, after appending those of `append` [B, Tn, d] when it
   // is defined (a self-attention step: append = query). key_padding_mask [B, T_cache] covers every cached key.

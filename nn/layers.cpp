@@ -187,6 +187,10 @@ RotaryEmbedding::RotaryEmbedding(int64_t dh, int64_t max_pos, int64_t pad, doubl
   sin_table = register_buffer("sin_table", Tensor::from_vector<float>(s, {rows, half}));
 }
 
+void RotaryEmbedding::to(DType dtype) {
+  Module::to(dtype == DType::BF16 ? DType::F32 : dtype);
+}
+
 RotaryAngles RotaryEmbedding::forward(const Tensor& positions) {
   Scope s(name());
   NoGradGuard no_grad;  // constants: the tables are buffers

@@ -83,6 +83,10 @@ class RotaryEmbedding : public Module {
   RotaryEmbedding(int64_t d_head, int64_t max_positions, int64_t padding_idx, double base);
   // positions int64 [B, T] (make_positions) -> their angles, for rotary() (autograd/ops.h).
   RotaryAngles forward(const Tensor& positions);
+  // The tables follow the model's dtype, except that a bf16 model keeps them float32: rotary() takes float32 angles
+  // for bf16 q and k (bf16 angles would be off by ~0.4% in cos and sin).
+  using Module::to;
+  void to(DType dtype) override;
   int64_t d_head, max_positions, padding_idx;
   double base;
   Tensor cos_table, sin_table;

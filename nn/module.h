@@ -83,8 +83,9 @@ class Module {
   // Where the module lives: the device of its first parameter (or buffer); the CPU when it has neither.
   Device device() const;
   // Casts every floating parameter and buffer (float64 for gradient checks of whole models); dtype must be
-  // floating (an integer one is an error, nothing cast).
-  void to(DType dtype);
+  // floating (an integer one is an error, nothing cast). Virtual: a module whose buffers must keep more precision
+  // (RotaryEmbedding's angle tables under bf16) casts its own.
+  virtual void to(DType dtype);
 
  protected:
   std::string name_;

@@ -140,6 +140,22 @@ TEST_SUITE("positions") {
     std::filesystem::remove(path);
   }
 
+  TEST_CASE("a rope model cast to bf16 keeps its angle tables float32 and runs; float64 casts them") {
+    manual_seed(2);
+    nn::Transformer lm(tiny_lm("pre_ln", nn::PositionEncoding::Rope));
+    const Tensor in = ids({2, 4, 5, 6, 7}, 1, 5);
+    const Tensor f32 = lm.forward(in);
+    lm.to(DType::BF16);
+    CHECK(lm.rotary->cos_table.dtype() == DType::F32);
+    CHECK(lm.parameter("embed.weight").dtype() == DType::BF16);
+    const Tensor b16 = lm.forward(in);
+    CHECK(b16.dtype() == DType::BF16);
+    CHECK(max_abs_diff(b16, f32) < 0.5);  // (bf16 weights and activations: a rough agreement)
+    lm.to(DType::F64);
+    CHECK(lm.rotary->sin_table.dtype() == DType::F64);
+    CHECK(lm.forward(in).dtype() == DType::F64);
+  }
+
   TEST_CASE("TransformerConfig refuses positions settings it cannot honour") {
     nn::TransformerConfig c = tiny_lm("pre_ln", nn::PositionEncoding::Rope);
     c.d_model = 18;
