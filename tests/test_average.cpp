@@ -3,6 +3,8 @@
 #include <filesystem>
 #include <fstream>
 
+#include <nlohmann/json.hpp>
+
 #include "average.h"
 #include "config_json.h"
 #include "eval.h"
@@ -71,7 +73,16 @@ TEST_SUITE("translate") {
     CHECK_THROWS_WITH_ALL(average_checkpoints({}, out), "average_checkpoints", "no checkpoints");
     const std::string deeper = constant_checkpoint("deeper.safetensors", 1, 1, false, tiny_transformer("post_ln"));
     CHECK_THROWS_WITH_ALL(average_checkpoints({a, deeper}, out), "deeper.safetensors",
-                          "different model configuration", "a.safetensors");
+                          "different model configuration", "a.safetensors", "topology \"pre_ln\" vs \"post_ln\"");
+    {  // a file written before the config recorded its positions: the same model, so it averages
+      nlohmann::json before = nlohmann::json::parse(config_to_json(tiny_transformer("pre_ln")));
+      before.erase("positions");
+      before.erase("rope_theta");
+      nn::Transformer m(tiny_transformer("pre_ln"));
+      const std::string old = (scratch.path() / "old.safetensors").string();
+      nn::save_checkpoint(old, m, nullptr, {{"config", before.dump()}, {"vocab", "spm64.model"}, {"step", "50"}});
+      CHECK_NOTHROW(average_checkpoints({old, b}, (scratch.path() / "old_and_new.safetensors").string()));
+    }
     const std::string other_vocab = constant_checkpoint("v.safetensors", 1, 1, false, tiny_transformer("pre_ln"),
                                                         "spm128.model");
     CHECK_THROWS_WITH_ALL(average_checkpoints({a, other_vocab}, out), "different vocabulary", "spm128.model");

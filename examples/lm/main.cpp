@@ -14,6 +14,7 @@
 // not learn or diverged (a non-finite loss stops it); 2 for a bad option or file.
 #include <CLI/CLI.hpp>
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -258,6 +259,13 @@ static int run(int argc, char** argv) {
           " (warm-up, then a cosine decay to 10%)");
     const std::vector<std::string> names = cli_lists::split_names(o.topologies, "--topologies");
     for (const std::string& t : names) lm_config(o, t, 1000);  // names and sizes checked before the text is read
+    if (o.positions == "learned" && 16 + o.sample > o.context) {  // (sinusoidal and RoPE extrapolate smoothly)
+      const int64_t fits = std::max<int64_t>(o.context - 16, 0);
+      std::fprintf(stderr, "--positions learned: the sample is cut from %lld to %lld characters, so that the prompt "
+                   "(16) and the sample stay within the --context %lld positions training updates\n",
+                   (long long)o.sample, (long long)fits, (long long)o.context);
+      o.sample = fits;
+    }
     const Corpus corpus = load_corpus(o);
     std::fprintf(stderr, "%s: %zu training and %zu validation characters, vocabulary %lld (ln V = %.3f)\n",
                  o.text.c_str(), corpus.train.size(), corpus.valid.size(), (long long)corpus.vocab,

@@ -5,6 +5,7 @@
 #include <map>
 
 #include "autograd/ops.h"
+#include "config_json.h"
 #include "nn/checkpoint.h"
 #include "tensor/error.h"
 
@@ -122,8 +123,11 @@ void average_checkpoints(const std::vector<std::string>& inputs, const std::stri
     sources += fs::path(path).filename().string();
     if (k == 0) continue;
     const nn::SafetensorsFile f = nn::load_safetensors(path);  // checksum verified
-    check(required(f, "config", path) == config, "average_checkpoints", ": '", path,
-          "' is a different model configuration from '", first_path, "'");
+    // compared as configs, not as text: files from before a field was added (positions, 2026-12-06) lack it
+    if (const std::string here = required(f, "config", path); here != config)
+      if (const std::string diff = config_differences(config_from_json(config), config_from_json(here)); !diff.empty())
+        fail("average_checkpoints", ": '", path, "' is a different model configuration from '", first_path, "' (",
+             diff, ")");
     // The vocabulary itself where both files store it (the path may be spelled differently: data vs ./data);
     // the path where one is older and names only its file.
     const std::string model_here = metadata_or(f, "vocab_model");
