@@ -3,10 +3,11 @@
 // cores with float32 accumulation; log_softmax casts bfloat16 inputs to float32; layer_norm and rms_norm
 // normalise a bf16 input in float32 with float32 parameters (bf16 parameters are cast) and return bf16, a float32
 // input float32; cross_entropy reads bf16 logits as they are into a float32 loss (the last two in or out of a
-// scope). Everything else runs in the dtype it is given; an elementwise op on a
-// bfloat16 and a float32 tensor reads the bf16 one as it is into a float32 result. So parameters stay float32 (the
-// master weights Adam updates), the residual stream stays float32 (embedding + positions are float32, and
-// x + sublayer(x) is float32), and the activations the products save for backward are bfloat16.
+// scope); rotary rotates bf16 q and k by float32 angles into bf16. Everything else runs in the dtype it is given; an
+// elementwise op on a bfloat16 and a float32 tensor reads the bf16 one as it is into a float32 result. So
+// parameters stay float32 (the master weights Adam updates), the residual stream stays float32 (embedding +
+// positions are float32, and x + sublayer(x) is float32), and the activations the products save for backward are
+// bfloat16.
 //
 // Each cast is a recorded `to_dtype` node, so the graph dump shows where precision changes. A cast's backward
 // converts the gradient back to its source's dtype; linear and attention write the gradients of cast float32
