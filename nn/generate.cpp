@@ -86,18 +86,19 @@ std::vector<std::vector<int64_t>> generate(Transformer& lm, const std::vector<st
         ", which is never emitted (or -1: none)");
   if (opt.sampling) check_sampling_options(opt.draw, who);
   const int64_t R = (int64_t)prompts.size();
-  // Row r emits its k-th new token (k = 1..N) from the logits of position |prompt| - 2 + k; the last one is never
-  // fed. So steps = max |prompt| + N - 1 positions.
-  int64_t steps = 0;
+  int64_t longest = 0;
   for (int64_t r = 0; r < R; r++) {
     const std::vector<int64_t>& p = prompts[r];
     check(!p.empty(), who, ": prompt ", r, " is empty (start it with a token, e.g. one that begins a text)");
     for (int64_t id : p)
       check(id >= 0 && id < cfg.vocab && id != cfg.pad_id, who, ": prompt ", r, " holds id ", id,
             ", outside the vocabulary [0, ", cfg.vocab, ") or the pad id ", cfg.pad_id);
-    check((int64_t)p.size() + opt.max_new_tokens <= cfg.max_positions, who, ": prompt ", r, " of ", p.size(),
-          " tokens and ", opt.max_new_tokens, " new ones exceed max_positions ", cfg.max_positions);
-    steps = std::max(steps, (int64_t)p.size() + opt.max_new_tokens - 1);
+    // the positions fed: the prompt and every new token but the last, which is never fed
+    const int64_t fed = (int64_t)p.size() + std::max<int64_t>(opt.max_new_tokens - 1, 0);
+    check(fed <= cfg.max_positions, who, ": prompt ", r, " of ", p.size(), " tokens and ", opt.max_new_tokens,
+          " new ones feed ", fed, " positions (the last new token is not fed), more than max_positions ",
+          cfg.max_positions);
+    longest = std::max(longest, (int64_t)p.size());
   }
   std::vector<std::vector<int64_t>> out(R);
   if (opt.max_new_tokens == 0) return out;
@@ -106,31 +107,36 @@ std::vector<std::vector<int64_t>> generate(Transformer& lm, const std::vector<st
   std::vector<int64_t> excluded_host(cfg.vocab, 0);
   excluded_host[cfg.pad_id] = 1;
   const Tensor excluded = Tensor::from_vector(excluded_host, {cfg.vocab}, device);
-  std::vector<bool> done(R, false);
   DecoderState st = lm.start_decoding(R);
-  for (int64_t t = 0; t < steps; t++) {
-    std::vector<int64_t> fed(R), emitting;  // emitting: the rows past their prompt, not finished
-    for (int64_t r = 0; r < R; r++) {  // its prompt, then what it emitted; a finished row pads (masked, no position)
-      const int64_t n = (int64_t)prompts[r].size();
-      fed[r] = t < n ? prompts[r][t] : done[r] ? cfg.pad_id : out[r].back();
-      if (!done[r] && t + 1 >= n) emitting.push_back(r);
-    }
-    const Tensor logits = lm.decode_step(st, Tensor::from_vector(fed, {R}, device));  // [R, V]
-    if (emitting.empty()) continue;  // every row still reads its prompt
+  // Prefill: every prompt in one decode_step, left-padded to the longest (a pad has no position and is no key, so
+  // each row sees its own prompt only); the last position's logits give every row its first new token. Then one
+  // step per new token, a finished row fed the pad id.
+  std::vector<int64_t> block(R * longest, cfg.pad_id);
+  for (int64_t r = 0; r < R; r++) {
+    const std::vector<int64_t>& p = prompts[r];
+    std::copy(p.begin(), p.end(), block.begin() + (r + 1) * longest - (int64_t)p.size());
+  }
+  Tensor logits = lm.decode_step(st, Tensor::from_vector(block, {R, longest}, device));  // [R, V]
+  std::vector<bool> done(R, false);
+  for (int64_t k = 0;; k++) {  // the k-th new token of every unfinished row
     // each row's token and its logit, in one read: a NaN or inf logit is an error
     const Tensor allowed = masked_fill(logits, excluded, -INFINITY);
     const Tensor pick = opt.sampling ? sample_tokens(log_softmax(logits, -1), excluded, opt.draw)
                                      : topk(allowed, 1).indices;  // [R, 1]
     const std::vector<double> read =
         concat({pick.to(DType::F64), gather(allowed, 1, pick).to(DType::F64)}, 1).to_vector<double>();
-    for (int64_t r : emitting) {
+    std::vector<int64_t> fed(R, cfg.pad_id);
+    for (int64_t r = 0; r < R; r++) {
+      if (done[r]) continue;
       if (!std::isfinite(read[2 * r + 1]))
-        fail(who, ": row ", r, "'s next-token logits at position ", t, " are not finite (", read[2 * r + 1],
-             " picked): the model's weights or inputs hold NaN/inf");
+        fail(who, ": row ", r, "'s next-token logits at position ", (int64_t)prompts[r].size() - 1 + k,
+             " are not finite (", read[2 * r + 1], " picked): the model's weights or inputs hold NaN/inf");
       out[r].push_back((int64_t)read[2 * r]);
       done[r] = (int64_t)out[r].size() == opt.max_new_tokens || out[r].back() == opt.eos;
+      if (!done[r]) fed[r] = out[r].back();
     }
     if (std::all_of(done.begin(), done.end(), [](bool d) { return d; })) break;
+    logits = lm.decode_step(st, Tensor::from_vector(fed, {R}, device));
   }
   return out;
 }

@@ -39,9 +39,10 @@ struct GenerateOptions {
 
 // Continues each prompt (ids in [0, vocab), not the pad id, at least one each) of decoder-only model `lm` (eval
 // mode) by up to max_new_tokens tokens and returns each row's new tokens (its eos included when emitted). Rows
-// run together, one decode_step per position: a shorter prompt starts emitting earlier, a finished row is fed the
-// pad id (masked). The pad id is never emitted. Refuses an encoder-decoder model, a prompt longer with its new
-// tokens than max_positions, and bad options, naming them.
+// run together: one decode_step reads every prompt at once (left-padded to the longest; a pad has no position and
+// is no key), then one step per new token, a finished row fed the pad id. The pad id is never emitted. Refuses an
+// encoder-decoder model, a prompt that with its new tokens but the last (never fed) passes max_positions, and bad
+// options, naming them.
 std::vector<std::vector<int64_t>> generate(Transformer& lm, const std::vector<std::vector<int64_t>>& prompts,
                                            const GenerateOptions& opt);
 

@@ -455,47 +455,51 @@ Tensor Transformer::decode_step(DecoderState& st, const Tensor& tokens) {
     fail(who, ": the removed decoder layers changed since start_decoding (", list(st.removed_layers), " then, ",
          list(removed_decoder_layers(removed_)), " now); start decoding again");
   }
-  if (!(tokens.defined() && tokens.dtype() == DType::I64 && tokens.dim() == 1 && tokens.size(0) == st.rows()))
-    fail(who, ": tokens must be int64 [", st.rows(), "] (one per row), got ",
-         tokens.defined() ? tokens.meta_str() : "an undefined tensor");
+  if (!(tokens.defined() && tokens.dtype() == DType::I64 && tokens.dim() >= 1 && tokens.dim() <= 2 &&
+        tokens.size(0) == st.rows() && tokens.numel() > 0))
+    fail(who, ": tokens must be int64 [", st.rows(), "] (one per row) or [", st.rows(), ", T] (T positions per row "
+         "at once), got ", tokens.defined() ? tokens.meta_str() : "an undefined tensor");
   NoGradGuard no_grad;
-  const int64_t R = st.rows(), pad = cfg_.pad_id, t = st.steps() + 1;
+  const int64_t R = st.rows(), T = tokens.dim() == 2 ? tokens.size(1) : 1, pad = cfg_.pad_id;
+  const int64_t before = st.steps(), t = before + T;  // positions fed before this call, and after it
   const Device device = tgt_embed->weight.device();
 
   // fairseq make_positions over the whole prefix: a real token sits at pad + (real tokens up to it), a pad at pad.
   // Pads fed earlier are masked as self-attention keys, as decode() masks them.
-  std::vector<int64_t> tok = tokens.to_vector<int64_t>(), pos(R), key_pad(R * t);
+  std::vector<int64_t> tok = tokens.to_vector<int64_t>(), pos(R * T), key_pad(R * t);  // tok, pos: [R, T]
   for (int64_t v : tok)
     check(v >= 0 && v < cfg_.vocab, who, ": token ", v, " outside the vocabulary [0, ", cfg_.vocab, ")");
   bool any_pad = false;
   for (int64_t r = 0; r < R; r++) {
     int64_t real = 0;
     for (int64_t j = 0; j < t; j++) {
-      const int64_t id = j + 1 < t ? st.fed[r][j] : tok[r];  // the prefix fed so far, then this step's token
+      const int64_t id = j < before ? st.fed[r][j] : tok[r * T + j - before];  // the prefix so far, then the new
       key_pad[r * t + j] = id == pad;
       real += id != pad;
       any_pad = any_pad || id == pad;
+      if (j >= before) pos[r * T + j - before] = id != pad ? pad + real : pad;
     }
     check(real <= cfg_.max_positions, who, ": a prefix of ", real, " tokens exceeds max_positions ",
           cfg_.max_positions);
-    pos[r] = tok[r] != pad ? pad + real : pad;
   }
-  for (int64_t r = 0; r < R; r++) st.fed[r].push_back(tok[r]);  // the state changes once every check has passed
+  for (int64_t r = 0; r < R; r++)  // the state changes once every check has passed
+    st.fed[r].insert(st.fed[r].end(), tok.begin() + r * T, tok.begin() + (r + 1) * T);
 
   Tensor features;
   {
     Scope scope(decoder->name());
-    Tensor ids = Tensor::from_vector(tok, {R, 1}, device);
-    const PositionInputs at = position_inputs(Tensor::from_vector(pos, {R, 1}, device));
-    Tensor y = embed(*tgt_embed, ids, at.added, Tensor(), false);  // [R, 1, d]
+    Tensor ids = Tensor::from_vector(tok, {R, T}, device);
+    const PositionInputs at = position_inputs(Tensor::from_vector(pos, {R, T}, device));
+    Tensor y = embed(*tgt_embed, ids, at.added, Tensor(), false);  // [R, T, d]
     LayerInputs ctx;
     ctx.rotary = at.rotary;
     if (any_pad) ctx.self_pad_mask = Tensor::from_vector(key_pad, {R, t}, device);
-    ctx.causal = true;
+    ctx.causal = true;  // (among the T new positions; each sees every cached one)
     ctx.memory_pad_mask = st.memory_pad_mask;
     Stream s = run_stack(*decoder, topology_->begin_stack(y, Side::Decoder), ctx, &st.layers);
     features = topology_->end_stack(s, Side::Decoder);
   }
+  if (T > 1) features = features.slice(1, T - 1, T);  // only the last position's logits are returned
   return output_logits(features).reshape({R, cfg_.vocab});
 }
 

@@ -74,7 +74,9 @@ class Transformer : public Module {
   //   DecoderState st = model.start_decoding(model.encode(src), model.padding_mask(src));
   //   Tensor logits = model.decode_step(st, bos);      // int64 [R] -> [R, V], the next token's logits
   //   st.reorder(parents); logits = model.decode_step(st, next_tokens); ...
-  // decode_step's logits equal the last position of decode() on the whole fed prefix.
+  // decode_step's logits equal the last position of decode() on the whole fed prefix. tokens may also be int64
+  // [R, T]: T positions per row in one call (a prompt's prefill: one pass over T positions instead of T steps), the
+  // logits those of the last one.
   DecoderState start_decoding(const Tensor& enc_out, const Tensor& src_pad_mask);
   // Decoder-only: `rows` empty prefixes (the first decode_step feeds each row's first token, e.g. bos).
   DecoderState start_decoding(int64_t rows);

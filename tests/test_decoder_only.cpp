@@ -160,6 +160,38 @@ TEST_SUITE("decoder_only") {
     }
   }
 
+  TEST_CASE("decode_step of [R, T] tokens (a prefill) equals T single steps; left-padded rows; then steps go on") {
+    for (const char* topo : {"pre_ln", "post_ln", "resi_dual", "hybrid_norm"})
+      for (nn::PositionEncoding p : {nn::PositionEncoding::Sinusoidal, nn::PositionEncoding::Rope}) {
+        INFO(std::string(topo) << " " << nn::position_encoding_name(p));
+        nn::TransformerConfig c = tiny_lm(topo, 2);
+        c.positions = p;
+        manual_seed(8);
+        nn::Transformer lm(c);
+        lm.to(DType::F64);
+        lm.eval();
+        const std::vector<int64_t> block = {1, 1, 2, 4, 5, 2, 8, 9, 10, 11};  // row 0 left-padded
+        nn::DecoderState one = lm.start_decoding(2), all = lm.start_decoding(2);
+        Tensor step;
+        for (int64_t t = 0; t < 5; t++)
+          step = lm.decode_step(one, Tensor::from_vector<int64_t>({block[t], block[5 + t]}, {2}));
+        const Tensor prefill = lm.decode_step(all, ids(block, 2, 5));
+        CHECK(prefill.shape() == Shape{2, 13});
+        CHECK(max_abs_diff(prefill, step) < 1e-12);
+        CHECK(all.fed == one.fed);
+        // the left pads change nothing: row 0 reads as its prompt alone
+        const Tensor alone = lm.forward(ids({2, 4, 5}, 1, 3)).slice(1, 2, 3).reshape({1, 13});
+        CHECK(max_abs_diff(prefill.slice(0, 0, 1), alone) < 1e-12);
+        // a second block after the first, then a single step: as the whole sequence's forward
+        lm.decode_step(all, ids({6, 7, 3, 4}, 2, 2));
+        const Tensor next = lm.decode_step(all, Tensor::from_vector<int64_t>({9, 5}, {2}));
+        const Tensor row0 = lm.forward(ids({2, 4, 5, 6, 7, 9}, 1, 6)).slice(1, 5, 6).reshape({1, 13});
+        const Tensor row1 = lm.forward(ids({2, 8, 9, 10, 11, 3, 4, 5}, 1, 8)).slice(1, 7, 8).reshape({1, 13});
+        CHECK(max_abs_diff(next.slice(0, 0, 1), row0) < 1e-12);
+        CHECK(max_abs_diff(next.slice(0, 1, 2), row1) < 1e-12);
+      }
+  }
+
   TEST_CASE("GPT-2's init: an untrained decoder-only model's loss is about ln V, every topology") {
     // small logits (features · Eᵀ with E ~ N(0, 0.02)): the next-token distribution starts near uniform
     for (const std::string& topo : nn::topology_names()) {
@@ -388,7 +420,11 @@ TEST_SUITE("decoder_only") {
     CHECK_THROWS_WITH_ALL(nn::generate(lm, {{2}, {}}, opt), "generate", "prompt 1 is empty");
     CHECK_THROWS_WITH_ALL(nn::generate(lm, {{2, 13}}, opt), "generate", "prompt 0 holds id 13");
     CHECK_THROWS_WITH_ALL(nn::generate(lm, {{2, 1}}, opt), "generate", "the pad id 1");
-    CHECK_THROWS_WITH_ALL(nn::generate(lm, {{2, 3, 4, 5, 6}}, opt), "generate", "exceed max_positions 8");
+    CHECK_THROWS_WITH_ALL(nn::generate(lm, {{2, 3, 4, 5, 6, 7}}, opt), "generate", "feed 9 positions",
+                          "more than max_positions 8");
+    CHECK(nn::generate(lm, {{2, 3, 4, 5, 6}}, opt)[0].size() == 4);  // 5 + 3 fed: the 4th new token is not
+    opt.max_new_tokens = 1;
+    CHECK(nn::generate(lm, {{2, 3, 4, 5, 6, 7, 8, 9}}, opt)[0].size() == 1);  // a prompt of max_positions tokens
     opt.max_new_tokens = -1;
     CHECK_THROWS_WITH_ALL(nn::generate(lm, {{2}}, opt), "generate", "max_new_tokens must be >= 0");
     opt.max_new_tokens = 2;

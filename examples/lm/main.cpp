@@ -259,8 +259,9 @@ static int run(int argc, char** argv) {
           " (warm-up, then a cosine decay to 10%)");
     const std::vector<std::string> names = cli_lists::split_names(o.topologies, "--topologies");
     for (const std::string& t : names) lm_config(o, t, 1000);  // names and sizes checked before the text is read
-    if (o.positions == "learned" && 16 + o.sample > o.context) {  // (sinusoidal and RoPE extrapolate smoothly)
-      const int64_t fits = std::max<int64_t>(o.context - 16, 0);
+    // (sinusoidal and RoPE extrapolate smoothly; the last new character is never fed, so it needs no position)
+    if (o.positions == "learned" && 16 + o.sample - 1 > o.context) {
+      const int64_t fits = std::max<int64_t>(o.context - 15, 0);
       std::fprintf(stderr, "--positions learned: the sample is cut from %lld to %lld characters, so that the prompt "
                    "(16) and the sample stay within the --context %lld positions training updates\n",
                    (long long)o.sample, (long long)fits, (long long)o.context);
