@@ -15,11 +15,21 @@ TorchMHAImpl::TorchMHAImpl(int64_t d, int64_t h) : heads(h), d_head(d / h) {
   out_proj = register_module("out_proj", torch::nn::Linear(d, d));
 }
 
+// rotate_half(x) = [-x2, x1] for x = [x1, x2] split in halves of the last dim (GPT-NeoX / Hugging Face LLaMA)
+static torch::Tensor rotate_half(const torch::Tensor& x) {
+  const auto halves = x.chunk(2, -1);
+  return torch::cat({-halves[1], halves[0]}, -1);
+}
+
 torch::Tensor TorchMHAImpl::forward(const torch::Tensor& query, const torch::Tensor& key_value,
-                                    const torch::Tensor& mask) {
+                                    const torch::Tensor& mask, const torch::Tensor& cos, const torch::Tensor& sin) {
   const int64_t B = query.size(0), Tq = query.size(1), Tk = key_value.size(1), d = heads * d_head;
   auto split = [&](const torch::Tensor& t, int64_t T) { return t.view({B, T, heads, d_head}).transpose(1, 2); };
   torch::Tensor q = split(q_proj(query), Tq), k = split(k_proj(key_value), Tk), v = split(v_proj(key_value), Tk);
+  if (cos.defined()) {  // RoPE
+    q = q * cos + rotate_half(q) * sin;
+    k = k * cos + rotate_half(k) * sin;
+  }
   torch::Tensor scores = torch::matmul(q, k.transpose(-1, -2)) * (1.0 / std::sqrt((double)d_head));
   scores = scores.masked_fill(mask, -std::numeric_limits<float>::infinity());
   torch::Tensor o = torch::matmul(torch::softmax(scores, -1), v);  // [B, H, Tq, d_h]
@@ -47,15 +57,16 @@ TorchLayerImpl::TorchLayerImpl(const TorchModelConfig& cfg, bool dec) : decoder(
 }
 
 torch::Tensor TorchLayerImpl::forward(torch::Tensor x, const torch::Tensor& self_mask, const torch::Tensor& memory,
-                                      const torch::Tensor& memory_mask) {
+                                      const torch::Tensor& memory_mask, const torch::Tensor& cos,
+                                      const torch::Tensor& sin) {
   if (pre_ln) {  // x = x + f(LN(x))
     torch::Tensor h = self_attn_norm(x);
-    x = x + self_attn(h, h, self_mask);
+    x = x + self_attn(h, h, self_mask, cos, sin);
     if (decoder) x = x + cross_attn(cross_attn_norm(x), memory, memory_mask);
     return x + ffn(ffn_norm(x));
   }
   // Post-LN: x = LN(x + f(x))
-  x = self_attn_norm(x + self_attn(x, x, self_mask));
+  x = self_attn_norm(x + self_attn(x, x, self_mask, cos, sin));
   if (decoder) x = cross_attn_norm(x + cross_attn(x, memory, memory_mask));
   return ffn_norm(x + ffn(x));
 }
@@ -70,10 +81,17 @@ TorchPositionsImpl::TorchPositionsImpl(const TorchModelConfig& cfg) {
   table = register_buffer("table", torch::zeros({cfg.max_positions + cfg.pad_id + 1, cfg.d_model}));
 }
 
+TorchRotaryImpl::TorchRotaryImpl(const TorchModelConfig& cfg) {
+  const int64_t rows = cfg.max_positions + cfg.pad_id + 1, half = cfg.d_model / cfg.heads / 2;
+  cos_table = register_buffer("cos_table", torch::zeros({rows, half}));
+  sin_table = register_buffer("sin_table", torch::zeros({rows, half}));
+}
+
 TorchTransformerImpl::TorchTransformerImpl(const TorchModelConfig& c) : cfg(c) {
   embed = register_module(
       "embed", torch::nn::Embedding(torch::nn::EmbeddingOptions(cfg.vocab, cfg.d_model).padding_idx(cfg.pad_id)));
-  positions = register_module("positions", TorchPositions(cfg));
+  if (cfg.rope) rotary = register_module("rotary", TorchRotary(cfg));
+  else positions = register_module("positions", TorchPositions(cfg));
   enc = register_module("enc", TorchStack(cfg, false));
   dec = register_module("dec", TorchStack(cfg, true));
 }
@@ -82,9 +100,21 @@ TorchTransformerImpl::TorchTransformerImpl(const TorchModelConfig& c) : cfg(c) {
 torch::Tensor TorchTransformerImpl::embed_tokens(const torch::Tensor& ids, bool zero_pads) {
   torch::Tensor nonpad = ids.ne(cfg.pad_id).to(torch::kLong);
   torch::Tensor pos = torch::cumsum(nonpad, 1) * nonpad + cfg.pad_id;
-  torch::Tensor x = embed(ids) * std::sqrt((double)cfg.d_model) + F::embedding(pos, positions->table);
+  torch::Tensor x = embed(ids) * std::sqrt((double)cfg.d_model);
+  if (!cfg.rope) x = x + F::embedding(pos, positions->table);
   if (zero_pads) x = x * nonpad.unsqueeze(-1).to(x.dtype());
   return x;
+}
+
+std::pair<torch::Tensor, torch::Tensor> TorchTransformerImpl::angles(const torch::Tensor& ids) {
+  if (!cfg.rope) return {};
+  torch::Tensor nonpad = ids.ne(cfg.pad_id).to(torch::kLong);
+  torch::Tensor pos = torch::cumsum(nonpad, 1) * nonpad + cfg.pad_id;
+  auto rows = [&](const torch::Tensor& table) {
+    torch::Tensor half = F::embedding(pos, table);          // [B, T, d_h/2]
+    return torch::cat({half, half}, -1).unsqueeze(1);       // [B, 1, T, d_h]
+  };
+  return {rows(rotary->cos_table), rows(rotary->sin_table)};
 }
 
 torch::Tensor TorchTransformerImpl::forward(const torch::Tensor& src, const torch::Tensor& tgt_in) {
@@ -96,12 +126,14 @@ torch::Tensor TorchTransformerImpl::forward(const torch::Tensor& src, const torc
   torch::Tensor tgt_self_mask = tgt_pad.logical_or(causal);
 
   torch::Tensor x = embed_tokens(src, true);
-  for (auto& layer : enc->layers) x = layer(x, src_pad, torch::Tensor(), torch::Tensor());
+  const auto [src_cos, src_sin] = angles(src);
+  for (auto& layer : enc->layers) x = layer(x, src_pad, torch::Tensor(), torch::Tensor(), src_cos, src_sin);
   if (enc->final_norm) x = enc->final_norm(x);
   torch::Tensor memory = x;
 
   torch::Tensor y = embed_tokens(tgt_in, false);
-  for (auto& layer : dec->layers) y = layer(y, tgt_self_mask, memory, src_pad);
+  const auto [tgt_cos, tgt_sin] = angles(tgt_in);
+  for (auto& layer : dec->layers) y = layer(y, tgt_self_mask, memory, src_pad, tgt_cos, tgt_sin);
   if (dec->final_norm) y = dec->final_norm(y);
   return F::linear(y, embed->weight);  // logits = features·Eᵀ
 }

@@ -4,6 +4,8 @@
 // "positions.table"), so weights copy over by name.
 //
 //   embedding   x = √d·E[tok] + PE[pos], pos = fairseq make_positions; the encoder zeroes pad positions
+//   RoPE        (cfg.rope) nothing added; every self-attention rotates q and k: q·cos + rotate_half(q)·sin, cos and
+//               sin rows pos of skipgrad's tables ("rotary.cos_table", "rotary.sin_table"), as Hugging Face's LLaMA
 //   attention   softmax(Q·Kᵀ/√d_h, masked −inf where key is pad or (decoder self) in the future)·V, then W_o
 //   FFN         fc2(ReLU(fc1(x)))
 //   Post-LN     x = LN(x + f(x)) per sublayer, no final norm;   Pre-LN  x = x + f(LN(x)), final LN on each stack
@@ -20,14 +22,17 @@ struct TorchModelConfig {
   int64_t vocab = 1000, d_model = 256, heads = 4, d_ff = 1024, enc_layers = 6, dec_layers = 6, pad_id = 0;
   int64_t max_positions = 1024;
   bool pre_ln = true;
+  bool rope = false;  // RoPE in self-attention instead of sinusoidal positions
   double norm_eps = 1e-5;
   double label_smoothing = 0.1;  // fairseq's eps
 };
 
 struct TorchMHAImpl : torch::nn::Module {
   TorchMHAImpl(int64_t d_model, int64_t heads);
-  // query [B, Tq, d], key_value [B, Tk, d], mask bool broadcastable to [B, H, Tq, Tk], true = hidden.
-  torch::Tensor forward(const torch::Tensor& query, const torch::Tensor& key_value, const torch::Tensor& mask);
+  // query [B, Tq, d], key_value [B, Tk, d], mask bool broadcastable to [B, H, Tq, Tk], true = hidden; cos and sin
+  // [B, 1, T, d_h] (self-attention with RoPE) or undefined.
+  torch::Tensor forward(const torch::Tensor& query, const torch::Tensor& key_value, const torch::Tensor& mask,
+                        const torch::Tensor& cos = {}, const torch::Tensor& sin = {});
   int64_t heads, d_head;
   torch::nn::Linear q_proj{nullptr}, k_proj{nullptr}, v_proj{nullptr}, out_proj{nullptr};
 };
@@ -43,7 +48,7 @@ TORCH_MODULE(TorchFFN);
 struct TorchLayerImpl : torch::nn::Module {
   TorchLayerImpl(const TorchModelConfig& cfg, bool decoder);
   torch::Tensor forward(torch::Tensor x, const torch::Tensor& self_mask, const torch::Tensor& memory,
-                        const torch::Tensor& memory_mask);
+                        const torch::Tensor& memory_mask, const torch::Tensor& cos = {}, const torch::Tensor& sin = {});
   bool decoder, pre_ln;
   TorchMHA self_attn{nullptr}, cross_attn{nullptr};
   TorchFFN ffn{nullptr};
@@ -65,6 +70,12 @@ struct TorchPositionsImpl : torch::nn::Module {
 };
 TORCH_MODULE(TorchPositions);
 
+struct TorchRotaryImpl : torch::nn::Module {
+  explicit TorchRotaryImpl(const TorchModelConfig& cfg);
+  torch::Tensor cos_table, sin_table;  // [max_positions + pad + 1, d_h/2]; filled from skipgrad's buffers
+};
+TORCH_MODULE(TorchRotary);
+
 struct TorchTransformerImpl : torch::nn::Module {
   explicit TorchTransformerImpl(const TorchModelConfig& cfg);
   torch::Tensor forward(const torch::Tensor& src, const torch::Tensor& tgt_in);  // logits [B, T, V]
@@ -72,11 +83,14 @@ struct TorchTransformerImpl : torch::nn::Module {
 
   TorchModelConfig cfg;
   torch::nn::Embedding embed{nullptr};
-  TorchPositions positions{nullptr};
+  TorchPositions positions{nullptr};  // sinusoidal (cfg.rope false)
+  TorchRotary rotary{nullptr};        // RoPE (cfg.rope)
   TorchStack enc{nullptr}, dec{nullptr};
 
  private:
   torch::Tensor embed_tokens(const torch::Tensor& ids, bool zero_pads);
+  // cos and sin [B, 1, T, d_h] of ids' positions (RoPE), each half repeated as rotate_half pairs them
+  std::pair<torch::Tensor, torch::Tensor> angles(const torch::Tensor& ids);
 };
 TORCH_MODULE(TorchTransformer);
 

@@ -3,6 +3,8 @@
 //
 //   vs_libtorch [--topologies post_ln,pre_ln] [--threads 1,2] [--rounds 10] [--steps 5] [--warmup 3]
 //               [--python PATH | --no-python] [--no-compile] [--model reference|toy|small]
+//               [--positions sinusoidal|rope]   (rope: RoPE in every self-attention; the libtorch model rotates q, k
+//                                                 with rotate_half as Hugging Face's LLaMA; no Python workers)
 //
 // Method (docs/performance.md):
 //  - The driver builds the skipgrad model (seed 1) and writes its parameters, buffers and a fixed batch to a
@@ -55,6 +57,14 @@ namespace {
 namespace sg = skipgrad;
 using Clock = std::chrono::steady_clock;
 bench::ReferenceShape kShape;  // --model (the reference model by default); workers get the same name
+std::string kPositions = "sinusoidal";  // --positions; workers get the same
+
+// The reference config of `topology` with --positions.
+sg::nn::TransformerConfig model_config(const std::string& topology) {
+  sg::nn::TransformerConfig c = bench::reference_config(topology, kShape);
+  c.positions = sg::nn::parse_position_encoding(kPositions);
+  return c;
+}
 
 // ================================================================ workers
 
@@ -69,7 +79,7 @@ class Runner {
 class SkipgradRunner : public Runner {
  public:
   SkipgradRunner(const std::string& topology, const sg::nn::SafetensorsFile& file)
-      : model(bench::reference_config(topology, kShape)), opt(model.named_parameters()) {
+      : model(model_config(topology)), opt(model.named_parameters()) {
     sg::set_track_grad_norms(false);  // an analysis feature; off for timing
     auto copy = [&](const std::vector<std::pair<std::string, sg::Tensor>>& named) {
       for (auto& [name, t] : named) {
@@ -144,6 +154,9 @@ class LibtorchRunner : public Runner {
     c.vocab = kShape.vocab, c.d_model = kShape.d_model, c.heads = kShape.heads, c.d_ff = kShape.d_ff;
     c.enc_layers = kShape.enc_layers, c.dec_layers = kShape.dec_layers, c.pad_id = kShape.pad_id;
     c.pre_ln = topology == "pre_ln";
+    sg::check(kPositions == "sinusoidal" || kPositions == "rope", "vs_libtorch", ": the libtorch model has "
+              "sinusoidal and rope positions, not ", kPositions);
+    c.rope = kPositions == "rope";
     c.label_smoothing = kShape.label_smoothing;
     return c;
   }
@@ -351,7 +364,7 @@ bool compare(const Options& o, const std::string& topology, int threads, const s
   const std::string weights = "/tmp/vs_libtorch_" + std::to_string(getpid()) + "_" + topology + ".safetensors";
   {
     sg::manual_seed(1);
-    sg::nn::Transformer model(bench::reference_config(topology, kShape));
+    sg::nn::Transformer model(model_config(topology));
     bench::save_weights_and_batch(weights, model, bench::reference_batch(kShape), {{"topology", topology}});
   }
   const std::string n = std::to_string(threads);
@@ -359,7 +372,7 @@ bool compare(const Options& o, const std::string& topology, int threads, const s
   std::vector<std::unique_ptr<Worker>> workers;
   for (const char* kind : {"skipgrad", "libtorch"})
     workers.push_back(spawn_worker(kind, {self, "--worker", kind, "--weights", weights, "--topology", topology,
-                                          "--threads", n, "--model", o.model}, env));
+                                          "--threads", n, "--model", o.model, "--positions", kPositions}, env));
   if (o.use_python)
     for (const char* mode : o.compile ? std::vector<const char*>{"eager", "compile"} : std::vector<const char*>{"eager"})
       workers.push_back(spawn_worker(std::string("pytorch ") + mode,
@@ -476,18 +489,25 @@ int main(int argc, char** argv) {
       else if (a == "--no-python") o.use_python = false;
       else if (a == "--no-compile") o.compile = false;
       else if (a == "--model") o.model = value();
+      else if (a == "--positions") kPositions = value();
       else sg::fail("vs_libtorch", ": unknown argument '", a, "' (see the comment at the top of vs_libtorch.cpp)");
     }
     kShape = bench::named_shape(o.model);
+    (void)sg::nn::parse_position_encoding(kPositions);  // a bad name fails here
     if (!worker.empty()) return worker_main(worker, weights, topology, threads);
+    if (kPositions != "sinusoidal" && o.use_python) {
+      std::fprintf(stderr, "vs_libtorch: --positions %s: bench/pytorch_step.py has sinusoidal positions only; no "
+                   "Python workers\n", kPositions.c_str());
+      o.use_python = false;
+    }
 
     char self[4096];
     const ssize_t len = readlink("/proc/self/exe", self, sizeof self - 1);
     sg::check(len > 0, "vs_libtorch", ": cannot find its own executable");
     self[len] = 0;
-    std::printf("# skipgrad vs libtorch %s: %s model (%s, Adam), %d rounds x %d steps after %d warm-up steps\n",
-                TORCH_VERSION, o.model.c_str(), bench::shape_summary(kShape).c_str(), o.rounds, o.steps,
-                std::max(o.warmup, 2));
+    std::printf("# skipgrad vs libtorch %s: %s model (%s, %s positions, Adam), %d rounds x %d steps after %d "
+                "warm-up steps\n", TORCH_VERSION, o.model.c_str(), bench::shape_summary(kShape).c_str(),
+                kPositions.c_str(), o.rounds, o.steps, std::max(o.warmup, 2));
     std::printf("driver: %s\n", bench::runtime_info().c_str());
     std::vector<std::string> table;
     bool ok = true;

@@ -166,14 +166,14 @@ Tensor Transformer::position_ids(const Tensor& ids) const {
   return make_positions(ids, cfg_.pad_id, cfg_.max_positions, current_scope());
 }
 
-Transformer::PositionInputs Transformer::position_inputs(const Tensor& ids) {
+Transformer::PositionInputs Transformer::position_inputs(const Tensor& pos) {
   switch (cfg_.positions) {
     case PositionEncoding::Sinusoidal: {
       Scope s(positions->name());
-      return {embedding(positions->table, ids), {}};
+      return {embedding(positions->table, pos), {}};
     }
-    case PositionEncoding::Learned: return {learned_positions->forward(ids), {}};
-    case PositionEncoding::Rope: return {Tensor(), rotary->forward(ids)};
+    case PositionEncoding::Learned: return {learned_positions->forward(pos), {}};
+    case PositionEncoding::Rope: return {Tensor(), rotary->forward(pos)};
   }
   return {};
 }
