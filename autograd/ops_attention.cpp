@@ -31,17 +31,24 @@ HeadMatrices head_matrices(const Tensor& x) {
   return {c, false, C, R * C, x.size(1) * R * C};
 }
 
-// An uninitialised [B, H, R, C] tensor laid out like `like` when that is a [B, R, H, C] buffer seen with heads
-// second (a projection's view), else contiguous.
-Tensor empty_heads_like(const Shape& s, const Tensor& like) {
+// Whether x [B, H, R, C] is a [B, R, H, C] buffer seen with heads second (a projection's view).
+bool heads_interleaved(const Tensor& x) {
+  const Shape& st = x.strides();
+  return x.dim() == 4 && st[1] == x.size(3) && st[2] == x.size(1) * x.size(3) && st[3] == 1;
+}
+
+// An uninitialised [B, H, R, C] tensor: a [B, R, H, C] buffer seen with heads second when `interleaved`, else
+// contiguous.
+Tensor empty_heads(const Shape& s, bool interleaved, DType dtype, Device device) {
   const int64_t B = s[0], H = s[1], R = s[2], C = s[3];
-  const Shape interleaved{R * H * C, C, H * C, 1};
-  const Shape& ls = like.strides();
-  if (like.dim() == 4 && like.size(1) == H && like.size(3) == C && ls[1] == C && ls[2] == H * C && ls[3] == 1) {
-    Tensor buffer = Tensor::empty({B, R, H, C}, like.dtype(), like.device());
-    return make_view(buffer, s, interleaved, 0);
-  }
-  return Tensor::empty(s, like.dtype(), like.device());
+  if (!interleaved) return Tensor::empty(s, dtype, device);
+  return make_view(Tensor::empty({B, R, H, C}, dtype, device), s, {R * H * C, C, H * C, 1}, 0);
+}
+
+// An uninitialised [B, H, R, C] tensor laid out like `like` when that is a projection's view, else contiguous.
+Tensor empty_heads_like(const Shape& s, const Tensor& like) {
+  const bool same = like.dim() == 4 && like.size(1) == s[1] && like.size(3) == s[3];
+  return empty_heads(s, same && heads_interleaved(like), like.dtype(), like.device());
 }
 
 // C[b, h] = alpha * op(A[b, h]) @ op(B[b, h]) for every batch entry b < B and head h < H, where C[b, h] is
@@ -222,10 +229,11 @@ Tensor rotary(const Tensor& x, const Tensor& cos, const Tensor& sin) {
     fail(op, ": cos and sin are constants and get no gradient; got cos ", cos.requires_grad() ? "" : "not ",
          "requiring grad, sin ", sin.requires_grad() ? "" : "not ", "requiring grad (detach them)");
   const Tensor c = contiguous_raw(cos), s = contiguous_raw(sin);
-  Tensor out = empty_heads_like(x.shape(), x);
+  const bool interleaved = heads_interleaved(x);  // the output, and the backward's dx, laid out like x
+  Tensor out = empty_heads(x.shape(), interleaved, x.dtype(), x.device());
   be(x).rotary(x, c, s, false, out);
-  record(op, {x, cos, sin}, out, {c, s}, [](const Node& n, const Tensor& g_in) {
-    Tensor gx = empty_heads_like(g_in.shape(), g_in);
+  record(op, {x, cos, sin}, out, {c, s}, [interleaved](const Node& n, const Tensor& g_in) {
+    Tensor gx = empty_heads(g_in.shape(), interleaved, g_in.dtype(), g_in.device());
     be(g_in).rotary(g_in, n.saved[0], n.saved[1], true, gx);
     return std::vector<Tensor>{gx, Tensor(), Tensor()};
   });

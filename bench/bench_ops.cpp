@@ -1,8 +1,8 @@
 // Google Benchmark suite of the ops of the reference model (bench_util.h), at its shapes:
 //   matmul/<name>/<NT|NN|TN>   the linear layers' forward (x·Wᵀ) and backward (dX = dY·W, dW = dYᵀ·X) products
 //                               through skipgrad's matmul; sgemm/... the same call straight to cblas_sgemm
-//   layer_norm, rms_norm, softmax, attention, cross_entropy, embedding: "fwd" (no grad) and "fwd_bwd" (recorded forward +
-//   backward of a random upstream gradient; backward alone ≈ fwd_bwd − fwd)
+//   layer_norm, rms_norm, softmax, attention, rotary, cross_entropy, embedding: "fwd" (no grad) and "fwd_bwd"
+//   (recorded forward + backward of a random upstream gradient; backward alone ≈ fwd_bwd − fwd)
 //   adam: one optimizer step over the reference model's parameters (post_ln: ~11 M floats)
 // Products report a GFLOP/s counter (2·m·n·k per product).
 //
@@ -11,6 +11,7 @@
 #include <benchmark/benchmark.h>
 #include <cblas.h>
 
+#include <cmath>
 #include <string>
 #include <vector>
 
@@ -139,6 +140,22 @@ void BM_attention(benchmark::State& state, bool bwd, bool causal) {  // q, k, v 
   set_gflops(state, (bwd ? 3.0 : 1.0) * 2 * 2.0 * 32 * 4 * 32 * 32 * 64);
 }
 
+// RoPE of q [B, H, T, d_h] seen as heads of a projection [B, T, H·d_h], as MultiHeadAttention rotates it; the
+// angles [B, T, d_h/2] of positions 0..T-1
+void BM_rotary(benchmark::State& state, bool bwd) {
+  const int64_t B = 32, H = 4, T = 32, dh = 64;
+  std::vector<float> c(B * T * dh / 2), s(c.size());
+  for (int64_t i = 0; i < (int64_t)c.size(); i++) {
+    const int64_t t = i / (dh / 2) % T, j = i % (dh / 2);
+    c[i] = (float)std::cos(t * std::pow(10000.0, -2.0 * j / dh));
+    s[i] = (float)std::sin(t * std::pow(10000.0, -2.0 * j / dh));
+  }
+  run_op(state, bwd,
+         {randn({B, T, H, dh}, true), Tensor::from_vector(c, {B, T, dh / 2}), Tensor::from_vector(s, {B, T, dh / 2})},
+         [](const std::vector<Tensor>& in) { return rotary(in[0].transpose(1, 2), in[1], in[2]); });
+  state.SetBytesProcessed(state.iterations() * B * H * T * dh * 4 * (bwd ? 4 : 2));  // x read, y written (and back)
+}
+
 void BM_cross_entropy(benchmark::State& state, bool bwd) {  // logits [B·T, V], fairseq label smoothing 0.1
   static Generator g(5);
   Tensor targets = Tensor::rand({1024}, 1, 1000, DType::F64, Device::cpu(), &g).to(DType::I64);
@@ -186,6 +203,8 @@ void register_all() {
     benchmark::RegisterBenchmark(("attention/32x4x32x64" + tag).c_str(), BM_attention, bwd, false)
         ->UseRealTime()->Unit(benchmark::kMicrosecond);
     benchmark::RegisterBenchmark(("attention_causal/32x4x32x64" + tag).c_str(), BM_attention, bwd, true)
+        ->UseRealTime()->Unit(benchmark::kMicrosecond);
+    benchmark::RegisterBenchmark(("rotary/32x4x32x64" + tag).c_str(), BM_rotary, bwd)
         ->UseRealTime()->Unit(benchmark::kMicrosecond);
     benchmark::RegisterBenchmark(("cross_entropy_ls/1024x1000" + tag).c_str(), BM_cross_entropy, bwd)
         ->UseRealTime()->Unit(benchmark::kMicrosecond);

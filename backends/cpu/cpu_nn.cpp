@@ -399,6 +399,17 @@ void CpuBackend::rotary(const Tensor& x, const Tensor& cos, const Tensor& sin, b
       T* yr = op + b * os[0] + h * os[1] + t * os[2];
       const T* c = cp + b * angle_batch + t * half;
       const T* s = sp + b * angle_batch + t * half;
+      if (xs[3] == 1 && os[3] == 1) {  // rows of unit stride (a projection's heads): a loop the compiler vectorises
+        const T* x2r = xr + half;
+        T* y2r = yr + half;
+#pragma omp simd
+        for (int64_t i = 0; i < half; i++) {
+          const T x1 = xr[i], x2 = x2r[i], si = sign * s[i];
+          yr[i] = x1 * c[i] - x2 * si;
+          y2r[i] = x2 * c[i] + x1 * si;
+        }
+        continue;
+      }
       for (int64_t i = 0; i < half; i++) {
         const T x1 = xr[i * xs[3]], x2 = xr[(i + half) * xs[3]], si = sign * s[i];
         yr[i * os[3]] = x1 * c[i] - x2 * si;
