@@ -4,7 +4,7 @@
 //
 //   cuda_step [--topologies post_ln,pre_ln] [--precision fp32,tf32,bf16 | --fp32 | --tf32] [--warmup 5] [--rounds 5]
 //             [--steps 10] [--weights-dir DIR] [--json] [--no-ceiling] [--device cuda|cpu] [--shape key=value,...]
-//             [--profile DIR]
+//             [--profile DIR] [--positions sinusoidal|learned|rope]
 //
 // Model: encoder-decoder, d=512, 8 heads, FFN 2048, 6+6 layers, shared vocabulary 8000, 64 sentence pairs x 64
 // tokens a side, label smoothing 0.1, Adam (lr 1e-3), dropout 0, float32. --shape overrides batch, src_len,
@@ -37,7 +37,9 @@
 //    and per node name with layers as '*') and .trace.json (chrome://tracing, ui.perfetto.dev).
 // --json prints one JSON object per line ("kind": "device", "step", "ceiling", "error"); the rest goes to stderr.
 // A configuration that throws is reported ("error") and the others still run; the exit status is then 1.
-// Without a CUDA device it prints "cuda_step: skipped: no CUDA device" and exits 0.
+// Without a CUDA device it prints "cuda_step: skipped: no CUDA device" and exits 0. --positions picks the model's
+// position encoding (TransformerConfig::positions); bench/pytorch_cuda_step.py has sinusoidal positions only, so
+// --weights-dir is refused with another.
 #include <cublas_v2.h>
 #include <cuda_runtime_api.h>
 #include <sys/stat.h>
@@ -259,6 +261,7 @@ struct Options {
   int warmup = 5, rounds = 5, steps = 10;
   std::string weights_dir, profile_dir;
   bool json = false, ceiling = true;
+  sg::nn::PositionEncoding positions = sg::nn::PositionEncoding::Sinusoidal;
 };
 
 struct Result {
@@ -284,7 +287,9 @@ Result run_config(const Options& o, const std::string& topology, const std::stri
   Result res;
   res.topology = topology, res.precision = precision;
   sg::manual_seed(1);
-  sg::nn::Transformer model(bench::reference_config(topology, o.shape));
+  sg::nn::TransformerConfig cfg = bench::reference_config(topology, o.shape);
+  cfg.positions = o.positions;
+  sg::nn::Transformer model(cfg);
   bench::Batch batch = bench::reference_batch(o.shape);
   res.params = model.num_parameters();
   if (!o.weights_dir.empty()) {
@@ -393,12 +398,16 @@ Options parse_options(int argc, char** argv) {
     else if (a == "--no-ceiling") o.ceiling = false;
     else if (a == "--device") o.device = sg::Device::parse(value());
     else if (a == "--shape") parse_shape(value(), o.shape);
+    else if (a == "--positions") o.positions = sg::nn::parse_position_encoding(value());
     else sg::fail("cuda_step", ": unknown argument '", a, "' (see the comment at the top of bench/cuda_step.cpp)");
   }
   for (const auto& p : o.precisions)
     sg::check(p == "fp32" || p == "bf16" || (p == "tf32" && o.device.is_cuda()), "cuda_step", ": precision '", p,
               "' is not fp32, tf32 or bf16 (tf32 on cuda only)");
   sg::check(o.rounds > 0 && o.steps > 0, "cuda_step", ": --rounds and --steps must be positive");
+  sg::check(o.weights_dir.empty() || o.positions == sg::nn::PositionEncoding::Sinusoidal, "cuda_step",
+            ": --weights-dir feeds bench/pytorch_cuda_step.py, whose model has sinusoidal positions only, not ",
+            sg::nn::position_encoding_name(o.positions));
   if (!o.profile_dir.empty()) std::filesystem::create_directories(o.profile_dir);
   return o;
 }
