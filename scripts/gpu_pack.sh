@@ -13,10 +13,10 @@ build=${SKIPGRAD_GPU_BUILD_DIR:-build-gpu}
 cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=Release -DSKIPGRAD_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=90 \
   -DSKIPGRAD_NATIVE=OFF -DCMAKE_CXX_FLAGS=-march=x86-64-v3 -DSKIPGRAD_BENCH_LIBTORCH=OFF >/dev/null
 cmake --build "$build" -j "$(nproc)" --target skipgrad_tests skipgrad-translate skipgrad-graph cuda_step mlp_demo \
-  index_bench
+  index_bench skipgrad-lm
 
 bins=("$build/skipgrad_tests" "$build/skipgrad-translate" "$build/skipgrad-graph" "$build/bench/cuda_step"
-      "$build/examples/mlp_demo" "$build/bench/index_bench")
+      "$build/examples/mlp_demo" "$build/bench/index_bench" "$build/skipgrad-lm")
 rm -rf .gpu
 mkdir -p .gpu/bin .gpu/lib
 cp "${bins[@]}" .gpu/bin/

@@ -3,7 +3,7 @@
 # binaries and libraries, then runs the parts of issue 6 named on the command line, in that order, inside one time
 # budget, so that the whole check fits one call of a lease of 15 device minutes (docs/cuda.md, "On a lent GPU").
 #
-#   scripts/gpu_run.sh [PART...]      no PART: info cuda bench index mlp translate tests graph sanitize
+#   scripts/gpu_run.sh [PART...]      no PART: info cuda bench index mlp lm translate tests graph sanitize
 #
 #   info       nvidia-smi, the CUDA libraries found, the packed commit
 #   cuda       the `cuda` test suite: every op CPU vs CUDA forward and backward, the gradient checks on the GPU,
@@ -12,6 +12,8 @@
 #   index      bench/index_bench --device cuda: topk (each kernel's side of its switches), sort and sampling draws
 #              at decoding shapes, median ms per call (docs/translate.md "Sampling", autograd/ops.h topk)
 #   mlp        examples/mlp_demo --device cuda: the smallest example, 2000 steps, exits 0 when the fit converged
+#   lm         skipgrad-lm --device cuda on README.md: pre_ln and hybrid_norm LMs with RoPE and with learned
+#              positions, 200 steps each; exits 0 when every one learned
 #   translate  skipgrad-translate train --device cuda for TRANSLATE_STEPS (300) steps on the numbers corpus,
 #              with evaluations, then a beam-5 test BLEU; TRANSLATE_AUTOCAST=bf16 trains in bf16 mixed precision;
 #              the loss is read every TRANSLATE_SYNC_EVERY (10) steps (--sync-every: no host wait in between)
@@ -24,7 +26,8 @@
 #              machine's compute-sanitizer: Firecracker, not gVisor)
 #
 # Environment: BUDGET_S (480): seconds for all the parts together; each part runs under `timeout` with what is left,
-# and at most its cap: CAP_CUDA_S (150), CAP_BENCH_S (240), index 40, mlp 60, CAP_TRANSLATE_S (150), CAP_TESTS_S (120),
+# and at most its cap: CAP_CUDA_S (150), CAP_BENCH_S (240), index 40, mlp 60, lm 60, CAP_TRANSLATE_S (150),
+# CAP_TESTS_S (120),
 # CAP_GRAPH_S (90), CAP_SANITIZE_S (each of its 3 tools; unset: as above), so that a part
 # that hangs on its first run on hardware leaves time to the others. A part that would get under MIN_PART_S (20),
 # bench under BENCH_MIN_S (90), is skipped and says so. Pass the device tool a timeout_s ~60 s above BUDGET_S.
@@ -55,7 +58,7 @@ tar -C /tmp/skipgrad-gpu -xJf .gpu/lib.tar.xz 2>/dev/null ||  # no xz: Python's 
   python3 -c "import tarfile; tarfile.open('.gpu/lib.tar.xz').extractall('/tmp/skipgrad-gpu')" ||
   { echo "gpu_run.sh: cannot unpack .gpu/lib.tar.xz"; exit 2; }
 mkdir -p "$build/bench" "$build/examples"
-cp .gpu/bin/skipgrad_tests .gpu/bin/skipgrad-translate .gpu/bin/skipgrad-graph "$build/"
+cp .gpu/bin/skipgrad_tests .gpu/bin/skipgrad-translate .gpu/bin/skipgrad-graph .gpu/bin/skipgrad-lm "$build/"
 cp .gpu/bin/cuda_step .gpu/bin/index_bench "$build/bench/"
 cp .gpu/bin/mlp_demo "$build/examples/"
 src=$(cat .gpu/source_dir)
@@ -76,7 +79,7 @@ export LD_LIBRARY_PATH=/tmp/skipgrad-gpu/lib:$cublas_dir:$cudart_dir${LD_LIBRARY
 export OMP_WAIT_POLICY=passive
 
 parts=("$@")
-((${#parts[@]})) || parts=(info cuda bench index mlp translate tests graph sanitize)
+((${#parts[@]})) || parts=(info cuda bench index mlp lm translate tests graph sanitize)
 has_part() { local p; for p in "${parts[@]}"; do [[ $p == "$1" ]] && return 0; done; return 1; }
 RES=/tmp/skipgrad-gpu/results  # everything a part writes; packed into $OUT after each part
 rm -rf "$RES" && mkdir -p "$RES"
@@ -143,6 +146,9 @@ for part in "${parts[@]}"; do
       run tests "${CAP_TESTS_S:-120}" "$MIN_PART_S" "$tests" "${exclude[@]}" ;;
     index) run index 40 "$MIN_PART_S" "$build/bench/index_bench" --device cuda ;;
     mlp) run mlp 60 "$MIN_PART_S" "$build/examples/mlp_demo" --device cuda ;;
+    lm)
+      run lm 60 "$MIN_PART_S" bash -c "for p in rope learned; do $build/skipgrad-lm --device cuda --text README.md \
+          --topologies pre_ln,hybrid_norm --positions \$p --steps 200 --warmup 20 --eval-every 0 --sample 40 || exit; done" ;;
     translate)
       run translate "${CAP_TRANSLATE_S:-150}" "$MIN_PART_S" "$build/skipgrad-translate" train --device cuda \
         --steps "${TRANSLATE_STEPS:-300}" --autocast "${TRANSLATE_AUTOCAST:-off}" --eval-every 100 --save-every 100 \

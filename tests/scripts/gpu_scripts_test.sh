@@ -20,6 +20,7 @@ stub "$root/.gpu/bin/skipgrad_tests" 'echo "stub skipgrad_tests $*"; [[ $* != *e
 stub "$root/.gpu/bin/skipgrad-translate" 'echo "stub translate $*"; while (($#)); do [[ $1 != --out ]] || {
   mkdir -p "$2" && echo "{}" >"$2/profile_step1.trace.json"; }; shift; done'
 stub "$root/.gpu/bin/mlp_demo" 'echo "stub mlp_demo $*"'
+stub "$root/.gpu/bin/skipgrad-lm" 'echo "stub lm $*"'
 stub "$root/.gpu/bin/skipgrad-graph" 'echo "stub graph $*"; sleep 61'
 row='{"kind": "step", "topology": "post_ln", "precision": "fp32", "round_ms": [10, 12, 11], "host_ms": 1.0,
  "peak_alloc_mib": 5, "device_used_mib": null, "loss_initial": 4.0, "loss_after_update": 3.9'
@@ -38,13 +39,14 @@ export CUDA_LIB_DIRS=$root/cudalib
 # is left of the 6 s budget; bench is skipped (it needs BENCH_MIN_S)
 out=$root/out
 rc=0
-OUT=$out BUDGET_S=6 MIN_PART_S=1 CAP_TESTS_S=2 BENCH_MIN_S=30 "$root/scripts/gpu_run.sh" info cuda tests mlp \
+OUT=$out BUDGET_S=6 MIN_PART_S=1 CAP_TESTS_S=2 BENCH_MIN_S=30 "$root/scripts/gpu_run.sh" info cuda tests mlp lm \
   translate graph bench >"$root/run.log" 2>&1 || rc=$?
 ((rc == 1)) || { cat "$root/run.log"; fail "gpu_run.sh exited $rc, expected 1 (a part failed)"; }
 expect "$out/summary.md" "| info | 0 |"
 expect "$out/summary.md" "| cuda | 0 |"
 expect "$out/summary.md" "| tests | 124 (stopped: its cap of 2 s) |"
 expect "$out/summary.md" "| mlp | 0 |"
+expect "$out/summary.md" "| lm | 0 |"
 expect "$out/summary.md" "| translate | 0 |"
 expect "$out/summary.md" "| graph | 124 (stopped: budget ran out) |"
 expect "$out/summary.md" "| bench | skipped (out of time) | 0 |"
@@ -56,6 +58,7 @@ tar -tzf "$out/traces.tar.gz" | grep -qx './translate_run/profile_step1.trace.js
 expect "$root/results/cuda.log" "stub skipgrad_tests --test-suite=cuda --duration=true"
 expect "$root/results/tests.log" "stub skipgrad_tests --test-suite-exclude=cuda"
 expect "$root/results/mlp.log" "stub mlp_demo --device cuda"
+expect "$root/results/lm.log" "stub lm --device cuda --text README.md --topologies pre_ln,hybrid_norm --positions learned"
 expect "$root/results/translate.log" "stub translate train --device cuda"
 for c in /proc/[0-9]*/cmdline; do  # the stopped parts' children are gone too (timeout signals its process group)
   [[ $(tr '\0' ' ' 2>/dev/null <"$c") != "sleep 61 " ]] || fail "a stopped part left its child running"
