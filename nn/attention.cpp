@@ -233,6 +233,10 @@ Tensor MultiHeadAttention::forward_cached(const Tensor& query, KVCache& cache, c
     fail(current_scope_or(kKind), ": the cache holds ", cache.k.size(0), " rows, the query ", B);
   if (append.defined()) {
     check_input(append, "appended key/value", B);
+    const int64_t keys = cache.length() + append.size(1);  // (attend checks it too, after the cache has grown)
+    if (key_padding_mask.defined() && key_padding_mask.shape() != Shape{B, keys})
+      fail(current_scope_or(kKind), ": key padding mask must be ", Shape{B, keys}, ", got ",
+           key_padding_mask.shape());
     KVCache kv = kv_heads(append, rotary);
     const bool first = cache.empty();
     cache.k = first ? kv.k.contiguous() : concat({cache.k, kv.k}, 2);

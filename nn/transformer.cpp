@@ -372,9 +372,10 @@ Tensor Transformer::forward(const Tensor& ids) {
 //
 // Only self-attention mixes target positions; every other piece of a decoder layer (norms, FFN, residual and dual
 // adds, the stack's ends, the output projection) acts on each position alone. So a step runs the layers' own
-// apply() on the new position's stream (ResiDual's x_d included) with LayerInputs::cache set: self-attention
-// appends the position's K/V and attends over all cached ones, cross-attention reads the memory's K/V computed
-// once in start_decoding. The result equals the last position of decode() on the whole prefix.
+// apply() on the stream of the T new positions (one, or a prefill's block; ResiDual's x_d included) with
+// LayerInputs::cache set: self-attention appends their K/V and attends over all cached ones (causal among the
+// new), cross-attention reads the memory's K/V computed once in start_decoding. The result equals the last
+// position of decode() on the whole prefix.
 
 Tensor select_rows(const Tensor& x, const std::vector<int64_t>& index) {
   if (!x.defined()) return x;

@@ -156,6 +156,32 @@ TEST_SUITE("positions") {
     CHECK(lm.forward(in).dtype() == DType::F64);
   }
 
+  TEST_CASE("forward_cached refuses a bad mask or angles before it changes the cache") {
+    nn::AttentionConfig ac;
+    ac.d_model = 16;
+    ac.heads = 2;
+    manual_seed(3);
+    nn::MultiHeadAttention mha(ac);
+    NoGradGuard no_grad;
+    Generator g(3);
+    const Tensor x = Tensor::randn({2, 3, 16}, 0, 1, DType::F32, Device::cpu(), &g);
+    const Tensor step = Tensor::randn({2, 1, 16}, 0, 1, DType::F32, Device::cpu(), &g);
+    nn::KVCache cache;
+    mha.forward_cached(x, cache, x);
+    REQUIRE(cache.length() == 3);
+    CHECK_THROWS_WITH_ALL(mha.forward_cached(step, cache, step, Tensor::zeros({2, 3}, DType::I64)),
+                          "key padding mask must be [2,4]");
+    CHECK(cache.length() == 3);
+    const auto [c, s] = random_angles(2, 1, 4, 5);
+    CHECK_THROWS_WITH_ALL(mha.forward_cached(step, cache, Tensor(), Tensor(), false,
+                                             {c.to(DType::F32), s.to(DType::F32)}),
+                          "rotary angles are for self-attention steps");
+    CHECK(cache.length() == 3);
+    const nn::RotaryAngles angles{c.to(DType::F32), s.to(DType::F32)};
+    mha.forward_cached(step, cache, step, Tensor::zeros({2, 4}, DType::I64), true, angles);
+    CHECK(cache.length() == 4);
+  }
+
   TEST_CASE("TransformerConfig refuses positions settings it cannot honour") {
     nn::TransformerConfig c = tiny_lm("pre_ln", nn::PositionEncoding::Rope);
     c.d_model = 18;

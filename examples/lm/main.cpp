@@ -148,7 +148,8 @@ nn::TransformerConfig lm_config(const Options& o, const std::string& topology, i
   cfg.d_model = o.d_model, cfg.heads = o.heads, cfg.d_ff = o.d_ff;
   cfg.enc_layers = 0, cfg.dec_layers = o.layers;
   cfg.dropout = 0.0;
-  cfg.max_positions = std::max<int64_t>(o.context, 16 + o.sample);  // a window; the sample's prompt + continuation
+  // a training window, or the positions the sample feeds: its prompt (16) and all but its last character
+  cfg.max_positions = std::max<int64_t>(o.context, o.sample > 0 ? 16 + o.sample - 1 : 0);
   cfg.topology = topology;
   cfg.init = nn::parse_init_scheme(o.init);
   cfg.positions = nn::parse_position_encoding(o.positions);
@@ -263,7 +264,8 @@ static int run(int argc, char** argv) {
     if (o.positions == "learned" && 16 + o.sample - 1 > o.context) {
       const int64_t fits = std::max<int64_t>(o.context - 15, 0);
       std::fprintf(stderr, "--positions learned: the sample is cut from %lld to %lld characters, so that the prompt "
-                   "(16) and the sample stay within the --context %lld positions training updates\n",
+                   "(16) and all but the last sampled character stay within the --context %lld positions training "
+                   "updates\n",
                    (long long)o.sample, (long long)fits, (long long)o.context);
       o.sample = fits;
     }
