@@ -167,6 +167,7 @@ Row train_one(const std::string& topology, const Corpus& c, const Options& o, De
   r.topology = topology;
   r.params = lm.num_parameters();
   std::mt19937_64 rng(o.seed);
+  TrackGradNormsGuard norm_tracking_off(false);  // per-node gradient norms are for graph dumps: not needed here
   const auto started = std::chrono::steady_clock::now();
   {
     auto [x, y] = batch_of(c.train, o.batch, o.context, rng, device);
