@@ -267,6 +267,12 @@ std::string plot(const std::string& dir, const std::string& stem, int64_t depth,
 void write_report(const ReportOptions& opt) {
   check(!opt.topologies.empty() && !opt.depths.empty(), "report", ": need at least one topology and one depth");
   opt.model.check_topologies(opt.topologies);
+  // the task's own limits (analysis/measure.h task_batch), named by the options that set them
+  check(opt.model.vocab > 4, "--vocab", " ", opt.model.vocab, ": the report's task draws its tokens from [3, vocab): "
+        "it needs a vocab of at least 5");
+  const int64_t min_len = opt.model.decoder_only ? 3 : 2;
+  check(opt.model.len >= min_len, "--len", " ", opt.model.len, ": the report's task needs at least ", min_len,
+        opt.model.decoder_only ? " tokens (x, the separator, y) with --decoder-only" : " tokens");
   namespace fs = std::filesystem;
   const fs::path out_parent = fs::path(opt.out).parent_path();
   if (!out_parent.empty()) fs::create_directories(out_parent);  // a missing folder fails here, not at the end
