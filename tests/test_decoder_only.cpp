@@ -461,15 +461,21 @@ TEST_SUITE("decoder_only") {
     CHECK_THROWS_WITH_ALL(nn::generate(ed, {{2}}, nn::GenerateOptions{}), "generate", "decoder-only", "1 encoder");
   }
 
-  TEST_CASE("on a GPU: a decoder-only model's logits, gradients and generated tokens equal the CPU's") {
+  TEST_CASE("on a GPU: a decoder-only model's logits, gradients and generated tokens equal the CPU's (rope too)") {
     if (!cuda_available()) {
       MESSAGE("skipped: no CUDA device");
       return;
     }
-    for (const char* topo : {"pre_ln", "resi_dual", "hybrid_norm"}) {
-      INFO("topology " << std::string(topo));
+    using P = nn::PositionEncoding;
+    const std::vector<std::pair<std::string, P>> models = {
+        {"pre_ln", P::Sinusoidal}, {"resi_dual", P::Sinusoidal}, {"hybrid_norm", P::Sinusoidal},
+        {"hybrid_norm", P::Rope}, {"pre_ln", P::Learned}};
+    for (size_t m = 0; m < models.size(); m++) {
+      INFO("topology " << models[m].first << ", " << nn::position_encoding_name(models[m].second) << " positions");
+      nn::TransformerConfig c = tiny_lm(models[m].first, 2);
+      c.positions = models[m].second;
       manual_seed(12);
-      nn::Transformer cpu(tiny_lm(topo, 2)), gpu(tiny_lm(topo, 2));
+      nn::Transformer cpu(c), gpu(c);
       nn::load_state_dict(gpu, nn::state_dict(cpu));
       gpu.to(Device::cuda());
       Tensor in = ids({2, 4, 5, 6, 2, 8, 1, 1}, 2, 4), out = ids({4, 5, 6, 2, 8, 9, 1, 1}, 2, 4);

@@ -1,6 +1,7 @@
 // Position encodings: the rotary op (RoPE), RotaryEmbedding's tables, and nn::Transformer with cfg.positions learned
 // and rope, decoder-only and encoder-decoder. Their numbers against PyTorch: test_reference.cpp (the op) and
-// test_transformer_reference.cpp (tests/reference/positions_*.safetensors, whole models).
+// test_transformer_reference.cpp (tests/reference/positions_*.safetensors, whole models); CPU against CUDA: the
+// op sweep (test_cuda_sweep.cpp) and test_decoder_only.cpp's GPU case.
 #include <unistd.h>
 
 #include <cmath>
@@ -8,7 +9,6 @@
 
 #include "analysis/graph.h"
 #include "nn/checkpoint.h"
-#include "nn/generate.h"
 #include "nn/loss.h"
 #include "nn/transformer.h"
 #include "test_util.h"
@@ -301,36 +301,6 @@ TEST_SUITE("positions") {
           },
           params, 1e-6, 1e-6, 1e-4);
       CHECK_MESSAGE(res.ok, res.message);
-    }
-  }
-
-  TEST_CASE("on a GPU: a rope LM's loss, gradients and generated tokens equal the CPU's") {
-    if (!cuda_available()) {
-      MESSAGE("skipped: no CUDA device");
-      return;
-    }
-    for (nn::PositionEncoding p : {nn::PositionEncoding::Rope, nn::PositionEncoding::Learned}) {
-      INFO(nn::position_encoding_name(p));
-      manual_seed(12);
-      nn::Transformer cpu(tiny_lm("hybrid_norm", p)), gpu(tiny_lm("hybrid_norm", p));
-      nn::load_state_dict(gpu, nn::state_dict(cpu));
-      gpu.to(Device::cuda());
-      Tensor in = ids({2, 4, 5, 6, 2, 8, 1, 1}, 2, 4), out = ids({4, 5, 6, 2, 8, 9, 1, 1}, 2, 4);
-      Tensor lc = nn::label_smoothed_nll(cpu.forward(in), out, 1, 0.1).loss;
-      lc.backward();  // (before the GPU's forward: a backward clears the thread's tape)
-      Tensor lg = nn::label_smoothed_nll(gpu.forward(in.to(Device::cuda())), out.to(Device::cuda()), 1, 0.1).loss;
-      lg.backward();
-      CHECK(std::abs(lc.item() - lg.item()) < 1e-5);
-      const auto pc = cpu.named_parameters(), pg = gpu.named_parameters();
-      for (size_t i = 0; i < pc.size(); i++) {
-        INFO(pc[i].first);
-        CHECK(max_abs_diff(pc[i].second.grad(), pg[i].second.grad().to(Device::cpu())) < 1e-4);
-      }
-      cpu.eval();
-      gpu.eval();
-      nn::GenerateOptions g;
-      g.max_new_tokens = 5;
-      CHECK(nn::generate(cpu, {{2, 4}, {7}}, g) == nn::generate(gpu, {{2, 4}, {7}}, g));
     }
   }
 }
