@@ -136,28 +136,33 @@ TEST_SUITE("decoder_only") {
     }
   }
 
-  TEST_CASE("incremental decoding: decode_step equals forward's last position, every topology, with reorder") {
-    for (const std::string& topo : nn::topology_names()) {
-      INFO("topology " << std::string(topo));
-      manual_seed(5);
-      nn::Transformer lm(tiny_lm(topo, 3));
-      lm.to(DType::F64);
-      lm.eval();
-      const std::vector<std::vector<int64_t>> rows = {{2, 4, 5, 6, 7}, {2, 8, 1, 9, 10}};  // a pad fed mid-way
-      nn::DecoderState st = lm.start_decoding(2);
-      for (int64_t t = 0; t < 5; t++) {
-        Tensor step = lm.decode_step(st, Tensor::from_vector<int64_t>({rows[0][t], rows[1][t]}, {2}));
-        std::vector<int64_t> prefix;
-        for (const auto& r : rows) prefix.insert(prefix.end(), r.begin(), r.begin() + t + 1);
-        Tensor full = lm.forward(ids(prefix, 2, t + 1)).slice(1, t, t + 1).reshape({2, 13});
-        INFO("step " << t);
-        CHECK(max_abs_diff(step, full) < 1e-12);
+  TEST_CASE("incremental decoding: decode_step equals forward's last position, every topology and position "
+            "encoding, with reorder") {
+    for (const std::string& topo : nn::topology_names())
+      for (nn::PositionEncoding p : {nn::PositionEncoding::Sinusoidal, nn::PositionEncoding::Learned,
+                                     nn::PositionEncoding::Rope}) {
+        INFO("topology " << std::string(topo) << ", " << nn::position_encoding_name(p) << " positions");
+        nn::TransformerConfig c = tiny_lm(topo, 3);
+        c.positions = p;
+        manual_seed(5);
+        nn::Transformer lm(c);
+        lm.to(DType::F64);
+        lm.eval();
+        const std::vector<std::vector<int64_t>> rows = {{2, 4, 5, 6, 7}, {2, 8, 1, 9, 10}};  // a pad fed mid-way
+        nn::DecoderState st = lm.start_decoding(2);
+        for (int64_t t = 0; t < 5; t++) {
+          Tensor step = lm.decode_step(st, Tensor::from_vector<int64_t>({rows[0][t], rows[1][t]}, {2}));
+          std::vector<int64_t> prefix;
+          for (const auto& r : rows) prefix.insert(prefix.end(), r.begin(), r.begin() + t + 1);
+          Tensor full = lm.forward(ids(prefix, 2, t + 1)).slice(1, t, t + 1).reshape({2, 13});
+          INFO("step " << t);
+          CHECK(max_abs_diff(step, full) < 1e-12);
+        }
+        st.reorder({1, 1});  // both rows continue the second prefix
+        Tensor next = lm.decode_step(st, Tensor::from_vector<int64_t>({3, 4}, {2}));
+        Tensor ref = lm.forward(ids({2, 8, 1, 9, 10, 3, 2, 8, 1, 9, 10, 4}, 2, 6)).slice(1, 5, 6).reshape({2, 13});
+        CHECK(max_abs_diff(next, ref) < 1e-12);
       }
-      st.reorder({1, 1});  // both rows continue the second prefix
-      Tensor next = lm.decode_step(st, Tensor::from_vector<int64_t>({3, 4}, {2}));
-      Tensor ref = lm.forward(ids({2, 8, 1, 9, 10, 3, 2, 8, 1, 9, 10, 4}, 2, 6)).slice(1, 5, 6).reshape({2, 13});
-      CHECK(max_abs_diff(next, ref) < 1e-12);
-    }
   }
 
   TEST_CASE("decode_step of [R, T] tokens (a prefill) equals T single steps; left-padded rows; then steps go on") {
