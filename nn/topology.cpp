@@ -70,6 +70,7 @@ const char* position_encoding_name(PositionEncoding p) {
     case PositionEncoding::Sinusoidal: return "sinusoidal";
     case PositionEncoding::Learned: return "learned";
     case PositionEncoding::Rope: return "rope";
+    case PositionEncoding::None: return "none";
   }
   return "?";
 }
@@ -78,7 +79,8 @@ PositionEncoding parse_position_encoding(const std::string& s) {
   if (s == "sinusoidal") return PositionEncoding::Sinusoidal;
   if (s == "learned") return PositionEncoding::Learned;
   if (s == "rope") return PositionEncoding::Rope;
-  fail("parse_position_encoding", ": unknown position encoding '", s, "'; known: sinusoidal, learned, rope");
+  if (s == "none") return PositionEncoding::None;
+  fail("parse_position_encoding", ": unknown position encoding '", s, "'; known: sinusoidal, learned, rope, none");
 }
 
 const std::vector<TopologyOption>& topology_options() {

@@ -30,8 +30,10 @@ enum class InitScheme { Fairseq, SmallInit, DeepNorm, GPT2 };
 //               LearnedPositionalEmbedding, GPT-2's wpe)
 //   Rope        nothing added; every self-attention rotates its queries and keys by their positions (RoPE: GPT-NeoX,
 //               LLaMA, OLMo), with base rope_theta. Cross-attention is not rotated.
-enum class PositionEncoding { Sinusoidal, Learned, Rope };
-const char* position_encoding_name(PositionEncoding p);  // "sinusoidal", "learned", "rope"
+//   None        no positions at all (NoPE, Kazemnejad et al. 2023): a causal decoder still tells orders apart from its
+//               second layer on (position t has seen t + 1 tokens); an encoder is blind to order (a bag of tokens).
+enum class PositionEncoding { Sinusoidal, Learned, Rope, None };
+const char* position_encoding_name(PositionEncoding p);  // "sinusoidal", "learned", "rope", "none"
 PositionEncoding parse_position_encoding(const std::string& s);
 const char* init_scheme_name(InitScheme s);  // "fairseq", "small_init", "deep_norm", "gpt2"
 InitScheme parse_init_scheme(const std::string& s);

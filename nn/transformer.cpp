@@ -95,6 +95,7 @@ Transformer::Transformer(const TransformerConfig& cfg) : cfg_(cfg) {
       rotary = register_module("rotary", std::make_shared<RotaryEmbedding>(d / cfg.heads, cfg.max_positions,
                                                                           cfg.pad_id, cfg.rope_theta));
       break;
+    case PositionEncoding::None: break;
   }
 
   encoder = std::make_shared<Stack>();  // decoder-only: stays empty, and is not a submodule
@@ -174,6 +175,7 @@ Transformer::PositionInputs Transformer::position_inputs(const Tensor& pos) {
     }
     case PositionEncoding::Learned: return {learned_positions->forward(pos), {}};
     case PositionEncoding::Rope: return {Tensor(), rotary->forward(pos)};
+    case PositionEncoding::None: return {};
   }
   return {};
 }

@@ -12,7 +12,7 @@
 //
 // Embedding (fairseq): e = √d · E[tok] + PE(pos), then D(e); the encoder zeroes padded positions. PE is the
 // sinusoidal table, or a learned one (cfg.positions); with RoPE nothing is added and every self-attention rotates
-// its queries and keys instead.
+// its queries and keys instead; with none, nothing at all.
 // Parameters: "embed.weight" (shared by source, target and output when cfg.share_embeddings), otherwise
 // "src_embed.weight", "tgt_embed.weight" and, unless cfg.tie_output, "output_projection.weight";
 // "enc.<i>.…" and "dec.<i>.…" for the layers, "enc.final_norm.…" etc. for the topology's stack modules.
@@ -118,8 +118,8 @@ class Transformer : public Module {
 
   std::shared_ptr<Embedding> src_embed, tgt_embed;  // the same module when sharing
   std::shared_ptr<Linear> output_projection;        // null when the output is tied to tgt_embed
-  // Exactly one of these three, by cfg.positions: the sinusoidal table ("positions", a buffer), the learned one
-  // ("embed_positions", a parameter), or RoPE's angle tables ("rotary", buffers).
+  // At most one of these three, by cfg.positions: the sinusoidal table ("positions", a buffer), the learned one
+  // ("embed_positions", a parameter), or RoPE's angle tables ("rotary", buffers); none for positions none.
   std::shared_ptr<SinusoidalPositions> positions;
   std::shared_ptr<Embedding> learned_positions;
   std::shared_ptr<RotaryEmbedding> rotary;

@@ -55,7 +55,7 @@
 #       per-head norms, GPT-NeoX's half split (RoFormer eq. 34 with the pairs (i, i + d_h/2)):
 #       q' = q ⊙ cos θ + rotate_half(q) ⊙ sin θ, rotate_half(q) = [-q_{d_h/2:}, q_{:d_h/2}], θ_{n,i} = n·base^(-2i/d_h)
 #       for the n-th non-pad token of its row (from 0; pads angle 0); cos θ and sin θ computed in double and rounded
-#       to float32, as C2's table (skipgrad stores them as float32 buffers).
+#       to float32, as C2's table (skipgrad stores them as float32 buffers); "none" adds nothing and rotates nothing.
 # Dropout is 0 everywhere, so where the dropouts sit does not enter the numbers.
 #
 # Model: vocab 13, d 8, 2 heads (d_h 4), ffn 32, 2+2 layers, pad_id 0, shared embeddings, LayerNorm (plus RMSNorm
@@ -106,7 +106,8 @@ LM_OUT = [[10, 11, 12, 4, 5, 2], [5, 6, 2, 0, 0, 0]]
 POSITION_CASES = [("lm_rope_pre_ln", "pre_ln", "layer_norm", "lm", "rope"),
                   ("lm_rope_hybrid_norm", "hybrid_norm", "rms_norm", "lm", "rope"),
                   ("lm_learned_post_ln", "post_ln", "layer_norm", "lm", "learned"),
-                  ("transformer_rope_resi_dual", "resi_dual", "layer_norm", "transformer", "rope")]
+                  ("transformer_rope_resi_dual", "resi_dual", "layer_norm", "transformer", "rope"),
+                  ("lm_nope_peri_ln", "peri_ln", "layer_norm", "lm", "none")]
 POSITION_CONFIG = dict(max_positions=64, rope_theta=10000.0)
 
 

@@ -140,7 +140,7 @@ TEST_SUITE("decoder_only") {
             "encoding, with reorder") {
     for (const std::string& topo : nn::topology_names())
       for (nn::PositionEncoding p : {nn::PositionEncoding::Sinusoidal, nn::PositionEncoding::Learned,
-                                     nn::PositionEncoding::Rope}) {
+                                     nn::PositionEncoding::Rope, nn::PositionEncoding::None}) {
         INFO("topology " << std::string(topo) << ", " << nn::position_encoding_name(p) << " positions");
         nn::TransformerConfig c = tiny_lm(topo, 3);
         c.positions = p;

@@ -129,6 +129,11 @@ TEST_SUITE("positions") {
     nn::TransformerConfig c = tiny_lm("pre_ln", P::Rope);
     c.rope_theta = 500000;
     CHECK(nn::Transformer(c).kind().find("rope theta 5e+05)") != std::string::npos);  // shortest round trip
+    nn::Transformer nope(tiny_lm("pre_ln", P::None));
+    CHECK((!nope.positions && !nope.learned_positions && !nope.rotary));
+    CHECK(nope.num_parameters() == sin_lm.num_parameters());
+    CHECK(nope.named_buffers().empty());
+    CHECK(nope.kind().find(", positions none)") != std::string::npos);
 
     // a checkpoint of one encoding is refused by a model of another with the same parameters
     const std::string path = (std::filesystem::temp_directory_path() /
@@ -154,6 +159,38 @@ TEST_SUITE("positions") {
     lm.to(DType::F64);
     CHECK(lm.rotary->sin_table.dtype() == DType::F64);
     CHECK(lm.forward(in).dtype() == DType::F64);
+  }
+
+  TEST_CASE("positions none: an encoder sees a bag of tokens; a causal LM tells orders apart from its second layer") {
+    nn::TransformerConfig c = tiny_transformer("pre_ln");
+    c.positions = nn::PositionEncoding::None;
+    manual_seed(9);
+    nn::Transformer model(c);
+    model.to(DType::F64);
+    model.eval();
+    NoGradGuard no_grad;
+    // the encoder's output for a permuted source is the permuted output: no position tells the tokens apart
+    const Tensor a = model.encode(ids({4, 5, 6, 7}, 1, 4)), b = model.encode(ids({6, 4, 7, 5}, 1, 4));
+    const int64_t where_in_b[] = {1, 3, 0, 2};  // token i of a's source sits at where_in_b[i] in b's
+    for (int64_t i = 0; i < 4; i++)
+      CHECK(max_abs_diff(a.slice(1, i, i + 1), b.slice(1, where_in_b[i], where_in_b[i] + 1)) < 1e-12);
+    // so the decoder's logits do not depend on the source's order at all
+    const Tensor tgt = ids({2, 8, 9}, 1, 3);
+    CHECK(max_abs_diff(model.forward(ids({4, 5, 6, 7}, 1, 4), tgt), model.forward(ids({6, 4, 7, 5}, 1, 4), tgt)) <
+          1e-12);
+    // A causal decoder-only model: in one layer the last position sees only the set of the tokens before it; a
+    // second layer reads the earlier positions' outputs, which differ with the order (position t saw t + 1
+    // tokens), so there the order shows.
+    for (int64_t layers : {1, 2}) {
+      INFO(layers << " layers");
+      nn::Transformer lm(tiny_lm("pre_ln", nn::PositionEncoding::None, layers));
+      lm.to(DType::F64);
+      lm.eval();
+      const Tensor x = lm.forward(ids({2, 4, 5, 6}, 1, 4)), y = lm.forward(ids({2, 5, 4, 6}, 1, 4));
+      const double last = max_abs_diff(x.slice(1, 3, 4), y.slice(1, 3, 4));
+      if (layers == 1) CHECK(last < 1e-12);
+      else CHECK(last > 1e-4);
+    }
   }
 
   TEST_CASE("forward_cached refuses a bad mask or angles before it changes the cache") {
@@ -194,7 +231,7 @@ TEST_SUITE("positions") {
     c.rope_theta = 1;
     CHECK_THROWS_WITH_ALL(c.validate(), "rope_theta must be finite and > 1");
     CHECK_THROWS_WITH_ALL(nn::parse_position_encoding("alibi"), "unknown position encoding 'alibi'",
-                          "sinusoidal, learned, rope");
+                          "sinusoidal, learned, rope, none");
     c = tiny_lm("pre_ln", nn::PositionEncoding::Learned);
     c.max_positions = int64_t(1) << 40;
     CHECK_THROWS_WITH_ALL(nn::Transformer{c}, "Transformer", "learned table", "too large");

@@ -170,10 +170,11 @@ TEST_SUITE("transformer_reference") {
     compare_all("lm");
   }
 
-  TEST_CASE("learned positions and RoPE (decoder-only and encoder-decoder): logits, loss, gradients match") {
+  TEST_CASE("learned positions, RoPE and none (decoder-only and encoder-decoder): logits, loss, gradients match") {
     std::ostringstream summary;
     for (const char* c :
-         {"lm_rope_pre_ln", "lm_rope_hybrid_norm", "lm_learned_post_ln", "transformer_rope_resi_dual"}) {
+         {"lm_rope_pre_ln", "lm_rope_hybrid_norm", "lm_learned_post_ln", "transformer_rope_resi_dual",
+          "lm_nope_peri_ln"}) {
       INFO("case positions_" << std::string(c));
       const Worst w = compare_case("positions", c);
       summary << "  " << c << ": logits " << w.logits << ", loss " << w.loss << ", worst " << w.error << " ("

@@ -50,7 +50,8 @@ void add_model_options(CLI::App* cmd, ModelOptions& m, bool topology) {
   cmd->add_option("--qk-norm", m.qk_norm, "none | qk | qkv: per-head norms of q, k (and v) inside attention")
       ->capture_default_str();
   cmd->add_option("--qk-norm-kind", m.qk_norm_kind, "rms_norm | layer_norm | l2")->capture_default_str();
-  cmd->add_option("--positions", m.positions, "sinusoidal | learned | rope (rotary q, k in every self-attention)")
+  cmd->add_option("--positions", m.positions,
+                  "sinusoidal | learned | rope (rotary q, k in every self-attention) | none")
       ->capture_default_str();
   cmd->add_option("--rope-theta", m.rope_theta, "RoPE's base, with --positions rope")->capture_default_str();
   cmd->add_option("--device", m.device, "cpu | cuda | cuda:N: where the model runs (the dump is the same)")
