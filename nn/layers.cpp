@@ -117,11 +117,7 @@ SinusoidalPositions::SinusoidalPositions(int64_t d, int64_t max_pos, int64_t pad
     : dim(d), max_positions(max_pos), padding_idx(pad) {
   check(d > 0 && max_pos > 0 && pad >= 0, "SinusoidalPositions",
         ": need dim > 0, max_positions > 0, padding_idx >= 0; got ", d, ", ", max_pos, ", ", pad);
-  int64_t rows = 0, elements = 0;  // (max_positions from a command line may be anything: no overflow, no 16 GiB)
-  check(!__builtin_add_overflow(max_pos, pad + 1, &rows) && !__builtin_mul_overflow(rows, d, &elements) &&
-            elements <= (int64_t(1) << 32),
-        "SinusoidalPositions", ": a table of ", max_pos, " positions (+ padding ", pad, ") x ", d,
-        " is too large (at most 2^32 elements)");
+  const int64_t rows = position_table_rows(max_pos, pad, d, int64_t(1) << 32, "SinusoidalPositions", "table");
   const int64_t half = d / 2;
   const double step = std::log(10000.0) / (double)std::max<int64_t>(half - 1, 1);
   std::vector<float> v(rows * d, 0.0f);
@@ -137,8 +133,28 @@ SinusoidalPositions::SinusoidalPositions(int64_t d, int64_t max_pos, int64_t pad
 }
 
 Tensor SinusoidalPositions::forward(const Tensor& ids) {
+  Tensor positions;
+  {
+    Scope s(name());
+    positions = make_positions(ids, padding_idx, max_positions, current_scope_or("SinusoidalPositions"));
+  }
+  return at(positions);
+}
+
+Tensor SinusoidalPositions::at(const Tensor& positions) {
   Scope s(name());
-  return embedding(table, make_positions(ids, padding_idx, max_positions, current_scope_or("SinusoidalPositions")));
+  return embedding(table, positions);
+}
+
+int64_t position_table_rows(int64_t max_positions, int64_t padding_idx, int64_t width, int64_t max_elements,
+                            const char* who, const char* what) {
+  int64_t rows = 0, elements = 0;
+  const int log2_max = 63 - __builtin_clzll((unsigned long long)max_elements);
+  check(!__builtin_add_overflow(max_positions, padding_idx + 1, &rows) &&
+            !__builtin_mul_overflow(rows, width, &elements) && elements <= max_elements,
+        who, ": a ", what, " of ", max_positions, " positions (+ padding ", padding_idx, ") x ", width,
+        " is too large (at most 2^", log2_max, " elements)");
+  return rows;
 }
 
 Tensor make_positions(const Tensor& ids, int64_t padding_idx, int64_t max_positions, const std::string& who) {
@@ -169,11 +185,7 @@ RotaryEmbedding::RotaryEmbedding(int64_t dh, int64_t max_pos, int64_t pad, doubl
         ": need an even d_head > 0, max_positions > 0, padding_idx >= 0 and a finite base > 1; got ", dh, ", ",
         max_pos, ", ", pad, ", ", b);
   const int64_t half = dh / 2;
-  int64_t rows = 0, elements = 0;  // as SinusoidalPositions: no overflow, no 16 GiB
-  check(!__builtin_add_overflow(max_pos, pad + 1, &rows) && !__builtin_mul_overflow(rows, half, &elements) &&
-            elements <= (int64_t(1) << 31),
-        "RotaryEmbedding", ": tables of ", max_pos, " positions (+ padding ", pad, ") x ", half,
-        " are too large (at most 2^31 elements each)");
+  const int64_t rows = position_table_rows(max_pos, pad, half, int64_t(1) << 31, "RotaryEmbedding", "cos/sin table");
   std::vector<float> c(rows * half, 1.0f), s(rows * half, 0.0f);  // rows up to padding_idx: angle 0
   for (int64_t p = pad + 1; p < rows; p++) {
     const double n = (double)(p - pad - 1);  // the token's index in its sequence, from 0

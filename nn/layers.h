@@ -57,10 +57,17 @@ class Embedding : public Module {
 class SinusoidalPositions : public Module {
  public:
   SinusoidalPositions(int64_t dim, int64_t max_positions, int64_t padding_idx);
-  Tensor forward(const Tensor& ids);  // int64 [B, T] -> [B, T, d]
+  Tensor forward(const Tensor& ids);  // int64 [B, T] -> [B, T, d]: at(make_positions(ids))
+  Tensor at(const Tensor& positions);  // the table's rows at make_positions' ids [B, T] -> [B, T, d]
   int64_t dim, max_positions, padding_idx;
   Tensor table;
 };
+
+// The rows of a table indexed by make_positions' ids, max_positions + padding_idx + 1, checked against overflow and
+// against more than max_elements elements of `width` columns (max_positions may come from a command line); the
+// Error names `who` and `what` ("learned table").
+int64_t position_table_rows(int64_t max_positions, int64_t padding_idx, int64_t width, int64_t max_elements,
+                            const char* who, const char* what);
 
 // fairseq's make_positions: int64 [B, T] of ids -> their positions, padding_idx + 1, + 2, ... for the non-pad tokens
 // of each row in order, padding_idx for pads (computed on ids' device, not recorded). On the CPU a row of more than

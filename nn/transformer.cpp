@@ -83,11 +83,8 @@ Transformer::Transformer(const TransformerConfig& cfg) : cfg_(cfg) {
       positions = register_module("positions", std::make_shared<SinusoidalPositions>(d, cfg.max_positions, cfg.pad_id));
       break;
     case PositionEncoding::Learned: {  // fairseq LearnedPositionalEmbedding: N(0, d^-0.5), the padding row zero
-      int64_t rows = 0, elements = 0;  // (as SinusoidalPositions: max_positions may come from a command line)
-      check(!__builtin_add_overflow(cfg.max_positions, cfg.pad_id + 1, &rows) &&
-                !__builtin_mul_overflow(rows, d, &elements) && elements <= (int64_t(1) << 32),
-            "Transformer", ": a learned table of ", cfg.max_positions, " positions (+ padding ", cfg.pad_id, ") x ", d,
-            " is too large (at most 2^32 elements)");
+      const int64_t rows =
+          position_table_rows(cfg.max_positions, cfg.pad_id, d, int64_t(1) << 32, "Transformer", "learned table");
       learned_positions = register_module("embed_positions", std::make_shared<Embedding>(rows, d, cfg.pad_id));
       break;
     }
@@ -169,10 +166,7 @@ Tensor Transformer::position_ids(const Tensor& ids) const {
 
 Transformer::PositionInputs Transformer::position_inputs(const Tensor& pos) {
   switch (cfg_.positions) {
-    case PositionEncoding::Sinusoidal: {
-      Scope s(positions->name());
-      return {embedding(positions->table, pos), {}};
-    }
+    case PositionEncoding::Sinusoidal: return {positions->at(pos), {}};
     case PositionEncoding::Learned: return {learned_positions->forward(pos), {}};
     case PositionEncoding::Rope: return {Tensor(), rotary->forward(pos)};
     case PositionEncoding::None: return {};
