@@ -96,20 +96,23 @@ TorchTransformerImpl::TorchTransformerImpl(const TorchModelConfig& c) : cfg(c) {
   dec = register_module("dec", TorchStack(cfg, true));
 }
 
-// x = √d·E[ids] + PE[pos]; fairseq make_positions: pos = cumsum(non-pad)·non-pad + pad (pads read row pad)
+// fairseq make_positions: pos = cumsum(non-pad)·non-pad + pad (pads read row pad)
+static torch::Tensor make_positions(const torch::Tensor& nonpad, int64_t pad_id) {
+  return torch::cumsum(nonpad, 1) * nonpad + pad_id;
+}
+
+// x = √d·E[ids] + PE[pos] (RoPE: nothing added); the encoder zeroes pad positions
 torch::Tensor TorchTransformerImpl::embed_tokens(const torch::Tensor& ids, bool zero_pads) {
   torch::Tensor nonpad = ids.ne(cfg.pad_id).to(torch::kLong);
-  torch::Tensor pos = torch::cumsum(nonpad, 1) * nonpad + cfg.pad_id;
   torch::Tensor x = embed(ids) * std::sqrt((double)cfg.d_model);
-  if (!cfg.rope) x = x + F::embedding(pos, positions->table);
+  if (!cfg.rope) x = x + F::embedding(make_positions(nonpad, cfg.pad_id), positions->table);
   if (zero_pads) x = x * nonpad.unsqueeze(-1).to(x.dtype());
   return x;
 }
 
 std::pair<torch::Tensor, torch::Tensor> TorchTransformerImpl::angles(const torch::Tensor& ids) {
   if (!cfg.rope) return {};
-  torch::Tensor nonpad = ids.ne(cfg.pad_id).to(torch::kLong);
-  torch::Tensor pos = torch::cumsum(nonpad, 1) * nonpad + cfg.pad_id;
+  torch::Tensor pos = make_positions(ids.ne(cfg.pad_id).to(torch::kLong), cfg.pad_id);
   auto rows = [&](const torch::Tensor& table) {
     torch::Tensor half = F::embedding(pos, table);          // [B, T, d_h/2]
     return torch::cat({half, half}, -1).unsqueeze(1);       // [B, 1, T, d_h]
