@@ -148,7 +148,8 @@ for part in "${parts[@]}"; do
     mlp) run mlp 60 "$MIN_PART_S" "$build/examples/mlp_demo" --device cuda ;;
     lm)
       run lm 60 "$MIN_PART_S" bash -c "for p in rope learned; do $build/skipgrad-lm --device cuda --text README.md \
-          --topologies pre_ln,hybrid_norm --positions \$p --steps 200 --warmup 20 --eval-every 0 --sample 40 || exit; done" ;;
+          --topologies pre_ln,hybrid_norm --positions \$p --steps 200 --warmup 20 --eval-every 0 --sample 40 \
+          || exit; done" ;;
     translate)
       run translate "${CAP_TRANSLATE_S:-150}" "$MIN_PART_S" "$build/skipgrad-translate" train --device cuda \
         --steps "${TRANSLATE_STEPS:-300}" --autocast "${TRANSLATE_AUTOCAST:-off}" --eval-every 100 --save-every 100 \
