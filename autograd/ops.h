@@ -170,12 +170,18 @@ Tensor multinomial(const Tensor& probs, int64_t num_samples, bool replacement = 
 // key_padding_mask: [B, Tk], nonzero = masked out (may be undefined). causal masks key j > query i + (Tk - Tq).
 // A query whose keys are all masked (causal with Tq > Tk, a fully padded row) gets zeros and no gradient, where
 // torch's softmax over -inf scores gives NaN.
+// ALiBi (Press et al. 2022), when alibi_slopes is defined: the score of query i and key j in head h of batch entry b
+// gets the bias  - alibi_slopes[h] * |query_positions[b, i] - key_positions[b, j]|  before the masks and softmax
+// (a causal query's keys are never after it, so this is the paper's -m (i - j); an encoder's is symmetric).
+// alibi_slopes [H] in q's dtype (float32 for bf16 q), positions int64 [B, Tq] and [B, Tk]: constants, no gradient
+// (slopes that require grad are refused). nn::alibi_slopes(H) gives the paper's.
 struct AttentionOptions {
   bool causal = false;
   double scale = -1;  // -1: 1/sqrt(dh)
   double dropout = 0;
   bool training = true;
   Generator* gen = nullptr;
+  Tensor alibi_slopes, query_positions, key_positions;
 };
 Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& key_padding_mask = Tensor(),
                  const AttentionOptions& opt = {});

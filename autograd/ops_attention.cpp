@@ -106,11 +106,25 @@ void check_attention_args(const Tensor& q, const Tensor& k, const Tensor& v, con
   check(opt.scale == -1 || std::isfinite(opt.scale), op, ": scale must be finite (or -1 for 1/sqrt(dh)), got ",
         opt.scale);
   check(opt.dropout >= 0 && opt.dropout < 1, op, ": dropout must be in [0, 1), got ", opt.dropout);
+  const Tensor &sl = opt.alibi_slopes, &qp = opt.query_positions, &kp = opt.key_positions;
+  if (!sl.defined() && !qp.defined() && !kp.defined()) return;
+  const DType slope_dtype = q.dtype() == DType::BF16 ? DType::F32 : q.dtype();
+  const bool ok = sl.defined() && qp.defined() && kp.defined() && sl.dtype() == slope_dtype &&
+                  sl.shape() == Shape{q.size(1)} && qp.dtype() == DType::I64 && kp.dtype() == DType::I64 &&
+                  qp.shape() == Shape{q.size(0), q.size(2)} && kp.shape() == Shape{q.size(0), k.size(2)};
+  if (!ok)
+    fail(op, ": ALiBi expects alibi_slopes [H = ", q.size(1), "] in ", dtype_name(slope_dtype),
+         " and int64 query_positions [B, Tq] = ", Shape{q.size(0), q.size(2)}, " and key_positions [B, Tk] = ",
+         Shape{q.size(0), k.size(2)}, "; got slopes ", sl.meta_str(), ", query positions ", qp.meta_str(),
+         ", key positions ", kp.meta_str());
+  check_same_device(op, {q, sl, qp, kp});
+  check(!sl.requires_grad(), op, ": alibi_slopes are constants and get no gradient (detach them)");
 }
 }  // namespace
 
 // Forward, per head (b, h):
-//   S = scale * Q K^T  (-inf where masked)    P = softmax(S) over keys (a fully masked row gives P = 0)
+//   S = scale * Q K^T  (+ ALiBi's -m_h |p_i - p_j|; -inf where masked)
+//   P = softmax(S) over keys (a fully masked row gives P = 0)
 //   Pd = P * M  (M: inverted-dropout mask, only when training with dropout > 0; else Pd = P)
 //   O = Pd V
 // Backward, given dO:
@@ -142,6 +156,11 @@ Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor
     mask.key_padding = key_padding_rows(key_padding_mask);
     mask.rows_per_batch = H * Tq;
   }
+  if (opt.alibi_slopes.defined()) {
+    mask.alibi_slopes = contiguous_raw(opt.alibi_slopes);
+    mask.query_positions = contiguous_raw(opt.query_positions);
+    mask.key_positions = contiguous_raw(opt.key_positions);
+  }
   Tensor probs = Tensor::empty({B, H, Tq, Tk}, dtype, device);
   backend.softmax(scores, probs, false, mask);
   scores = Tensor();
@@ -163,6 +182,8 @@ Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor
 
   std::vector<Tensor> inputs{q, k, v};
   if (key_padding_mask.defined()) inputs.push_back(key_padding_mask);
+  OpParams params{{"causal", opt.causal}, {"scale", scale}, {"dropout", p_drop}};
+  if (opt.alibi_slopes.defined()) params.push_back({"alibi", true});
   record("attention", inputs, out, {Q.t, K.t, V.t, probs},
          [B, H, Tq, Tk, dh, scale, p_drop, seed, offset](const Node& n, const Tensor& g_in) {
            const Tensor& probs = n.saved[3];
@@ -203,7 +224,7 @@ Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor
            if (n.inputs.size() > 3) grads.push_back(Tensor());  // the mask gets no gradient
            return grads;
          },
-         {{"causal", opt.causal}, {"scale", scale}, {"dropout", p_drop}});
+         params);
   return out;
 }
 

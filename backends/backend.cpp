@@ -118,14 +118,29 @@ void check_softmax_mask(const char* op, const Tensor& x, const SoftmaxMask& mask
   check(mask.causal_queries >= 0, op, ": causal_queries must be >= 0, got ", mask.causal_queries);
   check(mask.causal_queries == 0 || rows % mask.causal_queries == 0, op, ": ", rows,
         " rows are not blocks of causal_queries = ", mask.causal_queries);
-  if (!mask.key_padding.defined()) return;
-  const Tensor& pad = mask.key_padding;
-  if (!(pad.dtype() == DType::I64 && pad.is_contiguous() && pad.device() == x.device()))
-    fail(op, ": key_padding must be contiguous int64 on ", x.device().str(), ", got ", pad.meta_str());
-  check(mask.rows_per_batch > 0 && rows % mask.rows_per_batch == 0 &&
-            pad.numel() == rows / mask.rows_per_batch * cols,
-        op, ": key_padding ", pad.shape(), " does not give one row of ", cols, " columns per ", mask.rows_per_batch,
-        " of x's ", rows, " rows");
+  if (mask.key_padding.defined()) {
+    const Tensor& pad = mask.key_padding;
+    if (!(pad.dtype() == DType::I64 && pad.is_contiguous() && pad.device() == x.device()))
+      fail(op, ": key_padding must be contiguous int64 on ", x.device().str(), ", got ", pad.meta_str());
+    check(mask.rows_per_batch > 0 && rows % mask.rows_per_batch == 0 &&
+              pad.numel() == rows / mask.rows_per_batch * cols,
+          op, ": key_padding ", pad.shape(), " does not give one row of ", cols, " columns per ",
+          mask.rows_per_batch, " of x's ", rows, " rows");
+  }
+  if (!mask.alibi_slopes.defined() && !mask.query_positions.defined() && !mask.key_positions.defined()) return;
+  // ALiBi: rows = B*H*Tq with H from the slopes, Tq and B from the query positions
+  const Tensor &sl = mask.alibi_slopes, &qp = mask.query_positions, &kp = mask.key_positions;
+  const DType slope_dtype = x.dtype() == DType::BF16 ? DType::F32 : x.dtype();
+  auto on_x = [&](const Tensor& t, DType dtype, int64_t dim) {
+    return t.defined() && t.dtype() == dtype && t.dim() == dim && t.is_contiguous() && t.device() == x.device();
+  };
+  const bool ok = on_x(sl, slope_dtype, 1) && on_x(qp, DType::I64, 2) && on_x(kp, DType::I64, 2) &&
+                  kp.size(1) == cols && kp.size(0) == qp.size(0) && rows == qp.numel() * sl.numel() &&
+                  (mask.rows_per_batch == 0 || mask.rows_per_batch == sl.numel() * qp.size(1));
+  if (!ok)
+    fail(op, ": ALiBi expects contiguous alibi_slopes [H] in ", dtype_name(slope_dtype), ", query_positions [B, Tq] ",
+         "and key_positions [B, Tk = ", cols, "] int64, on ", x.device().str(), ", with B*H*Tq = x's ", rows,
+         " rows; got slopes ", sl.meta_str(), ", query positions ", qp.meta_str(), ", key positions ", kp.meta_str());
 }
 
 bool check_binary_dtypes(const char* op, const Tensor& a, const Tensor& b, const Tensor& out) {

@@ -80,10 +80,14 @@ inline int64_t batch_offset(int64_t b, int64_t inner, int64_t stride, int64_t st
 //   causal_queries = Tq > 0: in row i of each block of Tq rows (queries), the columns (keys) j > i + Tk - Tq;
 //   key_padding, when defined: contiguous int64 [B, Tk]; in every row of batch entry b = row / rows_per_batch
 //   (rows_per_batch = H*Tq), the columns j with key_padding[b, j] != 0.
+// ALiBi's bias, when alibi_slopes is defined, is added to the scores first (attention's AttentionOptions): row
+// r = (b*H + h)*Tq + i, column j gets  - alibi_slopes[h] * |query_positions[b, i] - key_positions[b, j]|,  with
+// alibi_slopes contiguous [H] of x's dtype (float32 for bf16 x), the positions contiguous int64 [B, Tq], [B, Tk].
 struct SoftmaxMask {
   int64_t causal_queries = 0;
   Tensor key_padding;
   int64_t rows_per_batch = 0;
+  Tensor alibi_slopes, query_positions, key_positions;
 };
 // Throws an Error naming `op` unless `mask` fits x's rows and cols as described above (every backend checks).
 void check_softmax_mask(const char* op, const Tensor& x, const SoftmaxMask& mask);

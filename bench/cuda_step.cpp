@@ -4,7 +4,7 @@
 //
 //   cuda_step [--topologies post_ln,pre_ln] [--precision fp32,tf32,bf16 | --fp32 | --tf32] [--warmup 5] [--rounds 5]
 //             [--steps 10] [--weights-dir DIR] [--json] [--no-ceiling] [--device cuda|cpu] [--shape key=value,...]
-//             [--profile DIR] [--positions sinusoidal|learned|rope]
+//             [--profile DIR] [--positions sinusoidal|learned|rope|alibi|none]
 //
 // Model: encoder-decoder, d=512, 8 heads, FFN 2048, 6+6 layers, shared vocabulary 8000, 64 sentence pairs x 64
 // tokens a side, label smoothing 0.1, Adam (lr 1e-3), dropout 0, float32. --shape overrides batch, src_len,

@@ -138,19 +138,26 @@ KVCache MultiHeadAttention::kv_heads(const Tensor& key_value, const RotaryAngles
   Tensor v = split_heads(v_proj->forward(key_value), "v_heads");
   if (k_norm) k = k_norm->forward(k);
   if (v_norm) v = v_norm->forward(v);
-  return {rope(k, rotary, "k_rope"), v};
+  return {rope(k, rotary, "k_rope"), v, Tensor()};
 }
 
 // For each query row i, over the keys j it sees, of the logits s_ij = q_i·k_j / √d_h (float64, [B, H, Tq] each):
 //   max_abs  max_j |s_ij|                        (-1 for a row that sees no key)
 //   entropy  -sum_j p_ij log p_ij, p_i = softmax_j(s_i)   (NaN for a row that sees no key)
 // Key j is hidden by the padding mask, or, when causal, if j > i + Tk - Tq (as the attention op hides it).
+// With ALiBi, the entropy is that of the softmax the attention takes, of s_ij - m_h |p_i - p_j|; max_abs stays q·k's.
 static AttentionLogitRows visible_logit_rows(const Tensor& q, const Tensor& k, const Tensor& key_padding_mask,
-                                             bool causal) {
+                                             bool causal, const AlibiBias& alibi, const Tensor& key_positions) {
   NoGradGuard no_grad;
-  const int64_t B = q.size(0), Tq = q.size(2), Tk = k.size(2);
+  const int64_t B = q.size(0), H = q.size(1), Tq = q.size(2), Tk = k.size(2);
   const Device dev = q.device();
   const Tensor logits = matmul(q.to(DType::F64), k.to(DType::F64), false, true) * (1.0 / std::sqrt((double)q.size(3)));
+  Tensor biased = logits;
+  if (alibi.defined()) {
+    const Tensor distance = abs(sub(alibi.positions.to(DType::F64).reshape({B, 1, Tq, 1}),
+                                    key_positions.to(DType::F64).reshape({B, 1, 1, Tk})));
+    biased = sub(logits, mul(alibi.slopes.to(DType::F64).reshape({1, H, 1, 1}), distance));
+  }
   std::vector<Tensor> hidden;  // masks broadcast to [B, H, Tq, Tk], nonzero = hidden
   if (key_padding_mask.defined()) hidden.push_back(key_padding_mask.to(dev).reshape({B, 1, 1, Tk}));
   if (causal && Tq > 1) {  // (one query sees every key; more may see none: Tq 3, Tk 1 hides the key from 2 rows)
@@ -163,7 +170,7 @@ static AttentionLogitRows visible_logit_rows(const Tensor& q, const Tensor& k, c
     for (const Tensor& h : hidden) x = masked_fill(x, h, value);
     return x;
   };
-  const Tensor log_p = log_softmax(hide(logits, -INFINITY), 3);
+  const Tensor log_p = log_softmax(hide(biased, -INFINITY), 3);
   AttentionLogitRows rows;
   rows.attention = current_scope();
   rows.max_abs = max(hide(abs(logits), -1.0), {3});
@@ -172,9 +179,23 @@ static AttentionLogitRows visible_logit_rows(const Tensor& q, const Tensor& k, c
   return rows;
 }
 
+// ALiBi's slopes [H] (float32 for a bf16 model) and positions int64 [B, T] of query [B, T, d], on its device
+void MultiHeadAttention::check_alibi(const AlibiBias& alibi, const Tensor& query) const {
+  if (!alibi.defined()) return;
+  const Tensor &sl = alibi.slopes, &pos = alibi.positions;
+  const bool ok = sl.dim() == 1 && sl.size(0) == cfg.heads && sl.device() == query.device() && pos.defined() &&
+                  pos.dtype() == DType::I64 && pos.shape() == Shape{query.size(0), query.size(1)} &&
+                  pos.device() == query.device();
+  if (!ok)
+    fail(current_scope_or(kKind), ": ALiBi expects slopes [", cfg.heads, "] and int64 positions ",
+         Shape{query.size(0), query.size(1)}, " (the query's) on ", query.device().str(), "; got slopes ",
+         sl.meta_str(), ", positions ", pos.meta_str());
+}
+
 // out_proj( concat_h softmax(Q Kᵀ / √d_h + mask) V ) with Q from `query`; k, v [B, H, Tk, dh]
 Tensor MultiHeadAttention::attend(const Tensor& query, const Tensor& k, const Tensor& v,
-                                  const Tensor& key_padding_mask, bool causal, const RotaryAngles& rotary) {
+                                  const Tensor& key_padding_mask, bool causal, const RotaryAngles& rotary,
+                                  const AlibiBias& alibi, const Tensor& key_positions) {
   const int64_t B = query.size(0), Tq = query.size(1), Tk = k.size(2);
   if (key_padding_mask.defined() && key_padding_mask.shape() != Shape{B, Tk})
     fail(current_scope_or(kKind), ": key padding mask must be ", Shape{B, Tk}, ", got ", key_padding_mask.shape());
@@ -185,7 +206,12 @@ Tensor MultiHeadAttention::attend(const Tensor& query, const Tensor& k, const Te
   opt.causal = causal;
   opt.dropout = cfg.attn_dropout;
   opt.training = is_training();
-  if (logit_rows) logit_rows->push_back(visible_logit_rows(q, k, key_padding_mask, causal));
+  if (alibi.defined()) {
+    opt.alibi_slopes = alibi.slopes;
+    opt.query_positions = alibi.positions;
+    opt.key_positions = key_positions;
+  }
+  if (logit_rows) logit_rows->push_back(visible_logit_rows(q, k, key_padding_mask, causal, alibi, key_positions));
   Tensor o = attention(q, k, v, key_padding_mask, opt);  // [B, H, Tq, dh], scale 1/√d_h
   Tensor merged;
   {
@@ -196,17 +222,19 @@ Tensor MultiHeadAttention::attend(const Tensor& query, const Tensor& k, const Te
 }
 
 Tensor MultiHeadAttention::forward(const Tensor& query, const Tensor& key_value, const Tensor& key_padding_mask,
-                                   bool causal, const RotaryAngles& rotary) {
+                                   bool causal, const RotaryAngles& rotary, const AlibiBias& alibi) {
   Scope s(name());
   check_input(query, "query", -1);
   check_input(key_value, "key/value", query.size(0));
   // under autocast K, V (and, in self-attention, Q) read one bf16 copy of their input
   const Tensor kv_in = autocast::for_products(key_value);
-  if (rotary.defined() && query.impl_ptr() != key_value.impl_ptr())
-    fail(current_scope_or(kKind), ": rotary angles are for self-attention (query and key/value the same tensor)");
+  if ((rotary.defined() || alibi.defined()) && query.impl_ptr() != key_value.impl_ptr())
+    fail(current_scope_or(kKind), ": ", rotary.defined() ? "rotary angles are" : "ALiBi is",
+         " for self-attention (query and key/value the same tensor)");
+  check_alibi(alibi, query);
   KVCache kv = kv_heads(kv_in, rotary);
   return attend(query.impl_ptr() == key_value.impl_ptr() ? kv_in : query, kv.k, kv.v, key_padding_mask, causal,
-                rotary);
+                rotary, alibi, alibi.positions);
 }
 
 KVCache MultiHeadAttention::project_kv(const Tensor& key_value) {
@@ -215,22 +243,28 @@ KVCache MultiHeadAttention::project_kv(const Tensor& key_value) {
     fail(current_scope_or(kKind), ": project_kv is for inference; run it under NoGradGuard");
   check_input(key_value, "key/value", -1);
   KVCache kv = kv_heads(key_value, {});
-  return {kv.k.contiguous(), kv.v.contiguous()};
+  return {kv.k.contiguous(), kv.v.contiguous(), Tensor()};
 }
 
 // Appending new keys to the cache: K = [K_cache; K_new] along time. A causal query i (of Tq, the last positions)
 // sees keys j <= i + T_cache - Tq, exactly the keys a full causal forward shows it; a single query sees them all.
 Tensor MultiHeadAttention::forward_cached(const Tensor& query, KVCache& cache, const Tensor& append,
-                                          const Tensor& key_padding_mask, bool causal, const RotaryAngles& rotary) {
+                                          const Tensor& key_padding_mask, bool causal, const RotaryAngles& rotary,
+                                          const AlibiBias& alibi) {
   Scope s(name());
   if (grad_enabled())
     fail(current_scope_or(kKind), ": forward_cached is for inference; run it under NoGradGuard");
   check_input(query, "query", -1);
   const int64_t B = query.size(0);
-  if (rotary.defined() && append.impl_ptr() != query.impl_ptr())  // (before the cache changes)
-    fail(current_scope_or(kKind), ": rotary angles are for self-attention steps (append the query itself)");
+  if ((rotary.defined() || alibi.defined()) && append.impl_ptr() != query.impl_ptr())  // (before the cache changes)
+    fail(current_scope_or(kKind), ": ", rotary.defined() ? "rotary angles are" : "ALiBi is",
+         " for self-attention steps (append the query itself)");
   if (!cache.empty() && cache.k.size(0) != B)
     fail(current_scope_or(kKind), ": the cache holds ", cache.k.size(0), " rows, the query ", B);
+  check_alibi(alibi, query);
+  if (!cache.empty() && alibi.defined() != cache.positions.defined())
+    fail(current_scope_or(kKind), ": the cache was filled ", alibi.defined() ? "without" : "with",
+         " ALiBi positions and this step has ", alibi.defined() ? "them" : "none");
   if (append.defined()) {
     check_input(append, "appended key/value", B);
     const int64_t keys = cache.length() + append.size(1);  // (attend checks it too, after the cache has grown)
@@ -241,10 +275,13 @@ Tensor MultiHeadAttention::forward_cached(const Tensor& query, KVCache& cache, c
     const bool first = cache.empty();
     cache.k = first ? kv.k.contiguous() : concat({cache.k, kv.k}, 2);
     cache.v = first ? kv.v.contiguous() : concat({cache.v, kv.v}, 2);
+    if (alibi.defined())
+      cache.positions = first ? alibi.positions.contiguous() : concat({cache.positions, alibi.positions}, 1);
   }
   if (cache.empty())
     fail(current_scope_or(kKind), ": forward_cached with an empty cache and nothing to append");
-  return attend(query, cache.k, cache.v, key_padding_mask, causal && query.size(1) > 1, rotary);
+  return attend(query, cache.k, cache.v, key_padding_mask, causal && query.size(1) > 1, rotary, alibi,
+                cache.positions);
 }
 
 // ---------------------------------------------------------------- FeedForward

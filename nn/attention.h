@@ -36,6 +36,7 @@ struct AttentionConfig {
 // cross-attention's holds the encoder output's, computed once.
 struct KVCache {
   Tensor k, v;
+  Tensor positions;  // with ALiBi, the keys' positions [B, T] (make_positions' ids); else undefined
   bool empty() const { return !k.defined(); }
   int64_t length() const { return k.defined() ? k.size(2) : 0; }
 };
@@ -54,7 +55,7 @@ struct AttentionLogitRows {
 // fairseq MultiheadAttention:
 //   Q = x W_qᵀ + b_q,  K = kv W_kᵀ + b_k,  V = kv W_vᵀ + b_v   (split into h heads of d_h = d/h)
 //   [Q, K, V ← Norm_{q,k,v}(Q, K, V) per head when enabled]   [Q, K ← RoPE(Q), RoPE(K) when given angles]
-//   O = concat_h( D_att(softmax(Q Kᵀ / √d_h + mask)) V ) W_oᵀ + b_o
+//   O = concat_h( D_att(softmax(Q Kᵀ / √d_h [- m_h |p_i - p_j| when given ALiBi] + mask)) V ) W_oᵀ + b_o
 // Init: xavier_uniform(gain 1/√2) for W_q, W_k, W_v (biases: torch default), xavier_uniform for W_o, b_o = 0.
 class MultiHeadAttention : public Module {
  public:
@@ -63,8 +64,10 @@ class MultiHeadAttention : public Module {
   // (nonzero = padding; may be undefined), causal: key j is hidden from query i when j > i + Tk - Tq.
   // rotary: the angles of the positions of query (and key_value: self-attention only), [B, T, d_head/2] each;
   // when defined, q and k are rotated by them after the head norms (RoPE).
+  // alibi: the slopes and the positions of query (= key_value: self-attention only); when defined, the scores get
+  // ALiBi's bias.
   Tensor forward(const Tensor& query, const Tensor& key_value, const Tensor& key_padding_mask = Tensor(),
-                 bool causal = false, const RotaryAngles& rotary = {});
+                 bool causal = false, const RotaryAngles& rotary = {}, const AlibiBias& alibi = {});
 
   // ---- incremental decoding (inference only: grad mode must be off) ----
   // K and V of key_value [B, T, d], as forward computes them without rotary angles: what a cross-attention cache
@@ -73,10 +76,11 @@ class MultiHeadAttention : public Module {
   // Attention of query [B, Tq, d] over the cached keys/values, after appending those of `append` [B, Tn, d] when it
   // is defined (a self-attention step: append = query). key_padding_mask [B, T_cache] covers every cached key.
   // rotary: the angles of the query's positions, which the appended keys share; the cache holds rotated keys.
-  // forward(x, x, mask, causal, angles) on a sequence == forward_cached on its positions one at a time.
+  // alibi: the slopes and the query's positions, which the appended keys share; the cache keeps the keys' positions.
+  // forward(x, x, mask, causal, angles, alibi) on a sequence == forward_cached on its positions one at a time.
   Tensor forward_cached(const Tensor& query, KVCache& cache, const Tensor& append = Tensor(),
                         const Tensor& key_padding_mask = Tensor(), bool causal = false,
-                        const RotaryAngles& rotary = {});
+                        const RotaryAngles& rotary = {}, const AlibiBias& alibi = {});
 
   void reset_fairseq();
 
@@ -96,8 +100,10 @@ class MultiHeadAttention : public Module {
   Tensor split_heads(const Tensor& x, const char* what) const;                 // [B, T, d] -> [B, H, T, dh]
   // heads of k_proj/v_proj (+ norms, + the rotary embedding of k when `rotary` is defined)
   KVCache kv_heads(const Tensor& key_value, const RotaryAngles& rotary);
+  void check_alibi(const AlibiBias& alibi, const Tensor& query) const;  // slopes [H], positions [B, Tq]
+  // key_positions: with alibi, the positions of k's keys [B, Tk]
   Tensor attend(const Tensor& query, const Tensor& k, const Tensor& v, const Tensor& key_padding_mask, bool causal,
-                const RotaryAngles& rotary);
+                const RotaryAngles& rotary, const AlibiBias& alibi = {}, const Tensor& key_positions = Tensor());
 };
 
 enum class Activation { ReLU, GELU, SwiGLU };

@@ -209,6 +209,33 @@ RotaryAngles RotaryEmbedding::forward(const Tensor& positions) {
   return {embedding(cos_table, positions), embedding(sin_table, positions)};
 }
 
+// ---------------------------------------------------------------- ALiBi
+
+std::vector<double> alibi_slopes(int64_t heads) {
+  check(heads > 0, "alibi_slopes", ": heads must be > 0, got ", heads);
+  int64_t pow2 = 1;  // the largest power of two <= heads
+  while (pow2 * 2 <= heads) pow2 *= 2;
+  std::vector<double> m;
+  for (int64_t h = 1; h <= pow2; h++) m.push_back(std::exp2(-8.0 * (double)h / (double)pow2));
+  for (int64_t h = 1; (int64_t)m.size() < heads; h += 2) m.push_back(std::exp2(-8.0 * (double)h / (double)(2 * pow2)));
+  return m;
+}
+
+AlibiSlopes::AlibiSlopes(int64_t h) : heads(h) {
+  const std::vector<double> m = alibi_slopes(h);
+  slopes = register_buffer("slopes", Tensor::from_vector<float>(std::vector<float>(m.begin(), m.end()), {h}));
+}
+
+void AlibiSlopes::to(DType dtype) {
+  Module::to(dtype == DType::BF16 ? DType::F32 : dtype);
+}
+
+AlibiBias AlibiSlopes::forward(const Tensor& positions) {
+  check(positions.defined() && positions.dtype() == DType::I64 && positions.dim() == 2, current_scope_or("AlibiSlopes"),
+        ": expected positions int64 [B, T], got ", positions.meta_str());
+  return {slopes, positions};
+}
+
 // ---------------------------------------------------------------- Dropout
 
 Dropout::Dropout(double prob) : p(prob) {

@@ -99,6 +99,30 @@ class RotaryEmbedding : public Module {
   Tensor cos_table, sin_table;
 };
 
+// ALiBi's inputs to one self-attention: the heads' slopes [H] and the positions (make_positions' ids, [B, T]) of
+// its tokens, which are its queries and its keys; undefined: no ALiBi.
+struct AlibiBias {
+  Tensor slopes, positions;
+  bool defined() const { return slopes.defined(); }
+};
+
+// ALiBi's head slopes (Press et al. 2022, their code and BLOOM's): for H a power of two, m_h = 2^(-8h/H), h = 1..H;
+// otherwise the slopes of the largest power of two H' < H, then every other slope of 2H', up to H.
+std::vector<double> alibi_slopes(int64_t heads);
+
+// Attention with linear biases (ALiBi): nothing is added to the embeddings; every self-attention's score of query
+// i and key j in head h gets -m_h |p_i - p_j| (attention()'s AttentionOptions), so a head attends less the farther
+// a key is, at its own rate. No parameters: the slopes are a float32 buffer, as RotaryEmbedding's tables.
+class AlibiSlopes : public Module {
+ public:
+  explicit AlibiSlopes(int64_t heads);
+  AlibiBias forward(const Tensor& positions);  // positions int64 [B, T] (make_positions) -> {slopes, positions}
+  using Module::to;
+  void to(DType dtype) override;  // as RotaryEmbedding's: a bf16 model keeps float32 slopes
+  int64_t heads;
+  Tensor slopes;
+};
+
 // Inverted dropout with probability p while training; identity in eval mode.
 class Dropout : public Module {
  public:

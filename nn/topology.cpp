@@ -70,6 +70,7 @@ const char* position_encoding_name(PositionEncoding p) {
     case PositionEncoding::Sinusoidal: return "sinusoidal";
     case PositionEncoding::Learned: return "learned";
     case PositionEncoding::Rope: return "rope";
+    case PositionEncoding::Alibi: return "alibi";
     case PositionEncoding::None: return "none";
   }
   return "?";
@@ -79,8 +80,10 @@ PositionEncoding parse_position_encoding(const std::string& s) {
   if (s == "sinusoidal") return PositionEncoding::Sinusoidal;
   if (s == "learned") return PositionEncoding::Learned;
   if (s == "rope") return PositionEncoding::Rope;
+  if (s == "alibi") return PositionEncoding::Alibi;
   if (s == "none") return PositionEncoding::None;
-  fail("parse_position_encoding", ": unknown position encoding '", s, "'; known: sinusoidal, learned, rope, none");
+  fail("parse_position_encoding", ": unknown position encoding '", s,
+       "'; known: sinusoidal, learned, rope, alibi, none");
 }
 
 const std::vector<TopologyOption>& topology_options() {
@@ -155,8 +158,9 @@ Stream Layer::forward(const Stream& in, const LayerInputs& ctx) {
 
 Tensor Layer::SA(const Tensor& x, const LayerInputs& ctx) {
   if (ctx.cache)
-    return self_attn->forward_cached(x, ctx.cache->self_attn, x, ctx.self_pad_mask, ctx.causal, ctx.rotary);
-  return self_attn->forward(x, x, ctx.self_pad_mask, ctx.causal, ctx.rotary);
+    return self_attn->forward_cached(x, ctx.cache->self_attn, x, ctx.self_pad_mask, ctx.causal, ctx.rotary,
+                                     ctx.alibi);
+  return self_attn->forward(x, x, ctx.self_pad_mask, ctx.causal, ctx.rotary, ctx.alibi);
 }
 
 Tensor Layer::CA(const Tensor& x, const LayerInputs& ctx) {

@@ -30,10 +30,13 @@ enum class InitScheme { Fairseq, SmallInit, DeepNorm, GPT2 };
 //               LearnedPositionalEmbedding, GPT-2's wpe)
 //   Rope        nothing added; every self-attention rotates its queries and keys by their positions (RoPE: GPT-NeoX,
 //               LLaMA, OLMo), with base rope_theta. Cross-attention is not rotated.
+//   Alibi       nothing added; every self-attention's score of query i and key j in head h gets -m_h |p_i - p_j|
+//               (ALiBi, Press et al. 2022: BLOOM, MPT), m_h = 2^(-8h/H). The paper's causal bias -m_h (i - j); an
+//               encoder's is symmetric. Cross-attention gets none.
 //   None        no positions at all (NoPE, Kazemnejad et al. 2023): a causal decoder still tells orders apart from its
 //               second layer on (position t has seen t + 1 tokens); an encoder is blind to order (a bag of tokens).
-enum class PositionEncoding { Sinusoidal, Learned, Rope, None };
-const char* position_encoding_name(PositionEncoding p);  // "sinusoidal", "learned", "rope", "none"
+enum class PositionEncoding { Sinusoidal, Learned, Rope, Alibi, None };
+const char* position_encoding_name(PositionEncoding p);  // "sinusoidal", "learned", "rope", "alibi", "none"
 PositionEncoding parse_position_encoding(const std::string& s);
 const char* init_scheme_name(InitScheme s);  // "fairseq", "small_init", "deep_norm", "gpt2"
 InitScheme parse_init_scheme(const std::string& s);
@@ -116,6 +119,8 @@ struct LayerInputs {
   Tensor memory_pad_mask;  // [B, S]
   // positions Rope: the angles of the stream's positions [B, T, d_head/2], for self-attention (undefined otherwise)
   RotaryAngles rotary;
+  // positions Alibi: the slopes and the stream's positions [B, T], for self-attention (undefined otherwise)
+  AlibiBias alibi;
   // Decoder step (inference): the stream holds only the new position(s); SA appends their keys/values to
   // cache->self_attn and attends over all of it, CA reads cache->cross_attn instead of projecting `memory`.
   // Everything else in a layer is position-wise, so apply() is the same code for both.

@@ -92,6 +92,7 @@ Transformer::Transformer(const TransformerConfig& cfg) : cfg_(cfg) {
       rotary = register_module("rotary", std::make_shared<RotaryEmbedding>(d / cfg.heads, cfg.max_positions,
                                                                           cfg.pad_id, cfg.rope_theta));
       break;
+    case PositionEncoding::Alibi: alibi = register_module("alibi", std::make_shared<AlibiSlopes>(cfg.heads)); break;
     case PositionEncoding::None: break;
   }
 
@@ -166,9 +167,10 @@ Tensor Transformer::position_ids(const Tensor& ids) const {
 
 Transformer::PositionInputs Transformer::position_inputs(const Tensor& pos) {
   switch (cfg_.positions) {
-    case PositionEncoding::Sinusoidal: return {positions->at(pos), {}};
-    case PositionEncoding::Learned: return {learned_positions->forward(pos), {}};
-    case PositionEncoding::Rope: return {Tensor(), rotary->forward(pos)};
+    case PositionEncoding::Sinusoidal: return {positions->at(pos), {}, {}};
+    case PositionEncoding::Learned: return {learned_positions->forward(pos), {}, {}};
+    case PositionEncoding::Rope: return {Tensor(), rotary->forward(pos), {}};
+    case PositionEncoding::Alibi: return {Tensor(), {}, alibi->forward(pos)};
     case PositionEncoding::None: return {};
   }
   return {};
@@ -288,6 +290,7 @@ Tensor Transformer::encode_masked(const Tensor& src_ids, const Tensor& pad) {
   LayerInputs ctx;
   ctx.self_pad_mask = pad;
   ctx.rotary = at.rotary;
+  ctx.alibi = at.alibi;
   Stream s = run_stack(*encoder, topology_->begin_stack(x, Side::Encoder), ctx);
   return topology_->end_stack(s, Side::Encoder);
 }
@@ -333,6 +336,7 @@ Tensor Transformer::decode(const Tensor& enc_out, const Tensor& src_pad_mask, co
     ctx.self_pad_mask = tgt_pad;  // fairseq passes prev_output_tokens.eq(pad) as the self-attention padding mask
     ctx.causal = true;
     ctx.rotary = at.rotary;
+    ctx.alibi = at.alibi;
     if (enc_out.defined()) ctx.memory = autocast::for_products(enc_out);  // under autocast, one bf16 copy for
                                                                           // every layer's K and V
     ctx.memory_pad_mask = src_pad_mask;
@@ -397,8 +401,11 @@ void DecoderState::reorder(const std::vector<int64_t>& index) {
   }
   const bool memory_moves = mem != memory_rows;  // beams of one sentence share its memory: no gather needed
   for (LayerCache& c : layers) {
-    c.self_attn = {select_rows(c.self_attn.k, index), select_rows(c.self_attn.v, index)};
-    if (memory_moves) c.cross_attn = {select_rows(c.cross_attn.k, index), select_rows(c.cross_attn.v, index)};
+    auto reordered = [&index](const KVCache& kv) {  // (positions: ALiBi's keys', else undefined)
+      return KVCache{select_rows(kv.k, index), select_rows(kv.v, index), select_rows(kv.positions, index)};
+    };
+    c.self_attn = reordered(c.self_attn);
+    if (memory_moves) c.cross_attn = reordered(c.cross_attn);
   }
   if (memory_moves) memory_pad_mask = select_rows(memory_pad_mask, index);
   fed = std::move(f);
@@ -490,6 +497,7 @@ Tensor Transformer::decode_step(DecoderState& st, const Tensor& tokens) {
     Tensor y = embed(*tgt_embed, ids, at.added, Tensor(), false);  // [R, T, d]
     LayerInputs ctx;
     ctx.rotary = at.rotary;
+    ctx.alibi = at.alibi;
     if (any_pad) ctx.self_pad_mask = Tensor::from_vector(key_pad, {R, t}, device);
     ctx.causal = true;  // (among the T new positions; each sees every cached one)
     ctx.memory_pad_mask = st.memory_pad_mask;

@@ -12,7 +12,8 @@
 //
 // Embedding (fairseq): e = √d · E[tok] + PE(pos), then D(e); the encoder zeroes padded positions. PE is the
 // sinusoidal table, or a learned one (cfg.positions); with RoPE nothing is added and every self-attention rotates
-// its queries and keys instead; with none, nothing at all.
+// its queries and keys instead; with ALiBi nothing is added and every self-attention biases its scores by the
+// distance; with none, nothing at all.
 // Parameters: "embed.weight" (shared by source, target and output when cfg.share_embeddings), otherwise
 // "src_embed.weight", "tgt_embed.weight" and, unless cfg.tie_output, "output_projection.weight";
 // "enc.<i>.…" and "dec.<i>.…" for the layers, "enc.final_norm.…" etc. for the topology's stack modules.
@@ -118,19 +119,23 @@ class Transformer : public Module {
 
   std::shared_ptr<Embedding> src_embed, tgt_embed;  // the same module when sharing
   std::shared_ptr<Linear> output_projection;        // null when the output is tied to tgt_embed
-  // At most one of these three, by cfg.positions: the sinusoidal table ("positions", a buffer), the learned one
-  // ("embed_positions", a parameter), or RoPE's angle tables ("rotary", buffers); none for positions none.
+  // At most one of these four, by cfg.positions: the sinusoidal table ("positions", a buffer), the learned one
+  // ("embed_positions", a parameter), RoPE's angle tables ("rotary", buffers) or ALiBi's slopes ("alibi", a
+  // buffer); none for positions none.
   std::shared_ptr<SinusoidalPositions> positions;
   std::shared_ptr<Embedding> learned_positions;
   std::shared_ptr<RotaryEmbedding> rotary;
+  std::shared_ptr<AlibiSlopes> alibi;
   std::shared_ptr<Stack> encoder, decoder;  // a decoder-only model's encoder is empty and not a submodule
 
  private:
-  // What the positions of the tokens bring: the rows added to their embedding (sinusoidal, learned), or the angles
-  // every self-attention rotates by (RoPE). position_ids: make_positions' ids ([B, T]).
+  // What the positions of the tokens bring: the rows added to their embedding (sinusoidal, learned), the angles
+  // every self-attention rotates by (RoPE), or the slopes and positions of its biases (ALiBi). position_ids:
+  // make_positions' ids ([B, T]).
   struct PositionInputs {
     Tensor added;
     RotaryAngles rotary;
+    AlibiBias alibi;
   };
   PositionInputs position_inputs(const Tensor& position_ids);
   Tensor position_ids(const Tensor& ids) const;  // make_positions, named in the caller's scope + ".positions"

@@ -55,7 +55,11 @@
 #       per-head norms, GPT-NeoX's half split (RoFormer eq. 34 with the pairs (i, i + d_h/2)):
 #       q' = q ⊙ cos θ + rotate_half(q) ⊙ sin θ, rotate_half(q) = [-q_{d_h/2:}, q_{:d_h/2}], θ_{n,i} = n·base^(-2i/d_h)
 #       for the n-th non-pad token of its row (from 0; pads angle 0); cos θ and sin θ computed in double and rounded
-#       to float32, as C2's table (skipgrad stores them as float32 buffers); "none" adds nothing and rotates nothing.
+#       to float32, as C2's table (skipgrad stores them as float32 buffers); "alibi" adds nothing and adds
+#       -m_h·|p_i − p_j| to the score of query i and key j in head h of every self-attention (never cross-attention),
+#       p as in C2, m the ALiBi paper's get_slopes(H) (Press et al. 2022, their code: 2^(-8h/H) for H a power of
+#       two), rounded to float32 (skipgrad's buffer); a decoder's keys are never after its query, so this is the
+#       paper's -m·(i − j), and an encoder's is symmetric; "none" adds nothing and rotates nothing.
 # Dropout is 0 everywhere, so where the dropouts sit does not enter the numbers.
 #
 # Model: vocab 13, d 8, 2 heads (d_h 4), ffn 32, 2+2 layers, pad_id 0, shared embeddings, LayerNorm (plus RMSNorm
@@ -107,7 +111,9 @@ POSITION_CASES = [("lm_rope_pre_ln", "pre_ln", "layer_norm", "lm", "rope"),
                   ("lm_rope_hybrid_norm", "hybrid_norm", "rms_norm", "lm", "rope"),
                   ("lm_learned_post_ln", "post_ln", "layer_norm", "lm", "learned"),
                   ("transformer_rope_resi_dual", "resi_dual", "layer_norm", "transformer", "rope"),
-                  ("lm_nope_peri_ln", "peri_ln", "layer_norm", "lm", "none")]
+                  ("lm_nope_peri_ln", "peri_ln", "layer_norm", "lm", "none"),
+                  ("lm_alibi_post_ln", "post_ln", "layer_norm", "lm", "alibi"),
+                  ("transformer_alibi_hybrid_norm", "hybrid_norm", "layer_norm", "transformer", "alibi")]
 POSITION_CONFIG = dict(max_positions=64, rope_theta=10000.0)
 
 
@@ -147,7 +153,7 @@ class Ref:
 
     # fairseq MHA (§0): Q = x W_q + b_q etc., per head softmax(Q Kᵀ/√d_h + mask) V, then W_o; optional per-head
     # norms on q, k, v (§4.2 / C6).
-    def mha(self, name, q_in, kv_in, key_pad, causal, qkv_norm, rope=None):
+    def mha(self, name, q_in, kv_in, key_pad, causal, qkv_norm, rope=None, alibi=None):
         B, Tq, _ = q_in.shape
         Tk = kv_in.shape[1]
         split = lambda t, T: t.reshape(B, T, self.h, self.dh).transpose(1, 2)  # [B, H, T, d_h]
@@ -159,6 +165,10 @@ class Ref:
         if rope is not None:  # C17: (cos θ, sin θ) [B, T, d_h/2] of the self-attention's positions
             q, k = rotate(q, *rope), rotate(k, *rope)
         scores = q @ k.transpose(-1, -2) / math.sqrt(self.dh)
+        if alibi is not None:  # C17: (m [H], p [B, T]) of the self-attention's tokens
+            m, p = alibi
+            distance = (p[:, None, :, None] - p[:, None, None, :]).abs().to(scores.dtype)  # [B, 1, T, T]
+            scores = scores - m[None, :, None, None] * distance
         mask = key_pad[:, None, None, :].expand(B, 1, Tq, Tk).clone()
         if causal:
             mask = mask | torch.ones(Tq, Tk, dtype=torch.bool).triu(1)
@@ -176,7 +186,8 @@ class Ref:
         dec = side == "dec"
         cross = dec and self.cfg["enc_layers"] > 0  # C16
         qkv = self.topo.startswith("hybrid_norm")
-        SA = lambda u: self.mha(pre + ".self_attn", u, u, ctx["self_pad"], dec, qkv, ctx.get("rope"))
+        SA = lambda u: self.mha(pre + ".self_attn", u, u, ctx["self_pad"], dec, qkv, ctx.get("rope"),
+                                ctx.get("alibi"))
         CA = lambda u: self.mha(pre + ".cross_attn", u, ctx["memory"], ctx["memory_pad"], False, qkv)
         F = lambda u: self.ffn(pre + ".ffn", u)
         N = lambda n, u: self.N(f"{pre}.{n}", u)
@@ -264,15 +275,20 @@ class Ref:
 
     def forward(self, src, tgt_in):
         pad = self.cfg["pad_id"]
+        kind = self.cfg.get("positions")
         rope = (lambda ids: rope_angles(ids, self.dh, pad, self.cfg["rope_theta"])) \
-            if self.cfg.get("positions") == "rope" else (lambda ids: None)
+            if kind == "rope" else (lambda ids: None)
+        slopes = torch.tensor(np.float32(alibi_slopes(self.h)).astype(np.float64))
+        alibi = (lambda ids: (slopes, fairseq_positions(ids, pad))) if kind == "alibi" else (lambda ids: None)
         if self.cfg["enc_layers"] == 0:  # C16: src is None
-            feats = self.stack("dec", self.embed(tgt_in, False), dict(self_pad=tgt_in == pad, rope=rope(tgt_in)))
+            feats = self.stack("dec", self.embed(tgt_in, False),
+                               dict(self_pad=tgt_in == pad, rope=rope(tgt_in), alibi=alibi(tgt_in)))
             return feats @ self.P["embed.weight"].T
         src_pad, tgt_pad = src == pad, tgt_in == pad
-        enc = self.stack("enc", self.embed(src, True), dict(self_pad=src_pad, rope=rope(src)))
+        enc = self.stack("enc", self.embed(src, True), dict(self_pad=src_pad, rope=rope(src), alibi=alibi(src)))
         feats = self.stack("dec", self.embed(tgt_in, False),
-                           dict(self_pad=tgt_pad, memory=enc, memory_pad=src_pad, rope=rope(tgt_in)))
+                           dict(self_pad=tgt_pad, memory=enc, memory_pad=src_pad, rope=rope(tgt_in),
+                                alibi=alibi(tgt_in)))
         return feats @ self.P["embed.weight"].T
 
 
@@ -324,6 +340,17 @@ def rope_angles(ids, dh, pad, base):  # C17: cos θ, sin θ [B, T, d_h/2], float
                 cos[b, t, i], sin[b, t, i] = float(np.float32(math.cos(angle))), float(np.float32(math.sin(angle)))
             n += 1
     return torch.from_numpy(cos), torch.from_numpy(sin)
+
+
+# C17: the ALiBi paper's get_slopes (Press et al. 2022, github.com/ofirpress/attention_with_linear_biases)
+def alibi_slopes(n):
+    def power_of_2(n):
+        start = 2 ** (-2 ** -(math.log2(n) - 3))
+        return [start * start ** i for i in range(n)]
+    if math.log2(n).is_integer():
+        return power_of_2(n)
+    closest = 2 ** math.floor(math.log2(n))
+    return power_of_2(closest) + alibi_slopes(2 * closest)[0::2][:n - closest]
 
 
 def rotate(x, cos, sin):  # x [B, H, T, d_h]: x ⊙ cos θ + rotate_half(x) ⊙ sin θ (C17)

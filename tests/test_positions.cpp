@@ -1,6 +1,7 @@
 // Position encodings: the rotary op (RoPE), RotaryEmbedding's tables, and nn::Transformer with cfg.positions learned
-// and rope, decoder-only and encoder-decoder. Their numbers against PyTorch: test_reference.cpp (the op) and
-// test_transformer_reference.cpp (tests/reference/positions_*.safetensors, whole models); CPU against CUDA: the
+// and rope (and alibi in the LM cases; its own: test_alibi.cpp), decoder-only and encoder-decoder. Their numbers
+// against PyTorch: test_reference.cpp (the op) and test_transformer_reference.cpp
+// (tests/reference/positions_*.safetensors, whole models); CPU against CUDA: the
 // op sweep (test_cuda_sweep.cpp) and test_decoder_only.cpp's GPU case.
 #include <unistd.h>
 
@@ -230,15 +231,16 @@ TEST_SUITE("positions") {
     c = tiny_lm("pre_ln", nn::PositionEncoding::Rope);
     c.rope_theta = 1;
     CHECK_THROWS_WITH_ALL(c.validate(), "rope_theta must be finite and > 1");
-    CHECK_THROWS_WITH_ALL(nn::parse_position_encoding("alibi"), "unknown position encoding 'alibi'",
-                          "sinusoidal, learned, rope, none");
+    CHECK_THROWS_WITH_ALL(nn::parse_position_encoding("t5"), "unknown position encoding 't5'",
+                          "sinusoidal, learned, rope, alibi, none");
     c = tiny_lm("pre_ln", nn::PositionEncoding::Learned);
     c.max_positions = int64_t(1) << 40;
     CHECK_THROWS_WITH_ALL(nn::Transformer{c}, "Transformer", "learned table", "too large");
   }
 
-  TEST_CASE("decoder-only LMs with learned and rope positions: causal, pad-safe, order-sensitive") {
-    for (nn::PositionEncoding p : {nn::PositionEncoding::Learned, nn::PositionEncoding::Rope})
+  TEST_CASE("decoder-only LMs with learned, rope and alibi positions: causal, pad-safe, order-sensitive") {
+    using P = nn::PositionEncoding;
+    for (P p : {P::Learned, P::Rope, P::Alibi})
       for (const char* topo : {"pre_ln", "post_ln", "hybrid_norm", "resi_dual"}) {
         INFO(nn::position_encoding_name(p) << " " << topo);
         manual_seed(4);
@@ -309,8 +311,9 @@ TEST_SUITE("positions") {
     current_tape().clear();
   }
 
-  TEST_CASE("float64 gradcheck of whole LMs with learned positions and with rope") {
-    for (nn::PositionEncoding p : {nn::PositionEncoding::Learned, nn::PositionEncoding::Rope}) {
+  TEST_CASE("float64 gradcheck of whole LMs with learned positions, with rope and with alibi") {
+    using P = nn::PositionEncoding;
+    for (P p : {P::Learned, P::Rope, P::Alibi}) {
       INFO(nn::position_encoding_name(p));
       manual_seed(7);
       nn::TransformerConfig c = tiny_lm("hybrid_norm", p, 2);  // per-head norms, then the rotation

@@ -28,6 +28,7 @@ Rows rows_of(const Tensor& x) {
 // y = exp(x - max) / sum(exp(x - max));  log: y = x - max - log(sum(exp(x - max)))
 // Masked columns (Backend's SoftmaxMask) read as -inf: with causal_queries = Q > 0, row r keeps its first
 // (r mod Q) + C - Q + 1 columns; with key_padding, row r drops the columns whose pad[r / rows_per_batch] is set.
+// With ALiBi, x is first z = x - slope_h * |p_query - p_key| (written into y's row, which the rest reads in place).
 void CpuBackend::softmax(const Tensor& x, Tensor& y, bool log, const SoftmaxMask& mask) {
   if (in_float32::softmax(*this, x, y, log, mask)) return;
   check_softmax_mask("softmax", x, mask);
@@ -35,9 +36,14 @@ void CpuBackend::softmax(const Tensor& x, Tensor& y, bool log, const SoftmaxMask
   const int64_t R = rows.rows, C = rows.cols, Q = mask.causal_queries;
   const Tensor& kp = mask.key_padding;
   const int64_t* pad = kp.defined() ? static_cast<const int64_t*>(kp.data_ptr()) : nullptr;
+  const bool alibi = mask.alibi_slopes.defined();
+  const int64_t H = alibi ? mask.alibi_slopes.numel() : 1, Tq = alibi ? mask.query_positions.size(1) : 1;
+  const int64_t* qpos = alibi ? static_cast<const int64_t*>(mask.query_positions.data_ptr()) : nullptr;
+  const int64_t* kpos = alibi ? static_cast<const int64_t*>(mask.key_positions.data_ptr()) : nullptr;
   cpu::dispatch_float(x.dtype(), "softmax", [&]<class T>() {
     const T* xp = static_cast<const T*>(x.data_ptr());
     T* yp = static_cast<T*>(y.data_ptr());
+    const T* slopes = alibi ? static_cast<const T*>(mask.alibi_slopes.data_ptr()) : nullptr;
 #pragma omp parallel for schedule(static) if (R * C > 16384)
     for (int64_t r = 0; r < R; r++) {
       const T* xr = xp + r * C;
@@ -46,25 +52,31 @@ void CpuBackend::softmax(const Tensor& x, Tensor& y, bool log, const SoftmaxMask
       // the causal window keeps columns [0, keep); the padding mask drops some of those
       const int64_t keep = std::clamp<int64_t>(Q > 0 ? r % Q + C - Q + 1 : C, 0, C);
       const int64_t* padded = pad ? pad + r / mask.rows_per_batch * C : nullptr;
+      if (alibi) {  // row r = (b*H + h)*Tq + i
+        const T slope = slopes[r / Tq % H];
+        const int64_t b = r / (H * Tq), query = qpos[r / (H * Tq) * Tq + r % Tq];
+        const int64_t* key = kpos + b * C;
+        for (int64_t c = 0; c < keep; c++) yr[c] = xr[c] - slope * (T)std::abs(query - key[c]);
+        xr = yr;
+      }
       auto at = [&](int64_t c) { return c < keep && !(padded && padded[c]) ? xr[c] : kMasked; };
       T mx = kMasked;
       for (int64_t c = 0; c < keep; c++) mx = at(c) > mx ? at(c) : mx;
       if (mx == kMasked) mx = 0;  // a fully masked row
+      if (log) {  // (x - max) - log(s): x - (max + log(s)) would carry the rounding of a large max + log(s)
+        const double s = cpu::lane_sum(keep, [&](int64_t c) { return (double)cpu::exp_of(at(c) - mx); });
+        const T log_s = (T)std::log(s);  // s == 0: a row of only -inf or masked columns, log of softmax's zeros
+        for (int64_t c = 0; c < C; c++) yr[c] = s == 0 ? kMasked : (at(c) - mx) - log_s;
+        continue;
+      }
       // e = exp(x - max) over the window in one vectorised loop, then 0 where padded and past the window
       for (int64_t c = 0; c < keep; c++) yr[c] = cpu::exp_of(xr[c] - mx);
       if (padded)
         for (int64_t c = 0; c < keep; c++) yr[c] = padded[c] ? T(0) : yr[c];
       std::fill(yr + keep, yr + C, T(0));
       const double s = cpu::lane_sum(keep, [yr](int64_t c) { return (double)yr[c]; });
-      if (log && s == 0) {  // a row of only -inf or masked columns: log of softmax's zeros (not -inf + inf = NaN)
-        std::fill(yr, yr + C, -std::numeric_limits<T>::infinity());
-      } else if (log) {  // (x - max) - log(s): x - (max + log(s)) would carry the rounding of a large max + log(s)
-        const T log_s = (T)std::log(s);
-        for (int64_t c = 0; c < C; c++) yr[c] = (at(c) - mx) - log_s;
-      } else {
-        T inv = s == 0 ? T(0) : (T)(1.0 / s);  // 0: a fully masked row; a NaN sum (NaN or +inf in the row): NaN
-        for (int64_t c = 0; c < C; c++) yr[c] *= inv;
-      }
+      const T inv = s == 0 ? T(0) : (T)(1.0 / s);  // 0: a fully masked row; a NaN sum (NaN or +inf in the row): NaN
+      for (int64_t c = 0; c < C; c++) yr[c] *= inv;
     }
   });
 }

@@ -46,10 +46,19 @@ __device__ __forceinline__ void row_and_lane(int64_t& row, int& lane, int& group
 // y = exp(x - max) / sum(exp(x - max));  log: y = x - max - log(sum(exp(x - max)))
 // Masked columns (Backend's SoftmaxMask) read as -inf: with causal_queries = Q > 0, row r keeps its first
 // (r mod Q) + cols - Q + 1 columns; with pad (key_padding), row r drops the columns set in pad's row
-// r / rows_per_batch. T is the stored type, C = compute_t<T> the one computed in (float for bf16).
+// r / rows_per_batch. With ALiBi (slopes defined), column c of row r = (b*H + h)*Tq + i reads
+// x - slopes[h] * |qpos[b, i] - kpos[b, c]|. T is the stored type, C = compute_t<T> the one computed in (float for
+// bf16, and the slopes' type).
+template <class C>
+struct Alibi {
+  const C* slopes = nullptr;  // [H]; null: no ALiBi
+  const int64_t *qpos = nullptr, *kpos = nullptr;
+  int64_t heads = 1, queries = 1;
+};
+
 template <class T, int G, class C = compute_t<T>>
 __global__ void softmax_kernel(const T* x, T* y, int64_t rows, int64_t cols, bool log, int64_t causal_queries,
-                               const int64_t* pad, int64_t rows_per_batch) {
+                               const int64_t* pad, int64_t rows_per_batch, Alibi<C> alibi) {
   __shared__ double scratch[32];
   int64_t row;
   int lane, group;
@@ -59,7 +68,12 @@ __global__ void softmax_kernel(const T* x, T* y, int64_t rows, int64_t cols, boo
   T* yr = y + row * cols;
   const int64_t keep = causal_queries > 0 ? row % causal_queries + cols - causal_queries + 1 : cols;
   const int64_t* padded = pad ? pad + row / rows_per_batch * cols : nullptr;
-  auto at = [&](int64_t c) { return c < keep && !(padded && padded[c]) ? C(xr[c]) : C(-INFINITY); };
+  const int64_t b = row / (alibi.heads * alibi.queries);
+  const C slope = alibi.slopes ? alibi.slopes[row / alibi.queries % alibi.heads] : C(0);
+  const int64_t query = alibi.slopes ? alibi.qpos[b * alibi.queries + row % alibi.queries] : 0;
+  const int64_t* key = alibi.slopes ? alibi.kpos + b * cols : nullptr;
+  auto score = [&](int64_t c) { return key ? C(xr[c]) - slope * C(llabs(query - key[c])) : C(xr[c]); };
+  auto at = [&](int64_t c) { return c < keep && !(padded && padded[c]) ? score(c) : C(-INFINITY); };
   double mx = -INFINITY;
   for (int64_t c = lane; c < cols; c += group) mx = fmax(mx, (double)at(c));
   mx = cuda::group_reduce<G>(mx, cuda::MaxOp{}, scratch);
@@ -312,9 +326,17 @@ void CudaBackend::softmax(const Tensor& x, Tensor& y, bool log, const SoftmaxMas
   const int64_t* pad = kp.defined() ? static_cast<const int64_t*>(kp.data_ptr()) : nullptr;
   cuda::dispatch_float_bf16(x.dtype(), "softmax", [&](auto tag) {
     using T = decltype(tag);
+    Alibi<compute_t<T>> alibi;
+    if (mask.alibi_slopes.defined()) {
+      alibi.slopes = static_cast<const compute_t<T>*>(mask.alibi_slopes.data_ptr());
+      alibi.qpos = static_cast<const int64_t*>(mask.query_positions.data_ptr());
+      alibi.kpos = static_cast<const int64_t*>(mask.key_positions.data_ptr());
+      alibi.heads = mask.alibi_slopes.numel();
+      alibi.queries = mask.query_positions.size(1);
+    }
     launch_rows("softmax", stream_, R, C, softmax_kernel<T, kWarpRow>, softmax_kernel<T, kBlockRow>,
                 static_cast<const T*>(x.data_ptr()), static_cast<T*>(y.data_ptr()), R, C, log, mask.causal_queries, pad,
-                mask.rows_per_batch);
+                mask.rows_per_batch, alibi);
   });
 }
 

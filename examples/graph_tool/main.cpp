@@ -51,7 +51,7 @@ void add_model_options(CLI::App* cmd, ModelOptions& m, bool topology) {
       ->capture_default_str();
   cmd->add_option("--qk-norm-kind", m.qk_norm_kind, "rms_norm | layer_norm | l2")->capture_default_str();
   cmd->add_option("--positions", m.positions,
-                  "sinusoidal | learned | rope (rotary q, k in every self-attention) | none")
+                  "sinusoidal | learned | rope (rotary q, k in every self-attention) | alibi (distance biases) | none")
       ->capture_default_str();
   cmd->add_option("--rope-theta", m.rope_theta, "RoPE's base, with --positions rope")->capture_default_str();
   cmd->add_option("--device", m.device, "cpu | cuda | cuda:N: where the model runs (the dump is the same)")

@@ -21,7 +21,7 @@ struct ModelOptions {
   std::string autocast = "off";  // off | bf16: the recorded forward in bf16 mixed precision (dump and paths)
   std::string qk_norm = "none";  // none | qk | qkv: per-head norms inside attention (TransformerConfig::qk_norm)
   std::string qk_norm_kind = "rms_norm";  // rms_norm | layer_norm | l2
-  std::string positions = "sinusoidal";  // sinusoidal | learned | rope | none (TransformerConfig::positions)
+  std::string positions = "sinusoidal";  // sinusoidal | learned | rope | alibi | none (TransformerConfig::positions)
   double rope_theta = 10000;              // RoPE's base (positions rope)
   skipgrad::nn::TransformerConfig config() const;  // dropout 0: the statistics at initialization
   std::string layers_text() const;  // graph_tool::layers_text(layers, decoder_only)

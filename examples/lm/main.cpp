@@ -38,7 +38,7 @@ struct Options {
   int64_t eval_every = 100, eval_batches = 8, sample = 80, top_k = 0;
   double lr = 2e-3, temperature = 0;  // temperature 0: the greedy sample
   std::string init = "fairseq";  // fairseq | small_init | deep_norm | gpt2 (TransformerConfig::init)
-  std::string positions = "sinusoidal";  // sinusoidal | learned | rope | none (TransformerConfig::positions)
+  std::string positions = "sinusoidal";  // sinusoidal | learned | rope | alibi | none (TransformerConfig::positions)
   double rope_theta = 10000;
   uint64_t seed = 1;
   std::string device = "cpu";
@@ -237,7 +237,7 @@ static int run(int argc, char** argv) {
   app.add_option("--init", o.init, "fairseq | small_init | deep_norm | gpt2 (N(0, 0.02), as nanoGPT)")
       ->capture_default_str();
   app.add_option("--positions", o.positions,
-                 "sinusoidal | learned (GPT-2's) | rope (rotary, as LLaMA/OLMo) | none (NoPE)")
+                 "sinusoidal | learned (GPT-2's) | rope (rotary, as LLaMA/OLMo) | alibi (as BLOOM/MPT) | none (NoPE)")
       ->capture_default_str();
   app.add_option("--rope-theta", o.rope_theta, "RoPE's base, with --positions rope")->capture_default_str();
   app.add_option("--temperature", o.temperature, "the sample's: 0 greedy, else drawn (nn::generate)")

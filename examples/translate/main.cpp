@@ -88,8 +88,9 @@ static void add_train_options(CLI::App* c, TrainOptions& o, ModelChoices& m) {
       ->capture_default_str();
   c->add_option("--qk-norm-kind", m.qk_norm_kind, "rms_norm | layer_norm | l2 (HybridNorm: --norm's kind)")
       ->capture_default_str();
-  c->add_option("--positions", m.positions, "sinusoidal | learned | rope (rotary, in every self-attention) | none "
-                "(no positions: the encoder then sees a bag of tokens)")
+  c->add_option("--positions", m.positions, "sinusoidal | learned | rope (rotary, in every self-attention) | alibi "
+                "(linear distance biases, in every self-attention) | none (no positions: the encoder then sees a bag "
+                "of tokens)")
       ->capture_default_str();
   c->add_option("--rope-theta", o.model.rope_theta, "RoPE's base, with --positions rope")->capture_default_str();
   c->add_option("--resi-dual-scale", o.model.resi_dual_scale)->capture_default_str();
