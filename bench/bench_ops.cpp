@@ -130,10 +130,17 @@ void BM_softmax(benchmark::State& state, bool bwd) {  // attention scores [B, H,
          [](const std::vector<Tensor>& in) { return softmax(in[0], -1); });
 }
 
-void BM_attention(benchmark::State& state, bool bwd, bool causal) {  // q, k, v [B, H, T, d_h]
+// alibi: ALiBi's bias inside the softmax (the paper's slopes of 4 heads; positions 2..T+1 in every row)
+void BM_attention(benchmark::State& state, bool bwd, bool causal, bool alibi) {  // q, k, v [B, H, T, d_h]
   const Shape s{32, 4, 32, 64};
   AttentionOptions opt;
   opt.causal = causal;
+  if (alibi) {
+    opt.alibi_slopes = Tensor::from_vector<float>({0.25f, 0.0625f, 0.015625f, 0.00390625f}, {4});
+    std::vector<int64_t> pos(32 * 32);
+    for (int64_t i = 0; i < (int64_t)pos.size(); i++) pos[i] = 2 + i % 32;
+    opt.query_positions = opt.key_positions = Tensor::from_vector(pos, {32, 32});
+  }
   run_op(state, bwd, {randn(s, true), randn(s, true), randn(s, true)},
          [opt](const std::vector<Tensor>& in) { return attention(in[0], in[1], in[2], Tensor(), opt); });
   // Q·Kᵀ and P·V: 2 · 2·B·H·T·T·d_h; backward adds twice that
@@ -200,9 +207,11 @@ void register_all() {
         ->UseRealTime()->Unit(benchmark::kMicrosecond);
     benchmark::RegisterBenchmark(("softmax/32x4x32x32" + tag).c_str(), BM_softmax, bwd)
         ->UseRealTime()->Unit(benchmark::kMicrosecond);
-    benchmark::RegisterBenchmark(("attention/32x4x32x64" + tag).c_str(), BM_attention, bwd, false)
+    benchmark::RegisterBenchmark(("attention/32x4x32x64" + tag).c_str(), BM_attention, bwd, false, false)
         ->UseRealTime()->Unit(benchmark::kMicrosecond);
-    benchmark::RegisterBenchmark(("attention_causal/32x4x32x64" + tag).c_str(), BM_attention, bwd, true)
+    benchmark::RegisterBenchmark(("attention_causal/32x4x32x64" + tag).c_str(), BM_attention, bwd, true, false)
+        ->UseRealTime()->Unit(benchmark::kMicrosecond);
+    benchmark::RegisterBenchmark(("attention_causal_alibi/32x4x32x64" + tag).c_str(), BM_attention, bwd, true, true)
         ->UseRealTime()->Unit(benchmark::kMicrosecond);
     benchmark::RegisterBenchmark(("rotary/32x4x32x64" + tag).c_str(), BM_rotary, bwd)
         ->UseRealTime()->Unit(benchmark::kMicrosecond);

@@ -22,7 +22,8 @@ static torch::Tensor rotate_half(const torch::Tensor& x) {
 }
 
 torch::Tensor TorchMHAImpl::forward(const torch::Tensor& query, const torch::Tensor& key_value,
-                                    const torch::Tensor& mask, const torch::Tensor& cos, const torch::Tensor& sin) {
+                                    const torch::Tensor& mask, const torch::Tensor& cos, const torch::Tensor& sin,
+                                    const torch::Tensor& bias) {
   const int64_t B = query.size(0), Tq = query.size(1), Tk = key_value.size(1), d = heads * d_head;
   auto split = [&](const torch::Tensor& t, int64_t T) { return t.view({B, T, heads, d_head}).transpose(1, 2); };
   torch::Tensor q = split(q_proj(query), Tq), k = split(k_proj(key_value), Tk), v = split(v_proj(key_value), Tk);
@@ -31,6 +32,7 @@ torch::Tensor TorchMHAImpl::forward(const torch::Tensor& query, const torch::Ten
     k = k * cos + rotate_half(k) * sin;
   }
   torch::Tensor scores = torch::matmul(q, k.transpose(-1, -2)) * (1.0 / std::sqrt((double)d_head));
+  if (bias.defined()) scores = scores + bias;  // ALiBi
   scores = scores.masked_fill(mask, -std::numeric_limits<float>::infinity());
   torch::Tensor o = torch::matmul(torch::softmax(scores, -1), v);  // [B, H, Tq, d_h]
   return out_proj(o.transpose(1, 2).reshape({B, Tq, d}));
@@ -58,15 +60,15 @@ TorchLayerImpl::TorchLayerImpl(const TorchModelConfig& cfg, bool dec) : decoder(
 
 torch::Tensor TorchLayerImpl::forward(torch::Tensor x, const torch::Tensor& self_mask, const torch::Tensor& memory,
                                       const torch::Tensor& memory_mask, const torch::Tensor& cos,
-                                      const torch::Tensor& sin) {
+                                      const torch::Tensor& sin, const torch::Tensor& bias) {
   if (pre_ln) {  // x = x + f(LN(x))
     torch::Tensor h = self_attn_norm(x);
-    x = x + self_attn(h, h, self_mask, cos, sin);
+    x = x + self_attn(h, h, self_mask, cos, sin, bias);
     if (decoder) x = x + cross_attn(cross_attn_norm(x), memory, memory_mask);
     return x + ffn(ffn_norm(x));
   }
   // Post-LN: x = LN(x + f(x))
-  x = self_attn_norm(x + self_attn(x, x, self_mask, cos, sin));
+  x = self_attn_norm(x + self_attn(x, x, self_mask, cos, sin, bias));
   if (decoder) x = cross_attn_norm(x + cross_attn(x, memory, memory_mask));
   return ffn_norm(x + ffn(x));
 }
@@ -87,10 +89,15 @@ TorchRotaryImpl::TorchRotaryImpl(const TorchModelConfig& cfg) {
   sin_table = register_buffer("sin_table", torch::zeros({rows, half}));
 }
 
+TorchAlibiImpl::TorchAlibiImpl(const TorchModelConfig& cfg) {
+  slopes = register_buffer("slopes", torch::zeros({cfg.heads}));
+}
+
 TorchTransformerImpl::TorchTransformerImpl(const TorchModelConfig& c) : cfg(c) {
   embed = register_module(
       "embed", torch::nn::Embedding(torch::nn::EmbeddingOptions(cfg.vocab, cfg.d_model).padding_idx(cfg.pad_id)));
   if (cfg.rope) rotary = register_module("rotary", TorchRotary(cfg));
+  else if (cfg.alibi) alibi = register_module("alibi", TorchAlibi(cfg));
   else positions = register_module("positions", TorchPositions(cfg));
   enc = register_module("enc", TorchStack(cfg, false));
   dec = register_module("dec", TorchStack(cfg, true));
@@ -101,11 +108,11 @@ static torch::Tensor make_positions(const torch::Tensor& nonpad, int64_t pad_id)
   return torch::cumsum(nonpad, 1) * nonpad + pad_id;
 }
 
-// x = √d·E[ids] + PE[pos] (RoPE: nothing added); the encoder zeroes pad positions
+// x = √d·E[ids] + PE[pos] (RoPE, ALiBi: nothing added); the encoder zeroes pad positions
 torch::Tensor TorchTransformerImpl::embed_tokens(const torch::Tensor& ids, bool zero_pads) {
   torch::Tensor nonpad = ids.ne(cfg.pad_id).to(torch::kLong);
   torch::Tensor x = embed(ids) * std::sqrt((double)cfg.d_model);
-  if (!cfg.rope) x = x + F::embedding(make_positions(nonpad, cfg.pad_id), positions->table);
+  if (positions) x = x + F::embedding(make_positions(nonpad, cfg.pad_id), positions->table);
   if (zero_pads) x = x * nonpad.unsqueeze(-1).to(x.dtype());
   return x;
 }
@@ -120,6 +127,13 @@ std::pair<torch::Tensor, torch::Tensor> TorchTransformerImpl::angles(const torch
   return {rows(rotary->cos_table), rows(rotary->sin_table)};
 }
 
+torch::Tensor TorchTransformerImpl::alibi_bias(const torch::Tensor& ids) {
+  if (!cfg.alibi) return {};
+  torch::Tensor pos = make_positions(ids.ne(cfg.pad_id).to(torch::kLong), cfg.pad_id).to(torch::kFloat);
+  torch::Tensor distance = (pos.unsqueeze(2) - pos.unsqueeze(1)).abs().unsqueeze(1);  // [B, 1, T, T]
+  return -alibi->slopes.view({1, -1, 1, 1}) * distance;
+}
+
 torch::Tensor TorchTransformerImpl::forward(const torch::Tensor& src, const torch::Tensor& tgt_in) {
   const int64_t T = tgt_in.size(1);
   // masks, true = hidden: key padding [B, 1, 1, Tk]; causal [T, T] above the diagonal
@@ -130,13 +144,16 @@ torch::Tensor TorchTransformerImpl::forward(const torch::Tensor& src, const torc
 
   torch::Tensor x = embed_tokens(src, true);
   const auto [src_cos, src_sin] = angles(src);
-  for (auto& layer : enc->layers) x = layer(x, src_pad, torch::Tensor(), torch::Tensor(), src_cos, src_sin);
+  const torch::Tensor src_bias = alibi_bias(src);
+  for (auto& layer : enc->layers)
+    x = layer(x, src_pad, torch::Tensor(), torch::Tensor(), src_cos, src_sin, src_bias);
   if (enc->final_norm) x = enc->final_norm(x);
   torch::Tensor memory = x;
 
   torch::Tensor y = embed_tokens(tgt_in, false);
   const auto [tgt_cos, tgt_sin] = angles(tgt_in);
-  for (auto& layer : dec->layers) y = layer(y, tgt_self_mask, memory, src_pad, tgt_cos, tgt_sin);
+  const torch::Tensor tgt_bias = alibi_bias(tgt_in);
+  for (auto& layer : dec->layers) y = layer(y, tgt_self_mask, memory, src_pad, tgt_cos, tgt_sin, tgt_bias);
   if (dec->final_norm) y = dec->final_norm(y);
   return F::linear(y, embed->weight);  // logits = features·Eᵀ
 }

@@ -6,6 +6,9 @@
 //   embedding   x = √d·E[tok] + PE[pos], pos = fairseq make_positions; the encoder zeroes pad positions
 //   RoPE        (cfg.rope) nothing added; every self-attention rotates q and k: q·cos + rotate_half(q)·sin, cos and
 //               sin rows pos of skipgrad's tables ("rotary.cos_table", "rotary.sin_table"), as Hugging Face's LLaMA
+//   ALiBi       (cfg.alibi) nothing added; every self-attention adds the bias −m_h·|p_i − p_j| [B, H, T, T] to its
+//               scores, made once per stack from skipgrad's slopes ("alibi.slopes"), as Hugging Face's BLOOM adds
+//               its alibi tensor
 //   attention   softmax(Q·Kᵀ/√d_h, masked −inf where key is pad or (decoder self) in the future)·V, then W_o
 //   FFN         fc2(ReLU(fc1(x)))
 //   Post-LN     x = LN(x + f(x)) per sublayer, no final norm;   Pre-LN  x = x + f(LN(x)), final LN on each stack
@@ -22,7 +25,8 @@ struct TorchModelConfig {
   int64_t vocab = 1000, d_model = 256, heads = 4, d_ff = 1024, enc_layers = 6, dec_layers = 6, pad_id = 0;
   int64_t max_positions = 1024;
   bool pre_ln = true;
-  bool rope = false;  // RoPE in self-attention instead of sinusoidal positions
+  bool rope = false;   // RoPE in self-attention instead of sinusoidal positions
+  bool alibi = false;  // ALiBi in self-attention instead (not with rope)
   double norm_eps = 1e-5;
   double label_smoothing = 0.1;  // fairseq's eps
 };
@@ -30,9 +34,10 @@ struct TorchModelConfig {
 struct TorchMHAImpl : torch::nn::Module {
   TorchMHAImpl(int64_t d_model, int64_t heads);
   // query [B, Tq, d], key_value [B, Tk, d], mask bool broadcastable to [B, H, Tq, Tk], true = hidden; cos and sin
-  // [B, 1, T, d_h] (self-attention with RoPE) or undefined.
+  // [B, 1, T, d_h] (self-attention with RoPE) or undefined; bias [B, H, Tq, Tk] added to the scores (ALiBi) or
+  // undefined.
   torch::Tensor forward(const torch::Tensor& query, const torch::Tensor& key_value, const torch::Tensor& mask,
-                        const torch::Tensor& cos = {}, const torch::Tensor& sin = {});
+                        const torch::Tensor& cos = {}, const torch::Tensor& sin = {}, const torch::Tensor& bias = {});
   int64_t heads, d_head;
   torch::nn::Linear q_proj{nullptr}, k_proj{nullptr}, v_proj{nullptr}, out_proj{nullptr};
 };
@@ -47,8 +52,10 @@ TORCH_MODULE(TorchFFN);
 
 struct TorchLayerImpl : torch::nn::Module {
   TorchLayerImpl(const TorchModelConfig& cfg, bool decoder);
+  // cos, sin and bias: the self-attention's (TorchMHA::forward)
   torch::Tensor forward(torch::Tensor x, const torch::Tensor& self_mask, const torch::Tensor& memory,
-                        const torch::Tensor& memory_mask, const torch::Tensor& cos = {}, const torch::Tensor& sin = {});
+                        const torch::Tensor& memory_mask, const torch::Tensor& cos = {}, const torch::Tensor& sin = {},
+                        const torch::Tensor& bias = {});
   bool decoder, pre_ln;
   TorchMHA self_attn{nullptr}, cross_attn{nullptr};
   TorchFFN ffn{nullptr};
@@ -76,6 +83,12 @@ struct TorchRotaryImpl : torch::nn::Module {
 };
 TORCH_MODULE(TorchRotary);
 
+struct TorchAlibiImpl : torch::nn::Module {
+  explicit TorchAlibiImpl(const TorchModelConfig& cfg);
+  torch::Tensor slopes;  // [H]; filled from skipgrad's buffer
+};
+TORCH_MODULE(TorchAlibi);
+
 struct TorchTransformerImpl : torch::nn::Module {
   explicit TorchTransformerImpl(const TorchModelConfig& cfg);
   torch::Tensor forward(const torch::Tensor& src, const torch::Tensor& tgt_in);  // logits [B, T, V]
@@ -85,12 +98,15 @@ struct TorchTransformerImpl : torch::nn::Module {
   torch::nn::Embedding embed{nullptr};
   TorchPositions positions{nullptr};  // sinusoidal (cfg.rope false)
   TorchRotary rotary{nullptr};        // RoPE (cfg.rope)
+  TorchAlibi alibi{nullptr};          // ALiBi (cfg.alibi)
   TorchStack enc{nullptr}, dec{nullptr};
 
  private:
   torch::Tensor embed_tokens(const torch::Tensor& ids, bool zero_pads);
   // cos and sin [B, 1, T, d_h] of ids' positions (RoPE), each half repeated as rotate_half pairs them
   std::pair<torch::Tensor, torch::Tensor> angles(const torch::Tensor& ids);
+  // ALiBi's bias −m_h·|p_i − p_j| [B, H, T, T] of ids' positions; undefined without ALiBi
+  torch::Tensor alibi_bias(const torch::Tensor& ids);
 };
 TORCH_MODULE(TorchTransformer);
 

@@ -3,8 +3,10 @@
 //
 //   vs_libtorch [--topologies post_ln,pre_ln] [--threads 1,2] [--rounds 10] [--steps 5] [--warmup 3]
 //               [--python PATH | --no-python] [--no-compile] [--model reference|toy|small]
-//               [--positions sinusoidal|rope]   (rope: RoPE in every self-attention; the libtorch model rotates q, k
-//                                                 with rotate_half as Hugging Face's LLaMA; no Python workers)
+//               [--positions sinusoidal|rope|alibi]
+//       rope: RoPE in every self-attention; the libtorch model rotates q, k with rotate_half as Hugging Face's LLaMA.
+//       alibi: ALiBi's bias in every self-attention; the libtorch model adds a [B, H, T, T] bias to its scores, as
+//       Hugging Face's BLOOM. Neither has Python workers.
 //
 // Method (docs/performance.md):
 //  - The driver builds the skipgrad model (seed 1) and writes its parameters, buffers and a fixed batch to a
@@ -154,9 +156,10 @@ class LibtorchRunner : public Runner {
     c.vocab = kShape.vocab, c.d_model = kShape.d_model, c.heads = kShape.heads, c.d_ff = kShape.d_ff;
     c.enc_layers = kShape.enc_layers, c.dec_layers = kShape.dec_layers, c.pad_id = kShape.pad_id;
     c.pre_ln = topology == "pre_ln";
-    sg::check(kPositions == "sinusoidal" || kPositions == "rope", "vs_libtorch", ": the libtorch model has "
-              "sinusoidal and rope positions, not ", kPositions);
+    sg::check(kPositions == "sinusoidal" || kPositions == "rope" || kPositions == "alibi", "vs_libtorch",
+              ": the libtorch model has sinusoidal, rope and alibi positions, not ", kPositions);
     c.rope = kPositions == "rope";
+    c.alibi = kPositions == "alibi";
     c.label_smoothing = kShape.label_smoothing;
     return c;
   }
