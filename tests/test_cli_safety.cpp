@@ -352,7 +352,7 @@ TEST_SUITE("reliability") {
     s.depths = {1};
     s.seeds = {1};
     fs::create_directories(s.out_dir + "/pre_ln_L1_s1");
-    write_sweep_row(s.out_dir + "/pre_ln_L1_s1/result.json", {"rezero", 1, 1, 1, 0, 0, 0, 0, false});
+    write_sweep_row(s.out_dir + "/pre_ln_L1_s1/result.json", {"rezero", 1, 1, 1, 0, 0, 0, 0, false, "sinusoidal", ""});
     CHECK_THROWS_WITH_ALL(run_sweep(s), "holds the result of rezero_L1_s1, not of pre_ln_L1_s1", "delete it");
     write_file_atomic(s.out_dir + "/pre_ln_L1_s1/result.json", "{\"topology\": ");
     CHECK_THROWS_WITH_ALL(run_sweep(s), "is not a sweep result", "delete it to train that run again", "--force");

@@ -1,6 +1,6 @@
 // The translation example's `sweep` and `eval` (examples/translate/sweep.h, eval.h): the results table and CSV,
-// result files, plot data from metrics.jsonl, a tiny end-to-end sweep that skips finished runs when called again,
-// and a deterministic checkpoint evaluation.
+// result files, plot data from metrics.jsonl, a tiny end-to-end sweep that skips finished runs when called again
+// (and refuses those of other options), a positions axis, and a deterministic checkpoint evaluation.
 #include <unistd.h>
 
 #include <cmath>
@@ -58,28 +58,35 @@ TEST_SUITE("sweep") {
   TEST_CASE("results table: one Markdown and one CSV row per run, in order, NaN and divergence shown") {
     const fs::path dir = scratch("table");
     const double nan = std::numeric_limits<double>::quiet_NaN();
-    std::vector<SweepRow> rows = {{"post_ln", 3, 1, 1200, 97.512, 1.23456, 1.5, 2.95, false},
-                                  {"deep_norm", 6, 2, 40, 0.0, nan, nan, 0.25, true}};
+    std::vector<SweepRow> rows = {{"post_ln", 3, 1, 1200, 97.512, 1.23456, 1.5, 2.95, false, "sinusoidal", ""},
+                                  {"deep_norm", 6, 2, 40, 0.0, nan, nan, 0.25, true, "alibi", ""}};
     write_results_markdown((dir / "r.md").string(), rows, "Corpus `numbers`.");
     write_results_csv((dir / "r.csv").string(), rows);
     auto md = lines_of(dir / "r.md");
     REQUIRE(md.size() == 6);
     CHECK(md[0] == "Corpus `numbers`.");
-    CHECK(md[2] == "| topology | layers | seed | steps | test BLEU | best valid loss | final train loss | diverged? | minutes |");
-    CHECK(md[4] == "| post_ln | 3+3 | 1 | 1200 | 97.51 | 1.2346 | 1.5000 | no | 3.0 |");
-    CHECK(md[5] == "| deep_norm | 6+6 | 2 | 40 | 0.00 | nan | nan | yes | 0.2 |");
+    CHECK(md[2] == "| topology | positions | layers | seed | steps | test BLEU | best valid loss | final train loss | "
+                   "diverged? | minutes |");
+    CHECK(md[4] == "| post_ln | sinusoidal | 3+3 | 1 | 1200 | 97.51 | 1.2346 | 1.5000 | no | 3.0 |");
+    CHECK(md[5] == "| deep_norm | alibi | 6+6 | 2 | 40 | 0.00 | nan | nan | yes | 0.2 |");
     auto csv = lines_of(dir / "r.csv");
     REQUIRE(csv.size() == 3);
-    CHECK(csv[0] == "topology,layers,seed,steps,test_bleu,best_valid_loss,final_train_loss,diverged,minutes");
-    CHECK(csv[1] == "post_ln,3,1,1200,97.5120,1.234560,1.500000,false,2.950");
-    CHECK(csv[2] == "deep_norm,6,2,40,0.0000,nan,nan,true,0.250");
+    CHECK(csv[0] == "topology,positions,layers,seed,steps,test_bleu,best_valid_loss,final_train_loss,diverged,minutes");
+    CHECK(csv[1] == "post_ln,sinusoidal,3,1,1200,97.5120,1.234560,1.500000,false,2.950");
+    CHECK(csv[2] == "deep_norm,alibi,6,2,40,0.0000,nan,nan,true,0.250");
   }
 
   TEST_CASE("result.json round trip; non-finite numbers come back as NaN; a missing file is not done") {
     const fs::path dir = scratch("result");
-    SweepRow in{"resi_dual", 3, 7, 99, 91.25, std::numeric_limits<double>::infinity(), 2.5, 1.0, false}, out;
+    SweepRow in{"resi_dual", 3, 7, 99, 91.25, std::numeric_limits<double>::infinity(), 2.5, 1.0, false, "rope",
+                "{\"lr\":0.002,\"model.d_model\":16}"},
+        out;
     write_sweep_row((dir / "result.json").string(), in);
     REQUIRE(read_sweep_row((dir / "result.json").string(), &out));
+    CHECK(out.positions == "rope");
+    CHECK(settings_differences(out.settings, in.settings).empty());
+    CHECK(sweep_run_name(out) == "resi_dual_L3_s7_rope");
+    CHECK(sweep_run_name("resi_dual", 3, 7) == "resi_dual_L3_s7");  // sinusoidal: the names of earlier sweeps
     CHECK(out.topology == "resi_dual");
     CHECK(out.layers == 3);
     CHECK(out.seed == 7);
@@ -91,6 +98,13 @@ TEST_SUITE("sweep") {
     CHECK_FALSE(read_sweep_row((dir / "absent.json").string(), &out));
     std::ofstream((dir / "bad.json").string()) << "{\"topology\": 3}";
     CHECK_THROWS_AS(read_sweep_row((dir / "bad.json").string(), &out), skipgrad::Error);
+    // a result written before the positions axis and the settings: sinusoidal, settings unknown
+    std::ofstream((dir / "old.json").string())
+        << R"({"topology":"pre_ln","layers":3,"seed":1,"steps":5,"test_bleu":1,"best_valid_loss":2,)"
+        << R"("final_train_loss":3,"diverged":false,"minutes":0.5})";
+    REQUIRE(read_sweep_row((dir / "old.json").string(), &out));
+    CHECK(out.positions == "sinusoidal");
+    CHECK(out.settings.empty());
   }
 
   TEST_CASE("plot data from a fake metrics.jsonl: .dat per run, one gnuplot script per depth and curve kind") {
@@ -107,9 +121,9 @@ TEST_SUITE("sweep") {
         << "{\"step\":4,\"diverged\":true}\n";
     fs::create_directories(dir / "post_ln_L2_s1");  // no evaluations: a train curve only
     std::ofstream((dir / "post_ln_L2_s1" / "metrics.jsonl").string()) << "{\"step\":1,\"loss\":5}\n{\"step\":2,\"loss\":4}\n";
-    std::vector<SweepRow> rows = {{"pre_ln", 2, 1, 2, 0, 0, 0, 0, false},
-                                  {"post_ln", 2, 1, 1, 0, 0, 0, 0, false},
-                                  {"mix_ln", 2, 1, 0, 0, 0, 0, 0, false}};  // no metrics.jsonl: left out
+    std::vector<SweepRow> rows = {{"pre_ln", 2, 1, 2, 0, 0, 0, 0, false, "sinusoidal", ""},
+                                  {"post_ln", 2, 1, 1, 0, 0, 0, 0, false, "sinusoidal", ""},
+                                  {"mix_ln", 2, 1, 0, 0, 0, 0, 0, false, "sinusoidal", ""}};  // no metrics.jsonl
     RunCurves c = read_metrics((dir / "pre_ln_L2_s1" / "metrics.jsonl").string());
     CHECK(c.step == std::vector<int64_t>{1, 2, 3});
     CHECK(c.loss == std::vector<double>{4, 2, 1});
@@ -165,8 +179,8 @@ TEST_SUITE("sweep") {
     }
     auto csv = lines_of(root / "sweep" / "results.csv");
     REQUIRE(csv.size() == 3);
-    CHECK(csv[1].rfind("post_ln,1,1,6,", 0) == 0);
-    CHECK(csv[2].rfind("pre_ln,1,1,6,", 0) == 0);
+    CHECK(csv[1].rfind("post_ln,sinusoidal,1,1,6,", 0) == 0);
+    CHECK(csv[2].rfind("pre_ln,sinusoidal,1,1,6,", 0) == 0);
     CHECK(lines_of(root / "sweep" / "results.md").size() == 6);  // preamble, blank, header, rule, two rows
     CHECK(fs::exists(root / "sweep" / "plots" / "train_loss_L1.gp"));
     CHECK(fs::exists(root / "sweep" / "plots" / "valid_loss_L1.gp"));
@@ -178,7 +192,29 @@ TEST_SUITE("sweep") {
     write_sweep_row(result, marked);
     rows = run_sweep(s);
     CHECK(rows[0].steps == 12345);
-    CHECK(lines_of(root / "sweep" / "results.csv")[1].rfind("post_ln,1,1,12345,", 0) == 0);
+    CHECK(lines_of(root / "sweep" / "results.csv")[1].rfind("post_ln,sinusoidal,1,1,12345,", 0) == 0);
+
+    // a sweep with other options in the same folder is refused, naming them, rather than passing off those runs
+    SweepOptions other = s;
+    other.train.lr *= 2;
+    other.train.model.d_ff = 24;
+    CHECK_THROWS_WITH_ALL(run_sweep(other), "post_ln_L1_s1/result.json' was trained with other options", "lr ",
+                          "model.d_ff 32 vs 24", "--force");
+    // a positions axis: pre_ln's sinusoidal run is done already; its alibi run trains into a folder of its own
+    SweepOptions axis = s;
+    axis.topologies = {"pre_ln"};
+    axis.positions = {nn::PositionEncoding::Sinusoidal, nn::PositionEncoding::Alibi};
+    rows = run_sweep(axis);
+    REQUIRE(rows.size() == 2);
+    CHECK(rows[0].positions == "sinusoidal");
+    CHECK(rows[1].positions == "alibi");
+    CHECK(rows[1].steps == 6);
+    CHECK(rows[1].best_valid_loss != rows[0].best_valid_loss);
+    CHECK(fs::exists(root / "sweep" / "pre_ln_L1_s1_alibi" / "result.json"));
+    CHECK(lines_of(root / "sweep" / "results.csv")[2].rfind("pre_ln,alibi,1,1,6,", 0) == 0);
+    axis.train.model.rope_theta = 5e5;  // rope's option, with no rope run listed: refused before any training
+    CHECK_THROWS_WITH_ALL(run_sweep(axis), "rope_theta 500000 is for positions rope");
+
     s.force = true;
     s.topologies = {"post_ln"};
     CHECK(run_sweep(s)[0].steps == 6);

@@ -215,7 +215,8 @@ static int run_command(int argc, char** argv) {
   eval_cmd->add_flag("--layer-removal", ev.layer_removal,
                      "also score the test set without each (other) layer in turn: loss and BLEU per removed layer");
 
-  auto* sweep_cmd = app.add_subcommand("sweep", "topologies x depths x seeds under one budget: results table and loss plots");
+  auto* sweep_cmd = app.add_subcommand(
+      "sweep", "topologies x positions x depths x seeds under one budget: results table and loss plots");
   SweepOptions sw;
   std::string sweep_topologies = "all", depths = "3", seeds = "1";
   sweep_cmd->add_option("--topologies", sweep_topologies, "comma-separated names, or all")->capture_default_str();
@@ -223,6 +224,8 @@ static int run_command(int argc, char** argv) {
   sweep_cmd->add_option("--seeds", seeds, "comma-separated")->capture_default_str();
   sweep_cmd->add_flag("--force", sw.force, "train again runs whose result.json exists");
   add_train_options(sweep_cmd, o, choices);
+  sweep_cmd->get_option("--positions")->description("comma-separated position encodings, each a run of its own: "
+                                                     "sinusoidal | learned | rope | alibi | none");
   for (const char* grid_set : {"--layers", "--seed", "--resume"})  // the grid sets these per run
     sweep_cmd->remove_option(sweep_cmd->get_option(grid_set));
 
@@ -259,7 +262,11 @@ static int run_command(int argc, char** argv) {
     o.model.init = nn::parse_init_scheme(choices.init);
     o.model.qk_norm = nn::parse_head_norm_targets(choices.qk_norm);
     o.model.qk_norm_kind = nn::parse_head_norm_kind(choices.qk_norm_kind);
-    o.model.positions = nn::parse_position_encoding(choices.positions);
+    // sweep: a comma-separated list, each a run of its own (SweepOptions::positions); else one encoding
+    for (const std::string& name : *sweep_cmd ? cli_lists::split_names(choices.positions, "--positions")
+                                              : std::vector<std::string>{choices.positions})
+      sw.positions.push_back(nn::parse_position_encoding(name));
+    o.model.positions = sw.positions[0];
     check(o.model.qk_norm != nn::HeadNormTargets::None || o.model.qk_norm_kind == nn::HeadNormKind::RMSNorm,
           "--qk-norm-kind", ": ", choices.qk_norm_kind, " needs --qk-norm qk or qkv");
     // Options that only act together with another: given alone they would be silently ignored.

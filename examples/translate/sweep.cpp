@@ -1,5 +1,6 @@
 #include "sweep.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -13,6 +14,7 @@
 #include <nlohmann/json.hpp>
 
 #include "analysis/graph.h"
+#include "config_json.h"
 #include "nn/topology.h"
 #include "tensor/error.h"
 
@@ -22,8 +24,39 @@ using namespace skipgrad;
 using json = nlohmann::json;
 namespace fs = std::filesystem;
 
-std::string sweep_run_name(const std::string& topology, int64_t layers, uint64_t seed) {
-  return topology + "_L" + std::to_string(layers) + "_s" + std::to_string(seed);
+std::string sweep_run_name(const std::string& topology, int64_t layers, uint64_t seed, const std::string& positions) {
+  return topology + "_L" + std::to_string(layers) + "_s" + std::to_string(seed) +
+         (positions == "sinusoidal" ? "" : "_" + positions);
+}
+
+std::string sweep_run_name(const SweepRow& r) { return sweep_run_name(r.topology, r.layers, r.seed, r.positions); }
+
+std::string run_settings(const TrainOptions& t) {
+  json j = {{"corpus", t.corpus}, {"vocab_size", t.vocab_size}, {"max_len", t.max_len}, {"lr", t.lr},
+            {"warmup_init_lr", t.warmup_init_lr}, {"beta1", t.beta1}, {"beta2", t.beta2}, {"adam_eps", t.adam_eps},
+            {"weight_decay", t.weight_decay}, {"warmup", t.warmup}, {"label_smoothing", t.label_smoothing},
+            {"clip_norm", t.clip_norm}, {"max_tokens", t.max_tokens}, {"max_steps", t.max_steps},
+            {"max_minutes", t.max_minutes}, {"eval_every", t.eval_every}, {"best_metric", t.best_metric},
+            {"patience", t.patience}, {"eval_sentences", t.eval_sentences}, {"test_sentences", t.test_sentences},
+            {"beam", t.beam}, {"device", t.device}, {"matmul_precision", t.matmul_precision},
+            {"autocast", t.autocast}, {"diverge_grad_norm", t.diverge_grad_norm}};
+  const json model = json::parse(config_to_json(t.model));  // (a local: items() of a temporary would dangle)
+  for (const auto& item : model.items()) j["model." + item.key()] = item.value();
+  return j.dump();
+}
+
+std::string settings_differences(const std::string& a, const std::string& b) {
+  const json ja = json::parse(a, nullptr, false), jb = json::parse(b, nullptr, false);
+  if (!ja.is_object() || !jb.is_object()) return "settings that are not a JSON object";
+  std::set<std::string> keys;
+  for (const auto& item : ja.items()) keys.insert(item.key());
+  for (const auto& item : jb.items()) keys.insert(item.key());
+  std::string out;
+  for (const std::string& k : keys) {
+    const std::string va = ja.contains(k) ? ja[k].dump() : "(none)", vb = jb.contains(k) ? jb[k].dump() : "(none)";
+    if (va != vb) out += (out.empty() ? "" : ", ") + k + " " + va + " vs " + vb;
+  }
+  return out;
 }
 
 // ---- one run's result ----
@@ -33,9 +66,10 @@ static double number_or_nan(const json& j, const char* key) {
 }
 
 void write_sweep_row(const std::string& path, const SweepRow& r) {
-  json j = {{"topology", r.topology}, {"layers", r.layers}, {"seed", r.seed}, {"steps", r.steps},
-            {"test_bleu", r.test_bleu}, {"best_valid_loss", r.best_valid_loss},
+  json j = {{"topology", r.topology}, {"layers", r.layers}, {"seed", r.seed}, {"positions", r.positions},
+            {"steps", r.steps}, {"test_bleu", r.test_bleu}, {"best_valid_loss", r.best_valid_loss},
             {"final_train_loss", r.final_train_loss}, {"diverged", r.diverged}, {"minutes", r.minutes}};
+  if (!r.settings.empty()) j["settings"] = json::parse(r.settings);
   // atomic: a run is "done" only once its whole result is on disk; nlohmann writes NaN/Inf as null
   write_file_atomic(path, j.dump(1) + "\n");
 }
@@ -51,6 +85,8 @@ bool read_sweep_row(const std::string& path, SweepRow* r) {
     r->seed = j.at("seed").get<uint64_t>();
     r->steps = j.at("steps").get<int64_t>();
     r->diverged = j.at("diverged").get<bool>();
+    r->positions = j.value("positions", std::string("sinusoidal"));  // (results from before the positions axis)
+    r->settings = j.contains("settings") ? j["settings"].dump() : "";
   } catch (const std::exception& e) {
     fail("read_sweep_row", ": '", path, "' is not a sweep result (", e.what(),
          "): delete it to train that run again, or give --force to train every run again");
@@ -73,10 +109,12 @@ static std::string fmt(const char* f, double v) {
 void write_results_markdown(const std::string& path, const std::vector<SweepRow>& rows, const std::string& preamble) {
   std::ostringstream out;
   if (!preamble.empty()) out << preamble << "\n\n";
-  out << "| topology | layers | seed | steps | test BLEU | best valid loss | final train loss | diverged? | minutes |\n"
-      << "|---|---|---:|---:|---:|---:|---:|---|---:|\n";
+  out << "| topology | positions | layers | seed | steps | test BLEU | best valid loss | final train loss | diverged? "
+         "| minutes |\n"
+      << "|---|---|---|---:|---:|---:|---:|---:|---|---:|\n";
   for (const SweepRow& r : rows)
-    out << "| " << r.topology << " | " << r.layers << "+" << r.layers << " | " << r.seed << " | " << r.steps << " | "
+    out << "| " << r.topology << " | " << r.positions << " | " << r.layers << "+" << r.layers << " | " << r.seed
+        << " | " << r.steps << " | "
         << fmt("%.2f", r.test_bleu) << " | " << fmt("%.4f", r.best_valid_loss) << " | "
         << fmt("%.4f", r.final_train_loss) << " | " << (r.diverged ? "yes" : "no") << " | " << fmt("%.1f", r.minutes)
         << " |\n";
@@ -85,9 +123,10 @@ void write_results_markdown(const std::string& path, const std::vector<SweepRow>
 
 void write_results_csv(const std::string& path, const std::vector<SweepRow>& rows) {
   std::ostringstream out;
-  out << "topology,layers,seed,steps,test_bleu,best_valid_loss,final_train_loss,diverged,minutes\n";
+  out << "topology,positions,layers,seed,steps,test_bleu,best_valid_loss,final_train_loss,diverged,minutes\n";
   for (const SweepRow& r : rows)
-    out << r.topology << "," << r.layers << "," << r.seed << "," << r.steps << "," << fmt("%.4f", r.test_bleu) << ","
+    out << r.topology << "," << r.positions << "," << r.layers << "," << r.seed << "," << r.steps << ","
+        << fmt("%.4f", r.test_bleu) << ","
         << fmt("%.6f", r.best_valid_loss) << "," << fmt("%.6f", r.final_train_loss) << ","
         << (r.diverged ? "true" : "false") << "," << fmt("%.3f", r.minutes) << "\n";
   write_file_atomic(path, out.str());
@@ -151,14 +190,16 @@ std::vector<std::string> write_plot_files(const std::string& plot_dir, const std
                                           const std::vector<SweepRow>& rows) {
   fs::create_directories(plot_dir);
   std::set<uint64_t> seeds;
-  for (const SweepRow& r : rows) seeds.insert(r.seed);
+  std::set<std::string> positions;
+  for (const SweepRow& r : rows) seeds.insert(r.seed), positions.insert(r.positions);
   std::map<int64_t, std::vector<PlotLine>> train_lines, valid_lines;  // per depth
   for (const SweepRow& r : rows) {
-    const std::string name = sweep_run_name(r.topology, r.layers, r.seed);
+    const std::string name = sweep_run_name(r);
     const std::string metrics = runs_dir + "/" + name + "/metrics.jsonl";
     if (!fs::exists(metrics)) continue;
     RunCurves c = read_metrics(metrics);
-    const std::string title = r.topology + (seeds.size() > 1 ? " s" + std::to_string(r.seed) : "");
+    const std::string title = r.topology + (positions.size() > 1 ? " " + r.positions : "") +
+                              (seeds.size() > 1 ? " s" + std::to_string(r.seed) : "");
     if (!c.step.empty()) {
       std::ostringstream out;
       out << "# step loss ema(0.98)\n";
@@ -234,9 +275,27 @@ std::vector<SweepRow> run_sweep(const SweepOptions& o) {
         ": needs at least one topology, depth and seed (got ", o.topologies.size(), ", ", o.depths.size(), ", ",
         o.seeds.size(), ")");
   o.train.model.check_used_by(o.topologies, "sweep");
-  for (const std::string& t : o.topologies)  // unknown names and settings a topology refuses fail before training
-    nn::make_topology(t)->check_config(o.train.model.with_topology(t));
+  const std::vector<nn::PositionEncoding> encodings =
+      o.positions.empty() ? std::vector<nn::PositionEncoding>{o.train.model.positions} : o.positions;
+  check(o.train.model.rope_theta == 10000 ||
+            std::find(encodings.begin(), encodings.end(), nn::PositionEncoding::Rope) != encodings.end(),
+        "sweep", ": rope_theta ", o.train.model.rope_theta, " is for positions rope, which the sweep does not train");
+  // A run's model: the topology's (--resi-dual-scale: resi_dual's alone), its depth and positions (rope_theta:
+  // rope's alone).
+  auto run_model = [&](const std::string& topology, nn::PositionEncoding encoding, int64_t layers) {
+    nn::TransformerConfig c = o.train.model.with_topology(topology);
+    c.enc_layers = c.dec_layers = layers;
+    c.positions = encoding;
+    if (encoding != nn::PositionEncoding::Rope) c.rope_theta = 10000;
+    return c;
+  };
   for (int64_t L : o.depths) check(L >= 1, "sweep", ": depths must be at least 1, got ", L);
+  for (const std::string& t : o.topologies)  // unknown names and settings a run refuses fail before training
+    for (nn::PositionEncoding e : encodings) {
+      nn::TransformerConfig c = run_model(t, e, o.depths[0]);
+      c.vocab = std::max<int64_t>(c.vocab, c.pad_id + 1);  // (a placeholder: train() takes it from the data)
+      c.validate();
+    }
   fs::create_directories(o.out_dir);
 
   const std::string preamble = describe(o);
@@ -245,36 +304,44 @@ std::vector<SweepRow> run_sweep(const SweepOptions& o) {
     write_results_csv(o.out_dir + "/results.csv", rows);
   };
   std::vector<SweepRow> rows;
-  const size_t total = o.topologies.size() * o.depths.size() * o.seeds.size();
+  const size_t total = o.topologies.size() * encodings.size() * o.depths.size() * o.seeds.size();
   for (const std::string& topology : o.topologies)
-    for (int64_t layers : o.depths)
-      for (uint64_t seed : o.seeds) {
-        const std::string name = sweep_run_name(topology, layers, seed), dir = o.out_dir + "/" + name;
-        SweepRow row;
-        if (!o.force && read_sweep_row(dir + "/result.json", &row)) {
-          check(row.topology == topology && row.layers == layers && row.seed == seed, "sweep", ": '", dir,
-                "/result.json' holds the result of ", sweep_run_name(row.topology, row.layers, row.seed),
-                ", not of ", name, ": delete it to train that run again");
-          std::printf("[%zu/%zu] %s: done already (test BLEU %.2f), skipped\n", rows.size() + 1, total, name.c_str(),
-                      row.test_bleu);
+    for (nn::PositionEncoding encoding : encodings)
+      for (int64_t layers : o.depths)
+        for (uint64_t seed : o.seeds) {
+          const std::string positions = nn::position_encoding_name(encoding);
+          const std::string name = sweep_run_name(topology, layers, seed, positions), dir = o.out_dir + "/" + name;
+          TrainOptions t = o.train;
+          t.model = run_model(topology, encoding, layers);
+          t.seed = seed;
+          t.out_dir = dir;
+          t.resume = false;
+          const std::string settings = run_settings(t);
+          SweepRow row;
+          if (!o.force && read_sweep_row(dir + "/result.json", &row)) {
+            check(sweep_run_name(row) == name, "sweep", ": '", dir, "/result.json' holds the result of ",
+                  sweep_run_name(row), ", not of ", name, ": delete it to train that run again");
+            if (!row.settings.empty()) {  // a run of another sweep's options must not pass for this one's
+              const std::string diff = settings_differences(row.settings, settings);
+              check(diff.empty(), "sweep", ": '", dir, "/result.json' was trained with other options (", diff,
+                    "; its value first): give another --out, or --force to train every run again");
+            }
+            std::printf("[%zu/%zu] %s: done already (test BLEU %.2f)%s, skipped\n", rows.size() + 1, total,
+                        name.c_str(), row.test_bleu,
+                        row.settings.empty() ? " (its options, written before sweeps recorded them, not checked)"
+                                             : "");
+            rows.push_back(row);
+            continue;
+          }
+          std::printf("\n=== [%zu/%zu] %s ===\n", rows.size() + 1, total, name.c_str());
+          std::fflush(stdout);
+          TrainResult r = train(t);
+          row = {topology, layers, seed, r.steps, r.test_bleu, r.best_valid_loss, r.final_train_loss, r.seconds / 60,
+                 r.diverged, positions, settings};
+          write_sweep_row(dir + "/result.json", row);
           rows.push_back(row);
-          continue;
+          write_tables(rows);  // a partial table after every run
         }
-        std::printf("\n=== [%zu/%zu] %s ===\n", rows.size() + 1, total, name.c_str());
-        std::fflush(stdout);
-        TrainOptions t = o.train;
-        t.model = t.model.with_topology(topology);  // (--resi-dual-scale: resi_dual's alone)
-        t.model.enc_layers = t.model.dec_layers = layers;
-        t.seed = seed;
-        t.out_dir = dir;
-        t.resume = false;
-        TrainResult r = train(t);
-        row = {topology, layers, seed, r.steps, r.test_bleu, r.best_valid_loss, r.final_train_loss, r.seconds / 60,
-               r.diverged};
-        write_sweep_row(dir + "/result.json", row);
-        rows.push_back(row);
-        write_tables(rows);  // a partial table after every run
-      }
   write_tables(rows);
   const std::string plot_dir = o.out_dir + "/plots";
   std::vector<std::string> scripts = write_plot_files(plot_dir, o.out_dir, rows);

@@ -1,7 +1,8 @@
-// Topology sweep: topologies × depths × seeds, each trained by translate::train under the same budget and options,
-// one run folder each (<out>/<topology>_L<layers>_s<seed>/). Writes a results table (results.md, results.csv) and
-// loss curves from every run's metrics.jsonl (plots/: gnuplot data, scripts, and PNG/SVG when gnuplot is installed).
-// A sweep resumes: a run whose result.json exists is read back instead of trained again (unless `force`).
+// Topology sweep: topologies × position encodings × depths × seeds, each trained by translate::train under the same
+// budget and options, one run folder each (<out>/<topology>_L<layers>_s<seed>[_<positions>]/). Writes a results
+// table (results.md, results.csv) and loss curves from every run's metrics.jsonl (plots/: gnuplot data, scripts, and
+// PNG/SVG when gnuplot is installed). A sweep resumes: a run whose result.json exists is read back instead of trained
+// again (unless `force`), after checking that it was trained with the same options (its "settings").
 #pragma once
 #include <cstdint>
 #include <string>
@@ -14,6 +15,8 @@ namespace translate {
 struct SweepOptions {
   TrainOptions train;                   // shared by every run; topology, layers, seed and out_dir are set per run
   std::vector<std::string> topologies;  // names from nn::topology_names()
+  // position encodings (nn::PositionEncoding); empty: train.model.positions alone
+  std::vector<skipgrad::nn::PositionEncoding> positions;
   std::vector<int64_t> depths;          // layers per side (encoder = decoder)
   std::vector<uint64_t> seeds;
   std::string out_dir = "runs/sweep";
@@ -29,10 +32,25 @@ struct SweepRow {
   int64_t steps = 0;
   double test_bleu = 0, best_valid_loss = 0, final_train_loss = 0, minutes = 0;  // minutes: training time
   bool diverged = false;
+  std::string positions = "sinusoidal";  // the run's position encoding
+  // The options the run was trained with (run_settings), as JSON text; "" in a result.json written before sweeps
+  // recorded them.
+  std::string settings;
 };
 
-// "<topology>_L<layers>_s<seed>": the run's folder under the sweep's out_dir.
-std::string sweep_run_name(const std::string& topology, int64_t layers, uint64_t seed);
+// "<topology>_L<layers>_s<seed>", then "_<positions>" unless sinusoidal (the names of sweeps before the positions
+// axis): the run's folder under the sweep's out_dir.
+std::string sweep_run_name(const std::string& topology, int64_t layers, uint64_t seed,
+                           const std::string& positions = "sinusoidal");
+std::string sweep_run_name(const SweepRow& row);
+
+// What a run's result depends on besides its topology, depth, positions and seed, as a flat JSON object: the model
+// config ("model.d_model", ...), the corpus, the optimiser, the budget and the evaluation. Where the data lives,
+// logging and checkpointing are left out.
+std::string run_settings(const TrainOptions& t);
+// The settings that differ, "lr 0.002 vs 0.001, model.positions \"rope\" vs \"sinusoidal\"" (a's value first); "" if
+// none.
+std::string settings_differences(const std::string& a, const std::string& b);
 
 // <run>/result.json: the row as JSON (non-finite numbers as null). read_sweep_row returns false when absent.
 void write_sweep_row(const std::string& path, const SweepRow& row);
@@ -62,7 +80,8 @@ std::vector<std::string> write_plot_files(const std::string& plot_dir, const std
 bool render_plots(const std::string& plot_dir, const std::vector<std::string>& scripts);
 
 // Trains every run that has no result yet, then writes results.md, results.csv and plots/ under out_dir.
-// Returns the rows in grid order (topology-major, then depth, then seed).
+// Returns the rows in grid order (topology-major, then positions, depth and seed). A result.json whose settings
+// differ from this sweep's (another --lr, --positions ...) is an error naming them, not a row.
 std::vector<SweepRow> run_sweep(const SweepOptions& opts);
 
 }  // namespace translate
