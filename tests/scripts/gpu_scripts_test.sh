@@ -60,6 +60,8 @@ expect "$root/results/tests.log" "stub skipgrad_tests --test-suite-exclude=cuda"
 expect "$root/results/mlp.log" "stub mlp_demo --device cuda"
 expect "$root/results/lm.log" \
   "stub lm --device cuda --text README.md --topologies pre_ln,hybrid_norm --positions learned"
+expect "$root/results/lm.log" \
+  "stub lm --device cuda --text README.md --topologies pre_ln,hybrid_norm --positions alibi"
 expect "$root/results/translate.log" "stub translate train --device cuda"
 for c in /proc/[0-9]*/cmdline; do  # the stopped parts' children are gone too (timeout signals its process group)
   [[ $(tr '\0' ' ' 2>/dev/null <"$c") != "sleep 61 " ]] || fail "a stopped part left its child running"
