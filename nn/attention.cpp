@@ -125,11 +125,17 @@ Tensor MultiHeadAttention::split_heads(const Tensor& x, const char* what) const 
 }
 
 // x [B, H, T, dh] rotated by the angles, recorded as "<scope>.<what>.rotary" ("q_rope", "k_rope"); x as it is when
-// there are none.
+// there are none. Angles for r < dh dims ([B, T, r/2]: partial rotary) rotate x's first r dims, and the rest are
+// concatenated after them unchanged.
 static Tensor rope(const Tensor& x, const RotaryAngles& angles, const char* what) {
   if (!angles.defined()) return x;
   Scope s(what);
-  return rotary(x, angles.cos, angles.sin);
+  const int64_t dh = x.size(3), r = 2 * angles.cos.size(-1);
+  if (r == dh) return rotary(x, angles.cos, angles.sin);
+  if (!(r > 0 && r < dh))
+    fail(current_scope_or(kKind), ": rotary angles for ", r, " dims of a head of ", dh, " (cos ", angles.cos.meta_str(),
+         ")");
+  return concat({rotary(x.slice(3, 0, r), angles.cos, angles.sin), x.slice(3, r, dh)}, 3);
 }
 
 // [B, T, d] -> K, V [B, H, T, dh] (normalised per head when enabled, then K rotated when given angles)

@@ -95,7 +95,7 @@ std::vector<std::vector<int64_t>> generate(Transformer& lm, const std::vector<st
             ", outside the vocabulary [0, ", cfg.vocab, ") or the pad id ", cfg.pad_id);
     // the positions fed: the prompt and every new token but the last, which is never fed (none: nothing is fed)
     const int64_t fed = (int64_t)p.size() + opt.max_new_tokens - 1;
-    check(opt.max_new_tokens == 0 || fed <= cfg.max_positions, who, ": prompt ", r, " of ", p.size(), " tokens and ",
+    check(opt.max_new_tokens == 0 || fed <= cfg.position_limit(), who, ": prompt ", r, " of ", p.size(), " tokens and ",
           opt.max_new_tokens, " new ones feed ", fed, " positions (the last new token is not fed), more than max_positions ",
           cfg.max_positions);
     longest = std::max(longest, (int64_t)p.size());

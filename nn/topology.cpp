@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <charconv>
 #include <cmath>
+#include <limits>
 
 #include "autograd/ops.h"
 #include "autograd/tape.h"
@@ -50,8 +51,13 @@ void TransformerConfig::validate(const Topology& made) const {
   check(rope_theta > 1 && std::isfinite(rope_theta), who, ": rope_theta must be finite and > 1, got ", rope_theta);
   check(positions == PositionEncoding::Rope || rope_theta == 10000, who, ": rope_theta ", rope_theta,
         " is for positions rope; positions ", position_encoding_name(positions), " does not use it (leave it 10000)");
-  check(positions != PositionEncoding::Rope || (d_model / heads) % 2 == 0, who, ": positions rope rotates pairs of "
-        "each head's dims: d_model / heads = ", d_model / heads, " must be even");
+  check(positions != PositionEncoding::Rope || rope_dims != 0 || (d_model / heads) % 2 == 0, who,
+        ": positions rope rotates pairs of each head's dims: d_model / heads = ", d_model / heads,
+        " must be even (or rotate an even rope_dims of them)");
+  check(positions == PositionEncoding::Rope || rope_dims == 0, who, ": rope_dims ", rope_dims,
+        " is for positions rope; positions ", position_encoding_name(positions), " does not use it (leave it 0)");
+  check(rope_dims == 0 || (rope_dims > 0 && rope_dims % 2 == 0 && rope_dims <= d_model / heads), who,
+        ": rope_dims must be 0 (all of d_head) or even and in [2, d_head = ", d_model / heads, "], got ", rope_dims);
   check(pad_id >= 0 && pad_id < vocab, who, ": pad_id ", pad_id, " outside the vocabulary [0, ", vocab, ")");
   check(qk_norm != HeadNormTargets::None || qk_norm_kind == HeadNormKind::RMSNorm, who, ": qk_norm_kind ",
         head_norm_kind_name(qk_norm_kind), " needs qk_norm qk or qkv (qk_norm is none)");
@@ -63,6 +69,11 @@ void TransformerConfig::validate(const Topology& made) const {
           o.owner, "'s; topology ", topology, " does not use it (leave it ", o.default_text, ")");
   check(tie_output || !share_embeddings, who, ": tie_output false needs share_embeddings false (one table shared by "
         "source, target and output is tied to the output)");
+}
+
+int64_t TransformerConfig::position_limit() const {
+  const bool table = positions != PositionEncoding::Alibi && positions != PositionEncoding::None;
+  return table ? max_positions : std::numeric_limits<int64_t>::max();
 }
 
 const char* position_encoding_name(PositionEncoding p) {

@@ -29,7 +29,8 @@ enum class InitScheme { Fairseq, SmallInit, DeepNorm, GPT2 };
 //   Learned     a trained table, added instead: "embed_positions.weight" [max_positions + pad_id + 1, d] (fairseq's
 //               LearnedPositionalEmbedding, GPT-2's wpe)
 //   Rope        nothing added; every self-attention rotates its queries and keys by their positions (RoPE: GPT-NeoX,
-//               LLaMA, OLMo), with base rope_theta. Cross-attention is not rotated.
+//               LLaMA, OLMo), with base rope_theta, all of each head's dims or its first rope_dims (GPT-NeoX's
+//               partial rotary). Cross-attention is not rotated.
 //   Alibi       nothing added; every self-attention's score of query i and key j in head h gets -m_h |p_i - p_j|
 //               (ALiBi, Press et al. 2022: BLOOM, MPT), m_h = 2^(-8h/H). The paper's causal bias -m_h (i - j); an
 //               encoder's is symmetric. Cross-attention gets none.
@@ -65,13 +66,21 @@ struct TransformerConfig {
   bool share_embeddings = true;     // one table for source, target and output (fairseq share_all_embeddings)
   bool tie_output = true;           // when not sharing all: target embedding = output projection (sharing all
                                     // ties it: false with share_embeddings is refused)
+  // The longest sequence (in non-pad tokens) that the positions' tables hold: sinusoidal, learned and rope. ALiBi
+  // and none have no table and take sequences of any length (position_limit()).
   int64_t max_positions = 1024;
   int64_t pad_id = 1;               // fairseq's padding index
   PositionEncoding positions = PositionEncoding::Sinusoidal;
   double rope_theta = 10000;        // RoPE's base (positions Rope only; LLaMA 3 uses 500000)
+  // RoPE rotates the first rope_dims dims of each head and leaves the rest as they are (GPT-NeoX's and Pythia's
+  // partial rotary, rotary_pct = rope_dims / d_head); 0: all d_head dims (positions Rope only; even)
+  int64_t rope_dims = 0;
 
   // Throws an Error naming the first bad field (an unknown topology lists the known ones).
   void validate() const;
+  // max_positions for the encodings with a table (sinusoidal, learned, rope); for alibi and none, no limit
+  // (INT64_MAX): ALiBi extrapolates to sequences longer than those it was trained on, as its paper shows.
+  int64_t position_limit() const;
   bool decoder_only() const { return enc_layers == 0; }
   // The same with the topology already made from `topology` (the Transformer makes it once).
   void validate(const Topology& made) const;

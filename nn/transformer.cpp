@@ -31,6 +31,7 @@ std::string Transformer::kind() const {
   // (only when not the default, so files written before positions could be chosen read as sinusoidal)
   if (cfg_.positions != PositionEncoding::Sinusoidal) os << ", positions " << position_encoding_name(cfg_.positions);
   if (cfg_.positions == PositionEncoding::Rope) os << " theta " << exact(cfg_.rope_theta);
+  if (cfg_.rope_dims != 0) os << " dims " << cfg_.rope_dims;
   if (const std::string own = topology_->settings(); !own.empty()) os << ", " << cfg_.topology << " " << own;
   os << ")";
   return os.str();
@@ -88,10 +89,12 @@ Transformer::Transformer(const TransformerConfig& cfg) : cfg_(cfg) {
       learned_positions = register_module("embed_positions", std::make_shared<Embedding>(rows, d, cfg.pad_id));
       break;
     }
-    case PositionEncoding::Rope:
-      rotary = register_module("rotary", std::make_shared<RotaryEmbedding>(d / cfg.heads, cfg.max_positions,
-                                                                          cfg.pad_id, cfg.rope_theta));
+    case PositionEncoding::Rope: {  // the rotated dims of each head: all, or the first rope_dims
+      const int64_t dims = cfg.rope_dims ? cfg.rope_dims : d / cfg.heads;
+      rotary = register_module(
+          "rotary", std::make_shared<RotaryEmbedding>(dims, cfg.max_positions, cfg.pad_id, cfg.rope_theta));
       break;
+    }
     case PositionEncoding::Alibi: alibi = register_module("alibi", std::make_shared<AlibiSlopes>(cfg.heads)); break;
     case PositionEncoding::None: break;
   }
@@ -162,7 +165,7 @@ Tensor Transformer::padding_mask(const Tensor& ids) const {
 
 Tensor Transformer::position_ids(const Tensor& ids) const {
   Scope s("positions");
-  return make_positions(ids, cfg_.pad_id, cfg_.max_positions, current_scope());
+  return make_positions(ids, cfg_.pad_id, cfg_.position_limit(), current_scope());
 }
 
 Transformer::PositionInputs Transformer::position_inputs(const Tensor& pos) {
@@ -483,7 +486,7 @@ Tensor Transformer::decode_step(DecoderState& st, const Tensor& tokens) {
       any_pad = any_pad || id == pad;
       if (j >= before) pos[r * T + j - before] = id != pad ? pad + real : pad;
     }
-    check(real <= cfg_.max_positions, who, ": a prefix of ", real, " tokens exceeds max_positions ",
+    check(real <= cfg_.position_limit(), who, ": a prefix of ", real, " tokens exceeds max_positions ",
           cfg_.max_positions);
   }
   for (int64_t r = 0; r < R; r++)  // the state changes once every check has passed

@@ -55,7 +55,9 @@
 #       per-head norms, GPT-NeoX's half split (RoFormer eq. 34 with the pairs (i, i + d_h/2)):
 #       q' = q ⊙ cos θ + rotate_half(q) ⊙ sin θ, rotate_half(q) = [-q_{d_h/2:}, q_{:d_h/2}], θ_{n,i} = n·base^(-2i/d_h)
 #       for the n-th non-pad token of its row (from 0; pads angle 0); cos θ and sin θ computed in double and rounded
-#       to float32, as C2's table (skipgrad stores them as float32 buffers); "alibi" adds nothing and adds
+#       to float32, as C2's table (skipgrad stores them as float32 buffers); with "rope_dims" r (partial rotary,
+#       GPT-NeoX's rotary_ndims) only the first r dims of each head rotate, θ_{n,i} = n·base^(-2i/r), and the rest
+#       pass unchanged; "alibi" adds nothing and adds
 #       -m_h·|p_i − p_j| to the score of query i and key j in head h of every self-attention (never cross-attention),
 #       p as in C2, m the ALiBi paper's get_slopes(H) (Press et al. 2022, their code: 2^(-8h/H) for H a power of
 #       two), rounded to float32 (skipgrad's buffer); a decoder's keys are never after its query, so this is the
@@ -113,7 +115,8 @@ POSITION_CASES = [("lm_rope_pre_ln", "pre_ln", "layer_norm", "lm", "rope"),
                   ("transformer_rope_resi_dual", "resi_dual", "layer_norm", "transformer", "rope"),
                   ("lm_nope_peri_ln", "peri_ln", "layer_norm", "lm", "none"),
                   ("lm_alibi_post_ln", "post_ln", "layer_norm", "lm", "alibi"),
-                  ("transformer_alibi_hybrid_norm", "hybrid_norm", "layer_norm", "transformer", "alibi")]
+                  ("transformer_alibi_hybrid_norm", "hybrid_norm", "layer_norm", "transformer", "alibi"),
+                  ("lm_rope_partial_pre_ln", "pre_ln", "layer_norm", "lm", "rope", dict(rope_dims=2))]
 POSITION_CONFIG = dict(max_positions=64, rope_theta=10000.0)
 
 
@@ -276,7 +279,8 @@ class Ref:
     def forward(self, src, tgt_in):
         pad = self.cfg["pad_id"]
         kind = self.cfg.get("positions")
-        rope = (lambda ids: rope_angles(ids, self.dh, pad, self.cfg["rope_theta"])) \
+        rope_dims = self.cfg.get("rope_dims", 0) or self.dh  # C17: partial rotary rotates the first rope_dims
+        rope = (lambda ids: rope_angles(ids, rope_dims, pad, self.cfg["rope_theta"])) \
             if kind == "rope" else (lambda ids: None)
         slopes = torch.tensor(np.float32(alibi_slopes(self.h)).astype(np.float64))
         alibi = (lambda ids: (slopes, fairseq_positions(ids, pad))) if kind == "alibi" else (lambda ids: None)
@@ -354,6 +358,9 @@ def alibi_slopes(n):
 
 
 def rotate(x, cos, sin):  # x [B, H, T, d_h]: x ⊙ cos θ + rotate_half(x) ⊙ sin θ (C17)
+    r = 2 * cos.shape[-1]
+    if r < x.shape[-1]:  # partial rotary (GPT-NeoX's rotary_ndims): the first r dims rotate, the rest pass
+        return torch.cat([rotate(x[..., :r], cos, sin), x[..., r:]], -1)
     half = x.shape[-1] // 2
     c, s = torch.cat([cos, cos], -1)[:, None], torch.cat([sin, sin], -1)[:, None]
     return x * c + torch.cat([-x[..., half:], x[..., :half]], -1) * s
@@ -468,8 +475,8 @@ def main():
     for prefix, cfg, seed0, batch in (("transformer", CONFIG, 1000, (SRC, TGT_IN, TGT_OUT)),
                                       ("lm", LM_CONFIG, 2000, (None, LM_IN, LM_OUT))):
         total += write_cases(prefix, cfg, seed0, *batch)
-    for i, (case, topology, norm, kind, positions) in enumerate(POSITION_CASES):  # C17
-        cfg = dict(LM_CONFIG if kind == "lm" else CONFIG, positions=positions, **POSITION_CONFIG)
+    for i, (case, topology, norm, kind, positions, *extra) in enumerate(POSITION_CASES):  # C17
+        cfg = dict(LM_CONFIG if kind == "lm" else CONFIG, positions=positions, **POSITION_CONFIG, **(extra or [{}])[0])
         batch = (None, LM_IN, LM_OUT) if kind == "lm" else (SRC, TGT_IN, TGT_OUT)
         total += write_cases("positions", cfg, 3000 + i, *batch, cases=[(case, topology, norm)])
     print(f"total {total} bytes")

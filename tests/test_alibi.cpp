@@ -5,8 +5,10 @@
 // (causal, pad-safe, gradcheck) in test_positions.cpp; decode_step and prefill in test_decoder_only.cpp, whose GPU
 // case and the op sweep (the grad cases below) compare the CUDA kernel with the CPU's.
 #include <cmath>
+#include <limits>
 
 #include "analysis/graph.h"
+#include "nn/generate.h"
 #include "nn/loss.h"
 #include "nn/transformer.h"
 #include "test_util.h"
@@ -270,6 +272,48 @@ TEST_SUITE("alibi") {
     model.to(DType::F64);
     CHECK(model.alibi->slopes.dtype() == DType::F64);
     CHECK(model.forward(src, tgt).dtype() == DType::F64);
+  }
+
+  TEST_CASE("ALiBi and none take sequences past max_positions (no table), on every device; a table's refuse them") {
+    using P = nn::PositionEncoding;
+    for (P p : {P::Alibi, P::None, P::Rope}) {
+      INFO(nn::position_encoding_name(p));
+      nn::TransformerConfig c = tiny_transformer("pre_ln");
+      c.enc_layers = 0;
+      c.max_positions = 8;
+      c.positions = p;
+      manual_seed(2);
+      nn::Transformer lm(c);
+      lm.to(DType::F64);
+      lm.eval();
+      NoGradGuard no_grad;
+      std::vector<int64_t> v(12);
+      for (int64_t t = 0; t < 12; t++) v[t] = 2 + t % 10;
+      const Tensor in = ids(v, 1, 12);
+      if (p == P::Rope) {
+        CHECK(c.position_limit() == 8);
+        CHECK_THROWS_WITH_ALL(lm.forward(in), "a sequence of 12 tokens exceeds max_positions 8");
+        nn::GenerateOptions g;
+        g.max_new_tokens = 8;
+        CHECK_THROWS_WITH_ALL(nn::generate(lm, {{2, 3}}, g), "more than max_positions 8");
+        continue;
+      }
+      CHECK(c.position_limit() == std::numeric_limits<int64_t>::max());
+      const Tensor all = lm.forward(in);
+      nn::DecoderState st = lm.start_decoding(1);
+      for (int64_t t = 0; t < 12; t++) {  // past position 8 too
+        const Tensor step = lm.decode_step(st, Tensor::from_vector<int64_t>({v[t]}, {1}));
+        INFO("step " << t);
+        CHECK(max_abs_diff(step, all.slice(1, t, t + 1).reshape({1, 13})) < 1e-12);
+      }
+      nn::GenerateOptions g;
+      g.max_new_tokens = 10;
+      CHECK(nn::generate(lm, {{2, 3, 4}}, g)[0].size() == 10);
+      if (cuda_available()) {  // (on the GPU no embedding lookup would flag a position past a table)
+        lm.to(Device::cuda());
+        CHECK(max_abs_diff(lm.forward(in.to(Device::cuda())).to(Device::cpu()), all) < 1e-12);
+      }
+    }
   }
 
   TEST_CASE("encoder-decoder with alibi: decode_step equals decode, after a beam reorder too; no bias in CA") {

@@ -311,6 +311,63 @@ TEST_SUITE("positions") {
     current_tape().clear();
   }
 
+  TEST_CASE("partial rotary (rope_dims): a table of its dims, the rest of each head passes; decode_step = forward") {
+    nn::TransformerConfig c = tiny_lm("pre_ln", nn::PositionEncoding::Rope, 2);  // d_head 8
+    c.rope_dims = 4;
+    manual_seed(9);
+    nn::Transformer lm(c);
+    CHECK(lm.rotary->cos_table.size(1) == 2);  // angles for 4 dims: 2 pairs
+    CHECK(lm.kind().find(", positions rope theta 10000 dims 4)") != std::string::npos);
+    lm.to(DType::F64);
+    // the graph: q's first 4 dims rotated, then its other 4 concatenated after them
+    Tensor in = ids({2, 4, 5, 6, 7, 2, 8, 9, 1, 1}, 2, 5);
+    current_tape().clear();
+    Tensor logits = lm.forward(in);
+    GraphOptions go;
+    go.value_norms = false;
+    const Graph g = Graph::from_tape(current_tape(), go);
+    bool rotated = false, concatenated = false;
+    for (const auto& n : g.nodes) {
+      rotated = rotated || n.name == "dec.0.self_attn.q_rope.rotary";
+      concatenated = concatenated || (n.name == "dec.0.self_attn.q_rope.concat" && n.op == "concat");
+    }
+    CHECK(rotated);
+    CHECK(concatenated);
+    current_tape().clear();
+    // the model differs from a full rotation's with the same weights
+    nn::TransformerConfig full = c;
+    full.rope_dims = 0;
+    nn::Transformer whole(full);
+    whole.to(DType::F64);
+    NoGradGuard no_grad;
+    // the parameters only: the angle tables differ in width
+    for (const auto& named : lm.named_parameters()) whole.parameter(named.first).copy_(named.second);
+    lm.eval();
+    whole.eval();
+    CHECK(max_abs_diff(lm.forward(in), whole.forward(in)) > 1e-4);
+    // one step at a time through the cache equals the full forward
+    nn::DecoderState st = lm.start_decoding(2);
+    const Tensor all = lm.forward(in);
+    const std::vector<int64_t> v = in.to_vector<int64_t>();
+    for (int64_t t = 0; t < 5; t++) {
+      const Tensor step = lm.decode_step(st, Tensor::from_vector<int64_t>({v[t], v[5 + t]}, {2}));
+      INFO("step " << t);
+      CHECK(max_abs_diff(step, all.slice(1, t, t + 1).reshape({2, 13})) < 1e-12);
+    }
+    // refusals: odd, wider than a head, or for another encoding
+    for (int64_t bad : {3, 10, -2}) {
+      c.rope_dims = bad;
+      CHECK_THROWS_WITH_ALL(c.validate(), "rope_dims must be 0 (all of d_head) or even and in [2, d_head = 8]");
+    }
+    c = tiny_lm("pre_ln", nn::PositionEncoding::Alibi);
+    c.rope_dims = 4;
+    CHECK_THROWS_WITH_ALL(c.validate(), "rope_dims 4 is for positions rope");
+    c = tiny_lm("pre_ln", nn::PositionEncoding::Rope);
+    c.d_model = 18;  // d_head 9: odd, but 4 of its dims can rotate
+    c.rope_dims = 4;
+    c.validate();
+  }
+
   TEST_CASE("float64 gradcheck of whole LMs with learned positions, with rope and with alibi") {
     using P = nn::PositionEncoding;
     for (P p : {P::Learned, P::Rope, P::Alibi}) {

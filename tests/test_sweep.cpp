@@ -8,6 +8,8 @@
 #include <fstream>
 #include <limits>
 
+#include <nlohmann/json.hpp>
+
 #include "data.h"
 #include "eval.h"
 #include "sweep.h"
@@ -194,12 +196,15 @@ TEST_SUITE("sweep") {
     CHECK(rows[0].steps == 12345);
     CHECK(lines_of(root / "sweep" / "results.csv")[1].rfind("post_ln,sinusoidal,1,1,12345,", 0) == 0);
 
-    // a sweep with other options in the same folder is refused, naming them, rather than passing off those runs
+    // a sweep with other options in the same folder is refused, naming them, rather than passing off those runs,
+    // and before it trains any run of its own
     SweepOptions other = s;
+    other.topologies = {"res_post_norm", "post_ln"};
     other.train.lr *= 2;
     other.train.model.d_ff = 24;
     CHECK_THROWS_WITH_ALL(run_sweep(other), "post_ln_L1_s1/result.json' was trained with other options", "lr ",
                           "model.d_ff 32 vs 24", "--force");
+    CHECK_FALSE(fs::exists(root / "sweep" / "res_post_norm_L1_s1"));
     // a positions axis: pre_ln's sinusoidal run is done already; its alibi run trains into a folder of its own
     SweepOptions axis = s;
     axis.topologies = {"pre_ln"};
@@ -214,6 +219,28 @@ TEST_SUITE("sweep") {
     CHECK(lines_of(root / "sweep" / "results.csv")[2].rfind("pre_ln,alibi,1,1,6,", 0) == 0);
     axis.train.model.rope_theta = 5e5;  // rope's option, with no rope run listed: refused before any training
     CHECK_THROWS_WITH_ALL(run_sweep(axis), "rope_theta 500000 is for positions rope");
+    axis.train.model.rope_theta = 10000;
+    axis.train.model.rope_dims = 4;
+    CHECK_THROWS_WITH_ALL(run_sweep(axis), "rope_dims 4 is for positions rope");
+    axis.train.model.rope_dims = 0;
+    {  // a result from before runs recorded their settings (and positions): its checkpoint's config is checked
+      const fs::path legacy = root / "legacy";
+      fs::create_directories(legacy);
+      fs::copy(root / "sweep" / "pre_ln_L1_s1_alibi", legacy / "pre_ln_L1_s1");
+      const std::string path = (legacy / "pre_ln_L1_s1" / "result.json").string();
+      nlohmann::json j = nlohmann::json::parse(text_of(path));
+      j.erase("positions");
+      j.erase("settings");
+      write_file_atomic(path, j.dump());
+      SweepOptions old = s;
+      old.topologies = {"pre_ln"};
+      old.out_dir = legacy.string();
+      CHECK_THROWS_WITH_ALL(run_sweep(old), "was trained with alibi positions (its checkpoint's config), not "
+                            "sinusoidal", "--force");
+      j["settings"] = nullptr;  // settings that are not an object: not a sweep result
+      write_file_atomic(path, j.dump());
+      CHECK_THROWS_WITH_ALL(run_sweep(old), "is not a sweep result", "its settings are null, not an object");
+    }
 
     s.force = true;
     s.topologies = {"post_ln"};

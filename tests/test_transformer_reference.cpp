@@ -6,7 +6,7 @@
 // model in float64, copy the weights in, run forward + loss + backward and compare everything to 1e-9 relative.
 // tests/reference/lm_<case>.safetensors are the decoder-only language models of the same script (enc_layers 0, no
 // "src_ids"), compared the same way through Transformer::forward(ids); positions_<case>.safetensors learned
-// positions, RoPE, ALiBi and none.
+// positions, RoPE (partial rotary too), ALiBi and none.
 // Agreement is ~1e-15 on logits and loss. The test is sharp: leaving the positions table unrounded to float32 moves
 // the logits by ~1e-8, ResiDual's final-norm ε 1e-5 instead of 1e-7 by ~1e-6 — both fail.
 #include <algorithm>
@@ -61,6 +61,7 @@ nn::TransformerConfig config_of(const nn::SafetensorsFile& f) {
   if (f.metadata.count("positions")) {
     c.positions = nn::parse_position_encoding(meta(f, "positions"));
     c.rope_theta = std::stod(meta(f, "rope_theta"));
+    if (f.metadata.count("rope_dims")) c.rope_dims = std::stoll(meta(f, "rope_dims"));
     CHECK(std::stoll(meta(f, "max_positions")) == c.max_positions);  // the learned table's size
   }
   return c;
@@ -174,7 +175,7 @@ TEST_SUITE("transformer_reference") {
     std::ostringstream summary;
     for (const char* c :
          {"lm_rope_pre_ln", "lm_rope_hybrid_norm", "lm_learned_post_ln", "transformer_rope_resi_dual",
-          "lm_nope_peri_ln", "lm_alibi_post_ln", "transformer_alibi_hybrid_norm"}) {
+          "lm_nope_peri_ln", "lm_alibi_post_ln", "transformer_alibi_hybrid_norm", "lm_rope_partial_pre_ln"}) {
       INFO("case positions_" << std::string(c));
       const Worst w = compare_case("positions", c);
       summary << "  " << c << ": logits " << w.logits << ", loss " << w.loss << ", worst " << w.error << " ("

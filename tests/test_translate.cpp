@@ -133,13 +133,16 @@ TEST_SUITE("translate") {
     nn::TransformerConfig c = tiny_transformer("pre_ln");
     c.positions = nn::PositionEncoding::Rope;
     c.rope_theta = 500000;
+    c.rope_dims = 8;
     const nn::TransformerConfig back = config_from_json(config_to_json(c));
     CHECK(back.positions == nn::PositionEncoding::Rope);
     CHECK(back.rope_theta == 500000);
+    CHECK(back.rope_dims == 8);
     CHECK(config_differences(c, back).empty());
     nlohmann::json old = nlohmann::json::parse(config_to_json(tiny_transformer("pre_ln")));
     old.erase("positions");
     old.erase("rope_theta");
+    old.erase("rope_dims");
     const nn::TransformerConfig sinusoidal = config_from_json(old.dump());
     CHECK(sinusoidal.positions == nn::PositionEncoding::Sinusoidal);
     CHECK(sinusoidal.rope_theta == 10000);

@@ -54,6 +54,8 @@ void add_model_options(CLI::App* cmd, ModelOptions& m, bool topology) {
                   "sinusoidal | learned | rope (rotary q, k in every self-attention) | alibi (distance biases) | none")
       ->capture_default_str();
   cmd->add_option("--rope-theta", m.rope_theta, "RoPE's base, with --positions rope")->capture_default_str();
+  cmd->add_option("--rope-dims", m.rope_dims, "with --positions rope: rotate each head's first N dims (0: all)")
+      ->capture_default_str();
   cmd->add_option("--device", m.device, "cpu | cuda | cuda:N: where the model runs (the dump is the same)")
       ->capture_default_str();
 }

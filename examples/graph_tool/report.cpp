@@ -30,6 +30,7 @@ nn::TransformerConfig ModelOptions::config() const {
   c.qk_norm_kind = nn::parse_head_norm_kind(qk_norm_kind);
   c.positions = nn::parse_position_encoding(positions);
   c.rope_theta = rope_theta;
+  c.rope_dims = rope_dims;
   c.max_positions = std::max<int64_t>(len, 16);
   c.validate();
   return c;

@@ -23,6 +23,7 @@ struct ModelOptions {
   std::string qk_norm_kind = "rms_norm";  // rms_norm | layer_norm | l2
   std::string positions = "sinusoidal";  // sinusoidal | learned | rope | alibi | none (TransformerConfig::positions)
   double rope_theta = 10000;              // RoPE's base (positions rope)
+  int64_t rope_dims = 0;                  // RoPE's rotated dims per head (0: all)
   skipgrad::nn::TransformerConfig config() const;  // dropout 0: the statistics at initialization
   std::string layers_text() const;  // graph_tool::layers_text(layers, decoder_only)
   // config() of each topology in turn, so a setting one of them refuses fails before any of them runs.

@@ -40,6 +40,7 @@ struct Options {
   std::string init = "fairseq";  // fairseq | small_init | deep_norm | gpt2 (TransformerConfig::init)
   std::string positions = "sinusoidal";  // sinusoidal | learned | rope | alibi | none (TransformerConfig::positions)
   double rope_theta = 10000;
+  int64_t rope_dims = 0;
   uint64_t seed = 1;
   std::string device = "cpu";
 };
@@ -154,6 +155,7 @@ nn::TransformerConfig lm_config(const Options& o, const std::string& topology, i
   cfg.init = nn::parse_init_scheme(o.init);
   cfg.positions = nn::parse_position_encoding(o.positions);
   cfg.rope_theta = o.rope_theta;
+  cfg.rope_dims = o.rope_dims;
   cfg.validate();
   return cfg;
 }
@@ -240,6 +242,9 @@ static int run(int argc, char** argv) {
                  "sinusoidal | learned (GPT-2's) | rope (rotary, as LLaMA/OLMo) | alibi (as BLOOM/MPT) | none (NoPE)")
       ->capture_default_str();
   app.add_option("--rope-theta", o.rope_theta, "RoPE's base, with --positions rope")->capture_default_str();
+  app.add_option("--rope-dims", o.rope_dims,
+                 "with --positions rope: rotate only each head's first N dims (GPT-NeoX's partial rotary; 0: all)")
+      ->capture_default_str();
   app.add_option("--temperature", o.temperature, "the sample's: 0 greedy, else drawn (nn::generate)")
       ->check(cli_checks::number_that("in [0, 100]", [](double v) { return v >= 0 && v <= 100; }))
       ->capture_default_str();

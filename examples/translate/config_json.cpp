@@ -21,7 +21,8 @@ std::string config_to_json(const TransformerConfig& c) {
             {"resi_dual_scale", c.resi_dual_scale}, {"mixln_post_layers", c.mixln_post_layers},
             {"init", init_scheme_name(c.init)}, {"share_embeddings", c.share_embeddings},
             {"tie_output", c.tie_output}, {"max_positions", c.max_positions}, {"pad_id", c.pad_id},
-            {"positions", position_encoding_name(c.positions)}, {"rope_theta", c.rope_theta}};
+            {"positions", position_encoding_name(c.positions)}, {"rope_theta", c.rope_theta},
+            {"rope_dims", c.rope_dims}};
   return j.dump();
 }
 
@@ -63,6 +64,7 @@ TransformerConfig config_from_json(const std::string& s) {
     // (files from before 2026-12-06 have neither: sinusoidal positions)
     if (j.contains("positions")) c.positions = parse_position_encoding(j.at("positions"));
     if (j.contains("rope_theta")) c.rope_theta = j.at("rope_theta");
+    if (j.contains("rope_dims")) c.rope_dims = integer("rope_dims");
   } catch (const json::exception& e) {
     skipgrad::fail("config_from_json", ": missing or mistyped field: ", e.what());
   }

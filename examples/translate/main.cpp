@@ -93,6 +93,9 @@ static void add_train_options(CLI::App* c, TrainOptions& o, ModelChoices& m) {
                 "of tokens)")
       ->capture_default_str();
   c->add_option("--rope-theta", o.model.rope_theta, "RoPE's base, with --positions rope")->capture_default_str();
+  c->add_option("--rope-dims", o.model.rope_dims,
+                "with --positions rope: rotate only each head's first N dims (GPT-NeoX's partial rotary; 0: all)")
+      ->capture_default_str();
   c->add_option("--resi-dual-scale", o.model.resi_dual_scale)->capture_default_str();
   c->add_option("--label-smoothing", o.label_smoothing)->check(label_smoothing_range())->capture_default_str();
   c->add_option("--lr", o.lr)->capture_default_str();

@@ -10,11 +10,13 @@
 #include <map>
 #include <set>
 #include <sstream>
+#include <stdexcept>
 
 #include <nlohmann/json.hpp>
 
 #include "analysis/graph.h"
 #include "config_json.h"
+#include "nn/checkpoint.h"
 #include "nn/topology.h"
 #include "tensor/error.h"
 
@@ -86,6 +88,8 @@ bool read_sweep_row(const std::string& path, SweepRow* r) {
     r->steps = j.at("steps").get<int64_t>();
     r->diverged = j.at("diverged").get<bool>();
     r->positions = j.value("positions", std::string("sinusoidal"));  // (results from before the positions axis)
+    if (j.contains("settings") && !j["settings"].is_object())
+      throw std::runtime_error("its settings are " + j["settings"].dump(-1).substr(0, 40) + ", not an object");
     r->settings = j.contains("settings") ? j["settings"].dump() : "";
   } catch (const std::exception& e) {
     fail("read_sweep_row", ": '", path, "' is not a sweep result (", e.what(),
@@ -270,6 +274,33 @@ static std::string describe(const SweepOptions& o) {
   return s.str();
 }
 
+// A finished run of this grid cell in `dir` (false: none, train it): its result.json, which must be the result of
+// `name`, trained with `settings`. A result written before runs recorded their settings is checked by its
+// checkpoint's model config where it has one (its position encoding: the run folders of sinusoidal sweeps and of
+// --positions sweeps before the positions axis had the same names).
+static bool read_finished_run(const std::string& dir, const std::string& name, const std::string& settings,
+                              SweepRow* row) {
+  const std::string path = dir + "/result.json";
+  const std::string positions = row->positions;
+  if (!read_sweep_row(path, row)) return false;
+  check(sweep_run_name(*row) == name, "sweep", ": '", path, "' holds the result of ", sweep_run_name(*row),
+        ", not of ", name, ": delete it to train that run again");
+  if (!row->settings.empty()) {  // a run of another sweep's options must not pass for this one's
+    const std::string diff = settings_differences(row->settings, settings);
+    check(diff.empty(), "sweep", ": '", path, "' was trained with other options (", diff,
+          "; its value first): give another --out, or --force to train every run again");
+  } else if (const std::string ckpt = dir + "/checkpoint_last.safetensors"; fs::exists(ckpt)) {
+    const nn::SafetensorsFile f = nn::load_safetensors(ckpt);
+    if (f.metadata.count("config")) {
+      const nn::TransformerConfig c = config_from_json(f.metadata.at("config"));
+      check(nn::position_encoding_name(c.positions) == positions, "sweep", ": '", path, "' was trained with ",
+            nn::position_encoding_name(c.positions), " positions (its checkpoint's config), not ", positions,
+            ": give another --out, or --force to train every run again");
+    }
+  }
+  return true;
+}
+
 std::vector<SweepRow> run_sweep(const SweepOptions& o) {
   check(!o.topologies.empty() && !o.depths.empty() && !o.seeds.empty(), "sweep",
         ": needs at least one topology, depth and seed (got ", o.topologies.size(), ", ", o.depths.size(), ", ",
@@ -277,16 +308,18 @@ std::vector<SweepRow> run_sweep(const SweepOptions& o) {
   o.train.model.check_used_by(o.topologies, "sweep");
   const std::vector<nn::PositionEncoding> encodings =
       o.positions.empty() ? std::vector<nn::PositionEncoding>{o.train.model.positions} : o.positions;
-  check(o.train.model.rope_theta == 10000 ||
-            std::find(encodings.begin(), encodings.end(), nn::PositionEncoding::Rope) != encodings.end(),
-        "sweep", ": rope_theta ", o.train.model.rope_theta, " is for positions rope, which the sweep does not train");
-  // A run's model: the topology's (--resi-dual-scale: resi_dual's alone), its depth and positions (rope_theta:
-  // rope's alone).
+  const bool rope_listed = std::find(encodings.begin(), encodings.end(), nn::PositionEncoding::Rope) != encodings.end();
+  check(o.train.model.rope_theta == 10000 || rope_listed, "sweep", ": rope_theta ", o.train.model.rope_theta,
+        " is for positions rope, which the sweep does not train");
+  check(o.train.model.rope_dims == 0 || rope_listed, "sweep", ": rope_dims ", o.train.model.rope_dims,
+        " is for positions rope, which the sweep does not train");
+  // A run's model: the topology's (--resi-dual-scale: resi_dual's alone), its depth and positions (rope_theta and
+  // rope_dims: rope's alone).
   auto run_model = [&](const std::string& topology, nn::PositionEncoding encoding, int64_t layers) {
     nn::TransformerConfig c = o.train.model.with_topology(topology);
     c.enc_layers = c.dec_layers = layers;
     c.positions = encoding;
-    if (encoding != nn::PositionEncoding::Rope) c.rope_theta = 10000;
+    if (encoding != nn::PositionEncoding::Rope) c.rope_theta = 10000, c.rope_dims = 0;
     return c;
   };
   for (int64_t L : o.depths) check(L >= 1, "sweep", ": depths must be at least 1, got ", L);
@@ -303,45 +336,52 @@ std::vector<SweepRow> run_sweep(const SweepOptions& o) {
     write_results_markdown(o.out_dir + "/results.md", rows, preamble);
     write_results_csv(o.out_dir + "/results.csv", rows);
   };
-  std::vector<SweepRow> rows;
-  const size_t total = o.topologies.size() * encodings.size() * o.depths.size() * o.seeds.size();
+  // The grid, and what each run has already: every finished run is read and checked before any run trains.
+  struct Run {
+    TrainOptions t;
+    std::string name, settings;
+    bool done = false;
+    SweepRow row;
+  };
+  std::vector<Run> grid;
   for (const std::string& topology : o.topologies)
     for (nn::PositionEncoding encoding : encodings)
       for (int64_t layers : o.depths)
         for (uint64_t seed : o.seeds) {
-          const std::string positions = nn::position_encoding_name(encoding);
-          const std::string name = sweep_run_name(topology, layers, seed, positions), dir = o.out_dir + "/" + name;
-          TrainOptions t = o.train;
-          t.model = run_model(topology, encoding, layers);
-          t.seed = seed;
-          t.out_dir = dir;
-          t.resume = false;
-          const std::string settings = run_settings(t);
-          SweepRow row;
-          if (!o.force && read_sweep_row(dir + "/result.json", &row)) {
-            check(sweep_run_name(row) == name, "sweep", ": '", dir, "/result.json' holds the result of ",
-                  sweep_run_name(row), ", not of ", name, ": delete it to train that run again");
-            if (!row.settings.empty()) {  // a run of another sweep's options must not pass for this one's
-              const std::string diff = settings_differences(row.settings, settings);
-              check(diff.empty(), "sweep", ": '", dir, "/result.json' was trained with other options (", diff,
-                    "; its value first): give another --out, or --force to train every run again");
-            }
-            std::printf("[%zu/%zu] %s: done already (test BLEU %.2f)%s, skipped\n", rows.size() + 1, total,
-                        name.c_str(), row.test_bleu,
-                        row.settings.empty() ? " (its options, written before sweeps recorded them, not checked)"
-                                             : "");
-            rows.push_back(row);
-            continue;
-          }
-          std::printf("\n=== [%zu/%zu] %s ===\n", rows.size() + 1, total, name.c_str());
-          std::fflush(stdout);
-          TrainResult r = train(t);
-          row = {topology, layers, seed, r.steps, r.test_bleu, r.best_valid_loss, r.final_train_loss, r.seconds / 60,
-                 r.diverged, positions, settings};
-          write_sweep_row(dir + "/result.json", row);
-          rows.push_back(row);
-          write_tables(rows);  // a partial table after every run
+          Run run;
+          run.row = {topology, layers, seed, 0, 0, 0, 0, 0, false, nn::position_encoding_name(encoding), ""};
+          run.name = sweep_run_name(run.row);
+          run.t = o.train;
+          run.t.model = run_model(topology, encoding, layers);
+          run.t.seed = seed;
+          run.t.out_dir = o.out_dir + "/" + run.name;
+          run.t.resume = false;
+          run.settings = run.row.settings = run_settings(run.t);
+          if (!o.force) run.done = read_finished_run(run.t.out_dir, run.name, run.settings, &run.row);
+          grid.push_back(std::move(run));
         }
+  std::vector<SweepRow> rows;
+  for (Run& run : grid) {
+    if (run.done) {
+      std::printf("[%zu/%zu] %s: done already (test BLEU %.2f)%s, skipped\n", rows.size() + 1, grid.size(),
+                  run.name.c_str(), run.row.test_bleu,
+                  run.row.settings.empty() ? " (its options, written before sweeps recorded them, not checked)" : "");
+      rows.push_back(run.row);
+      continue;
+    }
+    std::printf("\n=== [%zu/%zu] %s ===\n", rows.size() + 1, grid.size(), run.name.c_str());
+    std::fflush(stdout);
+    const TrainResult r = train(run.t);
+    run.row.steps = r.steps;
+    run.row.test_bleu = r.test_bleu;
+    run.row.best_valid_loss = r.best_valid_loss;
+    run.row.final_train_loss = r.final_train_loss;
+    run.row.minutes = r.seconds / 60;
+    run.row.diverged = r.diverged;
+    write_sweep_row(run.t.out_dir + "/result.json", run.row);
+    rows.push_back(run.row);
+    write_tables(rows);  // a partial table after every run
+  }
   write_tables(rows);
   const std::string plot_dir = o.out_dir + "/plots";
   std::vector<std::string> scripts = write_plot_files(plot_dir, o.out_dir, rows);
