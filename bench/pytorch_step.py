@@ -6,7 +6,7 @@ PyTorch user would today: nn.Linear / nn.LayerNorm / nn.Embedding, F.scaled_dot_
 with label smoothing, Adam (fused=True where this torch supports it on CPU). Parameter names are skipgrad's, so the
 weights load by name from the safetensors file vs_libtorch writes.
 
-  pytorch_step.py --worker --mode eager|compile --weights F --topology T --threads N
+  pytorch_step.py --worker --mode eager|compile --weights F --topology T --threads N [--positions P]
       the line protocol of vs_libtorch (it starts this script): "loss", "steps K", "rss", "quit"
   pytorch_step.py [--mode eager|compile] [--topology pre_ln] [--threads 1] [--steps 20] [--weights F]
       standalone: times `steps` training steps (random weights unless --weights) and prints median ms/step
@@ -25,6 +25,10 @@ import sys
 import time
 
 VOCAB, D, HEADS, FF, LAYERS, PAD, EPS_LS = 1000, 256, 4, 1024, 6, 0, 0.1
+# sinusoidal: the table added to the embeddings; rope: q and k rotated in every self-attention, with rotate_half as
+# Hugging Face's LLaMA (skipgrad's cos/sin tables); alibi: -m_h |p_i - p_j| added to every self-attention's scores
+# through SDPA's float mask, as Hugging Face's BLOOM adds its alibi tensor (skipgrad's slopes)
+POSITIONS = "sinusoidal"
 
 
 def set_sizes(vocab, d, heads, ff, layers):
@@ -79,13 +83,23 @@ class MHA(nn.Module):
         super().__init__()
         self.q_proj, self.k_proj, self.v_proj, self.out_proj = (nn.Linear(D, D) for _ in range(4))
 
-    def forward(self, q_in, kv_in, keep):  # keep: bool, True = may attend, broadcast to [B, H, Tq, Tk]
+    # keep: bool, True = may attend, broadcast to [B, H, Tq, Tk]; or (ALiBi) a float mask added to the scores, -inf
+    # where hidden. rope: (cos, sin) [B, 1, T, d_h] of a self-attention's positions, or None.
+    def forward(self, q_in, kv_in, keep, rope=None):
         B, Tq, _ = q_in.shape
         Tk = kv_in.shape[1]
         split = lambda t, T: t.view(B, T, HEADS, D // HEADS).transpose(1, 2)
         q, k, v = split(self.q_proj(q_in), Tq), split(self.k_proj(kv_in), Tk), split(self.v_proj(kv_in), Tk)
+        if rope is not None:  # q·cos + rotate_half(q)·sin
+            cos, sin = rope
+            q, k = q * cos + rotate_half(q) * sin, k * cos + rotate_half(k) * sin
         o = F.scaled_dot_product_attention(q, k, v, attn_mask=keep)  # softmax(q kᵀ/√d_h, masked) v
         return self.out_proj(o.transpose(1, 2).reshape(B, Tq, D))
+
+
+def rotate_half(x):  # [-x2, x1] for x = [x1, x2] split in halves of the last dim
+    x1, x2 = x.chunk(2, -1)
+    return torch.cat([-x2, x1], -1)
 
 
 class FFN(nn.Module):
@@ -106,14 +120,14 @@ class Layer(nn.Module):
         if decoder:
             self.cross_attn, self.cross_attn_norm = MHA(), nn.LayerNorm(D, eps=1e-5)
 
-    def forward(self, x, self_keep, memory, memory_keep):
+    def forward(self, x, self_keep, memory, memory_keep, rope=None):
         if self.pre_ln:  # x = x + f(LN(x))
             h = self.self_attn_norm(x)
-            x = x + self.self_attn(h, h, self_keep)
+            x = x + self.self_attn(h, h, self_keep, rope)
             if self.decoder:
                 x = x + self.cross_attn(self.cross_attn_norm(x), memory, memory_keep)
             return x + self.ffn(self.ffn_norm(x))
-        x = self.self_attn_norm(x + self.self_attn(x, x, self_keep))  # Post-LN: x = LN(x + f(x))
+        x = self.self_attn_norm(x + self.self_attn(x, x, self_keep, rope))  # Post-LN: x = LN(x + f(x))
         if self.decoder:
             x = self.cross_attn_norm(x + self.cross_attn(x, memory, memory_keep))
         return self.ffn_norm(x + self.ffn(x))
@@ -126,9 +140,9 @@ class Stack(nn.Module):
             self.add_module(str(i), Layer(decoder, pre_ln))
         self.final_norm = nn.LayerNorm(D, eps=1e-5) if pre_ln else None
 
-    def forward(self, x, self_keep, memory=None, memory_keep=None):
+    def forward(self, x, self_keep, memory=None, memory_keep=None, rope=None):
         for i in range(LAYERS):
-            x = getattr(self, str(i))(x, self_keep, memory, memory_keep)
+            x = getattr(self, str(i))(x, self_keep, memory, memory_keep, rope)
         return self.final_norm(x) if self.final_norm is not None else x
 
 
@@ -138,26 +152,66 @@ class Positions(nn.Module):
         self.register_buffer("table", torch.zeros(1024 + PAD + 1, D))
 
 
+class Rotary(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.register_buffer("cos_table", torch.zeros(1024 + PAD + 1, D // HEADS // 2))
+        self.register_buffer("sin_table", torch.zeros(1024 + PAD + 1, D // HEADS // 2))
+
+
+class Alibi(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.register_buffer("slopes", torch.zeros(HEADS))
+
+
+def make_positions(ids):  # fairseq's: pad + (non-pad tokens so far) for a token, pad for a pad
+    nonpad = ids.ne(PAD).long()
+    return torch.cumsum(nonpad, 1) * nonpad + PAD
+
+
 class Transformer(nn.Module):
     def __init__(self, pre_ln):
         super().__init__()
         self.embed = nn.Embedding(VOCAB, D, padding_idx=PAD)
-        self.positions = Positions()
+        if POSITIONS == "sinusoidal":
+            self.positions = Positions()
+        elif POSITIONS == "rope":
+            self.rotary = Rotary()
+        elif POSITIONS == "alibi":
+            self.alibi = Alibi()
+        else:
+            raise ValueError(f"positions must be sinusoidal, rope or alibi, not {POSITIONS}")
         self.enc, self.dec = Stack(False, pre_ln), Stack(True, pre_ln)
 
-    def embed_tokens(self, ids, zero_pads):  # √d·E[ids] + PE[make_positions(ids)]
-        nonpad = ids.ne(PAD).long()
-        pos = torch.cumsum(nonpad, 1) * nonpad + PAD
-        x = self.embed(ids) * math.sqrt(D) + F.embedding(pos, self.positions.table)
-        return x * nonpad.unsqueeze(-1).to(x.dtype) if zero_pads else x
+    def embed_tokens(self, ids, zero_pads):  # √d·E[ids] (+ PE[make_positions(ids)])
+        x = self.embed(ids) * math.sqrt(D)
+        if POSITIONS == "sinusoidal":
+            x = x + F.embedding(make_positions(ids), self.positions.table)
+        return x * ids.ne(PAD).unsqueeze(-1).to(x.dtype) if zero_pads else x
+
+    def rope(self, ids):  # (cos, sin) [B, 1, T, d_h] of ids' positions, each half repeated as rotate_half pairs them
+        if POSITIONS != "rope":
+            return None
+        pos = make_positions(ids)
+        rows = lambda table: torch.cat([F.embedding(pos, table)] * 2, -1).unsqueeze(1)
+        return rows(self.rotary.cos_table), rows(self.rotary.sin_table)
+
+    def self_mask(self, ids, keep):  # keep, or with ALiBi the float mask -m_h |p_i - p_j| (-inf where hidden)
+        if POSITIONS != "alibi":
+            return keep
+        pos = make_positions(ids).to(self.alibi.slopes.dtype)
+        bias = -self.alibi.slopes.view(1, -1, 1, 1) * (pos[:, None, :, None] - pos[:, None, None, :]).abs()
+        return bias.masked_fill(~keep, float("-inf"))
 
     def forward(self, src, tgt_in, tgt_out):
         T = tgt_in.shape[1]
         src_keep = src.ne(PAD)[:, None, None, :]
         causal_keep = torch.ones(T, T, dtype=torch.bool, device=tgt_in.device).tril()
         tgt_keep = tgt_in.ne(PAD)[:, None, None, :] & causal_keep
-        memory = self.enc(self.embed_tokens(src, True), src_keep)
-        y = self.dec(self.embed_tokens(tgt_in, False), tgt_keep, memory, src_keep)
+        memory = self.enc(self.embed_tokens(src, True), self.self_mask(src, src_keep), rope=self.rope(src))
+        y = self.dec(self.embed_tokens(tgt_in, False), self.self_mask(tgt_in, tgt_keep), memory, src_keep,
+                     self.rope(tgt_in))
         logits = F.linear(y, self.embed.weight)
         # PyTorch's smoothing eps·V/(V−1) = fairseq's label-smoothed loss with eps (nn/loss.h)
         return F.cross_entropy(logits.view(-1, VOCAB), tgt_out.view(-1), ignore_index=PAD,
@@ -267,7 +321,10 @@ def main():
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--sizes", default="", help="vocab,d,heads,ffn,layers (vs_libtorch --model); default the reference")
+    p.add_argument("--positions", default="sinusoidal", choices=["sinusoidal", "rope", "alibi"])
     args = p.parse_args()
+    global POSITIONS
+    POSITIONS = args.positions
     if args.sizes:
         set_sizes(*[int(v) for v in args.sizes.split(",")])
     if args.worker:

@@ -4,9 +4,9 @@
 //   vs_libtorch [--topologies post_ln,pre_ln] [--threads 1,2] [--rounds 10] [--steps 5] [--warmup 3]
 //               [--python PATH | --no-python] [--no-compile] [--model reference|toy|small]
 //               [--positions sinusoidal|rope|alibi]
-//       rope: RoPE in every self-attention; the libtorch model rotates q, k with rotate_half as Hugging Face's LLaMA.
-//       alibi: ALiBi's bias in every self-attention; the libtorch model adds a [B, H, T, T] bias to its scores, as
-//       Hugging Face's BLOOM. Neither has Python workers.
+//       rope: RoPE in every self-attention; the libtorch and PyTorch models rotate q, k with rotate_half as Hugging
+//       Face's LLaMA. alibi: ALiBi's bias in every self-attention; they add a [B, H, T, T] bias to the scores (PyTorch:
+//       SDPA's float mask), as Hugging Face's BLOOM.
 //
 // Method (docs/performance.md):
 //  - The driver builds the skipgrad model (seed 1) and writes its parameters, buffers and a fixed batch to a
@@ -383,7 +383,8 @@ bool compare(const Options& o, const std::string& topology, int threads, const s
                                       "--weights", weights, "--topology", topology, "--threads", n, "--sizes",
                                       std::to_string(kShape.vocab) + "," + std::to_string(kShape.d_model) + "," +
                                           std::to_string(kShape.heads) + "," + std::to_string(kShape.d_ff) + "," +
-                                          std::to_string(kShape.enc_layers)},
+                                          std::to_string(kShape.enc_layers),
+                                      "--positions", kPositions},
                                      env));
   std::erase_if(workers, [](auto& w) { return !w->to; });
   std::remove(weights.c_str());
@@ -498,11 +499,6 @@ int main(int argc, char** argv) {
     kShape = bench::named_shape(o.model);
     (void)sg::nn::parse_position_encoding(kPositions);  // a bad name fails here
     if (!worker.empty()) return worker_main(worker, weights, topology, threads);
-    if (kPositions != "sinusoidal" && o.use_python) {
-      std::fprintf(stderr, "vs_libtorch: --positions %s: bench/pytorch_step.py has sinusoidal positions only; no "
-                   "Python workers\n", kPositions.c_str());
-      o.use_python = false;
-    }
 
     char self[4096];
     const ssize_t len = readlink("/proc/self/exe", self, sizeof self - 1);
