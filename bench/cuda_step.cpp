@@ -18,8 +18,9 @@
 //    gives one sample, its elapsed time / steps; median, quartiles, range over the rounds. host_ms: wall time the
 //    host took to queue a round's steps, per step; close to ms/step means the host (launches), not the GPU, bounds.
 //  - loss_initial: the first warm-up step's loss (initial weights); loss_after_update: the second's (one Adam step
-//    later). With --weights-dir the weights and batch are written to DIR/weights_<topology>.safetensors (when
-//    absent), which bench/pytorch_cuda_step.py loads: both must print the same losses.
+//    later). With --weights-dir the weights and batch are written to DIR/weights_<topology>[_<positions>].safetensors
+//    (when absent; the suffix unless sinusoidal), which bench/pytorch_cuda_step.py loads: both must print the same
+//    losses.
 //  - peak_alloc_mib: the caching allocator's peak bytes in use since the configuration began (parameters, gradients,
 //    Adam moments, activations; in blocks' sizes, docs/cuda.md "Memory"); device_used_mib: total - free device memory
 //    (cudaMemGetInfo) after the rounds: the process's footprint with the CUDA context and the allocator's cache.
@@ -38,8 +39,8 @@
 // --json prints one JSON object per line ("kind": "device", "step", "ceiling", "error"); the rest goes to stderr.
 // A configuration that throws is reported ("error") and the others still run; the exit status is then 1.
 // Without a CUDA device it prints "cuda_step: skipped: no CUDA device" and exits 0. --positions picks the model's
-// position encoding (TransformerConfig::positions); bench/pytorch_cuda_step.py has sinusoidal positions only, so
-// --weights-dir is refused with another.
+// position encoding (TransformerConfig::positions); bench/pytorch_cuda_step.py has sinusoidal, rope and alibi (give
+// both the same --positions, e.g. through scripts/bench_cuda.sh's RUN_ARGS), so --weights-dir refuses the others.
 #include <cublas_v2.h>
 #include <cuda_runtime_api.h>
 #include <sys/stat.h>
@@ -293,7 +294,9 @@ Result run_config(const Options& o, const std::string& topology, const std::stri
   bench::Batch batch = bench::reference_batch(o.shape);
   res.params = model.num_parameters();
   if (!o.weights_dir.empty()) {
-    const std::string path = o.weights_dir + "/weights_" + topology + ".safetensors";
+    const std::string positions = sg::nn::position_encoding_name(o.positions);  // (a file per encoding)
+    const std::string path = o.weights_dir + "/weights_" + topology +
+                             (positions == "sinusoidal" ? "" : "_" + positions) + ".safetensors";
     if (!file_exists(path)) bench::save_weights_and_batch(path, model, batch, {{"topology", topology}});
   }
   sg::CachingAllocator& alloc = sg::allocator_for(o.device);
@@ -405,9 +408,10 @@ Options parse_options(int argc, char** argv) {
     sg::check(p == "fp32" || p == "bf16" || (p == "tf32" && o.device.is_cuda()), "cuda_step", ": precision '", p,
               "' is not fp32, tf32 or bf16 (tf32 on cuda only)");
   sg::check(o.rounds > 0 && o.steps > 0, "cuda_step", ": --rounds and --steps must be positive");
-  sg::check(o.weights_dir.empty() || o.positions == sg::nn::PositionEncoding::Sinusoidal, "cuda_step",
-            ": --weights-dir feeds bench/pytorch_cuda_step.py, whose model has sinusoidal positions only, not ",
-            sg::nn::position_encoding_name(o.positions));
+  using P = sg::nn::PositionEncoding;
+  sg::check(o.weights_dir.empty() || o.positions == P::Sinusoidal || o.positions == P::Rope || o.positions == P::Alibi,
+            "cuda_step", ": --weights-dir feeds bench/pytorch_cuda_step.py, whose model has sinusoidal, rope and "
+            "alibi positions, not ", sg::nn::position_encoding_name(o.positions));
   if (!o.profile_dir.empty()) std::filesystem::create_directories(o.profile_dir);
   return o;
 }

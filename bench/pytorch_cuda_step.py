@@ -6,7 +6,7 @@ JSON fields. scripts/bench_cuda.sh runs it in turn with cuda_step.
 
   pytorch_cuda_step.py [--topologies post_ln,pre_ln] [--precision fp32,tf32,bf16] [--warmup 5] [--rounds 5]
                        [--steps 10] [--weights-dir DIR] [--json] [--device cuda|cpu] [--shape key=value,...]
-                       [--profile DIR]
+                       [--profile DIR] [--positions sinusoidal|rope|alibi]
 
 What is measured, per (topology, precision), as in cuda_step.cpp:
   - precision fp32: torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False; tf32: True;
@@ -17,7 +17,8 @@ What is measured, per (topology, precision), as in cuda_step.cpp:
   - ms/step: torch.cuda.Event pairs on the current stream around each of `rounds` rounds of `steps` steps; a round
     gives one sample (elapsed / steps). host_ms: the host's wall time to queue a round's steps, per step.
   - loss_initial / loss_after_update: the first and second warm-up steps' losses; with --weights-dir the weights
-    and batch come from DIR/weights_<topology>.safetensors written by cuda_step, so they must equal skipgrad's.
+    and batch come from DIR/weights_<topology>[_<positions>].safetensors written by cuda_step (the suffix unless
+    sinusoidal), so they must equal skipgrad's.
   - peak_alloc_mib: torch.cuda.max_memory_allocated since the configuration began (reset_peak_memory_stats after
     freeing the previous one); peak_reserved_mib: max_memory_reserved; device_used_mib: total - free
     (torch.cuda.mem_get_info) after the rounds, the process's footprint with the CUDA context and the cache.
@@ -149,7 +150,8 @@ def run_config(args, shape, device, topology, precision):
         gc.collect()
         torch.cuda.empty_cache()  # the previous configuration's blocks: device_used_mib is this one's footprint
         torch.cuda.reset_peak_memory_stats()
-    weights = os.path.join(args.weights_dir, f"weights_{topology}.safetensors") if args.weights_dir else ""
+    suffix = "" if ps.POSITIONS == "sinusoidal" else "_" + ps.POSITIONS  # cuda_step's file of this encoding
+    weights = os.path.join(args.weights_dir, f"weights_{topology}{suffix}.safetensors") if args.weights_dir else ""
     if weights and not os.path.exists(weights):
         print(f"pytorch_cuda_step: {weights} is missing: random weights, losses not comparable", file=sys.stderr)
         weights = ""
@@ -205,7 +207,10 @@ def main():
     p.add_argument("--json", action="store_true")
     p.add_argument("--device", choices=["cuda", "cpu"], default="cuda")
     p.add_argument("--shape", default="", help="key=value,... over " + ",".join(f"{k}={v}" for k, v in ISSUE6.items()))
+    p.add_argument("--positions", default="sinusoidal", choices=["sinusoidal", "rope", "alibi"],
+                   help="the model's position encoding (pytorch_step.py's POSITIONS), as cuda_step --positions")
     args = p.parse_args()
+    ps.POSITIONS = args.positions
     if args.device == "cuda" and not torch.cuda.is_available():
         print("pytorch_cuda_step: skipped: no CUDA device", flush=True)
         return 0
