@@ -87,6 +87,20 @@ TEST_SUITE("sweep") {
     REQUIRE(read_sweep_row((dir / "result.json").string(), &out));
     CHECK(out.positions == "rope");
     CHECK(settings_differences(out.settings, in.settings).empty());
+    {  // what a run's result depends on, and only that
+      TrainOptions a = tiny_options(dir), b = a;
+      b.device = "cpu";
+      b.save_every = a.save_every + 7;  // checkpointing: no difference
+      CHECK(settings_differences(run_settings(a), run_settings(b)).empty());
+      b.lr = a.lr * 2;
+      b.model.heads = 4;
+      CHECK(settings_differences(run_settings(a), run_settings(b)) ==
+            "lr " + nlohmann::json(a.lr).dump() + " vs " + nlohmann::json(b.lr).dump() + ", model.heads 2 vs 4");
+      a.eval_every = b.eval_every = 0;  // no evaluations: their options do not matter
+      b = a;
+      b.eval_sentences = 7;
+      CHECK(settings_differences(run_settings(a), run_settings(b)).empty());
+    }
     CHECK(sweep_run_name(out) == "resi_dual_L3_s7_rope");
     CHECK(sweep_run_name("resi_dual", 3, 7) == "resi_dual_L3_s7");  // sinusoidal: the names of earlier sweeps
     CHECK(out.topology == "resi_dual");

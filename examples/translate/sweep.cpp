@@ -38,10 +38,14 @@ std::string run_settings(const TrainOptions& t) {
             {"warmup_init_lr", t.warmup_init_lr}, {"beta1", t.beta1}, {"beta2", t.beta2}, {"adam_eps", t.adam_eps},
             {"weight_decay", t.weight_decay}, {"warmup", t.warmup}, {"label_smoothing", t.label_smoothing},
             {"clip_norm", t.clip_norm}, {"max_tokens", t.max_tokens}, {"max_steps", t.max_steps},
-            {"max_minutes", t.max_minutes}, {"eval_every", t.eval_every}, {"best_metric", t.best_metric},
-            {"patience", t.patience}, {"eval_sentences", t.eval_sentences}, {"test_sentences", t.test_sentences},
-            {"beam", t.beam}, {"device", t.device}, {"matmul_precision", t.matmul_precision},
+            {"max_minutes", t.max_minutes}, {"eval_every", t.eval_every}, {"test_sentences", t.test_sentences},
+            {"beam", t.beam}, {"device", Device::parse(t.device).str()}, {"matmul_precision", t.matmul_precision},
             {"autocast", t.autocast}, {"diverge_grad_norm", t.diverge_grad_norm}};
+  if (t.eval_every > 0) {  // (options of the periodic evaluations, which there are none of otherwise)
+    j["best_metric"] = t.best_metric;
+    j["patience"] = t.patience;
+    j["eval_sentences"] = t.eval_sentences;
+  }
   const json model = json::parse(config_to_json(t.model));  // (a local: items() of a temporary would dangle)
   for (const auto& item : model.items()) j["model." + item.key()] = item.value();
   return j.dump();

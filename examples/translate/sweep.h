@@ -45,8 +45,9 @@ std::string sweep_run_name(const std::string& topology, int64_t layers, uint64_t
 std::string sweep_run_name(const SweepRow& row);
 
 // What a run's result depends on besides its topology, depth, positions and seed, as a flat JSON object: the model
-// config ("model.d_model", ...), the corpus, the optimiser, the budget and the evaluation. Where the data lives,
-// logging and checkpointing are left out.
+// config ("model.d_model", ...), the corpus, the optimiser, the budget and the evaluation (its device as
+// Device::str(): "cuda" is "cuda:0"). Where the data lives, logging and checkpointing are left out, and so are the
+// periodic evaluations' options when there are none (eval_every 0).
 std::string run_settings(const TrainOptions& t);
 // The settings that differ, "lr 0.002 vs 0.001, model.positions \"rope\" vs \"sinusoidal\"" (a's value first); "" if
 // none.
