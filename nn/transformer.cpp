@@ -31,7 +31,7 @@ std::string Transformer::kind() const {
   // (only when not the default, so files written before positions could be chosen read as sinusoidal)
   if (cfg_.positions != PositionEncoding::Sinusoidal) os << ", positions " << position_encoding_name(cfg_.positions);
   if (cfg_.positions == PositionEncoding::Rope) os << " theta " << exact(cfg_.rope_theta);
-  if (cfg_.rope_dims != 0) os << " dims " << cfg_.rope_dims;
+  if (cfg_.rope_dims != 0 && cfg_.rope_dims != cfg_.d_model / cfg_.heads) os << " dims " << cfg_.rope_dims;
   if (const std::string own = topology_->settings(); !own.empty()) os << ", " << cfg_.topology << " " << own;
   os << ")";
   return os.str();

@@ -164,6 +164,38 @@ TEST_SUITE("decode") {
     }
   }
 
+  TEST_CASE("decode_batch: a hypothesis stops at max_positions with a table's encoding; ALiBi has none to stop at") {
+    for (nn::PositionEncoding p : {nn::PositionEncoding::Sinusoidal, nn::PositionEncoding::Alibi}) {
+      INFO(nn::position_encoding_name(p));
+      nn::TransformerConfig c;
+      c.vocab = 13;
+      c.d_model = 16;
+      c.heads = 2;
+      c.d_ff = 24;
+      c.enc_layers = c.dec_layers = 2;
+      c.dropout = c.attn_dropout = c.act_dropout = 0;
+      c.max_positions = 4;
+      c.positions = p;
+      manual_seed(21);
+      nn::Transformer m(c);
+      m.to(DType::F64);
+      m.eval();
+      {  // eos's logit is y·E[eos] = 0, below the best of the other 12 at every step: no hypothesis ends early
+        NoGradGuard no_grad;
+        m.src_embed->weight.select(0, 3).copy_(Tensor::zeros({16}, DType::F64));
+      }
+      DecodeOptions opt;
+      opt.beam = 1;
+      opt.bos = 2, opt.eos = 3, opt.pad = 1;
+      opt.max_len_a = 0;
+      opt.max_len_b = 8;
+      const std::vector<Hypothesis> h = decode_batch(m, id_tensor({4, 5, 6}, 1), opt);
+      REQUIRE(h.size() == 1);
+      // max_len = min(a·|src| + b, the positions): 4 tokens with the table (the last is never fed), 8 with ALiBi
+      CHECK(h[0].ids.size() == (p == nn::PositionEncoding::Alibi ? 8u : 4u));
+    }
+  }
+
   TEST_CASE("beam 1 == greedy; reported scores are the model's forced-decoding scores") {
     Tensor src = id_tensor(kSrc, 3);
     for (const char* topo : {"post_ln", "resi_dual", "deep_norm"}) {

@@ -318,6 +318,9 @@ TEST_SUITE("positions") {
     nn::Transformer lm(c);
     CHECK(lm.rotary->cos_table.size(1) == 2);  // angles for 4 dims: 2 pairs
     CHECK(lm.kind().find(", positions rope theta 10000 dims 4)") != std::string::npos);
+    nn::TransformerConfig all_dims = c;  // rope_dims = d_head is the full rotation, and reads as it
+    all_dims.rope_dims = 8;
+    CHECK(nn::Transformer(all_dims).kind().find(", positions rope theta 10000)") != std::string::npos);
     lm.to(DType::F64);
     // the graph: q's first 4 dims rotated, then its other 4 concatenated after them
     Tensor in = ids({2, 4, 5, 6, 7, 2, 8, 9, 1, 1}, 2, 5);

@@ -100,6 +100,14 @@ TEST_SUITE("sweep") {
       b = a;
       b.eval_sentences = 7;
       CHECK(settings_differences(run_settings(a), run_settings(b)).empty());
+      // a setting one side lacks (an older result's) reads as its default; "cuda" is "cuda:0"
+      nlohmann::json older = nlohmann::json::parse(run_settings(a));
+      older.erase("model.rope_dims");
+      older["device"] = "cuda";
+      a.device = "cuda:0";
+      CHECK(settings_differences(older.dump(), run_settings(a)).empty());
+      a.model.rope_dims = 4;
+      CHECK(settings_differences(older.dump(), run_settings(a)) == "model.rope_dims 0 vs 4");
     }
     CHECK(sweep_run_name(out) == "resi_dual_L3_s7_rope");
     CHECK(sweep_run_name("resi_dual", 3, 7) == "resi_dual_L3_s7");  // sinusoidal: the names of earlier sweeps

@@ -255,9 +255,10 @@ std::vector<Hypothesis> decode_batch(nn::Transformer& model, const Tensor& src_i
   for (int64_t b = 0; b < B; b++) {
     int64_t len = 0;
     for (int64_t s = 0; s < S; s++) len += pad[b * S + s] == 0;
-    // fairseq's a·|src| + b, within the model's positions (the prefix, bos included, is at most max_len)
+    // fairseq's a·|src| + b, within the model's positions (the prefix, bos included, is at most max_len; ALiBi
+    // and none have no limit)
     max_len[b] = std::min<int64_t>((int64_t)(opt.max_len_a * (double)len) + opt.max_len_b,
-                                   model.config().max_positions);
+                                   model.config().position_limit());
   }
   if (opt.use_cache) {
     CachedStepper stepper(model, enc, src_mask);

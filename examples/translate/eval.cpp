@@ -60,7 +60,7 @@ EvalResult evaluate_checkpoint(const EvalOptions& o) {
   // Whole sentences, as `translate` reads them: cut only where the model's positions end (with a warning), not at
   // the training's --max-len.
   TrainOptions data = o.data;
-  data.max_len = m.cfg.max_positions;
+  data.max_len = m.cfg.position_limit();  // (ALiBi and none: no limit)
   int64_t cut = 0;
   for (const Example& e : encode_pairs(m.vocab, pairs, std::numeric_limits<int64_t>::max()))
     cut += (int64_t)e.src.size() > data.max_len || (int64_t)e.tgt.size() + 1 > data.max_len;  // src has its eos

@@ -321,8 +321,9 @@ static int run_command(int argc, char** argv) {
       else lines = read_lines(input);
       std::vector<Pair> pairs;
       for (auto& l : lines) pairs.push_back({l, "x"});
-      // A source longer than the model's positions (with its eos) is cut to them, and said so.
-      const int64_t max_src = m.cfg.max_positions;
+      // A source longer than the model's positions (with its eos) is cut to them, and said so (ALiBi and none take
+      // any length).
+      const int64_t max_src = m.cfg.position_limit();
       for (size_t i = 0; i < lines.size(); i++) {
         if (!valid_utf8(lines[i]))  // (decoded all the same, as SentencePiece reads it; eval skips such a line)
           std::fprintf(stderr, "warning: line %zu: invalid UTF-8\n", i + 1);

@@ -51,15 +51,25 @@ std::string run_settings(const TrainOptions& t) {
   return j.dump();
 }
 
+// A setting that one side lacks (written before it was recorded, or left out as it does not apply) reads as its
+// default, TrainOptions{}'s; the device is compared as a Device ("cuda" is "cuda:0").
 std::string settings_differences(const std::string& a, const std::string& b) {
   const json ja = json::parse(a, nullptr, false), jb = json::parse(b, nullptr, false);
   if (!ja.is_object() || !jb.is_object()) return "settings that are not a JSON object";
+  static const json defaults = [] {
+    const TrainOptions t;  // (a named object: GCC 12 warns of a temporary's string as maybe uninitialized)
+    return json::parse(run_settings(t));
+  }();
+  auto value = [](const json& j, const std::string& k) {
+    const json& v = j.contains(k) ? j[k] : defaults.contains(k) ? defaults[k] : json();
+    return k == "device" && v.is_string() ? json(Device::parse(v.get<std::string>()).str()).dump() : v.dump();
+  };
   std::set<std::string> keys;
   for (const auto& item : ja.items()) keys.insert(item.key());
   for (const auto& item : jb.items()) keys.insert(item.key());
   std::string out;
   for (const std::string& k : keys) {
-    const std::string va = ja.contains(k) ? ja[k].dump() : "(none)", vb = jb.contains(k) ? jb[k].dump() : "(none)";
+    const std::string va = value(ja, k), vb = value(jb, k);
     if (va != vb) out += (out.empty() ? "" : ", ") + k + " " + va + " vs " + vb;
   }
   return out;

@@ -50,7 +50,7 @@ std::string sweep_run_name(const SweepRow& row);
 // periodic evaluations' options when there are none (eval_every 0).
 std::string run_settings(const TrainOptions& t);
 // The settings that differ, "lr 0.002 vs 0.001, model.positions \"rope\" vs \"sinusoidal\"" (a's value first); "" if
-// none.
+// none. A setting one side lacks (an older result, or evaluation options without evaluations) reads as its default.
 std::string settings_differences(const std::string& a, const std::string& b);
 
 // <run>/result.json: the row as JSON (non-finite numbers as null). read_sweep_row returns false when absent.
