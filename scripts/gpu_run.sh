@@ -147,9 +147,9 @@ for part in "${parts[@]}"; do
     index) run index 40 "$MIN_PART_S" "$build/bench/index_bench" --device cuda ;;
     mlp) run mlp 60 "$MIN_PART_S" "$build/examples/mlp_demo" --device cuda ;;
     lm)
-      run lm 60 "$MIN_PART_S" bash -c "for p in rope learned alibi; do $build/skipgrad-lm --device cuda --text README.md \
-          --topologies pre_ln,hybrid_norm --positions \$p --steps 200 --warmup 20 --eval-every 0 --sample 40 \
-          || exit; done" ;;
+      run lm 60 "$MIN_PART_S" bash -c "for p in rope learned alibi; do $build/skipgrad-lm --device cuda \
+          --text README.md --topologies pre_ln,hybrid_norm --positions \$p --steps 200 --warmup 20 --eval-every 0 \
+          --sample 40 || exit; done" ;;
     translate)
       run translate "${CAP_TRANSLATE_S:-150}" "$MIN_PART_S" "$build/skipgrad-translate" train --device cuda \
         --steps "${TRANSLATE_STEPS:-300}" --autocast "${TRANSLATE_AUTOCAST:-off}" --eval-every 100 --save-every 100 \
