@@ -11,6 +11,7 @@
 #include "nn/generate.h"
 #include "nn/loss.h"
 #include "nn/transformer.h"
+#include "positions_test_util.h"
 #include "test_util.h"
 
 using namespace sgtest;
@@ -322,36 +323,10 @@ TEST_SUITE("alibi") {
     manual_seed(6);
     nn::Transformer model(c);
     model.to(DType::F64);
-    Tensor src = ids({4, 5, 6, 2, 7, 8, 2, 1}, 2, 4);
-    {
-      model.eval();
-      NoGradGuard no_grad;
-      Tensor enc = model.encode(src), mask = model.padding_mask(src);
-      std::vector<std::vector<int64_t>> rows = {{2, 9, 10, 11}, {2, 3, 4, 5}};
-      nn::DecoderState st = model.start_decoding(enc, mask);
-      for (int64_t t = 0; t < 4; t++) {
-        if (t == 2) {  // swap the rows, as a beam search reorders its hypotheses: the keys' positions move too
-          st.reorder({1, 0});
-          std::swap(rows[0], rows[1]);
-          enc = index_select(enc, 0, Tensor::from_vector<int64_t>({1, 0}, {2}));
-          mask = index_select(mask, 0, Tensor::from_vector<int64_t>({1, 0}, {2}));
-        }
-        Tensor step = model.decode_step(st, Tensor::from_vector<int64_t>({rows[0][t], rows[1][t]}, {2}));
-        std::vector<int64_t> prefix;
-        for (const auto& r : rows) prefix.insert(prefix.end(), r.begin(), r.begin() + t + 1);
-        Tensor full = model.decode(enc, mask, ids(prefix, 2, t + 1)).slice(1, t, t + 1).reshape({2, 13});
-        INFO("step " << t);
-        CHECK(max_abs_diff(step, full) < 1e-12);
-      }
-    }
+    const Tensor src = ids({4, 5, 6, 2, 7, 8, 2, 1}, 2, 4);
+    check_decode_step_equals_decode(model, src, 2);  // a swap at step 2: the keys' positions move too
     // the graph: every self-attention's attention node has the bias, no cross-attention's does; nothing added
-    current_tape().clear();
-    model.train();
-    Tensor loss = nn::label_smoothed_nll(model.forward(src, ids({2, 9, 10, 11, 2, 3, 4, 5}, 2, 4)),
-                                         ids({9, 10, 11, 2, 3, 4, 5, 2}, 2, 4), 1, 0.1).loss;
-    GraphOptions go;
-    go.value_norms = false;
-    const Graph g = Graph::from_tape(current_tape(), go);
+    const Graph g = training_graph(model, src);
     int biased = 0, plain = 0;
     for (const auto& n : g.nodes) {
       CHECK(n.name.find("add_positions") == std::string::npos);
@@ -363,7 +338,6 @@ TEST_SUITE("alibi") {
     }
     CHECK(biased == 2 + 2);
     CHECK(plain == 2);
-    current_tape().clear();
   }
 }
 

@@ -12,6 +12,7 @@
 #include "nn/checkpoint.h"
 #include "nn/loss.h"
 #include "nn/transformer.h"
+#include "positions_test_util.h"
 #include "test_util.h"
 
 using namespace sgtest;
@@ -274,30 +275,10 @@ TEST_SUITE("positions") {
     manual_seed(6);
     nn::Transformer model(c);
     model.to(DType::F64);
-    Tensor src = ids({4, 5, 6, 2, 7, 8, 2, 1}, 2, 4);
-    {
-      model.eval();
-      NoGradGuard no_grad;
-      Tensor enc = model.encode(src), mask = model.padding_mask(src);
-      const std::vector<std::vector<int64_t>> rows = {{2, 9, 10, 11}, {2, 3, 4, 5}};
-      nn::DecoderState st = model.start_decoding(enc, mask);
-      for (int64_t t = 0; t < 4; t++) {
-        Tensor step = model.decode_step(st, Tensor::from_vector<int64_t>({rows[0][t], rows[1][t]}, {2}));
-        std::vector<int64_t> prefix;
-        for (const auto& r : rows) prefix.insert(prefix.end(), r.begin(), r.begin() + t + 1);
-        Tensor full = model.decode(enc, mask, ids(prefix, 2, t + 1)).slice(1, t, t + 1).reshape({2, 13});
-        INFO("step " << t);
-        CHECK(max_abs_diff(step, full) < 1e-12);
-      }
-    }
+    const Tensor src = ids({4, 5, 6, 2, 7, 8, 2, 1}, 2, 4);
+    check_decode_step_equals_decode(model, src, -1);
     // the graph: q and k rotated in every self-attention, nothing added to the embeddings, no rotation in CA
-    current_tape().clear();
-    model.train();
-    Tensor loss = nn::label_smoothed_nll(model.forward(src, ids({2, 9, 10, 11, 2, 3, 4, 5}, 2, 4)),
-                                         ids({9, 10, 11, 2, 3, 4, 5, 2}, 2, 4), 1, 0.1).loss;
-    GraphOptions go;
-    go.value_norms = false;
-    const Graph g = Graph::from_tape(current_tape(), go);
+    const Graph g = training_graph(model, src);
     int rotations = 0;
     for (const auto& n : g.nodes) {
       CHECK(n.name.find("add_positions") == std::string::npos);
@@ -308,7 +289,6 @@ TEST_SUITE("positions") {
     bool named = false;
     for (const auto& n : g.nodes) named = named || n.name == "dec.1.self_attn.k_rope.rotary";
     CHECK(named);
-    current_tape().clear();
   }
 
   TEST_CASE("partial rotary (rope_dims): a table of its dims, the rest of each head passes; decode_step = forward") {
