@@ -175,6 +175,9 @@ Tensor multinomial(const Tensor& probs, int64_t num_samples, bool replacement = 
 // (a causal query's keys are never after it, so this is the paper's -m (i - j); an encoder's is symmetric).
 // alibi_slopes [H] in q's dtype (float32 for bf16 q), positions int64 [B, Tq] and [B, Tk]: constants, no gradient
 // (slopes that require grad are refused). nn::alibi_slopes(H) gives the paper's.
+// bias, when defined: added to the scaled scores before the masks, as SDPA's float attn_mask; 4-D, each dim of size
+// 1 or of [B, H, Tq, Tk]'s (broadcast), q's dtype. It may require grad (a learned relative-position bias, T5's): its
+// gradient is the scores' gradient dS summed over the broadcast dims.
 struct AttentionOptions {
   bool causal = false;
   double scale = -1;  // -1: 1/sqrt(dh)
@@ -182,6 +185,7 @@ struct AttentionOptions {
   bool training = true;
   Generator* gen = nullptr;
   Tensor alibi_slopes, query_positions, key_positions;
+  Tensor bias;
 };
 Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& key_padding_mask = Tensor(),
                  const AttentionOptions& opt = {});

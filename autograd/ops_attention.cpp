@@ -120,22 +120,38 @@ void check_attention_args(const Tensor& q, const Tensor& k, const Tensor& v, con
   check_same_device(op, {q, sl, qp, kp});
   check(!sl.requires_grad(), op, ": alibi_slopes are constants and get no gradient (detach them)");
 }
+
+// An additive bias: 4-D, each dim 1 or the scores' [B, H, Tq, Tk], q's dtype and device.
+void check_attention_bias(const Tensor& q, const Tensor& k, const Tensor& bias) {
+  if (!bias.defined()) return;
+  const Shape scores{q.size(0), q.size(1), q.size(2), k.size(2)};
+  bool fits = bias.dim() == 4 && bias.dtype() == q.dtype() && bias.device() == q.device();
+  for (int64_t d = 0; fits && d < 4; d++) fits = bias.size(d) == 1 || bias.size(d) == scores[d];
+  if (!fits)
+    fail("attention", ": bias must be 4-D with each dim 1 or that of the scores ", scores, ", in q's ",
+         q.meta_str(), "; got ", bias.meta_str());
+}
 }  // namespace
 
 // Forward, per head (b, h):
-//   S = scale * Q K^T  (+ ALiBi's -m_h |p_i - p_j|; -inf where masked)
+//   S = scale * Q K^T  (+ bias; + ALiBi's -m_h |p_i - p_j|; -inf where masked)
 //   P = softmax(S) over keys (a fully masked row gives P = 0)
 //   Pd = P * M  (M: inverted-dropout mask, only when training with dropout > 0; else Pd = P)
 //   O = Pd V
 // Backward, given dO:
 //   dV = Pd^T dO      dPd = dO V^T      dP = dPd * M
 //   dS = P * (dP - rowsum(dP * P))      (softmax backward; zero where masked since P = 0 there)
+//   dBias = dS summed over the dims the bias broadcasts along
 //   dQ = scale * dS K      dK = scale * dS^T Q
 Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& key_padding_mask,
                  const AttentionOptions& opt) {
-  if (autocast::wants_bf16({&q, &k, &v}))
-    return attention(autocast::to_bf16(q), autocast::to_bf16(k), autocast::to_bf16(v), key_padding_mask, opt);
+  if (autocast::wants_bf16({&q, &k, &v})) {
+    AttentionOptions o = opt;
+    if (o.bias.defined()) o.bias = autocast::to_bf16(o.bias);  // (recorded: a float32 bias gets its gradient)
+    return attention(autocast::to_bf16(q), autocast::to_bf16(k), autocast::to_bf16(v), key_padding_mask, o);
+  }
   check_attention_args(q, k, v, key_padding_mask, opt);
+  check_attention_bias(q, k, opt.bias);
   const int64_t B = q.size(0), H = q.size(1), Tq = q.size(2), Tk = k.size(2), dh = q.size(3);
   const double scale = opt.scale == -1 ? 1.0 / std::sqrt((double)dh) : opt.scale;
   const double p_drop = opt.training ? opt.dropout : 0.0;
@@ -145,9 +161,11 @@ Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor
 
   const HeadMatrices Q = head_matrices(q), K = head_matrices(k), V = head_matrices(v);
 
-  // S = scale * Q K^T
+  // S = scale * Q K^T (+ bias)
   Tensor scores = Tensor::empty({B, H, Tq, Tk}, dtype, device);
   head_gemm(Q, false, K, true, head_matrices(scores), B, H, Tq, Tk, dh, scale);
+  if (opt.bias.defined())  // (elementwise, in place)
+    backend.binary(BinaryOp::Add, scores, broadcast_to(opt.bias, scores.shape(), "attention"), scores);
 
   // P = softmax(S) row by row, the causal and padding masks inside
   SoftmaxMask mask;
@@ -181,11 +199,16 @@ Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor
   head_gemm(head_matrices(dropped), false, V, false, head_matrices(out), B, H, Tq, dh, Tk, 1.0);
 
   std::vector<Tensor> inputs{q, k, v};
-  if (key_padding_mask.defined()) inputs.push_back(key_padding_mask);
+  const bool masked = key_padding_mask.defined(), biased = opt.bias.defined();
+  if (masked) inputs.push_back(key_padding_mask);
+  if (biased) inputs.push_back(opt.bias);
+  const Shape bias_shape = biased ? opt.bias.shape() : Shape{};
   OpParams params{{"causal", opt.causal}, {"scale", scale}, {"dropout", p_drop}};
   if (opt.alibi_slopes.defined()) params.push_back({"alibi", true});
+  if (biased) params.push_back({"bias", bias_shape});
   record("attention", inputs, out, {Q.t, K.t, V.t, probs},
-         [B, H, Tq, Tk, dh, scale, p_drop, seed, offset](const Node& n, const Tensor& g_in) {
+         [B, H, Tq, Tk, dh, scale, p_drop, seed, offset, masked, biased, bias_shape](const Node& n,
+                                                                                   const Tensor& g_in) {
            const Tensor& probs = n.saved[3];
            const HeadMatrices Q = head_matrices(n.saved[0]), K = head_matrices(n.saved[1]),
                               V = head_matrices(n.saved[2]);
@@ -193,7 +216,8 @@ Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor
            const DType dtype = probs.dtype();
            const Device device = probs.device();
            const HeadMatrices dO = head_matrices(g_in);
-           Tensor gq, gk, gv;
+           Tensor gq, gk, gv, gbias;
+           const size_t bias_input = masked ? 4 : 3;
            if (needs_grad(n, 2)) {  // dV = Pd^T dO
              Tensor dropped = probs;
              if (p_drop > 0) {
@@ -203,13 +227,14 @@ Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor
              gv = empty_heads_like(V.t.shape(), V.t);
              head_gemm(head_matrices(dropped), true, dO, false, head_matrices(gv), B, H, Tk, dh, Tq, 1.0);
            }
-           if (needs_grad(n, 0) || needs_grad(n, 1)) {
+           if (needs_grad(n, 0) || needs_grad(n, 1) || (biased && needs_grad(n, bias_input))) {
              // dP = (dO V^T) * M, then dS = softmax_backward(P, dP)
              Tensor dprobs = Tensor::empty(probs.shape(), dtype, device);
              head_gemm(dO, false, V, true, head_matrices(dprobs), B, H, Tq, Tk, dh, 1.0);
              if (p_drop > 0) backend.dropout(dprobs, dprobs, p_drop, seed, offset);
              Tensor dscores = Tensor::empty(probs.shape(), dtype, device);
              backend.softmax_backward(probs, dprobs, dscores, false);
+             if (biased && needs_grad(n, bias_input)) gbias = sum_to(dscores, bias_shape);  // dBias = dS, unbroadcast
              const HeadMatrices dS = head_matrices(dscores);
              if (needs_grad(n, 0)) {  // dQ = scale * dS K
                gq = empty_heads_like(Q.t.shape(), Q.t);
@@ -221,7 +246,8 @@ Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor
              }
            }
            std::vector<Tensor> grads{gq, gk, gv};
-           if (n.inputs.size() > 3) grads.push_back(Tensor());  // the mask gets no gradient
+           if (masked) grads.push_back(Tensor());  // the mask gets no gradient
+           if (biased) grads.push_back(gbias);
            return grads;
          },
          params);

@@ -311,6 +311,56 @@ TEST_SUITE("attention") {
     CHECK(max_abs_diff(v32.grad(), v.grad()) < 1e-5);
   }
 
+  TEST_CASE("an additive bias (SDPA's float mask): the composition's forward and gradients, broadcast, refusals") {
+    const Tensor pad = padding_mask({0, 1, 0, 0, 0, 0, 0, 1}, 2, 4);
+    for (const Shape& bs : {Shape{2, 2, 3, 4}, Shape{1, 2, 1, 4}, Shape{1, 1, 3, 4}}) {
+      INFO("bias " << bs);
+      const Tensor q = leaf({2, 2, 3, 3}, 1), k = leaf({2, 2, 4, 3}, 2), v = leaf({2, 2, 4, 3}, 3), b = leaf(bs, 4);
+      AttentionOptions o = causal_opts();
+      o.bias = b;
+      const Tensor got = attention(q, k, v, pad, o);
+      got.sum().backward();  // (a backward clears the tape: the reference is recorded after it)
+      const std::vector<Tensor> g_got = {q.grad(), k.grad(), v.grad(), b.grad()};
+      for (Tensor t : {q, k, v, b}) t.zero_grad();
+      Tensor s = add(mul(matmul(q, k, false, true), 1.0 / std::sqrt(3.0)), b);
+      const Tensor future = gt(Tensor::arange(0, 4, 1, DType::F64).reshape({1, 4}),
+                               Tensor::arange(1, 4, 1, DType::F64).reshape({3, 1}));
+      s = masked_fill(masked_fill(s, future, -INFINITY), pad.reshape({2, 1, 1, 4}), -INFINITY);
+      const Tensor want = matmul(softmax(s, 3), v);
+      CHECK(max_abs_diff(got, want) < 1e-14);
+      want.sum().backward();
+      const std::vector<Tensor> g_want = {q.grad(), k.grad(), v.grad(), b.grad()};
+      for (size_t i = 0; i < 4; i++) CHECK(max_abs_diff(g_got[i], g_want[i]) < 1e-13);
+      CHECK(g_got[3].shape() == bs);
+    }
+    {  // under bf16 autocast a float32 bias is cast with q, k, v and gets a float32 gradient
+      const Tensor q32 = leaf({2, 2, 3, 3}, 1).detach().to(DType::F32);
+      Tensor b32 = leaf({1, 2, 3, 3}, 6).detach().to(DType::F32);
+      b32.requires_grad_();
+      AttentionOptions o;
+      o.bias = b32;
+      Tensor y;
+      {
+        AutocastBF16 on;
+        y = attention(q32, q32, q32, Tensor(), o);
+      }
+      CHECK(y.dtype() == DType::BF16);
+      y.to(DType::F32).sum().backward();
+      REQUIRE(b32.grad().defined());
+      CHECK(b32.grad().dtype() == DType::F32);
+      CHECK(b32.grad().shape() == Shape{1, 2, 3, 3});
+    }
+    const Tensor q = leaf({2, 2, 3, 3}, 1), k = leaf({2, 2, 4, 3}, 2);
+    AttentionOptions o;
+    o.bias = leaf({2, 2, 4, 3}, 5);  // Tq and Tk swapped
+    CHECK_THROWS_WITH_ALL(attention(q, k, k, Tensor(), o), "attention", "bias must be 4-D", "[2,2,3,4]",
+                          "float64[2,2,4,3]");
+    o.bias = leaf({2, 3, 4}, 5);
+    CHECK_THROWS_WITH_ALL(attention(q, k, k, Tensor(), o), "attention", "bias must be 4-D");
+    o.bias = leaf({1, 1, 3, 4}, 5).detach().to(DType::F32);
+    CHECK_THROWS_WITH_ALL(attention(q, k, k, Tensor(), o), "attention", "in q's float64", "float32[1,1,3,4]");
+  }
+
   TEST_CASE("bad arguments throw clear errors") {
     Tensor q = Tensor::zeros({2, 4, 5, 16}), k = Tensor::zeros({2, 4, 7, 16}), v = Tensor::zeros({2, 4, 7, 16});
     CHECK_THROWS_WITH_ALL(attention(q, Tensor::zeros({2, 4, 7, 8}), v), "attention", "[2,4,5,16]", "[2,4,7,8]",
@@ -359,6 +409,16 @@ REGISTER_GRAD_CASES {
     o.gen = &gen;
     return attention(x[0], x[1], x[2], padding_mask({0, 0, 0, 1, 0, 0, 0, 0}, 2, 4, x[0].device()), o);
   };
+  auto with_bias = [](const V& x) {
+    AttentionOptions o;
+    o.bias = x[3];
+    return attention(x[0], x[1], x[2], Tensor(), o);
+  };
+  auto with_bias_masked = [](const V& x) {
+    AttentionOptions o = causal_opts();
+    o.bias = x[3];
+    return attention(x[0], x[1], x[2], padding_mask({0, 0, 0, 1, 1, 0, 0, 0}, 2, 4, x[0].device()), o);
+  };
   return std::vector<GradCase>{
       {"attention", "plain", [](const V& x) { return attention(x[0], x[1], x[2]); },
        {leaf({2, 2, 3, 3}, 1), leaf({2, 2, 4, 3}, 2), leaf({2, 2, 4, 3}, 3)}},
@@ -374,6 +434,10 @@ REGISTER_GRAD_CASES {
        {leaf({2, 3, 2, 3}, 19), leaf({2, 4, 2, 3}, 20), leaf({2, 4, 2, 3}, 21)}},
       {"attention", "dropout 0.3, fixed generator", dropout,
        {leaf({2, 2, 3, 3}, 22), leaf({2, 2, 4, 3}, 23), leaf({2, 2, 4, 3}, 24)}},
+      {"attention", "a bias [B,H,Tq,Tk] that requires grad", with_bias,
+       {leaf({2, 2, 3, 3}, 25), leaf({2, 2, 4, 3}, 26), leaf({2, 2, 4, 3}, 27), leaf({2, 2, 3, 4}, 28)}},
+      {"attention", "a bias [1,H,1,Tk] broadcast, causal and key padding", with_bias_masked,
+       {leaf({2, 2, 4, 3}, 29), leaf({2, 2, 4, 3}, 30), leaf({2, 2, 4, 3}, 31), leaf({1, 2, 1, 4}, 32)}},
   };
 }
 
