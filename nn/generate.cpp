@@ -43,7 +43,8 @@ Tensor sample_tokens(const Tensor& lp, const Tensor& excluded, const SamplingOpt
   NoGradGuard no_grad;
   const int64_t V = lp.size(-1);
   Tensor z = masked_fill(lp.to(DType::F64), excluded, -INFINITY);
-  z = mul(sub(z, max(z, {1}, true)), 1.0 / opt.temperature);
+  const Tensor best = max(z, {1}, true);  // [R, 1]; -inf: the row has no token to draw
+  z = mul(sub(z, best), 1.0 / opt.temperature);
   Tensor ids;  // [R, K]: the token in each column of z (undefined: column v is token v)
   if (opt.top_k > 0 && opt.top_k < V) {
     const TopK top = topk(z, opt.top_k, 1);
@@ -69,7 +70,10 @@ Tensor sample_tokens(const Tensor& lp, const Tensor& excluded, const SamplingOpt
   }
   const Tensor u = Tensor::rand(z.shape(), 0, 1, DType::F64, z.device(), opt.gen);
   const Tensor pick = argmax(sub(z, log(neg(log(u)))), 1, true);  // [R, 1]
-  return ids.defined() ? gather(ids, 1, pick) : pick;
+  // a row with no token to draw (each excluded or of log-probability -inf) gets -1, which every lookup refuses,
+  // rather than a token it was not to get (a check here would read the device back)
+  const Tensor none = eq(best, Tensor::scalar(-INFINITY, DType::F64, z.device()));
+  return masked_fill(ids.defined() ? gather(ids, 1, pick) : pick, none, -1);
 }
 
 std::vector<std::vector<int64_t>> generate(Transformer& lm, const std::vector<std::vector<int64_t>>& prompts,

@@ -27,7 +27,8 @@ void check_sampling_options(const SamplingOptions& opt, const char* who);
 
 // One token per row of log-probabilities lp [R, V] (any device, any floating dtype) as `opt` says; excluded [V]
 // (int64, lp's device) is 1 for the tokens never drawn. Returns int64 [R, 1] on lp's device; the same draws on
-// every device.
+// every device. A row with no token to draw (every one excluded, or of log-probability -inf) gets -1, an id that
+// every lookup (embedding, decode_step) refuses, not a token it was not to get.
 Tensor sample_tokens(const Tensor& lp, const Tensor& excluded, const SamplingOptions& opt);
 
 struct GenerateOptions {

@@ -453,6 +453,25 @@ TEST_SUITE("decoder_only") {
     neg.temperature = -1;
     CHECK_THROWS_WITH_ALL(nn::sample_tokens(Tensor::zeros({1, 13}), Tensor::zeros({13}, DType::I64), neg),
                           "sample_tokens", "temperature must be > 0");
+    {  // a row with no token to draw gets -1 (every lookup refuses it), for any top-k / top-p; the others draw
+      std::vector<double> lp(2 * 13, -1.0);
+      for (int64_t v = 0; v < 13; v++) lp[13 + v] = v == 4 ? -1.0 : -INFINITY;  // row 1: only token 4 has mass
+      const Tensor rows = Tensor::from_vector(lp, {2, 13});
+      std::vector<int64_t> ex(13, 0);
+      ex[4] = 1;  // ... and it is excluded
+      for (int64_t k : {0, 3})
+        for (double p : {1.0, 0.5}) {
+          nn::SamplingOptions so;
+          so.top_k = k;
+          so.top_p = p;
+          const Tensor drawn = nn::sample_tokens(rows, Tensor::from_vector(ex, {13}), so);
+          const std::vector<int64_t> t = drawn.to_vector<int64_t>();
+          INFO("top_k " << k << ", top_p " << p);
+          CHECK(t[0] >= 0);
+          CHECK(t[0] != 4);
+          CHECK(t[1] == -1);
+        }
+    }
     // a model whose logits are NaN: an error naming the row and position, not token 0 every step
     opt.sampling = false;
     opt.draw = {};
