@@ -288,14 +288,14 @@ static std::string describe(const SweepOptions& o) {
   return s.str();
 }
 
-// A finished run of this grid cell in `dir` (false: none, train it): its result.json, which must be the result of
-// `name`, trained with `settings`. A result written before runs recorded their settings is checked by its
-// checkpoint's model config where it has one (its position encoding: the run folders of sinusoidal sweeps and of
-// --positions sweeps before the positions axis had the same names).
-static bool read_finished_run(const std::string& dir, const std::string& name, const std::string& settings,
-                              SweepRow* row) {
-  const std::string path = dir + "/result.json";
-  const std::string positions = row->positions;
+// A finished run of the grid cell `want` (its topology, depth, seed, positions and settings) in `dir` into `row`
+// (false: none, train it): its result.json, which must be the result of that run, trained with those settings. A
+// result written before runs recorded their settings is checked by its checkpoint's model config where it has one
+// (its position encoding: the run folders of sinusoidal sweeps and of --positions sweeps before the positions axis
+// had the same names).
+static bool read_finished_run(const std::string& dir, const SweepRow& want, SweepRow* row) {
+  const std::string path = dir + "/result.json", name = sweep_run_name(want);
+  const std::string &settings = want.settings, &positions = want.positions;
   if (!read_sweep_row(path, row)) return false;
   check(sweep_run_name(*row) == name, "sweep", ": '", path, "' holds the result of ", sweep_run_name(*row),
         ", not of ", name, ": delete it to train that run again");
@@ -353,9 +353,8 @@ std::vector<SweepRow> run_sweep(const SweepOptions& o) {
   // The grid, and what each run has already: every finished run is read and checked before any run trains.
   struct Run {
     TrainOptions t;
-    std::string name, settings;
+    SweepRow row;  // the cell (topology, layers, seed, positions, settings), then its result
     bool done = false;
-    SweepRow row;
   };
   std::vector<Run> grid;
   for (const std::string& topology : o.topologies)
@@ -364,26 +363,26 @@ std::vector<SweepRow> run_sweep(const SweepOptions& o) {
         for (uint64_t seed : o.seeds) {
           Run run;
           run.row = {topology, layers, seed, 0, 0, 0, 0, 0, false, nn::position_encoding_name(encoding), ""};
-          run.name = sweep_run_name(run.row);
           run.t = o.train;
           run.t.model = run_model(topology, encoding, layers);
           run.t.seed = seed;
-          run.t.out_dir = o.out_dir + "/" + run.name;
+          run.t.out_dir = o.out_dir + "/" + sweep_run_name(run.row);
           run.t.resume = false;
-          run.settings = run.row.settings = run_settings(run.t);
-          if (!o.force) run.done = read_finished_run(run.t.out_dir, run.name, run.settings, &run.row);
+          run.row.settings = run_settings(run.t);
+          if (!o.force) run.done = read_finished_run(run.t.out_dir, SweepRow(run.row), &run.row);
           grid.push_back(std::move(run));
         }
   std::vector<SweepRow> rows;
   for (Run& run : grid) {
+    const std::string name = sweep_run_name(run.row);
     if (run.done) {
       std::printf("[%zu/%zu] %s: done already (test BLEU %.2f)%s, skipped\n", rows.size() + 1, grid.size(),
-                  run.name.c_str(), run.row.test_bleu,
+                  name.c_str(), run.row.test_bleu,
                   run.row.settings.empty() ? " (its options, written before sweeps recorded them, not checked)" : "");
       rows.push_back(run.row);
       continue;
     }
-    std::printf("\n=== [%zu/%zu] %s ===\n", rows.size() + 1, grid.size(), run.name.c_str());
+    std::printf("\n=== [%zu/%zu] %s ===\n", rows.size() + 1, grid.size(), name.c_str());
     std::fflush(stdout);
     const TrainResult r = train(run.t);
     run.row.steps = r.steps;
