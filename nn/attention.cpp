@@ -151,9 +151,11 @@ KVCache MultiHeadAttention::kv_heads(const Tensor& key_value, const RotaryAngles
 //   max_abs  max_j |s_ij|                        (-1 for a row that sees no key)
 //   entropy  -sum_j p_ij log p_ij, p_i = softmax_j(s_i)   (NaN for a row that sees no key)
 // Key j is hidden by the padding mask, or, when causal, if j > i + Tk - Tq (as the attention op hides it).
-// With ALiBi, the entropy is that of the softmax the attention takes, of s_ij - m_h |p_i - p_j|; max_abs stays q·k's.
+// With ALiBi or a position bias, the entropy is that of the softmax the attention takes, of s_ij - m_h |p_i - p_j|
+// or s_ij + bias_ij; max_abs stays q·k's.
 static AttentionLogitRows visible_logit_rows(const Tensor& q, const Tensor& k, const Tensor& key_padding_mask,
-                                             bool causal, const AlibiBias& alibi, const Tensor& key_positions) {
+                                             bool causal, const AlibiBias& alibi, const Tensor& key_positions,
+                                             const Tensor& position_bias) {
   NoGradGuard no_grad;
   const int64_t B = q.size(0), H = q.size(1), Tq = q.size(2), Tk = k.size(2);
   const Device dev = q.device();
@@ -164,6 +166,7 @@ static AttentionLogitRows visible_logit_rows(const Tensor& q, const Tensor& k, c
                                     key_positions.to(DType::F64).reshape({B, 1, 1, Tk})));
     biased = sub(logits, mul(alibi.slopes.to(DType::F64).reshape({1, H, 1, 1}), distance));
   }
+  if (position_bias.defined()) biased = add(biased, position_bias.to(DType::F64));
   std::vector<Tensor> hidden;  // masks broadcast to [B, H, Tq, Tk], nonzero = hidden
   if (key_padding_mask.defined()) hidden.push_back(key_padding_mask.to(dev).reshape({B, 1, 1, Tk}));
   if (causal && Tq > 1) {  // (one query sees every key; more may see none: Tq 3, Tk 1 hides the key from 2 rows)
@@ -185,6 +188,11 @@ static AttentionLogitRows visible_logit_rows(const Tensor& q, const Tensor& k, c
   return rows;
 }
 
+// What a self-attention-only input is, for messages
+static const char* positional_input(const RotaryAngles& rotary, const AlibiBias& alibi) {
+  return rotary.defined() ? "rotary angles are" : alibi.defined() ? "ALiBi is" : "a position bias is";
+}
+
 // ALiBi's slopes [H] (float32 for a bf16 model) and positions int64 [B, T] of query [B, T, d], on its device
 void MultiHeadAttention::check_alibi(const AlibiBias& alibi, const Tensor& query) const {
   if (!alibi.defined()) return;
@@ -201,7 +209,8 @@ void MultiHeadAttention::check_alibi(const AlibiBias& alibi, const Tensor& query
 // out_proj( concat_h softmax(Q Kᵀ / √d_h + mask) V ) with Q from `query`; k, v [B, H, Tk, dh]
 Tensor MultiHeadAttention::attend(const Tensor& query, const Tensor& k, const Tensor& v,
                                   const Tensor& key_padding_mask, bool causal, const RotaryAngles& rotary,
-                                  const AlibiBias& alibi, const Tensor& key_positions) {
+                                  const AlibiBias& alibi, const Tensor& key_positions,
+                                  const Tensor& position_bias) {
   const int64_t B = query.size(0), Tq = query.size(1), Tk = k.size(2);
   if (key_padding_mask.defined() && key_padding_mask.shape() != Shape{B, Tk})
     fail(current_scope_or(kKind), ": key padding mask must be ", Shape{B, Tk}, ", got ", key_padding_mask.shape());
@@ -217,7 +226,9 @@ Tensor MultiHeadAttention::attend(const Tensor& query, const Tensor& k, const Te
     opt.query_positions = alibi.positions;
     opt.key_positions = key_positions;
   }
-  if (logit_rows) logit_rows->push_back(visible_logit_rows(q, k, key_padding_mask, causal, alibi, key_positions));
+  opt.bias = position_bias;
+  if (logit_rows)
+    logit_rows->push_back(visible_logit_rows(q, k, key_padding_mask, causal, alibi, key_positions, position_bias));
   Tensor o = attention(q, k, v, key_padding_mask, opt);  // [B, H, Tq, dh], scale 1/√d_h
   Tensor merged;
   {
@@ -228,19 +239,20 @@ Tensor MultiHeadAttention::attend(const Tensor& query, const Tensor& k, const Te
 }
 
 Tensor MultiHeadAttention::forward(const Tensor& query, const Tensor& key_value, const Tensor& key_padding_mask,
-                                   bool causal, const RotaryAngles& rotary, const AlibiBias& alibi) {
+                                   bool causal, const RotaryAngles& rotary, const AlibiBias& alibi,
+                                   const Tensor& position_bias) {
   Scope s(name());
   check_input(query, "query", -1);
   check_input(key_value, "key/value", query.size(0));
   // under autocast K, V (and, in self-attention, Q) read one bf16 copy of their input
   const Tensor kv_in = autocast::for_products(key_value);
-  if ((rotary.defined() || alibi.defined()) && query.impl_ptr() != key_value.impl_ptr())
-    fail(current_scope_or(kKind), ": ", rotary.defined() ? "rotary angles are" : "ALiBi is",
+  if ((rotary.defined() || alibi.defined() || position_bias.defined()) && query.impl_ptr() != key_value.impl_ptr())
+    fail(current_scope_or(kKind), ": ", positional_input(rotary, alibi),
          " for self-attention (query and key/value the same tensor)");
   check_alibi(alibi, query);
   KVCache kv = kv_heads(kv_in, rotary);
   return attend(query.impl_ptr() == key_value.impl_ptr() ? kv_in : query, kv.k, kv.v, key_padding_mask, causal,
-                rotary, alibi, alibi.positions);
+                rotary, alibi, alibi.positions, position_bias);
 }
 
 KVCache MultiHeadAttention::project_kv(const Tensor& key_value) {
@@ -256,15 +268,15 @@ KVCache MultiHeadAttention::project_kv(const Tensor& key_value) {
 // sees keys j <= i + T_cache - Tq, exactly the keys a full causal forward shows it; a single query sees them all.
 Tensor MultiHeadAttention::forward_cached(const Tensor& query, KVCache& cache, const Tensor& append,
                                           const Tensor& key_padding_mask, bool causal, const RotaryAngles& rotary,
-                                          const AlibiBias& alibi) {
+                                          const AlibiBias& alibi, const Tensor& position_bias) {
   Scope s(name());
   if (grad_enabled())
     fail(current_scope_or(kKind), ": forward_cached is for inference; run it under NoGradGuard");
   check_input(query, "query", -1);
   const int64_t B = query.size(0);
-  if ((rotary.defined() || alibi.defined()) && append.impl_ptr() != query.impl_ptr())  // (before the cache changes)
-    fail(current_scope_or(kKind), ": ", rotary.defined() ? "rotary angles are" : "ALiBi is",
-         " for self-attention steps (append the query itself)");
+  if ((rotary.defined() || alibi.defined() || position_bias.defined()) && append.impl_ptr() != query.impl_ptr())
+    fail(current_scope_or(kKind), ": ", positional_input(rotary, alibi), " for self-attention steps (append the ",
+         "query itself)");  // (before the cache changes)
   if (!cache.empty() && cache.k.size(0) != B)
     fail(current_scope_or(kKind), ": the cache holds ", cache.k.size(0), " rows, the query ", B);
   check_alibi(alibi, query);
@@ -287,7 +299,7 @@ Tensor MultiHeadAttention::forward_cached(const Tensor& query, KVCache& cache, c
   if (cache.empty())
     fail(current_scope_or(kKind), ": forward_cached with an empty cache and nothing to append");
   return attend(query, cache.k, cache.v, key_padding_mask, causal && query.size(1) > 1, rotary, alibi,
-                cache.positions);
+                cache.positions, position_bias);
 }
 
 // ---------------------------------------------------------------- FeedForward

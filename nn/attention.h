@@ -55,7 +55,7 @@ struct AttentionLogitRows {
 // fairseq MultiheadAttention:
 //   Q = x W_qᵀ + b_q,  K = kv W_kᵀ + b_k,  V = kv W_vᵀ + b_v   (split into h heads of d_h = d/h)
 //   [Q, K, V ← Norm_{q,k,v}(Q, K, V) per head when enabled]   [Q, K ← RoPE(Q), RoPE(K) when given angles]
-//   O = concat_h( D_att(softmax(Q Kᵀ / √d_h [- m_h |p_i - p_j| when given ALiBi] + mask)) V ) W_oᵀ + b_o
+//   O = concat_h( D_att(softmax(Q Kᵀ / √d_h [- m_h |p_i - p_j| (ALiBi)] [+ bias (T5)] + mask)) V ) W_oᵀ + b_o
 // Init: xavier_uniform(gain 1/√2) for W_q, W_k, W_v (biases: torch default), xavier_uniform for W_o, b_o = 0.
 class MultiHeadAttention : public Module {
  public:
@@ -66,8 +66,11 @@ class MultiHeadAttention : public Module {
   // when defined, q and k are rotated by them after the head norms (RoPE).
   // alibi: the slopes and the positions of query (= key_value: self-attention only); when defined, the scores get
   // ALiBi's bias.
+  // position_bias: added to the scores (attention()'s bias: 4-D, each dim 1 or that of [B, H, Tq, Tk]; T5's
+  // relative-position bias, RelativePositionBias), self-attention only; it may require grad.
   Tensor forward(const Tensor& query, const Tensor& key_value, const Tensor& key_padding_mask = Tensor(),
-                 bool causal = false, const RotaryAngles& rotary = {}, const AlibiBias& alibi = {});
+                 bool causal = false, const RotaryAngles& rotary = {}, const AlibiBias& alibi = {},
+                 const Tensor& position_bias = Tensor());
 
   // ---- incremental decoding (inference only: grad mode must be off) ----
   // K and V of key_value [B, T, d], as forward computes them without rotary angles: what a cross-attention cache
@@ -77,10 +80,13 @@ class MultiHeadAttention : public Module {
   // is defined (a self-attention step: append = query). key_padding_mask [B, T_cache] covers every cached key.
   // rotary: the angles of the query's positions, which the appended keys share; the cache holds rotated keys.
   // alibi: the slopes and the query's positions, which the appended keys share; the cache keeps the keys' positions.
-  // forward(x, x, mask, causal, angles, alibi) on a sequence == forward_cached on its positions one at a time.
+  // position_bias: the query's bias over every key of the cache once `append`'s are in ([B, H, Tq, T_cache]).
+  // forward(x, x, mask, causal, angles, alibi, bias) on a sequence == forward_cached on its positions one at a time
+  // (each step given its rows of the bias).
   Tensor forward_cached(const Tensor& query, KVCache& cache, const Tensor& append = Tensor(),
                         const Tensor& key_padding_mask = Tensor(), bool causal = false,
-                        const RotaryAngles& rotary = {}, const AlibiBias& alibi = {});
+                        const RotaryAngles& rotary = {}, const AlibiBias& alibi = {},
+                        const Tensor& position_bias = Tensor());
 
   void reset_fairseq();
 
@@ -103,7 +109,8 @@ class MultiHeadAttention : public Module {
   void check_alibi(const AlibiBias& alibi, const Tensor& query) const;  // slopes [H], positions [B, Tq]
   // key_positions: with alibi, the positions of k's keys [B, Tk]
   Tensor attend(const Tensor& query, const Tensor& k, const Tensor& v, const Tensor& key_padding_mask, bool causal,
-                const RotaryAngles& rotary, const AlibiBias& alibi = {}, const Tensor& key_positions = Tensor());
+                const RotaryAngles& rotary, const AlibiBias& alibi, const Tensor& key_positions,
+                const Tensor& position_bias);
 };
 
 enum class Activation { ReLU, GELU, SwiGLU };

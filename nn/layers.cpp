@@ -1,5 +1,6 @@
 #include "nn/layers.h"
 
+#include <algorithm>
 #include <cmath>
 #include <vector>
 
@@ -234,6 +235,70 @@ AlibiBias AlibiSlopes::forward(const Tensor& positions) {
   check(positions.defined() && positions.dtype() == DType::I64 && positions.dim() == 2, current_scope_or("AlibiSlopes"),
         ": expected positions int64 [B, T], got ", positions.meta_str());
   return {slopes, positions};
+}
+
+// ---------------------------------------------------------------- T5's relative-position bias
+
+int64_t relative_position_bucket(int64_t relative, bool bidirectional, int64_t buckets, int64_t max_distance) {
+  int64_t n = buckets, offset = 0, distance = 0;
+  if (bidirectional) {
+    n /= 2;
+    offset = relative > 0 ? n : 0;
+    distance = relative < 0 ? -relative : relative;
+  } else {
+    distance = relative < 0 ? -relative : 0;  // a key after the query (masked in a causal decoder): bucket 0
+  }
+  const int64_t exact = n / 2;
+  if (distance < exact) return offset + distance;
+  // T5: max_exact + (log(d.float() / max_exact) / math.log(max_distance / max_exact) * (n - max_exact)).to(long):
+  // a float32 tensor divided by a Python float (double, rounded to float32 by the op), then truncated.
+  const float ratio = std::log((float)distance / (float)exact);
+  const float scaled = ratio / (float)std::log((double)max_distance / (double)exact) * (float)(n - exact);
+  return offset + std::min(n - 1, exact + (int64_t)scaled);
+}
+
+RelativePositionBias::RelativePositionBias(int64_t h, int64_t nb, int64_t maxd, bool bidir)
+    : heads(h), buckets(nb), max_distance(maxd), bidirectional(bidir) {
+  // (the log scale needs max_distance above the exact buckets' n/2, n = buckets or, bidirectional, buckets / 2)
+  const int64_t exact = (bidir ? nb / 2 : nb) / 2;
+  check(h > 0 && nb >= 4 && exact >= 1 && maxd > exact && maxd <= (int64_t(1) << 20), "RelativePositionBias",
+        ": need heads > 0, buckets >= 4 and max_distance in (", exact, ", 2^20]; got heads ", h, ", buckets ", nb,
+        ", max_distance ", maxd);
+  weight = register_parameter("weight", Tensor::zeros({nb, h}));
+  std::vector<int64_t> of(2 * maxd + 1);
+  for (int64_t r = -maxd; r <= maxd; r++) of[r + maxd] = relative_position_bucket(r, bidir, nb, maxd);
+  bucket_of = register_buffer("buckets", Tensor::from_vector(of, {2 * maxd + 1}));
+}
+
+// bias[b, h, i, j] = weight[buckets[clamp(p_j - p_i, -D, D) + D], h], in two lookups: the bias of every relative
+// position in [-D, D] (table [2D + 1, H], rows of the weight), then the table's rows at the clamped relative
+// positions [B, Tq, Tk], computed on the positions' device (no host read). The gradient flows back through both.
+Tensor RelativePositionBias::forward(const Tensor& qpos, const Tensor& kpos) {
+  Scope s(name());
+  const bool ok = qpos.defined() && kpos.defined() && qpos.dtype() == DType::I64 && kpos.dtype() == DType::I64 &&
+                  qpos.dim() == 2 && kpos.dim() == 2 && qpos.size(0) == kpos.size(0) &&
+                  qpos.device() == weight.device() && kpos.device() == weight.device();
+  if (!ok)
+    fail(current_scope_or("RelativePositionBias"), ": expected int64 query positions [B, Tq] and key positions ",
+         "[B, Tk] on ", weight.device().str(), ", got ", qpos.defined() ? qpos.meta_str() : "undefined", " and ",
+         kpos.defined() ? kpos.meta_str() : "undefined");
+  const int64_t B = qpos.size(0), Tq = qpos.size(1), Tk = kpos.size(1), D = max_distance;
+  Tensor row;  // int64 [B, Tq, Tk]: clamp(p_j - p_i, -D, D) + D, the table's row
+  {
+    Scope r("relative");
+    NoGradGuard no_grad;
+    const Device dev = weight.device();
+    auto constant = [&dev](int64_t v) { return Tensor::full({1}, (double)v, DType::I64, dev); };
+    const Tensor relative = sub(kpos.reshape({B, 1, Tk}), qpos.reshape({B, Tq, 1}));  // p_j - p_i
+    row = add(maximum(minimum(relative, constant(D)), constant(-D)), constant(D));
+  }
+  Tensor table;
+  {
+    Scope t("table");
+    table = embedding(weight, bucket_of);  // [2D + 1, H]
+  }
+  Scope b("bias");
+  return embedding(table, row).permute({0, 3, 1, 2});  // [B, Tq, Tk, H] -> [B, H, Tq, Tk]
 }
 
 // ---------------------------------------------------------------- Dropout

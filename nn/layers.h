@@ -123,6 +123,31 @@ class AlibiSlopes : public Module {
   Tensor slopes;
 };
 
+// T5's bucket of a relative position r = p_key - p_query (Raffel et al. 2020, their code and Hugging Face's
+// _relative_position_bucket). bidirectional (an encoder): half the buckets for r > 0, half for r <= 0; otherwise (a
+// causal decoder) every r > 0 is bucket 0. Of the n buckets of a side, distances |r| < n/2 get one each, and the
+// rest share the other n/2 on a log scale up to max_distance; farther ones all go to the last:
+//   bucket(|r|) = |r|                                                          for |r| < n/2
+//               = min(n - 1, n/2 + floor(log(|r| / (n/2)) / log(max_distance / (n/2)) · (n - n/2)))   otherwise
+// The log is taken in float32, as T5's code does, so the buckets are T5's exactly.
+int64_t relative_position_bucket(int64_t relative, bool bidirectional, int64_t buckets, int64_t max_distance);
+
+// T5's relative-position bias: the score of query i and key j in head h gets a learned weight[bucket(p_j - p_i), h]
+// (attention()'s additive bias), with p make_positions' ids. One table per stack, which every self-attention of
+// the stack shares, as T5's; its gradient is the sum of theirs. Parameter "weight" [buckets, H], initialised
+// N(0, d_model^-1/2) as Hugging Face's T5; buffer "buckets", the bucket of every r in [-max_distance, max_distance]
+// (int64 [2·max_distance + 1]; r farther than max_distance falls in the bucket of ±max_distance).
+class RelativePositionBias : public Module {
+ public:
+  RelativePositionBias(int64_t heads, int64_t buckets, int64_t max_distance, bool bidirectional);
+  // query_positions int64 [B, Tq], key_positions int64 [B, Tk] (make_positions) -> bias [B, H, Tq, Tk] of the
+  // weight's dtype (a view: heads are the table's last dim)
+  Tensor forward(const Tensor& query_positions, const Tensor& key_positions);
+  int64_t heads, buckets, max_distance;
+  bool bidirectional;
+  Tensor weight, bucket_of;
+};
+
 // Inverted dropout with probability p while training; identity in eval mode.
 class Dropout : public Module {
  public:

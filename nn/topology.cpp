@@ -58,6 +58,15 @@ void TransformerConfig::validate(const Topology& made) const {
         " is for positions rope; positions ", position_encoding_name(positions), " does not use it (leave it 0)");
   check(rope_dims == 0 || (rope_dims > 0 && rope_dims % 2 == 0 && rope_dims <= d_model / heads), who,
         ": rope_dims must be 0 (all of d_head) or even and in [2, d_head = ", d_model / heads, "], got ", rope_dims);
+  check(positions == PositionEncoding::T5 || (relative_buckets == 32 && relative_max_distance == 128), who,
+        ": relative_buckets ", relative_buckets, " and relative_max_distance ", relative_max_distance,
+        " are for positions t5; positions ", position_encoding_name(positions), " does not use them (leave 32, 128)");
+  if (positions == PositionEncoding::T5) {  // (the decoder's log scale starts after relative_buckets / 2)
+    const int64_t exact = relative_buckets / 2;
+    check(relative_buckets >= 4 && relative_max_distance > exact && relative_max_distance <= (int64_t(1) << 20),
+          who, ": positions t5 needs relative_buckets >= 4 and relative_max_distance in (", exact,
+          ", 2^20]; got ", relative_buckets, " and ", relative_max_distance);
+  }
   check(pad_id >= 0 && pad_id < vocab, who, ": pad_id ", pad_id, " outside the vocabulary [0, ", vocab, ")");
   check(qk_norm != HeadNormTargets::None || qk_norm_kind == HeadNormKind::RMSNorm, who, ": qk_norm_kind ",
         head_norm_kind_name(qk_norm_kind), " needs qk_norm qk or qkv (qk_norm is none)");
@@ -72,7 +81,8 @@ void TransformerConfig::validate(const Topology& made) const {
 }
 
 int64_t TransformerConfig::position_limit() const {
-  const bool table = positions != PositionEncoding::Alibi && positions != PositionEncoding::None;
+  const bool table = positions == PositionEncoding::Sinusoidal || positions == PositionEncoding::Learned ||
+                     positions == PositionEncoding::Rope;
   return table ? max_positions : std::numeric_limits<int64_t>::max();
 }
 
@@ -82,6 +92,7 @@ const char* position_encoding_name(PositionEncoding p) {
     case PositionEncoding::Learned: return "learned";
     case PositionEncoding::Rope: return "rope";
     case PositionEncoding::Alibi: return "alibi";
+    case PositionEncoding::T5: return "t5";
     case PositionEncoding::None: return "none";
   }
   return "?";
@@ -92,9 +103,10 @@ PositionEncoding parse_position_encoding(const std::string& s) {
   if (s == "learned") return PositionEncoding::Learned;
   if (s == "rope") return PositionEncoding::Rope;
   if (s == "alibi") return PositionEncoding::Alibi;
+  if (s == "t5") return PositionEncoding::T5;
   if (s == "none") return PositionEncoding::None;
   fail("parse_position_encoding", ": unknown position encoding '", s,
-       "'; known: sinusoidal, learned, rope, alibi, none");
+       "'; known: sinusoidal, learned, rope, alibi, t5, none");
 }
 
 const std::vector<TopologyOption>& topology_options() {
@@ -170,8 +182,8 @@ Stream Layer::forward(const Stream& in, const LayerInputs& ctx) {
 Tensor Layer::SA(const Tensor& x, const LayerInputs& ctx) {
   if (ctx.cache)
     return self_attn->forward_cached(x, ctx.cache->self_attn, x, ctx.self_pad_mask, ctx.causal, ctx.rotary,
-                                     ctx.alibi);
-  return self_attn->forward(x, x, ctx.self_pad_mask, ctx.causal, ctx.rotary, ctx.alibi);
+                                     ctx.alibi, ctx.position_bias);
+  return self_attn->forward(x, x, ctx.self_pad_mask, ctx.causal, ctx.rotary, ctx.alibi, ctx.position_bias);
 }
 
 Tensor Layer::CA(const Tensor& x, const LayerInputs& ctx) {

@@ -34,10 +34,15 @@ enum class InitScheme { Fairseq, SmallInit, DeepNorm, GPT2 };
 //   Alibi       nothing added; every self-attention's score of query i and key j in head h gets -m_h |p_i - p_j|
 //               (ALiBi, Press et al. 2022: BLOOM, MPT), m_h = 2^(-8h/H). The paper's causal bias -m_h (i - j); an
 //               encoder's is symmetric. Cross-attention gets none.
+//   T5          nothing added; every self-attention's score of query i and key j in head h gets a learned
+//               b[bucket(p_j - p_i), h] (T5's relative-position bias, Raffel et al. 2020): relative_buckets buckets,
+//               exact for short distances, log-spaced up to relative_max_distance; one table per stack, which its
+//               layers share (RelativePositionBias). An encoder's buckets tell left from right; a decoder's see the
+//               past only. Cross-attention gets none. (The scores keep the 1/√d_h scale, which T5 folds into its init.)
 //   None        no positions at all (NoPE, Kazemnejad et al. 2023): a causal decoder still tells orders apart from its
 //               second layer on (position t has seen t + 1 tokens); an encoder is blind to order (a bag of tokens).
-enum class PositionEncoding { Sinusoidal, Learned, Rope, Alibi, None };
-const char* position_encoding_name(PositionEncoding p);  // "sinusoidal", "learned", "rope", "alibi", "none"
+enum class PositionEncoding { Sinusoidal, Learned, Rope, Alibi, T5, None };
+const char* position_encoding_name(PositionEncoding p);  // "sinusoidal", "learned", "rope", "alibi", "t5", "none"
 PositionEncoding parse_position_encoding(const std::string& s);
 const char* init_scheme_name(InitScheme s);  // "fairseq", "small_init", "deep_norm", "gpt2"
 InitScheme parse_init_scheme(const std::string& s);
@@ -66,8 +71,8 @@ struct TransformerConfig {
   bool share_embeddings = true;     // one table for source, target and output (fairseq share_all_embeddings)
   bool tie_output = true;           // when not sharing all: target embedding = output projection (sharing all
                                     // ties it: false with share_embeddings is refused)
-  // The longest sequence (in non-pad tokens) that the positions' tables hold: sinusoidal, learned and rope. ALiBi
-  // and none have no table and take sequences of any length (position_limit()).
+  // The longest sequence (in non-pad tokens) that the positions' tables hold: sinusoidal, learned and rope. ALiBi,
+  // T5 and none have no such table and take sequences of any length (position_limit()).
   int64_t max_positions = 1024;
   int64_t pad_id = 1;               // fairseq's padding index
   PositionEncoding positions = PositionEncoding::Sinusoidal;
@@ -75,10 +80,12 @@ struct TransformerConfig {
   // RoPE rotates the first rope_dims dims of each head and leaves the rest as they are (GPT-NeoX's and Pythia's
   // partial rotary, rotary_pct = rope_dims / d_head); 0: all d_head dims (positions Rope only; even)
   int64_t rope_dims = 0;
+  // T5's bias (positions T5 only): its buckets per head, and the distance from which all share the last bucket
+  int64_t relative_buckets = 32, relative_max_distance = 128;
 
   // Throws an Error naming the first bad field (an unknown topology lists the known ones).
   void validate() const;
-  // max_positions for the encodings with a table (sinusoidal, learned, rope); for alibi and none, no limit
+  // max_positions for the encodings with a table (sinusoidal, learned, rope); for alibi, t5 and none, no limit
   // (INT64_MAX): ALiBi extrapolates to sequences longer than those it was trained on, as its paper shows.
   int64_t position_limit() const;
   bool decoder_only() const { return enc_layers == 0; }
@@ -130,6 +137,9 @@ struct LayerInputs {
   RotaryAngles rotary;
   // positions Alibi: the slopes and the stream's positions [B, T], for self-attention (undefined otherwise)
   AlibiBias alibi;
+  // positions T5: the stack's bias of the self-attention scores [B, H, T, T_keys] (with a cache: T_keys covers every
+  // cached key), which every layer adds (undefined otherwise)
+  Tensor position_bias;
   // Decoder step (inference): the stream holds only the new position(s); SA appends their keys/values to
   // cache->self_attn and attends over all of it, CA reads cache->cross_attn instead of projecting `memory`.
   // Everything else in a layer is position-wise, so apply() is the same code for both.

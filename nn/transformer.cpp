@@ -32,6 +32,8 @@ std::string Transformer::kind() const {
   if (cfg_.positions != PositionEncoding::Sinusoidal) os << ", positions " << position_encoding_name(cfg_.positions);
   if (cfg_.positions == PositionEncoding::Rope) os << " theta " << exact(cfg_.rope_theta);
   if (cfg_.rope_dims != 0 && cfg_.rope_dims != cfg_.d_model / cfg_.heads) os << " dims " << cfg_.rope_dims;
+  if (cfg_.positions == PositionEncoding::T5)
+    os << " buckets " << cfg_.relative_buckets << " max_distance " << cfg_.relative_max_distance;
   if (const std::string own = topology_->settings(); !own.empty()) os << ", " << cfg_.topology << " " << own;
   os << ")";
   return os.str();
@@ -96,6 +98,7 @@ Transformer::Transformer(const TransformerConfig& cfg) : cfg_(cfg) {
       break;
     }
     case PositionEncoding::Alibi: alibi = register_module("alibi", std::make_shared<AlibiSlopes>(cfg.heads)); break;
+    case PositionEncoding::T5:  // (one table per stack, registered in each below)
     case PositionEncoding::None: break;
   }
 
@@ -112,6 +115,14 @@ Transformer::Transformer(const TransformerConfig& cfg) : cfg_(cfg) {
     decoder->layers.push_back(decoder->register_module(std::to_string(i), topology_->make_decoder_layer(cfg, i)));
   for (auto& [n, m] : topology_->make_stack_modules(cfg, Side::Decoder)) decoder->register_module(n, m);
 
+  // T5: a table per stack, N(0, d^-1/2) as Hugging Face's T5 (bidirectional in the encoder)
+  for (Stack* stack : {encoder.get(), decoder.get()}) {
+    if (cfg.positions != PositionEncoding::T5 || stack->layers.empty()) continue;
+    stack->relative_bias = stack->register_module(
+        "relative_bias", std::make_shared<RelativePositionBias>(cfg.heads, cfg.relative_buckets,
+                                                                cfg.relative_max_distance, stack == encoder.get()));
+    init::normal_(stack->relative_bias->weight, 0.0, std::pow((double)d, -0.5));
+  }
   apply_init();
   name_parameters();
 }
@@ -168,12 +179,14 @@ Tensor Transformer::position_ids(const Tensor& ids) const {
   return make_positions(ids, cfg_.pad_id, cfg_.position_limit(), current_scope());
 }
 
-Transformer::PositionInputs Transformer::position_inputs(const Tensor& pos) {
+Transformer::PositionInputs Transformer::position_inputs(const Tensor& pos, Stack& stack, const Tensor& key_pos) {
   switch (cfg_.positions) {
-    case PositionEncoding::Sinusoidal: return {positions->at(pos), {}, {}};
-    case PositionEncoding::Learned: return {learned_positions->forward(pos), {}, {}};
-    case PositionEncoding::Rope: return {Tensor(), rotary->forward(pos), {}};
-    case PositionEncoding::Alibi: return {Tensor(), {}, alibi->forward(pos)};
+    case PositionEncoding::Sinusoidal: return {positions->at(pos), {}, {}, {}};
+    case PositionEncoding::Learned: return {learned_positions->forward(pos), {}, {}, {}};
+    case PositionEncoding::Rope: return {Tensor(), rotary->forward(pos), {}, {}};
+    case PositionEncoding::Alibi: return {Tensor(), {}, alibi->forward(pos), {}};
+    case PositionEncoding::T5:
+      return {Tensor(), {}, {}, stack.relative_bias->forward(pos, key_pos.defined() ? key_pos : pos)};
     case PositionEncoding::None: return {};
   }
   return {};
@@ -288,12 +301,13 @@ Tensor Transformer::encode(const Tensor& src_ids) {
 
 Tensor Transformer::encode_masked(const Tensor& src_ids, const Tensor& pad) {
   Scope scope(encoder->name());
-  const PositionInputs at = position_inputs(position_ids(src_ids));
+  const PositionInputs at = position_inputs(position_ids(src_ids), *encoder);
   Tensor x = embed(*src_embed, src_ids, at.added, pad, true);
   LayerInputs ctx;
   ctx.self_pad_mask = pad;
   ctx.rotary = at.rotary;
   ctx.alibi = at.alibi;
+  ctx.position_bias = at.bias;
   Stream s = run_stack(*encoder, topology_->begin_stack(x, Side::Encoder), ctx);
   return topology_->end_stack(s, Side::Encoder);
 }
@@ -333,13 +347,14 @@ Tensor Transformer::decode(const Tensor& enc_out, const Tensor& src_pad_mask, co
   {
     Scope scope(decoder->name());
     Tensor tgt_pad = padding_mask(tgt_prefix);
-    const PositionInputs at = position_inputs(position_ids(tgt_prefix));
+    const PositionInputs at = position_inputs(position_ids(tgt_prefix), *decoder);
     Tensor y = embed(*tgt_embed, tgt_prefix, at.added, tgt_pad, false);
     LayerInputs ctx;
     ctx.self_pad_mask = tgt_pad;  // fairseq passes prev_output_tokens.eq(pad) as the self-attention padding mask
     ctx.causal = true;
     ctx.rotary = at.rotary;
     ctx.alibi = at.alibi;
+    ctx.position_bias = at.bias;
     if (enc_out.defined()) ctx.memory = autocast::for_products(enc_out);  // under autocast, one bf16 copy for
                                                                           // every layer's K and V
     ctx.memory_pad_mask = src_pad_mask;
@@ -472,8 +487,9 @@ Tensor Transformer::decode_step(DecoderState& st, const Tensor& tokens) {
   const Device device = tgt_embed->weight.device();
 
   // fairseq make_positions over the whole prefix: a real token sits at pad + (real tokens up to it), a pad at pad.
-  // Pads fed earlier are masked as self-attention keys, as decode() masks them.
-  std::vector<int64_t> tok = tokens.to_vector<int64_t>(), pos(R * T), key_pad(R * t);  // tok, pos: [R, T]
+  // Pads fed earlier are masked as self-attention keys, as decode() masks them. key_pos: every key's position, for
+  // T5's bias over all of them.
+  std::vector<int64_t> tok = tokens.to_vector<int64_t>(), pos(R * T), key_pad(R * t), key_pos(R * t);
   for (int64_t v : tok)
     check(v >= 0 && v < cfg_.vocab, who, ": token ", v, " outside the vocabulary [0, ", cfg_.vocab, ")");
   bool any_pad = false;
@@ -484,7 +500,8 @@ Tensor Transformer::decode_step(DecoderState& st, const Tensor& tokens) {
       key_pad[r * t + j] = id == pad;
       real += id != pad;
       any_pad = any_pad || id == pad;
-      if (j >= before) pos[r * T + j - before] = id != pad ? pad + real : pad;
+      key_pos[r * t + j] = id != pad ? pad + real : pad;
+      if (j >= before) pos[r * T + j - before] = key_pos[r * t + j];
     }
     check(real <= cfg_.position_limit(), who, ": a prefix of ", real, " tokens exceeds max_positions ",
           cfg_.max_positions);
@@ -496,11 +513,14 @@ Tensor Transformer::decode_step(DecoderState& st, const Tensor& tokens) {
   {
     Scope scope(decoder->name());
     Tensor ids = Tensor::from_vector(tok, {R, T}, device);
-    const PositionInputs at = position_inputs(Tensor::from_vector(pos, {R, T}, device));
+    const bool t5 = cfg_.positions == PositionEncoding::T5;
+    const Tensor keys = t5 ? Tensor::from_vector(key_pos, {R, t}, device) : Tensor();
+    const PositionInputs at = position_inputs(Tensor::from_vector(pos, {R, T}, device), *decoder, keys);
     Tensor y = embed(*tgt_embed, ids, at.added, Tensor(), false);  // [R, T, d]
     LayerInputs ctx;
     ctx.rotary = at.rotary;
     ctx.alibi = at.alibi;
+    ctx.position_bias = at.bias;
     if (any_pad) ctx.self_pad_mask = Tensor::from_vector(key_pad, {R, t}, device);
     ctx.causal = true;  // (among the T new positions; each sees every cached one)
     ctx.memory_pad_mask = st.memory_pad_mask;

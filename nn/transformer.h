@@ -13,7 +13,8 @@
 // Embedding (fairseq): e = √d · E[tok] + PE(pos), then D(e); the encoder zeroes padded positions. PE is the
 // sinusoidal table, or a learned one (cfg.positions); with RoPE nothing is added and every self-attention rotates
 // its queries and keys instead; with ALiBi nothing is added and every self-attention biases its scores by the
-// distance; with none, nothing at all.
+// distance; with T5, by a learned bias of the relative position, one table per stack ("enc.relative_bias.weight",
+// "dec.relative_bias.weight"); with none, nothing at all.
 // Parameters: "embed.weight" (shared by source, target and output when cfg.share_embeddings), otherwise
 // "src_embed.weight", "tgt_embed.weight" and, unless cfg.tie_output, "output_projection.weight";
 // "enc.<i>.…" and "dec.<i>.…" for the layers, "enc.final_norm.…" etc. for the topology's stack modules.
@@ -51,6 +52,7 @@ Tensor select_rows(const Tensor& x, const std::vector<int64_t>& index);
 class Stack : public Module {
  public:
   std::vector<std::shared_ptr<Layer>> layers;
+  std::shared_ptr<RelativePositionBias> relative_bias;  // positions T5: the stack's table ("relative_bias"); else null
 };
 
 class Transformer : public Module {
@@ -130,14 +132,16 @@ class Transformer : public Module {
 
  private:
   // What the positions of the tokens bring: the rows added to their embedding (sinusoidal, learned), the angles
-  // every self-attention rotates by (RoPE), or the slopes and positions of its biases (ALiBi). position_ids:
-  // make_positions' ids ([B, T]).
+  // every self-attention rotates by (RoPE), the slopes and positions of its biases (ALiBi), or the stack's bias of
+  // its scores (T5). position_ids: make_positions' ids ([B, T]); key_ids: those of every key the self-attention
+  // sees, when they are not the same (a cached decoder step's).
   struct PositionInputs {
     Tensor added;
     RotaryAngles rotary;
     AlibiBias alibi;
+    Tensor bias;
   };
-  PositionInputs position_inputs(const Tensor& position_ids);
+  PositionInputs position_inputs(const Tensor& position_ids, Stack& stack, const Tensor& key_ids = Tensor());
   Tensor position_ids(const Tensor& ids) const;  // make_positions, named in the caller's scope + ".positions"
   // e = D(√d · E[ids] + added) (nothing added when `added` is undefined); zero_pads: e · (1 − pad) after.
   Tensor embed(Embedding& table, const Tensor& ids, const Tensor& added, const Tensor& pad_mask, bool zero_pads);

@@ -61,7 +61,12 @@
 #       -m_h·|p_i − p_j| to the score of query i and key j in head h of every self-attention (never cross-attention),
 #       p as in C2, m the ALiBi paper's get_slopes(H) (Press et al. 2022, their code: 2^(-8h/H) for H a power of
 #       two), rounded to float32 (skipgrad's buffer); a decoder's keys are never after its query, so this is the
-#       paper's -m·(i − j), and an encoder's is symmetric; "none" adds nothing and rotates nothing.
+#       paper's -m·(i − j), and an encoder's is symmetric; "t5" adds nothing and adds
+#       table[bucket(p_j − p_i), h] to the score of query i and key j in head h of every self-attention (never
+#       cross-attention), p as in C2, bucket Hugging Face's T5Attention._relative_position_bucket (bidirectional in
+#       the encoder, not in the decoder; relative_buckets, relative_max_distance from the config), one table per
+#       stack, "enc.relative_bias.weight" and "dec.relative_bias.weight" [relative_buckets, H], shared by its
+#       layers; "none" adds nothing and rotates nothing.
 # Dropout is 0 everywhere, so where the dropouts sit does not enter the numbers.
 #
 # Model: vocab 13, d 8, 2 heads (d_h 4), ffn 32, 2+2 layers, pad_id 0, shared embeddings, LayerNorm (plus RMSNorm
@@ -116,7 +121,13 @@ POSITION_CASES = [("lm_rope_pre_ln", "pre_ln", "layer_norm", "lm", "rope"),
                   ("lm_nope_peri_ln", "peri_ln", "layer_norm", "lm", "none"),
                   ("lm_alibi_post_ln", "post_ln", "layer_norm", "lm", "alibi"),
                   ("transformer_alibi_hybrid_norm", "hybrid_norm", "layer_norm", "transformer", "alibi"),
-                  ("lm_rope_partial_pre_ln", "pre_ln", "layer_norm", "lm", "rope", dict(rope_dims=2))]
+                  ("lm_rope_partial_pre_ln", "pre_ln", "layer_norm", "lm", "rope", dict(rope_dims=2)),
+                  # 8 buckets up to distance 5: the batch's distances (up to 5) reach the log-spaced buckets and the
+                  # last one
+                  ("lm_t5_pre_ln", "pre_ln", "layer_norm", "lm", "t5", dict(relative_buckets=8,
+                                                                             relative_max_distance=5)),
+                  ("transformer_t5_post_ln", "post_ln", "layer_norm", "transformer", "t5",
+                   dict(relative_buckets=8, relative_max_distance=5))]
 POSITION_CONFIG = dict(max_positions=64, rope_theta=10000.0)
 
 
@@ -156,7 +167,7 @@ class Ref:
 
     # fairseq MHA (§0): Q = x W_q + b_q etc., per head softmax(Q Kᵀ/√d_h + mask) V, then W_o; optional per-head
     # norms on q, k, v (§4.2 / C6).
-    def mha(self, name, q_in, kv_in, key_pad, causal, qkv_norm, rope=None, alibi=None):
+    def mha(self, name, q_in, kv_in, key_pad, causal, qkv_norm, rope=None, alibi=None, t5=None):
         B, Tq, _ = q_in.shape
         Tk = kv_in.shape[1]
         split = lambda t, T: t.reshape(B, T, self.h, self.dh).transpose(1, 2)  # [B, H, T, d_h]
@@ -172,6 +183,8 @@ class Ref:
             m, p = alibi
             distance = (p[:, None, :, None] - p[:, None, None, :]).abs().to(scores.dtype)  # [B, 1, T, T]
             scores = scores - m[None, :, None, None] * distance
+        if t5 is not None:  # C17: the stack's bias [B, H, T, T]
+            scores = scores + t5
         mask = key_pad[:, None, None, :].expand(B, 1, Tq, Tk).clone()
         if causal:
             mask = mask | torch.ones(Tq, Tk, dtype=torch.bool).triu(1)
@@ -190,7 +203,7 @@ class Ref:
         cross = dec and self.cfg["enc_layers"] > 0  # C16
         qkv = self.topo.startswith("hybrid_norm")
         SA = lambda u: self.mha(pre + ".self_attn", u, u, ctx["self_pad"], dec, qkv, ctx.get("rope"),
-                                ctx.get("alibi"))
+                                ctx.get("alibi"), ctx.get("t5"))
         CA = lambda u: self.mha(pre + ".cross_attn", u, ctx["memory"], ctx["memory_pad"], False, qkv)
         F = lambda u: self.ffn(pre + ".ffn", u)
         N = lambda n, u: self.N(f"{pre}.{n}", u)
@@ -284,16 +297,48 @@ class Ref:
             if kind == "rope" else (lambda ids: None)
         slopes = torch.tensor(np.float32(alibi_slopes(self.h)).astype(np.float64))
         alibi = (lambda ids: (slopes, fairseq_positions(ids, pad))) if kind == "alibi" else (lambda ids: None)
+        t5 = (lambda side, ids: self.t5_bias(side, fairseq_positions(ids, pad))) if kind == "t5" \
+            else (lambda side, ids: None)
         if self.cfg["enc_layers"] == 0:  # C16: src is None
             feats = self.stack("dec", self.embed(tgt_in, False),
-                               dict(self_pad=tgt_in == pad, rope=rope(tgt_in), alibi=alibi(tgt_in)))
+                               dict(self_pad=tgt_in == pad, rope=rope(tgt_in), alibi=alibi(tgt_in),
+                                    t5=t5("dec", tgt_in)))
             return feats @ self.P["embed.weight"].T
         src_pad, tgt_pad = src == pad, tgt_in == pad
-        enc = self.stack("enc", self.embed(src, True), dict(self_pad=src_pad, rope=rope(src), alibi=alibi(src)))
+        enc = self.stack("enc", self.embed(src, True), dict(self_pad=src_pad, rope=rope(src), alibi=alibi(src),
+                                                            t5=t5("enc", src)))
         feats = self.stack("dec", self.embed(tgt_in, False),
                            dict(self_pad=tgt_pad, memory=enc, memory_pad=src_pad, rope=rope(tgt_in),
-                                alibi=alibi(tgt_in)))
+                                alibi=alibi(tgt_in), t5=t5("dec", tgt_in)))
         return feats @ self.P["embed.weight"].T
+
+
+    def t5_bias(self, side, p):  # C17: table[bucket(p_j - p_i)] -> [B, H, T, T]
+        relative = p[:, None, :] - p[:, :, None]  # [B, Tq, Tk]: memory_position - context_position, as T5's
+        bucket = t5_relative_position_bucket(relative, side == "enc", self.cfg["relative_buckets"],
+                                             self.cfg["relative_max_distance"])
+        return self.P[side + ".relative_bias.weight"][bucket].permute(0, 3, 1, 2)
+
+
+def t5_relative_position_bucket(relative_position, bidirectional, num_buckets, max_distance):
+    # Hugging Face transformers' T5Attention._relative_position_bucket (from T5's Mesh TensorFlow code), as written
+    # there: a float32 log, truncated to int64.
+    relative_buckets = 0
+    if bidirectional:
+        num_buckets //= 2
+        relative_buckets += (relative_position > 0).to(torch.long) * num_buckets
+        relative_position = torch.abs(relative_position)
+    else:
+        relative_position = -torch.min(relative_position, torch.zeros_like(relative_position))
+    max_exact = num_buckets // 2
+    is_small = relative_position < max_exact
+    relative_position_if_large = max_exact + (
+        torch.log(relative_position.float() / max_exact) / math.log(max_distance / max_exact)
+        * (num_buckets - max_exact)).to(torch.long)
+    relative_position_if_large = torch.min(relative_position_if_large,
+                                           torch.full_like(relative_position_if_large, num_buckets - 1))
+    relative_buckets += torch.where(is_small, relative_position, relative_position_if_large)
+    return relative_buckets
 
 
 def admin_profiled(cfg, params, src, tgt_in):
@@ -384,6 +429,9 @@ def parameter_shapes(cfg, topology, norm):
     shapes = {"embed.weight": [V, d]}
     if cfg.get("positions") == "learned":  # C17
         shapes["embed_positions.weight"] = [cfg["max_positions"] + cfg["pad_id"] + 1, d]
+    if cfg.get("positions") == "t5":  # C17: a table per stack
+        for side in ("enc", "dec") if cfg["enc_layers"] > 0 else ("dec",):
+            shapes[side + ".relative_bias.weight"] = [cfg["relative_buckets"], cfg["heads"]]
 
     def add_norm(name, size=d):
         shapes[name + ".weight"] = [size]

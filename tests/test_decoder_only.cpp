@@ -141,7 +141,7 @@ TEST_SUITE("decoder_only") {
     for (const std::string& topo : nn::topology_names())
       for (nn::PositionEncoding p : {nn::PositionEncoding::Sinusoidal, nn::PositionEncoding::Learned,
                                      nn::PositionEncoding::Rope, nn::PositionEncoding::Alibi,
-                                     nn::PositionEncoding::None}) {
+                                     nn::PositionEncoding::T5, nn::PositionEncoding::None}) {
         INFO("topology " << std::string(topo) << ", " << nn::position_encoding_name(p) << " positions");
         nn::TransformerConfig c = tiny_lm(topo, 3);
         c.positions = p;
@@ -169,7 +169,8 @@ TEST_SUITE("decoder_only") {
   TEST_CASE("decode_step of [R, T] tokens (a prefill) equals T single steps; left-padded rows; then steps go on") {
     for (const char* topo : {"pre_ln", "post_ln", "resi_dual", "hybrid_norm"})
       for (nn::PositionEncoding p :
-           {nn::PositionEncoding::Sinusoidal, nn::PositionEncoding::Rope, nn::PositionEncoding::Alibi}) {
+           {nn::PositionEncoding::Sinusoidal, nn::PositionEncoding::Rope, nn::PositionEncoding::Alibi,
+            nn::PositionEncoding::T5}) {
         INFO(std::string(topo) << " " << nn::position_encoding_name(p));
         nn::TransformerConfig c = tiny_lm(topo, 2);
         c.positions = p;
@@ -487,7 +488,8 @@ TEST_SUITE("decoder_only") {
     CHECK_THROWS_WITH_ALL(nn::generate(ed, {{2}}, nn::GenerateOptions{}), "generate", "decoder-only", "1 encoder");
   }
 
-  TEST_CASE("on a GPU: a decoder-only model's logits, gradients and generated tokens equal the CPU's (rope, alibi)") {
+  TEST_CASE("on a GPU: a decoder-only model's logits, gradients and generated tokens equal the CPU's (rope, alibi, "
+            "t5)") {
     if (!cuda_available()) {
       MESSAGE("skipped: no CUDA device");
       return;
@@ -495,7 +497,7 @@ TEST_SUITE("decoder_only") {
     using P = nn::PositionEncoding;
     const std::vector<std::pair<std::string, P>> models = {
         {"pre_ln", P::Sinusoidal}, {"resi_dual", P::Sinusoidal}, {"hybrid_norm", P::Sinusoidal},
-        {"hybrid_norm", P::Rope}, {"pre_ln", P::Learned}, {"post_ln", P::Alibi}};
+        {"hybrid_norm", P::Rope}, {"pre_ln", P::Learned}, {"post_ln", P::Alibi}, {"pre_ln", P::T5}};
     for (size_t m = 0; m < models.size(); m++) {
       INFO("topology " << models[m].first << ", " << nn::position_encoding_name(models[m].second) << " positions");
       nn::TransformerConfig c = tiny_lm(models[m].first, 2);

@@ -232,8 +232,8 @@ TEST_SUITE("positions") {
     c = tiny_lm("pre_ln", nn::PositionEncoding::Rope);
     c.rope_theta = 1;
     CHECK_THROWS_WITH_ALL(c.validate(), "rope_theta must be finite and > 1");
-    CHECK_THROWS_WITH_ALL(nn::parse_position_encoding("t5"), "unknown position encoding 't5'",
-                          "sinusoidal, learned, rope, alibi, none");
+    CHECK_THROWS_WITH_ALL(nn::parse_position_encoding("xpos"), "unknown position encoding 'xpos'",
+                          "sinusoidal, learned, rope, alibi, t5, none");
     c = tiny_lm("pre_ln", nn::PositionEncoding::Learned);
     c.max_positions = int64_t(1) << 40;
     CHECK_THROWS_WITH_ALL(nn::Transformer{c}, "Transformer", "learned table", "too large");
@@ -351,9 +351,9 @@ TEST_SUITE("positions") {
     c.validate();
   }
 
-  TEST_CASE("float64 gradcheck of whole LMs with learned positions, with rope and with alibi") {
+  TEST_CASE("float64 gradcheck of whole LMs with learned positions, with rope, with alibi and with t5") {
     using P = nn::PositionEncoding;
-    for (P p : {P::Learned, P::Rope, P::Alibi}) {
+    for (P p : {P::Learned, P::Rope, P::Alibi, P::T5}) {
       INFO(nn::position_encoding_name(p));
       manual_seed(7);
       nn::TransformerConfig c = tiny_lm("hybrid_norm", p, 2);  // per-head norms, then the rotation
@@ -365,6 +365,7 @@ TEST_SUITE("positions") {
       std::vector<Tensor> params = {lm.parameter("dec.0.self_attn.q_proj.weight"),
                                     lm.parameter("dec.1.self_attn.k_proj.weight"), lm.parameter("embed.weight")};
       if (p == nn::PositionEncoding::Learned) params.push_back(lm.parameter("embed_positions.weight"));
+      if (p == nn::PositionEncoding::T5) params.push_back(lm.parameter("dec.relative_bias.weight"));
       auto res = gradcheck(
           [&](const std::vector<Tensor>&) {
             return cross_entropy(lm.forward(in).reshape({-1, 13}), out.reshape({-1}), 1);

@@ -227,14 +227,20 @@ TEST_SUITE("sweep") {
     CHECK_THROWS_WITH_ALL(run_sweep(other), "post_ln_L1_s1/result.json' was trained with other options", "lr ",
                           "model.d_ff 32 vs 24", "--force");
     CHECK_FALSE(fs::exists(root / "sweep" / "res_post_norm_L1_s1"));
-    // a positions axis: pre_ln's sinusoidal run is done already; its alibi run trains into a folder of its own
+    // a positions axis: pre_ln's sinusoidal run is done already; its alibi and t5 runs train into folders of their own
     SweepOptions axis = s;
     axis.topologies = {"pre_ln"};
-    axis.positions = {nn::PositionEncoding::Sinusoidal, nn::PositionEncoding::Alibi};
+    axis.positions = {nn::PositionEncoding::Sinusoidal, nn::PositionEncoding::Alibi, nn::PositionEncoding::T5};
+    axis.train.model.relative_buckets = 8;  // (t5's option: the t5 run alone takes it)
     rows = run_sweep(axis);
-    REQUIRE(rows.size() == 2);
+    REQUIRE(rows.size() == 3);
     CHECK(rows[0].positions == "sinusoidal");
     CHECK(rows[1].positions == "alibi");
+    CHECK(rows[2].positions == "t5");
+    CHECK(fs::exists(root / "sweep" / "pre_ln_L1_s1_t5" / "result.json"));
+    axis.positions.pop_back();
+    CHECK_THROWS_WITH_ALL(run_sweep(axis), "relative_buckets 8 and relative_max_distance 128 are for positions t5");
+    axis.train.model.relative_buckets = 32;
     CHECK(rows[1].steps == 6);
     CHECK(rows[1].best_valid_loss != rows[0].best_valid_loss);
     CHECK(fs::exists(root / "sweep" / "pre_ln_L1_s1_alibi" / "result.json"));

@@ -6,7 +6,7 @@
 // model in float64, copy the weights in, run forward + loss + backward and compare everything to 1e-9 relative.
 // tests/reference/lm_<case>.safetensors are the decoder-only language models of the same script (enc_layers 0, no
 // "src_ids"), compared the same way through Transformer::forward(ids); positions_<case>.safetensors learned
-// positions, RoPE (partial rotary too), ALiBi and none.
+// positions, RoPE (partial rotary too), ALiBi, T5's relative bias and none.
 // Agreement is ~1e-15 on logits and loss. The test is sharp: leaving the positions table unrounded to float32 moves
 // the logits by ~1e-8, ResiDual's final-norm ε 1e-5 instead of 1e-7 by ~1e-6 — both fail.
 #include <algorithm>
@@ -62,6 +62,9 @@ nn::TransformerConfig config_of(const nn::SafetensorsFile& f) {
     c.positions = nn::parse_position_encoding(meta(f, "positions"));
     c.rope_theta = std::stod(meta(f, "rope_theta"));
     if (f.metadata.count("rope_dims")) c.rope_dims = std::stoll(meta(f, "rope_dims"));
+    if (f.metadata.count("relative_buckets")) c.relative_buckets = std::stoll(meta(f, "relative_buckets"));
+    if (f.metadata.count("relative_max_distance"))
+      c.relative_max_distance = std::stoll(meta(f, "relative_max_distance"));
     CHECK(std::stoll(meta(f, "max_positions")) == c.max_positions);  // the learned table's size
   }
   return c;
@@ -171,11 +174,13 @@ TEST_SUITE("transformer_reference") {
     compare_all("lm");
   }
 
-  TEST_CASE("learned positions, RoPE, ALiBi and none (decoder-only, encoder-decoder): logits, loss, gradients match") {
+  TEST_CASE("learned positions, RoPE, ALiBi, T5 and none (decoder-only, encoder-decoder): logits, loss, gradients "
+            "match") {
     std::ostringstream summary;
     for (const char* c :
          {"lm_rope_pre_ln", "lm_rope_hybrid_norm", "lm_learned_post_ln", "transformer_rope_resi_dual",
-          "lm_nope_peri_ln", "lm_alibi_post_ln", "transformer_alibi_hybrid_norm", "lm_rope_partial_pre_ln"}) {
+          "lm_nope_peri_ln", "lm_alibi_post_ln", "transformer_alibi_hybrid_norm", "lm_rope_partial_pre_ln",
+          "lm_t5_pre_ln", "transformer_t5_post_ln"}) {
       INFO("case positions_" << std::string(c));
       const Worst w = compare_case("positions", c);
       summary << "  " << c << ": logits " << w.logits << ", loss " << w.loss << ", worst " << w.error << " ("

@@ -51,10 +51,16 @@ void add_model_options(CLI::App* cmd, ModelOptions& m, bool topology) {
       ->capture_default_str();
   cmd->add_option("--qk-norm-kind", m.qk_norm_kind, "rms_norm | layer_norm | l2")->capture_default_str();
   cmd->add_option("--positions", m.positions,
-                  "sinusoidal | learned | rope (rotary q, k in every self-attention) | alibi (distance biases) | none")
+                  "sinusoidal | learned | rope (rotary q, k in every self-attention) | alibi (distance biases) | t5 "
+                  "(learned relative biases) | none")
       ->capture_default_str();
   cmd->add_option("--rope-theta", m.rope_theta, "RoPE's base, with --positions rope")->capture_default_str();
   cmd->add_option("--rope-dims", m.rope_dims, "with --positions rope: rotate each head's first N dims (0: all)")
+      ->capture_default_str();
+  cmd->add_option("--relative-buckets", m.relative_buckets, "T5's buckets, with --positions t5")
+      ->capture_default_str();
+  cmd->add_option("--relative-max-distance", m.relative_max_distance,
+                  "with --positions t5: the distance from which T5's bias is the same")
       ->capture_default_str();
   cmd->add_option("--device", m.device, "cpu | cuda | cuda:N: where the model runs (the dump is the same)")
       ->capture_default_str();

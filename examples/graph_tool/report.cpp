@@ -31,6 +31,8 @@ nn::TransformerConfig ModelOptions::config() const {
   c.positions = nn::parse_position_encoding(positions);
   c.rope_theta = rope_theta;
   c.rope_dims = rope_dims;
+  c.relative_buckets = relative_buckets;
+  c.relative_max_distance = relative_max_distance;
   c.max_positions = std::max<int64_t>(len, 16);
   c.validate();
   return c;

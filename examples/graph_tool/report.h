@@ -21,9 +21,10 @@ struct ModelOptions {
   std::string autocast = "off";  // off | bf16: the recorded forward in bf16 mixed precision (dump and paths)
   std::string qk_norm = "none";  // none | qk | qkv: per-head norms inside attention (TransformerConfig::qk_norm)
   std::string qk_norm_kind = "rms_norm";  // rms_norm | layer_norm | l2
-  std::string positions = "sinusoidal";  // sinusoidal | learned | rope | alibi | none (TransformerConfig::positions)
+  std::string positions = "sinusoidal";  // sinusoidal | learned | rope | alibi | t5 | none (TransformerConfig::…)
   double rope_theta = 10000;              // RoPE's base (positions rope)
   int64_t rope_dims = 0;                  // RoPE's rotated dims per head (0: all)
+  int64_t relative_buckets = 32, relative_max_distance = 128;  // T5's (positions t5)
   skipgrad::nn::TransformerConfig config() const;  // dropout 0: the statistics at initialization
   std::string layers_text() const;  // graph_tool::layers_text(layers, decoder_only)
   // config() of each topology in turn, so a setting one of them refuses fails before any of them runs.

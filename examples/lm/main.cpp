@@ -41,6 +41,7 @@ struct Options {
   std::string positions = "sinusoidal";  // sinusoidal | learned | rope | alibi | none (TransformerConfig::positions)
   double rope_theta = 10000;
   int64_t rope_dims = 0;
+  int64_t relative_buckets = 32, relative_max_distance = 128;
   uint64_t seed = 1;
   std::string device = "cpu";
 };
@@ -156,6 +157,8 @@ nn::TransformerConfig lm_config(const Options& o, const std::string& topology, i
   cfg.positions = nn::parse_position_encoding(o.positions);
   cfg.rope_theta = o.rope_theta;
   cfg.rope_dims = o.rope_dims;
+  cfg.relative_buckets = o.relative_buckets;
+  cfg.relative_max_distance = o.relative_max_distance;
   cfg.validate();
   return cfg;
 }
@@ -239,11 +242,17 @@ static int run(int argc, char** argv) {
   app.add_option("--init", o.init, "fairseq | small_init | deep_norm | gpt2 (N(0, 0.02), as nanoGPT)")
       ->capture_default_str();
   app.add_option("--positions", o.positions,
-                 "sinusoidal | learned (GPT-2's) | rope (rotary, as LLaMA/OLMo) | alibi (as BLOOM/MPT) | none (NoPE)")
+                 "sinusoidal | learned (GPT-2's) | rope (rotary, as LLaMA/OLMo) | alibi (as BLOOM/MPT) | t5 (T5's "
+                 "relative bias) | none (NoPE)")
       ->capture_default_str();
   app.add_option("--rope-theta", o.rope_theta, "RoPE's base, with --positions rope")->capture_default_str();
   app.add_option("--rope-dims", o.rope_dims,
                  "with --positions rope: rotate only each head's first N dims (GPT-NeoX's partial rotary; 0: all)")
+      ->capture_default_str();
+  app.add_option("--relative-buckets", o.relative_buckets, "T5's buckets, with --positions t5")
+      ->capture_default_str();
+  app.add_option("--relative-max-distance", o.relative_max_distance,
+                 "with --positions t5: the distance from which T5's bias is the same")
       ->capture_default_str();
   app.add_option("--temperature", o.temperature, "the sample's: 0 greedy, else drawn (nn::generate)")
       ->check(cli_checks::number_that("in [0, 100]", [](double v) { return v >= 0 && v <= 100; }))

@@ -22,7 +22,8 @@ std::string config_to_json(const TransformerConfig& c) {
             {"init", init_scheme_name(c.init)}, {"share_embeddings", c.share_embeddings},
             {"tie_output", c.tie_output}, {"max_positions", c.max_positions}, {"pad_id", c.pad_id},
             {"positions", position_encoding_name(c.positions)}, {"rope_theta", c.rope_theta},
-            {"rope_dims", c.rope_dims}};
+            {"rope_dims", c.rope_dims}, {"relative_buckets", c.relative_buckets},
+            {"relative_max_distance", c.relative_max_distance}};
   return j.dump();
 }
 
@@ -65,6 +66,8 @@ TransformerConfig config_from_json(const std::string& s) {
     if (j.contains("positions")) c.positions = parse_position_encoding(j.at("positions"));
     if (j.contains("rope_theta")) c.rope_theta = j.at("rope_theta");
     if (j.contains("rope_dims")) c.rope_dims = integer("rope_dims");
+    if (j.contains("relative_buckets")) c.relative_buckets = integer("relative_buckets");
+    if (j.contains("relative_max_distance")) c.relative_max_distance = integer("relative_max_distance");
   } catch (const json::exception& e) {
     skipgrad::fail("config_from_json", ": missing or mistyped field: ", e.what());
   }

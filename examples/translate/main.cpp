@@ -89,12 +89,17 @@ static void add_train_options(CLI::App* c, TrainOptions& o, ModelChoices& m) {
   c->add_option("--qk-norm-kind", m.qk_norm_kind, "rms_norm | layer_norm | l2 (HybridNorm: --norm's kind)")
       ->capture_default_str();
   c->add_option("--positions", m.positions, "sinusoidal | learned | rope (rotary, in every self-attention) | alibi "
-                "(linear distance biases, in every self-attention) | none (no positions: the encoder then sees a bag "
-                "of tokens)")
+                "(linear distance biases, in every self-attention) | t5 (a learned bias of the relative position, per "
+                "stack) | none (no positions: the encoder then sees a bag of tokens)")
       ->capture_default_str();
   c->add_option("--rope-theta", o.model.rope_theta, "RoPE's base, with --positions rope")->capture_default_str();
   c->add_option("--rope-dims", o.model.rope_dims,
                 "with --positions rope: rotate only each head's first N dims (GPT-NeoX's partial rotary; 0: all)")
+      ->capture_default_str();
+  c->add_option("--relative-buckets", o.model.relative_buckets, "T5's buckets, with --positions t5")
+      ->capture_default_str();
+  c->add_option("--relative-max-distance", o.model.relative_max_distance,
+                "with --positions t5: the distance from which T5's bias is the same")
       ->capture_default_str();
   c->add_option("--resi-dual-scale", o.model.resi_dual_scale)->capture_default_str();
   c->add_option("--label-smoothing", o.label_smoothing)->check(label_smoothing_range())->capture_default_str();
@@ -228,7 +233,7 @@ static int run_command(int argc, char** argv) {
   sweep_cmd->add_flag("--force", sw.force, "train again runs whose result.json exists");
   add_train_options(sweep_cmd, o, choices);
   sweep_cmd->get_option("--positions")->description("comma-separated position encodings, each a run of its own: "
-                                                     "sinusoidal | learned | rope | alibi | none");
+                                                     "sinusoidal | learned | rope | alibi | t5 | none");
   for (const char* grid_set : {"--layers", "--seed", "--resume"})  // the grid sets these per run
     sweep_cmd->remove_option(sweep_cmd->get_option(grid_set));
 
