@@ -27,8 +27,11 @@ import time
 VOCAB, D, HEADS, FF, LAYERS, PAD, EPS_LS = 1000, 256, 4, 1024, 6, 0, 0.1
 # sinusoidal: the table added to the embeddings; rope: q and k rotated in every self-attention, with rotate_half as
 # Hugging Face's LLaMA (skipgrad's cos/sin tables); alibi: -m_h |p_i - p_j| added to every self-attention's scores
-# through SDPA's float mask, as Hugging Face's BLOOM adds its alibi tensor (skipgrad's slopes)
+# through SDPA's float mask, as Hugging Face's BLOOM adds its alibi tensor (skipgrad's slopes); t5: a learned
+# table[bucket(p_j - p_i)] added there instead, one table per stack, the bucket Hugging Face's T5's
+# _relative_position_bucket (skipgrad's default 32 buckets up to distance 128)
 POSITIONS = "sinusoidal"
+RELATIVE_BUCKETS, RELATIVE_MAX_DISTANCE = 32, 128
 
 
 def set_sizes(vocab, d, heads, ff, layers):
@@ -139,6 +142,7 @@ class Stack(nn.Module):
         for i in range(LAYERS):
             self.add_module(str(i), Layer(decoder, pre_ln))
         self.final_norm = nn.LayerNorm(D, eps=1e-5) if pre_ln else None
+        self.relative_bias = RelativeBias(not decoder) if POSITIONS == "t5" else None
 
     def forward(self, x, self_keep, memory=None, memory_keep=None, rope=None):
         for i in range(LAYERS):
@@ -157,6 +161,30 @@ class Rotary(nn.Module):
         super().__init__()
         self.register_buffer("cos_table", torch.zeros(1024 + PAD + 1, D // HEADS // 2))
         self.register_buffer("sin_table", torch.zeros(1024 + PAD + 1, D // HEADS // 2))
+
+
+class RelativeBias(nn.Module):  # T5's: weight [buckets, H]; "buckets" is skipgrad's lookup table (copied, unused)
+    def __init__(self, bidirectional):
+        super().__init__()
+        self.bidirectional = bidirectional
+        self.weight = nn.Parameter(torch.zeros(RELATIVE_BUCKETS, HEADS))
+        self.register_buffer("buckets", torch.zeros(2 * RELATIVE_MAX_DISTANCE + 1, dtype=torch.long))
+
+    def forward(self, pos):  # [B, T] -> [B, H, T, T]
+        relative = pos[:, None, :] - pos[:, :, None]  # memory - context position, as T5's
+        n, bucket = RELATIVE_BUCKETS, torch.zeros_like(relative)
+        if self.bidirectional:  # Hugging Face's T5Attention._relative_position_bucket
+            n //= 2
+            bucket = bucket + (relative > 0).long() * n
+            relative = relative.abs()
+        else:
+            relative = -torch.min(relative, torch.zeros_like(relative))
+        exact = n // 2
+        large = exact + (torch.log(relative.float() / exact) / math.log(RELATIVE_MAX_DISTANCE / exact)
+                         * (n - exact)).long()
+        large = torch.min(large, torch.full_like(large, n - 1))
+        bucket = bucket + torch.where(relative < exact, relative, large)
+        return F.embedding(bucket, self.weight).permute(0, 3, 1, 2)
 
 
 class Alibi(nn.Module):
@@ -180,8 +208,8 @@ class Transformer(nn.Module):
             self.rotary = Rotary()
         elif POSITIONS == "alibi":
             self.alibi = Alibi()
-        else:
-            raise ValueError(f"positions must be sinusoidal, rope or alibi, not {POSITIONS}")
+        elif POSITIONS != "t5":
+            raise ValueError(f"positions must be sinusoidal, rope, alibi or t5, not {POSITIONS}")
         self.enc, self.dec = Stack(False, pre_ln), Stack(True, pre_ln)
 
     def embed_tokens(self, ids, zero_pads):  # √d·E[ids] (+ PE[make_positions(ids)])
@@ -197,7 +225,10 @@ class Transformer(nn.Module):
         rows = lambda table: torch.cat([F.embedding(pos, table)] * 2, -1).unsqueeze(1)
         return rows(self.rotary.cos_table), rows(self.rotary.sin_table)
 
-    def self_mask(self, ids, keep):  # keep, or with ALiBi the float mask -m_h |p_i - p_j| (-inf where hidden)
+    # keep, or with ALiBi the float mask -m_h |p_i - p_j|, with T5 the stack's bias (-inf where hidden)
+    def self_mask(self, ids, keep, stack):
+        if POSITIONS == "t5":
+            return stack.relative_bias(make_positions(ids)).masked_fill(~keep, float("-inf"))
         if POSITIONS != "alibi":
             return keep
         pos = make_positions(ids).to(self.alibi.slopes.dtype)
@@ -209,8 +240,8 @@ class Transformer(nn.Module):
         src_keep = src.ne(PAD)[:, None, None, :]
         causal_keep = torch.ones(T, T, dtype=torch.bool, device=tgt_in.device).tril()
         tgt_keep = tgt_in.ne(PAD)[:, None, None, :] & causal_keep
-        memory = self.enc(self.embed_tokens(src, True), self.self_mask(src, src_keep), rope=self.rope(src))
-        y = self.dec(self.embed_tokens(tgt_in, False), self.self_mask(tgt_in, tgt_keep), memory, src_keep,
+        memory = self.enc(self.embed_tokens(src, True), self.self_mask(src, src_keep, self.enc), rope=self.rope(src))
+        y = self.dec(self.embed_tokens(tgt_in, False), self.self_mask(tgt_in, tgt_keep, self.dec), memory, src_keep,
                      self.rope(tgt_in))
         logits = F.linear(y, self.embed.weight)
         # PyTorch's smoothing eps·V/(V−1) = fairseq's label-smoothed loss with eps (nn/loss.h)
@@ -321,7 +352,7 @@ def main():
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--sizes", default="", help="vocab,d,heads,ffn,layers (vs_libtorch --model); default the reference")
-    p.add_argument("--positions", default="sinusoidal", choices=["sinusoidal", "rope", "alibi"])
+    p.add_argument("--positions", default="sinusoidal", choices=["sinusoidal", "rope", "alibi", "t5"])
     args = p.parse_args()
     global POSITIONS
     POSITIONS = args.positions

@@ -77,6 +77,34 @@ TorchStackImpl::TorchStackImpl(const TorchModelConfig& cfg, bool decoder) {
   const int64_t L = decoder ? cfg.dec_layers : cfg.enc_layers;
   for (int64_t i = 0; i < L; i++) layers.push_back(register_module(std::to_string(i), TorchLayer(cfg, decoder)));
   if (cfg.pre_ln) final_norm = register_module("final_norm", make_ln(cfg));
+  if (cfg.positions == "t5") relative_bias = register_module("relative_bias", TorchRelativeBias(cfg, !decoder));
+}
+
+TorchRelativeBiasImpl::TorchRelativeBiasImpl(const TorchModelConfig& cfg, bool bidir)
+    : bidirectional(bidir), num_buckets(cfg.relative_buckets), max_distance(cfg.relative_max_distance) {
+  weight = register_parameter("weight", torch::zeros({cfg.relative_buckets, cfg.heads}));
+  buckets = register_buffer("buckets", torch::zeros({2 * cfg.relative_max_distance + 1}, torch::kLong));
+}
+
+// Hugging Face's T5Attention._relative_position_bucket of p_j − p_i, then the table's rows: values [B, T, T, H]
+torch::Tensor TorchRelativeBiasImpl::forward(const torch::Tensor& pos) {
+  torch::Tensor relative = pos.unsqueeze(1) - pos.unsqueeze(2);  // [B, Tq, Tk]: memory − context position
+  int64_t n = num_buckets;
+  torch::Tensor bucket = torch::zeros_like(relative);
+  if (bidirectional) {
+    n /= 2;
+    bucket = bucket + relative.gt(0).to(torch::kLong) * n;
+    relative = relative.abs();
+  } else {
+    relative = -torch::min(relative, torch::zeros_like(relative));
+  }
+  const int64_t exact = n / 2;
+  torch::Tensor large = exact + (torch::log(relative.to(torch::kFloat) / (double)exact) /
+                                 std::log((double)max_distance / (double)exact) * (double)(n - exact))
+                                    .to(torch::kLong);
+  large = torch::min(large, torch::full_like(large, n - 1));
+  bucket = bucket + torch::where(relative.lt(exact), relative, large);
+  return F::embedding(bucket, weight).permute({0, 3, 1, 2});
 }
 
 TorchPositionsImpl::TorchPositionsImpl(const TorchModelConfig& cfg) {
@@ -96,9 +124,10 @@ TorchAlibiImpl::TorchAlibiImpl(const TorchModelConfig& cfg) {
 TorchTransformerImpl::TorchTransformerImpl(const TorchModelConfig& c) : cfg(c) {
   embed = register_module(
       "embed", torch::nn::Embedding(torch::nn::EmbeddingOptions(cfg.vocab, cfg.d_model).padding_idx(cfg.pad_id)));
-  if (cfg.rope) rotary = register_module("rotary", TorchRotary(cfg));
-  else if (cfg.alibi) alibi = register_module("alibi", TorchAlibi(cfg));
-  else positions = register_module("positions", TorchPositions(cfg));
+  if (cfg.positions == "rope") rotary = register_module("rotary", TorchRotary(cfg));
+  else if (cfg.positions == "alibi") alibi = register_module("alibi", TorchAlibi(cfg));
+  else if (cfg.positions == "sinusoidal") positions = register_module("positions", TorchPositions(cfg));
+  else if (cfg.positions != "t5") throw std::invalid_argument("TorchTransformer: unknown positions " + cfg.positions);
   enc = register_module("enc", TorchStack(cfg, false));
   dec = register_module("dec", TorchStack(cfg, true));
 }
@@ -108,7 +137,7 @@ static torch::Tensor make_positions(const torch::Tensor& nonpad, int64_t pad_id)
   return torch::cumsum(nonpad, 1) * nonpad + pad_id;
 }
 
-// x = √d·E[ids] + PE[pos] (RoPE, ALiBi: nothing added); the encoder zeroes pad positions
+// x = √d·E[ids] + PE[pos] (RoPE, ALiBi, T5: nothing added); the encoder zeroes pad positions
 torch::Tensor TorchTransformerImpl::embed_tokens(const torch::Tensor& ids, bool zero_pads) {
   torch::Tensor nonpad = ids.ne(cfg.pad_id).to(torch::kLong);
   torch::Tensor x = embed(ids) * std::sqrt((double)cfg.d_model);
@@ -118,7 +147,7 @@ torch::Tensor TorchTransformerImpl::embed_tokens(const torch::Tensor& ids, bool 
 }
 
 std::pair<torch::Tensor, torch::Tensor> TorchTransformerImpl::angles(const torch::Tensor& ids) {
-  if (!cfg.rope) return {};
+  if (cfg.positions != "rope") return {};
   torch::Tensor pos = make_positions(ids.ne(cfg.pad_id).to(torch::kLong), cfg.pad_id);
   auto rows = [&](const torch::Tensor& table) {
     torch::Tensor half = F::embedding(pos, table);          // [B, T, d_h/2]
@@ -127,9 +156,11 @@ std::pair<torch::Tensor, torch::Tensor> TorchTransformerImpl::angles(const torch
   return {rows(rotary->cos_table), rows(rotary->sin_table)};
 }
 
-torch::Tensor TorchTransformerImpl::alibi_bias(const torch::Tensor& ids) {
-  if (!cfg.alibi) return {};
-  torch::Tensor pos = make_positions(ids.ne(cfg.pad_id).to(torch::kLong), cfg.pad_id).to(torch::kFloat);
+torch::Tensor TorchTransformerImpl::score_bias(const torch::Tensor& ids, TorchStack& stack) {
+  if (cfg.positions != "alibi" && cfg.positions != "t5") return {};
+  const torch::Tensor positions = make_positions(ids.ne(cfg.pad_id).to(torch::kLong), cfg.pad_id);
+  if (stack->relative_bias) return stack->relative_bias(positions);
+  torch::Tensor pos = positions.to(torch::kFloat);
   torch::Tensor distance = (pos.unsqueeze(2) - pos.unsqueeze(1)).abs().unsqueeze(1);  // [B, 1, T, T]
   return -alibi->slopes.view({1, -1, 1, 1}) * distance;
 }
@@ -144,7 +175,7 @@ torch::Tensor TorchTransformerImpl::forward(const torch::Tensor& src, const torc
 
   torch::Tensor x = embed_tokens(src, true);
   const auto [src_cos, src_sin] = angles(src);
-  const torch::Tensor src_bias = alibi_bias(src);
+  const torch::Tensor src_bias = score_bias(src, enc);
   for (auto& layer : enc->layers)
     x = layer(x, src_pad, torch::Tensor(), torch::Tensor(), src_cos, src_sin, src_bias);
   if (enc->final_norm) x = enc->final_norm(x);
@@ -152,7 +183,7 @@ torch::Tensor TorchTransformerImpl::forward(const torch::Tensor& src, const torc
 
   torch::Tensor y = embed_tokens(tgt_in, false);
   const auto [tgt_cos, tgt_sin] = angles(tgt_in);
-  const torch::Tensor tgt_bias = alibi_bias(tgt_in);
+  const torch::Tensor tgt_bias = score_bias(tgt_in, dec);
   for (auto& layer : dec->layers) y = layer(y, tgt_self_mask, memory, src_pad, tgt_cos, tgt_sin, tgt_bias);
   if (dec->final_norm) y = dec->final_norm(y);
   return F::linear(y, embed->weight);  // logits = features·Eᵀ

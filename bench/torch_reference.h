@@ -4,11 +4,15 @@
 // "positions.table"), so weights copy over by name.
 //
 //   embedding   x = √d·E[tok] + PE[pos], pos = fairseq make_positions; the encoder zeroes pad positions
-//   RoPE        (cfg.rope) nothing added; every self-attention rotates q and k: q·cos + rotate_half(q)·sin, cos and
-//               sin rows pos of skipgrad's tables ("rotary.cos_table", "rotary.sin_table"), as Hugging Face's LLaMA
-//   ALiBi       (cfg.alibi) nothing added; every self-attention adds the bias −m_h·|p_i − p_j| [B, H, T, T] to its
-//               scores, made once per stack from skipgrad's slopes ("alibi.slopes"), as Hugging Face's BLOOM adds
-//               its alibi tensor
+//   RoPE        (positions "rope") nothing added; every self-attention rotates q and k: q·cos + rotate_half(q)·sin,
+//               cos and sin rows pos of skipgrad's tables ("rotary.cos_table", "rotary.sin_table"), as Hugging Face's
+//               LLaMA
+//   ALiBi       (positions "alibi") nothing added; every self-attention adds the bias −m_h·|p_i − p_j| [B, H, T, T]
+//               to its scores, made once per stack from skipgrad's slopes ("alibi.slopes"), as Hugging Face's BLOOM
+//               adds its alibi tensor
+//   T5          (positions "t5") nothing added; every self-attention adds weight[bucket(p_j − p_i)] [B, H, T, T] to its
+//               scores, one table per stack ("enc.relative_bias.weight"), the bucket Hugging Face's T5's
+//               _relative_position_bucket computed in torch ops each forward, made once per stack
 //   attention   softmax(Q·Kᵀ/√d_h, masked −inf where key is pad or (decoder self) in the future)·V, then W_o
 //   FFN         fc2(ReLU(fc1(x)))
 //   Post-LN     x = LN(x + f(x)) per sublayer, no final norm;   Pre-LN  x = x + f(LN(x)), final LN on each stack
@@ -17,6 +21,7 @@
 #pragma once
 #include <torch/torch.h>
 
+#include <string>
 #include <vector>
 
 namespace bench {
@@ -25,8 +30,8 @@ struct TorchModelConfig {
   int64_t vocab = 1000, d_model = 256, heads = 4, d_ff = 1024, enc_layers = 6, dec_layers = 6, pad_id = 0;
   int64_t max_positions = 1024;
   bool pre_ln = true;
-  bool rope = false;   // RoPE in self-attention instead of sinusoidal positions
-  bool alibi = false;  // ALiBi in self-attention instead (not with rope)
+  std::string positions = "sinusoidal";  // sinusoidal | rope | alibi | t5 (skipgrad's names)
+  int64_t relative_buckets = 32, relative_max_distance = 128;  // T5's
   double norm_eps = 1e-5;
   double label_smoothing = 0.1;  // fairseq's eps
 };
@@ -34,8 +39,8 @@ struct TorchModelConfig {
 struct TorchMHAImpl : torch::nn::Module {
   TorchMHAImpl(int64_t d_model, int64_t heads);
   // query [B, Tq, d], key_value [B, Tk, d], mask bool broadcastable to [B, H, Tq, Tk], true = hidden; cos and sin
-  // [B, 1, T, d_h] (self-attention with RoPE) or undefined; bias [B, H, Tq, Tk] added to the scores (ALiBi) or
-  // undefined.
+  // [B, 1, T, d_h] (self-attention with RoPE) or undefined; bias [B, H, Tq, Tk] added to the scores (ALiBi, T5)
+  // or undefined.
   torch::Tensor forward(const torch::Tensor& query, const torch::Tensor& key_value, const torch::Tensor& mask,
                         const torch::Tensor& cos = {}, const torch::Tensor& sin = {}, const torch::Tensor& bias = {});
   int64_t heads, d_head;
@@ -63,11 +68,23 @@ struct TorchLayerImpl : torch::nn::Module {
 };
 TORCH_MODULE(TorchLayer);
 
-// A stack: layers named "0", "1", ... and, for Pre-LN, "final_norm".
+// T5's table of one stack: weight [buckets, H]; "buckets" holds skipgrad's lookup table (copied with the weights,
+// not used: the buckets are computed as Hugging Face's T5 computes them).
+struct TorchRelativeBiasImpl : torch::nn::Module {
+  TorchRelativeBiasImpl(const TorchModelConfig& cfg, bool bidirectional);
+  torch::Tensor forward(const torch::Tensor& positions);  // [B, T] -> [B, H, T, T]
+  bool bidirectional;
+  int64_t num_buckets, max_distance;
+  torch::Tensor weight, buckets;
+};
+TORCH_MODULE(TorchRelativeBias);
+
+// A stack: layers named "0", "1", ... and, for Pre-LN, "final_norm"; T5's "relative_bias".
 struct TorchStackImpl : torch::nn::Module {
   TorchStackImpl(const TorchModelConfig& cfg, bool decoder);
   std::vector<TorchLayer> layers;
   torch::nn::LayerNorm final_norm{nullptr};
+  TorchRelativeBias relative_bias{nullptr};
 };
 TORCH_MODULE(TorchStack);
 
@@ -96,17 +113,18 @@ struct TorchTransformerImpl : torch::nn::Module {
 
   TorchModelConfig cfg;
   torch::nn::Embedding embed{nullptr};
-  TorchPositions positions{nullptr};  // sinusoidal (cfg.rope false)
-  TorchRotary rotary{nullptr};        // RoPE (cfg.rope)
-  TorchAlibi alibi{nullptr};          // ALiBi (cfg.alibi)
+  TorchPositions positions{nullptr};  // sinusoidal
+  TorchRotary rotary{nullptr};        // RoPE
+  TorchAlibi alibi{nullptr};          // ALiBi
   TorchStack enc{nullptr}, dec{nullptr};
 
  private:
   torch::Tensor embed_tokens(const torch::Tensor& ids, bool zero_pads);
   // cos and sin [B, 1, T, d_h] of ids' positions (RoPE), each half repeated as rotate_half pairs them
   std::pair<torch::Tensor, torch::Tensor> angles(const torch::Tensor& ids);
-  // ALiBi's bias −m_h·|p_i − p_j| [B, H, T, T] of ids' positions; undefined without ALiBi
-  torch::Tensor alibi_bias(const torch::Tensor& ids);
+  // The self-attention's bias of ids' positions [B, H, T, T] in `stack`: ALiBi's −m_h·|p_i − p_j| or T5's; else
+  // undefined
+  torch::Tensor score_bias(const torch::Tensor& ids, TorchStack& stack);
 };
 TORCH_MODULE(TorchTransformer);
 

@@ -3,10 +3,11 @@
 //
 //   vs_libtorch [--topologies post_ln,pre_ln] [--threads 1,2] [--rounds 10] [--steps 5] [--warmup 3]
 //               [--python PATH | --no-python] [--no-compile] [--model reference|toy|small]
-//               [--positions sinusoidal|rope|alibi]
+//               [--positions sinusoidal|rope|alibi|t5]
 //       rope: RoPE in every self-attention; the libtorch and PyTorch models rotate q, k with rotate_half as Hugging
 //       Face's LLaMA. alibi: ALiBi's bias in every self-attention; they add a [B, H, T, T] bias to the scores (PyTorch:
-//       SDPA's float mask), as Hugging Face's BLOOM.
+//       SDPA's float mask), as Hugging Face's BLOOM. t5: T5's relative-position bias (32 buckets up to distance 128,
+//       a table per stack); they compute the buckets as Hugging Face's T5 and add the bias there too.
 //
 // Method (docs/performance.md):
 //  - The driver builds the skipgrad model (seed 1) and writes its parameters, buffers and a fixed batch to a
@@ -156,10 +157,9 @@ class LibtorchRunner : public Runner {
     c.vocab = kShape.vocab, c.d_model = kShape.d_model, c.heads = kShape.heads, c.d_ff = kShape.d_ff;
     c.enc_layers = kShape.enc_layers, c.dec_layers = kShape.dec_layers, c.pad_id = kShape.pad_id;
     c.pre_ln = topology == "pre_ln";
-    sg::check(kPositions == "sinusoidal" || kPositions == "rope" || kPositions == "alibi", "vs_libtorch",
-              ": the libtorch model has sinusoidal, rope and alibi positions, not ", kPositions);
-    c.rope = kPositions == "rope";
-    c.alibi = kPositions == "alibi";
+    sg::check(kPositions == "sinusoidal" || kPositions == "rope" || kPositions == "alibi" || kPositions == "t5",
+              "vs_libtorch", ": the libtorch model has sinusoidal, rope, alibi and t5 positions, not ", kPositions);
+    c.positions = kPositions;
     c.label_smoothing = kShape.label_smoothing;
     return c;
   }
