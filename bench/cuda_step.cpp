@@ -4,7 +4,7 @@
 //
 //   cuda_step [--topologies post_ln,pre_ln] [--precision fp32,tf32,bf16 | --fp32 | --tf32] [--warmup 5] [--rounds 5]
 //             [--steps 10] [--weights-dir DIR] [--json] [--no-ceiling] [--device cuda|cpu] [--shape key=value,...]
-//             [--profile DIR] [--positions sinusoidal|learned|rope|alibi|none]
+//             [--profile DIR] [--positions sinusoidal|learned|rope|alibi|t5|none]
 //
 // Model: encoder-decoder, d=512, 8 heads, FFN 2048, 6+6 layers, shared vocabulary 8000, 64 sentence pairs x 64
 // tokens a side, label smoothing 0.1, Adam (lr 1e-3), dropout 0, float32. --shape overrides batch, src_len,
@@ -39,7 +39,7 @@
 // --json prints one JSON object per line ("kind": "device", "step", "ceiling", "error"); the rest goes to stderr.
 // A configuration that throws is reported ("error") and the others still run; the exit status is then 1.
 // Without a CUDA device it prints "cuda_step: skipped: no CUDA device" and exits 0. --positions picks the model's
-// position encoding (TransformerConfig::positions); bench/pytorch_cuda_step.py has sinusoidal, rope and alibi (give
+// position encoding (TransformerConfig::positions); bench/pytorch_cuda_step.py has sinusoidal, rope, alibi and t5 (give
 // both the same --positions, e.g. through scripts/bench_cuda.sh's RUN_ARGS), so --weights-dir refuses the others.
 #include <cublas_v2.h>
 #include <cuda_runtime_api.h>
@@ -409,9 +409,10 @@ Options parse_options(int argc, char** argv) {
               "' is not fp32, tf32 or bf16 (tf32 on cuda only)");
   sg::check(o.rounds > 0 && o.steps > 0, "cuda_step", ": --rounds and --steps must be positive");
   using P = sg::nn::PositionEncoding;
-  sg::check(o.weights_dir.empty() || o.positions == P::Sinusoidal || o.positions == P::Rope || o.positions == P::Alibi,
-            "cuda_step", ": --weights-dir feeds bench/pytorch_cuda_step.py, whose model has sinusoidal, rope and "
-            "alibi positions, not ", sg::nn::position_encoding_name(o.positions));
+  const bool in_pytorch = o.positions == P::Sinusoidal || o.positions == P::Rope || o.positions == P::Alibi ||
+                          o.positions == P::T5;
+  sg::check(o.weights_dir.empty() || in_pytorch, "cuda_step", ": --weights-dir feeds bench/pytorch_cuda_step.py, "
+            "whose model has sinusoidal, rope, alibi and t5 positions, not ", sg::nn::position_encoding_name(o.positions));
   if (!o.profile_dir.empty()) std::filesystem::create_directories(o.profile_dir);
   return o;
 }

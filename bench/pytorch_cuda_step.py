@@ -6,7 +6,7 @@ JSON fields. scripts/bench_cuda.sh runs it in turn with cuda_step.
 
   pytorch_cuda_step.py [--topologies post_ln,pre_ln] [--precision fp32,tf32,bf16] [--warmup 5] [--rounds 5]
                        [--steps 10] [--weights-dir DIR] [--json] [--device cuda|cpu] [--shape key=value,...]
-                       [--profile DIR] [--positions sinusoidal|rope|alibi]
+                       [--profile DIR] [--positions sinusoidal|rope|alibi|t5]
 
 What is measured, per (topology, precision), as in cuda_step.cpp:
   - precision fp32: torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False; tf32: True;
@@ -207,7 +207,7 @@ def main():
     p.add_argument("--json", action="store_true")
     p.add_argument("--device", choices=["cuda", "cpu"], default="cuda")
     p.add_argument("--shape", default="", help="key=value,... over " + ",".join(f"{k}={v}" for k, v in ISSUE6.items()))
-    p.add_argument("--positions", default="sinusoidal", choices=["sinusoidal", "rope", "alibi"],
+    p.add_argument("--positions", default="sinusoidal", choices=["sinusoidal", "rope", "alibi", "t5"],
                    help="the model's position encoding (pytorch_step.py's POSITIONS), as cuda_step --positions")
     args = p.parse_args()
     ps.POSITIONS = args.positions

@@ -147,7 +147,7 @@ for part in "${parts[@]}"; do
     index) run index 40 "$MIN_PART_S" "$build/bench/index_bench" --device cuda ;;
     mlp) run mlp 60 "$MIN_PART_S" "$build/examples/mlp_demo" --device cuda ;;
     lm)
-      run lm 60 "$MIN_PART_S" bash -c "for p in rope learned alibi; do $build/skipgrad-lm --device cuda \
+      run lm 60 "$MIN_PART_S" bash -c "for p in rope learned alibi t5; do $build/skipgrad-lm --device cuda \
           --text README.md --topologies pre_ln,hybrid_norm --positions \$p --steps 200 --warmup 20 --eval-every 0 \
           --sample 40 || exit; done" ;;
     translate)
