@@ -145,7 +145,7 @@ void check_attention_bias(const Tensor& q, const Tensor& k, const Tensor& bias) 
 //   dQ = scale * dS K      dK = scale * dS^T Q
 Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& key_padding_mask,
                  const AttentionOptions& opt) {
-  if (autocast::wants_bf16({&q, &k, &v})) {
+  if (autocast::wants_bf16({&q, &k, &v, &opt.bias})) {  // (a float32 bias with bf16 q, k, v too: T5's table)
     AttentionOptions o = opt;
     if (o.bias.defined()) o.bias = autocast::to_bf16(o.bias);  // (recorded: a float32 bias gets its gradient)
     return attention(autocast::to_bf16(q), autocast::to_bf16(k), autocast::to_bf16(v), key_padding_mask, o);

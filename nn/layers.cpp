@@ -259,11 +259,13 @@ int64_t relative_position_bucket(int64_t relative, bool bidirectional, int64_t b
 
 RelativePositionBias::RelativePositionBias(int64_t h, int64_t nb, int64_t maxd, bool bidir)
     : heads(h), buckets(nb), max_distance(maxd), bidirectional(bidir) {
-  // (the log scale needs max_distance above the exact buckets' n/2, n = buckets or, bidirectional, buckets / 2)
+  // (the log scale needs max_distance above the exact buckets' n/2, n = buckets or, bidirectional, buckets / 2;
+  // the lookup table has 2·max_distance + 1 rows, made every forward)
+  check(h > 0 && nb >= 4 && nb <= (int64_t(1) << 16), "RelativePositionBias",
+        ": need heads > 0 and buckets in [4, 2^16]; got heads ", h, ", buckets ", nb);
   const int64_t exact = (bidir ? nb / 2 : nb) / 2;
-  check(h > 0 && nb >= 4 && exact >= 1 && maxd > exact && maxd <= (int64_t(1) << 20), "RelativePositionBias",
-        ": need heads > 0, buckets >= 4 and max_distance in (", exact, ", 2^20]; got heads ", h, ", buckets ", nb,
-        ", max_distance ", maxd);
+  check(maxd > exact && maxd <= (int64_t(1) << 16), "RelativePositionBias", ": ", nb, " buckets",
+        bidir ? " (bidirectional)" : "", " need max_distance in (", exact, ", 2^16]; got ", maxd);
   weight = register_parameter("weight", Tensor::zeros({nb, h}));
   std::vector<int64_t> of(2 * maxd + 1);
   for (int64_t r = -maxd; r <= maxd; r++) of[r + maxd] = relative_position_bucket(r, bidir, nb, maxd);

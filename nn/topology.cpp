@@ -62,10 +62,12 @@ void TransformerConfig::validate(const Topology& made) const {
         ": relative_buckets ", relative_buckets, " and relative_max_distance ", relative_max_distance,
         " are for positions t5; positions ", position_encoding_name(positions), " does not use them (leave 32, 128)");
   if (positions == PositionEncoding::T5) {  // (the decoder's log scale starts after relative_buckets / 2)
+    check(relative_buckets >= 4 && relative_buckets <= (int64_t(1) << 16), who,
+          ": positions t5 needs relative_buckets in [4, 2^16], got ", relative_buckets);
     const int64_t exact = relative_buckets / 2;
-    check(relative_buckets >= 4 && relative_max_distance > exact && relative_max_distance <= (int64_t(1) << 20),
-          who, ": positions t5 needs relative_buckets >= 4 and relative_max_distance in (", exact,
-          ", 2^20]; got ", relative_buckets, " and ", relative_max_distance);
+    check(relative_max_distance > exact && relative_max_distance <= (int64_t(1) << 16), who,
+          ": positions t5 with ", relative_buckets, " buckets needs relative_max_distance in (", exact,
+          ", 2^16], got ", relative_max_distance);
   }
   check(pad_id >= 0 && pad_id < vocab, who, ": pad_id ", pad_id, " outside the vocabulary [0, ", vocab, ")");
   check(qk_norm != HeadNormTargets::None || qk_norm_kind == HeadNormKind::RMSNorm, who, ": qk_norm_kind ",

@@ -185,8 +185,9 @@ Transformer::PositionInputs Transformer::position_inputs(const Tensor& pos, Stac
     case PositionEncoding::Learned: return {learned_positions->forward(pos), {}, {}, {}};
     case PositionEncoding::Rope: return {Tensor(), rotary->forward(pos), {}, {}};
     case PositionEncoding::Alibi: return {Tensor(), {}, alibi->forward(pos), {}};
-    case PositionEncoding::T5:
-      return {Tensor(), {}, {}, stack.relative_bias->forward(pos, key_pos.defined() ? key_pos : pos)};
+    case PositionEncoding::T5:  // (under autocast, one bf16 copy of the bias for every layer's attention)
+      return {Tensor(), {}, {},
+              autocast::for_products(stack.relative_bias->forward(pos, key_pos.defined() ? key_pos : pos))};
     case PositionEncoding::None: return {};
   }
   return {};

@@ -5,10 +5,12 @@
 // and gradchecks of whole LMs in test_decoder_only.cpp and test_positions.cpp (their loops over the encodings).
 #include <cmath>
 #include <limits>
+#include <string>
 #include <utility>
 #include <vector>
 
 #include "analysis/graph.h"
+#include "autograd/autocast.h"
 #include "nn/generate.h"
 #include "nn/transformer.h"
 #include "positions_test_util.h"
@@ -117,8 +119,10 @@ TEST_SUITE("relative_bias") {
                           "got float32[2,3]");
     CHECK_THROWS_WITH_ALL(rpb.forward(ids({2, 3}, 1, 2), ids({2, 3, 4, 5}, 2, 2)), "RelativePositionBias",
                           "int64[2,2]");
-    CHECK_THROWS_WITH_ALL(nn::RelativePositionBias(2, 3, 5, true), "RelativePositionBias", "buckets >= 4");
-    CHECK_THROWS_WITH_ALL(nn::RelativePositionBias(2, 8, 2, false), "max_distance in (4, 2^20]");
+    CHECK_THROWS_WITH_ALL(nn::RelativePositionBias(2, 3, 5, true), "RelativePositionBias", "buckets in [4, 2^16]");
+    CHECK_THROWS_WITH_ALL(nn::RelativePositionBias(2, 8, 4, false), "8 buckets need max_distance in (4, 2^16]");
+    CHECK_THROWS_WITH_ALL(nn::RelativePositionBias(2, 8, 1, true), "8 buckets (bidirectional) need max_distance in "
+                          "(2, 2^16]");
   }
 
   TEST_CASE("MultiHeadAttention: a position bias for self-attention only; a cached step takes its rows; analysis") {
@@ -200,11 +204,16 @@ TEST_SUITE("relative_bias") {
     bad.relative_buckets = 16;
     CHECK_THROWS_WITH_ALL(bad.validate(), "relative_buckets 16 and relative_max_distance 128 are for positions t5");
     bad = tiny_t5("pre_ln", false);
-    bad.relative_buckets = 3;
-    CHECK_THROWS_WITH_ALL(bad.validate(), "positions t5 needs relative_buckets >= 4");
+    for (int64_t buckets : {int64_t(3), int64_t(0), int64_t(-4), int64_t(1) << 40}) {
+      bad.relative_buckets = buckets;
+      const std::string want = "positions t5 needs relative_buckets in [4, 2^16], got " + std::to_string(buckets);
+      CHECK_THROWS_WITH_ALL(bad.validate(), want.c_str());
+    }
     bad = tiny_t5("pre_ln", false);
     bad.relative_max_distance = 2;
-    CHECK_THROWS_WITH_ALL(bad.validate(), "relative_max_distance in (2, 2^20]");
+    CHECK_THROWS_WITH_ALL(bad.validate(), "with 4 buckets needs relative_max_distance in (2, 2^16], got 2");
+    bad.relative_max_distance = int64_t(1) << 17;
+    CHECK_THROWS_WITH_ALL(bad.validate(), "relative_max_distance in (2, 2^16], got 131072");
     CHECK(nn::parse_position_encoding("t5") == nn::PositionEncoding::T5);
   }
 
@@ -240,6 +249,54 @@ TEST_SUITE("relative_bias") {
       REQUIRE(model.parameter(p).grad().defined());
       CHECK(max(abs(model.parameter(p).grad())).item() > 0);
     }
+  }
+
+  TEST_CASE("t5 under bf16 autocast: one bf16 copy of the stack's bias, a float32 gradient for its table") {
+    nn::TransformerConfig c = tiny_t5("hybrid_norm", false);
+    manual_seed(9);
+    nn::Transformer model(c);
+    const Tensor src = ids({4, 5, 6, 2, 7, 8, 2, 1}, 2, 4), tgt = ids({2, 9, 10, 11, 2, 3, 4, 1}, 2, 4);
+    model.eval();
+    Tensor f32;
+    {
+      NoGradGuard no_grad;
+      f32 = model.forward(src, tgt);
+    }
+    for (Device d : {Device::cpu(), Device::cuda()}) {
+      if (d.is_cuda() && !cuda_available()) continue;
+      INFO(d.str());
+      model.to(d);
+      Tensor loss;
+      {
+        AutocastBF16 autocast;
+        const Tensor logits = model.forward(src.to(d), tgt.to(d));
+        CHECK(max_abs_diff(logits.to(DType::F32).to(Device::cpu()), f32) < 0.1);
+        loss = sum(logits.to(DType::F32));
+      }
+      loss.backward();
+      for (const char* p : {"enc.relative_bias.weight", "dec.relative_bias.weight"}) {
+        INFO(p);
+        const Tensor g = model.parameter(p).grad();
+        REQUIRE(g.defined());
+        CHECK(g.dtype() == DType::F32);
+        CHECK(max(abs(g)).item() > 0);
+        model.parameter(p).zero_grad();
+      }
+      model.to(Device::cpu());
+    }
+    // the op alone: a float32 bias with bf16 q, k, v under autocast is cast with them
+    Generator g(11);
+    const Tensor q = Tensor::randn({1, 2, 3, 4}, 0, 1, DType::F32, Device::cpu(), &g).to(DType::BF16);
+    Tensor bias = Tensor::randn({1, 2, 3, 3}, 0, 1, DType::F32, Device::cpu(), &g);
+    bias.requires_grad_();
+    {
+      AutocastBF16 autocast;
+      AttentionOptions o;
+      o.bias = bias;
+      sum(attention(q, q, q, Tensor(), o).to(DType::F32)).backward();
+    }
+    REQUIRE(bias.grad().defined());
+    CHECK(bias.grad().dtype() == DType::F32);
   }
 
   TEST_CASE("t5 takes sequences past max_positions and past max_distance; bf16 and float64 casts") {

@@ -148,8 +148,20 @@ TEST_SUITE("translate") {
     CHECK(sinusoidal.rope_theta == 10000);
     old["positions"] = "alibi";
     CHECK(config_from_json(old.dump()).positions == nn::PositionEncoding::Alibi);
-    old["positions"] = "t5";
-    CHECK_THROWS_WITH_ALL(config_from_json(old.dump()), "unknown position encoding 't5'");
+    old["positions"] = "t5";  // (without relative_buckets and relative_max_distance: T5's 32 and 128)
+    const nn::TransformerConfig t5 = config_from_json(old.dump());
+    CHECK(t5.positions == nn::PositionEncoding::T5);
+    CHECK((t5.relative_buckets == 32 && t5.relative_max_distance == 128));
+    old["relative_buckets"] = 8;
+    old["relative_max_distance"] = 20;
+    CHECK(config_from_json(config_to_json(config_from_json(old.dump()))).relative_max_distance == 20);
+    old["positions"] = "xpos";
+    CHECK_THROWS_WITH_ALL(config_from_json(old.dump()), "unknown position encoding 'xpos'");
+    old["positions"] = "alibi";  // t5's options with another encoding: refused
+    CHECK_THROWS_WITH_ALL(config_from_json(old.dump()), "relative_buckets 8 and relative_max_distance 20 are for "
+                          "positions t5");
+    old.erase("relative_buckets");
+    old.erase("relative_max_distance");
     old["positions"] = "learned";
     old["rope_theta"] = 500000;  // another encoding's option: refused, as validate() refuses it
     CHECK_THROWS_WITH_ALL(config_from_json(old.dump()), "rope_theta 500000 is for positions rope");
