@@ -13,6 +13,7 @@
 
 #include <cmath>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "autograd/ops.h"
@@ -130,19 +131,27 @@ void BM_softmax(benchmark::State& state, bool bwd) {  // attention scores [B, H,
          [](const std::vector<Tensor>& in) { return softmax(in[0], -1); });
 }
 
-// alibi: ALiBi's bias inside the softmax (the paper's slopes of 4 heads; positions 2..T+1 in every row)
-void BM_attention(benchmark::State& state, bool bwd, bool causal, bool alibi) {  // q, k, v [B, H, T, d_h]
+// ScoreBias::Alibi: ALiBi's bias inside the softmax (the paper's slopes of 4 heads; positions 2..T+1 in every row).
+// ScoreBias::Learned: an additive bias [B, H, T, T] that requires grad, a view of a [B, T, T, H] tensor as T5's
+// bias is (RelativePositionBias), through AttentionOptions::bias.
+enum class ScoreBias { None, Alibi, Learned };
+void BM_attention(benchmark::State& state, bool bwd, bool causal, ScoreBias extra) {  // q, k, v [B, H, T, d_h]
   const Shape s{32, 4, 32, 64};
   AttentionOptions opt;
   opt.causal = causal;
-  if (alibi) {
+  if (extra == ScoreBias::Alibi) {
     opt.alibi_slopes = Tensor::from_vector<float>({0.25f, 0.0625f, 0.015625f, 0.00390625f}, {4});
     std::vector<int64_t> pos(32 * 32);
     for (int64_t i = 0; i < (int64_t)pos.size(); i++) pos[i] = 2 + i % 32;
     opt.query_positions = opt.key_positions = Tensor::from_vector(pos, {32, 32});
   }
-  run_op(state, bwd, {randn(s, true), randn(s, true), randn(s, true)},
-         [opt](const std::vector<Tensor>& in) { return attention(in[0], in[1], in[2], Tensor(), opt); });
+  std::vector<Tensor> inputs = {randn(s, true), randn(s, true), randn(s, true)};
+  if (extra == ScoreBias::Learned) inputs.push_back(randn({32, 32, 32, 4}, true));
+  run_op(state, bwd, inputs, [opt](const std::vector<Tensor>& in) {
+    AttentionOptions o = opt;
+    if (in.size() > 3) o.bias = in[3].permute({0, 3, 1, 2});
+    return attention(in[0], in[1], in[2], Tensor(), o);
+  });
   // Q·Kᵀ and P·V: 2 · 2·B·H·T·T·d_h; backward adds twice that
   set_gflops(state, (bwd ? 3.0 : 1.0) * 2 * 2.0 * 32 * 4 * 32 * 32 * 64);
 }
@@ -207,12 +216,12 @@ void register_all() {
         ->UseRealTime()->Unit(benchmark::kMicrosecond);
     benchmark::RegisterBenchmark(("softmax/32x4x32x32" + tag).c_str(), BM_softmax, bwd)
         ->UseRealTime()->Unit(benchmark::kMicrosecond);
-    benchmark::RegisterBenchmark(("attention/32x4x32x64" + tag).c_str(), BM_attention, bwd, false, false)
-        ->UseRealTime()->Unit(benchmark::kMicrosecond);
-    benchmark::RegisterBenchmark(("attention_causal/32x4x32x64" + tag).c_str(), BM_attention, bwd, true, false)
-        ->UseRealTime()->Unit(benchmark::kMicrosecond);
-    benchmark::RegisterBenchmark(("attention_causal_alibi/32x4x32x64" + tag).c_str(), BM_attention, bwd, true, true)
-        ->UseRealTime()->Unit(benchmark::kMicrosecond);
+    for (auto [name, causal, extra] : {std::tuple{"attention", false, ScoreBias::None},
+                                       {"attention_causal", true, ScoreBias::None},
+                                       {"attention_causal_alibi", true, ScoreBias::Alibi},
+                                       {"attention_causal_bias", true, ScoreBias::Learned}})
+      benchmark::RegisterBenchmark((std::string(name) + "/32x4x32x64" + tag).c_str(), BM_attention, bwd, causal, extra)
+          ->UseRealTime()->Unit(benchmark::kMicrosecond);
     benchmark::RegisterBenchmark(("rotary/32x4x32x64" + tag).c_str(), BM_rotary, bwd)
         ->UseRealTime()->Unit(benchmark::kMicrosecond);
     benchmark::RegisterBenchmark(("cross_entropy_ls/1024x1000" + tag).c_str(), BM_cross_entropy, bwd)

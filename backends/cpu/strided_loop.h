@@ -1,9 +1,11 @@
 // Iteration over N operands that share one shape but have their own strides (broadcast views have zero
-// strides). Dims that are contiguous for every operand are merged first, then the innermost dim becomes a
-// plain loop the compiler can vectorise, and the outer index space is split across OpenMP threads.
+// strides). Dims that are contiguous for every operand are merged first, then the innermost dim (or, when it is
+// short, the longest) becomes a plain loop the compiler can vectorise, and the outer index space is split across
+// OpenMP threads.
 #pragma once
 #include <array>
 #include <cstdint>
+#include <utility>
 
 #include "tensor/tensor.h"
 
@@ -38,6 +40,23 @@ void strided_rows(const Shape& shape_in, const std::array<const Shape*, N>& stri
     std::array<int64_t, N> off{}, inner{};
     body(off, (int64_t)1, inner);
     return;
+  }
+  // A short innermost dim (a permuted view whose last dim is a few heads: [B, T, T, H] of a [B, H, T, T] tensor)
+  // would make a row per few elements: loop innermost over the longest dim instead, preferring one that some
+  // operand walks with stride 1. The order of the rows is free: every body treats its elements independently.
+  if (nd > 1 && shape[nd - 1] < 16) {
+    int64_t best = nd - 1;
+    auto unit = [&](int64_t d) {
+      for (size_t k = 0; k < N; k++)
+        if (st[k][d] == 1) return true;
+      return false;
+    };
+    for (int64_t d = 0; d < nd - 1; d++)
+      if (shape[d] > shape[best] && (unit(d) || !unit(best))) best = d;
+    if (best != nd - 1) {
+      std::swap(shape[best], shape[nd - 1]);
+      for (size_t k = 0; k < N; k++) std::swap(st[k][best], st[k][nd - 1]);
+    }
   }
   const int64_t inner_n = shape[nd - 1];
   std::array<int64_t, N> inner{};
