@@ -300,7 +300,9 @@ Tensor RelativePositionBias::forward(const Tensor& qpos, const Tensor& kpos) {
     table = embedding(weight, bucket_of);  // [2D + 1, H]
   }
   Scope b("bias");
-  return embedding(table, row).permute({0, 3, 1, 2});  // [B, Tq, Tk, H] -> [B, H, Tq, Tk]
+  // [B, Tq, Tk, H] -> [B, H, Tq, Tk], laid out as the scores: one copy here, where every layer's attention would
+  // read the permuted view across heads (on a GPU, uncoalesced)
+  return embedding(table, row).permute({0, 3, 1, 2}).contiguous();
 }
 
 // ---------------------------------------------------------------- Dropout

@@ -141,7 +141,7 @@ class RelativePositionBias : public Module {
  public:
   RelativePositionBias(int64_t heads, int64_t buckets, int64_t max_distance, bool bidirectional);
   // query_positions int64 [B, Tq], key_positions int64 [B, Tk] (make_positions) -> bias [B, H, Tq, Tk] of the
-  // weight's dtype (a view: heads are the table's last dim)
+  // weight's dtype, contiguous
   Tensor forward(const Tensor& query_positions, const Tensor& key_positions);
   int64_t heads, buckets, max_distance;
   bool bidirectional;
