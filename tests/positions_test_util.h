@@ -5,6 +5,7 @@
 #include <vector>
 
 #include "analysis/graph.h"
+#include "nn/generate.h"
 #include "nn/loss.h"
 #include "nn/transformer.h"
 #include "test_util.h"
@@ -35,6 +36,33 @@ inline void check_decode_step_equals_decode(skipgrad::nn::Transformer& model, co
     INFO("step " << t);
     CHECK(max_abs_diff(step, full) < 1e-12);
   }
+}
+
+// A decoder-only LM of vocabulary 13 (float64, eval) with no positions table runs a 12-token sequence, past a
+// max_positions of 8: decode_step equals the forward at every position, generate makes 10 tokens, and the emulated
+// or real GPU gives the forward's logits (no embedding lookup there flags a position past a table). Returns the
+// input and the CPU forward's logits.
+inline std::pair<Tensor, Tensor> check_runs_past_max_positions(skipgrad::nn::Transformer& lm) {
+  NoGradGuard no_grad;
+  std::vector<int64_t> v(12);
+  for (int64_t t = 0; t < 12; t++) v[t] = 2 + t % 10;
+  const Tensor in = Tensor::from_vector<int64_t>(v, {1, 12});
+  const Tensor all = lm.forward(in);
+  skipgrad::nn::DecoderState st = lm.start_decoding(1);
+  for (int64_t t = 0; t < 12; t++) {
+    const Tensor step = lm.decode_step(st, Tensor::from_vector<int64_t>({v[t]}, {1}));
+    INFO("step " << t);
+    CHECK(max_abs_diff(step, all.slice(1, t, t + 1).reshape({1, 13})) < 1e-12);
+  }
+  skipgrad::nn::GenerateOptions g;
+  g.max_new_tokens = 10;
+  CHECK(skipgrad::nn::generate(lm, {{2, 3, 4}}, g)[0].size() == 10);
+  if (cuda_available()) {
+    lm.to(Device::cuda());
+    CHECK(max_abs_diff(lm.forward(in.to(Device::cuda())).to(Device::cpu()), all) < 1e-12);
+    lm.to(Device::cpu());
+  }
+  return {in, all};
 }
 
 // The graph of one training forward and loss of `model` on `src` and a fixed target batch (no value norms); the
