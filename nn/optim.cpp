@@ -185,16 +185,32 @@ void SGD::set_setting(const std::string& name, double value) {
 
 // g = grad + wd p;  buf = momentum buf + g;  d = nesterov ? g + momentum buf : buf;  p -= lr d
 // (torch.optim.SGD with dampening 0: its first-step buf = g equals momentum * 0 + g.)
-void SGD::update(size_t i, Tensor& param, const Tensor& grad, std::vector<Tensor>& state) {
+std::pair<Tensor, Tensor> SGD::next_values(size_t i, const Tensor& param, const Tensor& grad,
+                                           const std::vector<Tensor>& state) const {
   Tensor g = grad;
   if (weight_decay(i) != 0) g = add(g, mul(param, weight_decay(i)));
-  Tensor d = g;
+  Tensor d = g, buf;
   if (opt_.momentum > 0) {
-    Tensor& buf = state[0];
-    buf.copy_(add(mul(buf, opt_.momentum), g));
+    buf = add(mul(state[0], opt_.momentum), g);
     d = opt_.nesterov ? add(g, mul(buf, opt_.momentum)) : buf;
   }
-  param.copy_(sub(param, mul(d, lr_ * lr_scale(i))));
+  return {sub(param, mul(d, lr_ * lr_scale(i))), buf};
+}
+
+void SGD::update(size_t i, Tensor& param, const Tensor& grad, std::vector<Tensor>& state) {
+  auto [value, buf] = next_values(i, param, grad, state);
+  if (buf.defined()) state[0].copy_(buf);
+  param.copy_(value);
+}
+
+void SGD::update_all(const std::vector<Pending>& todo) {
+  std::vector<std::pair<Tensor, Tensor>> next;  // (new value, new momentum buffer) per parameter of the step
+  next.reserve(todo.size());
+  for (const Pending& u : todo) next.push_back(next_values(u.i, params_[u.i].second, u.grad, state_[u.i]));
+  for (size_t k = 0; k < todo.size(); k++) {  // (copies into memory that exists: nothing left to run out of)
+    if (next[k].second.defined()) state_[todo[k].i][0].copy_(next[k].second);
+    params_[todo[k].i].second.copy_(next[k].first);
+  }
 }
 
 // ---------------------------------------------------------------- Adam / AdamW

@@ -150,8 +150,14 @@ class SGD : public Optimizer {
 
  protected:
   void update(size_t i, Tensor& param, const Tensor& grad, std::vector<Tensor>& state) override;
+  // Every new value first, then the writes: a step that fails partway (out of memory) leaves every parameter and
+  // momentum buffer as it was, at the cost of holding a step's new values at once.
+  void update_all(const std::vector<Pending>& todo) override;
 
  private:
+  // Parameter i's new value and its momentum buffer's (undefined without momentum); nothing is written.
+  std::pair<Tensor, Tensor> next_values(size_t i, const Tensor& param, const Tensor& grad,
+                                        const std::vector<Tensor>& state) const;
   SGDOptions opt_;
 };
 

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "cuda_test_util.h"
+#include "nn/optim.h"
 #include "test_util.h"
 
 namespace {
@@ -276,6 +277,36 @@ TEST_SUITE("cuda") {
     CHECK(skipgrad::allocator_for(Device::cuda()).stats().os_allocs == os_allocs);
     CHECK(Tensor::ones({4}, DType::F32, Device::cuda()).sum().item() == 4);
     CHECK(cudaGetLastError() == cudaSuccess);
+  }
+
+  TEST_CASE_FIXTURE(sgtest::EmptyDeviceCache,
+                    "an SGD step that runs out of device memory partway changes no parameter and no momentum") {
+    using skipgrad::Device, skipgrad::DType, skipgrad::Tensor;
+    Tensor a = Tensor::ones({16}, DType::F32, Device::cuda()).requires_grad_();
+    Tensor b = Tensor::ones({1 << 20}, DType::F32, Device::cuda()).requires_grad_();  // 4 MiB
+    skipgrad::nn::SGD sgd({{"a", a}, {"b", b}}, {.lr = 0.1, .momentum = 0.9});
+    auto gradients = [&] {
+      sgd.zero_grad();
+      (sum(mul(a, a)) + sum(mul(b, b))).backward();
+    };
+    gradients();
+    sgd.step();  // momentum buffers of 2·p
+    gradients();
+    const std::vector<float> a0 = a.to_vector<float>(), b0 = b.to_vector<float>();
+    const skipgrad::nn::NamedTensors state = sgd.named_state();
+    std::vector<std::vector<float>> state0;
+    for (const auto& [name, t] : state) state0.push_back(t.to_vector<float>());
+    skipgrad::allocator_for(Device::cuda()).empty_cache();
+    skipgrad_emu::set_malloc_limit(1 << 20);  // a's update fits, b's temporaries do not
+    CHECK_THROWS_WITH_ALL(sgd.step(), "out of memory");
+    skipgrad_emu::set_malloc_limit(0);
+    CHECK(cudaGetLastError() == cudaSuccess);
+    CHECK(a.to_vector<float>() == a0);  // a came first: without computing every value first, it would have moved
+    CHECK(b.to_vector<float>() == b0);
+    for (size_t k = 0; k < state.size(); k++) CHECK(state[k].second.to_vector<float>() == state0[k]);
+    CHECK(sgd.step_count() == 1);
+    sgd.step();  // with memory again, the step that failed: buf = 0.9 buf + g, p -= 0.1 buf (g = 2 p)
+    CHECK(a.to_vector<float>()[0] == doctest::Approx(a0[0] - 0.1f * (0.9f * state0[0][0] + 2.0f * a0[0])));
   }
 }
 

@@ -132,6 +132,9 @@ void set_events_pending(bool pending);
 // While set to an error (tests only): cudaMalloc answers it, as every runtime call does on a GPU once a kernel has
 // faulted (a sticky error, kept until the process exits); cudaSuccess clears it.
 void set_malloc_error(cudaError_t e);
+// While set to n > 0 (tests only): a cudaMalloc of n bytes or more answers cudaErrorMemoryAllocation, as a device
+// with no room left for it; 0 clears it.
+void set_malloc_limit(size_t bytes);
 int64_t count_launch(const char* kernel);  // returns the launches so far, this one included
 void count_gemm();
 

@@ -177,15 +177,17 @@ const char* cudaGetErrorString(cudaError_t e) {
 
 namespace {
 std::atomic<cudaError_t> malloc_error{cudaSuccess};
+std::atomic<size_t> malloc_limit{0};
 }
 void skipgrad_emu::set_malloc_error(cudaError_t e) { malloc_error = e; }
+void skipgrad_emu::set_malloc_limit(size_t bytes) { malloc_limit = bytes; }
 
 cudaError_t cudaMalloc(void** p, size_t bytes) {
   skipgrad_emu::State& s = state();
   std::lock_guard<std::mutex> lock(s.mutex);
   *p = nullptr;
   if (malloc_error != cudaSuccess) return record(malloc_error, "cudaMalloc: set_malloc_error (a sticky error)");
-  if (bytes > skipgrad_emu::kDeviceBytes - s.device_bytes_in_use)
+  if (bytes > skipgrad_emu::kDeviceBytes - s.device_bytes_in_use || (malloc_limit > 0 && bytes >= malloc_limit))
     return record(cudaErrorMemoryAllocation, "cudaMalloc: " + std::to_string(bytes) + " bytes do not fit in the " +
                                                  "emulated device's free memory");
   // 256-byte aligned as cudaMalloc's, and exactly `bytes` long, so AddressSanitizer sees an access past the end
