@@ -4,6 +4,7 @@
 #include <charconv>
 #include <cmath>
 #include <limits>
+#include <sstream>
 
 #include "autograd/ops.h"
 #include "autograd/tape.h"
@@ -80,6 +81,19 @@ void TransformerConfig::validate(const Topology& made) const {
           o.owner, "'s; topology ", topology, " does not use it (leave it ", o.default_text, ")");
   check(tie_output || !share_embeddings, who, ": tie_output false needs share_embeddings false (one table shared by "
         "source, target and output is tied to the output)");
+}
+
+std::string TransformerConfig::positions_summary() const {
+  std::ostringstream os;
+  os << position_encoding_name(positions);
+  if (positions == PositionEncoding::Rope) {
+    os << " (theta " << rope_theta;
+    if (rope_dims != 0 && rope_dims != d_model / heads) os << ", " << rope_dims << " of " << d_model / heads << " dims";
+    os << ")";
+  }
+  if (positions == PositionEncoding::T5)
+    os << " (" << relative_buckets << " buckets up to distance " << relative_max_distance << ")";
+  return os.str();
 }
 
 int64_t TransformerConfig::position_limit() const {

@@ -97,6 +97,9 @@ struct TransformerConfig {
   // Throws, naming `who`, unless each topology's own option set away from its default belongs to one of `names`
   // (a comparison given --resi-dual-scale without resi_dual would ignore it).
   void check_used_by(const std::vector<std::string>& names, const char* who) const;
+  // The position encoding with its settings, for run logs: "sinusoidal", "rope (theta 10000)", "rope (theta 10000,
+  // 4 of 16 dims)", "t5 (32 buckets up to distance 128)", "alibi", ...
+  std::string positions_summary() const;
 };
 
 // The options of TransformerConfig that one topology reads (resi_dual_scale: resi_dual's; mixln_post_layers:

@@ -187,6 +187,13 @@ TEST_SUITE("relative_bias") {
     CHECK(model.parameter("enc.relative_bias.weight").shape() == Shape{4, 2});
     CHECK(model.parameter("dec.relative_bias.weight").shape() == Shape{4, 2});
     CHECK(model.kind().find(", positions t5 buckets 4 max_distance 5)") != std::string::npos);
+    CHECK(c.positions_summary() == "t5 (4 buckets up to distance 5)");  // (run logs)
+    nn::TransformerConfig rope = tiny_transformer("pre_ln");
+    rope.positions = nn::PositionEncoding::Rope;
+    CHECK(rope.positions_summary() == "rope (theta 10000)");
+    rope.rope_dims = 4;
+    CHECK(rope.positions_summary() == "rope (theta 10000, 4 of 8 dims)");
+    CHECK(tiny_transformer("pre_ln").positions_summary() == "sinusoidal");
     CHECK(c.position_limit() == std::numeric_limits<int64_t>::max());
     // N(0, d^-1/2): 8 draws of std 0.25 stay well inside ±1.5
     CHECK(max(abs(model.parameter("enc.relative_bias.weight"))).item() < 1.5);

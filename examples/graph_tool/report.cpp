@@ -356,7 +356,7 @@ void write_report(const ReportOptions& opt) {
                                      "loss on y (analysis/measure.h)" : "lengths in [len/2, len], the rest padding")
      << "), dropout 0, label smoothing 0.1"
      << (opt.model.qk_norm == "none" ? "" : ", ") << nn::head_norm_summary(mo0.qk_norm, mo0.qk_norm_kind)
-     << ", " << nn::position_encoding_name(mo0.positions) << " positions. ";
+     << ", " << mo0.positions_summary() << " positions. ";
   if (trained) {
     md << "Measured at";
     for (int64_t s : opt.steps) md << " " << step_label(s) << (s == opt.steps.back() ? "" : ",");

@@ -291,11 +291,12 @@ static int run(int argc, char** argv) {
                  std::log((double)corpus.vocab));
     std::vector<Row> rows;
     for (const std::string& t : names) rows.push_back(train_one(t, corpus, o, device));
+    const std::string positions = lm_config(o, names[0], corpus.vocab).positions_summary();
     std::printf("Character-level decoder-only LMs on %s: %lld layers, d %lld, %lld heads, FFN %lld, context %lld, "
                 "batch %lld, %lld steps, init %s, %s positions, AdamW lr %g (cosine to 10%% after %lld warm-up "
                 "steps), clip 1, device %s. Losses in nats per character, validation over %lld fixed batches.\n\n",
                 o.text.c_str(), (long long)o.layers, (long long)o.d_model, (long long)o.heads, (long long)o.d_ff,
-                (long long)o.context, (long long)o.batch, (long long)o.steps, o.init.c_str(), o.positions.c_str(), o.lr,
+                (long long)o.context, (long long)o.batch, (long long)o.steps, o.init.c_str(), positions.c_str(), o.lr,
                 (long long)o.warmup, o.device.c_str(), (long long)o.eval_batches);
     std::printf("| topology | parameters | valid at init | train (last step) | valid | bits/char | max ‖g‖ | seconds "
                 "| sample (greedy, or --temperature) |\n|---|---|---|---|---|---|---|---|---|\n");

@@ -372,7 +372,7 @@ TrainResult train(const TrainOptions& o) {
   std::printf("model: %s, %lld+%lld layers, d=%lld, %lld heads%s%s, ffn %lld, %s positions, vocab %lld, %lld "
               "parameters\n", cfg.topology.c_str(), (long long)cfg.enc_layers, (long long)cfg.dec_layers,
               (long long)cfg.d_model, (long long)cfg.heads, qk.empty() ? "" : " with ", qk.c_str(),
-              (long long)cfg.d_ff, nn::position_encoding_name(cfg.positions), (long long)cfg.vocab,
+              (long long)cfg.d_ff, cfg.positions_summary().c_str(), (long long)cfg.vocab,
               (long long)res.parameters);
   std::printf("data: %zu train, %zu valid, %zu test pairs (%s)\n", corpus.train.size(), corpus.valid.size(),
               corpus.test.size(), data_dir.c_str());
