@@ -197,11 +197,7 @@ std::pair<Tensor, Tensor> SGD::next_values(size_t i, const Tensor& param, const 
   return {sub(param, mul(d, lr_ * lr_scale(i))), buf};
 }
 
-void SGD::update(size_t i, Tensor& param, const Tensor& grad, std::vector<Tensor>& state) {
-  auto [value, buf] = next_values(i, param, grad, state);
-  if (buf.defined()) state[0].copy_(buf);
-  param.copy_(value);
-}
+void SGD::update(size_t i, Tensor&, const Tensor& grad, std::vector<Tensor>&) { update_all({{i, grad}}); }
 
 void SGD::update_all(const std::vector<Pending>& todo) {
   std::vector<std::pair<Tensor, Tensor>> next;  // (new value, new momentum buffer) per parameter of the step

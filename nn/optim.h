@@ -149,7 +149,7 @@ class SGD : public Optimizer {
   void set_setting(const std::string& name, double value) override;
 
  protected:
-  void update(size_t i, Tensor& param, const Tensor& grad, std::vector<Tensor>& state) override;
+  void update(size_t i, Tensor& param, const Tensor& grad, std::vector<Tensor>& state) override;  // update_all of i
   // Every new value first, then the writes: a step that fails partway (out of memory) leaves every parameter and
   // momentum buffer as it was, at the cost of holding a step's new values at once.
   void update_all(const std::vector<Pending>& todo) override;
