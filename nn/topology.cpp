@@ -83,6 +83,16 @@ void TransformerConfig::validate(const Topology& made) const {
         "source, target and output is tied to the output)");
 }
 
+TransformerConfig TransformerConfig::with_positions(PositionEncoding p) const {
+  const TransformerConfig defaults;
+  TransformerConfig c = *this;
+  c.positions = p;
+  if (p != PositionEncoding::Rope) c.rope_theta = defaults.rope_theta, c.rope_dims = defaults.rope_dims;
+  if (p != PositionEncoding::T5)
+    c.relative_buckets = defaults.relative_buckets, c.relative_max_distance = defaults.relative_max_distance;
+  return c;
+}
+
 std::string TransformerConfig::positions_summary() const {
   std::ostringstream os;
   os << position_encoding_name(positions);

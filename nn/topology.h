@@ -94,6 +94,10 @@ struct TransformerConfig {
   // This config for topology `name`, the options of the other topologies back to their defaults: one command line
   // (--resi-dual-scale 0.5) serves a comparison of several topologies.
   TransformerConfig with_topology(const std::string& name) const;
+  // This config with position encoding `p`, the other encodings' options back to their defaults (rope_theta and
+  // rope_dims are rope's; relative_buckets and relative_max_distance t5's): one command line serves a sweep over
+  // encodings.
+  TransformerConfig with_positions(PositionEncoding p) const;
   // Throws, naming `who`, unless each topology's own option set away from its default belongs to one of `names`
   // (a comparison given --resi-dual-scale without resi_dual would ignore it).
   void check_used_by(const std::vector<std::string>& names, const char* who) const;

@@ -194,6 +194,12 @@ TEST_SUITE("relative_bias") {
     rope.rope_dims = 4;
     CHECK(rope.positions_summary() == "rope (theta 10000, 4 of 8 dims)");
     CHECK(tiny_transformer("pre_ln").positions_summary() == "sinusoidal");
+    // with_positions (a sweep's runs): another encoding's options go back to their defaults, its own stay
+    const nn::TransformerConfig as_rope = c.with_positions(nn::PositionEncoding::Rope);
+    CHECK((as_rope.positions == nn::PositionEncoding::Rope && as_rope.relative_buckets == 32 &&
+           as_rope.relative_max_distance == 128));
+    CHECK(rope.with_positions(nn::PositionEncoding::T5).rope_dims == 0);
+    CHECK(c.with_positions(nn::PositionEncoding::T5).relative_max_distance == 5);
     CHECK(c.position_limit() == std::numeric_limits<int64_t>::max());
     // N(0, d^-1/2): 8 draws of std 0.25 stay well inside ±1.5
     CHECK(max(abs(model.parameter("enc.relative_bias.weight"))).item() < 1.5);

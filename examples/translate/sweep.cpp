@@ -331,14 +331,11 @@ std::vector<SweepRow> run_sweep(const SweepOptions& o) {
   check((o.train.model.relative_buckets == 32 && o.train.model.relative_max_distance == 128) || t5_listed, "sweep",
         ": relative_buckets ", o.train.model.relative_buckets, " and relative_max_distance ",
         o.train.model.relative_max_distance, " are for positions t5, which the sweep does not train");
-  // A run's model: the topology's (--resi-dual-scale: resi_dual's alone), its depth and positions (rope_theta and
-  // rope_dims: rope's alone; relative_buckets and relative_max_distance: t5's).
+  // A run's model: the topology's (--resi-dual-scale: resi_dual's alone), its depth and positions (--rope-theta:
+  // rope's alone, --relative-buckets t5's, ...).
   auto run_model = [&](const std::string& topology, nn::PositionEncoding encoding, int64_t layers) {
-    nn::TransformerConfig c = o.train.model.with_topology(topology);
+    nn::TransformerConfig c = o.train.model.with_topology(topology).with_positions(encoding);
     c.enc_layers = c.dec_layers = layers;
-    c.positions = encoding;
-    if (encoding != nn::PositionEncoding::Rope) c.rope_theta = 10000, c.rope_dims = 0;
-    if (encoding != nn::PositionEncoding::T5) c.relative_buckets = 32, c.relative_max_distance = 128;
     return c;
   };
   for (int64_t L : o.depths) check(L >= 1, "sweep", ": depths must be at least 1, got ", L);
