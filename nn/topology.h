@@ -217,6 +217,7 @@ class Topology {
   static constexpr const char* ResPostNorm = "res_post_norm";
   static constexpr const char* ReZero = "rezero";
   static constexpr const char* Admin = "admin";  // its ω init profiles a batch: init_from_batch
+  static constexpr const char* B2T = "b2t";
 
   virtual ~Topology() = default;
   virtual std::string name() const = 0;

@@ -67,10 +67,13 @@
 #       the encoder, not in the decoder; relative_buckets, relative_max_distance from the config), one table per
 #       stack, "enc.relative_bias.weight" and "dec.relative_bias.weight" [relative_buckets, H], shared by its
 #       layers; "none" adds nothing and rotates nothing.
+#   C18 B2T (not in TOPOLOGIES.md; Takase et al. 2023, their fairseq transformer_layer.py with
+#       residual_bottom_to_top): Post-LN whose last sublayer's norm reads (h + F(h)) + x, x the layer's input; no
+#       final norm. (Its L^-1/2 rescaling of the weights at init does not enter here: the weights are given.)
 # Dropout is 0 everywhere, so where the dropouts sit does not enter the numbers.
 #
 # Model: vocab 13, d 8, 2 heads (d_h 4), ffn 32, 2+2 layers, pad_id 0, shared embeddings, LayerNorm (plus RMSNorm
-# cases for pre_ln and hybrid_norm). d is 8, not 16, to keep the fourteen files (weights + gradients in float64)
+# cases for pre_ln and hybrid_norm). d is 8, not 16, to keep the fifteen files (weights + gradients in float64)
 # about 1.2 MB together. Weights are random (torch.manual_seed), norm gains around 1 and biases around 0 so that a
 # swapped or missing norm shows.
 #
@@ -98,7 +101,7 @@ CASES = [("post_ln", "post_ln", "layer_norm"), ("pre_ln", "pre_ln", "layer_norm"
          ("hybrid_norm_star", "hybrid_norm_star", "layer_norm"), ("deep_norm", "deep_norm", "layer_norm"),
          ("sandwich_ln", "sandwich_ln", "layer_norm"), ("peri_ln", "peri_ln", "layer_norm"),
          ("mix_ln", "mix_ln", "layer_norm"), ("res_post_norm", "res_post_norm", "layer_norm"),
-         ("rezero", "rezero", "layer_norm"), ("admin", "admin", "layer_norm")]
+         ("rezero", "rezero", "layer_norm"), ("admin", "admin", "layer_norm"), ("b2t", "b2t", "layer_norm")]
 
 # A fixed batch, right-padded with pad_id 0 (B=2, S=5, T=4); 2 plays eos/bos.
 SRC = [[4, 5, 6, 7, 2], [8, 9, 2, 0, 0]]
@@ -242,6 +245,11 @@ class Ref:
                 if self.profile is not None:
                     self.profile[side] = math.sqrt(skip.var(unbiased=False).item() + g.var(unbiased=False).item())
                 x = N(n + "_norm", skip + g)
+        elif t == "b2t":  # C18: Post-LN, and the layer's input x added before its last norm: LN_ff(h + F(h) + x)
+            bottom = x
+            for n, f in subs[:-1]:
+                x = N(n + "_norm", x + f(x))
+            x = N("ffn_norm", x + F(x) + bottom)
         elif t == "resi_dual":  # §3.3/§3.4: o = f(x_a); x_d += o; x_a = LN(o + x_a)
             for n, f in subs:
                 o = f(x)
@@ -283,7 +291,7 @@ class Ref:
         dual = x if self.topo == "resi_dual" else None  # §3.2: x_d⁰ = x_a⁰ (s = 1)
         for i in range(L):
             x, dual = self.layer(side, i, x, ctx, dual)
-        if self.topo in ("post_ln", "deep_norm", "rezero", "admin"):
+        if self.topo in ("post_ln", "deep_norm", "rezero", "admin", "b2t"):
             return x
         if self.topo == "resi_dual":  # §3.5: α·x_a + LN_final(x_d), ε = 1e-7
             return x + self.N(side + ".final_norm", dual, eps=1e-7)
@@ -470,7 +478,7 @@ def parameter_shapes(cfg, topology, norm):
                         add_norm(f"{pre}.{a}_out_norm")
                     if topology == "admin":
                         shapes[f"{pre}.{a}_omega"] = [d]
-        if topology not in ("post_ln", "deep_norm", "rezero", "admin"):
+        if topology not in ("post_ln", "deep_norm", "rezero", "admin", "b2t"):
             add_norm(f"{side}.final_norm")
         if topology == "peri_ln":
             add_norm(f"{side}.embed_norm")

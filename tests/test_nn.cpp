@@ -34,7 +34,8 @@ int64_t expected_params(const std::string& topo, nn::NormKind norm) {
       {"post_ln", {2, 3, 0}},     {"pre_ln", {2, 3, 2}},      {"resi_dual", {2, 3, 2}},
       {"deep_norm", {2, 3, 0}},   {"sandwich_ln", {4, 6, 2}}, {"peri_ln", {4, 6, 4}},
       {"mix_ln", {2, 3, 2}},      {"hybrid_norm", {1, 1, 2}}, {"hybrid_norm_star", {1, 1, 2}},
-      {"res_post_norm", {2, 3, 2}}, {"rezero", {0, 0, 0}},    {"admin", {2, 3, 0}}};
+      {"res_post_norm", {2, 3, 2}}, {"rezero", {0, 0, 0}},    {"admin", {2, 3, 0}},
+      {"b2t", {2, 3, 0}}};
   auto [ne, nd, nf] = norms.at(topo);
   int64_t total = emb + 2 * (enc + ne * N) + 2 * (dec + nd * N) + nf * N;
   if (topo.rfind("hybrid_norm", 0) == 0) total += 2 * (3 * Nh) + 2 * (6 * Nh);  // q/k/v norms in every attention
@@ -303,7 +304,7 @@ TEST_SUITE("nn") {
   TEST_CASE("registry: names, unknown topology error, config validation") {
     auto names = nn::topology_names();
     for (const char* n : {"post_ln", "pre_ln", "resi_dual", "hybrid_norm", "hybrid_norm_star", "deep_norm",
-                          "sandwich_ln", "peri_ln", "mix_ln", "res_post_norm", "rezero", "admin"})
+                          "sandwich_ln", "peri_ln", "mix_ln", "res_post_norm", "rezero", "admin", "b2t"})
       CHECK(std::find(names.begin(), names.end(), n) != names.end());
     for (const auto& n : names) CHECK(nn::make_topology(n)->name() == n);
     CHECK_THROWS_WITH_ALL(nn::make_topology("pre_post"), "unknown topology 'pre_post'", "resi_dual", "mix_ln");
@@ -337,7 +338,8 @@ TEST_SUITE("nn") {
         for (const char* n : {"embed.weight", "enc.0.self_attn.q_proj.weight", "enc.1.ffn.fc2.bias",
                               "dec.1.cross_attn.out_proj.bias", "dec.0.self_attn.v_proj.weight"})
           CHECK(names.count(n) == 1);
-        const bool final_norm = topo != "post_ln" && topo != "deep_norm" && topo != "rezero" && topo != "admin";
+        const bool final_norm =
+            topo != "post_ln" && topo != "deep_norm" && topo != "rezero" && topo != "admin" && topo != "b2t";
         CHECK(names.count("dec.final_norm.weight") == (final_norm ? 1 : 0));
         if (topo == "rezero") CHECK(names.count("dec.1.rezero_alpha") == 1);
         if (topo == "admin") CHECK(names.count("dec.1.cross_attn_omega") == 1);
@@ -598,6 +600,9 @@ TEST_SUITE("nn") {
     // an add kernel. ResiDual adds: each sublayer's output feeds both streams' adds (dual_add, residual_add), and
     // each stack's input starts both streams: two gradients from adds, which no GEMM makes (10 + 2). ReZero: each
     // layer's α scales all its sublayers, so its gradient sums 2 (encoder) or 3 (decoder) reductions: 1 + 1 + 2 + 2.
+    // B2T: its skip's add hands the layer input the very gradient that the FFN input gets from its residual add,
+    // so fc1's GEMM cannot sum into that shared tensor (one fold fewer, one add more, per layer), and the layer
+    // input sums two gradients from adds (one more): 23 − 4 folded, 4 + 4 added.
     Tensor src = ids({2, 3, 4, 5, 6, 7, 1, 1}, 2, 4), tgt_in = ids({0, 4, 5, 0, 6, 1}, 2, 3),
            tgt_out = ids({4, 5, 2, 6, 1, 1}, 2, 3);
     for (const std::string& topo : nn::topology_names()) {
@@ -605,8 +610,8 @@ TEST_SUITE("nn") {
       manual_seed(5);
       nn::Transformer m(tiny(topo));
       nn::label_smoothed_nll(m.forward(src, tgt_in), tgt_out, 1, 0.1).loss.backward();
-      CHECK(last_backward_fan_in().folded == 23);
-      CHECK(last_backward_fan_in().added == (topo == "resi_dual" ? 12 : topo == "rezero" ? 6 : 0));
+      CHECK(last_backward_fan_in().folded == (topo == "b2t" ? 19 : 23));
+      CHECK(last_backward_fan_in().added == (topo == "resi_dual" ? 12 : topo == "rezero" ? 6 : topo == "b2t" ? 8 : 0));
     }
   }
 }

@@ -12,6 +12,8 @@
 // and the loss). Branch o_k, to the end of its stack:
 //   Post-LN, DeepNorm,  K−k+1 (min = max: every path crosses LN_k … LN_K; the α·x skip of DeepNorm and the x ⊙ ω
 //   Admin               skip of Admin are no norms)
+//   B2T                 max K−k+1 (Post-LN's paths); min: the norms left in its own layer, S−i, then one per later
+//                       layer (the layer input's skip to the layer's last norm): S−i + L−l−1
 //   Res-post-norm       as Sandwich with one norm per branch: min 1, max K−k+1; W2: +1 (N_out)
 //   ReZero              0: no norm anywhere, every path is norm-free
 //   Pre-LN              min 1 (the final norm), max K−k+1 (into every later branch through its pre-norm)
@@ -64,6 +66,7 @@ struct StackShape {
 Expect to_end(const std::string& topo, const StackShape& st, int64_t l, int64_t i, What what) {
   const int64_t L = st.L, S = st.S, K = S * L, k = S * l + i + 1;
   if (topo == "post_ln" || topo == "deep_norm" || topo == "admin") return same({K - k + 1, K - k + 1});
+  if (topo == "b2t") return same({S - i + L - l - 1, K - k + 1});
   if (topo == "rezero") return same({0, 0});
   if (topo == "res_post_norm") return same(Range{1, K - k + 1} + (what == What::W2 ? Range{1, 1} : Range{0, 0}));
   if (topo == "pre_ln") return same({1, K - k + 1});
@@ -219,7 +222,7 @@ void check_topology(const std::string& topo, int64_t N, int64_t M, nn::NormKind 
   }
 
   // Norm-free paths inside the layers: only from the last norm of a stack without a final norm (Post-LN,
-  // DeepNorm, Admin) or whose x_a reaches the output beside LN_final(x_d) (ResiDual); never in the encoder, whose
+  // DeepNorm, Admin, B2T) or whose x_a reaches the output beside LN_final(x_d) (ResiDual); never in the encoder, whose
   // output always crosses a decoder norm. ReZero: from every node.
   std::set<std::string> norm_free, expected;
   for (const GraphNode& n : r.g.nodes)
@@ -227,7 +230,7 @@ void check_topology(const std::string& topo, int64_t N, int64_t M, nn::NormKind 
   if (topo == "rezero")
     for (const GraphNode& n : r.g.nodes)
       if (n.kind == "op" && !layer_scope(n.name).empty() && r.s.at(n.id).reaches_loss()) expected.insert(n.name);
-  if (topo == "post_ln" || topo == "deep_norm" || topo == "admin" || dual)
+  if (topo == "post_ln" || topo == "deep_norm" || topo == "admin" || topo == "b2t" || dual)
     expected.insert("dec." + std::to_string(M - 1) + ".ffn_norm." +
                     (norm == nn::NormKind::LayerNorm ? "layer_norm" : "rms_norm"));
   CHECK(norm_free == expected);
@@ -240,7 +243,7 @@ TEST_SUITE("topology_paths") {
     // the formulas above cover exactly the registry
     CHECK(nn::topology_names() == std::vector<std::string>{"post_ln", "pre_ln", "resi_dual", "hybrid_norm",
                                                            "hybrid_norm_star", "deep_norm", "sandwich_ln", "peri_ln",
-                                                           "mix_ln", "res_post_norm", "rezero", "admin"});
+                                                           "mix_ln", "res_post_norm", "rezero", "admin", "b2t"});
   }
 
   TEST_CASE("every topology, every dropout on: each op node of one forward has a name of its own") {
@@ -301,6 +304,48 @@ TEST_SUITE("topology_paths") {
     CHECK(rd.s.at(rd.g.find("dec.0.self_attn.dual_add")).max_norms == 1);
   }
 
+  TEST_CASE("B2T: Post-LN's longest paths, one norm per later layer on the shortest, weights L^-1/2 of Post-LN's") {
+    // 4+4: the decoder's first self-attention output crosses LN_sa, LN_ca, LN_ff of its layer (3), then one norm per
+    // later layer through their skips (3): 6 on the shortest path; Post-LN's 12 on the longest, as Post-LN's only
+    Recorded b2t = record("b2t", 4, 4), post = record("post_ln", 4, 4);
+    const int64_t o = listed_branch(b2t, b2t.g.find("dec.0.self_attn.residual_add"), "dec.0.self_attn.out_proj");
+    const int64_t o_post = listed_branch(post, post.g.find("dec.0.self_attn.residual_add"), "dec.0.self_attn.out_proj");
+    CHECK(b2t.s.at(o).min_norms == 6);
+    CHECK(b2t.s.at(o).max_norms == 12);
+    CHECK(post.s.at(o_post).min_norms == 12);
+    // the skip reads the layer's input: the stream that entered the layer (the previous layer's last norm)
+    const GraphNode& skip = b2t.g.at(b2t.g.find("dec.1.b2t_add"));
+    REQUIRE(skip.inputs.size() == 2);
+    CHECK(b2t.g.at(skip.inputs[0]).name == "dec.1.ffn.residual_add");
+    CHECK(b2t.g.at(skip.inputs[1]).name == "dec.0.ffn_norm.layer_norm");
+
+    // the same seed draws the same weights; B2T scales every linear map of a layer by (its stack's layers)^-1/2
+    for (auto [N, M] : {std::pair<int64_t, int64_t>{3, 2}, {0, 4}}) {
+      nn::TransformerConfig c;
+      c.vocab = 11, c.d_model = 8, c.heads = 2, c.d_ff = 16, c.enc_layers = N, c.dec_layers = M;
+      c.topology = "post_ln";
+      manual_seed(7);
+      nn::Transformer post_model(c);
+      c.topology = "b2t";
+      manual_seed(7);
+      nn::Transformer b2t_model(c);
+      const auto post_params = post_model.named_parameters(), b2t_params = b2t_model.named_parameters();
+      REQUIRE(post_params.size() == b2t_params.size());
+      for (size_t i = 0; i < post_params.size(); i++) {
+        const std::string& name = post_params[i].first;
+        CAPTURE(name);
+        REQUIRE(b2t_params[i].first == name);
+        const bool linear_weight = name.find("_proj.weight") != std::string::npos ||
+                                   name.find(".fc1.weight") != std::string::npos ||
+                                   name.find(".fc2.weight") != std::string::npos;
+        const double s = !linear_weight ? 1.0 : 1.0 / std::sqrt((double)(name.rfind("enc.", 0) == 0 ? N : M));
+        const std::vector<float> a = post_params[i].second.to_vector<float>(),
+                                 b = b2t_params[i].second.to_vector<float>();
+        for (size_t j = 0; j < a.size(); j++) CHECK(b[j] == doctest::Approx(a[j] * s).epsilon(1e-6));
+      }
+    }
+  }
+
   TEST_CASE("a 24+24-layer model records, snapshots, analyses and dumps in seconds, with the golden counts") {
     const auto t0 = std::chrono::steady_clock::now();
     Recorded r = record("resi_dual", 24, 24);
@@ -333,7 +378,7 @@ TEST_SUITE("topology_paths") {
         {"hybrid_norm_star", 13851900305781512545ull}, {"deep_norm", 3585103267594828067ull},
         {"sandwich_ln", 12312425080935316989ull}, {"peri_ln", 4098613759738134719ull},
         {"mix_ln", 11144917144738120725ull}, {"res_post_norm", 11059011002988899717ull},
-        {"rezero", 2179384325111380651ull}, {"admin", 16523406811373221011ull}};
+        {"rezero", 2179384325111380651ull}, {"admin", 16523406811373221011ull}, {"b2t", 15385606154904422055ull}};
     for (const std::string& topo : nn::topology_names()) {
       CAPTURE(topo);
       const Recorded r = record(topo, 4, 4);  // mix_ln: its first layer Post-LN

@@ -20,7 +20,8 @@ namespace skipgrad::nn {
   X(mix_ln)                    \
   X(res_post_norm)             \
   X(rezero)                    \
-  X(admin)
+  X(admin)                     \
+  X(b2t)
 
 #define SKIPGRAD_DECLARE_TOPOLOGY(name) std::unique_ptr<Topology> make_topology_##name();
 SKIPGRAD_TOPOLOGIES(SKIPGRAD_DECLARE_TOPOLOGY)
