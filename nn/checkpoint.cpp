@@ -5,6 +5,7 @@
 #include <bit>
 #include <cmath>
 #include <cstring>
+#include <functional>
 #include <nlohmann/json.hpp>
 #include <set>
 #include <sstream>
@@ -293,6 +294,18 @@ void check_tied_sources(const char* op, const std::string& where, const NamedTen
   }
 }
 
+// Every buffer's source passes its module's check_loaded_buffer (T5's buckets must be its settings' own). `source`
+// gives the tensor for a buffer's full name (one that the caller has checked is there).
+void check_loaded_buffers(const char* op, const std::string& where, Module& model,
+                          const std::function<Tensor(const std::string&)>& source) {
+  for (auto& [path, m] : model.named_modules())
+    for (auto& [name, t] : m->named_buffers()) {
+      if (name.find('.') != std::string::npos) continue;  // a child's, checked with the child
+      const std::string full = path.empty() ? name : path + "." + name;
+      m->check_loaded_buffer(name, source(full), std::string(op) + where + ": buffer '" + full + "'");
+    }
+}
+
 }  // namespace
 
 NamedTensors state_dict(const Module& model) { return model_tensors(model); }
@@ -330,6 +343,7 @@ void load_state_dict(Module& model, const NamedTensors& tensors) {
     sources.push_back(src);
   }
   check_tied_sources(op, "", dest, sources);
+  check_loaded_buffers(op, "", model, [&given](const std::string& name) { return *given.at(name); });
   NoGradGuard no_grad;
   for (size_t i = 0; i < dest.size(); i++) dest[i].second.copy_(sources[i]);
 }
@@ -393,6 +407,7 @@ Metadata load_checkpoint(const SafetensorsFile& file, const std::string& path, M
     sources.push_back(src);
   }
   check_tied_sources(op, ": '" + path + "'", dest, sources);
+  check_loaded_buffers(op, ": '" + path + "'", model, [&file](const std::string& name) { return file.find(name); });
   const bool has_rng = file.metadata.count("skipgrad.rng.seed") && file.metadata.count("skipgrad.rng.offset");
   uint64_t seed = 0, offset = 0;
   if (restore_rng && has_rng) {

@@ -272,6 +272,20 @@ RelativePositionBias::RelativePositionBias(int64_t h, int64_t nb, int64_t maxd, 
   bucket_of = register_buffer("buckets", Tensor::from_vector(of, {2 * maxd + 1}));
 }
 
+void RelativePositionBias::check_loaded_buffer(const std::string& name, const Tensor& value,
+                                               const std::string& context) const {
+  if (name != "buckets") return;
+  if (!(value.dtype() == DType::I64 && value.shape() == bucket_of.shape()))
+    fail(context, " is ", value.meta_str(), "; expected int64 ", bucket_of.shape());
+  const std::vector<int64_t> got = value.to(Device::cpu()).contiguous().to_vector<int64_t>(),
+                             want = bucket_of.to(Device::cpu()).to_vector<int64_t>();
+  for (size_t i = 0; i < want.size(); i++)
+    if (got[i] != want[i])
+      fail(context, " holds bucket ", got[i], " for relative position ", (int64_t)i - max_distance, " where ", buckets,
+           " buckets up to distance ", max_distance, bidirectional ? " (bidirectional)" : "", " give ", want[i],
+           ": an edited file, or one saved with other settings");
+}
+
 // bias[b, h, i, j] = weight[buckets[clamp(p_j - p_i, -D, D) + D], h], in two lookups: the bias of every relative
 // position in [-D, D] (table [2D + 1, H], rows of the weight), then the table's rows at the clamped relative
 // positions [B, Tq, Tk], computed on the positions' device (no host read). The gradient flows back through both.

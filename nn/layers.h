@@ -143,6 +143,8 @@ class RelativePositionBias : public Module {
   // query_positions int64 [B, Tq], key_positions int64 [B, Tk] (make_positions) -> bias [B, H, Tq, Tk] of the
   // weight's dtype, contiguous
   Tensor forward(const Tensor& query_positions, const Tensor& key_positions);
+  // A file's "buckets" must be the ones these settings give: they index the weight's rows.
+  void check_loaded_buffer(const std::string& name, const Tensor& value, const std::string& context) const override;
   int64_t heads, buckets, max_distance;
   bool bidirectional;
   Tensor weight, bucket_of;

@@ -41,6 +41,13 @@ class Module {
   Tensor& tie_parameter(const std::string& name, const Tensor& shared);
   // Registers a tensor that is saved with the model but not trained (e.g. a positions table).
   Tensor& register_buffer(const std::string& name, Tensor t);
+  // Refuses `value`, a file's tensor for this module's buffer `name` (its own name: "buckets"), before
+  // load_checkpoint or load_state_dict copies anything: a module whose buffer follows from its settings, and
+  // would index out of range or compute something else with another value, throws an Error that begins with
+  // `context` (the op, the file, the buffer's full name). The default accepts any value of the buffer's shape.
+  virtual void check_loaded_buffer(const std::string& name, const Tensor& value, const std::string& context) const {
+    (void)name, (void)value, (void)context;
+  }
   // Registers a child; its name becomes `name` (the full path is built by named_parameters()).
   template <class M>
   std::shared_ptr<M> register_module(const std::string& name, std::shared_ptr<M> m) {

@@ -3,7 +3,10 @@
 // with cfg.positions t5 (one table per stack, decode_step, beam reorder, the graph, no length limit, refusals).
 // Elsewhere: whole models against PyTorch in test_transformer_reference.cpp (positions_*t5*); decode_step, prefill
 // and gradchecks of whole LMs in test_decoder_only.cpp and test_positions.cpp (their loops over the encodings).
+#include <unistd.h>
+
 #include <cmath>
+#include <filesystem>
 #include <limits>
 #include <string>
 #include <utility>
@@ -11,6 +14,7 @@
 
 #include "analysis/graph.h"
 #include "autograd/autocast.h"
+#include "nn/checkpoint.h"
 #include "nn/generate.h"
 #include "nn/transformer.h"
 #include "positions_test_util.h"
@@ -228,6 +232,41 @@ TEST_SUITE("relative_bias") {
     bad.relative_max_distance = int64_t(1) << 17;
     CHECK_THROWS_WITH_ALL(bad.validate(), "relative_max_distance in (2, 2^16], got 131072");
     CHECK(nn::parse_position_encoding("t5") == nn::PositionEncoding::T5);
+  }
+
+  TEST_CASE("a file whose T5 buckets differ from the settings' is refused before anything is copied") {
+    // The buckets buffer indexes the bias table: an edited one (or out of range) would read other rows, or fail
+    // mid-forward. load_checkpoint and load_state_dict compare it with the buckets the model's settings give.
+    const std::string path = (std::filesystem::temp_directory_path() /
+                              ("skipgrad_t5_buckets_" + std::to_string(::getpid()) + ".safetensors")).string();
+    manual_seed(2);
+    nn::Transformer saved(tiny_t5("pre_ln", false));
+    manual_seed(3);
+    nn::Transformer model(tiny_t5("pre_ln", false));
+    const std::vector<float> before = model.parameter("dec.relative_bias.weight").to_vector<float>();
+    for (int64_t edited : {int64_t(0), int64_t(99)}) {  // another valid bucket; one past the table
+      CAPTURE(edited);
+      nn::NamedTensors tensors = nn::state_dict(saved);
+      for (auto& [name, t] : tensors)
+        if (name == "dec.relative_bias.buckets") {
+          t = t.clone();
+          t.data<int64_t>()[0] = edited;  // relative position -5: the past's last bucket, 3
+        }
+      nn::save_safetensors(path, tensors);
+      const std::string want = "holds bucket " + std::to_string(edited) + " for relative position -5 where 4 "
+                               "buckets up to distance 5 give 3";
+      CHECK_THROWS_WITH_ALL(nn::load_checkpoint(path, model), "load_checkpoint", "buffer 'dec.relative_bias.buckets'",
+                            want.c_str(), "an edited file");
+      CHECK_THROWS_WITH_ALL(nn::load_state_dict(model, tensors), "load_state_dict",
+                            "buffer 'dec.relative_bias.buckets'", want.c_str());
+      CHECK(model.parameter("dec.relative_bias.weight").to_vector<float>() == before);  // nothing copied
+    }
+    // the file as saved loads
+    nn::save_checkpoint(path, saved);
+    nn::load_checkpoint(path, model);
+    CHECK(model.parameter("dec.relative_bias.weight").to_vector<float>() ==
+          saved.parameter("dec.relative_bias.weight").to_vector<float>());
+    std::filesystem::remove(path);
   }
 
   TEST_CASE("encoder-decoder with t5: decode_step equals decode, after a beam reorder too; the bias in SA only") {
