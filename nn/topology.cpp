@@ -146,6 +146,9 @@ const std::vector<TopologyOption>& topology_options() {
        [](C& c) { c.resi_dual_scale = 1.0; }},
       {"mixln_post_layers", "mix_ln", "Mix-LN", "-1", [](const C& c) { return std::to_string(c.mixln_post_layers); },
        [](C& c) { c.mixln_post_layers = -1; }},
+      // (an init: not in Transformer::kind(), a checkpoint computes the same whichever it started from)
+      {"b2t_rescale", "b2t", "B2T", "true", [](const C& c) { return std::string(c.b2t_rescale ? "true" : "false"); },
+       [](C& c) { c.b2t_rescale = true; }},
   };
   return options;
 }

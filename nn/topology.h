@@ -67,6 +67,7 @@ struct TransformerConfig {
   // Options of one topology: validate() refuses a value other than the default for any other topology.
   double resi_dual_scale = 1.0;     // ResiDual's s (enc/dec_res_input_norm_scale); LN makes it a pure range knob
   int64_t mixln_post_layers = -1;   // Mix-LN: first k layers of each stack Post-LN; -1: floor(L/4)
+  bool b2t_rescale = true;          // B2T: its layers' weights × L^-1/2 at init (its code's); false: Post-LN's init
   InitScheme init = InitScheme::Fairseq;
   bool share_embeddings = true;     // one table for source, target and output (fairseq share_all_embeddings)
   bool tie_output = true;           // when not sharing all: target embedding = output projection (sharing all
@@ -107,7 +108,7 @@ struct TransformerConfig {
 };
 
 // The options of TransformerConfig that one topology reads (resi_dual_scale: resi_dual's; mixln_post_layers:
-// mix_ln's), in one table: validate() refuses one set away from its default for another topology, with_topology()
+// mix_ln's; b2t_rescale: b2t's), in one table: validate() refuses one set away from its default for another topology, with_topology()
 // resets them, check_used_by() asks a comparison to list their topology, and Transformer::reads_kind() reads a
 // file from before 2026-12-06 that gave one to another topology as its default.
 struct TopologyOption {

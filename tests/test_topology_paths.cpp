@@ -35,6 +35,7 @@
 #include <functional>
 #include <map>
 #include <set>
+#include <tuple>
 
 #include "analysis/graph.h"
 #include "analysis/paths.h"
@@ -319,14 +320,16 @@ TEST_SUITE("topology_paths") {
     CHECK(b2t.g.at(skip.inputs[0]).name == "dec.1.ffn.residual_add");
     CHECK(b2t.g.at(skip.inputs[1]).name == "dec.0.ffn_norm.layer_norm");
 
-    // the same seed draws the same weights; B2T scales every linear map of a layer by (its stack's layers)^-1/2
-    for (auto [N, M] : {std::pair<int64_t, int64_t>{3, 2}, {0, 4}}) {
+    // the same seed draws the same weights; B2T scales every linear map of a layer by (its stack's layers)^-1/2,
+    // unless b2t_rescale is false (Post-LN's init)
+    for (auto [N, M, rescale] : {std::tuple<int64_t, int64_t, bool>{3, 2, true}, {0, 4, true}, {3, 2, false}}) {
       nn::TransformerConfig c;
       c.vocab = 11, c.d_model = 8, c.heads = 2, c.d_ff = 16, c.enc_layers = N, c.dec_layers = M;
       c.topology = "post_ln";
       manual_seed(7);
       nn::Transformer post_model(c);
       c.topology = "b2t";
+      c.b2t_rescale = rescale;
       manual_seed(7);
       nn::Transformer b2t_model(c);
       const auto post_params = post_model.named_parameters(), b2t_params = b2t_model.named_parameters();
@@ -338,12 +341,20 @@ TEST_SUITE("topology_paths") {
         const bool linear_weight = name.find("_proj.weight") != std::string::npos ||
                                    name.find(".fc1.weight") != std::string::npos ||
                                    name.find(".fc2.weight") != std::string::npos;
-        const double s = !linear_weight ? 1.0 : 1.0 / std::sqrt((double)(name.rfind("enc.", 0) == 0 ? N : M));
+        const double s =
+            !linear_weight || !rescale ? 1.0 : 1.0 / std::sqrt((double)(name.rfind("enc.", 0) == 0 ? N : M));
         const std::vector<float> a = post_params[i].second.to_vector<float>(),
                                  b = b2t_params[i].second.to_vector<float>();
         for (size_t j = 0; j < a.size(); j++) CHECK(b[j] == doctest::Approx(a[j] * s).epsilon(1e-6));
       }
     }
+    nn::TransformerConfig other;
+    other.vocab = 11;
+    other.topology = "post_ln";
+    other.b2t_rescale = false;  // B2T's own option, given to another topology: refused, as the others' are
+    CHECK_THROWS_WITH_ALL(other.validate(), "b2t_rescale false is B2T's; topology post_ln does not use it");
+    CHECK(other.with_topology("pre_ln").b2t_rescale);
+    CHECK(!other.with_topology("b2t").b2t_rescale);
   }
 
   TEST_CASE("a 24+24-layer model records, snapshots, analyses and dumps in seconds, with the golden counts") {

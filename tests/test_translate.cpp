@@ -166,4 +166,18 @@ TEST_SUITE("translate") {
     old["rope_theta"] = 500000;  // another encoding's option: refused, as validate() refuses it
     CHECK_THROWS_WITH_ALL(config_from_json(old.dump()), "rope_theta 500000 is for positions rope");
   }
+
+  TEST_CASE("config JSON: b2t_rescale round-trips; a file from before it reads as true, as does another topology's") {
+    nn::TransformerConfig c = tiny_transformer("b2t");
+    c.b2t_rescale = false;
+    CHECK(!config_from_json(config_to_json(c)).b2t_rescale);
+    nlohmann::json old = nlohmann::json::parse(config_to_json(c));
+    old.erase("b2t_rescale");
+    CHECK(config_from_json(old.dump()).b2t_rescale);
+    old["b2t_rescale"] = "no";
+    CHECK_THROWS_WITH_ALL(config_from_json(old.dump()), "config_from_json", "mistyped");
+    old["b2t_rescale"] = false;
+    old["topology"] = "post_ln";  // another topology's: read as the default (with_topology), as the others' options
+    CHECK(config_from_json(old.dump()).b2t_rescale);
+  }
 }
