@@ -22,8 +22,7 @@ using namespace skipgrad;
 TopologyCost measure_cost(const CostOptions& opt, const std::string& topology) {
   check(opt.steps >= 1, "cost", ": --steps must be at least 1, got ", opt.steps);
   check(opt.warmup >= 0, "cost", ": --warmup must be at least 0, got ", opt.warmup);
-  ModelOptions mo = opt.model;
-  mo.topology = topology;
+  ModelOptions mo = opt.model.with_topology(topology);
   const bool autocast_bf16 = parse_autocast(mo.autocast);
   const Device device = Device::parse(mo.device);
   nn::TransformerConfig cfg = mo.config();

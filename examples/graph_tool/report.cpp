@@ -33,6 +33,7 @@ nn::TransformerConfig ModelOptions::config() const {
   c.rope_dims = rope_dims;
   c.relative_buckets = relative_buckets;
   c.relative_max_distance = relative_max_distance;
+  c.b2t_rescale = b2t_rescale;
   c.max_positions = std::max<int64_t>(len, 16);
   c.validate();
   return c;
@@ -45,12 +46,18 @@ std::string layers_text(int64_t layers, bool decoder_only) {
 
 std::string ModelOptions::layers_text() const { return graph_tool::layers_text(layers, decoder_only); }
 
+ModelOptions ModelOptions::with_topology(const std::string& t) const {
+  ModelOptions mo = *this;
+  mo.topology = t;
+  if (t != "b2t") mo.b2t_rescale = nn::TransformerConfig{}.b2t_rescale;
+  return mo;
+}
+
 void ModelOptions::check_topologies(const std::vector<std::string>& topologies) const {
-  for (const std::string& t : topologies) {
-    ModelOptions mo = *this;
-    mo.topology = t;
-    (void)mo.config();
-  }
+  nn::TransformerConfig own;  // (the options that belong to one topology)
+  own.b2t_rescale = b2t_rescale;
+  own.check_used_by(topologies, "--topologies");
+  for (const std::string& t : topologies) (void)with_topology(t).config();
 }
 
 namespace {
@@ -282,8 +289,7 @@ void write_report(const ReportOptions& opt) {
   std::vector<Run> runs;
   for (const std::string& topo : opt.topologies)
     for (int64_t depth : opt.depths) {
-      ModelOptions mo = opt.model;
-      mo.topology = topo;
+      ModelOptions mo = opt.model.with_topology(topo);
       mo.layers = depth;
       MeasureOptions meo;
       meo.seeds = opt.seeds;
@@ -347,7 +353,8 @@ void write_report(const ReportOptions& opt) {
   }
 
   std::ostringstream md;
-  const nn::TransformerConfig mo0 = opt.model.config();  // the settings every run shares (qk_norm)
+  // the settings every run shares (qk_norm)
+  const nn::TransformerConfig mo0 = opt.model.with_topology(opt.topologies.front()).config();
   const bool trained = opt.steps.size() > 1 || opt.steps.front() > 0;
   md << kMarker << "\n\n## Generated tables\n\nCommand:\n\n```sh\n" << opt.command << "\n```\n\n"
      << "Model: d_model " << opt.model.d_model << ", " << opt.model.heads << " heads, d_ff " << opt.model.d_ff
