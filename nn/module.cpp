@@ -205,4 +205,21 @@ void Module::to(DType dtype) {
   for (auto& [n, c] : children_) c->to(dtype);
 }
 
+std::vector<std::string> parameters_without_grad(const Module& model) {
+  std::vector<std::string> out;
+  for (const auto& [name, t] : model.named_parameters())
+    if (t.requires_grad() && !t.grad().defined()) out.push_back(name);
+  return out;
+}
+
+std::string without_grad_warning(const std::vector<std::string>& names, size_t shown) {
+  if (names.empty()) return "";
+  std::string s = std::to_string(names.size()) + (names.size() == 1 ? " parameter" : " parameters") +
+                  " got no gradient in the first step (the forward does not use them; a module built but never "
+                  "called?): ";
+  for (size_t i = 0; i < names.size() && i < shown; i++) s += (i ? ", " : "") + names[i];
+  if (names.size() > shown) s += ", ...";
+  return s;
+}
+
 }  // namespace skipgrad::nn

@@ -115,6 +115,14 @@ class Module {
   std::vector<std::pair<std::string, std::shared_ptr<Module>>> children_;
 };
 
+// After a backward of a loss of the whole model: the names of the parameters that got no gradient (an undefined
+// .grad), i.e. that the forward did not read (torch DDP's "unused parameters"): a module built but never called, as
+// a topology's norm for a sublayer that its layer does not have. Training programs print them after their first step.
+// A parameter frozen with requires_grad off is not listed. Empty when every parameter has one.
+std::vector<std::string> parameters_without_grad(const Module& model);
+// "3 parameters got no gradient ...: a, b, c" (at most `shown` names, then "..."), for a run's log; "" for none.
+std::string without_grad_warning(const std::vector<std::string>& names, size_t shown = 8);
+
 // A numbered list of child modules, as torch.nn.ModuleList: element i is registered as child "i", so a stack of
 // blocks names its parameters "blk.0.attn.q_proj.weight", ... and a forward run under `Scope s(blocks.name())` and
 // each block's own scope records "blk.3.mlp.residual_add". T is the element type (a Module subclass).

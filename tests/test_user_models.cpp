@@ -65,6 +65,29 @@ class ParallelLayer : public nn::Layer {
   std::shared_ptr<nn::Norm> norm, cross_attn_norm;
 };
 
+// A layer written before decoder-only models (README: "a topology written before this"): it builds its
+// cross-attention norm under is_decoder(), so in a decoder-only model that norm exists and nothing calls it.
+class HalfMigratedLayer : public nn::Layer {
+ public:
+  HalfMigratedLayer(const nn::TransformerConfig& cfg, nn::Side side, int64_t index) : Layer(cfg, side, index) {
+    self_attn_norm = add_norm("self_attn_norm");
+    if (is_decoder()) cross_attn_norm = add_norm("cross_attn_norm");
+    ffn_norm = add_norm("ffn_norm");
+  }
+
+ protected:
+  nn::Stream apply(const nn::Stream& in, const nn::LayerInputs& ctx) override {
+    Tensor x = in.x;
+    x = residual_add("self_attn", x, D("self_attn", SA(self_attn_norm->forward(x), ctx)));
+    if (has_cross_attention()) x = residual_add("cross_attn", x, D("cross_attn", CA(cross_attn_norm->forward(x), ctx)));
+    x = residual_add("ffn", x, D("ffn", F(ffn_norm->forward(x))));
+    return {x, Tensor()};
+  }
+
+ private:
+  std::shared_ptr<nn::Norm> self_attn_norm, cross_attn_norm, ffn_norm;
+};
+
 struct Run {
   Tensor loss;
   nn::NamedTensors grads;
@@ -246,5 +269,46 @@ TEST_SUITE("nn") {
     CHECK(nn::topology_names().size() == builtins);
     CHECK_THROWS_WITH_ALL(nn::make_topology("my_pre_ln"), "unknown topology 'my_pre_ln'");
     CHECK_THROWS_WITH_ALL(nn::Transformer(tiny_transformer("my_pre_ln")), "unknown topology 'my_pre_ln'");
+  }
+}
+
+TEST_SUITE("nn") {
+  TEST_CASE("parameters_without_grad: a module built but never called is named after the first backward") {
+    const Tensor ids = Tensor::from_vector<int64_t>({2, 9, 4, 2, 10, 5}, {2, 3});
+    const Tensor next = Tensor::from_vector<int64_t>({9, 4, 6, 10, 5, 1}, {2, 3});
+    {
+      const nn::TopologyRegistration half("half_migrated", [] {
+        return std::make_unique<nn::LayerTopology<HalfMigratedLayer, nn::FinalNormTopology>>("half_migrated");
+      });
+      nn::TransformerConfig c = tiny_transformer("half_migrated");
+      c.enc_layers = 0;  // decoder-only: the cross-attention norms are built, never called
+      manual_seed(3);
+      nn::Transformer lm(c);
+      // before any backward, every parameter (the question is asked after a backward)
+      CHECK(nn::parameters_without_grad(lm).size() == lm.named_parameters().size());
+      nn::label_smoothed_nll(lm.forward(ids), next, c.pad_id, 0.0).loss.backward();
+      const std::vector<std::string> unused = nn::parameters_without_grad(lm);
+      CHECK(unused == std::vector<std::string>{"dec.0.cross_attn_norm.weight", "dec.0.cross_attn_norm.bias",
+                                               "dec.1.cross_attn_norm.weight", "dec.1.cross_attn_norm.bias"});
+      CHECK(nn::without_grad_warning(unused, 2) ==
+            "4 parameters got no gradient in the first step (the forward does not use them; a module built but never "
+            "called?): dec.0.cross_attn_norm.weight, dec.0.cross_attn_norm.bias, ...");
+      CHECK(nn::without_grad_warning({}).empty());
+    }
+    // every built-in topology uses all its parameters, encoder-decoder and decoder-only (Admin after its profiling)
+    const Tensor src = Tensor::from_vector<int64_t>({4, 5, 6, 7, 3, 8, 1, 1}, {2, 4});
+    for (const std::string& topology : nn::topology_names())
+      for (bool decoder_only : {false, true}) {
+        CAPTURE(topology);
+        CAPTURE(decoder_only);
+        nn::TransformerConfig c = tiny_transformer(topology);
+        if (decoder_only) c.enc_layers = 0;
+        manual_seed(3);
+        nn::Transformer model(c);
+        model.init_from_batch(decoder_only ? Tensor() : src, ids);
+        const Tensor logits = decoder_only ? model.forward(ids) : model.forward(src, ids);
+        nn::label_smoothed_nll(logits, next, c.pad_id, 0.1).loss.backward();
+        CHECK(nn::parameters_without_grad(model) == std::vector<std::string>{});
+      }
   }
 }

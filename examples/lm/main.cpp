@@ -187,6 +187,9 @@ Row train_one(const std::string& topology, const Corpus& c, const Options& o, De
     auto [x, y] = batch_of(c.train, o.batch, o.context, rng, device);
     Tensor loss = nn::label_smoothed_nll(lm.forward(x), y, cfg.pad_id, 0.0).loss;
     loss.backward();
+    if (step == 1)  // parameters that the forward never reads (a custom topology's module built, never called)
+      if (const std::string unused = nn::without_grad_warning(nn::parameters_without_grad(lm)); !unused.empty())
+        std::fprintf(stderr, "%s: warning: %s\n", topology.c_str(), unused.c_str());
     const double gnorm = nn::clip_grad_norm(lm.parameters(), 1.0);
     opt.set_lr(schedule.lr(step));
     opt.step();

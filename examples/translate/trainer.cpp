@@ -397,6 +397,7 @@ TrainResult train(const TrainOptions& o) {
     int64_t step = 0;
     double loss = 0, gnorm = 0;
   } diverged;
+  bool unused_checked = false;
   // One step read back: the running loss, metrics.jsonl (its line, then its grad_norms line), the progress line.
   auto account = [&](const Queued& q, double loss, double gnorm, const double* param_norms) {
     // The running train loss starts at this run's first step (a resumed run too, not from 0).
@@ -484,6 +485,11 @@ TrainResult train(const TrainOptions& o) {
       opt.set_lr(schedule.lr(step));  // update step+1 at `step` updates done, as fairseq: warmup_init_lr first
       const uint64_t rng_offset = default_generator().offset();  // to replay this step if it diverges
       Tensor values = forward_backward_queued(model, b, o.label_smoothing, autocast_bf16);
+      if (!unused_checked) {  // this run's first step: parameters that its forward never reads (no host wait)
+        unused_checked = true;
+        const std::string unused = nn::without_grad_warning(nn::parameters_without_grad(model));
+        if (!unused.empty()) std::printf("warning: %s\n", unused.c_str());
+      }
       // --grad-norms-every K: every parameter's ‖∂L/∂θ‖ before clipping, one reduction, read with the step's values
       nn::GradNorms param_norms;
       if (o.grad_norms_every > 0 && (step + 1) % o.grad_norms_every == 0)
