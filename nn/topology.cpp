@@ -46,6 +46,8 @@ void TransformerConfig::validate(const Topology& made) const {
   check(norm_eps > 0 && std::isfinite(norm_eps), who, ": norm_eps must be finite and > 0, got ", norm_eps);
   check(resi_dual_scale > 0 && std::isfinite(resi_dual_scale), who, ": resi_dual_scale must be > 0, got ",
         resi_dual_scale);
+  check(layer_scale_init == -1 || (layer_scale_init > 0 && std::isfinite(layer_scale_init)), who,
+        ": layer_scale_init must be finite and > 0 (or -1 for CaiT's rule on the depth), got ", layer_scale_init);
   check(mixln_post_layers >= -1, who, ": mixln_post_layers must be >= 0 (or -1 for floor(L/4)), got ",
         mixln_post_layers);
   check(max_positions > 0, who, ": max_positions must be positive, got ", max_positions);
@@ -135,20 +137,27 @@ PositionEncoding parse_position_encoding(const std::string& s) {
        "'; known: sinusoidal, learned, rope, alibi, t5, none");
 }
 
+namespace {
+// the shortest text that reads back to the same double (as kind())
+std::string shortest(double v) {
+  char buf[32];
+  return std::string(buf, std::to_chars(buf, buf + sizeof buf, v).ptr);
+}
+}  // namespace
+
 const std::vector<TopologyOption>& topology_options() {
   using C = TransformerConfig;
   static const std::vector<TopologyOption> options = {
-      {"resi_dual_scale", "resi_dual", "ResiDual", "1",
-       [](const C& c) {  // the shortest text that reads back to the same double (as kind())
-         char buf[32];
-         return std::string(buf, std::to_chars(buf, buf + sizeof buf, c.resi_dual_scale).ptr);
-       },
+      {"resi_dual_scale", "resi_dual", "ResiDual", "1", [](const C& c) { return shortest(c.resi_dual_scale); },
        [](C& c) { c.resi_dual_scale = 1.0; }},
       {"mixln_post_layers", "mix_ln", "Mix-LN", "-1", [](const C& c) { return std::to_string(c.mixln_post_layers); },
        [](C& c) { c.mixln_post_layers = -1; }},
       // (an init: not in Transformer::kind(), a checkpoint computes the same whichever it started from)
       {"b2t_rescale", "b2t", "B2T", "true", [](const C& c) { return std::string(c.b2t_rescale ? "true" : "false"); },
        [](C& c) { c.b2t_rescale = true; }},
+      // (an init too: not in kind())
+      {"layer_scale_init", "layer_scale", "LayerScale", "-1", [](const C& c) { return shortest(c.layer_scale_init); },
+       [](C& c) { c.layer_scale_init = -1; }},
   };
   return options;
 }

@@ -68,6 +68,7 @@ struct TransformerConfig {
   double resi_dual_scale = 1.0;     // ResiDual's s (enc/dec_res_input_norm_scale); LN makes it a pure range knob
   int64_t mixln_post_layers = -1;   // Mix-LN: first k layers of each stack Post-LN; -1: floor(L/4)
   bool b2t_rescale = true;          // B2T: its layers' weights × L^-1/2 at init (its code's); false: Post-LN's init
+  double layer_scale_init = -1;     // LayerScale: its λ's init ε; -1: CaiT's rule on the stack's depth
   InitScheme init = InitScheme::Fairseq;
   bool share_embeddings = true;     // one table for source, target and output (fairseq share_all_embeddings)
   bool tie_output = true;           // when not sharing all: target embedding = output projection (sharing all
@@ -108,9 +109,10 @@ struct TransformerConfig {
 };
 
 // The options of TransformerConfig that one topology reads (resi_dual_scale: resi_dual's; mixln_post_layers:
-// mix_ln's; b2t_rescale: b2t's), in one table: validate() refuses one set away from its default for another topology, with_topology()
-// resets them, check_used_by() asks a comparison to list their topology, and Transformer::reads_kind() reads a
-// file from before 2026-12-06 that gave one to another topology as its default.
+// mix_ln's; b2t_rescale: b2t's; layer_scale_init: layer_scale's), in one table: validate() refuses one set away
+// from its default for another topology, with_topology() resets them, check_used_by() asks a comparison to list
+// their topology, and Transformer::reads_kind() reads a file from before 2026-12-06 that gave one to another
+// topology as its default.
 struct TopologyOption {
   const char* name;          // the field, as kind(), the config JSON and messages spell it
   const char* topology;      // the topology that reads it
@@ -219,6 +221,7 @@ class Topology {
   static constexpr const char* ReZero = "rezero";
   static constexpr const char* Admin = "admin";  // its ω init profiles a batch: init_from_batch
   static constexpr const char* B2T = "b2t";
+  static constexpr const char* LayerScale = "layer_scale";
 
   virtual ~Topology() = default;
   virtual std::string name() const = 0;
@@ -319,6 +322,10 @@ class TopologyRegistration {
  private:
   std::string name_;
 };
+
+// LayerScale's ε (nn/topologies/layer_scale.cpp): layer_scale_init when > 0, else CaiT's rule on the stack's
+// layers L: 0.1 for L <= 18, 1e-5 for L <= 24, 1e-6 beyond.
+double layer_scale_epsilon(double layer_scale_init, int64_t stack_layers);
 
 // ---- DeepNorm constants (TOPOLOGIES.md §5.1; paper / xformers `get_deepnorm_coefficients`) ----
 //   encoder-decoder (N, M >= 1): encoder α = 0.81·(N⁴M)^{1/16}, β = 0.87·(N⁴M)^{-1/16};

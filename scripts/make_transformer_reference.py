@@ -70,10 +70,13 @@
 #   C18 B2T (not in TOPOLOGIES.md; Takase et al. 2023, their fairseq transformer_layer.py with
 #       residual_bottom_to_top): Post-LN whose last sublayer's norm reads (h + F(h)) + x, x the layer's input; no
 #       final norm. (Its L^-1/2 rescaling of the weights at init does not enter here: the weights are given.)
+#   C19 LayerScale (not in TOPOLOGIES.md; CaiT, Touvron et al. 2021, and timm's LayerScale): Pre-LN with each
+#       branch times a vector λ [d] of its own ("enc.0.self_attn_layer_scale"), final norm; λ random (≈ 0.5) here,
+#       not CaiT's small init.
 # Dropout is 0 everywhere, so where the dropouts sit does not enter the numbers.
 #
 # Model: vocab 13, d 8, 2 heads (d_h 4), ffn 32, 2+2 layers, pad_id 0, shared embeddings, LayerNorm (plus RMSNorm
-# cases for pre_ln and hybrid_norm). d is 8, not 16, to keep the fifteen files (weights + gradients in float64)
+# cases for pre_ln and hybrid_norm). d is 8, not 16, to keep the sixteen files (weights + gradients in float64)
 # about 1.2 MB together. Weights are random (torch.manual_seed), norm gains around 1 and biases around 0 so that a
 # swapped or missing norm shows.
 #
@@ -101,7 +104,8 @@ CASES = [("post_ln", "post_ln", "layer_norm"), ("pre_ln", "pre_ln", "layer_norm"
          ("hybrid_norm_star", "hybrid_norm_star", "layer_norm"), ("deep_norm", "deep_norm", "layer_norm"),
          ("sandwich_ln", "sandwich_ln", "layer_norm"), ("peri_ln", "peri_ln", "layer_norm"),
          ("mix_ln", "mix_ln", "layer_norm"), ("res_post_norm", "res_post_norm", "layer_norm"),
-         ("rezero", "rezero", "layer_norm"), ("admin", "admin", "layer_norm"), ("b2t", "b2t", "layer_norm")]
+         ("rezero", "rezero", "layer_norm"), ("admin", "admin", "layer_norm"), ("b2t", "b2t", "layer_norm"),
+         ("layer_scale", "layer_scale", "layer_norm")]
 
 # A fixed batch, right-padded with pad_id 0 (B=2, S=5, T=4); 2 plays eos/bos.
 SRC = [[4, 5, 6, 7, 2], [8, 9, 2, 0, 0]]
@@ -245,6 +249,9 @@ class Ref:
                 if self.profile is not None:
                     self.profile[side] = math.sqrt(skip.var(unbiased=False).item() + g.var(unbiased=False).item())
                 x = N(n + "_norm", skip + g)
+        elif t == "layer_scale":  # C19: x = x + λ ⊙ f(LN(x)), one λ [d] per sublayer
+            for n, f in subs:
+                x = x + self.P[f"{pre}.{n}_layer_scale"] * f(N(n + "_norm", x))
         elif t == "b2t":  # C18: Post-LN, and the layer's input x added before its last norm: LN_ff(h + F(h) + x)
             bottom = x
             for n, f in subs[:-1]:
@@ -478,6 +485,8 @@ def parameter_shapes(cfg, topology, norm):
                         add_norm(f"{pre}.{a}_out_norm")
                     if topology == "admin":
                         shapes[f"{pre}.{a}_omega"] = [d]
+                    if topology == "layer_scale":
+                        shapes[f"{pre}.{a}_layer_scale"] = [d]
         if topology not in ("post_ln", "deep_norm", "rezero", "admin", "b2t"):
             add_norm(f"{side}.final_norm")
         if topology == "peri_ln":
@@ -493,6 +502,8 @@ def random_parameters(shapes, pad):
             t = torch.randn(shape) * shape[1] ** -0.5
             t[pad] = 0  # fairseq zeroes the padding row
         elif name.endswith("rezero_alpha"):  # away from its init 0, so that every branch counts
+            t = 0.5 + 0.2 * torch.randn(shape)
+        elif name.endswith("_layer_scale"):  # away from CaiT's small init, so that every branch counts
             t = 0.5 + 0.2 * torch.randn(shape)
         elif name.endswith("_omega"):  # around 1, as profiled ratios are
             t = 1 + 0.3 * torch.randn(shape)

@@ -16,7 +16,7 @@
 //                       layer (the layer input's skip to the layer's last norm): S−i + L−l−1
 //   Res-post-norm       as Sandwich with one norm per branch: min 1, max K−k+1; W2: +1 (N_out)
 //   ReZero              0: no norm anywhere, every path is norm-free
-//   Pre-LN              min 1 (the final norm), max K−k+1 (into every later branch through its pre-norm)
+//   Pre-LN, LayerScale  min 1 (the final norm), max K−k+1 (into every later branch through its pre-norm; λ: no norm)
 //   Sandwich, Peri-LN   o_k is N_out's output: min 1, max 2(K−k)+1 (two norms per later branch); W2: +1 (N_out)
 //   Mix-LN, P = S·p     k ≤ P (Post part): min P−k+2, max K−k+2;  k > P (Pre part): min 1, max K−k+1
 //   ResiDual            o_k: min 1 (via x_d and LN_final), max K−k+1 (via x_a); r_k: min 2 (1 when k = K: the
@@ -70,7 +70,7 @@ Expect to_end(const std::string& topo, const StackShape& st, int64_t l, int64_t 
   if (topo == "b2t") return same({S - i + L - l - 1, K - k + 1});
   if (topo == "rezero") return same({0, 0});
   if (topo == "res_post_norm") return same(Range{1, K - k + 1} + (what == What::W2 ? Range{1, 1} : Range{0, 0}));
-  if (topo == "pre_ln") return same({1, K - k + 1});
+  if (topo == "pre_ln" || topo == "layer_scale") return same({1, K - k + 1});
   if (topo == "sandwich_ln" || topo == "peri_ln")
     return same(Range{1, 2 * (K - k) + 1} + (what == What::W2 ? Range{1, 1} : Range{0, 0}));
   if (topo == "mix_ln") {
@@ -200,9 +200,10 @@ void check_topology(const std::string& topo, int64_t N, int64_t M, nn::NormKind 
         INFO("sublayer " << sub);
         const int64_t add = r.g.find(sub + ".residual_add");
         // the branch: the output projection, fc2, the branch's output norm (Sandwich, Peri, res-post-norm) or
-        // ReZero's α scale
+        // ReZero's α scale or LayerScale's λ
         const std::string module = out_norm            ? layer + "." + slots[i] + "_out_norm"
                                    : topo == "rezero" ? sub + ".rezero_scale"
+                                   : topo == "layer_scale" ? sub + ".layer_scale"
                                                       : sub + (slots[i] == "ffn" ? ".fc2" : ".out_proj");
         const int64_t branch = listed_branch(r, add, module);
         check_norms(r.s.at(branch), to_end(topo, st, l, i, What::Branch) + tail);
@@ -244,7 +245,8 @@ TEST_SUITE("topology_paths") {
     // the formulas above cover exactly the registry
     CHECK(nn::topology_names() == std::vector<std::string>{"post_ln", "pre_ln", "resi_dual", "hybrid_norm",
                                                            "hybrid_norm_star", "deep_norm", "sandwich_ln", "peri_ln",
-                                                           "mix_ln", "res_post_norm", "rezero", "admin", "b2t"});
+                                                           "mix_ln", "res_post_norm", "rezero", "admin", "b2t",
+                                                           "layer_scale"});
   }
 
   TEST_CASE("every topology, every dropout on: each op node of one forward has a name of its own") {
@@ -357,6 +359,40 @@ TEST_SUITE("topology_paths") {
     CHECK(!other.with_topology("b2t").b2t_rescale);
   }
 
+  TEST_CASE("LayerScale: λ starts at CaiT's ε for the stack's depth, or at layer_scale_init; the option's refusals") {
+    CHECK(nn::layer_scale_epsilon(-1, 6) == 0.1);
+    CHECK(nn::layer_scale_epsilon(-1, 18) == 0.1);
+    CHECK(nn::layer_scale_epsilon(-1, 19) == 1e-5);
+    CHECK(nn::layer_scale_epsilon(-1, 24) == 1e-5);
+    CHECK(nn::layer_scale_epsilon(-1, 25) == 1e-6);
+    CHECK(nn::layer_scale_epsilon(0.3, 100) == 0.3);
+    nn::TransformerConfig c;
+    c.vocab = 11, c.d_model = 8, c.heads = 2, c.d_ff = 16, c.enc_layers = 2, c.dec_layers = 20;
+    c.topology = "layer_scale";
+    for (double init : {-1.0, 1e-3}) {
+      CAPTURE(init);
+      c.layer_scale_init = init;
+      nn::Transformer model(c);
+      int64_t lambdas = 0;
+      for (const auto& entry : model.named_parameters()) {
+        if (entry.first.find("_layer_scale") == std::string::npos) continue;
+        CAPTURE(entry.first);
+        lambdas++;
+        CHECK(entry.second.shape() == Shape{8});
+        const float want = init > 0 ? 1e-3f : entry.first.rfind("enc.", 0) == 0 ? 0.1f : 1e-5f;  // 2 and 20 layers
+        for (float v : entry.second.to_vector<float>()) CHECK(v == want);
+      }
+      CHECK(lambdas == 2 * 2 + 20 * 3);  // one per sublayer
+    }
+    c.layer_scale_init = 0;
+    CHECK_THROWS_WITH_ALL(c.validate(), "layer_scale_init must be finite and > 0 (or -1", "got 0");
+    c.layer_scale_init = 0.5;
+    c.topology = "pre_ln";
+    CHECK_THROWS_WITH_ALL(c.validate(), "layer_scale_init 0.5 is LayerScale's; topology pre_ln does not use it");
+    CHECK(c.with_topology("pre_ln").layer_scale_init == -1);
+    CHECK(c.with_topology("layer_scale").layer_scale_init == 0.5);
+  }
+
   TEST_CASE("a 24+24-layer model records, snapshots, analyses and dumps in seconds, with the golden counts") {
     const auto t0 = std::chrono::steady_clock::now();
     Recorded r = record("resi_dual", 24, 24);
@@ -389,7 +425,8 @@ TEST_SUITE("topology_paths") {
         {"hybrid_norm_star", 13851900305781512545ull}, {"deep_norm", 3585103267594828067ull},
         {"sandwich_ln", 12312425080935316989ull}, {"peri_ln", 4098613759738134719ull},
         {"mix_ln", 11144917144738120725ull}, {"res_post_norm", 11059011002988899717ull},
-        {"rezero", 2179384325111380651ull}, {"admin", 16523406811373221011ull}, {"b2t", 15385606154904422055ull}};
+        {"rezero", 2179384325111380651ull}, {"admin", 16523406811373221011ull}, {"b2t", 15385606154904422055ull},
+        {"layer_scale", 3167255226848670873ull}};
     for (const std::string& topo : nn::topology_names()) {
       CAPTURE(topo);
       const Recorded r = record(topo, 4, 4);  // mix_ln: its first layer Post-LN

@@ -167,7 +167,7 @@ TEST_SUITE("translate") {
     CHECK_THROWS_WITH_ALL(config_from_json(old.dump()), "rope_theta 500000 is for positions rope");
   }
 
-  TEST_CASE("config JSON: b2t_rescale round-trips; a file from before it reads as true, as does another topology's") {
+  TEST_CASE("config JSON: b2t_rescale and layer_scale_init round-trip; files from before them read as the defaults") {
     nn::TransformerConfig c = tiny_transformer("b2t");
     c.b2t_rescale = false;
     CHECK(!config_from_json(config_to_json(c)).b2t_rescale);
@@ -179,5 +179,11 @@ TEST_SUITE("translate") {
     old["b2t_rescale"] = false;
     old["topology"] = "post_ln";  // another topology's: read as the default (with_topology), as the others' options
     CHECK(config_from_json(old.dump()).b2t_rescale);
+    c = tiny_transformer("layer_scale");  // and LayerScale's init
+    c.layer_scale_init = 1e-4;
+    CHECK(config_from_json(config_to_json(c)).layer_scale_init == 1e-4);
+    old = nlohmann::json::parse(config_to_json(c));
+    old.erase("layer_scale_init");
+    CHECK(config_from_json(old.dump()).layer_scale_init == -1);
   }
 }

@@ -34,6 +34,7 @@ nn::TransformerConfig ModelOptions::config() const {
   c.relative_buckets = relative_buckets;
   c.relative_max_distance = relative_max_distance;
   c.b2t_rescale = b2t_rescale;
+  c.layer_scale_init = layer_scale_init;
   c.max_positions = std::max<int64_t>(len, 16);
   c.validate();
   return c;
@@ -49,13 +50,16 @@ std::string ModelOptions::layers_text() const { return graph_tool::layers_text(l
 ModelOptions ModelOptions::with_topology(const std::string& t) const {
   ModelOptions mo = *this;
   mo.topology = t;
-  if (t != "b2t") mo.b2t_rescale = nn::TransformerConfig{}.b2t_rescale;
+  const nn::TransformerConfig defaults;
+  if (t != "b2t") mo.b2t_rescale = defaults.b2t_rescale;
+  if (t != "layer_scale") mo.layer_scale_init = defaults.layer_scale_init;
   return mo;
 }
 
 void ModelOptions::check_topologies(const std::vector<std::string>& topologies) const {
   nn::TransformerConfig own;  // (the options that belong to one topology)
   own.b2t_rescale = b2t_rescale;
+  own.layer_scale_init = layer_scale_init;
   own.check_used_by(topologies, "--topologies");
   for (const std::string& t : topologies) (void)with_topology(t).config();
 }

@@ -25,7 +25,8 @@ struct ModelOptions {
   double rope_theta = 10000;              // RoPE's base (positions rope)
   int64_t rope_dims = 0;                  // RoPE's rotated dims per head (0: all)
   int64_t relative_buckets = 32, relative_max_distance = 128;  // T5's (positions t5)
-  bool b2t_rescale = true;  // B2T's init (TransformerConfig::b2t_rescale): given to topology b2t alone
+  bool b2t_rescale = true;       // B2T's init (TransformerConfig::b2t_rescale): given to topology b2t alone
+  double layer_scale_init = -1;  // LayerScale's λ init (TransformerConfig::layer_scale_init): layer_scale's alone
   skipgrad::nn::TransformerConfig config() const;  // dropout 0: the statistics at initialization
   // These options for topology t, another topology's own options back to their defaults (as compare's runs).
   ModelOptions with_topology(const std::string& t) const;

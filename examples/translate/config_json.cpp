@@ -19,7 +19,7 @@ std::string config_to_json(const TransformerConfig& c) {
             {"norm_eps", c.norm_eps}, {"activation", activation_name(c.activation)}, {"topology", c.topology},
             {"qk_norm", head_norm_targets_name(c.qk_norm)}, {"qk_norm_kind", head_norm_kind_name(c.qk_norm_kind)},
             {"resi_dual_scale", c.resi_dual_scale}, {"mixln_post_layers", c.mixln_post_layers},
-            {"b2t_rescale", c.b2t_rescale},
+            {"b2t_rescale", c.b2t_rescale}, {"layer_scale_init", c.layer_scale_init},
             {"init", init_scheme_name(c.init)}, {"share_embeddings", c.share_embeddings},
             {"tie_output", c.tie_output}, {"max_positions", c.max_positions}, {"pad_id", c.pad_id},
             {"positions", position_encoding_name(c.positions)}, {"rope_theta", c.rope_theta},
@@ -69,7 +69,8 @@ TransformerConfig config_from_json(const std::string& s) {
     if (j.contains("rope_dims")) c.rope_dims = integer("rope_dims");
     if (j.contains("relative_buckets")) c.relative_buckets = integer("relative_buckets");
     if (j.contains("relative_max_distance")) c.relative_max_distance = integer("relative_max_distance");
-    if (j.contains("b2t_rescale")) c.b2t_rescale = j.at("b2t_rescale").get<bool>();  // (from 2026-12-07)
+    if (j.contains("b2t_rescale")) c.b2t_rescale = j.at("b2t_rescale").get<bool>();  // (these two from 2026-12-07)
+    if (j.contains("layer_scale_init")) c.layer_scale_init = j.at("layer_scale_init").get<double>();
   } catch (const json::exception& e) {
     skipgrad::fail("config_from_json", ": missing or mistyped field: ", e.what());
   }

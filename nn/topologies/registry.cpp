@@ -21,7 +21,8 @@ namespace skipgrad::nn {
   X(res_post_norm)             \
   X(rezero)                    \
   X(admin)                     \
-  X(b2t)
+  X(b2t)                       \
+  X(layer_scale)
 
 #define SKIPGRAD_DECLARE_TOPOLOGY(name) std::unique_ptr<Topology> make_topology_##name();
 SKIPGRAD_TOPOLOGIES(SKIPGRAD_DECLARE_TOPOLOGY)
