@@ -235,6 +235,7 @@ Tensor MultiHeadAttention::attend(const Tensor& query, const Tensor& k, const Te
     Scope s("merge_heads");
     merged = o.transpose(1, 2).reshape({B, Tq, cfg.d_model});
   }
+  if (inner_norm) merged = inner_norm->forward(merged);
   return out_proj->forward(merged);
 }
 
@@ -328,6 +329,7 @@ Tensor FeedForward::forward(const Tensor& x) {
     Scope act("act");  // "enc.0.ffn.act.dropout": the sublayer's residual dropout is "enc.0.ffn.dropout"
     h = dropout(h, act_dropout, is_training());
   }
+  if (inner_norm) h = inner_norm->forward(h);
   return fc2->forward(h);
 }
 

@@ -99,6 +99,9 @@ class MultiHeadAttention : public Module {
   int64_t d_head;
   std::shared_ptr<Linear> q_proj, k_proj, v_proj, out_proj;
   std::shared_ptr<Norm> q_norm, k_norm, v_norm;  // null when not enabled
+  // A norm over d_model of the merged heads, before out_proj (Magneto's Sub-LN "inner_attn_ln"); null: none. A
+  // topology adds it: attn->inner_norm = attn->register_module("inner_norm", make_norm(kind, d_model, eps)).
+  std::shared_ptr<Norm> inner_norm;
 
  private:
   // Shared by forward and the cached path; they run inside the module's scope.
@@ -129,6 +132,9 @@ class FeedForward : public Module {
   Activation activation;
   double act_dropout;
   std::shared_ptr<Linear> fc1, fc2;
+  // A norm over d_ff of the activation (after its dropout), before fc2 (Magneto's Sub-LN "ffn_layernorm",
+  // NormFormer's mid-FFN norm); null: none. A topology adds it: register_module("inner_norm", make_norm(...)).
+  std::shared_ptr<Norm> inner_norm;
 };
 
 }  // namespace skipgrad::nn

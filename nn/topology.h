@@ -222,6 +222,7 @@ class Topology {
   static constexpr const char* Admin = "admin";  // its ω init profiles a batch: init_from_batch
   static constexpr const char* B2T = "b2t";
   static constexpr const char* LayerScale = "layer_scale";
+  static constexpr const char* SubLN = "sub_ln";
 
   virtual ~Topology() = default;
   virtual std::string name() const = 0;

@@ -73,10 +73,14 @@
 #   C19 LayerScale (not in TOPOLOGIES.md; CaiT, Touvron et al. 2021, and timm's LayerScale): Pre-LN with each
 #       branch times a vector λ [d] of its own ("enc.0.self_attn_layer_scale"), final norm; λ random (≈ 0.5) here,
 #       not CaiT's small init.
+#   C20 Sub-LN (not in TOPOLOGIES.md; Magneto, Wang et al. 2022, torchscale's subln): Pre-LN plus a norm of the
+#       merged heads before the self-attention's out_proj ("<layer>.self_attn.inner_norm") and of the activation
+#       before fc2 ("<layer>.ffn.inner_norm", over d_ff); none in cross-attention; final norm. (Its γ scaling of the
+#       init does not enter here: the weights are given.)
 # Dropout is 0 everywhere, so where the dropouts sit does not enter the numbers.
 #
 # Model: vocab 13, d 8, 2 heads (d_h 4), ffn 32, 2+2 layers, pad_id 0, shared embeddings, LayerNorm (plus RMSNorm
-# cases for pre_ln and hybrid_norm). d is 8, not 16, to keep the sixteen files (weights + gradients in float64)
+# cases for pre_ln and hybrid_norm). d is 8, not 16, to keep the seventeen files (weights + gradients in float64)
 # about 1.2 MB together. Weights are random (torch.manual_seed), norm gains around 1 and biases around 0 so that a
 # swapped or missing norm shows.
 #
@@ -105,7 +109,7 @@ CASES = [("post_ln", "post_ln", "layer_norm"), ("pre_ln", "pre_ln", "layer_norm"
          ("sandwich_ln", "sandwich_ln", "layer_norm"), ("peri_ln", "peri_ln", "layer_norm"),
          ("mix_ln", "mix_ln", "layer_norm"), ("res_post_norm", "res_post_norm", "layer_norm"),
          ("rezero", "rezero", "layer_norm"), ("admin", "admin", "layer_norm"), ("b2t", "b2t", "layer_norm"),
-         ("layer_scale", "layer_scale", "layer_norm")]
+         ("layer_scale", "layer_scale", "layer_norm"), ("sub_ln", "sub_ln", "layer_norm")]
 
 # A fixed batch, right-padded with pad_id 0 (B=2, S=5, T=4); 2 plays eos/bos.
 SRC = [[4, 5, 6, 7, 2], [8, 9, 2, 0, 0]]
@@ -197,10 +201,16 @@ class Ref:
             mask = mask | torch.ones(Tq, Tk, dtype=torch.bool).triu(1)
         scores = scores.masked_fill(mask, float("-inf"))
         o = torch.softmax(scores, -1) @ v
-        return self.linear(name + ".out_proj", o.transpose(1, 2).reshape(B, Tq, self.d))
+        o = o.transpose(1, 2).reshape(B, Tq, self.d)
+        if name + ".inner_norm.weight" in self.P:  # C20: Sub-LN's norm of the merged heads
+            o = self.N(name + ".inner_norm", o)
+        return self.linear(name + ".out_proj", o)
 
-    def ffn(self, name, x):  # W_2 ReLU(W_1 x + b_1) + b_2
-        return self.linear(name + ".fc2", torch.relu(self.linear(name + ".fc1", x)))
+    def ffn(self, name, x):  # W_2 ReLU(W_1 x + b_1) + b_2 (Sub-LN, C20: W_2 LN(ReLU(W_1 x + b_1)) + b_2)
+        h = torch.relu(self.linear(name + ".fc1", x))
+        if name + ".inner_norm.weight" in self.P:
+            h = self.N(name + ".inner_norm", h)
+        return self.linear(name + ".fc2", h)
 
     # ---------------------------------------------------------------- one layer, per topology
 
@@ -249,6 +259,9 @@ class Ref:
                 if self.profile is not None:
                     self.profile[side] = math.sqrt(skip.var(unbiased=False).item() + g.var(unbiased=False).item())
                 x = N(n + "_norm", skip + g)
+        elif t == "sub_ln":  # C20: Pre-LN, and a norm before the output projection of SA and F (not CA)
+            for n, f in subs:
+                x = x + f(N(n + "_norm", x))
         elif t == "layer_scale":  # C19: x = x + λ ⊙ f(LN(x)), one λ [d] per sublayer
             for n, f in subs:
                 x = x + self.P[f"{pre}.{n}_layer_scale"] * f(N(n + "_norm", x))
@@ -487,6 +500,9 @@ def parameter_shapes(cfg, topology, norm):
                         shapes[f"{pre}.{a}_omega"] = [d]
                     if topology == "layer_scale":
                         shapes[f"{pre}.{a}_layer_scale"] = [d]
+                if topology == "sub_ln":  # C20
+                    add_norm(f"{pre}.self_attn.inner_norm")
+                    add_norm(f"{pre}.ffn.inner_norm", ff)
         if topology not in ("post_ln", "deep_norm", "rezero", "admin", "b2t"):
             add_norm(f"{side}.final_norm")
         if topology == "peri_ln":

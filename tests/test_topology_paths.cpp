@@ -15,6 +15,8 @@
 //   B2T                 max K−k+1 (Post-LN's paths); min: the norms left in its own layer, S−i, then one per later
 //                       layer (the layer input's skip to the layer's last norm): S−i + L−l−1
 //   Res-post-norm       as Sandwich with one norm per branch: min 1, max K−k+1; W2: +1 (N_out)
+//   Sub-LN              min 1 (the final norm), max 1 + two per later SA or F branch (its pre-norm and the inner norm
+//                       before its output projection) + one per later CA (none inside)
 //   ReZero              0: no norm anywhere, every path is norm-free
 //   Pre-LN, LayerScale  min 1 (the final norm), max K−k+1 (into every later branch through its pre-norm; λ: no norm)
 //   Sandwich, Peri-LN   o_k is N_out's output: min 1, max 2(K−k)+1 (two norms per later branch); W2: +1 (N_out)
@@ -32,6 +34,7 @@
 // j through k_proj/v_proj and continues as the decoder's branch at position 3j+2 (Sandwich/Peri: through N_out
 // first, +1; HybridNorm: through the k/v norm, +1 without changing `_outer`); E's min/max are the min/max over j.
 #include <chrono>
+#include <cmath>
 #include <functional>
 #include <map>
 #include <set>
@@ -68,6 +71,11 @@ Expect to_end(const std::string& topo, const StackShape& st, int64_t l, int64_t 
   const int64_t L = st.L, S = st.S, K = S * L, k = S * l + i + 1;
   if (topo == "post_ln" || topo == "deep_norm" || topo == "admin") return same({K - k + 1, K - k + 1});
   if (topo == "b2t") return same({S - i + L - l - 1, K - k + 1});
+  if (topo == "sub_ln") {  // the final norm; the longest path crosses two norms per later SA or FFN, one per CA
+    int64_t later = 0;
+    for (int64_t m = k + 1; m <= K; m++) later += S == 3 && (m - 1) % S == 1 ? 1 : 2;
+    return same({1, later + 1});
+  }
   if (topo == "rezero") return same({0, 0});
   if (topo == "res_post_norm") return same(Range{1, K - k + 1} + (what == What::W2 ? Range{1, 1} : Range{0, 0}));
   if (topo == "pre_ln" || topo == "layer_scale") return same({1, K - k + 1});
@@ -246,7 +254,7 @@ TEST_SUITE("topology_paths") {
     CHECK(nn::topology_names() == std::vector<std::string>{"post_ln", "pre_ln", "resi_dual", "hybrid_norm",
                                                            "hybrid_norm_star", "deep_norm", "sandwich_ln", "peri_ln",
                                                            "mix_ln", "res_post_norm", "rezero", "admin", "b2t",
-                                                           "layer_scale"});
+                                                           "layer_scale", "sub_ln"});
   }
 
   TEST_CASE("every topology, every dropout on: each op node of one forward has a name of its own") {
@@ -393,6 +401,38 @@ TEST_SUITE("topology_paths") {
     CHECK(c.with_topology("layer_scale").layer_scale_init == 0.5);
   }
 
+  TEST_CASE("Sub-LN: torchscale's γ on v_proj, out_proj, fc1, fc2 of self-attention and FFN; cross-attention as is") {
+    for (auto [N, M] : {std::pair<int64_t, int64_t>{3, 2}, {0, 4}}) {
+      nn::TransformerConfig c;
+      c.vocab = 11, c.d_model = 8, c.heads = 2, c.d_ff = 16, c.enc_layers = N, c.dec_layers = M;
+      c.topology = "pre_ln";
+      manual_seed(7);
+      nn::Transformer pre(c);  // the same draws: Sub-LN's inner norms are ones and zeros
+      c.topology = "sub_ln";
+      manual_seed(7);
+      nn::Transformer sub(c);
+      const double enc = std::sqrt(std::log(3.0 * M) * std::log(2.0 * N) / 3), dec = std::sqrt(std::log(3.0 * M)),
+                   lm = std::sqrt(std::log(2.0 * M));
+      for (const auto& entry : sub.named_parameters()) {
+        const std::string& name = entry.first;
+        CAPTURE(name);
+        if (name.find("inner_norm") != std::string::npos) continue;
+        bool scaled = false;
+        for (const char* lin : {".v_proj.", ".out_proj.", ".fc1.", ".fc2."})
+          scaled = scaled || name.find(lin) != std::string::npos;
+        scaled = scaled && name.find("cross_attn") == std::string::npos;
+        const double g = !scaled ? 1.0 : N == 0 ? lm : name.rfind("enc.", 0) == 0 ? enc : dec;
+        const std::vector<float> a = pre.parameter(name).to_vector<float>(), b = entry.second.to_vector<float>();
+        for (size_t j = 0; j < a.size(); j++) CHECK(b[j] == doctest::Approx(a[j] * g).epsilon(1e-6));
+      }
+      // the inner norms: one over d_model in each self-attention, one over d_ff in each FFN, none in cross-attention
+      CHECK(sub.parameter("dec.0.self_attn.inner_norm.weight").shape() == Shape{8});
+      CHECK(sub.parameter("dec.0.ffn.inner_norm.weight").shape() == Shape{16});
+      for (const auto& entry : sub.named_parameters())
+        CHECK(entry.first.find("cross_attn.inner_norm") == std::string::npos);
+    }
+  }
+
   TEST_CASE("a 24+24-layer model records, snapshots, analyses and dumps in seconds, with the golden counts") {
     const auto t0 = std::chrono::steady_clock::now();
     Recorded r = record("resi_dual", 24, 24);
@@ -426,7 +466,7 @@ TEST_SUITE("topology_paths") {
         {"sandwich_ln", 12312425080935316989ull}, {"peri_ln", 4098613759738134719ull},
         {"mix_ln", 11144917144738120725ull}, {"res_post_norm", 11059011002988899717ull},
         {"rezero", 2179384325111380651ull}, {"admin", 16523406811373221011ull}, {"b2t", 15385606154904422055ull},
-        {"layer_scale", 3167255226848670873ull}};
+        {"layer_scale", 3167255226848670873ull}, {"sub_ln", 5425268484494270465ull}};
     for (const std::string& topo : nn::topology_names()) {
       CAPTURE(topo);
       const Recorded r = record(topo, 4, 4);  // mix_ln: its first layer Post-LN

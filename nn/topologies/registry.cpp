@@ -22,7 +22,8 @@ namespace skipgrad::nn {
   X(rezero)                    \
   X(admin)                     \
   X(b2t)                       \
-  X(layer_scale)
+  X(layer_scale)               \
+  X(sub_ln)
 
 #define SKIPGRAD_DECLARE_TOPOLOGY(name) std::unique_ptr<Topology> make_topology_##name();
 SKIPGRAD_TOPOLOGIES(SKIPGRAD_DECLARE_TOPOLOGY)
