@@ -80,6 +80,11 @@ void Linear::reset_trunc_normal(double std, double cutoff) { init::trunc_normal_
 void Linear::zero_bias() {
   if (bias.defined()) init::constant_(bias, 0.0);
 }
+void Linear::rescale(double s, bool with_bias) {
+  NoGradGuard no_grad;
+  weight.copy_(mul(weight, s));
+  if (with_bias && bias.defined()) bias.copy_(mul(bias, s));
+}
 
 Tensor Linear::forward(const Tensor& x) {
   Scope s(name());

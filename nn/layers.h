@@ -34,6 +34,9 @@ class Linear : public Module {
   void reset_xavier_normal(double gain = 1.0);
   void reset_trunc_normal(double std, double cutoff = 3.0);
   void zero_bias();
+  // W ← s·W (and b ← s·b when with_bias), in place and not recorded: an init scaled on top of another (B2T's
+  // L^-1/2, Sub-LN's γ).
+  void rescale(double s, bool with_bias);
 
   int64_t in_features, out_features;
   Tensor weight, bias;  // bias undefined when built without one

@@ -29,8 +29,13 @@ class B2TLayer : public Layer {
     self_attn_norm = add_norm("self_attn_norm");
     if (has_cross_attention()) cross_attn_norm = add_norm("cross_attn_norm");
     ffn_norm = add_norm("ffn_norm");
-    if (cfg.b2t_rescale)
-      rescale_weights(std::pow((double)(side == Side::Encoder ? cfg.enc_layers : cfg.dec_layers), -0.5));
+    if (!cfg.b2t_rescale) return;
+    const double s = std::pow((double)(side == Side::Encoder ? cfg.enc_layers : cfg.dec_layers), -0.5);
+    for (auto& attn : {self_attn, cross_attn})  // the linear maps of the attentions and the FFN; not their biases
+      if (attn)
+        for (auto& lin : {attn->q_proj, attn->k_proj, attn->v_proj, attn->out_proj}) lin->rescale(s, false);
+    ffn->fc1->rescale(s, false);
+    ffn->fc2->rescale(s, false);
   }
 
  protected:
@@ -44,18 +49,6 @@ class B2TLayer : public Layer {
   }
 
  private:
-  // W ← s·W for the linear maps of the attentions and the FFN (biases and norms as they are)
-  void rescale_weights(double s) {
-    NoGradGuard no_grad;
-    auto scale = [s](const std::shared_ptr<Linear>& lin) { lin->weight.copy_(mul(lin->weight, s)); };
-    for (auto& attn : {self_attn, cross_attn}) {
-      if (!attn) continue;
-      for (auto& lin : {attn->q_proj, attn->k_proj, attn->v_proj, attn->out_proj}) scale(lin);
-    }
-    scale(ffn->fc1);
-    scale(ffn->fc2);
-  }
-
   std::shared_ptr<Norm> self_attn_norm, cross_attn_norm, ffn_norm;
 };
 

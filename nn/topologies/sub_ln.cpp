@@ -15,9 +15,7 @@
 // "<layer>.self_attn.inner_norm.layer_norm" and "<layer>.ffn.inner_norm.layer_norm" (rms_norm with cfg.norm RMS).
 #include <cmath>
 
-#include "autograd/ops.h"
-#include "autograd/tape.h"
-#include "nn/topology.h"
+#include "nn/topologies/pre_ln.h"
 
 namespace skipgrad::nn {
 namespace {
@@ -29,38 +27,16 @@ double subln_gamma(const TransformerConfig& cfg, Side side) {
   return side == Side::Encoder ? std::sqrt(std::log(3 * M) * std::log(2 * N) / 3) : std::sqrt(std::log(3 * M));
 }
 
-class SubLNLayer : public Layer {
+// Pre-LN's layer and equations (pre_ln.h); the inner norms act inside SA and F, the γ on their weights.
+class SubLNLayer : public PreLNLayer {
  public:
-  SubLNLayer(const TransformerConfig& cfg, Side side, int64_t index) : Layer(cfg, side, index) {
-    self_attn_norm = add_norm("self_attn_norm");
-    if (has_cross_attention()) cross_attn_norm = add_norm("cross_attn_norm");
-    ffn_norm = add_norm("ffn_norm");
+  SubLNLayer(const TransformerConfig& cfg, Side side, int64_t index) : PreLNLayer(cfg, side, index) {
     self_attn->inner_norm =
         self_attn->register_module("inner_norm", make_norm(cfg.norm, cfg.d_model, cfg.norm_eps));
     ffn->inner_norm = ffn->register_module("inner_norm", make_norm(cfg.norm, ffn->fc2->in_features, cfg.norm_eps));
-    scale_up(subln_gamma(cfg, side));
+    const double gamma = subln_gamma(cfg, side);  // W ← γ·W, b ← γ·b: v_proj, out_proj (self-attention), fc1, fc2
+    for (const auto& lin : {self_attn->v_proj, self_attn->out_proj, ffn->fc1, ffn->fc2}) lin->rescale(gamma, true);
   }
-
- protected:
-  Stream apply(const Stream& in, const LayerInputs& ctx) override {
-    Tensor x = in.x;
-    x = residual_add("self_attn", x, D("self_attn", SA(self_attn_norm->forward(x), ctx)));
-    if (has_cross_attention()) x = residual_add("cross_attn", x, D("cross_attn", CA(cross_attn_norm->forward(x), ctx)));
-    x = residual_add("ffn", x, D("ffn", F(ffn_norm->forward(x))));
-    return {x, Tensor()};
-  }
-
- private:
-  // W ← γ·W, b ← γ·b for v_proj, out_proj (self-attention) and fc1, fc2
-  void scale_up(double gamma) {
-    NoGradGuard no_grad;
-    for (const auto& lin : {self_attn->v_proj, self_attn->out_proj, ffn->fc1, ffn->fc2}) {
-      lin->weight.copy_(mul(lin->weight, gamma));
-      if (lin->bias.defined()) lin->bias.copy_(mul(lin->bias, gamma));
-    }
-  }
-
-  std::shared_ptr<Norm> self_attn_norm, cross_attn_norm, ffn_norm;
 };
 
 }  // namespace
