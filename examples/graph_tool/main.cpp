@@ -62,10 +62,10 @@ void add_model_options(CLI::App* cmd, ModelOptions& m, bool topology) {
   cmd->add_option("--relative-max-distance", m.relative_max_distance,
                   "with --positions t5: the distance from which T5's bias is the same")
       ->capture_default_str();
-  cmd->add_option("--b2t-rescale", m.b2t_rescale,
+  cmd->add_option("--b2t-rescale", m.own.b2t_rescale,
                   "b2t: its layers' weights x L^-1/2 at init, as its authors' code (false: Post-LN's init)")
       ->capture_default_str();
-  cmd->add_option("--layer-scale-init", m.layer_scale_init,
+  cmd->add_option("--layer-scale-init", m.own.layer_scale_init,
                   "layer_scale: its lambdas' initial value (-1: CaiT's 0.1 / 1e-5 / 1e-6 by depth)")
       ->capture_default_str();
   cmd->add_option("--device", m.device, "cpu | cuda | cuda:N: where the model runs (the dump is the same)")

@@ -17,7 +17,7 @@ namespace graph_tool {
 using namespace skipgrad;
 
 nn::TransformerConfig ModelOptions::config() const {
-  nn::TransformerConfig c;
+  nn::TransformerConfig c = own;
   c.vocab = vocab;
   c.d_model = d_model;
   c.heads = heads;
@@ -33,8 +33,6 @@ nn::TransformerConfig ModelOptions::config() const {
   c.rope_dims = rope_dims;
   c.relative_buckets = relative_buckets;
   c.relative_max_distance = relative_max_distance;
-  c.b2t_rescale = b2t_rescale;
-  c.layer_scale_init = layer_scale_init;
   c.max_positions = std::max<int64_t>(len, 16);
   c.validate();
   return c;
@@ -50,16 +48,11 @@ std::string ModelOptions::layers_text() const { return graph_tool::layers_text(l
 ModelOptions ModelOptions::with_topology(const std::string& t) const {
   ModelOptions mo = *this;
   mo.topology = t;
-  const nn::TransformerConfig defaults;
-  if (t != "b2t") mo.b2t_rescale = defaults.b2t_rescale;
-  if (t != "layer_scale") mo.layer_scale_init = defaults.layer_scale_init;
+  mo.own = own.with_topology(t);
   return mo;
 }
 
 void ModelOptions::check_topologies(const std::vector<std::string>& topologies) const {
-  nn::TransformerConfig own;  // (the options that belong to one topology)
-  own.b2t_rescale = b2t_rescale;
-  own.layer_scale_init = layer_scale_init;
   own.check_used_by(topologies, "--topologies");
   for (const std::string& t : topologies) (void)with_topology(t).config();
 }

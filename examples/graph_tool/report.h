@@ -25,10 +25,12 @@ struct ModelOptions {
   double rope_theta = 10000;              // RoPE's base (positions rope)
   int64_t rope_dims = 0;                  // RoPE's rotated dims per head (0: all)
   int64_t relative_buckets = 32, relative_max_distance = 128;  // T5's (positions t5)
-  bool b2t_rescale = true;       // B2T's init (TransformerConfig::b2t_rescale): given to topology b2t alone
-  double layer_scale_init = -1;  // LayerScale's λ init (TransformerConfig::layer_scale_init): layer_scale's alone
+  // The options that belong to one topology (nn::topology_options(): --b2t-rescale, --layer-scale-init), as the
+  // command line sets them; config() starts from this config, the other fields its defaults.
+  skipgrad::nn::TransformerConfig own;
   skipgrad::nn::TransformerConfig config() const;  // dropout 0: the statistics at initialization
-  // These options for topology t, another topology's own options back to their defaults (as compare's runs).
+  // These options for topology t, another topology's own options back to their defaults (as compare's runs:
+  // TransformerConfig::with_topology).
   ModelOptions with_topology(const std::string& t) const;
   std::string layers_text() const;  // graph_tool::layers_text(layers, decoder_only)
   // config() of each topology in turn (with_topology), so a setting one of them refuses fails before any of them
