@@ -44,7 +44,8 @@ class Module {
   // Refuses `value`, a file's tensor for this module's buffer `name` (its own name: "buckets"), before
   // load_checkpoint or load_state_dict copies anything: a module whose buffer follows from its settings, and
   // would index out of range or compute something else with another value, throws an Error that begins with
-  // `context` (the op, the file, the buffer's full name). The default accepts any value of the buffer's shape.
+  // `context` (the op, the file, the buffer's full name). The loaders have checked `value`'s shape and dtype (an
+  // integer buffer's exactly) before they call it. The default accepts any value.
   virtual void check_loaded_buffer(const std::string& name, const Tensor& value, const std::string& context) const {
     (void)name, (void)value, (void)context;
   }
