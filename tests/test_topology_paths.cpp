@@ -37,6 +37,7 @@
 #include <cmath>
 #include <functional>
 #include <map>
+#include <optional>
 #include <set>
 #include <tuple>
 
@@ -158,6 +159,29 @@ Recorded record(const std::string& topo, int64_t N, int64_t M, nn::NormKind norm
   r.s = analyze_paths(r.g, r.g.id_of(loss));
   current_tape().clear();
   return r;
+}
+
+// A topology whose init scales another's (B2T's of Post-LN, Sub-LN's of Pre-LN): c's model of each topology from one
+// seed (the same draws), and every parameter of `scaled` is `base`'s times factor(name), to float32 rounding;
+// factor gives nullopt for a parameter that `base` lacks (Sub-LN's inner norms). Every one of base's is compared.
+void check_scaled_init(const nn::TransformerConfig& c, const std::string& base, const std::string& scaled,
+                       const std::function<std::optional<double>(const std::string&)>& factor) {
+  manual_seed(7);
+  nn::Transformer b(c.with_topology(base));
+  manual_seed(7);
+  nn::Transformer s(c.with_topology(scaled));
+  size_t compared = 0;
+  for (const auto& entry : s.named_parameters()) {
+    const std::string& name = entry.first;
+    CAPTURE(name);
+    const std::optional<double> f = factor(name);
+    if (!f) continue;
+    const std::vector<float> x = b.parameter(name).to_vector<float>(), y = entry.second.to_vector<float>();
+    REQUIRE(x.size() == y.size());
+    for (size_t j = 0; j < x.size(); j++) CHECK(y[j] == doctest::Approx(x[j] * *f).epsilon(1e-6));
+    compared++;
+  }
+  CHECK(compared == b.named_parameters().size());
 }
 
 void check_norms(const NodePaths& p, const Expect& e) {
@@ -335,28 +359,16 @@ TEST_SUITE("topology_paths") {
     for (auto [N, M, rescale] : {std::tuple<int64_t, int64_t, bool>{3, 2, true}, {0, 4, true}, {3, 2, false}}) {
       nn::TransformerConfig c;
       c.vocab = 11, c.d_model = 8, c.heads = 2, c.d_ff = 16, c.enc_layers = N, c.dec_layers = M;
-      c.topology = "post_ln";
-      manual_seed(7);
-      nn::Transformer post_model(c);
       c.topology = "b2t";
       c.b2t_rescale = rescale;
-      manual_seed(7);
-      nn::Transformer b2t_model(c);
-      const auto post_params = post_model.named_parameters(), b2t_params = b2t_model.named_parameters();
-      REQUIRE(post_params.size() == b2t_params.size());
-      for (size_t i = 0; i < post_params.size(); i++) {
-        const std::string& name = post_params[i].first;
-        CAPTURE(name);
-        REQUIRE(b2t_params[i].first == name);
+      const int64_t n = N, m = M;  // (clang 14's lambdas cannot capture structured bindings)
+      const bool on = rescale;
+      check_scaled_init(c, "post_ln", "b2t", [n, m, on](const std::string& name) -> std::optional<double> {
         const bool linear_weight = name.find("_proj.weight") != std::string::npos ||
                                    name.find(".fc1.weight") != std::string::npos ||
                                    name.find(".fc2.weight") != std::string::npos;
-        const double s =
-            !linear_weight || !rescale ? 1.0 : 1.0 / std::sqrt((double)(name.rfind("enc.", 0) == 0 ? N : M));
-        const std::vector<float> a = post_params[i].second.to_vector<float>(),
-                                 b = b2t_params[i].second.to_vector<float>();
-        for (size_t j = 0; j < a.size(); j++) CHECK(b[j] == doctest::Approx(a[j] * s).epsilon(1e-6));
-      }
+        return !linear_weight || !on ? 1.0 : 1.0 / std::sqrt((double)(name.rfind("enc.", 0) == 0 ? n : m));
+      });
     }
     nn::TransformerConfig other;
     other.vocab = 11;
@@ -405,26 +417,20 @@ TEST_SUITE("topology_paths") {
     for (auto [N, M] : {std::pair<int64_t, int64_t>{3, 2}, {0, 4}}) {
       nn::TransformerConfig c;
       c.vocab = 11, c.d_model = 8, c.heads = 2, c.d_ff = 16, c.enc_layers = N, c.dec_layers = M;
-      c.topology = "pre_ln";
-      manual_seed(7);
-      nn::Transformer pre(c);  // the same draws: Sub-LN's inner norms are ones and zeros
-      c.topology = "sub_ln";
-      manual_seed(7);
-      nn::Transformer sub(c);
       const double enc = std::sqrt(std::log(3.0 * M) * std::log(2.0 * N) / 3), dec = std::sqrt(std::log(3.0 * M)),
                    lm = std::sqrt(std::log(2.0 * M));
-      for (const auto& entry : sub.named_parameters()) {
-        const std::string& name = entry.first;
-        CAPTURE(name);
-        if (name.find("inner_norm") != std::string::npos) continue;
+      const bool decoder_only = N == 0;
+      // (the same draws: Sub-LN's inner norms are ones and zeros, and Pre-LN has none)
+      check_scaled_init(c, "pre_ln", "sub_ln", [=](const std::string& name) -> std::optional<double> {
+        if (name.find("inner_norm") != std::string::npos) return std::nullopt;
         bool scaled = false;
         for (const char* lin : {".v_proj.", ".out_proj.", ".fc1.", ".fc2."})
           scaled = scaled || name.find(lin) != std::string::npos;
         scaled = scaled && name.find("cross_attn") == std::string::npos;
-        const double g = !scaled ? 1.0 : N == 0 ? lm : name.rfind("enc.", 0) == 0 ? enc : dec;
-        const std::vector<float> a = pre.parameter(name).to_vector<float>(), b = entry.second.to_vector<float>();
-        for (size_t j = 0; j < a.size(); j++) CHECK(b[j] == doctest::Approx(a[j] * g).epsilon(1e-6));
-      }
+        return !scaled ? 1.0 : decoder_only ? lm : name.rfind("enc.", 0) == 0 ? enc : dec;
+      });
+      c.topology = "sub_ln";
+      const nn::Transformer sub(c);
       // the inner norms: one over d_model in each self-attention, one over d_ff in each FFN, none in cross-attention
       CHECK(sub.parameter("dec.0.self_attn.inner_norm.weight").shape() == Shape{8});
       CHECK(sub.parameter("dec.0.ffn.inner_norm.weight").shape() == Shape{16});

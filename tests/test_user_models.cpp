@@ -21,11 +21,14 @@ namespace {
 
 // Pre-LN's equations (nn/topologies/pre_ln.cpp), written again outside the library:
 //   h = x + D(SA(LN_sa(x)));  [decoder: h = h + D(CA(LN_ca(h), enc))];  y = h + D(F(LN_ff(h)));  final LN per stack.
+// half_migrated: the layer as written before decoder-only models (README: "a topology written before this"), its
+// cross-attention norm built under is_decoder(), so that a decoder-only model has one that nothing calls.
 class MyPreLNLayer : public nn::Layer {
  public:
-  MyPreLNLayer(const nn::TransformerConfig& cfg, nn::Side side, int64_t index) : Layer(cfg, side, index) {
+  MyPreLNLayer(const nn::TransformerConfig& cfg, nn::Side side, int64_t index, bool half_migrated = false)
+      : Layer(cfg, side, index) {
     self_attn_norm = add_norm("self_attn_norm");
-    if (has_cross_attention()) cross_attn_norm = add_norm("cross_attn_norm");
+    if (half_migrated ? is_decoder() : has_cross_attention()) cross_attn_norm = add_norm("cross_attn_norm");
     ffn_norm = add_norm("ffn_norm");
   }
 
@@ -65,27 +68,10 @@ class ParallelLayer : public nn::Layer {
   std::shared_ptr<nn::Norm> norm, cross_attn_norm;
 };
 
-// A layer written before decoder-only models (README: "a topology written before this"): it builds its
-// cross-attention norm under is_decoder(), so in a decoder-only model that norm exists and nothing calls it.
-class HalfMigratedLayer : public nn::Layer {
+class HalfMigratedLayer : public MyPreLNLayer {
  public:
-  HalfMigratedLayer(const nn::TransformerConfig& cfg, nn::Side side, int64_t index) : Layer(cfg, side, index) {
-    self_attn_norm = add_norm("self_attn_norm");
-    if (is_decoder()) cross_attn_norm = add_norm("cross_attn_norm");
-    ffn_norm = add_norm("ffn_norm");
-  }
-
- protected:
-  nn::Stream apply(const nn::Stream& in, const nn::LayerInputs& ctx) override {
-    Tensor x = in.x;
-    x = residual_add("self_attn", x, D("self_attn", SA(self_attn_norm->forward(x), ctx)));
-    if (has_cross_attention()) x = residual_add("cross_attn", x, D("cross_attn", CA(cross_attn_norm->forward(x), ctx)));
-    x = residual_add("ffn", x, D("ffn", F(ffn_norm->forward(x))));
-    return {x, Tensor()};
-  }
-
- private:
-  std::shared_ptr<nn::Norm> self_attn_norm, cross_attn_norm, ffn_norm;
+  HalfMigratedLayer(const nn::TransformerConfig& cfg, nn::Side side, int64_t index)
+      : MyPreLNLayer(cfg, side, index, /*half_migrated=*/true) {}
 };
 
 struct Run {
