@@ -230,6 +230,10 @@ Tensor MultiHeadAttention::attend(const Tensor& query, const Tensor& k, const Te
   if (logit_rows)
     logit_rows->push_back(visible_logit_rows(q, k, key_padding_mask, causal, alibi, key_positions, position_bias));
   Tensor o = attention(q, k, v, key_padding_mask, opt);  // [B, H, Tq, dh], scale 1/√d_h
+  if (head_scale.defined()) {                             // o_h ← γ_h·o_h
+    Scope s("head_scale");
+    o = mul(o, head_scale.reshape({1, cfg.heads, 1, 1}));
+  }
   Tensor merged;
   {
     Scope s("merge_heads");

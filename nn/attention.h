@@ -102,6 +102,10 @@ class MultiHeadAttention : public Module {
   // A norm over d_model of the merged heads, before out_proj (Magneto's Sub-LN "inner_attn_ln"); null: none. A
   // topology adds it: attn->inner_norm = attn->register_module("inner_norm", make_norm(kind, d_model, eps)).
   std::shared_ptr<Norm> inner_norm;
+  // One learned scale per head [H] on its output, before the heads merge (NormFormer's HeadScale: concat_h(γ_h·o_h)
+  // then out_proj); undefined: none. A topology adds it: attn->head_scale = attn->register_parameter("head_scale",
+  // Tensor::ones({heads})).
+  Tensor head_scale;
 
  private:
   // Shared by forward and the cached path; they run inside the module's scope.

@@ -223,6 +223,7 @@ class Topology {
   static constexpr const char* B2T = "b2t";
   static constexpr const char* LayerScale = "layer_scale";
   static constexpr const char* SubLN = "sub_ln";
+  static constexpr const char* NormFormer = "normformer";
 
   virtual ~Topology() = default;
   virtual std::string name() const = 0;

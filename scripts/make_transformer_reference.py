@@ -77,10 +77,15 @@
 #       merged heads before the self-attention's out_proj ("<layer>.self_attn.inner_norm") and of the activation
 #       before fc2 ("<layer>.ffn.inner_norm", over d_ff); none in cross-attention; final norm. (Its γ scaling of the
 #       init does not enter here: the weights are given.)
+#   C21 NormFormer (not in TOPOLOGIES.md; Shleifer et al. 2021, arXiv 2110.09456, written from the paper's
+#       equations): Pre-LN whose self-attention scales head h's output by γ_h before the heads merge
+#       ("<layer>.self_attn.head_scale" [H]: concat_h(γ_h·o_h), then out_proj), with a norm on that branch's output
+#       ("<layer>.self_attn_out_norm") and a norm of the FFN's activation before fc2 ("<layer>.ffn.inner_norm",
+#       over d_ff); cross-attention Pre-LN's; final norm. γ random (≈ 1) here.
 # Dropout is 0 everywhere, so where the dropouts sit does not enter the numbers.
 #
 # Model: vocab 13, d 8, 2 heads (d_h 4), ffn 32, 2+2 layers, pad_id 0, shared embeddings, LayerNorm (plus RMSNorm
-# cases for pre_ln and hybrid_norm). d is 8, not 16, to keep the seventeen files (weights + gradients in float64)
+# cases for pre_ln and hybrid_norm). d is 8, not 16, to keep the eighteen files (weights + gradients in float64)
 # about 1.2 MB together. Weights are random (torch.manual_seed), norm gains around 1 and biases around 0 so that a
 # swapped or missing norm shows.
 #
@@ -109,7 +114,8 @@ CASES = [("post_ln", "post_ln", "layer_norm"), ("pre_ln", "pre_ln", "layer_norm"
          ("sandwich_ln", "sandwich_ln", "layer_norm"), ("peri_ln", "peri_ln", "layer_norm"),
          ("mix_ln", "mix_ln", "layer_norm"), ("res_post_norm", "res_post_norm", "layer_norm"),
          ("rezero", "rezero", "layer_norm"), ("admin", "admin", "layer_norm"), ("b2t", "b2t", "layer_norm"),
-         ("layer_scale", "layer_scale", "layer_norm"), ("sub_ln", "sub_ln", "layer_norm")]
+         ("layer_scale", "layer_scale", "layer_norm"), ("sub_ln", "sub_ln", "layer_norm"),
+         ("normformer", "normformer", "layer_norm")]
 
 # A fixed batch, right-padded with pad_id 0 (B=2, S=5, T=4); 2 plays eos/bos.
 SRC = [[4, 5, 6, 7, 2], [8, 9, 2, 0, 0]]
@@ -201,12 +207,14 @@ class Ref:
             mask = mask | torch.ones(Tq, Tk, dtype=torch.bool).triu(1)
         scores = scores.masked_fill(mask, float("-inf"))
         o = torch.softmax(scores, -1) @ v
+        if name + ".head_scale" in self.P:  # C21: NormFormer's γ_h on head h's output
+            o = o * self.P[name + ".head_scale"][None, :, None, None]
         o = o.transpose(1, 2).reshape(B, Tq, self.d)
         if name + ".inner_norm.weight" in self.P:  # C20: Sub-LN's norm of the merged heads
             o = self.N(name + ".inner_norm", o)
         return self.linear(name + ".out_proj", o)
 
-    def ffn(self, name, x):  # W_2 ReLU(W_1 x + b_1) + b_2 (Sub-LN, C20: W_2 LN(ReLU(W_1 x + b_1)) + b_2)
+    def ffn(self, name, x):  # W_2 ReLU(W_1 x + b_1) + b_2 (C20, C21: W_2 LN(ReLU(W_1 x + b_1)) + b_2)
         h = torch.relu(self.linear(name + ".fc1", x))
         if name + ".inner_norm.weight" in self.P:
             h = self.N(name + ".inner_norm", h)
@@ -262,6 +270,9 @@ class Ref:
         elif t == "sub_ln":  # C20: Pre-LN, and a norm before the output projection of SA and F (not CA)
             for n, f in subs:
                 x = x + f(N(n + "_norm", x))
+        elif t == "normformer":  # C21: x = x + LN_out(SA(LN(x))) with γ_h inside SA; CA, F as Pre-LN (F's mid norm)
+            for n, f in subs:
+                x = x + (N(n + "_out_norm", f(N(n + "_norm", x))) if n == "self_attn" else f(N(n + "_norm", x)))
         elif t == "layer_scale":  # C19: x = x + λ ⊙ f(LN(x)), one λ [d] per sublayer
             for n, f in subs:
                 x = x + self.P[f"{pre}.{n}_layer_scale"] * f(N(n + "_norm", x))
@@ -503,6 +514,10 @@ def parameter_shapes(cfg, topology, norm):
                 if topology == "sub_ln":  # C20
                     add_norm(f"{pre}.self_attn.inner_norm")
                     add_norm(f"{pre}.ffn.inner_norm", ff)
+                if topology == "normformer":  # C21
+                    shapes[f"{pre}.self_attn.head_scale"] = [cfg["heads"]]
+                    add_norm(f"{pre}.self_attn_out_norm")
+                    add_norm(f"{pre}.ffn.inner_norm", ff)
         if topology not in ("post_ln", "deep_norm", "rezero", "admin", "b2t"):
             add_norm(f"{side}.final_norm")
         if topology == "peri_ln":
@@ -521,6 +536,8 @@ def random_parameters(shapes, pad):
             t = 0.5 + 0.2 * torch.randn(shape)
         elif name.endswith("_layer_scale"):  # away from CaiT's small init, so that every branch counts
             t = 0.5 + 0.2 * torch.randn(shape)
+        elif name.endswith("head_scale"):  # around its init 1
+            t = 1 + 0.3 * torch.randn(shape)
         elif name.endswith("_omega"):  # around 1, as profiled ratios are
             t = 1 + 0.3 * torch.randn(shape)
         elif name.endswith("_norm.weight"):

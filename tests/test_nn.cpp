@@ -35,13 +35,15 @@ int64_t expected_params(const std::string& topo, nn::NormKind norm) {
       {"deep_norm", {2, 3, 0}},   {"sandwich_ln", {4, 6, 2}}, {"peri_ln", {4, 6, 4}},
       {"mix_ln", {2, 3, 2}},      {"hybrid_norm", {1, 1, 2}}, {"hybrid_norm_star", {1, 1, 2}},
       {"res_post_norm", {2, 3, 2}}, {"rezero", {0, 0, 0}},    {"admin", {2, 3, 0}},
-      {"b2t", {2, 3, 0}},         {"layer_scale", {2, 3, 2}}, {"sub_ln", {2, 3, 2}}};
+      {"b2t", {2, 3, 0}},         {"layer_scale", {2, 3, 2}}, {"sub_ln", {2, 3, 2}},
+      {"normformer", {3, 4, 2}}};
   auto [ne, nd, nf] = norms.at(topo);
   int64_t total = emb + 2 * (enc + ne * N) + 2 * (dec + nd * N) + nf * N;
   if (topo.rfind("hybrid_norm", 0) == 0) total += 2 * (3 * Nh) + 2 * (6 * Nh);  // q/k/v norms in every attention
   if (topo == "hybrid_norm_star") total += (1 + 2) * N;  // block 0: attention input norms
   if (topo == "rezero") total += 2 + 2;                  // one α per layer
   if (topo == "sub_ln") total += (2 + 2) * (N + (N / d) * ff);  // per layer: inner norms over d (SA) and ff (FFN)
+  if (topo == "normformer") total += (2 + 2) * (2 + (N / d) * ff);  // per layer: 2 head scales, the mid-FFN norm
   if (topo == "admin" || topo == "layer_scale") total += 2 * (2 * d) + 2 * (3 * d);  // ω or λ of size d per sublayer
   return total;
 }
@@ -306,7 +308,7 @@ TEST_SUITE("nn") {
     auto names = nn::topology_names();
     for (const char* n : {"post_ln", "pre_ln", "resi_dual", "hybrid_norm", "hybrid_norm_star", "deep_norm",
                           "sandwich_ln", "peri_ln", "mix_ln", "res_post_norm", "rezero", "admin", "b2t", "layer_scale",
-                          "sub_ln"})
+                          "sub_ln", "normformer"})
       CHECK(std::find(names.begin(), names.end(), n) != names.end());
     for (const auto& n : names) CHECK(nn::make_topology(n)->name() == n);
     CHECK_THROWS_WITH_ALL(nn::make_topology("pre_post"), "unknown topology 'pre_post'", "resi_dual", "mix_ln");

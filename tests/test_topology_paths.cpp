@@ -17,6 +17,8 @@
 //   Res-post-norm       as Sandwich with one norm per branch: min 1, max K−k+1; W2: +1 (N_out)
 //   Sub-LN              min 1 (the final norm), max 1 + two per later SA or F branch (its pre-norm and the inner norm
 //                       before its output projection) + one per later CA (none inside)
+//   NormFormer          as Sub-LN: a later SA branch crosses its pre-norm and its output norm, a later F its pre-norm
+//                       and its mid-FFN norm (HeadScale's γ is no norm); W2: +0 (fc2 feeds the add)
 //   ReZero              0: no norm anywhere, every path is norm-free
 //   Pre-LN, LayerScale  min 1 (the final norm), max K−k+1 (into every later branch through its pre-norm; λ: no norm)
 //   Sandwich, Peri-LN   o_k is N_out's output: min 1, max 2(K−k)+1 (two norms per later branch); W2: +1 (N_out)
@@ -72,7 +74,7 @@ Expect to_end(const std::string& topo, const StackShape& st, int64_t l, int64_t 
   const int64_t L = st.L, S = st.S, K = S * L, k = S * l + i + 1;
   if (topo == "post_ln" || topo == "deep_norm" || topo == "admin") return same({K - k + 1, K - k + 1});
   if (topo == "b2t") return same({S - i + L - l - 1, K - k + 1});
-  if (topo == "sub_ln") {  // the final norm; the longest path crosses two norms per later SA or FFN, one per CA
+  if (topo == "sub_ln" || topo == "normformer") {  // the final norm; two norms per later SA or FFN, one per CA
     int64_t later = 0;
     for (int64_t m = k + 1; m <= K; m++) later += S == 3 && (m - 1) % S == 1 ? 1 : 2;
     return same({1, later + 1});
@@ -232,8 +234,9 @@ void check_topology(const std::string& topo, int64_t N, int64_t M, nn::NormKind 
         INFO("sublayer " << sub);
         const int64_t add = r.g.find(sub + ".residual_add");
         // the branch: the output projection, fc2, the branch's output norm (Sandwich, Peri, res-post-norm) or
-        // ReZero's α scale or LayerScale's λ
-        const std::string module = out_norm            ? layer + "." + slots[i] + "_out_norm"
+        // ReZero's α scale or LayerScale's λ; NormFormer's self-attention ends in its output norm
+        const bool ends_in_norm = out_norm || (topo == "normformer" && slots[i] == "self_attn");
+        const std::string module = ends_in_norm        ? layer + "." + slots[i] + "_out_norm"
                                    : topo == "rezero" ? sub + ".rezero_scale"
                                    : topo == "layer_scale" ? sub + ".layer_scale"
                                                       : sub + (slots[i] == "ffn" ? ".fc2" : ".out_proj");
@@ -278,7 +281,7 @@ TEST_SUITE("topology_paths") {
     CHECK(nn::topology_names() == std::vector<std::string>{"post_ln", "pre_ln", "resi_dual", "hybrid_norm",
                                                            "hybrid_norm_star", "deep_norm", "sandwich_ln", "peri_ln",
                                                            "mix_ln", "res_post_norm", "rezero", "admin", "b2t",
-                                                           "layer_scale", "sub_ln"});
+                                                           "layer_scale", "sub_ln", "normformer"});
   }
 
   TEST_CASE("every topology, every dropout on: each op node of one forward has a name of its own") {
@@ -439,6 +442,44 @@ TEST_SUITE("topology_paths") {
     }
   }
 
+  TEST_CASE("NormFormer: Pre-LN's init, its head scales ones, a norm on each self-attention output and in each FFN") {
+    for (auto [N, M] : {std::pair<int64_t, int64_t>{3, 2}, {0, 4}}) {
+      nn::TransformerConfig c;
+      c.vocab = 11, c.d_model = 8, c.heads = 2, c.d_ff = 16, c.enc_layers = N, c.dec_layers = M;
+      // every parameter Pre-LN has is drawn as Pre-LN draws it (the additions are ones and zeros)
+      check_scaled_init(c, "pre_ln", "normformer", [](const std::string& name) -> std::optional<double> {
+        for (const char* added : {".head_scale", "self_attn_out_norm.", ".inner_norm."})
+          if (name.find(added) != std::string::npos) return std::nullopt;
+        return 1.0;
+      });
+      c.topology = "normformer";
+      const nn::Transformer nf(c);
+      int64_t head_scales = 0, out_norms = 0, mid_norms = 0;
+      for (const auto& entry : nf.named_parameters()) {
+        const std::string& name = entry.first;
+        CAPTURE(name);
+        CHECK(name.find("cross_attn.head_scale") == std::string::npos);  // cross-attention is Pre-LN's
+        CHECK(name.find("cross_attn_out_norm") == std::string::npos);
+        if (name.find(".self_attn.head_scale") != std::string::npos) {
+          head_scales++;
+          CHECK(entry.second.shape() == Shape{2});
+          for (float v : entry.second.to_vector<float>()) CHECK(v == 1.0f);
+        }
+        if (name.find(".self_attn_out_norm.weight") != std::string::npos) {
+          out_norms++;
+          CHECK(entry.second.shape() == Shape{8});
+        }
+        if (name.find(".ffn.inner_norm.weight") != std::string::npos) {
+          mid_norms++;
+          CHECK(entry.second.shape() == Shape{16});  // over d_ff
+        }
+      }
+      CHECK(head_scales == N + M);
+      CHECK(out_norms == N + M);
+      CHECK(mid_norms == N + M);
+    }
+  }
+
   TEST_CASE("a 24+24-layer model records, snapshots, analyses and dumps in seconds, with the golden counts") {
     const auto t0 = std::chrono::steady_clock::now();
     Recorded r = record("resi_dual", 24, 24);
@@ -472,7 +513,8 @@ TEST_SUITE("topology_paths") {
         {"sandwich_ln", 12312425080935316989ull}, {"peri_ln", 4098613759738134719ull},
         {"mix_ln", 11144917144738120725ull}, {"res_post_norm", 11059011002988899717ull},
         {"rezero", 2179384325111380651ull}, {"admin", 16523406811373221011ull}, {"b2t", 15385606154904422055ull},
-        {"layer_scale", 3167255226848670873ull}, {"sub_ln", 5425268484494270465ull}};
+        {"layer_scale", 3167255226848670873ull}, {"sub_ln", 5425268484494270465ull},
+        {"normformer", 18365258746837861129ull}};
     for (const std::string& topo : nn::topology_names()) {
       CAPTURE(topo);
       const Recorded r = record(topo, 4, 4);  // mix_ln: its first layer Post-LN

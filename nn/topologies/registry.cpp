@@ -23,7 +23,8 @@ namespace skipgrad::nn {
   X(admin)                     \
   X(b2t)                       \
   X(layer_scale)               \
-  X(sub_ln)
+  X(sub_ln)                    \
+  X(normformer)
 
 #define SKIPGRAD_DECLARE_TOPOLOGY(name) std::unique_ptr<Topology> make_topology_##name();
 SKIPGRAD_TOPOLOGIES(SKIPGRAD_DECLARE_TOPOLOGY)

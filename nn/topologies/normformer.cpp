@@ -1,0 +1,55 @@
+// NormFormer (Shleifer, Weston and Ott 2021, "NormFormer: Improved Transformer Pretraining with Extra
+// Normalization", arXiv 2110.09456): Pre-LN with three additions in each layer, so that the gradients of the early
+// layers shrink toward those of the late ones: a norm on the self-attention's output, a learned scale per head,
+// and a norm after the FFN's activation.
+//
+//   self-attention:  x ← x + D( LN_out( W_O · concat_h(γ_h · Attn_h(LN_sa(x))) ) )   γ ∈ R^H, init 1 (HeadScale)
+//   cross-attention: x ← x + D( CA(LN_ca(x), enc) )                                  (Pre-LN's, as fairseq's)
+//   feed-forward:    x ← x + D( W_2 · LN_mid( act(W_1 LN_ff(x)) ) )                  (LN_mid over d_ff, after D_act)
+//   final norm per stack (Pre-LN's); Pre-LN's (Fairseq) init.
+// The paper's HeadScale multiplies each head's output before the output projection (its eq. for MultiHeadAttention
+// with γ_i h_i inside the concat); fairseq's code (transformer_layer.py, `c_attn`) multiplies the out_proj's output
+// split into H chunks instead, which is a different function. We follow the paper. Its residual scaling (λ_resid on
+// the FFN's skip, fairseq's --scale-resids, an extra for its 125M and 355M models) is not included. The paper trains
+// decoder-only and masked LMs; the encoder of an encoder-decoder gets the same layer (as its masked-LM models).
+// docs/topologies.md has these choices and the sources.
+// Parameter names: "<layer>.self_attn.head_scale" ([H]), "<layer>.self_attn_out_norm.*" (Sandwich-LN's name for a
+// norm on a branch), "<layer>.ffn.inner_norm.*" (Sub-LN's mid-FFN norm, over d_ff). Nodes: the head scale is
+// "<layer>.self_attn.head_scale.mul", LN_out "<layer>.self_attn_out_norm.layer_norm".
+#include "nn/topology.h"
+
+namespace skipgrad::nn {
+namespace {
+
+class NormFormerLayer : public Layer {
+ public:
+  NormFormerLayer(const TransformerConfig& cfg, Side side, int64_t index) : Layer(cfg, side, index) {
+    self_attn_norm = add_norm("self_attn_norm");
+    self_attn_out_norm = add_norm("self_attn_out_norm");
+    self_attn->head_scale = self_attn->register_parameter("head_scale", Tensor::ones({cfg.heads}));
+    if (has_cross_attention()) cross_attn_norm = add_norm("cross_attn_norm");
+    ffn_norm = add_norm("ffn_norm");
+    ffn->inner_norm = ffn->register_module("inner_norm", make_norm(cfg.norm, ffn->fc2->in_features, cfg.norm_eps));
+  }
+
+ protected:
+  Stream apply(const Stream& in, const LayerInputs& ctx) override {
+    Tensor x = in.x;
+    x = residual_add("self_attn", x, D("self_attn", self_attn_out_norm->forward(SA(self_attn_norm->forward(x), ctx))));
+    if (has_cross_attention())
+      x = residual_add("cross_attn", x, D("cross_attn", CA(cross_attn_norm->forward(x), ctx)));
+    x = residual_add("ffn", x, D("ffn", F(ffn_norm->forward(x))));
+    return {x, Tensor()};
+  }
+
+ private:
+  std::shared_ptr<Norm> self_attn_norm, self_attn_out_norm, cross_attn_norm, ffn_norm;
+};
+
+}  // namespace
+
+std::unique_ptr<Topology> make_topology_normformer() {
+  return std::make_unique<LayerTopology<NormFormerLayer, FinalNormTopology>>("normformer");
+}
+
+}  // namespace skipgrad::nn
