@@ -3,8 +3,9 @@
 // A topology decides (1) how a layer combines its sublayers (self-attention SA, cross-attention CA in the decoder,
 // feed-forward F) with residual adds and norms, and (2) what happens at the two ends of each stack (a dual stream
 // that starts from the embedding, final norms). Each topology is one small file in nn/topologies/ that reads like
-// its equations in /work/shared/TOPOLOGIES.md; the registry (nn/topologies/registry.cpp) maps its name to it, and
-// a program adds its own topology with a TopologyRegistration (below).
+// its equations in /work/shared/TOPOLOGIES.md (or docs/topologies.md, for those the shared spec lacks); the
+// registry (nn/topologies/registry.cpp) maps its name to it, and a program adds its own topology with a
+// TopologyRegistration (below).
 //
 //   TransformerConfig cfg;  cfg.topology = Topology::ResiDual;   // or "resi_dual" from the command line
 //
