@@ -135,7 +135,7 @@ SinusoidalPositions::SinusoidalPositions(int64_t d, int64_t max_pos, int64_t pad
       v[p * d + half + i] = (float)std::cos(angle);
     }
   }
-  table = register_buffer("table", Tensor::from_vector<float>(v, {rows, d}));
+  table = register_constant_buffer("table", Tensor::from_vector<float>(v, {rows, d}));
 }
 
 Tensor SinusoidalPositions::forward(const Tensor& ids) {
@@ -201,8 +201,8 @@ RotaryEmbedding::RotaryEmbedding(int64_t dh, int64_t max_pos, int64_t pad, doubl
       s[p * half + i] = (float)std::sin(angle);
     }
   }
-  cos_table = register_buffer("cos_table", Tensor::from_vector<float>(c, {rows, half}));
-  sin_table = register_buffer("sin_table", Tensor::from_vector<float>(s, {rows, half}));
+  cos_table = register_constant_buffer("cos_table", Tensor::from_vector<float>(c, {rows, half}));
+  sin_table = register_constant_buffer("sin_table", Tensor::from_vector<float>(s, {rows, half}));
 }
 
 void RotaryEmbedding::to(DType dtype) {
@@ -229,7 +229,8 @@ std::vector<double> alibi_slopes(int64_t heads) {
 
 AlibiSlopes::AlibiSlopes(int64_t h) : heads(h) {
   const std::vector<double> m = alibi_slopes(h);
-  slopes = register_buffer("slopes", Tensor::from_vector<float>(std::vector<float>(m.begin(), m.end()), {h}));
+  slopes =
+      register_constant_buffer("slopes", Tensor::from_vector<float>(std::vector<float>(m.begin(), m.end()), {h}));
 }
 
 void AlibiSlopes::to(DType dtype) {

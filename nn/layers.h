@@ -56,7 +56,8 @@ class Embedding : public Module {
 // fairseq's SinusoidalPositionalEmbedding: table row p = [sin(p·w_0..w_{h-1}), cos(p·w_0..w_{h-1})] with
 // h = d/2, w_i = exp(-i·ln(10000)/(h-1)) (a zero column appended when d is odd), row padding_idx all zero.
 // Positions count non-pad tokens from padding_idx + 1 (fairseq `make_positions`); pad tokens read the zero row.
-// The table (max_positions + padding_idx + 1 rows) is a buffer, not a parameter.
+// The table (max_positions + padding_idx + 1 rows) is a constant buffer (a file with another is refused), not a
+// parameter.
 class SinusoidalPositions : public Module {
  public:
   SinusoidalPositions(int64_t dim, int64_t max_positions, int64_t padding_idx);
@@ -87,7 +88,7 @@ struct RotaryAngles {
 // the pair (x_i, x_{i+d_head/2}) of a token n tokens after the first is rotated by θ_{n,i} = n · base^(-2i/d_head),
 // so q·k depends on the positions only through their difference. Tables cos θ and sin θ for max_positions tokens
 // (rows indexed like make_positions: row padding_idx + 1 + n for token n; rows up to padding_idx angle 0), computed
-// in double and stored as float32 buffers, as SinusoidalPositions' table; no parameters.
+// in double and stored as float32 constant buffers, as SinusoidalPositions' table; no parameters.
 class RotaryEmbedding : public Module {
  public:
   RotaryEmbedding(int64_t d_head, int64_t max_positions, int64_t padding_idx, double base);
@@ -115,7 +116,7 @@ std::vector<double> alibi_slopes(int64_t heads);
 
 // Attention with linear biases (ALiBi): nothing is added to the embeddings; every self-attention's score of query
 // i and key j in head h gets -m_h |p_i - p_j| (attention()'s AttentionOptions), so a head attends less the farther
-// a key is, at its own rate. No parameters: the slopes are a float32 buffer, as RotaryEmbedding's tables.
+// a key is, at its own rate. No parameters: the slopes are a float32 constant buffer, as RotaryEmbedding's tables.
 class AlibiSlopes : public Module {
  public:
   explicit AlibiSlopes(int64_t heads);

@@ -58,6 +58,33 @@ Tensor& Module::register_buffer(const std::string& name, Tensor t) {
   return buffers_.back().second;
 }
 
+Tensor& Module::register_constant_buffer(const std::string& name, Tensor t) {
+  check(t.defined() && is_floating(t.dtype()), "register_constant_buffer", ": buffer '", name,
+        "' must be floating, got ", t.defined() ? t.meta_str() : "an undefined tensor");
+  Tensor& b = register_buffer(name, std::move(t));
+  constant_buffers_.insert(name);
+  return b;
+}
+
+void Module::check_loaded_buffer(const std::string& name, const Tensor& value, const std::string& context) const {
+  if (!constant_buffers_.count(name)) return;
+  const auto own =
+      std::find_if(buffers_.begin(), buffers_.end(), [&](const auto& entry) { return entry.first == name; });
+  const std::vector<float> want = own->second.to(Device::cpu()).to(DType::F32).contiguous().to_vector<float>(),
+                           got = value.to(Device::cpu()).to(DType::F32).contiguous().to_vector<float>();
+  for (size_t i = 0; i < want.size(); i++) {
+    if (got[i] == want[i]) continue;  // (a NaN never is)
+    std::vector<int64_t> index(own->second.dim());  // the element's index, for the message
+    int64_t rest = (int64_t)i;
+    for (int64_t d = own->second.dim() - 1; d >= 0; d--) {
+      index[d] = rest % own->second.size(d);
+      rest /= own->second.size(d);
+    }
+    fail(context, " holds ", got[i], " at ", Shape(index), " where the module's settings give ", want[i],
+         ": the buffer follows from them, so the file was edited or saved with other settings");
+  }
+}
+
 std::vector<std::pair<std::string, Tensor>> Module::named_parameters(const std::string& prefix,
                                                                      bool remove_duplicate) const {
   std::vector<std::pair<std::string, Tensor>> out;

@@ -41,14 +41,17 @@ class Module {
   Tensor& tie_parameter(const std::string& name, const Tensor& shared);
   // Registers a tensor that is saved with the model but not trained (e.g. a positions table).
   Tensor& register_buffer(const std::string& name, Tensor t);
+  // A floating buffer that follows from the module's settings alone (a positions table, ALiBi's slopes): the
+  // loaders refuse a file whose value differs from the one the module made (check_loaded_buffer's default, compared
+  // in float32, the precision such tables are made in), so an edited file cannot change what the model computes.
+  Tensor& register_constant_buffer(const std::string& name, Tensor t);
   // Refuses `value`, a file's tensor for this module's buffer `name` (its own name: "buckets"), before
   // load_checkpoint or load_state_dict copies anything: a module whose buffer follows from its settings, and
   // would index out of range or compute something else with another value, throws an Error that begins with
   // `context` (the op, the file, the buffer's full name). The loaders have checked `value`'s shape and dtype (an
-  // integer buffer's exactly) before they call it. The default accepts any value.
-  virtual void check_loaded_buffer(const std::string& name, const Tensor& value, const std::string& context) const {
-    (void)name, (void)value, (void)context;
-  }
+  // integer buffer's exactly) before they call it. The default refuses a constant buffer's value other than the
+  // module's own (register_constant_buffer) and accepts any value of the others.
+  virtual void check_loaded_buffer(const std::string& name, const Tensor& value, const std::string& context) const;
   // Registers a child; its name becomes `name` (the full path is built by named_parameters()).
   template <class M>
   std::shared_ptr<M> register_module(const std::string& name, std::shared_ptr<M> m) {
@@ -113,6 +116,7 @@ class Module {
   // deques: references returned by register_* stay valid as more are added
   std::deque<std::pair<std::string, Tensor>> params_;
   std::deque<std::pair<std::string, Tensor>> buffers_;
+  std::unordered_set<std::string> constant_buffers_;  // the names of buffers_ registered as constants
   std::vector<std::pair<std::string, std::shared_ptr<Module>>> children_;
 };
 

@@ -147,6 +147,51 @@ TEST_SUITE("positions") {
     std::filesystem::remove(path);
   }
 
+  TEST_CASE("a file whose positions table, rotary tables or ALiBi slopes differ from the settings' is refused") {
+    // These buffers follow from the settings (register_constant_buffer): an edited value would change what the
+    // model computes without a word. Both loaders compare them, in float32, before anything is copied.
+    using P = nn::PositionEncoding;
+    const std::string path = (std::filesystem::temp_directory_path() /
+                              ("skipgrad_constant_buffers_" + std::to_string(::getpid()) + ".safetensors")).string();
+    for (auto [positions, buffers] : {std::pair<P, size_t>{P::Sinusoidal, 1}, {P::Rope, 2}, {P::Alibi, 1}}) {
+      const std::string encoding = nn::position_encoding_name(positions);
+      CAPTURE(encoding);
+      manual_seed(2);
+      nn::Transformer saved(tiny_lm("pre_ln", positions));
+      manual_seed(3);
+      nn::Transformer model(tiny_lm("pre_ln", positions));
+      const std::vector<float> before = model.parameter("embed.weight").to_vector<float>();
+      CHECK(model.named_buffers().size() == buffers);
+      for (const auto& buffer : model.named_buffers()) {
+        for (float edited : {0.5f, NAN}) {
+          CAPTURE(buffer.first);
+          CAPTURE(edited);
+          nn::NamedTensors tensors = nn::state_dict(saved);
+          for (auto& [name, t] : tensors)
+            if (name == buffer.first) {
+              t = t.clone();
+              t.data<float>()[t.numel() - 1] += edited;  // the last element (ALiBi: the last head's slope)
+            }
+          nn::save_safetensors(path, tensors);
+          const std::string where = "buffer '" + buffer.first + "' holds ";
+          CHECK_THROWS_WITH_ALL(nn::load_checkpoint(path, model), "load_checkpoint", where.c_str(),
+                                "where the module's settings give", "edited or saved with other settings");
+          CHECK_THROWS_WITH_ALL(nn::load_state_dict(model, tensors), "load_state_dict", where.c_str());
+          CHECK(model.parameter("embed.weight").to_vector<float>() == before);  // nothing copied
+        }
+      }
+      // the file as saved loads, and so does a float64 model's into a float64 model (the tables compare in float32)
+      nn::save_checkpoint(path, saved);
+      nn::load_checkpoint(path, model);
+      CHECK(model.parameter("embed.weight").to_vector<float>() == saved.parameter("embed.weight").to_vector<float>());
+      saved.to(DType::F64);
+      model.to(DType::F64);
+      nn::save_checkpoint(path, saved);
+      CHECK_NOTHROW(nn::load_checkpoint(path, model));
+    }
+    std::filesystem::remove(path);
+  }
+
   TEST_CASE("a rope model cast to bf16 keeps its angle tables float32 and runs; float64 casts them") {
     manual_seed(2);
     nn::Transformer lm(tiny_lm("pre_ln", nn::PositionEncoding::Rope));
