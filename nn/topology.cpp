@@ -108,6 +108,14 @@ std::string TransformerConfig::positions_summary() const {
   return os.str();
 }
 
+std::string TransformerConfig::topology_summary() const {
+  std::string own;
+  for (const TopologyOption& o : topology_options())
+    if (o.topology == topology && o.value(*this) != o.default_text)
+      own += (own.empty() ? "" : ", ") + std::string(o.name) + " " + o.value(*this);
+  return own.empty() ? topology : topology + " (" + own + ")";
+}
+
 int64_t TransformerConfig::position_limit() const {
   const bool table = positions == PositionEncoding::Sinusoidal || positions == PositionEncoding::Learned ||
                      positions == PositionEncoding::Rope;

@@ -414,6 +414,12 @@ TEST_SUITE("topology_paths") {
     CHECK_THROWS_WITH_ALL(c.validate(), "layer_scale_init 0.5 is LayerScale's; topology pre_ln does not use it");
     CHECK(c.with_topology("pre_ln").layer_scale_init == -1);
     CHECK(c.with_topology("layer_scale").layer_scale_init == 0.5);
+    // run logs and report labels name a topology's own option when it is away from its default
+    CHECK(c.with_topology("layer_scale").topology_summary() == "layer_scale (layer_scale_init 0.5)");
+    CHECK(c.with_topology("pre_ln").topology_summary() == "pre_ln");
+    c.b2t_rescale = false;
+    CHECK(c.with_topology("b2t").topology_summary() == "b2t (b2t_rescale false)");
+    CHECK(c.with_topology("layer_scale").topology_summary() == "layer_scale (layer_scale_init 0.5)");
   }
 
   TEST_CASE("Sub-LN: torchscale's γ on v_proj, out_proj, fc1, fc2 of self-attention and FFN; cross-attention as is") {

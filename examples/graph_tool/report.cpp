@@ -84,6 +84,7 @@ int64_t min_norms_of(const PathStats& s, const std::string& layer, const std::st
 
 struct Run {
   std::string topology;
+  std::string label;  // the topology with its own options set away from their defaults: "b2t (b2t_rescale false)"
   int64_t depth;
   std::vector<LayerMeasures> m;  // one per ReportOptions::steps entry
   double seconds;
@@ -195,7 +196,7 @@ std::string dat_name(const Run& r, int64_t step) {
 // One data file per run and step: layer index (encoder 0..L-1, decoder L..2L-1) and the statistics.
 void write_dat(const std::string& dir, const Run& r, const LayerMeasures& m, bool decoder_only) {
   std::ostringstream os;
-  os << "# " << r.topology << " " << layers_text(r.depth, decoder_only) << ", " << step_label(m.step)
+  os << "# " << r.label << " " << layers_text(r.depth, decoder_only) << ", " << step_label(m.step)
      << "\n# i layer fc2 layer_grad cos rms max_abs param_min_norms_outer output_min_norms token_cos self_logit_max"
         " cross_logit_max removal_delta ffn_update self_attn_update self_attn_entropy\n";
   int64_t i = 0;
@@ -248,7 +249,7 @@ std::string plot(const std::string& dir, const std::string& stem, int64_t depth,
     ++colour;
     for (size_t si = 0; si < steps.size(); ++si) {
       gp << (first ? "" : ", ") << "'" << dat_name(r, steps[si]) << "' using 1:" << col
-         << " with linespoints lc " << colour << " dt " << si + 1 << " title '" << r.topology
+         << " with linespoints lc " << colour << " dt " << si + 1 << " title '" << r.label
          << (steps.size() > 1 ? " " : "") << (steps.size() > 1 ? step_label(steps[si]) : "") << "'";
       first = false;
     }
@@ -313,7 +314,7 @@ void write_report(const ReportOptions& opt) {
         if (!std::isfinite(x.loss))
           std::cerr << "report: warning: " << topo << " L=" << depth << " diverged by " << step_label(x.step)
                     << " (loss " << x.loss << "): its measures there are NaN; try a lower --lr\n";
-      runs.push_back({topo, depth, std::move(m), sec});
+      runs.push_back({topo, mo.config().topology_summary(), depth, std::move(m), sec});
     }
 
   // Plots beside the report: docs/analysis_report.md -> docs/analysis_report_files/. A report to stdout or a pipe
@@ -381,7 +382,7 @@ void write_report(const ReportOptions& opt) {
         "|---|---|---|---|---|---|---|---|---|---|---|---|\n";
   for (const Run& r : runs)
     for (const LayerMeasures& m : r.m)
-      md << "| " << r.topology << " | " << r.depth << " | " << m.step << " | "
+      md << "| " << r.label << " | " << r.depth << " | " << m.step << " | "
          << (std::isfinite(m.loss) ? num(m.loss, 4) : "diverged") << " | "
          << num(first_last_ratio(m, "enc", r.depth)) << " | " << num(first_last_ratio(m, "dec", r.depth)) << " | "
          << num(mean_cos(m, "enc"), 4) << " | " << num(mean_cos(m, "dec"), 4) << " | "
@@ -396,7 +397,7 @@ void write_report(const ReportOptions& opt) {
     }
   }
   for (const Run& r : runs)
-    md << "### " << r.topology << ", " << layers_text(r.depth, opt.model.decoder_only) << "\n\n" << run_table(r)
+    md << "### " << r.label << ", " << layers_text(r.depth, opt.model.decoder_only) << "\n\n" << run_table(r)
        << "\n";
 
   // keep the hand-written part above the marker

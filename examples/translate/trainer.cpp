@@ -370,7 +370,7 @@ TrainResult train(const TrainOptions& o) {
 
   const std::string qk = nn::head_norm_summary(cfg.qk_norm, cfg.qk_norm_kind);
   std::printf("model: %s, %lld+%lld layers, d=%lld, %lld heads%s%s, ffn %lld, %s positions, vocab %lld, %lld "
-              "parameters\n", cfg.topology.c_str(), (long long)cfg.enc_layers, (long long)cfg.dec_layers,
+              "parameters\n", cfg.topology_summary().c_str(), (long long)cfg.enc_layers, (long long)cfg.dec_layers,
               (long long)cfg.d_model, (long long)cfg.heads, qk.empty() ? "" : " with ", qk.c_str(),
               (long long)cfg.d_ff, cfg.positions_summary().c_str(), (long long)cfg.vocab,
               (long long)res.parameters);
