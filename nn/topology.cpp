@@ -166,6 +166,10 @@ const std::vector<TopologyOption>& topology_options() {
       // (an init too: not in kind())
       {"layer_scale_init", "layer_scale", "LayerScale", "-1", [](const C& c) { return shortest(c.layer_scale_init); },
        [](C& c) { c.layer_scale_init = -1; }},
+      // (not in kind() either: it adds parameters, so a file with or without them is refused by their names)
+      {"normformer_scale_resids", "normformer", "NormFormer", "false",
+       [](const C& c) { return std::string(c.normformer_scale_resids ? "true" : "false"); },
+       [](C& c) { c.normformer_scale_resids = false; }},
   };
   return options;
 }

@@ -81,12 +81,14 @@
 #       equations): Pre-LN whose self-attention scales head h's output by γ_h before the heads merge
 #       ("<layer>.self_attn.head_scale" [H]: concat_h(γ_h·o_h), then out_proj), with a norm on that branch's output
 #       ("<layer>.self_attn_out_norm") and a norm of the FFN's activation before fc2 ("<layer>.ffn.inner_norm",
-#       over d_ff); cross-attention Pre-LN's; final norm. γ random (≈ 1) here.
+#       over d_ff); cross-attention Pre-LN's; final norm. γ random (≈ 1) here. Case "normformer_resids" adds the
+#       option normformer_scale_resids (fairseq's --scale-resids): the FFN's skip times λ ("<layer>.ffn_resid_scale"
+#       [d], random ≈ 1 here), x = λ ⊙ x + F(LN(x)).
 # Dropout is 0 everywhere, so where the dropouts sit does not enter the numbers.
 #
 # Model: vocab 13, d 8, 2 heads (d_h 4), ffn 32, 2+2 layers, pad_id 0, shared embeddings, LayerNorm (plus RMSNorm
-# cases for pre_ln and hybrid_norm). d is 8, not 16, to keep the eighteen files (weights + gradients in float64)
-# about 1.2 MB together. Weights are random (torch.manual_seed), norm gains around 1 and biases around 0 so that a
+# cases for pre_ln and hybrid_norm). d is 8, not 16, to keep the nineteen files (weights + gradients in float64)
+# about 1.7 MB together. Weights are random (torch.manual_seed), norm gains around 1 and biases around 0 so that a
 # swapped or missing norm shows.
 #
 # Each file holds: every parameter under skipgrad's name (float64), "grad.<name>" the gradient of the loss with
@@ -106,7 +108,7 @@ OUT_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests"
 
 CONFIG = dict(vocab=13, d_model=8, heads=2, d_ff=32, enc_layers=2, dec_layers=2, pad_id=0, norm_eps=1e-5,
               mixln_post_layers=1, label_smoothing=0.1)
-# (file case, topology, norm)
+# (file case, topology, norm[, config entries])
 CASES = [("post_ln", "post_ln", "layer_norm"), ("pre_ln", "pre_ln", "layer_norm"),
          ("pre_ln_rms", "pre_ln", "rms_norm"), ("resi_dual", "resi_dual", "layer_norm"),
          ("hybrid_norm", "hybrid_norm", "layer_norm"), ("hybrid_norm_rms", "hybrid_norm", "rms_norm"),
@@ -115,7 +117,8 @@ CASES = [("post_ln", "post_ln", "layer_norm"), ("pre_ln", "pre_ln", "layer_norm"
          ("mix_ln", "mix_ln", "layer_norm"), ("res_post_norm", "res_post_norm", "layer_norm"),
          ("rezero", "rezero", "layer_norm"), ("admin", "admin", "layer_norm"), ("b2t", "b2t", "layer_norm"),
          ("layer_scale", "layer_scale", "layer_norm"), ("sub_ln", "sub_ln", "layer_norm"),
-         ("normformer", "normformer", "layer_norm")]
+         ("normformer", "normformer", "layer_norm"),
+         ("normformer_resids", "normformer", "layer_norm", dict(normformer_scale_resids=True))]
 
 # A fixed batch, right-padded with pad_id 0 (B=2, S=5, T=4); 2 plays eos/bos.
 SRC = [[4, 5, 6, 7, 2], [8, 9, 2, 0, 0]]
@@ -272,7 +275,12 @@ class Ref:
                 x = x + f(N(n + "_norm", x))
         elif t == "normformer":  # C21: x = x + LN_out(SA(LN(x))) with γ_h inside SA; CA, F as Pre-LN (F's mid norm)
             for n, f in subs:
-                x = x + (N(n + "_out_norm", f(N(n + "_norm", x))) if n == "self_attn" else f(N(n + "_norm", x)))
+                y = f(N(n + "_norm", x))
+                if n == "self_attn":
+                    y = N("self_attn_out_norm", y)
+                if n == "ffn" and self.cfg.get("normformer_scale_resids"):  # ResScale: λ ⊙ x on the FFN's skip
+                    x = self.P[pre + ".ffn_resid_scale"] * x
+                x = x + y
         elif t == "layer_scale":  # C19: x = x + λ ⊙ f(LN(x)), one λ [d] per sublayer
             for n, f in subs:
                 x = x + self.P[f"{pre}.{n}_layer_scale"] * f(N(n + "_norm", x))
@@ -518,6 +526,8 @@ def parameter_shapes(cfg, topology, norm):
                     shapes[f"{pre}.self_attn.head_scale"] = [cfg["heads"]]
                     add_norm(f"{pre}.self_attn_out_norm")
                     add_norm(f"{pre}.ffn.inner_norm", ff)
+                    if cfg.get("normformer_scale_resids"):
+                        shapes[f"{pre}.ffn_resid_scale"] = [d]
         if topology not in ("post_ln", "deep_norm", "rezero", "admin", "b2t"):
             add_norm(f"{side}.final_norm")
         if topology == "peri_ln":
@@ -536,7 +546,7 @@ def random_parameters(shapes, pad):
             t = 0.5 + 0.2 * torch.randn(shape)
         elif name.endswith("_layer_scale"):  # away from CaiT's small init, so that every branch counts
             t = 0.5 + 0.2 * torch.randn(shape)
-        elif name.endswith("head_scale"):  # around its init 1
+        elif name.endswith("head_scale") or name.endswith("resid_scale"):  # around their init 1
             t = 1 + 0.3 * torch.randn(shape)
         elif name.endswith("_omega"):  # around 1, as profiled ratios are
             t = 1 + 0.3 * torch.randn(shape)
@@ -586,7 +596,9 @@ def write_cases(prefix, cfg, seed0, src, tgt_in, tgt_out, cases=CASES):
     src = None if src is None else torch.tensor(src, dtype=torch.int64)
     tgt_in, tgt_out = torch.tensor(tgt_in, dtype=torch.int64), torch.tensor(tgt_out, dtype=torch.int64)
     total = 0
-    for seed, (case, topology, norm) in enumerate(cases):
+    base = cfg
+    for seed, (case, topology, norm, *extra) in enumerate(cases):
+        cfg = dict(base, **(extra or [{}])[0])
         torch.manual_seed(seed0 + seed)
         params = random_parameters(parameter_shapes(cfg, topology, norm), cfg["pad_id"])
         model = Ref(cfg, topology, norm, params)

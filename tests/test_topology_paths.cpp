@@ -483,6 +483,22 @@ TEST_SUITE("topology_paths") {
       CHECK(head_scales == N + M);
       CHECK(out_norms == N + M);
       CHECK(mid_norms == N + M);
+      // ResScale (normformer_scale_resids): one more parameter per layer, λ [d] of ones on the FFN's skip
+      c.normformer_scale_resids = true;
+      manual_seed(7);
+      nn::Transformer scaled(c);
+      CHECK(scaled.named_parameters().size() == nf.named_parameters().size() + (size_t)(N + M));
+      for (const std::string side : {"enc", "dec"})
+        for (int64_t l = 0; l < (side == "enc" ? N : M); l++) {
+          const Tensor lambda = scaled.parameter(side + "." + std::to_string(l) + ".ffn_resid_scale");
+          CHECK(lambda.shape() == Shape{8});
+          for (float v : lambda.to_vector<float>()) CHECK(v == 1.0f);
+        }
+      CHECK(c.topology_summary() == "normformer (normformer_scale_resids true)");
+      nn::TransformerConfig other = c;
+      other.topology = "sub_ln";  // another topology's option is refused, and with_topology drops it
+      CHECK_THROWS_WITH_ALL(other.validate(), "normformer_scale_resids true is NormFormer's; topology sub_ln does not");
+      CHECK(!c.with_topology("sub_ln").normformer_scale_resids);
     }
   }
 

@@ -54,6 +54,8 @@ nn::TransformerConfig config_of(const nn::SafetensorsFile& f) {
   c.norm_eps = std::stod(meta(f, "norm_eps"));
   c.mixln_post_layers = std::stoll(meta(f, "mixln_post_layers"));
   c = c.with_topology(c.topology);  // (the files give Mix-LN's option to every topology)
+  if (f.metadata.count("normformer_scale_resids"))  // case normformer_resids
+    c.normformer_scale_resids = meta(f, "normformer_scale_resids") == "True";
   c.dropout = c.attn_dropout = c.act_dropout = 0.0;
   c.share_embeddings = true;
   c.max_positions = 64;
@@ -143,7 +145,7 @@ Worst compare_case(const std::string& prefix, const std::string& case_name) {
 const char* const kCases[] = {"post_ln",     "pre_ln",  "pre_ln_rms", "resi_dual",     "hybrid_norm",
                               "hybrid_norm_rms", "hybrid_norm_star", "deep_norm", "sandwich_ln", "peri_ln",
                               "mix_ln",      "res_post_norm", "rezero", "admin", "b2t",
-                              "layer_scale", "sub_ln", "normformer"};
+                              "layer_scale", "sub_ln", "normformer", "normformer_resids"};
 
 void compare_all(const std::string& prefix) {
   std::ostringstream summary;

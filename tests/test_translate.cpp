@@ -167,7 +167,7 @@ TEST_SUITE("translate") {
     CHECK_THROWS_WITH_ALL(config_from_json(old.dump()), "rope_theta 500000 is for positions rope");
   }
 
-  TEST_CASE("config JSON: b2t_rescale and layer_scale_init round-trip; files from before them read as the defaults") {
+  TEST_CASE("config JSON: the topologies' own options round-trip; files from before them read as the defaults") {
     nn::TransformerConfig c = tiny_transformer("b2t");
     c.b2t_rescale = false;
     CHECK(!config_from_json(config_to_json(c)).b2t_rescale);
@@ -185,5 +185,11 @@ TEST_SUITE("translate") {
     old = nlohmann::json::parse(config_to_json(c));
     old.erase("layer_scale_init");
     CHECK(config_from_json(old.dump()).layer_scale_init == -1);
+    c = tiny_transformer("normformer");  // and NormFormer's residual scaling
+    c.normformer_scale_resids = true;
+    CHECK(config_from_json(config_to_json(c)).normformer_scale_resids);
+    old = nlohmann::json::parse(config_to_json(c));
+    old.erase("normformer_scale_resids");
+    CHECK(!config_from_json(old.dump()).normformer_scale_resids);
   }
 }

@@ -68,6 +68,9 @@ void add_model_options(CLI::App* cmd, ModelOptions& m, bool topology) {
   cmd->add_option("--layer-scale-init", m.own.layer_scale_init,
                   "layer_scale: its lambdas' initial value (-1: CaiT's 0.1 / 1e-5 / 1e-6 by depth)")
       ->capture_default_str();
+  cmd->add_option("--normformer-scale-resids", m.own.normformer_scale_resids,
+                  "normformer: a learned per-channel scale on each FFN's skip (fairseq's --scale-resids)")
+      ->capture_default_str();
   cmd->add_option("--device", m.device, "cpu | cuda | cuda:N: where the model runs (the dump is the same)")
       ->capture_default_str();
 }

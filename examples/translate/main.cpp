@@ -108,6 +108,9 @@ static void add_train_options(CLI::App* c, TrainOptions& o, ModelChoices& m) {
   c->add_option("--layer-scale-init", o.model.layer_scale_init,
                 "layer_scale: its lambdas' initial value (-1: CaiT's 0.1 / 1e-5 / 1e-6 by depth)")
       ->capture_default_str();
+  c->add_option("--normformer-scale-resids", o.model.normformer_scale_resids,
+                "normformer: a learned per-channel scale on each FFN's skip (fairseq's --scale-resids)")
+      ->capture_default_str();
   c->add_option("--label-smoothing", o.label_smoothing)->check(label_smoothing_range())->capture_default_str();
   c->add_option("--lr", o.lr)->capture_default_str();
   c->add_option("--warmup", o.warmup, "linear warm-up steps, then inverse square root")->capture_default_str();

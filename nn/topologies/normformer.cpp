@@ -6,16 +6,20 @@
 //   self-attention:  x ← x + D( LN_out( W_O · concat_h(γ_h · Attn_h(LN_sa(x))) ) )   γ ∈ R^H, init 1 (HeadScale)
 //   cross-attention: x ← x + D( CA(LN_ca(x), enc) )                                  (Pre-LN's, as fairseq's)
 //   feed-forward:    x ← x + D( W_2 · LN_mid( act(W_1 LN_ff(x)) ) )                  (LN_mid over d_ff, after D_act)
+//                    with cfg.normformer_scale_resids: x ← λ_resid ⊙ x + D(...)        λ_resid ∈ R^d, init 1 (ResScale)
 //   final norm per stack (Pre-LN's); Pre-LN's (Fairseq) init.
 // The paper's HeadScale multiplies each head's output before the output projection (its eq. for MultiHeadAttention
 // with γ_i h_i inside the concat); fairseq's code (transformer_layer.py, `c_attn`) multiplies the out_proj's output
 // split into H chunks instead, which is a different function. We follow the paper. Its residual scaling (λ_resid on
-// the FFN's skip, fairseq's --scale-resids, an extra for its 125M and 355M models) is not included. The paper trains
+// the FFN's skip, fairseq's --scale-resids, an extra for its 125M and 355M models) is an option. The paper trains
 // decoder-only and masked LMs; the encoder of an encoder-decoder gets the same layer (as its masked-LM models).
 // docs/topologies.md has these choices and the sources.
 // Parameter names: "<layer>.self_attn.head_scale" ([H]), "<layer>.self_attn_out_norm.*" (Sandwich-LN's name for a
-// norm on a branch), "<layer>.ffn.inner_norm.*" (Sub-LN's mid-FFN norm, over d_ff). Nodes: the head scale is
-// "<layer>.self_attn.head_scale.mul", LN_out "<layer>.self_attn_out_norm.layer_norm".
+// norm on a branch), "<layer>.ffn.inner_norm.*" (Sub-LN's mid-FFN norm, over d_ff), "<layer>.ffn_resid_scale" ([d],
+// with the option). Nodes: the head scale is "<layer>.self_attn.head_scale.mul", LN_out
+// "<layer>.self_attn_out_norm.layer_norm", λ_resid ⊙ x "<layer>.ffn.resid_scale".
+#include "autograd/ops.h"
+#include "autograd/tape.h"
 #include "nn/topology.h"
 
 namespace skipgrad::nn {
@@ -30,6 +34,8 @@ class NormFormerLayer : public Layer {
     if (has_cross_attention()) cross_attn_norm = add_norm("cross_attn_norm");
     ffn_norm = add_norm("ffn_norm");
     ffn->inner_norm = ffn->register_module("inner_norm", make_norm(cfg.norm, ffn->fc2->in_features, cfg.norm_eps));
+    if (cfg.normformer_scale_resids)
+      ffn_resid_scale = register_parameter("ffn_resid_scale", Tensor::ones({cfg.d_model}));
   }
 
  protected:
@@ -38,12 +44,22 @@ class NormFormerLayer : public Layer {
     x = residual_add("self_attn", x, D("self_attn", self_attn_out_norm->forward(SA(self_attn_norm->forward(x), ctx))));
     if (has_cross_attention())
       x = residual_add("cross_attn", x, D("cross_attn", CA(cross_attn_norm->forward(x), ctx)));
-    x = residual_add("ffn", x, D("ffn", F(ffn_norm->forward(x))));
+    const Tensor branch = D("ffn", F(ffn_norm->forward(x)));
+    x = residual_add("ffn", ffn_resid_scale.defined() ? scaled_skip(x) : x, branch);
     return {x, Tensor()};
   }
 
  private:
+  // λ_resid ⊙ x, in the FFN's scope
+  Tensor scaled_skip(const Tensor& x) const {
+    Scope s("ffn");
+    Tensor y = mul(x, ffn_resid_scale);
+    y.named("resid_scale");
+    return y;
+  }
+
   std::shared_ptr<Norm> self_attn_norm, self_attn_out_norm, cross_attn_norm, ffn_norm;
+  Tensor ffn_resid_scale;  // undefined unless cfg.normformer_scale_resids
 };
 
 }  // namespace
