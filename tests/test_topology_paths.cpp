@@ -135,8 +135,10 @@ struct Recorded {
   PathStats s;
 };
 
-Recorded record(const std::string& topo, int64_t N, int64_t M, nn::NormKind norm = nn::NormKind::LayerNorm) {
-  nn::TransformerConfig c;
+// `own`: the topologies' own options (NormFormer's normformer_scale_resids), given to `topo` by with_topology.
+Recorded record(const std::string& topo, int64_t N, int64_t M, nn::NormKind norm = nn::NormKind::LayerNorm,
+                const nn::TransformerConfig& own = nn::TransformerConfig()) {
+  nn::TransformerConfig c = own.with_topology(topo);
   c.vocab = 11;
   c.d_model = 8;
   c.heads = 2;
@@ -144,7 +146,6 @@ Recorded record(const std::string& topo, int64_t N, int64_t M, nn::NormKind norm
   c.enc_layers = N;
   c.dec_layers = M;
   c.dropout = c.attn_dropout = c.act_dropout = 0.0;
-  c.topology = topo;
   c.norm = norm;
   c.max_positions = 8;
   manual_seed(3);
@@ -209,9 +210,10 @@ int64_t listed_branch(const Recorded& r, int64_t add, const std::string& prefix)
   return found[0];
 }
 
-void check_topology(const std::string& topo, int64_t N, int64_t M, nn::NormKind norm = nn::NormKind::LayerNorm) {
-  INFO("topology " << topo << ", " << N << "+" << M << " layers");
-  const Recorded r = record(topo, N, M, norm);
+void check_topology(const std::string& topo, int64_t N, int64_t M, nn::NormKind norm = nn::NormKind::LayerNorm,
+                    const nn::TransformerConfig& own = nn::TransformerConfig()) {
+  INFO("topology " << own.with_topology(topo).topology_summary() << ", " << N << "+" << M << " layers");
+  const Recorded r = record(topo, N, M, norm, own);
   const bool out_norm = topo == "sandwich_ln" || topo == "peri_ln" || topo == "res_post_norm";
   const bool dual = topo == "resi_dual";
   const StackShape enc{N, 2, N / 4}, dec{M, 3, M / 4};
@@ -291,6 +293,7 @@ TEST_SUITE("topology_paths") {
       c.dropout = c.attn_dropout = c.act_dropout = 0.1;
       c.topology = topo;
       if (topo == "resi_dual") c.resi_dual_scale = 0.5;  // its scaling nodes are recorded only for s != 1
+      if (topo == "normformer") c.normformer_scale_resids = true;  // and its scaled skips with the option
       manual_seed(4);
       nn::Transformer model(c);
       model.train();
@@ -311,6 +314,9 @@ TEST_SUITE("topology_paths") {
   TEST_CASE("golden path counts at 2+2 and 4+4 layers") {
     for (const std::string& topo : nn::topology_names())
       for (int64_t L : {2, 4}) check_topology(topo, L, L);
+    nn::TransformerConfig resids;  // NormFormer's ResScale: λ ⊙ x on the FFN's skip is no norm, and not the branch
+    resids.normformer_scale_resids = true;
+    check_topology("normformer", 4, 4, nn::NormKind::LayerNorm, resids);
   }
 
   TEST_CASE("golden path counts with different encoder and decoder depths (8+5: Mix-LN has 2 and 1 Post layers)") {

@@ -17,9 +17,8 @@
 // Parameter names: "<layer>.self_attn.head_scale" ([H]), "<layer>.self_attn_out_norm.*" (Sandwich-LN's name for a
 // norm on a branch), "<layer>.ffn.inner_norm.*" (Sub-LN's mid-FFN norm, over d_ff), "<layer>.ffn_resid_scale" ([d],
 // with the option). Nodes: the head scale is "<layer>.self_attn.head_scale.mul", LN_out
-// "<layer>.self_attn_out_norm.layer_norm", λ_resid ⊙ x "<layer>.ffn.resid_scale".
+// "<layer>.self_attn_out_norm.layer_norm", λ_resid ⊙ x "<layer>.ffn_scaled_skip".
 #include "autograd/ops.h"
-#include "autograd/tape.h"
 #include "nn/topology.h"
 
 namespace skipgrad::nn {
@@ -45,19 +44,13 @@ class NormFormerLayer : public Layer {
     if (has_cross_attention())
       x = residual_add("cross_attn", x, D("cross_attn", CA(cross_attn_norm->forward(x), ctx)));
     const Tensor branch = D("ffn", F(ffn_norm->forward(x)));
-    x = residual_add("ffn", ffn_resid_scale.defined() ? scaled_skip(x) : x, branch);
+    // λ_resid ⊙ x in the layer's scope, not the FFN's (as Admin's x ⊙ ω): the analysis takes the FFN's node as its
+    // branch, this is the stream
+    x = residual_add("ffn", ffn_resid_scale.defined() ? mul(x, ffn_resid_scale).named("ffn_scaled_skip") : x, branch);
     return {x, Tensor()};
   }
 
  private:
-  // λ_resid ⊙ x, in the FFN's scope
-  Tensor scaled_skip(const Tensor& x) const {
-    Scope s("ffn");
-    Tensor y = mul(x, ffn_resid_scale);
-    y.named("resid_scale");
-    return y;
-  }
-
   std::shared_ptr<Norm> self_attn_norm, self_attn_out_norm, cross_attn_norm, ffn_norm;
   Tensor ffn_resid_scale;  // undefined unless cfg.normformer_scale_resids
 };
