@@ -76,6 +76,18 @@ TEST_SUITE("sweep") {
     CHECK(csv[0] == "topology,positions,layers,seed,steps,test_bleu,best_valid_loss,final_train_loss,diverged,minutes");
     CHECK(csv[1] == "post_ln,sinusoidal,3,1,1200,97.5120,1.234560,1.500000,false,2.950");
     CHECK(csv[2] == "deep_norm,alibi,6,2,40,0.0000,nan,nan,true,0.250");
+    // a row whose settings give its topology an option of its own: the Markdown names it, the CSV keeps the name
+    TrainOptions t;
+    t.model = tiny_transformer("b2t");
+    t.model.b2t_rescale = false;
+    rows = {{"b2t", 3, 1, 10, 1.0, 2.0, 2.0, 0.1, false, "sinusoidal", run_settings(t)}};
+    CHECK(sweep_row_label(rows[0]) == "b2t (b2t_rescale false)");
+    write_results_markdown((dir / "r.md").string(), rows, "");
+    write_results_csv((dir / "r.csv").string(), rows);
+    CHECK(lines_of(dir / "r.md")[2].rfind("| b2t (b2t_rescale false) | sinusoidal | 3+3 |", 0) == 0);
+    CHECK(lines_of(dir / "r.csv")[1].rfind("b2t,sinusoidal,3,", 0) == 0);
+    t.model.b2t_rescale = true;
+    CHECK(sweep_row_label({"b2t", 3, 1, 10, 1.0, 2.0, 2.0, 0.1, false, "sinusoidal", run_settings(t)}) == "b2t");
   }
 
   TEST_CASE("result.json round trip; non-finite numbers come back as NaN; a missing file is not done") {

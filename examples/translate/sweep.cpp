@@ -33,6 +33,17 @@ std::string sweep_run_name(const std::string& topology, int64_t layers, uint64_t
 
 std::string sweep_run_name(const SweepRow& r) { return sweep_run_name(r.topology, r.layers, r.seed, r.positions); }
 
+std::string sweep_row_label(const SweepRow& r) {
+  if (r.settings.empty()) return r.topology;
+  const json settings = json::parse(r.settings);  // (a local: items() of a temporary would dangle)
+  json model;                                      // its "model.<field>" entries are the run's config JSON
+  for (const auto& item : settings.items())
+    if (item.key().rfind("model.", 0) == 0) model[item.key().substr(6)] = item.value();
+  // (settings are taken before the vocabulary is known: 0, which the config refuses; any size holding the pad id does)
+  model["vocab"] = std::max<int64_t>(model.value("pad_id", int64_t(1)) + 1, 2);
+  return config_from_json(model.dump()).topology_summary();
+}
+
 std::string run_settings(const TrainOptions& t) {
   json j = {{"corpus", t.corpus}, {"vocab_size", t.vocab_size}, {"max_len", t.max_len}, {"lr", t.lr},
             {"warmup_init_lr", t.warmup_init_lr}, {"beta1", t.beta1}, {"beta2", t.beta2}, {"adam_eps", t.adam_eps},
@@ -131,7 +142,7 @@ void write_results_markdown(const std::string& path, const std::vector<SweepRow>
          "| minutes |\n"
       << "|---|---|---|---:|---:|---:|---:|---:|---|---:|\n";
   for (const SweepRow& r : rows)
-    out << "| " << r.topology << " | " << r.positions << " | " << r.layers << "+" << r.layers << " | " << r.seed
+    out << "| " << sweep_row_label(r) << " | " << r.positions << " | " << r.layers << "+" << r.layers << " | " << r.seed
         << " | " << r.steps << " | "
         << fmt("%.2f", r.test_bleu) << " | " << fmt("%.4f", r.best_valid_loss) << " | "
         << fmt("%.4f", r.final_train_loss) << " | " << (r.diverged ? "yes" : "no") << " | " << fmt("%.1f", r.minutes)
@@ -216,7 +227,7 @@ std::vector<std::string> write_plot_files(const std::string& plot_dir, const std
     const std::string metrics = runs_dir + "/" + name + "/metrics.jsonl";
     if (!fs::exists(metrics)) continue;
     RunCurves c = read_metrics(metrics);
-    const std::string title = r.topology + (positions.size() > 1 ? " " + r.positions : "") +
+    const std::string title = sweep_row_label(r) + (positions.size() > 1 ? " " + r.positions : "") +
                               (seeds.size() > 1 ? " s" + std::to_string(r.seed) : "");
     if (!c.step.empty()) {
       std::ostringstream out;

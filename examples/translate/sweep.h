@@ -43,6 +43,9 @@ struct SweepRow {
 std::string sweep_run_name(const std::string& topology, int64_t layers, uint64_t seed,
                            const std::string& positions = "sinusoidal");
 std::string sweep_run_name(const SweepRow& row);
+// The row's topology with its own options away from their defaults, from its settings ("b2t (b2t_rescale false)":
+// TransformerConfig::topology_summary), for results.md and the plots; the plain name when the row has no settings.
+std::string sweep_row_label(const SweepRow& row);
 
 // What a run's result depends on besides its topology, depth, positions and seed, as a flat JSON object: the model
 // config ("model.d_model", ...), the corpus, the optimiser, the budget and the evaluation (its device as
