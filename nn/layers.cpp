@@ -57,6 +57,11 @@ void xavier_normal_(Tensor& t, double gain) {
 
 void constant_(Tensor& t, double value) { t.copy_(Tensor::full({1}, value, t.dtype(), t.device())); }
 
+void scale_(Tensor& t, double s) {
+  NoGradGuard no_grad;
+  t.copy_(mul(t, s));
+}
+
 }  // namespace init
 
 // ---------------------------------------------------------------- Linear
@@ -81,9 +86,8 @@ void Linear::zero_bias() {
   if (bias.defined()) init::constant_(bias, 0.0);
 }
 void Linear::rescale(double s, bool with_bias) {
-  NoGradGuard no_grad;
-  weight.copy_(mul(weight, s));
-  if (with_bias && bias.defined()) bias.copy_(mul(bias, s));
+  init::scale_(weight, s);
+  if (with_bias && bias.defined()) init::scale_(bias, s);
 }
 
 Tensor Linear::forward(const Tensor& x) {

@@ -20,6 +20,7 @@ void trunc_normal_(Tensor& t, double std, double cutoff = 3.0);
 void xavier_uniform_(Tensor& t, double gain = 1.0);  // U(±gain·sqrt(6 / (fan_in + fan_out)))
 void xavier_normal_(Tensor& t, double gain = 1.0);   // N(0, gain·sqrt(2 / (fan_in + fan_out)))
 void constant_(Tensor& t, double value);
+void scale_(Tensor& t, double s);  // t ← s·t: an init scaled on top of another (B2T's, Sub-LN's, T-Fixup's)
 }  // namespace init
 
 // y = x Wᵀ + b, W [out, in]. Default init is PyTorch's nn.Linear: kaiming_uniform(a=√5) = U(±1/√in) for W,

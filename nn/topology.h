@@ -229,6 +229,7 @@ class Topology {
   static constexpr const char* LayerScale = "layer_scale";
   static constexpr const char* SubLN = "sub_ln";
   static constexpr const char* NormFormer = "normformer";
+  static constexpr const char* TFixup = "t_fixup";  // its embedding scale: init_model
 
   virtual ~Topology() = default;
   virtual std::string name() const = 0;
@@ -265,6 +266,10 @@ class Topology {
     (void)side;
     return s.x;
   }
+  // An initialisation beyond the layers (T-Fixup scales the token embeddings), run once at the end of the model's
+  // construction, before cfg.init's scheme (SmallInit, GPT2 and DeepNorm re-initialise on top, as they do the
+  // layers' own init).
+  virtual void init_model(Transformer& model) { (void)model; }
   // An initialisation that needs data (Admin's profiling pass), run once on a fresh model with its first training
   // batch, through Transformer::init_from_batch. Returns a line for the training log, "" when there is none.
   virtual std::string init_from_batch(Transformer& model, const Tensor& src_ids, const Tensor& tgt_in_ids) {

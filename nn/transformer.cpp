@@ -123,6 +123,7 @@ Transformer::Transformer(const TransformerConfig& cfg) : cfg_(cfg) {
                                                                 cfg.relative_max_distance, stack == encoder.get()));
     init::normal_(stack->relative_bias->weight, 0.0, std::pow((double)d, -0.5));
   }
+  topology_->init_model(*this);
   apply_init();
   name_parameters();
 }

@@ -84,10 +84,13 @@
 #       over d_ff); cross-attention Pre-LN's; final norm. γ random (≈ 1) here. Case "normformer_resids" adds the
 #       option normformer_scale_resids (fairseq's --scale-resids): the FFN's skip times λ ("<layer>.ffn_resid_scale"
 #       [d], random ≈ 1 here), x = λ ⊙ x + F(LN(x)).
+#   C22 T-Fixup (not in TOPOLOGIES.md; Huang et al. 2020, their fairseq fork with --dont-use-layernorm): no norm at
+#       all, x = x + f(x) per sublayer, no final norm. The random weights get its init's scales (v/out/fc1/fc2 by
+#       0.67·N^-1/4 or (9M)^-1/4, the table by (9N)^-1/4), so that the stream stays in range without a norm.
 # Dropout is 0 everywhere, so where the dropouts sit does not enter the numbers.
 #
 # Model: vocab 13, d 8, 2 heads (d_h 4), ffn 32, 2+2 layers, pad_id 0, shared embeddings, LayerNorm (plus RMSNorm
-# cases for pre_ln and hybrid_norm). d is 8, not 16, to keep the nineteen files (weights + gradients in float64)
+# cases for pre_ln and hybrid_norm). d is 8, not 16, to keep the twenty files (weights + gradients in float64)
 # about 1.7 MB together. Weights are random (torch.manual_seed), norm gains around 1 and biases around 0 so that a
 # swapped or missing norm shows.
 #
@@ -118,7 +121,8 @@ CASES = [("post_ln", "post_ln", "layer_norm"), ("pre_ln", "pre_ln", "layer_norm"
          ("rezero", "rezero", "layer_norm"), ("admin", "admin", "layer_norm"), ("b2t", "b2t", "layer_norm"),
          ("layer_scale", "layer_scale", "layer_norm"), ("sub_ln", "sub_ln", "layer_norm"),
          ("normformer", "normformer", "layer_norm"),
-         ("normformer_resids", "normformer", "layer_norm", dict(normformer_scale_resids=True))]
+         ("normformer_resids", "normformer", "layer_norm", dict(normformer_scale_resids=True)),
+         ("t_fixup", "t_fixup", "layer_norm")]
 
 # A fixed batch, right-padded with pad_id 0 (B=2, S=5, T=4); 2 plays eos/bos.
 SRC = [[4, 5, 6, 7, 2], [8, 9, 2, 0, 0]]
@@ -255,6 +259,9 @@ class Ref:
         elif t in ("sandwich_ln", "peri_ln"):  # §5.2/§5.3: x = x + LN_out(f(LN_in(x)))
             for n, f in subs:
                 x = x + N(n + "_out_norm", f(N(n + "_norm", x)))
+        elif t == "t_fixup":  # C22: x = x + f(x), no norm anywhere
+            for n, f in subs:
+                x = x + f(x)
         elif t == "res_post_norm":  # §5.4: x = x + N_out(f(x)), no input norm
             for n, f in subs:
                 x = x + N(n + "_out_norm", f(x))
@@ -330,7 +337,7 @@ class Ref:
         dual = x if self.topo == "resi_dual" else None  # §3.2: x_d⁰ = x_a⁰ (s = 1)
         for i in range(L):
             x, dual = self.layer(side, i, x, ctx, dual)
-        if self.topo in ("post_ln", "deep_norm", "rezero", "admin", "b2t"):
+        if self.topo in ("post_ln", "deep_norm", "rezero", "admin", "b2t", "t_fixup"):
             return x
         if self.topo == "resi_dual":  # §3.5: α·x_a + LN_final(x_d), ε = 1e-7
             return x + self.N(side + ".final_norm", dual, eps=1e-7)
@@ -509,6 +516,8 @@ def parameter_shapes(cfg, topology, norm):
                 add_norm(f"{pre}.ffn_norm")
             elif topology == "rezero":
                 shapes[f"{pre}.rezero_alpha"] = [1]
+            elif topology == "t_fixup":  # C22: no norms
+                pass
             else:
                 for a in subs + ["ffn"]:
                     if topology != "res_post_norm":
@@ -528,11 +537,22 @@ def parameter_shapes(cfg, topology, norm):
                     add_norm(f"{pre}.ffn.inner_norm", ff)
                     if cfg.get("normformer_scale_resids"):
                         shapes[f"{pre}.ffn_resid_scale"] = [d]
-        if topology not in ("post_ln", "deep_norm", "rezero", "admin", "b2t"):
+        if topology not in ("post_ln", "deep_norm", "rezero", "admin", "b2t", "t_fixup"):
             add_norm(f"{side}.final_norm")
         if topology == "peri_ln":
             add_norm(f"{side}.embed_norm")
     return shapes
+
+
+def tfixup_scale(params, cfg):  # C22: its init's scales, so that a stream with no norm stays in range
+    N, M = cfg["enc_layers"], cfg["dec_layers"]
+    with torch.no_grad():
+        for name, t in params.items():
+            s = 0.67 * N ** -0.25 if name.startswith("enc.") else (9 * M) ** -0.25
+            if name.endswith((".v_proj.weight", ".out_proj.weight", ".fc1.weight", ".fc2.weight")):
+                t.mul_(s)
+            elif name == "embed.weight":
+                t.mul_((9 * (N or M)) ** -0.25)
 
 
 def random_parameters(shapes, pad):
@@ -601,6 +621,8 @@ def write_cases(prefix, cfg, seed0, src, tgt_in, tgt_out, cases=CASES):
         cfg = dict(base, **(extra or [{}])[0])
         torch.manual_seed(seed0 + seed)
         params = random_parameters(parameter_shapes(cfg, topology, norm), cfg["pad_id"])
+        if topology == "t_fixup":
+            tfixup_scale(params, cfg)
         model = Ref(cfg, topology, norm, params)
         logits = model.forward(src, tgt_in)
         loss = label_smoothed_loss(logits, tgt_out, cfg["pad_id"], cfg["label_smoothing"])

@@ -36,7 +36,7 @@ int64_t expected_params(const std::string& topo, nn::NormKind norm) {
       {"mix_ln", {2, 3, 2}},      {"hybrid_norm", {1, 1, 2}}, {"hybrid_norm_star", {1, 1, 2}},
       {"res_post_norm", {2, 3, 2}}, {"rezero", {0, 0, 0}},    {"admin", {2, 3, 0}},
       {"b2t", {2, 3, 0}},         {"layer_scale", {2, 3, 2}}, {"sub_ln", {2, 3, 2}},
-      {"normformer", {3, 4, 2}}};
+      {"normformer", {3, 4, 2}},  {"t_fixup", {0, 0, 0}}};
   auto [ne, nd, nf] = norms.at(topo);
   int64_t total = emb + 2 * (enc + ne * N) + 2 * (dec + nd * N) + nf * N;
   if (topo.rfind("hybrid_norm", 0) == 0) total += 2 * (3 * Nh) + 2 * (6 * Nh);  // q/k/v norms in every attention
@@ -308,7 +308,7 @@ TEST_SUITE("nn") {
     auto names = nn::topology_names();
     for (const char* n : {"post_ln", "pre_ln", "resi_dual", "hybrid_norm", "hybrid_norm_star", "deep_norm",
                           "sandwich_ln", "peri_ln", "mix_ln", "res_post_norm", "rezero", "admin", "b2t", "layer_scale",
-                          "sub_ln", "normformer"})
+                          "sub_ln", "normformer", "t_fixup"})
       CHECK(std::find(names.begin(), names.end(), n) != names.end());
     for (const auto& n : names) CHECK(nn::make_topology(n)->name() == n);
     CHECK_THROWS_WITH_ALL(nn::make_topology("pre_post"), "unknown topology 'pre_post'", "resi_dual", "mix_ln");
@@ -343,7 +343,8 @@ TEST_SUITE("nn") {
                               "dec.1.cross_attn.out_proj.bias", "dec.0.self_attn.v_proj.weight"})
           CHECK(names.count(n) == 1);
         const bool final_norm =
-            topo != "post_ln" && topo != "deep_norm" && topo != "rezero" && topo != "admin" && topo != "b2t";
+            topo != "post_ln" && topo != "deep_norm" && topo != "rezero" && topo != "admin" && topo != "b2t" &&
+            topo != "t_fixup";
         CHECK(names.count("dec.final_norm.weight") == (final_norm ? 1 : 0));
         if (topo == "rezero") CHECK(names.count("dec.1.rezero_alpha") == 1);
         if (topo == "admin") CHECK(names.count("dec.1.cross_attn_omega") == 1);

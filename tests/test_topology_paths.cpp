@@ -19,7 +19,7 @@
 //                       before its output projection) + one per later CA (none inside)
 //   NormFormer          as Sub-LN: a later SA branch crosses its pre-norm and its output norm, a later F its pre-norm
 //                       and its mid-FFN norm (HeadScale's γ is no norm); W2: +0 (fc2 feeds the add)
-//   ReZero              0: no norm anywhere, every path is norm-free
+//   ReZero, T-Fixup     0: no norm anywhere, every path is norm-free
 //   Pre-LN, LayerScale  min 1 (the final norm), max K−k+1 (into every later branch through its pre-norm; λ: no norm)
 //   Sandwich, Peri-LN   o_k is N_out's output: min 1, max 2(K−k)+1 (two norms per later branch); W2: +1 (N_out)
 //   Mix-LN, P = S·p     k ≤ P (Post part): min P−k+2, max K−k+2;  k > P (Pre part): min 1, max K−k+1
@@ -37,11 +37,8 @@
 // first, +1; HybridNorm: through the k/v norm, +1 without changing `_outer`); E's min/max are the min/max over j.
 #include <chrono>
 #include <cmath>
-#include <functional>
 #include <map>
-#include <optional>
 #include <set>
-#include <tuple>
 
 #include "analysis/graph.h"
 #include "analysis/paths.h"
@@ -79,7 +76,7 @@ Expect to_end(const std::string& topo, const StackShape& st, int64_t l, int64_t 
     for (int64_t m = k + 1; m <= K; m++) later += S == 3 && (m - 1) % S == 1 ? 1 : 2;
     return same({1, later + 1});
   }
-  if (topo == "rezero") return same({0, 0});
+  if (topo == "rezero" || topo == "t_fixup") return same({0, 0});
   if (topo == "res_post_norm") return same(Range{1, K - k + 1} + (what == What::W2 ? Range{1, 1} : Range{0, 0}));
   if (topo == "pre_ln" || topo == "layer_scale") return same({1, K - k + 1});
   if (topo == "sandwich_ln" || topo == "peri_ln")
@@ -164,29 +161,6 @@ Recorded record(const std::string& topo, int64_t N, int64_t M, nn::NormKind norm
   return r;
 }
 
-// A topology whose init scales another's (B2T's of Post-LN, Sub-LN's of Pre-LN): c's model of each topology from one
-// seed (the same draws), and every parameter of `scaled` is `base`'s times factor(name), to float32 rounding;
-// factor gives nullopt for a parameter that `base` lacks (Sub-LN's inner norms). Every one of base's is compared.
-void check_scaled_init(const nn::TransformerConfig& c, const std::string& base, const std::string& scaled,
-                       const std::function<std::optional<double>(const std::string&)>& factor) {
-  manual_seed(7);
-  nn::Transformer b(c.with_topology(base));
-  manual_seed(7);
-  nn::Transformer s(c.with_topology(scaled));
-  size_t compared = 0;
-  for (const auto& entry : s.named_parameters()) {
-    const std::string& name = entry.first;
-    CAPTURE(name);
-    const std::optional<double> f = factor(name);
-    if (!f) continue;
-    const std::vector<float> x = b.parameter(name).to_vector<float>(), y = entry.second.to_vector<float>();
-    REQUIRE(x.size() == y.size());
-    for (size_t j = 0; j < x.size(); j++) CHECK(y[j] == doctest::Approx(x[j] * *f).epsilon(1e-6));
-    compared++;
-  }
-  CHECK(compared == b.named_parameters().size());
-}
-
 void check_norms(const NodePaths& p, const Expect& e) {
   CHECK(p.reaches_loss());
   CHECK(p.paths > 0);
@@ -262,11 +236,11 @@ void check_topology(const std::string& topo, int64_t N, int64_t M, nn::NormKind 
 
   // Norm-free paths inside the layers: only from the last norm of a stack without a final norm (Post-LN,
   // DeepNorm, Admin, B2T) or whose x_a reaches the output beside LN_final(x_d) (ResiDual); never in the encoder, whose
-  // output always crosses a decoder norm. ReZero: from every node.
+  // output always crosses a decoder norm. ReZero, T-Fixup: from every node.
   std::set<std::string> norm_free, expected;
   for (const GraphNode& n : r.g.nodes)
     if (n.kind == "op" && !layer_scope(n.name).empty() && r.s.at(n.id).norm_free()) norm_free.insert(n.name);
-  if (topo == "rezero")
+  if (topo == "rezero" || topo == "t_fixup")
     for (const GraphNode& n : r.g.nodes)
       if (n.kind == "op" && !layer_scope(n.name).empty() && r.s.at(n.id).reaches_loss()) expected.insert(n.name);
   if (topo == "post_ln" || topo == "deep_norm" || topo == "admin" || topo == "b2t" || dual)
@@ -283,7 +257,7 @@ TEST_SUITE("topology_paths") {
     CHECK(nn::topology_names() == std::vector<std::string>{"post_ln", "pre_ln", "resi_dual", "hybrid_norm",
                                                            "hybrid_norm_star", "deep_norm", "sandwich_ln", "peri_ln",
                                                            "mix_ln", "res_post_norm", "rezero", "admin", "b2t",
-                                                           "layer_scale", "sub_ln", "normformer"});
+                                                           "layer_scale", "sub_ln", "normformer", "t_fixup"});
   }
 
   TEST_CASE("every topology, every dropout on: each op node of one forward has a name of its own") {
@@ -348,7 +322,7 @@ TEST_SUITE("topology_paths") {
     CHECK(rd.s.at(rd.g.find("dec.0.self_attn.dual_add")).max_norms == 1);
   }
 
-  TEST_CASE("B2T: Post-LN's longest paths, one norm per later layer on the shortest, weights L^-1/2 of Post-LN's") {
+  TEST_CASE("B2T: Post-LN's longest paths, one norm per later layer on the shortest") {
     // 4+4: the decoder's first self-attention output crosses LN_sa, LN_ca, LN_ff of its layer (3), then one norm per
     // later layer through their skips (3): 6 on the shortest path; Post-LN's 12 on the longest, as Post-LN's only
     Recorded b2t = record("b2t", 4, 4), post = record("post_ln", 4, 4);
@@ -362,150 +336,6 @@ TEST_SUITE("topology_paths") {
     REQUIRE(skip.inputs.size() == 2);
     CHECK(b2t.g.at(skip.inputs[0]).name == "dec.1.ffn.residual_add");
     CHECK(b2t.g.at(skip.inputs[1]).name == "dec.0.ffn_norm.layer_norm");
-
-    // the same seed draws the same weights; B2T scales every linear map of a layer by (its stack's layers)^-1/2,
-    // unless b2t_rescale is false (Post-LN's init)
-    for (auto [N, M, rescale] : {std::tuple<int64_t, int64_t, bool>{3, 2, true}, {0, 4, true}, {3, 2, false}}) {
-      nn::TransformerConfig c;
-      c.vocab = 11, c.d_model = 8, c.heads = 2, c.d_ff = 16, c.enc_layers = N, c.dec_layers = M;
-      c.topology = "b2t";
-      c.b2t_rescale = rescale;
-      const int64_t n = N, m = M;  // (clang 14's lambdas cannot capture structured bindings)
-      const bool on = rescale;
-      check_scaled_init(c, "post_ln", "b2t", [n, m, on](const std::string& name) -> std::optional<double> {
-        const bool linear_weight = name.find("_proj.weight") != std::string::npos ||
-                                   name.find(".fc1.weight") != std::string::npos ||
-                                   name.find(".fc2.weight") != std::string::npos;
-        return !linear_weight || !on ? 1.0 : 1.0 / std::sqrt((double)(name.rfind("enc.", 0) == 0 ? n : m));
-      });
-    }
-    nn::TransformerConfig other;
-    other.vocab = 11;
-    other.topology = "post_ln";
-    other.b2t_rescale = false;  // B2T's own option, given to another topology: refused, as the others' are
-    CHECK_THROWS_WITH_ALL(other.validate(), "b2t_rescale false is B2T's; topology post_ln does not use it");
-    CHECK(other.with_topology("pre_ln").b2t_rescale);
-    CHECK(!other.with_topology("b2t").b2t_rescale);
-  }
-
-  TEST_CASE("LayerScale: λ starts at CaiT's ε for the stack's depth, or at layer_scale_init; the option's refusals") {
-    CHECK(nn::layer_scale_epsilon(-1, 6) == 0.1);
-    CHECK(nn::layer_scale_epsilon(-1, 18) == 0.1);
-    CHECK(nn::layer_scale_epsilon(-1, 19) == 1e-5);
-    CHECK(nn::layer_scale_epsilon(-1, 24) == 1e-5);
-    CHECK(nn::layer_scale_epsilon(-1, 25) == 1e-6);
-    CHECK(nn::layer_scale_epsilon(0.3, 100) == 0.3);
-    nn::TransformerConfig c;
-    c.vocab = 11, c.d_model = 8, c.heads = 2, c.d_ff = 16, c.enc_layers = 2, c.dec_layers = 20;
-    c.topology = "layer_scale";
-    for (double init : {-1.0, 1e-3}) {
-      CAPTURE(init);
-      c.layer_scale_init = init;
-      nn::Transformer model(c);
-      int64_t lambdas = 0;
-      for (const auto& entry : model.named_parameters()) {
-        if (entry.first.find("_layer_scale") == std::string::npos) continue;
-        CAPTURE(entry.first);
-        lambdas++;
-        CHECK(entry.second.shape() == Shape{8});
-        const float want = init > 0 ? 1e-3f : entry.first.rfind("enc.", 0) == 0 ? 0.1f : 1e-5f;  // 2 and 20 layers
-        for (float v : entry.second.to_vector<float>()) CHECK(v == want);
-      }
-      CHECK(lambdas == 2 * 2 + 20 * 3);  // one per sublayer
-    }
-    c.layer_scale_init = 0;
-    CHECK_THROWS_WITH_ALL(c.validate(), "layer_scale_init must be finite and > 0 (or -1", "got 0");
-    c.layer_scale_init = 0.5;
-    c.topology = "pre_ln";
-    CHECK_THROWS_WITH_ALL(c.validate(), "layer_scale_init 0.5 is LayerScale's; topology pre_ln does not use it");
-    CHECK(c.with_topology("pre_ln").layer_scale_init == -1);
-    CHECK(c.with_topology("layer_scale").layer_scale_init == 0.5);
-    // run logs and report labels name a topology's own option when it is away from its default
-    CHECK(c.with_topology("layer_scale").topology_summary() == "layer_scale (layer_scale_init 0.5)");
-    CHECK(c.with_topology("pre_ln").topology_summary() == "pre_ln");
-    c.b2t_rescale = false;
-    CHECK(c.with_topology("b2t").topology_summary() == "b2t (b2t_rescale false)");
-    CHECK(c.with_topology("layer_scale").topology_summary() == "layer_scale (layer_scale_init 0.5)");
-  }
-
-  TEST_CASE("Sub-LN: torchscale's γ on v_proj, out_proj, fc1, fc2 of self-attention and FFN; cross-attention as is") {
-    for (auto [N, M] : {std::pair<int64_t, int64_t>{3, 2}, {0, 4}}) {
-      nn::TransformerConfig c;
-      c.vocab = 11, c.d_model = 8, c.heads = 2, c.d_ff = 16, c.enc_layers = N, c.dec_layers = M;
-      const double enc = std::sqrt(std::log(3.0 * M) * std::log(2.0 * N) / 3), dec = std::sqrt(std::log(3.0 * M)),
-                   lm = std::sqrt(std::log(2.0 * M));
-      const bool decoder_only = N == 0;
-      // (the same draws: Sub-LN's inner norms are ones and zeros, and Pre-LN has none)
-      check_scaled_init(c, "pre_ln", "sub_ln", [=](const std::string& name) -> std::optional<double> {
-        if (name.find("inner_norm") != std::string::npos) return std::nullopt;
-        bool scaled = false;
-        for (const char* lin : {".v_proj.", ".out_proj.", ".fc1.", ".fc2."})
-          scaled = scaled || name.find(lin) != std::string::npos;
-        scaled = scaled && name.find("cross_attn") == std::string::npos;
-        return !scaled ? 1.0 : decoder_only ? lm : name.rfind("enc.", 0) == 0 ? enc : dec;
-      });
-      c.topology = "sub_ln";
-      const nn::Transformer sub(c);
-      // the inner norms: one over d_model in each self-attention, one over d_ff in each FFN, none in cross-attention
-      CHECK(sub.parameter("dec.0.self_attn.inner_norm.weight").shape() == Shape{8});
-      CHECK(sub.parameter("dec.0.ffn.inner_norm.weight").shape() == Shape{16});
-      for (const auto& entry : sub.named_parameters())
-        CHECK(entry.first.find("cross_attn.inner_norm") == std::string::npos);
-    }
-  }
-
-  TEST_CASE("NormFormer: Pre-LN's init, its head scales ones, a norm on each self-attention output and in each FFN") {
-    for (auto [N, M] : {std::pair<int64_t, int64_t>{3, 2}, {0, 4}}) {
-      nn::TransformerConfig c;
-      c.vocab = 11, c.d_model = 8, c.heads = 2, c.d_ff = 16, c.enc_layers = N, c.dec_layers = M;
-      // every parameter Pre-LN has is drawn as Pre-LN draws it (the additions are ones and zeros)
-      check_scaled_init(c, "pre_ln", "normformer", [](const std::string& name) -> std::optional<double> {
-        for (const char* added : {".head_scale", "self_attn_out_norm.", ".inner_norm."})
-          if (name.find(added) != std::string::npos) return std::nullopt;
-        return 1.0;
-      });
-      c.topology = "normformer";
-      const nn::Transformer nf(c);
-      int64_t head_scales = 0, out_norms = 0, mid_norms = 0;
-      for (const auto& entry : nf.named_parameters()) {
-        const std::string& name = entry.first;
-        CAPTURE(name);
-        CHECK(name.find("cross_attn.head_scale") == std::string::npos);  // cross-attention is Pre-LN's
-        CHECK(name.find("cross_attn_out_norm") == std::string::npos);
-        if (name.find(".self_attn.head_scale") != std::string::npos) {
-          head_scales++;
-          CHECK(entry.second.shape() == Shape{2});
-          for (float v : entry.second.to_vector<float>()) CHECK(v == 1.0f);
-        }
-        if (name.find(".self_attn_out_norm.weight") != std::string::npos) {
-          out_norms++;
-          CHECK(entry.second.shape() == Shape{8});
-        }
-        if (name.find(".ffn.inner_norm.weight") != std::string::npos) {
-          mid_norms++;
-          CHECK(entry.second.shape() == Shape{16});  // over d_ff
-        }
-      }
-      CHECK(head_scales == N + M);
-      CHECK(out_norms == N + M);
-      CHECK(mid_norms == N + M);
-      // ResScale (normformer_scale_resids): one more parameter per layer, λ [d] of ones on the FFN's skip
-      c.normformer_scale_resids = true;
-      manual_seed(7);
-      nn::Transformer scaled(c);
-      CHECK(scaled.named_parameters().size() == nf.named_parameters().size() + (size_t)(N + M));
-      for (const std::string side : {"enc", "dec"})
-        for (int64_t l = 0; l < (side == "enc" ? N : M); l++) {
-          const Tensor lambda = scaled.parameter(side + "." + std::to_string(l) + ".ffn_resid_scale");
-          CHECK(lambda.shape() == Shape{8});
-          for (float v : lambda.to_vector<float>()) CHECK(v == 1.0f);
-        }
-      CHECK(c.topology_summary() == "normformer (normformer_scale_resids true)");
-      nn::TransformerConfig other = c;
-      other.topology = "sub_ln";  // another topology's option is refused, and with_topology drops it
-      CHECK_THROWS_WITH_ALL(other.validate(), "normformer_scale_resids true is NormFormer's; topology sub_ln does not");
-      CHECK(!c.with_topology("sub_ln").normformer_scale_resids);
-    }
   }
 
   TEST_CASE("a 24+24-layer model records, snapshots, analyses and dumps in seconds, with the golden counts") {
@@ -542,7 +372,7 @@ TEST_SUITE("topology_paths") {
         {"mix_ln", 11144917144738120725ull}, {"res_post_norm", 11059011002988899717ull},
         {"rezero", 2179384325111380651ull}, {"admin", 16523406811373221011ull}, {"b2t", 15385606154904422055ull},
         {"layer_scale", 3167255226848670873ull}, {"sub_ln", 5425268484494270465ull},
-        {"normformer", 18365258746837861129ull}};
+        {"normformer", 18365258746837861129ull}, {"t_fixup", 17697389395546670647ull}};
     for (const std::string& topo : nn::topology_names()) {
       CAPTURE(topo);
       const Recorded r = record(topo, 4, 4);  // mix_ln: its first layer Post-LN

@@ -145,7 +145,8 @@ Worst compare_case(const std::string& prefix, const std::string& case_name) {
 const char* const kCases[] = {"post_ln",     "pre_ln",  "pre_ln_rms", "resi_dual",     "hybrid_norm",
                               "hybrid_norm_rms", "hybrid_norm_star", "deep_norm", "sandwich_ln", "peri_ln",
                               "mix_ln",      "res_post_norm", "rezero", "admin", "b2t",
-                              "layer_scale", "sub_ln", "normformer", "normformer_resids"};
+                              "layer_scale", "sub_ln", "normformer", "normformer_resids",
+                              "t_fixup"};
 
 void compare_all(const std::string& prefix) {
   std::ostringstream summary;

@@ -24,7 +24,8 @@ namespace skipgrad::nn {
   X(b2t)                       \
   X(layer_scale)               \
   X(sub_ln)                    \
-  X(normformer)
+  X(normformer)                \
+  X(t_fixup)
 
 #define SKIPGRAD_DECLARE_TOPOLOGY(name) std::unique_ptr<Topology> make_topology_##name();
 SKIPGRAD_TOPOLOGIES(SKIPGRAD_DECLARE_TOPOLOGY)
