@@ -1,0 +1,10 @@
+set terminal pngcairo size 1000,480 noenhanced
+set output 'cosine_L6.png'
+set title 'cos(x_{i-1}, x_i), 6+6 layers'
+set xlabel 'layer (encoder 0..5, decoder 6..11); solid: init, dashed: trained'
+set ylabel 'cos(x_{i-1}, x_i)'
+set key outside right
+set grid
+set datafile missing 'NaN'
+set arrow from 5.5, graph 0 to 5.5, graph 1 nohead dt 2
+plot 'post_ln_L6.dat' using 1:5 with linespoints lc 1 dt 1 title 'post_ln init', 'post_ln_L6_step30.dat' using 1:5 with linespoints lc 1 dt 2 title 'post_ln step 30', 'rezero_L6.dat' using 1:5 with linespoints lc 2 dt 1 title 'rezero init', 'rezero_L6_step30.dat' using 1:5 with linespoints lc 2 dt 2 title 'rezero step 30', 't_fixup_L6.dat' using 1:5 with linespoints lc 3 dt 1 title 't_fixup init', 't_fixup_L6_step30.dat' using 1:5 with linespoints lc 3 dt 2 title 't_fixup step 30'
