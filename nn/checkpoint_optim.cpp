@@ -16,13 +16,6 @@ namespace {
 
 constexpr const char* kLoad = "load_checkpoint";
 
-// A double as the shortest text that reads back to it, in any locale (std::to_chars).
-std::string number_text(double v) {
-  char buf[64];
-  const auto r = std::to_chars(buf, buf + sizeof buf, v);
-  return std::string(buf, r.ptr);
-}
-
 // The double `word` spells in decimal (std::from_chars: any locale, no hex); none when there is more text, or the
 // value is past double's range (1e-400 is not silently 0).
 std::optional<double> read_number(const std::string& word) {
@@ -37,7 +30,7 @@ std::string format_per_parameter(const Optimizer& opt, double (Optimizer::*value
   std::string out;
   for (size_t i = 0; i < opt.named_params().size(); i++) {
     if (i) out += ' ';
-    out += number_text((opt.*value)(i));
+    out += number_str((opt.*value)(i));
   }
   return out;
 }
@@ -114,7 +107,7 @@ std::string format_settings(const Optimizer& opt) {
   std::string out;
   for (const auto& [name, value] : opt.settings()) {
     if (!out.empty()) out += ' ';
-    out += name + "=" + number_text(value);
+    out += name + "=" + number_str(value);
   }
   return out;
 }
@@ -167,7 +160,7 @@ Metadata optimizer_metadata(const Optimizer& opt) {
   Metadata meta;
   meta["skipgrad.optim.kind"] = opt.kind();
   meta["skipgrad.optim.step"] = std::to_string(opt.step_count());
-  meta["skipgrad.optim.lr"] = number_text(opt.lr());
+  meta["skipgrad.optim.lr"] = number_str(opt.lr());
   meta["skipgrad.optim.lr_scale"] = format_per_parameter(opt, &Optimizer::lr_scale);
   meta["skipgrad.optim.weight_decay"] = format_per_parameter(opt, &Optimizer::weight_decay);
   meta["skipgrad.optim.param_names"] = format_param_names(opt);

@@ -1,7 +1,6 @@
 #include "nn/generate.h"
 
 #include <algorithm>
-#include <charconv>
 #include <cmath>
 #include <string>
 
@@ -10,19 +9,11 @@
 
 namespace skipgrad::nn {
 
-namespace {
-// v as the shortest text that reads back to it: a top_p of 1.0000001 is not printed as 1
-std::string exact(double v) {
-  char buf[32];
-  return std::string(buf, std::to_chars(buf, buf + sizeof buf, v).ptr);
-}
-}  // namespace
-
 void check_sampling_options(const SamplingOptions& opt, const char* who) {
   if (!(opt.temperature > 0 && std::isfinite(1.0 / opt.temperature) && std::isfinite(opt.temperature)))
-    fail(who, ": temperature must be > 0 (and its inverse finite), got ", exact(opt.temperature));
+    fail(who, ": temperature must be > 0 (and its inverse finite), got ", number_str(opt.temperature));
   check(opt.top_k >= 0, who, ": top_k must be >= 0 (0: all tokens), got ", opt.top_k);
-  if (!(opt.top_p > 0 && opt.top_p <= 1)) fail(who, ": top_p must be in (0, 1], got ", exact(opt.top_p));
+  if (!(opt.top_p > 0 && opt.top_p <= 1)) fail(who, ": top_p must be in (0, 1], got ", number_str(opt.top_p));
 }
 
 // The draw, in float64 whatever lp's dtype:

@@ -1,7 +1,6 @@
 #include "nn/topology.h"
 
 #include <algorithm>
-#include <charconv>
 #include <cmath>
 #include <limits>
 #include <sstream>
@@ -145,18 +144,10 @@ PositionEncoding parse_position_encoding(const std::string& s) {
        "'; known: sinusoidal, learned, rope, alibi, t5, none");
 }
 
-namespace {
-// the shortest text that reads back to the same double (as kind())
-std::string shortest(double v) {
-  char buf[32];
-  return std::string(buf, std::to_chars(buf, buf + sizeof buf, v).ptr);
-}
-}  // namespace
-
 const std::vector<TopologyOption>& topology_options() {
   using C = TransformerConfig;
   static const std::vector<TopologyOption> options = {
-      {"resi_dual_scale", "resi_dual", "ResiDual", "1", [](const C& c) { return shortest(c.resi_dual_scale); },
+      {"resi_dual_scale", "resi_dual", "ResiDual", "1", [](const C& c) { return number_str(c.resi_dual_scale); },
        [](C& c) { c.resi_dual_scale = 1.0; }},
       {"mixln_post_layers", "mix_ln", "Mix-LN", "-1", [](const C& c) { return std::to_string(c.mixln_post_layers); },
        [](C& c) { c.mixln_post_layers = -1; }},
@@ -164,7 +155,7 @@ const std::vector<TopologyOption>& topology_options() {
       {"b2t_rescale", "b2t", "B2T", "true", [](const C& c) { return std::string(c.b2t_rescale ? "true" : "false"); },
        [](C& c) { c.b2t_rescale = true; }},
       // (an init too: not in kind())
-      {"layer_scale_init", "layer_scale", "LayerScale", "-1", [](const C& c) { return shortest(c.layer_scale_init); },
+      {"layer_scale_init", "layer_scale", "LayerScale", "-1", [](const C& c) { return number_str(c.layer_scale_init); },
        [](C& c) { c.layer_scale_init = -1; }},
       // (not in kind() either: it adds parameters, so a file with or without them is refused by their names)
       {"normformer_scale_resids", "normformer", "NormFormer", "false",

@@ -1,7 +1,6 @@
 #include "nn/transformer.h"
 
 #include <algorithm>
-#include <charconv>
 #include <cmath>
 #include <numeric>
 #include <sstream>
@@ -18,19 +17,15 @@ namespace skipgrad::nn {
 // refused too, with both kinds shown: safer than loading one that does); numbers as the shortest text that reads
 // back to the same double, so 1e-5 and 1.0000001e-5 differ.
 std::string Transformer::kind() const {
-  auto exact = [](double v) {
-    char buf[32];
-    return std::string(buf, std::to_chars(buf, buf + sizeof buf, v).ptr);
-  };
   std::ostringstream os;
   os << "Transformer(" << cfg_.topology << ", " << cfg_.heads << " heads, " << norm_kind_name(cfg_.norm) << " eps "
-     << exact(cfg_.norm_eps) << ", " << activation_name(cfg_.activation) << ", qk norm "
+     << number_str(cfg_.norm_eps) << ", " << activation_name(cfg_.activation) << ", qk norm "
      << head_norm_targets_name(cfg_.qk_norm) << " " << head_norm_kind_name(cfg_.qk_norm_kind) << ", resi_dual_scale "
-     << exact(cfg_.resi_dual_scale)
+     << number_str(cfg_.resi_dual_scale)
      << ", mixln_post_layers " << cfg_.mixln_post_layers << ", pad " << cfg_.pad_id;
   // (only when not the default, so files written before positions could be chosen read as sinusoidal)
   if (cfg_.positions != PositionEncoding::Sinusoidal) os << ", positions " << position_encoding_name(cfg_.positions);
-  if (cfg_.positions == PositionEncoding::Rope) os << " theta " << exact(cfg_.rope_theta);
+  if (cfg_.positions == PositionEncoding::Rope) os << " theta " << number_str(cfg_.rope_theta);
   if (cfg_.rope_dims != 0 && cfg_.rope_dims != cfg_.d_model / cfg_.heads) os << " dims " << cfg_.rope_dims;
   if (cfg_.positions == PositionEncoding::T5)
     os << " buckets " << cfg_.relative_buckets << " max_distance " << cfg_.relative_max_distance;

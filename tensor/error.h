@@ -35,6 +35,9 @@ std::string oom_context();
 
 // "[32,64]"
 std::string shape_str(const Shape& s);
+// The shortest text that reads back to the same double, in any locale (std::to_chars): a top_p of 1.0000001 is not
+// printed as 1, and a checkpoint's kind or optimizer entry round-trips exactly.
+std::string number_str(double v);
 
 namespace detail {
 inline void append(std::ostringstream&) {}

@@ -3,6 +3,7 @@
 #include "tensor/tensor.h"
 
 #include <algorithm>
+#include <charconv>
 #include <cmath>
 #include <iomanip>
 #include <sstream>
@@ -20,6 +21,11 @@ std::string shape_str(const Shape& s) {
     r += std::to_string(s[i]);
   }
   return r + "]";
+}
+
+std::string number_str(double v) {
+  char buf[32];  // (the longest double, "-2.2250738585072014e-308", is 24)
+  return std::string(buf, std::to_chars(buf, buf + sizeof buf, v).ptr);
 }
 
 Device Device::parse(const std::string& s) {
