@@ -73,10 +73,12 @@ TEST_SUITE("sweep") {
     CHECK(md[5] == "| deep_norm | alibi | 6+6 | 2 | 40 | 0.00 | nan | nan | yes | 0.2 |");
     auto csv = lines_of(dir / "r.csv");
     REQUIRE(csv.size() == 3);
-    CHECK(csv[0] == "topology,positions,layers,seed,steps,test_bleu,best_valid_loss,final_train_loss,diverged,minutes");
-    CHECK(csv[1] == "post_ln,sinusoidal,3,1,1200,97.5120,1.234560,1.500000,false,2.950");
-    CHECK(csv[2] == "deep_norm,alibi,6,2,40,0.0000,nan,nan,true,0.250");
-    // a row whose settings give its topology an option of its own: the Markdown names it, the CSV keeps the name
+    CHECK(csv[0] ==
+          "topology,positions,layers,seed,steps,test_bleu,best_valid_loss,final_train_loss,diverged,minutes,label");
+    CHECK(csv[1] == "post_ln,sinusoidal,3,1,1200,97.5120,1.234560,1.500000,false,2.950,post_ln");
+    CHECK(csv[2] == "deep_norm,alibi,6,2,40,0.0000,nan,nan,true,0.250,deep_norm");
+    // a row whose settings give its topology an option of its own: the Markdown names it, the CSV keeps the name in
+    // its first column and gives the label in its last
     TrainOptions t;
     t.model = tiny_transformer("b2t");
     t.model.b2t_rescale = false;
@@ -85,9 +87,71 @@ TEST_SUITE("sweep") {
     write_results_markdown((dir / "r.md").string(), rows, "");
     write_results_csv((dir / "r.csv").string(), rows);
     CHECK(lines_of(dir / "r.md")[2].rfind("| b2t (b2t_rescale false) | sinusoidal | 3+3 |", 0) == 0);
-    CHECK(lines_of(dir / "r.csv")[1].rfind("b2t,sinusoidal,3,", 0) == 0);
+    CHECK(lines_of(dir / "r.csv")[1] ==
+          "b2t,sinusoidal,3,1,10,1.0000,2.000000,2.000000,false,0.100,b2t (b2t_rescale false)");
     t.model.b2t_rescale = true;
     CHECK(sweep_row_label({"b2t", 3, 1, 10, 1.0, 2.0, 2.0, 0.1, false, "sinusoidal", run_settings(t)}) == "b2t");
+    CHECK(csv_field("a (x 1, y 2)") == "\"a (x 1, y 2)\"");
+    CHECK(csv_field("say \"hi\", twice") == "\"say \"\"hi\"\", twice\"");
+    CHECK(csv_field("plain (x 1)") == "plain (x 1)");
+  }
+
+  TEST_CASE("across seeds: mean, sample sd and range per topology, encoding and depth; NaN out; diverged counted") {
+    const double nan = std::numeric_limits<double>::quiet_NaN();
+    const SeedStats st = seed_stats({1, 2, 3, nan});
+    CHECK(st.n == 3);
+    CHECK(st.mean == doctest::Approx(2).epsilon(1e-15));
+    CHECK(st.sd == doctest::Approx(1).epsilon(1e-15));  // sqrt(((1-2)² + 0 + (3-2)²) / 2)
+    CHECK(st.min == 1);
+    CHECK(st.max == 3);
+    const SeedStats one = seed_stats({5});
+    CHECK((one.n == 1 && one.mean == 5 && std::isnan(one.sd) && one.min == 5 && one.max == 5));
+    const SeedStats none = seed_stats({nan, nan});
+    CHECK((none.n == 0 && std::isnan(none.mean) && std::isnan(none.sd) && std::isnan(none.min)));
+    CHECK(seed_stats({}).n == 0);
+
+    // post_ln 3+3 over three seeds (one diverged, one never evaluated), pre_ln 3+3 and post_ln 6+6 with one each
+    const std::vector<SweepRow> rows = {{"post_ln", 3, 1, 1200, 80.0, 1.0, 1.1, 3.0, false, "sinusoidal", ""},
+                                        {"pre_ln", 3, 1, 1200, 90.0, 0.9, 1.0, 3.0, false, "sinusoidal", ""},
+                                        {"post_ln", 3, 2, 100, 40.0, nan, 9.0, 0.5, true, "sinusoidal", ""},
+                                        {"post_ln", 6, 1, 1200, 70.0, 1.2, 1.3, 3.0, false, "sinusoidal", ""},
+                                        {"post_ln", 3, 3, 1150, 60.0, 1.4, 1.2, 3.0, false, "sinusoidal", ""}};
+    const std::vector<SweepSummary> s = summarize_sweep(rows);
+    REQUIRE(s.size() == 3);
+    CHECK((s[0].label == "post_ln" && s[0].layers == 3 && s[1].label == "pre_ln" && s[2].layers == 6));
+    CHECK((s[0].runs == 3 && s[0].diverged == 1 && s[0].min_steps == 100 && s[0].max_steps == 1200));
+    CHECK(s[0].test_bleu.mean == doctest::Approx(60).epsilon(1e-15));
+    CHECK(s[0].test_bleu.sd == doctest::Approx(20).epsilon(1e-15));
+    CHECK((s[0].best_valid_loss.n == 2 && s[0].best_valid_loss.min == 1.0 && s[0].best_valid_loss.max == 1.4));
+    CHECK(s[0].best_valid_loss.mean == doctest::Approx(1.2).epsilon(1e-15));
+    CHECK(s[0].final_train_loss.n == 3);
+    CHECK((s[1].runs == 1 && s[1].diverged == 0 && s[1].test_bleu.n == 1 && std::isnan(s[1].test_bleu.sd)));
+
+    const fs::path dir = scratch("summary");
+    write_results_markdown((dir / "r.md").string(), rows, "");
+    const auto md = lines_of(dir / "r.md");
+    REQUIRE(md.size() == 17);  // (no preamble) header, rule, 5 rows; blank, heading, blank, text, blank; 2 + 3 rows
+    CHECK(md[8] == "## Across seeds");
+    CHECK(md[12] == "| topology | positions | layers | runs | diverged | steps | test BLEU | range | best valid loss | "
+                    "range |");
+    CHECK(md[14] == "| post_ln | sinusoidal | 3+3 | 3 | 1 | 100–1200 | 60.00 ± 20.00 | 40.00–80.00 | 1.2000 ± 0.2828 "
+                    "| 1.0000–1.4000 |");
+    CHECK(md[15] == "| pre_ln | sinusoidal | 3+3 | 1 | 0 | 1200 | 90.00 | 90.00–90.00 | 0.9000 | 0.9000–0.9000 |");
+    // one seed per cell: no summary table
+    write_results_markdown((dir / "r1.md").string(), {rows[0], rows[1]}, "");
+    CHECK(text_of(dir / "r1.md").find("Across seeds") == std::string::npos);
+
+    write_summary_csv((dir / "s.csv").string(), s);
+    const auto csv = lines_of(dir / "s.csv");
+    REQUIRE(csv.size() == 4);
+    CHECK(csv[0] == "label,positions,layers,runs,diverged,min_steps,max_steps,test_bleu_n,test_bleu_mean,test_bleu_sd,"
+                    "test_bleu_min,test_bleu_max,best_valid_loss_n,best_valid_loss_mean,best_valid_loss_sd,"
+                    "best_valid_loss_min,best_valid_loss_max,final_train_loss_n,final_train_loss_mean,"
+                    "final_train_loss_sd,final_train_loss_min,final_train_loss_max");
+    CHECK(csv[1].rfind("post_ln,sinusoidal,3,3,1,100,1200,3,60.000000,20.000000,40.000000,80.000000,2,1.200000,", 0) ==
+          0);
+    CHECK(csv[2] == "pre_ln,sinusoidal,3,1,0,1200,1200,1,90.000000,nan,90.000000,90.000000,1,0.900000,nan,0.900000,"
+                    "0.900000,1,1.000000,nan,1.000000,1.000000");
   }
 
   TEST_CASE("result.json round trip; non-finite numbers come back as NaN; a missing file is not done") {
@@ -218,6 +282,10 @@ TEST_SUITE("sweep") {
     CHECK(csv[1].rfind("post_ln,sinusoidal,1,1,6,", 0) == 0);
     CHECK(csv[2].rfind("pre_ln,sinusoidal,1,1,6,", 0) == 0);
     CHECK(lines_of(root / "sweep" / "results.md").size() == 6);  // preamble, blank, header, rule, two rows
+    const auto summary = lines_of(root / "sweep" / "summary.csv");  // one seed per cell: one run in each summary
+    REQUIRE(summary.size() == 3);
+    CHECK(summary[1].rfind("post_ln,sinusoidal,1,1,0,6,6,1,", 0) == 0);
+    CHECK(summary[2].rfind("pre_ln,sinusoidal,1,1,0,6,6,1,", 0) == 0);
     CHECK(fs::exists(root / "sweep" / "plots" / "train_loss_L1.gp"));
     CHECK(fs::exists(root / "sweep" / "plots" / "valid_loss_L1.gp"));
 

@@ -135,6 +135,86 @@ static std::string fmt(const char* f, double v) {
   return buf;
 }
 
+std::string csv_field(const std::string& s) {
+  if (s.find_first_of(",\"\r\n") == std::string::npos) return s;
+  std::string q = "\"";
+  for (char c : s) q += c == '"' ? std::string("\"\"") : std::string(1, c);
+  return q + "\"";
+}
+
+SeedStats seed_stats(const std::vector<double>& values) {
+  SeedStats st;
+  const double nan = std::numeric_limits<double>::quiet_NaN();
+  double sum = 0;
+  st.min = std::numeric_limits<double>::infinity(), st.max = -st.min;
+  for (double v : values)
+    if (!std::isnan(v)) st.n++, sum += v, st.min = std::min(st.min, v), st.max = std::max(st.max, v);
+  if (st.n == 0) return {0, nan, nan, nan, nan};
+  st.mean = sum / double(st.n);
+  double squares = 0;  // two passes: the mean first, then the squared deviations from it
+  for (double v : values)
+    if (!std::isnan(v)) squares += (v - st.mean) * (v - st.mean);
+  st.sd = st.n < 2 ? nan : std::sqrt(squares / double(st.n - 1));
+  return st;
+}
+
+std::vector<SweepSummary> summarize_sweep(const std::vector<SweepRow>& rows) {
+  std::vector<SweepSummary> out;
+  std::vector<std::vector<const SweepRow*>> members;
+  for (const SweepRow& r : rows) {
+    const std::string label = sweep_row_label(r);
+    size_t i = 0;
+    while (i < out.size() && !(out[i].label == label && out[i].positions == r.positions && out[i].layers == r.layers))
+      i++;
+    if (i == out.size()) {
+      SweepSummary s;
+      s.label = label, s.positions = r.positions, s.layers = r.layers;
+      s.min_steps = s.max_steps = r.steps;
+      out.push_back(s);
+      members.emplace_back();
+    }
+    members[i].push_back(&r);
+  }
+  for (size_t i = 0; i < out.size(); i++) {
+    SweepSummary& s = out[i];
+    std::vector<double> bleu, valid, train;
+    for (const SweepRow* r : members[i]) {
+      s.runs++;
+      s.diverged += r->diverged ? 1 : 0;
+      s.min_steps = std::min(s.min_steps, r->steps), s.max_steps = std::max(s.max_steps, r->steps);
+      bleu.push_back(r->test_bleu), valid.push_back(r->best_valid_loss), train.push_back(r->final_train_loss);
+    }
+    s.test_bleu = seed_stats(bleu), s.best_valid_loss = seed_stats(valid), s.final_train_loss = seed_stats(train);
+  }
+  return out;
+}
+
+void write_summary_csv(const std::string& path, const std::vector<SweepSummary>& summaries) {
+  std::ostringstream out;
+  out << "label,positions,layers,runs,diverged,min_steps,max_steps";
+  for (const char* m : {"test_bleu", "best_valid_loss", "final_train_loss"})
+    for (const char* f : {"n", "mean", "sd", "min", "max"}) out << "," << m << "_" << f;
+  out << "\n";
+  for (const SweepSummary& s : summaries) {
+    out << csv_field(s.label) << "," << s.positions << "," << s.layers << "," << s.runs << "," << s.diverged << ","
+        << s.min_steps << "," << s.max_steps;
+    for (const SeedStats* st : {&s.test_bleu, &s.best_valid_loss, &s.final_train_loss})
+      out << "," << st->n << "," << fmt("%.6f", st->mean) << "," << fmt("%.6f", st->sd) << ","
+          << fmt("%.6f", st->min) << "," << fmt("%.6f", st->max);
+    out << "\n";
+  }
+  write_file_atomic(path, out.str());
+}
+
+// "97.51 ± 1.20" ("97.51" for one value, "nan" for none), then "95.90–98.62" for the range.
+static std::string mean_sd(const SeedStats& st, const char* f) {
+  if (st.n == 0) return "nan";
+  return fmt(f, st.mean) + (st.n < 2 ? std::string() : " ± " + fmt(f, st.sd));
+}
+static std::string min_max(const SeedStats& st, const char* f) {
+  return st.n == 0 ? "nan" : fmt(f, st.min) + "–" + fmt(f, st.max);
+}
+
 void write_results_markdown(const std::string& path, const std::vector<SweepRow>& rows, const std::string& preamble) {
   std::ostringstream out;
   if (!preamble.empty()) out << preamble << "\n\n";
@@ -147,17 +227,35 @@ void write_results_markdown(const std::string& path, const std::vector<SweepRow>
         << fmt("%.2f", r.test_bleu) << " | " << fmt("%.4f", r.best_valid_loss) << " | "
         << fmt("%.4f", r.final_train_loss) << " | " << (r.diverged ? "yes" : "no") << " | " << fmt("%.1f", r.minutes)
         << " |\n";
+  const std::vector<SweepSummary> summaries = summarize_sweep(rows);
+  const bool several_seeds =
+      std::any_of(summaries.begin(), summaries.end(), [](const SweepSummary& s) { return s.runs > 1; });
+  if (several_seeds) {
+    out << "\n## Across seeds\n\n"
+        << "Per topology, encoding and depth: mean ± sample standard deviation over its seeds (diverged runs "
+           "included, at the values they reached; `nan` values left out), and the range.\n\n"
+        << "| topology | positions | layers | runs | diverged | steps | test BLEU | range | best valid loss | range |\n"
+        << "|---|---|---|---:|---:|---|---:|---|---:|---|\n";
+    for (const SweepSummary& s : summaries)
+      out << "| " << s.label << " | " << s.positions << " | " << s.layers << "+" << s.layers << " | " << s.runs
+          << " | " << s.diverged << " | "
+          << (s.min_steps == s.max_steps ? std::to_string(s.min_steps)
+                                         : std::to_string(s.min_steps) + "–" + std::to_string(s.max_steps))
+          << " | " << mean_sd(s.test_bleu, "%.2f") << " | " << min_max(s.test_bleu, "%.2f") << " | "
+          << mean_sd(s.best_valid_loss, "%.4f") << " | " << min_max(s.best_valid_loss, "%.4f") << " |\n";
+  }
   write_file_atomic(path, out.str());
 }
 
 void write_results_csv(const std::string& path, const std::vector<SweepRow>& rows) {
   std::ostringstream out;
-  out << "topology,positions,layers,seed,steps,test_bleu,best_valid_loss,final_train_loss,diverged,minutes\n";
+  out << "topology,positions,layers,seed,steps,test_bleu,best_valid_loss,final_train_loss,diverged,minutes,label\n";
   for (const SweepRow& r : rows)
     out << r.topology << "," << r.positions << "," << r.layers << "," << r.seed << "," << r.steps << ","
         << fmt("%.4f", r.test_bleu) << ","
         << fmt("%.6f", r.best_valid_loss) << "," << fmt("%.6f", r.final_train_loss) << ","
-        << (r.diverged ? "true" : "false") << "," << fmt("%.3f", r.minutes) << "\n";
+        << (r.diverged ? "true" : "false") << "," << fmt("%.3f", r.minutes) << "," << csv_field(sweep_row_label(r))
+        << "\n";
   write_file_atomic(path, out.str());
 }
 
@@ -362,6 +460,7 @@ std::vector<SweepRow> run_sweep(const SweepOptions& o) {
   auto write_tables = [&](const std::vector<SweepRow>& rows) {
     write_results_markdown(o.out_dir + "/results.md", rows, preamble);
     write_results_csv(o.out_dir + "/results.csv", rows);
+    write_summary_csv(o.out_dir + "/summary.csv", summarize_sweep(rows));
   };
   // The grid, and what each run has already: every finished run is read and checked before any run trains.
   struct Run {
@@ -411,7 +510,8 @@ std::vector<SweepRow> run_sweep(const SweepOptions& o) {
   write_tables(rows);
   const std::string plot_dir = o.out_dir + "/plots";
   std::vector<std::string> scripts = write_plot_files(plot_dir, o.out_dir, rows);
-  std::printf("\nresults: %s/results.md, %s/results.csv\n", o.out_dir.c_str(), o.out_dir.c_str());
+  std::printf("\nresults: %s/results.md, %s/results.csv, %s/summary.csv\n", o.out_dir.c_str(), o.out_dir.c_str(),
+              o.out_dir.c_str());
   if (render_plots(plot_dir, scripts))
     std::printf("plots: %s/{train,valid}_loss_L*.png and .svg\n", plot_dir.c_str());
   else

@@ -60,10 +60,36 @@ std::string settings_differences(const std::string& a, const std::string& b);
 void write_sweep_row(const std::string& path, const SweepRow& row);
 bool read_sweep_row(const std::string& path, SweepRow* row);
 
-// The table as Markdown (a header paragraph `preamble`, then one row per run) and as CSV (a header line, then
-// one line per run, in the same column order).
+// The table as Markdown (a header paragraph `preamble`, then one row per run, then, when a topology, encoding and
+// depth has runs of more than one seed, the "Across seeds" table of summarize_sweep) and as CSV (a header line, then
+// one line per run, in the same column order, and a last column `label`: sweep_row_label, quoted when it holds a
+// comma).
 void write_results_markdown(const std::string& path, const std::vector<SweepRow>& rows, const std::string& preamble);
 void write_results_csv(const std::string& path, const std::vector<SweepRow>& rows);
+
+// Runs of one topology (with its own options), position encoding and depth over seeds: a row of results.md's
+// "Across seeds" table and of summary.csv. Means and standard deviations are over the runs whose value is a number
+// (n of them), diverged runs included: a seed that diverges is an outcome of the topology, and `diverged` counts them.
+struct SeedStats {
+  int64_t n = 0;  // values that are numbers (NaN ones, e.g. a run that never evaluated, are left out)
+  double mean = 0, sd = 0, min = 0, max = 0;  // sd: the sample standard deviation (n - 1), NaN for n < 2
+};
+struct SweepSummary {
+  std::string label;  // sweep_row_label: "b2t (b2t_rescale false)"
+  std::string positions;
+  int64_t layers = 0;
+  int64_t runs = 0, diverged = 0;
+  int64_t min_steps = 0, max_steps = 0;
+  SeedStats test_bleu, best_valid_loss, final_train_loss;
+};
+// One summary per (label, positions, layers), in the order the rows first show them.
+std::vector<SweepSummary> summarize_sweep(const std::vector<SweepRow>& rows);
+SeedStats seed_stats(const std::vector<double>& values);
+// One CSV field (RFC 4180): quoted, its quotes doubled, when it holds a comma, a quote or a line break.
+std::string csv_field(const std::string& s);
+// A header line, then one line per summary: label (csv_field), positions, layers, runs, diverged, min_steps,
+// max_steps, then n, mean, sd, min, max of test_bleu, best_valid_loss and final_train_loss.
+void write_summary_csv(const std::string& path, const std::vector<SweepSummary>& summaries);
 
 // Loss curves of one run, read from its metrics.jsonl (lines that are not JSON objects are skipped).
 struct RunCurves {
@@ -83,7 +109,7 @@ std::vector<std::string> write_plot_files(const std::string& plot_dir, const std
 // Runs gnuplot on each script in plot_dir; false (and nothing run) when gnuplot is not installed.
 bool render_plots(const std::string& plot_dir, const std::vector<std::string>& scripts);
 
-// Trains every run that has no result yet, then writes results.md, results.csv and plots/ under out_dir.
+// Trains every run that has no result yet, then writes results.md, results.csv, summary.csv and plots/ under out_dir.
 // Returns the rows in grid order (topology-major, then positions, depth and seed). A result.json whose settings
 // differ from this sweep's (another --lr, --positions ...) is an error naming them, not a row.
 std::vector<SweepRow> run_sweep(const SweepOptions& opts);
