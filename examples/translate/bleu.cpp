@@ -62,26 +62,35 @@ std::vector<std::string> tokenize_13a(const std::string& in) {
   return toks;
 }
 
-BleuScore corpus_bleu(const std::vector<std::string>& hyps, const std::vector<std::string>& refs) {
-  skipgrad::check(hyps.size() == refs.size(), "corpus_bleu", ": ", hyps.size(), " hypotheses but ", refs.size(),
-                  " references");
-  long long correct[4] = {0, 0, 0, 0}, total[4] = {0, 0, 0, 0};
-  BleuScore b;
-  for (size_t i = 0; i < hyps.size(); i++) {
-    std::vector<std::string> h = tokenize_13a(hyps[i]), r = tokenize_13a(refs[i]);
-    b.sys_len += (long long)h.size();
-    b.ref_len += (long long)r.size();
-    for (int n = 1; n <= 4; n++) {
-      std::map<std::vector<std::string>, int> rc, hc;
-      for (size_t k = 0; k + n <= r.size(); k++) rc[std::vector<std::string>(r.begin() + k, r.begin() + k + n)]++;
-      for (size_t k = 0; k + n <= h.size(); k++) hc[std::vector<std::string>(h.begin() + k, h.begin() + k + n)]++;
-      for (auto& [g, c] : hc) {
-        auto it = rc.find(g);
-        if (it != rc.end()) correct[n - 1] += std::min(c, it->second);
-      }
-      total[n - 1] += (long long)std::max<long long>(0, (long long)h.size() - n + 1);
+BleuStats& BleuStats::operator+=(const BleuStats& o) {
+  for (int n = 0; n < 4; n++) correct[n] += o.correct[n], total[n] += o.total[n];
+  sys_len += o.sys_len, ref_len += o.ref_len;
+  return *this;
+}
+
+BleuStats sentence_bleu_stats(const std::string& hyp, const std::string& ref) {
+  const std::vector<std::string> h = tokenize_13a(hyp), r = tokenize_13a(ref);
+  BleuStats s;
+  s.sys_len = (long long)h.size();
+  s.ref_len = (long long)r.size();
+  for (int n = 1; n <= 4; n++) {  // clipped matches: an n-gram counts at most as often as the reference has it
+    std::map<std::vector<std::string>, int> rc, hc;
+    for (size_t k = 0; k + n <= r.size(); k++) rc[std::vector<std::string>(r.begin() + k, r.begin() + k + n)]++;
+    for (size_t k = 0; k + n <= h.size(); k++) hc[std::vector<std::string>(h.begin() + k, h.begin() + k + n)]++;
+    for (auto& [g, c] : hc) {
+      auto it = rc.find(g);
+      if (it != rc.end()) s.correct[n - 1] += std::min(c, it->second);
     }
+    s.total[n - 1] = std::max<long long>(0, (long long)h.size() - n + 1);
   }
+  return s;
+}
+
+BleuScore bleu_from_stats(const BleuStats& st) {
+  BleuScore b;
+  b.sys_len = st.sys_len;
+  b.ref_len = st.ref_len;
+  const long long *correct = st.correct, *total = st.total;
   // sacreBLEU's: 1 when the hypotheses are at least as long (both empty too), 0 when they are empty
   b.brevity_penalty = b.sys_len >= b.ref_len ? 1.0
                       : b.sys_len > 0        ? std::exp(1.0 - (double)b.ref_len / (double)b.sys_len)
@@ -107,6 +116,22 @@ BleuScore corpus_bleu(const std::vector<std::string>& hyps, const std::vector<st
   }
   b.score = std::isfinite(log_sum) ? b.brevity_penalty * std::exp(log_sum / 4) : 0.0;
   return b;
+}
+
+std::vector<BleuStats> sentence_bleu_stats(const std::vector<std::string>& hyps,
+                                           const std::vector<std::string>& refs, const char* who) {
+  skipgrad::check(hyps.size() == refs.size(), who, ": ", hyps.size(), " hypotheses but ", refs.size(),
+                  " references");
+  std::vector<BleuStats> out;
+  out.reserve(hyps.size());
+  for (size_t i = 0; i < hyps.size(); i++) out.push_back(sentence_bleu_stats(hyps[i], refs[i]));
+  return out;
+}
+
+BleuScore corpus_bleu(const std::vector<std::string>& hyps, const std::vector<std::string>& refs) {
+  BleuStats sum;
+  for (const BleuStats& s : sentence_bleu_stats(hyps, refs, "corpus_bleu")) sum += s;
+  return bleu_from_stats(sum);
 }
 
 std::string BleuScore::str() const {

@@ -18,4 +18,18 @@ struct BleuScore {
 std::vector<std::string> tokenize_13a(const std::string& line);
 BleuScore corpus_bleu(const std::vector<std::string>& hypotheses, const std::vector<std::string>& references);
 
+// BLEU's sufficient statistics: corpus BLEU is bleu_from_stats of the sum of its sentences' (sacreBLEU's
+// _extract_corpus_statistics and _compute_score_from_stats), which is what a bootstrap resample recomputes.
+struct BleuStats {
+  long long correct[4] = {0, 0, 0, 0};  // clipped n-gram matches, n = 1..4
+  long long total[4] = {0, 0, 0, 0};    // hypothesis n-grams
+  long long sys_len = 0, ref_len = 0;   // tokens (13a)
+  BleuStats& operator+=(const BleuStats& other);
+};
+BleuStats sentence_bleu_stats(const std::string& hypothesis, const std::string& reference);
+// One per sentence; a count mismatch is an Error naming `who`.
+std::vector<BleuStats> sentence_bleu_stats(const std::vector<std::string>& hypotheses,
+                                           const std::vector<std::string>& references, const char* who);
+BleuScore bleu_from_stats(const BleuStats& sum);
+
 }  // namespace translate
