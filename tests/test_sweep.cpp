@@ -287,6 +287,9 @@ TEST_SUITE("sweep") {
     CHECK(summary[1].rfind("post_ln,sinusoidal,1,1,0,6,6,1,", 0) == 0);
     CHECK(summary[2].rfind("pre_ln,sinusoidal,1,1,0,6,6,1,", 0) == 0);
     CHECK(fs::exists(root / "sweep" / "plots" / "train_loss_L1.gp"));
+    // each run's test hypotheses and references, a line per test sentence, for `significance`
+    CHECK(lines_of(root / "sweep" / "post_ln_L1_s1" / "test.hyp.txt").size() == 6);
+    CHECK(lines_of(root / "sweep" / "pre_ln_L1_s1" / "test.ref.txt").size() == 6);
     CHECK(fs::exists(root / "sweep" / "plots" / "valid_loss_L1.gp"));
 
     // Mark post_ln's result: a second call must read it back rather than train again.

@@ -6,6 +6,7 @@
 //   skipgrad-translate eval --checkpoint runs/x/checkpoint_last.safetensors --corpus numbers --beam 5
 //   skipgrad-translate sweep --corpus numbers --topologies all --depths 3 --seeds 1 --minutes 3
 //   skipgrad-translate bleu hyp.txt ref.txt
+//   skipgrad-translate significance runs/post_ln runs/pre_ln runs/resi_dual
 // See docs/translate.md.
 #include <CLI/CLI.hpp>
 #include <unistd.h>
@@ -28,6 +29,7 @@
 #include "examples/cli_lists.h"
 #include "eval.h"
 #include "nn/topology.h"
+#include "significance.h"
 #include "sweep.h"
 #include "trainer.h"
 
@@ -264,6 +266,16 @@ static int run_command(int argc, char** argv) {
   bleu_cmd->add_option("hypotheses", hyp_path)->required();
   bleu_cmd->add_option("references", ref_path)->required();
 
+  auto* sig_cmd = app.add_subcommand("significance", "paired bootstrap resampling of BLEU (sacreBLEU's --paired-bs): "
+                                      "is each system's difference from the first the test set's luck?");
+  SignificanceOptions sig;
+  sig_cmd->add_option("systems", sig.systems, "hypothesis files or run folders (their test.hyp.txt); the first is "
+                      "the baseline")->required();
+  sig_cmd->add_option("--references", sig.references, "default: the run folders' test.ref.txt");
+  sig_cmd->add_option("--samples", sig.samples, "resamples of the test set")->check(at_least(40))
+      ->capture_default_str();
+  sig_cmd->add_option("--seed", sig.seed, "the resamples' generator")->capture_default_str();
+
   try {
     app.parse(argc, argv);
     if (sampling.sampling && tr_cmd->count("--beam") && beam != 1)  // (sampling draws one hypothesis per sentence)
@@ -412,6 +424,10 @@ static int run_command(int argc, char** argv) {
       average_checkpoints(average_inputs, average_out);
       std::printf("%s: the mean of %zu checkpoints:\n", average_out.c_str(), average_inputs.size());
       for (auto& p : average_inputs) std::printf("  %s\n", p.c_str());
+      return 0;
+    }
+    if (*sig_cmd) {
+      std::cout << bootstrap_table(run_significance(sig), sig.samples, sig.seed);
       return 0;
     }
     if (*bleu_cmd) {

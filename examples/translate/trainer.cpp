@@ -575,6 +575,12 @@ TrainResult train(const TrainOptions& o) {
   std::vector<std::string> hyps;
   if (o.test_sentences > 0 && (size_t)o.test_sentences < corpus.test.size()) corpus.test.resize(o.test_sentences);
   res.test_bleu = evaluate_bleu(model, vocab, corpus.test, o, o.beam, &hyps);
+  {  // for `significance`: the hypotheses and their references, a line each (a sentence is one line of the corpus)
+    std::string hyp_text, ref_text;
+    for (size_t i = 0; i < hyps.size(); i++) hyp_text += hyps[i] + "\n", ref_text += corpus.test[i].tgt + "\n";
+    write_file_atomic(o.out_dir + "/test.hyp.txt", hyp_text);
+    write_file_atomic(o.out_dir + "/test.ref.txt", ref_text);
+  }
   std::printf("done: %lld steps in %s (%.0f target tok/s), train loss %.4f, valid loss %.4f, valid BLEU %.2f, "
               "test BLEU (beam %d, %zu sentences) %.2f\n",
               (long long)res.steps, fmt_time(res.seconds).c_str(), res.tokens_per_second, res.final_train_loss,

@@ -1,0 +1,141 @@
+// Paired bootstrap resampling of BLEU (examples/translate/significance.h) against sacreBLEU's --paired-bs
+// (tests/reference/significance_reference.json, scripts/make_significance_reference.py), its resampler, its
+// degenerate cases and the `significance` command's inputs (files and run folders).
+#include <unistd.h>
+
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+
+#include <nlohmann/json.hpp>
+
+#include "significance.h"
+#include "test_util.h"
+
+using namespace sgtest;
+using namespace translate;
+namespace fs = std::filesystem;
+
+namespace {
+fs::path scratch_dir(const std::string& name) {
+  const fs::path dir = fs::temp_directory_path() / ("skipgrad_significance_" + std::to_string(::getpid())) / name;
+  fs::remove_all(dir);
+  fs::create_directories(dir);
+  return dir;
+}
+
+void write_lines(const fs::path& p, const std::vector<std::string>& lines) {
+  std::ofstream out(p);
+  for (const std::string& l : lines) out << l << "\n";
+}
+}  // namespace
+
+TEST_SUITE("translate") {
+  TEST_CASE("paired bootstrap: BLEU, mean, 95% interval and p-value as sacreBLEU's on its own resamples") {
+    std::ifstream in(std::string(SKIPGRAD_SOURCE_DIR) + "/tests/reference/significance_reference.json");
+    REQUIRE(in.good());
+    const nlohmann::json j = nlohmann::json::parse(in);
+    const std::vector<std::string> refs = j["references"];
+    std::vector<std::string> names;
+    std::vector<std::vector<std::string>> systems;
+    for (const auto& s : j["systems"]) names.push_back(s["name"]), systems.push_back(s["hypotheses"]);
+    const std::vector<std::vector<int64_t>> resamples = j["resamples"];
+    REQUIRE(resamples.size() == 300);
+    const std::vector<BootstrapResult> got = paired_bootstrap(refs, names, systems, resamples);
+    REQUIRE(got.size() == j["results"].size());
+    int significant = 0;
+    for (size_t i = 0; i < got.size(); i++) {
+      const auto& want = j["results"][i];
+      INFO(got[i].name << ": BLEU " << got[i].bleu << " mean " << got[i].mean << " ci " << got[i].ci << " p "
+                       << got[i].p_value);
+      CHECK(got[i].name == want["name"].get<std::string>());
+      CHECK(got[i].bleu == doctest::Approx(want["bleu"].get<double>()).epsilon(1e-12));
+      // sacreBLEU computes each resample's BLEU from float32 sums (off by up to ~3e-6); in float64 it is ours
+      CHECK(got[i].mean == doctest::Approx(want["mean_f64"].get<double>()).epsilon(1e-12));
+      CHECK(got[i].ci == doctest::Approx(want["ci_f64"].get<double>()).epsilon(1e-12));
+      CHECK(std::fabs(got[i].mean - want["mean"].get<double>()) < 1e-5);
+      CHECK(std::fabs(got[i].ci - want["ci"].get<double>()) < 1e-5);
+      if (want["p_value"].is_null()) {
+        CHECK(std::isnan(got[i].p_value));
+      } else {
+        CHECK(got[i].p_value == doctest::Approx(want["p_value_f64"].get<double>()).epsilon(1e-15));
+        CHECK(got[i].p_value == doctest::Approx(want["p_value"].get<double>()).epsilon(1e-15));
+        significant += got[i].p_value < 0.05;
+      }
+    }
+    CHECK(significant == 2);  // "better" and "worse"; "alike" (the baseline's noise) is not
+    const std::string table = bootstrap_table(got, 300, 12345);
+    CHECK(table.find("(baseline)") != std::string::npos);
+    CHECK(table.find("300 resamples, seed 12345") != std::string::npos);
+  }
+
+  TEST_CASE("paired bootstrap: resamples repeat with their seed and cover the set; a system against itself has p 1") {
+    const auto a = bootstrap_resamples(60, 500, 7), b = bootstrap_resamples(60, 500, 7);
+    CHECK(a == b);
+    CHECK(bootstrap_resamples(60, 500, 8) != a);
+    std::vector<int64_t> count(60, 0);
+    bool in_range = true;
+    for (const auto& s : a) {
+      REQUIRE(s.size() == 60);
+      for (int64_t i : s) {
+        in_range = in_range && i >= 0 && i < 60;
+        if (i >= 0 && i < 60) count[size_t(i)]++;
+      }
+    }
+    CHECK(in_range);
+    // 30000 draws, 500 expected per index, sd ~22: every count within 7 sd
+    for (int64_t c : count) CHECK((c > 340 && c < 660));
+
+    const std::vector<std::string> refs = {"the cat sat on the mat", "a dog ran fast", "one two three four five"};
+    const std::vector<std::string> hyp = {"the cat sat on mat", "a dog ran", "one two three four"};
+    const auto r = paired_bootstrap(refs, {"base", "same"}, {hyp, hyp}, bootstrap_resamples(3, 100, 1));
+    CHECK(r[1].bleu == r[0].bleu);
+    CHECK(r[1].p_value == 1);  // sacreBLEU: 1/101
+
+    CHECK_THROWS_WITH_AS(paired_bootstrap(refs, {"base", "short"}, {hyp, {"x"}}, bootstrap_resamples(3, 10, 1)),
+                         doctest::Contains("system 'short' has 1 hypotheses for 3 references"), skipgrad::Error);
+    CHECK_THROWS_WITH_AS(paired_bootstrap(refs, {"base"}, {hyp}, {{0, 1, 3}}),
+                         doctest::Contains("resample index 3 is not in [0, 3)"), skipgrad::Error);
+    CHECK_THROWS_AS(bootstrap_resamples(0, 10, 1), skipgrad::Error);
+  }
+
+  TEST_CASE("significance command inputs: hypothesis files with --references, run folders with their test set") {
+    const fs::path dir = scratch_dir("inputs");
+    const std::vector<std::string> refs = {"the cat sat on the mat", "a dog ran fast", "one two three four five"};
+    write_lines(dir / "ref.txt", refs);
+    write_lines(dir / "a.txt", {"the cat sat on mat", "a dog ran", "one two three four"});
+    write_lines(dir / "b.txt", {"the cat sat on the mat", "a dog ran fast", "one two three"});
+    for (const char* run : {"run_a", "run_b"}) fs::create_directories(dir / run);
+    fs::copy_file(dir / "a.txt", dir / "run_a" / "test.hyp.txt");
+    fs::copy_file(dir / "b.txt", dir / "run_b" / "test.hyp.txt");
+    write_lines(dir / "run_a" / "test.ref.txt", refs);
+    write_lines(dir / "run_b" / "test.ref.txt", refs);
+
+    SignificanceOptions o;
+    o.samples = 200;
+    o.systems = {(dir / "a.txt").string(), (dir / "b.txt").string()};
+    o.references = (dir / "ref.txt").string();
+    const auto files = run_significance(o);
+    o.systems = {(dir / "run_a").string(), (dir / "run_b").string()};
+    o.references.clear();
+    const auto folders = run_significance(o);
+    REQUIRE((files.size() == 2 && folders.size() == 2));
+    for (size_t i = 0; i < 2; i++) {  // the same texts and seed: the same numbers
+      CHECK(files[i].bleu == folders[i].bleu);
+      CHECK(files[i].mean == folders[i].mean);
+      CHECK(files[i].ci == folders[i].ci);
+    }
+    CHECK(files[1].p_value == folders[1].p_value);
+    CHECK(folders[1].name == (dir / "run_b").string());
+
+    write_lines(dir / "run_b" / "test.ref.txt", {"another", "test", "set"});
+    CHECK_THROWS_WITH_AS(run_significance(o), doctest::Contains("are different test sets"), skipgrad::Error);
+    o.systems = {(dir / "a.txt").string(), (dir / "b.txt").string()};  // files and no --references
+    CHECK_THROWS_WITH_AS(run_significance(o), doctest::Contains("no references"), skipgrad::Error);
+    o.systems = {(dir / "a.txt").string()};
+    CHECK_THROWS_WITH_AS(run_significance(o), doctest::Contains("at least one system"), skipgrad::Error);
+    o.systems = {(dir / "a.txt").string(), (dir / "missing.txt").string()};
+    o.references = (dir / "ref.txt").string();
+    CHECK_THROWS_WITH_AS(run_significance(o), doctest::Contains("cannot read hypotheses"), skipgrad::Error);
+  }
+}
