@@ -335,6 +335,12 @@ static int run_command(int argc, char** argv) {
         std::printf("| %s | %lld | %lld | %.3f | %.3f | %.2f | %.2f | %.0f | %s |\n", t.c_str(), (long long)r.parameters,
                     (long long)r.steps, r.final_train_loss, r.valid_loss, r.valid_bleu, r.test_bleu, r.tokens_per_second,
                     r.diverged ? "diverged" : "ok");
+      if (rows.size() >= 2) {  // is each test BLEU's difference from the first topology's the test set's luck?
+        SignificanceOptions so;
+        for (const std::string& t : names) so.systems.push_back(base + "/" + t);
+        std::printf("\ntest BLEU against %s's:\n%s", names[0].c_str(),
+                    bootstrap_table(run_significance(so), so.samples, so.seed).c_str());
+      }
       return all_diverged ? 3 : 0;  // as train's exit status for its one run
     }
     if (*tr_cmd) {
