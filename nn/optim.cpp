@@ -213,7 +213,8 @@ void SGD::update_all(const std::vector<Pending>& todo) {
 
 namespace {
 // The checks of AdamOptions beyond the base class's (lr, weight decay); `where` names the caller in errors.
-void check_adam_options(const std::string& where, const AdamOptions& o) {
+template <class Options>  // AdamOptions, RAdamOptions
+void check_adam_options(const std::string& where, const Options& o) {
   check(o.beta1 >= 0 && o.beta1 < 1, where, ": beta1 must be in [0, 1), got ", o.beta1);
   check(o.beta2 >= 0 && o.beta2 < 1, where, ": beta2 must be in [0, 1), got ", o.beta2);
   check(std::isfinite(o.eps) && o.eps >= 0, where, ": eps must be >= 0, got ", o.eps);
@@ -283,6 +284,77 @@ void Adam::update_all(const std::vector<Pending>& todo) {
   for (size_t k = 0; k < todo.size(); k++) {
     Tensor& param = params_[todo[k].i].second;
     if (!param.is_contiguous()) param.copy_(ps[k]);
+  }
+}
+
+// ---------------------------------------------------------------- RAdam
+
+RAdam::RAdam(NamedTensors params, const RAdamOptions& o) : RAdam(one_group(std::move(params)), o) {}
+
+RAdam::RAdam(std::vector<ParamGroup> groups, const RAdamOptions& o)
+    : Optimizer("radam", std::move(groups), o.lr, {"m", "v"}, o.weight_decay, o.no_decay_on_norms_and_biases),
+      opt_(o) {
+  check_adam_options("radam", o);
+}
+
+std::vector<std::pair<std::string, double>> RAdam::settings() const {
+  return {{"beta1", opt_.beta1}, {"beta2", opt_.beta2}, {"eps", opt_.eps},
+          {"decoupled_weight_decay", opt_.decoupled_weight_decay ? 1.0 : 0.0}};
+}
+
+void RAdam::set_setting(const std::string& name, double value) {
+  RAdamOptions o = opt_;
+  if (name == "beta1") o.beta1 = value;
+  else if (name == "beta2") o.beta2 = value;
+  else if (name == "eps") o.eps = value;
+  else if (name == "decoupled_weight_decay") {
+    check(value == 0 || value == 1, "radam.set_setting", ": decoupled_weight_decay must be 1 or 0, got ", value);
+    o.decoupled_weight_decay = value == 1;
+  } else {
+    unknown_setting(*this, name);
+  }
+  check_adam_options("radam.set_setting", o);
+  opt_ = o;
+}
+
+double RAdam::rho(double beta2, int64_t step) {
+  const double t = double(step), rho_inf = 2 / (1 - beta2) - 1;
+  return rho_inf - 2 * t * std::pow(beta2, t) / (1 - std::pow(beta2, t));
+}
+
+RAdam::Next RAdam::next_values(size_t i, const Tensor& param, const Tensor& grad,
+                               const std::vector<Tensor>& state) const {
+  const double lr = lr_ * lr_scale(i), wd = weight_decay(i), b1 = opt_.beta1, b2 = opt_.beta2;
+  const int64_t step = steps_ + 1;
+  Tensor p = param, g = grad;
+  if (wd != 0 && opt_.decoupled_weight_decay) p = mul(param, 1 - lr * wd);
+  if (wd != 0 && !opt_.decoupled_weight_decay) g = add(g, mul(param, wd));
+  Next n;
+  n.m = add(mul(state[0], b1), mul(g, 1 - b1));
+  n.v = add(mul(state[1], b2), mul(mul(g, g), 1 - b2));
+  const double bc1 = 1 - std::pow(b1, double(step)), bc2 = 1 - std::pow(b2, double(step));
+  const Tensor m_hat = mul(n.m, 1 / bc1);
+  const double rho_inf = 2 / (1 - b2) - 1, rho_t = rho(b2, step);
+  if (rho_t > 5) {  // the variance of the adaptive step is tractable: Adam's step, rectified
+    const double rect = std::sqrt((rho_t - 4) * (rho_t - 2) * rho_inf / ((rho_inf - 4) * (rho_inf - 2) * rho_t));
+    n.param = sub(p, mul(div(m_hat, add(sqrt(n.v), opt_.eps)), lr * std::sqrt(bc2) * rect));
+  } else {  // SGD with momentum
+    n.param = sub(p, mul(m_hat, lr));
+  }
+  return n;
+}
+
+void RAdam::update(size_t i, Tensor&, const Tensor& grad, std::vector<Tensor>&) { update_all({{i, grad}}); }
+
+// Every parameter's new values first, then the copies: a step that fails (out of memory) changes nothing.
+void RAdam::update_all(const std::vector<Pending>& todo) {
+  std::vector<Next> next;
+  next.reserve(todo.size());
+  for (const Pending& u : todo) next.push_back(next_values(u.i, params_[u.i].second, u.grad, state_[u.i]));
+  for (size_t k = 0; k < todo.size(); k++) {
+    state_[todo[k].i][0].copy_(next[k].m);
+    state_[todo[k].i][1].copy_(next[k].v);
+    params_[todo[k].i].second.copy_(next[k].param);
   }
 }
 

@@ -196,6 +196,50 @@ class AdamW : public Adam {
   AdamW(std::vector<ParamGroup> groups, const AdamOptions& options = {}) : Adam(std::move(groups), options, true) {}
 };
 
+// ---- RAdam, as torch.optim.RAdam (Liu et al. 2020, "On the Variance of the Adaptive Learning Rate and Beyond") ----
+// Adam whose adaptive step is switched on only once the variance of v's estimate is tractable, and then scaled by
+// the rectification r_t; before, the step is SGD with momentum. It needs no warm-up, which is why Admin's recipes use
+// it. t = step count, g = grad (+ wd p; with decoupled_weight_decay p *= 1 - lr wd first, as torch 2's option and
+// the RAdam authors' code):
+//   m = b1 m + (1-b1) g;  v = b2 v + (1-b2) g^2;  m̂ = m / (1 - b1^t)
+//   ρ∞ = 2 / (1 - b2) - 1;  ρ_t = ρ∞ - 2 t b2^t / (1 - b2^t)
+//   ρ_t > 5:  r_t = sqrt((ρ_t - 4)(ρ_t - 2) ρ∞ / ((ρ∞ - 4)(ρ∞ - 2) ρ_t));
+//             p -= lr r_t m̂ sqrt(1 - b2^t) / (sqrt(v) + eps)
+//   else:     p -= lr m̂
+// (eps is added to sqrt(v), not to the bias-corrected sqrt(v̂) as in Adam: torch's and the authors' form.) Not fused:
+// a few elementwise ops per parameter, on any device.
+struct RAdamOptions {
+  double lr = 1e-3;
+  double beta1 = 0.9, beta2 = 0.999;
+  double eps = 1e-8;
+  double weight_decay = 0;
+  bool no_decay_on_norms_and_biases = false;  // skip decay where is_norm_or_bias()
+  bool decoupled_weight_decay = false;        // p *= 1 - lr wd (AdamW's), else wd p added to the gradient
+};
+class RAdam : public Optimizer {
+ public:
+  RAdam(NamedTensors params, const RAdamOptions& options = {});
+  RAdam(std::vector<ParamGroup> groups, const RAdamOptions& options = {});
+  const char* kind() const override { return "radam"; }
+  const RAdamOptions& options() const { return opt_; }
+  // beta1, beta2, eps and decoupled_weight_decay (1 or 0)
+  std::vector<std::pair<std::string, double>> settings() const override;
+  void set_setting(const std::string& name, double value) override;
+  // ρ_t of step t; the step is adaptive when ρ_t > 5: with b2 = 0.9, 0.98 or 0.999 from step 6 on
+  static double rho(double beta2, int64_t step);
+
+ protected:
+  void update(size_t i, Tensor& param, const Tensor& grad, std::vector<Tensor>& state) override;
+  void update_all(const std::vector<Pending>& todo) override;
+
+ private:
+  struct Next {
+    Tensor param, m, v;
+  };
+  Next next_values(size_t i, const Tensor& param, const Tensor& grad, const std::vector<Tensor>& state) const;
+  RAdamOptions opt_;
+};
+
 // Whether a parameter is exempt from weight decay under no_decay_on_norms_and_biases: its name is "bias" or
 // ends in ".bias", or it is 1-D (norm gains, biases) or 0-D (scalar gates such as ReZero's alpha).
 bool is_norm_or_bias(const std::string& name, const Tensor& param);
