@@ -117,6 +117,8 @@ static void add_train_options(CLI::App* c, TrainOptions& o, ModelChoices& m) {
   c->add_option("--lr", o.lr)->capture_default_str();
   c->add_option("--warmup", o.warmup, "linear warm-up steps, then inverse square root")->capture_default_str();
   c->add_option("--weight-decay", o.weight_decay)->capture_default_str();
+  c->add_option("--optimizer", o.optimizer, "adamw, or radam (RAdam: no warm-up needed; decoupled weight decay)")
+      ->check(CLI::IsMember({"adamw", "radam"}))->capture_default_str();
   c->add_option("--clip-norm", o.clip_norm, "0: no clipping")->capture_default_str();
   c->add_option("--max-tokens", o.max_tokens, "padded tokens per batch and side")->capture_default_str();
   c->add_option("--steps", o.max_steps, "stop after this many updates (0: no limit)")->capture_default_str();

@@ -46,7 +46,8 @@ std::string sweep_row_label(const SweepRow& r) {
 
 std::string run_settings(const TrainOptions& t) {
   json j = {{"corpus", t.corpus}, {"vocab_size", t.vocab_size}, {"max_len", t.max_len}, {"lr", t.lr},
-            {"warmup_init_lr", t.warmup_init_lr}, {"beta1", t.beta1}, {"beta2", t.beta2}, {"adam_eps", t.adam_eps},
+            {"warmup_init_lr", t.warmup_init_lr}, {"optimizer", t.optimizer}, {"beta1", t.beta1},
+            {"beta2", t.beta2}, {"adam_eps", t.adam_eps},
             {"weight_decay", t.weight_decay}, {"warmup", t.warmup}, {"label_smoothing", t.label_smoothing},
             {"clip_norm", t.clip_norm}, {"max_tokens", t.max_tokens}, {"max_steps", t.max_steps},
             {"max_minutes", t.max_minutes}, {"eval_every", t.eval_every}, {"test_sentences", t.test_sentences},
@@ -381,7 +382,8 @@ static std::string describe(const SweepOptions& o) {
     << " heads" << (t.model.qk_norm == nn::HeadNormTargets::None ? "" : " with ")
     << nn::head_norm_summary(t.model.qk_norm, t.model.qk_norm_kind) << ", ffn " << t.model.d_ff << ", dropout "
     << t.model.dropout << ", norm " << nn::norm_kind_name(t.model.norm)
-    << "; lr " << t.lr << ", warm-up " << t.warmup << ", " << t.max_tokens << " tokens per batch, label smoothing "
+    << "; " << t.optimizer << ", lr " << t.lr << ", warm-up " << t.warmup << ", " << t.max_tokens
+    << " tokens per batch, label smoothing "
     << t.label_smoothing << "; budget per run: ";
   if (t.max_minutes > 0) s << t.max_minutes << " min of training, evaluations included";
   if (t.max_minutes > 0 && t.max_steps > 0) s << ", or ";

@@ -233,13 +233,18 @@ TrainResult train(const TrainOptions& o) {
   nn::Transformer model(cfg);  // initialised on the CPU, so every device starts from the same weights
   model.to(device);            // before the optimizer, whose state is made where the parameters are
   res.parameters = model.num_parameters();
-  nn::AdamOptions ao;
-  ao.lr = o.lr;
-  ao.beta1 = o.beta1;
-  ao.beta2 = o.beta2;
-  ao.eps = o.adam_eps;
-  ao.weight_decay = o.weight_decay;
-  nn::AdamW opt(model.named_parameters(), ao);
+  check(o.optimizer == "adamw" || o.optimizer == "radam", "train", ": unknown optimizer '", o.optimizer,
+        "'; known: adamw, radam");
+  std::unique_ptr<nn::Optimizer> optimizer;
+  if (o.optimizer == "radam")  // with AdamW's decoupled weight decay, as the RAdam authors' code
+    optimizer = std::make_unique<nn::RAdam>(
+        model.named_parameters(), nn::RAdamOptions{.lr = o.lr, .beta1 = o.beta1, .beta2 = o.beta2, .eps = o.adam_eps,
+                                                   .weight_decay = o.weight_decay, .decoupled_weight_decay = true});
+  else
+    optimizer = std::make_unique<nn::AdamW>(
+        model.named_parameters(), nn::AdamOptions{.lr = o.lr, .beta1 = o.beta1, .beta2 = o.beta2, .eps = o.adam_eps,
+                                                  .weight_decay = o.weight_decay});
+  nn::Optimizer& opt = *optimizer;
   nn::InverseSqrtLR schedule(o.lr, o.warmup, o.warmup_init_lr);
 
   make_dirs(o.out_dir);
@@ -376,6 +381,9 @@ TrainResult train(const TrainOptions& o) {
               (long long)res.parameters);
   std::printf("data: %zu train, %zu valid, %zu test pairs (%s)\n", corpus.train.size(), corpus.valid.size(),
               corpus.test.size(), data_dir.c_str());
+  std::printf("optimizer: %s (betas %g, %g, eps %g, decoupled weight decay %g), lr %g, inverse-sqrt warm-up %lld "
+              "steps from %g\n", opt.kind(), o.beta1, o.beta2, o.adam_eps, o.weight_decay, o.lr,
+              (long long)o.warmup, o.warmup_init_lr);
 
   const auto t0 = Clock::now();
   auto elapsed = [&] { return std::chrono::duration<double>(Clock::now() - t0).count(); };

@@ -22,6 +22,9 @@ struct TrainOptions {
   skipgrad::nn::TransformerConfig model;
   // optimisation (fairseq IWSLT defaults)
   double lr = 5e-4, warmup_init_lr = 1e-7, beta1 = 0.9, beta2 = 0.98, adam_eps = 1e-8, weight_decay = 1e-4;
+  // adamw (fairseq's adam, whose weight decay is decoupled) | radam (nn::RAdam with decoupled weight decay, as the
+  // RAdam authors' code that Admin's recipes train with); both take beta1, beta2, adam_eps and weight_decay
+  std::string optimizer = "adamw";
   int64_t warmup = 4000;
   double label_smoothing = 0.1;
   double clip_norm = 0;            // 0: no clipping (the norm is still reported)
