@@ -73,10 +73,10 @@ TEST_SUITE("sweep") {
     CHECK(md[5] == "| deep_norm | alibi | 6+6 | 2 | 40 | 0.00 | nan | nan | yes | 0.2 |");
     auto csv = lines_of(dir / "r.csv");
     REQUIRE(csv.size() == 3);
-    CHECK(csv[0] ==
-          "topology,positions,layers,seed,steps,test_bleu,best_valid_loss,final_train_loss,diverged,minutes,label");
-    CHECK(csv[1] == "post_ln,sinusoidal,3,1,1200,97.5120,1.234560,1.500000,false,2.950,post_ln");
-    CHECK(csv[2] == "deep_norm,alibi,6,2,40,0.0000,nan,nan,true,0.250,deep_norm");
+    CHECK(csv[0] == "topology,positions,layers,seed,steps,test_bleu,best_valid_loss,final_train_loss,diverged,minutes,"
+                    "label,p_vs_baseline");
+    CHECK(csv[1] == "post_ln,sinusoidal,3,1,1200,97.5120,1.234560,1.500000,false,2.950,post_ln,nan");
+    CHECK(csv[2] == "deep_norm,alibi,6,2,40,0.0000,nan,nan,true,0.250,deep_norm,nan");
     // a row whose settings give its topology an option of its own: the Markdown names it, the CSV keeps the name in
     // its first column and gives the label in its last
     TrainOptions t;
@@ -88,7 +88,7 @@ TEST_SUITE("sweep") {
     write_results_csv((dir / "r.csv").string(), rows);
     CHECK(lines_of(dir / "r.md")[2].rfind("| b2t (b2t_rescale false) | sinusoidal | 3+3 |", 0) == 0);
     CHECK(lines_of(dir / "r.csv")[1] ==
-          "b2t,sinusoidal,3,1,10,1.0000,2.000000,2.000000,false,0.100,b2t (b2t_rescale false)");
+          "b2t,sinusoidal,3,1,10,1.0000,2.000000,2.000000,false,0.100,b2t (b2t_rescale false),nan");
     t.model.b2t_rescale = true;
     CHECK(sweep_row_label({"b2t", 3, 1, 10, 1.0, 2.0, 2.0, 0.1, false, "sinusoidal", run_settings(t)}) == "b2t");
     CHECK(csv_field("a (x 1, y 2)") == "\"a (x 1, y 2)\"");
@@ -281,7 +281,15 @@ TEST_SUITE("sweep") {
     REQUIRE(csv.size() == 3);
     CHECK(csv[1].rfind("post_ln,sinusoidal,1,1,6,", 0) == 0);
     CHECK(csv[2].rfind("pre_ln,sinusoidal,1,1,6,", 0) == 0);
-    CHECK(lines_of(root / "sweep" / "results.md").size() == 6);  // preamble, blank, header, rule, two rows
+    // preamble, blank, header, rule, two rows, blank, what p is; pre_ln's p against post_ln's run (its tiny model
+    // translates nothing, as post_ln's: BLEU 0 on every resample, so the same output's p = 1)
+    const auto md = lines_of(root / "sweep" / "results.md");
+    REQUIRE(md.size() == 8);
+    CHECK(md[2].find("| minutes | p vs post_ln |") != std::string::npos);
+    CHECK(md[4].find("| – |") != std::string::npos);  // post_ln, the baseline
+    CHECK(std::isnan(rows[0].p_value));
+    CHECK((rows[1].p_value > 0 && rows[1].p_value <= 1 && rows[1].baseline == "post_ln"));
+    CHECK(md[7].rfind("p: paired bootstrap resampling of the test BLEU against post_ln's run", 0) == 0);
     const auto summary = lines_of(root / "sweep" / "summary.csv");  // one seed per cell: one run in each summary
     REQUIRE(summary.size() == 3);
     CHECK(summary[1].rfind("post_ln,sinusoidal,1,1,0,6,6,1,", 0) == 0);

@@ -18,6 +18,7 @@
 #include "config_json.h"
 #include "nn/checkpoint.h"
 #include "nn/topology.h"
+#include "significance.h"
 #include "tensor/error.h"
 
 namespace translate {
@@ -216,18 +217,52 @@ static std::string min_max(const SeedStats& st, const char* f) {
   return st.n == 0 ? "nan" : fmt(f, st.min) + "–" + fmt(f, st.max);
 }
 
+void add_bootstrap_p_values(std::vector<SweepRow>& rows, const std::string& runs_dir,
+                            const std::string& baseline_topology) {
+  auto has_hypotheses = [&](const SweepRow& r) {
+    const std::string dir = runs_dir + "/" + sweep_run_name(r);
+    return fs::exists(dir + "/test.hyp.txt") && fs::exists(dir + "/test.ref.txt");
+  };
+  for (SweepRow& r : rows) {
+    r.p_value = std::numeric_limits<double>::quiet_NaN();
+    r.baseline.clear();
+    if (r.topology == baseline_topology || !has_hypotheses(r)) continue;
+    auto base = std::find_if(rows.begin(), rows.end(), [&](const SweepRow& b) {
+      return b.topology == baseline_topology && b.positions == r.positions && b.layers == r.layers && b.seed == r.seed;
+    });
+    if (base == rows.end() || !has_hypotheses(*base)) continue;
+    SignificanceOptions so;
+    so.systems = {runs_dir + "/" + sweep_run_name(*base), runs_dir + "/" + sweep_run_name(r)};
+    r.p_value = run_significance(so)[1].p_value;
+    r.baseline = sweep_row_label(*base);
+  }
+}
+
 void write_results_markdown(const std::string& path, const std::vector<SweepRow>& rows, const std::string& preamble) {
   std::ostringstream out;
   if (!preamble.empty()) out << preamble << "\n\n";
-  out << "| topology | positions | layers | seed | steps | test BLEU | best valid loss | final train loss | diverged? "
-         "| minutes |\n"
-      << "|---|---|---|---:|---:|---:|---:|---:|---|---:|\n";
+  std::string baseline;  // the p column's, when a row has a p-value
   for (const SweepRow& r : rows)
+    if (!std::isnan(r.p_value) && baseline.empty()) baseline = r.baseline;
+  out << "| topology | positions | layers | seed | steps | test BLEU | best valid loss | final train loss | diverged? "
+         "| minutes |"
+      << (baseline.empty() ? "" : " p vs " + baseline + " |") << "\n"
+      << "|---|---|---|---:|---:|---:|---:|---:|---|---:|" << (baseline.empty() ? "" : "---:|") << "\n";
+  for (const SweepRow& r : rows) {
     out << "| " << sweep_row_label(r) << " | " << r.positions << " | " << r.layers << "+" << r.layers << " | " << r.seed
         << " | " << r.steps << " | "
         << fmt("%.2f", r.test_bleu) << " | " << fmt("%.4f", r.best_valid_loss) << " | "
         << fmt("%.4f", r.final_train_loss) << " | " << (r.diverged ? "yes" : "no") << " | " << fmt("%.1f", r.minutes)
-        << " |\n";
+        << " |";
+    if (!baseline.empty())
+      out << " " << (std::isnan(r.p_value) ? std::string("–") : fmt("%.3f", r.p_value) + (r.p_value < 0.05 ? " *" : ""))
+          << " |";
+    out << "\n";
+  }
+  if (!baseline.empty())
+    out << "\np: paired bootstrap resampling of the test BLEU against " << baseline
+        << "'s run of the same positions, depth and seed (1000 resamples of its test sentences, `skipgrad-translate "
+           "significance`); * p < 0.05; – no such run, or a run without its test hypotheses.\n";
   const std::vector<SweepSummary> summaries = summarize_sweep(rows);
   const bool several_seeds =
       std::any_of(summaries.begin(), summaries.end(), [](const SweepSummary& s) { return s.runs > 1; });
@@ -250,13 +285,14 @@ void write_results_markdown(const std::string& path, const std::vector<SweepRow>
 
 void write_results_csv(const std::string& path, const std::vector<SweepRow>& rows) {
   std::ostringstream out;
-  out << "topology,positions,layers,seed,steps,test_bleu,best_valid_loss,final_train_loss,diverged,minutes,label\n";
+  out << "topology,positions,layers,seed,steps,test_bleu,best_valid_loss,final_train_loss,diverged,minutes,label,"
+         "p_vs_baseline\n";
   for (const SweepRow& r : rows)
     out << r.topology << "," << r.positions << "," << r.layers << "," << r.seed << "," << r.steps << ","
         << fmt("%.4f", r.test_bleu) << ","
         << fmt("%.6f", r.best_valid_loss) << "," << fmt("%.6f", r.final_train_loss) << ","
         << (r.diverged ? "true" : "false") << "," << fmt("%.3f", r.minutes) << "," << csv_field(sweep_row_label(r))
-        << "\n";
+        << "," << fmt("%.6f", r.p_value) << "\n";
   write_file_atomic(path, out.str());
 }
 
@@ -459,7 +495,8 @@ std::vector<SweepRow> run_sweep(const SweepOptions& o) {
   fs::create_directories(o.out_dir);
 
   const std::string preamble = describe(o);
-  auto write_tables = [&](const std::vector<SweepRow>& rows) {
+  auto write_tables = [&](std::vector<SweepRow>& rows) {
+    add_bootstrap_p_values(rows, o.out_dir, o.topologies[0]);
     write_results_markdown(o.out_dir + "/results.md", rows, preamble);
     write_results_csv(o.out_dir + "/results.csv", rows);
     write_summary_csv(o.out_dir + "/summary.csv", summarize_sweep(rows));

@@ -5,6 +5,7 @@
 // again (unless `force`), after checking that it was trained with the same options (its "settings").
 #pragma once
 #include <cstdint>
+#include <limits>
 #include <string>
 #include <vector>
 
@@ -36,7 +37,17 @@ struct SweepRow {
   // The options the run was trained with (run_settings), as JSON text; "" in a result.json written before sweeps
   // recorded them.
   std::string settings;
+  // Not in result.json, computed from the run folders (add_bootstrap_p_values): the paired bootstrap p-value of this
+  // run's test BLEU against the baseline's run of the same positions, depth and seed; NaN where there is none.
+  double p_value = std::numeric_limits<double>::quiet_NaN();
+  std::string baseline{};  // that run's label, "" when p_value is NaN
 };
+
+// Fills p_value and baseline for every row whose run and whose baseline run (`baseline_topology`, the same
+// positions, depth and seed) left their test hypotheses in <runs_dir>/<run>/ (test.hyp.txt and test.ref.txt, which
+// train writes; runs of older binaries have none). The baseline's own rows keep NaN.
+void add_bootstrap_p_values(std::vector<SweepRow>& rows, const std::string& runs_dir,
+                            const std::string& baseline_topology);
 
 // "<topology>_L<layers>_s<seed>", then "_<positions>" unless sinusoidal (the names of sweeps before the positions
 // axis): the run's folder under the sweep's out_dir.
@@ -60,10 +71,10 @@ std::string settings_differences(const std::string& a, const std::string& b);
 void write_sweep_row(const std::string& path, const SweepRow& row);
 bool read_sweep_row(const std::string& path, SweepRow* row);
 
-// The table as Markdown (a header paragraph `preamble`, then one row per run, then, when a topology, encoding and
-// depth has runs of more than one seed, the "Across seeds" table of summarize_sweep) and as CSV (a header line, then
-// one line per run, in the same column order, and a last column `label`: sweep_row_label, quoted when it holds a
-// comma).
+// The table as Markdown (a header paragraph `preamble`, then one row per run, with a last column "p vs <baseline>"
+// when a row has a p_value, then, when a topology, encoding and depth has runs of more than one seed, the "Across
+// seeds" table of summarize_sweep) and as CSV (a header line, then one line per run, in the same column order, and
+// last columns `label`: sweep_row_label, quoted when it holds a comma, and `p_vs_baseline`, nan when none).
 void write_results_markdown(const std::string& path, const std::vector<SweepRow>& rows, const std::string& preamble);
 void write_results_csv(const std::string& path, const std::vector<SweepRow>& rows);
 
