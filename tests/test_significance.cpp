@@ -1,8 +1,6 @@
 // Paired bootstrap resampling of BLEU (examples/translate/significance.h) against sacreBLEU's --paired-bs
 // (tests/reference/significance_reference.json, scripts/make_significance_reference.py), its resampler, its
 // degenerate cases and the `significance` command's inputs (files and run folders).
-#include <unistd.h>
-
 #include <cmath>
 #include <filesystem>
 #include <fstream>
@@ -11,19 +9,13 @@
 
 #include "significance.h"
 #include "test_util.h"
+#include "translate_test_util.h"
 
 using namespace sgtest;
 using namespace translate;
 namespace fs = std::filesystem;
 
 namespace {
-fs::path scratch_dir(const std::string& name) {
-  const fs::path dir = fs::temp_directory_path() / ("skipgrad_significance_" + std::to_string(::getpid())) / name;
-  fs::remove_all(dir);
-  fs::create_directories(dir);
-  return dir;
-}
-
 void write_lines(const fs::path& p, const std::vector<std::string>& lines) {
   std::ofstream out(p);
   for (const std::string& l : lines) out << l << "\n";
@@ -100,7 +92,9 @@ TEST_SUITE("translate") {
   }
 
   TEST_CASE("significance command inputs: hypothesis files with --references, run folders with their test set") {
-    const fs::path dir = scratch_dir("inputs");
+    const ScratchDir scratch("skipgrad_significance");  // removed at the end of the case
+    const fs::path dir = scratch.path();
+    fs::create_directories(dir);
     const std::vector<std::string> refs = {"the cat sat on the mat", "a dog ran fast", "one two three four five"};
     write_lines(dir / "ref.txt", refs);
     write_lines(dir / "a.txt", {"the cat sat on mat", "a dog ran", "one two three four"});

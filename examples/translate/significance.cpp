@@ -88,8 +88,8 @@ std::vector<BootstrapResult> paired_bootstrap(const std::vector<std::string>& re
       for (double x : diffs) above += (x - mean_diff > d) ? 1 : 0;
       r.p_value = double(above + 1) / double(scores.size() + 1);
       // sacreBLEU gives a system scored against itself p = 1/(S + 1), "significant"; here a system that scores as
-      // the baseline on every resample (every d_s = 0, so d = 0) gets p = 1.
-      if (mean_diff == 0) r.p_value = 1;
+      // the baseline on the whole set and on every resample (d = 0, every d_s = 0) gets p = 1.
+      if (mean_diff == 0 && d == 0) r.p_value = 1;
     }
     out.push_back(r);
   }
