@@ -249,11 +249,16 @@ void Adam::set_setting(const std::string& name, double value) {
 // One parameter: the same update as a step in which it alone has a gradient.
 void Adam::update(size_t i, Tensor&, const Tensor& grad, std::vector<Tensor>&) { update_all({{i, grad}}); }
 
+void Adam::update_all(const std::vector<Pending>& todo) {
+  fused_adam_update(todo, opt_.beta1, opt_.beta2, opt_.eps, decoupled_, 1, 1);
+}
+
 // One fused backend call per device and learning rate (one, without parameter groups of other lr_scale) for all
 // parameters (see Backend::adam_update for the formula), each with its own weight decay. The backend needs
 // contiguous tensors: a strided gradient is made contiguous, a strided parameter is updated in a contiguous copy
 // that is written back after.
-void Adam::update_all(const std::vector<Pending>& todo) {
+void Optimizer::fused_adam_update(const std::vector<Pending>& todo, double beta1, double beta2, double eps,
+                                  bool decoupled, double lr_factor, double decay_factor) {
   std::vector<Tensor> ps, gs;  // the contiguous operands; reserved so that AdamTensors' pointers stay valid
   ps.reserve(todo.size());
   gs.reserve(todo.size());
@@ -267,20 +272,19 @@ void Adam::update_all(const std::vector<Pending>& todo) {
     const Tensor& param = params_[u.i].second;
     ps.push_back(param.is_contiguous() ? param : param.contiguous());
     gs.push_back(u.grad.is_contiguous() ? u.grad : u.grad.contiguous());
-    const double lr = lr_ * lr_scale(u.i);
+    const double lr = lr_ * lr_scale(u.i) * lr_factor;
     auto call = std::find_if(calls.begin(), calls.end(), [&](const Call& c) {
       return c.device == param.device() && c.lr == lr;
     });
     if (call == calls.end()) call = calls.insert(calls.end(), Call{param.device(), lr, {}});
-    call->ts.push_back({&ps.back(), &gs.back(), &state_[u.i][0], &state_[u.i][1], weight_decay(u.i)});
+    call->ts.push_back({&ps.back(), &gs.back(), &state_[u.i][0], &state_[u.i][1], weight_decay(u.i) * decay_factor});
   }
   for (const Pending& u : todo) {  // written in place by the fused kernel (counted first: a call may throw midway)
     Tensor& param = params_[u.i].second;
     if (param.is_contiguous()) param.bump_version();  // (a strided one is written by copy_ below, which counts)
     for (Tensor& s : state_[u.i]) s.bump_version();
   }
-  for (Call& c : calls)
-    backend_for(c.device).adam_update_many(c.ts, c.lr, opt_.beta1, opt_.beta2, opt_.eps, decoupled_, steps_ + 1);
+  for (Call& c : calls) backend_for(c.device).adam_update_many(c.ts, c.lr, beta1, beta2, eps, decoupled, steps_ + 1);
   for (size_t k = 0; k < todo.size(); k++) {
     Tensor& param = params_[todo[k].i].second;
     if (!param.is_contiguous()) param.copy_(ps[k]);
@@ -322,32 +326,35 @@ double RAdam::rho(double beta2, int64_t step) {
   return rho_inf - 2 * t * std::pow(beta2, t) / (1 - std::pow(beta2, t));
 }
 
+// An SGD step (ρ_t <= 5): m and v move as Adam's, p -= lr m̂.
 RAdam::Next RAdam::next_values(size_t i, const Tensor& param, const Tensor& grad,
                                const std::vector<Tensor>& state) const {
   const double lr = lr_ * lr_scale(i), wd = weight_decay(i), b1 = opt_.beta1, b2 = opt_.beta2;
-  const int64_t step = steps_ + 1;
   Tensor p = param, g = grad;
   if (wd != 0 && opt_.decoupled_weight_decay) p = mul(param, 1 - lr * wd);
   if (wd != 0 && !opt_.decoupled_weight_decay) g = add(g, mul(param, wd));
   Next n;
   n.m = add(mul(state[0], b1), mul(g, 1 - b1));
   n.v = add(mul(state[1], b2), mul(mul(g, g), 1 - b2));
-  const double bc1 = 1 - std::pow(b1, double(step)), bc2 = 1 - std::pow(b2, double(step));
-  const Tensor m_hat = mul(n.m, 1 / bc1);
-  const double rho_inf = 2 / (1 - b2) - 1, rho_t = rho(b2, step);
-  if (rho_t > 5) {  // the variance of the adaptive step is tractable: Adam's step, rectified
-    const double rect = std::sqrt((rho_t - 4) * (rho_t - 2) * rho_inf / ((rho_inf - 4) * (rho_inf - 2) * rho_t));
-    n.param = sub(p, mul(div(m_hat, add(sqrt(n.v), opt_.eps)), lr * std::sqrt(bc2) * rect));
-  } else {  // SGD with momentum
-    n.param = sub(p, mul(m_hat, lr));
-  }
+  n.param = sub(p, mul(n.m, lr / (1 - std::pow(b1, double(steps_ + 1)))));
   return n;
 }
 
 void RAdam::update(size_t i, Tensor&, const Tensor& grad, std::vector<Tensor>&) { update_all({{i, grad}}); }
 
-// Every parameter's new values first, then the copies: a step that fails (out of memory) changes nothing.
 void RAdam::update_all(const std::vector<Pending>& todo) {
+  const double b2 = opt_.beta2, rho_t = rho(b2, steps_ + 1);
+  if (rho_t > 5) {  // the variance of the adaptive step is tractable: Adam's step, rectified
+    const double rho_inf = 2 / (1 - b2) - 1, bc2 = 1 - std::pow(b2, double(steps_ + 1));
+    const double rect = std::sqrt((rho_t - 4) * (rho_t - 2) * rho_inf / ((rho_inf - 4) * (rho_inf - 2) * rho_t));
+    // Adam's kernel: p -= lr'/bc1 · m / (sqrt(v)/sqrt(bc2) + eps'), with lr' = lr r_t and eps' = eps / sqrt(bc2)
+    // that is lr r_t sqrt(bc2)/bc1 · m / (sqrt(v) + eps); AdamW's decay p *= 1 - lr' wd' with wd' = wd / r_t
+    fused_adam_update(todo, opt_.beta1, b2, opt_.eps / std::sqrt(bc2), opt_.decoupled_weight_decay, rect,
+                      opt_.decoupled_weight_decay ? 1 / rect : 1);
+    return;
+  }
+  // SGD with momentum. Every parameter's new values first, then the copies: a step that fails (out of memory)
+  // changes nothing.
   std::vector<Next> next;
   next.reserve(todo.size());
   for (const Pending& u : todo) next.push_back(next_values(u.i, params_[u.i].second, u.grad, state_[u.i]));

@@ -120,6 +120,11 @@ class Optimizer {
   virtual void update_all(const std::vector<Pending>& todo);
   // Brings parameter i's state to the parameter's dtype and device if it was cast or moved (values unchanged).
   void follow_parameter(size_t i) const;
+  // Adam's update of these parameters (state slots 0 and 1: m and v) in one fused backend call per device and
+  // learning rate (Backend::adam_update), with learning rate lr() lr_scale(i) lr_factor and weight decay
+  // weight_decay(i) decay_factor: Adam's and AdamW's step (factors 1), and RAdam's rectified one.
+  void fused_adam_update(const std::vector<Pending>& todo, double beta1, double beta2, double eps, bool decoupled,
+                         double lr_factor, double decay_factor);
 
   NamedTensors params_;
   std::vector<std::string> slots_;
@@ -206,8 +211,9 @@ class AdamW : public Adam {
 //   ρ_t > 5:  r_t = sqrt((ρ_t - 4)(ρ_t - 2) ρ∞ / ((ρ∞ - 4)(ρ∞ - 2) ρ_t));
 //             p -= lr r_t m̂ sqrt(1 - b2^t) / (sqrt(v) + eps)
 //   else:     p -= lr m̂
-// (eps is added to sqrt(v), not to the bias-corrected sqrt(v̂) as in Adam: torch's and the authors' form.) Not fused:
-// a few elementwise ops per parameter, on any device.
+// (eps is added to sqrt(v), not to the bias-corrected sqrt(v̂) as in Adam: torch's and the authors' form.) The
+// SGD steps are a few elementwise ops per parameter; the rectified steps are Adam's fused update (Backend::adam_update)
+// with lr r_t and eps / sqrt(1 - b2^t), which is the same update (and weight decay / r_t when decoupled).
 struct RAdamOptions {
   double lr = 1e-3;
   double beta1 = 0.9, beta2 = 0.999;
