@@ -207,7 +207,7 @@ TEST_SUITE("sweep") {
     CHECK(out.settings.empty());
   }
 
-  TEST_CASE("plot data from a fake metrics.jsonl: .dat per run, one gnuplot script per depth and curve kind") {
+  TEST_CASE("plot data from a fake metrics.jsonl: .dat per run, a script per depth and curve kind, line styles") {
     const fs::path dir = scratch("plots");
     fs::create_directories(dir / "pre_ln_L2_s1");
     std::ofstream((dir / "pre_ln_L2_s1" / "metrics.jsonl").string())
@@ -250,6 +250,21 @@ TEST_SUITE("sweep") {
       CHECK(fs::file_size(dir / "plots" / "train_loss_L2.png") > 0);
       CHECK(fs::file_size(dir / "plots" / "valid_loss_L2.svg") > 0);
     }
+    // one seed: a colour per topology, solid lines
+    CHECK(gp.find("'pre_ln_L2_s1.train.dat' using 1:3 with lines lw 1.5 dt 1 lc rgb '#1f77b4'") != std::string::npos);
+    CHECK(gp.find("'post_ln_L2_s1.train.dat' using 1:3 with lines lw 1.5 dt 1 lc rgb '#ff7f0e'") != std::string::npos);
+
+    // two seeds: a topology keeps its colour, a seed its dash pattern
+    fs::create_directories(dir / "pre_ln_L2_s2");
+    fs::copy_file(dir / "post_ln_L2_s1" / "metrics.jsonl", dir / "pre_ln_L2_s2" / "metrics.jsonl");
+    rows.push_back({"pre_ln", 2, 2, 1, 0, 0, 0, 0, false, "sinusoidal", ""});
+    write_plot_files((dir / "plots").string(), dir.string(), rows);
+    const std::string gp2 = text_of(dir / "plots" / "train_loss_L2.gp");
+    CHECK(gp2.find("'pre_ln_L2_s1.train.dat' using 1:3 with lines lw 1.5 dt 1 lc rgb '#1f77b4' title 'pre_ln s1'") !=
+          std::string::npos);
+    CHECK(gp2.find("'pre_ln_L2_s2.train.dat' using 1:3 with lines lw 1.5 dt 2 lc rgb '#1f77b4' title 'pre_ln s2'") !=
+          std::string::npos);
+    CHECK(gp2.find("'post_ln_L2_s1.train.dat' using 1:3 with lines lw 1.5 dt 1 lc rgb '#ff7f0e'") != std::string::npos);
   }
 
   TEST_CASE("tiny sweep: a row per run, finished runs skipped on a second call, --force trains again; eval repeats") {

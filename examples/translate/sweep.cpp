@@ -327,6 +327,7 @@ const char* kColours[] = {"#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd",
 
 struct PlotLine {
   std::string file, title;
+  size_t colour = 0, dash = 0;  // kColours[colour % 10]; gnuplot's dash type dash + 1
 };
 
 void write_gnuplot_script(const std::string& path, const std::string& stem, const std::string& title,
@@ -341,9 +342,9 @@ void write_gnuplot_script(const std::string& path, const std::string& stem, cons
       << "set logscale y\nset grid\nset key outside right\n"
       << "plot \\\n";
   for (size_t i = 0; i < lines.size(); i++)
-    out << "  '" << lines[i].file << "' using 1:" << column << " with " << style << " lw 1.5 dt " << 1 + i / 10
-        << " lc rgb '" << kColours[i % 10] << "' title '" << lines[i].title << "'" << (i + 1 < lines.size() ? ", \\" : "")
-        << "\n";
+    out << "  '" << lines[i].file << "' using 1:" << column << " with " << style << " lw 1.5 dt " << 1 + lines[i].dash
+        << " lc rgb '" << kColours[lines[i].colour % 10] << "' title '" << lines[i].title << "'"
+        << (i + 1 < lines.size() ? ", \\" : "") << "\n";
   out << "set terminal svg size 960,600 noenhanced dynamic\n"
       << "set output '" << stem << ".svg'\nreplot\nunset output\n";
   write_file_atomic(path, out.str());
@@ -357,13 +358,22 @@ std::vector<std::string> write_plot_files(const std::string& plot_dir, const std
   std::set<std::string> positions;
   for (const SweepRow& r : rows) seeds.insert(r.seed), positions.insert(r.positions);
   std::map<int64_t, std::vector<PlotLine>> train_lines, valid_lines;  // per depth
+  // One colour per topology and encoding; with several seeds, one dash pattern per seed (else per ten lines, when
+  // more than ten topologies share the colours).
+  std::vector<std::string> groups;
+  std::vector<uint64_t> seed_order(seeds.begin(), seeds.end());
   for (const SweepRow& r : rows) {
     const std::string name = sweep_run_name(r);
     const std::string metrics = runs_dir + "/" + name + "/metrics.jsonl";
     if (!fs::exists(metrics)) continue;
     RunCurves c = read_metrics(metrics);
-    const std::string title = sweep_row_label(r) + (positions.size() > 1 ? " " + r.positions : "") +
-                              (seeds.size() > 1 ? " s" + std::to_string(r.seed) : "");
+    const std::string group = sweep_row_label(r) + (positions.size() > 1 ? " " + r.positions : "");
+    const std::string title = group + (seeds.size() > 1 ? " s" + std::to_string(r.seed) : "");
+    const size_t colour = size_t(std::find(groups.begin(), groups.end(), group) - groups.begin());
+    if (colour == groups.size()) groups.push_back(group);
+    const size_t dash = seeds.size() > 1
+                            ? size_t(std::find(seed_order.begin(), seed_order.end(), r.seed) - seed_order.begin())
+                            : colour / 10;
     if (!c.step.empty()) {
       std::ostringstream out;
       out << "# step loss ema(0.98)\n";
@@ -373,7 +383,7 @@ std::vector<std::string> write_plot_files(const std::string& plot_dir, const std
         out << c.step[i] << " " << c.loss[i] << " " << ema << "\n";
       }
       write_file_atomic(plot_dir + "/" + name + ".train.dat", out.str());
-      train_lines[r.layers].push_back({name + ".train.dat", title});
+      train_lines[r.layers].push_back({name + ".train.dat", title, colour, dash});
     }
     if (!c.valid_step.empty()) {
       std::ostringstream out;
@@ -381,7 +391,7 @@ std::vector<std::string> write_plot_files(const std::string& plot_dir, const std
       for (size_t i = 0; i < c.valid_step.size(); i++)
         out << c.valid_step[i] << " " << c.valid_loss[i] << " " << c.valid_bleu[i] << "\n";
       write_file_atomic(plot_dir + "/" + name + ".valid.dat", out.str());
-      valid_lines[r.layers].push_back({name + ".valid.dat", title});
+      valid_lines[r.layers].push_back({name + ".valid.dat", title, colour, dash});
     }
   }
   std::vector<std::string> scripts;
