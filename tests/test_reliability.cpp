@@ -26,6 +26,7 @@
 #include "backends/threads.h"
 #include "config_json.h"
 #include "data.h"
+#include "eval.h"
 #include "nn/loss.h"
 #include "nn/checkpoint.h"
 #include "test_util.h"
@@ -302,6 +303,39 @@ TEST_SUITE("reliability") {
     TrainOptions bad = tiny_run("best_bad", 1);
     bad.best_metric = "bleu4";
     CHECK_THROWS_WITH_ALL(train(bad), "--best-metric", "bleu4", "expected loss or bleu");
+  }
+
+  TEST_CASE("--test-checkpoint best: the test scores checkpoint_best's model, as `eval` of that file does") {
+    TrainOptions o = tiny_run("test_best", 6);
+    o.eval_every = 2;
+    o.test_sentences = 6;
+    o.beam = 2;
+    CHECK(train(o).test_step == 6);  // --test-checkpoint last (the default): the model as training left it
+    o.max_steps = 12;
+    o.resume = true;
+    o.lr = 10;  // Adam steps of ~10 per weight: worse evaluations after the resume, the best is of the first 6 steps
+    o.test_checkpoint = "best";
+    const TrainResult r = train(o);
+    const std::string best = o.out_dir + "/checkpoint_best.safetensors";
+    CHECK(r.test_step == load_and_get_step(best));
+    CHECK(r.test_step <= 6);
+    EvalOptions e;
+    e.checkpoint = best;
+    e.data = o;
+    e.beam = o.beam;
+    e.test_sentences = o.test_sentences;
+    const EvalResult scored = evaluate_checkpoint(e);
+    CHECK(scored.bleu.score == r.test_bleu);  // the same model, sentences and decoding
+    std::ifstream hyp(o.out_dir + "/test.hyp.txt");
+    for (const std::string& h : scored.hypotheses) {
+      std::string line;
+      REQUIRE(std::getline(hyp, line));
+      CHECK(line == h);
+    }
+    TrainOptions no_evals = tiny_run("test_best_bad", 1);
+    no_evals.eval_every = 0;
+    no_evals.test_checkpoint = "best";
+    CHECK_THROWS_WITH_ALL(train(no_evals), "--test-checkpoint", "--eval-every 0", "best with evaluations");
   }
 
   TEST_CASE("a diverging learning rate stops the run cleanly, names the step, keeps the last good checkpoint") {

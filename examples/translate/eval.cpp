@@ -6,13 +6,56 @@
 #include <limits>
 
 #include "analysis/graph.h"
+#include "autograd/tape.h"
+#include "batches.h"
 #include "config_json.h"
+#include "decode.h"
 #include "nn/checkpoint.h"
+#include "nn/loss.h"
 #include "tensor/error.h"
 
 namespace translate {
 
 using namespace skipgrad;
+
+// ---- the evaluations of training (declared in trainer.h) and of `eval` ----
+
+double evaluate_loss(nn::Transformer& model, const std::vector<Example>& ex, const TrainOptions& o, double* nll) {
+  NoGradGuard no_grad;
+  const bool was_training = model.is_training();
+  model.eval();
+  double loss_sum = 0, nll_sum = 0, tokens = 0;
+  for (auto& idx : make_batches(ex, o.max_tokens, 0, false)) {
+    Batch b = collate(ex, idx, model.device());
+    auto L = nn::label_smoothed_nll(model.forward(b.src, b.tgt_in), b.tgt_out, Vocab::kPad, o.label_smoothing);
+    const double n = L.ntokens.item();
+    loss_sum += L.loss.item() * n;
+    if (nll) nll_sum += L.nll_sum().item();
+    tokens += n;
+  }
+  model.train(was_training);
+  if (nll) *nll = tokens > 0 ? nll_sum / tokens : 0;
+  return tokens > 0 ? loss_sum / tokens : 0;
+}
+
+double evaluate_bleu(nn::Transformer& model, const Vocab& vocab, const std::vector<Pair>& pairs,
+                     const TrainOptions& o, int beam, std::vector<std::string>* hypotheses) {
+  const bool was_training = model.is_training();
+  model.eval();
+  std::vector<Example> ex = encode_pairs(vocab, pairs, o.max_len);
+  std::vector<std::string> hyps(pairs.size()), refs;
+  DecodeOptions d;
+  d.beam = beam;
+  for (auto& idx : make_batches(ex, std::min<int64_t>(o.max_tokens, 2048), 0, false)) {
+    Batch b = collate(ex, idx);
+    auto out = translate_batch(model, b.src, d);
+    for (size_t k = 0; k < idx.size(); k++) hyps[idx[k]] = vocab.decode(out[k]);
+  }
+  for (auto& p : pairs) refs.push_back(p.tgt);
+  model.train(was_training);
+  if (hypotheses) *hypotheses = hyps;
+  return corpus_bleu(hyps, refs).score;
+}
 
 TrainedModel load_trained_model(const std::string& checkpoint, const std::string& device) {
   nn::SafetensorsFile f = nn::load_safetensors(checkpoint);

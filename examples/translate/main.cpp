@@ -137,6 +137,8 @@ static void add_train_options(CLI::App* c, TrainOptions& o, ModelChoices& m) {
                 "(0: all)")->capture_default_str();
   c->add_option("--beam", o.beam, "beam size for the final test BLEU")->capture_default_str();
   c->add_option("--test-sentences", o.test_sentences, "test sentences for the final BLEU (0: all)")->capture_default_str();
+  c->add_option("--test-checkpoint", o.test_checkpoint, "the model the final test BLEU scores: the last, or "
+                "checkpoint_best (needs --eval-every)")->check(CLI::IsMember({"last", "best"}))->capture_default_str();
   c->add_option("--seed", o.seed)->capture_default_str();
   c->add_option("--out", o.out_dir,
                 "run folder: checkpoints and metrics.jsonl (default runs/<topology>; compare: runs/compare; sweep: "

@@ -56,6 +56,7 @@ std::string run_settings(const TrainOptions& t) {
             {"autocast", t.autocast}, {"diverge_grad_norm", t.diverge_grad_norm}};
   if (t.eval_every > 0) {  // (options of the periodic evaluations, which there are none of otherwise)
     j["best_metric"] = t.best_metric;
+    j["test_checkpoint"] = t.test_checkpoint;
     j["patience"] = t.patience;
     j["eval_sentences"] = t.eval_sentences;
   }
@@ -436,7 +437,8 @@ static std::string describe(const SweepOptions& o) {
   if (t.max_steps > 0) s << t.max_steps << " steps";
   if (t.max_minutes > 0 && t.max_steps > 0) s << ", whichever comes first";
   if (t.max_minutes <= 0 && t.max_steps <= 0) s << "none";
-  s << "; test BLEU with beam " << t.beam << " (length penalty 1), "
+  s << "; test BLEU " << (t.test_checkpoint == "best" ? "of checkpoint_best " : "") << "with beam " << t.beam
+    << " (length penalty 1), "
     << (t.test_sentences > 0 ? std::to_string(t.test_sentences) : std::string("all")) << " test sentences. "
     << "`minutes` is training time; best valid loss is the lowest of "
     << (t.eval_every > 0 ? "the evaluations every " + std::to_string(t.eval_every) + " steps and the final one."

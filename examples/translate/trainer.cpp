@@ -92,43 +92,6 @@ Corpus prepare_corpus(const TrainOptions& o) {
   return c;
 }
 
-double evaluate_loss(nn::Transformer& model, const std::vector<Example>& ex, const TrainOptions& o, double* nll) {
-  NoGradGuard no_grad;
-  const bool was_training = model.is_training();
-  model.eval();
-  double loss_sum = 0, nll_sum = 0, tokens = 0;
-  for (auto& idx : make_batches(ex, o.max_tokens, 0, false)) {
-    Batch b = collate(ex, idx, model.device());
-    auto L = nn::label_smoothed_nll(model.forward(b.src, b.tgt_in), b.tgt_out, Vocab::kPad, o.label_smoothing);
-    const double n = L.ntokens.item();
-    loss_sum += L.loss.item() * n;
-    if (nll) nll_sum += L.nll_sum().item();
-    tokens += n;
-  }
-  model.train(was_training);
-  if (nll) *nll = tokens > 0 ? nll_sum / tokens : 0;
-  return tokens > 0 ? loss_sum / tokens : 0;
-}
-
-double evaluate_bleu(nn::Transformer& model, const Vocab& vocab, const std::vector<Pair>& pairs,
-                     const TrainOptions& o, int beam, std::vector<std::string>* hypotheses) {
-  const bool was_training = model.is_training();
-  model.eval();
-  std::vector<Example> ex = encode_pairs(vocab, pairs, o.max_len);
-  std::vector<std::string> hyps(pairs.size()), refs;
-  DecodeOptions d;
-  d.beam = beam;
-  for (auto& idx : make_batches(ex, std::min<int64_t>(o.max_tokens, 2048), 0, false)) {
-    Batch b = collate(ex, idx);
-    auto out = translate_batch(model, b.src, d);
-    for (size_t k = 0; k < idx.size(); k++) hyps[idx[k]] = vocab.decode(out[k]);
-  }
-  for (auto& p : pairs) refs.push_back(p.tgt);
-  model.train(was_training);
-  if (hypotheses) *hypotheses = hyps;
-  return corpus_bleu(hyps, refs).score;
-}
-
 // Forward, backward and the gradient norm, queued without waiting: [loss, norm] as float64 on the model's device.
 // A NaN/Inf loss makes NaN/Inf gradients, which the caller sees in both numbers.
 Tensor forward_backward_queued(nn::Transformer& model, const Batch& b, double label_smoothing, bool autocast_bf16) {
@@ -183,6 +146,9 @@ TrainResult train(const TrainOptions& o) {
   // An empty split would make an endless epoch loop (train) or a mean over nothing (valid, test).
   check(o.best_metric == "loss" || o.best_metric == "bleu", "train", ": --best-metric is '", o.best_metric,
         "', expected loss or bleu");
+  check(o.test_checkpoint == "last" || (o.test_checkpoint == "best" && o.eval_every > 0), "train",
+        ": --test-checkpoint is '", o.test_checkpoint, "' with --eval-every ", o.eval_every,
+        ", expected last, or best with evaluations (--eval-every > 0) to choose it");
   // checked here, before the folder is touched, and not at the first loss: a fresh run first clears its folder
   check(o.label_smoothing >= 0 && o.label_smoothing < 1, "train", ": --label-smoothing must be in [0, 1), got ",
         o.label_smoothing);
@@ -582,6 +548,13 @@ TrainResult train(const TrainOptions& o) {
   }
   std::vector<std::string> hyps;
   if (o.test_sentences > 0 && (size_t)o.test_sentences < corpus.test.size()) corpus.test.resize(o.test_sentences);
+  res.test_step = step;
+  if (o.test_checkpoint == "best" && have_best) {  // (none when every evaluation diverged: the last model, said)
+    res.test_step = metadata_int(nn::load_checkpoint(best_ckpt, model, nullptr, /*restore_rng=*/false), "step",
+                                 best_ckpt);
+  } else if (o.test_checkpoint == "best") {
+    std::printf("--test-checkpoint best: no checkpoint_best was written; the test scores the last model\n");
+  }
   res.test_bleu = evaluate_bleu(model, vocab, corpus.test, o, o.beam, &hyps);
   {  // for `significance`: the hypotheses and their references, a line each (a sentence is one line of the corpus)
     std::string hyp_text, ref_text;
@@ -589,10 +562,11 @@ TrainResult train(const TrainOptions& o) {
     write_file_atomic(o.out_dir + "/test.hyp.txt", hyp_text);
     write_file_atomic(o.out_dir + "/test.ref.txt", ref_text);
   }
+  const std::string tested = res.test_step == step ? "" : ", checkpoint_best of step " + std::to_string(res.test_step);
   std::printf("done: %lld steps in %s (%.0f target tok/s), train loss %.4f, valid loss %.4f, valid BLEU %.2f, "
-              "test BLEU (beam %d, %zu sentences) %.2f\n",
+              "test BLEU (beam %d, %zu sentences%s) %.2f\n",
               (long long)res.steps, fmt_time(res.seconds).c_str(), res.tokens_per_second, res.final_train_loss,
-              res.valid_loss, res.valid_bleu, o.beam, corpus.test.size(), res.test_bleu);
+              res.valid_loss, res.valid_bleu, o.beam, corpus.test.size(), tested.c_str(), res.test_bleu);
   for (size_t i = 0; i < std::min<size_t>(5, hyps.size()); i++)
     std::printf("  %s\n    -> %s\n    (ref %s)\n", corpus.test[i].src.c_str(), hyps[i].c_str(), corpus.test[i].tgt.c_str());
   const std::string last = last_saved_step >= 0 ? last_ckpt : "none saved";

@@ -40,6 +40,9 @@ struct TrainOptions {
   int patience = 0;                // early stop after this many evaluations without a better best_metric (0: never)
   int64_t eval_sentences = 300;    // validation sentences decoded for BLEU at each evaluation (0: all)
   int64_t test_sentences = 0;      // test sentences decoded for the final BLEU (0: all)
+  // The model the final test BLEU scores: "last" (the model as training left it) or "best" (checkpoint_best, the
+  // evaluation that best_metric chose; needs eval_every > 0), as fairseq's generate is run on checkpoint_best.
+  std::string test_checkpoint = "last";
   int beam = 5;
   uint64_t seed = 1;
   bool seed_given = true;          // false: the command line left --seed at its default (a resume says nothing of it)
@@ -70,6 +73,7 @@ struct TrainResult {
   bool diverged = false;
   std::string divergence;  // step, loss and offending node when diverged
   int64_t parameters = 0;
+  int64_t test_step = 0;   // the step of the model the test BLEU scored (test_checkpoint best: checkpoint_best's)
 };
 
 struct Corpus {
