@@ -83,6 +83,13 @@ TEST_SUITE("translate") {
     const auto r = paired_bootstrap(refs, {"base", "same"}, {hyp, hyp}, bootstrap_resamples(3, 100, 1));
     CHECK(r[1].bleu == r[0].bleu);
     CHECK(r[1].p_value == 1);  // sacreBLEU: 1/101
+    // drawn one resample at a time from a seed: the same as the seed's resamples given at once
+    const std::vector<std::string> other = {"the cat sat", "a dog ran fast", "one two three four five"};
+    const auto given = paired_bootstrap(refs, {"a", "b"}, {hyp, other}, bootstrap_resamples(3, 200, 9));
+    const auto drawn = paired_bootstrap(refs, {"a", "b"}, {hyp, other}, 200, 9);
+    for (size_t i = 0; i < 2; i++)
+      CHECK((drawn[i].mean == given[i].mean && drawn[i].ci == given[i].ci && drawn[i].bleu == given[i].bleu));
+    CHECK(drawn[1].p_value == given[1].p_value);
 
     CHECK_THROWS_WITH_AS(paired_bootstrap(refs, {"base", "short"}, {hyp, {"x"}}, bootstrap_resamples(3, 10, 1)),
                          doctest::Contains("system 'short' has 1 hypotheses for 3 references"), skipgrad::Error);

@@ -14,6 +14,7 @@
 // statistics from given indices are the same (tests/test_significance.cpp against sacreBLEU's functions).
 #pragma once
 #include <cstdint>
+#include <random>
 #include <string>
 #include <vector>
 
@@ -28,11 +29,25 @@ struct BootstrapResult {
   double p_value = 0;        // against the baseline (the first system); NaN for the baseline itself
 };
 
-// S resamples of n indices in [0, n), drawn with replacement from `seed`.
+// Resamples of n indices in [0, n), drawn with replacement from `seed`: the same sequence on every platform.
+class BootstrapSampler {
+ public:
+  BootstrapSampler(int64_t n, uint64_t seed);
+  void next(std::vector<int64_t>& indices);  // the next resample, n indices
+ private:
+  int64_t n_;
+  std::mt19937_64 gen_;
+};
+// The first S resamples of BootstrapSampler(n, seed), all at once (for tests).
 std::vector<std::vector<int64_t>> bootstrap_resamples(int64_t n, int64_t samples, uint64_t seed);
 
 // systems[0] is the baseline; every system's hypotheses are against the same references. Errors (naming the system)
-// on a count mismatch, no systems, no sentences or no resamples.
+// on a count mismatch, no systems, no sentences or no resamples. With `samples` and `seed` the resamples are drawn
+// one at a time (BootstrapSampler), so memory does not grow with S x n; or they are given.
+std::vector<BootstrapResult> paired_bootstrap(const std::vector<std::string>& references,
+                                              const std::vector<std::string>& names,
+                                              const std::vector<std::vector<std::string>>& systems, int64_t samples,
+                                              uint64_t seed);
 std::vector<BootstrapResult> paired_bootstrap(const std::vector<std::string>& references,
                                               const std::vector<std::string>& names,
                                               const std::vector<std::vector<std::string>>& systems,
