@@ -305,6 +305,16 @@ TEST_SUITE("sweep") {
     CHECK(std::isnan(rows[0].p_value));
     CHECK((rows[1].p_value > 0 && rows[1].p_value <= 1 && rows[1].baseline == "post_ln"));
     CHECK(md[7].rfind("p: paired bootstrap resampling of the test BLEU against post_ln's run", 0) == 0);
+    {  // a run folder whose references were edited: that row has no p-value, and the table is still written
+      std::vector<SweepRow> edited = rows;
+      const fs::path refs = root / "sweep" / "pre_ln_L1_s1" / "test.ref.txt";
+      const std::string kept = text_of(refs);
+      std::ofstream(refs.string()) << "another\ntest set\n";
+      add_bootstrap_p_values(edited, (root / "sweep").string(), "post_ln");
+      CHECK(std::isnan(edited[1].p_value));
+      CHECK(edited[1].baseline.empty());
+      std::ofstream(refs.string()) << kept;
+    }
     const auto summary = lines_of(root / "sweep" / "summary.csv");  // one seed per cell: one run in each summary
     REQUIRE(summary.size() == 3);
     CHECK(summary[1].rfind("post_ln,sinusoidal,1,1,0,6,6,1,", 0) == 0);

@@ -347,9 +347,11 @@ TrainResult train(const TrainOptions& o) {
               (long long)res.parameters);
   std::printf("data: %zu train, %zu valid, %zu test pairs (%s)\n", corpus.train.size(), corpus.valid.size(),
               corpus.test.size(), data_dir.c_str());
-  std::printf("optimizer: %s (betas %g, %g, eps %g, decoupled weight decay %g), lr %g, inverse-sqrt warm-up %lld "
-              "steps from %g\n", opt.kind(), o.beta1, o.beta2, o.adam_eps, o.weight_decay, o.lr,
-              (long long)o.warmup, o.warmup_init_lr);
+  std::string settings;  // the optimizer's own (a resumed run's are its checkpoint's)
+  for (const auto& [name, value] : opt.settings())
+    settings += (settings.empty() ? "" : ", ") + name + " " + number_str(value);
+  std::printf("optimizer: %s (%s), weight decay %g, lr %g, inverse-sqrt warm-up %lld steps from %g\n", opt.kind(),
+              settings.c_str(), opt.weight_decay(0), o.lr, (long long)o.warmup, o.warmup_init_lr);
 
   const auto t0 = Clock::now();
   auto elapsed = [&] { return std::chrono::duration<double>(Clock::now() - t0).count(); };
