@@ -1,6 +1,6 @@
-// Paired bootstrap resampling of BLEU (examples/translate/significance.h) against sacreBLEU's --paired-bs
-// (tests/reference/significance_reference.json, scripts/make_significance_reference.py), its resampler, its
-// degenerate cases and the `significance` command's inputs (files and run folders).
+// Paired bootstrap resampling and approximate randomization of BLEU (examples/translate/significance.h) against
+// sacreBLEU's --paired-bs and --paired-ar (tests/reference/significance_reference.json, written by
+// scripts/make_significance_reference.py), their draws, degenerate cases and the `significance` command's inputs.
 #include <cmath>
 #include <filesystem>
 #include <fstream>
@@ -23,7 +23,7 @@ void write_lines(const fs::path& p, const std::vector<std::string>& lines) {
 }  // namespace
 
 TEST_SUITE("translate") {
-  TEST_CASE("paired bootstrap: BLEU, mean, 95% interval and p-value as sacreBLEU's on its own resamples") {
+  TEST_CASE("paired bootstrap and randomization: BLEU, mean, 95% interval and p as sacreBLEU's on its own draws") {
     std::ifstream in(std::string(SKIPGRAD_SOURCE_DIR) + "/tests/reference/significance_reference.json");
     REQUIRE(in.good());
     const nlohmann::json j = nlohmann::json::parse(in);
@@ -33,7 +33,7 @@ TEST_SUITE("translate") {
     for (const auto& s : j["systems"]) names.push_back(s["name"]), systems.push_back(s["hypotheses"]);
     const std::vector<std::vector<int64_t>> resamples = j["resamples"];
     REQUIRE(resamples.size() == 300);
-    const std::vector<BootstrapResult> got = paired_bootstrap(refs, names, systems, resamples);
+    const std::vector<SignificanceResult> got = paired_bootstrap(refs, names, systems, resamples);
     REQUIRE(got.size() == j["results"].size());
     int significant = 0;
     for (size_t i = 0; i < got.size(); i++) {
@@ -56,9 +56,35 @@ TEST_SUITE("translate") {
       }
     }
     CHECK(significant == 2);  // "better" and "worse"; "alike" (the baseline's noise) is not
-    const std::string table = bootstrap_table(got, 300, 12345);
+    SignificanceOptions shown;
+    shown.samples = 300;
+    const std::string table = significance_table(got, shown);
     CHECK(table.find("(baseline)") != std::string::npos);
-    CHECK(table.find("300 resamples, seed 12345") != std::string::npos);
+    CHECK(table.find("paired bootstrap resampling, 300 resamples, seed 12345") != std::string::npos);
+
+    // approximate randomization on the coin flips numpy drew for sacreBLEU's _paired_ar_test
+    std::vector<std::vector<bool>> flips;
+    for (const auto& row : j["ar_flips"]) {
+      std::vector<bool> f;
+      for (char c : row.get<std::string>()) f.push_back(c == '1');
+      flips.push_back(f);
+    }
+    REQUIRE(flips.size() == 500);
+    const std::vector<SignificanceResult> ar = paired_randomization(refs, names, systems, flips);
+    REQUIRE(ar.size() == 4);
+    CHECK(std::isnan(ar[0].p_value));
+    for (size_t i = 1; i < ar.size(); i++) {
+      const auto& want = j["ar_results"][i - 1];
+      CHECK(ar[i].name == want["name"].get<std::string>());
+      CHECK(ar[i].bleu == got[i].bleu);
+      CHECK(std::isnan(ar[i].mean));  // no interval
+      CHECK(ar[i].p_value == doctest::Approx(want["p_value"].get<double>()).epsilon(1e-15));
+    }
+    CHECK((ar[1].p_value < 0.05 && ar[2].p_value > 0.05 && ar[3].p_value < 0.05));
+    shown.test = "ar";
+    shown.samples = 0;  // the default: 10000 trials
+    const std::string ar_table = significance_table(ar, shown);
+    CHECK(ar_table.find("paired approximate randomization, 10000 trials, seed 12345") != std::string::npos);
   }
 
   TEST_CASE("paired bootstrap: resamples repeat with their seed and cover the set; a system against itself has p 1") {
@@ -90,6 +116,14 @@ TEST_SUITE("translate") {
     for (size_t i = 0; i < 2; i++)
       CHECK((drawn[i].mean == given[i].mean && drawn[i].ci == given[i].ci && drawn[i].bleu == given[i].bleu));
     CHECK(drawn[1].p_value == given[1].p_value);
+    // approximate randomization: repeats with its seed; a system against itself has p 1 (sacreBLEU: 1/(T + 1))
+    const auto ar1 = paired_randomization(refs, {"a", "b"}, {hyp, other}, 300, 4);
+    const auto ar2 = paired_randomization(refs, {"a", "b"}, {hyp, other}, 300, 4);
+    CHECK(ar1[1].p_value == ar2[1].p_value);
+    CHECK((ar1[1].p_value > 0 && ar1[1].p_value <= 1));
+    CHECK(paired_randomization(refs, {"a", "same"}, {hyp, hyp}, 300, 4)[1].p_value == 1);
+    CHECK_THROWS_WITH_AS(paired_randomization(refs, {"a", "b"}, {hyp, other}, {{true, false}}),
+                         doctest::Contains("a trial of 2 flips for 3 sentences"), skipgrad::Error);
 
     CHECK_THROWS_WITH_AS(paired_bootstrap(refs, {"base", "short"}, {hyp, {"x"}}, bootstrap_resamples(3, 10, 1)),
                          doctest::Contains("system 'short' has 1 hypotheses for 3 references"), skipgrad::Error);
@@ -128,6 +162,10 @@ TEST_SUITE("translate") {
     }
     CHECK(files[1].p_value == folders[1].p_value);
     CHECK(folders[1].name == (dir / "run_b").string());
+    o.test = "ar";
+    const auto ar = run_significance(o);
+    CHECK((ar[1].bleu == folders[1].bleu && std::isnan(ar[1].mean) && ar[1].p_value > 0));
+    o.test = "bs";
 
     write_lines(dir / "run_b" / "test.ref.txt", {"another", "test", "set"});
     CHECK_THROWS_WITH_AS(run_significance(o), doctest::Contains("are different test sets"), skipgrad::Error);

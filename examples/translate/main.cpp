@@ -270,14 +270,17 @@ static int run_command(int argc, char** argv) {
   bleu_cmd->add_option("hypotheses", hyp_path)->required();
   bleu_cmd->add_option("references", ref_path)->required();
 
-  auto* sig_cmd = app.add_subcommand("significance", "paired bootstrap resampling of BLEU (sacreBLEU's --paired-bs): "
-                                      "is each system's difference from the first the test set's luck?");
+  auto* sig_cmd = app.add_subcommand("significance", "paired significance tests of BLEU, as sacreBLEU's: is each "
+                                      "system's difference from the first the test set's luck?");
   SignificanceOptions sig;
   sig_cmd->add_option("systems", sig.systems, "hypothesis files or run folders (their test.hyp.txt); the first is "
                       "the baseline")->required();
   sig_cmd->add_option("--references", sig.references, "default: the run folders' test.ref.txt");
-  sig_cmd->add_option("--samples", sig.samples, "resamples of the test set")->check(at_least(40))
+  sig_cmd->add_option("--test", sig.test, "bs: paired bootstrap resampling (sacreBLEU's --paired-bs); ar: paired "
+                      "approximate randomization (--paired-ar)")->check(CLI::IsMember({"bs", "ar"}))
       ->capture_default_str();
+  sig_cmd->add_option("--samples", sig.samples, "resamples (bs) or trials (ar); default 1000 and 10000")
+      ->check(at_least(40));
   sig_cmd->add_option("--seed", sig.seed, "the resamples' generator")->capture_default_str();
 
   try {
@@ -343,7 +346,7 @@ static int run_command(int argc, char** argv) {
         SignificanceOptions so;
         for (const std::string& t : names) so.systems.push_back(base + "/" + t);
         std::printf("\ntest BLEU against %s's:\n%s", names[0].c_str(),
-                    bootstrap_table(run_significance(so), so.samples, so.seed).c_str());
+                    significance_table(run_significance(so), so).c_str());
       }
       return all_diverged ? 3 : 0;  // as train's exit status for its one run
     }
@@ -437,7 +440,7 @@ static int run_command(int argc, char** argv) {
       return 0;
     }
     if (*sig_cmd) {
-      std::cout << bootstrap_table(run_significance(sig), sig.samples, sig.seed);
+      std::cout << significance_table(run_significance(sig), sig);
       return 0;
     }
     if (*bleu_cmd) {

@@ -49,27 +49,50 @@ void mean_and_ci(std::vector<double> scores, double* mean, double* ci) {
   *ci = 0.5 * (scores[upper] - scores[lower]);
 }
 
-// The test, with `draw(indices)` giving each of `samples` resamples in turn (one resample in memory at a time).
-std::vector<BootstrapResult> bootstrap(const std::vector<std::string>& references,
-                                       const std::vector<std::string>& names,
-                                       const std::vector<std::vector<std::string>>& systems, int64_t samples,
-                                       const std::function<void(std::vector<int64_t>&)>& draw) {
-  const char* op = "paired_bootstrap";
+// Every system's sentence statistics ([system][sentence]) and its BLEU on the whole set, checked; `draws` counts the
+// resamples or trials to come.
+struct Scored {
+  std::vector<std::vector<BleuStats>> stats;
+  std::vector<SignificanceResult> results;
+};
+Scored score_systems(const char* op, const std::vector<std::string>& references, const std::vector<std::string>& names,
+                     const std::vector<std::vector<std::string>>& systems, int64_t draws) {
   check(!systems.empty() && names.size() == systems.size(), op, ": needs a baseline and a name per system, got ",
         systems.size(), " systems and ", names.size(), " names");
-  check(!references.empty() && samples > 0, op, ": needs sentences and resamples, got ", references.size(),
-        " references and ", samples, " resamples");
-  std::vector<std::vector<BleuStats>> stats;  // [system][sentence]
-  std::vector<BootstrapResult> out(systems.size());
+  check(!references.empty() && draws > 0, op, ": needs sentences and draws, got ", references.size(),
+        " references and ", draws, " draws");
+  Scored out;
+  out.results.resize(systems.size());
   for (size_t s = 0; s < systems.size(); s++) {
     check(systems[s].size() == references.size(), op, ": system '", names[s], "' has ", systems[s].size(),
           " hypotheses for ", references.size(), " references");
-    stats.push_back(sentence_bleu_stats(systems[s], references, op));
+    out.stats.push_back(sentence_bleu_stats(systems[s], references, op));
     BleuStats whole;
-    for (const BleuStats& st : stats[s]) whole += st;
-    out[s].name = names[s];
-    out[s].bleu = bleu_from_stats(whole).score;
+    for (const BleuStats& st : out.stats[s]) whole += st;
+    SignificanceResult& r = out.results[s];
+    r.name = names[s];
+    r.bleu = bleu_from_stats(whole).score;
+    r.mean = r.ci = r.p_value = std::numeric_limits<double>::quiet_NaN();
   }
+  return out;
+}
+
+// p = (#{x > d} + 1) / (N + 1) (sacreBLEU's _compute_p_value, from multeval); 1 for the same output (`same`: d = 0
+// and every draw's difference 0), which sacreBLEU would call significant.
+double p_value(const std::vector<double>& x, double d, bool same) {
+  if (same) return 1;
+  int64_t above = 0;
+  for (double v : x) above += v > d ? 1 : 0;
+  return double(above + 1) / double(x.size() + 1);
+}
+
+// The bootstrap, with `draw(indices)` giving each of `samples` resamples in turn (one in memory at a time).
+std::vector<SignificanceResult> bootstrap(const std::vector<std::string>& references,
+                                          const std::vector<std::string>& names,
+                                          const std::vector<std::vector<std::string>>& systems, int64_t samples,
+                                          const std::function<void(std::vector<int64_t>&)>& draw) {
+  const char* op = "paired_bootstrap";
+  Scored sc = score_systems(op, references, names, systems, samples);
   const int64_t n = int64_t(references.size());
   std::vector<std::vector<double>> scores(systems.size());  // [system][resample]: BLEU on that resample
   std::vector<int64_t> indices;
@@ -78,51 +101,98 @@ std::vector<BootstrapResult> bootstrap(const std::vector<std::string>& reference
     for (int64_t i : indices) check(i >= 0 && i < n, op, ": resample index ", i, " is not in [0, ", n, ")");
     for (size_t s = 0; s < systems.size(); s++) {
       BleuStats sum;
-      for (int64_t i : indices) sum += stats[s][size_t(i)];
+      for (int64_t i : indices) sum += sc.stats[s][size_t(i)];
       scores[s].push_back(bleu_from_stats(sum).score);
     }
   }
   for (size_t s = 0; s < systems.size(); s++) {
-    BootstrapResult& r = out[s];
+    SignificanceResult& r = sc.results[s];
     mean_and_ci(scores[s], &r.mean, &r.ci);
-    if (s == 0) {
-      r.p_value = std::numeric_limits<double>::quiet_NaN();
-      continue;
-    }
+    if (s == 0) continue;
     // H0: the two systems score alike, and any whole-set difference d is the test set's luck. The resampled
     // differences, centred on their mean, estimate how far luck alone moves d.
-    const double d = std::fabs(r.bleu - out[0].bleu);
+    const double d = std::fabs(r.bleu - sc.results[0].bleu);
     std::vector<double> diffs(static_cast<size_t>(samples));
     double mean_diff = 0;
     for (size_t k = 0; k < diffs.size(); k++) mean_diff += diffs[k] = std::fabs(scores[s][k] - scores[0][k]);
     mean_diff /= double(samples);
-    int64_t above = 0;
-    for (double x : diffs) above += (x - mean_diff > d) ? 1 : 0;
-    r.p_value = double(above + 1) / double(samples + 1);
-    // sacreBLEU gives a system scored against itself p = 1/(S + 1), "significant"; here a system that scores as
-    // the baseline on the whole set and on every resample (d = 0, every d_s = 0) gets p = 1.
-    if (mean_diff == 0 && d == 0) r.p_value = 1;
+    for (double& x : diffs) x -= mean_diff;
+    r.p_value = p_value(diffs, d, d == 0 && mean_diff == 0);
   }
-  return out;
+  return sc.results;
+}
+
+// Approximate randomization, with `draw(flips)` giving each of `trials` trials in turn.
+std::vector<SignificanceResult> randomization(const std::vector<std::string>& references,
+                                              const std::vector<std::string>& names,
+                                              const std::vector<std::vector<std::string>>& systems, int64_t trials,
+                                              const std::function<void(std::vector<bool>&)>& draw) {
+  const char* op = "paired_randomization";
+  Scored sc = score_systems(op, references, names, systems, trials);
+  const size_t n = references.size();
+  std::vector<std::vector<double>> diffs(systems.size());  // [system][trial]: |BLEU(a) - BLEU(b)|
+  std::vector<bool> flips;
+  for (int64_t t = 0; t < trials; t++) {
+    draw(flips);
+    check(flips.size() == n, op, ": a trial of ", flips.size(), " flips for ", n, " sentences");
+    for (size_t s = 1; s < systems.size(); s++) {  // pseudo-systems: a takes the baseline's flipped sentences
+      BleuStats a, b;
+      for (size_t i = 0; i < n; i++) {
+        a += flips[i] ? sc.stats[0][i] : sc.stats[s][i];
+        b += flips[i] ? sc.stats[s][i] : sc.stats[0][i];
+      }
+      diffs[s].push_back(std::fabs(bleu_from_stats(a).score - bleu_from_stats(b).score));
+    }
+  }
+  for (size_t s = 1; s < systems.size(); s++) {
+    const double d = std::fabs(sc.results[s].bleu - sc.results[0].bleu);
+    const bool same = d == 0 && std::all_of(diffs[s].begin(), diffs[s].end(), [](double x) { return x == 0; });
+    sc.results[s].p_value = p_value(diffs[s], d, same);
+  }
+  return sc.results;
 }
 }  // namespace
 
-std::vector<BootstrapResult> paired_bootstrap(const std::vector<std::string>& references,
-                                              const std::vector<std::string>& names,
-                                              const std::vector<std::vector<std::string>>& systems,
-                                              const std::vector<std::vector<int64_t>>& resamples) {
+std::vector<SignificanceResult> paired_bootstrap(const std::vector<std::string>& references,
+                                                 const std::vector<std::string>& names,
+                                                 const std::vector<std::vector<std::string>>& systems,
+                                                 const std::vector<std::vector<int64_t>>& resamples) {
   size_t k = 0;
   return bootstrap(references, names, systems, int64_t(resamples.size()),
                    [&](std::vector<int64_t>& indices) { indices = resamples[k++]; });
 }
 
-std::vector<BootstrapResult> paired_bootstrap(const std::vector<std::string>& references,
-                                              const std::vector<std::string>& names,
-                                              const std::vector<std::vector<std::string>>& systems, int64_t samples,
-                                              uint64_t seed) {
+std::vector<SignificanceResult> paired_bootstrap(const std::vector<std::string>& references,
+                                                 const std::vector<std::string>& names,
+                                                 const std::vector<std::vector<std::string>>& systems,
+                                                 int64_t samples, uint64_t seed) {
   check(!references.empty(), "paired_bootstrap", ": needs sentences, got none");
   BootstrapSampler sampler(int64_t(references.size()), seed);
   return bootstrap(references, names, systems, samples, [&](std::vector<int64_t>& indices) { sampler.next(indices); });
+}
+
+std::vector<SignificanceResult> paired_randomization(const std::vector<std::string>& references,
+                                                     const std::vector<std::string>& names,
+                                                     const std::vector<std::vector<std::string>>& systems,
+                                                     const std::vector<std::vector<bool>>& flips) {
+  size_t t = 0;
+  return randomization(references, names, systems, int64_t(flips.size()),
+                       [&](std::vector<bool>& f) { f = flips[t++]; });
+}
+
+std::vector<SignificanceResult> paired_randomization(const std::vector<std::string>& references,
+                                                     const std::vector<std::string>& names,
+                                                     const std::vector<std::vector<std::string>>& systems,
+                                                     int64_t trials, uint64_t seed) {
+  std::mt19937_64 gen(seed);
+  return randomization(references, names, systems, trials, [&](std::vector<bool>& f) {
+    f.resize(references.size());
+    uint64_t bits = 0;  // one draw gives 64 fair coins
+    for (size_t i = 0; i < f.size(); i++) {
+      if (i % 64 == 0) bits = gen();
+      f[i] = (bits >> (i % 64)) & 1;
+    }
+  });
 }
 
 namespace {
@@ -135,9 +205,9 @@ std::vector<std::string> read_lines_of(const std::string& path, const char* what
 }
 }  // namespace
 
-std::vector<BootstrapResult> run_significance(const SignificanceOptions& o) {
+std::vector<SignificanceResult> run_significance(const SignificanceOptions& o) {
   check(o.systems.size() >= 2, "significance", ": needs a baseline and at least one system, got ", o.systems.size());
-  check(o.samples >= 40, "significance", ": --samples must be at least 40 (the 95% interval drops S/40 from each ",
+  check(o.draws() >= 40, "significance", ": --samples must be at least 40 (the 95% interval drops S/40 from each ",
         "end), got ", o.samples);
   std::vector<std::vector<std::string>> hyps;
   std::vector<std::string> refs;
@@ -160,13 +230,15 @@ std::vector<BootstrapResult> run_significance(const SignificanceOptions& o) {
           "--test-sentences), or give --references");
   }
   check(!ref_source.empty(), "significance", ": no references: give --references, or run folders with test.ref.txt");
-  return paired_bootstrap(refs, o.systems, hyps, o.samples, o.seed);
+  check(o.test == "bs" || o.test == "ar", "significance", ": --test must be bs or ar, got '", o.test, "'");
+  return o.test == "ar" ? paired_randomization(refs, o.systems, hyps, o.draws(), o.seed)
+                        : paired_bootstrap(refs, o.systems, hyps, o.draws(), o.seed);
 }
 
-std::string bootstrap_table(const std::vector<BootstrapResult>& results, int64_t samples, uint64_t seed) {
+std::string significance_table(const std::vector<SignificanceResult>& results, const SignificanceOptions& o) {
   std::ostringstream out;
   size_t width = 8;
-  for (const BootstrapResult& r : results) width = std::max(width, r.name.size());
+  for (const SignificanceResult& r : results) width = std::max(width, r.name.size());
   auto pad = [&](const std::string& s) { return s + std::string(width - s.size(), ' '); };
   auto number = [](const char* f, double v) {
     char buf[64];
@@ -174,13 +246,15 @@ std::string bootstrap_table(const std::vector<BootstrapResult>& results, int64_t
     return std::string(buf);
   };
   out << pad("system") << "    BLEU  mean ± 95% interval  p-value vs the first\n";
-  for (const BootstrapResult& r : results) {
+  for (const SignificanceResult& r : results) {
     const std::string p = std::isnan(r.p_value) ? "(baseline)"
                                                 : number("%.4f", r.p_value) + (r.p_value < 0.05 ? " *" : "");
-    out << pad(r.name) << "  " << number("%6.2f", r.bleu) << "  " << number("%6.2f", r.mean) << " ± "
-        << number("%-7.2f", r.ci) << "     " << p << "\n";
+    const std::string interval =
+        std::isnan(r.mean) ? std::string(17, ' ') + "-" : number("%6.2f", r.mean) + " ± " + number("%-7.2f", r.ci);
+    out << pad(r.name) << "  " << number("%6.2f", r.bleu) << "  " << interval << "     " << p << "\n";
   }
-  out << "(paired bootstrap resampling, " << samples << " resamples, seed " << seed
+  out << "(" << (o.test == "ar" ? "paired approximate randomization, " : "paired bootstrap resampling, ") << o.draws()
+      << (o.test == "ar" ? " trials" : " resamples") << ", seed " << o.seed
       << "; *: p < 0.05, the difference from the first system is unlikely to be the test set's luck)\n";
   return out.str();
 }
