@@ -9,7 +9,7 @@
 // random windows of `context` + 1 ids, x = window[:-1], y = window[1:]. The model is nn::Transformer with
 // enc_layers 0 (its init --init: fairseq's by default, gpt2 for nanoGPT's N(0, 0.02)); the recipe TOPOLOGIES.md
 // §8.2's toy protocol: AdamW β (0.9, 0.95), weight decay 0.1 off norms and biases, warm-up then cosine to 10%,
-// gradients clipped to 1. Losses are in nats per character (bits = nats / ln 2).
+// gradients clipped to 1 (--optimizer radam: RAdam with the same settings). Losses are in nats per character (bits = nats / ln 2).
 // Exit status: 0 when every topology's validation loss fell below its value at initialization; 1 when one did
 // not learn or diverged (a non-finite loss stops it); 2 for a bad option or file.
 #include <CLI/CLI.hpp>
@@ -18,6 +18,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <memory>
 #include <random>
 #include <string>
 #include <vector>
@@ -38,6 +39,7 @@ struct Options {
   int64_t eval_every = 100, eval_batches = 8, sample = 80, top_k = 0;
   double lr = 2e-3, temperature = 0;  // temperature 0: the greedy sample
   std::string init = "fairseq";  // fairseq | small_init | deep_norm | gpt2 (TransformerConfig::init)
+  std::string optimizer = "adamw";  // adamw | radam (the same betas and decoupled weight decay)
   std::string positions = "sinusoidal";  // sinusoidal | learned | rope | alibi | none (TransformerConfig::positions)
   double rope_theta = 10000;
   int64_t rope_dims = 0;
@@ -180,8 +182,16 @@ Row train_one(const std::string& topology, const Corpus& c, const Options& o, De
     if (!line.empty()) std::fprintf(stderr, "%s: %s\n", topology.c_str(), line.c_str());
   }
   r.valid0 = valid_loss(lm, c, o, device);
-  nn::AdamW opt(lm.named_parameters(),
-                {.lr = o.lr, .beta1 = 0.9, .beta2 = 0.95, .weight_decay = 0.1, .no_decay_on_norms_and_biases = true});
+  std::unique_ptr<nn::Optimizer> optimizer;
+  if (o.optimizer == "radam")
+    optimizer = std::make_unique<nn::RAdam>(
+        lm.named_parameters(), nn::RAdamOptions{.lr = o.lr, .beta1 = 0.9, .beta2 = 0.95, .weight_decay = 0.1,
+                                                .no_decay_on_norms_and_biases = true, .decoupled_weight_decay = true});
+  else
+    optimizer = std::make_unique<nn::AdamW>(
+        lm.named_parameters(), nn::AdamOptions{.lr = o.lr, .beta1 = 0.9, .beta2 = 0.95, .weight_decay = 0.1,
+                                               .no_decay_on_norms_and_biases = true});
+  nn::Optimizer& opt = *optimizer;
   nn::CosineLR schedule(o.lr, o.warmup, o.steps, 0.1);
   for (int64_t step = 1; step <= o.steps; step++) {
     auto [x, y] = batch_of(c.train, o.batch, o.context, rng, device);
@@ -233,7 +243,9 @@ static int run(int argc, char** argv) {
   app.add_option("--steps", o.steps)->check(in_range(1, 1 << 30))->capture_default_str();
   app.add_option("--warmup", o.warmup, "linear warm-up steps, then cosine to 10%")->check(in_range(0, 1 << 30))
       ->capture_default_str();
-  app.add_option("--lr", o.lr, "AdamW's peak learning rate")
+  app.add_option("--optimizer", o.optimizer, "adamw, or radam (RAdam: the same betas and decoupled weight decay)")
+      ->check(CLI::IsMember({"adamw", "radam"}))->capture_default_str();
+  app.add_option("--lr", o.lr, "the peak learning rate")
       ->check(cli_checks::number_that("in (0, 10]", [](double v) { return v > 0 && v <= 10; }))
       ->capture_default_str();
   app.add_option("--eval-every", o.eval_every, "print train/valid loss every N steps (0: only at the end)")
@@ -296,10 +308,11 @@ static int run(int argc, char** argv) {
     for (const std::string& t : names) rows.push_back(train_one(t, corpus, o, device));
     const std::string positions = lm_config(o, names[0], corpus.vocab).positions_summary();
     std::printf("Character-level decoder-only LMs on %s: %lld layers, d %lld, %lld heads, FFN %lld, context %lld, "
-                "batch %lld, %lld steps, init %s, %s positions, AdamW lr %g (cosine to 10%% after %lld warm-up "
+                "batch %lld, %lld steps, init %s, %s positions, %s lr %g (cosine to 10%% after %lld warm-up "
                 "steps), clip 1, device %s. Losses in nats per character, validation over %lld fixed batches.\n\n",
                 o.text.c_str(), (long long)o.layers, (long long)o.d_model, (long long)o.heads, (long long)o.d_ff,
-                (long long)o.context, (long long)o.batch, (long long)o.steps, o.init.c_str(), positions.c_str(), o.lr,
+                (long long)o.context, (long long)o.batch, (long long)o.steps, o.init.c_str(), positions.c_str(),
+                o.optimizer == "radam" ? "RAdam" : "AdamW", o.lr,
                 (long long)o.warmup, o.device.c_str(), (long long)o.eval_batches);
     std::printf("| topology | parameters | valid at init | train (last step) | valid | bits/char | max ‖g‖ | seconds "
                 "| sample (greedy, or --temperature) |\n|---|---|---|---|---|---|---|---|---|\n");
