@@ -9,7 +9,8 @@
 // random windows of `context` + 1 ids, x = window[:-1], y = window[1:]. The model is nn::Transformer with
 // enc_layers 0 (its init --init: fairseq's by default, gpt2 for nanoGPT's N(0, 0.02)); the recipe TOPOLOGIES.md
 // §8.2's toy protocol: AdamW β (0.9, 0.95), weight decay 0.1 off norms and biases, warm-up then cosine to 10%,
-// gradients clipped to 1 (--optimizer radam: RAdam with the same settings). Losses are in nats per character (bits = nats / ln 2).
+// gradients clipped to 1 (--optimizer radam: RAdam with the same settings). Losses are in nats per character
+// (bits = nats / ln 2).
 // Exit status: 0 when every topology's validation loss fell below its value at initialization; 1 when one did
 // not learn or diverged (a non-finite loss stops it); 2 for a bad option or file.
 #include <CLI/CLI.hpp>
