@@ -161,6 +161,10 @@ const std::vector<TopologyOption>& topology_options() {
       {"normformer_scale_resids", "normformer", "NormFormer", "false",
        [](const C& c) { return std::string(c.normformer_scale_resids ? "true" : "false"); },
        [](C& c) { c.normformer_scale_resids = false; }},
+      // (in kind(): the same parameters compute another function, so a file of the other variant is refused)
+      {"normformer_fairseq_head_scale", "normformer", "NormFormer", "false",
+       [](const C& c) { return std::string(c.normformer_fairseq_head_scale ? "true" : "false"); },
+       [](C& c) { c.normformer_fairseq_head_scale = false; }},
   };
   return options;
 }

@@ -71,6 +71,8 @@ struct TransformerConfig {
   bool b2t_rescale = true;          // B2T: its layers' weights × L^-1/2 at init (its code's); false: Post-LN's init
   double layer_scale_init = -1;     // LayerScale: its λ's init ε; -1: CaiT's rule on the stack's depth
   bool normformer_scale_resids = false;  // NormFormer: a learned λ ⊙ x on each FFN's skip (fairseq --scale-resids)
+  // NormFormer: HeadScale as fairseq's code (after out_proj, the channels transposed) instead of the paper's
+  bool normformer_fairseq_head_scale = false;
   InitScheme init = InitScheme::Fairseq;
   bool share_embeddings = true;     // one table for source, target and output (fairseq share_all_embeddings)
   bool tie_output = true;           // when not sharing all: target embedding = output projection (sharing all
@@ -114,7 +116,8 @@ struct TransformerConfig {
 };
 
 // The options of TransformerConfig that one topology reads (resi_dual_scale: resi_dual's; mixln_post_layers:
-// mix_ln's; b2t_rescale: b2t's; layer_scale_init: layer_scale's; normformer_scale_resids: normformer's), in one
+// mix_ln's; b2t_rescale: b2t's; layer_scale_init: layer_scale's; normformer_scale_resids and
+// normformer_fairseq_head_scale: normformer's), in one
 // table: validate() refuses one set away from its default for another topology, with_topology() resets them,
 // check_used_by() asks a comparison to list their topology, and Transformer::reads_kind() reads a file from before
 // 2026-12-06 that gave one to another topology as its default.

@@ -29,6 +29,7 @@ std::string Transformer::kind() const {
   if (cfg_.rope_dims != 0 && cfg_.rope_dims != cfg_.d_model / cfg_.heads) os << " dims " << cfg_.rope_dims;
   if (cfg_.positions == PositionEncoding::T5)
     os << " buckets " << cfg_.relative_buckets << " max_distance " << cfg_.relative_max_distance;
+  if (cfg_.normformer_fairseq_head_scale) os << ", normformer_fairseq_head_scale true";  // (absent: the paper's)
   if (const std::string own = topology_->settings(); !own.empty()) os << ", " << cfg_.topology << " " << own;
   os << ")";
   return os.str();

@@ -83,7 +83,9 @@
 #       ("<layer>.self_attn_out_norm") and a norm of the FFN's activation before fc2 ("<layer>.ffn.inner_norm",
 #       over d_ff); cross-attention Pre-LN's; final norm. γ random (≈ 1) here. Case "normformer_resids" adds the
 #       option normformer_scale_resids (fairseq's --scale-resids): the FFN's skip times λ ("<layer>.ffn_resid_scale"
-#       [d], random ≈ 1 here), x = λ ⊙ x + F(LN(x)).
+#       [d], random ≈ 1 here), x = λ ⊙ x + F(LN(x)). Case "normformer_fairseq": HeadScale as fairseq's code
+#       (transformer_layer.py, c_attn) instead: out_proj's output [T, B, d] viewed as [T, B, H, d_h], einsum
+#       "tbhd,h->tbdh", reshaped to d (which also transposes the channels), then the out norm.
 #   C22 T-Fixup (not in TOPOLOGIES.md; Huang et al. 2020, their fairseq fork with --dont-use-layernorm): no norm at
 #       all, x = x + f(x) per sublayer, no final norm. The random weights get its init's scales (v/out/fc1/fc2 by
 #       0.67·N^-1/4 or (9M)^-1/4, the table by (9N)^-1/4), so that the stream stays in range without a norm.
@@ -122,7 +124,8 @@ CASES = [("post_ln", "post_ln", "layer_norm"), ("pre_ln", "pre_ln", "layer_norm"
          ("layer_scale", "layer_scale", "layer_norm"), ("sub_ln", "sub_ln", "layer_norm"),
          ("normformer", "normformer", "layer_norm"),
          ("normformer_resids", "normformer", "layer_norm", dict(normformer_scale_resids=True)),
-         ("t_fixup", "t_fixup", "layer_norm")]
+         ("t_fixup", "t_fixup", "layer_norm"),
+         ("normformer_fairseq", "normformer", "layer_norm", dict(normformer_fairseq_head_scale=True))]
 
 # A fixed batch, right-padded with pad_id 0 (B=2, S=5, T=4); 2 plays eos/bos.
 SRC = [[4, 5, 6, 7, 2], [8, 9, 2, 0, 0]]
@@ -214,7 +217,7 @@ class Ref:
             mask = mask | torch.ones(Tq, Tk, dtype=torch.bool).triu(1)
         scores = scores.masked_fill(mask, float("-inf"))
         o = torch.softmax(scores, -1) @ v
-        if name + ".head_scale" in self.P:  # C21: NormFormer's γ_h on head h's output
+        if name + ".head_scale" in self.P and not self.cfg.get("normformer_fairseq_head_scale"):  # C21: γ_h · o_h
             o = o * self.P[name + ".head_scale"][None, :, None, None]
         o = o.transpose(1, 2).reshape(B, Tq, self.d)
         if name + ".inner_norm.weight" in self.P:  # C20: Sub-LN's norm of the merged heads
@@ -284,6 +287,10 @@ class Ref:
             for n, f in subs:
                 y = f(N(n + "_norm", x))
                 if n == "self_attn":
+                    if self.cfg.get("normformer_fairseq_head_scale"):  # fairseq's c_attn, as its code writes it
+                        Bq, Tq, d = y.shape  # y [B, T, d] (fairseq's is [T, B, d]: "tbhd,h->tbdh")
+                        y = torch.einsum("bthd,h->btdh", y.reshape(Bq, Tq, self.h, self.dh),
+                                         self.P[pre + ".self_attn.head_scale"]).reshape(Bq, Tq, d)
                     y = N("self_attn_out_norm", y)
                 if n == "ffn" and self.cfg.get("normformer_scale_resids"):  # ResScale: λ ⊙ x on the FFN's skip
                     x = self.P[pre + ".ffn_resid_scale"] * x

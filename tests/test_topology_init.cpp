@@ -183,6 +183,25 @@ TEST_SUITE("topology_init") {
       other.topology = "sub_ln";  // another topology's option is refused, and with_topology drops it
       CHECK_THROWS_WITH_ALL(other.validate(), "normformer_scale_resids true is NormFormer's; topology sub_ln does not");
       CHECK(!c.with_topology("sub_ln").normformer_scale_resids);
+
+      // fairseq's HeadScale (normformer_fairseq_head_scale): the same parameters, the attention's own scale unused
+      // (the layer applies γ after out_proj), and another kind(), so a file of one variant is refused by the other
+      nn::TransformerConfig fs = c;
+      fs.normformer_scale_resids = false;  // (nf's settings)
+      fs.normformer_fairseq_head_scale = true;
+      manual_seed(7);
+      nn::Transformer fairseq(fs);
+      CHECK(fairseq.named_parameters().size() == nf.named_parameters().size());
+      CHECK(fairseq.parameter("dec.0.self_attn.head_scale").shape() == Shape{2});
+      CHECK(fairseq.kind() != nf.kind());
+      CHECK(fairseq.kind().find(", normformer_fairseq_head_scale true") != std::string::npos);
+      CHECK(nf.kind().find("fairseq") == std::string::npos);  // (files of the paper's variant read as before)
+      CHECK_FALSE(fairseq.reads_kind(nf.kind()));
+      CHECK_FALSE(nf.reads_kind(fairseq.kind()));
+      CHECK(fs.topology_summary() == "normformer (normformer_fairseq_head_scale true)");
+      other = fs;
+      other.topology = "pre_ln";
+      CHECK_THROWS_WITH_ALL(other.validate(), "normformer_fairseq_head_scale true is NormFormer's");
     }
   }
 

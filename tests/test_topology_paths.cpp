@@ -267,7 +267,8 @@ TEST_SUITE("topology_paths") {
       c.dropout = c.attn_dropout = c.act_dropout = 0.1;
       c.topology = topo;
       if (topo == "resi_dual") c.resi_dual_scale = 0.5;  // its scaling nodes are recorded only for s != 1
-      if (topo == "normformer") c.normformer_scale_resids = true;  // and its scaled skips with the option
+      if (topo == "normformer") c.normformer_scale_resids = true;  // and its scaled skips with the option,
+      if (topo == "normformer") c.normformer_fairseq_head_scale = true;  // and fairseq's HeadScale
       manual_seed(4);
       nn::Transformer model(c);
       model.train();
@@ -291,6 +292,9 @@ TEST_SUITE("topology_paths") {
     nn::TransformerConfig resids;  // NormFormer's ResScale: λ ⊙ x on the FFN's skip is no norm, and not the branch
     resids.normformer_scale_resids = true;
     check_topology("normformer", 4, 4, nn::NormKind::LayerNorm, resids);
+    nn::TransformerConfig fairseq;  // fairseq's HeadScale after out_proj: inside the branch, before its out norm
+    fairseq.normformer_fairseq_head_scale = true;
+    check_topology("normformer", 4, 4, nn::NormKind::LayerNorm, fairseq);
   }
 
   TEST_CASE("golden path counts with different encoder and decoder depths (8+5: Mix-LN has 2 and 1 Post layers)") {

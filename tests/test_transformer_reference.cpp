@@ -56,6 +56,8 @@ nn::TransformerConfig config_of(const nn::SafetensorsFile& f) {
   c = c.with_topology(c.topology);  // (the files give Mix-LN's option to every topology)
   if (f.metadata.count("normformer_scale_resids"))  // case normformer_resids
     c.normformer_scale_resids = meta(f, "normformer_scale_resids") == "True";
+  if (f.metadata.count("normformer_fairseq_head_scale"))  // case normformer_fairseq
+    c.normformer_fairseq_head_scale = meta(f, "normformer_fairseq_head_scale") == "True";
   c.dropout = c.attn_dropout = c.act_dropout = 0.0;
   c.share_embeddings = true;
   c.max_positions = 64;
@@ -146,7 +148,7 @@ const char* const kCases[] = {"post_ln",     "pre_ln",  "pre_ln_rms", "resi_dual
                               "hybrid_norm_rms", "hybrid_norm_star", "deep_norm", "sandwich_ln", "peri_ln",
                               "mix_ln",      "res_post_norm", "rezero", "admin", "b2t",
                               "layer_scale", "sub_ln", "normformer", "normformer_resids",
-                              "t_fixup"};
+                              "t_fixup",     "normformer_fairseq"};
 
 void compare_all(const std::string& prefix) {
   std::ostringstream summary;

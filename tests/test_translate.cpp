@@ -191,5 +191,10 @@ TEST_SUITE("translate") {
     old = nlohmann::json::parse(config_to_json(c));
     old.erase("normformer_scale_resids");
     CHECK(!config_from_json(old.dump()).normformer_scale_resids);
+    c.normformer_fairseq_head_scale = true;  // and its fairseq HeadScale
+    CHECK(config_from_json(config_to_json(c)).normformer_fairseq_head_scale);
+    old = nlohmann::json::parse(config_to_json(c));
+    old.erase("normformer_fairseq_head_scale");
+    CHECK(!config_from_json(old.dump()).normformer_fairseq_head_scale);
   }
 }

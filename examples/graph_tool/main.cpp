@@ -71,6 +71,9 @@ void add_model_options(CLI::App* cmd, ModelOptions& m, bool topology) {
   cmd->add_option("--normformer-scale-resids", m.own.normformer_scale_resids,
                   "normformer: a learned per-channel scale on each FFN's skip (fairseq's --scale-resids)")
       ->capture_default_str();
+  cmd->add_option("--normformer-fairseq-head-scale", m.own.normformer_fairseq_head_scale,
+                  "normformer: HeadScale as fairseq's code (after out_proj, channels transposed), not the paper's")
+      ->capture_default_str();
   cmd->add_option("--device", m.device, "cpu | cuda | cuda:N: where the model runs (the dump is the same)")
       ->capture_default_str();
 }

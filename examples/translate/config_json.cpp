@@ -21,6 +21,7 @@ std::string config_to_json(const TransformerConfig& c) {
             {"resi_dual_scale", c.resi_dual_scale}, {"mixln_post_layers", c.mixln_post_layers},
             {"b2t_rescale", c.b2t_rescale}, {"layer_scale_init", c.layer_scale_init},
             {"normformer_scale_resids", c.normformer_scale_resids},
+            {"normformer_fairseq_head_scale", c.normformer_fairseq_head_scale},
             {"init", init_scheme_name(c.init)}, {"share_embeddings", c.share_embeddings},
             {"tie_output", c.tie_output}, {"max_positions", c.max_positions}, {"pad_id", c.pad_id},
             {"positions", position_encoding_name(c.positions)}, {"rope_theta", c.rope_theta},
@@ -74,6 +75,8 @@ TransformerConfig config_from_json(const std::string& s) {
     if (j.contains("layer_scale_init")) c.layer_scale_init = j.at("layer_scale_init").get<double>();
     if (j.contains("normformer_scale_resids"))  // (from 2026-12-07's second session)
       c.normformer_scale_resids = j.at("normformer_scale_resids").get<bool>();
+    if (j.contains("normformer_fairseq_head_scale"))  // (from 2026-12-07's third session)
+      c.normformer_fairseq_head_scale = j.at("normformer_fairseq_head_scale").get<bool>();
   } catch (const json::exception& e) {
     skipgrad::fail("config_from_json", ": missing or mistyped field: ", e.what());
   }

@@ -113,6 +113,9 @@ static void add_train_options(CLI::App* c, TrainOptions& o, ModelChoices& m) {
   c->add_option("--normformer-scale-resids", o.model.normformer_scale_resids,
                 "normformer: a learned per-channel scale on each FFN's skip (fairseq's --scale-resids)")
       ->capture_default_str();
+  c->add_option("--normformer-fairseq-head-scale", o.model.normformer_fairseq_head_scale,
+                "normformer: HeadScale as fairseq's code (after out_proj, channels transposed), not the paper's")
+      ->capture_default_str();
   c->add_option("--label-smoothing", o.label_smoothing)->check(label_smoothing_range())->capture_default_str();
   c->add_option("--lr", o.lr)->capture_default_str();
   c->add_option("--warmup", o.warmup, "linear warm-up steps, then inverse square root")->capture_default_str();
