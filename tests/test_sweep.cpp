@@ -307,6 +307,9 @@ TEST_SUITE("sweep") {
     CHECK(md[7].rfind("p: paired bootstrap resampling of the test BLEU against post_ln's run", 0) == 0);
     {  // a run folder whose references were edited: that row has no p-value, and the table is still written
       std::vector<SweepRow> edited = rows;
+      CHECK(!std::isnan(edited[1].p_value));  // a row that has its p-value keeps it: each pair is compared once
+      edited[1].p_value = std::numeric_limits<double>::quiet_NaN();
+      edited[1].baseline.clear();
       const fs::path refs = root / "sweep" / "pre_ln_L1_s1" / "test.ref.txt";
       const std::string kept = text_of(refs);
       std::ofstream(refs.string()) << "another\ntest set\n";

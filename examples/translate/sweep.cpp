@@ -225,9 +225,7 @@ void add_bootstrap_p_values(std::vector<SweepRow>& rows, const std::string& runs
     return fs::exists(dir + "/test.hyp.txt") && fs::exists(dir + "/test.ref.txt");
   };
   for (SweepRow& r : rows) {
-    r.p_value = std::numeric_limits<double>::quiet_NaN();
-    r.baseline.clear();
-    if (r.topology == baseline_topology || !has_hypotheses(r)) continue;
+    if (!std::isnan(r.p_value) || r.topology == baseline_topology || !has_hypotheses(r)) continue;
     auto base = std::find_if(rows.begin(), rows.end(), [&](const SweepRow& b) {
       return b.topology == baseline_topology && b.positions == r.positions && b.layers == r.layers && b.seed == r.seed;
     });

@@ -43,10 +43,11 @@ struct SweepRow {
   std::string baseline{};  // that run's label, "" when p_value is NaN
 };
 
-// Fills p_value and baseline for every row whose run and whose baseline run (`baseline_topology`, the same
-// positions, depth and seed) left their test hypotheses in <runs_dir>/<run>/ (test.hyp.txt and test.ref.txt, which
-// train writes; runs of older binaries have none). The baseline's own rows keep NaN, and so does a row whose files
-// cannot be compared (a warning on stderr names the run and why).
+// Fills p_value and baseline for every row that has no p-value yet and whose run and baseline run
+// (`baseline_topology`, the same positions, depth and seed) left their test hypotheses in <runs_dir>/<run>/
+// (test.hyp.txt and test.ref.txt, which train writes; runs of older binaries have none): a sweep calls it after every
+// run, and each pair is compared once. The baseline's own rows keep NaN, and so does a row whose files cannot be
+// compared (a warning on stderr names the run and why).
 void add_bootstrap_p_values(std::vector<SweepRow>& rows, const std::string& runs_dir,
                             const std::string& baseline_topology);
 
