@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <filesystem>
 #include <fstream>
 #include <set>
 #include <sstream>
@@ -179,6 +180,20 @@ Splits extract_ding(const std::string& path, int min_tokens, int max_tokens) {
 }
 
 // ---------------------------------------------------------------- TSV files
+
+std::vector<std::string> read_lines(std::istream& in) {
+  std::vector<std::string> out;
+  for (std::string line; std::getline(in, line);) out.push_back(line);
+  return out;
+}
+
+std::vector<std::string> read_lines(const std::string& path, const std::string& who, const std::string& what) {
+  std::error_code ec;
+  check(!std::filesystem::is_directory(path, ec), who, ": ", what, " '", path, "' is a directory, not a text file");
+  std::ifstream in(path);
+  check(in.good(), who, ": cannot read ", what, " '", path, "'");
+  return read_lines(in);
+}
 
 std::vector<Pair> read_tsv(const std::string& path, bool strict, std::vector<std::string>* problems) {
   std::ifstream in(path, std::ios::binary);

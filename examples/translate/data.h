@@ -3,6 +3,7 @@
 // `source<TAB>target` file.
 #pragma once
 #include <cstdint>
+#include <iosfwd>
 #include <string>
 #include <vector>
 
@@ -28,6 +29,10 @@ Splits extract_ding(const std::string& path = "/usr/share/trans/de-en", int min_
 // Reads `source<TAB>target` lines. Malformed lines (no tab, invalid UTF-8, an empty side) are reported as
 // "file:line: reason" in `problems` and skipped; with strict = true the first one throws skipgrad::Error.
 std::vector<Pair> read_tsv(const std::string& path, bool strict, std::vector<std::string>* problems = nullptr);
+// A stream's lines, or a text file's (`translate`'s input, hypotheses and references). A path that is a folder or
+// cannot be opened is an Error naming `who`, `what` and the path.
+std::vector<std::string> read_lines(std::istream& in);
+std::vector<std::string> read_lines(const std::string& path, const std::string& who, const std::string& what);
 // Writes pairs atomically (temp file + rename).
 void write_tsv(const std::string& path, const std::vector<Pair>& pairs);
 

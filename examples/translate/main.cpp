@@ -36,19 +36,6 @@
 using namespace translate;
 using namespace skipgrad;
 
-static std::vector<std::string> read_lines(std::istream& in) {
-  std::vector<std::string> out;
-  std::string line;
-  while (std::getline(in, line)) out.push_back(line);
-  return out;
-}
-static std::vector<std::string> read_lines(const std::string& path) {
-  std::error_code ec;
-  check(!std::filesystem::is_directory(path, ec), "read_lines", ": '", path, "' is a directory, not a text file");
-  std::ifstream in(path);
-  check(in.good(), "read_lines", ": cannot open '", path, "'");
-  return read_lines(in);
-}
 using cli_checks::at_least;
 using cli_checks::number_that;
 using cli_checks::seed_range;
@@ -360,7 +347,7 @@ static int run_command(int argc, char** argv) {
       if (!removed.empty()) m.model->remove_layers(removed);
       std::vector<std::string> lines;
       if (input.empty()) lines = read_lines(std::cin);
-      else lines = read_lines(input);
+      else lines = read_lines(input, "translate", "input");
       std::vector<Pair> pairs;
       for (auto& l : lines) pairs.push_back({l, "x"});
       // A source longer than the model's positions (with its eos) is cut to them, and said so (ALiBi and none take
@@ -447,7 +434,8 @@ static int run_command(int argc, char** argv) {
       return 0;
     }
     if (*bleu_cmd) {
-      std::cout << corpus_bleu(read_lines(hyp_path), read_lines(ref_path)).str() << "\n";
+      const std::vector<std::string> hyps = read_lines(hyp_path, "bleu", "hypotheses");  // (in this order)
+      std::cout << corpus_bleu(hyps, read_lines(ref_path, "bleu", "references")).str() << "\n";
       return 0;
     }
   } catch (const std::exception& e) {  // skipgrad::Error, and a file system's or allocator's own

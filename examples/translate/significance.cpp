@@ -4,11 +4,11 @@
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
-#include <fstream>
 #include <functional>
 #include <limits>
 #include <sstream>
 
+#include "data.h"
 #include "tensor/error.h"
 
 namespace translate {
@@ -195,16 +195,6 @@ std::vector<SignificanceResult> paired_randomization(const std::vector<std::stri
   });
 }
 
-namespace {
-std::vector<std::string> read_lines_of(const std::string& path, const char* what) {
-  std::ifstream in(path);
-  check(in.good(), "significance", ": cannot read ", what, " '", path, "'");
-  std::vector<std::string> lines;
-  for (std::string l; std::getline(in, l);) lines.push_back(l);
-  return lines;
-}
-}  // namespace
-
 std::vector<SignificanceResult> run_significance(const SignificanceOptions& o) {
   check(o.systems.size() >= 2, "significance", ": needs a baseline and at least one system, got ", o.systems.size());
   check(o.draws() >= 40, "significance", ": --samples must be at least 40 (the 95% interval drops S/40 from each ",
@@ -212,15 +202,15 @@ std::vector<SignificanceResult> run_significance(const SignificanceOptions& o) {
   std::vector<std::vector<std::string>> hyps;
   std::vector<std::string> refs;
   std::string ref_source = o.references;  // the file the references came from; "" while there are none
-  if (!o.references.empty()) refs = read_lines_of(o.references, "references");
+  if (!o.references.empty()) refs = read_lines(o.references, "significance", "references");
   for (const std::string& s : o.systems) {
     if (!std::filesystem::is_directory(s)) {
-      hyps.push_back(read_lines_of(s, "hypotheses"));
+      hyps.push_back(read_lines(s, "significance", "hypotheses"));
       continue;
     }
-    hyps.push_back(read_lines_of(s + "/test.hyp.txt", "a run's test hypotheses"));
+    hyps.push_back(read_lines(s + "/test.hyp.txt", "significance", "a run's test hypotheses"));
     if (!o.references.empty()) continue;
-    const std::vector<std::string> r = read_lines_of(s + "/test.ref.txt", "a run's test references");
+    const std::vector<std::string> r = read_lines(s + "/test.ref.txt", "significance", "a run's test references");
     if (ref_source.empty()) {
       refs = r, ref_source = s + "/test.ref.txt";
       continue;
