@@ -293,6 +293,17 @@ void Optimizer::fused_adam_update(const std::vector<Pending>& todo, double beta1
 
 // ---------------------------------------------------------------- RAdam
 
+std::unique_ptr<Optimizer> make_adamw_or_radam(const std::string& name, NamedTensors params, const AdamOptions& o,
+                                               const std::string& who) {
+  check(name == "adamw" || name == "radam", who, ": unknown optimizer '", name, "'; known: adamw, radam");
+  if (name == "adamw") return std::make_unique<AdamW>(std::move(params), o);
+  return std::make_unique<RAdam>(std::move(params),
+                                 RAdamOptions{.lr = o.lr, .beta1 = o.beta1, .beta2 = o.beta2, .eps = o.eps,
+                                              .weight_decay = o.weight_decay,
+                                              .no_decay_on_norms_and_biases = o.no_decay_on_norms_and_biases,
+                                              .decoupled_weight_decay = true});
+}
+
 RAdam::RAdam(NamedTensors params, const RAdamOptions& o) : RAdam(one_group(std::move(params)), o) {}
 
 RAdam::RAdam(std::vector<ParamGroup> groups, const RAdamOptions& o)

@@ -31,6 +31,7 @@
 #pragma once
 #include <cstdint>
 #include <map>
+#include <memory>
 #include <optional>
 #include <string>
 #include <utility>
@@ -245,6 +246,11 @@ class RAdam : public Optimizer {
   Next next_values(size_t i, const Tensor& param, const Tensor& grad, const std::vector<Tensor>& state) const;
   RAdamOptions opt_;
 };
+
+// The examples' --optimizer: "adamw" (AdamW) or "radam" (RAdam with decoupled weight decay, as AdamW's and the RAdam
+// authors' code), from one set of settings; another name is an Error naming `who` and the known ones.
+std::unique_ptr<Optimizer> make_adamw_or_radam(const std::string& name, NamedTensors params, const AdamOptions& options,
+                                               const std::string& who);
 
 // Whether a parameter is exempt from weight decay under no_decay_on_norms_and_biases: its name is "bias" or
 // ends in ".bias", or it is 1-D (norm gains, biases) or 0-D (scalar gates such as ReZero's alpha).

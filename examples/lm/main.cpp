@@ -183,15 +183,10 @@ Row train_one(const std::string& topology, const Corpus& c, const Options& o, De
     if (!line.empty()) std::fprintf(stderr, "%s: %s\n", topology.c_str(), line.c_str());
   }
   r.valid0 = valid_loss(lm, c, o, device);
-  std::unique_ptr<nn::Optimizer> optimizer;
-  if (o.optimizer == "radam")
-    optimizer = std::make_unique<nn::RAdam>(
-        lm.named_parameters(), nn::RAdamOptions{.lr = o.lr, .beta1 = 0.9, .beta2 = 0.95, .weight_decay = 0.1,
-                                                .no_decay_on_norms_and_biases = true, .decoupled_weight_decay = true});
-  else
-    optimizer = std::make_unique<nn::AdamW>(
-        lm.named_parameters(), nn::AdamOptions{.lr = o.lr, .beta1 = 0.9, .beta2 = 0.95, .weight_decay = 0.1,
-                                               .no_decay_on_norms_and_biases = true});
+  const std::unique_ptr<nn::Optimizer> optimizer = nn::make_adamw_or_radam(
+      o.optimizer, lm.named_parameters(),
+      {.lr = o.lr, .beta1 = 0.9, .beta2 = 0.95, .weight_decay = 0.1, .no_decay_on_norms_and_biases = true},
+      "skipgrad-lm");
   nn::Optimizer& opt = *optimizer;
   nn::CosineLR schedule(o.lr, o.warmup, o.steps, 0.1);
   for (int64_t step = 1; step <= o.steps; step++) {

@@ -199,17 +199,9 @@ TrainResult train(const TrainOptions& o) {
   nn::Transformer model(cfg);  // initialised on the CPU, so every device starts from the same weights
   model.to(device);            // before the optimizer, whose state is made where the parameters are
   res.parameters = model.num_parameters();
-  check(o.optimizer == "adamw" || o.optimizer == "radam", "train", ": unknown optimizer '", o.optimizer,
-        "'; known: adamw, radam");
-  std::unique_ptr<nn::Optimizer> optimizer;
-  if (o.optimizer == "radam")  // with AdamW's decoupled weight decay, as the RAdam authors' code
-    optimizer = std::make_unique<nn::RAdam>(
-        model.named_parameters(), nn::RAdamOptions{.lr = o.lr, .beta1 = o.beta1, .beta2 = o.beta2, .eps = o.adam_eps,
-                                                   .weight_decay = o.weight_decay, .decoupled_weight_decay = true});
-  else
-    optimizer = std::make_unique<nn::AdamW>(
-        model.named_parameters(), nn::AdamOptions{.lr = o.lr, .beta1 = o.beta1, .beta2 = o.beta2, .eps = o.adam_eps,
-                                                  .weight_decay = o.weight_decay});
+  const std::unique_ptr<nn::Optimizer> optimizer = nn::make_adamw_or_radam(
+      o.optimizer, model.named_parameters(),
+      {.lr = o.lr, .beta1 = o.beta1, .beta2 = o.beta2, .eps = o.adam_eps, .weight_decay = o.weight_decay}, "train");
   nn::Optimizer& opt = *optimizer;
   nn::InverseSqrtLR schedule(o.lr, o.warmup, o.warmup_init_lr);
 
