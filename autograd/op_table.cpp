@@ -54,6 +54,7 @@ const std::vector<OpInfo>& op_table() {
       {"layer_norm",        3, F::Norm},
       {"rms_norm",          2, F::Norm},
       {"l2_norm",           1, F::Norm},
+      {"dyt",               4, F::Norm},
       {"embedding",         2, F::Embedding},
       {"cross_entropy",     2, F::Loss},
       {"dropout",           1, F::Dropout},

@@ -7,7 +7,7 @@
 //   ops_reduce.cpp       sum, mean, max, min, cumsum; sum_to (a gradient summed back to a broadcast input's shape),
 //                        norm2 / norm2_f64 (L2 norms, not recorded)
 //   ops_view.cpp         reshape, transpose, permute, slice, expand, contiguous, casts, concat/split/stack
-//   ops_nn.cpp           softmax, log_softmax, layer_norm, rms_norm, l2_norm, embedding, cross_entropy,
+//   ops_nn.cpp           softmax, log_softmax, layer_norm, rms_norm, l2_norm, dyt, embedding, cross_entropy,
 //                        dropout, masked_fill, where
 //   ops_index.cpp        argmax, topk, sort, argsort, gather, index_select, multinomial
 //   ops_attention.cpp    fused scaled-dot-product attention, rotary embedding
@@ -119,6 +119,9 @@ Tensor layer_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta, doub
 Tensor rms_norm(const Tensor& x, const Tensor& weight, double eps = 1e-6);
 // x / max(||x||_2, eps) over the last dim (the QK-norm of Henry et al.).
 Tensor l2_norm(const Tensor& x, double eps = 1e-12);
+// DyT, the element-wise stand-in for a norm of Zhu et al. 2025 ("Transformers without Normalization"):
+// weight ⊙ tanh(alpha · x) + bias over the last dim, alpha one number ([1] or []), weight/bias [d] or undefined.
+Tensor dyt(const Tensor& x, const Tensor& alpha, const Tensor& weight, const Tensor& bias);
 // weight [V, d], ids int64 of any shape -> [..., d]; rows of padding_idx get no gradient (-1: none).
 Tensor embedding(const Tensor& weight, const Tensor& ids, int64_t padding_idx = -1);
 enum class Reduction { Mean, Sum, None };

@@ -242,6 +242,59 @@ Tensor l2_norm(const Tensor& x, double eps) {
   return out;
 }
 
+// ---------------------------------------------------------------- dyt
+
+// DyT (Zhu, Chen, He, LeCun, Liu 2025), a norm's element-wise stand-in, over the last dim:
+//   t = tanh(alpha · x),  y = weight ⊙ t + bias
+//   gu = g ⊙ weight ⊙ (1 − t²):  gx = alpha · gu,  galpha = Σ gu ⊙ x,  gweight = Σ_rows g ⊙ t,  gbias = Σ_rows g
+// One node of family "norm", as layer_norm is, so that path analysis counts it where a norm stood. Its pieces are
+// the backend's elementwise kernels and reductions (a few passes, not one fused kernel). Backward recomputes t from
+// x rather than saving it: the node keeps x, as a norm does. A bfloat16 x with float32 parameters (autocast) is
+// computed in float32 and returned in bfloat16, as the norms do.
+Tensor dyt(const Tensor& x, const Tensor& alpha, const Tensor& weight, const Tensor& bias) {
+  const char* op = "dyt";
+  if (x.defined() && x.dtype() != DType::F64 && autocast::wants_f32({&alpha, &weight, &bias}))  // as layer_norm
+    return dyt(x, autocast::to_f32(alpha), autocast::to_f32(weight), autocast::to_f32(bias));
+  check_norm_input(op, x, 0);
+  check_defined(op, alpha, "alpha");
+  if (!(alpha.numel() == 1 && alpha.dim() <= 1))
+    fail(op, ": alpha must be one number, of shape [1] or [], got ", alpha.meta_str(), " for input ", x.meta_str());
+  if (alpha.dtype() != x.dtype() && !(x.dtype() == DType::BF16 && alpha.dtype() == DType::F32))
+    fail(op, ": alpha ", alpha.meta_str(), " for input ", x.meta_str(),
+         ": expected the input's dtype, or float32 for a bfloat16 input");
+  check_norm_param(op, "weight", weight, x);
+  check_norm_param(op, "bias", bias, x);
+  check_same_device(op, {x, alpha, weight, bias});
+  for (const Tensor* p : {&weight, &bias})
+    if (p->defined() && p->dtype() != alpha.dtype())
+      fail(op, ": alpha ", alpha.meta_str(), " and ", p == &weight ? "weight " : "bias ", p->meta_str(),
+           " differ in dtype");
+  const DType compute = alpha.dtype();  // x's, or float32 for a bf16 x
+  Tensor out;
+  {
+    NoGradGuard no_grad;  // the pieces are this one node's forward, not nodes of their own
+    Tensor y = tanh(mul(x.to(compute), alpha));
+    if (weight.defined()) y = mul(y, weight);
+    if (bias.defined()) y = add(y, bias);
+    out = y.to(x.dtype());
+  }
+  record(op, {x, alpha, weight, bias}, out, {x, alpha, weight}, [compute](const Node& n, const Tensor& g) {
+    const Tensor &x = n.saved[0], &alpha = n.saved[1], &weight = n.saved[2];
+    const Tensor xc = x.to(compute), gc = g.to(compute);
+    const Tensor t = tanh(mul(xc, alpha));
+    Tensor gx, galpha, gweight, gbias;
+    if (needs_grad(n, 0) || needs_grad(n, 1)) {
+      const Tensor gu = mul(weight.defined() ? mul(gc, weight) : gc, rsub(mul(t, t), 1.0));  // g·w·(1 − t²)
+      if (needs_grad(n, 0)) gx = mul(gu, alpha).to(x.dtype());
+      if (needs_grad(n, 1)) galpha = sum_to(mul(gu, xc), alpha.shape());
+    }
+    if (needs_grad(n, 2)) gweight = sum_to(mul(gc, t), weight.shape());
+    if (needs_grad(n, 3)) gbias = sum_to(gc, {x.shape().back()});
+    return std::vector<Tensor>{gx, galpha, gweight, gbias};
+  });
+  return out;
+}
+
 // ---------------------------------------------------------------- embedding
 
 // out[i, :] = weight[ids[i], :]:  gweight[v, :] = sum over {i : ids[i] == v} of g[i, :]  (none for padding_idx)

@@ -340,12 +340,20 @@ Tensor Dropout::forward(const Tensor& x) {
 
 // ---------------------------------------------------------------- norms
 
-const char* norm_kind_name(NormKind k) { return k == NormKind::LayerNorm ? "layer_norm" : "rms_norm"; }
+const char* norm_kind_name(NormKind k) {
+  switch (k) {
+    case NormKind::LayerNorm: return "layer_norm";
+    case NormKind::RMSNorm: return "rms_norm";
+    case NormKind::DynamicTanh: return "dyt";
+  }
+  return "?";
+}
 
 NormKind parse_norm_kind(const std::string& s) {
   if (s == "layer_norm" || s == "ln" || s == "layernorm") return NormKind::LayerNorm;
   if (s == "rms_norm" || s == "rms" || s == "rmsnorm") return NormKind::RMSNorm;
-  fail("parse_norm_kind", ": unknown norm '", s, "'; known: layer_norm, rms_norm");
+  if (s == "dyt" || s == "dynamic_tanh") return NormKind::DynamicTanh;
+  fail("parse_norm_kind", ": unknown norm '", s, "'; known: layer_norm, rms_norm, dyt");
 }
 
 LayerNorm::LayerNorm(int64_t d, double e, bool affine) : dim(d), eps(e) {
@@ -384,9 +392,29 @@ Tensor L2Norm::forward(const Tensor& x) {
   return l2_norm(x, eps);
 }
 
-std::shared_ptr<Norm> make_norm(NormKind kind, int64_t dim, double eps) {
-  if (kind == NormKind::LayerNorm) return std::make_shared<LayerNorm>(dim, eps);
-  return std::make_shared<RMSNorm>(dim, eps);
+DynamicTanh::DynamicTanh(int64_t d, double alpha0) : dim(d) {
+  check(d > 0 && std::isfinite(alpha0) && alpha0 > 0, "DynamicTanh", ": need dim > 0 and a finite alpha0 > 0, got ",
+        d, " and ", alpha0);
+  alpha = register_parameter("alpha", Tensor::full({1}, alpha0));
+  weight = register_parameter("weight", Tensor::ones({d}));
+  bias = register_parameter("bias", Tensor::zeros({d}));
+}
+
+Tensor DynamicTanh::forward(const Tensor& x) {
+  Scope s(name());
+  if (!(x.defined() && x.dim() >= 1 && x.size(-1) == dim))
+    fail(current_scope_or("DynamicTanh"), ": expected [..., ", dim, "], got ",
+         x.defined() ? shape_str(x.shape()) : "an undefined tensor");
+  return dyt(x, alpha, weight, bias);
+}
+
+std::shared_ptr<Norm> make_norm(NormKind kind, int64_t dim, double eps, double dyt_alpha) {
+  switch (kind) {
+    case NormKind::LayerNorm: return std::make_shared<LayerNorm>(dim, eps);
+    case NormKind::RMSNorm: return std::make_shared<RMSNorm>(dim, eps);
+    case NormKind::DynamicTanh: return std::make_shared<DynamicTanh>(dim, dyt_alpha);
+  }
+  fail("make_norm", ": unknown norm kind ", (int)kind);
 }
 
 }  // namespace skipgrad::nn

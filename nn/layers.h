@@ -1,4 +1,4 @@
-// Basic layers: Linear, Embedding, SinusoidalPositions, RotaryEmbedding, Dropout, LayerNorm, RMSNorm, L2Norm, and
+// Basic layers: Linear, Embedding, SinusoidalPositions, RotaryEmbedding, Dropout, LayerNorm, RMSNorm, L2Norm, DyT, and
 // the initialisers they use. Each forward opens `Scope s(name())`, so a node reads "enc.0.ffn.fc1.linear".
 #pragma once
 #include <cstdint>
@@ -164,8 +164,9 @@ class Dropout : public Module {
 };
 
 // ---- norms over the last dim ----
-enum class NormKind { LayerNorm, RMSNorm };
-const char* norm_kind_name(NormKind k);  // "layer_norm", "rms_norm"
+// DynamicTanh is no norm but DyT, the element-wise function that Zhu et al. 2025 put in every norm's place.
+enum class NormKind { LayerNorm, RMSNorm, DynamicTanh };
+const char* norm_kind_name(NormKind k);  // "layer_norm", "rms_norm", "dyt"
 NormKind parse_norm_kind(const std::string& s);
 
 class Norm : public Module {
@@ -202,6 +203,18 @@ class L2Norm : public Norm {
   double eps;
 };
 
-std::shared_ptr<Norm> make_norm(NormKind kind, int64_t dim, double eps);
+// DyT(x) = γ ⊙ tanh(α x) + β (Zhu, Chen, He, LeCun, Liu 2025, "Transformers without Normalization"): no statistics
+// of x at all, one learned scalar α (its init α0; the paper's 0.5) squashing extreme values as LN's output does, γ = 1
+// and β = 0 at init, per channel. Parameters as the paper's code names them: alpha [1], weight, bias [dim].
+class DynamicTanh : public Norm {
+ public:
+  explicit DynamicTanh(int64_t dim, double alpha0 = 0.5);
+  Tensor forward(const Tensor& x) override;
+  int64_t dim;
+  Tensor alpha, weight, bias;
+};
+
+// A norm of `kind` over `dim` features; eps for LayerNorm and RMSNorm, dyt_alpha (α0) for DynamicTanh.
+std::shared_ptr<Norm> make_norm(NormKind kind, int64_t dim, double eps, double dyt_alpha = 0.5);
 
 }  // namespace skipgrad::nn

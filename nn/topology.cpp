@@ -43,6 +43,9 @@ void TransformerConfig::validate(const Topology& made) const {
   for (auto [name, p] : {std::pair{"dropout", dropout}, {"attn_dropout", attn_dropout}, {"act_dropout", act_dropout}})
     check(p >= 0 && p < 1, who, ": ", name, " must be in [0, 1), got ", p);
   check(norm_eps > 0 && std::isfinite(norm_eps), who, ": norm_eps must be finite and > 0, got ", norm_eps);
+  check(dyt_alpha > 0 && std::isfinite(dyt_alpha), who, ": dyt_alpha must be finite and > 0, got ", dyt_alpha);
+  check(norm == NormKind::DynamicTanh || dyt_alpha == 0.5, who, ": dyt_alpha ", dyt_alpha, " is for norm dyt; norm ",
+        norm_kind_name(norm), " does not use it (leave it 0.5)");
   check(resi_dual_scale > 0 && std::isfinite(resi_dual_scale), who, ": resi_dual_scale must be > 0, got ",
         resi_dual_scale);
   check(layer_scale_init == -1 || (layer_scale_init > 0 && std::isfinite(layer_scale_init)), who,
@@ -254,15 +257,19 @@ Tensor Layer::residual_add(const char* sublayer, const Tensor& stream, const Ten
   return y;
 }
 
+std::shared_ptr<Norm> make_norm(const TransformerConfig& cfg, int64_t dim) {
+  return make_norm(cfg.norm, dim, cfg.norm_eps, cfg.dyt_alpha);
+}
+
 std::shared_ptr<Norm> Layer::add_norm(const std::string& n) {
-  return register_module(n, make_norm(cfg.norm, cfg.d_model, cfg.norm_eps));
+  return register_module(n, make_norm(cfg, cfg.d_model));
 }
 
 // ---------------------------------------------------------------- FinalNormTopology
 
 std::vector<NamedModule> FinalNormTopology::make_stack_modules(const TransformerConfig& cfg, Side side) {
   auto& norm = final_norm_[side == Side::Encoder ? 0 : 1];
-  norm = make_norm(cfg.norm, cfg.d_model, cfg.norm_eps);
+  norm = make_norm(cfg, cfg.d_model);
   return {{"final_norm", norm}};
 }
 

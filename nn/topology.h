@@ -59,7 +59,8 @@ struct TransformerConfig {
   double attn_dropout = 0.0;  // D_att on attention probabilities
   double act_dropout = 0.0;   // D_act after the FFN activation
   NormKind norm = NormKind::LayerNorm;
-  double norm_eps = 1e-5;
+  double norm_eps = 1e-5;     // LayerNorm's and RMSNorm's ε (DyT has none)
+  double dyt_alpha = 0.5;     // norm dyt: α0, the init of each DyT's learned α (the paper's 0.5; norm dyt only)
   Activation activation = Activation::ReLU;
   std::string topology = "pre_ln";  // a name from topology_names()
   // Per-head Q/K(/V) norms for every attention (QK-norm ablations). HybridNorm always uses QKV.
@@ -114,6 +115,10 @@ struct TransformerConfig {
   // report labels: "pre_ln", "b2t (b2t_rescale false)", "layer_scale (layer_scale_init 0.001)".
   std::string topology_summary() const;
 };
+
+// A norm of cfg's kind over `dim` features, with cfg's norm_eps (LayerNorm, RMSNorm) or dyt_alpha (DyT): each norm a
+// topology places.
+std::shared_ptr<Norm> make_norm(const TransformerConfig& cfg, int64_t dim);
 
 // The options of TransformerConfig that one topology reads (resi_dual_scale: resi_dual's; mixln_post_layers:
 // mix_ln's; b2t_rescale: b2t's; layer_scale_init: layer_scale's; normformer_scale_resids and

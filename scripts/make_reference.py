@@ -312,6 +312,13 @@ case("rotary", "x [2,2,3,4], angles [2,3,2]", [In([2, 2, 3, 4]), In([2, 3, 2], g
 case("rotary", "x a [B,T,H,dh] view, angles [1,T,h] for every batch entry",
      [In([2, 2, 3, 6], storage_order=[0, 2, 1, 3]), In([1, 3, 3], grad=False), In([1, 3, 3], grad=False)], rotary_fn)
 
+# DyT (Zhu et al. 2025), as its authors' DynamicTanh module computes it: tanh(alpha * x) * weight + bias. (Appended
+# on 2026-12-07 as the rotary cases were: the committed file's earlier lines were kept.)
+dyt_fn = lambda p, x, alpha, w=None, b=None: (torch.tanh(alpha * x) * (1 if w is None else w)
+                                             + (0 if b is None else b))
+case("dyt", "x [2,3,8], alpha [1], weight, bias", [In([2, 3, 8]), In([1], "positive"), In([8]), In([8])], dyt_fn)
+case("dyt", "transposed x [5,6], no weight or bias", [In([5, 6], storage_order=T2), In([1], "positive")], dyt_fn)
+
 # ---------------------------------------------------------------- running and writing
 
 EXCLUDED = {

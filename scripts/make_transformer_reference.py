@@ -89,6 +89,10 @@
 #   C22 T-Fixup (not in TOPOLOGIES.md; Huang et al. 2020, their fairseq fork with --dont-use-layernorm): no norm at
 #       all, x = x + f(x) per sublayer, no final norm. The random weights get its init's scales (v/out/fc1/fc2 by
 #       0.67·N^-1/4 or (9M)^-1/4, the table by (9N)^-1/4), so that the stream stays in range without a norm.
+#   C23 DyT (not in TOPOLOGIES.md; Zhu et al. 2025, "Transformers without Normalization", their DynamicTanh module):
+#       norm "dyt" puts tanh(α·x)·w + b in every norm's place ("<norm>.alpha" [1], "<norm>.weight", "<norm>.bias";
+#       α random ≈ 0.5 here, its init α0 does not enter). Cases "pre_ln_dyt" and "post_ln_dyt" (appended on
+#       2026-12-07; the other files were kept).
 # Dropout is 0 everywhere, so where the dropouts sit does not enter the numbers.
 #
 # Model: vocab 13, d 8, 2 heads (d_h 4), ffn 32, 2+2 layers, pad_id 0, shared embeddings, LayerNorm (plus RMSNorm
@@ -125,7 +129,8 @@ CASES = [("post_ln", "post_ln", "layer_norm"), ("pre_ln", "pre_ln", "layer_norm"
          ("normformer", "normformer", "layer_norm"),
          ("normformer_resids", "normformer", "layer_norm", dict(normformer_scale_resids=True)),
          ("t_fixup", "t_fixup", "layer_norm"),
-         ("normformer_fairseq", "normformer", "layer_norm", dict(normformer_fairseq_head_scale=True))]
+         ("normformer_fairseq", "normformer", "layer_norm", dict(normformer_fairseq_head_scale=True)),
+         ("pre_ln_dyt", "pre_ln", "dyt"), ("post_ln_dyt", "post_ln", "dyt")]
 
 # A fixed batch, right-padded with pad_id 0 (B=2, S=5, T=4); 2 plays eos/bos.
 SRC = [[4, 5, 6, 7, 2], [8, 9, 2, 0, 0]]
@@ -170,6 +175,10 @@ def rms_norm(x, p, eps):  # w ⊙ x / sqrt(mean(x²) + ε)
     return x / torch.sqrt((x * x).mean(-1, keepdim=True) + eps) * p["weight"]
 
 
+def dyt(x, p):  # C23: tanh(α x) ⊙ w + b, no statistics of x
+    return torch.tanh(p["alpha"] * x) * p["weight"] + p["bias"]
+
+
 class Ref:
     """The model as functions of a dict of named parameters."""
 
@@ -187,6 +196,8 @@ class Ref:
     def N(self, name, x, eps=None):
         p = self.sub(name)
         e = self.eps if eps is None else eps
+        if self.norm_kind == "dyt":
+            return dyt(x, p)
         return layer_norm(x, p, e) if self.norm_kind == "layer_norm" else rms_norm(x, p, e)
 
     def linear(self, name, x):
@@ -496,8 +507,10 @@ def parameter_shapes(cfg, topology, norm):
 
     def add_norm(name, size=d):
         shapes[name + ".weight"] = [size]
-        if norm == "layer_norm":
+        if norm in ("layer_norm", "dyt"):
             shapes[name + ".bias"] = [size]
+        if norm == "dyt":
+            shapes[name + ".alpha"] = [1]
 
     def add_linear(name, n_out, n_in):
         shapes[name + ".weight"], shapes[name + ".bias"] = [n_out, n_in], [n_out]
@@ -577,6 +590,8 @@ def random_parameters(shapes, pad):
             t = 1 + 0.3 * torch.randn(shape)
         elif name.endswith("_omega"):  # around 1, as profiled ratios are
             t = 1 + 0.3 * torch.randn(shape)
+        elif name.endswith("_norm.alpha"):  # DyT's α, around its init 0.5
+            t = 0.5 + 0.2 * torch.randn(shape)
         elif name.endswith("_norm.weight"):
             t = 1 + 0.2 * torch.randn(shape)
         elif name.endswith("_norm.bias"):

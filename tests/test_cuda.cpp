@@ -434,17 +434,19 @@ TEST_SUITE("cuda") {
   }
 
   TEST_CASE("res_post_norm, rezero, admin (its profiling), b2t, layer_scale, sub_ln, normformer (both HeadScales), "
-            "t_fixup: the CPU's loss, gradients on GPU") {
+            "t_fixup, pre_ln with DyT: the CPU's loss, gradients on GPU") {
     if (!have_cuda()) return;
     const Tensor src = Tensor::from_vector<int64_t>({4, 5, 6, 7, 3, 8, 1, 1}, {2, 4});
     const Tensor tgt_in = Tensor::from_vector<int64_t>({2, 9, 4, 2, 10, 5}, {2, 3});
     const Tensor tgt_out = Tensor::from_vector<int64_t>({9, 4, 6, 10, 5, 1}, {2, 3});
     for (const std::string variant : {"res_post_norm", "rezero", "admin", "b2t", "layer_scale", "sub_ln", "normformer",
-                                      "normformer_fairseq", "t_fixup"}) {
+                                      "normformer_fairseq", "t_fixup", "pre_ln_dyt"}) {
       CAPTURE(variant);
       const bool fairseq = variant == "normformer_fairseq";  // normformer with fairseq's HeadScale
-      nn::TransformerConfig c = tiny_transformer(fairseq ? "normformer" : variant);
+      const bool dyt = variant == "pre_ln_dyt";              // pre_ln with DyT in every norm's place
+      nn::TransformerConfig c = tiny_transformer(fairseq ? "normformer" : dyt ? "pre_ln" : variant);
       c.normformer_fairseq_head_scale = fairseq;
+      if (dyt) c.norm = nn::NormKind::DynamicTanh, c.dyt_alpha = 0.8;
       manual_seed(3);
       nn::Transformer cpu(c);
       manual_seed(3);

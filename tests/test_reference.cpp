@@ -172,6 +172,7 @@ const std::map<std::string, Runner>& runners() {
     };
     r["rms_norm"] = [](const json& p, Inputs in) { return rms_norm(in[0], in[1], p.at("eps")); };
     r["l2_norm"] = [](const json& p, Inputs in) { return l2_norm(in[0], p.at("eps")); };
+    r["dyt"] = [](const json&, Inputs in) { return dyt(in[0], in[1], optional_input(in, 2), optional_input(in, 3)); };
     r["embedding"] = [](const json& p, Inputs in) { return embedding(in[0], in[1], p.at("padding_idx")); };
     r["cross_entropy"] = [](const json& p, Inputs in) {
       return cross_entropy(in[0], in[1], p.at("ignore_index"), p.at("label_smoothing"),

@@ -186,7 +186,8 @@ int64_t listed_branch(const Recorded& r, int64_t add, const std::string& prefix)
 
 void check_topology(const std::string& topo, int64_t N, int64_t M, nn::NormKind norm = nn::NormKind::LayerNorm,
                     const nn::TransformerConfig& own = nn::TransformerConfig()) {
-  INFO("topology " << own.with_topology(topo).topology_summary() << ", " << N << "+" << M << " layers");
+  INFO("topology " << own.with_topology(topo).topology_summary() << ", " << nn::norm_kind_name(norm) << ", " << N << "+"
+       << M << " layers");
   const Recorded r = record(topo, N, M, norm, own);
   const bool out_norm = topo == "sandwich_ln" || topo == "peri_ln" || topo == "res_post_norm";
   const bool dual = topo == "resi_dual";
@@ -244,8 +245,7 @@ void check_topology(const std::string& topo, int64_t N, int64_t M, nn::NormKind 
     for (const GraphNode& n : r.g.nodes)
       if (n.kind == "op" && !layer_scope(n.name).empty() && r.s.at(n.id).reaches_loss()) expected.insert(n.name);
   if (topo == "post_ln" || topo == "deep_norm" || topo == "admin" || topo == "b2t" || dual)
-    expected.insert("dec." + std::to_string(M - 1) + ".ffn_norm." +
-                    (norm == nn::NormKind::LayerNorm ? "layer_norm" : "rms_norm"));
+    expected.insert("dec." + std::to_string(M - 1) + ".ffn_norm." + nn::norm_kind_name(norm));  // (its op's name)
   CHECK(norm_free == expected);
 }
 
@@ -304,6 +304,12 @@ TEST_SUITE("topology_paths") {
   TEST_CASE("RMSNorm gives the same counts") {
     for (const char* topo : {"post_ln", "pre_ln", "resi_dual", "hybrid_norm", "hybrid_norm_star"})
       check_topology(topo, 3, 2, nn::NormKind::RMSNorm);
+  }
+
+  TEST_CASE("DyT in every norm's place gives the same counts (one dyt node of family norm where a norm stood)") {
+    for (const std::string& topo : nn::topology_names())
+      if (topo != "hybrid_norm" && topo != "hybrid_norm_star")  // (refused: its per-head norms have no DyT form)
+        check_topology(topo, 3, 2, nn::NormKind::DynamicTanh);
   }
 
   TEST_CASE("the spec's headline numbers, spelled out at 4+4 layers") {

@@ -148,7 +148,7 @@ const char* const kCases[] = {"post_ln",     "pre_ln",  "pre_ln_rms", "resi_dual
                               "hybrid_norm_rms", "hybrid_norm_star", "deep_norm", "sandwich_ln", "peri_ln",
                               "mix_ln",      "res_post_norm", "rezero", "admin", "b2t",
                               "layer_scale", "sub_ln", "normformer", "normformer_resids",
-                              "t_fixup",     "normformer_fairseq"};
+                              "t_fixup",     "normformer_fairseq", "pre_ln_dyt", "post_ln_dyt"};
 
 void compare_all(const std::string& prefix) {
   std::ostringstream summary;

@@ -40,6 +40,8 @@ struct Options {
   int64_t eval_every = 100, eval_batches = 8, sample = 80, top_k = 0;
   double lr = 2e-3, temperature = 0;  // temperature 0: the greedy sample
   std::string init = "fairseq";  // fairseq | small_init | deep_norm | gpt2 (TransformerConfig::init)
+  std::string norm = "layer_norm";  // layer_norm | rms_norm | dyt (TransformerConfig::norm)
+  double dyt_alpha = 0.5;
   std::string optimizer = "adamw";  // adamw | radam (the same betas and decoupled weight decay)
   std::string positions = "sinusoidal";  // sinusoidal | learned | rope | alibi | none (TransformerConfig::positions)
   double rope_theta = 10000;
@@ -157,6 +159,8 @@ nn::TransformerConfig lm_config(const Options& o, const std::string& topology, i
   cfg.max_positions = std::max<int64_t>(o.context, o.sample > 0 ? 16 + o.sample - 1 : 0);
   cfg.topology = topology;
   cfg.init = nn::parse_init_scheme(o.init);
+  cfg.norm = nn::parse_norm_kind(o.norm);
+  cfg.dyt_alpha = o.dyt_alpha;
   cfg.positions = nn::parse_position_encoding(o.positions);
   cfg.rope_theta = o.rope_theta;
   cfg.rope_dims = o.rope_dims;
@@ -252,6 +256,10 @@ static int run(int argc, char** argv) {
       ->check(in_range(0, 1 << 16))->capture_default_str();
   app.add_option("--init", o.init, "fairseq | small_init | deep_norm | gpt2 (N(0, 0.02), as nanoGPT)")
       ->capture_default_str();
+  app.add_option("--norm", o.norm, "layer_norm | rms_norm | dyt (DyT, tanh(alpha x) in every norm's place)")
+      ->capture_default_str();
+  app.add_option("--dyt-alpha", o.dyt_alpha, "with --norm dyt: the init of each DyT's learned alpha")
+      ->capture_default_str();
   app.add_option("--positions", o.positions,
                  "sinusoidal | learned (GPT-2's) | rope (rotary, as LLaMA/OLMo) | alibi (as BLOOM/MPT) | t5 (T5's "
                  "relative bias) | none (NoPE)")
@@ -302,12 +310,17 @@ static int run(int argc, char** argv) {
                  std::log((double)corpus.vocab));
     std::vector<Row> rows;
     for (const std::string& t : names) rows.push_back(train_one(t, corpus, o, device));
-    const std::string positions = lm_config(o, names[0], corpus.vocab).positions_summary();
+    const nn::TransformerConfig first = lm_config(o, names[0], corpus.vocab);
+    const std::string positions = first.positions_summary();
+    std::string norms = nn::norm_kind_name(first.norm);
+    if (first.norm == nn::NormKind::DynamicTanh) norms += " (alpha0 " + number_str(first.dyt_alpha) + ")";
     std::printf("Character-level decoder-only LMs on %s: %lld layers, d %lld, %lld heads, FFN %lld, context %lld, "
-                "batch %lld, %lld steps, init %s, %s positions, %s lr %g (cosine to 10%% after %lld warm-up "
-                "steps), clip 1, device %s. Losses in nats per character, validation over %lld fixed batches.\n\n",
+                "batch %lld, %lld steps, init %s, %s norms, %s positions, %s lr %g (cosine to 10%% after %lld "
+                "warm-up steps), clip 1, device %s. Losses in nats per character, validation over %lld fixed "
+                "batches.\n\n",
                 o.text.c_str(), (long long)o.layers, (long long)o.d_model, (long long)o.heads, (long long)o.d_ff,
-                (long long)o.context, (long long)o.batch, (long long)o.steps, o.init.c_str(), positions.c_str(),
+                (long long)o.context, (long long)o.batch, (long long)o.steps, o.init.c_str(), norms.c_str(),
+                positions.c_str(),
                 o.optimizer == "radam" ? "RAdam" : "AdamW", o.lr,
                 (long long)o.warmup, o.device.c_str(), (long long)o.eval_batches);
     std::printf("| topology | parameters | valid at init | train (last step) | valid | bits/char | max ‖g‖ | seconds "

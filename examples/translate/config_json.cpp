@@ -16,7 +16,8 @@ std::string config_to_json(const TransformerConfig& c) {
   json j = {{"vocab", c.vocab}, {"d_model", c.d_model}, {"heads", c.heads}, {"d_ff", c.d_ff},
             {"enc_layers", c.enc_layers}, {"dec_layers", c.dec_layers}, {"dropout", c.dropout},
             {"attn_dropout", c.attn_dropout}, {"act_dropout", c.act_dropout}, {"norm", norm_kind_name(c.norm)},
-            {"norm_eps", c.norm_eps}, {"activation", activation_name(c.activation)}, {"topology", c.topology},
+            {"norm_eps", c.norm_eps}, {"dyt_alpha", c.dyt_alpha}, {"activation", activation_name(c.activation)},
+            {"topology", c.topology},
             {"qk_norm", head_norm_targets_name(c.qk_norm)}, {"qk_norm_kind", head_norm_kind_name(c.qk_norm_kind)},
             {"resi_dual_scale", c.resi_dual_scale}, {"mixln_post_layers", c.mixln_post_layers},
             {"b2t_rescale", c.b2t_rescale}, {"layer_scale_init", c.layer_scale_init},
@@ -77,6 +78,7 @@ TransformerConfig config_from_json(const std::string& s) {
       c.normformer_scale_resids = j.at("normformer_scale_resids").get<bool>();
     if (j.contains("normformer_fairseq_head_scale"))  // (from 2026-12-07's third session)
       c.normformer_fairseq_head_scale = j.at("normformer_fairseq_head_scale").get<bool>();
+    if (j.contains("dyt_alpha")) c.dyt_alpha = j.at("dyt_alpha").get<double>();  // (from 2026-12-07's fourth)
   } catch (const json::exception& e) {
     skipgrad::fail("config_from_json", ": missing or mistyped field: ", e.what());
   }

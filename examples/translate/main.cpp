@@ -70,7 +70,10 @@ static void add_train_options(CLI::App* c, TrainOptions& o, ModelChoices& m) {
   c->add_option("--dropout", o.model.dropout)->capture_default_str();
   c->add_option("--attn-dropout", o.model.attn_dropout)->capture_default_str();
   c->add_option("--act-dropout", o.model.act_dropout)->capture_default_str();
-  c->add_option("--norm", m.norm, "layer_norm | rms_norm")->capture_default_str();
+  c->add_option("--norm", m.norm, "layer_norm | rms_norm | dyt (DyT, tanh(alpha x) in every norm's place)")
+      ->capture_default_str();
+  c->add_option("--dyt-alpha", o.model.dyt_alpha, "with --norm dyt: the init of each DyT's learned alpha")
+      ->capture_default_str();
   c->add_option("--activation", m.act, "relu | gelu | swiglu")->capture_default_str();
   c->add_option("--init", m.init, "fairseq | small_init | deep_norm | gpt2")->capture_default_str();
   c->add_option("--qk-norm", m.qk_norm, "none | qk | qkv: per-head norms of q, k (and v) in every attention")

@@ -67,6 +67,8 @@ class HybridNorm : public FinalNormTopology {
   void check_config(const TransformerConfig& cfg) const override {
     check(cfg.qk_norm == HeadNormTargets::None, name(), ": has per-head norms on q, k and v of its own (of the kind ",
           "of cfg.norm); qk_norm must be none, got ", head_norm_targets_name(cfg.qk_norm));
+    check(cfg.norm != NormKind::DynamicTanh, name(), ": its per-head q, k, v norms are of cfg.norm's kind, and "
+          "they are norms (layer_norm or rms_norm); norm dyt has no per-head form here");
   }
 
  protected:

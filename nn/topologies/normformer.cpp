@@ -40,7 +40,7 @@ class NormFormerLayer : public Layer {
       self_attn->head_scale = self_attn->register_parameter("head_scale", Tensor::ones({cfg.heads}));
     if (has_cross_attention()) cross_attn_norm = add_norm("cross_attn_norm");
     ffn_norm = add_norm("ffn_norm");
-    ffn->inner_norm = ffn->register_module("inner_norm", make_norm(cfg.norm, ffn->fc2->in_features, cfg.norm_eps));
+    ffn->inner_norm = ffn->register_module("inner_norm", make_norm(cfg, ffn->fc2->in_features));
     if (cfg.normformer_scale_resids)
       ffn_resid_scale = register_parameter("ffn_resid_scale", Tensor::ones({cfg.d_model}));
   }

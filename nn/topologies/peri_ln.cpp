@@ -16,7 +16,7 @@ class PeriLN : public FinalNormTopology {
 
   std::vector<NamedModule> make_stack_modules(const TransformerConfig& cfg, Side side) override {
     std::vector<NamedModule> mods = FinalNormTopology::make_stack_modules(cfg, side);
-    embed_norm_[side == Side::Encoder ? 0 : 1] = make_norm(cfg.norm, cfg.d_model, cfg.norm_eps);
+    embed_norm_[side == Side::Encoder ? 0 : 1] = make_norm(cfg, cfg.d_model);
     mods.emplace_back("embed_norm", embed_norm_[side == Side::Encoder ? 0 : 1]);
     return mods;
   }

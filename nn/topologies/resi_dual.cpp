@@ -63,7 +63,7 @@ class ResiDual : public Topology {
 
   std::vector<NamedModule> make_stack_modules(const TransformerConfig& cfg, Side side) override {
     scale_ = cfg.resi_dual_scale;
-    final_norm_[index(side)] = make_norm(cfg.norm, cfg.d_model, kFinalNormEps);
+    final_norm_[index(side)] = make_norm(cfg.norm, cfg.d_model, kFinalNormEps, cfg.dyt_alpha);
     return {{"final_norm", final_norm_[index(side)]}};
   }
 

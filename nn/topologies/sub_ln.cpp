@@ -32,8 +32,8 @@ class SubLNLayer : public PreLNLayer {
  public:
   SubLNLayer(const TransformerConfig& cfg, Side side, int64_t index) : PreLNLayer(cfg, side, index) {
     self_attn->inner_norm =
-        self_attn->register_module("inner_norm", make_norm(cfg.norm, cfg.d_model, cfg.norm_eps));
-    ffn->inner_norm = ffn->register_module("inner_norm", make_norm(cfg.norm, ffn->fc2->in_features, cfg.norm_eps));
+        self_attn->register_module("inner_norm", make_norm(cfg, cfg.d_model));
+    ffn->inner_norm = ffn->register_module("inner_norm", make_norm(cfg, ffn->fc2->in_features));
     const double gamma = subln_gamma(cfg, side);  // W ← γ·W, b ← γ·b: v_proj, out_proj (self-attention), fc1, fc2
     for (const auto& lin : {self_attn->v_proj, self_attn->out_proj, ffn->fc1, ffn->fc2}) lin->rescale(gamma, true);
   }
