@@ -247,10 +247,10 @@ Tensor l2_norm(const Tensor& x, double eps) {
 // DyT (Zhu, Chen, He, LeCun, Liu 2025), a norm's element-wise stand-in, over the last dim:
 //   t = tanh(alpha · x),  y = weight ⊙ t + bias
 //   gu = g ⊙ weight ⊙ (1 − t²):  gx = alpha · gu,  galpha = Σ gu ⊙ x,  gweight = Σ_rows g ⊙ t,  gbias = Σ_rows g
-// One node of family "norm", as layer_norm is, so that path analysis counts it where a norm stood. Its pieces are
-// the backend's elementwise kernels and reductions (a few passes, not one fused kernel). Backward recomputes t from
-// x rather than saving it: the node keeps x, as a norm does. A bfloat16 x with float32 parameters (autocast) is
-// computed in float32 and returned in bfloat16, as the norms do.
+// One node of family "norm", as layer_norm is, so that path analysis counts it where a norm stood; one pass forward
+// and one backward (Backend::dyt, dyt_backward: the CPU's and the GPU's own kernels), alpha read on the device. The
+// backward recomputes t from x: the node keeps x, as a norm does. A bf16 x takes float32 parameters (autocast), as
+// the norms do.
 Tensor dyt(const Tensor& x, const Tensor& alpha, const Tensor& weight, const Tensor& bias) {
   const char* op = "dyt";
   if (x.defined() && x.dtype() != DType::F64 && autocast::wants_f32({&alpha, &weight, &bias}))  // as layer_norm
@@ -269,27 +269,29 @@ Tensor dyt(const Tensor& x, const Tensor& alpha, const Tensor& weight, const Ten
     if (p->defined() && p->dtype() != alpha.dtype())
       fail(op, ": alpha ", alpha.meta_str(), " and ", p == &weight ? "weight " : "bias ", p->meta_str(),
            " differ in dtype");
-  const DType compute = alpha.dtype();  // x's, or float32 for a bf16 x
-  Tensor out;
-  {
-    NoGradGuard no_grad;  // the pieces are this one node's forward, not nodes of their own
-    Tensor y = tanh(mul(x.to(compute), alpha));
-    if (weight.defined()) y = mul(y, weight);
-    if (bias.defined()) y = add(y, bias);
-    out = y.to(x.dtype());
-  }
-  record(op, {x, alpha, weight, bias}, out, {x, alpha, weight}, [compute](const Node& n, const Tensor& g) {
+  const NormLayout l(x);
+  Tensor xr = l.rows_of(x);
+  Tensor ac = contiguous_raw(alpha);
+  Tensor wc = weight.defined() ? contiguous_raw(weight) : Tensor();
+  Tensor bc = bias.defined() ? contiguous_raw(bias) : Tensor();
+  Tensor out = l.empty(x.dtype(), x.device());
+  Tensor out_rows = l.rows_of(out);
+  be(x).dyt(xr, ac, wc, bc, out_rows);
+  record(op, {x, alpha, weight, bias}, out, {xr, ac, wc}, [l](const Node& n, const Tensor& g) {
     const Tensor &x = n.saved[0], &alpha = n.saved[1], &weight = n.saved[2];
-    const Tensor xc = x.to(compute), gc = g.to(compute);
-    const Tensor t = tanh(mul(xc, alpha));
-    Tensor gx, galpha, gweight, gbias;
-    if (needs_grad(n, 0) || needs_grad(n, 1)) {
-      const Tensor gu = mul(weight.defined() ? mul(gc, weight) : gc, rsub(mul(t, t), 1.0));  // g·w·(1 − t²)
-      if (needs_grad(n, 0)) gx = mul(gu, alpha).to(x.dtype());
-      if (needs_grad(n, 1)) galpha = sum_to(mul(gu, xc), alpha.shape());
+    bool accumulate = false;
+    Tensor gx = norm_input_grad(n, l, x.dtype(), x.device(), accumulate);
+    Tensor gx_rows = gx.defined() ? l.rows_of(gx) : Tensor();
+    const int64_t features = l.shape.back();
+    Tensor galpha = needs_grad(n, 1) ? Tensor::empty({1}, alpha.dtype(), x.device()) : Tensor();
+    Tensor gweight = needs_grad(n, 2) ? Tensor::empty({features}, alpha.dtype(), x.device()) : Tensor();
+    Tensor gbias = needs_grad(n, 3) ? Tensor::empty({features}, alpha.dtype(), x.device()) : Tensor();
+    if (features > 0) {  // (else every gradient but alpha's is empty: l.cols is 1 for a [rows, 0] x)
+      be(g).dyt_backward(l.rows_of(g), x, alpha, weight, gx_rows, galpha, gweight, gbias, accumulate);
+    } else if (galpha.defined()) {
+      galpha = Tensor::zeros({1}, alpha.dtype(), x.device());
     }
-    if (needs_grad(n, 2)) gweight = sum_to(mul(gc, t), weight.shape());
-    if (needs_grad(n, 3)) gbias = sum_to(gc, {x.shape().back()});
+    if (galpha.defined()) galpha = reshape_raw(galpha, alpha.shape());  // ([1] from the kernel; alpha may be 0-d)
     return std::vector<Tensor>{gx, galpha, gweight, gbias};
   });
   return out;

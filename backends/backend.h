@@ -189,6 +189,14 @@ class Backend {
   virtual void rms_norm(const Tensor& x, const Tensor& weight, double eps, Tensor& y, Tensor& rstd) = 0;
   virtual void rms_norm_backward(const Tensor& gy, const Tensor& x, const Tensor& rstd, const Tensor& weight,
                                  Tensor& gx, Tensor& gweight, bool accumulate_gx) = 0;  // as layer_norm's
+  // DyT (Zhu et al. 2025): y = weight ⊙ tanh(alpha·x) + bias along the rows; alpha a one-element tensor read where it
+  // lives (never by the host), weight/bias [cols] or undefined; parameters of x's dtype, or float32 for a bf16 x.
+  virtual void dyt(const Tensor& x, const Tensor& alpha, const Tensor& weight, const Tensor& bias, Tensor& y) = 0;
+  // t = tanh(alpha·x), gu = gy ⊙ weight ⊙ (1 − t²):  gx (+)= alpha·gu (accumulate_gx as layer_norm's),
+  // galpha [1] = Σ gu ⊙ x,  gweight = Σ_rows gy ⊙ t,  gbias = Σ_rows gy. Undefined outputs are not computed; the sums
+  // are in a fixed order (deterministic).
+  virtual void dyt_backward(const Tensor& gy, const Tensor& x, const Tensor& alpha, const Tensor& weight, Tensor& gx,
+                            Tensor& galpha, Tensor& gweight, Tensor& gbias, bool accumulate_gx) = 0;
 
   // ---- embedding: weight [V, d], ids int64 any shape, out [..., d] ----
   // An id out of [0, V) is an error: the CPU throws, the GPU writes a zero row and reports it at the next sync

@@ -165,6 +165,22 @@ bool rms_norm_backward(Backend& b, const Tensor& gy, const Tensor& x, const Tens
   return f.done();
 }
 
+bool dyt(Backend& b, const Tensor& x, const Tensor& alpha, const Tensor& weight, const Tensor& bias, Tensor& y) {
+  if (!any_bf16({&x, &alpha, &weight, &bias, &y})) return false;
+  Widened f(b);
+  b.dyt(f.in(x), f.in(alpha), f.in(weight), f.in(bias), f.out(y));
+  return f.done();
+}
+
+bool dyt_backward(Backend& b, const Tensor& gy, const Tensor& x, const Tensor& alpha, const Tensor& weight, Tensor& gx,
+                  Tensor& galpha, Tensor& gweight, Tensor& gbias, bool accumulate_gx) {
+  if (!any_bf16({&gy, &x, &alpha, &weight, &gx, &galpha, &gweight, &gbias})) return false;
+  Widened f(b);
+  b.dyt_backward(f.in(gy), f.in(x), f.in(alpha), f.in(weight), f.out(gx, accumulate_gx), f.out(galpha),
+                 f.out(gweight), f.out(gbias), accumulate_gx);
+  return f.done();
+}
+
 bool embedding(Backend& b, const Tensor& weight, const Tensor& ids, Tensor& out) {
   if (!any_bf16({&weight, &out})) return false;
   Widened f(b);

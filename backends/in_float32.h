@@ -42,6 +42,9 @@ bool layer_norm_backward(Backend& b, const Tensor& gy, const Tensor& x, const Te
 bool rms_norm(Backend& b, const Tensor& x, const Tensor& weight, double eps, Tensor& y, Tensor& rstd);
 bool rms_norm_backward(Backend& b, const Tensor& gy, const Tensor& x, const Tensor& rstd, const Tensor& weight,
                        Tensor& gx, Tensor& gweight, bool accumulate_gx);
+bool dyt(Backend& b, const Tensor& x, const Tensor& alpha, const Tensor& weight, const Tensor& bias, Tensor& y);
+bool dyt_backward(Backend& b, const Tensor& gy, const Tensor& x, const Tensor& alpha, const Tensor& weight, Tensor& gx,
+                  Tensor& galpha, Tensor& gweight, Tensor& gbias, bool accumulate_gx);
 bool embedding(Backend& b, const Tensor& weight, const Tensor& ids, Tensor& out);
 bool embedding_backward(Backend& b, const Tensor& ids, const Tensor& gout, Tensor& gweight, int64_t padding_idx);
 bool cross_entropy(Backend& b, const Tensor& logits, const Tensor& targets, int64_t ignore_index,

@@ -1,7 +1,7 @@
 // Google Benchmark suite of the ops of the reference model (bench_util.h), at its shapes:
 //   matmul/<name>/<NT|NN|TN>   the linear layers' forward (x·Wᵀ) and backward (dX = dY·W, dW = dYᵀ·X) products
 //                               through skipgrad's matmul; sgemm/... the same call straight to cblas_sgemm
-//   layer_norm, rms_norm, softmax, attention, rotary, cross_entropy, embedding: "fwd" (no grad) and "fwd_bwd"
+//   layer_norm, rms_norm, dyt, softmax, attention, rotary, cross_entropy, embedding: "fwd" (no grad) and "fwd_bwd"
 //   (recorded forward + backward of a random upstream gradient; backward alone ≈ fwd_bwd − fwd)
 //   adam: one optimizer step over the reference model's parameters (post_ln: ~11 M floats)
 // Products report a GFLOP/s counter (2·m·n·k per product).
@@ -126,6 +126,11 @@ void BM_rms_norm(benchmark::State& state, bool bwd) {  // [B·T, d], the --norm 
          [](const std::vector<Tensor>& in) { return rms_norm(in[0], in[1], 1e-5); });
 }
 
+void BM_dyt(benchmark::State& state, bool bwd) {  // [B·T, d], the --norm dyt variant of every norm
+  run_op(state, bwd, {randn({1024, 256}, true), randn({1}, true), randn({256}, true), randn({256}, true)},
+         [](const std::vector<Tensor>& in) { return dyt(in[0], in[1], in[2], in[3]); });
+}
+
 void BM_softmax(benchmark::State& state, bool bwd) {  // attention scores [B, H, T, T]
   run_op(state, bwd, {randn({32, 4, 32, 32}, true)},
          [](const std::vector<Tensor>& in) { return softmax(in[0], -1); });
@@ -213,6 +218,8 @@ void register_all() {
     benchmark::RegisterBenchmark(("layer_norm/1024x256" + tag).c_str(), BM_layer_norm, bwd)
         ->UseRealTime()->Unit(benchmark::kMicrosecond);
     benchmark::RegisterBenchmark(("rms_norm/1024x256" + tag).c_str(), BM_rms_norm, bwd)
+        ->UseRealTime()->Unit(benchmark::kMicrosecond);
+    benchmark::RegisterBenchmark(("dyt/1024x256" + tag).c_str(), BM_dyt, bwd)
         ->UseRealTime()->Unit(benchmark::kMicrosecond);
     benchmark::RegisterBenchmark(("softmax/32x4x32x32" + tag).c_str(), BM_softmax, bwd)
         ->UseRealTime()->Unit(benchmark::kMicrosecond);

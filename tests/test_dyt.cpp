@@ -3,10 +3,14 @@
 // nn::DynamicTanh, and DyT as a Transformer's norm kind (config, refusals, the graph, checkpoints). PyTorch's values
 // are in ops_reference.json (the op) and the transformer reference (pre_ln_dyt, post_ln_dyt); the golden path
 // counts with DyT are in the topology_paths suite.
+#include <bit>
 #include <cmath>
 #include <filesystem>
+#include <limits>
 #include <map>
 
+#include "backends/cpu/vec_exp.h"
+#include "backends/in_float32.h"
 #include "nn/checkpoint.h"
 #include "test_util.h"
 
@@ -33,6 +37,10 @@ REGISTER_GRAD_CASES {
       // |alpha x| up to ~10: tanh near ±1, where 1 − t² is small
       gc("dyt", "saturated", f, {leaf({3, 4}, 15, 5.0), f64({2.0}, {1}).requires_grad_(), leaf({4}, 16),
                                  leaf({4}, 17)}),
+      // x also read after the dyt: its gradient is there when the walk reaches the dyt, which adds into it
+      gc("dyt", "input used twice (the kernel accumulates)",
+         [](const std::vector<Tensor>& x) { return dyt(x[0], x[1], x[2], x[3]) + x[0] * 3.0; },
+         {leaf({3, 4}, 18), leaf({1}, 19), leaf({4}, 20), leaf({4}, 21)}),
   };
 }
 
@@ -59,6 +67,67 @@ TEST_SUITE("dyt") {
     check_close(b.grad(), gb, 1e-15, 1e-13);
     CHECK(std::string(op_info("dyt").name) == "dyt");
     CHECK(op_info("dyt").family == OpFamily::Norm);  // counted as a norm by path analysis
+  }
+
+  TEST_CASE("float32 tanh of the CPU's DyT kernels (tanh_vec) is within 2 ulp of libm (1 measured); inf, NaN, 0 kept") {
+    int64_t worst = 0;
+    for (float x = -12.0f; x <= 12.0f; x = std::nextafter(x + std::abs(x) * 6e-6f, 100.0f)) {
+      const float ref = (float)std::tanh((double)x), got = cpu::tanh_vec(x);
+      worst = std::max<int64_t>(worst, std::abs((int64_t)std::bit_cast<int32_t>(got) - std::bit_cast<int32_t>(ref)));
+    }
+    CHECK(worst <= 2);
+    for (float tiny : {1e-30f, 1e-10f, 3e-5f}) CHECK(cpu::tanh_vec(tiny) == tiny);  // tanh x = x to float's precision
+    const float inf = std::numeric_limits<float>::infinity();
+    CHECK(std::bit_cast<uint32_t>(cpu::tanh_vec(0.0f)) == 0u);
+    CHECK(std::bit_cast<uint32_t>(cpu::tanh_vec(-0.0f)) == 0x80000000u);
+    CHECK(cpu::tanh_vec(inf) == 1.0f);
+    CHECK(cpu::tanh_vec(-inf) == -1.0f);
+    CHECK(cpu::tanh_vec(100.0f) == 1.0f);
+    CHECK(std::isnan(cpu::tanh_vec(std::numeric_limits<float>::quiet_NaN())));
+  }
+
+  TEST_CASE("on the GPU: bf16 x with float32 parameters runs the native kernels and gives the CPU's numbers") {
+    if (!cuda_available()) return;  // (the cuda suite runs every gradcheck case above on the GPU as well)
+    Generator g(9);
+    Tensor x = Tensor::randn({64, 96}, 0, 3, DType::F32, Device::cpu(), &g).to(DType::BF16);
+    Tensor a = Tensor::full({1}, 0.7), w = Tensor::randn({96}, 1, 0.3, DType::F32, Device::cpu(), &g);
+    Tensor b = Tensor::randn({96}, 0, 0.1, DType::F32, Device::cpu(), &g);
+    auto run = [&](Device d) {
+      std::vector<Tensor> in;
+      for (const Tensor& t : {x, a, w, b}) in.push_back(t.to(d).detach().requires_grad_());
+      Tensor y = dyt(in[0], in[1], in[2], in[3]);
+      (y.to(DType::F32) * Tensor::full(y.shape(), 0.5).to(d)).sum().backward();
+      std::vector<Tensor> r{y.to(Device::cpu()).to(DType::F32)};
+      for (const Tensor& t : in) r.push_back(t.grad().to(Device::cpu()).to(DType::F32));
+      return r;
+    };
+    const std::vector<Tensor> cpu = run(Device::cpu());
+    const int64_t widened = in_float32_calls();
+    const std::vector<Tensor> gpu = run(Device::cuda());
+    CHECK(in_float32_calls() == widened);  // no float32 copies on the GPU
+    const char* what[] = {"y", "gx", "galpha", "gweight", "gbias"};
+    for (size_t i = 0; i < cpu.size(); i++) {
+      CAPTURE(what[i]);
+      const double scale = std::max(1.0, max_abs_diff(cpu[i], Tensor::zeros(cpu[i].shape())));
+      CHECK(max_abs_diff(gpu[i], cpu[i]) <= (i < 2 ? 1e-2 : 1e-4) * scale);  // bf16 outputs: one rounding apart
+    }
+  }
+
+  TEST_CASE("empty inputs: empty outputs, zero parameter gradients") {
+    for (const Shape& shape : {Shape{2, 0}, Shape{0, 4}}) {
+      CAPTURE(shape);
+      const int64_t d = shape[1];
+      Tensor x = Tensor::zeros(shape, DType::F64).requires_grad_(), a = f64({0.5}, {}).requires_grad_();
+      Tensor w = Tensor::ones({d}, DType::F64).requires_grad_(), b = Tensor::zeros({d}, DType::F64).requires_grad_();
+      Tensor y = dyt(x, a, w, b);
+      CHECK(y.shape() == shape);
+      y.sum().backward();
+      CHECK(a.grad().shape() == Shape{});
+      CHECK(a.grad().item() == 0);
+      CHECK(w.grad().shape() == Shape{d});
+      for (double v : w.grad().to_vector<double>()) CHECK(v == 0);
+      for (double v : b.grad().to_vector<double>()) CHECK(v == 0);
+    }
   }
 
   TEST_CASE("refusals name the op, the tensors and what was expected") {

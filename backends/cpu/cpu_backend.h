@@ -35,6 +35,9 @@ class CpuBackend final : public Backend {
   void rms_norm(const Tensor& x, const Tensor& weight, double eps, Tensor& y, Tensor& rstd) override;
   void rms_norm_backward(const Tensor& gy, const Tensor& x, const Tensor& rstd, const Tensor& weight, Tensor& gx,
                          Tensor& gweight, bool accumulate_gx) override;
+  void dyt(const Tensor& x, const Tensor& alpha, const Tensor& weight, const Tensor& bias, Tensor& y) override;
+  void dyt_backward(const Tensor& gy, const Tensor& x, const Tensor& alpha, const Tensor& weight, Tensor& gx,
+                    Tensor& galpha, Tensor& gweight, Tensor& gbias, bool accumulate_gx) override;
   void embedding(const Tensor& weight, const Tensor& ids, Tensor& out) override;
   void embedding_backward(const Tensor& ids, const Tensor& gout, Tensor& gweight, int64_t padding_idx) override;
   void cross_entropy(const Tensor& logits, const Tensor& targets, int64_t ignore_index, double label_smoothing,

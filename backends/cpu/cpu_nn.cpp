@@ -1,9 +1,10 @@
-// CPU fused row kernels: softmax, layer/rms norm, embedding, cross entropy, dropout masks, rotary embedding.
+// CPU fused row kernels: softmax, layer/rms norm, DyT, embedding, cross entropy, dropout masks, rotary embedding.
 // Rows are independent, so each kernel is an OpenMP loop over rows with a plain inner loop; statistics are
 // accumulated in double.
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <vector>
 
 #include "backends/cpu/cpu_backend.h"
 #include "backends/cpu/lane_sum.h"
@@ -268,6 +269,97 @@ void CpuBackend::rms_norm_backward(const Tensor& gy, const Tensor& x, const Tens
         for (int64_t r = 0; r < R; r++)
           for (int64_t c = c0; c < c1; c++) acc[c - c0] += (double)gyp[r * C + c] * xp[r * C + c] * rp[r];
         for (int64_t c = c0; c < c1; c++) gw[c] = (T)acc[c - c0];
+      }
+    }
+  });
+}
+
+// DyT: y = w·tanh(a·x) + b, t computed in T (float for float32, by cpu::tanh_of: vec_exp.h), as the GPU's
+void CpuBackend::dyt(const Tensor& x, const Tensor& alpha, const Tensor& weight, const Tensor& bias, Tensor& y) {
+  if (in_float32::dyt(*this, x, alpha, weight, bias, y)) return;
+  const Rows rows = rows_of(x);
+  const int64_t R = rows.rows, C = rows.cols;
+  cpu::dispatch_float(x.dtype(), "dyt", [&]<class T>() {
+    const T a = *static_cast<const T*>(alpha.data_ptr());
+    const T* xp = static_cast<const T*>(x.data_ptr());
+    // no weight or bias: ones and zeros, so that the loop has no branch and vectorises
+    std::vector<T> ones(weight.defined() ? 0 : C, T(1)), zeros(bias.defined() ? 0 : C, T(0));
+    const T* wp = weight.defined() ? static_cast<const T*>(weight.data_ptr()) : ones.data();
+    const T* bp = bias.defined() ? static_cast<const T*>(bias.data_ptr()) : zeros.data();
+    T* yp = static_cast<T*>(y.data_ptr());
+#pragma omp parallel for schedule(static) if (R * C > 16384)
+    for (int64_t r = 0; r < R; r++) {
+      const T* xr = xp + r * C;
+      T* yr = yp + r * C;
+      for (int64_t c = 0; c < C; c++) yr[c] = wp[c] * cpu::tanh_of(a * xr[c]) + bp[c];
+    }
+  });
+}
+
+// gu = gy·w·(1 − t²): gx (+)= a·gu and gy·t per element in one pass over the rows (t computed once), galpha =
+// Σ gu·x (each row's sum over 8 lanes in double, then the rows in order); then gweight = Σ_rows gy·t and gbias =
+// Σ_rows gy over blocks of 64 columns, as rms_norm_backward's weight: sums whose order does not depend on threads.
+void CpuBackend::dyt_backward(const Tensor& gy, const Tensor& x, const Tensor& alpha, const Tensor& weight, Tensor& gx,
+                              Tensor& galpha, Tensor& gweight, Tensor& gbias, bool accumulate_gx) {
+  if (in_float32::dyt_backward(*this, gy, x, alpha, weight, gx, galpha, gweight, gbias, accumulate_gx)) return;
+  const Rows rows = rows_of(x);
+  const int64_t R = rows.rows, C = rows.cols;
+  cpu::dispatch_float(x.dtype(), "dyt_backward", [&]<class T>() {
+    const T a = *static_cast<const T*>(alpha.data_ptr());
+    const T* gyp = static_cast<const T*>(gy.data_ptr());
+    const T* xp = static_cast<const T*>(x.data_ptr());
+    std::vector<T> ones(weight.defined() ? 0 : C, T(1)), gx_unused(gx.defined() ? 0 : R * C);
+    const T* wp = weight.defined() ? static_cast<const T*>(weight.data_ptr()) : ones.data();
+    T* gxp = gx.defined() ? static_cast<T*>(gx.data_ptr()) : gx_unused.data();
+    std::vector<T> gt(gweight.defined() ? R * C : 0);  // gy·t, summed into gweight below
+    std::vector<double> row_sums(R, 0.0);
+    // the element's work, with what is wanted fixed per instantiation so that the loop vectorises
+    auto rows_with = [&]<bool kAccumulate, bool kGt>() {
+      const T av = a;     // (copies in this lambda: clang 14 refuses the row lambda's reference to a variable of
+      const T* w = wp;    // the lambda two levels up)
+#pragma omp parallel for schedule(static) if (R * C > 16384)
+      for (int64_t r = 0; r < R; r++) {
+        const T* g = gyp + r * C;
+        const T* xr = xp + r * C;
+        T* o = gxp + r * C;
+        T* gtr = kGt ? gt.data() + r * C : nullptr;
+        row_sums[r] = cpu::lane_sum(C, [&](int64_t c) {
+          const T t = cpu::tanh_of(av * xr[c]);
+          const T gu = g[c] * w[c] * (T(1) - t * t);
+          o[c] = kAccumulate ? o[c] + av * gu : av * gu;
+          if constexpr (kGt) gtr[c] = g[c] * t;
+          return (double)gu * xr[c];
+        });
+      }
+    };
+    if (accumulate_gx && gx.defined()) {
+      if (gweight.defined()) rows_with.template operator()<true, true>();
+      else rows_with.template operator()<true, false>();
+    } else {
+      if (gweight.defined()) rows_with.template operator()<false, true>();
+      else rows_with.template operator()<false, false>();
+    }
+    if (galpha.defined()) {
+      double total = 0;
+      for (double s : row_sums) total += s;
+      *static_cast<T*>(galpha.data_ptr()) = (T)total;
+    }
+    T* gw = gweight.defined() ? static_cast<T*>(gweight.data_ptr()) : nullptr;
+    T* gb = gbias.defined() ? static_cast<T*>(gbias.data_ptr()) : nullptr;
+    if (!gw && !gb) return;
+#pragma omp parallel for schedule(static) if (R * C > 16384)
+    for (int64_t c0 = 0; c0 < C; c0 += 64) {
+      const int64_t c1 = std::min<int64_t>(C, c0 + 64);
+      double acc_w[64] = {0}, acc_b[64] = {0};
+      for (int64_t r = 0; r < R; r++) {
+        if (gw)
+          for (int64_t c = c0; c < c1; c++) acc_w[c - c0] += (double)gt[r * C + c];
+        if (gb)
+          for (int64_t c = c0; c < c1; c++) acc_b[c - c0] += (double)gyp[r * C + c];
+      }
+      for (int64_t c = c0; c < c1; c++) {
+        if (gw) gw[c] = (T)acc_w[c - c0];
+        if (gb) gb[c] = (T)acc_b[c - c0];
       }
     }
   });

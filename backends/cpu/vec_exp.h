@@ -1,7 +1,8 @@
-// exp(x) for float32 in plain arithmetic the compiler can vectorise. libm's expf is a call per element (4–6 ns
-// each): softmax, log-softmax and cross-entropy spent most of their time in it. This is Cephes' expf: split
-// x = n·ln2 + r with |r| <= ln2/2, e^r by a degree-7 polynomial, then 2^n put into the exponent bits. Error at most
-// 2 ulp against libm over [-86.5, 88.72] (tests/test_ops_nn.cpp sweeps it); -inf -> 0, +inf -> inf, NaN -> NaN.
+// exp(x) (and tanh(x), below) for float32 in plain arithmetic the compiler can vectorise. libm's expf is a call per
+// element (4–6 ns each): softmax, log-softmax and cross-entropy spent most of their time in it. This is Cephes'
+// expf: split x = n·ln2 + r with |r| <= ln2/2, e^r by a degree-7 polynomial, then 2^n put into the exponent bits.
+// Error at most 2 ulp against libm over [-86.5, 88.72] (tests/test_ops_nn.cpp sweeps it); -inf -> 0, +inf -> inf,
+// NaN -> NaN.
 // Results under ~3e-38 (x < -86.5) are flushed to 0: in a softmax row, whose largest term is e^0 = 1, such a term
 // is 37 orders of magnitude below the rounding of the sum. float64 keeps std::exp (the gradient checks run in it).
 #pragma once
@@ -40,6 +41,30 @@ template <class T>
 inline T exp_of(T x) {
   if constexpr (std::is_same_v<T, float>) return exp_vec(x);
   else return std::exp(x);
+}
+
+// tanh(x) for float32 the same way (DyT's kernels; libm's tanhf is a call per element): for |x| < 0.625,
+// x + x³·P(x²), P of degree 4 fitted for this file (weighted least squares on tanh's relative error, then rounded to
+// float); else sign(x)·(1 − 2/(e^{2|x|} + 1)) with exp_vec. Error 1 ulp against libm over [-12, 12]
+// (tests/test_dyt.cpp sweeps it, allowing 2); ±inf -> ±1, ±0 -> ±0, NaN -> NaN.
+inline float tanh_vec(float x) {
+  const float a = x < 0 ? -x : x;
+  const float s = x * x;
+  float p = -5.79009997e-3f;
+  p = p * s + 2.07137372e-2f;
+  p = p * s - 5.37620038e-2f;
+  p = p * s + 1.33316994e-1f;
+  p = p * s - 3.33332896e-1f;
+  const float small = a == 0 ? x : x + x * s * p;  // (keeps -0 as -0)
+  const float large = 1.0f - 2.0f / (exp_vec(2.0f * a) + 1.0f);  // (exp_vec(+inf) = inf: 1)
+  return a < 0.625f ? small : (x < 0 ? -large : large);  // (NaN fails a < 0.625: large is NaN)
+}
+
+// float: tanh_vec; double: std::tanh
+template <class T>
+inline T tanh_of(T x) {
+  if constexpr (std::is_same_v<T, float>) return tanh_vec(x);
+  else return std::tanh(x);
 }
 
 }  // namespace skipgrad::cpu

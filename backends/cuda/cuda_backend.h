@@ -3,7 +3,7 @@
 //   cuda_elementwise.cu  fill, copy, arange, random fills, unary/binary maps and derivatives, where, count_nonfinite
 //   cuda_reduce.cu       sum/mean/max/min/sum-of-squares over any set of dims
 //   cuda_gemm.cu         (batched) GEMM through cuBLAS; linear layers' GEMMs with bias epilogues through cuBLASLt
-//   cuda_norm.cu         softmax, layer_norm, rms_norm forward and backward (one block per row)
+//   cuda_norm.cu         softmax, layer_norm, rms_norm (one block per row) and dyt, forward and backward
 //   cuda_nn.cu           embedding gather/scatter-add, cross entropy, dropout mask, rotary embedding
 //   cuda_optim.cu        fused Adam/AdamW: per parameter, and over all parameters in one launch
 // All work is queued on one stream; only count_nonfinite and copies to the host synchronise.
@@ -93,6 +93,9 @@ class CudaBackend final : public Backend {
   void rms_norm(const Tensor& x, const Tensor& weight, double eps, Tensor& y, Tensor& rstd) override;
   void rms_norm_backward(const Tensor& gy, const Tensor& x, const Tensor& rstd, const Tensor& weight, Tensor& gx,
                          Tensor& gweight, bool accumulate_gx) override;
+  void dyt(const Tensor& x, const Tensor& alpha, const Tensor& weight, const Tensor& bias, Tensor& y) override;
+  void dyt_backward(const Tensor& gy, const Tensor& x, const Tensor& alpha, const Tensor& weight, Tensor& gx,
+                    Tensor& galpha, Tensor& gweight, Tensor& gbias, bool accumulate_gx) override;
   void embedding(const Tensor& weight, const Tensor& ids, Tensor& out) override;
   void embedding_backward(const Tensor& ids, const Tensor& gout, Tensor& gweight, int64_t padding_idx) override;
   void cross_entropy(const Tensor& logits, const Tensor& targets, int64_t ignore_index, double label_smoothing,

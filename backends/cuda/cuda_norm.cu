@@ -1,4 +1,5 @@
-// CUDA row kernels: softmax / log_softmax, layer_norm and rms_norm, forward and backward.
+// CUDA row kernels: softmax / log_softmax, layer_norm and rms_norm, forward and backward; DyT, the norms' element-wise
+// stand-in, with them (its backward's parameter gradients are the same column sums).
 // x is a contiguous [rows, cols] buffer; one block per row, statistics reduced across the block with warp
 // shuffles and accumulated in double as on the CPU. The parameter gradients (gamma, beta, rms weight) are
 // column sums over rows, done deterministically in one launch: partial sums over row chunks, then the chunks in
@@ -216,20 +217,55 @@ __global__ void rms_norm_backward_kernel(const T* gy, const T* x, const P* rstd,
   }
 }
 
+// ---- DyT (Zhu et al. 2025): y = w·tanh(a·x) + b, elementwise, a read on the device ----
+// t = tanh(a·x) in P: float for float32 and bf16 (the CPU's float32 kernel computes in float too), double for
+// float64.
+template <class T, class P>
+__global__ void dyt_kernel(const T* x, const P* alpha, const P* w, const P* b, T* y, int64_t n, int64_t cols) {
+  const P a = alpha[0];
+  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x) {
+    const int64_t c = i % cols;
+    y[i] = T((w ? w[c] : P(1)) * tanh(a * (P)x[i]) + (b ? b[c] : P(0)));
+  }
+}
+
+// gu = gy·w·(1 − t²):  gx (+)= a·gu;  row_sums[r] = Σ_c gu·x in double (alpha's gradient, summed over the rows
+// after). One block per row; gx and row_sums may be null (not wanted).
+template <class T, class P>
+__global__ void dyt_backward_kernel(const T* gy, const T* x, const P* alpha, const P* w, T* gx, double* row_sums,
+                                    int64_t cols, bool accumulate) {
+  __shared__ double scratch[32];
+  const int64_t base = blockIdx.x * cols;
+  const P a = alpha[0];
+  double s = 0;
+  for (int64_t c = threadIdx.x; c < cols; c += blockDim.x) {
+    const P xv = (P)x[base + c];
+    const P t = tanh(a * xv);
+    const P gu = (P)gy[base + c] * (w ? w[c] : P(1)) * (P(1) - t * t);
+    if (gx) gx[base + c] = accumulate ? T((P)gx[base + c] + a * gu) : T(a * gu);
+    s += (double)gu * (double)xv;
+  }
+  if (!row_sums) return;  // (the same for every thread of the block: block_reduce's barriers are all reached)
+  s = cuda::block_reduce(s, cuda::SumOp{}, scratch);
+  if (threadIdx.x == 0) row_sums[blockIdx.x] = s;
+}
+
 // ---- parameter gradients: column sums of a per-element term over rows ----
 enum class ColumnTerm {
   GyXhat,     // gy * (x - mean) * rstd   (layer_norm gamma)
   Gy,         // gy                       (layer_norm beta)
   GyXRstd,    // gy * x * rstd            (rms_norm weight)
+  GyTanh,     // gy * tanh(alpha * x)     (dyt weight; alpha[0] read on the device, tanh in P as dyt_kernel's)
 };
 
 template <class T, class P>
 __device__ __forceinline__ double column_term(ColumnTerm term, double g, const T* x, const P* mean, const P* rstd,
-                                              int64_t r, int64_t i) {
+                                              const P* alpha, int64_t r, int64_t i) {
   switch (term) {
     case ColumnTerm::GyXhat: return g * ((double)x[i] - row_mean(mean, r)) * rstd[r];
     case ColumnTerm::Gy: return g;
     case ColumnTerm::GyXRstd: return g * (double)x[i] * rstd[r];
+    case ColumnTerm::GyTanh: return g * (double)tanh(alpha[0] * (P)x[i]);
   }
   return 0;
 }
@@ -242,8 +278,8 @@ __device__ __forceinline__ double column_term(ColumnTerm term, double g, const T
 // them (reading past L1, which may hold stale lines) and sets the counter back to 0 for the next launch.
 template <class T, class P = T>
 __global__ void column_sums_kernel(ColumnTerm term0, ColumnTerm term1, int terms, const T* gy, const T* x,
-                                   const P* mean, const P* rstd, double* partial, P* out0, P* out1, unsigned* done,
-                                   int64_t rows, int64_t cols, int64_t rows_per_chunk) {
+                                   const P* mean, const P* rstd, const P* alpha, double* partial, P* out0, P* out1,
+                                   unsigned* done, int64_t rows, int64_t cols, int64_t rows_per_chunk) {
   __shared__ bool last;
   const int64_t c = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
   const int64_t chunks = gridDim.y;
@@ -253,8 +289,8 @@ __global__ void column_sums_kernel(ColumnTerm term0, ColumnTerm term1, int terms
     double acc0 = 0, acc1 = 0;
     for (int64_t r = r0; r < r1; r++) {
       const double g = (double)gy[r * cols + c];
-      acc0 += column_term(term0, g, x, mean, rstd, r, r * cols + c);
-      if (terms > 1) acc1 += column_term(term1, g, x, mean, rstd, r, r * cols + c);
+      acc0 += column_term(term0, g, x, mean, rstd, alpha, r, r * cols + c);
+      if (terms > 1) acc1 += column_term(term1, g, x, mean, rstd, alpha, r, r * cols + c);
     }
     partial[blockIdx.y * cols + c] = acc0;
     if (terms > 1) partial[(chunks + blockIdx.y) * cols + c] = acc1;
@@ -288,9 +324,10 @@ struct ColumnSum {
 };
 
 // The wanted column sums (one or two) in one launch; `done` is the backend's zeroed counters (kColumnCounters).
+// mean and rstd: the norms' statistics; alpha: DyT's, for GyTanh.
 template <class T, class P>
 void column_sums(cudaStream_t stream, unsigned* done, const Tensor& gy, const Tensor& x, const P* mean,
-                 const P* rstd, Rows rc, ColumnSum a, ColumnSum b = {}) {
+                 const P* rstd, Rows rc, ColumnSum a, ColumnSum b = {}, const P* alpha = nullptr) {
   const char* op = "norm_backward";
   if (!a.wanted()) std::swap(a, b);
   if (!a.wanted()) return;
@@ -305,7 +342,7 @@ void column_sums(cudaStream_t stream, unsigned* done, const Tensor& gy, const Te
   const dim3 grid((unsigned)column_blocks, (unsigned)chunks);
   column_sums_kernel<T, P><<<grid, cuda::kThreads, 0, stream>>>(
       a.term, b.term, terms, static_cast<const T*>(gy.data_ptr()), static_cast<const T*>(x.data_ptr()), mean, rstd,
-      static_cast<double*>(partial.data_ptr()), static_cast<P*>(a.out->data_ptr()),
+      alpha, static_cast<double*>(partial.data_ptr()), static_cast<P*>(a.out->data_ptr()),
       terms > 1 ? static_cast<P*>(b.out->data_ptr()) : nullptr, done, rc.rows, rc.cols, rows_per_chunk);
   SG_CUDA_LAUNCH_CHECK(op);
 }
@@ -444,6 +481,61 @@ void CudaBackend::rms_norm_backward(const Tensor& gy, const Tensor& x, const Ten
       SG_CUDA_LAUNCH_CHECK(op);
     }
     column_sums<T, P>(stream_, column_counters_, gy, x, rp, rp, rc, {ColumnTerm::GyXRstd, &gweight});
+  });
+}
+
+void CudaBackend::dyt(const Tensor& x, const Tensor& alpha, const Tensor& weight, const Tensor& bias, Tensor& y) {
+  if (!cuda::bf16_with_float32({&x, &y}, {&alpha, &weight, &bias}) &&
+      in_float32::dyt(*this, x, alpha, weight, bias, y))
+    return;
+  const Rows rc = rows_of(x, "dyt");
+  const int64_t n = rc.rows * rc.cols, C = rc.cols;
+  if (n == 0) return;
+  cuda::dispatch_with_float32_params(x.dtype(), "dyt", [&](auto xtag, auto ptag) {
+    using T = decltype(xtag);
+    using P = decltype(ptag);
+    dyt_kernel<T, P><<<cuda::grid_for(n), cuda::kThreads, 0, stream_>>>(
+        static_cast<const T*>(x.data_ptr()), static_cast<const P*>(alpha.data_ptr()), ptr_or_null<P>(weight),
+        ptr_or_null<P>(bias), static_cast<T*>(y.data_ptr()), n, C);
+  });
+  SG_CUDA_LAUNCH_CHECK("dyt");
+}
+
+// gx and alpha's row sums in one launch (one block per row), alpha's total by the backend's deterministic sum,
+// weight's and bias's gradients as the norms' column sums.
+void CudaBackend::dyt_backward(const Tensor& gy, const Tensor& x, const Tensor& alpha, const Tensor& weight,
+                               Tensor& gx, Tensor& galpha, Tensor& gweight, Tensor& gbias, bool accumulate_gx) {
+  if (!cuda::bf16_with_float32({&x, &gy, &gx}, {&alpha, &weight, &galpha, &gweight, &gbias}) &&
+      in_float32::dyt_backward(*this, gy, x, alpha, weight, gx, galpha, gweight, gbias, accumulate_gx))
+    return;
+  const char* op = "dyt_backward";
+  const Rows rc = rows_of(x, op);
+  if (!gy.is_contiguous())
+    fail(op, ": expected a contiguous gradient, got ", gy.meta_str());
+  if (rc.rows == 0 || rc.cols == 0) {
+    for (Tensor* t : {&galpha, &gweight, &gbias})
+      if (t->defined()) fill(*t, 0);
+    return;
+  }
+  cuda::dispatch_with_float32_params(x.dtype(), op, [&](auto xtag, auto ptag) {
+    using T = decltype(xtag);
+    using P = decltype(ptag);
+    const P* ap = static_cast<const P*>(alpha.data_ptr());
+    Tensor row_sums = galpha.defined() ? Tensor::empty({rc.rows}, DType::F64, x.device()) : Tensor();
+    if (gx.defined() || galpha.defined()) {
+      dyt_backward_kernel<T, P><<<row_blocks(rc.rows), cuda::row_threads(rc.cols), 0, stream_>>>(
+          static_cast<const T*>(gy.data_ptr()), static_cast<const T*>(x.data_ptr()), ap, ptr_or_null<P>(weight),
+          gx.defined() ? static_cast<T*>(gx.data_ptr()) : nullptr,
+          row_sums.defined() ? static_cast<double*>(row_sums.data_ptr()) : nullptr, rc.cols, accumulate_gx);
+      SG_CUDA_LAUNCH_CHECK(op);
+    }
+    if (galpha.defined()) {
+      Tensor total = Tensor::empty({1}, DType::F64, x.device());
+      reduce(ReduceOp::Sum, row_sums, {true}, total);
+      copy(total, galpha);
+    }
+    column_sums<T, P>(stream_, column_counters_, gy, x, nullptr, nullptr, rc, {ColumnTerm::GyTanh, &gweight},
+                      {ColumnTerm::Gy, &gbias}, ap);
   });
 }
 
