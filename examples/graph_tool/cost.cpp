@@ -90,13 +90,14 @@ std::string cost_markdown(const CostOptions& opt, const std::vector<TopologyCost
   std::snprintf(head, sizeof head,
                 "A training step (forward, label-smoothed loss, backward, Adam) per topology: the median by device "
                 "time of %d profiled steps (the lower middle one of an even count) after %d warm-up steps; "
-                "%s, d=%lld, %lld heads, FFN %lld, qk norm %s (%s), "
+                "%s, d=%lld, %lld heads, FFN %lld, %s norms, qk norm %s (%s), "
                 "vocabulary %lld, %lld x %lld tokens%s, device %s, autocast %s. Times are the profiled "
                 "device's (a CPU's are its host's); activation MiB = the most memory in use at a mark minus what was "
                 "in use at the start (parameters, gradients and Adam's moments).\n\n",
                 opt.steps, opt.warmup, m.layers_text().c_str(), (long long)m.d_model,
-                (long long)m.heads, (long long)m.d_ff, m.qk_norm.c_str(), m.qk_norm_kind.c_str(), (long long)m.vocab,
-                (long long)m.batch, (long long)m.len, m.decoder_only ? "" : " a side", m.device.c_str(),
+                (long long)m.heads, (long long)m.d_ff, m.norm_text().c_str(), m.qk_norm.c_str(),
+                m.qk_norm_kind.c_str(), (long long)m.vocab, (long long)m.batch, (long long)m.len,
+                m.decoder_only ? "" : " a side", m.device.c_str(),
                 m.autocast.c_str());
   std::string s = head;
   s += "| topology | parameters | step ms | host ms | forward | backward | update | norms | activation MiB | "

@@ -47,6 +47,10 @@ void add_model_options(CLI::App* cmd, ModelOptions& m, bool topology) {
   cmd->add_option("--batch", m.batch, "sentences per batch")->check(in_range(1, 1 << 16))->capture_default_str();
   cmd->add_option("--len", m.len, "tokens per sentence (padded)")->check(in_range(1, 1 << 16))->capture_default_str();
   cmd->add_option("--seed", m.seed)->check(cli_checks::seed_range())->capture_default_str();
+  cmd->add_option("--norm", m.norm, "layer_norm | rms_norm | dyt (DyT, tanh(alpha x) in every norm's place)")
+      ->capture_default_str();
+  cmd->add_option("--dyt-alpha", m.dyt_alpha, "with --norm dyt: the init of each DyT's learned alpha")
+      ->capture_default_str();
   cmd->add_option("--qk-norm", m.qk_norm, "none | qk | qkv: per-head norms of q, k (and v) inside attention")
       ->capture_default_str();
   cmd->add_option("--qk-norm-kind", m.qk_norm_kind, "rms_norm | layer_norm | l2")->capture_default_str();
@@ -224,7 +228,8 @@ static int run_command(int argc, char** argv) {
       std::cerr << "wrote " << out << " (" << m.graph.nodes.size() << " nodes, loss " << m.loss << ")\n";
     } else if (*paths_cmd) {
       LayerMeasures m = record(paths_model);
-      std::cout << "# Gradient paths: " << paths_model.topology << ", " << paths_model.layers_text() << "\n\n"
+      std::cout << "# Gradient paths: " << paths_model.topology << ", " << paths_model.layers_text()
+                << (paths_model.norm == "layer_norm" ? "" : ", " + paths_model.norm_text() + " norms") << "\n\n"
                 << paths_markdown(m.graph, m.paths);
     } else if (*report_cmd) {
       ro.topologies = cli_lists::split_names(topologies, "--topologies");

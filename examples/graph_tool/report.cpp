@@ -26,6 +26,8 @@ nn::TransformerConfig ModelOptions::config() const {
   c.dec_layers = layers;
   c.dropout = c.attn_dropout = c.act_dropout = 0.0;
   c.topology = topology;
+  c.norm = nn::parse_norm_kind(norm);
+  c.dyt_alpha = dyt_alpha;
   c.qk_norm = nn::parse_head_norm_targets(qk_norm);
   c.qk_norm_kind = nn::parse_head_norm_kind(qk_norm_kind);
   c.positions = nn::parse_position_encoding(positions);
@@ -44,6 +46,12 @@ std::string layers_text(int64_t layers, bool decoder_only) {
 }
 
 std::string ModelOptions::layers_text() const { return graph_tool::layers_text(layers, decoder_only); }
+
+std::string ModelOptions::norm_text() const {
+  const nn::NormKind k = nn::parse_norm_kind(norm);
+  return std::string(nn::norm_kind_name(k)) +
+         (k == nn::NormKind::DynamicTanh ? " (alpha0 " + number_str(dyt_alpha) + ")" : "");
+}
 
 ModelOptions ModelOptions::with_topology(const std::string& t) const {
   ModelOptions mo = *this;
@@ -359,7 +367,7 @@ void write_report(const ReportOptions& opt) {
      << ", vocab " << opt.model.vocab << ", batch " << opt.model.batch << "×" << opt.model.len << " tokens of the '"
      << opt.task << "' task (" << (opt.model.decoder_only ? "decoder-only models: one sequence x, 2, y each, the "
                                      "loss on y (analysis/measure.h)" : "lengths in [len/2, len], the rest padding")
-     << "), dropout 0, label smoothing 0.1"
+     << "), dropout 0, label smoothing 0.1, " << opt.model.norm_text() << " norms"
      << (opt.model.qk_norm == "none" ? "" : ", ") << nn::head_norm_summary(mo0.qk_norm, mo0.qk_norm_kind)
      << ", " << mo0.positions_summary() << " positions. ";
   if (trained) {

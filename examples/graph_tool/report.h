@@ -19,6 +19,8 @@ struct ModelOptions {
   uint64_t seed = 1;
   std::string device = "cpu";  // cpu | cuda | cuda:N
   std::string autocast = "off";  // off | bf16: the recorded forward in bf16 mixed precision (dump and paths)
+  std::string norm = "layer_norm";  // layer_norm | rms_norm | dyt: every norm a topology places (TransformerConfig)
+  double dyt_alpha = 0.5;           // DyT's α0 (norm dyt)
   std::string qk_norm = "none";  // none | qk | qkv: per-head norms inside attention (TransformerConfig::qk_norm)
   std::string qk_norm_kind = "rms_norm";  // rms_norm | layer_norm | l2
   std::string positions = "sinusoidal";  // sinusoidal | learned | rope | alibi | t5 | none (TransformerConfig::…)
@@ -33,6 +35,7 @@ struct ModelOptions {
   // TransformerConfig::with_topology).
   ModelOptions with_topology(const std::string& t) const;
   std::string layers_text() const;  // graph_tool::layers_text(layers, decoder_only)
+  std::string norm_text() const;    // "layer_norm", "dyt (alpha0 0.5)": the norm kind in headings
   // config() of each topology in turn (with_topology), so a setting one of them refuses fails before any of them
   // runs; a topology's own option set without that topology listed is refused too.
   void check_topologies(const std::vector<std::string>& topologies) const;
