@@ -110,6 +110,12 @@ std::string TransformerConfig::positions_summary() const {
   return os.str();
 }
 
+std::string TransformerConfig::norm_summary() const {
+  std::string s = norm_kind_name(norm);
+  if (norm == NormKind::DynamicTanh) s += " (alpha0 " + number_str(dyt_alpha) + ")";
+  return s;
+}
+
 std::string TransformerConfig::topology_summary() const {
   std::string own;
   for (const TopologyOption& o : topology_options())

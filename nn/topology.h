@@ -111,6 +111,8 @@ struct TransformerConfig {
   // The position encoding with its settings, for run logs: "sinusoidal", "rope (theta 10000)", "rope (theta 10000,
   // 4 of 16 dims)", "t5 (32 buckets up to distance 128)", "alibi", ...
   std::string positions_summary() const;
+  // The norm kind with its settings, for run logs: "layer_norm", "rms_norm", "dyt (alpha0 0.5)".
+  std::string norm_summary() const;
   // The topology with its own options that differ from their defaults (topology_options()), for run logs and
   // report labels: "pre_ln", "b2t (b2t_rescale false)", "layer_scale (layer_scale_init 0.001)".
   std::string topology_summary() const;

@@ -48,9 +48,10 @@ std::string layers_text(int64_t layers, bool decoder_only) {
 std::string ModelOptions::layers_text() const { return graph_tool::layers_text(layers, decoder_only); }
 
 std::string ModelOptions::norm_text() const {
-  const nn::NormKind k = nn::parse_norm_kind(norm);
-  return std::string(nn::norm_kind_name(k)) +
-         (k == nn::NormKind::DynamicTanh ? " (alpha0 " + number_str(dyt_alpha) + ")" : "");
+  nn::TransformerConfig c;  // (not config(): its topology may be a placeholder that refuses another's options)
+  c.norm = nn::parse_norm_kind(norm);
+  c.dyt_alpha = dyt_alpha;
+  return c.norm_summary();
 }
 
 ModelOptions ModelOptions::with_topology(const std::string& t) const {

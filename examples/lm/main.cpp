@@ -312,8 +312,7 @@ static int run(int argc, char** argv) {
     for (const std::string& t : names) rows.push_back(train_one(t, corpus, o, device));
     const nn::TransformerConfig first = lm_config(o, names[0], corpus.vocab);
     const std::string positions = first.positions_summary();
-    std::string norms = nn::norm_kind_name(first.norm);
-    if (first.norm == nn::NormKind::DynamicTanh) norms += " (alpha0 " + number_str(first.dyt_alpha) + ")";
+    const std::string norms = first.norm_summary();
     std::printf("Character-level decoder-only LMs on %s: %lld layers, d %lld, %lld heads, FFN %lld, context %lld, "
                 "batch %lld, %lld steps, init %s, %s norms, %s positions, %s lr %g (cosine to 10%% after %lld "
                 "warm-up steps), clip 1, device %s. Losses in nats per character, validation over %lld fixed "

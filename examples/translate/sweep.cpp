@@ -430,7 +430,7 @@ static std::string describe(const SweepOptions& o) {
   s << "Corpus `" << t.corpus << "` (SentencePiece vocabulary of at most " << t.vocab_size << "), d=" << t.model.d_model << ", " << t.model.heads
     << " heads" << (t.model.qk_norm == nn::HeadNormTargets::None ? "" : " with ")
     << nn::head_norm_summary(t.model.qk_norm, t.model.qk_norm_kind) << ", ffn " << t.model.d_ff << ", dropout "
-    << t.model.dropout << ", norm " << nn::norm_kind_name(t.model.norm)
+    << t.model.dropout << ", norm " << t.model.norm_summary()
     << "; " << t.optimizer << ", lr " << t.lr << ", warm-up " << t.warmup << ", " << t.max_tokens
     << " tokens per batch, label smoothing "
     << t.label_smoothing << "; budget per run: ";
