@@ -10,6 +10,15 @@
 
 namespace skipgrad::nn {
 
+namespace {
+// A module's input must be [..., features]: an Error naming the module's scope (or `module`) and the shapes.
+void check_features(const Tensor& x, int64_t features, const char* module) {
+  if (!(x.defined() && x.dim() >= 1 && x.size(-1) == features))
+    fail(current_scope_or(module), ": expected [..., ", features, "], got ",
+         x.defined() ? shape_str(x.shape()) : "an undefined tensor");
+}
+}  // namespace
+
 // ---------------------------------------------------------------- initialisers
 
 namespace init {
@@ -92,9 +101,7 @@ void Linear::rescale(double s, bool with_bias) {
 
 Tensor Linear::forward(const Tensor& x) {
   Scope s(name());
-  if (!(x.defined() && x.dim() >= 1 && x.size(-1) == in_features))
-    fail(current_scope_or("Linear"), ": expected [..., ", in_features, "], got ",
-         x.defined() ? shape_str(x.shape()) : "an undefined tensor");
+  check_features(x, in_features, "Linear");
   return linear(x, weight, bias);
 }
 
@@ -366,9 +373,7 @@ LayerNorm::LayerNorm(int64_t d, double e, bool affine) : dim(d), eps(e) {
 
 Tensor LayerNorm::forward(const Tensor& x) {
   Scope s(name());
-  if (!(x.defined() && x.dim() >= 1 && x.size(-1) == dim))
-    fail(current_scope_or("LayerNorm"), ": expected [..., ", dim, "], got ",
-         x.defined() ? shape_str(x.shape()) : "an undefined tensor");
+  check_features(x, dim, "LayerNorm");
   return layer_norm(x, weight, bias, eps);
 }
 
@@ -379,9 +384,7 @@ RMSNorm::RMSNorm(int64_t d, double e) : dim(d), eps(e) {
 
 Tensor RMSNorm::forward(const Tensor& x) {
   Scope s(name());
-  if (!(x.defined() && x.dim() >= 1 && x.size(-1) == dim))
-    fail(current_scope_or("RMSNorm"), ": expected [..., ", dim, "], got ",
-         x.defined() ? shape_str(x.shape()) : "an undefined tensor");
+  check_features(x, dim, "RMSNorm");
   return rms_norm(x, weight, eps);
 }
 
@@ -402,9 +405,7 @@ DynamicTanh::DynamicTanh(int64_t d, double alpha0) : dim(d) {
 
 Tensor DynamicTanh::forward(const Tensor& x) {
   Scope s(name());
-  if (!(x.defined() && x.dim() >= 1 && x.size(-1) == dim))
-    fail(current_scope_or("DynamicTanh"), ": expected [..., ", dim, "], got ",
-         x.defined() ? shape_str(x.shape()) : "an undefined tensor");
+  check_features(x, dim, "DynamicTanh");
   return dyt(x, alpha, weight, bias);
 }
 

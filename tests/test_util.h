@@ -1,5 +1,7 @@
 // Shared test helpers: random float64 inputs, closeness checks, the gradient-check registry.
 #pragma once
+#include <algorithm>
+#include <bit>
 #include <cmath>
 #include <cstring>
 #include <doctest/doctest.h>
@@ -48,6 +50,19 @@ inline Tensor leaf_transposed(const Shape& s, uint64_t seed = 1) {
   Tensor t = base.transpose(0, 1);
   t.requires_grad_();
   return t;
+}
+
+// The largest distance in float32 ulps between got(x) and ref(x) (a double, rounded to float) over x from lo to hi,
+// in steps of about step·|x|: the float kernels' exp and tanh against libm. (Distances count bit patterns, so both
+// values of one x must have one sign: true of exp, and of tanh, whose sign is x's.)
+template <class Got, class Ref>
+int64_t max_ulp_distance(float lo, float hi, float step, Got got, Ref ref) {
+  int64_t worst = 0;
+  for (float x = lo; x <= hi; x = std::nextafter(x + std::abs(x) * step, hi + 1)) {
+    const int32_t a = std::bit_cast<int32_t>((float)got(x)), b = std::bit_cast<int32_t>((float)ref((double)x));
+    worst = std::max<int64_t>(worst, std::abs((int64_t)a - b));
+  }
+  return worst;
 }
 
 // Bit-exact equality of two tensors of the same dtype and shape (any layout).
