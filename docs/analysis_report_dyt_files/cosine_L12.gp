@@ -1,0 +1,10 @@
+set terminal pngcairo size 1000,480 noenhanced
+set output 'cosine_L12.png'
+set title 'cos(x_{i-1}, x_i), 12+12 layers'
+set xlabel 'layer (encoder 0..11, decoder 12..23); solid: init, dashed: trained'
+set ylabel 'cos(x_{i-1}, x_i)'
+set key outside right
+set grid
+set datafile missing 'NaN'
+set arrow from 11.5, graph 0 to 11.5, graph 1 nohead dt 2
+plot 'post_ln_L12.dat' using 1:5 with linespoints lc 1 dt 1 title 'post_ln init', 'post_ln_L12_step30.dat' using 1:5 with linespoints lc 1 dt 2 title 'post_ln step 30', 'pre_ln_L12.dat' using 1:5 with linespoints lc 2 dt 1 title 'pre_ln init', 'pre_ln_L12_step30.dat' using 1:5 with linespoints lc 2 dt 2 title 'pre_ln step 30'
