@@ -4,7 +4,7 @@
 //
 //   cuda_step [--topologies post_ln,pre_ln] [--precision fp32,tf32,bf16 | --fp32 | --tf32] [--warmup 5] [--rounds 5]
 //             [--steps 10] [--weights-dir DIR] [--json] [--no-ceiling] [--device cuda|cpu] [--shape key=value,...]
-//             [--profile DIR] [--positions sinusoidal|learned|rope|alibi|t5|none]
+//             [--profile DIR] [--positions sinusoidal|learned|rope|alibi|t5|none] [--norm layer_norm|rms_norm|dyt]
 //
 // Model: encoder-decoder, d=512, 8 heads, FFN 2048, 6+6 layers, shared vocabulary 8000, 64 sentence pairs x 64
 // tokens a side, label smoothing 0.1, Adam (lr 1e-3), dropout 0, float32. --shape overrides batch, src_len,
@@ -41,6 +41,8 @@
 // Without a CUDA device it prints "cuda_step: skipped: no CUDA device" and exits 0. --positions picks the model's
 // position encoding (TransformerConfig::positions); bench/pytorch_cuda_step.py has sinusoidal, rope, alibi and t5 (give
 // both the same --positions, e.g. through scripts/bench_cuda.sh's RUN_ARGS), so --weights-dir refuses the others.
+// --norm picks the kind of every norm (TransformerConfig::norm; dyt: DyT with α0 0.5), named in each step's row;
+// PyTorch's side has LayerNorm only, so --weights-dir refuses the others.
 #include <cublas_v2.h>
 #include <cuda_runtime_api.h>
 #include <sys/stat.h>
@@ -263,6 +265,7 @@ struct Options {
   std::string weights_dir, profile_dir;
   bool json = false, ceiling = true;
   sg::nn::PositionEncoding positions = sg::nn::PositionEncoding::Sinusoidal;
+  sg::nn::NormKind norm = sg::nn::NormKind::LayerNorm;
 };
 
 struct Result {
@@ -290,6 +293,7 @@ Result run_config(const Options& o, const std::string& topology, const std::stri
   sg::manual_seed(1);
   sg::nn::TransformerConfig cfg = bench::reference_config(topology, o.shape);
   cfg.positions = o.positions;
+  cfg.norm = o.norm;
   sg::nn::Transformer model(cfg);
   bench::Batch batch = bench::reference_batch(o.shape);
   res.params = model.num_parameters();
@@ -402,6 +406,7 @@ Options parse_options(int argc, char** argv) {
     else if (a == "--device") o.device = sg::Device::parse(value());
     else if (a == "--shape") parse_shape(value(), o.shape);
     else if (a == "--positions") o.positions = sg::nn::parse_position_encoding(value());
+    else if (a == "--norm") o.norm = sg::nn::parse_norm_kind(value());
     else sg::fail("cuda_step", ": unknown argument '", a, "' (see the comment at the top of bench/cuda_step.cpp)");
   }
   for (const auto& p : o.precisions)
@@ -413,6 +418,8 @@ Options parse_options(int argc, char** argv) {
                           o.positions == P::T5;
   sg::check(o.weights_dir.empty() || in_pytorch, "cuda_step", ": --weights-dir feeds bench/pytorch_cuda_step.py, "
             "whose model has sinusoidal, rope, alibi and t5 positions, not ", sg::nn::position_encoding_name(o.positions));
+  sg::check(o.weights_dir.empty() || o.norm == sg::nn::NormKind::LayerNorm, "cuda_step", ": --weights-dir feeds "
+            "bench/pytorch_cuda_step.py, whose model has LayerNorm, not ", sg::nn::norm_kind_name(o.norm));
   if (!o.profile_dir.empty()) std::filesystem::create_directories(o.profile_dir);
   return o;
 }
@@ -506,7 +513,8 @@ int main(int argc, char** argv) {
       const double ceiling_tflops = o.ceiling ? ceilings[p].weighted_gflops * 1e-3 : NAN;
       if (o.json)
         std::printf("%s\n", JsonLine().add("kind", "step").add("framework", "skipgrad").add("topology", r.topology)
-                                .add("precision", r.precision).add("params", (double)r.params)
+                                .add("norm", sg::nn::norm_kind_name(o.norm)).add("precision", r.precision)
+                                .add("params", (double)r.params)
                                 .add("warmup", (double)std::max(o.warmup, 2)).add("steps_per_round", (double)o.steps)
                                 .add("round_ms", r.round_ms).add("host_ms", bench::summarize(r.host_ms).median)
                                 .add("ms_median", t.median).add("ms_p25", t.p25).add("ms_p75", t.p75)
@@ -518,10 +526,11 @@ int main(int argc, char** argv) {
                                 .add("unfused_bias_gemms", r.unfused_bias_gemms).add("forward_ms", r.forward_ms)
                                 .add("backward_ms", r.backward_ms).add("update_ms", r.update_ms).str().c_str());
       std::fprintf(human,
-                   "%s %s: %.2f ms/step [%.2f-%.2f] (host %.2f), %.0f tok/s, %.1f TFLOP/s (%.0f%% of the GEMM "
+                   "%s%s %s: %.2f ms/step [%.2f-%.2f] (host %.2f), %.0f tok/s, %.1f TFLOP/s (%.0f%% of the GEMM "
                    "ceiling), peak %.0f MiB (device %.0f MiB), loss %.6f -> %.6f -> %.6f, bias GEMMs per step "
                    "%.0f fused, %.0f declined by cuBLASLt; forward %.2f, backward %.2f, update %.2f ms\n",
-                   r.topology.c_str(), r.precision.c_str(), t.median, t.p25, t.p75,
+                   r.topology.c_str(), o.norm == sg::nn::NormKind::LayerNorm ? "" : (std::string(" with ") +
+                   sg::nn::norm_kind_name(o.norm)).c_str(), r.precision.c_str(), t.median, t.p25, t.p75,
                    bench::summarize(r.host_ms).median, tokens / (t.median * 1e-3), tflops,
                    100 * tflops / ceiling_tflops, r.peak_alloc_mib, r.device_used_mib, r.loss_initial,
                    r.loss_after_update, r.loss_final, r.fused_bias_gemms, r.unfused_bias_gemms, r.forward_ms,
