@@ -30,14 +30,18 @@ Tensor scalar_like(const Tensor& t, double v) { return Tensor::scalar(v, t.dtype
 
 // Checks a per-feature parameter (gamma, beta, weight) of a norm over the last dim of x: undefined, or [d] of x's
 // dtype, or of float32 for a bf16 x (normalised in float32: the output bf16, the parameters' gradients float32).
+// A norm parameter's dtype (DyT's alpha too): x's, or float32 for a bf16 x.
+void check_norm_param_dtype(const char* op, const char* what, const Tensor& p, const Tensor& x) {
+  if (p.dtype() != x.dtype() && !(x.dtype() == DType::BF16 && p.dtype() == DType::F32))
+    fail(op, ": ", what, " ", p.meta_str(), " for input ", x.meta_str(),
+         ": expected the input's dtype, or float32 for a bfloat16 input");
+}
 void check_norm_param(const char* op, const char* what, const Tensor& p, const Tensor& x) {
   if (!p.defined()) return;
   if (!(p.dim() == 1 && p.size(0) == x.shape().back()))
     fail(op, ": ", what, " must have shape [", x.shape().back(), "] (the input's last dim), got ", p.meta_str(),
          " for input ", x.meta_str());
-  if (p.dtype() != x.dtype() && !(x.dtype() == DType::BF16 && p.dtype() == DType::F32))
-    fail(op, ": ", what, " ", p.meta_str(), " for input ", x.meta_str(),
-         ": expected the input's dtype, or float32 for a bfloat16 input");
+  check_norm_param_dtype(op, what, p, x);
 }
 // The dtype of a norm's parameters (and their gradients): the first defined one's, else x's.
 DType norm_param_dtype(const Tensor& x, const Tensor& p, const Tensor& q = Tensor()) {
@@ -259,9 +263,7 @@ Tensor dyt(const Tensor& x, const Tensor& alpha, const Tensor& weight, const Ten
   check_defined(op, alpha, "alpha");
   if (!(alpha.numel() == 1 && alpha.dim() <= 1))
     fail(op, ": alpha must be one number, of shape [1] or [], got ", alpha.meta_str(), " for input ", x.meta_str());
-  if (alpha.dtype() != x.dtype() && !(x.dtype() == DType::BF16 && alpha.dtype() == DType::F32))
-    fail(op, ": alpha ", alpha.meta_str(), " for input ", x.meta_str(),
-         ": expected the input's dtype, or float32 for a bfloat16 input");
+  check_norm_param_dtype(op, "alpha", alpha, x);
   check_norm_param(op, "weight", weight, x);
   check_norm_param(op, "bias", bias, x);
   check_same_device(op, {x, alpha, weight, bias});
