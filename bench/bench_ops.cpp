@@ -131,6 +131,15 @@ void BM_dyt(benchmark::State& state, bool bwd) {  // [B·T, d], the --norm dyt v
          [](const std::vector<Tensor>& in) { return dyt(in[0], in[1], in[2], in[3]); });
 }
 
+// The FFN's activations on its hidden layer [B·T, d_ffn]: --activation gelu (erf), swiglu's silu, GPT-2's tanh GELU
+void BM_activation(benchmark::State& state, bool bwd, Tensor (*act)(const Tensor&)) {
+  run_op(state, bwd, {randn({1024, 1024}, true)}, [act](const std::vector<Tensor>& in) { return act(in[0]); });
+}
+Tensor gelu_erf(const Tensor& x) { return gelu(x, GeluApprox::Erf); }
+Tensor gelu_tanh(const Tensor& x) { return gelu(x, GeluApprox::Tanh); }
+Tensor silu_of(const Tensor& x) { return silu(x); }
+Tensor tanh_of(const Tensor& x) { return skipgrad::tanh(x); }
+
 void BM_softmax(benchmark::State& state, bool bwd) {  // attention scores [B, H, T, T]
   run_op(state, bwd, {randn({32, 4, 32, 32}, true)},
          [](const std::vector<Tensor>& in) { return softmax(in[0], -1); });
@@ -221,6 +230,11 @@ void register_all() {
         ->UseRealTime()->Unit(benchmark::kMicrosecond);
     benchmark::RegisterBenchmark(("dyt/1024x256" + tag).c_str(), BM_dyt, bwd)
         ->UseRealTime()->Unit(benchmark::kMicrosecond);
+    using Act = Tensor (*)(const Tensor&);
+    for (auto [name, act] : {std::pair<const char*, Act>{"gelu", gelu_erf}, {"gelu_tanh", gelu_tanh},
+                             {"silu", silu_of}, {"tanh", tanh_of}})
+      benchmark::RegisterBenchmark((std::string(name) + "/1024x1024" + tag).c_str(), BM_activation, bwd, act)
+          ->UseRealTime()->Unit(benchmark::kMicrosecond);
     benchmark::RegisterBenchmark(("softmax/32x4x32x32" + tag).c_str(), BM_softmax, bwd)
         ->UseRealTime()->Unit(benchmark::kMicrosecond);
     for (auto [name, causal, extra] : {std::tuple{"attention", false, ScoreBias::None},
