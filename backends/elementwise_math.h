@@ -17,28 +17,40 @@
 namespace skipgrad::elementwise {
 
 // The float and double overloads: std's on the host, CUDA's math library in device code.
-using std::erf, std::exp, std::fabs, std::log, std::pow, std::sqrt, std::tanh;
+using std::fabs, std::log, std::pow, std::sqrt;
 
 constexpr double kSqrt2OverPi = 0.7978845608028654;
 constexpr double kInvSqrt2 = 0.7071067811865476;
 constexpr double kInvSqrt2Pi = 0.3989422804014327;
 
+// The exp, tanh and erf the formulas below call, a template parameter M: std's on the host and CUDA's in device code
+// by default (LibMath). The CPU backend passes cpu::VecMath (backends/cpu/vec_exp.h), whose float32 functions the
+// compiler vectorises where libm's are a call per element, so the formulas stay written once.
+struct LibMath {
+  template <class T>
+  SG_HOST_DEVICE static T exp(T x) { return std::exp(x); }
+  template <class T>
+  SG_HOST_DEVICE static T tanh(T x) { return std::tanh(x); }
+  template <class T>
+  SG_HOST_DEVICE static T erf(T x) { return std::erf(x); }
+};
+
 // y = f(x); a is the op's scalar (Pow's exponent, the scalar of AddScalar, MulScalar, RsubScalar)
-template <class T>
+template <class T, class M = LibMath>
 SG_HOST_DEVICE T unary_fn(UnaryOp op, T x, T a) {
   switch (op) {
     case UnaryOp::Neg: return -x;
-    case UnaryOp::Exp: return exp(x);
+    case UnaryOp::Exp: return M::exp(x);
     case UnaryOp::Log: return log(x);
     case UnaryOp::Sqrt: return sqrt(x);
     case UnaryOp::Rsqrt: return T(1) / sqrt(x);
     case UnaryOp::Abs: return fabs(x);
-    case UnaryOp::Tanh: return tanh(x);
-    case UnaryOp::Sigmoid: return T(1) / (T(1) + exp(-x));
+    case UnaryOp::Tanh: return M::tanh(x);
+    case UnaryOp::Sigmoid: return T(1) / (T(1) + M::exp(-x));
     case UnaryOp::Relu: return (x > T(0) || x != x) ? x : T(0);  // NaN stays NaN (as PyTorch): not hidden as 0
-    case UnaryOp::GeluTanh: return T(0.5) * x * (T(1) + tanh(T(kSqrt2OverPi) * (x + T(0.044715) * x * x * x)));
-    case UnaryOp::GeluErf: return T(0.5) * x * (T(1) + erf(x * T(kInvSqrt2)));
-    case UnaryOp::Silu: return x / (T(1) + exp(-x));
+    case UnaryOp::GeluTanh: return T(0.5) * x * (T(1) + M::tanh(T(kSqrt2OverPi) * (x + T(0.044715) * x * x * x)));
+    case UnaryOp::GeluErf: return T(0.5) * x * (T(1) + M::erf(x * T(kInvSqrt2)));
+    case UnaryOp::Silu: return x / (T(1) + M::exp(-x));
     case UnaryOp::Pow: return pow(x, a);
     case UnaryOp::AddScalar: return x + a;
     case UnaryOp::MulScalar: return x * a;
@@ -49,7 +61,7 @@ SG_HOST_DEVICE T unary_fn(UnaryOp op, T x, T a) {
 }
 
 // dy/dx given x and y = f(x)
-template <class T>
+template <class T, class M = LibMath>
 SG_HOST_DEVICE T unary_deriv(UnaryOp op, T x, T y, T a) {
   switch (op) {
     case UnaryOp::Neg: return T(-1);
@@ -63,14 +75,14 @@ SG_HOST_DEVICE T unary_deriv(UnaryOp op, T x, T y, T a) {
     case UnaryOp::Relu: return x <= T(0) ? T(0) : T(1);  // 1 at NaN, as threshold_backward
     case UnaryOp::GeluTanh: {
       const T u = T(kSqrt2OverPi) * (x + T(0.044715) * x * x * x);
-      const T th = tanh(u);
+      const T th = M::tanh(u);
       const T du = T(kSqrt2OverPi) * (T(1) + T(3 * 0.044715) * x * x);
       return T(0.5) * (T(1) + th) + T(0.5) * x * (T(1) - th * th) * du;
     }
     case UnaryOp::GeluErf:
-      return T(0.5) * (T(1) + erf(x * T(kInvSqrt2))) + x * T(kInvSqrt2Pi) * exp(T(-0.5) * x * x);
+      return T(0.5) * (T(1) + M::erf(x * T(kInvSqrt2))) + x * T(kInvSqrt2Pi) * M::exp(T(-0.5) * x * x);
     case UnaryOp::Silu: {
-      const T s = T(1) / (T(1) + exp(-x));
+      const T s = T(1) / (T(1) + M::exp(-x));
       return s * (T(1) + x * (T(1) - s));
     }
     case UnaryOp::Pow: return a == T(0) ? T(0) : a * pow(x, a - T(1));  // x^0 is constant (0 * inf at x = 0)
@@ -85,9 +97,9 @@ SG_HOST_DEVICE T unary_deriv(UnaryOp op, T x, T y, T a) {
 // gx = gy * f'(x, y). ReLU is a select (0 where x <= 0, else gy, NaN included, as torch's threshold_backward):
 // no multiply, and on the CPU it vectorises where gy * (x > 0 ? 1 : 0) compiles to a branch that mispredicts half
 // the time.
-template <class T>
+template <class T, class M = LibMath>
 SG_HOST_DEVICE T unary_grad(UnaryOp op, T gy, T x, T y, T a) {
-  return op == UnaryOp::Relu ? (x <= T(0) ? T(0) : gy) : gy * unary_deriv<T>(op, x, y, a);
+  return op == UnaryOp::Relu ? (x <= T(0) ? T(0) : gy) : gy * unary_deriv<T, M>(op, x, y, a);
 }
 
 // topk's order of (value, index) pairs: larger values first (smaller first when !largest), equal values in index

@@ -53,8 +53,8 @@ inline Tensor leaf_transposed(const Shape& s, uint64_t seed = 1) {
 }
 
 // The largest distance in float32 ulps between got(x) and ref(x) (a double, rounded to float) over x from lo to hi,
-// in steps of about step·|x|: the float kernels' exp and tanh against libm. (Distances count bit patterns, so both
-// values of one x must have one sign: true of exp, and of tanh, whose sign is x's.)
+// in steps of about step·|x|: the float kernels' exp, tanh and erf against libm. (Distances count bit patterns, so
+// both values of one x must have one sign: true of exp, and of tanh and erf, whose sign is x's.)
 template <class Got, class Ref>
 int64_t max_ulp_distance(float lo, float hi, float step, Got got, Ref ref) {
   int64_t worst = 0;

@@ -4,6 +4,7 @@
 #include "backends/cpu/cpu_backend.h"
 #include "backends/elementwise_math.h"
 #include "backends/cpu/strided_loop.h"
+#include "backends/cpu/vec_exp.h"
 #include "backends/in_float32.h"
 #include "tensor/random.h"
 
@@ -112,9 +113,9 @@ void CpuBackend::unary(UnaryOp op, const Tensor& x, Tensor& out, double alpha) {
         T* y = yp + off[0];
         const T* xr = xp + off[1];
         if (st[0] == 1 && st[1] == 1)
-          for (int64_t i = 0; i < n; i++) y[i] = unary_fn<T>(OP.value, xr[i], a);
+          for (int64_t i = 0; i < n; i++) y[i] = unary_fn<T, cpu::VecMath>(OP.value, xr[i], a);
         else
-          for (int64_t i = 0; i < n; i++) y[i * st[0]] = unary_fn<T>(OP.value, xr[i * st[1]], a);
+          for (int64_t i = 0; i < n; i++) y[i * st[0]] = unary_fn<T, cpu::VecMath>(OP.value, xr[i * st[1]], a);
       });
     });
   });
@@ -132,7 +133,9 @@ void CpuBackend::unary_backward(UnaryOp op, const Tensor& x, const Tensor& y, co
     T* gxp = static_cast<T*>(gx.data_ptr());
     const T a = static_cast<T>(alpha);
     dispatch_unary(op, [&](auto OP) {
-      auto grad = [a](T g, T xv, T yv) -> T { return unary_grad<T>(decltype(OP)::value, g, xv, yv, a); };
+      auto grad = [a](T g, T xv, T yv) -> T {
+        return unary_grad<T, cpu::VecMath>(decltype(OP)::value, g, xv, yv, a);
+      };
       strided_rows<4>(gx.shape(), {&gx.strides(), &x.strides(), &yy.strides(), &gy.strides()},
                       [&](auto off, int64_t n, auto st) {
                         T* gxr = gxp + off[0];

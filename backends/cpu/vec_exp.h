@@ -1,6 +1,7 @@
-// exp(x) (and tanh(x), below) for float32 in plain arithmetic the compiler can vectorise. libm's expf is a call per
-// element (4–6 ns each): softmax, log-softmax and cross-entropy spent most of their time in it. This is Cephes'
-// expf: split x = n·ln2 + r with |r| <= ln2/2, e^r by a degree-7 polynomial, then 2^n put into the exponent bits.
+// exp(x) (and tanh(x) and erf(x), below) for float32 in plain arithmetic the compiler can vectorise. libm's expf is a call per
+// element (4–6 ns each): softmax, log-softmax and cross-entropy spent most of their time in it, and the exp, sigmoid
+// and silu ops do too (through VecMath, at the end). This is Cephes' expf: split x = n·ln2 + r with |r| <= ln2/2,
+// e^r by a degree-7 polynomial, then 2^n put into the exponent bits.
 // Error at most 2 ulp against libm over [-86.5, 88.72] (tests/test_ops_nn.cpp sweeps it); -inf -> 0, +inf -> inf,
 // NaN -> NaN.
 // Results under ~3e-38 (x < -86.5) are flushed to 0: in a softmax row, whose largest term is e^0 = 1, such a term
@@ -43,7 +44,7 @@ inline T exp_of(T x) {
   else return std::exp(x);
 }
 
-// tanh(x) for float32 the same way (DyT's kernels; libm's tanhf is a call per element): for |x| < 0.625,
+// tanh(x) for float32 the same way (DyT's kernels, the tanh op and the tanh GELU; libm's tanhf is a call per element): for |x| < 0.625,
 // x + x³·P(x²), P of degree 4 fitted for this file (weighted least squares on tanh's relative error, then rounded to
 // float); else sign(x)·(1 − 2/(e^{2|x|} + 1)) with exp_vec. Error 1 ulp against libm over [-12, 12]
 // (tests/test_dyt.cpp sweeps it, allowing 2); ±inf -> ±1, ±0 -> ±0, NaN -> NaN.
@@ -66,5 +67,51 @@ inline T tanh_of(T x) {
   if constexpr (std::is_same_v<T, float>) return tanh_vec(x);
   else return std::tanh(x);
 }
+
+// erf(x) for float32 the same way (the GELU's; libm's erff is a call per element, 12 ns here): for |x| < 1,
+// x + x·(2/√π − 1 + x²·P(x²)), P of degree 5; else sign(x)·(1 − e^{−x²}·Q(1/|x|)), Q of degree 6 for
+// erfc(a)·e^{a²} on a in [1, 4] (both fitted for this file by iteratively reweighted least squares on erf's
+// relative error, then rounded to float). erf(4) rounds to 1, so |x| is clamped there. Error 1 ulp against libm
+// over ±[1e-30, 10] (tests/test_ops_nn_precision.cpp sweeps it, allowing 2); ±inf -> ±1, ±0 -> ±0, NaN -> NaN.
+inline float erf_vec(float x) {
+  const float a = x < 0 ? -x : x;
+  const float s = x * x;
+  float p = 7.898709865e-05f;
+  p = p * s - 8.024823608e-04f;
+  p = p * s + 5.190163107e-03f;
+  p = p * s - 2.685491642e-02f;
+  p = p * s + 1.128361738e-01f;
+  p = p * s - 3.761262982e-01f;
+  const float small = x + x * (0.128379167f + s * p);  // (x exact, the rest is the 11 % correction; keeps -0)
+  const float b = a > 4.0f ? 4.0f : a;                 // (NaN fails the test and stays NaN)
+  const float t = 1.0f / b;
+  float q = 2.513126866e-02f;
+  q = q * t - 1.376318936e-01f;
+  q = q * t + 3.065672319e-01f;
+  q = q * t - 3.079202774e-01f;
+  q = q * t - 3.505804681e-02f;
+  q = q * t + 5.781939841e-01f;
+  q = q * t - 1.698681316e-03f;
+  const float large = 1.0f - exp_vec(-b * b) * q;
+  return a < 1.0f ? small : (x < 0 ? -large : large);
+}
+
+// float: erf_vec; double: std::erf
+template <class T>
+inline T erf_of(T x) {
+  if constexpr (std::is_same_v<T, float>) return erf_vec(x);
+  else return std::erf(x);
+}
+
+// The math of the elementwise formulas (backends/elementwise_math.h) on the CPU: exp, sigmoid, silu, tanh and both
+// GELUs, forward and backward, in float32 through exp_vec, tanh_vec and erf_vec, in float64 through libm
+struct VecMath {
+  template <class T>
+  static T exp(T x) { return exp_of(x); }
+  template <class T>
+  static T tanh(T x) { return tanh_of(x); }
+  template <class T>
+  static T erf(T x) { return erf_of(x); }
+};
 
 }  // namespace skipgrad::cpu
