@@ -87,9 +87,11 @@ TEST_SUITE("ops_nn") {
         {"silu", [](const Tensor& x) { return silu(x); }},
         {"gelu_tanh", [](const Tensor& x) { return gelu(x, GeluApprox::Tanh); }},
         {"gelu", [](const Tensor& x) { return gelu(x, GeluApprox::Erf); }}};
-    for (const auto& [name, op] : ops) {
+    for (const auto& entry : ops) {  // (no structured binding: clang 14 refuses one captured by a lambda)
+      const std::string name = entry.first;
+      const Op& op = entry.second;
       CAPTURE(name);
-      auto run = [&, op = op](DType dtype, bool strided) {
+      auto run = [&](DType dtype, bool strided) {
         Tensor base = Tensor::from_vector<float>(xs, {n}).to(dtype);
         // strided: the same values as every other element of a [n, 2] buffer
         Tensor x = (strided ? stack({base, base}, 1).select(1, 0) : base).detach().requires_grad_();
