@@ -24,7 +24,7 @@ constexpr double kInvSqrt2 = 0.7071067811865476;
 constexpr double kInvSqrt2Pi = 0.3989422804014327;
 
 // The exp, tanh and erf the formulas below call, a template parameter M: std's on the host and CUDA's in device code
-// by default (LibMath). The CPU backend passes cpu::VecMath (backends/cpu/vec_exp.h), whose float32 functions the
+// by default (LibMath). The CPU backend passes cpu::VecMath (backends/cpu/vec_math.h), whose float32 functions the
 // compiler vectorises where libm's are a call per element, so the formulas stay written once.
 struct LibMath {
   template <class T>

@@ -9,7 +9,7 @@
 #include <limits>
 #include <map>
 
-#include "backends/cpu/vec_exp.h"
+#include "backends/cpu/vec_math.h"
 #include "backends/in_float32.h"
 #include "nn/checkpoint.h"
 #include "test_util.h"

@@ -4,7 +4,7 @@
 #include <cmath>
 #include <limits>
 
-#include "backends/cpu/vec_exp.h"
+#include "backends/cpu/vec_math.h"
 
 #include "test_util.h"
 

@@ -1,12 +1,12 @@
 // Precision where the numbers are large: the row kernels keep apart what a sum would round (a row's max and its
 // log-sum in log_softmax and cross_entropy, a row's mean as hi + lo in layer_norm), on every device at hand.
-// And the float32 exp and tanh of the CPU's elementwise ops (backends/cpu/vec_exp.h), against float64.
+// And the float32 exp and tanh of the CPU's elementwise ops (backends/cpu/vec_math.h), against float64.
 #include <cmath>
 #include <functional>
 #include <limits>
 #include <vector>
 
-#include "backends/cpu/vec_exp.h"
+#include "backends/cpu/vec_math.h"
 #include "backends/elementwise_math.h"
 #include "test_util.h"
 

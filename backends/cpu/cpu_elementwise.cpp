@@ -4,7 +4,7 @@
 #include "backends/cpu/cpu_backend.h"
 #include "backends/elementwise_math.h"
 #include "backends/cpu/strided_loop.h"
-#include "backends/cpu/vec_exp.h"
+#include "backends/cpu/vec_math.h"
 #include "backends/in_float32.h"
 #include "tensor/random.h"
 

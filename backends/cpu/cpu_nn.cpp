@@ -11,7 +11,7 @@
 #include "backends/cpu/cpu_backend.h"
 #include "backends/cpu/lane_sum.h"
 #include "backends/cpu/strided_loop.h"
-#include "backends/cpu/vec_exp.h"
+#include "backends/cpu/vec_math.h"
 #include "backends/in_float32.h"
 #include "tensor/random.h"
 
@@ -281,7 +281,7 @@ void CpuBackend::rms_norm_backward(const Tensor& gy, const Tensor& x, const Tens
   });
 }
 
-// DyT: y = w·tanh(a·x) + b, t computed in T (float for float32, by cpu::tanh_of: vec_exp.h), as the GPU's
+// DyT: y = w·tanh(a·x) + b, t computed in T (float for float32, by cpu::tanh_of: vec_math.h), as the GPU's
 void CpuBackend::dyt(const Tensor& x, const Tensor& alpha, const Tensor& weight, const Tensor& bias, Tensor& y) {
   if (in_float32::dyt(*this, x, alpha, weight, bias, y)) return;
   const Rows rows = rows_of(x);
