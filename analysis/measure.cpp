@@ -274,11 +274,12 @@ struct Recorded {
   std::vector<nn::AttentionLogitRows> logit_rows;
   std::vector<nn::ResidualUpdate> adds;
   std::string scope;  // the scope measure_batch ran in: the hooks' names start with it
+  TokenPadding pad;   // the batch's padding, per stack
+  std::vector<DytMeasure> dyts;  // read from the tape after the forward
 };
 
 // measure_batch after its backward: the statistics of the gradients and of what the hooks recorded.
-LayerMeasures measured_layers(nn::Transformer& model, const MeasureBatch& b, const Tensor& loss, bool graph,
-                              const Recorded& rec) {
+LayerMeasures measured_layers(nn::Transformer& model, const Tensor& loss, bool graph, const Recorded& rec) {
   const std::vector<Tensor>&outs = rec.outs, &duals = rec.duals, &ins = rec.ins;
   const nn::TransformerConfig& cfg = model.config();
   LayerMeasures r;
@@ -295,10 +296,8 @@ LayerMeasures measured_layers(nn::Transformer& model, const MeasureBatch& b, con
   check((int64_t)outs.size() == L && (int64_t)ins.size() == stacks, "measure", ": the model recorded ",
         (int64_t)outs.size(), " layer outputs and ", (int64_t)ins.size(), " stack inputs for ", L, " layers and ",
         stacks, " stacks");
-  std::vector<int64_t> src_pad = b.src.defined() ? b.src.to_vector<int64_t>() : std::vector<int64_t>(),
-                       tgt_pad = b.tgt_in.to_vector<int64_t>();
-  for (auto& v : src_pad) v = v == cfg.pad_id;
-  for (auto& v : tgt_pad) v = v == cfg.pad_id;
+  const std::vector<int64_t>&src_pad = rec.pad.src, &tgt_pad = rec.pad.tgt;
+  r.dyts = rec.dyts;
 
   auto params = model.named_parameters();
   const std::vector<std::string> names = model.layer_names();
@@ -345,6 +344,9 @@ LayerMeasures measure_batch(nn::Transformer& model, const MeasureBatch& b, doubl
   current_tape().clear();
   Recorded rec;
   rec.scope = current_scope();
+  for (auto [ids, pad] : {std::pair{&b.src, &rec.pad.src}, {&b.tgt_in, &rec.pad.tgt}})
+    if (ids->defined())
+      for (int64_t id : ids->to_vector<int64_t>()) pad->push_back(id == cfg.pad_id);
   // The hooks record this forward only; a caller's own are put back after it (not cleared).
   const auto before = std::make_tuple(model.layer_outputs, model.dual_outputs, model.stack_inputs,
                                       model.attention_logits, model.residual_updates);
@@ -367,9 +369,10 @@ LayerMeasures measure_batch(nn::Transformer& model, const MeasureBatch& b, doubl
   }
   unhook();
   try {
+    rec.dyts = measure_dyts(current_tape(), rec.scope, rec.pad);  // (before the backward frees what the tape keeps)
     nn::LabelSmoothedLoss ls = nn::label_smoothed_nll(logits, tgt_out, cfg.pad_id, label_smoothing);
     ls.loss.backward(Tensor(), /*retain_graph=*/graph);
-    LayerMeasures r = measured_layers(model, b, ls.loss, graph, rec);
+    LayerMeasures r = measured_layers(model, ls.loss, graph, rec);
     model.zero_grad();
     return r;
   } catch (...) {  // the gradients and the tape are left as they were found: empty
@@ -438,6 +441,12 @@ void accumulate(LayerMeasures& sum, LayerMeasures&& m) {
     s.ffn_update += x.ffn_update;
     s.removal_delta += x.removal_delta;
   }
+  check(sum.dyts.size() == m.dyts.size(), "measure", ": ", sum.dyts.size(), " DyTs ran in one batch and ",
+        m.dyts.size(), " in another");
+  for (size_t i = 0; i < m.dyts.size(); ++i) {
+    DytMeasure& s = sum.dyts[i];
+    s.alpha += m.dyts[i].alpha, s.input_rms += m.dyts[i].input_rms, s.saturated += m.dyts[i].saturated;
+  }
 }
 
 void divide(LayerMeasures& sum) {
@@ -452,6 +461,7 @@ void divide(LayerMeasures& sum) {
     for (double& h : s.self_logit_max_heads) h /= n;
     for (double& h : s.cross_logit_max_heads) h /= n;
   }
+  for (DytMeasure& d : sum.dyts) d.alpha /= n, d.input_rms /= n, d.saturated /= n;
 }
 
 // Training batches come from seeds that the measured batches (seed * 7919 + i, i < n_batches) do not use.

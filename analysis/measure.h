@@ -47,6 +47,7 @@
 #include <string>
 #include <vector>
 
+#include "analysis/dyt_measure.h"
 #include "analysis/graph.h"
 #include "analysis/paths.h"
 #include "nn/transformer.h"
@@ -92,6 +93,7 @@ struct LayerMeasures {
   double loss = 0;                   // mean label-smoothed loss
   int64_t samples = 0;               // batches x seeds averaged over
   int64_t step = 0;                  // training steps taken before the measurement (measure_steps)
+  std::vector<DytMeasure> dyts;      // each DyT's α, input RMS, saturated share (dyt_measure.h); empty without DyT
   // The first batch's graph, when MeasureOptions::graph is on: its snapshot and path analysis.
   Graph graph;
   PathStats paths;

@@ -134,6 +134,60 @@ TEST_SUITE("measure") {
     CHECK(m.layer("dec.0").cos_prev < 0.9999);
   }
 
+  TEST_CASE("DyT: each DyT's alpha, input RMS and saturated share over non-pad tokens, by hand for enc.0's first") {
+    nn::TransformerConfig c = tiny_transformer("pre_ln", 13, nn::NormKind::DynamicTanh);
+    manual_seed(4);
+    nn::Transformer model(c);
+    MeasureBatch b = random_batch(c, 3, 6, 2);  // lengths 3..6: padded sentences
+    // Pre-LN's first DyT reads the stream entering the encoder; alpha 1.5 saturates some of it, not all
+    model.parameter("enc.0.self_attn_norm.alpha").copy_(Tensor::full({1}, 1.5));
+    std::vector<Tensor> ins;
+    model.stack_inputs = &ins;
+    {
+      NoGradGuard ng;
+      model.forward(b.src, b.tgt_in);
+    }
+    model.stack_inputs = nullptr;
+    const std::vector<double> x = ins[0].to(DType::F64).to_vector<double>();
+    const std::vector<int64_t> src = b.src.to_vector<int64_t>();
+    double sq = 0, n = 0, saturated = 0;
+    for (size_t t = 0; t < src.size(); t++) {
+      if (src[t] == c.pad_id) continue;
+      for (int64_t j = 0; j < c.d_model; j++) {
+        const double v = x[t * c.d_model + j];
+        sq += v * v, n += 1, saturated += std::abs(1.5 * v) >= std::atanh(0.99);
+      }
+    }
+    REQUIRE(n < (double)(src.size() * c.d_model));  // (the batch has padding to leave out)
+    LayerMeasures m = measure_batch(model, b);
+    // one per DyT the model runs, in the order they run: 2 per encoder layer and the final one, 3 per decoder layer
+    REQUIRE(m.dyts.size() == (size_t)(2 * c.enc_layers + 1 + 3 * c.dec_layers + 1));
+    CHECK(m.dyts[0].norm == "enc.0.self_attn_norm");
+    CHECK(m.dyts[2 * c.enc_layers].norm == "enc.final_norm");
+    CHECK(m.dyts.back().norm == "dec.final_norm");
+    CHECK(m.dyts[0].alpha == 1.5);
+    CHECK(m.dyts[1].alpha == doctest::Approx(c.dyt_alpha));
+    CHECK(m.dyts[0].input_rms == doctest::Approx(std::sqrt(sq / n)).epsilon(1e-6));
+    CHECK(m.dyts[0].saturated == doctest::Approx(saturated / n));
+    CHECK(m.dyts[0].saturated > 0.0);
+    CHECK(m.dyts[0].saturated < 1.0);
+    for (const DytMeasure& d : m.dyts) {  // the others: alpha0 0.5 and small streams at init
+      CHECK(d.input_rms > 0);
+      CHECK(d.saturated >= 0);
+    }
+    const std::string md = dyt_measures_markdown(m.dyts);
+    CHECK(md.find("\n| enc.0.self_attn_norm | 1.5 | ") != std::string::npos);
+    CHECK(md.find("| dec.final_norm |") != std::string::npos);
+    // averaged over batches as every statistic is: the same batch twice gives the same numbers
+    LayerMeasures twice = measure_batches(model, {b, b});
+    CHECK(twice.dyts[0].saturated == doctest::Approx(m.dyts[0].saturated));
+    CHECK(twice.dyts[0].input_rms == doctest::Approx(m.dyts[0].input_rms));
+    // a LayerNorm model has none, and no table
+    nn::Transformer ln(tiny_transformer("pre_ln"));
+    CHECK(measure_batch(ln, b).dyts.empty());
+    CHECK(dyt_measures_markdown({}).empty());
+  }
+
   TEST_CASE("mean_token_cosine: the pairwise mean of a sentence's tokens, by the sum of their unit vectors") {
     // against every pair, on random tokens with padding, a zero token and a sentence of one token
     manual_seed(6);

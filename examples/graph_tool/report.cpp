@@ -168,6 +168,29 @@ std::string run_table(const Run& r) {
   return out;
 }
 
+// Per-DyT table of one run (--norm dyt): α, α·RMS(x) and the saturated share at every step; "" without DyT.
+std::string dyt_table(const Run& r) {
+  if (r.init().dyts.empty()) return "";
+  std::string head = "| DyT |", rule = "|---|";
+  for (const LayerMeasures& m : r.m) {
+    std::string at;
+    if (r.m.size() > 1) at.append(" @").append(step_label(m.step));
+    head += " α" + at + " | α·RMS(x)" + at + " | saturated" + at + " |";
+    rule += "---|---|---|";
+  }
+  std::string out = head + "\n" + rule + "\n";
+  for (size_t i = 0; i < r.init().dyts.size(); ++i) {
+    out.append("| ").append(r.init().dyts[i].norm).append(" |");
+    for (const LayerMeasures& m : r.m) {
+      const DytMeasure& d = m.dyts[i];
+      out.append(" ").append(num(d.alpha)).append(" | ").append(num(d.alpha * d.input_rms)).append(" | ");
+      out.append(num(100 * d.saturated, 3)).append(" % |");
+    }
+    out += "\n";
+  }
+  return out;
+}
+
 // Ratio of the first to the last layer's fc2 gradient norm on one side ("enc" or "dec"); NaN without that side.
 double first_last_ratio(const LayerMeasures& m, const std::string& side, int64_t depth) {
   const LayerMeasure *first = m.find(side + ".0"), *last = m.find(side + "." + std::to_string(depth - 1));
@@ -405,9 +428,14 @@ void write_report(const ReportOptions& opt) {
       for (auto& [caption, file] : pngs[depth]) md << "![" << caption << "](" << file << ")\n\n";
     }
   }
-  for (const Run& r : runs)
+  for (const Run& r : runs) {
     md << "### " << r.label << ", " << layers_text(r.depth, opt.model.decoder_only) << "\n\n" << run_table(r)
        << "\n";
+    if (!r.init().dyts.empty())
+      md << "Each DyT: its α, α·RMS of its input and the share of its inputs with |α x| ≥ atanh(0.99) ≈ 2.65, "
+            "where tanh saturates (|tanh| ≥ 0.99) and passes back under 2 % of its gradient at 0.\n\n"
+         << dyt_table(r) << "\n";
+  }
 
   // keep the hand-written part above the marker
   std::string head;

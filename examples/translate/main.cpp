@@ -400,6 +400,9 @@ static int run_command(int argc, char** argv) {
       if (ev.measure > 0)
         std::printf("\nper layer, the mean over %lld test batches (docs/graph.md, \"Measured statistics\"):\n\n%s",
                     (long long)r.measures.samples, layer_measures_markdown(r.measures).c_str());
+      if (ev.measure > 0 && !r.measures.dyts.empty())
+        std::printf("\nper DyT, the same batches (docs/graph.md, \"DyT's saturation\"):\n\n%s",
+                    dyt_measures_markdown(r.measures.dyts).c_str());
       if (ev.layer_removal)
         std::printf("\nwithout one more layer (the same test set and decoding; docs/translate.md, \"Layer "
                     "removal\"):\n\n%s", layer_removal_markdown(r).c_str());
