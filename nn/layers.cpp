@@ -1,5 +1,7 @@
 #include "nn/layers.h"
 
+#include <fnmatch.h>
+
 #include <algorithm>
 #include <cmath>
 #include <vector>
@@ -407,6 +409,19 @@ Tensor DynamicTanh::forward(const Tensor& x) {
   Scope s(name());
   check_features(x, dim, "DynamicTanh");
   return dyt(x, alpha, weight, bias);
+}
+
+int64_t set_dyt_alpha(Module& root, const std::string& pattern, double alpha0) {
+  check(std::isfinite(alpha0) && alpha0 > 0, "set_dyt_alpha", ": alpha0 must be finite and > 0, got ", alpha0,
+        " for '", pattern, "'");
+  int64_t set = 0;
+  NoGradGuard no_grad;
+  for (auto& [name, m] : root.named_modules())
+    if (auto* d = dynamic_cast<DynamicTanh*>(m); d && fnmatch(pattern.c_str(), name.c_str(), 0) == 0) {
+      d->alpha.copy_(Tensor::full(d->alpha.shape(), alpha0, d->alpha.dtype(), d->alpha.device()));
+      ++set;
+    }
+  return set;
 }
 
 std::shared_ptr<Norm> make_norm(NormKind kind, int64_t dim, double eps, double dyt_alpha) {

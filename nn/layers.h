@@ -214,6 +214,11 @@ class DynamicTanh : public Norm {
   Tensor alpha, weight, bias;
 };
 
+// Sets α to alpha0 in every DynamicTanh under `root` whose name (named_modules': "enc.11.ffn_norm",
+// "dec.final_norm") matches the shell pattern `pattern` ('*' and '?', fnmatch); returns how many it set. The paper's
+// LLaMA recipe: one α0 for the DyTs before attention ("*attn_norm"), another for the others.
+int64_t set_dyt_alpha(Module& root, const std::string& pattern, double alpha0);
+
 // A norm of `kind` over `dim` features; eps for LayerNorm and RMSNorm, dyt_alpha (α0) for DynamicTanh.
 std::shared_ptr<Norm> make_norm(NormKind kind, int64_t dim, double eps, double dyt_alpha = 0.5);
 

@@ -46,6 +46,11 @@ void TransformerConfig::validate(const Topology& made) const {
   check(dyt_alpha > 0 && std::isfinite(dyt_alpha), who, ": dyt_alpha must be finite and > 0, got ", dyt_alpha);
   check(norm == NormKind::DynamicTanh || dyt_alpha == 0.5, who, ": dyt_alpha ", dyt_alpha, " is for norm dyt; norm ",
         norm_kind_name(norm), " does not use it (leave it 0.5)");
+  check(norm == NormKind::DynamicTanh || dyt_alpha_at.empty(), who, ": dyt_alpha_at (",
+        dyt_alpha_at_text(dyt_alpha_at), ") is for norm dyt; norm ", norm_kind_name(norm), " has no DyT");
+  for (const auto& [pattern, alpha0] : dyt_alpha_at)
+    check(!pattern.empty() && alpha0 > 0 && std::isfinite(alpha0), who, ": dyt_alpha_at needs a pattern and a "
+          "finite alpha0 > 0, got '", pattern, "' = ", alpha0);
   check(resi_dual_scale > 0 && std::isfinite(resi_dual_scale), who, ": resi_dual_scale must be > 0, got ",
         resi_dual_scale);
   check(layer_scale_init == -1 || (layer_scale_init > 0 && std::isfinite(layer_scale_init)), who,
@@ -112,7 +117,11 @@ std::string TransformerConfig::positions_summary() const {
 
 std::string TransformerConfig::norm_summary() const {
   std::string s = norm_kind_name(norm);
-  if (norm == NormKind::DynamicTanh) s += " (alpha0 " + number_str(dyt_alpha) + ")";
+  if (norm == NormKind::DynamicTanh) {
+    s += " (alpha0 " + number_str(dyt_alpha);
+    for (const auto& [pattern, alpha0] : dyt_alpha_at) s += "; " + pattern + " " + number_str(alpha0);
+    s += ")";
+  }
   return s;
 }
 
@@ -265,6 +274,37 @@ Tensor Layer::residual_add(const char* sublayer, const Tensor& stream, const Ten
 
 std::shared_ptr<Norm> make_norm(const TransformerConfig& cfg, int64_t dim) {
   return make_norm(cfg.norm, dim, cfg.norm_eps, cfg.dyt_alpha);
+}
+
+std::vector<std::pair<std::string, double>> parse_dyt_alpha_at(const std::string& text) {
+  std::vector<std::pair<std::string, double>> at;
+  if (text.empty()) return at;
+  size_t start = 0;
+  while (start <= text.size()) {
+    const size_t comma = std::min(text.find(',', start), text.size());
+    const std::string entry = text.substr(start, comma - start);
+    const size_t eq = entry.rfind('=');
+    double alpha0 = NAN;
+    size_t used = 0;
+    if (eq != std::string::npos && eq > 0 && eq + 1 < entry.size()) {
+      try {
+        alpha0 = std::stod(entry.substr(eq + 1), &used);
+      } catch (const std::exception&) {
+        used = 0;
+      }
+    }
+    check(used > 0 && eq + 1 + used == entry.size(), "dyt_alpha_at", ": '", entry, "' in '", text,
+          "' is not PATTERN=ALPHA0 (a DyT name pattern, '*' and '?' allowed, and a number: \"*.final_norm=0.2\")");
+    at.emplace_back(entry.substr(0, eq), alpha0);
+    start = comma + 1;
+  }
+  return at;
+}
+
+std::string dyt_alpha_at_text(const std::vector<std::pair<std::string, double>>& at) {
+  std::string s;
+  for (const auto& [pattern, alpha0] : at) s += (s.empty() ? "" : ",") + pattern + "=" + number_str(alpha0);
+  return s;
 }
 
 std::shared_ptr<Norm> Layer::add_norm(const std::string& n) {

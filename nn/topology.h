@@ -61,6 +61,9 @@ struct TransformerConfig {
   NormKind norm = NormKind::LayerNorm;
   double norm_eps = 1e-5;     // LayerNorm's and RMSNorm's ε (DyT has none)
   double dyt_alpha = 0.5;     // norm dyt: α0, the init of each DyT's learned α (the paper's 0.5; norm dyt only)
+  // norm dyt: α0 of the DyTs whose names match a shell pattern ({"*.final_norm", 0.2}), in place of dyt_alpha, in
+  // order (a later pattern wins); each must match a DyT of the model (nn::set_dyt_alpha, parse_dyt_alpha_at)
+  std::vector<std::pair<std::string, double>> dyt_alpha_at;
   Activation activation = Activation::ReLU;
   std::string topology = "pre_ln";  // a name from topology_names()
   // Per-head Q/K(/V) norms for every attention (QK-norm ablations). HybridNorm always uses QKV.
@@ -121,6 +124,12 @@ struct TransformerConfig {
 // A norm of cfg's kind over `dim` features, with cfg's norm_eps (LayerNorm, RMSNorm) or dyt_alpha (DyT): each norm a
 // topology places.
 std::shared_ptr<Norm> make_norm(const TransformerConfig& cfg, int64_t dim);
+
+// TransformerConfig::dyt_alpha_at from the command line's "PATTERN=ALPHA0[,PATTERN=ALPHA0...]"
+// ("*attn_norm=0.8,*.final_norm=0.2"; "" is none). Throws Error naming the entry that is not of that form.
+std::vector<std::pair<std::string, double>> parse_dyt_alpha_at(const std::string& text);
+// Its inverse: "*attn_norm=0.8,*.final_norm=0.2"
+std::string dyt_alpha_at_text(const std::vector<std::pair<std::string, double>>& at);
 
 // The options of TransformerConfig that one topology reads (resi_dual_scale: resi_dual's; mixln_post_layers:
 // mix_ln's; b2t_rescale: b2t's; layer_scale_init: layer_scale's; normformer_scale_resids and

@@ -121,6 +121,14 @@ Transformer::Transformer(const TransformerConfig& cfg) : cfg_(cfg) {
   }
   topology_->init_model(*this);
   apply_init();
+  for (const auto& [pattern, alpha0] : cfg.dyt_alpha_at)  // (cfg.validate checked them: norm dyt, alpha0 > 0)
+    if (set_dyt_alpha(*this, pattern, alpha0) == 0) {
+      std::string names;
+      for (auto& [name, m] : named_modules())
+        if (dynamic_cast<DynamicTanh*>(m)) names += (names.empty() ? "" : ", ") + name;
+      fail("Transformer", ": dyt_alpha_at's pattern '", pattern, "' matches no DyT of this ", cfg.topology,
+           " model; its DyTs: ", names);
+    }
   name_parameters();
 }
 

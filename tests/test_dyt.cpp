@@ -247,12 +247,52 @@ TEST_SUITE("dyt") {
 #if __has_include("config_json.h")
     c = tiny_transformer("pre_ln", 13, nn::NormKind::DynamicTanh);
     c.dyt_alpha = 0.25;
+    c.dyt_alpha_at = {{"*attn_norm", 0.8}, {"enc.final_norm", 0.125}};
     const nn::TransformerConfig back = translate::config_from_json(translate::config_to_json(c));
     CHECK(back.norm == nn::NormKind::DynamicTanh);
     CHECK(back.dyt_alpha == 0.25);
+    CHECK(back.dyt_alpha_at == c.dyt_alpha_at);
     nlohmann::json old = nlohmann::json::parse(translate::config_to_json(tiny_transformer("pre_ln")));
     old.erase("dyt_alpha");  // a file from before DyT: the default
+    old.erase("dyt_alpha_at");
     CHECK(translate::config_from_json(old.dump()).dyt_alpha == 0.5);
+    CHECK(translate::config_from_json(old.dump()).dyt_alpha_at.empty());
 #endif
+  }
+
+  TEST_CASE("dyt_alpha_at: another alpha0 for the DyTs whose names match a pattern, a later pattern winning") {
+    nn::TransformerConfig c = tiny_transformer("pre_ln", 13, nn::NormKind::DynamicTanh);  // 2+2 layers
+    c.dyt_alpha_at = nn::parse_dyt_alpha_at("*attn_norm=0.8,enc.final_norm=0.2,dec.1.*=0.3");
+    REQUIRE(c.dyt_alpha_at.size() == 3);
+    CHECK(nn::dyt_alpha_at_text(c.dyt_alpha_at) == "*attn_norm=0.8,enc.final_norm=0.2,dec.1.*=0.3");
+    CHECK(c.norm_summary() == "dyt (alpha0 0.5; *attn_norm 0.8; enc.final_norm 0.2; dec.1.* 0.3)");
+    nn::Transformer model(c);
+    auto alpha = [&](const std::string& norm) { return model.parameter(norm + ".alpha").item(); };
+    CHECK(alpha("enc.0.self_attn_norm") == doctest::Approx(0.8));
+    CHECK(alpha("dec.0.cross_attn_norm") == doctest::Approx(0.8));
+    CHECK(alpha("enc.0.ffn_norm") == doctest::Approx(0.5));  // dyt_alpha where no pattern matches
+    CHECK(alpha("dec.final_norm") == doctest::Approx(0.5));
+    CHECK(alpha("enc.final_norm") == doctest::Approx(0.2));
+    CHECK(alpha("dec.1.self_attn_norm") == doctest::Approx(0.3));  // both matched: the later pattern
+    CHECK(alpha("dec.1.ffn_norm") == doctest::Approx(0.3));
+    // the init only: the model trains them as before, and a checkpoint keeps what they became
+    CHECK(model.parameter("enc.0.self_attn_norm.alpha").requires_grad());
+    // a pattern that matches no DyT is refused, naming it and the DyTs there are
+    c.dyt_alpha_at = {{"*.attn_norm", 0.8}};
+    CHECK_THROWS_WITH_ALL(nn::Transformer{c}, "'*.attn_norm' matches no DyT", "enc.0.self_attn_norm",
+                          "dec.final_norm");
+    c.dyt_alpha_at = {{"*", 0.0}};
+    CHECK_THROWS_WITH_ALL(c.validate(), "dyt_alpha_at", "'*' = 0");
+    c.dyt_alpha_at = {{"*", 0.8}}, c.norm = nn::NormKind::LayerNorm;
+    CHECK_THROWS_WITH_ALL(c.validate(), "dyt_alpha_at (*=0.8) is for norm dyt", "layer_norm");
+    // the command line's form
+    CHECK(nn::parse_dyt_alpha_at("").empty());
+    CHECK(nn::parse_dyt_alpha_at("a=1e-1")[0].second == 0.1);
+    for (const char* bad : {"*", "=0.5", "*=", "*=0.5x", "*=0.5,", "*=abc"})
+      CHECK_THROWS_WITH_ALL(nn::parse_dyt_alpha_at(bad), "dyt_alpha_at", "PATTERN=ALPHA0");
+    // set_dyt_alpha on any module tree: how many it set
+    CHECK(nn::set_dyt_alpha(model, "enc.*", 0.4) == 5);  // 2 per encoder layer and the final one
+    CHECK(alpha("enc.1.ffn_norm") == doctest::Approx(0.4));
+    CHECK_THROWS_WITH_ALL(nn::set_dyt_alpha(model, "*", -1), "set_dyt_alpha", "> 0");
   }
 }

@@ -51,6 +51,9 @@ void add_model_options(CLI::App* cmd, ModelOptions& m, bool topology) {
       ->capture_default_str();
   cmd->add_option("--dyt-alpha", m.dyt_alpha, "with --norm dyt: the init of each DyT's learned alpha")
       ->capture_default_str();
+  cmd->add_option("--dyt-alpha-at", m.dyt_alpha_at,
+                  "with --norm dyt: PATTERN=ALPHA0,... another init for the DyTs whose names match "
+                  "(\"*attn_norm=0.8\")");
   cmd->add_option("--qk-norm", m.qk_norm, "none | qk | qkv: per-head norms of q, k (and v) inside attention")
       ->capture_default_str();
   cmd->add_option("--qk-norm-kind", m.qk_norm_kind, "rms_norm | layer_norm | l2")->capture_default_str();

@@ -28,6 +28,7 @@ nn::TransformerConfig ModelOptions::config() const {
   c.topology = topology;
   c.norm = nn::parse_norm_kind(norm);
   c.dyt_alpha = dyt_alpha;
+  c.dyt_alpha_at = nn::parse_dyt_alpha_at(dyt_alpha_at);
   c.qk_norm = nn::parse_head_norm_targets(qk_norm);
   c.qk_norm_kind = nn::parse_head_norm_kind(qk_norm_kind);
   c.positions = nn::parse_position_encoding(positions);
@@ -51,6 +52,7 @@ std::string ModelOptions::norm_text() const {
   nn::TransformerConfig c;  // (not config(): its topology may be a placeholder that refuses another's options)
   c.norm = nn::parse_norm_kind(norm);
   c.dyt_alpha = dyt_alpha;
+  c.dyt_alpha_at = nn::parse_dyt_alpha_at(dyt_alpha_at);
   return c.norm_summary();
 }
 

@@ -21,6 +21,7 @@ struct ModelOptions {
   std::string autocast = "off";  // off | bf16: the recorded forward in bf16 mixed precision (dump and paths)
   std::string norm = "layer_norm";  // layer_norm | rms_norm | dyt: every norm a topology places (TransformerConfig)
   double dyt_alpha = 0.5;           // DyT's α0 (norm dyt)
+  std::string dyt_alpha_at;         // "PATTERN=ALPHA0,...": other α0 by DyT name (TransformerConfig::dyt_alpha_at)
   std::string qk_norm = "none";  // none | qk | qkv: per-head norms inside attention (TransformerConfig::qk_norm)
   std::string qk_norm_kind = "rms_norm";  // rms_norm | layer_norm | l2
   std::string positions = "sinusoidal";  // sinusoidal | learned | rope | alibi | t5 | none (TransformerConfig::…)

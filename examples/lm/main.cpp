@@ -42,6 +42,7 @@ struct Options {
   std::string init = "fairseq";  // fairseq | small_init | deep_norm | gpt2 (TransformerConfig::init)
   std::string norm = "layer_norm";  // layer_norm | rms_norm | dyt (TransformerConfig::norm)
   double dyt_alpha = 0.5;
+  std::string dyt_alpha_at;  // "PATTERN=ALPHA0,..." (TransformerConfig::dyt_alpha_at)
   std::string optimizer = "adamw";  // adamw | radam (the same betas and decoupled weight decay)
   std::string positions = "sinusoidal";  // sinusoidal | learned | rope | alibi | none (TransformerConfig::positions)
   double rope_theta = 10000;
@@ -161,6 +162,7 @@ nn::TransformerConfig lm_config(const Options& o, const std::string& topology, i
   cfg.init = nn::parse_init_scheme(o.init);
   cfg.norm = nn::parse_norm_kind(o.norm);
   cfg.dyt_alpha = o.dyt_alpha;
+  cfg.dyt_alpha_at = nn::parse_dyt_alpha_at(o.dyt_alpha_at);
   cfg.positions = nn::parse_position_encoding(o.positions);
   cfg.rope_theta = o.rope_theta;
   cfg.rope_dims = o.rope_dims;
@@ -260,6 +262,9 @@ static int run(int argc, char** argv) {
       ->capture_default_str();
   app.add_option("--dyt-alpha", o.dyt_alpha, "with --norm dyt: the init of each DyT's learned alpha")
       ->capture_default_str();
+  app.add_option("--dyt-alpha-at", o.dyt_alpha_at,
+                 "with --norm dyt: PATTERN=ALPHA0,... another init for the DyTs whose names match "
+                 "(\"*attn_norm=0.8\")");
   app.add_option("--positions", o.positions,
                  "sinusoidal | learned (GPT-2's) | rope (rotary, as LLaMA/OLMo) | alibi (as BLOOM/MPT) | t5 (T5's "
                  "relative bias) | none (NoPE)")

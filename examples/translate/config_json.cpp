@@ -16,7 +16,8 @@ std::string config_to_json(const TransformerConfig& c) {
   json j = {{"vocab", c.vocab}, {"d_model", c.d_model}, {"heads", c.heads}, {"d_ff", c.d_ff},
             {"enc_layers", c.enc_layers}, {"dec_layers", c.dec_layers}, {"dropout", c.dropout},
             {"attn_dropout", c.attn_dropout}, {"act_dropout", c.act_dropout}, {"norm", norm_kind_name(c.norm)},
-            {"norm_eps", c.norm_eps}, {"dyt_alpha", c.dyt_alpha}, {"activation", activation_name(c.activation)},
+            {"norm_eps", c.norm_eps}, {"dyt_alpha", c.dyt_alpha}, {"dyt_alpha_at", c.dyt_alpha_at},
+            {"activation", activation_name(c.activation)},
             {"topology", c.topology},
             {"qk_norm", head_norm_targets_name(c.qk_norm)}, {"qk_norm_kind", head_norm_kind_name(c.qk_norm_kind)},
             {"resi_dual_scale", c.resi_dual_scale}, {"mixln_post_layers", c.mixln_post_layers},
@@ -79,6 +80,8 @@ TransformerConfig config_from_json(const std::string& s) {
     if (j.contains("normformer_fairseq_head_scale"))  // (from 2026-12-07's third session)
       c.normformer_fairseq_head_scale = j.at("normformer_fairseq_head_scale").get<bool>();
     if (j.contains("dyt_alpha")) c.dyt_alpha = j.at("dyt_alpha").get<double>();  // (from 2026-12-07's fourth)
+    if (j.contains("dyt_alpha_at"))  // (from 2026-12-07's fifth session)
+      c.dyt_alpha_at = j.at("dyt_alpha_at").get<std::vector<std::pair<std::string, double>>>();
   } catch (const json::exception& e) {
     skipgrad::fail("config_from_json", ": missing or mistyped field: ", e.what());
   }

@@ -47,6 +47,7 @@ static CLI::Validator label_smoothing_range() {
 // The model options given by name, parsed into TrainOptions::model once the command line is read.
 struct ModelChoices {
   std::string norm = "layer_norm", act = "relu", init = "fairseq", qk_norm = "none", qk_norm_kind = "rms_norm";
+  std::string dyt_alpha_at;  // "PATTERN=ALPHA0,..." (nn::parse_dyt_alpha_at)
   std::string positions = "sinusoidal";
 };
 
@@ -74,6 +75,9 @@ static void add_train_options(CLI::App* c, TrainOptions& o, ModelChoices& m) {
       ->capture_default_str();
   c->add_option("--dyt-alpha", o.model.dyt_alpha, "with --norm dyt: the init of each DyT's learned alpha")
       ->capture_default_str();
+  c->add_option("--dyt-alpha-at", m.dyt_alpha_at,
+                "with --norm dyt: PATTERN=ALPHA0,... another init for the DyTs whose names match (\"*attn_norm=0.8,"
+                "*.final_norm=0.2\"; a later pattern wins)");
   c->add_option("--activation", m.act, "relu | gelu | swiglu")->capture_default_str();
   c->add_option("--init", m.init, "fairseq | small_init | deep_norm | gpt2")->capture_default_str();
   c->add_option("--qk-norm", m.qk_norm, "none | qk | qkv: per-head norms of q, k (and v) in every attention")
@@ -287,6 +291,7 @@ static int run_command(int argc, char** argv) {
   try {
     o.model.dec_layers = o.model.enc_layers;
     o.model.norm = nn::parse_norm_kind(choices.norm);
+    o.model.dyt_alpha_at = nn::parse_dyt_alpha_at(choices.dyt_alpha_at);
     o.model.activation = nn::parse_activation(choices.act);
     o.model.init = nn::parse_init_scheme(choices.init);
     o.model.qk_norm = nn::parse_head_norm_targets(choices.qk_norm);
