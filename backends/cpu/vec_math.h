@@ -9,11 +9,20 @@
 #pragma once
 #include <bit>
 #include <cmath>
+#include <cstddef>
 #include <cstdint>
 #include <limits>
 #include <type_traits>
 
 namespace skipgrad::cpu {
+
+// c[0] + x·(c[1] + x·(c[2] + ...)) by Horner's rule, the lowest coefficient first: the polynomials below
+template <size_t N>
+inline float horner(float x, const float (&c)[N]) {
+  float p = c[N - 1];
+  for (size_t i = N - 1; i-- > 0;) p = p * x + c[i];
+  return p;
+}
 
 inline float exp_vec(float x) {
   constexpr float kLo = -86.5f, kHi = 88.7228f;  // 2^n with n in [-125, 128] below, as 2^(n-1) * 2
@@ -24,13 +33,8 @@ inline float exp_vec(float x) {
   const float t = xc * kLog2e + kRound;                               // n sits in t's low mantissa bits
   const float n = t - kRound;
   const float r = (xc - n * kLn2Hi) - n * kLn2Lo;
-  float p = 1.9875691500e-4f;
-  p = p * r + 1.3981999507e-3f;
-  p = p * r + 8.3334519073e-3f;
-  p = p * r + 4.1665795894e-2f;
-  p = p * r + 1.6666665459e-1f;
-  p = p * r + 5.0000001201e-1f;
-  p = p * (r * r) + r + 1.0f;
+  const float p = horner(r, {5.0000001201e-1f, 1.6666665459e-1f, 4.1665795894e-2f, 8.3334519073e-3f,
+                              1.3981999507e-3f, 1.9875691500e-4f}) * (r * r) + r + 1.0f;
   // 2^(n-1) built in unsigned arithmetic (no overflow or shift rules to break for a NaN's garbage n)
   const uint32_t bits = (std::bit_cast<uint32_t>(t) - std::bit_cast<uint32_t>(kRound) + 126u) << 23;
   const float y = p * std::bit_cast<float>(bits) * 2.0f;
@@ -44,18 +48,14 @@ inline T exp_of(T x) {
   else return std::exp(x);
 }
 
-// tanh(x) for float32 the same way (DyT's kernels, the tanh op and the tanh GELU; libm's tanhf is a call per element): for |x| < 0.625,
-// x + x³·P(x²), P of degree 4 fitted for this file (weighted least squares on tanh's relative error, then rounded to
-// float); else sign(x)·(1 − 2/(e^{2|x|} + 1)) with exp_vec. Error 1 ulp against libm over [-12, 12]
+// tanh(x) for float32 the same way (DyT's kernels, the tanh op and the tanh GELU; libm's tanhf is a call per
+// element): for |x| < 0.625, x + x³·P(x²), P of degree 4 fitted for this file (weighted least squares on tanh's
+// relative error, then rounded to float); else sign(x)·(1 − 2/(e^{2|x|} + 1)) with exp_vec. Error 1 ulp against libm over [-12, 12]
 // (tests/test_dyt.cpp sweeps it, allowing 2); ±inf -> ±1, ±0 -> ±0, NaN -> NaN.
 inline float tanh_vec(float x) {
   const float a = x < 0 ? -x : x;
   const float s = x * x;
-  float p = -5.79009997e-3f;
-  p = p * s + 2.07137372e-2f;
-  p = p * s - 5.37620038e-2f;
-  p = p * s + 1.33316994e-1f;
-  p = p * s - 3.33332896e-1f;
+  const float p = horner(s, {-3.33332896e-1f, 1.33316994e-1f, -5.37620038e-2f, 2.07137372e-2f, -5.79009997e-3f});
   const float small = a == 0 ? x : x + x * s * p;  // (keeps -0 as -0)
   const float large = 1.0f - 2.0f / (exp_vec(2.0f * a) + 1.0f);  // (exp_vec(+inf) = inf: 1)
   return a < 0.625f ? small : (x < 0 ? -large : large);  // (NaN fails a < 0.625: large is NaN)
@@ -76,22 +76,13 @@ inline T tanh_of(T x) {
 inline float erf_vec(float x) {
   const float a = x < 0 ? -x : x;
   const float s = x * x;
-  float p = 7.898709865e-05f;
-  p = p * s - 8.024823608e-04f;
-  p = p * s + 5.190163107e-03f;
-  p = p * s - 2.685491642e-02f;
-  p = p * s + 1.128361738e-01f;
-  p = p * s - 3.761262982e-01f;
+  const float p = horner(s, {-3.761262982e-01f, 1.128361738e-01f, -2.685491642e-02f, 5.190163107e-03f,
+                              -8.024823608e-04f, 7.898709865e-05f});
   const float small = x + x * (0.128379167f + s * p);  // (x exact, the rest is the 11 % correction; keeps -0)
   const float b = a > 4.0f ? 4.0f : a;                 // (NaN fails the test and stays NaN)
   const float t = 1.0f / b;
-  float q = 2.513126866e-02f;
-  q = q * t - 1.376318936e-01f;
-  q = q * t + 3.065672319e-01f;
-  q = q * t - 3.079202774e-01f;
-  q = q * t - 3.505804681e-02f;
-  q = q * t + 5.781939841e-01f;
-  q = q * t - 1.698681316e-03f;
+  const float q = horner(t, {-1.698681316e-03f, 5.781939841e-01f, -3.505804681e-02f, -3.079202774e-01f,
+                              3.065672319e-01f, -1.376318936e-01f, 2.513126866e-02f});
   const float large = 1.0f - exp_vec(-b * b) * q;
   return a < 1.0f ? small : (x < 0 ? -large : large);
 }
