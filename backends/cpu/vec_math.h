@@ -1,7 +1,7 @@
-// exp(x) (and tanh(x) and erf(x), below) for float32 in plain arithmetic the compiler can vectorise. libm's expf is a call per
-// element (4–6 ns each): softmax, log-softmax and cross-entropy spent most of their time in it, and the exp, sigmoid
-// and silu ops do too (through VecMath, at the end). This is Cephes' expf: split x = n·ln2 + r with |r| <= ln2/2,
-// e^r by a degree-7 polynomial, then 2^n put into the exponent bits.
+// exp(x) (and tanh(x) and erf(x), below) for float32 in plain arithmetic the compiler can vectorise. libm's expf is
+// a call per element (4–6 ns each): softmax, log-softmax and cross-entropy spent most of their time in it, and the
+// exp, sigmoid and silu ops do too (through VecMath, at the end). This is Cephes' expf: split x = n·ln2 + r with
+// |r| <= ln2/2, e^r by a degree-7 polynomial, then 2^n put into the exponent bits.
 // Error at most 2 ulp against libm over [-86.5, 88.72] (tests/test_ops_nn.cpp sweeps it); -inf -> 0, +inf -> inf,
 // NaN -> NaN.
 // Results under ~3e-38 (x < -86.5) are flushed to 0: in a softmax row, whose largest term is e^0 = 1, such a term
@@ -50,8 +50,8 @@ inline T exp_of(T x) {
 
 // tanh(x) for float32 the same way (DyT's kernels, the tanh op and the tanh GELU; libm's tanhf is a call per
 // element): for |x| < 0.625, x + x³·P(x²), P of degree 4 fitted for this file (weighted least squares on tanh's
-// relative error, then rounded to float); else sign(x)·(1 − 2/(e^{2|x|} + 1)) with exp_vec. Error 1 ulp against libm over [-12, 12]
-// (tests/test_dyt.cpp sweeps it, allowing 2); ±inf -> ±1, ±0 -> ±0, NaN -> NaN.
+// relative error, then rounded to float); else sign(x)·(1 − 2/(e^{2|x|} + 1)) with exp_vec. Error 1 ulp against
+// libm over [-12, 12] (tests/test_dyt.cpp sweeps it, allowing 2); ±inf -> ±1, ±0 -> ±0, NaN -> NaN.
 inline float tanh_vec(float x) {
   const float a = x < 0 ? -x : x;
   const float s = x * x;
