@@ -71,10 +71,10 @@ TEST_SUITE("ops_nn") {
     CHECK((x / 4.0).to_vector<float>()[4] == -0.5f);  // the usual one multiply
   }
 
-  // The CPU computes these ops' exp, tanh and erf in float32 by exp_vec, tanh_vec and erf_vec (cpu::VecMath). Where a formula
-  // cancels (1 + tanh u in the GELU of a large negative x, the silu derivative's 1 + x(1 - s)) float32 loses every
-  // digit of a tiny result with libm's functions as well, so the bound is on |got - exact| / (|exact| + 1), which
-  // libm's float32 meets with at most 5.5e-7 on this sweep too.
+  // The CPU computes these ops' exp, tanh and erf in float32 by exp_vec, tanh_vec and erf_vec (cpu::VecMath). Where
+  // a formula cancels (1 + tanh u in the GELU of a large negative x, the silu derivative's 1 + x(1 - s)) float32
+  // loses every digit of a tiny result with libm's functions as well, so the bound is on |got - exact| / (|exact| +
+  // 1), which libm's float32 meets with at most 5.5e-7 on this sweep too.
   TEST_CASE("float32 exp, tanh, sigmoid, silu and both GELUs on the CPU: forward and backward near float64's") {
     std::vector<float> xs;
     for (float x = -20; x <= 20; x = std::nextafter(x + std::abs(x) * 2e-5f, 100.0f)) xs.push_back(x);
