@@ -6,7 +6,7 @@ PyTorch user would today: nn.Linear / nn.LayerNorm / nn.Embedding, F.scaled_dot_
 with label smoothing, Adam (fused=True where this torch supports it on CPU). Parameter names are skipgrad's, so the
 weights load by name from the safetensors file vs_libtorch writes.
 
-  pytorch_step.py --worker --mode eager|compile --weights F --topology T --threads N [--positions P]
+  pytorch_step.py --worker --mode eager|compile --weights F --topology T --threads N [--positions P] [--norm N]
       the line protocol of vs_libtorch (it starts this script): "loss", "steps K", "rss", "quit"
   pytorch_step.py [--mode eager|compile] [--topology pre_ln] [--threads 1] [--steps 20] [--weights F]
       standalone: times `steps` training steps (random weights unless --weights) and prints median ms/step
@@ -31,6 +31,8 @@ VOCAB, D, HEADS, FF, LAYERS, PAD, EPS_LS = 1000, 256, 4, 1024, 6, 0, 0.1
 # table[bucket(p_j - p_i)] added there instead, one table per stack, the bucket Hugging Face's T5's
 # _relative_position_bucket (skipgrad's default 32 buckets up to distance 128)
 POSITIONS = "sinusoidal"
+# layer_norm: nn.LayerNorm; dyt: DyT (Zhu et al. 2025) as its authors' module, tanh(alpha * x) * weight + bias
+NORM = "layer_norm"
 RELATIVE_BUCKETS, RELATIVE_MAX_DISTANCE = 32, 128
 
 
@@ -114,14 +116,28 @@ class FFN(nn.Module):
         return self.fc2(F.relu(self.fc1(x)))
 
 
+class DyT(nn.Module):  # the authors' DynamicTanh (channels last); parameters named as skipgrad's
+    def __init__(self, dim, alpha0=0.5):
+        super().__init__()
+        self.alpha = nn.Parameter(torch.full((1,), alpha0))
+        self.weight, self.bias = nn.Parameter(torch.ones(dim)), nn.Parameter(torch.zeros(dim))
+
+    def forward(self, x):
+        return torch.tanh(self.alpha * x) * self.weight + self.bias
+
+
+def make_norm():  # every norm of the model: NORM's kind
+    return DyT(D) if NORM == "dyt" else nn.LayerNorm(D, eps=1e-5)
+
+
 class Layer(nn.Module):
     def __init__(self, decoder, pre_ln):
         super().__init__()
         self.decoder, self.pre_ln = decoder, pre_ln
         self.self_attn, self.ffn = MHA(), FFN()
-        self.self_attn_norm, self.ffn_norm = nn.LayerNorm(D, eps=1e-5), nn.LayerNorm(D, eps=1e-5)
+        self.self_attn_norm, self.ffn_norm = make_norm(), make_norm()
         if decoder:
-            self.cross_attn, self.cross_attn_norm = MHA(), nn.LayerNorm(D, eps=1e-5)
+            self.cross_attn, self.cross_attn_norm = MHA(), make_norm()
 
     def forward(self, x, self_keep, memory, memory_keep, rope=None):
         if self.pre_ln:  # x = x + f(LN(x))
@@ -141,7 +157,7 @@ class Stack(nn.Module):
         super().__init__()
         for i in range(LAYERS):
             self.add_module(str(i), Layer(decoder, pre_ln))
-        self.final_norm = nn.LayerNorm(D, eps=1e-5) if pre_ln else None
+        self.final_norm = make_norm() if pre_ln else None
         self.relative_bias = RelativeBias(not decoder) if POSITIONS == "t5" else None
 
     def forward(self, x, self_keep, memory=None, memory_keep=None, rope=None):
@@ -353,9 +369,10 @@ def main():
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--sizes", default="", help="vocab,d,heads,ffn,layers (vs_libtorch --model); default the reference")
     p.add_argument("--positions", default="sinusoidal", choices=["sinusoidal", "rope", "alibi", "t5"])
+    p.add_argument("--norm", default="layer_norm", choices=["layer_norm", "dyt"])
     args = p.parse_args()
-    global POSITIONS
-    POSITIONS = args.positions
+    global POSITIONS, NORM
+    POSITIONS, NORM = args.positions, args.norm
     if args.sizes:
         set_sizes(*[int(v) for v in args.sizes.split(",")])
     if args.worker:

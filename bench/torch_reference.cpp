@@ -45,17 +45,26 @@ TorchFFNImpl::TorchFFNImpl(int64_t d, int64_t ff) {
 
 torch::Tensor TorchFFNImpl::forward(const torch::Tensor& x) { return fc2(torch::relu(fc1(x))); }
 
-static torch::nn::LayerNorm make_ln(const TorchModelConfig& cfg) {
-  return torch::nn::LayerNorm(torch::nn::LayerNormOptions({cfg.d_model}).eps(cfg.norm_eps));
+TorchNormImpl::TorchNormImpl(const TorchModelConfig& cfg) : dyt(cfg.norm == "dyt"), eps(cfg.norm_eps) {
+  if (cfg.norm != "layer_norm" && !dyt)
+    throw std::invalid_argument("TorchNorm: norm must be layer_norm or dyt, not " + cfg.norm);
+  if (dyt) alpha = register_parameter("alpha", torch::full({1}, 0.5));
+  weight = register_parameter("weight", torch::ones({cfg.d_model}));
+  bias = register_parameter("bias", torch::zeros({cfg.d_model}));
+}
+
+torch::Tensor TorchNormImpl::forward(const torch::Tensor& x) {
+  if (dyt) return torch::tanh(alpha * x) * weight + bias;
+  return F::layer_norm(x, F::LayerNormFuncOptions({weight.size(0)}).weight(weight).bias(bias).eps(eps));
 }
 
 TorchLayerImpl::TorchLayerImpl(const TorchModelConfig& cfg, bool dec) : decoder(dec), pre_ln(cfg.pre_ln) {
   self_attn = register_module("self_attn", TorchMHA(cfg.d_model, cfg.heads));
   if (decoder) cross_attn = register_module("cross_attn", TorchMHA(cfg.d_model, cfg.heads));
   ffn = register_module("ffn", TorchFFN(cfg.d_model, cfg.d_ff));
-  self_attn_norm = register_module("self_attn_norm", make_ln(cfg));
-  if (decoder) cross_attn_norm = register_module("cross_attn_norm", make_ln(cfg));
-  ffn_norm = register_module("ffn_norm", make_ln(cfg));
+  self_attn_norm = register_module("self_attn_norm", TorchNorm(cfg));
+  if (decoder) cross_attn_norm = register_module("cross_attn_norm", TorchNorm(cfg));
+  ffn_norm = register_module("ffn_norm", TorchNorm(cfg));
 }
 
 torch::Tensor TorchLayerImpl::forward(torch::Tensor x, const torch::Tensor& self_mask, const torch::Tensor& memory,
@@ -76,7 +85,7 @@ torch::Tensor TorchLayerImpl::forward(torch::Tensor x, const torch::Tensor& self
 TorchStackImpl::TorchStackImpl(const TorchModelConfig& cfg, bool decoder) {
   const int64_t L = decoder ? cfg.dec_layers : cfg.enc_layers;
   for (int64_t i = 0; i < L; i++) layers.push_back(register_module(std::to_string(i), TorchLayer(cfg, decoder)));
-  if (cfg.pre_ln) final_norm = register_module("final_norm", make_ln(cfg));
+  if (cfg.pre_ln) final_norm = register_module("final_norm", TorchNorm(cfg));
   if (cfg.positions == "t5") relative_bias = register_module("relative_bias", TorchRelativeBias(cfg, !decoder));
 }
 

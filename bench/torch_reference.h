@@ -16,6 +16,7 @@
 //   attention   softmax(Q·Kᵀ/√d_h, masked −inf where key is pad or (decoder self) in the future)·V, then W_o
 //   FFN         fc2(ReLU(fc1(x)))
 //   Post-LN     x = LN(x + f(x)) per sublayer, no final norm;   Pre-LN  x = x + f(LN(x)), final LN on each stack
+//   norm "dyt"  every LN above is DyT instead, tanh(α·x)·γ + β (Zhu et al. 2025, as the authors' PyTorch module)
 //   output      logits = features·Eᵀ (shared table); loss = cross_entropy with ignore_index = pad and PyTorch
 //               label smoothing eps·V/(V−1), which equals fairseq's label-smoothed loss with eps (nn/loss.h)
 #pragma once
@@ -33,8 +34,20 @@ struct TorchModelConfig {
   std::string positions = "sinusoidal";  // sinusoidal | rope | alibi | t5 (skipgrad's names)
   int64_t relative_buckets = 32, relative_max_distance = 128;  // T5's
   double norm_eps = 1e-5;
+  std::string norm = "layer_norm";  // layer_norm | dyt (skipgrad's names; TorchNorm)
   double label_smoothing = 0.1;  // fairseq's eps
 };
+
+// Every norm of the model: LayerNorm (F::layer_norm, as torch::nn::LayerNorm) or DyT as its authors' module,
+// tanh(alpha·x)·weight + bias in three ops. Parameters "weight", "bias" (and DyT's "alpha" [1]), as skipgrad's.
+struct TorchNormImpl : torch::nn::Module {
+  explicit TorchNormImpl(const TorchModelConfig& cfg);
+  torch::Tensor forward(const torch::Tensor& x);
+  bool dyt;
+  double eps;
+  torch::Tensor alpha, weight, bias;
+};
+TORCH_MODULE(TorchNorm);
 
 struct TorchMHAImpl : torch::nn::Module {
   TorchMHAImpl(int64_t d_model, int64_t heads);
@@ -64,7 +77,7 @@ struct TorchLayerImpl : torch::nn::Module {
   bool decoder, pre_ln;
   TorchMHA self_attn{nullptr}, cross_attn{nullptr};
   TorchFFN ffn{nullptr};
-  torch::nn::LayerNorm self_attn_norm{nullptr}, cross_attn_norm{nullptr}, ffn_norm{nullptr};
+  TorchNorm self_attn_norm{nullptr}, cross_attn_norm{nullptr}, ffn_norm{nullptr};
 };
 TORCH_MODULE(TorchLayer);
 
@@ -83,7 +96,7 @@ TORCH_MODULE(TorchRelativeBias);
 struct TorchStackImpl : torch::nn::Module {
   TorchStackImpl(const TorchModelConfig& cfg, bool decoder);
   std::vector<TorchLayer> layers;
-  torch::nn::LayerNorm final_norm{nullptr};
+  TorchNorm final_norm{nullptr};
   TorchRelativeBias relative_bias{nullptr};
 };
 TORCH_MODULE(TorchStack);

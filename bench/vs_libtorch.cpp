@@ -3,11 +3,13 @@
 //
 //   vs_libtorch [--topologies post_ln,pre_ln] [--threads 1,2] [--rounds 10] [--steps 5] [--warmup 3]
 //               [--python PATH | --no-python] [--no-compile] [--model reference|toy|small]
-//               [--positions sinusoidal|rope|alibi|t5]
+//               [--positions sinusoidal|rope|alibi|t5] [--norm layer_norm|dyt]
 //       rope: RoPE in every self-attention; the libtorch and PyTorch models rotate q, k with rotate_half as Hugging
 //       Face's LLaMA. alibi: ALiBi's bias in every self-attention; they add a [B, H, T, T] bias to the scores (PyTorch:
 //       SDPA's float mask), as Hugging Face's BLOOM. t5: T5's relative-position bias (32 buckets up to distance 128,
 //       a table per stack); they compute the buckets as Hugging Face's T5 and add the bias there too.
+//       --norm dyt: DyT in every norm's place (α0 0.5); the libtorch and PyTorch models write it as its authors'
+//       module does, tanh(alpha * x) * weight + bias.
 //
 // Method (docs/performance.md):
 //  - The driver builds the skipgrad model (seed 1) and writes its parameters, buffers and a fixed batch to a
@@ -61,11 +63,13 @@ namespace sg = skipgrad;
 using Clock = std::chrono::steady_clock;
 bench::ReferenceShape kShape;  // --model (the reference model by default); workers get the same name
 std::string kPositions = "sinusoidal";  // --positions; workers get the same
+std::string kNorm = "layer_norm";       // --norm; workers get the same
 
-// The reference config of `topology` with --positions.
+// The reference config of `topology` with --positions and --norm.
 sg::nn::TransformerConfig model_config(const std::string& topology) {
   sg::nn::TransformerConfig c = bench::reference_config(topology, kShape);
   c.positions = sg::nn::parse_position_encoding(kPositions);
+  c.norm = sg::nn::parse_norm_kind(kNorm);
   return c;
 }
 
@@ -160,6 +164,7 @@ class LibtorchRunner : public Runner {
     sg::check(kPositions == "sinusoidal" || kPositions == "rope" || kPositions == "alibi" || kPositions == "t5",
               "vs_libtorch", ": the libtorch model has sinusoidal, rope, alibi and t5 positions, not ", kPositions);
     c.positions = kPositions;
+    c.norm = kNorm;  // (TorchNorm refuses a kind it does not have)
     c.label_smoothing = kShape.label_smoothing;
     return c;
   }
@@ -375,7 +380,8 @@ bool compare(const Options& o, const std::string& topology, int threads, const s
   std::vector<std::unique_ptr<Worker>> workers;
   for (const char* kind : {"skipgrad", "libtorch"})
     workers.push_back(spawn_worker(kind, {self, "--worker", kind, "--weights", weights, "--topology", topology,
-                                          "--threads", n, "--model", o.model, "--positions", kPositions}, env));
+                                          "--threads", n, "--model", o.model, "--positions", kPositions,
+                                          "--norm", kNorm}, env));
   if (o.use_python)
     for (const char* mode : o.compile ? std::vector<const char*>{"eager", "compile"} : std::vector<const char*>{"eager"})
       workers.push_back(spawn_worker(std::string("pytorch ") + mode,
@@ -384,7 +390,7 @@ bool compare(const Options& o, const std::string& topology, int threads, const s
                                       std::to_string(kShape.vocab) + "," + std::to_string(kShape.d_model) + "," +
                                           std::to_string(kShape.heads) + "," + std::to_string(kShape.d_ff) + "," +
                                           std::to_string(kShape.enc_layers),
-                                      "--positions", kPositions},
+                                      "--positions", kPositions, "--norm", kNorm},
                                      env));
   std::erase_if(workers, [](auto& w) { return !w->to; });
   std::remove(weights.c_str());
@@ -494,19 +500,21 @@ int main(int argc, char** argv) {
       else if (a == "--no-compile") o.compile = false;
       else if (a == "--model") o.model = value();
       else if (a == "--positions") kPositions = value();
+      else if (a == "--norm") kNorm = value();
       else sg::fail("vs_libtorch", ": unknown argument '", a, "' (see the comment at the top of vs_libtorch.cpp)");
     }
     kShape = bench::named_shape(o.model);
     (void)sg::nn::parse_position_encoding(kPositions);  // a bad name fails here
+    sg::check(kNorm == "layer_norm" || kNorm == "dyt", "vs_libtorch", ": --norm is layer_norm or dyt, not ", kNorm);
     if (!worker.empty()) return worker_main(worker, weights, topology, threads);
 
     char self[4096];
     const ssize_t len = readlink("/proc/self/exe", self, sizeof self - 1);
     sg::check(len > 0, "vs_libtorch", ": cannot find its own executable");
     self[len] = 0;
-    std::printf("# skipgrad vs libtorch %s: %s model (%s, %s positions, Adam), %d rounds x %d steps after %d "
-                "warm-up steps\n", TORCH_VERSION, o.model.c_str(), bench::shape_summary(kShape).c_str(),
-                kPositions.c_str(), o.rounds, o.steps, std::max(o.warmup, 2));
+    std::printf("# skipgrad vs libtorch %s: %s model (%s, %s positions, %s norms, Adam), %d rounds x %d steps "
+                "after %d warm-up steps\n", TORCH_VERSION, o.model.c_str(), bench::shape_summary(kShape).c_str(),
+                kPositions.c_str(), kNorm.c_str(), o.rounds, o.steps, std::max(o.warmup, 2));
     std::printf("driver: %s\n", bench::runtime_info().c_str());
     std::vector<std::string> table;
     bool ok = true;
