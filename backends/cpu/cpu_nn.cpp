@@ -99,13 +99,13 @@ void CpuBackend::softmax(const Tensor& x, Tensor& y, bool log, const SoftmaxMask
       for (int64_t c = 0; c < keep; c++) mx = at(c) > mx ? at(c) : mx;
       if (mx == kMasked) mx = 0;  // a fully masked row
       if (log) {  // (x - max) - log(s): x - (max + log(s)) would carry the rounding of a large max + log(s)
-        const double s = cpu::lane_sum(keep, [&](int64_t c) { return (double)cpu::exp_of(at(c) - mx); });
+        const double s = cpu::lane_sum(keep, [&](int64_t c) { return (double)cpu::VecMath::exp(at(c) - mx); });
         const T log_s = (T)std::log(s);  // s == 0: a row of only -inf or masked columns, log of softmax's zeros
         for (int64_t c = 0; c < C; c++) yr[c] = s == 0 ? kMasked : (at(c) - mx) - log_s;
         continue;
       }
       // e = exp(x - max) over the window in one vectorised loop, then 0 where padded and past the window
-      for (int64_t c = 0; c < keep; c++) yr[c] = cpu::exp_of(xr[c] - mx);
+      for (int64_t c = 0; c < keep; c++) yr[c] = cpu::VecMath::exp(xr[c] - mx);
       if (padded)
         for (int64_t c = 0; c < keep; c++) yr[c] = padded[c] ? T(0) : yr[c];
       std::fill(yr + keep, yr + C, T(0));
@@ -133,7 +133,7 @@ void CpuBackend::softmax_backward(const Tensor& y, const Tensor& gy, Tensor& gx,
       T* o = op_ + r * C;
       if (log) {
         const T s = (T)cpu::lane_sum(C, [gr](int64_t c) { return (double)gr[c]; });
-        for (int64_t c = 0; c < C; c++) o[c] = gr[c] - cpu::exp_of(yr[c]) * s;
+        for (int64_t c = 0; c < C; c++) o[c] = gr[c] - cpu::VecMath::exp(yr[c]) * s;
       } else {
         const T s = (T)cpu::lane_sum(C, [gr, yr](int64_t c) { return (double)gr[c] * yr[c]; });
         for (int64_t c = 0; c < C; c++) o[c] = yr[c] * (gr[c] - s);
@@ -281,7 +281,7 @@ void CpuBackend::rms_norm_backward(const Tensor& gy, const Tensor& x, const Tens
   });
 }
 
-// DyT: y = w·tanh(a·x) + b, t computed in T (float for float32, by cpu::tanh_of: vec_math.h), as the GPU's
+// DyT: y = w·tanh(a·x) + b, t computed in T (float for float32, by cpu::VecMath::tanh: vec_math.h), as the GPU's
 void CpuBackend::dyt(const Tensor& x, const Tensor& alpha, const Tensor& weight, const Tensor& bias, Tensor& y) {
   if (in_float32::dyt(*this, x, alpha, weight, bias, y)) return;
   const Rows rows = rows_of(x);
@@ -298,7 +298,7 @@ void CpuBackend::dyt(const Tensor& x, const Tensor& alpha, const Tensor& weight,
     for (int64_t r = 0; r < R; r++) {
       const T* xr = xp + r * C;
       T* yr = yp + r * C;
-      for (int64_t c = 0; c < C; c++) yr[c] = wp[c] * cpu::tanh_of(a * xr[c]) + bp[c];
+      for (int64_t c = 0; c < C; c++) yr[c] = wp[c] * cpu::VecMath::tanh(a * xr[c]) + bp[c];
     }
   });
 }
@@ -331,7 +331,7 @@ void CpuBackend::dyt_backward(const Tensor& gy, const Tensor& x, const Tensor& a
         T* o = gxp + r * C;
         T* gtr = kGt ? gt.data() + r * C : nullptr;
         row_sums[r] = cpu::lane_sum(C, [&](int64_t c) {
-          const T t = cpu::tanh_of(av * xr[c]);
+          const T t = cpu::VecMath::tanh(av * xr[c]);
           const T gu = g[c] * w[c] * (T(1) - t * t);
           o[c] = kAccumulate ? o[c] + av * gu : av * gu;
           if constexpr (kGt) gtr[c] = g[c] * t;
@@ -414,7 +414,7 @@ void CpuBackend::cross_entropy(const Tensor& logits, const Tensor& targets, int6
       const T* x = xp + r * C;
       const T mx = cpu::lane_max(C, x);
       const double sum_x = cpu::lane_sum(C, [x](int64_t c) { return (double)x[c]; });
-      const double s = cpu::lane_sum(C, [x, mx](int64_t c) { return (double)cpu::exp_of(x[c] - mx); });
+      const double s = cpu::lane_sum(C, [x, mx](int64_t c) { return (double)cpu::VecMath::exp(x[c] - mx); });
       const double log_s = std::log(s), l = mx + log_s;
       sp[2 * r] = mx;
       sp[2 * r + 1] = (T)log_s;
@@ -454,7 +454,7 @@ void CpuBackend::cross_entropy_backward(const Tensor& logits, const Tensor& targ
       const T* x = xp + r * C;
       const T g = gp[r], m = sp[2 * r], log_s = sp[2 * r + 1];
       const T smooth = (T)(label_smoothing / C);
-      for (int64_t c = 0; c < C; c++) orow[c] = g * (cpu::exp_of((x[c] - m) - log_s) - smooth);
+      for (int64_t c = 0; c < C; c++) orow[c] = g * (cpu::VecMath::exp((x[c] - m) - log_s) - smooth);
       orow[tp[r]] -= g * (T)(1 - label_smoothing);
     }
   });

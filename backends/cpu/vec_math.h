@@ -12,7 +12,6 @@
 #include <cstddef>
 #include <cstdint>
 #include <limits>
-#include <type_traits>
 
 namespace skipgrad::cpu {
 
@@ -41,12 +40,6 @@ inline float exp_vec(float x) {
   return x < kLo ? 0.0f : (x > kHi ? std::numeric_limits<float>::infinity() : y);
 }
 
-// float: exp_vec; double: std::exp (exact to libm, for float64 runs and gradient checks)
-template <class T>
-inline T exp_of(T x) {
-  if constexpr (std::is_same_v<T, float>) return exp_vec(x);
-  else return std::exp(x);
-}
 
 // tanh(x) for float32 the same way (DyT's kernels, the tanh op and the tanh GELU; libm's tanhf is a call per
 // element): for |x| < 0.625, x + x³·P(x²), P of degree 4 fitted for this file (weighted least squares on tanh's
@@ -61,12 +54,6 @@ inline float tanh_vec(float x) {
   return a < 0.625f ? small : (x < 0 ? -large : large);  // (NaN fails a < 0.625: large is NaN)
 }
 
-// float: tanh_vec; double: std::tanh
-template <class T>
-inline T tanh_of(T x) {
-  if constexpr (std::is_same_v<T, float>) return tanh_vec(x);
-  else return std::tanh(x);
-}
 
 // erf(x) for float32 the same way (the GELU's; libm's erff is a call per element, 12 ns here): for |x| < 1,
 // x + x·(2/√π − 1 + x²·P(x²)), P of degree 5; else sign(x)·(1 − e^{−x²}·Q(1/|x|)), Q of degree 6 for
@@ -87,22 +74,17 @@ inline float erf_vec(float x) {
   return a < 1.0f ? small : (x < 0 ? -large : large);
 }
 
-// float: erf_vec; double: std::erf
-template <class T>
-inline T erf_of(T x) {
-  if constexpr (std::is_same_v<T, float>) return erf_vec(x);
-  else return std::erf(x);
-}
 
-// The math of the elementwise formulas (backends/elementwise_math.h) on the CPU: exp, sigmoid, silu, tanh and both
-// GELUs, forward and backward, in float32 through exp_vec, tanh_vec and erf_vec, in float64 through libm
+// The CPU's exp, tanh and erf: float32 through exp_vec, tanh_vec and erf_vec, float64 through libm (exact, for
+// float64 runs and the gradient checks). The elementwise formulas (backends/elementwise_math.h: exp, sigmoid, silu,
+// tanh and both GELUs, forward and backward) take it as their math; softmax, cross-entropy and DyT call it directly.
 struct VecMath {
-  template <class T>
-  static T exp(T x) { return exp_of(x); }
-  template <class T>
-  static T tanh(T x) { return tanh_of(x); }
-  template <class T>
-  static T erf(T x) { return erf_of(x); }
+  static float exp(float x) { return exp_vec(x); }
+  static double exp(double x) { return std::exp(x); }
+  static float tanh(float x) { return tanh_vec(x); }
+  static double tanh(double x) { return std::tanh(x); }
+  static float erf(float x) { return erf_vec(x); }
+  static double erf(double x) { return std::erf(x); }
 };
 
 }  // namespace skipgrad::cpu
