@@ -3,6 +3,7 @@
 
 #include <cmath>
 #include <cstdio>
+#include <utility>
 
 #include "autograd/op_table.h"
 #include "autograd/tape.h"
@@ -14,6 +15,14 @@ namespace {
 // |tanh(u)| >= 0.99 from here on
 const double kSaturatedAt = std::atanh(0.99);  // 2.6467
 }  // namespace
+
+TokenPadding token_padding(const Tensor& src, const Tensor& tgt, int64_t pad_id) {
+  TokenPadding pad;
+  for (auto [ids, mask] : {std::pair{&src, &pad.src}, {&tgt, &pad.tgt}})
+    if (ids->defined())
+      for (int64_t id : ids->to(Device::cpu()).to_vector<int64_t>()) mask->push_back(id == pad_id);
+  return pad;
+}
 
 std::vector<DytMeasure> measure_dyts(const Tape& tape, const std::string& scope, const TokenPadding& pad) {
   NoGradGuard no_grad;

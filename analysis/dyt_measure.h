@@ -15,6 +15,7 @@
 namespace skipgrad {
 
 class Tape;
+class Tensor;
 
 struct DytMeasure {
   std::string norm;       // the DyT module's name: "enc.3.ffn_norm"
@@ -27,6 +28,10 @@ struct DytMeasure {
 struct TokenPadding {
   std::vector<int64_t> src, tgt;
 };
+
+// The padding masks of a batch's src [B, S] and tgt_in [B, T] token ids (either may be undefined: no stack), on any
+// device (read to the host)
+TokenPadding token_padding(const Tensor& src, const Tensor& tgt, int64_t pad_id);
 
 // Every dyt node on `tape` whose name starts with `scope` (measure_batch's), in tape order, named without that scope
 // and without ".dyt". A node of "enc..." reads pad.src, others pad.tgt, when its rows are as many as that mask.

@@ -344,9 +344,7 @@ LayerMeasures measure_batch(nn::Transformer& model, const MeasureBatch& b, doubl
   current_tape().clear();
   Recorded rec;
   rec.scope = current_scope();
-  for (auto [ids, pad] : {std::pair{&b.src, &rec.pad.src}, {&b.tgt_in, &rec.pad.tgt}})
-    if (ids->defined())
-      for (int64_t id : ids->to_vector<int64_t>()) pad->push_back(id == cfg.pad_id);
+  rec.pad = token_padding(b.src, b.tgt_in, cfg.pad_id);
   // The hooks record this forward only; a caller's own are put back after it (not cleared).
   const auto before = std::make_tuple(model.layer_outputs, model.dual_outputs, model.stack_inputs,
                                       model.attention_logits, model.residual_updates);

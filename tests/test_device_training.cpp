@@ -7,6 +7,8 @@
 #include <filesystem>
 #include <fstream>
 
+#include <nlohmann/json.hpp>
+
 #include "analysis/graph.h"
 #include "autograd/ops.h"
 #include "eval.h"
@@ -190,6 +192,58 @@ TEST_SUITE("translate") {
         backend_for(Device::cpu()).adam_update(q, Tensor::full({5}, 1.0), mq, vq, 0.1, 0.9, 0.999, 1e-8, 0.0, false, 1);
       CHECK(p.to(Device::cpu()).to_vector<float>() == q.to_vector<float>());
     }
+  }
+
+  TEST_CASE("--dyt-stats-every K: each DyT's alpha, input RMS and saturated share, a line after every Kth step's") {
+    std::vector<std::string> devices{"cpu"};
+    if (cuda_available()) devices.push_back("cuda");  // (the emulator's, in the emulator build)
+    std::vector<nlohmann::json> step4;  // per device
+    for (const std::string& device : devices) {
+      CAPTURE(device);
+      TrainOptions o = tiny_run(device, "dyt_stats_" + device);
+      o.model.norm = nn::NormKind::DynamicTanh;
+      o.model.dropout = 0;
+      o.max_steps = 4;
+      o.dyt_stats_every = 2;
+      train(o);
+      std::vector<nlohmann::json> lines;
+      std::ifstream in(o.out_dir + "/metrics.jsonl");
+      for (std::string line; std::getline(in, line);) lines.push_back(nlohmann::json::parse(line));
+      std::vector<size_t> at;  // the DyT lines
+      for (size_t i = 0; i < lines.size(); i++)
+        if (lines[i].contains("dyt")) at.push_back(i);
+      REQUIRE(at.size() == 2);
+      for (size_t k = 0; k < 2; k++) {
+        const int64_t step = 2 * (int64_t)(k + 1);
+        CHECK(lines[at[k]]["step"] == step);
+        CHECK(lines[at[k] - 1]["step"] == step);  // right after its step's line
+        CHECK(lines[at[k] - 1].contains("loss"));
+        const nlohmann::json& d = lines[at[k]]["dyt"];
+        // Pre-LN 1+1: two DyTs in the encoder layer and its final one, three in the decoder layer and its final one
+        CHECK(d.size() == 7);
+        for (const char* norm : {"enc.0.self_attn_norm", "enc.0.ffn_norm", "enc.final_norm", "dec.0.cross_attn_norm",
+                                 "dec.final_norm"}) {
+          CAPTURE(norm);
+          REQUIRE(d.contains(norm));
+          CHECK(d[norm]["alpha"].get<double>() == doctest::Approx(0.5).epsilon(0.05));  // (4 small Adam steps)
+          CHECK(d[norm]["rms"].get<double>() > 0);
+          CHECK(d[norm]["saturated"].get<double>() >= 0);
+          CHECK(d[norm]["saturated"].get<double>() <= 1);
+        }
+      }
+      step4.push_back(lines[at[1]]["dyt"]);
+    }
+    if (step4.size() == 2)  // the GPU's run trains the same model: the same statistics
+      for (const auto& item : step4[0].items())
+        CHECK(step4[1][item.key()]["rms"].get<double>() ==
+              doctest::Approx(item.value()["rms"].get<double>()).epsilon(1e-4));
+    // a model without DyT writes no such line
+    TrainOptions ln = tiny_run("cpu", "dyt_stats_ln");
+    ln.max_steps = 2;
+    ln.dyt_stats_every = 1;
+    train(ln);
+    std::ifstream in(ln.out_dir + "/metrics.jsonl");
+    for (std::string line; std::getline(in, line);) CHECK(line.find("\"dyt\"") == std::string::npos);
   }
 
   TEST_CASE("--sync-every K trains exactly as --sync-every 1: the same losses, norms, evaluations and checkpoints") {

@@ -152,6 +152,10 @@ static void add_train_options(CLI::App* c, TrainOptions& o, ModelChoices& m) {
   c->add_option("--grad-norms-every", o.grad_norms_every,
                 "every K steps, each parameter's gradient norm before clipping, as a metrics.jsonl line (0: never)")
       ->check(at_least(0))->capture_default_str();
+  c->add_option("--dyt-stats-every", o.dyt_stats_every,
+                "with --norm dyt: every K steps, each DyT's alpha, input RMS and saturated share on that step's batch, "
+                "as a metrics.jsonl line (0: never)")
+      ->check(at_least(0))->capture_default_str();
   // Counts, budgets and sizes: a negative value (or a zero where none makes sense) is refused before any work.
   for (const char* name : {"--steps", "--minutes", "--eval-every", "--save-every", "--patience", "--eval-sentences",
                            "--test-sentences", "--profile-step", "--clip-norm", "--warmup"})

@@ -94,12 +94,14 @@ Corpus prepare_corpus(const TrainOptions& o) {
 
 // Forward, backward and the gradient norm, queued without waiting: [loss, norm] as float64 on the model's device.
 // A NaN/Inf loss makes NaN/Inf gradients, which the caller sees in both numbers.
-Tensor forward_backward_queued(nn::Transformer& model, const Batch& b, double label_smoothing, bool autocast_bf16) {
+Tensor forward_backward_queued(nn::Transformer& model, const Batch& b, double label_smoothing, bool autocast_bf16,
+                               std::vector<DytMeasure>* dyts) {
   Tensor loss = [&] {
     AutocastBF16 autocast(autocast_bf16);
     if (autocast_bf16) autocast.precast(model.parameters());  // every weight cast in one launch
     return nn::label_smoothed_nll(model.forward(b.src, b.tgt_in), b.tgt_out, Vocab::kPad, label_smoothing).loss;
   }();
+  if (dyts) *dyts = measure_dyts(current_tape(), current_scope(), token_padding(b.src, b.tgt_in, Vocab::kPad));
   loss.backward();
   NoGradGuard no_grad;
   Tensor norm = nn::total_grad_norm(model.parameters());
@@ -359,6 +361,7 @@ TrainResult train(const TrainOptions& o) {
     int64_t tokens;
     double lr;
     nn::GradNorms grad_norms;  // --grad-norms-every: each parameter's, before clipping (norms on the device)
+    std::vector<DytMeasure> dyts;  // --dyt-stats-every
   };
   std::vector<Queued> queued;
   struct Divergence {
@@ -378,6 +381,12 @@ TrainResult train(const TrainOptions& o) {
       nlohmann::ordered_json norms;
       for (size_t i = 0; i < q.grad_norms.names.size(); ++i) norms[q.grad_norms.names[i]] = param_norms[i];
       metrics << nlohmann::ordered_json{{"step", q.step}, {"grad_norms", norms}}.dump() << "\n";
+    }
+    if (!q.dyts.empty()) {
+      nlohmann::ordered_json dyts;
+      for (const DytMeasure& d : q.dyts)
+        dyts[d.norm] = {{"alpha", d.alpha}, {"rms", d.input_rms}, {"saturated", d.saturated}};
+      metrics << nlohmann::ordered_json{{"step", q.step}, {"dyt", dyts}}.dump() << "\n";
     }
     if (!o.quiet) {
       double eta = o.max_minutes > 0 ? 60 * o.max_minutes - t
@@ -452,7 +461,9 @@ TrainResult train(const TrainOptions& o) {
       Batch b = collate(train_ex, batches[batch_in_epoch], device);
       opt.set_lr(schedule.lr(step));  // update step+1 at `step` updates done, as fairseq: warmup_init_lr first
       const uint64_t rng_offset = default_generator().offset();  // to replay this step if it diverges
-      Tensor values = forward_backward_queued(model, b, o.label_smoothing, autocast_bf16);
+      std::vector<DytMeasure> dyts;
+      const bool dyt_stats = o.dyt_stats_every > 0 && (step + 1) % o.dyt_stats_every == 0;
+      Tensor values = forward_backward_queued(model, b, o.label_smoothing, autocast_bf16, dyt_stats ? &dyts : nullptr);
       if (!unused_checked) {  // this run's first step: parameters that its forward never reads (no host wait)
         unused_checked = true;
         const std::string unused = nn::without_grad_warning(nn::parameters_without_grad(model));
@@ -463,7 +474,7 @@ TrainResult train(const TrainOptions& o) {
       if (o.grad_norms_every > 0 && (step + 1) % o.grad_norms_every == 0)
         param_norms = nn::grad_norms_on_device(named_params);
       nn::clip_grads_to_norm(model.parameters(), o.clip_norm, values.narrow(0, 1, 1));
-      queued.push_back({step + 1, values, b.tgt_tokens, opt.lr(), std::move(param_norms)});
+      queued.push_back({step + 1, values, b.tgt_tokens, opt.lr(), std::move(param_norms), std::move(dyts)});
       if (o.sync_every <= 1 && !read_queued()) {
         // Replay the step in anomaly mode to name the first op that produced NaN/Inf; its update is not applied.
         opt.zero_grad();

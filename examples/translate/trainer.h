@@ -6,6 +6,7 @@
 #include <string>
 #include <vector>
 
+#include "analysis/dyt_measure.h"
 #include "batches.h"
 #include "decode.h"
 #include "nn/transformer.h"
@@ -63,6 +64,11 @@ struct TrainOptions {
   // HybridNorm logs grad/<param>.norm), one line in metrics.jsonl: {"step":N,"grad_norms":{"<name>":norm,...}}.
   // The norms stay on the device and are read with the step's loss (--sync-every), the line written after its.
   int64_t grad_norms_every = 0;
+  // Every this many steps (0: never), each DyT's α, input RMS and saturated share on that step's batch
+  // (analysis/dyt_measure.h), one metrics.jsonl line after the step's:
+  // {"step":N,"dyt":{"<norm>":{"alpha":a,"rms":r,"saturated":s},...}}; none for a model without DyT. Read from the
+  // forward's tape before its backward: a host copy of every DyT's input (on a GPU, a wait on those steps).
+  int64_t dyt_stats_every = 0;
 };
 
 struct TrainResult {
@@ -96,8 +102,10 @@ LossAndNorm forward_backward(skipgrad::nn::Transformer& model, const Batch& b, d
                              bool autocast_bf16 = false);
 // The same without the read: [loss, gradient norm] as a float64 [2] tensor on the model's device (norm 0 when no
 // parameter has a gradient).
+// With `dyts`, also each DyT's statistics of this forward (measure_dyts), before its backward.
 skipgrad::Tensor forward_backward_queued(skipgrad::nn::Transformer& model, const Batch& b, double label_smoothing,
-                                         bool autocast_bf16 = false);
+                                         bool autocast_bf16 = false,
+                                         std::vector<skipgrad::DytMeasure>* dyts = nullptr);
 // Mean label-smoothed loss per target token of `ex` under a model (teacher-forced, eval mode), and with `nll` the
 // mean -log p(target) from the same forward; corpus BLEU of `pairs`.
 double evaluate_loss(skipgrad::nn::Transformer& model, const std::vector<Example>& ex, const TrainOptions& opts,
