@@ -71,6 +71,15 @@ TEST_SUITE("reliability") {
     CHECK(cli.first == 2);
     CHECK(cli.second.find("--label-smoothing: must be in [0, 1), got 1") != std::string::npos);
     CHECK(step_checkpoints(o.out_dir).size() == 2);
+    // a --dyt-alpha-at pattern that one topology's model has no DyT for: compare refuses it before the first trains
+    const std::string cmp = (scratch.path() / "compare_dyt").string();
+    const auto dyt = run(SKIPGRAD_TRANSLATE_EXE, "compare --topologies pre_ln,post_ln --corpus " +
+                                                     shell_quote(tiny_corpus()) + " --layers 1 --d-model 16 --heads 2 "
+                                                     "--ffn 32 --vocab-size 64 --norm dyt --dyt-alpha-at "
+                                                     "'*.final_norm=0.2' --steps 2 --out " + shell_quote(cmp));
+    CHECK(dyt.first == 2);
+    CHECK(dyt.second.find("'*.final_norm' matches no DyT of this post_ln model") != std::string::npos);
+    CHECK_FALSE(fs::exists(cmp));
   }
 
   TEST_CASE("a fresh run in an earlier run's folder moves its files to previous_run/; the divergence message is true") {

@@ -370,6 +370,16 @@ TEST_SUITE("sweep") {
     axis.train.model.rope_dims = 4;
     CHECK_THROWS_WITH_ALL(run_sweep(axis), "rope_dims 4 is for positions rope");
     axis.train.model.rope_dims = 0;
+    {  // --dyt-alpha-at: a pattern that one topology's model has no DyT for is refused before any run trains
+      SweepOptions dyt = axis;
+      dyt.out_dir = (root / "sweep_dyt").string();
+      dyt.topologies = {"pre_ln", "post_ln"};  // Post-LN has no final norms
+      dyt.positions = {nn::PositionEncoding::Sinusoidal};
+      dyt.train.model.norm = nn::NormKind::DynamicTanh;
+      dyt.train.model.dyt_alpha_at = {{"*.final_norm", 0.2}};
+      CHECK_THROWS_WITH_ALL(run_sweep(dyt), "'*.final_norm' matches no DyT of this post_ln model");
+      CHECK_FALSE(fs::exists(root / "sweep_dyt" / "pre_ln_L1_s1"));
+    }
     {  // a result from before runs recorded their settings (and positions): its checkpoint's config is checked
       const fs::path legacy = root / "legacy";
       fs::create_directories(legacy);

@@ -327,8 +327,14 @@ static int run_command(int argc, char** argv) {
       const std::string base = o.out_dir == "runs/default" ? "runs/compare" : o.out_dir;
       const std::vector<std::string> names = cli_lists::split_names(topologies, "--topologies");
       o.model.check_used_by(names, "compare");
-      for (const std::string& t : names)  // every topology's checks before training
+      for (const std::string& t : names) {  // every topology's checks before training
         nn::make_topology(t)->check_config(o.model.with_topology(t));
+        if (!o.model.dyt_alpha_at.empty()) {  // its patterns against the DyT names only the model knows
+          nn::TransformerConfig c = o.model.with_topology(t);
+          c.vocab = std::max<int64_t>(c.vocab, c.pad_id + 1);  // (a placeholder: train() takes it from the data)
+          nn::Transformer probe(c);
+        }
+      }
       for (const std::string& t : names) {
         TrainOptions ot = o;
         ot.model = o.model.with_topology(t);  // (--resi-dual-scale: resi_dual's alone)
