@@ -16,7 +16,8 @@
 #              positions, 200 steps each; exits 0 when every one learned
 #   translate  skipgrad-translate train --device cuda for TRANSLATE_STEPS (300) steps on the numbers corpus,
 #              with evaluations, then a beam-5 test BLEU; TRANSLATE_AUTOCAST=bf16 trains in bf16 mixed precision;
-#              the loss is read every TRANSLATE_SYNC_EVERY (10) steps (--sync-every: no host wait in between)
+#              the loss is read every TRANSLATE_SYNC_EVERY (10) steps (--sync-every: no host wait in between);
+#              TRANSLATE_ARGS adds options ("--norm dyt --dyt-stats-every 50": DyT's kernels and its statistics' copies)
 #   graph      skipgrad-graph dump/paths --device cuda, a small report measured on the GPU, and `cost` (each
 #              topology's profiled step at the issue-6 size: time by phase, norms' share, activation memory)
 #   bench      scripts/bench_cuda.sh with the packed cuda_step: rounds until ROUNDS (3) or until the budget would
@@ -153,7 +154,7 @@ for part in "${parts[@]}"; do
     translate)
       run translate "${CAP_TRANSLATE_S:-150}" "$MIN_PART_S" "$build/skipgrad-translate" train --device cuda \
         --steps "${TRANSLATE_STEPS:-300}" --autocast "${TRANSLATE_AUTOCAST:-off}" --eval-every 100 --save-every 100 \
-        --sync-every "${TRANSLATE_SYNC_EVERY:-10}" \
+        --sync-every "${TRANSLATE_SYNC_EVERY:-10}" ${TRANSLATE_ARGS:-} \
         --quiet --out "$RES/translate_run" \
         --data-dir /tmp/skipgrad-data ;;
     graph)
