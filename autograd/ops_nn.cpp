@@ -28,14 +28,14 @@ Tensor where_raw(const Tensor& cond, const Tensor& a, const Tensor& b, const Sha
 // A 0-dim tensor of t's dtype and device.
 Tensor scalar_like(const Tensor& t, double v) { return Tensor::scalar(v, t.dtype(), t.device()); }
 
-// Checks a per-feature parameter (gamma, beta, weight) of a norm over the last dim of x: undefined, or [d] of x's
-// dtype, or of float32 for a bf16 x (normalised in float32: the output bf16, the parameters' gradients float32).
 // A norm parameter's dtype (DyT's alpha too): x's, or float32 for a bf16 x.
 void check_norm_param_dtype(const char* op, const char* what, const Tensor& p, const Tensor& x) {
   if (p.dtype() != x.dtype() && !(x.dtype() == DType::BF16 && p.dtype() == DType::F32))
     fail(op, ": ", what, " ", p.meta_str(), " for input ", x.meta_str(),
          ": expected the input's dtype, or float32 for a bfloat16 input");
 }
+// Checks a per-feature parameter (gamma, beta, weight) of a norm over the last dim of x: undefined, or [d] of x's
+// dtype, or of float32 for a bf16 x (normalised in float32: the output bf16, the parameters' gradients float32).
 void check_norm_param(const char* op, const char* what, const Tensor& p, const Tensor& x) {
   if (!p.defined()) return;
   if (!(p.dim() == 1 && p.size(0) == x.shape().back()))
