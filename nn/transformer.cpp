@@ -132,6 +132,12 @@ Transformer::Transformer(const TransformerConfig& cfg) : cfg_(cfg) {
   name_parameters();
 }
 
+void check_dyt_alpha_at(TransformerConfig cfg) {
+  if (cfg.dyt_alpha_at.empty()) return;
+  cfg.vocab = std::max<int64_t>(cfg.vocab, cfg.pad_id + 1);  // (a placeholder's: the DyTs' names do not depend on it)
+  Transformer probe(cfg);
+}
+
 // Fairseq: what the modules did at construction (embeddings N(0, d^-0.5), MHA xavier, FFN torch default; the
 // deep_norm topology's own β-init). SmallInit, GPT2 and DeepNorm re-initialise on top.
 void Transformer::apply_init() {

@@ -157,4 +157,9 @@ class Transformer : public Module {
   std::vector<std::string> removed_;  // remove_layers' names, in the order given, without repeats
 };
 
+// Refuses cfg.dyt_alpha_at's patterns that match no DyT of cfg's model, as Transformer(cfg) does: the names are the
+// model's, so it builds one (only when there are patterns). For programs that run several configurations (compare,
+// sweep, the graph report) to check them all before the first trains; cfg.vocab may be the placeholder 0 then.
+void check_dyt_alpha_at(TransformerConfig cfg);
+
 }  // namespace skipgrad::nn

@@ -26,9 +26,7 @@ nn::TransformerConfig ModelOptions::config() const {
   c.dec_layers = layers;
   c.dropout = c.attn_dropout = c.act_dropout = 0.0;
   c.topology = topology;
-  c.norm = nn::parse_norm_kind(norm);
-  c.dyt_alpha = dyt_alpha;
-  c.dyt_alpha_at = nn::parse_dyt_alpha_at(dyt_alpha_at);
+  set_norm(c);
   c.qk_norm = nn::parse_head_norm_targets(qk_norm);
   c.qk_norm_kind = nn::parse_head_norm_kind(qk_norm_kind);
   c.positions = nn::parse_position_encoding(positions);
@@ -48,11 +46,15 @@ std::string layers_text(int64_t layers, bool decoder_only) {
 
 std::string ModelOptions::layers_text() const { return graph_tool::layers_text(layers, decoder_only); }
 
-std::string ModelOptions::norm_text() const {
-  nn::TransformerConfig c;  // (not config(): its topology may be a placeholder that refuses another's options)
+void ModelOptions::set_norm(nn::TransformerConfig& c) const {
   c.norm = nn::parse_norm_kind(norm);
   c.dyt_alpha = dyt_alpha;
   c.dyt_alpha_at = nn::parse_dyt_alpha_at(dyt_alpha_at);
+}
+
+std::string ModelOptions::norm_text() const {
+  nn::TransformerConfig c;  // (not config(): its topology may be a placeholder that refuses another's options)
+  set_norm(c);
   return c.norm_summary();
 }
 
@@ -65,7 +67,7 @@ ModelOptions ModelOptions::with_topology(const std::string& t) const {
 
 void ModelOptions::check_topologies(const std::vector<std::string>& topologies) const {
   own.check_used_by(topologies, "--topologies");
-  for (const std::string& t : topologies) (void)with_topology(t).config();
+  for (const std::string& t : topologies) nn::check_dyt_alpha_at(with_topology(t).config());
 }
 
 namespace {
@@ -308,7 +310,11 @@ std::string plot(const std::string& dir, const std::string& stem, int64_t depth,
 
 void write_report(const ReportOptions& opt) {
   check(!opt.topologies.empty() && !opt.depths.empty(), "report", ": need at least one topology and one depth");
-  opt.model.check_topologies(opt.topologies);
+  for (int64_t depth : opt.depths) {  // every run's model (--dyt-alpha-at's names depend on the depth)
+    ModelOptions m = opt.model;
+    m.layers = depth;
+    m.check_topologies(opt.topologies);
+  }
   // the task's own limits (analysis/measure.h task_batch), named by the options that set them
   check(opt.model.vocab > 4, "--vocab", " ", opt.model.vocab, ": the report's task draws its tokens from [3, vocab): "
         "it needs a vocab of at least 5");

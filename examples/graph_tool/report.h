@@ -37,8 +37,10 @@ struct ModelOptions {
   ModelOptions with_topology(const std::string& t) const;
   std::string layers_text() const;  // graph_tool::layers_text(layers, decoder_only)
   std::string norm_text() const;    // "layer_norm", "dyt (alpha0 0.5)": the norm kind in headings
+  void set_norm(skipgrad::nn::TransformerConfig& c) const;  // norm, dyt_alpha and dyt_alpha_at into c
   // config() of each topology in turn (with_topology), so a setting one of them refuses fails before any of them
-  // runs; a topology's own option set without that topology listed is refused too.
+  // runs, --dyt-alpha-at's patterns too (nn::check_dyt_alpha_at); a topology's own option set without that topology
+  // listed is refused too.
   void check_topologies(const std::vector<std::string>& topologies) const;
 };
 

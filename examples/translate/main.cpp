@@ -329,11 +329,7 @@ static int run_command(int argc, char** argv) {
       o.model.check_used_by(names, "compare");
       for (const std::string& t : names) {  // every topology's checks before training
         nn::make_topology(t)->check_config(o.model.with_topology(t));
-        if (!o.model.dyt_alpha_at.empty()) {  // its patterns against the DyT names only the model knows
-          nn::TransformerConfig c = o.model.with_topology(t);
-          c.vocab = std::max<int64_t>(c.vocab, c.pad_id + 1);  // (a placeholder: train() takes it from the data)
-          nn::Transformer probe(c);
-        }
+        nn::check_dyt_alpha_at(o.model.with_topology(t));
       }
       for (const std::string& t : names) {
         TrainOptions ot = o;

@@ -505,12 +505,7 @@ std::vector<SweepRow> run_sweep(const SweepOptions& o) {
       nn::TransformerConfig c = run_model(t, e, o.depths[0]);
       c.vocab = std::max<int64_t>(c.vocab, c.pad_id + 1);  // (a placeholder: train() takes it from the data)
       c.validate();
-      // --dyt-alpha-at: each pattern must match a DyT of every run's model, whose names only the model knows
-      for (int64_t L : o.depths)
-        if (!c.dyt_alpha_at.empty()) {
-          c.enc_layers = c.dec_layers = L;
-          nn::Transformer probe(c);
-        }
+      for (int64_t L : o.depths) nn::check_dyt_alpha_at(run_model(t, e, L));  // (names by depth: enc.11.ffn_norm)
     }
   fs::create_directories(o.out_dir);
 
