@@ -299,7 +299,8 @@ static int run(int argc, char** argv) {
     check(o.steps > o.warmup, "--steps ", o.steps, " must exceed --warmup ", o.warmup,
           " (warm-up, then a cosine decay to 10%)");
     const std::vector<std::string> names = cli_lists::split_names(o.topologies, "--topologies");
-    for (const std::string& t : names) lm_config(o, t, 1000);  // names and sizes checked before the text is read
+    for (const std::string& t : names)  // names, sizes and --dyt-alpha-at's patterns checked before the text is read
+      nn::check_dyt_alpha_at(lm_config(o, t, 1000));
     // (sinusoidal and RoPE extrapolate smoothly; the last new character is never fed, so it needs no position)
     if (o.positions == "learned" && 16 + o.sample - 1 > o.context) {
       const int64_t fits = std::max<int64_t>(o.context - 15, 0);
