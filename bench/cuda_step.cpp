@@ -18,9 +18,9 @@
 //    gives one sample, its elapsed time / steps; median, quartiles, range over the rounds. host_ms: wall time the
 //    host took to queue a round's steps, per step; close to ms/step means the host (launches), not the GPU, bounds.
 //  - loss_initial: the first warm-up step's loss (initial weights); loss_after_update: the second's (one Adam step
-//    later). With --weights-dir the weights and batch are written to DIR/weights_<topology>[_<positions>].safetensors
-//    (when absent; the suffix unless sinusoidal), which bench/pytorch_cuda_step.py loads: both must print the same
-//    losses.
+//    later). With --weights-dir the weights and batch are written to
+//    DIR/weights_<topology>[_<positions>][_dyt].safetensors (when absent; the positions' suffix unless sinusoidal),
+//    which bench/pytorch_cuda_step.py loads: both must print the same losses.
 //  - peak_alloc_mib: the caching allocator's peak bytes in use since the configuration began (parameters, gradients,
 //    Adam moments, activations; in blocks' sizes, docs/cuda.md "Memory"); device_used_mib: total - free device memory
 //    (cudaMemGetInfo) after the rounds: the process's footprint with the CUDA context and the allocator's cache.
@@ -42,7 +42,7 @@
 // position encoding (TransformerConfig::positions); bench/pytorch_cuda_step.py has sinusoidal, rope, alibi and t5 (give
 // both the same --positions, e.g. through scripts/bench_cuda.sh's RUN_ARGS), so --weights-dir refuses the others.
 // --norm picks the kind of every norm (TransformerConfig::norm; dyt: DyT with α0 0.5), named in each step's row;
-// PyTorch's side has LayerNorm only, so --weights-dir refuses the others.
+// PyTorch's side has LayerNorm and DyT (give both the same --norm), so --weights-dir refuses rms_norm.
 #include <cublas_v2.h>
 #include <cuda_runtime_api.h>
 #include <sys/stat.h>
@@ -300,7 +300,8 @@ Result run_config(const Options& o, const std::string& topology, const std::stri
   if (!o.weights_dir.empty()) {
     const std::string positions = sg::nn::position_encoding_name(o.positions);  // (a file per encoding)
     const std::string path = o.weights_dir + "/weights_" + topology +
-                             (positions == "sinusoidal" ? "" : "_" + positions) + ".safetensors";
+                             (positions == "sinusoidal" ? "" : "_" + positions) +
+                             (o.norm == sg::nn::NormKind::DynamicTanh ? "_dyt" : "") + ".safetensors";
     if (!file_exists(path)) bench::save_weights_and_batch(path, model, batch, {{"topology", topology}});
   }
   sg::CachingAllocator& alloc = sg::allocator_for(o.device);
@@ -418,9 +419,10 @@ Options parse_options(int argc, char** argv) {
                           o.positions == P::T5;
   sg::check(o.weights_dir.empty() || in_pytorch, "cuda_step", ": --weights-dir feeds bench/pytorch_cuda_step.py, "
             "whose model has sinusoidal, rope, alibi and t5 positions, not ", sg::nn::position_encoding_name(o.positions));
-  sg::check(o.weights_dir.empty() || o.norm == sg::nn::NormKind::LayerNorm, "cuda_step", ": --weights-dir feeds "
-            "bench/pytorch_cuda_step.py, whose model has LayerNorm, not ", sg::nn::norm_kind_name(o.norm));
+  sg::check(o.weights_dir.empty() || o.norm != sg::nn::NormKind::RMSNorm, "cuda_step", ": --weights-dir feeds "
+            "bench/pytorch_cuda_step.py, whose model has LayerNorm or DyT, not ", sg::nn::norm_kind_name(o.norm));
   if (!o.profile_dir.empty()) std::filesystem::create_directories(o.profile_dir);
+  if (!o.weights_dir.empty()) std::filesystem::create_directories(o.weights_dir);
   return o;
 }
 

@@ -6,7 +6,7 @@ JSON fields. scripts/bench_cuda.sh runs it in turn with cuda_step.
 
   pytorch_cuda_step.py [--topologies post_ln,pre_ln] [--precision fp32,tf32,bf16] [--warmup 5] [--rounds 5]
                        [--steps 10] [--weights-dir DIR] [--json] [--device cuda|cpu] [--shape key=value,...]
-                       [--profile DIR] [--positions sinusoidal|rope|alibi|t5]
+                       [--profile DIR] [--positions sinusoidal|rope|alibi|t5] [--norm layer_norm|dyt]
 
 What is measured, per (topology, precision), as in cuda_step.cpp:
   - precision fp32: torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False; tf32: True;
@@ -17,8 +17,9 @@ What is measured, per (topology, precision), as in cuda_step.cpp:
   - ms/step: torch.cuda.Event pairs on the current stream around each of `rounds` rounds of `steps` steps; a round
     gives one sample (elapsed / steps). host_ms: the host's wall time to queue a round's steps, per step.
   - loss_initial / loss_after_update: the first and second warm-up steps' losses; with --weights-dir the weights
-    and batch come from DIR/weights_<topology>[_<positions>].safetensors written by cuda_step (the suffix unless
-    sinusoidal), so they must equal skipgrad's.
+    and batch come from DIR/weights_<topology>[_<positions>][_dyt].safetensors written by cuda_step (the positions'
+    suffix unless sinusoidal), so they must equal skipgrad's.
+  - --norm dyt puts DyT (pytorch_step.py's, the authors' module) in every norm's place, as cuda_step --norm dyt.
   - peak_alloc_mib: torch.cuda.max_memory_allocated since the configuration began (reset_peak_memory_stats after
     freeing the previous one); peak_reserved_mib: max_memory_reserved; device_used_mib: total - free
     (torch.cuda.mem_get_info) after the rounds, the process's footprint with the CUDA context and the cache.
@@ -143,14 +144,14 @@ def profile_step(r, out_dir, name, cuda):
 def run_config(args, shape, device, topology, precision):
     cuda = device == "cuda"
     res = dict(kind="step", framework=f"pytorch-{torch.__version__.split('+')[0]}", topology=topology,
-               precision=precision)
+               norm=ps.NORM, precision=precision)
     if cuda:
         res["allow_tf32"] = set_tf32(precision == "tf32")
         res["autocast"] = "bfloat16" if precision == "bf16" else None
         gc.collect()
         torch.cuda.empty_cache()  # the previous configuration's blocks: device_used_mib is this one's footprint
         torch.cuda.reset_peak_memory_stats()
-    suffix = "" if ps.POSITIONS == "sinusoidal" else "_" + ps.POSITIONS  # cuda_step's file of this encoding
+    suffix = ("" if ps.POSITIONS == "sinusoidal" else "_" + ps.POSITIONS) + ("_dyt" if ps.NORM == "dyt" else "")
     weights = os.path.join(args.weights_dir, f"weights_{topology}{suffix}.safetensors") if args.weights_dir else ""
     if weights and not os.path.exists(weights):
         print(f"pytorch_cuda_step: {weights} is missing: random weights, losses not comparable", file=sys.stderr)
@@ -209,8 +210,10 @@ def main():
     p.add_argument("--shape", default="", help="key=value,... over " + ",".join(f"{k}={v}" for k, v in ISSUE6.items()))
     p.add_argument("--positions", default="sinusoidal", choices=["sinusoidal", "rope", "alibi", "t5"],
                    help="the model's position encoding (pytorch_step.py's POSITIONS), as cuda_step --positions")
+    p.add_argument("--norm", default="layer_norm", choices=["layer_norm", "dyt"],
+                   help="every norm's kind (pytorch_step.py's NORM), as cuda_step --norm")
     args = p.parse_args()
-    ps.POSITIONS = args.positions
+    ps.POSITIONS, ps.NORM = args.positions, args.norm
     if args.device == "cuda" and not torch.cuda.is_available():
         print("pytorch_cuda_step: skipped: no CUDA device", flush=True)
         return 0
@@ -245,7 +248,9 @@ def main():
                 continue
             if args.json:
                 print(json.dumps(res), flush=True)
-            print(f"{topology} {precision}: {res['ms_median']:.2f} ms/step [{res['ms_p25']:.2f}-{res['ms_p75']:.2f}] "
+            norm = "" if ps.NORM == "layer_norm" else f" with {ps.NORM}"
+            print(f"{topology}{norm} {precision}: {res['ms_median']:.2f} ms/step "
+                  f"[{res['ms_p25']:.2f}-{res['ms_p75']:.2f}] "
                   f"(host {res['host_ms']:.2f}), peak {res['peak_alloc_mib'] or float('nan'):.0f} MiB, loss "
                   f"{res['loss_initial']:.6f} -> {res['loss_after_update']:.6f} -> {res['loss_final']:.6f}",
                   file=human, flush=True)

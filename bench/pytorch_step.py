@@ -12,8 +12,10 @@ weights load by name from the safetensors file vs_libtorch writes.
       standalone: times `steps` training steps (random weights unless --weights) and prints median ms/step
 
 Needs a `torch` from PyPI (`pip install torch numpy`); without one, the worker answers "unavailable ..." and exits,
-and vs_libtorch leaves PyTorch out of the table. bench/pytorch_cuda_step.py reuses this model and Runner on the GPU
-at the sizes of issue 6 (set_sizes, Runner's device and batch_shape); the defaults here stay issue 7's, on the CPU.
+and vs_libtorch leaves PyTorch out of the table. Debian's torch 1.13 runs the eager model too (attention() writes
+out the SDPA that 1.13 lacks), so tests/scripts/pytorch_step_parity.sh can check the model without PyPI.
+bench/pytorch_cuda_step.py reuses this model and Runner on the GPU at the sizes of issue 6 (set_sizes, Runner's
+device and batch_shape); the defaults here stay issue 7's, on the CPU.
 """
 import argparse
 import json
@@ -98,8 +100,17 @@ class MHA(nn.Module):
         if rope is not None:  # q·cos + rotate_half(q)·sin
             cos, sin = rope
             q, k = q * cos + rotate_half(q) * sin, k * cos + rotate_half(k) * sin
-        o = F.scaled_dot_product_attention(q, k, v, attn_mask=keep)  # softmax(q kᵀ/√d_h, masked) v
+        o = attention(q, k, v, keep)
         return self.out_proj(o.transpose(1, 2).reshape(B, Tq, D))
+
+
+def attention(q, k, v, mask):
+    """softmax(q kᵀ/√d_h, masked) v: F.scaled_dot_product_attention, written out where torch < 2.0 lacks it."""
+    if hasattr(F, "scaled_dot_product_attention"):
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+    scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])
+    scores = scores.masked_fill(~mask, float("-inf")) if mask.dtype == torch.bool else scores + mask
+    return torch.softmax(scores, -1) @ v
 
 
 def rotate_half(x):  # [-x2, x1] for x = [x1, x2] split in halves of the last dim
