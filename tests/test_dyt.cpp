@@ -41,6 +41,8 @@ REGISTER_GRAD_CASES {
       gc("dyt", "input used twice (the kernel accumulates)",
          [](const std::vector<Tensor>& x) { return dyt(x[0], x[1], x[2], x[3]) + x[0] * 3.0; },
          {leaf({3, 4}, 18), leaf({1}, 19), leaf({4}, 20), leaf({4}, 21)}),
+      // x needs no gradient: the backward writes none (the CPU kernel's third mode), the parameters' are as before
+      gc("dyt", "input needs no gradient", f, {constant({3, 5}, 22), leaf({1}, 23), leaf({5}, 24), leaf({5}, 25)}),
   };
 }
 

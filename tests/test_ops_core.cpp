@@ -36,10 +36,6 @@ Tensor leaf_permuted(const Shape& s, uint64_t seed = 4) {
   t.requires_grad_();
   return t;
 }
-Tensor constant(const Shape& s, uint64_t seed = 9) {  // an input that does not require grad
-  Generator g(seed);
-  return Tensor::randn(s, 0, 1, F64, Device::cpu(), &g);
-}
 Tensor f64(std::vector<double> v, const Shape& s) { return Tensor::from_vector<double>(std::move(v), s); }
 
 // A float64 tensor of logical shape `s` stored in a random dim order, sometimes with a gap (sliced).

@@ -36,6 +36,11 @@ inline Tensor leaf(const Shape& s, uint64_t seed = 1, double scale = 1.0) {
   t.requires_grad_();
   return t;
 }
+// A float64 input that does not require grad (a gradient case checks the others).
+inline Tensor constant(const Shape& s, uint64_t seed = 9) {
+  Generator g(seed);
+  return Tensor::randn(s, 0, 1, DType::F64, Device::cpu(), &g);
+}
 // A float64 leaf with values in [lo, hi).
 inline Tensor leaf_uniform(const Shape& s, double lo, double hi, uint64_t seed = 1) {
   Generator g(seed);

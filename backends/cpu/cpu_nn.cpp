@@ -315,37 +315,40 @@ void CpuBackend::dyt_backward(const Tensor& gy, const Tensor& x, const Tensor& a
     const T a = *static_cast<const T*>(alpha.data_ptr());
     const T* gyp = static_cast<const T*>(gy.data_ptr());
     const T* xp = static_cast<const T*>(x.data_ptr());
-    std::vector<T> ones(weight.defined() ? 0 : C, T(1)), gx_unused(gx.defined() ? 0 : R * C);
+    std::vector<T> ones(weight.defined() ? 0 : C, T(1));
     const T* wp = weight.defined() ? static_cast<const T*>(weight.data_ptr()) : ones.data();
-    T* gxp = gx.defined() ? static_cast<T*>(gx.data_ptr()) : gx_unused.data();
+    T* gxp = gx.defined() ? static_cast<T*>(gx.data_ptr()) : nullptr;
     std::vector<T> gt(gweight.defined() ? R * C : 0);  // gy·t, summed into gweight below
     std::vector<double> row_sums(R, 0.0);
-    // the element's work, with what is wanted fixed per instantiation so that the loop vectorises
-    auto rows_with = [&]<bool kAccumulate, bool kGt>() {
+    // the element's work, with what is wanted fixed per instantiation so that the loop vectorises; kGx: 0 no gx
+    // (x needs no gradient: nothing written), 1 gx = a·gu, 2 gx += a·gu
+    auto rows_with = [&]<int kGx, bool kGt>() {
       const T av = a;     // (copies in this lambda: clang 14 refuses the row lambda's reference to a variable of
       const T* w = wp;    // the lambda two levels up)
 #pragma omp parallel for schedule(static) if (R * C > 16384)
       for (int64_t r = 0; r < R; r++) {
         const T* g = gyp + r * C;
         const T* xr = xp + r * C;
-        T* o = gxp + r * C;
+        T* o = kGx ? gxp + r * C : nullptr;
         T* gtr = kGt ? gt.data() + r * C : nullptr;
         row_sums[r] = cpu::lane_sum(C, [&](int64_t c) {
           const T t = cpu::VecMath::tanh(av * xr[c]);
           const T gu = g[c] * w[c] * (T(1) - t * t);
-          o[c] = kAccumulate ? o[c] + av * gu : av * gu;
+          if constexpr (kGx == 1) o[c] = av * gu;
+          if constexpr (kGx == 2) o[c] += av * gu;
           if constexpr (kGt) gtr[c] = g[c] * t;
           return (double)gu * xr[c];
         });
       }
     };
-    if (accumulate_gx && gx.defined()) {
-      if (gweight.defined()) rows_with.template operator()<true, true>();
-      else rows_with.template operator()<true, false>();
-    } else {
-      if (gweight.defined()) rows_with.template operator()<false, true>();
-      else rows_with.template operator()<false, false>();
-    }
+    const int gx_mode = !gx.defined() ? 0 : accumulate_gx ? 2 : 1;
+    auto with_gt = [&]<int kGx>() {
+      if (gweight.defined()) rows_with.template operator()<kGx, true>();
+      else rows_with.template operator()<kGx, false>();
+    };
+    if (gx_mode == 0) with_gt.template operator()<0>();
+    else if (gx_mode == 1) with_gt.template operator()<1>();
+    else with_gt.template operator()<2>();
     if (galpha.defined()) {
       double total = 0;
       for (double s : row_sums) total += s;
