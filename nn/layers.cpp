@@ -1,13 +1,12 @@
 #include "nn/layers.h"
 
-#include <fnmatch.h>
-
 #include <algorithm>
 #include <cmath>
 #include <vector>
 
 #include "autograd/ops.h"
 #include "autograd/tape.h"
+#include "nn/name_patterns.h"
 #include "tensor/random.h"
 
 namespace skipgrad::nn {
@@ -417,7 +416,7 @@ int64_t set_dyt_alpha(Module& root, const std::string& pattern, double alpha0) {
   int64_t set = 0;
   NoGradGuard no_grad;
   for (auto& [name, m] : root.named_modules())
-    if (auto* d = dynamic_cast<DynamicTanh*>(m); d && fnmatch(pattern.c_str(), name.c_str(), 0) == 0) {
+    if (auto* d = dynamic_cast<DynamicTanh*>(m); d && name_matches(pattern, name)) {
       d->alpha.copy_(Tensor::full(d->alpha.shape(), alpha0, d->alpha.dtype(), d->alpha.device()));
       ++set;
     }

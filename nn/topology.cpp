@@ -7,6 +7,7 @@
 
 #include "autograd/ops.h"
 #include "autograd/tape.h"
+#include "nn/name_patterns.h"
 
 namespace skipgrad::nn {
 
@@ -277,34 +278,11 @@ std::shared_ptr<Norm> make_norm(const TransformerConfig& cfg, int64_t dim) {
 }
 
 std::vector<std::pair<std::string, double>> parse_dyt_alpha_at(const std::string& text) {
-  std::vector<std::pair<std::string, double>> at;
-  if (text.empty()) return at;
-  size_t start = 0;
-  while (start <= text.size()) {
-    const size_t comma = std::min(text.find(',', start), text.size());
-    const std::string entry = text.substr(start, comma - start);
-    const size_t eq = entry.rfind('=');
-    double alpha0 = NAN;
-    size_t used = 0;
-    if (eq != std::string::npos && eq > 0 && eq + 1 < entry.size()) {
-      try {
-        alpha0 = std::stod(entry.substr(eq + 1), &used);
-      } catch (const std::exception&) {
-        used = 0;
-      }
-    }
-    check(used > 0 && eq + 1 + used == entry.size(), "dyt_alpha_at", ": '", entry, "' in '", text,
-          "' is not PATTERN=ALPHA0 (a DyT name pattern, '*' and '?' allowed, and a number: \"*.final_norm=0.2\")");
-    at.emplace_back(entry.substr(0, eq), alpha0);
-    start = comma + 1;
-  }
-  return at;
+  return parse_pattern_values(text, "dyt_alpha_at", "ALPHA0", "\"*.final_norm=0.2\"");
 }
 
 std::string dyt_alpha_at_text(const std::vector<std::pair<std::string, double>>& at) {
-  std::string s;
-  for (const auto& [pattern, alpha0] : at) s += (s.empty() ? "" : ",") + pattern + "=" + number_str(alpha0);
-  return s;
+  return pattern_values_text(at);
 }
 
 std::shared_ptr<Norm> Layer::add_norm(const std::string& n) {
