@@ -293,15 +293,57 @@ void Optimizer::fused_adam_update(const std::vector<Pending>& todo, double beta1
 
 // ---------------------------------------------------------------- RAdam
 
-std::unique_ptr<Optimizer> make_adamw_or_radam(const std::string& name, NamedTensors params, const AdamOptions& o,
-                                               const std::string& who) {
+std::unique_ptr<Optimizer> make_adamw_or_radam(const std::string& name, std::vector<ParamGroup> groups,
+                                               const AdamOptions& o, const std::string& who) {
   check(name == "adamw" || name == "radam", who, ": unknown optimizer '", name, "'; known: adamw, radam");
-  if (name == "adamw") return std::make_unique<AdamW>(std::move(params), o);
-  return std::make_unique<RAdam>(std::move(params),
+  if (name == "adamw") return std::make_unique<AdamW>(std::move(groups), o);
+  return std::make_unique<RAdam>(std::move(groups),
                                  RAdamOptions{.lr = o.lr, .beta1 = o.beta1, .beta2 = o.beta2, .eps = o.eps,
                                               .weight_decay = o.weight_decay,
                                               .no_decay_on_norms_and_biases = o.no_decay_on_norms_and_biases,
                                               .decoupled_weight_decay = true});
+}
+
+std::vector<ParamGroup> lr_scale_groups(const NamedTensors& params, const PatternValues& lr_scale_at,
+                                        const std::string& who) {
+  std::vector<double> scale(params.size(), 1.0);
+  for (const auto& [pattern, value] : lr_scale_at) {
+    check(std::isfinite(value) && value >= 0, who, ": the learning-rate scale for '", pattern, "' must be a finite ",
+          "number >= 0, got ", value);
+    size_t matched = 0;
+    for (size_t i = 0; i < params.size(); i++)
+      if (name_matches(pattern, params[i].first)) scale[i] = value, matched++;
+    if (matched == 0) {
+      std::string some;  // a few names, to show their form
+      for (size_t i = 0; i < params.size() && i < 6; i++) some += (i ? ", " : "") + params[i].first;
+      fail(who, ": the pattern '", pattern, "' matches no parameter; they are named like ", some,
+           params.size() > 6 ? ", ... (" + std::to_string(params.size()) + " in all)" : std::string());
+    }
+  }
+  std::vector<ParamGroup> groups;
+  for (size_t i = 0; i < params.size(); i++) {
+    auto g = std::find_if(groups.begin(), groups.end(), [&](const ParamGroup& x) { return x.lr_scale == scale[i]; });
+    if (g == groups.end()) g = groups.insert(groups.end(), ParamGroup{.params = {}, .lr_scale = scale[i]});
+    g->params.push_back(params[i]);
+  }
+  return groups.empty() ? one_group({}) : groups;
+}
+
+std::string lr_scales_summary(const Optimizer& opt) {
+  std::vector<std::pair<double, std::vector<std::string>>> by_scale;  // in the order the scales first appear
+  for (size_t i = 0; i < opt.named_params().size(); i++) {
+    const double scale = opt.lr_scale(i);
+    if (scale == 1) continue;
+    auto s = std::find_if(by_scale.begin(), by_scale.end(), [&](const auto& e) { return e.first == scale; });
+    if (s == by_scale.end()) s = by_scale.insert(by_scale.end(), {scale, {}});
+    s->second.push_back(opt.named_params()[i].first);
+  }
+  std::string out;
+  for (const auto& [scale, names] : by_scale) {
+    out += (out.empty() ? "lr x" : "; lr x") + number_str(scale) + ": " + std::to_string(names.size()) +
+           (names.size() == 1 ? " parameter (" : " parameters (") + names[0] + (names.size() > 1 ? ", ...)" : ")");
+  }
+  return out;
 }
 
 RAdam::RAdam(NamedTensors params, const RAdamOptions& o) : RAdam(one_group(std::move(params)), o) {}

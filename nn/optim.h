@@ -37,6 +37,7 @@
 #include <utility>
 #include <vector>
 
+#include "nn/name_patterns.h"
 #include "tensor/tensor.h"
 
 namespace skipgrad::nn {
@@ -249,8 +250,18 @@ class RAdam : public Optimizer {
 
 // The examples' --optimizer: "adamw" (AdamW) or "radam" (RAdam with decoupled weight decay, as AdamW's and the RAdam
 // authors' code), from one set of settings; another name is an Error naming `who` and the known ones.
-std::unique_ptr<Optimizer> make_adamw_or_radam(const std::string& name, NamedTensors params, const AdamOptions& options,
-                                               const std::string& who);
+std::unique_ptr<Optimizer> make_adamw_or_radam(const std::string& name, std::vector<ParamGroup> groups,
+                                               const AdamOptions& options, const std::string& who);
+
+// The examples' --lr-scale-at "PATTERN=SCALE,...": the parameters whose names match a pattern (name_patterns.h, a
+// later pattern winning) learn at SCALE times the optimizer's rate, the others at 1x; one group per scale, in the
+// order the scales first appear among params. A pattern that matches no parameter, or a scale that is negative or
+// not finite, is an Error naming `who` (with a few of the parameters' names). "*.alpha=10": DyT's α 10x faster.
+std::vector<ParamGroup> lr_scale_groups(const NamedTensors& params, const PatternValues& lr_scale_at,
+                                        const std::string& who);
+// The parameters whose learning rate is not lr() x 1, by scale: "lr x10: 12 parameters (enc.0.ffn_norm.alpha, ...)";
+// "" when there are none.
+std::string lr_scales_summary(const Optimizer& opt);
 
 // Whether a parameter is exempt from weight decay under no_decay_on_norms_and_biases: its name is "bias" or
 // ends in ".bias", or it is 1-D (norm gains, biases) or 0-D (scalar gates such as ReZero's alpha).

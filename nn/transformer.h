@@ -23,6 +23,7 @@
 #include <string>
 #include <vector>
 
+#include "nn/name_patterns.h"
 #include "nn/topology.h"
 
 namespace skipgrad::nn {
@@ -161,5 +162,8 @@ class Transformer : public Module {
 // model's, so it builds one (only when there are patterns). For programs that run several configurations (compare,
 // sweep, the graph report) to check them all before the first trains; cfg.vocab may be the placeholder 0 then.
 void check_dyt_alpha_at(TransformerConfig cfg);
+// The same for the optimizer's lr_scale_at patterns (nn::lr_scale_groups, the examples' --lr-scale-at): each must
+// match a parameter of cfg's model; an Error naming `who` otherwise.
+void check_lr_scale_at(TransformerConfig cfg, const PatternValues& lr_scale_at, const std::string& who);
 
 }  // namespace skipgrad::nn

@@ -80,6 +80,17 @@ TEST_SUITE("reliability") {
     CHECK(dyt.first == 2);
     CHECK(dyt.second.find("'*.final_norm' matches no DyT of this post_ln model") != std::string::npos);
     CHECK_FALSE(fs::exists(cmp));
+    // so is an --lr-scale-at pattern that matches no parameter of one of them; and an entry that is not PATTERN=SCALE
+    const std::string lr_args = "compare --topologies pre_ln,post_ln --corpus " + shell_quote(tiny_corpus()) +
+                                " --layers 1 --d-model 16 --heads 2 --ffn 32 --vocab-size 64 --steps 2 --out " +
+                                shell_quote(cmp) + " --lr-scale-at ";
+    const auto lr = run(SKIPGRAD_TRANSLATE_EXE, lr_args + "'enc.final_norm.*=2'");
+    CHECK(lr.first == 2);
+    CHECK(lr.second.find("--lr-scale-at: the pattern 'enc.final_norm.*' matches no parameter") != std::string::npos);
+    const auto lr_text = run(SKIPGRAD_TRANSLATE_EXE, lr_args + "'*.alpha'");
+    CHECK(lr_text.first == 2);
+    CHECK(lr_text.second.find("'*.alpha' in '*.alpha' is not PATTERN=SCALE") != std::string::npos);
+    CHECK_FALSE(fs::exists(cmp));
   }
 
   TEST_CASE("a fresh run in an earlier run's folder moves its files to previous_run/; the divergence message is true") {

@@ -130,7 +130,7 @@ TEST_SUITE("train") {
     CHECK(same_bits(a.bias, b.bias));
 
     // the examples' --optimizer: one set of settings, AdamW's or RAdam's with decoupled decay
-    const auto made = make_adamw_or_radam("radam", b.named_parameters(),
+    const auto made = make_adamw_or_radam("radam", one_group(b.named_parameters()),
                                           {.lr = 2e-3, .beta2 = 0.95, .weight_decay = 0.1,
                                            .no_decay_on_norms_and_biases = true}, "test");
     CHECK(std::string(made->kind()) == "radam");
@@ -138,9 +138,9 @@ TEST_SUITE("train") {
     CHECK((ro.lr == 2e-3 && ro.beta2 == 0.95 && ro.weight_decay == 0.1 && ro.no_decay_on_norms_and_biases &&
            ro.decoupled_weight_decay));
     CHECK(made->weight_decay(1) == 0);  // b.bias: spared
-    CHECK(std::string(make_adamw_or_radam("adamw", b.named_parameters(), {}, "test")->kind()) == "adamw");
-    CHECK_THROWS_WITH_ALL(make_adamw_or_radam("lamb", b.named_parameters(), {}, "test"), "test: unknown optimizer "
-                          "'lamb'", "known: adamw, radam");
+    CHECK(std::string(make_adamw_or_radam("adamw", one_group(b.named_parameters()), {}, "test")->kind()) == "adamw");
+    CHECK_THROWS_WITH_ALL(make_adamw_or_radam("lamb", one_group(b.named_parameters()), {}, "test"),
+                          "test: unknown optimizer 'lamb'", "known: adamw, radam");
 
     AdamW other(b.named_parameters(), {.lr = 1e-3});
     CHECK_THROWS_WITH_ALL(load_checkpoint(path.string(), b, &other), "holds the state of a 'radam' optimizer",

@@ -44,6 +44,7 @@ struct Options {
   double dyt_alpha = 0.5;
   std::string dyt_alpha_at;  // "PATTERN=ALPHA0,..." (TransformerConfig::dyt_alpha_at)
   std::string optimizer = "adamw";  // adamw | radam (the same betas and decoupled weight decay)
+  std::string lr_scale_at;  // "PATTERN=SCALE,..." (nn::lr_scale_groups)
   std::string positions = "sinusoidal";  // sinusoidal | learned | rope | alibi | none (TransformerConfig::positions)
   double rope_theta = 10000;
   int64_t rope_dims = 0;
@@ -149,6 +150,11 @@ struct Row {
   std::string sample;
 };
 
+// --lr-scale-at's patterns and scales (an Error naming the entry that is not PATTERN=SCALE).
+nn::PatternValues lr_scale_at(const Options& o) {
+  return nn::parse_pattern_values(o.lr_scale_at, "--lr-scale-at", "SCALE", "\"*.alpha=10\"");
+}
+
 // The model of `topology` the options describe, over `vocab` ids (validated).
 nn::TransformerConfig lm_config(const Options& o, const std::string& topology, int64_t vocab) {
   nn::TransformerConfig cfg;
@@ -190,7 +196,7 @@ Row train_one(const std::string& topology, const Corpus& c, const Options& o, De
   }
   r.valid0 = valid_loss(lm, c, o, device);
   const std::unique_ptr<nn::Optimizer> optimizer = nn::make_adamw_or_radam(
-      o.optimizer, lm.named_parameters(),
+      o.optimizer, nn::lr_scale_groups(lm.named_parameters(), lr_scale_at(o), "--lr-scale-at"),
       {.lr = o.lr, .beta1 = 0.9, .beta2 = 0.95, .weight_decay = 0.1, .no_decay_on_norms_and_biases = true},
       "skipgrad-lm");
   nn::Optimizer& opt = *optimizer;
@@ -265,6 +271,8 @@ static int run(int argc, char** argv) {
   app.add_option("--dyt-alpha-at", o.dyt_alpha_at,
                  "with --norm dyt: PATTERN=ALPHA0,... another init for the DyTs whose names match "
                  "(\"*attn_norm=0.8\")");
+  app.add_option("--lr-scale-at", o.lr_scale_at,
+                 "PATTERN=SCALE,...: the parameters whose names match learn at --lr x SCALE (\"*.alpha=10\")");
   app.add_option("--positions", o.positions,
                  "sinusoidal | learned (GPT-2's) | rope (rotary, as LLaMA/OLMo) | alibi (as BLOOM/MPT) | t5 (T5's "
                  "relative bias) | none (NoPE)")
@@ -299,8 +307,10 @@ static int run(int argc, char** argv) {
     check(o.steps > o.warmup, "--steps ", o.steps, " must exceed --warmup ", o.warmup,
           " (warm-up, then a cosine decay to 10%)");
     const std::vector<std::string> names = cli_lists::split_names(o.topologies, "--topologies");
-    for (const std::string& t : names)  // names, sizes and --dyt-alpha-at's patterns checked before the text is read
+    for (const std::string& t : names) {  // names, sizes and the patterns checked before the text is read
       nn::check_dyt_alpha_at(lm_config(o, t, 1000));
+      nn::check_lr_scale_at(lm_config(o, t, 1000), lr_scale_at(o), "--lr-scale-at");
+    }
     // (sinusoidal and RoPE extrapolate smoothly; the last new character is never fed, so it needs no position)
     if (o.positions == "learned" && 16 + o.sample - 1 > o.context) {
       const int64_t fits = std::max<int64_t>(o.context - 15, 0);
@@ -320,13 +330,15 @@ static int run(int argc, char** argv) {
     const std::string positions = first.positions_summary();
     const std::string norms = first.norm_summary();
     std::printf("Character-level decoder-only LMs on %s: %lld layers, d %lld, %lld heads, FFN %lld, context %lld, "
-                "batch %lld, %lld steps, init %s, %s norms, %s positions, %s lr %g (cosine to 10%% after %lld "
+                "batch %lld, %lld steps, init %s, %s norms, %s positions, %s lr %g%s (cosine to 10%% after %lld "
                 "warm-up steps), clip 1, device %s. Losses in nats per character, validation over %lld fixed "
                 "batches.\n\n",
                 o.text.c_str(), (long long)o.layers, (long long)o.d_model, (long long)o.heads, (long long)o.d_ff,
                 (long long)o.context, (long long)o.batch, (long long)o.steps, o.init.c_str(), norms.c_str(),
                 positions.c_str(),
                 o.optimizer == "radam" ? "RAdam" : "AdamW", o.lr,
+                o.lr_scale_at.empty() ? ""
+                                      : (" (--lr-scale-at " + nn::pattern_values_text(lr_scale_at(o)) + ")").c_str(),
                 (long long)o.warmup, o.device.c_str(), (long long)o.eval_batches);
     std::printf("| topology | parameters | valid at init | train (last step) | valid | bits/char | max ‖g‖ | seconds "
                 "| sample (greedy, or --temperature) |\n|---|---|---|---|---|---|---|---|---|\n");

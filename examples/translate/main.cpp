@@ -44,10 +44,12 @@ static CLI::Validator label_smoothing_range() {
   return number_that("in [0, 1)", [](double e) { return e >= 0 && e < 1; });
 }
 
-// The model options given by name, parsed into TrainOptions::model once the command line is read.
+// The model options given by name, parsed into TrainOptions::model once the command line is read (and --lr-scale-at,
+// into TrainOptions::lr_scale_at).
 struct ModelChoices {
   std::string norm = "layer_norm", act = "relu", init = "fairseq", qk_norm = "none", qk_norm_kind = "rms_norm";
   std::string dyt_alpha_at;  // "PATTERN=ALPHA0,..." (nn::parse_dyt_alpha_at)
+  std::string lr_scale_at;   // "PATTERN=SCALE,..." (nn::parse_pattern_values)
   std::string positions = "sinusoidal";
 };
 
@@ -114,6 +116,9 @@ static void add_train_options(CLI::App* c, TrainOptions& o, ModelChoices& m) {
   c->add_option("--lr", o.lr)->capture_default_str();
   c->add_option("--warmup", o.warmup, "linear warm-up steps, then inverse square root")->capture_default_str();
   c->add_option("--weight-decay", o.weight_decay)->capture_default_str();
+  c->add_option("--lr-scale-at", m.lr_scale_at,
+                "PATTERN=SCALE,...: the parameters whose names match learn at --lr x SCALE (\"*.alpha=10\": DyT's "
+                "alpha 10x faster; \"enc.*=0.5\"; a later pattern wins)");
   c->add_option("--optimizer", o.optimizer, "adamw, or radam (RAdam: no warm-up needed; decoupled weight decay)")
       ->check(CLI::IsMember({"adamw", "radam"}))->capture_default_str();
   c->add_option("--clip-norm", o.clip_norm, "0: no clipping")->capture_default_str();
@@ -296,6 +301,7 @@ static int run_command(int argc, char** argv) {
     o.model.dec_layers = o.model.enc_layers;
     o.model.norm = nn::parse_norm_kind(choices.norm);
     o.model.dyt_alpha_at = nn::parse_dyt_alpha_at(choices.dyt_alpha_at);
+    o.lr_scale_at = nn::parse_pattern_values(choices.lr_scale_at, "--lr-scale-at", "SCALE", "\"*.alpha=10\"");
     o.model.activation = nn::parse_activation(choices.act);
     o.model.init = nn::parse_init_scheme(choices.init);
     o.model.qk_norm = nn::parse_head_norm_targets(choices.qk_norm);
@@ -330,6 +336,7 @@ static int run_command(int argc, char** argv) {
       for (const std::string& t : names) {  // every topology's checks before training
         nn::make_topology(t)->check_config(o.model.with_topology(t));
         nn::check_dyt_alpha_at(o.model.with_topology(t));
+        nn::check_lr_scale_at(o.model.with_topology(t), o.lr_scale_at, "--lr-scale-at");
       }
       for (const std::string& t : names) {
         TrainOptions ot = o;

@@ -49,7 +49,8 @@ std::string run_settings(const TrainOptions& t) {
   json j = {{"corpus", t.corpus}, {"vocab_size", t.vocab_size}, {"max_len", t.max_len}, {"lr", t.lr},
             {"warmup_init_lr", t.warmup_init_lr}, {"optimizer", t.optimizer}, {"beta1", t.beta1},
             {"beta2", t.beta2}, {"adam_eps", t.adam_eps},
-            {"weight_decay", t.weight_decay}, {"warmup", t.warmup}, {"label_smoothing", t.label_smoothing},
+            {"weight_decay", t.weight_decay}, {"lr_scale_at", nn::pattern_values_text(t.lr_scale_at)},
+            {"warmup", t.warmup}, {"label_smoothing", t.label_smoothing},
             {"clip_norm", t.clip_norm}, {"max_tokens", t.max_tokens}, {"max_steps", t.max_steps},
             {"max_minutes", t.max_minutes}, {"eval_every", t.eval_every}, {"test_sentences", t.test_sentences},
             {"beam", t.beam}, {"device", Device::parse(t.device).str()}, {"matmul_precision", t.matmul_precision},
@@ -431,7 +432,9 @@ static std::string describe(const SweepOptions& o) {
     << " heads" << (t.model.qk_norm == nn::HeadNormTargets::None ? "" : " with ")
     << nn::head_norm_summary(t.model.qk_norm, t.model.qk_norm_kind) << ", ffn " << t.model.d_ff << ", dropout "
     << t.model.dropout << ", norm " << t.model.norm_summary()
-    << "; " << t.optimizer << ", lr " << t.lr << ", warm-up " << t.warmup << ", " << t.max_tokens
+    << "; " << t.optimizer << ", lr " << t.lr
+    << (t.lr_scale_at.empty() ? "" : " (x " + nn::pattern_values_text(t.lr_scale_at) + ")") << ", warm-up " << t.warmup
+    << ", " << t.max_tokens
     << " tokens per batch, label smoothing "
     << t.label_smoothing << "; budget per run: ";
   if (t.max_minutes > 0) s << t.max_minutes << " min of training, evaluations included";
@@ -505,7 +508,10 @@ std::vector<SweepRow> run_sweep(const SweepOptions& o) {
       nn::TransformerConfig c = run_model(t, e, o.depths[0]);
       c.vocab = std::max<int64_t>(c.vocab, c.pad_id + 1);  // (a placeholder: train() takes it from the data)
       c.validate();
-      for (int64_t L : o.depths) nn::check_dyt_alpha_at(run_model(t, e, L));  // (names by depth: enc.11.ffn_norm)
+      for (int64_t L : o.depths) {  // (names by depth: enc.11.ffn_norm)
+        nn::check_dyt_alpha_at(run_model(t, e, L));
+        nn::check_lr_scale_at(run_model(t, e, L), o.train.lr_scale_at, "--lr-scale-at");
+      }
     }
   fs::create_directories(o.out_dir);
 

@@ -202,7 +202,7 @@ TrainResult train(const TrainOptions& o) {
   model.to(device);            // before the optimizer, whose state is made where the parameters are
   res.parameters = model.num_parameters();
   const std::unique_ptr<nn::Optimizer> optimizer = nn::make_adamw_or_radam(
-      o.optimizer, model.named_parameters(),
+      o.optimizer, nn::lr_scale_groups(model.named_parameters(), o.lr_scale_at, "--lr-scale-at"),
       {.lr = o.lr, .beta1 = o.beta1, .beta2 = o.beta2, .eps = o.adam_eps, .weight_decay = o.weight_decay}, "train");
   nn::Optimizer& opt = *optimizer;
   nn::InverseSqrtLR schedule(o.lr, o.warmup, o.warmup_init_lr);
@@ -223,6 +223,8 @@ TrainResult train(const TrainOptions& o) {
   if (o.resume && !resuming)
     std::printf("--resume: no checkpoint at %s; starting from step 0\n", last_ckpt.c_str());
   if (resuming) {
+    std::vector<double> lr_scales;  // --lr-scale-at's, which the checkpoint's replace
+    for (size_t i = 0; i < opt.named_params().size(); i++) lr_scales.push_back(opt.lr_scale(i));
     nn::Metadata m;
     try {
       m = nn::load_checkpoint(*last_file, last_ckpt, model, &opt);
@@ -263,6 +265,11 @@ TrainResult train(const TrainOptions& o) {
     if (o.weight_decay != opt.weight_decay(0))
       std::printf("--resume: --weight-decay %g is not used: the run continues with its checkpoint's %g\n",
                   o.weight_decay, opt.weight_decay(0));
+    bool same_scales = true;
+    for (size_t i = 0; i < lr_scales.size(); i++) same_scales = same_scales && lr_scales[i] == opt.lr_scale(i);
+    if (!same_scales)
+      std::printf("--resume: --lr-scale-at is not used: the run continues with its checkpoint's learning rates (%s)\n",
+                  nn::lr_scales_summary(opt).empty() ? "lr x1 throughout" : nn::lr_scales_summary(opt).c_str());
   } else {
     // A fresh run owns its folder (it rewrites metrics.jsonl): an earlier run's step checkpoints would outrank its
     // own in --keep-last's pruning and in `average --run`, and its checkpoint_best and checkpoint_last would be
@@ -346,6 +353,7 @@ TrainResult train(const TrainOptions& o) {
     settings += (settings.empty() ? "" : ", ") + name + " " + number_str(value);
   std::printf("optimizer: %s (%s), weight decay %g, lr %g, inverse-sqrt warm-up %lld steps from %g\n", opt.kind(),
               settings.c_str(), opt.weight_decay(0), o.lr, (long long)o.warmup, o.warmup_init_lr);
+  if (const std::string scales = nn::lr_scales_summary(opt); !scales.empty()) std::printf("  %s\n", scales.c_str());
 
   const auto t0 = Clock::now();
   auto elapsed = [&] { return std::chrono::duration<double>(Clock::now() - t0).count(); };

@@ -26,6 +26,9 @@ struct TrainOptions {
   // adamw (fairseq's adam, whose weight decay is decoupled) | radam (nn::RAdam with decoupled weight decay, as the
   // RAdam authors' code that Admin's recipes train with); both take beta1, beta2, adam_eps and weight_decay
   std::string optimizer = "adamw";
+  // "PATTERN=SCALE" entries: the parameters whose names match learn at lr x SCALE (nn::lr_scale_groups; a later
+  // pattern wins). Restored from the checkpoint on --resume, as torch restores param_groups.
+  skipgrad::nn::PatternValues lr_scale_at;
   int64_t warmup = 4000;
   double label_smoothing = 0.1;
   double clip_norm = 0;            // 0: no clipping (the norm is still reported)
