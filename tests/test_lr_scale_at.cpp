@@ -74,14 +74,8 @@ TEST_SUITE("train") {
 
   TEST_CASE("the translation example with --lr-scale-at: a scale of 0 freezes DyT's alphas; --resume keeps it") {
     const ScratchDir dir("skipgrad_lr_scale_at");
-    translate::TrainOptions o = tiny_train_options(write_tiny_corpus(dir.path() / "corpus", 200));
-    o.model.norm = NormKind::DynamicTanh;
-    o.max_steps = o.save_every = 4;
-    o.out_dir = (dir.path() / "plain").string();
-    translate::train(o);
-    o.lr_scale_at = {{"*.alpha", 0}};
-    o.out_dir = (dir.path() / "frozen").string();
-    translate::train(o);
+    std::vector<std::string> devices{"cpu"};
+    if (cuda_available()) devices.push_back("cuda");  // (the emulator's, in the emulator build)
     auto alphas = [](const std::string& run) {  // every DyT's alpha in the run's checkpoint (not Adam's state of it)
       std::vector<std::pair<std::string, double>> out;
       for (const auto& [name, t] : load_safetensors(run + "/checkpoint_last.safetensors").tensors)
@@ -89,20 +83,33 @@ TEST_SUITE("train") {
           out.emplace_back(name, t.to(DType::F64).item<double>());
       return out;
     };
-    const auto plain = alphas((dir.path() / "plain").string()), frozen = alphas(o.out_dir);
-    REQUIRE(plain.size() == 7);  // Pre-LN, 1+1 layers: 2 in the encoder's layer, 3 in the decoder's, 2 final norms
-    REQUIRE(frozen.size() == plain.size());
-    int moved = 0;
-    for (size_t i = 0; i < plain.size(); i++) {
-      moved += plain[i].second != 0.5;
-      CHECK_MESSAGE(frozen[i].second == 0.5, frozen[i].first);  // lr 0: no update, and no decoupled decay (lr wd p)
+    for (const std::string& device : devices) {
+      CAPTURE(device);
+      translate::TrainOptions o = tiny_train_options(write_tiny_corpus(dir.path() / "corpus", 200));
+      o.device = device;
+      o.model.norm = NormKind::DynamicTanh;
+      o.max_steps = o.save_every = 4;
+      o.out_dir = (dir.path() / (device + "_plain")).string();
+      translate::train(o);
+      const auto plain = alphas(o.out_dir);
+      o.lr_scale_at = {{"*.alpha", 0}};
+      o.out_dir = (dir.path() / (device + "_frozen")).string();
+      translate::train(o);
+      const auto frozen = alphas(o.out_dir);
+      REQUIRE(plain.size() == 7);  // Pre-LN, 1+1 layers: 2 in the encoder's layer, 3 in the decoder's, 2 final norms
+      REQUIRE(frozen.size() == plain.size());
+      int moved = 0;
+      for (size_t i = 0; i < plain.size(); i++) {
+        moved += plain[i].second != 0.5;
+        CHECK_MESSAGE(frozen[i].second == 0.5, frozen[i].first);  // lr 0: no update, nor decoupled decay (lr wd p)
+      }
+      CHECK(moved == 7);  // trained at 1x, every alpha moves
+      // resumed without --lr-scale-at, the run goes on with its checkpoint's scales (as torch restores param_groups)
+      o.lr_scale_at.clear();
+      o.resume = true;
+      o.max_steps = o.save_every = 6;
+      CHECK(translate::train(o).steps == 6);
+      for (const auto& alpha : alphas(o.out_dir)) CHECK_MESSAGE(alpha.second == 0.5, alpha.first);
     }
-    CHECK(moved == 7);  // trained at 1x, every alpha moves
-    // resumed without --lr-scale-at, the run goes on with its checkpoint's scales (as torch restores param_groups)
-    o.lr_scale_at.clear();
-    o.resume = true;
-    o.max_steps = o.save_every = 6;
-    CHECK(translate::train(o).steps == 6);
-    for (const auto& alpha : alphas(o.out_dir)) CHECK_MESSAGE(alpha.second == 0.5, alpha.first);
   }
 }
