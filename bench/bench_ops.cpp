@@ -255,4 +255,9 @@ void register_all() {
 
 }  // namespace
 
-int main(int argc, char** argv) { return bench::bench_main(argc, argv, register_all); }
+int main(int argc, char** argv) {
+  // the graph's per-node gradient norms (an analysis feature) are off for timing, as in cuda_step and vs_libtorch:
+  // fwd_bwd is the op's backward alone (until 2026-12-07 it included a norm of each gradient)
+  skipgrad::set_track_grad_norms(false);
+  return bench::bench_main(argc, argv, register_all);
+}
