@@ -531,7 +531,8 @@ std::vector<LayerMeasures> measure_steps(const nn::TransformerConfig& cfg, const
       const MeasureBatch b = task_batch(cfg, opt.task, opt.batch, opt.len, train_batch_seed(seed, 0)).to(opt.device);
       model.init_from_batch(b.src, b.tgt_in);
     }
-    nn::Adam adam(model.named_parameters(), {.lr = opt.lr, .beta1 = 0.9, .beta2 = 0.98});
+    nn::Adam adam(nn::lr_scale_groups(model.named_parameters(), opt.lr_scale_at, "--lr-scale-at"),
+                  {.lr = opt.lr, .beta1 = 0.9, .beta2 = 0.98});
     nn::InverseSqrtLR schedule(opt.lr, opt.warmup);
     int64_t trained = 0;
     for (size_t si = 0; si < opt.steps.size(); ++si) {

@@ -118,6 +118,7 @@ struct MeasureOptions {
   double lr = 1e-3;
   int64_t warmup = 20;
   double clip = 0;
+  nn::PatternValues lr_scale_at;      // parameters by name pattern at lr x scale (nn::lr_scale_groups)
   Device device = Device::cpu();      // where the model is trained and measured (batches are made on the CPU)
 };
 

@@ -161,6 +161,9 @@ static int run_command(int argc, char** argv) {
       ->capture_default_str();
   report_cmd->add_option("--lr", ro.lr, "Adam's peak learning rate (inverse-sqrt schedule)")->capture_default_str();
   report_cmd->add_option("--warmup", ro.warmup, "linear warm-up steps")->capture_default_str();
+  std::string lr_scale_at;
+  report_cmd->add_option("--lr-scale-at", lr_scale_at,
+                         "PATTERN=SCALE,...: the parameters whose names match train at --lr x SCALE (\"*.alpha=10\")");
   report_cmd->add_flag("!--no-plots", ro.plots, "tables only (no gnuplot PNGs)");
   report_cmd->add_flag("--removal", ro.removal, "also the loss without each layer in turn (layer removal)");
   report_cmd->add_option("-o,--output", ro.out)->capture_default_str();
@@ -239,6 +242,7 @@ static int run_command(int argc, char** argv) {
       ro.depths = cli_lists::split_numbers<int64_t>(depths, "--depths", 1);
       ro.seeds = cli_lists::split_numbers<uint64_t>(seeds, "--seeds", 0);
       ro.steps = cli_lists::split_numbers<int64_t>(steps, "--steps", 0);
+      ro.lr_scale_at = nn::parse_pattern_values(lr_scale_at, "--lr-scale-at", "SCALE", "\"*.alpha=10\"");
       ro.command = joined_args(argc, argv);
       graph_tool::write_report(ro);
     } else if (*cost_cmd) {

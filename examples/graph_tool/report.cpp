@@ -314,6 +314,8 @@ void write_report(const ReportOptions& opt) {
     ModelOptions m = opt.model;
     m.layers = depth;
     m.check_topologies(opt.topologies);
+    for (const std::string& t : opt.topologies)
+      nn::check_lr_scale_at(m.with_topology(t).config(), opt.lr_scale_at, "--lr-scale-at");
   }
   // the task's own limits (analysis/measure.h task_batch), named by the options that set them
   check(opt.model.vocab > 4, "--vocab", " ", opt.model.vocab, ": the report's task draws its tokens from [3, vocab): "
@@ -340,6 +342,7 @@ void write_report(const ReportOptions& opt) {
       meo.steps = opt.steps;
       meo.lr = opt.lr;
       meo.warmup = opt.warmup;
+      meo.lr_scale_at = opt.lr_scale_at;
       meo.removal = opt.removal;
       auto t0 = std::chrono::steady_clock::now();
       std::vector<LayerMeasures> m = measure_steps(mo.config(), meo);
@@ -405,8 +408,9 @@ void write_report(const ReportOptions& opt) {
   if (trained) {
     md << "Measured at";
     for (int64_t s : opt.steps) md << " " << step_label(s) << (s == opt.steps.back() ? "" : ",");
-    md << " (training: Adam β (0.9, 0.98), inverse-sqrt schedule to lr " << opt.lr << " after a linear warm-up of "
-       << opt.warmup << " steps, fresh batches of the same task, no clipping). ";
+    md << " (training: Adam β (0.9, 0.98), inverse-sqrt schedule to lr " << opt.lr
+       << (opt.lr_scale_at.empty() ? "" : " (--lr-scale-at " + nn::pattern_values_text(opt.lr_scale_at) + ")")
+       << " after a linear warm-up of " << opt.warmup << " steps, fresh batches of the same task, no clipping). ";
   } else {
     md << "At initialization. ";
   }

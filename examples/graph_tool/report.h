@@ -58,6 +58,7 @@ struct ReportOptions {
   std::string task = "reverse";  // random | copy | reverse
   double lr = 1e-3;
   int64_t warmup = 20;
+  skipgrad::nn::PatternValues lr_scale_at;  // --lr-scale-at: Adam's rate by parameter name (nn::lr_scale_groups)
   std::string out = "docs/analysis_report.md";
   std::string command;  // the command line, quoted in the report
   bool plots = true;    // PNGs via gnuplot when it is on the PATH

@@ -433,8 +433,8 @@ static std::string describe(const SweepOptions& o) {
     << nn::head_norm_summary(t.model.qk_norm, t.model.qk_norm_kind) << ", ffn " << t.model.d_ff << ", dropout "
     << t.model.dropout << ", norm " << t.model.norm_summary()
     << "; " << t.optimizer << ", lr " << t.lr
-    << (t.lr_scale_at.empty() ? "" : " (x " + nn::pattern_values_text(t.lr_scale_at) + ")") << ", warm-up " << t.warmup
-    << ", " << t.max_tokens
+    << (t.lr_scale_at.empty() ? "" : " (--lr-scale-at " + nn::pattern_values_text(t.lr_scale_at) + ")")
+    << ", warm-up " << t.warmup << ", " << t.max_tokens
     << " tokens per batch, label smoothing "
     << t.label_smoothing << "; budget per run: ";
   if (t.max_minutes > 0) s << t.max_minutes << " min of training, evaluations included";
