@@ -7,6 +7,7 @@
 #include "nn/checkpoint.h"
 #include "nn/optim.h"
 #include "nn/transformer.h"
+#include "sweep.h"
 #include "test_util.h"
 #include "translate_test_util.h"
 
@@ -70,6 +71,15 @@ TEST_SUITE("train") {
     CHECK_NOTHROW(check_lr_scale_at(cfg, {{"enc.1.*", 2}}, "--lr-scale-at"));
     cfg.norm = NormKind::LayerNorm;  // no alpha in a LayerNorm model
     CHECK_THROWS_WITH_ALL(check_lr_scale_at(cfg, {{"*.alpha", 10}}, "--lr-scale-at"), "'*.alpha' matches no");
+  }
+
+  TEST_CASE("a sweep records --lr-scale-at in each run's settings: a rerun with other scales is told apart") {
+    translate::TrainOptions a, b;
+    b.lr_scale_at = {{"*.alpha", 10}};
+    CHECK(translate::run_settings(b).find("\"lr_scale_at\":\"*.alpha=10\"") != std::string::npos);
+    CHECK(translate::settings_differences(translate::run_settings(a), translate::run_settings(a)).empty());
+    CHECK(translate::settings_differences(translate::run_settings(b), translate::run_settings(a)) ==
+          "lr_scale_at \"*.alpha=10\" vs \"\"");
   }
 
   TEST_CASE("the translation example with --lr-scale-at: a scale of 0 freezes DyT's alphas; --resume keeps it") {
