@@ -2,6 +2,7 @@
 // numbers checked, with an error that names the option (skipgrad-translate sweep --depths, skipgrad-graph report
 // --seeds, bench/vs_libtorch --threads).
 #pragma once
+#include <cmath>
 #include <cstdint>
 #include <limits>
 #include <sstream>
@@ -56,6 +57,27 @@ std::vector<Int> split_numbers(const std::string& s, const char* option, Int lo)
     skipgrad::check(used == item.size() && v >= (long long)lo && fits, option, ": '", item, "' in '", s,
                     "' is not a whole number from ", lo, " up");
     out.push_back((Int)v);
+  }
+  skipgrad::check(!out.empty(), option, ": no values in '", s, "'");
+  check_distinct(out, option, s);
+  return out;
+}
+
+// "5e-4,1e-3" -> {0.0005, 0.001}: at least one item, none twice, each a finite number > 0; else a skipgrad::Error
+// naming the option, the item and the list.
+inline std::vector<double> split_positive_numbers(const std::string& s, const char* option) {
+  std::vector<double> out;
+  for (const std::string& item : split_list(s)) {
+    size_t used = 0;
+    double v = 0;
+    try {
+      v = std::stod(item, &used);
+    } catch (const std::exception&) {
+      used = 0;
+    }
+    skipgrad::check(used == item.size() && std::isfinite(v) && v > 0, option, ": '", item, "' in '", s,
+                    "' is not a number > 0");
+    out.push_back(v);
   }
   skipgrad::check(!out.empty(), option, ": no values in '", s, "'");
   check_distinct(out, option, s);

@@ -91,6 +91,16 @@ TEST_SUITE("reliability") {
     CHECK(lr_text.first == 2);
     CHECK(lr_text.second.find("'*.alpha' in '*.alpha' is not PATTERN=SCALE") != std::string::npos);
     CHECK_FALSE(fs::exists(cmp));
+    // sweep --lrs: numbers > 0, in place of --lr
+    const std::string sweep_args = "sweep --topologies pre_ln --depths 1 --corpus " + shell_quote(tiny_corpus()) +
+                                   " --steps 2 --out " + shell_quote(cmp);
+    const auto zero = run(SKIPGRAD_TRANSLATE_EXE, sweep_args + " --lrs 1e-3,0");
+    CHECK(zero.first == 2);
+    CHECK(zero.second.find("--lrs: '0' in '1e-3,0' is not a number > 0") != std::string::npos);
+    const auto both = run(SKIPGRAD_TRANSLATE_EXE, sweep_args + " --lrs 1e-3 --lr 2e-3");
+    CHECK(both.first == 2);
+    CHECK(both.second.find("--lrs: lists every run's learning rate: give it or --lr, not both") != std::string::npos);
+    CHECK_FALSE(fs::exists(cmp));
   }
 
   TEST_CASE("a fresh run in an earlier run's folder moves its files to previous_run/; the divergence message is true") {

@@ -267,6 +267,59 @@ TEST_SUITE("sweep") {
     CHECK(gp2.find("'post_ln_L2_s1.train.dat' using 1:3 with lines lw 1.5 dt 1 lc rgb '#ff7f0e'") != std::string::npos);
   }
 
+  TEST_CASE("an lr axis: a run per learning rate, named and labelled by it, summarised and compared per rate") {
+    const fs::path root = scratch("lrs");
+    SweepOptions s;
+    s.train = tiny_options(root);
+    s.topologies = {"post_ln", "pre_ln"};
+    s.depths = {1};
+    s.seeds = {1};
+    s.lrs = {1e-3, 3e-3};
+    s.out_dir = (root / "sweep").string();
+    std::vector<SweepRow> rows = run_sweep(s);
+    REQUIRE(rows.size() == 4);  // topology-major, then the rates
+    const char* names[] = {"post_ln_L1_s1_lr0.001", "post_ln_L1_s1_lr0.003", "pre_ln_L1_s1_lr0.001",
+                           "pre_ln_L1_s1_lr0.003"};
+    for (size_t i = 0; i < rows.size(); i++) {
+      CAPTURE(i);
+      CHECK(sweep_run_name(rows[i]) == names[i]);
+      CHECK(fs::exists(root / "sweep" / names[i] / "result.json"));
+      CHECK(rows[i].lr == s.lrs[i % 2]);
+      CHECK(nlohmann::json::parse(rows[i].settings).at("lr").get<double>() == s.lrs[i % 2]);  // trained at it
+      CHECK(rows[i].steps == 6);
+    }
+    CHECK(sweep_row_label(rows[1]) == "post_ln lr 0.003");
+    CHECK(rows[0].best_valid_loss != rows[1].best_valid_loss);
+    CHECK((rows[3].baseline == "post_ln" && !std::isnan(rows[3].p_value)));
+    const auto md = lines_of(root / "sweep" / "results.md");
+    CHECK(md[2].find("| p vs post_ln |") != std::string::npos);
+    CHECK(md[9].find("of the same positions, depth, learning rate and seed") != std::string::npos);
+    const auto summary = lines_of(root / "sweep" / "summary.csv");  // a summary per rate
+    REQUIRE(summary.size() == 5);
+    CHECK(summary[2].rfind("post_ln lr 0.003,sinusoidal,1,1,", 0) == 0);
+    CHECK(lines_of(root / "sweep" / "results.csv")[4].find(",pre_ln lr 0.003,") != std::string::npos);
+    {  // each row is compared with the baseline's run of its own rate: without post_ln's 0.003 run, pre_ln's 0.003
+       // row has no p-value, and its 0.001 row still has one
+      std::vector<SweepRow> again = rows;
+      for (SweepRow& r : again) r.p_value = std::numeric_limits<double>::quiet_NaN(), r.baseline.clear();
+      const fs::path hyp = root / "sweep" / names[1] / "test.hyp.txt";
+      fs::rename(hyp, hyp.string() + ".away");
+      add_bootstrap_p_values(again, (root / "sweep").string(), "post_ln");
+      fs::rename(hyp.string() + ".away", hyp);
+      CHECK(!std::isnan(again[2].p_value));
+      CHECK(std::isnan(again[3].p_value));
+    }
+    // the same rates again, and one more: the finished runs are read back, the new rate trains
+    s.lrs = {3e-3, 1e-3, 2e-3};
+    s.topologies = {"pre_ln"};
+    rows = run_sweep(s);
+    REQUIRE(rows.size() == 3);
+    CHECK(sweep_run_name(rows[2]) == "pre_ln_L1_s1_lr0.002");
+    CHECK(std::isnan(rows[0].p_value));  // pre_ln is this sweep's baseline now: no p-value
+    s.lrs = {0.0};
+    CHECK_THROWS_WITH_ALL(run_sweep(s), "learning rates must be > 0, got 0");
+  }
+
   TEST_CASE("tiny sweep: a row per run, finished runs skipped on a second call, --force trains again; eval repeats") {
     const fs::path root = scratch("e2e");
     SweepOptions s;

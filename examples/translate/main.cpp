@@ -245,12 +245,14 @@ static int run_command(int argc, char** argv) {
                      "also score the test set without each (other) layer in turn: loss and BLEU per removed layer");
 
   auto* sweep_cmd = app.add_subcommand(
-      "sweep", "topologies x positions x depths x seeds under one budget: results table and loss plots");
+      "sweep", "topologies x positions x depths x lrs x seeds under one budget: results table and loss plots");
   SweepOptions sw;
-  std::string sweep_topologies = "all", depths = "3", seeds = "1";
+  std::string sweep_topologies = "all", depths = "3", seeds = "1", lrs;
   sweep_cmd->add_option("--topologies", sweep_topologies, "comma-separated names, or all")->capture_default_str();
   sweep_cmd->add_option("--depths", depths, "comma-separated layers per side")->capture_default_str();
   sweep_cmd->add_option("--seeds", seeds, "comma-separated")->capture_default_str();
+  sweep_cmd->add_option("--lrs", lrs, "comma-separated peak learning rates, each a run of its own (in place of --lr; "
+                        "the runs' folders and labels name theirs)");
   sweep_cmd->add_flag("--force", sw.force, "train again runs whose result.json exists");
   add_train_options(sweep_cmd, o, choices);
   sweep_cmd->get_option("--positions")->description("comma-separated position encodings, each a run of its own: "
@@ -432,6 +434,9 @@ static int run_command(int argc, char** argv) {
                                                 : cli_lists::split_names(sweep_topologies, "--topologies");
       sw.depths = cli_lists::split_numbers<int64_t>(depths, "--depths", 1);
       sw.seeds = cli_lists::split_numbers<uint64_t>(seeds, "--seeds", 0);
+      check(!(sweep_cmd->count("--lr") && sweep_cmd->count("--lrs")), "--lrs",
+            ": lists every run's learning rate: give it or --lr, not both");
+      if (sweep_cmd->count("--lrs")) sw.lrs = cli_lists::split_positive_numbers(lrs, "--lrs");
       sw.out_dir = o.out_dir == "runs/default" ? "runs/sweep" : o.out_dir;
       for (int i = 0; i < argc; i++) sw.command += (i ? " " : "") + std::string(i ? argv[i] : "skipgrad-translate");
       run_sweep(sw);  // a diverged run is a result of the sweep, not an error

@@ -20,14 +20,17 @@ using namespace skipgrad;
 using json = nlohmann::json;
 namespace fs = std::filesystem;
 
-std::string sweep_run_name(const std::string& topology, int64_t layers, uint64_t seed, const std::string& positions) {
+std::string sweep_run_name(const std::string& topology, int64_t layers, uint64_t seed, const std::string& positions,
+                           double lr) {
   return topology + "_L" + std::to_string(layers) + "_s" + std::to_string(seed) +
-         (positions == "sinusoidal" ? "" : "_" + positions);
+         (positions == "sinusoidal" ? "" : "_" + positions) + (lr > 0 ? "_lr" + number_str(lr) : "");
 }
 
-std::string sweep_run_name(const SweepRow& r) { return sweep_run_name(r.topology, r.layers, r.seed, r.positions); }
+std::string sweep_run_name(const SweepRow& r) {
+  return sweep_run_name(r.topology, r.layers, r.seed, r.positions, r.lr);
+}
 
-std::string sweep_row_label(const SweepRow& r) {
+static std::string topology_label(const SweepRow& r) {
   if (r.settings.empty()) return r.topology;
   const json settings = json::parse(r.settings);  // (a local: items() of a temporary would dangle)
   json model;                                      // its "model.<field>" entries are the run's config JSON
@@ -36,6 +39,10 @@ std::string sweep_row_label(const SweepRow& r) {
   // (settings are taken before the vocabulary is known: 0, which the config refuses; any size holding the pad id does)
   model["vocab"] = std::max<int64_t>(model.value("pad_id", int64_t(1)) + 1, 2);
   return config_from_json(model.dump()).topology_summary();
+}
+
+std::string sweep_row_label(const SweepRow& r) {
+  return topology_label(r) + (r.lr > 0 ? " lr " + number_str(r.lr) : "");
 }
 
 std::string run_settings(const TrainOptions& t) {
@@ -85,6 +92,12 @@ std::string settings_differences(const std::string& a, const std::string& b) {
 
 // ---- the sweep ----
 
+static std::string lr_list(const std::vector<double>& lrs) {
+  std::string s;
+  for (double lr : lrs) s += (s.empty() ? "" : ", ") + number_str(lr);
+  return s;
+}
+
 static std::string describe(const SweepOptions& o) {
   const TrainOptions& t = o.train;
   std::ostringstream s;
@@ -92,7 +105,7 @@ static std::string describe(const SweepOptions& o) {
     << " heads" << (t.model.qk_norm == nn::HeadNormTargets::None ? "" : " with ")
     << nn::head_norm_summary(t.model.qk_norm, t.model.qk_norm_kind) << ", ffn " << t.model.d_ff << ", dropout "
     << t.model.dropout << ", norm " << t.model.norm_summary()
-    << "; " << t.optimizer << ", lr " << t.lr
+    << "; " << t.optimizer << ", lr " << (o.lrs.empty() ? number_str(t.lr) : lr_list(o.lrs) + " (one run each)")
     << (t.lr_scale_at.empty() ? "" : " (--lr-scale-at " + nn::pattern_values_text(t.lr_scale_at) + ")")
     << ", warm-up " << t.warmup << ", " << t.max_tokens
     << " tokens per batch, label smoothing "
@@ -163,6 +176,8 @@ std::vector<SweepRow> run_sweep(const SweepOptions& o) {
     return c;
   };
   for (int64_t L : o.depths) check(L >= 1, "sweep", ": depths must be at least 1, got ", L);
+  for (double lr : o.lrs) check(std::isfinite(lr) && lr > 0, "sweep", ": learning rates must be > 0, got ", lr);
+  const std::vector<double> lrs = o.lrs.empty() ? std::vector<double>{o.train.lr} : o.lrs;
   for (const std::string& t : o.topologies)  // unknown names and settings a run refuses fail before training
     for (nn::PositionEncoding e : encodings) {
       nn::TransformerConfig c = run_model(t, e, o.depths[0]);
@@ -192,18 +207,21 @@ std::vector<SweepRow> run_sweep(const SweepOptions& o) {
   for (const std::string& topology : o.topologies)
     for (nn::PositionEncoding encoding : encodings)
       for (int64_t layers : o.depths)
-        for (uint64_t seed : o.seeds) {
-          Run run;
-          run.row = {topology, layers, seed, 0, 0, 0, 0, 0, false, nn::position_encoding_name(encoding), ""};
-          run.t = o.train;
-          run.t.model = run_model(topology, encoding, layers);
-          run.t.seed = seed;
-          run.t.out_dir = o.out_dir + "/" + sweep_run_name(run.row);
-          run.t.resume = false;
-          run.row.settings = run_settings(run.t);
-          if (!o.force) run.done = read_finished_run(run.t.out_dir, SweepRow(run.row), &run.row);
-          grid.push_back(std::move(run));
-        }
+        for (double lr : lrs)
+          for (uint64_t seed : o.seeds) {
+            Run run;
+            run.row = {topology, layers, seed, 0, 0, 0, 0, 0, false, nn::position_encoding_name(encoding), "",
+                       o.lrs.empty() ? 0 : lr};
+            run.t = o.train;
+            run.t.model = run_model(topology, encoding, layers);
+            run.t.seed = seed;
+            run.t.lr = lr;
+            run.t.out_dir = o.out_dir + "/" + sweep_run_name(run.row);
+            run.t.resume = false;
+            run.row.settings = run_settings(run.t);
+            if (!o.force) run.done = read_finished_run(run.t.out_dir, SweepRow(run.row), &run.row);
+            grid.push_back(std::move(run));
+          }
   std::vector<SweepRow> rows;
   for (Run& run : grid) {
     const std::string name = sweep_run_name(run.row);

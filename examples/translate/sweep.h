@@ -1,5 +1,6 @@
-// Topology sweep: topologies × position encodings × depths × seeds, each trained by translate::train under the same
-// budget and options, one run folder each (<out>/<topology>_L<layers>_s<seed>[_<positions>]/). Writes a results
+// Topology sweep: topologies × position encodings × depths × learning rates × seeds, each trained by translate::train
+// under the same budget and options, one run folder each
+// (<out>/<topology>_L<layers>_s<seed>[_<positions>][_lr<lr>]/). Writes a results
 // table (results.md, results.csv) and loss curves from every run's metrics.jsonl (plots/: gnuplot data, scripts, and
 // PNG/SVG when gnuplot is installed). A sweep resumes: a run whose result.json exists is read back instead of trained
 // again (unless `force`), after checking that it was trained with the same options (its "settings").
@@ -19,6 +20,9 @@ struct SweepOptions {
   // position encodings (nn::PositionEncoding); empty: train.model.positions alone
   std::vector<skipgrad::nn::PositionEncoding> positions;
   std::vector<int64_t> depths;          // layers per side (encoder = decoder)
+  // Peak learning rates, each a run of its own (--lrs; the run folders and labels then name theirs); empty:
+  // train.lr alone, and the names and labels of sweeps before this axis.
+  std::vector<double> lrs;
   std::vector<uint64_t> seeds;
   std::string out_dir = "runs/sweep";
   bool force = false;                   // train again even when a run's result.json exists
@@ -37,14 +41,15 @@ struct SweepRow {
   // The options the run was trained with (run_settings), as JSON text; "" in a result.json written before sweeps
   // recorded them.
   std::string settings;
+  double lr = 0;  // the run's learning rate when the sweep has an lr axis (SweepOptions::lrs); 0: no such axis
   // Not in result.json, computed from the run folders (add_bootstrap_p_values): the paired bootstrap p-value of this
-  // run's test BLEU against the baseline's run of the same positions, depth and seed; NaN where there is none.
+  // run's test BLEU against the baseline's run of the same positions, depth, lr and seed; NaN where there is none.
   double p_value = std::numeric_limits<double>::quiet_NaN();
   std::string baseline{};  // that run's label, "" when p_value is NaN
 };
 
 // Fills p_value and baseline for every row that has no p-value yet and whose run and baseline run
-// (`baseline_topology`, the same positions, depth and seed) left their test hypotheses in <runs_dir>/<run>/
+// (`baseline_topology`, the same positions, depth, lr and seed) left their test hypotheses in <runs_dir>/<run>/
 // (test.hyp.txt and test.ref.txt, which train writes; runs of older binaries have none): a sweep calls it after every
 // run, and each pair is compared once. The baseline's own rows keep NaN, and so does a row whose files cannot be
 // compared (a warning on stderr names the run and why).
@@ -52,12 +57,14 @@ void add_bootstrap_p_values(std::vector<SweepRow>& rows, const std::string& runs
                             const std::string& baseline_topology);
 
 // "<topology>_L<layers>_s<seed>", then "_<positions>" unless sinusoidal (the names of sweeps before the positions
-// axis): the run's folder under the sweep's out_dir.
+// axis), then "_lr<lr>" with an lr axis (lr > 0; "_lr0.001"): the run's folder under the sweep's out_dir.
 std::string sweep_run_name(const std::string& topology, int64_t layers, uint64_t seed,
-                           const std::string& positions = "sinusoidal");
+                           const std::string& positions = "sinusoidal", double lr = 0);
 std::string sweep_run_name(const SweepRow& row);
 // The row's topology with its own options away from their defaults, from its settings ("b2t (b2t_rescale false)":
 // TransformerConfig::topology_summary), for results.md and the plots; the plain name when the row has no settings.
+// With an lr axis, its learning rate follows ("post_ln lr 0.001"), so that summaries, p-values and plots keep the
+// learning rates apart.
 std::string sweep_row_label(const SweepRow& row);
 
 // What a run's result depends on besides its topology, depth, positions and seed, as a flat JSON object: the model
@@ -123,7 +130,7 @@ std::vector<std::string> write_plot_files(const std::string& plot_dir, const std
 bool render_plots(const std::string& plot_dir, const std::vector<std::string>& scripts);
 
 // Trains every run that has no result yet, then writes results.md, results.csv, summary.csv and plots/ under out_dir.
-// Returns the rows in grid order (topology-major, then positions, depth and seed). A result.json whose settings
+// Returns the rows in grid order (topology-major, then positions, depth, lr and seed). A result.json whose settings
 // differ from this sweep's (another --lr, --positions ...) is an error naming them, not a row.
 std::vector<SweepRow> run_sweep(const SweepOptions& opts);
 

@@ -37,6 +37,7 @@ void write_sweep_row(const std::string& path, const SweepRow& r) {
   json j = {{"topology", r.topology}, {"layers", r.layers}, {"seed", r.seed}, {"positions", r.positions},
             {"steps", r.steps}, {"test_bleu", r.test_bleu}, {"best_valid_loss", r.best_valid_loss},
             {"final_train_loss", r.final_train_loss}, {"diverged", r.diverged}, {"minutes", r.minutes}};
+  if (r.lr > 0) j["lr"] = r.lr;  // (an lr axis's: the run's name and label hold it)
   if (!r.settings.empty()) j["settings"] = json::parse(r.settings);
   // atomic: a run is "done" only once its whole result is on disk; nlohmann writes NaN/Inf as null
   write_file_atomic(path, j.dump(1) + "\n");
@@ -54,6 +55,7 @@ bool read_sweep_row(const std::string& path, SweepRow* r) {
     r->steps = j.at("steps").get<int64_t>();
     r->diverged = j.at("diverged").get<bool>();
     r->positions = j.value("positions", std::string("sinusoidal"));  // (results from before the positions axis)
+    r->lr = j.value("lr", 0.0);                                         // (0: no lr axis)
     if (j.contains("settings") && !j["settings"].is_object())
       throw std::runtime_error("its settings are " + j["settings"].dump(-1).substr(0, 40) + ", not an object");
     r->settings = j.contains("settings") ? j["settings"].dump() : "";
@@ -165,14 +167,17 @@ void add_bootstrap_p_values(std::vector<SweepRow>& rows, const std::string& runs
   for (SweepRow& r : rows) {
     if (!std::isnan(r.p_value) || r.topology == baseline_topology || !has_hypotheses(r)) continue;
     auto base = std::find_if(rows.begin(), rows.end(), [&](const SweepRow& b) {
-      return b.topology == baseline_topology && b.positions == r.positions && b.layers == r.layers && b.seed == r.seed;
+      return b.topology == baseline_topology && b.positions == r.positions && b.layers == r.layers &&
+             b.lr == r.lr && b.seed == r.seed;
     });
     if (base == rows.end() || !has_hypotheses(*base)) continue;
     SignificanceOptions so;
     so.systems = {runs_dir + "/" + sweep_run_name(*base), runs_dir + "/" + sweep_run_name(r)};
     try {  // (a folder edited by hand must not stop the table: that row goes without its p-value, said)
       r.p_value = run_significance(so)[1].p_value;
-      r.baseline = sweep_row_label(*base);
+      SweepRow topology_only = *base;  // (the baseline topology's label: with an lr axis, each lr has its own run)
+      topology_only.lr = 0;
+      r.baseline = sweep_row_label(topology_only);
     } catch (const std::exception& e) {
       std::fprintf(stderr, "warning: no p-value for %s: %s\n", sweep_run_name(r).c_str(), e.what());
     }
@@ -202,7 +207,8 @@ void write_results_markdown(const std::string& path, const std::vector<SweepRow>
   }
   if (!baseline.empty())
     out << "\np: paired bootstrap resampling of the test BLEU against " << baseline
-        << "'s run of the same positions, depth and seed (1000 resamples of its test sentences, `skipgrad-translate "
+        << "'s run of the same positions, depth" << (rows.front().lr > 0 ? ", learning rate" : "")
+        << " and seed (1000 resamples of its test sentences, `skipgrad-translate "
            "significance`); * p < 0.05; – no such run, or a run without its test hypotheses.\n";
   const std::vector<SweepSummary> summaries = summarize_sweep(rows);
   const bool several_seeds =
