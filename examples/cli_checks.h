@@ -17,6 +17,14 @@
 
 namespace cli_checks {
 
+// The help of options that skipgrad-translate, skipgrad-lm and skipgrad-graph share word for word.
+inline constexpr const char* kDytAlphaAtHelp =
+    "with --norm dyt: PATTERN=ALPHA0,... another init for the DyTs whose names match (\"*attn_norm=0.8,"
+    "*.final_norm=0.2\"; a later pattern wins)";
+inline constexpr const char* kLrScaleAtHelp =
+    "PATTERN=SCALE,...: the parameters whose names match learn at --lr x SCALE (\"*.alpha=10\": DyT's alpha 10x "
+    "faster; \"enc.*=0.5\"; a later pattern wins)";
+
 // A program's exit status once stdout is flushed: a result printed to a full disk, past a file-size limit or into
 // a closed descriptor makes a failure (2, or the program's own failure status), never a silent exit 0.
 inline int with_stdout_checked(const char* program, int status) {

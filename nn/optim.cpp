@@ -329,6 +329,10 @@ std::vector<ParamGroup> lr_scale_groups(const NamedTensors& params, const Patter
   return groups.empty() ? one_group({}) : groups;
 }
 
+PatternValues parse_lr_scale_at(const std::string& text) {
+  return parse_pattern_values(text, "lr_scale_at", "SCALE", "\"*.alpha=10\"");
+}
+
 std::string lr_scales_summary(const Optimizer& opt) {
   std::vector<std::pair<double, std::vector<std::string>>> by_scale;  // in the order the scales first appear
   for (size_t i = 0; i < opt.named_params().size(); i++) {

@@ -259,6 +259,9 @@ std::unique_ptr<Optimizer> make_adamw_or_radam(const std::string& name, std::vec
 // not finite, is an Error naming `who` (with a few of the parameters' names). "*.alpha=10": DyT's α 10x faster.
 std::vector<ParamGroup> lr_scale_groups(const NamedTensors& params, const PatternValues& lr_scale_at,
                                         const std::string& who);
+// lr_scale_groups' patterns from the command line's "PATTERN=SCALE[,PATTERN=SCALE...]" ("*.alpha=10"; "" is none):
+// an Error names the entry that is not of that form (name_patterns.h).
+PatternValues parse_lr_scale_at(const std::string& text);
 // The parameters whose learning rate is not lr() x 1, by scale: "lr x10: 12 parameters (enc.0.ffn_norm.alpha, ...)";
 // "" when there are none.
 std::string lr_scales_summary(const Optimizer& opt);

@@ -17,6 +17,7 @@
 #include "analysis/measure.h"
 #include "autograd/autocast.h"
 #include "backends/threads.h"
+#include "nn/optim.h"
 #include "tensor/random.h"
 #include "cost.h"
 #include "examples/cli_checks.h"
@@ -51,9 +52,7 @@ void add_model_options(CLI::App* cmd, ModelOptions& m, bool topology) {
       ->capture_default_str();
   cmd->add_option("--dyt-alpha", m.dyt_alpha, "with --norm dyt: the init of each DyT's learned alpha")
       ->capture_default_str();
-  cmd->add_option("--dyt-alpha-at", m.dyt_alpha_at,
-                  "with --norm dyt: PATTERN=ALPHA0,... another init for the DyTs whose names match "
-                  "(\"*attn_norm=0.8\")");
+  cmd->add_option("--dyt-alpha-at", m.dyt_alpha_at, cli_checks::kDytAlphaAtHelp);
   cmd->add_option("--qk-norm", m.qk_norm, "none | qk | qkv: per-head norms of q, k (and v) inside attention")
       ->capture_default_str();
   cmd->add_option("--qk-norm-kind", m.qk_norm_kind, "rms_norm | layer_norm | l2")->capture_default_str();
@@ -162,8 +161,7 @@ static int run_command(int argc, char** argv) {
   report_cmd->add_option("--lr", ro.lr, "Adam's peak learning rate (inverse-sqrt schedule)")->capture_default_str();
   report_cmd->add_option("--warmup", ro.warmup, "linear warm-up steps")->capture_default_str();
   std::string lr_scale_at;
-  report_cmd->add_option("--lr-scale-at", lr_scale_at,
-                         "PATTERN=SCALE,...: the parameters whose names match train at --lr x SCALE (\"*.alpha=10\")");
+  report_cmd->add_option("--lr-scale-at", lr_scale_at, cli_checks::kLrScaleAtHelp);
   report_cmd->add_flag("!--no-plots", ro.plots, "tables only (no gnuplot PNGs)");
   report_cmd->add_flag("--removal", ro.removal, "also the loss without each layer in turn (layer removal)");
   report_cmd->add_option("-o,--output", ro.out)->capture_default_str();
@@ -242,7 +240,7 @@ static int run_command(int argc, char** argv) {
       ro.depths = cli_lists::split_numbers<int64_t>(depths, "--depths", 1);
       ro.seeds = cli_lists::split_numbers<uint64_t>(seeds, "--seeds", 0);
       ro.steps = cli_lists::split_numbers<int64_t>(steps, "--steps", 0);
-      ro.lr_scale_at = nn::parse_pattern_values(lr_scale_at, "--lr-scale-at", "SCALE", "\"*.alpha=10\"");
+      ro.lr_scale_at = nn::parse_lr_scale_at(lr_scale_at);
       ro.command = joined_args(argc, argv);
       graph_tool::write_report(ro);
     } else if (*cost_cmd) {

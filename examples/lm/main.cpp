@@ -152,7 +152,7 @@ struct Row {
 
 // --lr-scale-at's patterns and scales (an Error naming the entry that is not PATTERN=SCALE).
 nn::PatternValues lr_scale_at(const Options& o) {
-  return nn::parse_pattern_values(o.lr_scale_at, "--lr-scale-at", "SCALE", "\"*.alpha=10\"");
+  return nn::parse_lr_scale_at(o.lr_scale_at);
 }
 
 // The model of `topology` the options describe, over `vocab` ids (validated).
@@ -268,11 +268,8 @@ static int run(int argc, char** argv) {
       ->capture_default_str();
   app.add_option("--dyt-alpha", o.dyt_alpha, "with --norm dyt: the init of each DyT's learned alpha")
       ->capture_default_str();
-  app.add_option("--dyt-alpha-at", o.dyt_alpha_at,
-                 "with --norm dyt: PATTERN=ALPHA0,... another init for the DyTs whose names match "
-                 "(\"*attn_norm=0.8\")");
-  app.add_option("--lr-scale-at", o.lr_scale_at,
-                 "PATTERN=SCALE,...: the parameters whose names match learn at --lr x SCALE (\"*.alpha=10\")");
+  app.add_option("--dyt-alpha-at", o.dyt_alpha_at, cli_checks::kDytAlphaAtHelp);
+  app.add_option("--lr-scale-at", o.lr_scale_at, cli_checks::kLrScaleAtHelp);
   app.add_option("--positions", o.positions,
                  "sinusoidal | learned (GPT-2's) | rope (rotary, as LLaMA/OLMo) | alibi (as BLOOM/MPT) | t5 (T5's "
                  "relative bias) | none (NoPE)")

@@ -28,6 +28,7 @@
 #include "examples/cli_checks.h"
 #include "examples/cli_lists.h"
 #include "eval.h"
+#include "nn/optim.h"
 #include "nn/topology.h"
 #include "significance.h"
 #include "sweep.h"
@@ -77,9 +78,7 @@ static void add_train_options(CLI::App* c, TrainOptions& o, ModelChoices& m) {
       ->capture_default_str();
   c->add_option("--dyt-alpha", o.model.dyt_alpha, "with --norm dyt: the init of each DyT's learned alpha")
       ->capture_default_str();
-  c->add_option("--dyt-alpha-at", m.dyt_alpha_at,
-                "with --norm dyt: PATTERN=ALPHA0,... another init for the DyTs whose names match (\"*attn_norm=0.8,"
-                "*.final_norm=0.2\"; a later pattern wins)");
+  c->add_option("--dyt-alpha-at", m.dyt_alpha_at, cli_checks::kDytAlphaAtHelp);
   c->add_option("--activation", m.act, "relu | gelu | swiglu")->capture_default_str();
   c->add_option("--init", m.init, "fairseq | small_init | deep_norm | gpt2")->capture_default_str();
   c->add_option("--qk-norm", m.qk_norm, "none | qk | qkv: per-head norms of q, k (and v) in every attention")
@@ -116,9 +115,7 @@ static void add_train_options(CLI::App* c, TrainOptions& o, ModelChoices& m) {
   c->add_option("--lr", o.lr)->capture_default_str();
   c->add_option("--warmup", o.warmup, "linear warm-up steps, then inverse square root")->capture_default_str();
   c->add_option("--weight-decay", o.weight_decay)->capture_default_str();
-  c->add_option("--lr-scale-at", m.lr_scale_at,
-                "PATTERN=SCALE,...: the parameters whose names match learn at --lr x SCALE (\"*.alpha=10\": DyT's "
-                "alpha 10x faster; \"enc.*=0.5\"; a later pattern wins)");
+  c->add_option("--lr-scale-at", m.lr_scale_at, cli_checks::kLrScaleAtHelp);
   c->add_option("--optimizer", o.optimizer, "adamw, or radam (RAdam: no warm-up needed; decoupled weight decay)")
       ->check(CLI::IsMember({"adamw", "radam"}))->capture_default_str();
   c->add_option("--clip-norm", o.clip_norm, "0: no clipping")->capture_default_str();
@@ -303,7 +300,7 @@ static int run_command(int argc, char** argv) {
     o.model.dec_layers = o.model.enc_layers;
     o.model.norm = nn::parse_norm_kind(choices.norm);
     o.model.dyt_alpha_at = nn::parse_dyt_alpha_at(choices.dyt_alpha_at);
-    o.lr_scale_at = nn::parse_pattern_values(choices.lr_scale_at, "--lr-scale-at", "SCALE", "\"*.alpha=10\"");
+    o.lr_scale_at = nn::parse_lr_scale_at(choices.lr_scale_at);
     o.model.activation = nn::parse_activation(choices.act);
     o.model.init = nn::parse_init_scheme(choices.init);
     o.model.qk_norm = nn::parse_head_norm_targets(choices.qk_norm);
