@@ -50,7 +50,7 @@ static CLI::Validator label_smoothing_range() {
 struct ModelChoices {
   std::string norm = "layer_norm", act = "relu", init = "fairseq", qk_norm = "none", qk_norm_kind = "rms_norm";
   std::string dyt_alpha_at;  // "PATTERN=ALPHA0,..." (nn::parse_dyt_alpha_at)
-  std::string lr_scale_at;   // "PATTERN=SCALE,..." (nn::parse_pattern_values)
+  std::string lr_scale_at;   // "PATTERN=SCALE,..." (nn::parse_lr_scale_at)
   std::string positions = "sinusoidal";
 };
 
