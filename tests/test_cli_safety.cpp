@@ -45,6 +45,13 @@ std::pair<int, std::string> run(const std::string& exe, const std::string& args)
   return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, std::string(std::istreambuf_iterator<char>(in), {})};
 }
 
+// skipgrad-translate refuses the command line: exit status 2, `message` in its output.
+void check_refused(const std::string& args, const std::string& message) {
+  const std::pair<int, std::string> r = run(SKIPGRAD_TRANSLATE_EXE, args);
+  CHECK(r.first == 2);
+  CHECK_MESSAGE(r.second.find(message) != std::string::npos, r.second);
+}
+
 size_t lines_of(const std::string& path) {
   std::ifstream in(path);
   size_t n = 0;
@@ -73,33 +80,20 @@ TEST_SUITE("reliability") {
     CHECK(step_checkpoints(o.out_dir).size() == 2);
     // a --dyt-alpha-at pattern that one topology's model has no DyT for: compare refuses it before the first trains
     const std::string cmp = (scratch.path() / "compare_dyt").string();
-    const auto dyt = run(SKIPGRAD_TRANSLATE_EXE, "compare --topologies pre_ln,post_ln --corpus " +
-                                                     shell_quote(tiny_corpus()) + " --layers 1 --d-model 16 --heads 2 "
-                                                     "--ffn 32 --vocab-size 64 --norm dyt --dyt-alpha-at "
-                                                     "'*.final_norm=0.2' --steps 2 --out " + shell_quote(cmp));
-    CHECK(dyt.first == 2);
-    CHECK(dyt.second.find("'*.final_norm' matches no DyT of this post_ln model") != std::string::npos);
-    CHECK_FALSE(fs::exists(cmp));
+    const std::string compare_args = "compare --topologies pre_ln,post_ln --corpus " + shell_quote(tiny_corpus()) +
+                                     " --layers 1 --d-model 16 --heads 2 --ffn 32 --vocab-size 64 --steps 2 --out " +
+                                     shell_quote(cmp);
+    check_refused(compare_args + " --norm dyt --dyt-alpha-at '*.final_norm=0.2'",
+                  "'*.final_norm' matches no DyT of this post_ln model");
     // so is an --lr-scale-at pattern that matches no parameter of one of them; and an entry that is not PATTERN=SCALE
-    const std::string lr_args = "compare --topologies pre_ln,post_ln --corpus " + shell_quote(tiny_corpus()) +
-                                " --layers 1 --d-model 16 --heads 2 --ffn 32 --vocab-size 64 --steps 2 --out " +
-                                shell_quote(cmp) + " --lr-scale-at ";
-    const auto lr = run(SKIPGRAD_TRANSLATE_EXE, lr_args + "'enc.final_norm.*=2'");
-    CHECK(lr.first == 2);
-    CHECK(lr.second.find("--lr-scale-at: the pattern 'enc.final_norm.*' matches no parameter") != std::string::npos);
-    const auto lr_text = run(SKIPGRAD_TRANSLATE_EXE, lr_args + "'*.alpha'");
-    CHECK(lr_text.first == 2);
-    CHECK(lr_text.second.find("'*.alpha' in '*.alpha' is not PATTERN=SCALE") != std::string::npos);
-    CHECK_FALSE(fs::exists(cmp));
+    check_refused(compare_args + " --lr-scale-at 'enc.final_norm.*=2'",
+                  "--lr-scale-at: the pattern 'enc.final_norm.*' matches no parameter");
+    check_refused(compare_args + " --lr-scale-at '*.alpha'", "'*.alpha' in '*.alpha' is not PATTERN=SCALE");
     // sweep --lrs: numbers > 0, in place of --lr
     const std::string sweep_args = "sweep --topologies pre_ln --depths 1 --corpus " + shell_quote(tiny_corpus()) +
                                    " --steps 2 --out " + shell_quote(cmp);
-    const auto zero = run(SKIPGRAD_TRANSLATE_EXE, sweep_args + " --lrs 1e-3,0");
-    CHECK(zero.first == 2);
-    CHECK(zero.second.find("--lrs: '0' in '1e-3,0' is not a number > 0") != std::string::npos);
-    const auto both = run(SKIPGRAD_TRANSLATE_EXE, sweep_args + " --lrs 1e-3 --lr 2e-3");
-    CHECK(both.first == 2);
-    CHECK(both.second.find("--lrs: lists every run's learning rate: give it or --lr, not both") != std::string::npos);
+    check_refused(sweep_args + " --lrs 1e-3,0", "--lrs: '0' in '1e-3,0' is not a number > 0");
+    check_refused(sweep_args + " --lrs 1e-3 --lr 2e-3", "--lrs: lists every run's learning rate: give it or --lr");
     CHECK_FALSE(fs::exists(cmp));
   }
 

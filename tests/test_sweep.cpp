@@ -54,6 +54,17 @@ TrainOptions tiny_options(const fs::path& root) {
   return o;
 }
 
+// A sweep of Post-LN and Pre-LN, 1+1 layers, seed 1, of tiny_options, into root/sweep.
+SweepOptions tiny_sweep(const fs::path& root) {
+  SweepOptions s;
+  s.train = tiny_options(root);
+  s.topologies = {"post_ln", "pre_ln"};
+  s.depths = {1};
+  s.seeds = {1};
+  s.out_dir = (root / "sweep").string();
+  return s;
+}
+
 }  // namespace
 
 TEST_SUITE("sweep") {
@@ -269,13 +280,8 @@ TEST_SUITE("sweep") {
 
   TEST_CASE("an lr axis: a run per learning rate, named and labelled by it, summarised and compared per rate") {
     const fs::path root = scratch("lrs");
-    SweepOptions s;
-    s.train = tiny_options(root);
-    s.topologies = {"post_ln", "pre_ln"};
-    s.depths = {1};
-    s.seeds = {1};
+    SweepOptions s = tiny_sweep(root);
     s.lrs = {1e-3, 3e-3};
-    s.out_dir = (root / "sweep").string();
     std::vector<SweepRow> rows = run_sweep(s);
     REQUIRE(rows.size() == 4);  // topology-major, then the rates
     const char* names[] = {"post_ln_L1_s1_lr0.001", "post_ln_L1_s1_lr0.003", "pre_ln_L1_s1_lr0.001",
@@ -322,12 +328,7 @@ TEST_SUITE("sweep") {
 
   TEST_CASE("tiny sweep: a row per run, finished runs skipped on a second call, --force trains again; eval repeats") {
     const fs::path root = scratch("e2e");
-    SweepOptions s;
-    s.train = tiny_options(root);
-    s.topologies = {"post_ln", "pre_ln"};
-    s.depths = {1};
-    s.seeds = {1};
-    s.out_dir = (root / "sweep").string();
+    SweepOptions s = tiny_sweep(root);
     {  // a setting that one topology of the list refuses fails before any training
       SweepOptions refused = s;
       refused.topologies = {"post_ln", "hybrid_norm_star"};
