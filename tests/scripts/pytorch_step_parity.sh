@@ -15,6 +15,7 @@ for p in "${PYTHON:-python3}" /usr/bin/python3; do
   if command -v "$p" >/dev/null && "$p" -c "import torch, numpy" 2>/dev/null; then python=$p && break; fi
 done
 [[ -n $python ]] || { echo "pytorch_step_parity: skipped: no python3 with torch and numpy"; exit 77; }
+export OMP_NUM_THREADS=1  # a tiny shape: one thread each, not two programs' thread pools against CTest's other tests
 dir=$(mktemp -d /tmp/pytorch_step_parity.XXXXXX)
 trap 'rm -rf "$dir"' EXIT
 shape=batch=4,src_len=8,tgt_len=8,vocab=50,d_model=32,heads=4,d_ff=64,layers=2
