@@ -133,17 +133,11 @@ Transformer::Transformer(const TransformerConfig& cfg) : cfg_(cfg) {
   name_parameters();
 }
 
-void check_dyt_alpha_at(TransformerConfig cfg) {
-  if (cfg.dyt_alpha_at.empty()) return;
-  cfg.vocab = std::max<int64_t>(cfg.vocab, cfg.pad_id + 1);  // (a placeholder's: the DyTs' names do not depend on it)
-  Transformer probe(cfg);
-}
-
-void check_lr_scale_at(TransformerConfig cfg, const PatternValues& lr_scale_at, const std::string& who) {
-  if (lr_scale_at.empty()) return;
-  cfg.vocab = std::max<int64_t>(cfg.vocab, cfg.pad_id + 1);  // (as above: the parameters' names do not depend on it)
-  const Transformer probe(cfg);
-  lr_scale_groups(probe.named_parameters(), lr_scale_at, who);
+void check_name_patterns(TransformerConfig cfg, const PatternValues& lr_scale_at, const std::string& who) {
+  if (cfg.dyt_alpha_at.empty() && lr_scale_at.empty()) return;
+  cfg.vocab = std::max<int64_t>(cfg.vocab, cfg.pad_id + 1);  // (a placeholder's: the names do not depend on it)
+  const Transformer probe(cfg);  // (its constructor refuses dyt_alpha_at's patterns)
+  if (!lr_scale_at.empty()) lr_scale_groups(probe.named_parameters(), lr_scale_at, who);
 }
 
 // Fairseq: what the modules did at construction (embeddings N(0, d^-0.5), MHA xavier, FFN torch default; the

@@ -158,12 +158,12 @@ class Transformer : public Module {
   std::vector<std::string> removed_;  // remove_layers' names, in the order given, without repeats
 };
 
-// Refuses cfg.dyt_alpha_at's patterns that match no DyT of cfg's model, as Transformer(cfg) does: the names are the
-// model's, so it builds one (only when there are patterns). For programs that run several configurations (compare,
-// sweep, the graph report) to check them all before the first trains; cfg.vocab may be the placeholder 0 then.
-void check_dyt_alpha_at(TransformerConfig cfg);
-// The same for the optimizer's lr_scale_at patterns (nn::lr_scale_groups, the examples' --lr-scale-at): each must
-// match a parameter of cfg's model; an Error naming `who` otherwise.
-void check_lr_scale_at(TransformerConfig cfg, const PatternValues& lr_scale_at, const std::string& who);
+// Refuses cfg.dyt_alpha_at's patterns that match no DyT of cfg's model, as Transformer(cfg) does, and the optimizer's
+// lr_scale_at patterns (nn::lr_scale_groups, the examples' --lr-scale-at) that match no parameter of it, an Error
+// naming `who`: the names are the model's, so it builds one (only when there are patterns). For programs that run
+// several configurations (compare, sweep, the graph report, skipgrad-lm) to check them all before the first trains;
+// cfg.vocab may be the placeholder 0 then.
+void check_name_patterns(TransformerConfig cfg, const PatternValues& lr_scale_at = {},
+                         const std::string& who = "lr_scale_at");
 
 }  // namespace skipgrad::nn

@@ -284,10 +284,10 @@ TEST_SUITE("dyt") {
     CHECK_THROWS_WITH_ALL(nn::Transformer{c}, "'*.attn_norm' matches no DyT", "enc.0.self_attn_norm",
                           "dec.final_norm");
     // the same check for a program about to run several models (compare, sweep, the graph report)
-    CHECK_THROWS_WITH_ALL(nn::check_dyt_alpha_at(c), "'*.attn_norm' matches no DyT");
+    CHECK_THROWS_WITH_ALL(nn::check_name_patterns(c), "'*.attn_norm' matches no DyT");
     c.vocab = 0;  // (a placeholder vocabulary, as compare's and sweep's before the data is read)
     c.dyt_alpha_at = {{"*attn_norm", 0.8}};
-    CHECK_NOTHROW(nn::check_dyt_alpha_at(c));
+    CHECK_NOTHROW(nn::check_name_patterns(c));
     c.vocab = 13;
     c.dyt_alpha_at = {{"*", 0.0}};
     CHECK_THROWS_WITH_ALL(c.validate(), "dyt_alpha_at", "'*' = 0");

@@ -1,5 +1,5 @@
 // --lr-scale-at: parameter groups by name pattern (nn::lr_scale_groups, nn/name_patterns.h), their summary, the
-// refusals, the check of a model's names before a run (nn::check_lr_scale_at), and the translation example training
+// refusals, the check of a model's names before a run (nn::check_name_patterns), and the translation example training
 // with it and resuming with its checkpoint's scales.
 #include <cmath>
 #include <filesystem>
@@ -57,20 +57,20 @@ TEST_SUITE("train") {
                             "--lr-scale-at: '", "is not PATTERN=SCALE", "\"*.alpha=10\"");
   }
 
-  TEST_CASE("check_lr_scale_at: the patterns against the model's parameter names, at its depth") {
+  TEST_CASE("check_name_patterns: lr_scale_at's patterns against the model's parameter names, at its depth") {
     TransformerConfig cfg;
     cfg.vocab = 0;  // a placeholder, as compare and sweep check before the data is read
     cfg.enc_layers = cfg.dec_layers = 1;
     cfg.d_model = 8, cfg.heads = 2, cfg.d_ff = 16;
     cfg.norm = NormKind::DynamicTanh;
-    CHECK_NOTHROW(check_lr_scale_at(cfg, {{"*.alpha", 10}, {"enc.0.*", 2}}, "--lr-scale-at"));
-    CHECK_NOTHROW(check_lr_scale_at(cfg, {}, "--lr-scale-at"));
-    CHECK_THROWS_WITH_ALL(check_lr_scale_at(cfg, {{"enc.1.*", 2}}, "--lr-scale-at"),
+    CHECK_NOTHROW(check_name_patterns(cfg, {{"*.alpha", 10}, {"enc.0.*", 2}}, "--lr-scale-at"));
+    CHECK_NOTHROW(check_name_patterns(cfg, {}, "--lr-scale-at"));
+    CHECK_THROWS_WITH_ALL(check_name_patterns(cfg, {{"enc.1.*", 2}}, "--lr-scale-at"),
                           "--lr-scale-at: the pattern 'enc.1.*' matches no parameter");
     cfg.enc_layers = cfg.dec_layers = 2;
-    CHECK_NOTHROW(check_lr_scale_at(cfg, {{"enc.1.*", 2}}, "--lr-scale-at"));
+    CHECK_NOTHROW(check_name_patterns(cfg, {{"enc.1.*", 2}}, "--lr-scale-at"));
     cfg.norm = NormKind::LayerNorm;  // no alpha in a LayerNorm model
-    CHECK_THROWS_WITH_ALL(check_lr_scale_at(cfg, {{"*.alpha", 10}}, "--lr-scale-at"), "'*.alpha' matches no");
+    CHECK_THROWS_WITH_ALL(check_name_patterns(cfg, {{"*.alpha", 10}}, "--lr-scale-at"), "'*.alpha' matches no");
   }
 
   TEST_CASE("a sweep records --lr-scale-at in each run's settings: a rerun with other scales is told apart") {

@@ -65,9 +65,11 @@ ModelOptions ModelOptions::with_topology(const std::string& t) const {
   return mo;
 }
 
-void ModelOptions::check_topologies(const std::vector<std::string>& topologies) const {
+void ModelOptions::check_topologies(const std::vector<std::string>& topologies,
+                                    const nn::PatternValues& lr_scale_at) const {
   own.check_used_by(topologies, "--topologies");
-  for (const std::string& t : topologies) nn::check_dyt_alpha_at(with_topology(t).config());
+  for (const std::string& t : topologies)
+    nn::check_name_patterns(with_topology(t).config(), lr_scale_at, "--lr-scale-at");
 }
 
 namespace {
@@ -313,9 +315,7 @@ void write_report(const ReportOptions& opt) {
   for (int64_t depth : opt.depths) {  // every run's model (--dyt-alpha-at's names depend on the depth)
     ModelOptions m = opt.model;
     m.layers = depth;
-    m.check_topologies(opt.topologies);
-    for (const std::string& t : opt.topologies)
-      nn::check_lr_scale_at(m.with_topology(t).config(), opt.lr_scale_at, "--lr-scale-at");
+    m.check_topologies(opt.topologies, opt.lr_scale_at);
   }
   // the task's own limits (analysis/measure.h task_batch), named by the options that set them
   check(opt.model.vocab > 4, "--vocab", " ", opt.model.vocab, ": the report's task draws its tokens from [3, vocab): "

@@ -39,9 +39,10 @@ struct ModelOptions {
   std::string norm_text() const;    // "layer_norm", "dyt (alpha0 0.5)": the norm kind in headings
   void set_norm(skipgrad::nn::TransformerConfig& c) const;  // norm, dyt_alpha and dyt_alpha_at into c
   // config() of each topology in turn (with_topology), so a setting one of them refuses fails before any of them
-  // runs, --dyt-alpha-at's patterns too (nn::check_dyt_alpha_at); a topology's own option set without that topology
-  // listed is refused too.
-  void check_topologies(const std::vector<std::string>& topologies) const;
+  // runs, --dyt-alpha-at's and --lr-scale-at's patterns too (nn::check_name_patterns); a topology's own option set
+  // without that topology listed is refused too.
+  void check_topologies(const std::vector<std::string>& topologies,
+                        const skipgrad::nn::PatternValues& lr_scale_at = {}) const;
 };
 
 // "6+6 layers", or "decoder-only, 6 layers": a model's depth in headings

@@ -305,8 +305,7 @@ static int run(int argc, char** argv) {
           " (warm-up, then a cosine decay to 10%)");
     const std::vector<std::string> names = cli_lists::split_names(o.topologies, "--topologies");
     for (const std::string& t : names) {  // names, sizes and the patterns checked before the text is read
-      nn::check_dyt_alpha_at(lm_config(o, t, 1000));
-      nn::check_lr_scale_at(lm_config(o, t, 1000), lr_scale_at(o), "--lr-scale-at");
+      nn::check_name_patterns(lm_config(o, t, 1000), lr_scale_at(o), "--lr-scale-at");
     }
     // (sinusoidal and RoPE extrapolate smoothly; the last new character is never fed, so it needs no position)
     if (o.positions == "learned" && 16 + o.sample - 1 > o.context) {

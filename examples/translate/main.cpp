@@ -334,8 +334,7 @@ static int run_command(int argc, char** argv) {
       o.model.check_used_by(names, "compare");
       for (const std::string& t : names) {  // every topology's checks before training
         nn::make_topology(t)->check_config(o.model.with_topology(t));
-        nn::check_dyt_alpha_at(o.model.with_topology(t));
-        nn::check_lr_scale_at(o.model.with_topology(t), o.lr_scale_at, "--lr-scale-at");
+        nn::check_name_patterns(o.model.with_topology(t), o.lr_scale_at, "--lr-scale-at");
       }
       for (const std::string& t : names) {
         TrainOptions ot = o;

@@ -184,8 +184,7 @@ std::vector<SweepRow> run_sweep(const SweepOptions& o) {
       c.vocab = std::max<int64_t>(c.vocab, c.pad_id + 1);  // (a placeholder: train() takes it from the data)
       c.validate();
       for (int64_t L : o.depths) {  // (names by depth: enc.11.ffn_norm)
-        nn::check_dyt_alpha_at(run_model(t, e, L));
-        nn::check_lr_scale_at(run_model(t, e, L), o.train.lr_scale_at, "--lr-scale-at");
+        nn::check_name_patterns(run_model(t, e, L), o.train.lr_scale_at, "--lr-scale-at");
       }
     }
   fs::create_directories(o.out_dir);
