@@ -92,6 +92,15 @@ ScanLayout topk_layout(const Tensor& x, int64_t dim, int64_t k, const Tensor& ou
   return scan_layout(x, dim);
 }
 
+void check_random_rows_operands(const Tensor& out, const Tensor& row_counters) {
+  const bool ok = out.dtype() == DType::F64 && out.dim() == 2 && out.is_contiguous() &&
+                  row_counters.dtype() == DType::I64 && row_counters.dim() == 1 && row_counters.is_contiguous() &&
+                  row_counters.size(0) == out.size(0) && row_counters.device() == out.device();
+  if (!ok)
+    fail("rand_rows", ": expected a contiguous float64 [R, C] output and contiguous int64 [R] row counters on its "
+         "device, got ", out.meta_str(), " and ", row_counters.meta_str());
+}
+
 void check_dropout_operands(const Tensor& x, const Tensor& y) {
   if (!(x.is_contiguous() && y.is_contiguous() && x.shape() == y.shape() && x.dtype() == y.dtype()))
     fail("dropout", ": expected contiguous x and y of one shape and dtype, got ", x.meta_str(), " and ",

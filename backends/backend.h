@@ -131,6 +131,10 @@ class Backend {
   virtual void arange(Tensor& out, double start, double step) = 0;  // contiguous out
   virtual void random_uniform(Tensor& out, double low, double high, uint64_t seed, uint64_t offset) = 0;
   virtual void random_normal(Tensor& out, double mean, double std, uint64_t seed, uint64_t offset) = 0;
+  // Uniform [0, 1) with a counter per row: out[r, c] = random_uniform01(seed, row_counters[r] + c), out a contiguous
+  // float64 [R, C], row_counters int64 [R] (read as uint64) on out's device. A row's numbers depend on its counter
+  // alone, not on the rows beside it (sampling: a sentence draws the same whatever batch it is decoded in).
+  virtual void random_uniform_rows(Tensor& out, const Tensor& row_counters, uint64_t seed) = 0;
 
   // ---- elementwise ----
   virtual void unary(UnaryOp op, const Tensor& x, Tensor& out, double alpha) = 0;
@@ -260,6 +264,8 @@ struct ScanLayout {
 ScanLayout cumsum_layout(const Tensor& x, int64_t dim, const Tensor& out);
 // The same layout for Backend::topk's x, after checking its contract (out is [outer, k, inner]).
 ScanLayout topk_layout(const Tensor& x, int64_t dim, int64_t k, const Tensor& out);
+// Backend::random_uniform_rows' contract (out float64 [R, C] and row_counters int64 [R], contiguous, one device).
+void check_random_rows_operands(const Tensor& out, const Tensor& row_counters);
 // Backend::dropout's contract (x and y contiguous, of one shape and dtype), checked by every backend's dropout.
 void check_dropout_operands(const Tensor& x, const Tensor& y);
 // Backend::rotary's contract (shapes, dtypes, devices, cos and sin contiguous), checked by every backend's rotary.

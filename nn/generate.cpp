@@ -59,13 +59,23 @@ Tensor sample_tokens(const Tensor& lp, const Tensor& excluded, const SamplingOpt
     const Tensor before = sub(cumsum(p, 1), p);  // the mass of the more likely columns
     z = masked_fill(z, ge(before, Tensor::scalar(opt.top_p, DType::F64, z.device())), -INFINITY);
   }
-  const Tensor u = Tensor::rand(z.shape(), 0, 1, DType::F64, z.device(), opt.gen);
+  const int64_t R = z.size(0), K = z.size(1);
+  Tensor u;  // [R, K], column c of row r: the c-th token or the c-th most likely
+  if (opt.row_counters.empty()) {
+    u = Tensor::rand(z.shape(), 0, 1, DType::F64, z.device(), opt.gen);
+  } else {
+    check((int64_t)opt.row_counters.size() == R, "sample_tokens", ": ", opt.row_counters.size(),
+          " row counters for ", R, " rows of log-probabilities ", lp.meta_str());
+    u = Tensor::rand_rows(opt.row_counters, K, (opt.gen ? *opt.gen : default_generator()).seed(), z.device());
+  }
   const Tensor pick = argmax(sub(z, log(neg(log(u)))), 1, true);  // [R, 1]
   // a row with no token to draw (each excluded or of log-probability -inf) gets -1, which every lookup refuses,
   // rather than a token it was not to get (a check here would read the device back)
   const Tensor none = eq(best, Tensor::scalar(-INFINITY, DType::F64, z.device()));
   return masked_fill(ids.defined() ? gather(ids, 1, pick) : pick, none, -1);
 }
+
+uint64_t sampling_counter(uint64_t key, uint64_t step) { return random_bits(key, step); }
 
 std::vector<std::vector<int64_t>> generate(Transformer& lm, const std::vector<std::vector<int64_t>>& prompts,
                                            const GenerateOptions& opt) {
@@ -81,6 +91,7 @@ std::vector<std::vector<int64_t>> generate(Transformer& lm, const std::vector<st
         ", which is never emitted (or -1: none)");
   if (opt.sampling) check_sampling_options(opt.draw, who);
   const int64_t R = (int64_t)prompts.size();
+  check(opt.keys.empty() || (int64_t)opt.keys.size() == R, who, ": ", opt.keys.size(), " keys for ", R, " prompts");
   int64_t longest = 0;
   for (int64_t r = 0; r < R; r++) {
     const std::vector<int64_t>& p = prompts[r];
@@ -113,10 +124,18 @@ std::vector<std::vector<int64_t>> generate(Transformer& lm, const std::vector<st
   }
   Tensor logits = lm.decode_step(st, Tensor::from_vector(block, {R, longest}, device));  // [R, V]
   std::vector<bool> done(R, false);
+  SamplingOptions draw = opt.draw;  // with each step's row counters
+  std::vector<uint64_t> keys = opt.keys;
+  if (opt.sampling && keys.empty()) {
+    const uint64_t first = (opt.draw.gen ? *opt.draw.gen : default_generator()).advance((uint64_t)R);
+    for (int64_t r = 0; r < R; r++) keys.push_back(first + (uint64_t)r);
+  }
   for (int64_t k = 0;; k++) {  // the k-th new token of every unfinished row
     // each row's token and its logit, in one read: a NaN or inf logit is an error
     const Tensor allowed = masked_fill(logits, excluded, -INFINITY);
-    const Tensor pick = opt.sampling ? sample_tokens(log_softmax(logits, -1), excluded, opt.draw)
+    draw.row_counters.clear();
+    for (uint64_t key : keys) draw.row_counters.push_back(sampling_counter(key, (uint64_t)k));
+    const Tensor pick = opt.sampling ? sample_tokens(log_softmax(logits, -1), excluded, draw)
                                      : topk(allowed, 1).indices;  // [R, 1]
     const std::vector<double> read =
         concat({pick.to(DType::F64), gather(allowed, 1, pick).to(DType::F64)}, 1).to_vector<double>();

@@ -20,7 +20,14 @@ struct SamplingOptions {
   int64_t top_k = 0;
   double top_p = 1.0;
   Generator* gen = nullptr;  // draws from it (the default generator if null): a seed repeats the draws
+  // Optional, one per row of lp: row r's uniforms are random_uniform01(gen's seed, row_counters[r] + column), so its
+  // draw depends on its counter (sampling_counter(key, step)) and not on the rows beside it. Empty: the next
+  // counters of gen, which advances (a row's draw then depends on how many rows came before it).
+  std::vector<uint64_t> row_counters;
 };
+// The counter of step `step` of a draw keyed `key` (a sentence's, a prompt's): random_bits(key, step), 64 random bits,
+// so that two (key, step) pairs' ranges of columns meet with a probability of about columns / 2^64.
+uint64_t sampling_counter(uint64_t key, uint64_t step);
 // Throws an Error naming `who` and the option for a temperature <= 0 (or one whose inverse is not finite), a
 // negative top_k or a top_p outside (0, 1].
 void check_sampling_options(const SamplingOptions& opt, const char* who);
@@ -36,6 +43,10 @@ struct GenerateOptions {
   bool sampling = false;  // false: the most likely token (the first of equal ones)
   SamplingOptions draw;   // with sampling
   int64_t eos = -1;       // a row stops after emitting this id (-1: none)
+  // With sampling, one per prompt: prompt r's draws are keyed keys[r] (sampling_counter), so its continuation is the
+  // same whatever other prompts share the call (give each a fixed id: its line number). Empty: keys k0, k0 + 1, ...
+  // with k0 = draw.gen's next counter (it advances by the prompts' count: a second call draws afresh).
+  std::vector<uint64_t> keys;
 };
 
 // Continues each prompt (ids in [0, vocab), not the pad id, at least one each) of decoder-only model `lm` (eval

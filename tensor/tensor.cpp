@@ -151,6 +151,15 @@ Tensor Tensor::rand(const Shape& shape, double low, double high, DType dtype, De
   return t;
 }
 
+Tensor Tensor::rand_rows(const std::vector<uint64_t>& row_counters, int64_t cols, uint64_t seed, Device device) {
+  check(cols >= 0, "rand_rows", ": cols must be >= 0, got ", cols);
+  const int64_t R = (int64_t)row_counters.size();
+  const std::vector<int64_t> counters(row_counters.begin(), row_counters.end());  // the same 64 bits
+  Tensor t = empty({R, cols}, DType::F64, device);
+  backend_for(device).random_uniform_rows(t, from_vector(counters, {R}, device), seed);
+  return t;
+}
+
 Tensor Tensor::randn(const Shape& shape, double mean, double std, DType dtype, Device device, Generator* gen) {
   check(is_floating(dtype), "randn", ": dtype must be floating, got ", dtype_name(dtype));
   check(std::isfinite(mean) && std::isfinite(std) && std >= 0, "randn", ": expects a finite mean and std >= 0, got "

@@ -78,6 +78,11 @@ class Tensor {
                      Device device = Device::cpu(), Generator* gen = nullptr);
   static Tensor randn(const Shape& shape, double mean = 0, double std = 1, DType dtype = DType::F32,
                       Device device = Device::cpu(), Generator* gen = nullptr);
+  // Float64 [R, cols] uniform in [0, 1), row r from its own counter: element (r, c) is random_uniform01(seed,
+  // row_counters[r] + c) (tensor/random.h), on any device alike. No generator advances: the caller keys the rows
+  // (nn::sample_tokens' per-sentence draws).
+  static Tensor rand_rows(const std::vector<uint64_t>& row_counters, int64_t cols, uint64_t seed,
+                          Device device = Device::cpu());
   // Integers uniform in [low, high) (torch.randint), both within +-2^53; int64 unless dtype says otherwise.
   static Tensor randint(int64_t low, int64_t high, const Shape& shape, DType dtype = DType::I64,
                         Device device = Device::cpu(), Generator* gen = nullptr);

@@ -86,6 +86,9 @@ TEST_SUITE("cuda") {
       check_same(Tensor::randn({1001}, 1, 2, dt, Device::cuda(), &g1), Tensor::randn({1001}, 1, 2, dt, Device::cpu(), &g2),
                  tol_for(dt), "randn");
     }
+    const std::vector<uint64_t> counters = {3, 1ull << 50, 3, 17};  // sampling's per-row draws
+    check_same(Tensor::rand_rows(counters, 700, 9, Device::cuda()), Tensor::rand_rows(counters, 700, 9),
+               {0, 0}, "rand_rows");
   }
 
   TEST_CASE("elementwise binary ops with broadcasting and strided inputs") {

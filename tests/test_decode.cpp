@@ -428,6 +428,58 @@ TEST_SUITE("decode") {
     }
   }
 
+  TEST_CASE("sampling: a sentence keyed by its number draws the same alone, in any batch and in any order") {
+    auto m = small_model("pre_ln", 13);
+    DecodeOptions opt;
+    opt.bos = 2, opt.eos = 3, opt.pad = 1, opt.max_len_b = 6, opt.sampling = true, opt.temperature = 2.0;
+    Generator gen(4);
+    opt.gen = &gen;
+    auto rows = [&](const std::vector<int64_t>& order) {  // kSrc's sentences in this order, as one batch
+      std::vector<int64_t> ids;
+      for (int64_t b : order) ids.insert(ids.end(), kSrc.begin() + b * 6, kSrc.begin() + b * 6 + 6);
+      return id_tensor(ids, (int64_t)order.size());
+    };
+    for (const bool device_pick : {true, false}) {
+      for (const bool use_cache : {true, false}) {
+        CAPTURE(device_pick);
+        CAPTURE(use_cache);
+        opt.device_pick = device_pick, opt.use_cache = use_cache;
+        opt.sentence_keys = {100, 101, 102};
+        const auto batch = decode_batch(*m, rows({0, 1, 2}), opt);
+        opt.sentence_keys = {102, 100, 101};
+        const auto reordered = decode_batch(*m, rows({2, 0, 1}), opt);
+        CHECK(reordered[0].ids == batch[2].ids);
+        CHECK(reordered[1].ids == batch[0].ids);
+        CHECK(reordered[2].ids == batch[1].ids);
+        for (int64_t b = 0; b < 3; b++) {
+          opt.sentence_keys = {100 + (uint64_t)b};
+          CHECK(decode_batch(*m, rows({b}), opt)[0].ids == batch[b].ids);
+        }
+        opt.sentence_keys = {200, 101, 202};  // other keys, other draws (sentence 1 keeps its own)
+        const auto other = decode_batch(*m, rows({0, 1, 2}), opt);
+        CHECK(other[1].ids == batch[1].ids);
+        CHECK((other[0].ids != batch[0].ids || other[2].ids != batch[2].ids));
+      }
+    }
+    // without keys: the generator's next counters, so a second decode draws afresh and a seed repeats the first
+    opt.sentence_keys.clear();
+    Generator g1(8), g2(8);
+    opt.gen = &g1;
+    const auto first = decode_batch(*m, rows({0, 1, 2}), opt), second = decode_batch(*m, rows({0, 1, 2}), opt);
+    opt.gen = &g2;
+    const auto again = decode_batch(*m, rows({0, 1, 2}), opt);
+    bool differs = false;
+    for (int64_t b = 0; b < 3; b++) {
+      CHECK(again[b].ids == first[b].ids);
+      differs |= second[b].ids != first[b].ids;
+    }
+    CHECK(differs);
+    CHECK(g1.offset() == 6);  // three sentences' keys per decode
+    // a key per sentence, or none
+    opt.sentence_keys = {1, 2};
+    CHECK_THROWS_WITH_ALL(decode_batch(*m, rows({0, 1, 2}), opt), "decode", "2 sentence keys for 3 sentences");
+  }
+
   TEST_CASE("sampling on the GPU: the same draws as the CPU from the same log-probabilities and seed") {
     if (!cuda_available()) {
       MESSAGE("skipped: no CUDA device");
@@ -455,6 +507,12 @@ TEST_SUITE("decode") {
       const std::vector<int64_t> gpu =
           sample_tokens(lp.to(Device::cuda()), ex.to(Device::cuda()), opt).to(Device::cpu()).to_vector<int64_t>();
       CHECK(gpu == cpu);
+      std::vector<uint64_t> counters;  // keyed rows (a sentence's draws)
+      for (uint64_t r = 0; r < 64; r++) counters.push_back(nn::sampling_counter(r % 5, r));
+      const std::vector<int64_t> keyed_cpu = sample_tokens(lp, ex, opt, counters).to_vector<int64_t>();
+      CHECK(sample_tokens(lp.to(Device::cuda()), ex.to(Device::cuda()), opt, counters)
+                .to(Device::cpu())
+                .to_vector<int64_t>() == keyed_cpu);
     }
   }
 

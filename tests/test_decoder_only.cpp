@@ -412,6 +412,20 @@ TEST_SUITE("decoder_only") {
     CHECK(nn::generate(lm, prompts, opt) != a);
     for (const auto& row : a)
       for (int64_t id : row) CHECK((id >= 0 && id < 13 && id != 1));
+    // keyed prompts: each continuation is the same alone or beside the others; without keys the generator's next
+    // counters key them, so a second call draws afresh
+    opt.keys = {30, 31, 32};
+    const auto keyed = nn::generate(lm, prompts, opt);
+    for (size_t r = 0; r < prompts.size(); r++) {
+      opt.keys = {30 + r};
+      CHECK(nn::generate(lm, {prompts[r]}, opt)[0] == keyed[r]);
+    }
+    opt.keys = {32, 30};
+    CHECK(nn::generate(lm, {prompts[2], prompts[0]}, opt) == std::vector<std::vector<int64_t>>{keyed[2], keyed[0]});
+    opt.keys = {1};
+    CHECK_THROWS_WITH_ALL(nn::generate(lm, prompts, opt), "generate", "1 keys for 3 prompts");
+    opt.keys.clear();
+    CHECK(nn::generate(lm, prompts, opt) != nn::generate(lm, prompts, opt));
     opt.max_new_tokens = 0;
     CHECK(nn::generate(lm, prompts, opt) == std::vector<std::vector<int64_t>>(3));
   }

@@ -183,6 +183,29 @@ TEST_SUITE("tensor") {
     }
   }
 
+  TEST_CASE("rand_rows: each row from its own counter, whatever rows are beside it") {
+    const std::vector<uint64_t> counters = {7, 1ull << 40, 7, ~0ull - 2};  // the last wraps past 2^64
+    const Tensor u = Tensor::rand_rows(counters, 5, 11);
+    REQUIRE(u.shape() == Shape{4, 5});
+    REQUIRE(u.dtype() == DType::F64);
+    const std::vector<double> v = u.to_vector<double>();
+    for (int64_t r = 0; r < 4; r++)
+      for (int64_t c = 0; c < 5; c++) CHECK(v[r * 5 + c] == random_uniform01(11, counters[r] + (uint64_t)c));
+    CHECK(max_abs_diff(u.select(0, 0), u.select(0, 2)) == 0);  // one counter, one row
+    CHECK(max_abs_diff(Tensor::rand_rows({1ull << 40}, 5, 11).select(0, 0), u.select(0, 1)) == 0);
+    CHECK(max_abs_diff(Tensor::rand_rows({7}, 5, 12), Tensor::rand_rows({7}, 5, 11)) > 0);  // the seed keys it
+    CHECK(Tensor::rand_rows({}, 5, 1).shape() == Shape{0, 5});
+    CHECK(Tensor::rand_rows({3}, 0, 1).shape() == Shape{1, 0});
+    CHECK_THROWS_WITH_ALL(Tensor::rand_rows({3}, -1, 1), "rand_rows", "cols must be >= 0");
+    // the backend's contract, named
+    Tensor f32 = Tensor::empty({2, 3}), counters2 = Tensor::zeros({2}, DType::I64);
+    CHECK_THROWS_WITH_ALL(backend_for(Device::cpu()).random_uniform_rows(f32, counters2, 1), "rand_rows",
+                          "float64 [R, C]", "float32[2,3]");
+    Tensor f64 = Tensor::empty({3, 3}, DType::F64);
+    CHECK_THROWS_WITH_ALL(backend_for(Device::cpu()).random_uniform_rows(f64, counters2, 1), "rand_rows",
+                          "int64 [R]", "int64[2]");
+  }
+
   TEST_CASE("randn has mean 0 and std 1; rand is uniform") {
     const int64_t n = 100000;
     auto moments = [](const std::vector<double>& v) {

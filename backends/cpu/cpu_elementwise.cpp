@@ -52,20 +52,33 @@ void CpuBackend::arange(Tensor& out, double start, double step) {
   });
 }
 
+// p[i] = low + (high - low) · random_uniform01(seed, counter(i)), i < n. Rounding to float can land on `high`
+// (u within 2^-25 of 1); the interval stays half-open.
+template <class T, class Counter>
+static void fill_uniform(T* p, int64_t n, double low, double high, uint64_t seed, Counter counter) {
+  const bool clamp = high > low;
+  const T top = std::nextafter(static_cast<T>(high), static_cast<T>(low));
+#pragma omp parallel for schedule(static) if (n > 65536)
+  for (int64_t i = 0; i < n; i++) {
+    const T v = static_cast<T>(low + (high - low) * random_uniform01(seed, counter(i)));
+    p[i] = clamp && v > top ? top : v;
+  }
+}
+
 void CpuBackend::random_uniform(Tensor& out, double low, double high, uint64_t seed, uint64_t offset) {
   if (in_float32::random_uniform(*this, out, low, high, seed, offset)) return;
   dispatch_float(out.dtype(), "rand", [&]<class T>() {
-    T* p = static_cast<T*>(out.data_ptr());
-    const int64_t n = out.numel();
-    // Rounding to float can land on `high` (u within 2^-25 of 1); keep the interval half-open.
-    const bool clamp = high > low;
-    const T top = std::nextafter(static_cast<T>(high), static_cast<T>(low));
-#pragma omp parallel for schedule(static) if (n > 65536)
-    for (int64_t i = 0; i < n; i++) {
-      const T v = static_cast<T>(low + (high - low) * random_uniform01(seed, offset + i));
-      p[i] = clamp && v > top ? top : v;
-    }
+    fill_uniform(static_cast<T*>(out.data_ptr()), out.numel(), low, high, seed,
+                 [&](int64_t i) { return offset + (uint64_t)i; });
   });
+}
+
+void CpuBackend::random_uniform_rows(Tensor& out, const Tensor& row_counters, uint64_t seed) {
+  check_random_rows_operands(out, row_counters);
+  const int64_t C = out.size(1);
+  const int64_t* rows = static_cast<const int64_t*>(row_counters.data_ptr());
+  fill_uniform(static_cast<double*>(out.data_ptr()), out.numel(), 0.0, 1.0, seed,
+               [&](int64_t i) { return (uint64_t)rows[i / C] + (uint64_t)(i % C); });
 }
 
 void CpuBackend::random_normal(Tensor& out, double mean, double std, uint64_t seed, uint64_t offset) {

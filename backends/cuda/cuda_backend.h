@@ -71,6 +71,7 @@ class CudaBackend final : public Backend {
   void arange(Tensor& out, double start, double step) override;
   void random_uniform(Tensor& out, double low, double high, uint64_t seed, uint64_t offset) override;
   void random_normal(Tensor& out, double mean, double std, uint64_t seed, uint64_t offset) override;
+  void random_uniform_rows(Tensor& out, const Tensor& row_counters, uint64_t seed) override;
   void unary(UnaryOp op, const Tensor& x, Tensor& out, double alpha) override;
   void unary_backward(UnaryOp op, const Tensor& x, const Tensor& y, const Tensor& gy, Tensor& gx,
                       double alpha) override;

@@ -67,14 +67,14 @@ __global__ void arange_kernel(T* out, int64_t n, double start, double step) {
     out[i] = static_cast<T>(start + step * (double)i);
 }
 
-// Element i is a pure function of (seed, offset + i): the same numbers as the CPU backend (tensor/random.h).
-// Uniform values are capped at `top`, the largest T below b: rounding to T can land on b (u within 2^-25 of 1), as
-// the CPU's kernel does.
+// Element i is a pure function of (seed, offset + i), or with row counters of (seed, rows[i / cols] + i % cols):
+// the same numbers as the CPU backend (tensor/random.h). Uniform values are capped at `top`, the largest T below b:
+// rounding to T can land on b (u within 2^-25 of 1), as the CPU's kernel does.
 template <class T>
 __global__ void random_kernel(T* out, int64_t n, bool normal, double a, double b, T top, uint64_t seed,
-                              uint64_t offset) {
+                              uint64_t offset, const int64_t* rows = nullptr, int64_t cols = 1) {
   for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x) {
-    const uint64_t c = offset + (uint64_t)i;
+    const uint64_t c = rows ? (uint64_t)rows[i / cols] + (uint64_t)(i % cols) : offset + (uint64_t)i;
     if (normal) {
       out[i] = static_cast<T>(a + b * random_normal01(seed, c));  // mean a, std b
     } else {
@@ -278,6 +278,16 @@ void CudaBackend::random_uniform(Tensor& out, double low, double high, uint64_t 
                                                              top, seed, offset);
   });
   SG_CUDA_LAUNCH_CHECK("rand");
+}
+
+void CudaBackend::random_uniform_rows(Tensor& out, const Tensor& row_counters, uint64_t seed) {
+  check_random_rows_operands(out, row_counters);
+  const int64_t n = out.numel();
+  if (n == 0) return;
+  random_kernel<double><<<grid_for(n), kThreads, 0, stream_>>>(
+      static_cast<double*>(out.data_ptr()), n, false, 0.0, 1.0, std::nextafter(1.0, 0.0), seed, 0,
+      static_cast<const int64_t*>(row_counters.data_ptr()), out.size(1));
+  SG_CUDA_LAUNCH_CHECK("rand_rows");
 }
 
 void CudaBackend::random_normal(Tensor& out, double mean, double std, uint64_t seed, uint64_t offset) {

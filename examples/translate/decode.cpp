@@ -33,11 +33,11 @@ class ModelStepper : public Stepper {
     return log_softmax(logits(parents, tokens), -1).to(DType::F64).contiguous().to_vector<double>();
   }
   std::vector<Pick> pick(const std::vector<int64_t>& parents, const std::vector<int64_t>& tokens,
-                         const DecodeOptions& opt) override {
+                         const DecodeOptions& opt, const std::vector<uint64_t>& draw_counters) override {
     const Tensor lp = log_softmax(logits(parents, tokens), -1);
     const int64_t R = lp.size(0);
     if (!excluded_.defined()) excluded_ = excluded_tokens(vocab(), opt, lp.device());  // one search, one upload
-    const Tensor token = opt.sampling ? sample_tokens(lp, excluded_, opt)  // [R, 1]
+    const Tensor token = opt.sampling ? sample_tokens(lp, excluded_, opt, draw_counters)  // [R, 1]
                                       : topk(masked_fill(lp, excluded_, -INFINITY), 1).indices;
     const std::vector<double> picked =  // [R, 2]: token (exact in double), log-probability
         concat({token.to(DType::F64), gather(lp, 1, token).to(DType::F64)}, 1).to_vector<double>();
@@ -104,16 +104,31 @@ Hypothesis finish(std::vector<int> ids, double score, const DecodeOptions& opt) 
   return {std::move(ids), score};
 }
 
-// Greedy or sampling: one row per unfinished sentence, its token picked by Stepper::pick.
+// Each sentence's sampling key: opt.sentence_keys, or the generator's next B counters.
+std::vector<uint64_t> sentence_keys(int64_t B, const DecodeOptions& opt) {
+  if (!opt.sentence_keys.empty()) return opt.sentence_keys;  // (B of them: check_sampling_options)
+  std::vector<uint64_t> keys(B);
+  const uint64_t first = (opt.gen ? *opt.gen : default_generator()).advance((uint64_t)B);
+  for (int64_t b = 0; b < B; b++) keys[b] = first + (uint64_t)b;
+  return keys;
+}
+
+// Greedy or sampling: one row per unfinished sentence, its token picked by Stepper::pick (a draw at step t of
+// sentence b from the counter nn::sampling_counter(key b, t)).
 std::vector<Hypothesis> one_best(Stepper& model, const std::vector<int64_t>& max_len, const DecodeOptions& opt) {
   const int64_t B = (int64_t)max_len.size();
   std::vector<std::vector<int>> ids(B);
   std::vector<double> score(B, 0.0);
   std::vector<int64_t> rows(B), parents(B), tokens(B, opt.bos);  // rows: the sentence of each live row
   for (int64_t b = 0; b < B; b++) rows[b] = parents[b] = b;
+  const std::vector<uint64_t> keys = opt.sampling ? sentence_keys(B, opt) : std::vector<uint64_t>{};
+  std::vector<uint64_t> counters;
   for (int64_t t = 0; !rows.empty(); t++) {
-    const std::vector<Stepper::Pick> picks =
-        opt.device_pick ? model.pick(parents, tokens, opt) : model.Stepper::pick(parents, tokens, opt);
+    counters.clear();
+    if (opt.sampling)
+      for (int64_t b : rows) counters.push_back(nn::sampling_counter(keys[b], (uint64_t)t));
+    const std::vector<Stepper::Pick> picks = opt.device_pick ? model.pick(parents, tokens, opt, counters)
+                                                             : model.Stepper::pick(parents, tokens, opt, counters);
     std::vector<int64_t> next_rows;
     parents.clear();
     tokens.clear();
@@ -206,13 +221,13 @@ std::vector<Hypothesis> beam_search(Stepper& model, const std::vector<int64_t>& 
 }  // namespace
 
 std::vector<Stepper::Pick> Stepper::pick(const std::vector<int64_t>& parents, const std::vector<int64_t>& tokens,
-                                         const DecodeOptions& opt) {
+                                         const DecodeOptions& opt, const std::vector<uint64_t>& draw_counters) {
   const std::vector<double> lp = step(parents, tokens);
   const int64_t V = vocab(), R = (int64_t)parents.size();
   std::vector<int64_t> token(R, -1);
   if (opt.sampling) {  // the same draw as on a device, from these log-probabilities
-    token = sample_tokens(Tensor::from_vector(lp, {R, V}), excluded_tokens(V, opt, Device::cpu()), opt)
-                .to_vector<int64_t>();
+    const Tensor excluded = excluded_tokens(V, opt, Device::cpu());
+    token = sample_tokens(Tensor::from_vector(lp, {R, V}), excluded, opt, draw_counters).to_vector<int64_t>();
   } else {
     for (int64_t r = 0; r < R; r++)
       for (int64_t v = 0; v < V; v++)
@@ -223,13 +238,17 @@ std::vector<Stepper::Pick> Stepper::pick(const std::vector<int64_t>& parents, co
   return out;
 }
 
-Tensor sample_tokens(const Tensor& lp, const Tensor& excluded, const DecodeOptions& opt) {
-  return nn::sample_tokens(lp, excluded, {opt.temperature, opt.sampling_topk, opt.sampling_topp, opt.gen});
+Tensor sample_tokens(const Tensor& lp, const Tensor& excluded, const DecodeOptions& opt,
+                     const std::vector<uint64_t>& row_counters) {
+  return nn::sample_tokens(lp, excluded,
+                           {opt.temperature, opt.sampling_topk, opt.sampling_topp, opt.gen, row_counters});
 }
 
-// The sampling options, checked before any work (decode_batch: before the encoder runs).
-static void check_sampling_options(const DecodeOptions& opt) {
+// The sampling options for B sentences, checked before any work (decode_batch: before the encoder runs).
+static void check_sampling_options(const DecodeOptions& opt, int64_t B) {
   if (!opt.sampling) return;
+  check(opt.sentence_keys.empty() || (int64_t)opt.sentence_keys.size() == B, "decode", ": ",
+        opt.sentence_keys.size(), " sentence keys for ", B, " sentences");
   check(opt.beam <= 1, "decode", ": sampling draws one hypothesis per sentence: beam must be 1, got ", opt.beam);
   check(opt.temperature > 0 && std::isfinite(1.0 / opt.temperature) && std::isfinite(opt.temperature), "decode",
         ": temperature must be > 0 (and its inverse finite), got ", opt.temperature);
@@ -239,12 +258,12 @@ static void check_sampling_options(const DecodeOptions& opt) {
 }
 
 std::vector<Hypothesis> search(Stepper& model, const std::vector<int64_t>& max_len, const DecodeOptions& opt) {
-  check_sampling_options(opt);
+  check_sampling_options(opt, (int64_t)max_len.size());
   return opt.beam <= 1 ? one_best(model, max_len, opt) : beam_search(model, max_len, opt);
 }
 
 std::vector<Hypothesis> decode_batch(nn::Transformer& model, const Tensor& src_ids, const DecodeOptions& opt) {
-  check_sampling_options(opt);
+  check_sampling_options(opt, src_ids.dim() > 0 ? src_ids.size(0) : 0);
   NoGradGuard no_grad;
   const Tensor src = src_ids.to(model.device());  // the search runs on the host, the model where it lives
   const int64_t B = src.size(0), S = src.size(1);

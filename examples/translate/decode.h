@@ -35,6 +35,11 @@ struct DecodeOptions {
   int64_t sampling_topk = 0;
   double sampling_topp = 1.0;
   skipgrad::Generator* gen = nullptr;  // draws from it (the default generator if null): a seed repeats a decode
+  // With sampling, one per sentence of the batch: sentence b's draws are keyed sentence_keys[b] (nn::sampling_counter
+  // of the key and the step), so its translation is the same whatever batch it is decoded in, and in whatever order
+  // (`translate` keys each line by its number). Empty: keys k0, k0 + 1, ... with k0 = gen's next counter (gen
+  // advances by the batch's size: the next batch draws afresh). Either way a row's draw does not depend on the others.
+  std::vector<uint64_t> sentence_keys;
 };
 
 // A decoded sentence: its target ids (without bos/eos) and its model score, Σ_t log p(y_t | y_<t, x) over the
@@ -53,20 +58,23 @@ class Stepper {
   virtual std::vector<double> step(const std::vector<int64_t>& parents, const std::vector<int64_t>& tokens) = 0;
   virtual int64_t vocab() const = 0;
   // Beam 1's step, with step()'s arguments: each row's next token and its log-probability. The token is the best
-  // candidate (not pad or bos; the first of equal ones), or with opt.sampling a draw (sample_tokens). This default
-  // picks from step()'s log-probabilities on the host; the model's steppers pick on the model's device.
+  // candidate (not pad or bos; the first of equal ones), or with opt.sampling a draw (sample_tokens) with row r's
+  // uniforms from draw_counters[r]. This default picks from step()'s log-probabilities on the host; the model's
+  // steppers pick on the model's device.
   struct Pick {
     int64_t token;
     double logp;
   };
   virtual std::vector<Pick> pick(const std::vector<int64_t>& parents, const std::vector<int64_t>& tokens,
-                                 const DecodeOptions& opt);
+                                 const DecodeOptions& opt, const std::vector<uint64_t>& draw_counters);
 };
 
 // Draws one token per row of log-probabilities lp [R, V] (any device, any floating dtype) as DecodeOptions'
 // sampling says; excluded [V] is 1 for the tokens never drawn (pad, bos). Returns int64 [R, 1]. (nn::sample_tokens,
-// nn/generate.h, with DecodeOptions' temperature, sampling_topk, sampling_topp and gen.)
-skipgrad::Tensor sample_tokens(const skipgrad::Tensor& lp, const skipgrad::Tensor& excluded, const DecodeOptions& opt);
+// nn/generate.h, with DecodeOptions' temperature, sampling_topk, sampling_topp and gen, and row_counters: one per
+// row, or none for the generator's next counters.)
+skipgrad::Tensor sample_tokens(const skipgrad::Tensor& lp, const skipgrad::Tensor& excluded, const DecodeOptions& opt,
+                               const std::vector<uint64_t>& row_counters = {});
 
 // Greedy or sampling (opt.beam <= 1) or beam search over max_len.size() sentences; sentence b emits at most
 // max_len[b] tokens (eos included). Candidates never include pad or bos. Beam search, as fairseq's: of the best

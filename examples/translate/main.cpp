@@ -386,6 +386,7 @@ static int run_command(int argc, char** argv) {
       d.gen = &gen;
       std::vector<std::string> out(lines.size());
       for (auto& idx : make_batches(ex, 2048, 0, false)) {
+        d.sentence_keys.assign(idx.begin(), idx.end());  // a line draws the same whatever its batch
         auto res = translate_batch(*m.model, collate(ex, idx).src, d);
         for (size_t k = 0; k < idx.size(); k++) out[idx[k]] = m.vocab.decode(res[k]);
       }
