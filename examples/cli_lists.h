@@ -40,48 +40,49 @@ inline std::vector<std::string> split_names(const std::string& s, const char* op
   return out;
 }
 
-// "3,6,12" -> {3, 6, 12}: at least one item, none twice, each a whole number >= lo that fits Int; else a
-// skipgrad::Error naming the option, the item and the list.
-template <class Int>
-std::vector<Int> split_numbers(const std::string& s, const char* option, Int lo) {
-  std::vector<Int> out;
+// The items of s, each read by parse(item, value), which says whether the whole item is a valid value (an exception
+// counts as no): at least one item, none twice; else a skipgrad::Error naming the option, the item and the list, and
+// `what` an item must be.
+template <class T, class Parse>
+std::vector<T> split_values(const std::string& s, const char* option, const std::string& what, Parse parse) {
+  std::vector<T> out;
   for (const std::string& item : split_list(s)) {
-    size_t used = 0;
-    long long v = 0;
+    T v{};
+    bool ok = false;
     try {
-      v = std::stoll(item, &used);
-    } catch (const std::exception&) {
-      used = 0;  // not a number, or out of long long's range
+      ok = parse(item, v);
+    } catch (const std::exception&) {  // not a number, or out of its type's range
     }
-    const bool fits = v < 0 || (unsigned long long)v <= (unsigned long long)std::numeric_limits<Int>::max();
-    skipgrad::check(used == item.size() && v >= (long long)lo && fits, option, ": '", item, "' in '", s,
-                    "' is not a whole number from ", lo, " up");
-    out.push_back((Int)v);
+    skipgrad::check(ok, option, ": '", item, "' in '", s, "' is not ", what);
+    out.push_back(v);
   }
   skipgrad::check(!out.empty(), option, ": no values in '", s, "'");
   check_distinct(out, option, s);
   return out;
 }
 
+// "3,6,12" -> {3, 6, 12}: at least one item, none twice, each a whole number >= lo that fits Int; else a
+// skipgrad::Error naming the option, the item and the list.
+template <class Int>
+std::vector<Int> split_numbers(const std::string& s, const char* option, Int lo) {
+  const std::string what = "a whole number from " + std::to_string(lo) + " up";
+  return split_values<Int>(s, option, what, [lo](const std::string& item, Int& out) {
+    size_t used = 0;
+    const long long v = std::stoll(item, &used);
+    const bool fits = v < 0 || (unsigned long long)v <= (unsigned long long)std::numeric_limits<Int>::max();
+    out = (Int)v;
+    return used == item.size() && v >= (long long)lo && fits;
+  });
+}
+
 // "5e-4,1e-3" -> {0.0005, 0.001}: at least one item, none twice, each a finite number > 0; else a skipgrad::Error
 // naming the option, the item and the list.
 inline std::vector<double> split_positive_numbers(const std::string& s, const char* option) {
-  std::vector<double> out;
-  for (const std::string& item : split_list(s)) {
+  return split_values<double>(s, option, "a number > 0", [](const std::string& item, double& out) {
     size_t used = 0;
-    double v = 0;
-    try {
-      v = std::stod(item, &used);
-    } catch (const std::exception&) {
-      used = 0;
-    }
-    skipgrad::check(used == item.size() && std::isfinite(v) && v > 0, option, ": '", item, "' in '", s,
-                    "' is not a number > 0");
-    out.push_back(v);
-  }
-  skipgrad::check(!out.empty(), option, ": no values in '", s, "'");
-  check_distinct(out, option, s);
-  return out;
+    out = std::stod(item, &used);
+    return used == item.size() && std::isfinite(out) && out > 0;
+  });
 }
 
 }  // namespace cli_lists
