@@ -333,6 +333,10 @@ PatternValues parse_lr_scale_at(const std::string& text) {
   return parse_pattern_values(text, "lr_scale_at", "SCALE", "\"*.alpha=10\"");
 }
 
+std::string lr_scale_at_note(const PatternValues& lr_scale_at) {
+  return lr_scale_at.empty() ? "" : " (--lr-scale-at " + pattern_values_text(lr_scale_at) + ")";
+}
+
 std::string lr_scales_summary(const Optimizer& opt) {
   std::vector<std::pair<double, std::vector<std::string>>> by_scale;  // in the order the scales first appear
   for (size_t i = 0; i < opt.named_params().size(); i++) {

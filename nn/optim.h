@@ -262,6 +262,8 @@ std::vector<ParamGroup> lr_scale_groups(const NamedTensors& params, const Patter
 // lr_scale_groups' patterns from the command line's "PATTERN=SCALE[,PATTERN=SCALE...]" ("*.alpha=10"; "" is none):
 // an Error names the entry that is not of that form (name_patterns.h).
 PatternValues parse_lr_scale_at(const std::string& text);
+// How a run's first line shows them: " (--lr-scale-at *.alpha=10)", or "" for none.
+std::string lr_scale_at_note(const PatternValues& lr_scale_at);
 // The parameters whose learning rate is not lr() x 1, by scale: "lr x10: 12 parameters (enc.0.ffn_norm.alpha, ...)";
 // "" when there are none.
 std::string lr_scales_summary(const Optimizer& opt);

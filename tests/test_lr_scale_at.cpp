@@ -20,6 +20,8 @@ TEST_SUITE("train") {
                               {"dec.0.norm.alpha", Tensor::ones({1})}, {"dec.0.b", Tensor::ones({2})}};
     const PatternValues at = parse_pattern_values("*.alpha=10,dec.*=0.5", "--lr-scale-at", "SCALE", "\"*.alpha=10\"");
     CHECK(pattern_values_text(at) == "*.alpha=10,dec.*=0.5");
+    CHECK(lr_scale_at_note(at) == " (--lr-scale-at *.alpha=10,dec.*=0.5)");  // as a run's first line shows them
+    CHECK(lr_scale_at_note({}).empty());
     const std::vector<ParamGroup> groups = lr_scale_groups(params, at, "test");
     REQUIRE(groups.size() == 3);  // in the order the scales first appear: 1, 10, 0.5
     CHECK(groups[0].lr_scale == 1);

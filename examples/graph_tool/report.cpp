@@ -12,6 +12,8 @@
 #include <sstream>
 #include <tuple>
 
+#include "nn/optim.h"
+
 namespace graph_tool {
 
 using namespace skipgrad;
@@ -409,7 +411,7 @@ void write_report(const ReportOptions& opt) {
     md << "Measured at";
     for (int64_t s : opt.steps) md << " " << step_label(s) << (s == opt.steps.back() ? "" : ",");
     md << " (training: Adam β (0.9, 0.98), inverse-sqrt schedule to lr " << opt.lr
-       << (opt.lr_scale_at.empty() ? "" : " (--lr-scale-at " + nn::pattern_values_text(opt.lr_scale_at) + ")")
+       << nn::lr_scale_at_note(opt.lr_scale_at)
        << " after a linear warm-up of " << opt.warmup << " steps, fresh batches of the same task, no clipping). ";
   } else {
     md << "At initialization. ";

@@ -333,8 +333,7 @@ static int run(int argc, char** argv) {
                 (long long)o.context, (long long)o.batch, (long long)o.steps, o.init.c_str(), norms.c_str(),
                 positions.c_str(),
                 o.optimizer == "radam" ? "RAdam" : "AdamW", o.lr,
-                o.lr_scale_at.empty() ? ""
-                                      : (" (--lr-scale-at " + nn::pattern_values_text(lr_scale_at(o)) + ")").c_str(),
+                nn::lr_scale_at_note(lr_scale_at(o)).c_str(),
                 (long long)o.warmup, o.device.c_str(), (long long)o.eval_batches);
     std::printf("| topology | parameters | valid at init | train (last step) | valid | bits/char | max ‖g‖ | seconds "
                 "| sample (greedy, or --temperature) |\n|---|---|---|---|---|---|---|---|---|\n");

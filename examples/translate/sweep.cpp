@@ -11,6 +11,7 @@
 
 #include "config_json.h"
 #include "nn/checkpoint.h"
+#include "nn/optim.h"
 #include "nn/topology.h"
 #include "tensor/error.h"
 
@@ -106,7 +107,7 @@ static std::string describe(const SweepOptions& o) {
     << nn::head_norm_summary(t.model.qk_norm, t.model.qk_norm_kind) << ", ffn " << t.model.d_ff << ", dropout "
     << t.model.dropout << ", norm " << t.model.norm_summary()
     << "; " << t.optimizer << ", lr " << (o.lrs.empty() ? number_str(t.lr) : lr_list(o.lrs) + " (one run each)")
-    << (t.lr_scale_at.empty() ? "" : " (--lr-scale-at " + nn::pattern_values_text(t.lr_scale_at) + ")")
+    << nn::lr_scale_at_note(t.lr_scale_at)
     << ", warm-up " << t.warmup << ", " << t.max_tokens
     << " tokens per batch, label smoothing "
     << t.label_smoothing << "; budget per run: ";
