@@ -52,12 +52,15 @@ class Module {
   // integer buffer's exactly) before they call it. The default refuses a constant buffer's value other than the
   // module's own (register_constant_buffer) and accepts any value of the others.
   virtual void check_loaded_buffer(const std::string& name, const Tensor& value, const std::string& context) const;
-  // Registers a child; its name becomes `name` (the full path is built by named_parameters()).
+  // Registers a child; its name becomes `name` (the full path is built by named_parameters()). A module registered
+  // a second time (in another parent, or twice in a ModuleList: parameters shared across layers) keeps its first
+  // name, under which named_modules() and named_parameters() list it, so its forward's nodes read that name too.
   template <class M>
   std::shared_ptr<M> register_module(const std::string& name, std::shared_ptr<M> m) {
     check(m != nullptr, "register_module", ": child '", name, "' of '", name_, "' is null");
     check_new_name("register_module", name);
-    m->name_ = name;
+    if (!m->registered_) m->name_ = name;
+    m->registered_ = true;
     children_.emplace_back(name, m);
     return m;
   }
@@ -101,6 +104,7 @@ class Module {
  protected:
   std::string name_;
   bool training_ = true;
+  bool registered_ = false;  // a child of some module: its name is its first parent's for it
 
  private:
   // A name for a new parameter, buffer or child: not empty, without '.', and not taken by any of the three (as

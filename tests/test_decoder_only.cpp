@@ -468,6 +468,10 @@ TEST_SUITE("decoder_only") {
     neg.temperature = -1;
     CHECK_THROWS_WITH_ALL(nn::sample_tokens(Tensor::zeros({1, 13}), Tensor::zeros({13}, DType::I64), neg),
                           "sample_tokens", "temperature must be > 0");
+    nn::SamplingOptions keyed;
+    keyed.row_counters = {1, 2};  // one counter per row
+    CHECK_THROWS_WITH_ALL(nn::sample_tokens(Tensor::zeros({1, 13}), Tensor::zeros({13}, DType::I64), keyed),
+                          "sample_tokens", "2 row counters for 1 rows", "float32[1,13]");
     {  // a row with no token to draw gets -1 (every lookup refuses it), for any top-k / top-p; the others draw
       std::vector<double> lp(2 * 13, -1.0);
       for (int64_t v = 0; v < 13; v++) lp[13 + v] = v == 4 ? -1.0 : -INFINITY;  // row 1: only token 4 has mass

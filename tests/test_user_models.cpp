@@ -125,6 +125,7 @@ TEST_SUITE("nn") {
     blocks->push_back(std::make_shared<Block>());
     blocks->push_back(std::make_shared<Block>());
     auto shared = net->register_module("also", (*blocks)[1]);  // one module under two names: visited once
+    CHECK(shared->name() == "1");  // its first name, as named_modules lists it, and so its nodes' scope
     net->eval();
     CHECK((*blocks)[0]->state->mode_changes == 1);
     CHECK_FALSE((*blocks)[0]->state->is_training());
