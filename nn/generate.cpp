@@ -77,6 +77,14 @@ Tensor sample_tokens(const Tensor& lp, const Tensor& excluded, const SamplingOpt
 
 uint64_t sampling_counter(uint64_t key, uint64_t step) { return random_bits(key, step); }
 
+std::vector<uint64_t> sampling_keys(const std::vector<uint64_t>& keys, int64_t n, Generator* gen) {
+  if (!keys.empty()) return keys;
+  std::vector<uint64_t> fresh(n);
+  const uint64_t first = (gen ? *gen : default_generator()).advance((uint64_t)n);
+  for (int64_t r = 0; r < n; r++) fresh[r] = first + (uint64_t)r;
+  return fresh;
+}
+
 std::vector<std::vector<int64_t>> generate(Transformer& lm, const std::vector<std::vector<int64_t>>& prompts,
                                            const GenerateOptions& opt) {
   const char* who = "generate";
@@ -125,11 +133,7 @@ std::vector<std::vector<int64_t>> generate(Transformer& lm, const std::vector<st
   Tensor logits = lm.decode_step(st, Tensor::from_vector(block, {R, longest}, device));  // [R, V]
   std::vector<bool> done(R, false);
   SamplingOptions draw = opt.draw;  // with each step's row counters
-  std::vector<uint64_t> keys = opt.keys;
-  if (opt.sampling && keys.empty()) {
-    const uint64_t first = (opt.draw.gen ? *opt.draw.gen : default_generator()).advance((uint64_t)R);
-    for (int64_t r = 0; r < R; r++) keys.push_back(first + (uint64_t)r);
-  }
+  const std::vector<uint64_t> keys = opt.sampling ? sampling_keys(opt.keys, R, opt.draw.gen) : std::vector<uint64_t>{};
   for (int64_t k = 0;; k++) {  // the k-th new token of every unfinished row
     // each row's token and its logit, in one read: a NaN or inf logit is an error
     const Tensor allowed = masked_fill(logits, excluded, -INFINITY);

@@ -28,6 +28,9 @@ struct SamplingOptions {
 // The counter of step `step` of a draw keyed `key` (a sentence's, a prompt's): random_bits(key, step), 64 random bits,
 // so that two (key, step) pairs' ranges of columns meet with a probability of about columns / 2^64.
 uint64_t sampling_counter(uint64_t key, uint64_t step);
+// The keys of n rows' draws: `keys` when given (the caller has checked that there are n), else n fresh ones, k0,
+// k0 + 1, ... with k0 = gen's next counter (the default generator if null), which advances by n.
+std::vector<uint64_t> sampling_keys(const std::vector<uint64_t>& keys, int64_t n, Generator* gen);
 // Throws an Error naming `who` and the option for a temperature <= 0 (or one whose inverse is not finite), a
 // negative top_k or a top_p outside (0, 1].
 void check_sampling_options(const SamplingOptions& opt, const char* who);

@@ -104,15 +104,6 @@ Hypothesis finish(std::vector<int> ids, double score, const DecodeOptions& opt) 
   return {std::move(ids), score};
 }
 
-// Each sentence's sampling key: opt.sentence_keys, or the generator's next B counters.
-std::vector<uint64_t> sentence_keys(int64_t B, const DecodeOptions& opt) {
-  if (!opt.sentence_keys.empty()) return opt.sentence_keys;  // (B of them: check_sampling_options)
-  std::vector<uint64_t> keys(B);
-  const uint64_t first = (opt.gen ? *opt.gen : default_generator()).advance((uint64_t)B);
-  for (int64_t b = 0; b < B; b++) keys[b] = first + (uint64_t)b;
-  return keys;
-}
-
 // Greedy or sampling: one row per unfinished sentence, its token picked by Stepper::pick (a draw at step t of
 // sentence b from the counter nn::sampling_counter(key b, t)).
 std::vector<Hypothesis> one_best(Stepper& model, const std::vector<int64_t>& max_len, const DecodeOptions& opt) {
@@ -121,7 +112,9 @@ std::vector<Hypothesis> one_best(Stepper& model, const std::vector<int64_t>& max
   std::vector<double> score(B, 0.0);
   std::vector<int64_t> rows(B), parents(B), tokens(B, opt.bos);  // rows: the sentence of each live row
   for (int64_t b = 0; b < B; b++) rows[b] = parents[b] = b;
-  const std::vector<uint64_t> keys = opt.sampling ? sentence_keys(B, opt) : std::vector<uint64_t>{};
+  // each sentence's sampling key: opt.sentence_keys (B of them: check_sampling_options), or the generator's next B
+  const std::vector<uint64_t> keys =
+      opt.sampling ? nn::sampling_keys(opt.sentence_keys, B, opt.gen) : std::vector<uint64_t>{};
   std::vector<uint64_t> counters;
   for (int64_t t = 0; !rows.empty(); t++) {
     counters.clear();
